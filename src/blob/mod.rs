@@ -1,0 +1,39 @@
+//! The blob store: the bytes of blobs and of in-progress uploads.
+//!
+//! `BlobStore` is the concrete handle; today it is the filesystem (`fs.rs`), S3-compatible
+//! storage comes later behind the same handle. It knows digests and upload ids, never repository
+//! names, and never builds a path from anything but a validated `Digest` or a `Uuid`.
+//!
+//! Invariant: a blob's file appears at its final path only by an atomic rename of a complete,
+//! fsync'd file, so a reader never sees a partial blob.
+
+mod fs;
+
+pub use fs::{BlobLock, BlobStore};
+
+#[derive(Debug, thiserror::Error)]
+#[error("blob store: {context}: {source}")]
+pub struct Error {
+    pub context: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl Error {
+    pub fn is_not_found(&self) -> bool {
+        self.source.kind() == std::io::ErrorKind::NotFound
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Attaches what was being done to an I/O error.
+pub(crate) trait Context<T> {
+    fn context(self, f: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> Context<T> for std::io::Result<T> {
+    fn context(self, f: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error { context: f(), source })
+    }
+}

@@ -1,0 +1,51 @@
+//! `berth gc`: garbage collection against the data directory, beside a running server or not.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+use crate::config::{Config, ServeArgs, env, parse_duration};
+use crate::content::gc::Options;
+use crate::server::AppState;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct GcArgs {
+    /// The server's TOML configuration file (for data_dir and upload_ttl).
+    pub config: Option<PathBuf>,
+    /// Data directory of the registry [default: ./berth-data]
+    #[arg(long, env = env::BERTH_DATA_DIR, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Report what would be removed; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also remove manifests that no tag, index or present subject keeps.
+    #[arg(long)]
+    pub untagged: bool,
+    /// Keep blob links and manifests younger than this [default: the configured gc_grace, 1h]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub grace: Option<std::time::Duration>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub(super) fn run(args: &GcArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&ServeArgs { config: args.config.clone(), data_dir: args.data_dir.clone(), ..ServeArgs::default() })?;
+    if !config.data_dir.join("berth.db").is_file() {
+        anyhow::bail!("no berth data in {} (give --data-dir)", config.data_dir.display());
+    }
+    let state = AppState::open(&config.data_dir)
+        .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
+    let opts = Options {
+        grace: args.grace.unwrap_or(config.gc_grace),
+        upload_ttl: config.upload_ttl,
+        untagged: args.untagged,
+        dry_run: args.dry_run,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
+    let report = runtime.block_on(state.content().collect_garbage(opts))?;
+    let text = if args.json { serde_json::to_string_pretty(&report)? } else { report.to_string() };
+    crate::cli_print(&text);
+    Ok(ExitCode::SUCCESS)
+}

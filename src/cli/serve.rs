@@ -1,0 +1,56 @@
+//! `berth serve`: resolve the configuration, open the stores, bind, serve until SIGTERM/SIGINT.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+use crate::config::{Config, ServeArgs};
+use crate::server::{self, AppState};
+
+pub(super) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(args)?;
+    crate::telemetry::init(&config.log);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(serve(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let tls = config.tls.as_ref().map(server::tls_acceptor).transpose()?;
+    let state = AppState::open(&config.data_dir)
+        .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    server::spawn_background(&state, &config);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    // Tests and scripts read this line to learn the port when --listen ends in :0.
+    tracing::info!(data_dir = %config.data_dir.display(), "berth listening on {scheme}://{addr}");
+    server::serve(listener, state, tls, shutdown_signal()).await.context("serving")?;
+    tracing::info!("berth stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

@@ -1,0 +1,181 @@
+//! Configuration: `ServeArgs` and the TOML file (`raw.rs`) resolve into one validated `Config`.
+//!
+//! Precedence, resolved in `Config::load`: flags > `BERTH_*` environment variables > the TOML
+//! file > defaults. `docs/config.md` is generated from the flag definitions by
+//! `reference_markdown` and checked by a test.
+
+pub mod env;
+mod raw;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use raw::{FileConfig, ServeArgs};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub tls: Option<TlsFiles>,
+    pub upload_ttl: Duration,
+    pub gc_interval: Option<Duration>,
+    pub gc_grace: Duration,
+    pub gc_untagged: bool,
+    pub log: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl Config {
+    /// Resolves flags (and their environment variables) over the file over the defaults.
+    pub fn load(args: &ServeArgs) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        Config::resolve(args.over(file))
+    }
+
+    fn resolve(raw: FileConfig) -> Result<Config, ConfigError> {
+        let invalid = |key, message: String| ConfigError::Invalid { key, message };
+        let listen = raw.listen.as_deref().unwrap_or("127.0.0.1:5000");
+        let listen = listen
+            .parse()
+            .map_err(|_| invalid("listen", format!("{listen:?} is not an address like 127.0.0.1:5000")))?;
+        let tls = match (raw.tls_cert, raw.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => return Err(invalid("tls_cert", "tls_cert and tls_key must be given together".into())),
+        };
+        let duration = |key: &'static str, v: Option<String>, default: &str| {
+            parse_duration(v.as_deref().unwrap_or(default)).map_err(|m| invalid(key, m))
+        };
+        let gc_interval = match raw.gc_interval.as_deref() {
+            None | Some("off") => None,
+            Some(v) => Some(parse_duration(v).map_err(|m| invalid("gc_interval", m))?).filter(|d| !d.is_zero()),
+        };
+        Ok(Config {
+            data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("./berth-data")),
+            listen,
+            tls,
+            upload_ttl: duration("upload_ttl", raw.upload_ttl, "24h")?,
+            gc_interval,
+            gc_grace: duration("gc_grace", raw.gc_grace, "1h")?,
+            gc_untagged: raw.gc_untagged.unwrap_or(false),
+            log: raw.log.unwrap_or_else(|| "info".to_owned()),
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })
+}
+
+/// Parses `90d`, `24h`, `30m`, `10s`, `500ms` (one number, one unit).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 30s, 15m, 24h or 90d"))?;
+    let secs = |mul: u64| n.checked_mul(mul).map(Duration::from_secs).ok_or_else(|| format!("{s:?} is too long"));
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86_400),
+        _ => Err(format!("{s:?} is not a duration like 30s, 15m, 24h or 90d")),
+    }
+}
+
+/// The configuration reference, generated from the `serve` flags (written to `docs/config.md`).
+pub fn reference_markdown() -> String {
+    use clap::CommandFactory as _;
+
+    #[derive(clap::Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+    let cmd = Wrapper::command();
+    let mut out = String::from(
+        "# Server configuration\n\n\
+         <!-- Generated from src/config/raw.rs by `cargo test`; do not edit. -->\n\n\
+         `berth serve [CONFIG.toml]` reads each setting from, in order of precedence:\n\
+         its command-line flag, its environment variable, its key in the TOML file, its default.\n\n\
+         | flag | environment | TOML key | meaning |\n|---|---|---|---|\n",
+    );
+    for arg in cmd.get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        let env = arg.get_env().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+        let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+        out.push_str(&format!("| `--{long}` | `{env}` | `{}` | {} |\n", long.replace('-', "_"), help.replace('|', "\\|")));
+    }
+    out.push_str("\nDurations are a whole number and a unit: `500ms`, `30s`, `15m`, `24h`, `90d`.\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90d"), Ok(Duration::from_secs(90 * 86_400)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("1.5h").is_err());
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("10 parsecs").is_err());
+    }
+
+    #[test]
+    fn precedence_flag_over_file_over_default() {
+        let file: FileConfig = toml::from_str("listen = \"127.0.0.1:7000\"\nupload_ttl = \"2h\"\ndata_dir = \"/srv/x\"").unwrap();
+        let args = ServeArgs { listen: Some("127.0.0.1:8000".into()), ..ServeArgs::default() };
+        let c = Config::resolve(args.over(file)).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8000");
+        assert_eq!(c.upload_ttl, Duration::from_secs(7200));
+        assert_eq!(c.data_dir, PathBuf::from("/srv/x"));
+        assert_eq!(c.gc_grace, Duration::from_secs(3600));
+        assert!(c.gc_interval.is_none());
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        let e = Config::resolve(FileConfig { gc_grace: Some("soon".into()), ..FileConfig::default() }).unwrap_err();
+        assert_eq!(e.to_string(), "invalid gc_grace: \"soon\" is not a duration like 30s, 15m, 24h or 90d");
+        let e = Config::resolve(FileConfig { tls_key: Some("k".into()), ..FileConfig::default() }).unwrap_err();
+        assert_eq!(e.to_string(), "invalid tls_cert: tls_cert and tls_key must be given together");
+        assert!(toml::from_str::<FileConfig>("lisen = \"x\"").unwrap_err().to_string().contains("unknown field `lisen`"));
+    }
+
+    /// `docs/config.md` is generated; this test rewrites it and fails when it was stale.
+    #[test]
+    fn docs_config_md_is_fresh() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/config.md");
+        let want = reference_markdown();
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        if have != want {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &want).unwrap();
+            panic!("docs/config.md was stale and has been regenerated; commit it");
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! The raw settings as given: command-line flags and environment variables (through clap) and
+//! the TOML file (through serde). Nothing here is validated; `Config::resolve` does that.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::env;
+
+/// `berth serve` flags. Each also reads its environment variable (clap `env`), so a flag beats
+/// its variable; both beat the file; the file beats the defaults.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// TOML configuration file; its keys are the long flag names with `_` for `-`.
+    pub config: Option<PathBuf>,
+
+    /// Directory for the metadata database and blobs [default: ./berth-data]
+    #[arg(long, env = env::BERTH_DATA_DIR, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Address to listen on [default: 127.0.0.1:5000]
+    #[arg(long, env = env::BERTH_LISTEN, value_name = "ADDR")]
+    pub listen: Option<String>,
+
+    /// PEM certificate chain; with --tls-key, serve HTTPS
+    #[arg(long, env = env::BERTH_TLS_CERT, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert
+    #[arg(long, env = env::BERTH_TLS_KEY, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// How long an abandoned upload session lives before its bytes are removed [default: 24h]
+    #[arg(long, env = env::BERTH_UPLOAD_TTL, value_name = "DURATION")]
+    pub upload_ttl: Option<String>,
+
+    /// How often garbage collection runs in the background, or `off` [default: off]
+    #[arg(long, env = env::BERTH_GC_INTERVAL, value_name = "DURATION")]
+    pub gc_interval: Option<String>,
+
+    /// Age below which garbage collection keeps unreferenced blob links and untagged manifests [default: 1h]
+    #[arg(long, env = env::BERTH_GC_GRACE, value_name = "DURATION")]
+    pub gc_grace: Option<String>,
+
+    /// Let background garbage collection also remove untagged manifests [default: false]
+    #[arg(long, env = env::BERTH_GC_UNTAGGED, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub gc_untagged: Option<bool>,
+
+    /// Log filter, e.g. `info` or `berth=debug` [default: info]
+    #[arg(long, env = env::BERTH_LOG, value_name = "FILTER")]
+    pub log: Option<String>,
+}
+
+/// The TOML file, one optional key per flag. Unknown keys are an error, so a typo is not ignored.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub upload_ttl: Option<String>,
+    pub gc_interval: Option<String>,
+    pub gc_grace: Option<String>,
+    pub gc_untagged: Option<bool>,
+    pub log: Option<String>,
+}
+
+impl ServeArgs {
+    /// Layers these flags over `file`: a value given here wins.
+    pub(crate) fn over(&self, file: FileConfig) -> FileConfig {
+        FileConfig {
+            data_dir: self.data_dir.clone().or(file.data_dir),
+            listen: self.listen.clone().or(file.listen),
+            tls_cert: self.tls_cert.clone().or(file.tls_cert),
+            tls_key: self.tls_key.clone().or(file.tls_key),
+            upload_ttl: self.upload_ttl.clone().or(file.upload_ttl),
+            gc_interval: self.gc_interval.clone().or(file.gc_interval),
+            gc_grace: self.gc_grace.clone().or(file.gc_grace),
+            gc_untagged: self.gc_untagged.or(file.gc_untagged),
+            log: self.log.clone().or(file.log),
+        }
+    }
+}

@@ -1,0 +1,610 @@
+//! OCI content rules: blobs, upload sessions, manifests, tags, referrers and garbage collection.
+//!
+//! `ContentService` owns the metadata store and the blob store and is the only code that changes
+//! either. It takes validated values (`RepositoryName`, `Digest`, `Reference`) and byte streams;
+//! it knows nothing of HTTP.
+//!
+//! Invariants:
+//! * A repository serves a blob only if it is linked to it (pushed or mounted there).
+//! * A blob is committed by: verify digest → take the digest's lock → rename the file into place
+//!   (if not already stored) and link it in one metadata transaction → release the lock. Garbage
+//!   collection removes a file only under the same lock after seeing no metadata row, so the two
+//!   never race.
+//! * Nothing becomes visible before it is durable: files are fsync'd before rename, SQLite
+//!   commits with `synchronous=FULL`.
+
+mod digest;
+pub mod gc;
+pub mod manifest;
+mod name;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+
+pub use digest::{Algorithm, Digest, DigestError, Hasher};
+pub use name::{NameError, Reference, ReferenceError, RepositoryName, Tag, TagError};
+
+use crate::blob::BlobStore;
+use crate::store::{self, ManifestRow, MetadataStore, NewManifest, ReferrerRow};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("blob unknown to registry")]
+    BlobUnknown,
+    #[error("upload unknown to registry")]
+    UploadUnknown,
+    #[error("{0}")]
+    UploadInvalid(String),
+    /// A chunk that does not start where the upload ends; `offset` is the upload's length.
+    #[error("chunk does not start at the end of the upload (offset {offset})")]
+    RangeMismatch { offset: u64 },
+    #[error("{0}")]
+    DigestInvalid(String),
+    #[error("{0}")]
+    SizeInvalid(String),
+    #[error("manifest unknown to registry")]
+    ManifestUnknown,
+    #[error("{0}")]
+    ManifestInvalid(String),
+    #[error("manifest references {0}, which is not in the repository")]
+    ManifestBlobUnknown(Digest),
+    #[error("manifest is larger than {} bytes", manifest::MAX_MANIFEST_BYTES)]
+    ManifestTooLarge,
+    #[error("repository name not known to registry")]
+    NameUnknown,
+    #[error("reading the request body: {0}")]
+    Body(String),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error(transparent)]
+    Blob(#[from] crate::blob::Error),
+    #[error("background task failed: {0}")]
+    Task(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What the server keeps in memory about an upload session between requests: how far it got and
+/// the SHA-256 state of those bytes. Lost on restart, in which case the file is hashed again at
+/// the end.
+struct Session {
+    offset: u64,
+    hasher: Option<Hasher>,
+}
+
+/// A session's entry: `None` while a request is writing to it.
+type Sessions = HashMap<uuid::Uuid, Option<Session>>;
+
+#[derive(Clone)]
+pub struct ContentService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    meta: MetadataStore,
+    blobs: BlobStore,
+    sessions: Mutex<Sessions>,
+    uploads_active: AtomicI64,
+}
+
+/// A blob opened for reading.
+pub struct BlobReader {
+    pub file: std::fs::File,
+    pub size: u64,
+}
+
+/// The result of a manifest push.
+pub struct PushedManifest {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+}
+
+/// How many bytes go to the writer thread at once; frames from the socket are gathered up to this.
+const WRITE_CHUNK: usize = 256 * 1024;
+/// Chunks in flight between the socket and the writer and hasher: bounds memory per upload.
+const PIPELINE_DEPTH: usize = 8;
+
+impl ContentService {
+    pub fn new(meta: MetadataStore, blobs: BlobStore) -> ContentService {
+        ContentService {
+            inner: Arc::new(Inner { meta, blobs, sessions: Mutex::default(), uploads_active: AtomicI64::new(0) }),
+        }
+    }
+
+    pub fn meta(&self) -> &MetadataStore {
+        &self.inner.meta
+    }
+
+    pub fn blobs(&self) -> &BlobStore {
+        &self.inner.blobs
+    }
+
+    /// Requests currently streaming upload bytes.
+    pub fn uploads_active(&self) -> i64 {
+        self.inner.uploads_active.load(Ordering::Relaxed)
+    }
+
+    /// Runs blocking work (fsync, SQLite writes, hashing a file) off the async executor.
+    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&Inner) -> Result<T> + Send + 'static) -> Result<T> {
+        let this = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&this)).await.map_err(|e| Error::Task(e.to_string()))?
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
+        self.inner.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    // ----- blobs -----
+
+    /// Size of `digest` in `repo`.
+    pub fn blob_size(&self, repo: &RepositoryName, digest: &Digest) -> Result<u64> {
+        self.inner.meta.read(|r| r.blob_in_repo(repo.as_str(), digest))?.ok_or(Error::BlobUnknown)
+    }
+
+    pub fn open_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<BlobReader> {
+        let size = self.blob_size(repo, digest)?;
+        let file = self.inner.blobs.open_blob(digest)?;
+        Ok(BlobReader { file, size })
+    }
+
+    /// Unlinks a blob from a repository; its bytes go at the next garbage collection.
+    pub async fn delete_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<()> {
+        let (repo, digest) = (repo.clone(), digest.clone());
+        let found = self.blocking(move |s| Ok(s.meta.write(|w| w.unlink_blob(repo.as_str(), &digest))?)).await?;
+        if found { Ok(()) } else { Err(Error::BlobUnknown) }
+    }
+
+    /// Links `digest` into `repo` if `from` holds it. `false` means the caller should fall back to
+    /// an ordinary upload.
+    pub async fn mount(&self, repo: &RepositoryName, from: &RepositoryName, digest: &Digest) -> Result<bool> {
+        let (repo, from, digest) = (repo.clone(), from.clone(), digest.clone());
+        self.blocking(move |s| {
+            Ok(s.meta.write(|w| {
+                if w.reader().blob_in_repo(from.as_str(), &digest)?.is_none() {
+                    return Ok::<_, store::Error>(false);
+                }
+                let id = w.ensure_repo(repo.as_str())?;
+                w.link_blob(id, &digest)?;
+                Ok(true)
+            })?)
+        })
+        .await
+    }
+
+    // ----- uploads -----
+
+    pub async fn start_upload(&self, repo: &RepositoryName) -> Result<uuid::Uuid> {
+        let id = uuid::Uuid::new_v4();
+        let repo = repo.clone();
+        // The row goes first: garbage collection removes upload files that have no row.
+        self.blocking(move |s| {
+            s.meta.write(|w| {
+                let repo_id = w.ensure_repo(repo.as_str())?;
+                w.create_upload(&id, repo_id)
+            })?;
+            s.blobs.create_upload(&id)?;
+            Ok(())
+        })
+        .await?;
+        self.sessions().insert(id, Some(Session { offset: 0, hasher: Some(Hasher::new(Algorithm::Sha256)) }));
+        Ok(id)
+    }
+
+    fn check_upload(&self, repo: &RepositoryName, id: &uuid::Uuid) -> Result<()> {
+        match self.inner.meta.read(|r| r.upload(id))? {
+            Some(row) if row.repository == repo.as_str() => Ok(()),
+            _ => {
+                self.sessions().remove(id);
+                Err(Error::UploadUnknown)
+            }
+        }
+    }
+
+    /// How many bytes the upload holds.
+    pub fn upload_offset(&self, repo: &RepositoryName, id: &uuid::Uuid) -> Result<u64> {
+        self.check_upload(repo, id)?;
+        if let Some(Some(s)) = self.sessions().get(id) {
+            return Ok(s.offset);
+        }
+        self.inner.blobs.upload_len(id)?.ok_or(Error::UploadUnknown)
+    }
+
+    /// Takes a session for exclusive use by one request.
+    fn take_session(&self, id: &uuid::Uuid) -> Result<Session> {
+        let mut map = self.sessions();
+        match map.get_mut(id) {
+            Some(slot) => slot.take().ok_or_else(|| Error::UploadInvalid("another request is writing to this upload".into())),
+            None => {
+                // Not in memory (the server restarted): resume from the file, hash it again at the end.
+                let offset = self.inner.blobs.upload_len(id)?.ok_or(Error::UploadUnknown)?;
+                map.insert(*id, None);
+                Ok(Session { offset, hasher: None })
+            }
+        }
+    }
+
+    fn put_session(&self, id: &uuid::Uuid, s: Session) {
+        if let Some(slot) = self.sessions().get_mut(id) {
+            *slot = Some(s);
+        }
+    }
+
+    /// Appends a request body to an upload. `start` is the first byte's offset from
+    /// `Content-Range`, if the client sent one; `len` is the length the client announced.
+    pub async fn append<S, E>(
+        &self,
+        repo: &RepositoryName,
+        id: &uuid::Uuid,
+        start: Option<u64>,
+        len: Option<u64>,
+        body: S,
+    ) -> Result<u64>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin + 'static,
+        E: std::fmt::Display,
+    {
+        self.check_upload(repo, id)?;
+        let mut session = self.take_session(id)?;
+        if let Some(start) = start
+            && start != session.offset
+        {
+            let offset = session.offset;
+            self.put_session(id, session);
+            return Err(Error::RangeMismatch { offset });
+        }
+        let result = self.write_body(id, session.offset, session.hasher.take(), body).await;
+        match result {
+            Ok((n, hasher)) if len.is_none_or(|l| l == n) => {
+                session.offset += n;
+                session.hasher = hasher;
+                let offset = session.offset;
+                self.put_session(id, session);
+                Ok(offset)
+            }
+            Ok((n, _)) => {
+                // The bytes that arrived are not what the client announced: drop them all. The
+                // hasher has seen them, so the file is hashed again at the end.
+                self.put_session(id, Session { offset: session.offset, hasher: None });
+                Err(Error::SizeInvalid(format!("announced {} bytes, received {n}", len.unwrap_or(0))))
+            }
+            Err(e) => {
+                self.put_session(id, Session { offset: session.offset, hasher: None });
+                Err(e)
+            }
+        }
+    }
+
+    /// Streams `body` into the upload file at `offset`, hashing in parallel with writing. Returns
+    /// the bytes written and the updated hasher. On error, the file is cut back by the next append.
+    async fn write_body<S, E>(
+        &self,
+        id: &uuid::Uuid,
+        offset: u64,
+        hasher: Option<Hasher>,
+        mut body: S,
+    ) -> Result<(u64, Option<Hasher>)>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin + 'static,
+        E: std::fmt::Display,
+    {
+        use std::io::Write as _;
+        let _active = ActiveUpload::new(&self.inner.uploads_active);
+        let file = {
+            let (blobs, id) = (self.inner.blobs.clone(), *id);
+            tokio::task::spawn_blocking(move || blobs.open_upload(&id, offset))
+                .await
+                .map_err(|e| Error::Task(e.to_string()))??
+        };
+        let (wtx, mut wrx) = tokio::sync::mpsc::channel::<Bytes>(PIPELINE_DEPTH);
+        let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let mut file = file;
+            while let Some(chunk) = wrx.blocking_recv() {
+                file.write_all(&chunk)?;
+            }
+            Ok(())
+        });
+        let (htx, hasher_task) = match hasher {
+            Some(mut h) => {
+                let (htx, mut hrx) = tokio::sync::mpsc::channel::<Bytes>(PIPELINE_DEPTH);
+                let task = tokio::task::spawn_blocking(move || {
+                    while let Some(chunk) = hrx.blocking_recv() {
+                        h.update(&chunk);
+                    }
+                    h
+                });
+                (Some(htx), Some(task))
+            }
+            None => (None, None),
+        };
+        let mut total: u64 = 0;
+        let mut pending = bytes::BytesMut::new();
+        let mut read_err = None;
+        let send = async |chunk: Bytes| -> bool {
+            if let Some(h) = &htx
+                && h.send(chunk.clone()).await.is_err()
+            {
+                return false;
+            }
+            wtx.send(chunk).await.is_ok()
+        };
+        loop {
+            match body.next().await {
+                Some(Ok(frame)) => {
+                    total += frame.len() as u64;
+                    // Gather small frames so that the writer and hasher work on large slices.
+                    if pending.is_empty() && frame.len() >= WRITE_CHUNK {
+                        if !send(frame).await {
+                            break;
+                        }
+                    } else {
+                        pending.extend_from_slice(&frame);
+                        if pending.len() >= WRITE_CHUNK && !send(pending.split().freeze()).await {
+                            break;
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    read_err = Some(Error::Body(e.to_string()));
+                    break;
+                }
+                None => {
+                    if !pending.is_empty() {
+                        send(pending.split().freeze()).await;
+                    }
+                    break;
+                }
+            }
+        }
+        drop(wtx);
+        drop(htx);
+        let write_result = writer.await.map_err(|e| Error::Task(e.to_string()))?;
+        let hasher = match hasher_task {
+            Some(t) => Some(t.await.map_err(|e| Error::Task(e.to_string()))?),
+            None => None,
+        };
+        if let Some(e) = read_err {
+            return Err(e);
+        }
+        write_result.map_err(|source| crate::blob::Error { context: format!("writing upload {id}"), source })?;
+        Ok((total, hasher))
+    }
+
+    /// Completes an upload: optional last bytes, then digest check, then commit.
+    pub async fn finish<S, E>(&self, repo: &RepositoryName, id: &uuid::Uuid, digest: &Digest, last: Option<S>) -> Result<()>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin + 'static,
+        E: std::fmt::Display,
+    {
+        if let Some(body) = last {
+            self.append(repo, id, None, None, body).await?;
+        } else {
+            self.check_upload(repo, id)?;
+        }
+        let session = self.take_session(id)?;
+        let (repo, id, want) = (repo.clone(), *id, digest.clone());
+        let result = self
+            .blocking(move |s| {
+                let got = match session.hasher {
+                    Some(h) if want.algorithm() == Algorithm::Sha256 => h.finish(),
+                    _ => hash_file(&s.blobs, &id, want.algorithm())?,
+                };
+                if got != want {
+                    s.meta.write(|w| w.delete_upload(&id))?;
+                    s.blobs.remove_upload(&id)?;
+                    return Err(Error::DigestInvalid(format!("content digest is {got}, not {want}")));
+                }
+                s.commit_upload(&repo, &id, &want, session.offset)
+            })
+            .await;
+        self.sessions().remove(&id);
+        result
+    }
+
+    /// Stores a whole blob sent in one request (`POST ?digest=`), without an upload session.
+    pub async fn push_blob<S, E>(&self, repo: &RepositoryName, digest: &Digest, body: S) -> Result<()>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin + 'static,
+        E: std::fmt::Display,
+    {
+        // The file has no metadata row; garbage collection leaves such files alone until they
+        // are older than the upload expiry, so this one is safe while it is being written.
+        let id = uuid::Uuid::new_v4();
+        let blobs = self.inner.blobs.clone();
+        self.blocking(move |_| Ok(blobs.create_upload(&id)?)).await?;
+        let hasher = (digest.algorithm() == Algorithm::Sha256).then(|| Hasher::new(Algorithm::Sha256));
+        let written = self.write_body(&id, 0, hasher, body).await;
+        let (repo, want) = (repo.clone(), digest.clone());
+        self.blocking(move |s| {
+            let (size, hasher) = match written {
+                Ok(w) => w,
+                Err(e) => {
+                    s.blobs.remove_upload(&id)?;
+                    return Err(e);
+                }
+            };
+            let got = match hasher {
+                Some(h) => h.finish(),
+                None => hash_file(&s.blobs, &id, want.algorithm())?,
+            };
+            if got != want {
+                s.blobs.remove_upload(&id)?;
+                return Err(Error::DigestInvalid(format!("content digest is {got}, not {want}")));
+            }
+            s.commit_upload(&repo, &id, &want, size)
+        })
+        .await
+    }
+
+    pub async fn cancel_upload(&self, repo: &RepositoryName, id: &uuid::Uuid) -> Result<()> {
+        self.check_upload(repo, id)?;
+        let id = *id;
+        self.blocking(move |s| {
+            s.meta.write(|w| w.delete_upload(&id))?;
+            Ok(s.blobs.remove_upload(&id)?)
+        })
+        .await?;
+        self.sessions().remove(&id);
+        Ok(())
+    }
+
+    // ----- manifests -----
+
+    pub fn get_manifest(&self, repo: &RepositoryName, reference: &Reference) -> Result<ManifestRow> {
+        self.inner.meta.read(|r| r.manifest(repo.as_str(), reference))?.ok_or(Error::ManifestUnknown)
+    }
+
+    pub async fn put_manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<PushedManifest> {
+        if body.len() > manifest::MAX_MANIFEST_BYTES {
+            return Err(Error::ManifestTooLarge);
+        }
+        let digest = match reference {
+            Reference::Digest(want) => {
+                let got = Digest::of(want.algorithm(), &body);
+                if &got != want {
+                    return Err(Error::DigestInvalid(format!("manifest digest is {got}, not {want}")));
+                }
+                got
+            }
+            Reference::Tag(_) => Digest::sha256(&body),
+        };
+        let parsed = manifest::parse(content_type, &body).map_err(Error::ManifestInvalid)?;
+        let tag = match reference {
+            Reference::Tag(t) => Some(t.as_str().to_owned()),
+            Reference::Digest(_) => None,
+        };
+        let (repo, out_digest, subject) = (repo.clone(), digest.clone(), parsed.subject.clone());
+        self.blocking(move |s| {
+            let m = NewManifest {
+                digest: &digest,
+                media_type: &parsed.media_type,
+                artifact_type: parsed.artifact_type.as_deref(),
+                subject: parsed.subject.as_ref(),
+                annotations: parsed.annotations.as_deref(),
+                content: &body,
+                blob_refs: &parsed.blob_refs,
+                manifest_refs: &parsed.manifest_refs,
+            };
+            s.meta.write(|w| {
+                let repo_id = w.ensure_repo(repo.as_str())?;
+                if let Some(missing) = w.missing_ref(repo_id, &m)? {
+                    return Err(Error::ManifestBlobUnknown(missing));
+                }
+                w.put_manifest(repo_id, &m, tag.as_deref())?;
+                Ok(())
+            })
+        })
+        .await?;
+        Ok(PushedManifest { digest: out_digest, subject })
+    }
+
+    /// Deletes a manifest by digest (with its tags), or only a tag.
+    pub async fn delete_manifest(&self, repo: &RepositoryName, reference: &Reference) -> Result<()> {
+        let (repo, reference) = (repo.clone(), reference.clone());
+        let found = self
+            .blocking(move |s| {
+                Ok(s.meta.write(|w| match &reference {
+                    Reference::Digest(d) => w.delete_manifest(repo.as_str(), d),
+                    Reference::Tag(t) => w.delete_tag(repo.as_str(), t.as_str()),
+                })?)
+            })
+            .await?;
+        if found { Ok(()) } else { Err(Error::ManifestUnknown) }
+    }
+
+    pub fn tags(&self, repo: &RepositoryName, last: Option<&str>, limit: u64) -> Result<Vec<String>> {
+        self.inner.meta.read(|r| r.tags(repo.as_str(), last, limit))?.ok_or(Error::NameUnknown)
+    }
+
+    pub fn catalog(&self, last: Option<&str>, limit: u64) -> Result<Vec<String>> {
+        Ok(self.inner.meta.read(|r| r.catalog(last, limit))?)
+    }
+
+    pub fn referrers(&self, repo: &RepositoryName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<ReferrerRow>> {
+        Ok(self.inner.meta.read(|r| r.referrers(repo.as_str(), subject, artifact_type))?)
+    }
+
+    /// Removes upload sessions older than `ttl` and their bytes; returns how many.
+    pub async fn expire_uploads(&self, ttl: std::time::Duration) -> Result<usize> {
+        let cutoff = store::now().saturating_sub(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
+        let ids = self
+            .blocking(move |s| {
+                let ids = s.meta.write(|w| w.expire_uploads(cutoff))?;
+                for id in &ids {
+                    s.blobs.remove_upload(id)?;
+                }
+                Ok(ids)
+            })
+            .await?;
+        let mut sessions = self.sessions();
+        for id in &ids {
+            sessions.remove(id);
+        }
+        Ok(ids.len())
+    }
+
+    pub async fn collect_garbage(&self, opts: gc::Options) -> Result<gc::Report> {
+        self.blocking(move |s| gc::run(&s.meta, &s.blobs, &opts)).await
+    }
+}
+
+impl Inner {
+    /// Commits a verified upload as blob `d` of `repo` (see the module invariants).
+    fn commit_upload(&self, repo: &RepositoryName, id: &uuid::Uuid, d: &Digest, size: u64) -> Result<()> {
+        let _lock = self.blobs.lock(d)?;
+        self.meta.write(|w| {
+            if w.reader().blob_size(d)?.is_none() {
+                self.blobs.commit_upload(id, d)?;
+                w.insert_blob(d, size)?;
+            }
+            let repo_id = w.ensure_repo(repo.as_str())?;
+            w.link_blob(repo_id, d)?;
+            w.delete_upload(id)?;
+            Ok::<_, Error>(())
+        })?;
+        // Still there only if the blob was already stored.
+        self.blobs.remove_upload(id)?;
+        Ok(())
+    }
+}
+
+fn hash_file(blobs: &BlobStore, id: &uuid::Uuid, alg: Algorithm) -> Result<Digest> {
+    use std::io::Read as _;
+    let mut f = blobs.open_upload_read(id)?;
+    let mut h = Hasher::new(alg);
+    let mut buf = vec![0u8; WRITE_CHUNK];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|source| crate::blob::Error { context: format!("hashing upload {id}"), source })?;
+        if n == 0 {
+            return Ok(h.finish());
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+/// Counts a request that is streaming upload bytes, for the metrics.
+struct ActiveUpload<'a>(&'a AtomicI64);
+
+impl<'a> ActiveUpload<'a> {
+    fn new(c: &'a AtomicI64) -> Self {
+        c.fetch_add(1, Ordering::Relaxed);
+        ActiveUpload(c)
+    }
+}
+
+impl Drop for ActiveUpload<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}

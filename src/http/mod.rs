@@ -1,0 +1,113 @@
+//! The HTTP surface: the router, the request middleware (metrics, one log line per error) and the
+//! operational endpoints `/healthz`, `/readyz`, `/metrics`.
+//!
+//! Layering: handlers call `content`; nothing under `http` touches the stores directly except the
+//! read-only health and metrics probes.
+
+mod metrics;
+pub(crate) mod oci;
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+
+pub use metrics::Metrics;
+
+use crate::server::AppState;
+
+/// The parsed route's name, set on the response by the handler that served it.
+#[derive(Clone, Copy)]
+pub(crate) struct RouteName(pub(crate) &'static str);
+
+/// An internal cause behind a 5xx answer, for the middleware to log (never sent to the client).
+#[derive(Clone)]
+pub(crate) struct InternalError(pub(crate) String);
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v2", any(oci::handle))
+        .route("/v2/", any(oci::handle))
+        .route("/v2/{*rest}", any(oci::handle))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Records metrics for every request and logs it; errors are logged here and only here.
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let (parts, body) = req.into_parts();
+    let req = Request::from_parts(parts, Body::new(metrics::CountingBody::new(body, state.metrics.clone())));
+    let resp = next.run(req).await;
+    let route = resp.extensions().get::<RouteName>().map_or("other", |r| r.0);
+    let status = resp.status();
+    let elapsed = start.elapsed();
+    let out_len = if method == axum::http::Method::HEAD {
+        0
+    } else {
+        resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0)
+    };
+    state.metrics.record(route, status.as_u16(), elapsed, out_len);
+    let ms = elapsed.as_secs_f64() * 1000.0;
+    if let Some(InternalError(cause)) = resp.extensions().get::<InternalError>() {
+        tracing::error!(%method, route, status = status.as_u16(), ms, cause = %cause, "request failed");
+    } else if status.is_client_error() {
+        tracing::debug!(%method, route, status = status.as_u16(), ms, "request refused");
+    } else {
+        tracing::trace!(%method, route, status = status.as_u16(), ms, "request");
+    }
+    resp
+}
+
+fn named(name: &'static str, resp: impl IntoResponse) -> Response {
+    let mut resp = resp.into_response();
+    resp.extensions_mut().insert(RouteName(name));
+    resp
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "not found\n").into_response()
+}
+
+async fn healthz() -> Response {
+    named("healthz", "ok\n")
+}
+
+/// Ready when the metadata store answers and the server is not shutting down.
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.shutting_down() {
+        return named("readyz", (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"));
+    }
+    match state.content.meta().read(|r| r.repository_count()) {
+        Ok(_) => named("readyz", "ready\n"),
+        Err(e) => {
+            let mut resp = named("readyz", (StatusCode::SERVICE_UNAVAILABLE, "metadata store unavailable\n"));
+            resp.extensions_mut().insert(InternalError(e.to_string()));
+            resp
+        }
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let stored = state.content.meta().read(|r| r.blob_stats());
+    let (blobs, bytes) = match stored {
+        Ok(s) => s,
+        Err(e) => {
+            let mut resp = named("metrics", StatusCode::INTERNAL_SERVER_ERROR);
+            resp.extensions_mut().insert(InternalError(e.to_string()));
+            return resp;
+        }
+    };
+    let text = state.metrics.render(state.content.uploads_active(), blobs, bytes);
+    named("metrics", ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
+}

@@ -1,0 +1,23 @@
+//! berth: a private OCI container registry in one binary.
+//!
+//! Crate map (see ARCHITECTURE.md for the request path and the invariants):
+//! * `cli`, `config`, `telemetry`: the binary's edge: flags, settings, logging.
+//! * `server`: state, accept loop, shutdown, background tasks.
+//! * `http`: the router; `http::oci` is the OCI Distribution API.
+//! * `content`: OCI content rules over the two stores.
+//! * `store` (metadata, SQLite) and `blob` (bytes, filesystem): the two seams.
+
+pub mod blob;
+pub mod cli;
+pub mod config;
+pub mod content;
+pub mod http;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+
+/// Writes a command's result to stdout: the one place the CLI prints data.
+#[allow(clippy::print_stdout)]
+pub(crate) fn cli_print(text: &str) {
+    println!("{text}");
+}

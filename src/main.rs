@@ -1,0 +1,16 @@
+//! The `berth` binary: parse the command line and run it.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let cli = berth::cli::Cli::parse();
+    match berth::cli::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
