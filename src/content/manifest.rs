@@ -190,6 +190,6 @@ mod tests {
         check(Some(OCI_MANIFEST), r#"{"schemaVersion":2}"#, "err image manifest has no config");
         check(Some(OCI_MANIFEST), r#"{"schemaVersion":3}"#, "err manifest schemaVersion must be 2");
         check(Some("text/plain"), r#"{"schemaVersion":2}"#, "err unsupported manifest media type \"text/plain\"");
-        check(Some(OCI_MANIFEST), &image.replace(D1, "sha256:zz"), "err manifest is not valid JSON: sha256 digest must be 64 lowercase hex characters at line 1 column 144");
+        check(Some(OCI_MANIFEST), &image.replace(D1, "sha256:zz"), "err manifest is not valid JSON: sha256 digest must be 64 lowercase hex characters at line 1 column 161");
     }
 }

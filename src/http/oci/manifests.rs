@@ -3,6 +3,7 @@
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt as _;
 
 use super::{CONTENT_DIGEST, OciError, content_length, hv};
 use crate::content::manifest::MAX_MANIFEST_BYTES;
@@ -39,14 +40,20 @@ pub(super) async fn put(
     body: Body,
 ) -> Result<Response, OciError> {
     if content_length(headers)?.is_some_and(|l| l > MAX_MANIFEST_BYTES as u64) {
+        drain(body).await;
         return Err(OciError::ManifestTooLarge);
     }
-    let bytes = axum::body::to_bytes(body, MAX_MANIFEST_BYTES + 1)
-        .await
-        .map_err(|e| OciError::ManifestInvalid(format!("reading manifest: {e}")))?;
-    if bytes.len() > MAX_MANIFEST_BYTES {
-        return Err(OciError::ManifestTooLarge);
+    let mut stream = body.into_data_stream();
+    let mut bytes = bytes::BytesMut::new();
+    while let Some(frame) = stream.next().await {
+        let frame = frame.map_err(|e| OciError::ManifestInvalid(format!("reading manifest: {e}")))?;
+        bytes.extend_from_slice(&frame);
+        if bytes.len() > MAX_MANIFEST_BYTES {
+            drain(Body::from_stream(stream)).await;
+            return Err(OciError::ManifestTooLarge);
+        }
     }
+    let bytes = bytes.freeze();
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let pushed = content.put_manifest(name, reference, content_type, bytes).await?;
     let digest = pushed.digest.to_string();
@@ -58,6 +65,20 @@ pub(super) async fn put(
         h.insert(OCI_SUBJECT, hv(&subject.to_string())?);
     }
     Ok(resp)
+}
+
+/// Reads and discards what is left of a refused body (up to a bound), so that the client, still
+/// sending, reads the error instead of a reset connection.
+async fn drain(body: Body) {
+    const DRAIN_MAX: usize = 64 * 1024 * 1024;
+    let mut stream = body.into_data_stream();
+    let mut seen = 0;
+    while let Some(Ok(frame)) = stream.next().await {
+        seen += frame.len();
+        if seen > DRAIN_MAX {
+            break;
+        }
+    }
 }
 
 pub(super) async fn delete(content: &ContentService, name: &RepositoryName, reference: &Reference) -> Result<Response, OciError> {

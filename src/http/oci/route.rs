@@ -136,6 +136,10 @@ impl OciRoute {
             if end == 0 {
                 return Err(RouteError::NotFound);
             }
+            if segs[..end].iter().any(|s| s.contains('/')) {
+                // An escaped `/` must not become a path separator of the name.
+                return Err(RouteError::Name(crate::content::NameError::Invalid.to_string()));
+            }
             segs[..end].join("/").parse().map_err(|e: crate::content::NameError| RouteError::Name(e.to_string()))
         };
         let digest_of =

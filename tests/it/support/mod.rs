@@ -1,0 +1,248 @@
+//! Test support: start and stop the real server, push content, build OCI layouts.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use sha2::Digest as _;
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+
+pub fn berth_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_berth")
+}
+
+/// A running `berth serve` with its own data directory.
+pub struct Server {
+    child: Option<Child>,
+    pub base: String,
+    pub host: String,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub log: Arc<Mutex<String>>,
+    extra: Vec<String>,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::start_args(&[])
+    }
+
+    pub fn start_args(extra: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let mut s = Server::start_in(&data, extra, &[]);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Starts on `data_dir` with extra arguments and environment.
+    pub fn start_in(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(berth_bin());
+        cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--data-dir").arg(data_dir);
+        cmd.args(extra).env("BERTH_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let (child, addr, log) = spawn_and_wait(cmd);
+        let scheme = if extra.contains(&"--tls-cert") { "https" } else { "http" };
+        Server {
+            child: Some(child),
+            base: format!("{scheme}://{addr}"),
+            host: addr,
+            data_dir: data_dir.to_owned(),
+            _tmp: None,
+            log,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit; returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().unwrap();
+        signal(c.id(), "TERM");
+        c.wait().unwrap()
+    }
+
+    /// Starts a new server process on the same data directory (after `kill9`/`terminate`).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the server first");
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        let (child, addr, log) = {
+            let mut cmd = Command::new(berth_bin());
+            cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--data-dir").arg(&self.data_dir);
+            cmd.args(&extra).env("BERTH_LOG", "info");
+            spawn_and_wait(cmd)
+        };
+        self.child = Some(child);
+        self.base = format!("http://{addr}");
+        self.host = addr;
+        self.log = log;
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap().success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// Spawns the server and reads its stderr until it says where it listens.
+fn spawn_and_wait(mut cmd: Command) -> (Child, String, Arc<Mutex<String>>) {
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped()).stdin(Stdio::null());
+    let mut child = cmd.spawn().expect("spawning berth");
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let log2 = log.clone();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(i) = line.find("listening on ")
+                && let Some(tx) = tx.take()
+            {
+                let url = &line[i + "listening on ".len()..];
+                let addr = url.split("://").nth(1).unwrap_or("").split_whitespace().next().unwrap_or("").to_owned();
+                let _ = tx.send(addr);
+            }
+            let mut l = log2.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(addr) => (child, addr, log),
+        Err(_) => {
+            let _ = child.kill();
+            panic!("berth did not start:\n{}", log.lock().unwrap());
+        }
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so each test gets distinct blobs.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Pushes a blob in one request (`POST ?digest=`) and returns its digest.
+pub async fn push_blob(c: &reqwest::Client, s: &Server, repo: &str, bytes: &[u8]) -> String {
+    let d = sha256(bytes);
+    let r = c
+        .post(s.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "push blob: {}", r.text().await.unwrap());
+    d
+}
+
+/// An image manifest body referencing a config and layers (digest, size).
+pub fn image_manifest(config: (&str, usize), layers: &[(&str, usize)]) -> String {
+    let layers: Vec<_> = layers
+        .iter()
+        .map(|(d, n)| serde_json::json!({"mediaType": OCI_LAYER, "digest": d, "size": n}))
+        .collect();
+    serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": config.0, "size": config.1},
+        "layers": layers,
+    })
+    .to_string()
+}
+
+pub async fn put_manifest(c: &reqwest::Client, s: &Server, repo: &str, reference: &str, media_type: &str, body: &str) -> reqwest::Response {
+    c.put(s.url(&format!("/v2/{repo}/manifests/{reference}")))
+        .header("content-type", media_type)
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Pushes a small image (config + one layer + manifest) under `tag`; returns the manifest
+/// digest and body.
+pub async fn push_image(c: &reqwest::Client, s: &Server, repo: &str, tag: &str, seed: u64) -> (String, String) {
+    let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#);
+    let layer = random_bytes(1024 + (seed as usize % 512), seed);
+    let cd = push_blob(c, s, repo, config.as_bytes()).await;
+    let ld = push_blob(c, s, repo, &layer).await;
+    let m = image_manifest((&cd, config.len()), &[(&ld, layer.len())]);
+    let r = put_manifest(c, s, repo, tag, OCI_MANIFEST, &m).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
+    (sha256(m.as_bytes()), m)
+}
+
+/// The `errors[0].code` of an OCI error response.
+pub async fn error_code(r: reqwest::Response) -> String {
+    let v: serde_json::Value = r.json().await.unwrap();
+    v["errors"][0]["code"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Runs a command, panicking with its output if it fails; returns stdout.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
