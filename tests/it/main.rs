@@ -5,6 +5,7 @@
 
 
 
+mod clients;
 mod oci_blobs;
 mod oci_manifests;
 
