@@ -6,6 +6,8 @@
 
 
 mod clients;
+mod durability;
+mod gc;
 mod oci_blobs;
 mod oci_manifests;
 
