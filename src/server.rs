@@ -29,7 +29,10 @@ pub enum ServerError {
     #[error("TLS: {0}")]
     Tls(String),
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
 }
 
 /// What every request handler shares.
@@ -43,8 +46,10 @@ pub struct AppState {
 impl AppState {
     /// Opens the embedded stores under `data_dir` (SQLite database `berth.db`, blob files).
     pub fn open(data_dir: &Path) -> Result<AppState, ServerError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|source| ServerError::Io { context: format!("creating {}", data_dir.display()), source })?;
+        std::fs::create_dir_all(data_dir).map_err(|source| ServerError::Io {
+            context: format!("creating {}", data_dir.display()),
+            source,
+        })?;
         let meta = MetadataStore::open(&data_dir.join("berth.db"))?;
         let blobs = BlobStore::open(data_dir)?;
         Ok(AppState {
@@ -69,7 +74,9 @@ pub fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, ServerError> {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs = CertificateDer::pem_file_iter(&files.cert)
         .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-        .map_err(|e| ServerError::Tls(format!("reading certificate {}: {e}", files.cert.display())))?;
+        .map_err(|e| {
+            ServerError::Tls(format!("reading certificate {}: {e}", files.cert.display()))
+        })?;
     let key = PrivateKeyDer::from_pem_file(&files.key)
         .map_err(|e| ServerError::Tls(format!("reading key {}: {e}", files.key.display())))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -168,7 +175,12 @@ pub fn spawn_background(state: &AppState, config: &Config) {
     });
     if let Some(interval) = config.gc_interval {
         let content = state.content.clone();
-        let opts = gc::Options { grace: config.gc_grace, upload_ttl: ttl, untagged: config.gc_untagged, dry_run: false };
+        let opts = gc::Options {
+            grace: config.gc_grace,
+            upload_ttl: ttl,
+            untagged: config.gc_untagged,
+            dry_run: false,
+        };
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.tick().await;

@@ -44,12 +44,18 @@ impl BlobStore {
             let p = data_dir.join(sub);
             fs::create_dir_all(&p).context(|| format!("creating {}", p.display()))?;
         }
-        Ok(BlobStore { root: data_dir.to_owned() })
+        Ok(BlobStore {
+            root: data_dir.to_owned(),
+        })
     }
 
     fn blob_path(&self, d: &Digest) -> PathBuf {
         let hex = d.hex();
-        self.root.join("blobs").join(d.algorithm().as_str()).join(&hex[..2]).join(hex)
+        self.root
+            .join("blobs")
+            .join(d.algorithm().as_str())
+            .join(&hex[..2])
+            .join(hex)
     }
 
     fn upload_path(&self, id: &uuid::Uuid) -> PathBuf {
@@ -58,14 +64,18 @@ impl BlobStore {
 
     /// Takes the lock stripe for `d`. Blocking: call from a blocking context.
     pub fn lock(&self, d: &Digest) -> Result<BlobLock> {
-        let path = self.root.join("locks").join(format!("{}.lock", &d.hex()[..2]));
+        let path = self
+            .root
+            .join("locks")
+            .join(format!("{}.lock", &d.hex()[..2]));
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
             .context(|| format!("opening lock {}", path.display()))?;
-        file.lock().context(|| format!("locking {}", path.display()))?;
+        file.lock()
+            .context(|| format!("locking {}", path.display()))?;
         Ok(BlobLock { file })
     }
 
@@ -97,10 +107,15 @@ impl BlobStore {
     /// of a request that failed half-way).
     pub fn open_upload(&self, id: &uuid::Uuid, len: u64) -> Result<File> {
         let path = self.upload_path(id);
-        let f = OpenOptions::new().write(true).open(&path).context(|| format!("opening upload {id}"))?;
-        f.set_len(len).context(|| format!("truncating upload {id}"))?;
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .context(|| format!("opening upload {id}"))?;
+        f.set_len(len)
+            .context(|| format!("truncating upload {id}"))?;
         let mut f = f;
-        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(len)).context(|| format!("seeking upload {id}"))?;
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(len))
+            .context(|| format!("seeking upload {id}"))?;
         Ok(f)
     }
 
@@ -128,7 +143,9 @@ impl BlobStore {
     /// directory. Call under `lock(d)`.
     pub fn commit_upload(&self, id: &uuid::Uuid, d: &Digest) -> Result<()> {
         let src = self.upload_path(id);
-        File::open(&src).and_then(|f| f.sync_all()).context(|| format!("syncing upload {id}"))?;
+        File::open(&src)
+            .and_then(|f| f.sync_all())
+            .context(|| format!("syncing upload {id}"))?;
         self.place(&src, d)
     }
 
@@ -149,7 +166,9 @@ impl BlobStore {
     pub fn write_blob(&self, d: &Digest, bytes: &[u8]) -> Result<()> {
         let tmp = self.upload_path(&uuid::Uuid::new_v4());
         let mut f = File::create_new(&tmp).context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(bytes).and_then(|()| f.sync_all()).context(|| format!("writing blob {d}"))?;
+        f.write_all(bytes)
+            .and_then(|()| f.sync_all())
+            .context(|| format!("writing blob {d}"))?;
         self.place(&tmp, d)
     }
 
@@ -159,14 +178,21 @@ impl BlobStore {
         for alg in ["sha256", "sha512"] {
             let base = self.root.join("blobs").join(alg);
             for shard in fs::read_dir(&base).context(|| format!("listing {}", base.display()))? {
-                let shard = shard.context(|| format!("listing {}", base.display()))?.path();
+                let shard = shard
+                    .context(|| format!("listing {}", base.display()))?
+                    .path();
                 if !shard.is_dir() {
                     continue;
                 }
                 for f in fs::read_dir(&shard).context(|| format!("listing {}", shard.display()))? {
-                    let name = f.context(|| format!("listing {}", shard.display()))?.file_name();
+                    let name = f
+                        .context(|| format!("listing {}", shard.display()))?
+                        .file_name();
                     // Anything that is not a well-formed digest is not ours; leave it alone.
-                    if let Some(d) = name.to_str().and_then(|n| format!("{alg}:{n}").parse().ok()) {
+                    if let Some(d) = name
+                        .to_str()
+                        .and_then(|n| format!("{alg}:{n}").parse().ok())
+                    {
                         out.push(d);
                     }
                 }
@@ -181,7 +207,13 @@ impl BlobStore {
         let mut out = Vec::new();
         for f in fs::read_dir(&base).context(|| format!("listing {}", base.display()))? {
             let f = f.context(|| format!("listing {}", base.display()))?;
-            let Some(id) = f.file_name().to_str().and_then(|n| uuid::Uuid::parse_str(n).ok()) else { continue };
+            let Some(id) = f
+                .file_name()
+                .to_str()
+                .and_then(|n| uuid::Uuid::parse_str(n).ok())
+            else {
+                continue;
+            };
             let age = f
                 .metadata()
                 .ok()

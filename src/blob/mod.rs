@@ -34,6 +34,9 @@ pub(crate) trait Context<T> {
 
 impl<T> Context<T> for std::io::Result<T> {
     fn context(self, f: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| Error { context: f(), source })
+        self.map_err(|source| Error {
+            context: f(),
+            source,
+        })
     }
 }

@@ -31,9 +31,16 @@ pub struct GcArgs {
 }
 
 pub(super) fn run(args: &GcArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&ServeArgs { config: args.config.clone(), data_dir: args.data_dir.clone(), ..ServeArgs::default() })?;
+    let config = Config::load(&ServeArgs {
+        config: args.config.clone(),
+        data_dir: args.data_dir.clone(),
+        ..ServeArgs::default()
+    })?;
     if !config.data_dir.join("berth.db").is_file() {
-        anyhow::bail!("no berth data in {} (give --data-dir)", config.data_dir.display());
+        anyhow::bail!(
+            "no berth data in {} (give --data-dir)",
+            config.data_dir.display()
+        );
     }
     let state = AppState::open(&config.data_dir)
         .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
@@ -43,9 +50,16 @@ pub(super) fn run(args: &GcArgs) -> anyhow::Result<ExitCode> {
         untagged: args.untagged,
         dry_run: args.dry_run,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
     let report = runtime.block_on(state.content().collect_garbage(opts))?;
-    let text = if args.json { serde_json::to_string_pretty(&report)? } else { report.to_string() };
+    let text = if args.json {
+        serde_json::to_string_pretty(&report)?
+    } else {
+        report.to_string()
+    };
     crate::cli_print(&text);
     Ok(ExitCode::SUCCESS)
 }

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-pub use gc::GcArgs;
 pub use crate::config::ServeArgs;
+pub use gc::GcArgs;
 
 /// berth: a private OCI registry whose centre is machine identity.
 #[derive(Debug, Parser)]

@@ -10,7 +10,10 @@ use crate::server::{self, AppState};
 pub(super) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(args)?;
     crate::telemetry::init(&config.log);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
     runtime.block_on(serve(config))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -27,7 +30,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     // Tests and scripts read this line to learn the port when --listen ends in :0.
     tracing::info!(data_dir = %config.data_dir.display(), "berth listening on {scheme}://{addr}");
-    server::serve(listener, state, tls, shutdown_signal()).await.context("serving")?;
+    server::serve(listener, state, tls, shutdown_signal())
+        .await
+        .context("serving")?;
     tracing::info!("berth stopped");
     Ok(())
 }

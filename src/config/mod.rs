@@ -34,7 +34,10 @@ pub struct TlsFiles {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid {key}: {message}")]
@@ -54,23 +57,34 @@ impl Config {
     fn resolve(raw: FileConfig) -> Result<Config, ConfigError> {
         let invalid = |key, message: String| ConfigError::Invalid { key, message };
         let listen = raw.listen.as_deref().unwrap_or("127.0.0.1:5000");
-        let listen = listen
-            .parse()
-            .map_err(|_| invalid("listen", format!("{listen:?} is not an address like 127.0.0.1:5000")))?;
+        let listen = listen.parse().map_err(|_| {
+            invalid(
+                "listen",
+                format!("{listen:?} is not an address like 127.0.0.1:5000"),
+            )
+        })?;
         let tls = match (raw.tls_cert, raw.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
             (None, None) => None,
-            _ => return Err(invalid("tls_cert", "tls_cert and tls_key must be given together".into())),
+            _ => {
+                return Err(invalid(
+                    "tls_cert",
+                    "tls_cert and tls_key must be given together".into(),
+                ));
+            }
         };
         let duration = |key: &'static str, v: Option<String>, default: &str| {
             parse_duration(v.as_deref().unwrap_or(default)).map_err(|m| invalid(key, m))
         };
         let gc_interval = match raw.gc_interval.as_deref() {
             None | Some("off") => None,
-            Some(v) => Some(parse_duration(v).map_err(|m| invalid("gc_interval", m))?).filter(|d| !d.is_zero()),
+            Some(v) => Some(parse_duration(v).map_err(|m| invalid("gc_interval", m))?)
+                .filter(|d| !d.is_zero()),
         };
         Ok(Config {
-            data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("./berth-data")),
+            data_dir: raw
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from("./berth-data")),
             listen,
             tls,
             upload_ttl: duration("upload_ttl", raw.upload_ttl, "24h")?,
@@ -83,8 +97,14 @@ impl Config {
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
 }
 
 /// Parses `90d`, `24h`, `30m`, `10s`, `500ms` (one number, one unit).
@@ -92,8 +112,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 30s, 15m, 24h or 90d"))?;
-    let secs = |mul: u64| n.checked_mul(mul).map(Duration::from_secs).ok_or_else(|| format!("{s:?} is too long"));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s, 15m, 24h or 90d"))?;
+    let secs = |mul: u64| {
+        n.checked_mul(mul)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("{s:?} is too long"))
+    };
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => secs(1),
@@ -123,11 +149,20 @@ pub fn reference_markdown() -> String {
     );
     for arg in cmd.get_arguments() {
         let Some(long) = arg.get_long() else { continue };
-        let env = arg.get_env().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+        let env = arg
+            .get_env()
+            .map(|e| e.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
-        out.push_str(&format!("| `--{long}` | `{env}` | `{}` | {} |\n", long.replace('-', "_"), help.replace('|', "\\|")));
+        out.push_str(&format!(
+            "| `--{long}` | `{env}` | `{}` | {} |\n",
+            long.replace('-', "_"),
+            help.replace('|', "\\|")
+        ));
     }
-    out.push_str("\nDurations are a whole number and a unit: `500ms`, `30s`, `15m`, `24h`, `90d`.\n");
+    out.push_str(
+        "\nDurations are a whole number and a unit: `500ms`, `30s`, `15m`, `24h`, `90d`.\n",
+    );
     out
 }
 
@@ -147,8 +182,14 @@ mod tests {
 
     #[test]
     fn precedence_flag_over_file_over_default() {
-        let file: FileConfig = toml::from_str("listen = \"127.0.0.1:7000\"\nupload_ttl = \"2h\"\ndata_dir = \"/srv/x\"").unwrap();
-        let args = ServeArgs { listen: Some("127.0.0.1:8000".into()), ..ServeArgs::default() };
+        let file: FileConfig = toml::from_str(
+            "listen = \"127.0.0.1:7000\"\nupload_ttl = \"2h\"\ndata_dir = \"/srv/x\"",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            listen: Some("127.0.0.1:8000".into()),
+            ..ServeArgs::default()
+        };
         let c = Config::resolve(args.over(file)).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8000");
         assert_eq!(c.upload_ttl, Duration::from_secs(7200));
@@ -159,11 +200,30 @@ mod tests {
 
     #[test]
     fn invalid_values_are_named() {
-        let e = Config::resolve(FileConfig { gc_grace: Some("soon".into()), ..FileConfig::default() }).unwrap_err();
-        assert_eq!(e.to_string(), "invalid gc_grace: \"soon\" is not a duration like 30s, 15m, 24h or 90d");
-        let e = Config::resolve(FileConfig { tls_key: Some("k".into()), ..FileConfig::default() }).unwrap_err();
-        assert_eq!(e.to_string(), "invalid tls_cert: tls_cert and tls_key must be given together");
-        assert!(toml::from_str::<FileConfig>("lisen = \"x\"").unwrap_err().to_string().contains("unknown field `lisen`"));
+        let e = Config::resolve(FileConfig {
+            gc_grace: Some("soon".into()),
+            ..FileConfig::default()
+        })
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid gc_grace: \"soon\" is not a duration like 30s, 15m, 24h or 90d"
+        );
+        let e = Config::resolve(FileConfig {
+            tls_key: Some("k".into()),
+            ..FileConfig::default()
+        })
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid tls_cert: tls_cert and tls_key must be given together"
+        );
+        assert!(
+            toml::from_str::<FileConfig>("lisen = \"x\"")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown field `lisen`")
+        );
     }
 
     /// `docs/config.md` is generated; this test rewrites it and fails when it was stale.

@@ -81,7 +81,9 @@ impl FromStr for Digest {
         // encoded [a-zA-Z0-9=_-]+. We check it before naming the algorithm unsupported.
         let alg_ok = !alg.is_empty()
             && alg.split(['+', '.', '_', '-']).all(|c| {
-                !c.is_empty() && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                !c.is_empty()
+                    && c.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
             });
         let enc_ok = !enc.is_empty()
             && enc
@@ -96,10 +98,17 @@ impl FromStr for Digest {
             other => return Err(DigestError::UnsupportedAlgorithm(other.to_owned())),
         };
         let len = algorithm.hex_len();
-        if enc.len() != len || !enc.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if enc.len() != len
+            || !enc
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(DigestError::BadEncoding(algorithm.as_str(), len));
         }
-        Ok(Digest { algorithm, hex: enc.to_owned() })
+        Ok(Digest {
+            algorithm,
+            hex: enc.to_owned(),
+        })
     }
 }
 
@@ -176,15 +185,42 @@ mod tests {
     fn parse_table() {
         let e3b = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
         check(&format!("sha256:{e3b}"), &format!("ok sha256:{e3b}"));
-        check(&format!("sha256:{}", e3b.to_uppercase()), "err sha256 digest must be 64 lowercase hex characters");
-        check(&format!("sha256:{}", &e3b[1..]), "err sha256 digest must be 64 lowercase hex characters");
-        check(&format!("sha512:{}", "ab".repeat(64)), &format!("ok sha512:{}", "ab".repeat(64)));
-        check("sha384:abc", "err unsupported digest algorithm \"sha384\" (sha256 and sha512 are supported)");
-        check("sha256", "err digest must have the form <algorithm>:<encoded>");
-        check("sha256:", "err digest must have the form <algorithm>:<encoded>");
-        check("SHA256:abc", "err digest must have the form <algorithm>:<encoded>");
-        check("sha256:../../etc", "err digest must have the form <algorithm>:<encoded>");
-        check(":abc", "err digest must have the form <algorithm>:<encoded>");
+        check(
+            &format!("sha256:{}", e3b.to_uppercase()),
+            "err sha256 digest must be 64 lowercase hex characters",
+        );
+        check(
+            &format!("sha256:{}", &e3b[1..]),
+            "err sha256 digest must be 64 lowercase hex characters",
+        );
+        check(
+            &format!("sha512:{}", "ab".repeat(64)),
+            &format!("ok sha512:{}", "ab".repeat(64)),
+        );
+        check(
+            "sha384:abc",
+            "err unsupported digest algorithm \"sha384\" (sha256 and sha512 are supported)",
+        );
+        check(
+            "sha256",
+            "err digest must have the form <algorithm>:<encoded>",
+        );
+        check(
+            "sha256:",
+            "err digest must have the form <algorithm>:<encoded>",
+        );
+        check(
+            "SHA256:abc",
+            "err digest must have the form <algorithm>:<encoded>",
+        );
+        check(
+            "sha256:../../etc",
+            "err digest must have the form <algorithm>:<encoded>",
+        );
+        check(
+            ":abc",
+            "err digest must have the form <algorithm>:<encoded>",
+        );
     }
 
     #[test]
@@ -193,6 +229,10 @@ mod tests {
             Digest::sha256(b"").to_string(),
             "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
-        assert!(Digest::of(Algorithm::Sha512, b"").to_string().starts_with("sha512:cf83e135"));
+        assert!(
+            Digest::of(Algorithm::Sha512, b"")
+                .to_string()
+                .starts_with("sha512:cf83e135")
+        );
     }
 }

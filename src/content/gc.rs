@@ -42,7 +42,11 @@ pub struct Report {
 
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let verb = if self.dry_run { "would remove" } else { "removed" };
+        let verb = if self.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        };
         for m in &self.manifests_removed {
             writeln!(f, "{verb} manifest {m}")?;
         }
@@ -74,7 +78,11 @@ pub(super) fn run(meta: &MetadataStore, blobs: &BlobStore, opts: &Options) -> Re
     };
     let mut report = Report {
         dry_run: opts.dry_run,
-        manifests_removed: plan.manifests.iter().map(|(r, d)| format!("{r}@{d}")).collect(),
+        manifests_removed: plan
+            .manifests
+            .iter()
+            .map(|(r, d)| format!("{r}@{d}"))
+            .collect(),
         links_removed: plan.links,
         uploads_removed: plan.uploads.len() as u64,
         ..Report::default()

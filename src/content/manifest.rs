@@ -64,7 +64,8 @@ pub struct Parsed {
 fn is_foreign(d: &Descriptor) -> bool {
     !d.urls.is_empty()
         && (d.media_type == "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
-            || d.media_type.starts_with("application/vnd.oci.image.layer.nondistributable."))
+            || d.media_type
+                .starts_with("application/vnd.oci.image.layer.nondistributable."))
 }
 
 /// The media type part of a `Content-Type` header, without parameters.
@@ -74,19 +75,25 @@ fn essence(ct: &str) -> &str {
 
 /// Validates a manifest body pushed with `content_type`. The error text is for the client.
 pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Parsed, String> {
-    let raw: Raw = serde_json::from_slice(body).map_err(|e| format!("manifest is not valid JSON: {e}"))?;
+    let raw: Raw =
+        serde_json::from_slice(body).map_err(|e| format!("manifest is not valid JSON: {e}"))?;
     let header = content_type.map(essence).filter(|c| !c.is_empty());
     let generic = |c: &str| c == "application/json" || c == "application/octet-stream";
     let schema1 = |c: &str| c == DOCKER_SCHEMA1 || c == DOCKER_SCHEMA1_SIGNED;
     if raw.schema_version == Some(1) || raw.fs_layers.is_some() || header.is_some_and(schema1) {
-        return Err("Docker schema 1 manifests are not supported; push the image as Docker schema 2 or OCI".into());
+        return Err(
+            "Docker schema 1 manifests are not supported; push the image as Docker schema 2 or OCI"
+                .into(),
+        );
     }
     if raw.schema_version != Some(2) {
         return Err("manifest schemaVersion must be 2".into());
     }
     let media_type = match (header.filter(|c| !generic(c)), raw.media_type.as_deref()) {
         (Some(h), Some(b)) if h != b => {
-            return Err(format!("Content-Type {h} does not match the manifest's mediaType {b}"));
+            return Err(format!(
+                "Content-Type {h} does not match the manifest's mediaType {b}"
+            ));
         }
         (Some(h), _) => h.to_owned(),
         (None, Some(b)) => b.to_owned(),
@@ -98,7 +105,10 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Parsed, String> 
     match media_type.as_str() {
         OCI_MANIFEST | DOCKER_MANIFEST => {
             let config = raw.config.as_ref().ok_or("image manifest has no config")?;
-            let layers = raw.layers.as_ref().ok_or("image manifest has no layers array")?;
+            let layers = raw
+                .layers
+                .as_ref()
+                .ok_or("image manifest has no layers array")?;
             if raw.manifests.is_some() {
                 return Err("image manifest must not have a manifests array".into());
             }
@@ -112,7 +122,10 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Parsed, String> 
             }
         }
         OCI_INDEX | DOCKER_LIST => {
-            let manifests = raw.manifests.as_ref().ok_or("index has no manifests array")?;
+            let manifests = raw
+                .manifests
+                .as_ref()
+                .ok_or("index has no manifests array")?;
             if raw.layers.is_some() || raw.config.is_some() {
                 return Err("index must not have config or layers".into());
             }
@@ -125,7 +138,9 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Parsed, String> 
         }
         other => return Err(format!("unsupported manifest media type {other:?}")),
     }
-    if media_type.starts_with("application/vnd.docker.") && (raw.subject.is_some() || raw.artifact_type.is_some()) {
+    if media_type.starts_with("application/vnd.docker.")
+        && (raw.subject.is_some() || raw.artifact_type.is_some())
+    {
         return Err("subject and artifactType are only allowed in OCI manifests".into());
     }
     blob_refs.sort();
@@ -133,13 +148,22 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Parsed, String> 
     manifest_refs.sort();
     manifest_refs.dedup();
     let artifact_type = raw.artifact_type.clone().or_else(|| {
-        (media_type == OCI_MANIFEST).then(|| raw.config.as_ref().map(|c| c.media_type.clone())).flatten()
+        (media_type == OCI_MANIFEST)
+            .then(|| raw.config.as_ref().map(|c| c.media_type.clone()))
+            .flatten()
     });
     let annotations = match &raw.annotations {
         Some(a) if !a.is_empty() => Some(serde_json::to_string(a).map_err(|e| e.to_string())?),
         _ => None,
     };
-    Ok(Parsed { media_type, artifact_type, subject: raw.subject.map(|s| s.digest), annotations, blob_refs, manifest_refs })
+    Ok(Parsed {
+        media_type,
+        artifact_type,
+        subject: raw.subject.map(|s| s.digest),
+        annotations,
+        blob_refs,
+        manifest_refs,
+    })
 }
 
 #[cfg(test)]
@@ -170,26 +194,86 @@ mod tests {
         let image = format!(
             r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{D1}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{D2}","size":3}},{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{D2}","size":3}}]}}"#
         );
-        check(Some(OCI_MANIFEST), &image, "ok application/vnd.oci.image.manifest.v1+json art=Some(\"application/vnd.oci.image.config.v1+json\") subj=None blobs=2 manifests=0 ann=None");
-        check(None, &image, "ok application/vnd.oci.image.manifest.v1+json art=Some(\"application/vnd.oci.image.config.v1+json\") subj=None blobs=2 manifests=0 ann=None");
-        check(Some(DOCKER_MANIFEST), &image, "err Content-Type application/vnd.docker.distribution.manifest.v2+json does not match the manifest's mediaType application/vnd.oci.image.manifest.v1+json");
+        check(
+            Some(OCI_MANIFEST),
+            &image,
+            "ok application/vnd.oci.image.manifest.v1+json art=Some(\"application/vnd.oci.image.config.v1+json\") subj=None blobs=2 manifests=0 ann=None",
+        );
+        check(
+            None,
+            &image,
+            "ok application/vnd.oci.image.manifest.v1+json art=Some(\"application/vnd.oci.image.config.v1+json\") subj=None blobs=2 manifests=0 ann=None",
+        );
+        check(
+            Some(DOCKER_MANIFEST),
+            &image,
+            "err Content-Type application/vnd.docker.distribution.manifest.v2+json does not match the manifest's mediaType application/vnd.oci.image.manifest.v1+json",
+        );
         let artifact = format!(
             r#"{{"schemaVersion":2,"artifactType":"application/vnd.example.sig","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{D1}","size":2}},"layers":[],"subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{D2}","size":9}},"annotations":{{"k":"v"}}}}"#
         );
-        check(Some(OCI_MANIFEST), &artifact, &format!("ok application/vnd.oci.image.manifest.v1+json art=Some(\"application/vnd.example.sig\") subj=Some(\"{D2}\") blobs=1 manifests=0 ann=Some(\"{{\\\"k\\\":\\\"v\\\"}}\")"));
-        let index = format!(r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{D1}","size":5}}]}}"#);
-        check(Some(OCI_INDEX), &index, "ok application/vnd.oci.image.index.v1+json art=None subj=None blobs=0 manifests=1 ann=None");
-        check(None, &index, "ok application/vnd.oci.image.index.v1+json art=None subj=None blobs=0 manifests=1 ann=None");
-        check(Some(DOCKER_LIST), &index, "ok application/vnd.docker.distribution.manifest.list.v2+json art=None subj=None blobs=0 manifests=1 ann=None");
+        check(
+            Some(OCI_MANIFEST),
+            &artifact,
+            &format!(
+                "ok application/vnd.oci.image.manifest.v1+json art=Some(\"application/vnd.example.sig\") subj=Some(\"{D2}\") blobs=1 manifests=0 ann=Some(\"{{\\\"k\\\":\\\"v\\\"}}\")"
+            ),
+        );
+        let index = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{D1}","size":5}}]}}"#
+        );
+        check(
+            Some(OCI_INDEX),
+            &index,
+            "ok application/vnd.oci.image.index.v1+json art=None subj=None blobs=0 manifests=1 ann=None",
+        );
+        check(
+            None,
+            &index,
+            "ok application/vnd.oci.image.index.v1+json art=None subj=None blobs=0 manifests=1 ann=None",
+        );
+        check(
+            Some(DOCKER_LIST),
+            &index,
+            "ok application/vnd.docker.distribution.manifest.list.v2+json art=None subj=None blobs=0 manifests=1 ann=None",
+        );
         let foreign = format!(
             r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{{"mediaType":"x","digest":"{D1}","size":2}},"layers":[{{"mediaType":"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip","digest":"{D2}","size":3,"urls":["https://example.com/l"]}}]}}"#
         );
-        check(Some(DOCKER_MANIFEST), &foreign, "ok application/vnd.docker.distribution.manifest.v2+json art=None subj=None blobs=1 manifests=0 ann=None");
-        check(None, r#"{"schemaVersion":1,"name":"x","fsLayers":[]}"#, "err Docker schema 1 manifests are not supported; push the image as Docker schema 2 or OCI");
-        check(Some(OCI_MANIFEST), "{", "err manifest is not valid JSON: EOF while parsing an object at line 1 column 1");
-        check(Some(OCI_MANIFEST), r#"{"schemaVersion":2}"#, "err image manifest has no config");
-        check(Some(OCI_MANIFEST), r#"{"schemaVersion":3}"#, "err manifest schemaVersion must be 2");
-        check(Some("text/plain"), r#"{"schemaVersion":2}"#, "err unsupported manifest media type \"text/plain\"");
-        check(Some(OCI_MANIFEST), &image.replace(D1, "sha256:zz"), "err manifest is not valid JSON: sha256 digest must be 64 lowercase hex characters at line 1 column 161");
+        check(
+            Some(DOCKER_MANIFEST),
+            &foreign,
+            "ok application/vnd.docker.distribution.manifest.v2+json art=None subj=None blobs=1 manifests=0 ann=None",
+        );
+        check(
+            None,
+            r#"{"schemaVersion":1,"name":"x","fsLayers":[]}"#,
+            "err Docker schema 1 manifests are not supported; push the image as Docker schema 2 or OCI",
+        );
+        check(
+            Some(OCI_MANIFEST),
+            "{",
+            "err manifest is not valid JSON: EOF while parsing an object at line 1 column 1",
+        );
+        check(
+            Some(OCI_MANIFEST),
+            r#"{"schemaVersion":2}"#,
+            "err image manifest has no config",
+        );
+        check(
+            Some(OCI_MANIFEST),
+            r#"{"schemaVersion":3}"#,
+            "err manifest schemaVersion must be 2",
+        );
+        check(
+            Some("text/plain"),
+            r#"{"schemaVersion":2}"#,
+            "err unsupported manifest media type \"text/plain\"",
+        );
+        check(
+            Some(OCI_MANIFEST),
+            &image.replace(D1, "sha256:zz"),
+            "err manifest is not valid JSON: sha256 digest must be 64 lowercase hex characters at line 1 column 161",
+        );
     }
 }

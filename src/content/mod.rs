@@ -111,7 +111,12 @@ const PIPELINE_DEPTH: usize = 8;
 impl ContentService {
     pub fn new(meta: MetadataStore, blobs: BlobStore) -> ContentService {
         ContentService {
-            inner: Arc::new(Inner { meta, blobs, sessions: Mutex::default(), uploads_active: AtomicI64::new(0) }),
+            inner: Arc::new(Inner {
+                meta,
+                blobs,
+                sessions: Mutex::default(),
+                uploads_active: AtomicI64::new(0),
+            }),
         }
     }
 
@@ -129,20 +134,31 @@ impl ContentService {
     }
 
     /// Runs blocking work (fsync, SQLite writes, hashing a file) off the async executor.
-    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&Inner) -> Result<T> + Send + 'static) -> Result<T> {
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let this = self.inner.clone();
-        tokio::task::spawn_blocking(move || f(&this)).await.map_err(|e| Error::Task(e.to_string()))?
+        tokio::task::spawn_blocking(move || f(&this))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))?
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
-        self.inner.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     // ----- blobs -----
 
     /// Size of `digest` in `repo`.
     pub fn blob_size(&self, repo: &RepositoryName, digest: &Digest) -> Result<u64> {
-        self.inner.meta.read(|r| r.blob_in_repo(repo.as_str(), digest))?.ok_or(Error::BlobUnknown)
+        self.inner
+            .meta
+            .read(|r| r.blob_in_repo(repo.as_str(), digest))?
+            .ok_or(Error::BlobUnknown)
     }
 
     pub fn open_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<BlobReader> {
@@ -154,13 +170,24 @@ impl ContentService {
     /// Unlinks a blob from a repository; its bytes go at the next garbage collection.
     pub async fn delete_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<()> {
         let (repo, digest) = (repo.clone(), digest.clone());
-        let found = self.blocking(move |s| Ok(s.meta.write(|w| w.unlink_blob(repo.as_str(), &digest))?)).await?;
-        if found { Ok(()) } else { Err(Error::BlobUnknown) }
+        let found = self
+            .blocking(move |s| Ok(s.meta.write(|w| w.unlink_blob(repo.as_str(), &digest))?))
+            .await?;
+        if found {
+            Ok(())
+        } else {
+            Err(Error::BlobUnknown)
+        }
     }
 
     /// Links `digest` into `repo` if `from` holds it. `false` means the caller should fall back to
     /// an ordinary upload.
-    pub async fn mount(&self, repo: &RepositoryName, from: &RepositoryName, digest: &Digest) -> Result<bool> {
+    pub async fn mount(
+        &self,
+        repo: &RepositoryName,
+        from: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<bool> {
         let (repo, from, digest) = (repo.clone(), from.clone(), digest.clone());
         self.blocking(move |s| {
             Ok(s.meta.write(|w| {
@@ -190,7 +217,13 @@ impl ContentService {
             Ok(())
         })
         .await?;
-        self.sessions().insert(id, Some(Session { offset: 0, hasher: Some(Hasher::new(Algorithm::Sha256)) }));
+        self.sessions().insert(
+            id,
+            Some(Session {
+                offset: 0,
+                hasher: Some(Hasher::new(Algorithm::Sha256)),
+            }),
+        );
         Ok(id)
     }
 
@@ -217,12 +250,21 @@ impl ContentService {
     fn take_session(&self, id: &uuid::Uuid) -> Result<Session> {
         let mut map = self.sessions();
         match map.get_mut(id) {
-            Some(slot) => slot.take().ok_or_else(|| Error::UploadInvalid("another request is writing to this upload".into())),
+            Some(slot) => slot.take().ok_or_else(|| {
+                Error::UploadInvalid("another request is writing to this upload".into())
+            }),
             None => {
                 // Not in memory (the server restarted): resume from the file, hash it again at the end.
-                let offset = self.inner.blobs.upload_len(id)?.ok_or(Error::UploadUnknown)?;
+                let offset = self
+                    .inner
+                    .blobs
+                    .upload_len(id)?
+                    .ok_or(Error::UploadUnknown)?;
                 map.insert(*id, None);
-                Ok(Session { offset, hasher: None })
+                Ok(Session {
+                    offset,
+                    hasher: None,
+                })
             }
         }
     }
@@ -256,7 +298,9 @@ impl ContentService {
             self.put_session(id, session);
             return Err(Error::RangeMismatch { offset });
         }
-        let result = self.write_body(id, session.offset, session.hasher.take(), body).await;
+        let result = self
+            .write_body(id, session.offset, session.hasher.take(), body)
+            .await;
         match result {
             Ok((n, hasher)) if len.is_none_or(|l| l == n) => {
                 session.offset += n;
@@ -268,11 +312,26 @@ impl ContentService {
             Ok((n, _)) => {
                 // The bytes that arrived are not what the client announced: drop them all. The
                 // hasher has seen them, so the file is hashed again at the end.
-                self.put_session(id, Session { offset: session.offset, hasher: None });
-                Err(Error::SizeInvalid(format!("announced {} bytes, received {n}", len.unwrap_or(0))))
+                self.put_session(
+                    id,
+                    Session {
+                        offset: session.offset,
+                        hasher: None,
+                    },
+                );
+                Err(Error::SizeInvalid(format!(
+                    "announced {} bytes, received {n}",
+                    len.unwrap_or(0)
+                )))
             }
             Err(e) => {
-                self.put_session(id, Session { offset: session.offset, hasher: None });
+                self.put_session(
+                    id,
+                    Session {
+                        offset: session.offset,
+                        hasher: None,
+                    },
+                );
                 Err(e)
             }
         }
@@ -369,12 +428,21 @@ impl ContentService {
         if let Some(e) = read_err {
             return Err(e);
         }
-        write_result.map_err(|source| crate::blob::Error { context: format!("writing upload {id}"), source })?;
+        write_result.map_err(|source| crate::blob::Error {
+            context: format!("writing upload {id}"),
+            source,
+        })?;
         Ok((total, hasher))
     }
 
     /// Completes an upload: optional last bytes, then digest check, then commit.
-    pub async fn finish<S, E>(&self, repo: &RepositoryName, id: &uuid::Uuid, digest: &Digest, last: Option<S>) -> Result<()>
+    pub async fn finish<S, E>(
+        &self,
+        repo: &RepositoryName,
+        id: &uuid::Uuid,
+        digest: &Digest,
+        last: Option<S>,
+    ) -> Result<()>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin + 'static,
         E: std::fmt::Display,
@@ -395,7 +463,9 @@ impl ContentService {
                 if got != want {
                     s.meta.write(|w| w.delete_upload(&id))?;
                     s.blobs.remove_upload(&id)?;
-                    return Err(Error::DigestInvalid(format!("content digest is {got}, not {want}")));
+                    return Err(Error::DigestInvalid(format!(
+                        "content digest is {got}, not {want}"
+                    )));
                 }
                 s.commit_upload(&repo, &id, &want, session.offset)
             })
@@ -405,7 +475,12 @@ impl ContentService {
     }
 
     /// Stores a whole blob sent in one request (`POST ?digest=`), without an upload session.
-    pub async fn push_blob<S, E>(&self, repo: &RepositoryName, digest: &Digest, body: S) -> Result<()>
+    pub async fn push_blob<S, E>(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        body: S,
+    ) -> Result<()>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin + 'static,
         E: std::fmt::Display,
@@ -414,8 +489,10 @@ impl ContentService {
         // are older than the upload expiry, so this one is safe while it is being written.
         let id = uuid::Uuid::new_v4();
         let blobs = self.inner.blobs.clone();
-        self.blocking(move |_| Ok(blobs.create_upload(&id)?)).await?;
-        let hasher = (digest.algorithm() == Algorithm::Sha256).then(|| Hasher::new(Algorithm::Sha256));
+        self.blocking(move |_| Ok(blobs.create_upload(&id)?))
+            .await?;
+        let hasher =
+            (digest.algorithm() == Algorithm::Sha256).then(|| Hasher::new(Algorithm::Sha256));
         let written = self.write_body(&id, 0, hasher, body).await;
         let (repo, want) = (repo.clone(), digest.clone());
         self.blocking(move |s| {
@@ -432,7 +509,9 @@ impl ContentService {
             };
             if got != want {
                 s.blobs.remove_upload(&id)?;
-                return Err(Error::DigestInvalid(format!("content digest is {got}, not {want}")));
+                return Err(Error::DigestInvalid(format!(
+                    "content digest is {got}, not {want}"
+                )));
             }
             s.commit_upload(&repo, &id, &want, size)
         })
@@ -453,8 +532,15 @@ impl ContentService {
 
     // ----- manifests -----
 
-    pub fn get_manifest(&self, repo: &RepositoryName, reference: &Reference) -> Result<ManifestRow> {
-        self.inner.meta.read(|r| r.manifest(repo.as_str(), reference))?.ok_or(Error::ManifestUnknown)
+    pub fn get_manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+    ) -> Result<ManifestRow> {
+        self.inner
+            .meta
+            .read(|r| r.manifest(repo.as_str(), reference))?
+            .ok_or(Error::ManifestUnknown)
     }
 
     pub async fn put_manifest(
@@ -471,7 +557,9 @@ impl ContentService {
             Reference::Digest(want) => {
                 let got = Digest::of(want.algorithm(), &body);
                 if &got != want {
-                    return Err(Error::DigestInvalid(format!("manifest digest is {got}, not {want}")));
+                    return Err(Error::DigestInvalid(format!(
+                        "manifest digest is {got}, not {want}"
+                    )));
                 }
                 got
             }
@@ -504,11 +592,18 @@ impl ContentService {
             })
         })
         .await?;
-        Ok(PushedManifest { digest: out_digest, subject })
+        Ok(PushedManifest {
+            digest: out_digest,
+            subject,
+        })
     }
 
     /// Deletes a manifest by digest (with its tags), or only a tag.
-    pub async fn delete_manifest(&self, repo: &RepositoryName, reference: &Reference) -> Result<()> {
+    pub async fn delete_manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+    ) -> Result<()> {
         let (repo, reference) = (repo.clone(), reference.clone());
         let found = self
             .blocking(move |s| {
@@ -518,19 +613,39 @@ impl ContentService {
                 })?)
             })
             .await?;
-        if found { Ok(()) } else { Err(Error::ManifestUnknown) }
+        if found {
+            Ok(())
+        } else {
+            Err(Error::ManifestUnknown)
+        }
     }
 
-    pub fn tags(&self, repo: &RepositoryName, last: Option<&str>, limit: u64) -> Result<Vec<String>> {
-        self.inner.meta.read(|r| r.tags(repo.as_str(), last, limit))?.ok_or(Error::NameUnknown)
+    pub fn tags(
+        &self,
+        repo: &RepositoryName,
+        last: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<String>> {
+        self.inner
+            .meta
+            .read(|r| r.tags(repo.as_str(), last, limit))?
+            .ok_or(Error::NameUnknown)
     }
 
     pub fn catalog(&self, last: Option<&str>, limit: u64) -> Result<Vec<String>> {
         Ok(self.inner.meta.read(|r| r.catalog(last, limit))?)
     }
 
-    pub fn referrers(&self, repo: &RepositoryName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<ReferrerRow>> {
-        Ok(self.inner.meta.read(|r| r.referrers(repo.as_str(), subject, artifact_type))?)
+    pub fn referrers(
+        &self,
+        repo: &RepositoryName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<ReferrerRow>> {
+        Ok(self
+            .inner
+            .meta
+            .read(|r| r.referrers(repo.as_str(), subject, artifact_type))?)
     }
 
     /// Removes upload sessions older than `ttl` and their bytes; returns how many.
@@ -553,13 +668,20 @@ impl ContentService {
     }
 
     pub async fn collect_garbage(&self, opts: gc::Options) -> Result<gc::Report> {
-        self.blocking(move |s| gc::run(&s.meta, &s.blobs, &opts)).await
+        self.blocking(move |s| gc::run(&s.meta, &s.blobs, &opts))
+            .await
     }
 }
 
 impl Inner {
     /// Commits a verified upload as blob `d` of `repo` (see the module invariants).
-    fn commit_upload(&self, repo: &RepositoryName, id: &uuid::Uuid, d: &Digest, size: u64) -> Result<()> {
+    fn commit_upload(
+        &self,
+        repo: &RepositoryName,
+        id: &uuid::Uuid,
+        d: &Digest,
+        size: u64,
+    ) -> Result<()> {
         let _lock = self.blobs.lock(d)?;
         self.meta.write(|w| {
             if w.reader().blob_size(d)?.is_none() {
@@ -583,9 +705,10 @@ fn hash_file(blobs: &BlobStore, id: &uuid::Uuid, alg: Algorithm) -> Result<Diges
     let mut h = Hasher::new(alg);
     let mut buf = vec![0u8; WRITE_CHUNK];
     loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(|source| crate::blob::Error { context: format!("hashing upload {id}"), source })?;
+        let n = f.read(&mut buf).map_err(|source| crate::blob::Error {
+            context: format!("hashing upload {id}"),
+            source,
+        })?;
         if n == 0 {
             return Ok(h.finish());
         }

@@ -20,7 +20,9 @@ pub struct RepositoryName(String);
 pub enum NameError {
     #[error("repository name must be at most {MAX_NAME_LEN} characters")]
     TooLong,
-    #[error("invalid repository name: each path component must match [a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*")]
+    #[error(
+        "invalid repository name: each path component must match [a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*"
+    )]
     Invalid,
 }
 
@@ -105,12 +107,18 @@ impl FromStr for Tag {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let b = s.as_bytes();
-        let first_ok = b.first().is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'_');
+        let first_ok = b
+            .first()
+            .is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'_');
         let rest_ok = b
             .iter()
             .skip(1)
             .all(|&c| c.is_ascii_alphanumeric() || c == b'.' || c == b'_' || c == b'-');
-        if first_ok && rest_ok && b.len() <= 128 { Ok(Tag(s.to_owned())) } else { Err(TagError) }
+        if first_ok && rest_ok && b.len() <= 128 {
+            Ok(Tag(s.to_owned()))
+        } else {
+            Err(TagError)
+        }
     }
 }
 
@@ -152,7 +160,11 @@ impl FromStr for Reference {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         // A tag cannot contain ':', so a colon means the client meant a digest.
-        if s.contains(':') { Ok(Reference::Digest(s.parse()?)) } else { Ok(Reference::Tag(s.parse()?)) }
+        if s.contains(':') {
+            Ok(Reference::Digest(s.parse()?))
+        } else {
+            Ok(Reference::Tag(s.parse()?))
+        }
     }
 }
 
@@ -171,18 +183,45 @@ mod tests {
 
     #[test]
     fn repository_names() {
-        let ok = ["a", "acme/app", "acme/team/app", "a.b_c__d---e/f0", "library/ubuntu", "x9"];
+        let ok = [
+            "a",
+            "acme/app",
+            "acme/team/app",
+            "a.b_c__d---e/f0",
+            "library/ubuntu",
+            "x9",
+        ];
         for n in ok {
             assert!(n.parse::<RepositoryName>().is_ok(), "{n} should be valid");
         }
         let bad = [
-            "", "A", "acme/", "/acme", "acme//app", "a..b", "a___b", "-a", "a-", "a_", "a/.b", "a b",
-            "../etc", "a/../b", "a%2fb", "é",
+            "",
+            "A",
+            "acme/",
+            "/acme",
+            "acme//app",
+            "a..b",
+            "a___b",
+            "-a",
+            "a-",
+            "a_",
+            "a/.b",
+            "a b",
+            "../etc",
+            "a/../b",
+            "a%2fb",
+            "é",
         ];
         for n in bad {
-            assert!(n.parse::<RepositoryName>().is_err(), "{n} should be invalid");
+            assert!(
+                n.parse::<RepositoryName>().is_err(),
+                "{n} should be invalid"
+            );
         }
-        assert_eq!("a".repeat(256).parse::<RepositoryName>(), Err(NameError::TooLong));
+        assert_eq!(
+            "a".repeat(256).parse::<RepositoryName>(),
+            Err(NameError::TooLong)
+        );
         assert!("a".repeat(255).parse::<RepositoryName>().is_ok());
     }
 
@@ -194,7 +233,13 @@ mod tests {
         for t in ["", ".x", "-x", "a/b", "a:b", &"a".repeat(129)] {
             assert!(t.parse::<Tag>().is_err(), "{t}");
         }
-        assert!(matches!("latest".parse::<Reference>(), Ok(Reference::Tag(_))));
-        assert!(matches!("sha256:abc".parse::<Reference>(), Err(ReferenceError::Digest(_))));
+        assert!(matches!(
+            "latest".parse::<Reference>(),
+            Ok(Reference::Tag(_))
+        ));
+        assert!(matches!(
+            "sha256:abc".parse::<Reference>(),
+            Err(ReferenceError::Digest(_))
+        ));
     }
 }

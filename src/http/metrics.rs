@@ -15,7 +15,9 @@ use std::time::Duration;
 use axum::body::{Body, Bytes, HttpBody};
 
 /// Upper bounds of the latency buckets, in seconds.
-const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0];
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0,
+];
 
 #[derive(Default)]
 pub struct Metrics {
@@ -33,7 +35,13 @@ struct RouteStats {
 }
 
 impl Metrics {
-    pub(crate) fn record(&self, route: &'static str, status: u16, elapsed: Duration, bytes_out: u64) {
+    pub(crate) fn record(
+        &self,
+        route: &'static str,
+        status: u16,
+        elapsed: Duration,
+        bytes_out: u64,
+    ) {
         self.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
         let secs = elapsed.as_secs_f64();
         let mut map = self.by_route.lock().unwrap_or_else(PoisonError::into_inner);
@@ -53,7 +61,10 @@ impl Metrics {
         out.push_str("# TYPE berth_http_requests_total counter\n");
         for (route, s) in map.iter() {
             for (status, n) in &s.by_status {
-                let _ = writeln!(out, "berth_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
+                let _ = writeln!(
+                    out,
+                    "berth_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+                );
             }
         }
         out.push_str("# HELP berth_http_request_duration_seconds Time to produce response headers, by route.\n");
@@ -62,22 +73,65 @@ impl Metrics {
             let mut cumulative = 0;
             for (b, n) in BUCKETS.iter().zip(s.buckets) {
                 cumulative += n;
-                let _ = writeln!(out, "berth_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{b}\"}} {cumulative}");
+                let _ = writeln!(
+                    out,
+                    "berth_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{b}\"}} {cumulative}"
+                );
             }
-            let _ = writeln!(out, "berth_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}", s.count);
-            let _ = writeln!(out, "berth_http_request_duration_seconds_sum{{route=\"{route}\"}} {}", s.sum);
-            let _ = writeln!(out, "berth_http_request_duration_seconds_count{{route=\"{route}\"}} {}", s.count);
+            let _ = writeln!(
+                out,
+                "berth_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
+                s.count
+            );
+            let _ = writeln!(
+                out,
+                "berth_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
+                s.sum
+            );
+            let _ = writeln!(
+                out,
+                "berth_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
+                s.count
+            );
         }
         drop(map);
         let gauges = [
-            ("berth_http_request_bytes_total", "counter", "Request body bytes received.", self.bytes_in.load(Ordering::Relaxed).to_string()),
-            ("berth_http_response_bytes_total", "counter", "Response body bytes announced by Content-Length.", self.bytes_out.load(Ordering::Relaxed).to_string()),
-            ("berth_uploads_in_progress", "gauge", "Requests streaming upload bytes now.", uploads_active.to_string()),
-            ("berth_blobs_stored", "gauge", "Blobs in the blob store.", blobs.to_string()),
-            ("berth_blob_bytes_stored", "gauge", "Total size of the stored blobs.", blob_bytes.to_string()),
+            (
+                "berth_http_request_bytes_total",
+                "counter",
+                "Request body bytes received.",
+                self.bytes_in.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "berth_http_response_bytes_total",
+                "counter",
+                "Response body bytes announced by Content-Length.",
+                self.bytes_out.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "berth_uploads_in_progress",
+                "gauge",
+                "Requests streaming upload bytes now.",
+                uploads_active.to_string(),
+            ),
+            (
+                "berth_blobs_stored",
+                "gauge",
+                "Blobs in the blob store.",
+                blobs.to_string(),
+            ),
+            (
+                "berth_blob_bytes_stored",
+                "gauge",
+                "Total size of the stored blobs.",
+                blob_bytes.to_string(),
+            ),
         ];
         for (name, kind, help, value) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
         }
         out
     }
@@ -99,12 +153,17 @@ impl HttpBody for CountingBody {
     type Data = Bytes;
     type Error = axum::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
         {
-            self.metrics.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
+            self.metrics
+                .bytes_in
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
         }
         polled
     }

@@ -47,17 +47,28 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     let start = Instant::now();
     let method = req.method().clone();
     let (parts, body) = req.into_parts();
-    let req = Request::from_parts(parts, Body::new(metrics::CountingBody::new(body, state.metrics.clone())));
+    let req = Request::from_parts(
+        parts,
+        Body::new(metrics::CountingBody::new(body, state.metrics.clone())),
+    );
     let resp = next.run(req).await;
-    let route = resp.extensions().get::<RouteName>().map_or("other", |r| r.0);
+    let route = resp
+        .extensions()
+        .get::<RouteName>()
+        .map_or("other", |r| r.0);
     let status = resp.status();
     let elapsed = start.elapsed();
     let out_len = if method == axum::http::Method::HEAD {
         0
     } else {
-        resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0)
+        resp.headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or(0)
     };
-    state.metrics.record(route, status.as_u16(), elapsed, out_len);
+    state
+        .metrics
+        .record(route, status.as_u16(), elapsed, out_len);
     let ms = elapsed.as_secs_f64() * 1000.0;
     if let Some(InternalError(cause)) = resp.extensions().get::<InternalError>() {
         tracing::error!(%method, route, status = status.as_u16(), ms, cause = %cause, "request failed");
@@ -86,12 +97,21 @@ async fn healthz() -> Response {
 /// Ready when the metadata store answers and the server is not shutting down.
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.shutting_down() {
-        return named("readyz", (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"));
+        return named(
+            "readyz",
+            (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+        );
     }
     match state.content.meta().read(|r| r.repository_count()) {
         Ok(_) => named("readyz", "ready\n"),
         Err(e) => {
-            let mut resp = named("readyz", (StatusCode::SERVICE_UNAVAILABLE, "metadata store unavailable\n"));
+            let mut resp = named(
+                "readyz",
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "metadata store unavailable\n",
+                ),
+            );
             resp.extensions_mut().insert(InternalError(e.to_string()));
             resp
         }
@@ -108,6 +128,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
             return resp;
         }
     };
-    let text = state.metrics.render(state.content.uploads_active(), blobs, bytes);
-    named("metrics", ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
+    let text = state
+        .metrics
+        .render(state.content.uploads_active(), blobs, bytes);
+    named(
+        "metrics",
+        ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text),
+    )
 }

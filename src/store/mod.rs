@@ -18,7 +18,10 @@ pub enum Error {
     #[error("metadata store: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("metadata store: {context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
     #[error("metadata store: corrupt row: {0}")]
     Corrupt(String),
     #[error("metadata store: schema version {found} is newer than this berth knows ({known})")]

@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{
+    Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
+};
 
 use super::{Error, GcPlan, ManifestRow, NewManifest, ReferrerRow, Result, UploadRow, now};
 use crate::content::{Digest, Reference};
@@ -30,7 +32,9 @@ struct Inner {
 
 impl std::fmt::Debug for MetadataStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MetadataStore").field("path", &self.inner.path).finish_non_exhaustive()
+        f.debug_struct("MetadataStore")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -38,7 +42,9 @@ fn open_conn(path: &Path, read_only: bool) -> Result<Connection> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
@@ -68,13 +74,22 @@ impl MetadataStore {
 
     /// Runs `f` on a pooled read connection. Reads see the last committed state.
     pub fn read<T>(&self, f: impl FnOnce(&Reader<'_>) -> Result<T>) -> Result<T> {
-        let pooled = self.inner.readers.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let pooled = self
+            .inner
+            .readers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
         let conn = match pooled {
             Some(c) => c,
             None => open_conn(&self.inner.path, true)?,
         };
         let out = f(&Reader { conn: &conn });
-        let mut idle = self.inner.readers.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut idle = self
+            .inner
+            .readers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if idle.len() < MAX_IDLE_READERS {
             idle.push(conn);
         }
@@ -82,18 +97,34 @@ impl MetadataStore {
     }
 
     /// Runs `f` in one write transaction and commits it if `f` succeeds.
-    pub fn write<T, E: From<Error>>(&self, f: impl FnOnce(&Writer<'_>) -> Result<T, E>) -> Result<T, E> {
+    pub fn write<T, E: From<Error>>(
+        &self,
+        f: impl FnOnce(&Writer<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
         self.transact(true, f)
     }
 
     /// Like `write`, but always rolls back: for dry runs that must see what a write would do.
-    pub fn write_dry_run<T, E: From<Error>>(&self, f: impl FnOnce(&Writer<'_>) -> Result<T, E>) -> Result<T, E> {
+    pub fn write_dry_run<T, E: From<Error>>(
+        &self,
+        f: impl FnOnce(&Writer<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
         self.transact(false, f)
     }
 
-    fn transact<T, E: From<Error>>(&self, commit: bool, f: impl FnOnce(&Writer<'_>) -> Result<T, E>) -> Result<T, E> {
-        let mut conn = self.inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(Error::from)?;
+    fn transact<T, E: From<Error>>(
+        &self,
+        commit: bool,
+        f: impl FnOnce(&Writer<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut conn = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(Error::from)?;
         let out = f(&Writer { tx: &tx })?;
         if commit {
             tx.commit().map_err(Error::from)?;
@@ -107,9 +138,15 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version > known {
-        return Err(Error::SchemaTooNew { found: version, known });
+        return Err(Error::SchemaTooNew {
+            found: version,
+            known,
+        });
     }
-    for sql in MIGRATIONS.iter().skip(usize::try_from(version).unwrap_or(0)) {
+    for sql in MIGRATIONS
+        .iter()
+        .skip(usize::try_from(version).unwrap_or(0))
+    {
         tx.execute_batch(sql)?;
     }
     tx.pragma_update(None, "user_version", known)?;
@@ -118,7 +155,8 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 }
 
 fn digest_col(s: String) -> Result<Digest> {
-    s.parse().map_err(|_| Error::Corrupt(format!("bad digest {s:?}")))
+    s.parse()
+        .map_err(|_| Error::Corrupt(format!("bad digest {s:?}")))
 }
 
 fn to_u64(v: i64) -> u64 {
@@ -136,7 +174,9 @@ pub struct Reader<'a> {
 
 impl Reader<'_> {
     pub fn repo_id(&self, name: &str) -> Result<Option<i64>> {
-        let mut st = self.conn.prepare_cached("SELECT id FROM repositories WHERE name = ?1")?;
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT id FROM repositories WHERE name = ?1")?;
         Ok(st.query_row([name], |r| r.get(0)).optional()?)
     }
 
@@ -148,13 +188,21 @@ impl Reader<'_> {
              JOIN blobs b ON b.digest = rb.digest
              WHERE r.name = ?1 AND rb.digest = ?2",
         )?;
-        Ok(st.query_row(params![repo, digest.to_string()], |r| r.get::<_, i64>(0)).optional()?.map(to_u64))
+        Ok(st
+            .query_row(params![repo, digest.to_string()], |r| r.get::<_, i64>(0))
+            .optional()?
+            .map(to_u64))
     }
 
     /// The size of `digest` if it is stored at all.
     pub fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
-        let mut st = self.conn.prepare_cached("SELECT size FROM blobs WHERE digest = ?1")?;
-        Ok(st.query_row([digest.to_string()], |r| r.get::<_, i64>(0)).optional()?.map(to_u64))
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT size FROM blobs WHERE digest = ?1")?;
+        Ok(st
+            .query_row([digest.to_string()], |r| r.get::<_, i64>(0))
+            .optional()?
+            .map(to_u64))
     }
 
     pub fn manifest(&self, repo: &str, reference: &Reference) -> Result<Option<ManifestRow>> {
@@ -165,7 +213,10 @@ impl Reader<'_> {
                      JOIN manifests m ON m.repo_id = r.id
                      WHERE r.name = ?1 AND m.digest = ?2",
                 )?;
-                st.query_row(params![repo, d.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?
+                st.query_row(params![repo, d.to_string()], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()?
             }
             Reference::Tag(t) => {
                 let mut st = self.conn.prepare_cached(
@@ -174,22 +225,33 @@ impl Reader<'_> {
                      JOIN manifests m ON m.repo_id = r.id AND m.digest = t.digest
                      WHERE r.name = ?1 AND t.name = ?2",
                 )?;
-                st.query_row(params![repo, t.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?
+                st.query_row(params![repo, t.as_str()], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()?
             }
         };
         row.map(|(digest, media_type, content): (String, String, Vec<u8>)| {
-            Ok(ManifestRow { digest: digest_col(digest)?, media_type, content: content.into() })
+            Ok(ManifestRow {
+                digest: digest_col(digest)?,
+                media_type,
+                content: content.into(),
+            })
         })
         .transpose()
     }
 
     /// Tags of `repo` after `last`, sorted, at most `limit`; `None` if the repository is unknown.
     pub fn tags(&self, repo: &str, last: Option<&str>, limit: u64) -> Result<Option<Vec<String>>> {
-        let Some(repo_id) = self.repo_id(repo)? else { return Ok(None) };
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT name FROM tags WHERE repo_id = ?1 AND name > ?2 ORDER BY name LIMIT ?3")?;
-        let rows = st.query_map(params![repo_id, last.unwrap_or(""), to_i64(limit)], |r| r.get(0))?;
+        let Some(repo_id) = self.repo_id(repo)? else {
+            return Ok(None);
+        };
+        let mut st = self.conn.prepare_cached(
+            "SELECT name FROM tags WHERE repo_id = ?1 AND name > ?2 ORDER BY name LIMIT ?3",
+        )?;
+        let rows = st.query_map(params![repo_id, last.unwrap_or(""), to_i64(limit)], |r| {
+            r.get(0)
+        })?;
         Ok(Some(rows.collect::<Result<_, _>>()?))
     }
 
@@ -204,7 +266,12 @@ impl Reader<'_> {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn referrers(&self, repo: &str, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<ReferrerRow>> {
+    pub fn referrers(
+        &self,
+        repo: &str,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<ReferrerRow>> {
         let mut st = self.conn.prepare_cached(
             "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations
              FROM repositories r JOIN manifests m ON m.repo_id = r.id
@@ -212,11 +279,23 @@ impl Reader<'_> {
              ORDER BY m.digest",
         )?;
         let rows = st.query_map(params![repo, subject.to_string(), artifact_type], |r| {
-            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get::<_, i64>(2)?, r.get(3)?, r.get(4)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get(1)?,
+                r.get::<_, i64>(2)?,
+                r.get(3)?,
+                r.get(4)?,
+            ))
         })?;
         rows.map(|row| {
             let (digest, media_type, size, artifact_type, annotations) = row?;
-            Ok(ReferrerRow { digest: digest_col(digest)?, media_type, size: to_u64(size), artifact_type, annotations })
+            Ok(ReferrerRow {
+                digest: digest_col(digest)?,
+                media_type,
+                size: to_u64(size),
+                artifact_type,
+                annotations,
+            })
         })
         .collect()
     }
@@ -226,18 +305,29 @@ impl Reader<'_> {
             "SELECT r.name, u.created_at FROM uploads u JOIN repositories r ON r.id = u.repo_id WHERE u.id = ?1",
         )?;
         Ok(st
-            .query_row([id.to_string()], |r| Ok(UploadRow { repository: r.get(0)?, created_at: r.get(1)? }))
+            .query_row([id.to_string()], |r| {
+                Ok(UploadRow {
+                    repository: r.get(0)?,
+                    created_at: r.get(1)?,
+                })
+            })
             .optional()?)
     }
 
     /// Number of stored blobs and their total size.
     pub fn blob_stats(&self) -> Result<(u64, u64)> {
-        let mut st = self.conn.prepare_cached("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM blobs")?;
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM blobs")?;
         Ok(st.query_row([], |r| Ok((to_u64(r.get(0)?), to_u64(r.get(1)?))))?)
     }
 
     pub fn repository_count(&self) -> Result<u64> {
-        Ok(to_u64(self.conn.query_row("SELECT COUNT(*) FROM repositories", [], |r| r.get(0))?))
+        Ok(to_u64(self.conn.query_row(
+            "SELECT COUNT(*) FROM repositories",
+            [],
+            |r| r.get(0),
+        )?))
     }
 }
 
@@ -255,15 +345,17 @@ impl Writer<'_> {
         if let Some(id) = self.reader().repo_id(name)? {
             return Ok(id);
         }
-        let mut st = self.tx.prepare_cached("INSERT INTO repositories (name, created_at) VALUES (?1, ?2)")?;
+        let mut st = self
+            .tx
+            .prepare_cached("INSERT INTO repositories (name, created_at) VALUES (?1, ?2)")?;
         st.execute(params![name, now()])?;
         Ok(self.tx.last_insert_rowid())
     }
 
     pub fn insert_blob(&self, digest: &Digest, size: u64) -> Result<()> {
-        let mut st = self
-            .tx
-            .prepare_cached("INSERT OR IGNORE INTO blobs (digest, size, created_at) VALUES (?1, ?2, ?3)")?;
+        let mut st = self.tx.prepare_cached(
+            "INSERT OR IGNORE INTO blobs (digest, size, created_at) VALUES (?1, ?2, ?3)",
+        )?;
         st.execute(params![digest.to_string(), to_i64(size), now()])?;
         Ok(())
     }
@@ -287,13 +379,17 @@ impl Writer<'_> {
 
     /// The first reference of `m` that the repository does not hold, if any.
     pub fn missing_ref(&self, repo_id: i64, m: &NewManifest<'_>) -> Result<Option<Digest>> {
-        let mut blob = self.tx.prepare_cached("SELECT 1 FROM repo_blobs WHERE repo_id = ?1 AND digest = ?2")?;
+        let mut blob = self
+            .tx
+            .prepare_cached("SELECT 1 FROM repo_blobs WHERE repo_id = ?1 AND digest = ?2")?;
         for d in m.blob_refs {
             if !blob.exists(params![repo_id, d.to_string()])? {
                 return Ok(Some(d.clone()));
             }
         }
-        let mut man = self.tx.prepare_cached("SELECT 1 FROM manifests WHERE repo_id = ?1 AND digest = ?2")?;
+        let mut man = self
+            .tx
+            .prepare_cached("SELECT 1 FROM manifests WHERE repo_id = ?1 AND digest = ?2")?;
         for d in m.manifest_refs {
             if !man.exists(params![repo_id, d.to_string()])? {
                 return Ok(Some(d.clone()));
@@ -345,7 +441,9 @@ impl Writer<'_> {
 
     /// Deletes a manifest, its references and every tag that points at it.
     pub fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<bool> {
-        let Some(repo_id) = self.reader().repo_id(repo)? else { return Ok(false) };
+        let Some(repo_id) = self.reader().repo_id(repo)? else {
+            return Ok(false);
+        };
         self.delete_manifest_in(repo_id, &digest.to_string())
     }
 
@@ -355,9 +453,13 @@ impl Writer<'_> {
             .prepare_cached("DELETE FROM manifests WHERE repo_id = ?1 AND digest = ?2")?
             .execute(params![repo_id, digest])?;
         self.tx
-            .prepare_cached("DELETE FROM manifest_refs WHERE repo_id = ?1 AND manifest_digest = ?2")?
+            .prepare_cached(
+                "DELETE FROM manifest_refs WHERE repo_id = ?1 AND manifest_digest = ?2",
+            )?
             .execute(params![repo_id, digest])?;
-        self.tx.prepare_cached("DELETE FROM tags WHERE repo_id = ?1 AND digest = ?2")?.execute(params![repo_id, digest])?;
+        self.tx
+            .prepare_cached("DELETE FROM tags WHERE repo_id = ?1 AND digest = ?2")?
+            .execute(params![repo_id, digest])?;
         Ok(n > 0)
     }
 
@@ -376,18 +478,29 @@ impl Writer<'_> {
     }
 
     pub fn delete_upload(&self, id: &uuid::Uuid) -> Result<bool> {
-        Ok(self.tx.prepare_cached("DELETE FROM uploads WHERE id = ?1")?.execute([id.to_string()])? > 0)
+        Ok(self
+            .tx
+            .prepare_cached("DELETE FROM uploads WHERE id = ?1")?
+            .execute([id.to_string()])?
+            > 0)
     }
 
     /// Deletes the upload sessions created before `cutoff` and returns their ids.
     pub fn expire_uploads(&self, cutoff: i64) -> Result<Vec<uuid::Uuid>> {
         let mut ids = Vec::new();
-        let mut st = self.tx.prepare_cached("SELECT id FROM uploads WHERE created_at < ?1")?;
+        let mut st = self
+            .tx
+            .prepare_cached("SELECT id FROM uploads WHERE created_at < ?1")?;
         for id in st.query_map([cutoff], |r| r.get::<_, String>(0))? {
             let id = id?;
-            ids.push(uuid::Uuid::parse_str(&id).map_err(|_| Error::Corrupt(format!("upload id {id:?}")))?);
+            ids.push(
+                uuid::Uuid::parse_str(&id)
+                    .map_err(|_| Error::Corrupt(format!("upload id {id:?}")))?,
+            );
         }
-        self.tx.prepare_cached("DELETE FROM uploads WHERE created_at < ?1")?.execute([cutoff])?;
+        self.tx
+            .prepare_cached("DELETE FROM uploads WHERE created_at < ?1")?
+            .execute([cutoff])?;
         Ok(ids)
     }
 
@@ -401,8 +514,16 @@ impl Writer<'_> {
     /// * blobs that no repository links and no manifest references.
     ///
     /// The caller deletes the files, each under that blob's lock (see `content::gc`).
-    pub fn collect_garbage(&self, cutoff: i64, upload_cutoff: i64, untagged: bool) -> Result<GcPlan> {
-        let mut plan = GcPlan { uploads: self.expire_uploads(upload_cutoff)?, ..GcPlan::default() };
+    pub fn collect_garbage(
+        &self,
+        cutoff: i64,
+        upload_cutoff: i64,
+        untagged: bool,
+    ) -> Result<GcPlan> {
+        let mut plan = GcPlan {
+            uploads: self.expire_uploads(upload_cutoff)?,
+            ..GcPlan::default()
+        };
         if untagged {
             loop {
                 let victims: Vec<(i64, String, String)> = {
@@ -415,7 +536,8 @@ impl Writer<'_> {
                          AND NOT (m.subject IS NOT NULL AND EXISTS
                                   (SELECT 1 FROM manifests s WHERE s.repo_id = m.repo_id AND s.digest = m.subject))",
                     )?;
-                    st.query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?
+                    st.query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                        .collect::<Result<_, _>>()?
                 };
                 if victims.is_empty() {
                     break;
@@ -442,7 +564,9 @@ impl Writer<'_> {
                 plan.blobs.push((digest_col(d)?, to_u64(size)));
             }
         }
-        let mut del = self.tx.prepare_cached("DELETE FROM blobs WHERE digest = ?1")?;
+        let mut del = self
+            .tx
+            .prepare_cached("DELETE FROM blobs WHERE digest = ?1")?;
         for (d, _) in &plan.blobs {
             del.execute([d.to_string()])?;
         }

@@ -16,7 +16,12 @@ fn assert_blob_files_intact(s: &Server) {
             for f in std::fs::read_dir(shard.unwrap().path()).unwrap() {
                 let f = f.unwrap();
                 let bytes = std::fs::read(f.path()).unwrap();
-                assert_eq!(sha256(&bytes)[7..], *f.file_name().to_str().unwrap(), "corrupt blob file {:?}", f.path());
+                assert_eq!(
+                    sha256(&bytes)[7..],
+                    *f.file_name().to_str().unwrap(),
+                    "corrupt blob file {:?}",
+                    f.path()
+                );
             }
         }
     }
@@ -31,15 +36,27 @@ async fn kill9_during_large_upload_keeps_acknowledged_bytes_and_shows_nothing_pa
 
     let big = random_bytes(48 * 1024 * 1024, 22);
     let big_d = sha256(&big);
-    let r = c.post(s.url("/v2/crash/app/blobs/uploads/")).send().await.unwrap();
+    let r = c
+        .post(s.url("/v2/crash/app/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
     let loc = r.headers()["location"].to_str().unwrap().to_owned();
     let first = 8 * 1024 * 1024;
-    let r = c.patch(s.url(&loc)).header("content-range", format!("0-{}", first - 1)).body(big[..first].to_vec()).send().await.unwrap();
+    let r = c
+        .patch(s.url(&loc))
+        .header("content-range", format!("0-{}", first - 1))
+        .body(big[..first].to_vec())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
 
     // Stream the rest slowly and kill the server part-way through.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
-    let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) }));
+    let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|c| (c, rx))
+    }));
     let req = tokio::spawn(c.patch(s.url(&loc)).body(body).send());
     for chunk in big[first..first + 12 * 1024 * 1024].chunks(1024 * 1024) {
         tx.send(Ok(chunk.to_vec())).await.unwrap();
@@ -53,16 +70,38 @@ async fn kill9_during_large_upload_keeps_acknowledged_bytes_and_shows_nothing_pa
     s.restart();
     let c = client();
     // The acknowledged blob is intact.
-    let got = c.get(s.url(&format!("/v2/crash/app/blobs/{small_d}"))).send().await.unwrap().bytes().await.unwrap();
+    let got = c
+        .get(s.url(&format!("/v2/crash/app/blobs/{small_d}")))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     assert_eq!(got.to_vec(), small);
     // The unfinished blob is not visible.
-    let h = c.head(s.url(&format!("/v2/crash/app/blobs/{big_d}"))).send().await.unwrap();
+    let h = c
+        .head(s.url(&format!("/v2/crash/app/blobs/{big_d}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(h.status(), StatusCode::NOT_FOUND);
     // The session survived with at least the acknowledged bytes; resume from where it stands.
     let st = c.get(s.url(&loc)).send().await.unwrap();
     assert_eq!(st.status(), StatusCode::NO_CONTENT);
-    let end: usize = st.headers()["range"].to_str().unwrap().split('-').nth(1).unwrap().parse().unwrap();
-    assert!(end + 1 >= first, "acknowledged bytes lost: upload has {} bytes", end + 1);
+    let end: usize = st.headers()["range"]
+        .to_str()
+        .unwrap()
+        .split('-')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        end + 1 >= first,
+        "acknowledged bytes lost: upload has {} bytes",
+        end + 1
+    );
     let r = c
         .patch(s.url(&loc))
         .header("content-range", format!("{}-{}", end + 1, big.len() - 1))
@@ -71,12 +110,26 @@ async fn kill9_during_large_upload_keeps_acknowledged_bytes_and_shows_nothing_pa
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let r = c.put(s.url(&format!("{loc}?digest={big_d}"))).send().await.unwrap();
+    let r = c
+        .put(s.url(&format!("{loc}?digest={big_d}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
-    let got = c.get(s.url(&format!("/v2/crash/app/blobs/{big_d}"))).send().await.unwrap().bytes().await.unwrap();
+    let got = c
+        .get(s.url(&format!("/v2/crash/app/blobs/{big_d}")))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     assert_eq!(sha256(&got), big_d);
     assert_blob_files_intact(&s);
 }
+
+/// A blob's digest and bytes.
+type Blob = (String, Vec<u8>);
 
 #[tokio::test]
 async fn kill9_during_manifest_and_blob_pushes_loses_no_acknowledged_write() {
@@ -85,17 +138,25 @@ async fn kill9_during_manifest_and_blob_pushes_loses_no_acknowledged_write() {
     let cfg = push_blob(&c, &s, "crash/many", b"{\"os\":\"linux\"}").await;
     // (tag, manifest body) acknowledged with 201, and (digest, bytes) of acknowledged blobs.
     let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-    let acked_blobs: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    let acked_blobs: Arc<Mutex<Vec<Blob>>> = Arc::default();
     let attempted: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let mut tasks = Vec::new();
     for w in 0..4u64 {
         let (c, base, cfg) = (c.clone(), s.base.clone(), cfg.clone());
-        let (acked, acked_blobs, attempted) = (acked.clone(), acked_blobs.clone(), attempted.clone());
+        let (acked, acked_blobs, attempted) =
+            (acked.clone(), acked_blobs.clone(), attempted.clone());
         tasks.push(tokio::spawn(async move {
             for i in 0.. {
                 let layer = random_bytes(2048, w * 1_000_000 + i);
                 let ld = sha256(&layer);
-                let Ok(r) = c.post(format!("{base}/v2/crash/many/blobs/uploads/?digest={ld}")).body(layer.clone()).send().await else { return };
+                let Ok(r) = c
+                    .post(format!("{base}/v2/crash/many/blobs/uploads/?digest={ld}"))
+                    .body(layer.clone())
+                    .send()
+                    .await
+                else {
+                    return;
+                };
                 if r.status() != StatusCode::CREATED {
                     return;
                 }
@@ -135,17 +196,38 @@ async fn kill9_during_manifest_and_blob_pushes_loses_no_acknowledged_write() {
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() >= 40);
     for (tag, body) in &acked {
-        let r = c.get(s.url(&format!("/v2/crash/many/manifests/{tag}"))).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::OK, "acknowledged manifest {tag} lost");
+        let r = c
+            .get(s.url(&format!("/v2/crash/many/manifests/{tag}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::OK,
+            "acknowledged manifest {tag} lost"
+        );
         assert_eq!(&r.text().await.unwrap(), body);
     }
-    for (d, bytes) in acked_blobs.lock().unwrap().iter() {
-        let got = c.get(s.url(&format!("/v2/crash/many/blobs/{d}"))).send().await.unwrap().bytes().await.unwrap();
+    let acked_blobs = acked_blobs.lock().unwrap().clone();
+    for (d, bytes) in &acked_blobs {
+        let got = c
+            .get(s.url(&format!("/v2/crash/many/blobs/{d}")))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
         assert_eq!(&got.to_vec(), bytes, "acknowledged blob {d} lost");
     }
     // What was in flight is either wholly there or absent.
-    for (tag, body) in attempted.lock().unwrap().iter() {
-        let r = c.get(s.url(&format!("/v2/crash/many/manifests/{tag}"))).send().await.unwrap();
+    let attempted = attempted.lock().unwrap().clone();
+    for (tag, body) in &attempted {
+        let r = c
+            .get(s.url(&format!("/v2/crash/many/manifests/{tag}")))
+            .send()
+            .await
+            .unwrap();
         match r.status() {
             StatusCode::OK => assert_eq!(&r.text().await.unwrap(), body),
             StatusCode::NOT_FOUND => {}

@@ -2,13 +2,18 @@
 //! binary on an ephemeral loopback port and talks to it over HTTP, with reqwest or with real
 //! registry clients (skopeo, podman, oras).
 
-
-
+#![allow(
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 mod clients;
 mod durability;
 mod gc;
 mod oci_blobs;
 mod oci_manifests;
+mod server;
 
 mod support;

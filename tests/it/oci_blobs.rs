@@ -9,16 +9,27 @@ fn loc(r: &reqwest::Response) -> String {
 }
 
 async fn start_upload(c: &reqwest::Client, s: &Server, repo: &str) -> String {
-    let r = c.post(s.url(&format!("/v2/{repo}/blobs/uploads/"))).send().await.unwrap();
+    let r = c
+        .post(s.url(&format!("/v2/{repo}/blobs/uploads/")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     assert_eq!(r.headers()["range"], "0-0");
     assert!(r.headers().contains_key("docker-upload-uuid"));
-    assert_eq!(r.headers()["docker-distribution-api-version"], "registry/2.0");
+    assert_eq!(
+        r.headers()["docker-distribution-api-version"],
+        "registry/2.0"
+    );
     loc(&r)
 }
 
 async fn get_blob(c: &reqwest::Client, s: &Server, repo: &str, d: &str) -> (StatusCode, Vec<u8>) {
-    let r = c.get(s.url(&format!("/v2/{repo}/blobs/{d}"))).send().await.unwrap();
+    let r = c
+        .get(s.url(&format!("/v2/{repo}/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
     (r.status(), r.bytes().await.unwrap().to_vec())
 }
 
@@ -27,7 +38,10 @@ async fn base_endpoint_answers_with_api_version() {
     let s = Server::start();
     let r = client().get(s.url("/v2/")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(r.headers()["docker-distribution-api-version"], "registry/2.0");
+    assert_eq!(
+        r.headers()["docker-distribution-api-version"],
+        "registry/2.0"
+    );
 }
 
 #[tokio::test]
@@ -35,16 +49,31 @@ async fn monolithic_post_then_get_head_and_isolation() {
     let (s, c) = (Server::start(), client());
     let bytes = random_bytes(70_000, 1);
     let d = push_blob(&c, &s, "acme/app", &bytes).await;
-    assert_eq!(get_blob(&c, &s, "acme/app", &d).await, (StatusCode::OK, bytes.clone()));
-    let h = c.head(s.url(&format!("/v2/acme/app/blobs/{d}"))).send().await.unwrap();
+    assert_eq!(
+        get_blob(&c, &s, "acme/app", &d).await,
+        (StatusCode::OK, bytes.clone())
+    );
+    let h = c
+        .head(s.url(&format!("/v2/acme/app/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(h.status(), StatusCode::OK);
     assert_eq!(h.headers()["content-length"], "70000");
     assert_eq!(h.headers()["docker-content-digest"], d.as_str());
     // Another repository does not see it until it is pushed or mounted there.
-    let r = c.get(s.url(&format!("/v2/acme/other/blobs/{d}"))).send().await.unwrap();
+    let r = c
+        .get(s.url(&format!("/v2/acme/other/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(error_code(r).await, "BLOB_UNKNOWN");
-    let h = c.head(s.url(&format!("/v2/acme/other/blobs/{d}"))).send().await.unwrap();
+    let h = c
+        .head(s.url(&format!("/v2/acme/other/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(h.status(), StatusCode::NOT_FOUND);
 }
 
@@ -54,7 +83,12 @@ async fn post_then_put_with_body() {
     let bytes = random_bytes(5000, 2);
     let d = sha256(&bytes);
     let l = start_upload(&c, &s, "a").await;
-    let r = c.put(s.url(&format!("{l}?digest={d}"))).body(bytes.clone()).send().await.unwrap();
+    let r = c
+        .put(s.url(&format!("{l}?digest={d}")))
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(loc(&r), format!("/v2/a/blobs/{d}"));
     assert_eq!(r.headers()["docker-content-digest"], d.as_str());
@@ -102,10 +136,21 @@ async fn chunked_patch_with_status_out_of_order_and_final_put() {
     assert_eq!(st.status(), StatusCode::NO_CONTENT);
     assert_eq!(st.headers()["range"], format!("0-{}", offset - 1).as_str());
     // A chunk that skips ahead is refused too.
-    let r = c.patch(s.url(&l)).header("content-range", format!("{}-{}", offset + 5, offset + 5)).body("x").send().await.unwrap();
+    let r = c
+        .patch(s.url(&l))
+        .header("content-range", format!("{}-{}", offset + 5, offset + 5))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
     // The last bytes ride on the closing PUT.
-    let r = c.put(s.url(&format!("{l}?digest={d}"))).body(chunks[3].to_vec()).send().await.unwrap();
+    let r = c
+        .put(s.url(&format!("{l}?digest={d}")))
+        .body(chunks[3].to_vec())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
     assert_eq!(get_blob(&c, &s, "acme/chunked", &d).await.1, bytes);
 }
@@ -116,12 +161,17 @@ async fn streamed_patch_without_content_range() {
     let bytes = random_bytes(2_000_000, 4);
     let d = sha256(&bytes);
     let l = start_upload(&c, &s, "stream").await;
-    let parts: Vec<Result<Vec<u8>, std::io::Error>> = bytes.chunks(65_536).map(|c| Ok(c.to_vec())).collect();
+    let parts: Vec<Result<Vec<u8>, std::io::Error>> =
+        bytes.chunks(65_536).map(|c| Ok(c.to_vec())).collect();
     let body = reqwest::Body::wrap_stream(futures_util::stream::iter(parts));
     let r = c.patch(s.url(&l)).body(body).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     assert_eq!(r.headers()["range"], "0-1999999");
-    let r = c.put(s.url(&format!("{l}?digest={d}"))).send().await.unwrap();
+    let r = c
+        .put(s.url(&format!("{l}?digest={d}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(get_blob(&c, &s, "stream", &d).await.1, bytes);
 }
@@ -131,7 +181,12 @@ async fn digest_mismatch_stores_nothing() {
     let (s, c) = (Server::start(), client());
     let bytes = b"real content".to_vec();
     let wrong = sha256(b"other content");
-    let r = c.post(s.url(&format!("/v2/a/blobs/uploads/?digest={wrong}"))).body(bytes.clone()).send().await.unwrap();
+    let r = c
+        .post(s.url(&format!("/v2/a/blobs/uploads/?digest={wrong}")))
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(error_code(r).await, "DIGEST_INVALID");
     for d in [&wrong, &sha256(&bytes)] {
@@ -139,12 +194,22 @@ async fn digest_mismatch_stores_nothing() {
     }
     // Through a session as well; the session is then gone.
     let l = start_upload(&c, &s, "a").await;
-    let r = c.put(s.url(&format!("{l}?digest={wrong}"))).body(bytes.clone()).send().await.unwrap();
+    let r = c
+        .put(s.url(&format!("{l}?digest={wrong}")))
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(error_code(r).await, "DIGEST_INVALID");
-    assert_eq!(c.get(s.url(&l)).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        c.get(s.url(&l)).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
     // No upload file is left behind.
-    let left: Vec<_> = std::fs::read_dir(s.data_dir.join("uploads")).unwrap().collect();
+    let left: Vec<_> = std::fs::read_dir(s.data_dir.join("uploads"))
+        .unwrap()
+        .collect();
     assert!(left.is_empty(), "{left:?}");
 }
 
@@ -152,13 +217,33 @@ async fn digest_mismatch_stores_nothing() {
 async fn sha512_digests() {
     let (s, c) = (Server::start(), client());
     let bytes = random_bytes(10_000, 5);
-    let d = format!("sha512:{}", hex::encode(<sha2::Sha512 as sha2::Digest>::digest(&bytes)));
-    let r = c.post(s.url(&format!("/v2/a/blobs/uploads/?digest={d}"))).body(bytes.clone()).send().await.unwrap();
+    let d = format!(
+        "sha512:{}",
+        hex::encode(<sha2::Sha512 as sha2::Digest>::digest(&bytes))
+    );
+    let r = c
+        .post(s.url(&format!("/v2/a/blobs/uploads/?digest={d}")))
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    assert_eq!(get_blob(&c, &s, "a", &d).await, (StatusCode::OK, bytes.clone()));
+    assert_eq!(
+        get_blob(&c, &s, "a", &d).await,
+        (StatusCode::OK, bytes.clone())
+    );
     let l = start_upload(&c, &s, "b").await;
-    c.patch(s.url(&l)).body(bytes[..4000].to_vec()).send().await.unwrap();
-    let r = c.put(s.url(&format!("{l}?digest={d}"))).body(bytes[4000..].to_vec()).send().await.unwrap();
+    c.patch(s.url(&l))
+        .body(bytes[..4000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    let r = c
+        .put(s.url(&format!("{l}?digest={d}")))
+        .body(bytes[4000..].to_vec())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(get_blob(&c, &s, "b", &d).await.1, bytes);
 }
@@ -191,22 +276,44 @@ async fn cross_repository_mount() {
     let (s, c) = (Server::start(), client());
     let bytes = random_bytes(4096, 7);
     let d = push_blob(&c, &s, "src/app", &bytes).await;
-    let r = c.post(s.url(&format!("/v2/dst/app/blobs/uploads/?mount={d}&from=src/app"))).send().await.unwrap();
+    let r = c
+        .post(s.url(&format!(
+            "/v2/dst/app/blobs/uploads/?mount={d}&from=src/app"
+        )))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(loc(&r), format!("/v2/dst/app/blobs/{d}"));
     assert_eq!(r.headers()["docker-content-digest"], d.as_str());
     assert_eq!(get_blob(&c, &s, "dst/app", &d).await.1, bytes);
     // From a repository that does not hold it: an ordinary upload session.
-    let r = c.post(s.url(&format!("/v2/third/blobs/uploads/?mount={d}&from=nothere"))).send().await.unwrap();
+    let r = c
+        .post(s.url(&format!("/v2/third/blobs/uploads/?mount={d}&from=nothere")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     // Without `from`: no guessing, an ordinary upload session.
-    let r = c.post(s.url(&format!("/v2/third/blobs/uploads/?mount={d}"))).send().await.unwrap();
+    let r = c
+        .post(s.url(&format!("/v2/third/blobs/uploads/?mount={d}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     assert_eq!(get_blob(&c, &s, "third", &d).await.0, StatusCode::NOT_FOUND);
     // Malformed mount parameters.
-    let r = c.post(s.url("/v2/third/blobs/uploads/?mount=sha256:nope&from=src/app")).send().await.unwrap();
+    let r = c
+        .post(s.url("/v2/third/blobs/uploads/?mount=sha256:nope&from=src/app"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r).await, "DIGEST_INVALID");
-    let r = c.post(s.url(&format!("/v2/third/blobs/uploads/?mount={d}&from=Bad/Name"))).send().await.unwrap();
+    let r = c
+        .post(s.url(&format!("/v2/third/blobs/uploads/?mount={d}&from=Bad/Name")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r).await, "NAME_INVALID");
 }
 
@@ -215,12 +322,20 @@ async fn delete_blob_and_cancel_upload() {
     let (s, c) = (Server::start(), client());
     let d = push_blob(&c, &s, "a", b"to delete").await;
     push_blob(&c, &s, "b", b"to delete").await;
-    let r = c.delete(s.url(&format!("/v2/a/blobs/{d}"))).send().await.unwrap();
+    let r = c
+        .delete(s.url(&format!("/v2/a/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     assert_eq!(get_blob(&c, &s, "a", &d).await.0, StatusCode::NOT_FOUND);
     // Stored once, linked twice: the other repository still has it.
     assert_eq!(get_blob(&c, &s, "b", &d).await.0, StatusCode::OK);
-    let r = c.delete(s.url(&format!("/v2/a/blobs/{d}"))).send().await.unwrap();
+    let r = c
+        .delete(s.url(&format!("/v2/a/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r).await, "BLOB_UNKNOWN");
 
     let l = start_upload(&c, &s, "a").await;
@@ -245,7 +360,10 @@ async fn stored_once_however_many_repositories() {
         push_blob(&c, &s, repo, &bytes).await;
     }
     let d = sha256(&bytes);
-    let files: Vec<_> = walk(&s.data_dir.join("blobs")).into_iter().filter(|p| p.ends_with(&d[7..])).collect();
+    let files: Vec<_> = walk(&s.data_dir.join("blobs"))
+        .into_iter()
+        .filter(|p| p.ends_with(&d[7..]))
+        .collect();
     assert_eq!(files.len(), 1);
 }
 
@@ -253,7 +371,11 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
-        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+        if p.is_dir() {
+            out.extend(walk(&p))
+        } else {
+            out.push(p)
+        }
     }
     out
 }
@@ -267,32 +389,66 @@ async fn upload_errors() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(error_code(r).await, "DIGEST_INVALID");
     // Malformed Content-Range.
-    let r = c.patch(s.url(&l)).header("content-range", "zero-ten").body("x").send().await.unwrap();
+    let r = c
+        .patch(s.url(&l))
+        .header("content-range", "zero-ten")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(error_code(r).await, "BLOB_UPLOAD_INVALID");
     // Content-Range and Content-Length disagree.
-    let r = c.patch(s.url(&l)).header("content-range", "0-9").body("abc").send().await.unwrap();
+    let r = c
+        .patch(s.url(&l))
+        .header("content-range", "0-9")
+        .body("abc")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(error_code(r).await, "SIZE_INVALID");
     // Nothing was appended by the refused requests.
     let st = c.get(s.url(&l)).send().await.unwrap();
     assert_eq!(st.headers()["range"], "0-0");
     // Unknown and malformed upload ids.
-    let r = c.get(s.url("/v2/e/blobs/uploads/00000000-0000-4000-8000-000000000000")).send().await.unwrap();
+    let r = c
+        .get(s.url("/v2/e/blobs/uploads/00000000-0000-4000-8000-000000000000"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r).await, "BLOB_UPLOAD_UNKNOWN");
-    let r = c.patch(s.url("/v2/e/blobs/uploads/..%2F..%2Fetc")).body("x").send().await.unwrap();
+    let r = c
+        .patch(s.url("/v2/e/blobs/uploads/..%2F..%2Fetc"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(error_code(r).await, "BLOB_UPLOAD_UNKNOWN");
     // Malformed names and digests in the path.
-    let r = c.get(s.url("/v2/UPPER/blobs/sha256:abc")).send().await.unwrap();
+    let r = c
+        .get(s.url("/v2/UPPER/blobs/sha256:abc"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r).await, "NAME_INVALID");
     let r = c.get(s.url("/v2/e/blobs/sha256:abc")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(error_code(r).await, "DIGEST_INVALID");
-    let r = c.post(s.url("/v2/e/blobs/uploads/?digest=md5:abc")).body("x").send().await.unwrap();
+    let r = c
+        .post(s.url("/v2/e/blobs/uploads/?digest=md5:abc"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r).await, "DIGEST_INVALID");
     // A method the endpoint does not have.
-    let r = c.post(s.url(&format!("/v2/e/blobs/{}", sha256(b"x")))).send().await.unwrap();
+    let r = c
+        .post(s.url(&format!("/v2/e/blobs/{}", sha256(b"x"))))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(error_code(r).await, "UNSUPPORTED");
 }

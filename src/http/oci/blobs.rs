@@ -27,15 +27,24 @@ pub(super) async fn get(
     let digest_s = digest.to_string();
     if head && range.is_none() {
         let size = content.blob_size(name, digest)?;
-        return Ok(blob_headers(StatusCode::OK, size, &digest_s)?.body(Body::empty()).map_err(internal)?);
+        return blob_headers(StatusCode::OK, size, &digest_s)?
+            .body(Body::empty())
+            .map_err(internal);
     }
     let blob = content.open_blob(name, digest)?;
     let size = blob.size;
     let (status, start, len, content_range) = match range {
         None => (StatusCode::OK, 0, size, None),
         Some(r) => {
-            let (start, end) = r.resolve(size).ok_or(OciError::BlobRangeNotSatisfiable { size })?;
-            (StatusCode::PARTIAL_CONTENT, start, end - start + 1, Some(format!("bytes {start}-{end}/{size}")))
+            let (start, end) = r
+                .resolve(size)
+                .ok_or(OciError::BlobRangeNotSatisfiable { size })?;
+            (
+                StatusCode::PARTIAL_CONTENT,
+                start,
+                end - start + 1,
+                Some(format!("bytes {start}-{end}/{size}")),
+            )
         }
     };
     let mut builder = blob_headers(status, len, &digest_s)?;
@@ -46,12 +55,21 @@ pub(super) async fn get(
         return builder.body(Body::empty()).map_err(internal);
     }
     let mut file = blob.file;
-    file.seek(SeekFrom::Start(start)).map_err(|e| OciError::Internal(format!("seeking blob {digest}: {e}")))?;
+    file.seek(SeekFrom::Start(start))
+        .map_err(|e| OciError::Internal(format!("seeking blob {digest}: {e}")))?;
     let reader = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), len);
-    builder.body(Body::from_stream(ReaderStream::with_capacity(reader, READ_CHUNK))).map_err(internal)
+    builder
+        .body(Body::from_stream(ReaderStream::with_capacity(
+            reader, READ_CHUNK,
+        )))
+        .map_err(internal)
 }
 
-fn blob_headers(status: StatusCode, len: u64, digest: &str) -> Result<axum::http::response::Builder, OciError> {
+fn blob_headers(
+    status: StatusCode,
+    len: u64,
+    digest: &str,
+) -> Result<axum::http::response::Builder, OciError> {
     Ok(Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/octet-stream")
@@ -65,7 +83,11 @@ fn internal(e: axum::http::Error) -> OciError {
     OciError::Internal(e.to_string())
 }
 
-pub(super) async fn delete(content: &ContentService, name: &RepositoryName, digest: &Digest) -> Result<Response, OciError> {
+pub(super) async fn delete(
+    content: &ContentService,
+    name: &RepositoryName,
+    digest: &Digest,
+) -> Result<Response, OciError> {
     content.delete_blob(name, digest).await?;
     Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response())
 }
@@ -98,19 +120,29 @@ impl ByteRange {
 /// Parses a `Range` header. Only one range is served; anything else is a 400 rather than a
 /// silent full answer, so a client never mistakes a whole blob for the part it asked.
 fn parse_range(v: &str) -> Result<ByteRange, OciError> {
-    let bad = || OciError::Unsupported("Range must be one byte range: bytes=START-END, bytes=START- or bytes=-SUFFIX".into());
+    let bad = || {
+        OciError::Unsupported(
+            "Range must be one byte range: bytes=START-END, bytes=START- or bytes=-SUFFIX".into(),
+        )
+    };
     let spec = v.trim().strip_prefix("bytes=").ok_or_else(bad)?;
     let (a, b) = spec.split_once('-').ok_or_else(bad)?;
     let num = |s: &str| s.trim().parse::<u64>().map_err(|_| bad());
     match (a.trim().is_empty(), b.trim().is_empty()) {
         (true, false) => Ok(ByteRange::Suffix(num(b)?)),
-        (false, true) => Ok(ByteRange::From { start: num(a)?, end: None }),
+        (false, true) => Ok(ByteRange::From {
+            start: num(a)?,
+            end: None,
+        }),
         (false, false) => {
             let (start, end) = (num(a)?, num(b)?);
             if end < start {
                 return Err(bad());
             }
-            Ok(ByteRange::From { start, end: Some(end) })
+            Ok(ByteRange::From {
+                start,
+                end: Some(end),
+            })
         }
         (true, true) => Err(bad()),
     }

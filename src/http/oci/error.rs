@@ -17,9 +17,14 @@ pub(crate) enum OciError {
     BlobUploadUnknown,
     BlobUploadInvalid(String),
     /// 416 for a chunk that does not continue the upload; carries the upload's current length.
-    RangeNotSatisfiable { upload_len: u64, location: String },
+    RangeNotSatisfiable {
+        upload_len: u64,
+        location: String,
+    },
     /// 416 for a blob `Range` outside the blob.
-    BlobRangeNotSatisfiable { size: u64 },
+    BlobRangeNotSatisfiable {
+        size: u64,
+    },
     DigestInvalid(String),
     SizeInvalid(String),
     ManifestUnknown,
@@ -40,35 +45,62 @@ impl OciError {
     fn parts(&self) -> (StatusCode, &'static str, String) {
         use StatusCode as S;
         match self {
-            OciError::BlobUnknown => (S::NOT_FOUND, "BLOB_UNKNOWN", "blob unknown to registry".into()),
-            OciError::BlobUploadUnknown => (S::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry".into()),
+            OciError::BlobUnknown => (
+                S::NOT_FOUND,
+                "BLOB_UNKNOWN",
+                "blob unknown to registry".into(),
+            ),
+            OciError::BlobUploadUnknown => (
+                S::NOT_FOUND,
+                "BLOB_UPLOAD_UNKNOWN",
+                "blob upload unknown to registry".into(),
+            ),
             OciError::BlobUploadInvalid(m) => (S::BAD_REQUEST, "BLOB_UPLOAD_INVALID", m.clone()),
             OciError::RangeNotSatisfiable { upload_len, .. } => (
                 S::RANGE_NOT_SATISFIABLE,
                 "BLOB_UPLOAD_INVALID",
-                format!("chunk must start at offset {upload_len}, the current length of the upload"),
+                format!(
+                    "chunk must start at offset {upload_len}, the current length of the upload"
+                ),
             ),
-            OciError::BlobRangeNotSatisfiable { size } => {
-                (S::RANGE_NOT_SATISFIABLE, "BLOB_UNKNOWN", format!("requested range is outside the blob ({size} bytes)"))
-            }
+            OciError::BlobRangeNotSatisfiable { size } => (
+                S::RANGE_NOT_SATISFIABLE,
+                "BLOB_UNKNOWN",
+                format!("requested range is outside the blob ({size} bytes)"),
+            ),
             OciError::DigestInvalid(m) => (S::BAD_REQUEST, "DIGEST_INVALID", m.clone()),
             OciError::SizeInvalid(m) => (S::BAD_REQUEST, "SIZE_INVALID", m.clone()),
-            OciError::ManifestUnknown => (S::NOT_FOUND, "MANIFEST_UNKNOWN", "manifest unknown to registry".into()),
+            OciError::ManifestUnknown => (
+                S::NOT_FOUND,
+                "MANIFEST_UNKNOWN",
+                "manifest unknown to registry".into(),
+            ),
             OciError::ManifestInvalid(m) => (S::BAD_REQUEST, "MANIFEST_INVALID", m.clone()),
-            OciError::ManifestBlobUnknown(m) => (S::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN", m.clone()),
+            OciError::ManifestBlobUnknown(m) => {
+                (S::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN", m.clone())
+            }
             OciError::ManifestTooLarge => (
                 S::PAYLOAD_TOO_LARGE,
                 "SIZE_INVALID",
-                format!("manifest is larger than {} bytes", content::manifest::MAX_MANIFEST_BYTES),
+                format!(
+                    "manifest is larger than {} bytes",
+                    content::manifest::MAX_MANIFEST_BYTES
+                ),
             ),
             OciError::NameInvalid(m) => (S::BAD_REQUEST, "NAME_INVALID", m.clone()),
-            OciError::NameUnknown => (S::NOT_FOUND, "NAME_UNKNOWN", "repository name not known to registry".into()),
+            OciError::NameUnknown => (
+                S::NOT_FOUND,
+                "NAME_UNKNOWN",
+                "repository name not known to registry".into(),
+            ),
             // Not in the OCI spec's table; CNCF Distribution answers a malformed tag with this code.
             OciError::TagInvalid(m) => (S::BAD_REQUEST, "TAG_INVALID", m.clone()),
             OciError::Unsupported(m) => (S::BAD_REQUEST, "UNSUPPORTED", m.clone()),
-            OciError::MethodNotAllowed => {
-                (S::METHOD_NOT_ALLOWED, "UNSUPPORTED", "the operation is unsupported for this endpoint".into())
-            }
+            OciError::MethodNotAllowed => (
+                S::METHOD_NOT_ALLOWED,
+                "UNSUPPORTED",
+                "the operation is unsupported for this endpoint".into(),
+            ),
             OciError::NotFound => (S::NOT_FOUND, "NOT_FOUND", "no such endpoint".into()),
             OciError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "UNKNOWN", "internal error".into()),
         }
@@ -78,10 +110,19 @@ impl OciError {
 impl IntoResponse for OciError {
     fn into_response(self) -> Response {
         let (status, code, message) = self.parts();
-        let body = serde_json::json!({ "errors": [{ "code": code, "message": message, "detail": null }] });
-        let mut resp = (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
+        let body =
+            serde_json::json!({ "errors": [{ "code": code, "message": message, "detail": null }] });
+        let mut resp = (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response();
         match self {
-            OciError::RangeNotSatisfiable { upload_len, location } => {
+            OciError::RangeNotSatisfiable {
+                upload_len,
+                location,
+            } => {
                 let h = resp.headers_mut();
                 h.insert(header::RANGE, range_header(upload_len));
                 if let Ok(v) = HeaderValue::from_str(&location) {
@@ -105,7 +146,8 @@ impl IntoResponse for OciError {
 /// The `Range` header of an upload of `len` bytes: `0-<last byte>`, and `0-0` when empty, as CNCF
 /// Distribution answers.
 pub(crate) fn range_header(len: u64) -> HeaderValue {
-    HeaderValue::from_str(&format!("0-{}", len.saturating_sub(1))).unwrap_or(HeaderValue::from_static("0-0"))
+    HeaderValue::from_str(&format!("0-{}", len.saturating_sub(1)))
+        .unwrap_or(HeaderValue::from_static("0-0"))
 }
 
 impl From<RouteError> for OciError {
@@ -129,7 +171,10 @@ impl From<content::Error> for OciError {
             E::UploadUnknown => OciError::BlobUploadUnknown,
             E::UploadInvalid(m) => OciError::BlobUploadInvalid(m),
             // The handler adds the Location; see `uploads::patch`.
-            E::RangeMismatch { offset } => OciError::RangeNotSatisfiable { upload_len: offset, location: String::new() },
+            E::RangeMismatch { offset } => OciError::RangeNotSatisfiable {
+                upload_len: offset,
+                location: String::new(),
+            },
             E::DigestInvalid(m) => OciError::DigestInvalid(m),
             E::SizeInvalid(m) => OciError::SizeInvalid(m),
             E::ManifestUnknown => OciError::ManifestUnknown,

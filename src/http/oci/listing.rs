@@ -28,33 +28,62 @@ fn page(q: &Query, default: u64) -> Result<(u64, Option<&str>), OciError> {
 }
 
 /// JSON response with a `Link` to the next page when `items` had one more than `n`.
-fn paged(mut items: Vec<String>, n: u64, base: &str, body: impl FnOnce(Vec<String>) -> serde_json::Value) -> Result<Response, OciError> {
+fn paged(
+    mut items: Vec<String>,
+    n: u64,
+    base: &str,
+    body: impl FnOnce(Vec<String>) -> serde_json::Value,
+) -> Result<Response, OciError> {
     let more = items.len() as u64 > n;
     items.truncate(usize::try_from(n).unwrap_or(usize::MAX));
     let link = match (more, items.last()) {
         (true, Some(last)) => Some(hv(&format!("<{base}?n={n}&last={last}>; rel=\"next\""))?),
         _ => None,
     };
-    let mut resp = (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body(items).to_string()).into_response();
+    let mut resp = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body(items).to_string(),
+    )
+        .into_response();
     if let Some(link) = link {
         resp.headers_mut().insert(header::LINK, link);
     }
     Ok(resp)
 }
 
-pub(super) fn tags(content: &ContentService, name: &RepositoryName, q: &Query) -> Result<Response, OciError> {
+pub(super) fn tags(
+    content: &ContentService,
+    name: &RepositoryName,
+    q: &Query,
+) -> Result<Response, OciError> {
     let (n, last) = page(q, u64::MAX - 1)?;
     let tags = content.tags(name, last, n.saturating_add(1))?;
-    paged(tags, n, &format!("/v2/{name}/tags/list"), |tags| json!({ "name": name.as_str(), "tags": tags }))
+    paged(
+        tags,
+        n,
+        &format!("/v2/{name}/tags/list"),
+        |tags| json!({ "name": name.as_str(), "tags": tags }),
+    )
 }
 
 pub(super) fn catalog(content: &ContentService, q: &Query) -> Result<Response, OciError> {
     let (n, last) = page(q, CATALOG_DEFAULT)?;
     let repos = content.catalog(last, n + 1)?;
-    paged(repos, n, "/v2/_catalog", |repos| json!({ "repositories": repos }))
+    paged(
+        repos,
+        n,
+        "/v2/_catalog",
+        |repos| json!({ "repositories": repos }),
+    )
 }
 
-pub(super) fn referrers(content: &ContentService, name: &RepositoryName, subject: &Digest, q: &Query) -> Result<Response, OciError> {
+pub(super) fn referrers(
+    content: &ContentService,
+    name: &RepositoryName,
+    subject: &Digest,
+    q: &Query,
+) -> Result<Response, OciError> {
     let filter = q.get("artifactType").map(String::as_str);
     let rows = content.referrers(name, subject, filter)?;
     let manifests: Vec<serde_json::Value> = rows
@@ -64,16 +93,25 @@ pub(super) fn referrers(content: &ContentService, name: &RepositoryName, subject
             if let Some(t) = r.artifact_type {
                 d["artifactType"] = json!(t);
             }
-            if let Some(a) = r.annotations.and_then(|a| serde_json::from_str::<serde_json::Value>(&a).ok()) {
+            if let Some(a) = r
+                .annotations
+                .and_then(|a| serde_json::from_str::<serde_json::Value>(&a).ok())
+            {
                 d["annotations"] = a;
             }
             d
         })
         .collect();
     let body = json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests });
-    let mut resp = (StatusCode::OK, [(header::CONTENT_TYPE, OCI_INDEX)], body.to_string()).into_response();
+    let mut resp = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, OCI_INDEX)],
+        body.to_string(),
+    )
+        .into_response();
     if filter.is_some() {
-        resp.headers_mut().insert(FILTERS_APPLIED, HeaderValue::from_static("artifactType"));
+        resp.headers_mut()
+            .insert(FILTERS_APPLIED, HeaderValue::from_static("artifactType"));
     }
     Ok(resp)
 }

@@ -28,8 +28,14 @@ pub(super) fn get(
         .header(header::CONTENT_LENGTH, m.content.len())
         .header(header::ETAG, hv(&format!("\"{digest}\""))?)
         .header(CONTENT_DIGEST, hv(&digest)?);
-    let body = if head { Body::empty() } else { Body::from(m.content) };
-    builder.body(body).map_err(|e| OciError::Internal(e.to_string()))
+    let body = if head {
+        Body::empty()
+    } else {
+        Body::from(m.content)
+    };
+    builder
+        .body(body)
+        .map_err(|e| OciError::Internal(e.to_string()))
 }
 
 pub(super) async fn put(
@@ -46,7 +52,8 @@ pub(super) async fn put(
     let mut stream = body.into_data_stream();
     let mut bytes = bytes::BytesMut::new();
     while let Some(frame) = stream.next().await {
-        let frame = frame.map_err(|e| OciError::ManifestInvalid(format!("reading manifest: {e}")))?;
+        let frame =
+            frame.map_err(|e| OciError::ManifestInvalid(format!("reading manifest: {e}")))?;
         bytes.extend_from_slice(&frame);
         if bytes.len() > MAX_MANIFEST_BYTES {
             drain(Body::from_stream(stream)).await;
@@ -54,12 +61,19 @@ pub(super) async fn put(
         }
     }
     let bytes = bytes.freeze();
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let pushed = content.put_manifest(name, reference, content_type, bytes).await?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let pushed = content
+        .put_manifest(name, reference, content_type, bytes)
+        .await?;
     let digest = pushed.digest.to_string();
     let mut resp = (StatusCode::CREATED, [(header::CONTENT_LENGTH, "0")]).into_response();
     let h = resp.headers_mut();
-    h.insert(header::LOCATION, hv(&format!("/v2/{name}/manifests/{digest}"))?);
+    h.insert(
+        header::LOCATION,
+        hv(&format!("/v2/{name}/manifests/{digest}"))?,
+    );
     h.insert(CONTENT_DIGEST, hv(&digest)?);
     if let Some(subject) = pushed.subject {
         h.insert(OCI_SUBJECT, hv(&subject.to_string())?);
@@ -81,7 +95,11 @@ async fn drain(body: Body) {
     }
 }
 
-pub(super) async fn delete(content: &ContentService, name: &RepositoryName, reference: &Reference) -> Result<Response, OciError> {
+pub(super) async fn delete(
+    content: &ContentService,
+    name: &RepositoryName,
+    reference: &Reference,
+) -> Result<Response, OciError> {
     content.delete_manifest(name, reference).await?;
     Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response())
 }

@@ -44,32 +44,60 @@ pub(crate) async fn handle(State(state): State<AppState>, req: Request) -> Respo
                 .query()
                 .and_then(|q| serde_urlencoded::from_str(q).ok())
                 .unwrap_or_default();
-            let mut resp = dispatch(&state, route, &query, &parts.headers, body).await.unwrap_or_else(IntoResponse::into_response);
+            let mut resp = dispatch(&state, route, &query, &parts.headers, body)
+                .await
+                .unwrap_or_else(IntoResponse::into_response);
             resp.extensions_mut().insert(RouteName(name));
             resp
         }
         Err(e) => OciError::from(e).into_response(),
     };
-    resp.headers_mut().insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+    resp.headers_mut()
+        .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
     resp
 }
 
-async fn dispatch(state: &AppState, route: OciRoute, q: &Query, headers: &HeaderMap, body: Body) -> Result<Response, OciError> {
+async fn dispatch(
+    state: &AppState,
+    route: OciRoute,
+    q: &Query,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, OciError> {
     let content = &state.content;
     match route {
-        OciRoute::Base => Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{}").into_response()),
+        OciRoute::Base => Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            "{}",
+        )
+            .into_response()),
         OciRoute::Catalog => listing::catalog(content, q),
         OciRoute::ListTags { name } => listing::tags(content, &name, q),
         OciRoute::Referrers { name, digest } => listing::referrers(content, &name, &digest, q),
-        OciRoute::GetManifest { name, reference, head } => manifests::get(content, &name, &reference, head, headers),
-        OciRoute::PutManifest { name, reference } => manifests::put(content, &name, &reference, headers, body).await,
-        OciRoute::DeleteManifest { name, reference } => manifests::delete(content, &name, &reference).await,
-        OciRoute::GetBlob { name, digest, head } => blobs::get(content, &name, &digest, head, headers).await,
+        OciRoute::GetManifest {
+            name,
+            reference,
+            head,
+        } => manifests::get(content, &name, &reference, head, headers),
+        OciRoute::PutManifest { name, reference } => {
+            manifests::put(content, &name, &reference, headers, body).await
+        }
+        OciRoute::DeleteManifest { name, reference } => {
+            manifests::delete(content, &name, &reference).await
+        }
+        OciRoute::GetBlob { name, digest, head } => {
+            blobs::get(content, &name, &digest, head, headers).await
+        }
         OciRoute::DeleteBlob { name, digest } => blobs::delete(content, &name, &digest).await,
         OciRoute::StartUpload { name } => uploads::start(content, &name, q, headers, body).await,
         OciRoute::UploadStatus { name, id } => uploads::status(content, &name, &id),
-        OciRoute::PatchUpload { name, id } => uploads::patch(content, &name, &id, headers, body).await,
-        OciRoute::PutUpload { name, id } => uploads::put(content, &name, &id, q, headers, body).await,
+        OciRoute::PatchUpload { name, id } => {
+            uploads::patch(content, &name, &id, headers, body).await
+        }
+        OciRoute::PutUpload { name, id } => {
+            uploads::put(content, &name, &id, q, headers, body).await
+        }
         OciRoute::CancelUpload { name, id } => uploads::cancel(content, &name, &id).await,
     }
 }
@@ -83,6 +111,11 @@ fn hv(s: &str) -> Result<HeaderValue, OciError> {
 fn content_length(headers: &HeaderMap) -> Result<Option<u64>, OciError> {
     headers
         .get(header::CONTENT_LENGTH)
-        .map(|v| v.to_str().ok().and_then(|s| s.parse().ok()).ok_or_else(|| OciError::SizeInvalid("invalid Content-Length".into())))
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| OciError::SizeInvalid("invalid Content-Length".into()))
+        })
         .transpose()
 }

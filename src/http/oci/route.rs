@@ -13,18 +13,54 @@ use crate::content::{Digest, Reference, RepositoryName};
 pub(crate) enum OciRoute {
     Base,
     Catalog,
-    ListTags { name: RepositoryName },
-    GetManifest { name: RepositoryName, reference: Reference, head: bool },
-    PutManifest { name: RepositoryName, reference: Reference },
-    DeleteManifest { name: RepositoryName, reference: Reference },
-    GetBlob { name: RepositoryName, digest: Digest, head: bool },
-    DeleteBlob { name: RepositoryName, digest: Digest },
-    StartUpload { name: RepositoryName },
-    UploadStatus { name: RepositoryName, id: uuid::Uuid },
-    PatchUpload { name: RepositoryName, id: uuid::Uuid },
-    PutUpload { name: RepositoryName, id: uuid::Uuid },
-    CancelUpload { name: RepositoryName, id: uuid::Uuid },
-    Referrers { name: RepositoryName, digest: Digest },
+    ListTags {
+        name: RepositoryName,
+    },
+    GetManifest {
+        name: RepositoryName,
+        reference: Reference,
+        head: bool,
+    },
+    PutManifest {
+        name: RepositoryName,
+        reference: Reference,
+    },
+    DeleteManifest {
+        name: RepositoryName,
+        reference: Reference,
+    },
+    GetBlob {
+        name: RepositoryName,
+        digest: Digest,
+        head: bool,
+    },
+    DeleteBlob {
+        name: RepositoryName,
+        digest: Digest,
+    },
+    StartUpload {
+        name: RepositoryName,
+    },
+    UploadStatus {
+        name: RepositoryName,
+        id: uuid::Uuid,
+    },
+    PatchUpload {
+        name: RepositoryName,
+        id: uuid::Uuid,
+    },
+    PutUpload {
+        name: RepositoryName,
+        id: uuid::Uuid,
+    },
+    CancelUpload {
+        name: RepositoryName,
+        id: uuid::Uuid,
+    },
+    Referrers {
+        name: RepositoryName,
+        digest: Digest,
+    },
 }
 
 /// What access a route needs; authorization (a later issue) checks this one value.
@@ -129,7 +165,10 @@ impl OciRoute {
             get_or_head()?;
             return Ok(OciRoute::Catalog);
         }
-        let segs: Vec<String> = path.split('/').map(percent_decode).collect::<Result<_, _>>()?;
+        let segs: Vec<String> = path
+            .split('/')
+            .map(percent_decode)
+            .collect::<Result<_, _>>()?;
         let n = segs.len();
         let seg = |i: usize| segs[i].as_str();
         let name_of = |end: usize| -> Result<RepositoryName, RouteError> {
@@ -138,12 +177,19 @@ impl OciRoute {
             }
             if segs[..end].iter().any(|s| s.contains('/')) {
                 // An escaped `/` must not become a path separator of the name.
-                return Err(RouteError::Name(crate::content::NameError::Invalid.to_string()));
+                return Err(RouteError::Name(
+                    crate::content::NameError::Invalid.to_string(),
+                ));
             }
-            segs[..end].join("/").parse().map_err(|e: crate::content::NameError| RouteError::Name(e.to_string()))
+            segs[..end]
+                .join("/")
+                .parse()
+                .map_err(|e: crate::content::NameError| RouteError::Name(e.to_string()))
         };
-        let digest_of =
-            |s: &str| -> Result<Digest, RouteError> { s.parse().map_err(|e: crate::content::DigestError| RouteError::Digest(e.to_string())) };
+        let digest_of = |s: &str| -> Result<Digest, RouteError> {
+            s.parse()
+                .map_err(|e: crate::content::DigestError| RouteError::Digest(e.to_string()))
+        };
         let upload_id = |s: &str| uuid::Uuid::parse_str(s).map_err(|_| RouteError::UploadId);
 
         if n >= 3 && seg(n - 2) == "blobs" && seg(n - 1) == "uploads" {
@@ -166,7 +212,9 @@ impl OciRoute {
         }
         if n >= 3 && seg(n - 2) == "tags" && seg(n - 1) == "list" {
             get_or_head()?;
-            return Ok(OciRoute::ListTags { name: name_of(n - 2)? });
+            return Ok(OciRoute::ListTags {
+                name: name_of(n - 2)?,
+            });
         }
         if n < 3 {
             return Err(RouteError::NotFound);
@@ -180,9 +228,11 @@ impl OciRoute {
                     crate::content::ReferenceError::Digest(d) => RouteError::Digest(d.to_string()),
                 })?;
                 match *method {
-                    Method::GET | Method::HEAD => {
-                        Ok(OciRoute::GetManifest { name, reference, head: method == Method::HEAD })
-                    }
+                    Method::GET | Method::HEAD => Ok(OciRoute::GetManifest {
+                        name,
+                        reference,
+                        head: method == Method::HEAD,
+                    }),
                     Method::PUT => Ok(OciRoute::PutManifest { name, reference }),
                     Method::DELETE => Ok(OciRoute::DeleteManifest { name, reference }),
                     _ => Err(RouteError::MethodNotAllowed),
@@ -192,7 +242,11 @@ impl OciRoute {
                 let name = name_of(n - 2)?;
                 let digest = digest_of(last)?;
                 match *method {
-                    Method::GET | Method::HEAD => Ok(OciRoute::GetBlob { name, digest, head: method == Method::HEAD }),
+                    Method::GET | Method::HEAD => Ok(OciRoute::GetBlob {
+                        name,
+                        digest,
+                        head: method == Method::HEAD,
+                    }),
                     Method::DELETE => Ok(OciRoute::DeleteBlob { name, digest }),
                     _ => Err(RouteError::MethodNotAllowed),
                 }
@@ -208,7 +262,11 @@ impl OciRoute {
     }
 
     fn start_upload(method: &Method, name: RepositoryName) -> Result<OciRoute, RouteError> {
-        if method == Method::POST { Ok(OciRoute::StartUpload { name }) } else { Err(RouteError::MethodNotAllowed) }
+        if method == Method::POST {
+            Ok(OciRoute::StartUpload { name })
+        } else {
+            Err(RouteError::MethodNotAllowed)
+        }
     }
 }
 
@@ -242,7 +300,12 @@ mod tests {
     fn check(method: &str, path: &str, expect: &str) {
         let m = Method::from_bytes(method.as_bytes()).unwrap();
         let got = match OciRoute::parse(&m, path) {
-            Ok(r) => format!("{} {:?} {:?}", r.name(), r.repository().map(|n| n.as_str()), r.required_action()),
+            Ok(r) => format!(
+                "{} {:?} {:?}",
+                r.name(),
+                r.repository().map(|n| n.as_str()),
+                r.required_action()
+            ),
             Err(e) => format!("{e:?}"),
         };
         assert_eq!(got, expect, "{method} {path}");
@@ -256,36 +319,124 @@ mod tests {
         check("GET", "", "base None None");
         check("POST", "/", "MethodNotAllowed");
         check("GET", "/_catalog", "catalog None Catalog");
-        check("GET", "/acme/app/tags/list", "tags_list Some(\"acme/app\") Pull");
-        check("GET", "/acme/app/manifests/latest", "manifest_get Some(\"acme/app\") Pull");
-        check("HEAD", "/acme/app/manifests/latest", "manifest_head Some(\"acme/app\") Pull");
-        check("PUT", &format!("/a/manifests/{D}"), "manifest_put Some(\"a\") Push");
-        check("DELETE", "/a/manifests/v1", "manifest_delete Some(\"a\") Delete");
+        check(
+            "GET",
+            "/acme/app/tags/list",
+            "tags_list Some(\"acme/app\") Pull",
+        );
+        check(
+            "GET",
+            "/acme/app/manifests/latest",
+            "manifest_get Some(\"acme/app\") Pull",
+        );
+        check(
+            "HEAD",
+            "/acme/app/manifests/latest",
+            "manifest_head Some(\"acme/app\") Pull",
+        );
+        check(
+            "PUT",
+            &format!("/a/manifests/{D}"),
+            "manifest_put Some(\"a\") Push",
+        );
+        check(
+            "DELETE",
+            "/a/manifests/v1",
+            "manifest_delete Some(\"a\") Delete",
+        );
         check("PATCH", "/a/manifests/v1", "MethodNotAllowed");
-        check("GET", &format!("/a/b/c/blobs/{D}"), "blob_get Some(\"a/b/c\") Pull");
-        check("GET", &format!("/a/blobs/{}", D.replace(':', "%3A")), "blob_get Some(\"a\") Pull");
-        check("DELETE", &format!("/a/blobs/{D}"), "blob_delete Some(\"a\") Delete");
+        check(
+            "GET",
+            &format!("/a/b/c/blobs/{D}"),
+            "blob_get Some(\"a/b/c\") Pull",
+        );
+        check(
+            "GET",
+            &format!("/a/blobs/{}", D.replace(':', "%3A")),
+            "blob_get Some(\"a\") Pull",
+        );
+        check(
+            "DELETE",
+            &format!("/a/blobs/{D}"),
+            "blob_delete Some(\"a\") Delete",
+        );
         check("POST", "/a/blobs/uploads/", "upload_start Some(\"a\") Push");
         check("POST", "/a/blobs/uploads", "upload_start Some(\"a\") Push");
         check("GET", "/a/blobs/uploads/", "MethodNotAllowed");
         let u = "3f1c0c8e-7a35-4b39-9d8e-0f5a1b2c3d4e";
-        check("PATCH", &format!("/a/blobs/uploads/{u}"), "upload_patch Some(\"a\") Push");
-        check("GET", &format!("/a/blobs/uploads/{u}"), "upload_status Some(\"a\") Push");
-        check("PUT", &format!("/a/blobs/uploads/{u}"), "upload_put Some(\"a\") Push");
-        check("DELETE", &format!("/a/blobs/uploads/{u}"), "upload_cancel Some(\"a\") Push");
+        check(
+            "PATCH",
+            &format!("/a/blobs/uploads/{u}"),
+            "upload_patch Some(\"a\") Push",
+        );
+        check(
+            "GET",
+            &format!("/a/blobs/uploads/{u}"),
+            "upload_status Some(\"a\") Push",
+        );
+        check(
+            "PUT",
+            &format!("/a/blobs/uploads/{u}"),
+            "upload_put Some(\"a\") Push",
+        );
+        check(
+            "DELETE",
+            &format!("/a/blobs/uploads/{u}"),
+            "upload_cancel Some(\"a\") Push",
+        );
         check("PATCH", "/a/blobs/uploads/not-a-uuid", "UploadId");
-        check("GET", &format!("/a/referrers/{D}"), "referrers Some(\"a\") Pull");
+        check(
+            "GET",
+            &format!("/a/referrers/{D}"),
+            "referrers Some(\"a\") Pull",
+        );
         // Keywords inside a repository name are read from the end.
-        check("GET", "/x/manifests/manifests/latest", "manifest_get Some(\"x/manifests\") Pull");
-        check("GET", &format!("/blobs/blobs/{D}"), "blob_get Some(\"blobs\") Pull");
-        check("POST", "/x/blobs/uploads/blobs/uploads/", "upload_start Some(\"x/blobs/uploads\") Push");
+        check(
+            "GET",
+            "/x/manifests/manifests/latest",
+            "manifest_get Some(\"x/manifests\") Pull",
+        );
+        check(
+            "GET",
+            &format!("/blobs/blobs/{D}"),
+            "blob_get Some(\"blobs\") Pull",
+        );
+        check(
+            "POST",
+            "/x/blobs/uploads/blobs/uploads/",
+            "upload_start Some(\"x/blobs/uploads\") Push",
+        );
         // Malformed parts.
-        check("GET", "/Acme/manifests/latest", "Name(\"invalid repository name: each path component must match [a-z0-9]+((\\\\.|_|__|-+)[a-z0-9]+)*\")");
-        check("GET", "/a/../b/manifests/latest", "Name(\"invalid repository name: each path component must match [a-z0-9]+((\\\\.|_|__|-+)[a-z0-9]+)*\")");
-        check("GET", "/a%2Fb/manifests/latest", "Name(\"invalid repository name: each path component must match [a-z0-9]+((\\\\.|_|__|-+)[a-z0-9]+)*\")");
-        check("GET", "/a/manifests/-bad", "Tag(\"invalid tag: must match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}\")");
-        check("GET", "/a/blobs/sha256:abc", "Digest(\"sha256 digest must be 64 lowercase hex characters\")");
-        check("GET", "/a/blobs/md5:abc", "Digest(\"unsupported digest algorithm \\\"md5\\\" (sha256 and sha512 are supported)\")");
+        check(
+            "GET",
+            "/Acme/manifests/latest",
+            "Name(\"invalid repository name: each path component must match [a-z0-9]+((\\\\.|_|__|-+)[a-z0-9]+)*\")",
+        );
+        check(
+            "GET",
+            "/a/../b/manifests/latest",
+            "Name(\"invalid repository name: each path component must match [a-z0-9]+((\\\\.|_|__|-+)[a-z0-9]+)*\")",
+        );
+        check(
+            "GET",
+            "/a%2Fb/manifests/latest",
+            "Name(\"invalid repository name: each path component must match [a-z0-9]+((\\\\.|_|__|-+)[a-z0-9]+)*\")",
+        );
+        check(
+            "GET",
+            "/a/manifests/-bad",
+            "Tag(\"invalid tag: must match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}\")",
+        );
+        check(
+            "GET",
+            "/a/blobs/sha256:abc",
+            "Digest(\"sha256 digest must be 64 lowercase hex characters\")",
+        );
+        check(
+            "GET",
+            "/a/blobs/md5:abc",
+            "Digest(\"unsupported digest algorithm \\\"md5\\\" (sha256 and sha512 are supported)\")",
+        );
         check("GET", "/manifests/latest", "NotFound");
         check("GET", "/a/b", "NotFound");
         check("GET", "/a/b/c", "NotFound");

@@ -15,7 +15,12 @@ fn upload_location(name: &RepositoryName, id: &uuid::Uuid) -> String {
 }
 
 /// 202 with where the upload stands.
-fn upload_response(status: StatusCode, name: &RepositoryName, id: &uuid::Uuid, len: u64) -> Result<Response, OciError> {
+fn upload_response(
+    status: StatusCode,
+    name: &RepositoryName,
+    id: &uuid::Uuid,
+    len: u64,
+) -> Result<Response, OciError> {
     let mut resp = (status, [(header::CONTENT_LENGTH, "0")]).into_response();
     let h = resp.headers_mut();
     h.insert(header::LOCATION, hv(&upload_location(name, id))?);
@@ -35,7 +40,10 @@ fn created(name: &RepositoryName, digest: &Digest) -> Result<Response, OciError>
 
 fn digest_param(q: &Query, key: &str) -> Result<Option<Digest>, OciError> {
     q.get(key)
-        .map(|s| s.parse().map_err(|e: crate::content::DigestError| OciError::DigestInvalid(e.to_string())))
+        .map(|s| {
+            s.parse()
+                .map_err(|e: crate::content::DigestError| OciError::DigestInvalid(e.to_string()))
+        })
         .transpose()
 }
 
@@ -50,15 +58,19 @@ pub(super) async fn start(
         // Without `from` there is no mount: guessing a source would reveal blobs of repositories
         // the caller may not read. It becomes an ordinary upload.
         if let Some(from) = q.get("from") {
-            let from: RepositoryName =
-                from.parse().map_err(|e: crate::content::NameError| OciError::NameInvalid(e.to_string()))?;
+            let from: RepositoryName = from
+                .parse()
+                .map_err(|e: crate::content::NameError| OciError::NameInvalid(e.to_string()))?;
             if content.mount(name, &from, &digest).await? {
                 return created(name, &digest);
             }
         }
     } else if let Some(digest) = digest_param(q, "digest")? {
         let len = content_length(headers)?;
-        content.push_blob(name, &digest, body.into_data_stream()).await.map_err(|e| size_error(e, len))?;
+        content
+            .push_blob(name, &digest, body.into_data_stream())
+            .await
+            .map_err(|e| size_error(e, len))?;
         return created(name, &digest);
     }
     let id = content.start_upload(name).await?;
@@ -68,24 +80,37 @@ pub(super) async fn start(
 /// A body cut short is reported as a size problem when the client announced a length.
 fn size_error(e: crate::content::Error, len: Option<u64>) -> OciError {
     match (e, len) {
-        (crate::content::Error::Body(m), Some(l)) => OciError::SizeInvalid(format!("expected {l} bytes: {m}")),
+        (crate::content::Error::Body(m), Some(l)) => {
+            OciError::SizeInvalid(format!("expected {l} bytes: {m}"))
+        }
         (e, _) => e.into(),
     }
 }
 
-pub(super) fn status(content: &ContentService, name: &RepositoryName, id: &uuid::Uuid) -> Result<Response, OciError> {
+pub(super) fn status(
+    content: &ContentService,
+    name: &RepositoryName,
+    id: &uuid::Uuid,
+) -> Result<Response, OciError> {
     let len = content.upload_offset(name, id)?;
     upload_response(StatusCode::NO_CONTENT, name, id, len)
 }
 
 /// Parses `Content-Range: <start>-<end>` (inclusive; a `bytes ` or `bytes=` prefix is tolerated).
 fn content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, OciError> {
-    let Some(v) = headers.get(header::CONTENT_RANGE) else { return Ok(None) };
+    let Some(v) = headers.get(header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
     let bad = || OciError::BlobUploadInvalid("Content-Range must be <start>-<end>".into());
     let s = v.to_str().map_err(|_| bad())?.trim();
-    let s = s.strip_prefix("bytes").map_or(s, |r| r.trim_start_matches([' ', '=']));
+    let s = s
+        .strip_prefix("bytes")
+        .map_or(s, |r| r.trim_start_matches([' ', '=']));
     let (a, b) = s.split_once('-').ok_or_else(bad)?;
-    let (start, end): (u64, u64) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+    let (start, end): (u64, u64) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
     if end < start {
         return Err(bad());
     }
@@ -104,14 +129,22 @@ pub(super) async fn patch(
     if let Some((start, end)) = range {
         let range_len = end - start + 1;
         if len.is_some_and(|l| l != range_len) {
-            return Err(OciError::SizeInvalid(format!("Content-Length does not match Content-Range {start}-{end}")));
+            return Err(OciError::SizeInvalid(format!(
+                "Content-Length does not match Content-Range {start}-{end}"
+            )));
         }
         len = Some(range_len);
     }
-    match content.append(name, id, range.map(|r| r.0), len, body.into_data_stream()).await {
+    match content
+        .append(name, id, range.map(|r| r.0), len, body.into_data_stream())
+        .await
+    {
         Ok(new_len) => upload_response(StatusCode::ACCEPTED, name, id, new_len),
         Err(crate::content::Error::RangeMismatch { offset }) => {
-            Err(OciError::RangeNotSatisfiable { upload_len: offset, location: upload_location(name, id) })
+            Err(OciError::RangeNotSatisfiable {
+                upload_len: offset,
+                location: upload_location(name, id),
+            })
         }
         Err(e) => Err(size_error(e, len)),
     }
@@ -125,16 +158,29 @@ pub(super) async fn put(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, OciError> {
-    let digest = digest_param(q, "digest")?
-        .ok_or_else(|| OciError::DigestInvalid("the digest query parameter is required to complete an upload".into()))?;
+    let digest = digest_param(q, "digest")?.ok_or_else(|| {
+        OciError::DigestInvalid(
+            "the digest query parameter is required to complete an upload".into(),
+        )
+    })?;
     let len = content_length(headers)?;
-    let has_body = len.map_or_else(|| headers.contains_key(header::TRANSFER_ENCODING), |l| l > 0);
+    let has_body = len.map_or_else(
+        || headers.contains_key(header::TRANSFER_ENCODING),
+        |l| l > 0,
+    );
     let last = has_body.then(|| body.into_data_stream());
-    content.finish(name, id, &digest, last).await.map_err(|e| size_error(e, len))?;
+    content
+        .finish(name, id, &digest, last)
+        .await
+        .map_err(|e| size_error(e, len))?;
     created(name, &digest)
 }
 
-pub(super) async fn cancel(content: &ContentService, name: &RepositoryName, id: &uuid::Uuid) -> Result<Response, OciError> {
+pub(super) async fn cancel(
+    content: &ContentService,
+    name: &RepositoryName,
+    id: &uuid::Uuid,
+) -> Result<Response, OciError> {
     content.cancel_upload(name, id).await?;
     Ok((StatusCode::NO_CONTENT, [(header::CONTENT_LENGTH, "0")]).into_response())
 }

@@ -47,13 +47,21 @@ impl Server {
     /// Starts on `data_dir` with extra arguments and environment.
     pub fn start_in(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(berth_bin());
-        cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--data-dir").arg(data_dir);
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir);
         cmd.args(extra).env("BERTH_LOG", "info");
         for (k, v) in env {
             cmd.env(k, v);
         }
         let (child, addr, log) = spawn_and_wait(cmd);
-        let scheme = if extra.contains(&"--tls-cert") { "https" } else { "http" };
+        let scheme = if extra.contains(&"--tls-cert") {
+            "https"
+        } else {
+            "http"
+        };
         Server {
             child: Some(child),
             base: format!("{scheme}://{addr}"),
@@ -88,13 +96,22 @@ impl Server {
         c.wait().unwrap()
     }
 
+    /// Waits for a server that was already signalled to exit.
+    pub fn terminate_wait(&mut self) -> std::process::ExitStatus {
+        self.child.take().unwrap().wait().unwrap()
+    }
+
     /// Starts a new server process on the same data directory (after `kill9`/`terminate`).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the server first");
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
         let (child, addr, log) = {
             let mut cmd = Command::new(berth_bin());
-            cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--data-dir").arg(&self.data_dir);
+            cmd.arg("serve")
+                .arg("--listen")
+                .arg("127.0.0.1:0")
+                .arg("--data-dir")
+                .arg(&self.data_dir);
             cmd.args(&extra).env("BERTH_LOG", "info");
             spawn_and_wait(cmd)
         };
@@ -119,13 +136,20 @@ impl Drop for Server {
 }
 
 pub fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap().success();
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap()
+        .success();
     assert!(ok, "kill -{sig} {pid}");
 }
 
 /// Spawns the server and reads its stderr until it says where it listens.
 fn spawn_and_wait(mut cmd: Command) -> (Child, String, Arc<Mutex<String>>) {
-    cmd.stdout(Stdio::null()).stderr(Stdio::piped()).stdin(Stdio::null());
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null());
     let mut child = cmd.spawn().expect("spawning berth");
     let stderr = child.stderr.take().unwrap();
     let log = Arc::new(Mutex::new(String::new()));
@@ -139,7 +163,14 @@ fn spawn_and_wait(mut cmd: Command) -> (Child, String, Arc<Mutex<String>>) {
                 && let Some(tx) = tx.take()
             {
                 let url = &line[i + "listening on ".len()..];
-                let addr = url.split("://").nth(1).unwrap_or("").split_whitespace().next().unwrap_or("").to_owned();
+                let addr = url
+                    .split("://")
+                    .nth(1)
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_owned();
                 let _ = tx.send(addr);
             }
             let mut l = log2.lock().unwrap();
@@ -157,7 +188,10 @@ fn spawn_and_wait(mut cmd: Command) -> (Child, String, Arc<Mutex<String>>) {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
 }
 
 pub fn sha256(bytes: &[u8]) -> String {
@@ -187,7 +221,12 @@ pub async fn push_blob(c: &reqwest::Client, s: &Server, repo: &str, bytes: &[u8]
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED, "push blob: {}", r.text().await.unwrap());
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "push blob: {}",
+        r.text().await.unwrap()
+    );
     d
 }
 
@@ -206,7 +245,14 @@ pub fn image_manifest(config: (&str, usize), layers: &[(&str, usize)]) -> String
     .to_string()
 }
 
-pub async fn put_manifest(c: &reqwest::Client, s: &Server, repo: &str, reference: &str, media_type: &str, body: &str) -> reqwest::Response {
+pub async fn put_manifest(
+    c: &reqwest::Client,
+    s: &Server,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    body: &str,
+) -> reqwest::Response {
     c.put(s.url(&format!("/v2/{repo}/manifests/{reference}")))
         .header("content-type", media_type)
         .body(body.to_owned())
@@ -217,26 +263,42 @@ pub async fn put_manifest(c: &reqwest::Client, s: &Server, repo: &str, reference
 
 /// Pushes a small image (config + one layer + manifest) under `tag`; returns the manifest
 /// digest and body.
-pub async fn push_image(c: &reqwest::Client, s: &Server, repo: &str, tag: &str, seed: u64) -> (String, String) {
+pub async fn push_image(
+    c: &reqwest::Client,
+    s: &Server,
+    repo: &str,
+    tag: &str,
+    seed: u64,
+) -> (String, String) {
     let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#);
     let layer = random_bytes(1024 + (seed as usize % 512), seed);
     let cd = push_blob(c, s, repo, config.as_bytes()).await;
     let ld = push_blob(c, s, repo, &layer).await;
     let m = image_manifest((&cd, config.len()), &[(&ld, layer.len())]);
     let r = put_manifest(c, s, repo, tag, OCI_MANIFEST, &m).await;
-    assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "{}",
+        r.text().await.unwrap()
+    );
     (sha256(m.as_bytes()), m)
 }
 
 /// The `errors[0].code` of an OCI error response.
 pub async fn error_code(r: reqwest::Response) -> String {
     let v: serde_json::Value = r.json().await.unwrap();
-    v["errors"][0]["code"].as_str().unwrap_or_default().to_owned()
+    v["errors"][0]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Runs a command, panicking with its output if it fails; returns stdout.
 pub fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
