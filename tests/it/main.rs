@@ -17,3 +17,4 @@ mod oci_manifests;
 mod server;
 
 mod support;
+mod tidy;
