@@ -102,7 +102,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
             (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
         );
     }
-    match state.content.meta().read(|r| r.repository_count()) {
+    match state.content.meta().read(|r| r.ping()) {
         Ok(_) => named("readyz", "ready\n"),
         Err(e) => {
             let mut resp = named(

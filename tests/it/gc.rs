@@ -346,3 +346,39 @@ async fn gc_while_pushing_never_removes_a_referenced_blob() {
         }
     }
 }
+
+#[tokio::test]
+async fn scheduled_background_collection_runs() {
+    let s = Server::start_args(&["--gc-interval", "1s", "--gc-grace", "0s"]);
+    let c = client();
+    let (kept, _) = push_image(&c, &s, "bg/app", "v1", 60).await;
+    let orphan = push_blob(&c, &s, "bg/app", b"nobody references me").await;
+    let mut collected = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if c.get(s.url(&format!("/v2/bg/app/blobs/{orphan}")))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == StatusCode::NOT_FOUND
+        {
+            collected = true;
+            break;
+        }
+    }
+    assert!(
+        collected,
+        "the scheduled collection did not remove the orphan:\n{}",
+        s.log_text()
+    );
+    assert_eq!(
+        c.get(s.url(&format!("/v2/bg/app/manifests/{kept}")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert!(s.log_text().contains("garbage collection"));
+}

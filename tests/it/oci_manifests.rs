@@ -467,7 +467,7 @@ async fn unknown_endpoints() {
     let (s, c) = (Server::start(), client());
     let r = c.get(s.url("/v2/just/a/path")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    assert_eq!(error_code(r).await, "NOT_FOUND");
+    assert_eq!(error_code(r).await, "UNSUPPORTED");
     let r = c.delete(s.url("/v2/_catalog")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
 }

@@ -101,7 +101,7 @@ impl OciError {
                 "UNSUPPORTED",
                 "the operation is unsupported for this endpoint".into(),
             ),
-            OciError::NotFound => (S::NOT_FOUND, "NOT_FOUND", "no such endpoint".into()),
+            OciError::NotFound => (S::NOT_FOUND, "UNSUPPORTED", "no such endpoint".into()),
             OciError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "UNKNOWN", "internal error".into()),
         }
     }
