@@ -53,10 +53,7 @@ async fn kill9_during_large_upload_keeps_acknowledged_bytes_and_shows_nothing_pa
     assert_eq!(r.status(), StatusCode::ACCEPTED);
 
     // Stream the rest slowly and kill the server part-way through.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
-    let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|c| (c, rx))
-    }));
+    let (tx, body) = channel_body();
     let req = tokio::spawn(c.patch(s.url(&loc)).body(body).send());
     for chunk in big[first..first + 12 * 1024 * 1024].chunks(1024 * 1024) {
         tx.send(Ok(chunk.to_vec())).await.unwrap();

@@ -215,10 +215,7 @@ async fn sigterm_lets_in_flight_requests_finish() {
         .unwrap();
     let loc = r.headers()["location"].to_str().unwrap().to_owned();
     let data = random_bytes(3 * 65_536, 51);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
-    let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|c| (c, rx))
-    }));
+    let (tx, body) = channel_body();
     let req = tokio::spawn(c.patch(s.url(&loc)).body(body).send());
     tx.send(Ok(data[..65_536].to_vec())).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
