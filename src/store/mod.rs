@@ -16,7 +16,10 @@ use crate::content::Digest;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("metadata store: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
+    /// A uniqueness rule refused the write (the thing already exists).
+    #[error("already exists")]
+    Conflict,
     #[error("metadata store: {context}: {source}")]
     Io {
         context: String,
@@ -29,6 +32,15 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::ConstraintViolation) => Error::Conflict,
+            _ => Error::Sqlite(e),
+        }
+    }
+}
 
 /// A manifest as stored.
 #[derive(Debug, Clone)]
@@ -83,4 +95,106 @@ pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// A user as stored.
+#[derive(Debug, Clone)]
+pub struct UserRow {
+    pub id: i64,
+    pub name: String,
+    pub password_hash: Option<String>,
+    pub admin: bool,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct OrgRow {
+    pub id: i64,
+    pub name: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NamespaceRow {
+    pub name: String,
+    pub org_id: i64,
+    pub org: String,
+    pub public: bool,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct RobotRow {
+    pub id: i64,
+    pub org_id: i64,
+    pub org: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub created_at: i64,
+}
+
+/// A long-lived credential; `kind` is one of `robot_token`, `api_key`, `registry_token`,
+/// `refresh_token`.
+#[derive(Debug, Clone)]
+pub struct CredentialRow {
+    pub id: String,
+    pub kind: String,
+    pub name: Option<String>,
+    pub user_id: Option<i64>,
+    pub robot_id: Option<i64>,
+    pub org_id: Option<i64>,
+    pub secret_hash: Vec<u8>,
+    pub readwrite: bool,
+    pub description: Option<String>,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+    pub last_used_addr: Option<String>,
+    pub last_used_agent: Option<String>,
+}
+
+/// A binding with its organization's name.
+#[derive(Debug, Clone)]
+pub struct BindingRow {
+    pub org_id: i64,
+    pub org: String,
+    pub name: String,
+    pub role: String,
+    pub subject_kind: String,
+    pub subject_id: i64,
+    pub scope_kind: String,
+    pub scope: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RoleRow {
+    pub org_id: i64,
+    pub name: String,
+    /// JSON array of rules.
+    pub rules: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at: i64,
+    pub actor: Option<String>,
+    pub action: String,
+    pub outcome: String,
+    pub target: Option<String>,
+    pub client_addr: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// Filters for listing audit events.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub outcome: Option<String>,
+    pub since: Option<i64>,
+    /// Return events with an id below this (pagination, newest first).
+    pub before_id: Option<i64>,
+    pub limit: u64,
 }

@@ -1,0 +1,398 @@
+//! Identity queries: users, organizations, namespaces, memberships, robots, credentials, roles,
+//! bindings and audit events.
+
+use rusqlite::{OptionalExtension, Row, params};
+
+use super::{Reader, Writer, to_i64};
+use crate::store::{
+    AuditFilter, AuditRow, BindingRow, CredentialRow, NamespaceRow, OrgRow, Result, RobotRow, RoleRow, UserRow, now,
+};
+
+fn user(r: &Row<'_>) -> rusqlite::Result<UserRow> {
+    Ok(UserRow { id: r.get(0)?, name: r.get(1)?, password_hash: r.get(2)?, admin: r.get(3)?, created_at: r.get(4)? })
+}
+const USER_COLS: &str = "id, name, password_hash, admin, created_at";
+
+fn robot(r: &Row<'_>) -> rusqlite::Result<RobotRow> {
+    Ok(RobotRow {
+        id: r.get(0)?,
+        org_id: r.get(1)?,
+        org: r.get(2)?,
+        name: r.get(3)?,
+        description: r.get(4)?,
+        created_at: r.get(5)?,
+    })
+}
+const ROBOT_SELECT: &str =
+    "SELECT rb.id, rb.org_id, o.name, rb.name, rb.description, rb.created_at FROM robots rb JOIN orgs o ON o.id = rb.org_id";
+
+fn credential(r: &Row<'_>) -> rusqlite::Result<CredentialRow> {
+    Ok(CredentialRow {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        name: r.get(2)?,
+        user_id: r.get(3)?,
+        robot_id: r.get(4)?,
+        org_id: r.get(5)?,
+        secret_hash: r.get(6)?,
+        readwrite: r.get(7)?,
+        description: r.get(8)?,
+        created_at: r.get(9)?,
+        expires_at: r.get(10)?,
+        revoked_at: r.get(11)?,
+        last_used_at: r.get(12)?,
+        last_used_addr: r.get(13)?,
+        last_used_agent: r.get(14)?,
+    })
+}
+const CREDENTIAL_COLS: &str = "id, kind, name, user_id, robot_id, org_id, secret_hash, readwrite, description, \
+     created_at, expires_at, revoked_at, last_used_at, last_used_addr, last_used_agent";
+
+fn binding(r: &Row<'_>) -> rusqlite::Result<BindingRow> {
+    Ok(BindingRow {
+        org_id: r.get(0)?,
+        org: r.get(1)?,
+        name: r.get(2)?,
+        role: r.get(3)?,
+        subject_kind: r.get(4)?,
+        subject_id: r.get(5)?,
+        scope_kind: r.get(6)?,
+        scope: r.get(7)?,
+    })
+}
+const BINDING_SELECT: &str = "SELECT b.org_id, o.name, b.name, b.role, b.subject_kind, b.subject_id, b.scope_kind, b.scope \
+     FROM bindings b JOIN orgs o ON o.id = b.org_id";
+
+fn namespace(r: &Row<'_>) -> rusqlite::Result<NamespaceRow> {
+    Ok(NamespaceRow { name: r.get(0)?, org_id: r.get(1)?, org: r.get(2)?, public: r.get(3)?, created_at: r.get(4)? })
+}
+const NAMESPACE_SELECT: &str =
+    "SELECT n.name, n.org_id, o.name, n.public, n.created_at FROM namespaces n JOIN orgs o ON o.id = n.org_id";
+
+impl Reader<'_> {
+    pub fn user_count(&self) -> Result<u64> {
+        let n: i64 = self.conn.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    pub fn user_by_name(&self, name: &str) -> Result<Option<UserRow>> {
+        let mut st = self.conn.prepare_cached(&format!("SELECT {USER_COLS} FROM users WHERE name = ?1"))?;
+        Ok(st.query_row([name], user).optional()?)
+    }
+
+    pub fn user_by_id(&self, id: i64) -> Result<Option<UserRow>> {
+        let mut st = self.conn.prepare_cached(&format!("SELECT {USER_COLS} FROM users WHERE id = ?1"))?;
+        Ok(st.query_row([id], user).optional()?)
+    }
+
+    pub fn users(&self) -> Result<Vec<UserRow>> {
+        let mut st = self.conn.prepare_cached(&format!("SELECT {USER_COLS} FROM users ORDER BY name"))?;
+        Ok(st.query_map([], user)?.collect::<Result<_, _>>()?)
+    }
+
+    pub fn org_by_name(&self, name: &str) -> Result<Option<OrgRow>> {
+        let mut st = self.conn.prepare_cached("SELECT id, name, created_at FROM orgs WHERE name = ?1")?;
+        Ok(st.query_row([name], |r| Ok(OrgRow { id: r.get(0)?, name: r.get(1)?, created_at: r.get(2)? })).optional()?)
+    }
+
+    pub fn orgs(&self) -> Result<Vec<OrgRow>> {
+        let mut st = self.conn.prepare_cached("SELECT id, name, created_at FROM orgs ORDER BY name")?;
+        Ok(st.query_map([], |r| Ok(OrgRow { id: r.get(0)?, name: r.get(1)?, created_at: r.get(2)? }))?.collect::<Result<_, _>>()?)
+    }
+
+    pub fn namespace(&self, name: &str) -> Result<Option<NamespaceRow>> {
+        let mut st = self.conn.prepare_cached(&format!("{NAMESPACE_SELECT} WHERE n.name = ?1"))?;
+        Ok(st.query_row([name], namespace).optional()?)
+    }
+
+    pub fn namespaces_of_org(&self, org_id: i64) -> Result<Vec<NamespaceRow>> {
+        let mut st = self.conn.prepare_cached(&format!("{NAMESPACE_SELECT} WHERE n.org_id = ?1 ORDER BY n.name"))?;
+        Ok(st.query_map([org_id], namespace)?.collect::<Result<_, _>>()?)
+    }
+
+    /// Organizations the user belongs to, with the role (`owner` or `member`).
+    pub fn memberships_of_user(&self, user_id: i64) -> Result<Vec<(OrgRow, String)>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT o.id, o.name, o.created_at, m.role FROM memberships m JOIN orgs o ON o.id = m.org_id
+             WHERE m.user_id = ?1 ORDER BY o.name",
+        )?;
+        Ok(st
+            .query_map([user_id], |r| Ok((OrgRow { id: r.get(0)?, name: r.get(1)?, created_at: r.get(2)? }, r.get(3)?)))?
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Members of an organization: (user, role).
+    pub fn members_of_org(&self, org_id: i64) -> Result<Vec<(UserRow, String)>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT u.id, u.name, u.password_hash, u.admin, u.created_at, m.role FROM memberships m
+             JOIN users u ON u.id = m.user_id WHERE m.org_id = ?1 ORDER BY u.name",
+        )?;
+        Ok(st.query_map([org_id], |r| Ok((user(r)?, r.get(5)?)))?.collect::<Result<_, _>>()?)
+    }
+
+    pub fn robot(&self, org_id: i64, name: &str) -> Result<Option<RobotRow>> {
+        let mut st = self.conn.prepare_cached(&format!("{ROBOT_SELECT} WHERE rb.org_id = ?1 AND rb.name = ?2"))?;
+        Ok(st.query_row(params![org_id, name], robot).optional()?)
+    }
+
+    pub fn robot_by_id(&self, id: i64) -> Result<Option<RobotRow>> {
+        let mut st = self.conn.prepare_cached(&format!("{ROBOT_SELECT} WHERE rb.id = ?1"))?;
+        Ok(st.query_row([id], robot).optional()?)
+    }
+
+    pub fn robots_of_org(&self, org_id: i64) -> Result<Vec<RobotRow>> {
+        let mut st = self.conn.prepare_cached(&format!("{ROBOT_SELECT} WHERE rb.org_id = ?1 ORDER BY rb.name"))?;
+        Ok(st.query_map([org_id], robot)?.collect::<Result<_, _>>()?)
+    }
+
+    pub fn credential(&self, id: &str) -> Result<Option<CredentialRow>> {
+        let mut st = self.conn.prepare_cached(&format!("SELECT {CREDENTIAL_COLS} FROM credentials WHERE id = ?1"))?;
+        Ok(st.query_row([id], credential).optional()?)
+    }
+
+    /// Credentials of one owner and kind, newest first. `owner` is `("robot" | "user" | "org", id)`.
+    pub fn credentials_of(&self, owner: (&str, i64), kind: &str) -> Result<Vec<CredentialRow>> {
+        let column = match owner.0 {
+            "robot" => "robot_id",
+            "user" => "user_id",
+            _ => "org_id",
+        };
+        let mut st = self.conn.prepare_cached(&format!(
+            "SELECT {CREDENTIAL_COLS} FROM credentials WHERE {column} = ?1 AND kind = ?2 ORDER BY created_at DESC, id"
+        ))?;
+        Ok(st.query_map(params![owner.1, kind], credential)?.collect::<Result<_, _>>()?)
+    }
+
+    pub fn bindings_for_subject(&self, kind: &str, id: i64) -> Result<Vec<BindingRow>> {
+        let mut st =
+            self.conn.prepare_cached(&format!("{BINDING_SELECT} WHERE b.subject_kind = ?1 AND b.subject_id = ?2"))?;
+        Ok(st.query_map(params![kind, id], binding)?.collect::<Result<_, _>>()?)
+    }
+
+    pub fn bindings_of_org(&self, org_id: i64) -> Result<Vec<BindingRow>> {
+        let mut st = self.conn.prepare_cached(&format!("{BINDING_SELECT} WHERE b.org_id = ?1 ORDER BY b.name"))?;
+        Ok(st.query_map([org_id], binding)?.collect::<Result<_, _>>()?)
+    }
+
+    pub fn binding(&self, org_id: i64, name: &str) -> Result<Option<BindingRow>> {
+        let mut st = self.conn.prepare_cached(&format!("{BINDING_SELECT} WHERE b.org_id = ?1 AND b.name = ?2"))?;
+        Ok(st.query_row(params![org_id, name], binding).optional()?)
+    }
+
+    pub fn role(&self, org_id: i64, name: &str) -> Result<Option<RoleRow>> {
+        let mut st = self.conn.prepare_cached("SELECT org_id, name, rules FROM roles WHERE org_id = ?1 AND name = ?2")?;
+        Ok(st
+            .query_row(params![org_id, name], |r| Ok(RoleRow { org_id: r.get(0)?, name: r.get(1)?, rules: r.get(2)? }))
+            .optional()?)
+    }
+
+    pub fn roles_of_org(&self, org_id: i64) -> Result<Vec<RoleRow>> {
+        let mut st = self.conn.prepare_cached("SELECT org_id, name, rules FROM roles WHERE org_id = ?1 ORDER BY name")?;
+        Ok(st
+            .query_map([org_id], |r| Ok(RoleRow { org_id: r.get(0)?, name: r.get(1)?, rules: r.get(2)? }))?
+            .collect::<Result<_, _>>()?)
+    }
+
+    pub fn audit_events(&self, f: &AuditFilter) -> Result<Vec<AuditRow>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, at, actor, action, outcome, target, client_addr, detail FROM audit_events
+             WHERE (?1 IS NULL OR actor = ?1) AND (?2 IS NULL OR action = ?2) AND (?3 IS NULL OR outcome = ?3)
+             AND (?4 IS NULL OR at >= ?4) AND (?5 IS NULL OR id < ?5)
+             ORDER BY id DESC LIMIT ?6",
+        )?;
+        let rows = st.query_map(params![f.actor, f.action, f.outcome, f.since, f.before_id, to_i64(f.limit)], |r| {
+            Ok(AuditRow {
+                id: r.get(0)?,
+                at: r.get(1)?,
+                actor: r.get(2)?,
+                action: r.get(3)?,
+                outcome: r.get(4)?,
+                target: r.get(5)?,
+                client_addr: r.get(6)?,
+                detail: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+impl Writer<'_> {
+    pub fn insert_user(&self, name: &str, password_hash: Option<&str>, admin: bool) -> Result<i64> {
+        self.tx
+            .prepare_cached("INSERT INTO users (name, password_hash, admin, created_at) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![name, password_hash, admin, now()])?;
+        Ok(self.tx.last_insert_rowid())
+    }
+
+    pub fn set_password(&self, user_id: i64, password_hash: &str) -> Result<bool> {
+        Ok(self.tx.prepare_cached("UPDATE users SET password_hash = ?2 WHERE id = ?1")?.execute(params![user_id, password_hash])? > 0)
+    }
+
+    /// Deletes a user with its memberships, bindings and credentials.
+    pub fn delete_user(&self, user_id: i64) -> Result<bool> {
+        self.tx.execute("DELETE FROM memberships WHERE user_id = ?1", [user_id])?;
+        self.tx.execute("DELETE FROM bindings WHERE subject_kind = 'user' AND subject_id = ?1", [user_id])?;
+        self.tx.execute("DELETE FROM credentials WHERE user_id = ?1", [user_id])?;
+        Ok(self.tx.execute("DELETE FROM users WHERE id = ?1", [user_id])? > 0)
+    }
+
+    pub fn insert_org(&self, name: &str) -> Result<i64> {
+        self.tx.prepare_cached("INSERT INTO orgs (name, created_at) VALUES (?1, ?2)")?.execute(params![name, now()])?;
+        Ok(self.tx.last_insert_rowid())
+    }
+
+    /// Deletes an organization and everything it owns except repository content (namespaces go,
+    /// so their repositories become unreachable until a namespace of that name exists again).
+    pub fn delete_org(&self, org_id: i64) -> Result<bool> {
+        self.tx.execute(
+            "DELETE FROM credentials WHERE org_id = ?1 OR robot_id IN (SELECT id FROM robots WHERE org_id = ?1)",
+            [org_id],
+        )?;
+        for table in ["robots", "memberships", "roles", "bindings", "namespaces"] {
+            self.tx.execute(&format!("DELETE FROM {table} WHERE org_id = ?1"), [org_id])?;
+        }
+        Ok(self.tx.execute("DELETE FROM orgs WHERE id = ?1", [org_id])? > 0)
+    }
+
+    pub fn insert_namespace(&self, name: &str, org_id: i64, public: bool) -> Result<()> {
+        self.tx
+            .prepare_cached("INSERT INTO namespaces (name, org_id, public, created_at) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![name, org_id, public, now()])?;
+        Ok(())
+    }
+
+    pub fn set_namespace_public(&self, name: &str, public: bool) -> Result<bool> {
+        Ok(self.tx.prepare_cached("UPDATE namespaces SET public = ?2 WHERE name = ?1")?.execute(params![name, public])? > 0)
+    }
+
+    pub fn delete_namespace(&self, name: &str) -> Result<bool> {
+        Ok(self.tx.prepare_cached("DELETE FROM namespaces WHERE name = ?1")?.execute([name])? > 0)
+    }
+
+    pub fn set_membership(&self, org_id: i64, user_id: i64, role: &str) -> Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO memberships (org_id, user_id, role) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (org_id, user_id) DO UPDATE SET role = excluded.role",
+            )?
+            .execute(params![org_id, user_id, role])?;
+        Ok(())
+    }
+
+    pub fn delete_membership(&self, org_id: i64, user_id: i64) -> Result<bool> {
+        Ok(self
+            .tx
+            .prepare_cached("DELETE FROM memberships WHERE org_id = ?1 AND user_id = ?2")?
+            .execute(params![org_id, user_id])?
+            > 0)
+    }
+
+    pub fn insert_robot(&self, org_id: i64, name: &str, description: Option<&str>) -> Result<i64> {
+        self.tx
+            .prepare_cached("INSERT INTO robots (org_id, name, description, created_at) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![org_id, name, description, now()])?;
+        Ok(self.tx.last_insert_rowid())
+    }
+
+    /// Deletes a robot with its credentials and bindings.
+    pub fn delete_robot(&self, robot_id: i64) -> Result<bool> {
+        self.tx.execute("DELETE FROM credentials WHERE robot_id = ?1", [robot_id])?;
+        self.tx.execute("DELETE FROM bindings WHERE subject_kind = 'robot' AND subject_id = ?1", [robot_id])?;
+        Ok(self.tx.execute("DELETE FROM robots WHERE id = ?1", [robot_id])? > 0)
+    }
+
+    pub fn insert_credential(&self, c: &CredentialRow) -> Result<()> {
+        self.tx
+            .prepare_cached(&format!(
+                "INSERT INTO credentials ({CREDENTIAL_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+            ))?
+            .execute(params![
+                c.id,
+                c.kind,
+                c.name,
+                c.user_id,
+                c.robot_id,
+                c.org_id,
+                c.secret_hash,
+                c.readwrite,
+                c.description,
+                c.created_at,
+                c.expires_at,
+                c.revoked_at,
+                c.last_used_at,
+                c.last_used_addr,
+                c.last_used_agent
+            ])?;
+        Ok(())
+    }
+
+    pub fn delete_credential(&self, id: &str) -> Result<bool> {
+        Ok(self.tx.prepare_cached("DELETE FROM credentials WHERE id = ?1")?.execute([id])? > 0)
+    }
+
+    pub fn revoke_credential(&self, id: &str) -> Result<bool> {
+        Ok(self
+            .tx
+            .prepare_cached("UPDATE credentials SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")?
+            .execute(params![id, now()])?
+            > 0)
+    }
+
+    /// Records when and from where a credential was last used (flushed in batches).
+    pub fn touch_credential(&self, id: &str, at: i64, addr: Option<&str>, agent: Option<&str>) -> Result<()> {
+        self.tx
+            .prepare_cached(
+                "UPDATE credentials SET last_used_at = ?2, last_used_addr = ?3, last_used_agent = ?4
+                 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at <= ?2)",
+            )?
+            .execute(params![id, at, addr, agent])?;
+        Ok(())
+    }
+
+    pub fn put_role(&self, org_id: i64, name: &str, rules: &str) -> Result<()> {
+        let now = now();
+        self.tx
+            .prepare_cached(
+                "INSERT INTO roles (org_id, name, rules, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)
+                 ON CONFLICT (org_id, name) DO UPDATE SET rules = excluded.rules, updated_at = excluded.updated_at",
+            )?
+            .execute(params![org_id, name, rules, now])?;
+        Ok(())
+    }
+
+    pub fn delete_role(&self, org_id: i64, name: &str) -> Result<bool> {
+        Ok(self.tx.prepare_cached("DELETE FROM roles WHERE org_id = ?1 AND name = ?2")?.execute(params![org_id, name])? > 0)
+    }
+
+    pub fn put_binding(&self, b: &BindingRow) -> Result<()> {
+        let now = now();
+        self.tx
+            .prepare_cached(
+                "INSERT INTO bindings (org_id, name, role, subject_kind, subject_id, scope_kind, scope, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+                 ON CONFLICT (org_id, name) DO UPDATE SET role = excluded.role, subject_kind = excluded.subject_kind,
+                 subject_id = excluded.subject_id, scope_kind = excluded.scope_kind, scope = excluded.scope,
+                 updated_at = excluded.updated_at",
+            )?
+            .execute(params![b.org_id, b.name, b.role, b.subject_kind, b.subject_id, b.scope_kind, b.scope, now])?;
+        Ok(())
+    }
+
+    pub fn delete_binding(&self, org_id: i64, name: &str) -> Result<bool> {
+        Ok(self
+            .tx
+            .prepare_cached("DELETE FROM bindings WHERE org_id = ?1 AND name = ?2")?
+            .execute(params![org_id, name])?
+            > 0)
+    }
+
+    pub fn insert_audit(&self, e: &AuditRow) -> Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO audit_events (at, actor, action, outcome, target, client_addr, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![e.at, e.actor, e.action, e.outcome, e.target, e.client_addr, e.detail])?;
+        Ok(())
+    }
+}
