@@ -7,14 +7,23 @@
 //! * `content`: OCI content rules over the two stores.
 //! * `store` (metadata, SQLite) and `blob` (bytes, filesystem): the two seams.
 
+pub mod auth;
 pub mod blob;
 pub mod cli;
 pub mod config;
 pub mod content;
 pub mod http;
+pub mod iam;
+pub mod policy;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+
+/// Writes a message for a person to stderr (outside the log, so log shippers never see it).
+#[allow(clippy::print_stderr)]
+pub(crate) fn cli_eprint(text: &str) {
+    eprintln!("{text}");
+}
 
 /// Writes a command's result to stdout: the one place the CLI prints data.
 #[allow(clippy::print_stdout)]

@@ -14,10 +14,13 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use crate::auth::keys::Keys;
+use crate::auth::{AuthService, TokenService};
 use crate::blob::BlobStore;
 use crate::config::{Config, TlsFiles};
 use crate::content::{ContentService, gc};
 use crate::http::Metrics;
+use crate::iam::IamService;
 use crate::store::MetadataStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +29,8 @@ pub enum ServerError {
     Store(#[from] crate::store::Error),
     #[error(transparent)]
     Blob(#[from] crate::blob::Error),
+    #[error("{0}")]
+    Keys(String),
     #[error("TLS: {0}")]
     Tls(String),
     #[error("{context}: {source}")]
@@ -39,24 +44,55 @@ pub enum ServerError {
 #[derive(Clone)]
 pub struct AppState {
     pub(crate) content: ContentService,
+    pub(crate) auth: AuthService,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) web: Arc<WebSettings>,
     shutting_down: Arc<AtomicBool>,
 }
 
+/// Settings the HTTP layer needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct WebSettings {
+    pub public_url: Option<String>,
+    pub tls: bool,
+    pub service: String,
+    pub registry_token_ttl: Duration,
+}
+
+/// Opens the embedded stores under `data_dir` (SQLite database `berth.db`, blob files).
+pub fn open_content(data_dir: &Path) -> Result<ContentService, ServerError> {
+    std::fs::create_dir_all(data_dir).map_err(|source| ServerError::Io {
+        context: format!("creating {}", data_dir.display()),
+        source,
+    })?;
+    let meta = MetadataStore::open(&data_dir.join("berth.db"))?;
+    let blobs = BlobStore::open(data_dir)?;
+    Ok(ContentService::new(meta, blobs))
+}
+
 impl AppState {
-    /// Opens the embedded stores under `data_dir` (SQLite database `berth.db`, blob files).
-    pub fn open(data_dir: &Path) -> Result<AppState, ServerError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| ServerError::Io {
-            context: format!("creating {}", data_dir.display()),
-            source,
-        })?;
-        let meta = MetadataStore::open(&data_dir.join("berth.db"))?;
-        let blobs = BlobStore::open(data_dir)?;
+    /// Opens the stores and the signing keys for `config`.
+    pub fn open(config: &Config) -> Result<AppState, ServerError> {
+        let content = open_content(&config.data_dir)?;
+        let keys = Keys::open(&config.data_dir).map_err(|e| ServerError::Keys(e.to_string()))?;
+        let tokens = TokenService::new(keys, config.token_issuer.clone(), config.token_ttl);
+        let iam = IamService::new(content.meta().clone());
         Ok(AppState {
-            content: ContentService::new(meta, blobs),
+            content,
+            auth: AuthService::new(iam, tokens),
             metrics: Arc::default(),
+            web: Arc::new(WebSettings {
+                public_url: config.public_url.clone(),
+                tls: config.tls.is_some(),
+                service: config.token_service.clone(),
+                registry_token_ttl: config.registry_token_ttl,
+            }),
             shutting_down: Arc::default(),
         })
+    }
+
+    pub fn auth(&self) -> &AuthService {
+        &self.auth
     }
 
     pub fn content(&self) -> &ContentService {
@@ -104,7 +140,7 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.
@@ -114,7 +150,14 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let (svc, builder, tls, mut stop) = (TowerToHyperService::new(app.clone()), builder.clone(), tls.clone(), stop_rx.clone());
+                let app = app.clone();
+                // The peer address goes on every request, for rate limits, audit and "last used".
+                let svc = TowerToHyperService::new(tower::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                    let mut app = app.clone();
+                    async move { tower::Service::call(&mut app, req).await }
+                }));
+                let (builder, tls, mut stop) = (builder.clone(), tls.clone(), stop_rx.clone());
                 conns.spawn(async move {
                     match tls {
                         Some(acceptor) => match acceptor.accept(stream).await {
@@ -171,6 +214,25 @@ pub fn spawn_background(state: &AppState, config: &Config) {
                 Ok(n) => tracing::info!(removed = n, "expired upload sessions"),
                 Err(e) => tracing::error!(error = %e, "upload expiry failed"),
             }
+        }
+    });
+    let auth = state.auth.clone();
+    tokio::spawn(async move {
+        // Audit events and "last used" of credentials are written behind, every second; signing keys are
+        // re-read so that `berth keys rotate` takes effect without a restart.
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let auth = auth.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                if let Err(e) = auth.flush_usage() {
+                    tracing::error!(error = %e, "recording credential use failed");
+                }
+                if let Err(e) = auth.tokens().keys().reload() {
+                    tracing::error!(error = %e, "reloading signing keys failed");
+                }
+            });
+            let _ = done.await;
         }
     });
     if let Some(interval) = config.gc_interval {

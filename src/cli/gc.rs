@@ -7,7 +7,6 @@ use anyhow::Context as _;
 
 use crate::config::{Config, ServeArgs, env, parse_duration};
 use crate::content::gc::Options;
-use crate::server::AppState;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct GcArgs {
@@ -42,7 +41,7 @@ pub(super) fn run(args: &GcArgs) -> anyhow::Result<ExitCode> {
             config.data_dir.display()
         );
     }
-    let state = AppState::open(&config.data_dir)
+    let content = crate::server::open_content(&config.data_dir)
         .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
     let opts = Options {
         grace: args.grace.unwrap_or(config.gc_grace),
@@ -54,7 +53,7 @@ pub(super) fn run(args: &GcArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let report = runtime.block_on(state.content().collect_garbage(opts))?;
+    let report = runtime.block_on(content.collect_garbage(opts))?;
     let text = if args.json {
         serde_json::to_string_pretty(&report)?
     } else {

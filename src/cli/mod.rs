@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the registry server (SQLite and a blob directory in --data-dir by default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Remove blobs, uploads and (with --untagged) manifests that nothing references.
     /// Safe to run while the server is running.
     Gc(GcArgs),

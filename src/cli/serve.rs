@@ -20,8 +20,9 @@ pub(super) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let tls = config.tls.as_ref().map(server::tls_acceptor).transpose()?;
-    let state = AppState::open(&config.data_dir)
+    let state = AppState::open(&config)
         .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
+    bootstrap_admin(&state)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
@@ -34,6 +35,24 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .context("serving")?;
     tracing::info!("berth stopped");
+    Ok(())
+}
+
+/// On an empty store, creates the server admin `admin` with `BERTH_ADMIN_PASSWORD`, or with a
+/// random password printed once to stderr (never to the log).
+fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {
+    let given = std::env::var(crate::config::env::BERTH_ADMIN_PASSWORD).ok();
+    let generated = state
+        .auth()
+        .iam()
+        .bootstrap_admin(given.as_deref())
+        .context("creating the server admin")?;
+    if let Some(password) = generated {
+        crate::cli_eprint(&format!(
+            "berth: created the server admin \"admin\" with password {password}\n\
+             berth: this is shown once; set BERTH_ADMIN_PASSWORD on first start to choose it"
+        ));
+    }
     Ok(())
 }
 

@@ -18,3 +18,16 @@ pub const BERTH_GC_GRACE: &str = "BERTH_GC_GRACE";
 pub const BERTH_GC_UNTAGGED: &str = "BERTH_GC_UNTAGGED";
 /// Log filter (tracing `EnvFilter` syntax).
 pub const BERTH_LOG: &str = "BERTH_LOG";
+/// Base URL clients reach berth at, for the token realm (default: from the request).
+pub const BERTH_PUBLIC_URL: &str = "BERTH_PUBLIC_URL";
+/// The `service` name of the token protocol (the `aud` of registry tokens).
+pub const BERTH_TOKEN_SERVICE: &str = "BERTH_TOKEN_SERVICE";
+/// The `iss` of tokens.
+pub const BERTH_TOKEN_ISSUER: &str = "BERTH_TOKEN_ISSUER";
+/// Lifetime of registry and access tokens.
+pub const BERTH_TOKEN_TTL: &str = "BERTH_TOKEN_TTL";
+/// Lifetime of registry tokens made without `permanent=true`.
+pub const BERTH_REGISTRY_TOKEN_TTL: &str = "BERTH_REGISTRY_TOKEN_TTL";
+/// Password of the server admin `admin`, used only when the first start creates it. Never a flag
+/// or a file key, so that it stays out of process listings and config files.
+pub const BERTH_ADMIN_PASSWORD: &str = "BERTH_ADMIN_PASSWORD";

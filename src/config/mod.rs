@@ -22,6 +22,11 @@ pub struct Config {
     pub gc_interval: Option<Duration>,
     pub gc_grace: Duration,
     pub gc_untagged: bool,
+    pub public_url: Option<String>,
+    pub token_service: String,
+    pub token_issuer: String,
+    pub token_ttl: Duration,
+    pub registry_token_ttl: Duration,
     pub log: String,
 }
 
@@ -91,6 +96,28 @@ impl Config {
             gc_interval,
             gc_grace: duration("gc_grace", raw.gc_grace, "1h")?,
             gc_untagged: raw.gc_untagged.unwrap_or(false),
+            public_url: match raw.public_url {
+                Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
+                    Some(u.trim_end_matches('/').to_owned())
+                }
+                Some(u) => {
+                    return Err(invalid(
+                        "public_url",
+                        format!("{u:?} must start with http:// or https://"),
+                    ));
+                }
+                None => None,
+            },
+            token_service: raw.token_service.unwrap_or_else(|| "berth".to_owned()),
+            token_issuer: raw.token_issuer.unwrap_or_else(|| "berth".to_owned()),
+            token_ttl: duration("token_ttl", raw.token_ttl, "5m").and_then(|d| {
+                if d.as_secs() >= 60 {
+                    Ok(d)
+                } else {
+                    Err(invalid("token_ttl", "must be at least 60s".into()))
+                }
+            })?,
+            registry_token_ttl: duration("registry_token_ttl", raw.registry_token_ttl, "30d")?,
             log: raw.log.unwrap_or_else(|| "info".to_owned()),
         })
     }

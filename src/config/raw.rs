@@ -46,6 +46,26 @@ pub struct ServeArgs {
     #[arg(long, env = env::BERTH_GC_UNTAGGED, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub gc_untagged: Option<bool>,
 
+    /// Base URL clients reach berth at, for the token realm [default: taken from each request]
+    #[arg(long, env = env::BERTH_PUBLIC_URL, value_name = "URL")]
+    pub public_url: Option<String>,
+
+    /// The token `service` name, the audience of registry tokens [default: berth]
+    #[arg(long, env = env::BERTH_TOKEN_SERVICE, value_name = "NAME")]
+    pub token_service: Option<String>,
+
+    /// The issuer (`iss`) of tokens [default: berth]
+    #[arg(long, env = env::BERTH_TOKEN_ISSUER, value_name = "NAME")]
+    pub token_issuer: Option<String>,
+
+    /// Lifetime of registry and access tokens [default: 5m]
+    #[arg(long, env = env::BERTH_TOKEN_TTL, value_name = "DURATION")]
+    pub token_ttl: Option<String>,
+
+    /// Lifetime of registry tokens created without permanent=true [default: 30d]
+    #[arg(long, env = env::BERTH_REGISTRY_TOKEN_TTL, value_name = "DURATION")]
+    pub registry_token_ttl: Option<String>,
+
     /// Log filter, e.g. `info` or `berth=debug` [default: info]
     #[arg(long, env = env::BERTH_LOG, value_name = "FILTER")]
     pub log: Option<String>,
@@ -63,6 +83,11 @@ pub struct FileConfig {
     pub gc_interval: Option<String>,
     pub gc_grace: Option<String>,
     pub gc_untagged: Option<bool>,
+    pub public_url: Option<String>,
+    pub token_service: Option<String>,
+    pub token_issuer: Option<String>,
+    pub token_ttl: Option<String>,
+    pub registry_token_ttl: Option<String>,
     pub log: Option<String>,
 }
 
@@ -78,6 +103,11 @@ impl ServeArgs {
             gc_interval: self.gc_interval.clone().or(file.gc_interval),
             gc_grace: self.gc_grace.clone().or(file.gc_grace),
             gc_untagged: self.gc_untagged.or(file.gc_untagged),
+            public_url: self.public_url.clone().or(file.public_url),
+            token_service: self.token_service.clone().or(file.token_service),
+            token_issuer: self.token_issuer.clone().or(file.token_issuer),
+            token_ttl: self.token_ttl.clone().or(file.token_ttl),
+            registry_token_ttl: self.registry_token_ttl.clone().or(file.registry_token_ttl),
             log: self.log.clone().or(file.log),
         }
     }

@@ -4,8 +4,10 @@
 //! Layering: handlers call `content`; nothing under `http` touches the stores directly except the
 //! read-only health and metrics probes.
 
+pub(crate) mod access;
 mod metrics;
 pub(crate) mod oci;
+mod token;
 
 use std::time::Instant;
 
@@ -34,6 +36,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v2", any(oci::handle))
         .route("/v2/", any(oci::handle))
         .route("/v2/{*rest}", any(oci::handle))
+        .route("/token", get(token::get).post(token::post))
+        .route("/.well-known/jwks.json", get(token::jwks))
+        .route("/api/v1/keys/ca.pem", get(token::ca_pem))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

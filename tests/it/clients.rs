@@ -90,12 +90,25 @@ async fn skopeo_multi_platform_round_trip_inspect_list_delete() {
     let index = multi_platform_layout(&src);
     let dst = format!("docker://{}/acme/multi:v1", s.host);
     run(skopeo()
-        .args(["copy", "--all", "--dest-tls-verify=false"])
+        .args([
+            "copy",
+            "--all",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &admin_creds(),
+        ])
         .arg(format!("oci:{}:v1", src.display()))
         .arg(&dst));
     // The index comes back byte for byte, and so does each platform manifest.
     let raw = Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false", &dst])
+        .args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--creds",
+            &admin_creds(),
+            &dst,
+        ])
         .output()
         .unwrap();
     assert!(
@@ -112,7 +125,14 @@ async fn skopeo_multi_platform_round_trip_inspect_list_delete() {
             m["digest"].as_str().unwrap()
         );
         let raw = Command::new("skopeo")
-            .args(["inspect", "--raw", "--tls-verify=false", &by_digest])
+            .args([
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                "--creds",
+                &admin_creds(),
+                &by_digest,
+            ])
             .output()
             .unwrap();
         assert_eq!(sha256(&raw.stdout), m["digest"].as_str().unwrap());
@@ -120,7 +140,13 @@ async fn skopeo_multi_platform_round_trip_inspect_list_delete() {
     // Copy back out into a fresh layout: every blob arrives intact.
     let out = tmp.path().join("out");
     run(skopeo()
-        .args(["copy", "--all", "--src-tls-verify=false"])
+        .args([
+            "copy",
+            "--all",
+            "--src-tls-verify=false",
+            "--src-creds",
+            &admin_creds(),
+        ])
         .arg(&dst)
         .arg(format!("oci:{}:v1", out.display())));
     for entry in std::fs::read_dir(src.join("blobs/sha256")).unwrap() {
@@ -131,15 +157,27 @@ async fn skopeo_multi_platform_round_trip_inspect_list_delete() {
     }
     // Tags, then delete.
     run(skopeo()
-        .args(["copy", "--all", "--dest-tls-verify=false"])
+        .args([
+            "copy",
+            "--all",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &admin_creds(),
+        ])
         .arg(format!("oci:{}:v1", src.display()))
         .arg(format!("docker://{}/acme/multi:v2", s.host)));
     let tags: Value = serde_json::from_str(&run(Command::new("skopeo")
-        .args(["list-tags", "--tls-verify=false"])
+        .args(["list-tags", "--tls-verify=false", "--creds", &admin_creds()])
         .arg(format!("docker://{}/acme/multi", s.host))))
     .unwrap();
     assert_eq!(tags["Tags"], json!(["v1", "v2"]));
-    run(Command::new("skopeo").args(["delete", "--tls-verify=false", &dst]));
+    run(Command::new("skopeo").args([
+        "delete",
+        "--tls-verify=false",
+        "--creds",
+        &admin_creds(),
+        &dst,
+    ]));
     let r = client()
         .get(s.url(&format!("/v2/acme/multi/manifests/{}", sha256(&index))))
         .send()
@@ -151,7 +189,14 @@ async fn skopeo_multi_platform_round_trip_inspect_list_delete() {
         "the manifest is gone, with both its tags"
     );
     let failed = Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false", &dst])
+        .args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--creds",
+            &admin_creds(),
+            &dst,
+        ])
         .output()
         .unwrap();
     assert!(!failed.status.success());
@@ -195,11 +240,19 @@ async fn podman_push_and_pull() {
     run(podman().args([
         "push",
         "--tls-verify=false",
+        "--creds",
+        &admin_creds(),
         "localhost/berth-test:1",
         &remote,
     ]));
     run(podman().args(["rmi", "localhost/berth-test:1"]));
-    run(podman().args(["pull", "--tls-verify=false", &remote]));
+    run(podman().args([
+        "pull",
+        "--tls-verify=false",
+        "--creds",
+        &admin_creds(),
+        &remote,
+    ]));
     let pulled = run(podman().args(["image", "inspect", "--format", "{{.Id}}", &remote]));
     assert!(
         image_id.ends_with(pulled.trim()),
@@ -224,7 +277,8 @@ async fn oras_artifacts_found_through_referrers() {
     let out = run(Command::new("python3")
         .arg(script)
         .arg(&s.host)
-        .arg(tmp.path()));
+        .arg(tmp.path())
+        .env("BERTH_TEST_CREDS", admin_creds()));
     let pushed: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     let subject = pushed["subject"].as_str().unwrap();
     let c = client();

@@ -190,7 +190,20 @@ async fn serves_https_with_the_given_certificate() {
         .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
         .build()
         .unwrap();
+    // Anonymous: the challenge names the token realm over https.
     let r = c.get(s.url("/v2/")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert_eq!(
+        challenge,
+        format!("Bearer realm=\"{}/token\",service=\"berth\"", s.base)
+    );
+    let r = c
+        .get(s.url("/v2/"))
+        .basic_auth("admin", Some(ADMIN_PASSWORD))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(
         r.headers()["docker-distribution-api-version"],

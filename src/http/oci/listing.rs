@@ -8,6 +8,8 @@ use serde_json::json;
 use super::{OciError, Query, hv};
 use crate::content::manifest::OCI_INDEX;
 use crate::content::{ContentService, Digest, RepositoryName};
+use crate::http::access::{Caller, NamespaceCache};
+use crate::server::AppState;
 
 /// Catalog page size when the client gives no `n`, and the largest it may ask for.
 const CATALOG_DEFAULT: u64 = 1000;
@@ -67,9 +69,46 @@ pub(super) fn tags(
     )
 }
 
-pub(super) fn catalog(content: &ContentService, q: &Query) -> Result<Response, OciError> {
+/// The catalog, listing only repositories the caller may pull.
+pub(super) async fn catalog(
+    state: &AppState,
+    caller: &Caller,
+    q: &Query,
+) -> Result<Response, OciError> {
     let (n, last) = page(q, CATALOG_DEFAULT)?;
-    let repos = content.catalog(last, n + 1)?;
+    let (st, last) = (state.clone(), last.map(str::to_owned));
+    let (grants, sub) = match caller {
+        Caller::Principal(_, g) => (Some(g.clone()), None),
+        Caller::Token(c) => (None, Some(c.sub.clone())),
+    };
+    let repos = tokio::task::spawn_blocking(move || -> Result<Vec<String>, OciError> {
+        let internal = |e: crate::auth::AuthError| OciError::Internal(e.to_string());
+        let grants = match (grants, sub) {
+            (Some(g), _) => g,
+            (None, Some(sub)) => match st.auth.principal_from_subject(&sub).map_err(internal)? {
+                Some(p) => st.auth.grants(&p).map_err(internal)?,
+                None => crate::policy::Grants::default(),
+            },
+            (None, None) => crate::policy::Grants::default(),
+        };
+        let mut cache = NamespaceCache::new(&st);
+        let mut out = Vec::new();
+        let mut cursor = last;
+        loop {
+            let batch = st.content.catalog(cursor.as_deref(), CATALOG_BATCH)?;
+            for repo in &batch {
+                if cache.may_pull(&grants, repo).map_err(internal)? {
+                    out.push(repo.clone());
+                }
+            }
+            if out.len() as u64 > n || (batch.len() as u64) < CATALOG_BATCH {
+                return Ok(out);
+            }
+            cursor = batch.last().cloned();
+        }
+    })
+    .await
+    .map_err(|e| OciError::Internal(e.to_string()))??;
     paged(
         repos,
         n,
@@ -77,6 +116,9 @@ pub(super) fn catalog(content: &ContentService, q: &Query) -> Result<Response, O
         |repos| json!({ "repositories": repos }),
     )
 }
+
+/// Repositories read per round while filtering the catalog.
+const CATALOG_BATCH: u64 = 1000;
 
 pub(super) fn referrers(
     content: &ContentService,

@@ -47,21 +47,28 @@ fn digest_param(q: &Query, key: &str) -> Result<Option<Digest>, OciError> {
         .transpose()
 }
 
-pub(super) async fn start(
+/// `may_pull_from` says whether the caller may pull from a mount's source repository.
+pub(super) async fn start<F, Fut>(
     content: &ContentService,
     name: &RepositoryName,
     q: &Query,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Response, OciError> {
+    may_pull_from: F,
+) -> Result<Response, OciError>
+where
+    F: FnOnce(RepositoryName) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     if let Some(digest) = digest_param(q, "mount")? {
         // Without `from` there is no mount: guessing a source would reveal blobs of repositories
-        // the caller may not read. It becomes an ordinary upload.
+        // the caller may not read. It becomes an ordinary upload, as does a mount from a
+        // repository the caller may not pull.
         if let Some(from) = q.get("from") {
             let from: RepositoryName = from
                 .parse()
                 .map_err(|e: crate::content::NameError| OciError::NameInvalid(e.to_string()))?;
-            if content.mount(name, &from, &digest).await? {
+            if may_pull_from(from.clone()).await && content.mount(name, &from, &digest).await? {
                 return created(name, &digest);
             }
         }

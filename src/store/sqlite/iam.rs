@@ -5,11 +5,18 @@ use rusqlite::{OptionalExtension, Row, params};
 
 use super::{Reader, Writer, to_i64};
 use crate::store::{
-    AuditFilter, AuditRow, BindingRow, CredentialRow, NamespaceRow, OrgRow, Result, RobotRow, RoleRow, UserRow, now,
+    AuditFilter, AuditRow, BindingRow, CredentialRow, NamespaceRow, OrgRow, Result, RobotRow,
+    RoleRow, UserRow, now,
 };
 
 fn user(r: &Row<'_>) -> rusqlite::Result<UserRow> {
-    Ok(UserRow { id: r.get(0)?, name: r.get(1)?, password_hash: r.get(2)?, admin: r.get(3)?, created_at: r.get(4)? })
+    Ok(UserRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        password_hash: r.get(2)?,
+        admin: r.get(3)?,
+        created_at: r.get(4)?,
+    })
 }
 const USER_COLS: &str = "id, name, password_hash, admin, created_at";
 
@@ -23,8 +30,7 @@ fn robot(r: &Row<'_>) -> rusqlite::Result<RobotRow> {
         created_at: r.get(5)?,
     })
 }
-const ROBOT_SELECT: &str =
-    "SELECT rb.id, rb.org_id, o.name, rb.name, rb.description, rb.created_at FROM robots rb JOIN orgs o ON o.id = rb.org_id";
+const ROBOT_SELECT: &str = "SELECT rb.id, rb.org_id, o.name, rb.name, rb.description, rb.created_at FROM robots rb JOIN orgs o ON o.id = rb.org_id";
 
 fn credential(r: &Row<'_>) -> rusqlite::Result<CredentialRow> {
     Ok(CredentialRow {
@@ -64,50 +70,89 @@ const BINDING_SELECT: &str = "SELECT b.org_id, o.name, b.name, b.role, b.subject
      FROM bindings b JOIN orgs o ON o.id = b.org_id";
 
 fn namespace(r: &Row<'_>) -> rusqlite::Result<NamespaceRow> {
-    Ok(NamespaceRow { name: r.get(0)?, org_id: r.get(1)?, org: r.get(2)?, public: r.get(3)?, created_at: r.get(4)? })
+    Ok(NamespaceRow {
+        name: r.get(0)?,
+        org_id: r.get(1)?,
+        org: r.get(2)?,
+        public: r.get(3)?,
+        created_at: r.get(4)?,
+    })
 }
-const NAMESPACE_SELECT: &str =
-    "SELECT n.name, n.org_id, o.name, n.public, n.created_at FROM namespaces n JOIN orgs o ON o.id = n.org_id";
+const NAMESPACE_SELECT: &str = "SELECT n.name, n.org_id, o.name, n.public, n.created_at FROM namespaces n JOIN orgs o ON o.id = n.org_id";
 
 impl Reader<'_> {
     pub fn user_count(&self) -> Result<u64> {
-        let n: i64 = self.conn.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?;
+        let n: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
     pub fn user_by_name(&self, name: &str) -> Result<Option<UserRow>> {
-        let mut st = self.conn.prepare_cached(&format!("SELECT {USER_COLS} FROM users WHERE name = ?1"))?;
+        let mut st = self
+            .conn
+            .prepare_cached(&format!("SELECT {USER_COLS} FROM users WHERE name = ?1"))?;
         Ok(st.query_row([name], user).optional()?)
     }
 
     pub fn user_by_id(&self, id: i64) -> Result<Option<UserRow>> {
-        let mut st = self.conn.prepare_cached(&format!("SELECT {USER_COLS} FROM users WHERE id = ?1"))?;
+        let mut st = self
+            .conn
+            .prepare_cached(&format!("SELECT {USER_COLS} FROM users WHERE id = ?1"))?;
         Ok(st.query_row([id], user).optional()?)
     }
 
     pub fn users(&self) -> Result<Vec<UserRow>> {
-        let mut st = self.conn.prepare_cached(&format!("SELECT {USER_COLS} FROM users ORDER BY name"))?;
+        let mut st = self
+            .conn
+            .prepare_cached(&format!("SELECT {USER_COLS} FROM users ORDER BY name"))?;
         Ok(st.query_map([], user)?.collect::<Result<_, _>>()?)
     }
 
     pub fn org_by_name(&self, name: &str) -> Result<Option<OrgRow>> {
-        let mut st = self.conn.prepare_cached("SELECT id, name, created_at FROM orgs WHERE name = ?1")?;
-        Ok(st.query_row([name], |r| Ok(OrgRow { id: r.get(0)?, name: r.get(1)?, created_at: r.get(2)? })).optional()?)
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT id, name, created_at FROM orgs WHERE name = ?1")?;
+        Ok(st
+            .query_row([name], |r| {
+                Ok(OrgRow {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    created_at: r.get(2)?,
+                })
+            })
+            .optional()?)
     }
 
     pub fn orgs(&self) -> Result<Vec<OrgRow>> {
-        let mut st = self.conn.prepare_cached("SELECT id, name, created_at FROM orgs ORDER BY name")?;
-        Ok(st.query_map([], |r| Ok(OrgRow { id: r.get(0)?, name: r.get(1)?, created_at: r.get(2)? }))?.collect::<Result<_, _>>()?)
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT id, name, created_at FROM orgs ORDER BY name")?;
+        Ok(st
+            .query_map([], |r| {
+                Ok(OrgRow {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    created_at: r.get(2)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?)
     }
 
     pub fn namespace(&self, name: &str) -> Result<Option<NamespaceRow>> {
-        let mut st = self.conn.prepare_cached(&format!("{NAMESPACE_SELECT} WHERE n.name = ?1"))?;
+        let mut st = self
+            .conn
+            .prepare_cached(&format!("{NAMESPACE_SELECT} WHERE n.name = ?1"))?;
         Ok(st.query_row([name], namespace).optional()?)
     }
 
     pub fn namespaces_of_org(&self, org_id: i64) -> Result<Vec<NamespaceRow>> {
-        let mut st = self.conn.prepare_cached(&format!("{NAMESPACE_SELECT} WHERE n.org_id = ?1 ORDER BY n.name"))?;
-        Ok(st.query_map([org_id], namespace)?.collect::<Result<_, _>>()?)
+        let mut st = self.conn.prepare_cached(&format!(
+            "{NAMESPACE_SELECT} WHERE n.org_id = ?1 ORDER BY n.name"
+        ))?;
+        Ok(st
+            .query_map([org_id], namespace)?
+            .collect::<Result<_, _>>()?)
     }
 
     /// Organizations the user belongs to, with the role (`owner` or `member`).
@@ -117,7 +162,16 @@ impl Reader<'_> {
              WHERE m.user_id = ?1 ORDER BY o.name",
         )?;
         Ok(st
-            .query_map([user_id], |r| Ok((OrgRow { id: r.get(0)?, name: r.get(1)?, created_at: r.get(2)? }, r.get(3)?)))?
+            .query_map([user_id], |r| {
+                Ok((
+                    OrgRow {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        created_at: r.get(2)?,
+                    },
+                    r.get(3)?,
+                ))
+            })?
             .collect::<Result<_, _>>()?)
     }
 
@@ -127,26 +181,36 @@ impl Reader<'_> {
             "SELECT u.id, u.name, u.password_hash, u.admin, u.created_at, m.role FROM memberships m
              JOIN users u ON u.id = m.user_id WHERE m.org_id = ?1 ORDER BY u.name",
         )?;
-        Ok(st.query_map([org_id], |r| Ok((user(r)?, r.get(5)?)))?.collect::<Result<_, _>>()?)
+        Ok(st
+            .query_map([org_id], |r| Ok((user(r)?, r.get(5)?)))?
+            .collect::<Result<_, _>>()?)
     }
 
     pub fn robot(&self, org_id: i64, name: &str) -> Result<Option<RobotRow>> {
-        let mut st = self.conn.prepare_cached(&format!("{ROBOT_SELECT} WHERE rb.org_id = ?1 AND rb.name = ?2"))?;
+        let mut st = self.conn.prepare_cached(&format!(
+            "{ROBOT_SELECT} WHERE rb.org_id = ?1 AND rb.name = ?2"
+        ))?;
         Ok(st.query_row(params![org_id, name], robot).optional()?)
     }
 
     pub fn robot_by_id(&self, id: i64) -> Result<Option<RobotRow>> {
-        let mut st = self.conn.prepare_cached(&format!("{ROBOT_SELECT} WHERE rb.id = ?1"))?;
+        let mut st = self
+            .conn
+            .prepare_cached(&format!("{ROBOT_SELECT} WHERE rb.id = ?1"))?;
         Ok(st.query_row([id], robot).optional()?)
     }
 
     pub fn robots_of_org(&self, org_id: i64) -> Result<Vec<RobotRow>> {
-        let mut st = self.conn.prepare_cached(&format!("{ROBOT_SELECT} WHERE rb.org_id = ?1 ORDER BY rb.name"))?;
+        let mut st = self.conn.prepare_cached(&format!(
+            "{ROBOT_SELECT} WHERE rb.org_id = ?1 ORDER BY rb.name"
+        ))?;
         Ok(st.query_map([org_id], robot)?.collect::<Result<_, _>>()?)
     }
 
     pub fn credential(&self, id: &str) -> Result<Option<CredentialRow>> {
-        let mut st = self.conn.prepare_cached(&format!("SELECT {CREDENTIAL_COLS} FROM credentials WHERE id = ?1"))?;
+        let mut st = self.conn.prepare_cached(&format!(
+            "SELECT {CREDENTIAL_COLS} FROM credentials WHERE id = ?1"
+        ))?;
         Ok(st.query_row([id], credential).optional()?)
     }
 
@@ -160,36 +224,61 @@ impl Reader<'_> {
         let mut st = self.conn.prepare_cached(&format!(
             "SELECT {CREDENTIAL_COLS} FROM credentials WHERE {column} = ?1 AND kind = ?2 ORDER BY created_at DESC, id"
         ))?;
-        Ok(st.query_map(params![owner.1, kind], credential)?.collect::<Result<_, _>>()?)
+        Ok(st
+            .query_map(params![owner.1, kind], credential)?
+            .collect::<Result<_, _>>()?)
     }
 
     pub fn bindings_for_subject(&self, kind: &str, id: i64) -> Result<Vec<BindingRow>> {
-        let mut st =
-            self.conn.prepare_cached(&format!("{BINDING_SELECT} WHERE b.subject_kind = ?1 AND b.subject_id = ?2"))?;
-        Ok(st.query_map(params![kind, id], binding)?.collect::<Result<_, _>>()?)
+        let mut st = self.conn.prepare_cached(&format!(
+            "{BINDING_SELECT} WHERE b.subject_kind = ?1 AND b.subject_id = ?2"
+        ))?;
+        Ok(st
+            .query_map(params![kind, id], binding)?
+            .collect::<Result<_, _>>()?)
     }
 
     pub fn bindings_of_org(&self, org_id: i64) -> Result<Vec<BindingRow>> {
-        let mut st = self.conn.prepare_cached(&format!("{BINDING_SELECT} WHERE b.org_id = ?1 ORDER BY b.name"))?;
+        let mut st = self.conn.prepare_cached(&format!(
+            "{BINDING_SELECT} WHERE b.org_id = ?1 ORDER BY b.name"
+        ))?;
         Ok(st.query_map([org_id], binding)?.collect::<Result<_, _>>()?)
     }
 
     pub fn binding(&self, org_id: i64, name: &str) -> Result<Option<BindingRow>> {
-        let mut st = self.conn.prepare_cached(&format!("{BINDING_SELECT} WHERE b.org_id = ?1 AND b.name = ?2"))?;
+        let mut st = self.conn.prepare_cached(&format!(
+            "{BINDING_SELECT} WHERE b.org_id = ?1 AND b.name = ?2"
+        ))?;
         Ok(st.query_row(params![org_id, name], binding).optional()?)
     }
 
     pub fn role(&self, org_id: i64, name: &str) -> Result<Option<RoleRow>> {
-        let mut st = self.conn.prepare_cached("SELECT org_id, name, rules FROM roles WHERE org_id = ?1 AND name = ?2")?;
+        let mut st = self.conn.prepare_cached(
+            "SELECT org_id, name, rules FROM roles WHERE org_id = ?1 AND name = ?2",
+        )?;
         Ok(st
-            .query_row(params![org_id, name], |r| Ok(RoleRow { org_id: r.get(0)?, name: r.get(1)?, rules: r.get(2)? }))
+            .query_row(params![org_id, name], |r| {
+                Ok(RoleRow {
+                    org_id: r.get(0)?,
+                    name: r.get(1)?,
+                    rules: r.get(2)?,
+                })
+            })
             .optional()?)
     }
 
     pub fn roles_of_org(&self, org_id: i64) -> Result<Vec<RoleRow>> {
-        let mut st = self.conn.prepare_cached("SELECT org_id, name, rules FROM roles WHERE org_id = ?1 ORDER BY name")?;
+        let mut st = self.conn.prepare_cached(
+            "SELECT org_id, name, rules FROM roles WHERE org_id = ?1 ORDER BY name",
+        )?;
         Ok(st
-            .query_map([org_id], |r| Ok(RoleRow { org_id: r.get(0)?, name: r.get(1)?, rules: r.get(2)? }))?
+            .query_map([org_id], |r| {
+                Ok(RoleRow {
+                    org_id: r.get(0)?,
+                    name: r.get(1)?,
+                    rules: r.get(2)?,
+                })
+            })?
             .collect::<Result<_, _>>()?)
     }
 
@@ -200,18 +289,28 @@ impl Reader<'_> {
              AND (?4 IS NULL OR at >= ?4) AND (?5 IS NULL OR id < ?5)
              ORDER BY id DESC LIMIT ?6",
         )?;
-        let rows = st.query_map(params![f.actor, f.action, f.outcome, f.since, f.before_id, to_i64(f.limit)], |r| {
-            Ok(AuditRow {
-                id: r.get(0)?,
-                at: r.get(1)?,
-                actor: r.get(2)?,
-                action: r.get(3)?,
-                outcome: r.get(4)?,
-                target: r.get(5)?,
-                client_addr: r.get(6)?,
-                detail: r.get(7)?,
-            })
-        })?;
+        let rows = st.query_map(
+            params![
+                f.actor,
+                f.action,
+                f.outcome,
+                f.since,
+                f.before_id,
+                to_i64(f.limit)
+            ],
+            |r| {
+                Ok(AuditRow {
+                    id: r.get(0)?,
+                    at: r.get(1)?,
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    outcome: r.get(4)?,
+                    target: r.get(5)?,
+                    client_addr: r.get(6)?,
+                    detail: r.get(7)?,
+                })
+            },
+        )?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }
@@ -225,19 +324,33 @@ impl Writer<'_> {
     }
 
     pub fn set_password(&self, user_id: i64, password_hash: &str) -> Result<bool> {
-        Ok(self.tx.prepare_cached("UPDATE users SET password_hash = ?2 WHERE id = ?1")?.execute(params![user_id, password_hash])? > 0)
+        Ok(self
+            .tx
+            .prepare_cached("UPDATE users SET password_hash = ?2 WHERE id = ?1")?
+            .execute(params![user_id, password_hash])?
+            > 0)
     }
 
     /// Deletes a user with its memberships, bindings and credentials.
     pub fn delete_user(&self, user_id: i64) -> Result<bool> {
-        self.tx.execute("DELETE FROM memberships WHERE user_id = ?1", [user_id])?;
-        self.tx.execute("DELETE FROM bindings WHERE subject_kind = 'user' AND subject_id = ?1", [user_id])?;
-        self.tx.execute("DELETE FROM credentials WHERE user_id = ?1", [user_id])?;
-        Ok(self.tx.execute("DELETE FROM users WHERE id = ?1", [user_id])? > 0)
+        self.tx
+            .execute("DELETE FROM memberships WHERE user_id = ?1", [user_id])?;
+        self.tx.execute(
+            "DELETE FROM bindings WHERE subject_kind = 'user' AND subject_id = ?1",
+            [user_id],
+        )?;
+        self.tx
+            .execute("DELETE FROM credentials WHERE user_id = ?1", [user_id])?;
+        Ok(self
+            .tx
+            .execute("DELETE FROM users WHERE id = ?1", [user_id])?
+            > 0)
     }
 
     pub fn insert_org(&self, name: &str) -> Result<i64> {
-        self.tx.prepare_cached("INSERT INTO orgs (name, created_at) VALUES (?1, ?2)")?.execute(params![name, now()])?;
+        self.tx
+            .prepare_cached("INSERT INTO orgs (name, created_at) VALUES (?1, ?2)")?
+            .execute(params![name, now()])?;
         Ok(self.tx.last_insert_rowid())
     }
 
@@ -249,24 +362,38 @@ impl Writer<'_> {
             [org_id],
         )?;
         for table in ["robots", "memberships", "roles", "bindings", "namespaces"] {
-            self.tx.execute(&format!("DELETE FROM {table} WHERE org_id = ?1"), [org_id])?;
+            self.tx
+                .execute(&format!("DELETE FROM {table} WHERE org_id = ?1"), [org_id])?;
         }
-        Ok(self.tx.execute("DELETE FROM orgs WHERE id = ?1", [org_id])? > 0)
+        Ok(self
+            .tx
+            .execute("DELETE FROM orgs WHERE id = ?1", [org_id])?
+            > 0)
     }
 
     pub fn insert_namespace(&self, name: &str, org_id: i64, public: bool) -> Result<()> {
         self.tx
-            .prepare_cached("INSERT INTO namespaces (name, org_id, public, created_at) VALUES (?1, ?2, ?3, ?4)")?
+            .prepare_cached(
+                "INSERT INTO namespaces (name, org_id, public, created_at) VALUES (?1, ?2, ?3, ?4)",
+            )?
             .execute(params![name, org_id, public, now()])?;
         Ok(())
     }
 
     pub fn set_namespace_public(&self, name: &str, public: bool) -> Result<bool> {
-        Ok(self.tx.prepare_cached("UPDATE namespaces SET public = ?2 WHERE name = ?1")?.execute(params![name, public])? > 0)
+        Ok(self
+            .tx
+            .prepare_cached("UPDATE namespaces SET public = ?2 WHERE name = ?1")?
+            .execute(params![name, public])?
+            > 0)
     }
 
     pub fn delete_namespace(&self, name: &str) -> Result<bool> {
-        Ok(self.tx.prepare_cached("DELETE FROM namespaces WHERE name = ?1")?.execute([name])? > 0)
+        Ok(self
+            .tx
+            .prepare_cached("DELETE FROM namespaces WHERE name = ?1")?
+            .execute([name])?
+            > 0)
     }
 
     pub fn set_membership(&self, org_id: i64, user_id: i64, role: &str) -> Result<()> {
@@ -296,9 +423,16 @@ impl Writer<'_> {
 
     /// Deletes a robot with its credentials and bindings.
     pub fn delete_robot(&self, robot_id: i64) -> Result<bool> {
-        self.tx.execute("DELETE FROM credentials WHERE robot_id = ?1", [robot_id])?;
-        self.tx.execute("DELETE FROM bindings WHERE subject_kind = 'robot' AND subject_id = ?1", [robot_id])?;
-        Ok(self.tx.execute("DELETE FROM robots WHERE id = ?1", [robot_id])? > 0)
+        self.tx
+            .execute("DELETE FROM credentials WHERE robot_id = ?1", [robot_id])?;
+        self.tx.execute(
+            "DELETE FROM bindings WHERE subject_kind = 'robot' AND subject_id = ?1",
+            [robot_id],
+        )?;
+        Ok(self
+            .tx
+            .execute("DELETE FROM robots WHERE id = ?1", [robot_id])?
+            > 0)
     }
 
     pub fn insert_credential(&self, c: &CredentialRow) -> Result<()> {
@@ -327,19 +461,31 @@ impl Writer<'_> {
     }
 
     pub fn delete_credential(&self, id: &str) -> Result<bool> {
-        Ok(self.tx.prepare_cached("DELETE FROM credentials WHERE id = ?1")?.execute([id])? > 0)
+        Ok(self
+            .tx
+            .prepare_cached("DELETE FROM credentials WHERE id = ?1")?
+            .execute([id])?
+            > 0)
     }
 
     pub fn revoke_credential(&self, id: &str) -> Result<bool> {
         Ok(self
             .tx
-            .prepare_cached("UPDATE credentials SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")?
+            .prepare_cached(
+                "UPDATE credentials SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            )?
             .execute(params![id, now()])?
             > 0)
     }
 
     /// Records when and from where a credential was last used (flushed in batches).
-    pub fn touch_credential(&self, id: &str, at: i64, addr: Option<&str>, agent: Option<&str>) -> Result<()> {
+    pub fn touch_credential(
+        &self,
+        id: &str,
+        at: i64,
+        addr: Option<&str>,
+        agent: Option<&str>,
+    ) -> Result<()> {
         self.tx
             .prepare_cached(
                 "UPDATE credentials SET last_used_at = ?2, last_used_addr = ?3, last_used_agent = ?4
@@ -361,7 +507,11 @@ impl Writer<'_> {
     }
 
     pub fn delete_role(&self, org_id: i64, name: &str) -> Result<bool> {
-        Ok(self.tx.prepare_cached("DELETE FROM roles WHERE org_id = ?1 AND name = ?2")?.execute(params![org_id, name])? > 0)
+        Ok(self
+            .tx
+            .prepare_cached("DELETE FROM roles WHERE org_id = ?1 AND name = ?2")?
+            .execute(params![org_id, name])?
+            > 0)
     }
 
     pub fn put_binding(&self, b: &BindingRow) -> Result<()> {
@@ -392,7 +542,15 @@ impl Writer<'_> {
                 "INSERT INTO audit_events (at, actor, action, outcome, target, client_addr, detail)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
-            .execute(params![e.at, e.actor, e.action, e.outcome, e.target, e.client_addr, e.detail])?;
+            .execute(params![
+                e.at,
+                e.actor,
+                e.action,
+                e.outcome,
+                e.target,
+                e.client_addr,
+                e.detail
+            ])?;
         Ok(())
     }
 }

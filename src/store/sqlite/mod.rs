@@ -7,9 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use rusqlite::{
-    Connection, OpenFlags, Transaction, TransactionBehavior,
-};
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 use super::{Error, Result};
 use crate::content::Digest;

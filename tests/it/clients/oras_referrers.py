@@ -13,6 +13,8 @@ import oras.oci
 host, workdir = sys.argv[1], sys.argv[2]
 os.chdir(workdir)
 client = oras.client.OrasClient(hostname=host, insecure=True)
+user, password = os.environ["BERTH_TEST_CREDS"].split(":", 1)
+client.auth.set_basic_auth(user, password)
 repo = f"{host}/acme/art"
 
 with open("artifact.txt", "w") as f:

@@ -16,6 +16,14 @@ pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 
+/// The server admin's password in every test server (set through `BERTH_ADMIN_PASSWORD`).
+pub const ADMIN_PASSWORD: &str = "admin-test-password-0123";
+
+/// `admin:<password>`, for clients' `--creds`.
+pub fn admin_creds() -> String {
+    format!("admin:{ADMIN_PASSWORD}")
+}
+
 pub fn berth_bin() -> &'static str {
     env!("CARGO_BIN_EXE_berth")
 }
@@ -52,7 +60,9 @@ impl Server {
             .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(data_dir);
-        cmd.args(extra).env("BERTH_LOG", "info");
+        cmd.args(extra)
+            .env("BERTH_LOG", "info")
+            .env("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -112,7 +122,9 @@ impl Server {
                 .arg("127.0.0.1:0")
                 .arg("--data-dir")
                 .arg(&self.data_dir);
-            cmd.args(&extra).env("BERTH_LOG", "info");
+            cmd.args(&extra)
+                .env("BERTH_LOG", "info")
+                .env("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD);
             spawn_and_wait(cmd)
         };
         self.child = Some(child);
@@ -187,9 +199,31 @@ fn spawn_and_wait(mut cmd: Command) -> (Child, String, Arc<Mutex<String>>) {
     }
 }
 
+/// An HTTP client that authenticates as the server admin (Basic auth on every request).
 pub fn client() -> reqwest::Client {
+    basic_client("admin", ADMIN_PASSWORD)
+}
+
+/// An HTTP client that sends no credentials.
+pub fn anonymous_client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// An HTTP client that sends Basic credentials on every request.
+pub fn basic_client(user: &str, secret: &str) -> reqwest::Client {
+    use base64::Engine as _;
+    let mut headers = reqwest::header::HeaderMap::new();
+    let value = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"))
+    );
+    headers.insert(reqwest::header::AUTHORIZATION, value.parse().unwrap());
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .default_headers(headers)
         .build()
         .unwrap()
 }
@@ -224,7 +258,8 @@ pub async fn push_blob(c: &reqwest::Client, s: &Server, repo: &str, bytes: &[u8]
     assert_eq!(
         r.status(),
         StatusCode::CREATED,
-        "push blob: {}",
+        "push blob: {:?} {}",
+        r.headers().get("www-authenticate").cloned(),
         r.text().await.unwrap()
     );
     d

@@ -1,0 +1,302 @@
+//! Token signing keys: a CA that berth generates at first start, and ES256 signing keys whose
+//! certificates it issues. Tokens carry the signer's certificate in `x5c`, so any verifier that
+//! trusts the CA (CNCF Distribution's `rootcertbundle`) accepts them; `/.well-known/jwks.json`
+//! publishes the public keys.
+//!
+//! Layout under `<data dir>/keys/`: `ca.key`, `ca.pem`, and per signing key
+//! `signing-<created>-<kid>.key` / `.pem`. The newest signing key signs; every key present
+//! verifies. `rotate` adds a key and removes keys superseded longer ago than the longest token
+//! lifetime, so old tokens verify until they expire.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use base64::Engine as _;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    PKCS_ECDSA_P256_SHA256,
+};
+use rustls::pki_types::pem::PemObject as _;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("keys: {context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error("keys: {0}")]
+    Crypto(String),
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> KeyError {
+    let context = context.into();
+    move |source| KeyError::Io { context, source }
+}
+
+fn crypto(e: impl std::fmt::Display) -> KeyError {
+    KeyError::Crypto(e.to_string())
+}
+
+/// One signing key, ready to sign or verify.
+pub struct SigningKey {
+    pub kid: String,
+    pub created: i64,
+    pub encoding: jsonwebtoken::EncodingKey,
+    pub decoding: jsonwebtoken::DecodingKey,
+    /// base64 (standard) DER of the signer certificate, for `x5c`.
+    pub cert_b64: String,
+    /// JWK coordinates (base64url).
+    pub x: String,
+    pub y: String,
+}
+
+/// The loaded key set; cheap to clone, reloadable in place.
+#[derive(Clone)]
+pub struct Keys {
+    dir: PathBuf,
+    inner: Arc<RwLock<Loaded>>,
+}
+
+struct Loaded {
+    signing: Vec<Arc<SigningKey>>,
+    ca_pem: String,
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), KeyError> {
+    use std::io::Write as _;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension("tmp");
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts
+        .open(&tmp)
+        .map_err(io(format!("writing {}", tmp.display())))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(io(format!("writing {}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(io(format!("renaming to {}", path.display())))
+}
+
+fn now() -> i64 {
+    crate::store::now()
+}
+
+fn ca_params() -> Result<CertificateParams, KeyError> {
+    let mut p = CertificateParams::new(Vec::<String>::new()).map_err(crypto)?;
+    p.distinguished_name
+        .push(DnType::CommonName, "berth token CA");
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    p.not_after = rcgen::date_time_ymd(2099, 12, 31);
+    Ok(p)
+}
+
+impl Keys {
+    /// Loads the keys under `data_dir/keys`, creating the CA and a first signing key if absent.
+    pub fn open(data_dir: &Path) -> Result<Keys, KeyError> {
+        let dir = data_dir.join("keys");
+        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        if !dir.join("ca.key").exists() {
+            let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(crypto)?;
+            let cert = ca_params()?.self_signed(&key).map_err(crypto)?;
+            write_private(&dir.join("ca.key"), &key.serialize_pem())?;
+            write_private(&dir.join("ca.pem"), &cert.pem())?;
+        }
+        let keys = Keys {
+            dir,
+            inner: Arc::new(RwLock::new(Loaded {
+                signing: Vec::new(),
+                ca_pem: String::new(),
+            })),
+        };
+        if keys.signing_files()?.is_empty() {
+            keys.add_signing_key()?;
+        }
+        keys.reload()?;
+        Ok(keys)
+    }
+
+    /// `(created, kid, path without extension)` of each signing key, oldest first.
+    fn signing_files(&self) -> Result<Vec<(i64, String, PathBuf)>, KeyError> {
+        let mut out = Vec::new();
+        for e in
+            std::fs::read_dir(&self.dir).map_err(io(format!("listing {}", self.dir.display())))?
+        {
+            let path = e.map_err(io("listing keys"))?.path();
+            let Some(stem) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".key"))
+            else {
+                continue;
+            };
+            let Some(rest) = stem.strip_prefix("signing-") else {
+                continue;
+            };
+            let Some((created, kid)) = rest.split_once('-') else {
+                continue;
+            };
+            let Ok(created) = created.parse() else {
+                continue;
+            };
+            out.push((created, kid.to_owned(), self.dir.join(stem)));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Generates a signing key and its certificate from the CA.
+    fn add_signing_key(&self) -> Result<String, KeyError> {
+        let ca_key_pem =
+            std::fs::read_to_string(self.dir.join("ca.key")).map_err(io("reading ca.key"))?;
+        let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(crypto)?;
+        let issuer = Issuer::new(ca_params()?, ca_key);
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(crypto)?;
+        let kid = kid_of(key.public_key_raw());
+        let mut p = CertificateParams::new(Vec::<String>::new()).map_err(crypto)?;
+        p.distinguished_name
+            .push(DnType::CommonName, format!("berth token signer {kid}"));
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2099, 12, 31);
+        let cert = p.signed_by(&key, &issuer).map_err(crypto)?;
+        // Strictly increasing creation stamps keep "newest" well defined within one second.
+        let created = self
+            .signing_files()?
+            .last()
+            .map_or(now(), |(c, _, _)| (*c + 1).max(now()));
+        let base = self.dir.join(format!("signing-{created}-{kid}"));
+        write_private(&base.with_extension("pem"), &cert.pem())?;
+        write_private(&base.with_extension("key"), &key.serialize_pem())?;
+        Ok(kid)
+    }
+
+    /// Adds a new signing key and removes keys superseded more than `keep` ago. Returns the new kid.
+    pub fn rotate(&self, keep: Duration) -> Result<String, KeyError> {
+        let kid = self.add_signing_key()?;
+        let files = self.signing_files()?;
+        let keep = i64::try_from(keep.as_secs()).unwrap_or(i64::MAX);
+        for pair in files.windows(2) {
+            let (old, next) = (&pair[0], &pair[1]);
+            if next.0.saturating_add(keep) < now() {
+                let _ = std::fs::remove_file(old.2.with_extension("key"));
+                let _ = std::fs::remove_file(old.2.with_extension("pem"));
+            }
+        }
+        self.reload()?;
+        Ok(kid)
+    }
+
+    /// Re-reads the key directory (a running server picks up `berth keys rotate` this way).
+    pub fn reload(&self) -> Result<(), KeyError> {
+        let mut signing = Vec::new();
+        for (created, kid, base) in self.signing_files()? {
+            let key_pem = std::fs::read_to_string(base.with_extension("key"))
+                .map_err(io(format!("reading {}", base.display())))?;
+            let cert_pem = std::fs::read_to_string(base.with_extension("pem"))
+                .map_err(io(format!("reading {}", base.display())))?;
+            let key = KeyPair::from_pem(&key_pem).map_err(crypto)?;
+            let raw = key.public_key_raw();
+            if raw.len() != 65 {
+                return Err(KeyError::Crypto(format!("signing key {kid} is not P-256")));
+            }
+            let b64u = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+            let (x, y) = (b64u(&raw[1..33]), b64u(&raw[33..65]));
+            let der = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes())
+                .map_err(crypto)?;
+            signing.push(Arc::new(SigningKey {
+                kid,
+                created,
+                encoding: jsonwebtoken::EncodingKey::from_ec_der(&key.serialize_der()),
+                decoding: jsonwebtoken::DecodingKey::from_ec_components(&x, &y).map_err(crypto)?,
+                cert_b64: base64::engine::general_purpose::STANDARD.encode(der.as_ref()),
+                x,
+                y,
+            }));
+        }
+        if signing.is_empty() {
+            return Err(KeyError::Crypto("no signing key".into()));
+        }
+        let ca_pem =
+            std::fs::read_to_string(self.dir.join("ca.pem")).map_err(io("reading ca.pem"))?;
+        let mut loaded = self
+            .inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *loaded = Loaded { signing, ca_pem };
+        Ok(())
+    }
+
+    /// The key that signs new tokens (the newest).
+    pub fn current(&self) -> Option<Arc<SigningKey>> {
+        self.inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .signing
+            .last()
+            .cloned()
+    }
+
+    pub fn by_kid(&self, kid: &str) -> Option<Arc<SigningKey>> {
+        self.inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .signing
+            .iter()
+            .find(|k| k.kid == kid)
+            .cloned()
+    }
+
+    pub fn ca_pem(&self) -> String {
+        self.inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .ca_pem
+            .clone()
+    }
+
+    /// The public keys as a JWK set.
+    pub fn jwks(&self) -> serde_json::Value {
+        let loaded = self
+            .inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let keys: Vec<_> = loaded
+            .signing
+            .iter()
+            .map(|k| {
+                serde_json::json!({
+                    "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig",
+                    "kid": k.kid, "x": k.x, "y": k.y, "x5c": [k.cert_b64],
+                })
+            })
+            .collect();
+        serde_json::json!({ "keys": keys })
+    }
+}
+
+/// The RFC 7638 JWK thumbprint of a P-256 public key (uncompressed point), base64url, cut to 22
+/// characters (128 bits) to keep headers short.
+fn kid_of(raw: &[u8]) -> String {
+    use sha2::Digest as _;
+    let b64u = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let (x, y) = if raw.len() == 65 {
+        (b64u(&raw[1..33]), b64u(&raw[33..65]))
+    } else {
+        (b64u(raw), String::new())
+    };
+    let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
+    let mut kid = b64u(&sha2::Sha256::digest(canonical.as_bytes()));
+    kid.truncate(22);
+    kid
+}

@@ -1,0 +1,152 @@
+//! JWTs: ES256, `kid` and `x5c` in the header; claims `iss`, `sub`, `aud`, `exp`, `nbf`, `iat`,
+//! `jti`, `access` (the Docker token specification's grant list). Verification needs no
+//! database read: only the loaded public keys.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::keys::Keys;
+use crate::store::now;
+
+/// One entry of the `access` claim: `{"type":"repository","name":"acme/app","actions":["pull"]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessEntry {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: String,
+    pub actions: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub exp: i64,
+    pub nbf: i64,
+    pub iat: i64,
+    pub jti: String,
+    #[serde(default)]
+    pub access: Vec<AccessEntry>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("token rejected: {0}")]
+    Invalid(String),
+    #[error("signing: {0}")]
+    Signing(String),
+}
+
+#[derive(Clone)]
+pub struct TokenService {
+    keys: Keys,
+    issuer: String,
+    ttl: Duration,
+}
+
+/// Leeway for clock differences between berth nodes and verifiers.
+const LEEWAY_SECS: u64 = 30;
+
+impl TokenService {
+    pub fn new(keys: Keys, issuer: String, ttl: Duration) -> TokenService {
+        TokenService { keys, issuer, ttl }
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Signs a token for `sub` with audience `aud` and the given grants.
+    pub fn issue(
+        &self,
+        sub: &str,
+        aud: &str,
+        access: Vec<AccessEntry>,
+    ) -> Result<(String, Claims), TokenError> {
+        let key = self
+            .keys
+            .current()
+            .ok_or_else(|| TokenError::Signing("no signing key".into()))?;
+        let iat = now();
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            sub: sub.to_owned(),
+            aud: aud.to_owned(),
+            exp: iat.saturating_add(i64::try_from(self.ttl.as_secs()).unwrap_or(300)),
+            // A little back-dated, so verifiers whose clocks lag a moment accept it at once.
+            nbf: iat - 1,
+            iat,
+            jti: uuid::Uuid::new_v4().simple().to_string(),
+            access,
+        };
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(key.kid.clone());
+        header.x5c = Some(vec![key.cert_b64.clone()]);
+        let jwt = jsonwebtoken::encode(&header, &claims, &key.encoding)
+            .map_err(|e| TokenError::Signing(e.to_string()))?;
+        Ok((jwt, claims))
+    }
+
+    /// Verifies signature, issuer, audience and times.
+    pub fn verify(&self, jwt: &str, aud: &str) -> Result<Claims, TokenError> {
+        let header =
+            jsonwebtoken::decode_header(jwt).map_err(|e| TokenError::Invalid(e.to_string()))?;
+        if header.alg != jsonwebtoken::Algorithm::ES256 {
+            return Err(TokenError::Invalid("algorithm must be ES256".into()));
+        }
+        let kid = header
+            .kid
+            .ok_or_else(|| TokenError::Invalid("no kid".into()))?;
+        let key = self
+            .keys
+            .by_kid(&kid)
+            .ok_or_else(|| TokenError::Invalid("unknown signing key".into()))?;
+        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+        v.leeway = LEEWAY_SECS;
+        v.validate_nbf = true;
+        v.set_audience(&[aud]);
+        v.set_issuer(&[&self.issuer]);
+        v.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "sub", "aud"]);
+        jsonwebtoken::decode::<Claims>(jwt, &key.decoding, &v)
+            .map(|d| d.claims)
+            .map_err(|e| TokenError::Invalid(e.to_string()))
+    }
+}
+
+/// RFC 3339 UTC time of Unix seconds (for `issued_at`).
+pub fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(super::rfc3339(1_795_305_600), "2026-11-22T00:00:00Z");
+    }
+}

@@ -1,0 +1,299 @@
+//! The Docker registry token service at `/token`: `GET` with Basic auth (docker, podman,
+//! skopeo) and `POST` with the OAuth2 password or refresh-token grant. The grant is the
+//! intersection of what was asked and what policy allows; asking for more is never an error.
+//! Also the public halves of the signing keys: `/.well-known/jwks.json` and
+//! `/api/v1/keys/ca.pem`.
+//!
+//! See the Docker token specification ("Requesting a Token", "Using the token") and its OAuth2
+//! variant ("oauth").
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::RouteName;
+use super::access::{self, Denial, Presented};
+use crate::auth::{AccessEntry, AuthError, ClientInfo, Principal};
+use crate::iam::{AuditEvent, Owner, SecretKind};
+use crate::policy::scope::Scope;
+use crate::policy::{self, Grants};
+use crate::server::AppState;
+
+/// How long a refresh token from `access_type=offline` / `offline_token=true` lives.
+pub(crate) const REFRESH_TOKEN_TTL: std::time::Duration =
+    std::time::Duration::from_secs(14 * 86_400);
+
+fn pairs(text: &str) -> Vec<(String, String)> {
+    serde_urlencoded::from_str(text).unwrap_or_default()
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = json!({ "errors": [{ "code": code, "message": message, "detail": null }] });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn named(resp: Response) -> Response {
+    let mut resp = resp;
+    resp.extensions_mut().insert(RouteName("token"));
+    resp
+}
+
+/// What a caller gets for the scopes it asked: each repository scope cut down to what policy
+/// allows (entries left empty are dropped), the catalog for any authenticated caller.
+fn grant(
+    state: &AppState,
+    principal: &Principal,
+    grants: &Grants,
+    scopes: &[Scope],
+) -> Result<Vec<AccessEntry>, AuthError> {
+    let mut out: Vec<AccessEntry> = Vec::new();
+    for s in scopes {
+        match s {
+            Scope::Repository { name, actions } => {
+                let ns = access::namespace_info(state, policy::namespace_of(name.as_str()))?;
+                let allowed = policy::repository_actions(grants, name.as_str(), ns.as_ref())
+                    .intersect(*actions);
+                if allowed.is_empty() {
+                    continue;
+                }
+                let actions: Vec<String> = allowed.iter().map(|a| a.as_str().to_owned()).collect();
+                match out
+                    .iter_mut()
+                    .find(|e| e.kind == "repository" && e.name == name.as_str())
+                {
+                    Some(e) => {
+                        for a in actions {
+                            if !e.actions.contains(&a) {
+                                e.actions.push(a);
+                            }
+                        }
+                    }
+                    None => out.push(AccessEntry {
+                        kind: "repository".into(),
+                        name: name.as_str().to_owned(),
+                        actions,
+                    }),
+                }
+            }
+            Scope::Catalog if *principal != Principal::Anonymous => {
+                if !out.iter().any(|e| e.kind == "registry") {
+                    out.push(AccessEntry {
+                        kind: "registry".into(),
+                        name: "catalog".into(),
+                        actions: vec!["*".into()],
+                    });
+                }
+            }
+            Scope::Catalog => {}
+        }
+    }
+    Ok(out)
+}
+
+fn scopes_of<'a>(values: impl Iterator<Item = &'a str>) -> Vec<Scope> {
+    values
+        .flat_map(|v| v.split(' '))
+        .filter_map(Scope::parse)
+        .collect()
+}
+
+/// The parts of a token request both forms share.
+struct TokenRequest {
+    service: Option<String>,
+    scopes: Vec<Scope>,
+    /// (user name, secret); `None` for an anonymous request.
+    login: Option<(String, String)>,
+    offline: bool,
+    oauth: bool,
+}
+
+pub(super) async fn get(State(state): State<AppState>, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    let q = pairs(parts.uri.query().unwrap_or_default());
+    let login = match access::presented(&parts.headers) {
+        Presented::Basic(u, p) => Some((u, p)),
+        Presented::None => None,
+        Presented::Bearer(_) | Presented::Malformed => {
+            return named(error(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "use Basic authentication for /token",
+            ));
+        }
+    };
+    let request = TokenRequest {
+        service: q
+            .iter()
+            .find(|(k, _)| k == "service")
+            .map(|(_, v)| v.clone()),
+        scopes: scopes_of(
+            q.iter()
+                .filter(|(k, _)| k == "scope")
+                .map(|(_, v)| v.as_str()),
+        ),
+        login,
+        offline: q.iter().any(|(k, v)| k == "offline_token" && v == "true"),
+        oauth: false,
+    };
+    named(respond(&state, request, access::client_info(&parts), &parts.headers).await)
+}
+
+pub(super) async fn post(State(state): State<AppState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let Ok(body): Result<Bytes, _> = axum::body::to_bytes(body, 64 * 1024).await else {
+        return named(error(
+            StatusCode::BAD_REQUEST,
+            "UNSUPPORTED",
+            "the form body is too large or unreadable",
+        ));
+    };
+    let form = pairs(std::str::from_utf8(&body).unwrap_or_default());
+    let field = |k: &str| {
+        form.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
+    let login = match field("grant_type").as_deref() {
+        Some("password") => match (field("username"), field("password")) {
+            (Some(u), Some(p)) => Some((u, p)),
+            _ => {
+                return named(error(
+                    StatusCode::BAD_REQUEST,
+                    "UNSUPPORTED",
+                    "grant_type=password needs username and password",
+                ));
+            }
+        },
+        Some("refresh_token") => match field("refresh_token") {
+            Some(t) => Some(("iamrefresh".to_owned(), t)),
+            None => {
+                return named(error(
+                    StatusCode::BAD_REQUEST,
+                    "UNSUPPORTED",
+                    "grant_type=refresh_token needs refresh_token",
+                ));
+            }
+        },
+        _ => {
+            return named(error(
+                StatusCode::BAD_REQUEST,
+                "UNSUPPORTED",
+                "grant_type must be password or refresh_token",
+            ));
+        }
+    };
+    let request = TokenRequest {
+        service: field("service"),
+        scopes: scopes_of(
+            form.iter()
+                .filter(|(k, _)| k == "scope")
+                .map(|(_, v)| v.as_str()),
+        ),
+        login,
+        offline: field("access_type").as_deref() == Some("offline")
+            && field("grant_type").as_deref() == Some("password"),
+        oauth: true,
+    };
+    named(respond(&state, request, access::client_info(&parts), &parts.headers).await)
+}
+
+async fn respond(
+    state: &AppState,
+    request: TokenRequest,
+    client: ClientInfo,
+    headers: &HeaderMap,
+) -> Response {
+    if let Some(service) = &request.service
+        && *service != state.web.service
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "UNSUPPORTED",
+            &format!("unknown service {service:?}"),
+        );
+    }
+    let st = state.clone();
+    let result = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, AuthError> {
+        let principal = match &request.login {
+            Some((u, p)) => st.auth.login(u, p, &client)?,
+            None => Principal::Anonymous,
+        };
+        let grants = st.auth.grants(&principal)?;
+        let access = grant(&st, &principal, &grants, &request.scopes)?;
+        let (jwt, claims) = st
+            .auth
+            .tokens()
+            .issue(&principal.subject(), &st.web.service, access.clone())
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        let issued_at = crate::auth::token::rfc3339(claims.iat);
+        let expires_in = claims.exp - claims.iat;
+        let mut body = if request.oauth {
+            let granted: Vec<String> = access.iter().map(|a| format!("{}:{}:{}", a.kind, a.name, a.actions.join(","))).collect();
+            json!({ "access_token": jwt, "expires_in": expires_in, "issued_at": issued_at, "scope": granted.join(" ") })
+        } else {
+            json!({ "token": jwt, "access_token": jwt, "expires_in": expires_in, "issued_at": issued_at })
+        };
+        if request.offline
+            && let Principal::User { id, .. } = &principal
+        {
+            let refresh = st.auth.iam().create_credential(
+                SecretKind::RefreshToken,
+                Owner::User(*id),
+                Some("token-endpoint"),
+                Some(REFRESH_TOKEN_TTL),
+                false,
+                None,
+            )?;
+            body["refresh_token"] = json!(refresh.secret.expose());
+        }
+        st.auth.audit(AuditEvent {
+            actor: Some(principal.subject()),
+            action: "token.issue",
+            success: true,
+            client_addr: client.addr.map(|a| a.to_string()),
+            detail: Some(format!("{} grants", access.len())),
+            ..AuditEvent::default()
+        });
+        Ok(body)
+    })
+    .await;
+    match result {
+        Ok(Ok(body)) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response(),
+        Ok(Err(e)) => Denial::from(e).into_response(state, headers),
+        Err(e) => Denial::Internal(e.to_string()).into_response(state, headers),
+    }
+}
+
+pub(super) async fn jwks(State(state): State<AppState>) -> Response {
+    let mut r = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        state.auth.tokens().keys().jwks().to_string(),
+    )
+        .into_response();
+    r.extensions_mut().insert(RouteName("jwks"));
+    r
+}
+
+pub(super) async fn ca_pem(State(state): State<AppState>) -> Response {
+    let mut r = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/x-pem-file")],
+        state.auth.tokens().keys().ca_pem(),
+    )
+        .into_response();
+    r.extensions_mut().insert(RouteName("ca_pem"));
+    r
+}

@@ -1,0 +1,697 @@
+//! Identities and what they own: users, organizations, namespaces, memberships, robots, their
+//! credentials, roles, bindings and the audit trail.
+//!
+//! `IamService` is synchronous (argon2 and SQLite writes block); the HTTP layer calls it from
+//! `spawn_blocking`. It validates names and secrets; it does not decide who may call it (that is
+//! `policy`, applied by the callers).
+
+pub mod password;
+pub mod secret;
+
+use std::time::Duration;
+
+use crate::policy::{self, BindingScope, Rule};
+use crate::store::{
+    self, AuditFilter, AuditRow, BindingRow, CredentialRow, MetadataStore, NamespaceRow, OrgRow,
+    RobotRow, UserRow, now,
+};
+pub use secret::{Secret, SecretKind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Store(store::Error),
+    #[error("generating a secret: {0}")]
+    Random(String),
+}
+
+impl From<store::Error> for Error {
+    fn from(e: store::Error) -> Self {
+        match e {
+            store::Error::Conflict => Error::Conflict("already exists".into()),
+            e => Error::Store(e),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// User names that name a kind of secret at login, so no user may have them.
+pub const RESERVED_USERNAMES: [&str; 4] = ["iamapikey", "iambearer", "iamrefresh", "token"];
+
+/// Checks an organization, robot or user name: lowercase letters, digits, and `-`, `_`, `.` inside;
+/// 1 to 64 characters. Organization names must also be valid namespace (repository) components.
+pub fn check_name(what: &str, name: &str) -> Result<()> {
+    let b = name.as_bytes();
+    let edge = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let ok = !b.is_empty()
+        && b.len() <= 64
+        && edge(b[0])
+        && edge(b[b.len() - 1])
+        && b.iter()
+            .all(|&c| edge(c) || c == b'-' || c == b'_' || c == b'.');
+    if !ok {
+        return Err(Error::Invalid(format!(
+            "invalid {what} name {name:?}: use 1-64 lowercase letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+        )));
+    }
+    if what == "organization" || what == "namespace" {
+        name.parse::<crate::content::RepositoryName>()
+            .ok()
+            .filter(|_| !name.contains('/'))
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "invalid {what} name {name:?}: it must be a valid repository path component"
+                ))
+            })?;
+    }
+    if what == "user" && (RESERVED_USERNAMES.contains(&name) || uuid::Uuid::try_parse(name).is_ok())
+    {
+        return Err(Error::Invalid(format!("user name {name:?} is reserved")));
+    }
+    Ok(())
+}
+
+/// Who a credential belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    User(i64),
+    Robot(i64),
+    Org(i64),
+}
+
+/// What an audit event says. Never a secret.
+#[derive(Debug, Clone, Default)]
+pub struct AuditEvent {
+    pub actor: Option<String>,
+    pub action: &'static str,
+    pub success: bool,
+    pub target: Option<String>,
+    pub client_addr: Option<String>,
+    pub detail: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct IamService {
+    meta: MetadataStore,
+}
+
+/// A credential just created, with its secret (shown once).
+pub struct NewCredential {
+    pub row: CredentialRow,
+    pub secret: Secret,
+}
+
+fn not_found(what: &str, name: &str) -> Error {
+    Error::NotFound(format!("{what} {name:?} not found"))
+}
+
+impl IamService {
+    pub fn new(meta: MetadataStore) -> IamService {
+        IamService { meta }
+    }
+
+    pub fn meta(&self) -> &MetadataStore {
+        &self.meta
+    }
+
+    /// On an empty store, creates the server admin `admin`. Returns the password if it was
+    /// generated (the caller prints it once), `None` if one was given or users already exist.
+    pub fn bootstrap_admin(&self, password: Option<&str>) -> Result<Option<String>> {
+        if self.meta.read(|r| r.user_count())? > 0 {
+            return Ok(None);
+        }
+        let (password, generated) = match password {
+            Some(p) if !p.is_empty() => (p.to_owned(), false),
+            _ => {
+                let s = Secret::generate(SecretKind::ApiKey)
+                    .map_err(|e| Error::Random(e.to_string()))?;
+                (s.expose()[37..].to_owned(), true)
+            }
+        };
+        let hash = password::hash(&password).map_err(Error::Invalid)?;
+        self.meta.write(|w| {
+            w.insert_user("admin", Some(&hash), true)?;
+            w.insert_audit(&audit_row(&AuditEvent {
+                action: "user.bootstrap",
+                success: true,
+                target: Some("user/admin".into()),
+                ..AuditEvent::default()
+            }))
+        })?;
+        Ok(generated.then_some(password))
+    }
+
+    // ----- users -----
+
+    pub fn create_user(&self, name: &str, password: Option<&str>, admin: bool) -> Result<UserRow> {
+        check_name("user", name)?;
+        let hash = password
+            .map(password::hash)
+            .transpose()
+            .map_err(Error::Invalid)?;
+        let id = self
+            .meta
+            .write(|w| w.insert_user(name, hash.as_deref(), admin))
+            .map_err(|e| match e {
+                store::Error::Conflict => Error::Conflict(format!("user {name:?} already exists")),
+                e => e.into(),
+            })?;
+        self.meta
+            .read(|r| r.user_by_id(id))?
+            .ok_or_else(|| not_found("user", name))
+    }
+
+    pub fn user(&self, name: &str) -> Result<UserRow> {
+        self.meta
+            .read(|r| r.user_by_name(name))?
+            .ok_or_else(|| not_found("user", name))
+    }
+
+    pub fn users(&self) -> Result<Vec<UserRow>> {
+        Ok(self.meta.read(|r| r.users())?)
+    }
+
+    pub fn set_password(&self, name: &str, password: &str) -> Result<()> {
+        let user = self.user(name)?;
+        let hash = password::hash(password).map_err(Error::Invalid)?;
+        self.meta.write(|w| w.set_password(user.id, &hash))?;
+        Ok(())
+    }
+
+    pub fn delete_user(&self, name: &str) -> Result<()> {
+        let user = self.user(name)?;
+        if user.admin && self.users()?.iter().filter(|u| u.admin).count() == 1 {
+            return Err(Error::Conflict(
+                "the last server admin cannot be deleted".into(),
+            ));
+        }
+        self.meta.write(|w| w.delete_user(user.id))?;
+        Ok(())
+    }
+
+    /// The user if the password is right. Costs one argon2 verification whether or not the user
+    /// exists.
+    pub fn check_password(&self, name: &str, password: &str) -> Result<Option<UserRow>> {
+        let user = self.meta.read(|r| r.user_by_name(name))?;
+        let stored = user.as_ref().and_then(|u| u.password_hash.clone());
+        let ok = password::verify(password, stored.as_deref().unwrap_or(password::decoy()));
+        Ok(user.filter(|_| ok && stored.is_some()))
+    }
+
+    // ----- organizations and namespaces -----
+
+    /// Creates an organization, its namespace of the same name, and makes `owner` its owner.
+    pub fn create_org(&self, name: &str, owner: Option<i64>) -> Result<OrgRow> {
+        check_name("organization", name)?;
+        self.meta
+            .write(|w| {
+                if w.reader().namespace(name)?.is_some() {
+                    return Err(store::Error::Conflict);
+                }
+                let id = w.insert_org(name)?;
+                w.insert_namespace(name, id, false)?;
+                if let Some(user) = owner {
+                    w.set_membership(id, user, "owner")?;
+                }
+                Ok(())
+            })
+            .map_err(|e| match e {
+                store::Error::Conflict => {
+                    Error::Conflict(format!("organization or namespace {name:?} already exists"))
+                }
+                e => e.into(),
+            })?;
+        self.org(name)
+    }
+
+    pub fn org(&self, name: &str) -> Result<OrgRow> {
+        self.meta
+            .read(|r| r.org_by_name(name))?
+            .ok_or_else(|| not_found("organization", name))
+    }
+
+    pub fn orgs(&self) -> Result<Vec<OrgRow>> {
+        Ok(self.meta.read(|r| r.orgs())?)
+    }
+
+    pub fn delete_org(&self, name: &str) -> Result<()> {
+        let org = self.org(name)?;
+        self.meta.write(|w| w.delete_org(org.id))?;
+        Ok(())
+    }
+
+    pub fn namespace(&self, name: &str) -> Result<Option<NamespaceRow>> {
+        Ok(self.meta.read(|r| r.namespace(name))?)
+    }
+
+    pub fn namespaces(&self, org: &str) -> Result<Vec<NamespaceRow>> {
+        let org = self.org(org)?;
+        Ok(self.meta.read(|r| r.namespaces_of_org(org.id))?)
+    }
+
+    pub fn create_namespace(&self, org: &str, name: &str, public: bool) -> Result<NamespaceRow> {
+        check_name("namespace", name)?;
+        let org = self.org(org)?;
+        self.meta
+            .write(|w| w.insert_namespace(name, org.id, public))
+            .map_err(|e| match e {
+                store::Error::Conflict => {
+                    Error::Conflict(format!("namespace {name:?} already exists"))
+                }
+                e => e.into(),
+            })?;
+        self.namespace(name)?
+            .ok_or_else(|| not_found("namespace", name))
+    }
+
+    pub fn set_namespace_public(&self, name: &str, public: bool) -> Result<()> {
+        if self.meta.write(|w| w.set_namespace_public(name, public))? {
+            Ok(())
+        } else {
+            Err(not_found("namespace", name))
+        }
+    }
+
+    pub fn delete_namespace(&self, name: &str) -> Result<()> {
+        if self.meta.write(|w| w.delete_namespace(name))? {
+            Ok(())
+        } else {
+            Err(not_found("namespace", name))
+        }
+    }
+
+    pub fn set_member(&self, org: &str, user: &str, role: &str) -> Result<()> {
+        if role != "owner" && role != "member" {
+            return Err(Error::Invalid(format!(
+                "member role must be owner or member, not {role:?}"
+            )));
+        }
+        let (org, user) = (self.org(org)?, self.user(user)?);
+        self.meta
+            .write(|w| w.set_membership(org.id, user.id, role))?;
+        Ok(())
+    }
+
+    pub fn remove_member(&self, org: &str, user: &str) -> Result<()> {
+        let (org_row, user_row) = (self.org(org)?, self.user(user)?);
+        if self
+            .meta
+            .write(|w| w.delete_membership(org_row.id, user_row.id))?
+        {
+            Ok(())
+        } else {
+            Err(Error::NotFound(format!(
+                "user {user:?} is not a member of {org:?}"
+            )))
+        }
+    }
+
+    pub fn members(&self, org: &str) -> Result<Vec<(UserRow, String)>> {
+        let org = self.org(org)?;
+        Ok(self.meta.read(|r| r.members_of_org(org.id))?)
+    }
+
+    // ----- robots -----
+
+    pub fn create_robot(
+        &self,
+        org: &str,
+        name: &str,
+        description: Option<&str>,
+    ) -> Result<RobotRow> {
+        check_name("robot", name)?;
+        let org_row = self.org(org)?;
+        self.meta
+            .write(|w| w.insert_robot(org_row.id, name, description))
+            .map_err(|e| match e {
+                store::Error::Conflict => {
+                    Error::Conflict(format!("robot {name:?} already exists in {org:?}"))
+                }
+                e => e.into(),
+            })?;
+        self.robot(org, name)
+    }
+
+    pub fn robot(&self, org: &str, name: &str) -> Result<RobotRow> {
+        let org_row = self.org(org)?;
+        self.meta
+            .read(|r| r.robot(org_row.id, name))?
+            .ok_or_else(|| {
+                Error::NotFound(format!("robot {name:?} not found in organization {org:?}"))
+            })
+    }
+
+    pub fn robots(&self, org: &str) -> Result<Vec<RobotRow>> {
+        let org = self.org(org)?;
+        Ok(self.meta.read(|r| r.robots_of_org(org.id))?)
+    }
+
+    pub fn delete_robot(&self, org: &str, name: &str) -> Result<()> {
+        let robot = self.robot(org, name)?;
+        self.meta.write(|w| w.delete_robot(robot.id))?;
+        Ok(())
+    }
+
+    // ----- credentials -----
+
+    /// Creates a credential of `kind` for `owner`; the secret is in the result and nowhere else.
+    pub fn create_credential(
+        &self,
+        kind: SecretKind,
+        owner: Owner,
+        name: Option<&str>,
+        expires_in: Option<Duration>,
+        readwrite: bool,
+        description: Option<&str>,
+    ) -> Result<NewCredential> {
+        let secret = Secret::generate(kind).map_err(|e| Error::Random(e.to_string()))?;
+        let created_at = now();
+        let expires_at = expires_in
+            .map(|d| created_at.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)));
+        let (user_id, robot_id, org_id) = match owner {
+            Owner::User(id) => (Some(id), None, None),
+            Owner::Robot(id) => (None, Some(id), None),
+            Owner::Org(id) => (None, None, Some(id)),
+        };
+        let row = CredentialRow {
+            id: secret.id().to_string(),
+            kind: kind.as_str().to_owned(),
+            name: name.map(str::to_owned),
+            user_id,
+            robot_id,
+            org_id,
+            secret_hash: secret.hash(),
+            readwrite,
+            description: description.map(str::to_owned),
+            created_at,
+            expires_at,
+            revoked_at: None,
+            last_used_at: None,
+            last_used_addr: None,
+            last_used_agent: None,
+        };
+        self.meta
+            .write(|w| {
+                if let (Some(n), Owner::Robot(id)) = (name, owner)
+                    && w.reader()
+                        .credentials_of(("robot", id), kind.as_str())?
+                        .iter()
+                        .any(|c| c.name.as_deref() == Some(n))
+                {
+                    return Err(store::Error::Conflict);
+                }
+                w.insert_credential(&row)
+            })
+            .map_err(|e| match e {
+                store::Error::Conflict => Error::Conflict(format!(
+                    "a token named {:?} already exists",
+                    name.unwrap_or_default()
+                )),
+                e => e.into(),
+            })?;
+        Ok(NewCredential { row, secret })
+    }
+
+    pub fn credentials(&self, owner: Owner, kind: SecretKind) -> Result<Vec<CredentialRow>> {
+        let key = match owner {
+            Owner::User(id) => ("user", id),
+            Owner::Robot(id) => ("robot", id),
+            Owner::Org(id) => ("org", id),
+        };
+        Ok(self.meta.read(|r| r.credentials_of(key, kind.as_str()))?)
+    }
+
+    pub fn credential(&self, id: &str) -> Result<Option<CredentialRow>> {
+        Ok(self.meta.read(|r| r.credential(id))?)
+    }
+
+    pub fn delete_credential(&self, id: &str) -> Result<()> {
+        if self.meta.write(|w| w.delete_credential(id))? {
+            Ok(())
+        } else {
+            Err(not_found("credential", id))
+        }
+    }
+
+    pub fn revoke_credential(&self, id: &str) -> Result<bool> {
+        Ok(self.meta.write(|w| w.revoke_credential(id))?)
+    }
+
+    /// The stored credential behind a presented secret, if the secret is right and the
+    /// credential is neither revoked nor expired.
+    pub fn verify_secret(&self, secret: &Secret) -> Result<Option<CredentialRow>> {
+        let row = self.meta.read(|r| r.credential(&secret.id().to_string()))?;
+        Ok(row.filter(|c| {
+            c.kind == secret.kind().as_str()
+                && secret.matches(&c.secret_hash)
+                && c.revoked_at.is_none()
+                && c.expires_at.is_none_or(|e| e > now())
+        }))
+    }
+
+    /// Records "last used" for credentials, in one transaction (called by a write-behind flusher).
+    pub fn touch_credentials(
+        &self,
+        uses: &[(String, i64, Option<String>, Option<String>)],
+    ) -> Result<()> {
+        self.meta.write(|w| {
+            for (id, at, addr, agent) in uses {
+                w.touch_credential(id, *at, addr.as_deref(), agent.as_deref())?;
+            }
+            Ok::<_, store::Error>(())
+        })?;
+        Ok(())
+    }
+
+    // ----- roles and bindings -----
+
+    /// The rules of a role: built-in, or custom in `org`.
+    pub fn role_rules(&self, org_id: i64, role: &str) -> Result<Option<Vec<Rule>>> {
+        if let Some(rules) = policy::builtin_role(role) {
+            return Ok(Some(rules));
+        }
+        let Some(row) = self.meta.read(|r| r.role(org_id, role))? else {
+            return Ok(None);
+        };
+        serde_json::from_str(&row.rules)
+            .map(Some)
+            .map_err(|e| Error::Store(store::Error::Corrupt(e.to_string())))
+    }
+
+    /// Creates or replaces a custom role. Built-in role names are refused.
+    pub fn put_role(&self, org: &str, name: &str, rules: &[Rule]) -> Result<bool> {
+        check_name("role", &name.to_ascii_lowercase())?;
+        if policy::BUILTIN_ROLES.contains(&name) {
+            return Err(Error::Conflict(format!("{name:?} is a built-in role")));
+        }
+        for r in rules {
+            r.validate().map_err(Error::Invalid)?;
+        }
+        let org = self.org(org)?;
+        let text = serde_json::to_string(rules).map_err(|e| Error::Invalid(e.to_string()))?;
+        let existed = self.meta.read(|r| r.role(org.id, name))?.is_some();
+        self.meta.write(|w| w.put_role(org.id, name, &text))?;
+        Ok(existed)
+    }
+
+    pub fn roles(&self, org: &str) -> Result<Vec<(String, Vec<Rule>, bool)>> {
+        let org = self.org(org)?;
+        let mut out: Vec<(String, Vec<Rule>, bool)> = policy::BUILTIN_ROLES
+            .iter()
+            .filter_map(|n| policy::builtin_role(n).map(|r| ((*n).to_owned(), r, true)))
+            .collect();
+        for row in self.meta.read(|r| r.roles_of_org(org.id))? {
+            let rules = serde_json::from_str(&row.rules)
+                .map_err(|e| Error::Store(store::Error::Corrupt(e.to_string())))?;
+            out.push((row.name, rules, false));
+        }
+        Ok(out)
+    }
+
+    pub fn delete_role(&self, org: &str, name: &str) -> Result<()> {
+        let org_row = self.org(org)?;
+        if self.meta.write(|w| w.delete_role(org_row.id, name))? {
+            Ok(())
+        } else {
+            Err(not_found("role", name))
+        }
+    }
+
+    /// Creates or replaces a binding. The subject is `user/NAME` or `robot/NAME` (a robot of
+    /// `org`); the role must exist; the scope's namespace must belong to `org`.
+    pub fn put_binding(
+        &self,
+        org: &str,
+        name: &str,
+        role: &str,
+        subject: &str,
+        scope: &BindingScope,
+    ) -> Result<bool> {
+        check_name("binding", name)?;
+        let org_row = self.org(org)?;
+        if self.role_rules(org_row.id, role)?.is_none() {
+            return Err(Error::NotFound(format!(
+                "role {role:?} not found in organization {org:?}"
+            )));
+        }
+        let (subject_kind, subject_id) = match subject.split_once('/') {
+            Some(("user", u)) => ("user", self.user(u)?.id),
+            Some(("robot", r)) => ("robot", self.robot(org, r)?.id),
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "subject must be user/NAME or robot/NAME, not {subject:?}"
+                )));
+            }
+        };
+        let (scope_kind, scope_value) = match scope {
+            BindingScope::Org => ("org", None),
+            BindingScope::Namespace(ns) => {
+                let owned = self.namespace(ns)?.is_some_and(|n| n.org_id == org_row.id);
+                if !owned {
+                    return Err(Error::Invalid(format!(
+                        "namespace {ns:?} does not belong to organization {org:?}"
+                    )));
+                }
+                ("namespace", Some(ns.clone()))
+            }
+            BindingScope::Repository(glob) => {
+                let ns = policy::namespace_of(glob);
+                let owned = self.namespace(ns)?.is_some_and(|n| n.org_id == org_row.id);
+                if !owned || ns.contains('*') {
+                    return Err(Error::Invalid(format!(
+                        "repository glob {glob:?} must start with a namespace of organization {org:?}"
+                    )));
+                }
+                ("repository", Some(glob.clone()))
+            }
+        };
+        let existed = self.meta.read(|r| r.binding(org_row.id, name))?.is_some();
+        self.meta.write(|w| {
+            w.put_binding(&BindingRow {
+                org_id: org_row.id,
+                org: org_row.name.clone(),
+                name: name.to_owned(),
+                role: role.to_owned(),
+                subject_kind: subject_kind.to_owned(),
+                subject_id,
+                scope_kind: scope_kind.to_owned(),
+                scope: scope_value,
+            })
+        })?;
+        Ok(existed)
+    }
+
+    pub fn bindings(&self, org: &str) -> Result<Vec<BindingRow>> {
+        let org = self.org(org)?;
+        Ok(self.meta.read(|r| r.bindings_of_org(org.id))?)
+    }
+
+    pub fn delete_binding(&self, org: &str, name: &str) -> Result<()> {
+        let org_row = self.org(org)?;
+        if self.meta.write(|w| w.delete_binding(org_row.id, name))? {
+            Ok(())
+        } else {
+            Err(not_found("binding", name))
+        }
+    }
+
+    /// The grants of a user or robot: ownerships, and every binding with its role's rules.
+    pub fn grants(&self, subject: (&str, i64), admin: bool) -> Result<policy::Grants> {
+        let mut g = policy::Grants {
+            admin,
+            ..policy::Grants::default()
+        };
+        if subject.0 == "user" {
+            for (org, role) in self.meta.read(|r| r.memberships_of_user(subject.1))? {
+                if role == "owner" {
+                    g.owner_of.push(org.name);
+                }
+            }
+        }
+        for b in self
+            .meta
+            .read(|r| r.bindings_for_subject(subject.0, subject.1))?
+        {
+            let Some(rules) = self.role_rules(b.org_id, &b.role)? else {
+                continue;
+            };
+            let scope = match (b.scope_kind.as_str(), b.scope) {
+                ("namespace", Some(ns)) => BindingScope::Namespace(ns),
+                ("repository", Some(glob)) => BindingScope::Repository(glob),
+                _ => BindingScope::Org,
+            };
+            g.grants.push(policy::Grant {
+                org: b.org,
+                rules,
+                scope,
+            });
+        }
+        Ok(g)
+    }
+
+    // ----- audit -----
+
+    pub fn audit(&self, event: &AuditEvent) -> Result<()> {
+        self.audit_all(std::slice::from_ref(event))
+    }
+
+    /// Writes several audit events in one transaction.
+    pub fn audit_all(&self, events: &[AuditEvent]) -> Result<()> {
+        self.meta.write(|w| {
+            for e in events {
+                w.insert_audit(&audit_row(e))?;
+            }
+            Ok::<_, store::Error>(())
+        })?;
+        Ok(())
+    }
+
+    pub fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>> {
+        Ok(self.meta.read(|r| r.audit_events(filter))?)
+    }
+}
+
+fn audit_row(e: &AuditEvent) -> AuditRow {
+    AuditRow {
+        id: 0,
+        at: now(),
+        actor: e.actor.clone(),
+        action: e.action.to_owned(),
+        outcome: if e.success { "success" } else { "failure" }.to_owned(),
+        target: e.target.clone(),
+        client_addr: e.client_addr.clone(),
+        detail: e.detail.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["acme", "ci-bot", "a", "team.x", "a_b"] {
+            assert!(check_name("robot", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "Acme", "-x", "x-", "a/b", "a b", &"a".repeat(65)] {
+            assert!(check_name("robot", bad).is_err(), "{bad}");
+        }
+        for reserved in [
+            "iamapikey",
+            "iambearer",
+            "iamrefresh",
+            "token",
+            "3f1c0c8e-7a35-4b39-9d8e-0f5a1b2c3d4e",
+        ] {
+            assert!(check_name("user", reserved).is_err(), "{reserved}");
+        }
+        assert!(check_name("organization", "a..b").is_err());
+    }
+}
