@@ -5,9 +5,10 @@
 //! read-only health and metrics probes.
 
 pub(crate) mod access;
+mod api;
 mod metrics;
 pub(crate) mod oci;
-mod token;
+pub(crate) mod token;
 
 use std::time::Instant;
 
@@ -39,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .route("/token", get(token::get).post(token::post))
         .route("/.well-known/jwks.json", get(token::jwks))
         .route("/api/v1/keys/ca.pem", get(token::ca_pem))
+        .nest("/api/v1", api::router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -612,6 +612,8 @@ impl IamService {
             for (org, role) in self.meta.read(|r| r.memberships_of_user(subject.1))? {
                 if role == "owner" {
                     g.owner_of.push(org.name);
+                } else {
+                    g.member_of.push(org.name);
                 }
             }
         }

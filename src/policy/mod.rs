@@ -180,6 +180,8 @@ pub struct Grants {
     pub admin: bool,
     /// Organizations the caller owns (owners are Managers of all the org's namespaces).
     pub owner_of: Vec<String>,
+    /// Organizations the caller belongs to as `member` (owners are listed in `owner_of`).
+    pub member_of: Vec<String>,
     pub grants: Vec<Grant>,
     /// A registry token: read-only or read-write access to the namespaces of one organization.
     pub registry_token: Option<(String, bool)>,

@@ -12,6 +12,7 @@
 mod clients;
 mod durability;
 mod gc;
+mod identity;
 mod oci_blobs;
 mod oci_manifests;
 mod server;

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::StatusCode;
+use serde_json::{Value, json};
 use sha2::Digest as _;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -353,4 +354,194 @@ pub fn channel_body() -> (
     let stream =
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
     (tx, reqwest::Body::wrap_stream(stream))
+}
+
+/// Writes `bytes` as a blob of an OCI layout and returns its descriptor.
+pub fn layout_blob(dir: &Path, media_type: &str, bytes: &[u8]) -> Value {
+    let d = sha256(bytes);
+    std::fs::write(dir.join("blobs/sha256").join(&d[7..]), bytes).unwrap();
+    json!({"mediaType": media_type, "digest": d, "size": bytes.len()})
+}
+
+/// Builds an OCI layout at `dir` whose tag `v1` is an index of two platform images, each with a
+/// real tar layer. Returns the index bytes.
+pub fn multi_platform_layout(dir: &Path) -> Vec<u8> {
+    std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let mut platforms = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let root = dir.parent().unwrap().join(format!("rootfs-{arch}"));
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(root.join("etc/arch"), arch).unwrap();
+        std::fs::write(
+            root.join("payload.bin"),
+            random_bytes(300_000, arch.len() as u64),
+        )
+        .unwrap();
+        // A gzip layer, as real images have: registry clients leave those as they are, so the
+        // manifests keep their digests.
+        let tar_path = dir.parent().unwrap().join(format!("layer-{arch}.tar"));
+        run(Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar_path)
+            .arg("."));
+        let tar = std::fs::read(&tar_path).unwrap();
+        let gz = Command::new("gzip")
+            .arg("-n")
+            .arg("-c")
+            .arg(&tar_path)
+            .output()
+            .unwrap();
+        assert!(gz.status.success());
+        let layer = layout_blob(
+            dir,
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            &gz.stdout,
+        );
+        let config = json!({
+            "architecture": arch, "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [sha256(&tar)]},
+            "config": {"Cmd": ["/bin/true"]}
+        });
+        let config = layout_blob(dir, OCI_CONFIG, config.to_string().as_bytes());
+        let manifest = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": [layer]});
+        let mut desc = layout_blob(dir, OCI_MANIFEST, manifest.to_string().as_bytes());
+        desc["platform"] = json!({"architecture": arch, "os": "linux"});
+        platforms.push(desc);
+    }
+    let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": platforms})
+        .to_string()
+        .into_bytes();
+    let mut top = layout_blob(dir, OCI_INDEX, &index);
+    top["annotations"] = json!({"org.opencontainers.image.ref.name": "v1"});
+    std::fs::write(
+        dir.join("index.json"),
+        json!({"schemaVersion": 2, "manifests": [top]}).to_string(),
+    )
+    .unwrap();
+    index
+}
+
+/// A management-API client: JSON in, (status, JSON) out.
+pub struct Api {
+    pub base: String,
+    pub http: reqwest::Client,
+    /// `Authorization` value sent with each request, if any.
+    pub auth: Option<String>,
+}
+
+impl Api {
+    /// As the server admin (Basic).
+    pub fn admin(s: &Server) -> Api {
+        Api::basic(s, "admin", ADMIN_PASSWORD)
+    }
+
+    pub fn basic(s: &Server, user: &str, secret: &str) -> Api {
+        use base64::Engine as _;
+        let auth = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"))
+        );
+        Api {
+            base: s.base.clone(),
+            http: anonymous_client(),
+            auth: Some(auth),
+        }
+    }
+
+    pub fn bearer(s: &Server, token: &str) -> Api {
+        Api {
+            base: s.base.clone(),
+            http: anonymous_client(),
+            auth: Some(format!("Bearer {token}")),
+        }
+    }
+
+    pub fn anonymous(s: &Server) -> Api {
+        Api {
+            base: s.base.clone(),
+            http: anonymous_client(),
+            auth: None,
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(
+            method.parse().unwrap(),
+            format!("{}/api/v1{path}", self.base),
+        );
+        if let Some(a) = &self.auth {
+            req = req.header("authorization", a);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call("GET", path, None, &[]).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call("POST", path, Some(body), &[]).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call("PUT", path, Some(body), &[]).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.call("DELETE", path, None, &[]).await
+    }
+
+    /// Asserts `status` and returns the body.
+    pub async fn ok(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        status: StatusCode,
+    ) -> Value {
+        let (got, v) = self.call(method, path, body, &[]).await;
+        assert_eq!(got, status, "{method} {path}: {v}");
+        v
+    }
+}
+
+/// Creates user `name` (as admin) and logs in; returns the login answer
+/// (`access_token`, `refresh_token`).
+pub async fn user_session(s: &Server, name: &str, password: &str) -> Value {
+    Api::admin(s)
+        .ok(
+            "POST",
+            "/users",
+            Some(json!({"name": name, "password": password})),
+            StatusCode::CREATED,
+        )
+        .await;
+    Api::anonymous(s)
+        .ok(
+            "POST",
+            "/auth/login",
+            Some(json!({"username": name, "password": password})),
+            StatusCode::OK,
+        )
+        .await
 }

@@ -1,0 +1,391 @@
+//! Roles and bindings as declarative objects (`PUT` creates or replaces, so that `apply` works),
+//! the access review ("can i"), and the audit trail.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::identity::audit_change;
+use super::{ApiCaller, ApiError, ApiResult, blocking, json_response, parse_body, time};
+use crate::auth::Principal;
+use crate::policy::{self, BindingScope, Rule};
+use crate::server::AppState;
+use crate::store::{AuditFilter, BindingRow};
+
+#[derive(Deserialize)]
+struct RoleBody {
+    rules: Vec<Rule>,
+}
+
+fn role_json(org: &str, name: &str, rules: &[Rule], builtin: bool) -> serde_json::Value {
+    json!({ "kind": "Role", "org": org, "name": name, "rules": rules, "builtin": builtin })
+}
+
+pub(super) async fn list_roles(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(org): Path<String>,
+) -> ApiResult<Response> {
+    caller.require_manage(&org, "roles", "list", "")?;
+    blocking(&state, move |st| {
+        let roles: Vec<_> = st
+            .auth
+            .iam()
+            .roles(&org)?
+            .iter()
+            .map(|(n, r, b)| role_json(&org, n, r, *b))
+            .collect();
+        Ok(json_response(StatusCode::OK, json!({ "roles": roles })))
+    })
+    .await
+}
+
+pub(super) async fn get_role(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path((org, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    caller.require_manage(&org, "roles", "get", &name)?;
+    blocking(&state, move |st| {
+        let found = st
+            .auth
+            .iam()
+            .roles(&org)?
+            .into_iter()
+            .find(|(n, ..)| *n == name);
+        let (n, rules, builtin) =
+            found.ok_or_else(|| ApiError::NotFound(format!("role {name:?} not found")))?;
+        Ok(json_response(
+            StatusCode::OK,
+            role_json(&org, &n, &rules, builtin),
+        ))
+    })
+    .await
+}
+
+pub(super) async fn put_role(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path((org, name)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    caller.require_manage(&org, "roles", "update", &name)?;
+    let body: RoleBody = parse_body(&body)?;
+    blocking(&state, move |st| {
+        let replaced = st.auth.iam().put_role(&org, &name, &body.rules)?;
+        audit_change(st, &caller, "role.put", format!("org/{org}/roles/{name}"));
+        let status = if replaced {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        };
+        Ok(json_response(
+            status,
+            role_json(&org, &name, &body.rules, false),
+        ))
+    })
+    .await
+}
+
+pub(super) async fn delete_role(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path((org, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    caller.require_manage(&org, "roles", "delete", &name)?;
+    blocking(&state, move |st| {
+        st.auth.iam().delete_role(&org, &name)?;
+        audit_change(
+            st,
+            &caller,
+            "role.delete",
+            format!("org/{org}/roles/{name}"),
+        );
+        Ok(StatusCode::NO_CONTENT.into_response())
+    })
+    .await
+}
+
+/// A binding: `{"role", "subject": "robot/NAME" | "user/NAME", "namespace"?, "repository"?}`;
+/// neither scope field means the whole organization.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BindingBody {
+    role: String,
+    subject: String,
+    namespace: Option<String>,
+    repository: Option<String>,
+}
+
+fn binding_json(st: &AppState, b: &BindingRow) -> serde_json::Value {
+    let subject = match b.subject_kind.as_str() {
+        "robot" => st
+            .auth
+            .iam()
+            .meta()
+            .read(|r| r.robot_by_id(b.subject_id))
+            .ok()
+            .flatten()
+            .map(|r| format!("robot/{}", r.name)),
+        _ => st
+            .auth
+            .iam()
+            .meta()
+            .read(|r| r.user_by_id(b.subject_id))
+            .ok()
+            .flatten()
+            .map(|u| format!("user/{}", u.name)),
+    };
+    let mut v = json!({ "kind": "Binding", "org": b.org, "name": b.name, "role": b.role, "subject": subject });
+    match b.scope_kind.as_str() {
+        "namespace" => v["namespace"] = json!(b.scope),
+        "repository" => v["repository"] = json!(b.scope),
+        _ => {}
+    }
+    v
+}
+
+pub(super) async fn list_bindings(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(org): Path<String>,
+) -> ApiResult<Response> {
+    caller.require_manage(&org, "bindings", "list", "")?;
+    blocking(&state, move |st| {
+        let list: Vec<_> = st
+            .auth
+            .iam()
+            .bindings(&org)?
+            .iter()
+            .map(|b| binding_json(st, b))
+            .collect();
+        Ok(json_response(StatusCode::OK, json!({ "bindings": list })))
+    })
+    .await
+}
+
+pub(super) async fn get_binding(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path((org, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    caller.require_manage(&org, "bindings", "get", &name)?;
+    blocking(&state, move |st| {
+        let b = st
+            .auth
+            .iam()
+            .bindings(&org)?
+            .into_iter()
+            .find(|b| b.name == name);
+        let b = b.ok_or_else(|| ApiError::NotFound(format!("binding {name:?} not found")))?;
+        Ok(json_response(StatusCode::OK, binding_json(st, &b)))
+    })
+    .await
+}
+
+pub(super) async fn put_binding(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path((org, name)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    caller.require_manage(&org, "bindings", "update", &name)?;
+    let body: BindingBody = parse_body(&body)?;
+    let scope = match (body.namespace, body.repository) {
+        (None, None) => BindingScope::Org,
+        (Some(ns), None) => BindingScope::Namespace(ns),
+        (None, Some(glob)) => BindingScope::Repository(glob),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::Invalid(
+                "give namespace or repository, not both".into(),
+            ));
+        }
+    };
+    blocking(&state, move |st| {
+        let replaced = st
+            .auth
+            .iam()
+            .put_binding(&org, &name, &body.role, &body.subject, &scope)?;
+        audit_change(
+            st,
+            &caller,
+            "binding.put",
+            format!("org/{org}/bindings/{name}"),
+        );
+        let b = st
+            .auth
+            .iam()
+            .bindings(&org)?
+            .into_iter()
+            .find(|b| b.name == name);
+        let b = b.ok_or_else(|| ApiError::Internal("binding vanished".into()))?;
+        Ok(json_response(
+            if replaced {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            },
+            binding_json(st, &b),
+        ))
+    })
+    .await
+}
+
+pub(super) async fn delete_binding(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path((org, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    caller.require_manage(&org, "bindings", "delete", &name)?;
+    blocking(&state, move |st| {
+        st.auth.iam().delete_binding(&org, &name)?;
+        audit_change(
+            st,
+            &caller,
+            "binding.delete",
+            format!("org/{org}/bindings/{name}"),
+        );
+        Ok(StatusCode::NO_CONTENT.into_response())
+    })
+    .await
+}
+
+/// `{"subject"?: "robot/NAME" | "user/NAME", "verb", "resource": "repositories", "name"}`;
+/// without a subject, the caller asks about itself.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReviewBody {
+    subject: Option<String>,
+    verb: String,
+    #[serde(default = "repositories")]
+    resource: String,
+    #[serde(default)]
+    name: String,
+}
+
+fn repositories() -> String {
+    "repositories".into()
+}
+
+pub(super) async fn review(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(org): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let body: ReviewBody = parse_body(&body)?;
+    if body.subject.is_some() {
+        caller.require_manage(&org, "bindings", "get", "")?;
+    }
+    blocking(&state, move |st| {
+        let iam = st.auth.iam();
+        let grants = match body.subject.as_deref() {
+            None => caller.grants.clone(),
+            Some(s) => {
+                let principal = match s.split_once('/') {
+                    Some(("user", u)) => {
+                        let u = iam.user(u)?;
+                        Principal::User {
+                            id: u.id,
+                            name: u.name,
+                            admin: u.admin,
+                        }
+                    }
+                    Some(("robot", r)) => {
+                        let r = iam.robot(&org, r)?;
+                        Principal::Robot {
+                            id: r.id,
+                            org: r.org,
+                            name: r.name,
+                        }
+                    }
+                    _ => {
+                        return Err(ApiError::Invalid(format!(
+                            "subject must be user/NAME or robot/NAME, not {s:?}"
+                        )));
+                    }
+                };
+                st.auth.grants(&principal)?
+            }
+        };
+        let allowed = if body.resource == "repositories" {
+            let action = policy::Action::parse(&body.verb).ok_or_else(|| {
+                ApiError::Invalid(format!("verb {:?} is not pull, push or delete", body.verb))
+            })?;
+            let ns = crate::http::access::namespace_info(st, policy::namespace_of(&body.name))?;
+            let in_org = ns.as_ref().is_some_and(|n| n.org == org);
+            in_org && policy::repository_actions(&grants, &body.name, ns.as_ref()).contains(action)
+        } else {
+            policy::may_manage(&grants, &org, &body.resource, &body.verb, &body.name)
+        };
+        Ok(json_response(StatusCode::OK, json!({ "allowed": allowed })))
+    })
+    .await
+}
+
+/// Audit events, newest first. Server admins see all; anyone else only their own.
+pub(super) async fn audit(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let since = match q.get("since") {
+        Some(s) => Some(parse_since(s)?),
+        None => None,
+    };
+    let number = |k: &str| -> ApiResult<Option<i64>> {
+        q.get(k)
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| ApiError::Invalid(format!("{k} must be a number")))
+            })
+            .transpose()
+    };
+    let mut filter = AuditFilter {
+        actor: q.get("actor").cloned(),
+        action: q.get("action").cloned(),
+        outcome: q.get("outcome").cloned(),
+        since,
+        before_id: number("before")?,
+        limit: number("limit")?.map_or(100, |l| u64::try_from(l.clamp(1, 1000)).unwrap_or(100)),
+    };
+    if !caller.grants.admin {
+        let own = caller.subject();
+        if filter.actor.as_ref().is_some_and(|a| *a != own) {
+            return Err(ApiError::Forbidden(
+                "only server admins see other actors' events".into(),
+            ));
+        }
+        filter.actor = Some(own);
+    }
+    blocking(&state, move |st| {
+        st.auth.flush_usage()?;
+        let events = st.auth.iam().audit_events(&filter)?;
+        let next = (events.len() as u64 == filter.limit).then(|| events.last().map(|e| e.id)).flatten();
+        let list: Vec<_> = events
+            .iter()
+            .map(|e| {
+                json!({
+                    "id": e.id, "time": time(Some(e.at)), "actor": e.actor, "action": e.action,
+                    "outcome": e.outcome, "target": e.target, "clientAddress": e.client_addr, "detail": e.detail,
+                })
+            })
+            .collect();
+        Ok(json_response(StatusCode::OK, json!({ "events": list, "next": next })))
+    })
+    .await
+}
+
+/// `since` as Unix seconds or a duration back from now (`15m`, `24h`).
+fn parse_since(s: &str) -> ApiResult<i64> {
+    if let Ok(secs) = s.parse::<i64>() {
+        return Ok(secs);
+    }
+    let d = crate::config::parse_duration(s).map_err(ApiError::Invalid)?;
+    Ok(crate::store::now() - i64::try_from(d.as_secs()).unwrap_or(0))
+}

@@ -1,0 +1,498 @@
+//! Robots and every long-lived credential: robot tokens, API keys (of the caller or of a robot)
+//! and registry tokens (`POST /api/v1/tokens?permanent=true` with an `Organization` header, as
+//! in seed 002). Secrets appear only in the `201` answer that creates them.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::identity::audit_change;
+use super::{ApiCaller, ApiError, ApiResult, blocking, json_response, parse_body, time};
+use crate::auth::Principal;
+use crate::config::parse_duration;
+use crate::iam::{NewCredential, Owner, SecretKind};
+use crate::server::AppState;
+use crate::store::{CredentialRow, RobotRow};
+
+fn robot_json(r: &RobotRow) -> serde_json::Value {
+    json!({ "org": r.org, "name": r.name, "description": r.description, "created": time(Some(r.created_at)) })
+}
+
+/// A credential without its secret.
+fn credential_json(c: &CredentialRow) -> serde_json::Value {
+    json!({
+        "id": c.id,
+        "name": c.name,
+        "description": c.description,
+        "readwrite": c.readwrite,
+        "created": time(Some(c.created_at)),
+        "expires": time(c.expires_at),
+        "revoked": c.revoked_at.is_some(),
+        "lastUsed": c.last_used_at.map(|at| json!({
+            "at": time(Some(at)), "address": c.last_used_addr, "userAgent": c.last_used_agent,
+        })),
+    })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct NewNamed {
+    name: Option<String>,
+    description: Option<String>,
+    /// `90d`, `24h`…; absent means the credential does not expire.
+    expires_in: Option<String>,
+}
+
+fn expiry(v: Option<&str>) -> ApiResult<Option<std::time::Duration>> {
+    v.map(|s| parse_duration(s).map_err(ApiError::Invalid))
+        .transpose()
+}
+
+/// Parses an optional JSON body (empty means defaults).
+fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> ApiResult<T> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        parse_body(body)
+    }
+}
+
+pub(super) async fn list_robots(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(org): Path<String>,
+) -> ApiResult<Response> {
+    caller.require_manage(&org, "robots", "list", "")?;
+    blocking(&state, move |st| {
+        let robots: Vec<_> = st.auth.iam().robots(&org)?.iter().map(robot_json).collect();
+        Ok(json_response(StatusCode::OK, json!({ "robots": robots })))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewRobot {
+    name: String,
+    description: Option<String>,
+}
+
+pub(super) async fn create_robot(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(org): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let body: NewRobot = parse_body(&body)?;
+    caller.require_manage(&org, "robots", "create", &body.name)?;
+    blocking(&state, move |st| {
+        let robot = st
+            .auth
+            .iam()
+            .create_robot(&org, &body.name, body.description.as_deref())?;
+        audit_change(
+            st,
+            &caller,
+            "robot.create",
+            format!("robot/{org}/{}", robot.name),
+        );
+        Ok(json_response(StatusCode::CREATED, robot_json(&robot)))
+    })
+    .await
+}
+
+pub(super) async fn get_robot(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path((org, robot)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    caller.require_manage(&org, "robots", "get", &robot)?;
+    blocking(&state, move |st| {
+        Ok(json_response(
+            StatusCode::OK,
+            robot_json(&st.auth.iam().robot(&org, &robot)?),
+        ))
+    })
+    .await
+}
+
+pub(super) async fn delete_robot(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path((org, robot)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    caller.require_manage(&org, "robots", "delete", &robot)?;
+    blocking(&state, move |st| {
+        st.auth.iam().delete_robot(&org, &robot)?;
+        audit_change(st, &caller, "robot.delete", format!("robot/{org}/{robot}"));
+        Ok(StatusCode::NO_CONTENT.into_response())
+    })
+    .await
+}
+
+/// The `201` answer of a new credential: its metadata plus the secret, once.
+fn created(new: &NewCredential, secret_field: &str) -> Response {
+    let mut v = credential_json(&new.row);
+    v[secret_field] = json!(new.secret.expose());
+    json_response(StatusCode::CREATED, v)
+}
+
+pub(super) async fn list_robot_tokens(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path((org, robot)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    caller.require_manage(&org, "credentials", "list", &robot)?;
+    blocking(&state, move |st| {
+        let r = st.auth.iam().robot(&org, &robot)?;
+        let list: Vec<_> = st
+            .auth
+            .iam()
+            .credentials(Owner::Robot(r.id), SecretKind::RobotToken)?
+            .iter()
+            .map(credential_json)
+            .collect();
+        Ok(json_response(StatusCode::OK, json!({ "tokens": list })))
+    })
+    .await
+}
+
+/// Answers `{"accessId", "token"}` (seed 000's token file) plus id, name and expiry.
+pub(super) async fn create_robot_token(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path((org, robot)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    caller.require_manage(&org, "credentials", "create", &robot)?;
+    let body: NewNamed = optional_body(&body)?;
+    let name = body
+        .name
+        .clone()
+        .ok_or_else(|| ApiError::Invalid("a robot token needs a name".into()))?;
+    crate::iam::check_name("token", &name)?;
+    let ttl = expiry(body.expires_in.as_deref())?;
+    blocking(&state, move |st| {
+        let r = st.auth.iam().robot(&org, &robot)?;
+        let new = st.auth.iam().create_credential(
+            SecretKind::RobotToken,
+            Owner::Robot(r.id),
+            Some(&name),
+            ttl,
+            false,
+            body.description.as_deref(),
+        )?;
+        audit_change(
+            st,
+            &caller,
+            "robot_token.create",
+            format!("robot/{org}/{robot}/tokens/{}", new.row.id),
+        );
+        let mut v = credential_json(&new.row);
+        v["accessId"] = json!(new.row.id);
+        v["token"] = json!(new.secret.expose());
+        Ok(json_response(StatusCode::CREATED, v))
+    })
+    .await
+}
+
+/// Deletes a credential of `owner` (and nothing else: an id of another owner is not found).
+fn delete_owned(
+    st: &AppState,
+    caller: &ApiCaller,
+    owner: Owner,
+    kind: SecretKind,
+    id: &str,
+    target: String,
+) -> ApiResult<Response> {
+    let list = st.auth.iam().credentials(owner, kind)?;
+    if !list.iter().any(|c| c.id == id) {
+        return Err(ApiError::NotFound(format!("credential {id:?} not found")));
+    }
+    st.auth.iam().delete_credential(id)?;
+    audit_change(st, caller, "credential.delete", target);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub(super) async fn delete_robot_token(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path((org, robot, id)): Path<(String, String, String)>,
+) -> ApiResult<Response> {
+    caller.require_manage(&org, "credentials", "delete", &robot)?;
+    blocking(&state, move |st| {
+        let r = st.auth.iam().robot(&org, &robot)?;
+        delete_owned(
+            st,
+            &caller,
+            Owner::Robot(r.id),
+            SecretKind::RobotToken,
+            &id,
+            format!("robot/{org}/{robot}/tokens/{id}"),
+        )
+    })
+    .await
+}
+
+pub(super) async fn list_robot_keys(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path((org, robot)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    caller.require_manage(&org, "credentials", "list", &robot)?;
+    blocking(&state, move |st| {
+        let r = st.auth.iam().robot(&org, &robot)?;
+        let list: Vec<_> = st
+            .auth
+            .iam()
+            .credentials(Owner::Robot(r.id), SecretKind::ApiKey)?
+            .iter()
+            .map(credential_json)
+            .collect();
+        Ok(json_response(StatusCode::OK, json!({ "apikeys": list })))
+    })
+    .await
+}
+
+pub(super) async fn create_robot_key(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path((org, robot)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    caller.require_manage(&org, "credentials", "create", &robot)?;
+    let body: NewNamed = optional_body(&body)?;
+    let ttl = expiry(body.expires_in.as_deref())?;
+    blocking(&state, move |st| {
+        let r = st.auth.iam().robot(&org, &robot)?;
+        let new = st.auth.iam().create_credential(
+            SecretKind::ApiKey,
+            Owner::Robot(r.id),
+            body.name.as_deref(),
+            ttl,
+            false,
+            body.description.as_deref(),
+        )?;
+        audit_change(
+            st,
+            &caller,
+            "apikey.create",
+            format!("robot/{org}/{robot}/apikeys/{}", new.row.id),
+        );
+        Ok(created(&new, "apikey"))
+    })
+    .await
+}
+
+pub(super) async fn delete_robot_key(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path((org, robot, id)): Path<(String, String, String)>,
+) -> ApiResult<Response> {
+    caller.require_manage(&org, "credentials", "delete", &robot)?;
+    blocking(&state, move |st| {
+        let r = st.auth.iam().robot(&org, &robot)?;
+        delete_owned(
+            st,
+            &caller,
+            Owner::Robot(r.id),
+            SecretKind::ApiKey,
+            &id,
+            format!("robot/{org}/{robot}/apikeys/{id}"),
+        )
+    })
+    .await
+}
+
+fn own_user(caller: &ApiCaller) -> ApiResult<i64> {
+    match &caller.principal {
+        Principal::User { id, .. } => Ok(*id),
+        _ => Err(ApiError::Forbidden(
+            "only users have API keys of their own; robots' keys are made through the robot".into(),
+        )),
+    }
+}
+
+pub(super) async fn list_own_keys(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+) -> ApiResult<Response> {
+    let id = own_user(&caller)?;
+    blocking(&state, move |st| {
+        let list: Vec<_> = st
+            .auth
+            .iam()
+            .credentials(Owner::User(id), SecretKind::ApiKey)?
+            .iter()
+            .map(credential_json)
+            .collect();
+        Ok(json_response(StatusCode::OK, json!({ "apikeys": list })))
+    })
+    .await
+}
+
+pub(super) async fn create_own_key(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let id = own_user(&caller)?;
+    let body: NewNamed = optional_body(&body)?;
+    let ttl = expiry(body.expires_in.as_deref())?;
+    blocking(&state, move |st| {
+        let new = st.auth.iam().create_credential(
+            SecretKind::ApiKey,
+            Owner::User(id),
+            body.name.as_deref(),
+            ttl,
+            false,
+            body.description.as_deref(),
+        )?;
+        audit_change(
+            st,
+            &caller,
+            "apikey.create",
+            format!("{}/apikeys/{}", caller.subject(), new.row.id),
+        );
+        Ok(created(&new, "apikey"))
+    })
+    .await
+}
+
+pub(super) async fn delete_own_key(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(key): Path<String>,
+) -> ApiResult<Response> {
+    let id = own_user(&caller)?;
+    blocking(&state, move |st| {
+        let target = format!("{}/apikeys/{key}", caller.subject());
+        delete_owned(
+            st,
+            &caller,
+            Owner::User(id),
+            SecretKind::ApiKey,
+            &key,
+            target,
+        )
+    })
+    .await
+}
+
+/// The organization a registry-token request is about: the `Organization` header.
+fn organization(headers: &HeaderMap) -> ApiResult<String> {
+    headers
+        .get("organization")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            ApiError::Invalid("the Organization header names the organization of the token".into())
+        })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct NewRegistryToken {
+    readwrite: Option<bool>,
+    description: Option<String>,
+}
+
+fn truthy(v: Option<&String>) -> Option<bool> {
+    v.map(|s| s == "true" || s == "1" || s.is_empty())
+}
+
+/// Seed 002: `POST /api/v1/tokens?permanent=true` with `Authorization` and `Organization`
+/// headers answers `201 {"token": …}`. `readwrite` and `description` come in the JSON body or the
+/// query; read-only by default; without `permanent=true` the token expires.
+pub(super) async fn create_registry_token(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let org = organization(&headers)?;
+    let body: NewRegistryToken = optional_body(&body)?;
+    let readwrite = body
+        .readwrite
+        .or(truthy(q.get("readwrite")))
+        .unwrap_or(false);
+    let permanent = truthy(q.get("permanent")).unwrap_or(false);
+    let description = body.description.or_else(|| q.get("description").cloned());
+    if readwrite {
+        caller.require_manage(&org, "credentials", "create", "registry-token")?;
+    } else if !caller.in_org(&org) || matches!(caller.principal, Principal::RegistryToken { .. }) {
+        return Err(ApiError::Forbidden(format!(
+            "not a member of organization {org:?}"
+        )));
+    }
+    let ttl = (!permanent).then_some(state.web.registry_token_ttl);
+    blocking(&state, move |st| {
+        let org_row = st.auth.iam().org(&org)?;
+        let new = st.auth.iam().create_credential(
+            SecretKind::RegistryToken,
+            Owner::Org(org_row.id),
+            None,
+            ttl,
+            readwrite,
+            description.as_deref(),
+        )?;
+        audit_change(
+            st,
+            &caller,
+            "registry_token.create",
+            format!("org/{org}/tokens/{}", new.row.id),
+        );
+        Ok(created(&new, "token"))
+    })
+    .await
+}
+
+pub(super) async fn list_registry_tokens(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let org = organization(&headers)?;
+    caller.require_manage(&org, "credentials", "list", "registry-token")?;
+    blocking(&state, move |st| {
+        let org_row = st.auth.iam().org(&org)?;
+        let list: Vec<_> = st
+            .auth
+            .iam()
+            .credentials(Owner::Org(org_row.id), SecretKind::RegistryToken)?
+            .iter()
+            .map(credential_json)
+            .collect();
+        Ok(json_response(StatusCode::OK, json!({ "tokens": list })))
+    })
+    .await
+}
+
+pub(super) async fn delete_registry_token(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let org = organization(&headers)?;
+    caller.require_manage(&org, "credentials", "delete", "registry-token")?;
+    blocking(&state, move |st| {
+        let org_row = st.auth.iam().org(&org)?;
+        delete_owned(
+            st,
+            &caller,
+            Owner::Org(org_row.id),
+            SecretKind::RegistryToken,
+            &id,
+            format!("org/{org}/tokens/{id}"),
+        )
+    })
+    .await
+}

@@ -1,0 +1,789 @@
+//! Identity and access end to end: the seed flows with skopeo as the client, the token service,
+//! revocation, rate limiting, and what must never be logged.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+/// `skopeo copy` of a small image into `dest` with `creds`; `Ok` if it succeeded.
+fn skopeo_push(layout: &std::path::Path, dest: &str, creds: Option<&str>) -> Result<(), String> {
+    let mut cmd = Command::new("skopeo");
+    cmd.args([
+        "--insecure-policy",
+        "copy",
+        "--all",
+        "--dest-tls-verify=false",
+    ]);
+    match creds {
+        Some(c) => cmd.args(["--dest-creds", c]),
+        None => cmd.arg("--dest-no-creds"),
+    };
+    let out = cmd
+        .arg(format!("oci:{}:v1", layout.display()))
+        .arg(dest)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// `skopeo inspect --raw`; the manifest bytes if allowed.
+fn skopeo_pull(src: &str, creds: Option<&str>) -> Result<Vec<u8>, String> {
+    let mut cmd = Command::new("skopeo");
+    cmd.args(["inspect", "--raw", "--tls-verify=false"]);
+    match creds {
+        Some(c) => cmd.args(["--creds", c]),
+        None => cmd.arg("--no-creds"),
+    };
+    let out = cmd.arg(src).output().unwrap();
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// A server with user `alice` (owner of org `acme`), an org `globex` owned by the admin, and an
+/// image at `acme/app:v1`. Returns the server, alice's session, and the layout dir.
+async fn world() -> (Server, Value, tempfile::TempDir, Vec<u8>) {
+    let s = Server::start();
+    let session = user_session(&s, "alice", "alice-password-1").await;
+    let alice = Api::bearer(&s, session["access_token"].as_str().unwrap());
+    alice
+        .ok(
+            "POST",
+            "/orgs",
+            Some(json!({"name": "acme"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    Api::admin(&s)
+        .ok(
+            "POST",
+            "/orgs",
+            Some(json!({"name": "globex"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("layout");
+    let index = multi_platform_layout(&layout);
+    skopeo_push(
+        &layout,
+        &format!("docker://{}/acme/app:v1", s.host),
+        Some(&admin_creds()),
+    )
+    .unwrap();
+    (s, session, tmp, index)
+}
+
+#[tokio::test]
+async fn seed_000_robot_token_pushes_and_pulls_in_its_namespace_only() {
+    let (s, session, tmp, index) = world().await;
+    let layout = tmp.path().join("layout");
+    let alice = Api::bearer(&s, session["access_token"].as_str().unwrap());
+    alice
+        .ok(
+            "POST",
+            "/orgs/acme/robots",
+            Some(json!({"name": "ci-bot", "description": "CI"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    alice
+        .ok(
+            "PUT",
+            "/orgs/acme/bindings/ci-bot-writes",
+            Some(json!({"role": "Writer", "subject": "robot/ci-bot", "namespace": "acme"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let tok = alice
+        .ok(
+            "POST",
+            "/orgs/acme/robots/ci-bot/tokens",
+            Some(json!({"name": "ci-token"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let (access_id, token) = (
+        tok["accessId"].as_str().unwrap(),
+        tok["token"].as_str().unwrap(),
+    );
+    assert!(token.starts_with("bthr_"), "recognisable prefix: {token}");
+    let creds = format!("{access_id}:{token}");
+    // Pushes and pulls in its namespace.
+    skopeo_push(
+        &layout,
+        &format!("docker://{}/acme/robot-made:v1", s.host),
+        Some(&creds),
+    )
+    .unwrap();
+    assert_eq!(
+        skopeo_pull(&format!("docker://{}/acme/app:v1", s.host), Some(&creds)).unwrap(),
+        index
+    );
+    // Denied in another organization's namespace, and anonymously.
+    let denied = skopeo_push(
+        &layout,
+        &format!("docker://{}/globex/app:v1", s.host),
+        Some(&creds),
+    )
+    .unwrap_err();
+    assert!(
+        denied.contains("denied") || denied.contains("unauthorized") || denied.contains("403"),
+        "{denied}"
+    );
+    assert!(skopeo_pull(&format!("docker://{}/acme/app:v1", s.host), None).is_err());
+    // The token list shows no secret, and when it was last used.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let list = alice
+        .ok(
+            "GET",
+            "/orgs/acme/robots/ci-bot/tokens",
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(list["tokens"][0]["id"], access_id);
+    assert!(!list.to_string().contains(token));
+    assert!(list["tokens"][0]["lastUsed"]["at"].is_string(), "{list}");
+    // A second token with the same name is refused; another name is fine.
+    alice
+        .ok(
+            "POST",
+            "/orgs/acme/robots/ci-bot/tokens",
+            Some(json!({"name": "ci-token"})),
+            StatusCode::CONFLICT,
+        )
+        .await;
+    alice
+        .ok(
+            "POST",
+            "/orgs/acme/robots/ci-bot/tokens",
+            Some(json!({"name": "second", "expiresIn": "90d"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    assert_no_secret_logged(
+        &s,
+        &[
+            token,
+            session["access_token"].as_str().unwrap(),
+            session["refresh_token"].as_str().unwrap(),
+        ],
+    );
+}
+
+#[tokio::test]
+async fn seed_002_permanent_registry_token_with_organization_header() {
+    let (s, session, tmp, index) = world().await;
+    let layout = tmp.path().join("layout");
+    let bearer = format!("Bearer {}", session["access_token"].as_str().unwrap());
+    let http = anonymous_client();
+    let r = http
+        .post(s.url("/api/v1/tokens?permanent=true"))
+        .header("authorization", &bearer)
+        .header("organization", "acme")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let body: Value = r.json().await.unwrap();
+    let ro = body["token"].as_str().unwrap().to_owned();
+    assert!(ro.starts_with("btht_"));
+    assert!(body["expires"].is_null(), "permanent: {body}");
+    let creds = format!("token:{ro}");
+    assert_eq!(
+        skopeo_pull(&format!("docker://{}/acme/app:v1", s.host), Some(&creds)).unwrap(),
+        index
+    );
+    // Read-only: pushing is denied.
+    assert!(
+        skopeo_push(
+            &layout,
+            &format!("docker://{}/acme/app:ro", s.host),
+            Some(&creds)
+        )
+        .is_err()
+    );
+    // Read-write, expiring (no permanent=true), options in the JSON body.
+    let r = http
+        .post(s.url("/api/v1/tokens"))
+        .header("authorization", &bearer)
+        .header("organization", "acme")
+        .json(&json!({"readwrite": true, "description": "deploys"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["expires"].is_string(), "expiring by default: {body}");
+    assert_eq!(body["readwrite"], true);
+    let rw = body["token"].as_str().unwrap().to_owned();
+    skopeo_push(
+        &layout,
+        &format!("docker://{}/acme/app:rw", s.host),
+        Some(&format!("token:{rw}")),
+    )
+    .unwrap();
+    // Not for another organization's namespace.
+    assert!(skopeo_pull(&format!("docker://{}/globex/app:v1", s.host), Some(&creds)).is_err());
+    // Without the header, or for an org alice is not in: refused.
+    let r = http
+        .post(s.url("/api/v1/tokens?permanent=true"))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = http
+        .post(s.url("/api/v1/tokens?permanent=true"))
+        .header("authorization", &bearer)
+        .header("organization", "globex")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // Listed without secrets; deleted, it stops working.
+    let alice = Api::bearer(&s, session["access_token"].as_str().unwrap());
+    let (st, list) = alice
+        .call("GET", "/tokens", None, &[("organization", "acme")])
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(list["tokens"].as_array().unwrap().len(), 2);
+    assert!(!list.to_string().contains(&ro));
+    let id = body["id"].as_str().unwrap();
+    let (st, _) = alice
+        .call(
+            "DELETE",
+            &format!("/tokens/{id}"),
+            None,
+            &[("organization", "acme")],
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    assert_no_secret_logged(&s, &[&ro, &rw]);
+}
+
+#[tokio::test]
+async fn seed_003_api_keys_service_ids_and_typed_usernames() {
+    let (s, session, tmp, index) = world().await;
+    let layout = tmp.path().join("layout");
+    let alice = Api::bearer(&s, session["access_token"].as_str().unwrap());
+    let src = format!("docker://{}/acme/app:v1", s.host);
+    // A service ID (robot) with a Reader policy and an API key: pulls, cannot push.
+    alice
+        .ok(
+            "POST",
+            "/orgs/acme/robots",
+            Some(json!({"name": "reader"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    alice
+        .ok(
+            "PUT",
+            "/orgs/acme/bindings/reader",
+            Some(json!({"role": "Reader", "subject": "robot/reader"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let key = alice
+        .ok(
+            "POST",
+            "/orgs/acme/robots/reader/apikeys",
+            Some(json!({"name": "k8s"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let robot_key = key["apikey"].as_str().unwrap().to_owned();
+    assert!(robot_key.starts_with("btha_"));
+    assert_eq!(
+        skopeo_pull(&src, Some(&format!("iamapikey:{robot_key}"))).unwrap(),
+        index
+    );
+    assert!(
+        skopeo_push(
+            &layout,
+            &format!("docker://{}/acme/app:nope", s.host),
+            Some(&format!("iamapikey:{robot_key}"))
+        )
+        .is_err()
+    );
+    // A user's API key acts with the user's access (alice owns acme: she may push).
+    let own = alice
+        .ok(
+            "POST",
+            "/apikeys",
+            Some(json!({"name": "laptop"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let user_key = own["apikey"].as_str().unwrap().to_owned();
+    skopeo_push(
+        &layout,
+        &format!("docker://{}/acme/app:by-key", s.host),
+        Some(&format!("iamapikey:{user_key}")),
+    )
+    .unwrap();
+    // ... also with her user name instead of iamapikey.
+    assert_eq!(
+        skopeo_pull(&src, Some(&format!("alice:{user_key}"))).unwrap(),
+        index
+    );
+    // ... but not under somebody else's name.
+    assert!(skopeo_pull(&src, Some(&format!("admin:{user_key}"))).is_err());
+    // iambearer: the access token of her session; iamrefresh: her refresh token.
+    let access = session["access_token"].as_str().unwrap();
+    let refresh = session["refresh_token"].as_str().unwrap();
+    assert_eq!(
+        skopeo_pull(&src, Some(&format!("iambearer:{access}"))).unwrap(),
+        index
+    );
+    assert_eq!(
+        skopeo_pull(&src, Some(&format!("iamrefresh:{refresh}"))).unwrap(),
+        index
+    );
+    // A secret of the wrong kind for the user name is refused.
+    assert!(skopeo_pull(&src, Some(&format!("iamrefresh:{user_key}"))).is_err());
+    assert!(skopeo_pull(&src, Some(&format!("token:{user_key}"))).is_err());
+    // Revoking the key (deleting it) stops it.
+    let id = own["id"].as_str().unwrap();
+    alice
+        .ok(
+            "DELETE",
+            &format!("/apikeys/{id}"),
+            None,
+            StatusCode::NO_CONTENT,
+        )
+        .await;
+    let start = Instant::now();
+    while skopeo_pull(&src, Some(&format!("iamapikey:{user_key}"))).is_ok() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "a deleted API key still works after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_no_secret_logged(&s, &[&robot_key, &user_key, access, refresh]);
+}
+
+#[tokio::test]
+async fn seed_004_custom_role_bound_to_a_robot_allows_exactly_its_rules() {
+    let (s, session, tmp, _) = world().await;
+    let layout = tmp.path().join("layout");
+    let alice = Api::bearer(&s, session["access_token"].as_str().unwrap());
+    skopeo_push(
+        &layout,
+        &format!("docker://{}/acme/pub-tools:v1", s.host),
+        Some(&admin_creds()),
+    )
+    .unwrap();
+    let role = json!({"rules": [{"resources": ["repositories"], "verbs": ["pull"], "names": ["acme/pub-*"]}]});
+    alice
+        .ok(
+            "PUT",
+            "/orgs/acme/roles/public-puller",
+            Some(role.clone()),
+            StatusCode::CREATED,
+        )
+        .await;
+    alice
+        .ok(
+            "PUT",
+            "/orgs/acme/roles/public-puller",
+            Some(role),
+            StatusCode::OK,
+        )
+        .await;
+    alice
+        .ok(
+            "POST",
+            "/orgs/acme/robots",
+            Some(json!({"name": "deployer"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    alice
+        .ok(
+            "PUT",
+            "/orgs/acme/bindings/deployer",
+            Some(json!({"role": "public-puller", "subject": "robot/deployer"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let tok = alice
+        .ok(
+            "POST",
+            "/orgs/acme/robots/deployer/tokens",
+            Some(json!({"name": "t"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let creds = format!(
+        "{}:{}",
+        tok["accessId"].as_str().unwrap(),
+        tok["token"].as_str().unwrap()
+    );
+    assert!(
+        skopeo_pull(
+            &format!("docker://{}/acme/pub-tools:v1", s.host),
+            Some(&creds)
+        )
+        .is_ok()
+    );
+    assert!(skopeo_pull(&format!("docker://{}/acme/app:v1", s.host), Some(&creds)).is_err());
+    assert!(
+        skopeo_push(
+            &layout,
+            &format!("docker://{}/acme/pub-tools:v2", s.host),
+            Some(&creds)
+        )
+        .is_err()
+    );
+    // The access review says the same.
+    for (verb, name, allowed) in [
+        ("pull", "acme/pub-tools", true),
+        ("pull", "acme/app", false),
+        ("push", "acme/pub-tools", false),
+    ] {
+        let v = alice
+            .ok(
+                "POST",
+                "/orgs/acme/access-review",
+                Some(json!({"subject": "robot/deployer", "verb": verb, "name": name})),
+                StatusCode::OK,
+            )
+            .await;
+        assert_eq!(v["allowed"], allowed, "{verb} {name}");
+    }
+    // Built-in roles cannot be replaced; bad rules are refused.
+    alice
+        .ok(
+            "PUT",
+            "/orgs/acme/roles/Reader",
+            Some(json!({"rules": []})),
+            StatusCode::CONFLICT,
+        )
+        .await;
+    alice
+        .ok(
+            "PUT",
+            "/orgs/acme/roles/bad",
+            Some(json!({"rules": [{"resources": ["planets"], "verbs": ["pull"]}]})),
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    // A binding cannot reach into another organization's namespace.
+    alice
+        .ok(
+            "PUT",
+            "/orgs/acme/bindings/sneaky",
+            Some(json!({"role": "Manager", "subject": "robot/deployer", "namespace": "globex"})),
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+}
+
+/// Decodes a JWT's header and claims (the signature is checked by the server and by Distribution).
+fn jwt_parts(jwt: &str) -> (Value, Value) {
+    use base64::Engine as _;
+    let mut it = jwt.split('.');
+    let mut part = || {
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(it.next().unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    (part(), part())
+}
+
+#[tokio::test]
+async fn token_service_grants_the_intersection_and_speaks_both_forms() {
+    let (s, session, _tmp, _) = world().await;
+    let alice = Api::bearer(&s, session["access_token"].as_str().unwrap());
+    alice
+        .ok(
+            "POST",
+            "/orgs/acme/robots",
+            Some(json!({"name": "r"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    alice
+        .ok(
+            "PUT",
+            "/orgs/acme/bindings/r",
+            Some(json!({"role": "Reader", "subject": "robot/r"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let tok = alice
+        .ok(
+            "POST",
+            "/orgs/acme/robots/r/tokens",
+            Some(json!({"name": "t"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let (id, secret) = (
+        tok["accessId"].as_str().unwrap(),
+        tok["token"].as_str().unwrap(),
+    );
+    // Asking for more than allowed is not an error: the grant is cut down.
+    let r = basic_client(id, secret)
+        .get(s.url("/token?service=berth&scope=repository:acme/app:pull,push,delete&scope=repository:globex/app:pull&scope=registry:catalog:*"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["token"], body["access_token"]);
+    assert!(body["expires_in"].as_i64().unwrap() >= 60);
+    assert!(body["issued_at"].as_str().unwrap().ends_with('Z'));
+    let (header, claims) = jwt_parts(body["token"].as_str().unwrap());
+    assert_eq!(header["alg"], "ES256");
+    assert!(
+        header["kid"].is_string() && header["x5c"][0].is_string(),
+        "{header}"
+    );
+    assert_eq!(claims["iss"], "berth");
+    assert_eq!(claims["aud"], "berth");
+    assert_eq!(claims["sub"], "robot:acme/r");
+    for k in ["exp", "nbf", "iat", "jti"] {
+        assert!(!claims[k].is_null(), "claim {k}");
+    }
+    assert_eq!(
+        claims["access"],
+        json!([{"type": "repository", "name": "acme/app", "actions": ["pull"]}, {"type": "registry", "name": "catalog", "actions": ["*"]}])
+    );
+    // The signing key is published.
+    let jwks: Value = anonymous_client()
+        .get(s.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == header["kid"] && k["crv"] == "P-256")
+    );
+    let ca = anonymous_client()
+        .get(s.url("/api/v1/keys/ca.pem"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"));
+    // The bearer token works on /v2 for what it grants, and is refused with the challenge for more.
+    let bearer = format!("Bearer {}", body["token"].as_str().unwrap());
+    let r = anonymous_client()
+        .get(s.url("/v2/acme/app/tags/list"))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = anonymous_client()
+        .delete(s.url("/v2/acme/app/manifests/v1"))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("error=\"insufficient_scope\"")
+    );
+    // The catalog lists only what the caller may pull.
+    let cat: Value = anonymous_client()
+        .get(s.url("/v2/_catalog"))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cat["repositories"], json!(["acme/app"]));
+    // POST, the OAuth2 form: password grant with offline access returns a refresh token…
+    let form = [
+        ("grant_type", "password"),
+        ("username", "alice"),
+        ("password", "alice-password-1"),
+        ("service", "berth"),
+        ("client_id", "test"),
+        ("access_type", "offline"),
+        ("scope", "repository:acme/app:pull,push"),
+    ];
+    let r = anonymous_client()
+        .post(s.url("/token"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["scope"], "repository:acme/app:pull,push");
+    let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    // … which the refresh grant accepts.
+    let form = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh.as_str()),
+        ("service", "berth"),
+        ("client_id", "test"),
+        ("scope", "repository:acme/app:pull"),
+    ];
+    let r = anonymous_client()
+        .post(s.url("/token"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.json::<Value>().await.unwrap()["access_token"].is_string());
+    // Wrong service, wrong grant type, wrong credentials.
+    let r = basic_client(id, secret)
+        .get(s.url("/token?service=other&scope=repository:acme/app:pull"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = anonymous_client()
+        .post(s.url("/token"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = basic_client("nobody", "nothing")
+        .get(s.url("/token?service=berth"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(error_code(r).await, "UNAUTHORIZED");
+    // The failure is audited (events are written within a second).
+    let events = Api::admin(&s)
+        .ok(
+            "GET",
+            "/audit?action=login&outcome=failure",
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["actor"] == "nobody"),
+        "{events}"
+    );
+    assert_no_secret_logged(&s, &[secret, &refresh]);
+}
+
+#[tokio::test]
+async fn anonymous_pull_of_a_public_namespace_only() {
+    let (s, session, _tmp, index) = world().await;
+    let src = format!("docker://{}/acme/app:v1", s.host);
+    assert!(skopeo_pull(&src, None).is_err());
+    let alice = Api::bearer(&s, session["access_token"].as_str().unwrap());
+    let v = alice
+        .ok(
+            "PATCH",
+            "/namespaces/acme",
+            Some(json!({"public": true})),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(v["public"], true);
+    assert_eq!(skopeo_pull(&src, None).unwrap(), index);
+    // Public means pull, not push.
+    let r = anonymous_client()
+        .post(s.url("/v2/acme/app/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        r.headers()["www-authenticate"].to_str().unwrap(),
+        format!(
+            "Bearer realm=\"{}/token\",service=\"berth\",scope=\"repository:acme/app:pull,push\"",
+            s.base
+        )
+    );
+}
+
+#[tokio::test]
+async fn failed_logins_are_rate_limited_per_name_without_locking_out_others() {
+    let s = Server::start();
+    user_session(&s, "bob", "bob-password-1").await;
+    let mut limited = None;
+    for i in 0..15 {
+        let r = basic_client("bob", "wrong")
+            .get(s.url("/token?service=berth"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some((
+                i,
+                r.headers()["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap(),
+            ));
+            break;
+        }
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    let (after, retry) = limited.expect("no 429 after 15 failures");
+    assert!(after >= 5, "limited too early, after {after}");
+    assert!((1..=60).contains(&retry));
+    // Bob's right password is refused too while limited; admin from the same address is not.
+    let r = basic_client("bob", "bob-password-1")
+        .get(s.url("/token?service=berth"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let r = client()
+        .get(s.url("/token?service=berth"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// The server log holds none of the secrets a test created.
+fn assert_no_secret_logged(s: &Server, secrets: &[&str]) {
+    let log = s.log_text();
+    for secret in secrets {
+        assert!(!log.contains(secret), "a secret reached the log");
+    }
+    assert!(
+        !log.contains(ADMIN_PASSWORD),
+        "the admin password reached the log"
+    );
+}
