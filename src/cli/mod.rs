@@ -2,6 +2,7 @@
 //! `gc` will be a client of the management API (a later issue).
 
 mod gc;
+mod keys;
 mod serve;
 
 use std::process::ExitCode;
@@ -10,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 pub use crate::config::ServeArgs;
 pub use gc::GcArgs;
+pub use keys::KeysArgs;
 
 /// berth: a private OCI registry whose centre is machine identity.
 #[derive(Debug, Parser)]
@@ -26,6 +28,8 @@ pub enum Command {
     /// Remove blobs, uploads and (with --untagged) manifests that nothing references.
     /// Safe to run while the server is running.
     Gc(GcArgs),
+    /// Manage the token signing keys.
+    Keys(KeysArgs),
 }
 
 /// Exit codes: 0 success, 2 usage (clap), 1 any other failure.
@@ -33,5 +37,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::run(&args),
         Command::Gc(args) => gc::run(&args),
+        Command::Keys(args) => keys::run(&args),
     }
 }

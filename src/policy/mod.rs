@@ -245,6 +245,32 @@ pub fn repository_actions(g: &Grants, repo: &str, ns: Option<&NamespaceInfo>) ->
     allowed
 }
 
+/// The actions `g` has on every repository of `org` (owners and admins: all; otherwise what
+/// org-wide bindings without name restrictions give). Registry tokens are org-wide, so their
+/// creator must hold what they grant this way.
+pub fn org_wide_actions(g: &Grants, org: &str) -> Actions {
+    if g.admin || g.owner_of.iter().any(|o| o == org) {
+        return Actions::ALL;
+    }
+    let mut allowed = Actions::NONE;
+    for grant in g
+        .grants
+        .iter()
+        .filter(|gr| gr.org == org && gr.scope == BindingScope::Org)
+    {
+        for a in [Action::Pull, Action::Push, Action::Delete] {
+            if grant
+                .rules
+                .iter()
+                .any(|r| r.names.is_empty() && r.allows("repositories", a.as_str(), ""))
+            {
+                allowed = allowed.with(a);
+            }
+        }
+    }
+    allowed
+}
+
 /// Whether `g` may do `verb` on `resource` (robots, credentials, roles, bindings) in `org`.
 pub fn may_manage(g: &Grants, org: &str, resource: &str, verb: &str, name: &str) -> bool {
     g.admin
@@ -439,6 +465,20 @@ mod tests {
             ..Grants::default()
         };
         assert!(!may_manage(&w, "acme", "robots", "create", "ci"));
+        let reader_ns = Grants {
+            grants: vec![grant(
+                "acme",
+                "Reader",
+                BindingScope::Namespace("acme".into()),
+            )],
+            ..Grants::default()
+        };
+        assert_eq!(org_wide_actions(&reader_ns, "acme"), Actions::NONE);
+        assert_eq!(
+            org_wide_actions(&w, "acme"),
+            Actions::of(&[Action::Pull, Action::Push])
+        );
+        assert_eq!(org_wide_actions(&w, "globex"), Actions::NONE);
         assert!(glob_match("acme/**", "acme/a/b/c"));
         assert!(glob_match("acme/*", "acme/a"));
         assert!(!glob_match("acme/*", "acme/a/b"));

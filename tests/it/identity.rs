@@ -787,3 +787,166 @@ fn assert_no_secret_logged(s: &Server, secrets: &[&str]) {
         "the admin password reached the log"
     );
 }
+
+#[tokio::test]
+async fn key_rotation_keeps_old_tokens_valid_and_signs_with_the_new_key() {
+    let s = Server::start();
+    let get_token = || async {
+        let body: Value = client()
+            .get(s.url("/token?service=berth&scope=repository:rot/app:pull,push"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["token"].as_str().unwrap().to_owned()
+    };
+    push_image(&client(), &s, "rot/app", "v1", 70).await;
+    let old = get_token().await;
+    let old_kid = jwt_parts(&old).0["kid"].as_str().unwrap().to_owned();
+    let out = run(Command::new(berth_bin())
+        .args(["keys", "rotate", "--data-dir"])
+        .arg(&s.data_dir));
+    let new_kid = out
+        .trim()
+        .strip_prefix("new signing key ")
+        .unwrap()
+        .to_owned();
+    assert_ne!(new_kid, old_kid);
+    // The running server picks the new key up without a restart.
+    let start = Instant::now();
+    loop {
+        let t = get_token().await;
+        if jwt_parts(&t).0["kid"] == new_kid.as_str() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the server did not start signing with the new key"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let jwks: Value = anonymous_client()
+        .get(s.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kids: Vec<_> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        kids.contains(&old_kid) && kids.contains(&new_kid),
+        "{kids:?}"
+    );
+    // A token signed by the old key still works.
+    let r = anonymous_client()
+        .get(s.url("/v2/rot/app/manifests/v1"))
+        .header("authorization", format!("Bearer {old}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // A forged token (payload changed, signature kept) does not.
+    let mut parts: Vec<String> = old.split('.').map(str::to_owned).collect();
+    use base64::Engine as _;
+    let mut claims = jwt_parts(&old).1;
+    claims["access"][0]["name"] = json!("rot/other");
+    parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string());
+    let forged = parts.join(".");
+    let r = anonymous_client()
+        .get(s.url("/v2/rot/other/tags/list"))
+        .header("authorization", format!("Bearer {forged}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn expired_and_revoked_robot_tokens_stop_within_the_bound() {
+    let (s, session, _tmp, _) = world().await;
+    let alice = Api::bearer(&s, session["access_token"].as_str().unwrap());
+    alice
+        .ok(
+            "POST",
+            "/orgs/acme/robots",
+            Some(json!({"name": "short"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    alice
+        .ok(
+            "PUT",
+            "/orgs/acme/bindings/short",
+            Some(json!({"role": "Reader", "subject": "robot/short"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let brief = alice
+        .ok(
+            "POST",
+            "/orgs/acme/robots/short/tokens",
+            Some(json!({"name": "brief", "expiresIn": "2s"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let keep = alice
+        .ok(
+            "POST",
+            "/orgs/acme/robots/short/tokens",
+            Some(json!({"name": "keep"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let works = |t: Value| {
+        let s = &s;
+        async move {
+            basic_client(
+                t["accessId"].as_str().unwrap(),
+                t["token"].as_str().unwrap(),
+            )
+            .get(s.url("/token?service=berth&scope=repository:acme/app:pull"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+                == StatusCode::OK
+        }
+    };
+    assert!(works(brief.clone()).await);
+    assert!(works(keep.clone()).await);
+    // Expired: refused once the expiry has passed (and the cache entry, at most 10 s, has gone).
+    let start = Instant::now();
+    while works(brief.clone()).await {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "an expired token still gets tokens after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Deleted: likewise.
+    let id = keep["id"].as_str().unwrap();
+    alice
+        .ok(
+            "DELETE",
+            &format!("/orgs/acme/robots/short/tokens/{id}"),
+            None,
+            StatusCode::NO_CONTENT,
+        )
+        .await;
+    let start = Instant::now();
+    while works(keep.clone()).await {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "a deleted token still gets tokens after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

@@ -425,11 +425,20 @@ pub(super) async fn create_registry_token(
         .unwrap_or(false);
     let permanent = truthy(q.get("permanent")).unwrap_or(false);
     let description = body.description.or_else(|| q.get("description").cloned());
-    if readwrite {
-        caller.require_manage(&org, "credentials", "create", "registry-token")?;
-    } else if !caller.in_org(&org) || matches!(caller.principal, Principal::RegistryToken { .. }) {
+    // A registry token reaches every namespace of the organization: its creator must hold that
+    // much already (pull for read-only, push for read-write), and a token cannot mint tokens.
+    let need = if readwrite {
+        crate::policy::Action::Push
+    } else {
+        crate::policy::Action::Pull
+    };
+    if matches!(caller.principal, Principal::RegistryToken { .. })
+        || !crate::policy::org_wide_actions(&caller.grants, &org).contains(need)
+    {
         return Err(ApiError::Forbidden(format!(
-            "not a member of organization {org:?}"
+            "a {} registry token for {org:?} needs {} access to the whole organization",
+            if readwrite { "read-write" } else { "read-only" },
+            need.as_str()
         )));
     }
     let ttl = (!permanent).then_some(state.web.registry_token_ttl);

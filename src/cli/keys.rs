@@ -1,0 +1,48 @@
+//! `berth keys rotate`: adds a token signing key in the data directory. A running server picks it
+//! up within a second and signs with it; older keys keep verifying until tokens they signed have
+//! expired, then a later rotation removes them.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+use crate::auth::keys::Keys;
+use crate::config::{Config, ServeArgs, env};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    pub command: KeysCommand,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum KeysCommand {
+    /// Add a new signing key; keys superseded longer ago than the token lifetime are removed.
+    Rotate {
+        /// The server's TOML configuration file (for data_dir and token_ttl).
+        config: Option<PathBuf>,
+        /// Data directory of the registry [default: ./berth-data]
+        #[arg(long, env = env::BERTH_DATA_DIR, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+pub(super) fn run(args: &KeysArgs) -> anyhow::Result<ExitCode> {
+    match &args.command {
+        KeysCommand::Rotate { config, data_dir } => {
+            let config = Config::load(&ServeArgs {
+                config: config.clone(),
+                data_dir: data_dir.clone(),
+                ..ServeArgs::default()
+            })?;
+            let keys = Keys::open(&config.data_dir)
+                .with_context(|| format!("opening keys in {}", config.data_dir.display()))?;
+            // Tokens live at most token_ttl; verifiers allow some clock leeway on top.
+            let keep = config.token_ttl + std::time::Duration::from_secs(60);
+            let kid = keys.rotate(keep)?;
+            crate::cli_print(&format!("new signing key {kid}"));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
