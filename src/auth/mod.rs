@@ -212,24 +212,26 @@ impl AuthService {
     ) -> Result<Principal, AuthError> {
         let name_key = format!("name:{username}");
         let addr_key = client.addr.map(|a| format!("addr:{a}"));
-        let blocked = self
-            .limiter
-            .blocked(&name_key, MAX_FAILURES_PER_NAME)
-            .or_else(|| {
-                addr_key
-                    .as_deref()
-                    .and_then(|k| self.limiter.blocked(k, MAX_FAILURES_PER_ADDR))
-            });
-        if let Some(retry_after) = blocked {
+        // The name limit holds for everyone: it is what stops guessing one account's secret.
+        if let Some(retry_after) = self.limiter.blocked(&name_key, MAX_FAILURES_PER_NAME) {
             self.audit_failure(username, client, "rate limited");
             return Err(AuthError::RateLimited { retry_after });
         }
+        // A login verified moments ago is served before the address limit, so that other
+        // callers' failures from the same address (a NAT, a CI farm) do not lock it out.
         let fp = self.verified.fingerprint(username, secret);
         if let Some((p, credential)) = self.verified.get(&fp) {
             if let Some(id) = credential {
                 self.record_use(&id, client);
             }
             return Ok(p);
+        }
+        if let Some(retry_after) = addr_key
+            .as_deref()
+            .and_then(|k| self.limiter.blocked(k, MAX_FAILURES_PER_ADDR))
+        {
+            self.audit_failure(username, client, "rate limited");
+            return Err(AuthError::RateLimited { retry_after });
         }
         match self.check(username, secret, client) {
             Ok(Some((p, credential))) => {

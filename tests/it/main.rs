@@ -9,6 +9,7 @@
     clippy::panic
 )]
 
+mod authz_matrix;
 mod clients;
 mod durability;
 mod gc;

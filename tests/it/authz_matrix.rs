@@ -1,0 +1,464 @@
+//! The authorization matrix: every `/v2` route and the management routes, for every kind of
+//! caller, from one table. Each cell is the status the caller must get.
+//!
+//! Callers, in column order: anonymous; robots of org `acme` bound as Reader, Writer and Manager
+//! of namespace `acme`; a robot bound as Manager of another namespace (`acme-b`) of the same org;
+//! the org owner (`alice`); the server admin; a revoked robot token; an expired robot token.
+//! Credentials go as Basic auth on every request (the token flow is covered by the skopeo tests).
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+const CALLERS: [&str; 9] = [
+    "anonymous",
+    "reader",
+    "writer",
+    "manager",
+    "manager-other",
+    "owner",
+    "admin",
+    "revoked",
+    "expired",
+];
+
+/// Expected statuses per caller, in `CALLERS` order.
+type Row = [u16; 9];
+
+/// (name, method, path, body with its content type, expected row, extra headers).
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    String,
+    Option<(&'a str, Vec<u8>)>,
+    Row,
+    &'a [(&'a str, &'a str)],
+);
+
+const PULL: Row = [401, 200, 200, 200, 403, 200, 200, 401, 401];
+const HEAD_PULL: Row = PULL;
+const LOGGED_IN: Row = [401, 200, 200, 200, 200, 200, 200, 401, 401];
+const ORG_ADMIN_ONLY: Row = [401, 403, 403, 403, 403, 200, 200, 401, 401];
+const SERVER_ADMIN_ONLY: Row = [401, 403, 403, 403, 403, 403, 200, 401, 401];
+
+fn push(ok: u16) -> Row {
+    [401, 403, ok, ok, 403, ok, ok, 401, 401]
+}
+
+fn delete(ok: u16) -> Row {
+    [401, 403, 403, ok, 403, ok, ok, 401, 401]
+}
+
+fn org_admin(ok: u16) -> Row {
+    [401, 403, 403, 403, 403, ok, ok, 401, 401]
+}
+
+struct World {
+    s: Server,
+    creds: Vec<Option<(String, String)>>,
+    blob: String,
+    layer: Vec<u8>,
+    manifest: String,
+    upload_ids: Vec<String>,
+}
+
+async fn world() -> World {
+    let s = Server::start();
+    let admin = Api::admin(&s);
+    let session = user_session(&s, "alice", "alice-password-1").await;
+    let alice = Api::bearer(&s, session["access_token"].as_str().unwrap());
+    alice
+        .ok(
+            "POST",
+            "/orgs",
+            Some(json!({"name": "acme"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    alice
+        .ok(
+            "POST",
+            "/orgs/acme/namespaces",
+            Some(json!({"name": "acme-b"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let c = client();
+    let (_, manifest) = push_image(&c, &s, "acme/app", "v1", 90).await;
+    let layer = random_bytes(2048, 91);
+    let blob = push_blob(&c, &s, "acme/app", &layer).await;
+    let robot = |name: &'static str, role: &'static str, ns: &'static str| {
+        let alice = &alice;
+        async move {
+            alice
+                .ok(
+                    "POST",
+                    "/orgs/acme/robots",
+                    Some(json!({"name": name})),
+                    StatusCode::CREATED,
+                )
+                .await;
+            alice
+                .ok(
+                    "PUT",
+                    &format!("/orgs/acme/bindings/{name}"),
+                    Some(
+                        json!({"role": role, "subject": format!("robot/{name}"), "namespace": ns}),
+                    ),
+                    StatusCode::CREATED,
+                )
+                .await;
+        }
+    };
+    robot("reader", "Reader", "acme").await;
+    robot("writer", "Writer", "acme").await;
+    robot("manager", "Manager", "acme").await;
+    robot("manager-other", "Manager", "acme-b").await;
+    let token = |robot: &'static str, body: Value| {
+        let alice = &alice;
+        async move {
+            let t = alice
+                .ok(
+                    "POST",
+                    &format!("/orgs/acme/robots/{robot}/tokens"),
+                    Some(body),
+                    StatusCode::CREATED,
+                )
+                .await;
+            (
+                t["accessId"].as_str().unwrap().to_owned(),
+                t["token"].as_str().unwrap().to_owned(),
+                t["id"].as_str().unwrap().to_owned(),
+            )
+        }
+    };
+    let reader = token("reader", json!({"name": "t"})).await;
+    let writer = token("writer", json!({"name": "t"})).await;
+    let manager = token("manager", json!({"name": "t"})).await;
+    let other = token("manager-other", json!({"name": "t"})).await;
+    let revoked = token("writer", json!({"name": "revoked"})).await;
+    let expired = token("writer", json!({"name": "expired", "expiresIn": "1s"})).await;
+    // Never used before revoking or expiring, so no cache can hide the check.
+    alice
+        .ok(
+            "DELETE",
+            &format!("/orgs/acme/robots/writer/tokens/{}", revoked.2),
+            None,
+            StatusCode::NO_CONTENT,
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let pair = |t: &(String, String, String)| Some((t.0.clone(), t.1.clone()));
+    let creds = vec![
+        None,
+        pair(&reader),
+        pair(&writer),
+        pair(&manager),
+        pair(&other),
+        Some(("alice".to_owned(), "alice-password-1".to_owned())),
+        Some(("admin".to_owned(), ADMIN_PASSWORD.to_owned())),
+        pair(&revoked),
+        pair(&expired),
+    ];
+    // One upload session per caller, started by the admin, for the session routes.
+    let mut upload_ids = Vec::new();
+    for _ in CALLERS {
+        let r = c
+            .post(s.url("/v2/acme/app/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap();
+        upload_ids.push(r.headers()["location"].to_str().unwrap().to_owned());
+    }
+    let _ = admin;
+    World {
+        s,
+        creds,
+        blob,
+        layer,
+        manifest,
+        upload_ids,
+    }
+}
+
+impl World {
+    async fn call(
+        &self,
+        who: usize,
+        method: &str,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+        headers: &[(&str, &str)],
+    ) -> u16 {
+        let mut req = anonymous_client().request(method.parse().unwrap(), self.s.url(path));
+        if let Some((u, p)) = &self.creds[who] {
+            req = req.basic_auth(u, Some(p));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some((ct, b)) = body {
+            req = req.header("content-type", ct).body(b);
+        }
+        req.send().await.unwrap().status().as_u16()
+    }
+
+    /// Puts back what a destructive call may have removed.
+    async fn restore(&self) {
+        let c = client();
+        let r = put_manifest(
+            &c,
+            &self.s,
+            "acme/app",
+            "doomed",
+            OCI_MANIFEST,
+            &self.manifest,
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        push_blob(&c, &self.s, "acme/app", &self.layer).await;
+    }
+}
+
+#[tokio::test]
+async fn every_route_for_every_caller() {
+    let w = world().await;
+    let d = sha256(b"never pushed anywhere");
+    let mut failures = Vec::new();
+    // (name, method, path, body, expected); `{who}` in a path becomes the caller's index.
+    let manifest = w.manifest.clone().into_bytes();
+    let json_body = |v: Value| Some(("application/json", v.to_string().into_bytes()));
+    let cases: Vec<Case> = vec![
+        ("base", "GET", "/v2/".into(), None, LOGGED_IN, &[]),
+        (
+            "catalog",
+            "GET",
+            "/v2/_catalog".into(),
+            None,
+            LOGGED_IN,
+            &[],
+        ),
+        (
+            "tags",
+            "GET",
+            "/v2/acme/app/tags/list".into(),
+            None,
+            PULL,
+            &[],
+        ),
+        (
+            "manifest get",
+            "GET",
+            "/v2/acme/app/manifests/v1".into(),
+            None,
+            PULL,
+            &[],
+        ),
+        (
+            "manifest head",
+            "HEAD",
+            "/v2/acme/app/manifests/v1".into(),
+            None,
+            HEAD_PULL,
+            &[],
+        ),
+        (
+            "blob get",
+            "GET",
+            format!("/v2/acme/app/blobs/{}", w.blob),
+            None,
+            PULL,
+            &[],
+        ),
+        (
+            "blob head",
+            "HEAD",
+            format!("/v2/acme/app/blobs/{}", w.blob),
+            None,
+            HEAD_PULL,
+            &[],
+        ),
+        (
+            "referrers",
+            "GET",
+            format!("/v2/acme/app/referrers/{d}"),
+            None,
+            PULL,
+            &[],
+        ),
+        (
+            "upload start",
+            "POST",
+            "/v2/acme/app/blobs/uploads/".into(),
+            None,
+            push(202),
+            &[],
+        ),
+        (
+            "upload patch",
+            "PATCH",
+            "{upload}".into(),
+            Some(("application/octet-stream", b"x".to_vec())),
+            push(202),
+            &[],
+        ),
+        (
+            "upload status",
+            "GET",
+            "{upload}".into(),
+            None,
+            push(204),
+            &[],
+        ),
+        (
+            "upload cancel",
+            "DELETE",
+            "{upload}".into(),
+            None,
+            push(204),
+            &[],
+        ),
+        (
+            "manifest put",
+            "PUT",
+            "/v2/acme/app/manifests/by-{who}".into(),
+            Some((OCI_MANIFEST, manifest)),
+            push(201),
+            &[],
+        ),
+        (
+            "manifest delete",
+            "DELETE",
+            "/v2/acme/app/manifests/doomed".into(),
+            None,
+            delete(202),
+            &[],
+        ),
+        (
+            "blob delete",
+            "DELETE",
+            format!("/v2/acme/app/blobs/{}", w.blob),
+            None,
+            delete(202),
+            &[],
+        ),
+        (
+            "api whoami",
+            "GET",
+            "/api/v1/auth/whoami".into(),
+            None,
+            LOGGED_IN,
+            &[],
+        ),
+        (
+            "api users",
+            "GET",
+            "/api/v1/users".into(),
+            None,
+            SERVER_ADMIN_ONLY,
+            &[],
+        ),
+        (
+            "api robots",
+            "GET",
+            "/api/v1/orgs/acme/robots".into(),
+            None,
+            ORG_ADMIN_ONLY,
+            &[],
+        ),
+        (
+            "api robot create",
+            "POST",
+            "/api/v1/orgs/acme/robots".into(),
+            json_body(json!({"name": "made-by-{who}"})),
+            org_admin(201),
+            &[],
+        ),
+        (
+            "api robot tokens",
+            "GET",
+            "/api/v1/orgs/acme/robots/reader/tokens".into(),
+            None,
+            ORG_ADMIN_ONLY,
+            &[],
+        ),
+        (
+            "api bindings",
+            "GET",
+            "/api/v1/orgs/acme/bindings".into(),
+            None,
+            ORG_ADMIN_ONLY,
+            &[],
+        ),
+        (
+            "api role put",
+            "PUT",
+            "/api/v1/orgs/acme/roles/role-{who}".into(),
+            json_body(json!({"rules": [{"resources": ["repositories"], "verbs": ["pull"]}]})),
+            org_admin(201),
+            &[],
+        ),
+        (
+            "api namespace patch",
+            "PATCH",
+            "/api/v1/namespaces/acme-b".into(),
+            json_body(json!({"public": false})),
+            ORG_ADMIN_ONLY,
+            &[],
+        ),
+        (
+            "api registry token",
+            "POST",
+            "/api/v1/tokens".into(),
+            None,
+            org_admin(201),
+            &[("organization", "acme")],
+        ),
+        (
+            "api audit",
+            "GET",
+            "/api/v1/audit".into(),
+            None,
+            LOGGED_IN,
+            &[],
+        ),
+    ];
+    for (name, method, path, body, expected, headers) in &cases {
+        for (who, caller) in CALLERS.iter().enumerate() {
+            if *method == "DELETE" && path.contains("acme/app/") {
+                w.restore().await;
+            }
+            let path = path
+                .replace("{who}", &who.to_string())
+                .replace("{upload}", &w.upload_ids[who]);
+            let body = body.as_ref().map(|(ct, b)| {
+                (
+                    *ct,
+                    String::from_utf8_lossy(b)
+                        .replace("{who}", &who.to_string())
+                        .into_bytes(),
+                )
+            });
+            let got = w.call(who, method, &path, body, headers).await;
+            // Bad credentials used again and again trip the per-name failure limit: 429 is as
+            // much a refusal as 401 there (the limiter has its own test).
+            let refused_bad_credentials =
+                expected[who] == 401 && got == 429 && *caller != "anonymous";
+            if got != expected[who] && !refused_bad_credentials {
+                failures.push(format!(
+                    "{name} ({method} {path}) as {caller}: got {got}, want {}",
+                    expected[who]
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} cells wrong:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
