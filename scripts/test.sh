@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs berth's whole test suite. Installs what the tests need when it is missing (idempotent,
-# quiet when everything is already there): skopeo and podman from Debian, the oras Python
+# quiet when everything is already there): skopeo, podman and docker-registry (CNCF
+# Distribution, for the token interop test) from Debian, the oras Python
 # client from PyPI, cargo-nextest from crates.io.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,7 @@ command -v skopeo >/dev/null 2>&1 || need_apt+=(skopeo)
 command -v podman >/dev/null 2>&1 || need_apt+=(podman)
 command -v tar >/dev/null 2>&1 || need_apt+=(tar)
 command -v gzip >/dev/null 2>&1 || need_apt+=(gzip)
+command -v docker-registry >/dev/null 2>&1 || need_apt+=(docker-registry)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} (apt-get)" >&2
   sudo_cmd=""

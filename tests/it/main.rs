@@ -14,6 +14,7 @@ mod clients;
 mod durability;
 mod gc;
 mod identity;
+mod interop;
 mod oci_blobs;
 mod oci_manifests;
 mod server;

@@ -1,0 +1,208 @@
+//! Interop: an unmodified CNCF Distribution (Debian's `docker-registry`) configured with berth's
+//! `/token` realm, service, issuer and CA bundle accepts berth's tokens, and denies what berth's
+//! policy does not grant. skopeo is the client.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::support::*;
+
+struct Distribution {
+    child: Child,
+    host: String,
+}
+
+impl Drop for Distribution {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free loopback port (bound and released; good enough for a test).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start_distribution(berth: &Server, dir: &std::path::Path) -> Distribution {
+    let port = free_port();
+    let config = format!(
+        "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n\
+         http:\n  addr: 127.0.0.1:{port}\n  secret: berth-interop-test\nauth:\n  token:\n    realm: {realm}/token\n    service: berth\n    issuer: berth\n    rootcertbundle: {ca}\n",
+        root = dir.join("data").display(),
+        realm = berth.base,
+        ca = berth.data_dir.join("keys/ca.pem").display(),
+    );
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("config.yml");
+    std::fs::write(&path, config).unwrap();
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("docker-registry (Debian package) must be installed; scripts/test.sh installs it");
+    let d = Distribution {
+        child,
+        host: format!("127.0.0.1:{port}"),
+    };
+    let start = Instant::now();
+    loop {
+        if let Ok(r) = anonymous_client()
+            .get(format!("http://{}/v2/", d.host))
+            .send()
+            .await
+            && r.status() == StatusCode::UNAUTHORIZED
+        {
+            let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+            assert!(
+                challenge.contains(&format!("realm=\"{}/token\"", berth.base)),
+                "{challenge}"
+            );
+            return d;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "docker-registry did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn distribution_accepts_berth_tokens_and_berth_policy() {
+    let s = Server::start();
+    let session = user_session(&s, "alice", "alice-password-1").await;
+    let alice = Api::bearer(&s, session["access_token"].as_str().unwrap());
+    alice
+        .ok(
+            "POST",
+            "/orgs",
+            Some(json!({"name": "acme"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let mut creds = Vec::new();
+    for (robot, role) in [("pusher", "Writer"), ("puller", "Reader")] {
+        alice
+            .ok(
+                "POST",
+                "/orgs/acme/robots",
+                Some(json!({"name": robot})),
+                StatusCode::CREATED,
+            )
+            .await;
+        alice
+            .ok(
+                "PUT",
+                &format!("/orgs/acme/bindings/{robot}"),
+                Some(json!({"role": role, "subject": format!("robot/{robot}")})),
+                StatusCode::CREATED,
+            )
+            .await;
+        let t = alice
+            .ok(
+                "POST",
+                &format!("/orgs/acme/robots/{robot}/tokens"),
+                Some(json!({"name": "t"})),
+                StatusCode::CREATED,
+            )
+            .await;
+        creds.push(format!(
+            "{}:{}",
+            t["accessId"].as_str().unwrap(),
+            t["token"].as_str().unwrap()
+        ));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("layout");
+    let index = multi_platform_layout(&layout);
+    let dist = start_distribution(&s, &tmp.path().join("registry")).await;
+    let dest = format!("docker://{}/acme/app:v1", dist.host);
+    // The Writer robot pushes through Distribution with a berth token…
+    let out = Command::new("skopeo")
+        .args([
+            "--insecure-policy",
+            "copy",
+            "--all",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &creds[0],
+        ])
+        .arg(format!("oci:{}:v1", layout.display()))
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // …the Reader robot pulls it back byte for byte…
+    let out = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--creds",
+            &creds[1],
+            &dest,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, index);
+    // …but may not push, and nobody gets in anonymously or into another org's namespace.
+    let out = Command::new("skopeo")
+        .args([
+            "--insecure-policy",
+            "copy",
+            "--all",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &creds[1],
+        ])
+        .arg(format!("oci:{}:v1", layout.display()))
+        .arg(format!("docker://{}/acme/app:v2", dist.host))
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a Reader pushed through Distribution"
+    );
+    let out = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--no-creds",
+            &dest,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let out = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--creds",
+            &creds[0],
+        ])
+        .arg(format!("docker://{}/globex/app:v1", dist.host))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
