@@ -950,3 +950,55 @@ async fn expired_and_revoked_robot_tokens_stop_within_the_bound() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+#[tokio::test]
+async fn openapi_document_lists_every_route_and_every_listed_route_exists() {
+    let s = Server::start();
+    let doc: Value = anonymous_client()
+        .get(s.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["openapi"], "3.0.3");
+    let paths = doc["paths"].as_object().unwrap();
+    let mut ops = 0;
+    let admin = Api::admin(&s);
+    for (path, methods) in paths {
+        for (method, op) in methods.as_object().unwrap() {
+            ops += 1;
+            assert!(
+                op["summary"].as_str().is_some_and(|s| !s.is_empty()),
+                "{method} {path}"
+            );
+            // Every documented operation is routed: whatever it answers, it is not the fallback.
+            let concrete = path
+                .strip_prefix("/api/v1")
+                .unwrap()
+                .replace('{', "x-")
+                .replace('}', "");
+            let body = if ["post", "put", "patch"].contains(&method.as_str()) {
+                Some(json!({}))
+            } else {
+                None
+            };
+            let (status, v) = admin
+                .call(&method.to_uppercase(), &concrete, body, &[])
+                .await;
+            assert!(
+                !(status == StatusCode::NOT_FOUND && v["error"]["message"] == "no such endpoint")
+                    && status != StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path} is documented but not routed ({status})"
+            );
+        }
+    }
+    assert!(ops >= 45, "only {ops} operations documented");
+    // An undocumented path is the fallback.
+    let (status, v) = admin.get("/no/such/thing").await;
+    assert_eq!(
+        (status, v["error"]["message"].as_str()),
+        (StatusCode::NOT_FOUND, Some("no such endpoint"))
+    );
+}

@@ -16,7 +16,6 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
 use serde_json::json;
 
 use super::RouteName;
@@ -25,106 +24,133 @@ use crate::auth::{AuthError, ClientInfo, Principal};
 use crate::policy::Grants;
 use crate::server::AppState;
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/auth/login", post(session::login))
-        .route("/auth/refresh", post(session::refresh))
-        .route("/auth/logout", post(session::logout))
-        .route("/auth/whoami", get(session::whoami))
-        .route(
-            "/users",
-            get(identity::list_users).post(identity::create_user),
-        )
-        .route(
-            "/users/{user}",
-            get(identity::get_user).delete(identity::delete_user),
-        )
-        .route("/users/{user}/password", put(identity::set_password))
-        .route("/orgs", get(identity::list_orgs).post(identity::create_org))
-        .route(
-            "/orgs/{org}",
-            get(identity::get_org).delete(identity::delete_org),
-        )
-        .route("/orgs/{org}/members", get(identity::list_members))
-        .route(
-            "/orgs/{org}/members/{user}",
-            put(identity::set_member).delete(identity::remove_member),
-        )
-        .route(
-            "/orgs/{org}/namespaces",
-            get(identity::list_namespaces).post(identity::create_namespace),
-        )
-        .route(
-            "/namespaces/{ns}",
-            get(identity::get_namespace)
-                .patch(identity::patch_namespace)
-                .delete(identity::delete_namespace),
-        )
-        .route(
-            "/orgs/{org}/robots",
-            get(robots::list_robots).post(robots::create_robot),
-        )
-        .route(
-            "/orgs/{org}/robots/{robot}",
-            get(robots::get_robot).delete(robots::delete_robot),
-        )
-        .route(
-            "/orgs/{org}/robots/{robot}/tokens",
-            get(robots::list_robot_tokens).post(robots::create_robot_token),
-        )
-        .route(
-            "/orgs/{org}/robots/{robot}/tokens/{id}",
-            axum::routing::delete(robots::delete_robot_token),
-        )
-        .route(
-            "/orgs/{org}/robots/{robot}/apikeys",
-            get(robots::list_robot_keys).post(robots::create_robot_key),
-        )
-        .route(
-            "/orgs/{org}/robots/{robot}/apikeys/{id}",
-            axum::routing::delete(robots::delete_robot_key),
-        )
-        .route(
-            "/apikeys",
-            get(robots::list_own_keys).post(robots::create_own_key),
-        )
-        .route(
-            "/apikeys/{id}",
-            axum::routing::delete(robots::delete_own_key),
-        )
-        .route(
-            "/tokens",
-            get(robots::list_registry_tokens).post(robots::create_registry_token),
-        )
-        .route(
-            "/tokens/{id}",
-            axum::routing::delete(robots::delete_registry_token),
-        )
-        .route("/orgs/{org}/roles", get(access::list_roles))
-        .route(
-            "/orgs/{org}/roles/{name}",
-            get(access::get_role)
-                .put(access::put_role)
-                .delete(access::delete_role),
-        )
-        .route("/orgs/{org}/bindings", get(access::list_bindings))
-        .route(
-            "/orgs/{org}/bindings/{name}",
-            get(access::get_binding)
-                .put(access::put_binding)
-                .delete(access::delete_binding),
-        )
-        .route("/orgs/{org}/access-review", post(access::review))
-        .route("/audit", get(access::audit))
-        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
-        .layer(axum::middleware::map_response(
-            |mut r: Response| async move {
-                if r.extensions().get::<RouteName>().is_none() {
-                    r.extensions_mut().insert(RouteName("api"));
-                }
-                r
+/// The route table: each line is method, path, handler, summary and success status. It builds
+/// the router and the OpenAPI document both, so neither can forget a route.
+macro_rules! api_routes {
+    ($( $method:ident $path:literal => $handler:path, $summary:literal, $status:literal; )*) => {
+        pub(crate) fn router() -> Router<AppState> {
+            let r = Router::new();
+            $( let r = r.route($path, axum::routing::$method($handler)); )*
+            r.route("/openapi.json", axum::routing::get(openapi_json))
+                .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+                .layer(axum::middleware::map_response(|mut r: Response| async move {
+                    if r.extensions().get::<RouteName>().is_none() {
+                        r.extensions_mut().insert(RouteName("api"));
+                    }
+                    r
+                }))
+        }
+
+        /// (method, path, operation id, summary, success status) of every route.
+        pub(crate) const ROUTES: &[(&str, &str, &str, &str, u16)] = &[
+            $( (stringify!($method), $path, stringify!($handler), $summary, $status), )*
+        ];
+    };
+}
+
+api_routes! {
+    post "/auth/login" => session::login, "Log in with a user name and password: an access token and a refresh token", 200;
+    post "/auth/refresh" => session::refresh, "Exchange a refresh token for new tokens (the old refresh token stops working)", 200;
+    post "/auth/logout" => session::logout, "Revoke a refresh token", 204;
+    get "/auth/whoami" => session::whoami, "Who the caller is", 200;
+    get "/users" => identity::list_users, "List users (server admins)", 200;
+    post "/users" => identity::create_user, "Create a user (server admins)", 201;
+    get "/users/{user}" => identity::get_user, "Get a user (the user or a server admin)", 200;
+    delete "/users/{user}" => identity::delete_user, "Delete a user (server admins)", 204;
+    put "/users/{user}/password" => identity::set_password, "Set a user's password (the user or a server admin)", 204;
+    get "/orgs" => identity::list_orgs, "List the organizations the caller belongs to", 200;
+    post "/orgs" => identity::create_org, "Create an organization and its namespace; the caller becomes owner", 201;
+    get "/orgs/{org}" => identity::get_org, "Get an organization with its namespaces", 200;
+    delete "/orgs/{org}" => identity::delete_org, "Delete an organization (owners)", 204;
+    get "/orgs/{org}/members" => identity::list_members, "List members", 200;
+    put "/orgs/{org}/members/{user}" => identity::set_member, "Add a member or change their role (owners)", 200;
+    delete "/orgs/{org}/members/{user}" => identity::remove_member, "Remove a member (owners)", 204;
+    get "/orgs/{org}/namespaces" => identity::list_namespaces, "List an organization's namespaces", 200;
+    post "/orgs/{org}/namespaces" => identity::create_namespace, "Create a namespace (owners)", 201;
+    get "/namespaces/{ns}" => identity::get_namespace, "Get a namespace", 200;
+    patch "/namespaces/{ns}" => identity::patch_namespace, "Make a namespace public or private (owners)", 200;
+    delete "/namespaces/{ns}" => identity::delete_namespace, "Delete a namespace (owners)", 204;
+    get "/orgs/{org}/robots" => robots::list_robots, "List robots", 200;
+    post "/orgs/{org}/robots" => robots::create_robot, "Create a robot", 201;
+    get "/orgs/{org}/robots/{robot}" => robots::get_robot, "Get a robot", 200;
+    delete "/orgs/{org}/robots/{robot}" => robots::delete_robot, "Delete a robot with its credentials and bindings", 204;
+    get "/orgs/{org}/robots/{robot}/tokens" => robots::list_robot_tokens, "List a robot's tokens (no secrets; created, expires, last used)", 200;
+    post "/orgs/{org}/robots/{robot}/tokens" => robots::create_robot_token, "Create a robot token: {accessId, token}, shown once", 201;
+    delete "/orgs/{org}/robots/{robot}/tokens/{id}" => robots::delete_robot_token, "Delete a robot token", 204;
+    get "/orgs/{org}/robots/{robot}/apikeys" => robots::list_robot_keys, "List a robot's API keys", 200;
+    post "/orgs/{org}/robots/{robot}/apikeys" => robots::create_robot_key, "Create an API key for a robot, shown once", 201;
+    delete "/orgs/{org}/robots/{robot}/apikeys/{id}" => robots::delete_robot_key, "Delete a robot's API key", 204;
+    get "/apikeys" => robots::list_own_keys, "List the caller's API keys", 200;
+    post "/apikeys" => robots::create_own_key, "Create an API key for the caller, shown once", 201;
+    delete "/apikeys/{id}" => robots::delete_own_key, "Delete one of the caller's API keys", 204;
+    get "/tokens" => robots::list_registry_tokens, "List registry tokens of the organization in the Organization header", 200;
+    post "/tokens" => robots::create_registry_token, "Create a registry token for the Organization header's org (permanent=true: no expiry)", 201;
+    delete "/tokens/{id}" => robots::delete_registry_token, "Delete a registry token", 204;
+    get "/orgs/{org}/roles" => access::list_roles, "List roles (built-in and custom)", 200;
+    get "/orgs/{org}/roles/{name}" => access::get_role, "Get a role", 200;
+    put "/orgs/{org}/roles/{name}" => access::put_role, "Create or replace a custom role", 200;
+    delete "/orgs/{org}/roles/{name}" => access::delete_role, "Delete a custom role", 204;
+    get "/orgs/{org}/bindings" => access::list_bindings, "List bindings", 200;
+    get "/orgs/{org}/bindings/{name}" => access::get_binding, "Get a binding", 200;
+    put "/orgs/{org}/bindings/{name}" => access::put_binding, "Create or replace a binding", 200;
+    delete "/orgs/{org}/bindings/{name}" => access::delete_binding, "Delete a binding", 204;
+    post "/orgs/{org}/access-review" => access::review, "Whether a subject may do a verb on a resource", 200;
+    get "/audit" => access::audit, "List audit events (filters: actor, action, outcome, since, before, limit)", 200;
+}
+
+/// The OpenAPI 3 document of this API, built from `ROUTES`.
+pub(crate) fn openapi() -> serde_json::Value {
+    let mut paths = serde_json::Map::new();
+    for (method, path, handler, summary, status) in ROUTES {
+        let params: Vec<serde_json::Value> = path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
+            .collect();
+        let mut op = json!({
+            "operationId": handler.replace("::", "_"),
+            "summary": summary,
+            "parameters": params,
+            "responses": {
+                status.to_string(): { "description": "success" },
+                "400": { "description": "invalid request", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
+                "401": { "description": "authentication required" },
+                "403": { "description": "not allowed" },
+                "404": { "description": "not found" },
             },
-        ))
+        });
+        if ["post", "put", "patch"].contains(method) {
+            op["requestBody"] =
+                json!({ "content": { "application/json": { "schema": { "type": "object" } } } });
+        }
+        if *path == "/auth/login" || *path == "/auth/refresh" || *path == "/auth/logout" {
+            op["security"] = json!([]);
+        }
+        let entry = paths
+            .entry(format!("/api/v1{path}"))
+            .or_insert_with(|| json!({}));
+        entry[*method] = op;
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": { "title": "berth management API", "version": env!("CARGO_PKG_VERSION") },
+        "paths": paths,
+        "security": [{ "bearer": [] }, { "basic": [] }],
+        "components": {
+            "securitySchemes": {
+                "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" },
+                "basic": { "type": "http", "scheme": "basic" },
+            },
+            "schemas": {
+                "Error": { "type": "object", "properties": { "error": { "type": "object", "properties": {
+                    "code": { "type": "string" }, "message": { "type": "string" } } } } },
+            },
+        },
+    })
+}
+
+async fn openapi_json() -> Response {
+    json_response(StatusCode::OK, openapi())
 }
 
 /// Every error the management API answers.
