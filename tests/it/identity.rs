@@ -1002,3 +1002,166 @@ async fn openapi_document_lists_every_route_and_every_listed_route_exists() {
         (StatusCode::NOT_FOUND, Some("no such endpoint"))
     );
 }
+
+#[tokio::test]
+async fn bootstrap_prints_a_random_admin_password_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut s = Server::start_in(&data, &[], &[("BERTH_ADMIN_PASSWORD", "")]);
+    let log = s.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("created the server admin"))
+        .expect("the password is printed");
+    let password = line.rsplit(' ').next().unwrap().to_owned();
+    assert!(
+        password.len() >= 32,
+        "a long random password: {}",
+        password.len()
+    );
+    let r = basic_client("admin", &password)
+        .get(s.url("/v2/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    s.kill9();
+    s.restart();
+    assert!(
+        !s.log_text().contains("created the server admin"),
+        "printed only on the first start"
+    );
+    let r = basic_client("admin", &password)
+        .get(s.url("/v2/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn refresh_rotates_and_logout_revokes() {
+    let s = Server::start();
+    let first = user_session(&s, "carol", "carol-password-1").await;
+    let anon = Api::anonymous(&s);
+    let old = first["refresh_token"].as_str().unwrap();
+    let second = anon
+        .ok(
+            "POST",
+            "/auth/refresh",
+            Some(json!({"refresh_token": old})),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(second["token_type"], "Bearer");
+    assert_ne!(second["refresh_token"], first["refresh_token"]);
+    // The old refresh token was rotated away.
+    anon.ok(
+        "POST",
+        "/auth/refresh",
+        Some(json!({"refresh_token": old})),
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    let me = Api::bearer(&s, second["access_token"].as_str().unwrap())
+        .ok("GET", "/auth/whoami", None, StatusCode::OK)
+        .await;
+    assert_eq!(
+        (me["kind"].as_str(), me["name"].as_str()),
+        (Some("user"), Some("carol"))
+    );
+    // Logout revokes the current one.
+    let current = second["refresh_token"].as_str().unwrap();
+    anon.ok(
+        "POST",
+        "/auth/logout",
+        Some(json!({"refresh_token": current})),
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    anon.ok(
+        "POST",
+        "/auth/refresh",
+        Some(json!({"refresh_token": current})),
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    // Bad input is a clear error.
+    let (status, v) = anon.call("POST", "/auth/login", None, &[]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(v["error"]["code"], "invalid");
+    anon.ok(
+        "POST",
+        "/auth/login",
+        Some(json!({"username": "carol", "password": "wrong"})),
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn mount_needs_pull_on_the_source_else_it_is_a_plain_upload() {
+    let (s, session, _tmp, _) = world().await;
+    let alice = Api::bearer(&s, session["access_token"].as_str().unwrap());
+    alice
+        .ok(
+            "POST",
+            "/orgs/acme/robots",
+            Some(json!({"name": "w"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    alice
+        .ok(
+            "PUT",
+            "/orgs/acme/bindings/w",
+            Some(json!({"role": "Writer", "subject": "robot/w", "namespace": "acme"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let t = alice
+        .ok(
+            "POST",
+            "/orgs/acme/robots/w/tokens",
+            Some(json!({"name": "t"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let robot = basic_client(
+        t["accessId"].as_str().unwrap(),
+        t["token"].as_str().unwrap(),
+    );
+    let secret_bytes = random_bytes(3000, 80);
+    let d = push_blob(&client(), &s, "globex/private", &secret_bytes).await;
+    let own = push_blob(&client(), &s, "acme/app", &random_bytes(3000, 81)).await;
+    let r = robot
+        .post(s.url(&format!(
+            "/v2/acme/mine/blobs/uploads/?mount={d}&from=globex/private"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::ACCEPTED,
+        "no pull on the source: an ordinary upload"
+    );
+    let r = robot
+        .get(s.url(&format!("/v2/acme/mine/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::NOT_FOUND,
+        "the other org's blob did not leak in"
+    );
+    let r = robot
+        .post(s.url(&format!(
+            "/v2/acme/mine/blobs/uploads/?mount={own}&from=acme/app"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+}
