@@ -44,14 +44,25 @@ pub struct TokenService {
     keys: Keys,
     issuer: String,
     ttl: Duration,
+    verified: std::sync::Arc<
+        std::sync::Mutex<std::collections::HashMap<[u8; 32], std::sync::Arc<Claims>>>,
+    >,
 }
+
+/// Verified tokens remembered at most; the cache is emptied when it grows past this.
+const VERIFIED_MAX: usize = 50_000;
 
 /// Leeway for clock differences between berth nodes and verifiers.
 const LEEWAY_SECS: u64 = 30;
 
 impl TokenService {
     pub fn new(keys: Keys, issuer: String, ttl: Duration) -> TokenService {
-        TokenService { keys, issuer, ttl }
+        TokenService {
+            keys,
+            issuer,
+            ttl,
+            verified: std::sync::Arc::default(),
+        }
     }
 
     pub fn keys(&self) -> &Keys {
@@ -93,8 +104,40 @@ impl TokenService {
         Ok((jwt, claims))
     }
 
-    /// Verifies signature, issuer, audience and times.
+    /// Verifies signature, issuer, audience and times. A token verified before is not verified
+    /// again (clients reuse one token for many requests): its audience and expiry are re-checked
+    /// against the remembered claims, keyed by the token's SHA-256.
     pub fn verify(&self, jwt: &str, aud: &str) -> Result<Claims, TokenError> {
+        use sha2::Digest as _;
+        let key: [u8; 32] = sha2::Sha256::digest(jwt.as_bytes()).into();
+        let cached = self
+            .verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+            .cloned();
+        if let Some(claims) = cached {
+            let leeway = i64::try_from(LEEWAY_SECS).unwrap_or(0);
+            if claims.aud == aud && claims.exp + leeway > now() {
+                return Ok((*claims).clone());
+            }
+            return Err(TokenError::Invalid(
+                "token expired or for another audience".into(),
+            ));
+        }
+        let claims = self.verify_signed(jwt, aud)?;
+        let mut cache = self
+            .verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.len() >= VERIFIED_MAX {
+            cache.clear();
+        }
+        cache.insert(key, std::sync::Arc::new(claims.clone()));
+        Ok(claims)
+    }
+
+    fn verify_signed(&self, jwt: &str, aud: &str) -> Result<Claims, TokenError> {
         let header =
             jsonwebtoken::decode_header(jwt).map_err(|e| TokenError::Invalid(e.to_string()))?;
         if header.alg != jsonwebtoken::Algorithm::ES256 {
