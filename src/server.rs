@@ -74,7 +74,11 @@ impl AppState {
     /// Opens the stores and the signing keys for `config`.
     pub fn open(config: &Config) -> Result<AppState, ServerError> {
         let content = open_content(&config.data_dir)?;
-        let keys = Keys::open(&config.data_dir).map_err(|e| ServerError::Keys(e.to_string()))?;
+        let keys = match &config.token_signer {
+            Some(files) => Keys::external(&files.key, &files.cert),
+            None => Keys::open(&config.data_dir),
+        }
+        .map_err(|e| ServerError::Keys(e.to_string()))?;
         let tokens = TokenService::new(keys, config.token_issuer.clone(), config.token_ttl);
         let iam = IamService::new(content.meta().clone());
         Ok(AppState {

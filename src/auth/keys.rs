@@ -56,6 +56,8 @@ pub struct SigningKey {
 #[derive(Clone)]
 pub struct Keys {
     dir: PathBuf,
+    /// Operator-provided (key, chain) files, used instead of the generated CA and keys.
+    external: Option<(PathBuf, PathBuf)>,
     inner: Arc<RwLock<Loaded>>,
 }
 
@@ -114,6 +116,7 @@ impl Keys {
         }
         let keys = Keys {
             dir,
+            external: None,
             inner: Arc::new(RwLock::new(Loaded {
                 signing: Vec::new(),
                 ca_pem: String::new(),
@@ -122,6 +125,21 @@ impl Keys {
         if keys.signing_files()?.is_empty() {
             keys.add_signing_key()?;
         }
+        keys.reload()?;
+        Ok(keys)
+    }
+
+    /// Uses an operator-provided signing key and certificate chain (signer first, CA last). The
+    /// files are re-read by `reload`, so replacing them rotates the key.
+    pub fn external(key: &Path, chain: &Path) -> Result<Keys, KeyError> {
+        let keys = Keys {
+            dir: PathBuf::new(),
+            external: Some((key.to_owned(), chain.to_owned())),
+            inner: Arc::new(RwLock::new(Loaded {
+                signing: Vec::new(),
+                ca_pem: String::new(),
+            })),
+        };
         keys.reload()?;
         Ok(keys)
     }
@@ -199,30 +217,40 @@ impl Keys {
 
     /// Re-reads the key directory (a running server picks up `berth keys rotate` this way).
     pub fn reload(&self) -> Result<(), KeyError> {
+        if let Some((key, chain)) = &self.external {
+            let key_pem =
+                std::fs::read_to_string(key).map_err(io(format!("reading {}", key.display())))?;
+            let chain_pem = std::fs::read_to_string(chain)
+                .map_err(io(format!("reading {}", chain.display())))?;
+            let certs: Vec<_> =
+                rustls::pki_types::CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+                    .collect::<Result<_, _>>()
+                    .map_err(crypto)?;
+            let (Some(leaf), Some(root)) = (certs.first(), certs.last()) else {
+                return Err(KeyError::Crypto(format!(
+                    "{} holds no certificate",
+                    chain.display()
+                )));
+            };
+            let ca_pem = pem_of(root.as_ref());
+            let signing = vec![Arc::new(signing_key(&key_pem, leaf.as_ref(), 0)?)];
+            *self
+                .inner
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Loaded { signing, ca_pem };
+            return Ok(());
+        }
         let mut signing = Vec::new();
         for (created, kid, base) in self.signing_files()? {
             let key_pem = std::fs::read_to_string(base.with_extension("key"))
                 .map_err(io(format!("reading {}", base.display())))?;
             let cert_pem = std::fs::read_to_string(base.with_extension("pem"))
                 .map_err(io(format!("reading {}", base.display())))?;
-            let key = KeyPair::from_pem(&key_pem).map_err(crypto)?;
-            let raw = key.public_key_raw();
-            if raw.len() != 65 {
-                return Err(KeyError::Crypto(format!("signing key {kid} is not P-256")));
-            }
-            let b64u = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-            let (x, y) = (b64u(&raw[1..33]), b64u(&raw[33..65]));
             let der = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes())
                 .map_err(crypto)?;
-            signing.push(Arc::new(SigningKey {
-                kid,
-                created,
-                encoding: jsonwebtoken::EncodingKey::from_ec_der(&key.serialize_der()),
-                decoding: jsonwebtoken::DecodingKey::from_ec_components(&x, &y).map_err(crypto)?,
-                cert_b64: base64::engine::general_purpose::STANDARD.encode(der.as_ref()),
-                x,
-                y,
-            }));
+            let mut key = signing_key(&key_pem, der.as_ref(), created)?;
+            key.kid = kid;
+            signing.push(Arc::new(key));
         }
         if signing.is_empty() {
             return Err(KeyError::Crypto("no signing key".into()));
@@ -283,6 +311,39 @@ impl Keys {
             .collect();
         serde_json::json!({ "keys": keys })
     }
+}
+
+/// A signing key from its PEM private key and its certificate (DER).
+fn signing_key(key_pem: &str, cert_der: &[u8], created: i64) -> Result<SigningKey, KeyError> {
+    let key = KeyPair::from_pem(key_pem).map_err(crypto)?;
+    let raw = key.public_key_raw();
+    if raw.len() != 65 {
+        return Err(KeyError::Crypto(
+            "the token signing key must be ECDSA P-256".into(),
+        ));
+    }
+    let b64u = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let (x, y) = (b64u(&raw[1..33]), b64u(&raw[33..65]));
+    Ok(SigningKey {
+        kid: kid_of(raw),
+        created,
+        encoding: jsonwebtoken::EncodingKey::from_ec_der(&key.serialize_der()),
+        decoding: jsonwebtoken::DecodingKey::from_ec_components(&x, &y).map_err(crypto)?,
+        cert_b64: base64::engine::general_purpose::STANDARD.encode(cert_der),
+        x,
+        y,
+    })
+}
+
+fn pem_of(der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
 }
 
 /// The RFC 7638 JWK thumbprint of a P-256 public key (uncompressed point), base64url, cut to 22

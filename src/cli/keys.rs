@@ -25,17 +25,35 @@ pub enum KeysCommand {
         /// Data directory of the registry [default: ./berth-data]
         #[arg(long, env = env::BERTH_DATA_DIR, value_name = "DIR")]
         data_dir: Option<PathBuf>,
+        /// The server's operator-provided signing key, if any (then rotation is refused).
+        #[arg(long, env = env::BERTH_TOKEN_KEY, value_name = "FILE")]
+        token_key: Option<PathBuf>,
+        /// The chain of --token-key.
+        #[arg(long, env = env::BERTH_TOKEN_CERT_CHAIN, value_name = "FILE")]
+        token_cert_chain: Option<PathBuf>,
     },
 }
 
 pub(super) fn run(args: &KeysArgs) -> anyhow::Result<ExitCode> {
     match &args.command {
-        KeysCommand::Rotate { config, data_dir } => {
+        KeysCommand::Rotate {
+            config,
+            data_dir,
+            token_key,
+            token_cert_chain,
+        } => {
             let config = Config::load(&ServeArgs {
                 config: config.clone(),
                 data_dir: data_dir.clone(),
+                token_key: token_key.clone(),
+                token_cert_chain: token_cert_chain.clone(),
                 ..ServeArgs::default()
             })?;
+            if config.token_signer.is_some() {
+                anyhow::bail!(
+                    "the token signing key is operator-provided (token_key); replace its files to rotate it"
+                );
+            }
             let keys = Keys::open(&config.data_dir)
                 .with_context(|| format!("opening keys in {}", config.data_dir.display()))?;
             // Tokens live at most token_ttl; verifiers allow some clock leeway on top.

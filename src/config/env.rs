@@ -31,3 +31,8 @@ pub const BERTH_REGISTRY_TOKEN_TTL: &str = "BERTH_REGISTRY_TOKEN_TTL";
 /// Password of the server admin `admin`, used only when the first start creates it. Never a flag
 /// or a file key, so that it stays out of process listings and config files.
 pub const BERTH_ADMIN_PASSWORD: &str = "BERTH_ADMIN_PASSWORD";
+/// Operator-provided token signing key (PEM, P-256), instead of berth's generated CA.
+pub const BERTH_TOKEN_KEY: &str = "BERTH_TOKEN_KEY";
+/// Certificate chain (PEM, signer first) for `BERTH_TOKEN_KEY`; its last certificate is the CA
+/// verifiers should trust.
+pub const BERTH_TOKEN_CERT_CHAIN: &str = "BERTH_TOKEN_CERT_CHAIN";

@@ -27,6 +27,8 @@ pub struct Config {
     pub token_issuer: String,
     pub token_ttl: Duration,
     pub registry_token_ttl: Duration,
+    /// Operator-provided signing key and chain; `None`: berth's own CA in the data directory.
+    pub token_signer: Option<TlsFiles>,
     pub log: String,
 }
 
@@ -118,6 +120,16 @@ impl Config {
                 }
             })?,
             registry_token_ttl: duration("registry_token_ttl", raw.registry_token_ttl, "30d")?,
+            token_signer: match (raw.token_key, raw.token_cert_chain) {
+                (Some(key), Some(cert)) => Some(TlsFiles { cert, key }),
+                (None, None) => None,
+                _ => {
+                    return Err(invalid(
+                        "token_key",
+                        "token_key and token_cert_chain must be given together".into(),
+                    ));
+                }
+            },
             log: raw.log.unwrap_or_else(|| "info".to_owned()),
         })
     }

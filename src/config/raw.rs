@@ -62,6 +62,14 @@ pub struct ServeArgs {
     #[arg(long, env = env::BERTH_TOKEN_TTL, value_name = "DURATION")]
     pub token_ttl: Option<String>,
 
+    /// Operator-provided token signing key (PEM, P-256) instead of the generated CA; with --token-cert-chain
+    #[arg(long, env = env::BERTH_TOKEN_KEY, value_name = "FILE")]
+    pub token_key: Option<PathBuf>,
+
+    /// Certificate chain for --token-key (PEM, signer first, CA last)
+    #[arg(long, env = env::BERTH_TOKEN_CERT_CHAIN, value_name = "FILE")]
+    pub token_cert_chain: Option<PathBuf>,
+
     /// Lifetime of registry tokens created without permanent=true [default: 30d]
     #[arg(long, env = env::BERTH_REGISTRY_TOKEN_TTL, value_name = "DURATION")]
     pub registry_token_ttl: Option<String>,
@@ -88,6 +96,8 @@ pub struct FileConfig {
     pub token_issuer: Option<String>,
     pub token_ttl: Option<String>,
     pub registry_token_ttl: Option<String>,
+    pub token_key: Option<PathBuf>,
+    pub token_cert_chain: Option<PathBuf>,
     pub log: Option<String>,
 }
 
@@ -108,6 +118,8 @@ impl ServeArgs {
             token_issuer: self.token_issuer.clone().or(file.token_issuer),
             token_ttl: self.token_ttl.clone().or(file.token_ttl),
             registry_token_ttl: self.registry_token_ttl.clone().or(file.registry_token_ttl),
+            token_key: self.token_key.clone().or(file.token_key),
+            token_cert_chain: self.token_cert_chain.clone().or(file.token_cert_chain),
             log: self.log.clone().or(file.log),
         }
     }

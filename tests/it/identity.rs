@@ -1165,3 +1165,80 @@ async fn mount_needs_pull_on_the_source_else_it_is_a_plain_upload() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
 }
+
+#[tokio::test]
+async fn an_operator_provided_signing_key_and_chain_sign_the_tokens() {
+    use rcgen::{
+        BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, PKCS_ECDSA_P256_SHA256,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let leaf = CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let (key_path, chain_path) = (tmp.path().join("signer.key"), tmp.path().join("chain.pem"));
+    std::fs::write(&key_path, leaf_key.serialize_pem()).unwrap();
+    std::fs::write(&chain_path, format!("{}{}", leaf.pem(), ca.pem())).unwrap();
+    let s = Server::start_in(
+        &tmp.path().join("data"),
+        &[
+            "--token-key",
+            key_path.to_str().unwrap(),
+            "--token-cert-chain",
+            chain_path.to_str().unwrap(),
+        ],
+        &[],
+    );
+    push_image(&client(), &s, "op/app", "v1", 95).await;
+    let body: Value = client()
+        .get(s.url("/token?service=berth&scope=repository:op/app:pull"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let jwt = body["token"].as_str().unwrap();
+    use base64::Engine as _;
+    let (header, _) = jwt_parts(jwt);
+    assert_eq!(
+        header["x5c"][0],
+        base64::engine::general_purpose::STANDARD.encode(leaf.der())
+    );
+    let r = anonymous_client()
+        .get(s.url("/v2/op/app/manifests/v1"))
+        .header("authorization", format!("Bearer {jwt}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let served = anonymous_client()
+        .get(s.url("/api/v1/keys/ca.pem"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        served.split_whitespace().collect::<String>(),
+        ca.pem().split_whitespace().collect::<String>()
+    );
+    // No key of berth's own was made, and rotation is the operator's business.
+    assert!(!s.data_dir.join("keys/ca.key").exists());
+    let out = Command::new(berth_bin())
+        .args(["keys", "rotate", "--data-dir"])
+        .arg(&s.data_dir)
+        .env("BERTH_TOKEN_KEY", &key_path)
+        .env("BERTH_TOKEN_CERT_CHAIN", &chain_path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("operator-provided"));
+}
