@@ -90,38 +90,10 @@ async fn distribution_accepts_berth_tokens_and_berth_policy() {
             StatusCode::CREATED,
         )
         .await;
-    let mut creds = Vec::new();
-    for (robot, role) in [("pusher", "Writer"), ("puller", "Reader")] {
-        alice
-            .ok(
-                "POST",
-                "/orgs/acme/robots",
-                Some(json!({"name": robot})),
-                StatusCode::CREATED,
-            )
-            .await;
-        alice
-            .ok(
-                "PUT",
-                &format!("/orgs/acme/bindings/{robot}"),
-                Some(json!({"role": role, "subject": format!("robot/{robot}")})),
-                StatusCode::CREATED,
-            )
-            .await;
-        let t = alice
-            .ok(
-                "POST",
-                &format!("/orgs/acme/robots/{robot}/tokens"),
-                Some(json!({"name": "t"})),
-                StatusCode::CREATED,
-            )
-            .await;
-        creds.push(format!(
-            "{}:{}",
-            t["accessId"].as_str().unwrap(),
-            t["token"].as_str().unwrap()
-        ));
-    }
+    let creds = [
+        robot_with_token(&alice, "acme", "pusher", "Writer", json!({})).await,
+        robot_with_token(&alice, "acme", "puller", "Reader", json!({})).await,
+    ];
     let tmp = tempfile::tempdir().unwrap();
     let layout = tmp.path().join("layout");
     let index = multi_platform_layout(&layout);

@@ -135,6 +135,18 @@ pub(super) async fn delete_robot(
     .await
 }
 
+/// `{"<field>": [credentials without secrets]}` of one owner and kind.
+fn list_of(st: &AppState, owner: Owner, kind: SecretKind, field: &str) -> ApiResult<Response> {
+    let list: Vec<_> = st
+        .auth
+        .iam()
+        .credentials(owner, kind)?
+        .iter()
+        .map(credential_json)
+        .collect();
+    Ok(json_response(StatusCode::OK, json!({ field: list })))
+}
+
 /// The `201` answer of a new credential: its metadata plus the secret, once.
 fn created(new: &NewCredential, secret_field: &str) -> Response {
     let mut v = credential_json(&new.row);
@@ -150,14 +162,7 @@ pub(super) async fn list_robot_tokens(
     caller.require_manage(&org, "credentials", "list", &robot)?;
     blocking(&state, move |st| {
         let r = st.auth.iam().robot(&org, &robot)?;
-        let list: Vec<_> = st
-            .auth
-            .iam()
-            .credentials(Owner::Robot(r.id), SecretKind::RobotToken)?
-            .iter()
-            .map(credential_json)
-            .collect();
-        Ok(json_response(StatusCode::OK, json!({ "tokens": list })))
+        list_of(st, Owner::Robot(r.id), SecretKind::RobotToken, "tokens")
     })
     .await
 }
@@ -247,14 +252,7 @@ pub(super) async fn list_robot_keys(
     caller.require_manage(&org, "credentials", "list", &robot)?;
     blocking(&state, move |st| {
         let r = st.auth.iam().robot(&org, &robot)?;
-        let list: Vec<_> = st
-            .auth
-            .iam()
-            .credentials(Owner::Robot(r.id), SecretKind::ApiKey)?
-            .iter()
-            .map(credential_json)
-            .collect();
-        Ok(json_response(StatusCode::OK, json!({ "apikeys": list })))
+        list_of(st, Owner::Robot(r.id), SecretKind::ApiKey, "apikeys")
     })
     .await
 }
@@ -324,14 +322,7 @@ pub(super) async fn list_own_keys(
 ) -> ApiResult<Response> {
     let id = own_user(&caller)?;
     blocking(&state, move |st| {
-        let list: Vec<_> = st
-            .auth
-            .iam()
-            .credentials(Owner::User(id), SecretKind::ApiKey)?
-            .iter()
-            .map(credential_json)
-            .collect();
-        Ok(json_response(StatusCode::OK, json!({ "apikeys": list })))
+        list_of(st, Owner::User(id), SecretKind::ApiKey, "apikeys")
     })
     .await
 }
@@ -472,14 +463,12 @@ pub(super) async fn list_registry_tokens(
     caller.require_manage(&org, "credentials", "list", "registry-token")?;
     blocking(&state, move |st| {
         let org_row = st.auth.iam().org(&org)?;
-        let list: Vec<_> = st
-            .auth
-            .iam()
-            .credentials(Owner::Org(org_row.id), SecretKind::RegistryToken)?
-            .iter()
-            .map(credential_json)
-            .collect();
-        Ok(json_response(StatusCode::OK, json!({ "tokens": list })))
+        list_of(
+            st,
+            Owner::Org(org_row.id),
+            SecretKind::RegistryToken,
+            "tokens",
+        )
     })
     .await
 }

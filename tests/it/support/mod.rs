@@ -545,3 +545,47 @@ pub async fn user_session(s: &Server, name: &str, password: &str) -> Value {
         )
         .await
 }
+
+/// Creates robot `name` in `org`, binds `role` to it (`scope`: `{}` for the whole org,
+/// `{"namespace": …}` or `{"repository": …}`), makes it a token, and returns `accessId:token`.
+pub async fn robot_with_token(
+    api: &Api,
+    org: &str,
+    name: &str,
+    role: &str,
+    scope: Value,
+) -> String {
+    api.ok(
+        "POST",
+        &format!("/orgs/{org}/robots"),
+        Some(json!({"name": name})),
+        StatusCode::CREATED,
+    )
+    .await;
+    let mut binding = json!({"role": role, "subject": format!("robot/{name}")});
+    if let Some(m) = scope.as_object() {
+        for (k, v) in m {
+            binding[k] = v.clone();
+        }
+    }
+    api.ok(
+        "PUT",
+        &format!("/orgs/{org}/bindings/{name}"),
+        Some(binding),
+        StatusCode::CREATED,
+    )
+    .await;
+    let t = api
+        .ok(
+            "POST",
+            &format!("/orgs/{org}/robots/{name}/tokens"),
+            Some(json!({"name": "t"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    format!(
+        "{}:{}",
+        t["accessId"].as_str().unwrap(),
+        t["token"].as_str().unwrap()
+    )
+}
