@@ -251,8 +251,15 @@ impl AuthService {
     }
 
     fn audit_failure(&self, username: &str, client: &ClientInfo, why: &str) {
+        // A secret pasted into the user-name field (swapped arguments) must not land in the
+        // audit trail.
+        let actor = if Secret::parse(username).is_some() || username.starts_with("eyJ") {
+            "[a secret given as user name]".to_owned()
+        } else {
+            username.chars().take(128).collect()
+        };
         self.audit(AuditEvent {
-            actor: Some(username.chars().take(128).collect()),
+            actor: Some(actor),
             action: "login",
             success: false,
             client_addr: client.addr.map(|a| a.to_string()),

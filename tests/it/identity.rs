@@ -699,6 +699,21 @@ async fn token_service_grants_the_intersection_and_speaks_both_forms() {
             .any(|e| e["actor"] == "nobody"),
         "{events}"
     );
+    // Swapped arguments put the secret in the user-name field: it is not recorded.
+    let r = basic_client(secret, id)
+        .get(s.url("/token?service=berth"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let events = Api::admin(&s)
+        .ok("GET", "/audit?outcome=failure", None, StatusCode::OK)
+        .await;
+    assert!(
+        !events.to_string().contains(secret),
+        "a secret reached the audit trail"
+    );
+    assert!(events.to_string().contains("[a secret given as user name]"));
     assert_no_secret_logged(&s, &[secret, &refresh]);
 }
 
