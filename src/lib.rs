@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod blob;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod content;
 pub mod http;

@@ -10,7 +10,10 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            if let Some(hint) = berth::cli::hint(&e) {
+                eprintln!("hint: {hint}");
+            }
+            berth::cli::exit_code(&e)
         }
     }
 }

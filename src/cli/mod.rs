@@ -1,22 +1,43 @@
-//! The command line: clap definitions and one file per command. Every command but `serve` and
-//! `gc` will be a client of the management API (a later issue).
+//! The command line: clap definitions and one file per command group. `serve`, `gc` and `keys`
+//! work on the data directory; every other command is a client of the management API and the
+//! registry, configured by the client config (`context.rs`).
+//!
+//! Exit codes: 0 success, 1 other failure, 2 usage, 3 authentication or permission, 4 not found,
+//! 5 server or network.
 
+mod context;
+pub mod files;
 mod gc;
 mod keys;
+pub mod manage;
+pub mod output;
 mod serve;
+pub mod session;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 pub use crate::config::ServeArgs;
 pub use gc::GcArgs;
 pub use keys::KeysArgs;
+use output::Format;
 
 /// berth: a private OCI registry whose centre is machine identity.
 #[derive(Debug, Parser)]
 #[command(name = "berth", version, about, propagate_version = true)]
 pub struct Cli {
+    /// Client configuration file [default: $BERTH_CONFIG, else ~/.config/berth/config.yaml]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Output format of commands that print objects.
+    #[arg(short = 'o', long = "format", global = true, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Show each request (method, URL, status; never credentials) on stderr.
+    #[arg(long, global = true)]
+    pub verbose: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -30,13 +51,137 @@ pub enum Command {
     Gc(GcArgs),
     /// Manage the token signing keys.
     Keys(KeysArgs),
+    /// Log in to a server and store a session in the client config.
+    Login(session::LoginArgs),
+    /// Revoke the current session and forget it.
+    Logout,
+    /// Show who the current credentials are.
+    Whoami,
+    /// Organizations.
+    #[command(subcommand)]
+    Org(manage::OrgCommand),
+    /// Robot accounts and their tokens.
+    Robot {
+        #[arg(long, global = true)]
+        org: Option<String>,
+        #[command(subcommand)]
+        command: manage::RobotCommand,
+    },
+    /// Role bindings.
+    Binding {
+        #[arg(long, global = true)]
+        org: Option<String>,
+        #[command(subcommand)]
+        command: manage::BindingCommand,
+    },
+    /// Organization-wide registry tokens.
+    RegistryToken {
+        #[arg(long, global = true)]
+        org: Option<String>,
+        #[command(subcommand)]
+        command: manage::RegistryTokenCommand,
+    },
+    /// Repositories.
+    #[command(subcommand)]
+    Repo(manage::RepoCommand),
+    /// Kubernetes pull secrets.
+    #[command(subcommand)]
+    PullSecret(files::PullSecretCommand),
+    /// Crossplane ImageConfig objects.
+    #[command(subcommand)]
+    ImageConfig(files::ImageConfigCommand),
+    /// The client configuration.
+    #[command(subcommand)]
+    Config(files::ConfigCommand),
 }
 
-/// Exit codes: 0 success, 2 usage (clap), 1 any other failure.
-pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
-        Command::Serve(args) => serve::run(&args),
-        Command::Gc(args) => gc::run(&args),
-        Command::Keys(args) => keys::run(&args),
+/// A mistake in how a command was called (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
+/// No usable credentials (exit code 3).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unauthenticated(pub String);
+
+/// The exit code for an error, by its kind.
+pub fn exit_code(e: &anyhow::Error) -> ExitCode {
+    use crate::client::ClientError;
+    let code = if e.downcast_ref::<Usage>().is_some() {
+        2
+    } else if e.downcast_ref::<Unauthenticated>().is_some() {
+        3
+    } else {
+        match e.chain().find_map(|c| c.downcast_ref::<ClientError>()) {
+            Some(ClientError::Status {
+                status: 401 | 403 | 429,
+                ..
+            }) => 3,
+            Some(ClientError::Status { status: 404, .. }) => 4,
+            Some(ClientError::Status { status, .. }) if *status >= 500 => 5,
+            Some(ClientError::Transport { .. }) => 5,
+            _ => 1,
+        }
+    };
+    ExitCode::from(code)
+}
+
+/// A hint for errors where one helps.
+pub fn hint(e: &anyhow::Error) -> Option<&'static str> {
+    use crate::client::ClientError;
+    match e.chain().find_map(|c| c.downcast_ref::<ClientError>()) {
+        Some(ClientError::Status { status: 401, .. }) => Some("log in again with `berth login`"),
+        Some(ClientError::Transport { .. }) => Some("is the server running, and is the URL right?"),
+        _ => None,
     }
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let Cli {
+        config,
+        format,
+        verbose,
+        command,
+    } = cli;
+    // The commands that work on the data directory, or print without a server.
+    match &command {
+        Command::Serve(args) => return serve::run(args),
+        Command::Gc(args) => return gc::run(args),
+        Command::Keys(args) => return keys::run(args),
+        Command::ImageConfig(cmd) => {
+            files::image_config(cmd, format)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
+    let path = context::path(config.as_deref())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async {
+        match &command {
+            Command::Login(args) => session::login(args, &path, verbose).await,
+            Command::Logout => session::logout(&path, verbose).await,
+            Command::Whoami => session::whoami(&path, format, verbose).await,
+            Command::Org(cmd) => manage::org(cmd, &path, format, verbose).await,
+            Command::Robot { org, command } => {
+                manage::robot(command, org.as_deref(), &path, format, verbose).await
+            }
+            Command::Binding { org, command } => {
+                manage::binding(command, org.as_deref(), &path, format, verbose).await
+            }
+            Command::RegistryToken { org, command } => {
+                manage::registry_token(command, org.as_deref(), &path, format, verbose).await
+            }
+            Command::Repo(cmd) => manage::repo(cmd, &path, format, verbose).await,
+            Command::PullSecret(cmd) => files::pull_secret(cmd, &path, format),
+            Command::Config(cmd) => files::config(cmd, &path, format),
+            Command::Serve(_) | Command::Gc(_) | Command::Keys(_) | Command::ImageConfig(_) => {
+                Ok(())
+            }
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
 }

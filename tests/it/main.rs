@@ -10,6 +10,7 @@
 )]
 
 mod authz_matrix;
+mod cli;
 mod clients;
 mod durability;
 mod gc;

@@ -1,0 +1,265 @@
+//! The client configuration: a kubeconfig-shaped YAML file of servers, credentials and contexts
+//! (server + credential + org), with a current context. Found at `--config FILE`, else
+//! `BERTH_CONFIG`, else `~/.config/berth/config.yaml`; written atomically with mode 0600.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::client::{Auth, Client, Tls};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) struct ClientConfig {
+    #[serde(default = "api_version")]
+    pub(crate) api_version: String,
+    #[serde(default = "kind")]
+    pub(crate) kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) current_context: Option<String>,
+    #[serde(default)]
+    pub(crate) servers: Vec<NamedServer>,
+    #[serde(default)]
+    pub(crate) credentials: Vec<NamedCredential>,
+    #[serde(default)]
+    pub(crate) contexts: Vec<NamedContext>,
+}
+
+fn api_version() -> String {
+    "berth/v1".into()
+}
+
+fn kind() -> String {
+    "Config".into()
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            api_version: api_version(),
+            kind: kind(),
+            current_context: None,
+            servers: Vec::new(),
+            credentials: Vec::new(),
+            contexts: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct NamedServer {
+    pub(crate) name: String,
+    pub(crate) server: Server,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) struct Server {
+    pub(crate) url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) certificate_authority_data: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) insecure_skip_tls_verify: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct NamedCredential {
+    pub(crate) name: String,
+    pub(crate) credential: Credential,
+}
+
+/// One of: a user's refresh token, a robot token, an API key.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) struct Credential {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) refresh_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) robot_token: Option<RobotToken>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) api_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RobotToken {
+    pub(crate) access_id: String,
+    pub(crate) token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct NamedContext {
+    pub(crate) name: String,
+    pub(crate) context: Context,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Context {
+    pub(crate) server: String,
+    pub(crate) credential: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) org: Option<String>,
+}
+
+/// Where the configuration lives: `--config`, then `BERTH_CONFIG`, then the user's config dir.
+pub(crate) fn path(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = flag {
+        return Ok(p.to_owned());
+    }
+    if let Some(p) = std::env::var_os("BERTH_CONFIG").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let home = std::env::var_os("HOME").context("HOME is not set; give --config FILE")?;
+    Ok(PathBuf::from(home).join(".config/berth/config.yaml"))
+}
+
+impl ClientConfig {
+    /// Reads the file; a missing file is an empty configuration.
+    pub(crate) fn load(path: &Path) -> anyhow::Result<ClientConfig> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                serde_norway::from_str(&text).with_context(|| format!("reading {}", path.display()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ClientConfig::default()),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// Writes the file atomically (temp file, fsync, rename) with mode 0600.
+    pub(crate) fn save(&self, path: &Path) -> anyhow::Result<()> {
+        let text = serde_norway::to_string(self)?;
+        write_private(path, text.as_bytes())
+    }
+
+    pub(crate) fn upsert_server(&mut self, name: &str, server: Server) {
+        self.servers.retain(|s| s.name != name);
+        self.servers.push(NamedServer {
+            name: name.to_owned(),
+            server,
+        });
+    }
+
+    pub(crate) fn upsert_credential(&mut self, name: &str, credential: Credential) {
+        self.credentials.retain(|c| c.name != name);
+        self.credentials.push(NamedCredential {
+            name: name.to_owned(),
+            credential,
+        });
+    }
+
+    pub(crate) fn upsert_context(&mut self, name: &str, context: Context) {
+        self.contexts.retain(|c| c.name != name);
+        self.contexts.push(NamedContext {
+            name: name.to_owned(),
+            context,
+        });
+    }
+
+    /// The current context, its server and its credential.
+    pub(crate) fn current(&self) -> anyhow::Result<(&NamedContext, &Server, &Credential)> {
+        let name = self.current_context.as_deref().ok_or_else(|| {
+            anyhow::Error::new(crate::cli::Unauthenticated(
+                "not logged in: run `berth login URL -a ORG`".into(),
+            ))
+        })?;
+        let ctx = self
+            .contexts
+            .iter()
+            .find(|c| c.name == name)
+            .with_context(|| format!("context {name:?} is not in the configuration"))?;
+        let server = self
+            .servers
+            .iter()
+            .find(|s| s.name == ctx.context.server)
+            .with_context(|| {
+                format!(
+                    "server {:?} of context {name:?} is not in the configuration",
+                    ctx.context.server
+                )
+            })?;
+        let cred = self
+            .credentials
+            .iter()
+            .find(|c| c.name == ctx.context.credential)
+            .with_context(|| {
+                format!(
+                    "credential {:?} of context {name:?} is not in the configuration",
+                    ctx.context.credential
+                )
+            })?;
+        Ok((ctx, &server.server, &cred.credential))
+    }
+}
+
+impl Credential {
+    pub(crate) fn auth(&self) -> Auth {
+        if let Some(t) = &self.refresh_token {
+            Auth::Basic("iamrefresh".into(), t.clone())
+        } else if let Some(r) = &self.robot_token {
+            Auth::Basic(r.access_id.clone(), r.token.clone())
+        } else if let Some(k) = &self.api_key {
+            Auth::Basic("iamapikey".into(), k.clone())
+        } else {
+            Auth::None
+        }
+    }
+}
+
+impl Server {
+    pub(crate) fn tls(&self) -> anyhow::Result<Tls> {
+        let ca_pem = self
+            .certificate_authority_data
+            .as_deref()
+            .map(|d| base64::engine::general_purpose::STANDARD.decode(d.trim()))
+            .transpose()
+            .context("certificate-authority-data is not base64")?;
+        Ok(Tls {
+            ca_pem,
+            insecure: self.insecure_skip_tls_verify,
+        })
+    }
+
+    /// `host[:port]` of the URL, as registries name themselves in docker configs.
+    pub(crate) fn host(&self) -> String {
+        self.url
+            .split("://")
+            .nth(1)
+            .unwrap_or(&self.url)
+            .trim_end_matches('/')
+            .to_owned()
+    }
+}
+
+/// A client for the current context.
+pub(crate) fn client(
+    cfg: &ClientConfig,
+    verbose: bool,
+) -> anyhow::Result<(Client, Option<String>)> {
+    let (ctx, server, cred) = cfg.current()?;
+    let client = Client::new(&server.url, cred.auth(), &server.tls()?, verbose)?;
+    Ok((client, ctx.context.org.clone()))
+}
+
+/// Writes a file atomically with mode 0600 (it may hold secrets).
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}

@@ -1,0 +1,290 @@
+//! Files for Kubernetes, Crossplane and automation: `pull-secret create` (a
+//! `kubernetes.io/dockerconfigjson` Secret), `image-config create` (a Crossplane `ImageConfig`,
+//! seed 001), and `config create --from-token` (a self-contained client config for a robot,
+//! seed 004's kubeconfig for berth), plus `config view|get-contexts|use-context`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use super::Usage;
+use super::context::{ClientConfig, Context, Credential, RobotToken, Server};
+use super::output::{Format, print};
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum PullSecretCommand {
+    /// Print a Kubernetes pull secret for a token file or a user name and password.
+    Create {
+        name: String,
+        /// A token file: a robot token ({"accessId","token"}), an API key ({"apikey"}) or a registry token ({"token"}).
+        #[arg(
+            short = 'f',
+            long = "file",
+            value_name = "TOKEN_FILE",
+            conflicts_with = "username",
+            required_unless_present = "username"
+        )]
+        file: Option<PathBuf>,
+        #[arg(long)]
+        username: Option<String>,
+        #[arg(long, requires = "username")]
+        password_stdin: bool,
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        /// Registry host (default: the current context's server).
+        #[arg(long)]
+        server: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ImageConfigCommand {
+    /// Print a Crossplane ImageConfig that uses a pull secret for every image under a prefix.
+    Create {
+        name: String,
+        #[arg(long)]
+        prefix: String,
+        #[arg(long)]
+        pull_secret: String,
+    },
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ConfigCommand {
+    /// Write a self-contained config for an automation from a robot token file.
+    Create {
+        #[arg(long, value_name = "TOKEN_FILE")]
+        from_token: PathBuf,
+        #[arg(long)]
+        server: String,
+        /// PEM file of the CA of the server's TLS certificate.
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
+        /// The organization the context works in.
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long, value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Show the configuration (secrets redacted unless --raw).
+    View {
+        #[arg(long)]
+        raw: bool,
+    },
+    GetContexts,
+    UseContext {
+        name: String,
+    },
+}
+
+/// (user name, password) from a token file, by the secret's kind.
+fn login_of(file: &Path) -> anyhow::Result<(String, String)> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let v: Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+    let s = |k: &str| v[k].as_str().map(str::to_owned);
+    match (s("accessId"), s("token"), s("apikey")) {
+        (Some(id), Some(token), _) => Ok((id, token)),
+        (None, _, Some(key)) => Ok(("iamapikey".into(), key)),
+        (None, Some(token), None) => Ok(("token".into(), token)),
+        _ => Err(Usage(format!(
+            "{} holds no robot token, API key or registry token",
+            file.display()
+        ))
+        .into()),
+    }
+}
+
+fn current_host(cfg_path: &Path) -> anyhow::Result<String> {
+    let cfg = ClientConfig::load(cfg_path)?;
+    let (_, server, _) = cfg
+        .current()
+        .map_err(|_| Usage("no current context: pass --server HOST".into()))?;
+    Ok(server.host())
+}
+
+fn manifest_format(format: Format) -> Format {
+    // Manifests are YAML unless JSON is asked for.
+    if format == Format::Json {
+        Format::Json
+    } else {
+        Format::Yaml
+    }
+}
+
+pub(super) fn pull_secret(
+    cmd: &PullSecretCommand,
+    cfg_path: &Path,
+    format: Format,
+) -> anyhow::Result<()> {
+    let PullSecretCommand::Create {
+        name,
+        file,
+        username,
+        password_stdin,
+        namespace,
+        server,
+    } = cmd;
+    let (user, password) = match (file, username) {
+        (Some(f), _) => login_of(f)?,
+        (None, Some(u)) => (
+            u.clone(),
+            super::session::read_secret("password", *password_stdin)?,
+        ),
+        (None, None) => {
+            return Err(
+                Usage("give -f TOKEN_FILE or --username USER --password-stdin".into()).into(),
+            );
+        }
+    };
+    let host = match server {
+        Some(s) => s
+            .split("://")
+            .last()
+            .unwrap_or(s)
+            .trim_end_matches('/')
+            .to_owned(),
+        None => current_host(cfg_path)?,
+    };
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let docker = json!({ "auths": { host: { "username": user, "password": password, "auth": b64(&format!("{user}:{password}")) } } });
+    let secret = json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": { "name": name, "namespace": namespace },
+        "type": "kubernetes.io/dockerconfigjson",
+        "data": { ".dockerconfigjson": b64(&docker.to_string()) },
+    });
+    print(manifest_format(format), &secret, "", &[])
+}
+
+pub(super) fn image_config(cmd: &ImageConfigCommand, format: Format) -> anyhow::Result<()> {
+    let ImageConfigCommand::Create {
+        name,
+        prefix,
+        pull_secret,
+    } = cmd;
+    let v = json!({
+        "apiVersion": "pkg.crossplane.io/v1beta1",
+        "kind": "ImageConfig",
+        "metadata": { "name": name },
+        "spec": {
+            "matchImages": [{ "prefix": prefix }],
+            "registry": { "authentication": { "pullSecretRef": { "name": pull_secret } } },
+        },
+    });
+    print(manifest_format(format), &v, "", &[])
+}
+
+pub(super) fn config(cmd: &ConfigCommand, cfg_path: &Path, format: Format) -> anyhow::Result<()> {
+    match cmd {
+        ConfigCommand::Create {
+            from_token,
+            server,
+            ca,
+            org,
+            output,
+        } => {
+            let (access_id, token) = login_of(from_token)?;
+            if !server.starts_with("http://") && !server.starts_with("https://") {
+                return Err(Usage(format!(
+                    "--server {server:?} must start with https:// or http://"
+                ))
+                .into());
+            }
+            let ca_data = ca
+                .as_ref()
+                .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+                .transpose()?
+                .map(|d| base64::engine::general_purpose::STANDARD.encode(d));
+            let server = Server {
+                url: server.trim_end_matches('/').to_owned(),
+                certificate_authority_data: ca_data,
+                insecure_skip_tls_verify: false,
+            };
+            let host = server.host();
+            let credential =
+                match access_id.as_str() {
+                    "iamapikey" => Credential {
+                        api_key: Some(token),
+                        ..Credential::default()
+                    },
+                    "token" => return Err(Usage(
+                        "a registry token is for registry clients; use a robot token or API key"
+                            .into(),
+                    )
+                    .into()),
+                    _ => Credential {
+                        robot_token: Some(RobotToken {
+                            access_id: access_id.clone(),
+                            token,
+                        }),
+                        ..Credential::default()
+                    },
+                };
+            let mut cfg = ClientConfig::default();
+            let cred_name = format!("robot-{}", &access_id[..access_id.len().min(8)]);
+            cfg.upsert_server(&host, server);
+            cfg.upsert_credential(&cred_name, credential);
+            cfg.upsert_context(
+                "default",
+                Context {
+                    server: host,
+                    credential: cred_name,
+                    org: org.clone(),
+                },
+            );
+            cfg.current_context = Some("default".into());
+            cfg.save(output)?;
+            crate::cli_eprint(&format!("wrote {}", output.display()));
+            Ok(())
+        }
+        ConfigCommand::View { raw } => {
+            let mut cfg = ClientConfig::load(cfg_path)?;
+            if !raw {
+                for c in &mut cfg.credentials {
+                    let redact = |s: &mut String| *s = "REDACTED".into();
+                    c.credential.refresh_token.as_mut().map(redact);
+                    c.credential.api_key.as_mut().map(redact);
+                    if let Some(r) = c.credential.robot_token.as_mut() {
+                        redact(&mut r.token);
+                    }
+                }
+            }
+            let v = serde_json::to_value(&cfg)?;
+            print(manifest_format(format), &v, "", &[])
+        }
+        ConfigCommand::GetContexts => {
+            let cfg = ClientConfig::load(cfg_path)?;
+            let rows: Vec<Value> = cfg
+                .contexts
+                .iter()
+                .map(|c| {
+                    let current = if cfg.current_context.as_deref() == Some(c.name.as_str()) { "*" } else { "" };
+                    json!({ "current": current, "name": c.name, "server": c.context.server, "credential": c.context.credential, "org": c.context.org })
+                })
+                .collect();
+            let columns = [
+                ("CURRENT", "current"),
+                ("NAME", "name"),
+                ("SERVER", "server"),
+                ("CREDENTIAL", "credential"),
+                ("ORG", "org"),
+            ];
+            print(format, &json!({ "contexts": rows }), "contexts", &columns)
+        }
+        ConfigCommand::UseContext { name } => {
+            let mut cfg = ClientConfig::load(cfg_path)?;
+            if !cfg.contexts.iter().any(|c| c.name == *name) {
+                return Err(Usage(format!("no context named {name:?}")).into());
+            }
+            cfg.current_context = Some(name.clone());
+            cfg.save(cfg_path)?;
+            crate::cli_eprint(&format!("switched to context {name:?}"));
+            Ok(())
+        }
+    }
+}

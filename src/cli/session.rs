@@ -1,0 +1,196 @@
+//! `berth login`, `logout`, `whoami`.
+
+use std::io::IsTerminal as _;
+use std::path::Path;
+
+use anyhow::Context as _;
+use serde_json::json;
+
+use super::Usage;
+use super::context::{self, ClientConfig, Context, Credential, Server};
+use super::output::{Format, print};
+use crate::client::{Auth, Client, Tls};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoginArgs {
+    /// The server's URL (default: the current context's server).
+    pub url: Option<String>,
+    /// The organization to work in.
+    #[arg(short = 'a', long = "account", value_name = "ORG")]
+    pub org: Option<String>,
+    #[arg(short, long)]
+    pub username: Option<String>,
+    /// Read the password from standard input (one line).
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// PEM file of the CA that signed the server's TLS certificate.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
+    #[arg(long)]
+    pub insecure_skip_tls_verify: bool,
+}
+
+/// Reads a secret: from stdin when asked to, else from the terminal without echo.
+pub(super) fn read_secret(prompt: &str, from_stdin: bool) -> anyhow::Result<String> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("reading standard input")?;
+        return Ok(line.trim_end_matches(['\n', '\r']).to_owned());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Usage(format!(
+            "no terminal to ask for the {prompt}; use --password-stdin"
+        ))
+        .into());
+    }
+    rpassword::prompt_password(format!("{prompt}: ")).context("reading the password")
+}
+
+pub(super) async fn login(args: &LoginArgs, cfg_path: &Path, verbose: bool) -> anyhow::Result<()> {
+    let mut cfg = ClientConfig::load(cfg_path)?;
+    let url = match (&args.url, cfg.current()) {
+        (Some(u), _) => u.trim_end_matches('/').to_owned(),
+        (None, Ok((_, server, _))) => server.url.clone(),
+        (None, Err(_)) => {
+            return Err(Usage("give the server URL: berth login URL -a ORG".into()).into());
+        }
+    };
+    if !url.starts_with("http://") && !url.starts_with("https://") {
+        return Err(Usage(format!(
+            "{url:?} is not a URL; it must start with https:// or http://"
+        ))
+        .into());
+    }
+    let username = match &args.username {
+        Some(u) => u.clone(),
+        None if std::io::stdin().is_terminal() && !args.password_stdin => {
+            eprint_prompt("username: ");
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line.trim().to_owned()
+        }
+        None => return Err(Usage("give the user name with -u USER".into()).into()),
+    };
+    let password = read_secret("password", args.password_stdin)?;
+    let ca_data = args
+        .ca
+        .as_ref()
+        .map(std::fs::read)
+        .transpose()
+        .context("reading the CA file")?;
+    let server = Server {
+        url: url.clone(),
+        certificate_authority_data: ca_data
+            .as_ref()
+            .map(|d| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, d)),
+        insecure_skip_tls_verify: args.insecure_skip_tls_verify,
+    };
+    let client = Client::new(
+        &url,
+        Auth::None,
+        &Tls {
+            ca_pem: ca_data,
+            insecure: args.insecure_skip_tls_verify,
+        },
+        verbose,
+    )?;
+    let session = client
+        .api(
+            "POST",
+            "/auth/login",
+            Some(&json!({ "username": username, "password": password })),
+            &[],
+        )
+        .await?;
+    let refresh = session["refresh_token"]
+        .as_str()
+        .context("the server sent no refresh token")?
+        .to_owned();
+    if let Some(org) = &args.org {
+        // Check the organization now rather than on the first command.
+        let client = Client::new(
+            &url,
+            Auth::Basic("iamrefresh".into(), refresh.clone()),
+            &server.tls()?,
+            verbose,
+        )?;
+        client
+            .api("GET", &format!("/orgs/{org}"), None, &[])
+            .await
+            .with_context(|| format!("organization {org:?}"))?;
+    }
+    let host = server.host();
+    let server_name = host.clone();
+    let cred_name = format!("{username}@{host}");
+    let ctx_name = args.org.clone().unwrap_or_else(|| cred_name.clone());
+    cfg.upsert_server(&server_name, server);
+    cfg.upsert_credential(
+        &cred_name,
+        Credential {
+            refresh_token: Some(refresh),
+            ..Credential::default()
+        },
+    );
+    cfg.upsert_context(
+        &ctx_name,
+        Context {
+            server: server_name,
+            credential: cred_name,
+            org: args.org.clone(),
+        },
+    );
+    cfg.current_context = Some(ctx_name.clone());
+    cfg.save(cfg_path)?;
+    crate::cli_eprint(&format!("{username} logged in (context {ctx_name:?})"));
+    Ok(())
+}
+
+fn eprint_prompt(text: &str) {
+    use std::io::Write as _;
+    let mut e = std::io::stderr();
+    let _ = e.write_all(text.as_bytes());
+    let _ = e.flush();
+}
+
+pub(super) async fn logout(cfg_path: &Path, verbose: bool) -> anyhow::Result<()> {
+    let mut cfg = ClientConfig::load(cfg_path)?;
+    let (ctx, server, cred) = cfg.current()?;
+    let cred_name = ctx.context.credential.clone();
+    if let Some(refresh) = &cred.refresh_token {
+        let client = Client::new(&server.url, Auth::None, &server.tls()?, verbose)?;
+        // Revoke on the server; forget it locally even if it was already invalid.
+        if let Err(e) = client
+            .api(
+                "POST",
+                "/auth/logout",
+                Some(&json!({ "refresh_token": refresh })),
+                &[],
+            )
+            .await
+        {
+            crate::cli_eprint(&format!(
+                "warning: the server did not revoke the session: {e}"
+            ));
+        }
+    }
+    cfg.credentials.retain(|c| c.name != cred_name);
+    let ctx_name = cfg.current_context.take();
+    cfg.contexts.retain(|c| Some(&c.name) != ctx_name.as_ref());
+    cfg.save(cfg_path)?;
+    crate::cli_eprint("logged out");
+    Ok(())
+}
+
+pub(super) async fn whoami(cfg_path: &Path, format: Format, verbose: bool) -> anyhow::Result<()> {
+    let cfg = ClientConfig::load(cfg_path)?;
+    let (client, _) = context::client(&cfg, verbose)?;
+    let me = client.api("GET", "/auth/whoami", None, &[]).await?;
+    print(
+        format,
+        &me,
+        "",
+        &[("KIND", "kind"), ("NAME", "name"), ("ADMIN", "admin")],
+    )
+}

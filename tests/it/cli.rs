@@ -1,0 +1,400 @@
+//! The `berth` command line against a real server: the seed flows from a terminal, the files it
+//! writes, and its errors and exit codes.
+
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use base64::Engine as _;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+/// Runs `berth ARGS` with the client config at `cfg`, feeding `stdin`.
+fn berth(cfg: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(berth_bin());
+    cmd.args(args)
+        .env("BERTH_CONFIG", cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    let mut child = cmd.spawn().unwrap();
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Runs and expects success; returns stdout.
+fn ok(cfg: &Path, args: &[&str], stdin: Option<&str>) -> String {
+    let out = berth(cfg, args, stdin);
+    assert!(
+        out.status.success(),
+        "berth {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn seed_flows_from_the_terminal() {
+    let s = Server::start();
+    Api::admin(&s)
+        .ok(
+            "POST",
+            "/users",
+            Some(json!({"name": "alice", "password": "alice-password-1"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("config.yaml");
+    // up login -a my-org: first without an org, create it, then into it.
+    ok(
+        &cfg,
+        &["login", &s.base, "-u", "alice", "--password-stdin"],
+        Some("alice-password-1\n"),
+    );
+    assert_eq!(
+        std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        ok(&cfg, &["org", "create", "acme"], None).contains("acme"),
+        "table output names the org"
+    );
+    ok(
+        &cfg,
+        &["login", "-a", "acme", "-u", "alice", "--password-stdin"],
+        Some("alice-password-1\n"),
+    );
+    // up robot create / robot token create --output=token.json
+    ok(
+        &cfg,
+        &["robot", "create", "ci-bot", "--description", "CI"],
+        None,
+    );
+    let list = ok(&cfg, &["robot", "list"], None);
+    assert!(
+        list.lines().next().unwrap().starts_with("NAME") && list.contains("ci-bot"),
+        "{list}"
+    );
+    ok(
+        &cfg,
+        &[
+            "binding",
+            "create",
+            "ci-bot-writes",
+            "--role",
+            "Writer",
+            "--robot",
+            "ci-bot",
+            "--namespace",
+            "acme",
+        ],
+        None,
+    );
+    let token_file = tmp.path().join("token.json");
+    ok(
+        &cfg,
+        &[
+            "robot",
+            "token",
+            "create",
+            "ci-bot",
+            "ci-token",
+            "--output",
+            token_file.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(
+        std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let token: Value =
+        serde_json::from_str(&std::fs::read_to_string(&token_file).unwrap()).unwrap();
+    let keys: Vec<_> = token.as_object().unwrap().keys().cloned().collect();
+    assert_eq!(keys, ["accessId", "token"], "seed 000's token file");
+    let secret = token["token"].as_str().unwrap().to_owned();
+    let listed = ok(
+        &cfg,
+        &["robot", "token", "list", "ci-bot", "-o", "json"],
+        None,
+    );
+    assert!(
+        !listed.contains(&secret) && listed.contains("ci-token"),
+        "{listed}"
+    );
+
+    // up controlplane pull-secret create my-secret -f token.json
+    let yaml = ok(
+        &cfg,
+        &[
+            "pull-secret",
+            "create",
+            "my-secret",
+            "-f",
+            token_file.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        yaml.contains("kind: Secret") && yaml.contains("type: kubernetes.io/dockerconfigjson"),
+        "{yaml}"
+    );
+    let as_json: Value = serde_json::from_str(&ok(
+        &cfg,
+        &[
+            "pull-secret",
+            "create",
+            "my-secret",
+            "-f",
+            token_file.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+        None,
+    ))
+    .unwrap();
+    assert_eq!(
+        as_json["metadata"],
+        json!({"name": "my-secret", "namespace": "default"})
+    );
+    let docker: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(as_json["data"][".dockerconfigjson"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let entry = &docker["auths"][&s.host];
+    assert_eq!(entry["username"], token["accessId"]);
+    assert_eq!(entry["password"], token["token"]);
+    let auth = base64::engine::general_purpose::STANDARD
+        .decode(entry["auth"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(auth).unwrap(),
+        format!("{}:{}", token["accessId"].as_str().unwrap(), secret)
+    );
+    // The secret's credentials work for a real client.
+    let layout = tmp.path().join("layout");
+    multi_platform_layout(&layout);
+    let creds = format!(
+        "{}:{}",
+        entry["username"].as_str().unwrap(),
+        entry["password"].as_str().unwrap()
+    );
+    run(Command::new("skopeo")
+        .args([
+            "--insecure-policy",
+            "copy",
+            "--all",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &creds,
+        ])
+        .arg(format!("oci:{}:v1", layout.display()))
+        .arg(format!("docker://{}/acme/app:v1", s.host)));
+
+    // Seed 001: an ImageConfig for every image under a prefix.
+    let ic = ok(
+        &cfg,
+        &[
+            "image-config",
+            "create",
+            "official-provider-auth",
+            "--prefix",
+            &format!("{}/acme", s.host),
+            "--pull-secret",
+            "my-secret",
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    let ic: Value = serde_json::from_str(&ic).unwrap();
+    assert_eq!(ic["apiVersion"], "pkg.crossplane.io/v1beta1");
+    assert_eq!(ic["kind"], "ImageConfig");
+    assert_eq!(
+        ic["spec"]["matchImages"],
+        json!([{"prefix": format!("{}/acme", s.host)}])
+    );
+    assert_eq!(
+        ic["spec"]["registry"]["authentication"]["pullSecretRef"]["name"],
+        "my-secret"
+    );
+
+    // Seed 004: a self-contained config for the automation.
+    let robot_cfg = tmp.path().join("robot.yaml");
+    let out = berth(
+        &cfg,
+        &[
+            "config",
+            "create",
+            "--from-token",
+            token_file.to_str().unwrap(),
+            "--server",
+            &s.base,
+            "--org",
+            "acme",
+            "--output",
+            robot_cfg.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::metadata(&robot_cfg).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let other = tmp.path().join("unused.yaml");
+    let repos = ok(
+        &other,
+        &["--config", robot_cfg.to_str().unwrap(), "repo", "list"],
+        None,
+    );
+    assert!(repos.contains("acme/app"), "{repos}");
+    let me: Value = serde_json::from_str(&ok(
+        &other,
+        &[
+            "--config",
+            robot_cfg.to_str().unwrap(),
+            "whoami",
+            "-o",
+            "json",
+        ],
+        None,
+    ))
+    .unwrap();
+    assert_eq!(
+        (me["kind"].as_str(), me["name"].as_str()),
+        (Some("robot"), Some("acme/ci-bot"))
+    );
+
+    // Seed 002 from the terminal.
+    let rt: Value = serde_json::from_str(&ok(
+        &cfg,
+        &["registry-token", "create", "--permanent", "-o", "json"],
+        None,
+    ))
+    .unwrap();
+    assert!(rt["token"].as_str().unwrap().starts_with("btht_"));
+    assert!(rt["expires"].is_null());
+
+    // config view redacts secrets unless --raw.
+    let view = ok(&cfg, &["config", "view"], None);
+    assert!(
+        view.contains("REDACTED") && !view.contains("bthf_"),
+        "{view}"
+    );
+    assert!(ok(&cfg, &["config", "view", "--raw"], None).contains("bthf_"));
+    assert!(
+        ok(&cfg, &["config", "get-contexts"], None)
+            .lines()
+            .any(|l| l.starts_with('*') && l.contains("acme"))
+    );
+
+    // Secrets are never in the server's log.
+    let log = s.log_text();
+    assert!(!log.contains(&secret) && !log.contains(rt["token"].as_str().unwrap()));
+
+    // Logout revokes the session; after it, commands say so with the auth exit code.
+    ok(&cfg, &["logout"], None);
+    let out = berth(&cfg, &["whoami"], None);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: not logged in"));
+}
+
+#[tokio::test]
+async fn errors_are_one_readable_line_with_distinct_exit_codes() {
+    let s = Server::start();
+    Api::admin(&s)
+        .ok(
+            "POST",
+            "/users",
+            Some(json!({"name": "bob", "password": "bob-password-1"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("config.yaml");
+    // No terminal and no --password-stdin: a usage error, not a hang.
+    let out = berth(&cfg, &["login", &s.base, "-u", "bob"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use --password-stdin"));
+    // Wrong password: authentication exit code, no stack trace.
+    let out = berth(
+        &cfg,
+        &["login", &s.base, "-u", "bob", "--password-stdin"],
+        Some("wrong\n"),
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: ") && err.lines().count() <= 2,
+        "{err}"
+    );
+    ok(
+        &cfg,
+        &["login", &s.base, "-u", "bob", "--password-stdin"],
+        Some("bob-password-1\n"),
+    );
+    ok(&cfg, &["org", "create", "bobs"], None);
+    // Not found: the API's message, exit code 4.
+    let out = berth(&cfg, &["robot", "get", "nope", "--org", "bobs"], None);
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "error: robot \"nope\" not found in organization \"bobs\""
+    );
+    // No organization anywhere: usage.
+    let out = berth(&cfg, &["robot", "list"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pass --org ORG"));
+    // Not allowed: auth exit code.
+    let out = berth(&cfg, &["robot", "list", "--org", "admin-only"], None);
+    assert_eq!(out.status.code(), Some(3));
+    // A server that is not there: server/network exit code, with a hint.
+    let dead = tmp.path().join("dead.yaml");
+    let out = berth(
+        &dead,
+        &[
+            "login",
+            "http://127.0.0.1:9",
+            "-u",
+            "bob",
+            "--password-stdin",
+        ],
+        Some("x\n"),
+    );
+    assert_eq!(out.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hint:"));
+    // clap's own usage errors keep exit code 2.
+    let out = berth(&cfg, &["robot", "frobnicate"], None);
+    assert_eq!(out.status.code(), Some(2));
+    // --verbose shows requests, never credentials.
+    let out = berth(&cfg, &["--verbose", "whoami"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("> GET ")
+            && !err.contains("bthf_")
+            && !err.to_lowercase().contains("authorization"),
+        "{err}"
+    );
+}
