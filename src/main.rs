@@ -8,6 +8,7 @@ fn main() -> ExitCode {
     let cli = berth::cli::Cli::parse();
     match berth::cli::run(cli) {
         Ok(code) => code,
+        Err(e) if berth::cli::is_quiet(&e) => berth::cli::exit_code(&e),
         Err(e) => {
             eprintln!("error: {e:#}");
             if let Some(hint) = berth::cli::hint(&e) {

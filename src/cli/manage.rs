@@ -16,6 +16,135 @@ pub enum OrgCommand {
     Create { name: String },
     /// List your organizations.
     List,
+    /// Show an organization and its namespaces.
+    Get { name: String },
+    /// Delete an organization (owners).
+    Delete { name: String },
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum NamespaceCommand {
+    /// Create a namespace in the organization.
+    Create {
+        name: String,
+        #[arg(long)]
+        public: bool,
+    },
+    List,
+    /// Allow or stop anonymous pulls.
+    SetPublic {
+        name: String,
+        #[arg(action = clap::ArgAction::Set, value_parser = clap::value_parser!(bool))]
+        public: bool,
+    },
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum UserCommand {
+    /// Create a user (server admins); the password is read from stdin or the terminal.
+    Create {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+        #[arg(long)]
+        admin: bool,
+    },
+    List,
+    Delete {
+        name: String,
+    },
+    /// Set a user's password (your own, or anyone's as a server admin).
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum MemberCommand {
+    Add {
+        user: String,
+        #[arg(long, default_value = "member", value_parser = ["member", "owner"])]
+        role: String,
+    },
+    Remove {
+        user: String,
+    },
+    List,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create an API key (yours, or a robot's with --robot): writes {"name", "apikey"}.
+    Create {
+        name: String,
+        #[arg(long)]
+        robot: Option<String>,
+        #[arg(long, value_name = "DURATION")]
+        expires_in: Option<String>,
+        #[arg(long, value_name = "FILE|-")]
+        output: Option<String>,
+    },
+    List {
+        #[arg(long)]
+        robot: Option<String>,
+    },
+    Delete {
+        id: String,
+        #[arg(long)]
+        robot: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum RoleCommand {
+    /// Create or replace a custom role with one rule.
+    Create {
+        name: String,
+        #[arg(long = "verb", required = true, value_name = "VERB")]
+        verbs: Vec<String>,
+        #[arg(
+            long = "resource",
+            default_value = "repositories",
+            value_name = "RESOURCE"
+        )]
+        resources: Vec<String>,
+        /// Repository globs the rule is limited to (default: all).
+        #[arg(long = "name", value_name = "GLOB")]
+        names: Vec<String>,
+    },
+    List,
+    Get {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum TagCommand {
+    /// List the tags of a repository.
+    List { repository: String },
+    /// Delete a tag (REPO:TAG); the manifest stays.
+    Delete { reference: String },
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum AuditCommand {
+    /// List audit events, newest first.
+    List {
+        /// Only events since this long ago (15m, 24h) or this Unix time.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        actor: Option<String>,
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -135,6 +264,16 @@ pub(super) async fn org(
             &c.api("GET", "/orgs", None, &[]).await?,
             "orgs",
             &[("NAME", "name"), ("CREATED", "created")],
+        ),
+        OrgCommand::Get { name } => print(
+            format,
+            &c.api("GET", &format!("/orgs/{name}"), None, &[]).await?,
+            "",
+            &[("NAME", "name"), ("CREATED", "created")],
+        ),
+        OrgCommand::Delete { name } => done(
+            c.api("DELETE", &format!("/orgs/{name}"), None, &[]).await,
+            &format!("organization {name:?} deleted"),
         ),
     }
 }
@@ -395,4 +534,373 @@ pub(super) async fn repo(
         "repositories",
         &[("REPOSITORY", "name")],
     )
+}
+
+/// Reports a finished change on stderr.
+fn done(result: Result<Value, crate::client::ClientError>, message: &str) -> anyhow::Result<()> {
+    result?;
+    crate::cli_eprint(message);
+    Ok(())
+}
+
+pub(super) async fn namespace(
+    cmd: &NamespaceCommand,
+    org: Option<&str>,
+    cfg_path: &Path,
+    format: Format,
+    verbose: bool,
+) -> anyhow::Result<()> {
+    let (c, ctx_org) = connect(cfg_path, verbose)?;
+    let columns = [("NAME", "name"), ("ORG", "org"), ("PUBLIC", "public")];
+    match cmd {
+        NamespaceCommand::Create { name, public } => {
+            let org = org_of(org, ctx_org)?;
+            let v = c
+                .api(
+                    "POST",
+                    &format!("/orgs/{org}/namespaces"),
+                    Some(&json!({ "name": name, "public": public })),
+                    &[],
+                )
+                .await?;
+            print(format, &v, "", &columns)
+        }
+        NamespaceCommand::List => {
+            let org = org_of(org, ctx_org)?;
+            print(
+                format,
+                &c.api("GET", &format!("/orgs/{org}/namespaces"), None, &[])
+                    .await?,
+                "namespaces",
+                &columns,
+            )
+        }
+        NamespaceCommand::SetPublic { name, public } => {
+            let v = c
+                .api(
+                    "PATCH",
+                    &format!("/namespaces/{name}"),
+                    Some(&json!({ "public": public })),
+                    &[],
+                )
+                .await?;
+            print(format, &v, "", &columns)
+        }
+    }
+}
+
+pub(super) async fn user(
+    cmd: &UserCommand,
+    cfg_path: &Path,
+    format: Format,
+    verbose: bool,
+) -> anyhow::Result<()> {
+    let (c, _) = connect(cfg_path, verbose)?;
+    let columns = [("NAME", "name"), ("ADMIN", "admin"), ("CREATED", "created")];
+    match cmd {
+        UserCommand::Create {
+            name,
+            password_stdin,
+            admin,
+        } => {
+            let password = super::session::read_secret("password", *password_stdin)?;
+            let v = c
+                .api(
+                    "POST",
+                    "/users",
+                    Some(&json!({ "name": name, "password": password, "admin": admin })),
+                    &[],
+                )
+                .await?;
+            print(format, &v, "", &columns)
+        }
+        UserCommand::List => print(
+            format,
+            &c.api("GET", "/users", None, &[]).await?,
+            "users",
+            &columns,
+        ),
+        UserCommand::Delete { name } => done(
+            c.api("DELETE", &format!("/users/{name}"), None, &[]).await,
+            &format!("user {name:?} deleted"),
+        ),
+        UserCommand::Passwd {
+            name,
+            password_stdin,
+        } => {
+            let password = super::session::read_secret("new password", *password_stdin)?;
+            done(
+                c.api(
+                    "PUT",
+                    &format!("/users/{name}/password"),
+                    Some(&json!({ "password": password })),
+                    &[],
+                )
+                .await,
+                "password changed",
+            )
+        }
+    }
+}
+
+pub(super) async fn member(
+    cmd: &MemberCommand,
+    org: Option<&str>,
+    cfg_path: &Path,
+    format: Format,
+    verbose: bool,
+) -> anyhow::Result<()> {
+    let (c, ctx_org) = connect(cfg_path, verbose)?;
+    let org = org_of(org, ctx_org)?;
+    let columns = [("USER", "user"), ("ROLE", "role")];
+    match cmd {
+        MemberCommand::Add { user, role } => {
+            let v = c
+                .api(
+                    "PUT",
+                    &format!("/orgs/{org}/members/{user}"),
+                    Some(&json!({ "role": role })),
+                    &[],
+                )
+                .await?;
+            print(format, &v, "", &columns)
+        }
+        MemberCommand::Remove { user } => done(
+            c.api("DELETE", &format!("/orgs/{org}/members/{user}"), None, &[])
+                .await,
+            &format!("{user:?} removed from {org:?}"),
+        ),
+        MemberCommand::List => print(
+            format,
+            &c.api("GET", &format!("/orgs/{org}/members"), None, &[])
+                .await?,
+            "members",
+            &columns,
+        ),
+    }
+}
+
+/// Writes a secret file (0600), or prints it for `-` or no file.
+fn emit_secret(output: Option<&str>, value: &Value, what: &str) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value)? + "\n";
+    match output {
+        Some("-") | None => crate::cli_print(text.trim_end()),
+        Some(path) => {
+            context::write_private(&PathBuf::from(path), text.as_bytes())?;
+            crate::cli_eprint(&format!("{what} written to {path}"));
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn apikey(
+    cmd: &ApiKeyCommand,
+    org: Option<&str>,
+    cfg_path: &Path,
+    format: Format,
+    verbose: bool,
+) -> anyhow::Result<()> {
+    let (c, ctx_org) = connect(cfg_path, verbose)?;
+    let base = |robot: &Option<String>| -> anyhow::Result<String> {
+        Ok(match robot {
+            Some(r) => format!("/orgs/{}/robots/{r}/apikeys", org_of(org, ctx_org.clone())?),
+            None => "/apikeys".to_owned(),
+        })
+    };
+    match cmd {
+        ApiKeyCommand::Create {
+            name,
+            robot,
+            expires_in,
+            output,
+        } => {
+            let v = c
+                .api(
+                    "POST",
+                    &base(robot)?,
+                    Some(&json!({ "name": name, "expiresIn": expires_in })),
+                    &[],
+                )
+                .await?;
+            emit_secret(
+                output.as_deref(),
+                &json!({ "name": v["name"], "apikey": v["apikey"] }),
+                &format!("API key {name:?}"),
+            )
+        }
+        ApiKeyCommand::List { robot } => print(
+            format,
+            &c.api("GET", &base(robot)?, None, &[]).await?,
+            "apikeys",
+            &TOKEN_COLUMNS,
+        ),
+        ApiKeyCommand::Delete { id, robot } => done(
+            c.api("DELETE", &format!("{}/{id}", base(robot)?), None, &[])
+                .await,
+            &format!("API key {id} deleted"),
+        ),
+    }
+}
+
+pub(super) async fn role(
+    cmd: &RoleCommand,
+    org: Option<&str>,
+    cfg_path: &Path,
+    format: Format,
+    verbose: bool,
+) -> anyhow::Result<()> {
+    let (c, ctx_org) = connect(cfg_path, verbose)?;
+    let org = org_of(org, ctx_org)?;
+    let columns = [("NAME", "name"), ("BUILTIN", "builtin"), ("RULES", "rules")];
+    match cmd {
+        RoleCommand::Create {
+            name,
+            verbs,
+            resources,
+            names,
+        } => {
+            let rules = json!([{ "resources": resources, "verbs": verbs, "names": names }]);
+            let v = c
+                .api(
+                    "PUT",
+                    &format!("/orgs/{org}/roles/{name}"),
+                    Some(&json!({ "rules": rules })),
+                    &[],
+                )
+                .await?;
+            print(format, &v, "", &columns)
+        }
+        RoleCommand::List => print(
+            format,
+            &c.api("GET", &format!("/orgs/{org}/roles"), None, &[])
+                .await?,
+            "roles",
+            &columns,
+        ),
+        RoleCommand::Get { name } => print(
+            format,
+            &c.api("GET", &format!("/orgs/{org}/roles/{name}"), None, &[])
+                .await?,
+            "",
+            &columns,
+        ),
+        RoleCommand::Delete { name } => done(
+            c.api("DELETE", &format!("/orgs/{org}/roles/{name}"), None, &[])
+                .await,
+            &format!("role {name:?} deleted"),
+        ),
+    }
+}
+
+pub(super) async fn tag(
+    cmd: &TagCommand,
+    cfg_path: &Path,
+    format: Format,
+    verbose: bool,
+) -> anyhow::Result<()> {
+    let (c, _) = connect(cfg_path, verbose)?;
+    match cmd {
+        TagCommand::List { repository } => {
+            let v = c
+                .call(
+                    "GET",
+                    &format!("{}/v2/{repository}/tags/list", c.base()),
+                    None,
+                    &[],
+                )
+                .await?;
+            let rows: Vec<Value> = v["tags"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| json!({ "tag": t }))
+                .collect();
+            print(
+                format,
+                &json!({ "name": v["name"], "tags": rows }),
+                "tags",
+                &[("TAG", "tag")],
+            )
+        }
+        TagCommand::Delete { reference } => {
+            let (repo, tag) = reference
+                .rsplit_once(':')
+                .ok_or_else(|| Usage(format!("{reference:?} is not REPO:TAG")))?;
+            done(
+                c.call(
+                    "DELETE",
+                    &format!("{}/v2/{repo}/manifests/{tag}", c.base()),
+                    None,
+                    &[],
+                )
+                .await,
+                &format!("tag {reference} deleted"),
+            )
+        }
+    }
+}
+
+pub(super) async fn audit(
+    cmd: &AuditCommand,
+    cfg_path: &Path,
+    format: Format,
+    verbose: bool,
+) -> anyhow::Result<()> {
+    let AuditCommand::List {
+        since,
+        actor,
+        action,
+        limit,
+    } = cmd;
+    let (c, _) = connect(cfg_path, verbose)?;
+    let mut q: Vec<(&str, String)> = vec![("limit", limit.to_string())];
+    for (k, v) in [("since", since), ("actor", actor), ("action", action)] {
+        if let Some(v) = v {
+            q.push((k, v.clone()));
+        }
+    }
+    let query = serde_urlencoded::to_string(&q).unwrap_or_default();
+    let v = c.api("GET", &format!("/audit?{query}"), None, &[]).await?;
+    let columns = [
+        ("TIME", "time"),
+        ("ACTOR", "actor"),
+        ("ACTION", "action"),
+        ("OUTCOME", "outcome"),
+        ("TARGET", "target"),
+    ];
+    print(format, &v, "events", &columns)
+}
+
+/// `can-i VERB RESOURCE [--as SUBJECT]`, like `kubectl auth can-i`: prints yes or no.
+pub(super) async fn can_i(
+    verb: &str,
+    resource: &str,
+    as_subject: Option<&str>,
+    org: Option<&str>,
+    cfg_path: &Path,
+    verbose: bool,
+) -> anyhow::Result<bool> {
+    let (c, ctx_org) = connect(cfg_path, verbose)?;
+    let org = org_of(org, ctx_org)?;
+    // RESOURCE is a repository name, or KIND/NAME for robots, credentials, roles and bindings.
+    let (kind, name) = match resource.split_once('/') {
+        Some((k, n)) if crate::policy::RESOURCES.contains(&k) => (k.to_owned(), n.to_owned()),
+        _ => ("repositories".to_owned(), resource.to_owned()),
+    };
+    let mut body = json!({ "verb": verb, "resource": kind, "name": name });
+    if let Some(s) = as_subject {
+        body["subject"] = json!(s);
+    }
+    let v = c
+        .api(
+            "POST",
+            &format!("/orgs/{org}/access-review"),
+            Some(&body),
+            &[],
+        )
+        .await?;
+    let allowed = v["allowed"].as_bool().unwrap_or(false);
+    crate::cli_print(if allowed { "yes" } else { "no" });
+    Ok(allowed)
 }

@@ -84,6 +84,53 @@ pub enum Command {
     /// Repositories.
     #[command(subcommand)]
     Repo(manage::RepoCommand),
+    /// Tags of repositories.
+    #[command(subcommand)]
+    Tag(manage::TagCommand),
+    /// Namespaces of an organization.
+    Namespace {
+        #[arg(long, global = true)]
+        org: Option<String>,
+        #[command(subcommand)]
+        command: manage::NamespaceCommand,
+    },
+    /// Users (server admins).
+    #[command(subcommand)]
+    User(manage::UserCommand),
+    /// Members of an organization.
+    Member {
+        #[arg(long, global = true)]
+        org: Option<String>,
+        #[command(subcommand)]
+        command: manage::MemberCommand,
+    },
+    /// API keys (login user name `iamapikey`), yours or a robot's.
+    Apikey {
+        #[arg(long, global = true)]
+        org: Option<String>,
+        #[command(subcommand)]
+        command: manage::ApiKeyCommand,
+    },
+    /// Custom roles.
+    Role {
+        #[arg(long, global = true)]
+        org: Option<String>,
+        #[command(subcommand)]
+        command: manage::RoleCommand,
+    },
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(manage::AuditCommand),
+    /// Whether you (or --as robot/NAME, user/NAME) may do VERB on RESOURCE; prints yes or no.
+    CanI {
+        verb: String,
+        /// A repository name, or robots/NAME, credentials/NAME, roles/NAME, bindings/NAME.
+        resource: String,
+        #[arg(long = "as", value_name = "SUBJECT")]
+        as_subject: Option<String>,
+        #[arg(long)]
+        org: Option<String>,
+    },
     /// Kubernetes pull secrets.
     #[command(subcommand)]
     PullSecret(files::PullSecretCommand),
@@ -104,6 +151,16 @@ pub struct Usage(pub String);
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct Unauthenticated(pub String);
+
+/// A "no" from `can-i`: exit code 1 and nothing more on stderr.
+#[derive(Debug, thiserror::Error)]
+#[error("")]
+pub struct NoAnswer;
+
+/// Whether the error is `can-i`'s quiet "no".
+pub fn is_quiet(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<NoAnswer>().is_some()
+}
 
 /// The exit code for an error, by its kind.
 pub fn exit_code(e: &anyhow::Error) -> ExitCode {
@@ -176,6 +233,42 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 manage::registry_token(command, org.as_deref(), &path, format, verbose).await
             }
             Command::Repo(cmd) => manage::repo(cmd, &path, format, verbose).await,
+            Command::Tag(cmd) => manage::tag(cmd, &path, format, verbose).await,
+            Command::Namespace { org, command } => {
+                manage::namespace(command, org.as_deref(), &path, format, verbose).await
+            }
+            Command::User(cmd) => manage::user(cmd, &path, format, verbose).await,
+            Command::Member { org, command } => {
+                manage::member(command, org.as_deref(), &path, format, verbose).await
+            }
+            Command::Apikey { org, command } => {
+                manage::apikey(command, org.as_deref(), &path, format, verbose).await
+            }
+            Command::Role { org, command } => {
+                manage::role(command, org.as_deref(), &path, format, verbose).await
+            }
+            Command::Audit(cmd) => manage::audit(cmd, &path, format, verbose).await,
+            Command::CanI {
+                verb,
+                resource,
+                as_subject,
+                org,
+            } => {
+                if manage::can_i(
+                    verb,
+                    resource,
+                    as_subject.as_deref(),
+                    org.as_deref(),
+                    &path,
+                    verbose,
+                )
+                .await?
+                {
+                    Ok(())
+                } else {
+                    Err(anyhow::Error::new(NoAnswer))
+                }
+            }
             Command::PullSecret(cmd) => files::pull_secret(cmd, &path, format),
             Command::Config(cmd) => files::config(cmd, &path, format),
             Command::Serve(_) | Command::Gc(_) | Command::Keys(_) | Command::ImageConfig(_) => {

@@ -398,3 +398,210 @@ async fn errors_are_one_readable_line_with_distinct_exit_codes() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn management_commands() {
+    let s = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("config.yaml");
+    let admin = tmp.path().join("admin.yaml");
+    ok(
+        &admin,
+        &["login", &s.base, "-u", "admin", "--password-stdin"],
+        Some(&format!("{ADMIN_PASSWORD}\n")),
+    );
+    // Users (server admins).
+    ok(
+        &admin,
+        &["user", "create", "dana", "--password-stdin"],
+        Some("dana-password-1\n"),
+    );
+    assert!(ok(&admin, &["user", "list"], None).contains("dana"));
+    ok(
+        &admin,
+        &["user", "passwd", "dana", "--password-stdin"],
+        Some("dana-password-2\n"),
+    );
+    let out = berth(
+        &cfg,
+        &["login", &s.base, "-u", "dana", "--password-stdin"],
+        Some("dana-password-1\n"),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "the old password no longer works"
+    );
+    ok(
+        &cfg,
+        &["login", &s.base, "-u", "dana", "--password-stdin"],
+        Some("dana-password-2\n"),
+    );
+    ok(&cfg, &["org", "create", "dorg"], None);
+    ok(
+        &cfg,
+        &["login", "-a", "dorg", "-u", "dana", "--password-stdin"],
+        Some("dana-password-2\n"),
+    );
+    let org: Value =
+        serde_json::from_str(&ok(&cfg, &["org", "get", "dorg", "-o", "json"], None)).unwrap();
+    assert_eq!(org["namespaces"][0]["name"], "dorg");
+    // Namespaces.
+    ok(&cfg, &["namespace", "create", "dorg-extra"], None);
+    let yaml = ok(
+        &cfg,
+        &[
+            "namespace",
+            "set-public",
+            "dorg-extra",
+            "true",
+            "-o",
+            "yaml",
+        ],
+        None,
+    );
+    assert!(yaml.contains("public: true"), "{yaml}");
+    assert!(ok(&cfg, &["namespace", "list"], None).contains("dorg-extra"));
+    // Members.
+    ok(
+        &admin,
+        &["user", "create", "erin", "--password-stdin"],
+        Some("erin-password-1\n"),
+    );
+    ok(&cfg, &["member", "add", "erin"], None);
+    assert!(
+        ok(&cfg, &["member", "list"], None)
+            .lines()
+            .any(|l| l.starts_with("erin") && l.contains("member"))
+    );
+    ok(&cfg, &["member", "remove", "erin"], None);
+    // Roles and can-i.
+    ok(
+        &cfg,
+        &[
+            "role",
+            "create",
+            "puller",
+            "--verb",
+            "pull",
+            "--name",
+            "dorg/pub-*",
+        ],
+        None,
+    );
+    let role: Value =
+        serde_json::from_str(&ok(&cfg, &["role", "get", "puller", "-o", "json"], None)).unwrap();
+    assert_eq!(
+        role["rules"],
+        json!([{"resources": ["repositories"], "verbs": ["pull"], "names": ["dorg/pub-*"]}])
+    );
+    ok(&cfg, &["robot", "create", "bot"], None);
+    ok(
+        &cfg,
+        &[
+            "binding", "create", "bot", "--role", "puller", "--robot", "bot",
+        ],
+        None,
+    );
+    assert_eq!(
+        ok(
+            &cfg,
+            &["can-i", "pull", "dorg/pub-x", "--as", "robot/bot"],
+            None
+        )
+        .trim(),
+        "yes"
+    );
+    let out = berth(
+        &cfg,
+        &["can-i", "push", "dorg/pub-x", "--as", "robot/bot"],
+        None,
+    );
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        ),
+        (Some(1), "no")
+    );
+    assert_eq!(
+        ok(&cfg, &["can-i", "delete", "dorg/anything"], None).trim(),
+        "yes",
+        "owners may"
+    );
+    assert_eq!(
+        ok(&cfg, &["can-i", "create", "robots/new"], None).trim(),
+        "yes"
+    );
+    // API keys: own and robot; written as {"name", "apikey"} with mode 0600; they work.
+    let key_file = tmp.path().join("key.json");
+    ok(
+        &cfg,
+        &[
+            "apikey",
+            "create",
+            "laptop",
+            "--output",
+            key_file.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(
+        std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let key: Value = serde_json::from_str(&std::fs::read_to_string(&key_file).unwrap()).unwrap();
+    assert_eq!(key["name"], "laptop");
+    let apikey = key["apikey"].as_str().unwrap();
+    push_image(&basic_client("iamapikey", apikey), &s, "dorg/app", "v1", 7).await;
+    let robot_key: Value = serde_json::from_str(&ok(
+        &cfg,
+        &["apikey", "create", "k", "--robot", "bot"],
+        None,
+    ))
+    .unwrap();
+    assert!(robot_key["apikey"].as_str().unwrap().starts_with("btha_"));
+    let listed: Value =
+        serde_json::from_str(&ok(&cfg, &["apikey", "list", "-o", "json"], None)).unwrap();
+    let id = listed["apikeys"][0]["id"].as_str().unwrap().to_owned();
+    ok(&cfg, &["apikey", "delete", &id], None);
+    // Tags.
+    push_image(&client(), &s, "dorg/app", "v2", 8).await;
+    assert_eq!(
+        ok(&cfg, &["tag", "list", "dorg/app"], None),
+        "TAG\nv1\nv2\n"
+    );
+    ok(&cfg, &["tag", "delete", "dorg/app:v1"], None);
+    assert_eq!(
+        ok(&cfg, &["tag", "list", "dorg/app", "-o", "json"], None)
+            .matches("\"tag\"")
+            .count(),
+        1
+    );
+    let out = berth(&cfg, &["tag", "delete", "dorg-app-without-tag"], None);
+    assert_eq!(out.status.code(), Some(2));
+    // Audit: dana sees her own events.
+    let events: Value = serde_json::from_str(&ok(
+        &cfg,
+        &["audit", "list", "--since", "1h", "-o", "json"],
+        None,
+    ))
+    .unwrap();
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "apikey.create"),
+        "{events}"
+    );
+    // Clean up: delete the org; a second delete is not found.
+    ok(&cfg, &["org", "delete", "dorg"], None);
+    assert_eq!(
+        berth(&admin, &["org", "delete", "dorg"], None)
+            .status
+            .code(),
+        Some(4)
+    );
+    ok(&admin, &["user", "delete", "erin"], None);
+}
