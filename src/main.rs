@@ -5,6 +5,17 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 fn main() -> ExitCode {
+    // Installed (or linked) as `docker-credential-berth`, the binary is docker's credential helper.
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let invoked_as = std::path::Path::new(&argv0)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_owned();
+    if invoked_as == "docker-credential-berth" {
+        let action = std::env::args().nth(1).unwrap_or_default();
+        return berth::cli::docker::credential_helper(&action);
+    }
     let cli = berth::cli::Cli::parse();
     match berth::cli::run(cli) {
         Ok(code) => code,

@@ -80,7 +80,7 @@ pub enum ConfigCommand {
 }
 
 /// (user name, password) from a token file, by the secret's kind.
-fn login_of(file: &Path) -> anyhow::Result<(String, String)> {
+pub(super) fn login_of(file: &Path) -> anyhow::Result<(String, String)> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let v: Value =

@@ -6,6 +6,7 @@
 //! 5 server or network.
 
 mod context;
+pub mod docker;
 pub mod files;
 mod gc;
 mod keys;
@@ -140,6 +141,13 @@ pub enum Command {
     /// The client configuration.
     #[command(subcommand)]
     Config(files::ConfigCommand),
+    /// Write registry credentials into docker's config.json (also a containers auth.json).
+    DockerConfig(docker::DockerConfigArgs),
+    /// Print shell completions.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// A mistake in how a command was called (exit code 2).
@@ -210,6 +218,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             files::image_config(cmd, format)?;
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Completion { shell } => {
+            docker::completion(*shell);
+            return Ok(ExitCode::SUCCESS);
+        }
         _ => {}
     }
     let path = context::path(config.as_deref())?;
@@ -271,9 +283,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Command::PullSecret(cmd) => files::pull_secret(cmd, &path, format),
             Command::Config(cmd) => files::config(cmd, &path, format),
-            Command::Serve(_) | Command::Gc(_) | Command::Keys(_) | Command::ImageConfig(_) => {
-                Ok(())
-            }
+            Command::DockerConfig(args) => docker::docker_config(args, &path),
+            Command::Serve(_)
+            | Command::Gc(_)
+            | Command::Keys(_)
+            | Command::ImageConfig(_)
+            | Command::Completion { .. } => Ok(()),
         }
     })?;
     Ok(ExitCode::SUCCESS)

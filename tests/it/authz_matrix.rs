@@ -717,6 +717,14 @@ async fn every_route_for_every_caller() {
             [401, 404, 404, 404, 404, 204, 204, 401, 401],
             &[],
         ),
+        (
+            "api access token",
+            "POST",
+            "/api/v1/auth/access-token".into(),
+            None,
+            users(200),
+            &[],
+        ),
     ];
     for (name, method, path, body, expected, headers) in &cases {
         for (who, caller) in CALLERS.iter().enumerate() {
@@ -747,9 +755,9 @@ async fn every_route_for_every_caller() {
             }
         }
     }
-    // 15 /v2 routes and the 44 management routes that need a caller (all but login, refresh,
+    // 15 /v2 routes and the 45 management routes that need a caller (all but login, refresh,
     // logout and openapi.json; the access review twice), times nine callers.
-    assert_eq!(cases.len(), 60, "the table lost or gained rows");
+    assert_eq!(cases.len(), 61, "the table lost or gained rows");
     assert!(
         failures.is_empty(),
         "{} cells wrong:\n{}",

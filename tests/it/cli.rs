@@ -605,3 +605,194 @@ async fn management_commands() {
     );
     ok(&admin, &["user", "delete", "erin"], None);
 }
+
+#[tokio::test]
+async fn docker_config_and_the_credential_helper_with_skopeo() {
+    let s = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("config.yaml");
+    Api::admin(&s)
+        .ok(
+            "POST",
+            "/users",
+            Some(json!({"name": "fay", "password": "fay-password-1"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    ok(
+        &cfg,
+        &["login", &s.base, "-u", "fay", "--password-stdin"],
+        Some("fay-password-1\n"),
+    );
+    ok(&cfg, &["org", "create", "forg"], None);
+    ok(
+        &cfg,
+        &["login", "-a", "forg", "-u", "fay", "--password-stdin"],
+        Some("fay-password-1\n"),
+    );
+    push_image(&client(), &s, "forg/app", "v1", 11).await;
+    let image = format!("docker://{}/forg/app:v1", s.host);
+
+    // A user session goes into credHelpers (docker never holds the refresh token); other
+    // entries of the file stay.
+    let docker_cfg = tmp.path().join("docker/config.json");
+    std::fs::create_dir_all(docker_cfg.parent().unwrap()).unwrap();
+    std::fs::write(
+        &docker_cfg,
+        r#"{"auths":{"other.example":{"auth":"eDp5"}},"psFormat":"table"}"#,
+    )
+    .unwrap();
+    ok(
+        &cfg,
+        &["docker-config", "--file", docker_cfg.to_str().unwrap()],
+        None,
+    );
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&docker_cfg).unwrap()).unwrap();
+    assert_eq!(doc["auths"]["other.example"]["auth"], "eDp5");
+    assert_eq!(doc["psFormat"], "table");
+    assert_eq!(doc["credHelpers"][&s.host], "berth");
+    assert!(!doc.to_string().contains("bthf_"));
+
+    // skopeo follows credHelpers to docker-credential-berth, which answers an iambearer token.
+    let bin_dir = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    std::os::unix::fs::symlink(berth_bin(), bin_dir.join("docker-credential-berth")).unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
+    let out = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--authfile",
+            docker_cfg.to_str().unwrap(),
+            &image,
+        ])
+        .env("PATH", &path)
+        .env("BERTH_CONFIG", &cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The helper's protocol directly.
+    let helper = |action: &str, input: &str| {
+        let mut c = Command::new(bin_dir.join("docker-credential-berth"));
+        c.arg(action)
+            .env("BERTH_CONFIG", &cfg)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let got = helper("get", &s.host);
+    assert!(got.status.success());
+    let got: Value = serde_json::from_slice(&got.stdout).unwrap();
+    assert_eq!(got["Username"], "iambearer");
+    assert!(
+        got["Secret"].as_str().unwrap().starts_with("eyJ"),
+        "a short-lived JWT, not the refresh token"
+    );
+    let listed: Value = serde_json::from_slice(&helper("list", "").stdout).unwrap();
+    assert_eq!(listed[&s.base], "iambearer");
+    let refused = helper(
+        "store",
+        &json!({"ServerURL": "elsewhere.example", "Username": "fay", "Secret": "a password"})
+            .to_string(),
+    );
+    assert!(
+        !refused.status.success()
+            && String::from_utf8_lossy(&refused.stdout).contains("stores no passwords")
+    );
+    assert!(helper("erase", &s.host).status.success());
+    let gone = helper("get", &s.host);
+    assert!(!gone.status.success());
+    assert!(String::from_utf8_lossy(&gone.stdout).contains("credentials not found"));
+
+    // With a robot token file: a plain auths entry, usable as a containers auth.json.
+    ok(
+        &cfg,
+        &[
+            "login",
+            &s.base,
+            "-a",
+            "forg",
+            "-u",
+            "fay",
+            "--password-stdin",
+        ],
+        Some("fay-password-1\n"),
+    );
+    ok(&cfg, &["robot", "create", "puller"], None);
+    ok(
+        &cfg,
+        &[
+            "binding", "create", "puller", "--role", "Reader", "--robot", "puller",
+        ],
+        None,
+    );
+    let token_file = tmp.path().join("token.json");
+    ok(
+        &cfg,
+        &[
+            "robot",
+            "token",
+            "create",
+            "puller",
+            "t",
+            "--output",
+            token_file.to_str().unwrap(),
+        ],
+        None,
+    );
+    let auth_json = tmp.path().join("auth.json");
+    ok(
+        &cfg,
+        &[
+            "docker-config",
+            "--file",
+            auth_json.to_str().unwrap(),
+            "-f",
+            token_file.to_str().unwrap(),
+        ],
+        None,
+    );
+    let out = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--authfile",
+            auth_json.to_str().unwrap(),
+            &image,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = ok(
+        &cfg,
+        &[
+            "docker-config",
+            "--print",
+            "-f",
+            token_file.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(printed.contains("\"auths\""));
+    // Completions.
+    assert!(ok(&cfg, &["completion", "bash"], None).contains("_berth"));
+    assert!(ok(&cfg, &["completion", "fish"], None).contains("complete -c berth"));
+}

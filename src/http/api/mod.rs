@@ -53,6 +53,7 @@ api_routes! {
     post "/auth/refresh" => session::refresh, "Exchange a refresh token for new tokens (the old refresh token stops working)", 200;
     post "/auth/logout" => session::logout, "Revoke a refresh token", 204;
     get "/auth/whoami" => session::whoami, "Who the caller is", 200;
+    post "/auth/access-token" => session::access_token, "A short-lived access token for the calling user (login user name iambearer)", 200;
     get "/users" => identity::list_users, "List users (server admins)", 200;
     post "/users" => identity::create_user, "Create a user (server admins)", 201;
     get "/users/{user}" => identity::get_user, "Get a user (the user or a server admin)", 200;

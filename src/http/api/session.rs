@@ -159,3 +159,27 @@ pub(super) async fn whoami(caller: ApiCaller) -> ApiResult<Response> {
         json!({ "subject": caller.subject(), "kind": kind, "name": name, "admin": caller.grants.admin, "orgs": orgs }),
     ))
 }
+
+/// `POST /auth/access-token`: a short-lived access token for the calling user (used as
+/// `iambearer`), without touching the refresh token. The docker credential helper asks for one
+/// so that docker never holds the refresh token.
+pub(super) async fn access_token(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+) -> ApiResult<Response> {
+    let Principal::User { name, .. } = &caller.principal else {
+        return Err(ApiError::Forbidden(
+            "access tokens are for users; robots use their tokens".into(),
+        ));
+    };
+    let sub = format!("user:{name}");
+    let (jwt, claims) = state
+        .auth
+        .tokens()
+        .issue(&sub, &state.auth.api_audience, Vec::new())
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(json_response(
+        StatusCode::OK,
+        json!({ "access_token": jwt, "expires_in": claims.exp - claims.iat, "token_type": "Bearer" }),
+    ))
+}
