@@ -5,6 +5,7 @@
 //! Exit codes: 0 success, 1 other failure, 2 usage, 3 authentication or permission, 4 not found,
 //! 5 server or network.
 
+mod apply;
 mod context;
 pub mod docker;
 pub mod files;
@@ -141,6 +142,13 @@ pub enum Command {
     /// The client configuration.
     #[command(subcommand)]
     Config(files::ConfigCommand),
+    /// Create or update roles and bindings from multi-document YAML (FILE or - for stdin).
+    Apply {
+        #[arg(short = 'f', long = "filename", value_name = "FILE|-")]
+        file: String,
+        #[arg(long)]
+        org: Option<String>,
+    },
     /// Write registry credentials into docker's config.json (also a containers auth.json).
     DockerConfig(docker::DockerConfigArgs),
     /// Print shell completions.
@@ -284,6 +292,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::PullSecret(cmd) => files::pull_secret(cmd, &path, format),
             Command::Config(cmd) => files::config(cmd, &path, format),
             Command::DockerConfig(args) => docker::docker_config(args, &path),
+            Command::Apply { file, org } => {
+                apply::apply(file, org.as_deref(), &path, verbose).await
+            }
             Command::Serve(_)
             | Command::Gc(_)
             | Command::Keys(_)

@@ -796,3 +796,82 @@ async fn docker_config_and_the_credential_helper_with_skopeo() {
     assert!(ok(&cfg, &["completion", "bash"], None).contains("_berth"));
     assert!(ok(&cfg, &["completion", "fish"], None).contains("complete -c berth"));
 }
+
+#[tokio::test]
+async fn apply_is_idempotent_and_checks_every_document_first() {
+    let s = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("config.yaml");
+    Api::admin(&s)
+        .ok(
+            "POST",
+            "/users",
+            Some(json!({"name": "gus", "password": "gus-password-1"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    ok(
+        &cfg,
+        &["login", &s.base, "-u", "gus", "--password-stdin"],
+        Some("gus-password-1\n"),
+    );
+    ok(&cfg, &["org", "create", "gorg"], None);
+    ok(
+        &cfg,
+        &["login", "-a", "gorg", "-u", "gus", "--password-stdin"],
+        Some("gus-password-1\n"),
+    );
+    ok(&cfg, &["robot", "create", "deployer"], None);
+    let manifest = |verbs: &str| {
+        format!(
+            "apiVersion: berth/v1\nkind: Role\nmetadata:\n  name: puller\nrules:\n- resources: [repositories]\n  verbs: [{verbs}]\n  names: [\"gorg/pub-*\"]\n\
+             ---\napiVersion: berth/v1\nkind: Binding\nmetadata:\n  name: deployer\nrole: puller\nsubject: robot/deployer\nnamespace: gorg\n"
+        )
+    };
+    let file = tmp.path().join("rbac.yaml");
+    std::fs::write(&file, manifest("pull")).unwrap();
+    let f = file.to_str().unwrap();
+    assert_eq!(
+        ok(&cfg, &["apply", "-f", f], None),
+        "role/puller created\nbinding/deployer created\n"
+    );
+    assert_eq!(
+        ok(&cfg, &["apply", "-f", f], None),
+        "role/puller unchanged\nbinding/deployer unchanged\n"
+    );
+    assert_eq!(
+        ok(&cfg, &["apply", "-f", "-"], Some(&manifest("pull, push"))),
+        "role/puller configured\nbinding/deployer unchanged\n"
+    );
+    assert_eq!(
+        ok(
+            &cfg,
+            &["can-i", "push", "gorg/pub-x", "--as", "robot/deployer"],
+            None
+        )
+        .trim(),
+        "yes"
+    );
+    // A bad document anywhere: nothing is applied, and the error names it.
+    let bad = format!(
+        "{}---\nkind: Planet\nmetadata:\n  name: x\n",
+        manifest("pull")
+    );
+    let out = berth(&cfg, &["apply", "-f", "-"], Some(&bad));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("document 3: kind must be Role or Binding")
+    );
+    assert_eq!(
+        ok(
+            &cfg,
+            &["can-i", "push", "gorg/pub-x", "--as", "robot/deployer"],
+            None
+        )
+        .trim(),
+        "yes",
+        "unchanged"
+    );
+    let out = berth(&cfg, &["apply", "-f", "-"], Some("kind: Role\nrules: []\n"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("metadata.name is missing"));
+}
