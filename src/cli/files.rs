@@ -72,6 +72,9 @@ pub enum ConfigCommand {
     View {
         #[arg(long)]
         raw: bool,
+        /// Only the current context, its server and its credential.
+        #[arg(long)]
+        minify: bool,
     },
     GetContexts,
     UseContext {
@@ -242,8 +245,19 @@ pub(super) fn config(cmd: &ConfigCommand, cfg_path: &Path, format: Format) -> an
             crate::cli_eprint(&format!("wrote {}", output.display()));
             Ok(())
         }
-        ConfigCommand::View { raw } => {
+        ConfigCommand::View { raw, minify } => {
             let mut cfg = ClientConfig::load(cfg_path)?;
+            if *minify {
+                let (ctx, _, _) = cfg.current()?;
+                let (name, server, cred) = (
+                    ctx.name.clone(),
+                    ctx.context.server.clone(),
+                    ctx.context.credential.clone(),
+                );
+                cfg.contexts.retain(|c| c.name == name);
+                cfg.servers.retain(|s| s.name == server);
+                cfg.credentials.retain(|c| c.name == cred);
+            }
             if !raw {
                 for c in &mut cfg.credentials {
                     let redact = |s: &mut String| *s = "REDACTED".into();

@@ -875,3 +875,155 @@ async fn apply_is_idempotent_and_checks_every_document_first() {
     let out = berth(&cfg, &["apply", "-f", "-"], Some("kind: Role\nrules: []\n"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("metadata.name is missing"));
 }
+
+/// Output with the parts that vary between runs replaced: the server address, RFC 3339 times
+/// and UUIDs.
+fn redact(text: &str, s: &Server) -> String {
+    let text = text.replace(&s.base, "[SERVER]").replace(&s.host, "[HOST]");
+    let b = text.as_bytes();
+    let (mut out, mut i) = (String::new(), 0);
+    let is_time = |w: &[u8]| {
+        w.len() == 20
+            && w.iter().enumerate().all(|(k, c)| match k {
+                4 | 7 => *c == b'-',
+                10 => *c == b'T',
+                13 | 16 => *c == b':',
+                19 => *c == b'Z',
+                _ => c.is_ascii_digit(),
+            })
+    };
+    let is_uuid = |w: &[u8]| {
+        w.len() == 36
+            && w.iter().enumerate().all(|(k, c)| {
+                if [8, 13, 18, 23].contains(&k) {
+                    *c == b'-'
+                } else {
+                    c.is_ascii_hexdigit()
+                }
+            })
+    };
+    while i < b.len() {
+        if b.len() - i >= 20 && is_time(&b[i..i + 20]) {
+            out.push_str("[TIME]");
+            i += 20;
+        } else if b.len() - i >= 36 && is_uuid(&b[i..i + 36]) {
+            out.push_str("[ID]");
+            i += 36;
+        } else {
+            let ch = text[i..].chars().next().unwrap();
+            out.push(ch);
+            i += ch.len_utf8();
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn output_snapshots() {
+    let s = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("config.yaml");
+    Api::admin(&s)
+        .ok(
+            "POST",
+            "/users",
+            Some(json!({"name": "hal", "password": "hal-password-1"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    ok(
+        &cfg,
+        &["login", &s.base, "-u", "hal", "--password-stdin"],
+        Some("hal-password-1\n"),
+    );
+    ok(&cfg, &["org", "create", "horg"], None);
+    ok(
+        &cfg,
+        &["login", "-a", "horg", "-u", "hal", "--password-stdin"],
+        Some("hal-password-1\n"),
+    );
+    ok(
+        &cfg,
+        &[
+            "robot",
+            "create",
+            "builder",
+            "--description",
+            "builds things",
+        ],
+        None,
+    );
+    ok(&cfg, &["robot", "create", "reader"], None);
+    ok(
+        &cfg,
+        &[
+            "robot",
+            "token",
+            "create",
+            "builder",
+            "ci",
+            "--expires-in",
+            "90d",
+            "--output",
+            tmp.path().join("t.json").to_str().unwrap(),
+        ],
+        None,
+    );
+    let snap = |args: &[&str]| redact(&ok(&cfg, args, None), &s);
+    assert_eq!(
+        snap(&["robot", "list"]),
+        "NAME     DESCRIPTION    CREATED\nbuilder  builds things  [TIME]\nreader   -              [TIME]\n"
+    );
+    // Ids and times have fixed widths, so the padding is part of the snapshot.
+    assert_eq!(
+        snap(&["robot", "token", "list", "builder"]),
+        "ID                                    NAME  EXPIRES               CREATED\n[ID]  ci    [TIME]  [TIME]\n"
+    );
+    assert_eq!(snap(&["whoami"]), "KIND  NAME  ADMIN\nuser  hal   false\n");
+    // The server's port varies in length: compare this table cell by cell.
+    let cells = |t: &str| {
+        t.lines()
+            .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        cells(&snap(&["config", "get-contexts"])),
+        cells(
+            "CURRENT NAME SERVER CREDENTIAL ORG\nhal@[HOST] [HOST] hal@[HOST] -\n* horg [HOST] hal@[HOST] horg"
+        )
+    );
+    assert_eq!(
+        snap(&["robot", "get", "reader", "-o", "yaml"]),
+        "created: [TIME]\ndescription: null\nname: reader\norg: horg\n"
+    );
+    assert_eq!(
+        snap(&["config", "view", "--minify"]),
+        "api-version: berth/v1\ncontexts:\n- context:\n    credential: hal@[HOST]\n    org: horg\n    server: [HOST]\n  name: horg\n\
+         credentials:\n- credential:\n    refresh-token: REDACTED\n  name: hal@[HOST]\ncurrent-context: horg\nkind: Config\n\
+         servers:\n- name: [HOST]\n  server:\n    url: [SERVER]\n"
+    );
+    let out = berth(
+        &cfg,
+        &[
+            "pull-secret",
+            "create",
+            "s",
+            "--username",
+            "u",
+            "--password-stdin",
+            "--server",
+            "registry.example",
+            "-o",
+            "json",
+        ],
+        Some("p\n"),
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let docker = base64::engine::general_purpose::STANDARD
+        .decode(v["data"][".dockerconfigjson"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&docker).unwrap(),
+        json!({"auths": {"registry.example": {"username": "u", "password": "p", "auth": "dTpw"}}})
+    );
+}
