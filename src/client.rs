@@ -11,6 +11,8 @@ pub enum Auth {
     None,
     /// Basic auth with a login user name and secret (`iamrefresh`, a robot accessId, `iamapikey`…).
     Basic(String, String),
+    /// A session access token.
+    Bearer(String),
 }
 
 impl fmt::Debug for Auth {
@@ -18,6 +20,7 @@ impl fmt::Debug for Auth {
         match self {
             Auth::None => f.write_str("None"),
             Auth::Basic(user, _) => write!(f, "Basic({user}, [redacted])"),
+            Auth::Bearer(_) => f.write_str("Bearer([redacted])"),
         }
     }
 }
@@ -109,8 +112,10 @@ impl Client {
             crate::cli_eprint(&format!("> {method} {url}"));
         }
         let mut req = self.http.request(method, url);
-        if let Auth::Basic(u, p) = &self.auth {
-            req = req.basic_auth(u, Some(p));
+        match &self.auth {
+            Auth::Basic(u, p) => req = req.basic_auth(u, Some(p)),
+            Auth::Bearer(t) => req = req.bearer_auth(t),
+            Auth::None => {}
         }
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -160,6 +165,43 @@ impl Client {
             });
         }
         Ok(value)
+    }
+}
+
+impl Client {
+    /// Calls the registry at `/v2{path}` with a registry token for `scope`, got from `/token`
+    /// with this client's credentials (a session access token goes as `iambearer`), as registry
+    /// clients do.
+    pub async fn registry(
+        &self,
+        method: &str,
+        path: &str,
+        scope: &str,
+    ) -> Result<Value, ClientError> {
+        let auth = match &self.auth {
+            Auth::Bearer(t) => Auth::Basic("iambearer".into(), t.clone()),
+            other => other.clone(),
+        };
+        let issuer = Client {
+            base: self.base.clone(),
+            auth,
+            http: self.http.clone(),
+            verbose: self.verbose,
+        };
+        let query = serde_urlencoded::to_string([("scope", scope)]).unwrap_or_default();
+        let answer = issuer
+            .call("GET", &format!("{}/token?{query}", self.base), None, &[])
+            .await?;
+        let token = answer["token"].as_str().unwrap_or_default().to_owned();
+        let bearer = Client {
+            base: self.base.clone(),
+            auth: Auth::Bearer(token),
+            http: self.http.clone(),
+            verbose: self.verbose,
+        };
+        bearer
+            .call(method, &format!("{}/v2{path}", self.base), None, &[])
+            .await
     }
 }
 

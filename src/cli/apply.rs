@@ -23,7 +23,7 @@ use serde::Deserialize as _;
 use serde_json::{Value, json};
 
 use super::Usage;
-use super::context::{self, ClientConfig};
+use super::context;
 use crate::client::ClientError;
 use crate::policy::Rule;
 
@@ -49,7 +49,7 @@ pub(super) async fn apply(
             docs.push(v);
         }
     }
-    let (client, ctx_org) = context::client(&ClientConfig::load(cfg_path)?, verbose)?;
+    let (client, ctx_org) = context::client(cfg_path, verbose).await?;
     // Check every document before changing anything.
     let mut plan = Vec::new();
     for (i, doc) in docs.iter().enumerate() {

@@ -80,6 +80,11 @@ pub(crate) struct Credential {
     pub(crate) robot_token: Option<RobotToken>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) api_key: Option<String>,
+    /// A short-lived access token got with the refresh token, and when it expires (Unix time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) access_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) access_token_expires: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -232,14 +237,64 @@ impl Server {
     }
 }
 
-/// A client for the current context.
-pub(crate) fn client(
-    cfg: &ClientConfig,
-    verbose: bool,
-) -> anyhow::Result<(Client, Option<String>)> {
+/// A client for the current context. A user session uses its cached access token while it is
+/// fresh, and otherwise gets a new one with the refresh token (saving it in the file at `path`),
+/// so the long-lived refresh token crosses the wire only once per access-token lifetime.
+pub(crate) async fn client(path: &Path, verbose: bool) -> anyhow::Result<(Client, Option<String>)> {
+    let mut cfg = ClientConfig::load(path)?;
     let (ctx, server, cred) = cfg.current()?;
-    let client = Client::new(&server.url, cred.auth(), &server.tls()?, verbose)?;
-    Ok((client, ctx.context.org.clone()))
+    let (org, server, cred_name, cred) = (
+        ctx.context.org.clone(),
+        server.clone(),
+        ctx.context.credential.clone(),
+        cred.clone(),
+    );
+    let tls = server.tls()?;
+    let Some(refresh) = &cred.refresh_token else {
+        return Ok((Client::new(&server.url, cred.auth(), &tls, verbose)?, org));
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+    if let (Some(token), Some(exp)) = (&cred.access_token, cred.access_token_expires)
+        && exp - 30 > now
+    {
+        return Ok((
+            Client::new(&server.url, Auth::Bearer(token.clone()), &tls, verbose)?,
+            org,
+        ));
+    }
+    let refresher = Client::new(
+        &server.url,
+        Auth::Basic("iamrefresh".into(), refresh.clone()),
+        &tls,
+        verbose,
+    )?;
+    let v = refresher
+        .api("POST", "/auth/access-token", None, &[])
+        .await
+        .map_err(|e| match e {
+            crate::client::ClientError::Status { status: 401, .. } => {
+                anyhow::Error::new(crate::cli::Unauthenticated(
+                    "the session has ended: run `berth login` again".into(),
+                ))
+            }
+            e => e.into(),
+        })?;
+    let token = v["access_token"]
+        .as_str()
+        .context("the server sent no access token")?
+        .to_owned();
+    let expires = now + v["expires_in"].as_i64().unwrap_or(60);
+    if let Some(c) = cfg.credentials.iter_mut().find(|c| c.name == cred_name) {
+        c.credential.access_token = Some(token.clone());
+        c.credential.access_token_expires = Some(expires);
+    }
+    cfg.save(path)?;
+    Ok((
+        Client::new(&server.url, Auth::Bearer(token), &tls, verbose)?,
+        org,
+    ))
 }
 
 /// Writes a file atomically with mode 0600 (it may hold secrets).

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use super::Usage;
-use super::context::{self, ClientConfig};
+use super::context;
 use super::output::{Format, print};
 use crate::client::Client;
 
@@ -241,8 +241,8 @@ fn org_of(flag: Option<&str>, ctx_org: Option<String>) -> anyhow::Result<String>
         .ok_or_else(|| Usage("no organization: pass --org ORG or log in with -a ORG".into()).into())
 }
 
-fn connect(cfg_path: &Path, verbose: bool) -> anyhow::Result<(Client, Option<String>)> {
-    context::client(&ClientConfig::load(cfg_path)?, verbose)
+async fn connect(cfg_path: &Path, verbose: bool) -> anyhow::Result<(Client, Option<String>)> {
+    context::client(cfg_path, verbose).await
 }
 
 pub(super) async fn org(
@@ -251,7 +251,7 @@ pub(super) async fn org(
     format: Format,
     verbose: bool,
 ) -> anyhow::Result<()> {
-    let (c, _) = connect(cfg_path, verbose)?;
+    let (c, _) = connect(cfg_path, verbose).await?;
     match cmd {
         OrgCommand::Create { name } => {
             let v = c
@@ -297,7 +297,7 @@ pub(super) async fn robot(
     format: Format,
     verbose: bool,
 ) -> anyhow::Result<()> {
-    let (c, ctx_org) = connect(cfg_path, verbose)?;
+    let (c, ctx_org) = connect(cfg_path, verbose).await?;
     let org = org_of(org, ctx_org)?;
     let base = format!("/orgs/{org}/robots");
     match cmd {
@@ -382,7 +382,7 @@ pub(super) async fn binding(
     format: Format,
     verbose: bool,
 ) -> anyhow::Result<()> {
-    let (c, ctx_org) = connect(cfg_path, verbose)?;
+    let (c, ctx_org) = connect(cfg_path, verbose).await?;
     let org = org_of(org, ctx_org)?;
     let columns = [
         ("NAME", "name"),
@@ -447,7 +447,7 @@ pub(super) async fn registry_token(
     format: Format,
     verbose: bool,
 ) -> anyhow::Result<()> {
-    let (c, ctx_org) = connect(cfg_path, verbose)?;
+    let (c, ctx_org) = connect(cfg_path, verbose).await?;
     let org = org_of(org, ctx_org)?;
     let headers = [("organization", org.as_str())];
     match cmd {
@@ -510,16 +510,16 @@ pub(super) async fn repo(
     verbose: bool,
 ) -> anyhow::Result<()> {
     let RepoCommand::List = cmd;
-    let (c, _) = connect(cfg_path, verbose)?;
+    let (c, _) = connect(cfg_path, verbose).await?;
     const PAGE: usize = 1000;
     let mut repos: Vec<Value> = Vec::new();
     let mut last: Option<String> = None;
     loop {
-        let url = match &last {
-            Some(l) => format!("{}/v2/_catalog?n={PAGE}&last={l}", c.base()),
-            None => format!("{}/v2/_catalog?n={PAGE}", c.base()),
+        let path = match &last {
+            Some(l) => format!("/_catalog?n={PAGE}&last={l}"),
+            None => format!("/_catalog?n={PAGE}"),
         };
-        let page = c.call("GET", &url, None, &[]).await?;
+        let page = c.registry("GET", &path, "registry:catalog:*").await?;
         let names = page["repositories"].as_array().cloned().unwrap_or_default();
         let done = names.len() < PAGE;
         last = names.last().and_then(|v| v.as_str()).map(str::to_owned);
@@ -550,7 +550,7 @@ pub(super) async fn namespace(
     format: Format,
     verbose: bool,
 ) -> anyhow::Result<()> {
-    let (c, ctx_org) = connect(cfg_path, verbose)?;
+    let (c, ctx_org) = connect(cfg_path, verbose).await?;
     let columns = [("NAME", "name"), ("ORG", "org"), ("PUBLIC", "public")];
     match cmd {
         NamespaceCommand::Create { name, public } => {
@@ -595,7 +595,7 @@ pub(super) async fn user(
     format: Format,
     verbose: bool,
 ) -> anyhow::Result<()> {
-    let (c, _) = connect(cfg_path, verbose)?;
+    let (c, _) = connect(cfg_path, verbose).await?;
     let columns = [("NAME", "name"), ("ADMIN", "admin"), ("CREATED", "created")];
     match cmd {
         UserCommand::Create {
@@ -650,7 +650,7 @@ pub(super) async fn member(
     format: Format,
     verbose: bool,
 ) -> anyhow::Result<()> {
-    let (c, ctx_org) = connect(cfg_path, verbose)?;
+    let (c, ctx_org) = connect(cfg_path, verbose).await?;
     let org = org_of(org, ctx_org)?;
     let columns = [("USER", "user"), ("ROLE", "role")];
     match cmd {
@@ -700,7 +700,7 @@ pub(super) async fn apikey(
     format: Format,
     verbose: bool,
 ) -> anyhow::Result<()> {
-    let (c, ctx_org) = connect(cfg_path, verbose)?;
+    let (c, ctx_org) = connect(cfg_path, verbose).await?;
     let base = |robot: &Option<String>| -> anyhow::Result<String> {
         Ok(match robot {
             Some(r) => format!("/orgs/{}/robots/{r}/apikeys", org_of(org, ctx_org.clone())?),
@@ -749,7 +749,7 @@ pub(super) async fn role(
     format: Format,
     verbose: bool,
 ) -> anyhow::Result<()> {
-    let (c, ctx_org) = connect(cfg_path, verbose)?;
+    let (c, ctx_org) = connect(cfg_path, verbose).await?;
     let org = org_of(org, ctx_org)?;
     let columns = [("NAME", "name"), ("BUILTIN", "builtin"), ("RULES", "rules")];
     match cmd {
@@ -798,15 +798,14 @@ pub(super) async fn tag(
     format: Format,
     verbose: bool,
 ) -> anyhow::Result<()> {
-    let (c, _) = connect(cfg_path, verbose)?;
+    let (c, _) = connect(cfg_path, verbose).await?;
     match cmd {
         TagCommand::List { repository } => {
             let v = c
-                .call(
+                .registry(
                     "GET",
-                    &format!("{}/v2/{repository}/tags/list", c.base()),
-                    None,
-                    &[],
+                    &format!("/{repository}/tags/list"),
+                    &format!("repository:{repository}:pull"),
                 )
                 .await?;
             let rows: Vec<Value> = v["tags"]
@@ -828,11 +827,10 @@ pub(super) async fn tag(
                 .rsplit_once(':')
                 .ok_or_else(|| Usage(format!("{reference:?} is not REPO:TAG")))?;
             done(
-                c.call(
+                c.registry(
                     "DELETE",
-                    &format!("{}/v2/{repo}/manifests/{tag}", c.base()),
-                    None,
-                    &[],
+                    &format!("/{repo}/manifests/{tag}"),
+                    &format!("repository:{repo}:delete"),
                 )
                 .await,
                 &format!("tag {reference} deleted"),
@@ -853,7 +851,7 @@ pub(super) async fn audit(
         action,
         limit,
     } = cmd;
-    let (c, _) = connect(cfg_path, verbose)?;
+    let (c, _) = connect(cfg_path, verbose).await?;
     let mut q: Vec<(&str, String)> = vec![("limit", limit.to_string())];
     for (k, v) in [("since", since), ("actor", actor), ("action", action)] {
         if let Some(v) = v {
@@ -881,7 +879,7 @@ pub(super) async fn can_i(
     cfg_path: &Path,
     verbose: bool,
 ) -> anyhow::Result<bool> {
-    let (c, ctx_org) = connect(cfg_path, verbose)?;
+    let (c, ctx_org) = connect(cfg_path, verbose).await?;
     let org = org_of(org, ctx_org)?;
     // RESOURCE is a repository name, or KIND/NAME for robots, credentials, roles and bindings.
     let (kind, name) = match resource.split_once('/') {

@@ -184,8 +184,7 @@ pub(super) async fn logout(cfg_path: &Path, verbose: bool) -> anyhow::Result<()>
 }
 
 pub(super) async fn whoami(cfg_path: &Path, format: Format, verbose: bool) -> anyhow::Result<()> {
-    let cfg = ClientConfig::load(cfg_path)?;
-    let (client, _) = context::client(&cfg, verbose)?;
+    let (client, _) = context::client(cfg_path, verbose).await?;
     let me = client.api("GET", "/auth/whoami", None, &[]).await?;
     print(
         format,

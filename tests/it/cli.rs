@@ -388,6 +388,13 @@ async fn errors_are_one_readable_line_with_distinct_exit_codes() {
     // clap's own usage errors keep exit code 2.
     let out = berth(&cfg, &["robot", "frobnicate"], None);
     assert_eq!(out.status.code(), Some(2));
+    // The session's access token is cached: a second command does not ask for a new one.
+    let _ = berth(&cfg, &["whoami"], None);
+    let out = berth(&cfg, &["--verbose", "whoami"], None);
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("/auth/access-token"),
+        "the access token was not reused"
+    );
     // --verbose shows requests, never credentials.
     let out = berth(&cfg, &["--verbose", "whoami"], None);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -969,7 +976,21 @@ async fn output_snapshots() {
         ],
         None,
     );
-    let snap = |args: &[&str]| redact(&ok(&cfg, args, None), &s);
+    // The cached access token's expiry varies too.
+    let snap = |args: &[&str]| {
+        redact(&ok(&cfg, args, None), &s)
+            .lines()
+            .map(|l| {
+                if l.trim_start().starts_with("access-token-expires: ") {
+                    "    access-token-expires: [UNIX]"
+                } else {
+                    l
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n"
+    };
     assert_eq!(
         snap(&["robot", "list"]),
         "NAME     DESCRIPTION    CREATED\nbuilder  builds things  [TIME]\nreader   -              [TIME]\n"
@@ -999,7 +1020,7 @@ async fn output_snapshots() {
     assert_eq!(
         snap(&["config", "view", "--minify"]),
         "api-version: berth/v1\ncontexts:\n- context:\n    credential: hal@[HOST]\n    org: horg\n    server: [HOST]\n  name: horg\n\
-         credentials:\n- credential:\n    refresh-token: REDACTED\n  name: hal@[HOST]\ncurrent-context: horg\nkind: Config\n\
+         credentials:\n- credential:\n    access-token: REDACTED\n    access-token-expires: [UNIX]\n    refresh-token: REDACTED\n  name: hal@[HOST]\ncurrent-context: horg\nkind: Config\n\
          servers:\n- name: [HOST]\n  server:\n    url: [SERVER]\n"
     );
     let out = berth(
