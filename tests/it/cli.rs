@@ -15,8 +15,12 @@ use crate::support::*;
 /// Runs `berth ARGS` with the client config at `cfg`, feeding `stdin`.
 fn berth(cfg: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(berth_bin());
+    // An empty HOME: nothing may come from the real user's files.
+    let home = cfg.parent().unwrap().join("empty-home");
+    std::fs::create_dir_all(&home).unwrap();
     cmd.args(args)
         .env("BERTH_CONFIG", cfg)
+        .env("HOME", &home)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     cmd.stdin(if stdin.is_some() {
@@ -172,12 +176,10 @@ async fn seed_flows_from_the_terminal() {
         as_json["metadata"],
         json!({"name": "my-secret", "namespace": "default"})
     );
-    let docker: Value = serde_json::from_slice(
-        &base64::engine::general_purpose::STANDARD
-            .decode(as_json["data"][".dockerconfigjson"].as_str().unwrap())
-            .unwrap(),
-    )
-    .unwrap();
+    let docker_bytes = base64::engine::general_purpose::STANDARD
+        .decode(as_json["data"][".dockerconfigjson"].as_str().unwrap())
+        .unwrap();
+    let docker: Value = serde_json::from_slice(&docker_bytes).unwrap();
     let entry = &docker["auths"][&s.host];
     assert_eq!(entry["username"], token["accessId"]);
     assert_eq!(entry["password"], token["token"]);
@@ -188,14 +190,9 @@ async fn seed_flows_from_the_terminal() {
         String::from_utf8(auth).unwrap(),
         format!("{}:{}", token["accessId"].as_str().unwrap(), secret)
     );
-    // The secret's credentials work for a real client.
+    // The Secret's .dockerconfigjson, handed to skopeo as --authfile, pulls.
     let layout = tmp.path().join("layout");
     multi_platform_layout(&layout);
-    let creds = format!(
-        "{}:{}",
-        entry["username"].as_str().unwrap(),
-        entry["password"].as_str().unwrap()
-    );
     run(Command::new("skopeo")
         .args([
             "--insecure-policy",
@@ -203,10 +200,39 @@ async fn seed_flows_from_the_terminal() {
             "--all",
             "--dest-tls-verify=false",
             "--dest-creds",
-            &creds,
+            &admin_creds(),
         ])
         .arg(format!("oci:{}:v1", layout.display()))
         .arg(format!("docker://{}/acme/app:v1", s.host)));
+    let authfile = tmp.path().join("dockerconfig.json");
+    std::fs::write(&authfile, &docker_bytes).unwrap();
+    run(Command::new("skopeo")
+        .args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--authfile",
+            authfile.to_str().unwrap(),
+        ])
+        .arg(format!("docker://{}/acme/app:v1", s.host)));
+    // The YAML form, parsed field by field.
+    let parsed: Value = serde_norway::from_str(&yaml).unwrap();
+    assert_eq!(parsed["apiVersion"], "v1");
+    assert_eq!(parsed["kind"], "Secret");
+    assert_eq!(parsed["type"], "kubernetes.io/dockerconfigjson");
+    assert_eq!(parsed["metadata"]["namespace"], "default");
+    assert_eq!(
+        parsed["data"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        [".dockerconfigjson"]
+    );
+    assert_eq!(
+        parsed["data"][".dockerconfigjson"],
+        as_json["data"][".dockerconfigjson"]
+    );
 
     // Seed 001: an ImageConfig for every image under a prefix.
     let ic = ok(
@@ -264,6 +290,7 @@ async fn seed_flows_from_the_terminal() {
         0o600
     );
     let other = tmp.path().join("unused.yaml");
+    let empty_home = tempfile::tempdir().unwrap();
     let repos = ok(
         &other,
         &["--config", robot_cfg.to_str().unwrap(), "repo", "list"],
