@@ -16,6 +16,9 @@ use super::output::{Format, print};
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum PullSecretCommand {
     /// Print a Kubernetes pull secret for a token file or a user name and password.
+    #[command(
+        after_help = "Example:\n  berth pull-secret create my-secret -f token.json --namespace crossplane-system | kubectl apply -f -"
+    )]
     Create {
         name: String,
         /// A token file: a robot token ({"accessId","token"}), an API key ({"apikey"}) or a registry token ({"token"}).
@@ -42,6 +45,9 @@ pub enum PullSecretCommand {
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum ImageConfigCommand {
     /// Print a Crossplane ImageConfig that uses a pull secret for every image under a prefix.
+    #[command(
+        after_help = "Example:\n  berth image-config create acme-images --prefix registry.example.com/acme --pull-secret my-secret"
+    )]
     Create {
         name: String,
         #[arg(long)]
@@ -54,6 +60,9 @@ pub enum ImageConfigCommand {
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum ConfigCommand {
     /// Write a self-contained config for an automation from a robot token file.
+    #[command(
+        after_help = "Example:\n  berth config create --from-token token.json --server https://registry.example.com --output robot.yaml"
+    )]
     Create {
         #[arg(long, value_name = "TOKEN_FILE")]
         from_token: PathBuf,
@@ -69,6 +78,7 @@ pub enum ConfigCommand {
         output: PathBuf,
     },
     /// Show the configuration (secrets redacted unless --raw).
+    #[command(after_help = "Example:\n  berth config view --minify")]
     View {
         #[arg(long)]
         raw: bool,
@@ -76,10 +86,12 @@ pub enum ConfigCommand {
         #[arg(long)]
         minify: bool,
     },
+    /// List the contexts; * marks the current one.
+    #[command(after_help = "Example:\n  berth config get-contexts")]
     GetContexts,
-    UseContext {
-        name: String,
-    },
+    /// Make a context the current one.
+    #[command(after_help = "Example:\n  berth config use-context acme")]
+    UseContext { name: String },
 }
 
 /// (user name, password) from a token file, by the secret's kind.

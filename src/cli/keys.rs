@@ -19,6 +19,7 @@ pub struct KeysArgs {
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum KeysCommand {
     /// Add a new signing key; keys superseded longer ago than the token lifetime are removed.
+    #[command(after_help = "Example:\n  berth keys rotate --data-dir /var/lib/berth")]
     Rotate {
         /// The server's TOML configuration file (for data_dir and token_ttl).
         config: Option<PathBuf>,

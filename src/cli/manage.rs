@@ -13,25 +13,33 @@ use crate::client::Client;
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum OrgCommand {
     /// Create an organization (and its namespace); you become its owner.
+    #[command(after_help = "Example:\n  berth org create acme")]
     Create { name: String },
     /// List your organizations.
+    #[command(after_help = "Example:\n  berth org list -o json")]
     List,
     /// Show an organization and its namespaces.
+    #[command(after_help = "Example:\n  berth org get acme")]
     Get { name: String },
     /// Delete an organization (owners).
+    #[command(after_help = "Example:\n  berth org delete acme")]
     Delete { name: String },
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum NamespaceCommand {
     /// Create a namespace in the organization.
+    #[command(after_help = "Example:\n  berth namespace create acme-tools --public")]
     Create {
         name: String,
         #[arg(long)]
         public: bool,
     },
+    /// List the organization's namespaces.
+    #[command(after_help = "Example:\n  berth namespace list --org acme")]
     List,
     /// Allow or stop anonymous pulls.
+    #[command(after_help = "Example:\n  berth namespace set-public acme-tools false")]
     SetPublic {
         name: String,
         #[arg(action = clap::ArgAction::Set, value_parser = clap::value_parser!(bool))]
@@ -42,6 +50,7 @@ pub enum NamespaceCommand {
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum UserCommand {
     /// Create a user (server admins); the password is read from stdin or the terminal.
+    #[command(after_help = "Example:\n  echo \"$PW\" | berth user create alice --password-stdin")]
     Create {
         name: String,
         #[arg(long)]
@@ -49,11 +58,14 @@ pub enum UserCommand {
         #[arg(long)]
         admin: bool,
     },
+    /// List users (server admins).
+    #[command(after_help = "Example:\n  berth user list")]
     List,
-    Delete {
-        name: String,
-    },
+    /// Delete a user with their memberships, bindings and keys.
+    #[command(after_help = "Example:\n  berth user delete alice")]
+    Delete { name: String },
     /// Set a user's password (your own, or anyone's as a server admin).
+    #[command(after_help = "Example:\n  berth user passwd alice")]
     Passwd {
         name: String,
         #[arg(long)]
@@ -63,20 +75,27 @@ pub enum UserCommand {
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum MemberCommand {
+    /// Add a user to the organization, or change their role.
+    #[command(after_help = "Example:\n  berth member add alice --role owner")]
     Add {
         user: String,
         #[arg(long, default_value = "member", value_parser = ["member", "owner"])]
         role: String,
     },
-    Remove {
-        user: String,
-    },
+    /// Remove a user from the organization.
+    #[command(after_help = "Example:\n  berth member remove alice")]
+    Remove { user: String },
+    /// List the organization's members.
+    #[command(after_help = "Example:\n  berth member list --org acme")]
     List,
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum ApiKeyCommand {
     /// Create an API key (yours, or a robot's with --robot): writes {"name", "apikey"}.
+    #[command(
+        after_help = "Example:\n  berth apikey create k8s --robot ci-bot --output apikey.json"
+    )]
     Create {
         name: String,
         #[arg(long)]
@@ -86,10 +105,14 @@ pub enum ApiKeyCommand {
         #[arg(long, value_name = "FILE|-")]
         output: Option<String>,
     },
+    /// List API keys (yours, or a robot's with --robot); no secrets.
+    #[command(after_help = "Example:\n  berth apikey list")]
     List {
         #[arg(long)]
         robot: Option<String>,
     },
+    /// Delete an API key by id.
+    #[command(after_help = "Example:\n  berth apikey delete 3f1c0c8e-7a35-4b39-9d8e-0f5a1b2c3d4e")]
     Delete {
         id: String,
         #[arg(long)]
@@ -100,6 +123,9 @@ pub enum ApiKeyCommand {
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum RoleCommand {
     /// Create or replace a custom role with one rule.
+    #[command(
+        after_help = "Example:\n  berth role create puller --verb pull --name \"acme/pub-*\""
+    )]
     Create {
         name: String,
         #[arg(long = "verb", required = true, value_name = "VERB")]
@@ -114,26 +140,31 @@ pub enum RoleCommand {
         #[arg(long = "name", value_name = "GLOB")]
         names: Vec<String>,
     },
+    /// List roles: the built-in ones and the organization's own.
+    #[command(after_help = "Example:\n  berth role list")]
     List,
-    Get {
-        name: String,
-    },
-    Delete {
-        name: String,
-    },
+    /// Show a role's rules.
+    #[command(after_help = "Example:\n  berth role get puller -o yaml")]
+    Get { name: String },
+    /// Delete a custom role.
+    #[command(after_help = "Example:\n  berth role delete puller")]
+    Delete { name: String },
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum TagCommand {
     /// List the tags of a repository.
+    #[command(after_help = "Example:\n  berth tag list acme/app")]
     List { repository: String },
     /// Delete a tag (REPO:TAG); the manifest stays.
+    #[command(after_help = "Example:\n  berth tag delete acme/app:old")]
     Delete { reference: String },
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum AuditCommand {
     /// List audit events, newest first.
+    #[command(after_help = "Example:\n  berth audit list --since 24h --actor robot:acme/ci-bot")]
     List {
         /// Only events since this long ago (15m, 24h) or this Unix time.
         #[arg(long)]
@@ -150,18 +181,21 @@ pub enum AuditCommand {
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum RobotCommand {
     /// Create a robot account.
+    #[command(after_help = "Example:\n  berth robot create ci-bot --description \"CI pushes\"")]
     Create {
         name: String,
         #[arg(long)]
         description: Option<String>,
     },
+    /// List the organization's robots.
+    #[command(after_help = "Example:\n  berth robot list -o yaml")]
     List,
-    Get {
-        name: String,
-    },
-    Delete {
-        name: String,
-    },
+    /// Show a robot.
+    #[command(after_help = "Example:\n  berth robot get ci-bot")]
+    Get { name: String },
+    /// Delete a robot with its tokens, keys and bindings.
+    #[command(after_help = "Example:\n  berth robot delete ci-bot")]
+    Delete { name: String },
     /// Robot tokens: create, list, delete.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -170,6 +204,9 @@ pub enum RobotCommand {
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum TokenCommand {
     /// Create a token: writes {"accessId", "token"} to --output (mode 0600) or stdout with `-`.
+    #[command(
+        after_help = "Example:\n  berth robot token create ci-bot ci --expires-in 90d --output token.json"
+    )]
     Create {
         robot: String,
         name: String,
@@ -180,18 +217,22 @@ pub enum TokenCommand {
         #[arg(long, value_name = "FILE|-")]
         output: Option<String>,
     },
-    List {
-        robot: String,
-    },
-    Delete {
-        robot: String,
-        id: String,
-    },
+    /// List a robot's tokens (no secrets: created, expires, last used).
+    #[command(after_help = "Example:\n  berth robot token list ci-bot")]
+    List { robot: String },
+    /// Delete a robot token by id; it stops working within 30 s.
+    #[command(
+        after_help = "Example:\n  berth robot token delete ci-bot 3f1c0c8e-7a35-4b39-9d8e-0f5a1b2c3d4e"
+    )]
+    Delete { robot: String, id: String },
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum BindingCommand {
     /// Bind a role to a user or robot, in the whole organization or a namespace or repository glob.
+    #[command(
+        after_help = "Example:\n  berth binding create ci-bot --role Writer --robot ci-bot --namespace acme"
+    )]
     Create {
         name: String,
         #[arg(long)]
@@ -205,15 +246,20 @@ pub enum BindingCommand {
         #[arg(long)]
         repository: Option<String>,
     },
+    /// List the organization's bindings.
+    #[command(after_help = "Example:\n  berth binding list")]
     List,
-    Delete {
-        name: String,
-    },
+    /// Delete a binding.
+    #[command(after_help = "Example:\n  berth binding delete ci-bot")]
+    Delete { name: String },
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum RegistryTokenCommand {
     /// Create an organization-wide registry token (login user name `token`).
+    #[command(
+        after_help = "Example:\n  berth registry-token create --permanent --description \"cluster pulls\""
+    )]
     Create {
         #[arg(long)]
         readwrite: bool,
@@ -222,15 +268,20 @@ pub enum RegistryTokenCommand {
         #[arg(long)]
         description: Option<String>,
     },
+    /// List the organization's registry tokens (no secrets).
+    #[command(after_help = "Example:\n  berth registry-token list")]
     List,
-    Delete {
-        id: String,
-    },
+    /// Delete a registry token by id.
+    #[command(
+        after_help = "Example:\n  berth registry-token delete 3f1c0c8e-7a35-4b39-9d8e-0f5a1b2c3d4e"
+    )]
+    Delete { id: String },
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum RepoCommand {
     /// List the repositories you may pull.
+    #[command(after_help = "Example:\n  berth repo list")]
     List,
 }
 

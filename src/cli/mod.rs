@@ -47,17 +47,24 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the registry server (SQLite and a blob directory in --data-dir by default).
+    #[command(
+        after_help = "Example:\n  berth serve --listen 0.0.0.0:5000 --data-dir /var/lib/berth"
+    )]
     Serve(Box<ServeArgs>),
     /// Remove blobs, uploads and (with --untagged) manifests that nothing references.
     /// Safe to run while the server is running.
+    #[command(after_help = "Example:\n  berth gc --data-dir /var/lib/berth --dry-run")]
     Gc(GcArgs),
     /// Manage the token signing keys.
     Keys(KeysArgs),
     /// Log in to a server and store a session in the client config.
+    #[command(after_help = "Example:\n  berth login https://registry.example.com -a acme")]
     Login(session::LoginArgs),
     /// Revoke the current session and forget it.
+    #[command(after_help = "Example:\n  berth logout")]
     Logout,
     /// Show who the current credentials are.
+    #[command(after_help = "Example:\n  berth whoami -o json")]
     Whoami,
     /// Organizations.
     #[command(subcommand)]
@@ -124,6 +131,7 @@ pub enum Command {
     #[command(subcommand)]
     Audit(manage::AuditCommand),
     /// Whether you (or --as robot/NAME, user/NAME) may do VERB on RESOURCE; prints yes or no.
+    #[command(after_help = "Example:\n  berth can-i push acme/app --as robot/ci-bot")]
     CanI {
         verb: String,
         /// A repository name, or robots/NAME, credentials/NAME, roles/NAME, bindings/NAME.
@@ -143,6 +151,7 @@ pub enum Command {
     #[command(subcommand)]
     Config(files::ConfigCommand),
     /// Create or update roles and bindings from multi-document YAML (FILE or - for stdin).
+    #[command(after_help = "Example:\n  berth apply -f rbac.yaml")]
     Apply {
         #[arg(short = 'f', long = "filename", value_name = "FILE|-")]
         file: String,
@@ -150,8 +159,10 @@ pub enum Command {
         org: Option<String>,
     },
     /// Write registry credentials into docker's config.json (also a containers auth.json).
+    #[command(after_help = "Example:\n  berth docker-config -f token.json")]
     DockerConfig(docker::DockerConfigArgs),
     /// Print shell completions.
+    #[command(after_help = "Example:\n  berth completion bash > /etc/bash_completion.d/berth")]
     Completion {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
@@ -303,4 +314,36 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every command a user can run says what it does and shows an example in its `--help`.
+    #[test]
+    fn every_command_has_a_description_and_an_example() {
+        use clap::CommandFactory as _;
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let subs: Vec<&clap::Command> = cmd
+                .get_subcommands()
+                .filter(|c| c.get_name() != "help")
+                .collect();
+            if subs.is_empty() {
+                if cmd.get_about().is_none() {
+                    missing.push(format!("{path}: no description"));
+                }
+                if !cmd
+                    .get_after_help()
+                    .is_some_and(|h| h.to_string().contains("Example:"))
+                {
+                    missing.push(format!("{path}: no example"));
+                }
+            }
+            for s in subs {
+                walk(s, &format!("{path} {}", s.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "berth", &mut missing);
+        assert!(missing.is_empty(), "{}", missing.join("\n"));
+    }
 }
