@@ -290,7 +290,6 @@ async fn seed_flows_from_the_terminal() {
         0o600
     );
     let other = tmp.path().join("unused.yaml");
-    let empty_home = tempfile::tempdir().unwrap();
     let repos = ok(
         &other,
         &["--config", robot_cfg.to_str().unwrap(), "repo", "list"],
