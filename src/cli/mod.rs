@@ -2,8 +2,8 @@
 //! work on the data directory; every other command is a client of the management API and the
 //! registry, configured by the client config (`context.rs`).
 //!
-//! Exit codes: 0 success, 1 other failure, 2 usage, 3 authentication or permission, 4 not found,
-//! 5 server or network.
+//! Exit codes: 0 success, 1 other failure (e.g. a conflict), 2 usage (also a request the server
+//! refuses as invalid), 3 authentication or permission, 4 not found, 5 server or network.
 
 mod apply;
 mod context;
@@ -203,6 +203,8 @@ pub fn exit_code(e: &anyhow::Error) -> ExitCode {
                 ..
             }) => 3,
             Some(ClientError::Status { status: 404, .. }) => 4,
+            // The server found the request itself wrong: a usage error.
+            Some(ClientError::Status { status: 400, .. }) => 2,
             Some(ClientError::Status { status, .. }) if *status >= 500 => 5,
             Some(ClientError::Transport { .. }) => 5,
             _ => 1,

@@ -1074,3 +1074,169 @@ async fn output_snapshots() {
         json!({"auths": {"registry.example": {"username": "u", "password": "p", "auth": "dTpw"}}})
     );
 }
+
+/// The commands the other tests do not reach: happy path with a snapshot, and an error path.
+#[tokio::test]
+async fn remaining_commands_and_their_error_paths() {
+    let s = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("config.yaml");
+    Api::admin(&s)
+        .ok(
+            "POST",
+            "/users",
+            Some(json!({"name": "ivy", "password": "ivy-password-1"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    ok(
+        &cfg,
+        &["login", &s.base, "-u", "ivy", "--password-stdin"],
+        Some("ivy-password-1\n"),
+    );
+    ok(&cfg, &["org", "create", "iorg"], None);
+    ok(
+        &cfg,
+        &["login", "-a", "iorg", "-u", "ivy", "--password-stdin"],
+        Some("ivy-password-1\n"),
+    );
+    let snap = |args: &[&str]| redact(&ok(&cfg, args, None), &s);
+    let fails = |args: &[&str], code: i32, message: &str| {
+        let out = berth(&cfg, args, None);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(code), "berth {args:?}: {err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(message),
+            "berth {args:?}: {err}"
+        );
+    };
+    assert_eq!(snap(&["org", "list"]), "NAME  CREATED\niorg  [TIME]\n");
+    fails(
+        &["org", "get", "nope"],
+        4,
+        "organization \"nope\" not found",
+    );
+
+    ok(&cfg, &["robot", "create", "r1"], None);
+    let t: Value = serde_json::from_str(&ok(
+        &cfg,
+        &["robot", "token", "create", "r1", "t1", "--output", "-"],
+        None,
+    ))
+    .unwrap();
+    let id = t["accessId"].as_str().unwrap();
+    ok(&cfg, &["robot", "token", "delete", "r1", id], None);
+    assert_eq!(
+        snap(&["robot", "token", "list", "r1"]),
+        "ID  NAME  EXPIRES  CREATED\n"
+    );
+    fails(&["robot", "token", "delete", "r1", id], 4, "not found");
+    ok(
+        &cfg,
+        &[
+            "binding",
+            "create",
+            "b1",
+            "--role",
+            "Reader",
+            "--robot",
+            "r1",
+            "--repository",
+            "iorg/app-*",
+        ],
+        None,
+    );
+    assert_eq!(
+        snap(&["binding", "list"]),
+        "NAME  ROLE    SUBJECT   NAMESPACE  REPOSITORY\nb1    Reader  robot/r1  -          iorg/app-*\n"
+    );
+    fails(
+        &["binding", "create", "b2", "--role", "Nope", "--robot", "r1"],
+        4,
+        "role \"Nope\" not found",
+    );
+    fails(
+        &[
+            "binding",
+            "create",
+            "b3",
+            "--role",
+            "Reader",
+            "--robot",
+            "r1",
+            "--namespace",
+            "elsewhere",
+        ],
+        2,
+        "does not belong to organization",
+    );
+    ok(&cfg, &["binding", "delete", "b1"], None);
+    fails(&["binding", "delete", "b1"], 4, "binding \"b1\" not found");
+    ok(&cfg, &["robot", "delete", "r1"], None);
+    fails(
+        &["robot", "delete", "r1"],
+        4,
+        "robot \"r1\" not found in organization \"iorg\"",
+    );
+
+    let rt: Value = serde_json::from_str(&ok(
+        &cfg,
+        &[
+            "registry-token",
+            "create",
+            "--description",
+            "ci",
+            "-o",
+            "json",
+        ],
+        None,
+    ))
+    .unwrap();
+    let rt_id = rt["id"].as_str().unwrap();
+    assert_eq!(
+        snap(&["registry-token", "list"]),
+        "ID                                    DESCRIPTION  READWRITE  EXPIRES\n[ID]  ci           false      [TIME]\n"
+    );
+    ok(&cfg, &["registry-token", "delete", rt_id], None);
+    fails(&["registry-token", "delete", rt_id], 4, "not found");
+
+    ok(&cfg, &["role", "create", "viewer", "--verb", "pull"], None);
+    assert_eq!(
+        snap(&["role", "list"]),
+        "NAME     BUILTIN  RULES\n\
+         Reader   true     [{\"resources\":[\"repositories\"],\"verbs\":[\"pull\",\"list\"]}]\n\
+         Writer   true     [{\"resources\":[\"repositories\"],\"verbs\":[\"pull\",\"list\",\"push\"]}]\n\
+         Manager  true     [{\"resources\":[\"repositories\"],\"verbs\":[\"pull\",\"list\",\"push\",\"delete\"]},{\"resources\":[\"robots\",\"credentials\",\"roles\",\"bindings\"],\"verbs\":[\"*\"]}]\n\
+         viewer   false    [{\"resources\":[\"repositories\"],\"verbs\":[\"pull\"]}]\n"
+    );
+    fails(
+        &["role", "create", "bad", "--verb", "fly"],
+        2,
+        "unknown verb \"fly\"",
+    );
+    ok(&cfg, &["role", "delete", "viewer"], None);
+    fails(
+        &["role", "delete", "viewer"],
+        4,
+        "role \"viewer\" not found",
+    );
+
+    ok(
+        &cfg,
+        &["config", "use-context", &format!("ivy@{}", s.host)],
+        None,
+    );
+    assert!(
+        snap(&["config", "get-contexts"])
+            .lines()
+            .any(|l| l.starts_with("*        ivy@[HOST]"))
+    );
+    fails(
+        &["config", "use-context", "nope"],
+        2,
+        "no context named \"nope\"",
+    );
+    assert!(ok(&cfg, &["completion", "zsh"], None).contains("#compdef berth"));
+    let out = berth(&cfg, &["completion", "tcsh"], None);
+    assert_eq!(out.status.code(), Some(2));
+}
