@@ -5,7 +5,13 @@
 //! Run: `cargo build --release && cargo run --release --example bench` (see the README).
 //! Every response is checked (status, digest); a protocol error aborts the run.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, clippy::print_stderr)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -62,7 +68,11 @@ impl Server {
 fn proc_kib(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -71,12 +81,17 @@ fn cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
     ticks / 100.0
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn wait_ready(url: &str, ok: &[u16]) -> Res<()> {
@@ -103,16 +118,34 @@ async fn start_berth(dir: &Path) -> Res<Server> {
     let port = free_port();
     let started = Instant::now();
     let child = Command::new(berth_bin())
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--log", "warn", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--log",
+            "warn",
+            "--data-dir",
+        ])
         .arg(dir)
         .env("BERTH_ADMIN_PASSWORD", ADMIN_PW)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| format!("starting {}: {e} (run `cargo build --release` first)", berth_bin().display()))?;
+        .map_err(|e| {
+            format!(
+                "starting {}: {e} (run `cargo build --release` first)",
+                berth_bin().display()
+            )
+        })?;
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&format!("{base}/readyz"), &[200]).await?;
-    Ok(Server { name: "berth", base, child, auth: None, started })
+    Ok(Server {
+        name: "berth",
+        base,
+        child,
+        auth: None,
+        started,
+    })
 }
 
 async fn start_distribution(dir: &Path) -> Res<Server> {
@@ -133,7 +166,13 @@ async fn start_distribution(dir: &Path) -> Res<Server> {
         .map_err(|e| format!("starting docker-registry: {e} (apt-get install docker-registry)"))?;
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&format!("{base}/v2/"), &[200]).await?;
-    Ok(Server { name: "distribution", base, child, auth: None, started })
+    Ok(Server {
+        name: "distribution",
+        base,
+        child,
+        auth: None,
+        started,
+    })
 }
 
 /// A bearer token for berth with pull, push and delete on `repos`.
@@ -142,7 +181,13 @@ async fn berth_token(s: &Server, repos: &[&str]) -> Res<String> {
     for r in repos {
         url.push_str(&format!("&scope=repository:{r}:pull,push,delete"));
     }
-    let v: Value = reqwest::Client::new().get(url).basic_auth("admin", Some(ADMIN_PW)).send().await?.json().await?;
+    let v: Value = reqwest::Client::new()
+        .get(url)
+        .basic_auth("admin", Some(ADMIN_PW))
+        .send()
+        .await?
+        .json()
+        .await?;
     Ok(format!("Bearer {}", v["token"].as_str().ok_or("no token")?))
 }
 
@@ -171,7 +216,11 @@ fn expect(r: &reqwest::Response, status: u16, what: &str) -> Res<()> {
 }
 
 fn expect_digest(r: &reqwest::Response, d: &str, what: &str) -> Res<()> {
-    match r.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()) {
+    match r
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+    {
         Some(got) if got == d => Ok(()),
         other => fail(format!("{what}: Docker-Content-Digest {other:?}, want {d}")),
     }
@@ -179,15 +228,28 @@ fn expect_digest(r: &reqwest::Response, d: &str, what: &str) -> Res<()> {
 
 /// A monolithic push as docker clients do it: `POST` for a session, one `PUT ?digest=` with the
 /// whole body (Distribution 2.8 does not take `POST ?digest=` with a body).
-async fn push_whole(base: &str, auth: Option<&str>, c: &reqwest::Client, repo: &str, body: Vec<u8>, d: &str) -> Res<()> {
+async fn push_whole(
+    base: &str,
+    auth: Option<&str>,
+    c: &reqwest::Client,
+    repo: &str,
+    body: Vec<u8>,
+    d: &str,
+) -> Res<()> {
     let with_auth = |r: reqwest::RequestBuilder| match auth {
         Some(a) => r.header("authorization", a),
         None => r,
     };
-    let r = with_auth(c.post(format!("{base}/v2/{repo}/blobs/uploads/"))).send().await?;
+    let r = with_auth(c.post(format!("{base}/v2/{repo}/blobs/uploads/")))
+        .send()
+        .await?;
     expect(&r, 202, "start upload")?;
     let loc = r.headers()["location"].to_str()?.to_owned();
-    let url = if loc.starts_with("http") { loc } else { format!("{base}{loc}") };
+    let url = if loc.starts_with("http") {
+        loc
+    } else {
+        format!("{base}{loc}")
+    };
     let sep = if url.contains('?') { '&' } else { '?' };
     let r = with_auth(c.put(format!("{url}{sep}digest={d}")))
         .header("content-type", "application/octet-stream")
@@ -198,14 +260,35 @@ async fn push_whole(base: &str, auth: Option<&str>, c: &reqwest::Client, repo: &
     expect_digest(&r, d, "monolithic push")
 }
 
-async fn push_chunked(s: &Server, c: &reqwest::Client, repo: &str, data: &[u8], d: &str, chunk: usize) -> Res<()> {
-    let r = s.req(c, reqwest::Method::POST, &format!("/v2/{repo}/blobs/uploads/")).send().await?;
+async fn push_chunked(
+    s: &Server,
+    c: &reqwest::Client,
+    repo: &str,
+    data: &[u8],
+    d: &str,
+    chunk: usize,
+) -> Res<()> {
+    let r = s
+        .req(
+            c,
+            reqwest::Method::POST,
+            &format!("/v2/{repo}/blobs/uploads/"),
+        )
+        .send()
+        .await?;
     expect(&r, 202, "start upload")?;
     let mut loc = r.headers()["location"].to_str()?.to_owned();
     let mut off = 0;
     for part in data.chunks(chunk) {
-        let url = if loc.starts_with("http") { loc.clone() } else { format!("{}{loc}", s.base) };
-        let mut req = c.patch(url).header("content-type", "application/octet-stream").header("content-range", format!("{off}-{}", off + part.len() - 1));
+        let url = if loc.starts_with("http") {
+            loc.clone()
+        } else {
+            format!("{}{loc}", s.base)
+        };
+        let mut req = c
+            .patch(url)
+            .header("content-type", "application/octet-stream")
+            .header("content-range", format!("{off}-{}", off + part.len() - 1));
         if let Some(a) = &s.auth {
             req = req.header("authorization", a);
         }
@@ -214,7 +297,11 @@ async fn push_chunked(s: &Server, c: &reqwest::Client, repo: &str, data: &[u8], 
         loc = r.headers()["location"].to_str()?.to_owned();
         off += part.len();
     }
-    let url = if loc.starts_with("http") { loc } else { format!("{}{loc}", s.base) };
+    let url = if loc.starts_with("http") {
+        loc
+    } else {
+        format!("{}{loc}", s.base)
+    };
     let sep = if url.contains('?') { '&' } else { '?' };
     let mut req = c.put(format!("{url}{sep}digest={d}"));
     if let Some(a) = &s.auth {
@@ -226,7 +313,10 @@ async fn push_chunked(s: &Server, c: &reqwest::Client, repo: &str, data: &[u8], 
 }
 
 async fn pull(s: &Server, c: &reqwest::Client, repo: &str, d: &str) -> Res<u64> {
-    let mut r = s.req(c, reqwest::Method::GET, &format!("/v2/{repo}/blobs/{d}")).send().await?;
+    let mut r = s
+        .req(c, reqwest::Method::GET, &format!("/v2/{repo}/blobs/{d}"))
+        .send()
+        .await?;
     expect(&r, 200, "pull")?;
     let mut h = sha2::Sha256::new();
     let mut n = 0u64;
@@ -242,12 +332,25 @@ async fn pull(s: &Server, c: &reqwest::Client, repo: &str, d: &str) -> Res<u64> 
 }
 
 /// Runs `n` pushes of distinct 4 KiB blobs at `conc` concurrency; blobs/s.
-async fn small_blobs(s: &Server, c: &reqwest::Client, repo: &str, n: usize, conc: usize, seed: u64) -> Res<f64> {
+async fn small_blobs(
+    s: &Server,
+    c: &reqwest::Client,
+    repo: &str,
+    n: usize,
+    conc: usize,
+    seed: u64,
+) -> Res<f64> {
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..conc {
-        let (next, c, base, auth, repo) = (next.clone(), c.clone(), s.base.clone(), s.auth.clone(), repo.to_owned());
+        let (next, c, base, auth, repo) = (
+            next.clone(),
+            c.clone(),
+            s.base.clone(),
+            s.auth.clone(),
+            repo.to_owned(),
+        );
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -266,10 +369,24 @@ async fn small_blobs(s: &Server, c: &reqwest::Client, repo: &str, n: usize, conc
     Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
-async fn manifests(s: &Server, c: &reqwest::Client, repo: &str, n: usize, seed: u64) -> Res<(f64, String)> {
+async fn manifests(
+    s: &Server,
+    c: &reqwest::Client,
+    repo: &str,
+    n: usize,
+    seed: u64,
+) -> Res<(f64, String)> {
     let cfg = format!("{{\"seed\":{seed}}}");
     let cd = sha(cfg.as_bytes());
-    push_whole(&s.base, s.auth.as_deref(), c, repo, cfg.clone().into_bytes(), &cd).await?;
+    push_whole(
+        &s.base,
+        s.auth.as_deref(),
+        c,
+        repo,
+        cfg.clone().into_bytes(),
+        &cd,
+    )
+    .await?;
     let start = Instant::now();
     let mut last = String::new();
     for i in 0..n {
@@ -281,7 +398,11 @@ async fn manifests(s: &Server, c: &reqwest::Client, repo: &str, n: usize, seed: 
         .to_string();
         let d = sha(m.as_bytes());
         let r = s
-            .req(c, reqwest::Method::PUT, &format!("/v2/{repo}/manifests/m{i}"))
+            .req(
+                c,
+                reqwest::Method::PUT,
+                &format!("/v2/{repo}/manifests/m{i}"),
+            )
             .header("content-type", "application/vnd.oci.image.manifest.v1+json")
             .body(m)
             .send()
@@ -301,7 +422,14 @@ struct Load {
 }
 
 /// `conns` connections each looping one request for `dur`; every answer must be `status`.
-async fn load(url: String, auth: Option<String>, head: bool, conns: usize, dur: Duration, status: u16) -> Res<Load> {
+async fn load(
+    url: String,
+    auth: Option<String>,
+    head: bool,
+    conns: usize,
+    dur: Duration,
+    status: u16,
+) -> Res<Load> {
     let cpu0 = cpu_secs(std::process::id());
     let stop = Instant::now() + dur;
     let mut tasks = Vec::new();
@@ -333,13 +461,27 @@ async fn load(url: String, auth: Option<String>, head: bool, conns: usize, dur: 
         all.extend(t.await??);
     }
     all.sort();
-    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).map_or(0.0, |d| d.as_secs_f64() * 1000.0);
-    Ok(Load { rps: all.len() as f64 / dur.as_secs_f64(), p50_ms: pct(0.50), p99_ms: pct(0.99), client_cpu: cpu_secs(std::process::id()) - cpu0 })
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    Ok(Load {
+        rps: all.len() as f64 / dur.as_secs_f64(),
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        client_cpu: cpu_secs(std::process::id()) - cpu0,
+    })
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    if v.is_empty() { 0.0 } else if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 }
+    if v.is_empty() {
+        0.0
+    } else if v.len() % 2 == 1 {
+        v[v.len() / 2]
+    } else {
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    }
 }
 
 /// The machine's own bounds, measured in this run.
@@ -370,8 +512,13 @@ fn bounds(dir: &Path) -> Res<Value> {
     std::fs::File::open(&small_dir)?.sync_all()?;
     let files_s = n as f64 / t.elapsed().as_secs_f64();
     std::fs::remove_dir_all(&small_dir)?;
-    Ok(json!({ "sha256_mb_s": sha_mbs, "disk_stream_fdatasync_mb_s": disk_mbs, "small_fsync_files_s": files_s }))
+    Ok(
+        json!({ "sha256_mb_s": sha_mbs, "disk_stream_fdatasync_mb_s": disk_mbs, "small_fsync_files_s": files_s }),
+    )
 }
+
+/// (metric, unit, per-round values for berth, for Distribution, CPU seconds per unit for each).
+type Samples = (String, &'static str, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>);
 
 struct Row {
     metric: String,
@@ -394,26 +541,31 @@ async fn main() -> Res<()> {
     let idle_berth = proc_kib(b.pid(), "VmRSS:");
     let mut d = start_distribution(&tmp.path().join("distribution")).await?;
     let idle_dist = proc_kib(d.pid(), "VmRSS:");
-    let repos = ["bench/big", "bench/small1", "bench/small16", "bench/manifests"];
+    let repos = [
+        "bench/big",
+        "bench/small1",
+        "bench/small16",
+        "bench/manifests",
+    ];
 
-    // (metric, per-round values for berth, for distribution, cpu per unit for each)
-    let mut results: Vec<(String, &'static str, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)> = Vec::new();
-    let mut record = |name: &str, unit: &'static str, server: &str, value: f64, cpu_per_unit: f64| {
-        let row = match results.iter_mut().find(|r| r.0 == name) {
-            Some(r) => r,
-            None => {
-                results.push((name.to_owned(), unit, vec![], vec![], vec![], vec![]));
-                results.last_mut().unwrap()
+    let mut results: Vec<Samples> = Vec::new();
+    let mut record =
+        |name: &str, unit: &'static str, server: &str, value: f64, cpu_per_unit: f64| {
+            let row = match results.iter_mut().find(|r| r.0 == name) {
+                Some(r) => r,
+                None => {
+                    results.push((name.to_owned(), unit, vec![], vec![], vec![], vec![]));
+                    results.last_mut().unwrap()
+                }
+            };
+            if server == "berth" {
+                row.2.push(value);
+                row.4.push(cpu_per_unit);
+            } else {
+                row.3.push(value);
+                row.5.push(cpu_per_unit);
             }
         };
-        if server == "berth" {
-            row.2.push(value);
-            row.4.push(cpu_per_unit);
-        } else {
-            row.3.push(value);
-            row.5.push(cpu_per_unit);
-        }
-    };
     for round in 0..ROUNDS {
         for which in 0..2 {
             let s: &mut Server = if which == 0 { &mut b } else { &mut d };
@@ -426,39 +578,92 @@ async fn main() -> Res<()> {
             let big_d = sha(&big);
             let cpu = cpu_secs(s.pid());
             let t = Instant::now();
-            push_whole(&s.base, s.auth.as_deref(), &c, "bench/big", big.as_ref().clone(), &big_d).await?;
+            push_whole(
+                &s.base,
+                s.auth.as_deref(),
+                &c,
+                "bench/big",
+                big.as_ref().clone(),
+                &big_d,
+            )
+            .await?;
             let secs = t.elapsed().as_secs_f64();
-            record("push 256 MiB, POST + one PUT", "MB/s", s.name, 268.435456 / secs, (cpu_secs(s.pid()) - cpu) / 268.435456);
+            record(
+                "push 256 MiB, POST + one PUT",
+                "MB/s",
+                s.name,
+                268.435456 / secs,
+                (cpu_secs(s.pid()) - cpu) / 268.435456,
+            );
             let big2 = random(256 * MIB, seed + 100);
             let big2_d = sha(&big2);
             let cpu = cpu_secs(s.pid());
             let t = Instant::now();
             push_chunked(s, &c, "bench/big", &big2, &big2_d, 8 * MIB).await?;
             let secs = t.elapsed().as_secs_f64();
-            record("push 256 MiB, 8 MiB PATCHes", "MB/s", s.name, 268.435456 / secs, (cpu_secs(s.pid()) - cpu) / 268.435456);
+            record(
+                "push 256 MiB, 8 MiB PATCHes",
+                "MB/s",
+                s.name,
+                268.435456 / secs,
+                (cpu_secs(s.pid()) - cpu) / 268.435456,
+            );
             let cpu = cpu_secs(s.pid());
             let t = Instant::now();
             let n = pull(s, &c, "bench/big", &big_d).await?;
             let secs = t.elapsed().as_secs_f64();
-            record("pull 256 MiB", "MB/s", s.name, n as f64 / 1e6 / secs, (cpu_secs(s.pid()) - cpu) / 268.435456);
+            record(
+                "pull 256 MiB",
+                "MB/s",
+                s.name,
+                n as f64 / 1e6 / secs,
+                (cpu_secs(s.pid()) - cpu) / 268.435456,
+            );
             for (conc, repo) in [(1, "bench/small1"), (16, "bench/small16")] {
                 let cpu = cpu_secs(s.pid());
                 let rate = small_blobs(s, &c, repo, 2000, conc, seed * 7 + conc as u64).await?;
-                record(&format!("4 KiB blobs, concurrency {conc}"), "blobs/s", s.name, rate, (cpu_secs(s.pid()) - cpu) / 2000.0);
+                record(
+                    &format!("4 KiB blobs, concurrency {conc}"),
+                    "blobs/s",
+                    s.name,
+                    rate,
+                    (cpu_secs(s.pid()) - cpu) / 2000.0,
+                );
             }
             let cpu = cpu_secs(s.pid());
             let (rate, _) = manifests(s, &c, "bench/manifests", 1000, seed).await?;
-            record("manifest PUT", "manifests/s", s.name, rate, (cpu_secs(s.pid()) - cpu) / 1000.0);
+            record(
+                "manifest PUT",
+                "manifests/s",
+                s.name,
+                rate,
+                (cpu_secs(s.pid()) - cpu) / 1000.0,
+            );
             let blob_url = format!("{}/v2/bench/big/blobs/{big_d}", s.base);
             let manifest_url = format!("{}/v2/bench/manifests/manifests/m0", s.base);
-            for (name, url, head) in [("manifest GET by tag, 64 conns", manifest_url, false), ("blob HEAD, 64 conns", blob_url, true)] {
+            for (name, url, head) in [
+                ("manifest GET by tag, 64 conns", manifest_url, false),
+                ("blob HEAD, 64 conns", blob_url, true),
+            ] {
                 let cpu = cpu_secs(s.pid());
                 let l = load(url, s.auth.clone(), head, 64, Duration::from_secs(10), 200).await?;
                 let units = l.rps * 10.0;
-                record(name, "req/s", s.name, l.rps, (cpu_secs(s.pid()) - cpu) / units.max(1.0));
+                record(
+                    name,
+                    "req/s",
+                    s.name,
+                    l.rps,
+                    (cpu_secs(s.pid()) - cpu) / units.max(1.0),
+                );
                 record(&format!("{name} p50"), "ms", s.name, l.p50_ms, 0.0);
                 record(&format!("{name} p99"), "ms", s.name, l.p99_ms, 0.0);
-                record(&format!("{name} load-generator CPU"), "s", s.name, l.client_cpu, 0.0);
+                record(
+                    &format!("{name} load-generator CPU"),
+                    "s",
+                    s.name,
+                    l.client_cpu,
+                    0.0,
+                );
             }
         }
     }
@@ -468,20 +673,52 @@ async fn main() -> Res<()> {
     // berth only: token issuance with robot-token Basic auth; bearer GET beside anonymous.
     let admin = reqwest::Client::new();
     let api = |p: &str| format!("{}/api/v1{p}", b.base);
-    admin.post(api("/orgs/bench/robots")).basic_auth("admin", Some(ADMIN_PW)).json(&json!({"name": "bench"})).send().await?;
+    admin
+        .post(api("/orgs/bench/robots"))
+        .basic_auth("admin", Some(ADMIN_PW))
+        .json(&json!({"name": "bench"}))
+        .send()
+        .await?;
     admin
         .put(api("/orgs/bench/bindings/bench"))
         .basic_auth("admin", Some(ADMIN_PW))
         .json(&json!({"role": "Reader", "subject": "robot/bench"}))
         .send()
         .await?;
-    let t: Value = admin.post(api("/orgs/bench/robots/bench/tokens")).basic_auth("admin", Some(ADMIN_PW)).json(&json!({"name": "t"})).send().await?.json().await?;
+    let t: Value = admin
+        .post(api("/orgs/bench/robots/bench/tokens"))
+        .basic_auth("admin", Some(ADMIN_PW))
+        .json(&json!({"name": "t"}))
+        .send()
+        .await?
+        .json()
+        .await?;
     let basic = format!(
         "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", t["accessId"].as_str().unwrap_or(""), t["token"].as_str().unwrap_or("")))
+        base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            t["accessId"].as_str().unwrap_or(""),
+            t["token"].as_str().unwrap_or("")
+        ))
     );
-    let tokens = load(format!("{}/token?service=berth&scope=repository:bench/manifests:pull", b.base), Some(basic), false, 32, Duration::from_secs(5), 200).await?;
-    admin.patch(api("/namespaces/bench")).basic_auth("admin", Some(ADMIN_PW)).json(&json!({"public": true})).send().await?;
+    let tokens = load(
+        format!(
+            "{}/token?service=berth&scope=repository:bench/manifests:pull",
+            b.base
+        ),
+        Some(basic),
+        false,
+        32,
+        Duration::from_secs(5),
+        200,
+    )
+    .await?;
+    admin
+        .patch(api("/namespaces/bench"))
+        .basic_auth("admin", Some(ADMIN_PW))
+        .json(&json!({"public": true}))
+        .send()
+        .await?;
     let url = format!("{}/v2/bench/manifests/manifests/m0", b.base);
     let anon = load(url.clone(), None, false, 64, Duration::from_secs(5), 200).await?;
     let bearer = load(url, b.auth.clone(), false, 64, Duration::from_secs(5), 200).await?;
@@ -516,18 +753,83 @@ async fn main() -> Res<()> {
     let mut rows: Vec<Row> = results
         .into_iter()
         .map(|(metric, unit, bv, dv, bc, dc)| {
-            let bound = if metric.starts_with("push") { Some(sha_bound.min(disk_bound)) } else if metric.starts_with("4 KiB") { Some(files_bound) } else { None };
-            Row { metric, unit, berth: median(bv), dist: Some(median(dv)), bound, berth_cpu: Some(median(bc)), dist_cpu: Some(median(dc)) }
+            let bound = if metric.starts_with("push") {
+                Some(sha_bound.min(disk_bound))
+            } else if metric.starts_with("4 KiB") {
+                Some(files_bound)
+            } else {
+                None
+            };
+            Row {
+                metric,
+                unit,
+                berth: median(bv),
+                dist: Some(median(dv)),
+                bound,
+                berth_cpu: Some(median(bc)),
+                dist_cpu: Some(median(dc)),
+            }
         })
         .collect();
-    rows.push(Row { metric: "token issuance, robot-token Basic".into(), unit: "tokens/s", berth: tokens.rps, dist: None, bound: None, berth_cpu: None, dist_cpu: None });
-    rows.push(Row { metric: "manifest GET, anonymous (public)".into(), unit: "req/s", berth: anon.rps, dist: None, bound: None, berth_cpu: None, dist_cpu: None });
-    rows.push(Row { metric: "manifest GET, bearer-authorized".into(), unit: "req/s", berth: bearer.rps, dist: None, bound: None, berth_cpu: None, dist_cpu: None });
-    rows.push(Row { metric: "idle RSS".into(), unit: "MiB", berth: idle_berth as f64 / 1024.0, dist: Some(idle_dist as f64 / 1024.0), bound: None, berth_cpu: None, dist_cpu: None });
-    rows.push(Row { metric: "peak RSS over the run".into(), unit: "MiB", berth: peak_berth as f64 / 1024.0, dist: Some(peak_dist as f64 / 1024.0), bound: None, berth_cpu: None, dist_cpu: None });
-    rows.push(Row { metric: "start to ready, 10,000 repositories".into(), unit: "ms", berth: median(ready), dist: None, bound: None, berth_cpu: None, dist_cpu: None });
+    rows.push(Row {
+        metric: "token issuance, robot-token Basic".into(),
+        unit: "tokens/s",
+        berth: tokens.rps,
+        dist: None,
+        bound: None,
+        berth_cpu: None,
+        dist_cpu: None,
+    });
+    rows.push(Row {
+        metric: "manifest GET, anonymous (public)".into(),
+        unit: "req/s",
+        berth: anon.rps,
+        dist: None,
+        bound: None,
+        berth_cpu: None,
+        dist_cpu: None,
+    });
+    rows.push(Row {
+        metric: "manifest GET, bearer-authorized".into(),
+        unit: "req/s",
+        berth: bearer.rps,
+        dist: None,
+        bound: None,
+        berth_cpu: None,
+        dist_cpu: None,
+    });
+    rows.push(Row {
+        metric: "idle RSS".into(),
+        unit: "MiB",
+        berth: idle_berth as f64 / 1024.0,
+        dist: Some(idle_dist as f64 / 1024.0),
+        bound: None,
+        berth_cpu: None,
+        dist_cpu: None,
+    });
+    rows.push(Row {
+        metric: "peak RSS over the run".into(),
+        unit: "MiB",
+        berth: peak_berth as f64 / 1024.0,
+        dist: Some(peak_dist as f64 / 1024.0),
+        bound: None,
+        berth_cpu: None,
+        dist_cpu: None,
+    });
+    rows.push(Row {
+        metric: "start to ready, 10,000 repositories".into(),
+        unit: "ms",
+        berth: median(ready),
+        dist: None,
+        bound: None,
+        berth_cpu: None,
+        dist_cpu: None,
+    });
 
-    println!("{:<44} {:>12} {:>12} {:>7} {:>10} {:>7} {:>12} {:>12}", "metric", "berth", "distribution", "ratio", "bound", "% bound", "berth cpu/u", "dist cpu/u");
+    println!(
+        "{:<44} {:>12} {:>12} {:>7} {:>10} {:>7} {:>12} {:>12}",
+        "metric", "berth", "distribution", "ratio", "bound", "% bound", "berth cpu/u", "dist cpu/u"
+    );
     let mut json_rows = Vec::new();
     for r in &rows {
         let ratio = r.dist.filter(|d| *d > 0.0).map(|d| r.berth / d);
@@ -548,15 +850,26 @@ async fn main() -> Res<()> {
         json_rows.push(json!({ "metric": r.metric, "unit": r.unit, "berth": r.berth, "distribution": r.dist, "ratio": ratio,
             "bound": r.bound, "percent_of_bound": pct, "berth_cpu_s_per_unit": r.berth_cpu, "distribution_cpu_s_per_unit": r.dist_cpu }));
     }
-    let commit = Command::new("git").args(["rev-parse", "--short", "HEAD"]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
     let date = berth::auth::token::rfc3339(i64::try_from(now)?);
     let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/results");
     std::fs::create_dir_all(&out_dir)?;
     let file = out_dir.join(format!("{}-{commit}.json", &date[..10]));
     let machine = json!({ "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "cpu_model": std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())) });
-    std::fs::write(&file, serde_json::to_string_pretty(&json!({ "date": date, "commit": commit, "rounds": ROUNDS, "machine": machine, "bounds": bounds, "rows": json_rows }))?)?;
+    std::fs::write(
+        &file,
+        serde_json::to_string_pretty(
+            &json!({ "date": date, "commit": commit, "rounds": ROUNDS, "machine": machine, "bounds": bounds, "rows": json_rows }),
+        )?,
+    )?;
     eprintln!("written {}", file.display());
     Ok(())
 }
