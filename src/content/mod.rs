@@ -209,7 +209,8 @@ impl ContentService {
         let repo = repo.clone();
         // The row goes first: garbage collection removes upload files that have no row.
         self.blocking(move |s| {
-            s.meta.write(|w| {
+            // A session lost to a power cut only costs the client a retry: no fsync wait.
+            s.meta.write_relaxed(|w| {
                 let repo_id = w.ensure_repo(repo.as_str())?;
                 w.create_upload(&id, repo_id)
             })?;

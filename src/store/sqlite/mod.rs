@@ -106,7 +106,17 @@ impl MetadataStore {
         &self,
         f: impl FnOnce(&Writer<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        self.transact(true, f)
+        self.transact(true, false, f)
+    }
+
+    /// Like `write`, but the commit does not wait for fsync (`synchronous=NORMAL` for this one
+    /// transaction, under the same lock). In WAL mode it still survives a process crash, only not
+    /// a power loss: for state whose loss costs a client a retry and nothing more (upload sessions).
+    pub fn write_relaxed<T, E: From<Error>>(
+        &self,
+        f: impl FnOnce(&Writer<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.transact(true, true, f)
     }
 
     /// Like `write`, but always rolls back: for dry runs that must see what a write would do.
@@ -114,12 +124,13 @@ impl MetadataStore {
         &self,
         f: impl FnOnce(&Writer<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        self.transact(false, f)
+        self.transact(false, false, f)
     }
 
     fn transact<T, E: From<Error>>(
         &self,
         commit: bool,
+        relaxed: bool,
         f: impl FnOnce(&Writer<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
         let mut conn = self
@@ -127,14 +138,26 @@ impl MetadataStore {
             .writer
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(Error::from)?;
-        let out = f(&Writer { tx: &tx })?;
-        if commit {
-            tx.commit().map_err(Error::from)?;
+        if relaxed {
+            conn.pragma_update(None, "synchronous", "NORMAL")
+                .map_err(Error::from)?;
         }
-        Ok(out)
+        let out = (|| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(Error::from)?;
+            let out = f(&Writer { tx: &tx })?;
+            if commit {
+                tx.commit().map_err(Error::from)?;
+            }
+            Ok(out)
+        })();
+        if relaxed {
+            // Every other write must stay fully durable, whatever happened above.
+            conn.pragma_update(None, "synchronous", "FULL")
+                .map_err(Error::from)?;
+        }
+        out
     }
 }
 
