@@ -99,10 +99,6 @@ impl AppState {
         &self.auth
     }
 
-    pub fn content(&self) -> &ContentService {
-        &self.content
-    }
-
     pub(crate) fn shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Relaxed)
     }

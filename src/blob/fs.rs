@@ -9,7 +9,6 @@
 //! Uploads and blobs share one filesystem, so committing an upload is a `rename`.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::{Context as _, Result};
@@ -160,16 +159,6 @@ impl BlobStore {
         }
         fs::rename(src, &dst).context(|| format!("committing blob {d}"))?;
         sync_dir(&dir).context(|| format!("syncing {}", dir.display()))
-    }
-
-    /// Writes a small blob given whole (temp file, fsync, rename). Call under `lock(d)`.
-    pub fn write_blob(&self, d: &Digest, bytes: &[u8]) -> Result<()> {
-        let tmp = self.upload_path(&uuid::Uuid::new_v4());
-        let mut f = File::create_new(&tmp).context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(bytes)
-            .and_then(|()| f.sync_all())
-            .context(|| format!("writing blob {d}"))?;
-        self.place(&tmp, d)
     }
 
     /// Every committed blob file, for the orphan sweep of garbage collection.

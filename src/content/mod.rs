@@ -124,10 +124,6 @@ impl ContentService {
         &self.inner.meta
     }
 
-    pub fn blobs(&self) -> &BlobStore {
-        &self.inner.blobs
-    }
-
     /// Requests currently streaming upload bytes.
     pub fn uploads_active(&self) -> i64 {
         self.inner.uploads_active.load(Ordering::Relaxed)

@@ -440,10 +440,6 @@ impl IamService {
         }
     }
 
-    pub fn revoke_credential(&self, id: &str) -> Result<bool> {
-        Ok(self.meta.write(|w| w.revoke_credential(id))?)
-    }
-
     /// The stored credential behind a presented secret, if the secret is right and the
     /// credential is neither revoked nor expired.
     pub fn verify_secret(&self, secret: &Secret) -> Result<Option<CredentialRow>> {

@@ -468,16 +468,6 @@ impl Writer<'_> {
             > 0)
     }
 
-    pub fn revoke_credential(&self, id: &str) -> Result<bool> {
-        Ok(self
-            .tx
-            .prepare_cached(
-                "UPDATE credentials SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-            )?
-            .execute(params![id, now()])?
-            > 0)
-    }
-
     /// Records when and from where a credential was last used (flushed in batches).
     pub fn touch_credential(
         &self,
