@@ -389,10 +389,8 @@ impl AuthService {
         }
         if let Some(oid) = row.org_id {
             let org = meta
-                .read(|r| r.orgs())
-                .map_err(|e| AuthError::Internal(e.to_string()))?
-                .into_iter()
-                .find(|o| o.id == oid);
+                .read(|r| r.org_by_id(oid))
+                .map_err(|e| AuthError::Internal(e.to_string()))?;
             return Ok(org.map(|o| Principal::RegistryToken {
                 id: row.id.clone(),
                 org: o.name,

@@ -20,6 +20,14 @@ fn user(r: &Row<'_>) -> rusqlite::Result<UserRow> {
 }
 const USER_COLS: &str = "id, name, password_hash, admin, created_at";
 
+fn org(r: &Row<'_>) -> rusqlite::Result<OrgRow> {
+    Ok(OrgRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        created_at: r.get(2)?,
+    })
+}
+
 fn robot(r: &Row<'_>) -> rusqlite::Result<RobotRow> {
     Ok(RobotRow {
         id: r.get(0)?,
@@ -113,30 +121,21 @@ impl Reader<'_> {
         let mut st = self
             .conn
             .prepare_cached("SELECT id, name, created_at FROM orgs WHERE name = ?1")?;
-        Ok(st
-            .query_row([name], |r| {
-                Ok(OrgRow {
-                    id: r.get(0)?,
-                    name: r.get(1)?,
-                    created_at: r.get(2)?,
-                })
-            })
-            .optional()?)
+        Ok(st.query_row([name], org).optional()?)
+    }
+
+    pub fn org_by_id(&self, id: i64) -> Result<Option<OrgRow>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT id, name, created_at FROM orgs WHERE id = ?1")?;
+        Ok(st.query_row([id], org).optional()?)
     }
 
     pub fn orgs(&self) -> Result<Vec<OrgRow>> {
         let mut st = self
             .conn
             .prepare_cached("SELECT id, name, created_at FROM orgs ORDER BY name")?;
-        Ok(st
-            .query_map([], |r| {
-                Ok(OrgRow {
-                    id: r.get(0)?,
-                    name: r.get(1)?,
-                    created_at: r.get(2)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?)
+        Ok(st.query_map([], org)?.collect::<Result<_, _>>()?)
     }
 
     pub fn namespace(&self, name: &str) -> Result<Option<NamespaceRow>> {
@@ -162,16 +161,7 @@ impl Reader<'_> {
              WHERE m.user_id = ?1 ORDER BY o.name",
         )?;
         Ok(st
-            .query_map([user_id], |r| {
-                Ok((
-                    OrgRow {
-                        id: r.get(0)?,
-                        name: r.get(1)?,
-                        created_at: r.get(2)?,
-                    },
-                    r.get(3)?,
-                ))
-            })?
+            .query_map([user_id], |r| Ok((org(r)?, r.get(3)?)))?
             .collect::<Result<_, _>>()?)
     }
 
