@@ -8,7 +8,6 @@ use serde_json::{Value, json};
 use super::Usage;
 use super::context;
 use super::output::{Format, print};
-use crate::client::Client;
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum OrgCommand {
@@ -292,17 +291,13 @@ fn org_of(flag: Option<&str>, ctx_org: Option<String>) -> anyhow::Result<String>
         .ok_or_else(|| Usage("no organization: pass --org ORG or log in with -a ORG".into()).into())
 }
 
-async fn connect(cfg_path: &Path, verbose: bool) -> anyhow::Result<(Client, Option<String>)> {
-    context::client(cfg_path, verbose).await
-}
-
 pub(super) async fn org(
     cmd: &OrgCommand,
     cfg_path: &Path,
     format: Format,
     verbose: bool,
 ) -> anyhow::Result<()> {
-    let (c, _) = connect(cfg_path, verbose).await?;
+    let (c, _) = context::client(cfg_path, verbose).await?;
     match cmd {
         OrgCommand::Create { name } => {
             let v = c
@@ -348,7 +343,7 @@ pub(super) async fn robot(
     format: Format,
     verbose: bool,
 ) -> anyhow::Result<()> {
-    let (c, ctx_org) = connect(cfg_path, verbose).await?;
+    let (c, ctx_org) = context::client(cfg_path, verbose).await?;
     let org = org_of(org, ctx_org)?;
     let base = format!("/orgs/{org}/robots");
     match cmd {
@@ -433,7 +428,7 @@ pub(super) async fn binding(
     format: Format,
     verbose: bool,
 ) -> anyhow::Result<()> {
-    let (c, ctx_org) = connect(cfg_path, verbose).await?;
+    let (c, ctx_org) = context::client(cfg_path, verbose).await?;
     let org = org_of(org, ctx_org)?;
     let columns = [
         ("NAME", "name"),
@@ -498,7 +493,7 @@ pub(super) async fn registry_token(
     format: Format,
     verbose: bool,
 ) -> anyhow::Result<()> {
-    let (c, ctx_org) = connect(cfg_path, verbose).await?;
+    let (c, ctx_org) = context::client(cfg_path, verbose).await?;
     let org = org_of(org, ctx_org)?;
     let headers = [("organization", org.as_str())];
     match cmd {
@@ -561,7 +556,7 @@ pub(super) async fn repo(
     verbose: bool,
 ) -> anyhow::Result<()> {
     let RepoCommand::List = cmd;
-    let (c, _) = connect(cfg_path, verbose).await?;
+    let (c, _) = context::client(cfg_path, verbose).await?;
     const PAGE: usize = 1000;
     let mut repos: Vec<Value> = Vec::new();
     let mut last: Option<String> = None;
@@ -601,7 +596,7 @@ pub(super) async fn namespace(
     format: Format,
     verbose: bool,
 ) -> anyhow::Result<()> {
-    let (c, ctx_org) = connect(cfg_path, verbose).await?;
+    let (c, ctx_org) = context::client(cfg_path, verbose).await?;
     let columns = [("NAME", "name"), ("ORG", "org"), ("PUBLIC", "public")];
     match cmd {
         NamespaceCommand::Create { name, public } => {
@@ -646,7 +641,7 @@ pub(super) async fn user(
     format: Format,
     verbose: bool,
 ) -> anyhow::Result<()> {
-    let (c, _) = connect(cfg_path, verbose).await?;
+    let (c, _) = context::client(cfg_path, verbose).await?;
     let columns = [("NAME", "name"), ("ADMIN", "admin"), ("CREATED", "created")];
     match cmd {
         UserCommand::Create {
@@ -701,7 +696,7 @@ pub(super) async fn member(
     format: Format,
     verbose: bool,
 ) -> anyhow::Result<()> {
-    let (c, ctx_org) = connect(cfg_path, verbose).await?;
+    let (c, ctx_org) = context::client(cfg_path, verbose).await?;
     let org = org_of(org, ctx_org)?;
     let columns = [("USER", "user"), ("ROLE", "role")];
     match cmd {
@@ -751,7 +746,7 @@ pub(super) async fn apikey(
     format: Format,
     verbose: bool,
 ) -> anyhow::Result<()> {
-    let (c, ctx_org) = connect(cfg_path, verbose).await?;
+    let (c, ctx_org) = context::client(cfg_path, verbose).await?;
     let base = |robot: &Option<String>| -> anyhow::Result<String> {
         Ok(match robot {
             Some(r) => format!("/orgs/{}/robots/{r}/apikeys", org_of(org, ctx_org.clone())?),
@@ -800,7 +795,7 @@ pub(super) async fn role(
     format: Format,
     verbose: bool,
 ) -> anyhow::Result<()> {
-    let (c, ctx_org) = connect(cfg_path, verbose).await?;
+    let (c, ctx_org) = context::client(cfg_path, verbose).await?;
     let org = org_of(org, ctx_org)?;
     let columns = [("NAME", "name"), ("BUILTIN", "builtin"), ("RULES", "rules")];
     match cmd {
@@ -849,7 +844,7 @@ pub(super) async fn tag(
     format: Format,
     verbose: bool,
 ) -> anyhow::Result<()> {
-    let (c, _) = connect(cfg_path, verbose).await?;
+    let (c, _) = context::client(cfg_path, verbose).await?;
     match cmd {
         TagCommand::List { repository } => {
             let v = c
@@ -902,7 +897,7 @@ pub(super) async fn audit(
         action,
         limit,
     } = cmd;
-    let (c, _) = connect(cfg_path, verbose).await?;
+    let (c, _) = context::client(cfg_path, verbose).await?;
     let mut q: Vec<(&str, String)> = vec![("limit", limit.to_string())];
     for (k, v) in [("since", since), ("actor", actor), ("action", action)] {
         if let Some(v) = v {
@@ -930,7 +925,7 @@ pub(super) async fn can_i(
     cfg_path: &Path,
     verbose: bool,
 ) -> anyhow::Result<bool> {
-    let (c, ctx_org) = connect(cfg_path, verbose).await?;
+    let (c, ctx_org) = context::client(cfg_path, verbose).await?;
     let org = org_of(org, ctx_org)?;
     // RESOURCE is a repository name, or KIND/NAME for robots, credentials, roles and bindings.
     let (kind, name) = match resource.split_once('/') {

@@ -26,13 +26,18 @@ struct RefreshBody {
 }
 
 /// Issues an access token and a new refresh token for a user.
-fn session(st: &AppState, user_id: i64, name: &str) -> ApiResult<serde_json::Value> {
-    let sub = format!("user:{name}");
+/// A short-lived access token (audience: the management API) for user `name`, and its lifetime.
+fn access(st: &AppState, name: &str) -> ApiResult<(String, i64)> {
     let (jwt, claims) = st
         .auth
         .tokens()
-        .issue(&sub, &st.auth.api_audience, Vec::new())
+        .issue(&format!("user:{name}"), &st.auth.api_audience, Vec::new())
         .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok((jwt, claims.exp - claims.iat))
+}
+
+fn session(st: &AppState, user_id: i64, name: &str) -> ApiResult<serde_json::Value> {
+    let (jwt, expires_in) = access(st, name)?;
     let refresh = st.auth.iam().create_credential(
         SecretKind::RefreshToken,
         Owner::User(user_id),
@@ -44,7 +49,7 @@ fn session(st: &AppState, user_id: i64, name: &str) -> ApiResult<serde_json::Val
     Ok(json!({
         "access_token": jwt,
         "refresh_token": refresh.secret.expose(),
-        "expires_in": claims.exp - claims.iat,
+        "expires_in": expires_in,
         "token_type": "Bearer",
     }))
 }
@@ -172,14 +177,9 @@ pub(super) async fn access_token(
             "access tokens are for users; robots use their tokens".into(),
         ));
     };
-    let sub = format!("user:{name}");
-    let (jwt, claims) = state
-        .auth
-        .tokens()
-        .issue(&sub, &state.auth.api_audience, Vec::new())
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let (jwt, expires_in) = access(&state, name)?;
     Ok(json_response(
         StatusCode::OK,
-        json!({ "access_token": jwt, "expires_in": claims.exp - claims.iat, "token_type": "Bearer" }),
+        json!({ "access_token": jwt, "expires_in": expires_in, "token_type": "Bearer" }),
     ))
 }
