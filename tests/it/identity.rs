@@ -404,30 +404,9 @@ async fn seed_004_custom_role_bound_to_a_robot_allows_exactly_its_rules() {
             StatusCode::OK,
         )
         .await;
-    alice
-        .ok(
-            "POST",
-            "/orgs/acme/robots",
-            Some(json!({"name": "deployer"})),
-            StatusCode::CREATED,
-        )
-        .await;
-    alice
-        .ok(
-            "PUT",
-            "/orgs/acme/bindings/deployer",
-            Some(json!({"role": "public-puller", "subject": "robot/deployer"})),
-            StatusCode::CREATED,
-        )
-        .await;
-    let tok = alice
-        .ok(
-            "POST",
-            "/orgs/acme/robots/deployer/tokens",
-            Some(json!({"name": "t"})),
-            StatusCode::CREATED,
-        )
-        .await;
+    let creds = robot_with_token(&alice, "acme", "deployer", "public-puller", json!({})).await;
+    let (access_id, token_secret) = creds.split_once(':').unwrap();
+    let tok = json!({"accessId": access_id, "token": token_secret});
     let creds = format!(
         "{}:{}",
         tok["accessId"].as_str().unwrap(),
@@ -512,30 +491,9 @@ fn jwt_parts(jwt: &str) -> (Value, Value) {
 async fn token_service_grants_the_intersection_and_speaks_both_forms() {
     let (s, session, _tmp, _) = world().await;
     let alice = Api::bearer(&s, session["access_token"].as_str().unwrap());
-    alice
-        .ok(
-            "POST",
-            "/orgs/acme/robots",
-            Some(json!({"name": "r"})),
-            StatusCode::CREATED,
-        )
-        .await;
-    alice
-        .ok(
-            "PUT",
-            "/orgs/acme/bindings/r",
-            Some(json!({"role": "Reader", "subject": "robot/r"})),
-            StatusCode::CREATED,
-        )
-        .await;
-    let tok = alice
-        .ok(
-            "POST",
-            "/orgs/acme/robots/r/tokens",
-            Some(json!({"name": "t"})),
-            StatusCode::CREATED,
-        )
-        .await;
+    let creds = robot_with_token(&alice, "acme", "r", "Reader", json!({})).await;
+    let (access_id, token_secret) = creds.split_once(':').unwrap();
+    let tok = json!({"accessId": access_id, "token": token_secret});
     let (id, secret) = (
         tok["accessId"].as_str().unwrap(),
         tok["token"].as_str().unwrap(),
@@ -1118,30 +1076,9 @@ async fn refresh_rotates_and_logout_revokes() {
 async fn mount_needs_pull_on_the_source_else_it_is_a_plain_upload() {
     let (s, session, _tmp, _) = world().await;
     let alice = Api::bearer(&s, session["access_token"].as_str().unwrap());
-    alice
-        .ok(
-            "POST",
-            "/orgs/acme/robots",
-            Some(json!({"name": "w"})),
-            StatusCode::CREATED,
-        )
-        .await;
-    alice
-        .ok(
-            "PUT",
-            "/orgs/acme/bindings/w",
-            Some(json!({"role": "Writer", "subject": "robot/w", "namespace": "acme"})),
-            StatusCode::CREATED,
-        )
-        .await;
-    let t = alice
-        .ok(
-            "POST",
-            "/orgs/acme/robots/w/tokens",
-            Some(json!({"name": "t"})),
-            StatusCode::CREATED,
-        )
-        .await;
+    let creds = robot_with_token(&alice, "acme", "w", "Writer", json!({"namespace": "acme"})).await;
+    let (access_id, token_secret) = creds.split_once(':').unwrap();
+    let t = json!({"accessId": access_id, "token": token_secret});
     let robot = basic_client(
         t["accessId"].as_str().unwrap(),
         t["token"].as_str().unwrap(),
