@@ -40,6 +40,31 @@ fn berth(cfg: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Creates user `user` (password `<user>-password-1`), logs in, creates `org` and logs into it.
+async fn user_in_new_org(s: &Server, cfg: &Path, user: &str, org: &str) {
+    let password = format!("{user}-password-1");
+    Api::admin(s)
+        .ok(
+            "POST",
+            "/users",
+            Some(json!({"name": user, "password": password})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let stdin = format!("{password}\n");
+    ok(
+        cfg,
+        &["login", &s.base, "-u", user, "--password-stdin"],
+        Some(&stdin),
+    );
+    ok(cfg, &["org", "create", org], None);
+    ok(
+        cfg,
+        &["login", "-a", org, "-u", user, "--password-stdin"],
+        Some(&stdin),
+    );
+}
+
 /// Runs and expects success; returns stdout.
 fn ok(cfg: &Path, args: &[&str], stdin: Option<&str>) -> String {
     let out = berth(cfg, args, stdin);
@@ -644,25 +669,7 @@ async fn docker_config_and_the_credential_helper_with_skopeo() {
     let s = Server::start();
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("config.yaml");
-    Api::admin(&s)
-        .ok(
-            "POST",
-            "/users",
-            Some(json!({"name": "fay", "password": "fay-password-1"})),
-            StatusCode::CREATED,
-        )
-        .await;
-    ok(
-        &cfg,
-        &["login", &s.base, "-u", "fay", "--password-stdin"],
-        Some("fay-password-1\n"),
-    );
-    ok(&cfg, &["org", "create", "forg"], None);
-    ok(
-        &cfg,
-        &["login", "-a", "forg", "-u", "fay", "--password-stdin"],
-        Some("fay-password-1\n"),
-    );
+    user_in_new_org(&s, &cfg, "fay", "forg").await;
     push_image(&client(), &s, "forg/app", "v1", 11).await;
     let image = format!("docker://{}/forg/app:v1", s.host);
 
@@ -835,25 +842,7 @@ async fn apply_is_idempotent_and_checks_every_document_first() {
     let s = Server::start();
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("config.yaml");
-    Api::admin(&s)
-        .ok(
-            "POST",
-            "/users",
-            Some(json!({"name": "gus", "password": "gus-password-1"})),
-            StatusCode::CREATED,
-        )
-        .await;
-    ok(
-        &cfg,
-        &["login", &s.base, "-u", "gus", "--password-stdin"],
-        Some("gus-password-1\n"),
-    );
-    ok(&cfg, &["org", "create", "gorg"], None);
-    ok(
-        &cfg,
-        &["login", "-a", "gorg", "-u", "gus", "--password-stdin"],
-        Some("gus-password-1\n"),
-    );
+    user_in_new_org(&s, &cfg, "gus", "gorg").await;
     ok(&cfg, &["robot", "create", "deployer"], None);
     let manifest = |verbs: &str| {
         format!(
@@ -956,25 +945,7 @@ async fn output_snapshots() {
     let s = Server::start();
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("config.yaml");
-    Api::admin(&s)
-        .ok(
-            "POST",
-            "/users",
-            Some(json!({"name": "hal", "password": "hal-password-1"})),
-            StatusCode::CREATED,
-        )
-        .await;
-    ok(
-        &cfg,
-        &["login", &s.base, "-u", "hal", "--password-stdin"],
-        Some("hal-password-1\n"),
-    );
-    ok(&cfg, &["org", "create", "horg"], None);
-    ok(
-        &cfg,
-        &["login", "-a", "horg", "-u", "hal", "--password-stdin"],
-        Some("hal-password-1\n"),
-    );
+    user_in_new_org(&s, &cfg, "hal", "horg").await;
     ok(
         &cfg,
         &[
@@ -1081,25 +1052,7 @@ async fn remaining_commands_and_their_error_paths() {
     let s = Server::start();
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("config.yaml");
-    Api::admin(&s)
-        .ok(
-            "POST",
-            "/users",
-            Some(json!({"name": "ivy", "password": "ivy-password-1"})),
-            StatusCode::CREATED,
-        )
-        .await;
-    ok(
-        &cfg,
-        &["login", &s.base, "-u", "ivy", "--password-stdin"],
-        Some("ivy-password-1\n"),
-    );
-    ok(&cfg, &["org", "create", "iorg"], None);
-    ok(
-        &cfg,
-        &["login", "-a", "iorg", "-u", "ivy", "--password-stdin"],
-        Some("ivy-password-1\n"),
-    );
+    user_in_new_org(&s, &cfg, "ivy", "iorg").await;
     let snap = |args: &[&str]| redact(&ok(&cfg, args, None), &s);
     let fails = |args: &[&str], code: i32, message: &str| {
         let out = berth(&cfg, args, None);
