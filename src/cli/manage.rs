@@ -370,12 +370,10 @@ pub(super) async fn robot(
             "",
             &ROBOT_COLUMNS,
         ),
-        RobotCommand::Delete { name } => {
-            c.api("DELETE", &format!("{base}/{name}"), None, &[])
-                .await?;
-            crate::cli_eprint(&format!("robot {name:?} deleted"));
-            Ok(())
-        }
+        RobotCommand::Delete { name } => done(
+            c.api("DELETE", &format!("{base}/{name}"), None, &[]).await,
+            &format!("robot {name:?} deleted"),
+        ),
         RobotCommand::Token(TokenCommand::Create {
             robot,
             name,
@@ -412,12 +410,11 @@ pub(super) async fn robot(
             "tokens",
             &TOKEN_COLUMNS,
         ),
-        RobotCommand::Token(TokenCommand::Delete { robot, id }) => {
+        RobotCommand::Token(TokenCommand::Delete { robot, id }) => done(
             c.api("DELETE", &format!("{base}/{robot}/tokens/{id}"), None, &[])
-                .await?;
-            crate::cli_eprint(&format!("token {id} deleted"));
-            Ok(())
-        }
+                .await,
+            &format!("token {id} deleted"),
+        ),
     }
 }
 
@@ -477,12 +474,11 @@ pub(super) async fn binding(
             "bindings",
             &columns,
         ),
-        BindingCommand::Delete { name } => {
+        BindingCommand::Delete { name } => done(
             c.api("DELETE", &format!("/orgs/{org}/bindings/{name}"), None, &[])
-                .await?;
-            crate::cli_eprint(&format!("binding {name:?} deleted"));
-            Ok(())
-        }
+                .await,
+            &format!("binding {name:?} deleted"),
+        ),
     }
 }
 
@@ -538,12 +534,11 @@ pub(super) async fn registry_token(
                 &columns,
             )
         }
-        RegistryTokenCommand::Delete { id } => {
+        RegistryTokenCommand::Delete { id } => done(
             c.api("DELETE", &format!("/tokens/{id}"), None, &headers)
-                .await?;
-            crate::cli_eprint(&format!("registry token {id} deleted"));
-            Ok(())
-        }
+                .await,
+            &format!("registry token {id} deleted"),
+        ),
     }
 }
 
