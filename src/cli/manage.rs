@@ -390,18 +390,11 @@ pub(super) async fn robot(
                 .await?;
             // Seed 000's token file: exactly {"accessId", "token"}.
             let file = json!({ "accessId": v["accessId"], "token": v["token"] });
-            let text = serde_json::to_string_pretty(&file)? + "\n";
-            match output.as_deref() {
-                Some("-") | None => crate::cli_print(text.trim_end()),
-                Some(path) => {
-                    context::write_private(&PathBuf::from(path), text.as_bytes())?;
-                    crate::cli_eprint(&format!(
-                        "token {name:?} of robot {robot:?} written to {path} (access id {})",
-                        v["accessId"].as_str().unwrap_or("")
-                    ));
-                }
-            }
-            Ok(())
+            let what = format!(
+                "token {name:?} of robot {robot:?} (access id {})",
+                v["accessId"].as_str().unwrap_or("")
+            );
+            emit_secret(output.as_deref(), &file, &what)
         }
         RobotCommand::Token(TokenCommand::List { robot }) => print(
             format,
