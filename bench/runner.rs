@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{Value, json};
+
+mod http;
 use sha2::Digest as _;
 
 const ROUNDS: usize = 2;
@@ -77,7 +79,7 @@ fn proc_kib(pid: u32, key: &str) -> u64 {
 }
 
 /// User + system CPU seconds of a process.
-fn cpu_secs(pid: u32) -> f64 {
+pub(crate) fn cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
@@ -264,7 +266,7 @@ async fn push_chunked(
     s: &Server,
     c: &reqwest::Client,
     repo: &str,
-    data: &[u8],
+    data: &bytes::Bytes,
     d: &str,
     chunk: usize,
 ) -> Res<()> {
@@ -279,7 +281,9 @@ async fn push_chunked(
     expect(&r, 202, "start upload")?;
     let mut loc = r.headers()["location"].to_str()?.to_owned();
     let mut off = 0;
-    for part in data.chunks(chunk) {
+    while off < data.len() {
+        // A slice of the shared buffer: no copy in the client while the clock runs.
+        let part = data.slice(off..(off + chunk).min(data.len()));
         let url = if loc.starts_with("http") {
             loc.clone()
         } else {
@@ -292,7 +296,7 @@ async fn push_chunked(
         if let Some(a) = &s.auth {
             req = req.header("authorization", a);
         }
-        let r = req.body(part.to_vec()).send().await?;
+        let r = req.body(part.clone()).send().await?;
         expect(&r, 202, "patch")?;
         loc = r.headers()["location"].to_str()?.to_owned();
         off += part.len();
@@ -312,23 +316,16 @@ async fn push_chunked(
     expect_digest(&r, d, "close upload")
 }
 
-async fn pull(s: &Server, c: &reqwest::Client, repo: &str, d: &str) -> Res<u64> {
-    let mut r = s
-        .req(c, reqwest::Method::GET, &format!("/v2/{repo}/blobs/{d}"))
-        .send()
-        .await?;
-    expect(&r, 200, "pull")?;
-    let mut h = sha2::Sha256::new();
-    let mut n = 0u64;
-    while let Some(chunk) = r.chunk().await? {
-        n += chunk.len() as u64;
-        h.update(&chunk);
-    }
-    let got = format!("sha256:{}", hex::encode(h.finalize()));
-    if got != d {
-        return fail(format!("pull: body digest {got}, want {d}"));
-    }
-    Ok(n)
+/// Pulls a blob with the runner's HTTP client, checking the digest header and every byte; MB/s.
+async fn pull(s: &Server, repo: &str, d: &str, data: &[u8]) -> Res<f64> {
+    let auth: Vec<(&str, &str)> = s
+        .auth
+        .iter()
+        .map(|a| ("authorization", a.as_str()))
+        .collect();
+    let req = http::Request::new(&format!("{}/v2/{repo}/blobs/{d}", s.base), false, &auth)?;
+    let want = format!("docker-content-digest: {d}").into_bytes();
+    http::fetch(&req, Some(&want), data).await
 }
 
 /// Runs `n` pushes of distinct 4 KiB blobs at `conc` concurrency; blobs/s.
@@ -414,65 +411,6 @@ async fn manifests(
     Ok((n as f64 / start.elapsed().as_secs_f64(), last))
 }
 
-struct Load {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    client_cpu: f64,
-}
-
-/// `conns` connections each looping one request for `dur`; every answer must be `status`.
-async fn load(
-    url: String,
-    auth: Option<String>,
-    head: bool,
-    conns: usize,
-    dur: Duration,
-    status: u16,
-) -> Res<Load> {
-    let cpu0 = cpu_secs(std::process::id());
-    let stop = Instant::now() + dur;
-    let mut tasks = Vec::new();
-    for _ in 0..conns {
-        let (url, auth) = (url.clone(), auth.clone());
-        tasks.push(tokio::spawn(async move {
-            let c = reqwest::Client::builder().pool_max_idle_per_host(1).build()?;
-            let mut lat = Vec::new();
-            while Instant::now() < stop {
-                let t = Instant::now();
-                // The Accept header registry clients send (Distribution answers 404 without it).
-                let mut req = if head { c.head(&url) } else { c.get(&url) }
-                    .header("accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json");
-                if let Some(a) = &auth {
-                    req = req.header("authorization", a);
-                }
-                let r = req.send().await?;
-                if r.status().as_u16() != status {
-                    return Err::<Vec<Duration>, Error>(format!("load: status {}", r.status()).into());
-                }
-                let _ = r.bytes().await?;
-                lat.push(t.elapsed());
-            }
-            Ok(lat)
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await??);
-    }
-    all.sort();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
-    Ok(Load {
-        rps: all.len() as f64 / dur.as_secs_f64(),
-        p50_ms: pct(0.50),
-        p99_ms: pct(0.99),
-        client_cpu: cpu_secs(std::process::id()) - cpu0,
-    })
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     if v.is_empty() {
@@ -485,7 +423,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// The machine's own bounds, measured in this run.
-fn bounds(dir: &Path) -> Res<Value> {
+async fn bounds(dir: &Path) -> Res<Value> {
     let data = random(512 * MIB, 1);
     let t = Instant::now();
     let _ = sha2::Sha256::digest(&data);
@@ -512,9 +450,33 @@ fn bounds(dir: &Path) -> Res<Value> {
     std::fs::File::open(&small_dir)?.sync_all()?;
     let files_s = n as f64 / t.elapsed().as_secs_f64();
     std::fs::remove_dir_all(&small_dir)?;
-    Ok(
-        json!({ "sha256_mb_s": sha_mbs, "disk_stream_fdatasync_mb_s": disk_mbs, "small_fsync_files_s": files_s }),
-    )
+
+    // Loopback HTTP with sendfile: a 256 MiB file from the page cache, read by the same client
+    // as the pulls.
+    let file = dir.join("sendfile");
+    let body = &data[..256 * MIB];
+    {
+        // Written back and read once, so the transfers come from clean page cache.
+        let mut f = std::fs::File::create(&file)?;
+        f.write_all(body)?;
+        f.sync_all()?;
+        std::io::copy(&mut std::fs::File::open(&file)?, &mut std::io::sink())?;
+    }
+    let times = 5;
+    let (addr, server) = http::sendfile_server(file.clone(), times)?;
+    let req = http::Request::new(&format!("http://{addr}/blob"), false, &[])?;
+    let mut rates = Vec::new();
+    for _ in 0..times {
+        rates.push(http::fetch(&req, None, body).await?);
+    }
+    server.join().map_err(|_| "sendfile server panicked")??;
+    std::fs::remove_file(&file)?;
+    Ok(json!({
+        "sha256_mb_s": sha_mbs,
+        "disk_stream_fdatasync_mb_s": disk_mbs,
+        "small_fsync_files_s": files_s,
+        "loopback_sendfile_mb_s": median(rates),
+    }))
 }
 
 /// (metric, unit, per-round values for berth, for Distribution, CPU seconds per unit for each).
@@ -530,11 +492,110 @@ struct Row {
     dist_cpu: Option<f64>,
 }
 
+/// `BENCH_ONLY=push,small` runs only those workloads (push, pull, small, manifest, load, rss,
+/// auth, ready); unset, it runs all of them.
+fn wanted(what: &str) -> bool {
+    std::env::var("BENCH_ONLY").map_or(true, |v| v.split(',').any(|w| w.trim() == what))
+}
+
+/// Pushes the small image the load phases read: a config, a 1 MiB layer and manifest `latest`.
+/// Returns the manifest's and the layer's digests.
+async fn setup_load_image(s: &Server, c: &reqwest::Client, seed: u64) -> Res<(String, String)> {
+    let cfg = format!("{{\"load\":{seed}}}").into_bytes();
+    let layer = random(MIB, seed + 7);
+    let (cd, ld) = (sha(&cfg), sha(&layer));
+    let (cl, ll) = (cfg.len(), layer.len());
+    push_whole(&s.base, s.auth.as_deref(), c, "bench/load", cfg, &cd).await?;
+    push_whole(&s.base, s.auth.as_deref(), c, "bench/load", layer, &ld).await?;
+    let m = json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cl},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": ll}]
+    })
+    .to_string();
+    let md = sha(m.as_bytes());
+    let r = s
+        .req(c, reqwest::Method::PUT, "/v2/bench/load/manifests/latest")
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(m)
+        .send()
+        .await?;
+    expect(&r, 201, "load image manifest")?;
+    expect_digest(&r, &md, "load image manifest")?;
+    Ok((md, ld))
+}
+
+/// The `Accept` header registry clients send (Distribution answers 404 to a manifest GET
+/// without it).
+const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// A load phase against `url`, every answer checked for `status` and the digest header.
+async fn load_digest(
+    url: &str,
+    auth: Option<&str>,
+    head: bool,
+    digest: &str,
+    conns: usize,
+    secs: u64,
+) -> Res<http::Load> {
+    let mut headers = vec![("accept", ACCEPT)];
+    if let Some(a) = auth {
+        headers.push(("authorization", a));
+    }
+    let req = http::Request::new(url, head, &headers)?;
+    let want = format!("docker-content-digest: {digest}").into_bytes();
+    http::load(req, Some(want), conns, Duration::from_secs(secs), 200).await
+}
+
+/// Resets a process's peak RSS (`VmHWM`), so the next reading covers only what follows.
+fn reset_peak_rss(pid: u32) -> Res<()> {
+    Ok(std::fs::write(format!("/proc/{pid}/clear_refs"), "5")?)
+}
+
+/// A robot with pull on the `bench` namespace and a token; the `Authorization: Basic` value.
+async fn robot_basic(b: &Server) -> Res<String> {
+    let admin = reqwest::Client::new();
+    let api = |p: &str| format!("{}/api/v1{p}", b.base);
+    let r = admin
+        .post(api("/orgs/bench/robots"))
+        .basic_auth("admin", Some(ADMIN_PW))
+        .json(&json!({"name": "bench"}))
+        .send()
+        .await?;
+    expect(&r, 201, "create robot")?;
+    let r = admin
+        .put(api("/orgs/bench/bindings/bench"))
+        .basic_auth("admin", Some(ADMIN_PW))
+        .json(&json!({"role": "Reader", "subject": "robot/bench"}))
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        return fail(format!("create binding: status {}", r.status()));
+    }
+    let r = admin
+        .post(api("/orgs/bench/robots/bench/tokens"))
+        .basic_auth("admin", Some(ADMIN_PW))
+        .json(&json!({"name": "t"}))
+        .send()
+        .await?;
+    expect(&r, 201, "create robot token")?;
+    let t: Value = r.json().await?;
+    Ok(format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            t["accessId"].as_str().ok_or("no accessId")?,
+            t["token"].as_str().ok_or("no token")?
+        ))
+    ))
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Res<()> {
     let tmp = tempfile::tempdir_in(Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))?;
     eprintln!("measuring the machine's bounds…");
-    let bounds = bounds(tmp.path())?;
+    let bounds = bounds(tmp.path()).await?;
+    eprintln!("{bounds}");
     let c = reqwest::Client::new();
 
     let mut b = start_berth(&tmp.path().join("berth")).await?;
@@ -546,6 +607,7 @@ async fn main() -> Res<()> {
         "bench/small1",
         "bench/small16",
         "bench/manifests",
+        "bench/load",
     ];
 
     let mut results: Vec<Samples> = Vec::new();
@@ -566,6 +628,7 @@ async fn main() -> Res<()> {
                 row.5.push(cpu_per_unit);
             }
         };
+    let mut load_image = None;
     for round in 0..ROUNDS {
         for which in 0..2 {
             let s: &mut Server = if which == 0 { &mut b } else { &mut d };
@@ -574,96 +637,135 @@ async fn main() -> Res<()> {
             }
             let seed = (round * 2 + which) as u64 + 10;
             eprintln!("round {} · {}", round + 1, s.name);
-            let big = Arc::new(random(256 * MIB, seed));
-            let big_d = sha(&big);
-            let cpu = cpu_secs(s.pid());
-            let t = Instant::now();
-            push_whole(
-                &s.base,
-                s.auth.as_deref(),
-                &c,
-                "bench/big",
-                big.as_ref().clone(),
-                &big_d,
-            )
-            .await?;
-            let secs = t.elapsed().as_secs_f64();
-            record(
-                "push 256 MiB, POST + one PUT",
-                "MB/s",
-                s.name,
-                268.435456 / secs,
-                (cpu_secs(s.pid()) - cpu) / 268.435456,
-            );
-            let big2 = random(256 * MIB, seed + 100);
-            let big2_d = sha(&big2);
-            let cpu = cpu_secs(s.pid());
-            let t = Instant::now();
-            push_chunked(s, &c, "bench/big", &big2, &big2_d, 8 * MIB).await?;
-            let secs = t.elapsed().as_secs_f64();
-            record(
-                "push 256 MiB, 8 MiB PATCHes",
-                "MB/s",
-                s.name,
-                268.435456 / secs,
-                (cpu_secs(s.pid()) - cpu) / 268.435456,
-            );
-            let cpu = cpu_secs(s.pid());
-            let t = Instant::now();
-            let n = pull(s, &c, "bench/big", &big_d).await?;
-            let secs = t.elapsed().as_secs_f64();
-            record(
-                "pull 256 MiB",
-                "MB/s",
-                s.name,
-                n as f64 / 1e6 / secs,
-                (cpu_secs(s.pid()) - cpu) / 268.435456,
-            );
-            for (conc, repo) in [(1, "bench/small1"), (16, "bench/small16")] {
+            if wanted("push") || wanted("pull") {
+                let big = random(256 * MIB, seed);
+                let big_d = sha(&big);
+                let body = big.clone();
                 let cpu = cpu_secs(s.pid());
-                let rate = small_blobs(s, &c, repo, 2000, conc, seed * 7 + conc as u64).await?;
+                let t = Instant::now();
+                push_whole(&s.base, s.auth.as_deref(), &c, "bench/big", body, &big_d).await?;
+                let secs = t.elapsed().as_secs_f64();
                 record(
-                    &format!("4 KiB blobs, concurrency {conc}"),
-                    "blobs/s",
+                    "push 256 MiB, POST + one PUT",
+                    "MB/s",
                     s.name,
-                    rate,
-                    (cpu_secs(s.pid()) - cpu) / 2000.0,
+                    268.435456 / secs,
+                    (cpu_secs(s.pid()) - cpu) / 268.435456,
+                );
+                if wanted("pull") {
+                    let cpu = cpu_secs(s.pid());
+                    let rate = pull(s, "bench/big", &big_d, &big).await?;
+                    record(
+                        "pull 256 MiB",
+                        "MB/s",
+                        s.name,
+                        rate,
+                        (cpu_secs(s.pid()) - cpu) / 268.435456,
+                    );
+                }
+            }
+            if wanted("push") {
+                let big2 = random(256 * MIB, seed + 100);
+                let big2_d = sha(&big2);
+                let cpu = cpu_secs(s.pid());
+                let t = Instant::now();
+                push_chunked(
+                    s,
+                    &c,
+                    "bench/big",
+                    &bytes::Bytes::from(big2),
+                    &big2_d,
+                    8 * MIB,
+                )
+                .await?;
+                let secs = t.elapsed().as_secs_f64();
+                record(
+                    "push 256 MiB, 8 MiB PATCHes",
+                    "MB/s",
+                    s.name,
+                    268.435456 / secs,
+                    (cpu_secs(s.pid()) - cpu) / 268.435456,
                 );
             }
-            let cpu = cpu_secs(s.pid());
-            let (rate, _) = manifests(s, &c, "bench/manifests", 1000, seed).await?;
-            record(
-                "manifest PUT",
-                "manifests/s",
-                s.name,
-                rate,
-                (cpu_secs(s.pid()) - cpu) / 1000.0,
-            );
-            let blob_url = format!("{}/v2/bench/big/blobs/{big_d}", s.base);
-            let manifest_url = format!("{}/v2/bench/manifests/manifests/m0", s.base);
-            for (name, url, head) in [
-                ("manifest GET by tag, 64 conns", manifest_url, false),
-                ("blob HEAD, 64 conns", blob_url, true),
-            ] {
-                let cpu = cpu_secs(s.pid());
-                let l = load(url, s.auth.clone(), head, 64, Duration::from_secs(10), 200).await?;
-                let units = l.rps * 10.0;
+            if wanted("rss") {
+                let huge = random(1024 * MIB, seed + 200);
+                let huge_d = sha(&huge);
+                reset_peak_rss(s.pid())?;
+                push_whole(&s.base, s.auth.as_deref(), &c, "bench/big", huge, &huge_d).await?;
                 record(
-                    name,
-                    "req/s",
+                    "peak RSS while pushing 1 GiB",
+                    "MiB",
                     s.name,
-                    l.rps,
-                    (cpu_secs(s.pid()) - cpu) / units.max(1.0),
-                );
-                record(&format!("{name} p50"), "ms", s.name, l.p50_ms, 0.0);
-                record(&format!("{name} p99"), "ms", s.name, l.p99_ms, 0.0);
-                record(
-                    &format!("{name} load-generator CPU"),
-                    "s",
-                    s.name,
-                    l.client_cpu,
+                    proc_kib(s.pid(), "VmHWM:") as f64 / 1024.0,
                     0.0,
                 );
+            }
+            if wanted("small") {
+                for (conc, repo) in [(1, "bench/small1"), (16, "bench/small16")] {
+                    let cpu = cpu_secs(s.pid());
+                    let rate = small_blobs(s, &c, repo, 2000, conc, seed * 7 + conc as u64).await?;
+                    record(
+                        &format!("4 KiB blobs, concurrency {conc}"),
+                        "blobs/s",
+                        s.name,
+                        rate,
+                        (cpu_secs(s.pid()) - cpu) / 2000.0,
+                    );
+                }
+            }
+            if wanted("manifest") {
+                let cpu = cpu_secs(s.pid());
+                let (rate, _) = manifests(s, &c, "bench/manifests", 1000, seed).await?;
+                record(
+                    "manifest PUT",
+                    "manifests/s",
+                    s.name,
+                    rate,
+                    (cpu_secs(s.pid()) - cpu) / 1000.0,
+                );
+            }
+            if wanted("load") || wanted("auth") {
+                let (md, ld) = setup_load_image(s, &c, seed).await?;
+                if s.name == "berth" {
+                    load_image = Some(md.clone());
+                }
+                if wanted("load") {
+                    let targets = [
+                        (
+                            "manifest GET by tag, 64 conns",
+                            format!("{}/v2/bench/load/manifests/latest", s.base),
+                            false,
+                            md,
+                        ),
+                        (
+                            "blob HEAD, 64 conns",
+                            format!("{}/v2/bench/load/blobs/{ld}", s.base),
+                            true,
+                            ld,
+                        ),
+                    ];
+                    for (name, url, head, digest) in targets {
+                        let cpu = cpu_secs(s.pid());
+                        let l = load_digest(&url, s.auth.as_deref(), head, &digest, 64, 10).await?;
+                        let units = l.rps * 10.0;
+                        record(
+                            name,
+                            "req/s",
+                            s.name,
+                            l.rps,
+                            (cpu_secs(s.pid()) - cpu) / units.max(1.0),
+                        );
+                        record(&format!("{name} p50"), "ms", s.name, l.p50_ms, 0.0);
+                        record(&format!("{name} p99"), "ms", s.name, l.p99_ms, 0.0);
+                        record(
+                            &format!("{name}: load generator CPU"),
+                            "CPU s / 10 s",
+                            s.name,
+                            l.client_cpu,
+                            0.0,
+                        );
+                    }
+                }
             }
         }
     }
@@ -671,90 +773,85 @@ async fn main() -> Res<()> {
     let peak_dist = proc_kib(d.pid(), "VmHWM:");
 
     // berth only: token issuance with robot-token Basic auth; bearer GET beside anonymous.
-    let admin = reqwest::Client::new();
-    let api = |p: &str| format!("{}/api/v1{p}", b.base);
-    admin
-        .post(api("/orgs/bench/robots"))
-        .basic_auth("admin", Some(ADMIN_PW))
-        .json(&json!({"name": "bench"}))
-        .send()
-        .await?;
-    admin
-        .put(api("/orgs/bench/bindings/bench"))
-        .basic_auth("admin", Some(ADMIN_PW))
-        .json(&json!({"role": "Reader", "subject": "robot/bench"}))
-        .send()
-        .await?;
-    let t: Value = admin
-        .post(api("/orgs/bench/robots/bench/tokens"))
-        .basic_auth("admin", Some(ADMIN_PW))
-        .json(&json!({"name": "t"}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let basic = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!(
-            "{}:{}",
-            t["accessId"].as_str().unwrap_or(""),
-            t["token"].as_str().unwrap_or("")
-        ))
-    );
-    let tokens = load(
-        format!(
-            "{}/token?service=berth&scope=repository:bench/manifests:pull",
-            b.base
-        ),
-        Some(basic),
-        false,
-        32,
-        Duration::from_secs(5),
-        200,
-    )
-    .await?;
-    admin
-        .patch(api("/namespaces/bench"))
-        .basic_auth("admin", Some(ADMIN_PW))
-        .json(&json!({"public": true}))
-        .send()
-        .await?;
-    let url = format!("{}/v2/bench/manifests/manifests/m0", b.base);
-    let anon = load(url.clone(), None, false, 64, Duration::from_secs(5), 200).await?;
-    let bearer = load(url, b.auth.clone(), false, 64, Duration::from_secs(5), 200).await?;
+    let mut extra: Vec<Row> = Vec::new();
+    let mut only_berth = |metric: &str, unit: &'static str, v: f64| {
+        extra.push(Row {
+            metric: metric.into(),
+            unit,
+            berth: v,
+            dist: None,
+            bound: None,
+            berth_cpu: None,
+            dist_cpu: None,
+        });
+    };
+    if let Some(md) = load_image.filter(|_| wanted("auth")) {
+        let basic = robot_basic(&b).await?;
+        let tokens_req = http::Request::new(
+            &format!(
+                "{}/token?service=berth&scope=repository:bench/load:pull",
+                b.base
+            ),
+            false,
+            &[("authorization", basic.as_str())],
+        )?;
+        let tokens = http::load(tokens_req, None, 32, Duration::from_secs(5), 200).await?;
+        only_berth("token issuance, robot-token Basic", "tokens/s", tokens.rps);
+        only_berth(
+            "token issuance: load generator CPU",
+            "CPU s / 5 s",
+            tokens.client_cpu,
+        );
+        let r = reqwest::Client::new()
+            .patch(format!("{}/api/v1/namespaces/bench", b.base))
+            .basic_auth("admin", Some(ADMIN_PW))
+            .json(&json!({"public": true}))
+            .send()
+            .await?;
+        expect(&r, 200, "make namespace public")?;
+        let url = format!("{}/v2/bench/load/manifests/latest", b.base);
+        let anon = load_digest(&url, None, false, &md, 64, 5).await?;
+        let bearer = load_digest(&url, b.auth.as_deref(), false, &md, 64, 5).await?;
+        only_berth("manifest GET, anonymous (public)", "req/s", anon.rps);
+        only_berth("manifest GET, bearer-authorized", "req/s", bearer.rps);
+    }
 
     // Start to ready with 10,000 repositories in the store.
     drop(b);
-    let ready_dir = tmp.path().join("ready");
-    {
-        let meta = berth::store::MetadataStore::open(&{
-            std::fs::create_dir_all(&ready_dir)?;
-            ready_dir.join("berth.db")
-        })?;
-        meta.write(|w| {
-            for i in 0..10_000 {
-                w.ensure_repo(&format!("org{}/repo{i}", i % 100))?;
-            }
-            Ok::<_, berth::store::Error>(())
-        })?;
+    if wanted("ready") {
+        let ready_dir = tmp.path().join("ready");
+        {
+            let meta = berth::store::MetadataStore::open(&{
+                std::fs::create_dir_all(&ready_dir)?;
+                ready_dir.join("berth.db")
+            })?;
+            meta.write(|w| {
+                for i in 0..10_000 {
+                    w.ensure_repo(&format!("org{}/repo{i}", i % 100))?;
+                }
+                Ok::<_, berth::store::Error>(())
+            })?;
+        }
+        let mut ready = Vec::new();
+        for _ in 0..3 {
+            let s = start_berth(&ready_dir).await?;
+            ready.push(s.started.elapsed().as_secs_f64() * 1000.0);
+        }
+        only_berth("start to ready, 10,000 repositories", "ms", median(ready));
     }
-    let mut ready = Vec::new();
-    for _ in 0..3 {
-        let s = start_berth(&ready_dir).await?;
-        ready.push(s.started.elapsed().as_secs_f64() * 1000.0);
-    }
-    let d_ready = d.started.elapsed();
-    let _ = d_ready;
-
+    drop(d);
     // The table.
     let sha_bound = bounds["sha256_mb_s"].as_f64().unwrap_or(0.0);
     let disk_bound = bounds["disk_stream_fdatasync_mb_s"].as_f64().unwrap_or(0.0);
     let files_bound = bounds["small_fsync_files_s"].as_f64().unwrap_or(0.0);
+    let sendfile_bound = bounds["loopback_sendfile_mb_s"].as_f64().unwrap_or(0.0);
     let mut rows: Vec<Row> = results
         .into_iter()
         .map(|(metric, unit, bv, dv, bc, dc)| {
             let bound = if metric.starts_with("push") {
-                Some(sha_bound.min(disk_bound))
+                Some(sha_bound.min(disk_bound).min(sendfile_bound))
+            } else if metric.starts_with("pull") {
+                Some(sendfile_bound)
             } else if metric.starts_with("4 KiB") {
                 Some(files_bound)
             } else {
@@ -771,33 +868,6 @@ async fn main() -> Res<()> {
             }
         })
         .collect();
-    rows.push(Row {
-        metric: "token issuance, robot-token Basic".into(),
-        unit: "tokens/s",
-        berth: tokens.rps,
-        dist: None,
-        bound: None,
-        berth_cpu: None,
-        dist_cpu: None,
-    });
-    rows.push(Row {
-        metric: "manifest GET, anonymous (public)".into(),
-        unit: "req/s",
-        berth: anon.rps,
-        dist: None,
-        bound: None,
-        berth_cpu: None,
-        dist_cpu: None,
-    });
-    rows.push(Row {
-        metric: "manifest GET, bearer-authorized".into(),
-        unit: "req/s",
-        berth: bearer.rps,
-        dist: None,
-        bound: None,
-        berth_cpu: None,
-        dist_cpu: None,
-    });
     rows.push(Row {
         metric: "idle RSS".into(),
         unit: "MiB",
@@ -816,15 +886,7 @@ async fn main() -> Res<()> {
         berth_cpu: None,
         dist_cpu: None,
     });
-    rows.push(Row {
-        metric: "start to ready, 10,000 repositories".into(),
-        unit: "ms",
-        berth: median(ready),
-        dist: None,
-        bound: None,
-        berth_cpu: None,
-        dist_cpu: None,
-    });
+    rows.extend(extra);
 
     println!(
         "{:<44} {:>12} {:>12} {:>7} {:>10} {:>7} {:>12} {:>12}",

@@ -4,6 +4,9 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     // Installed (or linked) as `docker-credential-berth`, the binary is docker's credential helper.
     let argv0 = std::env::args_os().next().unwrap_or_default();

@@ -6,10 +6,10 @@
 //!
 //! Invariants:
 //! * A repository serves a blob only if it is linked to it (pushed or mounted there).
-//! * A blob is committed by: verify digest → take the digest's lock → rename the file into place
-//!   (if not already stored) and link it in one metadata transaction → release the lock. Garbage
-//!   collection removes a file only under the same lock after seeing no metadata row, so the two
-//!   never race.
+//! * A blob is committed by: verify digest → take the digest's lock → fsync and rename the file
+//!   into place (if not already stored) → insert and link it in one metadata transaction →
+//!   release the lock. Garbage collection removes a file only under the same lock after seeing no
+//!   metadata row, so the two never race.
 //! * Nothing becomes visible before it is durable: files are fsync'd before rename, SQLite
 //!   commits with `synchronous=FULL`.
 
@@ -95,6 +95,61 @@ struct Inner {
 pub struct BlobReader {
     pub file: std::fs::File,
     pub size: u64,
+}
+
+/// Bytes per read when streaming a blob out.
+const READ_CHUNK: usize = 256 * 1024;
+
+impl BlobReader {
+    /// The bytes `start..start + len` as a stream of chunks. Each chunk is read on the blocking
+    /// pool straight into its own buffer (no copy through an intermediate one), and the next
+    /// read starts as soon as a chunk is handed over, so disk reads overlap socket writes while
+    /// at most two chunks per stream are in memory. A file shorter than `len` ends the stream
+    /// with an error, never with a short body.
+    pub fn stream(
+        self,
+        start: u64,
+        len: u64,
+    ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+        let mut file = self.file;
+        let first = tokio::task::spawn_blocking(move || {
+            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start))?;
+            read_chunk(file, len)
+        });
+        let state = (len > 0).then_some((first, len));
+        futures_util::stream::unfold(state, |state| async move {
+            let (pending, left) = state?;
+            let (file, chunk) = match pending.await.map_err(std::io::Error::other) {
+                Ok(Ok(read)) => read,
+                Ok(Err(e)) | Err(e) => return Some((Err(e), None)),
+            };
+            if chunk.is_empty() {
+                let e = std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "blob file is shorter than its recorded size",
+                );
+                return Some((Err(e), None));
+            }
+            let left = left - chunk.len() as u64;
+            let next = (left > 0).then(|| {
+                (
+                    tokio::task::spawn_blocking(move || read_chunk(file, left)),
+                    left,
+                )
+            });
+            Some((Ok(chunk), next))
+        })
+    }
+}
+
+/// Reads up to `READ_CHUNK` of the `left` bytes still wanted from `file`.
+fn read_chunk(file: std::fs::File, left: u64) -> std::io::Result<(std::fs::File, Bytes)> {
+    use std::io::Read as _;
+    let n = left.min(READ_CHUNK as u64);
+    let mut buf = Vec::with_capacity(usize::try_from(n).unwrap_or(READ_CHUNK));
+    let mut file = file;
+    (&mut file).take(n).read_to_end(&mut buf)?;
+    Ok((file, Bytes::from(buf)))
 }
 
 /// The result of a manifest push.
@@ -680,9 +735,20 @@ impl Inner {
         size: u64,
     ) -> Result<()> {
         let _lock = self.blobs.lock(d)?;
+        // The file's fsyncs run before the metadata transaction, not inside it, so that
+        // concurrent pushes of different blobs sync their files in parallel instead of one by
+        // one under the writer lock. The digest lock keeps garbage collection off this file.
+        let placed = self.meta.read(|r| r.blob_size(d))?.is_none();
+        if placed {
+            self.blobs.commit_upload(id, d)?;
+        }
         self.meta.write(|w| {
             if w.reader().blob_size(d)?.is_none() {
-                self.blobs.commit_upload(id, d)?;
+                if !placed {
+                    // Garbage collection took the row since the read above; the file is still
+                    // there under our lock or still in the upload.
+                    self.blobs.commit_upload(id, d)?;
+                }
                 w.insert_blob(d, size)?;
             }
             let repo_id = w.ensure_repo(repo.as_str())?;

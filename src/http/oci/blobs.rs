@@ -1,17 +1,11 @@
 //! `GET`/`HEAD`/`DELETE /v2/<name>/blobs/<digest>`, with single byte-range reads.
 
-use std::io::{Seek, SeekFrom};
-
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tokio_util::io::ReaderStream;
 
 use super::{OciError, hv};
 use crate::content::{ContentService, Digest, RepositoryName};
-
-/// Read size for streaming a blob to the socket.
-const READ_CHUNK: usize = 256 * 1024;
 
 pub(super) async fn get(
     content: &ContentService,
@@ -54,14 +48,8 @@ pub(super) async fn get(
     if head {
         return builder.body(Body::empty()).map_err(internal);
     }
-    let mut file = blob.file;
-    file.seek(SeekFrom::Start(start))
-        .map_err(|e| OciError::Internal(format!("seeking blob {digest}: {e}")))?;
-    let reader = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), len);
     builder
-        .body(Body::from_stream(ReaderStream::with_capacity(
-            reader, READ_CHUNK,
-        )))
+        .body(Body::from_stream(blob.stream(start, len)))
         .map_err(internal)
 }
 
