@@ -923,6 +923,10 @@ async fn main() -> Res<()> {
     let date = berth::auth::token::rfc3339(i64::try_from(now)?);
     let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/results");
     std::fs::create_dir_all(&out_dir)?;
+    if std::env::var_os("BENCH_ONLY").is_some() {
+        eprintln!("BENCH_ONLY is set: a partial run, no results file written");
+        return Ok(());
+    }
     let file = out_dir.join(format!("{}-{commit}.json", &date[..10]));
     let machine = json!({ "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "cpu_model": std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())) });

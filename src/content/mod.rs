@@ -6,12 +6,12 @@
 //!
 //! Invariants:
 //! * A repository serves a blob only if it is linked to it (pushed or mounted there).
-//! * A blob is committed by: verify digest → take the digest's lock → fsync and rename the file
-//!   into place (if not already stored) → insert and link it in one metadata transaction →
-//!   release the lock. Garbage collection removes a file only under the same lock after seeing no
+//! * A blob is committed by: verify digest → take the digest's lock → rename the file into place
+//!   and fsync it and its directory (if not already stored) → insert and link it in one metadata
+//!   transaction → release the lock. Only a row makes a blob file readable. Garbage collection removes a file only under the same lock after seeing no
 //!   metadata row, so the two never race.
-//! * Nothing becomes visible before it is durable: files are fsync'd before rename, SQLite
-//!   commits with `synchronous=FULL`.
+//! * Nothing becomes visible before it is durable: blob files are fsync'd before the row that
+//!   names them is written, SQLite commits with `synchronous=FULL`.
 
 mod digest;
 pub mod gc;
