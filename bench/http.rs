@@ -142,6 +142,13 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// `line` after `prefix`, compared without regard to ASCII case (header names are
+/// case-insensitive) and without allocating: this runs for every header of every response.
+fn strip_prefix_ignore_case<'a>(line: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    let (head, rest) = line.split_at_checked(prefix.len())?;
+    head.eq_ignore_ascii_case(prefix).then_some(rest)
+}
+
 fn parse_head(head: &[u8], want: Option<&[u8]>) -> Res<Head> {
     let status = head
         .get(9..12)
@@ -152,15 +159,14 @@ fn parse_head(head: &[u8], want: Option<&[u8]>) -> Res<Head> {
     let mut matched = want.is_none();
     for line in head.split(|&b| b == b'\n').skip(1) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let lower = line.to_ascii_lowercase();
-        if let Some(v) = lower.strip_prefix(b"content-length:") {
+        if let Some(v) = strip_prefix_ignore_case(line, b"content-length:") {
             len = std::str::from_utf8(v)
                 .ok()
                 .and_then(|v| v.trim().parse().ok());
-        } else if lower.starts_with(b"transfer-encoding:") {
+        } else if strip_prefix_ignore_case(line, b"transfer-encoding:").is_some() {
             return fail("chunked responses are not understood by the load generator".into());
         }
-        if want.is_some_and(|w| lower == w) {
+        if want.is_some_and(|w| line.eq_ignore_ascii_case(w)) {
             matched = true;
         }
     }

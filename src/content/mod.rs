@@ -8,8 +8,8 @@
 //! * A repository serves a blob only if it is linked to it (pushed or mounted there).
 //! * A blob is committed by: verify digest → take the digest's lock → rename the file into place
 //!   and fsync it and its directory (if not already stored) → insert and link it in one metadata
-//!   transaction → release the lock. Only a row makes a blob file readable. Garbage collection removes a file only under the same lock after seeing no
-//!   metadata row, so the two never race.
+//!   transaction → release the lock. Only a row makes a blob file readable. Garbage collection
+//!   removes a file only under the same lock after seeing no metadata row, so the two never race.
 //! * Nothing becomes visible before it is durable: blob files are fsync'd before the row that
 //!   names them is written, SQLite commits with `synchronous=FULL`.
 
@@ -143,11 +143,10 @@ impl BlobReader {
 }
 
 /// Reads up to `READ_CHUNK` of the `left` bytes still wanted from `file`.
-fn read_chunk(file: std::fs::File, left: u64) -> std::io::Result<(std::fs::File, Bytes)> {
+fn read_chunk(mut file: std::fs::File, left: u64) -> std::io::Result<(std::fs::File, Bytes)> {
     use std::io::Read as _;
     let n = left.min(READ_CHUNK as u64);
     let mut buf = Vec::with_capacity(usize::try_from(n).unwrap_or(READ_CHUNK));
-    let mut file = file;
     (&mut file).take(n).read_to_end(&mut buf)?;
     Ok((file, Bytes::from(buf)))
 }
