@@ -4,10 +4,10 @@
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
 use hyper_util::service::TowerToHyperService;
@@ -57,14 +57,41 @@ pub struct WebSettings {
     pub tls: bool,
     pub service: String,
     pub registry_token_ttl: Duration,
+    /// Connection hygiene (see `serve`).
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// How long revocation keys are kept: longer than any bearer token lives.
+    pub revocation_retention: Duration,
 }
 
 /// Opens the embedded stores under `data_dir` (SQLite database `berth.db`, blob files).
+///
+/// Invariant: the data directory is 0700 and every file berth creates is 0600 (the process
+/// umask is 077), whatever the umask it was started with; files of older versions are tightened.
 pub fn open_content(data_dir: &Path) -> Result<ContentService, ServerError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     std::fs::create_dir_all(data_dir).map_err(|source| ServerError::Io {
         context: format!("creating {}", data_dir.display()),
         source,
     })?;
+    let private = |path: &Path, mode: u32| {
+        if path.exists() {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(
+                |source| ServerError::Io {
+                    context: format!("restricting {}", path.display()),
+                    source,
+                },
+            )
+        } else {
+            Ok(())
+        }
+    };
+    private(data_dir, 0o700)?;
+    for f in ["berth.db", "berth.db-wal", "berth.db-shm"] {
+        private(&data_dir.join(f), 0o600)?;
+    }
     let meta = MetadataStore::open(&data_dir.join("berth.db"))?;
     let blobs = BlobStore::open(data_dir)?;
     Ok(ContentService::new(meta, blobs))
@@ -81,15 +108,22 @@ impl AppState {
         .map_err(|e| ServerError::Keys(e.to_string()))?;
         let tokens = TokenService::new(keys, config.token_issuer.clone(), config.token_ttl);
         let iam = IamService::new(content.meta().clone());
+        let auth = AuthService::new(iam, tokens);
+        auth.refresh_revocations()
+            .map_err(|e| ServerError::Keys(format!("reading revocations: {e}")))?;
         Ok(AppState {
             content,
-            auth: AuthService::new(iam, tokens),
+            auth,
             metrics: Arc::default(),
             web: Arc::new(WebSettings {
                 public_url: config.public_url.clone(),
                 tls: config.tls.is_some(),
                 service: config.token_service.clone(),
                 registry_token_ttl: config.registry_token_ttl,
+                max_connections: config.max_connections,
+                header_read_timeout: config.header_read_timeout,
+                idle_timeout: config.idle_timeout,
+                revocation_retention: config.token_ttl + Duration::from_secs(3600),
             }),
             shutting_down: Arc::default(),
         })
@@ -133,7 +167,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let app = crate::http::router(state.clone());
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.web.header_read_timeout);
+    let max = effective_max_connections(state.web.max_connections);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max));
+    let idle = state.web.idle_timeout;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut conns = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
@@ -149,7 +190,14 @@ pub async fn serve(
                         continue;
                     }
                 };
+                // Over the limit, a new connection is closed at once; the ones being served go on.
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    state.metrics.connection_refused();
+                    drop(stream);
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
+                let (stream, activity) = Watched::new(stream);
                 let app = app.clone();
                 // The peer address goes on every request, for rate limits, audit and "last used".
                 let svc = TowerToHyperService::new(tower::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
@@ -159,12 +207,14 @@ pub async fn serve(
                 }));
                 let (builder, tls, mut stop) = (builder.clone(), tls.clone(), stop_rx.clone());
                 conns.spawn(async move {
+                    let _slot = slot;
                     match tls {
-                        Some(acceptor) => match acceptor.accept(stream).await {
-                            Ok(s) => drive(builder.serve_connection_with_upgrades(TokioIo::new(s), svc), &mut stop).await,
-                            Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Some(acceptor) => match tokio::time::timeout(idle, acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => drive(builder.serve_connection_with_upgrades(TokioIo::new(s), svc), &mut stop, &activity, idle).await,
+                            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                            Err(_) => tracing::debug!("TLS handshake timed out"),
                         },
-                        None => drive(builder.serve_connection_with_upgrades(TokioIo::new(stream), svc), &mut stop).await,
+                        None => drive(builder.serve_connection_with_upgrades(TokioIo::new(stream), svc), &mut stop, &activity, idle).await,
                     }
                 });
             }
@@ -179,9 +229,145 @@ pub async fn serve(
     Ok(())
 }
 
-/// Runs one connection; on shutdown, asks it to finish its in-flight requests and close.
-async fn drive<C>(conn: C, stop: &mut tokio::sync::watch::Receiver<bool>)
-where
+/// The connection limit actually used: the configured one, lowered so that the server keeps
+/// file descriptors for its database, blobs and uploads. The soft `RLIMIT_NOFILE` is first raised
+/// to the hard one.
+fn effective_max_connections(configured: usize) -> usize {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut lim = getrlimit(Resource::Nofile);
+    if let (Some(cur), Some(max)) = (lim.current, lim.maximum)
+        && cur < max
+    {
+        lim.current = Some(max);
+        if setrlimit(Resource::Nofile, lim).is_err() {
+            lim.current = Some(cur);
+        }
+    }
+    let fds = lim
+        .current
+        .and_then(|c| usize::try_from(c).ok())
+        .unwrap_or(usize::MAX);
+    let cap = fds.saturating_sub(256).max(16);
+    if configured > cap {
+        tracing::warn!(
+            configured,
+            cap,
+            "max connections lowered to fit the file descriptor limit"
+        );
+    }
+    configured.min(cap)
+}
+
+/// Milliseconds since the process's first connection: a cheap clock for activity stamps.
+fn clock_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    u64::try_from(START.get_or_init(std::time::Instant::now).elapsed().as_millis())
+        .unwrap_or(u64::MAX)
+}
+
+/// A socket that stamps the time of its last successful read or write.
+struct Watched<S> {
+    inner: S,
+    last: Arc<AtomicU64>,
+}
+
+impl<S> Watched<S> {
+    fn new(inner: S) -> (Watched<S>, Arc<AtomicU64>) {
+        let last = Arc::new(AtomicU64::new(clock_ms()));
+        (
+            Watched {
+                inner,
+                last: Arc::clone(&last),
+            },
+            last,
+        )
+    }
+
+    fn touch(&self) {
+        self.last.store(clock_ms(), Ordering::Relaxed);
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, std::task::Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.touch();
+        }
+        r
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Resolves once `last` is older than `idle`.
+async fn idle_for(last: &AtomicU64, idle: Duration) {
+    let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+    loop {
+        let quiet = clock_ms().saturating_sub(last.load(Ordering::Relaxed));
+        if quiet >= idle_ms {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(idle_ms - quiet)).await;
+    }
+}
+
+/// Runs one connection. With no byte read or written for `idle`, it is closed (an idle
+/// keep-alive connection, a stalled upload or a silent client alike); on shutdown, it is asked
+/// to finish its in-flight requests and close.
+async fn drive<C>(
+    conn: C,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+    activity: &AtomicU64,
+    idle: Duration,
+) where
     C: GracefulConnection,
     C::Error: std::fmt::Display,
 {
@@ -191,11 +377,18 @@ where
             if let Err(e) = res { tracing::debug!(error = %e, "connection closed with error"); }
             return;
         }
+        () = idle_for(activity, idle) => {
+            tracing::debug!("connection idle; closed");
+            return;
+        }
         _ = stop.wait_for(|s| *s) => {}
     }
     conn.as_mut().graceful_shutdown();
-    if let Err(e) = conn.await {
-        tracing::debug!(error = %e, "connection closed with error");
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(e) = res { tracing::debug!(error = %e, "connection closed with error"); }
+        }
+        () = idle_for(activity, idle) => tracing::debug!("connection idle during shutdown; closed"),
     }
 }
 
@@ -218,13 +411,17 @@ pub fn spawn_background(state: &AppState, config: &Config) {
     });
     let auth = state.auth.clone();
     tokio::spawn(async move {
-        // Audit events and "last used" of credentials are written behind, every second; signing keys are
-        // re-read so that `berth keys rotate` takes effect without a restart.
+        // New revocations are read, audit events and "last used" of credentials are written
+        // behind, every second (well inside `auth::revoked::REFRESH`); signing keys are re-read
+        // so that `berth keys rotate` takes effect without a restart.
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
             let auth = auth.clone();
             let done = tokio::task::spawn_blocking(move || {
+                if let Err(e) = auth.refresh_revocations() {
+                    tracing::error!(error = %e, "reading revocations failed");
+                }
                 if let Err(e) = auth.flush_usage() {
                     tracing::error!(error = %e, "recording credential use failed");
                 }
@@ -233,6 +430,22 @@ pub fn spawn_background(state: &AppState, config: &Config) {
                 }
             });
             let _ = done.await;
+        }
+    });
+    let (auth, retention) = (state.auth.clone(), state.web.revocation_retention);
+    tokio::spawn(async move {
+        // Revocation keys outlive every token that could name them, then go.
+        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tick.tick().await;
+            let auth = auth.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                let before = crate::store::now() - i64::try_from(retention.as_secs()).unwrap_or(0);
+                if let Err(e) = auth.iam().meta().write(|w| w.prune_revocations(before)) {
+                    tracing::error!(error = %e, "pruning revocations failed");
+                }
+            })
+            .await;
         }
     });
     if let Some(interval) = config.gc_interval {

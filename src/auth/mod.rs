@@ -3,10 +3,14 @@
 //! The login user name names the kind of secret (PRODUCT.md, "Authentication"): `iamapikey`
 //! (an API key), `iambearer` (an access token JWT), `iamrefresh` (a refresh token), `token` (a
 //! registry token), a robot token's accessId, or a user name with that user's password or API
-//! key. Failures are rate-limited per user name and per client address, and audited. "Last used"
-//! is recorded write-behind (`Usage::flush`), never as a write per request.
+//! key. Failures are limited by `limit` (keys that cannot be aimed at others) and audited in
+//! aggregate; "last used" is recorded write-behind (`Usage::flush`), never as a write per
+//! request. Every login carries its `Lineage`: the revocation keys of what it came from, which
+//! tokens issued to it name (see `revoked`).
 
 pub mod keys;
+pub(crate) mod limit;
+pub mod revoked;
 pub mod token;
 
 use std::collections::HashMap;
@@ -16,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use crate::iam::{AuditEvent, IamService, Secret, SecretKind};
 use crate::policy::Grants;
-use crate::store::{CredentialRow, now};
+use crate::store::{AuditRow, CredentialRow, UserRow, now};
+use limit::Limiter;
 pub use token::{AccessEntry, Claims, TokenService};
 
 /// An authenticated caller.
@@ -41,13 +46,82 @@ pub enum Principal {
 }
 
 impl Principal {
-    /// The `sub` of tokens issued to this principal; `from_subject` reads it back.
+    /// The `sub` of tokens issued to this principal.
     pub fn subject(&self) -> String {
         match self {
             Principal::Anonymous => "anonymous".into(),
             Principal::User { name, .. } => format!("user:{name}"),
             Principal::Robot { org, name, .. } => format!("robot:{org}/{name}"),
             Principal::RegistryToken { id, .. } => format!("token:{id}"),
+        }
+    }
+
+    /// The revocation key of the identity itself (by id, never by name).
+    pub fn id_key(&self) -> Option<String> {
+        match self {
+            Principal::Anonymous => None,
+            Principal::User { id, .. } => Some(format!("user:{id}")),
+            Principal::Robot { id, .. } => Some(format!("robot:{id}")),
+            Principal::RegistryToken { id, .. } => Some(format!("cred:{id}")),
+        }
+    }
+
+    fn user(u: UserRow) -> Principal {
+        Principal::User {
+            id: u.id,
+            name: u.name,
+            admin: u.admin,
+        }
+    }
+}
+
+/// What a login came from, as revocation keys: `pw:<uid>:<epoch>` (a password), `cred:<id>` (a
+/// long-lived credential), `fam:<id>` plus its source (a refresh-token family).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lineage(pub Vec<String>);
+
+impl Lineage {
+    pub fn password(u: &UserRow) -> Lineage {
+        Lineage(vec![format!("pw:{}:{}", u.id, u.password_epoch)])
+    }
+
+    /// Whether the caller proved a password (directly or through a session opened with it).
+    pub fn password_backed(&self) -> bool {
+        self.0.iter().any(|k| k.starts_with("pw:"))
+    }
+
+    /// The source recorded on sessions opened through this caller: the password epoch or the
+    /// long-lived credential it came from.
+    pub fn root(&self) -> Option<String> {
+        self.0.iter().find(|k| !k.starts_with("fam:")).cloned()
+    }
+
+    /// The source recorded on long-lived credentials created through this caller: the
+    /// credential it came from, if any (a password-backed caller creates independent ones).
+    pub fn credential_root(&self) -> Option<String> {
+        self.0.iter().find(|k| k.starts_with("cred:")).cloned()
+    }
+
+    /// The `src` claim of a token issued to `p` with this lineage.
+    pub fn token_keys(&self, p: &Principal) -> Vec<String> {
+        let mut keys = self.0.clone();
+        keys.extend(p.id_key());
+        keys
+    }
+}
+
+/// A verified caller: who, and from what.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub principal: Principal,
+    pub lineage: Lineage,
+}
+
+impl Login {
+    pub fn anonymous() -> Login {
+        Login {
+            principal: Principal::Anonymous,
+            lineage: Lineage::default(),
         }
     }
 }
@@ -71,44 +145,28 @@ pub enum AuthError {
 
 impl From<crate::iam::Error> for AuthError {
     fn from(e: crate::iam::Error) -> Self {
-        AuthError::Internal(e.to_string())
-    }
-}
-
-/// Failed attempts allowed per window, per user name and per client address.
-const MAX_FAILURES_PER_NAME: u32 = 10;
-const MAX_FAILURES_PER_ADDR: u32 = 30;
-const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-
-#[derive(Default)]
-struct Limiter {
-    windows: Mutex<HashMap<String, (Instant, u32)>>,
-}
-
-impl Limiter {
-    /// `Some(retry_after)` if `key` is over `max` failures in the current window.
-    fn blocked(&self, key: &str, max: u32) -> Option<Duration> {
-        let map = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
-        let (start, n) = map.get(key)?;
-        let left = FAILURE_WINDOW.checked_sub(start.elapsed())?;
-        (*n >= max).then_some(left.max(Duration::from_secs(1)))
-    }
-
-    fn fail(&self, key: String) {
-        let mut map = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
-        if map.len() > 100_000 {
-            map.retain(|_, (start, _)| start.elapsed() < FAILURE_WINDOW);
+        match e {
+            // The password-hashing pool is full: the caller retries shortly.
+            crate::iam::Error::Busy(_) => AuthError::RateLimited {
+                retry_after: Duration::from_secs(1),
+            },
+            e => AuthError::Internal(e.to_string()),
         }
-        let e = map.entry(key).or_insert((Instant::now(), 0));
-        if e.0.elapsed() >= FAILURE_WINDOW {
-            *e = (Instant::now(), 0);
-        }
-        e.1 += 1;
     }
 }
 
-/// When, from which address and with which user agent a credential was last used.
-type LastUse = (i64, Option<String>, Option<String>);
+/// Failed logins of one address and reason within one window: one audit row with a count.
+struct FailureWindow {
+    start: Instant,
+    row: Option<i64>,
+    pending: i64,
+    /// The first few distinct user names typed (bounded), kept apart from any actor.
+    names: Vec<String>,
+}
+
+/// Distinct attempted user names remembered per window, and their length.
+const ATTEMPTED_NAMES: usize = 5;
+const ATTEMPTED_LEN: usize = 64;
 
 /// "Last used" of credentials and audit events, kept in memory and written in batches, so that
 /// issuing a token costs no write of its own.
@@ -116,19 +174,23 @@ type LastUse = (i64, Option<String>, Option<String>);
 struct Usage {
     pending: Mutex<HashMap<String, LastUse>>,
     audit: Mutex<Vec<AuditEvent>>,
+    failures: Mutex<HashMap<(Option<IpAddr>, &'static str), FailureWindow>>,
 }
 
+/// When, from which address and with which user agent a credential was last used.
+type LastUse = (i64, Option<String>, Option<String>);
+
 /// How long a verified login is remembered. A revoked or expired credential stops working within
-/// this time (the bound is 30 s).
+/// this time (the bound is 30 s); a revocation seen by this node ends it at once.
 const VERIFIED_TTL: Duration = Duration::from_secs(10);
 
 /// Recently verified logins, keyed by an HMAC of user name and secret under a per-process random
 /// key, so that memory never holds anything a secret could be recovered from.
-type VerifiedLogin = (Instant, Principal, Option<String>);
+type VerifiedLogin = (Instant, Login, Option<String>);
 
 struct Verified {
     key: ring::hmac::Key,
-    /// Fingerprint → (verified at, principal, credential id).
+    /// Fingerprint → (verified at, login, credential id).
     entries: Mutex<HashMap<[u8; 32], VerifiedLogin>>,
 }
 
@@ -155,20 +217,20 @@ impl Verified {
         out
     }
 
-    /// The principal and credential id of a login verified within the TTL.
-    fn get(&self, fp: &[u8; 32]) -> Option<(Principal, Option<String>)> {
+    /// The login and credential id of a login verified within the TTL.
+    fn get(&self, fp: &[u8; 32]) -> Option<(Login, Option<String>)> {
         let map = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         map.get(fp)
             .filter(|(at, ..)| at.elapsed() < VERIFIED_TTL)
-            .map(|(_, p, id)| (p.clone(), id.clone()))
+            .map(|(_, l, id)| (l.clone(), id.clone()))
     }
 
-    fn put(&self, fp: [u8; 32], p: Principal, credential: Option<String>) {
+    fn put(&self, fp: [u8; 32], l: Login, credential: Option<String>) {
         let mut map = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         if map.len() > 100_000 {
             map.retain(|_, (at, ..)| at.elapsed() < VERIFIED_TTL);
         }
-        map.insert(fp, (Instant::now(), p, credential));
+        map.insert(fp, (Instant::now(), l, credential));
     }
 }
 
@@ -182,6 +244,9 @@ pub struct AuthService {
     /// The audience of session access tokens (`iambearer`, the management API).
     pub(crate) api_audience: String,
 }
+
+/// The result of checking a secret: the login and the credential used, or `None` (wrong).
+type Checked = Option<(Login, Option<String>)>;
 
 impl AuthService {
     pub fn new(iam: IamService, tokens: TokenService) -> AuthService {
@@ -203,69 +268,104 @@ impl AuthService {
         &self.tokens
     }
 
+    /// The key that failures of this user name and secret count under, besides the address:
+    /// the credential id embedded in a typed secret, the robot token's accessId, or the user name.
+    /// `None` where checking costs nothing (`iambearer`, a malformed secret).
+    fn limit_subject(username: &str, secret: &str) -> Option<String> {
+        match username {
+            "iamapikey" | "iamrefresh" | "token" => {
+                Secret::parse(secret).map(|s| format!("credential {}", s.id()))
+            }
+            "iambearer" => None,
+            u if uuid::Uuid::try_parse(u).is_ok() => Some(format!("credential {u}")),
+            u => Some(format!("user {u}")),
+        }
+    }
+
     /// Checks a user name and secret (Basic auth, the token endpoint, the login API). Blocking.
     pub fn login(
         &self,
         username: &str,
         secret: &str,
         client: &ClientInfo,
-    ) -> Result<Principal, AuthError> {
-        let name_key = format!("name:{username}");
-        let addr_key = client.addr.map(|a| format!("addr:{a}"));
-        // The name limit holds for everyone: it is what stops guessing one account's secret.
-        if let Some(retry_after) = self.limiter.blocked(&name_key, MAX_FAILURES_PER_NAME) {
-            self.audit_failure(username, client, "rate limited");
-            return Err(AuthError::RateLimited { retry_after });
-        }
-        // A login verified moments ago is served before the address limit, so that other
-        // callers' failures from the same address (a NAT, a CI farm) do not lock it out.
+    ) -> Result<Login, AuthError> {
+        // A login verified moments ago is served at once, unless something it depends on was
+        // revoked since. Refresh tokens are never cached: each use is checked for reuse.
         let fp = self.verified.fingerprint(username, secret);
-        if let Some((p, credential)) = self.verified.get(&fp) {
+        if username != "iamrefresh"
+            && let Some((l, credential)) = self.verified.get(&fp)
+            && !self
+                .tokens
+                .revoked()
+                .any(&l.lineage.token_keys(&l.principal))
+        {
             if let Some(id) = credential {
                 self.record_use(&id, client);
             }
-            return Ok(p);
+            return Ok(l);
         }
-        if let Some(retry_after) = addr_key
-            .as_deref()
-            .and_then(|k| self.limiter.blocked(k, MAX_FAILURES_PER_ADDR))
-        {
-            self.audit_failure(username, client, "rate limited");
-            return Err(AuthError::RateLimited { retry_after });
-        }
-        match self.check(username, secret, client) {
-            Ok(Some((p, credential))) => {
-                self.verified.put(fp, p.clone(), credential);
-                Ok(p)
+        let keys = limit::keys_for(Self::limit_subject(username, secret), client.addr);
+        let slot = match self.limiter.reserve(keys) {
+            Ok(slot) => slot,
+            Err(retry_after) => {
+                self.audit_failure(username, client, "rate limited");
+                return Err(AuthError::RateLimited { retry_after });
             }
-            Ok(None) => {
-                self.limiter.fail(name_key);
-                if let Some(k) = addr_key {
-                    self.limiter.fail(k);
+        };
+        match self.check(username, secret, client)? {
+            Some((l, credential)) => {
+                drop(slot);
+                if username != "iamrefresh" {
+                    self.verified.put(fp, l.clone(), credential);
                 }
+                Ok(l)
+            }
+            None => {
+                slot.fail();
                 self.audit_failure(username, client, "invalid credentials");
                 Err(AuthError::Invalid)
             }
-            Err(e) => Err(e),
         }
     }
 
-    fn audit_failure(&self, username: &str, client: &ClientInfo, why: &str) {
+    /// Counts a failed login in its address's window; `flush_usage` writes one row per window.
+    fn audit_failure(&self, username: &str, client: &ClientInfo, why: &'static str) {
         // A secret pasted into the user-name field (swapped arguments) must not land in the
         // audit trail.
-        let actor = if Secret::parse(username).is_some() || username.starts_with("eyJ") {
+        let attempted = if Secret::parse(username).is_some() || username.starts_with("eyJ") {
             "[a secret given as user name]".to_owned()
         } else {
-            username.chars().take(128).collect()
+            username
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(ATTEMPTED_LEN)
+                .collect()
         };
-        self.audit(AuditEvent {
-            actor: Some(actor),
-            action: "login",
-            success: false,
-            client_addr: client.addr.map(|a| a.to_string()),
-            detail: Some(why.into()),
-            ..AuditEvent::default()
-        });
+        let mut map = self
+            .usage
+            .failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let w = map
+            .entry((client.addr, why))
+            .or_insert_with(|| FailureWindow {
+                start: Instant::now(),
+                row: None,
+                pending: 0,
+                names: Vec::new(),
+            });
+        if w.start.elapsed() >= limit::WINDOW && w.pending == 0 {
+            *w = FailureWindow {
+                start: Instant::now(),
+                row: None,
+                pending: 0,
+                names: Vec::new(),
+            };
+        }
+        w.pending += 1;
+        if w.names.len() < ATTEMPTED_NAMES && !w.names.contains(&attempted) {
+            w.names.push(attempted);
+        }
     }
 
     /// Queues an audit event; `flush_usage` writes it within a second.
@@ -277,27 +377,46 @@ impl AuthService {
             .push(event);
     }
 
-    /// The principal (and the credential used, if any) for valid credentials, `None` for wrong ones.
+    /// The login (and the credential used, if any) for valid credentials, `None` for wrong ones.
     fn check(
         &self,
         username: &str,
         secret: &str,
         client: &ClientInfo,
-    ) -> Result<Option<(Principal, Option<String>)>, AuthError> {
+    ) -> Result<Checked, AuthError> {
         let used = std::cell::RefCell::new(None);
         let verified = |kind: SecretKind| -> Result<Option<CredentialRow>, AuthError> {
             let Some(s) = Secret::parse(secret).filter(|s| s.kind() == kind) else {
                 return Ok(None);
             };
-            let row = self.iam.verify_secret(&s)?;
-            if let Some(r) = &row {
-                self.record_use(&r.id, client);
-                *used.borrow_mut() = Some(r.id.clone());
+            let Some(row) = self.iam.lookup_secret(&s)? else {
+                return Ok(None);
+            };
+            if row.revoked_at.is_some() {
+                // A rotated refresh token presented again: it was stolen or replayed, so its
+                // whole family ends (OAuth 2.0 Security BCP, refresh token rotation).
+                if let Some(f) = &row.family {
+                    self.iam.revoke_family(f)?;
+                    self.audit(AuditEvent {
+                        action: "session.reuse",
+                        success: false,
+                        target: Some(format!("session/{f}")),
+                        client_addr: client.addr.map(|a| a.to_string()),
+                        detail: Some("a rotated refresh token was used again; its family is revoked".into()),
+                        ..AuditEvent::default()
+                    });
+                }
+                return Ok(None);
             }
-            Ok(row)
+            if row.expires_at.is_some_and(|e| e <= now()) {
+                return Ok(None);
+            }
+            self.record_use(&row.id, client);
+            *used.borrow_mut() = Some(row.id.clone());
+            Ok(Some(row))
         };
-        let principal = self.check_kind(username, secret, verified)?;
-        Ok(principal.map(|p| (p, used.into_inner())))
+        let login = self.check_kind(username, secret, verified)?;
+        Ok(login.map(|l| (l, used.into_inner())))
     }
 
     fn check_kind(
@@ -305,22 +424,13 @@ impl AuthService {
         username: &str,
         secret: &str,
         verified: impl Fn(SecretKind) -> Result<Option<CredentialRow>, AuthError>,
-    ) -> Result<Option<Principal>, AuthError> {
+    ) -> Result<Option<Login>, AuthError> {
         match username {
-            "iamapikey" => match verified(SecretKind::ApiKey)? {
-                Some(row) => self.owner_principal(&row),
-                None => Ok(None),
-            },
-            "iamrefresh" => match verified(SecretKind::RefreshToken)? {
-                Some(row) => self.owner_principal(&row),
-                None => Ok(None),
-            },
-            "token" => match verified(SecretKind::RegistryToken)? {
-                Some(row) => self.owner_principal(&row),
-                None => Ok(None),
-            },
+            "iamapikey" => self.credential_login(verified(SecretKind::ApiKey)?),
+            "iamrefresh" => self.credential_login(verified(SecretKind::RefreshToken)?),
+            "token" => self.credential_login(verified(SecretKind::RegistryToken)?),
             "iambearer" => match self.tokens.verify(secret, &self.api_audience) {
-                Ok(claims) => self.principal_from_subject(&claims.sub),
+                Ok(claims) => self.login_from_claims(&claims),
                 Err(_) => Ok(None),
             },
             _ if uuid::Uuid::try_parse(username).is_ok() => {
@@ -332,55 +442,51 @@ impl AuthService {
                 if uuid::Uuid::try_parse(username).ok() != Some(s.id()) {
                     return Ok(None);
                 }
-                match verified(SecretKind::RobotToken)? {
-                    Some(row) => self.owner_principal(&row),
-                    None => Ok(None),
-                }
+                self.credential_login(verified(SecretKind::RobotToken)?)
             }
             _ => {
                 // A user name with the user's API key, or the user's password.
                 if Secret::parse(secret).is_some_and(|s| s.kind() == SecretKind::ApiKey) {
-                    return match verified(SecretKind::ApiKey)? {
-                        Some(row) => match self.owner_principal(&row)? {
-                            Some(p @ Principal::User { .. })
-                                if p.subject() == format!("user:{username}") =>
-                            {
-                                Ok(Some(p))
-                            }
-                            _ => Ok(None),
-                        },
-                        None => Ok(None),
-                    };
+                    return Ok(self
+                        .credential_login(verified(SecretKind::ApiKey)?)?
+                        .filter(|l| {
+                            matches!(&l.principal, Principal::User { name, .. } if name == username)
+                        }));
                 }
-                Ok(self
-                    .iam
-                    .check_password(username, secret)?
-                    .map(|u| Principal::User {
-                        id: u.id,
-                        name: u.name,
-                        admin: u.admin,
-                    }))
+                Ok(self.iam.check_password(username, secret)?.map(|u| Login {
+                    lineage: Lineage::password(&u),
+                    principal: Principal::user(u),
+                }))
             }
         }
+    }
+
+    /// The login of a verified credential: its owner, and its lineage (the credential itself, or
+    /// for a refresh token its family and the family's source).
+    fn credential_login(&self, row: Option<CredentialRow>) -> Result<Option<Login>, AuthError> {
+        let Some(row) = row else { return Ok(None) };
+        let lineage = match (&row.family, row.kind.as_str()) {
+            (Some(f), "refresh_token") => {
+                Lineage(std::iter::once(format!("fam:{f}")).chain(row.source.clone()).collect())
+            }
+            _ => Lineage(vec![format!("cred:{}", row.id)]),
+        };
+        Ok(self
+            .owner_principal(&row)?
+            .map(|principal| Login { principal, lineage }))
     }
 
     /// The principal a credential acts as: its user, its robot, or (registry tokens) its org.
     fn owner_principal(&self, row: &CredentialRow) -> Result<Option<Principal>, AuthError> {
         let meta = self.iam.meta();
+        let internal = |e: crate::store::Error| AuthError::Internal(e.to_string());
         if let Some(uid) = row.user_id {
-            return Ok(meta
-                .read(|r| r.user_by_id(uid))
-                .map_err(|e| AuthError::Internal(e.to_string()))?
-                .map(|u| Principal::User {
-                    id: u.id,
-                    name: u.name,
-                    admin: u.admin,
-                }));
+            return Ok(meta.read(|r| r.user_by_id(uid)).map_err(internal)?.map(Principal::user));
         }
         if let Some(rid) = row.robot_id {
             return Ok(meta
                 .read(|r| r.robot_by_id(rid))
-                .map_err(|e| AuthError::Internal(e.to_string()))?
+                .map_err(internal)?
                 .map(|r| Principal::Robot {
                     id: r.id,
                     org: r.org,
@@ -388,9 +494,7 @@ impl AuthService {
                 }));
         }
         if let Some(oid) = row.org_id {
-            let org = meta
-                .read(|r| r.org_by_id(oid))
-                .map_err(|e| AuthError::Internal(e.to_string()))?;
+            let org = meta.read(|r| r.org_by_id(oid)).map_err(internal)?;
             return Ok(org.map(|o| Principal::RegistryToken {
                 id: row.id.clone(),
                 org: o.name,
@@ -400,45 +504,57 @@ impl AuthService {
         Ok(None)
     }
 
-    /// Reads a token's `sub` back into a principal (still existing, credential still valid).
-    pub fn principal_from_subject(&self, sub: &str) -> Result<Option<Principal>, AuthError> {
-        let internal = |e: crate::iam::Error| AuthError::Internal(e.to_string());
-        if let Some(name) = sub.strip_prefix("user:") {
-            return Ok(self
-                .iam
+    /// The caller behind verified (and unrevoked) claims: its identity is looked up by the id in
+    /// `src`, never by name, and must still carry the name in `sub`.
+    pub fn login_from_claims(&self, claims: &Claims) -> Result<Option<Login>, AuthError> {
+        let internal = |e: crate::store::Error| AuthError::Internal(e.to_string());
+        let id_of = |prefix: &str| {
+            claims
+                .src
+                .iter()
+                .find_map(|k| k.strip_prefix(prefix).and_then(|v| v.parse::<i64>().ok()))
+        };
+        let principal = if let Some(uid) = id_of("user:") {
+            self.iam
                 .meta()
-                .read(|r| r.user_by_name(name))
-                .map_err(|e| AuthError::Internal(e.to_string()))?
-                .map(|u| Principal::User {
-                    id: u.id,
-                    name: u.name,
-                    admin: u.admin,
-                }));
-        }
-        if let Some(full) = sub.strip_prefix("robot:") {
-            let Some((org, name)) = full.split_once('/') else {
-                return Ok(None);
-            };
-            return match self.iam.robot(org, name) {
-                Ok(r) => Ok(Some(Principal::Robot {
+                .read(|r| r.user_by_id(uid))
+                .map_err(internal)?
+                .map(Principal::user)
+        } else if let Some(rid) = id_of("robot:") {
+            self.iam
+                .meta()
+                .read(|r| r.robot_by_id(rid))
+                .map_err(internal)?
+                .map(|r| Principal::Robot {
                     id: r.id,
                     org: r.org,
                     name: r.name,
-                })),
-                Err(crate::iam::Error::NotFound(_)) => Ok(None),
-                Err(e) => Err(internal(e)),
-            };
-        }
-        if let Some(id) = sub.strip_prefix("token:") {
-            let Some(row) = self.iam.credential(id).map_err(internal)? else {
-                return Ok(None);
-            };
-            if row.revoked_at.is_some() || row.expires_at.is_some_and(|e| e <= now()) {
-                return Ok(None);
+                })
+        } else if let Some(id) = claims.sub.strip_prefix("token:") {
+            match self.iam.credential(id)? {
+                Some(row)
+                    if row.revoked_at.is_none() && row.expires_at.is_none_or(|e| e > now()) =>
+                {
+                    self.owner_principal(&row)?
+                }
+                _ => None,
             }
-            return self.owner_principal(&row);
-        }
-        Ok(None)
+        } else {
+            None
+        };
+        let Some(principal) = principal.filter(|p| p.subject() == claims.sub) else {
+            return Ok(None);
+        };
+        let id_key = principal.id_key();
+        let lineage = Lineage(
+            claims
+                .src
+                .iter()
+                .filter(|k| Some(*k) != id_key.as_ref())
+                .cloned()
+                .collect(),
+        );
+        Ok(Some(Login { principal, lineage }))
     }
 
     /// What the principal may do. Blocking (reads memberships and bindings).
@@ -466,7 +582,15 @@ impl AuthService {
             );
     }
 
-    /// Writes the pending audit events and "last used" records. Blocking.
+    /// Reads new revocations into this node's set. Blocking.
+    pub fn refresh_revocations(&self) -> Result<usize, AuthError> {
+        self.tokens
+            .revoked()
+            .refresh(self.iam.meta())
+            .map_err(|e| AuthError::Internal(e.to_string()))
+    }
+
+    /// Writes the pending audit events, the failure windows and "last used" records. Blocking.
     pub fn flush_usage(&self) -> Result<usize, AuthError> {
         let events = std::mem::take(
             &mut *self
@@ -478,6 +602,7 @@ impl AuthService {
         if !events.is_empty() {
             self.iam.audit_all(&events)?;
         }
+        self.flush_failures()?;
         let pending: Vec<_> = std::mem::take(
             &mut *self
                 .usage
@@ -492,5 +617,68 @@ impl AuthService {
             self.iam.touch_credentials(&pending)?;
         }
         Ok(pending.len())
+    }
+
+    /// One audit row per (address, reason, window): inserted at the first flush of the window,
+    /// its count raised by later ones.
+    fn flush_failures(&self) -> Result<(), AuthError> {
+        type Work = ((Option<IpAddr>, &'static str), Option<i64>, i64, String);
+        let work: Vec<Work> = {
+            let mut map = self
+                .usage
+                .failures
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            map.retain(|_, w| w.pending > 0 || w.start.elapsed() < limit::WINDOW);
+            map.iter_mut()
+                .filter(|(_, w)| w.pending > 0)
+                .map(|(k, w)| {
+                    let n = std::mem::take(&mut w.pending);
+                    (*k, w.row, n, w.names.join(", "))
+                })
+                .collect()
+        };
+        if work.is_empty() {
+            return Ok(());
+        }
+        let rows = self
+            .iam
+            .meta()
+            .write(|w| {
+                let mut ids = Vec::new();
+                for ((addr, why), row, n, names) in &work {
+                    match row {
+                        Some(id) => {
+                            w.add_audit_count(*id, *n, Some(names))?;
+                            ids.push(*id);
+                        }
+                        None => ids.push(w.insert_audit(&AuditRow {
+                            id: 0,
+                            at: now(),
+                            actor: None,
+                            action: "login".into(),
+                            outcome: "failure".into(),
+                            target: None,
+                            client_addr: addr.map(|a| a.to_string()),
+                            detail: Some((*why).into()),
+                            attempted: Some(names.clone()),
+                            count: *n,
+                        })?),
+                    }
+                }
+                Ok::<_, crate::store::Error>(ids)
+            })
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        let mut map = self
+            .usage
+            .failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for ((key, ..), id) in work.iter().zip(rows) {
+            if let Some(w) = map.get_mut(key) {
+                w.row = Some(id);
+            }
+        }
+        Ok(())
     }
 }

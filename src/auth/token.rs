@@ -29,6 +29,10 @@ pub struct Claims {
     pub jti: String,
     #[serde(default)]
     pub access: Vec<AccessEntry>,
+    /// The revocation keys this token depends on: its subject's id and its lineage (see
+    /// `auth::revoked`). A token whose key is revoked is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub src: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +48,7 @@ pub struct TokenService {
     keys: Keys,
     issuer: String,
     ttl: Duration,
+    revoked: std::sync::Arc<super::revoked::Revoked>,
     verified: std::sync::Arc<
         std::sync::Mutex<std::collections::HashMap<[u8; 32], std::sync::Arc<Claims>>>,
     >,
@@ -61,8 +66,14 @@ impl TokenService {
             keys,
             issuer,
             ttl,
+            revoked: std::sync::Arc::default(),
             verified: std::sync::Arc::default(),
         }
+    }
+
+    /// The revocation set every verification consults.
+    pub fn revoked(&self) -> &super::revoked::Revoked {
+        &self.revoked
     }
 
     pub fn keys(&self) -> &Keys {
@@ -73,12 +84,14 @@ impl TokenService {
         self.ttl
     }
 
-    /// Signs a token for `sub` with audience `aud` and the given grants.
+    /// Signs a token for `sub` with audience `aud`, the given grants and the revocation keys it
+    /// depends on.
     pub fn issue(
         &self,
         sub: &str,
         aud: &str,
         access: Vec<AccessEntry>,
+        src: Vec<String>,
     ) -> Result<(String, Claims), TokenError> {
         let key = self
             .keys
@@ -95,6 +108,7 @@ impl TokenService {
             iat,
             jti: uuid::Uuid::new_v4().simple().to_string(),
             access,
+            src,
         };
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
         header.kid = Some(key.kid.clone());
@@ -104,10 +118,18 @@ impl TokenService {
         Ok((jwt, claims))
     }
 
-    /// Verifies signature, issuer, audience and times. A token verified before is not verified
-    /// again (clients reuse one token for many requests): its audience and expiry are re-checked
-    /// against the remembered claims, keyed by the token's SHA-256.
+    /// Verifies signature, issuer, audience, times and revocation. A token verified before is
+    /// not verified again (clients reuse one token for many requests): its audience, expiry and
+    /// revocation are re-checked against the remembered claims, keyed by the token's SHA-256.
     pub fn verify(&self, jwt: &str, aud: &str) -> Result<Claims, TokenError> {
+        let claims = self.verify_unrevoked(jwt, aud)?;
+        if self.revoked.any(&claims.src) {
+            return Err(TokenError::Invalid("token revoked".into()));
+        }
+        Ok(claims)
+    }
+
+    fn verify_unrevoked(&self, jwt: &str, aud: &str) -> Result<Claims, TokenError> {
         use sha2::Digest as _;
         let key: [u8; 32] = sha2::Sha256::digest(jwt.as_bytes()).into();
         let cached = self

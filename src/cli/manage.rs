@@ -63,10 +63,15 @@ pub enum UserCommand {
     /// Delete a user with their memberships, bindings and keys.
     #[command(after_help = "Example:\n  berth user delete alice")]
     Delete { name: String },
-    /// Set a user's password (your own, or anyone's as a server admin).
-    #[command(after_help = "Example:\n  berth user passwd alice")]
+    /// Set a user's password (your own, or anyone's as a server admin). Changing your own asks
+    /// for the current password first; every session opened with the old one ends.
+    #[command(
+        after_help = "Example:\n  berth user passwd alice\n  printf '%s\\n%s\\n' \"$OLD\" \"$NEW\" | berth user passwd alice --password-stdin   # your own: current, then new"
+    )]
     Passwd {
+        /// The user whose password to set.
         name: String,
+        /// Read the password from standard input (your own: the current password on the first line, the new one on the second).
         #[arg(long)]
         password_stdin: bool,
     },
@@ -662,16 +667,26 @@ pub(super) async fn user(
             name,
             password_stdin,
         } => {
+            let me = c.api("GET", "/auth/whoami", None, &[]).await?;
+            let own = me["kind"] == "user" && me["name"] == name.as_str();
+            let current = if own {
+                Some(super::session::read_secret("current password", *password_stdin)?)
+            } else {
+                None
+            };
             let password = super::session::read_secret("new password", *password_stdin)?;
+            let mut body = json!({ "password": password });
+            if let Some(cur) = current {
+                body["currentPassword"] = json!(cur);
+            }
             done(
-                c.api(
-                    "PUT",
-                    &format!("/users/{name}/password"),
-                    Some(&json!({ "password": password })),
-                    &[],
-                )
-                .await,
-                "password changed",
+                c.api("PUT", &format!("/users/{name}/password"), Some(&body), &[])
+                    .await,
+                if own {
+                    "password changed; your other sessions have ended, log in again where you use them"
+                } else {
+                    "password changed; the user's sessions have ended"
+                },
             )
         }
     }

@@ -66,6 +66,9 @@ pub enum Command {
     /// Show who the current credentials are.
     #[command(after_help = "Example:\n  berth whoami -o json")]
     Whoami,
+    /// Your sessions (logins and what they came from): list them, end one or all.
+    #[command(subcommand)]
+    Session(session::SessionCommand),
     /// Organizations.
     #[command(subcommand)]
     Org(manage::OrgCommand),
@@ -255,6 +258,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Login(args) => session::login(args, &path, verbose).await,
             Command::Logout => session::logout(&path, verbose).await,
             Command::Whoami => session::whoami(&path, format, verbose).await,
+            Command::Session(cmd) => session::session(cmd, &path, format, verbose).await,
             Command::Org(cmd) => manage::org(cmd, &path, format, verbose).await,
             Command::Robot { org, command } => {
                 manage::robot(command, org.as_deref(), &path, format, verbose).await

@@ -193,3 +193,65 @@ pub(super) async fn whoami(cfg_path: &Path, format: Format, verbose: bool) -> an
         &[("KIND", "kind"), ("NAME", "name"), ("ADMIN", "admin")],
     )
 }
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum SessionCommand {
+    /// List your live sessions: where each came from (a password or a credential), when it was
+    /// last refreshed and used, and which one this client uses.
+    #[command(after_help = "Example:\n  berth session list")]
+    List,
+    /// End a session (its refresh tokens and access tokens stop working within seconds), or all
+    /// of them with --all.
+    #[command(after_help = "Example:\n  berth session revoke 3f1c0c8e-7a35-4b39-9d8e-0f5a1b2c3d4e\n  berth session revoke --all")]
+    Revoke {
+        /// The session id from `berth session list`.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        /// End every one of your sessions, this one included.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+pub(super) async fn session(
+    cmd: &SessionCommand,
+    cfg_path: &Path,
+    format: Format,
+    verbose: bool,
+) -> anyhow::Result<()> {
+    let (client, _) = context::client(cfg_path, verbose).await?;
+    match cmd {
+        SessionCommand::List => {
+            let mut v = client.api("GET", "/sessions", None, &[]).await?;
+            if let Some(list) = v["sessions"].as_array_mut() {
+                for s in list {
+                    s["from"] = s["source"]["kind"].clone();
+                    s["lastUsedAt"] = s["lastUsed"]["at"].clone();
+                }
+            }
+            print(
+                format,
+                &v,
+                "sessions",
+                &[
+                    ("ID", "id"),
+                    ("FROM", "from"),
+                    ("REFRESHED", "refreshed"),
+                    ("EXPIRES", "expires"),
+                    ("LAST USED", "lastUsedAt"),
+                    ("CURRENT", "current"),
+                ],
+            )
+        }
+        SessionCommand::Revoke { id, all } => {
+            let path = match (id, all) {
+                (_, true) => "/sessions".to_owned(),
+                (Some(id), false) => format!("/sessions/{id}"),
+                (None, false) => return Err(Usage("give a session id or --all".into()).into()),
+            };
+            client.api("DELETE", &path, None, &[]).await?;
+            eprintln!("{}", if *all { "all sessions ended" } else { "session ended" });
+            Ok(())
+        }
+    }
+}

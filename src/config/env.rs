@@ -16,6 +16,12 @@ pub const BERTH_GC_INTERVAL: &str = "BERTH_GC_INTERVAL";
 pub const BERTH_GC_GRACE: &str = "BERTH_GC_GRACE";
 /// Whether the background collection also removes untagged manifests.
 pub const BERTH_GC_UNTAGGED: &str = "BERTH_GC_UNTAGGED";
+/// Connections served at once.
+pub const BERTH_MAX_CONNECTIONS: &str = "BERTH_MAX_CONNECTIONS";
+/// Time a client has to send a request's headers.
+pub const BERTH_HEADER_READ_TIMEOUT: &str = "BERTH_HEADER_READ_TIMEOUT";
+/// A connection without any byte read or written for this long is closed.
+pub const BERTH_IDLE_TIMEOUT: &str = "BERTH_IDLE_TIMEOUT";
 /// Log filter (tracing `EnvFilter` syntax).
 pub const BERTH_LOG: &str = "BERTH_LOG";
 /// Base URL clients reach berth at, for the token realm (default: from the request).

@@ -29,7 +29,14 @@ pub struct Config {
     pub registry_token_ttl: Duration,
     /// Operator-provided signing key and chain; `None`: berth's own CA in the data directory.
     pub token_signer: Option<TlsFiles>,
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
     pub log: String,
+}
+
+fn nonzero(d: Duration) -> Option<Duration> {
+    (!d.is_zero()).then_some(d)
 }
 
 #[derive(Debug, Clone)]
@@ -120,6 +127,18 @@ impl Config {
                 }
             })?,
             registry_token_ttl: duration("registry_token_ttl", raw.registry_token_ttl, "30d")?,
+            max_connections: match raw.max_connections {
+                Some(0) => return Err(invalid("max_connections", "must be at least 1".into())),
+                n => n.unwrap_or(1024),
+            },
+            header_read_timeout: nonzero(duration(
+                "header_read_timeout",
+                raw.header_read_timeout,
+                "30s",
+            )?)
+            .ok_or_else(|| invalid("header_read_timeout", "must be more than 0s".into()))?,
+            idle_timeout: nonzero(duration("idle_timeout", raw.idle_timeout, "60s")?)
+                .ok_or_else(|| invalid("idle_timeout", "must be more than 0s".into()))?,
             token_signer: match (raw.token_key, raw.token_cert_chain) {
                 (Some(key), Some(cert)) => Some(TlsFiles { cert, key }),
                 (None, None) => None,

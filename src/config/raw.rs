@@ -74,6 +74,18 @@ pub struct ServeArgs {
     #[arg(long, env = env::BERTH_REGISTRY_TOKEN_TTL, value_name = "DURATION")]
     pub registry_token_ttl: Option<String>,
 
+    /// Connections served at once; past this new connections are closed at once while existing ones keep being served [default: 1024]
+    #[arg(long, env = env::BERTH_MAX_CONNECTIONS, value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Time a client has to send a request's headers [default: 30s]
+    #[arg(long, env = env::BERTH_HEADER_READ_TIMEOUT, value_name = "DURATION")]
+    pub header_read_timeout: Option<String>,
+
+    /// A connection with no byte read or written for this long is closed: idle keep-alive connections and stalled uploads alike [default: 60s]
+    #[arg(long, env = env::BERTH_IDLE_TIMEOUT, value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+
     /// Log filter, e.g. `info` or `berth=debug` [default: info]
     #[arg(long, env = env::BERTH_LOG, value_name = "FILTER")]
     pub log: Option<String>,
@@ -98,6 +110,9 @@ pub struct FileConfig {
     pub registry_token_ttl: Option<String>,
     pub token_key: Option<PathBuf>,
     pub token_cert_chain: Option<PathBuf>,
+    pub max_connections: Option<usize>,
+    pub header_read_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
     pub log: Option<String>,
 }
 
@@ -120,6 +135,9 @@ impl ServeArgs {
             registry_token_ttl: self.registry_token_ttl.clone().or(file.registry_token_ttl),
             token_key: self.token_key.clone().or(file.token_key),
             token_cert_chain: self.token_cert_chain.clone().or(file.token_cert_chain),
+            max_connections: self.max_connections.or(file.max_connections),
+            header_read_timeout: self.header_read_timeout.clone().or(file.header_read_timeout),
+            idle_timeout: self.idle_timeout.clone().or(file.idle_timeout),
             log: self.log.clone().or(file.log),
         }
     }

@@ -123,7 +123,7 @@ pub(crate) async fn identify(
         Presented::Basic(user, pass) => {
             let (state, client) = (state.clone(), client_info(parts));
             tokio::task::spawn_blocking(move || {
-                let p = state.auth.login(&user, &pass, &client)?;
+                let p = state.auth.login(&user, &pass, &client)?.principal;
                 let g = state.auth.grants(&p)?;
                 Ok::<_, AuthError>(Caller::Principal(p, g))
             })

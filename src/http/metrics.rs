@@ -24,6 +24,7 @@ pub struct Metrics {
     by_route: Mutex<BTreeMap<&'static str, RouteStats>>,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    connections_refused: AtomicU64,
 }
 
 #[derive(Default)]
@@ -35,6 +36,11 @@ struct RouteStats {
 }
 
 impl Metrics {
+    /// A connection closed at once because the server was at its connection limit.
+    pub(crate) fn connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn record(
         &self,
         route: &'static str,
@@ -56,6 +62,13 @@ impl Metrics {
 
     pub(crate) fn render(&self, uploads_active: i64, blobs: u64, blob_bytes: u64) -> String {
         let mut out = String::new();
+        out.push_str("# HELP berth_connections_refused_total Connections closed at once at the connection limit.\n");
+        out.push_str("# TYPE berth_connections_refused_total counter\n");
+        let _ = writeln!(
+            out,
+            "berth_connections_refused_total {}",
+            self.connections_refused.load(Ordering::Relaxed)
+        );
         let map = self.by_route.lock().unwrap_or_else(PoisonError::into_inner);
         out.push_str("# HELP berth_http_requests_total HTTP requests by route and status.\n");
         out.push_str("# TYPE berth_http_requests_total counter\n");

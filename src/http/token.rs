@@ -15,8 +15,8 @@ use serde_json::json;
 
 use super::RouteName;
 use super::access::{self, Denial, Presented};
-use crate::auth::{AccessEntry, AuthError, ClientInfo, Principal};
-use crate::iam::{AuditEvent, Owner, SecretKind};
+use crate::auth::{AccessEntry, AuthError, ClientInfo, Login, Principal};
+use crate::iam::AuditEvent;
 use crate::policy::scope::Scope;
 use crate::policy::{self, Grants};
 use crate::server::AppState;
@@ -204,6 +204,37 @@ pub(super) async fn post(State(state): State<AppState>, req: Request) -> Respons
     named(respond(&state, request, access::client_info(&parts), &parts.headers).await)
 }
 
+/// Failures of the token endpoint's work: authentication, or the session API's refresh rotation
+/// (whose failures all mean the refresh token is not valid any more).
+enum ApiOrAuth {
+    Auth(AuthError),
+    Api,
+}
+
+impl From<AuthError> for ApiOrAuth {
+    fn from(e: AuthError) -> Self {
+        ApiOrAuth::Auth(e)
+    }
+}
+
+impl From<crate::http::api::ApiError> for ApiOrAuth {
+    fn from(e: crate::http::api::ApiError) -> Self {
+        match e {
+            crate::http::api::ApiError::RateLimited(d) => {
+                ApiOrAuth::Auth(AuthError::RateLimited { retry_after: d })
+            }
+            crate::http::api::ApiError::Internal(m) => ApiOrAuth::Auth(AuthError::Internal(m)),
+            _ => ApiOrAuth::Api,
+        }
+    }
+}
+
+impl From<crate::iam::Error> for ApiOrAuth {
+    fn from(e: crate::iam::Error) -> Self {
+        ApiOrAuth::Auth(e.into())
+    }
+}
+
 async fn respond(
     state: &AppState,
     request: TokenRequest,
@@ -220,17 +251,40 @@ async fn respond(
         );
     }
     let st = state.clone();
-    let result = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, AuthError> {
-        let principal = match &request.login {
+    let result = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, ApiOrAuth> {
+        let mut refresh_token = None;
+        let login = match &request.login {
+            // A refresh token asked for offline use is rotated: the answer carries its successor.
+            Some((u, p)) if u == "iamrefresh" && request.offline => {
+                let (login, next) = crate::http::api::rotate_refresh(&st, p, &client)?;
+                let login = crate::http::api::session_login(&login, &next.row);
+                refresh_token = Some(next.secret.expose().to_owned());
+                login
+            }
             Some((u, p)) => st.auth.login(u, p, &client)?,
-            None => Principal::Anonymous,
+            None => Login::anonymous(),
         };
-        let grants = st.auth.grants(&principal)?;
-        let access = grant(&st, &principal, &grants, &request.scopes)?;
+        let principal = &login.principal;
+        let grants = st.auth.grants(principal)?;
+        let access = grant(&st, principal, &grants, &request.scopes)?;
+        let mut login = login.clone();
+        if request.offline
+            && refresh_token.is_none()
+            && let Principal::User { id, .. } = principal
+        {
+            let refresh = crate::http::api::open_session(&st, *id, &login)?;
+            login = crate::http::api::session_login(&login, &refresh.row);
+            refresh_token = Some(refresh.secret.expose().to_owned());
+        }
         let (jwt, claims) = st
             .auth
             .tokens()
-            .issue(&principal.subject(), &st.web.service, access.clone())
+            .issue(
+                &login.principal.subject(),
+                &st.web.service,
+                access.clone(),
+                login.lineage.token_keys(&login.principal),
+            )
             .map_err(|e| AuthError::Internal(e.to_string()))?;
         let issued_at = crate::auth::token::rfc3339(claims.iat);
         let expires_in = claims.exp - claims.iat;
@@ -240,21 +294,11 @@ async fn respond(
         } else {
             json!({ "token": jwt, "access_token": jwt, "expires_in": expires_in, "issued_at": issued_at })
         };
-        if request.offline
-            && let Principal::User { id, .. } = &principal
-        {
-            let refresh = st.auth.iam().create_credential(
-                SecretKind::RefreshToken,
-                Owner::User(*id),
-                Some("token-endpoint"),
-                Some(REFRESH_TOKEN_TTL),
-                false,
-                None,
-            )?;
-            body["refresh_token"] = json!(refresh.secret.expose());
+        if let Some(t) = refresh_token {
+            body["refresh_token"] = json!(t);
         }
         st.auth.audit(AuditEvent {
-            actor: Some(principal.subject()),
+            actor: Some(login.principal.subject()),
             action: "token.issue",
             success: true,
             client_addr: client.addr.map(|a| a.to_string()),
@@ -271,7 +315,8 @@ async fn respond(
             body.to_string(),
         )
             .into_response(),
-        Ok(Err(e)) => Denial::from(e).into_response(state, headers),
+        Ok(Err(ApiOrAuth::Auth(e))) => Denial::from(e).into_response(state, headers),
+        Ok(Err(ApiOrAuth::Api)) => Denial::BadCredentials.into_response(state, headers),
         Err(e) => Denial::Internal(e.to_string()).into_response(state, headers),
     }
 }

@@ -29,6 +29,8 @@ pub enum Error {
     Store(store::Error),
     #[error("generating a secret: {0}")]
     Random(String),
+    #[error(transparent)]
+    Busy(#[from] password::Busy),
 }
 
 impl From<store::Error> for Error {
@@ -102,6 +104,14 @@ pub struct IamService {
     meta: MetadataStore,
 }
 
+/// Where a new credential comes from (lineage; see `store::CredentialRow`).
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub source: Option<String>,
+    pub family: Option<String>,
+    pub creator: Option<String>,
+}
+
 /// A credential just created, with its secret (shown once).
 pub struct NewCredential {
     pub row: CredentialRow,
@@ -128,7 +138,11 @@ impl IamService {
             return Ok(None);
         }
         let (password, generated) = match password {
-            Some(p) if !p.is_empty() => (p.to_owned(), false),
+            Some(p) if !p.is_empty() => {
+                password::check_policy(p)
+                    .map_err(|e| Error::Invalid(format!("BERTH_ADMIN_PASSWORD: {e}")))?;
+                (p.to_owned(), false)
+            }
             _ => {
                 let s = Secret::generate(SecretKind::ApiKey)
                     .map_err(|e| Error::Random(e.to_string()))?;
@@ -144,6 +158,7 @@ impl IamService {
                 target: Some("user/admin".into()),
                 ..AuditEvent::default()
             }))
+            .map(drop)
         })?;
         Ok(generated.then_some(password))
     }
@@ -152,6 +167,9 @@ impl IamService {
 
     pub fn create_user(&self, name: &str, password: Option<&str>, admin: bool) -> Result<UserRow> {
         check_name("user", name)?;
+        if let Some(p) = password {
+            password::check_policy(p).map_err(Error::Invalid)?;
+        }
         let hash = password
             .map(password::hash)
             .transpose()
@@ -178,10 +196,16 @@ impl IamService {
         Ok(self.meta.read(|r| r.users())?)
     }
 
+    /// Sets a password. Every session opened with the old one ends (its refresh tokens and
+    /// bearer tokens are revoked).
     pub fn set_password(&self, name: &str, password: &str) -> Result<()> {
+        password::check_policy(password).map_err(Error::Invalid)?;
         let user = self.user(name)?;
         let hash = password::hash(password).map_err(Error::Invalid)?;
-        self.meta.write(|w| w.set_password(user.id, &hash))?;
+        self.meta.write(|w| {
+            w.set_password(user.id, &hash)?;
+            w.revoke_source(&format!("pw:{}:{}", user.id, user.password_epoch))
+        })?;
         Ok(())
     }
 
@@ -201,7 +225,7 @@ impl IamService {
     pub fn check_password(&self, name: &str, password: &str) -> Result<Option<UserRow>> {
         let user = self.meta.read(|r| r.user_by_name(name))?;
         let stored = user.as_ref().and_then(|u| u.password_hash.clone());
-        let ok = password::verify(password, stored.as_deref().unwrap_or(password::decoy()));
+        let ok = password::verify(password, stored.as_deref().unwrap_or(password::decoy()))?;
         Ok(user.filter(|_| ok && stored.is_some()))
     }
 
@@ -370,6 +394,7 @@ impl IamService {
         expires_in: Option<Duration>,
         readwrite: bool,
         description: Option<&str>,
+        origin: &Origin,
     ) -> Result<NewCredential> {
         let secret = Secret::generate(kind).map_err(|e| Error::Random(e.to_string()))?;
         let created_at = now();
@@ -396,6 +421,13 @@ impl IamService {
             last_used_at: None,
             last_used_addr: None,
             last_used_agent: None,
+            source: origin.source.clone(),
+            // The first refresh token of a login names its family.
+            family: match (kind, &origin.family) {
+                (SecretKind::RefreshToken, None) => Some(secret.id().to_string()),
+                (_, f) => f.clone(),
+            },
+            creator: origin.creator.clone(),
         };
         self.meta
             .write(|w| {
@@ -438,6 +470,47 @@ impl IamService {
         } else {
             Err(not_found("credential", id))
         }
+    }
+
+    /// Rotation of a refresh token: its successor (same family, same source, a fresh lifetime)
+    /// or `None` when `old` was already used (a concurrent refresh won).
+    pub fn rotate_refresh(&self, old: &CredentialRow, ttl: Duration) -> Result<Option<NewCredential>> {
+        let secret = Secret::generate(SecretKind::RefreshToken)
+            .map_err(|e| Error::Random(e.to_string()))?;
+        let created_at = now();
+        let row = CredentialRow {
+            id: secret.id().to_string(),
+            secret_hash: secret.hash(),
+            created_at,
+            expires_at: Some(
+                created_at.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
+            ),
+            revoked_at: None,
+            last_used_at: None,
+            last_used_addr: None,
+            last_used_agent: None,
+            ..old.clone()
+        };
+        let won = self.meta.write(|w| w.rotate_refresh(&old.id, &row))?;
+        Ok(won.then_some(NewCredential { row, secret }))
+    }
+
+    /// Ends a refresh-token family and its bearer tokens.
+    pub fn revoke_family(&self, family: &str) -> Result<()> {
+        self.meta.write(|w| w.revoke_family(family))?;
+        Ok(())
+    }
+
+    /// A user's live sessions (refresh tokens), newest first.
+    pub fn sessions(&self, user_id: i64) -> Result<Vec<CredentialRow>> {
+        Ok(self.meta.read(|r| r.sessions_of_user(user_id))?)
+    }
+
+    /// The stored credential behind a presented secret, even if revoked or expired (for reuse
+    /// detection); `None` when the secret does not match.
+    pub fn lookup_secret(&self, secret: &Secret) -> Result<Option<CredentialRow>> {
+        let row = self.meta.read(|r| r.credential(&secret.id().to_string()))?;
+        Ok(row.filter(|c| c.kind == secret.kind().as_str() && secret.matches(&c.secret_hash)))
     }
 
     /// The stored credential behind a presented secret, if the secret is right and the
@@ -558,6 +631,7 @@ impl IamService {
                 ("namespace", Some(ns.clone()))
             }
             BindingScope::Repository(glob) => {
+                policy::check_glob(glob).map_err(Error::Invalid)?;
                 let ns = policy::namespace_of(glob);
                 let owned = self.namespace(ns)?.is_some_and(|n| n.org_id == org_row.id);
                 if !owned || ns.contains('*') {
@@ -666,6 +740,8 @@ fn audit_row(e: &AuditEvent) -> AuditRow {
         target: e.target.clone(),
         client_addr: e.client_addr.clone(),
         detail: e.detail.clone(),
+        attempted: None,
+        count: 1,
     }
 }
 

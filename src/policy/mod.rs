@@ -120,16 +120,15 @@ impl Rule {
             }
         }
         for v in &self.verbs {
-            if ![
-                "*", "pull", "push", "delete", "list", "get", "create", "update",
-            ]
-            .contains(&v.as_str())
-            {
+            if v != "*" && !VERBS.contains(&v.as_str()) {
                 return Err(format!("unknown verb {v:?}"));
             }
         }
         if self.resources.is_empty() || self.verbs.is_empty() {
             return Err("a rule needs at least one resource and one verb".into());
+        }
+        for n in &self.names {
+            check_glob(n)?;
         }
         Ok(())
     }
@@ -282,20 +281,204 @@ pub fn may_manage(g: &Grants, org: &str, resource: &str, verb: &str, name: &str)
         })
 }
 
-/// Glob match on repository names: `*` matches within one path segment, `**` across segments.
-pub fn glob_match(glob: &str, name: &str) -> bool {
-    fn go(g: &[u8], n: &[u8]) -> bool {
-        match g.first() {
-            None => n.is_empty(),
-            Some(b'*') if g.get(1) == Some(&b'*') => (0..=n.len()).any(|i| go(&g[2..], &n[i..])),
-            Some(b'*') => {
-                let seg_end = n.iter().position(|&c| c == b'/').unwrap_or(n.len());
-                (0..=seg_end).any(|i| go(&g[1..], &n[i..]))
+/// The longest glob a role or binding may hold, and the most wildcards in one.
+pub const MAX_GLOB_LEN: usize = 256;
+pub const MAX_GLOB_WILDCARDS: usize = 16;
+
+/// Checks that a glob stays within the bounds matching relies on.
+pub fn check_glob(glob: &str) -> Result<(), String> {
+    if glob.is_empty() || glob.len() > MAX_GLOB_LEN {
+        return Err(format!(
+            "pattern {glob:?} must have 1 to {MAX_GLOB_LEN} characters"
+        ));
+    }
+    let stars = tokens(glob)
+        .iter()
+        .filter(|t| !matches!(t, Tok::Lit(_)))
+        .count();
+    if stars > MAX_GLOB_WILDCARDS {
+        return Err(format!(
+            "pattern {glob:?} has more than {MAX_GLOB_WILDCARDS} wildcards"
+        ));
+    }
+    Ok(())
+}
+
+/// One element of a glob: a literal byte, `*` (within a path segment) or `**` (across segments).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tok {
+    Lit(u8),
+    Star,
+    DStar,
+}
+
+fn tokens(glob: &str) -> Vec<Tok> {
+    let b = glob.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'*' {
+            let mut j = i;
+            while j < b.len() && b[j] == b'*' {
+                j += 1;
             }
-            Some(&c) => n.first() == Some(&c) && go(&g[1..], &n[1..]),
+            // Any run of two or more stars is `**`; consecutive wildcards collapse to one.
+            let t = if j - i >= 2 { Tok::DStar } else { Tok::Star };
+            match out.last_mut() {
+                Some(last @ Tok::Star) if t == Tok::DStar => *last = Tok::DStar,
+                Some(Tok::Star | Tok::DStar) => {}
+                _ => out.push(t),
+            }
+            i = j;
+        } else {
+            out.push(Tok::Lit(b[i]));
+            i += 1;
         }
     }
-    go(glob.as_bytes(), name.as_bytes())
+    out
+}
+
+/// Runs the glob `p` over `input` as a set of reachable pattern positions (a Thompson-style
+/// simulation): time O(|p| × |input|), memory O(|p|), whatever the pattern. `step` says whether
+/// pattern token `t` consumes input symbol `x`, and whether it stays on a wildcard after doing so.
+fn simulate<X: Copy>(p: &[Tok], input: &[X], step: impl Fn(Tok, X) -> (bool, bool)) -> bool {
+    let close = |v: &mut [bool]| {
+        for j in 0..p.len() {
+            if v[j] && matches!(p[j], Tok::Star | Tok::DStar) {
+                v[j + 1] = true;
+            }
+        }
+    };
+    let mut cur = vec![false; p.len() + 1];
+    cur[0] = true;
+    close(&mut cur);
+    for &x in input {
+        let mut next = vec![false; p.len() + 1];
+        let mut any = false;
+        for j in 0..p.len() {
+            if !cur[j] {
+                continue;
+            }
+            let (consumes, stays) = step(p[j], x);
+            if consumes {
+                any = true;
+                if stays {
+                    next[j] = true;
+                } else {
+                    next[j + 1] = true;
+                }
+            }
+        }
+        if !any {
+            return false;
+        }
+        close(&mut next);
+        cur = next;
+    }
+    cur[p.len()]
+}
+
+/// Glob match on names: `*` matches within one path segment, `**` across segments. Linear in
+/// name × pattern (no backtracking), so no pattern can make a request slow.
+pub fn glob_match(glob: &str, name: &str) -> bool {
+    simulate(&tokens(glob), name.as_bytes(), |t, c| match t {
+        Tok::Lit(x) => (x == c, false),
+        Tok::Star => (c != b'/', true),
+        Tok::DStar => (true, true),
+    })
+}
+
+/// Whether every name `inner` matches is also matched by `outer` (conservative: `false` when in
+/// doubt). Wildcards of `inner` are matched as symbols: its `*` only by `*` or `**`, its `**` only
+/// by `**`.
+pub fn glob_covers(outer: &str, inner: &str) -> bool {
+    simulate(&tokens(outer), &tokens(inner), |t, x| match (t, x) {
+        (Tok::Lit(a), Tok::Lit(b)) => (a == b, false),
+        (Tok::Lit(_), _) => (false, false),
+        (Tok::Star, Tok::Lit(c)) => (c != b'/', true),
+        (Tok::Star, Tok::Star) => (true, true),
+        (Tok::Star, Tok::DStar) => (false, false),
+        (Tok::DStar, _) => (true, true),
+    })
+}
+
+/// Whether a binding scope `outer` includes every repository of `inner`.
+fn scope_covers(outer: &BindingScope, inner: &BindingScope) -> bool {
+    match (outer, inner) {
+        (BindingScope::Org, _) => true,
+        (_, BindingScope::Org) => false,
+        (BindingScope::Namespace(a), BindingScope::Namespace(b)) => a == b,
+        (BindingScope::Namespace(a), BindingScope::Repository(g)) => {
+            namespace_of(g) == a && !namespace_of(g).contains('*')
+        }
+        (BindingScope::Repository(o), BindingScope::Namespace(b)) => {
+            glob_covers(o, b) && glob_covers(o, &format!("{b}/**"))
+        }
+        (BindingScope::Repository(o), BindingScope::Repository(i)) => glob_covers(o, i),
+    }
+}
+
+/// The verbs rules speak of.
+pub const VERBS: [&str; 7] = ["pull", "push", "delete", "list", "get", "create", "update"];
+
+fn expand<'a>(v: &'a [String], all: &'a [&'a str]) -> Vec<&'a str> {
+    if v.iter().any(|s| s == "*") {
+        all.to_vec()
+    } else {
+        v.iter().map(String::as_str).collect()
+    }
+}
+
+/// Whether the caller's rule `held` includes the names of `wanted` (empty names: every name).
+fn names_cover(held: &Rule, wanted: &Rule) -> bool {
+    if held.names.is_empty() {
+        return true;
+    }
+    !wanted.names.is_empty()
+        && wanted
+            .names
+            .iter()
+            .all(|w| held.names.iter().any(|h| glob_covers(h, w)))
+}
+
+/// **No escalation** (Kubernetes RBAC's rule): whether `g` already holds everything that `rules`
+/// would grant within `scope` of `org`. Every route that creates or changes access (bindings,
+/// roles, credentials, robots' tokens) asks this besides `may_manage`. Conservative: a grant the
+/// caller holds only through a combination of several bindings is refused.
+pub fn may_grant(g: &Grants, org: &str, scope: &BindingScope, rules: &[Rule]) -> bool {
+    if g.admin || g.owner_of.iter().any(|o| o == org) {
+        return true;
+    }
+    rules.iter().all(|wanted| {
+        expand(&wanted.resources, &RESOURCES).iter().all(|res| {
+            expand(&wanted.verbs, &VERBS).iter().all(|verb| {
+                g.grants.iter().any(|held| {
+                    held.org == org
+                        && scope_covers(&held.scope, scope)
+                        && held.rules.iter().any(|r| {
+                            r.resources.iter().any(|x| x == "*" || x == res)
+                                && r.verbs.iter().any(|x| x == "*" || x == verb)
+                                && names_cover(r, wanted)
+                        })
+                })
+            })
+        })
+    })
+}
+
+/// Whether `g` holds everything `other` holds in `org` (what a credential of `other` would give):
+/// used before minting a credential for a robot.
+pub fn may_grant_all(g: &Grants, org: &str, other: &Grants) -> bool {
+    if g.admin || g.owner_of.iter().any(|o| o == org) {
+        return true;
+    }
+    !other.admin
+        && other.owner_of.is_empty()
+        && other.registry_token.is_none()
+        && other
+            .grants
+            .iter()
+            .all(|gr| may_grant(g, &gr.org, &gr.scope, &gr.rules))
 }
 
 #[cfg(test)]
@@ -484,5 +667,218 @@ mod tests {
         assert!(!glob_match("acme/*", "acme/a/b"));
         assert!(glob_match("acme/app", "acme/app"));
         assert!(!glob_match("acme/app", "acme/apps"));
+    }
+
+    #[test]
+    fn globs_are_linear() {
+        // `*a*a*…` against a long name without a match backtracks exponentially in a naive
+        // matcher; here it is a few hundred thousand steps at most.
+        let glob = format!("mo/{}", "*a".repeat(16));
+        let name = format!("mo/{}b", "a".repeat(250));
+        let t = std::time::Instant::now();
+        for _ in 0..100 {
+            assert!(!glob_match(&glob, &name));
+        }
+        assert!(t.elapsed() < std::time::Duration::from_secs(2), "{:?}", t.elapsed());
+        assert!(glob_match(&glob, &format!("mo/{}", "a".repeat(250))));
+        assert!(check_glob(&format!("mo/{}", "*a".repeat(17))).is_err());
+        assert!(check_glob(&"a".repeat(257)).is_err());
+        assert!(check_glob("acme/team-*").is_ok());
+        for (g, n, want) in [
+            ("acme/**", "acme/a/b", true),
+            ("acme/**/x", "acme/a/b/x", true),
+            ("acme/*/x", "acme/a/b/x", false),
+            ("acme/*", "acme/", true),
+            ("a*b*c", "aXbYc", true),
+            ("a*b*c", "aXbY/c", false),
+            ("***", "a/b", true),
+            ("", "", true),
+            ("", "a", false),
+        ] {
+            assert_eq!(glob_match(g, n), want, "{g} ~ {n}");
+        }
+    }
+
+    #[test]
+    fn glob_cover_is_sound() {
+        let globs = [
+            "acme/*", "acme/**", "acme/team-*", "acme/team-a", "acme/t*", "acme/*a*", "acme/team-*/**",
+            "acme/*/*", "acme/**/x", "**", "*", "acme/team-a*", "acme/te*-a",
+        ];
+        let names = [
+            "acme/team-a", "acme/team-b", "acme/tx", "acme/a", "acme/team-a/x", "acme/b/x",
+            "acme/x/y/x", "acme", "other/team-a", "acme/team-ab", "acme/te-a", "acme/",
+        ];
+        for o in globs {
+            for i in globs {
+                if glob_covers(o, i) {
+                    for n in names {
+                        assert!(!glob_match(i, n) || glob_match(o, n), "{o} ⊇ {i} but {n}");
+                    }
+                }
+            }
+            assert!(glob_covers(o, o), "{o}");
+        }
+        assert!(glob_covers("acme/**", "acme/team-*"));
+        assert!(!glob_covers("acme/team-*", "acme/*"));
+        assert!(!glob_covers("acme/*", "acme/**"));
+    }
+
+    /// A small deterministic generator, so that property tests need no extra crate.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
+            &v[usize::try_from(self.next() % v.len() as u64).unwrap()]
+        }
+        fn some<T: Clone>(&mut self, v: &[T], max: usize) -> Vec<T> {
+            let n = usize::try_from(self.next() % (max as u64 + 1)).unwrap();
+            (0..n).map(|_| self.pick(v).clone()).collect()
+        }
+    }
+
+    const GLOBS: [&str; 8] = [
+        "acme/*", "acme/**", "acme/team-*", "acme/team-a", "acme/t*", "acme/*a*", "team-*", "deployer",
+    ];
+    const REPOS: [&str; 7] = [
+        "acme", "acme/app", "acme/team-a", "acme/team-b", "acme/team-a/x", "acme/tx", "acme/deployer",
+    ];
+    const OBJECTS: [&str; 5] = ["team-a", "team-b", "deployer", "x", "tmp"];
+
+    fn random_rules(r: &mut Rng) -> Vec<Rule> {
+        let n = 1 + usize::try_from(r.next() % 2).unwrap();
+        (0..n)
+            .map(|_| {
+                let mut resources = r.some(&["*", "repositories", "robots", "credentials", "roles", "bindings"], 2);
+                let mut verbs = r.some(&["*", "pull", "push", "delete", "list", "get", "create", "update"], 3);
+                if resources.is_empty() {
+                    resources.push("repositories");
+                }
+                if verbs.is_empty() {
+                    verbs.push("pull");
+                }
+                Rule {
+                    resources: resources.into_iter().map(str::to_owned).collect(),
+                    verbs: verbs.into_iter().map(str::to_owned).collect(),
+                    names: r.some(&GLOBS, 2).into_iter().map(str::to_owned).collect(),
+                }
+            })
+            .collect()
+    }
+
+    fn random_scope(r: &mut Rng) -> BindingScope {
+        match r.next() % 4 {
+            0 => BindingScope::Org,
+            1 => BindingScope::Namespace("acme".into()),
+            _ => BindingScope::Repository((*r.pick(&["acme/*", "acme/**", "acme/team-*", "acme/team-a", "acme/t*"])).into()),
+        }
+    }
+
+    /// Everything a set of grants allows, over a fixed universe of repositories and objects.
+    fn effective(g: &Grants) -> std::collections::BTreeSet<String> {
+        let ns = NamespaceInfo { org: "acme".into(), public: false };
+        let mut out = std::collections::BTreeSet::new();
+        for repo in REPOS {
+            for a in repository_actions(g, repo, Some(&ns)).iter() {
+                out.insert(format!("repo {repo} {}", a.as_str()));
+            }
+        }
+        for res in RESOURCES {
+            for verb in VERBS {
+                for name in OBJECTS {
+                    if may_manage(g, "acme", res, verb, name) {
+                        out.insert(format!("{res} {verb} {name}"));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn may_grant_never_grants_more_than_held() {
+        let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut accepted = 0;
+        for _ in 0..20_000 {
+            let caller = Grants {
+                grants: (0..1 + r.next() % 3)
+                    .map(|_| Grant { org: "acme".into(), rules: random_rules(&mut r), scope: random_scope(&mut r) })
+                    .collect(),
+                ..Grants::default()
+            };
+            let (scope, rules) = (random_scope(&mut r), random_rules(&mut r));
+            if may_grant(&caller, "acme", &scope, &rules) {
+                accepted += 1;
+                let new = Grants {
+                    grants: vec![Grant { org: "acme".into(), rules: rules.clone(), scope: scope.clone() }],
+                    ..Grants::default()
+                };
+                let (held, given) = (effective(&caller), effective(&new));
+                assert!(given.is_subset(&held), "{caller:?} granted {scope:?} {rules:?}: {:?}", given.difference(&held));
+            }
+        }
+        assert!(accepted > 1000, "the generator should exercise accepted grants ({accepted})");
+    }
+
+    /// A sequence of binding and role changes, each made by a random subject and applied only when
+    /// `may_manage` and `may_grant` allow it, never raises anyone above what somebody held at
+    /// the start.
+    #[test]
+    fn no_sequence_of_management_calls_escalates() {
+        type Binding = (usize, String, BindingScope);
+        let mut r = Rng(0x2545_f491_4f6c_dd1d);
+        for _ in 0..300 {
+            let mut roles: Vec<(String, Vec<Rule>)> =
+                (0..3).map(|i| (format!("r{i}"), random_rules(&mut r))).collect();
+            roles.push(("Manager".into(), builtin_role("Manager").unwrap()));
+            let mut bindings: Vec<Binding> = (0..4)
+                .map(|s| (s, r.pick(&roles).0.clone(), random_scope(&mut r)))
+                .collect();
+            let grants_of = |s: usize, roles: &[(String, Vec<Rule>)], bindings: &[Binding]| Grants {
+                grants: bindings
+                    .iter()
+                    .filter(|b| b.0 == s)
+                    .map(|b| Grant {
+                        org: "acme".into(),
+                        rules: roles.iter().find(|x| x.0 == b.1).unwrap().1.clone(),
+                        scope: b.2.clone(),
+                    })
+                    .collect(),
+                ..Grants::default()
+            };
+            let ceiling: std::collections::BTreeSet<String> =
+                (0..4).flat_map(|s| effective(&grants_of(s, &roles, &bindings))).collect();
+            for _ in 0..30 {
+                let actor = usize::try_from(r.next() % 4).unwrap();
+                let g = grants_of(actor, &roles, &bindings);
+                if r.next() % 3 == 0 {
+                    let i = usize::try_from(r.next() % 3).unwrap();
+                    let rules = random_rules(&mut r);
+                    if may_manage(&g, "acme", "roles", "update", &roles[i].0)
+                        && may_grant(&g, "acme", &BindingScope::Org, &rules)
+                    {
+                        roles[i].1 = rules;
+                    }
+                } else {
+                    let subject = usize::try_from(r.next() % 4).unwrap();
+                    let role = r.pick(&roles).clone();
+                    let scope = random_scope(&mut r);
+                    if may_manage(&g, "acme", "bindings", "update", "team-a")
+                        && may_grant(&g, "acme", &scope, &role.1)
+                    {
+                        bindings.push((subject, role.0, scope));
+                    }
+                }
+                for s in 0..4 {
+                    let now = effective(&grants_of(s, &roles, &bindings));
+                    assert!(now.is_subset(&ceiling), "subject {s} gained {:?}", now.difference(&ceiling));
+                }
+            }
+        }
     }
 }

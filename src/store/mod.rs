@@ -105,6 +105,8 @@ pub struct UserRow {
     pub password_hash: Option<String>,
     pub admin: bool,
     pub created_at: i64,
+    /// Bumped by every password change; sessions opened with an older epoch are revoked.
+    pub password_epoch: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -152,6 +154,12 @@ pub struct CredentialRow {
     pub last_used_at: Option<i64>,
     pub last_used_addr: Option<String>,
     pub last_used_agent: Option<String>,
+    /// Lineage: the revocation key this credential came from (`cred:<id>`, `pw:<uid>:<epoch>`).
+    pub source: Option<String>,
+    /// Refresh tokens of one login share a family.
+    pub family: Option<String>,
+    /// `robot:<id>` when a robot created it: it ends with the robot.
+    pub creator: Option<String>,
 }
 
 /// A binding with its organization's name.
@@ -185,6 +193,10 @@ pub struct AuditRow {
     pub target: Option<String>,
     pub client_addr: Option<String>,
     pub detail: Option<String>,
+    /// The user name typed at a failed login (never an identity).
+    pub attempted: Option<String>,
+    /// How many events of one window this row stands for.
+    pub count: i64,
 }
 
 /// Filters for listing audit events.

@@ -1116,14 +1116,15 @@ async fn mount_needs_pull_on_the_source_else_it_is_a_plain_upload() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    // Only a server admin's push creates a namespace; anyone else learns it does not exist.
+    // Only a server admin's push creates a namespace; anyone else is denied, exactly as in a
+    // namespace that exists but is not theirs (no oracle of taken names).
     let r = robot
         .post(s.url("/v2/nowhere/app/blobs/uploads/"))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    assert_eq!(error_code(r).await, "NAME_UNKNOWN");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(error_code(r).await, "DENIED");
     let (_, ns) = Api::admin(&s).get("/namespaces/nowhere").await;
     assert_eq!(ns["error"]["code"], "not_found");
 }

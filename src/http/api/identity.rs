@@ -114,9 +114,13 @@ pub(super) async fn delete_user(
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct NewPassword {
     password: String,
+    /// Required when users change their own password (server admins setting another user's
+    /// password do not need it).
+    #[serde(default, alias = "current_password")]
+    current_password: Option<String>,
 }
 
 pub(super) async fn set_password(
@@ -130,12 +134,27 @@ pub(super) async fn set_password(
         caller.require_admin()?;
     }
     let body: NewPassword = parse_body(&body)?;
-    if body.password.len() < 8 {
-        return Err(ApiError::Invalid(
-            "passwords must have at least 8 characters".into(),
-        ));
-    }
+    crate::iam::password::check_policy(&body.password).map_err(ApiError::Invalid)?;
     blocking(&state, move |st| {
+        if own {
+            // Whoever holds a session or key of this user must still prove the password: the
+            // check counts against the failure limits like any login.
+            let current = body.current_password.as_deref().ok_or_else(|| {
+                ApiError::Invalid("changing your own password needs currentPassword".into())
+            })?;
+            let login = st
+                .auth
+                .login(&user, current, &caller.client)
+                .map_err(|e| match e {
+                    crate::auth::AuthError::Invalid => {
+                        ApiError::Forbidden("the current password is wrong".into())
+                    }
+                    e => e.into(),
+                })?;
+            if !login.lineage.password_backed() {
+                return Err(ApiError::Forbidden("the current password is wrong".into()));
+            }
+        }
         st.auth.iam().set_password(&user, &body.password)?;
         audit_change(st, &caller, "user.password", format!("user/{user}"));
         Ok(StatusCode::NO_CONTENT.into_response())

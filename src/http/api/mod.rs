@@ -11,6 +11,8 @@ mod identity;
 mod robots;
 mod session;
 
+pub(crate) use session::{open_session, rotate as rotate_refresh, session_login};
+
 use axum::Router;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -20,7 +22,7 @@ use serde_json::json;
 
 use super::RouteName;
 use super::access::{Presented, client_info, presented};
-use crate::auth::{AuthError, ClientInfo, Principal};
+use crate::auth::{AuthError, ClientInfo, Lineage, Login, Principal};
 use crate::policy::Grants;
 use crate::server::AppState;
 
@@ -54,6 +56,9 @@ api_routes! {
     post "/auth/logout" => session::logout, "Revoke a refresh token", 204;
     get "/auth/whoami" => session::whoami, "Who the caller is", 200;
     post "/auth/access-token" => session::access_token, "A short-lived access token for the calling user (login user name iambearer)", 200;
+    get "/sessions" => session::list_sessions, "List the caller's sessions (refresh-token families) with where they came from", 200;
+    delete "/sessions" => session::revoke_all_sessions, "End all of the caller's sessions and their access tokens", 204;
+    delete "/sessions/{id}" => session::revoke_session, "End one of the caller's sessions and its access tokens", 204;
     get "/users" => identity::list_users, "List users (server admins)", 200;
     post "/users" => identity::create_user, "Create a user (server admins)", 201;
     get "/users/{user}" => identity::get_user, "Get a user (the user or a server admin)", 200;
@@ -234,6 +239,7 @@ impl From<crate::iam::Error> for ApiError {
             E::NotFound(m) => ApiError::NotFound(m),
             E::Conflict(m) => ApiError::Conflict(m),
             E::Invalid(m) => ApiError::Invalid(m),
+            E::Busy(_) => ApiError::RateLimited(std::time::Duration::from_secs(1)),
             e @ (E::Store(_) | E::Random(_)) => ApiError::Internal(e.to_string()),
         }
     }
@@ -245,6 +251,8 @@ pub(crate) type ApiResult<T = Response> = Result<T, ApiError>;
 #[derive(Clone)]
 pub(crate) struct ApiCaller {
     pub(crate) principal: Principal,
+    /// What the caller's authority came from (a password, a credential, a session family).
+    pub(crate) lineage: Lineage,
     pub(crate) grants: Grants,
     pub(crate) client: ClientInfo,
 }
@@ -260,8 +268,8 @@ impl FromRequestParts<AppState> for ApiCaller {
         let creds = presented(&parts.headers);
         let st = state.clone();
         let c = client.clone();
-        let (principal, grants) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-            let principal = match creds {
+        let (login, grants) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+            let login: Login = match creds {
                 Presented::Bearer(jwt) => {
                     let claims = st
                         .auth
@@ -269,19 +277,20 @@ impl FromRequestParts<AppState> for ApiCaller {
                         .verify(&jwt, &st.auth.api_audience)
                         .map_err(|_| ApiError::Unauthorized)?;
                     st.auth
-                        .principal_from_subject(&claims.sub)?
+                        .login_from_claims(&claims)?
                         .ok_or(ApiError::Unauthorized)?
                 }
                 Presented::Basic(u, p) => st.auth.login(&u, &p, &c)?,
                 Presented::None | Presented::Malformed => return Err(ApiError::Unauthorized),
             };
-            let grants = st.auth.grants(&principal)?;
-            Ok((principal, grants))
+            let grants = st.auth.grants(&login.principal)?;
+            Ok((login, grants))
         })
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
         Ok(ApiCaller {
-            principal,
+            principal: login.principal,
+            lineage: login.lineage,
             grants,
             client,
         })
@@ -328,6 +337,36 @@ impl ApiCaller {
             Err(ApiError::Forbidden(format!(
                 "not allowed to {verb} {resource} in {org:?}"
             )))
+        }
+    }
+
+    /// **No escalation**: the caller may create or replace an object that grants `rules` within
+    /// `scope` of `org` only if it already holds all of it there (`policy::may_grant`).
+    pub(crate) fn require_holds(
+        &self,
+        org: &str,
+        scope: &crate::policy::BindingScope,
+        rules: &[crate::policy::Rule],
+    ) -> ApiResult<()> {
+        if crate::policy::may_grant(&self.grants, org, scope, rules) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "not allowed to grant access you do not hold yourself in {org:?}"
+            )))
+        }
+    }
+
+    /// The lineage recorded on a long-lived credential this caller creates: it ends with the
+    /// credential the caller came from, and with the robot that made it.
+    pub(crate) fn origin(&self) -> crate::iam::Origin {
+        crate::iam::Origin {
+            source: self.lineage.credential_root(),
+            family: None,
+            creator: match &self.principal {
+                Principal::Robot { id, .. } => Some(format!("robot:{id}")),
+                _ => None,
+            },
         }
     }
 

@@ -183,7 +183,7 @@ pub(super) async fn create_robot_token(
     crate::iam::check_name("token", &name)?;
     let ttl = expiry(body.expires_in.as_deref())?;
     blocking(&state, move |st| {
-        let r = st.auth.iam().robot(&org, &robot)?;
+        let r = robot_you_may_mint_for(st, &caller, &org, &robot)?;
         let new = st.auth.iam().create_credential(
             SecretKind::RobotToken,
             Owner::Robot(r.id),
@@ -191,6 +191,7 @@ pub(super) async fn create_robot_token(
             ttl,
             false,
             body.description.as_deref(),
+            &caller.origin(),
         )?;
         audit_change(
             st,
@@ -204,6 +205,28 @@ pub(super) async fn create_robot_token(
         Ok(json_response(StatusCode::CREATED, v))
     })
     .await
+}
+
+/// The robot `org/robot`, if the caller may mint a credential for it: a credential acts with all
+/// of the robot's access, so the caller must already hold all of it (**no escalation**).
+fn robot_you_may_mint_for(
+    st: &AppState,
+    caller: &ApiCaller,
+    org: &str,
+    robot: &str,
+) -> ApiResult<RobotRow> {
+    let r = st.auth.iam().robot(org, robot)?;
+    let robot_grants = st.auth.grants(&Principal::Robot {
+        id: r.id,
+        org: r.org.clone(),
+        name: r.name.clone(),
+    })?;
+    if !crate::policy::may_grant_all(&caller.grants, org, &robot_grants) {
+        return Err(ApiError::Forbidden(format!(
+            "robot {robot:?} holds access you do not hold yourself in {org:?}; a credential for it would give you more"
+        )));
+    }
+    Ok(r)
 }
 
 /// Deletes a credential of `owner` (and nothing else: an id of another owner is not found).
@@ -267,7 +290,7 @@ pub(super) async fn create_robot_key(
     let body: NewNamed = optional_body(&body)?;
     let ttl = expiry(body.expires_in.as_deref())?;
     blocking(&state, move |st| {
-        let r = st.auth.iam().robot(&org, &robot)?;
+        let r = robot_you_may_mint_for(st, &caller, &org, &robot)?;
         let new = st.auth.iam().create_credential(
             SecretKind::ApiKey,
             Owner::Robot(r.id),
@@ -275,6 +298,7 @@ pub(super) async fn create_robot_key(
             ttl,
             false,
             body.description.as_deref(),
+            &caller.origin(),
         )?;
         audit_change(
             st,
@@ -343,6 +367,7 @@ pub(super) async fn create_own_key(
             ttl,
             false,
             body.description.as_deref(),
+            &caller.origin(),
         )?;
         audit_change(
             st,
@@ -416,16 +441,22 @@ pub(super) async fn create_registry_token(
         .unwrap_or(false);
     let permanent = truthy(q.get("permanent")).unwrap_or(false);
     let description = body.description.or_else(|| q.get("description").cloned());
-    // A registry token reaches every namespace of the organization: its creator must hold that
-    // much already (pull for read-only, push for read-write), and a token cannot mint tokens.
+    // A registry token is a long-lived credential of the organization: its creator must be
+    // allowed to manage credentials there (Manager; a Reader or Writer mints nothing
+    // long-lived), and it reaches every namespace, so the creator must hold that much already
+    // (pull for read-only, push for read-write). A registry token cannot mint tokens.
     let need = if readwrite {
         crate::policy::Action::Push
     } else {
         crate::policy::Action::Pull
     };
-    if matches!(caller.principal, Principal::RegistryToken { .. })
-        || !crate::policy::org_wide_actions(&caller.grants, &org).contains(need)
-    {
+    if matches!(caller.principal, Principal::RegistryToken { .. }) {
+        return Err(ApiError::Forbidden(
+            "a registry token cannot create registry tokens".into(),
+        ));
+    }
+    caller.require_manage(&org, "credentials", "create", "registry-token")?;
+    if !crate::policy::org_wide_actions(&caller.grants, &org).contains(need) {
         return Err(ApiError::Forbidden(format!(
             "a {} registry token for {org:?} needs {} access to the whole organization",
             if readwrite { "read-write" } else { "read-only" },
@@ -442,6 +473,7 @@ pub(super) async fn create_registry_token(
             ttl,
             readwrite,
             description.as_deref(),
+            &caller.origin(),
         )?;
         audit_change(
             st,

@@ -1,17 +1,23 @@
 //! Sessions: `POST /auth/login` (password → access token + refresh token), `POST /auth/refresh`
-//! (rotates the refresh token), `POST /auth/logout` (revokes it), `GET /auth/whoami`.
+//! (rotates the refresh token), `POST /auth/logout` (ends its family), `GET /auth/whoami`, and
+//! `GET/DELETE /sessions` (list and end the caller's sessions).
+//!
+//! Invariant: a session (refresh-token family) records what it came from (a password epoch or a
+//! credential) and ends with it; rotation marks the used token, so one refresh wins a race and a
+//! reused token ends its family.
 
-use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ApiCaller, ApiError, ApiResult, blocking, json_response, parse_body};
-use crate::auth::Principal;
+use super::identity::audit_change;
+use super::{ApiCaller, ApiError, ApiResult, blocking, json_response, parse_body, time};
+use crate::auth::{ClientInfo, Lineage, Login, Principal};
 use crate::http::token::REFRESH_TOKEN_TTL;
-use crate::iam::{AuditEvent, Owner, Secret, SecretKind};
+use crate::iam::{AuditEvent, NewCredential, Origin, Owner, Secret, SecretKind};
+use crate::store::CredentialRow;
 use crate::server::AppState;
 
 #[derive(Deserialize)]
@@ -25,27 +31,55 @@ struct RefreshBody {
     refresh_token: String,
 }
 
-/// Issues an access token and a new refresh token for a user.
-/// A short-lived access token (audience: the management API) for user `name`, and its lifetime.
-fn access(st: &AppState, name: &str) -> ApiResult<(String, i64)> {
+/// A short-lived access token (audience: the management API) for `login`, and its lifetime. It
+/// names the login's lineage, so it ends with whatever the login came from.
+pub(crate) fn access(st: &AppState, login: &Login) -> ApiResult<(String, i64)> {
     let (jwt, claims) = st
         .auth
         .tokens()
-        .issue(&format!("user:{name}"), &st.auth.api_audience, Vec::new())
+        .issue(
+            &login.principal.subject(),
+            &st.auth.api_audience,
+            Vec::new(),
+            login.lineage.token_keys(&login.principal),
+        )
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok((jwt, claims.exp - claims.iat))
 }
 
-fn session(st: &AppState, user_id: i64, name: &str) -> ApiResult<serde_json::Value> {
-    let (jwt, expires_in) = access(st, name)?;
-    let refresh = st.auth.iam().create_credential(
+/// Opens a session for a user's login: a new refresh-token family whose source is what the
+/// login came from, and an access token of that family.
+pub(crate) fn open_session(st: &AppState, user_id: i64, login: &Login) -> ApiResult<NewCredential> {
+    Ok(st.auth.iam().create_credential(
         SecretKind::RefreshToken,
         Owner::User(user_id),
         Some("session"),
         Some(REFRESH_TOKEN_TTL),
         false,
         None,
-    )?;
+        &Origin {
+            source: login.lineage.root(),
+            family: None,
+            creator: None,
+        },
+    )?)
+}
+
+/// The login a session's tokens carry: the family, then the family's source.
+pub(crate) fn session_login(login: &Login, refresh: &CredentialRow) -> Login {
+    let family = refresh.family.clone().unwrap_or_else(|| refresh.id.clone());
+    Login {
+        principal: login.principal.clone(),
+        lineage: Lineage(
+            std::iter::once(format!("fam:{family}"))
+                .chain(refresh.source.clone())
+                .collect(),
+        ),
+    }
+}
+
+fn session_json(st: &AppState, login: &Login, refresh: &NewCredential) -> ApiResult<serde_json::Value> {
+    let (jwt, expires_in) = access(st, &session_login(login, &refresh.row))?;
     Ok(json!({
         "access_token": jwt,
         "refresh_token": refresh.secret.expose(),
@@ -65,8 +99,8 @@ pub(super) async fn login(
         .map_err(|e| ApiError::Invalid(e.to_string()))?;
     let body: LoginBody = parse_body(&body)?;
     blocking(&state, move |st| {
-        let principal = st.auth.login(&body.username, &body.password, &client)?;
-        let Principal::User { id, name, .. } = principal else {
+        let login = st.auth.login(&body.username, &body.password, &client)?;
+        let Principal::User { id, name, .. } = &login.principal else {
             return Err(ApiError::Invalid(
                 "log in with a user name and password; robots use their tokens directly".into(),
             ));
@@ -78,63 +112,183 @@ pub(super) async fn login(
             client_addr: client.addr.map(|a| a.to_string()),
             ..AuditEvent::default()
         });
-        Ok(json_response(StatusCode::OK, session(st, id, &name)?))
+        let refresh = open_session(st, *id, &login)?;
+        Ok(json_response(StatusCode::OK, session_json(st, &login, &refresh)?))
     })
     .await
 }
 
-/// Checks a refresh token and returns its credential id and user.
-fn check_refresh(st: &AppState, token: &str) -> ApiResult<(String, i64, String)> {
-    let secret = Secret::parse(token)
-        .filter(|s| s.kind() == SecretKind::RefreshToken)
-        .ok_or(ApiError::Unauthorized)?;
+/// Rotates a refresh token presented by a caller: checks it (limits, reuse detection), marks it
+/// used and returns the login with its successor. A token already used is refused (401), and
+/// presenting it again ends the family.
+pub(crate) fn rotate(
+    st: &AppState,
+    token: &str,
+    client: &ClientInfo,
+) -> ApiResult<(Login, NewCredential)> {
+    let login = st.auth.login("iamrefresh", token, client)?;
+    let secret = Secret::parse(token).ok_or(ApiError::Unauthorized)?;
     let row = st
         .auth
         .iam()
-        .verify_secret(&secret)?
+        .credential(&secret.id().to_string())?
         .ok_or(ApiError::Unauthorized)?;
-    let user_id = row.user_id.ok_or(ApiError::Unauthorized)?;
-    let user = st
+    let next = st
         .auth
         .iam()
-        .meta()
-        .read(|r| r.user_by_id(user_id))
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let user = user.ok_or(ApiError::Unauthorized)?;
-    Ok((row.id, user.id, user.name))
+        .rotate_refresh(&row, REFRESH_TOKEN_TTL)?
+        .ok_or(ApiError::Unauthorized)?;
+    Ok((login, next))
 }
 
-pub(super) async fn refresh(State(state): State<AppState>, body: Bytes) -> ApiResult<Response> {
+fn request_client(headers: &axum::http::request::Parts) -> ClientInfo {
+    crate::http::access::client_info(headers)
+}
+
+pub(super) async fn refresh(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+) -> ApiResult<Response> {
+    let (parts, body) = req.into_parts();
+    let client = request_client(&parts);
+    let body = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
     let body: RefreshBody = parse_body(&body)?;
     blocking(&state, move |st| {
-        let (id, user_id, name) = check_refresh(st, &body.refresh_token)?;
-        // Rotation: the old refresh token stops working as the new one is issued.
-        st.auth.iam().delete_credential(&id)?;
+        let (login, next) = rotate(st, &body.refresh_token, &client)?;
         st.auth.audit(AuditEvent {
-            actor: Some(format!("user:{name}")),
+            actor: Some(login.principal.subject()),
             action: "session.refresh",
             success: true,
+            client_addr: client.addr.map(|a| a.to_string()),
             ..AuditEvent::default()
         });
-        Ok(json_response(StatusCode::OK, session(st, user_id, &name)?))
+        Ok(json_response(StatusCode::OK, session_json(st, &login, &next)?))
     })
     .await
 }
 
-pub(super) async fn logout(State(state): State<AppState>, body: Bytes) -> ApiResult<Response> {
+pub(super) async fn logout(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+) -> ApiResult<Response> {
+    let (parts, body) = req.into_parts();
+    let client = request_client(&parts);
+    let body = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
     let body: RefreshBody = parse_body(&body)?;
     blocking(&state, move |st| {
-        let (id, _, name) = check_refresh(st, &body.refresh_token)?;
-        st.auth.iam().delete_credential(&id)?;
+        let login = st.auth.login("iamrefresh", &body.refresh_token, &client)?;
+        if let Some(family) = login.lineage.0.iter().find_map(|k| k.strip_prefix("fam:")) {
+            st.auth.iam().revoke_family(family)?;
+        }
         st.auth.audit(AuditEvent {
-            actor: Some(format!("user:{name}")),
+            actor: Some(login.principal.subject()),
             action: "logout",
             success: true,
+            client_addr: client.addr.map(|a| a.to_string()),
             ..AuditEvent::default()
         });
         Ok(axum::response::IntoResponse::into_response(
             StatusCode::NO_CONTENT,
         ))
+    })
+    .await
+}
+
+fn own_user_id(caller: &ApiCaller) -> ApiResult<i64> {
+    match &caller.principal {
+        Principal::User { id, .. } => Ok(*id),
+        _ => Err(ApiError::Forbidden("only users have sessions".into())),
+    }
+}
+
+/// The caller's live sessions, one entry per refresh-token family.
+pub(super) async fn list_sessions(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+) -> ApiResult<Response> {
+    let uid = own_user_id(&caller)?;
+    blocking(&state, move |st| {
+        let current = caller
+            .lineage
+            .0
+            .iter()
+            .find_map(|k| k.strip_prefix("fam:"))
+            .map(str::to_owned);
+        let list: Vec<_> = st
+            .auth
+            .iam()
+            .sessions(uid)?
+            .iter()
+            .map(|c| {
+                let family = c.family.clone().unwrap_or_else(|| c.id.clone());
+                let source = match c.source.as_deref() {
+                    Some(s) if s.starts_with("pw:") => json!({ "kind": "password" }),
+                    Some(s) => json!({ "kind": "credential", "id": s.strip_prefix("cred:") }),
+                    None => json!({ "kind": "unknown" }),
+                };
+                json!({
+                    "id": family,
+                    "name": c.name,
+                    "source": source,
+                    "refreshed": time(Some(c.created_at)),
+                    "expires": time(c.expires_at),
+                    "lastUsed": c.last_used_at.map(|at| json!({
+                        "at": time(Some(at)), "address": c.last_used_addr, "userAgent": c.last_used_agent,
+                    })),
+                    "current": current.as_deref() == Some(family.as_str()),
+                })
+            })
+            .collect();
+        Ok(json_response(StatusCode::OK, json!({ "sessions": list })))
+    })
+    .await
+}
+
+pub(super) async fn revoke_session(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let uid = own_user_id(&caller)?;
+    blocking(&state, move |st| {
+        let mine = st
+            .auth
+            .iam()
+            .sessions(uid)?
+            .iter()
+            .any(|c| c.family.as_deref() == Some(id.as_str()));
+        if !mine {
+            return Err(ApiError::NotFound(format!("session {id:?} not found")));
+        }
+        st.auth.iam().revoke_family(&id)?;
+        audit_change(st, &caller, "session.revoke", format!("session/{id}"));
+        Ok(axum::response::IntoResponse::into_response(StatusCode::NO_CONTENT))
+    })
+    .await
+}
+
+pub(super) async fn revoke_all_sessions(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+) -> ApiResult<Response> {
+    let uid = own_user_id(&caller)?;
+    blocking(&state, move |st| {
+        let families: std::collections::BTreeSet<String> = st
+            .auth
+            .iam()
+            .sessions(uid)?
+            .into_iter()
+            .filter_map(|c| c.family)
+            .collect();
+        for f in &families {
+            st.auth.iam().revoke_family(f)?;
+        }
+        audit_change(st, &caller, "session.revoke", format!("{}/sessions", caller.subject()));
+        Ok(axum::response::IntoResponse::into_response(StatusCode::NO_CONTENT))
     })
     .await
 }
@@ -172,12 +326,18 @@ pub(super) async fn access_token(
     State(state): State<AppState>,
     caller: ApiCaller,
 ) -> ApiResult<Response> {
-    let Principal::User { name, .. } = &caller.principal else {
+    if !matches!(&caller.principal, Principal::User { .. }) {
         return Err(ApiError::Forbidden(
             "access tokens are for users; robots use their tokens".into(),
         ));
-    };
-    let (jwt, expires_in) = access(&state, name)?;
+    }
+    let (jwt, expires_in) = access(
+        &state,
+        &Login {
+            principal: caller.principal.clone(),
+            lineage: caller.lineage.clone(),
+        },
+    )?;
     Ok(json_response(
         StatusCode::OK,
         json!({ "access_token": jwt, "expires_in": expires_in, "token_type": "Bearer" }),

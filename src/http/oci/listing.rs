@@ -79,14 +79,14 @@ pub(super) async fn catalog(
     let (st, last) = (state.clone(), last.map(str::to_owned));
     let (grants, sub) = match caller {
         Caller::Principal(_, g) => (Some(g.clone()), None),
-        Caller::Token(c) => (None, Some(c.sub.clone())),
+        Caller::Token(c) => (None, Some(c.clone())),
     };
     let repos = tokio::task::spawn_blocking(move || -> Result<Vec<String>, OciError> {
         let internal = |e: crate::auth::AuthError| OciError::Internal(e.to_string());
         let grants = match (grants, sub) {
             (Some(g), _) => g,
-            (None, Some(sub)) => match st.auth.principal_from_subject(&sub).map_err(internal)? {
-                Some(p) => st.auth.grants(&p).map_err(internal)?,
+            (None, Some(claims)) => match st.auth.login_from_claims(&claims).map_err(internal)? {
+                Some(l) => st.auth.grants(&l.principal).map_err(internal)?,
                 None => crate::policy::Grants::default(),
             },
             (None, None) => crate::policy::Grants::default(),

@@ -129,18 +129,9 @@ async fn authorize(state: &AppState, route: &OciRoute, caller: &Caller) -> Resul
                 scope: Some(scope_for(repo.as_str(), action)),
                 insufficient: false,
             },
-            Caller::Principal(..) => {
-                let repo = repo.clone();
-                let exists = blocking(state, move |st| {
-                    Ok(access::namespace_info(st, policy::namespace_of(repo.as_str()))?.is_some())
-                })
-                .await?;
-                if exists {
-                    Denial::Denied
-                } else {
-                    Denial::NameUnknown
-                }
-            }
+            // The same answer whether or not the namespace exists: a caller that may not act
+            // there does not learn which names are taken.
+            Caller::Principal(..) => Denial::Denied,
         });
     }
     if matches!(
@@ -195,7 +186,7 @@ async fn ensure_namespace(
     }
     let ns = policy::namespace_of(repo.as_str()).to_owned();
     let sub = match caller {
-        Caller::Token(c) => Some(c.sub.clone()),
+        Caller::Token(c) => Some(c.clone()),
         Caller::Principal(..) => None,
     };
     let admin_principal = matches!(
@@ -209,8 +200,8 @@ async fn ensure_namespace(
         }
         let admin = admin_principal
             || match sub {
-                Some(sub) => matches!(
-                    st.auth.principal_from_subject(&sub)?,
+                Some(claims) => matches!(
+                    st.auth.login_from_claims(&claims)?.map(|l| l.principal),
                     Some(Principal::User { admin: true, .. })
                 ),
                 None => false,

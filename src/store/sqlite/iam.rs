@@ -16,9 +16,10 @@ fn user(r: &Row<'_>) -> rusqlite::Result<UserRow> {
         password_hash: r.get(2)?,
         admin: r.get(3)?,
         created_at: r.get(4)?,
+        password_epoch: r.get(5)?,
     })
 }
-const USER_COLS: &str = "id, name, password_hash, admin, created_at";
+const USER_COLS: &str = "id, name, password_hash, admin, created_at, password_epoch";
 
 fn org(r: &Row<'_>) -> rusqlite::Result<OrgRow> {
     Ok(OrgRow {
@@ -57,10 +58,13 @@ fn credential(r: &Row<'_>) -> rusqlite::Result<CredentialRow> {
         last_used_at: r.get(12)?,
         last_used_addr: r.get(13)?,
         last_used_agent: r.get(14)?,
+        source: r.get(15)?,
+        family: r.get(16)?,
+        creator: r.get(17)?,
     })
 }
 const CREDENTIAL_COLS: &str = "id, kind, name, user_id, robot_id, org_id, secret_hash, readwrite, description, \
-     created_at, expires_at, revoked_at, last_used_at, last_used_addr, last_used_agent";
+     created_at, expires_at, revoked_at, last_used_at, last_used_addr, last_used_agent, source, family, creator";
 
 fn binding(r: &Row<'_>) -> rusqlite::Result<BindingRow> {
     Ok(BindingRow {
@@ -168,11 +172,11 @@ impl Reader<'_> {
     /// Members of an organization: (user, role).
     pub fn members_of_org(&self, org_id: i64) -> Result<Vec<(UserRow, String)>> {
         let mut st = self.conn.prepare_cached(
-            "SELECT u.id, u.name, u.password_hash, u.admin, u.created_at, m.role FROM memberships m
+            "SELECT u.id, u.name, u.password_hash, u.admin, u.created_at, u.password_epoch, m.role FROM memberships m
              JOIN users u ON u.id = m.user_id WHERE m.org_id = ?1 ORDER BY u.name",
         )?;
         Ok(st
-            .query_map([org_id], |r| Ok((user(r)?, r.get(5)?)))?
+            .query_map([org_id], |r| Ok((user(r)?, r.get(6)?)))?
             .collect::<Result<_, _>>()?)
     }
 
@@ -272,9 +276,30 @@ impl Reader<'_> {
             .collect::<Result<_, _>>()?)
     }
 
+    /// Revocation keys added after `seq`, with their sequence numbers.
+    pub fn revocations_since(&self, seq: i64) -> Result<Vec<(i64, String)>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT seq, key FROM revocations WHERE seq > ?1 ORDER BY seq")?;
+        Ok(st
+            .query_map([seq], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Refresh tokens of a user that are still live, newest first.
+    pub fn sessions_of_user(&self, user_id: i64) -> Result<Vec<CredentialRow>> {
+        let mut st = self.conn.prepare_cached(&format!(
+            "SELECT {CREDENTIAL_COLS} FROM credentials WHERE user_id = ?1 AND kind = 'refresh_token'
+             AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2) ORDER BY created_at DESC, id"
+        ))?;
+        Ok(st
+            .query_map(params![user_id, now()], credential)?
+            .collect::<Result<_, _>>()?)
+    }
+
     pub fn audit_events(&self, f: &AuditFilter) -> Result<Vec<AuditRow>> {
         let mut st = self.conn.prepare_cached(
-            "SELECT id, at, actor, action, outcome, target, client_addr, detail FROM audit_events
+            "SELECT id, at, actor, action, outcome, target, client_addr, detail, attempted, count FROM audit_events
              WHERE (?1 IS NULL OR actor = ?1) AND (?2 IS NULL OR action = ?2) AND (?3 IS NULL OR outcome = ?3)
              AND (?4 IS NULL OR at >= ?4) AND (?5 IS NULL OR id < ?5)
              ORDER BY id DESC LIMIT ?6",
@@ -298,6 +323,8 @@ impl Reader<'_> {
                     target: r.get(5)?,
                     client_addr: r.get(6)?,
                     detail: r.get(7)?,
+                    attempted: r.get(8)?,
+                    count: r.get(9)?,
                 })
             },
         )?;
@@ -316,12 +343,15 @@ impl Writer<'_> {
     pub fn set_password(&self, user_id: i64, password_hash: &str) -> Result<bool> {
         Ok(self
             .tx
-            .prepare_cached("UPDATE users SET password_hash = ?2 WHERE id = ?1")?
+            .prepare_cached(
+                "UPDATE users SET password_hash = ?2, password_epoch = password_epoch + 1 WHERE id = ?1",
+            )?
             .execute(params![user_id, password_hash])?
             > 0)
     }
 
-    /// Deletes a user with its memberships, bindings and credentials.
+    /// Deletes a user with its memberships, bindings and credentials (and everything derived
+    /// from them); the user's id is revoked for bearer tokens.
     pub fn delete_user(&self, user_id: i64) -> Result<bool> {
         self.tx
             .execute("DELETE FROM memberships WHERE user_id = ?1", [user_id])?;
@@ -329,8 +359,8 @@ impl Writer<'_> {
             "DELETE FROM bindings WHERE subject_kind = 'user' AND subject_id = ?1",
             [user_id],
         )?;
-        self.tx
-            .execute("DELETE FROM credentials WHERE user_id = ?1", [user_id])?;
+        self.delete_credentials_where("user_id = ?1", user_id)?;
+        self.revoke(&format!("user:{user_id}"))?;
         Ok(self
             .tx
             .execute("DELETE FROM users WHERE id = ?1", [user_id])?
@@ -344,17 +374,32 @@ impl Writer<'_> {
         Ok(self.tx.last_insert_rowid())
     }
 
-    /// Deletes an organization and everything it owns except repository content (namespaces go,
-    /// so their repositories become unreachable until a namespace of that name exists again).
+    /// Deletes an organization and everything it owns: robots (with their credentials), the
+    /// registry tokens, memberships, roles, bindings, and its namespaces with their repositories
+    /// (whose blobs GC then collects). A re-created name starts empty.
     pub fn delete_org(&self, org_id: i64) -> Result<bool> {
-        self.tx.execute(
-            "DELETE FROM credentials WHERE org_id = ?1 OR robot_id IN (SELECT id FROM robots WHERE org_id = ?1)",
-            [org_id],
-        )?;
-        for table in ["robots", "memberships", "roles", "bindings", "namespaces"] {
+        let robots: Vec<i64> = self
+            .tx
+            .prepare("SELECT id FROM robots WHERE org_id = ?1")?
+            .query_map([org_id], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for id in robots {
+            self.delete_robot(id)?;
+        }
+        self.delete_credentials_where("org_id = ?1", org_id)?;
+        let namespaces: Vec<String> = self
+            .tx
+            .prepare("SELECT name FROM namespaces WHERE org_id = ?1")?
+            .query_map([org_id], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for ns in namespaces {
+            self.delete_namespace(&ns)?;
+        }
+        for table in ["memberships", "roles", "bindings"] {
             self.tx
                 .execute(&format!("DELETE FROM {table} WHERE org_id = ?1"), [org_id])?;
         }
+        self.revoke(&format!("org:{org_id}"))?;
         Ok(self
             .tx
             .execute("DELETE FROM orgs WHERE id = ?1", [org_id])?
@@ -378,7 +423,23 @@ impl Writer<'_> {
             > 0)
     }
 
+    /// Deletes a namespace with its repositories (content goes to GC) and the bindings scoped to
+    /// it, so that a namespace or organization created later under the name starts empty.
     pub fn delete_namespace(&self, name: &str) -> Result<bool> {
+        let prefix = format!("{name}/");
+        let org_id: Option<i64> = self
+            .tx
+            .query_row("SELECT org_id FROM namespaces WHERE name = ?1", [name], |r| r.get(0))
+            .optional()?;
+        let Some(org_id) = org_id else {
+            return Ok(false);
+        };
+        self.delete_repositories_in(name)?;
+        self.tx.execute(
+            "DELETE FROM bindings WHERE org_id = ?1 AND ((scope_kind = 'namespace' AND scope = ?2)
+             OR (scope_kind = 'repository' AND substr(scope, 1, length(?3)) = ?3))",
+            params![org_id, name, prefix],
+        )?;
         Ok(self
             .tx
             .prepare_cached("DELETE FROM namespaces WHERE name = ?1")?
@@ -412,23 +473,87 @@ impl Writer<'_> {
     }
 
     /// Deletes a robot with its credentials and bindings.
+    /// Deletes a robot with its credentials, the credentials it created, and its bindings; its
+    /// id is revoked for bearer tokens.
     pub fn delete_robot(&self, robot_id: i64) -> Result<bool> {
-        self.tx
-            .execute("DELETE FROM credentials WHERE robot_id = ?1", [robot_id])?;
+        self.delete_credentials_where("robot_id = ?1", robot_id)?;
+        self.delete_credentials_where("creator = 'robot:' || ?1", robot_id)?;
         self.tx.execute(
             "DELETE FROM bindings WHERE subject_kind = 'robot' AND subject_id = ?1",
             [robot_id],
         )?;
+        self.revoke(&format!("robot:{robot_id}"))?;
         Ok(self
             .tx
             .execute("DELETE FROM robots WHERE id = ?1", [robot_id])?
             > 0)
     }
 
+    /// Deletes every credential matching `condition` (on `?1` = `arg`) with its descendants.
+    fn delete_credentials_where(&self, condition: &str, arg: i64) -> Result<()> {
+        let ids: Vec<String> = self
+            .tx
+            .prepare(&format!("SELECT id FROM credentials WHERE {condition}"))?
+            .query_map([arg], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for id in ids {
+            self.delete_credential(&id)?;
+        }
+        Ok(())
+    }
+
+    /// Adds a key to the revocation log.
+    pub fn revoke(&self, key: &str) -> Result<()> {
+        self.tx
+            .prepare_cached("INSERT INTO revocations (key, at) VALUES (?1, ?2)")?
+            .execute(params![key, now()])?;
+        Ok(())
+    }
+
+    /// Ends a refresh-token family: every member is marked revoked (kept, so that a reuse is
+    /// recognised until it expires) and the family's bearer tokens are revoked.
+    pub fn revoke_family(&self, family: &str) -> Result<()> {
+        self.tx
+            .prepare_cached(
+                "UPDATE credentials SET revoked_at = ?2 WHERE family = ?1 AND revoked_at IS NULL",
+            )?
+            .execute(params![family, now()])?;
+        self.revoke(&format!("fam:{family}"))
+    }
+
+    /// Rotation: marks the refresh token `old` used and stores its successor, only if `old` was
+    /// still unused (two concurrent refreshes: exactly one wins).
+    pub fn rotate_refresh(&self, old: &str, new: &CredentialRow) -> Result<bool> {
+        let won = self
+            .tx
+            .prepare_cached(
+                "UPDATE credentials SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            )?
+            .execute(params![old, now()])?
+            > 0;
+        if won {
+            self.insert_credential(new)?;
+        }
+        Ok(won)
+    }
+
+    /// Removes revocation keys and spent refresh tokens older than `before`.
+    pub fn prune_revocations(&self, before: i64) -> Result<()> {
+        self.tx
+            .prepare_cached("DELETE FROM revocations WHERE at < ?1")?
+            .execute([before])?;
+        self.tx
+            .prepare_cached(
+                "DELETE FROM credentials WHERE kind = 'refresh_token' AND expires_at IS NOT NULL AND expires_at < ?1",
+            )?
+            .execute([before])?;
+        Ok(())
+    }
+
     pub fn insert_credential(&self, c: &CredentialRow) -> Result<()> {
         self.tx
             .prepare_cached(&format!(
-                "INSERT INTO credentials ({CREDENTIAL_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+                "INSERT INTO credentials ({CREDENTIAL_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
             ))?
             .execute(params![
                 c.id,
@@ -445,17 +570,54 @@ impl Writer<'_> {
                 c.revoked_at,
                 c.last_used_at,
                 c.last_used_addr,
-                c.last_used_agent
+                c.last_used_agent,
+                c.source,
+                c.family,
+                c.creator
             ])?;
         Ok(())
     }
 
+    /// Deletes a credential and everything that came from it (sessions, refresh-token families
+    /// and credentials created through it, recursively), and revokes their bearer tokens.
     pub fn delete_credential(&self, id: &str) -> Result<bool> {
-        Ok(self
+        let family: Vec<(String, Option<String>)> = self
             .tx
-            .prepare_cached("DELETE FROM credentials WHERE id = ?1")?
-            .execute([id])?
-            > 0)
+            .prepare_cached(
+                "WITH RECURSIVE tree(id) AS (
+                     SELECT id FROM credentials WHERE id = ?1
+                     UNION SELECT c.id FROM credentials c JOIN tree t ON c.source = 'cred:' || t.id
+                 )
+                 SELECT c.id, c.family FROM credentials c JOIN tree t ON c.id = t.id",
+            )?
+            .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        for (cid, fam) in &family {
+            self.revoke(&format!("cred:{cid}"))?;
+            if let Some(f) = fam {
+                self.revoke_family(f)?;
+            }
+            self.tx
+                .prepare_cached("DELETE FROM credentials WHERE id = ?1")?
+                .execute([cid])?;
+        }
+        Ok(family.iter().any(|(cid, _)| cid == id))
+    }
+
+    /// Ends every session opened with a password (`pw:<uid>:<epoch>`) or derived from a
+    /// credential (`cred:<id>`): the refresh tokens whose source it is, and its bearer tokens.
+    pub fn revoke_source(&self, key: &str) -> Result<()> {
+        let families: Vec<String> = self
+            .tx
+            .prepare_cached(
+                "SELECT DISTINCT family FROM credentials WHERE source = ?1 AND family IS NOT NULL",
+            )?
+            .query_map([key], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for f in families {
+            self.revoke_family(&f)?;
+        }
+        self.revoke(key)
     }
 
     /// Records when and from where a credential was last used (flushed in batches).
@@ -516,11 +678,11 @@ impl Writer<'_> {
             > 0)
     }
 
-    pub fn insert_audit(&self, e: &AuditRow) -> Result<()> {
+    pub fn insert_audit(&self, e: &AuditRow) -> Result<i64> {
         self.tx
             .prepare_cached(
-                "INSERT INTO audit_events (at, actor, action, outcome, target, client_addr, detail)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO audit_events (at, actor, action, outcome, target, client_addr, detail, attempted, count)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
                 e.at,
@@ -529,8 +691,20 @@ impl Writer<'_> {
                 e.outcome,
                 e.target,
                 e.client_addr,
-                e.detail
+                e.detail,
+                e.attempted,
+                e.count
             ])?;
+        Ok(self.tx.last_insert_rowid())
+    }
+
+    /// Adds to the count of an aggregated audit row.
+    pub fn add_audit_count(&self, id: i64, add: i64, attempted: Option<&str>) -> Result<()> {
+        self.tx
+            .prepare_cached(
+                "UPDATE audit_events SET count = count + ?2, attempted = COALESCE(?3, attempted) WHERE id = ?1",
+            )?
+            .execute(params![id, add, attempted])?;
         Ok(())
     }
 }

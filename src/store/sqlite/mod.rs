@@ -19,6 +19,7 @@ mod registry;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0001_init.sql"),
     include_str!("../../../migrations/sqlite/0002_identity.sql"),
+    include_str!("../../../migrations/sqlite/0003_security.sql"),
 ];
 
 /// Readers kept open for reuse; more are opened on demand under load.

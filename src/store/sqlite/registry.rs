@@ -166,6 +166,31 @@ impl Reader<'_> {
 }
 
 impl Writer<'_> {
+    /// Deletes every repository of namespace `ns` (the repository `ns` itself and `ns/…`) with
+    /// its tags, manifests, blob links and upload sessions. Blob files are left to GC, which
+    /// removes those no repository links any more.
+    pub fn delete_repositories_in(&self, ns: &str) -> Result<u64> {
+        let prefix = format!("{ns}/");
+        let ids: Vec<i64> = self
+            .tx
+            .prepare_cached(
+                "SELECT id FROM repositories WHERE name = ?1 OR substr(name, 1, length(?2)) = ?2",
+            )?
+            .query_map(params![ns, prefix], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for id in &ids {
+            for table in ["tags", "manifests", "manifest_refs", "repo_blobs", "uploads"] {
+                self.tx
+                    .prepare_cached(&format!("DELETE FROM {table} WHERE repo_id = ?1"))?
+                    .execute([id])?;
+            }
+            self.tx
+                .prepare_cached("DELETE FROM repositories WHERE id = ?1")?
+                .execute([id])?;
+        }
+        Ok(ids.len() as u64)
+    }
+
     pub fn ensure_repo(&self, name: &str) -> Result<i64> {
         if let Some(id) = self.reader().repo_id(name)? {
             return Ok(id);
