@@ -9,6 +9,7 @@
     clippy::panic
 )]
 
+mod attacks;
 mod authz_matrix;
 mod cli;
 mod clients;

@@ -410,6 +410,7 @@ pub(super) async fn audit(
                 json!({
                     "id": e.id, "time": time(Some(e.at)), "actor": e.actor, "action": e.action,
                     "outcome": e.outcome, "target": e.target, "clientAddress": e.client_addr, "detail": e.detail,
+                    "attempted": e.attempted, "count": e.count,
                 })
             })
             .collect();

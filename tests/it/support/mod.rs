@@ -215,6 +215,19 @@ pub fn anonymous_client() -> reqwest::Client {
 
 /// An HTTP client that sends Basic credentials on every request.
 pub fn basic_client(user: &str, secret: &str) -> reqwest::Client {
+    basic_builder(user, secret).build().unwrap()
+}
+
+/// A client with Basic credentials whose connections come from `source` (any 127.0.0.0/8
+/// address works on loopback), for per-address limits.
+pub fn basic_client_from(user: &str, secret: &str, source: &str) -> reqwest::Client {
+    basic_builder(user, secret)
+        .local_address(source.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+}
+
+fn basic_builder(user: &str, secret: &str) -> reqwest::ClientBuilder {
     use base64::Engine as _;
     let mut headers = reqwest::header::HeaderMap::new();
     let value = format!(
@@ -225,8 +238,6 @@ pub fn basic_client(user: &str, secret: &str) -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .default_headers(headers)
-        .build()
-        .unwrap()
 }
 
 pub fn sha256(bytes: &[u8]) -> String {

@@ -1,0 +1,892 @@
+//! Attacks on the identity core, each against the real binary: lock-outs aimed at others,
+//! credentials that outlive their source, names that resurrect content, escalation through
+//! custom roles, slow globs, login storms, connection exhaustion, bearer tokens after
+//! revocation, a forged or flooded audit trail, readable files, weak passwords, refresh races and
+//! existence oracles. Each test asserts the registry's answer (status and code), and a positive
+//! control shows the same path works for a caller who is allowed.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+/// The revocation bound: a revoked credential's tokens stop within this.
+const REVOCATION_BOUND: Duration = Duration::from_secs(30);
+
+/// GET /token with Basic credentials from `source`; the status.
+async fn token_status(s: &Server, user: &str, secret: &str, source: &str) -> StatusCode {
+    basic_client_from(user, secret, source)
+        .get(s.url("/token?service=berth&scope=repository:acme/app:pull"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// A registry (bearer) token for `user:secret` with pull on `repo`.
+async fn bearer_for(s: &Server, user: &str, secret: &str, repo: &str) -> String {
+    let r = basic_client(user, secret)
+        .get(s.url(&format!(
+            "/token?service=berth&scope=repository:{repo}:pull"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    v["token"].as_str().unwrap().to_owned()
+}
+
+/// The status of a manifest GET with `Authorization: Bearer jwt`.
+async fn pull_with_bearer(s: &Server, jwt: &str, repo: &str) -> StatusCode {
+    anonymous_client()
+        .get(s.url(&format!("/v2/{repo}/manifests/v1")))
+        .header("authorization", format!("Bearer {jwt}"))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// Polls `check` until it returns `want` or the bound passes; the time it took.
+async fn within<F, Fut>(bound: Duration, want: StatusCode, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = StatusCode>,
+{
+    let start = Instant::now();
+    loop {
+        let got = check().await;
+        if got == want {
+            return start.elapsed();
+        }
+        // Anything but the wanted answer must be the still-valid answer, never an error.
+        assert_eq!(got, StatusCode::OK, "unexpected answer while waiting for {want}");
+        assert!(start.elapsed() < bound, "still {got} after {bound:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The same secret with its last character changed: same embedded id, wrong secret.
+fn tampered(secret: &str) -> String {
+    let mut s = secret.to_owned();
+    let last = s.pop().unwrap();
+    s.push(if last == 'A' { 'B' } else { 'A' });
+    s
+}
+
+/// A server with org `acme` (owner alice), an image at `acme/app:v1`, and every kind of
+/// credential: alice's password, API key and access token, a Reader robot's token and API key,
+/// and a registry token.
+struct World {
+    s: Server,
+    alice: Api,
+    apikey: String,
+    access_token: String,
+    robot_token: (String, String),
+    robot_key: String,
+    registry_token: String,
+}
+
+async fn world() -> World {
+    let s = Server::start();
+    let session = user_session(&s, "alice", "alice-password-1").await;
+    let access_token = session["access_token"].as_str().unwrap().to_owned();
+    let alice = Api::bearer(&s, &access_token);
+    alice
+        .ok("POST", "/orgs", Some(json!({"name": "acme"})), StatusCode::CREATED)
+        .await;
+    push_image(&basic_client("alice", "alice-password-1"), &s, "acme/app", "v1", 1).await;
+    let apikey = alice
+        .ok("POST", "/apikeys", Some(json!({"name": "k"})), StatusCode::CREATED)
+        .await["apikey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rt = robot_with_token(&alice, "acme", "reader", "Reader", json!({})).await;
+    let (id, token) = rt.split_once(':').unwrap();
+    let robot_key = alice
+        .ok("POST", "/orgs/acme/robots/reader/apikeys", Some(json!({})), StatusCode::CREATED)
+        .await["apikey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, v) = alice
+        .call("POST", "/tokens?permanent=true", None, &[("organization", "acme")])
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    World {
+        s,
+        alice,
+        apikey,
+        access_token,
+        robot_token: (id.to_owned(), token.to_owned()),
+        robot_key,
+        registry_token: v["token"].as_str().unwrap().to_owned(),
+    }
+}
+
+#[tokio::test]
+async fn failed_logins_from_one_address_lock_out_nobody_else() {
+    let w = world().await;
+    let s = &w.s;
+    let attacker = "127.0.0.9";
+    // Every typed user name and every identity, with wrong secrets (the same embedded ids as
+    // the real ones, as from a leaked log), many times over the limits.
+    let bad: Vec<(String, String)> = vec![
+        ("token".into(), tampered(&w.registry_token)),
+        ("iamapikey".into(), tampered(&w.apikey)),
+        ("iamapikey".into(), tampered(&w.robot_key)),
+        ("iambearer".into(), "eyJnot.a.jwt".into()),
+        ("iamrefresh".into(), "bthf_garbage".into()),
+        (w.robot_token.0.clone(), tampered(&w.robot_token.1)),
+        ("alice".into(), "wrong-password".into()),
+    ];
+    let mut limited = 0;
+    for _ in 0..8 {
+        for (u, p) in &bad {
+            match token_status(s, u, p, attacker).await {
+                StatusCode::UNAUTHORIZED => {}
+                StatusCode::TOO_MANY_REQUESTS => limited += 1,
+                other => panic!("unexpected {other}"),
+            }
+        }
+    }
+    assert!(limited > 0, "the attacking address was never limited");
+    // The attacker's own address is over its limit, even with a right secret it learns.
+    assert_eq!(
+        token_status(s, "alice", "alice-password-2-never-verified", attacker).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // From any other address, every valid credential works at once.
+    let good: Vec<(&str, &str)> = vec![
+        ("token", &w.registry_token),
+        ("iamapikey", &w.apikey),
+        ("iamapikey", &w.robot_key),
+        ("iambearer", &w.access_token),
+        (&w.robot_token.0, &w.robot_token.1),
+        ("alice", "alice-password-1"),
+        ("alice", &w.apikey),
+    ];
+    for source in ["127.0.0.1", "127.0.0.2"] {
+        for (u, p) in &good {
+            assert_eq!(
+                token_status(s, u, p, source).await,
+                StatusCode::OK,
+                "{u} from {source}"
+            );
+        }
+    }
+    // And directly on /v2 (Basic), where a lock-out would stop pulls.
+    let r = basic_client_from("token", &w.registry_token, "127.0.0.3")
+        .get(s.url("/v2/acme/app/manifests/v1"))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// VmHWM (peak resident memory) of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_login_storm_is_limited_before_hashing_and_memory_stays_bounded() {
+    let s = Server::start();
+    user_session(&s, "bob", "bob-password-1").await;
+    // 48 concurrent wrong passwords for one name from one address: slots are reserved before
+    // the check, so at most the limit (10) are checked; the rest are refused at once.
+    let tasks: Vec<_> = (0..48)
+        .map(|_| {
+            let url = s.url("/token?service=berth");
+            tokio::spawn(async move {
+                basic_client_from("bob", "wrong-password", "127.0.0.20")
+                    .get(url)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    let mut checked = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            StatusCode::UNAUTHORIZED => checked += 1,
+            StatusCode::TOO_MANY_REQUESTS => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(checked <= 10, "{checked} wrong passwords were checked for one name");
+    assert!(checked >= 1);
+    // 256 concurrent logins with random names from 16 addresses: hashing runs on a bounded
+    // pool, so memory stays under a fixed ceiling however many arrive.
+    let tasks: Vec<_> = (0..256)
+        .map(|i| {
+            let url = s.url("/token?service=berth");
+            tokio::spawn(async move {
+                basic_client_from(&format!("user{i}"), "wrong-password", &format!("127.0.1.{}", i % 16 + 1))
+                    .get(url)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    for t in tasks {
+        let st = t.await.unwrap();
+        assert!(
+            st == StatusCode::UNAUTHORIZED || st == StatusCode::TOO_MANY_REQUESTS,
+            "{st}"
+        );
+    }
+    let peak = peak_rss_kib(s.pid());
+    eprintln!("peak RSS after the login storm: {} MiB", peak / 1024);
+    // argon2 takes 19 MiB per running check and at most 2 run at once: ~40 MiB of hashing
+    // over the idle server. Unbounded, this storm took well over 1 GiB.
+    assert!(peak < 160 * 1024, "peak RSS {} MiB", peak / 1024);
+    // The server still answers a right password.
+    assert_eq!(
+        token_status(&s, "bob", "bob-password-1", "127.0.0.1").await,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn refresh_tokens_end_with_the_credential_they_came_from() {
+    let w = world().await;
+    let s = &w.s;
+    // A refresh token obtained with an API key, and a registry token from it.
+    let r = basic_client("iamapikey", &w.apikey)
+        .get(s.url("/token?service=berth&offline_token=true&scope=repository:acme/app:pull"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    let refresh = v["refresh_token"].as_str().unwrap().to_owned();
+    let jwt = v["token"].as_str().unwrap().to_owned();
+    assert_eq!(pull_with_bearer(s, &jwt, "acme/app").await, StatusCode::OK);
+    // Offline use of the refresh token rotates it: the old one stops, the new one works.
+    let r = basic_client("iamrefresh", &refresh)
+        .get(s.url("/token?service=berth&offline_token=true&scope=repository:acme/app:pull"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let rotated: Value = r.json().await.unwrap();
+    let refresh2 = rotated["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(refresh, refresh2);
+    assert_eq!(
+        token_status(s, "iamrefresh", &refresh2, "127.0.0.1").await,
+        StatusCode::OK
+    );
+    // A session from the refresh token cannot change the password without the current one, and
+    // an API key it creates is tied to the API key it came from.
+    let via_refresh = Api::basic(s, "iamrefresh", &refresh2);
+    let (st, _) = via_refresh
+        .put("/users/alice/password", json!({"password": "taken-over-123"}))
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (st, _) = via_refresh
+        .put(
+            "/users/alice/password",
+            json!({"password": "taken-over-123", "currentPassword": "guess-guess"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let child = via_refresh
+        .ok("POST", "/apikeys", Some(json!({"name": "child"})), StatusCode::CREATED)
+        .await["apikey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Deleting the API key ends the refresh token, its rotations, the key made through it,
+    // and the bearer tokens, within the bound.
+    let id = w
+        .alice
+        .ok("GET", "/apikeys", None, StatusCode::OK)
+        .await["apikeys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "k")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    w.alice
+        .ok("DELETE", &format!("/apikeys/{id}"), None, StatusCode::NO_CONTENT)
+        .await;
+    for (u, p) in [("iamrefresh", &refresh2), ("iamrefresh", &refresh), ("iamapikey", &child)] {
+        assert_eq!(token_status(s, u, p, "127.0.0.1").await, StatusCode::UNAUTHORIZED, "{u}");
+    }
+    let took = within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || {
+        pull_with_bearer(s, &jwt, "acme/app")
+    })
+    .await;
+    eprintln!("bearer token from a deleted API key refused after {took:?}");
+    // A password change ends the sessions opened with the old password, and needs the current
+    // one; the user's own API keys stay.
+    let pw_session = Api::anonymous(s)
+        .ok(
+            "POST",
+            "/auth/login",
+            Some(json!({"username": "alice", "password": "alice-password-1"})),
+            StatusCode::OK,
+        )
+        .await;
+    let key2 = w
+        .alice
+        .ok("POST", "/apikeys", Some(json!({"name": "k2"})), StatusCode::CREATED)
+        .await["apikey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    w.alice
+        .ok(
+            "PUT",
+            "/users/alice/password",
+            Some(json!({"password": "alice-password-2", "currentPassword": "alice-password-1"})),
+            StatusCode::NO_CONTENT,
+        )
+        .await;
+    let old_refresh = pw_session["refresh_token"].as_str().unwrap();
+    assert_eq!(
+        token_status(s, "iamrefresh", old_refresh, "127.0.0.1").await,
+        StatusCode::UNAUTHORIZED
+    );
+    let old_access = pw_session["access_token"].as_str().unwrap().to_owned();
+    within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || async {
+        Api::bearer(s, &old_access).get("/auth/whoami").await.0
+    })
+    .await;
+    assert_eq!(token_status(s, "iamapikey", &key2, "127.0.0.1").await, StatusCode::OK);
+    // Sessions are listed and can be ended.
+    let fresh = Api::anonymous(s)
+        .ok(
+            "POST",
+            "/auth/login",
+            Some(json!({"username": "alice", "password": "alice-password-2"})),
+            StatusCode::OK,
+        )
+        .await;
+    let me = Api::bearer(s, fresh["access_token"].as_str().unwrap());
+    let list = me.ok("GET", "/sessions", None, StatusCode::OK).await;
+    let sessions = list["sessions"].as_array().unwrap();
+    let current: Vec<_> = sessions.iter().filter(|x| x["current"] == true).collect();
+    assert_eq!(current.len(), 1, "{list}");
+    assert_eq!(current[0]["source"]["kind"], "password");
+    let id = current[0]["id"].as_str().unwrap();
+    me.ok("DELETE", &format!("/sessions/{id}"), None, StatusCode::NO_CONTENT)
+        .await;
+    assert_eq!(
+        token_status(s, "iamrefresh", fresh["refresh_token"].as_str().unwrap(), "127.0.0.1").await,
+        StatusCode::UNAUTHORIZED
+    );
+    within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || async { me.get("/auth/whoami").await.0 }).await;
+}
+
+#[tokio::test]
+async fn deleted_names_start_empty() {
+    let s = Server::start();
+    let a = Api::bearer(&s, user_session(&s, "anna", "anna-password-1").await["access_token"].as_str().unwrap());
+    let b = Api::bearer(&s, user_session(&s, "boris", "boris-password-1").await["access_token"].as_str().unwrap());
+    let anna = basic_client("anna", "anna-password-1");
+    let boris = basic_client("boris", "boris-password-1");
+    // An organization deleted and re-created by someone else.
+    a.ok("POST", "/orgs", Some(json!({"name": "fintech"})), StatusCode::CREATED).await;
+    push_image(&anna, &s, "fintech/core", "v1", 7).await;
+    push_image(&anna, &s, "fintech/deep/core", "v1", 8).await;
+    a.ok("DELETE", "/orgs/fintech", None, StatusCode::NO_CONTENT).await;
+    b.ok("POST", "/orgs", Some(json!({"name": "fintech"})), StatusCode::CREATED).await;
+    for repo in ["fintech/core", "fintech/deep/core"] {
+        let r = boris
+            .get(s.url(&format!("/v2/{repo}/manifests/v1")))
+            .header("accept", OCI_MANIFEST)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{repo}");
+        let r = boris.get(s.url(&format!("/v2/{repo}/tags/list"))).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{repo} tags");
+    }
+    let cat: Value = boris.get(s.url("/v2/_catalog")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(cat["repositories"], json!([]), "{cat}");
+    // Positive control: the new owner's own push is served.
+    push_image(&boris, &s, "fintech/core", "v2", 9).await;
+    // A namespace deleted and re-created as another user's organization.
+    a.ok("POST", "/orgs", Some(json!({"name": "anna-org"})), StatusCode::CREATED).await;
+    a.ok("POST", "/orgs/anna-org/namespaces", Some(json!({"name": "ledger"})), StatusCode::CREATED).await;
+    push_image(&anna, &s, "ledger/books", "v1", 10).await;
+    a.ok("DELETE", "/namespaces/ledger", None, StatusCode::NO_CONTENT).await;
+    b.ok("POST", "/orgs", Some(json!({"name": "ledger"})), StatusCode::CREATED).await;
+    let r = boris
+        .get(s.url("/v2/ledger/books/manifests/v1"))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = boris.get(s.url("/v2/ledger/books/tags/list")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(error_code(r).await, "NAME_UNKNOWN");
+}
+
+#[tokio::test]
+async fn custom_roles_cannot_be_used_to_escalate() {
+    let w = world().await;
+    let (s, alice) = (&w.s, &w.alice);
+    for (name, pw) in [("mallory", "mallory-password-1"), ("mint", "mint-password-12"), ("roler", "roler-password-1")] {
+        user_session(s, name, pw).await;
+        alice
+            .ok("PUT", &format!("/orgs/acme/members/{name}"), Some(json!({"role": "member"})), StatusCode::OK)
+            .await;
+    }
+    let put_role = |name: &str, rules: Value| {
+        let alice = &alice;
+        let name = name.to_owned();
+        async move {
+            alice
+                .ok("PUT", &format!("/orgs/acme/roles/{name}"), Some(json!({"rules": rules})), StatusCode::CREATED)
+                .await;
+        }
+    };
+    put_role("binder", json!([{"resources": ["bindings"], "verbs": ["*"], "names": ["team-*"]}])).await;
+    put_role("minter", json!([{"resources": ["credentials"], "verbs": ["create"], "names": ["deployer"]}])).await;
+    put_role("role-editor", json!([{"resources": ["roles"], "verbs": ["*"]}])).await;
+    for (who, role) in [("mallory", "binder"), ("mint", "minter"), ("roler", "role-editor")] {
+        alice
+            .ok("PUT", &format!("/orgs/acme/bindings/{who}"), Some(json!({"role": role, "subject": format!("user/{who}")})), StatusCode::CREATED)
+            .await;
+    }
+    alice.ok("POST", "/orgs/acme/robots", Some(json!({"name": "deployer"})), StatusCode::CREATED).await;
+    alice
+        .ok("PUT", "/orgs/acme/bindings/deployer", Some(json!({"role": "Manager", "subject": "robot/deployer"})), StatusCode::CREATED)
+        .await;
+    // Mallory may manage bindings named team-*, but not give anyone access she does not hold.
+    let mallory = Api::basic(s, "mallory", "mallory-password-1");
+    let (st, v) = mallory
+        .put("/orgs/acme/bindings/team-x", json!({"role": "Manager", "subject": "user/mallory"}))
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    let (st, _) = mallory
+        .put("/orgs/acme/bindings/team-y", json!({"role": "Reader", "subject": "user/mallory", "namespace": "acme"}))
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    // Nor replace or delete bindings that grant what she does not hold.
+    alice
+        .ok("PUT", "/orgs/acme/bindings/team-ops", Some(json!({"role": "Writer", "subject": "robot/deployer"})), StatusCode::CREATED)
+        .await;
+    let (st, _) = mallory
+        .put("/orgs/acme/bindings/team-ops", json!({"role": "binder", "subject": "user/mallory"}))
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _) = mallory.delete("/orgs/acme/bindings/team-ops").await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _) = mallory.delete("/orgs/acme/bindings/deployer").await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    // She can hand out exactly what she holds (her own binder role).
+    mallory
+        .ok("PUT", "/orgs/acme/bindings/team-z", Some(json!({"role": "binder", "subject": "user/mint"})), StatusCode::CREATED)
+        .await;
+    // Still no push, no delete.
+    let r = basic_client("mallory", "mallory-password-1")
+        .delete(s.url("/v2/acme/app/manifests/v1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // Mint may create credentials for robot deployer, but a token of a Manager robot is more
+    // than mint holds.
+    let mint = Api::basic(s, "mint", "mint-password-12");
+    let (st, v) = mint.post("/orgs/acme/robots/deployer/tokens", json!({"name": "stolen"})).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    let (st, _) = mint.post("/orgs/acme/robots/deployer/apikeys", json!({})).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    // A role editor cannot write a role with rules it does not hold (roles apply where bound).
+    let roler = Api::basic(s, "roler", "roler-password-1");
+    let (st, _) = roler
+        .put("/orgs/acme/roles/binder", json!({"rules": [{"resources": ["*"], "verbs": ["*"]}]}))
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _) = roler
+        .put("/orgs/acme/roles/role-editor", json!({"rules": [{"resources": ["roles", "bindings"], "verbs": ["*"]}]}))
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    // Positive control: the owner does all of it.
+    alice
+        .ok("POST", "/orgs/acme/robots/deployer/tokens", Some(json!({"name": "ok"})), StatusCode::CREATED)
+        .await;
+    alice
+        .ok("PUT", "/orgs/acme/bindings/team-x", Some(json!({"role": "Manager", "subject": "user/mallory"})), StatusCode::CREATED)
+        .await;
+}
+
+#[tokio::test]
+async fn globs_are_bounded_and_linear() {
+    let w = world().await;
+    let (s, alice) = (&w.s, &w.alice);
+    let too_many = format!("acme/{}", "*a".repeat(17));
+    let (st, v) = alice
+        .put("/orgs/acme/roles/slow", json!({"rules": [{"resources": ["repositories"], "verbs": ["pull"], "names": [too_many]}]}))
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    let (st, _) = alice
+        .put("/orgs/acme/bindings/slow", json!({"role": "Reader", "subject": "robot/reader", "repository": too_many}))
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    // The most a pattern may hold, against a long name that almost matches: answered at once,
+    // through /token and through /v2.
+    let worst = format!("acme/{}", "*a".repeat(16));
+    alice
+        .ok("PUT", "/orgs/acme/roles/slow", Some(json!({"rules": [{"resources": ["repositories"], "verbs": ["pull"], "names": [worst]}]})), StatusCode::CREATED)
+        .await;
+    alice
+        .ok("PUT", "/orgs/acme/bindings/slow", Some(json!({"role": "slow", "subject": "robot/reader", "repository": worst})), StatusCode::CREATED)
+        .await;
+    let repo = format!("acme/{}b", "a".repeat(120));
+    let (id, token) = &w.robot_token;
+    let start = Instant::now();
+    for _ in 0..5 {
+        let r = basic_client(id, token)
+            .get(s.url(&format!("/token?service=berth&scope=repository:{repo}:pull,push")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let r = basic_client(id, token)
+            .get(s.url(&format!("/v2/{repo}/tags/list")))
+            .send()
+            .await
+            .unwrap();
+        // The Reader robot may pull in acme: the repository simply does not exist.
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    }
+    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+}
+
+/// Reads from a raw socket until EOF or `limit`; `true` if the server closed it.
+fn closed_within(sock: &mut TcpStream, limit: Duration) -> bool {
+    sock.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match sock.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn connections_are_bounded_and_idle_ones_closed() {
+    let s = Server::start_args(&["--max-connections", "16", "--idle-timeout", "2s", "--header-read-timeout", "2s"]);
+    let addr = s.host.clone();
+    // A keep-alive client that keeps working throughout.
+    let healthy = client();
+    let r = healthy.get(s.url("/v2/")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // Fill every slot with idle sockets, then more: the extra ones are closed at once.
+    let mut idle: Vec<TcpStream> = (0..15).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut extra: Vec<TcpStream> = (0..20).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    let start = Instant::now();
+    for sock in &mut extra {
+        assert!(closed_within(sock, Duration::from_secs(1)), "an over-limit connection stayed open");
+    }
+    assert!(start.elapsed() < Duration::from_secs(2));
+    // The connection that was already open is still served.
+    let r = healthy.get(s.url("/v2/")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // Idle sockets, and one that sends half a request head (slowloris), are closed after the
+    // timeouts; then new clients get in again.
+    let mut slow = idle.pop().unwrap();
+    slow.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n").unwrap();
+    for sock in idle.iter_mut().chain(std::iter::once(&mut slow)) {
+        assert!(closed_within(sock, Duration::from_secs(6)), "an idle connection was kept");
+    }
+    let r = client().get(s.url("/v2/")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let metrics = client().get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let refused: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("berth_connections_refused_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(refused >= 20, "{refused}");
+}
+
+#[tokio::test]
+async fn a_reader_mints_nothing_long_lived_and_robot_made_tokens_die_with_it() {
+    let w = world().await;
+    let (s, alice) = (&w.s, &w.alice);
+    // A Reader robot (org-wide) tries to mint a permanent registry token.
+    let reader = Api::basic(s, "iamapikey", &w.robot_key);
+    let (st, v) = reader
+        .call("POST", "/tokens?permanent=true", None, &[("organization", "acme")])
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    let (st, _) = reader.post("/orgs/acme/robots/reader/tokens", json!({"name": "more"})).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    // A Manager robot may; its registry token ends with the robot.
+    let boss = robot_with_token(alice, "acme", "boss", "Manager", json!({})).await;
+    let (id, secret) = boss.split_once(':').unwrap();
+    let (st, v) = Api::basic(s, id, secret)
+        .call("POST", "/tokens?permanent=true", None, &[("organization", "acme")])
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let made = v["token"].as_str().unwrap().to_owned();
+    assert_eq!(token_status(s, "token", &made, "127.0.0.1").await, StatusCode::OK);
+    alice.ok("DELETE", "/orgs/acme/robots/boss", None, StatusCode::NO_CONTENT).await;
+    // A login verified a moment ago is remembered until the node reads the revocation (a
+    // second or two); never past the bound.
+    within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || token_status(s, "token", &made, "127.0.0.1")).await;
+    assert_eq!(token_status(s, "token", &made, "127.0.0.2").await, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn bearer_tokens_stop_within_the_bound_after_revocation() {
+    let w = world().await;
+    let (s, alice) = (&w.s, &w.alice);
+    let (id, token) = &w.robot_token;
+    // A bearer token from the robot token: deleting the token ends it.
+    let jwt = bearer_for(s, id, token, "acme/app").await;
+    assert_eq!(pull_with_bearer(s, &jwt, "acme/app").await, StatusCode::OK);
+    alice
+        .ok("DELETE", &format!("/orgs/acme/robots/reader/tokens/{id}"), None, StatusCode::NO_CONTENT)
+        .await;
+    let took = within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || pull_with_bearer(s, &jwt, "acme/app")).await;
+    eprintln!("robot token deleted: its bearer token refused after {took:?}");
+    // A bearer token from the robot's API key: deleting the robot ends it, and a robot
+    // re-created under the same name does not bring it back.
+    let jwt = bearer_for(s, "iamapikey", &w.robot_key, "acme/app").await;
+    assert_eq!(pull_with_bearer(s, &jwt, "acme/app").await, StatusCode::OK);
+    alice.ok("DELETE", "/orgs/acme/robots/reader", None, StatusCode::NO_CONTENT).await;
+    robot_with_token(alice, "acme", "reader", "Reader", json!({})).await;
+    let took = within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || pull_with_bearer(s, &jwt, "acme/app")).await;
+    eprintln!("robot deleted: its bearer token refused after {took:?}");
+    // A registry token's bearer tokens end with it.
+    let jwt = bearer_for(s, "token", &w.registry_token, "acme/app").await;
+    let list = alice
+        .call("GET", "/tokens", None, &[("organization", "acme")])
+        .await
+        .1;
+    let tid = list["tokens"][0]["id"].as_str().unwrap().to_owned();
+    let (st, _) = alice
+        .call("DELETE", &format!("/tokens/{tid}"), None, &[("organization", "acme")])
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || pull_with_bearer(s, &jwt, "acme/app")).await;
+    // A deleted user's access token ends, and a new user of the same name is not the old one.
+    let carl = user_session(s, "carl", "carl-password-1").await;
+    let old = carl["access_token"].as_str().unwrap().to_owned();
+    Api::admin(s).ok("DELETE", "/users/carl", None, StatusCode::NO_CONTENT).await;
+    user_session(s, "carl", "carl-password-2").await;
+    within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || async { Api::bearer(s, &old).get("/auth/whoami").await.0 }).await;
+}
+
+#[tokio::test]
+async fn the_audit_trail_cannot_be_forged_or_flooded() {
+    let s = Server::start();
+    user_session(&s, "alice", "alice-password-1").await;
+    // A failed login typed as somebody else's identity (the OAuth form and the login API take
+    // any user name) is never recorded as that actor.
+    let from = reqwest::Client::builder()
+        .local_address("127.0.0.30".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let r = from
+        .post(s.url("/token"))
+        .form(&[("grant_type", "password"), ("username", "user:alice"), ("password", "x"), ("service", "berth")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    for _ in 0..2 {
+        let r = from
+            .post(s.url("/api/v1/auth/login"))
+            .json(&json!({"username": "user:alice", "password": "x"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    // Hundreds of attempts from one address are one row per window with a count.
+    let mut n = 3;
+    for i in 0..300 {
+        let st = token_status(&s, &format!("spray{i}"), "x", "127.0.0.30").await;
+        assert!(st == StatusCode::UNAUTHORIZED || st == StatusCode::TOO_MANY_REQUESTS);
+        n += 1;
+    }
+    let admin = Api::admin(&s);
+    let rows = within_rows(&admin, n).await;
+    assert!(rows.len() <= 4, "{} rows for {n} attempts: {rows:?}", rows.len());
+    for e in &rows {
+        assert!(e["actor"].is_null(), "{e}");
+    }
+    assert!(rows.iter().any(|e| e["attempted"].as_str().unwrap().contains("user:alice")));
+    // Alice's own events show nothing the attacker did.
+    let (_, mine) = Api::basic(&s, "alice", "alice-password-1").get("/audit").await;
+    assert!(!mine.to_string().contains("spray"), "{mine}");
+}
+
+/// The failed-login rows from 127.0.0.30 once their counts add up to `n` (write-behind).
+async fn within_rows(admin: &Api, n: i64) -> Vec<Value> {
+    let start = Instant::now();
+    loop {
+        let (_, v) = admin.get("/audit?action=login&outcome=failure&limit=1000").await;
+        let rows: Vec<Value> = v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["clientAddress"] == "127.0.0.30")
+            .cloned()
+            .collect();
+        let total: i64 = rows.iter().map(|e| e["count"].as_i64().unwrap()).sum();
+        if total >= n {
+            assert_eq!(total, n);
+            return rows;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "counted {total} of {n}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn data_on_disk_is_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let w = world().await;
+    let dir = &w.s.data_dir;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(dir), 0o700);
+    let mut files = 0;
+    let mut stack = vec![dir.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                assert_eq!(mode(&p) & 0o077, 0, "{} is open to others", p.display());
+                stack.push(p);
+            } else {
+                assert_eq!(mode(&p) & 0o077, 0, "{} is open to others", p.display());
+                files += 1;
+            }
+        }
+    }
+    assert!(files > 3, "walked {files} files");
+}
+
+#[tokio::test]
+async fn one_password_policy_everywhere() {
+    let s = Server::start();
+    let admin = Api::admin(&s);
+    let (st, v) = admin.post("/users", json!({"name": "weak", "password": "x"})).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(v["error"]["message"].as_str().unwrap().contains("at least 8"), "{v}");
+    admin
+        .ok("POST", "/users", Some(json!({"name": "ok", "password": "long-enough"})), StatusCode::CREATED)
+        .await;
+    let (st, _) = admin.put("/users/ok/password", json!({"password": "short"})).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    // The bootstrap admin's password obeys it too.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(berth_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(tmp.path().join("d"))
+        .env("BERTH_ADMIN_PASSWORD", "short")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("BERTH_ADMIN_PASSWORD") && err.contains("at least 8"), "{err}");
+}
+
+#[tokio::test]
+async fn concurrent_refreshes_one_wins_and_the_rest_are_unauthorized() {
+    let s = Server::start();
+    let session = user_session(&s, "rita", "rita-password-1").await;
+    let token = session["refresh_token"].as_str().unwrap().to_owned();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (url, token) = (s.url("/api/v1/auth/refresh"), token.clone());
+            tokio::spawn(async move {
+                let r = anonymous_client()
+                    .post(url)
+                    .json(&json!({"refresh_token": token}))
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status(), r.text().await.unwrap())
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        let (st, body) = t.await.unwrap();
+        match st {
+            StatusCode::OK => ok += 1,
+            StatusCode::UNAUTHORIZED => assert!(!body.contains(&token[5..37]), "{body}"),
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert_eq!(ok, 1);
+}
+
+#[tokio::test]
+async fn answers_do_not_reveal_what_exists() {
+    let w = world().await;
+    let (s, alice) = (&w.s, &w.alice);
+    // Another organization with content.
+    let g = Api::bearer(s, user_session(s, "gina", "gina-password-1").await["access_token"].as_str().unwrap());
+    g.ok("POST", "/orgs", Some(json!({"name": "globex"})), StatusCode::CREATED).await;
+    push_image(&basic_client("gina", "gina-password-1"), s, "globex/app", "v1", 3).await;
+    let (id, token) = &w.robot_token;
+    let robot = basic_client(id, token);
+    let mut answers = Vec::new();
+    for repo in ["globex/app", "nowhere/app"] {
+        for (method, path) in [
+            ("GET", format!("/v2/{repo}/manifests/v1")),
+            ("GET", format!("/v2/{repo}/tags/list")),
+            ("POST", format!("/v2/{repo}/blobs/uploads/")),
+        ] {
+            let r = robot
+                .request(method.parse().unwrap(), s.url(&path))
+                .send()
+                .await
+                .unwrap();
+            answers.push((path.replace(repo, "X"), r.status(), r.text().await.unwrap()));
+        }
+    }
+    let (existing, missing) = answers.split_at(3);
+    assert_eq!(existing, missing, "an existing foreign namespace answers differently from a missing one");
+    assert_eq!(existing[0].1, StatusCode::FORBIDDEN);
+    // The access review answers the same for an unknown subject as for one without access.
+    let (st1, unknown) = alice
+        .post("/orgs/acme/access-review", json!({"subject": "robot/ghost", "verb": "push", "name": "acme/app"}))
+        .await;
+    let (st2, known) = alice
+        .post("/orgs/acme/access-review", json!({"subject": "user/gina", "verb": "push", "name": "acme/app"}))
+        .await;
+    assert_eq!((st1, &unknown), (st2, &known));
+    assert_eq!(known["allowed"], false);
+    let (_, yes) = alice
+        .post("/orgs/acme/access-review", json!({"subject": "robot/reader", "verb": "pull", "name": "acme/app"}))
+        .await;
+    assert_eq!(yes["allowed"], true);
+}
