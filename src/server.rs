@@ -261,8 +261,13 @@ fn effective_max_connections(configured: usize) -> usize {
 /// Milliseconds since the process's first connection: a cheap clock for activity stamps.
 fn clock_ms() -> u64 {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    u64::try_from(START.get_or_init(std::time::Instant::now).elapsed().as_millis())
-        .unwrap_or(u64::MAX)
+    u64::try_from(
+        START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX)
 }
 
 /// A socket that stamps the time of its last successful read or write.

@@ -402,7 +402,9 @@ impl AuthService {
                         success: false,
                         target: Some(format!("session/{f}")),
                         client_addr: client.addr.map(|a| a.to_string()),
-                        detail: Some("a rotated refresh token was used again; its family is revoked".into()),
+                        detail: Some(
+                            "a rotated refresh token was used again; its family is revoked".into(),
+                        ),
                         ..AuditEvent::default()
                     });
                 }
@@ -466,9 +468,11 @@ impl AuthService {
     fn credential_login(&self, row: Option<CredentialRow>) -> Result<Option<Login>, AuthError> {
         let Some(row) = row else { return Ok(None) };
         let lineage = match (&row.family, row.kind.as_str()) {
-            (Some(f), "refresh_token") => {
-                Lineage(std::iter::once(format!("fam:{f}")).chain(row.source.clone()).collect())
-            }
+            (Some(f), "refresh_token") => Lineage(
+                std::iter::once(format!("fam:{f}"))
+                    .chain(row.source.clone())
+                    .collect(),
+            ),
             _ => Lineage(vec![format!("cred:{}", row.id)]),
         };
         Ok(self
@@ -481,7 +485,10 @@ impl AuthService {
         let meta = self.iam.meta();
         let internal = |e: crate::store::Error| AuthError::Internal(e.to_string());
         if let Some(uid) = row.user_id {
-            return Ok(meta.read(|r| r.user_by_id(uid)).map_err(internal)?.map(Principal::user));
+            return Ok(meta
+                .read(|r| r.user_by_id(uid))
+                .map_err(internal)?
+                .map(Principal::user));
         }
         if let Some(rid) = row.robot_id {
             return Ok(meta

@@ -670,7 +670,10 @@ pub(super) async fn user(
             let me = c.api("GET", "/auth/whoami", None, &[]).await?;
             let own = me["kind"] == "user" && me["name"] == name.as_str();
             let current = if own {
-                Some(super::session::read_secret("current password", *password_stdin)?)
+                Some(super::session::read_secret(
+                    "current password",
+                    *password_stdin,
+                )?)
             } else {
                 None
             };

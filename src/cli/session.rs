@@ -202,7 +202,9 @@ pub enum SessionCommand {
     List,
     /// End a session (its refresh tokens and access tokens stop working within seconds), or all
     /// of them with --all.
-    #[command(after_help = "Example:\n  berth session revoke 3f1c0c8e-7a35-4b39-9d8e-0f5a1b2c3d4e\n  berth session revoke --all")]
+    #[command(
+        after_help = "Example:\n  berth session revoke 3f1c0c8e-7a35-4b39-9d8e-0f5a1b2c3d4e\n  berth session revoke --all"
+    )]
     Revoke {
         /// The session id from `berth session list`.
         #[arg(required_unless_present = "all", conflicts_with = "all")]
@@ -250,7 +252,14 @@ pub(super) async fn session(
                 (None, false) => return Err(Usage("give a session id or --all".into()).into()),
             };
             client.api("DELETE", &path, None, &[]).await?;
-            eprintln!("{}", if *all { "all sessions ended" } else { "session ended" });
+            eprintln!(
+                "{}",
+                if *all {
+                    "all sessions ended"
+                } else {
+                    "session ended"
+                }
+            );
             Ok(())
         }
     }

@@ -136,7 +136,10 @@ impl ServeArgs {
             token_key: self.token_key.clone().or(file.token_key),
             token_cert_chain: self.token_cert_chain.clone().or(file.token_cert_chain),
             max_connections: self.max_connections.or(file.max_connections),
-            header_read_timeout: self.header_read_timeout.clone().or(file.header_read_timeout),
+            header_read_timeout: self
+                .header_read_timeout
+                .clone()
+                .or(file.header_read_timeout),
             idle_timeout: self.idle_timeout.clone().or(file.idle_timeout),
             log: self.log.clone().or(file.log),
         }

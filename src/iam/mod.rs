@@ -112,6 +112,19 @@ pub struct Origin {
     pub creator: Option<String>,
 }
 
+/// What a new credential is: its kind, owner, name, lifetime (`None`: no expiry), read-write
+/// flag (registry tokens), description and lineage.
+#[derive(Debug, Clone)]
+pub struct CredentialSpec<'a> {
+    pub kind: SecretKind,
+    pub owner: Owner,
+    pub name: Option<&'a str>,
+    pub expires_in: Option<Duration>,
+    pub readwrite: bool,
+    pub description: Option<&'a str>,
+    pub origin: Origin,
+}
+
 /// A credential just created, with its secret (shown once).
 pub struct NewCredential {
     pub row: CredentialRow,
@@ -386,16 +399,16 @@ impl IamService {
     // ----- credentials -----
 
     /// Creates a credential of `kind` for `owner`; the secret is in the result and nowhere else.
-    pub fn create_credential(
-        &self,
-        kind: SecretKind,
-        owner: Owner,
-        name: Option<&str>,
-        expires_in: Option<Duration>,
-        readwrite: bool,
-        description: Option<&str>,
-        origin: &Origin,
-    ) -> Result<NewCredential> {
+    pub fn create_credential(&self, spec: &CredentialSpec<'_>) -> Result<NewCredential> {
+        let CredentialSpec {
+            kind,
+            owner,
+            name,
+            expires_in,
+            readwrite,
+            description,
+            ref origin,
+        } = *spec;
         let secret = Secret::generate(kind).map_err(|e| Error::Random(e.to_string()))?;
         let created_at = now();
         let expires_at = expires_in
@@ -474,9 +487,13 @@ impl IamService {
 
     /// Rotation of a refresh token: its successor (same family, same source, a fresh lifetime)
     /// or `None` when `old` was already used (a concurrent refresh won).
-    pub fn rotate_refresh(&self, old: &CredentialRow, ttl: Duration) -> Result<Option<NewCredential>> {
-        let secret = Secret::generate(SecretKind::RefreshToken)
-            .map_err(|e| Error::Random(e.to_string()))?;
+    pub fn rotate_refresh(
+        &self,
+        old: &CredentialRow,
+        ttl: Duration,
+    ) -> Result<Option<NewCredential>> {
+        let secret =
+            Secret::generate(SecretKind::RefreshToken).map_err(|e| Error::Random(e.to_string()))?;
         let created_at = now();
         let row = CredentialRow {
             id: secret.id().to_string(),

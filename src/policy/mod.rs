@@ -679,7 +679,11 @@ mod tests {
         for _ in 0..100 {
             assert!(!glob_match(&glob, &name));
         }
-        assert!(t.elapsed() < std::time::Duration::from_secs(2), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            t.elapsed()
+        );
         assert!(glob_match(&glob, &format!("mo/{}", "a".repeat(250))));
         assert!(check_glob(&format!("mo/{}", "*a".repeat(17))).is_err());
         assert!(check_glob(&"a".repeat(257)).is_err());
@@ -702,12 +706,33 @@ mod tests {
     #[test]
     fn glob_cover_is_sound() {
         let globs = [
-            "acme/*", "acme/**", "acme/team-*", "acme/team-a", "acme/t*", "acme/*a*", "acme/team-*/**",
-            "acme/*/*", "acme/**/x", "**", "*", "acme/team-a*", "acme/te*-a",
+            "acme/*",
+            "acme/**",
+            "acme/team-*",
+            "acme/team-a",
+            "acme/t*",
+            "acme/*a*",
+            "acme/team-*/**",
+            "acme/*/*",
+            "acme/**/x",
+            "**",
+            "*",
+            "acme/team-a*",
+            "acme/te*-a",
         ];
         let names = [
-            "acme/team-a", "acme/team-b", "acme/tx", "acme/a", "acme/team-a/x", "acme/b/x",
-            "acme/x/y/x", "acme", "other/team-a", "acme/team-ab", "acme/te-a", "acme/",
+            "acme/team-a",
+            "acme/team-b",
+            "acme/tx",
+            "acme/a",
+            "acme/team-a/x",
+            "acme/b/x",
+            "acme/x/y/x",
+            "acme",
+            "other/team-a",
+            "acme/team-ab",
+            "acme/te-a",
+            "acme/",
         ];
         for o in globs {
             for i in globs {
@@ -743,10 +768,23 @@ mod tests {
     }
 
     const GLOBS: [&str; 8] = [
-        "acme/*", "acme/**", "acme/team-*", "acme/team-a", "acme/t*", "acme/*a*", "team-*", "deployer",
+        "acme/*",
+        "acme/**",
+        "acme/team-*",
+        "acme/team-a",
+        "acme/t*",
+        "acme/*a*",
+        "team-*",
+        "deployer",
     ];
     const REPOS: [&str; 7] = [
-        "acme", "acme/app", "acme/team-a", "acme/team-b", "acme/team-a/x", "acme/tx", "acme/deployer",
+        "acme",
+        "acme/app",
+        "acme/team-a",
+        "acme/team-b",
+        "acme/team-a/x",
+        "acme/tx",
+        "acme/deployer",
     ];
     const OBJECTS: [&str; 5] = ["team-a", "team-b", "deployer", "x", "tmp"];
 
@@ -754,8 +792,23 @@ mod tests {
         let n = 1 + usize::try_from(r.next() % 2).unwrap();
         (0..n)
             .map(|_| {
-                let mut resources = r.some(&["*", "repositories", "robots", "credentials", "roles", "bindings"], 2);
-                let mut verbs = r.some(&["*", "pull", "push", "delete", "list", "get", "create", "update"], 3);
+                let mut resources = r.some(
+                    &[
+                        "*",
+                        "repositories",
+                        "robots",
+                        "credentials",
+                        "roles",
+                        "bindings",
+                    ],
+                    2,
+                );
+                let mut verbs = r.some(
+                    &[
+                        "*", "pull", "push", "delete", "list", "get", "create", "update",
+                    ],
+                    3,
+                );
                 if resources.is_empty() {
                     resources.push("repositories");
                 }
@@ -775,13 +828,18 @@ mod tests {
         match r.next() % 4 {
             0 => BindingScope::Org,
             1 => BindingScope::Namespace("acme".into()),
-            _ => BindingScope::Repository((*r.pick(&["acme/*", "acme/**", "acme/team-*", "acme/team-a", "acme/t*"])).into()),
+            _ => BindingScope::Repository(
+                (*r.pick(&["acme/*", "acme/**", "acme/team-*", "acme/team-a", "acme/t*"])).into(),
+            ),
         }
     }
 
     /// Everything a set of grants allows, over a fixed universe of repositories and objects.
     fn effective(g: &Grants) -> std::collections::BTreeSet<String> {
-        let ns = NamespaceInfo { org: "acme".into(), public: false };
+        let ns = NamespaceInfo {
+            org: "acme".into(),
+            public: false,
+        };
         let mut out = std::collections::BTreeSet::new();
         for repo in REPOS {
             for a in repository_actions(g, repo, Some(&ns)).iter() {
@@ -807,7 +865,11 @@ mod tests {
         for _ in 0..20_000 {
             let caller = Grants {
                 grants: (0..1 + r.next() % 3)
-                    .map(|_| Grant { org: "acme".into(), rules: random_rules(&mut r), scope: random_scope(&mut r) })
+                    .map(|_| Grant {
+                        org: "acme".into(),
+                        rules: random_rules(&mut r),
+                        scope: random_scope(&mut r),
+                    })
                     .collect(),
                 ..Grants::default()
             };
@@ -815,14 +877,25 @@ mod tests {
             if may_grant(&caller, "acme", &scope, &rules) {
                 accepted += 1;
                 let new = Grants {
-                    grants: vec![Grant { org: "acme".into(), rules: rules.clone(), scope: scope.clone() }],
+                    grants: vec![Grant {
+                        org: "acme".into(),
+                        rules: rules.clone(),
+                        scope: scope.clone(),
+                    }],
                     ..Grants::default()
                 };
                 let (held, given) = (effective(&caller), effective(&new));
-                assert!(given.is_subset(&held), "{caller:?} granted {scope:?} {rules:?}: {:?}", given.difference(&held));
+                assert!(
+                    given.is_subset(&held),
+                    "{caller:?} granted {scope:?} {rules:?}: {:?}",
+                    given.difference(&held)
+                );
             }
         }
-        assert!(accepted > 1000, "the generator should exercise accepted grants ({accepted})");
+        assert!(
+            accepted > 1000,
+            "the generator should exercise accepted grants ({accepted})"
+        );
     }
 
     /// A sequence of binding and role changes, each made by a random subject and applied only when
@@ -833,30 +906,33 @@ mod tests {
         type Binding = (usize, String, BindingScope);
         let mut r = Rng(0x2545_f491_4f6c_dd1d);
         for _ in 0..300 {
-            let mut roles: Vec<(String, Vec<Rule>)> =
-                (0..3).map(|i| (format!("r{i}"), random_rules(&mut r))).collect();
+            let mut roles: Vec<(String, Vec<Rule>)> = (0..3)
+                .map(|i| (format!("r{i}"), random_rules(&mut r)))
+                .collect();
             roles.push(("Manager".into(), builtin_role("Manager").unwrap()));
             let mut bindings: Vec<Binding> = (0..4)
                 .map(|s| (s, r.pick(&roles).0.clone(), random_scope(&mut r)))
                 .collect();
-            let grants_of = |s: usize, roles: &[(String, Vec<Rule>)], bindings: &[Binding]| Grants {
-                grants: bindings
-                    .iter()
-                    .filter(|b| b.0 == s)
-                    .map(|b| Grant {
-                        org: "acme".into(),
-                        rules: roles.iter().find(|x| x.0 == b.1).unwrap().1.clone(),
-                        scope: b.2.clone(),
-                    })
-                    .collect(),
-                ..Grants::default()
-            };
-            let ceiling: std::collections::BTreeSet<String> =
-                (0..4).flat_map(|s| effective(&grants_of(s, &roles, &bindings))).collect();
+            let grants_of =
+                |s: usize, roles: &[(String, Vec<Rule>)], bindings: &[Binding]| Grants {
+                    grants: bindings
+                        .iter()
+                        .filter(|b| b.0 == s)
+                        .map(|b| Grant {
+                            org: "acme".into(),
+                            rules: roles.iter().find(|x| x.0 == b.1).unwrap().1.clone(),
+                            scope: b.2.clone(),
+                        })
+                        .collect(),
+                    ..Grants::default()
+                };
+            let ceiling: std::collections::BTreeSet<String> = (0..4)
+                .flat_map(|s| effective(&grants_of(s, &roles, &bindings)))
+                .collect();
             for _ in 0..30 {
                 let actor = usize::try_from(r.next() % 4).unwrap();
                 let g = grants_of(actor, &roles, &bindings);
-                if r.next() % 3 == 0 {
+                if r.next().is_multiple_of(3) {
                     let i = usize::try_from(r.next() % 3).unwrap();
                     let rules = random_rules(&mut r);
                     if may_manage(&g, "acme", "roles", "update", &roles[i].0)
@@ -876,7 +952,11 @@ mod tests {
                 }
                 for s in 0..4 {
                     let now = effective(&grants_of(s, &roles, &bindings));
-                    assert!(now.is_subset(&ceiling), "subject {s} gained {:?}", now.difference(&ceiling));
+                    assert!(
+                        now.is_subset(&ceiling),
+                        "subject {s} gained {:?}",
+                        now.difference(&ceiling)
+                    );
                 }
             }
         }

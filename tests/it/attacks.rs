@@ -66,7 +66,11 @@ where
             return start.elapsed();
         }
         // Anything but the wanted answer must be the still-valid answer, never an error.
-        assert_eq!(got, StatusCode::OK, "unexpected answer while waiting for {want}");
+        assert_eq!(
+            got,
+            StatusCode::OK,
+            "unexpected answer while waiting for {want}"
+        );
         assert!(start.elapsed() < bound, "still {got} after {bound:?}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -99,11 +103,28 @@ async fn world() -> World {
     let access_token = session["access_token"].as_str().unwrap().to_owned();
     let alice = Api::bearer(&s, &access_token);
     alice
-        .ok("POST", "/orgs", Some(json!({"name": "acme"})), StatusCode::CREATED)
+        .ok(
+            "POST",
+            "/orgs",
+            Some(json!({"name": "acme"})),
+            StatusCode::CREATED,
+        )
         .await;
-    push_image(&basic_client("alice", "alice-password-1"), &s, "acme/app", "v1", 1).await;
+    push_image(
+        &basic_client("alice", "alice-password-1"),
+        &s,
+        "acme/app",
+        "v1",
+        1,
+    )
+    .await;
     let apikey = alice
-        .ok("POST", "/apikeys", Some(json!({"name": "k"})), StatusCode::CREATED)
+        .ok(
+            "POST",
+            "/apikeys",
+            Some(json!({"name": "k"})),
+            StatusCode::CREATED,
+        )
         .await["apikey"]
         .as_str()
         .unwrap()
@@ -111,13 +132,23 @@ async fn world() -> World {
     let rt = robot_with_token(&alice, "acme", "reader", "Reader", json!({})).await;
     let (id, token) = rt.split_once(':').unwrap();
     let robot_key = alice
-        .ok("POST", "/orgs/acme/robots/reader/apikeys", Some(json!({})), StatusCode::CREATED)
+        .ok(
+            "POST",
+            "/orgs/acme/robots/reader/apikeys",
+            Some(json!({})),
+            StatusCode::CREATED,
+        )
         .await["apikey"]
         .as_str()
         .unwrap()
         .to_owned();
     let (status, v) = alice
-        .call("POST", "/tokens?permanent=true", None, &[("organization", "acme")])
+        .call(
+            "POST",
+            "/tokens?permanent=true",
+            None,
+            &[("organization", "acme")],
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
     World {
@@ -147,8 +178,20 @@ async fn failed_logins_from_one_address_lock_out_nobody_else() {
         (w.robot_token.0.clone(), tampered(&w.robot_token.1)),
         ("alice".into(), "wrong-password".into()),
     ];
+    // Each from its own attacking address, eleven times: past the per-key limit.
     let mut limited = 0;
-    for _ in 0..8 {
+    for (i, (u, p)) in bad.iter().enumerate() {
+        let from = format!("127.0.0.{}", 40 + i);
+        for _ in 0..11 {
+            match token_status(s, u, p, &from).await {
+                StatusCode::UNAUTHORIZED => {}
+                StatusCode::TOO_MANY_REQUESTS => limited += 1,
+                other => panic!("unexpected {other}"),
+            }
+        }
+    }
+    // And all of them from one address, over the per-address limit.
+    for _ in 0..6 {
         for (u, p) in &bad {
             match token_status(s, u, p, attacker).await {
                 StatusCode::UNAUTHORIZED => {}
@@ -229,7 +272,10 @@ async fn a_login_storm_is_limited_before_hashing_and_memory_stays_bounded() {
             other => panic!("unexpected {other}"),
         }
     }
-    assert!(checked <= 10, "{checked} wrong passwords were checked for one name");
+    assert!(
+        checked <= 10,
+        "{checked} wrong passwords were checked for one name"
+    );
     assert!(checked >= 1);
     // 256 concurrent logins with random names from 16 addresses: hashing runs on a bounded
     // pool, so memory stays under a fixed ceiling however many arrive.
@@ -237,12 +283,16 @@ async fn a_login_storm_is_limited_before_hashing_and_memory_stays_bounded() {
         .map(|i| {
             let url = s.url("/token?service=berth");
             tokio::spawn(async move {
-                basic_client_from(&format!("user{i}"), "wrong-password", &format!("127.0.1.{}", i % 16 + 1))
-                    .get(url)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
+                basic_client_from(
+                    &format!("user{i}"),
+                    "wrong-password",
+                    &format!("127.0.1.{}", i % 16 + 1),
+                )
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .status()
             })
         })
         .collect();
@@ -298,7 +348,10 @@ async fn refresh_tokens_end_with_the_credential_they_came_from() {
     // an API key it creates is tied to the API key it came from.
     let via_refresh = Api::basic(s, "iamrefresh", &refresh2);
     let (st, _) = via_refresh
-        .put("/users/alice/password", json!({"password": "taken-over-123"}))
+        .put(
+            "/users/alice/password",
+            json!({"password": "taken-over-123"}),
+        )
         .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     let (st, _) = via_refresh
@@ -309,17 +362,19 @@ async fn refresh_tokens_end_with_the_credential_they_came_from() {
         .await;
     assert_eq!(st, StatusCode::FORBIDDEN);
     let child = via_refresh
-        .ok("POST", "/apikeys", Some(json!({"name": "child"})), StatusCode::CREATED)
+        .ok(
+            "POST",
+            "/apikeys",
+            Some(json!({"name": "child"})),
+            StatusCode::CREATED,
+        )
         .await["apikey"]
         .as_str()
         .unwrap()
         .to_owned();
     // Deleting the API key ends the refresh token, its rotations, the key made through it,
     // and the bearer tokens, within the bound.
-    let id = w
-        .alice
-        .ok("GET", "/apikeys", None, StatusCode::OK)
-        .await["apikeys"]
+    let id = w.alice.ok("GET", "/apikeys", None, StatusCode::OK).await["apikeys"]
         .as_array()
         .unwrap()
         .iter()
@@ -329,10 +384,23 @@ async fn refresh_tokens_end_with_the_credential_they_came_from() {
         .unwrap()
         .to_owned();
     w.alice
-        .ok("DELETE", &format!("/apikeys/{id}"), None, StatusCode::NO_CONTENT)
+        .ok(
+            "DELETE",
+            &format!("/apikeys/{id}"),
+            None,
+            StatusCode::NO_CONTENT,
+        )
         .await;
-    for (u, p) in [("iamrefresh", &refresh2), ("iamrefresh", &refresh), ("iamapikey", &child)] {
-        assert_eq!(token_status(s, u, p, "127.0.0.1").await, StatusCode::UNAUTHORIZED, "{u}");
+    for (u, p) in [
+        ("iamrefresh", &refresh2),
+        ("iamrefresh", &refresh),
+        ("iamapikey", &child),
+    ] {
+        assert_eq!(
+            token_status(s, u, p, "127.0.0.1").await,
+            StatusCode::UNAUTHORIZED,
+            "{u}"
+        );
     }
     let took = within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || {
         pull_with_bearer(s, &jwt, "acme/app")
@@ -351,7 +419,12 @@ async fn refresh_tokens_end_with_the_credential_they_came_from() {
         .await;
     let key2 = w
         .alice
-        .ok("POST", "/apikeys", Some(json!({"name": "k2"})), StatusCode::CREATED)
+        .ok(
+            "POST",
+            "/apikeys",
+            Some(json!({"name": "k2"})),
+            StatusCode::CREATED,
+        )
         .await["apikey"]
         .as_str()
         .unwrap()
@@ -374,7 +447,10 @@ async fn refresh_tokens_end_with_the_credential_they_came_from() {
         Api::bearer(s, &old_access).get("/auth/whoami").await.0
     })
     .await;
-    assert_eq!(token_status(s, "iamapikey", &key2, "127.0.0.1").await, StatusCode::OK);
+    assert_eq!(
+        token_status(s, "iamapikey", &key2, "127.0.0.1").await,
+        StatusCode::OK
+    );
     // Sessions are listed and can be ended.
     let fresh = Api::anonymous(s)
         .ok(
@@ -391,28 +467,65 @@ async fn refresh_tokens_end_with_the_credential_they_came_from() {
     assert_eq!(current.len(), 1, "{list}");
     assert_eq!(current[0]["source"]["kind"], "password");
     let id = current[0]["id"].as_str().unwrap();
-    me.ok("DELETE", &format!("/sessions/{id}"), None, StatusCode::NO_CONTENT)
-        .await;
+    me.ok(
+        "DELETE",
+        &format!("/sessions/{id}"),
+        None,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
     assert_eq!(
-        token_status(s, "iamrefresh", fresh["refresh_token"].as_str().unwrap(), "127.0.0.1").await,
+        token_status(
+            s,
+            "iamrefresh",
+            fresh["refresh_token"].as_str().unwrap(),
+            "127.0.0.1"
+        )
+        .await,
         StatusCode::UNAUTHORIZED
     );
-    within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || async { me.get("/auth/whoami").await.0 }).await;
+    within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || async {
+        me.get("/auth/whoami").await.0
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn deleted_names_start_empty() {
     let s = Server::start();
-    let a = Api::bearer(&s, user_session(&s, "anna", "anna-password-1").await["access_token"].as_str().unwrap());
-    let b = Api::bearer(&s, user_session(&s, "boris", "boris-password-1").await["access_token"].as_str().unwrap());
+    let a = Api::bearer(
+        &s,
+        user_session(&s, "anna", "anna-password-1").await["access_token"]
+            .as_str()
+            .unwrap(),
+    );
+    let b = Api::bearer(
+        &s,
+        user_session(&s, "boris", "boris-password-1").await["access_token"]
+            .as_str()
+            .unwrap(),
+    );
     let anna = basic_client("anna", "anna-password-1");
     let boris = basic_client("boris", "boris-password-1");
     // An organization deleted and re-created by someone else.
-    a.ok("POST", "/orgs", Some(json!({"name": "fintech"})), StatusCode::CREATED).await;
+    a.ok(
+        "POST",
+        "/orgs",
+        Some(json!({"name": "fintech"})),
+        StatusCode::CREATED,
+    )
+    .await;
     push_image(&anna, &s, "fintech/core", "v1", 7).await;
     push_image(&anna, &s, "fintech/deep/core", "v1", 8).await;
-    a.ok("DELETE", "/orgs/fintech", None, StatusCode::NO_CONTENT).await;
-    b.ok("POST", "/orgs", Some(json!({"name": "fintech"})), StatusCode::CREATED).await;
+    a.ok("DELETE", "/orgs/fintech", None, StatusCode::NO_CONTENT)
+        .await;
+    b.ok(
+        "POST",
+        "/orgs",
+        Some(json!({"name": "fintech"})),
+        StatusCode::CREATED,
+    )
+    .await;
     for repo in ["fintech/core", "fintech/deep/core"] {
         let r = boris
             .get(s.url(&format!("/v2/{repo}/manifests/v1")))
@@ -421,19 +534,49 @@ async fn deleted_names_start_empty() {
             .await
             .unwrap();
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "{repo}");
-        let r = boris.get(s.url(&format!("/v2/{repo}/tags/list"))).send().await.unwrap();
+        let r = boris
+            .get(s.url(&format!("/v2/{repo}/tags/list")))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "{repo} tags");
     }
-    let cat: Value = boris.get(s.url("/v2/_catalog")).send().await.unwrap().json().await.unwrap();
+    let cat: Value = boris
+        .get(s.url("/v2/_catalog"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(cat["repositories"], json!([]), "{cat}");
     // Positive control: the new owner's own push is served.
     push_image(&boris, &s, "fintech/core", "v2", 9).await;
     // A namespace deleted and re-created as another user's organization.
-    a.ok("POST", "/orgs", Some(json!({"name": "anna-org"})), StatusCode::CREATED).await;
-    a.ok("POST", "/orgs/anna-org/namespaces", Some(json!({"name": "ledger"})), StatusCode::CREATED).await;
+    a.ok(
+        "POST",
+        "/orgs",
+        Some(json!({"name": "anna-org"})),
+        StatusCode::CREATED,
+    )
+    .await;
+    a.ok(
+        "POST",
+        "/orgs/anna-org/namespaces",
+        Some(json!({"name": "ledger"})),
+        StatusCode::CREATED,
+    )
+    .await;
     push_image(&anna, &s, "ledger/books", "v1", 10).await;
-    a.ok("DELETE", "/namespaces/ledger", None, StatusCode::NO_CONTENT).await;
-    b.ok("POST", "/orgs", Some(json!({"name": "ledger"})), StatusCode::CREATED).await;
+    a.ok("DELETE", "/namespaces/ledger", None, StatusCode::NO_CONTENT)
+        .await;
+    b.ok(
+        "POST",
+        "/orgs",
+        Some(json!({"name": "ledger"})),
+        StatusCode::CREATED,
+    )
+    .await;
     let r = boris
         .get(s.url("/v2/ledger/books/manifests/v1"))
         .header("accept", OCI_MANIFEST)
@@ -441,7 +584,11 @@ async fn deleted_names_start_empty() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let r = boris.get(s.url("/v2/ledger/books/tags/list")).send().await.unwrap();
+    let r = boris
+        .get(s.url("/v2/ledger/books/tags/list"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(error_code(r).await, "NAME_UNKNOWN");
 }
@@ -450,10 +597,19 @@ async fn deleted_names_start_empty() {
 async fn custom_roles_cannot_be_used_to_escalate() {
     let w = world().await;
     let (s, alice) = (&w.s, &w.alice);
-    for (name, pw) in [("mallory", "mallory-password-1"), ("mint", "mint-password-12"), ("roler", "roler-password-1")] {
+    for (name, pw) in [
+        ("mallory", "mallory-password-1"),
+        ("mint", "mint-password-12"),
+        ("roler", "roler-password-1"),
+    ] {
         user_session(s, name, pw).await;
         alice
-            .ok("PUT", &format!("/orgs/acme/members/{name}"), Some(json!({"role": "member"})), StatusCode::OK)
+            .ok(
+                "PUT",
+                &format!("/orgs/acme/members/{name}"),
+                Some(json!({"role": "member"})),
+                StatusCode::OK,
+            )
             .await;
     }
     let put_role = |name: &str, rules: Value| {
@@ -461,38 +617,90 @@ async fn custom_roles_cannot_be_used_to_escalate() {
         let name = name.to_owned();
         async move {
             alice
-                .ok("PUT", &format!("/orgs/acme/roles/{name}"), Some(json!({"rules": rules})), StatusCode::CREATED)
+                .ok(
+                    "PUT",
+                    &format!("/orgs/acme/roles/{name}"),
+                    Some(json!({"rules": rules})),
+                    StatusCode::CREATED,
+                )
                 .await;
         }
     };
-    put_role("binder", json!([{"resources": ["bindings"], "verbs": ["*"], "names": ["team-*"]}])).await;
-    put_role("minter", json!([{"resources": ["credentials"], "verbs": ["create"], "names": ["deployer"]}])).await;
-    put_role("role-editor", json!([{"resources": ["roles"], "verbs": ["*"]}])).await;
-    for (who, role) in [("mallory", "binder"), ("mint", "minter"), ("roler", "role-editor")] {
+    put_role(
+        "binder",
+        json!([{"resources": ["bindings"], "verbs": ["*"], "names": ["team-*"]}]),
+    )
+    .await;
+    put_role(
+        "minter",
+        json!([{"resources": ["credentials"], "verbs": ["create"], "names": ["deployer"]}]),
+    )
+    .await;
+    put_role(
+        "role-editor",
+        json!([{"resources": ["roles"], "verbs": ["*"]}]),
+    )
+    .await;
+    for (who, role) in [
+        ("mallory", "binder"),
+        ("mint", "minter"),
+        ("roler", "role-editor"),
+    ] {
         alice
-            .ok("PUT", &format!("/orgs/acme/bindings/{who}"), Some(json!({"role": role, "subject": format!("user/{who}")})), StatusCode::CREATED)
+            .ok(
+                "PUT",
+                &format!("/orgs/acme/bindings/{who}"),
+                Some(json!({"role": role, "subject": format!("user/{who}")})),
+                StatusCode::CREATED,
+            )
             .await;
     }
-    alice.ok("POST", "/orgs/acme/robots", Some(json!({"name": "deployer"})), StatusCode::CREATED).await;
     alice
-        .ok("PUT", "/orgs/acme/bindings/deployer", Some(json!({"role": "Manager", "subject": "robot/deployer"})), StatusCode::CREATED)
+        .ok(
+            "POST",
+            "/orgs/acme/robots",
+            Some(json!({"name": "deployer"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    alice
+        .ok(
+            "PUT",
+            "/orgs/acme/bindings/deployer",
+            Some(json!({"role": "Manager", "subject": "robot/deployer"})),
+            StatusCode::CREATED,
+        )
         .await;
     // Mallory may manage bindings named team-*, but not give anyone access she does not hold.
     let mallory = Api::basic(s, "mallory", "mallory-password-1");
     let (st, v) = mallory
-        .put("/orgs/acme/bindings/team-x", json!({"role": "Manager", "subject": "user/mallory"}))
+        .put(
+            "/orgs/acme/bindings/team-x",
+            json!({"role": "Manager", "subject": "user/mallory"}),
+        )
         .await;
     assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
     let (st, _) = mallory
-        .put("/orgs/acme/bindings/team-y", json!({"role": "Reader", "subject": "user/mallory", "namespace": "acme"}))
+        .put(
+            "/orgs/acme/bindings/team-y",
+            json!({"role": "Reader", "subject": "user/mallory", "namespace": "acme"}),
+        )
         .await;
     assert_eq!(st, StatusCode::FORBIDDEN);
     // Nor replace or delete bindings that grant what she does not hold.
     alice
-        .ok("PUT", "/orgs/acme/bindings/team-ops", Some(json!({"role": "Writer", "subject": "robot/deployer"})), StatusCode::CREATED)
+        .ok(
+            "PUT",
+            "/orgs/acme/bindings/team-ops",
+            Some(json!({"role": "Writer", "subject": "robot/deployer"})),
+            StatusCode::CREATED,
+        )
         .await;
     let (st, _) = mallory
-        .put("/orgs/acme/bindings/team-ops", json!({"role": "binder", "subject": "user/mallory"}))
+        .put(
+            "/orgs/acme/bindings/team-ops",
+            json!({"role": "binder", "subject": "user/mallory"}),
+        )
         .await;
     assert_eq!(st, StatusCode::FORBIDDEN);
     let (st, _) = mallory.delete("/orgs/acme/bindings/team-ops").await;
@@ -501,7 +709,12 @@ async fn custom_roles_cannot_be_used_to_escalate() {
     assert_eq!(st, StatusCode::FORBIDDEN);
     // She can hand out exactly what she holds (her own binder role).
     mallory
-        .ok("PUT", "/orgs/acme/bindings/team-z", Some(json!({"role": "binder", "subject": "user/mint"})), StatusCode::CREATED)
+        .ok(
+            "PUT",
+            "/orgs/acme/bindings/team-z",
+            Some(json!({"role": "binder", "subject": "user/mint"})),
+            StatusCode::CREATED,
+        )
         .await;
     // Still no push, no delete.
     let r = basic_client("mallory", "mallory-password-1")
@@ -513,26 +726,49 @@ async fn custom_roles_cannot_be_used_to_escalate() {
     // Mint may create credentials for robot deployer, but a token of a Manager robot is more
     // than mint holds.
     let mint = Api::basic(s, "mint", "mint-password-12");
-    let (st, v) = mint.post("/orgs/acme/robots/deployer/tokens", json!({"name": "stolen"})).await;
+    let (st, v) = mint
+        .post(
+            "/orgs/acme/robots/deployer/tokens",
+            json!({"name": "stolen"}),
+        )
+        .await;
     assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
-    let (st, _) = mint.post("/orgs/acme/robots/deployer/apikeys", json!({})).await;
+    let (st, _) = mint
+        .post("/orgs/acme/robots/deployer/apikeys", json!({}))
+        .await;
     assert_eq!(st, StatusCode::FORBIDDEN);
     // A role editor cannot write a role with rules it does not hold (roles apply where bound).
     let roler = Api::basic(s, "roler", "roler-password-1");
     let (st, _) = roler
-        .put("/orgs/acme/roles/binder", json!({"rules": [{"resources": ["*"], "verbs": ["*"]}]}))
+        .put(
+            "/orgs/acme/roles/binder",
+            json!({"rules": [{"resources": ["*"], "verbs": ["*"]}]}),
+        )
         .await;
     assert_eq!(st, StatusCode::FORBIDDEN);
     let (st, _) = roler
-        .put("/orgs/acme/roles/role-editor", json!({"rules": [{"resources": ["roles", "bindings"], "verbs": ["*"]}]}))
+        .put(
+            "/orgs/acme/roles/role-editor",
+            json!({"rules": [{"resources": ["roles", "bindings"], "verbs": ["*"]}]}),
+        )
         .await;
     assert_eq!(st, StatusCode::FORBIDDEN);
     // Positive control: the owner does all of it.
     alice
-        .ok("POST", "/orgs/acme/robots/deployer/tokens", Some(json!({"name": "ok"})), StatusCode::CREATED)
+        .ok(
+            "POST",
+            "/orgs/acme/robots/deployer/tokens",
+            Some(json!({"name": "ok"})),
+            StatusCode::CREATED,
+        )
         .await;
     alice
-        .ok("PUT", "/orgs/acme/bindings/team-x", Some(json!({"role": "Manager", "subject": "user/mallory"})), StatusCode::CREATED)
+        .ok(
+            "PUT",
+            "/orgs/acme/bindings/team-x",
+            Some(json!({"role": "Manager", "subject": "user/mallory"})),
+            StatusCode::CREATED,
+        )
         .await;
 }
 
@@ -546,7 +782,10 @@ async fn globs_are_bounded_and_linear() {
         .await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
     let (st, _) = alice
-        .put("/orgs/acme/bindings/slow", json!({"role": "Reader", "subject": "robot/reader", "repository": too_many}))
+        .put(
+            "/orgs/acme/bindings/slow",
+            json!({"role": "Reader", "subject": "robot/reader", "repository": too_many}),
+        )
         .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     // The most a pattern may hold, against a long name that almost matches: answered at once,
@@ -556,14 +795,21 @@ async fn globs_are_bounded_and_linear() {
         .ok("PUT", "/orgs/acme/roles/slow", Some(json!({"rules": [{"resources": ["repositories"], "verbs": ["pull"], "names": [worst]}]})), StatusCode::CREATED)
         .await;
     alice
-        .ok("PUT", "/orgs/acme/bindings/slow", Some(json!({"role": "slow", "subject": "robot/reader", "repository": worst})), StatusCode::CREATED)
+        .ok(
+            "PUT",
+            "/orgs/acme/bindings/slow",
+            Some(json!({"role": "slow", "subject": "robot/reader", "repository": worst})),
+            StatusCode::CREATED,
+        )
         .await;
     let repo = format!("acme/{}b", "a".repeat(120));
     let (id, token) = &w.robot_token;
     let start = Instant::now();
     for _ in 0..5 {
         let r = basic_client(id, token)
-            .get(s.url(&format!("/token?service=berth&scope=repository:{repo}:pull,push")))
+            .get(s.url(&format!(
+                "/token?service=berth&scope=repository:{repo}:pull,push"
+            )))
             .send()
             .await
             .unwrap();
@@ -576,7 +822,11 @@ async fn globs_are_bounded_and_linear() {
         // The Reader robot may pull in acme: the repository simply does not exist.
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
     }
-    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 /// Reads from a raw socket until EOF or `limit`; `true` if the server closed it.
@@ -595,19 +845,33 @@ fn closed_within(sock: &mut TcpStream, limit: Duration) -> bool {
 
 #[tokio::test]
 async fn connections_are_bounded_and_idle_ones_closed() {
-    let s = Server::start_args(&["--max-connections", "16", "--idle-timeout", "2s", "--header-read-timeout", "2s"]);
+    let s = Server::start_args(&[
+        "--max-connections",
+        "16",
+        "--idle-timeout",
+        "2s",
+        "--header-read-timeout",
+        "2s",
+    ]);
     let addr = s.host.clone();
     // A keep-alive client that keeps working throughout.
     let healthy = client();
     let r = healthy.get(s.url("/v2/")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     // Fill every slot with idle sockets, then more: the extra ones are closed at once.
-    let mut idle: Vec<TcpStream> = (0..15).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    let mut idle: Vec<TcpStream> = (0..15)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
     std::thread::sleep(Duration::from_millis(200));
-    let mut extra: Vec<TcpStream> = (0..20).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    let mut extra: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
     let start = Instant::now();
     for sock in &mut extra {
-        assert!(closed_within(sock, Duration::from_secs(1)), "an over-limit connection stayed open");
+        assert!(
+            closed_within(sock, Duration::from_secs(1)),
+            "an over-limit connection stayed open"
+        );
     }
     assert!(start.elapsed() < Duration::from_secs(2));
     // The connection that was already open is still served.
@@ -618,11 +882,21 @@ async fn connections_are_bounded_and_idle_ones_closed() {
     let mut slow = idle.pop().unwrap();
     slow.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n").unwrap();
     for sock in idle.iter_mut().chain(std::iter::once(&mut slow)) {
-        assert!(closed_within(sock, Duration::from_secs(6)), "an idle connection was kept");
+        assert!(
+            closed_within(sock, Duration::from_secs(6)),
+            "an idle connection was kept"
+        );
     }
     let r = client().get(s.url("/v2/")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let metrics = client().get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = client()
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let refused: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("berth_connections_refused_total "))
@@ -639,25 +913,53 @@ async fn a_reader_mints_nothing_long_lived_and_robot_made_tokens_die_with_it() {
     // A Reader robot (org-wide) tries to mint a permanent registry token.
     let reader = Api::basic(s, "iamapikey", &w.robot_key);
     let (st, v) = reader
-        .call("POST", "/tokens?permanent=true", None, &[("organization", "acme")])
+        .call(
+            "POST",
+            "/tokens?permanent=true",
+            None,
+            &[("organization", "acme")],
+        )
         .await;
     assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
-    let (st, _) = reader.post("/orgs/acme/robots/reader/tokens", json!({"name": "more"})).await;
+    let (st, _) = reader
+        .post("/orgs/acme/robots/reader/tokens", json!({"name": "more"}))
+        .await;
     assert_eq!(st, StatusCode::FORBIDDEN);
     // A Manager robot may; its registry token ends with the robot.
     let boss = robot_with_token(alice, "acme", "boss", "Manager", json!({})).await;
     let (id, secret) = boss.split_once(':').unwrap();
     let (st, v) = Api::basic(s, id, secret)
-        .call("POST", "/tokens?permanent=true", None, &[("organization", "acme")])
+        .call(
+            "POST",
+            "/tokens?permanent=true",
+            None,
+            &[("organization", "acme")],
+        )
         .await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
     let made = v["token"].as_str().unwrap().to_owned();
-    assert_eq!(token_status(s, "token", &made, "127.0.0.1").await, StatusCode::OK);
-    alice.ok("DELETE", "/orgs/acme/robots/boss", None, StatusCode::NO_CONTENT).await;
+    assert_eq!(
+        token_status(s, "token", &made, "127.0.0.1").await,
+        StatusCode::OK
+    );
+    alice
+        .ok(
+            "DELETE",
+            "/orgs/acme/robots/boss",
+            None,
+            StatusCode::NO_CONTENT,
+        )
+        .await;
     // A login verified a moment ago is remembered until the node reads the revocation (a
     // second or two); never past the bound.
-    within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || token_status(s, "token", &made, "127.0.0.1")).await;
-    assert_eq!(token_status(s, "token", &made, "127.0.0.2").await, StatusCode::UNAUTHORIZED);
+    within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || {
+        token_status(s, "token", &made, "127.0.0.1")
+    })
+    .await;
+    assert_eq!(
+        token_status(s, "token", &made, "127.0.0.2").await,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
@@ -669,17 +971,35 @@ async fn bearer_tokens_stop_within_the_bound_after_revocation() {
     let jwt = bearer_for(s, id, token, "acme/app").await;
     assert_eq!(pull_with_bearer(s, &jwt, "acme/app").await, StatusCode::OK);
     alice
-        .ok("DELETE", &format!("/orgs/acme/robots/reader/tokens/{id}"), None, StatusCode::NO_CONTENT)
+        .ok(
+            "DELETE",
+            &format!("/orgs/acme/robots/reader/tokens/{id}"),
+            None,
+            StatusCode::NO_CONTENT,
+        )
         .await;
-    let took = within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || pull_with_bearer(s, &jwt, "acme/app")).await;
+    let took = within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || {
+        pull_with_bearer(s, &jwt, "acme/app")
+    })
+    .await;
     eprintln!("robot token deleted: its bearer token refused after {took:?}");
     // A bearer token from the robot's API key: deleting the robot ends it, and a robot
     // re-created under the same name does not bring it back.
     let jwt = bearer_for(s, "iamapikey", &w.robot_key, "acme/app").await;
     assert_eq!(pull_with_bearer(s, &jwt, "acme/app").await, StatusCode::OK);
-    alice.ok("DELETE", "/orgs/acme/robots/reader", None, StatusCode::NO_CONTENT).await;
+    alice
+        .ok(
+            "DELETE",
+            "/orgs/acme/robots/reader",
+            None,
+            StatusCode::NO_CONTENT,
+        )
+        .await;
     robot_with_token(alice, "acme", "reader", "Reader", json!({})).await;
-    let took = within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || pull_with_bearer(s, &jwt, "acme/app")).await;
+    let took = within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || {
+        pull_with_bearer(s, &jwt, "acme/app")
+    })
+    .await;
     eprintln!("robot deleted: its bearer token refused after {took:?}");
     // A registry token's bearer tokens end with it.
     let jwt = bearer_for(s, "token", &w.registry_token, "acme/app").await;
@@ -689,16 +1009,29 @@ async fn bearer_tokens_stop_within_the_bound_after_revocation() {
         .1;
     let tid = list["tokens"][0]["id"].as_str().unwrap().to_owned();
     let (st, _) = alice
-        .call("DELETE", &format!("/tokens/{tid}"), None, &[("organization", "acme")])
+        .call(
+            "DELETE",
+            &format!("/tokens/{tid}"),
+            None,
+            &[("organization", "acme")],
+        )
         .await;
     assert_eq!(st, StatusCode::NO_CONTENT);
-    within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || pull_with_bearer(s, &jwt, "acme/app")).await;
+    within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || {
+        pull_with_bearer(s, &jwt, "acme/app")
+    })
+    .await;
     // A deleted user's access token ends, and a new user of the same name is not the old one.
     let carl = user_session(s, "carl", "carl-password-1").await;
     let old = carl["access_token"].as_str().unwrap().to_owned();
-    Api::admin(s).ok("DELETE", "/users/carl", None, StatusCode::NO_CONTENT).await;
+    Api::admin(s)
+        .ok("DELETE", "/users/carl", None, StatusCode::NO_CONTENT)
+        .await;
     user_session(s, "carl", "carl-password-2").await;
-    within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || async { Api::bearer(s, &old).get("/auth/whoami").await.0 }).await;
+    within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || async {
+        Api::bearer(s, &old).get("/auth/whoami").await.0
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -713,7 +1046,12 @@ async fn the_audit_trail_cannot_be_forged_or_flooded() {
         .unwrap();
     let r = from
         .post(s.url("/token"))
-        .form(&[("grant_type", "password"), ("username", "user:alice"), ("password", "x"), ("service", "berth")])
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "user:alice"),
+            ("password", "x"),
+            ("service", "berth"),
+        ])
         .send()
         .await
         .unwrap();
@@ -736,13 +1074,22 @@ async fn the_audit_trail_cannot_be_forged_or_flooded() {
     }
     let admin = Api::admin(&s);
     let rows = within_rows(&admin, n).await;
-    assert!(rows.len() <= 4, "{} rows for {n} attempts: {rows:?}", rows.len());
+    assert!(
+        rows.len() <= 4,
+        "{} rows for {n} attempts: {rows:?}",
+        rows.len()
+    );
     for e in &rows {
         assert!(e["actor"].is_null(), "{e}");
     }
-    assert!(rows.iter().any(|e| e["attempted"].as_str().unwrap().contains("user:alice")));
+    assert!(
+        rows.iter()
+            .any(|e| e["attempted"].as_str().unwrap().contains("user:alice"))
+    );
     // Alice's own events show nothing the attacker did.
-    let (_, mine) = Api::basic(&s, "alice", "alice-password-1").get("/audit").await;
+    let (_, mine) = Api::basic(&s, "alice", "alice-password-1")
+        .get("/audit")
+        .await;
     assert!(!mine.to_string().contains("spray"), "{mine}");
 }
 
@@ -750,7 +1097,9 @@ async fn the_audit_trail_cannot_be_forged_or_flooded() {
 async fn within_rows(admin: &Api, n: i64) -> Vec<Value> {
     let start = Instant::now();
     loop {
-        let (_, v) = admin.get("/audit?action=login&outcome=failure&limit=1000").await;
+        let (_, v) = admin
+            .get("/audit?action=login&outcome=failure&limit=1000")
+            .await;
         let rows: Vec<Value> = v["events"]
             .as_array()
             .unwrap()
@@ -763,7 +1112,10 @@ async fn within_rows(admin: &Api, n: i64) -> Vec<Value> {
             assert_eq!(total, n);
             return rows;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "counted {total} of {n}");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "counted {total} of {n}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -796,13 +1148,28 @@ async fn data_on_disk_is_private_whatever_the_umask() {
 async fn one_password_policy_everywhere() {
     let s = Server::start();
     let admin = Api::admin(&s);
-    let (st, v) = admin.post("/users", json!({"name": "weak", "password": "x"})).await;
-    assert_eq!(st, StatusCode::BAD_REQUEST);
-    assert!(v["error"]["message"].as_str().unwrap().contains("at least 8"), "{v}");
-    admin
-        .ok("POST", "/users", Some(json!({"name": "ok", "password": "long-enough"})), StatusCode::CREATED)
+    let (st, v) = admin
+        .post("/users", json!({"name": "weak", "password": "x"}))
         .await;
-    let (st, _) = admin.put("/users/ok/password", json!({"password": "short"})).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at least 8"),
+        "{v}"
+    );
+    admin
+        .ok(
+            "POST",
+            "/users",
+            Some(json!({"name": "ok", "password": "long-enough"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let (st, _) = admin
+        .put("/users/ok/password", json!({"password": "short"}))
+        .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     // The bootstrap admin's password obeys it too.
     let tmp = tempfile::tempdir().unwrap();
@@ -814,7 +1181,10 @@ async fn one_password_policy_everywhere() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("BERTH_ADMIN_PASSWORD") && err.contains("at least 8"), "{err}");
+    assert!(
+        err.contains("BERTH_ADMIN_PASSWORD") && err.contains("at least 8"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -853,9 +1223,27 @@ async fn answers_do_not_reveal_what_exists() {
     let w = world().await;
     let (s, alice) = (&w.s, &w.alice);
     // Another organization with content.
-    let g = Api::bearer(s, user_session(s, "gina", "gina-password-1").await["access_token"].as_str().unwrap());
-    g.ok("POST", "/orgs", Some(json!({"name": "globex"})), StatusCode::CREATED).await;
-    push_image(&basic_client("gina", "gina-password-1"), s, "globex/app", "v1", 3).await;
+    let g = Api::bearer(
+        s,
+        user_session(s, "gina", "gina-password-1").await["access_token"]
+            .as_str()
+            .unwrap(),
+    );
+    g.ok(
+        "POST",
+        "/orgs",
+        Some(json!({"name": "globex"})),
+        StatusCode::CREATED,
+    )
+    .await;
+    push_image(
+        &basic_client("gina", "gina-password-1"),
+        s,
+        "globex/app",
+        "v1",
+        3,
+    )
+    .await;
     let (id, token) = &w.robot_token;
     let robot = basic_client(id, token);
     let mut answers = Vec::new();
@@ -874,19 +1262,31 @@ async fn answers_do_not_reveal_what_exists() {
         }
     }
     let (existing, missing) = answers.split_at(3);
-    assert_eq!(existing, missing, "an existing foreign namespace answers differently from a missing one");
+    assert_eq!(
+        existing, missing,
+        "an existing foreign namespace answers differently from a missing one"
+    );
     assert_eq!(existing[0].1, StatusCode::FORBIDDEN);
     // The access review answers the same for an unknown subject as for one without access.
     let (st1, unknown) = alice
-        .post("/orgs/acme/access-review", json!({"subject": "robot/ghost", "verb": "push", "name": "acme/app"}))
+        .post(
+            "/orgs/acme/access-review",
+            json!({"subject": "robot/ghost", "verb": "push", "name": "acme/app"}),
+        )
         .await;
     let (st2, known) = alice
-        .post("/orgs/acme/access-review", json!({"subject": "user/gina", "verb": "push", "name": "acme/app"}))
+        .post(
+            "/orgs/acme/access-review",
+            json!({"subject": "user/gina", "verb": "push", "name": "acme/app"}),
+        )
         .await;
     assert_eq!((st1, &unknown), (st2, &known));
     assert_eq!(known["allowed"], false);
     let (_, yes) = alice
-        .post("/orgs/acme/access-review", json!({"subject": "robot/reader", "verb": "pull", "name": "acme/app"}))
+        .post(
+            "/orgs/acme/access-review",
+            json!({"subject": "robot/reader", "verb": "pull", "name": "acme/app"}),
+        )
         .await;
     assert_eq!(yes["allowed"], true);
 }

@@ -1193,3 +1193,88 @@ async fn remaining_commands_and_their_error_paths() {
     let out = berth(&cfg, &["completion", "tcsh"], None);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[tokio::test]
+async fn sessions_are_listed_and_ended_and_own_password_changes_need_the_current_one() {
+    let s = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let (cfg, other) = (
+        tmp.path().join("config.yaml"),
+        tmp.path().join("other.yaml"),
+    );
+    user_in_new_org(&s, &cfg, "sara", "sara-org").await;
+    ok(
+        &other,
+        &["login", &s.base, "-u", "sara", "--password-stdin"],
+        Some("sara-password-1\n"),
+    );
+    let v: Value =
+        serde_json::from_str(&ok(&cfg, &["session", "list", "-o", "json"], None)).unwrap();
+    let list = v["sessions"].as_array().unwrap();
+    assert!(list.len() >= 2, "{v}");
+    assert!(
+        list.iter().all(|x| x["source"]["kind"] == "password"),
+        "{v}"
+    );
+    let table = ok(&cfg, &["session", "list"], None);
+    assert!(
+        table.contains("FROM") && table.contains("password"),
+        "{table}"
+    );
+    // End the other client's session: it must log in again, this one goes on.
+    let theirs: Value =
+        serde_json::from_str(&ok(&other, &["session", "list", "-o", "json"], None)).unwrap();
+    let id = theirs["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["current"] == true)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ok(&cfg, &["session", "revoke", &id], None);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = berth(&other, &["whoami"], None);
+        if out.status.code() == Some(3) {
+            break;
+        }
+        assert!(out.status.success());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ended session still works"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    ok(&cfg, &["whoami"], None);
+    let out = berth(&cfg, &["session", "revoke"], None);
+    assert_eq!(out.status.code(), Some(2));
+    // Your own password: the current one first, then the new one; a wrong current one is refused.
+    let out = berth(
+        &cfg,
+        &["user", "passwd", "sara", "--password-stdin"],
+        Some("not-the-password\nsara-password-2\n"),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = berth(
+        &cfg,
+        &["user", "passwd", "sara", "--password-stdin"],
+        Some("sara-password-1\nsara-password-2\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ok(
+        &cfg,
+        &["login", "-u", "sara", "--password-stdin"],
+        Some("sara-password-2\n"),
+    );
+}

@@ -655,7 +655,9 @@ async fn token_service_grants_the_intersection_and_speaks_both_forms() {
             .unwrap()
             .iter()
             .any(|e| e["actor"].is_null()
-                && e["attempted"].as_str().is_some_and(|a| a.contains("nobody"))),
+                && e["attempted"]
+                    .as_str()
+                    .is_some_and(|a| a.contains("nobody"))),
         "the typed name is recorded as attempted, never as an actor: {events}"
     );
     // Swapped arguments put the secret in the user-name field: it is not recorded.
@@ -1063,7 +1065,10 @@ async fn refresh_rotates_and_logout_revokes() {
             break;
         }
         assert_eq!(status, StatusCode::OK);
-        assert!(std::time::Instant::now() < deadline, "the access token outlived its family");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the access token outlived its family"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     // Logout revokes the current one.

@@ -188,6 +188,21 @@ async fn manifest_push_errors() {
     let r = put_manifest(&c, &s, "m", "-bad-tag", OCI_MANIFEST, &good).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(error_code(r).await, "TAG_INVALID");
+    // A read of a reference that is neither a tag nor a digest (the conformance suite's
+    // `.INVALID_MANIFEST_NAME`) is an unknown manifest.
+    let r = c
+        .get(s.url("/v2/m/manifests/.INVALID_MANIFEST_NAME"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN");
+    let r = c
+        .head(s.url("/v2/m/manifests/.INVALID_MANIFEST_NAME"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
     let r = put_manifest(&c, &s, "m//x", "v1", OCI_MANIFEST, &good).await;
     assert_eq!(error_code(r).await, "NAME_INVALID");
     // And finally a valid push works.

@@ -161,7 +161,11 @@ fn require_holds_binding(
     org_id: i64,
     b: &BindingRow,
 ) -> ApiResult<()> {
-    let rules = st.auth.iam().role_rules(org_id, &b.role)?.unwrap_or_default();
+    let rules = st
+        .auth
+        .iam()
+        .role_rules(org_id, &b.role)?
+        .unwrap_or_default();
     let scope = match (b.scope_kind.as_str(), &b.scope) {
         ("namespace", Some(ns)) => BindingScope::Namespace(ns.clone()),
         ("repository", Some(g)) => BindingScope::Repository(g.clone()),
@@ -234,9 +238,20 @@ pub(super) async fn put_binding(
             .auth
             .iam()
             .role_rules(org_row.id, &body.role)?
-            .ok_or_else(|| ApiError::NotFound(format!("role {:?} not found in organization {org:?}", body.role)))?;
+            .ok_or_else(|| {
+                ApiError::NotFound(format!(
+                    "role {:?} not found in organization {org:?}",
+                    body.role
+                ))
+            })?;
         caller.require_holds(&org, &scope, &rules)?;
-        if let Some(old) = st.auth.iam().bindings(&org)?.into_iter().find(|b| b.name == name) {
+        if let Some(old) = st
+            .auth
+            .iam()
+            .bindings(&org)?
+            .into_iter()
+            .find(|b| b.name == name)
+        {
             require_holds_binding(st, &caller, &org, org_row.id, &old)?;
         }
         let replaced = st
@@ -276,7 +291,13 @@ pub(super) async fn delete_binding(
     caller.require_manage(&org, "bindings", "delete", &name)?;
     blocking(&state, move |st| {
         let org_row = st.auth.iam().org(&org)?;
-        if let Some(old) = st.auth.iam().bindings(&org)?.into_iter().find(|b| b.name == name) {
+        if let Some(old) = st
+            .auth
+            .iam()
+            .bindings(&org)?
+            .into_iter()
+            .find(|b| b.name == name)
+        {
             require_holds_binding(st, &caller, &org, org_row.id, &old)?;
         }
         st.auth.iam().delete_binding(&org, &name)?;

@@ -15,7 +15,7 @@ use super::identity::audit_change;
 use super::{ApiCaller, ApiError, ApiResult, blocking, json_response, parse_body, time};
 use crate::auth::Principal;
 use crate::config::parse_duration;
-use crate::iam::{NewCredential, Owner, SecretKind};
+use crate::iam::{CredentialSpec, NewCredential, Owner, SecretKind};
 use crate::server::AppState;
 use crate::store::{CredentialRow, RobotRow};
 
@@ -184,15 +184,15 @@ pub(super) async fn create_robot_token(
     let ttl = expiry(body.expires_in.as_deref())?;
     blocking(&state, move |st| {
         let r = robot_you_may_mint_for(st, &caller, &org, &robot)?;
-        let new = st.auth.iam().create_credential(
-            SecretKind::RobotToken,
-            Owner::Robot(r.id),
-            Some(&name),
-            ttl,
-            false,
-            body.description.as_deref(),
-            &caller.origin(),
-        )?;
+        let new = st.auth.iam().create_credential(&CredentialSpec {
+            kind: SecretKind::RobotToken,
+            owner: Owner::Robot(r.id),
+            name: Some(&name),
+            expires_in: ttl,
+            readwrite: false,
+            description: body.description.as_deref(),
+            origin: caller.origin(),
+        })?;
         audit_change(
             st,
             &caller,
@@ -291,15 +291,15 @@ pub(super) async fn create_robot_key(
     let ttl = expiry(body.expires_in.as_deref())?;
     blocking(&state, move |st| {
         let r = robot_you_may_mint_for(st, &caller, &org, &robot)?;
-        let new = st.auth.iam().create_credential(
-            SecretKind::ApiKey,
-            Owner::Robot(r.id),
-            body.name.as_deref(),
-            ttl,
-            false,
-            body.description.as_deref(),
-            &caller.origin(),
-        )?;
+        let new = st.auth.iam().create_credential(&CredentialSpec {
+            kind: SecretKind::ApiKey,
+            owner: Owner::Robot(r.id),
+            name: body.name.as_deref(),
+            expires_in: ttl,
+            readwrite: false,
+            description: body.description.as_deref(),
+            origin: caller.origin(),
+        })?;
         audit_change(
             st,
             &caller,
@@ -360,15 +360,15 @@ pub(super) async fn create_own_key(
     let body: NewNamed = optional_body(&body)?;
     let ttl = expiry(body.expires_in.as_deref())?;
     blocking(&state, move |st| {
-        let new = st.auth.iam().create_credential(
-            SecretKind::ApiKey,
-            Owner::User(id),
-            body.name.as_deref(),
-            ttl,
-            false,
-            body.description.as_deref(),
-            &caller.origin(),
-        )?;
+        let new = st.auth.iam().create_credential(&CredentialSpec {
+            kind: SecretKind::ApiKey,
+            owner: Owner::User(id),
+            name: body.name.as_deref(),
+            expires_in: ttl,
+            readwrite: false,
+            description: body.description.as_deref(),
+            origin: caller.origin(),
+        })?;
         audit_change(
             st,
             &caller,
@@ -466,15 +466,15 @@ pub(super) async fn create_registry_token(
     let ttl = (!permanent).then_some(state.web.registry_token_ttl);
     blocking(&state, move |st| {
         let org_row = st.auth.iam().org(&org)?;
-        let new = st.auth.iam().create_credential(
-            SecretKind::RegistryToken,
-            Owner::Org(org_row.id),
-            None,
-            ttl,
+        let new = st.auth.iam().create_credential(&CredentialSpec {
+            kind: SecretKind::RegistryToken,
+            owner: Owner::Org(org_row.id),
+            name: None,
+            expires_in: ttl,
             readwrite,
-            description.as_deref(),
-            &caller.origin(),
-        )?;
+            description: description.as_deref(),
+            origin: caller.origin(),
+        })?;
         audit_change(
             st,
             &caller,

@@ -16,9 +16,9 @@ use super::identity::audit_change;
 use super::{ApiCaller, ApiError, ApiResult, blocking, json_response, parse_body, time};
 use crate::auth::{ClientInfo, Lineage, Login, Principal};
 use crate::http::token::REFRESH_TOKEN_TTL;
-use crate::iam::{AuditEvent, NewCredential, Origin, Owner, Secret, SecretKind};
-use crate::store::CredentialRow;
+use crate::iam::{AuditEvent, CredentialSpec, NewCredential, Origin, Owner, Secret, SecretKind};
 use crate::server::AppState;
+use crate::store::CredentialRow;
 
 #[derive(Deserialize)]
 struct LoginBody {
@@ -50,19 +50,19 @@ pub(crate) fn access(st: &AppState, login: &Login) -> ApiResult<(String, i64)> {
 /// Opens a session for a user's login: a new refresh-token family whose source is what the
 /// login came from, and an access token of that family.
 pub(crate) fn open_session(st: &AppState, user_id: i64, login: &Login) -> ApiResult<NewCredential> {
-    Ok(st.auth.iam().create_credential(
-        SecretKind::RefreshToken,
-        Owner::User(user_id),
-        Some("session"),
-        Some(REFRESH_TOKEN_TTL),
-        false,
-        None,
-        &Origin {
+    Ok(st.auth.iam().create_credential(&CredentialSpec {
+        kind: SecretKind::RefreshToken,
+        owner: Owner::User(user_id),
+        name: Some("session"),
+        expires_in: Some(REFRESH_TOKEN_TTL),
+        readwrite: false,
+        description: None,
+        origin: Origin {
             source: login.lineage.root(),
             family: None,
             creator: None,
         },
-    )?)
+    })?)
 }
 
 /// The login a session's tokens carry: the family, then the family's source.
@@ -78,7 +78,11 @@ pub(crate) fn session_login(login: &Login, refresh: &CredentialRow) -> Login {
     }
 }
 
-fn session_json(st: &AppState, login: &Login, refresh: &NewCredential) -> ApiResult<serde_json::Value> {
+fn session_json(
+    st: &AppState,
+    login: &Login,
+    refresh: &NewCredential,
+) -> ApiResult<serde_json::Value> {
     let (jwt, expires_in) = access(st, &session_login(login, &refresh.row))?;
     Ok(json!({
         "access_token": jwt,
@@ -113,7 +117,10 @@ pub(super) async fn login(
             ..AuditEvent::default()
         });
         let refresh = open_session(st, *id, &login)?;
-        Ok(json_response(StatusCode::OK, session_json(st, &login, &refresh)?))
+        Ok(json_response(
+            StatusCode::OK,
+            session_json(st, &login, &refresh)?,
+        ))
     })
     .await
 }
@@ -164,7 +171,10 @@ pub(super) async fn refresh(
             client_addr: client.addr.map(|a| a.to_string()),
             ..AuditEvent::default()
         });
-        Ok(json_response(StatusCode::OK, session_json(st, &login, &next)?))
+        Ok(json_response(
+            StatusCode::OK,
+            session_json(st, &login, &next)?,
+        ))
     })
     .await
 }
@@ -266,7 +276,9 @@ pub(super) async fn revoke_session(
         }
         st.auth.iam().revoke_family(&id)?;
         audit_change(st, &caller, "session.revoke", format!("session/{id}"));
-        Ok(axum::response::IntoResponse::into_response(StatusCode::NO_CONTENT))
+        Ok(axum::response::IntoResponse::into_response(
+            StatusCode::NO_CONTENT,
+        ))
     })
     .await
 }
@@ -287,8 +299,15 @@ pub(super) async fn revoke_all_sessions(
         for f in &families {
             st.auth.iam().revoke_family(f)?;
         }
-        audit_change(st, &caller, "session.revoke", format!("{}/sessions", caller.subject()));
-        Ok(axum::response::IntoResponse::into_response(StatusCode::NO_CONTENT))
+        audit_change(
+            st,
+            &caller,
+            "session.revoke",
+            format!("{}/sessions", caller.subject()),
+        );
+        Ok(axum::response::IntoResponse::into_response(
+            StatusCode::NO_CONTENT,
+        ))
     })
     .await
 }

@@ -158,6 +158,7 @@ impl From<RouteError> for OciError {
             RouteError::Name(m) => OciError::NameInvalid(m),
             RouteError::Digest(m) => OciError::DigestInvalid(m),
             RouteError::Tag(m) => OciError::TagInvalid(m),
+            RouteError::ManifestUnknown => OciError::ManifestUnknown,
             RouteError::UploadId => OciError::BlobUploadUnknown,
         }
     }

@@ -82,6 +82,7 @@ pub(crate) enum RouteError {
     Name(String),
     Digest(String),
     Tag(String),
+    ManifestUnknown,
     UploadId,
 }
 
@@ -223,7 +224,12 @@ impl OciRoute {
         match seg(n - 2) {
             "manifests" => {
                 let name = name_of(n - 2)?;
+                let reading = *method == Method::GET || *method == Method::HEAD;
                 let reference: Reference = last.parse().map_err(|e| match e {
+                    // A reference that is neither a tag nor a digest names no manifest: reads
+                    // answer 404 MANIFEST_UNKNOWN (as Distribution, and as the conformance suite
+                    // expects); writes and deletes say what is wrong with it.
+                    _ if reading => RouteError::ManifestUnknown,
                     crate::content::ReferenceError::Tag(t) => RouteError::Tag(t.to_string()),
                     crate::content::ReferenceError::Digest(d) => RouteError::Digest(d.to_string()),
                 })?;
@@ -422,8 +428,15 @@ mod tests {
             "/a%2Fb/manifests/latest",
             "Name(\"invalid repository name: each path component must match [a-z0-9]+((\\\\.|_|__|-+)[a-z0-9]+)*\")",
         );
+        check("GET", "/a/manifests/-bad", "ManifestUnknown");
         check(
-            "GET",
+            "HEAD",
+            "/a/manifests/.INVALID_MANIFEST_NAME",
+            "ManifestUnknown",
+        );
+        check("GET", "/a/manifests/sha256:abc", "ManifestUnknown");
+        check(
+            "PUT",
             "/a/manifests/-bad",
             "Tag(\"invalid tag: must match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}\")",
         );

@@ -429,7 +429,11 @@ impl Writer<'_> {
         let prefix = format!("{name}/");
         let org_id: Option<i64> = self
             .tx
-            .query_row("SELECT org_id FROM namespaces WHERE name = ?1", [name], |r| r.get(0))
+            .query_row(
+                "SELECT org_id FROM namespaces WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
             .optional()?;
         let Some(org_id) = org_id else {
             return Ok(false);

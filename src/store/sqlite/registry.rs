@@ -179,7 +179,13 @@ impl Writer<'_> {
             .query_map(params![ns, prefix], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         for id in &ids {
-            for table in ["tags", "manifests", "manifest_refs", "repo_blobs", "uploads"] {
+            for table in [
+                "tags",
+                "manifests",
+                "manifest_refs",
+                "repo_blobs",
+                "uploads",
+            ] {
                 self.tx
                     .prepare_cached(&format!("DELETE FROM {table} WHERE repo_id = ?1"))?
                     .execute([id])?;
