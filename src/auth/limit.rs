@@ -42,7 +42,20 @@ pub(crate) struct Slot<'a> {
 
 /// The limit keys of a login attempt: the address, and the credential or name at that address.
 pub(crate) fn keys_for(subject: Option<String>, addr: Option<IpAddr>) -> Vec<(String, u32)> {
-    let addr = addr.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+    let addr = addr.map_or_else(
+        || "unknown".to_owned(),
+        |a| match a {
+            // One IPv6 client usually holds a whole /64: it counts as one address.
+            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+            IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or_else(|| a.to_string(), |v4| v4.to_string()),
+            IpAddr::V4(_) => a.to_string(),
+        },
+    );
     let mut keys = vec![(format!("addr {addr}"), MAX_FAILURES_PER_ADDR)];
     if let Some(s) = subject {
         keys.push((format!("{s} @ {addr}"), MAX_FAILURES_PER_KEY));
@@ -133,6 +146,10 @@ mod tests {
         assert!(l.reserve(other).is_ok());
         let bob = keys_for(Some("user bob".into()), "10.0.0.1".parse().ok());
         drop(l.reserve(bob).unwrap());
+        // Addresses of one IPv6 /64 count together.
+        let a = keys_for(None, "2001:db8::1".parse().ok());
+        let b = keys_for(None, "2001:db8::ffff:2".parse().ok());
+        assert_eq!(a, b);
         // Successes (dropped slots) do not count.
         let carol = || keys_for(Some("user carol".into()), "10.0.0.3".parse().ok());
         for _ in 0..50 {

@@ -46,14 +46,17 @@ fn named(resp: Response) -> Response {
 }
 
 /// What a caller gets for the scopes it asked: each repository scope cut down to what policy
-/// allows (entries left empty are dropped), the catalog for any authenticated caller.
+/// allows (entries left empty are dropped), the catalog for any authenticated caller; and the
+/// revocation keys of the namespaces granted in (a deleted namespace ends the token, so a
+/// namespace re-created under the name is not reached by it).
 fn grant(
     state: &AppState,
     principal: &Principal,
     grants: &Grants,
     scopes: &[Scope],
-) -> Result<Vec<AccessEntry>, AuthError> {
+) -> Result<(Vec<AccessEntry>, Vec<String>), AuthError> {
     let mut out: Vec<AccessEntry> = Vec::new();
+    let mut keys: Vec<String> = Vec::new();
     for s in scopes {
         match s {
             Scope::Repository { name, actions } => {
@@ -62,6 +65,11 @@ fn grant(
                     .intersect(*actions);
                 if allowed.is_empty() {
                     continue;
+                }
+                if let Some(ns) = &ns
+                    && !keys.contains(&ns.key)
+                {
+                    keys.push(ns.key.clone());
                 }
                 let actions: Vec<String> = allowed.iter().map(|a| a.as_str().to_owned()).collect();
                 match out
@@ -94,7 +102,7 @@ fn grant(
             Scope::Catalog => {}
         }
     }
-    Ok(out)
+    Ok((out, keys))
 }
 
 fn scopes_of<'a>(values: impl Iterator<Item = &'a str>) -> Vec<Scope> {
@@ -266,7 +274,7 @@ async fn respond(
         };
         let principal = &login.principal;
         let grants = st.auth.grants(principal)?;
-        let access = grant(&st, principal, &grants, &request.scopes)?;
+        let (access, namespace_keys) = grant(&st, principal, &grants, &request.scopes)?;
         let mut login = login.clone();
         if request.offline
             && refresh_token.is_none()
@@ -283,7 +291,12 @@ async fn respond(
                 &login.principal.subject(),
                 &st.web.service,
                 access.clone(),
-                login.lineage.token_keys(&login.principal),
+                login
+                    .lineage
+                    .token_keys(&login.principal)
+                    .into_iter()
+                    .chain(namespace_keys)
+                    .collect(),
             )
             .map_err(|e| AuthError::Internal(e.to_string()))?;
         let issued_at = crate::auth::token::rfc3339(claims.iat);

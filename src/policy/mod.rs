@@ -191,6 +191,8 @@ pub struct Grants {
 pub struct NamespaceInfo {
     pub org: String,
     pub public: bool,
+    /// The revocation key of this generation of the namespace (`store::namespace_key`).
+    pub key: String,
 }
 
 /// The namespace of a repository: its first path segment.
@@ -507,14 +509,17 @@ mod tests {
         let acme = NamespaceInfo {
             org: "acme".into(),
             public: false,
+            key: String::new(),
         };
         let public = NamespaceInfo {
             org: "acme".into(),
             public: true,
+            key: String::new(),
         };
         let other = NamespaceInfo {
             org: "globex".into(),
             public: false,
+            key: String::new(),
         };
         let reader_ns = Grants {
             grants: vec![grant(
@@ -839,6 +844,7 @@ mod tests {
         let ns = NamespaceInfo {
             org: "acme".into(),
             public: false,
+            key: String::new(),
         };
         let mut out = std::collections::BTreeSet::new();
         for repo in REPOS {

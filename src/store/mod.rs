@@ -90,6 +90,13 @@ pub struct GcPlan {
     pub uploads: Vec<uuid::Uuid>,
 }
 
+/// The revocation key of one generation of a namespace (its owner's id and creation time tell
+/// a namespace from a later one of the same name). Bearer tokens that grant access in it name
+/// it; deleting the namespace revokes it.
+pub fn namespace_key(name: &str, org_id: i64, created_at: i64) -> String {
+    format!("ns:{name}@{org_id}.{created_at}")
+}
+
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
     std::time::SystemTime::now()

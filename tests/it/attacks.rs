@@ -552,6 +552,26 @@ async fn deleted_names_start_empty() {
     assert_eq!(cat["repositories"], json!([]), "{cat}");
     // Positive control: the new owner's own push is served.
     push_image(&boris, &s, "fintech/core", "v2", 9).await;
+    // A bearer token issued before a deletion does not reach the namespace created after it.
+    let jwt = bearer_for(&s, "boris", "boris-password-1", "fintech/core").await;
+    assert_eq!(
+        pull_with_bearer(&s, &jwt, "fintech/core").await,
+        StatusCode::NOT_FOUND
+    );
+    b.ok("DELETE", "/orgs/fintech", None, StatusCode::NO_CONTENT)
+        .await;
+    a.ok(
+        "POST",
+        "/orgs",
+        Some(json!({"name": "fintech"})),
+        StatusCode::CREATED,
+    )
+    .await;
+    push_image(&anna, &s, "fintech/core", "v1", 11).await;
+    within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || {
+        pull_with_bearer(&s, &jwt, "fintech/core")
+    })
+    .await;
     // A namespace deleted and re-created as another user's organization.
     a.ok(
         "POST",
@@ -737,8 +757,18 @@ async fn custom_roles_cannot_be_used_to_escalate() {
         .post("/orgs/acme/robots/deployer/apikeys", json!({}))
         .await;
     assert_eq!(st, StatusCode::FORBIDDEN);
-    // A role editor cannot write a role with rules it does not hold (roles apply where bound).
+    // A role editor cannot write a role with rules it does not hold (roles apply where bound),
+    // nor delete or replace one whose rules it does not hold.
     let roler = Api::basic(s, "roler", "roler-password-1");
+    let (st, _) = roler.delete("/orgs/acme/roles/binder").await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _) = roler
+        .put(
+            "/orgs/acme/roles/binder",
+            json!({"rules": [{"resources": ["roles"], "verbs": ["get"]}]}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
     let (st, _) = roler
         .put(
             "/orgs/acme/roles/binder",
@@ -753,6 +783,58 @@ async fn custom_roles_cannot_be_used_to_escalate() {
         )
         .await;
     assert_eq!(st, StatusCode::FORBIDDEN);
+    // A robot keeper (robots and credentials, nothing else) cannot delete the Manager robot or
+    // its tokens, but may delete a robot that holds nothing.
+    user_session(s, "keeper", "keeper-password-1").await;
+    put_role(
+        "keeper",
+        json!([{"resources": ["robots", "credentials"], "verbs": ["*"]}]),
+    )
+    .await;
+    alice
+        .ok(
+            "PUT",
+            "/orgs/acme/bindings/keeper",
+            Some(json!({"role": "keeper", "subject": "user/keeper"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let keeper = Api::basic(s, "keeper", "keeper-password-1");
+    let (st, _) = keeper.delete("/orgs/acme/robots/deployer").await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let tokens = alice
+        .ok(
+            "GET",
+            "/orgs/acme/robots/reader/tokens",
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    let tid = tokens["tokens"][0]["id"].as_str().unwrap();
+    let (st, _) = keeper
+        .delete(&format!("/orgs/acme/robots/reader/tokens/{tid}"))
+        .await;
+    assert_eq!(
+        st,
+        StatusCode::FORBIDDEN,
+        "the Reader robot pulls, the keeper does not"
+    );
+    keeper
+        .ok(
+            "POST",
+            "/orgs/acme/robots",
+            Some(json!({"name": "empty"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    keeper
+        .ok(
+            "DELETE",
+            "/orgs/acme/robots/empty",
+            None,
+            StatusCode::NO_CONTENT,
+        )
+        .await;
     // Positive control: the owner does all of it.
     alice
         .ok(

@@ -76,9 +76,11 @@ pub(super) async fn put_role(
 ) -> ApiResult<Response> {
     caller.require_manage(&org, "roles", "update", &name)?;
     let body: RoleBody = parse_body(&body)?;
-    // A role's rules apply wherever it is bound: the caller must hold them all org-wide.
+    // A role's rules apply wherever it is bound: the caller must hold them all org-wide, and
+    // also the rules it replaces (replacing them takes access away from whoever is bound).
     caller.require_holds(&org, &BindingScope::Org, &body.rules)?;
     blocking(&state, move |st| {
+        require_holds_role(st, &caller, &org, &name)?;
         let replaced = st.auth.iam().put_role(&org, &name, &body.rules)?;
         audit_change(st, &caller, "role.put", format!("org/{org}/roles/{name}"));
         let status = if replaced {
@@ -101,6 +103,7 @@ pub(super) async fn delete_role(
 ) -> ApiResult<Response> {
     caller.require_manage(&org, "roles", "delete", &name)?;
     blocking(&state, move |st| {
+        require_holds_role(st, &caller, &org, &name)?;
         st.auth.iam().delete_role(&org, &name)?;
         audit_change(
             st,
@@ -150,6 +153,17 @@ fn binding_json(st: &AppState, b: &BindingRow) -> serde_json::Value {
         _ => {}
     }
     v
+}
+
+/// A custom role may be replaced or deleted only by a caller who holds all its rules org-wide.
+fn require_holds_role(st: &AppState, caller: &ApiCaller, org: &str, name: &str) -> ApiResult<()> {
+    let org_row = st.auth.iam().org(org)?;
+    match st.auth.iam().role_rules(org_row.id, name)? {
+        Some(rules) if !policy::BUILTIN_ROLES.contains(&name) => {
+            caller.require_holds(org, &BindingScope::Org, &rules)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// A binding may be replaced or deleted only by a caller who holds everything it grants (so

@@ -128,6 +128,7 @@ pub(super) async fn delete_robot(
 ) -> ApiResult<Response> {
     caller.require_manage(&org, "robots", "delete", &robot)?;
     blocking(&state, move |st| {
+        robot_within_reach(st, &caller, &org, &robot)?;
         st.auth.iam().delete_robot(&org, &robot)?;
         audit_change(st, &caller, "robot.delete", format!("robot/{org}/{robot}"));
         Ok(StatusCode::NO_CONTENT.into_response())
@@ -183,7 +184,7 @@ pub(super) async fn create_robot_token(
     crate::iam::check_name("token", &name)?;
     let ttl = expiry(body.expires_in.as_deref())?;
     blocking(&state, move |st| {
-        let r = robot_you_may_mint_for(st, &caller, &org, &robot)?;
+        let r = robot_within_reach(st, &caller, &org, &robot)?;
         let new = st.auth.iam().create_credential(&CredentialSpec {
             kind: SecretKind::RobotToken,
             owner: Owner::Robot(r.id),
@@ -207,9 +208,10 @@ pub(super) async fn create_robot_token(
     .await
 }
 
-/// The robot `org/robot`, if the caller may mint a credential for it: a credential acts with all
-/// of the robot's access, so the caller must already hold all of it (**no escalation**).
-fn robot_you_may_mint_for(
+/// The robot `org/robot`, if the caller holds all of its access (**no escalation**): needed to
+/// mint a credential for it (a credential acts with all of the robot's access) and to delete it
+/// or its credentials (nobody locks out an identity stronger than themselves).
+fn robot_within_reach(
     st: &AppState,
     caller: &ApiCaller,
     org: &str,
@@ -254,7 +256,7 @@ pub(super) async fn delete_robot_token(
 ) -> ApiResult<Response> {
     caller.require_manage(&org, "credentials", "delete", &robot)?;
     blocking(&state, move |st| {
-        let r = st.auth.iam().robot(&org, &robot)?;
+        let r = robot_within_reach(st, &caller, &org, &robot)?;
         delete_owned(
             st,
             &caller,
@@ -290,7 +292,7 @@ pub(super) async fn create_robot_key(
     let body: NewNamed = optional_body(&body)?;
     let ttl = expiry(body.expires_in.as_deref())?;
     blocking(&state, move |st| {
-        let r = robot_you_may_mint_for(st, &caller, &org, &robot)?;
+        let r = robot_within_reach(st, &caller, &org, &robot)?;
         let new = st.auth.iam().create_credential(&CredentialSpec {
             kind: SecretKind::ApiKey,
             owner: Owner::Robot(r.id),
@@ -318,7 +320,7 @@ pub(super) async fn delete_robot_key(
 ) -> ApiResult<Response> {
     caller.require_manage(&org, "credentials", "delete", &robot)?;
     blocking(&state, move |st| {
-        let r = st.auth.iam().robot(&org, &robot)?;
+        let r = robot_within_reach(st, &caller, &org, &robot)?;
         delete_owned(
             st,
             &caller,

@@ -427,17 +427,18 @@ impl Writer<'_> {
     /// it, so that a namespace or organization created later under the name starts empty.
     pub fn delete_namespace(&self, name: &str) -> Result<bool> {
         let prefix = format!("{name}/");
-        let org_id: Option<i64> = self
+        let found: Option<(i64, i64)> = self
             .tx
             .query_row(
-                "SELECT org_id FROM namespaces WHERE name = ?1",
+                "SELECT org_id, created_at FROM namespaces WHERE name = ?1",
                 [name],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        let Some(org_id) = org_id else {
+        let Some((org_id, created_at)) = found else {
             return Ok(false);
         };
+        self.revoke(&crate::store::namespace_key(name, org_id, created_at))?;
         self.delete_repositories_in(name)?;
         self.tx.execute(
             "DELETE FROM bindings WHERE org_id = ?1 AND ((scope_kind = 'namespace' AND scope = ?2)
