@@ -96,12 +96,7 @@ pub(super) async fn login(
     State(state): State<AppState>,
     req: axum::extract::Request,
 ) -> ApiResult<Response> {
-    let (parts, body) = req.into_parts();
-    let client = crate::http::access::client_info(&parts);
-    let body = axum::body::to_bytes(body, 64 * 1024)
-        .await
-        .map_err(|e| ApiError::Invalid(e.to_string()))?;
-    let body: LoginBody = parse_body(&body)?;
+    let (client, body): (_, LoginBody) = client_and_body(req).await?;
     blocking(&state, move |st| {
         let login = st.auth.login(&body.username, &body.password, &client)?;
         let Principal::User { id, name, .. } = &login.principal else {
@@ -148,20 +143,23 @@ pub(crate) fn rotate(
     Ok((login, next))
 }
 
-fn request_client(headers: &axum::http::request::Parts) -> ClientInfo {
-    crate::http::access::client_info(headers)
+/// The caller's address and agent, and the JSON body (at most 64 KiB) of a session request.
+async fn client_and_body<T: serde::de::DeserializeOwned>(
+    req: axum::extract::Request,
+) -> ApiResult<(ClientInfo, T)> {
+    let (parts, body) = req.into_parts();
+    let client = crate::http::access::client_info(&parts);
+    let body = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    Ok((client, parse_body(&body)?))
 }
 
 pub(super) async fn refresh(
     State(state): State<AppState>,
     req: axum::extract::Request,
 ) -> ApiResult<Response> {
-    let (parts, body) = req.into_parts();
-    let client = request_client(&parts);
-    let body = axum::body::to_bytes(body, 64 * 1024)
-        .await
-        .map_err(|e| ApiError::Invalid(e.to_string()))?;
-    let body: RefreshBody = parse_body(&body)?;
+    let (client, body): (_, RefreshBody) = client_and_body(req).await?;
     blocking(&state, move |st| {
         let (login, next) = rotate(st, &body.refresh_token, &client)?;
         st.auth.audit(AuditEvent {
@@ -183,12 +181,7 @@ pub(super) async fn logout(
     State(state): State<AppState>,
     req: axum::extract::Request,
 ) -> ApiResult<Response> {
-    let (parts, body) = req.into_parts();
-    let client = request_client(&parts);
-    let body = axum::body::to_bytes(body, 64 * 1024)
-        .await
-        .map_err(|e| ApiError::Invalid(e.to_string()))?;
-    let body: RefreshBody = parse_body(&body)?;
+    let (client, body): (_, RefreshBody) = client_and_body(req).await?;
     blocking(&state, move |st| {
         let login = st.auth.login("iamrefresh", &body.refresh_token, &client)?;
         if let Some(family) = login.lineage.0.iter().find_map(|k| k.strip_prefix("fam:")) {
