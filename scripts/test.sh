@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs berth's whole test suite. Installs what the tests need when it is missing (idempotent,
 # quiet when everything is already there): skopeo, podman and docker-registry (CNCF
-# Distribution, for the token interop test) from Debian, the oras Python
+# Distribution, for the token interop test) and strace (the fsync-order test) from Debian, the oras Python
 # client from PyPI, cargo-nextest from crates.io.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,7 @@ command -v podman >/dev/null 2>&1 || need_apt+=(podman)
 command -v tar >/dev/null 2>&1 || need_apt+=(tar)
 command -v gzip >/dev/null 2>&1 || need_apt+=(gzip)
 command -v docker-registry >/dev/null 2>&1 || need_apt+=(docker-registry)
+command -v strace >/dev/null 2>&1 || need_apt+=(strace)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} (apt-get)" >&2
   sudo_cmd=""

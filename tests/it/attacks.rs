@@ -235,16 +235,6 @@ async fn failed_logins_from_one_address_lock_out_nobody_else() {
     assert_eq!(r.status(), StatusCode::OK);
 }
 
-/// VmHWM (peak resident memory) of a process, in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_login_storm_is_limited_before_hashing_and_memory_stays_bounded() {
     let s = Server::start();
@@ -1371,4 +1361,227 @@ async fn answers_do_not_reveal_what_exists() {
         )
         .await;
     assert_eq!(yes["allowed"], true);
+}
+
+/// Signs `claims` with the server's own signing key (read from its data directory, as only the
+/// server's operator could) or with `key_pem`, under `kid` and `alg`.
+fn sign(
+    claims: &Value,
+    kid: &str,
+    alg: jsonwebtoken::Algorithm,
+    key: &jsonwebtoken::EncodingKey,
+) -> String {
+    let mut header = jsonwebtoken::Header::new(alg);
+    header.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(&header, claims, key).unwrap()
+}
+
+#[tokio::test]
+async fn forged_stale_and_misdirected_bearer_tokens_are_refused() {
+    let w = world().await;
+    let s = &w.s;
+    let jwks: Value = anonymous_client()
+        .get(s.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kid = jwks["keys"][0]["kid"].as_str().unwrap().to_owned();
+    let keys = s.data_dir.join("keys");
+    let key_file = std::fs::read_dir(&keys)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("signing-")
+                && p.extension().is_some_and(|e| e == "key")
+        })
+        .unwrap();
+    let server_key = jsonwebtoken::EncodingKey::from_ec_der(
+        &rcgen::KeyPair::from_pem(&std::fs::read_to_string(key_file).unwrap())
+            .unwrap()
+            .serialize_der(),
+    );
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    let claims = |aud: &str, iss: &str, exp: i64| {
+        json!({
+            "iss": iss, "sub": "user:alice", "aud": aud, "exp": exp, "nbf": now - 5, "iat": now - 5,
+            "jti": "forged", "access": [{"type": "repository", "name": "acme/app", "actions": ["pull"]}],
+        })
+    };
+    let es256 = jsonwebtoken::Algorithm::ES256;
+    // Control: a token signed with the server's key, for the right audience, in time, is
+    // accepted, so each refusal below is for the one thing changed.
+    let good = sign(
+        &claims("berth", "berth", now + 300),
+        &kid,
+        es256,
+        &server_key,
+    );
+    assert_eq!(pull_with_bearer(s, &good, "acme/app").await, StatusCode::OK);
+    let other_key = jsonwebtoken::EncodingKey::from_ec_der(
+        &rcgen::KeyPair::generate().unwrap().serialize_der(),
+    );
+    let hmac = jsonwebtoken::EncodingKey::from_secret(b"guessable");
+    let none = {
+        use base64::Engine as _;
+        let b64 =
+            |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        format!(
+            "{}.{}.",
+            b64(&json!({"alg": "none", "typ": "JWT", "kid": kid})),
+            b64(&claims("berth", "berth", now + 300))
+        )
+    };
+    let cases = [
+        (
+            "expired",
+            sign(
+                &claims("berth", "berth", now - 120),
+                &kid,
+                es256,
+                &server_key,
+            ),
+        ),
+        (
+            "wrong audience",
+            sign(
+                &claims("berth-api", "berth", now + 300),
+                &kid,
+                es256,
+                &server_key,
+            ),
+        ),
+        (
+            "another service",
+            sign(
+                &claims("elsewhere", "berth", now + 300),
+                &kid,
+                es256,
+                &server_key,
+            ),
+        ),
+        (
+            "wrong issuer",
+            sign(
+                &claims("berth", "mallory", now + 300),
+                &kid,
+                es256,
+                &server_key,
+            ),
+        ),
+        (
+            "unknown kid",
+            sign(
+                &claims("berth", "berth", now + 300),
+                "no-such-key",
+                es256,
+                &server_key,
+            ),
+        ),
+        (
+            "another key under the server's kid",
+            sign(
+                &claims("berth", "berth", now + 300),
+                &kid,
+                es256,
+                &other_key,
+            ),
+        ),
+        (
+            "HS256",
+            sign(
+                &claims("berth", "berth", now + 300),
+                &kid,
+                jsonwebtoken::Algorithm::HS256,
+                &hmac,
+            ),
+        ),
+        ("alg none", none),
+    ];
+    for (what, jwt) in &cases {
+        let r = anonymous_client()
+            .get(s.url("/v2/acme/app/manifests/v1"))
+            .header("authorization", format!("Bearer {jwt}"))
+            .header("accept", OCI_MANIFEST)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{what}");
+        assert_eq!(error_code(r).await, "UNAUTHORIZED", "{what}");
+    }
+    // A registry token is not a management-API token, nor the other way round.
+    let (st, _) = Api::bearer(s, &good).get("/auth/whoami").await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        pull_with_bearer(s, &w.access_token, "acme/app").await,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn secrets_are_nowhere_at_rest() {
+    let w = world().await;
+    let s = &w.s;
+    let refresh = Api::anonymous(s)
+        .ok(
+            "POST",
+            "/auth/login",
+            Some(json!({"username": "alice", "password": "alice-password-1"})),
+            StatusCode::OK,
+        )
+        .await["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Let the write-behind flush, so the database holds everything it will.
+    w.alice.ok("GET", "/audit", None, StatusCode::OK).await;
+    let secrets = [
+        w.apikey.as_str(),
+        w.robot_token.1.as_str(),
+        w.robot_key.as_str(),
+        w.registry_token.as_str(),
+        refresh.as_str(),
+        "alice-password-1",
+        ADMIN_PASSWORD,
+    ];
+    let mut files = 0;
+    let mut stack = vec![s.data_dir.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let bytes = std::fs::read(&p).unwrap();
+            files += 1;
+            for secret in secrets {
+                // The part after the prefix and id is what must never be stored.
+                let needle = secret
+                    .get(37..)
+                    .filter(|_| secret.starts_with("bth"))
+                    .unwrap_or(secret);
+                assert!(
+                    !bytes
+                        .windows(needle.len())
+                        .any(|win| win == needle.as_bytes()),
+                    "a secret is stored in plain text in {}",
+                    p.display()
+                );
+            }
+        }
+    }
+    assert!(files >= 5, "{files}");
 }

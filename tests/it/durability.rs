@@ -177,12 +177,18 @@ async fn kill9_during_manifest_and_blob_pushes_loses_no_acknowledged_write() {
             }
         }));
     }
-    // Let the pushers get going, then pull the plug.
+    // Let the pushers get going, then pull the plug (within a deadline: a stalled server fails
+    // the test instead of hanging the suite).
+    let start = std::time::Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(50)).await;
         if acked.lock().unwrap().len() >= 40 {
             break;
         }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the pushers never got 40 writes acknowledged"
+        );
     }
     s.kill9();
     for t in tasks {
@@ -268,4 +274,130 @@ async fn torn_blob_file_without_a_row_is_never_served_and_is_replaced_by_the_nex
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.bytes().await.unwrap().as_ref(), bytes.as_slice());
     assert_blob_files_intact(&s);
+}
+
+/// What the server did, from its `strace` log, in completion order: a sync of a named file or
+/// directory, or the start of a write to a socket (a response).
+#[derive(Debug)]
+enum Traced {
+    Sync(String),
+    Respond(String),
+}
+
+fn traced_events(trace: &str) -> Vec<Traced> {
+    let path_of = |args: &str| {
+        let start = args.find('<')? + 1;
+        let end = start + args[start..].find('>')?;
+        Some(args[start..end].to_owned())
+    };
+    let mut pending: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for line in trace.lines() {
+        let Some((pid, call)) = line.split_once(' ') else {
+            continue;
+        };
+        let call = call.trim_start();
+        if call.starts_with("<... fsync resumed>") || call.starts_with("<... fdatasync resumed>") {
+            if let Some(p) = pending.remove(pid) {
+                out.push(Traced::Sync(p));
+            }
+        } else if call.starts_with("fsync(") || call.starts_with("fdatasync(") {
+            let Some(p) = path_of(call) else { continue };
+            if call.ends_with("<unfinished ...>") {
+                pending.insert(pid, p);
+            } else if call.ends_with("= 0") {
+                out.push(Traced::Sync(p));
+            }
+        } else if ["write(", "writev(", "sendto(", "sendmsg("]
+            .iter()
+            .any(|w| call.starts_with(w))
+            && call.contains("<socket:")
+        {
+            out.push(Traced::Respond(call.to_owned()));
+        }
+    }
+    out
+}
+
+/// The index of the first `201` response naming `digest`.
+fn response_index(ev: &[Traced], digest: &str) -> usize {
+    ev.iter()
+        .position(|e| {
+            matches!(e, Traced::Respond(t) if t.contains("HTTP/1.1 201")
+                && t.contains(&format!("docker-content-digest: {digest}")))
+        })
+        .unwrap_or_else(|| panic!("no 201 response for {digest} in the trace"))
+}
+
+/// The last sync before `before` (and after `after`) of a path ending in `suffix`.
+fn synced(ev: &[Traced], after: usize, before: usize, suffix: &str) -> Option<usize> {
+    (after..before)
+        .rev()
+        .find(|&i| matches!(&ev[i], Traced::Sync(p) if p.ends_with(suffix)))
+}
+
+/// The write protocol itself, not just process death: before the server acknowledges a blob,
+/// the blob file, then its directory, then the database (WAL) were synced, in that order; before
+/// it acknowledges a manifest, the database was synced. Removing any one of those syncs fails
+/// this test (a `kill -9` test cannot see it: the page cache survives the process).
+#[tokio::test]
+async fn acknowledged_writes_are_synced_file_directory_database_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let trace = tmp.path().join("trace");
+    let s = Server::start_traced(&trace);
+    let c = client();
+    let config = br#"{"architecture":"amd64","os":"linux","traced":true}"#;
+    let layer = random_bytes(64 * 1024, 77);
+    let blobs = [
+        push_blob(&c, &s, "traced/app", config).await,
+        push_blob(&c, &s, "traced/app", &layer).await,
+    ];
+    let m = image_manifest((&blobs[0], config.len()), &[(&blobs[1], layer.len())]);
+    let r = put_manifest(&c, &s, "traced/app", "v1", OCI_MANIFEST, &m).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let manifest = sha256(m.as_bytes());
+    // Let strace write out what it has seen.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let ev = loop {
+        let text = std::fs::read_to_string(&trace).unwrap_or_default();
+        let ev = traced_events(&text);
+        let seen = ev.iter().any(|e| {
+            matches!(e, Traced::Respond(t) if t.contains(&format!("docker-content-digest: {manifest}")))
+        });
+        if seen {
+            break ev;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the trace never showed the manifest's answer"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut previous = 0;
+    for d in &blobs {
+        let hex = &d["sha256:".len()..];
+        let resp = response_index(&ev, d);
+        let file = synced(
+            &ev,
+            previous,
+            resp,
+            &format!("/blobs/sha256/{}/{hex}", &hex[..2]),
+        )
+        .unwrap_or_else(|| panic!("blob file of {d} not synced before its 201"));
+        let dir =
+            synced(&ev, file, resp, &format!("/blobs/sha256/{}", &hex[..2])).unwrap_or_else(|| {
+                panic!("directory of {d} not synced after its file, before its 201")
+            });
+        let db = synced(&ev, dir, resp, "/berth.db-wal")
+            .or_else(|| synced(&ev, dir, resp, "/berth.db"))
+            .unwrap_or_else(|| panic!("database not synced after the blob of {d}, before its 201"));
+        assert!(file < dir && dir < db && db < resp);
+        previous = resp;
+    }
+    let resp = response_index(&ev, &manifest);
+    assert!(
+        synced(&ev, previous, resp, "/berth.db-wal").is_some()
+            || synced(&ev, previous, resp, "/berth.db").is_some(),
+        "the manifest was acknowledged before the database was synced"
+    );
 }

@@ -382,3 +382,228 @@ async fn scheduled_background_collection_runs() {
     );
     assert!(s.log_text().contains("garbage collection"));
 }
+
+/// `--untagged` keeps what something still points at: the children of a tagged index, the
+/// referrers of a subject that is present, and every manifest younger than the grace period;
+/// it removes untagged manifests nothing keeps, and referrers whose subject is gone.
+#[tokio::test]
+async fn untagged_collection_keeps_index_children_referrers_and_young_manifests() {
+    let (s, c) = (Server::start(), client());
+    let repo = "keep/app";
+    // Two platform images pushed by digest only, kept by a tagged index.
+    let (child_a, body_a) = push_image(&c, &s, repo, "tmp-a", 41).await;
+    let (child_b, body_b) = push_image(&c, &s, repo, "tmp-b", 42).await;
+    for tag in ["tmp-a", "tmp-b"] {
+        let r = c
+            .delete(s.url(&format!("/v2/{repo}/manifests/{tag}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": child_a, "size": body_a.len(),
+             "platform": {"architecture": "amd64", "os": "linux"}},
+            {"mediaType": OCI_MANIFEST, "digest": child_b, "size": body_b.len(),
+             "platform": {"architecture": "arm64", "os": "linux"}},
+        ],
+    })
+    .to_string();
+    let r = put_manifest(&c, &s, repo, "multi", OCI_INDEX, &index).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    // A tagged image with a signature-like referrer (untagged), and a referrer whose subject
+    // will be deleted.
+    let (subject, subject_body) = push_image(&c, &s, repo, "v1", 43).await;
+    let (gone, gone_body) = push_image(&c, &s, repo, "v0", 44).await;
+    let referrer = |subject: &str, size: usize, seed: u64| {
+        serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": "application/vnd.example.signature",
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": EMPTY, "size": 2},
+            "layers": [{"mediaType": "application/octet-stream", "digest": EMPTY, "size": 2}],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": subject, "size": size},
+            "annotations": {"seed": seed.to_string()},
+        })
+        .to_string()
+    };
+    const EMPTY: &str = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+    push_blob(&c, &s, repo, b"{}").await;
+    let kept_ref = referrer(&subject, subject_body.len(), 1);
+    let orphan_ref = referrer(&gone, gone_body.len(), 2);
+    for body in [&kept_ref, &orphan_ref] {
+        let d = sha256(body.as_bytes());
+        let r = put_manifest(&c, &s, repo, &d, OCI_MANIFEST, body).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let (kept_ref, orphan_ref) = (sha256(kept_ref.as_bytes()), sha256(orphan_ref.as_bytes()));
+    // Delete the second subject itself (by digest): its referrer is left without a subject.
+    let r = c
+        .delete(s.url(&format!("/v2/{repo}/manifests/{gone}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    // A plain untagged manifest.
+    let (loose, _) = push_image(&c, &s, repo, "loose", 45).await;
+    let r = c
+        .delete(s.url(&format!("/v2/{repo}/manifests/loose")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+
+    // Everything is younger than an hour: nothing goes.
+    let young = gc(&s, &["--grace", "1h", "--untagged"]);
+    assert_eq!(young["manifests_removed"], serde_json::json!([]), "{young}");
+    // Push times are whole seconds and "younger than 0s" keeps what was pushed this second:
+    // cross into the next second so that a zero grace really is zero.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Without the grace: exactly the loose manifest and the orphaned referrer go.
+    let report = gc(&s, &["--grace", "0s", "--untagged"]);
+    let mut removed: Vec<String> = report["manifests_removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    removed.sort();
+    let mut want = vec![format!("{repo}@{loose}"), format!("{repo}@{orphan_ref}")];
+    want.sort();
+    assert_eq!(removed, want, "{report}");
+    let status = |d: String| {
+        let c = c.clone();
+        let url = s.url(&format!("/v2/{repo}/manifests/{d}"));
+        async move {
+            c.get(url)
+                .header("accept", format!("{OCI_MANIFEST}, {OCI_INDEX}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    for kept in [&child_a, &child_b, &subject, &kept_ref] {
+        assert_eq!(
+            status(kept.clone()).await,
+            StatusCode::OK,
+            "{kept} was kept"
+        );
+    }
+    for removed in [&loose, &orphan_ref] {
+        assert_eq!(
+            status(removed.clone()).await,
+            StatusCode::NOT_FOUND,
+            "{removed} was removed"
+        );
+    }
+    // The children's layers are still served.
+    let m: Value = serde_json::from_str(&body_a).unwrap();
+    let layer = m["layers"][0]["digest"].as_str().unwrap();
+    let r = c
+        .get(s.url(&format!("/v2/{repo}/blobs/{layer}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// Files a crash left without a row are swept: a blob file nothing names goes at once, an
+/// upload file without a session once it is older than the upload expiry; files with rows stay.
+#[tokio::test]
+async fn the_orphan_sweep_removes_only_files_without_rows() {
+    let (s, c) = (Server::start(), client());
+    let (_, body) = push_image(&c, &s, "sweep/app", "v1", 51).await;
+    let before = blob_file_count(&s);
+    // A blob file no row names (as a crash between rename and commit leaves).
+    let bytes = b"orphaned by a crash";
+    let d = sha256(bytes);
+    let hex = &d["sha256:".len()..];
+    let dir = s.data_dir.join("blobs/sha256").join(&hex[..2]);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(hex), bytes).unwrap();
+    // An upload file without a session, an hour old, and a live upload session whose file is
+    // as old.
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let age = |p: &std::path::Path| {
+        std::fs::File::options()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_modified(hour_ago)
+            .unwrap();
+    };
+    let stray = s.data_dir.join("uploads").join(uuid_like());
+    std::fs::write(&stray, b"partial").unwrap();
+    age(&stray);
+    let r = c
+        .post(s.url("/v2/sweep/app/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let live = r.headers()["location"]
+        .to_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let live_file = s.data_dir.join("uploads").join(&live);
+    assert!(live_file.exists());
+    age(&live_file);
+    // Within the upload expiry (24h by default) the stray upload file is left alone (its
+    // session may be about to be written); the orphaned blob file goes at once.
+    let report = gc(&s, &["--grace", "0s"]);
+    assert_eq!(report["orphan_files_removed"], 1, "{report}");
+    assert!(!dir.join(hex).exists(), "the orphaned blob file was swept");
+    assert!(stray.exists(), "an upload file within the expiry is kept");
+    assert_eq!(blob_file_count(&s), before);
+    // Past the upload expiry (30m in the server's configuration file) the stray file goes; the
+    // live session's file stays.
+    let toml = s.data_dir.parent().unwrap().join("berth.toml");
+    std::fs::write(&toml, "upload_ttl = \"30m\"\n").unwrap();
+    let out = run(Command::new(berth_bin())
+        .arg("gc")
+        .arg(&toml)
+        .args(["--json", "--grace", "0s", "--data-dir"])
+        .arg(&s.data_dir));
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["orphan_files_removed"], 1, "{report}");
+    assert!(!stray.exists(), "{report}");
+    assert!(
+        live_file.exists(),
+        "a file with a session row is never swept"
+    );
+    let m: Value = serde_json::from_str(&body).unwrap();
+    let r = c
+        .get(s.url(&format!(
+            "/v2/sweep/app/blobs/{}",
+            m["layers"][0]["digest"].as_str().unwrap()
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "referenced blobs are never swept"
+    );
+}
+
+/// A random upload id of the form the server uses.
+fn uuid_like() -> String {
+    let b = random_bytes(16, 7);
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
+}

@@ -50,10 +50,88 @@ fn skopeo_pull(src: &str, creds: Option<&str>) -> Result<Vec<u8>, String> {
     }
 }
 
-/// A server with user `alice` (owner of org `acme`), an org `globex` owned by the admin, and an
-/// image at `acme/app:v1`. Returns the server, alice's session, and the layout dir.
+const ACCEPT_ANY: &str =
+    "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json";
+
+/// Basic credentials `user:secret` as a client (none: anonymous).
+fn creds_client(creds: Option<&str>) -> reqwest::Client {
+    match creds.and_then(|c| c.split_once(':')) {
+        Some((u, p)) => basic_client(u, p),
+        None => anonymous_client(),
+    }
+}
+
+/// A pull of `repo:v1` that exists (the admin reads it) is refused to `creds`: skopeo fails, and
+/// the registry's own answer (status and error code) to the manifest GET is returned.
+async fn refused_pull(s: &Server, creds: Option<&str>, repo: &str) -> (StatusCode, String) {
+    let url = s.url(&format!("/v2/{repo}/manifests/v1"));
+    let r = client()
+        .get(&url)
+        .header("accept", ACCEPT_ANY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "{repo}:v1 must exist for the denial to mean anything"
+    );
+    assert!(skopeo_pull(&format!("docker://{}/{repo}:v1", s.host), creds).is_err());
+    let r = creds_client(creds)
+        .get(&url)
+        .header("accept", ACCEPT_ANY)
+        .send()
+        .await
+        .unwrap();
+    (r.status(), error_code(r).await)
+}
+
+/// A push into `repo` (whose namespace exists) is refused to `creds`: skopeo fails, and the
+/// registry's own answer to starting an upload is returned.
+async fn refused_push(
+    s: &Server,
+    layout: &std::path::Path,
+    creds: &str,
+    repo: &str,
+) -> (StatusCode, String) {
+    assert!(
+        skopeo_push(
+            layout,
+            &format!("docker://{}/{repo}:refused", s.host),
+            Some(creds)
+        )
+        .is_err()
+    );
+    let r = creds_client(Some(creds))
+        .post(s.url(&format!("/v2/{repo}/blobs/uploads/")))
+        .send()
+        .await
+        .unwrap();
+    (r.status(), error_code(r).await)
+}
+
+/// The status of a `/token` login.
+async fn token_login(s: &Server, user: &str, secret: &str) -> StatusCode {
+    basic_client(user, secret)
+        .get(s.url("/token?service=berth&scope=repository:acme/app:pull"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+fn denied() -> (StatusCode, String) {
+    (StatusCode::FORBIDDEN, "DENIED".into())
+}
+
+fn unauthorized() -> (StatusCode, String) {
+    (StatusCode::UNAUTHORIZED, "UNAUTHORIZED".into())
+}
+
+/// A server with user `alice` (owner of org `acme`), an org `globex` owned by the admin with an
+/// image at `globex/app:v1`, and an image at `acme/app:v1`. Returns the server, alice's session, and the layout dir.
 async fn world() -> (Server, Value, tempfile::TempDir, Vec<u8>) {
-    let s = Server::start();
+    let s = Server::start_verbose();
     let session = user_session(&s, "alice", "alice-password-1").await;
     let alice = Api::bearer(&s, session["access_token"].as_str().unwrap());
     alice
@@ -75,12 +153,14 @@ async fn world() -> (Server, Value, tempfile::TempDir, Vec<u8>) {
     let tmp = tempfile::tempdir().unwrap();
     let layout = tmp.path().join("layout");
     let index = multi_platform_layout(&layout);
-    skopeo_push(
-        &layout,
-        &format!("docker://{}/acme/app:v1", s.host),
-        Some(&admin_creds()),
-    )
-    .unwrap();
+    for repo in ["acme/app", "globex/app"] {
+        skopeo_push(
+            &layout,
+            &format!("docker://{}/{repo}:v1", s.host),
+            Some(&admin_creds()),
+        )
+        .unwrap();
+    }
     (s, session, tmp, index)
 }
 
@@ -141,17 +221,28 @@ async fn seed_000_robot_token_pushes_and_pulls_in_its_namespace_only() {
         denied.contains("denied") || denied.contains("unauthorized") || denied.contains("403"),
         "{denied}"
     );
-    assert!(skopeo_pull(&format!("docker://{}/acme/app:v1", s.host), None).is_err());
+    assert_eq!(refused_pull(&s, None, "acme/app").await, unauthorized());
     // The token list shows no secret, and when it was last used.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let list = alice
-        .ok(
-            "GET",
-            "/orgs/acme/robots/ci-bot/tokens",
-            None,
-            StatusCode::OK,
-        )
-        .await;
+    // "Last used" is written behind (within a second): poll for it, with a deadline.
+    let start = Instant::now();
+    let list = loop {
+        let list = alice
+            .ok(
+                "GET",
+                "/orgs/acme/robots/ci-bot/tokens",
+                None,
+                StatusCode::OK,
+            )
+            .await;
+        if list["tokens"][0]["lastUsed"]["at"].is_string() {
+            break list;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "last use never recorded: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(list["tokens"][0]["id"], access_id);
     assert!(!list.to_string().contains(token));
     assert!(list["tokens"][0]["lastUsed"]["at"].is_string(), "{list}");
@@ -206,13 +297,9 @@ async fn seed_002_permanent_registry_token_with_organization_header() {
         index
     );
     // Read-only: pushing is denied.
-    assert!(
-        skopeo_push(
-            &layout,
-            &format!("docker://{}/acme/app:ro", s.host),
-            Some(&creds)
-        )
-        .is_err()
+    assert_eq!(
+        refused_push(&s, &layout, &creds, "acme/app").await,
+        denied()
     );
     // Read-write, expiring (no permanent=true), options in the JSON body.
     let r = http
@@ -235,7 +322,7 @@ async fn seed_002_permanent_registry_token_with_organization_header() {
     )
     .unwrap();
     // Not for another organization's namespace.
-    assert!(skopeo_pull(&format!("docker://{}/globex/app:v1", s.host), Some(&creds)).is_err());
+    assert_eq!(refused_pull(&s, Some(&creds), "globex/app").await, denied());
     // Without the header, or for an org alice is not in: refused.
     let r = http
         .post(s.url("/api/v1/tokens?permanent=true"))
@@ -270,6 +357,26 @@ async fn seed_002_permanent_registry_token_with_organization_header() {
         )
         .await;
     assert_eq!(st, StatusCode::NO_CONTENT);
+    // The deleted token gets exactly 401 (the login cache and revocation set reach it within
+    // the bound); the other one still works.
+    let start = Instant::now();
+    loop {
+        match token_login(&s, "token", &rw).await {
+            StatusCode::UNAUTHORIZED => break,
+            StatusCode::OK => {}
+            other => panic!("a deleted registry token got {other}"),
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "a deleted registry token still works"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        refused_pull(&s, Some(&format!("token:{rw}")), "acme/app").await,
+        unauthorized()
+    );
+    assert_eq!(token_login(&s, "token", &ro).await, StatusCode::OK);
     assert_no_secret_logged(&s, &[&ro, &rw]);
 }
 
@@ -310,13 +417,9 @@ async fn seed_003_api_keys_service_ids_and_typed_usernames() {
         skopeo_pull(&src, Some(&format!("iamapikey:{robot_key}"))).unwrap(),
         index
     );
-    assert!(
-        skopeo_push(
-            &layout,
-            &format!("docker://{}/acme/app:nope", s.host),
-            Some(&format!("iamapikey:{robot_key}"))
-        )
-        .is_err()
+    assert_eq!(
+        refused_push(&s, &layout, &format!("iamapikey:{robot_key}"), "acme/app").await,
+        denied()
     );
     // A user's API key acts with the user's access (alice owns acme: she may push).
     let own = alice
@@ -340,7 +443,10 @@ async fn seed_003_api_keys_service_ids_and_typed_usernames() {
         index
     );
     // ... but not under somebody else's name.
-    assert!(skopeo_pull(&src, Some(&format!("admin:{user_key}"))).is_err());
+    assert_eq!(
+        refused_pull(&s, Some(&format!("admin:{user_key}")), "acme/app").await,
+        unauthorized()
+    );
     // iambearer: the access token of her session; iamrefresh: her refresh token.
     let access = session["access_token"].as_str().unwrap();
     let refresh = session["refresh_token"].as_str().unwrap();
@@ -353,8 +459,12 @@ async fn seed_003_api_keys_service_ids_and_typed_usernames() {
         index
     );
     // A secret of the wrong kind for the user name is refused.
-    assert!(skopeo_pull(&src, Some(&format!("iamrefresh:{user_key}"))).is_err());
-    assert!(skopeo_pull(&src, Some(&format!("token:{user_key}"))).is_err());
+    for user in ["iamrefresh", "token"] {
+        assert_eq!(
+            refused_pull(&s, Some(&format!("{user}:{user_key}")), "acme/app").await,
+            unauthorized()
+        );
+    }
     // Revoking the key (deleting it) stops it.
     let id = own["id"].as_str().unwrap();
     alice
@@ -365,14 +475,32 @@ async fn seed_003_api_keys_service_ids_and_typed_usernames() {
             StatusCode::NO_CONTENT,
         )
         .await;
+    // Until the bound passes it may still work (200); then the registry answers exactly 401 —
+    // never some other failure counted as "revoked".
     let start = Instant::now();
-    while skopeo_pull(&src, Some(&format!("iamapikey:{user_key}"))).is_ok() {
+    let key_client = basic_client("iamapikey", &user_key);
+    loop {
+        let r = key_client
+            .get(s.url("/v2/acme/app/manifests/v1"))
+            .header("accept", ACCEPT_ANY)
+            .send()
+            .await
+            .unwrap();
+        match r.status() {
+            StatusCode::UNAUTHORIZED => break,
+            StatusCode::OK => {}
+            other => panic!("a deleted API key got {other}"),
+        }
         assert!(
             start.elapsed() < Duration::from_secs(30),
             "a deleted API key still works after 30 s"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    assert_eq!(
+        refused_pull(&s, Some(&format!("iamapikey:{user_key}")), "acme/app").await,
+        unauthorized()
+    );
     assert_no_secret_logged(&s, &[&robot_key, &user_key, access, refresh]);
 }
 
@@ -419,14 +547,10 @@ async fn seed_004_custom_role_bound_to_a_robot_allows_exactly_its_rules() {
         )
         .is_ok()
     );
-    assert!(skopeo_pull(&format!("docker://{}/acme/app:v1", s.host), Some(&creds)).is_err());
-    assert!(
-        skopeo_push(
-            &layout,
-            &format!("docker://{}/acme/pub-tools:v2", s.host),
-            Some(&creds)
-        )
-        .is_err()
+    assert_eq!(refused_pull(&s, Some(&creds), "acme/app").await, denied());
+    assert_eq!(
+        refused_push(&s, &layout, &creds, "acme/pub-tools").await,
+        denied()
     );
     // The access review says the same.
     for (verb, name, allowed) in [
@@ -682,7 +806,7 @@ async fn token_service_grants_the_intersection_and_speaks_both_forms() {
 async fn anonymous_pull_of_a_public_namespace_only() {
     let (s, session, _tmp, index) = world().await;
     let src = format!("docker://{}/acme/app:v1", s.host);
-    assert!(skopeo_pull(&src, None).is_err());
+    assert_eq!(refused_pull(&s, None, "acme/app").await, unauthorized());
     let alice = Api::bearer(&s, session["access_token"].as_str().unwrap());
     let v = alice
         .ok(
@@ -712,7 +836,7 @@ async fn anonymous_pull_of_a_public_namespace_only() {
 
 #[tokio::test]
 async fn failed_logins_are_rate_limited_per_name_without_locking_out_others() {
-    let s = Server::start();
+    let s = Server::start_verbose();
     user_session(&s, "bob", "bob-password-1").await;
     let mut limited = None;
     for i in 0..15 {
@@ -756,6 +880,11 @@ async fn failed_logins_are_rate_limited_per_name_without_locking_out_others() {
 /// The server log holds none of the secrets a test created.
 fn assert_no_secret_logged(s: &Server, secrets: &[&str]) {
     let log = s.log_text();
+    // The server logged at its most verbose level, so the check covers every line it can write.
+    assert!(
+        log.contains("TRACE request"),
+        "the server did not log at trace level"
+    );
     for secret in secrets {
         assert!(!log.contains(secret), "a secret reached the log");
     }
@@ -767,7 +896,7 @@ fn assert_no_secret_logged(s: &Server, secrets: &[&str]) {
 
 #[tokio::test]
 async fn key_rotation_keeps_old_tokens_valid_and_signs_with_the_new_key() {
-    let s = Server::start();
+    let s = Server::start_verbose();
     let get_token = || async {
         let body: Value = client()
             .get(s.url("/token?service=berth&scope=repository:rot/app:pull,push"))
@@ -882,10 +1011,12 @@ async fn expired_and_revoked_robot_tokens_stop_within_the_bound() {
             StatusCode::CREATED,
         )
         .await;
+    // `true` while the token still gets registry tokens, `false` once it gets exactly 401:
+    // any other answer (429, 500, a network error) fails the test instead of passing as revoked.
     let works = |t: Value| {
         let s = &s;
         async move {
-            basic_client(
+            let status = basic_client(
                 t["accessId"].as_str().unwrap(),
                 t["token"].as_str().unwrap(),
             )
@@ -893,8 +1024,12 @@ async fn expired_and_revoked_robot_tokens_stop_within_the_bound() {
             .send()
             .await
             .unwrap()
-            .status()
-                == StatusCode::OK
+            .status();
+            match status {
+                StatusCode::OK => true,
+                StatusCode::UNAUTHORIZED => false,
+                other => panic!("unexpected {other} while waiting for the token to stop"),
+            }
         }
     };
     assert!(works(brief.clone()).await);
@@ -930,7 +1065,7 @@ async fn expired_and_revoked_robot_tokens_stop_within_the_bound() {
 
 #[tokio::test]
 async fn openapi_document_lists_every_route_and_every_listed_route_exists() {
-    let s = Server::start();
+    let s = Server::start_verbose();
     let doc: Value = anonymous_client()
         .get(s.url("/api/v1/openapi.json"))
         .send()
@@ -1018,7 +1153,7 @@ async fn bootstrap_prints_a_random_admin_password_once() {
 
 #[tokio::test]
 async fn refresh_rotates_and_logout_revokes() {
-    let s = Server::start();
+    let s = Server::start_verbose();
     let first = user_session(&s, "carol", "carol-password-1").await;
     let anon = Api::anonymous(&s);
     let old = first["refresh_token"].as_str().unwrap();

@@ -22,7 +22,8 @@ impl Drop for Distribution {
     }
 }
 
-/// A free loopback port (bound and released; good enough for a test).
+/// A loopback port that was free a moment ago. Another process may take it before Distribution
+/// binds it: `start_distribution` then sees Distribution exit and tries another port.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -31,50 +32,69 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Starts Distribution configured as a user would: the CA bundle fetched from berth's
+/// `GET /api/v1/keys/ca.pem`, never read from berth's data directory.
 async fn start_distribution(berth: &Server, dir: &std::path::Path) -> Distribution {
-    let port = free_port();
-    let config = format!(
-        "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n\
-         http:\n  addr: 127.0.0.1:{port}\n  secret: berth-interop-test\nauth:\n  token:\n    realm: {realm}/token\n    service: berth\n    issuer: berth\n    rootcertbundle: {ca}\n",
-        root = dir.join("data").display(),
-        realm = berth.base,
-        ca = berth.data_dir.join("keys/ca.pem").display(),
-    );
     std::fs::create_dir_all(dir).unwrap();
-    let path = dir.join("config.yml");
-    std::fs::write(&path, config).unwrap();
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("docker-registry (Debian package) must be installed; scripts/test.sh installs it");
-    let d = Distribution {
-        child,
-        host: format!("127.0.0.1:{port}"),
-    };
-    let start = Instant::now();
-    loop {
-        if let Ok(r) = anonymous_client()
-            .get(format!("http://{}/v2/", d.host))
-            .send()
-            .await
-            && r.status() == StatusCode::UNAUTHORIZED
-        {
-            let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
-            assert!(
-                challenge.contains(&format!("realm=\"{}/token\"", berth.base)),
-                "{challenge}"
-            );
-            return d;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "docker-registry did not start"
+    let r = anonymous_client()
+        .get(berth.url("/api/v1/keys/ca.pem"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let ca = dir.join("berth-ca.pem");
+    std::fs::write(&ca, r.bytes().await.unwrap()).unwrap();
+    for _attempt in 0..5 {
+        let port = free_port();
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n\
+             http:\n  addr: 127.0.0.1:{port}\n  secret: berth-interop-test\nauth:\n  token:\n    realm: {realm}/token\n    service: berth\n    issuer: berth\n    rootcertbundle: {ca}\n",
+            root = dir.join("data").display(),
+            realm = berth.base,
+            ca = ca.display(),
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let path = dir.join("config.yml");
+        std::fs::write(&path, config).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "docker-registry (Debian package) must be installed; scripts/test.sh installs it",
+            );
+        let mut d = Distribution {
+            child,
+            host: format!("127.0.0.1:{port}"),
+        };
+        let start = Instant::now();
+        loop {
+            if let Ok(r) = anonymous_client()
+                .get(format!("http://{}/v2/", d.host))
+                .send()
+                .await
+                && r.status() == StatusCode::UNAUTHORIZED
+            {
+                let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+                assert!(
+                    challenge.contains(&format!("realm=\"{}/token\"", berth.base)),
+                    "{challenge}"
+                );
+                return d;
+            }
+            if d.child.try_wait().unwrap().is_some() {
+                // It could not bind the port (taken meanwhile): try another.
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "docker-registry did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
+    panic!("docker-registry exited at start five times");
 }
 
 #[tokio::test]

@@ -234,6 +234,16 @@ async fn sigterm_lets_in_flight_requests_finish() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     signal(s.pid(), "TERM");
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // While it drains, the server accepts no new connection.
+    let refused = anonymous_client()
+        .get(s.url("/v2/"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(
+        refused.as_ref().is_err_and(|e| e.is_connect()),
+        "a new connection was served during shutdown: {refused:?}"
+    );
     tx.send(Ok(data[65_536..].to_vec())).await.unwrap();
     drop(tx);
     let r = req.await.unwrap().unwrap();
@@ -248,7 +258,8 @@ async fn sigterm_lets_in_flight_requests_finish() {
     );
     let status = s.terminate_wait();
     assert!(status.success(), "clean exit: {status}");
-    // The log reader thread may still be draining the pipe of the exited process.
+    // The log reader thread may still be draining the pipe of the exited process (a bounded
+    // wait: 50 × 20 ms).
     let mut logged = false;
     for _ in 0..50 {
         if s.log_text().contains("berth stopped") {

@@ -38,11 +38,23 @@ pub struct Server {
     _tmp: Option<tempfile::TempDir>,
     pub log: Arc<Mutex<String>>,
     extra: Vec<String>,
+    /// Environment given at start, given again at every restart.
+    env: Vec<(String, String)>,
 }
 
 impl Server {
     pub fn start() -> Server {
         Server::start_args(&[])
+    }
+
+    /// A server that logs at the most verbose level (every request, every decision), for the
+    /// tests that check no secret ever reaches the log.
+    pub fn start_verbose() -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let mut s = Server::start_in(&data, &[], &[("BERTH_LOG", "trace")]);
+        s._tmp = Some(tmp);
+        s
     }
 
     pub fn start_args(extra: &[&str]) -> Server {
@@ -81,6 +93,42 @@ impl Server {
             _tmp: None,
             log,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
+    /// Starts the server under `strace`, which writes every file sync, rename and socket write
+    /// (with the file or socket each names) to `trace`.
+    pub fn start_traced(trace: &Path) -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let mut cmd = Command::new("strace");
+        cmd.args(["-f", "-qq", "-y", "-s", "300", "-X", "raw", "--seccomp-bpf"])
+            .args([
+                "-e",
+                "trace=fsync,fdatasync,sync_file_range,rename,renameat,renameat2,write,writev,sendto,sendmsg",
+            ])
+            .arg("-o")
+            .arg(trace)
+            .arg("--")
+            .arg(berth_bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .env("BERTH_LOG", "info")
+            .env("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD);
+        let (child, addr, log) = spawn_and_wait(cmd);
+        Server {
+            child: Some(child),
+            base: format!("http://{addr}"),
+            host: addr,
+            data_dir: data,
+            _tmp: Some(tmp),
+            log,
+            extra: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -126,6 +174,9 @@ impl Server {
             cmd.args(&extra)
                 .env("BERTH_LOG", "info")
                 .env("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD);
+            for (k, v) in &self.env {
+                cmd.env(k, v);
+            }
             spawn_and_wait(cmd)
         };
         self.child = Some(child);
@@ -142,6 +193,10 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // A server run under a tracer is the tracer's child: end it first.
+            let _ = Command::new("pkill")
+                .args(["-KILL", "-P", &c.id().to_string()])
+                .status();
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -599,4 +654,14 @@ pub async fn robot_with_token(
         t["accessId"].as_str().unwrap(),
         t["token"].as_str().unwrap()
     )
+}
+
+/// VmHWM (peak resident memory) of a process, in KiB.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
 }
