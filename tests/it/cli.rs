@@ -1278,3 +1278,87 @@ async fn sessions_are_listed_and_ended_and_own_password_changes_need_the_current
         Some("sara-password-2\n"),
     );
 }
+
+/// The client config is written atomically: a private temporary file, synced, then renamed over
+/// the config; the config itself is never opened for writing (a crash leaves the old one whole).
+#[tokio::test]
+async fn the_client_config_is_written_atomically() {
+    let s = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("config.yaml");
+    let trace = tmp.path().join("trace");
+    let home = tmp.path().join("empty-home");
+    std::fs::create_dir_all(&home).unwrap();
+    for round in 0..2 {
+        // The second round replaces an existing config.
+        let mut child = Command::new("strace")
+            .args([
+                "-f",
+                "-qq",
+                "-y",
+                "-e",
+                "trace=openat,fsync,fdatasync,rename,renameat,renameat2",
+                "-o",
+            ])
+            .arg(&trace)
+            .arg("--")
+            .arg(berth_bin())
+            .args(["login", &s.base, "-u", "admin", "--password-stdin"])
+            .env("BERTH_CONFIG", &cfg)
+            .env("HOME", &home)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{ADMIN_PASSWORD}\n").as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::fs::read_to_string(&trace).unwrap();
+        let cfg_name = cfg.to_str().unwrap();
+        let mut synced: Vec<String> = Vec::new();
+        let mut renamed = false;
+        for line in text.lines() {
+            let writes = line.contains("O_WRONLY") || line.contains("O_RDWR");
+            if line.contains("openat(") && writes && line.contains(&format!("\"{cfg_name}\"")) {
+                panic!("round {round}: the config was opened for writing in place: {line}");
+            }
+            if let Some(i) = line.find("fsync(").or_else(|| line.find("fdatasync(")) {
+                if let Some(path) = line[i..]
+                    .split('<')
+                    .nth(1)
+                    .and_then(|p| p.split('>').next())
+                {
+                    synced.push(path.to_owned());
+                }
+            }
+            if line.contains("rename(")
+                && line.ends_with("= 0")
+                && line.contains(&format!(", \"{cfg_name}\""))
+            {
+                let from = line.split('"').nth(1).unwrap();
+                assert_ne!(from, cfg_name);
+                assert!(
+                    synced.iter().any(|p| p == from),
+                    "round {round}: {from} renamed over the config before it was synced"
+                );
+                renamed = true;
+            }
+        }
+        assert!(
+            renamed,
+            "round {round}: the config was not renamed into place:\n{text}"
+        );
+        let mode = std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+}

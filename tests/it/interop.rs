@@ -156,7 +156,34 @@ async fn distribution_accepts_berth_tokens_and_berth_policy() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(out.stdout, index);
-    // …but may not push, and nobody gets in anonymously or into another org's namespace.
+    // …but may not push, and nobody gets in anonymously or into another org's namespace — where
+    // that namespace has content (the admin pushes it through Distribution first).
+    Api::admin(&s)
+        .ok(
+            "POST",
+            "/orgs",
+            Some(json!({"name": "globex"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let out = Command::new("skopeo")
+        .args([
+            "--insecure-policy",
+            "copy",
+            "--all",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &admin_creds(),
+        ])
+        .arg(format!("oci:{}:v1", layout.display()))
+        .arg(format!("docker://{}/globex/app:v1", dist.host))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = Command::new("skopeo")
         .args([
             "--insecure-policy",
@@ -174,27 +201,115 @@ async fn distribution_accepts_berth_tokens_and_berth_policy() {
         !out.status.success(),
         "a Reader pushed through Distribution"
     );
-    let out = Command::new("skopeo")
-        .args([
-            "inspect",
-            "--raw",
-            "--tls-verify=false",
-            "--no-creds",
-            &dest,
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let out = Command::new("skopeo")
-        .args([
-            "inspect",
-            "--raw",
-            "--tls-verify=false",
-            "--creds",
-            &creds[0],
-        ])
-        .arg(format!("docker://{}/globex/app:v1", dist.host))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
+    // The same refusals at the protocol level, as Distribution answers them: berth grants the
+    // Reader no push and the Writer nothing in globex, so Distribution refuses those tokens
+    // with `insufficient_scope`; no token at all is a plain challenge.
+    let reader_push = dist_answer(
+        &s,
+        &dist,
+        Some(&creds[1]),
+        "acme/app",
+        "pull,push",
+        "POST",
+        "/v2/acme/app/blobs/uploads/",
+    )
+    .await;
+    assert_eq!(reader_push.0, StatusCode::UNAUTHORIZED);
+    assert!(
+        reader_push.1.contains("insufficient_scope"),
+        "{}",
+        reader_push.1
+    );
+    let foreign = dist_answer(
+        &s,
+        &dist,
+        Some(&creds[0]),
+        "globex/app",
+        "pull",
+        "GET",
+        "/v2/globex/app/manifests/v1",
+    )
+    .await;
+    assert_eq!(foreign.0, StatusCode::UNAUTHORIZED);
+    assert!(foreign.1.contains("insufficient_scope"), "{}", foreign.1);
+    let anonymous = dist_answer(
+        &s,
+        &dist,
+        None,
+        "acme/app",
+        "pull",
+        "GET",
+        "/v2/acme/app/manifests/v1",
+    )
+    .await;
+    assert_eq!(anonymous.0, StatusCode::UNAUTHORIZED);
+    assert!(
+        anonymous.1.contains("scope=\"repository:acme/app:pull\""),
+        "{}",
+        anonymous.1
+    );
+    // Positive controls: the same requests with tokens that do grant them succeed.
+    let admin_pull = dist_answer(
+        &s,
+        &dist,
+        Some(&admin_creds()),
+        "globex/app",
+        "pull",
+        "GET",
+        "/v2/globex/app/manifests/v1",
+    )
+    .await;
+    assert_eq!(admin_pull.0, StatusCode::OK);
+    let writer_push = dist_answer(
+        &s,
+        &dist,
+        Some(&creds[0]),
+        "acme/app",
+        "pull,push",
+        "POST",
+        "/v2/acme/app/blobs/uploads/",
+    )
+    .await;
+    assert_eq!(writer_push.0, StatusCode::ACCEPTED);
+}
+
+/// Distribution's answer (status, `WWW-Authenticate`) to a request carrying a berth token for
+/// `creds` (`user:secret`) asking `repo:actions`; no token when `creds` is `None`.
+async fn dist_answer(
+    berth: &Server,
+    dist: &Distribution,
+    creds: Option<&str>,
+    repo: &str,
+    actions: &str,
+    method: &str,
+    path: &str,
+) -> (StatusCode, String) {
+    let mut req = anonymous_client()
+        .request(
+            method.parse().unwrap(),
+            format!("http://{}{path}", dist.host),
+        )
+        .header("accept", "application/vnd.oci.image.index.v1+json");
+    if let Some((user, secret)) = creds.and_then(|c| c.split_once(':')) {
+        let r = basic_client(user, secret)
+            .get(berth.url(&format!(
+                "/token?service=berth&scope=repository:{repo}:{actions}"
+            )))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let v: serde_json::Value = r.json().await.unwrap();
+        req = req.header(
+            "authorization",
+            format!("Bearer {}", v["token"].as_str().unwrap()),
+        );
+    }
+    let r = req.send().await.unwrap();
+    let challenge = r
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (r.status(), challenge)
 }
