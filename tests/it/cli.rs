@@ -1332,14 +1332,13 @@ async fn the_client_config_is_written_atomically() {
             if line.contains("openat(") && writes && line.contains(&format!("\"{cfg_name}\"")) {
                 panic!("round {round}: the config was opened for writing in place: {line}");
             }
-            if let Some(i) = line.find("fsync(").or_else(|| line.find("fdatasync(")) {
-                if let Some(path) = line[i..]
+            if let Some(i) = line.find("fsync(").or_else(|| line.find("fdatasync("))
+                && let Some(path) = line[i..]
                     .split('<')
                     .nth(1)
                     .and_then(|p| p.split('>').next())
-                {
-                    synced.push(path.to_owned());
-                }
+            {
+                synced.push(path.to_owned());
             }
             if line.contains("rename(")
                 && line.ends_with("= 0")

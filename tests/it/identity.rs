@@ -1414,3 +1414,497 @@ async fn an_operator_provided_signing_key_and_chain_sign_the_tokens() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("operator-provided"));
 }
+
+/// Calls operations of the management API and checks each answer against the OpenAPI document:
+/// the documented success status, every required field present, no undocumented field.
+struct Tour {
+    s: Server,
+    doc: Value,
+    seen: std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
+}
+
+impl Tour {
+    async fn call(
+        &self,
+        api: &Api,
+        method: &str,
+        template: &str,
+        concrete: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Value {
+        let op = &self.doc["paths"][format!("/api/v1{template}")][method];
+        assert!(op.is_object(), "{method} {template} is not documented");
+        let (status, v) = api
+            .call(&method.to_uppercase(), concrete, body, headers)
+            .await;
+        let responses = op["responses"].as_object().unwrap();
+        let success = responses
+            .iter()
+            .find(|(c, _)| c.starts_with('2') && *c == status.as_str())
+            .map(|(_, r)| r)
+            .unwrap_or_else(|| panic!("{method} {template}: undocumented {status}: {v}"));
+        let schema = &success["content"]["application/json"]["schema"];
+        if schema.is_object() {
+            let got = v
+                .as_object()
+                .unwrap_or_else(|| panic!("{method} {template}: {v}"));
+            for f in schema["required"].as_array().unwrap() {
+                assert!(
+                    got.contains_key(f.as_str().unwrap()),
+                    "{method} {template} lacks {f}: {v}"
+                );
+            }
+            for k in got.keys() {
+                assert!(
+                    schema["properties"].get(k).is_some(),
+                    "{method} {template} answers an undocumented field {k:?}: {v}"
+                );
+            }
+        } else {
+            assert!(
+                v.is_null(),
+                "{method} {template} documents no body but answered {v}"
+            );
+        }
+        self.seen
+            .lock()
+            .unwrap()
+            .insert((method.to_owned(), template.to_owned()));
+        v
+    }
+}
+
+#[tokio::test]
+async fn every_operation_answers_the_shape_the_document_gives() {
+    let s = Server::start();
+    let doc: Value = anonymous_client()
+        .get(s.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let t = Tour {
+        s,
+        doc,
+        seen: Default::default(),
+    };
+    let s = &t.s;
+    let (admin, anon) = (Api::admin(s), Api::anonymous(s));
+    let alice_user = json!({"name": "alice", "password": "alice-password-1"});
+    t.call(&admin, "post", "/users", "/users", Some(alice_user), &[])
+        .await;
+    t.call(
+        &admin,
+        "post",
+        "/users",
+        "/users",
+        Some(json!({"name": "bob", "password": "bob-password-1"})),
+        &[],
+    )
+    .await;
+    t.call(&admin, "get", "/users", "/users", None, &[]).await;
+    t.call(&admin, "get", "/users/{user}", "/users/alice", None, &[])
+        .await;
+    let login = json!({"username": "alice", "password": "alice-password-1"});
+    let first = t
+        .call(
+            &anon,
+            "post",
+            "/auth/login",
+            "/auth/login",
+            Some(login),
+            &[],
+        )
+        .await;
+    let session = t
+        .call(
+            &anon,
+            "post",
+            "/auth/refresh",
+            "/auth/refresh",
+            Some(json!({"refresh_token": first["refresh_token"]})),
+            &[],
+        )
+        .await;
+    let alice = Api::bearer(s, session["access_token"].as_str().unwrap());
+    t.call(&alice, "get", "/auth/whoami", "/auth/whoami", None, &[])
+        .await;
+    t.call(
+        &alice,
+        "post",
+        "/auth/access-token",
+        "/auth/access-token",
+        None,
+        &[],
+    )
+    .await;
+    t.call(
+        &alice,
+        "post",
+        "/orgs",
+        "/orgs",
+        Some(json!({"name": "acme"})),
+        &[],
+    )
+    .await;
+    t.call(&alice, "get", "/orgs", "/orgs", None, &[]).await;
+    t.call(&alice, "get", "/orgs/{org}", "/orgs/acme", None, &[])
+        .await;
+    t.call(
+        &alice,
+        "get",
+        "/orgs/{org}/members",
+        "/orgs/acme/members",
+        None,
+        &[],
+    )
+    .await;
+    t.call(
+        &alice,
+        "put",
+        "/orgs/{org}/members/{user}",
+        "/orgs/acme/members/bob",
+        Some(json!({"role": "member"})),
+        &[],
+    )
+    .await;
+    t.call(
+        &alice,
+        "delete",
+        "/orgs/{org}/members/{user}",
+        "/orgs/acme/members/bob",
+        None,
+        &[],
+    )
+    .await;
+    t.call(
+        &alice,
+        "post",
+        "/orgs/{org}/namespaces",
+        "/orgs/acme/namespaces",
+        Some(json!({"name": "team"})),
+        &[],
+    )
+    .await;
+    t.call(
+        &alice,
+        "get",
+        "/orgs/{org}/namespaces",
+        "/orgs/acme/namespaces",
+        None,
+        &[],
+    )
+    .await;
+    t.call(
+        &alice,
+        "get",
+        "/namespaces/{ns}",
+        "/namespaces/team",
+        None,
+        &[],
+    )
+    .await;
+    t.call(
+        &alice,
+        "patch",
+        "/namespaces/{ns}",
+        "/namespaces/team",
+        Some(json!({"public": true})),
+        &[],
+    )
+    .await;
+    t.call(
+        &alice,
+        "post",
+        "/orgs/{org}/robots",
+        "/orgs/acme/robots",
+        Some(json!({"name": "ci"})),
+        &[],
+    )
+    .await;
+    t.call(
+        &alice,
+        "get",
+        "/orgs/{org}/robots",
+        "/orgs/acme/robots",
+        None,
+        &[],
+    )
+    .await;
+    t.call(
+        &alice,
+        "get",
+        "/orgs/{org}/robots/{robot}",
+        "/orgs/acme/robots/ci",
+        None,
+        &[],
+    )
+    .await;
+    let rules = json!({"rules": [{"resources": ["repositories"], "verbs": ["pull"]}]});
+    t.call(
+        &alice,
+        "put",
+        "/orgs/{org}/roles/{name}",
+        "/orgs/acme/roles/puller",
+        Some(rules),
+        &[],
+    )
+    .await;
+    t.call(
+        &alice,
+        "get",
+        "/orgs/{org}/roles",
+        "/orgs/acme/roles",
+        None,
+        &[],
+    )
+    .await;
+    t.call(
+        &alice,
+        "get",
+        "/orgs/{org}/roles/{name}",
+        "/orgs/acme/roles/puller",
+        None,
+        &[],
+    )
+    .await;
+    let binding = json!({"role": "puller", "subject": "robot/ci", "namespace": "team"});
+    t.call(
+        &alice,
+        "put",
+        "/orgs/{org}/bindings/{name}",
+        "/orgs/acme/bindings/ci",
+        Some(binding),
+        &[],
+    )
+    .await;
+    t.call(
+        &alice,
+        "get",
+        "/orgs/{org}/bindings",
+        "/orgs/acme/bindings",
+        None,
+        &[],
+    )
+    .await;
+    t.call(
+        &alice,
+        "get",
+        "/orgs/{org}/bindings/{name}",
+        "/orgs/acme/bindings/ci",
+        None,
+        &[],
+    )
+    .await;
+    let tok = t
+        .call(
+            &alice,
+            "post",
+            "/orgs/{org}/robots/{robot}/tokens",
+            "/orgs/acme/robots/ci/tokens",
+            Some(json!({"name": "t"})),
+            &[],
+        )
+        .await;
+    t.call(
+        &alice,
+        "get",
+        "/orgs/{org}/robots/{robot}/tokens",
+        "/orgs/acme/robots/ci/tokens",
+        None,
+        &[],
+    )
+    .await;
+    let id = tok["id"].as_str().unwrap();
+    t.call(
+        &alice,
+        "delete",
+        "/orgs/{org}/robots/{robot}/tokens/{id}",
+        &format!("/orgs/acme/robots/ci/tokens/{id}"),
+        None,
+        &[],
+    )
+    .await;
+    let key = t
+        .call(
+            &alice,
+            "post",
+            "/orgs/{org}/robots/{robot}/apikeys",
+            "/orgs/acme/robots/ci/apikeys",
+            Some(json!({})),
+            &[],
+        )
+        .await;
+    t.call(
+        &alice,
+        "get",
+        "/orgs/{org}/robots/{robot}/apikeys",
+        "/orgs/acme/robots/ci/apikeys",
+        None,
+        &[],
+    )
+    .await;
+    let id = key["id"].as_str().unwrap();
+    t.call(
+        &alice,
+        "delete",
+        "/orgs/{org}/robots/{robot}/apikeys/{id}",
+        &format!("/orgs/acme/robots/ci/apikeys/{id}"),
+        None,
+        &[],
+    )
+    .await;
+    let own = t
+        .call(
+            &alice,
+            "post",
+            "/apikeys",
+            "/apikeys",
+            Some(json!({"name": "mine"})),
+            &[],
+        )
+        .await;
+    t.call(&alice, "get", "/apikeys", "/apikeys", None, &[])
+        .await;
+    let id = own["id"].as_str().unwrap();
+    t.call(
+        &alice,
+        "delete",
+        "/apikeys/{id}",
+        &format!("/apikeys/{id}"),
+        None,
+        &[],
+    )
+    .await;
+    let org = [("organization", "acme")];
+    let rt = t
+        .call(&alice, "post", "/tokens", "/tokens", None, &org)
+        .await;
+    t.call(&alice, "get", "/tokens", "/tokens", None, &org)
+        .await;
+    let id = rt["id"].as_str().unwrap();
+    t.call(
+        &alice,
+        "delete",
+        "/tokens/{id}",
+        &format!("/tokens/{id}"),
+        None,
+        &org,
+    )
+    .await;
+    let review = json!({"subject": "robot/ci", "verb": "pull", "name": "team/app"});
+    t.call(
+        &alice,
+        "post",
+        "/orgs/{org}/access-review",
+        "/orgs/acme/access-review",
+        Some(review),
+        &[],
+    )
+    .await;
+    t.call(&alice, "get", "/audit", "/audit", None, &[]).await;
+    t.call(
+        &alice,
+        "delete",
+        "/orgs/{org}/bindings/{name}",
+        "/orgs/acme/bindings/ci",
+        None,
+        &[],
+    )
+    .await;
+    t.call(
+        &alice,
+        "delete",
+        "/orgs/{org}/roles/{name}",
+        "/orgs/acme/roles/puller",
+        None,
+        &[],
+    )
+    .await;
+    t.call(
+        &alice,
+        "delete",
+        "/orgs/{org}/robots/{robot}",
+        "/orgs/acme/robots/ci",
+        None,
+        &[],
+    )
+    .await;
+    t.call(
+        &alice,
+        "delete",
+        "/namespaces/{ns}",
+        "/namespaces/team",
+        None,
+        &[],
+    )
+    .await;
+    // Sessions last: they end the tokens used above.
+    let login = || json!({"username": "alice", "password": "alice-password-1"});
+    let other = anon
+        .ok("POST", "/auth/login", Some(login()), StatusCode::OK)
+        .await;
+    let logout = json!({"refresh_token": other["refresh_token"]});
+    t.call(
+        &anon,
+        "post",
+        "/auth/logout",
+        "/auth/logout",
+        Some(logout),
+        &[],
+    )
+    .await;
+    anon.ok("POST", "/auth/login", Some(login()), StatusCode::OK)
+        .await;
+    let listed = t
+        .call(&alice, "get", "/sessions", "/sessions", None, &[])
+        .await;
+    let not_current = listed["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["current"] == false)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    t.call(
+        &alice,
+        "delete",
+        "/sessions/{id}",
+        &format!("/sessions/{not_current}"),
+        None,
+        &[],
+    )
+    .await;
+    t.call(&alice, "delete", "/orgs/{org}", "/orgs/acme", None, &[])
+        .await;
+    let pw = json!({"password": "alice-password-2", "currentPassword": "alice-password-1"});
+    t.call(
+        &alice,
+        "put",
+        "/users/{user}/password",
+        "/users/alice/password",
+        Some(pw),
+        &[],
+    )
+    .await;
+    let alice2 = Api::basic(s, "alice", "alice-password-2");
+    t.call(&alice2, "delete", "/sessions", "/sessions", None, &[])
+        .await;
+    t.call(&admin, "delete", "/users/{user}", "/users/bob", None, &[])
+        .await;
+    // Every documented operation was called.
+    let mut documented = std::collections::BTreeSet::new();
+    for (path, methods) in t.doc["paths"].as_object().unwrap() {
+        for m in methods.as_object().unwrap().keys() {
+            documented.insert((m.clone(), path.strip_prefix("/api/v1").unwrap().to_owned()));
+        }
+    }
+    let seen = t.seen.lock().unwrap().clone();
+    let missing: Vec<_> = documented.difference(&seen).collect();
+    assert!(missing.is_empty(), "operations not toured: {missing:?}");
+}

@@ -26,10 +26,12 @@ use crate::auth::{AuthError, ClientInfo, Lineage, Login, Principal};
 use crate::policy::Grants;
 use crate::server::AppState;
 
-/// The route table: each line is method, path, handler, summary and success status. It builds
-/// the router and the OpenAPI document both, so neither can forget a route.
+/// The route table: each line is method, path, handler, summary, success status and the
+/// top-level fields of the success body (`name?`: optional). It builds the router and the
+/// OpenAPI document both, so neither can forget a route; a test compares the documented shapes
+/// with real answers.
 macro_rules! api_routes {
-    ($( $method:ident $path:literal => $handler:path, $summary:literal, $status:literal; )*) => {
+    ($( $method:ident $path:literal => $handler:path, $summary:literal, $status:literal, [$($field:literal),*]; )*) => {
         pub(crate) fn router() -> Router<AppState> {
             let r = Router::new();
             $( let r = r.route($path, axum::routing::$method($handler)); )*
@@ -43,71 +45,72 @@ macro_rules! api_routes {
                 }))
         }
 
-        /// (method, path, operation id, summary, success status) of every route.
-        pub(crate) const ROUTES: &[(&str, &str, &str, &str, u16)] = &[
-            $( (stringify!($method), $path, stringify!($handler), $summary, $status), )*
+        /// (method, path, operation id, summary, success status, top-level fields of the
+        /// success body) of every route.
+        pub(crate) const ROUTES: &[(&str, &str, &str, &str, u16, &[&str])] = &[
+            $( (stringify!($method), $path, stringify!($handler), $summary, $status, &[$($field),*]), )*
         ];
     };
 }
 
 api_routes! {
-    post "/auth/login" => session::login, "Log in with a user name and password: an access token and a refresh token", 200;
-    post "/auth/refresh" => session::refresh, "Exchange a refresh token for new tokens (the old refresh token stops working)", 200;
-    post "/auth/logout" => session::logout, "Revoke a refresh token", 204;
-    get "/auth/whoami" => session::whoami, "Who the caller is", 200;
-    post "/auth/access-token" => session::access_token, "A short-lived access token for the calling user (login user name iambearer)", 200;
-    get "/sessions" => session::list_sessions, "List the caller's sessions (refresh-token families) with where they came from", 200;
-    delete "/sessions" => session::revoke_all_sessions, "End all of the caller's sessions and their access tokens", 204;
-    delete "/sessions/{id}" => session::revoke_session, "End one of the caller's sessions and its access tokens", 204;
-    get "/users" => identity::list_users, "List users (server admins)", 200;
-    post "/users" => identity::create_user, "Create a user (server admins)", 201;
-    get "/users/{user}" => identity::get_user, "Get a user (the user or a server admin)", 200;
-    delete "/users/{user}" => identity::delete_user, "Delete a user (server admins)", 204;
-    put "/users/{user}/password" => identity::set_password, "Set a user's password (the user or a server admin)", 204;
-    get "/orgs" => identity::list_orgs, "List the organizations the caller belongs to", 200;
-    post "/orgs" => identity::create_org, "Create an organization and its namespace; the caller becomes owner", 201;
-    get "/orgs/{org}" => identity::get_org, "Get an organization with its namespaces", 200;
-    delete "/orgs/{org}" => identity::delete_org, "Delete an organization (owners)", 204;
-    get "/orgs/{org}/members" => identity::list_members, "List members", 200;
-    put "/orgs/{org}/members/{user}" => identity::set_member, "Add a member or change their role (owners)", 200;
-    delete "/orgs/{org}/members/{user}" => identity::remove_member, "Remove a member (owners)", 204;
-    get "/orgs/{org}/namespaces" => identity::list_namespaces, "List an organization's namespaces", 200;
-    post "/orgs/{org}/namespaces" => identity::create_namespace, "Create a namespace (owners)", 201;
-    get "/namespaces/{ns}" => identity::get_namespace, "Get a namespace", 200;
-    patch "/namespaces/{ns}" => identity::patch_namespace, "Make a namespace public or private (owners)", 200;
-    delete "/namespaces/{ns}" => identity::delete_namespace, "Delete a namespace (owners)", 204;
-    get "/orgs/{org}/robots" => robots::list_robots, "List robots", 200;
-    post "/orgs/{org}/robots" => robots::create_robot, "Create a robot", 201;
-    get "/orgs/{org}/robots/{robot}" => robots::get_robot, "Get a robot", 200;
-    delete "/orgs/{org}/robots/{robot}" => robots::delete_robot, "Delete a robot with its credentials and bindings", 204;
-    get "/orgs/{org}/robots/{robot}/tokens" => robots::list_robot_tokens, "List a robot's tokens (no secrets; created, expires, last used)", 200;
-    post "/orgs/{org}/robots/{robot}/tokens" => robots::create_robot_token, "Create a robot token: {accessId, token}, shown once", 201;
-    delete "/orgs/{org}/robots/{robot}/tokens/{id}" => robots::delete_robot_token, "Delete a robot token", 204;
-    get "/orgs/{org}/robots/{robot}/apikeys" => robots::list_robot_keys, "List a robot's API keys", 200;
-    post "/orgs/{org}/robots/{robot}/apikeys" => robots::create_robot_key, "Create an API key for a robot, shown once", 201;
-    delete "/orgs/{org}/robots/{robot}/apikeys/{id}" => robots::delete_robot_key, "Delete a robot's API key", 204;
-    get "/apikeys" => robots::list_own_keys, "List the caller's API keys", 200;
-    post "/apikeys" => robots::create_own_key, "Create an API key for the caller, shown once", 201;
-    delete "/apikeys/{id}" => robots::delete_own_key, "Delete one of the caller's API keys", 204;
-    get "/tokens" => robots::list_registry_tokens, "List registry tokens of the organization in the Organization header", 200;
-    post "/tokens" => robots::create_registry_token, "Create a registry token for the Organization header's org (permanent=true: no expiry)", 201;
-    delete "/tokens/{id}" => robots::delete_registry_token, "Delete a registry token", 204;
-    get "/orgs/{org}/roles" => access::list_roles, "List roles (built-in and custom)", 200;
-    get "/orgs/{org}/roles/{name}" => access::get_role, "Get a role", 200;
-    put "/orgs/{org}/roles/{name}" => access::put_role, "Create or replace a custom role", 200;
-    delete "/orgs/{org}/roles/{name}" => access::delete_role, "Delete a custom role", 204;
-    get "/orgs/{org}/bindings" => access::list_bindings, "List bindings", 200;
-    get "/orgs/{org}/bindings/{name}" => access::get_binding, "Get a binding", 200;
-    put "/orgs/{org}/bindings/{name}" => access::put_binding, "Create or replace a binding", 200;
-    delete "/orgs/{org}/bindings/{name}" => access::delete_binding, "Delete a binding", 204;
-    post "/orgs/{org}/access-review" => access::review, "Whether a subject may do a verb on a resource", 200;
-    get "/audit" => access::audit, "List audit events (filters: actor, action, outcome, since, before, limit)", 200;
+    post "/auth/login" => session::login, "Log in with a user name and password: an access token and a refresh token", 200, ["access_token", "refresh_token", "expires_in", "token_type"];
+    post "/auth/refresh" => session::refresh, "Exchange a refresh token for new tokens (the old refresh token stops working)", 200, ["access_token", "refresh_token", "expires_in", "token_type"];
+    post "/auth/logout" => session::logout, "Revoke a refresh token", 204, [];
+    get "/auth/whoami" => session::whoami, "Who the caller is", 200, ["subject", "kind", "name", "admin", "orgs"];
+    post "/auth/access-token" => session::access_token, "A short-lived access token for the calling user (login user name iambearer)", 200, ["access_token", "expires_in", "token_type"];
+    get "/sessions" => session::list_sessions, "List the caller's sessions (refresh-token families) with where they came from", 200, ["sessions"];
+    delete "/sessions" => session::revoke_all_sessions, "End all of the caller's sessions and their access tokens", 204, [];
+    delete "/sessions/{id}" => session::revoke_session, "End one of the caller's sessions and its access tokens", 204, [];
+    get "/users" => identity::list_users, "List users (server admins)", 200, ["users"];
+    post "/users" => identity::create_user, "Create a user (server admins)", 201, ["name", "admin", "created"];
+    get "/users/{user}" => identity::get_user, "Get a user (the user or a server admin)", 200, ["name", "admin", "created"];
+    delete "/users/{user}" => identity::delete_user, "Delete a user (server admins)", 204, [];
+    put "/users/{user}/password" => identity::set_password, "Set a user's password (the user or a server admin)", 204, [];
+    get "/orgs" => identity::list_orgs, "List the organizations the caller belongs to", 200, ["orgs"];
+    post "/orgs" => identity::create_org, "Create an organization and its namespace; the caller becomes owner", 201, ["name", "created"];
+    get "/orgs/{org}" => identity::get_org, "Get an organization with its namespaces", 200, ["name", "created", "namespaces"];
+    delete "/orgs/{org}" => identity::delete_org, "Delete an organization (owners)", 204, [];
+    get "/orgs/{org}/members" => identity::list_members, "List members", 200, ["members"];
+    put "/orgs/{org}/members/{user}" => identity::set_member, "Add a member or change their role (owners)", 200, ["user", "role"];
+    delete "/orgs/{org}/members/{user}" => identity::remove_member, "Remove a member (owners)", 204, [];
+    get "/orgs/{org}/namespaces" => identity::list_namespaces, "List an organization's namespaces", 200, ["namespaces"];
+    post "/orgs/{org}/namespaces" => identity::create_namespace, "Create a namespace (owners)", 201, ["name", "org", "public", "created"];
+    get "/namespaces/{ns}" => identity::get_namespace, "Get a namespace", 200, ["name", "org", "public", "created"];
+    patch "/namespaces/{ns}" => identity::patch_namespace, "Make a namespace public or private (owners)", 200, ["name", "org", "public", "created"];
+    delete "/namespaces/{ns}" => identity::delete_namespace, "Delete a namespace (owners)", 204, [];
+    get "/orgs/{org}/robots" => robots::list_robots, "List robots", 200, ["robots"];
+    post "/orgs/{org}/robots" => robots::create_robot, "Create a robot", 201, ["org", "name", "description", "created"];
+    get "/orgs/{org}/robots/{robot}" => robots::get_robot, "Get a robot", 200, ["org", "name", "description", "created"];
+    delete "/orgs/{org}/robots/{robot}" => robots::delete_robot, "Delete a robot with its credentials and bindings", 204, [];
+    get "/orgs/{org}/robots/{robot}/tokens" => robots::list_robot_tokens, "List a robot's tokens (no secrets; created, expires, last used)", 200, ["tokens"];
+    post "/orgs/{org}/robots/{robot}/tokens" => robots::create_robot_token, "Create a robot token: {accessId, token}, shown once", 201, ["id", "name", "description", "readwrite", "created", "expires", "revoked", "lastUsed", "accessId", "token"];
+    delete "/orgs/{org}/robots/{robot}/tokens/{id}" => robots::delete_robot_token, "Delete a robot token", 204, [];
+    get "/orgs/{org}/robots/{robot}/apikeys" => robots::list_robot_keys, "List a robot's API keys", 200, ["apikeys"];
+    post "/orgs/{org}/robots/{robot}/apikeys" => robots::create_robot_key, "Create an API key for a robot, shown once", 201, ["id", "name", "description", "readwrite", "created", "expires", "revoked", "lastUsed", "apikey"];
+    delete "/orgs/{org}/robots/{robot}/apikeys/{id}" => robots::delete_robot_key, "Delete a robot's API key", 204, [];
+    get "/apikeys" => robots::list_own_keys, "List the caller's API keys", 200, ["apikeys"];
+    post "/apikeys" => robots::create_own_key, "Create an API key for the caller, shown once", 201, ["id", "name", "description", "readwrite", "created", "expires", "revoked", "lastUsed", "apikey"];
+    delete "/apikeys/{id}" => robots::delete_own_key, "Delete one of the caller's API keys", 204, [];
+    get "/tokens" => robots::list_registry_tokens, "List registry tokens of the organization in the Organization header", 200, ["tokens"];
+    post "/tokens" => robots::create_registry_token, "Create a registry token for the Organization header's org (permanent=true: no expiry)", 201, ["id", "name", "description", "readwrite", "created", "expires", "revoked", "lastUsed", "token"];
+    delete "/tokens/{id}" => robots::delete_registry_token, "Delete a registry token", 204, [];
+    get "/orgs/{org}/roles" => access::list_roles, "List roles (built-in and custom)", 200, ["roles"];
+    get "/orgs/{org}/roles/{name}" => access::get_role, "Get a role", 200, ["kind", "org", "name", "rules", "builtin"];
+    put "/orgs/{org}/roles/{name}" => access::put_role, "Create or replace a custom role", 200, ["kind", "org", "name", "rules", "builtin"];
+    delete "/orgs/{org}/roles/{name}" => access::delete_role, "Delete a custom role", 204, [];
+    get "/orgs/{org}/bindings" => access::list_bindings, "List bindings", 200, ["bindings"];
+    get "/orgs/{org}/bindings/{name}" => access::get_binding, "Get a binding", 200, ["kind", "org", "name", "role", "subject", "namespace?", "repository?"];
+    put "/orgs/{org}/bindings/{name}" => access::put_binding, "Create or replace a binding", 200, ["kind", "org", "name", "role", "subject", "namespace?", "repository?"];
+    delete "/orgs/{org}/bindings/{name}" => access::delete_binding, "Delete a binding", 204, [];
+    post "/orgs/{org}/access-review" => access::review, "Whether a subject may do a verb on a resource", 200, ["allowed"];
+    get "/audit" => access::audit, "List audit events (filters: actor, action, outcome, since, before, limit)", 200, ["events", "next"];
 }
 
 /// The OpenAPI 3 document of this API, built from `ROUTES`.
 pub(crate) fn openapi() -> serde_json::Value {
     let mut paths = serde_json::Map::new();
-    for (method, path, handler, summary, status) in ROUTES {
+    for (method, path, handler, summary, status, fields) in ROUTES {
         let params: Vec<serde_json::Value> = path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
@@ -118,13 +121,17 @@ pub(crate) fn openapi() -> serde_json::Value {
             "summary": summary,
             "parameters": params,
             "responses": {
-                status.to_string(): { "description": "success" },
+                status.to_string(): success(fields),
                 "400": { "description": "invalid request", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
                 "401": { "description": "authentication required" },
                 "403": { "description": "not allowed" },
                 "404": { "description": "not found" },
             },
         });
+        // A create-or-replace PUT answers 201 when it created, 200 when it replaced.
+        if *method == "put" && *status == 200 && fields.contains(&"kind") {
+            op["responses"]["201"] = success(fields);
+        }
         if ["post", "put", "patch"].contains(method) {
             op["requestBody"] =
                 json!({ "content": { "application/json": { "schema": { "type": "object" } } } });
@@ -152,6 +159,29 @@ pub(crate) fn openapi() -> serde_json::Value {
                     "code": { "type": "string" }, "message": { "type": "string" } } } } },
             },
         },
+    })
+}
+
+/// The success answer of an operation: no body, or a JSON object with these fields.
+fn success(fields: &[&str]) -> serde_json::Value {
+    if fields.is_empty() {
+        return json!({ "description": "success" });
+    }
+    // A field written `name?` is optional.
+    let properties: serde_json::Map<String, serde_json::Value> = fields
+        .iter()
+        .map(|f| (f.trim_end_matches('?').to_owned(), json!({})))
+        .collect();
+    let required: Vec<&str> = fields
+        .iter()
+        .copied()
+        .filter(|f| !f.ends_with('?'))
+        .collect();
+    json!({
+        "description": "success",
+        "content": { "application/json": { "schema": {
+            "type": "object", "properties": properties, "required": required,
+        } } },
     })
 }
 
