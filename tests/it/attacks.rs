@@ -29,16 +29,7 @@ async fn token_status(s: &Server, user: &str, secret: &str, source: &str) -> Sta
 
 /// A registry (bearer) token for `user:secret` with pull on `repo`.
 async fn bearer_for(s: &Server, user: &str, secret: &str, repo: &str) -> String {
-    let r = basic_client(user, secret)
-        .get(s.url(&format!(
-            "/token?service=berth&scope=repository:{repo}:pull"
-        )))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let v: Value = r.json().await.unwrap();
-    v["token"].as_str().unwrap().to_owned()
+    bearer_token(s, user, secret, &format!("repository:{repo}:pull")).await
 }
 
 /// The status of a manifest GET with `Authorization: Bearer jwt`.

@@ -291,19 +291,9 @@ async fn dist_answer(
         )
         .header("accept", "application/vnd.oci.image.index.v1+json");
     if let Some((user, secret)) = creds.and_then(|c| c.split_once(':')) {
-        let r = basic_client(user, secret)
-            .get(berth.url(&format!(
-                "/token?service=berth&scope=repository:{repo}:{actions}"
-            )))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-        let v: serde_json::Value = r.json().await.unwrap();
-        req = req.header(
-            "authorization",
-            format!("Bearer {}", v["token"].as_str().unwrap()),
-        );
+        let token =
+            bearer_token(berth, user, secret, &format!("repository:{repo}:{actions}")).await;
+        req = req.header("authorization", format!("Bearer {token}"));
     }
     let r = req.send().await.unwrap();
     let challenge = r

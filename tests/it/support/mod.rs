@@ -665,3 +665,16 @@ pub fn peak_rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
 }
+
+/// A registry (bearer) token from `/token` for Basic `user:secret`, asking `scope` (e.g.
+/// `repository:acme/app:pull`).
+pub async fn bearer_token(s: &Server, user: &str, secret: &str, scope: &str) -> String {
+    let r = basic_client(user, secret)
+        .get(s.url(&format!("/token?service=berth&scope={scope}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    v["token"].as_str().unwrap().to_owned()
+}
