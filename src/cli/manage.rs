@@ -115,10 +115,14 @@ pub enum ApiKeyCommand {
         #[arg(long)]
         robot: Option<String>,
     },
-    /// Delete an API key by id.
-    #[command(after_help = "Example:\n  berth apikey delete 3f1c0c8e-7a35-4b39-9d8e-0f5a1b2c3d4e")]
+    /// Delete an API key by name or id.
+    #[command(
+        after_help = "Example:\n  berth apikey delete laptop\n  berth apikey delete k8s --robot reader"
+    )]
     Delete {
+        /// The key's name or id.
         id: String,
+        /// A key of this robot instead of your own.
         #[arg(long)]
         robot: Option<String>,
     },
@@ -224,11 +228,14 @@ pub enum TokenCommand {
     /// List a robot's tokens (no secrets: created, expires, last used).
     #[command(after_help = "Example:\n  berth robot token list ci-bot")]
     List { robot: String },
-    /// Delete a robot token by id; it stops working within 30 s.
-    #[command(
-        after_help = "Example:\n  berth robot token delete ci-bot 3f1c0c8e-7a35-4b39-9d8e-0f5a1b2c3d4e"
-    )]
-    Delete { robot: String, id: String },
+    /// Delete a robot token by name or id; it stops working within 30 s.
+    #[command(after_help = "Example:\n  berth robot token delete ci-bot ci-token")]
+    Delete {
+        /// The robot.
+        robot: String,
+        /// The token's name or id (its accessId).
+        id: String,
+    },
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -265,21 +272,28 @@ pub enum RegistryTokenCommand {
         after_help = "Example:\n  berth registry-token create --permanent --description \"cluster pulls\""
     )]
     Create {
+        /// A name, unique in the organization, to list and delete it by.
+        #[arg(long)]
+        name: Option<String>,
+        /// Allow push as well as pull.
         #[arg(long)]
         readwrite: bool,
+        /// Never expire (otherwise the server's registry-token lifetime, 30 days by default).
         #[arg(long)]
         permanent: bool,
+        /// What the token is for.
         #[arg(long)]
         description: Option<String>,
     },
     /// List the organization's registry tokens (no secrets).
     #[command(after_help = "Example:\n  berth registry-token list")]
     List,
-    /// Delete a registry token by id.
-    #[command(
-        after_help = "Example:\n  berth registry-token delete 3f1c0c8e-7a35-4b39-9d8e-0f5a1b2c3d4e"
-    )]
-    Delete { id: String },
+    /// Delete a registry token by name or id.
+    #[command(after_help = "Example:\n  berth registry-token delete cluster-pulls")]
+    Delete {
+        /// The token's name or id.
+        id: String,
+    },
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -334,12 +348,26 @@ const ROBOT_COLUMNS: [(&str, &str); 3] = [
     ("DESCRIPTION", "description"),
     ("CREATED", "created"),
 ];
-const TOKEN_COLUMNS: [(&str, &str); 4] = [
-    ("ID", "id"),
+const TOKEN_COLUMNS: [(&str, &str); 7] = [
     ("NAME", "name"),
-    ("EXPIRES", "expires"),
     ("CREATED", "created"),
+    ("EXPIRES", "expires"),
+    ("LAST USED", "lastUsedAt"),
+    ("FROM", "lastUsedFrom"),
+    ("STATUS", "status"),
+    ("ID", "id"),
 ];
+
+/// Lists credentials: "last used" flattened into its time and client address for the table.
+fn credentials(mut v: Value, field: &str) -> Value {
+    if let Some(list) = v[field].as_array_mut() {
+        for c in list {
+            c["lastUsedAt"] = c["lastUsed"]["at"].clone();
+            c["lastUsedFrom"] = c["lastUsed"]["address"].clone();
+        }
+    }
+    v
+}
 
 pub(super) async fn robot(
     cmd: &RobotCommand,
@@ -403,8 +431,11 @@ pub(super) async fn robot(
         }
         RobotCommand::Token(TokenCommand::List { robot }) => print(
             format,
-            &c.api("GET", &format!("{base}/{robot}/tokens"), None, &[])
-                .await?,
+            &credentials(
+                c.api("GET", &format!("{base}/{robot}/tokens"), None, &[])
+                    .await?,
+                "tokens",
+            ),
             "tokens",
             &TOKEN_COLUMNS,
         ),
@@ -492,6 +523,7 @@ pub(super) async fn registry_token(
     let headers = [("organization", org.as_str())];
     match cmd {
         RegistryTokenCommand::Create {
+            name,
             readwrite,
             permanent,
             description,
@@ -505,7 +537,7 @@ pub(super) async fn registry_token(
                 .api(
                     "POST",
                     path,
-                    Some(&json!({ "readwrite": readwrite, "description": description })),
+                    Some(&json!({ "name": name, "readwrite": readwrite, "description": description })),
                     &headers,
                 )
                 .await?;
@@ -520,14 +552,19 @@ pub(super) async fn registry_token(
         }
         RegistryTokenCommand::List => {
             let columns = [
-                ("ID", "id"),
+                ("NAME", "name"),
                 ("DESCRIPTION", "description"),
                 ("READWRITE", "readwrite"),
+                ("CREATED", "created"),
                 ("EXPIRES", "expires"),
+                ("LAST USED", "lastUsedAt"),
+                ("FROM", "lastUsedFrom"),
+                ("STATUS", "status"),
+                ("ID", "id"),
             ];
             print(
                 format,
-                &c.api("GET", "/tokens", None, &headers).await?,
+                &credentials(c.api("GET", "/tokens", None, &headers).await?, "tokens"),
                 "tokens",
                 &columns,
             )
@@ -782,7 +819,7 @@ pub(super) async fn apikey(
         }
         ApiKeyCommand::List { robot } => print(
             format,
-            &c.api("GET", &base(robot)?, None, &[]).await?,
+            &credentials(c.api("GET", &base(robot)?, None, &[]).await?, "apikeys"),
             "apikeys",
             &TOKEN_COLUMNS,
         ),

@@ -184,13 +184,20 @@ pub(super) async fn logout(cfg_path: &Path, verbose: bool) -> anyhow::Result<()>
 }
 
 pub(super) async fn whoami(cfg_path: &Path, format: Format, verbose: bool) -> anyhow::Result<()> {
-    let (client, _) = context::client(cfg_path, verbose).await?;
-    let me = client.api("GET", "/auth/whoami", None, &[]).await?;
+    let (client, org) = context::client(cfg_path, verbose).await?;
+    let mut me = client.api("GET", "/auth/whoami", None, &[]).await?;
+    // The organization commands act on (the context's), beside who you are.
+    me["org"] = serde_json::json!(org);
     print(
         format,
         &me,
         "",
-        &[("KIND", "kind"), ("NAME", "name"), ("ADMIN", "admin")],
+        &[
+            ("KIND", "kind"),
+            ("NAME", "name"),
+            ("ORG", "org"),
+            ("ADMIN", "admin"),
+        ],
     )
 }
 

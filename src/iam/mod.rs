@@ -444,9 +444,15 @@ impl IamService {
         };
         self.meta
             .write(|w| {
-                if let (Some(n), Owner::Robot(id)) = (name, owner)
+                // A name is unique per owner and kind (it may be used instead of the id).
+                let key = match owner {
+                    Owner::User(id) => ("user", id),
+                    Owner::Robot(id) => ("robot", id),
+                    Owner::Org(id) => ("org", id),
+                };
+                if let Some(n) = name.filter(|_| kind != SecretKind::RefreshToken)
                     && w.reader()
-                        .credentials_of(("robot", id), kind.as_str())?
+                        .credentials_of(key, kind.as_str())?
                         .iter()
                         .any(|c| c.name.as_deref() == Some(n))
                 {
@@ -456,7 +462,11 @@ impl IamService {
             })
             .map_err(|e| match e {
                 store::Error::Conflict => Error::Conflict(format!(
-                    "a token named {:?} already exists",
+                    "a {} named {:?} already exists",
+                    match kind {
+                        SecretKind::ApiKey => "key",
+                        _ => "token",
+                    },
                     name.unwrap_or_default()
                 )),
                 e => e.into(),

@@ -995,9 +995,12 @@ async fn output_snapshots() {
     // Ids and times have fixed widths, so the padding is part of the snapshot.
     assert_eq!(
         snap(&["robot", "token", "list", "builder"]),
-        "ID                                    NAME  EXPIRES               CREATED\n[ID]  ci    [TIME]  [TIME]\n"
+        "NAME  CREATED               EXPIRES               LAST USED  FROM  STATUS  ID\nci    [TIME]  [TIME]  -          -     active  [ID]\n"
     );
-    assert_eq!(snap(&["whoami"]), "KIND  NAME  ADMIN\nuser  hal   false\n");
+    assert_eq!(
+        snap(&["whoami"]),
+        "KIND  NAME  ORG   ADMIN\nuser  hal   horg  false\n"
+    );
     // The server's port varies in length: compare this table cell by cell.
     let cells = |t: &str| {
         t.lines()
@@ -1081,9 +1084,48 @@ async fn remaining_commands_and_their_error_paths() {
     ok(&cfg, &["robot", "token", "delete", "r1", id], None);
     assert_eq!(
         snap(&["robot", "token", "list", "r1"]),
-        "ID  NAME  EXPIRES  CREATED\n"
+        "NAME  CREATED  EXPIRES  LAST USED  FROM  STATUS  ID\n"
     );
     fails(&["robot", "token", "delete", "r1", id], 4, "not found");
+    // By name as well as by id; a name is unique per owner.
+    ok(
+        &cfg,
+        &[
+            "robot",
+            "token",
+            "create",
+            "r1",
+            "named",
+            "--expires-in",
+            "7d",
+            "--output",
+            "-",
+        ],
+        None,
+    );
+    fails(
+        &["robot", "token", "create", "r1", "named", "--output", "-"],
+        1,
+        "already exists",
+    );
+    let listed = snap(&["robot", "token", "list", "r1"]);
+    assert!(
+        listed.contains("named") && listed.contains("expiring"),
+        "{listed}"
+    );
+    ok(&cfg, &["robot", "token", "delete", "r1", "named"], None);
+    assert_eq!(
+        snap(&["robot", "token", "list", "r1"]),
+        "NAME  CREATED  EXPIRES  LAST USED  FROM  STATUS  ID\n"
+    );
+    ok(&cfg, &["apikey", "create", "laptop", "--output", "-"], None);
+    fails(
+        &["apikey", "create", "laptop", "--output", "-"],
+        1,
+        "already exists",
+    );
+    ok(&cfg, &["apikey", "delete", "laptop"], None);
+    fails(&["apikey", "delete", "laptop"], 4, "not found");
     ok(
         &cfg,
         &[
@@ -1148,10 +1190,49 @@ async fn remaining_commands_and_their_error_paths() {
     let rt_id = rt["id"].as_str().unwrap();
     assert_eq!(
         snap(&["registry-token", "list"]),
-        "ID                                    DESCRIPTION  READWRITE  EXPIRES\n[ID]  ci           false      [TIME]\n"
+        "NAME  DESCRIPTION  READWRITE  CREATED               EXPIRES               LAST USED  FROM  STATUS  ID\n-     ci           false      [TIME]  [TIME]  -          -     active  [ID]\n"
     );
     ok(&cfg, &["registry-token", "delete", rt_id], None);
     fails(&["registry-token", "delete", rt_id], 4, "not found");
+    // Named, used once: the list shows when and from where; deleted by its name.
+    let named: Value = serde_json::from_str(&ok(
+        &cfg,
+        &[
+            "registry-token",
+            "create",
+            "--name",
+            "pulls",
+            "--permanent",
+            "-o",
+            "json",
+        ],
+        None,
+    ))
+    .unwrap();
+    let r = basic_client("token", named["token"].as_str().unwrap())
+        .get(s.url("/token?service=berth"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let listed = snap(&["registry-token", "list"]);
+        if listed.contains("127.0.0.1") {
+            assert!(
+                listed.contains("pulls") && listed.contains("active"),
+                "{listed}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "last use never shown: {listed}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    ok(&cfg, &["registry-token", "delete", "pulls"], None);
+    fails(&["registry-token", "delete", "pulls"], 4, "not found");
 
     ok(&cfg, &["role", "create", "viewer", "--verb", "pull"], None);
     assert_eq!(

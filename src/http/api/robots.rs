@@ -23,9 +23,24 @@ fn robot_json(r: &RobotRow) -> serde_json::Value {
     json!({ "org": r.org, "name": r.name, "description": r.description, "created": time(Some(r.created_at)) })
 }
 
+/// How soon before its expiry a credential shows as `expiring`.
+const EXPIRING_WITHIN: i64 = 14 * 86_400;
+
+/// `active`, `expiring` (within 14 days), `expired` or `revoked`.
+fn credential_status(c: &CredentialRow) -> &'static str {
+    let now = crate::store::now();
+    match (c.revoked_at, c.expires_at) {
+        (Some(_), _) => "revoked",
+        (None, Some(e)) if e <= now => "expired",
+        (None, Some(e)) if e - now <= EXPIRING_WITHIN => "expiring",
+        _ => "active",
+    }
+}
+
 /// A credential without its secret.
 fn credential_json(c: &CredentialRow) -> serde_json::Value {
     json!({
+        "status": credential_status(c),
         "id": c.id,
         "name": c.name,
         "description": c.description,
@@ -240,11 +255,26 @@ fn delete_owned(
     id: &str,
     target: String,
 ) -> ApiResult<Response> {
+    // By id, or by name (unique per owner).
     let list = st.auth.iam().credentials(owner, kind)?;
-    if !list.iter().any(|c| c.id == id) {
-        return Err(ApiError::NotFound(format!("credential {id:?} not found")));
-    }
-    st.auth.iam().delete_credential(id)?;
+    let found: Vec<_> = list
+        .iter()
+        .filter(|c| c.id == id || c.name.as_deref() == Some(id))
+        .collect();
+    let row = match found.as_slice() {
+        [one] => *one,
+        [] => {
+            return Err(ApiError::NotFound(format!(
+                "credential {id:?} not found (by name or id)"
+            )));
+        }
+        _ => {
+            return Err(ApiError::Conflict(format!(
+                "several credentials are named {id:?}; give the id"
+            )));
+        }
+    };
+    st.auth.iam().delete_credential(&row.id)?;
     audit_change(st, caller, "credential.delete", target);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -417,6 +447,7 @@ fn organization(headers: &HeaderMap) -> ApiResult<String> {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct NewRegistryToken {
+    name: Option<String>,
     readwrite: Option<bool>,
     description: Option<String>,
 }
@@ -443,6 +474,10 @@ pub(super) async fn create_registry_token(
         .unwrap_or(false);
     let permanent = truthy(q.get("permanent")).unwrap_or(false);
     let description = body.description.or_else(|| q.get("description").cloned());
+    let name = body.name.or_else(|| q.get("name").cloned());
+    if let Some(n) = &name {
+        crate::iam::check_name("token", n)?;
+    }
     // A registry token is a long-lived credential of the organization: its creator must be
     // allowed to manage credentials there (Manager; a Reader or Writer mints nothing
     // long-lived), and it reaches every namespace, so the creator must hold that much already
@@ -471,7 +506,7 @@ pub(super) async fn create_registry_token(
         let new = st.auth.iam().create_credential(&CredentialSpec {
             kind: SecretKind::RegistryToken,
             owner: Owner::Org(org_row.id),
-            name: None,
+            name: name.as_deref(),
             expires_in: ttl,
             readwrite,
             description: description.as_deref(),
