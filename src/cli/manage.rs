@@ -188,12 +188,26 @@ pub enum AuditCommand {
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum RobotCommand {
-    /// Create a robot account.
-    #[command(after_help = "Example:\n  berth robot create ci-bot --description \"CI pushes\"")]
+    /// Create a robot account; with --role, bind the role to it in the same step.
+    #[command(
+        after_help = "Example:\n  berth robot create ci-bot --role Writer --namespace acme\n  berth robot create scanner --description \"reads everything\" --role Reader"
+    )]
     Create {
+        /// The robot's name (its full name is ORG/NAME).
         name: String,
+        /// What the robot is for.
         #[arg(long)]
         description: Option<String>,
+        /// Bind this role (Reader, Writer, Manager or a custom one) to the robot, for the whole
+        /// organization unless --namespace or --repository narrows it.
+        #[arg(long)]
+        role: Option<String>,
+        /// With --role: only in this namespace.
+        #[arg(long, requires = "role", conflicts_with = "repository")]
+        namespace: Option<String>,
+        /// With --role: only in repositories matching this glob (acme/team-*).
+        #[arg(long, requires = "role")]
+        repository: Option<String>,
     },
     /// List the organization's robots.
     #[command(after_help = "Example:\n  berth robot list -o yaml")]
@@ -358,6 +372,24 @@ const TOKEN_COLUMNS: [(&str, &str); 7] = [
     ("ID", "id"),
 ];
 
+/// Says on stderr that a robot without bindings can do nothing yet, and how to change that.
+fn warn_unbound(robot: &str) {
+    eprintln!(
+        "warning: robot {robot:?} has no bindings yet, so its tokens can do nothing; give it a role:\n  berth binding create {robot} --role Reader --robot {robot} [--namespace NAMESPACE]"
+    );
+}
+
+/// Whether any binding of `org` names `robot` as its subject.
+async fn robot_is_bound(c: &crate::client::Client, org: &str, robot: &str) -> anyhow::Result<bool> {
+    let v = c
+        .api("GET", &format!("/orgs/{org}/bindings"), None, &[])
+        .await?;
+    let subject = format!("robot/{robot}");
+    Ok(v["bindings"]
+        .as_array()
+        .is_some_and(|l| l.iter().any(|b| b["subject"] == subject.as_str())))
+}
+
 /// Lists credentials: "last used" flattened into its time and client address for the table.
 fn credentials(mut v: Value, field: &str) -> Value {
     if let Some(list) = v[field].as_array_mut() {
@@ -380,7 +412,13 @@ pub(super) async fn robot(
     let org = org_of(org, ctx_org)?;
     let base = format!("/orgs/{org}/robots");
     match cmd {
-        RobotCommand::Create { name, description } => {
+        RobotCommand::Create {
+            name,
+            description,
+            role,
+            namespace,
+            repository,
+        } => {
             let v = c
                 .api(
                     "POST",
@@ -389,6 +427,31 @@ pub(super) async fn robot(
                     &[],
                 )
                 .await?;
+            match role {
+                Some(role) => {
+                    let mut body = json!({ "role": role, "subject": format!("robot/{name}") });
+                    if let Some(ns) = namespace {
+                        body["namespace"] = json!(ns);
+                    }
+                    if let Some(glob) = repository {
+                        body["repository"] = json!(glob);
+                    }
+                    if let Err(e) = c
+                        .api(
+                            "PUT",
+                            &format!("/orgs/{org}/bindings/{name}"),
+                            Some(&body),
+                            &[],
+                        )
+                        .await
+                    {
+                        eprintln!("robot {name:?} was created, but binding {role:?} to it failed");
+                        return Err(e.into());
+                    }
+                    eprintln!("bound role {role:?} to robot {name:?} (binding {name:?})");
+                }
+                None => warn_unbound(name),
+            }
             print(format, &v, "", &ROBOT_COLUMNS)
         }
         RobotCommand::List => print(
@@ -421,6 +484,11 @@ pub(super) async fn robot(
                     &[],
                 )
                 .await?;
+            // A token of a robot without bindings works but may do nothing: say so (a
+            // caller who may not list bindings gets no warning rather than an error).
+            if let Ok(false) = robot_is_bound(&c, &org, robot).await {
+                warn_unbound(robot);
+            }
             // Seed 000's token file: exactly {"accessId", "token"}.
             let file = json!({ "accessId": v["accessId"], "token": v["token"] });
             let what = format!(

@@ -649,23 +649,18 @@ impl IamService {
         let (scope_kind, scope_value) = match scope {
             BindingScope::Org => ("org", None),
             BindingScope::Namespace(ns) => {
-                let owned = self.namespace(ns)?.is_some_and(|n| n.org_id == org_row.id);
-                if !owned {
-                    return Err(Error::Invalid(format!(
-                        "namespace {ns:?} does not belong to organization {org:?}"
-                    )));
-                }
+                self.namespace_of_org(&org_row, ns)?;
                 ("namespace", Some(ns.clone()))
             }
             BindingScope::Repository(glob) => {
                 policy::check_glob(glob).map_err(Error::Invalid)?;
                 let ns = policy::namespace_of(glob);
-                let owned = self.namespace(ns)?.is_some_and(|n| n.org_id == org_row.id);
-                if !owned || ns.contains('*') {
+                if ns.contains('*') {
                     return Err(Error::Invalid(format!(
-                        "repository glob {glob:?} must start with a namespace of organization {org:?}"
+                        "repository glob {glob:?} must start with a namespace of organization {org:?}, without wildcards"
                     )));
                 }
+                self.namespace_of_org(&org_row, ns)?;
                 ("repository", Some(glob.clone()))
             }
         };
@@ -683,6 +678,21 @@ impl IamService {
             })
         })?;
         Ok(existed)
+    }
+
+    /// Checks that namespace `ns` exists and belongs to `org`, with an error that says what to do.
+    fn namespace_of_org(&self, org: &OrgRow, ns: &str) -> Result<()> {
+        match self.namespace(ns)? {
+            Some(n) if n.org_id == org.id => Ok(()),
+            Some(_) => Err(Error::Invalid(format!(
+                "namespace {ns:?} does not belong to organization {:?}",
+                org.name
+            ))),
+            None => Err(Error::NotFound(format!(
+                "namespace {ns:?} not found in organization {:?}: create it with `berth namespace create {ns}`",
+                org.name
+            ))),
+        }
     }
 
     pub fn bindings(&self, org: &str) -> Result<Vec<BindingRow>> {

@@ -1442,3 +1442,134 @@ async fn the_client_config_is_written_atomically() {
         assert_eq!(mode, 0o600);
     }
 }
+
+#[tokio::test]
+async fn a_robot_is_bound_in_one_step_and_an_unbound_one_says_so() {
+    let s = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("config.yaml");
+    user_in_new_org(&s, &cfg, "una", "uorg").await;
+    // With --role: bound at once, and its token pulls.
+    let out = berth(
+        &cfg,
+        &[
+            "robot",
+            "create",
+            "puller",
+            "--role",
+            "Reader",
+            "--namespace",
+            "uorg",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bound role \"Reader\"") && !err.contains("warning"),
+        "{err}"
+    );
+    let list: Value =
+        serde_json::from_str(&ok(&cfg, &["binding", "list", "-o", "json"], None)).unwrap();
+    let v = list["bindings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "puller")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (
+            v["role"].as_str(),
+            v["subject"].as_str(),
+            v["namespace"].as_str()
+        ),
+        (Some("Reader"), Some("robot/puller"), Some("uorg"))
+    );
+    let out = berth(
+        &cfg,
+        &["robot", "token", "create", "puller", "t", "--output", "-"],
+        None,
+    );
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+    let t: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = basic_client(
+        t["accessId"].as_str().unwrap(),
+        t["token"].as_str().unwrap(),
+    )
+    .get(s.url("/token?service=berth&scope=repository:uorg/app:pull"))
+    .send()
+    .await
+    .unwrap();
+    let granted: Value = r.json().await.unwrap();
+    let jwt = granted["token"].as_str().unwrap();
+    let claims = jwt.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(claims)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["access"][0]["actions"], json!(["pull"]));
+    // Without: a warning with the command that fixes it, at create and at token create.
+    let out = berth(&cfg, &["robot", "create", "idle"], None);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: robot \"idle\" has no bindings")
+            && err.contains("berth binding create idle --role"),
+        "{err}"
+    );
+    let out = berth(
+        &cfg,
+        &["robot", "token", "create", "idle", "t", "--output", "-"],
+        None,
+    );
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no bindings"));
+    // A namespace that does not exist: says so, and how to create it; nothing is created.
+    let out = berth(
+        &cfg,
+        &[
+            "robot",
+            "create",
+            "lost",
+            "--role",
+            "Reader",
+            "--namespace",
+            "nowhere",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("namespace \"nowhere\" not found in organization \"uorg\": create it with `berth namespace create nowhere`"),
+        "{err}"
+    );
+    let out = berth(
+        &cfg,
+        &[
+            "binding",
+            "create",
+            "b",
+            "--role",
+            "Reader",
+            "--robot",
+            "idle",
+            "--repository",
+            "nowhere/app-*",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("berth namespace create nowhere"));
+    // --namespace without --role is a usage error.
+    let out = berth(&cfg, &["robot", "create", "x", "--namespace", "uorg"], None);
+    assert_eq!(out.status.code(), Some(2));
+}
