@@ -1162,8 +1162,8 @@ async fn remaining_commands_and_their_error_paths() {
             "--namespace",
             "elsewhere",
         ],
-        2,
-        "does not belong to organization",
+        4,
+        "namespace \"elsewhere\" not found in organization \"iorg\": create it with `berth namespace create elsewhere`",
     );
     ok(&cfg, &["binding", "delete", "b1"], None);
     fails(&["binding", "delete", "b1"], 4, "binding \"b1\" not found");
