@@ -274,6 +274,12 @@ pub enum BindingCommand {
     /// List the organization's bindings.
     #[command(after_help = "Example:\n  berth binding list")]
     List,
+    /// Show a binding; `-o yaml` prints the document `berth apply -f` takes back.
+    #[command(after_help = "Example:\n  berth binding get ci-bot -o yaml > ci-bot.yaml")]
+    Get {
+        /// The binding's name.
+        name: String,
+    },
     /// Delete a binding.
     #[command(after_help = "Example:\n  berth binding delete ci-bot")]
     Delete { name: String },
@@ -371,6 +377,14 @@ const TOKEN_COLUMNS: [(&str, &str); 7] = [
     ("STATUS", "status"),
     ("ID", "id"),
 ];
+
+/// A role or binding as JSON or YAML is the document `apply -f` takes back; as a table, as is.
+fn exportable(format: Format, v: Value) -> Value {
+    match format {
+        Format::Table => v,
+        Format::Json | Format::Yaml => super::apply::manifest(&v),
+    }
+}
 
 /// Says on stderr that a robot without bindings can do nothing yet, and how to change that.
 fn warn_unbound(robot: &str) {
@@ -563,6 +577,12 @@ pub(super) async fn binding(
                 )
                 .await?;
             print(format, &v, "", &columns)
+        }
+        BindingCommand::Get { name } => {
+            let v = c
+                .api("GET", &format!("/orgs/{org}/bindings/{name}"), None, &[])
+                .await?;
+            print(format, &exportable(format, v), "", &columns)
         }
         BindingCommand::List => print(
             format,
@@ -934,13 +954,12 @@ pub(super) async fn role(
             "roles",
             &columns,
         ),
-        RoleCommand::Get { name } => print(
-            format,
-            &c.api("GET", &format!("/orgs/{org}/roles/{name}"), None, &[])
-                .await?,
-            "",
-            &columns,
-        ),
+        RoleCommand::Get { name } => {
+            let v = c
+                .api("GET", &format!("/orgs/{org}/roles/{name}"), None, &[])
+                .await?;
+            print(format, &exportable(format, v), "", &columns)
+        }
         RoleCommand::Delete { name } => done(
             c.api("DELETE", &format!("/orgs/{org}/roles/{name}"), None, &[])
                 .await,

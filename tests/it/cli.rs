@@ -882,7 +882,7 @@ async fn apply_is_idempotent_and_checks_every_document_first() {
     let out = berth(&cfg, &["apply", "-f", "-"], Some(&bad));
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("document 3: kind must be Role or Binding")
+        String::from_utf8_lossy(&out.stderr).contains("document 3: kind must be Role, ClusterRole, RoleBinding, ClusterRoleBinding or Binding, not Planet")
     );
     assert_eq!(
         ok(
@@ -1572,4 +1572,97 @@ async fn a_robot_is_bound_in_one_step_and_an_unbound_one_says_so() {
     // --namespace without --role is a usage error.
     let out = berth(&cfg, &["robot", "create", "x", "--namespace", "uorg"], None);
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// Seed 004's users write Kubernetes RBAC: ClusterRole/Role with resourceNames, RoleBinding
+/// scoped by its namespace, ServiceAccount subjects. `apply` takes it; `get -o yaml` exports
+/// documents that `apply` takes back unchanged; errors name document and field in plain words.
+#[tokio::test]
+async fn apply_takes_kubernetes_rbac_and_exports_round_trip() {
+    let s = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("config.yaml");
+    user_in_new_org(&s, &cfg, "kim", "korg").await;
+    for robot in ["deployer", "builder"] {
+        ok(
+            &cfg,
+            &[
+                "robot",
+                "create",
+                robot,
+                "--role",
+                "Reader",
+                "--namespace",
+                "korg",
+            ],
+            None,
+        );
+        ok(&cfg, &["binding", "delete", robot], None);
+    }
+    let rbac = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: image-puller\nrules:\n- apiGroups: [\"\"]\n  resources: [repositories]\n  verbs: [pull, list]\n  resourceNames: [\"korg/app-*\"]\n\
+        ---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: ci-pull\n  namespace: korg\nsubjects:\n- kind: ServiceAccount\n  name: deployer\n- kind: Robot\n  name: korg/builder\nroleRef:\n  kind: ClusterRole\n  name: image-puller\n  apiGroup: rbac.authorization.k8s.io\n\
+        ---\napiVersion: berth.dev/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: kim-reads\nsubjects:\n- kind: User\n  name: kim\nroleRef:\n  kind: Role\n  name: Reader\n";
+    let out = ok(&cfg, &["apply", "-f", "-"], Some(rbac));
+    assert_eq!(
+        out,
+        "clusterrole/image-puller created\nrolebinding/ci-pull created\nclusterrolebinding/kim-reads created\n"
+    );
+    let again = ok(&cfg, &["apply", "-f", "-"], Some(rbac));
+    assert_eq!(
+        again,
+        "clusterrole/image-puller unchanged\nrolebinding/ci-pull unchanged\nclusterrolebinding/kim-reads unchanged\n"
+    );
+    // The rules hold: pull of korg/app-* only, for both subjects.
+    for robot in ["deployer", "builder"] {
+        let who = format!("robot/{robot}");
+        assert_eq!(
+            ok(&cfg, &["can-i", "pull", "korg/app-web", "--as", &who], None).trim(),
+            "yes"
+        );
+        let out = berth(&cfg, &["can-i", "pull", "korg/other", "--as", &who], None);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no");
+        let out = berth(&cfg, &["can-i", "push", "korg/app-web", "--as", &who], None);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no");
+    }
+    // Export → apply: unchanged, for a role and for each binding.
+    for (what, name) in [
+        ("role", "image-puller"),
+        ("binding", "ci-pull.deployer"),
+        ("binding", "ci-pull.builder"),
+        ("binding", "kim-reads"),
+    ] {
+        let yaml = ok(&cfg, &[what, "get", name, "-o", "yaml"], None);
+        assert!(yaml.contains("apiVersion: berth.dev/v1"), "{yaml}");
+        let out = ok(&cfg, &["apply", "-f", "-"], Some(&yaml));
+        assert_eq!(out, format!("{what}/{name} unchanged\n"), "{yaml}");
+    }
+    // Plain-word errors naming the document and the field; nothing applied.
+    for (doc, want) in [
+        (
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: x}\nsubjects: [{kind: ServiceAccount, name: deployer}]\nroleRef: {name: image-puller}\n",
+            "document 1: roleRef.kind is missing (Role or ClusterRole)",
+        ),
+        (
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: x}\nsubjects: [{kind: Group, name: devs}]\nroleRef: {kind: Role, name: Reader}\n",
+            "document 1: subjects[0].kind must be Robot, ServiceAccount or User, not Group",
+        ),
+        (
+            "apiVersion: v1\nkind: Role\nmetadata: {name: x}\nrules: []\n",
+            "document 1: apiVersion v1 is not one berth reads",
+        ),
+        (
+            "kind: ClusterRole\nmetadata: {name: x}\nrules: [{resources: [repositories], verbs: [pull], color: red}]\n",
+            "document 1: rules[0]: unknown field color",
+        ),
+        (
+            "kind: ClusterRole\nmetadata: {name: x}\nrules: [{resources: [pods], verbs: [get]}]\n",
+            "document 1: rules[0]: unknown resource",
+        ),
+    ] {
+        let out = berth(&cfg, &["apply", "-f", "-"], Some(doc));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(want), "{err}");
+        assert!(!err.contains("Some(") && !err.contains("None"), "{err}");
+    }
 }
