@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs berth's whole test suite. Installs what the tests need when it is missing (idempotent,
 # quiet when everything is already there): skopeo, podman and docker-registry (CNCF
-# Distribution, for the token interop test) and strace (the fsync-order test) from Debian, the oras Python
+# Distribution, for the token interop test), strace (the fsync-order test) and kubectl (the
+# reference for pull secrets) from Debian, the oras Python
 # client from PyPI, cargo-nextest from crates.io.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,7 @@ command -v tar >/dev/null 2>&1 || need_apt+=(tar)
 command -v gzip >/dev/null 2>&1 || need_apt+=(gzip)
 command -v docker-registry >/dev/null 2>&1 || need_apt+=(docker-registry)
 command -v strace >/dev/null 2>&1 || need_apt+=(strace)
+command -v kubectl >/dev/null 2>&1 || need_apt+=(kubernetes-client)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} (apt-get)" >&2
   sudo_cmd=""

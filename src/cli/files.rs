@@ -20,8 +20,9 @@ pub enum PullSecretCommand {
         after_help = "Example:\n  berth pull-secret create my-secret -f token.json --namespace crossplane-system | kubectl apply -f -"
     )]
     Create {
+        /// The Secret's name.
         name: String,
-        /// A token file: a robot token ({"accessId","token"}), an API key ({"apikey"}) or a registry token ({"token"}).
+        /// A token file: a robot token ({"accessId","token"}), an API key ({"apikey"}) or a registry token ({"token"}); `-` reads it from standard input.
         #[arg(
             short = 'f',
             long = "file",
@@ -30,15 +31,21 @@ pub enum PullSecretCommand {
             required_unless_present = "username"
         )]
         file: Option<PathBuf>,
-        #[arg(long)]
+        /// A user name instead of a token file (with --password-stdin), as kubectl's --docker-username.
+        #[arg(long, visible_alias = "docker-username")]
         username: Option<String>,
+        /// Read the password for --username from standard input.
         #[arg(long, requires = "username")]
         password_stdin: bool,
-        #[arg(long, default_value = "default")]
+        /// The Kubernetes namespace of the Secret.
+        #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
-        /// Registry host (default: the current context's server).
-        #[arg(long)]
+        /// Registry host (default: the current context's server); kubectl's --docker-server.
+        #[arg(long, visible_alias = "docker-server")]
         server: Option<String>,
+        /// An e-mail address recorded with the credentials, as kubectl's --docker-email.
+        #[arg(long)]
+        docker_email: Option<String>,
     },
 }
 
@@ -49,9 +56,13 @@ pub enum ImageConfigCommand {
         after_help = "Example:\n  berth image-config create acme-images --prefix registry.example.com/acme --pull-secret my-secret"
     )]
     Create {
+        /// The ImageConfig's name.
         name: String,
-        #[arg(long)]
-        prefix: String,
+        /// An image prefix the pull secret is used for (registry.example.com/acme); give it
+        /// more than once for several.
+        #[arg(long, required = true)]
+        prefix: Vec<String>,
+        /// The pull secret's name.
         #[arg(long)]
         pull_secret: String,
     },
@@ -74,6 +85,7 @@ pub enum ConfigCommand {
         /// The organization the context works in.
         #[arg(long)]
         org: Option<String>,
+        /// Where to write it (mode 0600); `-` for standard output.
         #[arg(long, value_name = "FILE")]
         output: PathBuf,
     },
@@ -96,8 +108,16 @@ pub enum ConfigCommand {
 
 /// (user name, password) from a token file, by the secret's kind.
 pub(super) fn login_of(file: &Path) -> anyhow::Result<(String, String)> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let text = if file == Path::new("-") {
+        use std::io::Read as _;
+        let mut t = String::new();
+        std::io::stdin()
+            .read_to_string(&mut t)
+            .context("reading the token file from standard input")?;
+        t
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+    };
     let v: Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
     let s = |k: &str| v[k].as_str().map(str::to_owned);
@@ -142,6 +162,7 @@ pub(super) fn pull_secret(
         password_stdin,
         namespace,
         server,
+        docker_email,
     } = cmd;
     let (user, password) = match (file, username) {
         (Some(f), _) => login_of(f)?,
@@ -165,7 +186,13 @@ pub(super) fn pull_secret(
         None => current_host(cfg_path)?,
     };
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let docker = json!({ "auths": { host: { "username": user, "password": password, "auth": b64(&format!("{user}:{password}")) } } });
+    // The same fields as `kubectl create secret docker-registry`.
+    let mut entry = json!({ "username": user, "password": password });
+    if let Some(email) = docker_email {
+        entry["email"] = json!(email);
+    }
+    entry["auth"] = json!(b64(&format!("{user}:{password}")));
+    let docker = json!({ "auths": { host: entry } });
     let secret = json!({
         "apiVersion": "v1",
         "kind": "Secret",
@@ -187,7 +214,7 @@ pub(super) fn image_config(cmd: &ImageConfigCommand, format: Format) -> anyhow::
         "kind": "ImageConfig",
         "metadata": { "name": name },
         "spec": {
-            "matchImages": [{ "prefix": prefix }],
+            "matchImages": prefix.iter().map(|p| json!({ "prefix": p })).collect::<Vec<_>>(),
             "registry": { "authentication": { "pullSecretRef": { "name": pull_secret } } },
         },
     });
@@ -253,8 +280,12 @@ pub(super) fn config(cmd: &ConfigCommand, cfg_path: &Path, format: Format) -> an
                 },
             );
             cfg.current_context = Some("default".into());
-            cfg.save(output)?;
-            crate::cli_eprint(&format!("wrote {}", output.display()));
+            if output == Path::new("-") {
+                crate::cli_print(serde_norway::to_string(&cfg)?.trim_end());
+            } else {
+                cfg.save(output)?;
+                crate::cli_eprint(&format!("wrote {}", output.display()));
+            }
             Ok(())
         }
         ConfigCommand::View { raw, minify } => {

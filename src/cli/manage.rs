@@ -304,6 +304,9 @@ pub enum RegistryTokenCommand {
         /// What the token is for.
         #[arg(long)]
         description: Option<String>,
+        /// Write the token file ({"token"}, mode 0600) here; `-` or absent: standard output.
+        #[arg(long, value_name = "FILE")]
+        output: Option<String>,
     },
     /// List the organization's registry tokens (no secrets).
     #[command(after_help = "Example:\n  berth registry-token list")]
@@ -615,6 +618,7 @@ pub(super) async fn registry_token(
             readwrite,
             permanent,
             description,
+            output,
         } => {
             let path = if *permanent {
                 "/tokens?permanent=true"
@@ -629,14 +633,24 @@ pub(super) async fn registry_token(
                     &headers,
                 )
                 .await?;
-            // The secret is the point of this command's output, in every format.
-            let columns = [
-                ("ID", "id"),
-                ("TOKEN", "token"),
-                ("READWRITE", "readwrite"),
-                ("EXPIRES", "expires"),
-            ];
-            print(format, &v, "", &columns)
+            // A token file like the other secret-making commands' (the `token` login user name,
+            // `pull-secret create -f` reads it), never a table cell; the rest goes to stderr.
+            let _ = format;
+            crate::cli_eprint(&format!(
+                "registry token {} ({}, expires {}) for organization {org}",
+                v["name"].as_str().or(v["id"].as_str()).unwrap_or(""),
+                if *readwrite {
+                    "read-write"
+                } else {
+                    "read-only"
+                },
+                v["expires"].as_str().unwrap_or("never"),
+            ));
+            emit_secret(
+                output.as_deref(),
+                &json!({ "token": v["token"], "id": v["id"], "name": v["name"] }),
+                "registry token",
+            )
         }
         RegistryTokenCommand::List => {
             let columns = [

@@ -1666,3 +1666,192 @@ async fn apply_takes_kubernetes_rbac_and_exports_round_trip() {
         assert!(!err.contains("Some(") && !err.contains("None"), "{err}");
     }
 }
+
+/// `pull-secret create` as kubectl users type it: `-n`, `-f -`, `--docker-server`,
+/// `--docker-email`; the Secret means exactly what `kubectl create secret docker-registry
+/// --dry-run=client -o yaml` prints. `image-config create` takes several prefixes; the secret
+/// makers write token files, never table cells; `config create --output -` prints the config.
+#[tokio::test]
+async fn files_as_kubectl_users_expect() {
+    let s = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("config.yaml");
+    user_in_new_org(&s, &cfg, "kay", "kaorg").await;
+    ok(
+        &cfg,
+        &["robot", "create", "puller", "--role", "Reader"],
+        None,
+    );
+    let token_file = ok(
+        &cfg,
+        &["robot", "token", "create", "puller", "t", "--output", "-"],
+        None,
+    );
+    let t: Value = serde_json::from_str(&token_file).unwrap();
+    let (id, secret) = (
+        t["accessId"].as_str().unwrap(),
+        t["token"].as_str().unwrap(),
+    );
+    let ours = ok(
+        &cfg,
+        &[
+            "pull-secret",
+            "create",
+            "regcred",
+            "-f",
+            "-",
+            "-n",
+            "ci",
+            "--docker-server",
+            &s.host,
+            "--docker-email",
+            "ci@example.com",
+        ],
+        Some(&token_file),
+    );
+    let home = tmp.path().join("kubectl-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let theirs = run(Command::new("kubectl")
+        .args([
+            "create",
+            "secret",
+            "docker-registry",
+            "regcred",
+            "-n",
+            "ci",
+            "--docker-server",
+            &s.host,
+        ])
+        .args([
+            "--docker-username",
+            id,
+            "--docker-password",
+            secret,
+            "--docker-email",
+            "ci@example.com",
+        ])
+        .args(["--dry-run=client", "-o", "yaml"])
+        .env("HOME", &home)
+        .env("KUBECONFIG", home.join("none")));
+    let parse = |y: &str| -> Value { serde_norway::from_str(y).unwrap() };
+    let (ours, theirs) = (parse(&ours), parse(&theirs));
+    for k in ["apiVersion", "kind", "type"] {
+        assert_eq!(ours[k], theirs[k], "{k}");
+    }
+    for k in ["name", "namespace"] {
+        assert_eq!(ours["metadata"][k], theirs["metadata"][k], "metadata.{k}");
+    }
+    let config = |v: &Value| -> Value {
+        let b = base64::engine::general_purpose::STANDARD
+            .decode(v["data"][".dockerconfigjson"].as_str().unwrap())
+            .unwrap();
+        serde_json::from_slice(&b).unwrap()
+    };
+    assert_eq!(
+        config(&ours),
+        config(&theirs),
+        "the .dockerconfigjson means the same"
+    );
+    // --server and --docker-server are one flag.
+    let a = ok(
+        &cfg,
+        &["pull-secret", "create", "x", "-f", "-", "--server", &s.host],
+        Some(&token_file),
+    );
+    let b = ok(
+        &cfg,
+        &[
+            "pull-secret",
+            "create",
+            "x",
+            "-f",
+            "-",
+            "--docker-server",
+            &s.host,
+        ],
+        Some(&token_file),
+    );
+    assert_eq!(a, b);
+    // Several prefixes for one ImageConfig.
+    let ic: Value = serde_norway::from_str(&ok(
+        &cfg,
+        &[
+            "image-config",
+            "create",
+            "images",
+            "--prefix",
+            "r.example.com/a",
+            "--prefix",
+            "r.example.com/b",
+            "--pull-secret",
+            "regcred",
+        ],
+        None,
+    ))
+    .unwrap();
+    assert_eq!(
+        ic["spec"]["matchImages"],
+        json!([{"prefix": "r.example.com/a"}, {"prefix": "r.example.com/b"}])
+    );
+    // A registry token goes to a file (0600) or stdout as {"token"}, never into a table; the
+    // pull secret takes that file.
+    let rt_file = tmp.path().join("registry-token.json");
+    let out = berth(
+        &cfg,
+        &[
+            "registry-token",
+            "create",
+            "--name",
+            "ci",
+            "--output",
+            rt_file.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty(), "the secret went to stdout too");
+    let rt: Value = serde_json::from_str(&std::fs::read_to_string(&rt_file).unwrap()).unwrap();
+    assert!(rt["token"].as_str().unwrap().starts_with("btht_"));
+    assert_eq!(
+        std::fs::metadata(&rt_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let table = ok(&cfg, &["registry-token", "list"], None);
+    assert!(!table.contains("btht_"), "{table}");
+    let ps: Value = parse(&ok(
+        &cfg,
+        &[
+            "pull-secret",
+            "create",
+            "rt",
+            "-f",
+            rt_file.to_str().unwrap(),
+        ],
+        None,
+    ));
+    assert_eq!(config(&ps)["auths"][&s.host]["username"], "token");
+    // config create --output - prints the self-contained config.
+    let robot_file = tmp.path().join("robot.json");
+    std::fs::write(&robot_file, &token_file).unwrap();
+    let out = ok(
+        &cfg,
+        &[
+            "config",
+            "create",
+            "--from-token",
+            robot_file.to_str().unwrap(),
+            "--server",
+            &s.base,
+            "--output",
+            "-",
+        ],
+        None,
+    );
+    let printed: Value = serde_norway::from_str(&out).unwrap();
+    assert_eq!(printed["current-context"], "default", "{out}");
+    assert!(!tmp.path().join("-").exists());
+}
