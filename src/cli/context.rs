@@ -80,6 +80,9 @@ pub(crate) struct Credential {
     pub(crate) robot_token: Option<RobotToken>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) api_key: Option<String>,
+    /// A registry token (login user name `token`), as `docker login -u token` stores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) registry_token: Option<String>,
     /// A short-lived access token got with the refresh token, and when it expires (Unix time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) access_token: Option<String>,
@@ -206,6 +209,8 @@ impl Credential {
             Auth::Basic(r.access_id.clone(), r.token.clone())
         } else if let Some(k) = &self.api_key {
             Auth::Basic("iamapikey".into(), k.clone())
+        } else if let Some(t) = &self.registry_token {
+            Auth::Basic("token".into(), t.clone())
         } else {
             Auth::None
         }

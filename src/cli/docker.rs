@@ -45,9 +45,75 @@ fn static_login(cred: &Credential) -> Option<(String, String)> {
     if let Some(r) = &cred.robot_token {
         return Some((r.access_id.clone(), r.token.clone()));
     }
-    cred.api_key
+    if let Some(k) = &cred.api_key {
+        return Some(("iamapikey".to_owned(), k.clone()));
+    }
+    cred.registry_token
         .as_ref()
-        .map(|k| ("iamapikey".to_owned(), k.clone()))
+        .map(|t| ("token".to_owned(), t.clone()))
+}
+
+/// The name of the context `docker login` stores a typed credential under.
+fn docker_context(host: &str) -> String {
+    format!("docker@{host}")
+}
+
+/// Makes sure docker finds `docker-credential-berth` (this binary under that name) on `PATH`:
+/// found there already; else a link next to this binary if that directory is on `PATH` and
+/// writable; else a link in `~/.local/bin`. Says what it found or did, or the command to run.
+fn ensure_helper_link() -> String {
+    const NAME: &str = "docker-credential-berth";
+    let path_dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    if let Some(found) = path_dirs.iter().map(|d| d.join(NAME)).find(|p| p.is_file()) {
+        return format!("docker finds the credential helper at {}", found.display());
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return format!(
+            "link the berth binary as {NAME} on your PATH: ln -s \"$(command -v berth)\" ~/.local/bin/{NAME}"
+        );
+    };
+    let mut candidates = Vec::new();
+    if let Some(dir) = exe.parent().filter(|d| path_dirs.iter().any(|p| p == d)) {
+        candidates.push(dir.to_owned());
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        candidates.push(PathBuf::from(home).join(".local/bin"));
+    }
+    for dir in candidates {
+        let link = dir.join(NAME);
+        let made = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::os::unix::fs::symlink(&exe, &link))
+            .or_else(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            });
+        if made.is_ok() {
+            let on_path = path_dirs.contains(&dir);
+            return if on_path {
+                format!(
+                    "linked the credential helper: {} -> {}",
+                    link.display(),
+                    exe.display()
+                )
+            } else {
+                format!(
+                    "linked the credential helper: {} -> {}; add {} to your PATH so that docker finds it",
+                    link.display(),
+                    exe.display(),
+                    dir.display()
+                )
+            };
+        }
+    }
+    format!(
+        "docker cannot find {NAME}: create it with\n  ln -s {} ~/.local/bin/{NAME}   # and have ~/.local/bin on your PATH",
+        exe.display()
+    )
 }
 
 pub(super) fn docker_config(args: &DockerConfigArgs, cfg_path: &Path) -> anyhow::Result<()> {
@@ -99,6 +165,10 @@ pub(super) fn docker_config(args: &DockerConfigArgs, cfg_path: &Path) -> anyhow:
         "{} now has credentials for {host}",
         path.display()
     ));
+    if login.is_none() {
+        // docker runs the helper by name: make sure it can.
+        crate::cli_eprint(&ensure_helper_link());
+    }
     Ok(())
 }
 
@@ -136,7 +206,11 @@ fn helper(action: &str) -> anyhow::Result<()> {
     match action {
         "get" => {
             let host = normalize(&input);
-            let found = cfg.contexts.iter().find_map(|ctx| {
+            // What `docker login` stored for this host comes first, then any context for it.
+            let stored = docker_context(&host);
+            let mut contexts: Vec<_> = cfg.contexts.iter().collect();
+            contexts.sort_by_key(|c| c.name != stored);
+            let found = contexts.into_iter().find_map(|ctx| {
                 let server = cfg.servers.iter().find(|s| s.name == ctx.context.server)?;
                 let cred = cfg
                     .credentials
@@ -145,8 +219,24 @@ fn helper(action: &str) -> anyhow::Result<()> {
                 (server.server.host() == host)
                     .then(|| (server.server.clone(), cred.credential.clone()))
             });
+            let is_stored = cfg.contexts.iter().any(|c| {
+                c.name == stored
+                    && cfg
+                        .servers
+                        .iter()
+                        .any(|sv| sv.name == c.context.server && sv.server.host() == host)
+            });
             let (server, cred) =
                 found.ok_or_else(|| anyhow::anyhow!("credentials not found in native keychain"))?;
+            // What docker stored as an identity token goes back to it as one (docker exchanges
+            // it at /token itself).
+            if is_stored && let Some(refresh) = &cred.refresh_token {
+                crate::cli_print(
+                    &json!({ "ServerURL": input.trim(), "Username": "<token>", "Secret": refresh })
+                        .to_string(),
+                );
+                return Ok(());
+            }
             let (user, secret) = match static_login(&cred) {
                 Some(l) => l,
                 None => {
@@ -188,12 +278,18 @@ fn helper(action: &str) -> anyhow::Result<()> {
                 v["Secret"].as_str().unwrap_or_default(),
             );
             let credential = match user {
-                "iamrefresh" => Credential {
+                // docker's identity token: berth answered its login (offline_token=true) with a
+                // refresh token, a session tied to the secret that was typed.
+                "<token>" | "iamrefresh" => Credential {
                     refresh_token: Some(secret.to_owned()),
                     ..Credential::default()
                 },
                 "iamapikey" => Credential {
                     api_key: Some(secret.to_owned()),
+                    ..Credential::default()
+                },
+                "token" => Credential {
+                    registry_token: Some(secret.to_owned()),
                     ..Credential::default()
                 },
                 u if uuid::Uuid::try_parse(u).is_ok() => Credential {
@@ -204,7 +300,7 @@ fn helper(action: &str) -> anyhow::Result<()> {
                     ..Credential::default()
                 },
                 _ => anyhow::bail!(
-                    "berth stores no passwords: log in with `berth login`, which keeps a revocable session"
+                    "berth stores no passwords: a user's password stays with `berth login`, which keeps a revocable session (run it, then `berth docker-config`); for docker login use a typed secret: -u iamapikey with an API key, -u token with a registry token, or a robot token's accessId"
                 ),
             };
             let host = normalize(url);
@@ -213,7 +309,7 @@ fn helper(action: &str) -> anyhow::Result<()> {
             } else {
                 format!("https://{host}")
             };
-            let name = format!("docker@{host}");
+            let name = docker_context(&host);
             if !cfg.servers.iter().any(|s| s.name == host) {
                 cfg.upsert_server(
                     &host,
@@ -239,15 +335,14 @@ fn helper(action: &str) -> anyhow::Result<()> {
             cfg.save(&cfg_path)
         }
         "erase" => {
+            // `docker logout` forgets what `docker login` stored; a `berth login` session stays
+            // (`berth logout` ends it).
             let host = normalize(&input);
+            let stored = docker_context(&host);
             let gone: Vec<String> = cfg
                 .contexts
                 .iter()
-                .filter(|c| {
-                    cfg.servers
-                        .iter()
-                        .any(|s| s.name == c.context.server && s.server.host() == host)
-                })
+                .filter(|c| c.name == stored)
                 .map(|c| c.context.credential.clone())
                 .collect();
             cfg.credentials.retain(|c| !gone.contains(&c.name));

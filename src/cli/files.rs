@@ -306,6 +306,7 @@ pub(super) fn config(cmd: &ConfigCommand, cfg_path: &Path, format: Format) -> an
                     let redact = |s: &mut String| *s = "REDACTED".into();
                     c.credential.refresh_token.as_mut().map(redact);
                     c.credential.api_key.as_mut().map(redact);
+                    c.credential.registry_token.as_mut().map(redact);
                     c.credential.access_token.as_mut().map(redact);
                     if let Some(r) = c.credential.robot_token.as_mut() {
                         redact(&mut r.token);

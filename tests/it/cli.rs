@@ -752,10 +752,16 @@ async fn docker_config_and_the_credential_helper_with_skopeo() {
         !refused.status.success()
             && String::from_utf8_lossy(&refused.stdout).contains("stores no passwords")
     );
+    // `docker logout` (erase) forgets what docker stored; the `berth login` session is not
+    // docker's to end.
     assert!(helper("erase", &s.host).status.success());
-    let gone = helper("get", &s.host);
-    assert!(!gone.status.success());
-    assert!(String::from_utf8_lossy(&gone.stdout).contains("credentials not found"));
+    let kept = helper("get", &s.host);
+    assert!(kept.status.success());
+    let kept: Value = serde_json::from_slice(&kept.stdout).unwrap();
+    assert_eq!(kept["Username"], "iambearer");
+    let nothing = helper("get", "elsewhere.example");
+    assert!(!nothing.status.success());
+    assert!(String::from_utf8_lossy(&nothing.stdout).contains("credentials not found"));
 
     // With a robot token file: a plain auths entry, usable as a containers auth.json.
     ok(
@@ -1854,4 +1860,175 @@ async fn files_as_kubectl_users_expect() {
     let printed: Value = serde_norway::from_str(&out).unwrap();
     assert_eq!(printed["current-context"], "default", "{out}");
     assert!(!tmp.path().join("-").exists());
+}
+
+/// Seed 003 with docker itself: `berth docker-config` for a user session sets up the helper
+/// (and its link); `docker login -u iamapikey` stores the typed credential through it, `get`
+/// returns it, a plain password is refused with what to do instead, `docker logout` forgets it.
+#[tokio::test]
+async fn docker_login_with_a_typed_secret_through_the_helper() {
+    let s = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("config.yaml");
+    let home = tmp.path().join("empty-home");
+    user_in_new_org(&s, &cfg, "dora", "dorg").await;
+    let out = berth(&cfg, &["docker-config"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    let link = home.join(".local/bin/docker-credential-berth");
+    assert!(
+        said.contains("linked the credential helper") && said.contains(link.to_str().unwrap()),
+        "{said}"
+    );
+    assert_eq!(
+        std::fs::canonicalize(&link).unwrap(),
+        std::fs::canonicalize(berth_bin()).unwrap()
+    );
+    // Run again: the link is found, not made twice.
+    let again = berth(&cfg, &["docker-config"], None);
+    assert!(again.status.success());
+    let key: Value = serde_json::from_str(&ok(
+        &cfg,
+        &["apikey", "create", "docker", "--output", "-"],
+        None,
+    ))
+    .unwrap();
+    let key = key["apikey"].as_str().unwrap();
+    let path = format!(
+        "{}:{}",
+        home.join(".local/bin").display(),
+        std::env::var("PATH").unwrap()
+    );
+    let docker = |args: &[&str], stdin: &str| {
+        let mut child = Command::new("docker")
+            .args(args)
+            .env("HOME", &home)
+            .env("PATH", &path)
+            .env("BERTH_CONFIG", &cfg)
+            .env_remove("DOCKER_CONFIG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = docker(
+        &["login", "-u", "iamapikey", "--password-stdin", &s.host],
+        &format!("{key}\n"),
+    );
+    assert!(
+        out.status.success(),
+        "docker login: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // docker asked for an offline token, so what it stores is berth's answer to that login: a
+    // refresh token (docker's "identity token") whose session is tied to the API key. It is
+    // kept in berth's config (0600), nothing in docker's.
+    let docker_cfg = std::fs::read_to_string(home.join(".docker/config.json")).unwrap();
+    assert!(
+        !docker_cfg.contains(key) && !docker_cfg.contains("bthf_"),
+        "{docker_cfg}"
+    );
+    assert_eq!(
+        std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // The helper hands docker that credential back.
+    let got = helper_get(&link, &cfg, &s.host);
+    assert_eq!(got["Username"], "<token>");
+    let identity = got["Secret"].as_str().unwrap().to_owned();
+    assert!(identity.starts_with("bthf_"));
+    assert!(std::fs::read_to_string(&cfg).unwrap().contains(&identity));
+    // docker uses it as its refresh grant at /token; it works…
+    let grant = |t: String| {
+        reqwest::Client::new()
+            .post(s.url("/token"))
+            .form(&[
+                ("grant_type", "refresh_token".to_owned()),
+                ("refresh_token", t),
+                ("service", "berth".to_owned()),
+                ("scope", "repository:dorg/app:pull".to_owned()),
+            ])
+            .send()
+    };
+    assert_eq!(
+        grant(identity.clone()).await.unwrap().status(),
+        StatusCode::OK
+    );
+    // With a user's password, docker hands the helper berth's answer, a session, never the
+    // password: no file holds it (a password given to the helper directly is refused, see
+    // docker_config_and_the_credential_helper_with_skopeo).
+    let out = docker(
+        &["login", "-u", "dora", "--password-stdin", &s.host],
+        "dora-password-1\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in [cfg.clone(), home.join(".docker/config.json")] {
+        assert!(
+            !std::fs::read_to_string(&f)
+                .unwrap()
+                .contains("dora-password-1"),
+            "{}",
+            f.display()
+        );
+    }
+    // docker logout forgets it; the berth session stays.
+    let out = docker(&["logout", &s.host], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!std::fs::read_to_string(&cfg).unwrap().contains(&identity));
+    ok(&cfg, &["whoami"], None);
+    // …and ends with the API key it came from.
+    let out = docker(
+        &["login", "-u", "iamapikey", "--password-stdin", &s.host],
+        &format!("{key}\n"),
+    );
+    assert!(out.status.success());
+    let fresh = helper_get(&link, &cfg, &s.host)["Secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(fresh, identity);
+    assert_eq!(grant(fresh.clone()).await.unwrap().status(), StatusCode::OK);
+    ok(&cfg, &["apikey", "delete", "docker"], None);
+    assert_eq!(
+        grant(fresh).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+/// `docker-credential-berth get` for `host`, as docker runs it.
+fn helper_get(helper: &Path, cfg: &Path, host: &str) -> Value {
+    let mut get = Command::new(helper)
+        .arg("get")
+        .env("BERTH_CONFIG", cfg)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    get.stdin
+        .take()
+        .unwrap()
+        .write_all(host.as_bytes())
+        .unwrap();
+    serde_json::from_slice(&get.wait_with_output().unwrap().stdout).unwrap()
 }
