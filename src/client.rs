@@ -123,9 +123,26 @@ impl Client {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.map_err(|e| ClientError::Transport {
-            url: url.to_owned(),
-            cause: root_cause(&e),
+        let resp = req.send().await.map_err(|e| {
+            let cause = root_cause(&e);
+            // rustls reading a plain-HTTP answer: say so in words.
+            let cause = if url.starts_with("https://")
+                && (cause.contains("InvalidContentType") || cause.contains("corrupt message"))
+            {
+                format!(
+                    "the server answers plain HTTP, not HTTPS: use {}",
+                    url.replacen("https://", "http://", 1)
+                        .split("/api/")
+                        .next()
+                        .unwrap_or_default()
+                )
+            } else {
+                cause
+            };
+            ClientError::Transport {
+                url: url.to_owned(),
+                cause,
+            }
         })?;
         let status = resp.status().as_u16();
         if self.verbose {

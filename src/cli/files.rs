@@ -75,8 +75,10 @@ pub enum ConfigCommand {
         after_help = "Example:\n  berth config create --from-token token.json --server https://registry.example.com --output robot.yaml"
     )]
     Create {
+        /// A robot token or API key file ({"accessId","token"} or {"apikey"}).
         #[arg(long, value_name = "TOKEN_FILE")]
         from_token: PathBuf,
+        /// The server's URL, such as https://registry.example.com.
         #[arg(long)]
         server: String,
         /// PEM file of the CA of the server's TLS certificate.
@@ -92,6 +94,7 @@ pub enum ConfigCommand {
     /// Show the configuration (secrets redacted unless --raw).
     #[command(after_help = "Example:\n  berth config view --minify")]
     View {
+        /// Show secrets instead of REDACTED.
         #[arg(long)]
         raw: bool,
         /// Only the current context, its server and its credential.
@@ -103,7 +106,10 @@ pub enum ConfigCommand {
     GetContexts,
     /// Make a context the current one.
     #[command(after_help = "Example:\n  berth config use-context acme")]
-    UseContext { name: String },
+    UseContext {
+        /// The context to use.
+        name: String,
+    },
 }
 
 /// (user name, password) from a token file, by the secret's kind.

@@ -13,16 +13,25 @@ use super::output::{Format, print};
 pub enum OrgCommand {
     /// Create an organization (and its namespace); you become its owner.
     #[command(after_help = "Example:\n  berth org create acme")]
-    Create { name: String },
+    Create {
+        /// The organization's name (also the name of its first namespace).
+        name: String,
+    },
     /// List your organizations.
     #[command(after_help = "Example:\n  berth org list -o json")]
     List,
     /// Show an organization and its namespaces.
     #[command(after_help = "Example:\n  berth org get acme")]
-    Get { name: String },
+    Get {
+        /// The organization's name.
+        name: String,
+    },
     /// Delete an organization (owners).
     #[command(after_help = "Example:\n  berth org delete acme")]
-    Delete { name: String },
+    Delete {
+        /// The organization's name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -30,7 +39,9 @@ pub enum NamespaceCommand {
     /// Create a namespace in the organization.
     #[command(after_help = "Example:\n  berth namespace create acme-tools --public")]
     Create {
+        /// The namespace's name (the first segment of its repositories' names).
         name: String,
+        /// Let anyone pull from it without credentials.
         #[arg(long)]
         public: bool,
     },
@@ -40,7 +51,9 @@ pub enum NamespaceCommand {
     /// Allow or stop anonymous pulls.
     #[command(after_help = "Example:\n  berth namespace set-public acme-tools false")]
     SetPublic {
+        /// The namespace's name (the first segment of its repositories' names).
         name: String,
+        /// Let anyone pull from it without credentials.
         #[arg(action = clap::ArgAction::Set, value_parser = clap::value_parser!(bool))]
         public: bool,
     },
@@ -51,9 +64,12 @@ pub enum UserCommand {
     /// Create a user (server admins); the password is read from stdin or the terminal.
     #[command(after_help = "Example:\n  echo \"$PW\" | berth user create alice --password-stdin")]
     Create {
+        /// The user's name.
         name: String,
+        /// Read the password from standard input (one line); otherwise you are asked.
         #[arg(long)]
         password_stdin: bool,
+        /// Make the user a server admin.
         #[arg(long)]
         admin: bool,
     },
@@ -62,7 +78,10 @@ pub enum UserCommand {
     List,
     /// Delete a user with their memberships, bindings and keys.
     #[command(after_help = "Example:\n  berth user delete alice")]
-    Delete { name: String },
+    Delete {
+        /// The user's name.
+        name: String,
+    },
     /// Set a user's password (your own, or anyone's as a server admin). Changing your own asks
     /// for the current password first; every session opened with the old one ends.
     #[command(
@@ -82,13 +101,18 @@ pub enum MemberCommand {
     /// Add a user to the organization, or change their role.
     #[command(after_help = "Example:\n  berth member add alice --role owner")]
     Add {
+        /// The user.
         user: String,
+        /// owner (manages the organization) or member.
         #[arg(long, default_value = "member", value_parser = ["member", "owner"])]
         role: String,
     },
     /// Remove a user from the organization.
     #[command(after_help = "Example:\n  berth member remove alice")]
-    Remove { user: String },
+    Remove {
+        /// The user.
+        user: String,
+    },
     /// List the organization's members.
     #[command(after_help = "Example:\n  berth member list --org acme")]
     List,
@@ -101,17 +125,22 @@ pub enum ApiKeyCommand {
         after_help = "Example:\n  berth apikey create k8s --robot ci-bot --output apikey.json"
     )]
     Create {
+        /// A name for the key, unique among yours (or the robot's).
         name: String,
+        /// A key of this robot instead of your own.
         #[arg(long)]
         robot: Option<String>,
+        /// Lifetime, such as 90d or 24h; absent, the key does not expire.
         #[arg(long, value_name = "DURATION")]
         expires_in: Option<String>,
+        /// Write {"name","apikey"} here (mode 0600); `-` or absent: standard output.
         #[arg(long, value_name = "FILE|-")]
         output: Option<String>,
     },
     /// List API keys (yours, or a robot's with --robot); no secrets.
     #[command(after_help = "Example:\n  berth apikey list")]
     List {
+        /// A key of this robot instead of your own.
         #[arg(long)]
         robot: Option<String>,
     },
@@ -135,7 +164,9 @@ pub enum RoleCommand {
         after_help = "Example:\n  berth role create puller --verb pull --name \"acme/pub-*\""
     )]
     Create {
+        /// The role's name.
         name: String,
+        /// A verb the role allows (pull, push, delete, list, get, create, update or *); repeat for several.
         #[arg(long = "verb", required = true, value_name = "VERB")]
         verbs: Vec<String>,
         #[arg(
@@ -143,6 +174,7 @@ pub enum RoleCommand {
             default_value = "repositories",
             value_name = "RESOURCE"
         )]
+        /// A resource the verbs apply to (repositories, robots, credentials, roles, bindings or *); repeat for several.
         resources: Vec<String>,
         /// Repository globs the rule is limited to (default: all).
         #[arg(long = "name", value_name = "GLOB")]
@@ -153,20 +185,32 @@ pub enum RoleCommand {
     List,
     /// Show a role's rules.
     #[command(after_help = "Example:\n  berth role get puller -o yaml")]
-    Get { name: String },
+    Get {
+        /// The role's name.
+        name: String,
+    },
     /// Delete a custom role.
     #[command(after_help = "Example:\n  berth role delete puller")]
-    Delete { name: String },
+    Delete {
+        /// The role's name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum TagCommand {
     /// List the tags of a repository.
     #[command(after_help = "Example:\n  berth tag list acme/app")]
-    List { repository: String },
+    List {
+        /// The repository, such as acme/app.
+        repository: String,
+    },
     /// Delete a tag (REPO:TAG); the manifest stays.
     #[command(after_help = "Example:\n  berth tag delete acme/app:old")]
-    Delete { reference: String },
+    Delete {
+        /// REPOSITORY:TAG, such as acme/app:old.
+        reference: String,
+    },
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -177,10 +221,13 @@ pub enum AuditCommand {
         /// Only events since this long ago (15m, 24h) or this Unix time.
         #[arg(long)]
         since: Option<String>,
+        /// Only events of this actor, such as user:alice or robot:acme/ci-bot.
         #[arg(long)]
         actor: Option<String>,
+        /// Only this action, such as login, token.issue or binding.put.
         #[arg(long)]
         action: Option<String>,
+        /// At most this many events.
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
@@ -214,10 +261,16 @@ pub enum RobotCommand {
     List,
     /// Show a robot.
     #[command(after_help = "Example:\n  berth robot get ci-bot")]
-    Get { name: String },
+    Get {
+        /// The robot's name.
+        name: String,
+    },
     /// Delete a robot with its tokens, keys and bindings.
     #[command(after_help = "Example:\n  berth robot delete ci-bot")]
-    Delete { name: String },
+    Delete {
+        /// The robot's name.
+        name: String,
+    },
     /// Robot tokens: create, list, delete.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -230,7 +283,9 @@ pub enum TokenCommand {
         after_help = "Example:\n  berth robot token create ci-bot ci --expires-in 90d --output token.json"
     )]
     Create {
+        /// The robot.
         robot: String,
+        /// A name for the token, unique among the robot's tokens.
         name: String,
         /// Lifetime, e.g. 90d (default: does not expire).
         #[arg(long, value_name = "DURATION")]
@@ -241,7 +296,10 @@ pub enum TokenCommand {
     },
     /// List a robot's tokens (no secrets: created, expires, last used).
     #[command(after_help = "Example:\n  berth robot token list ci-bot")]
-    List { robot: String },
+    List {
+        /// The robot.
+        robot: String,
+    },
     /// Delete a robot token by name or id; it stops working within 30 s.
     #[command(after_help = "Example:\n  berth robot token delete ci-bot ci-token")]
     Delete {
@@ -259,15 +317,21 @@ pub enum BindingCommand {
         after_help = "Example:\n  berth binding create ci-bot --role Writer --robot ci-bot --namespace acme"
     )]
     Create {
+        /// The binding's name.
         name: String,
+        /// The role to give: Reader, Writer, Manager or a custom one.
         #[arg(long)]
         role: String,
+        /// Give the role to this user.
         #[arg(long, conflicts_with = "robot", required_unless_present = "robot")]
         user: Option<String>,
+        /// Give the role to this robot.
         #[arg(long)]
         robot: Option<String>,
+        /// Only in this namespace (default: the whole organization).
         #[arg(long, conflicts_with = "repository")]
         namespace: Option<String>,
+        /// Only in repositories matching this glob, such as acme/team-*.
         #[arg(long)]
         repository: Option<String>,
     },
@@ -282,7 +346,10 @@ pub enum BindingCommand {
     },
     /// Delete a binding.
     #[command(after_help = "Example:\n  berth binding delete ci-bot")]
-    Delete { name: String },
+    Delete {
+        /// The binding's name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]

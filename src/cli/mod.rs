@@ -27,9 +27,18 @@ pub use gc::GcArgs;
 pub use keys::KeysArgs;
 use output::Format;
 
+/// The exit codes, in `berth --help`'s footer and the README.
+const EXIT_CODES: &str = "Exit codes:
+  0  success
+  1  other failure (for example a conflict: the object already exists)
+  2  usage error, or a request the server refuses as invalid
+  3  authentication or permission (log in again, or ask for access)
+  4  not found
+  5  server or network error";
+
 /// berth: a private OCI registry whose centre is machine identity.
 #[derive(Debug, Parser)]
-#[command(name = "berth", version, about, propagate_version = true)]
+#[command(name = "berth", version, about, propagate_version = true, after_help = EXIT_CODES)]
 pub struct Cli {
     /// Client configuration file [default: $BERTH_CONFIG, else ~/.config/berth/config.yaml]
     #[arg(long, global = true, value_name = "FILE")]
@@ -74,6 +83,7 @@ pub enum Command {
     Org(manage::OrgCommand),
     /// Robot accounts and their tokens.
     Robot {
+        /// The organization (default: the current context's).
         #[arg(long, global = true)]
         org: Option<String>,
         #[command(subcommand)]
@@ -81,6 +91,7 @@ pub enum Command {
     },
     /// Role bindings.
     Binding {
+        /// The organization (default: the current context's).
         #[arg(long, global = true)]
         org: Option<String>,
         #[command(subcommand)]
@@ -88,6 +99,7 @@ pub enum Command {
     },
     /// Organization-wide registry tokens.
     RegistryToken {
+        /// The organization (default: the current context's).
         #[arg(long, global = true)]
         org: Option<String>,
         #[command(subcommand)]
@@ -101,6 +113,7 @@ pub enum Command {
     Tag(manage::TagCommand),
     /// Namespaces of an organization.
     Namespace {
+        /// The organization (default: the current context's).
         #[arg(long, global = true)]
         org: Option<String>,
         #[command(subcommand)]
@@ -111,6 +124,7 @@ pub enum Command {
     User(manage::UserCommand),
     /// Members of an organization.
     Member {
+        /// The organization (default: the current context's).
         #[arg(long, global = true)]
         org: Option<String>,
         #[command(subcommand)]
@@ -118,6 +132,7 @@ pub enum Command {
     },
     /// API keys (login user name `iamapikey`), yours or a robot's.
     Apikey {
+        /// The organization (default: the current context's).
         #[arg(long, global = true)]
         org: Option<String>,
         #[command(subcommand)]
@@ -125,6 +140,7 @@ pub enum Command {
     },
     /// Custom roles.
     Role {
+        /// The organization (default: the current context's).
         #[arg(long, global = true)]
         org: Option<String>,
         #[command(subcommand)]
@@ -136,11 +152,14 @@ pub enum Command {
     /// Whether you (or --as robot/NAME, user/NAME) may do VERB on RESOURCE; prints yes or no.
     #[command(after_help = "Example:\n  berth can-i push acme/app --as robot/ci-bot")]
     CanI {
+        /// pull, push or delete on a repository, or list, get, create, update or delete on the others.
         verb: String,
         /// A repository name, or robots/NAME, credentials/NAME, roles/NAME, bindings/NAME.
         resource: String,
+        /// Ask for robot/NAME or user/NAME instead of yourself.
         #[arg(long = "as", value_name = "SUBJECT")]
         as_subject: Option<String>,
+        /// The organization (default: the current context's).
         #[arg(long)]
         org: Option<String>,
     },
@@ -156,8 +175,10 @@ pub enum Command {
     /// Create or update roles and bindings from multi-document YAML (FILE or - for stdin).
     #[command(after_help = "Example:\n  berth apply -f rbac.yaml")]
     Apply {
+        /// A YAML file of documents, or `-` for standard input.
         #[arg(short = 'f', long = "filename", value_name = "FILE|-")]
         file: String,
+        /// The organization of documents without metadata.org (default: the current context's).
         #[arg(long)]
         org: Option<String>,
     },
@@ -167,6 +188,7 @@ pub enum Command {
     /// Print shell completions.
     #[command(after_help = "Example:\n  berth completion bash > /etc/bash_completion.d/berth")]
     Completion {
+        /// bash, zsh, fish, elvish or powershell.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -220,6 +242,13 @@ pub fn exit_code(e: &anyhow::Error) -> ExitCode {
 pub fn hint(e: &anyhow::Error) -> Option<&'static str> {
     use crate::client::ClientError;
     match e.chain().find_map(|c| c.downcast_ref::<ClientError>()) {
+        Some(ClientError::Status {
+            status: 401,
+            message,
+            ..
+        }) if message.contains("password is wrong") => {
+            Some("check them, or ask a server admin to set a new password")
+        }
         Some(ClientError::Status { status: 401, .. }) => Some("log in again with `berth login`"),
         Some(ClientError::Transport { .. }) => Some("is the server running, and is the URL right?"),
         _ => None,
@@ -351,5 +380,42 @@ mod tests {
         let mut missing = Vec::new();
         walk(&super::Cli::command(), "berth", &mut missing);
         assert!(missing.is_empty(), "{}", missing.join("\n"));
+    }
+
+    #[test]
+    fn every_flag_and_argument_has_a_description() {
+        use clap::CommandFactory as _;
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if ["help", "version"].contains(&id) {
+                    continue;
+                }
+                if a.get_help().is_none_or(|h| h.to_string().trim().is_empty()) {
+                    missing.push(format!("{path}: {id}"));
+                }
+            }
+            for s in cmd.get_subcommands().filter(|c| c.get_name() != "help") {
+                walk(s, &format!("{path} {}", s.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "berth", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "{} without a description:\n{}",
+            missing.len(),
+            missing.join("\n")
+        );
+    }
+
+    #[test]
+    fn the_help_footer_lists_the_exit_codes() {
+        use clap::CommandFactory as _;
+        let help = super::Cli::command().render_long_help().to_string();
+        for code in ["0 ", "1 ", "2 ", "3 ", "4 ", "5 "] {
+            assert!(help.contains(&format!("  {code}")), "{help}");
+        }
+        assert!(help.contains("Exit codes:"), "{help}");
     }
 }

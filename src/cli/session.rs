@@ -18,6 +18,7 @@ pub struct LoginArgs {
     /// The organization to work in.
     #[arg(short = 'a', long = "account", value_name = "ORG")]
     pub org: Option<String>,
+    /// The user name (default: the current context's, else asked).
     #[arg(short, long)]
     pub username: Option<String>,
     /// Read the password from standard input (one line).
@@ -26,6 +27,7 @@ pub struct LoginArgs {
     /// PEM file of the CA that signed the server's TLS certificate.
     #[arg(long, value_name = "FILE")]
     pub ca: Option<std::path::PathBuf>,
+    /// Do not verify the server's TLS certificate (for tests only).
     #[arg(long)]
     pub insecure_skip_tls_verify: bool,
 }
@@ -96,14 +98,25 @@ pub(super) async fn login(args: &LoginArgs, cfg_path: &Path, verbose: bool) -> a
         },
         verbose,
     )?;
-    let session = client
+    let session = match client
         .api(
             "POST",
             "/auth/login",
             Some(&json!({ "username": username, "password": password })),
             &[],
         )
-        .await?;
+        .await
+    {
+        Err(crate::client::ClientError::Status { status: 401, .. }) => {
+            return Err(crate::client::ClientError::Status {
+                status: 401,
+                code: "unauthorized".into(),
+                message: format!("the user name {username:?} or its password is wrong"),
+            }
+            .into());
+        }
+        other => other?,
+    };
     let refresh = session["refresh_token"]
         .as_str()
         .context("the server sent no refresh token")?
@@ -118,8 +131,7 @@ pub(super) async fn login(args: &LoginArgs, cfg_path: &Path, verbose: bool) -> a
         )?;
         client
             .api("GET", &format!("/orgs/{org}"), None, &[])
-            .await
-            .with_context(|| format!("organization {org:?}"))?;
+            .await?;
     }
     let host = server.host();
     let server_name = host.clone();

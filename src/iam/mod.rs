@@ -131,6 +131,13 @@ pub struct NewCredential {
     pub secret: Secret,
 }
 
+/// The same words whether the organization does not exist or the caller may not see it.
+pub fn org_not_found(name: &str) -> Error {
+    Error::NotFound(format!(
+        "organization {name:?} does not exist or you are not a member"
+    ))
+}
+
 fn not_found(what: &str, name: &str) -> Error {
     Error::NotFound(format!("{what} {name:?} not found"))
 }
@@ -271,7 +278,7 @@ impl IamService {
     pub fn org(&self, name: &str) -> Result<OrgRow> {
         self.meta
             .read(|r| r.org_by_name(name))?
-            .ok_or_else(|| not_found("organization", name))
+            .ok_or_else(|| org_not_found(name))
     }
 
     pub fn orgs(&self) -> Result<Vec<OrgRow>> {

@@ -401,6 +401,58 @@ async fn errors_are_one_readable_line_with_distinct_exit_codes() {
         err.starts_with("error: ") && err.lines().count() <= 2,
         "{err}"
     );
+    // It says what is wrong, not "log in again".
+    assert!(
+        err.contains("the user name \"bob\" or its password is wrong")
+            && !err.contains("log in again"),
+        "{err}"
+    );
+    // https against a plain-HTTP server: said in words, with the URL to use.
+    let https = s.base.replacen("http://", "https://", 1);
+    let out = berth(
+        &cfg,
+        &["login", &https, "-u", "bob", "--password-stdin"],
+        Some("bob-password-1\n"),
+    );
+    assert_eq!(out.status.code(), Some(5));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "the server answers plain HTTP, not HTTPS: use {}",
+            s.base
+        )),
+        "{err}"
+    );
+    // An unknown organization: it does not exist or you are not a member.
+    let out = berth(
+        &cfg,
+        &[
+            "login",
+            &s.base,
+            "-a",
+            "nosuch",
+            "-u",
+            "bob",
+            "--password-stdin",
+        ],
+        Some("bob-password-1\n"),
+    );
+    assert_eq!(out.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.lines().next().unwrap(),
+        "error: organization \"nosuch\" does not exist or you are not a member",
+        "{err}"
+    );
+    // A mistyped subcommand: clap's suggestion; and the exit codes in --help's footer.
+    let out = berth(&cfg, &["robto", "list"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a similar subcommand exists: 'robot'"));
+    let help = ok(&cfg, &["--help"], None);
+    assert!(
+        help.contains("Exit codes:") && help.contains("4  not found"),
+        "{help}"
+    );
     ok(
         &cfg,
         &["login", &s.base, "-u", "bob", "--password-stdin"],
@@ -1076,7 +1128,7 @@ async fn remaining_commands_and_their_error_paths() {
     fails(
         &["org", "get", "nope"],
         4,
-        "organization \"nope\" not found",
+        "organization \"nope\" does not exist or you are not a member",
     );
 
     ok(&cfg, &["robot", "create", "r1"], None);

@@ -214,9 +214,7 @@ pub(super) async fn get_org(
     blocking(&state, move |st| {
         let row = st.auth.iam().org(&org)?;
         if !caller.in_org(&org) {
-            return Err(ApiError::NotFound(format!(
-                "organization {org:?} not found"
-            )));
+            return Err(ApiError::from(crate::iam::org_not_found(&org)));
         }
         let namespaces: Vec<_> = st
             .auth
@@ -252,9 +250,7 @@ pub(super) async fn list_members(
     Path(org): Path<String>,
 ) -> ApiResult<Response> {
     if !caller.in_org(&org) {
-        return Err(ApiError::NotFound(format!(
-            "organization {org:?} not found"
-        )));
+        return Err(ApiError::from(crate::iam::org_not_found(&org)));
     }
     blocking(&state, move |st| {
         let members: Vec<_> = st
@@ -332,9 +328,7 @@ pub(super) async fn list_namespaces(
     Path(org): Path<String>,
 ) -> ApiResult<Response> {
     if !caller.in_org(&org) {
-        return Err(ApiError::NotFound(format!(
-            "organization {org:?} not found"
-        )));
+        return Err(ApiError::from(crate::iam::org_not_found(&org)));
     }
     blocking(&state, move |st| {
         let list: Vec<_> = st

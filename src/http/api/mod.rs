@@ -365,7 +365,7 @@ impl ApiCaller {
             Ok(())
         } else {
             Err(ApiError::Forbidden(format!(
-                "not allowed to {verb} {resource} in {org:?}"
+                "not allowed to {verb} {resource} in {org:?} (the organization does not exist, or you hold no such right in it)"
             )))
         }
     }
