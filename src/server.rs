@@ -109,6 +109,9 @@ impl AppState {
         let tokens = TokenService::new(keys, config.token_issuer.clone(), config.token_ttl);
         let iam = IamService::new(content.meta().clone());
         let auth = AuthService::new(iam, tokens);
+        auth.tokens()
+            .revoked()
+            .set_retention(config.token_ttl + Duration::from_secs(3600));
         auth.refresh_revocations()
             .map_err(|e| ServerError::Keys(format!("reading revocations: {e}")))?;
         Ok(AppState {

@@ -7,7 +7,7 @@
 //! background task in `server`), so a revocation on any node reaches every node's bearer tokens
 //! within that time, with no database read per request.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
@@ -17,10 +17,13 @@ use crate::store::MetadataStore;
 /// How often each node reads new revocations.
 pub const REFRESH: Duration = Duration::from_secs(2);
 
+/// Keys (with when they were revoked) kept at most this long, like the rows of the log: longer
+/// than any bearer token lives (`server` sets it to the token lifetime plus an hour).
 #[derive(Default)]
 pub struct Revoked {
-    keys: RwLock<HashSet<String>>,
+    keys: RwLock<HashMap<String, i64>>,
     seq: AtomicI64,
+    retention_secs: AtomicI64,
 }
 
 impl Revoked {
@@ -30,21 +33,31 @@ impl Revoked {
             return false;
         }
         let set = self.keys.read().unwrap_or_else(PoisonError::into_inner);
-        keys.iter().any(|k| set.contains(k))
+        keys.iter().any(|k| set.contains_key(k))
+    }
+
+    /// How long keys are kept; until set, forever.
+    pub fn set_retention(&self, d: Duration) {
+        self.retention_secs
+            .store(i64::try_from(d.as_secs()).unwrap_or(i64::MAX), Ordering::Relaxed);
     }
 
     /// Reads the keys added since the last refresh. Blocking.
     pub fn refresh(&self, meta: &MetadataStore) -> Result<usize, crate::store::Error> {
         let since = self.seq.load(Ordering::Acquire);
         let rows = meta.read(|r| r.revocations_since(since))?;
-        let Some((last, _)) = rows.last() else {
-            return Ok(0);
-        };
-        let last = *last;
         let n = rows.len();
         let mut set = self.keys.write().unwrap_or_else(PoisonError::into_inner);
-        set.extend(rows.into_iter().map(|(_, k)| k));
-        self.seq.store(last, Ordering::Release);
+        if let Some((last, ..)) = rows.last() {
+            self.seq.store(*last, Ordering::Release);
+        }
+        set.extend(rows.into_iter().map(|(_, k, at)| (k, at)));
+        // Memory stays bounded: keys older than any token that could name them go.
+        let keep = self.retention_secs.load(Ordering::Relaxed);
+        if keep > 0 {
+            let cutoff = crate::store::now().saturating_sub(keep);
+            set.retain(|_, at| *at >= cutoff);
+        }
         Ok(n)
     }
 }

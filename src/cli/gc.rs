@@ -30,9 +30,14 @@ pub struct GcArgs {
 }
 
 pub(super) fn run(args: &GcArgs) -> anyhow::Result<ExitCode> {
+    // The server's settings that matter here, from the same places the server reads them
+    // (its environment variables beat its file).
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let config = Config::load(&ServeArgs {
         config: args.config.clone(),
         data_dir: args.data_dir.clone(),
+        upload_ttl: var(env::BERTH_UPLOAD_TTL),
+        gc_grace: var(env::BERTH_GC_GRACE),
         ..ServeArgs::default()
     })?;
     if !config.data_dir.join("berth.db").is_file() {

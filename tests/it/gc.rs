@@ -562,15 +562,12 @@ async fn the_orphan_sweep_removes_only_files_without_rows() {
     assert!(!dir.join(hex).exists(), "the orphaned blob file was swept");
     assert!(stray.exists(), "an upload file within the expiry is kept");
     assert_eq!(blob_file_count(&s), before);
-    // Past the upload expiry (30m in the server's configuration file) the stray file goes; the
-    // live session's file stays.
-    let toml = s.data_dir.parent().unwrap().join("berth.toml");
-    std::fs::write(&toml, "upload_ttl = \"30m\"\n").unwrap();
+    // Past the upload expiry (30m, from the server's environment variable) the stray file goes;
+    // the live session's file stays.
     let out = run(Command::new(berth_bin())
-        .arg("gc")
-        .arg(&toml)
-        .args(["--json", "--grace", "0s", "--data-dir"])
-        .arg(&s.data_dir));
+        .args(["gc", "--json", "--grace", "0s", "--data-dir"])
+        .arg(&s.data_dir)
+        .env("BERTH_UPLOAD_TTL", "30m"));
     let report: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["orphan_files_removed"], 1, "{report}");
     assert!(!stray.exists(), "{report}");

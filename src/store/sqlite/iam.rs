@@ -276,13 +276,13 @@ impl Reader<'_> {
             .collect::<Result<_, _>>()?)
     }
 
-    /// Revocation keys added after `seq`, with their sequence numbers.
-    pub fn revocations_since(&self, seq: i64) -> Result<Vec<(i64, String)>> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT seq, key FROM revocations WHERE seq > ?1 ORDER BY seq")?;
+    /// Revocation keys added after `seq`: (sequence number, key, when).
+    pub fn revocations_since(&self, seq: i64) -> Result<Vec<(i64, String, i64)>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT seq, key, at FROM revocations WHERE seq > ?1 ORDER BY seq",
+        )?;
         Ok(st
-            .query_map([seq], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .query_map([seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<Result<_, _>>()?)
     }
 
