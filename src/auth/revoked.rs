@@ -38,8 +38,10 @@ impl Revoked {
 
     /// How long keys are kept; until set, forever.
     pub fn set_retention(&self, d: Duration) {
-        self.retention_secs
-            .store(i64::try_from(d.as_secs()).unwrap_or(i64::MAX), Ordering::Relaxed);
+        self.retention_secs.store(
+            i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     /// Reads the keys added since the last refresh. Blocking.

@@ -38,6 +38,8 @@ pub struct Report {
     pub bytes_freed: u64,
     pub uploads_removed: u64,
     pub orphan_files_removed: u64,
+    /// The digests whose blob files this run removed (unreferenced blobs and orphans).
+    pub removed_blob_digests: Vec<String>,
 }
 
 impl std::fmt::Display for Report {
@@ -96,6 +98,7 @@ pub(super) fn run(meta: &MetadataStore, blobs: &BlobStore, opts: &Options) -> Re
         if remove_if_unreferenced(meta, blobs, d)? {
             report.blobs_removed += 1;
             report.bytes_freed += size;
+            report.removed_blob_digests.push(d.to_string());
         }
     }
     for id in &plan.uploads {
@@ -105,6 +108,7 @@ pub(super) fn run(meta: &MetadataStore, blobs: &BlobStore, opts: &Options) -> Re
     for d in blobs.list_blobs()? {
         if meta.read(|r| r.blob_size(&d))?.is_none() && remove_if_unreferenced(meta, blobs, &d)? {
             report.orphan_files_removed += 1;
+            report.removed_blob_digests.push(d.to_string());
         }
     }
     for (id, age) in blobs.list_uploads()? {

@@ -211,16 +211,11 @@ async fn seed_000_robot_token_pushes_and_pulls_in_its_namespace_only() {
         index
     );
     // Denied in another organization's namespace, and anonymously.
-    let denied = skopeo_push(
-        &layout,
-        &format!("docker://{}/globex/app:v1", s.host),
-        Some(&creds),
-    )
-    .unwrap_err();
-    assert!(
-        denied.contains("denied") || denied.contains("unauthorized") || denied.contains("403"),
-        "{denied}"
+    assert_eq!(
+        refused_push(&s, &layout, &creds, "globex/app").await,
+        denied()
     );
+    assert_eq!(refused_pull(&s, Some(&creds), "globex/app").await, denied());
     assert_eq!(refused_pull(&s, None, "acme/app").await, unauthorized());
     // The token list shows no secret, and when it was last used.
     // "Last used" is written behind (within a second): poll for it, with a deadline.

@@ -278,9 +278,9 @@ impl Reader<'_> {
 
     /// Revocation keys added after `seq`: (sequence number, key, when).
     pub fn revocations_since(&self, seq: i64) -> Result<Vec<(i64, String, i64)>> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT seq, key, at FROM revocations WHERE seq > ?1 ORDER BY seq",
-        )?;
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT seq, key, at FROM revocations WHERE seq > ?1 ORDER BY seq")?;
         Ok(st
             .query_map([seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<Result<_, _>>()?)
