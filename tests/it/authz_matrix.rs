@@ -174,25 +174,19 @@ async fn world() -> World {
         pair(&revoked),
         pair(&expired),
     ];
-    // One upload session per caller, started by the admin, for the session routes.
-    let mut upload_ids = Vec::new();
-    for _ in CALLERS {
+    // Two upload sessions per caller, started by the admin: one for the session routes (patch,
+    // status, cancel), one for the PUT that commits it.
+    let mut sessions = Vec::new();
+    for _ in 0..2 * CALLERS.len() {
         let r = c
             .post(s.url("/v2/acme/app/blobs/uploads/"))
             .send()
             .await
             .unwrap();
-        upload_ids.push(r.headers()["location"].to_str().unwrap().to_owned());
+        sessions.push(r.headers()["location"].to_str().unwrap().to_owned());
     }
-    let mut commit_ids = Vec::new();
-    for _ in CALLERS {
-        let r = c
-            .post(s.url("/v2/acme/app/blobs/uploads/"))
-            .send()
-            .await
-            .unwrap();
-        commit_ids.push(r.headers()["location"].to_str().unwrap().to_owned());
-    }
+    let commit_ids = sessions.split_off(CALLERS.len());
+    let upload_ids = sessions;
     let _ = admin;
     World {
         s,
