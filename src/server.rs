@@ -109,9 +109,9 @@ impl AppState {
         let tokens = TokenService::new(keys, config.token_issuer.clone(), config.token_ttl);
         let iam = IamService::new(content.meta().clone());
         let auth = AuthService::new(iam, tokens);
-        auth.tokens()
-            .revoked()
-            .set_retention(config.token_ttl + Duration::from_secs(3600));
+        // Revocation keys outlive every token that could name them.
+        let revocation_retention = config.token_ttl + Duration::from_secs(3600);
+        auth.tokens().revoked().set_retention(revocation_retention);
         auth.refresh_revocations()
             .map_err(|e| ServerError::Keys(format!("reading revocations: {e}")))?;
         Ok(AppState {
@@ -126,7 +126,7 @@ impl AppState {
                 max_connections: config.max_connections,
                 header_read_timeout: config.header_read_timeout,
                 idle_timeout: config.idle_timeout,
-                revocation_retention: config.token_ttl + Duration::from_secs(3600),
+                revocation_retention,
             }),
             shutting_down: Arc::default(),
         })

@@ -50,7 +50,7 @@ CREATE INDEX credentials_by_family ON credentials (family) WHERE family IS NOT N
 CREATE INDEX credentials_by_creator ON credentials (creator) WHERE creator IS NOT NULL;
 
 -- Keys of everything revoked ('cred:<id>', 'fam:<id>', 'pw:<uid>:<epoch>', 'user:<id>',
--- 'robot:<id>', 'org:<id>'); every node reads the new rows every few seconds and refuses bearer
+-- 'robot:<id>', 'ns:<name>@<org id>.<created>'); every node reads the new rows every few seconds and refuses bearer
 -- tokens that name one. Rows older than the longest token lifetime are pruned.
 CREATE TABLE revocations (
     seq  INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -164,6 +164,17 @@ struct FailureWindow {
     names: Vec<String>,
 }
 
+impl FailureWindow {
+    fn new() -> FailureWindow {
+        FailureWindow {
+            start: Instant::now(),
+            row: None,
+            pending: 0,
+            names: Vec::new(),
+        }
+    }
+}
+
 /// Distinct attempted user names remembered per window, and their length.
 const ATTEMPTED_NAMES: usize = 5;
 const ATTEMPTED_LEN: usize = 64;
@@ -348,19 +359,9 @@ impl AuthService {
             .unwrap_or_else(PoisonError::into_inner);
         let w = map
             .entry((client.addr, why))
-            .or_insert_with(|| FailureWindow {
-                start: Instant::now(),
-                row: None,
-                pending: 0,
-                names: Vec::new(),
-            });
+            .or_insert_with(FailureWindow::new);
         if w.start.elapsed() >= limit::WINDOW && w.pending == 0 {
-            *w = FailureWindow {
-                start: Instant::now(),
-                row: None,
-                pending: 0,
-                names: Vec::new(),
-            };
+            *w = FailureWindow::new();
         }
         w.pending += 1;
         if w.names.len() < ATTEMPTED_NAMES && !w.names.contains(&attempted) {

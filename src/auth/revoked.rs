@@ -1,5 +1,6 @@
 //! The revocation set: keys of revoked credentials, sessions and identities (`cred:<id>`,
-//! `fam:<id>`, `pw:<uid>:<epoch>`, `user:<id>`, `robot:<id>`, `org:<id>`), read from the metadata
+//! `fam:<id>`, `pw:<uid>:<epoch>`, `user:<id>`, `robot:<id>`, `ns:<name>@<org id>.<created>`),
+//! read from the metadata
 //! store's revocation log.
 //!
 //! Invariant: every bearer token names the keys it depends on (its `src` claim) and is refused

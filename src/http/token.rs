@@ -272,18 +272,21 @@ async fn respond(
             Some((u, p)) => st.auth.login(u, p, &client)?,
             None => Login::anonymous(),
         };
-        let principal = &login.principal;
-        let grants = st.auth.grants(principal)?;
-        let (access, namespace_keys) = grant(&st, principal, &grants, &request.scopes)?;
-        let mut login = login.clone();
-        if request.offline
-            && refresh_token.is_none()
-            && let Principal::User { id, .. } = principal
-        {
-            let refresh = crate::http::api::open_session(&st, *id, &login)?;
-            login = crate::http::api::session_login(&login, &refresh.row);
-            refresh_token = Some(refresh.secret.expose().to_owned());
-        }
+        let grants = st.auth.grants(&login.principal)?;
+        let (access, namespace_keys) = grant(&st, &login.principal, &grants, &request.scopes)?;
+        // A user's offline login opens a session; its tokens carry the session's family.
+        let new_session = match &login.principal {
+            Principal::User { id, .. } if request.offline && refresh_token.is_none() => Some(*id),
+            _ => None,
+        };
+        let login = match new_session {
+            Some(id) => {
+                let refresh = crate::http::api::open_session(&st, id, &login)?;
+                refresh_token = Some(refresh.secret.expose().to_owned());
+                crate::http::api::session_login(&login, &refresh.row)
+            }
+            None => login,
+        };
         let (jwt, claims) = st
             .auth
             .tokens()

@@ -131,6 +131,20 @@ pub struct NewCredential {
     pub secret: Secret,
 }
 
+/// Where a stored binding applies.
+pub fn binding_scope(b: &BindingRow) -> BindingScope {
+    match (b.scope_kind.as_str(), &b.scope) {
+        ("namespace", Some(ns)) => BindingScope::Namespace(ns.clone()),
+        ("repository", Some(glob)) => BindingScope::Repository(glob.clone()),
+        _ => BindingScope::Org,
+    }
+}
+
+/// When something created at `at` (Unix seconds) and living `ttl` expires.
+fn expires(at: i64, ttl: Duration) -> i64 {
+    at.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX))
+}
+
 /// The same words whether the organization does not exist or the caller may not see it.
 pub fn org_not_found(name: &str) -> Error {
     Error::NotFound(format!(
@@ -418,8 +432,7 @@ impl IamService {
         } = *spec;
         let secret = Secret::generate(kind).map_err(|e| Error::Random(e.to_string()))?;
         let created_at = now();
-        let expires_at = expires_in
-            .map(|d| created_at.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)));
+        let expires_at = expires_in.map(|d| expires(created_at, d));
         let (user_id, robot_id, org_id) = match owner {
             Owner::User(id) => (Some(id), None, None),
             Owner::Robot(id) => (None, Some(id), None),
@@ -516,9 +529,7 @@ impl IamService {
             id: secret.id().to_string(),
             secret_hash: secret.hash(),
             created_at,
-            expires_at: Some(
-                created_at.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
-            ),
+            expires_at: Some(expires(created_at, ttl)),
             revoked_at: None,
             last_used_at: None,
             last_used_addr: None,
@@ -702,6 +713,11 @@ impl IamService {
         }
     }
 
+    /// One binding of an organization, if it exists.
+    pub fn binding(&self, org_id: i64, name: &str) -> Result<Option<BindingRow>> {
+        Ok(self.meta.read(|r| r.binding(org_id, name))?)
+    }
+
     pub fn bindings(&self, org: &str) -> Result<Vec<BindingRow>> {
         let org = self.org(org)?;
         Ok(self.meta.read(|r| r.bindings_of_org(org.id))?)
@@ -738,11 +754,7 @@ impl IamService {
             let Some(rules) = self.role_rules(b.org_id, &b.role)? else {
                 continue;
             };
-            let scope = match (b.scope_kind.as_str(), b.scope) {
-                ("namespace", Some(ns)) => BindingScope::Namespace(ns),
-                ("repository", Some(glob)) => BindingScope::Repository(glob),
-                _ => BindingScope::Org,
-            };
+            let scope = binding_scope(&b);
             g.grants.push(policy::Grant {
                 org: b.org,
                 rules,

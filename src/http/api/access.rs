@@ -15,7 +15,7 @@ use super::{ApiCaller, ApiError, ApiResult, blocking, json_response, parse_body,
 use crate::auth::Principal;
 use crate::policy::{self, BindingScope, Rule};
 use crate::server::AppState;
-use crate::store::{AuditFilter, BindingRow};
+use crate::store::{AuditFilter, BindingRow, OrgRow};
 
 #[derive(Deserialize)]
 struct RoleBody {
@@ -166,26 +166,23 @@ fn require_holds_role(st: &AppState, caller: &ApiCaller, org: &str, name: &str) 
     }
 }
 
-/// A binding may be replaced or deleted only by a caller who holds everything it grants (so
-/// nobody takes away access they could not have given).
+/// An existing binding may be replaced or deleted only by a caller who holds everything it
+/// grants (so nobody takes away access they could not have given).
 fn require_holds_binding(
     st: &AppState,
     caller: &ApiCaller,
-    org: &str,
-    org_id: i64,
-    b: &BindingRow,
+    org: &OrgRow,
+    name: &str,
 ) -> ApiResult<()> {
+    let Some(b) = st.auth.iam().binding(org.id, name)? else {
+        return Ok(());
+    };
     let rules = st
         .auth
         .iam()
-        .role_rules(org_id, &b.role)?
+        .role_rules(org.id, &b.role)?
         .unwrap_or_default();
-    let scope = match (b.scope_kind.as_str(), &b.scope) {
-        ("namespace", Some(ns)) => BindingScope::Namespace(ns.clone()),
-        ("repository", Some(g)) => BindingScope::Repository(g.clone()),
-        _ => BindingScope::Org,
-    };
-    caller.require_holds(org, &scope, &rules)
+    caller.require_holds(&org.name, &crate::iam::binding_scope(&b), &rules)
 }
 
 pub(super) async fn list_bindings(
@@ -259,15 +256,7 @@ pub(super) async fn put_binding(
                 ))
             })?;
         caller.require_holds(&org, &scope, &rules)?;
-        if let Some(old) = st
-            .auth
-            .iam()
-            .bindings(&org)?
-            .into_iter()
-            .find(|b| b.name == name)
-        {
-            require_holds_binding(st, &caller, &org, org_row.id, &old)?;
-        }
+        require_holds_binding(st, &caller, &org_row, &name)?;
         let replaced = st
             .auth
             .iam()
@@ -304,16 +293,7 @@ pub(super) async fn delete_binding(
 ) -> ApiResult<Response> {
     caller.require_manage(&org, "bindings", "delete", &name)?;
     blocking(&state, move |st| {
-        let org_row = st.auth.iam().org(&org)?;
-        if let Some(old) = st
-            .auth
-            .iam()
-            .bindings(&org)?
-            .into_iter()
-            .find(|b| b.name == name)
-        {
-            require_holds_binding(st, &caller, &org, org_row.id, &old)?;
-        }
+        require_holds_binding(st, &caller, &st.auth.iam().org(&org)?, &name)?;
         st.auth.iam().delete_binding(&org, &name)?;
         audit_change(
             st,

@@ -393,10 +393,9 @@ impl ApiCaller {
         crate::iam::Origin {
             source: self.lineage.credential_root(),
             family: None,
-            creator: match &self.principal {
-                Principal::Robot { id, .. } => Some(format!("robot:{id}")),
-                _ => None,
-            },
+            creator: matches!(self.principal, Principal::Robot { .. })
+                .then(|| self.principal.id_key())
+                .flatten(),
         }
     }
 

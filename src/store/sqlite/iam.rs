@@ -378,28 +378,17 @@ impl Writer<'_> {
     /// registry tokens, memberships, roles, bindings, and its namespaces with their repositories
     /// (whose blobs GC then collects). A re-created name starts empty.
     pub fn delete_org(&self, org_id: i64) -> Result<bool> {
-        let robots: Vec<i64> = self
-            .tx
-            .prepare("SELECT id FROM robots WHERE org_id = ?1")?
-            .query_map([org_id], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        for id in robots {
-            self.delete_robot(id)?;
+        for robot in self.reader().robots_of_org(org_id)? {
+            self.delete_robot(robot.id)?;
         }
         self.delete_credentials_where("org_id = ?1", org_id)?;
-        let namespaces: Vec<String> = self
-            .tx
-            .prepare("SELECT name FROM namespaces WHERE org_id = ?1")?
-            .query_map([org_id], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        for ns in namespaces {
-            self.delete_namespace(&ns)?;
+        for ns in self.reader().namespaces_of_org(org_id)? {
+            self.delete_namespace(&ns.name)?;
         }
         for table in ["memberships", "roles", "bindings"] {
             self.tx
                 .execute(&format!("DELETE FROM {table} WHERE org_id = ?1"), [org_id])?;
         }
-        self.revoke(&format!("org:{org_id}"))?;
         Ok(self
             .tx
             .execute("DELETE FROM orgs WHERE id = ?1", [org_id])?
