@@ -69,7 +69,10 @@ pub struct WebSettings {
 ///
 /// Invariant: the data directory is 0700 and every file berth creates is 0600 (the process
 /// umask is 077), whatever the umask it was started with; files of older versions are tightened.
-pub fn open_content(data_dir: &Path) -> Result<ContentService, ServerError> {
+pub fn open_content(
+    data_dir: &Path,
+    database: Option<&crate::store::PgOptions>,
+) -> Result<ContentService, ServerError> {
     use std::os::unix::fs::PermissionsExt as _;
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     std::fs::create_dir_all(data_dir).map_err(|source| ServerError::Io {
@@ -92,7 +95,10 @@ pub fn open_content(data_dir: &Path) -> Result<ContentService, ServerError> {
     for f in ["berth.db", "berth.db-wal", "berth.db-shm"] {
         private(&data_dir.join(f), 0o600)?;
     }
-    let meta = MetadataStore::open(&data_dir.join("berth.db"))?;
+    let meta = match database {
+        Some(pg) => MetadataStore::open_postgres(pg)?,
+        None => MetadataStore::open(&data_dir.join("berth.db"))?,
+    };
     let blobs = BlobStore::open(data_dir)?;
     Ok(ContentService::new(meta, blobs))
 }
@@ -100,7 +106,7 @@ pub fn open_content(data_dir: &Path) -> Result<ContentService, ServerError> {
 impl AppState {
     /// Opens the stores and the signing keys for `config`.
     pub fn open(config: &Config) -> Result<AppState, ServerError> {
-        let content = open_content(&config.data_dir)?;
+        let content = open_content(&config.data_dir, config.database.as_ref())?;
         let keys = match &config.token_signer {
             Some(files) => Keys::external(&files.key, &files.cert),
             None => Keys::open(&config.data_dir),

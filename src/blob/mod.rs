@@ -25,6 +25,10 @@ impl Error {
     }
 }
 
+/// How the text of an error of a store that cannot be reached starts (see
+/// `http::InternalError::unavailable`).
+pub const UNAVAILABLE: &str = "blob store unavailable";
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Attaches what was being done to an I/O error.

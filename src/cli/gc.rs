@@ -38,15 +38,16 @@ pub(super) fn run(args: &GcArgs) -> anyhow::Result<ExitCode> {
         data_dir: args.data_dir.clone(),
         upload_ttl: var(env::BERTH_UPLOAD_TTL),
         gc_grace: var(env::BERTH_GC_GRACE),
+        database: var(env::BERTH_DATABASE_URL),
         ..ServeArgs::default()
     })?;
-    if !config.data_dir.join("berth.db").is_file() {
+    if config.database.is_none() && !config.data_dir.join("berth.db").is_file() {
         anyhow::bail!(
             "no berth data in {} (give --data-dir)",
             config.data_dir.display()
         );
     }
-    let content = crate::server::open_content(&config.data_dir)
+    let content = crate::server::open_content(&config.data_dir, config.database.as_ref())
         .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
     let opts = Options {
         grace: args.grace.unwrap_or(config.gc_grace),

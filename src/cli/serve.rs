@@ -10,19 +10,23 @@ use crate::server::{self, AppState};
 pub(super) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(args)?;
     crate::telemetry::init(&config.log);
+    // The stores are opened before the runtime starts: their clients block (SQLite, and
+    // PostgreSQL's synchronous client, which must not run on a runtime's thread).
+    let state = AppState::open(&config).with_context(|| match &config.database {
+        Some(_) => "opening the metadata database".to_owned(),
+        None => format!("opening the data directory {}", config.data_dir.display()),
+    })?;
+    bootstrap_admin(&state)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(serve(config))?;
+    runtime.block_on(serve(config, state))?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, state: AppState) -> anyhow::Result<()> {
     let tls = config.tls.as_ref().map(server::tls_acceptor).transpose()?;
-    let state = AppState::open(&config)
-        .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
-    bootstrap_admin(&state)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
@@ -30,7 +34,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     server::spawn_background(&state, &config);
     let scheme = if tls.is_some() { "https" } else { "http" };
     // Tests and scripts read this line to learn the port when --listen ends in :0.
-    tracing::info!(data_dir = %config.data_dir.display(), "berth listening on {scheme}://{addr}");
+    tracing::info!(metadata = %state.content.meta().describe(), data_dir = %config.data_dir.display(), "berth listening on {scheme}://{addr}");
     server::serve(listener, state, tls, shutdown_signal())
         .await
         .context("serving")?;

@@ -22,6 +22,14 @@ pub const BERTH_MAX_CONNECTIONS: &str = "BERTH_MAX_CONNECTIONS";
 pub const BERTH_HEADER_READ_TIMEOUT: &str = "BERTH_HEADER_READ_TIMEOUT";
 /// A connection without any byte read or written for this long is closed.
 pub const BERTH_IDLE_TIMEOUT: &str = "BERTH_IDLE_TIMEOUT";
+/// PostgreSQL URL (`postgres://USER:PASS@HOST:PORT/DB[?sslmode=require]`) for the metadata;
+/// absent, SQLite in the data directory. Prefer this variable to the flag: a URL with a password
+/// on a command line is visible in process listings.
+pub const BERTH_DATABASE_URL: &str = "BERTH_DATABASE_URL";
+/// Connections to PostgreSQL each node keeps at most.
+pub const BERTH_DATABASE_POOL_SIZE: &str = "BERTH_DATABASE_POOL_SIZE";
+/// Longest a database statement (or the wait for a free connection) may take.
+pub const BERTH_DATABASE_TIMEOUT: &str = "BERTH_DATABASE_TIMEOUT";
 /// Log filter (tracing `EnvFilter` syntax).
 pub const BERTH_LOG: &str = "BERTH_LOG";
 /// Base URL clients reach berth at, for the token realm (default: from the request).

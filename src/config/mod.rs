@@ -32,6 +32,8 @@ pub struct Config {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
+    /// PostgreSQL for the metadata; `None`: SQLite in `data_dir`.
+    pub database: Option<crate::store::PgOptions>,
     pub log: String,
 }
 
@@ -146,6 +148,35 @@ impl Config {
                     return Err(invalid(
                         "token_key",
                         "token_key and token_cert_chain must be given together".into(),
+                    ));
+                }
+            },
+            database: match raw.database {
+                None => None,
+                Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                    Some(crate::store::PgOptions {
+                        url,
+                        pool_size: match raw.database_pool_size {
+                            Some(0) => {
+                                return Err(invalid(
+                                    "database_pool_size",
+                                    "must be at least 1".into(),
+                                ));
+                            }
+                            n => n.unwrap_or(16),
+                        },
+                        statement_timeout: nonzero(duration(
+                            "database_timeout",
+                            raw.database_timeout,
+                            "10s",
+                        )?)
+                        .ok_or_else(|| invalid("database_timeout", "must be more than 0s".into()))?,
+                    })
+                }
+                Some(_) => {
+                    return Err(invalid(
+                        "database",
+                        "must be a URL like postgres://USER:PASS@HOST:PORT/DB".into(),
                     ));
                 }
             },

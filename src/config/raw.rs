@@ -86,6 +86,18 @@ pub struct ServeArgs {
     #[arg(long, env = env::BERTH_IDLE_TIMEOUT, value_name = "DURATION")]
     pub idle_timeout: Option<String>,
 
+    /// PostgreSQL for the metadata, `postgres://USER:PASS@HOST:PORT/DB[?sslmode=require]` (prefer the variable: it keeps the password out of process listings) [default: SQLite in --data-dir]
+    #[arg(long, env = env::BERTH_DATABASE_URL, value_name = "URL", hide_env_values = true)]
+    pub database: Option<String>,
+
+    /// Connections to PostgreSQL kept at most by this node [default: 16]
+    #[arg(long, env = env::BERTH_DATABASE_POOL_SIZE, value_name = "N")]
+    pub database_pool_size: Option<usize>,
+
+    /// Longest a database statement, or the wait for a free connection, may take; past it the request gets 503 [default: 10s]
+    #[arg(long, env = env::BERTH_DATABASE_TIMEOUT, value_name = "DURATION")]
+    pub database_timeout: Option<String>,
+
     /// Log filter, e.g. `info` or `berth=debug` [default: info]
     #[arg(long, env = env::BERTH_LOG, value_name = "FILTER")]
     pub log: Option<String>,
@@ -113,6 +125,9 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     pub header_read_timeout: Option<String>,
     pub idle_timeout: Option<String>,
+    pub database: Option<String>,
+    pub database_pool_size: Option<usize>,
+    pub database_timeout: Option<String>,
     pub log: Option<String>,
 }
 
@@ -141,6 +156,9 @@ impl ServeArgs {
                 .clone()
                 .or(file.header_read_timeout),
             idle_timeout: self.idle_timeout.clone().or(file.idle_timeout),
+            database: self.database.clone().or(file.database),
+            database_pool_size: self.database_pool_size.or(file.database_pool_size),
+            database_timeout: self.database_timeout.clone().or(file.database_timeout),
             log: self.log.clone().or(file.log),
         }
     }

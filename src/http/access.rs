@@ -270,12 +270,25 @@ impl Denial {
             )
                 .into_response(),
             Denial::Internal(cause) => {
-                let mut r = (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    json,
-                    body("UNKNOWN", "internal error"),
-                )
-                    .into_response();
+                let mut r = if crate::http::InternalError::unavailable(&cause) {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
+                        json,
+                        body(
+                            "UNAVAILABLE",
+                            "the registry's storage is unavailable; retry later",
+                        ),
+                    )
+                        .into_response()
+                } else {
+                    (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        json,
+                        body("UNKNOWN", "internal error"),
+                    )
+                        .into_response()
+                };
                 r.extensions_mut().insert(crate::http::InternalError(cause));
                 r
             }

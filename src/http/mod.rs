@@ -32,6 +32,27 @@ pub(crate) struct RouteName(pub(crate) &'static str);
 #[derive(Clone)]
 pub(crate) struct InternalError(pub(crate) String);
 
+impl InternalError {
+    /// Whether the cause is a store that cannot be reached right now (database or bucket down,
+    /// every connection busy): the answer is then 503, which clients retry, not 500. Causes
+    /// travel as text through the auth and API layers; the stores' `Unavailable` errors are the
+    /// only ones whose text starts with these words.
+    pub(crate) fn unavailable(cause: &str) -> bool {
+        [crate::store::UNAVAILABLE, crate::blob::UNAVAILABLE]
+            .iter()
+            .any(|p| cause.starts_with(p))
+    }
+
+    /// 500, or 503 with a `Retry-After` for an unreachable store.
+    pub(crate) fn status(cause: &str) -> StatusCode {
+        if Self::unavailable(cause) {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
+}
+
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v2", any(oci::handle))
@@ -109,8 +130,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
             (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
         );
     }
-    match state.content.meta().read(|r| r.ping()) {
-        Ok(_) => named("readyz", "ready\n"),
+    let meta = state.content.meta().clone();
+    let pinged = tokio::task::spawn_blocking(move || meta.read(|r| r.ping()).map_err(|e| e.to_string()))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+    match pinged {
+        Ok(()) => named("readyz", "ready\n"),
         Err(e) => {
             let mut resp = named(
                 "readyz",
@@ -119,19 +144,22 @@ async fn readyz(State(state): State<AppState>) -> Response {
                     "metadata store unavailable\n",
                 ),
             );
-            resp.extensions_mut().insert(InternalError(e.to_string()));
+            resp.extensions_mut().insert(InternalError(e));
             resp
         }
     }
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let stored = state.content.meta().read(|r| r.blob_stats());
+    let meta = state.content.meta().clone();
+    let stored = tokio::task::spawn_blocking(move || meta.read(|r| r.blob_stats()).map_err(|e| e.to_string()))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
     let (blobs, bytes) = match stored {
         Ok(s) => s,
         Err(e) => {
-            let mut resp = named("metrics", StatusCode::INTERNAL_SERVER_ERROR);
-            resp.extensions_mut().insert(InternalError(e.to_string()));
+            let mut resp = named("metrics", InternalError::status(&e));
+            resp.extensions_mut().insert(InternalError(e));
             return resp;
         }
     };

@@ -1,15 +1,23 @@
-//! The metadata store: repositories, blob links, manifests, tags and upload sessions.
+//! The metadata store: repositories, blob links, manifests, tags, upload sessions, identity.
 //!
-//! `MetadataStore` is the concrete handle the rest of the program holds. Today it wraps SQLite
-//! (`sqlite.rs`); PostgreSQL comes later behind the same handle, with its own SQL and migrations.
-//! No SQL or `rusqlite` type leaves this module, and nothing here knows about HTTP.
+//! `MetadataStore` is the concrete handle the rest of the program holds, over one of two engines:
+//! SQLite in the data directory (`sqlite.rs`, the default) or PostgreSQL (`postgres.rs`, for
+//! several nodes). The queries are written once (`registry.rs`, `iam.rs`) through `sql.rs`.
+//! No SQL or driver type leaves this module, and nothing here knows about HTTP.
 //!
-//! Invariant: every write runs in one `BEGIN IMMEDIATE` transaction (`MetadataStore::write`), so
-//! a crash leaves either all of a write or none of it.
+//! Invariant: every write runs in one transaction (`MetadataStore::write`), so a crash leaves
+//! either all of a write or none of it, and write transactions run one at a time (SQLite's
+//! `BEGIN IMMEDIATE`; PostgreSQL's write advisory lock).
 
+mod iam;
+mod postgres;
+mod registry;
+pub(crate) mod sql;
 mod sqlite;
 
-pub use sqlite::{MetadataStore, Reader, Writer};
+use std::sync::Arc;
+
+pub use postgres::PgOptions;
 
 use crate::content::Digest;
 
@@ -17,6 +25,12 @@ use crate::content::Digest;
 pub enum Error {
     #[error("metadata store: {0}")]
     Sqlite(rusqlite::Error),
+    #[error("metadata store: {0}")]
+    Postgres(::postgres::Error),
+    /// The database cannot be reached (down, restarting, every connection busy): a retry may
+    /// succeed, and the server answers 503 (`UNAVAILABLE` starts this error's text).
+    #[error("metadata store unavailable: {0}")]
+    Unavailable(String),
     /// A uniqueness rule refused the write (the thing already exists).
     #[error("already exists")]
     Conflict,
@@ -27,9 +41,14 @@ pub enum Error {
     },
     #[error("metadata store: corrupt row: {0}")]
     Corrupt(String),
+    #[error("metadata store: {0}")]
+    Config(String),
     #[error("metadata store: schema version {found} is newer than this berth knows ({known})")]
     SchemaTooNew { found: i64, known: i64 },
 }
+
+/// How the text of `Error::Unavailable` starts (see `http::InternalError::unavailable`).
+pub const UNAVAILABLE: &str = "metadata store unavailable";
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -40,6 +59,157 @@ impl From<rusqlite::Error> for Error {
             _ => Error::Sqlite(e),
         }
     }
+}
+
+impl From<::postgres::Error> for Error {
+    fn from(e: ::postgres::Error) -> Self {
+        use ::postgres::error::SqlState;
+        match e.code() {
+            Some(c) if *c == SqlState::UNIQUE_VIOLATION => Error::Conflict,
+            // Class 08 (connection), 57 (operator intervention: shutdown, cancelled by the
+            // statement timeout), 53 (insufficient resources).
+            Some(c) if ["08", "57", "53"].iter().any(|k| c.code().starts_with(k)) => {
+                Error::Unavailable(e.to_string())
+            }
+            Some(_) => Error::Postgres(e),
+            None if e.is_closed() || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()) => {
+                Error::Unavailable(e.to_string())
+            }
+            None if e.to_string().contains("timed out") || e.to_string().contains("connect") => {
+                Error::Unavailable(e.to_string())
+            }
+            None => Error::Postgres(e),
+        }
+    }
+}
+
+impl Error {
+    /// Whether a retry later may succeed (the engine is down or overloaded).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Error::Unavailable(_))
+    }
+}
+
+/// The handle: cheap to clone, shared by every request.
+#[derive(Clone)]
+pub struct MetadataStore {
+    engine: Arc<Engine>,
+}
+
+enum Engine {
+    Sqlite(sqlite::Sqlite),
+    Postgres(postgres::Postgres),
+}
+
+impl std::fmt::Debug for MetadataStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl MetadataStore {
+    /// Opens (creating if needed) the SQLite database at `path` and runs pending migrations.
+    pub fn open(path: &std::path::Path) -> Result<MetadataStore> {
+        Ok(MetadataStore {
+            engine: Arc::new(Engine::Sqlite(sqlite::Sqlite::open(path)?)),
+        })
+    }
+
+    /// Connects to PostgreSQL and runs pending migrations (under an advisory lock, so that
+    /// nodes starting together are safe).
+    pub fn open_postgres(options: &PgOptions) -> Result<MetadataStore> {
+        Ok(MetadataStore {
+            engine: Arc::new(Engine::Postgres(postgres::Postgres::open(options)?)),
+        })
+    }
+
+    /// Which engine and where (never a password).
+    pub fn describe(&self) -> String {
+        match &*self.engine {
+            Engine::Sqlite(s) => s.describe(),
+            Engine::Postgres(p) => p.describe(),
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(&*self.engine, Engine::Postgres(_))
+    }
+
+    /// Runs `f` on a read connection. Reads see the last committed state.
+    pub fn read<T>(&self, f: impl FnOnce(&Reader<'_>) -> Result<T>) -> Result<T> {
+        match &*self.engine {
+            Engine::Sqlite(s) => s.read(|conn| f(&Reader { conn })),
+            Engine::Postgres(p) => p.read(|conn| f(&Reader { conn })),
+        }
+    }
+
+    /// Runs `f` in one write transaction and commits it if `f` succeeds.
+    pub fn write<T, E: From<Error>>(
+        &self,
+        f: impl FnOnce(&Writer<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.transact(true, false, f)
+    }
+
+    /// Like `write`, but the commit does not wait for the disk: it survives a crash of berth,
+    /// not a power loss of the database's machine. For state whose loss costs a client a retry
+    /// and nothing more (upload sessions).
+    pub fn write_relaxed<T, E: From<Error>>(
+        &self,
+        f: impl FnOnce(&Writer<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.transact(true, true, f)
+    }
+
+    /// Like `write`, but always rolls back: for dry runs that must see what a write would do.
+    pub fn write_dry_run<T, E: From<Error>>(
+        &self,
+        f: impl FnOnce(&Writer<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.transact(false, false, f)
+    }
+
+    fn transact<T, E: From<Error>>(
+        &self,
+        commit: bool,
+        relaxed: bool,
+        f: impl FnOnce(&Writer<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        match &*self.engine {
+            Engine::Sqlite(s) => s.transact(commit, relaxed, |conn| f(&Writer { conn })),
+            Engine::Postgres(p) => p.transact(commit, relaxed, |conn| f(&Writer { conn })),
+        }
+    }
+}
+
+/// Read queries; also available inside a write transaction through `Writer::reader`.
+/// The queries live beside their tables: `registry.rs` and `iam.rs`.
+pub struct Reader<'a> {
+    conn: sql::Conn<'a>,
+}
+
+/// Writes inside one transaction.
+pub struct Writer<'a> {
+    conn: sql::Conn<'a>,
+}
+
+impl Writer<'_> {
+    pub fn reader(&self) -> Reader<'_> {
+        Reader { conn: self.conn }
+    }
+}
+
+fn digest_col(s: String) -> Result<Digest> {
+    s.parse()
+        .map_err(|_| Error::Corrupt(format!("bad digest {s:?}")))
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// A manifest as stored.

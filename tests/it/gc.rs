@@ -11,10 +11,8 @@ use serde_json::Value;
 use crate::support::*;
 
 fn gc(s: &Server, args: &[&str]) -> Value {
-    let out = run(Command::new(berth_bin())
-        .arg("gc")
-        .arg("--data-dir")
-        .arg(&s.data_dir)
+    let out = run(s
+        .server_command("gc")
         .arg("--json")
         .args(args));
     serde_json::from_str(&out).unwrap()
@@ -295,17 +293,14 @@ async fn gc_while_pushing_never_removes_a_referenced_blob() {
         StatusCode::CREATED
     );
 
-    let data_dir = s.data_dir.clone();
+    let mut gc_cmd = s.server_command("gc");
+    gc_cmd.args(["--grace", "0s", "--untagged", "--json"]);
     let collector = tokio::task::spawn_blocking(move || {
         // The digests whose blob files collections removed.
         let mut removed = std::collections::BTreeSet::new();
         let start = std::time::Instant::now();
         while start.elapsed() < Duration::from_secs(6) {
-            let out = run(Command::new(berth_bin())
-                .arg("gc")
-                .arg("--data-dir")
-                .arg(&data_dir)
-                .args(["--grace", "0s", "--untagged", "--json"]));
+            let out = run(&mut gc_cmd);
             let v: Value = serde_json::from_str(&out).unwrap();
             for d in v["removed_blob_digests"].as_array().unwrap() {
                 removed.insert(d.as_str().unwrap().to_owned());
@@ -585,9 +580,9 @@ async fn the_orphan_sweep_removes_only_files_without_rows() {
     assert_eq!(blob_file_count(&s), before);
     // Past the upload expiry (30m, from the server's environment variable) the stray file goes;
     // the live session's file stays.
-    let out = run(Command::new(berth_bin())
-        .args(["gc", "--json", "--grace", "0s", "--data-dir"])
-        .arg(&s.data_dir)
+    let out = run(s
+        .server_command("gc")
+        .args(["--json", "--grace", "0s"])
         .env("BERTH_UPLOAD_TTL", "30m"));
     let report: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["orphan_files_removed"], 1, "{report}");

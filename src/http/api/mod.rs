@@ -218,6 +218,11 @@ impl IntoResponse for ApiError {
                 "rate_limited",
                 "too many failed attempts".to_owned(),
             ),
+            ApiError::Internal(cause) if crate::http::InternalError::unavailable(cause) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the registry's storage is unavailable; retry later".to_owned(),
+            ),
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",

@@ -102,6 +102,11 @@ impl OciError {
                 "the operation is unsupported for this endpoint".into(),
             ),
             OciError::NotFound => (S::NOT_FOUND, "UNSUPPORTED", "no such endpoint".into()),
+            OciError::Internal(cause) if InternalError::unavailable(cause) => (
+                S::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "the registry's storage is unavailable; retry later".into(),
+            ),
             OciError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "UNKNOWN", "internal error".into()),
         }
     }

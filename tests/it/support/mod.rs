@@ -12,6 +12,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
+pub mod engines;
+
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
@@ -65,8 +67,23 @@ impl Server {
         s
     }
 
-    /// Starts on `data_dir` with extra arguments and environment.
+    /// Starts on `data_dir` with extra arguments and environment. When the suite runs against
+    /// PostgreSQL (`engines::suite_database`), the server gets a fresh database of its own
+    /// unless the test chose one.
     pub fn start_in(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let chosen = extra.contains(&"--database") || env.iter().any(|(k, _)| k == "BERTH_DATABASE_URL");
+        if !chosen && let Some(url) = engines::suite_database(data_dir) {
+            env.push(("BERTH_DATABASE_URL".into(), url));
+        }
+        Server::start_with(data_dir, extra, env)
+    }
+
+    /// Starts on `data_dir` with exactly these arguments and environment.
+    pub fn start_with(data_dir: &Path, extra: &[&str], env: Vec<(String, String)>) -> Server {
         let mut cmd = Command::new(berth_bin());
         cmd.arg("serve")
             .arg("--listen")
@@ -76,7 +93,7 @@ impl Server {
         cmd.args(extra)
             .env("BERTH_LOG", "info")
             .env("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD);
-        for (k, v) in env {
+        for (k, v) in &env {
             cmd.env(k, v);
         }
         let (child, addr, log) = spawn_and_wait(cmd);
@@ -93,10 +110,7 @@ impl Server {
             _tmp: None,
             log,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
-            env: env
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
+            env,
         }
     }
 
@@ -183,6 +197,17 @@ impl Server {
         self.base = format!("http://{addr}");
         self.host = addr;
         self.log = log;
+    }
+
+    /// A server-side command (`berth gc`, `berth keys`, …) on this server's stores: its data
+    /// directory and the environment it was started with (its database, if any).
+    pub fn server_command(&self, sub: &str) -> Command {
+        let mut cmd = Command::new(berth_bin());
+        cmd.arg(sub).arg("--data-dir").arg(&self.data_dir);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
     }
 
     pub fn log_text(&self) -> String {

@@ -1,0 +1,686 @@
+//! Identity queries: users, organizations, namespaces, memberships, robots, credentials, roles,
+//! bindings and audit events. Written once for both engines (see `sql.rs`).
+
+use super::sql::{Row, p};
+use super::{Reader, Writer, to_i64};
+use crate::store::{
+    AuditFilter, AuditRow, BindingRow, CredentialRow, NamespaceRow, OrgRow, Result, RobotRow,
+    RoleRow, UserRow, now,
+};
+
+fn user(r: &Row<'_>) -> Result<UserRow> {
+    Ok(UserRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        password_hash: r.get(2)?,
+        admin: r.get(3)?,
+        created_at: r.get(4)?,
+        password_epoch: r.get(5)?,
+    })
+}
+const USER_COLS: &str = "id, name, password_hash, admin, created_at, password_epoch";
+
+fn org(r: &Row<'_>) -> Result<OrgRow> {
+    Ok(OrgRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        created_at: r.get(2)?,
+    })
+}
+
+fn robot(r: &Row<'_>) -> Result<RobotRow> {
+    Ok(RobotRow {
+        id: r.get(0)?,
+        org_id: r.get(1)?,
+        org: r.get(2)?,
+        name: r.get(3)?,
+        description: r.get(4)?,
+        created_at: r.get(5)?,
+    })
+}
+const ROBOT_SELECT: &str = "SELECT rb.id, rb.org_id, o.name, rb.name, rb.description, rb.created_at FROM robots rb JOIN orgs o ON o.id = rb.org_id";
+
+fn credential(r: &Row<'_>) -> Result<CredentialRow> {
+    Ok(CredentialRow {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        name: r.get(2)?,
+        user_id: r.get(3)?,
+        robot_id: r.get(4)?,
+        org_id: r.get(5)?,
+        secret_hash: r.get(6)?,
+        readwrite: r.get(7)?,
+        description: r.get(8)?,
+        created_at: r.get(9)?,
+        expires_at: r.get(10)?,
+        revoked_at: r.get(11)?,
+        last_used_at: r.get(12)?,
+        last_used_addr: r.get(13)?,
+        last_used_agent: r.get(14)?,
+        source: r.get(15)?,
+        family: r.get(16)?,
+        creator: r.get(17)?,
+    })
+}
+const CREDENTIAL_COLS: &str = "id, kind, name, user_id, robot_id, org_id, secret_hash, readwrite, description, \
+     created_at, expires_at, revoked_at, last_used_at, last_used_addr, last_used_agent, source, family, creator";
+
+fn binding(r: &Row<'_>) -> Result<BindingRow> {
+    Ok(BindingRow {
+        org_id: r.get(0)?,
+        org: r.get(1)?,
+        name: r.get(2)?,
+        role: r.get(3)?,
+        subject_kind: r.get(4)?,
+        subject_id: r.get(5)?,
+        scope_kind: r.get(6)?,
+        scope: r.get(7)?,
+    })
+}
+const BINDING_SELECT: &str = "SELECT b.org_id, o.name, b.name, b.role, b.subject_kind, b.subject_id, b.scope_kind, b.scope \
+     FROM bindings b JOIN orgs o ON o.id = b.org_id";
+
+fn namespace(r: &Row<'_>) -> Result<NamespaceRow> {
+    Ok(NamespaceRow {
+        name: r.get(0)?,
+        org_id: r.get(1)?,
+        org: r.get(2)?,
+        public: r.get(3)?,
+        created_at: r.get(4)?,
+    })
+}
+const NAMESPACE_SELECT: &str = "SELECT n.name, n.org_id, o.name, n.public, n.created_at FROM namespaces n JOIN orgs o ON o.id = n.org_id";
+
+fn role(r: &Row<'_>) -> Result<RoleRow> {
+    Ok(RoleRow {
+        org_id: r.get(0)?,
+        name: r.get(1)?,
+        rules: r.get(2)?,
+    })
+}
+
+fn audit(r: &Row<'_>) -> Result<AuditRow> {
+    Ok(AuditRow {
+        id: r.get(0)?,
+        at: r.get(1)?,
+        actor: r.get(2)?,
+        action: r.get(3)?,
+        outcome: r.get(4)?,
+        target: r.get(5)?,
+        client_addr: r.get(6)?,
+        detail: r.get(7)?,
+        attempted: r.get(8)?,
+        count: r.get(9)?,
+    })
+}
+
+impl Reader<'_> {
+    pub fn user_count(&self) -> Result<u64> {
+        let n: i64 = self.conn.value("SELECT COUNT(*) FROM users", p![])?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    pub fn user_by_name(&self, name: &str) -> Result<Option<UserRow>> {
+        self.conn.query_opt(
+            &format!("SELECT {USER_COLS} FROM users WHERE name = ?1"),
+            p![name],
+            user,
+        )
+    }
+
+    pub fn user_by_id(&self, id: i64) -> Result<Option<UserRow>> {
+        self.conn.query_opt(
+            &format!("SELECT {USER_COLS} FROM users WHERE id = ?1"),
+            p![id],
+            user,
+        )
+    }
+
+    pub fn users(&self) -> Result<Vec<UserRow>> {
+        self.conn.query(
+            &format!("SELECT {USER_COLS} FROM users ORDER BY name"),
+            p![],
+            user,
+        )
+    }
+
+    pub fn org_by_name(&self, name: &str) -> Result<Option<OrgRow>> {
+        self.conn.query_opt(
+            "SELECT id, name, created_at FROM orgs WHERE name = ?1",
+            p![name],
+            org,
+        )
+    }
+
+    pub fn org_by_id(&self, id: i64) -> Result<Option<OrgRow>> {
+        self.conn.query_opt(
+            "SELECT id, name, created_at FROM orgs WHERE id = ?1",
+            p![id],
+            org,
+        )
+    }
+
+    pub fn orgs(&self) -> Result<Vec<OrgRow>> {
+        self.conn.query(
+            "SELECT id, name, created_at FROM orgs ORDER BY name",
+            p![],
+            org,
+        )
+    }
+
+    pub fn namespace(&self, name: &str) -> Result<Option<NamespaceRow>> {
+        self.conn.query_opt(
+            &format!("{NAMESPACE_SELECT} WHERE n.name = ?1"),
+            p![name],
+            namespace,
+        )
+    }
+
+    pub fn namespaces_of_org(&self, org_id: i64) -> Result<Vec<NamespaceRow>> {
+        self.conn.query(
+            &format!("{NAMESPACE_SELECT} WHERE n.org_id = ?1 ORDER BY n.name"),
+            p![org_id],
+            namespace,
+        )
+    }
+
+    /// Organizations the user belongs to, with the role (`owner` or `member`).
+    pub fn memberships_of_user(&self, user_id: i64) -> Result<Vec<(OrgRow, String)>> {
+        self.conn.query(
+            "SELECT o.id, o.name, o.created_at, m.role FROM memberships m JOIN orgs o ON o.id = m.org_id
+             WHERE m.user_id = ?1 ORDER BY o.name",
+            p![user_id],
+            |r| Ok((org(r)?, r.get(3)?)),
+        )
+    }
+
+    /// Members of an organization: (user, role).
+    pub fn members_of_org(&self, org_id: i64) -> Result<Vec<(UserRow, String)>> {
+        self.conn.query(
+            "SELECT u.id, u.name, u.password_hash, u.admin, u.created_at, u.password_epoch, m.role FROM memberships m
+             JOIN users u ON u.id = m.user_id WHERE m.org_id = ?1 ORDER BY u.name",
+            p![org_id],
+            |r| Ok((user(r)?, r.get(6)?)),
+        )
+    }
+
+    pub fn robot(&self, org_id: i64, name: &str) -> Result<Option<RobotRow>> {
+        self.conn.query_opt(
+            &format!("{ROBOT_SELECT} WHERE rb.org_id = ?1 AND rb.name = ?2"),
+            p![org_id, name],
+            robot,
+        )
+    }
+
+    pub fn robot_by_id(&self, id: i64) -> Result<Option<RobotRow>> {
+        self.conn
+            .query_opt(&format!("{ROBOT_SELECT} WHERE rb.id = ?1"), p![id], robot)
+    }
+
+    pub fn robots_of_org(&self, org_id: i64) -> Result<Vec<RobotRow>> {
+        self.conn.query(
+            &format!("{ROBOT_SELECT} WHERE rb.org_id = ?1 ORDER BY rb.name"),
+            p![org_id],
+            robot,
+        )
+    }
+
+    pub fn credential(&self, id: &str) -> Result<Option<CredentialRow>> {
+        self.conn.query_opt(
+            &format!("SELECT {CREDENTIAL_COLS} FROM credentials WHERE id = ?1"),
+            p![id],
+            credential,
+        )
+    }
+
+    /// Credentials of one owner and kind, newest first. `owner` is `("robot" | "user" | "org", id)`.
+    pub fn credentials_of(&self, owner: (&str, i64), kind: &str) -> Result<Vec<CredentialRow>> {
+        let column = match owner.0 {
+            "robot" => "robot_id",
+            "user" => "user_id",
+            _ => "org_id",
+        };
+        self.conn.query(
+            &format!(
+                "SELECT {CREDENTIAL_COLS} FROM credentials WHERE {column} = ?1 AND kind = ?2 ORDER BY created_at DESC, id"
+            ),
+            p![owner.1, kind],
+            credential,
+        )
+    }
+
+    /// Every credential, for copying an installation (`berth migrate`).
+    pub fn all_credentials(&self) -> Result<Vec<CredentialRow>> {
+        self.conn.query(
+            &format!("SELECT {CREDENTIAL_COLS} FROM credentials ORDER BY id"),
+            p![],
+            credential,
+        )
+    }
+
+    pub fn bindings_for_subject(&self, kind: &str, id: i64) -> Result<Vec<BindingRow>> {
+        self.conn.query(
+            &format!("{BINDING_SELECT} WHERE b.subject_kind = ?1 AND b.subject_id = ?2"),
+            p![kind, id],
+            binding,
+        )
+    }
+
+    pub fn bindings_of_org(&self, org_id: i64) -> Result<Vec<BindingRow>> {
+        self.conn.query(
+            &format!("{BINDING_SELECT} WHERE b.org_id = ?1 ORDER BY b.name"),
+            p![org_id],
+            binding,
+        )
+    }
+
+    pub fn binding(&self, org_id: i64, name: &str) -> Result<Option<BindingRow>> {
+        self.conn.query_opt(
+            &format!("{BINDING_SELECT} WHERE b.org_id = ?1 AND b.name = ?2"),
+            p![org_id, name],
+            binding,
+        )
+    }
+
+    pub fn role(&self, org_id: i64, name: &str) -> Result<Option<RoleRow>> {
+        self.conn.query_opt(
+            "SELECT org_id, name, rules FROM roles WHERE org_id = ?1 AND name = ?2",
+            p![org_id, name],
+            role,
+        )
+    }
+
+    pub fn roles_of_org(&self, org_id: i64) -> Result<Vec<RoleRow>> {
+        self.conn.query(
+            "SELECT org_id, name, rules FROM roles WHERE org_id = ?1 ORDER BY name",
+            p![org_id],
+            role,
+        )
+    }
+
+    /// Revocation keys added after `seq`: (sequence number, key, when).
+    pub fn revocations_since(&self, seq: i64) -> Result<Vec<(i64, String, i64)>> {
+        self.conn.query(
+            "SELECT seq, key, at FROM revocations WHERE seq > ?1 ORDER BY seq",
+            p![seq],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+    }
+
+    /// Refresh tokens of a user that are still live, newest first.
+    pub fn sessions_of_user(&self, user_id: i64) -> Result<Vec<CredentialRow>> {
+        self.conn.query(
+            &format!(
+                "SELECT {CREDENTIAL_COLS} FROM credentials WHERE user_id = ?1 AND kind = 'refresh_token'
+                 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2) ORDER BY created_at DESC, id"
+            ),
+            p![user_id, now()],
+            credential,
+        )
+    }
+
+    pub fn audit_events(&self, f: &AuditFilter) -> Result<Vec<AuditRow>> {
+        self.conn.query(
+            "SELECT id, at, actor, action, outcome, target, client_addr, detail, attempted, count FROM audit_events
+             WHERE (CAST(?1 AS TEXT) IS NULL OR actor = ?1) AND (CAST(?2 AS TEXT) IS NULL OR action = ?2)
+             AND (CAST(?3 AS TEXT) IS NULL OR outcome = ?3)
+             AND (CAST(?4 AS BIGINT) IS NULL OR at >= ?4) AND (CAST(?5 AS BIGINT) IS NULL OR id < ?5)
+             ORDER BY id DESC LIMIT ?6",
+            p![
+                f.actor,
+                f.action,
+                f.outcome,
+                f.since,
+                f.before_id,
+                to_i64(f.limit)
+            ],
+            audit,
+        )
+    }
+}
+
+impl Writer<'_> {
+    pub fn insert_user(&self, name: &str, password_hash: Option<&str>, admin: bool) -> Result<i64> {
+        self.conn.value(
+            "INSERT INTO users (name, password_hash, admin, created_at) VALUES (?1, ?2, ?3, ?4) RETURNING id",
+            p![name, password_hash, admin, now()],
+        )
+    }
+
+    pub fn set_password(&self, user_id: i64, password_hash: &str) -> Result<bool> {
+        Ok(self.conn.execute(
+            "UPDATE users SET password_hash = ?2, password_epoch = password_epoch + 1 WHERE id = ?1",
+            p![user_id, password_hash],
+        )? > 0)
+    }
+
+    /// Deletes a user with its memberships, bindings and credentials (and everything derived
+    /// from them); the user's id is revoked for bearer tokens.
+    pub fn delete_user(&self, user_id: i64) -> Result<bool> {
+        self.conn
+            .execute("DELETE FROM memberships WHERE user_id = ?1", p![user_id])?;
+        self.conn.execute(
+            "DELETE FROM bindings WHERE subject_kind = 'user' AND subject_id = ?1",
+            p![user_id],
+        )?;
+        self.delete_credentials_where("user_id = ?1", p![user_id])?;
+        self.revoke(&format!("user:{user_id}"))?;
+        Ok(self
+            .conn
+            .execute("DELETE FROM users WHERE id = ?1", p![user_id])?
+            > 0)
+    }
+
+    pub fn insert_org(&self, name: &str) -> Result<i64> {
+        self.conn.value(
+            "INSERT INTO orgs (name, created_at) VALUES (?1, ?2) RETURNING id",
+            p![name, now()],
+        )
+    }
+
+    /// Deletes an organization and everything it owns: robots (with their credentials), the
+    /// registry tokens, memberships, roles, bindings, and its namespaces with their repositories
+    /// (whose blobs GC then collects). A re-created name starts empty.
+    pub fn delete_org(&self, org_id: i64) -> Result<bool> {
+        for robot in self.reader().robots_of_org(org_id)? {
+            self.delete_robot(robot.id)?;
+        }
+        self.delete_credentials_where("org_id = ?1", p![org_id])?;
+        for ns in self.reader().namespaces_of_org(org_id)? {
+            self.delete_namespace(&ns.name)?;
+        }
+        for table in ["memberships", "roles", "bindings"] {
+            self.conn.execute(
+                &format!("DELETE FROM {table} WHERE org_id = ?1"),
+                p![org_id],
+            )?;
+        }
+        Ok(self
+            .conn
+            .execute("DELETE FROM orgs WHERE id = ?1", p![org_id])?
+            > 0)
+    }
+
+    pub fn insert_namespace(&self, name: &str, org_id: i64, public: bool) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO namespaces (name, org_id, public, created_at) VALUES (?1, ?2, ?3, ?4)",
+            p![name, org_id, public, now()],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_namespace_public(&self, name: &str, public: bool) -> Result<bool> {
+        Ok(self.conn.execute(
+            "UPDATE namespaces SET public = ?2 WHERE name = ?1",
+            p![name, public],
+        )? > 0)
+    }
+
+    /// Deletes a namespace with its repositories (content goes to GC) and the bindings scoped to
+    /// it, so that a namespace or organization created later under the name starts empty.
+    pub fn delete_namespace(&self, name: &str) -> Result<bool> {
+        let prefix = format!("{name}/");
+        let found: Option<(i64, i64)> = self.conn.query_opt(
+            "SELECT org_id, created_at FROM namespaces WHERE name = ?1",
+            p![name],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let Some((org_id, created_at)) = found else {
+            return Ok(false);
+        };
+        self.revoke(&crate::store::namespace_key(name, org_id, created_at))?;
+        self.delete_repositories_in(name)?;
+        self.conn.execute(
+            "DELETE FROM bindings WHERE org_id = ?1 AND ((scope_kind = 'namespace' AND scope = ?2)
+             OR (scope_kind = 'repository' AND substr(scope, 1, length(?3)) = ?3))",
+            p![org_id, name, prefix],
+        )?;
+        Ok(self
+            .conn
+            .execute("DELETE FROM namespaces WHERE name = ?1", p![name])?
+            > 0)
+    }
+
+    pub fn set_membership(&self, org_id: i64, user_id: i64, role: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO memberships (org_id, user_id, role) VALUES (?1, ?2, ?3)
+             ON CONFLICT (org_id, user_id) DO UPDATE SET role = excluded.role",
+            p![org_id, user_id, role],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_membership(&self, org_id: i64, user_id: i64) -> Result<bool> {
+        Ok(self.conn.execute(
+            "DELETE FROM memberships WHERE org_id = ?1 AND user_id = ?2",
+            p![org_id, user_id],
+        )? > 0)
+    }
+
+    pub fn insert_robot(&self, org_id: i64, name: &str, description: Option<&str>) -> Result<i64> {
+        self.conn.value(
+            "INSERT INTO robots (org_id, name, description, created_at) VALUES (?1, ?2, ?3, ?4) RETURNING id",
+            p![org_id, name, description, now()],
+        )
+    }
+
+    /// Deletes a robot with its credentials, the credentials it created, and its bindings; its
+    /// id is revoked for bearer tokens.
+    pub fn delete_robot(&self, robot_id: i64) -> Result<bool> {
+        self.delete_credentials_where("robot_id = ?1", p![robot_id])?;
+        self.delete_credentials_where("creator = ?1", p![format!("robot:{robot_id}")])?;
+        self.conn.execute(
+            "DELETE FROM bindings WHERE subject_kind = 'robot' AND subject_id = ?1",
+            p![robot_id],
+        )?;
+        self.revoke(&format!("robot:{robot_id}"))?;
+        Ok(self
+            .conn
+            .execute("DELETE FROM robots WHERE id = ?1", p![robot_id])?
+            > 0)
+    }
+
+    /// Deletes every credential matching `condition` (on `?1`) with its descendants.
+    fn delete_credentials_where(
+        &self,
+        condition: &str,
+        arg: &[&dyn super::sql::Param],
+    ) -> Result<()> {
+        let ids: Vec<String> = self.conn.query(
+            &format!("SELECT id FROM credentials WHERE {condition}"),
+            arg,
+            |r| r.get(0),
+        )?;
+        for id in ids {
+            self.delete_credential(&id)?;
+        }
+        Ok(())
+    }
+
+    /// Adds a key to the revocation log.
+    pub fn revoke(&self, key: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO revocations (key, at) VALUES (?1, ?2)",
+            p![key, now()],
+        )?;
+        Ok(())
+    }
+
+    /// Ends a refresh-token family: every member is marked revoked (kept, so that a reuse is
+    /// recognised until it expires) and the family's bearer tokens are revoked.
+    pub fn revoke_family(&self, family: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE credentials SET revoked_at = ?2 WHERE family = ?1 AND revoked_at IS NULL",
+            p![family, now()],
+        )?;
+        self.revoke(&format!("fam:{family}"))
+    }
+
+    /// Rotation: marks the refresh token `old` used and stores its successor, only if `old` was
+    /// still unused (two concurrent refreshes: exactly one wins).
+    pub fn rotate_refresh(&self, old: &str, new: &CredentialRow) -> Result<bool> {
+        let won = self.conn.execute(
+            "UPDATE credentials SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            p![old, now()],
+        )? > 0;
+        if won {
+            self.insert_credential(new)?;
+        }
+        Ok(won)
+    }
+
+    /// Removes revocation keys and spent refresh tokens older than `before`.
+    pub fn prune_revocations(&self, before: i64) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM revocations WHERE at < ?1", p![before])?;
+        self.conn.execute(
+            "DELETE FROM credentials WHERE kind = 'refresh_token' AND expires_at IS NOT NULL AND expires_at < ?1",
+            p![before],
+        )?;
+        Ok(())
+    }
+
+    pub fn insert_credential(&self, c: &CredentialRow) -> Result<()> {
+        self.conn.execute(
+            &format!(
+                "INSERT INTO credentials ({CREDENTIAL_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+            ),
+            p![
+                c.id,
+                c.kind,
+                c.name,
+                c.user_id,
+                c.robot_id,
+                c.org_id,
+                c.secret_hash,
+                c.readwrite,
+                c.description,
+                c.created_at,
+                c.expires_at,
+                c.revoked_at,
+                c.last_used_at,
+                c.last_used_addr,
+                c.last_used_agent,
+                c.source,
+                c.family,
+                c.creator
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Deletes a credential and everything that came from it (sessions, refresh-token families
+    /// and credentials created through it, recursively), and revokes their bearer tokens.
+    pub fn delete_credential(&self, id: &str) -> Result<bool> {
+        let family: Vec<(String, Option<String>)> = self.conn.query(
+            "WITH RECURSIVE tree(id) AS (
+                 SELECT id FROM credentials WHERE id = ?1
+                 UNION SELECT c.id FROM credentials c JOIN tree t ON c.source = 'cred:' || t.id
+             )
+             SELECT c.id, c.family FROM credentials c JOIN tree t ON c.id = t.id",
+            p![id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        for (cid, fam) in &family {
+            self.revoke(&format!("cred:{cid}"))?;
+            if let Some(f) = fam {
+                self.revoke_family(f)?;
+            }
+            self.conn
+                .execute("DELETE FROM credentials WHERE id = ?1", p![cid])?;
+        }
+        Ok(family.iter().any(|(cid, _)| cid == id))
+    }
+
+    /// Ends every session opened with a password (`pw:<uid>:<epoch>`) or derived from a
+    /// credential (`cred:<id>`): the refresh tokens whose source it is, and its bearer tokens.
+    pub fn revoke_source(&self, key: &str) -> Result<()> {
+        let families: Vec<String> = self.conn.query(
+            "SELECT DISTINCT family FROM credentials WHERE source = ?1 AND family IS NOT NULL",
+            p![key],
+            |r| r.get(0),
+        )?;
+        for f in families {
+            self.revoke_family(&f)?;
+        }
+        self.revoke(key)
+    }
+
+    /// Records when and from where a credential was last used (flushed in batches).
+    pub fn touch_credential(
+        &self,
+        id: &str,
+        at: i64,
+        addr: Option<&str>,
+        agent: Option<&str>,
+    ) -> Result<()> {
+        self.conn.execute(
+            "UPDATE credentials SET last_used_at = ?2, last_used_addr = ?3, last_used_agent = ?4
+             WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at <= ?2)",
+            p![id, at, addr, agent],
+        )?;
+        Ok(())
+    }
+
+    pub fn put_role(&self, org_id: i64, name: &str, rules: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO roles (org_id, name, rules, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)
+             ON CONFLICT (org_id, name) DO UPDATE SET rules = excluded.rules, updated_at = excluded.updated_at",
+            p![org_id, name, rules, now()],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_role(&self, org_id: i64, name: &str) -> Result<bool> {
+        Ok(self.conn.execute(
+            "DELETE FROM roles WHERE org_id = ?1 AND name = ?2",
+            p![org_id, name],
+        )? > 0)
+    }
+
+    pub fn put_binding(&self, b: &BindingRow) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO bindings (org_id, name, role, subject_kind, subject_id, scope_kind, scope, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+             ON CONFLICT (org_id, name) DO UPDATE SET role = excluded.role, subject_kind = excluded.subject_kind,
+             subject_id = excluded.subject_id, scope_kind = excluded.scope_kind, scope = excluded.scope,
+             updated_at = excluded.updated_at",
+            p![b.org_id, b.name, b.role, b.subject_kind, b.subject_id, b.scope_kind, b.scope, now()],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_binding(&self, org_id: i64, name: &str) -> Result<bool> {
+        Ok(self.conn.execute(
+            "DELETE FROM bindings WHERE org_id = ?1 AND name = ?2",
+            p![org_id, name],
+        )? > 0)
+    }
+
+    pub fn insert_audit(&self, e: &AuditRow) -> Result<i64> {
+        self.conn.value(
+            "INSERT INTO audit_events (at, actor, action, outcome, target, client_addr, detail, attempted, count)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id",
+            p![
+                e.at,
+                e.actor,
+                e.action,
+                e.outcome,
+                e.target,
+                e.client_addr,
+                e.detail,
+                e.attempted,
+                e.count
+            ],
+        )
+    }
+
+    /// Adds to the count of an aggregated audit row.
+    pub fn add_audit_count(&self, id: i64, add: i64, attempted: Option<&str>) -> Result<()> {
+        self.conn.execute(
+            "UPDATE audit_events SET count = count + ?2, attempted = COALESCE(?3, attempted) WHERE id = ?1",
+            p![id, add, attempted],
+        )?;
+        Ok(())
+    }
+}

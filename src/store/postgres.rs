@@ -1,0 +1,311 @@
+//! PostgreSQL implementation of the metadata store: a bounded pool of connections (the `postgres`
+//! crate's synchronous client, called from `spawn_blocking` like SQLite), migrations applied at
+//! start under an advisory lock, and a statement timeout on every connection.
+//!
+//! Writes keep SQLite's semantics: every write transaction first takes one transaction-scoped
+//! advisory lock (`WRITE_LOCK`), so write transactions of all nodes run one at a time, reads
+//! inside them see a stable state, and revocation sequence numbers are committed in order
+//! (a node that has read up to `seq` never misses a smaller one committed later).
+
+use std::cell::RefCell;
+use std::sync::{Condvar, Mutex, PoisonError};
+use std::time::Duration;
+
+use super::sql::{Conn, PgConn};
+use super::{Error, Result};
+
+/// The migrations, in order; `berth_schema.version` records how many have run.
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_init.sql")];
+
+/// Advisory lock keys (arbitrary constants, ASCII "berthmig" and "berthwrt").
+const MIGRATION_LOCK: i64 = 0x6265_7274_686d_6967;
+const WRITE_LOCK: i64 = 0x6265_7274_6877_7274;
+
+/// How to reach PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// `postgres://USER:PASS@HOST:PORT/DB[?sslmode=…]`.
+    pub url: String,
+    /// Connections kept at most (per node).
+    pub pool_size: usize,
+    /// Longest a statement may run; also how long a caller waits for a free connection.
+    pub statement_timeout: Duration,
+}
+
+pub(super) struct Postgres {
+    config: postgres::Config,
+    describe: String,
+    options: PgOptions,
+    idle: Mutex<Pool>,
+    freed: Condvar,
+}
+
+struct Pool {
+    idle: Vec<PgConn>,
+    /// Connections that exist (idle or lent out).
+    open: usize,
+}
+
+impl Postgres {
+    pub(super) fn open(options: &PgOptions) -> Result<Postgres> {
+        let config: postgres::Config = options
+            .url
+            .parse()
+            .map_err(|e| Error::Config(format!("database URL: {e}")))?;
+        let describe = describe(&config);
+        let pg = Postgres {
+            config,
+            describe,
+            options: options.clone(),
+            idle: Mutex::new(Pool {
+                idle: Vec::new(),
+                open: 0,
+            }),
+            freed: Condvar::new(),
+        };
+        let mut conn = pg.connect()?;
+        migrate(&mut conn)?;
+        pg.give_back(conn, true);
+        Ok(pg)
+    }
+
+    pub(super) fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    fn connect(&self) -> Result<PgConn> {
+        let mut config = self.config.clone();
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        config.keepalives(true);
+        let mut client = connect_with_tls(&config)?;
+        let ms = self.options.statement_timeout.as_millis();
+        client.batch_execute(&format!(
+            "SET statement_timeout = {ms}; SET lock_timeout = {ms}; SET idle_in_transaction_session_timeout = {ms}"
+        ))?;
+        Ok(PgConn::new(client))
+    }
+
+    /// A connection from the pool, a new one, or an error once the statement timeout has passed
+    /// with every connection lent out.
+    fn take(&self) -> Result<PgConn> {
+        let deadline = std::time::Instant::now() + self.options.statement_timeout;
+        let mut pool = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(c) = pool.idle.pop() {
+                if !c.client.is_closed() {
+                    return Ok(c);
+                }
+                pool.open -= 1;
+                continue;
+            }
+            if pool.open < self.options.pool_size.max(1) {
+                pool.open += 1;
+                drop(pool);
+                return self.connect().inspect_err(|_| {
+                    let mut pool = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+                    pool.open -= 1;
+                    self.freed.notify_one();
+                });
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(Error::Unavailable(
+                    "every database connection is busy".into(),
+                ));
+            }
+            pool = self
+                .freed
+                .wait_timeout(pool, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Returns a connection to the pool; a broken one (or one whose transaction failed) is closed.
+    fn give_back(&self, conn: PgConn, healthy: bool) {
+        let mut pool = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if healthy && !conn.client.is_closed() {
+            pool.idle.push(conn);
+        } else {
+            pool.open -= 1;
+        }
+        self.freed.notify_one();
+    }
+
+    pub(super) fn read<T>(&self, f: impl FnOnce(Conn<'_>) -> Result<T>) -> Result<T> {
+        off_the_runtime(|| self.read_blocking(f))
+    }
+
+    fn read_blocking<T>(&self, f: impl FnOnce(Conn<'_>) -> Result<T>) -> Result<T> {
+        let cell = RefCell::new(self.take()?);
+        let out = f(Conn::Pg(&cell));
+        let healthy = !matches!(&out, Err(Error::Unavailable(_) | Error::Postgres(_)));
+        self.give_back(cell.into_inner(), healthy);
+        out
+    }
+
+    /// Runs `f` in one transaction holding the write lock; commits if `commit` and `f`
+    /// succeeds. `relaxed`: the commit does not wait for the WAL flush (`synchronous_commit =
+    /// off` for this transaction): for state whose loss costs a client a retry.
+    pub(super) fn transact<T, E: From<Error>>(
+        &self,
+        commit: bool,
+        relaxed: bool,
+        f: impl FnOnce(Conn<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        off_the_runtime(|| self.transact_blocking(commit, relaxed, f))
+    }
+
+    fn transact_blocking<T, E: From<Error>>(
+        &self,
+        commit: bool,
+        relaxed: bool,
+        f: impl FnOnce(Conn<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let cell = RefCell::new(self.take()?);
+        let begin = if relaxed {
+            "BEGIN; SET LOCAL synchronous_commit = off"
+        } else {
+            "BEGIN"
+        };
+        let started = {
+            let mut c = cell.borrow_mut();
+            c.client.batch_execute(begin).map_err(Error::from).and_then(|()| {
+                c.client
+                    .execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
+                    .map(drop)
+                    .map_err(Error::from)
+            })
+        };
+        if let Err(e) = started {
+            self.give_back(cell.into_inner(), false);
+            return Err(e.into());
+        }
+        let out = f(Conn::Pg(&cell));
+        let end = match (&out, commit) {
+            (Ok(_), true) => "COMMIT",
+            _ => "ROLLBACK",
+        };
+        let ended = cell.borrow_mut().client.batch_execute(end);
+        let conn = cell.into_inner();
+        match ended {
+            Ok(()) => {
+                // A failed statement leaves PostgreSQL's transaction aborted; ROLLBACK ended it,
+                // so the connection is fine unless it broke.
+                let healthy = !conn.client.is_closed();
+                self.give_back(conn, healthy);
+                out
+            }
+            Err(e) => {
+                self.give_back(conn, false);
+                match out {
+                    // The commit itself failed: nothing was written.
+                    Ok(_) => Err(Error::from(e).into()),
+                    Err(original) => Err(original),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Postgres {
+    /// Each client owns a small runtime, which must not be dropped on a thread that drives
+    /// tokio tasks (the last handle may go at the end of `serve`): they are closed on a thread
+    /// of their own.
+    fn drop(&mut self) {
+        let idle = std::mem::take(
+            &mut self
+                .idle
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner)
+                .idle,
+        );
+        let _ = std::thread::spawn(move || drop(idle)).join();
+    }
+}
+
+/// Runs `f`, which blocks on the PostgreSQL client, where blocking is allowed. The synchronous
+/// client drives its own small runtime and cannot run on a thread that is driving tokio tasks;
+/// most callers are already on the blocking pool (`spawn_blocking`), but a handler that does a
+/// quick point read inline is on a worker: there `block_in_place` hands the worker's tasks to
+/// another thread first. (SQLite calls need none of this; they only block.)
+fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+/// Host, port and database, never the password.
+fn describe(config: &postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            postgres::config::Host::Tcp(h) => h.clone(),
+            postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_default();
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "postgres://{host}:{port}/{}",
+        config.get_dbname().unwrap_or("")
+    )
+}
+
+fn connect_with_tls(config: &postgres::Config) -> Result<postgres::Client> {
+    match config.get_ssl_mode() {
+        postgres::config::SslMode::Disable => Ok(config.connect(postgres::NoTls)?),
+        _ => Ok(config.connect(tls_connector()?)?),
+    }
+}
+
+/// TLS to PostgreSQL with the platform's trusted roots (`sslmode=require` in the URL).
+fn tls_connector() -> Result<tokio_postgres_rustls::MakeRustlsConnect> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| Error::Config(format!("TLS: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+fn migrate(conn: &mut PgConn) -> Result<()> {
+    let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+    let mut tx = conn.client.transaction()?;
+    // N nodes starting together: one migrates, the others wait here and then find it done.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS berth_schema (version BIGINT NOT NULL)")?;
+    let version: i64 = match tx.query_opt("SELECT version FROM berth_schema", &[])? {
+        Some(row) => row.try_get(0)?,
+        None => {
+            tx.execute("INSERT INTO berth_schema (version) VALUES (0)", &[])?;
+            0
+        }
+    };
+    if version > known {
+        return Err(Error::SchemaTooNew {
+            found: version,
+            known,
+        });
+    }
+    for sql in MIGRATIONS
+        .iter()
+        .skip(usize::try_from(version).unwrap_or(0))
+    {
+        tx.batch_execute(sql)?;
+    }
+    tx.execute("UPDATE berth_schema SET version = $1", &[&known])?;
+    tx.commit()?;
+    Ok(())
+}

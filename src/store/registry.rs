@@ -1,0 +1,389 @@
+//! Registry queries: repositories, blob links, manifests, tags, uploads, garbage collection.
+//! Written once for both engines (see `sql.rs`).
+
+use super::sql::p;
+use super::{Reader, Writer, digest_col, to_i64, to_u64};
+use crate::content::{Digest, Reference};
+use crate::store::{Error, GcPlan, ManifestRow, NewManifest, ReferrerRow, Result, UploadRow, now};
+
+impl Reader<'_> {
+    pub fn repo_id(&self, name: &str) -> Result<Option<i64>> {
+        self.conn
+            .query_opt("SELECT id FROM repositories WHERE name = ?1", p![name], |r| r.get(0))
+    }
+
+    /// The size of `digest` if the repository holds it.
+    pub fn blob_in_repo(&self, repo: &str, digest: &Digest) -> Result<Option<u64>> {
+        Ok(self
+            .conn
+            .query_opt(
+                "SELECT b.size FROM repositories r
+                 JOIN repo_blobs rb ON rb.repo_id = r.id
+                 JOIN blobs b ON b.digest = rb.digest
+                 WHERE r.name = ?1 AND rb.digest = ?2",
+                p![repo, digest.to_string()],
+                |r| r.get::<i64>(0),
+            )?
+            .map(to_u64))
+    }
+
+    /// The size of `digest` if it is stored at all.
+    pub fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
+        Ok(self
+            .conn
+            .query_opt(
+                "SELECT size FROM blobs WHERE digest = ?1",
+                p![digest.to_string()],
+                |r| r.get::<i64>(0),
+            )?
+            .map(to_u64))
+    }
+
+    pub fn manifest(&self, repo: &str, reference: &Reference) -> Result<Option<ManifestRow>> {
+        let row = |r: &super::sql::Row<'_>| {
+            Ok(ManifestRow {
+                digest: digest_col(r.get(0)?)?,
+                media_type: r.get(1)?,
+                content: r.get::<Vec<u8>>(2)?.into(),
+            })
+        };
+        match reference {
+            Reference::Digest(d) => self.conn.query_opt(
+                "SELECT m.digest, m.media_type, m.content FROM repositories r
+                 JOIN manifests m ON m.repo_id = r.id
+                 WHERE r.name = ?1 AND m.digest = ?2",
+                p![repo, d.to_string()],
+                row,
+            ),
+            Reference::Tag(t) => self.conn.query_opt(
+                "SELECT m.digest, m.media_type, m.content FROM repositories r
+                 JOIN tags t ON t.repo_id = r.id
+                 JOIN manifests m ON m.repo_id = r.id AND m.digest = t.digest
+                 WHERE r.name = ?1 AND t.name = ?2",
+                p![repo, t.as_str()],
+                row,
+            ),
+        }
+    }
+
+    /// Tags of `repo` after `last`, sorted, at most `limit`; `None` if the repository is unknown.
+    pub fn tags(&self, repo: &str, last: Option<&str>, limit: u64) -> Result<Option<Vec<String>>> {
+        let Some(repo_id) = self.repo_id(repo)? else {
+            return Ok(None);
+        };
+        self.conn
+            .query(
+                "SELECT name FROM tags WHERE repo_id = ?1 AND name > ?2 ORDER BY name LIMIT ?3",
+                p![repo_id, last.unwrap_or(""), to_i64(limit)],
+                |r| r.get(0),
+            )
+            .map(Some)
+    }
+
+    /// Repositories that hold at least one manifest, sorted, after `last`, at most `limit`.
+    pub fn catalog(&self, last: Option<&str>, limit: u64) -> Result<Vec<String>> {
+        self.conn.query(
+            "SELECT name FROM repositories r WHERE name > ?1
+             AND EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id)
+             ORDER BY name LIMIT ?2",
+            p![last.unwrap_or(""), to_i64(limit)],
+            |r| r.get(0),
+        )
+    }
+
+    pub fn referrers(
+        &self,
+        repo: &str,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<ReferrerRow>> {
+        self.conn.query(
+            "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations
+             FROM repositories r JOIN manifests m ON m.repo_id = r.id
+             WHERE r.name = ?1 AND m.subject = ?2 AND (CAST(?3 AS TEXT) IS NULL OR m.artifact_type = ?3)
+             ORDER BY m.digest",
+            p![repo, subject.to_string(), artifact_type],
+            |r| {
+                Ok(ReferrerRow {
+                    digest: digest_col(r.get(0)?)?,
+                    media_type: r.get(1)?,
+                    size: to_u64(r.get(2)?),
+                    artifact_type: r.get(3)?,
+                    annotations: r.get(4)?,
+                })
+            },
+        )
+    }
+
+    pub fn upload(&self, id: &uuid::Uuid) -> Result<Option<UploadRow>> {
+        self.conn.query_opt(
+            "SELECT r.name, u.created_at FROM uploads u JOIN repositories r ON r.id = u.repo_id WHERE u.id = ?1",
+            p![id.to_string()],
+            |r| {
+                Ok(UploadRow {
+                    repository: r.get(0)?,
+                    created_at: r.get(1)?,
+                })
+            },
+        )
+    }
+
+    /// Number of stored blobs and their total size.
+    pub fn blob_stats(&self) -> Result<(u64, u64)> {
+        Ok(self
+            .conn
+            .query_opt(
+                "SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM blobs",
+                p![],
+                |r| Ok((to_u64(r.get(0)?), to_u64(r.get(1)?))),
+            )?
+            .unwrap_or((0, 0)))
+    }
+
+    /// A constant-time round trip, for readiness probes.
+    pub fn ping(&self) -> Result<()> {
+        self.conn.exists("SELECT 1", p![]).map(drop)
+    }
+}
+
+impl Writer<'_> {
+    /// Deletes every repository of namespace `ns` (the repository `ns` itself and `ns/…`) with
+    /// its tags, manifests, blob links and upload sessions. Blob files are left to GC, which
+    /// removes those no repository links any more.
+    pub fn delete_repositories_in(&self, ns: &str) -> Result<u64> {
+        let prefix = format!("{ns}/");
+        let ids: Vec<i64> = self.conn.query(
+            "SELECT id FROM repositories WHERE name = ?1 OR substr(name, 1, length(?2)) = ?2",
+            p![ns, prefix],
+            |r| r.get(0),
+        )?;
+        for id in &ids {
+            for table in [
+                "tags",
+                "manifests",
+                "manifest_refs",
+                "repo_blobs",
+                "uploads",
+            ] {
+                self.conn
+                    .execute(&format!("DELETE FROM {table} WHERE repo_id = ?1"), p![id])?;
+            }
+            self.conn
+                .execute("DELETE FROM repositories WHERE id = ?1", p![id])?;
+        }
+        Ok(ids.len() as u64)
+    }
+
+    pub fn ensure_repo(&self, name: &str) -> Result<i64> {
+        if let Some(id) = self.reader().repo_id(name)? {
+            return Ok(id);
+        }
+        self.conn.value(
+            "INSERT INTO repositories (name, created_at) VALUES (?1, ?2) RETURNING id",
+            p![name, now()],
+        )
+    }
+
+    pub fn insert_blob(&self, digest: &Digest, size: u64) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO blobs (digest, size, created_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+            p![digest.to_string(), to_i64(size), now()],
+        )?;
+        Ok(())
+    }
+
+    /// Links a stored blob into a repository, refreshing the link time if it is already there.
+    pub fn link_blob(&self, repo_id: i64, digest: &Digest) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO repo_blobs (repo_id, digest, linked_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (repo_id, digest) DO UPDATE SET linked_at = excluded.linked_at",
+            p![repo_id, digest.to_string(), now()],
+        )?;
+        Ok(())
+    }
+
+    pub fn unlink_blob(&self, repo: &str, digest: &Digest) -> Result<bool> {
+        Ok(self.conn.execute(
+            "DELETE FROM repo_blobs WHERE digest = ?2 AND repo_id = (SELECT id FROM repositories WHERE name = ?1)",
+            p![repo, digest.to_string()],
+        )? > 0)
+    }
+
+    /// The first reference of `m` that the repository does not hold, if any.
+    pub fn missing_ref(&self, repo_id: i64, m: &NewManifest<'_>) -> Result<Option<Digest>> {
+        for d in m.blob_refs {
+            if !self.conn.exists(
+                "SELECT 1 FROM repo_blobs WHERE repo_id = ?1 AND digest = ?2",
+                p![repo_id, d.to_string()],
+            )? {
+                return Ok(Some(d.clone()));
+            }
+        }
+        for d in m.manifest_refs {
+            if !self.conn.exists(
+                "SELECT 1 FROM manifests WHERE repo_id = ?1 AND digest = ?2",
+                p![repo_id, d.to_string()],
+            )? {
+                return Ok(Some(d.clone()));
+            }
+        }
+        Ok(None)
+    }
+
+    pub fn put_manifest(&self, repo_id: i64, m: &NewManifest<'_>, tag: Option<&str>) -> Result<()> {
+        let now = now();
+        let digest = m.digest.to_string();
+        self.conn.execute(
+            "INSERT INTO manifests
+             (repo_id, digest, media_type, artifact_type, subject, annotations, size, content, pushed_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (repo_id, digest) DO UPDATE SET pushed_at = excluded.pushed_at",
+            p![
+                repo_id,
+                digest,
+                m.media_type,
+                m.artifact_type,
+                m.subject.map(ToString::to_string),
+                m.annotations,
+                to_i64(m.content.len() as u64),
+                m.content,
+                now
+            ],
+        )?;
+        let refs = "INSERT INTO manifest_refs (repo_id, manifest_digest, ref_digest, kind) VALUES (?1, ?2, ?3, ?4)
+                    ON CONFLICT DO NOTHING";
+        for d in m.blob_refs {
+            self.conn
+                .execute(refs, p![repo_id, digest, d.to_string(), 0_i64])?;
+        }
+        for d in m.manifest_refs {
+            self.conn
+                .execute(refs, p![repo_id, digest, d.to_string(), 1_i64])?;
+        }
+        if let Some(tag) = tag {
+            self.conn.execute(
+                "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+                p![repo_id, tag, digest, now],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a manifest, its references and every tag that points at it.
+    pub fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<bool> {
+        let Some(repo_id) = self.reader().repo_id(repo)? else {
+            return Ok(false);
+        };
+        self.delete_manifest_in(repo_id, &digest.to_string())
+    }
+
+    fn delete_manifest_in(&self, repo_id: i64, digest: &str) -> Result<bool> {
+        let n = self.conn.execute(
+            "DELETE FROM manifests WHERE repo_id = ?1 AND digest = ?2",
+            p![repo_id, digest],
+        )?;
+        self.conn.execute(
+            "DELETE FROM manifest_refs WHERE repo_id = ?1 AND manifest_digest = ?2",
+            p![repo_id, digest],
+        )?;
+        self.conn.execute(
+            "DELETE FROM tags WHERE repo_id = ?1 AND digest = ?2",
+            p![repo_id, digest],
+        )?;
+        Ok(n > 0)
+    }
+
+    pub fn delete_tag(&self, repo: &str, tag: &str) -> Result<bool> {
+        Ok(self.conn.execute(
+            "DELETE FROM tags WHERE name = ?2 AND repo_id = (SELECT id FROM repositories WHERE name = ?1)",
+            p![repo, tag],
+        )? > 0)
+    }
+
+    pub fn create_upload(&self, id: &uuid::Uuid, repo_id: i64) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO uploads (id, repo_id, created_at) VALUES (?1, ?2, ?3)",
+            p![id.to_string(), repo_id, now()],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_upload(&self, id: &uuid::Uuid) -> Result<bool> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM uploads WHERE id = ?1", p![id.to_string()])?
+            > 0)
+    }
+
+    /// Deletes the upload sessions created before `cutoff` and returns their ids.
+    pub fn expire_uploads(&self, cutoff: i64) -> Result<Vec<uuid::Uuid>> {
+        let ids = self.conn.query(
+            "DELETE FROM uploads WHERE created_at < ?1 RETURNING id",
+            p![cutoff],
+            |r| {
+                let id: String = r.get(0)?;
+                uuid::Uuid::parse_str(&id).map_err(|_| Error::Corrupt(format!("upload id {id:?}")))
+            },
+        )?;
+        Ok(ids)
+    }
+
+    /// Removes from the metadata everything garbage collection may remove, and says what it was.
+    ///
+    /// * upload sessions created before `upload_cutoff`;
+    /// * with `untagged`, manifests pushed before `cutoff` that no tag, no index in the same
+    ///   repository and no present subject keeps (repeated until nothing more goes, so an index's
+    ///   children go after the index);
+    /// * blob links made before `cutoff` that no manifest of that repository references;
+    /// * blobs that no repository links and no manifest references.
+    ///
+    /// The caller deletes the files, each under that blob's lock (see `content::gc`).
+    pub fn collect_garbage(
+        &self,
+        cutoff: i64,
+        upload_cutoff: i64,
+        untagged: bool,
+    ) -> Result<GcPlan> {
+        let mut plan = GcPlan {
+            uploads: self.expire_uploads(upload_cutoff)?,
+            ..GcPlan::default()
+        };
+        if untagged {
+            loop {
+                let victims: Vec<(i64, String, String)> = self.conn.query(
+                    "SELECT m.repo_id, m.digest, r.name FROM manifests m JOIN repositories r ON r.id = m.repo_id
+                     WHERE m.pushed_at < ?1
+                     AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = m.repo_id AND t.digest = m.digest)
+                     AND NOT EXISTS (SELECT 1 FROM manifest_refs mr
+                                     WHERE mr.repo_id = m.repo_id AND mr.ref_digest = m.digest AND mr.kind = 1)
+                     AND NOT (m.subject IS NOT NULL AND EXISTS
+                              (SELECT 1 FROM manifests s WHERE s.repo_id = m.repo_id AND s.digest = m.subject))",
+                    p![cutoff],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )?;
+                if victims.is_empty() {
+                    break;
+                }
+                for (repo_id, digest, repo) in victims {
+                    self.delete_manifest_in(repo_id, &digest)?;
+                    plan.manifests.push((repo, digest_col(digest)?));
+                }
+            }
+        }
+        plan.links = self.conn.execute(
+            "DELETE FROM repo_blobs WHERE linked_at < ?1 AND NOT EXISTS
+             (SELECT 1 FROM manifest_refs mr WHERE mr.repo_id = repo_blobs.repo_id AND mr.ref_digest = repo_blobs.digest)",
+            p![cutoff],
+        )?;
+        plan.blobs = self.conn.query(
+            "DELETE FROM blobs AS b
+             WHERE NOT EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = b.digest)
+             AND NOT EXISTS (SELECT 1 FROM manifest_refs mr WHERE mr.ref_digest = b.digest)
+             RETURNING digest, size",
+            p![],
+            |r| Ok((digest_col(r.get(0)?)?, to_u64(r.get(1)?))),
+        )?;
+        Ok(plan)
+    }
+}

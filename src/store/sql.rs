@@ -1,0 +1,199 @@
+//! One way to run a query on either engine. The queries (`registry.rs`, `iam.rs`) are written once
+//! in the SQL both engines accept, with `?N` placeholders; for PostgreSQL they become `$N` when a
+//! statement is first prepared on a connection. Values cross as types both drivers convert
+//! (`i64`, `bool`, text, bytes and their `Option`s): integers are `BIGINT` in the PostgreSQL
+//! schema, flags `BOOLEAN`.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use super::{Error, Result};
+
+/// A parameter either driver can bind.
+pub(super) trait Param {
+    fn sqlite(&self) -> &dyn rusqlite::ToSql;
+    fn pg(&self) -> &(dyn postgres::types::ToSql + Sync);
+}
+
+impl<T: rusqlite::ToSql + postgres::types::ToSql + Sync> Param for T {
+    fn sqlite(&self) -> &dyn rusqlite::ToSql {
+        self
+    }
+    fn pg(&self) -> &(dyn postgres::types::ToSql + Sync) {
+        self
+    }
+}
+
+/// A column type either driver can read.
+pub(super) trait Col: rusqlite::types::FromSql + for<'a> postgres::types::FromSql<'a> {}
+impl<T: rusqlite::types::FromSql + for<'a> postgres::types::FromSql<'a>> Col for T {}
+
+/// `p![a, b]`: a parameter list for `Conn` queries.
+macro_rules! p {
+    ($($x:expr),* $(,)?) => { &[$(&$x as &dyn $crate::store::sql::Param),*] };
+}
+pub(super) use p;
+
+/// A PostgreSQL connection with its prepared statements (prepared once per connection).
+pub(super) struct PgConn {
+    pub(super) client: postgres::Client,
+    statements: HashMap<String, postgres::Statement>,
+}
+
+impl PgConn {
+    pub(super) fn new(client: postgres::Client) -> PgConn {
+        PgConn {
+            client,
+            statements: HashMap::new(),
+        }
+    }
+
+    fn statement(&mut self, sql: &str) -> Result<postgres::Statement> {
+        if let Some(st) = self.statements.get(sql) {
+            return Ok(st.clone());
+        }
+        let st = self.client.prepare(&dollar_placeholders(sql))?;
+        if self.statements.len() >= 256 {
+            self.statements.clear();
+        }
+        self.statements.insert(sql.to_owned(), st.clone());
+        Ok(st)
+    }
+}
+
+/// `?12` → `$12`, outside string literals.
+fn dollar_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut quoted = false;
+    for c in sql.chars() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                out.push(c);
+            }
+            '?' if !quoted => out.push('$'),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// A connection (or the transaction open on it) of either engine.
+#[derive(Clone, Copy)]
+pub(super) enum Conn<'a> {
+    Sqlite(&'a rusqlite::Connection),
+    Pg(&'a RefCell<PgConn>),
+}
+
+/// One result row.
+pub(super) enum Row<'a> {
+    Sqlite(&'a rusqlite::Row<'a>),
+    Pg(&'a postgres::Row),
+}
+
+impl Row<'_> {
+    pub(super) fn get<T: Col>(&self, i: usize) -> Result<T> {
+        match self {
+            Row::Sqlite(r) => Ok(r.get(i)?),
+            Row::Pg(r) => Ok(r.try_get(i)?),
+        }
+    }
+}
+
+impl Conn<'_> {
+    /// Every row of `sql`, mapped by `f`.
+    pub(super) fn query<T>(
+        &self,
+        sql: &str,
+        params: &[&dyn Param],
+        mut f: impl FnMut(&Row<'_>) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        match self {
+            Conn::Sqlite(c) => {
+                let mut st = c.prepare_cached(sql)?;
+                let mut rows = st.query(rusqlite::params_from_iter(
+                    params.iter().map(|p| p.sqlite()),
+                ))?;
+                let mut out = Vec::new();
+                while let Some(r) = rows.next()? {
+                    out.push(f(&Row::Sqlite(r))?);
+                }
+                Ok(out)
+            }
+            Conn::Pg(c) => {
+                let mut c = c.borrow_mut();
+                let st = c.statement(sql)?;
+                let args: Vec<_> = params.iter().map(|p| p.pg()).collect();
+                let rows = c.client.query(&st, &args)?;
+                rows.iter().map(|r| f(&Row::Pg(r))).collect()
+            }
+        }
+    }
+
+    /// The first row of `sql`, if any, mapped by `f`.
+    pub(super) fn query_opt<T>(
+        &self,
+        sql: &str,
+        params: &[&dyn Param],
+        mut f: impl FnMut(&Row<'_>) -> Result<T>,
+    ) -> Result<Option<T>> {
+        match self {
+            Conn::Sqlite(c) => {
+                let mut st = c.prepare_cached(sql)?;
+                let mut rows = st.query(rusqlite::params_from_iter(
+                    params.iter().map(|p| p.sqlite()),
+                ))?;
+                rows.next()?.map(|r| f(&Row::Sqlite(r))).transpose()
+            }
+            Conn::Pg(c) => {
+                let mut c = c.borrow_mut();
+                let st = c.statement(sql)?;
+                let args: Vec<_> = params.iter().map(|p| p.pg()).collect();
+                let row = c.client.query_opt(&st, &args)?;
+                row.as_ref().map(|r| f(&Row::Pg(r))).transpose()
+            }
+        }
+    }
+
+    /// The one value of a query that returns one row (`COUNT(*)`, `RETURNING id`).
+    pub(super) fn value<T: Col>(&self, sql: &str, params: &[&dyn Param]) -> Result<T> {
+        self.query_opt(sql, params, |r| r.get(0))?
+            .ok_or_else(|| Error::Corrupt(format!("no row from {sql:?}")))
+    }
+
+    /// Runs a statement; the number of rows it changed.
+    pub(super) fn execute(&self, sql: &str, params: &[&dyn Param]) -> Result<u64> {
+        match self {
+            Conn::Sqlite(c) => {
+                let n = c
+                    .prepare_cached(sql)?
+                    .execute(rusqlite::params_from_iter(params.iter().map(|p| p.sqlite())))?;
+                Ok(n as u64)
+            }
+            Conn::Pg(c) => {
+                let mut c = c.borrow_mut();
+                let st = c.statement(sql)?;
+                let args: Vec<_> = params.iter().map(|p| p.pg()).collect();
+                Ok(c.client.execute(&st, &args)?)
+            }
+        }
+    }
+
+    /// Whether `sql` returns a row.
+    pub(super) fn exists(&self, sql: &str, params: &[&dyn Param]) -> Result<bool> {
+        Ok(self.query_opt(sql, params, |_| Ok(()))?.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dollar_placeholders;
+
+    #[test]
+    fn placeholders_become_dollars_outside_literals() {
+        assert_eq!(
+            dollar_placeholders("SELECT ?1, '?x' || ?12 WHERE a = ?2"),
+            "SELECT $1, '?x' || $12 WHERE a = $2"
+        );
+    }
+}
