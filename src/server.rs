@@ -103,15 +103,26 @@ pub fn open_content(
     Ok(ContentService::new(meta, blobs))
 }
 
+/// The token signing keys: operator-provided files, else in the database (shared by every node,
+/// sealed with the secret key) with PostgreSQL, else in the data directory.
+pub fn open_keys(config: &Config, content: &ContentService) -> Result<Keys, crate::auth::keys::KeyError> {
+    match (&config.token_signer, &config.database, &config.secret_key) {
+        (Some(files), _, _) => Keys::external(&files.key, &files.cert),
+        (None, Some(_), Some(secret)) => Keys::in_store(content.meta().clone(), secret),
+        (None, Some(_), None) => Err(crate::auth::keys::KeyError::Crypto(
+            "with --database the token signing keys live in the database, sealed with a secret every node shares: \
+             set BERTH_SECRET_KEY or --secret-key-file (or give --token-key)"
+                .into(),
+        )),
+        (None, None, _) => Keys::open(&config.data_dir),
+    }
+}
+
 impl AppState {
     /// Opens the stores and the signing keys for `config`.
     pub fn open(config: &Config) -> Result<AppState, ServerError> {
         let content = open_content(&config.data_dir, config.database.as_ref())?;
-        let keys = match &config.token_signer {
-            Some(files) => Keys::external(&files.key, &files.cert),
-            None => Keys::open(&config.data_dir),
-        }
-        .map_err(|e| ServerError::Keys(e.to_string()))?;
+        let keys = open_keys(config, &content).map_err(|e| ServerError::Keys(e.to_string()))?;
         let tokens = TokenService::new(keys, config.token_issuer.clone(), config.token_ttl);
         let iam = IamService::new(content.meta().clone());
         let auth = AuthService::new(iam, tokens);

@@ -173,3 +173,12 @@ CREATE TABLE revocations (
     at   BIGINT NOT NULL
 );
 CREATE INDEX revocations_by_at ON revocations (at);
+
+-- Token signing keys shared by every node; private keys sealed with the operator's secret key.
+CREATE TABLE token_keys (
+    kid         TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL CHECK (kind IN ('ca', 'signing')),
+    created     BIGINT NOT NULL,
+    cert_pem    TEXT NOT NULL,
+    sealed_key  BYTEA NOT NULL
+);

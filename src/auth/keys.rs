@@ -55,15 +55,248 @@ pub struct SigningKey {
 /// The loaded key set; cheap to clone, reloadable in place.
 #[derive(Clone)]
 pub struct Keys {
-    dir: PathBuf,
-    /// Operator-provided (key, chain) files, used instead of the generated CA and keys.
-    external: Option<(PathBuf, PathBuf)>,
+    home: Home,
     inner: Arc<RwLock<Loaded>>,
+}
+
+/// Where the keys live.
+#[derive(Clone)]
+enum Home {
+    /// `<data dir>/keys/`: the embedded default, one node.
+    Dir(PathBuf),
+    /// The metadata store, private keys sealed with the secret key: every node shares them.
+    Store(crate::store::MetadataStore, Arc<Sealer>),
+    /// Operator-provided (key, chain) files, used instead of the generated CA and keys.
+    External(PathBuf, PathBuf),
 }
 
 struct Loaded {
     signing: Vec<Arc<SigningKey>>,
     ca_pem: String,
+    /// The kids loaded, to skip re-parsing when nothing changed.
+    kids: Vec<String>,
+}
+
+/// A stored key: `(created, kid, private key PEM, certificate PEM)`.
+type Entry = (i64, String, String, String);
+
+/// AES-256-GCM with a key derived (HKDF-SHA256) from the operator's secret: seals the private
+/// keys kept in the metadata store, bound to their kid, so a database dump alone signs nothing.
+pub struct Sealer {
+    key: ring::aead::LessSafeKey,
+}
+
+impl Sealer {
+    /// The secret must be at least 32 characters (e.g. `openssl rand -base64 32`).
+    pub fn new(secret: &str) -> Result<Sealer, KeyError> {
+        let secret = secret.trim();
+        if secret.len() < 32 {
+            return Err(KeyError::Crypto(
+                "the secret key must be at least 32 characters (e.g. `openssl rand -base64 32`)"
+                    .into(),
+            ));
+        }
+        struct Len;
+        impl ring::hkdf::KeyType for Len {
+            fn len(&self) -> usize {
+                32
+            }
+        }
+        let salt = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"berth token keys v1");
+        let mut bytes = [0u8; 32];
+        salt.extract(secret.as_bytes())
+            .expand(&[b"aes-256-gcm"], Len)
+            .and_then(|okm| okm.fill(&mut bytes))
+            .map_err(|_| KeyError::Crypto("deriving the sealing key".into()))?;
+        let key = ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, &bytes)
+            .map_err(|_| KeyError::Crypto("the sealing key".into()))?;
+        Ok(Sealer {
+            key: ring::aead::LessSafeKey::new(key),
+        })
+    }
+
+    fn seal(&self, kid: &str, plain: &str) -> Result<Vec<u8>, KeyError> {
+        let mut nonce = [0u8; 12];
+        rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut nonce)
+            .map_err(|e| KeyError::Crypto(format!("random: {e}")))?;
+        let mut buf = plain.as_bytes().to_vec();
+        self.key
+            .seal_in_place_append_tag(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::from(kid.as_bytes()),
+                &mut buf,
+            )
+            .map_err(|_| KeyError::Crypto("sealing a key".into()))?;
+        let mut out = nonce.to_vec();
+        out.extend(buf);
+        Ok(out)
+    }
+
+    fn open(&self, kid: &str, sealed: &[u8]) -> Result<String, KeyError> {
+        let wrong = || {
+            KeyError::Crypto(format!(
+                "cannot open key {kid}: wrong secret key (--secret-key-file / BERTH_SECRET_KEY) or damaged row"
+            ))
+        };
+        if sealed.len() < 12 {
+            return Err(wrong());
+        }
+        let (nonce, rest) = sealed.split_at(12);
+        let nonce = ring::aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| wrong())?;
+        let mut buf = rest.to_vec();
+        let plain = self
+            .key
+            .open_in_place(nonce, ring::aead::Aad::from(kid.as_bytes()), &mut buf)
+            .map_err(|_| wrong())?;
+        String::from_utf8(plain.to_vec()).map_err(|_| wrong())
+    }
+}
+
+fn store_err(e: crate::store::Error) -> KeyError {
+    KeyError::Crypto(format!("token keys in the metadata store: {e}"))
+}
+
+/// The CA's id in the key table.
+const CA_KID: &str = "ca";
+
+impl Home {
+    /// The CA's (private key PEM, certificate PEM), if made.
+    fn ca(&self) -> Result<Option<(String, String)>, KeyError> {
+        match self {
+            Home::Dir(dir) => {
+                if !dir.join("ca.key").exists() {
+                    return Ok(None);
+                }
+                let key = std::fs::read_to_string(dir.join("ca.key")).map_err(io("reading ca.key"))?;
+                let cert = std::fs::read_to_string(dir.join("ca.pem")).map_err(io("reading ca.pem"))?;
+                Ok(Some((key, cert)))
+            }
+            Home::Store(meta, sealer) => {
+                let row = meta.read(|r| r.token_key(CA_KID)).map_err(store_err)?;
+                row.map(|(_, cert, sealed)| Ok((sealer.open(CA_KID, &sealed)?, cert)))
+                    .transpose()
+            }
+            Home::External(..) => Ok(None),
+        }
+    }
+
+    /// Stores the CA unless one exists (nodes starting together: the first one wins).
+    fn put_ca(&self, key_pem: &str, cert_pem: &str) -> Result<(), KeyError> {
+        match self {
+            Home::Dir(dir) => {
+                write_private(&dir.join("ca.key"), key_pem)?;
+                write_private(&dir.join("ca.pem"), cert_pem)
+            }
+            Home::Store(meta, sealer) => {
+                let sealed = sealer.seal(CA_KID, key_pem)?;
+                meta.write(|w| w.insert_token_key(CA_KID, "ca", now(), cert_pem, &sealed))
+                    .map_err(store_err)
+            }
+            Home::External(..) => Ok(()),
+        }
+    }
+
+    /// The signing keys, oldest first.
+    fn signing(&self) -> Result<Vec<Entry>, KeyError> {
+        match self {
+            Home::Dir(dir) => {
+                let mut out = Vec::new();
+                for (created, kid, base) in signing_files(dir)? {
+                    let key = std::fs::read_to_string(base.with_extension("key"))
+                        .map_err(io(format!("reading {}", base.display())))?;
+                    let cert = std::fs::read_to_string(base.with_extension("pem"))
+                        .map_err(io(format!("reading {}", base.display())))?;
+                    out.push((created, kid, key, cert));
+                }
+                Ok(out)
+            }
+            Home::Store(meta, sealer) => {
+                let rows = meta.read(|r| r.signing_keys()).map_err(store_err)?;
+                rows.into_iter()
+                    .map(|(created, kid, cert, sealed)| {
+                        Ok((created, kid.clone(), sealer.open(&kid, &sealed)?, cert))
+                    })
+                    .collect()
+            }
+            Home::External(..) => Ok(Vec::new()),
+        }
+    }
+
+    /// `(created, kid)` of the signing keys, oldest first, without opening them.
+    fn signing_ids(&self) -> Result<Vec<(i64, String)>, KeyError> {
+        match self {
+            Home::Dir(dir) => Ok(signing_files(dir)?
+                .into_iter()
+                .map(|(c, k, _)| (c, k))
+                .collect()),
+            Home::Store(meta, _) => Ok(meta
+                .read(|r| r.signing_keys())
+                .map_err(store_err)?
+                .into_iter()
+                .map(|(c, k, _, _)| (c, k))
+                .collect()),
+            Home::External(..) => Ok(Vec::new()),
+        }
+    }
+
+    fn put_signing(&self, created: i64, kid: &str, key_pem: &str, cert_pem: &str) -> Result<(), KeyError> {
+        match self {
+            Home::Dir(dir) => {
+                let base = dir.join(format!("signing-{created}-{kid}"));
+                write_private(&base.with_extension("pem"), cert_pem)?;
+                write_private(&base.with_extension("key"), key_pem)
+            }
+            Home::Store(meta, sealer) => {
+                let sealed = sealer.seal(kid, key_pem)?;
+                meta.write(|w| w.insert_token_key(kid, "signing", created, cert_pem, &sealed))
+                    .map_err(store_err)
+            }
+            Home::External(..) => Ok(()),
+        }
+    }
+
+    fn remove_signing(&self, created: i64, kid: &str) -> Result<(), KeyError> {
+        match self {
+            Home::Dir(dir) => {
+                let base = dir.join(format!("signing-{created}-{kid}"));
+                let _ = std::fs::remove_file(base.with_extension("key"));
+                let _ = std::fs::remove_file(base.with_extension("pem"));
+                Ok(())
+            }
+            Home::Store(meta, _) => meta
+                .write(|w| w.delete_token_key(kid))
+                .map(drop)
+                .map_err(store_err),
+            Home::External(..) => Ok(()),
+        }
+    }
+}
+
+/// `(created, kid, path without extension)` of each signing key file in `dir`, oldest first.
+fn signing_files(dir: &Path) -> Result<Vec<(i64, String, PathBuf)>, KeyError> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(io(format!("listing {}", dir.display())))? {
+        let path = e.map_err(io("listing keys"))?.path();
+        let Some(stem) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".key"))
+        else {
+            continue;
+        };
+        let Some(rest) = stem.strip_prefix("signing-") else {
+            continue;
+        };
+        let Some((created, kid)) = rest.split_once('-') else {
+            continue;
+        };
+        let Ok(created) = created.parse() else {
+            continue;
+        };
+        out.push((created, kid.to_owned(), dir.join(stem)));
+    }
+    out.sort();
+    Ok(out)
 }
 
 fn write_private(path: &Path, text: &str) -> Result<(), KeyError> {
@@ -104,25 +337,38 @@ fn ca_params() -> Result<CertificateParams, KeyError> {
 }
 
 impl Keys {
+    fn empty(home: Home) -> Keys {
+        Keys {
+            home,
+            inner: Arc::new(RwLock::new(Loaded {
+                signing: Vec::new(),
+                ca_pem: String::new(),
+                kids: Vec::new(),
+            })),
+        }
+    }
+
     /// Loads the keys under `data_dir/keys`, creating the CA and a first signing key if absent.
     pub fn open(data_dir: &Path) -> Result<Keys, KeyError> {
         let dir = data_dir.join("keys");
         std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
-        if !dir.join("ca.key").exists() {
+        Keys::init(Home::Dir(dir))
+    }
+
+    /// Loads the keys kept in the metadata store (shared by every node), their private keys
+    /// sealed with `secret`; creates the CA and a first signing key if absent.
+    pub fn in_store(meta: crate::store::MetadataStore, secret: &str) -> Result<Keys, KeyError> {
+        Keys::init(Home::Store(meta, Arc::new(Sealer::new(secret)?)))
+    }
+
+    fn init(home: Home) -> Result<Keys, KeyError> {
+        if home.ca()?.is_none() {
             let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(crypto)?;
             let cert = ca_params()?.self_signed(&key).map_err(crypto)?;
-            write_private(&dir.join("ca.key"), &key.serialize_pem())?;
-            write_private(&dir.join("ca.pem"), &cert.pem())?;
+            home.put_ca(&key.serialize_pem(), &cert.pem())?;
         }
-        let keys = Keys {
-            dir,
-            external: None,
-            inner: Arc::new(RwLock::new(Loaded {
-                signing: Vec::new(),
-                ca_pem: String::new(),
-            })),
-        };
-        if keys.signing_files()?.is_empty() {
+        let keys = Keys::empty(home);
+        if keys.home.signing_ids()?.is_empty() {
             keys.add_signing_key()?;
         }
         keys.reload()?;
@@ -132,51 +378,16 @@ impl Keys {
     /// Uses an operator-provided signing key and certificate chain (signer first, CA last). The
     /// files are re-read by `reload`, so replacing them rotates the key.
     pub fn external(key: &Path, chain: &Path) -> Result<Keys, KeyError> {
-        let keys = Keys {
-            dir: PathBuf::new(),
-            external: Some((key.to_owned(), chain.to_owned())),
-            inner: Arc::new(RwLock::new(Loaded {
-                signing: Vec::new(),
-                ca_pem: String::new(),
-            })),
-        };
+        let keys = Keys::empty(Home::External(key.to_owned(), chain.to_owned()));
         keys.reload()?;
         Ok(keys)
     }
 
-    /// `(created, kid, path without extension)` of each signing key, oldest first.
-    fn signing_files(&self) -> Result<Vec<(i64, String, PathBuf)>, KeyError> {
-        let mut out = Vec::new();
-        for e in
-            std::fs::read_dir(&self.dir).map_err(io(format!("listing {}", self.dir.display())))?
-        {
-            let path = e.map_err(io("listing keys"))?.path();
-            let Some(stem) = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".key"))
-            else {
-                continue;
-            };
-            let Some(rest) = stem.strip_prefix("signing-") else {
-                continue;
-            };
-            let Some((created, kid)) = rest.split_once('-') else {
-                continue;
-            };
-            let Ok(created) = created.parse() else {
-                continue;
-            };
-            out.push((created, kid.to_owned(), self.dir.join(stem)));
-        }
-        out.sort();
-        Ok(out)
-    }
-
     /// Generates a signing key and its certificate from the CA.
     fn add_signing_key(&self) -> Result<String, KeyError> {
-        let ca_key_pem =
-            std::fs::read_to_string(self.dir.join("ca.key")).map_err(io("reading ca.key"))?;
+        let Some((ca_key_pem, _)) = self.home.ca()? else {
+            return Err(KeyError::Crypto("no token CA".into()));
+        };
         let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(crypto)?;
         let issuer = Issuer::new(ca_params()?, ca_key);
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(crypto)?;
@@ -190,34 +401,33 @@ impl Keys {
         let cert = p.signed_by(&key, &issuer).map_err(crypto)?;
         // Strictly increasing creation stamps keep "newest" well defined within one second.
         let created = self
-            .signing_files()?
+            .home
+            .signing_ids()?
             .last()
-            .map_or(now(), |(c, _, _)| (*c + 1).max(now()));
-        let base = self.dir.join(format!("signing-{created}-{kid}"));
-        write_private(&base.with_extension("pem"), &cert.pem())?;
-        write_private(&base.with_extension("key"), &key.serialize_pem())?;
+            .map_or(now(), |(c, _)| (*c + 1).max(now()));
+        self.home
+            .put_signing(created, &kid, &key.serialize_pem(), &cert.pem())?;
         Ok(kid)
     }
 
     /// Adds a new signing key and removes keys superseded more than `keep` ago. Returns the new kid.
     pub fn rotate(&self, keep: Duration) -> Result<String, KeyError> {
         let kid = self.add_signing_key()?;
-        let files = self.signing_files()?;
+        let ids = self.home.signing_ids()?;
         let keep = i64::try_from(keep.as_secs()).unwrap_or(i64::MAX);
-        for pair in files.windows(2) {
+        for pair in ids.windows(2) {
             let (old, next) = (&pair[0], &pair[1]);
             if next.0.saturating_add(keep) < now() {
-                let _ = std::fs::remove_file(old.2.with_extension("key"));
-                let _ = std::fs::remove_file(old.2.with_extension("pem"));
+                self.home.remove_signing(old.0, &old.1)?;
             }
         }
         self.reload()?;
         Ok(kid)
     }
 
-    /// Re-reads the key directory (a running server picks up `berth keys rotate` this way).
+    /// Re-reads the keys (a running server picks up `berth keys rotate` this way, every second).
     pub fn reload(&self) -> Result<(), KeyError> {
-        if let Some((key, chain)) = &self.external {
+        if let Home::External(key, chain) = &self.home {
             let key_pem =
                 std::fs::read_to_string(key).map_err(io(format!("reading {}", key.display())))?;
             let chain_pem = std::fs::read_to_string(chain)
@@ -237,15 +447,25 @@ impl Keys {
             *self
                 .inner
                 .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Loaded { signing, ca_pem };
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Loaded {
+                signing,
+                ca_pem,
+                kids: Vec::new(),
+            };
+            return Ok(());
+        }
+        let ids: Vec<String> = self.home.signing_ids()?.into_iter().map(|(_, k)| k).collect();
+        if ids
+            == self
+                .inner
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .kids
+        {
             return Ok(());
         }
         let mut signing = Vec::new();
-        for (created, kid, base) in self.signing_files()? {
-            let key_pem = std::fs::read_to_string(base.with_extension("key"))
-                .map_err(io(format!("reading {}", base.display())))?;
-            let cert_pem = std::fs::read_to_string(base.with_extension("pem"))
-                .map_err(io(format!("reading {}", base.display())))?;
+        for (created, kid, key_pem, cert_pem) in self.home.signing()? {
             let der = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes())
                 .map_err(crypto)?;
             let mut key = signing_key(&key_pem, der.as_ref(), created)?;
@@ -255,13 +475,18 @@ impl Keys {
         if signing.is_empty() {
             return Err(KeyError::Crypto("no signing key".into()));
         }
-        let ca_pem =
-            std::fs::read_to_string(self.dir.join("ca.pem")).map_err(io("reading ca.pem"))?;
-        let mut loaded = self
+        let Some((_, ca_pem)) = self.home.ca()? else {
+            return Err(KeyError::Crypto("no token CA".into()));
+        };
+        let kids = signing.iter().map(|k| k.kid.clone()).collect();
+        *self
             .inner
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *loaded = Loaded { signing, ca_pem };
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Loaded {
+            signing,
+            ca_pem,
+            kids,
+        };
         Ok(())
     }
 

@@ -1,5 +1,6 @@
-//! `berth keys rotate`: adds a token signing key in the data directory. A running server picks it
-//! up within a second and signs with it; older keys keep verifying until tokens they signed have
+//! `berth keys rotate`: adds a token signing key in the data directory (or, with
+//! `BERTH_DATABASE_URL`, in the database every node reads). A running server picks it up within
+//! a second and signs with it; older keys keep verifying until tokens they signed have
 //! expired, then a later rotation removes them.
 
 use std::path::PathBuf;
@@ -43,11 +44,15 @@ pub(super) fn run(args: &KeysArgs) -> anyhow::Result<ExitCode> {
             token_key,
             token_cert_chain,
         } => {
+            let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
             let config = Config::load(&ServeArgs {
                 config: config.clone(),
                 data_dir: data_dir.clone(),
                 token_key: token_key.clone(),
                 token_cert_chain: token_cert_chain.clone(),
+                database: var(env::BERTH_DATABASE_URL),
+                secret_key_file: var(env::BERTH_SECRET_KEY_FILE).map(PathBuf::from),
+                token_ttl: var(env::BERTH_TOKEN_TTL),
                 ..ServeArgs::default()
             })?;
             if config.token_signer.is_some() {
@@ -55,8 +60,16 @@ pub(super) fn run(args: &KeysArgs) -> anyhow::Result<ExitCode> {
                     "the token signing key is operator-provided (token_key); replace its files to rotate it"
                 );
             }
-            let keys = Keys::open(&config.data_dir)
-                .with_context(|| format!("opening keys in {}", config.data_dir.display()))?;
+            let keys = match &config.database {
+                // Every node reads the new key from the database within a second.
+                Some(_) => {
+                    let content = crate::server::open_content(&config.data_dir, config.database.as_ref())
+                        .context("opening the metadata database")?;
+                    crate::server::open_keys(&config, &content)?
+                }
+                None => Keys::open(&config.data_dir)
+                    .with_context(|| format!("opening keys in {}", config.data_dir.display()))?,
+            };
             // Tokens live at most token_ttl; verifiers allow some clock leeway on top.
             let keep = config.token_ttl + std::time::Duration::from_secs(60);
             let kid = keys.rotate(keep)?;

@@ -26,6 +26,12 @@ pub const BERTH_IDLE_TIMEOUT: &str = "BERTH_IDLE_TIMEOUT";
 /// absent, SQLite in the data directory. Prefer this variable to the flag: a URL with a password
 /// on a command line is visible in process listings.
 pub const BERTH_DATABASE_URL: &str = "BERTH_DATABASE_URL";
+/// The secret that seals the token signing keys kept in the database (at least 32 characters;
+/// every node of one registry needs the same). Never a flag, so that it stays out of process
+/// listings; `--secret-key-file` reads it from a file instead.
+pub const BERTH_SECRET_KEY: &str = "BERTH_SECRET_KEY";
+/// File holding the secret key (see `BERTH_SECRET_KEY`).
+pub const BERTH_SECRET_KEY_FILE: &str = "BERTH_SECRET_KEY_FILE";
 /// Connections to PostgreSQL each node keeps at most.
 pub const BERTH_DATABASE_POOL_SIZE: &str = "BERTH_DATABASE_POOL_SIZE";
 /// Longest a database statement (or the wait for a free connection) may take.

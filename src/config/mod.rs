@@ -34,6 +34,9 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// PostgreSQL for the metadata; `None`: SQLite in `data_dir`.
     pub database: Option<crate::store::PgOptions>,
+    /// The secret that seals the signing keys kept in the database (`BERTH_SECRET_KEY` or the
+    /// file of `--secret-key-file`).
+    pub secret_key: Option<String>,
     pub log: String,
 }
 
@@ -179,6 +182,17 @@ impl Config {
                         "must be a URL like postgres://USER:PASS@HOST:PORT/DB".into(),
                     ));
                 }
+            },
+            secret_key: match raw.secret_key_file {
+                Some(path) => Some(
+                    std::fs::read_to_string(&path)
+                        .map_err(|e| invalid("secret_key_file", format!("{}: {e}", path.display())))?
+                        .trim()
+                        .to_owned(),
+                ),
+                None => std::env::var(env::BERTH_SECRET_KEY)
+                    .ok()
+                    .filter(|v| !v.trim().is_empty()),
             },
             log: raw.log.unwrap_or_else(|| "info".to_owned()),
         })

@@ -90,6 +90,10 @@ pub struct ServeArgs {
     #[arg(long, env = env::BERTH_DATABASE_URL, value_name = "URL", hide_env_values = true)]
     pub database: Option<String>,
 
+    /// File holding the secret (≥ 32 characters) that seals the token signing keys kept in the database; every node needs the same. Or set BERTH_SECRET_KEY [needed with --database unless --token-key is given]
+    #[arg(long, env = env::BERTH_SECRET_KEY_FILE, value_name = "FILE")]
+    pub secret_key_file: Option<PathBuf>,
+
     /// Connections to PostgreSQL kept at most by this node [default: 16]
     #[arg(long, env = env::BERTH_DATABASE_POOL_SIZE, value_name = "N")]
     pub database_pool_size: Option<usize>,
@@ -128,6 +132,7 @@ pub struct FileConfig {
     pub database: Option<String>,
     pub database_pool_size: Option<usize>,
     pub database_timeout: Option<String>,
+    pub secret_key_file: Option<PathBuf>,
     pub log: Option<String>,
 }
 
@@ -159,6 +164,7 @@ impl ServeArgs {
             database: self.database.clone().or(file.database),
             database_pool_size: self.database_pool_size.or(file.database_pool_size),
             database_timeout: self.database_timeout.clone().or(file.database_timeout),
+            secret_key_file: self.secret_key_file.clone().or(file.secret_key_file),
             log: self.log.clone().or(file.log),
         }
     }

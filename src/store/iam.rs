@@ -319,6 +319,24 @@ impl Reader<'_> {
         )
     }
 
+    /// A token key: (created, certificate PEM, sealed private key).
+    pub fn token_key(&self, kid: &str) -> Result<Option<(i64, String, Vec<u8>)>> {
+        self.conn.query_opt(
+            "SELECT created, cert_pem, sealed_key FROM token_keys WHERE kid = ?1",
+            p![kid],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+    }
+
+    /// The signing keys, oldest first: (created, kid, certificate PEM, sealed private key).
+    pub fn signing_keys(&self) -> Result<Vec<(i64, String, String, Vec<u8>)>> {
+        self.conn.query(
+            "SELECT created, kid, cert_pem, sealed_key FROM token_keys WHERE kind = 'signing' ORDER BY created, kid",
+            p![],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+    }
+
     pub fn audit_events(&self, f: &AuditFilter) -> Result<Vec<AuditRow>> {
         self.conn.query(
             "SELECT id, at, actor, action, outcome, target, client_addr, detail, attempted, count FROM audit_events
@@ -673,6 +691,30 @@ impl Writer<'_> {
                 e.count
             ],
         )
+    }
+
+    /// Stores a token key unless one with this kid exists (nodes starting together).
+    pub fn insert_token_key(
+        &self,
+        kid: &str,
+        kind: &str,
+        created: i64,
+        cert_pem: &str,
+        sealed_key: &[u8],
+    ) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO token_keys (kid, kind, created, cert_pem, sealed_key) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT DO NOTHING",
+            p![kid, kind, created, cert_pem, sealed_key],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_token_key(&self, kid: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM token_keys WHERE kid = ?1", p![kid])?
+            > 0)
     }
 
     /// Adds to the count of an aggregated audit row.

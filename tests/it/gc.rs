@@ -12,7 +12,7 @@ use crate::support::*;
 
 fn gc(s: &Server, args: &[&str]) -> Value {
     let out = run(s
-        .server_command("gc")
+        .server_command(&["gc"])
         .arg("--json")
         .args(args));
     serde_json::from_str(&out).unwrap()
@@ -293,7 +293,7 @@ async fn gc_while_pushing_never_removes_a_referenced_blob() {
         StatusCode::CREATED
     );
 
-    let mut gc_cmd = s.server_command("gc");
+    let mut gc_cmd = s.server_command(&["gc"]);
     gc_cmd.args(["--grace", "0s", "--untagged", "--json"]);
     let collector = tokio::task::spawn_blocking(move || {
         // The digests whose blob files collections removed.
@@ -581,7 +581,7 @@ async fn the_orphan_sweep_removes_only_files_without_rows() {
     // Past the upload expiry (30m, from the server's environment variable) the stray file goes;
     // the live session's file stays.
     let out = run(s
-        .server_command("gc")
+        .server_command(&["gc"])
         .args(["--json", "--grace", "0s"])
         .env("BERTH_UPLOAD_TTL", "30m"));
     let report: Value = serde_json::from_str(&out).unwrap();

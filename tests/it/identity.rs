@@ -906,9 +906,7 @@ async fn key_rotation_keeps_old_tokens_valid_and_signs_with_the_new_key() {
     push_image(&client(), &s, "rot/app", "v1", 70).await;
     let old = get_token().await;
     let old_kid = jwt_parts(&old).0["kid"].as_str().unwrap().to_owned();
-    let out = run(Command::new(berth_bin())
-        .args(["keys", "rotate", "--data-dir"])
-        .arg(&s.data_dir));
+    let out = run(&mut s.server_command(&["keys", "rotate"]));
     let new_kid = out
         .trim()
         .strip_prefix("new signing key ")

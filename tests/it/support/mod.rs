@@ -22,6 +22,9 @@ pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 /// The server admin's password in every test server (set through `BERTH_ADMIN_PASSWORD`).
 pub const ADMIN_PASSWORD: &str = "admin-test-password-0123";
 
+/// The secret that seals the signing keys of servers on PostgreSQL.
+pub const TEST_SECRET_KEY: &str = "test-secret-key-that-seals-signing-keys-0123456789";
+
 /// `admin:<password>`, for clients' `--creds`.
 pub fn admin_creds() -> String {
     format!("admin:{ADMIN_PASSWORD}")
@@ -78,8 +81,19 @@ impl Server {
         let chosen = extra.contains(&"--database") || env.iter().any(|(k, _)| k == "BERTH_DATABASE_URL");
         if !chosen && let Some(url) = engines::suite_database(data_dir) {
             env.push(("BERTH_DATABASE_URL".into(), url));
+            env.push(("BERTH_SECRET_KEY".into(), TEST_SECRET_KEY.into()));
         }
         Server::start_with(data_dir, extra, env)
+    }
+
+    /// A server on the embedded engine whatever the suite runs on, for tests that read its files
+    /// (its signing key, its database file).
+    pub fn start_embedded() -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let mut s = Server::start_with(&data, &[], Vec::new());
+        s._tmp = Some(tmp);
+        s
     }
 
     /// Starts on `data_dir` with exactly these arguments and environment.
@@ -201,13 +215,21 @@ impl Server {
 
     /// A server-side command (`berth gc`, `berth keys`, …) on this server's stores: its data
     /// directory and the environment it was started with (its database, if any).
-    pub fn server_command(&self, sub: &str) -> Command {
+    pub fn server_command(&self, sub: &[&str]) -> Command {
         let mut cmd = Command::new(berth_bin());
-        cmd.arg(sub).arg("--data-dir").arg(&self.data_dir);
+        cmd.args(sub).arg("--data-dir").arg(&self.data_dir);
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
         cmd
+    }
+
+    /// The PostgreSQL URL this server's metadata lives at, when it is not on SQLite.
+    pub fn database_url(&self) -> Option<String> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == "BERTH_DATABASE_URL")
+            .map(|(_, v)| v.clone())
     }
 
     pub fn log_text(&self) -> String {

@@ -1,0 +1,12 @@
+-- Token signing keys kept in the metadata store (with PostgreSQL, so that every node signs and
+-- verifies with the same keys). The embedded default keeps its keys in <data dir>/keys/; this
+-- table is used when the keys live in the store. Private keys are sealed (AES-256-GCM, key
+-- derived from the operator's secret key, the kid as associated data); `kind` is 'ca' or
+-- 'signing'.
+CREATE TABLE token_keys (
+    kid         TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL CHECK (kind IN ('ca', 'signing')),
+    created     INTEGER NOT NULL,
+    cert_pem    TEXT NOT NULL,
+    sealed_key  BLOB NOT NULL
+) WITHOUT ROWID;
