@@ -56,10 +56,13 @@ CREATE TABLE tags (
 );
 CREATE INDEX tags_by_digest ON tags (repo_id, digest);
 
+-- `size`: the bytes the session holds, committed after each chunk, so that any node can take
+-- the next one.
 CREATE TABLE uploads (
     id          TEXT PRIMARY KEY,
     repo_id     BIGINT NOT NULL,
-    created_at  BIGINT NOT NULL
+    created_at  BIGINT NOT NULL,
+    size        BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX uploads_by_created ON uploads (created_at);
 

@@ -10,3 +10,7 @@ CREATE TABLE token_keys (
     cert_pem    TEXT NOT NULL,
     sealed_key  BLOB NOT NULL
 ) WITHOUT ROWID;
+
+-- The bytes an upload session holds, committed after each chunk: with several nodes, the node
+-- that receives the next chunk learns the offset here (not from its own memory).
+ALTER TABLE uploads ADD COLUMN size INTEGER NOT NULL DEFAULT 0;

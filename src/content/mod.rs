@@ -278,9 +278,10 @@ impl ContentService {
         Ok(id)
     }
 
-    fn check_upload(&self, repo: &RepositoryName, id: &uuid::Uuid) -> Result<()> {
+    /// The upload's row, if it belongs to `repo`.
+    fn check_upload(&self, repo: &RepositoryName, id: &uuid::Uuid) -> Result<store::UploadRow> {
         match self.inner.meta.read(|r| r.upload(id))? {
-            Some(row) if row.repository == repo.as_str() => Ok(()),
+            Some(row) if row.repository == repo.as_str() => Ok(row),
             _ => {
                 self.sessions().remove(id);
                 Err(Error::UploadUnknown)
@@ -288,32 +289,38 @@ impl ContentService {
         }
     }
 
-    /// How many bytes the upload holds.
+    /// How many bytes the upload holds: the metadata store is the authority (another node may
+    /// have taken a chunk since this one last saw the session).
     pub fn upload_offset(&self, repo: &RepositoryName, id: &uuid::Uuid) -> Result<u64> {
-        self.check_upload(repo, id)?;
-        if let Some(Some(s)) = self.sessions().get(id) {
-            return Ok(s.offset);
-        }
-        self.inner.blobs.upload_len(id)?.ok_or(Error::UploadUnknown)
+        Ok(self.check_upload(repo, id)?.size)
     }
 
-    /// Takes a session for exclusive use by one request.
-    fn take_session(&self, id: &uuid::Uuid) -> Result<Session> {
+    /// Takes a session for exclusive use by one request (on this node; the digest check at the
+    /// end catches clients that write one upload through two nodes at once). `stored` is the
+    /// committed size from the session's row.
+    fn take_session(&self, id: &uuid::Uuid, stored: u64) -> Result<Session> {
         let mut map = self.sessions();
         match map.get_mut(id) {
-            Some(slot) => slot.take().ok_or_else(|| {
-                Error::UploadInvalid("another request is writing to this upload".into())
-            }),
+            Some(slot) => {
+                let mut s = slot.take().ok_or_else(|| {
+                    Error::UploadInvalid("another request is writing to this upload".into())
+                })?;
+                if s.offset != stored {
+                    // Bytes arrived through another node: this node's hash state is stale, the
+                    // bytes are hashed again at the end.
+                    s = Session {
+                        offset: stored,
+                        hasher: None,
+                    };
+                }
+                Ok(s)
+            }
             None => {
-                // Not in memory (the server restarted): resume from the file, hash it again at the end.
-                let offset = self
-                    .inner
-                    .blobs
-                    .upload_len(id)?
-                    .ok_or(Error::UploadUnknown)?;
+                // Not in memory (started on another node, or before a restart): resume from the
+                // stored bytes, hash them again at the end.
                 map.insert(*id, None);
                 Ok(Session {
-                    offset,
+                    offset: stored,
                     hasher: None,
                 })
             }
@@ -340,8 +347,8 @@ impl ContentService {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin + 'static,
         E: std::fmt::Display,
     {
-        self.check_upload(repo, id)?;
-        let mut session = self.take_session(id)?;
+        let row = self.check_upload(repo, id)?;
+        let mut session = self.take_session(id, row.size)?;
         if let Some(start) = start
             && start != session.offset
         {
@@ -354,11 +361,26 @@ impl ContentService {
             .await;
         match result {
             Ok((n, hasher)) if len.is_none_or(|l| l == n) => {
-                session.offset += n;
-                session.hasher = hasher;
-                let offset = session.offset;
-                self.put_session(id, session);
-                Ok(offset)
+                let offset = session.offset + n;
+                // The chunk counts once its size is committed; a crash before leaves the bytes
+                // beyond the committed size, and the next chunk overwrites them.
+                let id2 = *id;
+                let committed = self
+                    .blocking(move |s| Ok(s.meta.write_relaxed(|w| w.set_upload_size(&id2, offset))?))
+                    .await;
+                match committed {
+                    Ok(_) => {
+                        session.offset = offset;
+                        session.hasher = hasher;
+                        self.put_session(id, session);
+                        Ok(offset)
+                    }
+                    Err(e) => {
+                        session.hasher = None;
+                        self.put_session(id, session);
+                        Err(e)
+                    }
+                }
             }
             Ok((n, _)) => {
                 // The bytes that arrived are not what the client announced: drop them all. The
@@ -500,13 +522,16 @@ impl ContentService {
     {
         if let Some(body) = last {
             self.append(repo, id, None, None, body).await?;
-        } else {
-            self.check_upload(repo, id)?;
         }
-        let session = self.take_session(id)?;
+        let row = self.check_upload(repo, id)?;
+        let session = self.take_session(id, row.size)?;
         let (repo, id, want) = (repo.clone(), *id, digest.clone());
         let result = self
             .blocking(move |s| {
+                // Drop bytes past the committed size (a chunk whose request failed half-way).
+                if s.blobs.upload_len(&id)?.is_some_and(|n| n > session.offset) {
+                    drop(s.blobs.open_upload(&id, session.offset)?);
+                }
                 let got = match session.hasher {
                     Some(h) if want.algorithm() == Algorithm::Sha256 => h.finish(),
                     _ => hash_file(&s.blobs, &id, want.algorithm())?,

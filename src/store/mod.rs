@@ -249,6 +249,8 @@ pub struct NewManifest<'a> {
 pub struct UploadRow {
     pub repository: String,
     pub created_at: i64,
+    /// Bytes committed so far (chunks whose request succeeded).
+    pub size: u64,
 }
 
 /// What a garbage collection pass removed from the metadata (files are removed by the caller).

@@ -117,12 +117,13 @@ impl Reader<'_> {
 
     pub fn upload(&self, id: &uuid::Uuid) -> Result<Option<UploadRow>> {
         self.conn.query_opt(
-            "SELECT r.name, u.created_at FROM uploads u JOIN repositories r ON r.id = u.repo_id WHERE u.id = ?1",
+            "SELECT r.name, u.created_at, u.size FROM uploads u JOIN repositories r ON r.id = u.repo_id WHERE u.id = ?1",
             p![id.to_string()],
             |r| {
                 Ok(UploadRow {
                     repository: r.get(0)?,
                     created_at: r.get(1)?,
+                    size: to_u64(r.get(2)?),
                 })
             },
         )
@@ -307,6 +308,14 @@ impl Writer<'_> {
             p![id.to_string(), repo_id, now()],
         )?;
         Ok(())
+    }
+
+    /// Records how many bytes an upload holds after a chunk.
+    pub fn set_upload_size(&self, id: &uuid::Uuid, size: u64) -> Result<bool> {
+        Ok(self.conn.execute(
+            "UPDATE uploads SET size = ?2 WHERE id = ?1",
+            p![id.to_string(), to_i64(size)],
+        )? > 0)
     }
 
     pub fn delete_upload(&self, id: &uuid::Uuid) -> Result<bool> {
