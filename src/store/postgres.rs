@@ -63,7 +63,7 @@ impl Postgres {
             }),
             freed: Condvar::new(),
         };
-        let mut conn = pg.connect()?;
+        let mut conn = pg.take()?;
         migrate(&mut conn)?;
         pg.give_back(conn, true);
         Ok(pg)

@@ -19,6 +19,7 @@ mod identity;
 mod interop;
 mod oci_blobs;
 mod oci_manifests;
+mod scale;
 mod server;
 
 mod support;

@@ -1,0 +1,478 @@
+//! Scale-out: several `berth serve` processes on one PostgreSQL (a cluster of the test's own,
+//! stopped and started at will) and one blob store are one registry, with no sticky sessions.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::engines::PgCluster;
+use crate::support::*;
+
+/// The environment of a node on `db`.
+fn node_env(db: &str) -> Vec<(String, String)> {
+    vec![
+        ("BERTH_DATABASE_URL".into(), db.to_owned()),
+        ("BERTH_SECRET_KEY".into(), TEST_SECRET_KEY.into()),
+    ]
+}
+
+/// Two nodes on one database and one (shared) data directory.
+struct Pair {
+    a: Server,
+    b: Server,
+    db: String,
+    _pg: PgCluster,
+    _tmp: tempfile::TempDir,
+}
+
+fn two_nodes(extra: &[&str]) -> Pair {
+    let pg = PgCluster::start();
+    let db = pg.create_database("berth");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("shared");
+    let a = Server::start_with(&data, extra, node_env(&db));
+    let b = Server::start_with(&data, extra, node_env(&db));
+    Pair {
+        a,
+        b,
+        db,
+        _pg: pg,
+        _tmp: tmp,
+    }
+}
+
+/// A reverse proxy on loopback that sends each request to the next node in turn (round robin
+/// per request, not per connection), as a load balancer without sticky sessions would.
+async fn round_robin(nodes: Vec<String>) -> (String, Arc<AtomicUsize>) {
+    use axum::body::Body;
+    use axum::extract::Request;
+    use axum::response::Response;
+    use futures_util::TryStreamExt as _;
+
+    let counter = Arc::new(AtomicUsize::new(0));
+    let (nodes, n) = (Arc::new(nodes), counter.clone());
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let app = axum::Router::new().fallback(move |req: Request| {
+        let (nodes, n, http) = (nodes.clone(), n.clone(), http.clone());
+        async move {
+            let node = &nodes[n.fetch_add(1, Ordering::SeqCst) % nodes.len()];
+            let (parts, body) = req.into_parts();
+            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            let mut out = http
+                .request(parts.method.clone(), format!("{node}{path}"))
+                .body(reqwest::Body::wrap_stream(body.into_data_stream()));
+            for (k, v) in &parts.headers {
+                out = out.header(k, v);
+            }
+            match out.send().await {
+                Ok(r) => {
+                    let mut resp = Response::builder().status(r.status());
+                    for (k, v) in r.headers() {
+                        resp = resp.header(k, v);
+                    }
+                    resp.body(Body::from_stream(r.bytes_stream().map_err(std::io::Error::other)))
+                        .unwrap()
+                }
+                Err(e) => Response::builder()
+                    .status(502)
+                    .body(Body::from(e.to_string()))
+                    .unwrap(),
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, counter)
+}
+
+fn location(r: &reqwest::Response) -> String {
+    r.headers()[reqwest::header::LOCATION]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// `Location` made absolute against `s`.
+fn at(s: &Server, loc: &str) -> String {
+    if loc.starts_with("http") {
+        let path = loc.splitn(4, '/').nth(3).unwrap_or("");
+        s.url(&format!("/{path}"))
+    } else {
+        s.url(loc)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_nodes_are_one_registry_for_uploads_tokens_keys_and_revocation() {
+    let p = two_nodes(&[]);
+    let c = client();
+    let admin_a = Api::admin(&p.a);
+    admin_a
+        .ok("POST", "/orgs", Some(json!({"name": "acme"})), StatusCode::CREATED)
+        .await;
+
+    // A chunked upload that alternates nodes on every request: POST on A, PATCH on B, PATCH on
+    // A, PUT on B.
+    let blob = random_bytes(3 * 1024 * 1024 + 17, 901);
+    let digest = sha256(&blob);
+    let r = c
+        .post(p.a.url("/v2/acme/app/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let mut loc = location(&r);
+    let chunks: Vec<&[u8]> = blob.chunks(1024 * 1024 + 3).collect();
+    let mut offset = 0;
+    for (i, chunk) in chunks.iter().enumerate() {
+        let node = if i % 2 == 0 { &p.b } else { &p.a };
+        let r = c
+            .patch(at(node, &loc))
+            .header(
+                "Content-Range",
+                format!("{offset}-{}", offset + chunk.len() - 1),
+            )
+            .header("Content-Type", "application/octet-stream")
+            .body(chunk.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "chunk {i} on node {}", i % 2);
+        offset += chunk.len();
+        loc = location(&r);
+    }
+    // The other node reports the same progress.
+    let status = c.get(at(&p.a, &loc)).send().await.unwrap();
+    assert_eq!(status.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        status.headers()["Range"].to_str().unwrap(),
+        format!("0-{}", blob.len() - 1)
+    );
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    let r = c
+        .put(format!("{}{sep}digest={digest}", at(&p.b, &loc)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    for node in [&p.a, &p.b] {
+        let got = c
+            .get(node.url(&format!("/v2/acme/app/blobs/{digest}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.status(), StatusCode::OK);
+        assert_eq!(sha256(&got.bytes().await.unwrap()), digest);
+    }
+
+    // A robot made through A; its token works on B, and a bearer token issued by A is accepted
+    // by B (the signing keys live in the database).
+    let robot = robot_with_token(
+        &admin_a,
+        "acme",
+        "ci",
+        "Writer",
+        json!({"namespace": "acme"}),
+    )
+    .await;
+    let (user, secret) = robot.split_once(':').unwrap();
+    let jwt = bearer_token(&p.a, user, secret, "repository:acme/app:pull").await;
+    let pull_b = |jwt: String| {
+        let url = p.b.url(&format!("/v2/acme/app/blobs/{digest}"));
+        async move {
+            anonymous_client()
+                .head(url)
+                .bearer_auth(jwt)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(pull_b(jwt.clone()).await, StatusCode::OK);
+    let basic_b = basic_client(user, secret);
+    assert_eq!(
+        basic_b
+            .head(p.b.url(&format!("/v2/acme/app/blobs/{digest}")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+
+    // `berth keys rotate` against the database reaches B without a restart.
+    let before: Value = anonymous_client()
+        .get(p.b.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let out = run(p.a.server_command(&["keys", "rotate"]).env("BERTH_DATABASE_URL", &p.db));
+    let kid = out.trim().strip_prefix("new signing key ").unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let jwks: Value = anonymous_client()
+            .get(p.b.url("/.well-known/jwks.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if jwks["keys"].as_array().unwrap().iter().any(|k| k["kid"] == kid) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B never saw key {kid}: {before} → {jwks}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The old token still verifies on B after the rotation.
+    assert_eq!(pull_b(jwt.clone()).await, StatusCode::OK);
+
+    // The robot's token deleted through A: B refuses the token and the bearer token A issued
+    // from it within the bound (measured here: about a second).
+    let deleted = Instant::now();
+    admin_a
+        .ok("DELETE", "/orgs/acme/robots/ci/tokens/t", None, StatusCode::NO_CONTENT)
+        .await;
+    loop {
+        let basic = basic_b
+            .head(p.b.url(&format!("/v2/acme/app/blobs/{digest}")))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if basic == StatusCode::UNAUTHORIZED && pull_b(jwt.clone()).await == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert!(
+            deleted.elapsed() < Duration::from_secs(30),
+            "B still accepts a revoked token"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(deleted.elapsed() < Duration::from_secs(5), "{:?}", deleted.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn skopeo_through_a_round_robin_balancer_pushes_and_pulls() {
+    let p = two_nodes(&[]);
+    let (proxy, served) = round_robin(vec![p.a.base.clone(), p.b.base.clone()]).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let index = multi_platform_layout(&src);
+    let dst = format!("docker://{proxy}/acme/multi:v1");
+    let skopeo = |args: &[&str]| {
+        let out = Command::new("skopeo")
+            .arg("--insecure-policy")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "skopeo {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let src_ref = format!("oci:{}:v1", src.display());
+    tokio::task::block_in_place(|| {
+        skopeo(&[
+            "copy",
+            "--all",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &admin_creds(),
+            &src_ref,
+            &dst,
+        ])
+    });
+    let raw = tokio::task::block_in_place(|| {
+        skopeo(&["inspect", "--raw", "--tls-verify=false", "--creds", &admin_creds(), &dst])
+    });
+    assert_eq!(raw, index);
+    let out = tmp.path().join("out");
+    let out_ref = format!("oci:{}:v1", out.display());
+    tokio::task::block_in_place(|| {
+        skopeo(&[
+            "copy",
+            "--all",
+            "--src-tls-verify=false",
+            "--src-creds",
+            &admin_creds(),
+            &dst,
+            &out_ref,
+        ])
+    });
+    let copied = std::fs::read(out.join("index.json")).unwrap();
+    let copied: Value = serde_json::from_slice(&copied).unwrap();
+    assert_eq!(
+        copied["manifests"][0]["digest"].as_str().unwrap(),
+        sha256(&index)
+    );
+    // Both nodes served: the balancer alternated every request.
+    assert!(served.load(Ordering::SeqCst) > 20);
+    for node in [&p.a, &p.b] {
+        let served_by: u64 = metric_sum(node, "berth_http_requests_total").await;
+        assert!(served_by > 10, "a node served only {served_by} requests");
+    }
+}
+
+/// The sum of a counter family on a node's `/metrics`.
+async fn metric_sum(s: &Server, family: &str) -> u64 {
+    let text = anonymous_client()
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(family))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_killed_mid_upload_the_other_finishes_it() {
+    let mut p = two_nodes(&[]);
+    let c = client();
+    let blob = random_bytes(2 * 1024 * 1024, 902);
+    let digest = sha256(&blob);
+    let (first, second) = blob.split_at(1024 * 1024 + 5);
+    let r = c
+        .post(p.a.url("/v2/acme/app/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let loc = location(&r);
+    let r = c
+        .patch(at(&p.a, &loc))
+        .header("Content-Range", format!("0-{}", first.len() - 1))
+        .body(first.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let loc = location(&r);
+    p.a.kill9();
+    let r = c
+        .patch(at(&p.b, &loc))
+        .header(
+            "Content-Range",
+            format!("{}-{}", first.len(), blob.len() - 1),
+        )
+        .body(second.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let loc = location(&r);
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    let r = c
+        .put(format!("{}{sep}digest={digest}", at(&p.b, &loc)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let got = c
+        .get(p.b.url(&format!("/v2/acme/app/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(got.len(), blob.len());
+    assert_eq!(sha256(&got), digest);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_stopped_under_traffic_answers_503_then_recovers_losing_nothing() {
+    let mut pg = PgCluster::start();
+    let db = pg.create_database("berth");
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_with(
+        &tmp.path().join("data"),
+        &["--database-timeout", "2s"],
+        node_env(&db),
+    );
+    let c = client();
+    let mut acknowledged = Vec::new();
+    for i in 0..5 {
+        let (digest, _) = push_image(&c, &s, "acme/app", &format!("v{i}"), 910 + i).await;
+        acknowledged.push((format!("v{i}"), digest));
+    }
+
+    pg.stop();
+    // While the database is down: 503 with an OCI error body, quickly (never a hang), for
+    // reads, writes and the token endpoint; /readyz says not ready.
+    for _ in 0..3 {
+        let started = Instant::now();
+        let r = c
+            .get(s.url("/v2/acme/app/manifests/v0"))
+            .header("Accept", OCI_MANIFEST)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "{}", s.log_text());
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["errors"][0]["code"], "UNAVAILABLE", "{body}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    }
+    let push = c
+        .post(s.url(&format!(
+            "/v2/acme/app/blobs/uploads/?digest={}",
+            sha256(b"while down")
+        )))
+        .body(b"while down".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(push.status(), StatusCode::SERVICE_UNAVAILABLE, "{}", s.log_text());
+    let ready = anonymous_client().get(s.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let token = c
+        .get(s.url("/token?service=berth&scope=repository:acme/app:pull"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(token.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    pg.resume();
+    // Back without restarting berth.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = anonymous_client().get(s.url("/readyz")).send().await.unwrap();
+        if ready.status() == StatusCode::OK {
+            break;
+        }
+        assert!(Instant::now() < deadline, "berth did not recover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (tag, digest) in &acknowledged {
+        let r = c
+            .get(s.url(&format!("/v2/acme/app/manifests/{tag}")))
+            .header("Accept", OCI_MANIFEST)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{tag}");
+        assert_eq!(
+            r.headers()["Docker-Content-Digest"].to_str().unwrap(),
+            digest
+        );
+    }
+    let (_, _) = push_image(&c, &s, "acme/app", "after", 990).await;
+}
