@@ -72,6 +72,7 @@ pub struct WebSettings {
 pub fn open_content(
     data_dir: &Path,
     database: Option<&crate::store::PgOptions>,
+    storage: Option<&crate::blob::S3Options>,
 ) -> Result<ContentService, ServerError> {
     use std::os::unix::fs::PermissionsExt as _;
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
@@ -99,7 +100,10 @@ pub fn open_content(
         Some(pg) => MetadataStore::open_postgres(pg)?,
         None => MetadataStore::open(&data_dir.join("berth.db"))?,
     };
-    let blobs = BlobStore::open(data_dir)?;
+    let blobs = match storage {
+        Some(s3) => BlobStore::open_s3(s3, data_dir)?,
+        None => BlobStore::open(data_dir)?,
+    };
     Ok(ContentService::new(meta, blobs))
 }
 
@@ -121,7 +125,11 @@ pub fn open_keys(config: &Config, content: &ContentService) -> Result<Keys, crat
 impl AppState {
     /// Opens the stores and the signing keys for `config`.
     pub fn open(config: &Config) -> Result<AppState, ServerError> {
-        let content = open_content(&config.data_dir, config.database.as_ref())?;
+        let content = open_content(
+            &config.data_dir,
+            config.database.as_ref(),
+            config.storage.as_ref(),
+        )?;
         let keys = open_keys(config, &content).map_err(|e| ServerError::Keys(e.to_string()))?;
         let tokens = TokenService::new(keys, config.token_issuer.clone(), config.token_ttl);
         let iam = IamService::new(content.meta().clone());

@@ -3,7 +3,7 @@
 //! ```text
 //! blobs/<algorithm>/<first two hex>/<hex>   committed blobs, immutable
 //! uploads/<uuid>                            upload sessions being written
-//! locks/<first two hex of digest>.lock      256 lock stripes (flock), see `BlobStore::lock`
+//! locks/<first two hex of digest>.lock      256 lock stripes (flock), see `FsStore::lock`
 //! ```
 //!
 //! Uploads and blobs share one filesystem, so committing an upload is a `rename`.
@@ -15,7 +15,7 @@ use super::{Context as _, Result};
 use crate::content::Digest;
 
 #[derive(Clone, Debug)]
-pub struct BlobStore {
+pub struct FsStore {
     root: PathBuf,
 }
 
@@ -36,14 +36,23 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-impl BlobStore {
+impl FsStore {
     /// Opens the store under `data_dir`, creating its directories.
-    pub fn open(data_dir: &Path) -> Result<BlobStore> {
+    pub fn open(data_dir: &Path) -> Result<FsStore> {
         for sub in ["blobs/sha256", "blobs/sha512", "uploads", "locks"] {
             let p = data_dir.join(sub);
             fs::create_dir_all(&p).context(|| format!("creating {}", p.display()))?;
         }
-        Ok(BlobStore {
+        Ok(FsStore {
+            root: data_dir.to_owned(),
+        })
+    }
+
+    /// Only the lock stripes under `data_dir` (the blobs live elsewhere).
+    pub fn open_locks(data_dir: &Path) -> Result<FsStore> {
+        let p = data_dir.join("locks");
+        fs::create_dir_all(&p).context(|| format!("creating {}", p.display()))?;
+        Ok(FsStore {
             root: data_dir.to_owned(),
         })
     }

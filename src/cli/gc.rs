@@ -39,6 +39,10 @@ pub(super) fn run(args: &GcArgs) -> anyhow::Result<ExitCode> {
         upload_ttl: var(env::BERTH_UPLOAD_TTL),
         gc_grace: var(env::BERTH_GC_GRACE),
         database: var(env::BERTH_DATABASE_URL),
+        storage: var(env::BERTH_STORAGE),
+        s3_endpoint: var(env::BERTH_S3_ENDPOINT),
+        s3_region: var(env::BERTH_S3_REGION),
+        s3_path_style: var(env::BERTH_S3_PATH_STYLE).map(|v| v == "true" || v == "1"),
         ..ServeArgs::default()
     })?;
     if config.database.is_none() && !config.data_dir.join("berth.db").is_file() {
@@ -47,7 +51,11 @@ pub(super) fn run(args: &GcArgs) -> anyhow::Result<ExitCode> {
             config.data_dir.display()
         );
     }
-    let content = crate::server::open_content(&config.data_dir, config.database.as_ref())
+    let content = crate::server::open_content(
+        &config.data_dir,
+        config.database.as_ref(),
+        config.storage.as_ref(),
+    )
         .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
     let opts = Options {
         grace: args.grace.unwrap_or(config.gc_grace),

@@ -63,7 +63,7 @@ pub(super) fn run(args: &KeysArgs) -> anyhow::Result<ExitCode> {
             let keys = match &config.database {
                 // Every node reads the new key from the database within a second.
                 Some(_) => {
-                    let content = crate::server::open_content(&config.data_dir, config.database.as_ref())
+                    let content = crate::server::open_content(&config.data_dir, config.database.as_ref(), None)
                         .context("opening the metadata database")?;
                     crate::server::open_keys(&config, &content)?
                 }

@@ -34,7 +34,7 @@ async fn serve(config: Config, state: AppState) -> anyhow::Result<()> {
     server::spawn_background(&state, &config);
     let scheme = if tls.is_some() { "https" } else { "http" };
     // Tests and scripts read this line to learn the port when --listen ends in :0.
-    tracing::info!(metadata = %state.content.meta().describe(), data_dir = %config.data_dir.display(), "berth listening on {scheme}://{addr}");
+    tracing::info!(metadata = %state.content.meta().describe(), blobs = %state.content.blobs().describe(), data_dir = %config.data_dir.display(), "berth listening on {scheme}://{addr}");
     server::serve(listener, state, tls, shutdown_signal())
         .await
         .context("serving")?;

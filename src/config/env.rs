@@ -36,6 +36,16 @@ pub const BERTH_SECRET_KEY_FILE: &str = "BERTH_SECRET_KEY_FILE";
 pub const BERTH_DATABASE_POOL_SIZE: &str = "BERTH_DATABASE_POOL_SIZE";
 /// Longest a database statement (or the wait for a free connection) may take.
 pub const BERTH_DATABASE_TIMEOUT: &str = "BERTH_DATABASE_TIMEOUT";
+/// Where blobs live: `s3://BUCKET[/PREFIX]`; absent, files in the data directory. Credentials
+/// come from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN` or
+/// `~/.aws/credentials`.
+pub const BERTH_STORAGE: &str = "BERTH_STORAGE";
+/// The S3 endpoint URL (Garage, MinIO, …); absent, AWS.
+pub const BERTH_S3_ENDPOINT: &str = "BERTH_S3_ENDPOINT";
+/// The S3 region.
+pub const BERTH_S3_REGION: &str = "BERTH_S3_REGION";
+/// Path-style requests (`endpoint/bucket/key`) instead of virtual-hosted ones.
+pub const BERTH_S3_PATH_STYLE: &str = "BERTH_S3_PATH_STYLE";
 /// Log filter (tracing `EnvFilter` syntax).
 pub const BERTH_LOG: &str = "BERTH_LOG";
 /// Base URL clients reach berth at, for the token realm (default: from the request).

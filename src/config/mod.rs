@@ -37,6 +37,8 @@ pub struct Config {
     /// The secret that seals the signing keys kept in the database (`BERTH_SECRET_KEY` or the
     /// file of `--secret-key-file`).
     pub secret_key: Option<String>,
+    /// An S3 bucket for the blobs; `None`: files in `data_dir`.
+    pub storage: Option<crate::blob::S3Options>,
     pub log: String,
 }
 
@@ -193,6 +195,34 @@ impl Config {
                 None => std::env::var(env::BERTH_SECRET_KEY)
                     .ok()
                     .filter(|v| !v.trim().is_empty()),
+            },
+            storage: match raw.storage {
+                None => None,
+                Some(url) if url.starts_with("s3://") && url.len() > "s3://".len() => {
+                    Some(crate::blob::S3Options {
+                        url,
+                        endpoint: match raw.s3_endpoint {
+                            Some(e) if e.starts_with("http://") || e.starts_with("https://") => {
+                                Some(e.trim_end_matches('/').to_owned())
+                            }
+                            Some(e) => {
+                                return Err(invalid(
+                                    "s3_endpoint",
+                                    format!("{e:?} must start with http:// or https://"),
+                                ));
+                            }
+                            None => None,
+                        },
+                        region: raw.s3_region,
+                        path_style: raw.s3_path_style.unwrap_or(false),
+                    })
+                }
+                Some(u) => {
+                    return Err(invalid(
+                        "storage",
+                        format!("{u:?} must be a URL like s3://BUCKET or s3://BUCKET/PREFIX"),
+                    ));
+                }
             },
             log: raw.log.unwrap_or_else(|| "info".to_owned()),
         })

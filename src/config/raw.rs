@@ -102,6 +102,22 @@ pub struct ServeArgs {
     #[arg(long, env = env::BERTH_DATABASE_TIMEOUT, value_name = "DURATION")]
     pub database_timeout: Option<String>,
 
+    /// Blob storage: `s3://BUCKET[/PREFIX]` (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN or ~/.aws/credentials) [default: files in --data-dir]
+    #[arg(long, env = env::BERTH_STORAGE, value_name = "URL")]
+    pub storage: Option<String>,
+
+    /// S3 endpoint URL, for S3-compatible stores (Garage, MinIO, Ceph) [default: AWS]
+    #[arg(long, env = env::BERTH_S3_ENDPOINT, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+
+    /// S3 region [default: AWS_REGION, else us-east-1]
+    #[arg(long, env = env::BERTH_S3_REGION, value_name = "REGION")]
+    pub s3_region: Option<String>,
+
+    /// Address the bucket in the path (`endpoint/bucket/key`), as most S3-compatible stores want [default: false]
+    #[arg(long, env = env::BERTH_S3_PATH_STYLE, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub s3_path_style: Option<bool>,
+
     /// Log filter, e.g. `info` or `berth=debug` [default: info]
     #[arg(long, env = env::BERTH_LOG, value_name = "FILTER")]
     pub log: Option<String>,
@@ -133,6 +149,10 @@ pub struct FileConfig {
     pub database_pool_size: Option<usize>,
     pub database_timeout: Option<String>,
     pub secret_key_file: Option<PathBuf>,
+    pub storage: Option<String>,
+    pub s3_endpoint: Option<String>,
+    pub s3_region: Option<String>,
+    pub s3_path_style: Option<bool>,
     pub log: Option<String>,
 }
 
@@ -165,6 +185,10 @@ impl ServeArgs {
             database_pool_size: self.database_pool_size.or(file.database_pool_size),
             database_timeout: self.database_timeout.clone().or(file.database_timeout),
             secret_key_file: self.secret_key_file.clone().or(file.secret_key_file),
+            storage: self.storage.clone().or(file.storage),
+            s3_endpoint: self.s3_endpoint.clone().or(file.s3_endpoint),
+            s3_region: self.s3_region.clone().or(file.s3_region),
+            s3_path_style: self.s3_path_style.or(file.s3_path_style),
             log: self.log.clone().or(file.log),
         }
     }

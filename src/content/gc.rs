@@ -120,10 +120,10 @@ pub(super) fn run(meta: &MetadataStore, blobs: &BlobStore, opts: &Options) -> Re
     Ok(report)
 }
 
-/// Removes the file of `d` if, under its lock, no metadata row names it.
+/// Removes the bytes of `d` if, under its lock, no metadata row names it.
 fn remove_if_unreferenced(meta: &MetadataStore, blobs: &BlobStore, d: &Digest) -> Result<bool> {
-    let _lock = blobs.lock(d)?;
-    if meta.read(|r| r.blob_size(d))?.is_some() || !blobs.blob_file_exists(d) {
+    let _lock = super::lock_digest(meta, blobs, d)?;
+    if meta.read(|r| r.blob_size(d))?.is_some() || !blobs.blob_exists(d)? {
         return Ok(false);
     }
     blobs.remove_blob(d)?;

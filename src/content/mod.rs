@@ -28,7 +28,7 @@ use futures_util::{Stream, StreamExt};
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use name::{NameError, Reference, ReferenceError, RepositoryName, Tag, TagError};
 
-use crate::blob::BlobStore;
+use crate::blob::{BlobStore, Engine};
 use crate::store::{self, ManifestRow, MetadataStore, NewManifest, ReferrerRow};
 
 #[derive(Debug, thiserror::Error)]
@@ -93,8 +93,13 @@ struct Inner {
 
 /// A blob opened for reading.
 pub struct BlobReader {
-    pub file: std::fs::File,
+    source: Source,
     pub size: u64,
+}
+
+enum Source {
+    File(std::fs::File),
+    S3(crate::blob::S3Store, Digest),
 }
 
 /// Bytes per read when streaming a blob out.
@@ -110,8 +115,19 @@ impl BlobReader {
         self,
         start: u64,
         len: u64,
+    ) -> futures_util::stream::BoxStream<'static, std::io::Result<Bytes>> {
+        match self.source {
+            Source::File(file) => Self::stream_file(file, start, len).boxed(),
+            Source::S3(s3, d) => s3.stream(&d, start, len).boxed(),
+        }
+    }
+
+    fn stream_file(
+        file: std::fs::File,
+        start: u64,
+        len: u64,
     ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
-        let mut file = self.file;
+        let mut file = file;
         let first = tokio::task::spawn_blocking(move || {
             std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start))?;
             read_chunk(file, len)
@@ -178,6 +194,10 @@ impl ContentService {
         &self.inner.meta
     }
 
+    pub fn blobs(&self) -> &BlobStore {
+        &self.inner.blobs
+    }
+
     /// Requests currently streaming upload bytes.
     pub fn uploads_active(&self) -> i64 {
         self.inner.uploads_active.load(Ordering::Relaxed)
@@ -213,8 +233,11 @@ impl ContentService {
 
     pub fn open_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<BlobReader> {
         let size = self.blob_size(repo, digest)?;
-        let file = self.inner.blobs.open_blob(digest)?;
-        Ok(BlobReader { file, size })
+        let source = match self.inner.blobs.engine() {
+            Engine::Fs(f) => Source::File(f.open_blob(digest)?),
+            Engine::S3(s) => Source::S3(s.clone(), digest.clone()),
+        };
+        Ok(BlobReader { source, size })
     }
 
     /// Unlinks a blob from a repository; its bytes go at the next garbage collection.
@@ -264,7 +287,9 @@ impl ContentService {
                 let repo_id = w.ensure_repo(repo.as_str())?;
                 w.create_upload(&id, repo_id)
             })?;
-            s.blobs.create_upload(&id)?;
+            if let Engine::Fs(f) = s.blobs.engine() {
+                f.create_upload(&id)?;
+            }
             Ok(())
         })
         .await?;
@@ -410,35 +435,76 @@ impl ContentService {
         }
     }
 
-    /// Streams `body` into the upload file at `offset`, hashing in parallel with writing. Returns
-    /// the bytes written and the updated hasher. On error, the file is cut back by the next append.
+    /// Streams `body` into the upload at `offset` (its file, or a new chunk object), hashing in
+    /// parallel with writing. Returns the bytes written and the updated hasher. On error, the
+    /// file is cut back by the next append (an unfinished chunk object never becomes visible).
     async fn write_body<S, E>(
         &self,
         id: &uuid::Uuid,
         offset: u64,
         hasher: Option<Hasher>,
-        mut body: S,
+        body: S,
     ) -> Result<(u64, Option<Hasher>)>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin + 'static,
         E: std::fmt::Display,
     {
-        use std::io::Write as _;
-        let _active = ActiveUpload::new(&self.inner.uploads_active);
-        let file = {
-            let (blobs, id) = (self.inner.blobs.clone(), *id);
-            tokio::task::spawn_blocking(move || blobs.open_upload(&id, offset))
-                .await
-                .map_err(|e| Error::Task(e.to_string()))??
+        let target = match self.inner.blobs.engine() {
+            Engine::Fs(_) => Target::File(*id, offset),
+            Engine::S3(s3) => Target::Sink(s3.chunk_sink(id, offset).await?),
         };
-        let (wtx, mut wrx) = tokio::sync::mpsc::channel::<Bytes>(PIPELINE_DEPTH);
-        let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let mut file = file;
-            while let Some(chunk) = wrx.blocking_recv() {
-                file.write_all(&chunk)?;
+        let (n, hasher, sink) = self.stream_into(target, hasher, body).await?;
+        if let Some(sink) = sink {
+            if n > 0 {
+                sink.finish_async().await?;
+            } else {
+                sink.abort();
             }
-            Ok(())
-        });
+        }
+        Ok((n, hasher))
+    }
+
+    /// Streams `body` into `target`, hashing in parallel with writing. A sink comes back
+    /// unfinished: the caller makes it visible or drops it.
+    async fn stream_into<S, E>(
+        &self,
+        target: Target,
+        hasher: Option<Hasher>,
+        mut body: S,
+    ) -> Result<(u64, Option<Hasher>, Option<crate::blob::Sink>)>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin + 'static,
+        E: std::fmt::Display,
+    {
+        let _active = ActiveUpload::new(&self.inner.uploads_active);
+        let (wtx, mut wrx) = tokio::sync::mpsc::channel::<Bytes>(PIPELINE_DEPTH);
+        let writer: tokio::task::JoinHandle<Result<Option<crate::blob::Sink>>> = match target {
+            Target::File(id, offset) => {
+                let Engine::Fs(fs) = self.inner.blobs.engine().clone() else {
+                    return Err(Error::Task("file target without files".into()));
+                };
+                let file = tokio::task::spawn_blocking(move || fs.open_upload(&id, offset))
+                    .await
+                    .map_err(|e| Error::Task(e.to_string()))??;
+                tokio::task::spawn_blocking(move || {
+                    use std::io::Write as _;
+                    let mut file = file;
+                    while let Some(chunk) = wrx.blocking_recv() {
+                        file.write_all(&chunk).map_err(|source| crate::blob::Error {
+                            context: format!("writing upload {id}"),
+                            source,
+                        })?;
+                    }
+                    Ok(None)
+                })
+            }
+            Target::Sink(mut sink) => tokio::spawn(async move {
+                while let Some(chunk) = wrx.recv().await {
+                    sink.put(chunk).await?;
+                }
+                Ok(Some(sink))
+            }),
+        };
         let (htx, hasher_task) = match hasher {
             Some(mut h) => {
                 let (htx, mut hrx) = tokio::sync::mpsc::channel::<Bytes>(PIPELINE_DEPTH);
@@ -501,11 +567,8 @@ impl ContentService {
         if let Some(e) = read_err {
             return Err(e);
         }
-        write_result.map_err(|source| crate::blob::Error {
-            context: format!("writing upload {id}"),
-            source,
-        })?;
-        Ok((total, hasher))
+        let sink = write_result?;
+        Ok((total, hasher, sink))
     }
 
     /// Completes an upload: optional last bytes, then digest check, then commit.
@@ -526,24 +589,48 @@ impl ContentService {
         let row = self.check_upload(repo, id)?;
         let session = self.take_session(id, row.size)?;
         let (repo, id, want) = (repo.clone(), *id, digest.clone());
+        // S3: the chunks are read in order, hashed, into the blob's object (invisible until
+        // it is placed); files: the upload's file is hashed unless its hash state is at hand.
+        let sink = match self.inner.blobs.engine() {
+            Engine::S3(s3) => Some(s3.blob_sink(&want).await),
+            Engine::Fs(_) => None,
+        };
         let result = self
             .blocking(move |s| {
-                // Drop bytes past the committed size (a chunk whose request failed half-way).
-                if s.blobs.upload_len(&id)?.is_some_and(|n| n > session.offset) {
-                    drop(s.blobs.open_upload(&id, session.offset)?);
-                }
-                let got = match session.hasher {
-                    Some(h) if want.algorithm() == Algorithm::Sha256 => h.finish(),
-                    _ => hash_file(&s.blobs, &id, want.algorithm())?,
-                };
-                if got != want {
+                let bad_digest = |got: Digest| -> Result<()> {
                     s.meta.write(|w| w.delete_upload(&id))?;
                     s.blobs.remove_upload(&id)?;
-                    return Err(Error::DigestInvalid(format!(
-                        "content digest is {got}, not {want}"
-                    )));
+                    Err(Error::DigestInvalid(format!("content digest is {got}, not {want}")))
+                };
+                match (s.blobs.engine(), sink) {
+                    (Engine::S3(s3), Some(sink)) => {
+                        let sink = sink?;
+                        let chunks = s3.chunks(&id, session.offset)?;
+                        let (h, sink) = s3.copy_chunks(&id, &chunks, Hasher::new(want.algorithm()), Some(sink))?;
+                        let got = h.finish();
+                        if got != want {
+                            return bad_digest(got);
+                        }
+                        let sink = sink.ok_or_else(|| Error::Task("lost the blob's sink".into()))?;
+                        s.commit(&repo, &want, session.offset, Placement::Object(sink), Some(&id))
+                    }
+                    (Engine::Fs(fs), _) => {
+                        // Drop bytes past the committed size (a chunk whose request failed
+                        // half-way).
+                        if fs.upload_len(&id)?.is_some_and(|n| n > session.offset) {
+                            drop(fs.open_upload(&id, session.offset)?);
+                        }
+                        let got = match session.hasher {
+                            Some(h) if want.algorithm() == Algorithm::Sha256 => h.finish(),
+                            _ => hash_file(fs, &id, want.algorithm())?,
+                        };
+                        if got != want {
+                            return bad_digest(got);
+                        }
+                        s.commit(&repo, &want, session.offset, Placement::File(id), Some(&id))
+                    }
+                    (Engine::S3(_), None) => Err(Error::Task("no sink for the blob".into())),
                 }
-                s.commit_upload(&repo, &id, &want, session.offset)
             })
             .await;
         self.sessions().remove(&id);
@@ -561,35 +648,52 @@ impl ContentService {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin + 'static,
         E: std::fmt::Display,
     {
-        // The file has no metadata row; garbage collection leaves such files alone until they
-        // are older than the upload expiry, so this one is safe while it is being written.
+        // Files: a file with no metadata row; garbage collection leaves such files alone until
+        // they are older than the upload expiry, so this one is safe while it is being written.
+        // S3: straight into the blob's object, which stays invisible until it is placed.
         let id = uuid::Uuid::new_v4();
-        let blobs = self.inner.blobs.clone();
-        self.blocking(move |_| Ok(blobs.create_upload(&id)?))
-            .await?;
-        let hasher =
-            (digest.algorithm() == Algorithm::Sha256).then(|| Hasher::new(Algorithm::Sha256));
-        let written = self.write_body(&id, 0, hasher, body).await;
+        let target = match self.inner.blobs.engine().clone() {
+            Engine::Fs(fs) => {
+                self.blocking(move |_| Ok(fs.create_upload(&id)?)).await?;
+                Target::File(id, 0)
+            }
+            Engine::S3(s3) => Target::Sink(s3.blob_sink(digest).await?),
+        };
+        let hasher = Some(Hasher::new(digest.algorithm()));
+        let written = self.stream_into(target, hasher, body).await;
         let (repo, want) = (repo.clone(), digest.clone());
         self.blocking(move |s| {
-            let (size, hasher) = match written {
+            let discard = |sink: Option<crate::blob::Sink>| -> Result<()> {
+                match sink {
+                    Some(sink) => sink.abort(),
+                    None => s.blobs.remove_upload(&id)?,
+                }
+                Ok(())
+            };
+            let (size, hasher, sink) = match written {
                 Ok(w) => w,
                 Err(e) => {
-                    s.blobs.remove_upload(&id)?;
+                    if matches!(s.blobs.engine(), Engine::Fs(_)) {
+                        s.blobs.remove_upload(&id)?;
+                    }
                     return Err(e);
                 }
             };
             let got = match hasher {
                 Some(h) => h.finish(),
-                None => hash_file(&s.blobs, &id, want.algorithm())?,
+                None => return Err(Error::Task("lost the hash of the body".into())),
             };
             if got != want {
-                s.blobs.remove_upload(&id)?;
+                discard(sink)?;
                 return Err(Error::DigestInvalid(format!(
                     "content digest is {got}, not {want}"
                 )));
             }
-            s.commit_upload(&repo, &id, &want, size)
+            let placement = match sink {
+                Some(sink) => Placement::Object(sink),
+                None => Placement::File(id),
+            };
+            s.commit(&repo, &want, size, placement, None)
         })
         .await
     }
@@ -749,44 +853,89 @@ impl ContentService {
     }
 }
 
+/// How a verified blob's bytes become its blob: renaming the upload's file, or completing the
+/// object being written.
+enum Placement {
+    File(uuid::Uuid),
+    Object(crate::blob::Sink),
+}
+
+/// A digest's lock: the database's (every node) with PostgreSQL, else a file lock (every
+/// process on this machine).
+pub(crate) enum DigestLock {
+    #[allow(dead_code)]
+    Db(store::PgLock),
+    #[allow(dead_code)]
+    File(crate::blob::BlobLock),
+}
+
+pub(crate) fn lock_digest(meta: &MetadataStore, blobs: &BlobStore, d: &Digest) -> Result<DigestLock> {
+    Ok(match meta.lock_digest(d)? {
+        Some(l) => DigestLock::Db(l),
+        None => DigestLock::File(blobs.lock(d)?),
+    })
+}
+
 impl Inner {
-    /// Commits a verified upload as blob `d` of `repo` (see the module invariants).
-    fn commit_upload(
+    /// Commits a verified blob `d` of `repo` (see the module invariants): under the digest's
+    /// lock, places the bytes unless a row already names the blob, then writes the rows, and
+    /// drops the bytes it did not need. `upload`: the session whose row goes with it.
+    fn commit(
         &self,
         repo: &RepositoryName,
-        id: &uuid::Uuid,
         d: &Digest,
         size: u64,
+        placement: Placement,
+        upload: Option<&uuid::Uuid>,
     ) -> Result<()> {
-        let _lock = self.blobs.lock(d)?;
-        // The file's fsyncs run before the metadata transaction, not inside it, so that
-        // concurrent pushes of different blobs sync their files in parallel instead of one by
-        // one under the writer lock. The digest lock keeps garbage collection off this file.
+        let _lock = lock_digest(&self.meta, &self.blobs, d)?;
+        let place = |p: Placement| -> Result<()> {
+            match (p, self.blobs.engine()) {
+                (Placement::File(id), Engine::Fs(fs)) => Ok(fs.commit_upload(&id, d)?),
+                (Placement::Object(sink), _) => Ok(sink.finish()?),
+                (Placement::File(_), Engine::S3(_)) => {
+                    Err(Error::Task("a file placement on S3".into()))
+                }
+            }
+        };
+        // Files: the fsyncs run before the metadata transaction, not inside it, so that
+        // concurrent pushes of different blobs sync in parallel instead of one by one under the
+        // writer lock. The digest lock keeps garbage collection off the blob meanwhile.
+        let mut pending = Some(placement);
         let placed = self.meta.read(|r| r.blob_size(d))?.is_none();
-        if placed {
-            self.blobs.commit_upload(id, d)?;
+        if placed && let Some(p) = pending.take() {
+            place(p)?;
         }
         self.meta.write(|w| {
             if w.reader().blob_size(d)?.is_none() {
-                if !placed {
-                    // Garbage collection took the row since the read above; the file is still
-                    // there under our lock or still in the upload.
-                    self.blobs.commit_upload(id, d)?;
+                if let Some(p) = pending.take() {
+                    // Garbage collection took the row since the read above; the bytes are still
+                    // ours under the lock.
+                    place(p)?;
                 }
                 w.insert_blob(d, size)?;
             }
             let repo_id = w.ensure_repo(repo.as_str())?;
             w.link_blob(repo_id, d)?;
-            w.delete_upload(id)?;
+            if let Some(id) = upload {
+                w.delete_upload(id)?;
+            }
             Ok::<_, Error>(())
         })?;
-        // Still there only if the blob was already stored.
-        self.blobs.remove_upload(id)?;
+        // The bytes were not needed: the blob was already stored.
+        match pending {
+            Some(Placement::Object(sink)) => sink.abort(),
+            Some(Placement::File(id)) => self.blobs.remove_upload(&id)?,
+            None => {}
+        }
+        if let Some(id) = upload {
+            self.blobs.remove_upload(id)?;
+        }
         Ok(())
     }
 }
 
-fn hash_file(blobs: &BlobStore, id: &uuid::Uuid, alg: Algorithm) -> Result<Digest> {
+fn hash_file(blobs: &crate::blob::FsStore, id: &uuid::Uuid, alg: Algorithm) -> Result<Digest> {
     use std::io::Read as _;
     let mut f = blobs.open_upload_read(id)?;
     let mut h = Hasher::new(alg);
@@ -801,6 +950,14 @@ fn hash_file(blobs: &BlobStore, id: &uuid::Uuid, alg: Algorithm) -> Result<Diges
         }
         h.update(&buf[..n]);
     }
+}
+
+/// Where upload bytes go.
+enum Target {
+    /// The upload's file, from this offset.
+    File(uuid::Uuid, u64),
+    /// An object being written (a chunk, or a whole blob).
+    Sink(crate::blob::Sink),
 }
 
 /// Counts a request that is streaming upload bytes, for the metrics.

@@ -74,7 +74,17 @@ pub fn router(state: AppState) -> Router {
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().clone();
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    // HTTP/2 carries the host in the `:authority` of the URI, not in a Host header; the token
+    // realm and upload locations are built from Host, so give it one.
+    if !parts.headers.contains_key(axum::http::header::HOST)
+        && let Some(v) = parts
+            .uri
+            .authority()
+            .and_then(|a| axum::http::HeaderValue::from_str(a.as_str()).ok())
+    {
+        parts.headers.insert(axum::http::header::HOST, v);
+    }
     let req = Request::from_parts(
         parts,
         Body::new(metrics::CountingBody::new(body, state.metrics.clone())),
@@ -131,9 +141,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
         );
     }
     let meta = state.content.meta().clone();
-    let pinged = tokio::task::spawn_blocking(move || meta.read(|r| r.ping()).map_err(|e| e.to_string()))
+    let mut pinged = tokio::task::spawn_blocking(move || meta.read(|r| r.ping()).map_err(|e| e.to_string()))
         .await
         .unwrap_or_else(|e| Err(e.to_string()));
+    if pinged.is_ok() {
+        pinged = state.content.blobs().ping().await.map_err(|e| e.to_string());
+    }
     match pinged {
         Ok(()) => named("readyz", "ready\n"),
         Err(e) => {
@@ -141,7 +154,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
                 "readyz",
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "metadata store unavailable\n",
+                    "storage unavailable\n",
                 ),
             );
             resp.extensions_mut().insert(InternalError(e));

@@ -98,8 +98,13 @@ pub struct MetadataStore {
 
 enum Engine {
     Sqlite(sqlite::Sqlite),
-    Postgres(postgres::Postgres),
+    Postgres(Arc<postgres::Postgres>),
 }
+
+pub use postgres::PgLock;
+
+/// Digest locks in the database: 4096 stripes of session advisory locks.
+const DIGEST_LOCK_BASE: i64 = 0x6265_7274_6800_0000;
 
 impl std::fmt::Debug for MetadataStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -119,7 +124,7 @@ impl MetadataStore {
     /// nodes starting together are safe).
     pub fn open_postgres(options: &PgOptions) -> Result<MetadataStore> {
         Ok(MetadataStore {
-            engine: Arc::new(Engine::Postgres(postgres::Postgres::open(options)?)),
+            engine: Arc::new(Engine::Postgres(Arc::new(postgres::Postgres::open(options)?))),
         })
     }
 
@@ -133,6 +138,18 @@ impl MetadataStore {
 
     pub fn is_postgres(&self) -> bool {
         matches!(&*self.engine, Engine::Postgres(_))
+    }
+
+    /// With PostgreSQL, takes the lock stripe of `d` across every node (a session advisory
+    /// lock, blocking); `None` with SQLite, whose callers lock files instead.
+    pub fn lock_digest(&self, d: &Digest) -> Result<Option<PgLock>> {
+        match &*self.engine {
+            Engine::Sqlite(_) => Ok(None),
+            Engine::Postgres(p) => {
+                let stripe = i64::from_str_radix(&d.hex()[..3], 16).unwrap_or(0);
+                p.lock(DIGEST_LOCK_BASE + stripe).map(Some)
+            }
+        }
     }
 
     /// Runs `f` on a read connection. Reads see the last committed state.

@@ -36,14 +36,37 @@ pub(super) struct Postgres {
     config: postgres::Config,
     describe: String,
     options: PgOptions,
-    idle: Mutex<Pool>,
-    freed: Condvar,
+    /// Connections for queries and transactions.
+    queries: Pool,
+    /// Connections that hold digest locks (session advisory locks) while a blob is placed; apart
+    /// from `queries`, so that holders of locks never wait for a connection to finish.
+    locks: Pool,
 }
 
+/// A bounded pool of connections.
 struct Pool {
+    state: Mutex<PoolState>,
+    freed: Condvar,
+    size: usize,
+}
+
+struct PoolState {
     idle: Vec<PgConn>,
     /// Connections that exist (idle or lent out).
     open: usize,
+}
+
+impl Pool {
+    fn new(size: usize) -> Pool {
+        Pool {
+            state: Mutex::new(PoolState {
+                idle: Vec::new(),
+                open: 0,
+            }),
+            freed: Condvar::new(),
+            size: size.max(1),
+        }
+    }
 }
 
 impl Postgres {
@@ -57,15 +80,12 @@ impl Postgres {
             config,
             describe,
             options: options.clone(),
-            idle: Mutex::new(Pool {
-                idle: Vec::new(),
-                open: 0,
-            }),
-            freed: Condvar::new(),
+            queries: Pool::new(options.pool_size),
+            locks: Pool::new(options.pool_size),
         };
-        let mut conn = pg.take()?;
+        let mut conn = pg.take(&pg.queries)?;
         migrate(&mut conn)?;
-        pg.give_back(conn, true);
+        pg.give_back(&pg.queries, conn, true);
         Ok(pg)
     }
 
@@ -89,9 +109,9 @@ impl Postgres {
 
     /// A connection from the pool, a new one, or an error once the statement timeout has passed
     /// with every connection lent out.
-    fn take(&self) -> Result<PgConn> {
+    fn take(&self, from: &Pool) -> Result<PgConn> {
         let deadline = std::time::Instant::now() + self.options.statement_timeout;
-        let mut pool = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut pool = from.state.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             if let Some(c) = pool.idle.pop() {
                 if !c.client.is_closed() {
@@ -100,13 +120,13 @@ impl Postgres {
                 pool.open -= 1;
                 continue;
             }
-            if pool.open < self.options.pool_size.max(1) {
+            if pool.open < from.size {
                 pool.open += 1;
                 drop(pool);
                 return self.connect().inspect_err(|_| {
-                    let mut pool = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+                    let mut pool = from.state.lock().unwrap_or_else(PoisonError::into_inner);
                     pool.open -= 1;
-                    self.freed.notify_one();
+                    from.freed.notify_one();
                 });
             }
             let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -115,7 +135,7 @@ impl Postgres {
                     "every database connection is busy".into(),
                 ));
             }
-            pool = self
+            pool = from
                 .freed
                 .wait_timeout(pool, left)
                 .unwrap_or_else(PoisonError::into_inner)
@@ -124,14 +144,52 @@ impl Postgres {
     }
 
     /// Returns a connection to the pool; a broken one (or one whose transaction failed) is closed.
-    fn give_back(&self, conn: PgConn, healthy: bool) {
-        let mut pool = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+    fn give_back(&self, to: &Pool, conn: PgConn, healthy: bool) {
+        let mut pool = to.state.lock().unwrap_or_else(PoisonError::into_inner);
         if healthy && !conn.client.is_closed() {
             pool.idle.push(conn);
         } else {
-            pool.open -= 1;
+            // A broken connection usually means the server restarted or went away: the idle
+            // ones are as dead, so they go too, and the next caller connects afresh.
+            let dead = pool.idle.len() + 1;
+            pool.idle.clear();
+            pool.open -= dead;
         }
-        self.freed.notify_one();
+        to.freed.notify_all();
+    }
+
+    /// Takes the session advisory lock `key` on a connection of the lock pool; released (and
+    /// the connection returned) when the guard drops. A connection that breaks releases its
+    /// locks with it.
+    pub(super) fn lock(self: &std::sync::Arc<Self>, key: i64) -> Result<PgLock> {
+        off_the_runtime(|| {
+            // A second try on a fresh connection when the first one was dead (a restart).
+            let mut last = None;
+            for _ in 0..2 {
+                let mut conn = self.take(&self.locks)?;
+                match conn
+                    .client
+                    .execute("SELECT pg_advisory_lock($1)", &[&key])
+                {
+                    Ok(_) => {
+                        return Ok(PgLock {
+                            pg: self.clone(),
+                            conn: Some(conn),
+                            key,
+                        });
+                    }
+                    Err(e) => {
+                        self.give_back(&self.locks, conn, false);
+                        let e = Error::from(e);
+                        if !e.is_unavailable() {
+                            return Err(e);
+                        }
+                        last = Some(e);
+                    }
+                }
+            }
+            Err(last.unwrap_or_else(|| Error::Unavailable("digest lock".into())))
+        })
     }
 
     pub(super) fn read<T>(&self, f: impl FnOnce(Conn<'_>) -> Result<T>) -> Result<T> {
@@ -139,10 +197,10 @@ impl Postgres {
     }
 
     fn read_blocking<T>(&self, f: impl FnOnce(Conn<'_>) -> Result<T>) -> Result<T> {
-        let cell = RefCell::new(self.take()?);
+        let cell = RefCell::new(self.take(&self.queries)?);
         let out = f(Conn::Pg(&cell));
         let healthy = !matches!(&out, Err(Error::Unavailable(_) | Error::Postgres(_)));
-        self.give_back(cell.into_inner(), healthy);
+        self.give_back(&self.queries, cell.into_inner(), healthy);
         out
     }
 
@@ -164,7 +222,7 @@ impl Postgres {
         relaxed: bool,
         f: impl FnOnce(Conn<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        let cell = RefCell::new(self.take()?);
+        let cell = RefCell::new(self.take(&self.queries)?);
         let begin = if relaxed {
             "BEGIN; SET LOCAL synchronous_commit = off"
         } else {
@@ -180,7 +238,7 @@ impl Postgres {
             })
         };
         if let Err(e) = started {
-            self.give_back(cell.into_inner(), false);
+            self.give_back(&self.queries, cell.into_inner(), false);
             return Err(e.into());
         }
         let out = f(Conn::Pg(&cell));
@@ -195,11 +253,11 @@ impl Postgres {
                 // A failed statement leaves PostgreSQL's transaction aborted; ROLLBACK ended it,
                 // so the connection is fine unless it broke.
                 let healthy = !conn.client.is_closed();
-                self.give_back(conn, healthy);
+                self.give_back(&self.queries, conn, healthy);
                 out
             }
             Err(e) => {
-                self.give_back(conn, false);
+                self.give_back(&self.queries, conn, false);
                 match out {
                     // The commit itself failed: nothing was written.
                     Ok(_) => Err(Error::from(e).into()),
@@ -215,14 +273,38 @@ impl Drop for Postgres {
     /// tokio tasks (the last handle may go at the end of `serve`): they are closed on a thread
     /// of their own.
     fn drop(&mut self) {
-        let idle = std::mem::take(
-            &mut self
-                .idle
-                .get_mut()
-                .unwrap_or_else(PoisonError::into_inner)
-                .idle,
-        );
+        let mut idle = Vec::new();
+        for pool in [&mut self.queries, &mut self.locks] {
+            idle.append(
+                &mut pool
+                    .state
+                    .get_mut()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .idle,
+            );
+        }
         let _ = std::thread::spawn(move || drop(idle)).join();
+    }
+}
+
+/// A held digest lock (see `Postgres::lock`).
+pub struct PgLock {
+    pg: std::sync::Arc<Postgres>,
+    conn: Option<PgConn>,
+    key: i64,
+}
+
+impl Drop for PgLock {
+    fn drop(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            let key = self.key;
+            let ok = off_the_runtime(|| {
+                conn.client
+                    .execute("SELECT pg_advisory_unlock($1)", &[&key])
+                    .is_ok()
+            });
+            self.pg.give_back(&self.pg.locks, conn, ok);
+        }
     }
 }
 

@@ -201,3 +201,143 @@ pub fn suite_database(data_dir: &Path) -> Option<String> {
     let name = format!("berth_{}", &super::sha256(&seed)["sha256:".len()..][..16]);
     Some(create_database(&admin, &name))
 }
+
+/// The access key every test Garage knows (imported with `garage key import`).
+pub const GARAGE_KEY_ID: &str = "GK0123456789abcdef01234567";
+pub const GARAGE_SECRET: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// A single-node Garage of one test (replication factor 1, on loopback), with bucket `berth`.
+pub struct Garage {
+    _tmp: tempfile::TempDir,
+    config: PathBuf,
+    pub s3_port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl Garage {
+    pub fn start() -> Garage {
+        let tmp = tempfile::Builder::new().prefix("berth-garage").tempdir().unwrap();
+        let (rpc, s3, admin) = (free_port(), free_port(), free_port());
+        let config = tmp.path().join("garage.toml");
+        let secret: String = (0..32).map(|i| format!("{:02x}", (i * 37 + 11) % 256)).collect();
+        std::fs::write(
+            &config,
+            format!(
+                "metadata_dir = \"{dir}/meta\"\ndata_dir = \"{dir}/data\"\ndb_engine = \"sqlite\"\n\
+                 replication_factor = 1\nrpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
+                 rpc_public_addr = \"127.0.0.1:{rpc}\"\nrpc_secret = \"{secret}\"\n\
+                 [s3_api]\ns3_region = \"garage\"\napi_bind_addr = \"127.0.0.1:{s3}\"\n\
+                 root_domain = \".s3.garage.localhost\"\n[admin]\napi_bind_addr = \"127.0.0.1:{admin}\"\n",
+                dir = tmp.path().display()
+            ),
+        )
+        .unwrap();
+        let mut g = Garage {
+            _tmp: tmp,
+            config,
+            s3_port: s3,
+            child: None,
+        };
+        g.resume();
+        let status = g.cli(&["status"]);
+        let node = status
+            .lines()
+            .find(|l| l.contains(&format!("127.0.0.1:{rpc}")))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap()
+            .to_owned();
+        g.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
+        g.cli(&["layout", "apply", "--version", "1"]);
+        g.cli(&["key", "import", "--yes", GARAGE_KEY_ID, GARAGE_SECRET, "-n", "berth"]);
+        g.cli(&["bucket", "create", "berth"]);
+        g.cli(&["bucket", "allow", "--read", "--write", "--owner", "berth", "--key", "berth"]);
+        g
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = Command::new("garage")
+                .arg("-c")
+                .arg(&self.config)
+                .args(args)
+                .output()
+                .expect("garage (cargo install garage --locked)");
+            if out.status.success() {
+                return String::from_utf8_lossy(&out.stdout).into_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "garage {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.s3_port)
+    }
+
+    /// The environment of a berth node storing blobs under `prefix` of the bucket.
+    pub fn env(&self, prefix: &str) -> Vec<(String, String)> {
+        vec![
+            ("BERTH_STORAGE".into(), format!("s3://berth/{prefix}")),
+            ("BERTH_S3_ENDPOINT".into(), self.endpoint()),
+            ("BERTH_S3_REGION".into(), "garage".into()),
+            ("BERTH_S3_PATH_STYLE".into(), "true".into()),
+            ("AWS_ACCESS_KEY_ID".into(), GARAGE_KEY_ID.into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), GARAGE_SECRET.into()),
+        ]
+    }
+
+    /// Kills the server at once, as a crash would.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server (again), on the same ports and data.
+    pub fn resume(&mut self) {
+        let log = std::fs::File::create(self.config.with_file_name("garage.log")).unwrap();
+        self.child = Some(
+            Command::new("garage")
+                .arg("-c")
+                .arg(&self.config)
+                .arg("server")
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("garage (cargo install garage --locked)"),
+        );
+        wait_for_port(self.s3_port);
+    }
+}
+
+impl Drop for Garage {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// When the suite runs against S3 (`BERTH_TEST_S3_ENDPOINT`, a Garage that `scripts/test.sh`
+/// started, with the access key above and bucket `berth`), the environment of a server whose
+/// blobs go under a prefix of its own.
+pub fn suite_storage(data_dir: &Path) -> Option<Vec<(String, String)>> {
+    let endpoint = std::env::var("BERTH_TEST_S3_ENDPOINT")
+        .ok()
+        .filter(|v| !v.is_empty())?;
+    let mut seed = data_dir.as_os_str().as_encoded_bytes().to_vec();
+    seed.extend(std::process::id().to_le_bytes());
+    let prefix = &super::sha256(&seed)["sha256:".len()..][..16];
+    Some(vec![
+        ("BERTH_STORAGE".into(), format!("s3://berth/{prefix}")),
+        ("BERTH_S3_ENDPOINT".into(), endpoint),
+        ("BERTH_S3_REGION".into(), "garage".into()),
+        ("BERTH_S3_PATH_STYLE".into(), "true".into()),
+        ("AWS_ACCESS_KEY_ID".into(), GARAGE_KEY_ID.into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), GARAGE_SECRET.into()),
+    ])
+}

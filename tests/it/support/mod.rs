@@ -83,6 +83,10 @@ impl Server {
             env.push(("BERTH_DATABASE_URL".into(), url));
             env.push(("BERTH_SECRET_KEY".into(), TEST_SECRET_KEY.into()));
         }
+        let chosen = extra.contains(&"--storage") || env.iter().any(|(k, _)| k == "BERTH_STORAGE");
+        if !chosen && let Some(s3) = engines::suite_storage(data_dir) {
+            env.extend(s3);
+        }
         Server::start_with(data_dir, extra, env)
     }
 
