@@ -4,14 +4,17 @@
 //! ```text
 //! blobs/<algorithm>/<first two hex>/<hex>   committed blobs, immutable
 //! uploads/<uuid>/<offset, 20 digits>        one object per chunk an upload session received
+//! uploads/<uuid>/blob                       the whole blob, staged before it is placed
 //! ```
 //!
 //! Nodes share nothing but the bucket and the database: a chunk is its own object, written by
 //! whichever node received it (a multipart upload, so any chunk size works and memory stays
 //! bounded), and the upload's committed size lives in the session's row. Finishing an upload
-//! reads the chunks in order, hashing them, into a multipart upload of the final blob object,
-//! which becomes visible only when that upload completes: after the digest is verified, under
-//! the digest's lock, and only if no row already names the blob.
+//! reads the chunks in order, hashing them, into the staged object; a monolithic push streams
+//! into it directly. The blob's own key is written only by a server-side copy of the staged
+//! object, after the digest is verified, under the digest's lock, and only if no row already
+//! names the blob; nothing is ever written to a blob's key in pieces (a delete of that key by
+//! garbage collection could otherwise cancel a multipart upload in flight, as Garage does).
 //!
 //! Every call runs on a small runtime of this store's own, so the blocking callers (garbage
 //! collection, commits on the blocking pool) and the async ones (request handlers) drive the
@@ -326,9 +329,25 @@ impl S3Store {
         self.sink(self.chunk_path(id, offset)).await
     }
 
-    /// A sink for the object of blob `d` (not visible until `Sink::finish`).
-    pub async fn blob_sink(&self, d: &Digest) -> Result<Sink> {
-        self.sink(self.blob_path(d)).await
+    /// A sink for the staged whole blob of upload (or push) `id`.
+    pub async fn staging_sink(&self, id: &uuid::Uuid) -> Result<Sink> {
+        self.sink(self.path(&format!("uploads/{id}/blob"))).await
+    }
+
+    /// Places the staged blob of `id` (its sink finished) as blob `d`: a server-side copy to
+    /// the blob's key, then the staged object goes. Call under the digest's lock, and write the
+    /// metadata row only after this returns.
+    pub fn place(&self, id: &uuid::Uuid, d: &Digest) -> Result<()> {
+        let store = self.inner.store.clone();
+        let (from, to) = (self.path(&format!("uploads/{id}/blob")), self.blob_path(d));
+        let what = format!("placing blob {d}");
+        self.block(async move {
+            store.copy(&from, &to).await.map_err(s3_err(what.clone()))?;
+            match store.delete(&from).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(s3_err(what)(e)),
+            }
+        })?
     }
 
     /// The chunks of upload `id` that make up its first `size` bytes, in order: `(offset, len)`.

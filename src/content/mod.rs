@@ -592,7 +592,7 @@ impl ContentService {
         // S3: the chunks are read in order, hashed, into the blob's object (invisible until
         // it is placed); files: the upload's file is hashed unless its hash state is at hand.
         let sink = match self.inner.blobs.engine() {
-            Engine::S3(s3) => Some(s3.blob_sink(&want).await),
+            Engine::S3(s3) => Some(s3.staging_sink(&id).await),
             Engine::Fs(_) => None,
         };
         let result = self
@@ -612,7 +612,7 @@ impl ContentService {
                             return bad_digest(got);
                         }
                         let sink = sink.ok_or_else(|| Error::Task("lost the blob's sink".into()))?;
-                        s.commit(&repo, &want, session.offset, Placement::Object(sink), Some(&id))
+                        s.commit(&repo, &want, session.offset, Placement::Object(sink, id), Some(&id))
                     }
                     (Engine::Fs(fs), _) => {
                         // Drop bytes past the committed size (a chunk whose request failed
@@ -657,7 +657,7 @@ impl ContentService {
                 self.blocking(move |_| Ok(fs.create_upload(&id)?)).await?;
                 Target::File(id, 0)
             }
-            Engine::S3(s3) => Target::Sink(s3.blob_sink(digest).await?),
+            Engine::S3(s3) => Target::Sink(s3.staging_sink(&id).await?),
         };
         let hasher = Some(Hasher::new(digest.algorithm()));
         let written = self.stream_into(target, hasher, body).await;
@@ -690,7 +690,7 @@ impl ContentService {
                 )));
             }
             let placement = match sink {
-                Some(sink) => Placement::Object(sink),
+                Some(sink) => Placement::Object(sink, id),
                 None => Placement::File(id),
             };
             s.commit(&repo, &want, size, placement, None)
@@ -854,10 +854,10 @@ impl ContentService {
 }
 
 /// How a verified blob's bytes become its blob: renaming the upload's file, or completing the
-/// object being written.
+/// staged object of an upload (or push) and copying it to the blob's key.
 enum Placement {
     File(uuid::Uuid),
-    Object(crate::blob::Sink),
+    Object(crate::blob::Sink, uuid::Uuid),
 }
 
 /// A digest's lock: the database's (every node) with PostgreSQL, else a file lock (every
@@ -892,7 +892,13 @@ impl Inner {
         let place = |p: Placement| -> Result<()> {
             match (p, self.blobs.engine()) {
                 (Placement::File(id), Engine::Fs(fs)) => Ok(fs.commit_upload(&id, d)?),
-                (Placement::Object(sink), _) => Ok(sink.finish()?),
+                (Placement::Object(sink, id), Engine::S3(s3)) => {
+                    sink.finish()?;
+                    Ok(s3.place(&id, d)?)
+                }
+                (Placement::Object(..), Engine::Fs(_)) => {
+                    Err(Error::Task("an object placement on files".into()))
+                }
                 (Placement::File(_), Engine::S3(_)) => {
                     Err(Error::Task("a file placement on S3".into()))
                 }
@@ -924,7 +930,10 @@ impl Inner {
         })?;
         // The bytes were not needed: the blob was already stored.
         match pending {
-            Some(Placement::Object(sink)) => sink.abort(),
+            Some(Placement::Object(sink, id)) => {
+                sink.abort();
+                self.blobs.remove_upload(&id)?;
+            }
             Some(Placement::File(id)) => self.blobs.remove_upload(&id)?,
             None => {}
         }

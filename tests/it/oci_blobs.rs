@@ -207,11 +207,8 @@ async fn digest_mismatch_stores_nothing() {
         c.get(s.url(&l)).send().await.unwrap().status(),
         StatusCode::NOT_FOUND
     );
-    // No upload file is left behind.
-    let left: Vec<_> = std::fs::read_dir(s.data_dir.join("uploads"))
-        .unwrap()
-        .collect();
-    assert!(left.is_empty(), "{left:?}");
+    // No upload bytes are left behind.
+    assert_eq!(s.storage().upload_count(), 0);
 }
 
 #[tokio::test]
@@ -361,25 +358,15 @@ async fn stored_once_however_many_repositories() {
         push_blob(&c, &s, repo, &bytes).await;
     }
     let d = sha256(&bytes);
-    let files: Vec<_> = walk(&s.data_dir.join("blobs"))
+    let stored: Vec<_> = s
+        .storage()
+        .blobs()
         .into_iter()
-        .filter(|p| p.ends_with(&d[7..]))
+        .filter(|(name, _)| *name == d)
         .collect();
-    assert_eq!(files.len(), 1);
+    assert_eq!(stored.len(), 1);
 }
 
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p))
-        } else {
-            out.push(p)
-        }
-    }
-    out
-}
 
 #[tokio::test]
 async fn upload_errors() {
@@ -549,18 +536,15 @@ async fn concurrent_pushes_of_the_same_digest() {
         assert_eq!(status, StatusCode::CREATED, "{repo}");
         repos.push(repo);
     }
-    let hex = &digest["sha256:".len()..];
-    let dir = s.data_dir.join("blobs/sha256").join(&hex[..2]);
-    let files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
+    let stored: Vec<_> = s
+        .storage()
+        .blobs()
+        .into_iter()
+        .filter(|(name, _)| name[..name.len() - 62] == digest[..digest.len() - 62])
         .collect();
-    assert_eq!(
-        files,
-        vec![std::ffi::OsString::from(hex)],
-        "one file for the digest"
-    );
-    assert_eq!(std::fs::read(dir.join(hex)).unwrap(), bytes);
+    assert_eq!(stored.len(), 1, "one blob for the digest and its neighbours");
+    assert_eq!(stored[0].0, digest);
+    assert_eq!(stored[0].1, bytes);
     repos.sort();
     repos.dedup();
     for repo in repos {
@@ -572,9 +556,6 @@ async fn concurrent_pushes_of_the_same_digest() {
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.bytes().await.unwrap().as_ref(), bytes.as_slice());
     }
-    // No upload file is left behind.
-    let left = std::fs::read_dir(s.data_dir.join("uploads"))
-        .unwrap()
-        .count();
-    assert_eq!(left, 0);
+    // No upload bytes are left behind.
+    assert_eq!(s.storage().upload_count(), 0);
 }

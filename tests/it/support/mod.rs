@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use sha2::Digest as _;
 
 pub mod engines;
+pub mod storage;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -230,10 +231,12 @@ impl Server {
 
     /// The PostgreSQL URL this server's metadata lives at, when it is not on SQLite.
     pub fn database_url(&self) -> Option<String> {
-        self.env
-            .iter()
-            .find(|(k, _)| k == "BERTH_DATABASE_URL")
-            .map(|(_, v)| v.clone())
+        self.env_var("BERTH_DATABASE_URL")
+    }
+
+    /// A variable of the environment the server was started with.
+    pub fn env_var(&self, k: &str) -> Option<String> {
+        self.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
     }
 
     pub fn log_text(&self) -> String {
