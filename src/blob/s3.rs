@@ -43,9 +43,11 @@ pub struct S3Options {
 }
 
 /// Bytes per part of a multipart upload (S3 needs ≥ 5 MiB for every part but the last).
-const PART: usize = 8 * 1024 * 1024;
+const PART: usize = 5 * 1024 * 1024;
 /// Parts in flight per multipart upload: with `PART`, at most ~24 MiB per upload in memory.
-const PARTS_IN_FLIGHT: usize = 2;
+const PARTS_IN_FLIGHT: usize = 1;
+/// Bytes gathered before they go to a sink.
+const GATHER: usize = 1024 * 1024;
 
 #[derive(Clone)]
 pub struct S3Store {
@@ -402,6 +404,9 @@ impl S3Store {
         let paths: Vec<Path> = chunks.iter().map(|(o, _)| self.chunk_path(id, *o)).collect();
         let id = *id;
         self.block(async move {
+            // The HTTP client hands out small slices of larger read buffers; they are gathered
+            // into buffers of our own, so that a part in flight pins only its own bytes.
+            let mut gathered = bytes::BytesMut::with_capacity(GATHER);
             for path in paths {
                 let mut body = store
                     .get(&path)
@@ -412,9 +417,18 @@ impl S3Store {
                     let chunk = chunk.map_err(s3_err(format!("reading upload {id}")))?;
                     hasher.update(&chunk);
                     if let Some(s) = &mut sink {
-                        s.put(chunk).await?;
+                        gathered.extend_from_slice(&chunk);
+                        if gathered.len() >= GATHER {
+                            s.put(gathered.split().freeze()).await?;
+                            gathered.reserve(GATHER);
+                        }
                     }
                 }
+            }
+            if let Some(s) = &mut sink
+                && !gathered.is_empty()
+            {
+                s.put(gathered.split().freeze()).await?;
             }
             Ok::<_, Error>((hasher, sink))
         })?

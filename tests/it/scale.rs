@@ -1,5 +1,6 @@
-//! Scale-out: several `berth serve` processes on one PostgreSQL (a cluster of the test's own,
-//! stopped and started at will) and one blob store are one registry, with no sticky sessions.
+//! Scale-out: several `berth serve` processes on one PostgreSQL and one blob store (a Garage
+//! bucket, or a shared directory) are one registry, with no sticky sessions. The engines are the
+//! test's own, stopped and started at will.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::engines::PgCluster;
+use crate::support::engines::{Garage, PgCluster};
 use crate::support::*;
 
 /// The environment of a node on `db`.
@@ -20,26 +21,47 @@ fn node_env(db: &str) -> Vec<(String, String)> {
     ]
 }
 
-/// Two nodes on one database and one (shared) data directory.
+/// Two nodes on one database and one blob store.
 struct Pair {
     a: Server,
     b: Server,
     db: String,
+    _garage: Option<Garage>,
     _pg: PgCluster,
     _tmp: tempfile::TempDir,
 }
 
-fn two_nodes(extra: &[&str]) -> Pair {
+/// What the nodes share besides the database.
+#[derive(Clone, Copy, Debug)]
+enum Blobs {
+    /// A Garage bucket; each node has a data directory of its own.
+    Bucket,
+    /// One directory (a shared filesystem).
+    Directory,
+}
+
+fn two_nodes(blobs: Blobs) -> Pair {
     let pg = PgCluster::start();
     let db = pg.create_database("berth");
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("shared");
-    let a = Server::start_with(&data, extra, node_env(&db));
-    let b = Server::start_with(&data, extra, node_env(&db));
+    let garage = matches!(blobs, Blobs::Bucket).then(Garage::start);
+    let node = |name: &str| {
+        let mut env = node_env(&db);
+        let data = match &garage {
+            Some(g) => {
+                env.extend(g.env("registry"));
+                tmp.path().join(name)
+            }
+            None => tmp.path().join("shared"),
+        };
+        Server::start_with(&data, &[], env)
+    };
+    let (a, b) = (node("a"), node("b"));
     Pair {
         a,
         b,
         db,
+        _garage: garage,
         _pg: pg,
         _tmp: tmp,
     }
@@ -112,7 +134,7 @@ fn at(s: &Server, loc: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_nodes_are_one_registry_for_uploads_tokens_keys_and_revocation() {
-    let p = two_nodes(&[]);
+    let p = two_nodes(Blobs::Bucket);
     let c = client();
     let admin_a = Api::admin(&p.a);
     admin_a
@@ -266,7 +288,7 @@ async fn two_nodes_are_one_registry_for_uploads_tokens_keys_and_revocation() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn skopeo_through_a_round_robin_balancer_pushes_and_pulls() {
-    let p = two_nodes(&[]);
+    let p = two_nodes(Blobs::Bucket);
     let (proxy, served) = round_robin(vec![p.a.base.clone(), p.b.base.clone()]).await;
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
@@ -346,7 +368,12 @@ async fn metric_sum(s: &Server, family: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_killed_mid_upload_the_other_finishes_it() {
-    let mut p = two_nodes(&[]);
+    for blobs in [Blobs::Bucket, Blobs::Directory] {
+        node_killed_mid_upload(two_nodes(blobs)).await;
+    }
+}
+
+async fn node_killed_mid_upload(mut p: Pair) {
     let c = client();
     let blob = random_bytes(2 * 1024 * 1024, 902);
     let digest = sha256(&blob);
@@ -402,12 +429,11 @@ async fn a_node_killed_mid_upload_the_other_finishes_it() {
 async fn postgres_stopped_under_traffic_answers_503_then_recovers_losing_nothing() {
     let mut pg = PgCluster::start();
     let db = pg.create_database("berth");
+    let garage = Garage::start();
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start_with(
-        &tmp.path().join("data"),
-        &["--database-timeout", "2s"],
-        node_env(&db),
-    );
+    let mut env = node_env(&db);
+    env.extend(garage.env("registry"));
+    let s = Server::start_with(&tmp.path().join("data"), &["--database-timeout", "2s"], env);
     let c = client();
     let mut acknowledged = Vec::new();
     for i in 0..5 {
@@ -475,4 +501,223 @@ async fn postgres_stopped_under_traffic_answers_503_then_recovers_losing_nothing
         );
     }
     let (_, _) = push_image(&c, &s, "acme/app", "after", 990).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn garage_stopped_under_traffic_answers_503_then_recovers_losing_nothing() {
+    let pg = PgCluster::start();
+    let db = pg.create_database("berth");
+    let mut garage = Garage::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut env = node_env(&db);
+    env.extend(garage.env("registry"));
+    let s = Server::start_with(&tmp.path().join("data"), &[], env);
+    let c = client();
+    let mut acknowledged = Vec::new();
+    for i in 0..3 {
+        let (digest, body) = push_image(&c, &s, "acme/app", &format!("v{i}"), 920 + i).await;
+        acknowledged.push((format!("v{i}"), digest, body));
+    }
+    let layer = random_bytes(300_000, 930);
+    let layer_d = push_blob(&c, &s, "acme/app", &layer).await;
+
+    garage.stop();
+    // Blob reads and writes: 503 with an OCI error, in seconds; manifests (in the database)
+    // are still served; /readyz says not ready.
+    let started = Instant::now();
+    let r = c
+        .post(s.url(&format!(
+            "/v2/acme/app/blobs/uploads/?digest={}",
+            sha256(b"while the bucket is down")
+        )))
+        .body(b"while the bucket is down".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "{}", s.log_text());
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "UNAVAILABLE", "{body}");
+    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+    let r = c
+        .get(s.url("/v2/acme/app/manifests/v0"))
+        .header("Accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let ready = anonymous_client().get(s.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    garage.resume();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = anonymous_client().get(s.url("/readyz")).send().await.unwrap();
+        if ready.status() == StatusCode::OK {
+            break;
+        }
+        assert!(Instant::now() < deadline, "berth did not recover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let got = c
+        .get(s.url(&format!("/v2/acme/app/blobs/{layer_d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(sha256(&got.bytes().await.unwrap()), layer_d);
+    for (tag, digest, _) in &acknowledged {
+        let r = c
+            .get(s.url(&format!("/v2/acme/app/manifests/{tag}")))
+            .header("Accept", OCI_MANIFEST)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["Docker-Content-Digest"].to_str().unwrap(), digest);
+    }
+    push_image(&c, &s, "acme/app", "after", 940).await;
+}
+
+/// `berth gc` on node A's stores while node B pushes: no blob of an acknowledged manifest goes.
+#[tokio::test(flavor = "multi_thread")]
+async fn gc_on_one_node_while_another_pushes_keeps_every_referenced_blob() {
+    let p = two_nodes(Blobs::Bucket);
+    let c = client();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (b_base, stop2, c2) = (p.b.base.clone(), stop.clone(), c.clone());
+    let pusher = tokio::spawn(async move {
+        let mut acked = Vec::new();
+        let mut i = 0u64;
+        while !stop2.load(Ordering::Relaxed) {
+            i += 1;
+            // A layer that repeats every third push: a collection may be removing it just then.
+            let layer = random_bytes(20_000, 950 + i % 3);
+            let cfg = format!("{{\"i\":{i}}}");
+            let (ld, cd) = (sha256(&layer), sha256(cfg.as_bytes()));
+            for attempt in 0..20 {
+                for (d, bytes) in [(&cd, cfg.as_bytes().to_vec()), (&ld, layer.clone())] {
+                    let r = c2
+                        .post(format!("{b_base}/v2/acme/busy/blobs/uploads/?digest={d}"))
+                        .body(bytes)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), StatusCode::CREATED);
+                }
+                let m = image_manifest((&cd, cfg.len()), &[(&ld, layer.len())]);
+                let r = c2
+                    .put(format!("{b_base}/v2/acme/busy/manifests/t{i}"))
+                    .header("Content-Type", OCI_MANIFEST)
+                    .body(m)
+                    .send()
+                    .await
+                    .unwrap();
+                if r.status() == StatusCode::CREATED {
+                    acked.push((format!("t{i}"), ld.clone()));
+                    break;
+                }
+                // A blob collected between its upload and the manifest: push again.
+                assert_eq!(r.status(), StatusCode::BAD_REQUEST, "attempt {attempt}");
+            }
+        }
+        acked
+    });
+    let mut gc = p.a.server_command(&["gc"]);
+    gc.args(["--grace", "0s", "--untagged", "--json"]);
+    let collector = tokio::task::spawn_blocking(move || {
+        let start = Instant::now();
+        let mut runs = 0;
+        while start.elapsed() < Duration::from_secs(5) {
+            let out = run(&mut gc);
+            let _: Value = serde_json::from_str(&out).unwrap();
+            runs += 1;
+        }
+        runs
+    });
+    let runs = collector.await.unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let acked = pusher.await.unwrap();
+    assert!(runs >= 2 && acked.len() >= 5, "{runs} collections, {} pushes", acked.len());
+    for (tag, layer) in &acked {
+        for node in [&p.a, &p.b] {
+            let r = c
+                .get(node.url(&format!("/v2/acme/busy/manifests/{tag}")))
+                .header("Accept", OCI_MANIFEST)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "{tag}");
+            let r = c
+                .get(node.url(&format!("/v2/acme/busy/blobs/{layer}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "{tag}: {layer}");
+            assert_eq!(&sha256(&r.bytes().await.unwrap()), layer);
+        }
+    }
+}
+
+/// 1 GiB pushed in 16 MiB chunks, every request to the other node: each node's memory stays
+/// bounded (what it adds to its own peak before the push is a few part buffers, not the blob),
+/// and the blob is served whole by both.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gib_pushed_in_chunks_alternating_nodes_keeps_each_node_small() {
+    use futures_util::StreamExt as _;
+    let p = two_nodes(Blobs::Bucket);
+    let c = client();
+    const CHUNK: usize = 16 * 1024 * 1024;
+    const CHUNKS: usize = 64;
+    let chunk_bytes = |i: usize| random_bytes(CHUNK, 1000 + i as u64);
+    let mut h = <sha2::Sha256 as sha2::Digest>::new();
+    for i in 0..CHUNKS {
+        sha2::Digest::update(&mut h, chunk_bytes(i));
+    }
+    let digest = format!("sha256:{}", hex::encode(sha2::Digest::finalize(h)));
+    let before = [peak_rss_kib(p.a.pid()), peak_rss_kib(p.b.pid())];
+    let r = c.post(p.a.url("/v2/acme/big/blobs/uploads/")).send().await.unwrap();
+    let mut loc = location(&r);
+    for i in 0..CHUNKS {
+        let node = if i % 2 == 0 { &p.b } else { &p.a };
+        let start = i * CHUNK;
+        let r = c
+            .patch(at(node, &loc))
+            .header("Content-Range", format!("{start}-{}", start + CHUNK - 1))
+            .body(chunk_bytes(i))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "chunk {i}");
+        loc = location(&r);
+    }
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    let r = c
+        .put(format!("{}{sep}digest={digest}", at(&p.a, &loc)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = c
+        .get(p.b.url(&format!("/v2/acme/big/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut body = r.bytes_stream();
+    let mut h = <sha2::Sha256 as sha2::Digest>::new();
+    let mut n = 0usize;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.unwrap();
+        n += chunk.len();
+        sha2::Digest::update(&mut h, &chunk);
+    }
+    assert_eq!(n, CHUNK * CHUNKS);
+    assert_eq!(format!("sha256:{}", hex::encode(sha2::Digest::finalize(h))), digest);
+    let peaks = [peak_rss_kib(p.a.pid()), peak_rss_kib(p.b.pid())];
+    eprintln!("peak RSS before the push {before:?} KiB, after {peaks:?} KiB");
+    for (b, a) in before.iter().zip(&peaks) {
+        assert!(
+            a.saturating_sub(*b) <= 64 * 1024,
+            "peak RSS of the nodes went from {before:?} to {peaks:?} KiB"
+        );
+    }
 }
