@@ -446,7 +446,8 @@ pub fn spawn_background(state: &AppState, config: &Config) {
     tokio::spawn(async move {
         // New revocations are read, audit events and "last used" of credentials are written
         // behind, every second (well inside `auth::revoked::REFRESH`); signing keys are re-read
-        // so that `berth keys rotate` takes effect without a restart.
+        // so that `berth keys rotate` takes effect without a restart; with several nodes, the
+        // keys that failed logins elsewhere are learnt.
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
@@ -460,6 +461,9 @@ pub fn spawn_background(state: &AppState, config: &Config) {
                 }
                 if let Err(e) = auth.tokens().keys().reload() {
                     tracing::error!(error = %e, "reloading signing keys failed");
+                }
+                if let Err(e) = auth.refresh_shared_failures() {
+                    tracing::error!(error = %e, "reading failed logins of other nodes failed");
                 }
             });
             let _ = done.await;

@@ -185,3 +185,12 @@ CREATE TABLE token_keys (
     cert_pem    TEXT NOT NULL,
     sealed_key  BYTEA NOT NULL
 );
+
+-- Failed logins counted across nodes: one row per limit key and minute, added to by every
+-- node, read before an attempt on a key that has failed before.
+CREATE TABLE login_failures (
+    key     TEXT NOT NULL,
+    win     BIGINT NOT NULL,
+    count   BIGINT NOT NULL,
+    PRIMARY KEY (key, win)
+);

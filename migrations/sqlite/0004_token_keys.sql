@@ -14,3 +14,12 @@ CREATE TABLE token_keys (
 -- The bytes an upload session holds, committed after each chunk: with several nodes, the node
 -- that receives the next chunk learns the offset here (not from its own memory).
 ALTER TABLE uploads ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+
+-- Failed logins counted across nodes (PostgreSQL; a single SQLite node counts in memory):
+-- one row per limit key and minute, added to by every node, read before a suspicious attempt.
+CREATE TABLE login_failures (
+    key     TEXT NOT NULL,
+    win     INTEGER NOT NULL,
+    count   INTEGER NOT NULL,
+    PRIMARY KEY (key, win)
+) WITHOUT ROWID;

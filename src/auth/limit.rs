@@ -9,6 +9,12 @@
 //! Invariant: a slot is reserved before the secret is checked (`reserve`), and counts against
 //! the limits until it resolves, so concurrent attempts cannot overrun a limit: at most `max`
 //! checks of one key are under way or failed within a window.
+//!
+//! With several nodes (PostgreSQL), failures are also counted in the database per key and
+//! minute (`Shared`): a node reads the shared count before an attempt on a key that has failed
+//! anywhere (it learns of such keys from its own failures and from a pull every second), and a
+//! key is refused when either count reaches its limit. So an attacker who spreads attempts over
+//! N nodes gets at most the limit plus one blind attempt per node per window, not N times it.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -27,6 +33,13 @@ struct Window {
     start: Instant,
     failures: u32,
     pending: u32,
+    /// The count of all nodes for the current minute, as last read: (minute, count).
+    shared: Option<(i64, u32)>,
+}
+
+/// The current minute (the window of shared counts).
+pub(crate) fn minute() -> i64 {
+    crate::store::now() / 60
 }
 
 #[derive(Default)]
@@ -76,7 +89,11 @@ impl Limiter {
                     w.start = Instant::now();
                     w.failures = 0;
                 }
-                if w.failures + w.pending >= *max {
+                let shared = match w.shared {
+                    Some((m, n)) if m == minute() => n,
+                    _ => 0,
+                };
+                if w.failures.max(shared) + w.pending >= *max {
                     let left = WINDOW.saturating_sub(w.start.elapsed());
                     return Err(left.max(Duration::from_secs(1)));
                 }
@@ -84,16 +101,31 @@ impl Limiter {
         }
         for (key, _) in &keys {
             map.entry(key.clone())
-                .or_insert_with(|| Window {
-                    start: Instant::now(),
-                    failures: 0,
-                    pending: 0,
-                })
+                .or_insert_with(Window::new)
                 .pending += 1;
         }
         Ok(Slot {
             limiter: self,
             keys: keys.into_iter().map(|(k, _)| k).collect(),
+        })
+    }
+
+    /// Records the count all nodes have for `key` in the current minute.
+    pub(crate) fn set_shared(&self, key: &str, count: i64) {
+        let mut map = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.len() > MAX_KEYS && !map.contains_key(key) {
+            return;
+        }
+        let n = u32::try_from(count).unwrap_or(u32::MAX);
+        map.entry(key.to_owned()).or_insert_with(Window::new).shared = Some((minute(), n));
+    }
+
+    /// Whether `key` has failed recently, here or (as last heard) on another node.
+    pub(crate) fn suspect(&self, key: &str) -> bool {
+        let map = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
+        map.get(key).is_some_and(|w| {
+            (w.failures > 0 && w.start.elapsed() < WINDOW)
+                || w.shared.is_some_and(|(m, n)| m == minute() && n > 0)
         })
     }
 
@@ -106,6 +138,17 @@ impl Limiter {
                     w.failures += 1;
                 }
             }
+        }
+    }
+}
+
+impl Window {
+    fn new() -> Window {
+        Window {
+            start: Instant::now(),
+            failures: 0,
+            pending: 0,
+            shared: None,
         }
     }
 }

@@ -316,6 +316,11 @@ impl AuthService {
             return Ok(l);
         }
         let keys = limit::keys_for(Self::limit_subject(username, secret), client.addr);
+        let shared = self.iam.meta().is_postgres();
+        if shared {
+            self.read_shared_failures(&keys)?;
+        }
+        let failure_keys: Vec<String> = keys.iter().map(|(k, _)| k.clone()).collect();
         let slot = match self.limiter.reserve(keys) {
             Ok(slot) => slot,
             Err(retry_after) => {
@@ -333,10 +338,69 @@ impl AuthService {
             }
             None => {
                 slot.fail();
+                if shared {
+                    self.add_shared_failure(&failure_keys);
+                }
                 self.audit_failure(username, client, "invalid credentials");
                 Err(AuthError::Invalid)
             }
         }
+    }
+
+    /// Before an attempt on keys that have failed anywhere: the counts of all nodes.
+    fn read_shared_failures(&self, keys: &[(String, u32)]) -> Result<(), AuthError> {
+        let win = limit::minute();
+        for (key, _) in keys {
+            if self.limiter.suspect(key) {
+                let n = self
+                    .iam
+                    .meta()
+                    .read(|r| r.login_failures(key, win))
+                    .map_err(|e| AuthError::Internal(e.to_string()))?;
+                self.limiter.set_shared(key, n);
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a failure to the counts of all nodes (not waiting for the disk: a lost count costs
+    /// the attacker nothing more than the local limit allows).
+    fn add_shared_failure(&self, keys: &[String]) {
+        let win = limit::minute();
+        let counted = self.iam.meta().write_relaxed(|w| {
+            keys.iter()
+                .map(|k| Ok((k, w.add_login_failure(k, win)?)))
+                .collect::<Result<Vec<_>, crate::store::Error>>()
+        });
+        match counted {
+            Ok(counts) => {
+                for (k, n) in counts {
+                    self.limiter.set_shared(k, n);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "counting a failed login across nodes failed"),
+        }
+    }
+
+    /// Learns which keys failed on other nodes this minute (every second, with PostgreSQL), and
+    /// forgets old minutes. Blocking.
+    pub fn refresh_shared_failures(&self) -> Result<(), AuthError> {
+        if !self.iam.meta().is_postgres() {
+            return Ok(());
+        }
+        let win = limit::minute();
+        let meta = self.iam.meta();
+        let keys = meta
+            .read(|r| r.login_failure_keys(win, 10_000))
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        for (k, n) in keys {
+            self.limiter.set_shared(&k, n);
+        }
+        if crate::store::now() % 60 == 0 {
+            meta.write_relaxed(|w| w.prune_login_failures(win - 1))
+                .map_err(|e| AuthError::Internal(e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Counts a failed login in its address's window; `flush_usage` writes one row per window.

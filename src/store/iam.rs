@@ -337,6 +337,27 @@ impl Reader<'_> {
         )
     }
 
+    /// Failures counted for `key` in minute `win` by every node.
+    pub fn login_failures(&self, key: &str, win: i64) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_opt(
+                "SELECT count FROM login_failures WHERE key = ?1 AND win = ?2",
+                p![key, win],
+                |r| r.get(0),
+            )?
+            .unwrap_or(0))
+    }
+
+    /// Keys with failures in minute `win` (at most `limit`, the most failed first).
+    pub fn login_failure_keys(&self, win: i64, limit: i64) -> Result<Vec<(String, i64)>> {
+        self.conn.query(
+            "SELECT key, count FROM login_failures WHERE win = ?1 ORDER BY count DESC LIMIT ?2",
+            p![win, limit],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+    }
+
     pub fn audit_events(&self, f: &AuditFilter) -> Result<Vec<AuditRow>> {
         self.conn.query(
             "SELECT id, at, actor, action, outcome, target, client_addr, detail, attempted, count FROM audit_events
@@ -715,6 +736,23 @@ impl Writer<'_> {
             .conn
             .execute("DELETE FROM token_keys WHERE kid = ?1", p![kid])?
             > 0)
+    }
+
+    /// Adds a failure to `key` in minute `win`; the count every node has added so far.
+    pub fn add_login_failure(&self, key: &str, win: i64) -> Result<i64> {
+        self.conn.value(
+            "INSERT INTO login_failures (key, win, count) VALUES (?1, ?2, 1)
+             ON CONFLICT (key, win) DO UPDATE SET count = login_failures.count + 1
+             RETURNING count",
+            p![key, win],
+        )
+    }
+
+    /// Forgets failures of minutes before `win`.
+    pub fn prune_login_failures(&self, win: i64) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM login_failures WHERE win < ?1", p![win])?;
+        Ok(())
     }
 
     /// Adds to the count of an aggregated audit row.

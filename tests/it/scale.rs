@@ -721,3 +721,45 @@ async fn a_gib_pushed_in_chunks_alternating_nodes_keeps_each_node_small() {
         );
     }
 }
+
+/// Wrong secrets for one credential spread over two nodes: the nodes count together, so the
+/// attacker gets the limit (plus at most one blind try per node), not the limit per node; the
+/// right secret from another address keeps working on both.
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_logins_count_across_nodes() {
+    let p = two_nodes(Blobs::Directory);
+    let admin = Api::admin(&p.a);
+    admin
+        .ok("POST", "/orgs", Some(json!({"name": "acme"})), StatusCode::CREATED)
+        .await;
+    let robot = robot_with_token(&admin, "acme", "ci", "Reader", json!({"namespace": "acme"})).await;
+    let (user, secret) = robot.split_once(':').unwrap();
+    let mut wrong = secret.to_owned();
+    let last = wrong.pop().unwrap();
+    wrong.push(if last == 'a' { 'b' } else { 'a' });
+    let attacker = basic_client_from(user, &wrong, "127.0.0.7");
+    let (mut checked, mut limited) = (0, 0);
+    for i in 0..40 {
+        let node = if i % 2 == 0 { &p.a } else { &p.b };
+        let status = attacker.get(node.url("/v2/")).send().await.unwrap().status();
+        match status {
+            StatusCode::UNAUTHORIZED => checked += 1,
+            StatusCode::TOO_MANY_REQUESTS => limited += 1,
+            s => panic!("unexpected {s}"),
+        }
+    }
+    assert!(
+        (10..=11).contains(&checked),
+        "{checked} wrong secrets were checked across two nodes (limit 10 per credential and address)"
+    );
+    assert_eq!(checked + limited, 40);
+    for node in [&p.a, &p.b] {
+        let ok = basic_client_from(user, secret, "127.0.0.8")
+            .get(node.url("/v2/"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(ok, StatusCode::OK);
+    }
+}
