@@ -435,6 +435,15 @@ pub fn spawn_background(state: &AppState, config: &Config) {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
+            // One node at a time (a lease in the database); the others skip this round.
+            let _lease = match content.lease("upload-expiry").await {
+                Ok(Some(l)) => l,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "upload expiry: taking the lease failed");
+                    continue;
+                }
+            };
             match content.expire_uploads(ttl).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(removed = n, "expired upload sessions"),
@@ -498,6 +507,18 @@ pub fn spawn_background(state: &AppState, config: &Config) {
             tick.tick().await;
             loop {
                 tick.tick().await;
+                // One node at a time (a lease in the database); the others skip this round.
+                let _lease = match content.lease("gc").await {
+                    Ok(Some(l)) => l,
+                    Ok(None) => {
+                        tracing::debug!("garbage collection: another node holds the lease");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "garbage collection: taking the lease failed");
+                        continue;
+                    }
+                };
                 match content.collect_garbage(opts.clone()).await {
                     Ok(report) => tracing::info!(%report, "garbage collection"),
                     Err(e) => tracing::error!(error = %e, "garbage collection failed"),

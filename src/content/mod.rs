@@ -198,6 +198,11 @@ impl ContentService {
         &self.inner.blobs
     }
 
+    /// The lease of periodic job `job`, if no other node holds it (see `MetadataStore::try_lease`).
+    pub async fn lease(&self, job: &'static str) -> Result<Option<store::Lease>> {
+        self.blocking(move |s| Ok(s.meta.try_lease(job)?)).await
+    }
+
     /// Requests currently streaming upload bytes.
     pub fn uploads_active(&self) -> i64 {
         self.inner.uploads_active.load(Ordering::Relaxed)

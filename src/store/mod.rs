@@ -105,6 +105,11 @@ pub use postgres::PgLock;
 
 /// Digest locks in the database: 4096 stripes of session advisory locks.
 const DIGEST_LOCK_BASE: i64 = 0x6265_7274_6800_0000;
+/// Leases of periodic jobs (see `MetadataStore::try_lease`).
+const LEASE_BASE: i64 = 0x6265_7274_6c00_0000;
+
+/// A held lease; released on drop.
+pub struct Lease(#[allow(dead_code)] Option<PgLock>);
 
 impl std::fmt::Debug for MetadataStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -138,6 +143,18 @@ impl MetadataStore {
 
     pub fn is_postgres(&self) -> bool {
         matches!(&*self.engine, Engine::Postgres(_))
+    }
+
+    /// The lease of a periodic job (`"gc"`, `"upload-expiry"`): held by one node at a time while
+    /// the job runs; `None` when another node holds it. With SQLite (one node) always granted.
+    pub fn try_lease(&self, job: &str) -> Result<Option<Lease>> {
+        match &*self.engine {
+            Engine::Sqlite(_) => Ok(Some(Lease(None))),
+            Engine::Postgres(p) => {
+                let h = job.bytes().fold(0i64, |h, b| h.wrapping_mul(31).wrapping_add(i64::from(b)));
+                Ok(p.try_lock(LEASE_BASE ^ (h & 0xffff))?.map(|l| Lease(Some(l))))
+            }
+        }
     }
 
     /// With PostgreSQL, takes the lock stripe of `d` across every node (a session advisory

@@ -158,6 +158,32 @@ impl Postgres {
         to.freed.notify_all();
     }
 
+    /// Takes the session advisory lock `key` if no session holds it; `None` if one does.
+    pub(super) fn try_lock(self: &std::sync::Arc<Self>, key: i64) -> Result<Option<PgLock>> {
+        off_the_runtime(|| {
+            let mut conn = self.take(&self.locks)?;
+            match conn
+                .client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+                .and_then(|row| row.try_get::<_, bool>(0))
+            {
+                Ok(true) => Ok(Some(PgLock {
+                    pg: self.clone(),
+                    conn: Some(conn),
+                    key,
+                })),
+                Ok(false) => {
+                    self.give_back(&self.locks, conn, true);
+                    Ok(None)
+                }
+                Err(e) => {
+                    self.give_back(&self.locks, conn, false);
+                    Err(e.into())
+                }
+            }
+        })
+    }
+
     /// Takes the session advisory lock `key` on a connection of the lock pool; released (and
     /// the connection returned) when the guard drops. A connection that breaks releases its
     /// locks with it.
