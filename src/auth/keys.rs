@@ -361,6 +361,29 @@ impl Keys {
         Keys::init(Home::Store(meta, Arc::new(Sealer::new(secret)?)))
     }
 
+    /// Copies the CA and signing keys of `data_dir/keys` into the metadata store, sealed with
+    /// `secret` (`berth migrate`); keys already there stay. Returns how many signing keys the
+    /// directory held.
+    pub fn copy_into_store(
+        data_dir: &Path,
+        meta: &crate::store::MetadataStore,
+        secret: &str,
+    ) -> Result<usize, KeyError> {
+        if !data_dir.join("keys").is_dir() {
+            return Ok(0);
+        }
+        let from = Home::Dir(data_dir.join("keys"));
+        let to = Home::Store(meta.clone(), Arc::new(Sealer::new(secret)?));
+        if let Some((key, cert)) = from.ca()? {
+            to.put_ca(&key, &cert)?;
+        }
+        let signing = from.signing()?;
+        for (created, kid, key, cert) in &signing {
+            to.put_signing(*created, kid, key, cert)?;
+        }
+        Ok(signing.len())
+    }
+
     fn init(home: Home) -> Result<Keys, KeyError> {
         if home.ca()?.is_none() {
             let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(crypto)?;

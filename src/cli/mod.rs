@@ -12,6 +12,7 @@ pub mod files;
 mod gc;
 mod keys;
 pub mod manage;
+mod migrate;
 pub mod output;
 mod serve;
 pub mod session;
@@ -66,6 +67,12 @@ pub enum Command {
     Gc(GcArgs),
     /// Manage the token signing keys.
     Keys(KeysArgs),
+    /// Move an embedded installation (SQLite and files) to PostgreSQL and an S3 bucket.
+    /// Idempotent: run it again to finish an interrupted move.
+    #[command(
+        after_help = "Example:\n  BERTH_SECRET_KEY=... berth migrate --from-data-dir /var/lib/berth \\\n    --to-database postgres://berth@db:5432/berth --to-storage s3://registry \\\n    --s3-endpoint https://s3.example.com --s3-path-style"
+    )]
+    Migrate(migrate::MigrateArgs),
     /// Log in to a server and store a session in the client config.
     #[command(after_help = "Example:\n  berth login https://registry.example.com -a acme")]
     Login(session::LoginArgs),
@@ -267,6 +274,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => return serve::run(args),
         Command::Gc(args) => return gc::run(args),
         Command::Keys(args) => return keys::run(args),
+        Command::Migrate(args) => return migrate::run(args),
         Command::ImageConfig(cmd) => {
             files::image_config(cmd, format)?;
             return Ok(ExitCode::SUCCESS);
@@ -344,6 +352,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Serve(_)
             | Command::Gc(_)
             | Command::Keys(_)
+            | Command::Migrate(_)
             | Command::ImageConfig(_)
             | Command::Completion { .. } => Ok(()),
         }

@@ -249,15 +249,6 @@ impl Reader<'_> {
         )
     }
 
-    /// Every credential, for copying an installation (`berth migrate`).
-    pub fn all_credentials(&self) -> Result<Vec<CredentialRow>> {
-        self.conn.query(
-            &format!("SELECT {CREDENTIAL_COLS} FROM credentials ORDER BY id"),
-            p![],
-            credential,
-        )
-    }
-
     pub fn bindings_for_subject(&self, kind: &str, id: i64) -> Result<Vec<BindingRow>> {
         self.conn.query(
             &format!("{BINDING_SELECT} WHERE b.subject_kind = ?1 AND b.subject_id = ?2"),

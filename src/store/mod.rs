@@ -9,6 +9,7 @@
 //! either all of a write or none of it, and write transactions run one at a time (SQLite's
 //! `BEGIN IMMEDIATE`; PostgreSQL's write advisory lock).
 
+mod copy;
 mod iam;
 mod postgres;
 mod registry;
@@ -17,6 +18,7 @@ mod sqlite;
 
 use std::sync::Arc;
 
+pub use copy::CopyReport;
 pub use postgres::PgOptions;
 
 use crate::content::Digest;

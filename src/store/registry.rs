@@ -129,6 +129,15 @@ impl Reader<'_> {
         )
     }
 
+    /// Every stored blob and its size (`berth migrate`).
+    pub fn all_blobs(&self) -> Result<Vec<(Digest, u64)>> {
+        self.conn.query(
+            "SELECT digest, size FROM blobs ORDER BY digest",
+            p![],
+            |r| Ok((digest_col(r.get(0)?)?, to_u64(r.get(1)?))),
+        )
+    }
+
     /// Number of stored blobs and their total size.
     pub fn blob_stats(&self) -> Result<(u64, u64)> {
         Ok(self

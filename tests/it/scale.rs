@@ -763,3 +763,127 @@ async fn failed_logins_count_across_nodes() {
         assert_eq!(ok, StatusCode::OK);
     }
 }
+
+/// `berth migrate` moves a populated embedded installation to PostgreSQL + S3 (twice: the
+/// second run finds everything there); then two nodes on the new stores serve the same
+/// content to the same robot token, API key and registry token, and take new writes.
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_moves_an_embedded_installation_and_its_credentials_keep_working() {
+    // The embedded installation: an org, a robot with a token, an API key, a registry token,
+    // images, audit events.
+    let mut old = Server::start_embedded();
+    let admin = Api::admin(&old);
+    admin
+        .ok("POST", "/orgs", Some(json!({"name": "acme"})), StatusCode::CREATED)
+        .await;
+    let robot = robot_with_token(&admin, "acme", "ci", "Writer", json!({"namespace": "acme"})).await;
+    let key = admin
+        .ok("POST", "/apikeys", Some(json!({"name": "laptop"})), StatusCode::CREATED)
+        .await;
+    let apikey = key["apikey"].as_str().unwrap().to_owned();
+    let r = client()
+        .post(old.url("/api/v1/tokens?permanent=true"))
+        .header("organization", "acme")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let reg: Value = r.json().await.unwrap();
+    let c = client();
+    let mut images = Vec::new();
+    for i in 0..3 {
+        let (digest, body) = push_image(&c, &old, "acme/app", &format!("v{i}"), 960 + i).await;
+        images.push((format!("v{i}"), digest, body));
+    }
+    let big = random_bytes(6 * 1024 * 1024 + 3, 970);
+    let big_d = push_blob(&c, &old, "acme/app", &big).await;
+    let jwks_before: Value = anonymous_client()
+        .get(old.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    old.terminate();
+
+    let pg = PgCluster::start();
+    let db = pg.create_database("berth");
+    let garage = Garage::start();
+    let migrate = || {
+        let mut cmd = Command::new(berth_bin());
+        cmd.args(["migrate", "--from-data-dir"])
+            .arg(&old.data_dir)
+            .args(["--to-database", &db, "--to-storage", "s3://berth/registry"])
+            .args(["--s3-endpoint", &garage.endpoint(), "--s3-region", "garage", "--s3-path-style"])
+            .env("BERTH_SECRET_KEY", TEST_SECRET_KEY)
+            .env("AWS_ACCESS_KEY_ID", crate::support::engines::GARAGE_KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", crate::support::engines::GARAGE_SECRET);
+        run(&mut cmd)
+    };
+    let first = migrate();
+    assert!(first.contains("7 blobs (7 copied and verified, 0 already there)"), "{first}");
+    let again = migrate();
+    assert!(again.contains("(0 new)") && again.contains("(0 copied and verified, 7 already there)"), "{again}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let node = |name: &str| {
+        let mut env = node_env(&db);
+        env.extend(garage.env("registry"));
+        Server::start_with(&tmp.path().join(name), &[], env)
+    };
+    let (a, b) = (node("a"), node("b"));
+    // The same signing keys: bearer tokens of the old installation still verify.
+    let jwks_after: Value = anonymous_client()
+        .get(a.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks_after["keys"], jwks_before["keys"]);
+    // The same content, byte for byte, on both nodes, to the robot token.
+    let (user, secret) = robot.split_once(':').unwrap();
+    let robot_client = basic_client(user, secret);
+    for node in [&a, &b] {
+        for (tag, digest, body) in &images {
+            let r = robot_client
+                .get(node.url(&format!("/v2/acme/app/manifests/{tag}")))
+                .header("Accept", OCI_MANIFEST)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "{tag}");
+            assert_eq!(r.headers()["Docker-Content-Digest"].to_str().unwrap(), digest);
+            assert_eq!(r.text().await.unwrap(), *body);
+        }
+        let got = robot_client
+            .get(node.url(&format!("/v2/acme/app/blobs/{big_d}")))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(got.as_ref(), big.as_slice());
+    }
+    // The API key and the registry token too (seed 002: user name `token`).
+    let r = Api::basic(&b, "iamapikey", &apikey).get("/auth/whoami").await;
+    assert_eq!(r.0, StatusCode::OK, "{}", r.1);
+    let r = basic_client("token", reg["token"].as_str().unwrap())
+        .get(a.url("/v2/acme/app/tags/list"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // New writes get new ids (the sequences moved past the copied ones).
+    let admin_b = Api::admin(&b);
+    admin_b
+        .ok("POST", "/orgs/acme/robots", Some(json!({"name": "new-bot"})), StatusCode::CREATED)
+        .await;
+    push_image(&robot_client, &a, "acme/app", "after", 990).await;
+    let (audit_status, audit) = admin_b.get("/audit?limit=500").await;
+    assert_eq!(audit_status, StatusCode::OK);
+    assert!(audit.to_string().contains("robot.create"), "{audit}");
+}
