@@ -565,7 +565,7 @@ impl Sink {
     /// Drops what was written; nothing becomes visible.
     pub fn abort(mut self) {
         if let Some(w) = self.writer.take() {
-            let _ = self.store.handle().spawn(async move { w.abort().await });
+            drop(self.store.handle().spawn(async move { w.abort().await }));
         }
     }
 }
@@ -573,7 +573,7 @@ impl Sink {
 impl Drop for Sink {
     fn drop(&mut self) {
         if let Some(w) = self.writer.take() {
-            let _ = self.store.handle().spawn(async move { w.abort().await });
+            drop(self.store.handle().spawn(async move { w.abort().await }));
         }
     }
 }

@@ -63,11 +63,10 @@ impl Progress {
 
 fn bar(done: u64, total: u64) -> String {
     let width = 30;
-    let filled = if total == 0 {
-        width
-    } else {
-        usize::try_from(done.saturating_mul(width as u64) / total).unwrap_or(width)
-    };
+    let filled = done
+        .saturating_mul(width as u64)
+        .checked_div(total)
+        .map_or(width, |f| usize::try_from(f).unwrap_or(width));
     format!("[{}{}]", "#".repeat(filled), " ".repeat(width - filled.min(width)))
 }
 

@@ -869,14 +869,14 @@ enum Placement {
 /// process on this machine).
 pub(crate) enum DigestLock {
     #[allow(dead_code)]
-    Db(store::PgLock),
+    Db(Box<store::PgLock>),
     #[allow(dead_code)]
     File(crate::blob::BlobLock),
 }
 
 pub(crate) fn lock_digest(meta: &MetadataStore, blobs: &BlobStore, d: &Digest) -> Result<DigestLock> {
     Ok(match meta.lock_digest(d)? {
-        Some(l) => DigestLock::Db(l),
+        Some(l) => DigestLock::Db(Box::new(l)),
         None => DigestLock::File(blobs.lock(d)?),
     })
 }

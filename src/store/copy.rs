@@ -19,7 +19,9 @@ use Kind::{Bool, Bytes, Int, Text};
 
 /// Every table, in an order where nothing points at a table copied later; `Some(column)` for a
 /// table whose ids come from an identity sequence.
-const TABLES: &[(&str, Option<&str>, &[(&str, Kind)])] = &[
+type Table = (&'static str, Option<&'static str>, &'static [(&'static str, Kind)]);
+
+const TABLES: &[Table] = &[
     ("orgs", Some("id"), &[("id", Int), ("name", Text), ("created_at", Int)]),
     (
         "users",

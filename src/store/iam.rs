@@ -8,6 +8,9 @@ use crate::store::{
     RoleRow, UserRow, now,
 };
 
+/// A signing key as stored: (created, kid, certificate PEM, sealed private key).
+pub(crate) type SealedKey = (i64, String, String, Vec<u8>);
+
 fn user(r: &Row<'_>) -> Result<UserRow> {
     Ok(UserRow {
         id: r.get(0)?,
@@ -320,7 +323,7 @@ impl Reader<'_> {
     }
 
     /// The signing keys, oldest first: (created, kid, certificate PEM, sealed private key).
-    pub fn signing_keys(&self) -> Result<Vec<(i64, String, String, Vec<u8>)>> {
+    pub fn signing_keys(&self) -> Result<Vec<SealedKey>> {
         self.conn.query(
             "SELECT created, kid, cert_pem, sealed_key FROM token_keys WHERE kind = 'signing' ORDER BY created, kid",
             p![],
