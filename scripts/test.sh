@@ -53,6 +53,7 @@ engines=$(mktemp -d -t berth-test-engines.XXXXXX)
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 as_pg=()
 if [ "$(id -u)" -eq 0 ]; then
+  chmod 755 "$engines"   # the postgres user must reach its directory inside
   mkdir "$engines/pg"
   chown postgres:postgres "$engines/pg"
   as_pg=(runuser -u postgres --)
