@@ -4,6 +4,11 @@
 //!
 //! Run: `cargo build --release && cargo run --release --example bench` (see the README).
 //! Every response is checked (status, digest); a protocol error aborts the run.
+//!
+//! `BENCH_BACKEND=scaled` runs the same workloads with berth on PostgreSQL + Garage (S3) and
+//! Distribution with its `s3` driver on the same Garage, both engines started here; the pull
+//! bound is then Garage's own GET of an object of the same size, and a second berth node on the
+//! same stores gives the two-node figures.
 
 #![allow(
     clippy::unwrap_used,
@@ -24,6 +29,9 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 mod http;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../tests/it/support/engines.rs"]
+mod engines;
 use sha2::Digest as _;
 
 const ROUNDS: usize = 2;
@@ -116,10 +124,14 @@ fn berth_bin() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/berth")
 }
 
+/// The environment of berth nodes in the scaled configuration (empty: the embedded default).
+static BERTH_ENV: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+
 async fn start_berth(dir: &Path) -> Res<Server> {
     let port = free_port();
     let started = Instant::now();
     let child = Command::new(berth_bin())
+        .envs(BERTH_ENV.get().into_iter().flatten().map(|(k, v)| (k, v)))
         .args([
             "serve",
             "--listen",
@@ -150,16 +162,27 @@ async fn start_berth(dir: &Path) -> Res<Server> {
     })
 }
 
-async fn start_distribution(dir: &Path) -> Res<Server> {
+async fn start_distribution(dir: &Path, s3: Option<&engines::Garage>) -> Res<Server> {
     let port = free_port();
     std::fs::create_dir_all(dir)?;
+    let storage = match s3 {
+        // The same bucket configuration as berth's (path style, the Garage endpoint).
+        Some(g) => format!(
+            "  s3:\n    accesskey: {}\n    secretkey: {}\n    region: garage\n    regionendpoint: {}\n    forcepathstyle: true\n    bucket: berth\n    rootdirectory: /distribution\n    secure: false\n    v4auth: true\n",
+            engines::GARAGE_KEY_ID,
+            engines::GARAGE_SECRET,
+            g.endpoint()
+        ),
+        None => format!("  filesystem:\n    rootdirectory: {}\n", dir.join("data").display()),
+    };
     let config = format!(
-        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: bench\n",
-        dir.join("data").display()
+        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n{storage}  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: bench\n"
     );
     std::fs::write(dir.join("config.yml"), config)?;
     let started = Instant::now();
     let child = Command::new("docker-registry")
+        // Distribution's s3 driver panics at start when AWS_CA_BUNDLE is set.
+        .env_remove("AWS_CA_BUNDLE")
         .arg("serve")
         .arg(dir.join("config.yml"))
         .stdout(Stdio::null())
@@ -541,6 +564,40 @@ async fn load_digest(
 }
 
 /// Resets a process's peak RSS (`VmHWM`), so the next reading covers only what follows.
+/// What Garage itself serves: one GET of a 256 MiB object, streamed and counted (MB/s).
+async fn garage_get_bound(g: &engines::Garage) -> Res<f64> {
+    use futures_util::StreamExt as _;
+    use object_store::ObjectStore as _;
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name("berth")
+        .with_endpoint(g.endpoint())
+        .with_region("garage")
+        .with_allow_http(true)
+        .with_virtual_hosted_style_request(false)
+        .with_access_key_id(engines::GARAGE_KEY_ID)
+        .with_secret_access_key(engines::GARAGE_SECRET)
+        .build()?;
+    let key = object_store::path::Path::from("bound/object");
+    let mut up = object_store::WriteMultipart::new_with_chunk_size(store.put_multipart(&key).await?, 8 * MIB);
+    for i in 0..32 {
+        up.wait_for_capacity(2).await?;
+        up.put(bytes::Bytes::from(random(8 * MIB, 500 + i)));
+    }
+    up.finish().await?;
+    let mut rates = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let mut body = store.get(&key).await?.into_stream();
+        let mut n = 0usize;
+        while let Some(chunk) = body.next().await {
+            n += chunk?.len();
+        }
+        rates.push(n as f64 / 1e6 / t.elapsed().as_secs_f64());
+    }
+    store.delete(&key).await?;
+    Ok(median(rates))
+}
+
 fn reset_peak_rss(pid: u32) -> Res<()> {
     Ok(std::fs::write(format!("/proc/{pid}/clear_refs"), "5")?)
 }
@@ -587,13 +644,38 @@ async fn robot_basic(b: &Server) -> Res<String> {
 async fn main() -> Res<()> {
     let tmp = tempfile::tempdir_in(Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))?;
     eprintln!("measuring the machine's bounds…");
-    let bounds = bounds(tmp.path()).await?;
+    let mut bounds = bounds(tmp.path()).await?;
+    let scaled = std::env::var("BENCH_BACKEND").is_ok_and(|v| v == "scaled");
+    // The scaled configuration's engines, started here and stopped when the run ends.
+    let engines = if scaled {
+        eprintln!("starting PostgreSQL and Garage…");
+        let pg = engines::PgCluster::start();
+        let db = pg.create_database("berth");
+        let garage = engines::Garage::start();
+        let mut env = vec![
+            ("BERTH_DATABASE_URL".to_owned(), db),
+            (
+                "BERTH_SECRET_KEY".to_owned(),
+                "bench-secret-key-that-seals-the-signing-keys".to_owned(),
+            ),
+        ];
+        env.extend(garage.env("berth"));
+        BERTH_ENV.set(env).map_err(|_| "environment set twice")?;
+        bounds["garage_get_mb_s"] = json!(garage_get_bound(&garage).await?);
+        Some((pg, garage))
+    } else {
+        None
+    };
     eprintln!("{bounds}");
     let c = reqwest::Client::new();
 
     let mut b = start_berth(&tmp.path().join("berth")).await?;
     let idle_berth = proc_kib(b.pid(), "VmRSS:");
-    let mut d = start_distribution(&tmp.path().join("distribution")).await?;
+    let mut d = start_distribution(
+        &tmp.path().join("distribution"),
+        engines.as_ref().map(|(_, g)| g),
+    )
+    .await?;
     let idle_dist = proc_kib(d.pid(), "VmRSS:");
     let repos = [
         "bench/big",
@@ -807,11 +889,42 @@ async fn main() -> Res<()> {
         let bearer = load_digest(&url, b.auth.as_deref(), false, &md, 64, 5).await?;
         only_berth("manifest GET, anonymous (public)", "req/s", anon.rps);
         only_berth("manifest GET, bearer-authorized", "req/s", bearer.rps);
+        if scaled {
+            // A second node on the same database and bucket: the same load split over both.
+            let b2 = start_berth(&tmp.path().join("berth2")).await?;
+            let url2 = format!("{}/v2/bench/load/manifests/latest", b2.base);
+            let (one, two) = tokio::join!(
+                load_digest(&url, b.auth.as_deref(), false, &md, 32, 5),
+                load_digest(&url2, b.auth.as_deref(), false, &md, 32, 5)
+            );
+            only_berth("manifest GET, two nodes, 2 × 32 conns", "req/s", one?.rps + two?.rps);
+            let req2 = http::Request::new(
+                &format!(
+                    "{}/token?service=berth&scope=repository:bench/load:pull",
+                    b2.base
+                ),
+                false,
+                &[("authorization", basic.as_str())],
+            )?;
+            let req1 = http::Request::new(
+                &format!(
+                    "{}/token?service=berth&scope=repository:bench/load:pull",
+                    b.base
+                ),
+                false,
+                &[("authorization", basic.as_str())],
+            )?;
+            let (t1, t2) = tokio::join!(
+                http::load(req1, None, 16, Duration::from_secs(5), 200),
+                http::load(req2, None, 16, Duration::from_secs(5), 200)
+            );
+            only_berth("token issuance, two nodes", "tokens/s", t1?.rps + t2?.rps);
+        }
     }
 
     // Start to ready with 10,000 repositories in the store.
     drop(b);
-    if wanted("ready") {
+    if wanted("ready") && !scaled {
         let ready_dir = tmp.path().join("ready");
         {
             let meta = berth::store::MetadataStore::open(&{
@@ -843,6 +956,8 @@ async fn main() -> Res<()> {
         .map(|(metric, unit, bv, dv, bc, dc)| {
             let bound = if metric.starts_with("push") {
                 Some(sha_bound.min(disk_bound).min(sendfile_bound))
+            } else if metric.starts_with("pull") && scaled {
+                bounds["garage_get_mb_s"].as_f64()
             } else if metric.starts_with("pull") {
                 Some(sendfile_bound)
             } else if metric.starts_with("4 KiB") {
@@ -920,13 +1035,14 @@ async fn main() -> Res<()> {
         eprintln!("BENCH_ONLY is set: a partial run, no results file written");
         return Ok(());
     }
-    let file = out_dir.join(format!("{}-{commit}.json", &date[..10]));
+    let suffix = if scaled { "-scaled" } else { "" };
+    let file = out_dir.join(format!("{}-{commit}{suffix}.json", &date[..10]));
     let machine = json!({ "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "cpu_model": std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())) });
     std::fs::write(
         &file,
         serde_json::to_string_pretty(
-            &json!({ "date": date, "commit": commit, "rounds": ROUNDS, "machine": machine, "bounds": bounds, "rows": json_rows }),
+            &json!({ "date": date, "commit": commit, "rounds": ROUNDS, "backend": if scaled { "postgresql+garage" } else { "sqlite+files" }, "machine": machine, "bounds": bounds, "rows": json_rows }),
         )?,
     )?;
     eprintln!("written {}", file.display());

@@ -1,12 +1,11 @@
-//! Real engines for the scale-out tests: a PostgreSQL cluster of the test's own (initdb into a
-//! temporary directory, started on a free loopback port, stopped and started at will), and the
-//! database every test server gets when the suite runs against PostgreSQL
-//! (`BERTH_TEST_DATABASE_URL`, a cluster that `scripts/test.sh` started).
+//! Real engines for the scale-out tests and the benchmarks (`bench/runner.rs` includes this
+//! file): a PostgreSQL cluster of the caller's own (initdb into a temporary directory, started
+//! on a free loopback port, stopped and started at will) and a single-node Garage with a bucket.
 //!
 //! `initdb` and `postgres` refuse to run as root: as root they run as the `postgres` user that
 //! Debian's package creates (`runuser`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -190,17 +189,6 @@ pub fn psql(url: &str, sql: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// When the suite runs against PostgreSQL (`BERTH_TEST_DATABASE_URL` names a cluster's admin
-/// database), a fresh database for a server whose data directory is `data_dir`.
-pub fn suite_database(data_dir: &Path) -> Option<String> {
-    let admin = std::env::var("BERTH_TEST_DATABASE_URL")
-        .ok()
-        .filter(|v| !v.is_empty())?;
-    let mut seed = data_dir.as_os_str().as_encoded_bytes().to_vec();
-    seed.extend(std::process::id().to_le_bytes());
-    let name = format!("berth_{}", &super::sha256(&seed)["sha256:".len()..][..16]);
-    Some(create_database(&admin, &name))
-}
 
 /// The access key every test Garage knows (imported with `garage key import`).
 pub const GARAGE_KEY_ID: &str = "GK0123456789abcdef01234567";
@@ -320,24 +308,4 @@ impl Drop for Garage {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// When the suite runs against S3 (`BERTH_TEST_S3_ENDPOINT`, a Garage that `scripts/test.sh`
-/// started, with the access key above and bucket `berth`), the environment of a server whose
-/// blobs go under a prefix of its own.
-pub fn suite_storage(data_dir: &Path) -> Option<Vec<(String, String)>> {
-    let endpoint = std::env::var("BERTH_TEST_S3_ENDPOINT")
-        .ok()
-        .filter(|v| !v.is_empty())?;
-    let mut seed = data_dir.as_os_str().as_encoded_bytes().to_vec();
-    seed.extend(std::process::id().to_le_bytes());
-    let prefix = &super::sha256(&seed)["sha256:".len()..][..16];
-    Some(vec![
-        ("BERTH_STORAGE".into(), format!("s3://berth/{prefix}")),
-        ("BERTH_S3_ENDPOINT".into(), endpoint),
-        ("BERTH_S3_REGION".into(), "garage".into()),
-        ("BERTH_S3_PATH_STYLE".into(), "true".into()),
-        ("AWS_ACCESS_KEY_ID".into(), GARAGE_KEY_ID.into()),
-        ("AWS_SECRET_ACCESS_KEY".into(), GARAGE_SECRET.into()),
-    ])
 }

@@ -80,12 +80,12 @@ impl Server {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         let chosen = extra.contains(&"--database") || env.iter().any(|(k, _)| k == "BERTH_DATABASE_URL");
-        if !chosen && let Some(url) = engines::suite_database(data_dir) {
+        if !chosen && let Some(url) = suite_database(data_dir) {
             env.push(("BERTH_DATABASE_URL".into(), url));
             env.push(("BERTH_SECRET_KEY".into(), TEST_SECRET_KEY.into()));
         }
         let chosen = extra.contains(&"--storage") || env.iter().any(|(k, _)| k == "BERTH_STORAGE");
-        if !chosen && let Some(s3) = engines::suite_storage(data_dir) {
+        if !chosen && let Some(s3) = suite_storage(data_dir) {
             env.extend(s3);
         }
         Server::start_with(data_dir, extra, env)
@@ -731,4 +731,36 @@ pub async fn bearer_token(s: &Server, user: &str, secret: &str, scope: &str) -> 
     assert_eq!(r.status(), StatusCode::OK);
     let v: Value = r.json().await.unwrap();
     v["token"].as_str().unwrap().to_owned()
+}
+
+/// When the suite runs against PostgreSQL (`BERTH_TEST_DATABASE_URL` names a cluster's admin
+/// database), a fresh database for a server whose data directory is `data_dir`.
+pub fn suite_database(data_dir: &Path) -> Option<String> {
+    let admin = std::env::var("BERTH_TEST_DATABASE_URL")
+        .ok()
+        .filter(|v| !v.is_empty())?;
+    let mut seed = data_dir.as_os_str().as_encoded_bytes().to_vec();
+    seed.extend(std::process::id().to_le_bytes());
+    let name = format!("berth_{}", &sha256(&seed)["sha256:".len()..][..16]);
+    Some(engines::create_database(&admin, &name))
+}
+
+/// When the suite runs against S3 (`BERTH_TEST_S3_ENDPOINT`, a Garage that `scripts/test.sh`
+/// started, with the access key above and bucket `berth`), the environment of a server whose
+/// blobs go under a prefix of its own.
+pub fn suite_storage(data_dir: &Path) -> Option<Vec<(String, String)>> {
+    let endpoint = std::env::var("BERTH_TEST_S3_ENDPOINT")
+        .ok()
+        .filter(|v| !v.is_empty())?;
+    let mut seed = data_dir.as_os_str().as_encoded_bytes().to_vec();
+    seed.extend(std::process::id().to_le_bytes());
+    let prefix = &sha256(&seed)["sha256:".len()..][..16];
+    Some(vec![
+        ("BERTH_STORAGE".into(), format!("s3://berth/{prefix}")),
+        ("BERTH_S3_ENDPOINT".into(), endpoint),
+        ("BERTH_S3_REGION".into(), "garage".into()),
+        ("BERTH_S3_PATH_STYLE".into(), "true".into()),
+        ("AWS_ACCESS_KEY_ID".into(), engines::GARAGE_KEY_ID.into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), engines::GARAGE_SECRET.into()),
+    ])
 }
