@@ -176,7 +176,7 @@ async fn start_distribution(dir: &Path, s3: Option<&engines::Garage>) -> Res<Ser
         None => format!("  filesystem:\n    rootdirectory: {}\n", dir.join("data").display()),
     };
     let config = format!(
-        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n{storage}  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: bench\n"
+        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n{storage}  delete:\n    enabled: true\n  redirect:\n    disable: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: bench\n"
     );
     std::fs::write(dir.join("config.yml"), config)?;
     let started = Instant::now();

@@ -887,3 +887,48 @@ async fn migrate_moves_an_embedded_installation_and_its_credentials_keep_working
     assert_eq!(audit_status, StatusCode::OK);
     assert!(audit.to_string().contains("robot.create"), "{audit}");
 }
+
+/// The other combination: SQLite (one node) with its blobs in a bucket. Push, pull, delete and
+/// collect; the bucket holds exactly the blobs still referenced.
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_with_a_bucket_pushes_pulls_and_collects() {
+    let garage = Garage::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_with(&tmp.path().join("data"), &[], garage.env("single"));
+    assert!(s.database_url().is_none());
+    let c = client();
+    let (keep, keep_body) = push_image(&c, &s, "acme/app", "keep", 1101).await;
+    let (gone, _) = push_image(&c, &s, "acme/app", "gone", 1102).await;
+    let r = c
+        .delete(s.url(&format!("/v2/acme/app/manifests/{gone}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(s.storage().blob_count(), 4);
+    let report: Value =
+        serde_json::from_str(&run(s.server_command(&["gc"]).args(["--grace", "0s", "--json"])))
+            .unwrap();
+    assert_eq!(report["blobs_removed"], 2, "{report}");
+    let kept: Vec<String> = s.storage().blobs().into_iter().map(|(d, _)| d).collect();
+    let m: Value = serde_json::from_str(&keep_body).unwrap();
+    let mut want = vec![
+        m["config"]["digest"].as_str().unwrap().to_owned(),
+        m["layers"][0]["digest"].as_str().unwrap().to_owned(),
+    ];
+    want.sort();
+    let mut kept = kept;
+    kept.sort();
+    assert_eq!(kept, want);
+    let r = c
+        .get(s.url("/v2/acme/app/manifests/keep"))
+        .header("Accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["Docker-Content-Digest"].to_str().unwrap(), keep);
+    for d in &want {
+        let r = c.get(s.url(&format!("/v2/acme/app/blobs/{d}"))).send().await.unwrap();
+        assert_eq!(sha256(&r.bytes().await.unwrap()), *d);
+    }
+}
