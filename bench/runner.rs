@@ -132,6 +132,8 @@ async fn start_berth(dir: &Path) -> Res<Server> {
     let started = Instant::now();
     let child = Command::new(berth_bin())
         .envs(BERTH_ENV.get().into_iter().flatten().map(|(k, v)| (k, v)))
+        // A round on the scaled stores outlasts the default 5-minute bearer token.
+        .env("BERTH_TOKEN_TTL", "1h")
         .args([
             "serve",
             "--listen",
@@ -704,7 +706,12 @@ async fn main() -> Res<()> {
             }
         };
     let mut load_image = None;
-    for round in 0..ROUNDS {
+    // `BENCH_ROUNDS=1` for a quicker run (the results file records the rounds).
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(ROUNDS);
+    for round in 0..rounds {
         for which in 0..2 {
             let s: &mut Server = if which == 0 { &mut b } else { &mut d };
             if s.name == "berth" {
@@ -1042,7 +1049,7 @@ async fn main() -> Res<()> {
     std::fs::write(
         &file,
         serde_json::to_string_pretty(
-            &json!({ "date": date, "commit": commit, "rounds": ROUNDS, "backend": if scaled { "postgresql+garage" } else { "sqlite+files" }, "machine": machine, "bounds": bounds, "rows": json_rows }),
+            &json!({ "date": date, "commit": commit, "rounds": rounds, "backend": if scaled { "postgresql+garage" } else { "sqlite+files" }, "machine": machine, "bounds": bounds, "rows": json_rows }),
         )?,
     )?;
     eprintln!("written {}", file.display());
