@@ -101,6 +101,39 @@ impl Row<'_> {
 }
 
 impl Conn<'_> {
+    /// Calls `f` on the rows of `sql` in order until it returns `false`.
+    fn each_row(
+        &self,
+        sql: &str,
+        params: &[&dyn Param],
+        mut f: impl FnMut(&Row<'_>) -> Result<bool>,
+    ) -> Result<()> {
+        match self {
+            Conn::Sqlite(c) => {
+                let mut st = c.prepare_cached(sql)?;
+                let mut rows = st.query(rusqlite::params_from_iter(
+                    params.iter().map(|p| p.sqlite()),
+                ))?;
+                while let Some(r) = rows.next()? {
+                    if !f(&Row::Sqlite(r))? {
+                        break;
+                    }
+                }
+            }
+            Conn::Pg(c) => {
+                let mut c = c.borrow_mut();
+                let st = c.statement(sql)?;
+                let args: Vec<_> = params.iter().map(|p| p.pg()).collect();
+                for r in &c.client.query(&st, &args)? {
+                    if !f(&Row::Pg(r))? {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Every row of `sql`, mapped by `f`.
     pub(super) fn query<T>(
         &self,
@@ -108,51 +141,28 @@ impl Conn<'_> {
         params: &[&dyn Param],
         mut f: impl FnMut(&Row<'_>) -> Result<T>,
     ) -> Result<Vec<T>> {
-        match self {
-            Conn::Sqlite(c) => {
-                let mut st = c.prepare_cached(sql)?;
-                let mut rows = st.query(rusqlite::params_from_iter(
-                    params.iter().map(|p| p.sqlite()),
-                ))?;
-                let mut out = Vec::new();
-                while let Some(r) = rows.next()? {
-                    out.push(f(&Row::Sqlite(r))?);
-                }
-                Ok(out)
-            }
-            Conn::Pg(c) => {
-                let mut c = c.borrow_mut();
-                let st = c.statement(sql)?;
-                let args: Vec<_> = params.iter().map(|p| p.pg()).collect();
-                let rows = c.client.query(&st, &args)?;
-                rows.iter().map(|r| f(&Row::Pg(r))).collect()
-            }
-        }
+        let mut out = Vec::new();
+        self.each_row(sql, params, |r| {
+            out.push(f(r)?);
+            Ok(true)
+        })?;
+        Ok(out)
     }
 
-    /// The first row of `sql`, if any, mapped by `f`.
+    /// The first row of `sql`, if any, mapped by `f` (on both engines: PostgreSQL's own
+    /// `query_opt` would refuse a second row).
     pub(super) fn query_opt<T>(
         &self,
         sql: &str,
         params: &[&dyn Param],
         mut f: impl FnMut(&Row<'_>) -> Result<T>,
     ) -> Result<Option<T>> {
-        match self {
-            Conn::Sqlite(c) => {
-                let mut st = c.prepare_cached(sql)?;
-                let mut rows = st.query(rusqlite::params_from_iter(
-                    params.iter().map(|p| p.sqlite()),
-                ))?;
-                rows.next()?.map(|r| f(&Row::Sqlite(r))).transpose()
-            }
-            Conn::Pg(c) => {
-                let mut c = c.borrow_mut();
-                let st = c.statement(sql)?;
-                let args: Vec<_> = params.iter().map(|p| p.pg()).collect();
-                let row = c.client.query_opt(&st, &args)?;
-                row.as_ref().map(|r| f(&Row::Pg(r))).transpose()
-            }
-        }
+        let mut out = None;
+        self.each_row(sql, params, |r| {
+            out = Some(f(r)?);
+            Ok(false)
+        })?;
+        Ok(out)
     }
 
     /// The one value of a query that returns one row (`COUNT(*)`, `RETURNING id`).

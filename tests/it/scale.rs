@@ -350,6 +350,19 @@ async fn skopeo_through_a_round_robin_balancer_pushes_and_pulls() {
     }
 }
 
+/// Waits for `/readyz` to answer 200 (a node recovering by itself after its stores came back).
+async fn wait_until_ready(s: &Server, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let ready = anonymous_client().get(s.url("/readyz")).send().await.unwrap();
+        if ready.status() == StatusCode::OK {
+            return;
+        }
+        assert!(Instant::now() < deadline, "berth did not recover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The sum of a counter family on a node's `/metrics`.
 async fn metric_sum(s: &Server, family: &str) -> u64 {
     let text = anonymous_client()
@@ -478,15 +491,7 @@ async fn postgres_stopped_under_traffic_answers_503_then_recovers_losing_nothing
 
     pg.resume();
     // Back without restarting berth.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = anonymous_client().get(s.url("/readyz")).send().await.unwrap();
-        if ready.status() == StatusCode::OK {
-            break;
-        }
-        assert!(Instant::now() < deadline, "berth did not recover");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_until_ready(&s, Duration::from_secs(30)).await;
     for (tag, digest) in &acknowledged {
         let r = c
             .get(s.url(&format!("/v2/acme/app/manifests/{tag}")))
@@ -549,15 +554,7 @@ async fn garage_stopped_under_traffic_answers_503_then_recovers_losing_nothing()
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
 
     garage.resume();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ready = anonymous_client().get(s.url("/readyz")).send().await.unwrap();
-        if ready.status() == StatusCode::OK {
-            break;
-        }
-        assert!(Instant::now() < deadline, "berth did not recover");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_until_ready(&s, Duration::from_secs(60)).await;
     let got = c
         .get(s.url(&format!("/v2/acme/app/blobs/{layer_d}")))
         .send()
