@@ -203,6 +203,16 @@ struct Verified {
     key: ring::hmac::Key,
     /// Fingerprint → (verified at, login, credential id).
     entries: Mutex<HashMap<[u8; 32], VerifiedLogin>>,
+    /// Fingerprint → the lock held by the one check of that user name and secret under way.
+    in_flight: Mutex<HashMap<[u8; 32], Arc<Mutex<()>>>>,
+}
+
+/// The one check under way of a user name and secret: attempts that present the same pair wait
+/// for it and then find its result in the cache (or make their own attempt, after a failure).
+struct Flight<'a> {
+    verified: &'a Verified,
+    fp: [u8; 32],
+    lock: Arc<Mutex<()>>,
 }
 
 impl Verified {
@@ -214,6 +224,25 @@ impl Verified {
         Verified {
             key,
             entries: Mutex::default(),
+            in_flight: Mutex::default(),
+        }
+    }
+
+    /// Joins the check of `fp` under way, or starts it. Identical attempts (a fleet of clients
+    /// sharing one robot token behind one address) are checked once, not each reserving a slot
+    /// of the failure limit: an attacker repeating one guess learns nothing more by repeating it.
+    fn flight(&self, fp: [u8; 32]) -> Flight<'_> {
+        let lock = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(fp)
+            .or_default()
+            .clone();
+        Flight {
+            verified: self,
+            fp,
+            lock,
         }
     }
 
@@ -242,6 +271,28 @@ impl Verified {
             map.retain(|_, (at, ..)| at.elapsed() < VERIFIED_TTL);
         }
         map.insert(fp, (Instant::now(), l, credential));
+    }
+}
+
+impl Flight<'_> {
+    /// Runs `f` once the attempts ahead of this one with the same fingerprint are done.
+    fn run<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _turn = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        f()
+    }
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        let mut map = self
+            .verified
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // The last attempt of this fingerprint removes its entry (the map holds one reference).
+        if Arc::strong_count(&self.lock) == 2 {
+            map.remove(&self.fp);
+        }
     }
 }
 
@@ -300,9 +351,20 @@ impl AuthService {
         secret: &str,
         client: &ClientInfo,
     ) -> Result<Login, AuthError> {
+        let fp = self.verified.fingerprint(username, secret);
+        let flight = self.verified.flight(fp);
+        flight.run(|| self.login_once(fp, username, secret, client))
+    }
+
+    fn login_once(
+        &self,
+        fp: [u8; 32],
+        username: &str,
+        secret: &str,
+        client: &ClientInfo,
+    ) -> Result<Login, AuthError> {
         // A login verified moments ago is served at once, unless something it depends on was
         // revoked since. Refresh tokens are never cached: each use is checked for reuse.
-        let fp = self.verified.fingerprint(username, secret);
         if username != "iamrefresh"
             && let Some((l, credential)) = self.verified.get(&fp)
             && !self

@@ -229,6 +229,54 @@ async fn failed_logins_from_one_address_lock_out_nobody_else() {
     assert_eq!(r.status(), StatusCode::OK);
 }
 
+/// A fleet of clients behind one address sharing one credential (CI runners behind NAT, a
+/// DaemonSet's pull secret) must never be refused by the failure limit, however many arrive
+/// before the first check ends: identical attempts are checked once (a slow argon2 password
+/// and a robot token, whose check waits for the database).
+#[tokio::test]
+async fn a_fleet_sharing_one_credential_is_never_limited() {
+    let s = Server::start();
+    let alice = Api::admin(&s);
+    // Created, never logged in: no check of this password is remembered yet.
+    alice
+        .ok(
+            "POST",
+            "/users",
+            Some(json!({"name": "bob", "password": "bob-password-1"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    alice
+        .ok("POST", "/orgs", Some(json!({"name": "acme"})), StatusCode::CREATED)
+        .await;
+    let robot = robot_with_token(&alice, "acme", "fleet", "Reader", json!({})).await;
+    let (id, token) = robot.split_once(':').unwrap();
+    for (user, secret) in [("bob", "bob-password-1"), (id, token)] {
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let c = basic_client_from(user, secret, "127.0.0.30");
+                let url = s.url("/token?service=berth&scope=repository:acme/app:pull");
+                tokio::spawn(async move { c.get(url).send().await.unwrap().status() })
+            })
+            .collect();
+        let mut refused = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                StatusCode::OK => {}
+                StatusCode::TOO_MANY_REQUESTS => refused += 1,
+                other => panic!("{user}: unexpected {other}"),
+            }
+        }
+        assert_eq!(refused, 0, "{user}: {refused} of 64 right logins refused with 429");
+    }
+    // Identical wrong attempts still count one by one: the eleventh is refused.
+    let mut statuses = Vec::new();
+    for _ in 0..11 {
+        statuses.push(token_status(&s, id, "berth_rt_wrong", "127.0.0.31").await);
+    }
+    assert_eq!(statuses[10], StatusCode::TOO_MANY_REQUESTS, "{statuses:?}");
+}
+
 #[tokio::test]
 async fn a_login_storm_is_limited_before_hashing_and_memory_stays_bounded() {
     let s = Server::start();
