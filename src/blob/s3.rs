@@ -44,8 +44,8 @@ pub struct S3Options {
 
 /// Bytes per part of a multipart upload (S3 needs ≥ 5 MiB for every part but the last).
 const PART: usize = 5 * 1024 * 1024;
-/// Parts in flight per multipart upload: with `PART`, at most ~24 MiB per upload in memory.
-const PARTS_IN_FLIGHT: usize = 1;
+/// Parts in flight per multipart upload: with `PART`, at most ~20 MiB per upload in memory.
+const PARTS_IN_FLIGHT: usize = 2;
 /// Bytes gathered before they go to a sink.
 const GATHER: usize = 1024 * 1024;
 
@@ -313,36 +313,47 @@ impl S3Store {
     }
 
     /// Starts writing object `path`; feed it with `Sink::put` and end with `Sink::finish`.
-    async fn sink(&self, path: Path) -> Result<Sink> {
-        let store = self.inner.store.clone();
-        let what = path.to_string();
-        let upload = self
-            .run(async move { store.put_multipart(&path).await })
-            .await?
-            .map_err(s3_err(what))?;
-        Ok(Sink {
+    /// Nothing reaches the bucket until the object outgrows one part: a small object is one PUT.
+    fn sink(&self, path: Path) -> Sink {
+        Sink {
             store: self.clone(),
-            writer: Some(WriteMultipart::new_with_chunk_size(upload, PART)),
-        })
+            path,
+            state: State::Buffered(Vec::new(), 0),
+        }
     }
 
     /// A sink for the chunk of upload `id` that starts at `offset`.
-    pub async fn chunk_sink(&self, id: &uuid::Uuid, offset: u64) -> Result<Sink> {
-        self.sink(self.chunk_path(id, offset)).await
+    pub fn chunk_sink(&self, id: &uuid::Uuid, offset: u64) -> Sink {
+        self.sink(self.chunk_path(id, offset))
     }
 
     /// A sink for the staged whole blob of upload (or push) `id`.
-    pub async fn staging_sink(&self, id: &uuid::Uuid) -> Result<Sink> {
-        self.sink(self.path(&format!("uploads/{id}/blob"))).await
+    pub fn staging_sink(&self, id: &uuid::Uuid) -> Sink {
+        self.sink(self.staged_path(id))
     }
 
-    /// Places the staged blob of `id` (its sink finished) as blob `d`: a server-side copy to
-    /// the blob's key, then the staged object goes. Call under the digest's lock, and write the
+    fn staged_path(&self, id: &uuid::Uuid) -> Path {
+        self.path(&format!("uploads/{id}/blob"))
+    }
+
+    /// Places the verified bytes of `sink` (the staged blob of `id`) as blob `d`. A blob that
+    /// fits in one part is written to its key by one PUT; a larger one is completed as the
+    /// staged object, copied server-side to its key, and the staged object goes. Either way the
+    /// key is written whole, never in pieces. Call under the digest's lock, and write the
     /// metadata row only after this returns.
-    pub fn place(&self, id: &uuid::Uuid, d: &Digest) -> Result<()> {
-        let store = self.inner.store.clone();
-        let (from, to) = (self.path(&format!("uploads/{id}/blob")), self.blob_path(d));
+    pub fn place(&self, mut sink: Sink, id: &uuid::Uuid, d: &Digest) -> Result<()> {
+        let to = self.blob_path(d);
         let what = format!("placing blob {d}");
+        if let Some(payload) = sink.take_small() {
+            let store = self.inner.store.clone();
+            return self
+                .block(async move { store.put(&to, payload).await })?
+                .map(drop)
+                .map_err(s3_err(what));
+        }
+        sink.finish()?;
+        let store = self.inner.store.clone();
+        let from = self.staged_path(id);
         self.block(async move {
             store.copy(&from, &to).await.map_err(s3_err(what.clone()))?;
             match store.delete(&from).await {
@@ -523,13 +534,42 @@ fn chrono_now() -> i64 {
 /// An object being written; invisible until `finish`.
 pub struct Sink {
     store: S3Store,
-    writer: Option<WriteMultipart>,
+    path: Path,
+    state: State,
+}
+
+enum State {
+    /// Up to one part, in memory: the bytes and their count.
+    Buffered(Vec<Bytes>, usize),
+    /// A multipart upload under way.
+    Streaming(WriteMultipart),
+    Done,
 }
 
 impl Sink {
     /// Adds bytes; waits while too many parts are in flight (bounded memory).
     pub async fn put(&mut self, bytes: Bytes) -> Result<()> {
-        let Some(w) = &mut self.writer else {
+        if let State::Buffered(parts, len) = &mut self.state {
+            if *len + bytes.len() <= PART {
+                *len += bytes.len();
+                parts.push(bytes);
+                return Ok(());
+            }
+            // Outgrew one part: a multipart upload takes what was buffered, then the rest.
+            let (store, path) = (self.store.inner.store.clone(), self.path.clone());
+            let what = path.to_string();
+            let upload = self
+                .store
+                .run(async move { store.put_multipart(&path).await })
+                .await?
+                .map_err(s3_err(what))?;
+            let mut w = WriteMultipart::new_with_chunk_size(upload, PART);
+            for b in parts.drain(..) {
+                w.put(b);
+            }
+            self.state = State::Streaming(w);
+        }
+        let State::Streaming(w) = &mut self.state else {
             return Ok(());
         };
         w.wait_for_capacity(PARTS_IN_FLIGHT)
@@ -539,40 +579,57 @@ impl Sink {
         Ok(())
     }
 
+    /// The whole object, if it never outgrew one part.
+    fn take_small(&mut self) -> Option<object_store::PutPayload> {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Buffered(parts, _) => Some(parts.into_iter().collect()),
+            other => {
+                self.state = other;
+                None
+            }
+        }
+    }
+
     /// Completes the object: it is visible once this returns.
     pub fn finish(mut self) -> Result<()> {
-        let Some(w) = self.writer.take() else {
-            return Ok(());
-        };
-        self.store
-            .block(async move { w.finish().await })?
-            .map(drop)
-            .map_err(s3_err("completing an object"))
+        let store = self.store.clone();
+        store.block(self.finish_async_inner())?
     }
 
     /// Like `finish`, from async code.
     pub async fn finish_async(mut self) -> Result<()> {
-        let Some(w) = self.writer.take() else {
-            return Ok(());
-        };
-        self.store
-            .run(async move { w.finish().await })
-            .await?
-            .map(drop)
-            .map_err(s3_err("completing an object"))
+        let store = self.store.clone();
+        store.run(self.finish_async_inner()).await?
+    }
+
+    fn finish_async_inner(&mut self) -> impl Future<Output = Result<()>> + Send + 'static {
+        let (store, path) = (self.store.inner.store.clone(), self.path.clone());
+        let small = self.take_small();
+        let state = std::mem::replace(&mut self.state, State::Done);
+        async move {
+            match (small, state) {
+                (Some(payload), _) => store
+                    .put(&path, payload)
+                    .await
+                    .map(drop)
+                    .map_err(s3_err("writing an object")),
+                (None, State::Streaming(w)) => {
+                    w.finish().await.map(drop).map_err(s3_err("completing an object"))
+                }
+                (None, _) => Ok(()),
+            }
+        }
     }
 
     /// Drops what was written; nothing becomes visible.
-    pub fn abort(mut self) {
-        if let Some(w) = self.writer.take() {
-            drop(self.store.handle().spawn(async move { w.abort().await }));
-        }
+    pub fn abort(self) {
+        drop(self);
     }
 }
 
 impl Drop for Sink {
     fn drop(&mut self) {
-        if let Some(w) = self.writer.take() {
+        if let State::Streaming(w) = std::mem::replace(&mut self.state, State::Done) {
             drop(self.store.handle().spawn(async move { w.abort().await }));
         }
     }

@@ -168,7 +168,7 @@ async fn copy_blob(
 ) -> anyhow::Result<()> {
     let id = uuid::Uuid::new_v4();
     let mut file = files.open_blob(d)?;
-    let mut sink = s3.staging_sink(&id).await?;
+    let mut sink = s3.staging_sink(&id);
     let mut hasher = Hasher::new(d.algorithm());
     let mut buf = vec![0u8; 1024 * 1024];
     loop {
@@ -188,8 +188,7 @@ async fn copy_blob(
     let s3 = s3.clone();
     let d = d.clone();
     tokio::task::block_in_place(move || -> anyhow::Result<()> {
-        sink.finish()?;
-        s3.place(&id, &d)?;
+        s3.place(sink, &id, &d)?;
         Ok(())
     })
 }

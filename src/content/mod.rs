@@ -456,7 +456,7 @@ impl ContentService {
     {
         let target = match self.inner.blobs.engine() {
             Engine::Fs(_) => Target::File(*id, offset),
-            Engine::S3(s3) => Target::Sink(s3.chunk_sink(id, offset).await?),
+            Engine::S3(s3) => Target::Sink(s3.chunk_sink(id, offset)),
         };
         let (n, hasher, sink) = self.stream_into(target, hasher, body).await?;
         if let Some(sink) = sink {
@@ -589,6 +589,16 @@ impl ContentService {
         E: std::fmt::Display,
     {
         if let Some(body) = last {
+            // S3, and the whole blob in this request: straight into its staged object (or one
+            // PUT to its key), not through a chunk object read back at the end.
+            if let Engine::S3(_) = self.inner.blobs.engine()
+                && self.check_upload(repo, id)?.size == 0
+            {
+                drop(self.take_session(id, 0)?);
+                let result = self.store_whole(repo, digest, body, Some(*id)).await;
+                self.sessions().remove(id);
+                return result;
+            }
             self.append(repo, id, None, None, body).await?;
         }
         let row = self.check_upload(repo, id)?;
@@ -597,7 +607,7 @@ impl ContentService {
         // S3: the chunks are read in order, hashed, into the blob's object (invisible until
         // it is placed); files: the upload's file is hashed unless its hash state is at hand.
         let sink = match self.inner.blobs.engine() {
-            Engine::S3(s3) => Some(s3.staging_sink(&id).await),
+            Engine::S3(s3) => Some(s3.staging_sink(&id)),
             Engine::Fs(_) => None,
         };
         let result = self
@@ -609,7 +619,6 @@ impl ContentService {
                 };
                 match (s.blobs.engine(), sink) {
                     (Engine::S3(s3), Some(sink)) => {
-                        let sink = sink?;
                         let chunks = s3.chunks(&id, session.offset)?;
                         let (h, sink) = s3.copy_chunks(&id, &chunks, Hasher::new(want.algorithm()), Some(sink))?;
                         let got = h.finish();
@@ -653,16 +662,32 @@ impl ContentService {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin + 'static,
         E: std::fmt::Display,
     {
+        self.store_whole(repo, digest, body, None).await
+    }
+
+    /// Stores a whole blob from one request body: for `push_blob`, or (S3) for the last request
+    /// of an `upload` that holds no bytes yet, whose session goes with the commit.
+    async fn store_whole<S, E>(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        body: S,
+        upload: Option<uuid::Uuid>,
+    ) -> Result<()>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin + 'static,
+        E: std::fmt::Display,
+    {
         // Files: a file with no metadata row; garbage collection leaves such files alone until
         // they are older than the upload expiry, so this one is safe while it is being written.
-        // S3: straight into the blob's object, which stays invisible until it is placed.
-        let id = uuid::Uuid::new_v4();
+        // S3: into the staged object (in memory while it fits one part), invisible until placed.
+        let id = upload.unwrap_or_else(uuid::Uuid::new_v4);
         let target = match self.inner.blobs.engine().clone() {
             Engine::Fs(fs) => {
                 self.blocking(move |_| Ok(fs.create_upload(&id)?)).await?;
                 Target::File(id, 0)
             }
-            Engine::S3(s3) => Target::Sink(s3.staging_sink(&id).await?),
+            Engine::S3(s3) => Target::Sink(s3.staging_sink(&id)),
         };
         let hasher = Some(Hasher::new(digest.algorithm()));
         let written = self.stream_into(target, hasher, body).await;
@@ -690,6 +715,10 @@ impl ContentService {
             };
             if got != want {
                 discard(sink)?;
+                if let Some(u) = upload {
+                    s.meta.write(|w| w.delete_upload(&u))?;
+                    s.blobs.remove_upload(&u)?;
+                }
                 return Err(Error::DigestInvalid(format!(
                     "content digest is {got}, not {want}"
                 )));
@@ -698,7 +727,7 @@ impl ContentService {
                 Some(sink) => Placement::Object(sink, id),
                 None => Placement::File(id),
             };
-            s.commit(&repo, &want, size, placement, None)
+            s.commit(&repo, &want, size, placement, upload.as_ref())
         })
         .await
     }
@@ -897,10 +926,7 @@ impl Inner {
         let place = |p: Placement| -> Result<()> {
             match (p, self.blobs.engine()) {
                 (Placement::File(id), Engine::Fs(fs)) => Ok(fs.commit_upload(&id, d)?),
-                (Placement::Object(sink, id), Engine::S3(s3)) => {
-                    sink.finish()?;
-                    Ok(s3.place(&id, d)?)
-                }
+                (Placement::Object(sink, id), Engine::S3(s3)) => Ok(s3.place(sink, &id, d)?),
                 (Placement::Object(..), Engine::Fs(_)) => {
                     Err(Error::Task("an object placement on files".into()))
                 }
