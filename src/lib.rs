@@ -19,6 +19,7 @@ pub mod policy;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod types;
 
 /// Writes a message for a person to stderr (outside the log, so log shippers never see it).
 #[allow(clippy::print_stderr)]

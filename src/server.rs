@@ -133,7 +133,8 @@ impl AppState {
         let keys = open_keys(config, &content).map_err(|e| ServerError::Keys(e.to_string()))?;
         let tokens = TokenService::new(keys, config.token_issuer.clone(), config.token_ttl);
         let iam = IamService::new(content.meta().clone());
-        let auth = AuthService::new(iam, tokens);
+        let auth = AuthService::new(iam, tokens)
+            .with_workloads(&config.token_service, config.workload_token_max_lifetime);
         // Revocation keys outlive every token that could name them.
         let revocation_retention = config.token_ttl + Duration::from_secs(3600);
         auth.tokens().revoked().set_retention(revocation_retention);

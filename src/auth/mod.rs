@@ -12,6 +12,7 @@ pub mod keys;
 pub(crate) mod limit;
 pub mod revoked;
 pub mod token;
+pub mod workload;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -115,14 +116,38 @@ impl Lineage {
 pub struct Login {
     pub principal: Principal,
     pub lineage: Lineage,
+    /// A workload's login (a token of a trusted issuer): ends with that token; tokens issued to
+    /// it end no later.
+    pub workload: Option<WorkloadLogin>,
+}
+
+/// What a workload presented: the trust it matched and its token's issuer, subject and expiry.
+#[derive(Debug, Clone)]
+pub struct WorkloadLogin {
+    pub trust: String,
+    pub issuer: String,
+    pub subject: String,
+    pub expires: i64,
 }
 
 impl Login {
-    pub fn anonymous() -> Login {
+    pub fn new(principal: Principal, lineage: Lineage) -> Login {
         Login {
-            principal: Principal::Anonymous,
-            lineage: Lineage::default(),
+            principal,
+            lineage,
+            workload: None,
         }
+    }
+
+    pub fn anonymous() -> Login {
+        Login::new(Principal::Anonymous, Lineage::default())
+    }
+
+    /// The latest a token issued to this login may expire.
+    pub fn not_after(&self) -> Option<i64> {
+        self.workload
+            .as_ref()
+            .map(|w| w.expires.min(now() + workload::MAX_ISSUED_SECS))
     }
 }
 
@@ -184,6 +209,8 @@ const ATTEMPTED_LEN: usize = 64;
 #[derive(Default)]
 struct Usage {
     pending: Mutex<HashMap<String, LastUse>>,
+    /// Trust id → last use.
+    trusts: Mutex<HashMap<i64, i64>>,
     audit: Mutex<Vec<AuditEvent>>,
     failures: Mutex<HashMap<(Option<IpAddr>, &'static str), FailureWindow>>,
 }
@@ -261,7 +288,9 @@ impl Verified {
     fn get(&self, fp: &[u8; 32]) -> Option<(Login, Option<String>)> {
         let map = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         map.get(fp)
-            .filter(|(at, ..)| at.elapsed() < VERIFIED_TTL)
+            .filter(|(at, l, _)| {
+                at.elapsed() < VERIFIED_TTL && l.not_after().is_none_or(|n| n > now())
+            })
             .map(|(_, l, id)| (l.clone(), id.clone()))
     }
 
@@ -303,8 +332,95 @@ pub struct AuthService {
     limiter: Arc<Limiter>,
     usage: Arc<Usage>,
     verified: Arc<Verified>,
+    workloads: Arc<workload::Workloads>,
+    exchanges: Arc<Exchanges>,
+    policy: Arc<PolicyCache>,
     /// The audience of session access tokens (`iambearer`, the management API).
     pub(crate) api_audience: String,
+    /// The registry's token service name: the default audience of workload tokens.
+    pub(crate) service: String,
+}
+
+/// Grants and namespaces as read at one policy stamp: dropped whole when the stamp moves (a
+/// local write, or a revocation or policy change of any node, read within a second).
+#[derive(Default)]
+struct PolicyCache(Mutex<PolicyMaps>);
+
+#[derive(Default)]
+struct PolicyMaps {
+    stamp: (u64, i64),
+    grants: HashMap<String, Grants>,
+    namespaces: HashMap<String, Option<crate::store::NamespaceRow>>,
+}
+
+/// Entries kept at most per map; past this the map starts again.
+const POLICY_CACHE_MAX: usize = 10_000;
+
+impl PolicyCache {
+    /// The maps, if they are of `stamp`: moved forward to a newer stamp (emptied), never back.
+    fn maps(&self, stamp: (u64, i64)) -> Option<std::sync::MutexGuard<'_, PolicyMaps>> {
+        let mut m = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if m.stamp != stamp && stamp.0 >= m.stamp.0 && stamp.1 >= m.stamp.1 {
+            *m = PolicyMaps {
+                stamp,
+                ..PolicyMaps::default()
+            };
+        }
+        (m.stamp == stamp).then_some(m)
+    }
+
+    fn get_grants(&self, stamp: (u64, i64), key: &str) -> Option<Grants> {
+        self.maps(stamp)?.grants.get(key).cloned()
+    }
+
+    fn put_grants(&self, stamp: (u64, i64), key: String, g: Grants) {
+        if let Some(mut m) = self.maps(stamp) {
+            if m.grants.len() >= POLICY_CACHE_MAX {
+                m.grants.clear();
+            }
+            m.grants.insert(key, g);
+        }
+    }
+
+    fn get_namespace(
+        &self,
+        stamp: (u64, i64),
+        name: &str,
+    ) -> Option<Option<crate::store::NamespaceRow>> {
+        self.maps(stamp)?.namespaces.get(name).cloned()
+    }
+
+    fn put_namespace(&self, stamp: (u64, i64), name: String, n: Option<crate::store::NamespaceRow>) {
+        if let Some(mut m) = self.maps(stamp) {
+            if m.namespaces.len() >= POLICY_CACHE_MAX {
+                m.namespaces.clear();
+            }
+            m.namespaces.insert(name, n);
+        }
+    }
+}
+
+/// Workload token exchanges counted by outcome.
+#[derive(Default)]
+struct Exchanges(Mutex<std::collections::BTreeMap<&'static str, u64>>);
+
+impl Exchanges {
+    fn count(&self, outcome: &'static str) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(outcome)
+            .or_default() += 1;
+    }
+
+    fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let m = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        ["granted", "refused", "unavailable"]
+            .iter()
+            .map(|o| (*o, m.get(o).copied().unwrap_or(0)))
+            .collect()
+    }
 }
 
 /// The result of checking a secret: the login and the credential used, or `None` (wrong).
@@ -318,8 +434,20 @@ impl AuthService {
             limiter: Arc::default(),
             usage: Arc::default(),
             verified: Arc::new(Verified::new()),
+            workloads: Arc::default(),
+            exchanges: Arc::default(),
+            policy: Arc::default(),
             api_audience: "berth-api".into(),
+            service: "berth".into(),
         }
+    }
+
+    /// The registry's service name (the default audience of workload tokens) and the longest
+    /// a workload token may live.
+    pub fn with_workloads(mut self, service: &str, max_lifetime: Duration) -> AuthService {
+        self.service = service.to_owned();
+        self.workloads = Arc::new(workload::Workloads::new(max_lifetime));
+        self
     }
 
     pub fn iam(&self) -> &IamService {
@@ -562,6 +690,10 @@ impl AuthService {
                 Ok(claims) => self.login_from_claims(&claims),
                 Err(_) => Ok(None),
             },
+            // A robot's full name and a JWT: a workload presenting its platform's token.
+            _ if username.contains('/') && workload::looks_like_jwt(secret) => {
+                self.workload_login(username, secret)
+            }
             _ if uuid::Uuid::try_parse(username).is_ok() => {
                 // A robot token's accessId: the secret must be that very credential.
                 let Some(s) = Secret::parse(secret).filter(|s| s.kind() == SecretKind::RobotToken)
@@ -582,12 +714,138 @@ impl AuthService {
                             matches!(&l.principal, Principal::User { name, .. } if name == username)
                         }));
                 }
-                Ok(self.iam.check_password(username, secret)?.map(|u| Login {
-                    lineage: Lineage::password(&u),
-                    principal: Principal::user(u),
-                }))
+                Ok(self
+                    .iam
+                    .check_password(username, secret)?
+                    .map(|u| {
+                        let lineage = Lineage::password(&u);
+                        Login::new(Principal::user(u), lineage)
+                    }))
             }
         }
+    }
+
+    /// A workload acting as robot `org/name` with a token of an issuer one of the robot's trusts
+    /// names. `None` when no trust accepts the token (the reason goes to the log, the token
+    /// never does).
+    fn workload_login(&self, robot: &str, jwt: &str) -> Result<Option<Login>, AuthError> {
+        let Some((org, name)) = robot.split_once('/') else {
+            return Ok(None);
+        };
+        let internal = |e: crate::store::Error| AuthError::Internal(e.to_string());
+        let meta = self.iam.meta();
+        let found = meta
+            .read(|r| match r.org_by_name(org)? {
+                Some(o) => r.robot(o.id, name),
+                None => Ok(None),
+            })
+            .map_err(internal)?;
+        let Some(r) = found else {
+            self.exchanges.count("refused");
+            return Ok(None);
+        };
+        let trusts = meta.read(|rd| rd.trusts_of_robot(r.id)).map_err(internal)?;
+        self.exchange_login(jwt, &trusts)
+    }
+
+    /// The login of the robot whose trust (one of `trusts`) accepts `jwt`.
+    pub fn exchange_login(
+        &self,
+        jwt: &str,
+        trusts: &[crate::store::TrustRow],
+    ) -> Result<Option<Login>, AuthError> {
+        match self.workloads.verify(jwt, trusts, &self.service) {
+            Ok((t, ext)) => {
+                self.exchanges.count("granted");
+                self.usage
+                    .trusts
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(t.id, now());
+                let mut login = Login::new(
+                    Principal::Robot {
+                        id: t.robot_id,
+                        org: t.org.clone(),
+                        name: t.robot.clone(),
+                    },
+                    Lineage(vec![format!("trust:{}", t.id)]),
+                );
+                login.workload = Some(WorkloadLogin {
+                    trust: t.name,
+                    issuer: ext.issuer,
+                    subject: ext.subject,
+                    expires: ext.expires,
+                });
+                Ok(Some(login))
+            }
+            Err(workload::WorkloadError::Refused(why)) => {
+                self.exchanges.count("refused");
+                tracing::info!(reason = %why, "workload token refused");
+                Ok(None)
+            }
+            Err(e @ workload::WorkloadError::Unavailable(_)) => {
+                self.exchanges.count("unavailable");
+                tracing::warn!(error = %e, "workload token not checked");
+                Err(AuthError::Internal(e.to_string()))
+            }
+        }
+    }
+
+    /// A token exchange that names no robot: the one robot whose trust accepts `jwt`. `Ok(Err)`
+    /// when several do (the caller must name one). Counted by the failure limits like a login,
+    /// under the token's issuer and the client's address.
+    pub fn exchange_any(
+        &self,
+        jwt: &str,
+        client: &ClientInfo,
+    ) -> Result<Result<Login, String>, AuthError> {
+        let iss = workload::unverified_claims(jwt)
+            .and_then(|c| c.get("iss").and_then(|v| v.as_str()).map(str::to_owned))
+            .unwrap_or_default();
+        let keys = limit::keys_for(Some(format!("issuer {iss}")), client.addr);
+        let slot = self
+            .limiter
+            .reserve(keys)
+            .map_err(|retry_after| AuthError::RateLimited { retry_after })?;
+        let trusts = if iss.is_empty() {
+            Vec::new()
+        } else {
+            self.iam
+                .meta()
+                .read(|r| r.trusts_of_issuer(&iss))
+                .map_err(|e| AuthError::Internal(e.to_string()))?
+        };
+        let mut by_robot: std::collections::BTreeMap<i64, Vec<crate::store::TrustRow>> =
+            std::collections::BTreeMap::new();
+        for t in trusts {
+            by_robot.entry(t.robot_id).or_default().push(t);
+        }
+        let mut matched = Vec::new();
+        for trusts in by_robot.values() {
+            if let Some(l) = self.exchange_login(jwt, trusts)? {
+                matched.push(l);
+            }
+        }
+        match matched.len() {
+            0 => {
+                slot.fail();
+                self.audit_failure("(workload token)", client, "workload token refused");
+                Err(AuthError::Invalid)
+            }
+            1 => Ok(Ok(matched.remove(0))),
+            _ => {
+                let names: Vec<String> = matched.iter().map(|l| l.principal.subject()).collect();
+                Ok(Err(format!(
+                    "several robots trust this token ({}); name one with client_id",
+                    names.join(", ")
+                )))
+            }
+        }
+    }
+
+    /// Workload exchanges by outcome, for `/metrics`.
+    pub fn exchange_counts(&self) -> Vec<(&'static str, u64)> {
+        self.exchanges.snapshot()
     }
 
     /// The login of a verified credential: its owner, and its lineage (the credential itself, or
@@ -604,7 +862,7 @@ impl AuthService {
         };
         Ok(self
             .owner_principal(&row)?
-            .map(|principal| Login { principal, lineage }))
+            .map(|principal| Login::new(principal, lineage)))
     }
 
     /// The principal a credential acts as: its user, its robot, or (registry tokens) its org.
@@ -688,11 +946,39 @@ impl AuthService {
                 .cloned()
                 .collect(),
         );
-        Ok(Some(Login { principal, lineage }))
+        Ok(Some(Login::new(principal, lineage)))
     }
 
     /// What the principal may do. Blocking (reads memberships and bindings).
     pub fn grants(&self, p: &Principal) -> Result<Grants, AuthError> {
+        let key = format!("{p:?}");
+        let stamp = self.policy_stamp();
+        if let Some(g) = self.policy.get_grants(stamp, &key) {
+            return Ok(g);
+        }
+        let g = self.grants_uncached(p)?;
+        self.policy.put_grants(stamp, key, g.clone());
+        Ok(g)
+    }
+
+    /// Namespace `name`'s row, cached like grants.
+    pub fn namespace(&self, name: &str) -> Result<Option<crate::store::NamespaceRow>, AuthError> {
+        let stamp = self.policy_stamp();
+        if let Some(n) = self.policy.get_namespace(stamp, name) {
+            return Ok(n);
+        }
+        let n = self.iam.namespace(name)?;
+        self.policy.put_namespace(stamp, name.to_owned(), n.clone());
+        Ok(n)
+    }
+
+    /// What cached policy is valid for: this process's committed writes and the revocation log
+    /// as last read (every node's policy changes add to it; see `POLICY_CHANGED` in `store/iam.rs`).
+    fn policy_stamp(&self) -> (u64, i64) {
+        (self.iam.meta().writes(), self.tokens.revoked().seq())
+    }
+
+    fn grants_uncached(&self, p: &Principal) -> Result<Grants, AuthError> {
         Ok(match p {
             Principal::Anonymous => Grants::default(),
             Principal::User { id, admin, .. } => self.iam.grants(("user", *id), *admin)?,
@@ -749,6 +1035,26 @@ impl AuthService {
         .collect();
         if !pending.is_empty() {
             self.iam.touch_credentials(&pending)?;
+        }
+        let trusts: Vec<(i64, i64)> = std::mem::take(
+            &mut *self
+                .usage
+                .trusts
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+        .into_iter()
+        .collect();
+        if !trusts.is_empty() {
+            self.iam
+                .meta()
+                .write_relaxed(|w| {
+                    for (id, at) in &trusts {
+                        w.touch_trust(*id, *at)?;
+                    }
+                    Ok::<_, crate::store::Error>(())
+                })
+                .map_err(|e| AuthError::Internal(e.to_string()))?;
         }
         Ok(pending.len())
     }

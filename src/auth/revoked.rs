@@ -46,6 +46,11 @@ impl Revoked {
     }
 
     /// Reads the keys added since the last refresh. Blocking.
+    /// The sequence number of the last revocation read (any node's).
+    pub fn seq(&self) -> i64 {
+        self.seq.load(Ordering::Acquire)
+    }
+
     pub fn refresh(&self, meta: &MetadataStore) -> Result<usize, crate::store::Error> {
         let since = self.seq.load(Ordering::Acquire);
         let rows = meta.read(|r| r.revocations_since(since))?;

@@ -93,6 +93,18 @@ impl TokenService {
         access: Vec<AccessEntry>,
         src: Vec<String>,
     ) -> Result<(String, Claims), TokenError> {
+        self.issue_until(sub, aud, access, src, None)
+    }
+
+    /// Like `issue`, expiring no later than `not_after` (a workload's own token's expiry).
+    pub fn issue_until(
+        &self,
+        sub: &str,
+        aud: &str,
+        access: Vec<AccessEntry>,
+        src: Vec<String>,
+        not_after: Option<i64>,
+    ) -> Result<(String, Claims), TokenError> {
         let key = self
             .keys
             .current()
@@ -102,7 +114,9 @@ impl TokenService {
             iss: self.issuer.clone(),
             sub: sub.to_owned(),
             aud: aud.to_owned(),
-            exp: iat.saturating_add(i64::try_from(self.ttl.as_secs()).unwrap_or(300)),
+            exp: iat
+                .saturating_add(i64::try_from(self.ttl.as_secs()).unwrap_or(300))
+                .min(not_after.unwrap_or(i64::MAX)),
             // A little back-dated, so verifiers whose clocks lag a moment accept it at once.
             nbf: iat - 1,
             iat,

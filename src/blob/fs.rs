@@ -12,7 +12,7 @@ use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use super::{Context as _, Result};
-use crate::content::Digest;
+use crate::types::Digest;
 
 #[derive(Clone, Debug)]
 pub struct FsStore {

@@ -59,7 +59,7 @@ impl BlobStore {
     }
 
     /// Takes the lock stripe of `d` (an `flock`, across processes on this machine).
-    pub fn lock(&self, d: &crate::content::Digest) -> Result<BlobLock> {
+    pub fn lock(&self, d: &crate::types::Digest) -> Result<BlobLock> {
         self.locks.lock(d)
     }
 
@@ -70,21 +70,21 @@ impl BlobStore {
         }
     }
 
-    pub fn blob_exists(&self, d: &crate::content::Digest) -> Result<bool> {
+    pub fn blob_exists(&self, d: &crate::types::Digest) -> Result<bool> {
         match &self.engine {
             Engine::Fs(f) => Ok(f.blob_file_exists(d)),
             Engine::S3(s) => s.blob_exists(d),
         }
     }
 
-    pub fn remove_blob(&self, d: &crate::content::Digest) -> Result<()> {
+    pub fn remove_blob(&self, d: &crate::types::Digest) -> Result<()> {
         match &self.engine {
             Engine::Fs(f) => f.remove_blob(d),
             Engine::S3(s) => s.remove_blob(d),
         }
     }
 
-    pub fn list_blobs(&self) -> Result<Vec<crate::content::Digest>> {
+    pub fn list_blobs(&self) -> Result<Vec<crate::types::Digest>> {
         match &self.engine {
             Engine::Fs(f) => f.list_blobs(),
             Engine::S3(s) => s.list_blobs(),

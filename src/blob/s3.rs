@@ -30,7 +30,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, WriteMultipart};
 
 use super::{Error, Result};
-use crate::content::Digest;
+use crate::types::Digest;
 
 /// Where the bucket is and how to reach it.
 #[derive(Debug, Clone)]
@@ -408,9 +408,9 @@ impl S3Store {
         &self,
         id: &uuid::Uuid,
         chunks: &[(u64, u64)],
-        mut hasher: crate::content::Hasher,
+        mut hasher: crate::types::Hasher,
         mut sink: Option<Sink>,
-    ) -> Result<(crate::content::Hasher, Option<Sink>)> {
+    ) -> Result<(crate::types::Hasher, Option<Sink>)> {
         let store = self.inner.store.clone();
         let paths: Vec<Path> = chunks.iter().map(|(o, _)| self.chunk_path(id, *o)).collect();
         let id = *id;

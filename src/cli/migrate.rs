@@ -13,7 +13,7 @@ use anyhow::{Context as _, bail};
 
 use crate::blob::{Engine, S3Options};
 use crate::config::env;
-use crate::content::{Digest, Hasher};
+use crate::types::{Digest, Hasher};
 use crate::store::{MetadataStore, PgOptions};
 
 #[derive(Debug, Clone, clap::Args)]

@@ -58,6 +58,7 @@ pub const BERTH_TOKEN_ISSUER: &str = "BERTH_TOKEN_ISSUER";
 pub const BERTH_TOKEN_TTL: &str = "BERTH_TOKEN_TTL";
 /// Lifetime of registry tokens made without `permanent=true`.
 pub const BERTH_REGISTRY_TOKEN_TTL: &str = "BERTH_REGISTRY_TOKEN_TTL";
+pub const BERTH_WORKLOAD_TOKEN_MAX_LIFETIME: &str = "BERTH_WORKLOAD_TOKEN_MAX_LIFETIME";
 /// Password of the server admin `admin`, used only when the first start creates it. Never a flag
 /// or a file key, so that it stays out of process listings and config files.
 pub const BERTH_ADMIN_PASSWORD: &str = "BERTH_ADMIN_PASSWORD";

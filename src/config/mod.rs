@@ -27,6 +27,7 @@ pub struct Config {
     pub token_issuer: String,
     pub token_ttl: Duration,
     pub registry_token_ttl: Duration,
+    pub workload_token_max_lifetime: Duration,
     /// Operator-provided signing key and chain; `None`: berth's own CA in the data directory.
     pub token_signer: Option<TlsFiles>,
     pub max_connections: usize,
@@ -134,6 +135,11 @@ impl Config {
                 }
             })?,
             registry_token_ttl: duration("registry_token_ttl", raw.registry_token_ttl, "30d")?,
+            workload_token_max_lifetime: duration(
+                "workload_token_max_lifetime",
+                raw.workload_token_max_lifetime,
+                "24h",
+            )?,
             max_connections: match raw.max_connections {
                 Some(0) => return Err(invalid("max_connections", "must be at least 1".into())),
                 n => n.unwrap_or(1024),

@@ -74,6 +74,10 @@ pub struct ServeArgs {
     #[arg(long, env = env::BERTH_REGISTRY_TOKEN_TTL, value_name = "DURATION")]
     pub registry_token_ttl: Option<String>,
 
+    /// Longest lifetime (exp - iat) of a workload's token accepted in exchange for a registry token [default: 24h]
+    #[arg(long, env = env::BERTH_WORKLOAD_TOKEN_MAX_LIFETIME, value_name = "DURATION")]
+    pub workload_token_max_lifetime: Option<String>,
+
     /// Connections served at once; past this new connections are closed at once while existing ones keep being served [default: 1024]
     #[arg(long, env = env::BERTH_MAX_CONNECTIONS, value_name = "N")]
     pub max_connections: Option<usize>,
@@ -140,6 +144,7 @@ pub struct FileConfig {
     pub token_issuer: Option<String>,
     pub token_ttl: Option<String>,
     pub registry_token_ttl: Option<String>,
+    pub workload_token_max_lifetime: Option<String>,
     pub token_key: Option<PathBuf>,
     pub token_cert_chain: Option<PathBuf>,
     pub max_connections: Option<usize>,
@@ -173,6 +178,10 @@ impl ServeArgs {
             token_issuer: self.token_issuer.clone().or(file.token_issuer),
             token_ttl: self.token_ttl.clone().or(file.token_ttl),
             registry_token_ttl: self.registry_token_ttl.clone().or(file.registry_token_ttl),
+            workload_token_max_lifetime: self
+                .workload_token_max_lifetime
+                .clone()
+                .or(file.workload_token_max_lifetime),
             token_key: self.token_key.clone().or(file.token_key),
             token_cert_chain: self.token_cert_chain.clone().or(file.token_cert_chain),
             max_connections: self.max_connections.or(file.max_connections),

@@ -13,10 +13,8 @@
 //! * Nothing becomes visible before it is durable: blob files are fsync'd before the row that
 //!   names them is written, SQLite commits with `synchronous=FULL`.
 
-mod digest;
 pub mod gc;
 pub mod manifest;
-mod name;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -25,8 +23,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
-pub use digest::{Algorithm, Digest, DigestError, Hasher};
-pub use name::{NameError, Reference, ReferenceError, RepositoryName, Tag, TagError};
+pub use crate::types::{
+    Algorithm, Digest, DigestError, Hasher, NameError, Reference, ReferenceError, RepositoryName,
+    Tag, TagError,
+};
 
 use crate::blob::{BlobStore, Engine};
 use crate::store::{self, ManifestRow, MetadataStore, NewManifest, ReferrerRow};
@@ -594,7 +594,8 @@ impl ContentService {
             if let Engine::S3(_) = self.inner.blobs.engine()
                 && self.check_upload(repo, id)?.size == 0
             {
-                drop(self.take_session(id, 0)?);
+                // Marks the session busy on this node until the blob is committed.
+                self.take_session(id, 0)?;
                 let result = self.store_whole(repo, digest, body, Some(*id)).await;
                 self.sessions().remove(id);
                 return result;

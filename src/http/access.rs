@@ -104,7 +104,7 @@ pub(crate) fn namespace_info(
     state: &AppState,
     ns: &str,
 ) -> Result<Option<NamespaceInfo>, AuthError> {
-    Ok(state.auth.iam().namespace(ns)?.map(|n| NamespaceInfo {
+    Ok(state.auth.namespace(ns)?.map(|n| NamespaceInfo {
         key: crate::store::namespace_key(&n.name, n.org_id, n.created_at),
         org: n.org,
         public: n.public,

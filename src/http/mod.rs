@@ -176,9 +176,16 @@ async fn metrics(State(state): State<AppState>) -> Response {
             return resp;
         }
     };
-    let text = state
+    let mut text = state
         .metrics
         .render(state.content.uploads_active(), blobs, bytes);
+    text.push_str("# HELP berth_workload_exchanges_total Workload tokens presented for a registry token, by outcome.\n");
+    text.push_str("# TYPE berth_workload_exchanges_total counter\n");
+    for (outcome, n) in state.auth.exchange_counts() {
+        text.push_str(&format!(
+            "berth_workload_exchanges_total{{outcome=\"{outcome}\"}} {n}\n"
+        ));
+    }
     named(
         "metrics",
         ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text),

@@ -168,6 +168,10 @@ pub(super) async fn post(State(state): State<AppState>, req: Request) -> Respons
             .find(|(key, _)| key == k)
             .map(|(_, v)| v.clone())
     };
+    if field("grant_type").as_deref() == Some(TOKEN_EXCHANGE) {
+        let st = state.clone();
+        return named(exchange(&st, &form, access::client_info(&parts)).await);
+    }
     let login = match field("grant_type").as_deref() {
         Some("password") => match (field("username"), field("password")) {
             (Some(u), Some(p)) => Some((u, p)),
@@ -193,7 +197,7 @@ pub(super) async fn post(State(state): State<AppState>, req: Request) -> Respons
             return named(error(
                 StatusCode::BAD_REQUEST,
                 "UNSUPPORTED",
-                "grant_type must be password or refresh_token",
+                "grant_type must be password, refresh_token or urn:ietf:params:oauth:grant-type:token-exchange",
             ));
         }
     };
@@ -210,6 +214,162 @@ pub(super) async fn post(State(state): State<AppState>, req: Request) -> Respons
         oauth: true,
     };
     named(respond(&state, request, access::client_info(&parts), &parts.headers).await)
+}
+
+/// RFC 8693's grant type, and the subject token types accepted (a JWT; an OpenID ID token is one).
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const SUBJECT_TYPES: [&str; 2] = [
+    "urn:ietf:params:oauth:token-type:jwt",
+    "urn:ietf:params:oauth:token-type:id_token",
+];
+
+/// An OAuth 2.0 error answer (RFC 6749 §5.2), as RFC 8693 uses.
+fn oauth_error(status: StatusCode, code: &str, description: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")],
+        json!({ "error": code, "error_description": description }).to_string(),
+    )
+        .into_response()
+}
+
+/// RFC 8693 token exchange: a workload's JWT for a registry token of the robot whose trust
+/// accepts it (`client_id` names the robot when several could). The answer's `scope` is what
+/// was granted: the intersection of what was asked and what the robot may do.
+async fn exchange(state: &AppState, form: &[(String, String)], client: ClientInfo) -> Response {
+    let field = |k: &str| form.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    let Some(jwt) = field("subject_token") else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "subject_token is required");
+    };
+    match field("subject_token_type") {
+        Some(t) if SUBJECT_TYPES.contains(&t.as_str()) => {}
+        _ => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "subject_token_type must be urn:ietf:params:oauth:token-type:jwt or urn:ietf:params:oauth:token-type:id_token",
+            );
+        }
+    }
+    if let Some(service) = field("audience").or(field("service"))
+        && service != state.web.service
+    {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_target",
+            &format!("unknown audience {service:?}"),
+        );
+    }
+    let scopes = scopes_of(form.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.as_str()));
+    let client_id = field("client_id");
+    let st = state.clone();
+    let result = tokio::task::spawn_blocking(move || -> Result<Result<serde_json::Value, String>, AuthError> {
+        let login = match &client_id {
+            Some(robot) if robot.contains('/') => st.auth.login(robot, &jwt, &client)?,
+            Some(_) => return Ok(Err("client_id must name a robot as ORG/ROBOT".into())),
+            None => match st.auth.exchange_any(&jwt, &client)? {
+                Ok(l) => l,
+                Err(ambiguous) => return Ok(Err(ambiguous)),
+            },
+        };
+        if login.workload.is_none() {
+            return Err(AuthError::Invalid);
+        }
+        let (jwt, claims, access) = issue_for(&st, &login, &scopes, &client)?;
+        let granted: Vec<String> = access
+            .iter()
+            .map(|a| format!("{}:{}:{}", a.kind, a.name, a.actions.join(",")))
+            .collect();
+        Ok(Ok(json!({
+            "access_token": jwt,
+            "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+            "token_type": "Bearer",
+            "expires_in": claims.exp - claims.iat,
+            "scope": granted.join(" "),
+        })))
+    })
+    .await;
+    match result {
+        Ok(Ok(Ok(body))) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")],
+            body.to_string(),
+        )
+            .into_response(),
+        Ok(Ok(Err(message))) => oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &message),
+        Ok(Err(AuthError::Invalid)) => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "the subject token is not accepted by any trust (issuer, signature, audience, times, subject or claims)",
+        ),
+        Ok(Err(AuthError::RateLimited { retry_after })) => {
+            let mut r = oauth_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "slow_down",
+                "too many failed attempts; try again later",
+            );
+            if let Ok(v) = axum::http::HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            r
+        }
+        Ok(Err(AuthError::Internal(m))) => oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", &m),
+        Err(e) => oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &e.to_string()),
+    }
+}
+
+/// Signs a registry token for `login` with what policy grants of `scopes`, and audits it (a
+/// workload's exchange with its issuer, subject and trust, never its token).
+fn issue_for(
+    st: &AppState,
+    login: &Login,
+    scopes: &[Scope],
+    client: &ClientInfo,
+) -> Result<(String, crate::auth::Claims, Vec<AccessEntry>), AuthError> {
+    let grants = st.auth.grants(&login.principal)?;
+    let (access, namespace_keys) = grant(st, &login.principal, &grants, scopes)?;
+    let (jwt, claims) = st
+        .auth
+        .tokens()
+        .issue_until(
+            &login.principal.subject(),
+            &st.web.service,
+            access.clone(),
+            login
+                .lineage
+                .token_keys(&login.principal)
+                .into_iter()
+                .chain(namespace_keys)
+                .collect(),
+            login.not_after(),
+        )
+        .map_err(|e| AuthError::Internal(e.to_string()))?;
+    let granted: Vec<String> = access
+        .iter()
+        .map(|a| format!("{}:{}:{}", a.kind, a.name, a.actions.join(",")))
+        .collect();
+    let (action, detail) = match &login.workload {
+        Some(w) => (
+            "workload.exchange",
+            format!(
+                "issuer {} subject {} trust {}; granted {}",
+                w.issuer,
+                w.subject,
+                w.trust,
+                if granted.is_empty() { "nothing".to_owned() } else { granted.join(" ") }
+            ),
+        ),
+        None => ("token.issue", format!("{} grants", access.len())),
+    };
+    st.auth.audit(AuditEvent {
+        actor: Some(login.principal.subject()),
+        action,
+        success: true,
+        client_addr: client.addr.map(|a| a.to_string()),
+        detail: Some(detail),
+        ..AuditEvent::default()
+    });
+    Ok((jwt, claims, access))
 }
 
 /// Failures of the token endpoint's work: authentication, or the session API's refresh rotation
@@ -272,8 +432,6 @@ async fn respond(
             Some((u, p)) => st.auth.login(u, p, &client)?,
             None => Login::anonymous(),
         };
-        let grants = st.auth.grants(&login.principal)?;
-        let (access, namespace_keys) = grant(&st, &login.principal, &grants, &request.scopes)?;
         // A user's offline login opens a session; its tokens carry the session's family.
         let new_session = match &login.principal {
             Principal::User { id, .. } if request.offline && refresh_token.is_none() => Some(*id),
@@ -287,21 +445,7 @@ async fn respond(
             }
             None => login,
         };
-        let (jwt, claims) = st
-            .auth
-            .tokens()
-            .issue(
-                &login.principal.subject(),
-                &st.web.service,
-                access.clone(),
-                login
-                    .lineage
-                    .token_keys(&login.principal)
-                    .into_iter()
-                    .chain(namespace_keys)
-                    .collect(),
-            )
-            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        let (jwt, claims, access) = issue_for(&st, &login, &request.scopes, &client)?;
         let issued_at = crate::auth::token::rfc3339(claims.iat);
         let expires_in = claims.exp - claims.iat;
         let mut body = if request.oauth {
@@ -313,14 +457,6 @@ async fn respond(
         if let Some(t) = refresh_token {
             body["refresh_token"] = json!(t);
         }
-        st.auth.audit(AuditEvent {
-            actor: Some(login.principal.subject()),
-            action: "token.issue",
-            success: true,
-            client_addr: client.addr.map(|a| a.to_string()),
-            detail: Some(format!("{} grants", access.len())),
-            ..AuditEvent::default()
-        });
         Ok(body)
     })
     .await;

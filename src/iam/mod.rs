@@ -64,7 +64,7 @@ pub fn check_name(what: &str, name: &str) -> Result<()> {
         )));
     }
     if what == "organization" || what == "namespace" {
-        name.parse::<crate::content::RepositoryName>()
+        name.parse::<crate::types::RepositoryName>()
             .ok()
             .filter(|_| !name.contains('/'))
             .ok_or_else(|| {
@@ -404,6 +404,21 @@ impl IamService {
             .ok_or_else(|| {
                 Error::NotFound(format!("robot {name:?} not found in organization {org:?}"))
             })
+    }
+
+    /// A robot's workload trusts.
+    pub fn trusts(&self, robot_id: i64) -> Result<Vec<crate::store::TrustRow>> {
+        Ok(self.meta.read(|r| r.trusts_of_robot(robot_id))?)
+    }
+
+    /// Adds a trust; `false` if the robot has one of that name already.
+    pub fn add_trust(&self, t: &crate::store::TrustRow) -> Result<bool> {
+        Ok(self.meta.write(|w| w.insert_trust(t))?)
+    }
+
+    /// Deletes a trust and revokes what was issued through it; `false` if there was none.
+    pub fn delete_trust(&self, robot_id: i64, name: &str) -> Result<bool> {
+        Ok(self.meta.write(|w| w.delete_trust(robot_id, name))?)
     }
 
     pub fn robots(&self, org: &str) -> Result<Vec<RobotRow>> {

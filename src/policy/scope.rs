@@ -2,7 +2,7 @@
 //! See the Docker registry token specification, "Requesting a Token".
 
 use super::{Action, Actions};
-use crate::content::RepositoryName;
+use crate::types::RepositoryName;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {

@@ -57,6 +57,22 @@ const TABLES: &[Table] = &[
         ],
     ),
     (
+        "robot_trusts",
+        Some("id"),
+        &[
+            ("id", Int),
+            ("robot_id", Int),
+            ("name", Text),
+            ("issuer", Text),
+            ("subject", Text),
+            ("audience", Text),
+            ("claims", Text),
+            ("jwks", Text),
+            ("created_at", Int),
+            ("last_used_at", Int),
+        ],
+    ),
+    (
         "credentials",
         None,
         &[

@@ -5,8 +5,11 @@ use super::sql::{Row, p};
 use super::{Reader, Writer, to_i64};
 use crate::store::{
     AuditFilter, AuditRow, BindingRow, CredentialRow, NamespaceRow, OrgRow, Result, RobotRow,
-    RoleRow, UserRow, now,
+    RoleRow, TrustRow, UserRow, now,
 };
+
+/// The revocation-log key of a policy change (no token names it).
+pub(super) const POLICY_CHANGED: &str = "policy";
 
 /// A signing key as stored: (created, kid, certificate PEM, sealed private key).
 pub(crate) type SealedKey = (i64, String, String, Vec<u8>);
@@ -65,6 +68,26 @@ fn credential(r: &Row<'_>) -> Result<CredentialRow> {
         creator: r.get(17)?,
     })
 }
+fn trust(r: &Row<'_>) -> Result<TrustRow> {
+    Ok(TrustRow {
+        id: r.get(0)?,
+        robot_id: r.get(1)?,
+        org: r.get(2)?,
+        robot: r.get(3)?,
+        name: r.get(4)?,
+        issuer: r.get(5)?,
+        subject: r.get(6)?,
+        audience: r.get(7)?,
+        claims: r.get(8)?,
+        jwks: r.get(9)?,
+        created_at: r.get(10)?,
+        last_used_at: r.get(11)?,
+    })
+}
+const TRUST_SELECT: &str = "SELECT t.id, t.robot_id, o.name, rb.name, t.name, t.issuer, t.subject, t.audience, \
+     t.claims, t.jwks, t.created_at, t.last_used_at FROM robot_trusts t \
+     JOIN robots rb ON rb.id = t.robot_id JOIN orgs o ON o.id = rb.org_id";
+
 const CREDENTIAL_COLS: &str = "id, kind, name, user_id, robot_id, org_id, secret_hash, readwrite, description, \
      created_at, expires_at, revoked_at, last_used_at, last_used_addr, last_used_agent, source, family, creator";
 
@@ -225,6 +248,33 @@ impl Reader<'_> {
             &format!("{ROBOT_SELECT} WHERE rb.org_id = ?1 ORDER BY rb.name"),
             p![org_id],
             robot,
+        )
+    }
+
+    /// The trusts of one robot, by name.
+    pub fn trusts_of_robot(&self, robot_id: i64) -> Result<Vec<TrustRow>> {
+        self.conn.query(
+            &format!("{TRUST_SELECT} WHERE t.robot_id = ?1 ORDER BY t.name"),
+            p![robot_id],
+            trust,
+        )
+    }
+
+    /// Every trust of an issuer (a token exchange that names no robot).
+    pub fn trusts_of_issuer(&self, issuer: &str) -> Result<Vec<TrustRow>> {
+        self.conn.query(
+            &format!("{TRUST_SELECT} WHERE t.issuer = ?1 ORDER BY t.id LIMIT 1000"),
+            p![issuer],
+            trust,
+        )
+    }
+
+    /// Every trust of an organization's robots.
+    pub fn trusts_of_org(&self, org_id: i64) -> Result<Vec<TrustRow>> {
+        self.conn.query(
+            &format!("{TRUST_SELECT} WHERE rb.org_id = ?1 ORDER BY rb.name, t.name"),
+            p![org_id],
+            trust,
         )
     }
 
@@ -435,6 +485,7 @@ impl Writer<'_> {
     }
 
     pub fn insert_namespace(&self, name: &str, org_id: i64, public: bool) -> Result<()> {
+        self.policy_changed()?;
         self.conn.execute(
             "INSERT INTO namespaces (name, org_id, public, created_at) VALUES (?1, ?2, ?3, ?4)",
             p![name, org_id, public, now()],
@@ -443,6 +494,7 @@ impl Writer<'_> {
     }
 
     pub fn set_namespace_public(&self, name: &str, public: bool) -> Result<bool> {
+        self.policy_changed()?;
         Ok(self.conn.execute(
             "UPDATE namespaces SET public = ?2 WHERE name = ?1",
             p![name, public],
@@ -452,6 +504,7 @@ impl Writer<'_> {
     /// Deletes a namespace with its repositories (content goes to GC) and the bindings scoped to
     /// it, so that a namespace or organization created later under the name starts empty.
     pub fn delete_namespace(&self, name: &str) -> Result<bool> {
+        self.policy_changed()?;
         let prefix = format!("{name}/");
         let found: Option<(i64, i64)> = self.conn.query_opt(
             "SELECT org_id, created_at FROM namespaces WHERE name = ?1",
@@ -475,6 +528,7 @@ impl Writer<'_> {
     }
 
     pub fn set_membership(&self, org_id: i64, user_id: i64, role: &str) -> Result<()> {
+        self.policy_changed()?;
         self.conn.execute(
             "INSERT INTO memberships (org_id, user_id, role) VALUES (?1, ?2, ?3)
              ON CONFLICT (org_id, user_id) DO UPDATE SET role = excluded.role",
@@ -484,10 +538,44 @@ impl Writer<'_> {
     }
 
     pub fn delete_membership(&self, org_id: i64, user_id: i64) -> Result<bool> {
+        self.policy_changed()?;
         Ok(self.conn.execute(
             "DELETE FROM memberships WHERE org_id = ?1 AND user_id = ?2",
             p![org_id, user_id],
         )? > 0)
+    }
+
+    /// Adds a trust (its row's id and creation time are set here); `false` if the robot already
+    /// has one of that name.
+    pub fn insert_trust(&self, t: &TrustRow) -> Result<bool> {
+        Ok(self.conn.execute(
+            "INSERT INTO robot_trusts (robot_id, name, issuer, subject, audience, claims, jwks, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
+            p![t.robot_id, t.name.as_str(), t.issuer.as_str(), t.subject.as_str(), t.audience.as_deref(), t.claims.as_str(), t.jwks.as_deref(), now()],
+        )? > 0)
+    }
+
+    /// Deletes a trust; the tokens issued through it are revoked with it.
+    pub fn delete_trust(&self, robot_id: i64, name: &str) -> Result<bool> {
+        let id: Option<i64> = self.conn.query_opt(
+            "SELECT id FROM robot_trusts WHERE robot_id = ?1 AND name = ?2",
+            p![robot_id, name],
+            |r| r.get(0),
+        )?;
+        let Some(id) = id else { return Ok(false) };
+        self.revoke(&format!("trust:{id}"))?;
+        Ok(self
+            .conn
+            .execute("DELETE FROM robot_trusts WHERE id = ?1", p![id])?
+            > 0)
+    }
+
+    pub fn touch_trust(&self, id: i64, at: i64) -> Result<()> {
+        self.conn.execute(
+            "UPDATE robot_trusts SET last_used_at = ?2 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)",
+            p![id, at],
+        )?;
+        Ok(())
     }
 
     pub fn insert_robot(&self, org_id: i64, name: &str, description: Option<&str>) -> Result<i64> {
@@ -506,6 +594,8 @@ impl Writer<'_> {
             "DELETE FROM bindings WHERE subject_kind = 'robot' AND subject_id = ?1",
             p![robot_id],
         )?;
+        self.conn
+            .execute("DELETE FROM robot_trusts WHERE robot_id = ?1", p![robot_id])?;
         self.revoke(&format!("robot:{robot_id}"))?;
         Ok(self
             .conn
@@ -528,6 +618,12 @@ impl Writer<'_> {
             self.delete_credential(&id)?;
         }
         Ok(())
+    }
+
+    /// Marks a change of who may do what (roles, bindings, memberships, namespaces) in the
+    /// revocation log, whose sequence every node follows: nodes drop the grants they cached.
+    fn policy_changed(&self) -> Result<()> {
+        self.revoke(POLICY_CHANGED)
     }
 
     /// Adds a key to the revocation log.
@@ -656,6 +752,7 @@ impl Writer<'_> {
     }
 
     pub fn put_role(&self, org_id: i64, name: &str, rules: &str) -> Result<()> {
+        self.policy_changed()?;
         self.conn.execute(
             "INSERT INTO roles (org_id, name, rules, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)
              ON CONFLICT (org_id, name) DO UPDATE SET rules = excluded.rules, updated_at = excluded.updated_at",
@@ -665,6 +762,7 @@ impl Writer<'_> {
     }
 
     pub fn delete_role(&self, org_id: i64, name: &str) -> Result<bool> {
+        self.policy_changed()?;
         Ok(self.conn.execute(
             "DELETE FROM roles WHERE org_id = ?1 AND name = ?2",
             p![org_id, name],
@@ -672,6 +770,7 @@ impl Writer<'_> {
     }
 
     pub fn put_binding(&self, b: &BindingRow) -> Result<()> {
+        self.policy_changed()?;
         self.conn.execute(
             "INSERT INTO bindings (org_id, name, role, subject_kind, subject_id, scope_kind, scope, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
@@ -684,6 +783,7 @@ impl Writer<'_> {
     }
 
     pub fn delete_binding(&self, org_id: i64, name: &str) -> Result<bool> {
+        self.policy_changed()?;
         Ok(self.conn.execute(
             "DELETE FROM bindings WHERE org_id = ?1 AND name = ?2",
             p![org_id, name],

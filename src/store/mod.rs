@@ -21,7 +21,7 @@ use std::sync::Arc;
 pub use copy::CopyReport;
 pub use postgres::PgOptions;
 
-use crate::content::Digest;
+use crate::types::Digest;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -96,6 +96,8 @@ impl Error {
 #[derive(Clone)]
 pub struct MetadataStore {
     engine: Arc<Engine>,
+    /// Write transactions this process committed (caches of what writes can change compare it).
+    writes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 enum Engine {
@@ -124,6 +126,7 @@ impl MetadataStore {
     pub fn open(path: &std::path::Path) -> Result<MetadataStore> {
         Ok(MetadataStore {
             engine: Arc::new(Engine::Sqlite(sqlite::Sqlite::open(path)?)),
+            writes: Arc::default(),
         })
     }
 
@@ -132,6 +135,7 @@ impl MetadataStore {
     pub fn open_postgres(options: &PgOptions) -> Result<MetadataStore> {
         Ok(MetadataStore {
             engine: Arc::new(Engine::Postgres(Arc::new(postgres::Postgres::open(options)?))),
+            writes: Arc::default(),
         })
     }
 
@@ -211,10 +215,19 @@ impl MetadataStore {
         relaxed: bool,
         f: impl FnOnce(&Writer<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        match &*self.engine {
+        let result = match &*self.engine {
             Engine::Sqlite(s) => s.transact(commit, relaxed, |conn| f(&Writer { conn })),
             Engine::Postgres(p) => p.transact(commit, relaxed, |conn| f(&Writer { conn })),
+        };
+        if commit && result.is_ok() {
+            self.writes.fetch_add(1, std::sync::atomic::Ordering::Release);
         }
+        result
+    }
+
+    /// How many write transactions this process has committed.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
@@ -348,6 +361,27 @@ pub struct RobotRow {
     pub name: String,
     pub description: Option<String>,
     pub created_at: i64,
+}
+
+/// A workload trust of a robot: who may act as it by presenting a token of an OpenID issuer.
+#[derive(Debug, Clone)]
+pub struct TrustRow {
+    pub id: i64,
+    pub robot_id: i64,
+    /// The robot's organization and name.
+    pub org: String,
+    pub robot: String,
+    pub name: String,
+    pub issuer: String,
+    /// `sub` exactly, or a pattern with `*` globs.
+    pub subject: String,
+    pub audience: Option<String>,
+    /// A JSON object: claim path (dots for nesting) → the exact string it must hold.
+    pub claims: String,
+    /// The issuer's JSON Web Key Set, when given at creation (else OpenID discovery).
+    pub jwks: Option<String>,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
 }
 
 /// A long-lived credential; `kind` is one of `robot_token`, `api_key`, `registry_token`,

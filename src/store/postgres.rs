@@ -15,7 +15,10 @@ use super::sql::{Conn, PgConn};
 use super::{Error, Result};
 
 /// The migrations, in order; `berth_schema.version` records how many have run.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/postgres/0001_init.sql"),
+    include_str!("../../migrations/postgres/0002_trusts.sql"),
+];
 
 /// Advisory lock keys (arbitrary constants, ASCII "berthmig" and "berthwrt").
 const MIGRATION_LOCK: i64 = 0x6265_7274_686d_6967;

@@ -3,7 +3,7 @@
 
 use super::sql::p;
 use super::{Reader, Writer, digest_col, to_i64, to_u64};
-use crate::content::{Digest, Reference};
+use crate::types::{Digest, Reference};
 use crate::store::{Error, GcPlan, ManifestRow, NewManifest, ReferrerRow, Result, UploadRow, now};
 
 impl Reader<'_> {

@@ -1073,7 +1073,7 @@ async fn output_snapshots() {
     );
     assert_eq!(
         snap(&["robot", "get", "reader", "-o", "yaml"]),
-        "created: [TIME]\ndescription: null\nname: reader\norg: horg\n"
+        "created: [TIME]\ndescription: null\nname: reader\norg: horg\ntrusts: []\n"
     );
     assert_eq!(
         snap(&["config", "view", "--minify"]),

@@ -1636,6 +1636,39 @@ async fn every_operation_answers_the_shape_the_document_gives() {
         &[],
     )
     .await;
+    let trust = json!({
+        "name": "builds",
+        "issuer": "https://kubernetes.default.svc",
+        "subject": "system:serviceaccount:ci:*",
+        "claims": {"kubernetes.io.namespace": "ci"},
+    });
+    t.call(
+        &alice,
+        "post",
+        "/orgs/{org}/robots/{robot}/trusts",
+        "/orgs/acme/robots/ci/trusts",
+        Some(trust),
+        &[],
+    )
+    .await;
+    t.call(
+        &alice,
+        "get",
+        "/orgs/{org}/robots/{robot}/trusts",
+        "/orgs/acme/robots/ci/trusts",
+        None,
+        &[],
+    )
+    .await;
+    t.call(
+        &alice,
+        "delete",
+        "/orgs/{org}/robots/{robot}/trusts/{name}",
+        "/orgs/acme/robots/ci/trusts/builds",
+        None,
+        &[],
+    )
+    .await;
     let rules = json!({"rules": [{"resources": ["repositories"], "verbs": ["pull"]}]});
     t.call(
         &alice,

@@ -81,7 +81,10 @@ api_routes! {
     delete "/namespaces/{ns}" => identity::delete_namespace, "Delete a namespace (owners)", 204, [];
     get "/orgs/{org}/robots" => robots::list_robots, "List robots", 200, ["robots"];
     post "/orgs/{org}/robots" => robots::create_robot, "Create a robot (robots:create in the org: Manager, owner, admin); it holds nothing until bound", 201, ["org", "name", "description", "created"];
-    get "/orgs/{org}/robots/{robot}" => robots::get_robot, "Get a robot", 200, ["org", "name", "description", "created"];
+    get "/orgs/{org}/robots/{robot}" => robots::get_robot, "Get a robot with its workload trusts", 200, ["org", "name", "description", "created", "trusts"];
+    get "/orgs/{org}/robots/{robot}/trusts" => robots::list_trusts, "List a robot's workload trusts (credentials:list)", 200, ["trusts"];
+    post "/orgs/{org}/robots/{robot}/trusts" => robots::create_trust, "Trust workloads whose tokens of an OpenID issuer match (subject pattern, audience, claims) to act as the robot (credentials:create, and holding all the robot holds)", 201, ["name", "issuer", "subject", "audience", "claims", "jwks", "created", "lastUsed"];
+    delete "/orgs/{org}/robots/{robot}/trusts/{name}" => robots::delete_trust, "Delete a workload trust; registry tokens issued through it stop working (credentials:delete, and holding all the robot holds)", 204, [];
     delete "/orgs/{org}/robots/{robot}" => robots::delete_robot, "Delete a robot with its credentials, the credentials it created and its bindings (robots:delete, and holding all the robot holds)", 204, [];
     get "/orgs/{org}/robots/{robot}/tokens" => robots::list_robot_tokens, "List a robot's tokens (no secrets; created, expires, last used)", 200, ["tokens"];
     post "/orgs/{org}/robots/{robot}/tokens" => robots::create_robot_token, "Create a robot token: {accessId, token}, shown once (credentials:create, and holding all the robot holds)", 201, ["id", "name", "description", "readwrite", "created", "expires", "revoked", "lastUsed", "status", "accessId", "token"];

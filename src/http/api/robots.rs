@@ -128,10 +128,11 @@ pub(super) async fn get_robot(
 ) -> ApiResult<Response> {
     caller.require_manage(&org, "robots", "get", &robot)?;
     blocking(&state, move |st| {
-        Ok(json_response(
-            StatusCode::OK,
-            robot_json(&st.auth.iam().robot(&org, &robot)?),
-        ))
+        let r = st.auth.iam().robot(&org, &robot)?;
+        let mut v = robot_json(&r);
+        let trusts = st.auth.iam().trusts(r.id)?;
+        v["trusts"] = json!(trusts.iter().map(trust_json).collect::<Vec<_>>());
+        Ok(json_response(StatusCode::OK, v))
     })
     .await
 }
@@ -560,6 +561,161 @@ pub(super) async fn delete_registry_token(
             &id,
             format!("org/{org}/tokens/{id}"),
         )
+    })
+    .await
+}
+
+// ----- workload trusts -----
+
+fn trust_json(t: &crate::store::TrustRow) -> serde_json::Value {
+    let claims: serde_json::Value = serde_json::from_str(&t.claims).unwrap_or_else(|_| json!({}));
+    json!({
+        "name": t.name,
+        "issuer": t.issuer,
+        "subject": t.subject,
+        "audience": t.audience,
+        "claims": claims,
+        "jwks": t.jwks.is_some(),
+        "created": time(Some(t.created_at)),
+        "lastUsed": time(t.last_used_at),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTrust {
+    name: String,
+    issuer: String,
+    subject: String,
+    audience: Option<String>,
+    #[serde(default)]
+    claims: std::collections::BTreeMap<String, String>,
+    /// The issuer's JSON Web Key Set (an object, or its JSON text): no discovery then.
+    jwks: Option<serde_json::Value>,
+}
+
+/// Claims a trust may require at most, and the longest pattern or value.
+const MAX_TRUST_CLAIMS: usize = 32;
+const MAX_TRUST_TEXT: usize = 1024;
+const MAX_TRUST_JWKS: usize = 64 * 1024;
+
+pub(super) async fn list_trusts(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path((org, robot)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    caller.require_manage(&org, "credentials", "list", &robot)?;
+    blocking(&state, move |st| {
+        let r = st.auth.iam().robot(&org, &robot)?;
+        let trusts = st.auth.iam().trusts(r.id)?;
+        let list: Vec<_> = trusts.iter().map(trust_json).collect();
+        Ok(json_response(StatusCode::OK, json!({ "trusts": list })))
+    })
+    .await
+}
+
+/// Adds a trust: workloads whose tokens match may act as the robot, so this needs what minting
+/// a credential for it needs (credentials:create, and holding all the robot holds).
+pub(super) async fn create_trust(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path((org, robot)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    caller.require_manage(&org, "credentials", "create", &robot)?;
+    let t: NewTrust = parse_body(&body)?;
+    crate::iam::check_name("trust", &t.name)?;
+    crate::auth::workload::check_issuer(&t.issuer).map_err(ApiError::Invalid)?;
+    let too_long = |what: &str, s: &str| -> ApiResult<()> {
+        if s.is_empty() || s.len() > MAX_TRUST_TEXT {
+            return Err(ApiError::Invalid(format!(
+                "{what} must have 1 to {MAX_TRUST_TEXT} characters"
+            )));
+        }
+        Ok(())
+    };
+    too_long("subject", &t.subject)?;
+    if t.subject.chars().all(|c| c == '*') {
+        return Err(ApiError::Invalid(
+            "subject must name something: \"*\" alone would trust every workload of the issuer".into(),
+        ));
+    }
+    if let Some(a) = &t.audience {
+        too_long("audience", a)?;
+    }
+    if t.claims.len() > MAX_TRUST_CLAIMS {
+        return Err(ApiError::Invalid(format!("at most {MAX_TRUST_CLAIMS} claims")));
+    }
+    for (k, v) in &t.claims {
+        too_long("a claim's name", k)?;
+        too_long("a claim's value", v)?;
+        if matches!(k.as_str(), "iss" | "sub" | "aud" | "exp" | "nbf" | "iat") {
+            return Err(ApiError::Invalid(format!(
+                "claim {k:?} is checked by the trust itself (issuer, subject, audience, times)"
+            )));
+        }
+    }
+    let jwks = match &t.jwks {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(text)) => Some(text.clone()),
+        Some(v) => Some(v.to_string()),
+    };
+    if let Some(text) = &jwks {
+        if text.len() > MAX_TRUST_JWKS {
+            return Err(ApiError::Invalid(format!("jwks is larger than {MAX_TRUST_JWKS} bytes")));
+        }
+        crate::auth::workload::parse_jwks(text).map_err(ApiError::Invalid)?;
+    }
+    let claims = serde_json::to_string(&t.claims).map_err(|e| ApiError::Internal(e.to_string()))?;
+    blocking(&state, move |st| {
+        let r = robot_within_reach(st, &caller, &org, &robot)?;
+        let row = crate::store::TrustRow {
+            id: 0,
+            robot_id: r.id,
+            org: r.org.clone(),
+            robot: r.name.clone(),
+            name: t.name.clone(),
+            issuer: t.issuer.clone(),
+            subject: t.subject.clone(),
+            audience: t.audience.clone(),
+            claims,
+            jwks,
+            created_at: crate::store::now(),
+            last_used_at: None,
+        };
+        if !st.auth.iam().add_trust(&row)? {
+            return Err(ApiError::Conflict(format!(
+                "robot {robot:?} already has a trust named {:?}",
+                t.name
+            )));
+        }
+        audit_change(
+            st,
+            &caller,
+            "robot_trust.create",
+            format!("robot/{org}/{robot}/trusts/{} issuer {} subject {}", t.name, t.issuer, t.subject),
+        );
+        Ok(json_response(StatusCode::CREATED, trust_json(&row)))
+    })
+    .await
+}
+
+pub(super) async fn delete_trust(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path((org, robot, name)): Path<(String, String, String)>,
+) -> ApiResult<Response> {
+    caller.require_manage(&org, "credentials", "delete", &robot)?;
+    blocking(&state, move |st| {
+        let r = robot_within_reach(st, &caller, &org, &robot)?;
+        if !st.auth.iam().delete_trust(r.id, &name)? {
+            return Err(ApiError::NotFound(format!(
+                "robot {robot:?} has no trust named {name:?}"
+            )));
+        }
+        st.auth.refresh_revocations()?;
+        audit_change(st, &caller, "robot_trust.delete", format!("robot/{org}/{robot}/trusts/{name}"));
+        Ok(StatusCode::NO_CONTENT.into_response())
     })
     .await
 }

@@ -68,14 +68,14 @@ pub(crate) fn open_session(st: &AppState, user_id: i64, login: &Login) -> ApiRes
 /// The login a session's tokens carry: the family, then the family's source.
 pub(crate) fn session_login(login: &Login, refresh: &CredentialRow) -> Login {
     let family = refresh.family.clone().unwrap_or_else(|| refresh.id.clone());
-    Login {
-        principal: login.principal.clone(),
-        lineage: Lineage(
+    Login::new(
+        login.principal.clone(),
+        Lineage(
             std::iter::once(format!("fam:{family}"))
                 .chain(refresh.source.clone())
                 .collect(),
         ),
-    }
+    )
 }
 
 fn session_json(
@@ -345,10 +345,7 @@ pub(super) async fn access_token(
     }
     let (jwt, expires_in) = access(
         &state,
-        &Login {
-            principal: caller.principal.clone(),
-            lineage: caller.lineage.clone(),
-        },
+        &Login::new(caller.principal.clone(), caller.lineage.clone()),
     )?;
     Ok(json_response(
         StatusCode::OK,
