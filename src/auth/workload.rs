@@ -23,6 +23,8 @@ use serde_json::Value;
 
 use crate::store::{TrustRow, now};
 
+/// How an unreachable issuer's error starts (answered 503, like an unreachable store).
+pub const UNAVAILABLE: &str = "issuer keys: unavailable";
 /// Clock leeway for `exp`, `nbf` and `iat`.
 pub const LEEWAY_SECS: i64 = 60;
 /// Longest a token issued in exchange lives.
@@ -31,6 +33,8 @@ pub const MAX_ISSUED_SECS: i64 = 3600;
 const KEYS_TTL: Duration = Duration::from_secs(3600);
 /// Least time between two fetches for one issuer prompted by an unknown `kid`.
 const REFETCH_EVERY: Duration = Duration::from_secs(60);
+/// Least time between two fetches for one issuer after a failed one.
+const FAILURE_BACKOFF: Duration = Duration::from_secs(5);
 /// Issuers whose keys are cached at most.
 const MAX_ISSUERS: usize = 256;
 /// Largest discovery document and key set read.
@@ -43,8 +47,8 @@ pub enum WorkloadError {
     /// The token is not acceptable; the message says why (never the token).
     #[error("{0}")]
     Refused(String),
-    /// The issuer's keys could not be fetched.
-    #[error("the issuer's keys are unavailable: {0}")]
+    /// The issuer's keys could not be fetched (answered 503: the workload may retry).
+    #[error("issuer keys: unavailable: {0}")]
     Unavailable(String),
 }
 
@@ -179,8 +183,10 @@ struct IssuerKeys {
 /// Verifies external tokens against trusts; caches issuers' keys.
 pub struct Workloads {
     cache: Mutex<HashMap<String, IssuerKeys>>,
-    /// Issuer → when its keys were last fetched (for the once-a-minute refetch bound).
-    last_fetch: Mutex<HashMap<String, Instant>>,
+    /// Issuer → when its keys were last fetched again for an unknown kid (once a minute).
+    last_refetch: Mutex<HashMap<String, Instant>>,
+    /// Issuer → when a fetch last failed (no new attempt for a few seconds).
+    last_failure: Mutex<HashMap<String, Instant>>,
     pub max_lifetime: Duration,
 }
 
@@ -188,7 +194,8 @@ impl Default for Workloads {
     fn default() -> Self {
         Workloads {
             cache: Mutex::default(),
-            last_fetch: Mutex::default(),
+            last_refetch: Mutex::default(),
+            last_failure: Mutex::default(),
             max_lifetime: Duration::from_secs(86_400),
         }
     }
@@ -332,22 +339,38 @@ impl Workloads {
         let known = |keys: &Arc<Vec<Jwk>>| {
             kid.is_none_or(|kid| keys.iter().any(|k| k.common.key_id.as_deref() == Some(kid)))
         };
-        if let Some(keys) = &cached
-            && (known(keys) || !self.may_fetch(&t.issuer))
-        {
-            return Ok(keys.clone());
+        match &cached {
+            Some(keys) if known(keys) => return Ok(keys.clone()),
+            // An unknown kid: the issuer may have rotated its keys. Fetched again at most once a
+            // minute, so a stream of made-up kids costs the issuer nothing.
+            Some(keys) if !stamp(&self.last_refetch, &t.issuer, REFETCH_EVERY) => {
+                return Ok(keys.clone());
+            }
+            Some(_) => {}
+            None => {
+                let failed = self
+                    .last_failure
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&t.issuer)
+                    .is_some_and(|at| at.elapsed() < FAILURE_BACKOFF);
+                if failed {
+                    return Err(WorkloadError::Unavailable(
+                        "the last fetch failed moments ago".into(),
+                    ));
+                }
+            }
         }
-        if cached.is_none() && !self.may_fetch(&t.issuer) {
-            // Fetched (and failed) moments ago: do not hammer the issuer.
-            return Err(WorkloadError::Unavailable(
-                "the last fetch failed less than a minute ago".into(),
-            ));
-        }
-        self.last_fetch
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(t.issuer.clone(), Instant::now());
-        let keys = Arc::new(fetch_keys(&t.issuer).map_err(WorkloadError::Unavailable)?);
+        let keys = match fetch_keys(&t.issuer) {
+            Ok(k) => Arc::new(k),
+            Err(e) => {
+                self.last_failure
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(t.issuer.clone(), Instant::now());
+                return Err(WorkloadError::Unavailable(e));
+            }
+        };
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         if cache.len() >= MAX_ISSUERS
             && !cache.contains_key(&t.issuer)
@@ -367,14 +390,19 @@ impl Workloads {
         );
         Ok(keys)
     }
+}
 
-    fn may_fetch(&self, issuer: &str) -> bool {
-        let mut m = self.last_fetch.lock().unwrap_or_else(PoisonError::into_inner);
-        if m.len() > MAX_ISSUERS * 4 {
-            m.retain(|_, at| at.elapsed() < REFETCH_EVERY);
-        }
-        m.get(issuer).is_none_or(|at| at.elapsed() >= REFETCH_EVERY)
+/// If `key` was not stamped within `every`, stamps it now and says yes.
+fn stamp(map: &Mutex<HashMap<String, Instant>>, key: &str, every: Duration) -> bool {
+    let mut m = map.lock().unwrap_or_else(PoisonError::into_inner);
+    if m.len() > MAX_ISSUERS * 4 {
+        m.retain(|_, at| at.elapsed() < every);
     }
+    if m.get(key).is_some_and(|at| at.elapsed() < every) {
+        return false;
+    }
+    m.insert(key.to_owned(), Instant::now());
+    true
 }
 
 /// Whether key `k` can check a signature of algorithm `alg`.

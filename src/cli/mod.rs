@@ -14,6 +14,7 @@ mod keys;
 pub mod manage;
 mod migrate;
 pub mod output;
+pub mod provider;
 mod serve;
 pub mod session;
 
@@ -192,6 +193,12 @@ pub enum Command {
     /// Write registry credentials into docker's config.json (also a containers auth.json).
     #[command(after_help = "Example:\n  berth docker-config -f token.json")]
     DockerConfig(docker::DockerConfigArgs),
+    /// The kubelet's image credential provider (credentialprovider.kubelet.k8s.io/v1): reads a
+    /// CredentialProviderRequest on stdin, writes the response on stdout.
+    #[command(
+        after_help = "Example:\n  berth credential-provider config --match-image 'registry.example.com/*' > provider.yaml\n  echo '{\"apiVersion\":\"credentialprovider.kubelet.k8s.io/v1\",\"kind\":\"CredentialProviderRequest\",\"image\":\"registry.example.com/acme/app:v1\",\"serviceAccountToken\":\"...\",\"serviceAccountAnnotations\":{\"berth.dev/robot\":\"acme/deployer\"}}' \\\n    | berth credential-provider --registry registry.example.com"
+    )]
+    CredentialProvider(provider::ProviderArgs),
     /// Print shell completions.
     #[command(after_help = "Example:\n  berth completion bash > /etc/bash_completion.d/berth")]
     Completion {
@@ -283,6 +290,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             docker::completion(*shell);
             return Ok(ExitCode::SUCCESS);
         }
+        Command::CredentialProvider(args) => {
+            provider::run(args)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         _ => {}
     }
     let path = context::path(config.as_deref())?;
@@ -354,7 +365,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             | Command::Keys(_)
             | Command::Migrate(_)
             | Command::ImageConfig(_)
-            | Command::Completion { .. } => Ok(()),
+            | Command::Completion { .. }
+            | Command::CredentialProvider(_) => Ok(()),
         }
     })?;
     Ok(ExitCode::SUCCESS)

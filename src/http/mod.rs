@@ -38,7 +38,11 @@ impl InternalError {
     /// travel as text through the auth and API layers; the stores' `Unavailable` errors are the
     /// only ones whose text starts with these words.
     pub(crate) fn unavailable(cause: &str) -> bool {
-        [crate::store::UNAVAILABLE, crate::blob::UNAVAILABLE]
+        [
+            crate::store::UNAVAILABLE,
+            crate::blob::UNAVAILABLE,
+            crate::auth::workload::UNAVAILABLE,
+        ]
             .iter()
             .any(|p| cause.starts_with(p))
     }

@@ -21,6 +21,7 @@ mod oci_blobs;
 mod oci_manifests;
 mod scale;
 mod server;
+mod workload;
 
 mod support;
 mod tidy;

@@ -146,6 +146,8 @@ pub(super) async fn delete_robot(
     blocking(&state, move |st| {
         robot_within_reach(st, &caller, &org, &robot)?;
         st.auth.iam().delete_robot(&org, &robot)?;
+        // This node stops honouring the robot at once; the others within a second.
+        st.auth.refresh_revocations()?;
         audit_change(st, &caller, "robot.delete", format!("robot/{org}/{robot}"));
         Ok(StatusCode::NO_CONTENT.into_response())
     })
