@@ -88,6 +88,17 @@ pub(crate) struct Credential {
     pub(crate) access_token: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) access_token_expires: Option<i64>,
+    /// A workload acting as a robot with its platform's token (`berth login
+    /// --federated-token-file`): sent as Basic `ORG/ROBOT` + token, exchanged by the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) workload: Option<WorkloadCredential>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct WorkloadCredential {
+    pub(crate) robot: String,
+    pub(crate) token: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -211,6 +222,8 @@ impl Credential {
             Auth::Basic("iamapikey".into(), k.clone())
         } else if let Some(t) = &self.registry_token {
             Auth::Basic("token".into(), t.clone())
+        } else if let Some(w) = &self.workload {
+            Auth::Basic(w.robot.clone(), w.token.clone())
         } else {
             Auth::None
         }

@@ -48,6 +48,9 @@ fn static_login(cred: &Credential) -> Option<(String, String)> {
     if let Some(k) = &cred.api_key {
         return Some(("iamapikey".to_owned(), k.clone()));
     }
+    if let Some(w) = &cred.workload {
+        return Some((w.robot.clone(), w.token.clone()));
+    }
     cred.registry_token
         .as_ref()
         .map(|t| ("token".to_owned(), t.clone()))
@@ -135,7 +138,27 @@ pub(super) fn docker_config(args: &DockerConfigArgs, cfg_path: &Path) -> anyhow:
         crate::cli_print(&serde_json::to_string_pretty(&entry)?);
         return Ok(());
     }
-    let path = docker_config_path(args.file.as_deref())?;
+    merge_entry(args.file.as_deref(), &entry)?;
+    crate::cli_eprint(&format!(
+        "{} now has credentials for {host}",
+        docker_config_path(args.file.as_deref())?.display()
+    ));
+    if login.is_none() {
+        // docker runs the helper by name: make sure it can.
+        crate::cli_eprint(&ensure_helper_link());
+    }
+    Ok(())
+}
+
+/// Writes `auths[host] = user:secret` into the docker config (`file`, else the default).
+pub(super) fn write_auth(file: Option<&Path>, host: &str, user: &str, secret: &str) -> anyhow::Result<PathBuf> {
+    let entry = json!({ "auths": { host: { "auth": base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}")) } } });
+    merge_entry(file, &entry)
+}
+
+/// Merges `entry`'s `auths` and `credHelpers` into the docker config, atomically.
+fn merge_entry(file: Option<&Path>, entry: &Value) -> anyhow::Result<PathBuf> {
+    let path = docker_config_path(file)?;
     let mut doc: Value = match std::fs::read_to_string(&path) {
         Ok(text) => serde_json::from_str(&text)
             .with_context(|| format!("{} is not JSON", path.display()))?,
@@ -161,15 +184,7 @@ pub(super) fn docker_config(args: &DockerConfigArgs, cfg_path: &Path) -> anyhow:
         &path,
         (serde_json::to_string_pretty(&doc)? + "\n").as_bytes(),
     )?;
-    crate::cli_eprint(&format!(
-        "{} now has credentials for {host}",
-        path.display()
-    ));
-    if login.is_none() {
-        // docker runs the helper by name: make sure it can.
-        crate::cli_eprint(&ensure_helper_link());
-    }
-    Ok(())
+    Ok(path)
 }
 
 fn normalize(server: &str) -> String {

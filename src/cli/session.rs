@@ -30,6 +30,21 @@ pub struct LoginArgs {
     /// Do not verify the server's TLS certificate (for tests only).
     #[arg(long)]
     pub insecure_skip_tls_verify: bool,
+    /// A file holding the workload's token from its platform (a CI job's OIDC token, a
+    /// Kubernetes service-account token); with --robot, log in as that robot with no stored
+    /// secret. The token itself may come in BERTH_FEDERATED_TOKEN instead.
+    #[arg(long, value_name = "FILE", requires = "robot")]
+    pub federated_token_file: Option<std::path::PathBuf>,
+    /// With a federated token: the robot (ORG/ROBOT) whose trust accepts it.
+    #[arg(long, value_name = "ORG/ROBOT")]
+    pub robot: Option<String>,
+    /// The server's URL (the same as the positional URL).
+    #[arg(long = "server", value_name = "URL", conflicts_with = "url")]
+    pub server: Option<String>,
+    /// With a federated token: also write a docker/podman auth entry for the server
+    /// [file: $DOCKER_CONFIG/config.json, else ~/.docker/config.json].
+    #[arg(long)]
+    pub docker_config: bool,
 }
 
 /// Reads a secret: from stdin when asked to, else from the terminal without echo.
@@ -52,7 +67,12 @@ pub(super) fn read_secret(prompt: &str, from_stdin: bool) -> anyhow::Result<Stri
 
 pub(super) async fn login(args: &LoginArgs, cfg_path: &Path, verbose: bool) -> anyhow::Result<()> {
     let mut cfg = ClientConfig::load(cfg_path)?;
-    let url = match (&args.url, cfg.current()) {
+    let url_arg = args.url.clone().or_else(|| args.server.clone());
+    if let Some(robot) = &args.robot {
+        let url = url_arg.or_else(|| cfg.current().ok().map(|(_, s, _)| s.url.clone()));
+        return federated_login(args, robot, url, cfg, cfg_path, verbose).await;
+    }
+    let url = match (&url_arg, cfg.current()) {
         (Some(u), _) => u.trim_end_matches('/').to_owned(),
         (None, Ok((_, server, _))) => server.url.clone(),
         (None, Err(_)) => {
@@ -156,6 +176,109 @@ pub(super) async fn login(args: &LoginArgs, cfg_path: &Path, verbose: bool) -> a
     cfg.current_context = Some(ctx_name.clone());
     cfg.save(cfg_path)?;
     crate::cli_eprint(&format!("{username} logged in (context {ctx_name:?})"));
+    Ok(())
+}
+
+/// `berth login --federated-token-file FILE --robot ORG/ROBOT`: checks that the server
+/// exchanges the workload's token for the robot, then stores the robot and the token (sent as
+/// Basic `ORG/ROBOT` + token; the server exchanges it at each login) in the client config and,
+/// with --docker-config, in docker's.
+async fn federated_login(
+    args: &LoginArgs,
+    robot: &str,
+    url: Option<String>,
+    mut cfg: ClientConfig,
+    cfg_path: &Path,
+    verbose: bool,
+) -> anyhow::Result<()> {
+    let url = url
+        .map(|u| u.trim_end_matches('/').to_owned())
+        .ok_or_else(|| Usage("give the server: --server URL".into()))?;
+    if !url.starts_with("http://") && !url.starts_with("https://") {
+        return Err(Usage(format!("{url:?} is not a URL; it must start with https:// or http://")).into());
+    }
+    let Some((org, _)) = robot.split_once('/') else {
+        return Err(Usage(format!("--robot {robot:?} must be ORG/ROBOT")).into());
+    };
+    let token = match &args.federated_token_file {
+        Some(f) => std::fs::read_to_string(f)
+            .with_context(|| format!("reading {}", f.display()))?,
+        None => std::env::var("BERTH_FEDERATED_TOKEN").map_err(|_| {
+            Usage("give the workload's token: --federated-token-file FILE or BERTH_FEDERATED_TOKEN".into())
+        })?,
+    };
+    let token = token.trim().to_owned();
+    if crate::auth::workload::unverified_claims(&token).is_none() {
+        return Err(Usage("the federated token is not a JWT".into()).into());
+    }
+    let ca_data = args
+        .ca
+        .as_ref()
+        .map(std::fs::read)
+        .transpose()
+        .context("reading the CA file")?;
+    let server = Server {
+        url: url.clone(),
+        certificate_authority_data: ca_data
+            .as_ref()
+            .map(|d| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, d)),
+        insecure_skip_tls_verify: args.insecure_skip_tls_verify,
+    };
+    let client = Client::new(
+        &url,
+        Auth::Basic(robot.to_owned(), token.clone()),
+        &server.tls()?,
+        verbose,
+    )?;
+    let answer = match client.call("GET", &format!("{url}/token"), None, &[]).await {
+        Err(crate::client::ClientError::Status { status: 401, .. }) => {
+            return Err(crate::client::ClientError::Status {
+                status: 401,
+                code: "unauthorized".into(),
+                message: format!(
+                    "no trust of robot {robot:?} accepts this token (issuer, audience, subject, claims or times)"
+                ),
+            }
+            .into());
+        }
+        other => other?,
+    };
+    let host = server.host();
+    let cred_name = format!("{robot}@{host}");
+    cfg.upsert_server(&host, server);
+    cfg.upsert_credential(
+        &cred_name,
+        Credential {
+            workload: Some(context::WorkloadCredential {
+                robot: robot.to_owned(),
+                token: token.clone(),
+            }),
+            ..Credential::default()
+        },
+    );
+    let ctx_name = cred_name.clone();
+    cfg.upsert_context(
+        &ctx_name,
+        Context {
+            server: host.clone(),
+            credential: cred_name,
+            org: Some(org.to_owned()),
+        },
+    );
+    cfg.current_context = Some(ctx_name.clone());
+    cfg.save(cfg_path)?;
+    let expires = crate::auth::workload::unverified_claims(&token)
+        .and_then(|c| c["exp"].as_i64())
+        .map(|e| e - crate::store::now())
+        .unwrap_or(0);
+    crate::cli_eprint(&format!(
+        "logged in as robot {robot} with the workload's token (context {ctx_name:?}; the token expires in {expires} s, registry tokens last {} s)",
+        answer["expires_in"].as_i64().unwrap_or(0)
+    ));
+    if args.docker_config {
+        let path = super::docker::write_auth(None, &host, robot, &token)?;
+        crate::cli_eprint(&format!("{} now has credentials for {host}", path.display()));
+    }
     Ok(())
 }
 

@@ -864,3 +864,75 @@ async fn the_kubelet_credential_provider_answers_what_skopeo_pulls_with() {
     assert_eq!(ta["cacheType"], "Token");
     assert_eq!(ta["requiredServiceAccountAnnotationKeys"], json!(["berth.dev/robot"]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ci_logs_in_with_its_oidc_token_and_pulls_with_the_docker_config() {
+    let s = Server::start();
+    let admin = world(&s).await;
+    let key = Key::es256("gh");
+    let github = Issuer::start(&[&key]).await;
+    admin
+        .ok(
+            "POST",
+            "/orgs/acme/robots/deployer/trusts",
+            Some(json!({"name": "gh", "issuer": github.url,
+                        "subject": "repo:acme/app:ref:refs/heads/main"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (cfg, docker, oidc) = (
+        tmp.path().join("berth.yaml"),
+        tmp.path().join("docker"),
+        tmp.path().join("oidc"),
+    );
+    std::fs::write(
+        &oidc,
+        key.sign(&github.github_claims("acme/app", "refs/heads/main", "berth", 600)),
+    )
+    .unwrap();
+    let berth = |args: &[&str]| {
+        Command::new(berth_bin())
+            .arg("--config")
+            .arg(&cfg)
+            .args(args)
+            .env("DOCKER_CONFIG", &docker)
+            .env_remove("BERTH_FEDERATED_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let out = berth(&[
+        "login",
+        "--federated-token-file",
+        oidc.to_str().unwrap(),
+        "--robot",
+        "acme/deployer",
+        "--server",
+        &s.base,
+        "--docker-config",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The client config acts as the robot.
+    let out = berth(&["whoami", "-o", "json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let who: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(who["subject"], "robot:acme/deployer", "{who}");
+    // The docker config pulls with skopeo.
+    let authfile = docker.join("config.json");
+    let out = skopeo_inspect(&s, &["--authfile", authfile.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The token in the environment works the same; another branch's token is refused with a
+    // readable error and the authentication exit code.
+    let dev = key.sign(&github.github_claims("acme/app", "refs/heads/dev", "berth", 600));
+    let out = Command::new(berth_bin())
+        .arg("--config")
+        .arg(tmp.path().join("other.yaml"))
+        .args(["login", "--robot", "acme/deployer", "--server", &s.base])
+        .env("BERTH_FEDERATED_TOKEN", &dev)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no trust of robot \"acme/deployer\" accepts this token"), "{err}");
+    assert!(!err.contains(&dev), "the token was printed");
+}
