@@ -843,6 +843,16 @@ impl AuthService {
         }
     }
 
+    /// Forgets the logins this node verified with credential `id` (its secret was rotated with
+    /// no overlap: the old one must stop now, not when the cache would let it go).
+    pub fn forget_credential(&self, id: &str) {
+        self.verified
+            .entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, (_, _, c)| c.as_deref() != Some(id));
+    }
+
     /// Workload exchanges by outcome, for `/metrics`.
     pub fn exchange_counts(&self) -> Vec<(&'static str, u64)> {
         self.exchanges.snapshot()

@@ -27,10 +27,17 @@ pub enum PullSecretCommand {
             short = 'f',
             long = "file",
             value_name = "TOKEN_FILE",
-            conflicts_with = "username",
-            required_unless_present = "username"
+            conflicts_with_all = ["username", "rotate"],
+            required_unless_present_any = ["username", "rotate"]
         )]
         file: Option<PathBuf>,
+        /// Rotate robot token ROBOT/NAME (or ORG/ROBOT/NAME) and put the new secret in the Secret,
+        /// in one step; the old secret works until --overlap ends.
+        #[arg(long, value_name = "ROBOT/NAME", conflicts_with = "username")]
+        rotate: Option<String>,
+        /// With --rotate: how long the old secret keeps working (0: it stops now).
+        #[arg(long, value_name = "DURATION", default_value = "24h", requires = "rotate")]
+        overlap: String,
         /// A user name instead of a token file (with --password-stdin), as kubectl's --docker-username.
         #[arg(long, visible_alias = "docker-username")]
         username: Option<String>,
@@ -156,27 +163,52 @@ fn manifest_format(format: Format) -> Format {
     }
 }
 
-pub(super) fn pull_secret(
+pub(super) async fn pull_secret(
     cmd: &PullSecretCommand,
     cfg_path: &Path,
     format: Format,
+    verbose: bool,
 ) -> anyhow::Result<()> {
     let PullSecretCommand::Create {
         name,
         file,
+        rotate,
+        overlap,
         username,
         password_stdin,
         namespace,
         server,
         docker_email,
     } = cmd;
-    let (user, password) = match (file, username) {
-        (Some(f), _) => login_of(f)?,
-        (None, Some(u)) => (
+    let rotated = match rotate {
+        Some(r) => {
+            let (c, ctx_org) = super::context::client(cfg_path, verbose).await?;
+            let parts: Vec<&str> = r.split('/').collect();
+            let (org, robot, token) = match parts.as_slice() {
+                [robot, token] => (
+                    ctx_org.ok_or_else(|| Usage("no organization in the current context; give ORG/ROBOT/NAME".into()))?,
+                    *robot,
+                    *token,
+                ),
+                [org, robot, token] => ((*org).to_owned(), *robot, *token),
+                _ => return Err(Usage(format!("--rotate {r:?}: expected ROBOT/NAME or ORG/ROBOT/NAME")).into()),
+            };
+            let f = super::manage::rotate_robot_token(&c, &org, robot, token, overlap).await?;
+            Some((
+                f["accessId"].as_str().unwrap_or_default().to_owned(),
+                f["token"].as_str().unwrap_or_default().to_owned(),
+            ))
+        }
+        None => None,
+    };
+    let (user, password) = match (rotated, file, username) {
+        (Some(login), _, _) => login,
+        (None, Some(f), _) => login_of(f)?,
+        (None, None, Some(u)) => (
             u.clone(),
             super::session::read_secret("password", *password_stdin)?,
         ),
-        (None, None) => {
+        (None, None, None) => {
             return Err(
                 Usage("give -f TOKEN_FILE or --username USER --password-stdin".into()).into(),
             );

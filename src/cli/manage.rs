@@ -144,6 +144,23 @@ pub enum ApiKeyCommand {
         #[arg(long)]
         robot: Option<String>,
     },
+    /// Rotate an API key: a new secret for the same key; the old one works for --overlap.
+    #[command(
+        after_help = "Example:\n  berth apikey rotate k8s --robot ci-bot --overlap 24h --output apikey.json"
+    )]
+    Rotate {
+        /// The key's name or id.
+        name: String,
+        /// A key of this robot instead of your own.
+        #[arg(long)]
+        robot: Option<String>,
+        /// How long the old secret keeps working (0: it stops now).
+        #[arg(long, value_name = "DURATION", default_value = "24h")]
+        overlap: String,
+        /// Write {"name","apikey"} here (mode 0600); `-` or absent: standard output.
+        #[arg(long, value_name = "FILE|-")]
+        output: Option<String>,
+    },
     /// Delete an API key by name or id.
     #[command(
         after_help = "Example:\n  berth apikey delete laptop\n  berth apikey delete k8s --robot reader"
@@ -281,6 +298,68 @@ pub enum RobotCommand {
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
+pub enum CredentialCommand {
+    /// List the organization's robot tokens, robot API keys, registry tokens and trusts with
+    /// expiry and last use; the filters keep those that need attention.
+    #[command(
+        after_help = "Example:\n  berth credential list --expiring-within 14d --unused-for 90d"
+    )]
+    List {
+        /// Keep credentials that expire (or expired) within this time.
+        #[arg(long, value_name = "DURATION")]
+        expiring_within: Option<String>,
+        /// Keep credentials (and trusts) not used for this long; never used counts from creation.
+        #[arg(long, value_name = "DURATION")]
+        unused_for: Option<String>,
+    },
+}
+
+pub(super) async fn credential(
+    cmd: &CredentialCommand,
+    org: Option<&str>,
+    cfg_path: &Path,
+    format: Format,
+    verbose: bool,
+) -> anyhow::Result<()> {
+    let (c, ctx_org) = context::client(cfg_path, verbose).await?;
+    let org = org_of(org, ctx_org)?;
+    match cmd {
+        CredentialCommand::List {
+            expiring_within,
+            unused_for,
+        } => {
+            let mut q = Vec::new();
+            if let Some(e) = expiring_within {
+                q.push(format!("expiringWithin={e}"));
+            }
+            if let Some(u) = unused_for {
+                q.push(format!("unusedFor={u}"));
+            }
+            let path = format!("/orgs/{org}/credentials?{}", q.join("&"));
+            let mut v = credentials(c.api("GET", &path, None, &[]).await?, "credentials");
+            if let Some(list) = v["credentials"].as_array_mut() {
+                for cr in list {
+                    cr["why"] = json!(cr["reasons"]
+                        .as_array()
+                        .map(|r| r.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+                        .unwrap_or_default());
+                }
+            }
+            let columns = [
+                ("KIND", "kind"),
+                ("OWNER", "owner"),
+                ("NAME", "name"),
+                ("EXPIRES", "expires"),
+                ("LAST USED", "lastUsedAt"),
+                ("STATUS", "status"),
+                ("WHY", "why"),
+            ];
+            print(format, &v, "credentials", &columns)
+        }
+    }
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
 pub enum TrustCommand {
     /// Trust workloads whose tokens match to act as the robot.
     #[command(
@@ -352,6 +431,23 @@ pub enum TokenCommand {
         /// Lifetime, e.g. 90d (default: does not expire).
         #[arg(long, value_name = "DURATION")]
         expires_in: Option<String>,
+        /// File to write the token to, or `-` for stdout.
+        #[arg(long, value_name = "FILE|-")]
+        output: Option<String>,
+    },
+    /// Rotate a token: a new secret with the same accessId (a pull secret changes only its
+    /// password); the old secret works until --overlap ends.
+    #[command(
+        after_help = "Example:\n  berth robot token rotate ci-bot ci --overlap 24h --output token.json"
+    )]
+    Rotate {
+        /// The robot.
+        robot: String,
+        /// The token's name or id.
+        name: String,
+        /// How long the old secret keeps working (0: it stops now).
+        #[arg(long, value_name = "DURATION", default_value = "24h")]
+        overlap: String,
         /// File to write the token to, or `-` for stdout.
         #[arg(long, value_name = "FILE|-")]
         output: Option<String>,
@@ -440,6 +536,20 @@ pub enum RegistryTokenCommand {
     /// List the organization's registry tokens (no secrets).
     #[command(after_help = "Example:\n  berth registry-token list")]
     List,
+    /// Rotate a registry token: a new secret for the same token; the old one works for --overlap.
+    #[command(
+        after_help = "Example:\n  berth registry-token rotate cluster-pulls --overlap 1h --output token.json"
+    )]
+    Rotate {
+        /// The token's name or id.
+        id: String,
+        /// How long the old secret keeps working (0: it stops now).
+        #[arg(long, value_name = "DURATION", default_value = "24h")]
+        overlap: String,
+        /// Write the token file ({"token"}, mode 0600) here; `-` or absent: standard output.
+        #[arg(long, value_name = "FILE")]
+        output: Option<String>,
+    },
     /// Delete a registry token by name or id.
     #[command(after_help = "Example:\n  berth registry-token delete cluster-pulls")]
     Delete {
@@ -695,6 +805,19 @@ pub(super) async fn robot(
             );
             emit_secret(output.as_deref(), &file, &what)
         }
+        RobotCommand::Token(TokenCommand::Rotate {
+            robot,
+            name,
+            overlap,
+            output,
+        }) => {
+            let file = rotate_robot_token(&c, &org, robot, name, overlap).await?;
+            emit_secret(
+                output.as_deref(),
+                &file,
+                &format!("token {name:?} of robot {robot:?} (access id {})", file["accessId"].as_str().unwrap_or("")),
+            )
+        }
         RobotCommand::Token(TokenCommand::List { robot }) => print(
             format,
             &credentials(
@@ -850,6 +973,26 @@ pub(super) async fn registry_token(
                 &credentials(c.api("GET", "/tokens", None, &headers).await?, "tokens"),
                 "tokens",
                 &columns,
+            )
+        }
+        RegistryTokenCommand::Rotate {
+            id,
+            overlap,
+            output,
+        } => {
+            let v = c
+                .api(
+                    "POST",
+                    &format!("/tokens/{id}/rotate"),
+                    Some(&json!({ "overlap": overlap })),
+                    &headers,
+                )
+                .await?;
+            say_overlap(&v, &format!("registry token {id:?}"));
+            emit_secret(
+                output.as_deref(),
+                &json!({ "token": v["token"], "id": v["id"], "name": v["name"] }),
+                "registry token",
             )
         }
         RegistryTokenCommand::Delete { id } => done(
@@ -1053,6 +1196,34 @@ pub(super) async fn member(
 }
 
 /// Writes a secret file (0600), or prints it for `-` or no file.
+/// Rotates robot token `name` of `org/robot`; the new token file (`{"accessId", "token"}`).
+pub(super) async fn rotate_robot_token(
+    c: &crate::client::Client,
+    org: &str,
+    robot: &str,
+    name: &str,
+    overlap: &str,
+) -> anyhow::Result<Value> {
+    let v = c
+        .api(
+            "POST",
+            &format!("/orgs/{org}/robots/{robot}/tokens/{name}/rotate"),
+            Some(&json!({ "overlap": overlap })),
+            &[],
+        )
+        .await?;
+    say_overlap(&v, &format!("token {name:?} of robot {robot:?}"));
+    Ok(json!({ "accessId": v["accessId"], "token": v["token"] }))
+}
+
+/// Says on stderr until when the old secret of a rotated credential works.
+fn say_overlap(v: &Value, what: &str) {
+    match v["previousValidUntil"].as_str() {
+        Some(until) => crate::cli_eprint(&format!("rotated {what}: the old secret works until {until}")),
+        None => crate::cli_eprint(&format!("rotated {what}: the old secret no longer works")),
+    }
+}
+
 fn emit_secret(output: Option<&str>, value: &Value, what: &str) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(value)? + "\n";
     match output {
@@ -1106,6 +1277,27 @@ pub(super) async fn apikey(
             "apikeys",
             &TOKEN_COLUMNS,
         ),
+        ApiKeyCommand::Rotate {
+            name,
+            robot,
+            overlap,
+            output,
+        } => {
+            let v = c
+                .api(
+                    "POST",
+                    &format!("{}/{name}/rotate", base(robot)?),
+                    Some(&json!({ "overlap": overlap })),
+                    &[],
+                )
+                .await?;
+            say_overlap(&v, &format!("API key {name:?}"));
+            emit_secret(
+                output.as_deref(),
+                &json!({ "name": v["name"], "apikey": v["apikey"] }),
+                &format!("API key {name:?}"),
+            )
+        }
         ApiKeyCommand::Delete { id, robot } => done(
             c.api("DELETE", &format!("{}/{id}", base(robot)?), None, &[])
                 .await,

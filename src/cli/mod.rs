@@ -146,6 +146,14 @@ pub enum Command {
         #[command(subcommand)]
         command: manage::ApiKeyCommand,
     },
+    /// Every credential of an organization: what expires soon, what is never used.
+    Credential {
+        /// The organization (default: the current context's).
+        #[arg(long, global = true)]
+        org: Option<String>,
+        #[command(subcommand)]
+        command: manage::CredentialCommand,
+    },
     /// Custom roles.
     Role {
         /// The organization (default: the current context's).
@@ -332,6 +340,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Role { org, command } => {
                 manage::role(command, org.as_deref(), &path, format, verbose).await
             }
+            Command::Credential { org, command } => {
+                manage::credential(command, org.as_deref(), &path, format, verbose).await
+            }
             Command::Audit(cmd) => manage::audit(cmd, &path, format, verbose).await,
             Command::CanI {
                 verb,
@@ -354,7 +365,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Err(anyhow::Error::new(NoAnswer))
                 }
             }
-            Command::PullSecret(cmd) => files::pull_secret(cmd, &path, format),
+            Command::PullSecret(cmd) => files::pull_secret(cmd, &path, format, verbose).await,
             Command::Config(cmd) => files::config(cmd, &path, format),
             Command::DockerConfig(args) => docker::docker_config(args, &path),
             Command::Apply { file, org } => {

@@ -167,7 +167,14 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<AppState>, req: axum::extract::Request) -> Response {
+    let (parts, _) = req.into_parts();
+    // Credential names and owners are for a server admin's scrape (Basic auth with an admin's
+    // API key or password), not for anyone who can reach /metrics.
+    let admin = matches!(
+        access::identify(&state, &parts).await,
+        Ok(access::Caller::Principal(crate::auth::Principal::User { admin: true, .. }, _))
+    );
     let meta = state.content.meta().clone();
     let stored = tokio::task::spawn_blocking(move || meta.read(|r| r.blob_stats()).map_err(|e| e.to_string()))
         .await
@@ -183,6 +190,29 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let mut text = state
         .metrics
         .render(state.content.uploads_active(), blobs, bytes);
+    // When each credential expires, so that an alert fires before a pull secret stops working.
+    let st = state.clone();
+    let expiries = if admin {
+        tokio::task::spawn_blocking(move || st.auth.iam().credential_expiries())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    text.push_str("# HELP berth_credential_expiry_timestamp_seconds When a credential expires (Unix time), by organization, kind, owner and name (in a server admin's scrape only).\n");
+    text.push_str("# TYPE berth_credential_expiry_timestamp_seconds gauge\n");
+    let label = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    for (org, kind, owner, name, at) in expiries {
+        text.push_str(&format!(
+            "berth_credential_expiry_timestamp_seconds{{org=\"{}\",kind=\"{}\",owner=\"{}\",name=\"{}\"}} {at}\n",
+            label(&org),
+            label(&kind),
+            label(&owner),
+            label(&name)
+        ));
+    }
     text.push_str("# HELP berth_workload_exchanges_total Workload tokens presented for a registry token, by outcome.\n");
     text.push_str("# TYPE berth_workload_exchanges_total counter\n");
     for (outcome, n) in state.auth.exchange_counts() {

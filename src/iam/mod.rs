@@ -406,6 +406,17 @@ impl IamService {
             })
     }
 
+    /// The organization's robot tokens, robot API keys and registry tokens, each with its
+    /// robot's name (empty for the organization's own).
+    pub fn org_credentials(&self, org_id: i64) -> Result<Vec<(CredentialRow, String)>> {
+        Ok(self.meta.read(|r| r.credentials_of_org(org_id))?)
+    }
+
+    /// Unrevoked credentials with an expiry: (org, kind, owner, name, expires at).
+    pub fn credential_expiries(&self) -> Result<Vec<(String, String, String, String, i64)>> {
+        Ok(self.meta.read(|r| r.credential_expiries(10_000))?)
+    }
+
     /// A robot's workload trusts.
     pub fn trusts(&self, robot_id: i64) -> Result<Vec<crate::store::TrustRow>> {
         Ok(self.meta.read(|r| r.trusts_of_robot(robot_id))?)
@@ -435,6 +446,36 @@ impl IamService {
     // ----- credentials -----
 
     /// Creates a credential of `kind` for `owner`; the secret is in the result and nowhere else.
+    /// A new secret for credential `id` (same id, name and access: a pull secret changes only
+    /// its password). The old secret keeps working for `overlap`, then stops; zero ends it now.
+    pub fn rotate_credential(&self, id: &str, overlap: std::time::Duration) -> Result<NewCredential> {
+        let row = self
+            .meta
+            .read(|r| r.credential(id))?
+            .filter(|c| c.revoked_at.is_none())
+            .ok_or_else(|| Error::NotFound(format!("credential {id:?} not found")))?;
+        let kind = SecretKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == row.kind)
+            .filter(|k| *k != SecretKind::RefreshToken)
+            .ok_or_else(|| Error::Invalid(format!("a {} cannot be rotated", row.kind)))?;
+        let uuid = uuid::Uuid::try_parse(&row.id)
+            .map_err(|_| Error::Invalid(format!("credential {id:?} has no rotatable id")))?;
+        let secret = Secret::generate_for(kind, uuid).map_err(|e| Error::Random(e.to_string()))?;
+        let until = (!overlap.is_zero()).then(|| expires(now(), overlap));
+        if !self
+            .meta
+            .write(|w| w.rotate_credential(&row.id, &secret.hash(), until))?
+        {
+            return Err(Error::NotFound(format!("credential {id:?} not found")));
+        }
+        let row = self
+            .meta
+            .read(|r| r.credential(&row.id))?
+            .ok_or_else(|| Error::NotFound(format!("credential {id:?} not found")))?;
+        Ok(NewCredential { row, secret })
+    }
+
     pub fn create_credential(&self, spec: &CredentialSpec<'_>) -> Result<NewCredential> {
         let CredentialSpec {
             kind,
@@ -476,6 +517,8 @@ impl IamService {
                 (_, f) => f.clone(),
             },
             creator: origin.creator.clone(),
+            previous_hash: None,
+            previous_until: None,
         };
         self.meta
             .write(|w| {
@@ -570,7 +613,7 @@ impl IamService {
     /// detection); `None` when the secret does not match.
     pub fn lookup_secret(&self, secret: &Secret) -> Result<Option<CredentialRow>> {
         let row = self.meta.read(|r| r.credential(&secret.id().to_string()))?;
-        Ok(row.filter(|c| c.kind == secret.kind().as_str() && secret.matches(&c.secret_hash)))
+        Ok(row.filter(|c| c.kind == secret.kind().as_str() && secret_ok(secret, c)))
     }
 
     /// The stored credential behind a presented secret, if the secret is right and the
@@ -579,7 +622,7 @@ impl IamService {
         let row = self.meta.read(|r| r.credential(&secret.id().to_string()))?;
         Ok(row.filter(|c| {
             c.kind == secret.kind().as_str()
-                && secret.matches(&c.secret_hash)
+                && secret_ok(secret, c)
                 && c.revoked_at.is_none()
                 && c.expires_at.is_none_or(|e| e > now())
         }))
@@ -839,4 +882,15 @@ mod tests {
         }
         assert!(check_name("organization", "a..b").is_err());
     }
+}
+
+/// Whether `secret` is credential `c`'s: its current secret, or the one before its last rotation
+/// while the overlap lasts (both compared in constant time).
+fn secret_ok(secret: &Secret, c: &CredentialRow) -> bool {
+    let current = secret.matches(&c.secret_hash);
+    let previous = match (&c.previous_hash, c.previous_until) {
+        (Some(h), Some(until)) => secret.matches(h) && until > now(),
+        _ => false,
+    };
+    current | previous
 }

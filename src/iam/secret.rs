@@ -41,7 +41,7 @@ impl SecretKind {
         }
     }
 
-    const ALL: [SecretKind; 4] = [
+    pub(crate) const ALL: [SecretKind; 4] = [
         SecretKind::RobotToken,
         SecretKind::ApiKey,
         SecretKind::RegistryToken,
@@ -79,6 +79,17 @@ impl Secret {
                 .into_uuid();
         let random =
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes[..RANDOM_BYTES]);
+        Ok(Secret {
+            kind,
+            id,
+            text: format!("{}{}{random}", kind.prefix(), id.simple()),
+        })
+    }
+
+    /// A new secret for credential `id` (a rotation: same id, new random part).
+    pub fn generate_for(kind: SecretKind, id: uuid::Uuid) -> Result<Secret, rand::rand_core::OsError> {
+        let fresh = Secret::generate(kind)?;
+        let random = &fresh.text[kind.prefix().len() + 32..];
         Ok(Secret {
             kind,
             id,

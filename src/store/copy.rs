@@ -94,6 +94,8 @@ const TABLES: &[Table] = &[
             ("source", Text),
             ("family", Text),
             ("creator", Text),
+            ("previous_hash", Bytes),
+            ("previous_until", Int),
         ],
     ),
     (

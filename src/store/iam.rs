@@ -66,6 +66,8 @@ fn credential(r: &Row<'_>) -> Result<CredentialRow> {
         source: r.get(15)?,
         family: r.get(16)?,
         creator: r.get(17)?,
+        previous_hash: r.get(18)?,
+        previous_until: r.get(19)?,
     })
 }
 fn trust(r: &Row<'_>) -> Result<TrustRow> {
@@ -89,7 +91,8 @@ const TRUST_SELECT: &str = "SELECT t.id, t.robot_id, o.name, rb.name, t.name, t.
      JOIN robots rb ON rb.id = t.robot_id JOIN orgs o ON o.id = rb.org_id";
 
 const CREDENTIAL_COLS: &str = "id, kind, name, user_id, robot_id, org_id, secret_hash, readwrite, description, \
-     created_at, expires_at, revoked_at, last_used_at, last_used_addr, last_used_agent, source, family, creator";
+     created_at, expires_at, revoked_at, last_used_at, last_used_addr, last_used_agent, source, family, creator, \
+     previous_hash, previous_until";
 
 fn binding(r: &Row<'_>) -> Result<BindingRow> {
     Ok(BindingRow {
@@ -275,6 +278,40 @@ impl Reader<'_> {
             &format!("{TRUST_SELECT} WHERE rb.org_id = ?1 ORDER BY rb.name, t.name"),
             p![org_id],
             trust,
+        )
+    }
+
+    /// The long-lived credentials of an organization: its robots' tokens and API keys and its
+    /// registry tokens (not revoked), each with its robot's name (empty for the org's own).
+    pub fn credentials_of_org(&self, org_id: i64) -> Result<Vec<(CredentialRow, String)>> {
+        let cols: Vec<String> = CREDENTIAL_COLS
+            .split(',')
+            .map(|c| format!("c.{}", c.trim()))
+            .collect();
+        self.conn.query(
+            &format!(
+                "SELECT {}, COALESCE(rb.name, '') FROM credentials c LEFT JOIN robots rb ON rb.id = c.robot_id \
+                 WHERE (rb.org_id = ?1 OR c.org_id = ?1) AND c.kind <> 'refresh_token' AND c.revoked_at IS NULL \
+                 ORDER BY c.expires_at, c.created_at",
+                cols.join(", ")
+            ),
+            p![org_id],
+            |r| Ok((credential(r)?, r.get(20)?)),
+        )
+    }
+
+    /// Every unrevoked credential with an expiry, for `/metrics`: (org, kind, owner, name,
+    /// expires at). A user's own API keys have no organization (empty).
+    pub fn credential_expiries(&self, limit: i64) -> Result<Vec<(String, String, String, String, i64)>> {
+        self.conn.query(
+            "SELECT COALESCE(o1.name, o2.name, ''), c.kind, COALESCE(rb.name, u.name, ''), \
+             COALESCE(c.name, c.id), c.expires_at FROM credentials c \
+             LEFT JOIN robots rb ON rb.id = c.robot_id LEFT JOIN orgs o1 ON o1.id = rb.org_id \
+             LEFT JOIN orgs o2 ON o2.id = c.org_id LEFT JOIN users u ON u.id = c.user_id \
+             WHERE c.expires_at IS NOT NULL AND c.revoked_at IS NULL AND c.kind <> 'refresh_token' \
+             ORDER BY c.expires_at LIMIT ?1",
+            p![limit],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
         )
     }
 
@@ -672,7 +709,7 @@ impl Writer<'_> {
     pub fn insert_credential(&self, c: &CredentialRow) -> Result<()> {
         self.conn.execute(
             &format!(
-                "INSERT INTO credentials ({CREDENTIAL_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+                "INSERT INTO credentials ({CREDENTIAL_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
             ),
             p![
                 c.id,
@@ -692,7 +729,9 @@ impl Writer<'_> {
                 c.last_used_agent,
                 c.source,
                 c.family,
-                c.creator
+                c.creator,
+                c.previous_hash,
+                c.previous_until
             ],
         )?;
         Ok(())
@@ -700,6 +739,16 @@ impl Writer<'_> {
 
     /// Deletes a credential and everything that came from it (sessions, refresh-token families
     /// and credentials created through it, recursively), and revokes their bearer tokens.
+    /// Gives credential `id` a new secret; the old one is accepted until `previous_until`
+    /// (`None`: not at all).
+    pub fn rotate_credential(&self, id: &str, new_hash: &[u8], previous_until: Option<i64>) -> Result<bool> {
+        Ok(self.conn.execute(
+            "UPDATE credentials SET previous_hash = CASE WHEN ?3 IS NULL THEN NULL ELSE secret_hash END, \
+             previous_until = ?3, secret_hash = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            p![id, new_hash, previous_until],
+        )? > 0)
+    }
+
     pub fn delete_credential(&self, id: &str) -> Result<bool> {
         let family: Vec<(String, Option<String>)> = self.conn.query(
             "WITH RECURSIVE tree(id) AS (

@@ -409,6 +409,9 @@ pub struct CredentialRow {
     pub family: Option<String>,
     /// `robot:<id>` when a robot created it: it ends with the robot.
     pub creator: Option<String>,
+    /// The secret before the last rotation, accepted until `previous_until`.
+    pub previous_hash: Option<Vec<u8>>,
+    pub previous_until: Option<i64>,
 }
 
 /// A binding with its organization's name.

@@ -4,6 +4,7 @@
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
+use std::time::{Duration, Instant};
 use std::process::{Command, Output, Stdio};
 
 use base64::Engine as _;
@@ -2083,4 +2084,171 @@ fn helper_get(helper: &Path, cfg: &Path, host: &str) -> Value {
         .write_all(host.as_bytes())
         .unwrap();
     serde_json::from_slice(&get.wait_with_output().unwrap().stdout).unwrap()
+}
+
+/// `/token` status for a login user name and secret.
+async fn token_status(s: &Server, user: &str, secret: &str) -> StatusCode {
+    basic_client(user, secret)
+        .get(s.url("/token?service=berth&scope=repository:acme/app:pull"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// Waits (within the 30 s revocation bound after `from`) until the secret is refused.
+async fn refused_within(s: &Server, user: &str, secret: &str, from: Instant, bound: Duration) {
+    loop {
+        match token_status(s, user, secret).await {
+            StatusCode::UNAUTHORIZED => return,
+            StatusCode::OK if from.elapsed() < bound => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            other => panic!("{user}: answered {other} after {:?}", from.elapsed()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn rotation_with_overlap_and_warnings_before_expiry() {
+    let s = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("config.yaml");
+    user_in_new_org(&s, &cfg, "alice", "acme").await;
+    push_image(&basic_client("alice", "alice-password-1"), &s, "acme/app", "v1", 3).await;
+    ok(&cfg, &["robot", "create", "deployer", "--role", "Reader"], None);
+    let file = |name: &str| tmp.path().join(name).to_str().unwrap().to_owned();
+    let read = |name: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join(name)).unwrap()).unwrap()
+    };
+    ok(
+        &cfg,
+        &["robot", "token", "create", "deployer", "ci", "--expires-in", "10d", "--output", &file("t1.json")],
+        None,
+    );
+    let t1 = read("t1.json");
+    let id = t1["accessId"].as_str().unwrap().to_owned();
+    let secret1 = t1["token"].as_str().unwrap().to_owned();
+    assert_eq!(token_status(&s, &id, &secret1).await, StatusCode::OK);
+
+    // A rotation with a 4 s overlap: the same accessId, a new secret; both work until the
+    // overlap ends, then the old one stops (within the revocation bound).
+    let out = berth(
+        &cfg,
+        &["robot", "token", "rotate", "deployer", "ci", "--overlap", "4s", "--output", &file("t2.json")],
+        None,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rotated_at = Instant::now();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the old secret works until"));
+    let t2 = read("t2.json");
+    assert_eq!(t2["accessId"], id.as_str());
+    let secret2 = t2["token"].as_str().unwrap().to_owned();
+    assert_ne!(secret1, secret2);
+    assert_eq!(token_status(&s, &id, &secret2).await, StatusCode::OK);
+    assert_eq!(token_status(&s, &id, &secret1).await, StatusCode::OK, "the overlap");
+    refused_within(&s, &id, &secret1, rotated_at, Duration::from_secs(4 + 30)).await;
+    assert!(rotated_at.elapsed() >= Duration::from_secs(3), "the old secret stopped before its overlap ended");
+    assert_eq!(token_status(&s, &id, &secret2).await, StatusCode::OK);
+
+    // `pull-secret create --rotate` with no overlap: the old secret stops at once, the Secret
+    // carries the new one under the same user name, and skopeo pulls with it.
+    let yaml = ok(
+        &cfg,
+        &["pull-secret", "create", "regcred", "--rotate", "deployer/ci", "--overlap", "0"],
+        None,
+    );
+    assert_eq!(token_status(&s, &id, &secret2).await, StatusCode::UNAUTHORIZED);
+    let secret_doc: Value = serde_norway::from_str(&yaml).unwrap();
+    let b64 = secret_doc["data"][".dockerconfigjson"].as_str().unwrap();
+    let docker: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).unwrap(),
+    )
+    .unwrap();
+    let entry = &docker["auths"][s.host.as_str()];
+    assert_eq!(entry["username"], id.as_str());
+    let secret3 = entry["password"].as_str().unwrap().to_owned();
+    assert_eq!(token_status(&s, &id, &secret3).await, StatusCode::OK);
+    let pulled = Command::new("skopeo")
+        .args(["--insecure-policy", "inspect", "--raw", "--tls-verify=false", "--creds"])
+        .arg(format!("{id}:{secret3}"))
+        .arg(format!("docker://{}/acme/app:v1", s.host))
+        .output()
+        .unwrap();
+    assert!(pulled.status.success(), "{}", String::from_utf8_lossy(&pulled.stderr));
+
+    // API keys and registry tokens rotate the same way.
+    ok(&cfg, &["apikey", "create", "k", "--robot", "deployer", "--output", &file("k1.json")], None);
+    let k1 = read("k1.json")["apikey"].as_str().unwrap().to_owned();
+    ok(
+        &cfg,
+        &["apikey", "rotate", "k", "--robot", "deployer", "--overlap", "0", "--output", &file("k2.json")],
+        None,
+    );
+    let k2 = read("k2.json")["apikey"].as_str().unwrap().to_owned();
+    assert_eq!(token_status(&s, "iamapikey", &k1).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(token_status(&s, "iamapikey", &k2).await, StatusCode::OK);
+    ok(&cfg, &["registry-token", "create", "--name", "rt", "--output", &file("r1.json")], None);
+    let r1 = read("r1.json")["token"].as_str().unwrap().to_owned();
+    assert_eq!(token_status(&s, "token", &r1).await, StatusCode::OK);
+    ok(&cfg, &["registry-token", "rotate", "rt", "--overlap", "0", "--output", &file("r2.json")], None);
+    let r2 = read("r2.json")["token"].as_str().unwrap().to_owned();
+    assert_eq!(token_status(&s, "token", &r1).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(token_status(&s, "token", &r2).await, StatusCode::OK);
+    // Bad overlaps are refused with a readable error.
+    let out = berth(&cfg, &["robot", "token", "rotate", "deployer", "ci", "--overlap", "forever"], None);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // What needs attention: the token expiring in 10 days, and a token never used.
+    ok(&cfg, &["robot", "token", "create", "deployer", "idle"], None);
+    let listed: Value = serde_json::from_str(&ok(
+        &cfg,
+        &["credential", "list", "--expiring-within", "14d", "-o", "json"],
+        None,
+    ))
+    .unwrap();
+    let names: Vec<&str> = listed["credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert!(names.contains(&"ci"), "{listed}");
+    assert!(!names.contains(&"idle"), "a token without expiry listed as expiring: {listed}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let listed: Value = serde_json::from_str(&ok(
+        &cfg,
+        &["credential", "list", "--unused-for", "1s", "-o", "json"],
+        None,
+    ))
+    .unwrap();
+    let idle = listed["credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "idle")
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(idle["reasons"], json!(["never used"]));
+    let table = ok(&cfg, &["credential", "list", "--expiring-within", "14d"], None);
+    assert!(table.contains("KIND") && table.contains("expiring"), "{table}");
+
+    // /metrics: when each credential expires, for an admin's scrape only.
+    let metric = "berth_credential_expiry_timestamp_seconds{org=\"acme\",kind=\"robot_token\",owner=\"deployer\",name=\"ci\"}";
+    let scrape = |c: reqwest::Client| {
+        let url = s.url("/metrics");
+        async move { c.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    let admin = scrape(basic_client("admin", ADMIN_PASSWORD)).await;
+    let line = admin
+        .lines()
+        .find(|l| l.starts_with(metric))
+        .unwrap_or_else(|| panic!("no {metric} in\n{admin}"));
+    let at: i64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!((at - now - 10 * 86_400).abs() < 120, "{line}");
+    let anon = scrape(anonymous_client()).await;
+    assert!(!anon.contains("berth_credential_expiry_timestamp_seconds{"), "credential names in an anonymous scrape");
 }

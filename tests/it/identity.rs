@@ -1747,6 +1747,17 @@ async fn every_operation_answers_the_shape_the_document_gives() {
     let id = tok["id"].as_str().unwrap();
     t.call(
         &alice,
+        "post",
+        "/orgs/{org}/robots/{robot}/tokens/{id}/rotate",
+        &format!("/orgs/acme/robots/ci/tokens/{id}/rotate"),
+        Some(json!({"overlap": "1h"})),
+        &[],
+    )
+    .await;
+    t.call(&alice, "get", "/orgs/{org}/credentials", "/orgs/acme/credentials", None, &[])
+        .await;
+    t.call(
+        &alice,
         "delete",
         "/orgs/{org}/robots/{robot}/tokens/{id}",
         &format!("/orgs/acme/robots/ci/tokens/{id}"),
@@ -1776,6 +1787,15 @@ async fn every_operation_answers_the_shape_the_document_gives() {
     let id = key["id"].as_str().unwrap();
     t.call(
         &alice,
+        "post",
+        "/orgs/{org}/robots/{robot}/apikeys/{id}/rotate",
+        &format!("/orgs/acme/robots/ci/apikeys/{id}/rotate"),
+        Some(json!({"overlap": "0"})),
+        &[],
+    )
+    .await;
+    t.call(
+        &alice,
         "delete",
         "/orgs/{org}/robots/{robot}/apikeys/{id}",
         &format!("/orgs/acme/robots/ci/apikeys/{id}"),
@@ -1798,6 +1818,15 @@ async fn every_operation_answers_the_shape_the_document_gives() {
     let id = own["id"].as_str().unwrap();
     t.call(
         &alice,
+        "post",
+        "/apikeys/{id}/rotate",
+        &format!("/apikeys/{id}/rotate"),
+        None,
+        &[],
+    )
+    .await;
+    t.call(
+        &alice,
         "delete",
         "/apikeys/{id}",
         &format!("/apikeys/{id}"),
@@ -1812,6 +1841,15 @@ async fn every_operation_answers_the_shape_the_document_gives() {
     t.call(&alice, "get", "/tokens", "/tokens", None, &org)
         .await;
     let id = rt["id"].as_str().unwrap();
+    t.call(
+        &alice,
+        "post",
+        "/tokens/{id}/rotate",
+        &format!("/tokens/{id}/rotate"),
+        Some(json!({"overlap": "10m"})),
+        &org,
+    )
+    .await;
     t.call(
         &alice,
         "delete",

@@ -721,3 +721,271 @@ pub(super) async fn delete_trust(
     })
     .await
 }
+
+// ----- rotation -----
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Rotation {
+    /// How long the old secret keeps working: `24h` (the default), `0` ends it at once.
+    overlap: Option<String>,
+}
+
+/// The overlap a rotation asks for (default a day, at most 30 days).
+fn overlap(body: &[u8]) -> ApiResult<std::time::Duration> {
+    let r: Rotation = optional_body(body)?;
+    let d = match r.overlap.as_deref() {
+        None => std::time::Duration::from_secs(86_400),
+        Some("0") => std::time::Duration::ZERO,
+        Some(s) => parse_duration(s).map_err(ApiError::Invalid)?,
+    };
+    if d > std::time::Duration::from_secs(30 * 86_400) {
+        return Err(ApiError::Invalid("overlap is at most 30d".into()));
+    }
+    Ok(d)
+}
+
+/// Rotates a credential of `owner` (by id or name): a new secret, the same id; answers it once.
+fn rotate_owned(
+    st: &AppState,
+    caller: &ApiCaller,
+    owner: Owner,
+    kind: SecretKind,
+    id: &str,
+    overlap: std::time::Duration,
+    target: String,
+) -> ApiResult<Response> {
+    let list = st.auth.iam().credentials(owner, kind)?;
+    let found: Vec<_> = list
+        .iter()
+        .filter(|c| (c.id == id || c.name.as_deref() == Some(id)) && c.revoked_at.is_none())
+        .collect();
+    let row = match found.as_slice() {
+        [one] => *one,
+        [] => {
+            return Err(ApiError::NotFound(format!(
+                "credential {id:?} not found (by name or id)"
+            )));
+        }
+        _ => {
+            return Err(ApiError::Conflict(format!(
+                "several credentials are named {id:?}; give the id"
+            )));
+        }
+    };
+    let new = st.auth.iam().rotate_credential(&row.id, overlap)?;
+    // This node forgets logins it verified with the old secret when the overlap is zero.
+    if overlap.is_zero() {
+        st.auth.forget_credential(&row.id);
+    }
+    audit_change(
+        st,
+        caller,
+        "credential.rotate",
+        format!("{target} overlap {}s", overlap.as_secs()),
+    );
+    let field = match kind {
+        SecretKind::RobotToken => "token",
+        SecretKind::ApiKey => "apikey",
+        _ => "token",
+    };
+    let mut v = credential_json(&new.row);
+    v[field] = json!(new.secret.expose());
+    if kind == SecretKind::RobotToken {
+        v["accessId"] = json!(new.row.id);
+    }
+    v["previousValidUntil"] = json!(time(new.row.previous_until));
+    Ok(json_response(StatusCode::OK, v))
+}
+
+pub(super) async fn rotate_robot_token(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path((org, robot, id)): Path<(String, String, String)>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    caller.require_manage(&org, "credentials", "create", &robot)?;
+    let overlap = overlap(&body)?;
+    blocking(&state, move |st| {
+        let r = robot_within_reach(st, &caller, &org, &robot)?;
+        rotate_owned(
+            st,
+            &caller,
+            Owner::Robot(r.id),
+            SecretKind::RobotToken,
+            &id,
+            overlap,
+            format!("robot/{org}/{robot}/tokens/{id}"),
+        )
+    })
+    .await
+}
+
+pub(super) async fn rotate_robot_key(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path((org, robot, id)): Path<(String, String, String)>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    caller.require_manage(&org, "credentials", "create", &robot)?;
+    let overlap = overlap(&body)?;
+    blocking(&state, move |st| {
+        let r = robot_within_reach(st, &caller, &org, &robot)?;
+        rotate_owned(
+            st,
+            &caller,
+            Owner::Robot(r.id),
+            SecretKind::ApiKey,
+            &id,
+            overlap,
+            format!("robot/{org}/{robot}/apikeys/{id}"),
+        )
+    })
+    .await
+}
+
+pub(super) async fn rotate_own_key(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(key): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let id = own_user(&caller)?;
+    let overlap = overlap(&body)?;
+    blocking(&state, move |st| {
+        let target = format!("{}/apikeys/{key}", caller.subject());
+        rotate_owned(st, &caller, Owner::User(id), SecretKind::ApiKey, &key, overlap, target)
+    })
+    .await
+}
+
+/// Rotating a registry token mints a new secret of it: what creating one needs.
+pub(super) async fn rotate_registry_token(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let org = organization(&headers)?;
+    if matches!(caller.principal, Principal::RegistryToken { .. }) {
+        return Err(ApiError::Forbidden(
+            "a registry token cannot rotate registry tokens".into(),
+        ));
+    }
+    caller.require_manage(&org, "credentials", "create", "registry-token")?;
+    let overlap = overlap(&body)?;
+    blocking(&state, move |st| {
+        let org_row = st.auth.iam().org(&org)?;
+        let readwrite = st
+            .auth
+            .iam()
+            .credentials(Owner::Org(org_row.id), SecretKind::RegistryToken)?
+            .iter()
+            .find(|c| c.id == id || c.name.as_deref() == Some(id.as_str()))
+            .is_some_and(|c| c.readwrite);
+        let need = if readwrite {
+            crate::policy::Action::Push
+        } else {
+            crate::policy::Action::Pull
+        };
+        if !crate::policy::org_wide_actions(&caller.grants, &org).contains(need) {
+            return Err(ApiError::Forbidden(format!(
+                "rotating this registry token needs {} access to the whole organization {org:?}",
+                need.as_str()
+            )));
+        }
+        rotate_owned(
+            st,
+            &caller,
+            Owner::Org(org_row.id),
+            SecretKind::RegistryToken,
+            &id,
+            overlap,
+            format!("org/{org}/tokens/{id}"),
+        )
+    })
+    .await
+}
+
+// ----- the credentials of an organization, for expiry and hygiene -----
+
+/// `GET /orgs/{org}/credentials`: every robot token, robot API key and registry token of the
+/// organization, and the robots' trusts, with expiry and last use. `expiringWithin=14d` keeps
+/// those expiring (or expired) within that time, `unusedFor=90d` those not used for that long
+/// (never used counts from creation); with both, either.
+pub(super) async fn list_org_credentials(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(org): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    caller.require_manage(&org, "credentials", "list", "")?;
+    let secs = |k: &str| -> ApiResult<Option<i64>> {
+        q.get(k)
+            .map(|v| {
+                parse_duration(v)
+                    .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+                    .map_err(|e| ApiError::Invalid(format!("{k}: {e}")))
+            })
+            .transpose()
+    };
+    let (expiring, unused) = (secs("expiringWithin")?, secs("unusedFor")?);
+    blocking(&state, move |st| {
+        let org_row = st.auth.iam().org(&org)?;
+        let now = crate::store::now();
+        let wanted = |expires: Option<i64>, used: Option<i64>, created: i64| -> Vec<&'static str> {
+            let mut why = Vec::new();
+            if let (Some(w), Some(e)) = (expiring, expires)
+                && e <= now.saturating_add(w)
+            {
+                why.push(if e <= now { "expired" } else { "expiring" });
+            }
+            if let Some(u) = unused
+                && used.unwrap_or(created) <= now.saturating_sub(u)
+            {
+                why.push(if used.is_none() { "never used" } else { "unused" });
+            }
+            why
+        };
+        let filtering = expiring.is_some() || unused.is_some();
+        let mut out = Vec::new();
+        for (c, robot) in st.auth.iam().org_credentials(org_row.id)? {
+            let why = wanted(c.expires_at, c.last_used_at, c.created_at);
+            if filtering && why.is_empty() {
+                continue;
+            }
+            let mut v = credential_json(&c);
+            v["kind"] = json!(match c.kind.as_str() {
+                "robot_token" => "robot token",
+                "api_key" => "api key",
+                "registry_token" => "registry token",
+                k => k,
+            });
+            v["owner"] = json!(if robot.is_empty() { format!("org/{org}") } else { format!("robot/{robot}") });
+            v["reasons"] = json!(why);
+            out.push(v);
+        }
+        for r in st.auth.iam().robots(&org)? {
+            for t in st.auth.iam().trusts(r.id)? {
+                let why = wanted(None, t.last_used_at, t.created_at);
+                if filtering && why.is_empty() {
+                    continue;
+                }
+                out.push(json!({
+                    "kind": "trust",
+                    "owner": format!("robot/{}", r.name),
+                    "name": t.name,
+                    "id": t.name,
+                    "status": "active",
+                    "created": time(Some(t.created_at)),
+                    "expires": null,
+                    "lastUsed": t.last_used_at.map(|at| json!({"at": time(Some(at))})),
+                    "reasons": why,
+                }));
+            }
+        }
+        Ok(json_response(StatusCode::OK, json!({ "credentials": out })))
+    })
+    .await
+}
