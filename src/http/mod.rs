@@ -204,13 +204,14 @@ async fn metrics(State(state): State<AppState>, req: axum::extract::Request) -> 
     text.push_str("# HELP berth_credential_expiry_timestamp_seconds When a credential expires (Unix time), by organization, kind, owner and name (in a server admin's scrape only).\n");
     text.push_str("# TYPE berth_credential_expiry_timestamp_seconds gauge\n");
     let label = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
-    for (org, kind, owner, name, at) in expiries {
+    for e in expiries {
         text.push_str(&format!(
-            "berth_credential_expiry_timestamp_seconds{{org=\"{}\",kind=\"{}\",owner=\"{}\",name=\"{}\"}} {at}\n",
-            label(&org),
-            label(&kind),
-            label(&owner),
-            label(&name)
+            "berth_credential_expiry_timestamp_seconds{{org=\"{}\",kind=\"{}\",owner=\"{}\",name=\"{}\"}} {}\n",
+            label(&e.org),
+            label(&e.kind),
+            label(&e.owner),
+            label(&e.name),
+            e.expires_at
         ));
     }
     text.push_str("# HELP berth_workload_exchanges_total Workload tokens presented for a registry token, by outcome.\n");

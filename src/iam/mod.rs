@@ -412,8 +412,8 @@ impl IamService {
         Ok(self.meta.read(|r| r.credentials_of_org(org_id))?)
     }
 
-    /// Unrevoked credentials with an expiry: (org, kind, owner, name, expires at).
-    pub fn credential_expiries(&self) -> Result<Vec<(String, String, String, String, i64)>> {
+    /// Unrevoked credentials with an expiry.
+    pub fn credential_expiries(&self) -> Result<Vec<crate::store::CredentialExpiry>> {
         Ok(self.meta.read(|r| r.credential_expiries(10_000))?)
     }
 
@@ -859,6 +859,17 @@ fn audit_row(e: &AuditEvent) -> AuditRow {
     }
 }
 
+/// Whether `secret` is credential `c`'s: its current secret, or the one before its last rotation
+/// while the overlap lasts (both compared in constant time).
+fn secret_ok(secret: &Secret, c: &CredentialRow) -> bool {
+    let current = secret.matches(&c.secret_hash);
+    let previous = match (&c.previous_hash, c.previous_until) {
+        (Some(h), Some(until)) => secret.matches(h) && until > now(),
+        _ => false,
+    };
+    current | previous
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -884,13 +895,3 @@ mod tests {
     }
 }
 
-/// Whether `secret` is credential `c`'s: its current secret, or the one before its last rotation
-/// while the overlap lasts (both compared in constant time).
-fn secret_ok(secret: &Secret, c: &CredentialRow) -> bool {
-    let current = secret.matches(&c.secret_hash);
-    let previous = match (&c.previous_hash, c.previous_until) {
-        (Some(h), Some(until)) => secret.matches(h) && until > now(),
-        _ => false,
-    };
-    current | previous
-}

@@ -302,7 +302,7 @@ impl Reader<'_> {
 
     /// Every unrevoked credential with an expiry, for `/metrics`: (org, kind, owner, name,
     /// expires at). A user's own API keys have no organization (empty).
-    pub fn credential_expiries(&self, limit: i64) -> Result<Vec<(String, String, String, String, i64)>> {
+    pub fn credential_expiries(&self, limit: i64) -> Result<Vec<crate::store::CredentialExpiry>> {
         self.conn.query(
             "SELECT COALESCE(o1.name, o2.name, ''), c.kind, COALESCE(rb.name, u.name, ''), \
              COALESCE(c.name, c.id), c.expires_at FROM credentials c \
@@ -311,7 +311,15 @@ impl Reader<'_> {
              WHERE c.expires_at IS NOT NULL AND c.revoked_at IS NULL AND c.kind <> 'refresh_token' \
              ORDER BY c.expires_at LIMIT ?1",
             p![limit],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            |r| {
+                Ok(crate::store::CredentialExpiry {
+                    org: r.get(0)?,
+                    kind: r.get(1)?,
+                    owner: r.get(2)?,
+                    name: r.get(3)?,
+                    expires_at: r.get(4)?,
+                })
+            },
         )
     }
 

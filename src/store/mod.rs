@@ -363,6 +363,17 @@ pub struct RobotRow {
     pub created_at: i64,
 }
 
+/// When a credential expires, with whose it is (for `/metrics`). `org` is empty for a user's
+/// own API key; `owner` is the robot's or user's name (empty for a registry token).
+#[derive(Debug, Clone)]
+pub struct CredentialExpiry {
+    pub org: String,
+    pub kind: String,
+    pub owner: String,
+    pub name: String,
+    pub expires_at: i64,
+}
+
 /// A workload trust of a robot: who may act as it by presenting a token of an OpenID issuer.
 #[derive(Debug, Clone)]
 pub struct TrustRow {
