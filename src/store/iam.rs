@@ -750,11 +750,19 @@ impl Writer<'_> {
     /// Gives credential `id` a new secret; the old one is accepted until `previous_until`
     /// (`None`: not at all).
     pub fn rotate_credential(&self, id: &str, new_hash: &[u8], previous_until: Option<i64>) -> Result<bool> {
-        Ok(self.conn.execute(
-            "UPDATE credentials SET previous_hash = CASE WHEN ?3 IS NULL THEN NULL ELSE secret_hash END, \
-             previous_until = ?3, secret_hash = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-            p![id, new_hash, previous_until],
-        )? > 0)
+        let n = match previous_until {
+            Some(until) => self.conn.execute(
+                "UPDATE credentials SET previous_hash = secret_hash, previous_until = ?3, secret_hash = ?2 \
+                 WHERE id = ?1 AND revoked_at IS NULL",
+                p![id, new_hash, until],
+            )?,
+            None => self.conn.execute(
+                "UPDATE credentials SET previous_hash = NULL, previous_until = NULL, secret_hash = ?2 \
+                 WHERE id = ?1 AND revoked_at IS NULL",
+                p![id, new_hash],
+            )?,
+        };
+        Ok(n > 0)
     }
 
     pub fn delete_credential(&self, id: &str) -> Result<bool> {

@@ -789,6 +789,35 @@ async fn custom_roles_cannot_be_used_to_escalate() {
         .post("/orgs/acme/robots/deployer/apikeys", json!({}))
         .await;
     assert_eq!(st, StatusCode::FORBIDDEN);
+    // Nor trust a workload to act as it (no stored secret, the same power), nor rotate its
+    // token to learn the new secret.
+    let (st, v) = mint
+        .post(
+            "/orgs/acme/robots/deployer/trusts",
+            json!({"name": "mine", "issuer": "https://issuer.example", "subject": "system:serviceaccount:x:y"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    let tok = alice
+        .ok(
+            "POST",
+            "/orgs/acme/robots/deployer/tokens",
+            Some(json!({"name": "ops"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let (st, v) = mint
+        .post("/orgs/acme/robots/deployer/tokens/ops/rotate", json!({"overlap": "0"}))
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    assert!(v.get("token").is_none());
+    // The refused rotation changed nothing: the token still works.
+    let r = basic_client(tok["accessId"].as_str().unwrap(), tok["token"].as_str().unwrap())
+        .get(s.url("/token?service=berth&scope=repository:acme/app:pull"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
     // A role editor cannot write a role with rules it does not hold (roles apply where bound),
     // nor delete or replace one whose rules it does not hold.
     let roler = Api::basic(s, "roler", "roler-password-1");
