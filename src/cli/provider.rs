@@ -164,11 +164,15 @@ pub fn run(args: &ProviderArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A robot token file (`{"accessId", "token"}`) or an API key: (user name, secret).
+/// A robot token file (`{"accessId", "token"}`), an API key file (`{"apikey"}`), a registry
+/// token file (`{"token"}`), or a bare API key or registry token: (user name, secret).
 fn credential_of(text: &str) -> Option<(String, String)> {
     if let Ok(v) = serde_json::from_str::<Value>(text) {
-        return match (v["accessId"].as_str(), v["token"].as_str()) {
-            (Some(id), Some(t)) => Some((id.to_owned(), t.to_owned())),
+        // A robot token file, an API key file ({"name","apikey"}) or a registry token file.
+        return match (v["accessId"].as_str(), v["token"].as_str(), v["apikey"].as_str()) {
+            (Some(id), Some(t), _) => Some((id.to_owned(), t.to_owned())),
+            (None, _, Some(k)) => Some(("iamapikey".into(), k.to_owned())),
+            (None, Some(t), None) => Some(("token".into(), t.to_owned())),
             _ => None,
         };
     }
@@ -241,6 +245,18 @@ fn print_config(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn token_files_of_every_kind() {
+        let robot = r#"{"accessId": "0f6e", "token": "bthr_x"}"#;
+        assert_eq!(super::credential_of(robot), Some(("0f6e".into(), "bthr_x".into())));
+        let key = r#"{"name": "k", "apikey": "btha_y"}"#;
+        assert_eq!(super::credential_of(key), Some(("iamapikey".into(), "btha_y".into())));
+        let registry = r#"{"token": "btht_z", "id": "1"}"#;
+        assert_eq!(super::credential_of(registry), Some(("token".into(), "btht_z".into())));
+        assert_eq!(super::credential_of("{}"), None);
+        assert_eq!(super::credential_of("not a secret"), None);
+    }
+
     #[test]
     fn image_hosts_follow_docker_rules() {
         assert_eq!(super::image_host("registry.example.com/acme/app:v1"), "registry.example.com");
