@@ -13,7 +13,7 @@ mod fs;
 mod s3;
 
 pub use fs::{BlobLock, FsStore};
-pub use s3::{S3Options, S3Store, Sink};
+pub use s3::{PART, PartWriter, PartsState, S3Options, S3Store, Sink};
 
 /// The handle: the engine and the lock stripes (files under the data directory, used when the
 /// metadata store offers no lock of its own).

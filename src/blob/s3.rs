@@ -3,18 +3,20 @@
 //!
 //! ```text
 //! blobs/<algorithm>/<first two hex>/<hex>   committed blobs, immutable
-//! uploads/<uuid>/<offset, 20 digits>        one object per chunk an upload session received
 //! uploads/<uuid>/blob                       the whole blob, staged before it is placed
+//! uploads/<uuid>/tail-<offset, 20 digits>   bytes of a session too few for a part yet
 //! ```
 //!
-//! Nodes share nothing but the bucket and the database: a chunk is its own object, written by
-//! whichever node received it (a multipart upload, so any chunk size works and memory stays
-//! bounded), and the upload's committed size lives in the session's row. Finishing an upload
-//! reads the chunks in order, hashing them, into the staged object; a monolithic push streams
-//! into it directly. The blob's own key is written only by a server-side copy of the staged
-//! object, after the digest is verified, under the digest's lock, and only if no row already
-//! names the blob; nothing is ever written to a blob's key in pieces (a delete of that key by
-//! garbage collection could otherwise cancel a multipart upload in flight, as Garage does).
+//! Nodes share nothing but the bucket and the database. An upload session is one multipart
+//! upload of its staged object: each chunk, on whichever node receives it, adds parts of 5–10
+//! MiB, and the bytes too few for a part wait in a tail object; the multipart id, the parts'
+//! ETags, the tail and the SHA-256 state live in the session's row (`PartsState`), so
+//! finishing reads nothing back but a tail. A monolithic push streams into the staged object
+//! directly (one PUT to the blob's key when it fits a part). The blob's own key is written only
+//! whole — by a server-side copy of the complete staged object, or that one PUT — after the
+//! digest is verified, under the digest's lock, and only if no row already names the blob;
+//! never in pieces (a delete of that key by garbage collection could otherwise cancel a
+//! multipart upload in flight, as Garage does).
 //!
 //! Every call runs on a small runtime of this store's own, so the blocking callers (garbage
 //! collection, commits on the blocking pool) and the async ones (request handlers) drive the
@@ -27,6 +29,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt as _, TryStreamExt as _};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
+use object_store::multipart::{MultipartStore as _, PartId};
 use object_store::{ObjectStore, WriteMultipart};
 
 use super::{Error, Result};
@@ -43,11 +46,9 @@ pub struct S3Options {
 }
 
 /// Bytes per part of a multipart upload (S3 needs ≥ 5 MiB for every part but the last).
-const PART: usize = 5 * 1024 * 1024;
+pub const PART: usize = 5 * 1024 * 1024;
 /// Parts in flight per multipart upload: with `PART`, at most ~20 MiB per upload in memory.
 const PARTS_IN_FLIGHT: usize = 2;
-/// Bytes gathered before they go to a sink.
-const GATHER: usize = 1024 * 1024;
 
 #[derive(Clone)]
 pub struct S3Store {
@@ -250,10 +251,6 @@ impl S3Store {
         self.path(&format!("uploads/{id}"))
     }
 
-    fn chunk_path(&self, id: &uuid::Uuid, offset: u64) -> Path {
-        self.path(&format!("uploads/{id}/{offset:020}"))
-    }
-
     /// A round trip to the bucket, for readiness probes.
     pub async fn ping(&self) -> Result<()> {
         let store = self.inner.store.clone();
@@ -322,11 +319,6 @@ impl S3Store {
         }
     }
 
-    /// A sink for the chunk of upload `id` that starts at `offset`.
-    pub fn chunk_sink(&self, id: &uuid::Uuid, offset: u64) -> Sink {
-        self.sink(self.chunk_path(id, offset))
-    }
-
     /// A sink for the staged whole blob of upload (or push) `id`.
     pub fn staging_sink(&self, id: &uuid::Uuid) -> Sink {
         self.sink(self.staged_path(id))
@@ -352,8 +344,133 @@ impl S3Store {
                 .map_err(s3_err(what));
         }
         sink.finish()?;
+        self.place_staged(id, d)
+    }
+
+    fn tail_path(&self, id: &uuid::Uuid, start: u64) -> Path {
+        self.path(&format!("uploads/{id}/tail-{start:020}"))
+    }
+
+    /// Starts the staged object's multipart upload of session `id`, unless it has one.
+    pub async fn start_parts(&self, id: &uuid::Uuid, state: &mut PartsState) -> Result<()> {
+        if state.upload.is_some() {
+            return Ok(());
+        }
+        let (store, path) = (self.inner.store.clone(), self.staged_path(id));
+        let upload = self
+            .run(async move { store.create_multipart(&path).await })
+            .await?
+            .map_err(s3_err(format!("starting upload {id}")))?;
+        state.upload = Some(upload);
+        Ok(())
+    }
+
+    /// Writes the parts of session `id` that follow `state`'s (one in flight while the next
+    /// gathers).
+    pub fn part_writer(&self, id: &uuid::Uuid, state: &PartsState) -> Result<PartWriter> {
+        let upload = state.upload.clone().ok_or_else(|| Error {
+            context: format!("upload {id}"),
+            source: std::io::Error::other("no multipart upload started"),
+        })?;
+        Ok(PartWriter {
+            store: self.clone(),
+            path: self.staged_path(id),
+            upload,
+            next: state.parts.len(),
+            in_flight: None,
+            done: Vec::new(),
+        })
+    }
+
+    /// The bytes of session `id` not yet in a part (`state.tail`).
+    pub async fn read_tail(&self, id: &uuid::Uuid, state: &PartsState) -> Result<Bytes> {
+        let Some((start, len)) = state.tail else {
+            return Ok(Bytes::new());
+        };
+        let (store, path) = (self.inner.store.clone(), self.tail_path(id, start));
+        let bytes = self
+            .run(async move { store.get(&path).await?.bytes().await })
+            .await?
+            .map_err(s3_err(format!("reading upload {id}")))?;
+        if bytes.len() as u64 != len {
+            return Err(Error {
+                context: format!("upload {id}"),
+                source: std::io::Error::other(format!(
+                    "the tail at {start} holds {} bytes, not {len}",
+                    bytes.len()
+                )),
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Writes the bytes of session `id` from `start` that are too few for a part (one PUT, under a
+    /// key of that offset, so that a failed request never overwrites a committed tail).
+    pub async fn write_tail(&self, id: &uuid::Uuid, start: u64, bytes: Bytes) -> Result<()> {
+        let (store, path) = (self.inner.store.clone(), self.tail_path(id, start));
+        self.run(async move { store.put(&path, bytes.into()).await })
+            .await?
+            .map(drop)
+            .map_err(s3_err(format!("writing upload {id}")))
+    }
+
+    /// Removes a tail that a newer committed state replaced (best effort).
+    pub fn drop_tail(&self, id: &uuid::Uuid, start: u64) {
+        let (store, path) = (self.inner.store.clone(), self.tail_path(id, start));
+        drop(self.handle().spawn(async move { store.delete(&path).await }));
+    }
+
+    /// Completes the staged object of session `id` from its parts.
+    pub fn complete_parts(&self, id: &uuid::Uuid, state: &PartsState) -> Result<()> {
+        let (store, path) = (self.inner.store.clone(), self.staged_path(id));
+        let upload = state.upload.clone().unwrap_or_default();
+        let parts: Vec<PartId> = state
+            .parts
+            .iter()
+            .map(|e| PartId {
+                content_id: e.clone(),
+            })
+            .collect();
+        self.block(async move { store.complete_multipart(&path, &upload, parts).await })?
+            .map(drop)
+            .map_err(s3_err(format!("completing upload {id}")))
+    }
+
+    /// Abandons the multipart upload of session `id`, if it has one (best effort).
+    pub fn abort_parts(&self, id: &uuid::Uuid, state: &PartsState) {
+        if let Some(upload) = state.upload.clone() {
+            let (store, path) = (self.inner.store.clone(), self.staged_path(id));
+            drop(
+                self.handle()
+                    .spawn(async move { store.abort_multipart(&path, &upload).await }),
+            );
+        }
+    }
+
+    /// Hashes the staged object of session `id` (a digest of another algorithm than the one
+    /// hashed on the way in).
+    pub fn hash_staged(&self, id: &uuid::Uuid, mut hasher: crate::types::Hasher) -> Result<crate::types::Digest> {
+        let (store, path) = (self.inner.store.clone(), self.staged_path(id));
+        let id = *id;
+        self.block(async move {
+            let mut body = store
+                .get(&path)
+                .await
+                .map_err(s3_err(format!("reading upload {id}")))?
+                .into_stream();
+            while let Some(chunk) = body.next().await {
+                hasher.update(&chunk.map_err(s3_err(format!("reading upload {id}")))?);
+            }
+            Ok::<_, Error>(hasher.finish())
+        })?
+    }
+
+    /// Places the complete staged object of session `id` as blob `d`: a server-side copy to
+    /// the blob's key, then the staged object goes. Under the digest's lock, before its row.
+    pub fn place_staged(&self, id: &uuid::Uuid, d: &Digest) -> Result<()> {
         let store = self.inner.store.clone();
-        let from = self.staged_path(id);
+        let (from, to) = (self.staged_path(id), self.blob_path(d));
+        let what = format!("placing blob {d}");
         self.block(async move {
             store.copy(&from, &to).await.map_err(s3_err(what.clone()))?;
             match store.delete(&from).await {
@@ -363,89 +480,7 @@ impl S3Store {
         })?
     }
 
-    /// The chunks of upload `id` that make up its first `size` bytes, in order: `(offset, len)`.
-    /// Objects of chunks whose request failed after they were written are skipped (a later
-    /// chunk at the same offset replaced them, or the committed size ends before them).
-    pub fn chunks(&self, id: &uuid::Uuid, size: u64) -> Result<Vec<(u64, u64)>> {
-        let (store, dir) = (self.inner.store.clone(), self.upload_dir(id));
-        let listed: Vec<object_store::ObjectMeta> = self
-            .block(async move { store.list(Some(&dir)).try_collect().await })?
-            .map_err(s3_err(format!("listing upload {id}")))?;
-        let mut by_offset = std::collections::BTreeMap::new();
-        for m in listed {
-            if let Some(off) = m.location.filename().and_then(|n| n.parse::<u64>().ok()) {
-                by_offset.insert(off, m.size);
-            }
-        }
-        let mut out = Vec::new();
-        let mut at = 0;
-        while at < size {
-            let Some(&len) = by_offset.get(&at) else {
-                return Err(Error {
-                    context: format!("upload {id}"),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::NotFound,
-                        format!("no chunk at offset {at}"),
-                    ),
-                });
-            };
-            if len == 0 || at + len > size {
-                return Err(Error {
-                    context: format!("upload {id}"),
-                    source: std::io::Error::other(format!(
-                        "chunk at {at} ({len} bytes) does not end within the committed {size} bytes"
-                    )),
-                });
-            }
-            out.push((at, len));
-            at += len;
-        }
-        Ok(out)
-    }
-
-    /// Streams the chunks of upload `id` in order into `hasher` and, if given, `sink`.
-    pub fn copy_chunks(
-        &self,
-        id: &uuid::Uuid,
-        chunks: &[(u64, u64)],
-        mut hasher: crate::types::Hasher,
-        mut sink: Option<Sink>,
-    ) -> Result<(crate::types::Hasher, Option<Sink>)> {
-        let store = self.inner.store.clone();
-        let paths: Vec<Path> = chunks.iter().map(|(o, _)| self.chunk_path(id, *o)).collect();
-        let id = *id;
-        self.block(async move {
-            // The HTTP client hands out small slices of larger read buffers; they are gathered
-            // into buffers of our own, so that a part in flight pins only its own bytes.
-            let mut gathered = bytes::BytesMut::with_capacity(GATHER);
-            for path in paths {
-                let mut body = store
-                    .get(&path)
-                    .await
-                    .map_err(s3_err(format!("reading upload {id}")))?
-                    .into_stream();
-                while let Some(chunk) = body.next().await {
-                    let chunk = chunk.map_err(s3_err(format!("reading upload {id}")))?;
-                    hasher.update(&chunk);
-                    if let Some(s) = &mut sink {
-                        gathered.extend_from_slice(&chunk);
-                        if gathered.len() >= GATHER {
-                            s.put(gathered.split().freeze()).await?;
-                            gathered.reserve(GATHER);
-                        }
-                    }
-                }
-            }
-            if let Some(s) = &mut sink
-                && !gathered.is_empty()
-            {
-                s.put(gathered.split().freeze()).await?;
-            }
-            Ok::<_, Error>((hasher, sink))
-        })?
-    }
-
-    /// Removes every chunk of upload `id`.
+    /// Removes every object of upload `id` (tails, the staged object).
     pub fn remove_upload(&self, id: &uuid::Uuid) -> Result<()> {
         let (store, dir) = (self.inner.store.clone(), self.upload_dir(id));
         let id = *id;
@@ -529,6 +564,62 @@ impl S3Store {
 
 fn chrono_now() -> i64 {
     crate::store::now()
+}
+
+/// Where an upload session stands in the bucket, kept in its database row so that any node
+/// takes the next request: the staged object's multipart upload and its parts' ETags, the
+/// bytes too few for a part (a tail object from offset `tail.0`, `tail.1` bytes), and the
+/// SHA-256 state of everything so far (`types::ResumableSha256` as text).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct PartsState {
+    pub upload: Option<String>,
+    pub parts: Vec<String>,
+    pub tail: Option<(u64, u64)>,
+    pub hash: String,
+}
+
+/// Writes parts of a session's multipart upload, one in flight while the next is gathered.
+pub struct PartWriter {
+    store: S3Store,
+    path: Path,
+    upload: String,
+    next: usize,
+    in_flight: Option<tokio::task::JoinHandle<object_store::Result<PartId>>>,
+    done: Vec<String>,
+}
+
+impl PartWriter {
+    pub async fn put(&mut self, data: Bytes) -> Result<()> {
+        self.settle().await?;
+        let (store, path, upload, idx) = (
+            self.store.inner.store.clone(),
+            self.path.clone(),
+            self.upload.clone(),
+            self.next,
+        );
+        self.next += 1;
+        self.in_flight = Some(self.store.handle().spawn(async move {
+            store.put_part(&path, &upload, idx, data.into()).await
+        }));
+        Ok(())
+    }
+
+    async fn settle(&mut self) -> Result<()> {
+        if let Some(h) = self.in_flight.take() {
+            let part = h
+                .await
+                .map_err(|e| unavailable("S3 task", e))?
+                .map_err(s3_err("writing a part"))?;
+            self.done.push(part.content_id);
+        }
+        Ok(())
+    }
+
+    /// The ETags of the parts written, in order, once all are stored.
+    pub async fn finish(mut self) -> Result<Vec<String>> {
+        self.settle().await?;
+        Ok(std::mem::take(&mut self.done))
+    }
 }
 
 /// An object being written; invisible until `finish`.

@@ -386,6 +386,15 @@ impl ContentService {
             self.put_session(id, session);
             return Err(Error::RangeMismatch { offset });
         }
+        if let Engine::S3(s3) = self.inner.blobs.engine().clone() {
+            let result = self.append_parts(&s3, id, &row, len, body, false).await;
+            if let Ok((offset, _)) = &result {
+                session.offset = *offset;
+            }
+            session.hasher = None;
+            self.put_session(id, session);
+            return result.map(|(offset, _)| offset);
+        }
         let result = self
             .write_body(id, session.offset, session.hasher.take(), body)
             .await;
@@ -440,6 +449,88 @@ impl ContentService {
         }
     }
 
+    /// S3: streams `body` into session `id`'s multipart upload (`blob::PartsState`), hashing it
+    /// into the stored SHA-256 state, and commits the new size and state. Parts are 5–10 MiB;
+    /// bytes too few for a part wait in a tail object for the next request, except in the `last`
+    /// request, where they are the last part. Nothing already stored is read back but the tail.
+    async fn append_parts<S, E>(
+        &self,
+        s3: &crate::blob::S3Store,
+        id: &uuid::Uuid,
+        row: &store::UploadRow,
+        len: Option<u64>,
+        mut body: S,
+        last: bool,
+    ) -> Result<(u64, crate::blob::PartsState)>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin + 'static,
+        E: std::fmt::Display,
+    {
+        use crate::blob::PART;
+        let mut state = parts_state(row)?;
+        let mut hash = if state.hash.is_empty() {
+            crate::types::ResumableSha256::default()
+        } else {
+            crate::types::ResumableSha256::from_text(&state.hash)
+                .ok_or_else(|| Error::Task(format!("upload {id}: unreadable hash state")))?
+        };
+        let _active = ActiveUpload::new(&self.inner.uploads_active);
+        s3.start_parts(id, &mut state).await?;
+        let old_tail = state.tail;
+        let mut buf = bytes::BytesMut::new();
+        buf.extend_from_slice(&s3.read_tail(id, &state).await?);
+        let mut writer = s3.part_writer(id, &state)?;
+        let mut n: u64 = 0;
+        while let Some(frame) = body.next().await {
+            let frame = frame.map_err(|e| Error::Body(e.to_string()))?;
+            n += frame.len() as u64;
+            hash.update(&frame);
+            buf.extend_from_slice(&frame);
+            if buf.len() >= 2 * PART {
+                writer.put(buf.split_to(PART).freeze()).await?;
+            }
+        }
+        if let Some(l) = len
+            && l != n
+        {
+            // Nothing is committed: the parts written are overwritten by the next request.
+            return Err(Error::SizeInvalid(format!("announced {l} bytes, received {n}")));
+        }
+        let size = row.size + n;
+        state.tail = None;
+        if last || buf.len() >= PART {
+            if !buf.is_empty() {
+                writer.put(buf.split().freeze()).await?;
+            }
+        } else if !buf.is_empty() {
+            let start = size - buf.len() as u64;
+            let tail_len = buf.len() as u64;
+            s3.write_tail(id, start, buf.split().freeze()).await?;
+            state.tail = Some((start, tail_len));
+        }
+        state.parts.extend(writer.finish().await?);
+        state.hash = hash.to_text();
+        let text = serde_json::to_string(&state).map_err(|e| Error::Task(e.to_string()))?;
+        let (id2, from) = (*id, row.size);
+        let committed = self
+            .blocking(move |s| {
+                Ok(s.meta
+                    .write_relaxed(|w| w.set_upload_state(&id2, from, size, &text))?)
+            })
+            .await?;
+        if !committed {
+            return Err(Error::UploadInvalid(
+                "another request wrote to this upload at the same time".into(),
+            ));
+        }
+        if let Some((start, _)) = old_tail
+            && state.tail.map(|t| t.0) != Some(start)
+        {
+            s3.drop_tail(id, start);
+        }
+        Ok((size, state))
+    }
+
     /// Streams `body` into the upload at `offset` (its file, or a new chunk object), hashing in
     /// parallel with writing. Returns the bytes written and the updated hasher. On error, the
     /// file is cut back by the next append (an unfinished chunk object never becomes visible).
@@ -454,18 +545,9 @@ impl ContentService {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin + 'static,
         E: std::fmt::Display,
     {
-        let target = match self.inner.blobs.engine() {
-            Engine::Fs(_) => Target::File(*id, offset),
-            Engine::S3(s3) => Target::Sink(s3.chunk_sink(id, offset)),
-        };
-        let (n, hasher, sink) = self.stream_into(target, hasher, body).await?;
-        if let Some(sink) = sink {
-            if n > 0 {
-                sink.finish_async().await?;
-            } else {
-                sink.abort();
-            }
-        }
+        // S3 sessions go through `append_parts`.
+        let target = Target::File(*id, offset);
+        let (n, hasher, _) = self.stream_into(target, hasher, body).await?;
         Ok((n, hasher))
     }
 
@@ -600,17 +682,19 @@ impl ContentService {
                 self.sessions().remove(id);
                 return result;
             }
+            if let Engine::S3(s3) = self.inner.blobs.engine().clone() {
+                return self.finish_parts(&s3, repo, id, digest, Some(body)).await;
+            }
             self.append(repo, id, None, None, body).await?;
+        } else if let Engine::S3(s3) = self.inner.blobs.engine().clone() {
+            return self
+                .finish_parts(&s3, repo, id, digest, None::<futures_util::stream::Empty<std::result::Result<Bytes, std::convert::Infallible>>>)
+                .await;
         }
         let row = self.check_upload(repo, id)?;
         let session = self.take_session(id, row.size)?;
         let (repo, id, want) = (repo.clone(), *id, digest.clone());
-        // S3: the chunks are read in order, hashed, into the blob's object (invisible until
-        // it is placed); files: the upload's file is hashed unless its hash state is at hand.
-        let sink = match self.inner.blobs.engine() {
-            Engine::S3(s3) => Some(s3.staging_sink(&id)),
-            Engine::Fs(_) => None,
-        };
+        // Files: the upload's file is hashed unless its hash state is at hand.
         let result = self
             .blocking(move |s| {
                 let bad_digest = |got: Digest| -> Result<()> {
@@ -618,18 +702,8 @@ impl ContentService {
                     s.blobs.remove_upload(&id)?;
                     Err(Error::DigestInvalid(format!("content digest is {got}, not {want}")))
                 };
-                match (s.blobs.engine(), sink) {
-                    (Engine::S3(s3), Some(sink)) => {
-                        let chunks = s3.chunks(&id, session.offset)?;
-                        let (h, sink) = s3.copy_chunks(&id, &chunks, Hasher::new(want.algorithm()), Some(sink))?;
-                        let got = h.finish();
-                        if got != want {
-                            return bad_digest(got);
-                        }
-                        let sink = sink.ok_or_else(|| Error::Task("lost the blob's sink".into()))?;
-                        s.commit(&repo, &want, session.offset, Placement::Object(sink, id), Some(&id))
-                    }
-                    (Engine::Fs(fs), _) => {
+                match s.blobs.engine() {
+                    Engine::Fs(fs) => {
                         // Drop bytes past the committed size (a chunk whose request failed
                         // half-way).
                         if fs.upload_len(&id)?.is_some_and(|n| n > session.offset) {
@@ -644,11 +718,83 @@ impl ContentService {
                         }
                         s.commit(&repo, &want, session.offset, Placement::File(id), Some(&id))
                     }
-                    (Engine::S3(_), None) => Err(Error::Task("no sink for the blob".into())),
+                    Engine::S3(_) => Err(Error::Task("an S3 upload on the files path".into())),
                 }
             })
             .await;
         self.sessions().remove(&id);
+        result
+    }
+
+    /// S3: completes session `id`: the last bytes (and the tail) become the last part, the
+    /// staged object is completed, its digest is the stored hash state's (read back only for
+    /// another algorithm than SHA-256), and it is placed under the digest's lock.
+    async fn finish_parts<S, E>(
+        &self,
+        s3: &crate::blob::S3Store,
+        repo: &RepositoryName,
+        id: &uuid::Uuid,
+        digest: &Digest,
+        last: Option<S>,
+    ) -> Result<()>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin + 'static,
+        E: std::fmt::Display,
+    {
+        let row = self.check_upload(repo, id)?;
+        if row.size == 0 {
+            // The whole blob in this request (or an empty one): straight into its staged
+            // object, or one PUT to its key when it fits a part.
+            self.take_session(id, 0)?;
+            let result = match last {
+                Some(body) => self.store_whole(repo, digest, body, Some(*id)).await,
+                None => {
+                    let empty =
+                        futures_util::stream::empty::<std::result::Result<Bytes, std::convert::Infallible>>();
+                    self.store_whole(repo, digest, empty, Some(*id)).await
+                }
+            };
+            self.sessions().remove(id);
+            return result;
+        }
+        // Held (busy on this node) until the blob is committed.
+        let _session = self.take_session(id, row.size)?;
+        let result = async {
+            let (size, state) = match last {
+                Some(body) => self.append_parts(s3, id, &row, None, body, true).await?,
+                None => {
+                    // The tail of the last PATCH is the last part.
+                    let mut state = parts_state(&row)?;
+                    let tail = s3.read_tail(id, &state).await?;
+                    if !tail.is_empty() {
+                        let mut w = s3.part_writer(id, &state)?;
+                        w.put(tail).await?;
+                        state.parts.extend(w.finish().await?);
+                        state.tail = None;
+                    }
+                    (row.size, state)
+                }
+            };
+            let (repo, id, want, s3) = (repo.clone(), *id, digest.clone(), s3.clone());
+            self.blocking(move |s| {
+                s3.complete_parts(&id, &state)?;
+                let got = match crate::types::ResumableSha256::from_text(&state.hash) {
+                    Some(h) if want.algorithm() == Algorithm::Sha256 => h.finish(),
+                    _ => s3.hash_staged(&id, Hasher::new(want.algorithm()))?,
+                };
+                if got != want {
+                    s.meta.write(|w| w.delete_upload(&id))?;
+                    s.blobs.remove_upload(&id)?;
+                    return Err(Error::DigestInvalid(format!(
+                        "content digest is {got}, not {want}"
+                    )));
+                }
+                s.commit(&repo, &want, size, Placement::Staged(id), Some(&id))
+            })
+            .await
+        }
+        .await;
+        self.sessions().remove(id);
         result
     }
 
@@ -734,7 +880,12 @@ impl ContentService {
     }
 
     pub async fn cancel_upload(&self, repo: &RepositoryName, id: &uuid::Uuid) -> Result<()> {
-        self.check_upload(repo, id)?;
+        let row = self.check_upload(repo, id)?;
+        if let Engine::S3(s3) = self.inner.blobs.engine()
+            && let Ok(state) = parts_state(&row)
+        {
+            s3.abort_parts(id, &state);
+        }
         let id = *id;
         self.blocking(move |s| {
             s.meta.write(|w| w.delete_upload(&id))?;
@@ -893,6 +1044,8 @@ impl ContentService {
 enum Placement {
     File(uuid::Uuid),
     Object(crate::blob::Sink, uuid::Uuid),
+    /// A complete staged object (a session's multipart upload): copied to the blob's key.
+    Staged(uuid::Uuid),
 }
 
 /// A digest's lock: the database's (every node) with PostgreSQL, else a file lock (every
@@ -928,6 +1081,10 @@ impl Inner {
             match (p, self.blobs.engine()) {
                 (Placement::File(id), Engine::Fs(fs)) => Ok(fs.commit_upload(&id, d)?),
                 (Placement::Object(sink, id), Engine::S3(s3)) => Ok(s3.place(sink, &id, d)?),
+                (Placement::Staged(id), Engine::S3(s3)) => Ok(s3.place_staged(&id, d)?),
+                (Placement::Staged(_), Engine::Fs(_)) => {
+                    Err(Error::Task("a staged-object placement on files".into()))
+                }
                 (Placement::Object(..), Engine::Fs(_)) => {
                     Err(Error::Task("an object placement on files".into()))
                 }
@@ -966,13 +1123,24 @@ impl Inner {
                 sink.abort();
                 self.blobs.remove_upload(&id)?;
             }
-            Some(Placement::File(id)) => self.blobs.remove_upload(&id)?,
+            Some(Placement::File(id) | Placement::Staged(id)) => self.blobs.remove_upload(&id)?,
             None => {}
         }
         if let Some(id) = upload {
             self.blobs.remove_upload(id)?;
         }
         Ok(())
+    }
+}
+
+/// The bucket state of an S3 upload session (a new session has none yet).
+fn parts_state(row: &store::UploadRow) -> Result<crate::blob::PartsState> {
+    match &row.s3_state {
+        Some(t) => serde_json::from_str(t).map_err(|e| Error::Task(format!("upload state: {e}"))),
+        None if row.size == 0 => Ok(crate::blob::PartsState::default()),
+        None => Err(Error::UploadInvalid(
+            "this upload was started by an older berth; start it again".into(),
+        )),
     }
 }
 

@@ -300,6 +300,8 @@ pub struct UploadRow {
     pub created_at: i64,
     /// Bytes committed so far (chunks whose request succeeded).
     pub size: u64,
+    /// With S3: where the session stands in the bucket (`blob::PartsState` as JSON).
+    pub s3_state: Option<String>,
 }
 
 /// What a garbage collection pass removed from the metadata (files are removed by the caller).

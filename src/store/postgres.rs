@@ -18,6 +18,7 @@ use super::{Error, Result};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
     include_str!("../../migrations/postgres/0002_trusts.sql"),
+    include_str!("../../migrations/postgres/0003_upload_parts.sql"),
 ];
 
 /// Advisory lock keys (arbitrary constants, ASCII "berthmig" and "berthwrt").

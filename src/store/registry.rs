@@ -117,13 +117,14 @@ impl Reader<'_> {
 
     pub fn upload(&self, id: &uuid::Uuid) -> Result<Option<UploadRow>> {
         self.conn.query_opt(
-            "SELECT r.name, u.created_at, u.size FROM uploads u JOIN repositories r ON r.id = u.repo_id WHERE u.id = ?1",
+            "SELECT r.name, u.created_at, u.size, u.s3_state FROM uploads u JOIN repositories r ON r.id = u.repo_id WHERE u.id = ?1",
             p![id.to_string()],
             |r| {
                 Ok(UploadRow {
                     repository: r.get(0)?,
                     created_at: r.get(1)?,
                     size: to_u64(r.get(2)?),
+                    s3_state: r.get(3)?,
                 })
             },
         )
@@ -324,6 +325,15 @@ impl Writer<'_> {
         Ok(self.conn.execute(
             "UPDATE uploads SET size = ?2 WHERE id = ?1",
             p![id.to_string(), to_i64(size)],
+        )? > 0)
+    }
+
+    /// Records the size and the bucket state of an upload after a chunk (S3), if the session is
+    /// still at `from` bytes (another request that got there first wins; this one fails).
+    pub fn set_upload_state(&self, id: &uuid::Uuid, from: u64, size: u64, state: &str) -> Result<bool> {
+        Ok(self.conn.execute(
+            "UPDATE uploads SET size = ?3, s3_state = ?4 WHERE id = ?1 AND size = ?2",
+            p![id.to_string(), to_i64(from), to_i64(size), state],
         )? > 0)
     }
 

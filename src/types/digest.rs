@@ -145,6 +145,16 @@ pub enum Hasher {
     Sha512(sha2::Sha512),
 }
 
+impl Digest {
+    /// The digest of a SHA-256 sum.
+    pub fn from_sha256(sum: [u8; 32]) -> Digest {
+        Digest {
+            algorithm: Algorithm::Sha256,
+            hex: hex::encode(sum),
+        }
+    }
+}
+
 impl Hasher {
     pub fn new(algorithm: Algorithm) -> Hasher {
         match algorithm {

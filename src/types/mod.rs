@@ -4,6 +4,8 @@
 
 mod digest;
 mod name;
+mod resumable;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
+pub use resumable::ResumableSha256;
 pub use name::{NameError, Reference, ReferenceError, RepositoryName, Tag, TagError};
