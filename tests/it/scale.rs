@@ -931,3 +931,45 @@ async fn sqlite_with_a_bucket_pushes_pulls_and_collects() {
         assert_eq!(sha256(&r.bytes().await.unwrap()), *d);
     }
 }
+
+/// Scheduled GC and upload expiry run on one node at a time: the lease is a PostgreSQL session
+/// lock (PostgreSQL frees it when the holder's connection dies, so a node killed with its lease
+/// does not keep it), held by one node until it lets go and refused to another meanwhile. With
+/// SQLite (one node) it is always granted.
+#[test]
+fn leases_go_to_one_node_at_a_time() {
+    use berth::store::{MetadataStore, PgOptions};
+    let pg = PgCluster::start();
+    let db = pg.create_database("berth");
+    let open = || {
+        MetadataStore::open_postgres(&PgOptions {
+            url: db.clone(),
+            pool_size: 4,
+            statement_timeout: Duration::from_secs(5),
+        })
+        .unwrap()
+    };
+    let (a, b) = (open(), open());
+    let held = a.try_lease("gc").unwrap().expect("the first node gets the lease");
+    assert!(b.try_lease("gc").unwrap().is_none(), "two nodes held the gc lease");
+    // Another job's lease is independent.
+    let expiry = b.try_lease("upload-expiry").unwrap();
+    assert!(expiry.is_some());
+    assert!(a.try_lease("upload-expiry").unwrap().is_none());
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if b.try_lease("gc").unwrap().is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the released lease never came free");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(expiry);
+    assert!(a.try_lease("upload-expiry").unwrap().is_some());
+    // SQLite: one node, always granted.
+    let tmp = tempfile::tempdir().unwrap();
+    let lite = MetadataStore::open(&tmp.path().join("berth.db")).unwrap();
+    let one = lite.try_lease("gc").unwrap();
+    assert!(one.is_some() && lite.try_lease("gc").unwrap().is_some());
+}
