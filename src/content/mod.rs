@@ -477,7 +477,8 @@ impl ContentService {
         let _active = ActiveUpload::new(&self.inner.uploads_active);
         s3.start_parts(id, &mut state).await?;
         let old_tail = state.tail;
-        let mut buf = bytes::BytesMut::new();
+        // Room for two parts up front: no regrowth (and copy) while a chunk arrives.
+        let mut buf = bytes::BytesMut::with_capacity(2 * PART + 64 * 1024);
         buf.extend_from_slice(&s3.read_tail(id, &state).await?);
         let mut writer = s3.part_writer(id, &state)?;
         let mut n: u64 = 0;
