@@ -980,15 +980,14 @@ pub(super) async fn registry_token(
             overlap,
             output,
         } => {
-            let v = c
-                .api(
-                    "POST",
-                    &format!("/tokens/{id}/rotate"),
-                    Some(&json!({ "overlap": overlap })),
-                    &headers,
-                )
-                .await?;
-            say_overlap(&v, &format!("registry token {id:?}"));
+            let v = rotate(
+                &c,
+                &format!("/tokens/{id}/rotate"),
+                &headers,
+                overlap,
+                &format!("registry token {id:?}"),
+            )
+            .await?;
             emit_secret(
                 output.as_deref(),
                 &json!({ "token": v["token"], "id": v["id"], "name": v["name"] }),
@@ -1204,24 +1203,34 @@ pub(super) async fn rotate_robot_token(
     name: &str,
     overlap: &str,
 ) -> anyhow::Result<Value> {
-    let v = c
-        .api(
-            "POST",
-            &format!("/orgs/{org}/robots/{robot}/tokens/{name}/rotate"),
-            Some(&json!({ "overlap": overlap })),
-            &[],
-        )
-        .await?;
-    say_overlap(&v, &format!("token {name:?} of robot {robot:?}"));
+    let v = rotate(
+        c,
+        &format!("/orgs/{org}/robots/{robot}/tokens/{name}/rotate"),
+        &[],
+        overlap,
+        &format!("token {name:?} of robot {robot:?}"),
+    )
+    .await?;
     Ok(json!({ "accessId": v["accessId"], "token": v["token"] }))
 }
 
-/// Says on stderr until when the old secret of a rotated credential works.
-fn say_overlap(v: &Value, what: &str) {
+/// Rotates the credential at `path` (`…/rotate`) and says on stderr until when the old secret
+/// of `what` works; the answer carries the new secret.
+async fn rotate(
+    c: &crate::client::Client,
+    path: &str,
+    headers: &[(&str, &str)],
+    overlap: &str,
+    what: &str,
+) -> anyhow::Result<Value> {
+    let v = c
+        .api("POST", path, Some(&json!({ "overlap": overlap })), headers)
+        .await?;
     match v["previousValidUntil"].as_str() {
         Some(until) => crate::cli_eprint(&format!("rotated {what}: the old secret works until {until}")),
         None => crate::cli_eprint(&format!("rotated {what}: the old secret no longer works")),
     }
+    Ok(v)
 }
 
 fn emit_secret(output: Option<&str>, value: &Value, what: &str) -> anyhow::Result<()> {
@@ -1283,15 +1292,14 @@ pub(super) async fn apikey(
             overlap,
             output,
         } => {
-            let v = c
-                .api(
-                    "POST",
-                    &format!("{}/{name}/rotate", base(robot)?),
-                    Some(&json!({ "overlap": overlap })),
-                    &[],
-                )
-                .await?;
-            say_overlap(&v, &format!("API key {name:?}"));
+            let v = rotate(
+                &c,
+                &format!("{}/{name}/rotate", base(robot)?),
+                &[],
+                overlap,
+                &format!("API key {name:?}"),
+            )
+            .await?;
             emit_secret(
                 output.as_deref(),
                 &json!({ "name": v["name"], "apikey": v["apikey"] }),

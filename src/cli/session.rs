@@ -9,7 +9,7 @@ use serde_json::json;
 use super::Usage;
 use super::context::{self, ClientConfig, Context, Credential, Server};
 use super::output::{Format, print};
-use crate::client::{Auth, Client, Tls};
+use crate::client::{Auth, Client};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoginArgs {
@@ -79,12 +79,7 @@ pub(super) async fn login(args: &LoginArgs, cfg_path: &Path, verbose: bool) -> a
             return Err(Usage("give the server URL: berth login URL -a ORG".into()).into());
         }
     };
-    if !url.starts_with("http://") && !url.starts_with("https://") {
-        return Err(Usage(format!(
-            "{url:?} is not a URL; it must start with https:// or http://"
-        ))
-        .into());
-    }
+    let server = server_entry(args, &url)?;
     let username = match &args.username {
         Some(u) => u.clone(),
         None if std::io::stdin().is_terminal() && !args.password_stdin => {
@@ -96,28 +91,7 @@ pub(super) async fn login(args: &LoginArgs, cfg_path: &Path, verbose: bool) -> a
         None => return Err(Usage("give the user name with -u USER".into()).into()),
     };
     let password = read_secret("password", args.password_stdin)?;
-    let ca_data = args
-        .ca
-        .as_ref()
-        .map(std::fs::read)
-        .transpose()
-        .context("reading the CA file")?;
-    let server = Server {
-        url: url.clone(),
-        certificate_authority_data: ca_data
-            .as_ref()
-            .map(|d| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, d)),
-        insecure_skip_tls_verify: args.insecure_skip_tls_verify,
-    };
-    let client = Client::new(
-        &url,
-        Auth::None,
-        &Tls {
-            ca_pem: ca_data,
-            insecure: args.insecure_skip_tls_verify,
-        },
-        verbose,
-    )?;
+    let client = Client::new(&url, Auth::None, &server.tls()?, verbose)?;
     let session = match client
         .api(
             "POST",
@@ -179,6 +153,29 @@ pub(super) async fn login(args: &LoginArgs, cfg_path: &Path, verbose: bool) -> a
     Ok(())
 }
 
+/// The server entry `berth login` stores: its URL (http or https) and the CA given with --ca.
+fn server_entry(args: &LoginArgs, url: &str) -> anyhow::Result<Server> {
+    if !url.starts_with("http://") && !url.starts_with("https://") {
+        return Err(Usage(format!(
+            "{url:?} is not a URL; it must start with https:// or http://"
+        ))
+        .into());
+    }
+    let ca_data = args
+        .ca
+        .as_ref()
+        .map(std::fs::read)
+        .transpose()
+        .context("reading the CA file")?;
+    Ok(Server {
+        url: url.to_owned(),
+        certificate_authority_data: ca_data
+            .as_ref()
+            .map(|d| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, d)),
+        insecure_skip_tls_verify: args.insecure_skip_tls_verify,
+    })
+}
+
 /// `berth login --federated-token-file FILE --robot ORG/ROBOT`: checks that the server
 /// exchanges the workload's token for the robot, then stores the robot and the token (sent as
 /// Basic `ORG/ROBOT` + token; the server exchanges it at each login) in the client config and,
@@ -194,9 +191,7 @@ async fn federated_login(
     let url = url
         .map(|u| u.trim_end_matches('/').to_owned())
         .ok_or_else(|| Usage("give the server: --server URL".into()))?;
-    if !url.starts_with("http://") && !url.starts_with("https://") {
-        return Err(Usage(format!("{url:?} is not a URL; it must start with https:// or http://")).into());
-    }
+    let server = server_entry(args, &url)?;
     let Some((org, _)) = robot.split_once('/') else {
         return Err(Usage(format!("--robot {robot:?} must be ORG/ROBOT")).into());
     };
@@ -211,19 +206,6 @@ async fn federated_login(
     if crate::auth::workload::unverified_claims(&token).is_none() {
         return Err(Usage("the federated token is not a JWT".into()).into());
     }
-    let ca_data = args
-        .ca
-        .as_ref()
-        .map(std::fs::read)
-        .transpose()
-        .context("reading the CA file")?;
-    let server = Server {
-        url: url.clone(),
-        certificate_authority_data: ca_data
-            .as_ref()
-            .map(|d| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, d)),
-        insecure_skip_tls_verify: args.insecure_skip_tls_verify,
-    };
     let client = Client::new(
         &url,
         Auth::Basic(robot.to_owned(), token.clone()),

@@ -276,16 +276,12 @@ async fn exchange(state: &AppState, form: &[(String, String)], client: ClientInf
             return Err(AuthError::Invalid);
         }
         let (jwt, claims, access) = issue_for(&st, &login, &scopes, &client)?;
-        let granted: Vec<String> = access
-            .iter()
-            .map(|a| format!("{}:{}:{}", a.kind, a.name, a.actions.join(",")))
-            .collect();
         Ok(Ok(json!({
             "access_token": jwt,
             "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
             "token_type": "Bearer",
             "expires_in": claims.exp - claims.iat,
-            "scope": granted.join(" "),
+            "scope": scope_of(&access),
         })))
     })
     .await;
@@ -318,6 +314,15 @@ async fn exchange(state: &AppState, form: &[(String, String)], client: ClientInf
     }
 }
 
+/// What was granted, as space-separated Docker scope strings (`repository:acme/app:pull`).
+fn scope_of(access: &[AccessEntry]) -> String {
+    access
+        .iter()
+        .map(|a| format!("{}:{}:{}", a.kind, a.name, a.actions.join(",")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Signs a registry token for `login` with what policy grants of `scopes`, and audits it (a
 /// workload's exchange with its issuer, subject and trust, never its token).
 fn issue_for(
@@ -344,10 +349,7 @@ fn issue_for(
             login.not_after(),
         )
         .map_err(|e| AuthError::Internal(e.to_string()))?;
-    let granted: Vec<String> = access
-        .iter()
-        .map(|a| format!("{}:{}:{}", a.kind, a.name, a.actions.join(",")))
-        .collect();
+    let granted = scope_of(&access);
     let (action, detail) = match &login.workload {
         Some(w) => (
             "workload.exchange",
@@ -356,7 +358,7 @@ fn issue_for(
                 w.issuer,
                 w.subject,
                 w.trust,
-                if granted.is_empty() { "nothing".to_owned() } else { granted.join(" ") }
+                if granted.is_empty() { "nothing" } else { granted.as_str() }
             ),
         ),
         None => ("token.issue", format!("{} grants", access.len())),
@@ -449,8 +451,7 @@ async fn respond(
         let issued_at = crate::auth::token::rfc3339(claims.iat);
         let expires_in = claims.exp - claims.iat;
         let mut body = if request.oauth {
-            let granted: Vec<String> = access.iter().map(|a| format!("{}:{}:{}", a.kind, a.name, a.actions.join(","))).collect();
-            json!({ "access_token": jwt, "expires_in": expires_in, "issued_at": issued_at, "scope": granted.join(" ") })
+            json!({ "access_token": jwt, "expires_in": expires_in, "issued_at": issued_at, "scope": scope_of(&access) })
         } else {
             json!({ "token": jwt, "access_token": jwt, "expires_in": expires_in, "issued_at": issued_at })
         };

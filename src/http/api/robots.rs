@@ -249,6 +249,24 @@ fn robot_within_reach(
     Ok(r)
 }
 
+/// A credential of `owner` by id, or by name (unique per owner); an id of another owner is not
+/// found.
+fn find_owned(st: &AppState, owner: Owner, kind: SecretKind, id: &str) -> ApiResult<CredentialRow> {
+    let list = st.auth.iam().credentials(owner, kind)?;
+    let mut found = list
+        .into_iter()
+        .filter(|c| c.id == id || c.name.as_deref() == Some(id));
+    match (found.next(), found.next()) {
+        (Some(one), None) => Ok(one),
+        (None, _) => Err(ApiError::NotFound(format!(
+            "credential {id:?} not found (by name or id)"
+        ))),
+        (Some(_), Some(_)) => Err(ApiError::Conflict(format!(
+            "several credentials are named {id:?}; give the id"
+        ))),
+    }
+}
+
 /// Deletes a credential of `owner` (and nothing else: an id of another owner is not found).
 fn delete_owned(
     st: &AppState,
@@ -258,25 +276,7 @@ fn delete_owned(
     id: &str,
     target: String,
 ) -> ApiResult<Response> {
-    // By id, or by name (unique per owner).
-    let list = st.auth.iam().credentials(owner, kind)?;
-    let found: Vec<_> = list
-        .iter()
-        .filter(|c| c.id == id || c.name.as_deref() == Some(id))
-        .collect();
-    let row = match found.as_slice() {
-        [one] => *one,
-        [] => {
-            return Err(ApiError::NotFound(format!(
-                "credential {id:?} not found (by name or id)"
-            )));
-        }
-        _ => {
-            return Err(ApiError::Conflict(format!(
-                "several credentials are named {id:?}; give the id"
-            )));
-        }
-    };
+    let row = find_owned(st, owner, kind, id)?;
     st.auth.iam().delete_credential(&row.id)?;
     audit_change(st, caller, "credential.delete", target);
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -755,24 +755,7 @@ fn rotate_owned(
     overlap: std::time::Duration,
     target: String,
 ) -> ApiResult<Response> {
-    let list = st.auth.iam().credentials(owner, kind)?;
-    let found: Vec<_> = list
-        .iter()
-        .filter(|c| (c.id == id || c.name.as_deref() == Some(id)) && c.revoked_at.is_none())
-        .collect();
-    let row = match found.as_slice() {
-        [one] => *one,
-        [] => {
-            return Err(ApiError::NotFound(format!(
-                "credential {id:?} not found (by name or id)"
-            )));
-        }
-        _ => {
-            return Err(ApiError::Conflict(format!(
-                "several credentials are named {id:?}; give the id"
-            )));
-        }
-    };
+    let row = find_owned(st, owner, kind, id)?;
     let new = st.auth.iam().rotate_credential(&row.id, overlap)?;
     // This node forgets logins it verified with the old secret when the overlap is zero.
     if overlap.is_zero() {
@@ -804,21 +787,7 @@ pub(super) async fn rotate_robot_token(
     Path((org, robot, id)): Path<(String, String, String)>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    caller.require_manage(&org, "credentials", "create", &robot)?;
-    let overlap = overlap(&body)?;
-    blocking(&state, move |st| {
-        let r = robot_within_reach(st, &caller, &org, &robot)?;
-        rotate_owned(
-            st,
-            &caller,
-            Owner::Robot(r.id),
-            SecretKind::RobotToken,
-            &id,
-            overlap,
-            format!("robot/{org}/{robot}/tokens/{id}"),
-        )
-    })
-    .await
+    rotate_robot_credential(state, caller, (org, robot, id), &body, SecretKind::RobotToken).await
 }
 
 pub(super) async fn rotate_robot_key(
@@ -827,18 +796,30 @@ pub(super) async fn rotate_robot_key(
     Path((org, robot, id)): Path<(String, String, String)>,
     body: Bytes,
 ) -> ApiResult<Response> {
+    rotate_robot_credential(state, caller, (org, robot, id), &body, SecretKind::ApiKey).await
+}
+
+/// Rotates a robot's token or API key: what minting one for it needs.
+async fn rotate_robot_credential(
+    state: AppState,
+    caller: ApiCaller,
+    (org, robot, id): (String, String, String),
+    body: &[u8],
+    kind: SecretKind,
+) -> ApiResult<Response> {
     caller.require_manage(&org, "credentials", "create", &robot)?;
-    let overlap = overlap(&body)?;
+    let overlap = overlap(body)?;
+    let collection = if kind == SecretKind::ApiKey { "apikeys" } else { "tokens" };
     blocking(&state, move |st| {
         let r = robot_within_reach(st, &caller, &org, &robot)?;
         rotate_owned(
             st,
             &caller,
             Owner::Robot(r.id),
-            SecretKind::ApiKey,
+            kind,
             &id,
             overlap,
-            format!("robot/{org}/{robot}/apikeys/{id}"),
+            format!("robot/{org}/{robot}/{collection}/{id}"),
         )
     })
     .await
@@ -877,13 +858,8 @@ pub(super) async fn rotate_registry_token(
     let overlap = overlap(&body)?;
     blocking(&state, move |st| {
         let org_row = st.auth.iam().org(&org)?;
-        let readwrite = st
-            .auth
-            .iam()
-            .credentials(Owner::Org(org_row.id), SecretKind::RegistryToken)?
-            .iter()
-            .find(|c| c.id == id || c.name.as_deref() == Some(id.as_str()))
-            .is_some_and(|c| c.readwrite);
+        let readwrite =
+            find_owned(st, Owner::Org(org_row.id), SecretKind::RegistryToken, &id)?.readwrite;
         let need = if readwrite {
             crate::policy::Action::Push
         } else {
