@@ -220,8 +220,51 @@ pub fn rfc3339(secs: i64) -> String {
     )
 }
 
+/// Unix seconds of a UTC time written `YYYY-MM-DDTHH:MM[:SS][Z]` (RFC 3339 in UTC, or what a
+/// browser's `datetime-local` field sends, read as UTC).
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let s = s.strip_suffix('Z').unwrap_or(s);
+    let (date, clock) = s.split_once('T')?;
+    let num = |t: &str, len: usize| -> Option<i64> {
+        (t.len() == len && t.bytes().all(|b| b.is_ascii_digit())).then(|| t.parse().ok())?
+    };
+    let mut d = date.split('-');
+    let (y, m, day) = (num(d.next()?, 4)?, num(d.next()?, 2)?, num(d.next()?, 2)?);
+    let mut c = clock.split(':');
+    let (h, min) = (num(c.next()?, 2)?, num(c.next()?, 2)?);
+    let sec = match c.next() {
+        Some(t) => num(t, 2)?,
+        None => 0,
+    };
+    if d.next().is_some() || c.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&day)
+        || h > 23 || min > 59 || sec > 60
+    {
+        return None;
+    }
+    // Days-from-civil (H. Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + min * 60 + sec)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn parse_rfc3339_round_trips() {
+        for t in [0, 951_782_400, 1_795_305_600, 1_795_391_999] {
+            assert_eq!(super::parse_rfc3339(&super::rfc3339(t)), Some(t));
+        }
+        assert_eq!(super::parse_rfc3339("2026-11-22T00:00"), Some(1_795_305_600));
+        for bad in ["2026-13-01T00:00", "2026-11-22", "x", "2026-11-22T24:00", "2026-11-22T00:00:00+01:00"] {
+            assert_eq!(super::parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
     #[test]
     fn rfc3339_dates() {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");

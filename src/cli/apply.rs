@@ -321,7 +321,7 @@ async fn put(
 
 /// The document `apply -f` takes back for a role or binding as the API shows it
 /// (`berth role get NAME -o yaml`, `berth binding get NAME -o yaml`).
-pub(super) fn manifest(v: &Value) -> Value {
+pub(crate) fn manifest(v: &Value) -> Value {
     let mut doc = json!({
         "apiVersion": "berth.dev/v1",
         "kind": v["kind"],

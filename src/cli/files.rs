@@ -223,22 +223,99 @@ pub(super) async fn pull_secret(
             .to_owned(),
         None => current_host(cfg_path)?,
     };
+    let secret = pull_secret_doc(name, namespace, &host, &user, &password, docker_email.as_deref());
+    print(manifest_format(format), &secret, "", &[])
+}
+
+/// A Kubernetes pull secret (`kubernetes.io/dockerconfigjson`) for `host` with the same fields as
+/// `kubectl create secret docker-registry` (the CLI and the console).
+pub(crate) fn pull_secret_doc(
+    name: &str,
+    namespace: &str,
+    host: &str,
+    user: &str,
+    password: &str,
+    email: Option<&str>,
+) -> Value {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    // The same fields as `kubectl create secret docker-registry`.
     let mut entry = json!({ "username": user, "password": password });
-    if let Some(email) = docker_email {
+    if let Some(email) = email {
         entry["email"] = json!(email);
     }
     entry["auth"] = json!(b64(&format!("{user}:{password}")));
     let docker = json!({ "auths": { host: entry } });
-    let secret = json!({
+    json!({
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": { "name": name, "namespace": namespace },
         "type": "kubernetes.io/dockerconfigjson",
         "data": { ".dockerconfigjson": b64(&docker.to_string()) },
-    });
-    print(manifest_format(format), &secret, "", &[])
+    })
+}
+
+/// A Crossplane `ImageConfig` that makes packages under `prefixes` pull with `pull_secret`.
+pub(crate) fn image_config_doc(name: &str, prefixes: &[String], pull_secret: &str) -> Value {
+    json!({
+        "apiVersion": "pkg.crossplane.io/v1beta1",
+        "kind": "ImageConfig",
+        "metadata": { "name": name },
+        "spec": {
+            "matchImages": prefixes.iter().map(|p| json!({ "prefix": p })).collect::<Vec<_>>(),
+            "registry": { "authentication": { "pullSecretRef": { "name": pull_secret } } },
+        },
+    })
+}
+
+/// A self-contained client config for an automation that logs in with a robot token or API key
+/// (`berth config create --from-token`, the console's robot config). `Err`: what is wrong.
+pub(crate) fn robot_config(
+    server_url: &str,
+    ca_data: Option<String>,
+    access_id: &str,
+    token: &str,
+    org: Option<String>,
+) -> Result<ClientConfig, String> {
+    if !server_url.starts_with("http://") && !server_url.starts_with("https://") {
+        return Err(format!("--server {server_url:?} must start with https:// or http://"));
+    }
+    let server = Server {
+        url: server_url.trim_end_matches('/').to_owned(),
+        certificate_authority_data: ca_data,
+        insecure_skip_tls_verify: false,
+    };
+    let host = server.host();
+    let credential = match access_id {
+        "iamapikey" => Credential {
+            api_key: Some(token.to_owned()),
+            ..Credential::default()
+        },
+        "token" => {
+            return Err(
+                "a registry token is for registry clients; use a robot token or API key".into(),
+            );
+        }
+        _ => Credential {
+            robot_token: Some(RobotToken {
+                access_id: access_id.to_owned(),
+                token: token.to_owned(),
+            }),
+            ..Credential::default()
+        },
+    };
+    let mut cfg = ClientConfig::default();
+    let cred_name = format!("robot-{}", &access_id[..access_id.len().min(8)]);
+    cfg.upsert_server(&host, server);
+    cfg.upsert_credential(&cred_name, credential);
+    cfg.upsert_context(
+        "default",
+        Context {
+            server: host,
+            credential: cred_name,
+            org,
+        },
+    );
+    cfg.current_context = Some("default".into());
+    Ok(cfg)
 }
 
 pub(super) fn image_config(cmd: &ImageConfigCommand, format: Format) -> anyhow::Result<()> {
@@ -247,15 +324,7 @@ pub(super) fn image_config(cmd: &ImageConfigCommand, format: Format) -> anyhow::
         prefix,
         pull_secret,
     } = cmd;
-    let v = json!({
-        "apiVersion": "pkg.crossplane.io/v1beta1",
-        "kind": "ImageConfig",
-        "metadata": { "name": name },
-        "spec": {
-            "matchImages": prefix.iter().map(|p| json!({ "prefix": p })).collect::<Vec<_>>(),
-            "registry": { "authentication": { "pullSecretRef": { "name": pull_secret } } },
-        },
-    });
+    let v = image_config_doc(name, prefix, pull_secret);
     print(manifest_format(format), &v, "", &[])
 }
 
@@ -269,55 +338,12 @@ pub(super) fn config(cmd: &ConfigCommand, cfg_path: &Path, format: Format) -> an
             output,
         } => {
             let (access_id, token) = login_of(from_token)?;
-            if !server.starts_with("http://") && !server.starts_with("https://") {
-                return Err(Usage(format!(
-                    "--server {server:?} must start with https:// or http://"
-                ))
-                .into());
-            }
             let ca_data = ca
                 .as_ref()
                 .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
                 .transpose()?
                 .map(|d| base64::engine::general_purpose::STANDARD.encode(d));
-            let server = Server {
-                url: server.trim_end_matches('/').to_owned(),
-                certificate_authority_data: ca_data,
-                insecure_skip_tls_verify: false,
-            };
-            let host = server.host();
-            let credential =
-                match access_id.as_str() {
-                    "iamapikey" => Credential {
-                        api_key: Some(token),
-                        ..Credential::default()
-                    },
-                    "token" => return Err(Usage(
-                        "a registry token is for registry clients; use a robot token or API key"
-                            .into(),
-                    )
-                    .into()),
-                    _ => Credential {
-                        robot_token: Some(RobotToken {
-                            access_id: access_id.clone(),
-                            token,
-                        }),
-                        ..Credential::default()
-                    },
-                };
-            let mut cfg = ClientConfig::default();
-            let cred_name = format!("robot-{}", &access_id[..access_id.len().min(8)]);
-            cfg.upsert_server(&host, server);
-            cfg.upsert_credential(&cred_name, credential);
-            cfg.upsert_context(
-                "default",
-                Context {
-                    server: host,
-                    credential: cred_name,
-                    org: org.clone(),
-                },
-            );
-            cfg.current_context = Some("default".into());
+            let cfg = robot_config(server, ca_data, &access_id, &token, org.clone()).map_err(Usage)?;
             if output == Path::new("-") {
                 crate::cli_print(serde_norway::to_string(&cfg)?.trim_end());
             } else {

@@ -5,8 +5,8 @@
 //! Exit codes: 0 success, 1 other failure (e.g. a conflict), 2 usage (also a request the server
 //! refuses as invalid), 3 authentication or permission, 4 not found, 5 server or network.
 
-mod apply;
-mod context;
+pub(crate) mod apply;
+pub(crate) mod context;
 pub mod docker;
 pub mod files;
 mod gc;

@@ -5,7 +5,8 @@
 //! read-only health and metrics probes.
 
 pub(crate) mod access;
-mod api;
+pub(crate) mod api;
+mod console;
 mod metrics;
 pub(crate) mod oci;
 pub(crate) mod token;
@@ -69,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(console::router())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)

@@ -453,6 +453,7 @@ impl Reader<'_> {
              WHERE (CAST(?1 AS TEXT) IS NULL OR actor = ?1) AND (CAST(?2 AS TEXT) IS NULL OR action = ?2)
              AND (CAST(?3 AS TEXT) IS NULL OR outcome = ?3)
              AND (CAST(?4 AS BIGINT) IS NULL OR at >= ?4) AND (CAST(?5 AS BIGINT) IS NULL OR id < ?5)
+             AND (CAST(?7 AS BIGINT) IS NULL OR at < ?7)
              ORDER BY id DESC LIMIT ?6",
             p![
                 f.actor,
@@ -460,7 +461,8 @@ impl Reader<'_> {
                 f.outcome,
                 f.since,
                 f.before_id,
-                to_i64(f.limit)
+                to_i64(f.limit),
+                f.until
             ],
             audit,
         )

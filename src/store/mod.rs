@@ -269,6 +269,31 @@ pub struct ManifestRow {
     pub content: bytes::Bytes,
 }
 
+/// A repository as the console and `GET /orgs/{org}/repositories` list it.
+#[derive(Debug, Clone)]
+pub struct RepoSummary {
+    pub name: String,
+    pub tags: u64,
+    /// Bytes of the blobs linked in the repository (shared blobs count in each).
+    pub bytes: u64,
+    pub pushed_at: Option<i64>,
+}
+
+/// A tag and the manifest it points at.
+#[derive(Debug, Clone)]
+pub struct TagDetail {
+    pub tag: String,
+    pub digest: Digest,
+    pub media_type: String,
+    pub artifact_type: Option<String>,
+    pub size: u64,
+    /// JSON object text, as pushed.
+    pub annotations: Option<String>,
+    pub content: bytes::Bytes,
+    /// When the tag was last pointed here.
+    pub pushed_at: i64,
+}
+
 /// A manifest that names a subject, as the referrers API lists it.
 #[derive(Debug, Clone)]
 pub struct ReferrerRow {
@@ -471,6 +496,8 @@ pub struct AuditFilter {
     pub action: Option<String>,
     pub outcome: Option<String>,
     pub since: Option<i64>,
+    /// Only events before this time (Unix seconds).
+    pub until: Option<i64>,
     /// Return events with an id below this (pagination, newest first).
     pub before_id: Option<i64>,
     pub limit: u64,

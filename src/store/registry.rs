@@ -4,7 +4,9 @@
 use super::sql::p;
 use super::{Reader, Writer, digest_col, to_i64, to_u64};
 use crate::types::{Digest, Reference};
-use crate::store::{Error, GcPlan, ManifestRow, NewManifest, ReferrerRow, Result, UploadRow, now};
+use crate::store::{
+    Error, GcPlan, ManifestRow, NewManifest, ReferrerRow, RepoSummary, Result, TagDetail, UploadRow, now,
+};
 
 impl Reader<'_> {
     pub fn repo_id(&self, name: &str) -> Result<Option<i64>> {
@@ -149,6 +151,78 @@ impl Reader<'_> {
                 |r| Ok((to_u64(r.get(0)?), to_u64(r.get(1)?))),
             )?
             .unwrap_or((0, 0)))
+    }
+
+    /// Repositories of namespace `ns` that hold a manifest, sorted, at most `limit`: tag count,
+    /// bytes of the blobs linked there and the newest push.
+    pub fn repositories_in(&self, ns: &str, limit: u64) -> Result<Vec<RepoSummary>> {
+        self.conn.query(
+            "SELECT r.name,
+               (SELECT COUNT(*) FROM tags t WHERE t.repo_id = r.id),
+               (SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) FROM repo_blobs rb
+                  JOIN blobs b ON b.digest = rb.digest WHERE rb.repo_id = r.id),
+               (SELECT MAX(m.pushed_at) FROM manifests m WHERE m.repo_id = r.id)
+             FROM repositories r
+             WHERE substr(r.name, 1, length(CAST(?1 AS TEXT))) = CAST(?1 AS TEXT)
+             AND EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id)
+             ORDER BY r.name LIMIT ?2",
+            p![format!("{ns}/"), to_i64(limit)],
+            |r| {
+                Ok(RepoSummary {
+                    name: r.get(0)?,
+                    tags: to_u64(r.get(1)?),
+                    bytes: to_u64(r.get(2)?),
+                    pushed_at: r.get(3)?,
+                })
+            },
+        )
+    }
+
+    /// Storage of namespace `ns`: repositories, and bytes of its distinct blobs and manifests.
+    pub fn namespace_usage(&self, ns: &str) -> Result<(u64, u64)> {
+        let prefix = format!("{ns}/");
+        let repos: i64 = self.conn.value(
+            "SELECT COUNT(*) FROM repositories r
+             WHERE substr(r.name, 1, length(CAST(?1 AS TEXT))) = CAST(?1 AS TEXT)",
+            p![prefix.as_str()],
+        )?;
+        let bytes: i64 = self.conn.value(
+            "SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) FROM blobs b WHERE b.digest IN
+               (SELECT rb.digest FROM repo_blobs rb JOIN repositories r ON r.id = rb.repo_id
+                WHERE substr(r.name, 1, length(CAST(?1 AS TEXT))) = CAST(?1 AS TEXT))",
+            p![prefix.as_str()],
+        )?;
+        let manifests: i64 = self.conn.value(
+            "SELECT CAST(COALESCE(SUM(m.size), 0) AS BIGINT) FROM manifests m
+             JOIN repositories r ON r.id = m.repo_id
+             WHERE substr(r.name, 1, length(CAST(?1 AS TEXT))) = CAST(?1 AS TEXT)",
+            p![prefix.as_str()],
+        )?;
+        Ok((to_u64(repos), to_u64(bytes).saturating_add(to_u64(manifests))))
+    }
+
+    /// The tags of `repo` with their manifests, sorted by tag, at most `limit`.
+    pub fn tag_details(&self, repo: &str, limit: u64) -> Result<Vec<TagDetail>> {
+        self.conn.query(
+            "SELECT t.name, m.digest, m.media_type, m.artifact_type, m.size, m.annotations,
+                    m.content, t.updated_at
+             FROM repositories r JOIN tags t ON t.repo_id = r.id
+             JOIN manifests m ON m.repo_id = r.id AND m.digest = t.digest
+             WHERE r.name = ?1 ORDER BY t.name LIMIT ?2",
+            p![repo, to_i64(limit)],
+            |r| {
+                Ok(TagDetail {
+                    tag: r.get(0)?,
+                    digest: digest_col(r.get(1)?)?,
+                    media_type: r.get(2)?,
+                    artifact_type: r.get(3)?,
+                    size: to_u64(r.get(4)?),
+                    annotations: r.get(5)?,
+                    content: r.get::<Vec<u8>>(6)?.into(),
+                    pushed_at: r.get(7)?,
+                })
+            },
+        )
     }
 
     /// A constant-time round trip, for readiness probes.

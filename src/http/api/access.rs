@@ -386,10 +386,8 @@ pub(super) async fn audit(
     caller: ApiCaller,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
-    let since = match q.get("since") {
-        Some(s) => Some(parse_since(s)?),
-        None => None,
-    };
+    let since = q.get("since").map(|s| parse_since(s)).transpose()?;
+    let until = q.get("until").map(|s| parse_since(s)).transpose()?;
     let number = |k: &str| -> ApiResult<Option<i64>> {
         q.get(k)
             .map(|v| {
@@ -403,6 +401,7 @@ pub(super) async fn audit(
         action: q.get("action").cloned(),
         outcome: q.get("outcome").cloned(),
         since,
+        until,
         before_id: number("before")?,
         limit: number("limit")?.map_or(100, |l| u64::try_from(l.clamp(1, 1000)).unwrap_or(100)),
     };
@@ -434,11 +433,19 @@ pub(super) async fn audit(
     .await
 }
 
-/// `since` as Unix seconds or a duration back from now (`15m`, `24h`).
+/// `since` or `until` as Unix seconds, RFC 3339 (`2026-12-01T10:00:00Z`) or a duration back
+/// from now (`15m`, `24h`).
 fn parse_since(s: &str) -> ApiResult<i64> {
     if let Ok(secs) = s.parse::<i64>() {
         return Ok(secs);
     }
-    let d = crate::config::parse_duration(s).map_err(ApiError::Invalid)?;
+    if let Some(t) = crate::auth::token::parse_rfc3339(s) {
+        return Ok(t);
+    }
+    let d = crate::config::parse_duration(s).map_err(|_| {
+        ApiError::Invalid(format!(
+            "{s:?}: expected Unix seconds, an RFC 3339 time or a duration back from now (24h)"
+        ))
+    })?;
     Ok(crate::store::now() - i64::try_from(d.as_secs()).unwrap_or(0))
 }

@@ -8,10 +8,11 @@
 
 mod access;
 mod identity;
+mod repos;
 mod robots;
 mod session;
 
-pub(crate) use session::{open_session, rotate as rotate_refresh, session_login};
+pub(crate) use session::{access, open_named_session, open_session, rotate as rotate_refresh, session_login};
 
 use axum::Router;
 use axum::extract::FromRequestParts;
@@ -112,7 +113,10 @@ api_routes! {
     put "/orgs/{org}/bindings/{name}" => access::put_binding, "Create or replace a binding (bindings:update, and holding what it grants and what the replaced one granted)", 200, ["kind", "org", "name", "role", "subject", "namespace?", "repository?"];
     delete "/orgs/{org}/bindings/{name}" => access::delete_binding, "Delete a binding (bindings:delete, and holding what it grants)", 204, [];
     post "/orgs/{org}/access-review" => access::review, "Whether a subject may do a verb on a resource", 200, ["allowed"];
-    get "/audit" => access::audit, "List audit events (filters: actor, action, outcome, since, before, limit)", 200, ["events", "next"];
+    get "/audit" => access::audit, "List audit events, newest first (filters: actor, action, outcome, since and until as Unix seconds, RFC 3339 or a duration back from now; before: the next page's cursor; limit)", 200, ["events", "next"];
+    get "/orgs/{org}/repositories" => repos::list_repositories, "List the organization's repositories the caller may pull, with tag count, size and last push (members)", 200, ["repositories"];
+    get "/orgs/{org}/repositories/{*repository}" => repos::get_repository, "A repository's tags with digest, media type, size, platforms, annotations, push time and referrers, and the caller's actions on it (members who may pull it)", 200, ["name", "org", "actions", "tags"];
+    get "/orgs/{org}/storage" => repos::storage, "Storage per namespace of the organization: repositories and bytes (members)", 200, ["namespaces"];
 }
 
 /// The OpenAPI 3 document of this API, built from `ROUTES`.
@@ -122,6 +126,7 @@ pub(crate) fn openapi() -> serde_json::Value {
         let params: Vec<serde_json::Value> = path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| name.trim_start_matches('*'))
             .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
             .collect();
         let mut op = json!({
@@ -148,7 +153,7 @@ pub(crate) fn openapi() -> serde_json::Value {
             op["security"] = json!([]);
         }
         let entry = paths
-            .entry(format!("/api/v1{path}"))
+            .entry(format!("/api/v1{}", path.replace("{*", "{")))
             .or_insert_with(|| json!({}));
         entry[*method] = op;
     }

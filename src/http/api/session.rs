@@ -50,11 +50,23 @@ pub(crate) fn access(st: &AppState, login: &Login) -> ApiResult<(String, i64)> {
 /// Opens a session for a user's login: a new refresh-token family whose source is what the
 /// login came from, and an access token of that family.
 pub(crate) fn open_session(st: &AppState, user_id: i64, login: &Login) -> ApiResult<NewCredential> {
+    open_named_session(st, user_id, login, "session", REFRESH_TOKEN_TTL)
+}
+
+/// `open_session` with the name `/sessions` lists it under and its lifetime (the console's are
+/// shorter than the CLI's).
+pub(crate) fn open_named_session(
+    st: &AppState,
+    user_id: i64,
+    login: &Login,
+    name: &str,
+    ttl: std::time::Duration,
+) -> ApiResult<NewCredential> {
     Ok(st.auth.iam().create_credential(&CredentialSpec {
         kind: SecretKind::RefreshToken,
         owner: Owner::User(user_id),
-        name: Some("session"),
-        expires_in: Some(REFRESH_TOKEN_TTL),
+        name: Some(name),
+        expires_in: Some(ttl),
         readwrite: false,
         description: None,
         origin: Origin {

@@ -1,0 +1,344 @@
+//! Roles and bindings (view, create, delete, and the YAML `berth apply -f` takes), the access
+//! check (the access review API) and the audit trail with filters and pages.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query};
+use axum::http::{Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use maud::{Markup, html};
+use serde_json::{Value, json};
+
+use super::layout::{self, csrf, page, post_button, text, time};
+use super::{Failure, Posted, Session, q, redirect_with, seg};
+
+/// The organization's custom roles and its bindings as `berth apply -f` takes them: one YAML
+/// document each, as `berth role get -o yaml` / `berth binding get -o yaml` print them.
+async fn apply_yaml(s: &Session, org: &str) -> Result<String, Failure> {
+    let o = seg(org);
+    let roles = s.api.get(&format!("/orgs/{o}/roles")).await?;
+    let bindings = s.api.get(&format!("/orgs/{o}/bindings")).await?;
+    let docs: Vec<Value> = roles["roles"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["builtin"] != json!(true))
+        .chain(bindings["bindings"].as_array().into_iter().flatten())
+        .map(crate::cli::apply::manifest)
+        .collect();
+    Ok(docs
+        .iter()
+        .map(|d| serde_norway::to_string(d).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("---\n"))
+}
+
+pub(super) async fn show(s: Session, Path(org): Path<String>) -> Response {
+    render(s, org, None).await
+}
+
+/// The access page; `check` is the outcome of an access check just asked.
+async fn render(s: Session, org: String, check: Option<(String, Result<bool, Failure>)>) -> Response {
+    let o = seg(&org);
+    let roles = match s.api.get(&format!("/orgs/{o}/roles")).await {
+        Ok(v) => v["roles"].as_array().cloned().unwrap_or_default(),
+        Err(f) => return f.into_response(),
+    };
+    let bindings = s.api.get(&format!("/orgs/{o}/bindings")).await;
+    let yaml = apply_yaml(&s, &org).await;
+    let body = html! {
+        section aria-labelledby="check" {
+            h2 #check { "Access check" }
+            @if let Some((question, answer)) = &check {
+                @match answer {
+                    Ok(true) => p.allowed role="status" { "Allowed: " (question) },
+                    Ok(false) => p.refused role="status" { "Not allowed: " (question) },
+                    Err(f) => p.error role="alert" { (f.message) },
+                }
+            }
+            form.stack method="post" action=(format!("/ui/orgs/{o}/access-check")) {
+                (csrf(&s))
+                label for="ac-subject" { "Who (robot/NAME or user/NAME; empty: you)" }
+                input #ac-subject name="subject" placeholder="robot/ci-pusher";
+                label for="ac-verb" { "May" }
+                select #ac-verb name="verb" {
+                    @for v in ["pull", "push", "delete", "create", "get", "list", "update"] { option { (v) } }
+                }
+                label for="ac-resource" { "Resource" }
+                select #ac-resource name="resource" {
+                    @for r in crate::policy::RESOURCES { option { (r) } }
+                }
+                label for="ac-name" { "Name" }
+                input #ac-name name="name" placeholder=(format!("{org}/app"));
+                button type="submit" { "Check" }
+            }
+        }
+        section aria-labelledby="bindings" {
+            h2 #bindings { "Bindings" }
+            @match &bindings {
+                Err(f) => p.muted { (f.message) },
+                Ok(b) => {
+                    div.scroll { table {
+                        thead { tr { th { "Name" } th { "Role" } th { "Subject" } th { "Scope" } th { "Actions" } } }
+                        tbody { @for b in b["bindings"].as_array().into_iter().flatten() {
+                            tr {
+                                td { (text(&b["name"])) } td { (text(&b["role"])) } td { (text(&b["subject"])) }
+                                td { (b["namespace"].as_str().or(b["repository"].as_str()).unwrap_or("whole organization")) }
+                                td { (post_button(&s, &format!("/ui/orgs/{o}/bindings/{}/delete", seg(text(&b["name"]))), "Delete", Some("Delete this binding?"))) }
+                            }
+                        } }
+                    } }
+                }
+            }
+            h3 { "New binding" }
+            form.stack method="post" action=(format!("/ui/orgs/{o}/bindings")) {
+                (csrf(&s))
+                label for="nb-name" { "Name (empty: made from role and subject)" }
+                input #nb-name name="name";
+                label for="nb-role" { "Role" }
+                select #nb-role name="role" { @for r in &roles { option { (text(&r["name"])) } } }
+                label for="nb-subject" { "Subject (robot/NAME or user/NAME)" }
+                input #nb-subject name="subject" required placeholder="robot/ci-pusher";
+                label for="nb-scope" { "Namespace or repository (empty: the whole organization)" }
+                input #nb-scope name="scope" placeholder=(format!("{org} or {org}/app*"));
+                button type="submit" { "Create binding" }
+            }
+        }
+        section aria-labelledby="roles" {
+            h2 #roles { "Roles" }
+            div.scroll { table {
+                thead { tr { th { "Name" } th { "Rules" } th { "Actions" } } }
+                tbody { @for r in &roles {
+                    tr {
+                        td { (text(&r["name"])) @if r["builtin"] == json!(true) { " " span.chip { "built-in" } } }
+                        td { ul.plain { @for rule in r["rules"].as_array().into_iter().flatten() { li { (rule_text(rule)) } } } }
+                        td { @if r["builtin"] != json!(true) {
+                            (post_button(&s, &format!("/ui/orgs/{o}/roles/{}/delete", seg(text(&r["name"]))), "Delete", Some("Delete this role?")))
+                        } }
+                    }
+                } }
+            } }
+            h3 { "New role" }
+            form.stack method="post" action=(format!("/ui/orgs/{o}/roles")) {
+                (csrf(&s))
+                label for="nr-name" { "Name" }
+                input #nr-name name="name" required;
+                label for="nr-rules" { "Rules (YAML, as under rules: in berth apply -f)" }
+                textarea #nr-rules name="rules" rows="5" required placeholder="- resources: [repositories]\n  verbs: [pull]" {}
+                button type="submit" { "Create role" }
+            }
+        }
+        section aria-labelledby="yaml" {
+            h2 #yaml { "As YAML for berth apply -f" }
+            @match &yaml {
+                Ok(y) => {
+                    pre #apply-yaml tabindex="0" { (y) }
+                    div.buttons {
+                        button type="button" data-copy="apply-yaml" { "Copy" }
+                        a.button href=(format!("/ui/orgs/{o}/access.yaml")) download=(format!("{org}-access.yaml")) { "Download " (org) "-access.yaml" }
+                    }
+                }
+                Err(f) => p.muted { (f.message) },
+            }
+        }
+    };
+    page(&s, Some(&org), "access", "Roles & bindings", body).await
+}
+
+fn rule_text(rule: &Value) -> String {
+    let list = |k: &str| {
+        rule[k]
+            .as_array()
+            .map(|a| a.iter().map(|x| text(x).to_owned()).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default()
+    };
+    let names = list("names");
+    format!(
+        "{} on {}{}",
+        list("verbs"),
+        list("resources"),
+        if names.is_empty() { String::new() } else { format!(" named {names}") }
+    )
+}
+
+/// `GET /ui/orgs/{org}/access.yaml`: the same YAML, as a file.
+pub(super) async fn yaml(s: Session, Path(org): Path<String>) -> Response {
+    match apply_yaml(&s, &org).await {
+        Ok(y) => (
+            [(header::CONTENT_TYPE, "application/yaml; charset=utf-8")],
+            y,
+        )
+            .into_response(),
+        Err(f) => f.into_response(),
+    }
+}
+
+pub(super) async fn create_binding(Path(org): Path<String>, p: Posted) -> Response {
+    let s = &p.session;
+    let (Some(role), Some(subject)) = (p.field("role"), p.field("subject")) else {
+        return layout::error_page(StatusCode::BAD_REQUEST, "Give a role and a subject.");
+    };
+    let mut body = json!({ "role": role, "subject": subject });
+    if let Some(scope) = p.field("scope") {
+        // A name with a slash or a wildcard is a repository pattern; else a namespace.
+        body[if scope.contains('/') || scope.contains('*') { "repository" } else { "namespace" }] = json!(scope);
+    }
+    let name = match p.field("name") {
+        Some(n) => n.to_owned(),
+        None => format!("{}-{}", subject.replace('/', "-"), role.to_lowercase()),
+    };
+    let o = seg(&org);
+    let back = p
+        .field("back")
+        .filter(|b| b.starts_with("/ui/orgs/") && !b.contains("//"))
+        .map_or_else(|| format!("/ui/orgs/{o}/access"), str::to_owned);
+    match s
+        .api
+        .send(Method::PUT, &format!("/orgs/{o}/bindings/{}", seg(&name)), Some(body))
+        .await
+    {
+        Ok(_) => redirect_with(s.state(), &back, &format!("Bound {subject} to {role} ({name}).")),
+        Err(f) => f.into_response(),
+    }
+}
+
+pub(super) async fn delete_binding(Path((org, name)): Path<(String, String)>, p: Posted) -> Response {
+    let s = &p.session;
+    let o = seg(&org);
+    match s.api.send(Method::DELETE, &format!("/orgs/{o}/bindings/{}", seg(&name)), None).await {
+        Ok(_) => redirect_with(s.state(), &format!("/ui/orgs/{o}/access"), &format!("Deleted binding {name}.")),
+        Err(f) => f.into_response(),
+    }
+}
+
+pub(super) async fn create_role(Path(org): Path<String>, p: Posted) -> Response {
+    let s = &p.session;
+    let (Some(name), Some(rules)) = (p.field("name"), p.field("rules")) else {
+        return layout::error_page(StatusCode::BAD_REQUEST, "Give a name and rules.");
+    };
+    let rules: Value = match serde_norway::from_str(rules) {
+        Ok(v) => v,
+        Err(e) => {
+            return layout::error_page(StatusCode::BAD_REQUEST, &format!("The rules are not YAML: {e}"));
+        }
+    };
+    let o = seg(&org);
+    match s
+        .api
+        .send(Method::PUT, &format!("/orgs/{o}/roles/{}", seg(name)), Some(json!({ "rules": rules })))
+        .await
+    {
+        Ok(_) => redirect_with(s.state(), &format!("/ui/orgs/{o}/access"), &format!("Saved role {name}.")),
+        Err(f) => f.into_response(),
+    }
+}
+
+pub(super) async fn delete_role(Path((org, name)): Path<(String, String)>, p: Posted) -> Response {
+    let s = &p.session;
+    let o = seg(&org);
+    match s.api.send(Method::DELETE, &format!("/orgs/{o}/roles/{}", seg(&name)), None).await {
+        Ok(_) => redirect_with(s.state(), &format!("/ui/orgs/{o}/access"), &format!("Deleted role {name}.")),
+        Err(f) => f.into_response(),
+    }
+}
+
+/// `POST /ui/orgs/{org}/access-check`: asks the access review API and shows the answer.
+pub(super) async fn check(Path(org): Path<String>, p: Posted) -> Response {
+    let verb = p.field("verb").unwrap_or("pull").to_owned();
+    let resource = p.field("resource").unwrap_or("repositories").to_owned();
+    let name = p.field("name").unwrap_or("").to_owned();
+    let subject = p.field("subject").map(str::to_owned);
+    let mut body = json!({ "verb": verb, "resource": resource, "name": name });
+    if let Some(sub) = &subject {
+        body["subject"] = json!(sub);
+    }
+    let answer = p
+        .session
+        .api
+        .send(Method::POST, &format!("/orgs/{}/access-review", seg(&org)), Some(body))
+        .await
+        .map(|v| v["allowed"] == json!(true));
+    let question = format!(
+        "{} may {verb} {resource} {name}",
+        subject.as_deref().unwrap_or("you")
+    );
+    render(p.session, org, Some((question, answer))).await
+}
+
+/// Events per audit page.
+const AUDIT_PAGE: u32 = 50;
+
+/// `GET /ui/orgs/{org}/audit`: events newest first, filtered by actor, action, outcome and time
+/// range, `AUDIT_PAGE` at a time. Server admins see everyone's; others their own (the API's rule).
+pub(super) async fn audit(
+    s: Session,
+    Path(org): Path<String>,
+    Query(f): Query<HashMap<String, String>>,
+) -> Response {
+    let get = |k: &str| f.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let mut query = format!("limit={AUDIT_PAGE}");
+    let mut filters = String::new();
+    for k in ["actor", "action", "outcome", "since", "until"] {
+        if let Some(v) = get(k) {
+            query.push_str(&format!("&{k}={}", q(v)));
+            filters.push_str(&format!("&{k}={}", q(v)));
+        }
+    }
+    if let Some(b) = get("before") {
+        query.push_str(&format!("&before={}", q(b)));
+    }
+    let events = s.api.get(&format!("/audit?{query}")).await;
+    let o = seg(&org);
+    let field = |id: &str, label: &str, kind: &str, hint: &str| -> Markup {
+        html! {
+            div.field {
+                label for=(format!("f-{id}")) { (label) }
+                input id=(format!("f-{id}")) name=(id) type=(kind) value=(get(id).unwrap_or("")) placeholder=(hint);
+            }
+        }
+    };
+    let body = html! {
+        form.filters method="get" action=(format!("/ui/orgs/{o}/audit")) {
+            (field("actor", "Actor", "text", "robot:acme/ci or user:alice"))
+            (field("action", "Action", "text", "robot_token.create"))
+            div.field {
+                label for="f-outcome" { "Outcome" }
+                select #f-outcome name="outcome" {
+                    option value="" { "any" }
+                    @for v in ["success", "failure"] { option value=(v) selected[get("outcome") == Some(v)] { (v) } }
+                }
+            }
+            (field("since", "From (UTC)", "datetime-local", ""))
+            (field("until", "Until (UTC)", "datetime-local", ""))
+            button type="submit" { "Filter" }
+        }
+        @if !s.admin { p.muted { "You see your own events; server admins see everyone's." } }
+        @match &events {
+            Err(e) => p.error role="alert" { (e.message) },
+            Ok(v) => {
+                @let list = v["events"].as_array().cloned().unwrap_or_default();
+                @if list.is_empty() { p.muted { "No events." } }
+                @else {
+                    div.scroll { table.audit {
+                        thead { tr { th { "Time" } th { "Actor" } th { "Action" } th { "Outcome" } th { "Target" } th { "From" } th { "Detail" } } }
+                        tbody { @for e in &list {
+                            tr {
+                                td { (time(&e["time"])) }
+                                td { @match e["actor"].as_str() { Some(a) => (a), None => span.muted { "tried: " (e["attempted"].as_array().map(|a| a.iter().map(|x| text(x).to_owned()).collect::<Vec<_>>().join(", ")).unwrap_or_else(|| text(&e["attempted"]).to_owned())) } } }
+                                td { (text(&e["action"])) }
+                                td { span class={ "badge " (text(&e["outcome"])) } { (text(&e["outcome"])) } @if e["count"].as_u64().is_some_and(|c| c > 1) { " ×" (e["count"]) } }
+                                td { (text(&e["target"])) }
+                                td { (text(&e["clientAddress"])) }
+                                td { (text(&e["detail"])) }
+                            }
+                        } }
+                    } }
+                }
+                @if let Some(next) = v["next"].as_i64() {
+                    p { a href=(format!("/ui/orgs/{o}/audit?before={next}{filters}")) rel="next" { "Older events" } }
+                }
+            }
+        }
+    };
+    page(&s, Some(&org), "audit", "Audit trail", body).await
+}

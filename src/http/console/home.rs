@@ -1,0 +1,268 @@
+//! Signing in and out, choosing an organization, and the overview: credentials that need
+//! attention, failed logins and storage per namespace.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use maud::{Markup, html};
+use serde_json::{Value, json};
+
+use super::layout::{self, page, text, time};
+use super::{FORM_MAX, SESSION_TTL, Session, see_other, seg, session_cookie};
+use crate::auth::{AuthError, Principal};
+use crate::iam::AuditEvent;
+use crate::server::AppState;
+
+fn login_page(status: StatusCode, error: Option<&str>, user: &str) -> Response {
+    let m = html! {
+        (maud::DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { "Sign in · berth" }
+                link rel="stylesheet" href="/ui/assets/console.css";
+            }
+            body {
+                main #main .signin {
+                    h1 { "berth" }
+                    @if let Some(e) = error { p.error role="alert" { (e) } }
+                    form method="post" action="/ui/login" {
+                        label for="username" { "User name" }
+                        input #username name="username" autocomplete="username" required autofocus value=(user);
+                        label for="password" { "Password" }
+                        input #password name="password" type="password" autocomplete="current-password" required;
+                        button type="submit" { "Sign in" }
+                    }
+                    p.muted { "Robots do not sign in here: they use their tokens with registry clients." }
+                }
+            }
+        }
+    };
+    layout::html_response(status, m)
+}
+
+pub(super) async fn login_form() -> Response {
+    login_page(StatusCode::OK, None, "")
+}
+
+/// `POST /ui/login`: a user name and password open a console session (a refresh-token family,
+/// 12 h) whose secret becomes the cookie. Failures count in the same limits as every login.
+pub(super) async fn login(State(st): State<AppState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let client = crate::http::access::client_info(&parts);
+    let Ok(bytes) = axum::body::to_bytes(body, FORM_MAX).await else {
+        return login_page(StatusCode::PAYLOAD_TOO_LARGE, Some("The form is too large."), "");
+    };
+    let form: HashMap<String, String> = serde_urlencoded::from_bytes(&bytes).unwrap_or_default();
+    let user = form.get("username").cloned().unwrap_or_default();
+    let password = form.get("password").cloned().unwrap_or_default();
+    let state = st.clone();
+    let u = user.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        let login = state.auth.login(&u, &password, &client)?;
+        let Principal::User { id, name, .. } = &login.principal else {
+            return Err(AuthError::Invalid);
+        };
+        state.auth.audit(AuditEvent {
+            actor: Some(format!("user:{name}")),
+            action: "login",
+            success: true,
+            client_addr: client.addr.map(|a| a.to_string()),
+            detail: Some("console".into()),
+            ..AuditEvent::default()
+        });
+        crate::http::api::open_named_session(&state, *id, &login, "console", SESSION_TTL)
+            .map_err(|_| AuthError::Internal("opening a session failed".into()))
+    })
+    .await;
+    match opened {
+        Ok(Ok(session)) => {
+            let mut r = see_other("/ui/");
+            r.headers_mut().append(
+                header::SET_COOKIE,
+                session_cookie(&st, Some(session.secret.expose())),
+            );
+            r
+        }
+        Ok(Err(AuthError::RateLimited { .. })) => login_page(
+            StatusCode::TOO_MANY_REQUESTS,
+            Some("Too many failed attempts from here; wait a minute and try again."),
+            &user,
+        ),
+        Ok(Err(AuthError::Invalid)) => login_page(
+            StatusCode::UNAUTHORIZED,
+            Some("The user name or password is wrong."),
+            &user,
+        ),
+        _ => login_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("The registry could not check the sign-in right now; try again."),
+            &user,
+        ),
+    }
+}
+
+/// `POST /ui/logout`: ends the session's family (its access tokens too) and drops the cookie.
+pub(super) async fn logout(p: super::Posted) -> Response {
+    let s = &p.session;
+    let _ = s
+        .api
+        .send(
+            axum::http::Method::POST,
+            "/auth/logout",
+            Some(json!({ "refresh_token": s.refresh })),
+        )
+        .await;
+    let mut r = see_other("/ui/login");
+    r.headers_mut()
+        .append(header::SET_COOKIE, session_cookie(s.state(), None));
+    r
+}
+
+/// `GET /ui/`: the first organization's overview.
+pub(super) async fn home(s: Session) -> Response {
+    match s.orgs().await.first() {
+        Some(o) => see_other(&format!("/ui/orgs/{}", seg(o))),
+        None => {
+            let body = html! {
+                p { "You belong to no organization yet. An owner can add you with "
+                    code { "berth org member add" } ", or create one with " code { "berth org create" } "." }
+            };
+            page(&s, None, "", "Welcome", body).await
+        }
+    }
+}
+
+pub(super) async fn switch(
+    _s: Session,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    match q.get("org").filter(|o| !o.is_empty()) {
+        Some(o) => see_other(&format!("/ui/orgs/{}", seg(o))),
+        None => see_other("/ui/"),
+    }
+}
+
+/// `GET /ui/orgs/{org}`: what needs attention, at a glance.
+pub(super) async fn overview(s: Session, Path(org): Path<String>) -> Response {
+    let o = seg(&org);
+    // Storage needs membership: a stranger to the organization sees nothing else either.
+    let storage = match s.api.get(&format!("/orgs/{o}/storage")).await {
+        Ok(v) => v,
+        Err(f) => return f.into_response(),
+    };
+    let creds = s
+        .api
+        .get(&format!(
+            "/orgs/{o}/credentials?expiringWithin=14d&unusedFor=90d"
+        ))
+        .await;
+    let failed = if s.admin {
+        Some(
+            s.api
+                .get("/audit?action=login&outcome=failure&since=24h&limit=1000")
+                .await,
+        )
+    } else {
+        None
+    };
+    let (mut expiring, mut unused) = (Vec::new(), Vec::new());
+    if let Ok(c) = &creds {
+        for v in c["credentials"].as_array().into_iter().flatten() {
+            let reasons: Vec<&str> = v["reasons"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            if reasons.iter().any(|r| *r == "expiring" || *r == "expired") {
+                expiring.push(v.clone());
+            }
+            if reasons.iter().any(|r| *r == "unused" || *r == "never used") {
+                unused.push(v.clone());
+            }
+        }
+    }
+    let failures: Option<u64> = match &failed {
+        Some(Ok(v)) => Some(
+            v["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| e["count"].as_u64().unwrap_or(1))
+                .sum(),
+        ),
+        _ => None,
+    };
+    let body = html! {
+        div.cards {
+            section.card aria-labelledby="c-exp" {
+                h2 #c-exp { "Expiring within 14 days" }
+                @match &creds {
+                    Ok(_) => {
+                        p.big { (expiring.len()) }
+                        (credential_table(&expiring, "expires"))
+                    }
+                    Err(f) => p.muted { (f.message) }
+                }
+            }
+            section.card aria-labelledby="c-unused" {
+                h2 #c-unused { "Never used, or unused for 90 days" }
+                @match &creds {
+                    Ok(_) => {
+                        p.big { (unused.len()) }
+                        (credential_table(&unused, "lastUsed"))
+                    }
+                    Err(f) => p.muted { (f.message) }
+                }
+            }
+            section.card aria-labelledby="c-failed" {
+                h2 #c-failed { "Failed logins, last 24 h" }
+                @match failures {
+                    Some(n) => {
+                        p.big { (n) }
+                        p { a href=(format!("/ui/orgs/{o}/audit?action=login&outcome=failure&since=24h")) { "See them in the audit trail" } }
+                    }
+                    None => p.muted { "Only server admins see every failed login." }
+                }
+            }
+            section.card aria-labelledby="c-storage" {
+                h2 #c-storage { "Storage per namespace" }
+                table {
+                    thead { tr { th { "Namespace" } th { "Repositories" } th.num { "Size" } } }
+                    tbody {
+                        @for n in storage["namespaces"].as_array().into_iter().flatten() {
+                            tr { td { (text(&n["name"])) } td { (n["repositories"]) } td.num { (layout::size(&n["size"])) } }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page(&s, Some(&org), "overview", &format!("Overview of {org}"), body).await
+}
+
+fn credential_table(rows: &[Value], when: &str) -> Markup {
+    html! {
+        @if !rows.is_empty() {
+            div.scroll {
+                table {
+                    thead { tr { th { "Kind" } th { "Owner" } th { "Name" } th { @if when == "expires" { "Expires" } @else { "Last used" } } } }
+                    tbody {
+                        @for c in rows {
+                            tr {
+                                td { (text(&c["kind"])) }
+                                td { (text(&c["owner"])) }
+                                td { (text(&c["name"])) }
+                                td { @if when == "expires" { (time(&c["expires"])) } @else { (time(&c["lastUsed"]["at"])) } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

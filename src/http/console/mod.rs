@@ -1,0 +1,507 @@
+//! The web console at `/` and `/ui/…`: server-rendered HTML (maud escapes every value), one
+//! small script for copy, download and confirm buttons, and a stylesheet, all embedded.
+//!
+//! Every action is a call to the management API (or, deleting a tag, to `/v2`) made in-process
+//! through the very router that serves `/api/v1`, with an access token of the signed-in user's
+//! session. So the console has no authorization of its own: what the API refuses, the console
+//! shows refused.
+//!
+//! Invariants:
+//! - the session cookie holds a refresh token of a session family opened at sign-in (12 h),
+//!   `HttpOnly`, `SameSite=Strict`, `Secure` under TLS; it is checked against the store on every
+//!   request, so signing out, a password change or deleting the user ends it at once;
+//! - every POST carries a CSRF token derived from the session secret (HMAC-like, SHA-256 of a
+//!   domain string and the secret), compared in constant time, and must not come from another
+//!   site (`Sec-Fetch-Site`, `Origin`);
+//! - pages are `no-store`, framed by nobody, under a CSP that allows no inline script;
+//! - a secret appears only in the body of the POST answer that created it, never in a URL.
+
+mod access;
+mod home;
+mod layout;
+mod repos;
+mod robots;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use base64::Engine as _;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::Value;
+use sha2::Digest as _;
+use tower::ServiceExt as _;
+
+use super::RouteName;
+use crate::auth::Principal;
+use crate::server::AppState;
+
+/// The session cookie. Under TLS it carries the `__Host-` prefix (Secure, Path=/, no Domain).
+const COOKIE: &str = "berth_session";
+const TLS_COOKIE: &str = "__Host-berth_session";
+/// A one-time message shown on the next page (a PRG redirect's outcome).
+const FLASH: &str = "berth_flash";
+/// How long a console session lives.
+const SESSION_TTL: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+/// The largest form a console POST may send.
+const FORM_MAX: usize = 256 * 1024;
+
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(|| async { see_other("/ui/") }))
+        .route("/ui", get(|| async { see_other("/ui/") }))
+        .route("/ui/", get(home::home))
+        .route("/ui/assets/console.css", get(css))
+        .route("/ui/assets/console.js", get(js))
+        .route("/ui/login", get(home::login_form).post(home::login))
+        .route("/ui/logout", post(home::logout))
+        .route("/ui/switch", get(home::switch))
+        .route("/ui/orgs/{org}", get(home::overview))
+        .route("/ui/orgs/{org}/repositories", get(repos::list))
+        .route("/ui/orgs/{org}/repositories/{*repo}", get(repos::show))
+        .route("/ui/orgs/{org}/tags/delete", post(repos::delete_tag))
+        .route("/ui/orgs/{org}/robots", get(robots::list).post(robots::create))
+        .route("/ui/orgs/{org}/robots/{robot}", get(robots::show))
+        .route("/ui/orgs/{org}/robots/{robot}/delete", post(robots::delete))
+        .route("/ui/orgs/{org}/robots/{robot}/tokens", post(robots::create_token))
+        .route("/ui/orgs/{org}/robots/{robot}/tokens/{id}/rotate", post(robots::rotate_token))
+        .route("/ui/orgs/{org}/robots/{robot}/tokens/{id}/revoke", post(robots::revoke_token))
+        .route("/ui/orgs/{org}/robots/{robot}/apikeys", post(robots::create_robot_key))
+        .route("/ui/orgs/{org}/robots/{robot}/apikeys/{id}/revoke", post(robots::revoke_robot_key))
+        .route("/ui/orgs/{org}/credentials", get(robots::credentials))
+        .route("/ui/orgs/{org}/apikeys", post(robots::create_own_key))
+        .route("/ui/orgs/{org}/apikeys/{id}/revoke", post(robots::revoke_own_key))
+        .route("/ui/orgs/{org}/registry-tokens", post(robots::create_registry_token))
+        .route("/ui/orgs/{org}/registry-tokens/{id}/revoke", post(robots::revoke_registry_token))
+        .route("/ui/orgs/{org}/access", get(access::show))
+        .route("/ui/orgs/{org}/access.yaml", get(access::yaml))
+        .route("/ui/orgs/{org}/bindings", post(access::create_binding))
+        .route("/ui/orgs/{org}/bindings/{name}/delete", post(access::delete_binding))
+        .route("/ui/orgs/{org}/roles", post(access::create_role))
+        .route("/ui/orgs/{org}/roles/{name}/delete", post(access::delete_role))
+        .route("/ui/orgs/{org}/access-check", post(access::check))
+        .route("/ui/orgs/{org}/audit", get(access::audit))
+        .route("/ui/{*rest}", any(not_found))
+        .layer(axum::middleware::from_fn(guard))
+}
+
+/// Headers of every console answer, and the cross-site check of every POST.
+async fn guard(req: Request, next: Next) -> Response {
+    let refused = req.method() == Method::POST && cross_site(req.headers());
+    let mut resp = if refused {
+        layout::error_page(
+            StatusCode::FORBIDDEN,
+            "This form was sent from another site, so it was refused.",
+        )
+    } else {
+        next.run(req).await
+    };
+    let h = resp.headers_mut();
+    let set = |h: &mut HeaderMap, k: header::HeaderName, v: &'static str| {
+        h.insert(k, HeaderValue::from_static(v));
+    };
+    set(h, header::CONTENT_SECURITY_POLICY, CSP);
+    set(h, header::X_FRAME_OPTIONS, "DENY");
+    set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(h, header::REFERRER_POLICY, "no-referrer");
+    set(
+        h,
+        header::HeaderName::from_static("cross-origin-opener-policy"),
+        "same-origin",
+    );
+    if !h.contains_key(header::CACHE_CONTROL) {
+        set(h, header::CACHE_CONTROL, "no-store");
+    }
+    resp.extensions_mut().insert(RouteName("console"));
+    resp
+}
+
+/// Whether a request says it comes from another site: `Sec-Fetch-Site` (every current browser)
+/// or, failing that, an `Origin` whose host is not this request's `Host`.
+fn cross_site(h: &HeaderMap) -> bool {
+    if let Some(site) = h.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        return !matches!(site, "same-origin" | "none");
+    }
+    match (
+        h.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
+        h.get(header::HOST).and_then(|v| v.to_str().ok()),
+    ) {
+        (Some("null"), _) => true,
+        (Some(origin), Some(host)) => origin.split("://").nth(1) != Some(host),
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
+async fn css() -> Response {
+    asset("text/css; charset=utf-8", include_str!("assets/console.css"))
+}
+
+async fn js() -> Response {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("assets/console.js"),
+    )
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    layout::error_page(StatusCode::NOT_FOUND, "There is no such page.")
+}
+
+/// A 303 to `to` (after a POST, the browser GETs it: reloading never posts twice).
+pub(super) fn see_other(to: &str) -> Response {
+    match HeaderValue::from_str(to) {
+        Ok(v) => (StatusCode::SEE_OTHER, [(header::LOCATION, v)]).into_response(),
+        Err(_) => layout::error_page(StatusCode::BAD_REQUEST, "That address is not valid."),
+    }
+}
+
+/// A path segment, percent-encoded (names come from forms and URLs).
+pub(super) fn seg(s: &str) -> String {
+    const SET: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+    utf8_percent_encode(s, SET).to_string()
+}
+
+/// A repository name in a path: its segments encoded, its slashes kept.
+pub(super) fn repo_path(s: &str) -> String {
+    s.split('/').map(seg).collect::<Vec<_>>().join("/")
+}
+
+/// A query string value, percent-encoded.
+pub(super) fn q(s: &str) -> String {
+    seg(s)
+}
+
+/// What a refused or failed API call said.
+#[derive(Debug, Clone)]
+pub(super) struct Failure {
+    pub(super) status: StatusCode,
+    pub(super) message: String,
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        layout::error_page(self.status, &self.message)
+    }
+}
+
+/// The management API called in-process as the signed-in user.
+#[derive(Clone)]
+pub(super) struct Api {
+    state: AppState,
+    auth: HeaderValue,
+    basic: HeaderValue,
+    addr: Option<ConnectInfo<SocketAddr>>,
+}
+
+impl Api {
+    pub(super) async fn get(&self, path: &str) -> Result<Value, Failure> {
+        self.call(Method::GET, path, None, None).await
+    }
+
+    pub(super) async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, Failure> {
+        self.call(method, path, body, None).await
+    }
+
+    /// A call with an `Organization` header (registry tokens).
+    pub(super) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        org: Option<&str>,
+    ) -> Result<Value, Failure> {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, self.auth.clone());
+        if let Some(o) = org.and_then(|o| HeaderValue::from_str(o).ok()) {
+            b = b.header("organization", o);
+        }
+        let body = match body {
+            Some(v) => {
+                b = b.header(header::CONTENT_TYPE, "application/json");
+                Body::from(v.to_string())
+            }
+            None => Body::empty(),
+        };
+        let mut req = b.body(body).map_err(|e| Failure {
+            status: StatusCode::BAD_REQUEST,
+            message: e.to_string(),
+        })?;
+        if let Some(a) = self.addr {
+            req.extensions_mut().insert(a);
+        }
+        // `/v2` takes the session's login as Basic credentials (its bearer tokens are the token
+        // service's); the API takes the session's access token.
+        let resp = if path.starts_with("/v2/") {
+            req.headers_mut()
+                .insert(header::AUTHORIZATION, self.basic.clone());
+            Router::new()
+                .route("/v2/{*rest}", any(super::oci::handle))
+                .with_state(self.state.clone())
+                .oneshot(req)
+                .await
+        } else {
+            super::api::router()
+                .with_state(self.state.clone())
+                .oneshot(req)
+                .await
+        };
+        let resp = match resp {
+            Ok(r) => r,
+            Err(never) => match never {},
+        };
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 32 * 1024 * 1024)
+            .await
+            .map_err(|e| Failure {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                message: e.to_string(),
+            })?;
+        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if status.is_success() {
+            Ok(v)
+        } else {
+            let message = v["error"]["message"]
+                .as_str()
+                .or_else(|| v["errors"][0]["message"].as_str())
+                .map_or_else(
+                    || status.canonical_reason().unwrap_or("failed").to_owned(),
+                    str::to_owned,
+                );
+            Err(Failure { status, message })
+        }
+    }
+}
+
+/// The signed-in user of a console request.
+pub(super) struct Session {
+    pub(super) user: String,
+    pub(super) admin: bool,
+    pub(super) api: Api,
+    /// The form field every POST must echo.
+    pub(super) csrf: String,
+    /// A message from the action before (shown once).
+    pub(super) flash: Option<String>,
+    /// This registry as clients name it (`host[:port]`) and its base URL.
+    pub(super) host: String,
+    pub(super) base_url: String,
+    refresh: String,
+}
+
+fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn csrf_of(refresh: &str) -> String {
+    let mut h = sha2::Sha256::new();
+    h.update(b"berth console csrf\0");
+    h.update(refresh.as_bytes());
+    hex::encode(&h.finalize()[..20])
+}
+
+/// The session cookie's name on this server.
+fn cookie_name(st: &AppState) -> &'static str {
+    if st.web.tls { TLS_COOKIE } else { COOKIE }
+}
+
+/// `Set-Cookie` of a session (or its end, for `None`).
+fn session_cookie(st: &AppState, refresh: Option<&str>) -> HeaderValue {
+    let secure = if st.web.tls { "; Secure" } else { "" };
+    let v = match refresh {
+        Some(t) => format!(
+            "{}={t}; Path=/; HttpOnly; SameSite=Strict{secure}",
+            cookie_name(st)
+        ),
+        None => format!(
+            "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}",
+            cookie_name(st)
+        ),
+    };
+    HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// A redirect that shows `message` on the next page.
+pub(super) fn redirect_with(st: &AppState, to: &str, message: &str) -> Response {
+    let mut r = see_other(to);
+    let secure = if st.web.tls { "; Secure" } else { "" };
+    let v = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(message);
+    if let Ok(h) = HeaderValue::from_str(&format!(
+        "{FLASH}={v}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=60{secure}"
+    )) {
+        r.headers_mut().append(header::SET_COOKIE, h);
+    }
+    r
+}
+
+fn host_of(st: &AppState, parts: &Parts) -> (String, String) {
+    if let Some(u) = &st.web.public_url {
+        let u = u.trim_end_matches('/').to_owned();
+        let host = u.split("://").nth(1).unwrap_or(&u).to_owned();
+        return (host, u);
+    }
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("localhost")
+        .to_owned();
+    let scheme = if st.web.tls { "https" } else { "http" };
+    (host.clone(), format!("{scheme}://{host}"))
+}
+
+impl FromRequestParts<AppState> for Session {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, Response> {
+        let sign_in = || see_other("/ui/login");
+        let Some(refresh) = cookie(&parts.headers, cookie_name(st)).map(str::to_owned) else {
+            return Err(sign_in());
+        };
+        let client = crate::http::access::client_info(parts);
+        let state = st.clone();
+        let token = refresh.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            let login = state.auth.login("iamrefresh", &token, &client).ok()?;
+            let Principal::User { name, .. } = &login.principal else {
+                return None;
+            };
+            let admin = state.auth.grants(&login.principal).ok()?.admin;
+            let (jwt, _) = crate::http::api::access(&state, &login).ok()?;
+            Some((name.clone(), admin, jwt))
+        })
+        .await
+        .ok()
+        .flatten();
+        let Some((user, admin, jwt)) = checked else {
+            let mut r = sign_in();
+            r.headers_mut()
+                .append(header::SET_COOKIE, session_cookie(st, None));
+            return Err(r);
+        };
+        let flash = cookie(&parts.headers, FLASH).and_then(|v| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(v)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+        });
+        let (host, base_url) = host_of(st, parts);
+        Ok(Session {
+            user,
+            admin,
+            api: Api {
+                state: st.clone(),
+                auth: HeaderValue::from_str(&format!("Bearer {jwt}"))
+                    .map_err(|_| sign_in())?,
+                basic: HeaderValue::from_str(&format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(format!("iamrefresh:{refresh}"))
+                ))
+                .map_err(|_| sign_in())?,
+                addr: parts.extensions.get::<ConnectInfo<SocketAddr>>().copied(),
+            },
+            csrf: csrf_of(&refresh),
+            flash,
+            host,
+            base_url,
+            refresh,
+        })
+    }
+}
+
+impl Session {
+    pub(super) fn state(&self) -> &AppState {
+        &self.api.state
+    }
+
+    /// The organizations the user belongs to (a server admin: all of them).
+    pub(super) async fn orgs(&self) -> Vec<String> {
+        self.api.get("/orgs").await.map_or_else(
+            |_| Vec::new(),
+            |v| {
+                v["orgs"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|o| o["name"].as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            },
+        )
+    }
+}
+
+/// A POST of the console: the session, and the form once its CSRF token matched.
+pub(super) struct Posted {
+    pub(super) session: Session,
+    pub(super) form: HashMap<String, String>,
+}
+
+impl Posted {
+    /// A field of the form, trimmed; empty or absent: `None`.
+    pub(super) fn field(&self, k: &str) -> Option<&str> {
+        self.form
+            .get(k)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+}
+
+impl FromRequest<AppState> for Posted {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, st: &AppState) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let session = Session::from_request_parts(&mut parts, st).await?;
+        let bytes = axum::body::to_bytes(body, FORM_MAX).await.map_err(|_| {
+            layout::error_page(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.")
+        })?;
+        let form: HashMap<String, String> = serde_urlencoded::from_bytes(&bytes).map_err(|_| {
+            layout::error_page(StatusCode::BAD_REQUEST, "The form could not be read.")
+        })?;
+        let sent = form.get("_csrf").map_or("", String::as_str);
+        let ok: bool =
+            subtle::ConstantTimeEq::ct_eq(sent.as_bytes(), session.csrf.as_bytes()).into();
+        if !ok {
+            return Err(layout::error_page(
+                StatusCode::FORBIDDEN,
+                "This form is stale or was not sent from this console; reload the page and try again.",
+            ));
+        }
+        Ok(Posted { session, form })
+    }
+}

@@ -1,0 +1,549 @@
+//! Robots, their tokens and API keys, the user's own API keys and the organization's registry
+//! tokens: lists, create-once pages (token file, pull secret, Crossplane ImageConfig, robot
+//! config, each with copy and download), rotation with overlap, revocation.
+
+use std::collections::BTreeMap;
+
+use axum::extract::Path;
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use maud::{Markup, html};
+use serde_json::{Value, json};
+
+use super::layout::{csrf, page, post_button, status, text, time};
+use super::{Posted, Session, redirect_with, seg};
+
+/// What a robot's list row shows, gathered from the organization's credentials.
+#[derive(Default)]
+struct Summary {
+    tokens: usize,
+    last_used: Option<String>,
+    nearest_expiry: Option<String>,
+    trusts: usize,
+}
+
+pub(super) async fn list(s: Session, Path(org): Path<String>) -> Response {
+    let o = seg(&org);
+    let robots = match s.api.get(&format!("/orgs/{o}/robots")).await {
+        Ok(v) => v["robots"].as_array().cloned().unwrap_or_default(),
+        Err(f) => return f.into_response(),
+    };
+    let bindings = s.api.get(&format!("/orgs/{o}/bindings")).await.ok();
+    let creds = s.api.get(&format!("/orgs/{o}/credentials")).await.ok();
+    let mut sums: BTreeMap<String, Summary> = BTreeMap::new();
+    for c in creds
+        .as_ref()
+        .and_then(|c| c["credentials"].as_array())
+        .into_iter()
+        .flatten()
+    {
+        let Some(robot) = text(&c["owner"]).strip_prefix("robot/") else { continue };
+        let e = sums.entry(robot.to_owned()).or_default();
+        match text(&c["kind"]) {
+            "trust" => e.trusts += 1,
+            "robot token" if !matches!(text(&c["status"]), "expired" | "revoked") => {
+                e.tokens += 1;
+                if let Some(x) = c["expires"].as_str()
+                    && e.nearest_expiry.as_deref().is_none_or(|n| x < n)
+                {
+                    e.nearest_expiry = Some(x.to_owned());
+                }
+            }
+            _ => {}
+        }
+        if let Some(u) = c["lastUsed"]["at"].as_str()
+            && e.last_used.as_deref().is_none_or(|l| u > l)
+        {
+            e.last_used = Some(u.to_owned());
+        }
+    }
+    let bound = |robot: &str| -> Vec<String> {
+        bindings
+            .as_ref()
+            .and_then(|b| b["bindings"].as_array())
+            .into_iter()
+            .flatten()
+            .filter(|b| text(&b["subject"]) == format!("robot/{robot}"))
+            .map(binding_label)
+            .collect()
+    };
+    let body = html! {
+        div.scroll { table {
+            thead { tr { th { "Robot" } th { "Bindings" } th.num { "Tokens" } th { "Last used" } th { "Nearest expiry" } th.num { "Trusts" } } }
+            tbody {
+                @for r in &robots {
+                    @let name = text(&r["name"]);
+                    @let sum = sums.get(name);
+                    tr {
+                        td { a href=(format!("/ui/orgs/{o}/robots/{}", seg(name))) { (name) }
+                             @if let Some(d) = r["description"].as_str() { br; span.muted.description { (d) } } }
+                        td { @for b in bound(name) { span.chip { (b) } " " } }
+                        td.num { (sum.map_or(0, |x| x.tokens)) }
+                        td { (time(&json!(sum.and_then(|x| x.last_used.clone())))) }
+                        td { @match sum.and_then(|x| x.nearest_expiry.clone()) { Some(e) => (time(&json!(e))), None => span.muted { "—" } } }
+                        td.num { (sum.map_or(0, |x| x.trusts)) }
+                    }
+                }
+            }
+        } }
+        @if robots.is_empty() { p.muted { "No robots yet." } }
+        section aria-labelledby="new-robot" {
+            h2 #new-robot { "New robot" }
+            form.stack method="post" action=(format!("/ui/orgs/{o}/robots")) {
+                (csrf(&s))
+                label for="robot-name" { "Name" }
+                input #robot-name name="name" required pattern="[a-z0-9][a-z0-9._-]*" placeholder="ci-pusher";
+                label for="robot-description" { "Description" }
+                input #robot-description name="description" placeholder="what it is for";
+                button type="submit" { "Create robot" }
+            }
+        }
+    };
+    page(&s, Some(&org), "robots", "Robots", body).await
+}
+
+fn binding_label(b: &Value) -> String {
+    let scope = b["namespace"]
+        .as_str()
+        .map(|n| format!(" on {n}"))
+        .or_else(|| b["repository"].as_str().map(|r| format!(" on {r}")))
+        .unwrap_or_else(|| " org-wide".into());
+    format!("{}{scope}", text(&b["role"]))
+}
+
+pub(super) async fn create(Path(org): Path<String>, p: Posted) -> Response {
+    let s = &p.session;
+    let name = p.field("name").unwrap_or("");
+    let body = json!({ "name": name, "description": p.field("description") });
+    match s
+        .api
+        .send(Method::POST, &format!("/orgs/{}/robots", seg(&org)), Some(body))
+        .await
+    {
+        Ok(_) => redirect_with(
+            s.state(),
+            &format!("/ui/orgs/{}/robots/{}", seg(&org), seg(name)),
+            &format!("Created robot {name}. It holds nothing until you give it a binding."),
+        ),
+        Err(f) => f.into_response(),
+    }
+}
+
+pub(super) async fn show(s: Session, Path((org, robot)): Path<(String, String)>) -> Response {
+    let (o, r) = (seg(&org), seg(&robot));
+    let base = format!("/orgs/{o}/robots/{r}");
+    let info = match s.api.get(&base).await {
+        Ok(v) => v,
+        Err(f) => return f.into_response(),
+    };
+    let tokens = s.api.get(&format!("{base}/tokens")).await;
+    let keys = s.api.get(&format!("{base}/apikeys")).await;
+    let bindings = s.api.get(&format!("/orgs/{o}/bindings")).await;
+    let roles = s.api.get(&format!("/orgs/{o}/roles")).await;
+    let ui = format!("/ui/orgs/{o}/robots/{r}");
+    let mine: Vec<Value> = bindings
+        .as_ref()
+        .ok()
+        .and_then(|b| b["bindings"].as_array())
+        .into_iter()
+        .flatten()
+        .filter(|b| text(&b["subject"]) == format!("robot/{robot}"))
+        .cloned()
+        .collect();
+    let body = html! {
+        @if let Some(d) = info["description"].as_str() { p.description { (d) } }
+        p.muted { "Created " (time(&info["created"])) }
+        section aria-labelledby="bindings" {
+            h2 #bindings { "Bindings" }
+            @if mine.is_empty() { p.muted { "None: the robot may do nothing yet." } }
+            ul.plain {
+                @for b in &mine {
+                    li { span.chip { (binding_label(b)) } " " code { (text(&b["name"])) } " "
+                         (post_button(&s, &format!("/ui/orgs/{o}/bindings/{}/delete", seg(text(&b["name"]))), "Remove", Some("Remove this binding?"))) }
+                }
+            }
+            form.stack method="post" action=(format!("/ui/orgs/{o}/bindings")) {
+                (csrf(&s))
+                input type="hidden" name="subject" value=(format!("robot/{robot}"));
+                input type="hidden" name="back" value=(ui);
+                label for="b-role" { "Role" }
+                select #b-role name="role" {
+                    @for role in roles.as_ref().ok().and_then(|v| v["roles"].as_array()).into_iter().flatten() {
+                        option value=(text(&role["name"])) { (text(&role["name"])) }
+                    }
+                }
+                label for="b-scope" { "Namespace or repository (empty: the whole organization)" }
+                input #b-scope name="scope" placeholder=(format!("{org} or {org}/app*"));
+                button type="submit" { "Add binding" }
+            }
+        }
+        section aria-labelledby="tokens" {
+            h2 #tokens { "Tokens" }
+            (credential_table(&s, &tokens, "tokens", &format!("{ui}/tokens"), true))
+            h3 { "New token" }
+            form.stack method="post" action=(format!("{ui}/tokens")) {
+                (csrf(&s))
+                label for="t-name" { "Name" }
+                input #t-name name="name" required placeholder="ci";
+                label for="t-expires" { "Expires in (empty: never)" }
+                input #t-expires name="expiresIn" value="90d";
+                label for="t-ns" { "Kubernetes namespace of the pull secret" }
+                input #t-ns name="k8sNamespace" value="default";
+                button type="submit" { "Create token" }
+            }
+        }
+        section aria-labelledby="keys" {
+            h2 #keys { "API keys" }
+            (credential_table(&s, &keys, "apikeys", &format!("{ui}/apikeys"), false))
+            h3 { "New API key" }
+            form.stack method="post" action=(format!("{ui}/apikeys")) {
+                (csrf(&s))
+                label for="k-name" { "Name" }
+                input #k-name name="name" required;
+                label for="k-expires" { "Expires in (empty: never)" }
+                input #k-expires name="expiresIn" value="90d";
+                button type="submit" { "Create API key" }
+            }
+        }
+        section aria-labelledby="trusts" {
+            h2 #trusts { "Workload trusts" }
+            @let trusts = info["trusts"].as_array().cloned().unwrap_or_default();
+            @if trusts.is_empty() { p.muted { "None. Add one with " code { "berth robot trust add " (robot) " NAME --issuer URL --subject PATTERN" } "." } }
+            @else {
+                div.scroll { table {
+                    thead { tr { th { "Name" } th { "Issuer" } th { "Subject" } th { "Audience" } th { "Last used" } } }
+                    tbody { @for t in &trusts {
+                        tr { td { (text(&t["name"])) } td { (text(&t["issuer"])) } td { code { (text(&t["subject"])) } } td { (text(&t["audience"])) } td { (time(&t["lastUsed"])) } }
+                    } }
+                } }
+            }
+        }
+        section aria-labelledby="danger" {
+            h2 #danger { "Delete" }
+            (post_button(&s, &format!("{ui}/delete"), "Delete robot", Some("Delete this robot, its tokens, keys, trusts and bindings?")))
+        }
+    };
+    page(&s, Some(&org), "robots", &format!("Robot {robot}"), body).await
+}
+
+/// A table of credentials (from a list call) with revoke and, where `rotate`, rotate buttons.
+fn credential_table(
+    s: &Session,
+    list: &Result<Value, super::Failure>,
+    key: &str,
+    actions: &str,
+    rotate: bool,
+) -> Markup {
+    let rows = match list {
+        Ok(v) => v[key].as_array().cloned().unwrap_or_default(),
+        Err(f) => return html! { p.muted { (f.message) } },
+    };
+    html! {
+        @if rows.is_empty() { p.muted { "None." } }
+        @else {
+            div.scroll { table {
+                thead { tr { th { "Name" } th { "Created" } th { "Expires" } th { "Last used" } th { "Status" } th { "Actions" } } }
+                tbody {
+                    @for c in &rows {
+                        @let id = c["id"].as_str().map_or_else(|| c["id"].to_string(), str::to_owned);
+                        tr {
+                            td { (text(&c["name"])) }
+                            td { (time(&c["created"])) }
+                            td { @if c["expires"].is_null() { span.muted { "never" } } @else { (time(&c["expires"])) } }
+                            td { (time(&c["lastUsed"]["at"])) @if let Some(a) = c["lastUsed"]["address"].as_str() { br; span.muted { "from " (a) } } }
+                            td { (status(&c["status"])) }
+                            td.actions {
+                                @if rotate && !matches!(text(&c["status"]), "revoked" | "expired") {
+                                    form.inline method="post" action=(format!("{actions}/{}/rotate", seg(&id))) {
+                                        (csrf(s))
+                                        label { "Overlap " input.short name="overlap" value="24h" aria-label=(format!("overlap for {}", text(&c["name"]))); }
+                                        " "
+                                        button type="submit" { "Rotate" }
+                                    }
+                                    " "
+                                }
+                                (post_button(s, &format!("{actions}/{}/revoke", seg(&id)), "Revoke", Some(&format!("Revoke {}? Whatever uses it stops working.", text(&c["name"])))))
+                            }
+                        }
+                    }
+                }
+            } }
+        }
+    }
+}
+
+/// How a secret logs in: the user name registry clients send with it.
+enum Login<'a> {
+    Robot { access_id: &'a str },
+    ApiKey,
+    RegistryToken,
+}
+
+/// The page that shows a new secret, once: its token file and, ready to use, a Kubernetes pull
+/// secret, a Crossplane ImageConfig and (robot tokens and API keys) a robot config.
+fn secret_page(
+    s: &Session,
+    org: &str,
+    what: &str,
+    secret: &str,
+    login: &Login<'_>,
+    name: &str,
+    k8s_namespace: &str,
+    note: Option<String>,
+) -> Markup {
+    let (user, file) = match login {
+        Login::Robot { access_id } => (*access_id, json!({ "accessId": access_id, "token": secret })),
+        Login::ApiKey => ("iamapikey", json!({ "name": name, "apikey": secret })),
+        Login::RegistryToken => ("token", json!({ "token": secret })),
+    };
+    let secret_name = format!("{name}-pull");
+    let yaml = |v: &Value| serde_norway::to_string(v).unwrap_or_default();
+    let pull = yaml(&crate::cli::files::pull_secret_doc(
+        &secret_name,
+        k8s_namespace,
+        &s.host,
+        user,
+        secret,
+        None,
+    ));
+    let image_config = yaml(&crate::cli::files::image_config_doc(
+        name,
+        &[format!("{}/{org}", s.host)],
+        &secret_name,
+    ));
+    let config = crate::cli::files::robot_config(&s.base_url, None, user, secret, Some(org.to_owned()))
+        .ok()
+        .and_then(|c| serde_norway::to_string(&c).ok());
+    let file_text = serde_json::to_string_pretty(&file).unwrap_or_default();
+    let block = |id: &str, title: &str, filename: &str, body: &str, hint: Markup| {
+        html! {
+            section.secret aria-labelledby=(format!("{id}-h")) {
+                h2 #(format!("{id}-h")) { (title) }
+                (hint)
+                pre #(id) tabindex="0" { (body) }
+                div.buttons {
+                    button type="button" data-copy=(id) { "Copy" }
+                    button type="button" data-download=(id) data-filename=(filename) { "Download " (filename) }
+                }
+            }
+        }
+    };
+    html! {
+        p.warning role="alert" { "Copy or download what you need now: the secret of " (what) " is shown only on this page, and never again." }
+        @if let Some(n) = note { p { (n) } }
+        (block("token-file", "Token file", &format!("{name}.json"), &file_text,
+            html! { p.muted { "For " code { "berth login --token-file" } ", " code { "berth pull-secret create -f" } " and " code { "berth credential-provider --token-file" } "." } }))
+        (block("pull-secret", "Kubernetes pull secret", &format!("{secret_name}.yaml"), &pull,
+            html! { p.muted { code { "kubectl apply -f " (secret_name) ".yaml" } ", then name it in " code { "imagePullSecrets" } "." } }))
+        (block("image-config", "Crossplane ImageConfig", &format!("{name}-imageconfig.yaml"), &image_config,
+            html! { p.muted { "Makes Crossplane pull packages under " code { (s.host) "/" (org) } " with the pull secret." } }))
+        @if let Some(c) = &config {
+            (block("robot-config", "Robot config", "berth-config.yaml", c,
+                html! { p.muted { "A self-contained " code { "berth" } " client config (" code { "BERTH_CONFIG=berth-config.yaml berth whoami" } ")." } }))
+        }
+    }
+}
+
+async fn secret_response(s: &Session, org: &str, title: &str, m: Markup) -> Response {
+    let mut r = page(s, Some(org), "robots", title, m).await;
+    *r.status_mut() = StatusCode::CREATED;
+    r
+}
+
+fn created_body(p: &Posted) -> Value {
+    json!({
+        "name": p.field("name"),
+        "description": p.field("description"),
+        "expiresIn": p.field("expiresIn"),
+    })
+}
+
+pub(super) async fn create_token(Path((org, robot)): Path<(String, String)>, p: Posted) -> Response {
+    let s = &p.session;
+    let path = format!("/orgs/{}/robots/{}/tokens", seg(&org), seg(&robot));
+    let v = match s.api.send(Method::POST, &path, Some(created_body(&p))).await {
+        Ok(v) => v,
+        Err(f) => return f.into_response(),
+    };
+    let m = secret_page(
+        s,
+        &org,
+        &format!("token {} of robot {robot}", text(&v["name"])),
+        text(&v["token"]),
+        &Login::Robot { access_id: text(&v["accessId"]) },
+        &robot,
+        p.field("k8sNamespace").unwrap_or("default"),
+        Some(format!("Back to robot {robot}: ")).map(|t| t + "the token is listed there."),
+    );
+    secret_response(s, &org, &format!("New token for {robot}"), back(&org, &robot, m)).await
+}
+
+fn back(org: &str, robot: &str, m: Markup) -> Markup {
+    html! {
+        (m)
+        p { a href=(format!("/ui/orgs/{}/robots/{}", seg(org), seg(robot))) { "Back to robot " (robot) } }
+    }
+}
+
+pub(super) async fn rotate_token(Path((org, robot, id)): Path<(String, String, String)>, p: Posted) -> Response {
+    let s = &p.session;
+    let path = format!("/orgs/{}/robots/{}/tokens/{}/rotate", seg(&org), seg(&robot), seg(&id));
+    let overlap = p.field("overlap").unwrap_or("24h");
+    let v = match s
+        .api
+        .send(Method::POST, &path, Some(json!({ "overlap": overlap })))
+        .await
+    {
+        Ok(v) => v,
+        Err(f) => return f.into_response(),
+    };
+    let note = match v["previousValidUntil"].as_str() {
+        Some(t) => format!("The old secret keeps working until {t}; the access id stays the same."),
+        None => "The old secret stopped working at once; the access id stays the same.".into(),
+    };
+    let m = secret_page(
+        s,
+        &org,
+        &format!("token {} of robot {robot}", text(&v["name"])),
+        text(&v["token"]),
+        &Login::Robot { access_id: text(&v["accessId"]) },
+        &robot,
+        "default",
+        Some(note),
+    );
+    secret_response(s, &org, &format!("Rotated token of {robot}"), back(&org, &robot, m)).await
+}
+
+async fn revoke(p: &Posted, api_path: &str, back_to: &str, what: &str) -> Response {
+    let s = &p.session;
+    match s.api.send(Method::DELETE, api_path, None).await {
+        Ok(_) => redirect_with(s.state(), back_to, &format!("Revoked {what}.")),
+        Err(f) => f.into_response(),
+    }
+}
+
+pub(super) async fn revoke_token(Path((org, robot, id)): Path<(String, String, String)>, p: Posted) -> Response {
+    let (o, r, i) = (seg(&org), seg(&robot), seg(&id));
+    revoke(
+        &p,
+        &format!("/orgs/{o}/robots/{r}/tokens/{i}"),
+        &format!("/ui/orgs/{o}/robots/{r}"),
+        "the token",
+    )
+    .await
+}
+
+pub(super) async fn create_robot_key(Path((org, robot)): Path<(String, String)>, p: Posted) -> Response {
+    let s = &p.session;
+    let path = format!("/orgs/{}/robots/{}/apikeys", seg(&org), seg(&robot));
+    let v = match s.api.send(Method::POST, &path, Some(created_body(&p))).await {
+        Ok(v) => v,
+        Err(f) => return f.into_response(),
+    };
+    let m = secret_page(
+        s,
+        &org,
+        &format!("API key {} of robot {robot}", text(&v["name"])),
+        text(&v["apikey"]),
+        &Login::ApiKey,
+        text(&v["name"]),
+        "default",
+        None,
+    );
+    secret_response(s, &org, &format!("New API key for {robot}"), back(&org, &robot, m)).await
+}
+
+pub(super) async fn revoke_robot_key(Path((org, robot, id)): Path<(String, String, String)>, p: Posted) -> Response {
+    let (o, r, i) = (seg(&org), seg(&robot), seg(&id));
+    revoke(
+        &p,
+        &format!("/orgs/{o}/robots/{r}/apikeys/{i}"),
+        &format!("/ui/orgs/{o}/robots/{r}"),
+        "the API key",
+    )
+    .await
+}
+
+pub(super) async fn delete(Path((org, robot)): Path<(String, String)>, p: Posted) -> Response {
+    let (o, r) = (seg(&org), seg(&robot));
+    let s = &p.session;
+    match s.api.send(Method::DELETE, &format!("/orgs/{o}/robots/{r}"), None).await {
+        Ok(_) => redirect_with(s.state(), &format!("/ui/orgs/{o}/robots"), &format!("Deleted robot {robot}.")),
+        Err(f) => f.into_response(),
+    }
+}
+
+/// `GET /ui/orgs/{org}/credentials`: the user's own API keys and the organization's registry
+/// tokens.
+pub(super) async fn credentials(s: Session, Path(org): Path<String>) -> Response {
+    let o = seg(&org);
+    let keys = s.api.get("/apikeys").await;
+    let tokens = s.api.call(Method::GET, "/tokens", None, Some(&org)).await;
+    let body = html! {
+        section aria-labelledby="own-keys" {
+            h2 #own-keys { "Your API keys" }
+            (credential_table(&s, &keys, "apikeys", &format!("/ui/orgs/{o}/apikeys"), false))
+            form.stack method="post" action=(format!("/ui/orgs/{o}/apikeys")) {
+                (csrf(&s))
+                label for="ok-name" { "Name" }
+                input #ok-name name="name" required;
+                label for="ok-expires" { "Expires in (empty: never)" }
+                input #ok-expires name="expiresIn" value="90d";
+                button type="submit" { "Create API key" }
+            }
+        }
+        section aria-labelledby="reg-tokens" {
+            h2 #reg-tokens { "Registry tokens of " (org) }
+            p.muted { "Pull (or, read-write, push) anywhere in the organization, for registry clients only." }
+            (credential_table(&s, &tokens, "tokens", &format!("/ui/orgs/{o}/registry-tokens"), false))
+            form.stack method="post" action=(format!("/ui/orgs/{o}/registry-tokens")) {
+                (csrf(&s))
+                label for="rt-name" { "Name" }
+                input #rt-name name="name" required;
+                label.check { input type="checkbox" name="readwrite" value="true"; " Read-write (push too)" }
+                label.check { input type="checkbox" name="permanent" value="true"; " Permanent (otherwise it expires with the server's registry-token lifetime)" }
+                button type="submit" { "Create registry token" }
+            }
+        }
+    };
+    page(&s, Some(&org), "credentials", "API keys & registry tokens", body).await
+}
+
+pub(super) async fn create_own_key(Path(org): Path<String>, p: Posted) -> Response {
+    let s = &p.session;
+    let v = match s.api.send(Method::POST, "/apikeys", Some(created_body(&p))).await {
+        Ok(v) => v,
+        Err(f) => return f.into_response(),
+    };
+    let m = secret_page(s, &org, &format!("your API key {}", text(&v["name"])), text(&v["apikey"]), &Login::ApiKey, text(&v["name"]), "default", None);
+    secret_response(s, &org, "New API key", m).await
+}
+
+pub(super) async fn revoke_own_key(Path((org, id)): Path<(String, String)>, p: Posted) -> Response {
+    revoke(&p, &format!("/apikeys/{}", seg(&id)), &format!("/ui/orgs/{}/credentials", seg(&org)), "the API key").await
+}
+
+pub(super) async fn create_registry_token(Path(org): Path<String>, p: Posted) -> Response {
+    let s = &p.session;
+    let body = json!({
+        "name": p.field("name"),
+        "description": p.field("description"),
+        "readwrite": p.field("readwrite") == Some("true"),
+    });
+    let path = if p.field("permanent") == Some("true") { "/tokens?permanent=true" } else { "/tokens" };
+    let v = match s.api.call(Method::POST, path, Some(body), Some(&org)).await {
+        Ok(v) => v,
+        Err(f) => return f.into_response(),
+    };
+    let m = secret_page(s, &org, &format!("registry token {}", text(&v["name"])), text(&v["token"]), &Login::RegistryToken, text(&v["name"]), "default", None);
+    secret_response(s, &org, "New registry token", m).await
+}
+
+pub(super) async fn revoke_registry_token(Path((org, id)): Path<(String, String)>, p: Posted) -> Response {
+    let s = &p.session;
+    let o = seg(&org);
+    match s.api.call(Method::DELETE, &format!("/tokens/{}", seg(&id)), None, Some(&org)).await {
+        Ok(_) => redirect_with(s.state(), &format!("/ui/orgs/{o}/credentials"), "Revoked the registry token."),
+        Err(f) => f.into_response(),
+    }
+}
