@@ -13,6 +13,7 @@ mod attacks;
 mod authz_matrix;
 mod cli;
 mod clients;
+mod console;
 mod durability;
 mod gc;
 mod identity;

@@ -154,12 +154,11 @@ pub(super) async fn overview(s: Session, Path(org): Path<String>) -> Response {
         Ok(v) => v,
         Err(f) => return f.into_response(),
     };
-    let creds = s
+    let flagged = s
         .api
-        .get(&format!(
-            "/orgs/{o}/credentials?expiringWithin=14d&unusedFor=90d"
-        ))
+        .get(&format!("/orgs/{o}/credentials?expiringWithin=14d&unusedFor=90d"))
         .await;
+    let all = s.api.get(&format!("/orgs/{o}/credentials")).await;
     let failed = if s.admin {
         Some(
             s.api
@@ -169,23 +168,21 @@ pub(super) async fn overview(s: Session, Path(org): Path<String>) -> Response {
     } else {
         None
     };
-    let (mut expiring, mut unused) = (Vec::new(), Vec::new());
-    if let Ok(c) = &creds {
-        for v in c["credentials"].as_array().into_iter().flatten() {
-            let reasons: Vec<&str> = v["reasons"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            if reasons.iter().any(|r| *r == "expiring" || *r == "expired") {
-                expiring.push(v.clone());
-            }
-            if reasons.iter().any(|r| *r == "unused" || *r == "never used") {
-                unused.push(v.clone());
-            }
-        }
-    }
+    let list = |r: &Result<Value, super::Failure>| -> Vec<Value> {
+        r.as_ref()
+            .ok()
+            .and_then(|v| v["credentials"].as_array().cloned())
+            .unwrap_or_default()
+    };
+    let has = |v: &Value, wanted: &[&str]| {
+        v["reasons"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|x| wanted.contains(&x.as_str().unwrap_or(""))))
+    };
+    let expiring: Vec<Value> = list(&flagged).into_iter().filter(|v| has(v, &["expiring", "expired"])).collect();
+    // Never used at all (however new), then used once but not for 90 days.
+    let mut idle: Vec<Value> = list(&all).into_iter().filter(|v| v["lastUsed"].is_null()).collect();
+    idle.extend(list(&flagged).into_iter().filter(|v| has(v, &["unused"])));
     let failures: Option<u64> = match &failed {
         Some(Ok(v)) => Some(
             v["events"]
@@ -197,49 +194,36 @@ pub(super) async fn overview(s: Session, Path(org): Path<String>) -> Response {
         ),
         _ => None,
     };
+    let refused = flagged.as_ref().err().map(|f| f.message.clone());
     let body = html! {
         div.cards {
-            section.card aria-labelledby="c-exp" {
-                h2 #c-exp { "Expiring within 14 days" }
-                @match &creds {
-                    Ok(_) => {
-                        p.big { (expiring.len()) }
-                        (credential_table(&expiring, "expires"))
-                    }
-                    Err(f) => p.muted { (f.message) }
-                }
+            a.card href="#expiring" { span.big { (expiring.len()) } span { "credentials expiring within 14 days" } }
+            a.card href="#idle" { span.big { (idle.len()) } span { "credentials never used, or unused for 90 days" } }
+            @match failures {
+                Some(n) => a.card href=(format!("/ui/orgs/{o}/audit?action=login&outcome=failure&since=24h")) {
+                    span.big { (n) } span { "failed logins in the last 24 h" } }
+                None => div.card { span.big { "—" } span { "failed logins: only server admins see them all" } }
             }
-            section.card aria-labelledby="c-unused" {
-                h2 #c-unused { "Never used, or unused for 90 days" }
-                @match &creds {
-                    Ok(_) => {
-                        p.big { (unused.len()) }
-                        (credential_table(&unused, "lastUsed"))
-                    }
-                    Err(f) => p.muted { (f.message) }
-                }
-            }
-            section.card aria-labelledby="c-failed" {
-                h2 #c-failed { "Failed logins, last 24 h" }
-                @match failures {
-                    Some(n) => {
-                        p.big { (n) }
-                        p { a href=(format!("/ui/orgs/{o}/audit?action=login&outcome=failure&since=24h")) { "See them in the audit trail" } }
-                    }
-                    None => p.muted { "Only server admins see every failed login." }
-                }
-            }
-            section.card aria-labelledby="c-storage" {
-                h2 #c-storage { "Storage per namespace" }
-                table {
-                    thead { tr { th { "Namespace" } th { "Repositories" } th.num { "Size" } } }
-                    tbody {
-                        @for n in storage["namespaces"].as_array().into_iter().flatten() {
-                            tr { td { (text(&n["name"])) } td { (n["repositories"]) } td.num { (layout::size(&n["size"])) } }
-                        }
+        }
+        @if let Some(m) = refused { p.muted { (m) } }
+        section aria-labelledby="expiring" {
+            h2 #expiring { "Expiring within 14 days" }
+            (credential_table(&expiring, "expires"))
+        }
+        section aria-labelledby="idle" {
+            h2 #idle { "Never used, or unused for 90 days" }
+            (credential_table(&idle, "lastUsed"))
+        }
+        section aria-labelledby="storage" {
+            h2 #storage { "Storage per namespace" }
+            div.scroll { table {
+                thead { tr { th { "Namespace" } th.num { "Repositories" } th.num { "Size" } } }
+                tbody {
+                    @for n in storage["namespaces"].as_array().into_iter().flatten() {
+                        tr { td { (text(&n["name"])) } td.num { (n["repositories"]) } td.num { (layout::size(&n["size"])) } }
                     }
                 }
-            }
+            } }
         }
     };
     page(&s, Some(&org), "overview", &format!("Overview of {org}"), body).await
@@ -247,7 +231,8 @@ pub(super) async fn overview(s: Session, Path(org): Path<String>) -> Response {
 
 fn credential_table(rows: &[Value], when: &str) -> Markup {
     html! {
-        @if !rows.is_empty() {
+        @if rows.is_empty() { p.muted { "None." } }
+        @else {
             div.scroll {
                 table {
                     thead { tr { th { "Kind" } th { "Owner" } th { "Name" } th { @if when == "expires" { "Expires" } @else { "Last used" } } } }

@@ -1,0 +1,280 @@
+// Drives berth's web console in headless Chromium as a new user would, for
+// tests/it/console.rs (which sets the scene and checks the outcome through the API).
+// Prints "ok: <step>" for each step reached; any failed check throws and exits non-zero.
+
+import { chromium } from "playwright-core";
+import { execFileSync } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
+import { createServer } from "node:http";
+import assert from "node:assert/strict";
+import path from "node:path";
+
+const url = process.env.BERTH_URL;
+const host = process.env.BERTH_HOST;
+const work = process.env.WORK_DIR;
+const shots = process.env.SCREENSHOT_DIR;
+const xss = process.env.XSS;
+const ok = (step) => console.log(`ok: ${step}`);
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+
+// Every URL the browser asks for, to prove no secret is ever in one.
+const urls = [];
+const dialogs = [];
+async function newPage(viewport = { width: 1280, height: 900 }) {
+  const ctx = await browser.newContext({ acceptDownloads: true, viewport });
+  const page = await ctx.newPage();
+  page.on("request", (r) => urls.push(r.url()));
+  page.on("dialog", async (d) => {
+    dialogs.push(`${d.type()}: ${d.message()}`);
+    await (d.type() === "confirm" ? d.accept() : d.dismiss());
+  });
+  return page;
+}
+
+async function signIn(page, user, password) {
+  await page.goto(url + "/");
+  await page.waitForURL("**/ui/login");
+  // By keyboard: the user name field has focus; Tab to the password; Enter signs in.
+  await page.waitForFunction(() => document.activeElement && document.activeElement.id === "username");
+  await page.keyboard.type(user);
+  await page.keyboard.press("Tab");
+  await page.keyboard.type(password);
+  await page.keyboard.press("Enter");
+  try {
+    await page.waitForURL((u) => u.pathname.startsWith("/ui/orgs/"), { timeout: 10000 });
+  } catch (e) {
+    throw new Error(`${user} could not sign in: ${await page.textContent("body")}`);
+  }
+}
+
+function skopeoInspect(authfile) {
+  try {
+    execFileSync("skopeo", ["inspect", "--tls-verify=false", "--authfile", authfile,
+      `docker://${host}/acme/app:1`], { stdio: "pipe" });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/// The Secret's .dockerconfigjson, as an auth file for skopeo.
+function authfileFrom(secretYaml, name) {
+  const line = secretYaml.split("\n").find((l) => l.trim().startsWith(".dockerconfigjson:"));
+  assert.ok(line, `no .dockerconfigjson in\n${secretYaml}`);
+  const json = Buffer.from(line.split(":")[1].trim(), "base64").toString();
+  const file = path.join(work, name);
+  writeFileSync(file, json);
+  return file;
+}
+
+async function download(page, id) {
+  const [dl] = await Promise.all([
+    page.waitForEvent("download"),
+    page.click(`button[data-download="${id}"]`),
+  ]);
+  const file = path.join(work, `${id}-${Date.now()}-${dl.suggestedFilename()}`);
+  await dl.saveAs(file);
+  return readFileSync(file, "utf8");
+}
+
+// --- Olivia, owner of acme -------------------------------------------------------------------
+const page = await newPage();
+let firstPageBytes = 0;
+page.on("response", async (r) => {
+  if (r.url().includes("/ui/login") || r.url().includes("/ui/assets/")) {
+    try { firstPageBytes += (await r.body()).length; } catch { /* redirects have no body */ }
+  }
+});
+await signIn(page, "olivia", process.env.OLIVIA_PASSWORD);
+assert.ok(firstPageBytes > 0 && firstPageBytes < 100 * 1024, `first page ${firstPageBytes} bytes`);
+await page.waitForSelector("text=olivia");
+assert.equal(await page.inputValue("#org-switch"), "acme");
+ok("signed in");
+
+// Olivia belongs to acme only: "other" is neither offered nor shown.
+const offered = await page.$$eval("#org-switch option", (o) => o.map((x) => x.value));
+assert.deepEqual(offered, ["acme"]);
+const other = await page.goto(url + "/ui/orgs/other");
+assert.equal(other.status(), 404);
+const otherRobots = await page.goto(url + "/ui/orgs/other/robots");
+assert.equal(otherRobots.status(), 403);
+ok("other org hidden");
+
+// A robot whose description is a script: it renders as text.
+await page.goto(url + "/ui/orgs/acme");
+await page.click("nav >> text=Robots");
+await page.fill("#robot-name", "puller");
+await page.fill("#robot-description", xss);
+await page.click("text=Create robot");
+await page.waitForURL("**/ui/orgs/acme/robots/puller");
+assert.equal((await page.textContent("p.description")).trim(), xss);
+await page.goto(url + "/ui/orgs/acme/robots");
+assert.equal((await page.textContent("span.description")).trim(), xss);
+ok("robot created");
+
+// A Reader binding for it, org-wide.
+await page.goto(url + "/ui/orgs/acme/robots/puller");
+await page.selectOption("#b-role", "Reader");
+await page.click("text=Add binding");
+await page.waitForURL("**/ui/orgs/acme/robots/puller");
+await page.waitForSelector("#bindings ~ ul >> text=Reader org-wide");
+ok("binding added");
+
+// A token: the secret page offers its files; the pull secret pulls with skopeo.
+await page.fill("#t-name", "deploy");
+await page.fill("#t-expires", "7d");
+await page.click("text=Create token");
+await page.waitForSelector("text=shown only on this page");
+assert.ok(page.url().endsWith("/ui/orgs/acme/robots/puller/tokens"), page.url());
+const tokenFile = JSON.parse(await download(page, "token-file"));
+assert.ok(tokenFile.accessId && tokenFile.token.startsWith("bthr_"));
+const secret1 = await download(page, "pull-secret");
+assert.match(secret1, /kind: Secret/);
+assert.match(secret1, /kubernetes.io\/dockerconfigjson/);
+const imageConfig = await download(page, "image-config");
+assert.match(imageConfig, /kind: ImageConfig/);
+assert.match(imageConfig, new RegExp(`prefix: ${host}/acme`));
+const robotConfig = await download(page, "robot-config");
+assert.match(robotConfig, new RegExp(tokenFile.accessId));
+ok("token created");
+const auth1 = authfileFrom(secret1, "auth1.json");
+assert.ok(skopeoInspect(auth1), "skopeo pulls with the console's pull secret");
+ok("pulled with the pull secret");
+
+// The robot page now lists the token (never its secret); screenshot for the README.
+await page.goto(url + "/ui/orgs/acme/robots/puller");
+const robotHtml = await page.content();
+assert.ok(robotHtml.includes("deploy"));
+assert.ok(!robotHtml.includes(tokenFile.token), "the secret is shown only once");
+await page.screenshot({ path: path.join(shots, "console-robot.png"), fullPage: true });
+
+// Rotate with no overlap: the old secret stops, the new one pulls.
+await page.fill('input[name="overlap"]', "0");
+await page.click('button:has-text("Rotate")');
+await page.waitForSelector("text=shown only on this page");
+await page.waitForSelector("text=stopped working at once");
+const secret2 = await download(page, "pull-secret");
+const auth2 = authfileFrom(secret2, "auth2.json");
+assert.notEqual(secret1, secret2);
+assert.ok(skopeoInspect(auth2), "the rotated secret pulls");
+assert.ok(!skopeoInspect(auth1), "the old secret is refused after a rotation without overlap");
+ok("rotated");
+
+// Revoke (the confirmation is accepted): the new secret stops too.
+await page.goto(url + "/ui/orgs/acme/robots/puller");
+await page.click('#tokens ~ div button:has-text("Revoke")');
+await page.waitForSelector("text=Revoked the token");
+assert.ok(dialogs.some((d) => d.startsWith("confirm: Revoke deploy")), dialogs.join("\n"));
+let refused = false;
+for (let i = 0; i < 30 && !refused; i++) {
+  refused = !skopeoInspect(auth2);
+  if (!refused) await new Promise((r) => setTimeout(r, 1000));
+}
+assert.ok(refused, "the revoked token is refused");
+ok("revoked");
+
+// The audit trail shows what Olivia did, filterable by action.
+await page.goto(url + "/ui/orgs/acme/audit");
+const audit = await page.textContent("table.audit");
+for (const a of ["robot.create", "binding.put", "robot_token.create", "credential.rotate", "credential.delete"]) {
+  assert.ok(audit.includes(a), `audit lacks ${a}:\n${audit}`);
+}
+await page.fill("#f-action", "robot.create");
+await page.click('form.filters button[type="submit"]');
+const filtered = await page.$$eval("table.audit tbody tr", (rows) => rows.map((r) => r.textContent));
+assert.ok(filtered.length >= 1 && filtered.every((r) => r.includes("robot.create")), filtered.join("\n"));
+ok("audit shows the events");
+
+// Repositories: tags with digest, platforms, referrers; the annotation renders as text.
+await page.goto(url + "/ui/orgs/acme/repositories");
+await page.click("text=acme/app");
+await page.waitForURL("**/ui/orgs/acme/repositories/acme/app");
+const repoText = await page.textContent("main");
+assert.ok(repoText.includes("linux/arm64/v8"), "platforms of the index");
+assert.ok(repoText.includes("application/spdx+json"), "the SBOM referrer");
+assert.ok(repoText.includes(process.env.IMAGE_DIGEST), "the digest");
+assert.equal((await page.textContent("span.annotation")).trim(), xss);
+assert.equal(await page.evaluate(() => window.__xss), undefined, "no injected script ran");
+assert.ok(!dialogs.some((d) => d.startsWith("alert")), dialogs.join("\n"));
+ok("xss rendered as text");
+await page.click('section[aria-label="tag old"] button:has-text("Delete tag")');
+await page.waitForSelector("text=Deleted tag old");
+assert.equal(await page.$('section[aria-label="tag old"]'), null);
+ok("tag deleted");
+
+// A cross-site form post, from a page on another origin, in Olivia's browser: refused.
+const evil = createServer((req, res) => {
+  res.setHeader("content-type", "text/html");
+  res.end(`<form id=f method=post action="${url}/ui/orgs/acme/robots">
+    <input name=name value=evil><input name=_csrf value=guess></form>
+    <script>document.getElementById("f").submit()</script>`);
+});
+await new Promise((r) => evil.listen(0, "127.0.0.1", r));
+const evilUrl = `http://localhost:${evil.address().port}/`;
+const [answer] = await Promise.all([
+  page.waitForResponse((r) => r.url().startsWith(`${url}/ui/orgs/acme/robots`) && r.request().method() === "POST"),
+  page.goto(evilUrl),
+]);
+assert.equal(answer.status(), 403, "a cross-site post is refused");
+evil.close();
+ok("cross-site post refused");
+
+// The overview, with a credential expiring within 14 days, for the README.
+await page.goto(url + "/ui/orgs/acme/robots/puller");
+await page.fill("#t-name", "nightly");
+await page.fill("#t-expires", "10d");
+await page.click("text=Create token");
+await page.waitForSelector("text=shown only on this page");
+await page.goto(url + "/ui/orgs/acme");
+const overview = await page.textContent("main");
+assert.ok(/1\s*credentials expiring within 14 days/.test(overview), overview);
+assert.ok(await page.$('#expiring ~ div >> text=nightly'), "the expiring token is listed");
+await page.screenshot({ path: path.join(shots, "console-overview.png"), fullPage: true });
+
+// Phone-sized: nothing wider than the screen outside the scrolling tables.
+const phone = await newPage({ width: 390, height: 844 });
+await signIn(phone, "olivia", process.env.OLIVIA_PASSWORD);
+for (const p of ["/ui/orgs/acme", "/ui/orgs/acme/robots/puller", "/ui/orgs/acme/audit"]) {
+  await phone.goto(url + p);
+  const width = await phone.evaluate(() => document.documentElement.scrollWidth);
+  assert.ok(width <= 390, `${p} is ${width}px wide on a phone`);
+}
+ok("phone layout");
+
+// Sign out: the session ends (the old cookie no longer works).
+const cookies = await page.context().cookies();
+await page.click('button:has-text("Sign out")');
+await page.waitForURL("**/ui/login");
+await page.context().addCookies(cookies.filter((c) => c.name.includes("berth_session")));
+await page.goto(url + "/ui/orgs/acme");
+assert.ok(page.url().endsWith("/ui/login"), "a signed-out session is over");
+ok("signed out");
+
+// --- Rita, a Reader in acme ------------------------------------------------------------------
+const rita = await newPage();
+await signIn(rita, "rita", process.env.RITA_PASSWORD);
+await rita.goto(url + "/ui/orgs/acme/repositories/acme/app");
+assert.equal(await rita.$('button:has-text("Delete tag")'), null, "a Reader is offered no delete");
+// She opens the Manager's actions anyway, with her own valid CSRF token.
+const csrf = await rita.inputValue('input[name="_csrf"]');
+const post = async (action, fields) => rita.evaluate(async ([a, f]) => {
+  const r = await fetch(a, { method: "POST", body: new URLSearchParams(f), redirect: "manual" });
+  return { status: r.status, text: await r.text() };
+}, [action, fields]);
+const create = await post("/ui/orgs/acme/robots", { _csrf: csrf, name: "rita-bot" });
+assert.equal(create.status, 403, create.text);
+assert.match(create.text, /not allowed/);
+const del = await post("/ui/orgs/acme/tags/delete", { _csrf: csrf, repository: "acme/app", tag: "1" });
+assert.equal(del.status, 403, del.text);
+const token = await post("/ui/orgs/acme/robots/puller/tokens", { _csrf: csrf, name: "stolen" });
+assert.equal(token.status, 403, token.text);
+ok("reader refused");
+
+// No secret was ever in a URL the browser asked for.
+assert.ok(!urls.some((u) => u.includes("bthr_") || u.includes(tokenFile.token)), "a secret in a URL");
+await browser.close();

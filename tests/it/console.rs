@@ -1,0 +1,178 @@
+//! The web console, driven end to end in headless Chromium (Debian's `chromium`, through
+//! Playwright's `playwright-core` from npm: `tests/console/e2e.mjs`) against the real binary.
+//! This side sets the scene over the API and the registry and checks, afterwards, what the
+//! browser's actions changed; the script drives the pages as a person would and pulls with
+//! skopeo using the files the console handed out.
+
+use std::process::Command;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::support::*;
+
+const OLIVIA: &str = "olivia-password-1";
+const RITA: &str = "rita-password-1";
+/// Stored as a robot description and a tag annotation: must render as text.
+const XSS: &str = "<img src=x onerror=\"window.__xss=1;alert(1)\"><script>window.__xss=2</script>";
+
+#[tokio::test]
+async fn console_end_to_end_in_chromium() {
+    let s = Server::start_verbose();
+    let admin = Api::admin(&s);
+    for (name, password) in [("olivia", OLIVIA), ("rita", RITA)] {
+        admin
+            .ok("POST", "/users", Some(json!({"name": name, "password": password})), StatusCode::CREATED)
+            .await;
+    }
+    let olivia = Api::basic(&s, "olivia", OLIVIA);
+    olivia
+        .ok("POST", "/orgs", Some(json!({"name": "acme"})), StatusCode::CREATED)
+        .await;
+    olivia
+        .ok("PUT", "/orgs/acme/members/rita", Some(json!({"role": "member"})), StatusCode::OK)
+        .await;
+    olivia
+        .ok(
+            "PUT",
+            "/orgs/acme/bindings/rita-reader",
+            Some(json!({"role": "Reader", "subject": "user/rita"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    // Another organization Olivia is no member of: the console must never show it to her.
+    admin
+        .ok("POST", "/orgs", Some(json!({"name": "other"})), StatusCode::CREATED)
+        .await;
+
+    // Content: an image whose manifest carries the payload as an annotation, an index of it
+    // (platforms), a referrer (an SBOM) and a tag to delete.
+    let c = basic_client("olivia", OLIVIA);
+    let (img, body) = push_image(&c, &s, "acme/app", "1", 7).await;
+    let mut m: serde_json::Value = serde_json::from_str(&body).unwrap();
+    m["annotations"] = json!({"org.opencontainers.image.description": XSS});
+    let annotated = m.to_string();
+    let r = put_manifest(&c, &s, "acme/app", "annotated", OCI_MANIFEST, &annotated).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let index = json!({
+        "schemaVersion": 2, "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": img, "size": body.len(),
+                       "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}}],
+    })
+    .to_string();
+    let r = put_manifest(&c, &s, "acme/app", "multi", OCI_INDEX, &index).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let empty = push_blob(&c, &s, "acme/app", b"{}").await;
+    let sbom = json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/spdx+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+        "layers": [],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": img, "size": body.len()},
+    })
+    .to_string();
+    let r = put_manifest(&c, &s, "acme/app", &sha256(sbom.as_bytes()), OCI_MANIFEST, &sbom).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    push_image(&c, &s, "acme/app", "old", 8).await;
+
+    let root = env!("CARGO_MANIFEST_DIR");
+    let work = tempfile::tempdir().unwrap();
+    let out = Command::new("node")
+        .arg(format!("{root}/tests/console/e2e.mjs"))
+        .env("BERTH_URL", s.url(""))
+        .env("BERTH_HOST", &s.host)
+        .env("OLIVIA_PASSWORD", OLIVIA)
+        .env("RITA_PASSWORD", RITA)
+        .env("XSS", XSS)
+        .env("IMAGE_DIGEST", &img)
+        .env("WORK_DIR", work.path())
+        .env("SCREENSHOT_DIR", format!("{root}/docs"))
+        .current_dir(format!("{root}/tests/console"))
+        .output()
+        .expect("node runs (scripts/test.sh installs Node.js, chromium and playwright-core)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the browser test failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    // Every step the script reports was reached.
+    for step in [
+        "signed in",
+        "robot created",
+        "binding added",
+        "token created",
+        "pulled with the pull secret",
+        "rotated",
+        "revoked",
+        "audit shows the events",
+        "xss rendered as text",
+        "reader refused",
+        "cross-site post refused",
+        "other org hidden",
+        "tag deleted",
+        "phone layout",
+        "signed out",
+    ] {
+        assert!(stdout.contains(&format!("ok: {step}")), "step {step:?} missing:\n{stdout}");
+    }
+
+    // What the browser did, as the API sees it.
+    let robot = olivia.ok("GET", "/orgs/acme/robots/puller", None, StatusCode::OK).await;
+    assert_eq!(robot["description"], XSS, "the description is stored as typed");
+    let tokens = olivia.ok("GET", "/orgs/acme/robots/puller/tokens", None, StatusCode::OK).await;
+    let deploy: Vec<_> = tokens["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["name"] == "deploy")
+        .collect();
+    assert!(deploy.is_empty(), "the revoked token is gone: {tokens}");
+    let bindings = olivia.ok("GET", "/orgs/acme/bindings", None, StatusCode::OK).await;
+    assert!(
+        bindings["bindings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["subject"] == "robot/puller" && b["role"] == "Reader"),
+        "{bindings}"
+    );
+    // Rita's and the cross-site attempts changed nothing.
+    for name in ["rita-bot", "evil"] {
+        let (status, _) = olivia
+            .call("GET", &format!("/orgs/acme/robots/{name}"), None, &[])
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "robot {name} must not exist");
+    }
+    let tags = olivia.ok("GET", "/orgs/acme/repositories/acme/app", None, StatusCode::OK).await;
+    let names: Vec<&str> = tags["tags"].as_array().unwrap().iter().map(|t| t["tag"].as_str().unwrap()).collect();
+    assert_eq!(names, ["1", "annotated", "multi"], "Olivia deleted `old`, Rita deleted nothing");
+    // No secret ever reached the server's log (URLs included).
+    let log = s.log_text();
+    for secret in std::fs::read_dir(work.path())
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+        .flat_map(|t| {
+            t.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+                .filter(|w| w.starts_with("bthr_"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+    {
+        assert!(!log.contains(&secret), "a token reached the log");
+    }
+    // The console's own answers: sessions are cookies the page script cannot read.
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(s.url("/ui/login"))
+        .form(&[("username", "olivia"), ("password", OLIVIA)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(!cookie.contains("Secure"), "plain HTTP: a Secure cookie would never come back");
+}
