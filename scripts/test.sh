@@ -2,8 +2,9 @@
 # Runs berth's whole test suite. Installs what the tests need when it is missing (idempotent,
 # quiet when everything is already there): skopeo, podman and docker-registry (CNCF
 # Distribution, for the token interop test), strace (the fsync-order test), kubectl (the
-# reference for pull secrets) and PostgreSQL (the scale-out backend) from Debian, the oras
-# Python client from PyPI, cargo-nextest from crates.io.
+# reference for pull secrets), PostgreSQL (the scale-out backend), chromium and Node.js (the
+# console's browser test) from Debian, the oras Python client from PyPI, playwright-core from
+# npm (tests/console, pinned by its lock file), cargo-nextest from crates.io.
 #
 # The suite runs twice: on the embedded default (SQLite and files), then with every test
 # server on a database of its own in a PostgreSQL cluster and a prefix of its own in a Garage
@@ -24,6 +25,9 @@ command -v strace >/dev/null 2>&1 || need_apt+=(strace)
 command -v kubectl >/dev/null 2>&1 || need_apt+=(kubernetes-client)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} (apt-get)" >&2
   sudo_cmd=""
@@ -34,6 +38,11 @@ fi
 if ! python3 -c 'import oras.client' >/dev/null 2>&1; then
   echo "installing oras (pip)" >&2
   python3 -m pip install -q oras
+fi
+# Playwright's driver (no browsers: the console test uses Debian's chromium), pinned by the lock file.
+if [ ! -f tests/console/node_modules/playwright-core/package.json ]; then
+  echo "installing playwright-core (npm)" >&2
+  (cd tests/console && npm ci --silent --no-audit --no-fund >/dev/null)
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "installing cargo-nextest (cargo)" >&2

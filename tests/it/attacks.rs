@@ -247,7 +247,12 @@ async fn a_fleet_sharing_one_credential_is_never_limited() {
         )
         .await;
     alice
-        .ok("POST", "/orgs", Some(json!({"name": "acme"})), StatusCode::CREATED)
+        .ok(
+            "POST",
+            "/orgs",
+            Some(json!({"name": "acme"})),
+            StatusCode::CREATED,
+        )
         .await;
     let robot = robot_with_token(&alice, "acme", "fleet", "Reader", json!({})).await;
     let (id, token) = robot.split_once(':').unwrap();
@@ -267,7 +272,10 @@ async fn a_fleet_sharing_one_credential_is_never_limited() {
                 other => panic!("{user}: unexpected {other}"),
             }
         }
-        assert_eq!(refused, 0, "{user}: {refused} of 64 right logins refused with 429");
+        assert_eq!(
+            refused, 0,
+            "{user}: {refused} of 64 right logins refused with 429"
+        );
     }
     // Identical wrong attempts still count one by one: the eleventh is refused.
     let mut statuses = Vec::new();
@@ -807,16 +815,22 @@ async fn custom_roles_cannot_be_used_to_escalate() {
         )
         .await;
     let (st, v) = mint
-        .post("/orgs/acme/robots/deployer/tokens/ops/rotate", json!({"overlap": "0"}))
+        .post(
+            "/orgs/acme/robots/deployer/tokens/ops/rotate",
+            json!({"overlap": "0"}),
+        )
         .await;
     assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
     assert!(v.get("token").is_none());
     // The refused rotation changed nothing: the token still works.
-    let r = basic_client(tok["accessId"].as_str().unwrap(), tok["token"].as_str().unwrap())
-        .get(s.url("/token?service=berth&scope=repository:acme/app:pull"))
-        .send()
-        .await
-        .unwrap();
+    let r = basic_client(
+        tok["accessId"].as_str().unwrap(),
+        tok["token"].as_str().unwrap(),
+    )
+    .get(s.url("/token?service=berth&scope=repository:acme/app:pull"))
+    .send()
+    .await
+    .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     // A role editor cannot write a role with rules it does not hold (roles apply where bound),
     // nor delete or replace one whose rules it does not hold.
@@ -1638,7 +1652,11 @@ async fn secrets_are_nowhere_at_rest() {
             .arg(&url)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(out.stdout.len() > 1000);
         std::fs::write(&dump, &out.stdout).unwrap();
     }
@@ -1677,4 +1695,215 @@ async fn secrets_are_nowhere_at_rest() {
         }
     }
     assert!(files >= 5 || s.database_url().is_some(), "{files}");
+}
+
+/// The console's forms: a POST needs the session's own CSRF token and a same-site origin, a
+/// signed-out session is over, and an oversized form is refused before it is read. Nothing a
+/// refused POST asked for happens.
+#[tokio::test]
+async fn console_forms_refuse_forgery_and_outlive_nothing() {
+    let s = Server::start();
+    let admin = Api::admin(&s);
+    admin
+        .ok(
+            "POST",
+            "/orgs",
+            Some(json!({"name": "acme"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    admin
+        .ok(
+            "POST",
+            "/users",
+            Some(json!({"name": "bob", "password": "bob-password-1"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    admin
+        .ok(
+            "PUT",
+            "/orgs/acme/members/bob",
+            Some(json!({"role": "member"})),
+            StatusCode::OK,
+        )
+        .await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let sign_in = |user: &'static str, password: &'static str| {
+        let http = http.clone();
+        let url = s.url("/ui/login");
+        async move {
+            let r = http
+                .post(url)
+                .form(&[("username", user), ("password", password)])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::SEE_OTHER);
+            let c = r.headers()["set-cookie"].to_str().unwrap();
+            c.split(';').next().unwrap().to_owned()
+        }
+    };
+    let csrf_of = |cookie: String| {
+        let http = http.clone();
+        let url = s.url("/ui/orgs/acme");
+        async move {
+            let page = http
+                .get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let at = page
+                .find("name=\"_csrf\" value=\"")
+                .expect("a form with a CSRF token")
+                + 20;
+            page[at..at + 40].to_owned()
+        }
+    };
+    let admin_cookie = sign_in("admin", ADMIN_PASSWORD).await;
+    let bob_cookie = sign_in("bob", "bob-password-1").await;
+    let csrf = csrf_of(admin_cookie.clone()).await;
+    let bob_csrf = csrf_of(bob_cookie.clone()).await;
+    assert_ne!(csrf, bob_csrf, "each session has its own token");
+    let post =
+        |cookie: &str, fields: Vec<(&str, String)>, headers: Vec<(&'static str, &'static str)>| {
+            let mut r = http
+                .post(s.url("/ui/orgs/acme/robots"))
+                .header("cookie", cookie)
+                .form(&fields);
+            for (k, v) in headers {
+                r = r.header(k, v);
+            }
+            r.send()
+        };
+    let name = |n: &str| ("name", n.to_owned());
+    for (what, fields, headers) in [
+        ("no token", vec![name("forged-1")], vec![]),
+        (
+            "a wrong token",
+            vec![name("forged-2"), ("_csrf", "0".repeat(40))],
+            vec![],
+        ),
+        (
+            "another session's token",
+            vec![name("forged-3"), ("_csrf", bob_csrf.clone())],
+            vec![],
+        ),
+        (
+            "another site",
+            vec![name("forged-4"), ("_csrf", csrf.clone())],
+            vec![("sec-fetch-site", "cross-site")],
+        ),
+        (
+            "a sibling site",
+            vec![name("forged-5"), ("_csrf", csrf.clone())],
+            vec![("sec-fetch-site", "same-site")],
+        ),
+        (
+            "a foreign origin",
+            vec![name("forged-6"), ("_csrf", csrf.clone())],
+            vec![("origin", "http://evil.example")],
+        ),
+        (
+            "a null origin",
+            vec![name("forged-7"), ("_csrf", csrf.clone())],
+            vec![("origin", "null")],
+        ),
+    ] {
+        let r = post(&admin_cookie, fields, headers).await.unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::FORBIDDEN,
+            "a POST with {what} is refused"
+        );
+    }
+    let robots = admin
+        .ok("GET", "/orgs/acme/robots", None, StatusCode::OK)
+        .await;
+    assert_eq!(
+        robots["robots"],
+        json!([]),
+        "no refused POST created anything"
+    );
+    // Bob is a member without rights: his own valid form is refused by the API's rule.
+    let r = post(
+        &bob_cookie,
+        vec![name("bobs"), ("_csrf", bob_csrf.clone())],
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // The admin's, same-origin, works.
+    let r = post(
+        &admin_cookie,
+        vec![name("made"), ("_csrf", csrf.clone())],
+        vec![("sec-fetch-site", "same-origin")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    admin
+        .ok("GET", "/orgs/acme/robots/made", None, StatusCode::OK)
+        .await;
+    // A form too large to be a form is refused unread.
+    let huge = "x".repeat(300 * 1024);
+    let r = post(
+        &admin_cookie,
+        vec![name(&huge), ("_csrf", csrf.clone())],
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // Signing out ends the session: the cookie no longer opens a page nor posts a form.
+    let r = http
+        .post(s.url("/ui/logout"))
+        .header("cookie", &admin_cookie)
+        .form(&[("_csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let r = http
+        .get(s.url("/ui/orgs/acme"))
+        .header("cookie", &admin_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()["location"], "/ui/login");
+    let r = post(
+        &admin_cookie,
+        vec![name("after"), ("_csrf", csrf.clone())],
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::SEE_OTHER,
+        "back to the sign-in page"
+    );
+    let (status, _) = admin
+        .call("GET", "/orgs/acme/robots/after", None, &[])
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Every console answer forbids framing and inline script.
+    let r = http.get(s.url("/ui/login")).send().await.unwrap();
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'")
+            && csp.contains("frame-ancestors 'none'")
+            && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
 }

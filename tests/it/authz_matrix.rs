@@ -553,6 +553,31 @@ async fn every_route_for_every_caller() {
             &[],
         ),
         (
+            "api repositories",
+            "GET",
+            "/api/v1/orgs/acme/repositories".into(),
+            None,
+            LOGGED_IN,
+            &[],
+        ),
+        (
+            "api repository",
+            "GET",
+            "/api/v1/orgs/acme/repositories/acme/app".into(),
+            None,
+            // Who may not pull it gets the answer of a repository that does not exist.
+            [401, 200, 200, 200, 404, 200, 200, 401, 401],
+            &[],
+        ),
+        (
+            "api storage",
+            "GET",
+            "/api/v1/orgs/acme/storage".into(),
+            None,
+            LOGGED_IN,
+            &[],
+        ),
+        (
             "api namespace create",
             "POST",
             "/api/v1/orgs/acme/namespaces".into(),
@@ -800,11 +825,11 @@ async fn every_route_for_every_caller() {
             }
         }
     }
-    // 16 /v2 routes and the 48 management routes that need a caller (all but login, refresh,
+    // 16 /v2 routes and the 51 management routes that need a caller (all but login, refresh,
     // logout and openapi.json; the access review twice), times nine callers.
     assert_eq!(
         cases.len(),
-        65,
+        68,
         "the table lost or gained rows (also update the count above)"
     );
     assert!(

@@ -22,15 +22,30 @@ async fn console_end_to_end_in_chromium() {
     let admin = Api::admin(&s);
     for (name, password) in [("olivia", OLIVIA), ("rita", RITA)] {
         admin
-            .ok("POST", "/users", Some(json!({"name": name, "password": password})), StatusCode::CREATED)
+            .ok(
+                "POST",
+                "/users",
+                Some(json!({"name": name, "password": password})),
+                StatusCode::CREATED,
+            )
             .await;
     }
     let olivia = Api::basic(&s, "olivia", OLIVIA);
     olivia
-        .ok("POST", "/orgs", Some(json!({"name": "acme"})), StatusCode::CREATED)
+        .ok(
+            "POST",
+            "/orgs",
+            Some(json!({"name": "acme"})),
+            StatusCode::CREATED,
+        )
         .await;
     olivia
-        .ok("PUT", "/orgs/acme/members/rita", Some(json!({"role": "member"})), StatusCode::OK)
+        .ok(
+            "PUT",
+            "/orgs/acme/members/rita",
+            Some(json!({"role": "member"})),
+            StatusCode::OK,
+        )
         .await;
     olivia
         .ok(
@@ -42,7 +57,12 @@ async fn console_end_to_end_in_chromium() {
         .await;
     // Another organization Olivia is no member of: the console must never show it to her.
     admin
-        .ok("POST", "/orgs", Some(json!({"name": "other"})), StatusCode::CREATED)
+        .ok(
+            "POST",
+            "/orgs",
+            Some(json!({"name": "other"})),
+            StatusCode::CREATED,
+        )
         .await;
 
     // Content: an image whose manifest carries the payload as an annotation, an index of it
@@ -70,7 +90,15 @@ async fn console_end_to_end_in_chromium() {
         "subject": {"mediaType": OCI_MANIFEST, "digest": img, "size": body.len()},
     })
     .to_string();
-    let r = put_manifest(&c, &s, "acme/app", &sha256(sbom.as_bytes()), OCI_MANIFEST, &sbom).await;
+    let r = put_manifest(
+        &c,
+        &s,
+        "acme/app",
+        &sha256(sbom.as_bytes()),
+        OCI_MANIFEST,
+        &sbom,
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::CREATED);
     push_image(&c, &s, "acme/app", "old", 8).await;
 
@@ -114,13 +142,28 @@ async fn console_end_to_end_in_chromium() {
         "phone layout",
         "signed out",
     ] {
-        assert!(stdout.contains(&format!("ok: {step}")), "step {step:?} missing:\n{stdout}");
+        assert!(
+            stdout.contains(&format!("ok: {step}")),
+            "step {step:?} missing:\n{stdout}"
+        );
     }
 
     // What the browser did, as the API sees it.
-    let robot = olivia.ok("GET", "/orgs/acme/robots/puller", None, StatusCode::OK).await;
-    assert_eq!(robot["description"], XSS, "the description is stored as typed");
-    let tokens = olivia.ok("GET", "/orgs/acme/robots/puller/tokens", None, StatusCode::OK).await;
+    let robot = olivia
+        .ok("GET", "/orgs/acme/robots/puller", None, StatusCode::OK)
+        .await;
+    assert_eq!(
+        robot["description"], XSS,
+        "the description is stored as typed"
+    );
+    let tokens = olivia
+        .ok(
+            "GET",
+            "/orgs/acme/robots/puller/tokens",
+            None,
+            StatusCode::OK,
+        )
+        .await;
     let deploy: Vec<_> = tokens["tokens"]
         .as_array()
         .unwrap()
@@ -128,7 +171,9 @@ async fn console_end_to_end_in_chromium() {
         .filter(|t| t["name"] == "deploy")
         .collect();
     assert!(deploy.is_empty(), "the revoked token is gone: {tokens}");
-    let bindings = olivia.ok("GET", "/orgs/acme/bindings", None, StatusCode::OK).await;
+    let bindings = olivia
+        .ok("GET", "/orgs/acme/bindings", None, StatusCode::OK)
+        .await;
     assert!(
         bindings["bindings"]
             .as_array()
@@ -144,9 +189,25 @@ async fn console_end_to_end_in_chromium() {
             .await;
         assert_eq!(status, StatusCode::NOT_FOUND, "robot {name} must not exist");
     }
-    let tags = olivia.ok("GET", "/orgs/acme/repositories/acme/app", None, StatusCode::OK).await;
-    let names: Vec<&str> = tags["tags"].as_array().unwrap().iter().map(|t| t["tag"].as_str().unwrap()).collect();
-    assert_eq!(names, ["1", "annotated", "multi"], "Olivia deleted `old`, Rita deleted nothing");
+    let tags = olivia
+        .ok(
+            "GET",
+            "/orgs/acme/repositories/acme/app",
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    let names: Vec<&str> = tags["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tag"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["1", "annotated", "multi"],
+        "Olivia deleted `old`, Rita deleted nothing"
+    );
     // No secret ever reached the server's log (URLs included).
     let log = s.log_text();
     for secret in std::fs::read_dir(work.path())
@@ -173,6 +234,12 @@ async fn console_end_to_end_in_chromium() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     let cookie = r.headers()["set-cookie"].to_str().unwrap();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
-    assert!(!cookie.contains("Secure"), "plain HTTP: a Secure cookie would never come back");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains("Secure"),
+        "plain HTTP: a Secure cookie would never come back"
+    );
 }

@@ -1754,8 +1754,62 @@ async fn every_operation_answers_the_shape_the_document_gives() {
         &[],
     )
     .await;
-    t.call(&alice, "get", "/orgs/{org}/credentials", "/orgs/acme/credentials", None, &[])
+    t.call(
+        &alice,
+        "get",
+        "/orgs/{org}/credentials",
+        "/orgs/acme/credentials",
+        None,
+        &[],
+    )
+    .await;
+    let (digest, _) = push_image(
+        &basic_client("alice", "alice-password-1"),
+        s,
+        "acme/app",
+        "v1",
+        96,
+    )
+    .await;
+    let repos = t
+        .call(
+            &alice,
+            "get",
+            "/orgs/{org}/repositories",
+            "/orgs/acme/repositories",
+            None,
+            &[],
+        )
         .await;
+    assert_eq!(repos["repositories"][0]["name"], "acme/app", "{repos}");
+    assert_eq!(repos["repositories"][0]["tags"], 1, "{repos}");
+    let repo = t
+        .call(
+            &alice,
+            "get",
+            "/orgs/{org}/repositories/{repository}",
+            "/orgs/acme/repositories/acme/app",
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(repo["tags"][0]["tag"], "v1", "{repo}");
+    assert_eq!(repo["tags"][0]["digest"], digest.as_str(), "{repo}");
+    assert_eq!(repo["actions"], json!(["pull", "push", "delete"]), "{repo}");
+    let storage = t
+        .call(
+            &alice,
+            "get",
+            "/orgs/{org}/storage",
+            "/orgs/acme/storage",
+            None,
+            &[],
+        )
+        .await;
+    assert!(
+        storage["namespaces"][0]["size"].as_u64().unwrap() > 1024,
+        "{storage}"
+    );
     t.call(
         &alice,
         "delete",

@@ -53,7 +53,10 @@ pub(super) async fn list_repositories(
                 }
             }
         }
-        Ok(json_response(StatusCode::OK, json!({ "repositories": out })))
+        Ok(json_response(
+            StatusCode::OK,
+            json!({ "repositories": out }),
+        ))
     })
     .await
 }
@@ -127,7 +130,8 @@ fn tag_json(t: &TagDetail) -> Value {
             .as_array()
             .map_or(0, |a| a.iter().filter_map(|d| d["size"].as_u64()).sum())
     };
-    let size = t.size + doc["config"]["size"].as_u64().unwrap_or(0) + sizes("layers") + sizes("manifests");
+    let size =
+        t.size + doc["config"]["size"].as_u64().unwrap_or(0) + sizes("layers") + sizes("manifests");
     let platforms: Vec<String> = doc["manifests"]
         .as_array()
         .map(|a| {

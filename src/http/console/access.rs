@@ -38,7 +38,11 @@ pub(super) async fn show(s: Session, Path(org): Path<String>) -> Response {
 }
 
 /// The access page; `check` is the outcome of an access check just asked.
-async fn render(s: Session, org: String, check: Option<(String, Result<bool, Failure>)>) -> Response {
+async fn render(
+    s: Session,
+    org: String,
+    check: Option<(String, Result<bool, Failure>)>,
+) -> Response {
     let o = seg(&org);
     let roles = match s.api.get(&format!("/orgs/{o}/roles")).await {
         Ok(v) => v["roles"].as_array().cloned().unwrap_or_default(),
@@ -149,7 +153,12 @@ fn rule_text(rule: &Value) -> String {
     let list = |k: &str| {
         rule[k]
             .as_array()
-            .map(|a| a.iter().map(|x| text(x).to_owned()).collect::<Vec<_>>().join(", "))
+            .map(|a| {
+                a.iter()
+                    .map(|x| text(x).to_owned())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
             .unwrap_or_default()
     };
     let names = list("names");
@@ -157,7 +166,11 @@ fn rule_text(rule: &Value) -> String {
         "{} on {}{}",
         list("verbs"),
         list("resources"),
-        if names.is_empty() { String::new() } else { format!(" named {names}") }
+        if names.is_empty() {
+            String::new()
+        } else {
+            format!(" named {names}")
+        }
     )
 }
 
@@ -181,7 +194,11 @@ pub(super) async fn create_binding(Path(org): Path<String>, p: Posted) -> Respon
     let mut body = json!({ "role": role, "subject": subject });
     if let Some(scope) = p.field("scope") {
         // A name with a slash or a wildcard is a repository pattern; else a namespace.
-        body[if scope.contains('/') || scope.contains('*') { "repository" } else { "namespace" }] = json!(scope);
+        body[if scope.contains('/') || scope.contains('*') {
+            "repository"
+        } else {
+            "namespace"
+        }] = json!(scope);
     }
     let name = match p.field("name") {
         Some(n) => n.to_owned(),
@@ -194,19 +211,42 @@ pub(super) async fn create_binding(Path(org): Path<String>, p: Posted) -> Respon
         .map_or_else(|| format!("/ui/orgs/{o}/access"), str::to_owned);
     match s
         .api
-        .send(Method::PUT, &format!("/orgs/{o}/bindings/{}", seg(&name)), Some(body))
+        .send(
+            Method::PUT,
+            &format!("/orgs/{o}/bindings/{}", seg(&name)),
+            Some(body),
+        )
         .await
     {
-        Ok(_) => redirect_with(s.state(), &back, &format!("Bound {subject} to {role} ({name}).")),
+        Ok(_) => redirect_with(
+            s.state(),
+            &back,
+            &format!("Bound {subject} to {role} ({name})."),
+        ),
         Err(f) => f.into_response(),
     }
 }
 
-pub(super) async fn delete_binding(Path((org, name)): Path<(String, String)>, p: Posted) -> Response {
+pub(super) async fn delete_binding(
+    Path((org, name)): Path<(String, String)>,
+    p: Posted,
+) -> Response {
     let s = &p.session;
     let o = seg(&org);
-    match s.api.send(Method::DELETE, &format!("/orgs/{o}/bindings/{}", seg(&name)), None).await {
-        Ok(_) => redirect_with(s.state(), &format!("/ui/orgs/{o}/access"), &format!("Deleted binding {name}.")),
+    match s
+        .api
+        .send(
+            Method::DELETE,
+            &format!("/orgs/{o}/bindings/{}", seg(&name)),
+            None,
+        )
+        .await
+    {
+        Ok(_) => redirect_with(
+            s.state(),
+            &format!("/ui/orgs/{o}/access"),
+            &format!("Deleted binding {name}."),
+        ),
         Err(f) => f.into_response(),
     }
 }
@@ -219,16 +259,27 @@ pub(super) async fn create_role(Path(org): Path<String>, p: Posted) -> Response 
     let rules: Value = match serde_norway::from_str(rules) {
         Ok(v) => v,
         Err(e) => {
-            return layout::error_page(StatusCode::BAD_REQUEST, &format!("The rules are not YAML: {e}"));
+            return layout::error_page(
+                StatusCode::BAD_REQUEST,
+                &format!("The rules are not YAML: {e}"),
+            );
         }
     };
     let o = seg(&org);
     match s
         .api
-        .send(Method::PUT, &format!("/orgs/{o}/roles/{}", seg(name)), Some(json!({ "rules": rules })))
+        .send(
+            Method::PUT,
+            &format!("/orgs/{o}/roles/{}", seg(name)),
+            Some(json!({ "rules": rules })),
+        )
         .await
     {
-        Ok(_) => redirect_with(s.state(), &format!("/ui/orgs/{o}/access"), &format!("Saved role {name}.")),
+        Ok(_) => redirect_with(
+            s.state(),
+            &format!("/ui/orgs/{o}/access"),
+            &format!("Saved role {name}."),
+        ),
         Err(f) => f.into_response(),
     }
 }
@@ -236,8 +287,20 @@ pub(super) async fn create_role(Path(org): Path<String>, p: Posted) -> Response 
 pub(super) async fn delete_role(Path((org, name)): Path<(String, String)>, p: Posted) -> Response {
     let s = &p.session;
     let o = seg(&org);
-    match s.api.send(Method::DELETE, &format!("/orgs/{o}/roles/{}", seg(&name)), None).await {
-        Ok(_) => redirect_with(s.state(), &format!("/ui/orgs/{o}/access"), &format!("Deleted role {name}.")),
+    match s
+        .api
+        .send(
+            Method::DELETE,
+            &format!("/orgs/{o}/roles/{}", seg(&name)),
+            None,
+        )
+        .await
+    {
+        Ok(_) => redirect_with(
+            s.state(),
+            &format!("/ui/orgs/{o}/access"),
+            &format!("Deleted role {name}."),
+        ),
         Err(f) => f.into_response(),
     }
 }
@@ -255,7 +318,11 @@ pub(super) async fn check(Path(org): Path<String>, p: Posted) -> Response {
     let answer = p
         .session
         .api
-        .send(Method::POST, &format!("/orgs/{}/access-review", seg(&org)), Some(body))
+        .send(
+            Method::POST,
+            &format!("/orgs/{}/access-review", seg(&org)),
+            Some(body),
+        )
         .await
         .map(|v| v["allowed"] == json!(true));
     let question = format!(

@@ -54,7 +54,11 @@ pub(super) async fn login(State(st): State<AppState>, req: Request) -> Response 
     let (parts, body) = req.into_parts();
     let client = crate::http::access::client_info(&parts);
     let Ok(bytes) = axum::body::to_bytes(body, FORM_MAX).await else {
-        return login_page(StatusCode::PAYLOAD_TOO_LARGE, Some("The form is too large."), "");
+        return login_page(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Some("The form is too large."),
+            "",
+        );
     };
     let form: HashMap<String, String> = serde_urlencoded::from_bytes(&bytes).unwrap_or_default();
     let user = form.get("username").cloned().unwrap_or_default();
@@ -136,10 +140,7 @@ pub(super) async fn home(s: Session) -> Response {
     }
 }
 
-pub(super) async fn switch(
-    _s: Session,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
+pub(super) async fn switch(_s: Session, Query(q): Query<HashMap<String, String>>) -> Response {
     match q.get("org").filter(|o| !o.is_empty()) {
         Some(o) => see_other(&format!("/ui/orgs/{}", seg(o))),
         None => see_other("/ui/"),
@@ -156,7 +157,9 @@ pub(super) async fn overview(s: Session, Path(org): Path<String>) -> Response {
     };
     let flagged = s
         .api
-        .get(&format!("/orgs/{o}/credentials?expiringWithin=14d&unusedFor=90d"))
+        .get(&format!(
+            "/orgs/{o}/credentials?expiringWithin=14d&unusedFor=90d"
+        ))
         .await;
     let all = s.api.get(&format!("/orgs/{o}/credentials")).await;
     let failed = if s.admin {
@@ -179,9 +182,15 @@ pub(super) async fn overview(s: Session, Path(org): Path<String>) -> Response {
             .as_array()
             .is_some_and(|r| r.iter().any(|x| wanted.contains(&x.as_str().unwrap_or(""))))
     };
-    let expiring: Vec<Value> = list(&flagged).into_iter().filter(|v| has(v, &["expiring", "expired"])).collect();
+    let expiring: Vec<Value> = list(&flagged)
+        .into_iter()
+        .filter(|v| has(v, &["expiring", "expired"]))
+        .collect();
     // Never used at all (however new), then used once but not for 90 days.
-    let mut idle: Vec<Value> = list(&all).into_iter().filter(|v| v["lastUsed"].is_null()).collect();
+    let mut idle: Vec<Value> = list(&all)
+        .into_iter()
+        .filter(|v| v["lastUsed"].is_null())
+        .collect();
     idle.extend(list(&flagged).into_iter().filter(|v| has(v, &["unused"])));
     let failures: Option<u64> = match &failed {
         Some(Ok(v)) => Some(
@@ -226,7 +235,14 @@ pub(super) async fn overview(s: Session, Path(org): Path<String>) -> Response {
             } }
         }
     };
-    page(&s, Some(&org), "overview", &format!("Overview of {org}"), body).await
+    page(
+        &s,
+        Some(&org),
+        "overview",
+        &format!("Overview of {org}"),
+        body,
+    )
+    .await
 }
 
 fn credential_table(rows: &[Value], when: &str) -> Markup {

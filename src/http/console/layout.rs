@@ -82,12 +82,12 @@ pub(super) async fn page(
         }
     };
     let mut r = html_response(StatusCode::OK, markup);
-    if s.flash.is_some() {
-        if let Ok(v) = HeaderValue::from_str(&format!(
+    if s.flash.is_some()
+        && let Ok(v) = HeaderValue::from_str(&format!(
             "{FLASH}=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0"
-        )) {
-            r.headers_mut().append(header::SET_COOKIE, v);
-        }
+        ))
+    {
+        r.headers_mut().append(header::SET_COOKIE, v);
     }
     r
 }

@@ -70,25 +70,58 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/ui/orgs/{org}/repositories", get(repos::list))
         .route("/ui/orgs/{org}/repositories/{*repo}", get(repos::show))
         .route("/ui/orgs/{org}/tags/delete", post(repos::delete_tag))
-        .route("/ui/orgs/{org}/robots", get(robots::list).post(robots::create))
+        .route(
+            "/ui/orgs/{org}/robots",
+            get(robots::list).post(robots::create),
+        )
         .route("/ui/orgs/{org}/robots/{robot}", get(robots::show))
         .route("/ui/orgs/{org}/robots/{robot}/delete", post(robots::delete))
-        .route("/ui/orgs/{org}/robots/{robot}/tokens", post(robots::create_token))
-        .route("/ui/orgs/{org}/robots/{robot}/tokens/{id}/rotate", post(robots::rotate_token))
-        .route("/ui/orgs/{org}/robots/{robot}/tokens/{id}/revoke", post(robots::revoke_token))
-        .route("/ui/orgs/{org}/robots/{robot}/apikeys", post(robots::create_robot_key))
-        .route("/ui/orgs/{org}/robots/{robot}/apikeys/{id}/revoke", post(robots::revoke_robot_key))
+        .route(
+            "/ui/orgs/{org}/robots/{robot}/tokens",
+            post(robots::create_token),
+        )
+        .route(
+            "/ui/orgs/{org}/robots/{robot}/tokens/{id}/rotate",
+            post(robots::rotate_token),
+        )
+        .route(
+            "/ui/orgs/{org}/robots/{robot}/tokens/{id}/revoke",
+            post(robots::revoke_token),
+        )
+        .route(
+            "/ui/orgs/{org}/robots/{robot}/apikeys",
+            post(robots::create_robot_key),
+        )
+        .route(
+            "/ui/orgs/{org}/robots/{robot}/apikeys/{id}/revoke",
+            post(robots::revoke_robot_key),
+        )
         .route("/ui/orgs/{org}/credentials", get(robots::credentials))
         .route("/ui/orgs/{org}/apikeys", post(robots::create_own_key))
-        .route("/ui/orgs/{org}/apikeys/{id}/revoke", post(robots::revoke_own_key))
-        .route("/ui/orgs/{org}/registry-tokens", post(robots::create_registry_token))
-        .route("/ui/orgs/{org}/registry-tokens/{id}/revoke", post(robots::revoke_registry_token))
+        .route(
+            "/ui/orgs/{org}/apikeys/{id}/revoke",
+            post(robots::revoke_own_key),
+        )
+        .route(
+            "/ui/orgs/{org}/registry-tokens",
+            post(robots::create_registry_token),
+        )
+        .route(
+            "/ui/orgs/{org}/registry-tokens/{id}/revoke",
+            post(robots::revoke_registry_token),
+        )
         .route("/ui/orgs/{org}/access", get(access::show))
         .route("/ui/orgs/{org}/access.yaml", get(access::yaml))
         .route("/ui/orgs/{org}/bindings", post(access::create_binding))
-        .route("/ui/orgs/{org}/bindings/{name}/delete", post(access::delete_binding))
+        .route(
+            "/ui/orgs/{org}/bindings/{name}/delete",
+            post(access::delete_binding),
+        )
         .route("/ui/orgs/{org}/roles", post(access::create_role))
-        .route("/ui/orgs/{org}/roles/{name}/delete", post(access::delete_role))
+        .route(
+            "/ui/orgs/{org}/roles/{name}/delete",
+            post(access::delete_role),
+        )
         .route("/ui/orgs/{org}/access-check", post(access::check))
         .route("/ui/orgs/{org}/audit", get(access::audit))
         .route("/ui/{*rest}", any(not_found))
@@ -144,7 +177,10 @@ fn cross_site(h: &HeaderMap) -> bool {
 }
 
 async fn css() -> Response {
-    asset("text/css; charset=utf-8", include_str!("assets/console.css"))
+    asset(
+        "text/css; charset=utf-8",
+        include_str!("assets/console.css"),
+    )
 }
 
 async fn js() -> Response {
@@ -179,7 +215,11 @@ pub(super) fn see_other(to: &str) -> Response {
 
 /// A path segment, percent-encoded (names come from forms and URLs).
 pub(super) fn seg(s: &str) -> String {
-    const SET: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+    const SET: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
     utf8_percent_encode(s, SET).to_string()
 }
 
@@ -424,11 +464,11 @@ impl FromRequestParts<AppState> for Session {
             admin,
             api: Api {
                 state: st.clone(),
-                auth: HeaderValue::from_str(&format!("Bearer {jwt}"))
-                    .map_err(|_| sign_in())?,
+                auth: HeaderValue::from_str(&format!("Bearer {jwt}")).map_err(|_| sign_in())?,
                 basic: HeaderValue::from_str(&format!(
                     "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(format!("iamrefresh:{refresh}"))
+                    base64::engine::general_purpose::STANDARD
+                        .encode(format!("iamrefresh:{refresh}"))
                 ))
                 .map_err(|_| sign_in())?,
                 addr: parts.extensions.get::<ConnectInfo<SocketAddr>>().copied(),
@@ -474,10 +514,7 @@ pub(super) struct Posted {
 impl Posted {
     /// A field of the form, trimmed; empty or absent: `None`.
     pub(super) fn field(&self, k: &str) -> Option<&str> {
-        self.form
-            .get(k)
-            .map(|v| v.trim())
-            .filter(|v| !v.is_empty())
+        self.form.get(k).map(|v| v.trim()).filter(|v| !v.is_empty())
     }
 }
 

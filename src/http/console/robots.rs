@@ -37,7 +37,9 @@ pub(super) async fn list(s: Session, Path(org): Path<String>) -> Response {
         .into_iter()
         .flatten()
     {
-        let Some(robot) = text(&c["owner"]).strip_prefix("robot/") else { continue };
+        let Some(robot) = text(&c["owner"]).strip_prefix("robot/") else {
+            continue;
+        };
         let e = sums.entry(robot.to_owned()).or_default();
         match text(&c["kind"]) {
             "trust" => e.trusts += 1,
@@ -117,7 +119,11 @@ pub(super) async fn create(Path(org): Path<String>, p: Posted) -> Response {
     let body = json!({ "name": name, "description": p.field("description") });
     match s
         .api
-        .send(Method::POST, &format!("/orgs/{}/robots", seg(&org)), Some(body))
+        .send(
+            Method::POST,
+            &format!("/orgs/{}/robots", seg(&org)),
+            Some(body),
+        )
         .await
     {
         Ok(_) => redirect_with(
@@ -281,18 +287,33 @@ enum Login<'a> {
 
 /// The page that shows a new secret, once: its token file and, ready to use, a Kubernetes pull
 /// secret, a Crossplane ImageConfig and (robot tokens and API keys) a robot config.
+/// A secret just made: what it is, its value, how it logs in, and the name its files take.
+struct NewSecret<'a> {
+    what: String,
+    secret: &'a str,
+    login: Login<'a>,
+    name: &'a str,
+}
+
 fn secret_page(
     s: &Session,
     org: &str,
-    what: &str,
-    secret: &str,
-    login: &Login<'_>,
-    name: &str,
+    new: &NewSecret<'_>,
     k8s_namespace: &str,
     note: Option<String>,
 ) -> Markup {
+    let NewSecret {
+        what,
+        secret,
+        login,
+        name,
+    } = new;
+    let (secret, name) = (*secret, *name);
     let (user, file) = match login {
-        Login::Robot { access_id } => (*access_id, json!({ "accessId": access_id, "token": secret })),
+        Login::Robot { access_id } => (
+            *access_id,
+            json!({ "accessId": access_id, "token": secret }),
+        ),
         Login::ApiKey => ("iamapikey", json!({ "name": name, "apikey": secret })),
         Login::RegistryToken => ("token", json!({ "token": secret })),
     };
@@ -311,9 +332,10 @@ fn secret_page(
         &[format!("{}/{org}", s.host)],
         &secret_name,
     ));
-    let config = crate::cli::files::robot_config(&s.base_url, None, user, secret, Some(org.to_owned()))
-        .ok()
-        .and_then(|c| serde_norway::to_string(&c).ok());
+    let config =
+        crate::cli::files::robot_config(&s.base_url, None, user, secret, Some(org.to_owned()))
+            .ok()
+            .and_then(|c| serde_norway::to_string(&c).ok());
     let file_text = serde_json::to_string_pretty(&file).unwrap_or_default();
     let block = |id: &str, title: &str, filename: &str, body: &str, hint: Markup| {
         html! {
@@ -358,24 +380,41 @@ fn created_body(p: &Posted) -> Value {
     })
 }
 
-pub(super) async fn create_token(Path((org, robot)): Path<(String, String)>, p: Posted) -> Response {
+pub(super) async fn create_token(
+    Path((org, robot)): Path<(String, String)>,
+    p: Posted,
+) -> Response {
     let s = &p.session;
     let path = format!("/orgs/{}/robots/{}/tokens", seg(&org), seg(&robot));
-    let v = match s.api.send(Method::POST, &path, Some(created_body(&p))).await {
+    let v = match s
+        .api
+        .send(Method::POST, &path, Some(created_body(&p)))
+        .await
+    {
         Ok(v) => v,
         Err(f) => return f.into_response(),
     };
     let m = secret_page(
         s,
         &org,
-        &format!("token {} of robot {robot}", text(&v["name"])),
-        text(&v["token"]),
-        &Login::Robot { access_id: text(&v["accessId"]) },
-        &robot,
+        &NewSecret {
+            what: format!("token {} of robot {robot}", text(&v["name"])),
+            secret: text(&v["token"]),
+            login: Login::Robot {
+                access_id: text(&v["accessId"]),
+            },
+            name: &robot,
+        },
         p.field("k8sNamespace").unwrap_or("default"),
-        Some(format!("Back to robot {robot}: ")).map(|t| t + "the token is listed there."),
+        None,
     );
-    secret_response(s, &org, &format!("New token for {robot}"), back(&org, &robot, m)).await
+    secret_response(
+        s,
+        &org,
+        &format!("New token for {robot}"),
+        back(&org, &robot, m),
+    )
+    .await
 }
 
 fn back(org: &str, robot: &str, m: Markup) -> Markup {
@@ -385,9 +424,17 @@ fn back(org: &str, robot: &str, m: Markup) -> Markup {
     }
 }
 
-pub(super) async fn rotate_token(Path((org, robot, id)): Path<(String, String, String)>, p: Posted) -> Response {
+pub(super) async fn rotate_token(
+    Path((org, robot, id)): Path<(String, String, String)>,
+    p: Posted,
+) -> Response {
     let s = &p.session;
-    let path = format!("/orgs/{}/robots/{}/tokens/{}/rotate", seg(&org), seg(&robot), seg(&id));
+    let path = format!(
+        "/orgs/{}/robots/{}/tokens/{}/rotate",
+        seg(&org),
+        seg(&robot),
+        seg(&id)
+    );
     let overlap = p.field("overlap").unwrap_or("24h");
     let v = match s
         .api
@@ -404,14 +451,24 @@ pub(super) async fn rotate_token(Path((org, robot, id)): Path<(String, String, S
     let m = secret_page(
         s,
         &org,
-        &format!("token {} of robot {robot}", text(&v["name"])),
-        text(&v["token"]),
-        &Login::Robot { access_id: text(&v["accessId"]) },
-        &robot,
+        &NewSecret {
+            what: format!("token {} of robot {robot}", text(&v["name"])),
+            secret: text(&v["token"]),
+            login: Login::Robot {
+                access_id: text(&v["accessId"]),
+            },
+            name: &robot,
+        },
         "default",
         Some(note),
     );
-    secret_response(s, &org, &format!("Rotated token of {robot}"), back(&org, &robot, m)).await
+    secret_response(
+        s,
+        &org,
+        &format!("Rotated token of {robot}"),
+        back(&org, &robot, m),
+    )
+    .await
 }
 
 async fn revoke(p: &Posted, api_path: &str, back_to: &str, what: &str) -> Response {
@@ -422,7 +479,10 @@ async fn revoke(p: &Posted, api_path: &str, back_to: &str, what: &str) -> Respon
     }
 }
 
-pub(super) async fn revoke_token(Path((org, robot, id)): Path<(String, String, String)>, p: Posted) -> Response {
+pub(super) async fn revoke_token(
+    Path((org, robot, id)): Path<(String, String, String)>,
+    p: Posted,
+) -> Response {
     let (o, r, i) = (seg(&org), seg(&robot), seg(&id));
     revoke(
         &p,
@@ -433,27 +493,45 @@ pub(super) async fn revoke_token(Path((org, robot, id)): Path<(String, String, S
     .await
 }
 
-pub(super) async fn create_robot_key(Path((org, robot)): Path<(String, String)>, p: Posted) -> Response {
+pub(super) async fn create_robot_key(
+    Path((org, robot)): Path<(String, String)>,
+    p: Posted,
+) -> Response {
     let s = &p.session;
     let path = format!("/orgs/{}/robots/{}/apikeys", seg(&org), seg(&robot));
-    let v = match s.api.send(Method::POST, &path, Some(created_body(&p))).await {
+    let v = match s
+        .api
+        .send(Method::POST, &path, Some(created_body(&p)))
+        .await
+    {
         Ok(v) => v,
         Err(f) => return f.into_response(),
     };
     let m = secret_page(
         s,
         &org,
-        &format!("API key {} of robot {robot}", text(&v["name"])),
-        text(&v["apikey"]),
-        &Login::ApiKey,
-        text(&v["name"]),
+        &NewSecret {
+            what: format!("API key {} of robot {robot}", text(&v["name"])),
+            secret: text(&v["apikey"]),
+            login: Login::ApiKey,
+            name: text(&v["name"]),
+        },
         "default",
         None,
     );
-    secret_response(s, &org, &format!("New API key for {robot}"), back(&org, &robot, m)).await
+    secret_response(
+        s,
+        &org,
+        &format!("New API key for {robot}"),
+        back(&org, &robot, m),
+    )
+    .await
 }
 
-pub(super) async fn revoke_robot_key(Path((org, robot, id)): Path<(String, String, String)>, p: Posted) -> Response {
+pub(super) async fn revoke_robot_key(
+    Path((org, robot, id)): Path<(String, String, String)>,
+    p: Posted,
+) -> Response {
     let (o, r, i) = (seg(&org), seg(&robot), seg(&id));
     revoke(
         &p,
@@ -467,8 +545,16 @@ pub(super) async fn revoke_robot_key(Path((org, robot, id)): Path<(String, Strin
 pub(super) async fn delete(Path((org, robot)): Path<(String, String)>, p: Posted) -> Response {
     let (o, r) = (seg(&org), seg(&robot));
     let s = &p.session;
-    match s.api.send(Method::DELETE, &format!("/orgs/{o}/robots/{r}"), None).await {
-        Ok(_) => redirect_with(s.state(), &format!("/ui/orgs/{o}/robots"), &format!("Deleted robot {robot}.")),
+    match s
+        .api
+        .send(Method::DELETE, &format!("/orgs/{o}/robots/{r}"), None)
+        .await
+    {
+        Ok(_) => redirect_with(
+            s.state(),
+            &format!("/ui/orgs/{o}/robots"),
+            &format!("Deleted robot {robot}."),
+        ),
         Err(f) => f.into_response(),
     }
 }
@@ -506,21 +592,49 @@ pub(super) async fn credentials(s: Session, Path(org): Path<String>) -> Response
             }
         }
     };
-    page(&s, Some(&org), "credentials", "API keys & registry tokens", body).await
+    page(
+        &s,
+        Some(&org),
+        "credentials",
+        "API keys & registry tokens",
+        body,
+    )
+    .await
 }
 
 pub(super) async fn create_own_key(Path(org): Path<String>, p: Posted) -> Response {
     let s = &p.session;
-    let v = match s.api.send(Method::POST, "/apikeys", Some(created_body(&p))).await {
+    let v = match s
+        .api
+        .send(Method::POST, "/apikeys", Some(created_body(&p)))
+        .await
+    {
         Ok(v) => v,
         Err(f) => return f.into_response(),
     };
-    let m = secret_page(s, &org, &format!("your API key {}", text(&v["name"])), text(&v["apikey"]), &Login::ApiKey, text(&v["name"]), "default", None);
+    let m = secret_page(
+        s,
+        &org,
+        &NewSecret {
+            what: format!("your API key {}", text(&v["name"])),
+            secret: text(&v["apikey"]),
+            login: Login::ApiKey,
+            name: text(&v["name"]),
+        },
+        "default",
+        None,
+    );
     secret_response(s, &org, "New API key", m).await
 }
 
 pub(super) async fn revoke_own_key(Path((org, id)): Path<(String, String)>, p: Posted) -> Response {
-    revoke(&p, &format!("/apikeys/{}", seg(&id)), &format!("/ui/orgs/{}/credentials", seg(&org)), "the API key").await
+    revoke(
+        &p,
+        &format!("/apikeys/{}", seg(&id)),
+        &format!("/ui/orgs/{}/credentials", seg(&org)),
+        "the API key",
+    )
+    .await
 }
 
 pub(super) async fn create_registry_token(Path(org): Path<String>, p: Posted) -> Response {
@@ -530,20 +644,51 @@ pub(super) async fn create_registry_token(Path(org): Path<String>, p: Posted) ->
         "description": p.field("description"),
         "readwrite": p.field("readwrite") == Some("true"),
     });
-    let path = if p.field("permanent") == Some("true") { "/tokens?permanent=true" } else { "/tokens" };
+    let path = if p.field("permanent") == Some("true") {
+        "/tokens?permanent=true"
+    } else {
+        "/tokens"
+    };
     let v = match s.api.call(Method::POST, path, Some(body), Some(&org)).await {
         Ok(v) => v,
         Err(f) => return f.into_response(),
     };
-    let m = secret_page(s, &org, &format!("registry token {}", text(&v["name"])), text(&v["token"]), &Login::RegistryToken, text(&v["name"]), "default", None);
+    let m = secret_page(
+        s,
+        &org,
+        &NewSecret {
+            what: format!("registry token {}", text(&v["name"])),
+            secret: text(&v["token"]),
+            login: Login::RegistryToken,
+            name: text(&v["name"]),
+        },
+        "default",
+        None,
+    );
     secret_response(s, &org, "New registry token", m).await
 }
 
-pub(super) async fn revoke_registry_token(Path((org, id)): Path<(String, String)>, p: Posted) -> Response {
+pub(super) async fn revoke_registry_token(
+    Path((org, id)): Path<(String, String)>,
+    p: Posted,
+) -> Response {
     let s = &p.session;
     let o = seg(&org);
-    match s.api.call(Method::DELETE, &format!("/tokens/{}", seg(&id)), None, Some(&org)).await {
-        Ok(_) => redirect_with(s.state(), &format!("/ui/orgs/{o}/credentials"), "Revoked the registry token."),
+    match s
+        .api
+        .call(
+            Method::DELETE,
+            &format!("/tokens/{}", seg(&id)),
+            None,
+            Some(&org),
+        )
+        .await
+    {
+        Ok(_) => redirect_with(
+            s.state(),
+            &format!("/ui/orgs/{o}/credentials"),
+            "Revoked the registry token.",
+        ),
         Err(f) => f.into_response(),
     }
 }
