@@ -224,6 +224,49 @@ assert.equal(answer.status(), 403, "a cross-site post is refused");
 evil.close();
 ok("cross-site post refused");
 
+// Her own API key: created once, rotated with an overlap (the old one works until then).
+await page.goto(url + "/ui/orgs/acme/credentials");
+await page.fill("#ok-name", "laptop");
+await page.click('button:has-text("Create API key")');
+await page.waitForSelector("text=shown only on this page");
+const key1 = JSON.parse(await download(page, "token-file"));
+assert.ok(key1.apikey.startsWith("btha_"));
+await page.goto(url + "/ui/orgs/acme/credentials");
+await page.fill('#own-keys ~ div input[name="overlap"]', "1h");
+await page.click('#own-keys ~ div button:has-text("Rotate")');
+await page.waitForSelector("text=keeps working until");
+const key2 = JSON.parse(await download(page, "token-file"));
+assert.notEqual(key1.apikey, key2.apikey);
+for (const k of [key1.apikey, key2.apikey]) {
+  const r = await fetch(url + "/api/v1/auth/whoami", {
+    headers: { authorization: "Basic " + Buffer.from(`olivia:${k}`).toString("base64") },
+  });
+  assert.equal(r.status, 200, "both keys work during the overlap");
+}
+ok("api key rotated with overlap");
+
+// Members and a new organization, as a new owner would.
+await page.goto(url + "/ui/orgs/acme/access");
+assert.ok((await page.textContent("#members ~ div")).includes("rita"), "members listed");
+await page.click("text=Organizations");
+await page.fill("#org-name", "labs");
+await page.click('button:has-text("Create organization")');
+await page.waitForURL("**/ui/orgs/labs");
+assert.deepEqual(await page.$$eval("#org-switch option", (o) => o.map((x) => x.value)), ["acme", "labs"]);
+await page.selectOption("#org-switch", "acme");
+await page.click('form.switch button[type="submit"]');
+await page.waitForURL("**/ui/orgs/acme");
+ok("organization created and switched");
+
+// The YAML of roles and bindings, as `berth apply -f` takes it (console.rs applies it).
+await page.goto(url + "/ui/orgs/acme/access");
+const [yamlDl] = await Promise.all([page.waitForEvent("download"), page.click("a[download]")]);
+await yamlDl.saveAs(path.join(work, "access.yaml"));
+const accessYaml = readFileSync(path.join(work, "access.yaml"), "utf8");
+assert.ok(accessYaml.includes("kind: Binding") && accessYaml.includes("subject: robot/puller"), accessYaml);
+assert.equal(accessYaml.trim(), (await page.textContent("#apply-yaml")).trim(), "the page shows what it downloads");
+ok("apply yaml downloaded");
+
 // The overview, with a credential expiring within 14 days, for the README.
 await page.goto(url + "/ui/orgs/acme/robots/puller");
 await page.fill("#t-name", "nightly");
@@ -273,6 +316,8 @@ const del = await post("/ui/orgs/acme/tags/delete", { _csrf: csrf, repository: "
 assert.equal(del.status, 403, del.text);
 const token = await post("/ui/orgs/acme/robots/puller/tokens", { _csrf: csrf, name: "stolen" });
 assert.equal(token.status, 403, token.text);
+const usersPage = await rita.goto(url + "/ui/users");
+assert.equal(usersPage.status(), 403, "only server admins manage users");
 ok("reader refused");
 
 // No secret was ever in a URL the browser asked for.

@@ -139,6 +139,9 @@ async fn console_end_to_end_in_chromium() {
         "cross-site post refused",
         "other org hidden",
         "tag deleted",
+        "api key rotated with overlap",
+        "organization created and switched",
+        "apply yaml downloaded",
         "phone layout",
         "signed out",
     ] {
@@ -182,6 +185,45 @@ async fn console_end_to_end_in_chromium() {
             .any(|b| b["subject"] == "robot/puller" && b["role"] == "Reader"),
         "{bindings}"
     );
+    // The YAML the console gave is what `berth apply -f` takes: with the robot's binding
+    // deleted, applying it brings the binding back.
+    let name = bindings["bindings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["subject"] == "robot/puller")
+        .unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    olivia
+        .ok("DELETE", &format!("/orgs/acme/bindings/{name}"), None, StatusCode::NO_CONTENT)
+        .await;
+    let cfg = work.path().join("cli").join("config.yaml");
+    std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
+    let cli = |args: &[&str], stdin: Option<&str>| {
+        let mut cmd = Command::new(berth_bin());
+        cmd.args(args)
+            .env("BERTH_CONFIG", &cfg)
+            .env("HOME", work.path().join("cli"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        use std::io::Write as _;
+        child.stdin.take().unwrap().write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "berth {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let pw = format!("{OLIVIA}\n");
+    cli(&["login", &s.base, "-u", "olivia", "--password-stdin"], Some(&pw));
+    cli(&["login", "-a", "acme", "-u", "olivia", "--password-stdin"], Some(&pw));
+    let yaml = work.path().join("access.yaml");
+    cli(&["apply", "-f", yaml.to_str().unwrap()], None);
+    let again = olivia
+        .ok("GET", &format!("/orgs/acme/bindings/{name}"), None, StatusCode::OK)
+        .await;
+    assert_eq!((again["role"].as_str(), again["subject"].as_str()), (Some("Reader"), Some("robot/puller")));
     // Rita's and the cross-site attempts changed nothing.
     for name in ["rita-bot", "evil"] {
         let (status, _) = olivia

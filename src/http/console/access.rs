@@ -49,6 +49,7 @@ async fn render(
         Err(f) => return f.into_response(),
     };
     let bindings = s.api.get(&format!("/orgs/{o}/bindings")).await;
+    let members = s.api.get(&format!("/orgs/{o}/members")).await;
     let yaml = apply_yaml(&s, &org).await;
     let body = html! {
         section aria-labelledby="check" {
@@ -106,6 +107,31 @@ async fn render(
                 label for="nb-scope" { "Namespace or repository (empty: the whole organization)" }
                 input #nb-scope name="scope" placeholder=(format!("{org} or {org}/app*"));
                 button type="submit" { "Create binding" }
+            }
+        }
+        section aria-labelledby="members" {
+            h2 #members { "Members" }
+            @match &members {
+                Err(f) => p.muted { (f.message) },
+                Ok(m) => {
+                    div.scroll { table {
+                        thead { tr { th { "User" } th { "Membership" } th { "Actions" } } }
+                        tbody { @for m in m["members"].as_array().into_iter().flatten() {
+                            tr {
+                                td { (text(&m["user"])) } td { (text(&m["role"])) }
+                                td { (post_button(&s, &format!("/ui/orgs/{o}/members/{}/remove", seg(text(&m["user"]))), "Remove", Some("Remove this member? Their bindings in the organization stop granting anything."))) }
+                            }
+                        } }
+                    } }
+                }
+            }
+            form.stack method="post" action=(format!("/ui/orgs/{o}/members")) {
+                (csrf(&s))
+                label for="m-user" { "User" }
+                input #m-user name="user" required;
+                label for="m-role" { "Membership (owners manage everything; members hold what bindings give them)" }
+                select #m-role name="role" { option { "member" } option { "owner" } }
+                button type="submit" { "Add or change member" }
             }
         }
         section aria-labelledby="roles" {
@@ -408,4 +434,38 @@ pub(super) async fn audit(
         }
     };
     page(&s, Some(&org), "audit", "Audit trail", body).await
+}
+
+pub(super) async fn set_member(Path(org): Path<String>, p: Posted) -> Response {
+    let s = &p.session;
+    let (Some(user), Some(role)) = (p.field("user"), p.field("role")) else {
+        return layout::error_page(StatusCode::BAD_REQUEST, "Give a user and a membership.");
+    };
+    let o = seg(&org);
+    let path = format!("/orgs/{o}/members/{}", seg(user));
+    match s.api.send(Method::PUT, &path, Some(json!({ "role": role }))).await {
+        Ok(_) => redirect_with(
+            s.state(),
+            &format!("/ui/orgs/{o}/access"),
+            &format!("{user} is now {role} of {org}."),
+        ),
+        Err(f) => f.into_response(),
+    }
+}
+
+pub(super) async fn remove_member(
+    Path((org, user)): Path<(String, String)>,
+    p: Posted,
+) -> Response {
+    let s = &p.session;
+    let o = seg(&org);
+    let path = format!("/orgs/{o}/members/{}", seg(&user));
+    match s.api.send(Method::DELETE, &path, None).await {
+        Ok(_) => redirect_with(
+            s.state(),
+            &format!("/ui/orgs/{o}/access"),
+            &format!("Removed {user} from {org}."),
+        ),
+        Err(f) => f.into_response(),
+    }
 }

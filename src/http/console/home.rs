@@ -132,8 +132,8 @@ pub(super) async fn home(s: Session) -> Response {
         Some(o) => see_other(&format!("/ui/orgs/{}", seg(o))),
         None => {
             let body = html! {
-                p { "You belong to no organization yet. An owner can add you with "
-                    code { "berth org member add" } ", or create one with " code { "berth org create" } "." }
+                p { "You belong to no organization yet: create one (you become its owner), or ask an owner to add you." }
+                (new_org_form(&s))
             };
             page(&s, None, "", "Welcome", body).await
         }
@@ -265,5 +265,80 @@ fn credential_table(rows: &[Value], when: &str) -> Markup {
                 }
             }
         }
+    }
+}
+
+fn new_org_form(s: &Session) -> Markup {
+    html! {
+        form.stack method="post" action="/ui/orgs" {
+            (super::layout::csrf(s))
+            label for="org-name" { "New organization" }
+            input #org-name name="name" required pattern="[a-z0-9][a-z0-9._-]*" placeholder="acme";
+            button type="submit" { "Create organization" }
+        }
+    }
+}
+
+/// `GET /ui/orgs`: the user's organizations, and a new one.
+pub(super) async fn orgs(s: Session) -> Response {
+    let list = s.orgs().await;
+    let body = html! {
+        ul.plain { @for o in &list { li { a href=(format!("/ui/orgs/{}", seg(o))) { (o) } } } }
+        @if list.is_empty() { p.muted { "None yet." } }
+        (new_org_form(&s))
+    };
+    page(&s, None, "", "Organizations", body).await
+}
+
+pub(super) async fn create_org(p: super::Posted) -> Response {
+    let s = &p.session;
+    let name = p.field("name").unwrap_or("");
+    match s
+        .api
+        .send(axum::http::Method::POST, "/orgs", Some(json!({ "name": name })))
+        .await
+    {
+        Ok(_) => super::redirect_with(
+            s.state(),
+            &format!("/ui/orgs/{}", seg(name)),
+            &format!("Created organization {name}, with its namespace {name}; you are its owner."),
+        ),
+        Err(f) => f.into_response(),
+    }
+}
+
+/// `GET /ui/users` (server admins): users, and a new one.
+pub(super) async fn users(s: Session) -> Response {
+    let users = match s.api.get("/users").await {
+        Ok(v) => v["users"].as_array().cloned().unwrap_or_default(),
+        Err(f) => return f.into_response(),
+    };
+    let body = html! {
+        div.scroll { table {
+            thead { tr { th { "User" } th { "Server admin" } th { "Created" } } }
+            tbody { @for u in &users {
+                tr { td { (text(&u["name"])) } td { @if u["admin"] == json!(true) { "yes" } } td { (time(&u["created"])) } }
+            } }
+        } }
+        h2 { "New user" }
+        form.stack method="post" action="/ui/users" {
+            (super::layout::csrf(&s))
+            label for="u-name" { "User name" }
+            input #u-name name="name" required autocomplete="off";
+            label for="u-password" { "Password (at least 12 characters)" }
+            input #u-password name="password" type="password" required autocomplete="new-password";
+            button type="submit" { "Create user" }
+        }
+    };
+    page(&s, None, "", "Users", body).await
+}
+
+pub(super) async fn create_user(p: super::Posted) -> Response {
+    let s = &p.session;
+    let name = p.field("name").unwrap_or("");
+    let body = json!({ "name": name, "password": p.form.get("password") });
+    match s.api.send(axum::http::Method::POST, "/users", Some(body)).await {
+        Ok(_) => super::redirect_with(s.state(), "/ui/users", &format!("Created user {name}.")),
+        Err(f) => f.into_response(),
     }
 }

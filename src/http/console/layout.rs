@@ -58,6 +58,8 @@ pub(super) async fn page(
                     button type="submit" { "Switch" }
                 }
                 div.who {
+                    a.light href="/ui/orgs" { "Organizations" }
+                    @if s.admin { a.light href="/ui/users" { "Users" } }
                     span.user title="signed in as" { (s.user) @if s.admin { " (admin)" } }
                     form method="post" action="/ui/logout" {
                         input type="hidden" name="_csrf" value=(s.csrf);

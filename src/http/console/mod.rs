@@ -66,6 +66,8 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/ui/login", get(home::login_form).post(home::login))
         .route("/ui/logout", post(home::logout))
         .route("/ui/switch", get(home::switch))
+        .route("/ui/orgs", get(home::orgs).post(home::create_org))
+        .route("/ui/users", get(home::users).post(home::create_user))
         .route("/ui/orgs/{org}", get(home::overview))
         .route("/ui/orgs/{org}/repositories", get(repos::list))
         .route("/ui/orgs/{org}/repositories/{*repo}", get(repos::show))
@@ -93,11 +95,19 @@ pub(crate) fn router() -> Router<AppState> {
             post(robots::create_robot_key),
         )
         .route(
+            "/ui/orgs/{org}/robots/{robot}/apikeys/{id}/rotate",
+            post(robots::rotate_robot_key),
+        )
+        .route(
             "/ui/orgs/{org}/robots/{robot}/apikeys/{id}/revoke",
             post(robots::revoke_robot_key),
         )
         .route("/ui/orgs/{org}/credentials", get(robots::credentials))
         .route("/ui/orgs/{org}/apikeys", post(robots::create_own_key))
+        .route(
+            "/ui/orgs/{org}/apikeys/{id}/rotate",
+            post(robots::rotate_own_key),
+        )
         .route(
             "/ui/orgs/{org}/apikeys/{id}/revoke",
             post(robots::revoke_own_key),
@@ -105,6 +115,10 @@ pub(crate) fn router() -> Router<AppState> {
         .route(
             "/ui/orgs/{org}/registry-tokens",
             post(robots::create_registry_token),
+        )
+        .route(
+            "/ui/orgs/{org}/registry-tokens/{id}/rotate",
+            post(robots::rotate_registry_token),
         )
         .route(
             "/ui/orgs/{org}/registry-tokens/{id}/revoke",
@@ -123,6 +137,11 @@ pub(crate) fn router() -> Router<AppState> {
             post(access::delete_role),
         )
         .route("/ui/orgs/{org}/access-check", post(access::check))
+        .route("/ui/orgs/{org}/members", post(access::set_member))
+        .route(
+            "/ui/orgs/{org}/members/{user}/remove",
+            post(access::remove_member),
+        )
         .route("/ui/orgs/{org}/audit", get(access::audit))
         .route("/ui/{*rest}", any(not_found))
         .layer(axum::middleware::from_fn(guard))

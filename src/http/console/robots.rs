@@ -185,7 +185,7 @@ pub(super) async fn show(s: Session, Path((org, robot)): Path<(String, String)>)
         }
         section aria-labelledby="tokens" {
             h2 #tokens { "Tokens" }
-            (credential_table(&s, &tokens, "tokens", &format!("{ui}/tokens"), true))
+            (credential_table(&s, &tokens, "tokens", &format!("{ui}/tokens")))
             h3 { "New token" }
             form.stack method="post" action=(format!("{ui}/tokens")) {
                 (csrf(&s))
@@ -200,7 +200,7 @@ pub(super) async fn show(s: Session, Path((org, robot)): Path<(String, String)>)
         }
         section aria-labelledby="keys" {
             h2 #keys { "API keys" }
-            (credential_table(&s, &keys, "apikeys", &format!("{ui}/apikeys"), false))
+            (credential_table(&s, &keys, "apikeys", &format!("{ui}/apikeys")))
             h3 { "New API key" }
             form.stack method="post" action=(format!("{ui}/apikeys")) {
                 (csrf(&s))
@@ -232,13 +232,12 @@ pub(super) async fn show(s: Session, Path((org, robot)): Path<(String, String)>)
     page(&s, Some(&org), "robots", &format!("Robot {robot}"), body).await
 }
 
-/// A table of credentials (from a list call) with revoke and, where `rotate`, rotate buttons.
+/// A table of credentials (from a list call) with rotate and revoke buttons.
 fn credential_table(
     s: &Session,
     list: &Result<Value, super::Failure>,
     key: &str,
     actions: &str,
-    rotate: bool,
 ) -> Markup {
     let rows = match list {
         Ok(v) => v[key].as_array().cloned().unwrap_or_default(),
@@ -259,7 +258,7 @@ fn credential_table(
                             td { (time(&c["lastUsed"]["at"])) @if let Some(a) = c["lastUsed"]["address"].as_str() { br; span.muted { "from " (a) } } }
                             td { (status(&c["status"])) }
                             td.actions {
-                                @if rotate && !matches!(text(&c["status"]), "revoked" | "expired") {
+                                @if !matches!(text(&c["status"]), "revoked" | "expired") {
                                     form.inline method="post" action=(format!("{actions}/{}/rotate", seg(&id))) {
                                         (csrf(s))
                                         label { "Overlap " input.short name="overlap" value="24h" aria-label=(format!("overlap for {}", text(&c["name"]))); }
@@ -428,47 +427,107 @@ pub(super) async fn rotate_token(
     Path((org, robot, id)): Path<(String, String, String)>,
     p: Posted,
 ) -> Response {
+    let (o, r, i) = (seg(&org), seg(&robot), seg(&id));
+    let to = Rotation {
+        api_path: format!("/orgs/{o}/robots/{r}/tokens/{i}/rotate"),
+        org_header: false,
+        what: |v| format!("token {} of robot", text(&v["name"])),
+        file_name: Some(robot.clone()),
+        back: format!("/ui/orgs/{o}/robots/{r}"),
+    };
+    rotate(&p, &org, to).await
+}
+
+pub(super) async fn rotate_robot_key(
+    Path((org, robot, id)): Path<(String, String, String)>,
+    p: Posted,
+) -> Response {
+    let (o, r, i) = (seg(&org), seg(&robot), seg(&id));
+    let to = Rotation {
+        api_path: format!("/orgs/{o}/robots/{r}/apikeys/{i}/rotate"),
+        org_header: false,
+        what: |v| format!("API key {} of robot", text(&v["name"])),
+        file_name: None,
+        back: format!("/ui/orgs/{o}/robots/{r}"),
+    };
+    rotate(&p, &org, to).await
+}
+
+pub(super) async fn rotate_own_key(Path((org, id)): Path<(String, String)>, p: Posted) -> Response {
+    let to = Rotation {
+        api_path: format!("/apikeys/{}/rotate", seg(&id)),
+        org_header: false,
+        what: |v| format!("your API key {}", text(&v["name"])),
+        file_name: None,
+        back: format!("/ui/orgs/{}/credentials", seg(&org)),
+    };
+    rotate(&p, &org, to).await
+}
+
+pub(super) async fn rotate_registry_token(
+    Path((org, id)): Path<(String, String)>,
+    p: Posted,
+) -> Response {
+    let to = Rotation {
+        api_path: format!("/tokens/{}/rotate", seg(&id)),
+        org_header: true,
+        what: |v| format!("registry token {}", text(&v["name"])),
+        file_name: None,
+        back: format!("/ui/orgs/{}/credentials", seg(&org)),
+    };
+    rotate(&p, &org, to).await
+}
+
+/// A rotation asked from a credential table: the API call, and how its secret page reads.
+struct Rotation {
+    api_path: String,
+    /// Registry tokens name their organization in a header.
+    org_header: bool,
+    what: fn(&Value) -> String,
+    /// The name the files take (a robot's token: the robot's name; else the credential's).
+    file_name: Option<String>,
+    back: String,
+}
+
+/// Rotates with the overlap the form gives and shows the new secret once, with the old one's
+/// end.
+async fn rotate(p: &Posted, org: &str, to: Rotation) -> Response {
     let s = &p.session;
-    let path = format!(
-        "/orgs/{}/robots/{}/tokens/{}/rotate",
-        seg(&org),
-        seg(&robot),
-        seg(&id)
-    );
     let overlap = p.field("overlap").unwrap_or("24h");
-    let v = match s
+    let body = Some(json!({ "overlap": overlap }));
+    let answer = s
         .api
-        .send(Method::POST, &path, Some(json!({ "overlap": overlap })))
-        .await
-    {
+        .call(Method::POST, &to.api_path, body, to.org_header.then_some(org))
+        .await;
+    let v = match answer {
         Ok(v) => v,
         Err(f) => return f.into_response(),
     };
     let note = match v["previousValidUntil"].as_str() {
-        Some(t) => format!("The old secret keeps working until {t}; the access id stays the same."),
-        None => "The old secret stopped working at once; the access id stays the same.".into(),
+        Some(t) => format!("The old secret keeps working until {t}; the id and name stay the same."),
+        None => "The old secret stopped working at once; the id and name stay the same.".into(),
+    };
+    let (secret, login) = if let Some(t) = v["accessId"].as_str() {
+        (text(&v["token"]), Login::Robot { access_id: t })
+    } else if v["apikey"].is_string() {
+        (text(&v["apikey"]), Login::ApiKey)
+    } else {
+        (text(&v["token"]), Login::RegistryToken)
     };
     let m = secret_page(
         s,
-        &org,
+        org,
         &NewSecret {
-            what: format!("token {} of robot {robot}", text(&v["name"])),
-            secret: text(&v["token"]),
-            login: Login::Robot {
-                access_id: text(&v["accessId"]),
-            },
-            name: &robot,
+            what: (to.what)(&v),
+            secret,
+            login,
+            name: to.file_name.as_deref().unwrap_or(text(&v["name"])),
         },
         "default",
         Some(note),
     );
-    secret_response(
-        s,
-        &org,
-        &format!("Rotated token of {robot}"),
-        back(&org, &robot, m),
-    )
-    .await
+    let m = html! { (m) p { a href=(to.back) { "Back" } } };
+    secret_response(s, org, "Rotated", m).await
 }
 
 async fn revoke(p: &Posted, api_path: &str, back_to: &str, what: &str) -> Response {
@@ -568,7 +627,7 @@ pub(super) async fn credentials(s: Session, Path(org): Path<String>) -> Response
     let body = html! {
         section aria-labelledby="own-keys" {
             h2 #own-keys { "Your API keys" }
-            (credential_table(&s, &keys, "apikeys", &format!("/ui/orgs/{o}/apikeys"), false))
+            (credential_table(&s, &keys, "apikeys", &format!("/ui/orgs/{o}/apikeys")))
             form.stack method="post" action=(format!("/ui/orgs/{o}/apikeys")) {
                 (csrf(&s))
                 label for="ok-name" { "Name" }
@@ -581,7 +640,7 @@ pub(super) async fn credentials(s: Session, Path(org): Path<String>) -> Response
         section aria-labelledby="reg-tokens" {
             h2 #reg-tokens { "Registry tokens of " (org) }
             p.muted { "Pull (or, read-write, push) anywhere in the organization, for registry clients only." }
-            (credential_table(&s, &tokens, "tokens", &format!("/ui/orgs/{o}/registry-tokens"), false))
+            (credential_table(&s, &tokens, "tokens", &format!("/ui/orgs/{o}/registry-tokens")))
             form.stack method="post" action=(format!("/ui/orgs/{o}/registry-tokens")) {
                 (csrf(&s))
                 label for="rt-name" { "Name" }
