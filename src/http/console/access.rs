@@ -82,6 +82,7 @@ async fn render(
             h2 #bindings { "Bindings" }
             @match &bindings {
                 Err(f) => p.muted { (f.message) },
+                Ok(b) if b["bindings"].as_array().is_none_or(Vec::is_empty) => p.muted { "None yet." },
                 Ok(b) => {
                     div.scroll { table {
                         thead { tr { th { "Name" } th { "Role" } th { "Subject" } th { "Scope" } th { "Actions" } } }
@@ -161,6 +162,7 @@ async fn render(
         section aria-labelledby="yaml" {
             h2 #yaml { "As YAML for berth apply -f" }
             @match &yaml {
+                Ok(y) if y.is_empty() => p.muted { "No custom roles or bindings yet." },
                 Ok(y) => {
                     pre #apply-yaml tabindex="0" { (y) }
                     div.buttons {

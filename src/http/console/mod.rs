@@ -24,6 +24,7 @@ mod robots;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 
 use axum::Router;
 use axum::body::Body;
@@ -252,6 +253,17 @@ pub(super) fn q(s: &str) -> String {
     seg(s)
 }
 
+/// The routers the console calls in-process, built once (their tables are fixed).
+static API: OnceLock<Router<AppState>> = OnceLock::new();
+static REGISTRY: OnceLock<Router<AppState>> = OnceLock::new();
+
+fn routes(
+    cell: &'static OnceLock<Router<AppState>>,
+    build: fn() -> Router<AppState>,
+) -> Router<AppState> {
+    cell.get_or_init(build).clone()
+}
+
 /// What a refused or failed API call said.
 #[derive(Debug, Clone)]
 pub(super) struct Failure {
@@ -322,13 +334,12 @@ impl Api {
         let resp = if path.starts_with("/v2/") {
             req.headers_mut()
                 .insert(header::AUTHORIZATION, self.basic.clone());
-            Router::new()
-                .route("/v2/{*rest}", any(super::oci::handle))
+            routes(&REGISTRY, || Router::new().route("/v2/{*rest}", any(super::oci::handle)))
                 .with_state(self.state.clone())
                 .oneshot(req)
                 .await
         } else {
-            super::api::router()
+            routes(&API, super::api::router)
                 .with_state(self.state.clone())
                 .oneshot(req)
                 .await
