@@ -16,8 +16,14 @@ use super::{Failure, Posted, Session, q, redirect_with, seg};
 /// document each, as `berth role get -o yaml` / `berth binding get -o yaml` print them.
 async fn apply_yaml(s: &Session, org: &str) -> Result<String, Failure> {
     let o = seg(org);
-    let roles = s.api.get(&format!("/orgs/{o}/roles")).await?;
-    let bindings = s.api.get(&format!("/orgs/{o}/bindings")).await?;
+    let (roles, bindings) = tokio::join!(
+        s.api.get(format!("/orgs/{o}/roles")),
+        s.api.get(format!("/orgs/{o}/bindings")),
+    );
+    Ok(yaml_of(&roles?, &bindings?))
+}
+
+fn yaml_of(roles: &Value, bindings: &Value) -> String {
     let docs: Vec<Value> = roles["roles"]
         .as_array()
         .into_iter()
@@ -26,11 +32,10 @@ async fn apply_yaml(s: &Session, org: &str) -> Result<String, Failure> {
         .chain(bindings["bindings"].as_array().into_iter().flatten())
         .map(crate::cli::apply::manifest)
         .collect();
-    Ok(docs
-        .iter()
+    docs.iter()
         .map(|d| serde_norway::to_string(d).unwrap_or_default())
         .collect::<Vec<_>>()
-        .join("---\n"))
+        .join("---\n")
 }
 
 pub(super) async fn show(s: Session, Path(org): Path<String>) -> Response {
@@ -44,13 +49,17 @@ async fn render(
     check: Option<(String, Result<bool, Failure>)>,
 ) -> Response {
     let o = seg(&org);
-    let roles = match s.api.get(&format!("/orgs/{o}/roles")).await {
-        Ok(v) => v["roles"].as_array().cloned().unwrap_or_default(),
+    let (roles_v, bindings, members) = tokio::join!(
+        s.api.get(format!("/orgs/{o}/roles")),
+        s.api.get(format!("/orgs/{o}/bindings")),
+        s.api.get(format!("/orgs/{o}/members")),
+    );
+    let roles_v = match roles_v {
+        Ok(v) => v,
         Err(f) => return f.into_response(),
     };
-    let bindings = s.api.get(&format!("/orgs/{o}/bindings")).await;
-    let members = s.api.get(&format!("/orgs/{o}/members")).await;
-    let yaml = apply_yaml(&s, &org).await;
+    let roles = roles_v["roles"].as_array().cloned().unwrap_or_default();
+    let yaml = bindings.as_ref().map(|b| yaml_of(&roles_v, b)).map_err(Clone::clone);
     let body = html! {
         section aria-labelledby="check" {
             h2 #check { "Access check" }

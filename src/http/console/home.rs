@@ -151,25 +151,27 @@ pub(super) async fn switch(_s: Session, Query(q): Query<HashMap<String, String>>
 pub(super) async fn overview(s: Session, Path(org): Path<String>) -> Response {
     let o = seg(&org);
     // Storage needs membership: a stranger to the organization sees nothing else either.
-    let storage = match s.api.get(&format!("/orgs/{o}/storage")).await {
+    let failed = async {
+        if s.admin {
+            Some(
+                s.api
+                    .get("/audit?action=login&outcome=failure&since=24h&limit=1000")
+                    .await,
+            )
+        } else {
+            None
+        }
+    };
+    let (storage, flagged, all, failed) = tokio::join!(
+        s.api.get(format!("/orgs/{o}/storage")),
+        s.api
+            .get(format!("/orgs/{o}/credentials?expiringWithin=14d&unusedFor=90d")),
+        s.api.get(format!("/orgs/{o}/credentials")),
+        failed,
+    );
+    let storage = match storage {
         Ok(v) => v,
         Err(f) => return f.into_response(),
-    };
-    let flagged = s
-        .api
-        .get(&format!(
-            "/orgs/{o}/credentials?expiringWithin=14d&unusedFor=90d"
-        ))
-        .await;
-    let all = s.api.get(&format!("/orgs/{o}/credentials")).await;
-    let failed = if s.admin {
-        Some(
-            s.api
-                .get("/audit?action=login&outcome=failure&since=24h&limit=1000")
-                .await,
-        )
-    } else {
-        None
     };
     let list = |r: &Result<Value, super::Failure>| -> Vec<Value> {
         r.as_ref()

@@ -287,8 +287,9 @@ pub(super) struct Api {
 }
 
 impl Api {
-    pub(super) async fn get(&self, path: &str) -> Result<Value, Failure> {
-        self.call(Method::GET, path, None, None).await
+    /// A GET; the future owns its path, so several can run at once (`tokio::join!`).
+    pub(super) async fn get(&self, path: impl Into<String>) -> Result<Value, Failure> {
+        self.call(Method::GET, &path.into(), None, None).await
     }
 
     pub(super) async fn send(

@@ -24,12 +24,16 @@ struct Summary {
 
 pub(super) async fn list(s: Session, Path(org): Path<String>) -> Response {
     let o = seg(&org);
-    let robots = match s.api.get(&format!("/orgs/{o}/robots")).await {
+    let (robots, bindings, creds) = tokio::join!(
+        s.api.get(format!("/orgs/{o}/robots")),
+        s.api.get(format!("/orgs/{o}/bindings")),
+        s.api.get(format!("/orgs/{o}/credentials")),
+    );
+    let robots = match robots {
         Ok(v) => v["robots"].as_array().cloned().unwrap_or_default(),
         Err(f) => return f.into_response(),
     };
-    let bindings = s.api.get(&format!("/orgs/{o}/bindings")).await.ok();
-    let creds = s.api.get(&format!("/orgs/{o}/credentials")).await.ok();
+    let (bindings, creds) = (bindings.ok(), creds.ok());
     let mut sums: BTreeMap<String, Summary> = BTreeMap::new();
     for c in creds
         .as_ref()
@@ -138,14 +142,17 @@ pub(super) async fn create(Path(org): Path<String>, p: Posted) -> Response {
 pub(super) async fn show(s: Session, Path((org, robot)): Path<(String, String)>) -> Response {
     let (o, r) = (seg(&org), seg(&robot));
     let base = format!("/orgs/{o}/robots/{r}");
-    let info = match s.api.get(&base).await {
+    let (info, tokens, keys, bindings, roles) = tokio::join!(
+        s.api.get(base.clone()),
+        s.api.get(format!("{base}/tokens")),
+        s.api.get(format!("{base}/apikeys")),
+        s.api.get(format!("/orgs/{o}/bindings")),
+        s.api.get(format!("/orgs/{o}/roles")),
+    );
+    let info = match info {
         Ok(v) => v,
         Err(f) => return f.into_response(),
     };
-    let tokens = s.api.get(&format!("{base}/tokens")).await;
-    let keys = s.api.get(&format!("{base}/apikeys")).await;
-    let bindings = s.api.get(&format!("/orgs/{o}/bindings")).await;
-    let roles = s.api.get(&format!("/orgs/{o}/roles")).await;
     let ui = format!("/ui/orgs/{o}/robots/{r}");
     let mine: Vec<Value> = bindings
         .as_ref()
@@ -622,8 +629,10 @@ pub(super) async fn delete(Path((org, robot)): Path<(String, String)>, p: Posted
 /// tokens.
 pub(super) async fn credentials(s: Session, Path(org): Path<String>) -> Response {
     let o = seg(&org);
-    let keys = s.api.get("/apikeys").await;
-    let tokens = s.api.call(Method::GET, "/tokens", None, Some(&org)).await;
+    let (keys, tokens) = tokio::join!(
+        s.api.get("/apikeys"),
+        s.api.call(Method::GET, "/tokens", None, Some(&org)),
+    );
     let body = html! {
         section aria-labelledby="own-keys" {
             h2 #own-keys { "Your API keys" }
