@@ -209,6 +209,32 @@ async fn serves_https_with_the_given_certificate() {
         r.headers()["docker-distribution-api-version"],
         "registry/2.0"
     );
+    // The console's session cookie under TLS: Secure, with the __Host- prefix, and it works.
+    let console = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = console
+        .post(s.url("/ui/login"))
+        .form(&[("username", "admin"), ("password", ADMIN_PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.starts_with("__Host-berth_session=bthf_"), "{cookie}");
+    for attr in ["; Path=/", "; HttpOnly", "; SameSite=Strict", "; Secure"] {
+        assert!(cookie.contains(attr), "{cookie} lacks {attr}");
+    }
+    let r = console
+        .get(s.url("/ui/"))
+        .header("cookie", cookie.split(';').next().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "signed in over TLS");
+    assert!(r.text().await.unwrap().contains("Create organization"));
     // Plain HTTP on the TLS port does not get an answer from the registry.
     let plain = client()
         .get(s.url("/v2/").replace("https://", "http://"))
