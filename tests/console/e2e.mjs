@@ -125,6 +125,29 @@ await page.waitForURL("**/ui/orgs/acme/robots/puller");
 await page.waitForSelector("#bindings ~ ul >> text=Reader org-wide");
 ok("binding added");
 
+// A workload trust: added with a claim, refused when unsafe (plain http off loopback), deleted.
+await page.fill("#tr-name", "github-main");
+await page.fill("#tr-issuer", "https://token.actions.githubusercontent.com");
+await page.fill("#tr-subject", "repo:acme/app:ref:refs/heads/main");
+await page.fill("#tr-claims", "repository_owner=acme");
+await page.click('button:has-text("Add trust")');
+await page.waitForSelector("text=Added trust github-main");
+const trustRow = await page.textContent("#trusts ~ div table");
+assert.ok(trustRow.includes("repo:acme/app:ref:refs/heads/main") && trustRow.includes("repository_owner=acme"), trustRow);
+await page.fill("#tr-name", "unsafe");
+await page.fill("#tr-issuer", "http://issuer.example");
+await page.fill("#tr-subject", "x");
+const unsafe = await Promise.all([
+  page.waitForResponse((r) => r.url().endsWith("/trusts") && r.request().method() === "POST"),
+  page.click('button:has-text("Add trust")'),
+]);
+assert.equal(unsafe[0].status(), 400, "an http issuer off loopback is refused");
+await page.goto(url + "/ui/orgs/acme/robots/puller");
+await page.click('#trusts ~ div button:has-text("Delete")');
+await page.waitForSelector("text=Deleted trust github-main");
+assert.equal(await page.$("#trusts ~ div table"), null, "the trust is gone");
+ok("trust added and deleted");
+
 // A token: the secret page offers its files; the pull secret pulls with skopeo.
 await page.fill("#t-name", "deploy");
 await page.fill("#t-expires", "7d");

@@ -129,6 +129,7 @@ async fn console_end_to_end_in_chromium() {
         "signed in",
         "robot created",
         "binding added",
+        "trust added and deleted",
         "token created",
         "pulled with the pull secret",
         "rotated",

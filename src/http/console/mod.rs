@@ -103,6 +103,14 @@ pub(crate) fn router() -> Router<AppState> {
             "/ui/orgs/{org}/robots/{robot}/apikeys/{id}/revoke",
             post(robots::revoke_robot_key),
         )
+        .route(
+            "/ui/orgs/{org}/robots/{robot}/trusts",
+            post(robots::create_trust),
+        )
+        .route(
+            "/ui/orgs/{org}/robots/{robot}/trusts/{name}/delete",
+            post(robots::delete_trust),
+        )
         .route("/ui/orgs/{org}/credentials", get(robots::credentials))
         .route("/ui/orgs/{org}/apikeys", post(robots::create_own_key))
         .route(

@@ -221,14 +221,35 @@ pub(super) async fn show(s: Session, Path((org, robot)): Path<(String, String)>)
         section aria-labelledby="trusts" {
             h2 #trusts { "Workload trusts" }
             @let trusts = info["trusts"].as_array().cloned().unwrap_or_default();
-            @if trusts.is_empty() { p.muted { "None. Add one with " code { "berth robot trust add " (robot) " NAME --issuer URL --subject PATTERN" } "." } }
+            @if trusts.is_empty() { p.muted { "None: no workload can act as this robot without a stored secret." } }
             @else {
                 div.scroll { table {
-                    thead { tr { th { "Name" } th { "Issuer" } th { "Subject" } th { "Audience" } th { "Last used" } } }
+                    thead { tr { th { "Name" } th { "Issuer" } th { "Subject" } th { "Audience" } th { "Claims" } th { "Last used" } th { "Actions" } } }
                     tbody { @for t in &trusts {
-                        tr { td { (text(&t["name"])) } td { (text(&t["issuer"])) } td { code { (text(&t["subject"])) } } td { (text(&t["audience"])) } td { (time(&t["lastUsed"])) } }
+                        tr {
+                            td { (text(&t["name"])) } td { (text(&t["issuer"])) } td { code { (text(&t["subject"])) } }
+                            td { (text(&t["audience"])) }
+                            td { @for (k, v) in t["claims"].as_object().into_iter().flatten() { code { (k) "=" (text(v)) } " " } }
+                            td { (time(&t["lastUsed"])) }
+                            td { (post_button(&s, &format!("{ui}/trusts/{}/delete", seg(text(&t["name"]))), "Delete", Some("Delete this trust? Registry tokens issued through it stop working."))) }
+                        }
                     } }
                 } }
+            }
+            h3 { "New trust" }
+            form.stack method="post" action=(format!("{ui}/trusts")) {
+                (csrf(&s))
+                label for="tr-name" { "Name" }
+                input #tr-name name="name" required placeholder="github-main";
+                label for="tr-issuer" { "Issuer (OpenID provider URL)" }
+                input #tr-issuer name="issuer" required placeholder="https://token.actions.githubusercontent.com";
+                label for="tr-subject" { "Subject pattern (* matches any run of characters)" }
+                input #tr-subject name="subject" required placeholder="repo:acme/app:ref:refs/heads/main";
+                label for="tr-audience" { "Audience (empty: the registry's service name)" }
+                input #tr-audience name="audience";
+                label for="tr-claims" { "Claims that must match, one KEY=VALUE per line" }
+                textarea #tr-claims name="claims" rows="3" placeholder="repository_owner=acme" {}
+                button type="submit" { "Add trust" }
             }
         }
         section aria-labelledby="danger" {
@@ -756,6 +777,56 @@ pub(super) async fn revoke_registry_token(
             s.state(),
             &format!("/ui/orgs/{o}/credentials"),
             "Revoked the registry token.",
+        ),
+        Err(f) => f.into_response(),
+    }
+}
+
+/// `POST …/robots/{robot}/trusts`: trust a workload issuer's tokens to act as the robot.
+pub(super) async fn create_trust(
+    Path((org, robot)): Path<(String, String)>,
+    p: Posted,
+) -> Response {
+    let s = &p.session;
+    let mut claims = serde_json::Map::new();
+    for line in p.field("claims").unwrap_or("").lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let Some((k, v)) = line.split_once('=') else {
+            return super::layout::error_page(
+                StatusCode::BAD_REQUEST,
+                &format!("The claim line {line:?} is not KEY=VALUE."),
+            );
+        };
+        claims.insert(k.trim().to_owned(), json!(v.trim()));
+    }
+    let body = json!({
+        "name": p.field("name").unwrap_or(""),
+        "issuer": p.field("issuer").unwrap_or(""),
+        "subject": p.field("subject").unwrap_or(""),
+        "audience": p.field("audience"),
+        "claims": claims,
+    });
+    let (o, r) = (seg(&org), seg(&robot));
+    match s.api.send(Method::POST, &format!("/orgs/{o}/robots/{r}/trusts"), Some(body)).await {
+        Ok(v) => redirect_with(
+            s.state(),
+            &format!("/ui/orgs/{o}/robots/{r}"),
+            &format!("Added trust {}.", text(&v["name"])),
+        ),
+        Err(f) => f.into_response(),
+    }
+}
+
+pub(super) async fn delete_trust(
+    Path((org, robot, name)): Path<(String, String, String)>,
+    p: Posted,
+) -> Response {
+    let (o, r, n) = (seg(&org), seg(&robot), seg(&name));
+    let s = &p.session;
+    match s.api.send(Method::DELETE, &format!("/orgs/{o}/robots/{r}/trusts/{n}"), None).await {
+        Ok(_) => redirect_with(
+            s.state(),
+            &format!("/ui/orgs/{o}/robots/{r}"),
+            &format!("Deleted trust {name}; tokens issued through it stop working."),
         ),
         Err(f) => f.into_response(),
     }
