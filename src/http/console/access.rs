@@ -10,7 +10,7 @@ use maud::{Markup, html};
 use serde_json::{Value, json};
 
 use super::layout::{self, csrf, page, post_button, text, time};
-use super::{Failure, Posted, Session, q, redirect_with, seg};
+use super::{Failure, Posted, Session, seg};
 
 /// The organization's custom roles and its bindings as `berth apply -f` takes them: one YAML
 /// document each, as `berth role get -o yaml` / `berth binding get -o yaml` print them.
@@ -59,7 +59,10 @@ async fn render(
         Err(f) => return f.into_response(),
     };
     let roles = roles_v["roles"].as_array().cloned().unwrap_or_default();
-    let yaml = bindings.as_ref().map(|b| yaml_of(&roles_v, b)).map_err(Clone::clone);
+    let yaml = bindings
+        .as_ref()
+        .map(|b| yaml_of(&roles_v, b))
+        .map_err(Clone::clone);
     let body = html! {
         section aria-labelledby="check" {
             h2 #check { "Access check" }
@@ -224,7 +227,6 @@ pub(super) async fn yaml(s: Session, Path(org): Path<String>) -> Response {
 }
 
 pub(super) async fn create_binding(Path(org): Path<String>, p: Posted) -> Response {
-    let s = &p.session;
     let (Some(role), Some(subject)) = (p.field("role"), p.field("subject")) else {
         return layout::error_page(StatusCode::BAD_REQUEST, "Give a role and a subject.");
     };
@@ -246,50 +248,33 @@ pub(super) async fn create_binding(Path(org): Path<String>, p: Posted) -> Respon
         .field("back")
         .filter(|b| b.starts_with("/ui/orgs/") && !b.contains("//"))
         .map_or_else(|| format!("/ui/orgs/{o}/access"), str::to_owned);
-    match s
-        .api
-        .send(
-            Method::PUT,
-            &format!("/orgs/{o}/bindings/{}", seg(&name)),
-            Some(body),
-        )
+    let path = format!("/orgs/{o}/bindings/{}", seg(&name));
+    let done = format!("Bound {subject} to {role} ({name}).");
+    p.act(Method::PUT, &path, Some(body), None, &back, &done)
         .await
-    {
-        Ok(_) => redirect_with(
-            s.state(),
-            &back,
-            &format!("Bound {subject} to {role} ({name})."),
-        ),
-        Err(f) => f.into_response(),
-    }
 }
 
 pub(super) async fn delete_binding(
     Path((org, name)): Path<(String, String)>,
     p: Posted,
 ) -> Response {
-    let s = &p.session;
     let o = seg(&org);
-    match s
-        .api
-        .send(
-            Method::DELETE,
-            &format!("/orgs/{o}/bindings/{}", seg(&name)),
-            None,
-        )
-        .await
-    {
-        Ok(_) => redirect_with(
-            s.state(),
-            &format!("/ui/orgs/{o}/access"),
-            &format!("Deleted binding {name}."),
-        ),
-        Err(f) => f.into_response(),
-    }
+    let (path, back) = (
+        format!("/orgs/{o}/bindings/{}", seg(&name)),
+        format!("/ui/orgs/{o}/access"),
+    );
+    p.act(
+        Method::DELETE,
+        &path,
+        None,
+        None,
+        &back,
+        &format!("Deleted binding {name}."),
+    )
+    .await
 }
 
 pub(super) async fn create_role(Path(org): Path<String>, p: Posted) -> Response {
-    let s = &p.session;
     let (Some(name), Some(rules)) = (p.field("name"), p.field("rules")) else {
         return layout::error_page(StatusCode::BAD_REQUEST, "Give a name and rules.");
     };
@@ -303,43 +288,37 @@ pub(super) async fn create_role(Path(org): Path<String>, p: Posted) -> Response 
         }
     };
     let o = seg(&org);
-    match s
-        .api
-        .send(
-            Method::PUT,
-            &format!("/orgs/{o}/roles/{}", seg(name)),
-            Some(json!({ "rules": rules })),
-        )
-        .await
-    {
-        Ok(_) => redirect_with(
-            s.state(),
-            &format!("/ui/orgs/{o}/access"),
-            &format!("Saved role {name}."),
-        ),
-        Err(f) => f.into_response(),
-    }
+    let (path, back) = (
+        format!("/orgs/{o}/roles/{}", seg(name)),
+        format!("/ui/orgs/{o}/access"),
+    );
+    let body = Some(json!({ "rules": rules }));
+    p.act(
+        Method::PUT,
+        &path,
+        body,
+        None,
+        &back,
+        &format!("Saved role {name}."),
+    )
+    .await
 }
 
 pub(super) async fn delete_role(Path((org, name)): Path<(String, String)>, p: Posted) -> Response {
-    let s = &p.session;
     let o = seg(&org);
-    match s
-        .api
-        .send(
-            Method::DELETE,
-            &format!("/orgs/{o}/roles/{}", seg(&name)),
-            None,
-        )
-        .await
-    {
-        Ok(_) => redirect_with(
-            s.state(),
-            &format!("/ui/orgs/{o}/access"),
-            &format!("Deleted role {name}."),
-        ),
-        Err(f) => f.into_response(),
-    }
+    let (path, back) = (
+        format!("/orgs/{o}/roles/{}", seg(&name)),
+        format!("/ui/orgs/{o}/access"),
+    );
+    p.act(
+        Method::DELETE,
+        &path,
+        None,
+        None,
+        &back,
+        &format!("Deleted role {name}."),
+    )
+    .await
 }
 
 /// `POST /ui/orgs/{org}/access-check`: asks the access review API and shows the answer.
@@ -380,18 +359,15 @@ pub(super) async fn audit(
     Query(f): Query<HashMap<String, String>>,
 ) -> Response {
     let get = |k: &str| f.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
-    let mut query = format!("limit={AUDIT_PAGE}");
-    let mut filters = String::new();
-    for k in ["actor", "action", "outcome", "since", "until"] {
-        if let Some(v) = get(k) {
-            query.push_str(&format!("&{k}={}", q(v)));
-            filters.push_str(&format!("&{k}={}", q(v)));
-        }
-    }
-    if let Some(b) = get("before") {
-        query.push_str(&format!("&before={}", q(b)));
-    }
-    let events = s.api.get(&format!("/audit?{query}")).await;
+    let filters: String = ["actor", "action", "outcome", "since", "until"]
+        .into_iter()
+        .filter_map(|k| get(k).map(|v| format!("&{k}={}", seg(v))))
+        .collect();
+    let before = get("before").map_or_else(String::new, |b| format!("&before={}", seg(b)));
+    let events = s
+        .api
+        .get(format!("/audit?limit={AUDIT_PAGE}{filters}{before}"))
+        .await;
     let o = seg(&org);
     let field = |id: &str, label: &str, kind: &str, hint: &str| -> Markup {
         html! {
@@ -448,35 +424,42 @@ pub(super) async fn audit(
 }
 
 pub(super) async fn set_member(Path(org): Path<String>, p: Posted) -> Response {
-    let s = &p.session;
     let (Some(user), Some(role)) = (p.field("user"), p.field("role")) else {
         return layout::error_page(StatusCode::BAD_REQUEST, "Give a user and a membership.");
     };
     let o = seg(&org);
-    let path = format!("/orgs/{o}/members/{}", seg(user));
-    match s.api.send(Method::PUT, &path, Some(json!({ "role": role }))).await {
-        Ok(_) => redirect_with(
-            s.state(),
-            &format!("/ui/orgs/{o}/access"),
-            &format!("{user} is now {role} of {org}."),
-        ),
-        Err(f) => f.into_response(),
-    }
+    let (path, back) = (
+        format!("/orgs/{o}/members/{}", seg(user)),
+        format!("/ui/orgs/{o}/access"),
+    );
+    let done = format!("{user} is now {role} of {org}.");
+    p.act(
+        Method::PUT,
+        &path,
+        Some(json!({ "role": role })),
+        None,
+        &back,
+        &done,
+    )
+    .await
 }
 
 pub(super) async fn remove_member(
     Path((org, user)): Path<(String, String)>,
     p: Posted,
 ) -> Response {
-    let s = &p.session;
     let o = seg(&org);
-    let path = format!("/orgs/{o}/members/{}", seg(&user));
-    match s.api.send(Method::DELETE, &path, None).await {
-        Ok(_) => redirect_with(
-            s.state(),
-            &format!("/ui/orgs/{o}/access"),
-            &format!("Removed {user} from {org}."),
-        ),
-        Err(f) => f.into_response(),
-    }
+    let (path, back) = (
+        format!("/orgs/{o}/members/{}", seg(&user)),
+        format!("/ui/orgs/{o}/access"),
+    );
+    p.act(
+        Method::DELETE,
+        &path,
+        None,
+        None,
+        &back,
+        &format!("Removed {user} from {org}."),
+    )
+    .await
 }

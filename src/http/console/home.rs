@@ -19,12 +19,7 @@ fn login_page(status: StatusCode, error: Option<&str>, user: &str) -> Response {
     let m = html! {
         (maud::DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "Sign in · berth" }
-                link rel="stylesheet" href="/ui/assets/console.css";
-            }
+            (layout::head("Sign in"))
             body {
                 main #main .signin {
                     h1 { "berth" }
@@ -164,8 +159,9 @@ pub(super) async fn overview(s: Session, Path(org): Path<String>) -> Response {
     };
     let (storage, flagged, all, failed) = tokio::join!(
         s.api.get(format!("/orgs/{o}/storage")),
-        s.api
-            .get(format!("/orgs/{o}/credentials?expiringWithin=14d&unusedFor=90d")),
+        s.api.get(format!(
+            "/orgs/{o}/credentials?expiringWithin=14d&unusedFor=90d"
+        )),
         s.api.get(format!("/orgs/{o}/credentials")),
         failed,
     );
@@ -293,20 +289,19 @@ pub(super) async fn orgs(s: Session) -> Response {
 }
 
 pub(super) async fn create_org(p: super::Posted) -> Response {
-    let s = &p.session;
     let name = p.field("name").unwrap_or("");
-    match s
-        .api
-        .send(axum::http::Method::POST, "/orgs", Some(json!({ "name": name })))
-        .await
-    {
-        Ok(_) => super::redirect_with(
-            s.state(),
-            &format!("/ui/orgs/{}", seg(name)),
-            &format!("Created organization {name}, with its namespace {name}; you are its owner."),
-        ),
-        Err(f) => f.into_response(),
-    }
+    let done =
+        format!("Created organization {name}, with its namespace {name}; you are its owner.");
+    let (body, back) = (json!({ "name": name }), format!("/ui/orgs/{}", seg(name)));
+    p.act(
+        axum::http::Method::POST,
+        "/orgs",
+        Some(body),
+        None,
+        &back,
+        &done,
+    )
+    .await
 }
 
 /// `GET /ui/users` (server admins): users, and a new one.
@@ -336,11 +331,16 @@ pub(super) async fn users(s: Session) -> Response {
 }
 
 pub(super) async fn create_user(p: super::Posted) -> Response {
-    let s = &p.session;
     let name = p.field("name").unwrap_or("");
     let body = json!({ "name": name, "password": p.form.get("password") });
-    match s.api.send(axum::http::Method::POST, "/users", Some(body)).await {
-        Ok(_) => super::redirect_with(s.state(), "/ui/users", &format!("Created user {name}.")),
-        Err(f) => f.into_response(),
-    }
+    let done = format!("Created user {name}.");
+    p.act(
+        axum::http::Method::POST,
+        "/users",
+        Some(body),
+        None,
+        "/ui/users",
+        &done,
+    )
+    .await
 }

@@ -18,7 +18,8 @@ const SECTIONS: [(&str, &str); 6] = [
     ("audit", "Audit"),
 ];
 
-fn head(title: &str) -> Markup {
+/// The `head` of every console page: title, viewport, the stylesheet and the script.
+pub(super) fn head(title: &str) -> Markup {
     html! {
         head {
             meta charset="utf-8";

@@ -241,7 +241,7 @@ pub(super) fn see_other(to: &str) -> Response {
     }
 }
 
-/// A path segment, percent-encoded (names come from forms and URLs).
+/// A path segment or query value, percent-encoded (names come from forms and URLs).
 pub(super) fn seg(s: &str) -> String {
     const SET: &AsciiSet = &NON_ALPHANUMERIC
         .remove(b'-')
@@ -254,11 +254,6 @@ pub(super) fn seg(s: &str) -> String {
 /// A repository name in a path: its segments encoded, its slashes kept.
 pub(super) fn repo_path(s: &str) -> String {
     s.split('/').map(seg).collect::<Vec<_>>().join("/")
-}
-
-/// A query string value, percent-encoded.
-pub(super) fn q(s: &str) -> String {
-    seg(s)
 }
 
 /// The routers the console calls in-process, built once (their tables are fixed).
@@ -343,10 +338,12 @@ impl Api {
         let resp = if path.starts_with("/v2/") {
             req.headers_mut()
                 .insert(header::AUTHORIZATION, self.basic.clone());
-            routes(&REGISTRY, || Router::new().route("/v2/{*rest}", any(super::oci::handle)))
-                .with_state(self.state.clone())
-                .oneshot(req)
-                .await
+            routes(&REGISTRY, || {
+                Router::new().route("/v2/{*rest}", any(super::oci::handle))
+            })
+            .with_state(self.state.clone())
+            .oneshot(req)
+            .await
         } else {
             routes(&API, super::api::router)
                 .with_state(self.state.clone())
@@ -551,6 +548,23 @@ pub(super) struct Posted {
 }
 
 impl Posted {
+    /// The one API call a form asks for, as the signed-in user; then a redirect to `back` that
+    /// says `done`, or the page of the refusal. `org` goes in the `Organization` header.
+    pub(super) async fn act(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        org: Option<&str>,
+        back: &str,
+        done: &str,
+    ) -> Response {
+        match self.session.api.call(method, path, body, org).await {
+            Ok(_) => redirect_with(self.session.state(), back, done),
+            Err(f) => f.into_response(),
+        }
+    }
+
     /// A field of the form, trimmed; empty or absent: `None`.
     pub(super) fn field(&self, k: &str) -> Option<&str> {
         self.form.get(k).map(|v| v.trim()).filter(|v| !v.is_empty())

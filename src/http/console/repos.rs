@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use maud::html;
 
 use super::layout::{self, digest, page, text, time};
-use super::{Posted, Session, redirect_with, repo_path, seg};
+use super::{Posted, Session, repo_path, seg};
 
 pub(super) async fn list(s: Session, Path(org): Path<String>) -> Response {
     let o = seg(&org);
@@ -101,14 +101,8 @@ pub(super) async fn delete_tag(Path(org): Path<String>, p: Posted) -> Response {
             "Say which repository and tag.",
         );
     };
-    let s = &p.session;
     let path = format!("/v2/{}/manifests/{}", repo_path(repo), seg(tag));
-    match s.api.send(Method::DELETE, &path, None).await {
-        Ok(_) => redirect_with(
-            s.state(),
-            &format!("/ui/orgs/{}/repositories/{}", seg(&org), repo_path(repo)),
-            &format!("Deleted tag {tag} of {repo}."),
-        ),
-        Err(f) => f.into_response(),
-    }
+    let back = format!("/ui/orgs/{}/repositories/{}", seg(&org), repo_path(repo));
+    let done = format!("Deleted tag {tag} of {repo}.");
+    p.act(Method::DELETE, &path, None, None, &back, &done).await
 }

@@ -11,7 +11,7 @@ use maud::{Markup, html};
 use serde_json::{Value, json};
 
 use super::layout::{csrf, page, post_button, status, text, time};
-use super::{Posted, Session, redirect_with, seg};
+use super::{Posted, Session, seg};
 
 /// What a robot's list row shows, gathered from the organization's credentials.
 #[derive(Default)]
@@ -118,25 +118,18 @@ fn binding_label(b: &Value) -> String {
 }
 
 pub(super) async fn create(Path(org): Path<String>, p: Posted) -> Response {
-    let s = &p.session;
     let name = p.field("name").unwrap_or("");
     let body = json!({ "name": name, "description": p.field("description") });
-    match s
-        .api
-        .send(
-            Method::POST,
-            &format!("/orgs/{}/robots", seg(&org)),
-            Some(body),
-        )
-        .await
-    {
-        Ok(_) => redirect_with(
-            s.state(),
-            &format!("/ui/orgs/{}/robots/{}", seg(&org), seg(name)),
-            &format!("Created robot {name}. It holds nothing until you give it a binding."),
-        ),
-        Err(f) => f.into_response(),
-    }
+    let o = seg(&org);
+    p.act(
+        Method::POST,
+        &format!("/orgs/{o}/robots"),
+        Some(body),
+        None,
+        &format!("/ui/orgs/{o}/robots/{}", seg(name)),
+        &format!("Created robot {name}. It holds nothing until you give it a binding."),
+    )
+    .await
 }
 
 pub(super) async fn show(s: Session, Path((org, robot)): Path<(String, String)>) -> Response {
@@ -306,26 +299,51 @@ fn credential_table(
 }
 
 /// How a secret logs in: the user name registry clients send with it.
-enum Login<'a> {
-    Robot { access_id: &'a str },
+enum Login {
+    Robot { access_id: String },
     ApiKey,
     RegistryToken,
 }
 
-/// The page that shows a new secret, once: its token file and, ready to use, a Kubernetes pull
-/// secret, a Crossplane ImageConfig and (robot tokens and API keys) a robot config.
 /// A secret just made: what it is, its value, how it logs in, and the name its files take.
-struct NewSecret<'a> {
+struct NewSecret {
     what: String,
-    secret: &'a str,
-    login: Login<'a>,
-    name: &'a str,
+    secret: String,
+    login: Login,
+    name: String,
 }
 
+impl NewSecret {
+    /// Reads the API's answer (a robot token has an `accessId`, an API key an `apikey`, a
+    /// registry token a `token`); the files are named `file_name`, or after the credential.
+    fn from_answer(v: &Value, what: String, file_name: Option<&str>) -> NewSecret {
+        let (secret, login) = if let Some(id) = v["accessId"].as_str() {
+            (
+                &v["token"],
+                Login::Robot {
+                    access_id: id.to_owned(),
+                },
+            )
+        } else if v["apikey"].is_string() {
+            (&v["apikey"], Login::ApiKey)
+        } else {
+            (&v["token"], Login::RegistryToken)
+        };
+        NewSecret {
+            what,
+            secret: text(secret).to_owned(),
+            login,
+            name: file_name.unwrap_or(text(&v["name"])).to_owned(),
+        }
+    }
+}
+
+/// The page that shows a new secret, once: its token file and, ready to use, a Kubernetes pull
+/// secret, a Crossplane ImageConfig and (robot tokens and API keys) a robot config.
 fn secret_page(
     s: &Session,
     org: &str,
-    new: &NewSecret<'_>,
+    new: &NewSecret,
     k8s_namespace: &str,
     note: Option<String>,
 ) -> Markup {
@@ -335,10 +353,9 @@ fn secret_page(
         login,
         name,
     } = new;
-    let (secret, name) = (*secret, *name);
     let (user, file) = match login {
         Login::Robot { access_id } => (
-            *access_id,
+            access_id.as_str(),
             json!({ "accessId": access_id, "token": secret }),
         ),
         Login::ApiKey => ("iamapikey", json!({ "name": name, "apikey": secret })),
@@ -393,12 +410,59 @@ fn secret_page(
     }
 }
 
-async fn secret_response(s: &Session, org: &str, title: &str, m: Markup) -> Response {
-    let mut r = page(s, Some(org), "robots", title, m).await;
+/// A secret to create or rotate from a form, and how its page reads.
+struct Mint {
+    api_path: String,
+    body: Value,
+    /// Registry tokens name their organization in a header.
+    org_header: bool,
+    /// What it is, before its name: "token", "API key", "your API key", "registry token".
+    kind: &'static str,
+    /// Whose it is, after its name (" of robot ci"), or "".
+    owner: String,
+    /// The name the files take (a robot's tokens: the robot's); else the credential's.
+    file_name: Option<String>,
+    back: String,
+    title: String,
+    /// A rotation says until when the old secret works.
+    rotation: bool,
+}
+
+/// Creates or rotates a secret through the API and answers the page that shows it once (201).
+async fn mint(p: &Posted, org: &str, m: Mint) -> Response {
+    let s = &p.session;
+    let answer = s
+        .api
+        .call(
+            Method::POST,
+            &m.api_path,
+            Some(m.body),
+            m.org_header.then_some(org),
+        )
+        .await;
+    let v = match answer {
+        Ok(v) => v,
+        Err(f) => return f.into_response(),
+    };
+    let note = m.rotation.then(|| match v["previousValidUntil"].as_str() {
+        Some(t) => {
+            format!("The old secret keeps working until {t}; the id and name stay the same.")
+        }
+        None => "The old secret stopped working at once; the id and name stay the same.".into(),
+    });
+    let what = format!("{} {}{}", m.kind, text(&v["name"]), m.owner);
+    let new = NewSecret::from_answer(&v, what, m.file_name.as_deref());
+    let namespace = p.field("k8sNamespace").unwrap_or("default");
+    let body = html! {
+        (secret_page(s, org, &new, namespace, note))
+        p { a href=(m.back) { "Back" } }
+    };
+    let mut r = page(s, Some(org), "robots", &m.title, body).await;
     *r.status_mut() = StatusCode::CREATED;
     r
 }
 
+/// What a create form sends.
 fn created_body(p: &Posted) -> Value {
     json!({
         "name": p.field("name"),
@@ -407,48 +471,28 @@ fn created_body(p: &Posted) -> Value {
     })
 }
 
+/// What a rotate form sends.
+fn overlap_body(p: &Posted) -> Value {
+    json!({ "overlap": p.field("overlap").unwrap_or("24h") })
+}
+
 pub(super) async fn create_token(
     Path((org, robot)): Path<(String, String)>,
     p: Posted,
 ) -> Response {
-    let s = &p.session;
-    let path = format!("/orgs/{}/robots/{}/tokens", seg(&org), seg(&robot));
-    let v = match s
-        .api
-        .send(Method::POST, &path, Some(created_body(&p)))
-        .await
-    {
-        Ok(v) => v,
-        Err(f) => return f.into_response(),
+    let (o, r) = (seg(&org), seg(&robot));
+    let m = Mint {
+        api_path: format!("/orgs/{o}/robots/{r}/tokens"),
+        body: created_body(&p),
+        org_header: false,
+        kind: "token",
+        owner: format!(" of robot {robot}"),
+        file_name: Some(robot.clone()),
+        back: format!("/ui/orgs/{o}/robots/{r}"),
+        title: format!("New token for {robot}"),
+        rotation: false,
     };
-    let m = secret_page(
-        s,
-        &org,
-        &NewSecret {
-            what: format!("token {} of robot {robot}", text(&v["name"])),
-            secret: text(&v["token"]),
-            login: Login::Robot {
-                access_id: text(&v["accessId"]),
-            },
-            name: &robot,
-        },
-        p.field("k8sNamespace").unwrap_or("default"),
-        None,
-    );
-    secret_response(
-        s,
-        &org,
-        &format!("New token for {robot}"),
-        back(&org, &robot, m),
-    )
-    .await
-}
-
-fn back(org: &str, robot: &str, m: Markup) -> Markup {
-    html! {
-        (m)
-        p { a href=(format!("/ui/orgs/{}/robots/{}", seg(org), seg(robot))) { "Back to robot " (robot) } }
-    }
+    mint(&p, &org, m).await
 }
 
 pub(super) async fn rotate_token(
@@ -456,14 +500,37 @@ pub(super) async fn rotate_token(
     p: Posted,
 ) -> Response {
     let (o, r, i) = (seg(&org), seg(&robot), seg(&id));
-    let to = Rotation {
+    let m = Mint {
         api_path: format!("/orgs/{o}/robots/{r}/tokens/{i}/rotate"),
+        body: overlap_body(&p),
         org_header: false,
-        what: |v| format!("token {} of robot", text(&v["name"])),
+        kind: "token",
+        owner: format!(" of robot {robot}"),
         file_name: Some(robot.clone()),
         back: format!("/ui/orgs/{o}/robots/{r}"),
+        title: format!("Rotated token of {robot}"),
+        rotation: true,
     };
-    rotate(&p, &org, to).await
+    mint(&p, &org, m).await
+}
+
+pub(super) async fn create_robot_key(
+    Path((org, robot)): Path<(String, String)>,
+    p: Posted,
+) -> Response {
+    let (o, r) = (seg(&org), seg(&robot));
+    let m = Mint {
+        api_path: format!("/orgs/{o}/robots/{r}/apikeys"),
+        body: created_body(&p),
+        org_header: false,
+        kind: "API key",
+        owner: format!(" of robot {robot}"),
+        file_name: None,
+        back: format!("/ui/orgs/{o}/robots/{r}"),
+        title: format!("New API key for {robot}"),
+        rotation: false,
+    };
+    mint(&p, &org, m).await
 }
 
 pub(super) async fn rotate_robot_key(
@@ -471,99 +538,92 @@ pub(super) async fn rotate_robot_key(
     p: Posted,
 ) -> Response {
     let (o, r, i) = (seg(&org), seg(&robot), seg(&id));
-    let to = Rotation {
+    let m = Mint {
         api_path: format!("/orgs/{o}/robots/{r}/apikeys/{i}/rotate"),
+        body: overlap_body(&p),
         org_header: false,
-        what: |v| format!("API key {} of robot", text(&v["name"])),
+        kind: "API key",
+        owner: format!(" of robot {robot}"),
         file_name: None,
         back: format!("/ui/orgs/{o}/robots/{r}"),
+        title: format!("Rotated API key of {robot}"),
+        rotation: true,
     };
-    rotate(&p, &org, to).await
+    mint(&p, &org, m).await
+}
+
+pub(super) async fn create_own_key(Path(org): Path<String>, p: Posted) -> Response {
+    let m = Mint {
+        api_path: "/apikeys".into(),
+        body: created_body(&p),
+        org_header: false,
+        kind: "your API key",
+        owner: String::new(),
+        file_name: None,
+        back: format!("/ui/orgs/{}/credentials", seg(&org)),
+        title: "New API key".into(),
+        rotation: false,
+    };
+    mint(&p, &org, m).await
 }
 
 pub(super) async fn rotate_own_key(Path((org, id)): Path<(String, String)>, p: Posted) -> Response {
-    let to = Rotation {
+    let m = Mint {
         api_path: format!("/apikeys/{}/rotate", seg(&id)),
+        body: overlap_body(&p),
         org_header: false,
-        what: |v| format!("your API key {}", text(&v["name"])),
+        kind: "your API key",
+        owner: String::new(),
         file_name: None,
         back: format!("/ui/orgs/{}/credentials", seg(&org)),
+        title: "Rotated API key".into(),
+        rotation: true,
     };
-    rotate(&p, &org, to).await
+    mint(&p, &org, m).await
+}
+
+pub(super) async fn create_registry_token(Path(org): Path<String>, p: Posted) -> Response {
+    let body = json!({
+        "name": p.field("name"),
+        "description": p.field("description"),
+        "readwrite": p.field("readwrite") == Some("true"),
+    });
+    let permanent = p.field("permanent") == Some("true");
+    let m = Mint {
+        api_path: if permanent {
+            "/tokens?permanent=true"
+        } else {
+            "/tokens"
+        }
+        .into(),
+        body,
+        org_header: true,
+        kind: "registry token",
+        owner: String::new(),
+        file_name: None,
+        back: format!("/ui/orgs/{}/credentials", seg(&org)),
+        title: "New registry token".into(),
+        rotation: false,
+    };
+    mint(&p, &org, m).await
 }
 
 pub(super) async fn rotate_registry_token(
     Path((org, id)): Path<(String, String)>,
     p: Posted,
 ) -> Response {
-    let to = Rotation {
+    let m = Mint {
         api_path: format!("/tokens/{}/rotate", seg(&id)),
+        body: overlap_body(&p),
         org_header: true,
-        what: |v| format!("registry token {}", text(&v["name"])),
+        kind: "registry token",
+        owner: String::new(),
         file_name: None,
         back: format!("/ui/orgs/{}/credentials", seg(&org)),
+        title: "Rotated registry token".into(),
+        rotation: true,
     };
-    rotate(&p, &org, to).await
-}
-
-/// A rotation asked from a credential table: the API call, and how its secret page reads.
-struct Rotation {
-    api_path: String,
-    /// Registry tokens name their organization in a header.
-    org_header: bool,
-    what: fn(&Value) -> String,
-    /// The name the files take (a robot's token: the robot's name; else the credential's).
-    file_name: Option<String>,
-    back: String,
-}
-
-/// Rotates with the overlap the form gives and shows the new secret once, with the old one's
-/// end.
-async fn rotate(p: &Posted, org: &str, to: Rotation) -> Response {
-    let s = &p.session;
-    let overlap = p.field("overlap").unwrap_or("24h");
-    let body = Some(json!({ "overlap": overlap }));
-    let answer = s
-        .api
-        .call(Method::POST, &to.api_path, body, to.org_header.then_some(org))
-        .await;
-    let v = match answer {
-        Ok(v) => v,
-        Err(f) => return f.into_response(),
-    };
-    let note = match v["previousValidUntil"].as_str() {
-        Some(t) => format!("The old secret keeps working until {t}; the id and name stay the same."),
-        None => "The old secret stopped working at once; the id and name stay the same.".into(),
-    };
-    let (secret, login) = if let Some(t) = v["accessId"].as_str() {
-        (text(&v["token"]), Login::Robot { access_id: t })
-    } else if v["apikey"].is_string() {
-        (text(&v["apikey"]), Login::ApiKey)
-    } else {
-        (text(&v["token"]), Login::RegistryToken)
-    };
-    let m = secret_page(
-        s,
-        org,
-        &NewSecret {
-            what: (to.what)(&v),
-            secret,
-            login,
-            name: to.file_name.as_deref().unwrap_or(text(&v["name"])),
-        },
-        "default",
-        Some(note),
-    );
-    let m = html! { (m) p { a href=(to.back) { "Back" } } };
-    secret_response(s, org, "Rotated", m).await
-}
-
-async fn revoke(p: &Posted, api_path: &str, back_to: &str, what: &str) -> Response {
-    let s = &p.session;
-    match s.api.send(Method::DELETE, api_path, None).await {
-        Ok(_) => redirect_with(s.state(), back_to, &format!("Revoked {what}.")),
-        Err(f) => f.into_response(),
-    }
+    mint(&p, &org, m).await
 }
 
 pub(super) async fn revoke_token(
@@ -571,46 +631,17 @@ pub(super) async fn revoke_token(
     p: Posted,
 ) -> Response {
     let (o, r, i) = (seg(&org), seg(&robot), seg(&id));
-    revoke(
-        &p,
-        &format!("/orgs/{o}/robots/{r}/tokens/{i}"),
-        &format!("/ui/orgs/{o}/robots/{r}"),
-        "the token",
-    )
-    .await
-}
-
-pub(super) async fn create_robot_key(
-    Path((org, robot)): Path<(String, String)>,
-    p: Posted,
-) -> Response {
-    let s = &p.session;
-    let path = format!("/orgs/{}/robots/{}/apikeys", seg(&org), seg(&robot));
-    let v = match s
-        .api
-        .send(Method::POST, &path, Some(created_body(&p)))
-        .await
-    {
-        Ok(v) => v,
-        Err(f) => return f.into_response(),
-    };
-    let m = secret_page(
-        s,
-        &org,
-        &NewSecret {
-            what: format!("API key {} of robot {robot}", text(&v["name"])),
-            secret: text(&v["apikey"]),
-            login: Login::ApiKey,
-            name: text(&v["name"]),
-        },
-        "default",
-        None,
+    let (path, back) = (
+        format!("/orgs/{o}/robots/{r}/tokens/{i}"),
+        format!("/ui/orgs/{o}/robots/{r}"),
     );
-    secret_response(
-        s,
-        &org,
-        &format!("New API key for {robot}"),
-        back(&org, &robot, m),
+    p.act(
+        Method::DELETE,
+        &path,
+        None,
+        None,
+        &back,
+        "Revoked the token.",
     )
     .await
 }
@@ -620,30 +651,68 @@ pub(super) async fn revoke_robot_key(
     p: Posted,
 ) -> Response {
     let (o, r, i) = (seg(&org), seg(&robot), seg(&id));
-    revoke(
-        &p,
-        &format!("/orgs/{o}/robots/{r}/apikeys/{i}"),
-        &format!("/ui/orgs/{o}/robots/{r}"),
-        "the API key",
+    let (path, back) = (
+        format!("/orgs/{o}/robots/{r}/apikeys/{i}"),
+        format!("/ui/orgs/{o}/robots/{r}"),
+    );
+    p.act(
+        Method::DELETE,
+        &path,
+        None,
+        None,
+        &back,
+        "Revoked the API key.",
+    )
+    .await
+}
+
+pub(super) async fn revoke_own_key(Path((org, id)): Path<(String, String)>, p: Posted) -> Response {
+    let (path, back) = (
+        format!("/apikeys/{}", seg(&id)),
+        format!("/ui/orgs/{}/credentials", seg(&org)),
+    );
+    p.act(
+        Method::DELETE,
+        &path,
+        None,
+        None,
+        &back,
+        "Revoked the API key.",
+    )
+    .await
+}
+
+pub(super) async fn revoke_registry_token(
+    Path((org, id)): Path<(String, String)>,
+    p: Posted,
+) -> Response {
+    let (path, back) = (
+        format!("/tokens/{}", seg(&id)),
+        format!("/ui/orgs/{}/credentials", seg(&org)),
+    );
+    p.act(
+        Method::DELETE,
+        &path,
+        None,
+        Some(&org),
+        &back,
+        "Revoked the registry token.",
     )
     .await
 }
 
 pub(super) async fn delete(Path((org, robot)): Path<(String, String)>, p: Posted) -> Response {
     let (o, r) = (seg(&org), seg(&robot));
-    let s = &p.session;
-    match s
-        .api
-        .send(Method::DELETE, &format!("/orgs/{o}/robots/{r}"), None)
-        .await
-    {
-        Ok(_) => redirect_with(
-            s.state(),
-            &format!("/ui/orgs/{o}/robots"),
-            &format!("Deleted robot {robot}."),
-        ),
-        Err(f) => f.into_response(),
-    }
+    let done = format!("Deleted robot {robot}.");
+    p.act(
+        Method::DELETE,
+        &format!("/orgs/{o}/robots/{r}"),
+        None,
+        None,
+        &format!("/ui/orgs/{o}/robots"),
+        &done,
+    )
+    .await
 }
 
 /// `GET /ui/orgs/{org}/credentials`: the user's own API keys and the organization's registry
@@ -691,105 +760,19 @@ pub(super) async fn credentials(s: Session, Path(org): Path<String>) -> Response
     .await
 }
 
-pub(super) async fn create_own_key(Path(org): Path<String>, p: Posted) -> Response {
-    let s = &p.session;
-    let v = match s
-        .api
-        .send(Method::POST, "/apikeys", Some(created_body(&p)))
-        .await
-    {
-        Ok(v) => v,
-        Err(f) => return f.into_response(),
-    };
-    let m = secret_page(
-        s,
-        &org,
-        &NewSecret {
-            what: format!("your API key {}", text(&v["name"])),
-            secret: text(&v["apikey"]),
-            login: Login::ApiKey,
-            name: text(&v["name"]),
-        },
-        "default",
-        None,
-    );
-    secret_response(s, &org, "New API key", m).await
-}
-
-pub(super) async fn revoke_own_key(Path((org, id)): Path<(String, String)>, p: Posted) -> Response {
-    revoke(
-        &p,
-        &format!("/apikeys/{}", seg(&id)),
-        &format!("/ui/orgs/{}/credentials", seg(&org)),
-        "the API key",
-    )
-    .await
-}
-
-pub(super) async fn create_registry_token(Path(org): Path<String>, p: Posted) -> Response {
-    let s = &p.session;
-    let body = json!({
-        "name": p.field("name"),
-        "description": p.field("description"),
-        "readwrite": p.field("readwrite") == Some("true"),
-    });
-    let path = if p.field("permanent") == Some("true") {
-        "/tokens?permanent=true"
-    } else {
-        "/tokens"
-    };
-    let v = match s.api.call(Method::POST, path, Some(body), Some(&org)).await {
-        Ok(v) => v,
-        Err(f) => return f.into_response(),
-    };
-    let m = secret_page(
-        s,
-        &org,
-        &NewSecret {
-            what: format!("registry token {}", text(&v["name"])),
-            secret: text(&v["token"]),
-            login: Login::RegistryToken,
-            name: text(&v["name"]),
-        },
-        "default",
-        None,
-    );
-    secret_response(s, &org, "New registry token", m).await
-}
-
-pub(super) async fn revoke_registry_token(
-    Path((org, id)): Path<(String, String)>,
-    p: Posted,
-) -> Response {
-    let s = &p.session;
-    let o = seg(&org);
-    match s
-        .api
-        .call(
-            Method::DELETE,
-            &format!("/tokens/{}", seg(&id)),
-            None,
-            Some(&org),
-        )
-        .await
-    {
-        Ok(_) => redirect_with(
-            s.state(),
-            &format!("/ui/orgs/{o}/credentials"),
-            "Revoked the registry token.",
-        ),
-        Err(f) => f.into_response(),
-    }
-}
-
 /// `POST …/robots/{robot}/trusts`: trust a workload issuer's tokens to act as the robot.
 pub(super) async fn create_trust(
     Path((org, robot)): Path<(String, String)>,
     p: Posted,
 ) -> Response {
-    let s = &p.session;
     let mut claims = serde_json::Map::new();
-    for line in p.field("claims").unwrap_or("").lines().map(str::trim).filter(|l| !l.is_empty()) {
+    for line in p
+        .field("claims")
+        .unwrap_or("")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+    {
         let Some((k, v)) = line.split_once('=') else {
             return super::layout::error_page(
                 StatusCode::BAD_REQUEST,
@@ -798,22 +781,28 @@ pub(super) async fn create_trust(
         };
         claims.insert(k.trim().to_owned(), json!(v.trim()));
     }
+    let name = p.field("name").unwrap_or("");
     let body = json!({
-        "name": p.field("name").unwrap_or(""),
+        "name": name,
         "issuer": p.field("issuer").unwrap_or(""),
         "subject": p.field("subject").unwrap_or(""),
         "audience": p.field("audience"),
         "claims": claims,
     });
     let (o, r) = (seg(&org), seg(&robot));
-    match s.api.send(Method::POST, &format!("/orgs/{o}/robots/{r}/trusts"), Some(body)).await {
-        Ok(v) => redirect_with(
-            s.state(),
-            &format!("/ui/orgs/{o}/robots/{r}"),
-            &format!("Added trust {}.", text(&v["name"])),
-        ),
-        Err(f) => f.into_response(),
-    }
+    let (path, back) = (
+        format!("/orgs/{o}/robots/{r}/trusts"),
+        format!("/ui/orgs/{o}/robots/{r}"),
+    );
+    p.act(
+        Method::POST,
+        &path,
+        Some(body),
+        None,
+        &back,
+        &format!("Added trust {name}."),
+    )
+    .await
 }
 
 pub(super) async fn delete_trust(
@@ -821,13 +810,10 @@ pub(super) async fn delete_trust(
     p: Posted,
 ) -> Response {
     let (o, r, n) = (seg(&org), seg(&robot), seg(&name));
-    let s = &p.session;
-    match s.api.send(Method::DELETE, &format!("/orgs/{o}/robots/{r}/trusts/{n}"), None).await {
-        Ok(_) => redirect_with(
-            s.state(),
-            &format!("/ui/orgs/{o}/robots/{r}"),
-            &format!("Deleted trust {name}; tokens issued through it stop working."),
-        ),
-        Err(f) => f.into_response(),
-    }
+    let (path, back) = (
+        format!("/orgs/{o}/robots/{r}/trusts/{n}"),
+        format!("/ui/orgs/{o}/robots/{r}"),
+    );
+    let done = format!("Deleted trust {name}; tokens issued through it stop working.");
+    p.act(Method::DELETE, &path, None, None, &back, &done).await
 }
