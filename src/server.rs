@@ -463,6 +463,10 @@ pub fn spawn_background(state: &AppState, config: &Config) {
             tick.tick().await;
             let auth = auth.clone();
             let done = tokio::task::spawn_blocking(move || {
+                // Rotation overlaps that ended: the old generation and what it made end.
+                if let Err(e) = auth.iam().end_overlaps() {
+                    tracing::error!(error = %e, "ending rotation overlaps failed");
+                }
                 if let Err(e) = auth.refresh_revocations() {
                     tracing::error!(error = %e, "reading revocations failed");
                 }

@@ -91,16 +91,28 @@ impl Lineage {
         self.0.iter().any(|k| k.starts_with("pw:"))
     }
 
-    /// The source recorded on sessions opened through this caller: the password epoch or the
-    /// long-lived credential it came from.
-    pub fn root(&self) -> Option<String> {
-        self.0.iter().find(|k| !k.starts_with("fam:")).cloned()
+    /// What a session opened through this caller depends on: every key of the caller, the
+    /// session it came from included (an access token cannot open a session that outlives its
+    /// own).
+    pub fn session_provenance(&self) -> Vec<String> {
+        self.0.clone()
     }
 
-    /// The source recorded on long-lived credentials created through this caller: the
-    /// credential it came from, if any (a password-backed caller creates independent ones).
-    pub fn credential_root(&self) -> Option<String> {
-        self.0.iter().find(|k| k.starts_with("cred:")).cloned()
+    /// What a long-lived object (a credential, a trust, a robot, a binding) made by principal
+    /// `p` with this lineage depends on: the credential and generation, trust or robot behind
+    /// the caller. A password (or a session opened with one) is a person acting: what they make
+    /// stands on its own and does not end when they sign out or change the password.
+    pub fn provenance(&self, p: &Principal) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .0
+            .iter()
+            .filter(|k| !k.starts_with("fam:") && !k.starts_with("pw:"))
+            .cloned()
+            .collect();
+        if let Principal::Robot { .. } = p {
+            keys.extend(p.id_key());
+        }
+        keys
     }
 
     /// The `src` claim of a token issued to `p` with this lineage.
@@ -794,10 +806,15 @@ impl AuthService {
     /// A token exchange that names no robot: the one robot whose trust accepts `jwt`. `Ok(Err)`
     /// when several do (the caller must name one). Counted by the failure limits like a login,
     /// under the token's issuer and the client's address.
+    ///
+    /// When the request's scopes name repositories, only robots of the organizations that own
+    /// them (`orgs`) are considered: another tenant trusting the same issuer cannot make this
+    /// exchange ambiguous, and an error never names another organization's robots.
     pub fn exchange_any(
         &self,
         jwt: &str,
         client: &ClientInfo,
+        orgs: Option<&[String]>,
     ) -> Result<Result<Login, String>, AuthError> {
         let iss = workload::unverified_claims(jwt)
             .and_then(|c| c.get("iss").and_then(|v| v.as_str()).map(str::to_owned))
@@ -817,7 +834,10 @@ impl AuthService {
         };
         let mut by_robot: std::collections::BTreeMap<i64, Vec<crate::store::TrustRow>> =
             std::collections::BTreeMap::new();
-        for t in trusts {
+        for t in trusts
+            .into_iter()
+            .filter(|t| orgs.is_none_or(|o| o.contains(&t.org)))
+        {
             by_robot.entry(t.robot_id).or_default().push(t);
         }
         let mut matched = Vec::new();
@@ -833,13 +853,10 @@ impl AuthService {
                 Err(AuthError::Invalid)
             }
             1 => Ok(Ok(matched.remove(0))),
-            _ => {
-                let names: Vec<String> = matched.iter().map(|l| l.principal.subject()).collect();
-                Ok(Err(format!(
-                    "several robots trust this token ({}); name one with client_id",
-                    names.join(", ")
-                )))
-            }
+            // Which robots is not said: they may be of several organizations.
+            _ => Ok(Err(
+                "several robots trust this token; name one with client_id (ORG/ROBOT)".into(),
+            )),
         }
     }
 
@@ -865,10 +882,20 @@ impl AuthService {
         let lineage = match (&row.family, row.kind.as_str()) {
             (Some(f), "refresh_token") => Lineage(
                 std::iter::once(format!("fam:{f}"))
-                    .chain(row.source.clone())
+                    .chain(
+                        row.source
+                            .iter()
+                            .flat_map(|s| s.split_whitespace())
+                            .map(str::to_owned),
+                    )
                     .collect(),
             ),
-            _ => Lineage(vec![format!("cred:{}", row.id)]),
+            // The credential, and the generation its secret belongs to: what a login makes
+            // ends when that generation does (a rotation's overlap ending).
+            _ => Lineage(vec![
+                format!("cred:{}", row.id),
+                crate::store::generation_key(&row.id, row.generation),
+            ]),
         };
         Ok(self
             .owner_principal(&row)?

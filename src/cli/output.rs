@@ -30,9 +30,11 @@ pub fn print(
                     .map(|a| a.iter().collect())
                     .unwrap_or_default()
             };
+            // Text from the server is data: a control character (an escape sequence, a
+            // newline that would forge a row) is printed escaped, never raw.
             let cell = |v: &Value| match v {
                 Value::Null => "-".to_owned(),
-                Value::String(s) => s.clone(),
+                Value::String(s) => crate::iam::escape_text(s),
                 other => other.to_string(),
             };
             let rows: Vec<Vec<String>> = items

@@ -1003,16 +1003,27 @@ impl ContentService {
         Ok(self.inner.meta.read(|r| r.catalog(last, limit))?)
     }
 
+    /// One page of the referrers of `subject` (see `store::Reader::referrers`).
     pub fn referrers(
         &self,
         repo: &RepositoryName,
         subject: &Digest,
         artifact_type: Option<&str>,
+        after: Option<&str>,
+        limit: u64,
     ) -> Result<Vec<ReferrerRow>> {
         Ok(self
             .inner
             .meta
-            .read(|r| r.referrers(repo.as_str(), subject, artifact_type))?)
+            .read(|r| r.referrers(repo.as_str(), subject, artifact_type, after, limit))?)
+    }
+
+    /// The annotations of manifest `digest` when at most `max` bytes long.
+    pub fn annotations(&self, repo: &RepositoryName, digest: &Digest, max: u64) -> Result<Option<String>> {
+        Ok(self
+            .inner
+            .meta
+            .read(|r| r.manifest_annotations(repo.as_str(), digest, max))?)
     }
 
     /// Removes upload sessions older than `ttl` and their bytes; returns how many.

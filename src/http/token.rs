@@ -267,7 +267,7 @@ async fn exchange(state: &AppState, form: &[(String, String)], client: ClientInf
         let login = match &client_id {
             Some(robot) if robot.contains('/') => st.auth.login(robot, &jwt, &client)?,
             Some(_) => return Ok(Err("client_id must name a robot as ORG/ROBOT".into())),
-            None => match st.auth.exchange_any(&jwt, &client)? {
+            None => match st.auth.exchange_any(&jwt, &client, scope_orgs(&st, &scopes)?.as_deref())? {
                 Ok(l) => l,
                 Err(ambiguous) => return Ok(Err(ambiguous)),
             },
@@ -314,6 +314,24 @@ async fn exchange(state: &AppState, form: &[(String, String)], client: ClientInf
     }
 }
 
+/// The organizations owning the namespaces that `scopes` name; `None` when they name none.
+fn scope_orgs(st: &AppState, scopes: &[Scope]) -> Result<Option<Vec<String>>, AuthError> {
+    let mut orgs = Vec::new();
+    let mut named = false;
+    for s in scopes {
+        if let Scope::Repository { name, .. } = s {
+            named = true;
+            let ns = crate::policy::namespace_of(name.as_str());
+            if let Some(row) = st.auth.namespace(ns)?
+                && !orgs.contains(&row.org)
+            {
+                orgs.push(row.org);
+            }
+        }
+    }
+    Ok(named.then_some(orgs))
+}
+
 /// What was granted, as space-separated Docker scope strings (`repository:acme/app:pull`).
 fn scope_of(access: &[AccessEntry]) -> String {
     access
@@ -345,6 +363,7 @@ fn issue_for(
                 .token_keys(&login.principal)
                 .into_iter()
                 .chain(namespace_keys)
+                .chain(grants.epoch_key.clone())
                 .collect(),
             login.not_after(),
         )

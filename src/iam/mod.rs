@@ -107,9 +107,24 @@ pub struct IamService {
 /// Where a new credential comes from (lineage; see `store::CredentialRow`).
 #[derive(Debug, Clone, Default)]
 pub struct Origin {
+    /// Shown as where it came from: the first key of `lineage`.
     pub source: Option<String>,
     pub family: Option<String>,
     pub creator: Option<String>,
+    /// The revocation keys it depends on: revoking any of them ends it (and what it made).
+    pub lineage: Vec<String>,
+}
+
+impl Origin {
+    /// The origin of an object made by a caller whose provenance keys are `lineage`.
+    pub fn of(lineage: Vec<String>) -> Origin {
+        Origin {
+            source: lineage.first().cloned(),
+            creator: lineage.iter().find(|k| k.starts_with("robot:")).cloned(),
+            family: None,
+            lineage,
+        }
+    }
 }
 
 /// What a new credential is: its kind, owner, name, lifetime (`None`: no expiry), read-write
@@ -238,7 +253,7 @@ impl IamService {
         let hash = password::hash(password).map_err(Error::Invalid)?;
         self.meta.write(|w| {
             w.set_password(user.id, &hash)?;
-            w.revoke_source(&format!("pw:{}:{}", user.id, user.password_epoch))
+            w.revoke(&format!("pw:{}:{}", user.id, user.password_epoch))
         })?;
         Ok(())
     }
@@ -378,16 +393,21 @@ impl IamService {
 
     // ----- robots -----
 
+    /// Creates a robot; it ends with any of `lineage` (what its creator came from).
     pub fn create_robot(
         &self,
         org: &str,
         name: &str,
         description: Option<&str>,
+        lineage: &[String],
     ) -> Result<RobotRow> {
         check_name("robot", name)?;
         let org_row = self.org(org)?;
         self.meta
-            .write(|w| w.insert_robot(org_row.id, name, description))
+            .write(|w| {
+                let id = w.insert_robot(org_row.id, name, description)?;
+                w.record_lineage(&format!("robot:{id}"), lineage)
+            })
             .map_err(|e| match e {
                 store::Error::Conflict => {
                     Error::Conflict(format!("robot {name:?} already exists in {org:?}"))
@@ -422,9 +442,37 @@ impl IamService {
         Ok(self.meta.read(|r| r.trusts_of_robot(robot_id))?)
     }
 
-    /// Adds a trust; `false` if the robot has one of that name already.
-    pub fn add_trust(&self, t: &crate::store::TrustRow) -> Result<bool> {
-        Ok(self.meta.write(|w| w.insert_trust(t))?)
+    /// Adds a trust that ends with any of `lineage`; `false` if the robot has one of that name
+    /// already.
+    pub fn add_trust(&self, t: &crate::store::TrustRow, lineage: &[String]) -> Result<bool> {
+        Ok(self.meta.write(|w| {
+            if !w.insert_trust(t)? {
+                return Ok(false);
+            }
+            if let Some(id) = w.trust_id(t.robot_id, &t.name)? {
+                w.record_lineage(&format!("trust:{id}"), lineage)?;
+            }
+            Ok::<_, store::Error>(true)
+        })?)
+    }
+
+    /// Whether a caller whose lineage is `keys` came (transitively) from credential `id`:
+    /// such a caller must not rotate it, or it could lock the credential's owner out.
+    pub fn derives_from(&self, keys: &[String], id: &str) -> Result<bool> {
+        let target = format!("cred:{id}");
+        if keys.contains(&target) {
+            return Ok(true);
+        }
+        Ok(self.meta.read(|r| r.ancestry(keys))?.contains(&target))
+    }
+
+    /// Ends the previous generation of credentials whose rotation overlap is over. Blocking.
+    pub fn end_overlaps(&self) -> Result<usize> {
+        let at = now();
+        if self.meta.read(|r| r.ended_overlaps(at))?.is_empty() {
+            return Ok(0);
+        }
+        Ok(self.meta.write(|w| w.end_overlaps(at))?)
     }
 
     /// Deletes a trust and revokes what was issued through it; `false` if there was none.
@@ -519,6 +567,12 @@ impl IamService {
             creator: origin.creator.clone(),
             previous_hash: None,
             previous_until: None,
+            generation: 0,
+        };
+        // A session family is the object of a refresh token; others are the credential.
+        let object = match &row.family {
+            Some(f) if kind == SecretKind::RefreshToken => format!("fam:{f}"),
+            _ => format!("cred:{}", row.id),
         };
         self.meta
             .write(|w| {
@@ -536,7 +590,8 @@ impl IamService {
                 {
                     return Err(store::Error::Conflict);
                 }
-                w.insert_credential(&row)
+                w.insert_credential(&row)?;
+                w.record_lineage(&object, &origin.lineage)
             })
             .map_err(|e| match e {
                 store::Error::Conflict => Error::Conflict(format!(
@@ -611,9 +666,16 @@ impl IamService {
 
     /// The stored credential behind a presented secret, even if revoked or expired (for reuse
     /// detection); `None` when the secret does not match.
+    /// Its `generation` is the one the secret belongs to (the one before when the secret is the
+    /// previous one, within a rotation's overlap).
     pub fn lookup_secret(&self, secret: &Secret) -> Result<Option<CredentialRow>> {
         let row = self.meta.read(|r| r.credential(&secret.id().to_string()))?;
-        Ok(row.filter(|c| c.kind == secret.kind().as_str() && secret_ok(secret, c)))
+        Ok(row
+            .filter(|c| c.kind == secret.kind().as_str())
+            .and_then(|mut c| {
+                c.generation = secret_generation(secret, &c)?;
+                Some(c)
+            }))
     }
 
     /// The stored credential behind a presented secret, if the secret is right and the
@@ -622,7 +684,7 @@ impl IamService {
         let row = self.meta.read(|r| r.credential(&secret.id().to_string()))?;
         Ok(row.filter(|c| {
             c.kind == secret.kind().as_str()
-                && secret_ok(secret, c)
+                && secret_generation(secret, c).is_some()
                 && c.revoked_at.is_none()
                 && c.expires_at.is_none_or(|e| e > now())
         }))
@@ -698,6 +760,9 @@ impl IamService {
 
     /// Creates or replaces a binding. The subject is `user/NAME` or `robot/NAME` (a robot of
     /// `org`); the role must exist; the scope's namespace must belong to `org`.
+    ///
+    /// A user subject must be a member of `org`: a binding never grants anything to someone
+    /// outside it. The binding ends with any of `lineage` (what its creator came from).
     pub fn put_binding(
         &self,
         org: &str,
@@ -705,6 +770,7 @@ impl IamService {
         role: &str,
         subject: &str,
         scope: &BindingScope,
+        lineage: &[String],
     ) -> Result<bool> {
         check_name("binding", name)?;
         let org_row = self.org(org)?;
@@ -714,7 +780,23 @@ impl IamService {
             )));
         }
         let (subject_kind, subject_id) = match subject.split_once('/') {
-            Some(("user", u)) => ("user", self.user(u)?.id),
+            Some(("user", u)) => {
+                // Unknown users and non-members get the same answer (no user enumeration).
+                let member = self.meta.read(|r| match r.user_by_name(u)? {
+                    Some(user) => Ok(r
+                        .memberships_of_user(user.id)?
+                        .iter()
+                        .any(|(o, _)| o.id == org_row.id)
+                        .then_some(user.id)),
+                    None => Ok(None),
+                })?;
+                let id = member.ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "user {u:?} is not a member of organization {org:?}: add them first with `berth member add`"
+                    ))
+                })?;
+                ("user", id)
+            }
             Some(("robot", r)) => ("robot", self.robot(org, r)?.id),
             _ => {
                 return Err(Error::Invalid(format!(
@@ -751,7 +833,7 @@ impl IamService {
                 subject_id,
                 scope_kind: scope_kind.to_owned(),
                 scope: scope_value,
-            })
+            }, lineage)
         })?;
         Ok(existed)
     }
@@ -796,8 +878,10 @@ impl IamService {
             admin,
             ..policy::Grants::default()
         };
+        let mut member_orgs = Vec::new();
         if subject.0 == "user" {
             for (org, role) in self.meta.read(|r| r.memberships_of_user(subject.1))? {
+                member_orgs.push(org.id);
                 if role == "owner" {
                     g.owner_of.push(org.name);
                 } else {
@@ -805,10 +889,22 @@ impl IamService {
                 }
             }
         }
+        g.epoch_key = Some(format!(
+            "pol:{}:{}:{}",
+            subject.0,
+            subject.1,
+            self.meta
+                .read(|r| r.policy_epoch(&format!("{}:{}", subject.0, subject.1)))?
+        ));
         for b in self
             .meta
             .read(|r| r.bindings_for_subject(subject.0, subject.1))?
         {
+            // Membership gates every user grant: a binding in an org the user has left grants
+            // nothing (removal also deletes them; this holds whatever the rows say).
+            if subject.0 == "user" && !member_orgs.contains(&b.org_id) {
+                continue;
+            }
             let Some(rules) = self.role_rules(b.org_id, &b.role)? else {
                 continue;
             };
@@ -844,30 +940,65 @@ impl IamService {
     }
 }
 
+/// `text` with every control character written as a `\u{..}` escape: what came from outside
+/// (a workload's subject, a typed name) cannot forge a row or drive a terminal.
+pub fn escape_text(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 fn audit_row(e: &AuditEvent) -> AuditRow {
+    let clean = |t: &Option<String>| t.as_deref().map(escape_text);
     AuditRow {
         id: 0,
         at: now(),
-        actor: e.actor.clone(),
+        actor: clean(&e.actor),
         action: e.action.to_owned(),
         outcome: if e.success { "success" } else { "failure" }.to_owned(),
-        target: e.target.clone(),
+        target: clean(&e.target),
         client_addr: e.client_addr.clone(),
-        detail: e.detail.clone(),
+        detail: clean(&e.detail),
         attempted: None,
         count: 1,
     }
 }
 
-/// Whether `secret` is credential `c`'s: its current secret, or the one before its last rotation
-/// while the overlap lasts (both compared in constant time).
-fn secret_ok(secret: &Secret, c: &CredentialRow) -> bool {
+/// The generation of credential `c` that `secret` is: its current secret, or the one before its
+/// last rotation while the overlap lasts (both compared in constant time); `None`: neither.
+fn secret_generation(secret: &Secret, c: &CredentialRow) -> Option<i64> {
     let current = secret.matches(&c.secret_hash);
     let previous = match (&c.previous_hash, c.previous_until) {
         (Some(h), Some(until)) => secret.matches(h) && until > now(),
         _ => false,
     };
-    current | previous
+    if current {
+        Some(c.generation)
+    } else if previous {
+        Some(c.generation - 1)
+    } else {
+        None
+    }
+}
+
+/// Refuses control characters (escape sequences, newlines) in text stored from outside: it is
+/// shown in terminals, logs and the audit trail.
+pub fn check_text(what: &str, text: &str) -> Result<()> {
+    if text.chars().any(char::is_control) {
+        return Err(Error::Invalid(format!(
+            "{what} must not contain control characters (escapes, newlines, tabs)"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -184,6 +184,10 @@ pub struct Grants {
     pub grants: Vec<Grant>,
     /// A registry token: read-only or read-write access to the namespaces of one organization.
     pub registry_token: Option<(String, bool)>,
+    /// The revocation key of the subject's policy epoch (`pol:<kind>:<id>:<epoch>`): registry
+    /// tokens issued under these grants name it, and a change that takes access away from the
+    /// subject revokes it.
+    pub epoch_key: Option<String>,
 }
 
 /// What the metadata says of a repository's namespace.

@@ -96,8 +96,11 @@ const TABLES: &[Table] = &[
             ("creator", Text),
             ("previous_hash", Bytes),
             ("previous_until", Int),
+            ("generation", Int),
         ],
     ),
+    ("lineage", None, &[("source", Text), ("object", Text)]),
+    ("policy_epochs", None, &[("subject", Text), ("epoch", Int)]),
     (
         "roles",
         None,

@@ -11,6 +11,16 @@ use crate::store::{
 /// The revocation-log key of a policy change (no token names it).
 pub(super) const POLICY_CHANGED: &str = "policy";
 
+/// The revocation key of one generation of a credential.
+pub fn generation_key(id: &str, generation: i64) -> String {
+    format!("gen:{id}:{generation}")
+}
+
+/// The lineage key of a binding.
+pub fn binding_key(org_id: i64, name: &str) -> String {
+    format!("binding:{org_id}/{name}")
+}
+
 /// A signing key as stored: (created, kid, certificate PEM, sealed private key).
 pub(crate) type SealedKey = (i64, String, String, Vec<u8>);
 
@@ -68,6 +78,7 @@ fn credential(r: &Row<'_>) -> Result<CredentialRow> {
         creator: r.get(17)?,
         previous_hash: r.get(18)?,
         previous_until: r.get(19)?,
+        generation: r.get(20)?,
     })
 }
 fn trust(r: &Row<'_>) -> Result<TrustRow> {
@@ -92,7 +103,7 @@ const TRUST_SELECT: &str = "SELECT t.id, t.robot_id, o.name, rb.name, t.name, t.
 
 const CREDENTIAL_COLS: &str = "id, kind, name, user_id, robot_id, org_id, secret_hash, readwrite, description, \
      created_at, expires_at, revoked_at, last_used_at, last_used_addr, last_used_agent, source, family, creator, \
-     previous_hash, previous_until";
+     previous_hash, previous_until, generation";
 
 fn binding(r: &Row<'_>) -> Result<BindingRow> {
     Ok(BindingRow {
@@ -387,6 +398,64 @@ impl Reader<'_> {
         )
     }
 
+    /// The policy epoch of a subject (`user:<id>`, `robot:<id>`): its registry tokens name
+    /// `pol:<subject>:<epoch>`, revoked when a change takes access away from it.
+    pub fn policy_epoch(&self, subject: &str) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_opt(
+                "SELECT epoch FROM policy_epochs WHERE subject = ?1",
+                p![subject],
+                |r| r.get(0),
+            )?
+            .unwrap_or(0))
+    }
+
+    /// Every revocation key `object` depends on, transitively (its sources, their sources, ...),
+    /// with `object` itself.
+    pub fn ancestry(&self, objects: &[String]) -> Result<Vec<String>> {
+        let mut seen: Vec<String> = objects.to_vec();
+        let mut next = objects.to_vec();
+        // Lineage is acyclic (an object's sources exist before it); the bound is a safety net.
+        for _ in 0..64 {
+            let mut found = Vec::new();
+            for o in &next {
+                let sources: Vec<String> = self.conn.query(
+                    "SELECT source FROM lineage WHERE object = ?1",
+                    p![o.as_str()],
+                    |r| r.get(0),
+                )?;
+                for src in sources {
+                    // A generation key stands for its credential.
+                    let up = match src.strip_prefix("gen:").and_then(|g| g.rsplit_once(':')) {
+                        Some((id, _)) => format!("cred:{id}"),
+                        None => src.clone(),
+                    };
+                    for k in [src, up] {
+                        if !seen.contains(&k) {
+                            seen.push(k.clone());
+                            found.push(k);
+                        }
+                    }
+                }
+            }
+            if found.is_empty() {
+                break;
+            }
+            next = found;
+        }
+        Ok(seen)
+    }
+
+    /// Credentials whose rotation overlap ended by `at`: (id, generation).
+    pub fn ended_overlaps(&self, at: i64) -> Result<Vec<(String, i64)>> {
+        self.conn.query(
+            "SELECT id, generation FROM credentials WHERE previous_until IS NOT NULL AND previous_until <= ?1",
+            p![at],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+    }
+
     /// Revocation keys added after `seq`: (sequence number, key, when).
     pub fn revocations_since(&self, seq: i64) -> Result<Vec<(i64, String, i64)>> {
         self.conn.query(
@@ -489,10 +558,7 @@ impl Writer<'_> {
     pub fn delete_user(&self, user_id: i64) -> Result<bool> {
         self.conn
             .execute("DELETE FROM memberships WHERE user_id = ?1", p![user_id])?;
-        self.conn.execute(
-            "DELETE FROM bindings WHERE subject_kind = 'user' AND subject_id = ?1",
-            p![user_id],
-        )?;
+        self.delete_bindings_where("subject_kind = 'user' AND subject_id = ?1", p![user_id])?;
         self.delete_credentials_where("user_id = ?1", p![user_id])?;
         self.revoke(&format!("user:{user_id}"))?;
         Ok(self
@@ -563,10 +629,10 @@ impl Writer<'_> {
         };
         self.revoke(&crate::store::namespace_key(name, org_id, created_at))?;
         self.delete_repositories_in(name)?;
-        self.conn.execute(
-            "DELETE FROM bindings WHERE org_id = ?1 AND ((scope_kind = 'namespace' AND scope = ?2)
+        self.delete_bindings_where(
+            "org_id = ?1 AND ((scope_kind = 'namespace' AND scope = ?2)
              OR (scope_kind = 'repository' AND substr(scope, 1, length(?3)) = ?3))",
-            p![org_id, name, prefix],
+            p![org_id, name, prefix.as_str()],
         )?;
         Ok(self
             .conn
@@ -576,6 +642,14 @@ impl Writer<'_> {
 
     pub fn set_membership(&self, org_id: i64, user_id: i64, role: &str) -> Result<()> {
         self.policy_changed()?;
+        let before: Option<String> = self.conn.query_opt(
+            "SELECT role FROM memberships WHERE org_id = ?1 AND user_id = ?2",
+            p![org_id, user_id],
+            |r| r.get(0),
+        )?;
+        if before.as_deref() == Some("owner") && role != "owner" {
+            self.bump_policy(&format!("user:{user_id}"))?;
+        }
         self.conn.execute(
             "INSERT INTO memberships (org_id, user_id, role) VALUES (?1, ?2, ?3)
              ON CONFLICT (org_id, user_id) DO UPDATE SET role = excluded.role",
@@ -584,12 +658,27 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// Removes a member with their bindings in the organization; their registry tokens end.
     pub fn delete_membership(&self, org_id: i64, user_id: i64) -> Result<bool> {
         self.policy_changed()?;
-        Ok(self.conn.execute(
+        let removed = self.conn.execute(
             "DELETE FROM memberships WHERE org_id = ?1 AND user_id = ?2",
             p![org_id, user_id],
-        )? > 0)
+        )? > 0;
+        self.delete_bindings_where(
+            "org_id = ?1 AND subject_kind = 'user' AND subject_id = ?2",
+            p![org_id, user_id],
+        )?;
+        self.bump_policy(&format!("user:{user_id}"))?;
+        Ok(removed)
+    }
+
+    fn subjects_of_role(&self, org_id: i64, role: &str) -> Result<Vec<(String, i64)>> {
+        self.conn.query(
+            "SELECT DISTINCT subject_kind, subject_id FROM bindings WHERE org_id = ?1 AND role = ?2",
+            p![org_id, role],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
     }
 
     /// Adds a trust (its row's id and creation time are set here); `false` if the robot already
@@ -610,11 +699,26 @@ impl Writer<'_> {
             |r| r.get(0),
         )?;
         let Some(id) = id else { return Ok(false) };
-        self.revoke(&format!("trust:{id}"))?;
-        Ok(self
+        self.delete_trust_by_id(id)
+    }
+
+    fn delete_trust_by_id(&self, id: i64) -> Result<bool> {
+        let deleted = self
             .conn
             .execute("DELETE FROM robot_trusts WHERE id = ?1", p![id])?
-            > 0)
+            > 0;
+        self.forget_object(&format!("trust:{id}"))?;
+        self.revoke(&format!("trust:{id}"))?;
+        Ok(deleted)
+    }
+
+    /// The id of the trust just inserted for `robot_id` under `name`.
+    pub fn trust_id(&self, robot_id: i64, name: &str) -> Result<Option<i64>> {
+        self.conn.query_opt(
+            "SELECT id FROM robot_trusts WHERE robot_id = ?1 AND name = ?2",
+            p![robot_id, name],
+            |r| r.get(0),
+        )
     }
 
     pub fn touch_trust(&self, id: i64, at: i64) -> Result<()> {
@@ -635,19 +739,125 @@ impl Writer<'_> {
     /// Deletes a robot with its credentials, the credentials it created, and its bindings; its
     /// id is revoked for bearer tokens.
     pub fn delete_robot(&self, robot_id: i64) -> Result<bool> {
-        self.delete_credentials_where("robot_id = ?1", p![robot_id])?;
-        self.delete_credentials_where("creator = ?1", p![format!("robot:{robot_id}")])?;
-        self.conn.execute(
-            "DELETE FROM bindings WHERE subject_kind = 'robot' AND subject_id = ?1",
-            p![robot_id],
-        )?;
-        self.conn
-            .execute("DELETE FROM robot_trusts WHERE robot_id = ?1", p![robot_id])?;
-        self.revoke(&format!("robot:{robot_id}"))?;
-        Ok(self
+        let deleted = self
             .conn
             .execute("DELETE FROM robots WHERE id = ?1", p![robot_id])?
-            > 0)
+            > 0;
+        self.delete_credentials_where("robot_id = ?1", p![robot_id])?;
+        self.delete_credentials_where("creator = ?1", p![format!("robot:{robot_id}")])?;
+        self.delete_bindings_where(
+            "subject_kind = 'robot' AND subject_id = ?1",
+            p![robot_id],
+        )?;
+        let trusts: Vec<i64> = self.conn.query(
+            "SELECT id FROM robot_trusts WHERE robot_id = ?1",
+            p![robot_id],
+            |r| r.get(0),
+        )?;
+        for t in trusts {
+            self.delete_trust_by_id(t)?;
+        }
+        self.forget_object(&format!("robot:{robot_id}"))?;
+        // Everything the robot made (credentials, trusts, robots, bindings) ends with it.
+        self.revoke(&format!("robot:{robot_id}"))?;
+        Ok(deleted)
+    }
+
+    /// Deletes the bindings matching `condition` (on `?1`, `?2`, ...), moving their subjects'
+    /// policy epochs (their registry tokens end) and forgetting the bindings' lineage.
+    fn delete_bindings_where(&self, condition: &str, args: &[&dyn super::sql::Param]) -> Result<u64> {
+        let gone: Vec<(i64, String, String, i64)> = self.conn.query(
+            &format!("SELECT org_id, name, subject_kind, subject_id FROM bindings WHERE {condition}"),
+            args,
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )?;
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        self.policy_changed()?;
+        for (org_id, name, kind, id) in &gone {
+            self.conn.execute(
+                "DELETE FROM bindings WHERE org_id = ?1 AND name = ?2",
+                p![*org_id, name.as_str()],
+            )?;
+            self.forget_object(&binding_key(*org_id, name))?;
+            self.bump_policy(&format!("{kind}:{id}"))?;
+        }
+        Ok(gone.len() as u64)
+    }
+
+    /// Ends the registry tokens issued to `subject` under its current policy epoch.
+    pub fn bump_policy(&self, subject: &str) -> Result<()> {
+        let epoch = self.reader().policy_epoch(subject)?;
+        self.conn.execute(
+            "INSERT INTO policy_epochs (subject, epoch) VALUES (?1, ?2)
+             ON CONFLICT (subject) DO UPDATE SET epoch = excluded.epoch",
+            p![subject, epoch + 1],
+        )?;
+        self.revoke(&format!("pol:{subject}:{epoch}"))
+    }
+
+    /// Records that `object` (a revocation key: `cred:`, `fam:`, `trust:`, `robot:`,
+    /// `binding:`) exists because of each of `sources`: revoking any of them ends it.
+    pub fn record_lineage(&self, object: &str, sources: &[String]) -> Result<()> {
+        for src in sources.iter().filter(|s| s.as_str() != object) {
+            self.conn.execute(
+                "INSERT INTO lineage (source, object) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                p![src.as_str(), object],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Drops the lineage of an object that is gone (what it depended on).
+    fn forget_object(&self, object: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM lineage WHERE object = ?1", p![object])?;
+        Ok(())
+    }
+
+    /// Ends every object derived from `key`, transitively: each one's own deletion revokes its
+    /// key, which ends what was derived from it in turn.
+    fn end_derived(&self, key: &str) -> Result<()> {
+        let objects: Vec<String> = self.conn.query(
+            "SELECT object FROM lineage WHERE source = ?1",
+            p![key],
+            |r| r.get(0),
+        )?;
+        if objects.is_empty() {
+            return Ok(());
+        }
+        self.conn
+            .execute("DELETE FROM lineage WHERE source = ?1", p![key])?;
+        for o in objects {
+            self.end_object(&o)?;
+        }
+        Ok(())
+    }
+
+    fn end_object(&self, object: &str) -> Result<()> {
+        match object.split_once(':') {
+            Some(("cred", id)) => self.delete_credential(id).map(drop),
+            Some(("fam", f)) => self.revoke_family(f),
+            Some(("trust", id)) => match id.parse() {
+                Ok(id) => self.delete_trust_by_id(id).map(drop),
+                Err(_) => Ok(()),
+            },
+            Some(("robot", id)) => match id.parse() {
+                Ok(id) => self.delete_robot(id).map(drop),
+                Err(_) => Ok(()),
+            },
+            Some(("binding", rest)) => match rest.split_once('/') {
+                Some((org, name)) => match org.parse::<i64>() {
+                    Ok(org) => self
+                        .delete_bindings_where("org_id = ?1 AND name = ?2", p![org, name])
+                        .map(drop),
+                    Err(_) => Ok(()),
+                },
+                None => Ok(()),
+            },
+            _ => Ok(()),
+        }
     }
 
     /// Deletes every credential matching `condition` (on `?1`) with its descendants.
@@ -673,12 +883,15 @@ impl Writer<'_> {
         self.revoke(POLICY_CHANGED)
     }
 
-    /// Adds a key to the revocation log.
+    /// Adds a key to the revocation log and ends everything derived from it (`lineage`).
     pub fn revoke(&self, key: &str) -> Result<()> {
         self.conn.execute(
             "INSERT INTO revocations (key, at) VALUES (?1, ?2)",
             p![key, now()],
         )?;
+        if key != POLICY_CHANGED {
+            self.end_derived(key)?;
+        }
         Ok(())
     }
 
@@ -689,7 +902,9 @@ impl Writer<'_> {
             "UPDATE credentials SET revoked_at = ?2 WHERE family = ?1 AND revoked_at IS NULL",
             p![family, now()],
         )?;
-        self.revoke(&format!("fam:{family}"))
+        let key = format!("fam:{family}");
+        self.forget_object(&key)?;
+        self.revoke(&key)
     }
 
     /// Rotation: marks the refresh token `old` used and stores its successor, only if `old` was
@@ -719,7 +934,7 @@ impl Writer<'_> {
     pub fn insert_credential(&self, c: &CredentialRow) -> Result<()> {
         self.conn.execute(
             &format!(
-                "INSERT INTO credentials ({CREDENTIAL_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
+                "INSERT INTO credentials ({CREDENTIAL_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"
             ),
             p![
                 c.id,
@@ -741,7 +956,8 @@ impl Writer<'_> {
                 c.family,
                 c.creator,
                 c.previous_hash,
-                c.previous_until
+                c.previous_until,
+                c.generation
             ],
         )?;
         Ok(())
@@ -751,54 +967,81 @@ impl Writer<'_> {
     /// and credentials created through it, recursively), and revokes their bearer tokens.
     /// Gives credential `id` a new secret; the old one is accepted until `previous_until`
     /// (`None`: not at all).
+    ///
+    /// The credential moves to a new generation. What the generation before the last ended
+    /// with (an overlap still running) ends now; the last one ends now when there is no overlap,
+    /// else when the overlap does (`end_overlaps`).
     pub fn rotate_credential(&self, id: &str, new_hash: &[u8], previous_until: Option<i64>) -> Result<bool> {
-        let n = match previous_until {
-            Some(until) => self.conn.execute(
-                "UPDATE credentials SET previous_hash = secret_hash, previous_until = ?3, secret_hash = ?2 \
-                 WHERE id = ?1 AND revoked_at IS NULL",
-                p![id, new_hash, until],
-            )?,
-            None => self.conn.execute(
-                "UPDATE credentials SET previous_hash = NULL, previous_until = NULL, secret_hash = ?2 \
-                 WHERE id = ?1 AND revoked_at IS NULL",
-                p![id, new_hash],
-            )?,
-        };
-        Ok(n > 0)
-    }
-
-    pub fn delete_credential(&self, id: &str) -> Result<bool> {
-        let family: Vec<(String, Option<String>)> = self.conn.query(
-            "WITH RECURSIVE tree(id) AS (
-                 SELECT id FROM credentials WHERE id = ?1
-                 UNION SELECT c.id FROM credentials c JOIN tree t ON c.source = 'cred:' || t.id
-             )
-             SELECT c.id, c.family FROM credentials c JOIN tree t ON c.id = t.id",
+        let found: Option<(i64, Option<i64>)> = self.conn.query_opt(
+            "SELECT generation, previous_until FROM credentials WHERE id = ?1 AND revoked_at IS NULL",
             p![id],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-        for (cid, fam) in &family {
-            self.revoke(&format!("cred:{cid}"))?;
-            if let Some(f) = fam {
-                self.revoke_family(f)?;
-            }
-            self.conn
-                .execute("DELETE FROM credentials WHERE id = ?1", p![cid])?;
+        let Some((generation, running)) = found else {
+            return Ok(false);
+        };
+        if running.is_some() && generation > 0 {
+            self.revoke(&generation_key(id, generation - 1))?;
         }
-        Ok(family.iter().any(|(cid, _)| cid == id))
+        match previous_until {
+            Some(until) => self.conn.execute(
+                "UPDATE credentials SET previous_hash = secret_hash, previous_until = ?3, secret_hash = ?2, \
+                 generation = generation + 1 WHERE id = ?1",
+                p![id, new_hash, until],
+            )?,
+            None => {
+                self.revoke(&generation_key(id, generation))?;
+                self.conn.execute(
+                    "UPDATE credentials SET previous_hash = NULL, previous_until = NULL, secret_hash = ?2, \
+                     generation = generation + 1 WHERE id = ?1",
+                    p![id, new_hash],
+                )?
+            }
+        };
+        Ok(true)
+    }
+
+    /// Ends the previous generation of every credential whose rotation overlap has ended:
+    /// its secret stops and what it made ends. The number ended.
+    pub fn end_overlaps(&self, at: i64) -> Result<usize> {
+        let ended = self.reader().ended_overlaps(at)?;
+        for (id, generation) in &ended {
+            self.conn.execute(
+                "UPDATE credentials SET previous_hash = NULL, previous_until = NULL WHERE id = ?1",
+                p![id.as_str()],
+            )?;
+            self.revoke(&generation_key(id, generation - 1))?;
+        }
+        Ok(ended.len())
+    }
+
+    pub fn delete_credential(&self, id: &str) -> Result<bool> {
+        let found: Option<(Option<String>, i64)> = self.conn.query_opt(
+            "SELECT family, generation FROM credentials WHERE id = ?1",
+            p![id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let Some((family, generation)) = found else {
+            return Ok(false);
+        };
+        self.conn
+            .execute("DELETE FROM credentials WHERE id = ?1", p![id])?;
+        let key = format!("cred:{id}");
+        self.forget_object(&key)?;
+        // What was made through any generation of it ends with it.
+        for g in 0..=generation {
+            self.end_derived(&generation_key(id, g))?;
+        }
+        self.revoke(&key)?;
+        if let Some(f) = family {
+            self.revoke_family(&f)?;
+        }
+        Ok(true)
     }
 
     /// Ends every session opened with a password (`pw:<uid>:<epoch>`) or derived from a
-    /// credential (`cred:<id>`): the refresh tokens whose source it is, and its bearer tokens.
+    /// credential (`cred:<id>`), and everything else made through it.
     pub fn revoke_source(&self, key: &str) -> Result<()> {
-        let families: Vec<String> = self.conn.query(
-            "SELECT DISTINCT family FROM credentials WHERE source = ?1 AND family IS NOT NULL",
-            p![key],
-            |r| r.get(0),
-        )?;
-        for f in families {
-            self.revoke_family(&f)?;
-        }
         self.revoke(key)
     }
 
@@ -818,8 +1061,13 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// Creates or replaces a custom role; the subjects bound to a replaced one lose their
+    /// registry tokens (the rules may have shrunk).
     pub fn put_role(&self, org_id: i64, name: &str, rules: &str) -> Result<()> {
         self.policy_changed()?;
+        for (kind, id) in self.subjects_of_role(org_id, name)? {
+            self.bump_policy(&format!("{kind}:{id}"))?;
+        }
         self.conn.execute(
             "INSERT INTO roles (org_id, name, rules, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)
              ON CONFLICT (org_id, name) DO UPDATE SET rules = excluded.rules, updated_at = excluded.updated_at",
@@ -828,16 +1076,27 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// Deletes a custom role with its bindings, so that a role created later under the name
+    /// grants nothing to anyone.
     pub fn delete_role(&self, org_id: i64, name: &str) -> Result<bool> {
         self.policy_changed()?;
+        self.delete_bindings_where("org_id = ?1 AND role = ?2", p![org_id, name])?;
         Ok(self.conn.execute(
             "DELETE FROM roles WHERE org_id = ?1 AND name = ?2",
             p![org_id, name],
         )? > 0)
     }
 
-    pub fn put_binding(&self, b: &BindingRow) -> Result<()> {
+    /// Creates or replaces a binding; a replaced one's subject loses its registry tokens, and
+    /// the binding's lineage becomes `sources` (what its creator came from).
+    pub fn put_binding(&self, b: &BindingRow, sources: &[String]) -> Result<()> {
         self.policy_changed()?;
+        if let Some(old) = self.reader().binding(b.org_id, &b.name)? {
+            self.bump_policy(&format!("{}:{}", old.subject_kind, old.subject_id))?;
+        }
+        let key = binding_key(b.org_id, &b.name);
+        self.forget_object(&key)?;
+        self.record_lineage(&key, sources)?;
         self.conn.execute(
             "INSERT INTO bindings (org_id, name, role, subject_kind, subject_id, scope_kind, scope, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
@@ -850,11 +1109,7 @@ impl Writer<'_> {
     }
 
     pub fn delete_binding(&self, org_id: i64, name: &str) -> Result<bool> {
-        self.policy_changed()?;
-        Ok(self.conn.execute(
-            "DELETE FROM bindings WHERE org_id = ?1 AND name = ?2",
-            p![org_id, name],
-        )? > 0)
+        Ok(self.delete_bindings_where("org_id = ?1 AND name = ?2", p![org_id, name])? > 0)
     }
 
     pub fn insert_audit(&self, e: &AuditRow) -> Result<i64> {

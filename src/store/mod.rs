@@ -19,6 +19,7 @@ mod sqlite;
 use std::sync::Arc;
 
 pub use copy::CopyReport;
+pub use iam::{binding_key, generation_key};
 pub use postgres::PgOptions;
 
 use crate::types::Digest;
@@ -287,11 +288,14 @@ pub struct TagDetail {
     pub media_type: String,
     pub artifact_type: Option<String>,
     pub size: u64,
-    /// JSON object text, as pushed.
+    /// JSON object text, as pushed; `None` when absent or too long to show.
     pub annotations: Option<String>,
-    pub content: bytes::Bytes,
+    /// How long the stored annotations are (0: none).
+    pub annotations_len: u64,
     /// When the tag was last pointed here.
     pub pushed_at: i64,
+    /// The manifest and everything it references directly (from the stored references).
+    pub total_size: u64,
 }
 
 /// A manifest that names a subject, as the referrers API lists it.
@@ -301,8 +305,8 @@ pub struct ReferrerRow {
     pub media_type: String,
     pub size: u64,
     pub artifact_type: Option<String>,
-    /// JSON object text, as pushed.
-    pub annotations: Option<String>,
+    /// How long its annotations are (0: none); they are read one at a time.
+    pub annotations_len: u64,
 }
 
 /// Everything needed to record a pushed manifest.
@@ -441,7 +445,8 @@ pub struct CredentialRow {
     pub last_used_at: Option<i64>,
     pub last_used_addr: Option<String>,
     pub last_used_agent: Option<String>,
-    /// Lineage: the revocation key this credential came from (`cred:<id>`, `pw:<uid>:<epoch>`).
+    /// Where it came from, for display: the first revocation key of its creator (`cred:<id>`,
+    /// `pw:<uid>:<epoch>`). Every key it depends on is in the `lineage` table.
     pub source: Option<String>,
     /// Refresh tokens of one login share a family.
     pub family: Option<String>,
@@ -450,6 +455,9 @@ pub struct CredentialRow {
     /// The secret before the last rotation, accepted until `previous_until`.
     pub previous_hash: Option<Vec<u8>>,
     pub previous_until: Option<i64>,
+    /// Rotations so far: logins with the current secret name `gen:<id>:<generation>`, with the
+    /// previous one `gen:<id>:<generation - 1>`.
+    pub generation: i64,
 }
 
 /// A binding with its organization's name.

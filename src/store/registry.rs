@@ -93,27 +93,58 @@ impl Reader<'_> {
         )
     }
 
+    /// One page of the manifests of `repo` whose subject is `subject` (optionally of one
+    /// artifact type), after digest `after`, at most `limit`, by digest. Annotations are not
+    /// read here (`annotations_len` says how long they are; `manifest_annotations` reads them),
+    /// so a page's memory does not depend on what was pushed.
     pub fn referrers(
         &self,
         repo: &str,
         subject: &Digest,
         artifact_type: Option<&str>,
+        after: Option<&str>,
+        limit: u64,
     ) -> Result<Vec<ReferrerRow>> {
         self.conn.query(
-            "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations
+            "SELECT m.digest, m.media_type, m.size, m.artifact_type, COALESCE(length(m.annotations), 0)
              FROM repositories r JOIN manifests m ON m.repo_id = r.id
              WHERE r.name = ?1 AND m.subject = ?2 AND (CAST(?3 AS TEXT) IS NULL OR m.artifact_type = ?3)
-             ORDER BY m.digest",
-            p![repo, subject.to_string(), artifact_type],
+               AND (CAST(?4 AS TEXT) IS NULL OR m.digest > ?4)
+             ORDER BY m.digest LIMIT ?5",
+            p![repo, subject.to_string(), artifact_type, after, to_i64(limit)],
             |r| {
                 Ok(ReferrerRow {
                     digest: digest_col(r.get(0)?)?,
                     media_type: r.get(1)?,
                     size: to_u64(r.get(2)?),
                     artifact_type: r.get(3)?,
-                    annotations: r.get(4)?,
+                    annotations_len: to_u64(r.get(4)?),
                 })
             },
+        )
+    }
+
+    /// The annotations (JSON object text) of manifest `digest` of `repo`, if at most `max`
+    /// bytes long; `None` when absent or longer.
+    pub fn manifest_annotations(&self, repo: &str, digest: &Digest, max: u64) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_opt(
+                "SELECT m.annotations FROM repositories r JOIN manifests m ON m.repo_id = r.id
+                 WHERE r.name = ?1 AND m.digest = ?2 AND length(m.annotations) <= ?3",
+                p![repo, digest.to_string(), to_i64(max)],
+                |r| r.get::<Option<String>>(0),
+            )?
+            .flatten())
+    }
+
+    /// The content of manifest `digest` of `repo`.
+    pub fn manifest_content(&self, repo: &str, digest: &Digest) -> Result<Option<Vec<u8>>> {
+        self.conn.query_opt(
+            "SELECT m.content FROM repositories r JOIN manifests m ON m.repo_id = r.id
+             WHERE r.name = ?1 AND m.digest = ?2",
+            p![repo, digest.to_string()],
+            |r| r.get(0),
         )
     }
 
@@ -202,14 +233,32 @@ impl Reader<'_> {
     }
 
     /// The tags of `repo` with their manifests, sorted by tag, at most `limit`.
-    pub fn tag_details(&self, repo: &str, limit: u64) -> Result<Vec<TagDetail>> {
+    /// One page of `repo`'s tags after `after` (by name), at most `limit`: each with its
+    /// manifest's row and total size (the manifest and everything it references, from the
+    /// stored references, never by reading manifests). Annotations longer than
+    /// `annotations_max` bytes are left out (`annotations_len` tells).
+    pub fn tag_details(
+        &self,
+        repo: &str,
+        after: Option<&str>,
+        limit: u64,
+        annotations_max: u64,
+    ) -> Result<Vec<TagDetail>> {
         self.conn.query(
-            "SELECT t.name, m.digest, m.media_type, m.artifact_type, m.size, m.annotations,
-                    m.content, t.updated_at
+            "SELECT t.name, m.digest, m.media_type, m.artifact_type, m.size,
+                    CASE WHEN length(m.annotations) <= ?4 THEN m.annotations END,
+                    COALESCE(length(m.annotations), 0), t.updated_at,
+                    m.size
+                    + (SELECT COALESCE(SUM(b.size), 0) FROM manifest_refs mr JOIN blobs b ON b.digest = mr.ref_digest
+                       WHERE mr.repo_id = r.id AND mr.manifest_digest = m.digest AND mr.kind = 0)
+                    + (SELECT COALESCE(SUM(m2.size), 0) FROM manifest_refs mr
+                       JOIN manifests m2 ON m2.repo_id = r.id AND m2.digest = mr.ref_digest
+                       WHERE mr.repo_id = r.id AND mr.manifest_digest = m.digest AND mr.kind = 1)
              FROM repositories r JOIN tags t ON t.repo_id = r.id
              JOIN manifests m ON m.repo_id = r.id AND m.digest = t.digest
-             WHERE r.name = ?1 ORDER BY t.name LIMIT ?2",
-            p![repo, to_i64(limit)],
+             WHERE r.name = ?1 AND (CAST(?2 AS TEXT) IS NULL OR t.name > ?2)
+             ORDER BY t.name LIMIT ?3",
+            p![repo, after, to_i64(limit), to_i64(annotations_max)],
             |r| {
                 Ok(TagDetail {
                     tag: r.get(0)?,
@@ -218,8 +267,9 @@ impl Reader<'_> {
                     artifact_type: r.get(3)?,
                     size: to_u64(r.get(4)?),
                     annotations: r.get(5)?,
-                    content: r.get::<Vec<u8>>(6)?.into(),
+                    annotations_len: to_u64(r.get(6)?),
                     pushed_at: r.get(7)?,
+                    total_size: to_u64(r.get(8)?),
                 })
             },
         )

@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0004_token_keys.sql"),
     include_str!("../../migrations/sqlite/0005_trusts.sql"),
     include_str!("../../migrations/sqlite/0006_upload_parts.sql"),
+    include_str!("../../migrations/sqlite/0007_lineage.sql"),
 ];
 
 /// Readers kept open for reuse; more are opened on demand under load.

@@ -260,7 +260,7 @@ pub(super) async fn put_binding(
         let replaced = st
             .auth
             .iam()
-            .put_binding(&org, &name, &body.role, &body.subject, &scope)?;
+            .put_binding(&org, &name, &body.role, &body.subject, &scope, &caller.provenance())?;
         audit_change(
             st,
             &caller,

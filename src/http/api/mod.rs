@@ -336,6 +336,13 @@ impl FromRequestParts<AppState> for ApiCaller {
         })
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
+        // A workload's login is ephemeral: it may read, never create or change anything here
+        // (what it made would outlive its token and the trust).
+        if login.workload.is_some() && parts.method != axum::http::Method::GET {
+            return Err(ApiError::Forbidden(
+                "a workload's token may read the management API but not change it; use a robot token or a user's session".into(),
+            ));
+        }
         Ok(ApiCaller {
             principal: login.principal,
             lineage: login.lineage,
@@ -405,16 +412,26 @@ impl ApiCaller {
         }
     }
 
-    /// The lineage recorded on a long-lived credential this caller creates: it ends with the
-    /// credential the caller came from, and with the robot that made it.
+    /// The lineage recorded on a long-lived object this caller creates: it ends with the
+    /// credential (and generation) the caller came from, and with the robot that made it.
     pub(crate) fn origin(&self) -> crate::iam::Origin {
-        crate::iam::Origin {
-            source: self.lineage.credential_root(),
-            family: None,
-            creator: matches!(self.principal, Principal::Robot { .. })
-                .then(|| self.principal.id_key())
-                .flatten(),
+        crate::iam::Origin::of(self.provenance())
+    }
+
+    /// The revocation keys an object this caller makes depends on (`Lineage::provenance`).
+    pub(crate) fn provenance(&self) -> Vec<String> {
+        self.lineage.provenance(&self.principal)
+    }
+
+    /// Refuses to rotate credential `id` through itself or anything made from it: a leaked
+    /// secret must not be able to take the only valid one from its owner.
+    pub(crate) fn require_not_derived_from(&self, st: &AppState, id: &str) -> ApiResult<()> {
+        if st.auth.iam().derives_from(&self.lineage.0, id)? {
+            return Err(ApiError::Forbidden(
+                "a credential cannot be rotated through itself or a session or credential made from it; use another credential or a password".into(),
+            ));
         }
+        Ok(())
     }
 
     pub(crate) fn in_org(&self, org: &str) -> bool {

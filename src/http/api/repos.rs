@@ -61,15 +61,31 @@ pub(super) async fn list_repositories(
     .await
 }
 
+/// Tags per page of the repository view, unless `n` asks for fewer; referrers shown per tag;
+/// the annotations shown (bytes of their JSON text) and the length of each value shown. What
+/// one answer costs is bounded by these, whatever was pushed.
+const TAGS_PAGE: u64 = 50;
+const REFERRERS_SHOWN: u64 = 10;
+const ANNOTATIONS_SHOWN: u64 = 16 * 1024;
+const ANNOTATION_VALUE_SHOWN: usize = 256;
+
+#[derive(serde::Deserialize)]
+pub(super) struct TagPage {
+    n: Option<u64>,
+    last: Option<String>,
+}
+
 pub(super) async fn get_repository(
     State(state): State<AppState>,
     caller: ApiCaller,
     Path((org, repository)): Path<(String, String)>,
+    axum::extract::Query(page): axum::extract::Query<TagPage>,
 ) -> ApiResult<Response> {
     require_member(&caller, &org)?;
     let name: RepositoryName = repository
         .parse()
         .map_err(|_| ApiError::Invalid(format!("{repository:?} is not a repository name")))?;
+    let n = page.n.unwrap_or(TAGS_PAGE).clamp(1, TAGS_PAGE);
     blocking(&state, move |st| {
         let ns = namespace_info(st, namespace_of(name.as_str()))?;
         let allowed = repository_actions(&caller.grants, name.as_str(), ns.as_ref());
@@ -78,28 +94,51 @@ pub(super) async fn get_repository(
             return Err(not_found());
         }
         let read = |e: crate::store::Error| ApiError::Internal(e.to_string());
-        let tags = st
+        let content_err = |e: crate::content::Error| ApiError::Internal(e.to_string());
+        let mut tags = st
             .content
             .meta()
-            .read(|r| r.tag_details(name.as_str(), LIST_MAX))
+            .read(|r| r.tag_details(name.as_str(), page.last.as_deref(), n + 1, ANNOTATIONS_SHOWN))
             .map_err(read)?;
+        let next = (tags.len() as u64 > n).then(|| {
+            tags.truncate(n as usize);
+            tags.last().map(|t| t.tag.clone())
+        }).flatten();
         let mut list = Vec::with_capacity(tags.len());
         for t in &tags {
-            let referrers = st
-                .content
-                .meta()
-                .read(|r| r.referrers(name.as_str(), &t.digest, None))
-                .map_err(read)?;
             let mut v = tag_json(t);
-            v["referrers"] = referrers
-                .iter()
-                .map(|r| {
-                    json!({
-                        "digest": r.digest.to_string(), "mediaType": r.media_type, "size": r.size,
-                        "artifactType": r.artifact_type, "annotations": annotations(r.annotations.as_deref()),
-                    })
-                })
-                .collect();
+            // An index's platforms: its content is read one manifest at a time.
+            if t.media_type.contains("index") || t.media_type.contains("manifest.list") {
+                let content = st
+                    .content
+                    .meta()
+                    .read(|r| r.manifest_content(name.as_str(), &t.digest))
+                    .map_err(read)?;
+                v["platforms"] = json!(content.map(|c| platforms(&c)).unwrap_or_default());
+            }
+            let mut referrers = st
+                .content
+                .referrers(&name, &t.digest, None, None, REFERRERS_SHOWN + 1)
+                .map_err(content_err)?;
+            v["moreReferrers"] = json!(referrers.len() as u64 > REFERRERS_SHOWN);
+            referrers.truncate(REFERRERS_SHOWN as usize);
+            let mut shown = Vec::with_capacity(referrers.len());
+            for r in &referrers {
+                let text = if r.annotations_len == 0 {
+                    None
+                } else {
+                    st.content
+                        .annotations(&name, &r.digest, ANNOTATIONS_SHOWN)
+                        .map_err(content_err)?
+                };
+                shown.push(json!({
+                    "digest": r.digest.to_string(), "mediaType": r.media_type, "size": r.size,
+                    "artifactType": r.artifact_type,
+                    "annotations": annotations(text.as_deref()),
+                    "annotationsTruncated": r.annotations_len > ANNOTATIONS_SHOWN,
+                }));
+            }
+            v["referrers"] = json!(shown);
             list.push(v);
         }
         let actions: Vec<&str> = [Action::Pull, Action::Push, Action::Delete]
@@ -109,48 +148,72 @@ pub(super) async fn get_repository(
             .collect();
         Ok(json_response(
             StatusCode::OK,
-            json!({ "name": name.as_str(), "org": org, "actions": actions, "tags": list }),
+            json!({ "name": name.as_str(), "org": org, "actions": actions, "tags": list, "next": next }),
         ))
     })
     .await
 }
 
+/// Annotations as shown: an object whose values are cut to `ANNOTATION_VALUE_SHOWN` characters.
 fn annotations(text: Option<&str>) -> Value {
-    text.and_then(|a| serde_json::from_str::<Value>(a).ok())
-        .filter(Value::is_object)
-        .unwrap_or_else(|| json!({}))
+    let Some(Value::Object(map)) = text.and_then(|a| serde_json::from_str::<Value>(a).ok()) else {
+        return json!({});
+    };
+    map.into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Value::String(s) if s.chars().count() > ANNOTATION_VALUE_SHOWN => {
+                    let mut cut: String = s.chars().take(ANNOTATION_VALUE_SHOWN).collect();
+                    cut.push('…');
+                    Value::String(cut)
+                }
+                v => v,
+            };
+            (k, v)
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
-/// A tag's manifest as people read it. `size` is the manifest with everything it references
-/// directly (an image's config and layers; an index's manifests); `platforms` are an index's.
-fn tag_json(t: &TagDetail) -> Value {
-    let doc: Value = serde_json::from_slice(&t.content).unwrap_or(Value::Null);
-    let sizes = |key: &str| -> u64 {
-        doc[key]
-            .as_array()
-            .map_or(0, |a| a.iter().filter_map(|d| d["size"].as_u64()).sum())
-    };
-    let size =
-        t.size + doc["config"]["size"].as_u64().unwrap_or(0) + sizes("layers") + sizes("manifests");
-    let platforms: Vec<String> = doc["manifests"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|m| {
-                    let p = &m["platform"];
-                    let (os, arch) = (p["os"].as_str()?, p["architecture"].as_str()?);
-                    Some(match p["variant"].as_str() {
-                        Some(v) => format!("{os}/{arch}/{v}"),
-                        None => format!("{os}/{arch}"),
-                    })
+/// The platforms an index's content names (`os/arch[/variant]`); only what is needed is parsed.
+fn platforms(content: &[u8]) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    struct Index {
+        #[serde(default)]
+        manifests: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        platform: Option<Platform>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Platform {
+        os: String,
+        architecture: String,
+        variant: Option<String>,
+    }
+    serde_json::from_slice::<Index>(content)
+        .map(|i| {
+            i.manifests
+                .into_iter()
+                .filter_map(|m| m.platform)
+                .map(|p| match p.variant {
+                    Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+                    None => format!("{}/{}", p.os, p.architecture),
                 })
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// A tag's manifest as people read it. `size` is the manifest with everything it references
+/// directly (an image's config and layers; an index's manifests), from the stored references.
+fn tag_json(t: &TagDetail) -> Value {
     json!({
         "tag": t.tag, "digest": t.digest.to_string(), "mediaType": t.media_type,
-        "artifactType": t.artifact_type, "size": size, "pushed": time(Some(t.pushed_at)),
-        "platforms": platforms, "annotations": annotations(t.annotations.as_deref()),
+        "artifactType": t.artifact_type, "size": t.total_size, "pushed": time(Some(t.pushed_at)),
+        "platforms": [], "annotations": annotations(t.annotations.as_deref()),
+        "annotationsTruncated": t.annotations_len > ANNOTATIONS_SHOWN,
     })
 }
 

@@ -109,7 +109,7 @@ pub(super) async fn create_robot(
         let robot = st
             .auth
             .iam()
-            .create_robot(&org, &body.name, body.description.as_deref())?;
+            .create_robot(&org, &body.name, body.description.as_deref(), &caller.provenance())?;
         audit_change(
             st,
             &caller,
@@ -634,8 +634,10 @@ pub(super) async fn create_trust(
                 "{what} must have 1 to {MAX_TRUST_TEXT} characters"
             )));
         }
+        crate::iam::check_text(what, s)?;
         Ok(())
     };
+    too_long("issuer", &t.issuer)?;
     too_long("subject", &t.subject)?;
     if t.subject.chars().all(|c| c == '*') {
         return Err(ApiError::Invalid(
@@ -685,7 +687,7 @@ pub(super) async fn create_trust(
             created_at: crate::store::now(),
             last_used_at: None,
         };
-        if !st.auth.iam().add_trust(&row)? {
+        if !st.auth.iam().add_trust(&row, &caller.provenance())? {
             return Err(ApiError::Conflict(format!(
                 "robot {robot:?} already has a trust named {:?}",
                 t.name
@@ -756,7 +758,12 @@ fn rotate_owned(
     target: String,
 ) -> ApiResult<Response> {
     let row = find_owned(st, owner, kind, id)?;
+    caller.require_not_derived_from(st, &row.id)?;
     let new = st.auth.iam().rotate_credential(&row.id, overlap)?;
+    // What the old generation made ends now (no overlap): this node reads it at once.
+    if overlap.is_zero() {
+        st.auth.refresh_revocations()?;
+    }
     // This node forgets logins it verified with the old secret when the overlap is zero.
     if overlap.is_zero() {
         st.auth.forget_credential(&row.id);

@@ -69,22 +69,31 @@ pub(crate) fn open_named_session(
         expires_in: Some(ttl),
         readwrite: false,
         description: None,
+        // The family ends with everything its login came from, the session of an access
+        // token used to open it included (`Lineage::session_provenance`).
         origin: Origin {
-            source: login.lineage.root(),
-            family: None,
-            creator: None,
+            source: Some(login.lineage.session_provenance().join(" ")).filter(|s| !s.is_empty()),
+            lineage: login.lineage.session_provenance(),
+            ..Origin::default()
         },
     })?)
 }
 
-/// The login a session's tokens carry: the family, then the family's source.
+/// The login a session's tokens carry: the family, then the keys of what it came from.
 pub(crate) fn session_login(login: &Login, refresh: &CredentialRow) -> Login {
     let family = refresh.family.clone().unwrap_or_else(|| refresh.id.clone());
     Login::new(
         login.principal.clone(),
         Lineage(
             std::iter::once(format!("fam:{family}"))
-                .chain(refresh.source.clone())
+                .chain(
+                    refresh
+                        .source
+                        .iter()
+                        .flat_map(|s| s.split_whitespace())
+                        .filter(|k| *k != format!("fam:{family}"))
+                        .map(str::to_owned),
+                )
                 .collect(),
         ),
     )
@@ -240,10 +249,13 @@ pub(super) async fn list_sessions(
             .iter()
             .map(|c| {
                 let family = c.family.clone().unwrap_or_else(|| c.id.clone());
-                let source = match c.source.as_deref() {
-                    Some(s) if s.starts_with("pw:") => json!({ "kind": "password" }),
-                    Some(s) => json!({ "kind": "credential", "id": s.strip_prefix("cred:") }),
-                    None => json!({ "kind": "unknown" }),
+                let keys: Vec<&str> = c.source.as_deref().unwrap_or_default().split_whitespace().collect();
+                let source = if let Some(id) = keys.iter().find_map(|k| k.strip_prefix("cred:")) {
+                    json!({ "kind": "credential", "id": id })
+                } else if keys.iter().any(|k| k.starts_with("pw:")) {
+                    json!({ "kind": "password" })
+                } else {
+                    json!({ "kind": "unknown" })
                 };
                 json!({
                     "id": family,

@@ -59,7 +59,8 @@ pub(super) fn tags(
     name: &RepositoryName,
     q: &Query,
 ) -> Result<Response, OciError> {
-    let (n, last) = page(q, u64::MAX - 1)?;
+    // Without `n`, a page of the largest size (the spec lets a registry page with `Link`).
+    let (n, last) = page(q, PAGE_MAX)?;
     let tags = content.tags(name, last, n.saturating_add(1))?;
     paged(
         tags,
@@ -120,6 +121,13 @@ pub(super) async fn catalog(
 /// Repositories read per round while filtering the catalog.
 const CATALOG_BATCH: u64 = 1000;
 
+/// Referrers per page at most, and the annotation bytes a page carries before it ends (a page
+/// always holds at least one referrer): what one answer costs does not depend on what was pushed.
+const REFERRERS_PAGE: u64 = 100;
+const REFERRERS_PAGE_BYTES: u64 = 1 << 20;
+
+/// The referrers of `subject`, as an OCI index, a page at a time: a `Link` header names the
+/// next page (`last=<digest>`), as the distribution spec allows.
 pub(super) fn referrers(
     content: &ContentService,
     name: &RepositoryName,
@@ -127,23 +135,31 @@ pub(super) fn referrers(
     q: &Query,
 ) -> Result<Response, OciError> {
     let filter = q.get("artifactType").map(String::as_str);
-    let rows = content.referrers(name, subject, filter)?;
-    let manifests: Vec<serde_json::Value> = rows
-        .into_iter()
-        .map(|r| {
-            let mut d = json!({ "mediaType": r.media_type, "digest": r.digest, "size": r.size });
-            if let Some(t) = r.artifact_type {
-                d["artifactType"] = json!(t);
-            }
-            if let Some(a) = r
-                .annotations
+    let after = q.get("last").map(String::as_str);
+    let rows = content.referrers(name, subject, filter, after, REFERRERS_PAGE + 1)?;
+    let mut manifests = Vec::new();
+    let mut bytes = 0u64;
+    let mut last = None;
+    for r in rows.iter().take(REFERRERS_PAGE as usize) {
+        if !manifests.is_empty() && bytes + r.annotations_len > REFERRERS_PAGE_BYTES {
+            break;
+        }
+        bytes += r.annotations_len;
+        let mut d = json!({ "mediaType": r.media_type, "digest": r.digest, "size": r.size });
+        if let Some(t) = &r.artifact_type {
+            d["artifactType"] = json!(t);
+        }
+        if r.annotations_len > 0
+            && let Some(a) = content
+                .annotations(name, &r.digest, r.annotations_len)?
                 .and_then(|a| serde_json::from_str::<serde_json::Value>(&a).ok())
-            {
-                d["annotations"] = a;
-            }
-            d
-        })
-        .collect();
+        {
+            d["annotations"] = a;
+        }
+        manifests.push(d);
+        last = Some(r.digest.to_string());
+    }
+    let more = rows.len() > manifests.len();
     let body = json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests });
     let mut resp = (
         StatusCode::OK,
@@ -154,6 +170,15 @@ pub(super) fn referrers(
     if filter.is_some() {
         resp.headers_mut()
             .insert(FILTERS_APPLIED, HeaderValue::from_static("artifactType"));
+    }
+    if more && let Some(last) = last {
+        let filter_q = filter
+            .map(|f| format!("&artifactType={}", percent_encoding::utf8_percent_encode(f, percent_encoding::NON_ALPHANUMERIC)))
+            .unwrap_or_default();
+        resp.headers_mut().insert(
+            header::LINK,
+            hv(&format!("</v2/{name}/referrers/{subject}?last={last}{filter_q}>; rel=\"next\""))?,
+        );
     }
     Ok(resp)
 }

@@ -1,0 +1,27 @@
+-- See migrations/sqlite/0007_lineage.sql.
+CREATE TABLE lineage (
+    source  TEXT NOT NULL,
+    object  TEXT NOT NULL,
+    PRIMARY KEY (source, object)
+);
+CREATE INDEX lineage_by_object ON lineage (object);
+
+ALTER TABLE credentials ADD COLUMN generation BIGINT NOT NULL DEFAULT 0;
+CREATE INDEX credentials_by_overlap ON credentials (previous_until) WHERE previous_until IS NOT NULL;
+
+CREATE TABLE policy_epochs (
+    subject  TEXT PRIMARY KEY,
+    epoch    BIGINT NOT NULL
+);
+
+INSERT INTO lineage (source, object)
+    SELECT source, 'cred:' || id FROM credentials
+    WHERE source IS NOT NULL AND kind <> 'refresh_token'
+    ON CONFLICT DO NOTHING;
+INSERT INTO lineage (source, object)
+    SELECT creator, 'cred:' || id FROM credentials WHERE creator IS NOT NULL
+    ON CONFLICT DO NOTHING;
+INSERT INTO lineage (source, object)
+    SELECT DISTINCT source, 'fam:' || family FROM credentials
+    WHERE source IS NOT NULL AND family IS NOT NULL AND kind = 'refresh_token'
+    ON CONFLICT DO NOTHING;

@@ -1,0 +1,31 @@
+-- Provenance: every object that grants (a credential, a session family, a trust, a robot, a
+-- binding) has one row per revocation key of what created it. Revoking a key ends every object
+-- derived from it, transitively (`store::iam::Writer::revoke`).
+CREATE TABLE lineage (
+    source  TEXT NOT NULL,
+    object  TEXT NOT NULL,
+    PRIMARY KEY (source, object)
+);
+CREATE INDEX lineage_by_object ON lineage (object);
+
+-- Rotation makes a new generation of a credential: logins name `gen:<id>:<n>`, and what they
+-- created ends with that generation.
+ALTER TABLE credentials ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX credentials_by_overlap ON credentials (previous_until) WHERE previous_until IS NOT NULL;
+
+-- Policy epochs: a registry token names its subject's epoch; a change that takes access away
+-- (a binding, a role, a membership) moves the epoch and revokes the old one.
+CREATE TABLE policy_epochs (
+    subject  TEXT PRIMARY KEY,
+    epoch    INTEGER NOT NULL
+);
+
+-- What existed before: credentials made through a credential or by a robot, and sessions.
+INSERT OR IGNORE INTO lineage (source, object)
+    SELECT source, 'cred:' || id FROM credentials
+    WHERE source IS NOT NULL AND kind <> 'refresh_token';
+INSERT OR IGNORE INTO lineage (source, object)
+    SELECT creator, 'cred:' || id FROM credentials WHERE creator IS NOT NULL;
+INSERT OR IGNORE INTO lineage (source, object)
+    SELECT DISTINCT source, 'fam:' || family FROM credentials
+    WHERE source IS NOT NULL AND family IS NOT NULL AND kind = 'refresh_token';
