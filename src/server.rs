@@ -57,6 +57,8 @@ pub struct WebSettings {
     pub tls: bool,
     pub service: String,
     pub registry_token_ttl: Duration,
+    /// How recent a session's sign-in must be to create a credential that never expires.
+    pub fresh_sign_in: Duration,
     /// Connection hygiene (see `serve`).
     pub max_connections: usize,
     pub header_read_timeout: Duration,
@@ -134,7 +136,11 @@ impl AppState {
         let tokens = TokenService::new(keys, config.token_issuer.clone(), config.token_ttl);
         let iam = IamService::new(content.meta().clone());
         let auth = AuthService::new(iam, tokens)
-            .with_workloads(&config.token_service, config.workload_token_max_lifetime);
+            .with_workloads(
+                &config.token_service,
+                config.workload_token_max_lifetime,
+                config.allow_private_issuers,
+            );
         // Revocation keys outlive every token that could name them.
         let revocation_retention = config.token_ttl + Duration::from_secs(3600);
         auth.tokens().revoked().set_retention(revocation_retention);
@@ -149,6 +155,7 @@ impl AppState {
                 tls: config.tls.is_some(),
                 service: config.token_service.clone(),
                 registry_token_ttl: config.registry_token_ttl,
+                fresh_sign_in: config.fresh_sign_in,
                 max_connections: config.max_connections,
                 header_read_timeout: config.header_read_timeout,
                 idle_timeout: config.idle_timeout,

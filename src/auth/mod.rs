@@ -435,6 +435,9 @@ impl Exchanges {
     }
 }
 
+/// Robots whose trusts an exchange without `client_id` checks at most (each a signature check).
+const MAX_EXCHANGE_ROBOTS: usize = 16;
+
 /// The result of checking a secret: the login and the credential used, or `None` (wrong).
 type Checked = Option<(Login, Option<String>)>;
 
@@ -456,10 +459,20 @@ impl AuthService {
 
     /// The registry's service name (the default audience of workload tokens) and the longest
     /// a workload token may live.
-    pub fn with_workloads(mut self, service: &str, max_lifetime: Duration) -> AuthService {
+    pub fn with_workloads(
+        mut self,
+        service: &str,
+        max_lifetime: Duration,
+        allow_private: bool,
+    ) -> AuthService {
         self.service = service.to_owned();
-        self.workloads = Arc::new(workload::Workloads::new(max_lifetime));
+        self.workloads = Arc::new(workload::Workloads::new(max_lifetime, allow_private));
         self
+    }
+
+    /// Checks a trust's issuer URL against the operator's rules (`workload::check_issuer`).
+    pub fn check_issuer(&self, url: &str) -> Result<(), String> {
+        workload::check_issuer(url, self.workloads.allow_private)
     }
 
     pub fn iam(&self) -> &IamService {
@@ -795,10 +808,15 @@ impl AuthService {
                 tracing::info!(reason = %why, "workload token refused");
                 Ok(None)
             }
+            // The cause is for the operator's log only: the client learns nothing of what the
+            // server reached or failed to reach (no port-scan oracle).
             Err(e @ workload::WorkloadError::Unavailable(_)) => {
                 self.exchanges.count("unavailable");
                 tracing::warn!(error = %e, "workload token not checked");
-                Err(AuthError::Internal(e.to_string()))
+                Err(AuthError::Internal(format!(
+                    "{}: the workload token's issuer could not be checked; try again later",
+                    workload::UNAVAILABLE
+                )))
             }
         }
     }
@@ -841,7 +859,15 @@ impl AuthService {
             by_robot.entry(t.robot_id).or_default().push(t);
         }
         let mut matched = Vec::new();
-        for trusts in by_robot.values() {
+        // Bounded work for an unauthenticated request: the robots considered are capped.
+        if by_robot.len() > MAX_EXCHANGE_ROBOTS {
+            tracing::warn!(
+                issuer = %iss,
+                robots = by_robot.len(),
+                "more robots trust this issuer than an exchange without client_id considers"
+            );
+        }
+        for trusts in by_robot.values().take(MAX_EXCHANGE_ROBOTS) {
             if let Some(l) = self.exchange_login(jwt, trusts)? {
                 matched.push(l);
             }
@@ -853,7 +879,22 @@ impl AuthService {
                 Err(AuthError::Invalid)
             }
             1 => Ok(Ok(matched.remove(0))),
-            // Which robots is not said: they may be of several organizations.
+            // The robots are named only when all are of the organizations the request's scope
+            // names (the workload is trusted by each); otherwise they may be of several
+            // tenants, and none is named.
+            _ if orgs.is_some() => {
+                let names: Vec<String> = matched
+                    .iter()
+                    .map(|l| match &l.principal {
+                        Principal::Robot { org, name, .. } => format!("{org}/{name}"),
+                        p => p.subject(),
+                    })
+                    .collect();
+                Ok(Err(format!(
+                    "several robots trust this token ({}); name one with client_id",
+                    names.join(", ")
+                )))
+            }
             _ => Ok(Err(
                 "several robots trust this token; name one with client_id (ORG/ROBOT)".into(),
             )),

@@ -9,9 +9,15 @@
 //! "signed" with a public key is refused before any key is looked at); `iss` exact; `aud` holds
 //! the trust's audience (default: the registry's service name); `exp`, `nbf`, `iat` with at most
 //! 60 s leeway; a token may not live longer than `max_lifetime` (default 24 h). Keys are fetched
-//! only for issuers some trust names, over https (plain http to loopback only), with a deadline
-//! and a size cap, cached for an hour, and fetched again for an unknown `kid` at most once a
+//! only for issuers some trust names, over https, with a deadline and a size cap, cached for an
+//! hour per organization and issuer, and fetched again for an unknown `kid` at most once a
 //! minute per issuer.
+//!
+//! The server fetches only what the operator allows: an issuer whose host is, or resolves to, a
+//! loopback, private, link-local or otherwise non-public address is refused (and plain http
+//! altogether) unless `--allow-private-issuers`; the connection goes to the address that was
+//! checked (no second lookup to rebind); `jwks_uri` must share the issuer's origin; why a fetch
+//! failed goes to the operator's log, never to the client.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -35,8 +41,9 @@ const KEYS_TTL: Duration = Duration::from_secs(3600);
 const REFETCH_EVERY: Duration = Duration::from_secs(60);
 /// Least time between two fetches for one issuer after a failed one.
 const FAILURE_BACKOFF: Duration = Duration::from_secs(5);
-/// Issuers whose keys are cached at most.
+/// Issuers whose keys are cached at most, in all and per organization.
 const MAX_ISSUERS: usize = 256;
+const MAX_ISSUERS_PER_ORG: usize = 8;
 /// Largest discovery document and key set read.
 const MAX_DOCUMENT: usize = 256 * 1024;
 /// Deadline of one fetch.
@@ -86,28 +93,71 @@ pub fn unverified_claims(jwt: &str) -> Option<Value> {
     serde_json::from_slice(&bytes).ok()
 }
 
-/// Checks an issuer URL: https, or http to a loopback address; no query or fragment.
-pub fn check_issuer(url: &str) -> Result<(), String> {
+/// Checks an issuer URL: https with a host that is not a non-public address (`localhost`, an
+/// address literal on loopback, private or link-local ranges), no user, query or fragment.
+/// With `allow_private`, such hosts are accepted, and plain http to loopback too.
+pub fn check_issuer(url: &str, allow_private: bool) -> Result<(), String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("issuer {url:?}: {e}"))?;
     if parsed.query().is_some() || parsed.fragment().is_some() {
         return Err(format!("issuer {url:?} must not have a query or fragment"));
     }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(format!("issuer {url:?} must not carry credentials"));
+    }
+    let Some(host) = parsed.host_str() else {
+        return Err(format!("issuer {url:?} has no host"));
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let literal = host.parse::<std::net::IpAddr>().ok();
+    let private = host.eq_ignore_ascii_case("localhost")
+        || host.to_ascii_lowercase().ends_with(".localhost")
+        || literal.is_some_and(|a| !is_public(a));
+    if private && !allow_private {
+        return Err(format!(
+            "issuer {url:?} is on a loopback, private or link-local address; the server's operator must allow such issuers (--allow-private-issuers)"
+        ));
+    }
+    let loopback = host.eq_ignore_ascii_case("localhost") || literal.is_some_and(|a| a.is_loopback());
     match parsed.scheme() {
         "https" => Ok(()),
-        "http" if is_loopback(&parsed) => Ok(()),
-        _ => Err(format!(
-            "issuer {url:?} must be https (plain http only to a loopback address)"
-        )),
+        "http" if loopback && allow_private => Ok(()),
+        _ => Err(format!("issuer {url:?} must be https")),
     }
 }
 
-fn is_loopback(u: &reqwest::Url) -> bool {
-    let Some(host) = u.host_str() else { return false };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|a| a.is_loopback())
+/// Whether `a` is an address of the public internet: not loopback, private (RFC 1918, unique
+/// local), link-local, shared (CGNAT), unspecified, multicast, broadcast or documentation.
+pub fn is_public(a: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match a {
+        IpAddr::V4(v) => {
+            let o = v.octets();
+            !(v.is_loopback()
+                || v.is_private()
+                || v.is_link_local()
+                || v.is_unspecified()
+                || v.is_multicast()
+                || v.is_broadcast()
+                || v.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+                || o[0] >= 240)
+        }
+        IpAddr::V6(v) => {
+            if let Some(v4) = v.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let s = v.segments();
+            !(v.is_loopback()
+                || v.is_unspecified()
+                || v.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || s[0] == 0x2001 && s[1] == 0x0db8
+                || (s[0] == 0x64 && s[1] == 0xff9b))
+        }
+    }
 }
 
 /// `sub` against a trust's pattern: exact, or `*` matching any run of characters.
@@ -188,6 +238,8 @@ pub struct Workloads {
     /// Issuer → when a fetch last failed (no new attempt for a few seconds).
     last_failure: Mutex<HashMap<String, Instant>>,
     pub max_lifetime: Duration,
+    /// Issuers on non-public addresses allowed (`--allow-private-issuers`).
+    pub allow_private: bool,
 }
 
 impl Default for Workloads {
@@ -197,14 +249,16 @@ impl Default for Workloads {
             last_refetch: Mutex::default(),
             last_failure: Mutex::default(),
             max_lifetime: Duration::from_secs(86_400),
+            allow_private: false,
         }
     }
 }
 
 impl Workloads {
-    pub fn new(max_lifetime: Duration) -> Workloads {
+    pub fn new(max_lifetime: Duration, allow_private: bool) -> Workloads {
         Workloads {
             max_lifetime,
+            allow_private,
             ..Workloads::default()
         }
     }
@@ -329,10 +383,12 @@ impl Workloads {
         if let Some(text) = &t.jwks {
             return parse_jwks(text).map(Arc::new).map_err(refused);
         }
+        // Cached per organization and issuer: one tenant's trusts cannot evict another's keys.
+        let slot = format!("{}\n{}", t.org, t.issuer);
         let cached = {
             let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
             cache
-                .get(&t.issuer)
+                .get(&slot)
                 .filter(|c| c.fetched.elapsed() < KEYS_TTL)
                 .map(|c| c.keys.clone())
         };
@@ -343,7 +399,7 @@ impl Workloads {
             Some(keys) if known(keys) => return Ok(keys.clone()),
             // An unknown kid: the issuer may have rotated its keys. Fetched again at most once a
             // minute, so a stream of made-up kids costs the issuer nothing.
-            Some(keys) if !stamp(&self.last_refetch, &t.issuer, REFETCH_EVERY) => {
+            Some(keys) if !stamp(&self.last_refetch, &slot, REFETCH_EVERY) => {
                 return Ok(keys.clone());
             }
             Some(_) => {}
@@ -352,7 +408,7 @@ impl Workloads {
                     .last_failure
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .get(&t.issuer)
+                    .get(&slot)
                     .is_some_and(|at| at.elapsed() < FAILURE_BACKOFF);
                 if failed {
                     return Err(WorkloadError::Unavailable(
@@ -361,28 +417,41 @@ impl Workloads {
                 }
             }
         }
-        let keys = match fetch_keys(&t.issuer) {
+        let keys = match fetch_keys(&t.issuer, self.allow_private) {
             Ok(k) => Arc::new(k),
             Err(e) => {
-                self.last_failure
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(t.issuer.clone(), Instant::now());
+                let mut failures = self.last_failure.lock().unwrap_or_else(PoisonError::into_inner);
+                if failures.len() > MAX_ISSUERS * 4 {
+                    failures.retain(|_, at| at.elapsed() < FAILURE_BACKOFF);
+                }
+                failures.insert(slot, Instant::now());
                 return Err(WorkloadError::Unavailable(e));
             }
         };
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        if cache.len() >= MAX_ISSUERS
-            && !cache.contains_key(&t.issuer)
-            && let Some(oldest) = cache
+        let org_prefix = format!("{}\n", t.org);
+        let of_org = cache.keys().filter(|k| k.starts_with(&org_prefix)).count();
+        let evict = |cache: &HashMap<String, IssuerKeys>, own: bool| {
+            cache
                 .iter()
+                .filter(|(k, _)| !own || k.starts_with(&org_prefix))
                 .min_by_key(|(_, c)| c.fetched)
                 .map(|(k, _)| k.clone())
-        {
-            cache.remove(&oldest);
+        };
+        if !cache.contains_key(&slot) {
+            let victim = if of_org >= MAX_ISSUERS_PER_ORG {
+                evict(&cache, true)
+            } else if cache.len() >= MAX_ISSUERS {
+                evict(&cache, false)
+            } else {
+                None
+            };
+            if let Some(v) = victim {
+                cache.remove(&v);
+            }
         }
         cache.insert(
-            t.issuer.clone(),
+            slot,
             IssuerKeys {
                 keys: keys.clone(),
                 fetched: Instant::now(),
@@ -427,8 +496,31 @@ fn fits(k: &Jwk, alg: Algorithm) -> bool {
     }
 }
 
-/// OpenID Connect Discovery: the issuer's configuration, then its `jwks_uri`.
-fn fetch_keys(issuer: &str) -> Result<Vec<Jwk>, String> {
+/// The addresses of `url`'s host, each checked to be public unless `allow_private`.
+async fn resolve_checked(url: &reqwest::Url, allow_private: bool) -> Result<Vec<std::net::SocketAddr>, String> {
+    let host = url.host_str().ok_or("no host")?;
+    let port = url.port_or_known_default().ok_or("no port")?;
+    let addrs: Vec<std::net::SocketAddr> =
+        tokio::net::lookup_host((host.trim_start_matches('[').trim_end_matches(']'), port))
+            .await
+            .map_err(|e| format!("resolving {host}: {e}"))?
+            .collect();
+    if addrs.is_empty() {
+        return Err(format!("{host} has no address"));
+    }
+    if !allow_private && let Some(a) = addrs.iter().find(|a| !is_public(a.ip())) {
+        return Err(format!(
+            "{host} resolves to the non-public address {}; refused (--allow-private-issuers)",
+            a.ip()
+        ));
+    }
+    Ok(addrs)
+}
+
+/// OpenID Connect Discovery: the issuer's configuration, then its `jwks_uri` (on the same
+/// origin), each from the addresses checked before connecting.
+fn fetch_keys(issuer: &str, allow_private: bool) -> Result<Vec<Jwk>, String> {
+    check_issuer(issuer, allow_private)?;
     let issuer = issuer.to_owned();
     // On a thread of its own with a runtime of its own: callers are blocking code, on or off
     // a runtime.
@@ -448,7 +540,11 @@ fn fetch_keys(issuer: &str) -> Result<Vec<Jwk>, String> {
                         b = b.add_root_certificate(cert);
                     }
                 }
+                let origin = reqwest::Url::parse(&issuer).map_err(|e| e.to_string())?;
+                let host = origin.host_str().unwrap_or_default().to_owned();
+                let addrs = resolve_checked(&origin, allow_private).await?;
                 let client = b
+                    .resolve_to_addrs(&host, &addrs)
                     .timeout(FETCH_TIMEOUT)
                     .connect_timeout(FETCH_TIMEOUT)
                     .redirect(reqwest::redirect::Policy::none())
@@ -467,7 +563,12 @@ fn fetch_keys(issuer: &str) -> Result<Vec<Jwk>, String> {
                     .get("jwks_uri")
                     .and_then(Value::as_str)
                     .ok_or_else(|| format!("{discovery} has no jwks_uri"))?;
-                check_issuer(jwks_uri).map_err(|e| format!("jwks_uri: {e}"))?;
+                let jwks = reqwest::Url::parse(jwks_uri).map_err(|e| format!("jwks_uri: {e}"))?;
+                if jwks.origin() != origin.origin() {
+                    return Err(format!(
+                        "jwks_uri {jwks_uri:?} is not on the issuer's origin; give the trust a JWKS instead"
+                    ));
+                }
                 let body = get_bounded(&client, jwks_uri).await?;
                 parse_jwks(&String::from_utf8_lossy(&body))
             })
@@ -519,12 +620,27 @@ mod tests {
 
     #[test]
     fn issuers_must_be_https_or_loopback() {
-        assert!(check_issuer("https://token.actions.githubusercontent.com").is_ok());
-        assert!(check_issuer("http://127.0.0.1:8080/oidc").is_ok());
-        assert!(check_issuer("http://localhost:8080").is_ok());
-        assert!(check_issuer("http://issuer.example.com").is_err());
-        assert!(check_issuer("https://a.example/?x=1").is_err());
-        assert!(check_issuer("ftp://a.example").is_err());
+        assert!(check_issuer("https://token.actions.githubusercontent.com", false).is_ok());
+        assert!(check_issuer("http://127.0.0.1:8080/oidc", true).is_ok());
+        assert!(check_issuer("http://localhost:8080", true).is_ok());
+        for internal in [
+            "http://127.0.0.1:8080/oidc",
+            "https://127.0.0.1:8443",
+            "https://localhost",
+            "https://10.1.2.3",
+            "https://169.254.169.254",
+            "https://[::1]:8443",
+            "https://[fe80::1]",
+            "https://[::ffff:192.168.1.1]",
+            "https://100.64.0.1",
+            "https://0.0.0.0",
+        ] {
+            assert!(check_issuer(internal, false).is_err(), "{internal}");
+        }
+        assert!(check_issuer("http://issuer.example.com", true).is_err());
+        assert!(check_issuer("https://a.example/?x=1", false).is_err());
+        assert!(check_issuer("https://user:pw@a.example", false).is_err());
+        assert!(check_issuer("ftp://a.example", true).is_err());
     }
 
     #[test]

@@ -58,7 +58,11 @@ pub const BERTH_TOKEN_ISSUER: &str = "BERTH_TOKEN_ISSUER";
 pub const BERTH_TOKEN_TTL: &str = "BERTH_TOKEN_TTL";
 /// Lifetime of registry tokens made without `permanent=true`.
 pub const BERTH_REGISTRY_TOKEN_TTL: &str = "BERTH_REGISTRY_TOKEN_TTL";
+/// How recent a session's sign-in must be to create a credential that never expires.
+pub const BERTH_FRESH_SIGN_IN: &str = "BERTH_FRESH_SIGN_IN";
 pub const BERTH_WORKLOAD_TOKEN_MAX_LIFETIME: &str = "BERTH_WORKLOAD_TOKEN_MAX_LIFETIME";
+/// Let workload trusts name issuers on loopback, private or link-local addresses.
+pub const BERTH_ALLOW_PRIVATE_ISSUERS: &str = "BERTH_ALLOW_PRIVATE_ISSUERS";
 /// Password of the server admin `admin`, used only when the first start creates it. Never a flag
 /// or a file key, so that it stays out of process listings and config files.
 pub const BERTH_ADMIN_PASSWORD: &str = "BERTH_ADMIN_PASSWORD";

@@ -27,7 +27,11 @@ pub struct Config {
     pub token_issuer: String,
     pub token_ttl: Duration,
     pub registry_token_ttl: Duration,
+    /// How recent a session's sign-in must be to create a credential that never expires.
+    pub fresh_sign_in: Duration,
     pub workload_token_max_lifetime: Duration,
+    /// Whether trusts may name issuers on loopback, private or link-local addresses.
+    pub allow_private_issuers: bool,
     /// Operator-provided signing key and chain; `None`: berth's own CA in the data directory.
     pub token_signer: Option<TlsFiles>,
     pub max_connections: usize,
@@ -135,6 +139,8 @@ impl Config {
                 }
             })?,
             registry_token_ttl: duration("registry_token_ttl", raw.registry_token_ttl, "30d")?,
+            fresh_sign_in: duration("fresh_sign_in", raw.fresh_sign_in, "15m")?,
+            allow_private_issuers: raw.allow_private_issuers.unwrap_or(false),
             workload_token_max_lifetime: duration(
                 "workload_token_max_lifetime",
                 raw.workload_token_max_lifetime,

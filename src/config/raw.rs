@@ -74,9 +74,17 @@ pub struct ServeArgs {
     #[arg(long, env = env::BERTH_REGISTRY_TOKEN_TTL, value_name = "DURATION")]
     pub registry_token_ttl: Option<String>,
 
+    /// How recent a session's sign-in must be for it to create a credential that never expires without giving the password again [default: 15m]
+    #[arg(long, env = env::BERTH_FRESH_SIGN_IN, value_name = "DURATION")]
+    pub fresh_sign_in: Option<String>,
+
     /// Longest lifetime (exp - iat) of a workload's token accepted in exchange for a registry token [default: 24h]
     #[arg(long, env = env::BERTH_WORKLOAD_TOKEN_MAX_LIFETIME, value_name = "DURATION")]
     pub workload_token_max_lifetime: Option<String>,
+
+    /// Let workload trusts name OpenID issuers (and their jwks_uri) on loopback, private or link-local addresses, and plain http to loopback; off, such issuers are refused and never fetched [default: false]
+    #[arg(long, env = env::BERTH_ALLOW_PRIVATE_ISSUERS, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_private_issuers: Option<bool>,
 
     /// Connections served at once; past this new connections are closed at once while existing ones keep being served [default: 1024]
     #[arg(long, env = env::BERTH_MAX_CONNECTIONS, value_name = "N")]
@@ -144,7 +152,9 @@ pub struct FileConfig {
     pub token_issuer: Option<String>,
     pub token_ttl: Option<String>,
     pub registry_token_ttl: Option<String>,
+    pub fresh_sign_in: Option<String>,
     pub workload_token_max_lifetime: Option<String>,
+    pub allow_private_issuers: Option<bool>,
     pub token_key: Option<PathBuf>,
     pub token_cert_chain: Option<PathBuf>,
     pub max_connections: Option<usize>,
@@ -178,10 +188,12 @@ impl ServeArgs {
             token_issuer: self.token_issuer.clone().or(file.token_issuer),
             token_ttl: self.token_ttl.clone().or(file.token_ttl),
             registry_token_ttl: self.registry_token_ttl.clone().or(file.registry_token_ttl),
+            fresh_sign_in: self.fresh_sign_in.clone().or(file.fresh_sign_in),
             workload_token_max_lifetime: self
                 .workload_token_max_lifetime
                 .clone()
                 .or(file.workload_token_max_lifetime),
+            allow_private_issuers: self.allow_private_issuers.or(file.allow_private_issuers),
             token_key: self.token_key.clone().or(file.token_key),
             token_cert_chain: self.token_cert_chain.clone().or(file.token_cert_chain),
             max_connections: self.max_connections.or(file.max_connections),

@@ -95,7 +95,14 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         parts,
         Body::new(metrics::CountingBody::new(body, state.metrics.clone())),
     );
-    let resp = next.run(req).await;
+    let mut resp = next.run(req).await;
+    // Under TLS, browsers are told to use nothing else for this host.
+    if state.web.tls {
+        resp.headers_mut().insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            axum::http::HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     let route = resp
         .extensions()
         .get::<RouteName>()

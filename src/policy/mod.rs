@@ -199,6 +199,47 @@ pub struct NamespaceInfo {
     pub key: String,
 }
 
+/// What organization `org` gives the holder of `g`, and nothing else: no server-admin bit, no
+/// other organization's grants. The access review answers with this for a caller who is not a
+/// server admin, so it cannot tell which users are admins or what they hold elsewhere.
+pub fn within_org(g: &Grants, org: &str) -> Grants {
+    Grants {
+        admin: false,
+        owner_of: g.owner_of.iter().filter(|o| *o == org).cloned().collect(),
+        member_of: g.member_of.iter().filter(|o| *o == org).cloned().collect(),
+        grants: g.grants.iter().filter(|gr| gr.org == org).cloned().collect(),
+        registry_token: g.registry_token.clone().filter(|(o, _)| o == org),
+        epoch_key: None,
+    }
+}
+
+/// Whether `g` sees all of organization `org` (its namespaces, their sizes, its members): a
+/// server admin, an owner or member, a registry token of the org, or a binding for the whole
+/// org. A subject bound only to some namespaces or repositories does not.
+pub fn sees_whole_org(g: &Grants, org: &str) -> bool {
+    g.admin
+        || g.owner_of.iter().any(|o| o == org)
+        || g.member_of.iter().any(|o| o == org)
+        || g.registry_token.as_ref().is_some_and(|(o, _)| o == org)
+        || g.grants
+            .iter()
+            .any(|gr| gr.org == org && gr.scope == BindingScope::Org)
+}
+
+/// Whether `g` may see namespace `ns` of `org` listed: the whole org, or a grant scoped to that
+/// namespace or to repositories in it.
+pub fn sees_namespace(g: &Grants, org: &str, ns: &str) -> bool {
+    sees_whole_org(g, org)
+        || g.grants.iter().any(|gr| {
+            gr.org == org
+                && match &gr.scope {
+                    BindingScope::Org => true,
+                    BindingScope::Namespace(n) => n == ns,
+                    BindingScope::Repository(glob) => namespace_of(glob) == ns,
+                }
+        })
+}
+
 /// The namespace of a repository: its first path segment.
 pub fn namespace_of(repo: &str) -> &str {
     repo.split('/').next().unwrap_or(repo)

@@ -307,7 +307,7 @@ impl Reader<'_> {
                 cols.join(", ")
             ),
             p![org_id],
-            |r| Ok((credential(r)?, r.get(20)?)),
+            |r| Ok((credential(r)?, r.get(21)?)),
         )
     }
 

@@ -861,6 +861,14 @@ async fn custom_roles_cannot_be_used_to_escalate() {
     // A robot keeper (robots and credentials, nothing else) cannot delete the Manager robot or
     // its tokens, but may delete a robot that holds nothing.
     user_session(s, "keeper", "keeper-password-1").await;
+    alice
+        .ok(
+            "PUT",
+            "/orgs/acme/members/keeper",
+            Some(json!({"role": "member"})),
+            StatusCode::OK,
+        )
+        .await;
     put_role(
         "keeper",
         json!([{"resources": ["robots", "credentials"], "verbs": ["*"]}]),
@@ -1738,6 +1746,7 @@ async fn console_forms_refuse_forgery_and_outlive_nothing() {
         async move {
             let r = http
                 .post(url)
+                .header("sec-fetch-site", "same-origin")
                 .form(&[("username", user), ("password", password)])
                 .send()
                 .await
@@ -1906,4 +1915,963 @@ async fn console_forms_refuse_forgery_and_outlive_nothing() {
             && !csp.contains("unsafe-inline"),
         "{csp}"
     );
+}
+
+// ----- Round two: provenance, rotation, membership, bounded answers -----
+
+/// The status of `GET /api/v1/auth/whoami` with Basic `user:secret`.
+async fn api_status(s: &Server, user: &str, secret: &str) -> StatusCode {
+    Api::basic(s, user, secret).get("/auth/whoami").await.0
+}
+
+/// Signs in to the console; the session cookie (`name=value`), or `None` when refused.
+async fn console_cookie(s: &Server, user: &str, password: &str) -> Option<String> {
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(s.url("/ui/login"))
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("username", user), ("password", password)])
+        .send()
+        .await
+        .unwrap();
+    if r.status() != StatusCode::SEE_OTHER {
+        return None;
+    }
+    let c = r.headers().get("set-cookie")?.to_str().unwrap();
+    Some(c.split(';').next().unwrap().to_owned())
+}
+
+/// The status of a console page with `cookie`: 200 while the session lives, 303 (to the
+/// sign-in page) after.
+async fn console_status(s: &Server, cookie: &str) -> StatusCode {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(s.url("/ui/orgs/acme"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// The names of robot `robot`'s trusts in acme, as the owner sees them.
+async fn trust_names(alice: &Api, robot: &str) -> Vec<String> {
+    let v = alice
+        .ok("GET", &format!("/orgs/acme/robots/{robot}/trusts"), None, StatusCode::OK)
+        .await;
+    v["trusts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+// Multi-threaded: the tests' issuer keeps serving while the test waits on the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_workload_or_a_leaked_credential_made_ends_with_it() {
+    use crate::workload::{Issuer, Key};
+    let w = world().await;
+    let (s, alice) = (&w.s, &w.alice);
+    let m1 = robot_with_token(alice, "acme", "m1", "Manager", json!({})).await;
+    let (m1_id, m1_secret) = m1.split_once(':').unwrap();
+    robot_with_token(alice, "acme", "m2", "Manager", json!({})).await;
+    let key = Key::es256("w-1");
+    let issuer = Issuer::start(&[&key]).await;
+    alice
+        .ok(
+            "POST",
+            "/orgs/acme/robots/m2/trusts",
+            Some(json!({"name": "ci", "issuer": issuer.url, "subject": "repo:acme/app:*"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let jwt = key.sign(&issuer.github_claims("acme/app", "refs/heads/main", "berth", 600));
+
+    // A workload acting as a Manager robot reads the API but makes nothing there: whatever it
+    // made would outlive its token and the trust.
+    let workload = Api::basic(s, "acme/m2", &jwt);
+    workload.ok("GET", "/orgs/acme/robots", None, StatusCode::OK).await;
+    for (method, path, body) in [
+        ("POST", "/orgs/acme/robots/m2/tokens", json!({"name": "forever"})),
+        ("POST", "/orgs/acme/robots", json!({"name": "sleeper"})),
+        (
+            "POST",
+            "/orgs/acme/robots/m2/trusts",
+            json!({"name": "mine", "issuer": "https://attacker.example", "subject": "x"}),
+        ),
+        ("PUT", "/orgs/acme/bindings/x", json!({"role": "Manager", "subject": "robot/m2"})),
+        ("POST", "/orgs/acme/robots/m2/apikeys", json!({})),
+    ] {
+        let (st, v) = workload.call(method, path, Some(body), &[]).await;
+        assert_eq!(st, StatusCode::FORBIDDEN, "{method} {path}: {v}");
+    }
+    let (st, v) = workload
+        .call("POST", "/tokens?permanent=true", None, &[("organization", "acme")])
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    // Positive control: the workload still gets registry tokens.
+    assert_eq!(token_status(s, "acme/m2", &jwt, "127.0.0.1").await, StatusCode::OK);
+
+    // A leaked Manager robot token makes a trust on another robot, a robot with a token and a
+    // binding, and a binding for another robot.
+    let leaked = Api::basic(s, m1_id, m1_secret);
+    leaked
+        .ok(
+            "POST",
+            "/orgs/acme/robots/m2/trusts",
+            Some(json!({"name": "evil", "issuer": issuer.url, "subject": "repo:evil/*"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    leaked
+        .ok("POST", "/orgs/acme/robots", Some(json!({"name": "sleeper"})), StatusCode::CREATED)
+        .await;
+    leaked
+        .ok(
+            "PUT",
+            "/orgs/acme/bindings/sleeper",
+            Some(json!({"role": "Reader", "subject": "robot/sleeper"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    leaked
+        .ok(
+            "PUT",
+            "/orgs/acme/bindings/extra",
+            Some(json!({"role": "Reader", "subject": "robot/m2"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let t = leaked
+        .ok(
+            "POST",
+            "/orgs/acme/robots/sleeper/tokens",
+            Some(json!({"name": "t"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let (sid, ssecret) = (t["accessId"].as_str().unwrap(), t["token"].as_str().unwrap());
+    assert_eq!(token_status(s, sid, ssecret, "127.0.0.1").await, StatusCode::OK);
+    assert_eq!(trust_names(alice, "m2").await, ["ci", "evil"]);
+
+    // The owner deletes the leaked token: everything it made ends with it.
+    alice
+        .ok(
+            "DELETE",
+            &format!("/orgs/acme/robots/m1/tokens/{m1_id}"),
+            None,
+            StatusCode::NO_CONTENT,
+        )
+        .await;
+    within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || {
+        token_status(s, sid, ssecret, "127.0.0.1")
+    })
+    .await;
+    for gone in [
+        "/orgs/acme/robots/sleeper",
+        "/orgs/acme/bindings/sleeper",
+        "/orgs/acme/bindings/extra",
+    ] {
+        assert_eq!(alice.get(gone).await.0, StatusCode::NOT_FOUND, "{gone}");
+    }
+    assert_eq!(trust_names(alice, "m2").await, ["ci"]);
+    // What the owner made stays (the robots, their bindings, the owner's trust).
+    alice.ok("GET", "/orgs/acme/bindings/m1", None, StatusCode::OK).await;
+
+    // A trust that robot m1 makes on robot m2 (through another credential of m1's) ends with m1.
+    let m1_key = alice
+        .ok("POST", "/orgs/acme/robots/m1/apikeys", Some(json!({})), StatusCode::CREATED)
+        .await["apikey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    Api::basic(s, "iamapikey", &m1_key)
+        .ok(
+            "POST",
+            "/orgs/acme/robots/m2/trusts",
+            Some(json!({"name": "by-m1", "issuer": issuer.url, "subject": "repo:m1/*"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    assert_eq!(trust_names(alice, "m2").await, ["by-m1", "ci"]);
+    alice
+        .ok("DELETE", "/orgs/acme/robots/m1", None, StatusCode::NO_CONTENT)
+        .await;
+    assert_eq!(trust_names(alice, "m2").await, ["ci"]);
+    // The trust's own owner-made workload still works.
+    assert_eq!(token_status(s, "acme/m2", &jwt, "127.0.0.1").await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn rotation_ends_what_the_old_secret_made_and_cannot_lock_the_owner_out() {
+    let w = world().await;
+    let (s, alice) = (&w.s, &w.alice);
+    let key_id = alice.ok("GET", "/apikeys", None, StatusCode::OK).await["apikeys"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // With only the leaked key, the attacker opens an API session, mints a child key and signs
+    // in to the console.
+    let session = Api::anonymous(s)
+        .ok(
+            "POST",
+            "/auth/login",
+            Some(json!({"username": "alice", "password": w.apikey})),
+            StatusCode::OK,
+        )
+        .await;
+    let refresh = session["refresh_token"].as_str().unwrap().to_owned();
+    let child = Api::basic(s, "iamapikey", &w.apikey)
+        .ok("POST", "/apikeys", Some(json!({"name": "child"})), StatusCode::CREATED)
+        .await["apikey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cookie = console_cookie(s, "alice", &w.apikey).await.expect("console sign-in");
+    assert_eq!(console_status(s, &cookie).await, StatusCode::OK);
+    assert_eq!(api_status(s, "iamapikey", &child).await, StatusCode::OK);
+
+    // The leaked key cannot rotate itself (nor can what it made) and take the key from its owner.
+    for (who, secret) in [("iamapikey", w.apikey.as_str()), ("iamapikey", child.as_str())] {
+        let (st, v) = Api::basic(s, who, secret)
+            .post(&format!("/apikeys/{key_id}/rotate"), json!({"overlap": "0"}))
+            .await;
+        assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    }
+    let (st, v) = Api::bearer(s, session["access_token"].as_str().unwrap())
+        .post(&format!("/apikeys/{key_id}/rotate"), json!({"overlap": "0"}))
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+
+    // The owner rotates with an overlap: the old generation's offspring live while it lasts ...
+    alice
+        .ok(
+            "POST",
+            &format!("/apikeys/{key_id}/rotate"),
+            Some(json!({"overlap": "3s"})),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(api_status(s, "iamapikey", &child).await, StatusCode::OK);
+    // ... and end with it: the child key, the session (its refresh too) and the console session.
+    within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || {
+        api_status(s, "iamapikey", &child)
+    })
+    .await;
+    let (st, _) = Api::anonymous(s)
+        .post("/auth/refresh", json!({"refresh_token": refresh}))
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    assert_eq!(api_status(s, "iambearer", session["access_token"].as_str().unwrap()).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(console_status(s, &cookie).await, StatusCode::SEE_OTHER);
+
+    // Robot tokens too, with no overlap: what a Manager robot's token made ends at once.
+    let mgr = robot_with_token(alice, "acme", "mgr", "Manager", json!({})).await;
+    let (mgr_id, mgr_secret) = mgr.split_once(':').unwrap();
+    let made = Api::basic(s, mgr_id, mgr_secret)
+        .ok(
+            "POST",
+            "/orgs/acme/robots/reader/tokens",
+            Some(json!({"name": "made"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let (made_id, made_secret) = (made["accessId"].as_str().unwrap(), made["token"].as_str().unwrap());
+    assert_eq!(token_status(s, made_id, made_secret, "127.0.0.1").await, StatusCode::OK);
+    let (st, _) = Api::basic(s, mgr_id, mgr_secret)
+        .post(&format!("/orgs/acme/robots/mgr/tokens/{mgr_id}/rotate"), json!({"overlap": "0"}))
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "a robot token rotating itself");
+    let new = alice
+        .ok(
+            "POST",
+            &format!("/orgs/acme/robots/mgr/tokens/{mgr_id}/rotate"),
+            Some(json!({"overlap": "0"})),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(token_status(s, made_id, made_secret, "127.0.0.1").await, StatusCode::UNAUTHORIZED);
+    assert_eq!(token_status(s, mgr_id, mgr_secret, "127.0.0.1").await, StatusCode::UNAUTHORIZED);
+    // Positive control: the new secret works, and the owner's other credentials are untouched.
+    assert_eq!(
+        token_status(s, mgr_id, new["token"].as_str().unwrap(), "127.0.0.1").await,
+        StatusCode::OK
+    );
+    assert_eq!(token_status(s, &w.robot_token.0, &w.robot_token.1, "127.0.0.1").await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn removing_a_member_ends_their_access_and_bindings_name_only_members() {
+    let w = world().await;
+    let (s, alice) = (&w.s, &w.alice);
+    user_session(s, "carol", "carol-password-1").await;
+    alice
+        .ok("PUT", "/orgs/acme/members/carol", Some(json!({"role": "member"})), StatusCode::OK)
+        .await;
+    alice
+        .ok(
+            "PUT",
+            "/orgs/acme/bindings/carol",
+            Some(json!({"role": "Writer", "subject": "user/carol"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let bearer = bearer_token(s, "carol", "carol-password-1", "repository:acme/app:pull,push").await;
+    assert_eq!(pull_with_bearer(s, &bearer, "acme/app").await, StatusCode::OK);
+    assert_eq!(
+        token_status(s, "carol", "carol-password-1", "127.0.0.1").await,
+        StatusCode::OK
+    );
+    alice
+        .ok("DELETE", "/orgs/acme/members/carol", None, StatusCode::NO_CONTENT)
+        .await;
+    // Her registry token stops within the bound, on every path.
+    within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || pull_with_bearer(s, &bearer, "acme/app")).await;
+    let fresh = bearer_token(s, "carol", "carol-password-1", "repository:acme/app:pull,push").await;
+    let claims: Value = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            fresh.split('.').nth(1).unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["access"], json!([]), "a fresh token grants nothing: {claims}");
+    let carol = Api::basic(s, "carol", "carol-password-1");
+    assert_eq!(carol.get("/orgs/acme").await.0, StatusCode::NOT_FOUND);
+    let r = basic_client("carol", "carol-password-1")
+        .get(s.url("/v2/acme/app/manifests/v1"))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // Her binding went with her membership: adding her back does not revive it.
+    assert_eq!(alice.get("/orgs/acme/bindings/carol").await.0, StatusCode::NOT_FOUND);
+    // A binding names only members: a user outside the org and an unknown user get one answer.
+    let (st1, v1) = alice
+        .put("/orgs/acme/bindings/c2", json!({"role": "Reader", "subject": "user/carol"}))
+        .await;
+    let (st2, v2) = alice
+        .put("/orgs/acme/bindings/c3", json!({"role": "Reader", "subject": "user/nobody-at-all"}))
+        .await;
+    assert_eq!((st1, st2), (StatusCode::NOT_FOUND, StatusCode::NOT_FOUND));
+    assert_eq!(
+        v1["error"]["message"].as_str().unwrap().replace("carol", "X"),
+        v2["error"]["message"].as_str().unwrap().replace("nobody-at-all", "X"),
+    );
+}
+
+#[tokio::test]
+async fn an_access_token_cannot_open_a_session_that_outlives_its_own() {
+    let w = world().await;
+    let s = &w.s;
+    let login = Api::anonymous(s)
+        .ok(
+            "POST",
+            "/auth/login",
+            Some(json!({"username": "alice", "password": "alice-password-1"})),
+            StatusCode::OK,
+        )
+        .await;
+    let (access, refresh) = (
+        login["access_token"].as_str().unwrap().to_owned(),
+        login["refresh_token"].as_str().unwrap().to_owned(),
+    );
+    // Three ways to open a new family with the 5-minute access token.
+    let via_api = Api::anonymous(s)
+        .ok(
+            "POST",
+            "/auth/login",
+            Some(json!({"username": "iambearer", "password": access})),
+            StatusCode::OK,
+        )
+        .await["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = basic_client("iambearer", &access)
+        .get(s.url("/token?service=berth&offline_token=true&scope=repository:acme/app:pull"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let via_token: Value = r.json().await.unwrap();
+    let via_token = via_token["refresh_token"].as_str().unwrap().to_owned();
+    let cookie = console_cookie(s, "iambearer", &access).await;
+    if let Some(c) = &cookie {
+        assert_eq!(console_status(s, c).await, StatusCode::OK);
+    }
+    // The session the token came from logs out: every family it opened ends.
+    Api::anonymous(s)
+        .ok("POST", "/auth/logout", Some(json!({"refresh_token": refresh})), StatusCode::NO_CONTENT)
+        .await;
+    for t in [&via_api, &via_token] {
+        let (st, v) = Api::anonymous(s)
+            .post("/auth/refresh", json!({"refresh_token": t}))
+            .await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED, "{v}");
+    }
+    if let Some(c) = &cookie {
+        assert_eq!(console_status(s, c).await, StatusCode::SEE_OTHER);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_tenant_cannot_disturb_an_exchange_nor_learn_its_robots() {
+    use crate::workload::{Issuer, Key};
+    let w = world().await;
+    let (s, alice) = (&w.s, &w.alice);
+    let key = Key::es256("gh");
+    let github = Issuer::start(&[&key]).await;
+    robot_with_token(alice, "acme", "deployer", "Reader", json!({})).await;
+    alice
+        .ok(
+            "POST",
+            "/orgs/acme/robots/deployer/trusts",
+            Some(json!({"name": "gh", "issuer": github.url, "subject": "repo:acme/app:*"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    // Another organization trusts every repository of the same (shared) issuer.
+    let admin = Api::admin(s);
+    admin.ok("POST", "/orgs", Some(json!({"name": "beta"})), StatusCode::CREATED).await;
+    robot_with_token(&admin, "beta", "grabber", "Reader", json!({})).await;
+    admin
+        .ok(
+            "POST",
+            "/orgs/beta/robots/grabber/trusts",
+            Some(json!({"name": "all", "issuer": github.url, "subject": "repo:*"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let jwt = key.sign(&github.github_claims("acme/app", "refs/heads/main", "berth", 600));
+    let form = |scope: &'static str| {
+        let jwt = jwt.clone();
+        async move {
+            let mut f = vec![
+                ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange".to_owned()),
+                ("subject_token", jwt),
+                ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt".to_owned()),
+            ];
+            if !scope.is_empty() {
+                f.push(("scope", scope.to_owned()));
+            }
+            let r = anonymous_client().post(s.url("/token")).form(&f).send().await.unwrap();
+            let st = r.status();
+            (st, r.text().await.unwrap())
+        }
+    };
+    // acme's own exchange, naming acme's repository, is acme's alone.
+    let (st, body) = form("repository:acme/app:pull").await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    // Without a scope the exchange is ambiguous, and the answer names no robot of either org.
+    let (st, body) = form("").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
+    assert!(!body.contains("grabber") && !body.contains("beta") && !body.contains("deployer"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_from_outside_cannot_drive_a_terminal_or_forge_an_audit_row() {
+    use crate::workload::{Issuer, Key};
+    let w = world().await;
+    let (s, alice) = (&w.s, &w.alice);
+    robot_with_token(alice, "acme", "deployer", "Reader", json!({})).await;
+    let key = Key::es256("gh");
+    let issuer = Issuer::start(&[&key]).await;
+    // Control characters are refused where they would be stored.
+    for (field, value) in [
+        ("subject", "repo:x\u{1b}[2J*"),
+        ("subject", "repo:x\n2026 login success admin"),
+        ("audience", "berth\u{7}"),
+    ] {
+        let mut body = json!({"name": "bad", "issuer": issuer.url, "subject": "repo:*"});
+        body[field] = json!(value);
+        let (st, v) = alice.post("/orgs/acme/robots/deployer/trusts", body).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{field}: {v}");
+    }
+    let (st, _) = alice
+        .post(
+            "/orgs/acme/robots/deployer/trusts",
+            json!({"name": "bad", "issuer": issuer.url, "subject": "repo:*", "claims": {"x": "a\u{1b}b"}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    // A workload's own `sub` (which the trust's glob accepts) carries escapes and a newline.
+    alice
+        .ok(
+            "POST",
+            "/orgs/acme/robots/deployer/trusts",
+            Some(json!({"name": "gh", "issuer": issuer.url, "subject": "repo:acme/*"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let mut claims = issuer.github_claims("acme/app", "refs/heads/main", "berth", 600);
+    claims["sub"] = json!("repo:acme/\u{1b}[31mFORGED\nlogin success user:admin");
+    let jwt = key.sign(&claims);
+    assert_eq!(token_status(s, "acme/deployer", &jwt, "127.0.0.1").await, StatusCode::OK);
+    // The audit trail holds it as data, and `berth audit list` prints no raw control character.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let row = loop {
+        let v = Api::admin(s)
+            .ok("GET", "/audit?action=workload.exchange", None, StatusCode::OK)
+            .await;
+        if let Some(r) = v["events"].as_array().unwrap().first() {
+            break r.clone();
+        }
+        assert!(Instant::now() < deadline, "no exchange audited");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let detail = row["detail"].as_str().unwrap();
+    assert!(detail.contains("FORGED"), "{row}");
+    assert!(!detail.chars().any(char::is_control), "{row}");
+    // The CLI prints a cell with control characters escaped (a robot's description here).
+    alice
+        .ok(
+            "POST",
+            "/orgs/acme/robots",
+            Some(json!({"name": "painter", "description": "x\u{1b}[2J\nFORGED-ROW  y"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str], stdin: Option<&str>| {
+        use std::io::Write as _;
+        let mut c = std::process::Command::new(berth_bin());
+        c.env("BERTH_CONFIG", tmp.path().join("config.yaml"))
+            .env("HOME", tmp.path())
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    cli(&["login", &s.base, "-u", "admin", "--password-stdin"], Some(&format!("{ADMIN_PASSWORD}\n")));
+    let out = cli(&["robot", "list", "--org", "acme"], None);
+    assert!(out.contains("FORGED-ROW"), "{out}");
+    assert!(!out.contains('\u{1b}'), "{out:?}");
+    assert!(out.lines().all(|l| !l.starts_with("FORGED-ROW")), "{out}");
+    let out = cli(&["audit", "list", "--action", "workload.exchange", "-o", "table"], None);
+    assert!(out.contains("workload.exchange"), "{out}");
+    assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
+}
+
+#[tokio::test]
+async fn a_deleted_role_revives_nothing() {
+    let w = world().await;
+    let (s, alice) = (&w.s, &w.alice);
+    alice
+        .ok(
+            "PUT",
+            "/orgs/acme/roles/puller",
+            Some(json!({"rules": [{"resources": ["repositories"], "verbs": ["pull"]}]})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let t = robot_with_token(alice, "acme", "bot", "puller", json!({})).await;
+    let (id, secret) = t.split_once(':').unwrap();
+    let bearer = bearer_for(s, id, secret, "acme/app").await;
+    assert_eq!(pull_with_bearer(s, &bearer, "acme/app").await, StatusCode::OK);
+    alice
+        .ok("DELETE", "/orgs/acme/roles/puller", None, StatusCode::NO_CONTENT)
+        .await;
+    assert_eq!(alice.get("/orgs/acme/bindings/bot").await.0, StatusCode::NOT_FOUND);
+    within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || pull_with_bearer(s, &bearer, "acme/app")).await;
+    // The name comes back with more rules: the old binding does not grant them.
+    alice
+        .ok(
+            "PUT",
+            "/orgs/acme/roles/puller",
+            Some(json!({"rules": [{"resources": ["repositories"], "verbs": ["pull", "push"]}]})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let r = basic_client(id, secret)
+        .get(s.url("/token?service=berth&scope=repository:acme/app:pull,push"))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            v["token"].as_str().unwrap().split('.').nth(1).unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["access"], json!([]), "{claims}");
+}
+
+/// A loopback server that answers every request with `body` (status 200, JSON).
+async fn fixed_server(body: String) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let body = body.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                let mut buf = vec![0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_fetches_only_what_the_operator_allows_and_says_nothing_of_it() {
+    use crate::workload::{Issuer, Key};
+    // Without the operator's opt-in, no trust may name an internal issuer.
+    let tmp = tempfile::tempdir().unwrap();
+    let strict = Server::start_in(&tmp.path().join("d"), &[], &[("BERTH_ALLOW_PRIVATE_ISSUERS", "false")]);
+    let admin = Api::admin(&strict);
+    admin.ok("POST", "/orgs", Some(json!({"name": "acme"})), StatusCode::CREATED).await;
+    admin.ok("POST", "/orgs/acme/robots", Some(json!({"name": "r"})), StatusCode::CREATED).await;
+    let key = Key::es256("k");
+    let real = Issuer::start(&[&key]).await;
+    for issuer in [
+        real.url.as_str(),
+        "https://127.0.0.1:6443",
+        "https://localhost",
+        "https://10.0.0.7",
+        "https://169.254.169.254/latest",
+        "https://[::1]",
+        "https://[fd00::1]",
+        "http://issuer.example.com",
+    ] {
+        let (st, v) = admin
+            .post(
+                "/orgs/acme/robots/r/trusts",
+                json!({"name": "t", "issuer": issuer, "subject": "repo:x"}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{issuer}: {v}");
+    }
+    // Positive control: a public https issuer is accepted (never fetched here).
+    admin
+        .ok(
+            "POST",
+            "/orgs/acme/robots/r/trusts",
+            Some(json!({"name": "gh", "issuer": "https://token.actions.githubusercontent.com", "subject": "repo:x"})),
+            StatusCode::CREATED,
+        )
+        .await;
+
+    // With it (the tests' issuers are on loopback): a discovery document whose jwks_uri leaves
+    // the issuer's origin is refused, and no answer tells a closed port from a 404 or a bad
+    // document.
+    let w = world().await;
+    let (s, alice) = (&w.s, &w.alice);
+    robot_with_token(alice, "acme", "r", "Reader", json!({})).await;
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let moved_url = {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let doc = json!({"issuer": url, "jwks_uri": format!("{}/openid/v1/jwks", real.url)}).to_string();
+        let url2 = url.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else { return };
+                let doc = doc.clone();
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                    let mut buf = vec![0u8; 4096];
+                    let _ = sock.read(&mut buf).await;
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{doc}",
+                        doc.len()
+                    );
+                    let _ = sock.write_all(resp.as_bytes()).await;
+                });
+            }
+        });
+        url2
+    };
+    let no_keys = fixed_server(json!({"keys": "none"}).to_string()).await;
+    let mut answers = Vec::new();
+    for (name, issuer) in [("closed", &closed), ("moved", &moved_url), ("nokeys", &no_keys)] {
+        alice
+            .ok(
+                "POST",
+                "/orgs/acme/robots/r/trusts",
+                Some(json!({"name": name, "issuer": issuer, "subject": "repo:*"})),
+                StatusCode::CREATED,
+            )
+            .await;
+        let mut claims = real.github_claims("acme/app", "refs/heads/main", "berth", 600);
+        claims["iss"] = json!(issuer);
+        let jwt = key.sign(&claims);
+        let r = anonymous_client()
+            .post(s.url("/token"))
+            .form(&[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+                ("subject_token", jwt.as_str()),
+                ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+                ("client_id", "acme/r"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let st = r.status();
+        let body = r.text().await.unwrap();
+        assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{name}: {body}");
+        for leak in ["refused", "404", "no keys", "keys array", "origin", "127.0.0.1", "jwks", "another issuer"] {
+            assert!(!body.contains(leak), "{name}: {body}");
+        }
+        answers.push(body);
+    }
+    assert!(answers.windows(2).all(|p| p[0] == p[1]), "{answers:?}");
+    // The operator's log says why.
+    let log = s.log_text();
+    assert!(log.contains("not on the issuer's origin"), "{log}");
+}
+
+/// Current resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn one_request_cannot_take_the_servers_memory() {
+    let w = world().await;
+    let (s, alice) = (&w.s, &w.alice);
+    let c = basic_client("alice", "alice-password-1");
+    let (subject, _) = push_image(&c, s, "acme/big", "base", 3).await;
+    let config = r#"{"architecture":"amd64","os":"linux"}"#;
+    let cd = push_blob(&c, s, "acme/big", config.as_bytes()).await;
+    // A manifest near the size limit, nearly all of it one annotation, under 48 tags; and 24
+    // referrers of one subject, each as large.
+    let big = |n: usize, subject: Option<&str>| {
+        let mut m = json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
+            "layers": [],
+            "annotations": {"filler": "x".repeat(3_800_000 + n), "org.example.n": n.to_string()},
+        });
+        if let Some(sd) = subject {
+            m["subject"] = json!({"mediaType": OCI_MANIFEST, "digest": sd, "size": 1});
+            m["artifactType"] = json!("application/vnd.example.sbom");
+        }
+        m.to_string()
+    };
+    let body = big(0, None);
+    for i in 0..48 {
+        let r = put_manifest(&c, s, "acme/big", &format!("t{i:02}"), OCI_MANIFEST, &body).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    for i in 0..24 {
+        let r = put_manifest(&c, s, "acme/big", &format!("sbom-{i:02}"), OCI_MANIFEST, &big(i + 1, Some(&subject))).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_kib(s.pid());
+
+    // The repository view (what the console's repository page calls): a page of tags, sizes
+    // from stored metadata, annotations cut, bounded whatever was pushed.
+    let r = alice.http.get(format!("{}/api/v1/orgs/acme/repositories/acme/big", s.base))
+        .header("authorization", alice.auth.clone().unwrap())
+        .send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = r.text().await.unwrap();
+    assert!(text.len() < 2 << 20, "the view is {} bytes", text.len());
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let tags = v["tags"].as_array().unwrap();
+    assert!(!tags.is_empty() && tags.len() <= 50, "{} tags", tags.len());
+    let next = v["next"].as_str().expect("a next page");
+    let t0 = tags.iter().find(|t| t["tag"] == "t00").expect("t00 on the first page");
+    assert_eq!(t0["annotationsTruncated"], json!(true), "{t0}");
+    assert!(t0["size"].as_u64().unwrap() > 3_800_000, "the size still counts the manifest: {t0}");
+    // The pages together hold every tag once.
+    let mut seen: Vec<String> = tags.iter().map(|t| t["tag"].as_str().unwrap().to_owned()).collect();
+    let mut cursor = Some(next.to_owned());
+    while let Some(last) = cursor {
+        let page = alice.ok("GET", &format!("/orgs/acme/repositories/acme/big?last={last}"), None, StatusCode::OK).await;
+        seen.extend(page["tags"].as_array().unwrap().iter().map(|t| t["tag"].as_str().unwrap().to_owned()));
+        cursor = page["next"].as_str().map(str::to_owned);
+    }
+    assert_eq!(seen.len(), 48 + 24 + 1, "{seen:?}");
+    let after_view = rss_kib(s.pid());
+    assert!(after_view < before + 64 * 1024, "the view took RSS from {before} to {after_view} KiB");
+
+    // The referrers API pages with a Link header; one page stays small.
+    let mut url = format!("/v2/acme/big/referrers/{subject}");
+    let mut digests = Vec::new();
+    let mut pages = 0;
+    loop {
+        let r = c.get(s.url(&url)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let link = r.headers().get("link").map(|l| l.to_str().unwrap().to_owned());
+        let text = r.text().await.unwrap();
+        assert!(text.len() < 9 << 20, "a referrers page of {} bytes", text.len());
+        let v: Value = serde_json::from_str(&text).unwrap();
+        for m in v["manifests"].as_array().unwrap() {
+            assert_eq!(m["artifactType"], "application/vnd.example.sbom");
+            assert!(m["annotations"]["filler"].as_str().unwrap().len() >= 3_800_000, "annotations are whole in the API");
+            digests.push(m["digest"].as_str().unwrap().to_owned());
+        }
+        pages += 1;
+        match link {
+            Some(l) => {
+                url = l.trim_start_matches('<').split('>').next().unwrap().to_owned();
+            }
+            None => break,
+        }
+    }
+    digests.sort();
+    digests.dedup();
+    assert_eq!(digests.len(), 24, "every referrer once");
+    assert!(pages > 1, "24 large referrers need more than one page");
+    let after = rss_kib(s.pid());
+    assert!(after < before + 96 * 1024, "referrers took RSS from {before} to {after} KiB");
+}
+
+#[tokio::test]
+async fn answers_tell_a_caller_nothing_beyond_what_it_holds() {
+    let w = world().await;
+    let (s, alice) = (&w.s, &w.alice);
+    // The access review about a server admin who is not in the org: what acme gives them.
+    let (st, v) = alice
+        .post(
+            "/orgs/acme/access-review",
+            json!({"subject": "user/admin", "resource": "repositories", "verb": "pull", "name": "acme/app"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["allowed"], json!(false), "the review told an owner who is a server admin");
+    let (_, v) = alice
+        .post(
+            "/orgs/acme/access-review",
+            json!({"subject": "user/nobody", "resource": "repositories", "verb": "pull", "name": "acme/app"}),
+        )
+        .await;
+    assert_eq!(v["allowed"], json!(false));
+    // A server admin asking learns the truth (positive control).
+    let (_, v) = Api::admin(s)
+        .post(
+            "/orgs/acme/access-review",
+            json!({"subject": "user/admin", "resource": "repositories", "verb": "pull", "name": "acme/app"}),
+        )
+        .await;
+    assert_eq!(v["allowed"], json!(true));
+
+    // A robot bound to one namespace sees that namespace only, and not the org's people.
+    alice
+        .ok("POST", "/orgs/acme/namespaces", Some(json!({"name": "acme-secret"})), StatusCode::CREATED)
+        .await;
+    let t = robot_with_token(alice, "acme", "scoped", "Reader", json!({"namespace": "acme"})).await;
+    let (id, secret) = t.split_once(':').unwrap();
+    let scoped = Api::basic(s, id, secret);
+    let names = |v: &Value, key: &str| -> Vec<String> {
+        v[key].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap().to_owned()).collect()
+    };
+    let v = scoped.ok("GET", "/orgs/acme/namespaces", None, StatusCode::OK).await;
+    assert_eq!(names(&v, "namespaces"), ["acme"]);
+    let v = scoped.ok("GET", "/orgs/acme/storage", None, StatusCode::OK).await;
+    assert_eq!(names(&v, "namespaces"), ["acme"]);
+    let v = scoped.ok("GET", "/orgs/acme", None, StatusCode::OK).await;
+    assert_eq!(names(&v, "namespaces"), ["acme"]);
+    assert_eq!(scoped.get("/orgs/acme/members").await.0, StatusCode::FORBIDDEN);
+    // The owner sees both (positive control).
+    let v = alice.ok("GET", "/orgs/acme/namespaces", None, StatusCode::OK).await;
+    assert_eq!(names(&v, "namespaces").len(), 2);
+}
+
+#[tokio::test]
+async fn a_stolen_session_cannot_plant_a_permanent_credential() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_in(&tmp.path().join("d"), &[], &[("BERTH_FRESH_SIGN_IN", "2s")]);
+    let w = world_on(s).await;
+    let (s, alice) = (&w.s, &w.alice);
+    // Within the window of signing in, a session makes what it likes (positive control).
+    alice.ok("POST", "/apikeys", Some(json!({"name": "fresh"})), StatusCode::CREATED).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Later, the same session (or a console session, or an access token taken from it) needs
+    // the password again for anything that never expires ...
+    for (path, body) in [
+        ("/apikeys", json!({"name": "planted"})),
+        ("/orgs/acme/robots/reader/tokens", json!({"name": "planted"})),
+        ("/orgs/acme/robots/reader/apikeys", json!({"name": "planted"})),
+    ] {
+        let (st, v) = alice.post(path, body).await;
+        assert_eq!(st, StatusCode::FORBIDDEN, "{path}: {v}");
+        assert!(v["error"]["message"].as_str().unwrap().contains("password"), "{v}");
+    }
+    let (st, _) = alice
+        .call("POST", "/tokens?permanent=true", None, &[("organization", "acme")])
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _) = alice
+        .post("/apikeys", json!({"name": "guess", "password": "not-her-password"}))
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    // ... while an expiring one, the password, or a password login need no more.
+    alice
+        .ok("POST", "/apikeys", Some(json!({"name": "expiring", "expiresIn": "1d"})), StatusCode::CREATED)
+        .await;
+    alice
+        .ok(
+            "POST",
+            "/apikeys",
+            Some(json!({"name": "proven", "password": "alice-password-1"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    Api::basic(s, "alice", "alice-password-1")
+        .ok("POST", "/apikeys", Some(json!({"name": "direct"})), StatusCode::CREATED)
+        .await;
+}
+
+#[tokio::test]
+async fn smaller_points_of_round_two() {
+    let w = world().await;
+    let (s, alice) = (&w.s, &w.alice);
+    // Login CSRF: a sign-in with neither Origin nor Sec-Fetch-Site is refused.
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(s.url("/ui/login"))
+        .form(&[("username", "alice"), ("password", "alice-password-1")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(r.headers().get("set-cookie").is_none());
+    // With the browser's same-origin signal it works (positive control).
+    assert!(console_cookie(s, "alice", "alice-password-1").await.is_some());
+    // An organization's own namespace name stays its own.
+    let (st, v) = alice.delete("/namespaces/acme").await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    let admin = Api::admin(s);
+    admin.ok("POST", "/orgs", Some(json!({"name": "beta"})), StatusCode::CREATED).await;
+    let (st, _) = admin.post("/orgs/beta/namespaces", json!({"name": "acme"})).await;
+    assert_eq!(st, StatusCode::CONFLICT);
+    // Plain HTTP: no HSTS (a TLS server's answers carry it: `server::tls_*`).
+    let r = anonymous_client().get(s.url("/v2/")).send().await.unwrap();
+    assert!(r.headers().get("strict-transport-security").is_none());
 }

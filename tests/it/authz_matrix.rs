@@ -525,7 +525,8 @@ async fn every_route_for_every_caller() {
             "GET",
             "/api/v1/orgs/acme/members".into(),
             None,
-            LOGGED_IN,
+            // Robots bound to one namespace do not see the org's people.
+            ORG_ADMIN_ONLY,
             &[],
         ),
         (

@@ -271,6 +271,7 @@ async fn console_end_to_end_in_chromium() {
         .build()
         .unwrap()
         .post(s.url("/ui/login"))
+        .header("sec-fetch-site", "same-origin")
         .form(&[("username", "olivia"), ("password", OLIVIA)])
         .send()
         .await

@@ -217,6 +217,7 @@ async fn serves_https_with_the_given_certificate() {
         .unwrap();
     let r = console
         .post(s.url("/ui/login"))
+        .header("sec-fetch-site", "same-origin")
         .form(&[("username", "admin"), ("password", ADMIN_PASSWORD)])
         .send()
         .await
@@ -234,6 +235,11 @@ async fn serves_https_with_the_given_certificate() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK, "signed in over TLS");
+    assert_eq!(
+        r.headers()["strict-transport-security"],
+        "max-age=31536000",
+        "browsers keep to TLS"
+    );
     assert!(r.text().await.unwrap().contains("Create organization"));
     // Plain HTTP on the TLS port does not get an answer from the registry.
     let plain = client()

@@ -221,6 +221,7 @@ pub(super) async fn get_org(
             .iam()
             .namespaces(&org)?
             .iter()
+            .filter(|n| crate::policy::sees_namespace(&caller.grants, &org, &n.name))
             .map(ns_json)
             .collect();
         let mut v = org_json(&row);
@@ -251,6 +252,12 @@ pub(super) async fn list_members(
 ) -> ApiResult<Response> {
     if !caller.in_org(&org) {
         return Err(ApiError::from(crate::iam::org_not_found(&org)));
+    }
+    // The member list is the org's people: not for a subject scoped to some namespaces.
+    if !crate::policy::sees_whole_org(&caller.grants, &org) {
+        return Err(ApiError::Forbidden(format!(
+            "only members and subjects bound to the whole of {org:?} may list its members"
+        )));
     }
     blocking(&state, move |st| {
         let members: Vec<_> = st
@@ -336,6 +343,7 @@ pub(super) async fn list_namespaces(
             .iam()
             .namespaces(&org)?
             .iter()
+            .filter(|n| crate::policy::sees_namespace(&caller.grants, &org, &n.name))
             .map(ns_json)
             .collect();
         Ok(json_response(StatusCode::OK, json!({ "namespaces": list })))
@@ -425,6 +433,13 @@ pub(super) async fn delete_namespace(
     blocking(&state, move |st| {
         let row = namespace_owned(st, &caller, &ns)?;
         caller.require_owner(&row.org)?;
+        // An organization's own namespace stays reserved for it: it goes only with the org.
+        if row.name == row.org {
+            return Err(ApiError::Conflict(format!(
+                "namespace {ns:?} is organization {:?}'s own; it is deleted with the organization",
+                row.org
+            )));
+        }
         st.auth.iam().delete_namespace(&ns)?;
         audit_change(st, &caller, "namespace.delete", format!("namespace/{ns}"));
         Ok(StatusCode::NO_CONTENT.into_response())

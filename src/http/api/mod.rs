@@ -115,7 +115,7 @@ api_routes! {
     post "/orgs/{org}/access-review" => access::review, "Whether a subject may do a verb on a resource", 200, ["allowed"];
     get "/audit" => access::audit, "List audit events, newest first (filters: actor, action, outcome, since and until as Unix seconds, RFC 3339 or a duration back from now; before: the next page's cursor; limit)", 200, ["events", "next"];
     get "/orgs/{org}/repositories" => repos::list_repositories, "List the organization's repositories the caller may pull, with tag count, size and last push (members)", 200, ["repositories"];
-    get "/orgs/{org}/repositories/{*repository}" => repos::get_repository, "A repository's tags with digest, media type, size, platforms, annotations, push time and referrers, and the caller's actions on it (members who may pull it)", 200, ["name", "org", "actions", "tags"];
+    get "/orgs/{org}/repositories/{*repository}" => repos::get_repository, "A page of a repository's tags (n ≤ 50, after last) with digest, media type, size, platforms, annotations (up to 16 KiB) and push time, the first 10 referrers of each, the caller's actions on it, and next: the last tag of the page when there are more (members who may pull it)", 200, ["name", "org", "actions", "tags", "next"];
     get "/orgs/{org}/storage" => repos::storage, "Storage per namespace of the organization: repositories and bytes (members)", 200, ["namespaces"];
 }
 
@@ -421,6 +421,42 @@ impl ApiCaller {
     /// The revocation keys an object this caller makes depends on (`Lineage::provenance`).
     pub(crate) fn provenance(&self) -> Vec<String> {
         self.lineage.provenance(&self.principal)
+    }
+
+    /// **Long-lived credentials need a fresh proof**: a caller acting through a session (an
+    /// access token, the console) creates a credential that never expires only within
+    /// `--fresh-sign-in` of signing in, or with the current password in the request (`password`).
+    /// A stolen session cannot plant a permanent key.
+    pub(crate) fn require_fresh_proof(
+        &self,
+        st: &AppState,
+        expires: Option<std::time::Duration>,
+        password: Option<&str>,
+    ) -> ApiResult<()> {
+        let Some(family) = self.lineage.0.iter().find_map(|k| k.strip_prefix("fam:")) else {
+            return Ok(());
+        };
+        if expires.is_some() {
+            return Ok(());
+        }
+        if let (Some(p), Principal::User { name, .. }) = (password, &self.principal)
+            && st.auth.iam().check_password(name, p)?.is_some()
+        {
+            return Ok(());
+        }
+        let signed_in = st
+            .auth
+            .iam()
+            .credential(family)?
+            .map_or(0, |c| c.created_at);
+        let fresh = i64::try_from(st.web.fresh_sign_in.as_secs()).unwrap_or(i64::MAX);
+        if crate::store::now().saturating_sub(signed_in) <= fresh {
+            return Ok(());
+        }
+        Err(ApiError::Forbidden(format!(
+            "a credential that never expires needs a recent sign-in (within {} s) or your current password (\"password\"); log in again, or give it an expiry",
+            fresh
+        )))
     }
 
     /// Refuses to rotate credential `id` through itself or anything made from it: a leaked

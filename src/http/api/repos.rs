@@ -225,7 +225,13 @@ pub(super) async fn storage(
     require_member(&caller, &org)?;
     blocking(&state, move |st| {
         let mut out = Vec::new();
-        for ns in st.auth.iam().namespaces(&org)? {
+        for ns in st
+            .auth
+            .iam()
+            .namespaces(&org)?
+            .into_iter()
+            .filter(|n| crate::policy::sees_namespace(&caller.grants, &org, &n.name))
+        {
             let (repositories, bytes) = st
                 .content
                 .meta()

@@ -61,6 +61,9 @@ struct NewNamed {
     description: Option<String>,
     /// `90d`, `24h`…; absent means the credential does not expire.
     expires_in: Option<String>,
+    /// The caller's current password: a fresh proof for a credential that never expires made
+    /// through a session (`ApiCaller::require_fresh_proof`).
+    password: Option<String>,
 }
 
 fn expiry(v: Option<&str>) -> ApiResult<Option<std::time::Duration>> {
@@ -202,6 +205,7 @@ pub(super) async fn create_robot_token(
     crate::iam::check_name("token", &name)?;
     let ttl = expiry(body.expires_in.as_deref())?;
     blocking(&state, move |st| {
+        caller.require_fresh_proof(st, ttl, body.password.as_deref())?;
         let r = robot_within_reach(st, &caller, &org, &robot)?;
         let new = st.auth.iam().create_credential(&CredentialSpec {
             kind: SecretKind::RobotToken,
@@ -325,6 +329,7 @@ pub(super) async fn create_robot_key(
     let body: NewNamed = optional_body(&body)?;
     let ttl = expiry(body.expires_in.as_deref())?;
     blocking(&state, move |st| {
+        caller.require_fresh_proof(st, ttl, body.password.as_deref())?;
         let r = robot_within_reach(st, &caller, &org, &robot)?;
         let new = st.auth.iam().create_credential(&CredentialSpec {
             kind: SecretKind::ApiKey,
@@ -395,6 +400,7 @@ pub(super) async fn create_own_key(
     let body: NewNamed = optional_body(&body)?;
     let ttl = expiry(body.expires_in.as_deref())?;
     blocking(&state, move |st| {
+        caller.require_fresh_proof(st, ttl, body.password.as_deref())?;
         let new = st.auth.iam().create_credential(&CredentialSpec {
             kind: SecretKind::ApiKey,
             owner: Owner::User(id),
@@ -453,6 +459,8 @@ struct NewRegistryToken {
     name: Option<String>,
     readwrite: Option<bool>,
     description: Option<String>,
+    /// The caller's current password (`ApiCaller::require_fresh_proof`).
+    password: Option<String>,
 }
 
 fn truthy(v: Option<&String>) -> Option<bool> {
@@ -504,7 +512,9 @@ pub(super) async fn create_registry_token(
         )));
     }
     let ttl = (!permanent).then_some(state.web.registry_token_ttl);
+    let password = body.password;
     blocking(&state, move |st| {
+        caller.require_fresh_proof(st, ttl, password.as_deref())?;
         let org_row = st.auth.iam().org(&org)?;
         let new = st.auth.iam().create_credential(&CredentialSpec {
             kind: SecretKind::RegistryToken,
@@ -627,7 +637,7 @@ pub(super) async fn create_trust(
     caller.require_manage(&org, "credentials", "create", &robot)?;
     let t: NewTrust = parse_body(&body)?;
     crate::iam::check_name("trust", &t.name)?;
-    crate::auth::workload::check_issuer(&t.issuer).map_err(ApiError::Invalid)?;
+    state.auth.check_issuer(&t.issuer).map_err(ApiError::Invalid)?;
     let too_long = |what: &str, s: &str| -> ApiResult<()> {
         if s.is_empty() || s.len() > MAX_TRUST_TEXT {
             return Err(ApiError::Invalid(format!(

@@ -158,7 +158,12 @@ pub(crate) fn router() -> Router<AppState> {
 
 /// Headers of every console answer, and the cross-site check of every POST.
 async fn guard(req: Request, next: Next) -> Response {
-    let refused = req.method() == Method::POST && cross_site(req.headers());
+    // Every form is refused from another site; the sign-in form (which has no CSRF token yet)
+    // also needs a positive same-origin signal, so login CSRF cannot ride on a request that
+    // carries neither header.
+    let refused = req.method() == Method::POST
+        && (cross_site(req.headers())
+            || (req.uri().path() == "/ui/login" && !same_origin(req.headers())));
     let mut resp = if refused {
         layout::error_page(
             StatusCode::FORBIDDEN,
@@ -185,6 +190,21 @@ async fn guard(req: Request, next: Next) -> Response {
     }
     resp.extensions_mut().insert(RouteName("console"));
     resp
+}
+
+/// Whether a request says it comes from this site: `Sec-Fetch-Site: same-origin` (or `none`, a
+/// typed URL), or an `Origin` whose host is this request's `Host`.
+fn same_origin(h: &HeaderMap) -> bool {
+    if let Some(site) = h.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        return matches!(site, "same-origin" | "none");
+    }
+    matches!(
+        (
+            h.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
+            h.get(header::HOST).and_then(|v| v.to_str().ok()),
+        ),
+        (Some(origin), Some(host)) if origin.split("://").nth(1) == Some(host)
+    )
 }
 
 /// Whether a request says it comes from another site: `Sec-Fetch-Site` (every current browser)

@@ -111,7 +111,10 @@ impl Server {
             .arg(data_dir);
         cmd.args(extra)
             .env("BERTH_LOG", "info")
-            .env("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD);
+            .env("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            // The tests' OpenID issuers listen on loopback; a test that checks the refusal
+            // sets this back to false.
+            .env("BERTH_ALLOW_PRIVATE_ISSUERS", "true");
         for (k, v) in &env {
             cmd.env(k, v);
         }
