@@ -7,6 +7,9 @@ CREATE TABLE lineage (
 CREATE INDEX lineage_by_object ON lineage (object);
 
 ALTER TABLE credentials ADD COLUMN generation BIGINT NOT NULL DEFAULT 0;
+-- When an expired credential's offspring were ended (an expiry ends what was made through it).
+ALTER TABLE credentials ADD COLUMN ended_at BIGINT;
+CREATE INDEX credentials_by_expiry ON credentials (expires_at) WHERE expires_at IS NOT NULL AND ended_at IS NULL;
 CREATE INDEX credentials_by_overlap ON credentials (previous_until) WHERE previous_until IS NOT NULL;
 
 CREATE TABLE policy_epochs (

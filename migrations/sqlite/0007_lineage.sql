@@ -11,6 +11,9 @@ CREATE INDEX lineage_by_object ON lineage (object);
 -- Rotation makes a new generation of a credential: logins name `gen:<id>:<n>`, and what they
 -- created ends with that generation.
 ALTER TABLE credentials ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+-- When an expired credential's offspring were ended (an expiry ends what was made through it).
+ALTER TABLE credentials ADD COLUMN ended_at INTEGER;
+CREATE INDEX credentials_by_expiry ON credentials (expires_at) WHERE expires_at IS NOT NULL AND ended_at IS NULL;
 CREATE INDEX credentials_by_overlap ON credentials (previous_until) WHERE previous_until IS NOT NULL;
 
 -- Policy epochs: a registry token names its subject's epoch; a change that takes access away

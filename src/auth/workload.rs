@@ -142,6 +142,7 @@ pub fn is_public(a: std::net::IpAddr) -> bool {
                 || o[0] == 0
                 || (o[0] == 100 && (o[1] & 0xc0) == 64)
                 || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+                || (o[0] == 198 && (o[1] & 0xfe) == 18)
                 || o[0] >= 240)
         }
         IpAddr::V6(v) => {
@@ -149,7 +150,19 @@ pub fn is_public(a: std::net::IpAddr) -> bool {
                 return is_public(IpAddr::V4(v4));
             }
             let s = v.segments();
+            // IPv4 inside IPv6: compatible (::a.b.c.d), translated (::ffff:0:a.b.c.d) and 6to4
+            // (2002:aabb:ccdd::) carry an IPv4 address that routes may reach.
+            let embedded = |hi: u16, lo: u16| {
+                std::net::Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)
+            };
+            if s[..6] == [0; 6] || (s[..4] == [0; 4] && s[4] == 0xffff && s[5] == 0) {
+                return is_public(IpAddr::V4(embedded(s[6], s[7])));
+            }
+            if s[0] == 0x2002 {
+                return is_public(IpAddr::V4(embedded(s[1], s[2])));
+            }
             !(v.is_loopback()
+                || (s[0] == 0x2001 && s[1] == 0)
                 || v.is_unspecified()
                 || v.is_multicast()
                 || (s[0] & 0xfe00) == 0xfc00
@@ -634,6 +647,11 @@ mod tests {
             "https://[::ffff:192.168.1.1]",
             "https://100.64.0.1",
             "https://0.0.0.0",
+            "https://[::127.0.0.1]",
+            "https://[::ffff:0:127.0.0.1]",
+            "https://[2002:7f00:1::]",
+            "https://198.18.0.1",
+            "https://[2001:0:4136:e378:8000:63bf:3fff:fdd2]",
         ] {
             assert!(check_issuer(internal, false).is_err(), "{internal}");
         }

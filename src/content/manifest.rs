@@ -74,6 +74,9 @@ fn essence(ct: &str) -> &str {
 }
 
 /// Validates a manifest body pushed with `content_type`. The error text is for the client.
+/// The longest `artifactType` (or config media type) accepted.
+pub const MAX_MEDIA_TYPE: usize = 255;
+
 pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Parsed, String> {
     let raw: Raw =
         serde_json::from_slice(body).map_err(|e| format!("manifest is not valid JSON: {e}"))?;
@@ -152,6 +155,15 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Parsed, String> 
             .then(|| raw.config.as_ref().map(|c| c.media_type.clone()))
             .flatten()
     });
+    // A media type is at most 127 + 1 + 127 characters (RFC 6838); a longer one is stored and
+    // listed with every referrer, so it is refused here.
+    if let Some(t) = &artifact_type
+        && (t.len() > MAX_MEDIA_TYPE || t.chars().any(char::is_control))
+    {
+        return Err(format!(
+            "artifactType (or the config's mediaType) must be a media type of at most {MAX_MEDIA_TYPE} characters"
+        ));
+    }
     let annotations = match &raw.annotations {
         Some(a) if !a.is_empty() => Some(serde_json::to_string(a).map_err(|e| e.to_string())?),
         _ => None,

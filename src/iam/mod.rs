@@ -344,8 +344,18 @@ impl IamService {
             .ok_or_else(|| not_found("namespace", name))
     }
 
-    pub fn set_namespace_public(&self, name: &str, public: bool) -> Result<()> {
-        if self.meta.write(|w| w.set_namespace_public(name, public))? {
+    /// Makes a namespace public or private. Made public through a credential (`lineage`), it
+    /// turns private again when that credential ends.
+    pub fn set_namespace_public(&self, name: &str, public: bool, lineage: &[String]) -> Result<()> {
+        if self.meta.write(|w| {
+            let found = w.set_namespace_public(name, public)?;
+            let object = format!("public:{name}");
+            w.forget_lineage(&object)?;
+            if public {
+                w.record_lineage(&object, lineage)?;
+            }
+            Ok::<_, store::Error>(found)
+        })? {
             Ok(())
         } else {
             Err(not_found("namespace", name))
@@ -360,15 +370,21 @@ impl IamService {
         }
     }
 
-    pub fn set_member(&self, org: &str, user: &str, role: &str) -> Result<()> {
+    /// Adds a member or changes their role; done through a credential (`lineage`), the
+    /// membership ends with that credential.
+    pub fn set_member(&self, org: &str, user: &str, role: &str, lineage: &[String]) -> Result<()> {
         if role != "owner" && role != "member" {
             return Err(Error::Invalid(format!(
                 "member role must be owner or member, not {role:?}"
             )));
         }
         let (org, user) = (self.org(org)?, self.user(user)?);
-        self.meta
-            .write(|w| w.set_membership(org.id, user.id, role))?;
+        self.meta.write(|w| {
+            w.set_membership(org.id, user.id, role)?;
+            let object = store::member_key(org.id, user.id);
+            w.forget_lineage(&object)?;
+            w.record_lineage(&object, lineage)
+        })?;
         Ok(())
     }
 
@@ -402,6 +418,7 @@ impl IamService {
         lineage: &[String],
     ) -> Result<RobotRow> {
         check_name("robot", name)?;
+        check_description(description)?;
         let org_row = self.org(org)?;
         self.meta
             .write(|w| {
@@ -466,9 +483,25 @@ impl IamService {
         Ok(self.meta.read(|r| r.ancestry(keys))?.contains(&target))
     }
 
-    /// Ends the previous generation of credentials whose rotation overlap is over. Blocking.
+    /// When the oldest session behind a caller with lineage `keys` was signed in to (the first
+    /// refresh token of each family, followed up the lineage); `None`: no session.
+    pub fn signed_in_at(&self, keys: &[String]) -> Result<Option<i64>> {
+        let all = self.meta.read(|r| r.ancestry(keys))?;
+        let mut oldest = None;
+        for f in all.iter().filter_map(|k| k.strip_prefix("fam:")) {
+            let at = self.meta.read(|r| r.credential(f))?.map_or(0, |c| c.created_at);
+            oldest = Some(oldest.map_or(at, |o: i64| o.min(at)));
+        }
+        Ok(oldest)
+    }
+
+    /// Ends the previous generation of credentials whose rotation overlap is over, and what
+    /// expired credentials made. Blocking.
     pub fn end_overlaps(&self) -> Result<usize> {
         let at = now();
+        if self.meta.read(|r| r.has_unended_expiries(at))? {
+            self.meta.write(|w| w.end_expired(at, 1000))?;
+        }
         if self.meta.read(|r| r.ended_overlaps(at))?.is_empty() {
             return Ok(0);
         }
@@ -496,7 +529,15 @@ impl IamService {
     /// Creates a credential of `kind` for `owner`; the secret is in the result and nowhere else.
     /// A new secret for credential `id` (same id, name and access: a pull secret changes only
     /// its password). The old secret keeps working for `overlap`, then stops; zero ends it now.
-    pub fn rotate_credential(&self, id: &str, overlap: std::time::Duration) -> Result<NewCredential> {
+    ///
+    /// The new generation ends with any of `lineage` (what the rotating caller came from): a
+    /// secret made through a leaked credential dies with it, and cannot rotate it back.
+    pub fn rotate_credential(
+        &self,
+        id: &str,
+        overlap: std::time::Duration,
+        lineage: &[String],
+    ) -> Result<NewCredential> {
         let row = self
             .meta
             .read(|r| r.credential(id))?
@@ -513,7 +554,14 @@ impl IamService {
         let until = (!overlap.is_zero()).then(|| expires(now(), overlap));
         if !self
             .meta
-            .write(|w| w.rotate_credential(&row.id, &secret.hash(), until))?
+            .write(|w| {
+                let rotated = w.rotate_credential(&row.id, &secret.hash(), until)?;
+                if rotated {
+                    let object = store::generation_key(&row.id, row.generation + 1);
+                    w.record_lineage(&object, lineage)?;
+                }
+                Ok::<_, store::Error>(rotated)
+            })?
         {
             return Err(Error::NotFound(format!("credential {id:?} not found")));
         }
@@ -534,6 +582,7 @@ impl IamService {
             description,
             ref origin,
         } = *spec;
+        check_description(description)?;
         let secret = Secret::generate(kind).map_err(|e| Error::Random(e.to_string()))?;
         let created_at = now();
         let expires_at = expires_in.map(|d| expires(created_at, d));
@@ -719,8 +768,9 @@ impl IamService {
             .map_err(|e| Error::Store(store::Error::Corrupt(e.to_string())))
     }
 
-    /// Creates or replaces a custom role. Built-in role names are refused.
-    pub fn put_role(&self, org: &str, name: &str, rules: &[Rule]) -> Result<bool> {
+    /// Creates or replaces a custom role. Built-in role names are refused. Written through a
+    /// credential (`lineage`), the role (with its bindings) ends with that credential.
+    pub fn put_role(&self, org: &str, name: &str, rules: &[Rule], lineage: &[String]) -> Result<bool> {
         check_name("role", &name.to_ascii_lowercase())?;
         if policy::BUILTIN_ROLES.contains(&name) {
             return Err(Error::Conflict(format!("{name:?} is a built-in role")));
@@ -731,7 +781,12 @@ impl IamService {
         let org = self.org(org)?;
         let text = serde_json::to_string(rules).map_err(|e| Error::Invalid(e.to_string()))?;
         let existed = self.meta.read(|r| r.role(org.id, name))?.is_some();
-        self.meta.write(|w| w.put_role(org.id, name, &text))?;
+        self.meta.write(|w| {
+            w.put_role(org.id, name, &text)?;
+            let object = store::role_key(org.id, name);
+            w.forget_lineage(&object)?;
+            w.record_lineage(&object, lineage)
+        })?;
         Ok(existed)
     }
 
@@ -943,12 +998,12 @@ impl IamService {
 /// `text` with every control character written as a `\u{..}` escape: what came from outside
 /// (a workload's subject, a typed name) cannot forge a row or drive a terminal.
 pub fn escape_text(text: &str) -> String {
-    if !text.chars().any(char::is_control) {
+    if !text.chars().any(is_hazard) {
         return text.to_owned();
     }
     text.chars()
         .map(|c| {
-            if c.is_control() {
+            if is_hazard(c) {
                 c.escape_unicode().to_string()
             } else {
                 c.to_string()
@@ -990,12 +1045,38 @@ fn secret_generation(secret: &Secret, c: &CredentialRow) -> Option<i64> {
     }
 }
 
+/// The longest description of a robot or credential, in characters: lists of them stay small.
+pub const MAX_DESCRIPTION: usize = 1024;
+
+fn check_description(d: Option<&str>) -> Result<()> {
+    match d {
+        Some(d) if d.chars().count() > MAX_DESCRIPTION => Err(Error::Invalid(format!(
+            "a description has at most {MAX_DESCRIPTION} characters"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `c` is a control character or an invisible formatting one (bidirectional overrides,
+/// zero-width characters, line and paragraph separators): what could reorder, hide or break a
+/// line of text shown to a person.
+fn is_hazard(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{00AD}' | '\u{061C}' | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}')
+}
+
 /// Refuses control characters (escape sequences, newlines) in text stored from outside: it is
 /// shown in terminals, logs and the audit trail.
 pub fn check_text(what: &str, text: &str) -> Result<()> {
-    if text.chars().any(char::is_control) {
+    if text.chars().any(is_hazard) {
         return Err(Error::Invalid(format!(
-            "{what} must not contain control characters (escapes, newlines, tabs)"
+            "{what} must not contain control or invisible formatting characters (escapes, newlines, tabs, bidirectional overrides)"
         )));
     }
     Ok(())

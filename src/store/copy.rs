@@ -97,6 +97,7 @@ const TABLES: &[Table] = &[
             ("previous_hash", Bytes),
             ("previous_until", Int),
             ("generation", Int),
+            ("ended_at", Int),
         ],
     ),
     ("lineage", None, &[("source", Text), ("object", Text)]),

@@ -16,6 +16,16 @@ pub fn generation_key(id: &str, generation: i64) -> String {
     format!("gen:{id}:{generation}")
 }
 
+/// The lineage key of a membership.
+pub fn member_key(org_id: i64, user_id: i64) -> String {
+    format!("member:{org_id}:{user_id}")
+}
+
+/// The lineage key of a custom role.
+pub fn role_key(org_id: i64, name: &str) -> String {
+    format!("role:{org_id}/{name}")
+}
+
 /// The lineage key of a binding.
 pub fn binding_key(org_id: i64, name: &str) -> String {
     format!("binding:{org_id}/{name}")
@@ -447,6 +457,14 @@ impl Reader<'_> {
         Ok(seen)
     }
 
+    /// Whether some credential expired by `at` and what it made was not ended yet.
+    pub fn has_unended_expiries(&self, at: i64) -> Result<bool> {
+        self.conn.exists(
+            "SELECT 1 FROM credentials WHERE expires_at IS NOT NULL AND ended_at IS NULL AND expires_at <= ?1",
+            p![at],
+        )
+    }
+
     /// Credentials whose rotation overlap ended by `at`: (id, generation).
     pub fn ended_overlaps(&self, at: i64) -> Result<Vec<(String, i64)>> {
         self.conn.query(
@@ -665,6 +683,7 @@ impl Writer<'_> {
             "DELETE FROM memberships WHERE org_id = ?1 AND user_id = ?2",
             p![org_id, user_id],
         )? > 0;
+        self.forget_object(&member_key(org_id, user_id))?;
         self.delete_bindings_where(
             "org_id = ?1 AND subject_kind = 'user' AND subject_id = ?2",
             p![org_id, user_id],
@@ -809,6 +828,11 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// Drops the lineage of an object that is gone or was rewritten (what it depended on).
+    pub fn forget_lineage(&self, object: &str) -> Result<()> {
+        self.forget_object(object)
+    }
+
     /// Drops the lineage of an object that is gone (what it depended on).
     fn forget_object(&self, object: &str) -> Result<()> {
         self.conn
@@ -847,6 +871,43 @@ impl Writer<'_> {
                 Ok(id) => self.delete_robot(id).map(drop),
                 Err(_) => Ok(()),
             },
+            // A generation made through a credential: the secret dies (the credential is
+            // deleted when it is its current one; an overlap's previous one just stops).
+            Some(("gen", rest)) => {
+                let Some((id, n)) = rest.rsplit_once(':') else { return Ok(()) };
+                let Ok(n) = n.parse::<i64>() else { return Ok(()) };
+                let current: Option<i64> = self.conn.query_opt(
+                    "SELECT generation FROM credentials WHERE id = ?1",
+                    p![id],
+                    |r| r.get(0),
+                )?;
+                match current {
+                    Some(g) if g == n => self.delete_credential(id).map(drop),
+                    Some(g) if g == n + 1 => {
+                        self.conn.execute(
+                            "UPDATE credentials SET previous_hash = NULL, previous_until = NULL WHERE id = ?1",
+                            p![id],
+                        )?;
+                        self.revoke(object)
+                    }
+                    _ => Ok(()),
+                }
+            }
+            Some(("member", rest)) => match rest.split_once(':') {
+                Some((org, user)) => match (org.parse::<i64>(), user.parse::<i64>()) {
+                    (Ok(org), Ok(user)) => self.delete_membership(org, user).map(drop),
+                    _ => Ok(()),
+                },
+                None => Ok(()),
+            },
+            Some(("role", rest)) => match rest.split_once('/') {
+                Some((org, name)) => match org.parse::<i64>() {
+                    Ok(org) => self.delete_role(org, name).map(drop),
+                    Err(_) => Ok(()),
+                },
+                None => Ok(()),
+            },
+            Some(("public", ns)) => self.set_namespace_public(ns, false).map(drop),
             Some(("binding", rest)) => match rest.split_once('/') {
                 Some((org, name)) => match org.parse::<i64>() {
                     Ok(org) => self
@@ -1001,6 +1062,46 @@ impl Writer<'_> {
         Ok(true)
     }
 
+    /// Ends what was made through credentials that expired by `at` (nothing outlives its
+    /// source, expiry included): each expired credential's key is revoked, which ends its
+    /// derived sessions, keys, robots, trusts and bindings; an expired session ends its family.
+    /// At most `limit` per call. The number handled.
+    pub fn end_expired(&self, at: i64, limit: i64) -> Result<usize> {
+        let expired: Vec<(String, String, Option<String>, i64)> = self.conn.query(
+            "SELECT id, kind, family, generation FROM credentials
+             WHERE expires_at IS NOT NULL AND ended_at IS NULL AND expires_at <= ?1 LIMIT ?2",
+            p![at, limit],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )?;
+        for (id, kind, family, generation) in &expired {
+            self.conn.execute(
+                "UPDATE credentials SET ended_at = ?2 WHERE id = ?1",
+                p![id.as_str(), at],
+            )?;
+            match (kind.as_str(), family) {
+                // A refresh token that expired unused was its family's live one: the session
+                // is over (a rotated one was already spent).
+                ("refresh_token", Some(f)) => {
+                    let live: bool = self.conn.exists(
+                        "SELECT 1 FROM credentials WHERE family = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)",
+                        p![f.as_str(), at],
+                    )?;
+                    if !live {
+                        self.revoke_family(f)?;
+                    }
+                }
+                ("refresh_token", None) => {}
+                _ => {
+                    for g in 0..=*generation {
+                        self.end_derived(&generation_key(id, g))?;
+                    }
+                    self.revoke(&format!("cred:{id}"))?;
+                }
+            }
+        }
+        Ok(expired.len())
+    }
+
     /// Ends the previous generation of every credential whose rotation overlap has ended:
     /// its secret stops and what it made ends. The number ended.
     pub fn end_overlaps(&self, at: i64) -> Result<usize> {
@@ -1028,6 +1129,10 @@ impl Writer<'_> {
             .execute("DELETE FROM credentials WHERE id = ?1", p![id])?;
         let key = format!("cred:{id}");
         self.forget_object(&key)?;
+        self.conn.execute(
+            "DELETE FROM lineage WHERE object >= ?1 AND object < ?2",
+            p![format!("gen:{id}:"), format!("gen:{id};")],
+        )?;
         // What was made through any generation of it ends with it.
         for g in 0..=generation {
             self.end_derived(&generation_key(id, g))?;
@@ -1081,6 +1186,7 @@ impl Writer<'_> {
     pub fn delete_role(&self, org_id: i64, name: &str) -> Result<bool> {
         self.policy_changed()?;
         self.delete_bindings_where("org_id = ?1 AND role = ?2", p![org_id, name])?;
+        self.forget_object(&role_key(org_id, name))?;
         Ok(self.conn.execute(
             "DELETE FROM roles WHERE org_id = ?1 AND name = ?2",
             p![org_id, name],

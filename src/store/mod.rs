@@ -19,7 +19,7 @@ mod sqlite;
 use std::sync::Arc;
 
 pub use copy::CopyReport;
-pub use iam::{binding_key, generation_key};
+pub use iam::{binding_key, generation_key, member_key, role_key};
 pub use postgres::PgOptions;
 
 use crate::types::Digest;

@@ -106,10 +106,10 @@ impl Reader<'_> {
         limit: u64,
     ) -> Result<Vec<ReferrerRow>> {
         self.conn.query(
-            "SELECT m.digest, m.media_type, m.size, m.artifact_type, COALESCE(length(m.annotations), 0)
+            "SELECT m.digest, m.media_type, m.size, m.artifact_type, CAST(COALESCE(length(m.annotations), 0) AS BIGINT)
              FROM repositories r JOIN manifests m ON m.repo_id = r.id
              WHERE r.name = ?1 AND m.subject = ?2 AND (CAST(?3 AS TEXT) IS NULL OR m.artifact_type = ?3)
-               AND (CAST(?4 AS TEXT) IS NULL OR m.digest > ?4)
+               AND (CAST(?4 AS TEXT) IS NULL OR m.digest > CAST(?4 AS TEXT))
              ORDER BY m.digest LIMIT ?5",
             p![repo, subject.to_string(), artifact_type, after, to_i64(limit)],
             |r| {
@@ -131,7 +131,7 @@ impl Reader<'_> {
             .conn
             .query_opt(
                 "SELECT m.annotations FROM repositories r JOIN manifests m ON m.repo_id = r.id
-                 WHERE r.name = ?1 AND m.digest = ?2 AND length(m.annotations) <= ?3",
+                 WHERE r.name = ?1 AND m.digest = ?2 AND length(m.annotations) <= CAST(?3 AS BIGINT)",
                 p![repo, digest.to_string(), to_i64(max)],
                 |r| r.get::<Option<String>>(0),
             )?
@@ -246,17 +246,17 @@ impl Reader<'_> {
     ) -> Result<Vec<TagDetail>> {
         self.conn.query(
             "SELECT t.name, m.digest, m.media_type, m.artifact_type, m.size,
-                    CASE WHEN length(m.annotations) <= ?4 THEN m.annotations END,
-                    COALESCE(length(m.annotations), 0), t.updated_at,
-                    m.size
+                    CASE WHEN length(m.annotations) <= CAST(?4 AS BIGINT) THEN m.annotations END,
+                    CAST(COALESCE(length(m.annotations), 0) AS BIGINT), t.updated_at,
+                    CAST(m.size
                     + (SELECT COALESCE(SUM(b.size), 0) FROM manifest_refs mr JOIN blobs b ON b.digest = mr.ref_digest
                        WHERE mr.repo_id = r.id AND mr.manifest_digest = m.digest AND mr.kind = 0)
                     + (SELECT COALESCE(SUM(m2.size), 0) FROM manifest_refs mr
                        JOIN manifests m2 ON m2.repo_id = r.id AND m2.digest = mr.ref_digest
-                       WHERE mr.repo_id = r.id AND mr.manifest_digest = m.digest AND mr.kind = 1)
+                       WHERE mr.repo_id = r.id AND mr.manifest_digest = m.digest AND mr.kind = 1) AS BIGINT)
              FROM repositories r JOIN tags t ON t.repo_id = r.id
              JOIN manifests m ON m.repo_id = r.id AND m.digest = t.digest
-             WHERE r.name = ?1 AND (CAST(?2 AS TEXT) IS NULL OR t.name > ?2)
+             WHERE r.name = ?1 AND (CAST(?2 AS TEXT) IS NULL OR t.name > CAST(?2 AS TEXT))
              ORDER BY t.name LIMIT ?3",
             p![repo, after, to_i64(limit), to_i64(annotations_max)],
             |r| {

@@ -2844,6 +2844,34 @@ async fn a_stolen_session_cannot_plant_a_permanent_credential() {
     Api::basic(s, "alice", "alice-password-1")
         .ok("POST", "/apikeys", Some(json!({"name": "direct"})), StatusCode::CREATED)
         .await;
+    // A session opened with the old session's access token is no fresher than it.
+    let access = w.access_token.clone();
+    let child = Api::anonymous(s)
+        .ok(
+            "POST",
+            "/auth/login",
+            Some(json!({"username": "iambearer", "password": access})),
+            StatusCode::OK,
+        )
+        .await;
+    let child = Api::bearer(s, child["access_token"].as_str().unwrap());
+    let (st, v) = child.post("/apikeys", json!({"name": "laundered"})).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    // Nor does a near-endless expiry, nor a rotation of a key that never expires, pass.
+    let (st, _) = alice
+        .post("/apikeys", json!({"name": "endless", "expiresIn": "100000d"}))
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, v) = alice.post("/apikeys/direct/rotate", json!({"overlap": "0"})).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    alice
+        .ok(
+            "POST",
+            "/apikeys/direct/rotate",
+            Some(json!({"overlap": "0", "password": "alice-password-1"})),
+            StatusCode::OK,
+        )
+        .await;
 }
 
 #[tokio::test]
@@ -2874,4 +2902,209 @@ async fn smaller_points_of_round_two() {
     // Plain HTTP: no HSTS (a TLS server's answers carry it: `server::tls_*`).
     let r = anonymous_client().get(s.url("/v2/")).send().await.unwrap();
     assert!(r.headers().get("strict-transport-security").is_none());
+}
+
+#[tokio::test]
+async fn what_a_leaked_credential_changed_ends_with_it_too() {
+    let w = world().await;
+    let (s, alice) = (&w.s, &w.alice);
+    user_session(s, "mallory", "mallory-password-1").await;
+    alice
+        .ok("PUT", "/orgs/acme/members/mallory", Some(json!({"role": "member"})), StatusCode::OK)
+        .await;
+    alice
+        .ok(
+            "PUT",
+            "/orgs/acme/roles/dev",
+            Some(json!({"rules": [{"resources": ["repositories"], "verbs": ["pull"]}]})),
+            StatusCode::CREATED,
+        )
+        .await;
+    alice
+        .ok("POST", "/orgs/acme/namespaces", Some(json!({"name": "acme-internal"})), StatusCode::CREATED)
+        .await;
+    let ci = alice
+        .ok("POST", "/apikeys", Some(json!({"name": "ci"})), StatusCode::CREATED)
+        .await["apikey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let leaked = Api::basic(s, "iamapikey", &w.apikey);
+    // With the leaked key: a new secret for another key, an owner, a stronger role, a public
+    // namespace, and a new secret for a robot's token.
+    let ci2 = leaked
+        .ok("POST", "/apikeys/ci/rotate", Some(json!({"overlap": "0"})), StatusCode::OK)
+        .await["apikey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    leaked
+        .ok("PUT", "/orgs/acme/members/mallory", Some(json!({"role": "owner"})), StatusCode::OK)
+        .await;
+    leaked
+        .ok(
+            "PUT",
+            "/orgs/acme/roles/dev",
+            Some(json!({"rules": [{"resources": ["repositories"], "verbs": ["pull", "push"]}]})),
+            StatusCode::OK,
+        )
+        .await;
+    leaked
+        .ok("PATCH", "/namespaces/acme-internal", Some(json!({"public": true})), StatusCode::OK)
+        .await;
+    let robot = leaked
+        .ok(
+            "POST",
+            &format!("/orgs/acme/robots/reader/tokens/{}/rotate", w.robot_token.0),
+            Some(json!({"overlap": "0"})),
+            StatusCode::OK,
+        )
+        .await;
+    let robot_secret = robot["token"].as_str().unwrap().to_owned();
+    assert_eq!(api_status(s, "iamapikey", &ci2).await, StatusCode::OK);
+    assert_eq!(api_status(s, "iamapikey", &ci).await, StatusCode::UNAUTHORIZED);
+    // The secret the leaked key made cannot rotate the leaked key back: two leaked secrets do
+    // not lock the owner out of both.
+    let leaked_id = alice.ok("GET", "/apikeys", None, StatusCode::OK).await["apikeys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "k")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (st, v) = Api::basic(s, "iamapikey", &ci2)
+        .post(&format!("/apikeys/{leaked_id}/rotate"), json!({"overlap": "0"}))
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+
+    // The owner deletes the leaked key: every change made through it ends with it.
+    alice
+        .ok("DELETE", &format!("/apikeys/{leaked_id}"), None, StatusCode::NO_CONTENT)
+        .await;
+    within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || api_status(s, "iamapikey", &ci2)).await;
+    within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || {
+        token_status(s, &w.robot_token.0, &robot_secret, "127.0.0.1")
+    })
+    .await;
+    let members = alice.ok("GET", "/orgs/acme/members", None, StatusCode::OK).await;
+    assert!(
+        !members["members"].as_array().unwrap().iter().any(|m| m["user"] == "mallory"),
+        "{members}"
+    );
+    assert_eq!(alice.get("/orgs/acme/roles/dev").await.0, StatusCode::NOT_FOUND);
+    let ns = alice.ok("GET", "/namespaces/acme-internal", None, StatusCode::OK).await;
+    assert_eq!(ns["public"], json!(false), "{ns}");
+    // What the owner made with her password is untouched.
+    alice.ok("GET", "/orgs/acme/robots/reader", None, StatusCode::OK).await;
+}
+
+#[tokio::test]
+async fn nothing_outlives_its_source_expiring() {
+    let w = world().await;
+    let (s, alice) = (&w.s, &w.alice);
+    let short = alice
+        .ok("POST", "/apikeys", Some(json!({"name": "short", "expiresIn": "3s"})), StatusCode::CREATED)
+        .await["apikey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let through = Api::basic(s, "iamapikey", &short);
+    let child = through
+        .ok("POST", "/apikeys", Some(json!({"name": "child"})), StatusCode::CREATED)
+        .await["apikey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let made = through
+        .ok("POST", "/orgs/acme/robots/reader/tokens", Some(json!({"name": "made"})), StatusCode::CREATED)
+        .await;
+    let (made_id, made_secret) = (made["accessId"].as_str().unwrap(), made["token"].as_str().unwrap());
+    assert_eq!(api_status(s, "iamapikey", &child).await, StatusCode::OK);
+    within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || api_status(s, "iamapikey", &child)).await;
+    assert_eq!(token_status(s, made_id, made_secret, "127.0.0.1").await, StatusCode::UNAUTHORIZED);
+    // The owner's other credentials are untouched (positive control).
+    assert_eq!(api_status(s, "iamapikey", &w.apikey).await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn lists_stay_small_whatever_is_pushed_or_described() {
+    let w = world().await;
+    let (s, alice) = (&w.s, &w.alice);
+    let c = basic_client("alice", "alice-password-1");
+    let config = r#"{"architecture":"amd64","os":"linux"}"#;
+    let cd = push_blob(&c, s, "acme/app", config.as_bytes()).await;
+    let m = json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "artifactType": format!("application/{}", "x".repeat(300)),
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
+        "layers": [],
+    })
+    .to_string();
+    let r = put_manifest(&c, s, "acme/app", "huge-type", OCI_MANIFEST, &m).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(r).await, "MANIFEST_INVALID");
+    let (st, v) = alice
+        .post("/orgs/acme/robots", json!({"name": "wordy", "description": "d".repeat(1025)}))
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    let (st, _) = alice
+        .post("/apikeys", json!({"name": "wordy", "description": "d".repeat(1025)}))
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    // Invisible formatting characters are refused like control characters.
+    alice.ok("POST", "/orgs/acme/robots", Some(json!({"name": "r"})), StatusCode::CREATED).await;
+    for bad in ["repo:a\u{202e}b", "repo:a\u{2028}b", "repo:\u{200b}x"] {
+        let (st, v) = alice
+            .post(
+                "/orgs/acme/robots/r/trusts",
+                json!({"name": "t", "issuer": "https://token.actions.githubusercontent.com", "subject": bad}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{bad:?}: {v}");
+    }
+}
+
+#[tokio::test]
+async fn a_binding_row_for_a_non_member_grants_nothing() {
+    // Rows written before the membership rule (or by hand): the grants skip them anyway.
+    let mut w = world_on(Server::start_embedded()).await;
+    user_session(&w.s, "dave", "dave-password-1").await;
+    w.s.terminate();
+    let db = w.s.data_dir.join("berth.db");
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys, time\n\
+             c = sqlite3.connect(sys.argv[1])\n\
+             org = c.execute(\"SELECT id FROM orgs WHERE name = 'acme'\").fetchone()[0]\n\
+             uid = c.execute(\"SELECT id FROM users WHERE name = 'dave'\").fetchone()[0]\n\
+             c.execute(\"INSERT INTO bindings (org_id, name, role, subject_kind, subject_id, scope_kind, scope, created_at, updated_at) VALUES (?, 'old', 'Writer', 'user', ?, 'org', NULL, ?, ?)\", (org, uid, int(time.time()), int(time.time())))\n\
+             c.commit()\n",
+        )
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    w.s.restart();
+    let s = &w.s;
+    let r = basic_client("dave", "dave-password-1")
+        .get(s.url("/v2/acme/app/manifests/v1"))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // Positive control: once a member, the same row grants.
+    Api::basic(s, "alice", "alice-password-1")
+        .ok("PUT", "/orgs/acme/members/dave", Some(json!({"role": "member"})), StatusCode::OK)
+        .await;
+    let r = basic_client("dave", "dave-password-1")
+        .get(s.url("/v2/acme/app/manifests/v1"))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
 }

@@ -81,7 +81,7 @@ pub(super) async fn put_role(
     caller.require_holds(&org, &BindingScope::Org, &body.rules)?;
     blocking(&state, move |st| {
         require_holds_role(st, &caller, &org, &name)?;
-        let replaced = st.auth.iam().put_role(&org, &name, &body.rules)?;
+        let replaced = st.auth.iam().put_role(&org, &name, &body.rules, &caller.provenance())?;
         audit_change(st, &caller, "role.put", format!("org/{org}/roles/{name}"));
         let status = if replaced {
             StatusCode::OK

@@ -424,8 +424,10 @@ impl ApiCaller {
     }
 
     /// **Long-lived credentials need a fresh proof**: a caller acting through a session (an
-    /// access token, the console) creates a credential that never expires only within
-    /// `--fresh-sign-in` of signing in, or with the current password in the request (`password`).
+    /// access token, the console) creates or rotates a credential that never expires (or lives
+    /// longer than `LONG_LIVED`) only within `--fresh-sign-in` of signing in, or with the current
+    /// password in the request (`password`). The sign-in is the oldest of the sessions the
+    /// caller's came from: a session opened with an access token is no fresher than its parent.
     /// A stolen session cannot plant a permanent key.
     pub(crate) fn require_fresh_proof(
         &self,
@@ -433,10 +435,10 @@ impl ApiCaller {
         expires: Option<std::time::Duration>,
         password: Option<&str>,
     ) -> ApiResult<()> {
-        let Some(family) = self.lineage.0.iter().find_map(|k| k.strip_prefix("fam:")) else {
+        if !self.lineage.0.iter().any(|k| k.starts_with("fam:")) {
             return Ok(());
-        };
-        if expires.is_some() {
+        }
+        if expires.is_some_and(|d| d <= LONG_LIVED) {
             return Ok(());
         }
         if let (Some(p), Principal::User { name, .. }) = (password, &self.principal)
@@ -444,18 +446,13 @@ impl ApiCaller {
         {
             return Ok(());
         }
-        let signed_in = st
-            .auth
-            .iam()
-            .credential(family)?
-            .map_or(0, |c| c.created_at);
+        let signed_in = st.auth.iam().signed_in_at(&self.lineage.0)?;
         let fresh = i64::try_from(st.web.fresh_sign_in.as_secs()).unwrap_or(i64::MAX);
-        if crate::store::now().saturating_sub(signed_in) <= fresh {
+        if signed_in.is_some_and(|at| crate::store::now().saturating_sub(at) <= fresh) {
             return Ok(());
         }
         Err(ApiError::Forbidden(format!(
-            "a credential that never expires needs a recent sign-in (within {} s) or your current password (\"password\"); log in again, or give it an expiry",
-            fresh
+            "a credential that never expires (or lives over a year) needs a recent sign-in (within {fresh} s) or your current password (\"password\"); log in again, or give it a shorter expiry"
         )))
     }
 
@@ -478,6 +475,9 @@ impl ApiCaller {
             || matches!(&self.principal, Principal::Robot { org: o, .. } if o == org)
     }
 }
+
+/// Longest lifetime a session may give a new credential without a fresh proof.
+pub(crate) const LONG_LIVED: std::time::Duration = std::time::Duration::from_secs(365 * 86_400);
 
 /// Runs blocking work (SQLite, argon2) off the executor.
 pub(crate) async fn blocking<T: Send + 'static>(

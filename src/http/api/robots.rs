@@ -741,10 +741,12 @@ pub(super) async fn delete_trust(
 struct Rotation {
     /// How long the old secret keeps working: `24h` (the default), `0` ends it at once.
     overlap: Option<String>,
+    /// The caller's current password (`ApiCaller::require_fresh_proof`).
+    password: Option<String>,
 }
 
-/// The overlap a rotation asks for (default a day, at most 30 days).
-fn overlap(body: &[u8]) -> ApiResult<std::time::Duration> {
+/// The overlap a rotation asks for (default a day, at most 30 days), and the password given.
+fn overlap(body: &[u8]) -> ApiResult<(std::time::Duration, Option<String>)> {
     let r: Rotation = optional_body(body)?;
     let d = match r.overlap.as_deref() {
         None => std::time::Duration::from_secs(86_400),
@@ -754,7 +756,7 @@ fn overlap(body: &[u8]) -> ApiResult<std::time::Duration> {
     if d > std::time::Duration::from_secs(30 * 86_400) {
         return Err(ApiError::Invalid("overlap is at most 30d".into()));
     }
-    Ok(d)
+    Ok((d, r.password))
 }
 
 /// Rotates a credential of `owner` (by id or name): a new secret, the same id; answers it once.
@@ -764,12 +766,17 @@ fn rotate_owned(
     owner: Owner,
     kind: SecretKind,
     id: &str,
-    overlap: std::time::Duration,
+    (overlap, password): (std::time::Duration, Option<&str>),
     target: String,
 ) -> ApiResult<Response> {
     let row = find_owned(st, owner, kind, id)?;
     caller.require_not_derived_from(st, &row.id)?;
-    let new = st.auth.iam().rotate_credential(&row.id, overlap)?;
+    // A new secret for a credential that never expires is a new long-lived secret.
+    let left = row.expires_at.map(|e| {
+        std::time::Duration::from_secs(u64::try_from(e - crate::store::now()).unwrap_or(0))
+    });
+    caller.require_fresh_proof(st, left, password)?;
+    let new = st.auth.iam().rotate_credential(&row.id, overlap, &caller.provenance())?;
     // What the old generation made ends now (no overlap): this node reads it at once.
     if overlap.is_zero() {
         st.auth.refresh_revocations()?;
@@ -825,7 +832,7 @@ async fn rotate_robot_credential(
     kind: SecretKind,
 ) -> ApiResult<Response> {
     caller.require_manage(&org, "credentials", "create", &robot)?;
-    let overlap = overlap(body)?;
+    let (overlap, password) = overlap(body)?;
     let collection = if kind == SecretKind::ApiKey { "apikeys" } else { "tokens" };
     blocking(&state, move |st| {
         let r = robot_within_reach(st, &caller, &org, &robot)?;
@@ -835,7 +842,7 @@ async fn rotate_robot_credential(
             Owner::Robot(r.id),
             kind,
             &id,
-            overlap,
+            (overlap, password.as_deref()),
             format!("robot/{org}/{robot}/{collection}/{id}"),
         )
     })
@@ -849,10 +856,18 @@ pub(super) async fn rotate_own_key(
     body: Bytes,
 ) -> ApiResult<Response> {
     let id = own_user(&caller)?;
-    let overlap = overlap(&body)?;
+    let (overlap, password) = overlap(&body)?;
     blocking(&state, move |st| {
         let target = format!("{}/apikeys/{key}", caller.subject());
-        rotate_owned(st, &caller, Owner::User(id), SecretKind::ApiKey, &key, overlap, target)
+        rotate_owned(
+            st,
+            &caller,
+            Owner::User(id),
+            SecretKind::ApiKey,
+            &key,
+            (overlap, password.as_deref()),
+            target,
+        )
     })
     .await
 }
@@ -872,7 +887,7 @@ pub(super) async fn rotate_registry_token(
         ));
     }
     caller.require_manage(&org, "credentials", "create", "registry-token")?;
-    let overlap = overlap(&body)?;
+    let (overlap, password) = overlap(&body)?;
     blocking(&state, move |st| {
         let org_row = st.auth.iam().org(&org)?;
         let readwrite =
@@ -894,7 +909,7 @@ pub(super) async fn rotate_registry_token(
             Owner::Org(org_row.id),
             SecretKind::RegistryToken,
             &id,
-            overlap,
+            (overlap, password.as_deref()),
             format!("org/{org}/tokens/{id}"),
         )
     })

@@ -209,7 +209,8 @@ impl Server {
                 .arg(&self.data_dir);
             cmd.args(&extra)
                 .env("BERTH_LOG", "info")
-                .env("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD);
+                .env("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD)
+                .env("BERTH_ALLOW_PRIVATE_ISSUERS", "true");
             for (k, v) in &self.env {
                 cmd.env(k, v);
             }
