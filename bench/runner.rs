@@ -28,10 +28,10 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-mod http;
 #[allow(dead_code, unreachable_pub)]
 #[path = "../tests/it/support/engines.rs"]
 mod engines;
+mod http;
 use sha2::Digest as _;
 
 const ROUNDS: usize = 2;
@@ -175,7 +175,10 @@ async fn start_distribution(dir: &Path, s3: Option<&engines::Garage>) -> Res<Ser
             engines::GARAGE_SECRET,
             g.endpoint()
         ),
-        None => format!("  filesystem:\n    rootdirectory: {}\n", dir.join("data").display()),
+        None => format!(
+            "  filesystem:\n    rootdirectory: {}\n",
+            dir.join("data").display()
+        ),
     };
     let config = format!(
         "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n{storage}  delete:\n    enabled: true\n  redirect:\n    disable: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: bench\n"
@@ -580,7 +583,10 @@ async fn garage_get_bound(g: &engines::Garage) -> Res<f64> {
         .with_secret_access_key(engines::GARAGE_SECRET)
         .build()?;
     let key = object_store::path::Path::from("bound/object");
-    let mut up = object_store::WriteMultipart::new_with_chunk_size(store.put_multipart(&key).await?, 8 * MIB);
+    let mut up = object_store::WriteMultipart::new_with_chunk_size(
+        store.put_multipart(&key).await?,
+        8 * MIB,
+    );
     for i in 0..32 {
         up.wait_for_capacity(2).await?;
         up.put(bytes::Bytes::from(random(8 * MIB, 500 + i)));
@@ -904,7 +910,11 @@ async fn main() -> Res<()> {
                 load_digest(&url, b.auth.as_deref(), false, &md, 32, 5),
                 load_digest(&url2, b.auth.as_deref(), false, &md, 32, 5)
             );
-            only_berth("manifest GET, two nodes, 2 × 32 conns", "req/s", one?.rps + two?.rps);
+            only_berth(
+                "manifest GET, two nodes, 2 × 32 conns",
+                "req/s",
+                one?.rps + two?.rps,
+            );
             let req2 = http::Request::new(
                 &format!(
                     "{}/token?service=berth&scope=repository:bench/load:pull",

@@ -111,7 +111,10 @@ pub fn open_content(
 
 /// The token signing keys: operator-provided files, else in the database (shared by every node,
 /// sealed with the secret key) with PostgreSQL, else in the data directory.
-pub fn open_keys(config: &Config, content: &ContentService) -> Result<Keys, crate::auth::keys::KeyError> {
+pub fn open_keys(
+    config: &Config,
+    content: &ContentService,
+) -> Result<Keys, crate::auth::keys::KeyError> {
     match (&config.token_signer, &config.database, &config.secret_key) {
         (Some(files), _, _) => Keys::external(&files.key, &files.cert),
         (None, Some(_), Some(secret)) => Keys::in_store(content.meta().clone(), secret),
@@ -135,12 +138,11 @@ impl AppState {
         let keys = open_keys(config, &content).map_err(|e| ServerError::Keys(e.to_string()))?;
         let tokens = TokenService::new(keys, config.token_issuer.clone(), config.token_ttl);
         let iam = IamService::new(content.meta().clone());
-        let auth = AuthService::new(iam, tokens)
-            .with_workloads(
-                &config.token_service,
-                config.workload_token_max_lifetime,
-                config.allow_private_issuers,
-            );
+        let auth = AuthService::new(iam, tokens).with_workloads(
+            &config.token_service,
+            config.workload_token_max_lifetime,
+            config.allow_private_issuers,
+        );
         // Revocation keys outlive every token that could name them.
         let revocation_retention = config.token_ttl + Duration::from_secs(3600);
         auth.tokens().revoked().set_retention(revocation_retention);

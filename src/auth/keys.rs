@@ -167,8 +167,10 @@ impl Home {
                 if !dir.join("ca.key").exists() {
                     return Ok(None);
                 }
-                let key = std::fs::read_to_string(dir.join("ca.key")).map_err(io("reading ca.key"))?;
-                let cert = std::fs::read_to_string(dir.join("ca.pem")).map_err(io("reading ca.pem"))?;
+                let key =
+                    std::fs::read_to_string(dir.join("ca.key")).map_err(io("reading ca.key"))?;
+                let cert =
+                    std::fs::read_to_string(dir.join("ca.pem")).map_err(io("reading ca.pem"))?;
                 Ok(Some((key, cert)))
             }
             Home::Store(meta, sealer) => {
@@ -239,7 +241,13 @@ impl Home {
         }
     }
 
-    fn put_signing(&self, created: i64, kid: &str, key_pem: &str, cert_pem: &str) -> Result<(), KeyError> {
+    fn put_signing(
+        &self,
+        created: i64,
+        kid: &str,
+        key_pem: &str,
+        cert_pem: &str,
+    ) -> Result<(), KeyError> {
         match self {
             Home::Dir(dir) => {
                 let base = dir.join(format!("signing-{created}-{kid}"));
@@ -477,7 +485,12 @@ impl Keys {
             };
             return Ok(());
         }
-        let ids: Vec<String> = self.home.signing_ids()?.into_iter().map(|(_, k)| k).collect();
+        let ids: Vec<String> = self
+            .home
+            .signing_ids()?
+            .into_iter()
+            .map(|(_, k)| k)
+            .collect();
         if ids
             == self
                 .inner

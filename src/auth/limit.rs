@@ -100,9 +100,7 @@ impl Limiter {
             }
         }
         for (key, _) in &keys {
-            map.entry(key.clone())
-                .or_insert_with(Window::new)
-                .pending += 1;
+            map.entry(key.clone()).or_insert_with(Window::new).pending += 1;
         }
         Ok(Slot {
             limiter: self,

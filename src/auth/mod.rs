@@ -402,7 +402,12 @@ impl PolicyCache {
         self.maps(stamp)?.namespaces.get(name).cloned()
     }
 
-    fn put_namespace(&self, stamp: (u64, i64), name: String, n: Option<crate::store::NamespaceRow>) {
+    fn put_namespace(
+        &self,
+        stamp: (u64, i64),
+        name: String,
+        n: Option<crate::store::NamespaceRow>,
+    ) {
         if let Some(mut m) = self.maps(stamp) {
             if m.namespaces.len() >= POLICY_CACHE_MAX {
                 m.namespaces.clear();
@@ -739,13 +744,10 @@ impl AuthService {
                             matches!(&l.principal, Principal::User { name, .. } if name == username)
                         }));
                 }
-                Ok(self
-                    .iam
-                    .check_password(username, secret)?
-                    .map(|u| {
-                        let lineage = Lineage::password(&u);
-                        Login::new(Principal::user(u), lineage)
-                    }))
+                Ok(self.iam.check_password(username, secret)?.map(|u| {
+                    let lineage = Lineage::password(&u);
+                    Login::new(Principal::user(u), lineage)
+                }))
             }
         }
     }

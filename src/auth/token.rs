@@ -236,8 +236,13 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         Some(t) => num(t, 2)?,
         None => 0,
     };
-    if d.next().is_some() || c.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&day)
-        || h > 23 || min > 59 || sec > 60
+    if d.next().is_some()
+        || c.next().is_some()
+        || !(1..=12).contains(&m)
+        || !(1..=31).contains(&day)
+        || h > 23
+        || min > 59
+        || sec > 60
     {
         return None;
     }
@@ -259,8 +264,17 @@ mod tests {
         for t in [0, 951_782_400, 1_795_305_600, 1_795_391_999] {
             assert_eq!(super::parse_rfc3339(&super::rfc3339(t)), Some(t));
         }
-        assert_eq!(super::parse_rfc3339("2026-11-22T00:00"), Some(1_795_305_600));
-        for bad in ["2026-13-01T00:00", "2026-11-22", "x", "2026-11-22T24:00", "2026-11-22T00:00:00+01:00"] {
+        assert_eq!(
+            super::parse_rfc3339("2026-11-22T00:00"),
+            Some(1_795_305_600)
+        );
+        for bad in [
+            "2026-13-01T00:00",
+            "2026-11-22",
+            "x",
+            "2026-11-22T24:00",
+            "2026-11-22T00:00:00+01:00",
+        ] {
             assert_eq!(super::parse_rfc3339(bad), None, "{bad}");
         }
     }

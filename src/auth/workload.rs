@@ -117,7 +117,8 @@ pub fn check_issuer(url: &str, allow_private: bool) -> Result<(), String> {
             "issuer {url:?} is on a loopback, private or link-local address; the server's operator must allow such issuers (--allow-private-issuers)"
         ));
     }
-    let loopback = host.eq_ignore_ascii_case("localhost") || literal.is_some_and(|a| a.is_loopback());
+    let loopback =
+        host.eq_ignore_ascii_case("localhost") || literal.is_some_and(|a| a.is_loopback());
     match parsed.scheme() {
         "https" => Ok(()),
         "http" if loopback && allow_private => Ok(()),
@@ -214,14 +215,19 @@ pub fn claim_at<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
 /// Parses a JWKS, keeping the keys this module can use (RSA, P-256, Ed25519) and dropping the
 /// rest (symmetric keys, encryption keys, unknown types) instead of failing on them.
 pub fn parse_jwks(text: &str) -> Result<Vec<Jwk>, String> {
-    let v: Value = serde_json::from_str(text).map_err(|e| format!("not a JSON Web Key Set: {e}"))?;
+    let v: Value =
+        serde_json::from_str(text).map_err(|e| format!("not a JSON Web Key Set: {e}"))?;
     let keys = v
         .get("keys")
         .and_then(Value::as_array)
         .ok_or("not a JSON Web Key Set: no \"keys\" array")?;
     let usable: Vec<Jwk> = keys
         .iter()
-        .filter(|k| k.get("use").and_then(Value::as_str).is_none_or(|u| u == "sig"))
+        .filter(|k| {
+            k.get("use")
+                .and_then(Value::as_str)
+                .is_none_or(|u| u == "sig")
+        })
         .filter_map(|k| serde_json::from_value::<Jwk>(k.clone()).ok())
         .filter(|k| {
             matches!(
@@ -284,14 +290,19 @@ impl Workloads {
         trusts: &[TrustRow],
         default_audience: &str,
     ) -> Result<(TrustRow, External), WorkloadError> {
-        let header = jsonwebtoken::decode_header(jwt).map_err(|e| refused(format!("not a JWT: {e}")))?;
-        if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256 | Algorithm::EdDSA) {
+        let header =
+            jsonwebtoken::decode_header(jwt).map_err(|e| refused(format!("not a JWT: {e}")))?;
+        if !matches!(
+            header.alg,
+            Algorithm::RS256 | Algorithm::ES256 | Algorithm::EdDSA
+        ) {
             return Err(refused(format!(
                 "algorithm {:?} is not accepted (RS256, ES256 or EdDSA)",
                 header.alg
             )));
         }
-        let claims = unverified_claims(jwt).ok_or_else(|| refused("the token's claims are not JSON"))?;
+        let claims =
+            unverified_claims(jwt).ok_or_else(|| refused("the token's claims are not JSON"))?;
         let iss = claims
             .get("iss")
             .and_then(Value::as_str)
@@ -329,7 +340,9 @@ impl Workloads {
             .take(8)
             .collect();
         if candidates.is_empty() {
-            return Err(refused("no key of the issuer matches the token's kid and algorithm"));
+            return Err(refused(
+                "no key of the issuer matches the token's kid and algorithm",
+            ));
         }
         let mut v = Validation::new(header.alg);
         v.leeway = LEEWAY_SECS as u64;
@@ -339,15 +352,16 @@ impl Workloads {
         v.set_required_spec_claims(&["exp", "iat", "iss", "sub"]);
         let mut claims = None;
         for k in candidates {
-            let Ok(key) = DecodingKey::from_jwk(k) else { continue };
+            let Ok(key) = DecodingKey::from_jwk(k) else {
+                continue;
+            };
             if let Ok(d) = jsonwebtoken::decode::<Value>(jwt, &key, &v) {
                 claims = Some(d.claims);
                 break;
             }
         }
-        let claims = claims.ok_or_else(|| {
-            refused("the token's signature, issuer or times are not valid")
-        })?;
+        let claims = claims
+            .ok_or_else(|| refused("the token's signature, issuer or times are not valid"))?;
         let now = now();
         let num = |k: &str| claims.get(k).and_then(Value::as_i64);
         let (Some(exp), Some(iat)) = (num("exp"), num("iat")) else {
@@ -370,9 +384,14 @@ impl Workloads {
             _ => false,
         };
         if !aud_ok {
-            return Err(refused(format!("the token's audience does not include {audience:?}")));
+            return Err(refused(format!(
+                "the token's audience does not include {audience:?}"
+            )));
         }
-        let sub = claims.get("sub").and_then(Value::as_str).unwrap_or_default();
+        let sub = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if !glob_match(&t.subject, sub) {
             return Err(refused("the token's subject does not match the trust"));
         }
@@ -433,7 +452,10 @@ impl Workloads {
         let keys = match fetch_keys(&t.issuer, self.allow_private) {
             Ok(k) => Arc::new(k),
             Err(e) => {
-                let mut failures = self.last_failure.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut failures = self
+                    .last_failure
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
                 if failures.len() > MAX_ISSUERS * 4 {
                     failures.retain(|_, at| at.elapsed() < FAILURE_BACKOFF);
                 }
@@ -504,13 +526,18 @@ fn fits(k: &Jwk, alg: Algorithm) -> bool {
     match (&k.algorithm, alg) {
         (AlgorithmParameters::RSA(_), Algorithm::RS256) => true,
         (AlgorithmParameters::EllipticCurve(p), Algorithm::ES256) => p.curve == EllipticCurve::P256,
-        (AlgorithmParameters::OctetKeyPair(p), Algorithm::EdDSA) => p.curve == EllipticCurve::Ed25519,
+        (AlgorithmParameters::OctetKeyPair(p), Algorithm::EdDSA) => {
+            p.curve == EllipticCurve::Ed25519
+        }
         _ => false,
     }
 }
 
 /// The addresses of `url`'s host, each checked to be public unless `allow_private`.
-async fn resolve_checked(url: &reqwest::Url, allow_private: bool) -> Result<Vec<std::net::SocketAddr>, String> {
+async fn resolve_checked(
+    url: &reqwest::Url,
+    allow_private: bool,
+) -> Result<Vec<std::net::SocketAddr>, String> {
     let host = url.host_str().ok_or("no host")?;
     let port = url.port_or_known_default().ok_or("no port")?;
     let addrs: Vec<std::net::SocketAddr> =
@@ -592,7 +619,11 @@ fn fetch_keys(issuer: &str, allow_private: bool) -> Result<Vec<Jwk>, String> {
 }
 
 async fn get_bounded(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
-    let mut resp = client.get(url).send().await.map_err(|e| format!("{url}: {e}"))?;
+    let mut resp = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
     if !resp.status().is_success() {
         return Err(format!("{url}: HTTP {}", resp.status()));
     }
@@ -612,17 +643,32 @@ mod tests {
 
     #[test]
     fn globs_and_claim_paths() {
-        assert!(glob_match("system:serviceaccount:ci:*", "system:serviceaccount:ci:builder"));
-        assert!(!glob_match("system:serviceaccount:ci:*", "system:serviceaccount:cid:builder"));
-        assert!(glob_match("repo:acme/*:ref:refs/heads/*", "repo:acme/app:ref:refs/heads/main"));
-        assert!(!glob_match("repo:acme/*:ref:refs/heads/main", "repo:acme/app:ref:refs/heads/dev"));
+        assert!(glob_match(
+            "system:serviceaccount:ci:*",
+            "system:serviceaccount:ci:builder"
+        ));
+        assert!(!glob_match(
+            "system:serviceaccount:ci:*",
+            "system:serviceaccount:cid:builder"
+        ));
+        assert!(glob_match(
+            "repo:acme/*:ref:refs/heads/*",
+            "repo:acme/app:ref:refs/heads/main"
+        ));
+        assert!(!glob_match(
+            "repo:acme/*:ref:refs/heads/main",
+            "repo:acme/app:ref:refs/heads/dev"
+        ));
         assert!(glob_match("exact", "exact") && !glob_match("exact", "exactly"));
         assert!(!glob_match("a*a", "a"));
         let v: Value = serde_json::json!({
             "kubernetes.io": {"namespace": "ci", "serviceaccount": {"name": "builder"}},
             "repository": "acme/app"
         });
-        assert_eq!(claim_at(&v, "kubernetes.io.namespace"), Some(&Value::from("ci")));
+        assert_eq!(
+            claim_at(&v, "kubernetes.io.namespace"),
+            Some(&Value::from("ci"))
+        );
         assert_eq!(
             claim_at(&v, "kubernetes.io.serviceaccount.name"),
             Some(&Value::from("builder"))

@@ -28,8 +28,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt as _, TryStreamExt as _};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
-use object_store::path::Path;
 use object_store::multipart::{MultipartStore as _, PartId};
+use object_store::path::Path;
 use object_store::{ObjectStore, WriteMultipart};
 
 use super::{Error, Result};
@@ -134,7 +134,10 @@ impl S3Store {
             .strip_prefix("s3://")
             .ok_or_else(|| invalid(format!("{:?} is not s3://BUCKET[/PREFIX]", options.url)))?;
         let (bucket, prefix) = match rest.split_once('/') {
-            Some((b, p)) => (b, Some(p.trim_matches('/').to_owned()).filter(|p| !p.is_empty())),
+            Some((b, p)) => (
+                b,
+                Some(p.trim_matches('/').to_owned()).filter(|p| !p.is_empty()),
+            ),
             None => (rest, None),
         };
         if bucket.is_empty() {
@@ -206,10 +209,7 @@ impl S3Store {
     }
 
     /// Runs `fut` on the store's runtime and waits for it, from blocking code.
-    fn block<T: Send + 'static>(
-        &self,
-        fut: impl Future<Output = T> + Send + 'static,
-    ) -> Result<T> {
+    fn block<T: Send + 'static>(&self, fut: impl Future<Output = T> + Send + 'static) -> Result<T> {
         let handle = self.handle();
         let run = move || {
             handle
@@ -244,7 +244,11 @@ impl S3Store {
 
     fn blob_path(&self, d: &Digest) -> Path {
         let hex = d.hex();
-        self.path(&format!("blobs/{}/{}/{hex}", d.algorithm().as_str(), &hex[..2]))
+        self.path(&format!(
+            "blobs/{}/{}/{hex}",
+            d.algorithm().as_str(),
+            &hex[..2]
+        ))
     }
 
     fn upload_dir(&self, id: &uuid::Uuid) -> Path {
@@ -282,13 +286,16 @@ impl S3Store {
                 let mut body = match store.get_opts(&path, opts).await {
                     Ok(r) => r.into_stream(),
                     Err(e) => {
-                        let _ = tx.send(Err(std::io::Error::other(format!("blob {what}: {e}")))).await;
+                        let _ = tx
+                            .send(Err(std::io::Error::other(format!("blob {what}: {e}"))))
+                            .await;
                         return;
                     }
                 };
                 let mut sent = 0u64;
                 while let Some(chunk) = body.next().await {
-                    let chunk = chunk.map_err(|e| std::io::Error::other(format!("blob {what}: {e}")));
+                    let chunk =
+                        chunk.map_err(|e| std::io::Error::other(format!("blob {what}: {e}")));
                     if let Ok(c) = &chunk {
                         sent += c.len() as u64;
                     }
@@ -417,7 +424,10 @@ impl S3Store {
     /// Removes a tail that a newer committed state replaced (best effort).
     pub fn drop_tail(&self, id: &uuid::Uuid, start: u64) {
         let (store, path) = (self.inner.store.clone(), self.tail_path(id, start));
-        drop(self.handle().spawn(async move { store.delete(&path).await }));
+        drop(
+            self.handle()
+                .spawn(async move { store.delete(&path).await }),
+        );
     }
 
     /// Completes the staged object of session `id` from its parts.
@@ -449,7 +459,11 @@ impl S3Store {
 
     /// Hashes the staged object of session `id` (a digest of another algorithm than the one
     /// hashed on the way in).
-    pub fn hash_staged(&self, id: &uuid::Uuid, mut hasher: crate::types::Hasher) -> Result<crate::types::Digest> {
+    pub fn hash_staged(
+        &self,
+        id: &uuid::Uuid,
+        mut hasher: crate::types::Hasher,
+    ) -> Result<crate::types::Digest> {
         let (store, path) = (self.inner.store.clone(), self.staged_path(id));
         let id = *id;
         self.block(async move {
@@ -528,7 +542,8 @@ impl S3Store {
         Ok(listed
             .iter()
             .filter_map(|m| {
-                let parts: Vec<String> = m.location.parts().map(|p| p.as_ref().to_owned()).collect();
+                let parts: Vec<String> =
+                    m.location.parts().map(|p| p.as_ref().to_owned()).collect();
                 match parts.as_slice() {
                     [.., alg, _, hex] => format!("{alg}:{hex}").parse().ok(),
                     _ => None,
@@ -598,9 +613,11 @@ impl PartWriter {
             self.next,
         );
         self.next += 1;
-        self.in_flight = Some(self.store.handle().spawn(async move {
-            store.put_part(&path, &upload, idx, data.into()).await
-        }));
+        self.in_flight = Some(
+            self.store
+                .handle()
+                .spawn(async move { store.put_part(&path, &upload, idx, data.into()).await }),
+        );
         Ok(())
     }
 
@@ -704,9 +721,11 @@ impl Sink {
                     .await
                     .map(drop)
                     .map_err(s3_err("writing an object")),
-                (None, State::Streaming(w)) => {
-                    w.finish().await.map(drop).map_err(s3_err("completing an object"))
-                }
+                (None, State::Streaming(w)) => w
+                    .finish()
+                    .await
+                    .map(drop)
+                    .map_err(s3_err("completing an object")),
                 (None, _) => Ok(()),
             }
         }

@@ -151,7 +151,12 @@ pub(super) fn docker_config(args: &DockerConfigArgs, cfg_path: &Path) -> anyhow:
 }
 
 /// Writes `auths[host] = user:secret` into the docker config (`file`, else the default).
-pub(super) fn write_auth(file: Option<&Path>, host: &str, user: &str, secret: &str) -> anyhow::Result<PathBuf> {
+pub(super) fn write_auth(
+    file: Option<&Path>,
+    host: &str,
+    user: &str,
+    secret: &str,
+) -> anyhow::Result<PathBuf> {
     let entry = json!({ "auths": { host: { "auth": base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}")) } } });
     merge_entry(file, &entry)
 }

@@ -36,7 +36,12 @@ pub enum PullSecretCommand {
         #[arg(long, value_name = "ROBOT/NAME", conflicts_with = "username")]
         rotate: Option<String>,
         /// With --rotate: how long the old secret keeps working (0: it stops now).
-        #[arg(long, value_name = "DURATION", default_value = "24h", requires = "rotate")]
+        #[arg(
+            long,
+            value_name = "DURATION",
+            default_value = "24h",
+            requires = "rotate"
+        )]
         overlap: String,
         /// A user name instead of a token file (with --password-stdin), as kubectl's --docker-username.
         #[arg(long, visible_alias = "docker-username")]
@@ -186,12 +191,19 @@ pub(super) async fn pull_secret(
             let parts: Vec<&str> = r.split('/').collect();
             let (org, robot, token) = match parts.as_slice() {
                 [robot, token] => (
-                    ctx_org.ok_or_else(|| Usage("no organization in the current context; give ORG/ROBOT/NAME".into()))?,
+                    ctx_org.ok_or_else(|| {
+                        Usage("no organization in the current context; give ORG/ROBOT/NAME".into())
+                    })?,
                     *robot,
                     *token,
                 ),
                 [org, robot, token] => ((*org).to_owned(), *robot, *token),
-                _ => return Err(Usage(format!("--rotate {r:?}: expected ROBOT/NAME or ORG/ROBOT/NAME")).into()),
+                _ => {
+                    return Err(Usage(format!(
+                        "--rotate {r:?}: expected ROBOT/NAME or ORG/ROBOT/NAME"
+                    ))
+                    .into());
+                }
             };
             let f = super::manage::rotate_robot_token(&c, &org, robot, token, overlap).await?;
             Some((
@@ -223,7 +235,14 @@ pub(super) async fn pull_secret(
             .to_owned(),
         None => current_host(cfg_path)?,
     };
-    let secret = pull_secret_doc(name, namespace, &host, &user, &password, docker_email.as_deref());
+    let secret = pull_secret_doc(
+        name,
+        namespace,
+        &host,
+        &user,
+        &password,
+        docker_email.as_deref(),
+    );
     print(manifest_format(format), &secret, "", &[])
 }
 
@@ -276,7 +295,9 @@ pub(crate) fn robot_config(
     org: Option<String>,
 ) -> Result<ClientConfig, String> {
     if !server_url.starts_with("http://") && !server_url.starts_with("https://") {
-        return Err(format!("--server {server_url:?} must start with https:// or http://"));
+        return Err(format!(
+            "--server {server_url:?} must start with https:// or http://"
+        ));
     }
     let server = Server {
         url: server_url.trim_end_matches('/').to_owned(),
@@ -343,7 +364,8 @@ pub(super) fn config(cmd: &ConfigCommand, cfg_path: &Path, format: Format) -> an
                 .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
                 .transpose()?
                 .map(|d| base64::engine::general_purpose::STANDARD.encode(d));
-            let cfg = robot_config(server, ca_data, &access_id, &token, org.clone()).map_err(Usage)?;
+            let cfg =
+                robot_config(server, ca_data, &access_id, &token, org.clone()).map_err(Usage)?;
             if output == Path::new("-") {
                 crate::cli_print(serde_norway::to_string(&cfg)?.trim_end());
             } else {

@@ -56,7 +56,7 @@ pub(super) fn run(args: &GcArgs) -> anyhow::Result<ExitCode> {
         config.database.as_ref(),
         config.storage.as_ref(),
     )
-        .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
+    .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
     let opts = Options {
         grace: args.grace.unwrap_or(config.gc_grace),
         upload_ttl: config.upload_ttl,

@@ -339,10 +339,16 @@ pub(super) async fn credential(
             let mut v = credentials(c.api("GET", &path, None, &[]).await?, "credentials");
             if let Some(list) = v["credentials"].as_array_mut() {
                 for cr in list {
-                    cr["why"] = json!(cr["reasons"]
-                        .as_array()
-                        .map(|r| r.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
-                        .unwrap_or_default());
+                    cr["why"] = json!(
+                        cr["reasons"]
+                            .as_array()
+                            .map(|r| r
+                                .iter()
+                                .filter_map(Value::as_str)
+                                .collect::<Vec<_>>()
+                                .join(", "))
+                            .unwrap_or_default()
+                    );
                 }
             }
             let columns = [
@@ -752,7 +758,12 @@ pub(super) async fn robot(
                 body["jwks"] = json!(text);
             }
             let v = c
-                .api("POST", &format!("/orgs/{org}/robots/{robot}/trusts"), Some(&body), &[])
+                .api(
+                    "POST",
+                    &format!("/orgs/{org}/robots/{robot}/trusts"),
+                    Some(&body),
+                    &[],
+                )
                 .await?;
             print(format, &v, "", &TRUST_COLUMNS)
         }
@@ -760,8 +771,13 @@ pub(super) async fn robot(
             let (org, robot) = robot_ref(&org, robot);
             print(
                 format,
-                &c.api("GET", &format!("/orgs/{org}/robots/{robot}/trusts"), None, &[])
-                    .await?,
+                &c.api(
+                    "GET",
+                    &format!("/orgs/{org}/robots/{robot}/trusts"),
+                    None,
+                    &[],
+                )
+                .await?,
                 "trusts",
                 &TRUST_COLUMNS,
             )
@@ -769,8 +785,13 @@ pub(super) async fn robot(
         RobotCommand::Trust(TrustCommand::Delete { robot, name }) => {
             let (org, robot) = robot_ref(&org, robot);
             done(
-                c.api("DELETE", &format!("/orgs/{org}/robots/{robot}/trusts/{name}"), None, &[])
-                    .await,
+                c.api(
+                    "DELETE",
+                    &format!("/orgs/{org}/robots/{robot}/trusts/{name}"),
+                    None,
+                    &[],
+                )
+                .await,
                 &format!("trust {name:?} of robot {robot:?} deleted"),
             )
         }
@@ -815,7 +836,10 @@ pub(super) async fn robot(
             emit_secret(
                 output.as_deref(),
                 &file,
-                &format!("token {name:?} of robot {robot:?} (access id {})", file["accessId"].as_str().unwrap_or("")),
+                &format!(
+                    "token {name:?} of robot {robot:?} (access id {})",
+                    file["accessId"].as_str().unwrap_or("")
+                ),
             )
         }
         RobotCommand::Token(TokenCommand::List { robot }) => print(
@@ -1227,7 +1251,9 @@ async fn rotate(
         .api("POST", path, Some(&json!({ "overlap": overlap })), headers)
         .await?;
     match v["previousValidUntil"].as_str() {
-        Some(until) => crate::cli_eprint(&format!("rotated {what}: the old secret works until {until}")),
+        Some(until) => crate::cli_eprint(&format!(
+            "rotated {what}: the old secret works until {until}"
+        )),
         None => crate::cli_eprint(&format!("rotated {what}: the old secret no longer works")),
     }
     Ok(v)

@@ -13,8 +13,8 @@ use anyhow::{Context as _, bail};
 
 use crate::blob::{Engine, S3Options};
 use crate::config::env;
-use crate::types::{Digest, Hasher};
 use crate::store::{MetadataStore, PgOptions};
+use crate::types::{Digest, Hasher};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct MigrateArgs {
@@ -67,7 +67,11 @@ fn bar(done: u64, total: u64) -> String {
         .saturating_mul(width as u64)
         .checked_div(total)
         .map_or(width, |f| usize::try_from(f).unwrap_or(width));
-    format!("[{}{}]", "#".repeat(filled), " ".repeat(width - filled.min(width)))
+    format!(
+        "[{}{}]",
+        "#".repeat(filled),
+        " ".repeat(width - filled.min(width))
+    )
 }
 
 pub(super) fn run(args: &MigrateArgs) -> anyhow::Result<ExitCode> {

@@ -95,8 +95,8 @@ pub fn run(args: &ProviderArgs) -> anyhow::Result<()> {
         .take(MAX_REQUEST)
         .read_to_string(&mut text)
         .map_err(|e| fail(format!("reading the request: {e}")))?;
-    let req: Value = serde_json::from_str(&text)
-        .map_err(|e| fail(format!("the request is not JSON: {e}")))?;
+    let req: Value =
+        serde_json::from_str(&text).map_err(|e| fail(format!("the request is not JSON: {e}")))?;
     let api = req["apiVersion"].as_str().unwrap_or_default();
     if api != REQUEST_API || req["kind"] != "CredentialProviderRequest" {
         return Err(fail(format!(
@@ -116,7 +116,9 @@ pub fn run(args: &ProviderArgs) -> anyhow::Result<()> {
             "image {image:?} is not on registry {registry:?}"
         )));
     }
-    let sa_token = req["serviceAccountToken"].as_str().filter(|t| !t.is_empty());
+    let sa_token = req["serviceAccountToken"]
+        .as_str()
+        .filter(|t| !t.is_empty());
     let (username, password, cache_secs) = match (sa_token, &args.token_file) {
         (Some(token), _) => {
             let robot = req["serviceAccountAnnotations"][ROBOT_ANNOTATION]
@@ -143,8 +145,12 @@ pub fn run(args: &ProviderArgs) -> anyhow::Result<()> {
         (None, Some(path)) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| fail(format!("reading {}: {e}", path.display())))?;
-            let (user, secret) = credential_of(text.trim())
-                .ok_or_else(|| fail(format!("{} holds no robot token or API key", path.display())))?;
+            let (user, secret) = credential_of(text.trim()).ok_or_else(|| {
+                fail(format!(
+                    "{} holds no robot token or API key",
+                    path.display()
+                ))
+            })?;
             (user, secret, 600)
         }
         (None, None) => {
@@ -169,7 +175,11 @@ pub fn run(args: &ProviderArgs) -> anyhow::Result<()> {
 fn credential_of(text: &str) -> Option<(String, String)> {
     if let Ok(v) = serde_json::from_str::<Value>(text) {
         // A robot token file, an API key file ({"name","apikey"}) or a registry token file.
-        return match (v["accessId"].as_str(), v["token"].as_str(), v["apikey"].as_str()) {
+        return match (
+            v["accessId"].as_str(),
+            v["token"].as_str(),
+            v["apikey"].as_str(),
+        ) {
             (Some(id), Some(t), _) => Some((id.to_owned(), t.to_owned())),
             (None, _, Some(k)) => Some(("iamapikey".into(), k.to_owned())),
             (None, Some(t), None) => Some(("token".into(), t.to_owned())),
@@ -248,19 +258,34 @@ mod tests {
     #[test]
     fn token_files_of_every_kind() {
         let robot = r#"{"accessId": "0f6e", "token": "bthr_x"}"#;
-        assert_eq!(super::credential_of(robot), Some(("0f6e".into(), "bthr_x".into())));
+        assert_eq!(
+            super::credential_of(robot),
+            Some(("0f6e".into(), "bthr_x".into()))
+        );
         let key = r#"{"name": "k", "apikey": "btha_y"}"#;
-        assert_eq!(super::credential_of(key), Some(("iamapikey".into(), "btha_y".into())));
+        assert_eq!(
+            super::credential_of(key),
+            Some(("iamapikey".into(), "btha_y".into()))
+        );
         let registry = r#"{"token": "btht_z", "id": "1"}"#;
-        assert_eq!(super::credential_of(registry), Some(("token".into(), "btht_z".into())));
+        assert_eq!(
+            super::credential_of(registry),
+            Some(("token".into(), "btht_z".into()))
+        );
         assert_eq!(super::credential_of("{}"), None);
         assert_eq!(super::credential_of("not a secret"), None);
     }
 
     #[test]
     fn image_hosts_follow_docker_rules() {
-        assert_eq!(super::image_host("registry.example.com/acme/app:v1"), "registry.example.com");
-        assert_eq!(super::image_host("127.0.0.1:5000/acme/app"), "127.0.0.1:5000");
+        assert_eq!(
+            super::image_host("registry.example.com/acme/app:v1"),
+            "registry.example.com"
+        );
+        assert_eq!(
+            super::image_host("127.0.0.1:5000/acme/app"),
+            "127.0.0.1:5000"
+        );
         assert_eq!(super::image_host("localhost/app"), "localhost");
         assert_eq!(super::image_host("acme/app"), "docker.io");
         assert_eq!(super::image_host("nginx"), "docker.io");

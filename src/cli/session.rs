@@ -196,10 +196,14 @@ async fn federated_login(
         return Err(Usage(format!("--robot {robot:?} must be ORG/ROBOT")).into());
     };
     let token = match &args.federated_token_file {
-        Some(f) => std::fs::read_to_string(f)
-            .with_context(|| format!("reading {}", f.display()))?,
+        Some(f) => {
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
+        }
         None => std::env::var("BERTH_FEDERATED_TOKEN").map_err(|_| {
-            Usage("give the workload's token: --federated-token-file FILE or BERTH_FEDERATED_TOKEN".into())
+            Usage(
+                "give the workload's token: --federated-token-file FILE or BERTH_FEDERATED_TOKEN"
+                    .into(),
+            )
         })?,
     };
     let token = token.trim().to_owned();
@@ -259,7 +263,10 @@ async fn federated_login(
     ));
     if args.docker_config {
         let path = super::docker::write_auth(None, &host, robot, &token)?;
-        crate::cli_eprint(&format!("{} now has credentials for {host}", path.display()));
+        crate::cli_eprint(&format!(
+            "{} now has credentials for {host}",
+            path.display()
+        ));
     }
     Ok(())
 }

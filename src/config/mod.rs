@@ -187,7 +187,9 @@ impl Config {
                             raw.database_timeout,
                             "10s",
                         )?)
-                        .ok_or_else(|| invalid("database_timeout", "must be more than 0s".into()))?,
+                        .ok_or_else(|| {
+                            invalid("database_timeout", "must be more than 0s".into())
+                        })?,
                     })
                 }
                 Some(_) => {
@@ -200,7 +202,9 @@ impl Config {
             secret_key: match raw.secret_key_file {
                 Some(path) => Some(
                     std::fs::read_to_string(&path)
-                        .map_err(|e| invalid("secret_key_file", format!("{}: {e}", path.display())))?
+                        .map_err(|e| {
+                            invalid("secret_key_file", format!("{}: {e}", path.display()))
+                        })?
                         .trim()
                         .to_owned(),
                 ),

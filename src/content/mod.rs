@@ -405,7 +405,9 @@ impl ContentService {
                 // beyond the committed size, and the next chunk overwrites them.
                 let id2 = *id;
                 let committed = self
-                    .blocking(move |s| Ok(s.meta.write_relaxed(|w| w.set_upload_size(&id2, offset))?))
+                    .blocking(move |s| {
+                        Ok(s.meta.write_relaxed(|w| w.set_upload_size(&id2, offset))?)
+                    })
                     .await;
                 match committed {
                     Ok(_) => {
@@ -495,7 +497,9 @@ impl ContentService {
             && l != n
         {
             // Nothing is committed: the parts written are overwritten by the next request.
-            return Err(Error::SizeInvalid(format!("announced {l} bytes, received {n}")));
+            return Err(Error::SizeInvalid(format!(
+                "announced {l} bytes, received {n}"
+            )));
         }
         let size = row.size + n;
         state.tail = None;
@@ -578,10 +582,11 @@ impl ContentService {
                     use std::io::Write as _;
                     let mut file = file;
                     while let Some(chunk) = wrx.blocking_recv() {
-                        file.write_all(&chunk).map_err(|source| crate::blob::Error {
-                            context: format!("writing upload {id}"),
-                            source,
-                        })?;
+                        file.write_all(&chunk)
+                            .map_err(|source| crate::blob::Error {
+                                context: format!("writing upload {id}"),
+                                source,
+                            })?;
                     }
                     Ok(None)
                 })
@@ -689,7 +694,17 @@ impl ContentService {
             self.append(repo, id, None, None, body).await?;
         } else if let Engine::S3(s3) = self.inner.blobs.engine().clone() {
             return self
-                .finish_parts(&s3, repo, id, digest, None::<futures_util::stream::Empty<std::result::Result<Bytes, std::convert::Infallible>>>)
+                .finish_parts(
+                    &s3,
+                    repo,
+                    id,
+                    digest,
+                    None::<
+                        futures_util::stream::Empty<
+                            std::result::Result<Bytes, std::convert::Infallible>,
+                        >,
+                    >,
+                )
                 .await;
         }
         let row = self.check_upload(repo, id)?;
@@ -701,7 +716,9 @@ impl ContentService {
                 let bad_digest = |got: Digest| -> Result<()> {
                     s.meta.write(|w| w.delete_upload(&id))?;
                     s.blobs.remove_upload(&id)?;
-                    Err(Error::DigestInvalid(format!("content digest is {got}, not {want}")))
+                    Err(Error::DigestInvalid(format!(
+                        "content digest is {got}, not {want}"
+                    )))
                 };
                 match s.blobs.engine() {
                     Engine::Fs(fs) => {
@@ -750,8 +767,9 @@ impl ContentService {
             let result = match last {
                 Some(body) => self.store_whole(repo, digest, body, Some(*id)).await,
                 None => {
-                    let empty =
-                        futures_util::stream::empty::<std::result::Result<Bytes, std::convert::Infallible>>();
+                    let empty = futures_util::stream::empty::<
+                        std::result::Result<Bytes, std::convert::Infallible>,
+                    >();
                     self.store_whole(repo, digest, empty, Some(*id)).await
                 }
             };
@@ -1019,7 +1037,12 @@ impl ContentService {
     }
 
     /// The annotations of manifest `digest` when at most `max` bytes long.
-    pub fn annotations(&self, repo: &RepositoryName, digest: &Digest, max: u64) -> Result<Option<String>> {
+    pub fn annotations(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        max: u64,
+    ) -> Result<Option<String>> {
         Ok(self
             .inner
             .meta
@@ -1069,7 +1092,11 @@ pub(crate) enum DigestLock {
     File(crate::blob::BlobLock),
 }
 
-pub(crate) fn lock_digest(meta: &MetadataStore, blobs: &BlobStore, d: &Digest) -> Result<DigestLock> {
+pub(crate) fn lock_digest(
+    meta: &MetadataStore,
+    blobs: &BlobStore,
+    d: &Digest,
+) -> Result<DigestLock> {
     Ok(match meta.lock_digest(d)? {
         Some(l) => DigestLock::Db(Box::new(l)),
         None => DigestLock::File(blobs.lock(d)?),

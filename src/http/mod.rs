@@ -44,8 +44,8 @@ impl InternalError {
             crate::blob::UNAVAILABLE,
             crate::auth::workload::UNAVAILABLE,
         ]
-            .iter()
-            .any(|p| cause.starts_with(p))
+        .iter()
+        .any(|p| cause.starts_with(p))
     }
 
     /// 500, or 503 with a `Retry-After` for an unreachable store.
@@ -154,21 +154,24 @@ async fn readyz(State(state): State<AppState>) -> Response {
         );
     }
     let meta = state.content.meta().clone();
-    let mut pinged = tokio::task::spawn_blocking(move || meta.read(|r| r.ping()).map_err(|e| e.to_string()))
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
+    let mut pinged =
+        tokio::task::spawn_blocking(move || meta.read(|r| r.ping()).map_err(|e| e.to_string()))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
     if pinged.is_ok() {
-        pinged = state.content.blobs().ping().await.map_err(|e| e.to_string());
+        pinged = state
+            .content
+            .blobs()
+            .ping()
+            .await
+            .map_err(|e| e.to_string());
     }
     match pinged {
         Ok(()) => named("readyz", "ready\n"),
         Err(e) => {
             let mut resp = named(
                 "readyz",
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "storage unavailable\n",
-                ),
+                (StatusCode::SERVICE_UNAVAILABLE, "storage unavailable\n"),
             );
             resp.extensions_mut().insert(InternalError(e));
             resp
@@ -182,12 +185,17 @@ async fn metrics(State(state): State<AppState>, req: axum::extract::Request) -> 
     // API key or password), not for anyone who can reach /metrics.
     let admin = matches!(
         access::identify(&state, &parts).await,
-        Ok(access::Caller::Principal(crate::auth::Principal::User { admin: true, .. }, _))
+        Ok(access::Caller::Principal(
+            crate::auth::Principal::User { admin: true, .. },
+            _
+        ))
     );
     let meta = state.content.meta().clone();
-    let stored = tokio::task::spawn_blocking(move || meta.read(|r| r.blob_stats()).map_err(|e| e.to_string()))
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
+    let stored = tokio::task::spawn_blocking(move || {
+        meta.read(|r| r.blob_stats()).map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
     let (blobs, bytes) = match stored {
         Ok(s) => s,
         Err(e) => {
@@ -212,7 +220,11 @@ async fn metrics(State(state): State<AppState>, req: axum::extract::Request) -> 
     };
     text.push_str("# HELP berth_credential_expiry_timestamp_seconds When a credential expires (Unix time), by organization, kind, owner and name (in a server admin's scrape only).\n");
     text.push_str("# TYPE berth_credential_expiry_timestamp_seconds gauge\n");
-    let label = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    let label = |v: &str| {
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    };
     for e in expiries {
         text.push_str(&format!(
             "berth_credential_expiry_timestamp_seconds{{org=\"{}\",kind=\"{}\",owner=\"{}\",name=\"{}\"}} {}\n",

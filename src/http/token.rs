@@ -227,7 +227,10 @@ const SUBJECT_TYPES: [&str; 2] = [
 fn oauth_error(status: StatusCode, code: &str, description: &str) -> Response {
     (
         status,
-        [(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")],
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
         json!({ "error": code, "error_description": description }).to_string(),
     )
         .into_response()
@@ -237,9 +240,17 @@ fn oauth_error(status: StatusCode, code: &str, description: &str) -> Response {
 /// accepts it (`client_id` names the robot when several could). The answer's `scope` is what
 /// was granted: the intersection of what was asked and what the robot may do.
 async fn exchange(state: &AppState, form: &[(String, String)], client: ClientInfo) -> Response {
-    let field = |k: &str| form.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    let field = |k: &str| {
+        form.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
     let Some(jwt) = field("subject_token") else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "subject_token is required");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "subject_token is required",
+        );
     };
     match field("subject_token_type") {
         Some(t) if SUBJECT_TYPES.contains(&t.as_str()) => {}
@@ -260,35 +271,48 @@ async fn exchange(state: &AppState, form: &[(String, String)], client: ClientInf
             &format!("unknown audience {service:?}"),
         );
     }
-    let scopes = scopes_of(form.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.as_str()));
+    let scopes = scopes_of(
+        form.iter()
+            .filter(|(k, _)| k == "scope")
+            .map(|(_, v)| v.as_str()),
+    );
     let client_id = field("client_id");
     let st = state.clone();
-    let result = tokio::task::spawn_blocking(move || -> Result<Result<serde_json::Value, String>, AuthError> {
-        let login = match &client_id {
-            Some(robot) if robot.contains('/') => st.auth.login(robot, &jwt, &client)?,
-            Some(_) => return Ok(Err("client_id must name a robot as ORG/ROBOT".into())),
-            None => match st.auth.exchange_any(&jwt, &client, scope_orgs(&st, &scopes)?.as_deref())? {
-                Ok(l) => l,
-                Err(ambiguous) => return Ok(Err(ambiguous)),
-            },
-        };
-        if login.workload.is_none() {
-            return Err(AuthError::Invalid);
-        }
-        let (jwt, claims, access) = issue_for(&st, &login, &scopes, &client)?;
-        Ok(Ok(json!({
-            "access_token": jwt,
-            "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
-            "token_type": "Bearer",
-            "expires_in": claims.exp - claims.iat,
-            "scope": scope_of(&access),
-        })))
-    })
+    let result = tokio::task::spawn_blocking(
+        move || -> Result<Result<serde_json::Value, String>, AuthError> {
+            let login = match &client_id {
+                Some(robot) if robot.contains('/') => st.auth.login(robot, &jwt, &client)?,
+                Some(_) => return Ok(Err("client_id must name a robot as ORG/ROBOT".into())),
+                None => match st.auth.exchange_any(
+                    &jwt,
+                    &client,
+                    scope_orgs(&st, &scopes)?.as_deref(),
+                )? {
+                    Ok(l) => l,
+                    Err(ambiguous) => return Ok(Err(ambiguous)),
+                },
+            };
+            if login.workload.is_none() {
+                return Err(AuthError::Invalid);
+            }
+            let (jwt, claims, access) = issue_for(&st, &login, &scopes, &client)?;
+            Ok(Ok(json!({
+                "access_token": jwt,
+                "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+                "token_type": "Bearer",
+                "expires_in": claims.exp - claims.iat,
+                "scope": scope_of(&access),
+            })))
+        },
+    )
     .await;
     match result {
         Ok(Ok(Ok(body))) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")],
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
             body.to_string(),
         )
             .into_response(),
@@ -304,13 +328,23 @@ async fn exchange(state: &AppState, form: &[(String, String)], client: ClientInf
                 "slow_down",
                 "too many failed attempts; try again later",
             );
-            if let Ok(v) = axum::http::HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()) {
+            if let Ok(v) =
+                axum::http::HeaderValue::from_str(&retry_after.as_secs().max(1).to_string())
+            {
                 r.headers_mut().insert(header::RETRY_AFTER, v);
             }
             r
         }
-        Ok(Err(AuthError::Internal(m))) => oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", &m),
-        Err(e) => oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &e.to_string()),
+        Ok(Err(AuthError::Internal(m))) => oauth_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            &m,
+        ),
+        Err(e) => oauth_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            &e.to_string(),
+        ),
     }
 }
 
@@ -377,7 +411,11 @@ fn issue_for(
                 w.issuer,
                 w.subject,
                 w.trust,
-                if granted.is_empty() { "nothing" } else { granted.as_str() }
+                if granted.is_empty() {
+                    "nothing"
+                } else {
+                    granted.as_str()
+                }
             ),
         ),
         None => ("token.issue", format!("{} grants", access.len())),

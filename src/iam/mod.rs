@@ -489,7 +489,10 @@ impl IamService {
         let all = self.meta.read(|r| r.ancestry(keys))?;
         let mut oldest = None;
         for f in all.iter().filter_map(|k| k.strip_prefix("fam:")) {
-            let at = self.meta.read(|r| r.credential(f))?.map_or(0, |c| c.created_at);
+            let at = self
+                .meta
+                .read(|r| r.credential(f))?
+                .map_or(0, |c| c.created_at);
             oldest = Some(oldest.map_or(at, |o: i64| o.min(at)));
         }
         Ok(oldest)
@@ -552,17 +555,14 @@ impl IamService {
             .map_err(|_| Error::Invalid(format!("credential {id:?} has no rotatable id")))?;
         let secret = Secret::generate_for(kind, uuid).map_err(|e| Error::Random(e.to_string()))?;
         let until = (!overlap.is_zero()).then(|| expires(now(), overlap));
-        if !self
-            .meta
-            .write(|w| {
-                let rotated = w.rotate_credential(&row.id, &secret.hash(), until)?;
-                if rotated {
-                    let object = store::generation_key(&row.id, row.generation + 1);
-                    w.record_lineage(&object, lineage)?;
-                }
-                Ok::<_, store::Error>(rotated)
-            })?
-        {
+        if !self.meta.write(|w| {
+            let rotated = w.rotate_credential(&row.id, &secret.hash(), until)?;
+            if rotated {
+                let object = store::generation_key(&row.id, row.generation + 1);
+                w.record_lineage(&object, lineage)?;
+            }
+            Ok::<_, store::Error>(rotated)
+        })? {
             return Err(Error::NotFound(format!("credential {id:?} not found")));
         }
         let row = self
@@ -770,7 +770,13 @@ impl IamService {
 
     /// Creates or replaces a custom role. Built-in role names are refused. Written through a
     /// credential (`lineage`), the role (with its bindings) ends with that credential.
-    pub fn put_role(&self, org: &str, name: &str, rules: &[Rule], lineage: &[String]) -> Result<bool> {
+    pub fn put_role(
+        &self,
+        org: &str,
+        name: &str,
+        rules: &[Rule],
+        lineage: &[String],
+    ) -> Result<bool> {
         check_name("role", &name.to_ascii_lowercase())?;
         if policy::BUILTIN_ROLES.contains(&name) {
             return Err(Error::Conflict(format!("{name:?} is a built-in role")));
@@ -879,16 +885,19 @@ impl IamService {
         };
         let existed = self.meta.read(|r| r.binding(org_row.id, name))?.is_some();
         self.meta.write(|w| {
-            w.put_binding(&BindingRow {
-                org_id: org_row.id,
-                org: org_row.name.clone(),
-                name: name.to_owned(),
-                role: role.to_owned(),
-                subject_kind: subject_kind.to_owned(),
-                subject_id,
-                scope_kind: scope_kind.to_owned(),
-                scope: scope_value,
-            }, lineage)
+            w.put_binding(
+                &BindingRow {
+                    org_id: org_row.id,
+                    org: org_row.name.clone(),
+                    name: name.to_owned(),
+                    role: role.to_owned(),
+                    subject_kind: subject_kind.to_owned(),
+                    subject_id,
+                    scope_kind: scope_kind.to_owned(),
+                    scope: scope_value,
+                },
+                lineage,
+            )
         })?;
         Ok(existed)
     }
@@ -1106,4 +1115,3 @@ mod tests {
         assert!(check_name("organization", "a..b").is_err());
     }
 }
-

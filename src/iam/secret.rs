@@ -87,7 +87,10 @@ impl Secret {
     }
 
     /// A new secret for credential `id` (a rotation: same id, new random part).
-    pub fn generate_for(kind: SecretKind, id: uuid::Uuid) -> Result<Secret, rand::rand_core::OsError> {
+    pub fn generate_for(
+        kind: SecretKind,
+        id: uuid::Uuid,
+    ) -> Result<Secret, rand::rand_core::OsError> {
         let fresh = Secret::generate(kind)?;
         let random = &fresh.text[kind.prefix().len() + 32..];
         Ok(Secret {

@@ -207,7 +207,12 @@ pub fn within_org(g: &Grants, org: &str) -> Grants {
         admin: false,
         owner_of: g.owner_of.iter().filter(|o| *o == org).cloned().collect(),
         member_of: g.member_of.iter().filter(|o| *o == org).cloned().collect(),
-        grants: g.grants.iter().filter(|gr| gr.org == org).cloned().collect(),
+        grants: g
+            .grants
+            .iter()
+            .filter(|gr| gr.org == org)
+            .cloned()
+            .collect(),
         registry_token: g.registry_token.clone().filter(|(o, _)| o == org),
         epoch_key: None,
     }

@@ -19,10 +19,18 @@ use Kind::{Bool, Bytes, Int, Text};
 
 /// Every table, in an order where nothing points at a table copied later; `Some(column)` for a
 /// table whose ids come from an identity sequence.
-type Table = (&'static str, Option<&'static str>, &'static [(&'static str, Kind)]);
+type Table = (
+    &'static str,
+    Option<&'static str>,
+    &'static [(&'static str, Kind)],
+);
 
 const TABLES: &[Table] = &[
-    ("orgs", Some("id"), &[("id", Int), ("name", Text), ("created_at", Int)]),
+    (
+        "orgs",
+        Some("id"),
+        &[("id", Int), ("name", Text), ("created_at", Int)],
+    ),
     (
         "users",
         Some("id"),
@@ -38,7 +46,12 @@ const TABLES: &[Table] = &[
     (
         "namespaces",
         None,
-        &[("name", Text), ("org_id", Int), ("public", Bool), ("created_at", Int)],
+        &[
+            ("name", Text),
+            ("org_id", Int),
+            ("public", Bool),
+            ("created_at", Int),
+        ],
     ),
     (
         "memberships",

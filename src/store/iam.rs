@@ -764,10 +764,7 @@ impl Writer<'_> {
             > 0;
         self.delete_credentials_where("robot_id = ?1", p![robot_id])?;
         self.delete_credentials_where("creator = ?1", p![format!("robot:{robot_id}")])?;
-        self.delete_bindings_where(
-            "subject_kind = 'robot' AND subject_id = ?1",
-            p![robot_id],
-        )?;
+        self.delete_bindings_where("subject_kind = 'robot' AND subject_id = ?1", p![robot_id])?;
         let trusts: Vec<i64> = self.conn.query(
             "SELECT id FROM robot_trusts WHERE robot_id = ?1",
             p![robot_id],
@@ -784,9 +781,15 @@ impl Writer<'_> {
 
     /// Deletes the bindings matching `condition` (on `?1`, `?2`, ...), moving their subjects'
     /// policy epochs (their registry tokens end) and forgetting the bindings' lineage.
-    fn delete_bindings_where(&self, condition: &str, args: &[&dyn super::sql::Param]) -> Result<u64> {
+    fn delete_bindings_where(
+        &self,
+        condition: &str,
+        args: &[&dyn super::sql::Param],
+    ) -> Result<u64> {
         let gone: Vec<(i64, String, String, i64)> = self.conn.query(
-            &format!("SELECT org_id, name, subject_kind, subject_id FROM bindings WHERE {condition}"),
+            &format!(
+                "SELECT org_id, name, subject_kind, subject_id FROM bindings WHERE {condition}"
+            ),
             args,
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )?;
@@ -874,8 +877,12 @@ impl Writer<'_> {
             // A generation made through a credential: the secret dies (the credential is
             // deleted when it is its current one; an overlap's previous one just stops).
             Some(("gen", rest)) => {
-                let Some((id, n)) = rest.rsplit_once(':') else { return Ok(()) };
-                let Ok(n) = n.parse::<i64>() else { return Ok(()) };
+                let Some((id, n)) = rest.rsplit_once(':') else {
+                    return Ok(());
+                };
+                let Ok(n) = n.parse::<i64>() else {
+                    return Ok(());
+                };
                 let current: Option<i64> = self.conn.query_opt(
                     "SELECT generation FROM credentials WHERE id = ?1",
                     p![id],
@@ -1032,7 +1039,12 @@ impl Writer<'_> {
     /// The credential moves to a new generation. What the generation before the last ended
     /// with (an overlap still running) ends now; the last one ends now when there is no overlap,
     /// else when the overlap does (`end_overlaps`).
-    pub fn rotate_credential(&self, id: &str, new_hash: &[u8], previous_until: Option<i64>) -> Result<bool> {
+    pub fn rotate_credential(
+        &self,
+        id: &str,
+        new_hash: &[u8],
+        previous_until: Option<i64>,
+    ) -> Result<bool> {
         let found: Option<(i64, Option<i64>)> = self.conn.query_opt(
             "SELECT generation, previous_until FROM credentials WHERE id = ?1 AND revoked_at IS NULL",
             p![id],

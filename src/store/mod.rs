@@ -75,7 +75,9 @@ impl From<::postgres::Error> for Error {
                 Error::Unavailable(e.to_string())
             }
             Some(_) => Error::Postgres(e),
-            None if e.is_closed() || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()) => {
+            None if e.is_closed()
+                || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()) =>
+            {
                 Error::Unavailable(e.to_string())
             }
             None if e.to_string().contains("timed out") || e.to_string().contains("connect") => {
@@ -135,7 +137,9 @@ impl MetadataStore {
     /// nodes starting together are safe).
     pub fn open_postgres(options: &PgOptions) -> Result<MetadataStore> {
         Ok(MetadataStore {
-            engine: Arc::new(Engine::Postgres(Arc::new(postgres::Postgres::open(options)?))),
+            engine: Arc::new(Engine::Postgres(Arc::new(postgres::Postgres::open(
+                options,
+            )?))),
             writes: Arc::default(),
         })
     }
@@ -158,8 +162,11 @@ impl MetadataStore {
         match &*self.engine {
             Engine::Sqlite(_) => Ok(Some(Lease(None))),
             Engine::Postgres(p) => {
-                let h = job.bytes().fold(0i64, |h, b| h.wrapping_mul(31).wrapping_add(i64::from(b)));
-                Ok(p.try_lock(LEASE_BASE ^ (h & 0xffff))?.map(|l| Lease(Some(l))))
+                let h = job
+                    .bytes()
+                    .fold(0i64, |h, b| h.wrapping_mul(31).wrapping_add(i64::from(b)));
+                Ok(p.try_lock(LEASE_BASE ^ (h & 0xffff))?
+                    .map(|l| Lease(Some(l))))
             }
         }
     }
@@ -221,7 +228,8 @@ impl MetadataStore {
             Engine::Postgres(p) => p.transact(commit, relaxed, |conn| f(&Writer { conn })),
         };
         if commit && result.is_ok() {
-            self.writes.fetch_add(1, std::sync::atomic::Ordering::Release);
+            self.writes
+                .fetch_add(1, std::sync::atomic::Ordering::Release);
         }
         result
     }

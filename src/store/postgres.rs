@@ -198,10 +198,7 @@ impl Postgres {
             let mut last = None;
             for _ in 0..2 {
                 let mut conn = self.take(&self.locks)?;
-                match conn
-                    .client
-                    .execute("SELECT pg_advisory_lock($1)", &[&key])
-                {
+                match conn.client.execute("SELECT pg_advisory_lock($1)", &[&key]) {
                     Ok(_) => {
                         return Ok(PgLock {
                             pg: self.clone(),
@@ -261,12 +258,15 @@ impl Postgres {
         };
         let started = {
             let mut c = cell.borrow_mut();
-            c.client.batch_execute(begin).map_err(Error::from).and_then(|()| {
-                c.client
-                    .execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
-                    .map(drop)
-                    .map_err(Error::from)
-            })
+            c.client
+                .batch_execute(begin)
+                .map_err(Error::from)
+                .and_then(|()| {
+                    c.client
+                        .execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
+                        .map(drop)
+                        .map_err(Error::from)
+                })
         };
         if let Err(e) = started {
             self.give_back(&self.queries, cell.into_inner(), false);

@@ -3,15 +3,19 @@
 
 use super::sql::p;
 use super::{Reader, Writer, digest_col, to_i64, to_u64};
-use crate::types::{Digest, Reference};
 use crate::store::{
-    Error, GcPlan, ManifestRow, NewManifest, ReferrerRow, RepoSummary, Result, TagDetail, UploadRow, now,
+    Error, GcPlan, ManifestRow, NewManifest, ReferrerRow, RepoSummary, Result, TagDetail,
+    UploadRow, now,
 };
+use crate::types::{Digest, Reference};
 
 impl Reader<'_> {
     pub fn repo_id(&self, name: &str) -> Result<Option<i64>> {
-        self.conn
-            .query_opt("SELECT id FROM repositories WHERE name = ?1", p![name], |r| r.get(0))
+        self.conn.query_opt(
+            "SELECT id FROM repositories WHERE name = ?1",
+            p![name],
+            |r| r.get(0),
+        )
     }
 
     /// The size of `digest` if the repository holds it.
@@ -126,7 +130,12 @@ impl Reader<'_> {
 
     /// The annotations (JSON object text) of manifest `digest` of `repo`, if at most `max`
     /// bytes long; `None` when absent or longer.
-    pub fn manifest_annotations(&self, repo: &str, digest: &Digest, max: u64) -> Result<Option<String>> {
+    pub fn manifest_annotations(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        max: u64,
+    ) -> Result<Option<String>> {
         Ok(self
             .conn
             .query_opt(
@@ -229,7 +238,10 @@ impl Reader<'_> {
              WHERE substr(r.name, 1, length(CAST(?1 AS TEXT))) = CAST(?1 AS TEXT)",
             p![prefix.as_str()],
         )?;
-        Ok((to_u64(repos), to_u64(bytes).saturating_add(to_u64(manifests))))
+        Ok((
+            to_u64(repos),
+            to_u64(bytes).saturating_add(to_u64(manifests)),
+        ))
     }
 
     /// The tags of `repo` with their manifests, sorted by tag, at most `limit`.
@@ -454,7 +466,13 @@ impl Writer<'_> {
 
     /// Records the size and the bucket state of an upload after a chunk (S3), if the session is
     /// still at `from` bytes (another request that got there first wins; this one fails).
-    pub fn set_upload_state(&self, id: &uuid::Uuid, from: u64, size: u64, state: &str) -> Result<bool> {
+    pub fn set_upload_state(
+        &self,
+        id: &uuid::Uuid,
+        from: u64,
+        size: u64,
+        state: &str,
+    ) -> Result<bool> {
         Ok(self.conn.execute(
             "UPDATE uploads SET size = ?3, s3_state = ?4 WHERE id = ?1 AND size = ?2",
             p![id.to_string(), to_i64(from), to_i64(size), state],

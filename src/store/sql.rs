@@ -25,7 +25,10 @@ impl<T: rusqlite::ToSql + postgres::types::ToSql + Sync> Param for T {
 }
 
 /// A column type either driver can read.
-pub(super) trait Col: rusqlite::types::FromSql + for<'a> postgres::types::FromSql<'a> {}
+pub(super) trait Col:
+    rusqlite::types::FromSql + for<'a> postgres::types::FromSql<'a>
+{
+}
 impl<T: rusqlite::types::FromSql + for<'a> postgres::types::FromSql<'a>> Col for T {}
 
 /// `p![a, b]`: a parameter list for `Conn` queries.
@@ -175,9 +178,9 @@ impl Conn<'_> {
     pub(super) fn execute(&self, sql: &str, params: &[&dyn Param]) -> Result<u64> {
         match self {
             Conn::Sqlite(c) => {
-                let n = c
-                    .prepare_cached(sql)?
-                    .execute(rusqlite::params_from_iter(params.iter().map(|p| p.sqlite())))?;
+                let n = c.prepare_cached(sql)?.execute(rusqlite::params_from_iter(
+                    params.iter().map(|p| p.sqlite()),
+                ))?;
                 Ok(n as u64)
             }
             Conn::Pg(c) => {

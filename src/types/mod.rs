@@ -7,5 +7,5 @@ mod name;
 mod resumable;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
-pub use resumable::ResumableSha256;
 pub use name::{NameError, Reference, ReferenceError, RepositoryName, Tag, TagError};
+pub use resumable::ResumableSha256;

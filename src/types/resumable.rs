@@ -77,8 +77,10 @@ impl ResumableSha256 {
             tail.push(0);
         }
         tail.extend_from_slice(&bits.to_be_bytes());
-        let blocks: Vec<GenericArray<u8, _>> =
-            tail.chunks_exact(64).map(GenericArray::clone_from_slice).collect();
+        let blocks: Vec<GenericArray<u8, _>> = tail
+            .chunks_exact(64)
+            .map(GenericArray::clone_from_slice)
+            .collect();
         sha2::compress256(&mut self.state, &blocks);
         let mut out = [0u8; 32];
         for (o, w) in out.chunks_exact_mut(4).zip(self.state) {
@@ -90,7 +92,12 @@ impl ResumableSha256 {
     /// The state as text for a database column: state words, length, pending bytes (hex).
     pub fn to_text(&self) -> String {
         let words: Vec<String> = self.state.iter().map(|w| format!("{w:08x}")).collect();
-        format!("{}.{}.{}", words.join(""), self.len, hex::encode(&self.pending))
+        format!(
+            "{}.{}.{}",
+            words.join(""),
+            self.len,
+            hex::encode(&self.pending)
+        )
     }
 
     pub fn from_text(text: &str) -> Option<ResumableSha256> {

@@ -1961,7 +1961,12 @@ async fn console_status(s: &Server, cookie: &str) -> StatusCode {
 /// The names of robot `robot`'s trusts in acme, as the owner sees them.
 async fn trust_names(alice: &Api, robot: &str) -> Vec<String> {
     let v = alice
-        .ok("GET", &format!("/orgs/acme/robots/{robot}/trusts"), None, StatusCode::OK)
+        .ok(
+            "GET",
+            &format!("/orgs/acme/robots/{robot}/trusts"),
+            None,
+            StatusCode::OK,
+        )
         .await;
     v["trusts"]
         .as_array()
@@ -1995,27 +2000,45 @@ async fn what_a_workload_or_a_leaked_credential_made_ends_with_it() {
     // A workload acting as a Manager robot reads the API but makes nothing there: whatever it
     // made would outlive its token and the trust.
     let workload = Api::basic(s, "acme/m2", &jwt);
-    workload.ok("GET", "/orgs/acme/robots", None, StatusCode::OK).await;
+    workload
+        .ok("GET", "/orgs/acme/robots", None, StatusCode::OK)
+        .await;
     for (method, path, body) in [
-        ("POST", "/orgs/acme/robots/m2/tokens", json!({"name": "forever"})),
+        (
+            "POST",
+            "/orgs/acme/robots/m2/tokens",
+            json!({"name": "forever"}),
+        ),
         ("POST", "/orgs/acme/robots", json!({"name": "sleeper"})),
         (
             "POST",
             "/orgs/acme/robots/m2/trusts",
             json!({"name": "mine", "issuer": "https://attacker.example", "subject": "x"}),
         ),
-        ("PUT", "/orgs/acme/bindings/x", json!({"role": "Manager", "subject": "robot/m2"})),
+        (
+            "PUT",
+            "/orgs/acme/bindings/x",
+            json!({"role": "Manager", "subject": "robot/m2"}),
+        ),
         ("POST", "/orgs/acme/robots/m2/apikeys", json!({})),
     ] {
         let (st, v) = workload.call(method, path, Some(body), &[]).await;
         assert_eq!(st, StatusCode::FORBIDDEN, "{method} {path}: {v}");
     }
     let (st, v) = workload
-        .call("POST", "/tokens?permanent=true", None, &[("organization", "acme")])
+        .call(
+            "POST",
+            "/tokens?permanent=true",
+            None,
+            &[("organization", "acme")],
+        )
         .await;
     assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
     // Positive control: the workload still gets registry tokens.
-    assert_eq!(token_status(s, "acme/m2", &jwt, "127.0.0.1").await, StatusCode::OK);
+    assert_eq!(
+        token_status(s, "acme/m2", &jwt, "127.0.0.1").await,
+        StatusCode::OK
+    );
 
     // A leaked Manager robot token makes a trust on another robot, a robot with a token and a
     // binding, and a binding for another robot.
@@ -2029,7 +2052,12 @@ async fn what_a_workload_or_a_leaked_credential_made_ends_with_it() {
         )
         .await;
     leaked
-        .ok("POST", "/orgs/acme/robots", Some(json!({"name": "sleeper"})), StatusCode::CREATED)
+        .ok(
+            "POST",
+            "/orgs/acme/robots",
+            Some(json!({"name": "sleeper"})),
+            StatusCode::CREATED,
+        )
         .await;
     leaked
         .ok(
@@ -2055,8 +2083,14 @@ async fn what_a_workload_or_a_leaked_credential_made_ends_with_it() {
             StatusCode::CREATED,
         )
         .await;
-    let (sid, ssecret) = (t["accessId"].as_str().unwrap(), t["token"].as_str().unwrap());
-    assert_eq!(token_status(s, sid, ssecret, "127.0.0.1").await, StatusCode::OK);
+    let (sid, ssecret) = (
+        t["accessId"].as_str().unwrap(),
+        t["token"].as_str().unwrap(),
+    );
+    assert_eq!(
+        token_status(s, sid, ssecret, "127.0.0.1").await,
+        StatusCode::OK
+    );
     assert_eq!(trust_names(alice, "m2").await, ["ci", "evil"]);
 
     // The owner deletes the leaked token: everything it made ends with it.
@@ -2081,11 +2115,18 @@ async fn what_a_workload_or_a_leaked_credential_made_ends_with_it() {
     }
     assert_eq!(trust_names(alice, "m2").await, ["ci"]);
     // What the owner made stays (the robots, their bindings, the owner's trust).
-    alice.ok("GET", "/orgs/acme/bindings/m1", None, StatusCode::OK).await;
+    alice
+        .ok("GET", "/orgs/acme/bindings/m1", None, StatusCode::OK)
+        .await;
 
     // A trust that robot m1 makes on robot m2 (through another credential of m1's) ends with m1.
     let m1_key = alice
-        .ok("POST", "/orgs/acme/robots/m1/apikeys", Some(json!({})), StatusCode::CREATED)
+        .ok(
+            "POST",
+            "/orgs/acme/robots/m1/apikeys",
+            Some(json!({})),
+            StatusCode::CREATED,
+        )
         .await["apikey"]
         .as_str()
         .unwrap()
@@ -2100,11 +2141,19 @@ async fn what_a_workload_or_a_leaked_credential_made_ends_with_it() {
         .await;
     assert_eq!(trust_names(alice, "m2").await, ["by-m1", "ci"]);
     alice
-        .ok("DELETE", "/orgs/acme/robots/m1", None, StatusCode::NO_CONTENT)
+        .ok(
+            "DELETE",
+            "/orgs/acme/robots/m1",
+            None,
+            StatusCode::NO_CONTENT,
+        )
         .await;
     assert_eq!(trust_names(alice, "m2").await, ["ci"]);
     // The trust's own owner-made workload still works.
-    assert_eq!(token_status(s, "acme/m2", &jwt, "127.0.0.1").await, StatusCode::OK);
+    assert_eq!(
+        token_status(s, "acme/m2", &jwt, "127.0.0.1").await,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -2127,24 +2176,40 @@ async fn rotation_ends_what_the_old_secret_made_and_cannot_lock_the_owner_out() 
         .await;
     let refresh = session["refresh_token"].as_str().unwrap().to_owned();
     let child = Api::basic(s, "iamapikey", &w.apikey)
-        .ok("POST", "/apikeys", Some(json!({"name": "child"})), StatusCode::CREATED)
+        .ok(
+            "POST",
+            "/apikeys",
+            Some(json!({"name": "child"})),
+            StatusCode::CREATED,
+        )
         .await["apikey"]
         .as_str()
         .unwrap()
         .to_owned();
-    let cookie = console_cookie(s, "alice", &w.apikey).await.expect("console sign-in");
+    let cookie = console_cookie(s, "alice", &w.apikey)
+        .await
+        .expect("console sign-in");
     assert_eq!(console_status(s, &cookie).await, StatusCode::OK);
     assert_eq!(api_status(s, "iamapikey", &child).await, StatusCode::OK);
 
     // The leaked key cannot rotate itself (nor can what it made) and take the key from its owner.
-    for (who, secret) in [("iamapikey", w.apikey.as_str()), ("iamapikey", child.as_str())] {
+    for (who, secret) in [
+        ("iamapikey", w.apikey.as_str()),
+        ("iamapikey", child.as_str()),
+    ] {
         let (st, v) = Api::basic(s, who, secret)
-            .post(&format!("/apikeys/{key_id}/rotate"), json!({"overlap": "0"}))
+            .post(
+                &format!("/apikeys/{key_id}/rotate"),
+                json!({"overlap": "0"}),
+            )
             .await;
         assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
     }
     let (st, v) = Api::bearer(s, session["access_token"].as_str().unwrap())
-        .post(&format!("/apikeys/{key_id}/rotate"), json!({"overlap": "0"}))
+        .post(
+            &format!("/apikeys/{key_id}/rotate"),
+            json!({"overlap": "0"}),
+        )
         .await;
     assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
 
@@ -2167,7 +2232,10 @@ async fn rotation_ends_what_the_old_secret_made_and_cannot_lock_the_owner_out() 
         .post("/auth/refresh", json!({"refresh_token": refresh}))
         .await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
-    assert_eq!(api_status(s, "iambearer", session["access_token"].as_str().unwrap()).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        api_status(s, "iambearer", session["access_token"].as_str().unwrap()).await,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(console_status(s, &cookie).await, StatusCode::SEE_OTHER);
 
     // Robot tokens too, with no overlap: what a Manager robot's token made ends at once.
@@ -2181,10 +2249,19 @@ async fn rotation_ends_what_the_old_secret_made_and_cannot_lock_the_owner_out() 
             StatusCode::CREATED,
         )
         .await;
-    let (made_id, made_secret) = (made["accessId"].as_str().unwrap(), made["token"].as_str().unwrap());
-    assert_eq!(token_status(s, made_id, made_secret, "127.0.0.1").await, StatusCode::OK);
+    let (made_id, made_secret) = (
+        made["accessId"].as_str().unwrap(),
+        made["token"].as_str().unwrap(),
+    );
+    assert_eq!(
+        token_status(s, made_id, made_secret, "127.0.0.1").await,
+        StatusCode::OK
+    );
     let (st, _) = Api::basic(s, mgr_id, mgr_secret)
-        .post(&format!("/orgs/acme/robots/mgr/tokens/{mgr_id}/rotate"), json!({"overlap": "0"}))
+        .post(
+            &format!("/orgs/acme/robots/mgr/tokens/{mgr_id}/rotate"),
+            json!({"overlap": "0"}),
+        )
         .await;
     assert_eq!(st, StatusCode::FORBIDDEN, "a robot token rotating itself");
     let new = alice
@@ -2195,14 +2272,23 @@ async fn rotation_ends_what_the_old_secret_made_and_cannot_lock_the_owner_out() 
             StatusCode::OK,
         )
         .await;
-    assert_eq!(token_status(s, made_id, made_secret, "127.0.0.1").await, StatusCode::UNAUTHORIZED);
-    assert_eq!(token_status(s, mgr_id, mgr_secret, "127.0.0.1").await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        token_status(s, made_id, made_secret, "127.0.0.1").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        token_status(s, mgr_id, mgr_secret, "127.0.0.1").await,
+        StatusCode::UNAUTHORIZED
+    );
     // Positive control: the new secret works, and the owner's other credentials are untouched.
     assert_eq!(
         token_status(s, mgr_id, new["token"].as_str().unwrap(), "127.0.0.1").await,
         StatusCode::OK
     );
-    assert_eq!(token_status(s, &w.robot_token.0, &w.robot_token.1, "127.0.0.1").await, StatusCode::OK);
+    assert_eq!(
+        token_status(s, &w.robot_token.0, &w.robot_token.1, "127.0.0.1").await,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -2211,7 +2297,12 @@ async fn removing_a_member_ends_their_access_and_bindings_name_only_members() {
     let (s, alice) = (&w.s, &w.alice);
     user_session(s, "carol", "carol-password-1").await;
     alice
-        .ok("PUT", "/orgs/acme/members/carol", Some(json!({"role": "member"})), StatusCode::OK)
+        .ok(
+            "PUT",
+            "/orgs/acme/members/carol",
+            Some(json!({"role": "member"})),
+            StatusCode::OK,
+        )
         .await;
     alice
         .ok(
@@ -2221,18 +2312,41 @@ async fn removing_a_member_ends_their_access_and_bindings_name_only_members() {
             StatusCode::CREATED,
         )
         .await;
-    let bearer = bearer_token(s, "carol", "carol-password-1", "repository:acme/app:pull,push").await;
-    assert_eq!(pull_with_bearer(s, &bearer, "acme/app").await, StatusCode::OK);
+    let bearer = bearer_token(
+        s,
+        "carol",
+        "carol-password-1",
+        "repository:acme/app:pull,push",
+    )
+    .await;
+    assert_eq!(
+        pull_with_bearer(s, &bearer, "acme/app").await,
+        StatusCode::OK
+    );
     assert_eq!(
         token_status(s, "carol", "carol-password-1", "127.0.0.1").await,
         StatusCode::OK
     );
     alice
-        .ok("DELETE", "/orgs/acme/members/carol", None, StatusCode::NO_CONTENT)
+        .ok(
+            "DELETE",
+            "/orgs/acme/members/carol",
+            None,
+            StatusCode::NO_CONTENT,
+        )
         .await;
     // Her registry token stops within the bound, on every path.
-    within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || pull_with_bearer(s, &bearer, "acme/app")).await;
-    let fresh = bearer_token(s, "carol", "carol-password-1", "repository:acme/app:pull,push").await;
+    within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || {
+        pull_with_bearer(s, &bearer, "acme/app")
+    })
+    .await;
+    let fresh = bearer_token(
+        s,
+        "carol",
+        "carol-password-1",
+        "repository:acme/app:pull,push",
+    )
+    .await;
     let claims: Value = serde_json::from_slice(
         &base64::Engine::decode(
             &base64::engine::general_purpose::URL_SAFE_NO_PAD,
@@ -2241,7 +2355,11 @@ async fn removing_a_member_ends_their_access_and_bindings_name_only_members() {
         .unwrap(),
     )
     .unwrap();
-    assert_eq!(claims["access"], json!([]), "a fresh token grants nothing: {claims}");
+    assert_eq!(
+        claims["access"],
+        json!([]),
+        "a fresh token grants nothing: {claims}"
+    );
     let carol = Api::basic(s, "carol", "carol-password-1");
     assert_eq!(carol.get("/orgs/acme").await.0, StatusCode::NOT_FOUND);
     let r = basic_client("carol", "carol-password-1")
@@ -2252,18 +2370,33 @@ async fn removing_a_member_ends_their_access_and_bindings_name_only_members() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     // Her binding went with her membership: adding her back does not revive it.
-    assert_eq!(alice.get("/orgs/acme/bindings/carol").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        alice.get("/orgs/acme/bindings/carol").await.0,
+        StatusCode::NOT_FOUND
+    );
     // A binding names only members: a user outside the org and an unknown user get one answer.
     let (st1, v1) = alice
-        .put("/orgs/acme/bindings/c2", json!({"role": "Reader", "subject": "user/carol"}))
+        .put(
+            "/orgs/acme/bindings/c2",
+            json!({"role": "Reader", "subject": "user/carol"}),
+        )
         .await;
     let (st2, v2) = alice
-        .put("/orgs/acme/bindings/c3", json!({"role": "Reader", "subject": "user/nobody-at-all"}))
+        .put(
+            "/orgs/acme/bindings/c3",
+            json!({"role": "Reader", "subject": "user/nobody-at-all"}),
+        )
         .await;
     assert_eq!((st1, st2), (StatusCode::NOT_FOUND, StatusCode::NOT_FOUND));
     assert_eq!(
-        v1["error"]["message"].as_str().unwrap().replace("carol", "X"),
-        v2["error"]["message"].as_str().unwrap().replace("nobody-at-all", "X"),
+        v1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace("carol", "X"),
+        v2["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace("nobody-at-all", "X"),
     );
 }
 
@@ -2309,7 +2442,12 @@ async fn an_access_token_cannot_open_a_session_that_outlives_its_own() {
     }
     // The session the token came from logs out: every family it opened ends.
     Api::anonymous(s)
-        .ok("POST", "/auth/logout", Some(json!({"refresh_token": refresh})), StatusCode::NO_CONTENT)
+        .ok(
+            "POST",
+            "/auth/logout",
+            Some(json!({"refresh_token": refresh})),
+            StatusCode::NO_CONTENT,
+        )
         .await;
     for t in [&via_api, &via_token] {
         let (st, v) = Api::anonymous(s)
@@ -2340,7 +2478,14 @@ async fn another_tenant_cannot_disturb_an_exchange_nor_learn_its_robots() {
         .await;
     // Another organization trusts every repository of the same (shared) issuer.
     let admin = Api::admin(s);
-    admin.ok("POST", "/orgs", Some(json!({"name": "beta"})), StatusCode::CREATED).await;
+    admin
+        .ok(
+            "POST",
+            "/orgs",
+            Some(json!({"name": "beta"})),
+            StatusCode::CREATED,
+        )
+        .await;
     robot_with_token(&admin, "beta", "grabber", "Reader", json!({})).await;
     admin
         .ok(
@@ -2355,14 +2500,25 @@ async fn another_tenant_cannot_disturb_an_exchange_nor_learn_its_robots() {
         let jwt = jwt.clone();
         async move {
             let mut f = vec![
-                ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange".to_owned()),
+                (
+                    "grant_type",
+                    "urn:ietf:params:oauth:grant-type:token-exchange".to_owned(),
+                ),
                 ("subject_token", jwt),
-                ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt".to_owned()),
+                (
+                    "subject_token_type",
+                    "urn:ietf:params:oauth:token-type:jwt".to_owned(),
+                ),
             ];
             if !scope.is_empty() {
                 f.push(("scope", scope.to_owned()));
             }
-            let r = anonymous_client().post(s.url("/token")).form(&f).send().await.unwrap();
+            let r = anonymous_client()
+                .post(s.url("/token"))
+                .form(&f)
+                .send()
+                .await
+                .unwrap();
             let st = r.status();
             (st, r.text().await.unwrap())
         }
@@ -2373,7 +2529,10 @@ async fn another_tenant_cannot_disturb_an_exchange_nor_learn_its_robots() {
     // Without a scope the exchange is ambiguous, and the answer names no robot of either org.
     let (st, body) = form("").await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
-    assert!(!body.contains("grabber") && !body.contains("beta") && !body.contains("deployer"), "{body}");
+    assert!(
+        !body.contains("grabber") && !body.contains("beta") && !body.contains("deployer"),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2414,12 +2573,20 @@ async fn text_from_outside_cannot_drive_a_terminal_or_forge_an_audit_row() {
     let mut claims = issuer.github_claims("acme/app", "refs/heads/main", "berth", 600);
     claims["sub"] = json!("repo:acme/\u{1b}[31mFORGED\nlogin success user:admin");
     let jwt = key.sign(&claims);
-    assert_eq!(token_status(s, "acme/deployer", &jwt, "127.0.0.1").await, StatusCode::OK);
+    assert_eq!(
+        token_status(s, "acme/deployer", &jwt, "127.0.0.1").await,
+        StatusCode::OK
+    );
     // The audit trail holds it as data, and `berth audit list` prints no raw control character.
     let deadline = Instant::now() + Duration::from_secs(10);
     let row = loop {
         let v = Api::admin(s)
-            .ok("GET", "/audit?action=workload.exchange", None, StatusCode::OK)
+            .ok(
+                "GET",
+                "/audit?action=workload.exchange",
+                None,
+                StatusCode::OK,
+            )
             .await;
         if let Some(r) = v["events"].as_array().unwrap().first() {
             break r.clone();
@@ -2450,17 +2617,39 @@ async fn text_from_outside_cannot_drive_a_terminal_or_forge_an_audit_row() {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
         let mut child = c.spawn().unwrap();
-        child.stdin.take().unwrap().write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.unwrap_or("").as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
-    cli(&["login", &s.base, "-u", "admin", "--password-stdin"], Some(&format!("{ADMIN_PASSWORD}\n")));
+    cli(
+        &["login", &s.base, "-u", "admin", "--password-stdin"],
+        Some(&format!("{ADMIN_PASSWORD}\n")),
+    );
     let out = cli(&["robot", "list", "--org", "acme"], None);
     assert!(out.contains("FORGED-ROW"), "{out}");
     assert!(!out.contains('\u{1b}'), "{out:?}");
     assert!(out.lines().all(|l| !l.starts_with("FORGED-ROW")), "{out}");
-    let out = cli(&["audit", "list", "--action", "workload.exchange", "-o", "table"], None);
+    let out = cli(
+        &[
+            "audit",
+            "list",
+            "--action",
+            "workload.exchange",
+            "-o",
+            "table",
+        ],
+        None,
+    );
     assert!(out.contains("workload.exchange"), "{out}");
     assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
 }
@@ -2480,12 +2669,26 @@ async fn a_deleted_role_revives_nothing() {
     let t = robot_with_token(alice, "acme", "bot", "puller", json!({})).await;
     let (id, secret) = t.split_once(':').unwrap();
     let bearer = bearer_for(s, id, secret, "acme/app").await;
-    assert_eq!(pull_with_bearer(s, &bearer, "acme/app").await, StatusCode::OK);
+    assert_eq!(
+        pull_with_bearer(s, &bearer, "acme/app").await,
+        StatusCode::OK
+    );
     alice
-        .ok("DELETE", "/orgs/acme/roles/puller", None, StatusCode::NO_CONTENT)
+        .ok(
+            "DELETE",
+            "/orgs/acme/roles/puller",
+            None,
+            StatusCode::NO_CONTENT,
+        )
         .await;
-    assert_eq!(alice.get("/orgs/acme/bindings/bot").await.0, StatusCode::NOT_FOUND);
-    within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || pull_with_bearer(s, &bearer, "acme/app")).await;
+    assert_eq!(
+        alice.get("/orgs/acme/bindings/bot").await.0,
+        StatusCode::NOT_FOUND
+    );
+    within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || {
+        pull_with_bearer(s, &bearer, "acme/app")
+    })
+    .await;
     // The name comes back with more rules: the old binding does not grant them.
     alice
         .ok(
@@ -2518,7 +2721,9 @@ async fn fixed_server(body: String) -> String {
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
         loop {
-            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
             let body = body.clone();
             tokio::spawn(async move {
                 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -2540,10 +2745,28 @@ async fn the_server_fetches_only_what_the_operator_allows_and_says_nothing_of_it
     use crate::workload::{Issuer, Key};
     // Without the operator's opt-in, no trust may name an internal issuer.
     let tmp = tempfile::tempdir().unwrap();
-    let strict = Server::start_in(&tmp.path().join("d"), &[], &[("BERTH_ALLOW_PRIVATE_ISSUERS", "false")]);
+    let strict = Server::start_in(
+        &tmp.path().join("d"),
+        &[],
+        &[("BERTH_ALLOW_PRIVATE_ISSUERS", "false")],
+    );
     let admin = Api::admin(&strict);
-    admin.ok("POST", "/orgs", Some(json!({"name": "acme"})), StatusCode::CREATED).await;
-    admin.ok("POST", "/orgs/acme/robots", Some(json!({"name": "r"})), StatusCode::CREATED).await;
+    admin
+        .ok(
+            "POST",
+            "/orgs",
+            Some(json!({"name": "acme"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    admin
+        .ok(
+            "POST",
+            "/orgs/acme/robots",
+            Some(json!({"name": "r"})),
+            StatusCode::CREATED,
+        )
+        .await;
     let key = Key::es256("k");
     let real = Issuer::start(&[&key]).await;
     for issuer in [
@@ -2587,11 +2810,14 @@ async fn the_server_fetches_only_what_the_operator_allows_and_says_nothing_of_it
     let moved_url = {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let doc = json!({"issuer": url, "jwks_uri": format!("{}/openid/v1/jwks", real.url)}).to_string();
+        let doc =
+            json!({"issuer": url, "jwks_uri": format!("{}/openid/v1/jwks", real.url)}).to_string();
         let url2 = url.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((mut sock, _)) = listener.accept().await else { return };
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
                 let doc = doc.clone();
                 tokio::spawn(async move {
                     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -2609,7 +2835,11 @@ async fn the_server_fetches_only_what_the_operator_allows_and_says_nothing_of_it
     };
     let no_keys = fixed_server(json!({"keys": "none"}).to_string()).await;
     let mut answers = Vec::new();
-    for (name, issuer) in [("closed", &closed), ("moved", &moved_url), ("nokeys", &no_keys)] {
+    for (name, issuer) in [
+        ("closed", &closed),
+        ("moved", &moved_url),
+        ("nokeys", &no_keys),
+    ] {
         alice
             .ok(
                 "POST",
@@ -2624,7 +2854,10 @@ async fn the_server_fetches_only_what_the_operator_allows_and_says_nothing_of_it
         let r = anonymous_client()
             .post(s.url("/token"))
             .form(&[
-                ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+                (
+                    "grant_type",
+                    "urn:ietf:params:oauth:grant-type:token-exchange",
+                ),
                 ("subject_token", jwt.as_str()),
                 ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
                 ("client_id", "acme/r"),
@@ -2635,7 +2868,16 @@ async fn the_server_fetches_only_what_the_operator_allows_and_says_nothing_of_it
         let st = r.status();
         let body = r.text().await.unwrap();
         assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{name}: {body}");
-        for leak in ["refused", "404", "no keys", "keys array", "origin", "127.0.0.1", "jwks", "another issuer"] {
+        for leak in [
+            "refused",
+            "404",
+            "no keys",
+            "keys array",
+            "origin",
+            "127.0.0.1",
+            "jwks",
+            "another issuer",
+        ] {
             assert!(!body.contains(leak), "{name}: {body}");
         }
         answers.push(body);
@@ -2685,17 +2927,34 @@ async fn one_request_cannot_take_the_servers_memory() {
         assert_eq!(r.status(), StatusCode::CREATED);
     }
     for i in 0..24 {
-        let r = put_manifest(&c, s, "acme/big", &format!("sbom-{i:02}"), OCI_MANIFEST, &big(i + 1, Some(&subject))).await;
-        assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
+        let r = put_manifest(
+            &c,
+            s,
+            "acme/big",
+            &format!("sbom-{i:02}"),
+            OCI_MANIFEST,
+            &big(i + 1, Some(&subject)),
+        )
+        .await;
+        assert_eq!(
+            r.status(),
+            StatusCode::CREATED,
+            "{}",
+            r.text().await.unwrap()
+        );
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = rss_kib(s.pid());
 
     // The repository view (what the console's repository page calls): a page of tags, sizes
     // from stored metadata, annotations cut, bounded whatever was pushed.
-    let r = alice.http.get(format!("{}/api/v1/orgs/acme/repositories/acme/big", s.base))
+    let r = alice
+        .http
+        .get(format!("{}/api/v1/orgs/acme/repositories/acme/big", s.base))
         .header("authorization", alice.auth.clone().unwrap())
-        .send().await.unwrap();
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let text = r.text().await.unwrap();
     assert!(text.len() < 2 << 20, "the view is {} bytes", text.len());
@@ -2703,20 +2962,45 @@ async fn one_request_cannot_take_the_servers_memory() {
     let tags = v["tags"].as_array().unwrap();
     assert!(!tags.is_empty() && tags.len() <= 50, "{} tags", tags.len());
     let next = v["next"].as_str().expect("a next page");
-    let t0 = tags.iter().find(|t| t["tag"] == "t00").expect("t00 on the first page");
+    let t0 = tags
+        .iter()
+        .find(|t| t["tag"] == "t00")
+        .expect("t00 on the first page");
     assert_eq!(t0["annotationsTruncated"], json!(true), "{t0}");
-    assert!(t0["size"].as_u64().unwrap() > 3_800_000, "the size still counts the manifest: {t0}");
+    assert!(
+        t0["size"].as_u64().unwrap() > 3_800_000,
+        "the size still counts the manifest: {t0}"
+    );
     // The pages together hold every tag once.
-    let mut seen: Vec<String> = tags.iter().map(|t| t["tag"].as_str().unwrap().to_owned()).collect();
+    let mut seen: Vec<String> = tags
+        .iter()
+        .map(|t| t["tag"].as_str().unwrap().to_owned())
+        .collect();
     let mut cursor = Some(next.to_owned());
     while let Some(last) = cursor {
-        let page = alice.ok("GET", &format!("/orgs/acme/repositories/acme/big?last={last}"), None, StatusCode::OK).await;
-        seen.extend(page["tags"].as_array().unwrap().iter().map(|t| t["tag"].as_str().unwrap().to_owned()));
+        let page = alice
+            .ok(
+                "GET",
+                &format!("/orgs/acme/repositories/acme/big?last={last}"),
+                None,
+                StatusCode::OK,
+            )
+            .await;
+        seen.extend(
+            page["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["tag"].as_str().unwrap().to_owned()),
+        );
         cursor = page["next"].as_str().map(str::to_owned);
     }
     assert_eq!(seen.len(), 48 + 24 + 1, "{seen:?}");
     let after_view = rss_kib(s.pid());
-    assert!(after_view < before + 64 * 1024, "the view took RSS from {before} to {after_view} KiB");
+    assert!(
+        after_view < before + 64 * 1024,
+        "the view took RSS from {before} to {after_view} KiB"
+    );
 
     // The referrers API pages with a Link header; one page stays small.
     let mut url = format!("/v2/acme/big/referrers/{subject}");
@@ -2725,19 +3009,34 @@ async fn one_request_cannot_take_the_servers_memory() {
     loop {
         let r = c.get(s.url(&url)).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::OK);
-        let link = r.headers().get("link").map(|l| l.to_str().unwrap().to_owned());
+        let link = r
+            .headers()
+            .get("link")
+            .map(|l| l.to_str().unwrap().to_owned());
         let text = r.text().await.unwrap();
-        assert!(text.len() < 9 << 20, "a referrers page of {} bytes", text.len());
+        assert!(
+            text.len() < 9 << 20,
+            "a referrers page of {} bytes",
+            text.len()
+        );
         let v: Value = serde_json::from_str(&text).unwrap();
         for m in v["manifests"].as_array().unwrap() {
             assert_eq!(m["artifactType"], "application/vnd.example.sbom");
-            assert!(m["annotations"]["filler"].as_str().unwrap().len() >= 3_800_000, "annotations are whole in the API");
+            assert!(
+                m["annotations"]["filler"].as_str().unwrap().len() >= 3_800_000,
+                "annotations are whole in the API"
+            );
             digests.push(m["digest"].as_str().unwrap().to_owned());
         }
         pages += 1;
         match link {
             Some(l) => {
-                url = l.trim_start_matches('<').split('>').next().unwrap().to_owned();
+                url = l
+                    .trim_start_matches('<')
+                    .split('>')
+                    .next()
+                    .unwrap()
+                    .to_owned();
             }
             None => break,
         }
@@ -2747,7 +3046,10 @@ async fn one_request_cannot_take_the_servers_memory() {
     assert_eq!(digests.len(), 24, "every referrer once");
     assert!(pages > 1, "24 large referrers need more than one page");
     let after = rss_kib(s.pid());
-    assert!(after < before + 96 * 1024, "referrers took RSS from {before} to {after} KiB");
+    assert!(
+        after < before + 96 * 1024,
+        "referrers took RSS from {before} to {after} KiB"
+    );
 }
 
 #[tokio::test]
@@ -2762,7 +3064,11 @@ async fn answers_tell_a_caller_nothing_beyond_what_it_holds() {
         )
         .await;
     assert_eq!(st, StatusCode::OK, "{v}");
-    assert_eq!(v["allowed"], json!(false), "the review told an owner who is a server admin");
+    assert_eq!(
+        v["allowed"],
+        json!(false),
+        "the review told an owner who is a server admin"
+    );
     let (_, v) = alice
         .post(
             "/orgs/acme/access-review",
@@ -2781,23 +3087,49 @@ async fn answers_tell_a_caller_nothing_beyond_what_it_holds() {
 
     // A robot bound to one namespace sees that namespace only, and not the org's people.
     alice
-        .ok("POST", "/orgs/acme/namespaces", Some(json!({"name": "acme-secret"})), StatusCode::CREATED)
+        .ok(
+            "POST",
+            "/orgs/acme/namespaces",
+            Some(json!({"name": "acme-secret"})),
+            StatusCode::CREATED,
+        )
         .await;
-    let t = robot_with_token(alice, "acme", "scoped", "Reader", json!({"namespace": "acme"})).await;
+    let t = robot_with_token(
+        alice,
+        "acme",
+        "scoped",
+        "Reader",
+        json!({"namespace": "acme"}),
+    )
+    .await;
     let (id, secret) = t.split_once(':').unwrap();
     let scoped = Api::basic(s, id, secret);
     let names = |v: &Value, key: &str| -> Vec<String> {
-        v[key].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap().to_owned()).collect()
+        v[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["name"].as_str().unwrap().to_owned())
+            .collect()
     };
-    let v = scoped.ok("GET", "/orgs/acme/namespaces", None, StatusCode::OK).await;
+    let v = scoped
+        .ok("GET", "/orgs/acme/namespaces", None, StatusCode::OK)
+        .await;
     assert_eq!(names(&v, "namespaces"), ["acme"]);
-    let v = scoped.ok("GET", "/orgs/acme/storage", None, StatusCode::OK).await;
+    let v = scoped
+        .ok("GET", "/orgs/acme/storage", None, StatusCode::OK)
+        .await;
     assert_eq!(names(&v, "namespaces"), ["acme"]);
     let v = scoped.ok("GET", "/orgs/acme", None, StatusCode::OK).await;
     assert_eq!(names(&v, "namespaces"), ["acme"]);
-    assert_eq!(scoped.get("/orgs/acme/members").await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        scoped.get("/orgs/acme/members").await.0,
+        StatusCode::FORBIDDEN
+    );
     // The owner sees both (positive control).
-    let v = alice.ok("GET", "/orgs/acme/namespaces", None, StatusCode::OK).await;
+    let v = alice
+        .ok("GET", "/orgs/acme/namespaces", None, StatusCode::OK)
+        .await;
     assert_eq!(names(&v, "namespaces").len(), 2);
 }
 
@@ -2808,30 +3140,59 @@ async fn a_stolen_session_cannot_plant_a_permanent_credential() {
     let w = world_on(s).await;
     let (s, alice) = (&w.s, &w.alice);
     // Within the window of signing in, a session makes what it likes (positive control).
-    alice.ok("POST", "/apikeys", Some(json!({"name": "fresh"})), StatusCode::CREATED).await;
+    alice
+        .ok(
+            "POST",
+            "/apikeys",
+            Some(json!({"name": "fresh"})),
+            StatusCode::CREATED,
+        )
+        .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     // Later, the same session (or a console session, or an access token taken from it) needs
     // the password again for anything that never expires ...
     for (path, body) in [
         ("/apikeys", json!({"name": "planted"})),
-        ("/orgs/acme/robots/reader/tokens", json!({"name": "planted"})),
-        ("/orgs/acme/robots/reader/apikeys", json!({"name": "planted"})),
+        (
+            "/orgs/acme/robots/reader/tokens",
+            json!({"name": "planted"}),
+        ),
+        (
+            "/orgs/acme/robots/reader/apikeys",
+            json!({"name": "planted"}),
+        ),
     ] {
         let (st, v) = alice.post(path, body).await;
         assert_eq!(st, StatusCode::FORBIDDEN, "{path}: {v}");
-        assert!(v["error"]["message"].as_str().unwrap().contains("password"), "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("password"),
+            "{v}"
+        );
     }
     let (st, _) = alice
-        .call("POST", "/tokens?permanent=true", None, &[("organization", "acme")])
+        .call(
+            "POST",
+            "/tokens?permanent=true",
+            None,
+            &[("organization", "acme")],
+        )
         .await;
     assert_eq!(st, StatusCode::FORBIDDEN);
     let (st, _) = alice
-        .post("/apikeys", json!({"name": "guess", "password": "not-her-password"}))
+        .post(
+            "/apikeys",
+            json!({"name": "guess", "password": "not-her-password"}),
+        )
         .await;
     assert_eq!(st, StatusCode::FORBIDDEN);
     // ... while an expiring one, the password, or a password login need no more.
     alice
-        .ok("POST", "/apikeys", Some(json!({"name": "expiring", "expiresIn": "1d"})), StatusCode::CREATED)
+        .ok(
+            "POST",
+            "/apikeys",
+            Some(json!({"name": "expiring", "expiresIn": "1d"})),
+            StatusCode::CREATED,
+        )
         .await;
     alice
         .ok(
@@ -2842,7 +3203,12 @@ async fn a_stolen_session_cannot_plant_a_permanent_credential() {
         )
         .await;
     Api::basic(s, "alice", "alice-password-1")
-        .ok("POST", "/apikeys", Some(json!({"name": "direct"})), StatusCode::CREATED)
+        .ok(
+            "POST",
+            "/apikeys",
+            Some(json!({"name": "direct"})),
+            StatusCode::CREATED,
+        )
         .await;
     // A session opened with the old session's access token is no fresher than it.
     let access = w.access_token.clone();
@@ -2859,10 +3225,15 @@ async fn a_stolen_session_cannot_plant_a_permanent_credential() {
     assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
     // Nor does a near-endless expiry, nor a rotation of a key that never expires, pass.
     let (st, _) = alice
-        .post("/apikeys", json!({"name": "endless", "expiresIn": "100000d"}))
+        .post(
+            "/apikeys",
+            json!({"name": "endless", "expiresIn": "100000d"}),
+        )
         .await;
     assert_eq!(st, StatusCode::FORBIDDEN);
-    let (st, v) = alice.post("/apikeys/direct/rotate", json!({"overlap": "0"})).await;
+    let (st, v) = alice
+        .post("/apikeys/direct/rotate", json!({"overlap": "0"}))
+        .await;
     assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
     alice
         .ok(
@@ -2891,13 +3262,26 @@ async fn smaller_points_of_round_two() {
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     assert!(r.headers().get("set-cookie").is_none());
     // With the browser's same-origin signal it works (positive control).
-    assert!(console_cookie(s, "alice", "alice-password-1").await.is_some());
+    assert!(
+        console_cookie(s, "alice", "alice-password-1")
+            .await
+            .is_some()
+    );
     // An organization's own namespace name stays its own.
     let (st, v) = alice.delete("/namespaces/acme").await;
     assert_eq!(st, StatusCode::CONFLICT, "{v}");
     let admin = Api::admin(s);
-    admin.ok("POST", "/orgs", Some(json!({"name": "beta"})), StatusCode::CREATED).await;
-    let (st, _) = admin.post("/orgs/beta/namespaces", json!({"name": "acme"})).await;
+    admin
+        .ok(
+            "POST",
+            "/orgs",
+            Some(json!({"name": "beta"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let (st, _) = admin
+        .post("/orgs/beta/namespaces", json!({"name": "acme"}))
+        .await;
     assert_eq!(st, StatusCode::CONFLICT);
     // Plain HTTP: no HSTS (a TLS server's answers carry it: `server::tls_*`).
     let r = anonymous_client().get(s.url("/v2/")).send().await.unwrap();
@@ -2910,7 +3294,12 @@ async fn what_a_leaked_credential_changed_ends_with_it_too() {
     let (s, alice) = (&w.s, &w.alice);
     user_session(s, "mallory", "mallory-password-1").await;
     alice
-        .ok("PUT", "/orgs/acme/members/mallory", Some(json!({"role": "member"})), StatusCode::OK)
+        .ok(
+            "PUT",
+            "/orgs/acme/members/mallory",
+            Some(json!({"role": "member"})),
+            StatusCode::OK,
+        )
         .await;
     alice
         .ok(
@@ -2921,10 +3310,20 @@ async fn what_a_leaked_credential_changed_ends_with_it_too() {
         )
         .await;
     alice
-        .ok("POST", "/orgs/acme/namespaces", Some(json!({"name": "acme-internal"})), StatusCode::CREATED)
+        .ok(
+            "POST",
+            "/orgs/acme/namespaces",
+            Some(json!({"name": "acme-internal"})),
+            StatusCode::CREATED,
+        )
         .await;
     let ci = alice
-        .ok("POST", "/apikeys", Some(json!({"name": "ci"})), StatusCode::CREATED)
+        .ok(
+            "POST",
+            "/apikeys",
+            Some(json!({"name": "ci"})),
+            StatusCode::CREATED,
+        )
         .await["apikey"]
         .as_str()
         .unwrap()
@@ -2933,13 +3332,23 @@ async fn what_a_leaked_credential_changed_ends_with_it_too() {
     // With the leaked key: a new secret for another key, an owner, a stronger role, a public
     // namespace, and a new secret for a robot's token.
     let ci2 = leaked
-        .ok("POST", "/apikeys/ci/rotate", Some(json!({"overlap": "0"})), StatusCode::OK)
+        .ok(
+            "POST",
+            "/apikeys/ci/rotate",
+            Some(json!({"overlap": "0"})),
+            StatusCode::OK,
+        )
         .await["apikey"]
         .as_str()
         .unwrap()
         .to_owned();
     leaked
-        .ok("PUT", "/orgs/acme/members/mallory", Some(json!({"role": "owner"})), StatusCode::OK)
+        .ok(
+            "PUT",
+            "/orgs/acme/members/mallory",
+            Some(json!({"role": "owner"})),
+            StatusCode::OK,
+        )
         .await;
     leaked
         .ok(
@@ -2950,7 +3359,12 @@ async fn what_a_leaked_credential_changed_ends_with_it_too() {
         )
         .await;
     leaked
-        .ok("PATCH", "/namespaces/acme-internal", Some(json!({"public": true})), StatusCode::OK)
+        .ok(
+            "PATCH",
+            "/namespaces/acme-internal",
+            Some(json!({"public": true})),
+            StatusCode::OK,
+        )
         .await;
     let robot = leaked
         .ok(
@@ -2962,7 +3376,10 @@ async fn what_a_leaked_credential_changed_ends_with_it_too() {
         .await;
     let robot_secret = robot["token"].as_str().unwrap().to_owned();
     assert_eq!(api_status(s, "iamapikey", &ci2).await, StatusCode::OK);
-    assert_eq!(api_status(s, "iamapikey", &ci).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        api_status(s, "iamapikey", &ci).await,
+        StatusCode::UNAUTHORIZED
+    );
     // The secret the leaked key made cannot rotate the leaked key back: two leaked secrets do
     // not lock the owner out of both.
     let leaked_id = alice.ok("GET", "/apikeys", None, StatusCode::OK).await["apikeys"]
@@ -2975,29 +3392,53 @@ async fn what_a_leaked_credential_changed_ends_with_it_too() {
         .unwrap()
         .to_owned();
     let (st, v) = Api::basic(s, "iamapikey", &ci2)
-        .post(&format!("/apikeys/{leaked_id}/rotate"), json!({"overlap": "0"}))
+        .post(
+            &format!("/apikeys/{leaked_id}/rotate"),
+            json!({"overlap": "0"}),
+        )
         .await;
     assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
 
     // The owner deletes the leaked key: every change made through it ends with it.
     alice
-        .ok("DELETE", &format!("/apikeys/{leaked_id}"), None, StatusCode::NO_CONTENT)
+        .ok(
+            "DELETE",
+            &format!("/apikeys/{leaked_id}"),
+            None,
+            StatusCode::NO_CONTENT,
+        )
         .await;
-    within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || api_status(s, "iamapikey", &ci2)).await;
+    within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || {
+        api_status(s, "iamapikey", &ci2)
+    })
+    .await;
     within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || {
         token_status(s, &w.robot_token.0, &robot_secret, "127.0.0.1")
     })
     .await;
-    let members = alice.ok("GET", "/orgs/acme/members", None, StatusCode::OK).await;
+    let members = alice
+        .ok("GET", "/orgs/acme/members", None, StatusCode::OK)
+        .await;
     assert!(
-        !members["members"].as_array().unwrap().iter().any(|m| m["user"] == "mallory"),
+        !members["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["user"] == "mallory"),
         "{members}"
     );
-    assert_eq!(alice.get("/orgs/acme/roles/dev").await.0, StatusCode::NOT_FOUND);
-    let ns = alice.ok("GET", "/namespaces/acme-internal", None, StatusCode::OK).await;
+    assert_eq!(
+        alice.get("/orgs/acme/roles/dev").await.0,
+        StatusCode::NOT_FOUND
+    );
+    let ns = alice
+        .ok("GET", "/namespaces/acme-internal", None, StatusCode::OK)
+        .await;
     assert_eq!(ns["public"], json!(false), "{ns}");
     // What the owner made with her password is untouched.
-    alice.ok("GET", "/orgs/acme/robots/reader", None, StatusCode::OK).await;
+    alice
+        .ok("GET", "/orgs/acme/robots/reader", None, StatusCode::OK)
+        .await;
 }
 
 #[tokio::test]
@@ -3005,25 +3446,49 @@ async fn nothing_outlives_its_source_expiring() {
     let w = world().await;
     let (s, alice) = (&w.s, &w.alice);
     let short = alice
-        .ok("POST", "/apikeys", Some(json!({"name": "short", "expiresIn": "3s"})), StatusCode::CREATED)
+        .ok(
+            "POST",
+            "/apikeys",
+            Some(json!({"name": "short", "expiresIn": "3s"})),
+            StatusCode::CREATED,
+        )
         .await["apikey"]
         .as_str()
         .unwrap()
         .to_owned();
     let through = Api::basic(s, "iamapikey", &short);
     let child = through
-        .ok("POST", "/apikeys", Some(json!({"name": "child"})), StatusCode::CREATED)
+        .ok(
+            "POST",
+            "/apikeys",
+            Some(json!({"name": "child"})),
+            StatusCode::CREATED,
+        )
         .await["apikey"]
         .as_str()
         .unwrap()
         .to_owned();
     let made = through
-        .ok("POST", "/orgs/acme/robots/reader/tokens", Some(json!({"name": "made"})), StatusCode::CREATED)
+        .ok(
+            "POST",
+            "/orgs/acme/robots/reader/tokens",
+            Some(json!({"name": "made"})),
+            StatusCode::CREATED,
+        )
         .await;
-    let (made_id, made_secret) = (made["accessId"].as_str().unwrap(), made["token"].as_str().unwrap());
+    let (made_id, made_secret) = (
+        made["accessId"].as_str().unwrap(),
+        made["token"].as_str().unwrap(),
+    );
     assert_eq!(api_status(s, "iamapikey", &child).await, StatusCode::OK);
-    within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || api_status(s, "iamapikey", &child)).await;
-    assert_eq!(token_status(s, made_id, made_secret, "127.0.0.1").await, StatusCode::UNAUTHORIZED);
+    within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || {
+        api_status(s, "iamapikey", &child)
+    })
+    .await;
+    assert_eq!(
+        token_status(s, made_id, made_secret, "127.0.0.1").await,
+        StatusCode::UNAUTHORIZED
+    );
     // The owner's other credentials are untouched (positive control).
     assert_eq!(api_status(s, "iamapikey", &w.apikey).await, StatusCode::OK);
 }
@@ -3046,15 +3511,28 @@ async fn lists_stay_small_whatever_is_pushed_or_described() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(error_code(r).await, "MANIFEST_INVALID");
     let (st, v) = alice
-        .post("/orgs/acme/robots", json!({"name": "wordy", "description": "d".repeat(1025)}))
+        .post(
+            "/orgs/acme/robots",
+            json!({"name": "wordy", "description": "d".repeat(1025)}),
+        )
         .await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
     let (st, _) = alice
-        .post("/apikeys", json!({"name": "wordy", "description": "d".repeat(1025)}))
+        .post(
+            "/apikeys",
+            json!({"name": "wordy", "description": "d".repeat(1025)}),
+        )
         .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     // Invisible formatting characters are refused like control characters.
-    alice.ok("POST", "/orgs/acme/robots", Some(json!({"name": "r"})), StatusCode::CREATED).await;
+    alice
+        .ok(
+            "POST",
+            "/orgs/acme/robots",
+            Some(json!({"name": "r"})),
+            StatusCode::CREATED,
+        )
+        .await;
     for bad in ["repo:a\u{202e}b", "repo:a\u{2028}b", "repo:\u{200b}x"] {
         let (st, v) = alice
             .post(
@@ -3086,7 +3564,11 @@ async fn a_binding_row_for_a_non_member_grants_nothing() {
         .arg(&db)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     w.s.restart();
     let s = &w.s;
     let r = basic_client("dave", "dave-password-1")
@@ -3098,7 +3580,12 @@ async fn a_binding_row_for_a_non_member_grants_nothing() {
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     // Positive control: once a member, the same row grants.
     Api::basic(s, "alice", "alice-password-1")
-        .ok("PUT", "/orgs/acme/members/dave", Some(json!({"role": "member"})), StatusCode::OK)
+        .ok(
+            "PUT",
+            "/orgs/acme/members/dave",
+            Some(json!({"role": "member"})),
+            StatusCode::OK,
+        )
         .await;
     let r = basic_client("dave", "dave-password-1")
         .get(s.url("/v2/acme/app/manifests/v1"))

@@ -4,8 +4,8 @@
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::time::{Duration, Instant};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use reqwest::StatusCode;
@@ -2115,15 +2115,36 @@ async fn rotation_with_overlap_and_warnings_before_expiry() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("config.yaml");
     user_in_new_org(&s, &cfg, "alice", "acme").await;
-    push_image(&basic_client("alice", "alice-password-1"), &s, "acme/app", "v1", 3).await;
-    ok(&cfg, &["robot", "create", "deployer", "--role", "Reader"], None);
+    push_image(
+        &basic_client("alice", "alice-password-1"),
+        &s,
+        "acme/app",
+        "v1",
+        3,
+    )
+    .await;
+    ok(
+        &cfg,
+        &["robot", "create", "deployer", "--role", "Reader"],
+        None,
+    );
     let file = |name: &str| tmp.path().join(name).to_str().unwrap().to_owned();
     let read = |name: &str| -> Value {
         serde_json::from_str(&std::fs::read_to_string(tmp.path().join(name)).unwrap()).unwrap()
     };
     ok(
         &cfg,
-        &["robot", "token", "create", "deployer", "ci", "--expires-in", "10d", "--output", &file("t1.json")],
+        &[
+            "robot",
+            "token",
+            "create",
+            "deployer",
+            "ci",
+            "--expires-in",
+            "10d",
+            "--output",
+            &file("t1.json"),
+        ],
         None,
     );
     let t1 = read("t1.json");
@@ -2135,10 +2156,24 @@ async fn rotation_with_overlap_and_warnings_before_expiry() {
     // overlap ends, then the old one stops (within the revocation bound).
     let out = berth(
         &cfg,
-        &["robot", "token", "rotate", "deployer", "ci", "--overlap", "4s", "--output", &file("t2.json")],
+        &[
+            "robot",
+            "token",
+            "rotate",
+            "deployer",
+            "ci",
+            "--overlap",
+            "4s",
+            "--output",
+            &file("t2.json"),
+        ],
         None,
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rotated_at = Instant::now();
     assert!(String::from_utf8_lossy(&out.stderr).contains("the old secret works until"));
     let t2 = read("t2.json");
@@ -2146,19 +2181,37 @@ async fn rotation_with_overlap_and_warnings_before_expiry() {
     let secret2 = t2["token"].as_str().unwrap().to_owned();
     assert_ne!(secret1, secret2);
     assert_eq!(token_status(&s, &id, &secret2).await, StatusCode::OK);
-    assert_eq!(token_status(&s, &id, &secret1).await, StatusCode::OK, "the overlap");
+    assert_eq!(
+        token_status(&s, &id, &secret1).await,
+        StatusCode::OK,
+        "the overlap"
+    );
     refused_within(&s, &id, &secret1, rotated_at, Duration::from_secs(4 + 30)).await;
-    assert!(rotated_at.elapsed() >= Duration::from_secs(3), "the old secret stopped before its overlap ended");
+    assert!(
+        rotated_at.elapsed() >= Duration::from_secs(3),
+        "the old secret stopped before its overlap ended"
+    );
     assert_eq!(token_status(&s, &id, &secret2).await, StatusCode::OK);
 
     // `pull-secret create --rotate` with no overlap: the old secret stops at once, the Secret
     // carries the new one under the same user name, and skopeo pulls with it.
     let yaml = ok(
         &cfg,
-        &["pull-secret", "create", "regcred", "--rotate", "deployer/ci", "--overlap", "0"],
+        &[
+            "pull-secret",
+            "create",
+            "regcred",
+            "--rotate",
+            "deployer/ci",
+            "--overlap",
+            "0",
+        ],
         None,
     );
-    assert_eq!(token_status(&s, &id, &secret2).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        token_status(&s, &id, &secret2).await,
+        StatusCode::UNAUTHORIZED
+    );
     let secret_doc: Value = serde_norway::from_str(&yaml).unwrap();
     let b64 = secret_doc["data"][".dockerconfigjson"].as_str().unwrap();
     let docker: Value = serde_json::from_slice(
@@ -2170,40 +2223,129 @@ async fn rotation_with_overlap_and_warnings_before_expiry() {
     let secret3 = entry["password"].as_str().unwrap().to_owned();
     assert_eq!(token_status(&s, &id, &secret3).await, StatusCode::OK);
     let pulled = Command::new("skopeo")
-        .args(["--insecure-policy", "inspect", "--raw", "--tls-verify=false", "--creds"])
+        .args([
+            "--insecure-policy",
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--creds",
+        ])
         .arg(format!("{id}:{secret3}"))
         .arg(format!("docker://{}/acme/app:v1", s.host))
         .output()
         .unwrap();
-    assert!(pulled.status.success(), "{}", String::from_utf8_lossy(&pulled.stderr));
+    assert!(
+        pulled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pulled.stderr)
+    );
 
     // API keys and registry tokens rotate the same way.
-    ok(&cfg, &["apikey", "create", "k", "--robot", "deployer", "--output", &file("k1.json")], None);
+    ok(
+        &cfg,
+        &[
+            "apikey",
+            "create",
+            "k",
+            "--robot",
+            "deployer",
+            "--output",
+            &file("k1.json"),
+        ],
+        None,
+    );
     let k1 = read("k1.json")["apikey"].as_str().unwrap().to_owned();
     ok(
         &cfg,
-        &["apikey", "rotate", "k", "--robot", "deployer", "--overlap", "0", "--output", &file("k2.json")],
+        &[
+            "apikey",
+            "rotate",
+            "k",
+            "--robot",
+            "deployer",
+            "--overlap",
+            "0",
+            "--output",
+            &file("k2.json"),
+        ],
         None,
     );
     let k2 = read("k2.json")["apikey"].as_str().unwrap().to_owned();
-    assert_eq!(token_status(&s, "iamapikey", &k1).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        token_status(&s, "iamapikey", &k1).await,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(token_status(&s, "iamapikey", &k2).await, StatusCode::OK);
-    ok(&cfg, &["registry-token", "create", "--name", "rt", "--output", &file("r1.json")], None);
+    ok(
+        &cfg,
+        &[
+            "registry-token",
+            "create",
+            "--name",
+            "rt",
+            "--output",
+            &file("r1.json"),
+        ],
+        None,
+    );
     let r1 = read("r1.json")["token"].as_str().unwrap().to_owned();
     assert_eq!(token_status(&s, "token", &r1).await, StatusCode::OK);
-    ok(&cfg, &["registry-token", "rotate", "rt", "--overlap", "0", "--output", &file("r2.json")], None);
+    ok(
+        &cfg,
+        &[
+            "registry-token",
+            "rotate",
+            "rt",
+            "--overlap",
+            "0",
+            "--output",
+            &file("r2.json"),
+        ],
+        None,
+    );
     let r2 = read("r2.json")["token"].as_str().unwrap().to_owned();
-    assert_eq!(token_status(&s, "token", &r1).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        token_status(&s, "token", &r1).await,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(token_status(&s, "token", &r2).await, StatusCode::OK);
     // Bad overlaps are refused with a readable error.
-    let out = berth(&cfg, &["robot", "token", "rotate", "deployer", "ci", "--overlap", "forever"], None);
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = berth(
+        &cfg,
+        &[
+            "robot",
+            "token",
+            "rotate",
+            "deployer",
+            "ci",
+            "--overlap",
+            "forever",
+        ],
+        None,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // What needs attention: the token expiring in 10 days, and a token never used.
-    ok(&cfg, &["robot", "token", "create", "deployer", "idle"], None);
+    ok(
+        &cfg,
+        &["robot", "token", "create", "deployer", "idle"],
+        None,
+    );
     let listed: Value = serde_json::from_str(&ok(
         &cfg,
-        &["credential", "list", "--expiring-within", "14d", "-o", "json"],
+        &[
+            "credential",
+            "list",
+            "--expiring-within",
+            "14d",
+            "-o",
+            "json",
+        ],
         None,
     ))
     .unwrap();
@@ -2214,7 +2356,10 @@ async fn rotation_with_overlap_and_warnings_before_expiry() {
         .filter_map(|c| c["name"].as_str())
         .collect();
     assert!(names.contains(&"ci"), "{listed}");
-    assert!(!names.contains(&"idle"), "a token without expiry listed as expiring: {listed}");
+    assert!(
+        !names.contains(&"idle"),
+        "a token without expiry listed as expiring: {listed}"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let listed: Value = serde_json::from_str(&ok(
         &cfg,
@@ -2229,8 +2374,15 @@ async fn rotation_with_overlap_and_warnings_before_expiry() {
         .find(|c| c["name"] == "idle")
         .unwrap_or_else(|| panic!("{listed}"));
     assert_eq!(idle["reasons"], json!(["never used"]));
-    let table = ok(&cfg, &["credential", "list", "--expiring-within", "14d"], None);
-    assert!(table.contains("KIND") && table.contains("expiring"), "{table}");
+    let table = ok(
+        &cfg,
+        &["credential", "list", "--expiring-within", "14d"],
+        None,
+    );
+    assert!(
+        table.contains("KIND") && table.contains("expiring"),
+        "{table}"
+    );
 
     // /metrics: when each credential expires, for an admin's scrape only.
     let metric = "berth_credential_expiry_timestamp_seconds{org=\"acme\",kind=\"robot_token\",owner=\"deployer\",name=\"ci\"}";
@@ -2250,5 +2402,8 @@ async fn rotation_with_overlap_and_warnings_before_expiry() {
         .as_secs() as i64;
     assert!((at - now - 10 * 86_400).abs() < 120, "{line}");
     let anon = scrape(anonymous_client()).await;
-    assert!(!anon.contains("berth_credential_expiry_timestamp_seconds{"), "credential names in an anonymous scrape");
+    assert!(
+        !anon.contains("berth_credential_expiry_timestamp_seconds{"),
+        "credential names in an anonymous scrape"
+    );
 }

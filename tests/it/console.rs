@@ -198,7 +198,12 @@ async fn console_end_to_end_in_chromium() {
         .unwrap()
         .to_owned();
     olivia
-        .ok("DELETE", &format!("/orgs/acme/bindings/{name}"), None, StatusCode::NO_CONTENT)
+        .ok(
+            "DELETE",
+            &format!("/orgs/acme/bindings/{name}"),
+            None,
+            StatusCode::NO_CONTENT,
+        )
         .await;
     let cfg = work.path().join("cli").join("config.yaml");
     std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
@@ -212,19 +217,42 @@ async fn console_end_to_end_in_chromium() {
             .stderr(std::process::Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         use std::io::Write as _;
-        child.stdin.take().unwrap().write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.unwrap_or("").as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "berth {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "berth {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     let pw = format!("{OLIVIA}\n");
-    cli(&["login", &s.base, "-u", "olivia", "--password-stdin"], Some(&pw));
-    cli(&["login", "-a", "acme", "-u", "olivia", "--password-stdin"], Some(&pw));
+    cli(
+        &["login", &s.base, "-u", "olivia", "--password-stdin"],
+        Some(&pw),
+    );
+    cli(
+        &["login", "-a", "acme", "-u", "olivia", "--password-stdin"],
+        Some(&pw),
+    );
     let yaml = work.path().join("access.yaml");
     cli(&["apply", "-f", yaml.to_str().unwrap()], None);
     let again = olivia
-        .ok("GET", &format!("/orgs/acme/bindings/{name}"), None, StatusCode::OK)
+        .ok(
+            "GET",
+            &format!("/orgs/acme/bindings/{name}"),
+            None,
+            StatusCode::OK,
+        )
         .await;
-    assert_eq!((again["role"].as_str(), again["subject"].as_str()), (Some("Reader"), Some("robot/puller")));
+    assert_eq!(
+        (again["role"].as_str(), again["subject"].as_str()),
+        (Some("Reader"), Some("robot/puller"))
+    );
     // Rita's and the cross-site attempts changed nothing.
     for name in ["rita-bot", "evil"] {
         let (status, _) = olivia

@@ -11,10 +11,7 @@ use serde_json::Value;
 use crate::support::*;
 
 fn gc(s: &Server, args: &[&str]) -> Value {
-    let out = run(s
-        .server_command(&["gc"])
-        .arg("--json")
-        .args(args));
+    let out = run(s.server_command(&["gc"]).arg("--json").args(args));
     serde_json::from_str(&out).unwrap()
 }
 
@@ -395,8 +392,12 @@ async fn scheduled_background_collection_runs() {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert!(logged, "the scheduled collection logged nothing:
-{}", s.log_text());
+    assert!(
+        logged,
+        "the scheduled collection logged nothing:
+{}",
+        s.log_text()
+    );
 }
 
 /// `--untagged` keeps what something still points at: the children of a tagged index, the

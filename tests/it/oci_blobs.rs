@@ -367,7 +367,6 @@ async fn stored_once_however_many_repositories() {
     assert_eq!(stored.len(), 1);
 }
 
-
 #[tokio::test]
 async fn upload_errors() {
     let (s, c) = (Server::start(), client());
@@ -542,7 +541,11 @@ async fn concurrent_pushes_of_the_same_digest() {
         .into_iter()
         .filter(|(name, _)| name[..name.len() - 62] == digest[..digest.len() - 62])
         .collect();
-    assert_eq!(stored.len(), 1, "one blob for the digest and its neighbours");
+    assert_eq!(
+        stored.len(),
+        1,
+        "one blob for the digest and its neighbours"
+    );
     assert_eq!(stored[0].0, digest);
     assert_eq!(stored[0].1, bytes);
     repos.sort();

@@ -99,8 +99,10 @@ async fn round_robin(nodes: Vec<String>) -> (String, Arc<AtomicUsize>) {
                     for (k, v) in r.headers() {
                         resp = resp.header(k, v);
                     }
-                    resp.body(Body::from_stream(r.bytes_stream().map_err(std::io::Error::other)))
-                        .unwrap()
+                    resp.body(Body::from_stream(
+                        r.bytes_stream().map_err(std::io::Error::other),
+                    ))
+                    .unwrap()
                 }
                 Err(e) => Response::builder()
                     .status(502)
@@ -138,7 +140,12 @@ async fn two_nodes_are_one_registry_for_uploads_tokens_keys_and_revocation() {
     let c = client();
     let admin_a = Api::admin(&p.a);
     admin_a
-        .ok("POST", "/orgs", Some(json!({"name": "acme"})), StatusCode::CREATED)
+        .ok(
+            "POST",
+            "/orgs",
+            Some(json!({"name": "acme"})),
+            StatusCode::CREATED,
+        )
         .await;
 
     // A chunked upload that alternates nodes on every request: POST on A, PATCH on B, PATCH on
@@ -167,7 +174,12 @@ async fn two_nodes_are_one_registry_for_uploads_tokens_keys_and_revocation() {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), StatusCode::ACCEPTED, "chunk {i} on node {}", i % 2);
+        assert_eq!(
+            r.status(),
+            StatusCode::ACCEPTED,
+            "chunk {i} on node {}",
+            i % 2
+        );
         offset += chunk.len();
         loc = location(&r);
     }
@@ -240,8 +252,15 @@ async fn two_nodes_are_one_registry_for_uploads_tokens_keys_and_revocation() {
         .json()
         .await
         .unwrap();
-    let out = run(p.a.server_command(&["keys", "rotate"]).env("BERTH_DATABASE_URL", &p.db));
-    let kid = out.trim().strip_prefix("new signing key ").unwrap().to_owned();
+    let out = run(p
+        .a
+        .server_command(&["keys", "rotate"])
+        .env("BERTH_DATABASE_URL", &p.db));
+    let kid = out
+        .trim()
+        .strip_prefix("new signing key ")
+        .unwrap()
+        .to_owned();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let jwks: Value = anonymous_client()
@@ -252,10 +271,18 @@ async fn two_nodes_are_one_registry_for_uploads_tokens_keys_and_revocation() {
             .json()
             .await
             .unwrap();
-        if jwks["keys"].as_array().unwrap().iter().any(|k| k["kid"] == kid) {
+        if jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == kid)
+        {
             break;
         }
-        assert!(Instant::now() < deadline, "B never saw key {kid}: {before} → {jwks}");
+        assert!(
+            Instant::now() < deadline,
+            "B never saw key {kid}: {before} → {jwks}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The old token still verifies on B after the rotation.
@@ -265,7 +292,12 @@ async fn two_nodes_are_one_registry_for_uploads_tokens_keys_and_revocation() {
     // from it within the bound (measured here: about a second).
     let deleted = Instant::now();
     admin_a
-        .ok("DELETE", "/orgs/acme/robots/ci/tokens/t", None, StatusCode::NO_CONTENT)
+        .ok(
+            "DELETE",
+            "/orgs/acme/robots/ci/tokens/t",
+            None,
+            StatusCode::NO_CONTENT,
+        )
         .await;
     loop {
         let basic = basic_b
@@ -274,7 +306,9 @@ async fn two_nodes_are_one_registry_for_uploads_tokens_keys_and_revocation() {
             .await
             .unwrap()
             .status();
-        if basic == StatusCode::UNAUTHORIZED && pull_b(jwt.clone()).await == StatusCode::UNAUTHORIZED {
+        if basic == StatusCode::UNAUTHORIZED
+            && pull_b(jwt.clone()).await == StatusCode::UNAUTHORIZED
+        {
             break;
         }
         assert!(
@@ -283,7 +317,11 @@ async fn two_nodes_are_one_registry_for_uploads_tokens_keys_and_revocation() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(deleted.elapsed() < Duration::from_secs(5), "{:?}", deleted.elapsed());
+    assert!(
+        deleted.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        deleted.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -320,7 +358,14 @@ async fn skopeo_through_a_round_robin_balancer_pushes_and_pulls() {
         ])
     });
     let raw = tokio::task::block_in_place(|| {
-        skopeo(&["inspect", "--raw", "--tls-verify=false", "--creds", &admin_creds(), &dst])
+        skopeo(&[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--creds",
+            &admin_creds(),
+            &dst,
+        ])
     });
     assert_eq!(raw, index);
     let out = tmp.path().join("out");
@@ -354,7 +399,11 @@ async fn skopeo_through_a_round_robin_balancer_pushes_and_pulls() {
 async fn wait_until_ready(s: &Server, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
-        let ready = anonymous_client().get(s.url("/readyz")).send().await.unwrap();
+        let ready = anonymous_client()
+            .get(s.url("/readyz"))
+            .send()
+            .await
+            .unwrap();
         if ready.status() == StatusCode::OK {
             return;
         }
@@ -465,10 +514,19 @@ async fn postgres_stopped_under_traffic_answers_503_then_recovers_losing_nothing
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "{}", s.log_text());
+        assert_eq!(
+            r.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            s.log_text()
+        );
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["errors"][0]["code"], "UNAVAILABLE", "{body}");
-        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
     }
     let push = c
         .post(s.url(&format!(
@@ -479,8 +537,17 @@ async fn postgres_stopped_under_traffic_answers_503_then_recovers_losing_nothing
         .send()
         .await
         .unwrap();
-    assert_eq!(push.status(), StatusCode::SERVICE_UNAVAILABLE, "{}", s.log_text());
-    let ready = anonymous_client().get(s.url("/readyz")).send().await.unwrap();
+    assert_eq!(
+        push.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        s.log_text()
+    );
+    let ready = anonymous_client()
+        .get(s.url("/readyz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
     let token = c
         .get(s.url("/token?service=berth&scope=repository:acme/app:pull"))
@@ -539,10 +606,19 @@ async fn garage_stopped_under_traffic_answers_503_then_recovers_losing_nothing()
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "{}", s.log_text());
+    assert_eq!(
+        r.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        s.log_text()
+    );
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["errors"][0]["code"], "UNAVAILABLE", "{body}");
-    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
     let r = c
         .get(s.url("/v2/acme/app/manifests/v0"))
         .header("Accept", OCI_MANIFEST)
@@ -550,7 +626,11 @@ async fn garage_stopped_under_traffic_answers_503_then_recovers_losing_nothing()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let ready = anonymous_client().get(s.url("/readyz")).send().await.unwrap();
+    let ready = anonymous_client()
+        .get(s.url("/readyz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
 
     garage.resume();
@@ -569,7 +649,10 @@ async fn garage_stopped_under_traffic_answers_503_then_recovers_losing_nothing()
             .send()
             .await
             .unwrap();
-        assert_eq!(r.headers()["Docker-Content-Digest"].to_str().unwrap(), digest);
+        assert_eq!(
+            r.headers()["Docker-Content-Digest"].to_str().unwrap(),
+            digest
+        );
     }
     push_image(&c, &s, "acme/app", "after", 940).await;
 }
@@ -633,7 +716,11 @@ async fn gc_on_one_node_while_another_pushes_keeps_every_referenced_blob() {
     let runs = collector.await.unwrap();
     stop.store(true, Ordering::Relaxed);
     let acked = pusher.await.unwrap();
-    assert!(runs >= 2 && acked.len() >= 5, "{runs} collections, {} pushes", acked.len());
+    assert!(
+        runs >= 2 && acked.len() >= 5,
+        "{runs} collections, {} pushes",
+        acked.len()
+    );
     for (tag, layer) in &acked {
         for node in [&p.a, &p.b] {
             let r = c
@@ -677,7 +764,11 @@ async fn a_gib_pushed_in_chunks_alternating_nodes_keeps_each_node_small() {
         assert_eq!(r.status(), StatusCode::OK);
     }
     let before = [peak_rss_kib(p.a.pid()), peak_rss_kib(p.b.pid())];
-    let r = c.post(p.a.url("/v2/acme/big/blobs/uploads/")).send().await.unwrap();
+    let r = c
+        .post(p.a.url("/v2/acme/big/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
     let mut loc = location(&r);
     for i in 0..CHUNKS {
         let node = if i % 2 == 0 { &p.b } else { &p.a };
@@ -714,7 +805,10 @@ async fn a_gib_pushed_in_chunks_alternating_nodes_keeps_each_node_small() {
         sha2::Digest::update(&mut h, &chunk);
     }
     assert_eq!(n, CHUNK * CHUNKS);
-    assert_eq!(format!("sha256:{}", hex::encode(sha2::Digest::finalize(h))), digest);
+    assert_eq!(
+        format!("sha256:{}", hex::encode(sha2::Digest::finalize(h))),
+        digest
+    );
     let peaks = [peak_rss_kib(p.a.pid()), peak_rss_kib(p.b.pid())];
     eprintln!("peak RSS before the push {before:?} KiB, after {peaks:?} KiB");
     for (b, a) in before.iter().zip(&peaks) {
@@ -733,9 +827,15 @@ async fn failed_logins_count_across_nodes() {
     let p = two_nodes(Blobs::Directory);
     let admin = Api::admin(&p.a);
     admin
-        .ok("POST", "/orgs", Some(json!({"name": "acme"})), StatusCode::CREATED)
+        .ok(
+            "POST",
+            "/orgs",
+            Some(json!({"name": "acme"})),
+            StatusCode::CREATED,
+        )
         .await;
-    let robot = robot_with_token(&admin, "acme", "ci", "Reader", json!({"namespace": "acme"})).await;
+    let robot =
+        robot_with_token(&admin, "acme", "ci", "Reader", json!({"namespace": "acme"})).await;
     let (user, secret) = robot.split_once(':').unwrap();
     let mut wrong = secret.to_owned();
     let last = wrong.pop().unwrap();
@@ -744,7 +844,12 @@ async fn failed_logins_count_across_nodes() {
     let (mut checked, mut limited) = (0, 0);
     for i in 0..40 {
         let node = if i % 2 == 0 { &p.a } else { &p.b };
-        let status = attacker.get(node.url("/v2/")).send().await.unwrap().status();
+        let status = attacker
+            .get(node.url("/v2/"))
+            .send()
+            .await
+            .unwrap()
+            .status();
         match status {
             StatusCode::UNAUTHORIZED => checked += 1,
             StatusCode::TOO_MANY_REQUESTS => limited += 1,
@@ -777,11 +882,22 @@ async fn migrate_moves_an_embedded_installation_and_its_credentials_keep_working
     let mut old = Server::start_embedded();
     let admin = Api::admin(&old);
     admin
-        .ok("POST", "/orgs", Some(json!({"name": "acme"})), StatusCode::CREATED)
+        .ok(
+            "POST",
+            "/orgs",
+            Some(json!({"name": "acme"})),
+            StatusCode::CREATED,
+        )
         .await;
-    let robot = robot_with_token(&admin, "acme", "ci", "Writer", json!({"namespace": "acme"})).await;
+    let robot =
+        robot_with_token(&admin, "acme", "ci", "Writer", json!({"namespace": "acme"})).await;
     let key = admin
-        .ok("POST", "/apikeys", Some(json!({"name": "laptop"})), StatusCode::CREATED)
+        .ok(
+            "POST",
+            "/apikeys",
+            Some(json!({"name": "laptop"})),
+            StatusCode::CREATED,
+        )
         .await;
     let apikey = key["apikey"].as_str().unwrap().to_owned();
     let r = client()
@@ -818,16 +934,31 @@ async fn migrate_moves_an_embedded_installation_and_its_credentials_keep_working
         cmd.args(["migrate", "--from-data-dir"])
             .arg(&old.data_dir)
             .args(["--to-database", &db, "--to-storage", "s3://berth/registry"])
-            .args(["--s3-endpoint", &garage.endpoint(), "--s3-region", "garage", "--s3-path-style"])
+            .args([
+                "--s3-endpoint",
+                &garage.endpoint(),
+                "--s3-region",
+                "garage",
+                "--s3-path-style",
+            ])
             .env("BERTH_SECRET_KEY", TEST_SECRET_KEY)
             .env("AWS_ACCESS_KEY_ID", crate::support::engines::GARAGE_KEY_ID)
-            .env("AWS_SECRET_ACCESS_KEY", crate::support::engines::GARAGE_SECRET);
+            .env(
+                "AWS_SECRET_ACCESS_KEY",
+                crate::support::engines::GARAGE_SECRET,
+            );
         run(&mut cmd)
     };
     let first = migrate();
-    assert!(first.contains("7 blobs (7 copied and verified, 0 already there)"), "{first}");
+    assert!(
+        first.contains("7 blobs (7 copied and verified, 0 already there)"),
+        "{first}"
+    );
     let again = migrate();
-    assert!(again.contains("(0 new)") && again.contains("(0 copied and verified, 7 already there)"), "{again}");
+    assert!(
+        again.contains("(0 new)") && again.contains("(0 copied and verified, 7 already there)"),
+        "{again}"
+    );
 
     let tmp = tempfile::tempdir().unwrap();
     let node = |name: &str| {
@@ -858,7 +989,10 @@ async fn migrate_moves_an_embedded_installation_and_its_credentials_keep_working
                 .await
                 .unwrap();
             assert_eq!(r.status(), StatusCode::OK, "{tag}");
-            assert_eq!(r.headers()["Docker-Content-Digest"].to_str().unwrap(), digest);
+            assert_eq!(
+                r.headers()["Docker-Content-Digest"].to_str().unwrap(),
+                digest
+            );
             assert_eq!(r.text().await.unwrap(), *body);
         }
         let got = robot_client
@@ -872,7 +1006,9 @@ async fn migrate_moves_an_embedded_installation_and_its_credentials_keep_working
         assert_eq!(got.as_ref(), big.as_slice());
     }
     // The API key and the registry token too (seed 002: user name `token`).
-    let r = Api::basic(&b, "iamapikey", &apikey).get("/auth/whoami").await;
+    let r = Api::basic(&b, "iamapikey", &apikey)
+        .get("/auth/whoami")
+        .await;
     assert_eq!(r.0, StatusCode::OK, "{}", r.1);
     let r = basic_client("token", reg["token"].as_str().unwrap())
         .get(a.url("/v2/acme/app/tags/list"))
@@ -883,7 +1019,12 @@ async fn migrate_moves_an_embedded_installation_and_its_credentials_keep_working
     // New writes get new ids (the sequences moved past the copied ones).
     let admin_b = Api::admin(&b);
     admin_b
-        .ok("POST", "/orgs/acme/robots", Some(json!({"name": "new-bot"})), StatusCode::CREATED)
+        .ok(
+            "POST",
+            "/orgs/acme/robots",
+            Some(json!({"name": "new-bot"})),
+            StatusCode::CREATED,
+        )
         .await;
     push_image(&robot_client, &a, "acme/app", "after", 990).await;
     let (audit_status, audit) = admin_b.get("/audit?limit=500").await;
@@ -911,9 +1052,10 @@ async fn sqlite_with_a_bucket_pushes_pulls_and_collects() {
     assert_eq!(s.storage().blob_count(), 4);
     // Links younger than a second are within even a zero grace period (timestamps are seconds).
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let report: Value =
-        serde_json::from_str(&run(s.server_command(&["gc"]).args(["--grace", "0s", "--json"])))
-            .unwrap();
+    let report: Value = serde_json::from_str(&run(s
+        .server_command(&["gc"])
+        .args(["--grace", "0s", "--json"])))
+    .unwrap();
     assert_eq!(report["blobs_removed"], 2, "{report}");
     let kept: Vec<String> = s.storage().blobs().into_iter().map(|(d, _)| d).collect();
     let m: Value = serde_json::from_str(&keep_body).unwrap();
@@ -933,7 +1075,11 @@ async fn sqlite_with_a_bucket_pushes_pulls_and_collects() {
         .unwrap();
     assert_eq!(r.headers()["Docker-Content-Digest"].to_str().unwrap(), keep);
     for d in &want {
-        let r = c.get(s.url(&format!("/v2/acme/app/blobs/{d}"))).send().await.unwrap();
+        let r = c
+            .get(s.url(&format!("/v2/acme/app/blobs/{d}")))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(sha256(&r.bytes().await.unwrap()), *d);
     }
 }
@@ -956,8 +1102,14 @@ fn leases_go_to_one_node_at_a_time() {
         .unwrap()
     };
     let (a, b) = (open(), open());
-    let held = a.try_lease("gc").unwrap().expect("the first node gets the lease");
-    assert!(b.try_lease("gc").unwrap().is_none(), "two nodes held the gc lease");
+    let held = a
+        .try_lease("gc")
+        .unwrap()
+        .expect("the first node gets the lease");
+    assert!(
+        b.try_lease("gc").unwrap().is_none(),
+        "two nodes held the gc lease"
+    );
     // Another job's lease is independent.
     let expiry = b.try_lease("upload-expiry").unwrap();
     assert!(expiry.is_some());
@@ -968,7 +1120,10 @@ fn leases_go_to_one_node_at_a_time() {
         if b.try_lease("gc").unwrap().is_some() {
             break;
         }
-        assert!(Instant::now() < deadline, "the released lease never came free");
+        assert!(
+            Instant::now() < deadline,
+            "the released lease never came free"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     drop(expiry);

@@ -129,7 +129,9 @@ impl Issuer {
         );
         tokio::spawn(async move {
             loop {
-                let Ok((mut sock, _)) = listener.accept().await else { return };
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
                 let (jwks, fetches, requests, url) =
                     (jwks.clone(), fetches.clone(), requests.clone(), url.clone());
                 tokio::spawn(async move {
@@ -233,11 +235,28 @@ fn uuid_like() -> String {
 async fn world(s: &Server) -> Api {
     let admin = Api::admin(s);
     admin
-        .ok("POST", "/orgs", Some(json!({"name": "acme"})), StatusCode::CREATED)
+        .ok(
+            "POST",
+            "/orgs",
+            Some(json!({"name": "acme"})),
+            StatusCode::CREATED,
+        )
         .await;
-    push_image(&basic_client("admin", ADMIN_PASSWORD), s, "acme/app", "v1", 7).await;
+    push_image(
+        &basic_client("admin", ADMIN_PASSWORD),
+        s,
+        "acme/app",
+        "v1",
+        7,
+    )
+    .await;
     admin
-        .ok("POST", "/orgs/acme/robots", Some(json!({"name": "deployer"})), StatusCode::CREATED)
+        .ok(
+            "POST",
+            "/orgs/acme/robots",
+            Some(json!({"name": "deployer"})),
+            StatusCode::CREATED,
+        )
         .await;
     admin
         .ok(
@@ -320,13 +339,20 @@ async fn workload_tokens_pull_with_skopeo_through_both_exchange_paths() {
             StatusCode::CREATED,
         )
         .await;
-    let robot = admin.ok("GET", "/orgs/acme/robots/deployer", None, StatusCode::OK).await;
+    let robot = admin
+        .ok("GET", "/orgs/acme/robots/deployer", None, StatusCode::OK)
+        .await;
     assert_eq!(robot["trusts"].as_array().unwrap().len(), 2, "{robot}");
 
     // 1. Docker-compatible: skopeo with the robot's name and the service-account token.
     let sa = rsa.sign(&cluster.k8s_claims("ci", "builder", "berth", 600));
     let out = skopeo_inspect(&s, &["--creds", &format!("acme/deployer:{sa}")]);
-    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), s.log_text());
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        s.log_text()
+    );
     let manifest: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(manifest["schemaVersion"], 2);
     // The registry token lasts no longer than the workload's token, nor than an hour.
@@ -363,7 +389,11 @@ async fn workload_tokens_pull_with_skopeo_through_both_exchange_paths() {
     assert!(expires > 0 && expires <= 300, "{body}");
     let bearer = body["access_token"].as_str().unwrap().to_owned();
     let out = skopeo_inspect(&s, &["--registry-token", &bearer]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The token cannot push.
     let r = reqwest::Client::new()
         .post(s.url("/v2/acme/app/blobs/uploads/"))
@@ -371,12 +401,20 @@ async fn workload_tokens_pull_with_skopeo_through_both_exchange_paths() {
         .send()
         .await
         .unwrap();
-    assert!(matches!(r.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN), "{}", r.status());
+    assert!(
+        matches!(r.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN),
+        "{}",
+        r.status()
+    );
     // Another branch of the repository is not trusted; the scope of a refused exchange is nothing.
     let dev = ec.sign(&github.github_claims("acme/app", "refs/heads/dev", "berth-ci", 300));
     let (st, body) = exchange(
         &s,
-        &[("grant_type", EXCHANGE), ("subject_token", &dev), ("subject_token_type", JWT_TYPE)],
+        &[
+            ("grant_type", EXCHANGE),
+            ("subject_token", &dev),
+            ("subject_token_type", JWT_TYPE),
+        ],
     )
     .await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
@@ -406,7 +444,12 @@ async fn workload_tokens_pull_with_skopeo_through_both_exchange_paths() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let events = loop {
         let a = admin
-            .ok("GET", "/audit?action=workload.exchange&limit=100", None, StatusCode::OK)
+            .ok(
+                "GET",
+                "/audit?action=workload.exchange&limit=100",
+                None,
+                StatusCode::OK,
+            )
             .await;
         if a["events"].as_array().is_some_and(|e| e.len() >= 3) || Instant::now() > deadline {
             break a;
@@ -419,7 +462,10 @@ async fn workload_tokens_pull_with_skopeo_through_both_exchange_paths() {
     assert!(text.contains("repository:acme/app:pull"), "{text}");
     for jwt in [&sa, &gh, &rotated] {
         assert!(!text.contains(jwt.as_str()));
-        assert!(!s.log_text().contains(jwt.as_str()), "a workload token in the log");
+        assert!(
+            !s.log_text().contains(jwt.as_str()),
+            "a workload token in the log"
+        );
     }
     let metrics = anonymous_client()
         .get(s.url("/metrics"))
@@ -432,7 +478,11 @@ async fn workload_tokens_pull_with_skopeo_through_both_exchange_paths() {
     let count = |outcome: &str| -> u64 {
         metrics
             .lines()
-            .find(|l| l.starts_with(&format!("berth_workload_exchanges_total{{outcome=\"{outcome}\"}}")))
+            .find(|l| {
+                l.starts_with(&format!(
+                    "berth_workload_exchanges_total{{outcome=\"{outcome}\"}}"
+                ))
+            })
             .and_then(|l| l.split_whitespace().last())
             .and_then(|n| n.parse().ok())
             .unwrap_or(0)
@@ -442,7 +492,14 @@ async fn workload_tokens_pull_with_skopeo_through_both_exchange_paths() {
     // The trust's last use is recorded.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let t = admin.ok("GET", "/orgs/acme/robots/deployer/trusts", None, StatusCode::OK).await;
+        let t = admin
+            .ok(
+                "GET",
+                "/orgs/acme/robots/deployer/trusts",
+                None,
+                StatusCode::OK,
+            )
+            .await;
         if t["trusts"][0]["lastUsed"].is_string() || Instant::now() > deadline {
             assert!(t["trusts"][0]["lastUsed"].is_string(), "{t}");
             break;
@@ -496,35 +553,72 @@ async fn forged_expired_and_misaddressed_tokens_are_refused() {
     };
     let now = now();
     let cases: Vec<(&str, String)> = vec![
-        ("forged (another key, same kid)", Key::es256("good").sign(&claims())),
+        (
+            "forged (another key, same kid)",
+            Key::es256("good").sign(&claims()),
+        ),
         ("signature of another payload", {
             let other = key.sign(&issuer.k8s_claims("ci", "other", "berth", 600));
             let sig = other.rsplit('.').next().unwrap().to_owned();
             format!("{}.{payload}.{sig}", good.split('.').next().unwrap())
         }),
-        ("expired", with(&|c| {
-            c["iat"] = json!(now - 700);
-            c["nbf"] = json!(now - 700);
-            c["exp"] = json!(now - 100);
-        })),
+        (
+            "expired",
+            with(&|c| {
+                c["iat"] = json!(now - 700);
+                c["nbf"] = json!(now - 700);
+                c["exp"] = json!(now - 100);
+            }),
+        ),
         ("not yet valid", with(&|c| c["nbf"] = json!(now + 600))),
-        ("issued in the future", with(&|c| c["iat"] = json!(now + 600))),
-        ("wrong audience", with(&|c| c["aud"] = json!(["kubernetes"]))),
-        ("no audience", with(&|c| {
-            c.as_object_mut().unwrap().remove("aud");
-        })),
-        ("wrong subject", with(&|c| c["sub"] = json!("system:serviceaccount:ci:other"))),
-        ("lives longer than a day", with(&|c| c["exp"] = json!(now + 2 * 86_400))),
-        ("untrusted issuer", stranger_key.sign(&{
-            let mut c = stranger.k8s_claims("ci", "builder", "berth", 600);
-            c["iss"] = json!(stranger.url);
-            c
-        })),
-        ("issuer claim of a trusted issuer, signed by a stranger", stranger_key.sign(&claims())),
-        ("alg none", format!("{}.{}.", header(json!({"alg": "none", "kid": "good"})), body(&claims()))),
+        (
+            "issued in the future",
+            with(&|c| c["iat"] = json!(now + 600)),
+        ),
+        (
+            "wrong audience",
+            with(&|c| c["aud"] = json!(["kubernetes"])),
+        ),
+        (
+            "no audience",
+            with(&|c| {
+                c.as_object_mut().unwrap().remove("aud");
+            }),
+        ),
+        (
+            "wrong subject",
+            with(&|c| c["sub"] = json!("system:serviceaccount:ci:other")),
+        ),
+        (
+            "lives longer than a day",
+            with(&|c| c["exp"] = json!(now + 2 * 86_400)),
+        ),
+        (
+            "untrusted issuer",
+            stranger_key.sign(&{
+                let mut c = stranger.k8s_claims("ci", "builder", "berth", 600);
+                c["iss"] = json!(stranger.url);
+                c
+            }),
+        ),
+        (
+            "issuer claim of a trusted issuer, signed by a stranger",
+            stranger_key.sign(&claims()),
+        ),
+        (
+            "alg none",
+            format!(
+                "{}.{}.",
+                header(json!({"alg": "none", "kid": "good"})),
+                body(&claims())
+            ),
+        ),
         ("HS256 with the public key", hs),
         ("unknown kid", Key::es256("unknown").sign(&claims())),
-        ("not a JWT", "eyJhbGciOiJFUzI1NiJ9.bm90IGpzb24.c2ln".to_owned()),
+        (
+            "not a JWT",
+            "eyJhbGciOiJFUzI1NiJ9.bm90IGpzb24.c2ln".to_owned(),
+        ),
     ];
     let fetches_before = issuer.jwks_fetches.load(Ordering::SeqCst);
     for (i, (what, jwt)) in cases.iter().enumerate() {
@@ -535,7 +629,11 @@ async fn forged_expired_and_misaddressed_tokens_are_refused() {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{what}: Basic exchange");
+        assert_eq!(
+            r.status(),
+            StatusCode::UNAUTHORIZED,
+            "{what}: Basic exchange"
+        );
         let (st, b) = exchange_from(
             &s,
             &[
@@ -554,7 +652,11 @@ async fn forged_expired_and_misaddressed_tokens_are_refused() {
         );
         assert!(b.get("access_token").is_none(), "{what}");
     }
-    assert_eq!(stranger.requests.load(Ordering::SeqCst), 0, "an untrusted issuer was contacted");
+    assert_eq!(
+        stranger.requests.load(Ordering::SeqCst),
+        0,
+        "an untrusted issuer was contacted"
+    );
     // The keys were fetched once, and again once for the unknown kids (not again within the
     // minute, however many made-up kids arrive).
     let fetched = issuer.jwks_fetches.load(Ordering::SeqCst) - fetches_before;
@@ -567,14 +669,30 @@ async fn forged_expired_and_misaddressed_tokens_are_refused() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     // Malformed exchanges: clear OAuth errors.
-    let (st, b) = exchange(&s, &[("grant_type", EXCHANGE), ("subject_token_type", JWT_TYPE)]).await;
-    assert_eq!((st, b["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_request")), "{b}");
     let (st, b) = exchange(
         &s,
-        &[("grant_type", EXCHANGE), ("subject_token", &good), ("subject_token_type", "urn:x")],
+        &[("grant_type", EXCHANGE), ("subject_token_type", JWT_TYPE)],
     )
     .await;
-    assert_eq!((st, b["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_request")), "{b}");
+    assert_eq!(
+        (st, b["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request")),
+        "{b}"
+    );
+    let (st, b) = exchange(
+        &s,
+        &[
+            ("grant_type", EXCHANGE),
+            ("subject_token", &good),
+            ("subject_token_type", "urn:x"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (st, b["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request")),
+        "{b}"
+    );
 }
 
 #[tokio::test]
@@ -582,7 +700,12 @@ async fn one_token_trusted_by_two_robots_needs_client_id_and_a_deleted_trust_end
     let s = Server::start();
     let admin = world(&s).await;
     admin
-        .ok("POST", "/orgs/acme/robots", Some(json!({"name": "scanner"})), StatusCode::CREATED)
+        .ok(
+            "POST",
+            "/orgs/acme/robots",
+            Some(json!({"name": "scanner"})),
+            StatusCode::CREATED,
+        )
         .await;
     admin
         .ok(
@@ -609,22 +732,38 @@ async fn one_token_trusted_by_two_robots_needs_client_id_and_a_deleted_trust_end
     let jwt = key.sign(&issuer.k8s_claims("ci", "builder", "berth", 600));
     let (st, b) = exchange(
         &s,
-        &[("grant_type", EXCHANGE), ("subject_token", &jwt), ("subject_token_type", JWT_TYPE),
-          ("scope", "repository:acme/app:pull")],
+        &[
+            ("grant_type", EXCHANGE),
+            ("subject_token", &jwt),
+            ("subject_token_type", JWT_TYPE),
+            ("scope", "repository:acme/app:pull"),
+        ],
     )
     .await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{b}");
     let msg = b["error_description"].as_str().unwrap();
-    assert!(msg.contains("client_id") && msg.contains("acme/scanner"), "{msg}");
+    assert!(
+        msg.contains("client_id") && msg.contains("acme/scanner"),
+        "{msg}"
+    );
     let (st, b) = exchange(
         &s,
-        &[("grant_type", EXCHANGE), ("subject_token", &jwt), ("subject_token_type", JWT_TYPE),
-          ("client_id", "acme/scanner"), ("scope", "repository:acme/app:pull")],
+        &[
+            ("grant_type", EXCHANGE),
+            ("subject_token", &jwt),
+            ("subject_token_type", JWT_TYPE),
+            ("client_id", "acme/scanner"),
+            ("scope", "repository:acme/app:pull"),
+        ],
     )
     .await;
     assert_eq!(st, StatusCode::OK, "{b}");
     let bearer = b["access_token"].as_str().unwrap().to_owned();
-    assert_eq!(issuer.requests.load(Ordering::SeqCst), 0, "discovery used despite a stored JWKS");
+    assert_eq!(
+        issuer.requests.load(Ordering::SeqCst),
+        0,
+        "discovery used despite a stored JWKS"
+    );
     let get = || {
         reqwest::Client::new()
             .get(s.url("/v2/acme/app/manifests/v1"))
@@ -634,7 +773,12 @@ async fn one_token_trusted_by_two_robots_needs_client_id_and_a_deleted_trust_end
     };
     assert_eq!(get().await.unwrap().status(), StatusCode::OK);
     admin
-        .ok("DELETE", "/orgs/acme/robots/scanner/trusts/ci", None, StatusCode::NO_CONTENT)
+        .ok(
+            "DELETE",
+            "/orgs/acme/robots/scanner/trusts/ci",
+            None,
+            StatusCode::NO_CONTENT,
+        )
         .await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -650,7 +794,12 @@ async fn one_token_trusted_by_two_robots_needs_client_id_and_a_deleted_trust_end
     let r = basic_token(&s, "acme/deployer", &jwt, "repository:acme/app:pull").await;
     assert_eq!(r.status(), StatusCode::OK);
     admin
-        .ok("DELETE", "/orgs/acme/robots/deployer", None, StatusCode::NO_CONTENT)
+        .ok(
+            "DELETE",
+            "/orgs/acme/robots/deployer",
+            None,
+            StatusCode::NO_CONTENT,
+        )
         .await;
     let r = basic_token(&s, "acme/deployer", &jwt, "repository:acme/app:pull").await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
@@ -673,12 +822,23 @@ async fn trusting_a_workload_needs_what_minting_a_credential_needs() {
         .await;
     user_session(&s, "carol", "carol-password-1").await;
     admin
-        .ok("PUT", "/orgs/acme/members/carol", Some(json!({"role": "member"})), StatusCode::OK)
+        .ok(
+            "PUT",
+            "/orgs/acme/members/carol",
+            Some(json!({"role": "member"})),
+            StatusCode::OK,
+        )
         .await;
     let carol = Api::basic(&s, "carol", "carol-password-1");
     let trust = json!({"name": "x", "issuer": "https://issuer.example", "subject": "system:serviceaccount:ci:x"});
-    let (st, _) = carol.post("/orgs/acme/robots/deployer/trusts", trust.clone()).await;
-    assert_eq!(st, StatusCode::FORBIDDEN, "a member without credentials:create");
+    let (st, _) = carol
+        .post("/orgs/acme/robots/deployer/trusts", trust.clone())
+        .await;
+    assert_eq!(
+        st,
+        StatusCode::FORBIDDEN,
+        "a member without credentials:create"
+    );
     admin
         .ok(
             "PUT",
@@ -687,11 +847,19 @@ async fn trusting_a_workload_needs_what_minting_a_credential_needs() {
             StatusCode::CREATED,
         )
         .await;
-    let (st, _) = carol.post("/orgs/acme/robots/deployer/trusts", trust.clone()).await;
-    assert_eq!(st, StatusCode::FORBIDDEN, "a Writer trusting workloads as a Manager robot");
+    let (st, _) = carol
+        .post("/orgs/acme/robots/deployer/trusts", trust.clone())
+        .await;
+    assert_eq!(
+        st,
+        StatusCode::FORBIDDEN,
+        "a Writer trusting workloads as a Manager robot"
+    );
     let (st, _) = carol.get("/orgs/acme/robots/deployer/trusts").await;
     assert_eq!(st, StatusCode::FORBIDDEN);
-    let (st, _) = Api::anonymous(&s).post("/orgs/acme/robots/deployer/trusts", trust.clone()).await;
+    let (st, _) = Api::anonymous(&s)
+        .post("/orgs/acme/robots/deployer/trusts", trust.clone())
+        .await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
     // Bad trusts: each a 400 that says why, and nothing is stored.
     let bad = [
@@ -704,14 +872,21 @@ async fn trusting_a_workload_needs_what_minting_a_credential_needs() {
         json!({"name": "Bad Name!", "issuer": "https://issuer.example", "subject": "x"}),
     ];
     for b in bad {
-        let (st, v) = admin.post("/orgs/acme/robots/deployer/trusts", b.clone()).await;
+        let (st, v) = admin
+            .post("/orgs/acme/robots/deployer/trusts", b.clone())
+            .await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{b} → {v}");
     }
     let (_, list) = admin.get("/orgs/acme/robots/deployer/trusts").await;
     assert_eq!(list["trusts"], json!([]));
     // Names are unique per robot.
     admin
-        .ok("POST", "/orgs/acme/robots/deployer/trusts", Some(trust.clone()), StatusCode::CREATED)
+        .ok(
+            "POST",
+            "/orgs/acme/robots/deployer/trusts",
+            Some(trust.clone()),
+            StatusCode::CREATED,
+        )
         .await;
     let (st, _) = admin.post("/orgs/acme/robots/deployer/trusts", trust).await;
     assert_eq!(st, StatusCode::CONFLICT);
@@ -769,7 +944,11 @@ async fn the_kubelet_credential_provider_answers_what_skopeo_pulls_with() {
     })
     .to_string();
     let out = provider(&["--registry", &s.host], &request);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let resp: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(resp["apiVersion"], "credentialprovider.kubelet.k8s.io/v1");
     assert_eq!(resp["kind"], "CredentialProviderResponse");
@@ -780,7 +959,10 @@ async fn the_kubelet_credential_provider_answers_what_skopeo_pulls_with() {
         .trim_end_matches('s')
         .parse()
         .unwrap();
-    assert!(cache > 0 && cache <= 3600, "cached longer than the token lives: {resp}");
+    assert!(
+        cache > 0 && cache <= 3600,
+        "cached longer than the token lives: {resp}"
+    );
     let auth = &resp["auth"][s.host.as_str()];
     assert_eq!(auth["username"], "acme/deployer");
     // What the kubelet hands the runtime, handed to skopeo.
@@ -790,7 +972,11 @@ async fn the_kubelet_credential_provider_answers_what_skopeo_pulls_with() {
         auth["password"].as_str().unwrap()
     );
     let out = skopeo_inspect(&s, &["--creds", &creds]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Without service-account tokens: a robot token file on the node.
     let rt = admin
@@ -803,20 +989,39 @@ async fn the_kubelet_credential_provider_answers_what_skopeo_pulls_with() {
         .await;
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("token.json");
-    std::fs::write(&file, json!({"accessId": rt["accessId"], "token": rt["token"]}).to_string()).unwrap();
+    std::fs::write(
+        &file,
+        json!({"accessId": rt["accessId"], "token": rt["token"]}).to_string(),
+    )
+    .unwrap();
     let plain = json!({"apiVersion": "credentialprovider.kubelet.k8s.io/v1",
                        "kind": "CredentialProviderRequest", "image": image})
     .to_string();
     let out = provider(&["--token-file", file.to_str().unwrap()], &plain);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let resp: Value = serde_json::from_slice(&out.stdout).unwrap();
     let auth = &resp["auth"][s.host.as_str()];
-    let creds = format!("{}:{}", auth["username"].as_str().unwrap(), auth["password"].as_str().unwrap());
+    let creds = format!(
+        "{}:{}",
+        auth["username"].as_str().unwrap(),
+        auth["password"].as_str().unwrap()
+    );
     let out = skopeo_inspect(&s, &["--creds", &creds]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Malformed requests: a non-zero exit and one line on stderr, nothing on stdout.
-    let wrong_api = request.replace("credentialprovider.kubelet.k8s.io/v1", "credentialprovider.kubelet.k8s.io/v1alpha1");
+    let wrong_api = request.replace(
+        "credentialprovider.kubelet.k8s.io/v1",
+        "credentialprovider.kubelet.k8s.io/v1alpha1",
+    );
     let other_host = request.replace(&s.host, "elsewhere.example.com");
     let no_robot = json!({"apiVersion": "credentialprovider.kubelet.k8s.io/v1",
                           "kind": "CredentialProviderRequest", "image": image,
@@ -848,7 +1053,11 @@ async fn the_kubelet_credential_provider_answers_what_skopeo_pulls_with() {
         ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let cfg: Value = serde_norway::from_slice(&out.stdout).unwrap();
     assert_eq!(cfg["apiVersion"], "kubelet.config.k8s.io/v1");
     assert_eq!(cfg["kind"], "CredentialProviderConfig");
@@ -857,12 +1066,18 @@ async fn the_kubelet_credential_provider_answers_what_skopeo_pulls_with() {
     assert_eq!(p["apiVersion"], "credentialprovider.kubelet.k8s.io/v1");
     assert_eq!(p["matchImages"], json!(["registry.example.com"]));
     assert!(p["defaultCacheDuration"].is_string());
-    assert_eq!(p["args"], json!(["credential-provider", "--registry", "registry.example.com"]));
+    assert_eq!(
+        p["args"],
+        json!(["credential-provider", "--registry", "registry.example.com"])
+    );
     let ta = &p["tokenAttributes"];
     assert_eq!(ta["serviceAccountTokenAudience"], "berth-pull");
     assert_eq!(ta["requireServiceAccount"], true);
     assert_eq!(ta["cacheType"], "Token");
-    assert_eq!(ta["requiredServiceAccountAnnotationKeys"], json!(["berth.dev/robot"]));
+    assert_eq!(
+        ta["requiredServiceAccountAnnotationKeys"],
+        json!(["berth.dev/robot"])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -911,16 +1126,28 @@ async fn ci_logs_in_with_its_oidc_token_and_pulls_with_the_docker_config() {
         &s.base,
         "--docker-config",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The client config acts as the robot.
     let out = berth(&["whoami", "-o", "json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let who: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(who["subject"], "robot:acme/deployer", "{who}");
     // The docker config pulls with skopeo.
     let authfile = docker.join("config.json");
     let out = skopeo_inspect(&s, &["--authfile", authfile.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The token in the environment works the same; another branch's token is refused with a
     // readable error and the authentication exit code.
     let dev = key.sign(&github.github_claims("acme/app", "refs/heads/dev", "berth", 600));
@@ -931,8 +1158,16 @@ async fn ci_logs_in_with_its_oidc_token_and_pulls_with_the_docker_config() {
         .env("BERTH_FEDERATED_TOKEN", &dev)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no trust of robot \"acme/deployer\" accepts this token"), "{err}");
+    assert!(
+        err.contains("no trust of robot \"acme/deployer\" accepts this token"),
+        "{err}"
+    );
     assert!(!err.contains(&dev), "the token was printed");
 }

@@ -81,7 +81,10 @@ pub(super) async fn put_role(
     caller.require_holds(&org, &BindingScope::Org, &body.rules)?;
     blocking(&state, move |st| {
         require_holds_role(st, &caller, &org, &name)?;
-        let replaced = st.auth.iam().put_role(&org, &name, &body.rules, &caller.provenance())?;
+        let replaced = st
+            .auth
+            .iam()
+            .put_role(&org, &name, &body.rules, &caller.provenance())?;
         audit_change(st, &caller, "role.put", format!("org/{org}/roles/{name}"));
         let status = if replaced {
             StatusCode::OK
@@ -257,10 +260,14 @@ pub(super) async fn put_binding(
             })?;
         caller.require_holds(&org, &scope, &rules)?;
         require_holds_binding(st, &caller, &org_row, &name)?;
-        let replaced = st
-            .auth
-            .iam()
-            .put_binding(&org, &name, &body.role, &body.subject, &scope, &caller.provenance())?;
+        let replaced = st.auth.iam().put_binding(
+            &org,
+            &name,
+            &body.role,
+            &body.subject,
+            &scope,
+            &caller.provenance(),
+        )?;
         audit_change(
             st,
             &caller,

@@ -287,7 +287,9 @@ pub(super) async fn set_member(
     caller.require_owner(&org)?;
     let body: Membership = parse_body(&body)?;
     blocking(&state, move |st| {
-        st.auth.iam().set_member(&org, &user, &body.role, &caller.provenance())?;
+        st.auth
+            .iam()
+            .set_member(&org, &user, &body.role, &caller.provenance())?;
         audit_change(
             st,
             &caller,
@@ -417,7 +419,9 @@ pub(super) async fn patch_namespace(
     blocking(&state, move |st| {
         let row = namespace_owned(st, &caller, &ns)?;
         caller.require_owner(&row.org)?;
-        st.auth.iam().set_namespace_public(&ns, body.public, &caller.provenance())?;
+        st.auth
+            .iam()
+            .set_namespace_public(&ns, body.public, &caller.provenance())?;
         audit_change(st, &caller, "namespace.update", format!("namespace/{ns}"));
         let row = namespace_owned(st, &caller, &ns)?;
         Ok(json_response(StatusCode::OK, ns_json(&row)))

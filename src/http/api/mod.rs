@@ -12,7 +12,9 @@ mod repos;
 mod robots;
 mod session;
 
-pub(crate) use session::{access, open_named_session, open_session, rotate as rotate_refresh, session_login};
+pub(crate) use session::{
+    access, open_named_session, open_session, rotate as rotate_refresh, session_login,
+};
 
 use axum::Router;
 use axum::extract::FromRequestParts;

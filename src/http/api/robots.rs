@@ -109,10 +109,12 @@ pub(super) async fn create_robot(
     let body: NewRobot = parse_body(&body)?;
     caller.require_manage(&org, "robots", "create", &body.name)?;
     blocking(&state, move |st| {
-        let robot = st
-            .auth
-            .iam()
-            .create_robot(&org, &body.name, body.description.as_deref(), &caller.provenance())?;
+        let robot = st.auth.iam().create_robot(
+            &org,
+            &body.name,
+            body.description.as_deref(),
+            &caller.provenance(),
+        )?;
         audit_change(
             st,
             &caller,
@@ -637,7 +639,10 @@ pub(super) async fn create_trust(
     caller.require_manage(&org, "credentials", "create", &robot)?;
     let t: NewTrust = parse_body(&body)?;
     crate::iam::check_name("trust", &t.name)?;
-    state.auth.check_issuer(&t.issuer).map_err(ApiError::Invalid)?;
+    state
+        .auth
+        .check_issuer(&t.issuer)
+        .map_err(ApiError::Invalid)?;
     let too_long = |what: &str, s: &str| -> ApiResult<()> {
         if s.is_empty() || s.len() > MAX_TRUST_TEXT {
             return Err(ApiError::Invalid(format!(
@@ -651,14 +656,17 @@ pub(super) async fn create_trust(
     too_long("subject", &t.subject)?;
     if t.subject.chars().all(|c| c == '*') {
         return Err(ApiError::Invalid(
-            "subject must name something: \"*\" alone would trust every workload of the issuer".into(),
+            "subject must name something: \"*\" alone would trust every workload of the issuer"
+                .into(),
         ));
     }
     if let Some(a) = &t.audience {
         too_long("audience", a)?;
     }
     if t.claims.len() > MAX_TRUST_CLAIMS {
-        return Err(ApiError::Invalid(format!("at most {MAX_TRUST_CLAIMS} claims")));
+        return Err(ApiError::Invalid(format!(
+            "at most {MAX_TRUST_CLAIMS} claims"
+        )));
     }
     for (k, v) in &t.claims {
         too_long("a claim's name", k)?;
@@ -676,7 +684,9 @@ pub(super) async fn create_trust(
     };
     if let Some(text) = &jwks {
         if text.len() > MAX_TRUST_JWKS {
-            return Err(ApiError::Invalid(format!("jwks is larger than {MAX_TRUST_JWKS} bytes")));
+            return Err(ApiError::Invalid(format!(
+                "jwks is larger than {MAX_TRUST_JWKS} bytes"
+            )));
         }
         crate::auth::workload::parse_jwks(text).map_err(ApiError::Invalid)?;
     }
@@ -707,7 +717,10 @@ pub(super) async fn create_trust(
             st,
             &caller,
             "robot_trust.create",
-            format!("robot/{org}/{robot}/trusts/{} issuer {} subject {}", t.name, t.issuer, t.subject),
+            format!(
+                "robot/{org}/{robot}/trusts/{} issuer {} subject {}",
+                t.name, t.issuer, t.subject
+            ),
         );
         Ok(json_response(StatusCode::CREATED, trust_json(&row)))
     })
@@ -728,7 +741,12 @@ pub(super) async fn delete_trust(
             )));
         }
         st.auth.refresh_revocations()?;
-        audit_change(st, &caller, "robot_trust.delete", format!("robot/{org}/{robot}/trusts/{name}"));
+        audit_change(
+            st,
+            &caller,
+            "robot_trust.delete",
+            format!("robot/{org}/{robot}/trusts/{name}"),
+        );
         Ok(StatusCode::NO_CONTENT.into_response())
     })
     .await
@@ -776,7 +794,10 @@ fn rotate_owned(
         std::time::Duration::from_secs(u64::try_from(e - crate::store::now()).unwrap_or(0))
     });
     caller.require_fresh_proof(st, left, password)?;
-    let new = st.auth.iam().rotate_credential(&row.id, overlap, &caller.provenance())?;
+    let new = st
+        .auth
+        .iam()
+        .rotate_credential(&row.id, overlap, &caller.provenance())?;
     // What the old generation made ends now (no overlap): this node reads it at once.
     if overlap.is_zero() {
         st.auth.refresh_revocations()?;
@@ -811,7 +832,14 @@ pub(super) async fn rotate_robot_token(
     Path((org, robot, id)): Path<(String, String, String)>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    rotate_robot_credential(state, caller, (org, robot, id), &body, SecretKind::RobotToken).await
+    rotate_robot_credential(
+        state,
+        caller,
+        (org, robot, id),
+        &body,
+        SecretKind::RobotToken,
+    )
+    .await
 }
 
 pub(super) async fn rotate_robot_key(
@@ -833,7 +861,11 @@ async fn rotate_robot_credential(
 ) -> ApiResult<Response> {
     caller.require_manage(&org, "credentials", "create", &robot)?;
     let (overlap, password) = overlap(body)?;
-    let collection = if kind == SecretKind::ApiKey { "apikeys" } else { "tokens" };
+    let collection = if kind == SecretKind::ApiKey {
+        "apikeys"
+    } else {
+        "tokens"
+    };
     blocking(&state, move |st| {
         let r = robot_within_reach(st, &caller, &org, &robot)?;
         rotate_owned(
@@ -952,7 +984,11 @@ pub(super) async fn list_org_credentials(
             if let Some(u) = unused
                 && used.unwrap_or(created) <= now.saturating_sub(u)
             {
-                why.push(if used.is_none() { "never used" } else { "unused" });
+                why.push(if used.is_none() {
+                    "never used"
+                } else {
+                    "unused"
+                });
             }
             why
         };
@@ -970,7 +1006,11 @@ pub(super) async fn list_org_credentials(
                 "registry_token" => "registry token",
                 k => k,
             });
-            v["owner"] = json!(if robot.is_empty() { format!("org/{org}") } else { format!("robot/{robot}") });
+            v["owner"] = json!(if robot.is_empty() {
+                format!("org/{org}")
+            } else {
+                format!("robot/{robot}")
+            });
             v["reasons"] = json!(why);
             out.push(v);
         }

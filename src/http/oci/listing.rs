@@ -173,11 +173,18 @@ pub(super) fn referrers(
     }
     if more && let Some(last) = last {
         let filter_q = filter
-            .map(|f| format!("&artifactType={}", percent_encoding::utf8_percent_encode(f, percent_encoding::NON_ALPHANUMERIC)))
+            .map(|f| {
+                format!(
+                    "&artifactType={}",
+                    percent_encoding::utf8_percent_encode(f, percent_encoding::NON_ALPHANUMERIC)
+                )
+            })
             .unwrap_or_default();
         resp.headers_mut().insert(
             header::LINK,
-            hv(&format!("</v2/{name}/referrers/{subject}?last={last}{filter_q}>; rel=\"next\""))?,
+            hv(&format!(
+                "</v2/{name}/referrers/{subject}?last={last}{filter_q}>; rel=\"next\""
+            ))?,
         );
     }
     Ok(resp)

@@ -55,7 +55,10 @@ pub struct PgCluster {
 
 impl PgCluster {
     pub fn start() -> PgCluster {
-        let tmp = tempfile::Builder::new().prefix("berth-pg").tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("berth-pg")
+            .tempdir()
+            .unwrap();
         let dir = tmp.path().join("data");
         if is_root() {
             let ok = Command::new("chown")
@@ -67,7 +70,16 @@ impl PgCluster {
             assert!(ok, "chown of the cluster directory");
         }
         let out = pg_command("initdb")
-            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "-D"])
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "-D",
+            ])
             .arg(&dir)
             .output()
             .expect("initdb (apt-get install postgresql)");
@@ -189,7 +201,6 @@ pub fn psql(url: &str, sql: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-
 /// The access key every test Garage knows (imported with `garage key import`).
 pub const GARAGE_KEY_ID: &str = "GK0123456789abcdef01234567";
 pub const GARAGE_SECRET: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -204,10 +215,15 @@ pub struct Garage {
 
 impl Garage {
     pub fn start() -> Garage {
-        let tmp = tempfile::Builder::new().prefix("berth-garage").tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("berth-garage")
+            .tempdir()
+            .unwrap();
         let (rpc, s3, admin) = (free_port(), free_port(), free_port());
         let config = tmp.path().join("garage.toml");
-        let secret: String = (0..32).map(|i| format!("{:02x}", (i * 37 + 11) % 256)).collect();
+        let secret: String = (0..32)
+            .map(|i| format!("{:02x}", (i * 37 + 11) % 256))
+            .collect();
         std::fs::write(
             &config,
             format!(
@@ -236,9 +252,19 @@ impl Garage {
             .to_owned();
         g.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
         g.cli(&["layout", "apply", "--version", "1"]);
-        g.cli(&["key", "import", "--yes", GARAGE_KEY_ID, GARAGE_SECRET, "-n", "berth"]);
+        g.cli(&[
+            "key",
+            "import",
+            "--yes",
+            GARAGE_KEY_ID,
+            GARAGE_SECRET,
+            "-n",
+            "berth",
+        ]);
         g.cli(&["bucket", "create", "berth"]);
-        g.cli(&["bucket", "allow", "--read", "--write", "--owner", "berth", "--key", "berth"]);
+        g.cli(&[
+            "bucket", "allow", "--read", "--write", "--owner", "berth", "--key", "berth",
+        ]);
         g
     }
 

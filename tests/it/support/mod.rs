@@ -79,7 +79,8 @@ impl Server {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        let chosen = extra.contains(&"--database") || env.iter().any(|(k, _)| k == "BERTH_DATABASE_URL");
+        let chosen =
+            extra.contains(&"--database") || env.iter().any(|(k, _)| k == "BERTH_DATABASE_URL");
         if !chosen && let Some(url) = suite_database(data_dir) {
             env.push(("BERTH_DATABASE_URL".into(), url));
             env.push(("BERTH_SECRET_KEY".into(), TEST_SECRET_KEY.into()));
@@ -240,7 +241,10 @@ impl Server {
 
     /// A variable of the environment the server was started with.
     pub fn env_var(&self, k: &str) -> Option<String> {
-        self.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        self.env
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
     }
 
     pub fn log_text(&self) -> String {
@@ -765,6 +769,9 @@ pub fn suite_storage(data_dir: &Path) -> Option<Vec<(String, String)>> {
         ("BERTH_S3_REGION".into(), "garage".into()),
         ("BERTH_S3_PATH_STYLE".into(), "true".into()),
         ("AWS_ACCESS_KEY_ID".into(), engines::GARAGE_KEY_ID.into()),
-        ("AWS_SECRET_ACCESS_KEY".into(), engines::GARAGE_SECRET.into()),
+        (
+            "AWS_SECRET_ACCESS_KEY".into(),
+            engines::GARAGE_SECRET.into(),
+        ),
     ])
 }

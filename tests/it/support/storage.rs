@@ -34,9 +34,7 @@ fn block<T: Send + 'static>(fut: impl Future<Output = T> + Send + 'static) -> T 
 impl Server {
     /// The blob store this server writes to.
     pub fn storage(&self) -> Storage {
-        let var = |k: &str| {
-            self.env_var(k)
-        };
+        let var = |k: &str| self.env_var(k);
         match var("BERTH_STORAGE") {
             None => Storage::Files(self.data_dir.clone()),
             Some(url) => {
@@ -120,7 +118,9 @@ impl Storage {
     /// How many upload sessions have bytes stored.
     pub fn upload_count(&self) -> usize {
         match self {
-            Storage::Files(dir) => std::fs::read_dir(dir.join("uploads")).map_or(0, Iterator::count),
+            Storage::Files(dir) => {
+                std::fs::read_dir(dir.join("uploads")).map_or(0, Iterator::count)
+            }
             Storage::S3 { store, prefix } => {
                 let (store, dir) = (store.clone(), Storage::key(prefix, "uploads"));
                 block(async move {
