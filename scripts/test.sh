@@ -53,6 +53,11 @@ if ! command -v garage >/dev/null 2>&1; then
   cargo install --locked -q garage
 fi
 
+# Formatting and lints first: they take seconds and keep every diff about substance.
+echo "== cargo fmt --check and cargo clippy -D warnings" >&2
+cargo fmt --check
+cargo clippy -q --all-targets -- -D warnings
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }

@@ -15,6 +15,7 @@ pub mod config;
 pub mod content;
 pub mod http;
 pub mod iam;
+pub mod kube;
 pub mod policy;
 pub mod server;
 pub mod store;

@@ -318,24 +318,3 @@ async fn put(
         "created"
     })
 }
-
-/// The document `apply -f` takes back for a role or binding as the API shows it
-/// (`berth role get NAME -o yaml`, `berth binding get NAME -o yaml`).
-pub(crate) fn manifest(v: &Value) -> Value {
-    let mut doc = json!({
-        "apiVersion": "berth.dev/v1",
-        "kind": v["kind"],
-        "metadata": { "name": v["name"], "org": v["org"] },
-    });
-    match v["kind"].as_str() {
-        Some("Role") => doc["rules"] = v["rules"].clone(),
-        _ => {
-            for k in ["role", "subject", "namespace", "repository"] {
-                if !v[k].is_null() {
-                    doc[k] = v[k].clone();
-                }
-            }
-        }
-    }
-    doc
-}

@@ -157,8 +157,7 @@ pub(super) fn write_auth(
     user: &str,
     secret: &str,
 ) -> anyhow::Result<PathBuf> {
-    let entry = json!({ "auths": { host: { "auth": base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}")) } } });
-    merge_entry(file, &entry)
+    merge_entry(file, &crate::kube::docker_config(host, user, secret))
 }
 
 /// Merges `entry`'s `auths` and `credHelpers` into the docker config, atomically.

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use super::Usage;
-use super::context::{ClientConfig, Context, Credential, RobotToken, Server};
+use super::context::ClientConfig;
 use super::output::{Format, print};
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -235,7 +235,7 @@ pub(super) async fn pull_secret(
             .to_owned(),
         None => current_host(cfg_path)?,
     };
-    let secret = pull_secret_doc(
+    let secret = crate::kube::pull_secret(
         name,
         namespace,
         &host,
@@ -246,106 +246,13 @@ pub(super) async fn pull_secret(
     print(manifest_format(format), &secret, "", &[])
 }
 
-/// A Kubernetes pull secret (`kubernetes.io/dockerconfigjson`) for `host` with the same fields as
-/// `kubectl create secret docker-registry` (the CLI and the console).
-pub(crate) fn pull_secret_doc(
-    name: &str,
-    namespace: &str,
-    host: &str,
-    user: &str,
-    password: &str,
-    email: Option<&str>,
-) -> Value {
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let mut entry = json!({ "username": user, "password": password });
-    if let Some(email) = email {
-        entry["email"] = json!(email);
-    }
-    entry["auth"] = json!(b64(&format!("{user}:{password}")));
-    let docker = json!({ "auths": { host: entry } });
-    json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": { "name": name, "namespace": namespace },
-        "type": "kubernetes.io/dockerconfigjson",
-        "data": { ".dockerconfigjson": b64(&docker.to_string()) },
-    })
-}
-
-/// A Crossplane `ImageConfig` that makes packages under `prefixes` pull with `pull_secret`.
-pub(crate) fn image_config_doc(name: &str, prefixes: &[String], pull_secret: &str) -> Value {
-    json!({
-        "apiVersion": "pkg.crossplane.io/v1beta1",
-        "kind": "ImageConfig",
-        "metadata": { "name": name },
-        "spec": {
-            "matchImages": prefixes.iter().map(|p| json!({ "prefix": p })).collect::<Vec<_>>(),
-            "registry": { "authentication": { "pullSecretRef": { "name": pull_secret } } },
-        },
-    })
-}
-
-/// A self-contained client config for an automation that logs in with a robot token or API key
-/// (`berth config create --from-token`, the console's robot config). `Err`: what is wrong.
-pub(crate) fn robot_config(
-    server_url: &str,
-    ca_data: Option<String>,
-    access_id: &str,
-    token: &str,
-    org: Option<String>,
-) -> Result<ClientConfig, String> {
-    if !server_url.starts_with("http://") && !server_url.starts_with("https://") {
-        return Err(format!(
-            "--server {server_url:?} must start with https:// or http://"
-        ));
-    }
-    let server = Server {
-        url: server_url.trim_end_matches('/').to_owned(),
-        certificate_authority_data: ca_data,
-        insecure_skip_tls_verify: false,
-    };
-    let host = server.host();
-    let credential = match access_id {
-        "iamapikey" => Credential {
-            api_key: Some(token.to_owned()),
-            ..Credential::default()
-        },
-        "token" => {
-            return Err(
-                "a registry token is for registry clients; use a robot token or API key".into(),
-            );
-        }
-        _ => Credential {
-            robot_token: Some(RobotToken {
-                access_id: access_id.to_owned(),
-                token: token.to_owned(),
-            }),
-            ..Credential::default()
-        },
-    };
-    let mut cfg = ClientConfig::default();
-    let cred_name = format!("robot-{}", &access_id[..access_id.len().min(8)]);
-    cfg.upsert_server(&host, server);
-    cfg.upsert_credential(&cred_name, credential);
-    cfg.upsert_context(
-        "default",
-        Context {
-            server: host,
-            credential: cred_name,
-            org,
-        },
-    );
-    cfg.current_context = Some("default".into());
-    Ok(cfg)
-}
-
 pub(super) fn image_config(cmd: &ImageConfigCommand, format: Format) -> anyhow::Result<()> {
     let ImageConfigCommand::Create {
         name,
         prefix,
         pull_secret,
     } = cmd;
-    let v = image_config_doc(name, prefix, pull_secret);
+    let v = crate::kube::image_config(name, prefix, pull_secret);
     print(manifest_format(format), &v, "", &[])
 }
 
@@ -365,7 +272,8 @@ pub(super) fn config(cmd: &ConfigCommand, cfg_path: &Path, format: Format) -> an
                 .transpose()?
                 .map(|d| base64::engine::general_purpose::STANDARD.encode(d));
             let cfg =
-                robot_config(server, ca_data, &access_id, &token, org.clone()).map_err(Usage)?;
+                crate::kube::config::robot_config(server, ca_data, &access_id, &token, org.clone())
+                    .map_err(Usage)?;
             if output == Path::new("-") {
                 crate::cli_print(serde_norway::to_string(&cfg)?.trim_end());
             } else {

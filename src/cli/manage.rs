@@ -630,7 +630,7 @@ const TOKEN_COLUMNS: [(&str, &str); 7] = [
 fn exportable(format: Format, v: Value) -> Value {
     match format {
         Format::Table => v,
-        Format::Json | Format::Yaml => super::apply::manifest(&v),
+        Format::Json | Format::Yaml => crate::kube::rbac_manifest(&v),
     }
 }
 

@@ -11,13 +11,11 @@
 use std::io::Read as _;
 use std::path::PathBuf;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::Usage;
 
-const REQUEST_API: &str = "credentialprovider.kubelet.k8s.io/v1";
-/// The service-account annotation naming the robot a pod's images are pulled as.
-pub const ROBOT_ANNOTATION: &str = "berth.dev/robot";
+use crate::kube::provider::{API as REQUEST_API, ROBOT_ANNOTATION};
 /// Largest request read from the kubelet.
 const MAX_REQUEST: u64 = 1024 * 1024;
 
@@ -88,7 +86,13 @@ pub fn run(args: &ProviderArgs) -> anyhow::Result<()> {
         name,
     }) = &args.command
     {
-        return print_config(match_image, robot.as_deref(), audience, name);
+        let config = crate::kube::provider::config(match_image, robot.as_deref(), audience, name)
+            .map_err(fail)?;
+        print!(
+            "{}",
+            serde_norway::to_string(&config).map_err(|e| anyhow::anyhow!(e.to_string()))?
+        );
+        return Ok(());
     }
     let mut text = String::new();
     std::io::stdin()
@@ -159,13 +163,7 @@ pub fn run(args: &ProviderArgs) -> anyhow::Result<()> {
             ));
         }
     };
-    let resp = json!({
-        "apiVersion": REQUEST_API,
-        "kind": "CredentialProviderResponse",
-        "cacheKeyType": "Registry",
-        "cacheDuration": format!("{cache_secs}s"),
-        "auth": { host: { "username": username, "password": password } },
-    });
+    let resp = crate::kube::provider::response(&host, &username, &password, cache_secs);
     println!("{resp}");
     Ok(())
 }
@@ -192,65 +190,6 @@ fn credential_of(text: &str) -> Option<(String, String)> {
         crate::iam::SecretKind::RegistryToken => Some(("token".into(), text.to_owned())),
         _ => None,
     }
-}
-
-fn print_config(
-    match_image: &[String],
-    robot: Option<&str>,
-    audience: &str,
-    name: &str,
-) -> anyhow::Result<()> {
-    if match_image.is_empty() {
-        return Err(fail("give at least one --match-image"));
-    }
-    if let Some(r) = robot
-        && !r.contains('/')
-    {
-        return Err(fail(format!("--robot {r:?} must be ORG/ROBOT")));
-    }
-    // The kubelet matches a pattern's path as a prefix (no globs): "host/*" means the host.
-    let patterns: Vec<String> = match_image
-        .iter()
-        .map(|p| p.trim_end_matches("/*").trim_end_matches('/').to_owned())
-        .collect();
-    let mut args = vec!["credential-provider".to_owned()];
-    // One registry host without globs: refuse images of any other host.
-    if let [only] = patterns.as_slice() {
-        let host = only.split('/').next().unwrap_or_default();
-        if !host.contains('*') {
-            args.extend(["--registry".to_owned(), host.to_owned()]);
-        }
-    }
-    if let Some(r) = robot {
-        args.extend(["--robot".to_owned(), r.to_owned()]);
-    }
-    let mut token = json!({
-        "serviceAccountTokenAudience": audience,
-        "requireServiceAccount": true,
-        "cacheType": "Token",
-    });
-    if robot.is_none() {
-        token["requiredServiceAccountAnnotationKeys"] = json!([ROBOT_ANNOTATION]);
-    } else {
-        token["optionalServiceAccountAnnotationKeys"] = json!([ROBOT_ANNOTATION]);
-    }
-    let config = json!({
-        "apiVersion": "kubelet.config.k8s.io/v1",
-        "kind": "CredentialProviderConfig",
-        "providers": [{
-            "name": name,
-            "matchImages": patterns,
-            "defaultCacheDuration": "5m",
-            "apiVersion": REQUEST_API,
-            "args": args,
-            "tokenAttributes": token,
-        }],
-    });
-    print!(
-        "{}",
-        serde_norway::to_string(&config).map_err(|e| anyhow::anyhow!(e.to_string()))?
-    );
-    Ok(())
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ fn yaml_of(roles: &Value, bindings: &Value) -> String {
         .flatten()
         .filter(|r| r["builtin"] != json!(true))
         .chain(bindings["bindings"].as_array().into_iter().flatten())
-        .map(crate::cli::apply::manifest)
+        .map(crate::kube::rbac_manifest)
         .collect();
     docs.iter()
         .map(|d| serde_norway::to_string(d).unwrap_or_default())

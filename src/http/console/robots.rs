@@ -363,7 +363,7 @@ fn secret_page(
     };
     let secret_name = format!("{name}-pull");
     let yaml = |v: &Value| serde_norway::to_string(v).unwrap_or_default();
-    let pull = yaml(&crate::cli::files::pull_secret_doc(
+    let pull = yaml(&crate::kube::pull_secret(
         &secret_name,
         k8s_namespace,
         &s.host,
@@ -371,13 +371,13 @@ fn secret_page(
         secret,
         None,
     ));
-    let image_config = yaml(&crate::cli::files::image_config_doc(
+    let image_config = yaml(&crate::kube::image_config(
         name,
         &[format!("{}/{org}", s.host)],
         &secret_name,
     ));
     let config =
-        crate::cli::files::robot_config(&s.base_url, None, user, secret, Some(org.to_owned()))
+        crate::kube::config::robot_config(&s.base_url, None, user, secret, Some(org.to_owned()))
             .ok()
             .and_then(|c| serde_norway::to_string(&c).ok());
     let file_text = serde_json::to_string_pretty(&file).unwrap_or_default();
