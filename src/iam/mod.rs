@@ -484,11 +484,11 @@ impl IamService {
     }
 
     /// When the oldest session behind a caller with lineage `keys` was signed in to (the first
-    /// refresh token of each family, followed up the lineage); `None`: no session.
+    /// refresh token of each family; a session opened through another carries that one's keys
+    /// too); `None`: no session.
     pub fn signed_in_at(&self, keys: &[String]) -> Result<Option<i64>> {
-        let all = self.meta.read(|r| r.ancestry(keys))?;
         let mut oldest = None;
-        for f in all.iter().filter_map(|k| k.strip_prefix("fam:")) {
+        for f in keys.iter().filter_map(|k| k.strip_prefix("fam:")) {
             let at = self
                 .meta
                 .read(|r| r.credential(f))?
