@@ -30,8 +30,8 @@ use anyhow::Context as _;
 use serde::Deserialize as _;
 use serde_json::{Value, json};
 
-use super::Usage;
 use super::context;
+use super::errors::Usage;
 use crate::client::ClientError;
 use crate::policy::Rule;
 

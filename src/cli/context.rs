@@ -45,7 +45,7 @@ impl ClientConfig {
     /// The current context, its server and its credential.
     pub(crate) fn current(&self) -> anyhow::Result<(&NamedContext, &Server, &Credential)> {
         let name = self.current_context.as_deref().ok_or_else(|| {
-            anyhow::Error::new(crate::cli::Unauthenticated(
+            anyhow::Error::new(super::errors::Unauthenticated(
                 "not logged in: run `berth login URL -a ORG`".into(),
             ))
         })?;
@@ -149,7 +149,7 @@ pub(crate) async fn client(path: &Path, verbose: bool) -> anyhow::Result<(Client
         .await
         .map_err(|e| match e {
             crate::client::ClientError::Status { status: 401, .. } => {
-                anyhow::Error::new(crate::cli::Unauthenticated(
+                anyhow::Error::new(super::errors::Unauthenticated(
                     "the session has ended: run `berth login` again".into(),
                 ))
             }

@@ -11,8 +11,8 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use super::Usage;
 use super::context::{self, ClientConfig, Credential, RobotToken};
+use super::errors::Usage;
 use crate::client::{Auth, Client};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -26,17 +26,6 @@ pub struct DockerConfigArgs {
     /// Print the entry instead of writing it.
     #[arg(long)]
     pub print: bool,
-}
-
-fn docker_config_path(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
-    if let Some(p) = flag {
-        return Ok(p.to_owned());
-    }
-    if let Some(dir) = std::env::var_os("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(dir).join("config.json"));
-    }
-    let home = std::env::var_os("HOME").context("HOME is not set; give --file PATH")?;
-    Ok(PathBuf::from(home).join(".docker/config.json"))
 }
 
 /// (user name, secret) a registry client should send for a stored credential, if it has one
@@ -124,7 +113,7 @@ pub(super) fn docker_config(args: &DockerConfigArgs, cfg_path: &Path) -> anyhow:
     let (_, server, cred) = cfg.current()?;
     let host = server.host();
     let login = match &args.token_file {
-        Some(f) => Some(super::files::login_of(f)?),
+        Some(f) => Some(super::common::login_of(f)?),
         None => static_login(cred),
     };
     let entry = match &login {
@@ -138,57 +127,16 @@ pub(super) fn docker_config(args: &DockerConfigArgs, cfg_path: &Path) -> anyhow:
         crate::cli_print(&serde_json::to_string_pretty(&entry)?);
         return Ok(());
     }
-    merge_entry(args.file.as_deref(), &entry)?;
+    super::common::merge_entry(args.file.as_deref(), &entry)?;
     crate::cli_eprint(&format!(
         "{} now has credentials for {host}",
-        docker_config_path(args.file.as_deref())?.display()
+        super::common::docker_config_path(args.file.as_deref())?.display()
     ));
     if login.is_none() {
         // docker runs the helper by name: make sure it can.
         crate::cli_eprint(&ensure_helper_link());
     }
     Ok(())
-}
-
-/// Writes `auths[host] = user:secret` into the docker config (`file`, else the default).
-pub(super) fn write_auth(
-    file: Option<&Path>,
-    host: &str,
-    user: &str,
-    secret: &str,
-) -> anyhow::Result<PathBuf> {
-    merge_entry(file, &crate::kube::docker_config(host, user, secret))
-}
-
-/// Merges `entry`'s `auths` and `credHelpers` into the docker config, atomically.
-fn merge_entry(file: Option<&Path>, entry: &Value) -> anyhow::Result<PathBuf> {
-    let path = docker_config_path(file)?;
-    let mut doc: Value = match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text)
-            .with_context(|| format!("{} is not JSON", path.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => json!({}),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    if !doc.is_object() {
-        return Err(Usage(format!("{} is not a JSON object", path.display())).into());
-    }
-    for key in ["auths", "credHelpers"] {
-        if let Some(Value::Object(new)) = entry.get(key) {
-            let slot = doc
-                .as_object_mut()
-                .map(|m| m.entry(key).or_insert_with(|| json!({})));
-            if let Some(Value::Object(existing)) = slot {
-                for (k, v) in new {
-                    existing.insert(k.clone(), v.clone());
-                }
-            }
-        }
-    }
-    context::write_private(
-        &path,
-        (serde_json::to_string_pretty(&doc)? + "\n").as_bytes(),
-    )?;
-    Ok(path)
 }
 
 fn normalize(server: &str) -> String {
@@ -398,13 +346,4 @@ fn helper(action: &str) -> anyhow::Result<()> {
         ))
         .into()),
     }
-}
-
-/// `berth completion SHELL`.
-pub(super) fn completion(shell: clap_complete::Shell) {
-    use clap::CommandFactory as _;
-    let mut cmd = super::Cli::command();
-    let mut out = Vec::new();
-    clap_complete::generate(shell, &mut cmd, "berth", &mut out);
-    crate::cli_print(String::from_utf8_lossy(&out).trim_end());
 }

@@ -9,8 +9,8 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use super::Usage;
 use super::context::ClientConfig;
+use super::errors::Usage;
 use super::output::{Format, print};
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -124,33 +124,6 @@ pub enum ConfigCommand {
     },
 }
 
-/// (user name, password) from a token file, by the secret's kind.
-pub(super) fn login_of(file: &Path) -> anyhow::Result<(String, String)> {
-    let text = if file == Path::new("-") {
-        use std::io::Read as _;
-        let mut t = String::new();
-        std::io::stdin()
-            .read_to_string(&mut t)
-            .context("reading the token file from standard input")?;
-        t
-    } else {
-        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
-    };
-    let v: Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
-    let s = |k: &str| v[k].as_str().map(str::to_owned);
-    match (s("accessId"), s("token"), s("apikey")) {
-        (Some(id), Some(token), _) => Ok((id, token)),
-        (None, _, Some(key)) => Ok(("iamapikey".into(), key)),
-        (None, Some(token), None) => Ok(("token".into(), token)),
-        _ => Err(Usage(format!(
-            "{} holds no robot token, API key or registry token",
-            file.display()
-        ))
-        .into()),
-    }
-}
-
 fn current_host(cfg_path: &Path) -> anyhow::Result<String> {
     let cfg = ClientConfig::load(cfg_path)?;
     let (_, server, _) = cfg
@@ -205,7 +178,7 @@ pub(super) async fn pull_secret(
                     .into());
                 }
             };
-            let f = super::manage::rotate_robot_token(&c, &org, robot, token, overlap).await?;
+            let f = super::common::rotate_robot_token(&c, &org, robot, token, overlap).await?;
             Some((
                 f["accessId"].as_str().unwrap_or_default().to_owned(),
                 f["token"].as_str().unwrap_or_default().to_owned(),
@@ -215,10 +188,10 @@ pub(super) async fn pull_secret(
     };
     let (user, password) = match (rotated, file, username) {
         (Some(login), _, _) => login,
-        (None, Some(f), _) => login_of(f)?,
+        (None, Some(f), _) => super::common::login_of(f)?,
         (None, None, Some(u)) => (
             u.clone(),
-            super::session::read_secret("password", *password_stdin)?,
+            super::common::read_secret("password", *password_stdin)?,
         ),
         (None, None, None) => {
             return Err(
@@ -265,7 +238,7 @@ pub(super) fn config(cmd: &ConfigCommand, cfg_path: &Path, format: Format) -> an
             org,
             output,
         } => {
-            let (access_id, token) = login_of(from_token)?;
+            let (access_id, token) = super::common::login_of(from_token)?;
             let ca_data = ca
                 .as_ref()
                 .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))

@@ -51,7 +51,7 @@ pub(super) fn run(args: &GcArgs) -> anyhow::Result<ExitCode> {
             config.data_dir.display()
         );
     }
-    let content = crate::server::open_content(
+    let content = crate::state::open_content(
         &config.data_dir,
         config.database.as_ref(),
         config.storage.as_ref(),

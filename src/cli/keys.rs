@@ -63,13 +63,13 @@ pub(super) fn run(args: &KeysArgs) -> anyhow::Result<ExitCode> {
             let keys = match &config.database {
                 // Every node reads the new key from the database within a second.
                 Some(_) => {
-                    let content = crate::server::open_content(
+                    let content = crate::state::open_content(
                         &config.data_dir,
                         config.database.as_ref(),
                         None,
                     )
                     .context("opening the metadata database")?;
-                    crate::server::open_keys(&config, &content)?
+                    crate::state::open_keys(&config, &content)?
                 }
                 None => Keys::open(&config.data_dir)
                     .with_context(|| format!("opening keys in {}", config.data_dir.display()))?,

@@ -5,18 +5,36 @@
 //! Exit codes: 0 success, 1 other failure (e.g. a conflict), 2 usage (also a request the server
 //! refuses as invalid), 3 authentication or permission, 4 not found, 5 server or network.
 
+mod apikey;
+pub use errors::{NoAnswer, Unauthenticated, Usage};
+
 pub(crate) mod apply;
+mod audit;
+mod binding;
+mod common;
 pub(crate) mod context;
+mod credential;
 pub mod docker;
+mod errors;
 pub mod files;
 mod gc;
 mod keys;
-pub mod manage;
+mod member;
 mod migrate;
+mod namespace;
+mod org;
 pub mod output;
 pub mod provider;
+mod registry_token;
+mod repo;
+mod robot;
+mod role;
 mod serve;
 pub mod session;
+mod tag;
+mod token;
+mod trust;
+mod user;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -88,14 +106,14 @@ pub enum Command {
     Session(session::SessionCommand),
     /// Organizations.
     #[command(subcommand)]
-    Org(manage::OrgCommand),
+    Org(org::OrgCommand),
     /// Robot accounts and their tokens.
     Robot {
         /// The organization (default: the current context's).
         #[arg(long, global = true)]
         org: Option<String>,
         #[command(subcommand)]
-        command: manage::RobotCommand,
+        command: robot::RobotCommand,
     },
     /// Role bindings.
     Binding {
@@ -103,7 +121,7 @@ pub enum Command {
         #[arg(long, global = true)]
         org: Option<String>,
         #[command(subcommand)]
-        command: manage::BindingCommand,
+        command: binding::BindingCommand,
     },
     /// Organization-wide registry tokens.
     RegistryToken {
@@ -111,32 +129,32 @@ pub enum Command {
         #[arg(long, global = true)]
         org: Option<String>,
         #[command(subcommand)]
-        command: manage::RegistryTokenCommand,
+        command: registry_token::RegistryTokenCommand,
     },
     /// Repositories.
     #[command(subcommand)]
-    Repo(manage::RepoCommand),
+    Repo(repo::RepoCommand),
     /// Tags of repositories.
     #[command(subcommand)]
-    Tag(manage::TagCommand),
+    Tag(tag::TagCommand),
     /// Namespaces of an organization.
     Namespace {
         /// The organization (default: the current context's).
         #[arg(long, global = true)]
         org: Option<String>,
         #[command(subcommand)]
-        command: manage::NamespaceCommand,
+        command: namespace::NamespaceCommand,
     },
     /// Users (server admins).
     #[command(subcommand)]
-    User(manage::UserCommand),
+    User(user::UserCommand),
     /// Members of an organization.
     Member {
         /// The organization (default: the current context's).
         #[arg(long, global = true)]
         org: Option<String>,
         #[command(subcommand)]
-        command: manage::MemberCommand,
+        command: member::MemberCommand,
     },
     /// API keys (login user name `iamapikey`), yours or a robot's.
     Apikey {
@@ -144,7 +162,7 @@ pub enum Command {
         #[arg(long, global = true)]
         org: Option<String>,
         #[command(subcommand)]
-        command: manage::ApiKeyCommand,
+        command: apikey::ApiKeyCommand,
     },
     /// Every credential of an organization: what expires soon, what is never used.
     Credential {
@@ -152,7 +170,7 @@ pub enum Command {
         #[arg(long, global = true)]
         org: Option<String>,
         #[command(subcommand)]
-        command: manage::CredentialCommand,
+        command: credential::CredentialCommand,
     },
     /// Custom roles.
     Role {
@@ -160,11 +178,11 @@ pub enum Command {
         #[arg(long, global = true)]
         org: Option<String>,
         #[command(subcommand)]
-        command: manage::RoleCommand,
+        command: role::RoleCommand,
     },
     /// The audit trail.
     #[command(subcommand)]
-    Audit(manage::AuditCommand),
+    Audit(audit::AuditCommand),
     /// Whether you (or --as robot/NAME, user/NAME) may do VERB on RESOURCE; prints yes or no.
     #[command(after_help = "Example:\n  berth can-i push acme/app --as robot/ci-bot")]
     CanI {
@@ -216,20 +234,14 @@ pub enum Command {
     },
 }
 
-/// A mistake in how a command was called (exit code 2).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Usage(pub String);
-
-/// No usable credentials (exit code 3).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Unauthenticated(pub String);
-
-/// A "no" from `can-i`: exit code 1 and nothing more on stderr.
-#[derive(Debug, thiserror::Error)]
-#[error("")]
-pub struct NoAnswer;
+/// `berth completion SHELL`.
+fn completion(shell: clap_complete::Shell) {
+    use clap::CommandFactory as _;
+    let mut cmd = Cli::command();
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "berth", &mut out);
+    crate::cli_print(String::from_utf8_lossy(&out).trim_end());
+}
 
 /// Whether the error is `can-i`'s quiet "no".
 pub fn is_quiet(e: &anyhow::Error) -> bool {
@@ -295,7 +307,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::Completion { shell } => {
-            docker::completion(*shell);
+            completion(*shell);
             return Ok(ExitCode::SUCCESS);
         }
         Command::CredentialProvider(args) => {
@@ -315,42 +327,43 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Logout => session::logout(&path, verbose).await,
             Command::Whoami => session::whoami(&path, format, verbose).await,
             Command::Session(cmd) => session::session(cmd, &path, format, verbose).await,
-            Command::Org(cmd) => manage::org(cmd, &path, format, verbose).await,
+            Command::Org(cmd) => org::org(cmd, &path, format, verbose).await,
             Command::Robot { org, command } => {
-                manage::robot(command, org.as_deref(), &path, format, verbose).await
+                robot::robot(command, org.as_deref(), &path, format, verbose).await
             }
             Command::Binding { org, command } => {
-                manage::binding(command, org.as_deref(), &path, format, verbose).await
+                binding::binding(command, org.as_deref(), &path, format, verbose).await
             }
             Command::RegistryToken { org, command } => {
-                manage::registry_token(command, org.as_deref(), &path, format, verbose).await
+                registry_token::registry_token(command, org.as_deref(), &path, format, verbose)
+                    .await
             }
-            Command::Repo(cmd) => manage::repo(cmd, &path, format, verbose).await,
-            Command::Tag(cmd) => manage::tag(cmd, &path, format, verbose).await,
+            Command::Repo(cmd) => repo::repo(cmd, &path, format, verbose).await,
+            Command::Tag(cmd) => tag::tag(cmd, &path, format, verbose).await,
             Command::Namespace { org, command } => {
-                manage::namespace(command, org.as_deref(), &path, format, verbose).await
+                namespace::namespace(command, org.as_deref(), &path, format, verbose).await
             }
-            Command::User(cmd) => manage::user(cmd, &path, format, verbose).await,
+            Command::User(cmd) => user::user(cmd, &path, format, verbose).await,
             Command::Member { org, command } => {
-                manage::member(command, org.as_deref(), &path, format, verbose).await
+                member::member(command, org.as_deref(), &path, format, verbose).await
             }
             Command::Apikey { org, command } => {
-                manage::apikey(command, org.as_deref(), &path, format, verbose).await
+                apikey::apikey(command, org.as_deref(), &path, format, verbose).await
             }
             Command::Role { org, command } => {
-                manage::role(command, org.as_deref(), &path, format, verbose).await
+                role::role(command, org.as_deref(), &path, format, verbose).await
             }
             Command::Credential { org, command } => {
-                manage::credential(command, org.as_deref(), &path, format, verbose).await
+                credential::credential(command, org.as_deref(), &path, format, verbose).await
             }
-            Command::Audit(cmd) => manage::audit(cmd, &path, format, verbose).await,
+            Command::Audit(cmd) => audit::audit(cmd, &path, format, verbose).await,
             Command::CanI {
                 verb,
                 resource,
                 as_subject,
                 org,
             } => {
-                if manage::can_i(
+                if binding::can_i(
                     verb,
                     resource,
                     as_subject.as_deref(),

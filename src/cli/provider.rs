@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-use super::Usage;
+use super::errors::Usage;
 
 use crate::kube::provider::{API as REQUEST_API, ROBOT_ANNOTATION};
 /// Largest request read from the kubelet.

@@ -6,8 +6,8 @@ use std::path::Path;
 use anyhow::Context as _;
 use serde_json::json;
 
-use super::Usage;
 use super::context::{self, ClientConfig, Context, Credential, Server};
+use super::errors::Usage;
 use super::output::{Format, print};
 use crate::client::{Auth, Client};
 
@@ -47,24 +47,6 @@ pub struct LoginArgs {
     pub docker_config: bool,
 }
 
-/// Reads a secret: from stdin when asked to, else from the terminal without echo.
-pub(super) fn read_secret(prompt: &str, from_stdin: bool) -> anyhow::Result<String> {
-    if from_stdin {
-        let mut line = String::new();
-        std::io::stdin()
-            .read_line(&mut line)
-            .context("reading standard input")?;
-        return Ok(line.trim_end_matches(['\n', '\r']).to_owned());
-    }
-    if !std::io::stdin().is_terminal() {
-        return Err(Usage(format!(
-            "no terminal to ask for the {prompt}; use --password-stdin"
-        ))
-        .into());
-    }
-    rpassword::prompt_password(format!("{prompt}: ")).context("reading the password")
-}
-
 pub(super) async fn login(args: &LoginArgs, cfg_path: &Path, verbose: bool) -> anyhow::Result<()> {
     let mut cfg = ClientConfig::load(cfg_path)?;
     let url_arg = args.url.clone().or_else(|| args.server.clone());
@@ -90,7 +72,7 @@ pub(super) async fn login(args: &LoginArgs, cfg_path: &Path, verbose: bool) -> a
         }
         None => return Err(Usage("give the user name with -u USER".into()).into()),
     };
-    let password = read_secret("password", args.password_stdin)?;
+    let password = super::common::read_secret("password", args.password_stdin)?;
     let client = Client::new(&url, Auth::None, &server.tls()?, verbose)?;
     let session = match client
         .api(
@@ -262,7 +244,7 @@ async fn federated_login(
         answer["expires_in"].as_i64().unwrap_or(0)
     ));
     if args.docker_config {
-        let path = super::docker::write_auth(None, &host, robot, &token)?;
+        let path = super::common::write_auth(None, &host, robot, &token)?;
         crate::cli_eprint(&format!(
             "{} now has credentials for {host}",
             path.display()

@@ -17,7 +17,7 @@ use base64::Engine as _;
 
 use crate::auth::{AuthError, Claims, ClientInfo, Principal};
 use crate::policy::{self, Action, Actions, Grants, NamespaceInfo};
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Credentials as presented.
 pub(crate) enum Presented {

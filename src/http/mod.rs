@@ -21,9 +21,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 
-pub use metrics::Metrics;
+pub use crate::metrics::Metrics;
 
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// The parsed route's name, set on the response by the handler that served it.
 #[derive(Clone, Copy)]

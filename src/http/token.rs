@@ -19,7 +19,7 @@ use crate::auth::{AccessEntry, AuthError, ClientInfo, Login, Principal};
 use crate::iam::AuditEvent;
 use crate::policy::scope::Scope;
 use crate::policy::{self, Grants};
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// How long a refresh token from `access_type=offline` / `offline_token=true` lives.
 pub(crate) const REFRESH_TOKEN_TTL: std::time::Duration =

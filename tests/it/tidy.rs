@@ -87,3 +87,167 @@ fn architecture_md_names_every_module() {
         );
     }
 }
+
+/// The source of `f` up to its unit tests (which may reach anywhere).
+fn code_of(f: &Path) -> String {
+    let text = std::fs::read_to_string(f).unwrap();
+    match text.find("#[cfg(test)]") {
+        Some(i) => text[..i].to_owned(),
+        None => text,
+    }
+}
+
+/// The top-level module a file belongs to (`http/api/mod.rs` → `http`, `kube/config.rs` → `kube`).
+fn top_module(f: &Path) -> String {
+    let rel = f
+        .strip_prefix(src())
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    rel.split('/')
+        .next()
+        .unwrap()
+        .trim_end_matches(".rs")
+        .to_owned()
+}
+
+/// The berth modules a file names through `crate::` paths.
+fn crate_imports(text: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for (i, _) in text.match_indices("crate::") {
+        let before = text[..i].chars().last();
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$') {
+            continue;
+        }
+        let name: String = text[i + 7..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+            .collect();
+        if !name.is_empty() {
+            out.insert(name);
+        }
+    }
+    out
+}
+
+/// The layer rules of ARCHITECTURE.md ("Layers"): each top-level module may import only the
+/// modules listed for it (the crate root's `cli_print`/`cli_eprint` aside); `cli` may import
+/// anything and nothing imports `cli`.
+#[test]
+fn the_layer_rules_hold() {
+    let allowed: &[(&str, &[&str])] = &[
+        ("types", &[]),
+        ("kube", &[]),
+        ("policy", &["types"]),
+        ("metrics", &[]),
+        ("telemetry", &[]),
+        ("store", &["types"]),
+        ("blob", &["store", "types"]),
+        ("content", &["store", "blob", "types"]),
+        ("iam", &["policy", "store", "types"]),
+        ("auth", &["iam", "policy", "store", "types"]),
+        ("config", &["store", "blob"]),
+        ("client", &[]),
+        (
+            "state",
+            &[
+                "auth", "blob", "config", "content", "iam", "metrics", "store",
+            ],
+        ),
+        (
+            "http",
+            &[
+                "auth", "blob", "config", "content", "iam", "kube", "metrics", "policy", "state",
+                "store", "types",
+            ],
+        ),
+        ("server", &["config", "content", "http", "state", "store"]),
+    ];
+    let mut checked = 0;
+    for f in rust_files(&src()) {
+        let top = top_module(&f);
+        if ["cli", "main", "lib"].contains(&top.as_str()) {
+            continue;
+        }
+        let Some((_, ok)) = allowed.iter().find(|(m, _)| *m == top) else {
+            panic!(
+                "{top}: a new top-level module needs its row in the layer rules here and in ARCHITECTURE.md"
+            );
+        };
+        for m in crate_imports(&code_of(&f)) {
+            if m == top || m == "cli_print" || m == "cli_eprint" {
+                continue;
+            }
+            assert!(
+                ok.contains(&m.as_str()),
+                "{}: `{top}` may not import `{m}` (layer rules in ARCHITECTURE.md)",
+                f.display()
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked > 50, "only {checked} files checked");
+}
+
+/// No circle between the files of `cli/`: the command files share `common` and `errors`, which
+/// import none of them; only `mod.rs` (the dispatch) imports every command file.
+#[test]
+fn cli_files_import_no_circle() {
+    let dir = src().join("cli");
+    let names: Vec<String> = rust_files(&dir)
+        .iter()
+        .map(|f| f.file_stem().unwrap().to_string_lossy().into_owned())
+        .filter(|n| n != "mod")
+        .collect();
+    let mut edges: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for n in &names {
+        let text = code_of(&dir.join(format!("{n}.rs")));
+        let deps: Vec<String> = names
+            .iter()
+            .filter(|m| {
+                *m != n
+                    && (text.contains(&format!("super::{m}::"))
+                        || text.contains(&format!("super::{m};")))
+            })
+            .cloned()
+            .collect();
+        edges.insert(n.clone(), deps);
+    }
+    // Depth-first search for a back edge.
+    fn visit(
+        n: &str,
+        edges: &std::collections::BTreeMap<String, Vec<String>>,
+        path: &mut Vec<String>,
+        done: &mut std::collections::BTreeSet<String>,
+    ) {
+        if done.contains(n) {
+            return;
+        }
+        if let Some(i) = path.iter().position(|p| p == n) {
+            panic!("import circle in cli/: {} -> {n}", path[i..].join(" -> "));
+        }
+        path.push(n.to_owned());
+        for d in &edges[n] {
+            visit(d, edges, path, done);
+        }
+        path.pop();
+        done.insert(n.to_owned());
+    }
+    let mut done = Default::default();
+    for n in &names {
+        visit(n, &edges, &mut Vec::new(), &mut done);
+    }
+    // The shared files import no command file.
+    for shared in ["common", "errors", "context", "output"] {
+        let deps = &edges[shared];
+        assert!(
+            deps.iter()
+                .all(|d| ["context", "output", "errors"].contains(&d.as_str())),
+            "cli/{shared}.rs imports {deps:?}"
+        );
+    }
+    assert!(
+        !src().join("cli/manage.rs").exists(),
+        "one file per command group"
+    );
+}

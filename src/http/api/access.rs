@@ -14,7 +14,7 @@ use super::identity::audit_change;
 use super::{ApiCaller, ApiError, ApiResult, blocking, json_response, parse_body, time};
 use crate::auth::Principal;
 use crate::policy::{self, BindingScope, Rule};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::{AuditFilter, BindingRow, OrgRow};
 
 #[derive(Deserialize)]

@@ -10,7 +10,7 @@ use serde_json::json;
 use super::{ApiCaller, ApiError, ApiResult, blocking, json_response, parse_body, time};
 use crate::auth::Principal;
 use crate::iam::AuditEvent;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::{NamespaceRow, OrgRow, UserRow};
 
 fn user_json(u: &UserRow) -> serde_json::Value {

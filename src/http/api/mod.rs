@@ -27,7 +27,7 @@ use super::RouteName;
 use super::access::{Presented, client_info, presented};
 use crate::auth::{AuthError, ClientInfo, Lineage, Login, Principal};
 use crate::policy::Grants;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// The route table: each line is method, path, handler, summary, success status and the
 /// top-level fields of the success body (`name?`: optional). It builds the router and the

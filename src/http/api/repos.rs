@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::{ApiCaller, ApiError, ApiResult, blocking, json_response, time};
 use crate::http::access::{NamespaceCache, namespace_info};
 use crate::policy::{Action, namespace_of, repository_actions};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::TagDetail;
 use crate::types::RepositoryName;
 

@@ -16,7 +16,7 @@ use super::{ApiCaller, ApiError, ApiResult, blocking, json_response, parse_body,
 use crate::auth::Principal;
 use crate::config::parse_duration;
 use crate::iam::{CredentialSpec, NewCredential, Owner, SecretKind};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::{CredentialRow, RobotRow};
 
 fn robot_json(r: &RobotRow) -> serde_json::Value {

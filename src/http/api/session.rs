@@ -17,7 +17,7 @@ use super::{ApiCaller, ApiError, ApiResult, blocking, json_response, parse_body,
 use crate::auth::{ClientInfo, Lineage, Login, Principal};
 use crate::http::token::REFRESH_TOKEN_TTL;
 use crate::iam::{AuditEvent, CredentialSpec, NewCredential, Origin, Owner, Secret, SecretKind};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::CredentialRow;
 
 #[derive(Deserialize)]

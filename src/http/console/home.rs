@@ -13,7 +13,7 @@ use super::layout::{self, page, text, time};
 use super::{FORM_MAX, SESSION_TTL, Session, see_other, seg, session_cookie};
 use crate::auth::{AuthError, Principal};
 use crate::iam::AuditEvent;
-use crate::server::AppState;
+use crate::state::AppState;
 
 fn login_page(status: StatusCode, error: Option<&str>, user: &str) -> Response {
     let m = html! {

@@ -42,7 +42,7 @@ use tower::ServiceExt as _;
 
 use super::RouteName;
 use crate::auth::Principal;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// The session cookie. Under TLS it carries the `__Host-` prefix (Secure, Path=/, no Domain).
 const COOKIE: &str = "berth_session";

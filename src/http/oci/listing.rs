@@ -9,7 +9,7 @@ use super::{OciError, Query, hv};
 use crate::content::manifest::OCI_INDEX;
 use crate::content::{ContentService, Digest, RepositoryName};
 use crate::http::access::{Caller, NamespaceCache};
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Catalog page size when the client gives no `n`, and the largest it may ask for.
 const CATALOG_DEFAULT: u64 = 1000;

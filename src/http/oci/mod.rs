@@ -26,7 +26,7 @@ use crate::content::RepositoryName;
 use crate::http::RouteName;
 use crate::http::access::{self, Caller, Denial};
 use crate::policy::{self, Action, Actions};
-use crate::server::AppState;
+use crate::state::AppState;
 
 type Query = HashMap<String, String>;
 
