@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Breaks one rule at a time and checks that the suite notices.
+
+Each mutation (scripts/mutations/*.json: id, rule, file, old, new, test) is a text replacement
+in a scratch copy of the tree (a git worktree of HEAD, so the working tree is never touched),
+applied alone; the named tests run against the mutated build; "caught" means they failed.
+
+    python3 scripts/mutate.py                 # every mutation
+    python3 scripts/mutate.py M3 M17          # some
+    MUTATE_TARGET=/path python3 scripts/mutate.py   # reuse a build directory between runs
+
+Prints one line per mutation (id, caught/MISSED, the test, the first failing assertion) and
+exits 1 when any was missed. The scratch worktree is removed at the end.
+"""
+import glob
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+root = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True).stdout.strip()
+mutations = []
+for f in sorted(glob.glob(os.path.join(root, "scripts/mutations/*.json"))):
+    mutations += json.load(open(f))
+only = sys.argv[1:]
+scratch = tempfile.mkdtemp(prefix="berth-mutate-")
+tree = os.path.join(scratch, "tree")
+subprocess.run(["git", "-C", root, "worktree", "add", "-q", "--detach", tree, "HEAD"], check=True)
+env = dict(os.environ, CARGO_TARGET_DIR=os.environ.get("MUTATE_TARGET", os.path.join(scratch, "target")))
+missed = 0
+try:
+    for m in mutations:
+        if only and m["id"] not in only:
+            continue
+        path = os.path.join(tree, m["file"])
+        text = open(path).read()
+        if text.count(m["old"]) != 1:
+            print(f'{m["id"]}\tSTALE\t{m["file"]}: the text to break is not there exactly once', flush=True)
+            missed += 1
+            continue
+        open(path, "w").write(text.replace(m["old"], m["new"]))
+        try:
+            r = subprocess.run(["cargo", "nextest", "run", "--no-fail-fast", "-E", f'test(/{m["test"]}/)'],
+                               cwd=tree, env=env, capture_output=True, text=True)
+            out = r.stdout + r.stderr
+            if "could not compile" in out:
+                verdict, why = "BUILD-ERROR", ""
+            elif r.returncode != 0 and "FAIL [" in out:
+                verdict = "caught"
+                why = next((l.strip() for l in out.splitlines() if "panicked at" in l), "")
+            else:
+                verdict, why = "MISSED", ""
+                missed += 1
+            print(f'{m["id"]}\t{verdict}\t{m["test"]}\t{why}', flush=True)
+        finally:
+            open(path, "w").write(text)
+finally:
+    subprocess.run(["git", "-C", root, "worktree", "remove", "--force", tree])
+sys.exit(1 if missed else 0)
