@@ -8,6 +8,7 @@ applied alone; the named tests run against the mutated build; "caught" means the
     python3 scripts/mutate.py                 # every mutation
     python3 scripts/mutate.py M3 M17          # some
     MUTATE_TARGET=/path python3 scripts/mutate.py   # reuse a build directory between runs
+    MUTATE_TREE=/path python3 scripts/mutate.py     # reuse a scratch worktree (moved to HEAD)
 
 Prints one line per mutation (id, caught/MISSED, the test, the first failing assertion) and
 exits 1 when any was missed. The scratch worktree is removed at the end.
@@ -25,8 +26,14 @@ for f in sorted(glob.glob(os.path.join(root, "scripts/mutations/*.json"))):
     mutations += json.load(open(f))
 only = sys.argv[1:]
 scratch = tempfile.mkdtemp(prefix="berth-mutate-")
-tree = os.path.join(scratch, "tree")
-subprocess.run(["git", "-C", root, "worktree", "add", "-q", "--detach", tree, "HEAD"], check=True)
+head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+tree = os.environ.get("MUTATE_TREE")
+own_tree = tree is None
+if own_tree:
+    tree = os.path.join(scratch, "tree")
+    subprocess.run(["git", "-C", root, "worktree", "add", "-q", "--detach", tree, head], check=True)
+else:
+    subprocess.run(["git", "-C", tree, "checkout", "-q", "--detach", head], check=True)
 env = dict(os.environ, CARGO_TARGET_DIR=os.environ.get("MUTATE_TARGET", os.path.join(scratch, "target")))
 missed = 0
 try:
@@ -56,5 +63,6 @@ try:
         finally:
             open(path, "w").write(text)
 finally:
-    subprocess.run(["git", "-C", root, "worktree", "remove", "--force", tree])
+    if own_tree:
+        subprocess.run(["git", "-C", root, "worktree", "remove", "--force", tree])
 sys.exit(1 if missed else 0)

@@ -3595,3 +3595,304 @@ async fn a_binding_row_for_a_non_member_grants_nothing() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn every_console_form_refuses_a_post_without_its_csrf_token() {
+    let w = world().await;
+    let (s, alice) = (&w.s, &w.alice);
+    user_session(s, "bob", "bob-password-1").await;
+    alice
+        .ok(
+            "PUT",
+            "/orgs/acme/members/bob",
+            Some(json!({"role": "member"})),
+            StatusCode::OK,
+        )
+        .await;
+    alice
+        .ok(
+            "PUT",
+            "/orgs/acme/roles/r1",
+            Some(json!({"rules": [{"resources": ["repositories"], "verbs": ["pull"]}]})),
+            StatusCode::CREATED,
+        )
+        .await;
+    alice
+        .ok(
+            "POST",
+            "/orgs/acme/robots/reader/trusts",
+            Some(json!({"name": "t1", "issuer": "https://token.actions.githubusercontent.com", "subject": "repo:acme/app:*"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let key_id = alice.ok("GET", "/apikeys", None, StatusCode::OK).await["apikeys"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let robot_key_id = alice
+        .ok(
+            "GET",
+            "/orgs/acme/robots/reader/apikeys",
+            None,
+            StatusCode::OK,
+        )
+        .await["apikeys"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, tokens) = alice
+        .call("GET", "/tokens", None, &[("organization", "acme")])
+        .await;
+    let reg_id = tokens["tokens"][0]["id"].as_str().unwrap().to_owned();
+    let rt = &w.robot_token.0;
+    let forms: Vec<(String, Vec<(&str, String)>)> = vec![
+        ("/ui/logout".into(), vec![]),
+        ("/ui/orgs".into(), vec![("name", "evil-org".into())]),
+        (
+            "/ui/users".into(),
+            vec![
+                ("name", "evil".into()),
+                ("password", "evil-password-1".into()),
+            ],
+        ),
+        (
+            "/ui/orgs/acme/tags/delete".into(),
+            vec![("repository", "acme/app".into()), ("tag", "v1".into())],
+        ),
+        ("/ui/orgs/acme/robots".into(), vec![("name", "evil".into())]),
+        ("/ui/orgs/acme/robots/reader/delete".into(), vec![]),
+        (
+            "/ui/orgs/acme/robots/reader/tokens".into(),
+            vec![("name", "evil".into())],
+        ),
+        (
+            format!("/ui/orgs/acme/robots/reader/tokens/{rt}/rotate"),
+            vec![("overlap", "0".into())],
+        ),
+        (
+            format!("/ui/orgs/acme/robots/reader/tokens/{rt}/revoke"),
+            vec![],
+        ),
+        (
+            "/ui/orgs/acme/robots/reader/apikeys".into(),
+            vec![("name", "evil".into())],
+        ),
+        (
+            format!("/ui/orgs/acme/robots/reader/apikeys/{robot_key_id}/rotate"),
+            vec![("overlap", "0".into())],
+        ),
+        (
+            format!("/ui/orgs/acme/robots/reader/apikeys/{robot_key_id}/revoke"),
+            vec![],
+        ),
+        (
+            "/ui/orgs/acme/robots/reader/trusts".into(),
+            vec![
+                ("name", "evil".into()),
+                ("issuer", "https://evil.example".into()),
+                ("subject", "x".into()),
+            ],
+        ),
+        (
+            "/ui/orgs/acme/robots/reader/trusts/t1/delete".into(),
+            vec![],
+        ),
+        (
+            "/ui/orgs/acme/apikeys".into(),
+            vec![("name", "evil".into())],
+        ),
+        (
+            format!("/ui/orgs/acme/apikeys/{key_id}/rotate"),
+            vec![("overlap", "0".into())],
+        ),
+        (format!("/ui/orgs/acme/apikeys/{key_id}/revoke"), vec![]),
+        (
+            "/ui/orgs/acme/registry-tokens".into(),
+            vec![("name", "evil".into())],
+        ),
+        (
+            format!("/ui/orgs/acme/registry-tokens/{reg_id}/rotate"),
+            vec![("overlap", "0".into())],
+        ),
+        (
+            format!("/ui/orgs/acme/registry-tokens/{reg_id}/revoke"),
+            vec![],
+        ),
+        (
+            "/ui/orgs/acme/bindings".into(),
+            vec![
+                ("name", "evil".into()),
+                ("role", "Manager".into()),
+                ("subject", "user/bob".into()),
+            ],
+        ),
+        ("/ui/orgs/acme/bindings/reader/delete".into(), vec![]),
+        (
+            "/ui/orgs/acme/roles".into(),
+            vec![
+                ("name", "evil".into()),
+                ("rules", "- resources: ['*']\n  verbs: ['*']".into()),
+            ],
+        ),
+        ("/ui/orgs/acme/roles/r1/delete".into(), vec![]),
+        (
+            "/ui/orgs/acme/access-check".into(),
+            vec![
+                ("subject", "user/admin".into()),
+                ("verb", "pull".into()),
+                ("resource", "repositories".into()),
+                ("name", "acme/app".into()),
+            ],
+        ),
+        (
+            "/ui/orgs/acme/members".into(),
+            vec![("user", "bob".into()), ("role", "owner".into())],
+        ),
+        ("/ui/orgs/acme/members/bob/remove".into(), vec![]),
+    ];
+    // Every POST route of the console but the sign-in (which has no session yet) is listed here.
+    let router = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http/console/mod.rs"),
+    )
+    .unwrap();
+    assert_eq!(
+        router.matches("post(").count(),
+        forms.len() + 1,
+        "a console form without its row in this test"
+    );
+    let cookie = console_cookie(s, "alice", "alice-password-1")
+        .await
+        .unwrap();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for (path, fields) in &forms {
+        for csrf in [None, Some("0".repeat(64))] {
+            let mut f = fields.clone();
+            if let Some(c) = &csrf {
+                f.push(("_csrf", c.clone()));
+            }
+            let r = http
+                .post(s.url(path))
+                .header("cookie", &cookie)
+                .header("sec-fetch-site", "same-origin")
+                .form(&f)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                r.status(),
+                StatusCode::FORBIDDEN,
+                "{path} with csrf {csrf:?}"
+            );
+        }
+    }
+    // Nothing changed, and the session is alive (positive control).
+    assert_eq!(console_status(s, &cookie).await, StatusCode::OK);
+    assert_eq!(
+        token_status(s, &w.robot_token.0, &w.robot_token.1, "127.0.0.1").await,
+        StatusCode::OK
+    );
+    assert_eq!(trust_names(alice, "reader").await, ["t1"]);
+    alice
+        .ok("GET", "/orgs/acme/roles/r1", None, StatusCode::OK)
+        .await;
+    alice
+        .ok("GET", "/orgs/acme/bindings/reader", None, StatusCode::OK)
+        .await;
+    assert_eq!(
+        alice.get("/orgs/acme/robots/evil").await.0,
+        StatusCode::NOT_FOUND
+    );
+    let members = alice
+        .ok("GET", "/orgs/acme/members", None, StatusCode::OK)
+        .await;
+    assert!(
+        members["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["user"] == "bob" && m["role"] == "member"),
+        "{members}"
+    );
+}
+
+#[tokio::test]
+async fn rules_the_second_review_broke_unnoticed() {
+    let w = world().await;
+    let (s, alice) = (&w.s, &w.alice);
+    // Namespace deletion needs an owner: a Manager robot aims at one that exists.
+    alice
+        .ok(
+            "POST",
+            "/orgs/acme/namespaces",
+            Some(json!({"name": "acme-keep"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let mgr = robot_with_token(alice, "acme", "mgr", "Manager", json!({})).await;
+    let (mid, msecret) = mgr.split_once(':').unwrap();
+    let (st, v) = Api::basic(s, mid, msecret)
+        .delete("/namespaces/acme-keep")
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    alice
+        .ok("GET", "/namespaces/acme-keep", None, StatusCode::OK)
+        .await;
+    // Trust deletion needs what minting for the robot needs: a Reader robot aims at a trust that
+    // exists on another robot.
+    alice
+        .ok(
+            "POST",
+            "/orgs/acme/robots/mgr/trusts",
+            Some(json!({"name": "gh", "issuer": "https://token.actions.githubusercontent.com", "subject": "repo:acme/app:*"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let (st, v) = Api::basic(s, &w.robot_token.0, &w.robot_token.1)
+        .delete("/orgs/acme/robots/mgr/trusts/gh")
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(trust_names(alice, "mgr").await, ["gh"]);
+    // A console session ends with a password change.
+    let cookie = console_cookie(s, "alice", "alice-password-1")
+        .await
+        .unwrap();
+    assert_eq!(console_status(s, &cookie).await, StatusCode::OK);
+    Api::basic(s, "alice", "alice-password-1")
+        .ok(
+            "PUT",
+            "/users/alice/password",
+            Some(json!({"currentPassword": "alice-password-1", "password": "alice-password-2"})),
+            StatusCode::NO_CONTENT,
+        )
+        .await;
+    assert_eq!(console_status(s, &cookie).await, StatusCode::SEE_OTHER);
+    // An API key used moments ago (so this node remembers its login) stops at once when it is
+    // rotated with no overlap.
+    let key = Api::basic(s, "alice", "alice-password-2")
+        .ok(
+            "POST",
+            "/apikeys",
+            Some(json!({"name": "used", "expiresIn": "1d"})),
+            StatusCode::CREATED,
+        )
+        .await["apikey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(api_status(s, "iamapikey", &key).await, StatusCode::OK);
+    Api::basic(s, "alice", "alice-password-2")
+        .ok(
+            "POST",
+            "/apikeys/used/rotate",
+            Some(json!({"overlap": "0"})),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(
+        api_status(s, "iamapikey", &key).await,
+        StatusCode::UNAUTHORIZED
+    );
+}

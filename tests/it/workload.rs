@@ -1171,3 +1171,53 @@ async fn ci_logs_in_with_its_oidc_token_and_pulls_with_the_docker_config() {
     );
     assert!(!err.contains(&dev), "the token was printed");
 }
+
+// Multi-threaded: the issuer keeps serving while the test waits on the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusts_claims_are_checked_on_their_own() {
+    let s = Server::start();
+    let admin = world(&s).await;
+    let key = Key::es256("gh-claims");
+    let github = Issuer::start(&[&key]).await;
+    admin
+        .ok(
+            "POST",
+            "/orgs/acme/robots/deployer/trusts",
+            Some(
+                json!({"name": "gh", "issuer": github.url, "subject": "repo:*",
+                        "claims": {"repository": "acme/app", "ref": "refs/heads/main"}}),
+            ),
+            StatusCode::CREATED,
+        )
+        .await;
+    // The subject pattern, audience and times accept each of these; only a claim differs.
+    let mut wrong_repo = github.github_claims("acme/app", "refs/heads/main", "berth", 600);
+    wrong_repo["repository"] = json!("acme/other");
+    let wrong_ref = github.github_claims("acme/app", "refs/heads/dev", "berth", 600);
+    let mut missing = github.github_claims("acme/app", "refs/heads/main", "berth", 600);
+    missing.as_object_mut().unwrap().remove("repository");
+    for (what, claims) in [
+        ("repository", &wrong_repo),
+        ("ref", &wrong_ref),
+        ("absent", &missing),
+    ] {
+        let r = basic_token(
+            &s,
+            "acme/deployer",
+            &key.sign(claims),
+            "repository:acme/app:pull",
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{what}");
+    }
+    // Positive control: every claim as the trust names it.
+    let right = github.github_claims("acme/app", "refs/heads/main", "berth", 600);
+    let r = basic_token(
+        &s,
+        "acme/deployer",
+        &key.sign(&right),
+        "repository:acme/app:pull",
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
