@@ -173,26 +173,29 @@ fn helper(action: &str) -> anyhow::Result<()> {
     match action {
         "get" => {
             let host = normalize(&input);
-            // What `docker login` stored for this host comes first, then any context for it.
+            // Exactly the identity the user chose: what `docker login` stored for this host
+            // (docker asks for what it stored), else the current context when it is for this
+            // host; never another context that happens to name the host (that would act as
+            // someone else).
             let stored = docker_context(&host);
-            let mut contexts: Vec<_> = cfg.contexts.iter().collect();
-            contexts.sort_by_key(|c| c.name != stored);
-            let found = contexts.into_iter().find_map(|ctx| {
-                let server = cfg.servers.iter().find(|s| s.name == ctx.context.server)?;
-                let cred = cfg
-                    .credentials
+            let current = cfg.current_context.clone().unwrap_or_default();
+            let for_host = |name: &str| {
+                cfg.contexts
                     .iter()
-                    .find(|c| c.name == ctx.context.credential)?;
-                (server.server.host() == host)
-                    .then(|| (server.server.clone(), cred.credential.clone()))
-            });
-            let is_stored = cfg.contexts.iter().any(|c| {
-                c.name == stored
-                    && cfg
-                        .servers
-                        .iter()
-                        .any(|sv| sv.name == c.context.server && sv.server.host() == host)
-            });
+                    .find(|c| c.name == name)
+                    .and_then(|ctx| {
+                        let server = cfg.servers.iter().find(|s| s.name == ctx.context.server)?;
+                        let cred = cfg
+                            .credentials
+                            .iter()
+                            .find(|c| c.name == ctx.context.credential)?;
+                        (server.server.host() == host)
+                            .then(|| (server.server.clone(), cred.credential.clone()))
+                    })
+            };
+            let stored_here = for_host(&stored);
+            let is_stored = stored_here.is_some();
+            let found = stored_here.or_else(|| for_host(&current));
             let (server, cred) =
                 found.ok_or_else(|| anyhow::anyhow!("credentials not found in native keychain"))?;
             // What docker stored as an identity token goes back to it as one (docker exchanges

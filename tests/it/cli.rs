@@ -2407,3 +2407,88 @@ async fn rotation_with_overlap_and_warnings_before_expiry() {
         "credential names in an anonymous scrape"
     );
 }
+
+#[tokio::test]
+async fn the_credential_helper_answers_the_identity_the_user_chose() {
+    let s = Server::start();
+    Api::admin(&s)
+        .ok(
+            "POST",
+            "/users",
+            Some(json!({"name": "alice", "password": "alice-password-1"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("config.yaml");
+    // The README's sequence: the admin logs in, then alice, on the same host.
+    ok(
+        &cfg,
+        &["login", &s.base, "-u", "admin", "--password-stdin"],
+        Some(&format!("{ADMIN_PASSWORD}\n")),
+    );
+    ok(
+        &cfg,
+        &["login", "-u", "alice", "--password-stdin"],
+        Some("alice-password-1\n"),
+    );
+    let link = tmp.path().join("docker-credential-berth");
+    std::os::unix::fs::symlink(berth_bin(), &link).unwrap();
+    let whoami = |secret: String| {
+        let s = &s;
+        async move {
+            Api::basic(s, "iambearer", &secret)
+                .get("/auth/whoami")
+                .await
+        }
+    };
+    let got = helper_get(&link, &cfg, &s.host);
+    let (st, who) = whoami(got["Secret"].as_str().unwrap().to_owned()).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(who["name"], "alice", "the helper answered as {who}");
+    // Back to the admin's context: the helper follows.
+    let contexts = ok(&cfg, &["config", "get-contexts", "-o", "json"], None);
+    let contexts: Value = serde_json::from_str(&contexts).unwrap();
+    let admin_ctx = contexts
+        .as_array()
+        .or_else(|| contexts["contexts"].as_array())
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .find(|n| n.starts_with("admin"))
+        .expect("the admin's context");
+    ok(&cfg, &["config", "use-context", &admin_ctx], None);
+    let got = helper_get(&link, &cfg, &s.host);
+    let (_, who) = whoami(got["Secret"].as_str().unwrap().to_owned()).await;
+    assert_eq!(who["name"], "admin", "{who}");
+    // Alice ends her sessions: nothing of hers answers any more.
+    ok(
+        &cfg,
+        &["login", "-u", "alice", "--password-stdin"],
+        Some("alice-password-1\n"),
+    );
+    ok(&cfg, &["session", "revoke", "--all"], None);
+    let mut get = Command::new(&link)
+        .arg("get")
+        .env("BERTH_CONFIG", &cfg)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    get.stdin
+        .take()
+        .unwrap()
+        .write_all(s.host.as_bytes())
+        .unwrap();
+    let out = get.wait_with_output().unwrap();
+    if out.status.success() {
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let (st, who) = whoami(v["Secret"].as_str().unwrap().to_owned()).await;
+        assert_eq!(
+            st,
+            StatusCode::UNAUTHORIZED,
+            "after revoke --all the helper still answers {who}"
+        );
+    }
+}
