@@ -30,8 +30,18 @@ pub(crate) fn cli_eprint(text: &str) {
     eprintln!("{text}");
 }
 
-/// Writes a command's result to stdout: the one place the CLI prints data.
-#[allow(clippy::print_stdout)]
+/// Writes a command's result to stdout: the one place the CLI prints data. A reader that went
+/// away (`berth audit list | head -1`) ends the command quietly with status 0, as other tools do,
+/// never with a panic.
 pub(crate) fn cli_print(text: &str) {
-    println!("{text}");
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let written = writeln!(out, "{text}").and_then(|()| out.flush());
+    if let Err(e) = written {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to standard output: {e}");
+        std::process::exit(1);
+    }
 }

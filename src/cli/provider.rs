@@ -88,9 +88,10 @@ pub fn run(args: &ProviderArgs) -> anyhow::Result<()> {
     {
         let config = crate::kube::provider::config(match_image, robot.as_deref(), audience, name)
             .map_err(fail)?;
-        print!(
-            "{}",
-            serde_norway::to_string(&config).map_err(|e| anyhow::anyhow!(e.to_string()))?
+        crate::cli_print(
+            serde_norway::to_string(&config)
+                .map_err(|e| anyhow::anyhow!(e.to_string()))?
+                .trim_end(),
         );
         return Ok(());
     }
@@ -164,7 +165,7 @@ pub fn run(args: &ProviderArgs) -> anyhow::Result<()> {
         }
     };
     let resp = crate::kube::provider::response(&host, &username, &password, cache_secs);
-    println!("{resp}");
+    crate::cli_print(&resp.to_string());
     Ok(())
 }
 

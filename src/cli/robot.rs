@@ -119,7 +119,7 @@ pub(super) async fn robot(
             let v = c.api("GET", &format!("{base}/{name}"), None, &[]).await?;
             print(format, &v, "", &ROBOT_COLUMNS)?;
             if format == Format::Table && v["trusts"].as_array().is_some_and(|t| !t.is_empty()) {
-                println!("\ntrusts:");
+                crate::cli_print("\ntrusts:");
                 print(format, &v, "trusts", &TRUST_COLUMNS)?;
             }
             Ok(())

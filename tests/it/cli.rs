@@ -2492,3 +2492,28 @@ async fn the_credential_helper_answers_the_identity_the_user_chose() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_closed_pipe_ends_a_command_quietly() {
+    let s = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("config.yaml");
+    user_in_new_org(&s, &cfg, "pia", "porg").await;
+    for i in 0..30 {
+        ok(&cfg, &["robot", "create", &format!("bot-{i:02}")], None);
+    }
+    // The reader takes one line and goes away, as `| head -1` does.
+    let mut child = Command::new(berth_bin())
+        .args(["audit", "list", "--limit", "500"])
+        .env("BERTH_CONFIG", &cfg)
+        .env("HOME", tmp.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
