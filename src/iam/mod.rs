@@ -379,6 +379,9 @@ impl IamService {
             )));
         }
         let (org, user) = (self.org(org)?, self.user(user)?);
+        if role != "owner" {
+            self.refuse_last_owner(&org, &user)?;
+        }
         self.meta.write(|w| {
             w.set_membership(org.id, user.id, role)?;
             let object = store::member_key(org.id, user.id);
@@ -390,6 +393,7 @@ impl IamService {
 
     pub fn remove_member(&self, org: &str, user: &str) -> Result<()> {
         let (org_row, user_row) = (self.org(org)?, self.user(user)?);
+        self.refuse_last_owner(&org_row, &user_row)?;
         if self
             .meta
             .write(|w| w.delete_membership(org_row.id, user_row.id))?
@@ -400,6 +404,23 @@ impl IamService {
                 "user {user:?} is not a member of {org:?}"
             )))
         }
+    }
+
+    /// An organization keeps at least one owner: removing or demoting the last is refused.
+    fn refuse_last_owner(&self, org: &OrgRow, user: &UserRow) -> Result<()> {
+        let members = self.meta.read(|r| r.members_of_org(org.id))?;
+        let owners: Vec<&str> = members
+            .iter()
+            .filter(|(_, role)| role == "owner")
+            .map(|(u, _)| u.name.as_str())
+            .collect();
+        if owners == [user.name.as_str()] {
+            return Err(Error::Conflict(format!(
+                "{:?} is the last owner of {:?}: make another member owner first, or delete the organization",
+                user.name, org.name
+            )));
+        }
+        Ok(())
     }
 
     pub fn members(&self, org: &str) -> Result<Vec<(UserRow, String)>> {

@@ -2026,3 +2026,58 @@ async fn every_operation_answers_the_shape_the_document_gives() {
     let missing: Vec<_> = documented.difference(&seen).collect();
     assert!(missing.is_empty(), "operations not toured: {missing:?}");
 }
+
+#[tokio::test]
+async fn an_organization_keeps_an_owner() {
+    let s = Server::start();
+    let alice = Api::bearer(
+        &s,
+        user_session(&s, "alice", "alice-password-1").await["access_token"]
+            .as_str()
+            .unwrap(),
+    );
+    alice
+        .ok(
+            "POST",
+            "/orgs",
+            Some(json!({"name": "acme"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    for (method, path, body) in [
+        ("DELETE", "/orgs/acme/members/alice", None),
+        (
+            "PUT",
+            "/orgs/acme/members/alice",
+            Some(json!({"role": "member"})),
+        ),
+    ] {
+        let (st, v) = alice.call(method, path, body, &[]).await;
+        assert_eq!(st, StatusCode::CONFLICT, "{method} {path}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("last owner"),
+            "{v}"
+        );
+    }
+    // With a second owner, the first may go (positive control).
+    user_session(&s, "bob", "bob-password-1").await;
+    alice
+        .ok(
+            "PUT",
+            "/orgs/acme/members/bob",
+            Some(json!({"role": "owner"})),
+            StatusCode::OK,
+        )
+        .await;
+    alice
+        .ok(
+            "DELETE",
+            "/orgs/acme/members/alice",
+            None,
+            StatusCode::NO_CONTENT,
+        )
+        .await;
+}
