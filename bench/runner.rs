@@ -678,12 +678,16 @@ async fn main() -> Res<()> {
     let c = reqwest::Client::new();
 
     let mut b = start_berth(&tmp.path().join("berth")).await?;
+    // Idle means settled: the first start hashes the admin's password (argon2, 19 MiB), which
+    // jemalloc's background thread returns within about a second; read after that.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let idle_berth = proc_kib(b.pid(), "VmRSS:");
     let mut d = start_distribution(
         &tmp.path().join("distribution"),
         engines.as_ref().map(|(_, g)| g),
     )
     .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let idle_dist = proc_kib(d.pid(), "VmRSS:");
     let repos = [
         "bench/big",
