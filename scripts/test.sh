@@ -119,8 +119,9 @@ g bucket allow --read --write --owner berth --key berth >/dev/null
 
 status=0
 echo "== the suite on SQLite and files" >&2
-cargo nextest run --no-fail-fast "$@" || status=1
+BERTH_TEST_PASS=embedded cargo nextest run --no-fail-fast "$@" || status=1
 echo "== the suite on PostgreSQL and S3 (Garage)" >&2
+BERTH_TEST_PASS=scaled \
 BERTH_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/postgres" \
 BERTH_TEST_S3_ENDPOINT="http://127.0.0.1:$g_s3" \
   cargo nextest run --no-fail-fast "$@" || status=1

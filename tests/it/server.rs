@@ -302,3 +302,37 @@ async fn sigterm_lets_in_flight_requests_finish() {
     }
     assert!(logged, "{}", s.log_text());
 }
+
+/// Each pass of `scripts/test.sh` names its engines (`BERTH_TEST_PASS`); a server the suite starts
+/// must run on them, so a pass that silently repeats the other fails here.
+#[tokio::test]
+async fn the_pass_runs_on_the_engines_it_names() {
+    let s = Server::start();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let line = loop {
+        let log = s.log_text();
+        if let Some(l) = log.lines().find(|l| l.contains("berth listening on")) {
+            break l.to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no start line in {log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let (meta, blobs) = match std::env::var("BERTH_TEST_PASS").as_deref() {
+        Ok("scaled") => ("metadata=postgres://", "blobs=s3://"),
+        Ok("embedded") | Err(_) => ("metadata=sqlite:", "blobs=files"),
+        Ok(other) => panic!("unknown pass {other:?}"),
+    };
+    assert!(
+        line.contains(meta) && line.contains(blobs),
+        "pass {:?} but {line}",
+        std::env::var("BERTH_TEST_PASS")
+    );
+    // The scaled pass must have what it names, never fall back.
+    if std::env::var("BERTH_TEST_PASS").as_deref() == Ok("scaled") {
+        assert!(std::env::var("BERTH_TEST_DATABASE_URL").is_ok_and(|v| !v.is_empty()));
+        assert!(std::env::var("BERTH_TEST_S3_ENDPOINT").is_ok_and(|v| !v.is_empty()));
+    }
+}
