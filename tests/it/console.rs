@@ -315,3 +315,67 @@ async fn console_end_to_end_in_chromium() {
         "plain HTTP: a Secure cookie would never come back"
     );
 }
+
+/// A rotation in the console keeps the pull secret's Kubernetes namespace the user names.
+#[tokio::test]
+async fn a_rotated_tokens_pull_secret_keeps_its_namespace() {
+    let s = Server::start();
+    let admin = Api::admin(&s);
+    admin
+        .ok(
+            "POST",
+            "/orgs",
+            Some(json!({"name": "acme"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let t = robot_with_token(&admin, "acme", "xp", "Reader", json!({})).await;
+    let id = t.split_once(':').unwrap().0.to_owned();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = http
+        .post(s.url("/ui/login"))
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("username", "admin"), ("password", ADMIN_PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let page = http
+        .get(s.url("/ui/orgs/acme/robots/xp"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("name=\"k8sNamespace\""),
+        "the rotate form asks for the namespace"
+    );
+    let at = page.find("name=\"_csrf\" value=\"").unwrap() + 20;
+    let csrf = page[at..at + 40].to_owned();
+    let r = http
+        .post(s.url(&format!("/ui/orgs/acme/robots/xp/tokens/{id}/rotate")))
+        .header("cookie", &cookie)
+        .header("sec-fetch-site", "same-origin")
+        .form(&[
+            ("_csrf", csrf.as_str()),
+            ("overlap", "0"),
+            ("k8sNamespace", "crossplane-system"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let body = r.text().await.unwrap();
+    assert!(body.contains("namespace: crossplane-system"), "{body}");
+}

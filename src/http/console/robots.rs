@@ -284,6 +284,12 @@ fn credential_table(
                                         (csrf(s))
                                         label { "Overlap " input.short name="overlap" value="24h" aria-label=(format!("overlap for {}", text(&c["name"]))); }
                                         " "
+                                        // The pull secret of the new secret goes to a namespace:
+                                        // a rotation keeps the one the user names.
+                                        @if key != "apikeys" {
+                                            label { "Namespace " input.short name="k8sNamespace" value="default" aria-label=(format!("Kubernetes namespace of the pull secret for {}", text(&c["name"]))); }
+                                            " "
+                                        }
                                         button type="submit" { "Rotate" }
                                     }
                                     " "
