@@ -548,7 +548,8 @@ impl AuthService {
                 return Err(AuthError::RateLimited { retry_after });
             }
         };
-        match self.check(username, secret, client)? {
+        let (checked, reason) = self.check(username, secret, client)?;
+        match checked {
             Some((l, credential)) => {
                 drop(slot);
                 if username != "iamrefresh" {
@@ -561,7 +562,7 @@ impl AuthService {
                 if shared {
                     self.add_shared_failure(&failure_keys);
                 }
-                self.audit_failure(username, client, "invalid credentials");
+                self.audit_failure(username, client, reason);
                 Err(AuthError::Invalid)
             }
         }
@@ -668,16 +669,31 @@ impl AuthService {
         username: &str,
         secret: &str,
         client: &ClientInfo,
-    ) -> Result<Checked, AuthError> {
+    ) -> Result<(Checked, &'static str), AuthError> {
         let used = std::cell::RefCell::new(None);
+        // Why a check failed, for the audit trail only: the client's answer stays uniform.
+        let reason = std::cell::Cell::new(match username {
+            "iamapikey" | "iamrefresh" | "token" | "iambearer" => "unknown or wrong secret",
+            u if u.contains('/') && workload::looks_like_jwt(secret) => "workload token refused",
+            u if uuid::Uuid::try_parse(u).is_ok() => "unknown or wrong secret",
+            _ => "wrong password or unknown user",
+        });
         let verified = |kind: SecretKind| -> Result<Option<CredentialRow>, AuthError> {
             let Some(s) = Secret::parse(secret).filter(|s| s.kind() == kind) else {
+                if Secret::parse(secret).is_some() {
+                    reason.set("wrong kind of secret for the user name");
+                }
                 return Ok(None);
             };
             let Some(row) = self.iam.lookup_secret(&s)? else {
                 return Ok(None);
             };
             if row.revoked_at.is_some() {
+                reason.set(if row.family.is_some() {
+                    "refresh token used again"
+                } else {
+                    "revoked"
+                });
                 // A rotated refresh token presented again: it was stolen or replayed, so its
                 // whole family ends (OAuth 2.0 Security BCP, refresh token rotation).
                 if let Some(f) = &row.family {
@@ -696,6 +712,7 @@ impl AuthService {
                 return Ok(None);
             }
             if row.expires_at.is_some_and(|e| e <= now()) {
+                reason.set("expired");
                 return Ok(None);
             }
             self.record_use(&row.id, client);
@@ -703,7 +720,7 @@ impl AuthService {
             Ok(Some(row))
         };
         let login = self.check_kind(username, secret, verified)?;
-        Ok(login.map(|l| (l, used.into_inner())))
+        Ok((login.map(|l| (l, used.into_inner())), reason.get()))
     }
 
     fn check_kind(

@@ -3896,3 +3896,87 @@ async fn rules_the_second_review_broke_unnoticed() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+#[tokio::test]
+async fn the_audit_says_why_a_login_failed_while_the_client_learns_nothing() {
+    let w = world().await;
+    let (s, alice) = (&w.s, &w.alice);
+    let short = alice
+        .ok(
+            "POST",
+            "/apikeys",
+            Some(json!({"name": "short", "expiresIn": "1s"})),
+            StatusCode::CREATED,
+        )
+        .await["apikey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let attempts = [
+        (
+            "iamapikey".to_owned(),
+            short.clone(),
+            "expired",
+            "127.0.0.21",
+        ),
+        (
+            "iamapikey".to_owned(),
+            w.robot_token.1.clone(),
+            "wrong kind of secret",
+            "127.0.0.22",
+        ),
+        (
+            "alice".to_owned(),
+            "not-her-password".to_owned(),
+            "wrong password",
+            "127.0.0.23",
+        ),
+        (
+            "iamapikey".to_owned(),
+            tampered(&w.apikey),
+            "unknown or wrong secret",
+            "127.0.0.24",
+        ),
+    ];
+    let mut bodies = Vec::new();
+    for (user, secret, _, from) in &attempts {
+        let r = basic_client_from(user, secret, from)
+            .get(s.url("/token?service=berth&scope=repository:acme/app:pull"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        bodies.push(r.text().await.unwrap());
+    }
+    assert!(
+        bodies.windows(2).all(|p| p[0] == p[1]),
+        "the client's answers differ: {bodies:?}"
+    );
+    let admin = Api::admin(s);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (_, _, why, from) in &attempts {
+        loop {
+            let v = admin
+                .ok(
+                    "GET",
+                    "/audit?action=login&outcome=failure&limit=100",
+                    None,
+                    StatusCode::OK,
+                )
+                .await;
+            let found = v["events"].as_array().unwrap().iter().any(|e| {
+                e["clientAddress"].as_str() == Some(*from)
+                    && e["detail"].as_str().is_some_and(|d| d.contains(why))
+            });
+            if found {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no failure row saying {why:?} from {from}: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
