@@ -3,7 +3,9 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::common::{TOKEN_COLUMNS, credentials, done, emit_secret, org_of, rotate};
+use super::common::{
+    TOKEN_COLUMNS, credentials, done, emit_secret, org_of, refuse_existing, rotate,
+};
 use super::context;
 use super::output::{Format, print};
 
@@ -25,6 +27,10 @@ pub enum ApiKeyCommand {
         /// Write {"name","apikey"} here (mode 0600); `-` or absent: standard output.
         #[arg(long, value_name = "FILE|-")]
         output: Option<String>,
+        /// Replace an existing --output file that holds another credential (it may be the only
+        /// copy of that secret).
+        #[arg(long)]
+        force: bool,
     },
     /// List API keys (yours, or a robot's with --robot); no secrets.
     #[command(after_help = "Example:\n  berth apikey list")]
@@ -83,7 +89,9 @@ pub(super) async fn apikey(
             robot,
             expires_in,
             output,
+            force,
         } => {
+            refuse_existing(output.as_deref(), *force)?;
             let v = c
                 .api(
                     "POST",

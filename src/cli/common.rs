@@ -96,7 +96,6 @@ pub(super) fn done(
     Ok(())
 }
 
-/// Writes a secret file (0600), or prints it for `-` or no file.
 /// Rotates robot token `name` of `org/robot`; the new token file (`{"accessId", "token"}`).
 pub(super) async fn rotate_robot_token(
     c: &crate::client::Client,
@@ -137,6 +136,7 @@ pub(super) async fn rotate(
     Ok(v)
 }
 
+/// Writes a secret file (0600), or prints it for `-` or no file.
 pub(super) fn emit_secret(output: Option<&str>, value: &Value, what: &str) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(value)? + "\n";
     match output {
@@ -147,6 +147,19 @@ pub(super) fn emit_secret(output: Option<&str>, value: &Value, what: &str) -> an
         }
     }
     Ok(())
+}
+
+/// Before a new secret is made: refuses an `--output` file that exists (it may hold the only
+/// copy of another secret) unless `force`, so that nothing is made that could not be written.
+/// A rotation rewrites its own file and does not ask.
+pub(super) fn refuse_existing(output: Option<&str>, force: bool) -> anyhow::Result<()> {
+    match output {
+        Some(path) if path != "-" && !force && std::path::Path::new(path).exists() => Err(Usage(format!(
+            "{path} exists (it may hold the only copy of another secret); choose another file, or give --force to replace it"
+        ))
+        .into()),
+        _ => Ok(()),
+    }
 }
 
 /// Reads a secret: from stdin when asked to, else from the terminal without echo.

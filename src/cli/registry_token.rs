@@ -3,7 +3,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::common::{credentials, done, emit_secret, org_of, rotate};
+use super::common::{credentials, done, emit_secret, org_of, refuse_existing, rotate};
 use super::context;
 use super::output::{Format, print};
 
@@ -29,6 +29,10 @@ pub enum RegistryTokenCommand {
         /// Write the token file ({"token"}, mode 0600) here; `-` or absent: standard output.
         #[arg(long, value_name = "FILE")]
         output: Option<String>,
+        /// Replace an existing --output file that holds another credential (it may be the only
+        /// copy of that secret).
+        #[arg(long)]
+        force: bool,
     },
     /// List the organization's registry tokens (no secrets).
     #[command(after_help = "Example:\n  berth registry-token list")]
@@ -72,7 +76,9 @@ pub(super) async fn registry_token(
             permanent,
             description,
             output,
+            force,
         } => {
+            refuse_existing(output.as_deref(), *force)?;
             let path = if *permanent {
                 "/tokens?permanent=true"
             } else {

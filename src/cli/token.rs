@@ -3,7 +3,8 @@
 use serde_json::json;
 
 use super::common::{
-    TOKEN_COLUMNS, credentials, done, emit_secret, robot_is_bound, rotate_robot_token, warn_unbound,
+    TOKEN_COLUMNS, credentials, done, emit_secret, refuse_existing, robot_is_bound,
+    rotate_robot_token, warn_unbound,
 };
 use super::output::{Format, print};
 
@@ -24,6 +25,10 @@ pub enum TokenCommand {
         /// File to write the token to, or `-` for stdout.
         #[arg(long, value_name = "FILE|-")]
         output: Option<String>,
+        /// Replace an existing --output file that holds another credential (it may be the only
+        /// copy of that secret).
+        #[arg(long)]
+        force: bool,
     },
     /// Rotate a token: a new secret with the same accessId (a pull secret changes only its
     /// password); the old secret works until --overlap ends.
@@ -72,7 +77,9 @@ pub(super) async fn run(
             name,
             expires_in,
             output,
+            force,
         } => {
+            refuse_existing(output.as_deref(), *force)?;
             let v = c
                 .api(
                     "POST",

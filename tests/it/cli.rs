@@ -2517,3 +2517,66 @@ async fn a_closed_pipe_ends_a_command_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(0), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_new_secret_never_silently_replaces_another() {
+    let s = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("config.yaml");
+    user_in_new_org(&s, &cfg, "otto", "oorg").await;
+    ok(&cfg, &["robot", "create", "ci", "--role", "Reader"], None);
+    let file = tmp.path().join("token.json");
+    let f = file.to_str().unwrap();
+    ok(
+        &cfg,
+        &["robot", "token", "create", "ci", "first", "--output", f],
+        None,
+    );
+    let first = std::fs::read_to_string(&file).unwrap();
+    let out = berth(
+        &cfg,
+        &["robot", "token", "create", "ci", "second", "--output", f],
+        None,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        first,
+        "the only copy is kept"
+    );
+    // Rotating the token whose file it is rewrites it (README's flow), with no --force.
+    ok(
+        &cfg,
+        &[
+            "robot",
+            "token",
+            "rotate",
+            "ci",
+            "first",
+            "--overlap",
+            "0",
+            "--output",
+            f,
+        ],
+        None,
+    );
+    let rotated = std::fs::read_to_string(&file).unwrap();
+    assert_ne!(rotated, first);
+    let id = |t: &str| serde_json::from_str::<Value>(t).unwrap()["accessId"].clone();
+    assert_eq!(id(&rotated), id(&first));
+    // With --force the user says the old file may go.
+    ok(
+        &cfg,
+        &[
+            "robot", "token", "create", "ci", "second", "--output", f, "--force",
+        ],
+        None,
+    );
+    assert_ne!(id(&std::fs::read_to_string(&file).unwrap()), id(&first));
+}
