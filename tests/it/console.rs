@@ -358,9 +358,13 @@ async fn a_rotated_tokens_pull_secret_keeps_its_namespace() {
         .text()
         .await
         .unwrap();
+    let form_at = page
+        .find(&format!("/tokens/{id}/rotate"))
+        .expect("the token's rotate form");
+    let form = &page[form_at..form_at + page[form_at..].find("</form>").unwrap()];
     assert!(
-        page.contains("name=\"k8sNamespace\""),
-        "the rotate form asks for the namespace"
+        form.contains("name=\"k8sNamespace\""),
+        "the rotate form asks for the namespace: {form}"
     );
     let at = page.find("name=\"_csrf\" value=\"").unwrap() + 20;
     let csrf = page[at..at + 40].to_owned();
