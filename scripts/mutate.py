@@ -33,6 +33,8 @@ if own_tree:
     tree = os.path.join(scratch, "tree")
     subprocess.run(["git", "-C", root, "worktree", "add", "-q", "--detach", tree, head], check=True)
 else:
+    # A run that was interrupted may have left a mutation behind: start clean.
+    subprocess.run(["git", "-C", tree, "checkout", "-q", "--", "."], check=True)
     subprocess.run(["git", "-C", tree, "checkout", "-q", "--detach", head], check=True)
 env = dict(os.environ, CARGO_TARGET_DIR=os.environ.get("MUTATE_TARGET", os.path.join(scratch, "target")))
 missed = 0
