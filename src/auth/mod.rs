@@ -631,11 +631,7 @@ impl AuthService {
         let attempted = if Secret::parse(username).is_some() || username.starts_with("eyJ") {
             "[a secret given as user name]".to_owned()
         } else {
-            username
-                .chars()
-                .filter(|c| !c.is_control())
-                .take(ATTEMPTED_LEN)
-                .collect()
+            crate::iam::escape_text(&username.chars().take(ATTEMPTED_LEN).collect::<String>())
         };
         let mut map = self
             .usage

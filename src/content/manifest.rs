@@ -44,7 +44,25 @@ struct Descriptor {
     size: i64,
     #[serde(default)]
     urls: Vec<String>,
+    platform: Option<Platform>,
 }
+
+/// An index entry's platform: its strings are shown in lists, so they are bounded.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Platform {
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    os: String,
+    #[serde(default, rename = "os.version")]
+    os_version: Option<String>,
+    #[serde(default)]
+    variant: Option<String>,
+}
+
+/// The longest string of a platform (`os`, `architecture`, `variant`, `os.version`).
+pub const MAX_PLATFORM_FIELD: usize = 128;
 
 /// What berth records about a valid manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +153,24 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Parsed, String> 
             for d in manifests {
                 if d.size < 0 {
                     return Err(format!("descriptor {} has a negative size", d.digest));
+                }
+                if let Some(p) = &d.platform {
+                    let fields = [
+                        Some(&p.os),
+                        Some(&p.architecture),
+                        p.variant.as_ref(),
+                        p.os_version.as_ref(),
+                    ];
+                    if fields
+                        .into_iter()
+                        .flatten()
+                        .any(|f| f.len() > MAX_PLATFORM_FIELD)
+                    {
+                        return Err(format!(
+                            "descriptor {}: a platform field is longer than {MAX_PLATFORM_FIELD} characters",
+                            d.digest
+                        ));
+                    }
                 }
                 manifest_refs.push(d.digest.clone());
             }

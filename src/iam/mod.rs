@@ -31,12 +31,16 @@ pub enum Error {
     Random(String),
     #[error(transparent)]
     Busy(#[from] password::Busy),
+    /// What the caller came from has ended (answered 401, like an unknown credential).
+    #[error("the credential or session this request came from has ended")]
+    Ended,
 }
 
 impl From<store::Error> for Error {
     fn from(e: store::Error) -> Self {
         match e {
             store::Error::Conflict => Error::Conflict("already exists".into()),
+            store::Error::SourceEnded => Error::Ended,
             e => Error::Store(e),
         }
     }
@@ -214,7 +218,15 @@ impl IamService {
 
     // ----- users -----
 
-    pub fn create_user(&self, name: &str, password: Option<&str>, admin: bool) -> Result<UserRow> {
+    /// Creates a user; made through a credential (`lineage`), the user is deleted when that
+    /// credential ends.
+    pub fn create_user(
+        &self,
+        name: &str,
+        password: Option<&str>,
+        admin: bool,
+        lineage: &[String],
+    ) -> Result<UserRow> {
         check_name("user", name)?;
         if let Some(p) = password {
             password::check_policy(p).map_err(Error::Invalid)?;
@@ -225,7 +237,11 @@ impl IamService {
             .map_err(Error::Invalid)?;
         let id = self
             .meta
-            .write(|w| w.insert_user(name, hash.as_deref(), admin))
+            .write(|w| {
+                let id = w.insert_user(name, hash.as_deref(), admin)?;
+                w.record_lineage(&format!("user:{id}"), lineage)?;
+                Ok(id)
+            })
             .map_err(|e| match e {
                 store::Error::Conflict => Error::Conflict(format!("user {name:?} already exists")),
                 e => e.into(),
@@ -247,12 +263,18 @@ impl IamService {
 
     /// Sets a password. Every session opened with the old one ends (its refresh tokens and
     /// bearer tokens are revoked).
-    pub fn set_password(&self, name: &str, password: &str) -> Result<()> {
+    /// Set through a credential (`lineage`), the password is cleared again when that
+    /// credential ends (the account waits for a password from an admin).
+    pub fn set_password(&self, name: &str, password: &str, lineage: &[String]) -> Result<()> {
         password::check_policy(password).map_err(Error::Invalid)?;
         let user = self.user(name)?;
         let hash = password::hash(password).map_err(Error::Invalid)?;
         self.meta.write(|w| {
             w.set_password(user.id, &hash)?;
+            w.record_lineage(
+                &format!("password:{}:{}", user.id, user.password_epoch + 1),
+                lineage,
+            )?;
             w.revoke(&format!("pw:{}:{}", user.id, user.password_epoch))
         })?;
         Ok(())
@@ -329,11 +351,25 @@ impl IamService {
         Ok(self.meta.read(|r| r.namespaces_of_org(org.id))?)
     }
 
-    pub fn create_namespace(&self, org: &str, name: &str, public: bool) -> Result<NamespaceRow> {
+    /// Creates a namespace; made public through a credential (`lineage`), it turns private when
+    /// that credential ends.
+    pub fn create_namespace(
+        &self,
+        org: &str,
+        name: &str,
+        public: bool,
+        lineage: &[String],
+    ) -> Result<NamespaceRow> {
         check_name("namespace", name)?;
         let org = self.org(org)?;
         self.meta
-            .write(|w| w.insert_namespace(name, org.id, public))
+            .write(|w| {
+                w.insert_namespace(name, org.id, public)?;
+                if public {
+                    w.record_lineage(&format!("public:{name}"), lineage)?;
+                }
+                Ok(())
+            })
             .map_err(|e| match e {
                 store::Error::Conflict => {
                     Error::Conflict(format!("namespace {name:?} already exists"))
@@ -384,9 +420,9 @@ impl IamService {
         }
         self.meta.write(|w| {
             w.set_membership(org.id, user.id, role)?;
-            let object = store::member_key(org.id, user.id);
-            w.forget_lineage(&object)?;
-            w.record_lineage(&object, lineage)
+            // Setting it again keeps what it came from: a membership a leaked key made cannot
+            // be laundered by setting it once more.
+            w.record_lineage(&store::member_key(org.id, user.id), lineage)
         })?;
         Ok(())
     }
@@ -483,6 +519,11 @@ impl IamService {
     /// Adds a trust that ends with any of `lineage`; `false` if the robot has one of that name
     /// already.
     pub fn add_trust(&self, t: &crate::store::TrustRow, lineage: &[String]) -> Result<bool> {
+        if self.trusts(t.robot_id)?.len() >= MAX_TRUSTS_PER_ROBOT {
+            return Err(Error::Conflict(format!(
+                "a robot has at most {MAX_TRUSTS_PER_ROBOT} trusts; delete one first"
+            )));
+        }
         Ok(self.meta.write(|w| {
             if !w.insert_trust(t)? {
                 return Ok(false);
@@ -492,6 +533,16 @@ impl IamService {
             }
             Ok::<_, store::Error>(true)
         })?)
+    }
+
+    /// What user `user_id`'s membership in `org` was set through (empty: a person did it).
+    pub fn membership_sources(&self, org: &str, user_id: i64) -> Result<Vec<String>> {
+        let Some(org) = self.meta.read(|r| r.org_by_name(org))? else {
+            return Ok(Vec::new());
+        };
+        Ok(self
+            .meta
+            .read(|r| r.lineage_sources(&store::member_key(org.id, user_id)))?)
     }
 
     /// Whether a caller whose lineage is `keys` came (transitively) from credential `id`:
@@ -604,6 +655,14 @@ impl IamService {
             ref origin,
         } = *spec;
         check_description(description)?;
+        if let Some(n) = name {
+            check_text("a credential's name", n)?;
+            if n.chars().count() > 64 {
+                return Err(Error::Invalid(
+                    "a credential's name has at most 64 characters".into(),
+                ));
+            }
+        }
         let secret = Secret::generate(kind).map_err(|e| Error::Random(e.to_string()))?;
         let created_at = now();
         let expires_at = expires_in.map(|d| expires(created_at, d));
@@ -1075,10 +1134,14 @@ fn secret_generation(secret: &Secret, c: &CredentialRow) -> Option<i64> {
     }
 }
 
+/// Trusts a robot may have: its page and list stay small.
+pub const MAX_TRUSTS_PER_ROBOT: usize = 32;
+
 /// The longest description of a robot or credential, in characters: lists of them stay small.
 pub const MAX_DESCRIPTION: usize = 1024;
 
 fn check_description(d: Option<&str>) -> Result<()> {
+    check_text("a description", d.unwrap_or_default())?;
     match d {
         Some(d) if d.chars().count() > MAX_DESCRIPTION => Err(Error::Invalid(format!(
             "a description has at most {MAX_DESCRIPTION} characters"

@@ -457,6 +457,15 @@ impl Reader<'_> {
         Ok(seen)
     }
 
+    /// The revocation keys `object` was made through.
+    pub fn lineage_sources(&self, object: &str) -> Result<Vec<String>> {
+        self.conn.query(
+            "SELECT source FROM lineage WHERE object = ?1 ORDER BY source",
+            p![object],
+            |r| r.get(0),
+        )
+    }
+
     /// Whether some credential expired by `at` and what it made was not ended yet.
     pub fn has_unended_expiries(&self, at: i64) -> Result<bool> {
         self.conn.exists(
@@ -574,6 +583,7 @@ impl Writer<'_> {
     /// Deletes a user with its memberships, bindings and credentials (and everything derived
     /// from them); the user's id is revoked for bearer tokens.
     pub fn delete_user(&self, user_id: i64) -> Result<bool> {
+        self.forget_object(&format!("user:{user_id}"))?;
         self.conn
             .execute("DELETE FROM memberships WHERE user_id = ?1", p![user_id])?;
         self.delete_bindings_where("subject_kind = 'user' AND subject_id = ?1", p![user_id])?;
@@ -635,6 +645,7 @@ impl Writer<'_> {
     /// Deletes a namespace with its repositories (content goes to GC) and the bindings scoped to
     /// it, so that a namespace or organization created later under the name starts empty.
     pub fn delete_namespace(&self, name: &str) -> Result<bool> {
+        self.forget_object(&format!("public:{name}"))?;
         self.policy_changed()?;
         let prefix = format!("{name}/");
         let found: Option<(i64, i64)> = self.conn.query_opt(
@@ -821,7 +832,16 @@ impl Writer<'_> {
 
     /// Records that `object` (a revocation key: `cred:`, `fam:`, `trust:`, `robot:`,
     /// `binding:`) exists because of each of `sources`: revoking any of them ends it.
+    ///
+    /// Every source must still be alive, checked in this transaction: a request through a
+    /// credential that was deleted or rotated a moment ago (and that a node still remembers)
+    /// makes nothing (`Error::SourceEnded`).
     pub fn record_lineage(&self, object: &str, sources: &[String]) -> Result<()> {
+        for src in sources {
+            if !self.source_alive(src)? {
+                return Err(super::Error::SourceEnded);
+            }
+        }
         for src in sources.iter().filter(|s| s.as_str() != object) {
             self.conn.execute(
                 "INSERT INTO lineage (source, object) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
@@ -829,6 +849,55 @@ impl Writer<'_> {
             )?;
         }
         Ok(())
+    }
+
+    /// Whether the thing a revocation key names still stands: the credential (not revoked, not
+    /// expired), its generation (current, or the previous one while an overlap lasts), the
+    /// session (a live refresh token), the trust, the robot, the password epoch.
+    fn source_alive(&self, key: &str) -> Result<bool> {
+        let now = now();
+        let Some((kind, rest)) = key.split_once(':') else {
+            return Ok(true);
+        };
+        match kind {
+            "cred" => self.conn.exists(
+                "SELECT 1 FROM credentials WHERE id = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)",
+                p![rest, now],
+            ),
+            "gen" => {
+                let Some((id, n)) = rest.rsplit_once(':') else {
+                    return Ok(false);
+                };
+                let n: i64 = n.parse().unwrap_or(-1);
+                self.conn.exists(
+                    "SELECT 1 FROM credentials WHERE id = ?1 AND revoked_at IS NULL
+                     AND (generation = ?2 OR (generation = ?2 + 1 AND previous_until > ?3))",
+                    p![id, n, now],
+                )
+            }
+            "fam" => self.conn.exists(
+                "SELECT 1 FROM credentials WHERE family = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)",
+                p![rest, now],
+            ),
+            "trust" => self.conn.exists(
+                "SELECT 1 FROM robot_trusts WHERE id = ?1",
+                p![rest.parse::<i64>().unwrap_or(-1)],
+            ),
+            "robot" => self.conn.exists(
+                "SELECT 1 FROM robots WHERE id = ?1",
+                p![rest.parse::<i64>().unwrap_or(-1)],
+            ),
+            "pw" => {
+                let Some((uid, epoch)) = rest.split_once(':') else {
+                    return Ok(false);
+                };
+                self.conn.exists(
+                    "SELECT 1 FROM users WHERE id = ?1 AND password_epoch = ?2",
+                    p![uid.parse::<i64>().unwrap_or(-1), epoch.parse::<i64>().unwrap_or(-1)],
+                )
+            }
+            _ => Ok(true),
+        }
     }
 
     /// Drops the lineage of an object that is gone or was rewritten (what it depended on).
@@ -915,6 +984,28 @@ impl Writer<'_> {
                 None => Ok(()),
             },
             Some(("public", ns)) => self.set_namespace_public(ns, false).map(drop),
+            Some(("user", id)) => match id.parse() {
+                Ok(id) => self.delete_user(id).map(drop),
+                Err(_) => Ok(()),
+            },
+            // A password set through a credential: cleared, and the sessions opened with it end.
+            Some(("password", rest)) => {
+                let Some((uid, epoch)) = rest.split_once(':') else {
+                    return Ok(());
+                };
+                let (Ok(uid), Ok(epoch)) = (uid.parse::<i64>(), epoch.parse::<i64>()) else {
+                    return Ok(());
+                };
+                let cleared = self.conn.execute(
+                    "UPDATE users SET password_hash = NULL, password_epoch = password_epoch + 1
+                     WHERE id = ?1 AND password_epoch = ?2",
+                    p![uid, epoch],
+                )? > 0;
+                if cleared {
+                    self.revoke(&format!("pw:{uid}:{epoch}"))?;
+                }
+                Ok(())
+            }
             Some(("binding", rest)) => match rest.split_once('/') {
                 Some((org, name)) => match org.parse::<i64>() {
                     Ok(org) => self

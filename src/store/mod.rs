@@ -37,6 +37,10 @@ pub enum Error {
     /// A uniqueness rule refused the write (the thing already exists).
     #[error("already exists")]
     Conflict,
+    /// What the write would derive from has ended (a deleted or rotated credential, an ended
+    /// session, trust or robot): nothing may be made from it, whatever a node remembers.
+    #[error("the credential or session this request came from has ended")]
+    SourceEnded,
     #[error("metadata store: {context}: {source}")]
     Io {
         context: String,

@@ -2597,15 +2597,48 @@ async fn text_from_outside_cannot_drive_a_terminal_or_forge_an_audit_row() {
     let detail = row["detail"].as_str().unwrap();
     assert!(detail.contains("FORGED"), "{row}");
     assert!(!detail.chars().any(char::is_control), "{row}");
-    // The CLI prints a cell with control characters escaped (a robot's description here).
-    alice
+    // Descriptions are refused with them too.
+    let (st, v) = alice
+        .post(
+            "/orgs/acme/robots",
+            json!({"name": "painter", "description": "x\u{1b}[2J\nFORGED-ROW  y"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+}
+
+/// Text already stored (from before the rules, or written by hand) is still printed escaped: the
+/// CLI escapes every table cell.
+#[tokio::test]
+async fn the_cli_prints_stored_text_escaped() {
+    let mut w = world_on(Server::start_embedded()).await;
+    Api::basic(&w.s, "alice", "alice-password-1")
         .ok(
             "POST",
             "/orgs/acme/robots",
-            Some(json!({"name": "painter", "description": "x\u{1b}[2J\nFORGED-ROW  y"})),
+            Some(json!({"name": "painter"})),
             StatusCode::CREATED,
         )
         .await;
+    w.s.terminate();
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys\n\
+             c = sqlite3.connect(sys.argv[1])\n\
+             c.execute(\"UPDATE robots SET description = ? WHERE name = 'painter'\", ('x\\x1b[2J\\nFORGED-ROW  \\u202ey',))\n\
+             c.commit()\n",
+        )
+        .arg(w.s.data_dir.join("berth.db"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    w.s.restart();
+    let s = &w.s;
     let tmp = tempfile::tempdir().unwrap();
     let cli = |args: &[&str], stdin: Option<&str>| {
         use std::io::Write as _;
@@ -2632,26 +2665,16 @@ async fn text_from_outside_cannot_drive_a_terminal_or_forge_an_audit_row() {
         String::from_utf8(out.stdout).unwrap()
     };
     cli(
-        &["login", &s.base, "-u", "admin", "--password-stdin"],
-        Some(&format!("{ADMIN_PASSWORD}\n")),
+        &["login", &s.base, "-u", "alice", "--password-stdin"],
+        Some("alice-password-1\n"),
     );
     let out = cli(&["robot", "list", "--org", "acme"], None);
     assert!(out.contains("FORGED-ROW"), "{out}");
-    assert!(!out.contains('\u{1b}'), "{out:?}");
-    assert!(out.lines().all(|l| !l.starts_with("FORGED-ROW")), "{out}");
-    let out = cli(
-        &[
-            "audit",
-            "list",
-            "--action",
-            "workload.exchange",
-            "-o",
-            "table",
-        ],
-        None,
+    assert!(
+        !out.contains('\u{1b}') && !out.contains('\u{202e}'),
+        "{out:?}"
     );
-    assert!(out.contains("workload.exchange"), "{out}");
-    assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
+    assert!(out.lines().all(|l| !l.starts_with("FORGED-ROW")), "{out}");
 }
 
 #[tokio::test]
@@ -3978,5 +4001,295 @@ async fn the_audit_says_why_a_login_failed_while_the_client_learns_nothing() {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+}
+
+#[tokio::test]
+async fn nothing_is_made_through_a_credential_that_has_just_ended() {
+    let w = world().await;
+    let (s, alice) = (&w.s, &w.alice);
+    let k2 = alice
+        .ok(
+            "POST",
+            "/apikeys",
+            Some(json!({"name": "k2", "expiresIn": "1d"})),
+            StatusCode::CREATED,
+        )
+        .await["apikey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let leaked = Api::basic(s, "iamapikey", &w.apikey);
+    // The node remembers the leaked key's login (it was just used) ...
+    assert_eq!(leaked.get("/auth/whoami").await.0, StatusCode::OK);
+    let id = alice.ok("GET", "/apikeys", None, StatusCode::OK).await["apikeys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "k")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // ... it deletes itself, and in the same breath tries to leave something behind.
+    leaked
+        .ok(
+            "DELETE",
+            &format!("/apikeys/{id}"),
+            None,
+            StatusCode::NO_CONTENT,
+        )
+        .await;
+    let (st1, _) = leaked.post("/apikeys", json!({"name": "heir"})).await;
+    let (st2, _) = leaked
+        .post("/apikeys/k2/rotate", json!({"overlap": "0"}))
+        .await;
+    let (st3, _) = leaked
+        .post("/orgs/acme/robots/reader/tokens", json!({"name": "heir"}))
+        .await;
+    for st in [st1, st2, st3] {
+        assert_ne!(
+            st.as_u16() / 100,
+            2,
+            "something was made through a deleted key"
+        );
+    }
+    assert_eq!(
+        api_status(s, "iamapikey", &k2).await,
+        StatusCode::OK,
+        "the owner's key is intact"
+    );
+    let keys = alice.ok("GET", "/apikeys", None, StatusCode::OK).await;
+    assert!(!keys.to_string().contains("heir"), "{keys}");
+}
+
+#[tokio::test]
+async fn a_member_a_leaked_key_promoted_cannot_launder_it() {
+    let w = world().await;
+    let (s, alice) = (&w.s, &w.alice);
+    for (u, p) in [("mallory", "mallory-password-1"), ("bob", "bob-password-1")] {
+        user_session(s, u, p).await;
+    }
+    let leaked = Api::basic(s, "iamapikey", &w.apikey);
+    leaked
+        .ok(
+            "PUT",
+            "/orgs/acme/members/mallory",
+            Some(json!({"role": "owner"})),
+            StatusCode::OK,
+        )
+        .await;
+    // Mallory, with her own password, sets it again, promotes bob, binds herself and makes a
+    // namespace public; the key also creates a public namespace.
+    let mallory = Api::basic(s, "mallory", "mallory-password-1");
+    mallory
+        .ok(
+            "PUT",
+            "/orgs/acme/members/mallory",
+            Some(json!({"role": "owner"})),
+            StatusCode::OK,
+        )
+        .await;
+    mallory
+        .ok(
+            "PUT",
+            "/orgs/acme/members/bob",
+            Some(json!({"role": "owner"})),
+            StatusCode::OK,
+        )
+        .await;
+    mallory
+        .ok(
+            "PUT",
+            "/orgs/acme/bindings/mm",
+            Some(json!({"role": "Manager", "subject": "user/mallory"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    leaked
+        .ok(
+            "POST",
+            "/orgs/acme/namespaces",
+            Some(json!({"name": "acme-pub", "public": true})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let id = alice.ok("GET", "/apikeys", None, StatusCode::OK).await["apikeys"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    alice
+        .ok(
+            "DELETE",
+            &format!("/apikeys/{id}"),
+            None,
+            StatusCode::NO_CONTENT,
+        )
+        .await;
+    let members = alice
+        .ok("GET", "/orgs/acme/members", None, StatusCode::OK)
+        .await;
+    let names: Vec<&str> = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alice"], "{members}");
+    assert_eq!(
+        alice.get("/orgs/acme/bindings/mm").await.0,
+        StatusCode::NOT_FOUND
+    );
+    let ns = alice
+        .ok("GET", "/namespaces/acme-pub", None, StatusCode::OK)
+        .await;
+    assert_eq!(ns["public"], json!(false));
+}
+
+#[tokio::test]
+async fn an_admins_leaked_key_leaves_no_account_behind() {
+    let s = Server::start();
+    let admin = Api::admin(&s);
+    user_session(&s, "carl", "carl-password-1").await;
+    let key = admin
+        .ok(
+            "POST",
+            "/apikeys",
+            Some(json!({"name": "ops", "expiresIn": "1d"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let (kid, secret) = (
+        key["id"].as_str().unwrap().to_owned(),
+        key["apikey"].as_str().unwrap().to_owned(),
+    );
+    let leaked = Api::basic(&s, "iamapikey", &secret);
+    leaked
+        .ok(
+            "POST",
+            "/users",
+            Some(json!({"name": "backdoor", "password": "backdoor-password-1"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    leaked
+        .ok(
+            "PUT",
+            "/users/carl/password",
+            Some(json!({"password": "taken-over-password-1"})),
+            StatusCode::NO_CONTENT,
+        )
+        .await;
+    assert_eq!(
+        api_status(&s, "backdoor", "backdoor-password-1").await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        api_status(&s, "carl", "taken-over-password-1").await,
+        StatusCode::OK
+    );
+    admin
+        .ok(
+            "DELETE",
+            &format!("/apikeys/{kid}"),
+            None,
+            StatusCode::NO_CONTENT,
+        )
+        .await;
+    assert_eq!(admin.get("/users/backdoor").await.0, StatusCode::NOT_FOUND);
+    within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || {
+        api_status(&s, "carl", "taken-over-password-1")
+    })
+    .await;
+    // An admin gives carl a password again (positive control: the account is there).
+    admin
+        .ok(
+            "PUT",
+            "/users/carl/password",
+            Some(json!({"password": "carl-password-2"})),
+            StatusCode::NO_CONTENT,
+        )
+        .await;
+    assert_eq!(
+        api_status(&s, "carl", "carl-password-2").await,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn more_lists_that_stay_small() {
+    let w = world().await;
+    let (s, alice) = (&w.s, &w.alice);
+    // An index whose platform strings are huge is refused at the push.
+    let c = basic_client("alice", "alice-password-1");
+    let (d, m) = push_image(&c, s, "acme/idx", "one", 5).await;
+    let index = json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": d, "size": m.len(),
+                       "platform": {"os": "x".repeat(5000), "architecture": "amd64"}}],
+    })
+    .to_string();
+    let r = put_manifest(
+        &c,
+        s,
+        "acme/idx",
+        "big",
+        "application/vnd.oci.image.index.v1+json",
+        &index,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(r).await, "MANIFEST_INVALID");
+    // A robot has at most 32 trusts.
+    for i in 0..32 {
+        alice
+            .ok(
+                "POST",
+                "/orgs/acme/robots/reader/trusts",
+                Some(json!({"name": format!("t{i}"), "issuer": "https://token.actions.githubusercontent.com", "subject": format!("repo:a/{i}:*")})),
+                StatusCode::CREATED,
+            )
+            .await;
+    }
+    let (st, v) = alice
+        .post(
+            "/orgs/acme/robots/reader/trusts",
+            json!({"name": "t32", "issuer": "https://token.actions.githubusercontent.com", "subject": "repo:x"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    // Names of credentials refuse invisible characters; typed user names are kept escaped.
+    let (st, _) = alice.post("/apikeys", json!({"name": "k\u{202e}x"})).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let r = basic_client_from("ad\u{202e}min", "nope-nope-nope", "127.0.0.31")
+        .get(s.url("/token?service=berth"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let admin = Api::admin(s);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = admin
+            .ok(
+                "GET",
+                "/audit?action=login&outcome=failure",
+                None,
+                StatusCode::OK,
+            )
+            .await;
+        let row = v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["clientAddress"] == "127.0.0.31")
+            .cloned();
+        if let Some(row) = row {
+            let text = row.to_string();
+            assert!(!text.contains('\u{202e}'), "{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failure row");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

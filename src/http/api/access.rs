@@ -81,10 +81,10 @@ pub(super) async fn put_role(
     caller.require_holds(&org, &BindingScope::Org, &body.rules)?;
     blocking(&state, move |st| {
         require_holds_role(st, &caller, &org, &name)?;
-        let replaced = st
-            .auth
-            .iam()
-            .put_role(&org, &name, &body.rules, &caller.provenance())?;
+        let replaced =
+            st.auth
+                .iam()
+                .put_role(&org, &name, &body.rules, &caller.provenance_in(st, &org)?)?;
         audit_change(st, &caller, "role.put", format!("org/{org}/roles/{name}"));
         let status = if replaced {
             StatusCode::OK
@@ -266,7 +266,7 @@ pub(super) async fn put_binding(
             &body.role,
             &body.subject,
             &scope,
-            &caller.provenance(),
+            &caller.provenance_in(st, &org)?,
         )?;
         audit_change(
             st,

@@ -71,10 +71,12 @@ pub(super) async fn create_user(
     caller.require_admin()?;
     let body: NewUser = parse_body(&body)?;
     blocking(&state, move |st| {
-        let u = st
-            .auth
-            .iam()
-            .create_user(&body.name, body.password.as_deref(), body.admin)?;
+        let u = st.auth.iam().create_user(
+            &body.name,
+            body.password.as_deref(),
+            body.admin,
+            &caller.provenance(),
+        )?;
         audit_change(st, &caller, "user.create", format!("user/{}", u.name));
         Ok(json_response(StatusCode::CREATED, user_json(&u)))
     })
@@ -155,7 +157,9 @@ pub(super) async fn set_password(
                 return Err(ApiError::Forbidden("the current password is wrong".into()));
             }
         }
-        st.auth.iam().set_password(&user, &body.password)?;
+        st.auth
+            .iam()
+            .set_password(&user, &body.password, &caller.provenance())?;
         audit_change(st, &caller, "user.password", format!("user/{user}"));
         Ok(StatusCode::NO_CONTENT.into_response())
     })
@@ -289,7 +293,7 @@ pub(super) async fn set_member(
     blocking(&state, move |st| {
         st.auth
             .iam()
-            .set_member(&org, &user, &body.role, &caller.provenance())?;
+            .set_member(&org, &user, &body.role, &caller.provenance_in(st, &org)?)?;
         audit_change(
             st,
             &caller,
@@ -362,10 +366,12 @@ pub(super) async fn create_namespace(
     caller.require_owner(&org)?;
     let body: NewNamespace = parse_body(&body)?;
     blocking(&state, move |st| {
-        let ns = st
-            .auth
-            .iam()
-            .create_namespace(&org, &body.name, body.public)?;
+        let ns = st.auth.iam().create_namespace(
+            &org,
+            &body.name,
+            body.public,
+            &caller.provenance_in(st, &org)?,
+        )?;
         audit_change(
             st,
             &caller,
@@ -419,9 +425,11 @@ pub(super) async fn patch_namespace(
     blocking(&state, move |st| {
         let row = namespace_owned(st, &caller, &ns)?;
         caller.require_owner(&row.org)?;
-        st.auth
-            .iam()
-            .set_namespace_public(&ns, body.public, &caller.provenance())?;
+        st.auth.iam().set_namespace_public(
+            &ns,
+            body.public,
+            &caller.provenance_in(st, &row.org)?,
+        )?;
         audit_change(st, &caller, "namespace.update", format!("namespace/{ns}"));
         let row = namespace_owned(st, &caller, &ns)?;
         Ok(json_response(StatusCode::OK, ns_json(&row)))

@@ -290,6 +290,7 @@ impl From<crate::iam::Error> for ApiError {
             E::Conflict(m) => ApiError::Conflict(m),
             E::Invalid(m) => ApiError::Invalid(m),
             E::Busy(_) => ApiError::RateLimited(std::time::Duration::from_secs(1)),
+            E::Ended => ApiError::Unauthorized,
             e @ (E::Store(_) | E::Random(_)) => ApiError::Internal(e.to_string()),
         }
     }
@@ -423,6 +424,26 @@ impl ApiCaller {
     /// The revocation keys an object this caller makes depends on (`Lineage::provenance`).
     pub(crate) fn provenance(&self) -> Vec<String> {
         self.lineage.provenance(&self.principal)
+    }
+
+    /// `provenance`, for an object of organization `org`: a user whose membership there was set
+    /// through a credential acts, in that org, through that credential too (a member promoted
+    /// by a leaked key cannot launder what they then make with their own password).
+    pub(crate) fn provenance_in(&self, st: &AppState, org: &str) -> ApiResult<Vec<String>> {
+        let mut keys = self.provenance();
+        if let Principal::User { id, .. } = &self.principal {
+            for k in st.auth.iam().membership_sources(org, *id)? {
+                if !keys.contains(&k) {
+                    keys.push(k);
+                }
+            }
+        }
+        Ok(keys)
+    }
+
+    /// `origin`, for a credential of organization `org` (see `provenance_in`).
+    pub(crate) fn origin_in(&self, st: &AppState, org: &str) -> ApiResult<crate::iam::Origin> {
+        Ok(crate::iam::Origin::of(self.provenance_in(st, org)?))
     }
 
     /// **Long-lived credentials need a fresh proof**: a caller acting through a session (an

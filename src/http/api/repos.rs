@@ -68,6 +68,8 @@ const TAGS_PAGE: u64 = 50;
 const REFERRERS_SHOWN: u64 = 10;
 const ANNOTATIONS_SHOWN: u64 = 16 * 1024;
 const ANNOTATION_VALUE_SHOWN: usize = 256;
+/// Platforms shown per index (an index may list thousands).
+const PLATFORMS_SHOWN: usize = 64;
 
 #[derive(serde::Deserialize)]
 pub(super) struct TagPage {
@@ -114,7 +116,15 @@ pub(super) async fn get_repository(
                     .meta()
                     .read(|r| r.manifest_content(name.as_str(), &t.digest))
                     .map_err(read)?;
-                v["platforms"] = json!(content.map(|c| platforms(&c)).unwrap_or_default());
+                let mut all = content.map(|c| platforms(&c)).unwrap_or_default();
+                v["morePlatforms"] = json!(all.len() > PLATFORMS_SHOWN);
+                all.truncate(PLATFORMS_SHOWN);
+                for p in &mut all {
+                    if p.chars().count() > 3 * ANNOTATION_VALUE_SHOWN {
+                        *p = p.chars().take(3 * ANNOTATION_VALUE_SHOWN).collect();
+                    }
+                }
+                v["platforms"] = json!(all);
             }
             let mut referrers = st
                 .content

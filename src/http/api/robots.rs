@@ -113,7 +113,7 @@ pub(super) async fn create_robot(
             &org,
             &body.name,
             body.description.as_deref(),
-            &caller.provenance(),
+            &caller.provenance_in(st, &org)?,
         )?;
         audit_change(
             st,
@@ -216,7 +216,7 @@ pub(super) async fn create_robot_token(
             expires_in: ttl,
             readwrite: false,
             description: body.description.as_deref(),
-            origin: caller.origin(),
+            origin: caller.origin_in(st, &org)?,
         })?;
         audit_change(
             st,
@@ -340,7 +340,7 @@ pub(super) async fn create_robot_key(
             expires_in: ttl,
             readwrite: false,
             description: body.description.as_deref(),
-            origin: caller.origin(),
+            origin: caller.origin_in(st, &org)?,
         })?;
         audit_change(
             st,
@@ -525,7 +525,7 @@ pub(super) async fn create_registry_token(
             expires_in: ttl,
             readwrite,
             description: description.as_deref(),
-            origin: caller.origin(),
+            origin: caller.origin_in(st, &org)?,
         })?;
         audit_change(
             st,
@@ -707,7 +707,11 @@ pub(super) async fn create_trust(
             created_at: crate::store::now(),
             last_used_at: None,
         };
-        if !st.auth.iam().add_trust(&row, &caller.provenance())? {
+        if !st
+            .auth
+            .iam()
+            .add_trust(&row, &caller.provenance_in(st, &org)?)?
+        {
             return Err(ApiError::Conflict(format!(
                 "robot {robot:?} already has a trust named {:?}",
                 t.name

@@ -210,7 +210,7 @@ async fn ensure_namespace(
             return Ok(false);
         }
         let created = match iam.org(&ns) {
-            Ok(_) => iam.create_namespace(&ns, &ns, false).map(|_| ()),
+            Ok(_) => iam.create_namespace(&ns, &ns, false, &[]).map(|_| ()),
             Err(crate::iam::Error::NotFound(_)) => iam.create_org(&ns, None).map(|_| ()),
             Err(e) => Err(e),
         };
