@@ -23,6 +23,16 @@ CREATE TABLE policy_epochs (
     epoch    INTEGER NOT NULL
 );
 
+-- Invitations: an owner who is not a server admin invites a user, who joins by accepting
+-- (nobody is made a member without consent, and the answer does not say whether the user exists).
+CREATE TABLE invitations (
+    org_id      INTEGER NOT NULL,
+    user_id     INTEGER NOT NULL,
+    role        TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    PRIMARY KEY (org_id, user_id)
+);
+
 -- What existed before: credentials made through a credential or by a robot, and sessions.
 INSERT OR IGNORE INTO lineage (source, object)
     SELECT source, 'cred:' || id FROM credentials

@@ -92,6 +92,15 @@ pub enum Owner {
     Org(i64),
 }
 
+/// What `set_member` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberChange {
+    /// The user is a member with the role now.
+    Set,
+    /// The user (if there is one of that name) was invited.
+    Invited,
+}
+
 /// What an audit event says. Never a secret.
 #[derive(Debug, Clone, Default)]
 pub struct AuditEvent {
@@ -407,8 +416,47 @@ impl IamService {
     }
 
     /// Adds a member or changes their role; done through a credential (`lineage`), the
-    /// membership ends with that credential.
-    pub fn set_member(&self, org: &str, user: &str, role: &str, lineage: &[String]) -> Result<()> {
+    /// membership ends with that credential. Without `direct` (the caller is not a server admin)
+    /// a user who is not a member yet is invited instead, and an unknown user gets the same
+    /// answer (nothing is stored): nobody joins without consent, and the answer is no oracle.
+    pub fn set_member(
+        &self,
+        org: &str,
+        user: &str,
+        role: &str,
+        lineage: &[String],
+        direct: bool,
+    ) -> Result<MemberChange> {
+        if !direct {
+            check_name("user", user)
+                .map_err(|_| Error::Invalid(format!("invalid user name {user:?}")))?;
+            if role != "owner" && role != "member" {
+                return Err(Error::Invalid(format!(
+                    "member role must be owner or member, not {role:?}"
+                )));
+            }
+            let org_row = self.org(org)?;
+            let existing = self.meta.read(|r| r.user_by_name(user))?;
+            let member = match &existing {
+                Some(u) => self
+                    .meta
+                    .read(|r| r.memberships_of_user(u.id))?
+                    .iter()
+                    .any(|(o, _)| o.id == org_row.id),
+                None => false,
+            };
+            if !member {
+                if let Some(u) = existing {
+                    self.meta.write(|w| {
+                        w.invite(org_row.id, u.id, role)?;
+                        let object = format!("invite:{}:{}", org_row.id, u.id);
+                        w.forget_lineage(&object)?;
+                        w.record_lineage(&object, lineage)
+                    })?;
+                }
+                return Ok(MemberChange::Invited);
+            }
+        }
         if role != "owner" && role != "member" {
             return Err(Error::Invalid(format!(
                 "member role must be owner or member, not {role:?}"
@@ -424,11 +472,37 @@ impl IamService {
             // be laundered by setting it once more.
             w.record_lineage(&store::member_key(org.id, user.id), lineage)
         })?;
-        Ok(())
+        Ok(MemberChange::Set)
+    }
+
+    /// The user accepts an invitation to `org`: they join with the role offered (and what the
+    /// invitation was made through, its lineage). `NotFound` when there is none.
+    pub fn accept_invitation(&self, org: &str, user_id: i64) -> Result<String> {
+        let org_row = self.org(org)?;
+        let role = self.meta.write(|w| {
+            let Some(role) = w.take_invitation(org_row.id, user_id)? else {
+                return Ok(None);
+            };
+            let invite = format!("invite:{}:{}", org_row.id, user_id);
+            let sources = w.reader().lineage_sources(&invite)?;
+            w.forget_lineage(&invite)?;
+            w.set_membership(org_row.id, user_id, &role)?;
+            w.record_lineage(&store::member_key(org_row.id, user_id), &sources)?;
+            Ok::<_, store::Error>(Some(role))
+        })?;
+        role.ok_or_else(|| Error::NotFound(format!("no invitation to {org:?}")))
+    }
+
+    /// The invitations user `user_id` may accept: (organization, role).
+    pub fn invitations(&self, user_id: i64) -> Result<Vec<(String, String)>> {
+        Ok(self.meta.read(|r| r.invitations_of_user(user_id))?)
     }
 
     pub fn remove_member(&self, org: &str, user: &str) -> Result<()> {
-        let (org_row, user_row) = (self.org(org)?, self.user(user)?);
+        // An unknown user and one who is not a member get the same answer.
+        let not_member = || Error::NotFound(format!("user {user:?} is not a member of {org:?}"));
+        let org_row = self.org(org)?;
+        let user_row = self.user(user).map_err(|_| not_member())?;
         self.refuse_last_owner(&org_row, &user_row)?;
         if self
             .meta
@@ -436,9 +510,7 @@ impl IamService {
         {
             Ok(())
         } else {
-            Err(Error::NotFound(format!(
-                "user {user:?} is not a member of {org:?}"
-            )))
+            Err(not_member())
         }
     }
 

@@ -116,6 +116,16 @@ const TABLES: &[Table] = &[
     ("lineage", None, &[("source", Text), ("object", Text)]),
     ("policy_epochs", None, &[("subject", Text), ("epoch", Int)]),
     (
+        "invitations",
+        None,
+        &[
+            ("org_id", Int),
+            ("user_id", Int),
+            ("role", Text),
+            ("created_at", Int),
+        ],
+    ),
+    (
         "roles",
         None,
         &[

@@ -457,6 +457,16 @@ impl Reader<'_> {
         Ok(seen)
     }
 
+    /// The organizations (name) that invited user `user_id`, with the role offered.
+    pub fn invitations_of_user(&self, user_id: i64) -> Result<Vec<(String, String)>> {
+        self.conn.query(
+            "SELECT o.name, i.role FROM invitations i JOIN orgs o ON o.id = i.org_id
+             WHERE i.user_id = ?1 ORDER BY o.name",
+            p![user_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+    }
+
     /// The revocation keys `object` was made through.
     pub fn lineage_sources(&self, object: &str) -> Result<Vec<String>> {
         self.conn.query(
@@ -585,6 +595,8 @@ impl Writer<'_> {
     pub fn delete_user(&self, user_id: i64) -> Result<bool> {
         self.forget_object(&format!("user:{user_id}"))?;
         self.conn
+            .execute("DELETE FROM invitations WHERE user_id = ?1", p![user_id])?;
+        self.conn
             .execute("DELETE FROM memberships WHERE user_id = ?1", p![user_id])?;
         self.delete_bindings_where("subject_kind = 'user' AND subject_id = ?1", p![user_id])?;
         self.delete_credentials_where("user_id = ?1", p![user_id])?;
@@ -613,7 +625,7 @@ impl Writer<'_> {
         for ns in self.reader().namespaces_of_org(org_id)? {
             self.delete_namespace(&ns.name)?;
         }
-        for table in ["memberships", "roles", "bindings"] {
+        for table in ["memberships", "roles", "bindings", "invitations"] {
             self.conn.execute(
                 &format!("DELETE FROM {table} WHERE org_id = ?1"),
                 p![org_id],
@@ -685,6 +697,30 @@ impl Writer<'_> {
             p![org_id, user_id, role],
         )?;
         Ok(())
+    }
+
+    /// Invites user `user_id` to `org_id` with `role` (replacing an earlier invitation).
+    pub fn invite(&self, org_id: i64, user_id: i64, role: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO invitations (org_id, user_id, role, created_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (org_id, user_id) DO UPDATE SET role = excluded.role, created_at = excluded.created_at",
+            p![org_id, user_id, role, now()],
+        )?;
+        Ok(())
+    }
+
+    /// Takes user `user_id`'s invitation to `org_id` away: the role it offered, if there was one.
+    pub fn take_invitation(&self, org_id: i64, user_id: i64) -> Result<Option<String>> {
+        let role: Option<String> = self.conn.query_opt(
+            "SELECT role FROM invitations WHERE org_id = ?1 AND user_id = ?2",
+            p![org_id, user_id],
+            |r| r.get(0),
+        )?;
+        self.conn.execute(
+            "DELETE FROM invitations WHERE org_id = ?1 AND user_id = ?2",
+            p![org_id, user_id],
+        )?;
+        Ok(role)
     }
 
     /// Removes a member with their bindings in the organization; their registry tokens end.

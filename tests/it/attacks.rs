@@ -663,14 +663,7 @@ async fn custom_roles_cannot_be_used_to_escalate() {
         ("roler", "roler-password-1"),
     ] {
         user_session(s, name, pw).await;
-        alice
-            .ok(
-                "PUT",
-                &format!("/orgs/acme/members/{name}"),
-                Some(json!({"role": "member"})),
-                StatusCode::OK,
-            )
-            .await;
+        join(s, alice, "acme", name, pw, "member").await;
     }
     let put_role = |name: &str, rules: Value| {
         let alice = &alice;
@@ -861,14 +854,7 @@ async fn custom_roles_cannot_be_used_to_escalate() {
     // A robot keeper (robots and credentials, nothing else) cannot delete the Manager robot or
     // its tokens, but may delete a robot that holds nothing.
     user_session(s, "keeper", "keeper-password-1").await;
-    alice
-        .ok(
-            "PUT",
-            "/orgs/acme/members/keeper",
-            Some(json!({"role": "member"})),
-            StatusCode::OK,
-        )
-        .await;
+    join(s, alice, "acme", "keeper", "keeper-password-1", "member").await;
     put_role(
         "keeper",
         json!([{"resources": ["robots", "credentials"], "verbs": ["*"]}]),
@@ -2296,14 +2282,7 @@ async fn removing_a_member_ends_their_access_and_bindings_name_only_members() {
     let w = world().await;
     let (s, alice) = (&w.s, &w.alice);
     user_session(s, "carol", "carol-password-1").await;
-    alice
-        .ok(
-            "PUT",
-            "/orgs/acme/members/carol",
-            Some(json!({"role": "member"})),
-            StatusCode::OK,
-        )
-        .await;
+    join(s, alice, "acme", "carol", "carol-password-1", "member").await;
     alice
         .ok(
             "PUT",
@@ -3316,14 +3295,7 @@ async fn what_a_leaked_credential_changed_ends_with_it_too() {
     let w = world().await;
     let (s, alice) = (&w.s, &w.alice);
     user_session(s, "mallory", "mallory-password-1").await;
-    alice
-        .ok(
-            "PUT",
-            "/orgs/acme/members/mallory",
-            Some(json!({"role": "member"})),
-            StatusCode::OK,
-        )
-        .await;
+    join(s, alice, "acme", "mallory", "mallory-password-1", "member").await;
     alice
         .ok(
             "PUT",
@@ -3602,14 +3574,15 @@ async fn a_binding_row_for_a_non_member_grants_nothing() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     // Positive control: once a member, the same row grants.
-    Api::basic(s, "alice", "alice-password-1")
-        .ok(
-            "PUT",
-            "/orgs/acme/members/dave",
-            Some(json!({"role": "member"})),
-            StatusCode::OK,
-        )
-        .await;
+    join(
+        s,
+        &Api::basic(s, "alice", "alice-password-1"),
+        "acme",
+        "dave",
+        "dave-password-1",
+        "member",
+    )
+    .await;
     let r = basic_client("dave", "dave-password-1")
         .get(s.url("/v2/acme/app/manifests/v1"))
         .header("accept", OCI_MANIFEST)
@@ -3624,14 +3597,7 @@ async fn every_console_form_refuses_a_post_without_its_csrf_token() {
     let w = world().await;
     let (s, alice) = (&w.s, &w.alice);
     user_session(s, "bob", "bob-password-1").await;
-    alice
-        .ok(
-            "PUT",
-            "/orgs/acme/members/bob",
-            Some(json!({"role": "member"})),
-            StatusCode::OK,
-        )
-        .await;
+    join(s, alice, "acme", "bob", "bob-password-1", "member").await;
     alice
         .ok(
             "PUT",
@@ -4071,14 +4037,8 @@ async fn a_member_a_leaked_key_promoted_cannot_launder_it() {
         user_session(s, u, p).await;
     }
     let leaked = Api::basic(s, "iamapikey", &w.apikey);
-    leaked
-        .ok(
-            "PUT",
-            "/orgs/acme/members/mallory",
-            Some(json!({"role": "owner"})),
-            StatusCode::OK,
-        )
-        .await;
+    // The leaked key invites mallory as an owner; she accepts.
+    join(s, &leaked, "acme", "mallory", "mallory-password-1", "owner").await;
     // Mallory, with her own password, sets it again, promotes bob, binds herself and makes a
     // namespace public; the key also creates a public namespace.
     let mallory = Api::basic(s, "mallory", "mallory-password-1");
@@ -4090,14 +4050,7 @@ async fn a_member_a_leaked_key_promoted_cannot_launder_it() {
             StatusCode::OK,
         )
         .await;
-    mallory
-        .ok(
-            "PUT",
-            "/orgs/acme/members/bob",
-            Some(json!({"role": "owner"})),
-            StatusCode::OK,
-        )
-        .await;
+    join(s, &mallory, "acme", "bob", "bob-password-1", "owner").await;
     mallory
         .ok(
             "PUT",
@@ -4292,4 +4245,61 @@ async fn more_lists_that_stay_small() {
         assert!(Instant::now() < deadline, "no failure row");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test]
+async fn nobody_joins_without_consent_and_members_calls_reveal_no_user() {
+    let w = world().await;
+    let (s, alice) = (&w.s, &w.alice);
+    user_session(s, "zoe", "zoe-password-1").await;
+    // An owner who is not a server admin: the same answer for a user who exists and one who
+    // does not.
+    let (st1, v1) = alice
+        .put("/orgs/acme/members/zoe", json!({"role": "owner"}))
+        .await;
+    let (st2, v2) = alice
+        .put("/orgs/acme/members/nobody-here", json!({"role": "owner"}))
+        .await;
+    assert_eq!((st1, st2), (StatusCode::ACCEPTED, StatusCode::ACCEPTED));
+    assert_eq!(v1["status"], v2["status"]);
+    // Zoe is not a member until she accepts: nothing of acme is hers yet.
+    let zoe = Api::basic(s, "zoe", "zoe-password-1");
+    assert_eq!(zoe.get("/orgs/acme").await.0, StatusCode::NOT_FOUND);
+    let inv = zoe.ok("GET", "/invitations", None, StatusCode::OK).await;
+    assert_eq!(
+        inv["invitations"],
+        json!([{"org": "acme", "role": "owner"}])
+    );
+    zoe.ok(
+        "POST",
+        "/orgs/acme/invitations/accept",
+        None,
+        StatusCode::OK,
+    )
+    .await;
+    zoe.ok("GET", "/orgs/acme", None, StatusCode::OK).await;
+    // Accepting twice, or without an invitation, is a 404.
+    let (st, _) = zoe.post("/orgs/acme/invitations/accept", json!({})).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    // Removing: an unknown user and a user who is not a member get the same answer.
+    user_session(s, "yan", "yan-password-1").await;
+    let (st1, v1) = alice.delete("/orgs/acme/members/yan").await;
+    let (st2, v2) = alice.delete("/orgs/acme/members/nobody-here").await;
+    assert_eq!((st1, st2), (StatusCode::NOT_FOUND, StatusCode::NOT_FOUND));
+    assert_eq!(
+        v1["error"]["message"].as_str().unwrap().replace("yan", "X"),
+        v2["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace("nobody-here", "X"),
+    );
+    // A server admin adds at once (positive control: admins may list users anyway).
+    Api::admin(s)
+        .ok(
+            "PUT",
+            "/orgs/acme/members/yan",
+            Some(json!({"role": "member"})),
+            StatusCode::OK,
+        )
+        .await;
 }

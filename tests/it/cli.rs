@@ -579,7 +579,18 @@ async fn management_commands() {
         &["user", "create", "erin", "--password-stdin"],
         Some("erin-password-1\n"),
     );
-    ok(&cfg, &["member", "add", "erin"], None);
+    // An owner invites; erin sees the invitation and accepts it from her own login.
+    let added = berth(&cfg, &["member", "add", "erin"], None);
+    assert!(added.status.success());
+    assert!(String::from_utf8_lossy(&added.stderr).contains("member accept"));
+    let erin = tmp.path().join("erin.yaml");
+    ok(
+        &erin,
+        &["login", &s.base, "-u", "erin", "--password-stdin"],
+        Some("erin-password-1\n"),
+    );
+    assert!(ok(&erin, &["member", "invitations"], None).contains("dorg"));
+    ok(&erin, &["member", "accept", "--org", "dorg"], None);
     assert!(
         ok(&cfg, &["member", "list"], None)
             .lines()

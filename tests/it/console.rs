@@ -39,14 +39,7 @@ async fn console_end_to_end_in_chromium() {
             StatusCode::CREATED,
         )
         .await;
-    olivia
-        .ok(
-            "PUT",
-            "/orgs/acme/members/rita",
-            Some(json!({"role": "member"})),
-            StatusCode::OK,
-        )
-        .await;
+    join(&s, &olivia, "acme", "rita", RITA, "member").await;
     olivia
         .ok(
             "PUT",

@@ -1564,6 +1564,19 @@ async fn every_operation_answers_the_shape_the_document_gives() {
         &[],
     )
     .await;
+    // Bob was invited; he sees the invitation and accepts it.
+    let bob = Api::basic(s, "bob", "bob-password-1");
+    t.call(&bob, "get", "/invitations", "/invitations", None, &[])
+        .await;
+    t.call(
+        &bob,
+        "post",
+        "/orgs/{org}/invitations/accept",
+        "/orgs/acme/invitations/accept",
+        None,
+        &[],
+    )
+    .await;
     t.call(
         &alice,
         "delete",
@@ -2064,14 +2077,7 @@ async fn an_organization_keeps_an_owner() {
     }
     // With a second owner, the first may go (positive control).
     user_session(&s, "bob", "bob-password-1").await;
-    alice
-        .ok(
-            "PUT",
-            "/orgs/acme/members/bob",
-            Some(json!({"role": "owner"})),
-            StatusCode::OK,
-        )
-        .await;
+    join(&s, &alice, "acme", "bob", "bob-password-1", "owner").await;
     alice
         .ok(
             "DELETE",

@@ -291,18 +291,76 @@ pub(super) async fn set_member(
     caller.require_owner(&org)?;
     let body: Membership = parse_body(&body)?;
     blocking(&state, move |st| {
-        st.auth
+        // A server admin (who may list users anyway) adds directly; an owner invites.
+        let change = st.auth.iam().set_member(
+            &org,
+            &user,
+            &body.role,
+            &caller.provenance_in(st, &org)?,
+            caller.grants.admin,
+        )?;
+        let (action, status, v) = match change {
+            crate::iam::MemberChange::Set => (
+                "member.set",
+                StatusCode::OK,
+                json!({ "user": user, "role": body.role, "status": "member" }),
+            ),
+            crate::iam::MemberChange::Invited => (
+                "member.invite",
+                StatusCode::ACCEPTED,
+                json!({ "user": user, "role": body.role, "status": "invited" }),
+            ),
+        };
+        audit_change(st, &caller, action, format!("org/{org}/members/{user}"));
+        Ok(json_response(status, v))
+    })
+    .await
+}
+
+/// The caller's invitations: organizations it may join, with the role offered.
+pub(super) async fn list_invitations(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+) -> ApiResult<Response> {
+    let Principal::User { id, .. } = caller.principal else {
+        return Err(ApiError::Forbidden("only users are invited".into()));
+    };
+    blocking(&state, move |st| {
+        let list: Vec<_> = st
+            .auth
             .iam()
-            .set_member(&org, &user, &body.role, &caller.provenance_in(st, &org)?)?;
+            .invitations(id)?
+            .into_iter()
+            .map(|(org, role)| json!({ "org": org, "role": role }))
+            .collect();
+        Ok(json_response(
+            StatusCode::OK,
+            json!({ "invitations": list }),
+        ))
+    })
+    .await
+}
+
+/// The caller accepts its invitation to `org` and joins it.
+pub(super) async fn accept_invitation(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(org): Path<String>,
+) -> ApiResult<Response> {
+    let Principal::User { id, name, .. } = caller.principal.clone() else {
+        return Err(ApiError::Forbidden("only users are invited".into()));
+    };
+    blocking(&state, move |st| {
+        let role = st.auth.iam().accept_invitation(&org, id)?;
         audit_change(
             st,
             &caller,
-            "member.set",
-            format!("org/{org}/members/{user}"),
+            "member.accept",
+            format!("org/{org}/members/{name}"),
         );
         Ok(json_response(
             StatusCode::OK,
-            json!({ "user": user, "role": body.role }),
+            json!({ "user": name, "role": role, "status": "member" }),
         ))
     })
     .await

@@ -75,7 +75,9 @@ api_routes! {
     get "/orgs/{org}" => identity::get_org, "Get an organization with its namespaces", 200, ["name", "created", "namespaces"];
     delete "/orgs/{org}" => identity::delete_org, "Delete an organization (owners)", 204, [];
     get "/orgs/{org}/members" => identity::list_members, "List members", 200, ["members"];
-    put "/orgs/{org}/members/{user}" => identity::set_member, "Add a member or change their role (owners)", 200, ["user", "role"];
+    put "/orgs/{org}/members/{user}" => identity::set_member, "Change a member's role (owners); a user who is not a member is invited (202, the same answer whether or not the user exists) and joins on accepting; a server admin adds directly", 200, ["user", "role", "status"];
+    get "/invitations" => identity::list_invitations, "The caller's invitations: organizations it may join, with the role offered", 200, ["invitations"];
+    post "/orgs/{org}/invitations/accept" => identity::accept_invitation, "Accept the caller's invitation to an organization: join it with the role offered", 200, ["user", "role", "status"];
     delete "/orgs/{org}/members/{user}" => identity::remove_member, "Remove a member (owners)", 204, [];
     get "/orgs/{org}/namespaces" => identity::list_namespaces, "List an organization's namespaces", 200, ["namespaces"];
     post "/orgs/{org}/namespaces" => identity::create_namespace, "Create a namespace (owners)", 201, ["name", "org", "public", "created"];
@@ -146,6 +148,10 @@ pub(crate) fn openapi() -> serde_json::Value {
         // A create-or-replace PUT answers 201 when it created, 200 when it replaced.
         if *method == "put" && *status == 200 && fields.contains(&"kind") {
             op["responses"]["201"] = success(fields);
+        }
+        // Adding a member who is not one yet is an invitation.
+        if *path == "/orgs/{org}/members/{user}" {
+            op["responses"]["202"] = success(fields);
         }
         if ["post", "put", "patch"].contains(method) {
             op["requestBody"] =

@@ -775,3 +775,23 @@ pub fn suite_storage(data_dir: &Path) -> Option<Vec<(String, String)>> {
         ),
     ])
 }
+
+/// Makes `user` (password `password`) a member of `org` with `role` as an owner does it: `by`
+/// invites (202), the user accepts.
+pub async fn join(s: &Server, by: &Api, org: &str, user: &str, password: &str, role: &str) {
+    by.ok(
+        "PUT",
+        &format!("/orgs/{org}/members/{user}"),
+        Some(json!({ "role": role })),
+        StatusCode::ACCEPTED,
+    )
+    .await;
+    Api::basic(s, user, password)
+        .ok(
+            "POST",
+            &format!("/orgs/{org}/invitations/accept"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+}
