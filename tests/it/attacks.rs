@@ -853,8 +853,7 @@ async fn custom_roles_cannot_be_used_to_escalate() {
     assert_eq!(st, StatusCode::FORBIDDEN);
     // A robot keeper (robots and credentials, nothing else) cannot delete the Manager robot or
     // its tokens, but may delete a robot that holds nothing.
-    user_session(s, "keeper", "keeper-password-1").await;
-    join(s, alice, "acme", "keeper", "keeper-password-1", "member").await;
+    new_member(s, alice, "acme", "keeper", "keeper-password-1", "member").await;
     put_role(
         "keeper",
         json!([{"resources": ["robots", "credentials"], "verbs": ["*"]}]),
@@ -1910,40 +1909,6 @@ async fn api_status(s: &Server, user: &str, secret: &str) -> StatusCode {
     Api::basic(s, user, secret).get("/auth/whoami").await.0
 }
 
-/// Signs in to the console; the session cookie (`name=value`), or `None` when refused.
-async fn console_cookie(s: &Server, user: &str, password: &str) -> Option<String> {
-    let r = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-        .post(s.url("/ui/login"))
-        .header("sec-fetch-site", "same-origin")
-        .form(&[("username", user), ("password", password)])
-        .send()
-        .await
-        .unwrap();
-    if r.status() != StatusCode::SEE_OTHER {
-        return None;
-    }
-    let c = r.headers().get("set-cookie")?.to_str().unwrap();
-    Some(c.split(';').next().unwrap().to_owned())
-}
-
-/// The status of a console page with `cookie`: 200 while the session lives, 303 (to the
-/// sign-in page) after.
-async fn console_status(s: &Server, cookie: &str) -> StatusCode {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-        .get(s.url("/ui/orgs/acme"))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .unwrap()
-        .status()
-}
-
 /// The names of robot `robot`'s trusts in acme, as the owner sees them.
 async fn trust_names(alice: &Api, robot: &str) -> Vec<String> {
     let v = alice
@@ -2281,8 +2246,7 @@ async fn rotation_ends_what_the_old_secret_made_and_cannot_lock_the_owner_out() 
 async fn removing_a_member_ends_their_access_and_bindings_name_only_members() {
     let w = world().await;
     let (s, alice) = (&w.s, &w.alice);
-    user_session(s, "carol", "carol-password-1").await;
-    join(s, alice, "acme", "carol", "carol-password-1", "member").await;
+    new_member(s, alice, "acme", "carol", "carol-password-1", "member").await;
     alice
         .ok(
             "PUT",
@@ -2717,10 +2681,11 @@ async fn a_deleted_role_revives_nothing() {
     assert_eq!(claims["access"], json!([]), "{claims}");
 }
 
-/// A loopback server that answers every request with `body` (status 200, JSON).
-async fn fixed_server(body: String) -> String {
+/// A loopback server that answers every request with the JSON `body` makes of its own URL.
+async fn fixed_server(body: impl FnOnce(&str) -> String) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
+    let body = body(&url);
     tokio::spawn(async move {
         loop {
             let Ok((mut sock, _)) = listener.accept().await else {
@@ -2809,33 +2774,9 @@ async fn the_server_fetches_only_what_the_operator_allows_and_says_nothing_of_it
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}", l.local_addr().unwrap())
     };
-    let moved_url = {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let doc =
-            json!({"issuer": url, "jwks_uri": format!("{}/openid/v1/jwks", real.url)}).to_string();
-        let url2 = url.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut sock, _)) = listener.accept().await else {
-                    return;
-                };
-                let doc = doc.clone();
-                tokio::spawn(async move {
-                    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-                    let mut buf = vec![0u8; 4096];
-                    let _ = sock.read(&mut buf).await;
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{doc}",
-                        doc.len()
-                    );
-                    let _ = sock.write_all(resp.as_bytes()).await;
-                });
-            }
-        });
-        url2
-    };
-    let no_keys = fixed_server(json!({"keys": "none"}).to_string()).await;
+    let jwks = format!("{}/openid/v1/jwks", real.url);
+    let moved_url = fixed_server(|url| json!({"issuer": url, "jwks_uri": jwks}).to_string()).await;
+    let no_keys = fixed_server(|_| json!({"keys": "none"}).to_string()).await;
     let mut answers = Vec::new();
     for (name, issuer) in [
         ("closed", &closed),
@@ -3294,8 +3235,7 @@ async fn smaller_points_of_round_two() {
 async fn what_a_leaked_credential_changed_ends_with_it_too() {
     let w = world().await;
     let (s, alice) = (&w.s, &w.alice);
-    user_session(s, "mallory", "mallory-password-1").await;
-    join(s, alice, "acme", "mallory", "mallory-password-1", "member").await;
+    new_member(s, alice, "acme", "mallory", "mallory-password-1", "member").await;
     alice
         .ok(
             "PUT",
@@ -3596,8 +3536,7 @@ async fn a_binding_row_for_a_non_member_grants_nothing() {
 async fn every_console_form_refuses_a_post_without_its_csrf_token() {
     let w = world().await;
     let (s, alice) = (&w.s, &w.alice);
-    user_session(s, "bob", "bob-password-1").await;
-    join(s, alice, "acme", "bob", "bob-password-1", "member").await;
+    new_member(s, alice, "acme", "bob", "bob-password-1", "member").await;
     alice
         .ok(
             "PUT",

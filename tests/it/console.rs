@@ -328,20 +328,7 @@ async fn a_rotated_tokens_pull_secret_keeps_its_namespace() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let r = http
-        .post(s.url("/ui/login"))
-        .header("sec-fetch-site", "same-origin")
-        .form(&[("username", "admin"), ("password", ADMIN_PASSWORD)])
-        .send()
-        .await
-        .unwrap();
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = console_cookie(&s, "admin", ADMIN_PASSWORD).await.unwrap();
     let page = http
         .get(s.url("/ui/orgs/acme/robots/xp"))
         .header("cookie", &cookie)

@@ -776,6 +776,12 @@ pub fn suite_storage(data_dir: &Path) -> Option<Vec<(String, String)>> {
     ])
 }
 
+/// Creates user `user` and makes them a member of `org` with `role`, invited by `by`.
+pub async fn new_member(s: &Server, by: &Api, org: &str, user: &str, password: &str, role: &str) {
+    user_session(s, user, password).await;
+    join(s, by, org, user, password, role).await;
+}
+
 /// Makes `user` (password `password`) a member of `org` with `role` as an owner does it: `by`
 /// invites (202), the user accepts.
 pub async fn join(s: &Server, by: &Api, org: &str, user: &str, password: &str, role: &str) {
@@ -794,4 +800,38 @@ pub async fn join(s: &Server, by: &Api, org: &str, user: &str, password: &str, r
             StatusCode::OK,
         )
         .await;
+}
+
+/// Signs in to the console; the session cookie (`name=value`), or `None` when refused.
+pub async fn console_cookie(s: &Server, user: &str, password: &str) -> Option<String> {
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(s.url("/ui/login"))
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("username", user), ("password", password)])
+        .send()
+        .await
+        .unwrap();
+    if r.status() != StatusCode::SEE_OTHER {
+        return None;
+    }
+    let c = r.headers().get("set-cookie")?.to_str().unwrap();
+    Some(c.split(';').next().unwrap().to_owned())
+}
+
+/// The status of a console page with `cookie`: 200 while the session lives, 303 (to the
+/// sign-in page) after.
+pub async fn console_status(s: &Server, cookie: &str) -> StatusCode {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(s.url("/ui/orgs/acme"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .status()
 }
