@@ -1221,3 +1221,64 @@ async fn a_trusts_claims_are_checked_on_their_own() {
     .await;
     assert_eq!(r.status(), StatusCode::OK);
 }
+
+// Multi-threaded: the issuer keeps serving while the test waits on the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workloads_registry_token_lives_at_most_an_hour_and_ends_with_its_robot() {
+    let s = Server::start();
+    let admin = world(&s).await;
+    let key = Key::es256("long");
+    let issuer = Issuer::start(&[&key]).await;
+    admin
+        .ok(
+            "POST",
+            "/orgs/acme/robots/deployer/trusts",
+            Some(json!({"name": "ci", "issuer": issuer.url, "subject": "system:serviceaccount:ci:*"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    // A workload token good for 20 hours: the registry token still lives an hour at most.
+    let jwt = key.sign(&issuer.k8s_claims("ci", "builder", "berth", 20 * 3600));
+    let r = basic_token(&s, "acme/deployer", &jwt, "repository:acme/app:pull").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    let token = v["token"].as_str().unwrap().to_owned();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let life = claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap();
+    assert!(
+        life > 0 && life <= 3600,
+        "a workload's registry token lives {life} s"
+    );
+    // Deleting the robot ends the bearer token already issued.
+    let pull = || {
+        anonymous_client()
+            .get(s.url("/v2/acme/app/manifests/v1"))
+            .header("authorization", format!("Bearer {token}"))
+            .header("accept", OCI_MANIFEST)
+            .send()
+    };
+    assert_eq!(pull().await.unwrap().status(), StatusCode::OK);
+    admin
+        .ok(
+            "DELETE",
+            "/orgs/acme/robots/deployer",
+            None,
+            StatusCode::NO_CONTENT,
+        )
+        .await;
+    let start = Instant::now();
+    loop {
+        match pull().await.unwrap().status() {
+            StatusCode::OK if start.elapsed() < Duration::from_secs(30) => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            StatusCode::UNAUTHORIZED => break,
+            other => panic!("{other} after {:?}", start.elapsed()),
+        }
+    }
+}
