@@ -17,6 +17,14 @@ CREATE TABLE policy_epochs (
     epoch    BIGINT NOT NULL
 );
 
+CREATE TABLE invitations (
+    org_id      BIGINT NOT NULL,
+    user_id     BIGINT NOT NULL,
+    role        TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    PRIMARY KEY (org_id, user_id)
+);
+
 INSERT INTO lineage (source, object)
     SELECT source, 'cred:' || id FROM credentials
     WHERE source IS NOT NULL AND kind <> 'refresh_token'
