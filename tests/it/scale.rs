@@ -1134,3 +1134,103 @@ fn leases_go_to_one_node_at_a_time() {
     let one = lite.try_lease("gc").unwrap();
     assert!(one.is_some() && lite.try_lease("gc").unwrap().is_some());
 }
+
+/// A policy change or a rotation on one node reaches the other within the revocation bound:
+/// its cached grants and remembered logins, and the registry tokens it issued.
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_changes_and_rotations_on_one_node_reach_the_other() {
+    let p = two_nodes(Blobs::Directory);
+    let admin_a = Api::admin(&p.a);
+    admin_a
+        .ok(
+            "POST",
+            "/orgs",
+            Some(json!({"name": "acme"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    push_image(&client(), &p.a, "acme/app", "v1", 3).await;
+    let t = robot_with_token(&admin_a, "acme", "ci", "Reader", json!({})).await;
+    let (id, secret) = t.split_once(':').unwrap();
+    // Node B answers the robot and remembers its login and grants; it issues a registry token.
+    let token_b = |user: String, secret: String| {
+        let b = &p.b;
+        async move {
+            basic_client(&user, &secret)
+                .get(b.url("/token?service=berth&scope=repository:acme/app:pull"))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = token_b(id.to_owned(), secret.to_owned()).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    let bearer = v["token"].as_str().unwrap().to_owned();
+    let pull_b = |jwt: String| {
+        let b = &p.b;
+        async move {
+            anonymous_client()
+                .get(b.url("/v2/acme/app/manifests/v1"))
+                .header("authorization", format!("Bearer {jwt}"))
+                .header("accept", OCI_MANIFEST)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(pull_b(bearer.clone()).await, StatusCode::OK);
+    // The binding is deleted on node A: B's bearer token and B's grants follow within the bound.
+    admin_a
+        .ok(
+            "DELETE",
+            "/orgs/acme/bindings/ci",
+            None,
+            StatusCode::NO_CONTENT,
+        )
+        .await;
+    let start = std::time::Instant::now();
+    loop {
+        let st = pull_b(bearer.clone()).await;
+        if st == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert_eq!(st, StatusCode::OK);
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "B still honours the binding"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let r = token_b(id.to_owned(), secret.to_owned()).await;
+    let v: Value = r.json().await.unwrap();
+    let fresh = v["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        pull_b(fresh).await,
+        StatusCode::FORBIDDEN,
+        "B's fresh token grants nothing"
+    );
+    // The token is rotated with no overlap on A: B refuses the old secret within the bound.
+    admin_a
+        .ok(
+            "POST",
+            &format!("/orgs/acme/robots/ci/tokens/{id}/rotate"),
+            Some(json!({"overlap": "0"})),
+            StatusCode::OK,
+        )
+        .await;
+    let start = std::time::Instant::now();
+    loop {
+        let st = token_b(id.to_owned(), secret.to_owned()).await.status();
+        if st == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert_eq!(st, StatusCode::OK);
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "B still takes the old secret"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
