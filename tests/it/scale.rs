@@ -1211,6 +1211,68 @@ async fn policy_changes_and_rotations_on_one_node_reach_the_other() {
         StatusCode::FORBIDDEN,
         "B's fresh token grants nothing"
     );
+    // A person pulling with Basic on B (nothing B writes in between: no token, no audit row):
+    // B's cached grants are dropped when the revocation log moves, not by B's own writes.
+    admin_a
+        .ok(
+            "POST",
+            "/users",
+            Some(json!({"name": "carol", "password": "carol-password-1"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    admin_a
+        .ok(
+            "PUT",
+            "/orgs/acme/members/carol",
+            Some(json!({"role": "member"})),
+            StatusCode::OK,
+        )
+        .await;
+    admin_a
+        .ok(
+            "PUT",
+            "/orgs/acme/bindings/carol-r",
+            Some(json!({"role": "Reader", "subject": "user/carol"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let basic_pull_b = || {
+        let b = &p.b;
+        async move {
+            basic_client("carol", "carol-password-1")
+                .get(b.url("/v2/acme/app/manifests/v1"))
+                .header("accept", OCI_MANIFEST)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(basic_pull_b().await, StatusCode::OK);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(basic_pull_b().await, StatusCode::OK);
+    admin_a
+        .ok(
+            "DELETE",
+            "/orgs/acme/bindings/carol-r",
+            None,
+            StatusCode::NO_CONTENT,
+        )
+        .await;
+    let start = std::time::Instant::now();
+    loop {
+        let st = basic_pull_b().await;
+        if st == StatusCode::FORBIDDEN {
+            break;
+        }
+        assert_eq!(st, StatusCode::OK);
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "B still grants carol's binding"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     // The token is rotated with no overlap on A: B refuses the old secret within the bound.
     admin_a
         .ok(
