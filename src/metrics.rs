@@ -1,147 +1,193 @@
-//! Prometheus metrics, rendered as text on `/metrics`: requests by route and status, a latency
-//! histogram by route, bytes in and out, uploads in progress, blobs and bytes stored.
+//! Prometheus metrics on `/metrics`: requests by route and status, a latency histogram by route,
+//! bytes in and out, refused connections; and, read at each scrape, uploads in progress, blobs and
+//! bytes stored, workload exchanges by outcome and (for a server admin's scrape) when each
+//! credential expires.
 //!
-//! Hand-written rather than a metrics crate: a handful of counters, one histogram family and a
-//! text format that fits on a page do not justify a registry abstraction and its dependencies.
+//! The metric types and the text format are `prometheus-client`'s (the Prometheus project's own
+//! Rust client), rendered in the Prometheus text format 0.0.4 that every scraper reads.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// The `Content-Type` of the rendered text.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0,
 ];
 
-#[derive(Default)]
-pub struct Metrics {
-    by_route: Mutex<BTreeMap<&'static str, RouteStats>>,
-    pub(crate) bytes_in: AtomicU64,
-    bytes_out: AtomicU64,
-    connections_refused: AtomicU64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteStatus {
+    route: &'static str,
+    status: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CredentialLabels {
+    org: String,
+    kind: String,
+    owner: String,
+    name: String,
+}
+
+/// The server's own counters, kept for its lifetime.
+pub struct Metrics {
+    requests: Family<RouteStatus, Counter>,
+    durations: Family<RouteLabel, Histogram>,
+    bytes_in: Counter,
+    bytes_out: Counter,
+    connections_refused: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: Family::default(),
+            durations: Family::new_with_constructor(|| Histogram::new(BUCKETS)),
+            bytes_in: Counter::default(),
+            bytes_out: Counter::default(),
+            connections_refused: Counter::default(),
+        }
+    }
+}
+
+/// One credential's expiry, for a server admin's scrape.
+pub struct CredentialExpiry {
+    pub org: String,
+    pub kind: String,
+    pub owner: String,
+    pub name: String,
+    /// Unix time.
+    pub expires_at: i64,
+}
+
+/// What a scrape reads from the stores and services at that moment.
 #[derive(Default)]
-struct RouteStats {
-    by_status: BTreeMap<u16, u64>,
-    buckets: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
+pub struct Readings {
+    pub uploads_active: i64,
+    pub blobs: u64,
+    pub blob_bytes: u64,
+    /// Workload token exchanges by outcome since the server started.
+    pub exchanges: Vec<(&'static str, u64)>,
+    /// Empty unless the scrape is a server admin's.
+    pub expiries: Vec<CredentialExpiry>,
 }
 
 impl Metrics {
     /// A connection closed at once because the server was at its connection limit.
-    pub(crate) fn connection_refused(&self) {
-        self.connections_refused.fetch_add(1, Ordering::Relaxed);
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
     }
 
-    pub(crate) fn record(
-        &self,
-        route: &'static str,
-        status: u16,
-        elapsed: Duration,
-        bytes_out: u64,
-    ) {
-        self.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
-        let secs = elapsed.as_secs_f64();
-        let mut map = self.by_route.lock().unwrap_or_else(PoisonError::into_inner);
-        let s = map.entry(route).or_default();
-        *s.by_status.entry(status).or_default() += 1;
-        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-            s.buckets[i] += 1;
-        }
-        s.count += 1;
-        s.sum += secs;
+    /// Request body bytes received (counted as the body streams in).
+    pub fn bytes_in(&self, n: u64) {
+        self.bytes_in.inc_by(n);
     }
 
-    pub(crate) fn render(&self, uploads_active: i64, blobs: u64, blob_bytes: u64) -> String {
-        let mut out = String::new();
-        out.push_str("# HELP berth_connections_refused_total Connections closed at once at the connection limit.\n");
-        out.push_str("# TYPE berth_connections_refused_total counter\n");
-        let _ = writeln!(
-            out,
-            "berth_connections_refused_total {}",
-            self.connections_refused.load(Ordering::Relaxed)
+    pub fn record(&self, route: &'static str, status: u16, elapsed: Duration, bytes_out: u64) {
+        self.bytes_out.inc_by(bytes_out);
+        self.requests
+            .get_or_create(&RouteStatus { route, status })
+            .inc();
+        self.durations
+            .get_or_create(&RouteLabel { route })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The text of one scrape: the server's counters and `now`'s readings.
+    pub fn render(&self, now: Readings) -> String {
+        let mut reg = Registry::default();
+        reg.register(
+            "berth_connections_refused",
+            "Connections closed at once at the connection limit",
+            self.connections_refused.clone(),
         );
-        let map = self.by_route.lock().unwrap_or_else(PoisonError::into_inner);
-        out.push_str("# HELP berth_http_requests_total HTTP requests by route and status.\n");
-        out.push_str("# TYPE berth_http_requests_total counter\n");
-        for (route, s) in map.iter() {
-            for (status, n) in &s.by_status {
-                let _ = writeln!(
-                    out,
-                    "berth_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
-                );
-            }
+        reg.register(
+            "berth_http_requests",
+            "HTTP requests by route and status",
+            self.requests.clone(),
+        );
+        reg.register(
+            "berth_http_request_duration_seconds",
+            "Time to produce response headers, by route",
+            self.durations.clone(),
+        );
+        reg.register(
+            "berth_http_request_bytes",
+            "Request body bytes received",
+            self.bytes_in.clone(),
+        );
+        reg.register(
+            "berth_http_response_bytes",
+            "Response body bytes announced by Content-Length",
+            self.bytes_out.clone(),
+        );
+        let gauge = |v: i64| {
+            let g: Gauge = Gauge::default();
+            g.set(v);
+            g
+        };
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        reg.register(
+            "berth_uploads_in_progress",
+            "Requests streaming upload bytes now",
+            gauge(now.uploads_active),
+        );
+        reg.register(
+            "berth_blobs_stored",
+            "Blobs in the blob store",
+            gauge(count(now.blobs)),
+        );
+        reg.register(
+            "berth_blob_bytes_stored",
+            "Total size of the stored blobs",
+            gauge(count(now.blob_bytes)),
+        );
+        let exchanges = Family::<OutcomeLabel, Counter>::default();
+        for (outcome, n) in now.exchanges {
+            exchanges.get_or_create(&OutcomeLabel { outcome }).inc_by(n);
         }
-        out.push_str("# HELP berth_http_request_duration_seconds Time to produce response headers, by route.\n");
-        out.push_str("# TYPE berth_http_request_duration_seconds histogram\n");
-        for (route, s) in map.iter() {
-            let mut cumulative = 0;
-            for (b, n) in BUCKETS.iter().zip(s.buckets) {
-                cumulative += n;
-                let _ = writeln!(
-                    out,
-                    "berth_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{b}\"}} {cumulative}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "berth_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
-                s.count
-            );
-            let _ = writeln!(
-                out,
-                "berth_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
-                s.sum
-            );
-            let _ = writeln!(
-                out,
-                "berth_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
-                s.count
-            );
+        reg.register(
+            "berth_workload_exchanges",
+            "Workload tokens presented for a registry token, by outcome",
+            exchanges,
+        );
+        let expiries = Family::<CredentialLabels, Gauge>::default();
+        for e in now.expiries {
+            let labels = CredentialLabels {
+                org: e.org,
+                kind: e.kind,
+                owner: e.owner,
+                name: e.name,
+            };
+            expiries.get_or_create(&labels).set(e.expires_at);
         }
-        drop(map);
-        let gauges = [
-            (
-                "berth_http_request_bytes_total",
-                "counter",
-                "Request body bytes received.",
-                self.bytes_in.load(Ordering::Relaxed).to_string(),
-            ),
-            (
-                "berth_http_response_bytes_total",
-                "counter",
-                "Response body bytes announced by Content-Length.",
-                self.bytes_out.load(Ordering::Relaxed).to_string(),
-            ),
-            (
-                "berth_uploads_in_progress",
-                "gauge",
-                "Requests streaming upload bytes now.",
-                uploads_active.to_string(),
-            ),
-            (
-                "berth_blobs_stored",
-                "gauge",
-                "Blobs in the blob store.",
-                blobs.to_string(),
-            ),
-            (
-                "berth_blob_bytes_stored",
-                "gauge",
-                "Total size of the stored blobs.",
-                blob_bytes.to_string(),
-            ),
-        ];
-        for (name, kind, help, value) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        }
+        reg.register(
+            "berth_credential_expiry_timestamp_seconds",
+            "When a credential expires (Unix time), by organization, kind, owner and name (in a server admin's scrape only)",
+            expiries,
+        );
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_text::encode(&mut out, &reg);
         out
     }
 }

@@ -2,7 +2,6 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes, HttpBody};
@@ -33,9 +32,7 @@ impl HttpBody for CountingBody {
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
         {
-            self.metrics
-                .bytes_in
-                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            self.metrics.bytes_in(data.len() as u64);
         }
         polled
     }

@@ -204,9 +204,6 @@ async fn metrics(State(state): State<AppState>, req: axum::extract::Request) -> 
             return resp;
         }
     };
-    let mut text = state
-        .metrics
-        .render(state.content.uploads_active(), blobs, bytes);
     // When each credential expires, so that an alert fires before a pull secret stops working.
     let st = state.clone();
     let expiries = if admin {
@@ -218,32 +215,24 @@ async fn metrics(State(state): State<AppState>, req: axum::extract::Request) -> 
     } else {
         Vec::new()
     };
-    text.push_str("# HELP berth_credential_expiry_timestamp_seconds When a credential expires (Unix time), by organization, kind, owner and name (in a server admin's scrape only).\n");
-    text.push_str("# TYPE berth_credential_expiry_timestamp_seconds gauge\n");
-    let label = |v: &str| {
-        v.replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', "\\n")
-    };
-    for e in expiries {
-        text.push_str(&format!(
-            "berth_credential_expiry_timestamp_seconds{{org=\"{}\",kind=\"{}\",owner=\"{}\",name=\"{}\"}} {}\n",
-            label(&e.org),
-            label(&e.kind),
-            label(&e.owner),
-            label(&e.name),
-            e.expires_at
-        ));
-    }
-    text.push_str("# HELP berth_workload_exchanges_total Workload tokens presented for a registry token, by outcome.\n");
-    text.push_str("# TYPE berth_workload_exchanges_total counter\n");
-    for (outcome, n) in state.auth.exchange_counts() {
-        text.push_str(&format!(
-            "berth_workload_exchanges_total{{outcome=\"{outcome}\"}} {n}\n"
-        ));
-    }
+    let text = state.metrics.render(crate::metrics::Readings {
+        uploads_active: state.content.uploads_active(),
+        blobs,
+        blob_bytes: bytes,
+        exchanges: state.auth.exchange_counts(),
+        expiries: expiries
+            .into_iter()
+            .map(|e| crate::metrics::CredentialExpiry {
+                org: e.org,
+                kind: e.kind,
+                owner: e.owner,
+                name: e.name,
+                expires_at: e.expires_at,
+            })
+            .collect(),
+    });
     named(
         "metrics",
-        ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text),
+        ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text),
     )
 }

@@ -59,6 +59,24 @@ pub const UNAVAILABLE: &str = "metadata store unavailable";
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The threads that open and retire pooled connections (`r2d2`'s helpers), shared by every pool
+/// of the process.
+fn pool_threads() -> std::sync::Arc<scheduled_thread_pool::ScheduledThreadPool> {
+    static THREADS: std::sync::OnceLock<
+        std::sync::Arc<scheduled_thread_pool::ScheduledThreadPool>,
+    > = std::sync::OnceLock::new();
+    THREADS
+        .get_or_init(|| {
+            std::sync::Arc::new(
+                scheduled_thread_pool::ScheduledThreadPool::builder()
+                    .num_threads(2)
+                    .thread_name_pattern("berth-db-pool-{}")
+                    .build(),
+            )
+        })
+        .clone()
+}
+
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
         match e.sqlite_error_code() {

@@ -1,6 +1,6 @@
-//! PostgreSQL implementation of the metadata store: a bounded pool of connections (the `postgres`
-//! crate's synchronous client, called from `spawn_blocking` like SQLite), migrations applied at
-//! start under an advisory lock, and a statement timeout on every connection.
+//! PostgreSQL implementation of the metadata store: two bounded `r2d2` pools of connections (the
+//! `postgres` crate's synchronous client, called from `spawn_blocking` like SQLite), migrations
+//! applied at start under an advisory lock, and a statement timeout on every connection.
 //!
 //! Writes keep SQLite's semantics: every write transaction first takes one transaction-scoped
 //! advisory lock (`WRITE_LOCK`), so write transactions of all nodes run one at a time, reads
@@ -8,7 +8,8 @@
 //! (a node that has read up to `seq` never misses a smaller one committed later).
 
 use std::cell::RefCell;
-use std::sync::{Condvar, Mutex, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::sql::{Conn, PgConn};
@@ -38,9 +39,14 @@ pub struct PgOptions {
 }
 
 pub(super) struct Postgres {
-    config: postgres::Config,
     describe: String,
-    options: PgOptions,
+    /// Both pools; `None` only inside `drop`.
+    pools: Option<Pools>,
+    /// Bumped when a connection breaks (see `Manager::epoch`).
+    epoch: Arc<AtomicU64>,
+}
+
+struct Pools {
     /// Connections for queries and transactions.
     queries: Pool,
     /// Connections that hold digest locks (session advisory locks) while a blob is placed; apart
@@ -48,49 +54,107 @@ pub(super) struct Postgres {
     locks: Pool,
 }
 
-/// A bounded pool of connections.
-struct Pool {
-    state: Mutex<PoolState>,
-    freed: Condvar,
-    size: usize,
+type Pool = r2d2::Pool<Manager>;
+pub(super) type Pooled = r2d2::PooledConnection<Manager>;
+
+/// Opens connections for `r2d2` and tells it which ones to throw away.
+#[derive(Debug)]
+pub(super) struct Manager {
+    config: postgres::Config,
+    statement_timeout: Duration,
+    /// A broken connection usually means the server restarted or went away, so every
+    /// connection opened before it is as dead: a connection is kept only while the epoch it was
+    /// opened in is current, and the next caller connects afresh (no round trip per checkout).
+    epoch: Arc<AtomicU64>,
 }
 
-struct PoolState {
-    idle: Vec<PgConn>,
-    /// Connections that exist (idle or lent out).
-    open: usize,
+/// A connection and the epoch it was opened in.
+pub(super) struct Opened {
+    conn: PgConn,
+    epoch: u64,
 }
 
-impl Pool {
-    fn new(size: usize) -> Pool {
-        Pool {
-            state: Mutex::new(PoolState {
-                idle: Vec::new(),
-                open: 0,
-            }),
-            freed: Condvar::new(),
-            size: size.max(1),
+impl std::ops::Deref for Opened {
+    type Target = PgConn;
+    fn deref(&self) -> &PgConn {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Opened {
+    fn deref_mut(&mut self) -> &mut PgConn {
+        &mut self.conn
+    }
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = Opened;
+    type Error = Error;
+
+    fn connect(&self) -> Result<Opened> {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let mut client = connect_with_tls(&self.config)?;
+        let ms = self.statement_timeout.as_millis();
+        client.batch_execute(&format!(
+            "SET statement_timeout = {ms}; SET lock_timeout = {ms}; SET idle_in_transaction_session_timeout = {ms}"
+        ))?;
+        Ok(Opened {
+            conn: PgConn::new(client),
+            epoch,
+        })
+    }
+
+    fn is_valid(&self, c: &mut Opened) -> Result<()> {
+        if self.has_broken(c) {
+            return Err(Error::Unavailable("connection closed".into()));
         }
+        Ok(())
+    }
+
+    fn has_broken(&self, c: &mut Opened) -> bool {
+        c.conn.client.is_closed() || c.epoch != self.epoch.load(Ordering::Acquire)
     }
 }
 
 impl Postgres {
     pub(super) fn open(options: &PgOptions) -> Result<Postgres> {
-        let config: postgres::Config = options
+        let mut config: postgres::Config = options
             .url
             .parse()
             .map_err(|e| Error::Config(format!("database URL: {e}")))?;
         let describe = describe(&config);
-        let pg = Postgres {
-            config,
-            describe,
-            options: options.clone(),
-            queries: Pool::new(options.pool_size),
-            locks: Pool::new(options.pool_size),
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        config.keepalives(true);
+        let epoch = Arc::new(AtomicU64::new(0));
+        let pool = || {
+            r2d2::Pool::builder()
+                .max_size(u32::try_from(options.pool_size.max(1)).unwrap_or(u32::MAX))
+                .min_idle(Some(0))
+                // How long a caller waits for a free connection: the statement timeout.
+                .connection_timeout(options.statement_timeout)
+                // Checked without a round trip (`Manager::is_valid`).
+                .test_on_check_out(true)
+                .idle_timeout(Some(Duration::from_secs(600)))
+                .error_handler(Box::new(r2d2::NopErrorHandler))
+                .thread_pool(super::pool_threads())
+                .build_unchecked(Manager {
+                    config: config.clone(),
+                    statement_timeout: options.statement_timeout,
+                    epoch: epoch.clone(),
+                })
         };
-        let mut conn = pg.take(&pg.queries)?;
-        migrate(&mut conn)?;
-        pg.give_back(&pg.queries, conn, true);
+        let pg = Postgres {
+            describe,
+            pools: Some(Pools {
+                queries: pool(),
+                locks: pool(),
+            }),
+            epoch,
+        };
+        let mut conn = pg.take(Which::Queries)?;
+        migrate(&mut conn.conn)?;
         Ok(pg)
     }
 
@@ -98,76 +162,46 @@ impl Postgres {
         self.describe.clone()
     }
 
-    fn connect(&self) -> Result<PgConn> {
-        let mut config = self.config.clone();
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(5));
-        }
-        config.keepalives(true);
-        let mut client = connect_with_tls(&config)?;
-        let ms = self.options.statement_timeout.as_millis();
-        client.batch_execute(&format!(
-            "SET statement_timeout = {ms}; SET lock_timeout = {ms}; SET idle_in_transaction_session_timeout = {ms}"
-        ))?;
-        Ok(PgConn::new(client))
+    fn pool(&self, which: Which) -> Result<&Pool> {
+        let pools = self
+            .pools
+            .as_ref()
+            .ok_or_else(|| Error::Unavailable("the store is closing".into()))?;
+        Ok(match which {
+            Which::Queries => &pools.queries,
+            Which::Locks => &pools.locks,
+        })
     }
 
     /// A connection from the pool, a new one, or an error once the statement timeout has passed
-    /// with every connection lent out.
-    fn take(&self, from: &Pool) -> Result<PgConn> {
-        let deadline = std::time::Instant::now() + self.options.statement_timeout;
-        let mut pool = from.state.lock().unwrap_or_else(PoisonError::into_inner);
-        loop {
-            if let Some(c) = pool.idle.pop() {
-                if !c.client.is_closed() {
-                    return Ok(c);
-                }
-                pool.open -= 1;
-                continue;
+    /// with every connection lent out (or the database unreachable).
+    fn take(&self, which: Which) -> Result<Pooled> {
+        let pool = self.pool(which)?;
+        pool.get().map_err(|e| {
+            let state = pool.state();
+            if state.connections >= pool.max_size() && state.idle_connections == 0 {
+                Error::Unavailable("every database connection is busy".into())
+            } else {
+                Error::Unavailable(format!("cannot connect to PostgreSQL: {e}"))
             }
-            if pool.open < from.size {
-                pool.open += 1;
-                drop(pool);
-                return self.connect().inspect_err(|_| {
-                    let mut pool = from.state.lock().unwrap_or_else(PoisonError::into_inner);
-                    pool.open -= 1;
-                    from.freed.notify_one();
-                });
-            }
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return Err(Error::Unavailable(
-                    "every database connection is busy".into(),
-                ));
-            }
-            pool = from
-                .freed
-                .wait_timeout(pool, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+        })
     }
 
-    /// Returns a connection to the pool; a broken one (or one whose transaction failed) is closed.
-    fn give_back(&self, to: &Pool, conn: PgConn, healthy: bool) {
-        let mut pool = to.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if healthy && !conn.client.is_closed() {
-            pool.idle.push(conn);
-        } else {
-            // A broken connection usually means the server restarted or went away: the idle
-            // ones are as dead, so they go too, and the next caller connects afresh.
-            let dead = pool.idle.len() + 1;
-            pool.idle.clear();
-            pool.open -= dead;
+    /// Ends a connection's use: a broken one (or one whose transaction failed) is closed, and
+    /// with it every connection opened before (`Manager::epoch`).
+    fn give_back(&self, conn: Pooled, healthy: bool) {
+        if !healthy || conn.conn.client.is_closed() {
+            self.epoch.fetch_add(1, Ordering::AcqRel);
         }
-        to.freed.notify_all();
+        drop(conn);
     }
 
     /// Takes the session advisory lock `key` if no session holds it; `None` if one does.
-    pub(super) fn try_lock(self: &std::sync::Arc<Self>, key: i64) -> Result<Option<PgLock>> {
+    pub(super) fn try_lock(self: &Arc<Self>, key: i64) -> Result<Option<PgLock>> {
         off_the_runtime(|| {
-            let mut conn = self.take(&self.locks)?;
+            let mut conn = self.take(Which::Locks)?;
             match conn
+                .conn
                 .client
                 .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
                 .and_then(|row| row.try_get::<_, bool>(0))
@@ -178,11 +212,11 @@ impl Postgres {
                     key,
                 })),
                 Ok(false) => {
-                    self.give_back(&self.locks, conn, true);
+                    self.give_back(conn, true);
                     Ok(None)
                 }
                 Err(e) => {
-                    self.give_back(&self.locks, conn, false);
+                    self.give_back(conn, false);
                     Err(e.into())
                 }
             }
@@ -192,13 +226,17 @@ impl Postgres {
     /// Takes the session advisory lock `key` on a connection of the lock pool; released (and
     /// the connection returned) when the guard drops. A connection that breaks releases its
     /// locks with it.
-    pub(super) fn lock(self: &std::sync::Arc<Self>, key: i64) -> Result<PgLock> {
+    pub(super) fn lock(self: &Arc<Self>, key: i64) -> Result<PgLock> {
         off_the_runtime(|| {
             // A second try on a fresh connection when the first one was dead (a restart).
             let mut last = None;
             for _ in 0..2 {
-                let mut conn = self.take(&self.locks)?;
-                match conn.client.execute("SELECT pg_advisory_lock($1)", &[&key]) {
+                let mut conn = self.take(Which::Locks)?;
+                match conn
+                    .conn
+                    .client
+                    .execute("SELECT pg_advisory_lock($1)", &[&key])
+                {
                     Ok(_) => {
                         return Ok(PgLock {
                             pg: self.clone(),
@@ -207,7 +245,7 @@ impl Postgres {
                         });
                     }
                     Err(e) => {
-                        self.give_back(&self.locks, conn, false);
+                        self.give_back(conn, false);
                         let e = Error::from(e);
                         if !e.is_unavailable() {
                             return Err(e);
@@ -225,10 +263,10 @@ impl Postgres {
     }
 
     fn read_blocking<T>(&self, f: impl FnOnce(Conn<'_>) -> Result<T>) -> Result<T> {
-        let cell = RefCell::new(self.take(&self.queries)?);
+        let cell = RefCell::new(self.take(Which::Queries)?);
         let out = f(Conn::Pg(&cell));
         let healthy = !matches!(&out, Err(Error::Unavailable(_) | Error::Postgres(_)));
-        self.give_back(&self.queries, cell.into_inner(), healthy);
+        self.give_back(cell.into_inner(), healthy);
         out
     }
 
@@ -250,45 +288,42 @@ impl Postgres {
         relaxed: bool,
         f: impl FnOnce(Conn<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        let cell = RefCell::new(self.take(&self.queries)?);
+        let mut pooled = self.take(Which::Queries)?;
         let begin = if relaxed {
             "BEGIN; SET LOCAL synchronous_commit = off"
         } else {
             "BEGIN"
         };
-        let started = {
-            let mut c = cell.borrow_mut();
-            c.client
-                .batch_execute(begin)
-                .map_err(Error::from)
-                .and_then(|()| {
-                    c.client
-                        .execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
-                        .map(drop)
-                        .map_err(Error::from)
-                })
-        };
+        let client = &mut pooled.conn.client;
+        let started = client
+            .batch_execute(begin)
+            .map_err(Error::from)
+            .and_then(|()| {
+                client
+                    .execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
+                    .map(drop)
+                    .map_err(Error::from)
+            });
         if let Err(e) = started {
-            self.give_back(&self.queries, cell.into_inner(), false);
+            self.give_back(pooled, false);
             return Err(e.into());
         }
+        let cell = RefCell::new(pooled);
         let out = f(Conn::Pg(&cell));
+        let mut pooled = cell.into_inner();
         let end = match (&out, commit) {
             (Ok(_), true) => "COMMIT",
             _ => "ROLLBACK",
         };
-        let ended = cell.borrow_mut().client.batch_execute(end);
-        let conn = cell.into_inner();
-        match ended {
+        match pooled.conn.client.batch_execute(end) {
             Ok(()) => {
                 // A failed statement leaves PostgreSQL's transaction aborted; ROLLBACK ended it,
                 // so the connection is fine unless it broke.
-                let healthy = !conn.client.is_closed();
-                self.give_back(&self.queries, conn, healthy);
+                self.give_back(pooled, true);
                 out
             }
             Err(e) => {
-                self.give_back(&self.queries, conn, false);
+                self.give_back(pooled, false);
                 match out {
                     // The commit itself failed: nothing was written.
                     Ok(_) => Err(Error::from(e).into()),
@@ -299,29 +334,27 @@ impl Postgres {
     }
 }
 
+/// Which of the two pools.
+#[derive(Clone, Copy)]
+enum Which {
+    Queries,
+    Locks,
+}
+
 impl Drop for Postgres {
     /// Each client owns a small runtime, which must not be dropped on a thread that drives
     /// tokio tasks (the last handle may go at the end of `serve`): they are closed on a thread
     /// of their own.
     fn drop(&mut self) {
-        let mut idle = Vec::new();
-        for pool in [&mut self.queries, &mut self.locks] {
-            idle.append(
-                &mut pool
-                    .state
-                    .get_mut()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .idle,
-            );
-        }
-        let _ = std::thread::spawn(move || drop(idle)).join();
+        let pools = self.pools.take();
+        let _ = std::thread::spawn(move || drop(pools)).join();
     }
 }
 
 /// A held digest lock (see `Postgres::lock`).
 pub struct PgLock {
-    pg: std::sync::Arc<Postgres>,
-    conn: Option<PgConn>,
+    pg: Arc<Postgres>,
+    conn: Option<Pooled>,
     key: i64,
 }
 
@@ -329,16 +362,17 @@ impl Drop for PgLock {
     fn drop(&mut self) {
         if let Some(mut conn) = self.conn.take() {
             let key = self.key;
-            let ok = off_the_runtime(|| {
-                conn.client
+            off_the_runtime(|| {
+                let ok = conn
+                    .conn
+                    .client
                     .execute("SELECT pg_advisory_unlock($1)", &[&key])
-                    .is_ok()
+                    .is_ok();
+                self.pg.give_back(conn, ok);
             });
-            self.pg.give_back(&self.pg.locks, conn, ok);
         }
     }
 }
-
 /// Runs `f`, which blocks on the PostgreSQL client, where blocking is allowed. The synchronous
 /// client drives its own small runtime and cannot run on a thread that is driving tokio tasks;
 /// most callers are already on the blocking pool (`spawn_blocking`), but a handler that does a

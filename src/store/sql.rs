@@ -85,7 +85,7 @@ fn dollar_placeholders(sql: &str) -> String {
 #[derive(Clone, Copy)]
 pub(super) enum Conn<'a> {
     Sqlite(&'a rusqlite::Connection),
-    Pg(&'a RefCell<PgConn>),
+    Pg(&'a RefCell<super::postgres::Pooled>),
 }
 
 /// One result row.

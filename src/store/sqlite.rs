@@ -1,6 +1,6 @@
 //! SQLite implementation of the metadata store (connections, pool, migrations; the queries are
-//! shared with PostgreSQL in `registry.rs` and `iam.rs`): WAL mode, one writer connection, a pool
-//! of readers (the shape Trow uses). Writes take `BEGIN IMMEDIATE`, so they serialize with other
+//! shared with PostgreSQL in `registry.rs` and `iam.rs`): WAL mode, one writer connection, a
+//! bounded `r2d2` pool of read-only connections (the shape Trow uses). Writes take `BEGIN IMMEDIATE`, so they serialize with other
 //! processes on the same file too (`berth gc` beside a running server), and `synchronous=FULL`
 //! makes every commit durable before it returns.
 
@@ -23,14 +23,35 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0007_lineage.sql"),
 ];
 
-/// Readers kept open for reuse; more are opened on demand under load.
-const MAX_IDLE_READERS: usize = 8;
+/// Read-only connections open at most; a reader waits for one beyond that.
+const MAX_READERS: u32 = 16;
 
 /// The SQLite engine: one writer connection, a pool of readers.
 pub(super) struct Sqlite {
     path: PathBuf,
     writer: Mutex<Connection>,
-    readers: Mutex<Vec<Connection>>,
+    readers: r2d2::Pool<Readers>,
+}
+
+/// Opens read-only connections for `r2d2`.
+#[derive(Debug)]
+struct Readers(PathBuf);
+
+impl r2d2::ManageConnection for Readers {
+    type Connection = Connection;
+    type Error = Error;
+
+    fn connect(&self) -> Result<Connection> {
+        open_conn(&self.0, true)
+    }
+
+    fn is_valid(&self, _: &mut Connection) -> Result<()> {
+        Ok(())
+    }
+
+    fn has_broken(&self, _: &mut Connection) -> bool {
+        false
+    }
 }
 
 fn open_conn(path: &Path, read_only: bool) -> Result<Connection> {
@@ -57,11 +78,21 @@ impl Sqlite {
     pub(super) fn open(path: &Path) -> Result<Sqlite> {
         let mut writer = open_conn(path, false)?;
         migrate(&mut writer)?;
-        let reader = open_conn(path, true)?;
+        let readers = r2d2::Pool::builder()
+            .max_size(MAX_READERS)
+            .min_idle(Some(1))
+            .idle_timeout(Some(std::time::Duration::from_secs(600)))
+            // Nothing to check: a file connection does not break like a socket.
+            .test_on_check_out(false)
+            // A reader waits for a free connection as long as a writer waits for the lock.
+            .connection_timeout(std::time::Duration::from_secs(30))
+            .thread_pool(super::pool_threads())
+            .build(Readers(path.to_owned()))
+            .map_err(|e| Error::Unavailable(format!("cannot open the database: {e}")))?;
         Ok(Sqlite {
             path: path.to_owned(),
             writer: Mutex::new(writer),
-            readers: Mutex::new(vec![reader]),
+            readers,
         })
     }
 
@@ -71,21 +102,11 @@ impl Sqlite {
 
     /// Runs `f` on a pooled read connection. Reads see the last committed state.
     pub(super) fn read<T>(&self, f: impl FnOnce(Conn<'_>) -> Result<T>) -> Result<T> {
-        let pooled = self
+        let conn = self
             .readers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop();
-        let conn = match pooled {
-            Some(c) => c,
-            None => open_conn(&self.path, true)?,
-        };
-        let out = f(Conn::Sqlite(&conn));
-        let mut idle = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < MAX_IDLE_READERS {
-            idle.push(conn);
-        }
-        out
+            .get()
+            .map_err(|e| Error::Unavailable(format!("no database reader free: {e}")))?;
+        f(Conn::Sqlite(&conn))
     }
 
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction; commits if `commit` and `f` succeeds.
