@@ -20,8 +20,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::iam::{AuditEvent, IamService, Secret, SecretKind};
+use crate::iam::{Credential, User};
 use crate::policy::Grants;
-use crate::store::{AuditRow, CredentialRow, UserRow, now};
+use crate::store::now;
 use limit::Limiter;
 pub use token::{AccessEntry, Claims, TokenService};
 
@@ -67,7 +68,7 @@ impl Principal {
         }
     }
 
-    fn user(u: UserRow) -> Principal {
+    fn user(u: User) -> Principal {
         Principal::User {
             id: u.id,
             name: u.name,
@@ -82,7 +83,7 @@ impl Principal {
 pub struct Lineage(pub Vec<String>);
 
 impl Lineage {
-    pub fn password(u: &UserRow) -> Lineage {
+    pub fn password(u: &User) -> Lineage {
         Lineage(vec![format!("pw:{}:{}", u.id, u.password_epoch)])
     }
 
@@ -362,7 +363,7 @@ struct PolicyCache(Mutex<PolicyMaps>);
 struct PolicyMaps {
     stamp: (u64, i64),
     grants: HashMap<String, Grants>,
-    namespaces: HashMap<String, Option<crate::store::NamespaceRow>>,
+    namespaces: HashMap<String, Option<crate::iam::Namespace>>,
 }
 
 /// Entries kept at most per map; past this the map starts again.
@@ -398,16 +399,11 @@ impl PolicyCache {
         &self,
         stamp: (u64, i64),
         name: &str,
-    ) -> Option<Option<crate::store::NamespaceRow>> {
+    ) -> Option<Option<crate::iam::Namespace>> {
         self.maps(stamp)?.namespaces.get(name).cloned()
     }
 
-    fn put_namespace(
-        &self,
-        stamp: (u64, i64),
-        name: String,
-        n: Option<crate::store::NamespaceRow>,
-    ) {
+    fn put_namespace(&self, stamp: (u64, i64), name: String, n: Option<crate::iam::Namespace>) {
         if let Some(mut m) = self.maps(stamp) {
             if m.namespaces.len() >= POLICY_CACHE_MAX {
                 m.namespaces.clear();
@@ -674,7 +670,7 @@ impl AuthService {
             u if uuid::Uuid::try_parse(u).is_ok() => "unknown or wrong secret",
             _ => "wrong password or unknown user",
         });
-        let verified = |kind: SecretKind| -> Result<Option<CredentialRow>, AuthError> {
+        let verified = |kind: SecretKind| -> Result<Option<Credential>, AuthError> {
             let Some(s) = Secret::parse(secret).filter(|s| s.kind() == kind) else {
                 if Secret::parse(secret).is_some() {
                     reason.set("wrong kind of secret for the user name");
@@ -723,7 +719,7 @@ impl AuthService {
         &self,
         username: &str,
         secret: &str,
-        verified: impl Fn(SecretKind) -> Result<Option<CredentialRow>, AuthError>,
+        verified: impl Fn(SecretKind) -> Result<Option<Credential>, AuthError>,
     ) -> Result<Option<Login>, AuthError> {
         match username {
             "iamapikey" => self.credential_login(verified(SecretKind::ApiKey)?),
@@ -784,7 +780,10 @@ impl AuthService {
             self.exchanges.count("refused");
             return Ok(None);
         };
-        let trusts = meta.read(|rd| rd.trusts_of_robot(r.id)).map_err(internal)?;
+        let trusts = self
+            .iam
+            .trusts(r.id)
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
         self.exchange_login(jwt, &trusts)
     }
 
@@ -792,7 +791,7 @@ impl AuthService {
     pub fn exchange_login(
         &self,
         jwt: &str,
-        trusts: &[crate::store::TrustRow],
+        trusts: &[crate::iam::Trust],
     ) -> Result<Option<Login>, AuthError> {
         match self.workloads.verify(jwt, trusts, &self.service) {
             Ok((t, ext)) => {
@@ -861,11 +860,10 @@ impl AuthService {
             Vec::new()
         } else {
             self.iam
-                .meta()
-                .read(|r| r.trusts_of_issuer(&iss))
+                .trusts_of_issuer(&iss)
                 .map_err(|e| AuthError::Internal(e.to_string()))?
         };
-        let mut by_robot: std::collections::BTreeMap<i64, Vec<crate::store::TrustRow>> =
+        let mut by_robot: std::collections::BTreeMap<i64, Vec<crate::iam::Trust>> =
             std::collections::BTreeMap::new();
         for t in trusts
             .into_iter()
@@ -933,7 +931,7 @@ impl AuthService {
 
     /// The login of a verified credential: its owner, and its lineage (the credential itself, or
     /// for a refresh token its family and the family's source).
-    fn credential_login(&self, row: Option<CredentialRow>) -> Result<Option<Login>, AuthError> {
+    fn credential_login(&self, row: Option<Credential>) -> Result<Option<Login>, AuthError> {
         let Some(row) = row else { return Ok(None) };
         let lineage = match (&row.family, row.kind.as_str()) {
             (Some(f), "refresh_token") => Lineage(
@@ -959,14 +957,14 @@ impl AuthService {
     }
 
     /// The principal a credential acts as: its user, its robot, or (registry tokens) its org.
-    fn owner_principal(&self, row: &CredentialRow) -> Result<Option<Principal>, AuthError> {
+    fn owner_principal(&self, row: &Credential) -> Result<Option<Principal>, AuthError> {
         let meta = self.iam.meta();
         let internal = |e: crate::store::Error| AuthError::Internal(e.to_string());
         if let Some(uid) = row.user_id {
             return Ok(meta
                 .read(|r| r.user_by_id(uid))
                 .map_err(internal)?
-                .map(Principal::user));
+                .map(|u| Principal::user(u.into())));
         }
         if let Some(rid) = row.robot_id {
             return Ok(meta
@@ -1004,7 +1002,7 @@ impl AuthService {
                 .meta()
                 .read(|r| r.user_by_id(uid))
                 .map_err(internal)?
-                .map(Principal::user)
+                .map(|u| Principal::user(u.into()))
         } else if let Some(rid) = id_of("robot:") {
             self.iam
                 .meta()
@@ -1055,7 +1053,7 @@ impl AuthService {
     }
 
     /// Namespace `name`'s row, cached like grants.
-    pub fn namespace(&self, name: &str) -> Result<Option<crate::store::NamespaceRow>, AuthError> {
+    pub fn namespace(&self, name: &str) -> Result<Option<crate::iam::Namespace>, AuthError> {
         let stamp = self.policy_stamp();
         if let Some(n) = self.policy.get_namespace(stamp, name) {
             return Ok(n);
@@ -1174,33 +1172,19 @@ impl AuthService {
         if work.is_empty() {
             return Ok(());
         }
+        let batch: Vec<crate::iam::FailedLogins> = work
+            .iter()
+            .map(|((addr, why), row, n, names)| crate::iam::FailedLogins {
+                row: *row,
+                client_addr: addr.map(|a| a.to_string()),
+                reason: why,
+                attempted: names.clone(),
+                count: *n,
+            })
+            .collect();
         let rows = self
             .iam
-            .meta()
-            .write(|w| {
-                let mut ids = Vec::new();
-                for ((addr, why), row, n, names) in &work {
-                    match row {
-                        Some(id) => {
-                            w.add_audit_count(*id, *n, Some(names))?;
-                            ids.push(*id);
-                        }
-                        None => ids.push(w.insert_audit(&AuditRow {
-                            id: 0,
-                            at: now(),
-                            actor: None,
-                            action: "login".into(),
-                            outcome: "failure".into(),
-                            target: None,
-                            client_addr: addr.map(|a| a.to_string()),
-                            detail: Some((*why).into()),
-                            attempted: Some(names.clone()),
-                            count: *n,
-                        })?),
-                    }
-                }
-                Ok::<_, crate::store::Error>(ids)
-            })
+            .audit_failed_logins(&batch)
             .map_err(|e| AuthError::Internal(e.to_string()))?;
         let mut map = self
             .usage

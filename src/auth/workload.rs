@@ -27,7 +27,8 @@ use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
-use crate::store::{TrustRow, now};
+use crate::iam::Trust;
+use crate::store::now;
 
 /// How an unreachable issuer's error starts (answered 503, like an unreachable store).
 pub const UNAVAILABLE: &str = "issuer keys: unavailable";
@@ -287,9 +288,9 @@ impl Workloads {
     pub fn verify(
         &self,
         jwt: &str,
-        trusts: &[TrustRow],
+        trusts: &[Trust],
         default_audience: &str,
-    ) -> Result<(TrustRow, External), WorkloadError> {
+    ) -> Result<(Trust, External), WorkloadError> {
         let header =
             jsonwebtoken::decode_header(jwt).map_err(|e| refused(format!("not a JWT: {e}")))?;
         if !matches!(
@@ -307,7 +308,7 @@ impl Workloads {
             .get("iss")
             .and_then(Value::as_str)
             .ok_or_else(|| refused("the token has no issuer"))?;
-        let candidates: Vec<&TrustRow> = trusts.iter().filter(|t| t.issuer == iss).collect();
+        let candidates: Vec<&Trust> = trusts.iter().filter(|t| t.issuer == iss).collect();
         if candidates.is_empty() {
             return Err(refused(format!("no trust names issuer {iss:?}")));
         }
@@ -326,7 +327,7 @@ impl Workloads {
         &self,
         jwt: &str,
         header: &jsonwebtoken::Header,
-        t: &TrustRow,
+        t: &Trust,
         default_audience: &str,
     ) -> Result<External, WorkloadError> {
         let keys = self.keys_for(t, header.kid.as_deref())?;
@@ -395,10 +396,8 @@ impl Workloads {
         if !glob_match(&t.subject, sub) {
             return Err(refused("the token's subject does not match the trust"));
         }
-        let wanted: serde_json::Map<String, Value> =
-            serde_json::from_str(&t.claims).unwrap_or_default();
-        for (path, want) in &wanted {
-            if claim_at(&claims, path) != Some(want) {
+        for (path, want) in &t.claims {
+            if claim_at(&claims, path).and_then(Value::as_str) != Some(want.as_str()) {
                 return Err(refused(format!("claim {path:?} does not match the trust")));
             }
         }
@@ -411,7 +410,7 @@ impl Workloads {
 
     /// The keys to check a token of trust `t` with: its own JWKS, or the issuer's (cached;
     /// fetched again for an unknown `kid` at most once a minute).
-    fn keys_for(&self, t: &TrustRow, kid: Option<&str>) -> Result<Arc<Vec<Jwk>>, WorkloadError> {
+    fn keys_for(&self, t: &Trust, kid: Option<&str>) -> Result<Arc<Vec<Jwk>>, WorkloadError> {
         if let Some(text) = &t.jwks {
             return parse_jwks(text).map(Arc::new).map_err(refused);
         }

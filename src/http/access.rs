@@ -105,7 +105,7 @@ pub(crate) fn namespace_info(
     ns: &str,
 ) -> Result<Option<NamespaceInfo>, AuthError> {
     Ok(state.auth.namespace(ns)?.map(|n| NamespaceInfo {
-        key: crate::store::namespace_key(&n.name, n.org_id, n.created_at),
+        key: n.key(),
         org: n.org,
         public: n.public,
     }))

@@ -484,7 +484,7 @@ async fn respond(
             // A refresh token asked for offline use is rotated: the answer carries its successor.
             Some((u, p)) if u == "iamrefresh" && request.offline => {
                 let (login, next) = crate::http::api::rotate_refresh(&st, p, &client)?;
-                let login = crate::http::api::session_login(&login, &next.row);
+                let login = crate::http::api::session_login(&login, &next.credential);
                 refresh_token = Some(next.secret.expose().to_owned());
                 login
             }
@@ -500,7 +500,7 @@ async fn respond(
             Some(id) => {
                 let refresh = crate::http::api::open_session(&st, id, &login)?;
                 refresh_token = Some(refresh.secret.expose().to_owned());
-                crate::http::api::session_login(&login, &refresh.row)
+                crate::http::api::session_login(&login, &refresh.credential)
             }
             None => login,
         };

@@ -5,16 +5,15 @@
 //! `spawn_blocking`. It validates names and secrets; it does not decide who may call it (that is
 //! `policy`, applied by the callers).
 
+pub mod model;
 pub mod password;
 pub mod secret;
 
 use std::time::Duration;
 
 use crate::policy::{self, BindingScope, Rule};
-use crate::store::{
-    self, AuditFilter, AuditRow, BindingRow, CredentialRow, MetadataStore, NamespaceRow, OrgRow,
-    RobotRow, UserRow, now,
-};
+use crate::store::{self, AuditFilter, AuditRow, BindingRow, CredentialRow, MetadataStore, now};
+pub use model::{AuditEntry, Binding, Credential, Namespace, Org, Robot, Subject, Trust, User};
 pub use secret::{Secret, SecretKind};
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +111,17 @@ pub struct AuditEvent {
     pub detail: Option<String>,
 }
 
+/// Failed logins from one address for one reason in one window (see `audit_failed_logins`).
+pub struct FailedLogins {
+    /// The event already recorded for this window, if any.
+    pub row: Option<i64>,
+    pub client_addr: Option<String>,
+    pub reason: &'static str,
+    /// The user names typed, joined.
+    pub attempted: String,
+    pub count: i64,
+}
+
 #[derive(Clone, Debug)]
 pub struct IamService {
     meta: MetadataStore,
@@ -155,17 +165,8 @@ pub struct CredentialSpec<'a> {
 
 /// A credential just created, with its secret (shown once).
 pub struct NewCredential {
-    pub row: CredentialRow,
+    pub credential: Credential,
     pub secret: Secret,
-}
-
-/// Where a stored binding applies.
-pub fn binding_scope(b: &BindingRow) -> BindingScope {
-    match (b.scope_kind.as_str(), &b.scope) {
-        ("namespace", Some(ns)) => BindingScope::Namespace(ns.clone()),
-        ("repository", Some(glob)) => BindingScope::Repository(glob.clone()),
-        _ => BindingScope::Org,
-    }
 }
 
 /// When something created at `at` (Unix seconds) and living `ttl` expires.
@@ -235,7 +236,7 @@ impl IamService {
         password: Option<&str>,
         admin: bool,
         lineage: &[String],
-    ) -> Result<UserRow> {
+    ) -> Result<User> {
         check_name("user", name)?;
         if let Some(p) = password {
             password::check_policy(p).map_err(Error::Invalid)?;
@@ -257,17 +258,24 @@ impl IamService {
             })?;
         self.meta
             .read(|r| r.user_by_id(id))?
+            .map(User::from)
             .ok_or_else(|| not_found("user", name))
     }
 
-    pub fn user(&self, name: &str) -> Result<UserRow> {
+    pub fn user(&self, name: &str) -> Result<User> {
         self.meta
             .read(|r| r.user_by_name(name))?
+            .map(User::from)
             .ok_or_else(|| not_found("user", name))
     }
 
-    pub fn users(&self) -> Result<Vec<UserRow>> {
-        Ok(self.meta.read(|r| r.users())?)
+    pub fn users(&self) -> Result<Vec<User>> {
+        Ok(self
+            .meta
+            .read(|r| r.users())?
+            .into_iter()
+            .map(User::from)
+            .collect())
     }
 
     /// Sets a password. Every session opened with the old one ends (its refresh tokens and
@@ -302,17 +310,17 @@ impl IamService {
 
     /// The user if the password is right. Costs one argon2 verification whether or not the user
     /// exists.
-    pub fn check_password(&self, name: &str, password: &str) -> Result<Option<UserRow>> {
+    pub fn check_password(&self, name: &str, password: &str) -> Result<Option<User>> {
         let user = self.meta.read(|r| r.user_by_name(name))?;
         let stored = user.as_ref().and_then(|u| u.password_hash.clone());
         let ok = password::verify(password, stored.as_deref().unwrap_or(password::decoy()))?;
-        Ok(user.filter(|_| ok && stored.is_some()))
+        Ok(user.filter(|_| ok && stored.is_some()).map(User::from))
     }
 
     // ----- organizations and namespaces -----
 
     /// Creates an organization, its namespace of the same name, and makes `owner` its owner.
-    pub fn create_org(&self, name: &str, owner: Option<i64>) -> Result<OrgRow> {
+    pub fn create_org(&self, name: &str, owner: Option<i64>) -> Result<Org> {
         check_name("organization", name)?;
         self.meta
             .write(|w| {
@@ -335,14 +343,20 @@ impl IamService {
         self.org(name)
     }
 
-    pub fn org(&self, name: &str) -> Result<OrgRow> {
+    pub fn org(&self, name: &str) -> Result<Org> {
         self.meta
             .read(|r| r.org_by_name(name))?
+            .map(Org::from)
             .ok_or_else(|| org_not_found(name))
     }
 
-    pub fn orgs(&self) -> Result<Vec<OrgRow>> {
-        Ok(self.meta.read(|r| r.orgs())?)
+    pub fn orgs(&self) -> Result<Vec<Org>> {
+        Ok(self
+            .meta
+            .read(|r| r.orgs())?
+            .into_iter()
+            .map(Org::from)
+            .collect())
     }
 
     pub fn delete_org(&self, name: &str) -> Result<()> {
@@ -351,13 +365,18 @@ impl IamService {
         Ok(())
     }
 
-    pub fn namespace(&self, name: &str) -> Result<Option<NamespaceRow>> {
-        Ok(self.meta.read(|r| r.namespace(name))?)
+    pub fn namespace(&self, name: &str) -> Result<Option<Namespace>> {
+        Ok(self.meta.read(|r| r.namespace(name))?.map(Namespace::from))
     }
 
-    pub fn namespaces(&self, org: &str) -> Result<Vec<NamespaceRow>> {
+    pub fn namespaces(&self, org: &str) -> Result<Vec<Namespace>> {
         let org = self.org(org)?;
-        Ok(self.meta.read(|r| r.namespaces_of_org(org.id))?)
+        Ok(self
+            .meta
+            .read(|r| r.namespaces_of_org(org.id))?
+            .into_iter()
+            .map(Namespace::from)
+            .collect())
     }
 
     /// Creates a namespace; made public through a credential (`lineage`), it turns private when
@@ -368,7 +387,7 @@ impl IamService {
         name: &str,
         public: bool,
         lineage: &[String],
-    ) -> Result<NamespaceRow> {
+    ) -> Result<Namespace> {
         check_name("namespace", name)?;
         let org = self.org(org)?;
         self.meta
@@ -515,7 +534,7 @@ impl IamService {
     }
 
     /// An organization keeps at least one owner: removing or demoting the last is refused.
-    fn refuse_last_owner(&self, org: &OrgRow, user: &UserRow) -> Result<()> {
+    fn refuse_last_owner(&self, org: &Org, user: &User) -> Result<()> {
         let members = self.meta.read(|r| r.members_of_org(org.id))?;
         let owners: Vec<&str> = members
             .iter()
@@ -531,9 +550,14 @@ impl IamService {
         Ok(())
     }
 
-    pub fn members(&self, org: &str) -> Result<Vec<(UserRow, String)>> {
+    pub fn members(&self, org: &str) -> Result<Vec<(User, String)>> {
         let org = self.org(org)?;
-        Ok(self.meta.read(|r| r.members_of_org(org.id))?)
+        Ok(self
+            .meta
+            .read(|r| r.members_of_org(org.id))?
+            .into_iter()
+            .map(|(u, role)| (User::from(u), role))
+            .collect())
     }
 
     // ----- robots -----
@@ -545,7 +569,7 @@ impl IamService {
         name: &str,
         description: Option<&str>,
         lineage: &[String],
-    ) -> Result<RobotRow> {
+    ) -> Result<Robot> {
         check_name("robot", name)?;
         check_description(description)?;
         let org_row = self.org(org)?;
@@ -563,10 +587,11 @@ impl IamService {
         self.robot(org, name)
     }
 
-    pub fn robot(&self, org: &str, name: &str) -> Result<RobotRow> {
+    pub fn robot(&self, org: &str, name: &str) -> Result<Robot> {
         let org_row = self.org(org)?;
         self.meta
             .read(|r| r.robot(org_row.id, name))?
+            .map(Robot::from)
             .ok_or_else(|| {
                 Error::NotFound(format!("robot {name:?} not found in organization {org:?}"))
             })
@@ -574,8 +599,13 @@ impl IamService {
 
     /// The organization's robot tokens, robot API keys and registry tokens, each with its
     /// robot's name (empty for the organization's own).
-    pub fn org_credentials(&self, org_id: i64) -> Result<Vec<(CredentialRow, String)>> {
-        Ok(self.meta.read(|r| r.credentials_of_org(org_id))?)
+    pub fn org_credentials(&self, org_id: i64) -> Result<Vec<(Credential, String)>> {
+        Ok(self
+            .meta
+            .read(|r| r.credentials_of_org(org_id))?
+            .into_iter()
+            .map(|(c, robot)| Ok((Credential::try_from(c)?, robot)))
+            .collect::<Result<_, store::Error>>()?)
     }
 
     /// Unrevoked credentials with an expiry.
@@ -583,21 +613,37 @@ impl IamService {
         Ok(self.meta.read(|r| r.credential_expiries(10_000))?)
     }
 
+    /// The trusts that name issuer `iss`, of every robot.
+    pub fn trusts_of_issuer(&self, iss: &str) -> Result<Vec<Trust>> {
+        Ok(self
+            .meta
+            .read(|r| r.trusts_of_issuer(iss))?
+            .into_iter()
+            .map(Trust::try_from)
+            .collect::<Result<_, store::Error>>()?)
+    }
+
     /// A robot's workload trusts.
-    pub fn trusts(&self, robot_id: i64) -> Result<Vec<crate::store::TrustRow>> {
-        Ok(self.meta.read(|r| r.trusts_of_robot(robot_id))?)
+    pub fn trusts(&self, robot_id: i64) -> Result<Vec<Trust>> {
+        Ok(self
+            .meta
+            .read(|r| r.trusts_of_robot(robot_id))?
+            .into_iter()
+            .map(Trust::try_from)
+            .collect::<Result<_, store::Error>>()?)
     }
 
     /// Adds a trust that ends with any of `lineage`; `false` if the robot has one of that name
     /// already.
-    pub fn add_trust(&self, t: &crate::store::TrustRow, lineage: &[String]) -> Result<bool> {
+    pub fn add_trust(&self, t: &Trust, lineage: &[String]) -> Result<bool> {
+        let row = t.to_row();
         if self.trusts(t.robot_id)?.len() >= MAX_TRUSTS_PER_ROBOT {
             return Err(Error::Conflict(format!(
                 "a robot has at most {MAX_TRUSTS_PER_ROBOT} trusts; delete one first"
             )));
         }
         Ok(self.meta.write(|w| {
-            if !w.insert_trust(t)? {
+            if !w.insert_trust(&row)? {
                 return Ok(false);
             }
             if let Some(id) = w.trust_id(t.robot_id, &t.name)? {
@@ -660,9 +706,14 @@ impl IamService {
         Ok(self.meta.write(|w| w.delete_trust(robot_id, name))?)
     }
 
-    pub fn robots(&self, org: &str) -> Result<Vec<RobotRow>> {
+    pub fn robots(&self, org: &str) -> Result<Vec<Robot>> {
         let org = self.org(org)?;
-        Ok(self.meta.read(|r| r.robots_of_org(org.id))?)
+        Ok(self
+            .meta
+            .read(|r| r.robots_of_org(org.id))?
+            .into_iter()
+            .map(Robot::from)
+            .collect())
     }
 
     pub fn delete_robot(&self, org: &str, name: &str) -> Result<()> {
@@ -713,7 +764,10 @@ impl IamService {
             .meta
             .read(|r| r.credential(&row.id))?
             .ok_or_else(|| Error::NotFound(format!("credential {id:?} not found")))?;
-        Ok(NewCredential { row, secret })
+        Ok(NewCredential {
+            credential: row.try_into()?,
+            secret,
+        })
     }
 
     pub fn create_credential(&self, spec: &CredentialSpec<'_>) -> Result<NewCredential> {
@@ -805,20 +859,29 @@ impl IamService {
                 )),
                 e => e.into(),
             })?;
-        Ok(NewCredential { row, secret })
+        Ok(NewCredential {
+            credential: row.try_into()?,
+            secret,
+        })
     }
 
-    pub fn credentials(&self, owner: Owner, kind: SecretKind) -> Result<Vec<CredentialRow>> {
+    pub fn credentials(&self, owner: Owner, kind: SecretKind) -> Result<Vec<Credential>> {
         let key = match owner {
             Owner::User(id) => ("user", id),
             Owner::Robot(id) => ("robot", id),
             Owner::Org(id) => ("org", id),
         };
-        Ok(self.meta.read(|r| r.credentials_of(key, kind.as_str()))?)
+        Ok(credentials(
+            self.meta.read(|r| r.credentials_of(key, kind.as_str()))?,
+        )?)
     }
 
-    pub fn credential(&self, id: &str) -> Result<Option<CredentialRow>> {
-        Ok(self.meta.read(|r| r.credential(id))?)
+    pub fn credential(&self, id: &str) -> Result<Option<Credential>> {
+        Ok(self
+            .meta
+            .read(|r| r.credential(id))?
+            .map(Credential::try_from)
+            .transpose()?)
     }
 
     pub fn delete_credential(&self, id: &str) -> Result<()> {
@@ -831,14 +894,13 @@ impl IamService {
 
     /// Rotation of a refresh token: its successor (same family, same source, a fresh lifetime)
     /// or `None` when `old` was already used (a concurrent refresh won).
-    pub fn rotate_refresh(
-        &self,
-        old: &CredentialRow,
-        ttl: Duration,
-    ) -> Result<Option<NewCredential>> {
+    pub fn rotate_refresh(&self, old: &Credential, ttl: Duration) -> Result<Option<NewCredential>> {
         let secret =
             Secret::generate(SecretKind::RefreshToken).map_err(|e| Error::Random(e.to_string()))?;
         let created_at = now();
+        let Some(old) = self.meta.read(|r| r.credential(&old.id))? else {
+            return Ok(None);
+        };
         let row = CredentialRow {
             id: secret.id().to_string(),
             secret_hash: secret.hash(),
@@ -851,7 +913,14 @@ impl IamService {
             ..old.clone()
         };
         let won = self.meta.write(|w| w.rotate_refresh(&old.id, &row))?;
-        Ok(won.then_some(NewCredential { row, secret }))
+        Ok(if won {
+            Some(NewCredential {
+                credential: row.try_into()?,
+                secret,
+            })
+        } else {
+            None
+        })
     }
 
     /// Ends a refresh-token family and its bearer tokens.
@@ -861,34 +930,41 @@ impl IamService {
     }
 
     /// A user's live sessions (refresh tokens), newest first.
-    pub fn sessions(&self, user_id: i64) -> Result<Vec<CredentialRow>> {
-        Ok(self.meta.read(|r| r.sessions_of_user(user_id))?)
+    pub fn sessions(&self, user_id: i64) -> Result<Vec<Credential>> {
+        Ok(credentials(
+            self.meta.read(|r| r.sessions_of_user(user_id))?,
+        )?)
     }
 
     /// The stored credential behind a presented secret, even if revoked or expired (for reuse
     /// detection); `None` when the secret does not match.
     /// Its `generation` is the one the secret belongs to (the one before when the secret is the
     /// previous one, within a rotation's overlap).
-    pub fn lookup_secret(&self, secret: &Secret) -> Result<Option<CredentialRow>> {
+    pub fn lookup_secret(&self, secret: &Secret) -> Result<Option<Credential>> {
         let row = self.meta.read(|r| r.credential(&secret.id().to_string()))?;
         Ok(row
             .filter(|c| c.kind == secret.kind().as_str())
             .and_then(|mut c| {
                 c.generation = secret_generation(secret, &c)?;
                 Some(c)
-            }))
+            })
+            .map(Credential::try_from)
+            .transpose()?)
     }
 
     /// The stored credential behind a presented secret, if the secret is right and the
     /// credential is neither revoked nor expired.
-    pub fn verify_secret(&self, secret: &Secret) -> Result<Option<CredentialRow>> {
+    pub fn verify_secret(&self, secret: &Secret) -> Result<Option<Credential>> {
         let row = self.meta.read(|r| r.credential(&secret.id().to_string()))?;
-        Ok(row.filter(|c| {
-            c.kind == secret.kind().as_str()
-                && secret_generation(secret, c).is_some()
-                && c.revoked_at.is_none()
-                && c.expires_at.is_none_or(|e| e > now())
-        }))
+        Ok(row
+            .filter(|c| {
+                c.kind == secret.kind().as_str()
+                    && secret_generation(secret, c).is_some()
+                    && c.revoked_at.is_none()
+                    && c.expires_at.is_none_or(|e| e > now())
+            })
+            .map(Credential::try_from)
+            .transpose()?)
     }
 
     /// Records "last used" for credentials, in one transaction (called by a write-behind flusher).
@@ -1055,7 +1131,7 @@ impl IamService {
     }
 
     /// Checks that namespace `ns` exists and belongs to `org`, with an error that says what to do.
-    fn namespace_of_org(&self, org: &OrgRow, ns: &str) -> Result<()> {
+    fn namespace_of_org(&self, org: &Org, ns: &str) -> Result<()> {
         match self.namespace(ns)? {
             Some(n) if n.org_id == org.id => Ok(()),
             Some(_) => Err(Error::Invalid(format!(
@@ -1070,13 +1146,35 @@ impl IamService {
     }
 
     /// One binding of an organization, if it exists.
-    pub fn binding(&self, org_id: i64, name: &str) -> Result<Option<BindingRow>> {
-        Ok(self.meta.read(|r| r.binding(org_id, name))?)
+    pub fn binding(&self, org_id: i64, name: &str) -> Result<Option<Binding>> {
+        Ok(self
+            .meta
+            .read(|r| r.binding(org_id, name))?
+            .map(Binding::from))
     }
 
-    pub fn bindings(&self, org: &str) -> Result<Vec<BindingRow>> {
+    pub fn bindings(&self, org: &str) -> Result<Vec<Binding>> {
         let org = self.org(org)?;
-        Ok(self.meta.read(|r| r.bindings_of_org(org.id))?)
+        Ok(self
+            .meta
+            .read(|r| r.bindings_of_org(org.id))?
+            .into_iter()
+            .map(Binding::from)
+            .collect())
+    }
+
+    /// `user/NAME` or `robot/NAME`: whom a binding names; `None` if they are gone.
+    pub fn subject_name(&self, subject: Subject) -> Result<Option<String>> {
+        Ok(match subject {
+            Subject::Robot(id) => self
+                .meta
+                .read(|r| r.robot_by_id(id))?
+                .map(|r| format!("robot/{}", r.name)),
+            Subject::User(id) => self
+                .meta
+                .read(|r| r.user_by_id(id))?
+                .map(|u| format!("user/{}", u.name)),
+        })
     }
 
     pub fn delete_binding(&self, org: &str, name: &str) -> Result<()> {
@@ -1115,6 +1213,8 @@ impl IamService {
         for b in self
             .meta
             .read(|r| r.bindings_for_subject(subject.0, subject.1))?
+            .into_iter()
+            .map(Binding::from)
         {
             // Membership gates every user grant: a binding in an org the user has left grants
             // nothing (removal also deletes them; this holds whatever the rows say).
@@ -1124,11 +1224,10 @@ impl IamService {
             let Some(rules) = self.role_rules(b.org_id, &b.role)? else {
                 continue;
             };
-            let scope = binding_scope(&b);
             g.grants.push(policy::Grant {
                 org: b.org,
                 rules,
-                scope,
+                scope: b.scope,
             });
         }
         Ok(g)
@@ -1151,9 +1250,48 @@ impl IamService {
         Ok(())
     }
 
-    pub fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>> {
-        Ok(self.meta.read(|r| r.audit_events(filter))?)
+    /// Records failed logins of one window each: a new audit event for a batch without `row`,
+    /// a raised count on the event `row` otherwise. The ids of the events, in order.
+    pub fn audit_failed_logins(&self, batch: &[FailedLogins]) -> Result<Vec<i64>> {
+        Ok(self.meta.write(|w| {
+            let mut ids = Vec::new();
+            for f in batch {
+                match f.row {
+                    Some(id) => {
+                        w.add_audit_count(id, f.count, Some(&f.attempted))?;
+                        ids.push(id);
+                    }
+                    None => ids.push(w.insert_audit(&AuditRow {
+                        id: 0,
+                        at: now(),
+                        actor: None,
+                        action: "login".into(),
+                        outcome: "failure".into(),
+                        target: None,
+                        client_addr: f.client_addr.clone(),
+                        detail: Some(f.reason.into()),
+                        attempted: Some(f.attempted.clone()),
+                        count: f.count,
+                    })?),
+                }
+            }
+            Ok::<_, store::Error>(ids)
+        })?)
     }
+
+    pub fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>> {
+        Ok(self
+            .meta
+            .read(|r| r.audit_events(filter))?
+            .into_iter()
+            .map(AuditEntry::from)
+            .collect())
+    }
+}
+
+/// Stored credentials as the rest of the server sees them.
+fn credentials(rows: Vec<CredentialRow>) -> std::result::Result<Vec<Credential>, store::Error> {
+    rows.into_iter().map(Credential::try_from).collect()
 }
 
 /// `text` with every control character written as a `\u{..}` escape: what came from outside

@@ -207,6 +207,26 @@ pub struct Trust {
     pub last_used_at: Option<i64>,
 }
 
+impl Trust {
+    /// The row that stores it (`id` and `last_used_at` are the store's).
+    pub(super) fn to_row(&self) -> TrustRow {
+        TrustRow {
+            id: self.id,
+            robot_id: self.robot_id,
+            org: self.org.clone(),
+            robot: self.robot.clone(),
+            name: self.name.clone(),
+            issuer: self.issuer.clone(),
+            subject: self.subject.clone(),
+            audience: self.audience.clone(),
+            claims: serde_json::to_string(&self.claims).unwrap_or_else(|_| "{}".into()),
+            jwks: self.jwks.clone(),
+            created_at: self.created_at,
+            last_used_at: self.last_used_at,
+        }
+    }
+}
+
 impl TryFrom<TrustRow> for Trust {
     type Error = store::Error;
 
@@ -273,7 +293,7 @@ impl From<BindingRow> for Binding {
 
 /// One event of the audit trail.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct AuditEvent {
+pub struct AuditEntry {
     pub id: i64,
     pub at: i64,
     pub actor: Option<String>,
@@ -286,4 +306,21 @@ pub struct AuditEvent {
     pub attempted: Option<String>,
     /// How many events of one window this event stands for.
     pub count: i64,
+}
+
+impl From<AuditRow> for AuditEntry {
+    fn from(a: AuditRow) -> AuditEntry {
+        AuditEntry {
+            id: a.id,
+            at: a.at,
+            actor: a.actor,
+            action: a.action,
+            outcome: a.outcome,
+            target: a.target,
+            client_addr: a.client_addr,
+            detail: a.detail,
+            attempted: a.attempted,
+            count: a.count,
+        }
+    }
 }

@@ -41,6 +41,11 @@ impl SecretKind {
         }
     }
 
+    /// The kind a `kind` column names.
+    pub fn from_column(text: &str) -> Option<SecretKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+
     pub(crate) const ALL: [SecretKind; 4] = [
         SecretKind::RobotToken,
         SecretKind::ApiKey,

@@ -251,3 +251,38 @@ fn cli_files_import_no_circle() {
         "one file per command group"
     );
 }
+
+/// Handlers speak the domain, not the schema: no file under `http` or `auth` names a row type of
+/// `store` (`iam::model` and `content` turn rows into the types they take).
+#[test]
+fn http_and_auth_take_no_store_rows() {
+    let store = std::fs::read_to_string(src().join("store/mod.rs")).unwrap();
+    let rows: Vec<&str> = store
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("pub struct "))
+        .filter_map(|l| l.split(|c: char| !c.is_alphanumeric() && c != '_').next())
+        .filter(|n| n.ends_with("Row"))
+        .collect();
+    assert!(
+        rows.contains(&"CredentialRow") && rows.contains(&"TrustRow") && rows.len() >= 8,
+        "the row types of store were not found: {rows:?}"
+    );
+    let mut checked = 0;
+    for dir in ["http", "auth"] {
+        for f in rust_files(&src().join(dir)) {
+            let code = code_of(&f);
+            let words: std::collections::BTreeSet<&str> = code
+                .split(|c: char| !c.is_alphanumeric() && c != '_')
+                .collect();
+            for r in &rows {
+                assert!(
+                    !words.contains(r),
+                    "{}: names `store::{r}`; take the `iam` or `content` type instead",
+                    f.display()
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 20, "only {checked} files checked");
+}

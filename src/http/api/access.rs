@@ -13,9 +13,10 @@ use serde_json::json;
 use super::identity::audit_change;
 use super::{ApiCaller, ApiError, ApiResult, blocking, json_response, parse_body, time};
 use crate::auth::Principal;
+use crate::iam::{Binding, Org};
 use crate::policy::{self, BindingScope, Rule};
 use crate::state::AppState;
-use crate::store::{AuditFilter, BindingRow, OrgRow};
+use crate::store::AuditFilter;
 
 #[derive(Deserialize)]
 struct RoleBody {
@@ -130,30 +131,13 @@ struct BindingBody {
     repository: Option<String>,
 }
 
-fn binding_json(st: &AppState, b: &BindingRow) -> serde_json::Value {
-    let subject = match b.subject_kind.as_str() {
-        "robot" => st
-            .auth
-            .iam()
-            .meta()
-            .read(|r| r.robot_by_id(b.subject_id))
-            .ok()
-            .flatten()
-            .map(|r| format!("robot/{}", r.name)),
-        _ => st
-            .auth
-            .iam()
-            .meta()
-            .read(|r| r.user_by_id(b.subject_id))
-            .ok()
-            .flatten()
-            .map(|u| format!("user/{}", u.name)),
-    };
+fn binding_json(st: &AppState, b: &Binding) -> serde_json::Value {
+    let subject = st.auth.iam().subject_name(b.subject).ok().flatten();
     let mut v = json!({ "kind": "Binding", "org": b.org, "name": b.name, "role": b.role, "subject": subject });
-    match b.scope_kind.as_str() {
-        "namespace" => v["namespace"] = json!(b.scope),
-        "repository" => v["repository"] = json!(b.scope),
-        _ => {}
+    match &b.scope {
+        BindingScope::Namespace(ns) => v["namespace"] = json!(ns),
+        BindingScope::Repository(glob) => v["repository"] = json!(glob),
+        BindingScope::Org => {}
     }
     v
 }
@@ -174,7 +158,7 @@ fn require_holds_role(st: &AppState, caller: &ApiCaller, org: &str, name: &str) 
 fn require_holds_binding(
     st: &AppState,
     caller: &ApiCaller,
-    org: &OrgRow,
+    org: &Org,
     name: &str,
 ) -> ApiResult<()> {
     let Some(b) = st.auth.iam().binding(org.id, name)? else {
@@ -185,7 +169,7 @@ fn require_holds_binding(
         .iam()
         .role_rules(org.id, &b.role)?
         .unwrap_or_default();
-    caller.require_holds(&org.name, &crate::iam::binding_scope(&b), &rules)
+    caller.require_holds(&org.name, &b.scope, &rules)
 }
 
 pub(super) async fn list_bindings(

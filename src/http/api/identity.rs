@@ -10,18 +10,18 @@ use serde_json::json;
 use super::{ApiCaller, ApiError, ApiResult, blocking, json_response, parse_body, time};
 use crate::auth::Principal;
 use crate::iam::AuditEvent;
+use crate::iam::{Namespace, Org, User};
 use crate::state::AppState;
-use crate::store::{NamespaceRow, OrgRow, UserRow};
 
-fn user_json(u: &UserRow) -> serde_json::Value {
+fn user_json(u: &User) -> serde_json::Value {
     json!({ "name": u.name, "admin": u.admin, "created": time(Some(u.created_at)) })
 }
 
-fn org_json(o: &OrgRow) -> serde_json::Value {
+fn org_json(o: &Org) -> serde_json::Value {
     json!({ "name": o.name, "created": time(Some(o.created_at)) })
 }
 
-fn ns_json(n: &NamespaceRow) -> serde_json::Value {
+fn ns_json(n: &Namespace) -> serde_json::Value {
     json!({ "name": n.name, "org": n.org, "public": n.public, "created": time(Some(n.created_at)) })
 }
 
@@ -441,7 +441,7 @@ pub(super) async fn create_namespace(
     .await
 }
 
-fn namespace_owned(st: &AppState, caller: &ApiCaller, ns: &str) -> ApiResult<NamespaceRow> {
+fn namespace_owned(st: &AppState, caller: &ApiCaller, ns: &str) -> ApiResult<Namespace> {
     let row = st
         .auth
         .iam()

@@ -15,32 +15,18 @@ use super::identity::audit_change;
 use super::{ApiCaller, ApiError, ApiResult, blocking, json_response, parse_body, time};
 use crate::auth::Principal;
 use crate::config::parse_duration;
+use crate::iam::{Credential, Robot};
 use crate::iam::{CredentialSpec, NewCredential, Owner, SecretKind};
 use crate::state::AppState;
-use crate::store::{CredentialRow, RobotRow};
 
-fn robot_json(r: &RobotRow) -> serde_json::Value {
+fn robot_json(r: &Robot) -> serde_json::Value {
     json!({ "org": r.org, "name": r.name, "description": r.description, "created": time(Some(r.created_at)) })
 }
 
-/// How soon before its expiry a credential shows as `expiring`.
-const EXPIRING_WITHIN: i64 = 14 * 86_400;
-
-/// `active`, `expiring` (within 14 days), `expired` or `revoked`.
-fn credential_status(c: &CredentialRow) -> &'static str {
-    let now = crate::store::now();
-    match (c.revoked_at, c.expires_at) {
-        (Some(_), _) => "revoked",
-        (None, Some(e)) if e <= now => "expired",
-        (None, Some(e)) if e - now <= EXPIRING_WITHIN => "expiring",
-        _ => "active",
-    }
-}
-
 /// A credential without its secret.
-fn credential_json(c: &CredentialRow) -> serde_json::Value {
+fn credential_json(c: &Credential) -> serde_json::Value {
     json!({
-        "status": credential_status(c),
+        "status": c.status(crate::store::now()),
         "id": c.id,
         "name": c.name,
         "description": c.description,
@@ -173,7 +159,7 @@ fn list_of(st: &AppState, owner: Owner, kind: SecretKind, field: &str) -> ApiRes
 
 /// The `201` answer of a new credential: its metadata plus the secret, once.
 fn created(new: &NewCredential, secret_field: &str) -> Response {
-    let mut v = credential_json(&new.row);
+    let mut v = credential_json(&new.credential);
     v[secret_field] = json!(new.secret.expose());
     json_response(StatusCode::CREATED, v)
 }
@@ -222,10 +208,10 @@ pub(super) async fn create_robot_token(
             st,
             &caller,
             "robot_token.create",
-            format!("robot/{org}/{robot}/tokens/{}", new.row.id),
+            format!("robot/{org}/{robot}/tokens/{}", new.credential.id),
         );
-        let mut v = credential_json(&new.row);
-        v["accessId"] = json!(new.row.id);
+        let mut v = credential_json(&new.credential);
+        v["accessId"] = json!(new.credential.id);
         v["token"] = json!(new.secret.expose());
         Ok(json_response(StatusCode::CREATED, v))
     })
@@ -240,7 +226,7 @@ fn robot_within_reach(
     caller: &ApiCaller,
     org: &str,
     robot: &str,
-) -> ApiResult<RobotRow> {
+) -> ApiResult<Robot> {
     let r = st.auth.iam().robot(org, robot)?;
     let robot_grants = st.auth.grants(&Principal::Robot {
         id: r.id,
@@ -257,7 +243,7 @@ fn robot_within_reach(
 
 /// A credential of `owner` by id, or by name (unique per owner); an id of another owner is not
 /// found.
-fn find_owned(st: &AppState, owner: Owner, kind: SecretKind, id: &str) -> ApiResult<CredentialRow> {
+fn find_owned(st: &AppState, owner: Owner, kind: SecretKind, id: &str) -> ApiResult<Credential> {
     let list = st.auth.iam().credentials(owner, kind)?;
     let mut found = list
         .into_iter()
@@ -346,7 +332,7 @@ pub(super) async fn create_robot_key(
             st,
             &caller,
             "apikey.create",
-            format!("robot/{org}/{robot}/apikeys/{}", new.row.id),
+            format!("robot/{org}/{robot}/apikeys/{}", new.credential.id),
         );
         Ok(created(&new, "apikey"))
     })
@@ -416,7 +402,7 @@ pub(super) async fn create_own_key(
             st,
             &caller,
             "apikey.create",
-            format!("{}/apikeys/{}", caller.subject(), new.row.id),
+            format!("{}/apikeys/{}", caller.subject(), new.credential.id),
         );
         Ok(created(&new, "apikey"))
     })
@@ -531,7 +517,7 @@ pub(super) async fn create_registry_token(
             st,
             &caller,
             "registry_token.create",
-            format!("org/{org}/tokens/{}", new.row.id),
+            format!("org/{org}/tokens/{}", new.credential.id),
         );
         Ok(created(&new, "token"))
     })
@@ -581,8 +567,8 @@ pub(super) async fn delete_registry_token(
 
 // ----- workload trusts -----
 
-fn trust_json(t: &crate::store::TrustRow) -> serde_json::Value {
-    let claims: serde_json::Value = serde_json::from_str(&t.claims).unwrap_or_else(|_| json!({}));
+fn trust_json(t: &crate::iam::Trust) -> serde_json::Value {
+    let claims = json!(t.claims);
     json!({
         "name": t.name,
         "issuer": t.issuer,
@@ -690,10 +676,10 @@ pub(super) async fn create_trust(
         }
         crate::auth::workload::parse_jwks(text).map_err(ApiError::Invalid)?;
     }
-    let claims = serde_json::to_string(&t.claims).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let claims = t.claims.clone();
     blocking(&state, move |st| {
         let r = robot_within_reach(st, &caller, &org, &robot)?;
-        let row = crate::store::TrustRow {
+        let row = crate::iam::Trust {
             id: 0,
             robot_id: r.id,
             org: r.org.clone(),
@@ -821,12 +807,12 @@ fn rotate_owned(
         SecretKind::ApiKey => "apikey",
         _ => "token",
     };
-    let mut v = credential_json(&new.row);
+    let mut v = credential_json(&new.credential);
     v[field] = json!(new.secret.expose());
     if kind == SecretKind::RobotToken {
-        v["accessId"] = json!(new.row.id);
+        v["accessId"] = json!(new.credential.id);
     }
-    v["previousValidUntil"] = json!(time(new.row.previous_until));
+    v["previousValidUntil"] = json!(time(new.credential.previous_until));
     Ok(json_response(StatusCode::OK, v))
 }
 

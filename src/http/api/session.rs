@@ -16,9 +16,9 @@ use super::identity::audit_change;
 use super::{ApiCaller, ApiError, ApiResult, blocking, json_response, parse_body, time};
 use crate::auth::{ClientInfo, Lineage, Login, Principal};
 use crate::http::token::REFRESH_TOKEN_TTL;
+use crate::iam::Credential;
 use crate::iam::{AuditEvent, CredentialSpec, NewCredential, Origin, Owner, Secret, SecretKind};
 use crate::state::AppState;
-use crate::store::CredentialRow;
 
 #[derive(Deserialize)]
 struct LoginBody {
@@ -80,7 +80,7 @@ pub(crate) fn open_named_session(
 }
 
 /// The login a session's tokens carry: the family, then the keys of what it came from.
-pub(crate) fn session_login(login: &Login, refresh: &CredentialRow) -> Login {
+pub(crate) fn session_login(login: &Login, refresh: &Credential) -> Login {
     let family = refresh.family.clone().unwrap_or_else(|| refresh.id.clone());
     Login::new(
         login.principal.clone(),
@@ -104,7 +104,7 @@ fn session_json(
     login: &Login,
     refresh: &NewCredential,
 ) -> ApiResult<serde_json::Value> {
-    let (jwt, expires_in) = access(st, &session_login(login, &refresh.row))?;
+    let (jwt, expires_in) = access(st, &session_login(login, &refresh.credential))?;
     Ok(json!({
         "access_token": jwt,
         "refresh_token": refresh.secret.expose(),
