@@ -11,7 +11,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 
-use super::{Context as _, Result};
+use super::error::{Context as _, Result};
 use crate::types::Digest;
 
 #[derive(Clone, Debug)]

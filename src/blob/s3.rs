@@ -32,7 +32,7 @@ use object_store::multipart::{MultipartStore as _, PartId};
 use object_store::path::Path;
 use object_store::{ObjectStore, WriteMultipart};
 
-use super::{Error, Result};
+use super::error::{Error, Result};
 use crate::types::Digest;
 
 /// Where the bucket is and how to reach it.
@@ -79,7 +79,7 @@ impl std::fmt::Debug for S3Store {
 
 fn unavailable(what: impl std::fmt::Display, e: impl std::fmt::Display) -> Error {
     Error {
-        // Displayed as `blob store: unavailable: …` (`super::UNAVAILABLE`).
+        // Displayed as `blob store: unavailable: …` (`super::error::UNAVAILABLE`).
         context: format!("unavailable: {what}"),
         source: std::io::Error::other(e.to_string()),
     }

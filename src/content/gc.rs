@@ -13,7 +13,8 @@
 
 use std::time::Duration;
 
-use super::{Digest, Result};
+use super::error::Result;
+use crate::types::Digest;
 use crate::blob::BlobStore;
 use crate::store::{MetadataStore, now};
 
@@ -122,7 +123,7 @@ pub(super) fn run(meta: &MetadataStore, blobs: &BlobStore, opts: &Options) -> Re
 
 /// Removes the bytes of `d` if, under its lock, no metadata row names it.
 fn remove_if_unreferenced(meta: &MetadataStore, blobs: &BlobStore, d: &Digest) -> Result<bool> {
-    let _lock = super::lock_digest(meta, blobs, d)?;
+    let _lock = super::lock::lock_digest(meta, blobs, d)?;
     if meta.read(|r| r.blob_size(d))?.is_some() || !blobs.blob_exists(d)? {
         return Ok(false);
     }

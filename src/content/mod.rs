@@ -13,8 +13,13 @@
 //! * Nothing becomes visible before it is durable: blob files are fsync'd before the row that
 //!   names them is written, SQLite commits with `synchronous=FULL`.
 
+mod error;
 pub mod gc;
+mod lock;
 pub mod manifest;
+
+pub use error::{Error, Result};
+pub(crate) use lock::lock_digest;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -31,42 +36,6 @@ pub use crate::types::{
 use crate::blob::{BlobStore, Engine};
 use crate::store::{self, ManifestRow, MetadataStore, NewManifest, ReferrerRow};
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("blob unknown to registry")]
-    BlobUnknown,
-    #[error("upload unknown to registry")]
-    UploadUnknown,
-    #[error("{0}")]
-    UploadInvalid(String),
-    /// A chunk that does not start where the upload ends; `offset` is the upload's length.
-    #[error("chunk does not start at the end of the upload (offset {offset})")]
-    RangeMismatch { offset: u64 },
-    #[error("{0}")]
-    DigestInvalid(String),
-    #[error("{0}")]
-    SizeInvalid(String),
-    #[error("manifest unknown to registry")]
-    ManifestUnknown,
-    #[error("{0}")]
-    ManifestInvalid(String),
-    #[error("manifest references {0}, which is not in the repository")]
-    ManifestBlobUnknown(Digest),
-    #[error("manifest is larger than {} bytes", manifest::MAX_MANIFEST_BYTES)]
-    ManifestTooLarge,
-    #[error("repository name not known to registry")]
-    NameUnknown,
-    #[error("reading the request body: {0}")]
-    Body(String),
-    #[error(transparent)]
-    Store(#[from] store::Error),
-    #[error(transparent)]
-    Blob(#[from] crate::blob::Error),
-    #[error("background task failed: {0}")]
-    Task(String),
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What the server keeps in memory about an upload session between requests: how far it got and
 /// the SHA-256 state of those bytes. Lost on restart, in which case the file is hashed again at
@@ -1083,25 +1052,6 @@ enum Placement {
     Staged(uuid::Uuid),
 }
 
-/// A digest's lock: the database's (every node) with PostgreSQL, else a file lock (every
-/// process on this machine).
-pub(crate) enum DigestLock {
-    #[allow(dead_code)]
-    Db(Box<store::PgLock>),
-    #[allow(dead_code)]
-    File(crate::blob::BlobLock),
-}
-
-pub(crate) fn lock_digest(
-    meta: &MetadataStore,
-    blobs: &BlobStore,
-    d: &Digest,
-) -> Result<DigestLock> {
-    Ok(match meta.lock_digest(d)? {
-        Some(l) => DigestLock::Db(Box::new(l)),
-        None => DigestLock::File(blobs.lock(d)?),
-    })
-}
 
 impl Inner {
     /// Commits a verified blob `d` of `repo` (see the module invariants): under the digest's

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::SecretKind;
+use super::secret::SecretKind;
 use crate::policy::BindingScope;
 use crate::store::{
     self, AuditRow, BindingRow, CredentialRow, NamespaceRow, OrgRow, RobotRow, TrustRow, UserRow,

@@ -4,7 +4,8 @@
 //! running it again. Identity sequences are moved past the copied ids afterwards.
 
 use super::sql::{Conn, Param, Row};
-use super::{MetadataStore, Result};
+use super::error::Result;
+use super::handle::MetadataStore;
 
 /// A column's type on both engines.
 #[derive(Clone, Copy)]
@@ -292,7 +293,7 @@ impl MetadataStore {
                         let params: Vec<&dyn Param> = row.iter().map(Value::param).collect();
                         n += w.conn.execute(&insert, &params)?;
                     }
-                    Ok::<_, super::Error>(n)
+                    Ok::<_, super::error::Error>(n)
                 })?;
             }
             if let Some(col) = id {

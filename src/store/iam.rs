@@ -2,11 +2,12 @@
 //! bindings and audit events. Written once for both engines (see `sql.rs`).
 
 use super::sql::{Row, p};
-use super::{Reader, Writer, to_i64};
-use crate::store::{
-    AuditFilter, AuditRow, BindingRow, CredentialRow, NamespaceRow, OrgRow, Result, RobotRow,
-    RoleRow, TrustRow, UserRow, now,
+use super::error::Result;
+use super::model::{
+    AuditFilter, AuditRow, BindingRow, CredentialExpiry, CredentialRow, NamespaceRow, OrgRow,
+    RobotRow, RoleRow, TrustRow, UserRow, namespace_key, now,
 };
+use super::sql::{Reader, Writer, to_i64};
 
 /// The revocation-log key of a policy change (no token names it).
 pub(super) const POLICY_CHANGED: &str = "policy";
@@ -323,7 +324,7 @@ impl Reader<'_> {
 
     /// Every unrevoked credential with an expiry, for `/metrics`: (org, kind, owner, name,
     /// expires at). A user's own API keys have no organization (empty).
-    pub fn credential_expiries(&self, limit: i64) -> Result<Vec<crate::store::CredentialExpiry>> {
+    pub fn credential_expiries(&self, limit: i64) -> Result<Vec<CredentialExpiry>> {
         self.conn.query(
             "SELECT COALESCE(o1.name, o2.name, ''), c.kind, COALESCE(rb.name, u.name, ''), \
              COALESCE(c.name, c.id), c.expires_at FROM credentials c \
@@ -333,7 +334,7 @@ impl Reader<'_> {
              ORDER BY c.expires_at LIMIT ?1",
             p![limit],
             |r| {
-                Ok(crate::store::CredentialExpiry {
+                Ok(CredentialExpiry {
                     org: r.get(0)?,
                     kind: r.get(1)?,
                     owner: r.get(2)?,
@@ -668,7 +669,7 @@ impl Writer<'_> {
         let Some((org_id, created_at)) = found else {
             return Ok(false);
         };
-        self.revoke(&crate::store::namespace_key(name, org_id, created_at))?;
+        self.revoke(&namespace_key(name, org_id, created_at))?;
         self.delete_repositories_in(name)?;
         self.delete_bindings_where(
             "org_id = ?1 AND ((scope_kind = 'namespace' AND scope = ?2)
@@ -875,7 +876,7 @@ impl Writer<'_> {
     pub fn record_lineage(&self, object: &str, sources: &[String]) -> Result<()> {
         for src in sources {
             if !self.source_alive(src)? {
-                return Err(super::Error::SourceEnded);
+                return Err(super::error::Error::SourceEnded);
             }
         }
         for src in sources.iter().filter(|s| s.as_str() != object) {

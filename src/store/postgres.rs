@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::sql::{Conn, PgConn};
-use super::{Error, Result};
+use super::sql::{Conn, PgConn, PgHandle};
+use super::error::{Error, Result};
 
 /// The migrations, in order; `berth_schema.version` records how many have run.
 const MIGRATIONS: &[&str] = &[
@@ -87,6 +87,12 @@ impl std::ops::DerefMut for Opened {
     }
 }
 
+impl PgHandle for Pooled {
+    fn pg(&mut self) -> &mut PgConn {
+        &mut self.conn
+    }
+}
+
 impl r2d2::ManageConnection for Manager {
     type Connection = Opened;
     type Error = Error;
@@ -138,7 +144,7 @@ impl Postgres {
                 .test_on_check_out(true)
                 .idle_timeout(Some(Duration::from_secs(600)))
                 .error_handler(Box::new(r2d2::NopErrorHandler))
-                .thread_pool(super::pool_threads())
+                .thread_pool(super::sql::pool_threads())
                 .build_unchecked(Manager {
                     config: config.clone(),
                     statement_timeout: options.statement_timeout,

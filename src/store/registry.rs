@@ -2,11 +2,11 @@
 //! Written once for both engines (see `sql.rs`).
 
 use super::sql::p;
-use super::{Reader, Writer, digest_col, to_i64, to_u64};
-use crate::store::{
-    Error, GcPlan, ManifestRow, NewManifest, ReferrerRow, RepoSummary, Result, TagDetail,
-    UploadRow, now,
+use super::error::{Error, Result};
+use super::model::{
+    GcPlan, ManifestRow, NewManifest, ReferrerRow, RepoSummary, TagDetail, UploadRow, now,
 };
+use super::sql::{Reader, Writer, digest_col, to_i64, to_u64};
 use crate::types::{Digest, Reference};
 
 impl Reader<'_> {

@@ -7,7 +7,8 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use super::{Error, Result};
+use super::error::{Error, Result};
+use crate::types::Digest;
 
 /// A parameter either driver can bind.
 pub(super) trait Param {
@@ -38,6 +39,11 @@ macro_rules! p {
 pub(super) use p;
 
 /// A PostgreSQL connection with its prepared statements (prepared once per connection).
+/// A PostgreSQL connection as the queries borrow it (a pooled one, in `postgres.rs`).
+pub(super) trait PgHandle {
+    fn pg(&mut self) -> &mut PgConn;
+}
+
 pub(super) struct PgConn {
     pub(super) client: postgres::Client,
     statements: HashMap<String, postgres::Statement>,
@@ -85,7 +91,7 @@ fn dollar_placeholders(sql: &str) -> String {
 #[derive(Clone, Copy)]
 pub(super) enum Conn<'a> {
     Sqlite(&'a rusqlite::Connection),
-    Pg(&'a RefCell<super::postgres::Pooled>),
+    Pg(&'a RefCell<dyn PgHandle>),
 }
 
 /// One result row.
@@ -124,7 +130,8 @@ impl Conn<'_> {
                 }
             }
             Conn::Pg(c) => {
-                let mut c = c.borrow_mut();
+                let mut held = c.borrow_mut();
+                let c = held.pg();
                 let st = c.statement(sql)?;
                 let args: Vec<_> = params.iter().map(|p| p.pg()).collect();
                 for r in &c.client.query(&st, &args)? {
@@ -184,7 +191,8 @@ impl Conn<'_> {
                 Ok(n as u64)
             }
             Conn::Pg(c) => {
-                let mut c = c.borrow_mut();
+                let mut held = c.borrow_mut();
+                let c = held.pg();
                 let st = c.statement(sql)?;
                 let args: Vec<_> = params.iter().map(|p| p.pg()).collect();
                 Ok(c.client.execute(&st, &args)?)
@@ -196,6 +204,55 @@ impl Conn<'_> {
     pub(super) fn exists(&self, sql: &str, params: &[&dyn Param]) -> Result<bool> {
         Ok(self.query_opt(sql, params, |_| Ok(()))?.is_some())
     }
+}
+
+/// Read queries; also available inside a write transaction through `Writer::reader`.
+/// The queries live beside their tables: `registry.rs` and `iam.rs`.
+pub struct Reader<'a> {
+    pub(super) conn: Conn<'a>,
+}
+
+/// Writes inside one transaction.
+pub struct Writer<'a> {
+    pub(super) conn: Conn<'a>,
+}
+
+impl Writer<'_> {
+    pub fn reader(&self) -> Reader<'_> {
+        Reader { conn: self.conn }
+    }
+}
+
+pub(super) fn digest_col(s: String) -> Result<Digest> {
+    s.parse()
+        .map_err(|_| Error::Corrupt(format!("bad digest {s:?}")))
+}
+
+pub(super) fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+pub(super) fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+
+/// The threads that open and retire pooled connections (`r2d2`'s helpers), shared by every pool
+/// of the process.
+pub(super) fn pool_threads() -> std::sync::Arc<scheduled_thread_pool::ScheduledThreadPool> {
+    static THREADS: std::sync::OnceLock<
+        std::sync::Arc<scheduled_thread_pool::ScheduledThreadPool>,
+    > = std::sync::OnceLock::new();
+    THREADS
+        .get_or_init(|| {
+            std::sync::Arc::new(
+                scheduled_thread_pool::ScheduledThreadPool::builder()
+                    .num_threads(2)
+                    .thread_name_pattern("berth-db-pool-{}")
+                    .build(),
+            )
+        })
+        .clone()
 }
 
 #[cfg(test)]

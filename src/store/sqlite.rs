@@ -10,7 +10,7 @@ use std::sync::{Mutex, PoisonError};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use super::sql::Conn;
-use super::{Error, Result};
+use super::error::{Error, Result};
 
 /// The migrations, in order. `PRAGMA user_version` records how many have run.
 const MIGRATIONS: &[&str] = &[
@@ -86,7 +86,7 @@ impl Sqlite {
             .test_on_check_out(false)
             // A reader waits for a free connection as long as a writer waits for the lock.
             .connection_timeout(std::time::Duration::from_secs(30))
-            .thread_pool(super::pool_threads())
+            .thread_pool(super::sql::pool_threads())
             .build(Readers(path.to_owned()))
             .map_err(|e| Error::Unavailable(format!("cannot open the database: {e}")))?;
         Ok(Sqlite {

@@ -4,7 +4,7 @@
 
 use sha2::digest::generic_array::GenericArray;
 
-use super::Digest;
+use super::digest::Digest;
 
 const INIT: [u32; 8] = [
     0x6a09_e667,
