@@ -14,9 +14,9 @@
 use std::time::Duration;
 
 use super::error::Result;
-use crate::types::Digest;
 use crate::blob::BlobStore;
 use crate::store::{MetadataStore, now};
+use crate::types::Digest;
 
 #[derive(Debug, Clone)]
 pub struct Options {

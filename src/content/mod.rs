@@ -36,7 +36,6 @@ pub use crate::types::{
 use crate::blob::{BlobStore, Engine};
 use crate::store::{self, ManifestRow, MetadataStore, NewManifest, ReferrerRow};
 
-
 /// What the server keeps in memory about an upload session between requests: how far it got and
 /// the SHA-256 state of those bytes. Lost on restart, in which case the file is hashed again at
 /// the end.
@@ -1051,7 +1050,6 @@ enum Placement {
     /// A complete staged object (a session's multipart upload): copied to the blob's key.
     Staged(uuid::Uuid),
 }
-
 
 impl Inner {
     /// Commits a verified blob `d` of `repo` (see the module invariants): under the digest's

@@ -270,7 +270,7 @@ impl Denial {
             )
                 .into_response(),
             Denial::Internal(cause) => {
-                let mut r = if crate::http::InternalError::unavailable(&cause) {
+                let mut r = if crate::http::answer::InternalError::unavailable(&cause) {
                     (
                         StatusCode::SERVICE_UNAVAILABLE,
                         [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
@@ -289,7 +289,8 @@ impl Denial {
                     )
                         .into_response()
                 };
-                r.extensions_mut().insert(crate::http::InternalError(cause));
+                r.extensions_mut()
+                    .insert(crate::http::answer::InternalError(cause));
                 r
             }
         }

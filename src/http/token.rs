@@ -13,17 +13,13 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::RouteName;
 use super::access::{self, Denial, Presented};
+use super::answer::RouteName;
 use crate::auth::{AccessEntry, AuthError, ClientInfo, Login, Principal};
 use crate::iam::AuditEvent;
 use crate::policy::scope::Scope;
 use crate::policy::{self, Grants};
 use crate::state::AppState;
-
-/// How long a refresh token from `access_type=offline` / `offline_token=true` lives.
-pub(crate) const REFRESH_TOKEN_TTL: std::time::Duration =
-    std::time::Duration::from_secs(14 * 86_400);
 
 fn pairs(text: &str) -> Vec<(String, String)> {
     serde_urlencoded::from_str(text).unwrap_or_default()
@@ -444,13 +440,15 @@ impl From<AuthError> for ApiOrAuth {
     }
 }
 
-impl From<crate::http::api::ApiError> for ApiOrAuth {
-    fn from(e: crate::http::api::ApiError) -> Self {
+impl From<crate::http::api::common::ApiError> for ApiOrAuth {
+    fn from(e: crate::http::api::common::ApiError) -> Self {
         match e {
-            crate::http::api::ApiError::RateLimited(d) => {
+            crate::http::api::common::ApiError::RateLimited(d) => {
                 ApiOrAuth::Auth(AuthError::RateLimited { retry_after: d })
             }
-            crate::http::api::ApiError::Internal(m) => ApiOrAuth::Auth(AuthError::Internal(m)),
+            crate::http::api::common::ApiError::Internal(m) => {
+                ApiOrAuth::Auth(AuthError::Internal(m))
+            }
             _ => ApiOrAuth::Api,
         }
     }
@@ -483,8 +481,8 @@ async fn respond(
         let login = match &request.login {
             // A refresh token asked for offline use is rotated: the answer carries its successor.
             Some((u, p)) if u == "iamrefresh" && request.offline => {
-                let (login, next) = crate::http::api::rotate_refresh(&st, p, &client)?;
-                let login = crate::http::api::session_login(&login, &next.credential);
+                let (login, next) = crate::http::api::session::rotate(&st, p, &client)?;
+                let login = crate::http::api::session::session_login(&login, &next.credential);
                 refresh_token = Some(next.secret.expose().to_owned());
                 login
             }
@@ -498,9 +496,9 @@ async fn respond(
         };
         let login = match new_session {
             Some(id) => {
-                let refresh = crate::http::api::open_session(&st, id, &login)?;
+                let refresh = crate::http::api::session::open_session(&st, id, &login)?;
                 refresh_token = Some(refresh.secret.expose().to_owned());
-                crate::http::api::session_login(&login, &refresh.credential)
+                crate::http::api::session::session_login(&login, &refresh.credential)
             }
             None => login,
         };

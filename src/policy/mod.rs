@@ -9,84 +9,12 @@
 //! Invariant: a binding made in organization A never grants anything in a namespace that A does
 //! not own.
 
+mod action;
 pub mod scope;
 
+pub use action::{Action, Actions};
+
 use serde::{Deserialize, Serialize};
-
-/// What can be done to a repository.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    Pull,
-    Push,
-    Delete,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Pull => "pull",
-            Action::Push => "push",
-            Action::Delete => "delete",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Action> {
-        match s {
-            "pull" => Some(Action::Pull),
-            "push" => Some(Action::Push),
-            "delete" => Some(Action::Delete),
-            _ => None,
-        }
-    }
-}
-
-/// A set of actions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Actions(u8);
-
-impl Actions {
-    pub const NONE: Actions = Actions(0);
-    pub const ALL: Actions = Actions(0b111);
-
-    fn bit(a: Action) -> u8 {
-        match a {
-            Action::Pull => 1,
-            Action::Push => 2,
-            Action::Delete => 4,
-        }
-    }
-
-    pub fn with(self, a: Action) -> Actions {
-        Actions(self.0 | Self::bit(a))
-    }
-
-    pub fn contains(self, a: Action) -> bool {
-        self.0 & Self::bit(a) != 0
-    }
-
-    pub fn union(self, o: Actions) -> Actions {
-        Actions(self.0 | o.0)
-    }
-
-    pub fn intersect(self, o: Actions) -> Actions {
-        Actions(self.0 & o.0)
-    }
-
-    pub fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-
-    pub fn iter(self) -> impl Iterator<Item = Action> {
-        [Action::Pull, Action::Push, Action::Delete]
-            .into_iter()
-            .filter(move |a| self.contains(*a))
-    }
-
-    pub fn of(actions: &[Action]) -> Actions {
-        actions.iter().fold(Actions::NONE, |s, a| s.with(*a))
-    }
-}
 
 /// One rule of a role, as in Kubernetes RBAC: which verbs on which resources, optionally only
 /// for names matching one of `names` (globs; empty means all).

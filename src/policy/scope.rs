@@ -1,7 +1,7 @@
 //! Docker token scopes: `repository:<name>:<actions>` and `registry:catalog:*`.
 //! See the Docker registry token specification, "Requesting a Token".
 
-use super::{Action, Actions};
+use super::action::{Action, Actions};
 use crate::types::RepositoryName;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

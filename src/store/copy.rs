@@ -3,9 +3,9 @@
 //! a row already in the target is left as it is, so a copy interrupted half-way is finished by
 //! running it again. Identity sequences are moved past the copied ids afterwards.
 
-use super::sql::{Conn, Param, Row};
 use super::error::Result;
 use super::handle::MetadataStore;
+use super::sql::{Conn, Param, Row};
 
 /// A column's type on both engines.
 #[derive(Clone, Copy)]

@@ -75,4 +75,3 @@ impl Error {
         matches!(self, Error::Unavailable(_))
     }
 }
-

@@ -151,4 +151,3 @@ impl MetadataStore {
         self.writes.load(std::sync::atomic::Ordering::Acquire)
     }
 }
-

@@ -1,13 +1,13 @@
 //! Identity queries: users, organizations, namespaces, memberships, robots, credentials, roles,
 //! bindings and audit events. Written once for both engines (see `sql.rs`).
 
-use super::sql::{Row, p};
 use super::error::Result;
 use super::model::{
     AuditFilter, AuditRow, BindingRow, CredentialExpiry, CredentialRow, NamespaceRow, OrgRow,
     RobotRow, RoleRow, TrustRow, UserRow, namespace_key, now,
 };
 use super::sql::{Reader, Writer, to_i64};
+use super::sql::{Row, p};
 
 /// The revocation-log key of a policy change (no token names it).
 pub(super) const POLICY_CHANGED: &str = "policy";

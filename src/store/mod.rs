@@ -26,4 +26,3 @@ pub use iam::{binding_key, generation_key, member_key, role_key};
 pub use model::*;
 pub use postgres::{PgLock, PgOptions};
 pub use sql::{Reader, Writer};
-

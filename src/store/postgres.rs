@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::sql::{Conn, PgConn, PgHandle};
 use super::error::{Error, Result};
+use super::sql::{Conn, PgConn, PgHandle};
 
 /// The migrations, in order; `berth_schema.version` records how many have run.
 const MIGRATIONS: &[&str] = &[

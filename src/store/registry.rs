@@ -1,11 +1,11 @@
 //! Registry queries: repositories, blob links, manifests, tags, uploads, garbage collection.
 //! Written once for both engines (see `sql.rs`).
 
-use super::sql::p;
 use super::error::{Error, Result};
 use super::model::{
     GcPlan, ManifestRow, NewManifest, ReferrerRow, RepoSummary, TagDetail, UploadRow, now,
 };
+use super::sql::p;
 use super::sql::{Reader, Writer, digest_col, to_i64, to_u64};
 use crate::types::{Digest, Reference};
 

@@ -236,7 +236,6 @@ pub(super) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-
 /// The threads that open and retire pooled connections (`r2d2`'s helpers), shared by every pool
 /// of the process.
 pub(super) fn pool_threads() -> std::sync::Arc<scheduled_thread_pool::ScheduledThreadPool> {

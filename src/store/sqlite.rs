@@ -9,8 +9,8 @@ use std::sync::{Mutex, PoisonError};
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
-use super::sql::Conn;
 use super::error::{Error, Result};
+use super::sql::Conn;
 
 /// The migrations, in order. `PRAGMA user_version` records how many have run.
 const MIGRATIONS: &[&str] = &[

@@ -256,7 +256,7 @@ fn cli_files_import_no_circle() {
 /// `store` (`iam::model` and `content` turn rows into the types they take).
 #[test]
 fn http_and_auth_take_no_store_rows() {
-    let store = std::fs::read_to_string(src().join("store/mod.rs")).unwrap();
+    let store = std::fs::read_to_string(src().join("store/model.rs")).unwrap();
     let rows: Vec<&str> = store
         .lines()
         .filter_map(|l| l.trim().strip_prefix("pub struct "))
@@ -285,4 +285,172 @@ fn http_and_auth_take_no_store_rows() {
         }
     }
     assert!(checked > 20, "only {checked} files checked");
+}
+
+/// The module path of a source file: `src/http/api/mod.rs` → `["http", "api"]`, `src/lib.rs` → `[]`.
+fn module_path(f: &Path) -> Vec<String> {
+    let rel = f.strip_prefix(src()).unwrap().with_extension("");
+    let mut segs: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if matches!(segs.last().map(String::as_str), Some("mod" | "lib")) {
+        segs.pop();
+    }
+    segs
+}
+
+/// Every path a use-tree names, with braces expanded: `a::{b, c::{d, e}}` → `a::b`, `a::c::d`, `a::c::e`.
+fn expand_use_tree(prefix: &[String], tree: &str, out: &mut Vec<Vec<String>>) {
+    let tree = tree.trim().trim_start_matches("::").trim();
+    if let Some(inner) = tree.strip_prefix('{') {
+        let inner = &inner[..inner.rfind('}').unwrap_or(inner.len())];
+        let (mut depth, mut start) = (0, 0);
+        for (i, c) in inner.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => depth -= 1,
+                ',' if depth == 0 => {
+                    expand_use_tree(prefix, &inner[start..i], out);
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        expand_use_tree(prefix, &inner[start..], out);
+        return;
+    }
+    let end = tree
+        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .unwrap_or(tree.len());
+    let (name, rest) = tree.split_at(end);
+    if name.is_empty() {
+        out.push(prefix.to_vec());
+        return;
+    }
+    let mut next = prefix.to_vec();
+    next.push(name.to_owned());
+    if rest.trim_start().starts_with("::") {
+        expand_use_tree(&next, rest, out);
+    } else {
+        out.push(next);
+    }
+}
+
+/// The module paths a file's code names through `crate::`, `super::` and `self::`.
+fn named_paths(code: &str, me: &[String]) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    let bytes = code.as_bytes();
+    for head in ["crate::", "super::", "self::"] {
+        for (i, _) in code.match_indices(head) {
+            let before = if i == 0 { b' ' } else { bytes[i - 1] };
+            if before.is_ascii_alphanumeric() || before == b'_' || before == b':' || before == b'$'
+            {
+                continue;
+            }
+            // The path runs to the end of a use-tree or of the identifiers after the head.
+            let mut rest = &code[i + head.len()..];
+            let mut base: Vec<String> = match head {
+                "crate::" => Vec::new(),
+                "super::" => me[..me.len().saturating_sub(1)].to_vec(),
+                _ => me.to_vec(),
+            };
+            while let Some(r) = rest.strip_prefix("super::") {
+                base.pop();
+                rest = r;
+            }
+            let mut depth = 0;
+            let end = rest
+                .char_indices()
+                .find(|&(_, c)| match c {
+                    '{' => {
+                        depth += 1;
+                        false
+                    }
+                    '}' if depth > 0 => {
+                        depth -= 1;
+                        false
+                    }
+                    c if depth > 0 => c == ';',
+                    c => !(c.is_alphanumeric() || c == '_' || c == ':'),
+                })
+                .map_or(rest.len(), |(j, _)| j);
+            expand_use_tree(&base, &rest[..end], &mut out);
+        }
+    }
+    out
+}
+
+/// No circle between the files of the crate: a parent declares its children, so a child names
+/// nothing of its parent's file; shared types live in a file of their own (`store/error.rs`,
+/// `http/api/common.rs`, `http/console/session.rs` …). Paths are resolved to the deepest file
+/// they reach, as the module tree lays files out.
+#[test]
+fn no_file_imports_in_a_circle() {
+    use std::collections::{BTreeMap, BTreeSet};
+    let files: BTreeMap<Vec<String>, PathBuf> = rust_files(&src())
+        .into_iter()
+        .filter(|f| !f.ends_with("main.rs"))
+        .map(|f| (module_path(&f), f))
+        .collect();
+    let file_of = |path: &[String]| {
+        (0..=path.len())
+            .rev()
+            .find_map(|n| files.get(&path[..n]).cloned())
+    };
+    let mut edges: BTreeMap<PathBuf, BTreeSet<PathBuf>> = BTreeMap::new();
+    for (me, f) in &files {
+        let code = code_of(f);
+        let mut to = BTreeSet::new();
+        // A parent reaches each child it declares.
+        for line in code.lines() {
+            let l = line.trim();
+            if let Some(name) = l
+                .strip_prefix("mod ")
+                .or_else(|| l.strip_prefix("pub mod "))
+                .or_else(|| l.strip_prefix("pub(crate) mod "))
+                .or_else(|| l.strip_prefix("pub(super) mod "))
+                .and_then(|r| r.strip_suffix(';'))
+            {
+                let mut child = me.clone();
+                child.push(name.to_owned());
+                to.extend(files.get(&child).cloned());
+            }
+        }
+        // A path that stops at the crate root names a macro exported there (`crate::cli_print!`):
+        // `lib.rs` declares the top-level modules and holds nothing else.
+        for p in named_paths(&code, me) {
+            to.extend(file_of(&p).filter(|t| t != f && t != &files[&Vec::new()]));
+        }
+        edges.insert(f.clone(), to);
+    }
+    assert!(
+        edges.values().map(BTreeSet::len).sum::<usize>() > 150,
+        "too few imports found: the resolver is broken"
+    );
+    // A circle exists iff some file reaches itself.
+    for start in edges.keys() {
+        let mut seen = BTreeSet::new();
+        let mut stack: Vec<(PathBuf, Vec<PathBuf>)> = edges[start]
+            .iter()
+            .map(|n| (n.clone(), vec![start.clone(), n.clone()]))
+            .collect();
+        while let Some((n, trail)) = stack.pop() {
+            if &n == start {
+                let names: Vec<String> = trail
+                    .iter()
+                    .map(|p| p.strip_prefix(src()).unwrap().display().to_string())
+                    .collect();
+                panic!("an import circle: {}", names.join(" → "));
+            }
+            if !seen.insert(n.clone()) {
+                continue;
+            }
+            for m in edges.get(&n).into_iter().flatten() {
+                let mut t = trail.clone();
+                t.push(m.clone());
+                stack.push((m.clone(), t));
+            }
+        }
+    }
 }

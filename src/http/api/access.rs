@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::common::{ApiCaller, ApiError, ApiResult, blocking, json_response, parse_body, time};
 use super::identity::audit_change;
-use super::{ApiCaller, ApiError, ApiResult, blocking, json_response, parse_body, time};
 use crate::auth::Principal;
 use crate::iam::{Binding, Org};
 use crate::policy::{self, BindingScope, Rule};

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ApiCaller, ApiError, ApiResult, blocking, json_response, parse_body, time};
+use super::common::{ApiCaller, ApiError, ApiResult, blocking, json_response, parse_body, time};
 use crate::auth::Principal;
 use crate::iam::AuditEvent;
 use crate::iam::{Namespace, Org, User};

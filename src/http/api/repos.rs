@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::{ApiCaller, ApiError, ApiResult, blocking, json_response, time};
+use super::common::{ApiCaller, ApiError, ApiResult, blocking, json_response, time};
 use crate::http::access::{NamespaceCache, namespace_info};
 use crate::policy::{Action, namespace_of, repository_actions};
 use crate::state::AppState;

@@ -12,13 +12,16 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::common::{ApiCaller, ApiError, ApiResult, blocking, json_response, parse_body, time};
 use super::identity::audit_change;
-use super::{ApiCaller, ApiError, ApiResult, blocking, json_response, parse_body, time};
 use crate::auth::{ClientInfo, Lineage, Login, Principal};
-use crate::http::token::REFRESH_TOKEN_TTL;
 use crate::iam::Credential;
 use crate::iam::{AuditEvent, CredentialSpec, NewCredential, Origin, Owner, Secret, SecretKind};
 use crate::state::AppState;
+
+/// How long a refresh token from `access_type=offline` / `offline_token=true` lives.
+pub(crate) const REFRESH_TOKEN_TTL: std::time::Duration =
+    std::time::Duration::from_secs(14 * 86_400);
 
 #[derive(Deserialize)]
 struct LoginBody {

@@ -9,8 +9,9 @@ use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde_json::{Value, json};
 
+use super::html::seg;
 use super::layout::{self, csrf, page, post_button, text, time};
-use super::{Failure, Posted, Session, seg};
+use super::session::{Failure, Posted, Session};
 
 /// The organization's custom roles and its bindings as `berth apply -f` takes them: one YAML
 /// document each, as `berth role get -o yaml` / `berth binding get -o yaml` print them.

@@ -9,8 +9,9 @@ use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde_json::{Value, json};
 
-use super::layout::{self, page, text, time};
-use super::{FORM_MAX, SESSION_TTL, Session, see_other, seg, session_cookie};
+use super::html::seg;
+use super::layout::{page, text, time};
+use super::session::{FORM_MAX, SESSION_TTL, Session, see_other, session_cookie};
 use crate::auth::{AuthError, Principal};
 use crate::iam::AuditEvent;
 use crate::state::AppState;
@@ -19,7 +20,7 @@ fn login_page(status: StatusCode, error: Option<&str>, user: &str) -> Response {
     let m = html! {
         (maud::DOCTYPE)
         html lang="en" {
-            (layout::head("Sign in"))
+            (super::html::head("Sign in"))
             body {
                 main #main .signin {
                     h1 { "berth" }
@@ -36,7 +37,7 @@ fn login_page(status: StatusCode, error: Option<&str>, user: &str) -> Response {
             }
         }
     };
-    layout::html_response(status, m)
+    super::html::html_response(status, m)
 }
 
 pub(super) async fn login_form() -> Response {
@@ -73,7 +74,7 @@ pub(super) async fn login(State(st): State<AppState>, req: Request) -> Response 
             detail: Some("console".into()),
             ..AuditEvent::default()
         });
-        crate::http::api::open_named_session(&state, *id, &login, "console", SESSION_TTL)
+        crate::http::api::session::open_named_session(&state, *id, &login, "console", SESSION_TTL)
             .map_err(|_| AuthError::Internal("opening a session failed".into()))
     })
     .await;
@@ -105,7 +106,7 @@ pub(super) async fn login(State(st): State<AppState>, req: Request) -> Response 
 }
 
 /// `POST /ui/logout`: ends the session's family (its access tokens too) and drops the cookie.
-pub(super) async fn logout(p: super::Posted) -> Response {
+pub(super) async fn logout(p: super::session::Posted) -> Response {
     let s = &p.session;
     let _ = s
         .api
@@ -169,7 +170,7 @@ pub(super) async fn overview(s: Session, Path(org): Path<String>) -> Response {
         Ok(v) => v,
         Err(f) => return f.into_response(),
     };
-    let list = |r: &Result<Value, super::Failure>| -> Vec<Value> {
+    let list = |r: &Result<Value, super::session::Failure>| -> Vec<Value> {
         r.as_ref()
             .ok()
             .and_then(|v| v["credentials"].as_array().cloned())
@@ -227,7 +228,7 @@ pub(super) async fn overview(s: Session, Path(org): Path<String>) -> Response {
                 thead { tr { th { "Namespace" } th.num { "Repositories" } th.num { "Size" } } }
                 tbody {
                     @for n in storage["namespaces"].as_array().into_iter().flatten() {
-                        tr { td { (text(&n["name"])) } td.num { (n["repositories"]) } td.num { (layout::size(&n["size"])) } }
+                        tr { td { (text(&n["name"])) } td.num { (n["repositories"]) } td.num { (super::html::size(&n["size"])) } }
                     }
                 }
             } }
@@ -288,7 +289,7 @@ pub(super) async fn orgs(s: Session) -> Response {
     page(&s, None, "", "Organizations", body).await
 }
 
-pub(super) async fn create_org(p: super::Posted) -> Response {
+pub(super) async fn create_org(p: super::session::Posted) -> Response {
     let name = p.field("name").unwrap_or("");
     let done =
         format!("Created organization {name}, with its namespace {name}; you are its owner.");
@@ -330,7 +331,7 @@ pub(super) async fn users(s: Session) -> Response {
     page(&s, None, "", "Users", body).await
 }
 
-pub(super) async fn create_user(p: super::Posted) -> Response {
+pub(super) async fn create_user(p: super::session::Posted) -> Response {
     let name = p.field("name").unwrap_or("");
     let body = json!({ "name": name, "password": p.form.get("password") });
     let done = format!("Created user {name}.");

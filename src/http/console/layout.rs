@@ -2,11 +2,12 @@
 //! pieces every page uses: times, sizes, digests and POST buttons that carry the CSRF token.
 
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use maud::{DOCTYPE, Markup, html};
-use serde_json::Value;
 
-use super::{FLASH, Session, seg};
+pub(super) use super::html::{digest, error_page, status, text, time};
+use super::html::{head, html_response, seg};
+use super::session::{FLASH, Session};
 
 /// The sections of an organization, as the navigation lists them.
 const SECTIONS: [(&str, &str); 6] = [
@@ -17,19 +18,6 @@ const SECTIONS: [(&str, &str); 6] = [
     ("access", "Roles & bindings"),
     ("audit", "Audit"),
 ];
-
-/// The `head` of every console page: title, viewport, the stylesheet and the script.
-pub(super) fn head(title: &str) -> Markup {
-    html! {
-        head {
-            meta charset="utf-8";
-            meta name="viewport" content="width=device-width, initial-scale=1";
-            title { (title) " · berth" }
-            link rel="stylesheet" href="/ui/assets/console.css";
-            script src="/ui/assets/console.js" defer {}
-        }
-    }
-}
 
 /// A whole page of the signed-in user: `org` is the organization shown (`None`: none chosen).
 pub(super) async fn page(
@@ -95,34 +83,6 @@ pub(super) async fn page(
     r
 }
 
-pub(super) fn html_response(status: StatusCode, m: Markup) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        m.into_string(),
-    )
-        .into_response()
-}
-
-/// A page that needs no session: refusals and errors.
-pub(super) fn error_page(status: StatusCode, message: &str) -> Response {
-    let m = html! {
-        (DOCTYPE)
-        html lang="en" {
-        (head("Refused"))
-        body {
-            header.top { a.brand href="/ui/" { "berth" } }
-            main #main {
-                h1 { (status.as_u16()) " " (status.canonical_reason().unwrap_or("")) }
-                p.error role="alert" { (message) }
-                p { a href="/ui/" { "Back to the console" } }
-            }
-        }
-        }
-    };
-    html_response(status, m)
-}
-
 /// A hidden CSRF field.
 pub(super) fn csrf(s: &Session) -> Markup {
     html! { input type="hidden" name="_csrf" value=(s.csrf); }
@@ -136,48 +96,4 @@ pub(super) fn post_button(s: &Session, action: &str, label: &str, confirm: Optio
             button.danger[confirm.is_some()] type="submit" data-confirm=[confirm] { (label) }
         }
     }
-}
-
-/// An RFC 3339 time from the API as `2026-12-01 10:00 UTC`, with the exact time as a tooltip.
-pub(super) fn time(v: &Value) -> Markup {
-    match v.as_str() {
-        Some(t) => {
-            let short = t.get(..16).unwrap_or(t).replace('T', " ");
-            html! { time datetime=(t) title=(t) { (short) " UTC" } }
-        }
-        None => html! { span.muted { "never" } },
-    }
-}
-
-/// A size in bytes, readable.
-pub(super) fn size(v: &Value) -> String {
-    let b = v.as_u64().unwrap_or(0);
-    #[allow(clippy::cast_precision_loss)]
-    let f = b as f64;
-    match b {
-        0..1024 => format!("{b} B"),
-        1024..1_048_576 => format!("{:.1} KiB", f / 1024.0),
-        1_048_576..1_073_741_824 => format!("{:.1} MiB", f / 1_048_576.0),
-        _ => format!("{:.2} GiB", f / 1_073_741_824.0),
-    }
-}
-
-/// A digest shortened for tables, whole in the tooltip.
-pub(super) fn digest(v: &Value) -> Markup {
-    let d = v.as_str().unwrap_or("");
-    let short = d
-        .split_once(':')
-        .map_or(d, |(_, hex)| hex.get(..12).unwrap_or(hex));
-    html! { code title=(d) { (short) } }
-}
-
-/// A string field of an API answer ("" when absent).
-pub(super) fn text(v: &Value) -> &str {
-    v.as_str().unwrap_or("")
-}
-
-/// The status of a credential, as a badge.
-pub(super) fn status(v: &Value) -> Markup {
-    let s = v.as_str().unwrap_or("active");
-    html! { span class={ "badge " (s) } { (s) } }
 }

@@ -6,8 +6,9 @@ use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use maud::html;
 
+use super::html::{repo_path, seg};
 use super::layout::{self, digest, page, text, time};
-use super::{Posted, Session, repo_path, seg};
+use super::session::{Posted, Session};
 
 pub(super) async fn list(s: Session, Path(org): Path<String>) -> Response {
     let o = seg(&org);
@@ -28,7 +29,7 @@ pub(super) async fn list(s: Session, Path(org): Path<String>) -> Response {
                         tr {
                             td { a href=(format!("/ui/orgs/{o}/repositories/{}", repo_path(text(&r["name"])))) { (text(&r["name"])) } }
                             td.num { (r["tags"]) }
-                            td.num { (layout::size(&r["size"])) }
+                            td.num { (super::html::size(&r["size"])) }
                             td { (time(&r["pushed"])) }
                         }
                     }
@@ -63,7 +64,7 @@ pub(super) async fn show(s: Session, Path((org, repo)): Path<(String, String)>) 
                     dt { "Digest" } dd { code.wrap { (text(&t["digest"])) } }
                     dt { "Media type" } dd { (text(&t["mediaType"])) }
                     @if let Some(a) = t["artifactType"].as_str() { dt { "Artifact type" } dd { (a) } }
-                    dt { "Size" } dd { (layout::size(&t["size"])) }
+                    dt { "Size" } dd { (super::html::size(&t["size"])) }
                     dt { "Pushed" } dd { (time(&t["pushed"])) }
                     @if let Some(p) = t["platforms"].as_array().filter(|p| !p.is_empty()) {
                         dt { "Platforms" } dd { @for (i, x) in p.iter().enumerate() { @if i > 0 { ", " } (text(x)) } }
@@ -75,7 +76,7 @@ pub(super) async fn show(s: Session, Path((org, repo)): Path<(String, String)>) 
                     @if let Some(r) = t["referrers"].as_array().filter(|r| !r.is_empty()) {
                         dt { "Referrers" }
                         dd { ul.plain { @for x in r {
-                            li { (x["artifactType"].as_str().unwrap_or(text(&x["mediaType"]))) " " (digest(&x["digest"])) " " (layout::size(&x["size"])) }
+                            li { (x["artifactType"].as_str().unwrap_or(text(&x["mediaType"]))) " " (digest(&x["digest"])) " " (super::html::size(&x["size"])) }
                         } } }
                     }
                 }

@@ -10,8 +10,9 @@ use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde_json::{Value, json};
 
+use super::html::seg;
 use super::layout::{csrf, page, post_button, status, text, time};
-use super::{Posted, Session, seg};
+use super::session::{Posted, Session};
 
 /// What a robot's list row shows, gathered from the organization's credentials.
 #[derive(Default)]
@@ -256,7 +257,7 @@ pub(super) async fn show(s: Session, Path((org, robot)): Path<(String, String)>)
 /// A table of credentials (from a list call) with rotate and revoke buttons.
 fn credential_table(
     s: &Session,
-    list: &Result<Value, super::Failure>,
+    list: &Result<Value, super::session::Failure>,
     key: &str,
     actions: &str,
 ) -> Markup {

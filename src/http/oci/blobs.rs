@@ -4,7 +4,8 @@ use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{OciError, hv};
+use super::error::OciError;
+use super::headers::hv;
 use crate::content::{ContentService, Digest, RepositoryName};
 
 pub(super) async fn get(

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::route::RouteError;
 use crate::content;
-use crate::http::InternalError;
+use crate::http::answer::InternalError;
 
 #[derive(Debug)]
 pub(crate) enum OciError {

@@ -5,7 +5,8 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::{OciError, Query, hv};
+use super::error::OciError;
+use super::headers::{Query, hv};
 use crate::content::manifest::OCI_INDEX;
 use crate::content::{ContentService, Digest, RepositoryName};
 use crate::http::access::{Caller, NamespaceCache};

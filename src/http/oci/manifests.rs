@@ -5,7 +5,8 @@ use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt as _;
 
-use super::{CONTENT_DIGEST, OciError, content_length, hv};
+use super::error::OciError;
+use super::headers::{CONTENT_DIGEST, content_length, hv};
 use crate::content::manifest::MAX_MANIFEST_BYTES;
 use crate::content::{ContentService, Reference, RepositoryName};
 

@@ -6,33 +6,27 @@
 
 mod blobs;
 pub(crate) mod error;
+mod headers;
 mod listing;
 mod manifests;
 pub(crate) mod route;
 mod uploads;
 
-use std::collections::HashMap;
-
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 pub(crate) use error::OciError;
+use headers::{API_VERSION, Query};
 use route::{Action as RouteAction, OciRoute};
 
 use crate::auth::{AuthError, Principal};
 use crate::content::RepositoryName;
-use crate::http::RouteName;
 use crate::http::access::{self, Caller, Denial};
+use crate::http::answer::RouteName;
 use crate::policy::{self, Action, Actions};
 use crate::state::AppState;
-
-type Query = HashMap<String, String>;
-
-const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
-const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
-const UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
 
 /// Every `/v2` request comes through here: parse, identify the caller, decide, dispatch.
 pub(crate) async fn handle(State(state): State<AppState>, req: Request) -> Response {
@@ -275,22 +269,4 @@ async fn dispatch(
         }
         OciRoute::CancelUpload { name, id } => uploads::cancel(content, &name, &id).await,
     }
-}
-
-/// A header value from a string we built ourselves (digests, paths of validated names).
-fn hv(s: &str) -> Result<HeaderValue, OciError> {
-    HeaderValue::from_str(s).map_err(|e| OciError::Internal(format!("header value {s:?}: {e}")))
-}
-
-/// `Content-Length` of the request, if given and valid.
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, OciError> {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .map(|v| {
-            v.to_str()
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| OciError::SizeInvalid("invalid Content-Length".into()))
-        })
-        .transpose()
 }

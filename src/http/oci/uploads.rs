@@ -6,8 +6,9 @@ use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::error::OciError;
 use super::error::range_header;
-use super::{CONTENT_DIGEST, OciError, Query, UPLOAD_UUID, content_length, hv};
+use super::headers::{CONTENT_DIGEST, Query, UPLOAD_UUID, content_length, hv};
 use crate::content::{ContentService, Digest, RepositoryName};
 
 fn upload_location(name: &RepositoryName, id: &uuid::Uuid) -> String {
