@@ -519,7 +519,7 @@ impl ContentService {
         E: std::fmt::Display,
     {
         // S3 sessions go through `append_parts`.
-        let target = Target::File(*id, offset);
+        let target = Target::File(*id, offset, true);
         let (n, hasher, _) = self.stream_into(target, hasher, body).await?;
         Ok((n, hasher))
     }
@@ -539,7 +539,7 @@ impl ContentService {
         let _active = ActiveUpload::new(&self.inner.uploads_active);
         let (wtx, mut wrx) = tokio::sync::mpsc::channel::<Bytes>(PIPELINE_DEPTH);
         let writer: tokio::task::JoinHandle<Result<Option<crate::blob::Sink>>> = match target {
-            Target::File(id, offset) => {
+            Target::File(id, offset, sync) => {
                 let Engine::Fs(fs) = self.inner.blobs.engine().clone() else {
                     return Err(Error::Task("file target without files".into()));
                 };
@@ -555,6 +555,15 @@ impl ContentService {
                                 context: format!("writing upload {id}"),
                                 source,
                             })?;
+                    }
+                    // A session's chunk is on disk before its new length is recorded and
+                    // answered (202): the recorded length never runs ahead of the bytes a power
+                    // cut keeps. (A whole blob is synced when it is committed.)
+                    if sync {
+                        file.sync_data().map_err(|source| crate::blob::Error {
+                            context: format!("syncing upload {id}"),
+                            source,
+                        })?;
                     }
                     Ok(None)
                 })
@@ -819,7 +828,7 @@ impl ContentService {
         let target = match self.inner.blobs.engine().clone() {
             Engine::Fs(fs) => {
                 self.blocking(move |_| Ok(fs.create_upload(&id)?)).await?;
-                Target::File(id, 0)
+                Target::File(id, 0, false)
             }
             Engine::S3(s3) => Target::Sink(s3.staging_sink(&id)),
         };
@@ -1150,8 +1159,8 @@ fn hash_file(blobs: &crate::blob::FsStore, id: &uuid::Uuid, alg: Algorithm) -> R
 
 /// Where upload bytes go.
 enum Target {
-    /// The upload's file, from this offset.
-    File(uuid::Uuid, u64),
+    /// The upload's file, from this offset; `true`: synced when written (a session's chunk).
+    File(uuid::Uuid, u64, bool),
     /// An object being written (a chunk, or a whole blob).
     Sink(crate::blob::Sink),
 }

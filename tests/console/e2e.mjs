@@ -52,12 +52,17 @@ async function signIn(page, user, password) {
   }
 }
 
+/// Whether skopeo pulls with `authfile`: true, or false when the registry refused the
+/// credentials. Any other failure (a 500, a dead server, a missing tool) fails the test.
 function skopeoInspect(authfile) {
   try {
     execFileSync("skopeo", ["inspect", "--tls-verify=false", "--authfile", authfile,
       `docker://${host}/acme/app:1`], { stdio: "pipe" });
     return true;
-  } catch {
+  } catch (e) {
+    const said = `${e.stderr ?? ""}${e.stdout ?? ""}`;
+    assert.match(said, /unauthorized|authentication required/i,
+      `skopeo failed, but not because the credentials were refused:\n${said || e}`);
     return false;
   }
 }
@@ -266,6 +271,25 @@ for (const k of [key1.apikey, key2.apikey]) {
   });
   assert.equal(r.status, 200, "both keys work during the overlap");
 }
+// A second rotation with a 2 s overlap: the first key ends at once (one previous secret is
+// kept), the second when its overlap ends, the third goes on.
+await page.goto(url + "/ui/orgs/acme/credentials");
+await page.fill('#own-keys ~ div input[name="overlap"]', "2s");
+await page.click('#own-keys ~ div button:has-text("Rotate")');
+await page.waitForSelector("text=keeps working until");
+const key3 = JSON.parse(await download(page, "token-file"));
+const whoami = async (k) => (await fetch(url + "/api/v1/auth/whoami", {
+  headers: { authorization: "Basic " + Buffer.from(`olivia:${k}`).toString("base64") },
+})).status;
+assert.equal(await whoami(key1.apikey), 401, "the key two rotations back is refused");
+assert.equal(await whoami(key2.apikey), 200, "the previous key works during its overlap");
+let ended = false;
+for (let i = 0; i < 20 && !ended; i++) {
+  await new Promise((r) => setTimeout(r, 500));
+  ended = (await whoami(key2.apikey)) === 401;
+}
+assert.ok(ended, "the previous key is refused once its overlap ended");
+assert.equal(await whoami(key3.apikey), 200, "the new key works after the overlap");
 ok("api key rotated with overlap");
 
 // Members and a new organization, as a new owner would.
@@ -316,7 +340,9 @@ ok("phone layout");
 const cookies = await page.context().cookies();
 await page.click('button:has-text("Sign out")');
 await page.waitForURL("**/ui/login");
-await page.context().addCookies(cookies.filter((c) => c.name.includes("berth_session")));
+const session = cookies.filter((c) => c.name.includes("berth_session"));
+assert.equal(session.length, 1, `one session cookie to replay: ${cookies.map((c) => c.name)}`);
+await page.context().addCookies(session);
 await page.goto(url + "/ui/orgs/acme");
 assert.ok(page.url().endsWith("/ui/login"), "a signed-out session is over");
 ok("signed out");

@@ -333,6 +333,22 @@ async fn acknowledged_writes_are_synced_file_directory_database_in_order() {
     let c = client();
     let config = br#"{"architecture":"amd64","os":"linux","traced":true}"#;
     let layer = random_bytes(64 * 1024, 77);
+    // A chunk of a session that stays open: its 202 says the bytes are kept.
+    let r = c
+        .post(s.url("/v2/traced/app/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let session = r.headers()["location"].to_str().unwrap().to_owned();
+    let upload_id = session.rsplit('/').next().unwrap().to_owned();
+    let r = c
+        .patch(s.url(&session))
+        .header("content-type", "application/octet-stream")
+        .body(random_bytes(1024, 78))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
     let blobs = [
         push_blob(&c, &s, "traced/app", config).await,
         push_blob(&c, &s, "traced/app", &layer).await,
@@ -358,10 +374,30 @@ async fn acknowledged_writes_are_synced_file_directory_database_in_order() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let mut previous = 0;
+    let chunk_answer = ev
+        .iter()
+        .position(|e| {
+            matches!(e, Traced::Respond(t) if t.contains("HTTP/1.1 202")
+                && t.contains(&upload_id) && t.to_lowercase().contains("range: 0-1023"))
+        })
+        .expect("no 202 for the chunk in the trace");
+    assert!(
+        synced(&ev, 0, chunk_answer, &format!("/uploads/{upload_id}")).is_some(),
+        "a chunk was acknowledged (202) before the upload's file was synced"
+    );
+    let mut previous = chunk_answer;
+    let mut shards = std::collections::HashSet::new();
     for d in &blobs {
         let hex = &d["sha256:".len()..];
         let resp = response_index(&ev, d);
+        // A shard directory made for this blob is itself an entry of `blobs/sha256`: that
+        // directory is synced too, or a power cut could lose the new directory and the file in it.
+        if shards.insert(hex[..2].to_owned()) {
+            assert!(
+                synced(&ev, previous, resp, "/blobs/sha256").is_some(),
+                "the new shard directory of {d} was not made durable (its parent not synced) before its 201"
+            );
+        }
         let file = synced(
             &ev,
             previous,

@@ -528,6 +528,44 @@ async fn untagged_collection_keeps_index_children_referrers_and_young_manifests(
     assert_eq!(r.status(), StatusCode::OK);
 }
 
+/// On either engine (files; the bucket in the PostgreSQL + S3 pass): a blob nothing names, as a
+/// crash between placing it and recording it leaves, is swept by the next collection, and what
+/// the rows name stays, byte for byte.
+#[tokio::test]
+async fn the_orphan_sweep_removes_a_blob_no_row_names_on_either_engine() {
+    let (s, c) = (Server::start(), client());
+    let (_, body) = push_image(&c, &s, "sweep2/app", "v1", 52).await;
+    let mut stored = s.storage().blobs();
+    stored.sort();
+    let bytes = b"orphaned on either engine";
+    let d = sha256(bytes);
+    s.storage().plant_blob(&d, bytes);
+    assert!(
+        s.storage().blobs().iter().any(|(name, _)| *name == d),
+        "the planted blob is there before the collection"
+    );
+    let report = gc(&s, &["--grace", "0s"]);
+    assert_eq!(report["orphan_files_removed"], 1, "{report}");
+    let mut after = s.storage().blobs();
+    after.sort();
+    assert!(
+        !after.iter().any(|(name, _)| *name == d),
+        "the orphan was swept"
+    );
+    assert_eq!(after, stored, "every blob a row names is kept, unchanged");
+    let m: Value = serde_json::from_str(&body).unwrap();
+    for layer in m["layers"].as_array().unwrap() {
+        let digest = layer["digest"].as_str().unwrap();
+        let r = c
+            .get(s.url(&format!("/v2/sweep2/app/blobs/{digest}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(sha256(&r.bytes().await.unwrap()), digest);
+    }
+}
+
 /// Files a crash left without a row are swept: a blob file nothing names goes at once, an
 /// upload file without a session once it is older than the upload expiry; files with rows stay.
 #[tokio::test]

@@ -1097,6 +1097,11 @@ async fn openapi_document_lists_every_route_and_every_listed_route_exists() {
                     && status != StatusCode::METHOD_NOT_ALLOWED,
                 "{method} {path} is documented but not routed ({status})"
             );
+            // And a request naming nothing that exists is never the server's error.
+            assert!(
+                !status.is_server_error(),
+                "{method} {path} with made-up names answered {status}: {v}"
+            );
         }
     }
     assert!(ops >= 48, "only {ops} operations documented");

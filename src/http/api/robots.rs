@@ -788,12 +788,15 @@ fn rotate_owned(
         .auth
         .iam()
         .rotate_credential(&row.id, overlap, &caller.provenance())?;
-    // What the old generation made ends now (no overlap): this node reads it at once.
-    if overlap.is_zero() {
+    // A generation ends now when the overlap is zero (the current one) or when an overlap was
+    // still running (the one before, which this rotation drops): this node reads the
+    // revocation at once and forgets the logins it verified with the credential, so the ended
+    // secret stops now, not when its cache would let it go.
+    let running = row
+        .previous_until
+        .is_some_and(|until| until > crate::store::now());
+    if overlap.is_zero() || running {
         st.auth.refresh_revocations()?;
-    }
-    // This node forgets logins it verified with the old secret when the overlap is zero.
-    if overlap.is_zero() {
         st.auth.forget_credential(&row.id);
     }
     audit_change(
