@@ -23,6 +23,10 @@ pub struct DockerConfigArgs {
     /// Use this token file's credentials instead of the current context's.
     #[arg(short = 'f', value_name = "TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// The registry host to write the entry for [default: the current context's server]; with
+    /// -f, no context is needed.
+    #[arg(long, value_name = "HOST")]
+    pub server: Option<String>,
     /// Print the entry instead of writing it.
     #[arg(long)]
     pub print: bool,
@@ -109,12 +113,22 @@ fn ensure_helper_link() -> String {
 }
 
 pub(super) fn docker_config(args: &DockerConfigArgs, cfg_path: &Path) -> anyhow::Result<()> {
-    let cfg = ClientConfig::load(cfg_path)?;
-    let (_, server, cred) = cfg.current()?;
-    let host = server.host();
-    let login = match &args.token_file {
-        Some(f) => Some(super::common::login_of(f)?),
-        None => static_login(cred),
+    let (host, login) = match (&args.server, &args.token_file) {
+        // A token file and a host: everything the entry needs, no context.
+        (Some(server), Some(f)) => (normalize(server), Some(super::common::login_of(f)?)),
+        _ => {
+            let cfg = ClientConfig::load(cfg_path)?;
+            let (_, server, cred) = cfg.current()?;
+            let host = args
+                .server
+                .as_deref()
+                .map_or_else(|| server.host(), normalize);
+            let login = match &args.token_file {
+                Some(f) => Some(super::common::login_of(f)?),
+                None => static_login(cred),
+            };
+            (host, login)
+        }
     };
     let entry = match &login {
         Some((u, p)) => {

@@ -47,8 +47,12 @@ pub enum PullSecretCommand {
         #[arg(long, visible_alias = "docker-username")]
         username: Option<String>,
         /// Read the password for --username from standard input.
-        #[arg(long, requires = "username")]
+        #[arg(long, requires = "username", conflicts_with = "password")]
         password_stdin: bool,
+        /// The password for --username on the command line, as kubectl's --docker-password
+        /// (other users of the machine can read it in the process list: prefer --password-stdin).
+        #[arg(long, visible_alias = "docker-password", requires = "username")]
+        password: Option<String>,
         /// The Kubernetes namespace of the Secret.
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
@@ -154,6 +158,7 @@ pub(super) async fn pull_secret(
         overlap,
         username,
         password_stdin,
+        password,
         namespace,
         server,
         docker_email,
@@ -189,10 +194,18 @@ pub(super) async fn pull_secret(
     let (user, password) = match (rotated, file, username) {
         (Some(login), _, _) => login,
         (None, Some(f), _) => super::common::login_of(f)?,
-        (None, None, Some(u)) => (
-            u.clone(),
-            super::common::read_secret("password", *password_stdin)?,
-        ),
+        (None, None, Some(u)) => match password {
+            Some(p) => {
+                crate::cli_eprint(
+                    "warning: a password on the command line can be read by other users of this machine (process list, shell history); --password-stdin keeps it out of sight",
+                );
+                (u.clone(), p.clone())
+            }
+            None => (
+                u.clone(),
+                super::common::read_secret("password", *password_stdin)?,
+            ),
+        },
         (None, None, None) => {
             return Err(
                 Usage("give -f TOKEN_FILE or --username USER --password-stdin".into()).into(),

@@ -454,6 +454,26 @@ mod tests {
         );
     }
 
+    /// The commands the console's secret page tells users to type are commands of this CLI.
+    #[test]
+    fn the_console_shows_only_commands_the_cli_takes() {
+        use clap::Parser as _;
+        let commands = crate::kube::token_file_commands(
+            "ci.json",
+            "registry.example.com:5000",
+            "ci-pull",
+            "crossplane-system",
+        );
+        assert!(commands.len() >= 3);
+        for (what, line) in commands {
+            let args: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(args[0], "berth", "{what}: {line}");
+            if let Err(e) = super::Cli::try_parse_from(&args) {
+                panic!("{what}: `{line}` is not a berth command: {e}");
+            }
+        }
+    }
+
     #[test]
     fn the_help_footer_lists_the_exit_codes() {
         use clap::CommandFactory as _;

@@ -1,9 +1,11 @@
 //! `berth robot`: robot accounts (their tokens are `token`, their trusts `trust`).
 use std::path::Path;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
-use super::common::{ROBOT_COLUMNS, TRUST_COLUMNS, done, org_of, warn_unbound};
+use super::common::{
+    ROBOT_COLUMNS, TOKEN_COLUMNS, TRUST_COLUMNS, credentials, done, org_of, warn_unbound,
+};
 use super::context;
 use super::output::{Format, print};
 use super::token::TokenCommand;
@@ -32,10 +34,11 @@ pub enum RobotCommand {
         #[arg(long, requires = "role")]
         repository: Option<String>,
     },
-    /// List the organization's robots.
+    /// List the organization's robots: what each may do (bindings), its live credentials and
+    /// when one was last used.
     #[command(after_help = "Example:\n  berth robot list -o yaml")]
     List,
-    /// Show a robot.
+    /// Show a robot: its bindings, tokens and API keys (status, expiry, last use) and trusts.
     #[command(after_help = "Example:\n  berth robot get ci-bot")]
     Get {
         /// The robot's name.
@@ -109,18 +112,89 @@ pub(super) async fn robot(
             }
             print(format, &v, "", &ROBOT_COLUMNS)
         }
-        RobotCommand::List => print(
-            format,
-            &c.api("GET", &base, None, &[]).await?,
-            "robots",
-            &ROBOT_COLUMNS,
-        ),
+        RobotCommand::List => {
+            let mut v = c.api("GET", &base, None, &[]).await?;
+            let bindings = c
+                .api("GET", &format!("/orgs/{org}/bindings"), None, &[])
+                .await?;
+            // Who may list robots may not list credentials: then the list says so.
+            let creds = c
+                .api("GET", &format!("/orgs/{org}/credentials"), None, &[])
+                .await
+                .ok();
+            if let Some(list) = v["robots"].as_array_mut() {
+                for r in list {
+                    let subject = format!("robot/{}", r["name"].as_str().unwrap_or_default());
+                    r["bindings"] = json!(granted(&bindings, &subject));
+                    if let Some(creds) = &creds {
+                        let mine: Vec<&Value> = creds["credentials"]
+                            .as_array()
+                            .map(|l| {
+                                l.iter()
+                                    .filter(|c| c["owner"] == subject.as_str())
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        let live = |c: &&&Value| {
+                            c["kind"] != "trust"
+                                && matches!(c["status"].as_str(), Some("active" | "expiring"))
+                        };
+                        r["credentials"] = json!(mine.iter().filter(live).count());
+                        r["trusts"] = json!(mine.iter().filter(|c| c["kind"] == "trust").count());
+                        r["lastUsed"] = mine
+                            .iter()
+                            .filter_map(|c| c["lastUsed"]["at"].as_str())
+                            .max()
+                            .map_or(Value::Null, |t| json!(t));
+                    }
+                }
+            }
+            print(format, &v, "robots", &ROBOT_LIST_COLUMNS)
+        }
         RobotCommand::Get { name } => {
-            let v = c.api("GET", &format!("{base}/{name}"), None, &[]).await?;
+            let path = format!("{base}/{name}");
+            let mut v = c.api("GET", &path, None, &[]).await?;
+            let bindings = c
+                .api("GET", &format!("/orgs/{org}/bindings"), None, &[])
+                .await?;
+            let subject = format!("robot/{name}");
+            v["bindings"] = json!(
+                bindings["bindings"]
+                    .as_array()
+                    .map(|l| l
+                        .iter()
+                        .filter(|b| b["subject"] == subject.as_str())
+                        .cloned()
+                        .collect::<Vec<_>>())
+                    .unwrap_or_default()
+            );
+            v["tokens"] = credentials(
+                c.api("GET", &format!("{path}/tokens"), None, &[]).await?,
+                "tokens",
+            )["tokens"]
+                .take();
+            v["apikeys"] = credentials(
+                c.api("GET", &format!("{path}/apikeys"), None, &[]).await?,
+                "apikeys",
+            )["apikeys"]
+                .take();
+            if format != Format::Table {
+                return print(format, &v, "", &ROBOT_COLUMNS);
+            }
             print(format, &v, "", &ROBOT_COLUMNS)?;
-            if format == Format::Table && v["trusts"].as_array().is_some_and(|t| !t.is_empty()) {
-                crate::cli_print("\ntrusts:");
-                print(format, &v, "trusts", &TRUST_COLUMNS)?;
+            let sections: [(&str, &str, &Columns); 4] = [
+                ("bindings", "bindings", &BINDING_COLUMNS),
+                ("tokens", "tokens", &TOKEN_COLUMNS),
+                ("api keys", "apikeys", &TOKEN_COLUMNS),
+                ("trusts", "trusts", &TRUST_COLUMNS),
+            ];
+            for (title, field, columns) in sections {
+                crate::cli_print(&format!("\n{title}:"));
+                if v[field].as_array().is_some_and(|l| !l.is_empty()) {
+                    print(format, &v, field, columns)?;
+                } else {
+                    crate::cli_print("  none");
+                }
             }
             Ok(())
         }
@@ -130,5 +204,49 @@ pub(super) async fn robot(
             &format!("robot {name:?} deleted"),
         ),
         RobotCommand::Token(cmd) => super::token::run(cmd, &c, &org, format).await,
+    }
+}
+
+/// A table's columns: (heading, field).
+type Columns = [(&'static str, &'static str)];
+
+const ROBOT_LIST_COLUMNS: [(&str, &str); 6] = [
+    ("NAME", "name"),
+    ("BINDINGS", "bindings"),
+    ("CREDENTIALS", "credentials"),
+    ("TRUSTS", "trusts"),
+    ("LAST USED", "lastUsed"),
+    ("DESCRIPTION", "description"),
+];
+
+const BINDING_COLUMNS: [(&str, &str); 4] = [
+    ("NAME", "name"),
+    ("ROLE", "role"),
+    ("NAMESPACE", "namespace"),
+    ("REPOSITORY", "repository"),
+];
+
+/// What `subject`'s bindings grant, one `ROLE (scope)` each: `Reader (namespace acme)`.
+fn granted(bindings: &Value, subject: &str) -> String {
+    let list: Vec<String> = bindings["bindings"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .filter(|b| b["subject"] == subject)
+                .map(|b| {
+                    let role = b["role"].as_str().unwrap_or_default();
+                    match (b["namespace"].as_str(), b["repository"].as_str()) {
+                        (Some(ns), _) => format!("{role} (namespace {ns})"),
+                        (_, Some(glob)) => format!("{role} (repositories {glob})"),
+                        _ => format!("{role} (organization)"),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if list.is_empty() {
+        "none".to_owned()
+    } else {
+        list.join(", ")
     }
 }

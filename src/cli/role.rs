@@ -1,7 +1,7 @@
 //! `berth role`: built-in and custom roles.
 use std::path::Path;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::common::{done, exportable, org_of};
 use super::context;
@@ -56,7 +56,12 @@ pub(super) async fn role(
 ) -> anyhow::Result<()> {
     let (c, ctx_org) = context::client(cfg_path, verbose).await?;
     let org = org_of(org, ctx_org)?;
-    let columns = [("NAME", "name"), ("BUILTIN", "builtin"), ("RULES", "rules")];
+    // The table shows each rule as words (`pull,push on repositories`), not as JSON.
+    let columns = [
+        ("NAME", "name"),
+        ("BUILTIN", "builtin"),
+        ("RULES", "ruleText"),
+    ];
     match cmd {
         RoleCommand::Create {
             name,
@@ -73,20 +78,31 @@ pub(super) async fn role(
                     &[],
                 )
                 .await?;
-            print(format, &v, "", &columns)
+            print(format, &readable(format, v), "", &columns)
         }
-        RoleCommand::List => print(
-            format,
-            &c.api("GET", &format!("/orgs/{org}/roles"), None, &[])
-                .await?,
-            "roles",
-            &columns,
-        ),
+        RoleCommand::List => {
+            let mut v = c
+                .api("GET", &format!("/orgs/{org}/roles"), None, &[])
+                .await?;
+            if format == Format::Table
+                && let Some(list) = v["roles"].as_array_mut()
+            {
+                for r in list {
+                    r["ruleText"] = json!(rule_text(&r["rules"]));
+                }
+            }
+            print(format, &v, "roles", &columns)
+        }
         RoleCommand::Get { name } => {
             let v = c
                 .api("GET", &format!("/orgs/{org}/roles/{name}"), None, &[])
                 .await?;
-            print(format, &exportable(format, v), "", &columns)
+            print(
+                format,
+                &readable(format, exportable(format, v)),
+                "",
+                &columns,
+            )
         }
         RoleCommand::Delete { name } => done(
             c.api("DELETE", &format!("/orgs/{org}/roles/{name}"), None, &[])
@@ -94,4 +110,43 @@ pub(super) async fn role(
             &format!("role {name:?} deleted"),
         ),
     }
+}
+
+/// A role for the table: its rules in words.
+fn readable(format: Format, mut v: Value) -> Value {
+    if format == Format::Table {
+        v["ruleText"] = json!(rule_text(&v["rules"]));
+    }
+    v
+}
+
+/// Rules in words, one per `;`: `pull,push on repositories`, `get,list on robots named ci-*`.
+fn rule_text(rules: &Value) -> String {
+    let words = |v: &Value| {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default()
+    };
+    rules
+        .as_array()
+        .map(|rules| {
+            rules
+                .iter()
+                .map(|r| {
+                    let names = words(&r["names"]);
+                    let mut t = format!("{} on {}", words(&r["verbs"]), words(&r["resources"]));
+                    if !names.is_empty() {
+                        t.push_str(&format!(" named {names}"));
+                    }
+                    t
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .unwrap_or_default()
 }

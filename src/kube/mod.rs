@@ -13,6 +13,34 @@ pub mod provider;
 use base64::Engine as _;
 use serde_json::{Value, json};
 
+/// The commands a token file is for, as the console's secret page shows them: (what it does,
+/// the command line with `file` in it). The CLI parses every one of them in its unit tests and
+/// the console's test runs them with a downloaded file, so a renamed flag cannot leave the page
+/// telling users to type something that fails.
+pub fn token_file_commands(
+    file: &str,
+    host: &str,
+    secret_name: &str,
+    namespace: &str,
+) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "a Kubernetes pull secret",
+            format!(
+                "berth pull-secret create {secret_name} -f {file} --server {host} --namespace {namespace}"
+            ),
+        ),
+        (
+            "docker's and podman's credentials",
+            format!("berth docker-config -f {file} --server {host}"),
+        ),
+        (
+            "the kubelet's credential provider",
+            format!("berth credential-provider --token-file {file} --registry {host}"),
+        ),
+    ]
+}
+
 /// One `auths` entry of a docker config (`~/.docker/config.json`, `.dockerconfigjson`): the
 /// user name, password, optional e-mail and `auth` (base64 of `user:password`).
 pub fn docker_auth(user: &str, password: &str, email: Option<&str>) -> Value {

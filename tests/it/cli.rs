@@ -1822,6 +1822,41 @@ async fn files_as_kubectl_users_expect() {
         config(&theirs),
         "the .dockerconfigjson means the same"
     );
+    // Typed as for kubectl, with the password on the command line (seeds 001 and 002): the same
+    // Secret, and a warning that the process list shows it.
+    let out = berth(
+        &cfg,
+        &[
+            "pull-secret",
+            "create",
+            "regcred",
+            "-n",
+            "ci",
+            "--docker-server",
+            &s.host,
+            "--docker-username",
+            id,
+            "--docker-password",
+            secret,
+            "--docker-email",
+            "ci@example.com",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        config(&parse(&String::from_utf8_lossy(&out.stdout))),
+        config(&theirs),
+        "--docker-password gives the Secret kubectl makes"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--password-stdin"),
+        "no warning about a password on the command line"
+    );
     // --server and --docker-server are one flag.
     let a = ok(
         &cfg,
@@ -2590,4 +2625,97 @@ async fn a_new_secret_never_silently_replaces_another() {
         None,
     );
     assert_ne!(id(&std::fs::read_to_string(&file).unwrap()), id(&first));
+}
+
+/// One view per robot: `robot get` shows its bindings, its tokens and API keys with status and
+/// last use, and its trusts; `robot list` what each may do and when it was last used; `role list`
+/// shows rules as words, not JSON.
+#[tokio::test]
+async fn the_cli_shows_what_a_robot_can_do() {
+    let s = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("config.yaml");
+    user_in_new_org(&s, &cfg, "rhea", "rheaorg").await;
+    ok(
+        &cfg,
+        &[
+            "robot",
+            "create",
+            "puller",
+            "--role",
+            "Reader",
+            "--namespace",
+            "rheaorg",
+        ],
+        None,
+    );
+    ok(&cfg, &["robot", "create", "idle"], None);
+    let file = ok(
+        &cfg,
+        &["robot", "token", "create", "puller", "ci", "--output", "-"],
+        None,
+    );
+    ok(&cfg, &["robot", "token", "create", "puller", "spare"], None);
+    let t: Value = serde_json::from_str(&file).unwrap();
+    // The token is used once.
+    let r = basic_client(
+        t["accessId"].as_str().unwrap(),
+        t["token"].as_str().unwrap(),
+    )
+    .get(s.url("/token?service=berth&scope=repository:rheaorg/app:pull"))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // "Last used" is written behind; it shows within seconds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let view = loop {
+        let view = ok(&cfg, &["robot", "get", "puller"], None);
+        let used = view
+            .lines()
+            .any(|l| l.starts_with("ci ") && l.contains("127.0.0.1"));
+        if used {
+            break view;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the token's last use never showed:\n{view}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    for part in ["bindings:", "tokens:", "api keys:", "trusts:"] {
+        assert!(view.contains(part), "{part} missing:\n{view}");
+    }
+    assert!(
+        view.lines()
+            .any(|l| l.contains("Reader") && l.contains("rheaorg")),
+        "the binding is shown:\n{view}"
+    );
+    assert!(
+        view.lines()
+            .any(|l| l.starts_with("spare ") && l.contains("active")),
+        "the unused token is shown with its status:\n{view}"
+    );
+    let json: Value =
+        serde_json::from_str(&ok(&cfg, &["robot", "get", "puller", "-o", "json"], None)).unwrap();
+    assert_eq!(json["tokens"].as_array().unwrap().len(), 2, "{json}");
+    assert_eq!(json["bindings"][0]["role"], "Reader", "{json}");
+    let list = ok(&cfg, &["robot", "list"], None);
+    let row = |name: &str| {
+        list.lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no row for {name}:\n{list}"))
+            .to_owned()
+    };
+    assert!(
+        row("puller").contains("Reader (namespace rheaorg)") && row("puller").contains(" 2 "),
+        "{list}"
+    );
+    assert!(row("idle").contains("none"), "{list}");
+    let roles = ok(&cfg, &["role", "list"], None);
+    assert!(
+        !roles.contains('[') && !roles.contains('{'),
+        "rules as JSON in the table:\n{roles}"
+    );
+    assert!(roles.contains("on repositories"), "{roles}");
 }

@@ -272,6 +272,72 @@ async fn console_end_to_end_in_chromium() {
         ["1", "annotated", "multi"],
         "Olivia deleted `old`, Rita deleted nothing"
     );
+    // The commands the secret page names run as shown, with the token file it handed out (the
+    // API key of the last rotation, still valid).
+    let key_file = std::fs::read_dir(work.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("\"apikey\"")))
+        .max_by_key(|p| p.file_name().unwrap().to_owned())
+        .expect("a downloaded API key file");
+    let docker_dir = tempfile::tempdir().unwrap();
+    for (what, line) in berth::kube::token_file_commands(
+        key_file.to_str().unwrap(),
+        &s.host,
+        "laptop-pull",
+        "default",
+    ) {
+        let args: Vec<&str> = line.split_whitespace().collect();
+        let mut cmd = Command::new(berth_bin());
+        cmd.args(&args[1..])
+            .env("HOME", work.path().join("nobody"))
+            .env("BERTH_CONFIG", work.path().join("nobody/config.yaml"))
+            .env("DOCKER_CONFIG", docker_dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let request = json!({
+            "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
+            "kind": "CredentialProviderRequest",
+            "image": format!("{}/acme/app:1", s.host),
+        });
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(request.to_string().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{what}: `{line}` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if line.contains("pull-secret") {
+            assert!(
+                stdout.contains("kubernetes.io/dockerconfigjson"),
+                "{stdout}"
+            );
+        }
+        if line.contains("credential-provider") {
+            assert!(stdout.contains("CredentialProviderResponse"), "{stdout}");
+        }
+    }
+    // The docker config written by the page's command pulls with skopeo.
+    let pulled = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--authfile"])
+        .arg(docker_dir.path().join("config.json"))
+        .arg(format!("docker://{}/acme/app:1", s.host))
+        .output()
+        .unwrap();
+    assert!(
+        pulled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pulled.stderr)
+    );
     // No secret ever reached the server's log (URLs included).
     let log = s.log_text();
     let secrets: Vec<String> = std::fs::read_dir(work.path())

@@ -405,7 +405,14 @@ fn secret_page(
         p.warning role="alert" { "Copy or download what you need now: the secret of " (what) " is shown only on this page, and never again." }
         @if let Some(n) = note { p { (n) } }
         (block("token-file", "Token file", &format!("{name}.json"), &file_text,
-            html! { p.muted { "For " code { "berth login --token-file" } ", " code { "berth pull-secret create -f" } " and " code { "berth credential-provider --token-file" } "." } }))
+            html! {
+                p.muted { "Saved as " code { (name) ".json" } ", it gives:" }
+                ul.commands {
+                    @for (what, command) in crate::kube::token_file_commands(&format!("{name}.json"), &s.host, &secret_name, k8s_namespace) {
+                        li { (what) ": " code { (command) } }
+                    }
+                }
+            }))
         (block("pull-secret", "Kubernetes pull secret", &format!("{secret_name}.yaml"), &pull,
             html! { p.muted { code { "kubectl apply -f " (secret_name) ".yaml" } ", then name it in " code { "imagePullSecrets" } "." } }))
         (block("image-config", "Crossplane ImageConfig", &format!("{name}-imageconfig.yaml"), &image_config,
