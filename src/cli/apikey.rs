@@ -34,6 +34,7 @@ pub enum ApiKeyCommand {
     },
     /// List API keys (yours, or a robot's with --robot); no secrets.
     #[command(after_help = "Example:\n  berth apikey list")]
+    #[command(visible_alias = "ls")]
     List {
         /// A key of this robot instead of your own.
         #[arg(long)]

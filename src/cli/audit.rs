@@ -8,6 +8,7 @@ use super::output::{Format, print};
 pub enum AuditCommand {
     /// List audit events, newest first.
     #[command(after_help = "Example:\n  berth audit list --since 24h --actor robot:acme/ci-bot")]
+    #[command(visible_alias = "ls")]
     List {
         /// Only events since this long ago (15m, 24h) or this Unix time.
         #[arg(long)]

@@ -35,6 +35,7 @@ pub enum BindingCommand {
     },
     /// List the organization's bindings.
     #[command(after_help = "Example:\n  berth binding list")]
+    #[command(visible_alias = "ls")]
     List,
     /// Show a binding; `-o yaml` prints the document `berth apply -f` takes back.
     #[command(after_help = "Example:\n  berth binding get ci-bot -o yaml > ci-bot.yaml")]

@@ -14,6 +14,7 @@ pub enum CredentialCommand {
     #[command(
         after_help = "Example:\n  berth credential list --expiring-within 14d --unused-for 90d"
     )]
+    #[command(visible_alias = "ls")]
     List {
         /// Keep credentials that expire (or expired) within this time.
         #[arg(long, value_name = "DURATION")]

@@ -33,6 +33,7 @@ pub enum MemberCommand {
     },
     /// List the organization's members.
     #[command(after_help = "Example:\n  berth member list --org acme")]
+    #[command(visible_alias = "ls")]
     List,
 }
 

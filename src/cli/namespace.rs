@@ -20,6 +20,7 @@ pub enum NamespaceCommand {
     },
     /// List the organization's namespaces.
     #[command(after_help = "Example:\n  berth namespace list --org acme")]
+    #[command(visible_alias = "ls")]
     List,
     /// Allow or stop anonymous pulls.
     #[command(after_help = "Example:\n  berth namespace set-public acme-tools false")]

@@ -17,6 +17,7 @@ pub enum OrgCommand {
     },
     /// List your organizations.
     #[command(after_help = "Example:\n  berth org list -o json")]
+    #[command(visible_alias = "ls")]
     List,
     /// Show an organization and its namespaces.
     #[command(after_help = "Example:\n  berth org get acme")]

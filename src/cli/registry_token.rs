@@ -36,6 +36,7 @@ pub enum RegistryTokenCommand {
     },
     /// List the organization's registry tokens (no secrets).
     #[command(after_help = "Example:\n  berth registry-token list")]
+    #[command(visible_alias = "ls")]
     List,
     /// Rotate a registry token: a new secret for the same token; the old one works for --overlap.
     #[command(

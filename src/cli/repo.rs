@@ -10,6 +10,7 @@ use super::output::{Format, print};
 pub enum RepoCommand {
     /// List the repositories you may pull.
     #[command(after_help = "Example:\n  berth repo list")]
+    #[command(visible_alias = "ls")]
     List,
 }
 

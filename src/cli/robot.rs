@@ -37,6 +37,7 @@ pub enum RobotCommand {
     /// List the organization's robots: what each may do (bindings), its live credentials and
     /// when one was last used.
     #[command(after_help = "Example:\n  berth robot list -o yaml")]
+    #[command(visible_alias = "ls")]
     List,
     /// Show a robot: its bindings, tokens and API keys (status, expiry, last use) and trusts.
     #[command(after_help = "Example:\n  berth robot get ci-bot")]

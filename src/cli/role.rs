@@ -32,6 +32,7 @@ pub enum RoleCommand {
     },
     /// List roles: the built-in ones and the organization's own.
     #[command(after_help = "Example:\n  berth role list")]
+    #[command(visible_alias = "ls")]
     List,
     /// Show a role's rules.
     #[command(after_help = "Example:\n  berth role get puller -o yaml")]

@@ -113,6 +113,25 @@ pub(super) async fn login(args: &LoginArgs, cfg_path: &Path, verbose: bool) -> a
     let server_name = host.clone();
     let cred_name = format!("{username}@{host}");
     let ctx_name = args.org.clone().unwrap_or_else(|| cred_name.clone());
+    // The session this login replaces ends on the server too, rather than living on unseen
+    // for its 14 days (best effort: it may have ended already).
+    let previous = cfg
+        .credentials
+        .iter()
+        .find(|c| c.name == cred_name)
+        .and_then(|c| c.credential.refresh_token.clone())
+        .filter(|old| *old != refresh);
+    if let Some(old) = previous {
+        let client = Client::new(&url, Auth::None, &server.tls()?, verbose)?;
+        let _ = client
+            .api(
+                "POST",
+                "/auth/logout",
+                Some(&json!({ "refresh_token": old })),
+                &[],
+            )
+            .await;
+    }
     cfg.upsert_server(&server_name, server);
     cfg.upsert_credential(
         &cred_name,
@@ -312,6 +331,7 @@ pub enum SessionCommand {
     /// List your live sessions: where each came from (a password or a credential), when it was
     /// last refreshed and used, and which one this client uses.
     #[command(after_help = "Example:\n  berth session list")]
+    #[command(visible_alias = "ls")]
     List,
     /// End a session (its refresh tokens and access tokens stop working within seconds), or all
     /// of them with --all.

@@ -12,6 +12,7 @@ use super::output::{Format, print};
 pub enum TagCommand {
     /// List the tags of a repository.
     #[command(after_help = "Example:\n  berth tag list acme/app")]
+    #[command(visible_alias = "ls")]
     List {
         /// The repository, such as acme/app.
         repository: String,

@@ -49,6 +49,7 @@ pub enum TokenCommand {
     },
     /// List a robot's tokens (no secrets: created, expires, last used).
     #[command(after_help = "Example:\n  berth robot token list ci-bot")]
+    #[command(visible_alias = "ls")]
     List {
         /// The robot.
         robot: String,

@@ -35,6 +35,7 @@ pub enum TrustCommand {
     },
     /// List a robot's trusts.
     #[command(after_help = "Example:\n  berth robot trust list deployer")]
+    #[command(visible_alias = "ls")]
     List {
         /// The robot (NAME or ORG/NAME).
         robot: String,

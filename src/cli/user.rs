@@ -23,6 +23,7 @@ pub enum UserCommand {
     },
     /// List users (server admins).
     #[command(after_help = "Example:\n  berth user list")]
+    #[command(visible_alias = "ls")]
     List,
     /// Delete a user with their memberships, bindings and keys.
     #[command(after_help = "Example:\n  berth user delete alice")]

@@ -263,7 +263,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s.split_at(split);
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 30s, 15m, 24h or 90d"))?;
+        .map_err(|_| format!("{s:?} is not a duration like 30s, 15m, 24h, 90d, 52w or 1y"))?;
     let secs = |mul: u64| {
         n.checked_mul(mul)
             .map(Duration::from_secs)
@@ -275,7 +275,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => secs(60),
         "h" => secs(3600),
         "d" => secs(86_400),
-        _ => Err(format!("{s:?} is not a duration like 30s, 15m, 24h or 90d")),
+        "w" => secs(7 * 86_400),
+        "y" => secs(365 * 86_400),
+        _ => Err(format!("{s:?} is not a duration like 30s, 15m, 24h, 90d, 52w or 1y")),
     }
 }
 
@@ -356,7 +358,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "invalid gc_grace: \"soon\" is not a duration like 30s, 15m, 24h or 90d"
+            "invalid gc_grace: \"soon\" is not a duration like 30s, 15m, 24h, 90d, 52w or 1y"
         );
         let e = Config::resolve(FileConfig {
             tls_key: Some("k".into()),

@@ -1132,6 +1132,11 @@ impl IamService {
 
     /// Checks that namespace `ns` exists and belongs to `org`, with an error that says what to do.
     fn namespace_of_org(&self, org: &Org, ns: &str) -> Result<()> {
+        if let Some((first, _)) = ns.split_once('/') {
+            return Err(Error::Invalid(format!(
+                "{ns:?} is not a namespace: a namespace is one name without `/` (the first segment of its repositories' names); for repositories under {ns:?} use --repository '{ns}/*', for the whole namespace --namespace {first}"
+            )));
+        }
         match self.namespace(ns)? {
             Some(n) if n.org_id == org.id => Ok(()),
             Some(_) => Err(Error::Invalid(format!(
@@ -1139,8 +1144,8 @@ impl IamService {
                 org.name
             ))),
             None => Err(Error::NotFound(format!(
-                "namespace {ns:?} not found in organization {:?}: create it with `berth namespace create {ns}`",
-                org.name
+                "namespace {ns:?} not found in organization {:?}: create it with `berth namespace create {ns} --org {}`",
+                org.name, org.name
             ))),
         }
     }

@@ -330,9 +330,9 @@ impl Reader<'_> {
              COALESCE(c.name, c.id), c.expires_at FROM credentials c \
              LEFT JOIN robots rb ON rb.id = c.robot_id LEFT JOIN orgs o1 ON o1.id = rb.org_id \
              LEFT JOIN orgs o2 ON o2.id = c.org_id LEFT JOIN users u ON u.id = c.user_id \
-             WHERE c.expires_at IS NOT NULL AND c.revoked_at IS NULL AND c.kind <> 'refresh_token' \
+             WHERE c.expires_at > ?2 AND c.revoked_at IS NULL AND c.kind <> 'refresh_token' \
              ORDER BY c.expires_at LIMIT ?1",
-            p![limit],
+            p![limit, now()],
             |r| {
                 Ok(CredentialExpiry {
                     org: r.get(0)?,

@@ -113,7 +113,15 @@ ok("other org hidden");
 // A robot whose description is a script: it renders as text.
 await page.goto(url + "/ui/orgs/acme");
 await page.click("nav >> text=Robots");
+// The browser checks names itself: every pattern compiles as browsers compile it (the v flag),
+// and a name the server refuses is refused before it is sent.
+for (const p of await page.$$eval("input[pattern]", (l) => l.map((i) => i.pattern))) {
+  assert.doesNotThrow(() => new RegExp(`^(?:${p})$`, "v"), `pattern ${p} does not compile`);
+}
+await page.fill("#robot-name", "Bad Name");
+assert.equal(await page.$eval("#robot-name", (i) => i.checkValidity()), false, "the browser lets a bad name through");
 await page.fill("#robot-name", "puller");
+assert.equal(await page.$eval("#robot-name", (i) => i.checkValidity()), true);
 await page.fill("#robot-description", xss);
 await page.click("text=Create robot");
 await page.waitForURL("**/ui/orgs/acme/robots/puller");

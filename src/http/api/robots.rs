@@ -53,8 +53,13 @@ struct NewNamed {
 }
 
 fn expiry(v: Option<&str>) -> ApiResult<Option<std::time::Duration>> {
-    v.map(|s| parse_duration(s).map_err(ApiError::Invalid))
-        .transpose()
+    match v.map(parse_duration).transpose().map_err(ApiError::Invalid)? {
+        // A credential that expires as it is made is a mistake, not a request.
+        Some(d) if d.is_zero() => Err(ApiError::Invalid(
+            "expiresIn must be longer than 0 (leave it out for the default)".into(),
+        )),
+        d => Ok(d),
+    }
 }
 
 /// Parses an optional JSON body (empty means defaults).

@@ -183,7 +183,12 @@ pub(super) async fn overview(s: Session, Path(org): Path<String>) -> Response {
     };
     let expiring: Vec<Value> = list(&flagged)
         .into_iter()
-        .filter(|v| has(v, &["expiring", "expired"]))
+        .filter(|v| has(v, &["expiring"]))
+        .collect();
+    // Expired but not revoked: not "expiring", and a reason to tidy up.
+    let expired: Vec<Value> = list(&flagged)
+        .into_iter()
+        .filter(|v| has(v, &["expired"]))
         .collect();
     // Never used at all (however new), then used once but not for 90 days.
     let mut idle: Vec<Value> = list(&all)
@@ -217,6 +222,12 @@ pub(super) async fn overview(s: Session, Path(org): Path<String>) -> Response {
         section aria-labelledby="expiring" {
             h2 #expiring { "Expiring within 14 days" }
             (credential_table(&expiring, "expires"))
+        }
+        @if !expired.is_empty() {
+            section aria-labelledby="expired" {
+                h2 #expired { "Expired, not yet deleted" }
+                (credential_table(&expired, "expires"))
+            }
         }
         section aria-labelledby="idle" {
             h2 #idle { "Never used, or unused for 90 days" }
@@ -272,7 +283,7 @@ fn new_org_form(s: &Session) -> Markup {
         form.stack method="post" action="/ui/orgs" {
             (super::layout::csrf(s))
             label for="org-name" { "New organization" }
-            input #org-name name="name" required pattern="[a-z0-9][a-z0-9._-]*" placeholder="acme";
+            input #org-name name="name" required pattern=(super::html::NAME_PATTERN) placeholder="acme";
             button type="submit" { "Create organization" }
         }
     }
@@ -323,7 +334,7 @@ pub(super) async fn users(s: Session) -> Response {
             (super::layout::csrf(&s))
             label for="u-name" { "User name" }
             input #u-name name="name" required autocomplete="off";
-            label for="u-password" { "Password (at least 12 characters)" }
+            label for="u-password" { "Password (at least " (crate::iam::password::MIN_LEN) " characters)" }
             input #u-password name="password" type="password" required autocomplete="new-password";
             button type="submit" { "Create user" }
         }

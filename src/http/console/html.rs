@@ -8,6 +8,12 @@ use maud::{DOCTYPE, Markup, html};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 
+/// The `pattern` of name fields (the server's rule: lower-case letters, digits, `.`, `_`, `-`,
+/// starting with a letter or digit). Browsers compile it with the `v` flag, under which a `-`
+/// in a class must be escaped: unescaped, the pattern does not compile and the browser's own
+/// check is silently off.
+pub(super) const NAME_PATTERN: &str = r"[a-z0-9][a-z0-9._\-]*";
+
 /// The `head` of every console page: title, viewport, the stylesheet and the script.
 pub(super) fn head(title: &str) -> Markup {
     html! {
@@ -15,6 +21,7 @@ pub(super) fn head(title: &str) -> Markup {
             meta charset="utf-8";
             meta name="viewport" content="width=device-width, initial-scale=1";
             title { (title) " · berth" }
+            link rel="icon" href="/ui/assets/favicon.svg" type="image/svg+xml";
             link rel="stylesheet" href="/ui/assets/console.css";
             script src="/ui/assets/console.js" defer {}
         }

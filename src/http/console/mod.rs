@@ -45,6 +45,8 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/ui/", get(home::home))
         .route("/ui/assets/console.css", get(css))
         .route("/ui/assets/console.js", get(js))
+        .route("/ui/assets/favicon.svg", get(favicon))
+        .route("/favicon.ico", get(favicon))
         .route("/ui/login", get(home::login_form).post(home::login))
         .route("/ui/logout", post(home::logout))
         .route("/ui/switch", get(home::switch))
@@ -210,6 +212,10 @@ async fn css() -> Response {
         "text/css; charset=utf-8",
         include_str!("assets/console.css"),
     )
+}
+
+async fn favicon() -> Response {
+    asset("image/svg+xml", include_str!("assets/favicon.svg"))
 }
 
 async fn js() -> Response {

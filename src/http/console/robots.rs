@@ -99,7 +99,7 @@ pub(super) async fn list(s: Session, Path(org): Path<String>) -> Response {
             form.stack method="post" action=(format!("/ui/orgs/{o}/robots")) {
                 (csrf(&s))
                 label for="robot-name" { "Name" }
-                input #robot-name name="name" required pattern="[a-z0-9][a-z0-9._-]*" placeholder="ci-pusher";
+                input #robot-name name="name" required pattern=(super::html::NAME_PATTERN) placeholder="ci-pusher";
                 label for="robot-description" { "Description" }
                 input #robot-description name="description" placeholder="what it is for";
                 button type="submit" { "Create robot" }
@@ -368,7 +368,12 @@ fn secret_page(
         Login::ApiKey => ("iamapikey", json!({ "name": name, "apikey": secret })),
         Login::RegistryToken => ("token", json!({ "token": secret })),
     };
-    let secret_name = format!("{name}-pull");
+    // A token named for its use (`cluster-pull`) is not made `cluster-pull-pull`.
+    let secret_name = if name.ends_with("-pull") {
+        name.clone()
+    } else {
+        format!("{name}-pull")
+    };
     let yaml = |v: &Value| serde_norway::to_string(v).unwrap_or_default();
     let pull = yaml(&crate::kube::pull_secret(
         &secret_name,
