@@ -277,7 +277,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "d" => secs(86_400),
         "w" => secs(7 * 86_400),
         "y" => secs(365 * 86_400),
-        _ => Err(format!("{s:?} is not a duration like 30s, 15m, 24h, 90d, 52w or 1y")),
+        _ => Err(format!(
+            "{s:?} is not a duration like 30s, 15m, 24h, 90d, 52w or 1y"
+        )),
     }
 }
 

@@ -2719,3 +2719,118 @@ async fn the_cli_shows_what_a_robot_can_do() {
     );
     assert!(roles.contains("on repositories"), "{roles}");
 }
+
+/// Small things users noticed: year and week durations, a zero expiry refused, `ls`, a login
+/// that replaces its previous session, a namespace typed with a `/` explained, the favicon.
+#[tokio::test]
+async fn small_things_users_noticed() {
+    let s = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("config.yaml");
+    user_in_new_org(&s, &cfg, "tess", "tessorg").await;
+    ok(&cfg, &["robot", "create", "bot", "--role", "Reader"], None);
+    // 1y and 52w are durations; 0s is not an expiry.
+    for d in ["1y", "52w"] {
+        ok(
+            &cfg,
+            &[
+                "robot",
+                "token",
+                "create",
+                "bot",
+                &format!("t{d}"),
+                "--expires-in",
+                d,
+            ],
+            None,
+        );
+    }
+    let out = berth(
+        &cfg,
+        &[
+            "robot",
+            "token",
+            "create",
+            "bot",
+            "zero",
+            "--expires-in",
+            "0s",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("longer than 0"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // `ls` lists.
+    assert!(ok(&cfg, &["robot", "ls"], None).contains("bot"));
+    // A namespace is one segment: the message says what to type instead.
+    let out = berth(
+        &cfg,
+        &[
+            "binding",
+            "create",
+            "b",
+            "--role",
+            "Reader",
+            "--robot",
+            "bot",
+            "--namespace",
+            "tessorg/team-a",
+        ],
+        None,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--repository 'tessorg/team-a/*'") && err.contains("--namespace tessorg"),
+        "{err}"
+    );
+    // Logging in again replaces the session: one is left on the server.
+    let pw = "tess-password-1\n";
+    ok(
+        &cfg,
+        &[
+            "login",
+            &s.base,
+            "-u",
+            "tess",
+            "--password-stdin",
+            "-a",
+            "tessorg",
+        ],
+        Some(pw),
+    );
+    ok(
+        &cfg,
+        &[
+            "login",
+            &s.base,
+            "-u",
+            "tess",
+            "--password-stdin",
+            "-a",
+            "tessorg",
+        ],
+        Some(pw),
+    );
+    let sessions = ok(&cfg, &["session", "list", "-o", "json"], None);
+    let v: Value = serde_json::from_str(&sessions).unwrap();
+    let named: Vec<&Value> = v["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["name"] == "session")
+        .collect();
+    assert_eq!(named.len(), 1, "{sessions}");
+    // The console's icon.
+    let r = anonymous_client()
+        .get(s.url("/favicon.ico"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "image/svg+xml");
+}

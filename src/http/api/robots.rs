@@ -53,7 +53,11 @@ struct NewNamed {
 }
 
 fn expiry(v: Option<&str>) -> ApiResult<Option<std::time::Duration>> {
-    match v.map(parse_duration).transpose().map_err(ApiError::Invalid)? {
+    match v
+        .map(parse_duration)
+        .transpose()
+        .map_err(ApiError::Invalid)?
+    {
         // A credential that expires as it is made is a mistake, not a request.
         Some(d) if d.is_zero() => Err(ApiError::Invalid(
             "expiresIn must be longer than 0 (leave it out for the default)".into(),
