@@ -124,6 +124,7 @@ async fn console_end_to_end_in_chromium() {
         "binding added",
         "trust added and deleted",
         "token created",
+        "reload mints nothing",
         "pulled with the pull secret",
         "rotated",
         "revoked",
@@ -442,6 +443,43 @@ async fn a_rotated_tokens_pull_secret_keeps_its_namespace() {
         .send()
         .await
         .unwrap();
+    // POST → 303 → the one-time page, which the sealed cookie opens once.
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let to = r.headers()["location"].to_str().unwrap().to_owned();
+    let once = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+        .find(|c| c.starts_with("berth_once="))
+        .expect("the one-time cookie");
+    let view = |cookies: String| http.get(s.url(&to)).header("cookie", cookies).send();
+    let r = view(format!("{cookie}; {once}")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .any(|v| v.to_str().unwrap().starts_with("berth_once=;")),
+        "the page clears its cookie"
+    );
     let body = r.text().await.unwrap();
     assert!(body.contains("namespace: crossplane-system"), "{body}");
+    // Without the cookie (a reload after it was cleared): gone, and no secret.
+    let r = view(cookie.clone()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::GONE);
+    assert!(!r.text().await.unwrap().contains("bthr_"));
+    // The cookie opens only with the session it was sealed for.
+    let other = console_cookie(&s, "admin", ADMIN_PASSWORD).await.unwrap();
+    let r = http
+        .get(s.url(&to))
+        .header("cookie", format!("{other}; {once}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::GONE,
+        "another session cannot open it"
+    );
 }

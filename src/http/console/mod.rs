@@ -14,12 +14,14 @@
 //!   domain string and the secret), compared in constant time, and must not come from another
 //!   site (`Sec-Fetch-Site`, `Origin`);
 //! - pages are `no-store`, framed by nobody, under a CSP that allows no inline script;
-//! - a secret appears only in the body of the POST answer that created it, never in a URL.
+//! - a secret is shown once, on the GET a create or rotate form redirects to (`once`): a reload
+//!   makes nothing and shows nothing; it never appears in a URL.
 
 mod access;
 mod home;
 mod html;
 mod layout;
+mod once;
 mod repos;
 mod robots;
 mod session;
@@ -60,6 +62,7 @@ pub(crate) fn router() -> Router<AppState> {
             "/ui/orgs/{org}/robots",
             get(robots::list).post(robots::create),
         )
+        .route("/ui/orgs/{org}/new-secret", get(robots::new_secret))
         .route("/ui/orgs/{org}/robots/{robot}", get(robots::show))
         .route("/ui/orgs/{org}/robots/{robot}/delete", post(robots::delete))
         .route(

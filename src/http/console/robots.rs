@@ -469,15 +469,60 @@ async fn mint(p: &Posted, org: &str, m: Mint) -> Response {
         }
         None => "The old secret stopped working at once; the id and name stay the same.".into(),
     });
-    let what = format!("{} {}{}", m.kind, text(&v["name"]), m.owner);
-    let new = NewSecret::from_answer(&v, what, m.file_name.as_deref());
-    let namespace = p.field("k8sNamespace").unwrap_or("default");
-    let body = html! {
-        (secret_page(s, org, &new, namespace, note))
-        p { a href=(m.back) { "Back" } }
+    // POST → 303 → GET: the page that shows the secret is a GET, so a reload never mints
+    // again; the secret reaches it sealed in a one-time cookie (`once`).
+    let view = json!({
+        "answer": {
+            "accessId": v["accessId"], "token": v["token"], "apikey": v["apikey"], "name": v["name"],
+        },
+        "what": format!("{} {}{}", m.kind, text(&v["name"]), m.owner),
+        "fileName": m.file_name,
+        "namespace": p.field("k8sNamespace").unwrap_or("default"),
+        "note": note,
+        "back": m.back,
+        "title": m.title,
+    });
+    let mut r = super::session::see_other(&format!("/ui/orgs/{}/new-secret", seg(org)));
+    match super::once::seal(s, &view) {
+        Some(c) => {
+            r.headers_mut().append(axum::http::header::SET_COOKIE, c);
+            r
+        }
+        None => super::html::error_page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The secret was made but could not be shown; delete it and make another.",
+        ),
+    }
+}
+
+/// The one-time page of a secret just made (after `mint`'s redirect). A second look finds the
+/// cookie gone and says that the secret was shown once: nothing is made again.
+pub(super) async fn new_secret(
+    Path(org): Path<String>,
+    s: Session,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let Some(view) = super::once::open(&s, &headers) else {
+        let body = html! {
+            p.warning role="alert" { "This secret was shown once and is no longer available: reloading does not make another. If you did not save it, rotate or create the credential again." }
+            p { a href=(format!("/ui/orgs/{}/robots", seg(&org))) { "Robots" } " · " a href=(format!("/ui/orgs/{}/credentials", seg(&org))) { "API keys & tokens" } }
+        };
+        let mut r = page(&s, Some(&org), "robots", "Shown once", body).await;
+        *r.status_mut() = StatusCode::GONE;
+        return r;
     };
-    let mut r = page(s, Some(org), "robots", &m.title, body).await;
-    *r.status_mut() = StatusCode::CREATED;
+    let new = NewSecret::from_answer(
+        &view["answer"],
+        text(&view["what"]).to_owned(),
+        view["fileName"].as_str(),
+    );
+    let body = html! {
+        (secret_page(&s, &org, &new, text(&view["namespace"]), view["note"].as_str().map(str::to_owned)))
+        p { a href=(text(&view["back"])) { "Back" } }
+    };
+    let mut r = page(&s, Some(&org), "robots", text(&view["title"]), body).await;
+    r.headers_mut()
+        .append(axum::http::header::SET_COOKIE, super::once::clear(&s));
     r
 }
 
