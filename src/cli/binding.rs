@@ -139,6 +139,40 @@ pub(super) async fn can_i(
     };
     let mut body = json!({ "verb": verb, "resource": kind, "name": name });
     if let Some(s) = as_subject {
+        // The server answers "no" for a subject it does not know (no oracle); the caller who
+        // may ask about others may see the org's robots and members, so a typo is named here.
+        let found = match s.split_once('/') {
+            Some(("robot", r)) => c
+                .api("GET", &format!("/orgs/{org}/robots/{r}"), None, &[])
+                .await
+                .map(|_| true),
+            Some(("user", u)) => c
+                .api("GET", &format!("/orgs/{org}/members"), None, &[])
+                .await
+                .map(|v| {
+                    v["members"]
+                        .as_array()
+                        .is_some_and(|m| m.iter().any(|x| x["name"] == u))
+                }),
+            _ => {
+                return Err(Usage(format!("--as {s:?}: expected user/NAME or robot/NAME")).into());
+            }
+        };
+        match found {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(not_found(format!(
+                    "no member {s:?} in organization {org:?}"
+                )));
+            }
+            Err(crate::client::ClientError::Status { status: 404, .. }) => {
+                return Err(not_found(format!(
+                    "no such robot {s:?} in organization {org:?}"
+                )));
+            }
+            // Not allowed to look: the server's answer is all there is.
+            Err(_) => {}
+        }
         body["subject"] = json!(s);
     }
     let v = c
@@ -152,4 +186,14 @@ pub(super) async fn can_i(
     let allowed = v["allowed"].as_bool().unwrap_or(false);
     crate::cli_print(if allowed { "yes" } else { "no" });
     Ok(allowed)
+}
+
+/// Exit code 4 and this message.
+fn not_found(message: String) -> anyhow::Error {
+    crate::client::ClientError::Status {
+        status: 404,
+        code: "NOT_FOUND".into(),
+        message,
+    }
+    .into()
 }

@@ -55,6 +55,25 @@ impl Rule {
         if self.resources.is_empty() || self.verbs.is_empty() {
             return Err("a rule needs at least one resource and one verb".into());
         }
+        // A verb must mean something on one of the rule's resources: `create` on repositories
+        // or `pull` on robots would be stored and never grant anything.
+        let takes = |r: &str, v: &str| {
+            if r == "repositories" {
+                REPOSITORY_VERBS.contains(&v)
+            } else {
+                !["pull", "push"].contains(&v)
+            }
+        };
+        for v in self.verbs.iter().filter(|v| *v != "*") {
+            let meaningful = self.resources.iter().any(|r| r == "*" || takes(r, v));
+            if !meaningful {
+                return Err(format!(
+                    "verb {v:?} means nothing on {} (repositories take {}; robots, credentials, roles and bindings take list, get, create, update, delete)",
+                    self.resources.join(", "),
+                    REPOSITORY_VERBS.join(", ")
+                ));
+            }
+        }
         for n in &self.names {
             check_glob(n)?;
         }
@@ -398,6 +417,9 @@ fn scope_covers(outer: &BindingScope, inner: &BindingScope) -> bool {
     }
 }
 
+/// The verbs that mean something on repositories.
+pub const REPOSITORY_VERBS: [&str; 4] = ["pull", "list", "push", "delete"];
+
 /// The verbs rules speak of.
 pub const VERBS: [&str; 7] = ["pull", "push", "delete", "list", "get", "create", "update"];
 
@@ -464,6 +486,43 @@ pub fn may_grant_all(g: &Grants, org: &str, other: &Grants) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rule_speaks_only_of_verbs_that_mean_something_on_its_resources() {
+        let rule = |resources: &[&str], verbs: &[&str]| Rule {
+            resources: resources.iter().map(|s| (*s).to_owned()).collect(),
+            verbs: verbs.iter().map(|s| (*s).to_owned()).collect(),
+            names: Vec::new(),
+        };
+        for (resources, verbs) in [
+            (
+                &["repositories"][..],
+                &["pull", "list", "push", "delete"][..],
+            ),
+            (
+                &["robots", "bindings"],
+                &["get", "list", "create", "update", "delete"],
+            ),
+            (&["repositories", "robots"], &["pull", "create"]),
+            (&["*"], &["create"]),
+            (&["robots"], &["*"]),
+        ] {
+            assert_eq!(
+                rule(resources, verbs).validate(),
+                Ok(()),
+                "{resources:?} {verbs:?}"
+            );
+        }
+        for (resources, verbs, bad) in [
+            (&["repositories"][..], &["pull", "create"][..], "create"),
+            (&["repositories"], &["get"], "get"),
+            (&["robots"], &["pull"], "pull"),
+            (&["credentials", "roles"], &["push"], "push"),
+        ] {
+            let e = rule(resources, verbs).validate().unwrap_err();
+            assert!(e.contains(&format!("verb {bad:?} means nothing")), "{e}");
+        }
+    }
 
     fn grant(org: &str, role: &str, scope: BindingScope) -> Grant {
         Grant {

@@ -2825,6 +2825,43 @@ async fn small_things_users_noticed() {
         .filter(|x| x["name"] == "session")
         .collect();
     assert_eq!(named.len(), 1, "{sessions}");
+    // can-i about a robot that does not exist: "no such robot", exit 4 (not a quiet "no").
+    let out = berth(
+        &cfg,
+        &["can-i", "pull", "tessorg/app", "--as", "robot/typo"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such robot"));
+    assert_eq!(
+        ok(
+            &cfg,
+            &["can-i", "pull", "tessorg/app", "--as", "robot/bot"],
+            None
+        )
+        .trim(),
+        "yes"
+    );
+    // A role whose verb means nothing on its resource is refused, saying why.
+    let out = berth(
+        &cfg,
+        &[
+            "role",
+            "create",
+            "odd",
+            "--verb",
+            "create",
+            "--resource",
+            "repositories",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("means nothing on repositories"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The console's icon.
     let r = anonymous_client()
         .get(s.url("/favicon.ico"))
