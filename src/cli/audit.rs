@@ -6,8 +6,11 @@ use super::output::{Format, print};
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum AuditCommand {
-    /// List audit events, newest first.
-    #[command(after_help = "Example:\n  berth audit list --since 24h --actor robot:acme/ci-bot")]
+    /// List audit events, newest first: yours (a server admin: everyone's), or with --org all of
+    /// an organization's (its owners, and roles that grant list on audit).
+    #[command(
+        after_help = "Example:\n  berth audit list --since 24h --actor robot:acme/ci-bot\n  berth audit list --org acme --action binding.put"
+    )]
     #[command(visible_alias = "ls")]
     List {
         /// Only events since this long ago (15m, 24h) or this Unix time.
@@ -22,6 +25,9 @@ pub enum AuditCommand {
         /// At most this many events.
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// Everything that happened in this organization, by anyone.
+        #[arg(long)]
+        org: Option<String>,
     },
 }
 
@@ -36,6 +42,7 @@ pub(super) async fn audit(
         actor,
         action,
         limit,
+        org,
     } = cmd;
     let (c, _) = context::client(cfg_path, verbose).await?;
     let mut q: Vec<(&str, String)> = vec![("limit", limit.to_string())];
@@ -45,7 +52,11 @@ pub(super) async fn audit(
         }
     }
     let query = serde_urlencoded::to_string(&q).unwrap_or_default();
-    let v = c.api("GET", &format!("/audit?{query}"), None, &[]).await?;
+    let path = match org {
+        Some(org) => format!("/orgs/{org}/audit?{query}"),
+        None => format!("/audit?{query}"),
+    };
+    let v = c.api("GET", &path, None, &[]).await?;
     let columns = [
         ("TIME", "time"),
         ("ACTOR", "actor"),

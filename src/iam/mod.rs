@@ -103,6 +103,8 @@ pub enum MemberChange {
 /// What an audit event says. Never a secret.
 #[derive(Debug, Clone, Default)]
 pub struct AuditEvent {
+    /// The organization it happened in, if any (its owners read it).
+    pub org: Option<String>,
     pub actor: Option<String>,
     pub action: &'static str,
     pub success: bool,
@@ -1277,6 +1279,7 @@ impl IamService {
                         detail: Some(f.reason.into()),
                         attempted: Some(f.attempted.clone()),
                         count: f.count,
+                        org: None,
                     })?),
                 }
             }
@@ -1329,6 +1332,7 @@ fn audit_row(e: &AuditEvent) -> AuditRow {
         detail: clean(&e.detail),
         attempted: None,
         count: 1,
+        org: e.org.clone(),
     }
 }
 

@@ -306,6 +306,7 @@ pub struct AuditEntry {
     pub attempted: Option<String>,
     /// How many events of one window this event stands for.
     pub count: i64,
+    pub org: Option<String>,
 }
 
 impl From<AuditRow> for AuditEntry {
@@ -321,6 +322,7 @@ impl From<AuditRow> for AuditEntry {
             detail: a.detail,
             attempted: a.attempted,
             count: a.count,
+            org: a.org,
         }
     }
 }

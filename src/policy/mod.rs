@@ -27,7 +27,14 @@ pub struct Rule {
 }
 
 /// The resource kinds rules speak of.
-pub const RESOURCES: [&str; 5] = ["repositories", "robots", "credentials", "roles", "bindings"];
+pub const RESOURCES: [&str; 6] = [
+    "repositories",
+    "robots",
+    "credentials",
+    "roles",
+    "bindings",
+    "audit",
+];
 
 impl Rule {
     fn allows(&self, resource: &str, verb: &str, name: &str) -> bool {

@@ -166,6 +166,7 @@ const TABLES: &[Table] = &[
             ("detail", Text),
             ("attempted", Text),
             ("count", Int),
+            ("org", Text),
         ],
     ),
     (

@@ -162,6 +162,7 @@ fn audit(r: &Row<'_>) -> Result<AuditRow> {
         detail: r.get(7)?,
         attempted: r.get(8)?,
         count: r.get(9)?,
+        org: r.get(10)?,
     })
 }
 
@@ -556,8 +557,9 @@ impl Reader<'_> {
 
     pub fn audit_events(&self, f: &AuditFilter) -> Result<Vec<AuditRow>> {
         self.conn.query(
-            "SELECT id, at, actor, action, outcome, target, client_addr, detail, attempted, count FROM audit_events
+            "SELECT id, at, actor, action, outcome, target, client_addr, detail, attempted, count, org FROM audit_events
              WHERE (CAST(?1 AS TEXT) IS NULL OR actor = ?1) AND (CAST(?2 AS TEXT) IS NULL OR action = ?2)
+             AND (CAST(?8 AS TEXT) IS NULL OR org = ?8)
              AND (CAST(?3 AS TEXT) IS NULL OR outcome = ?3)
              AND (CAST(?4 AS BIGINT) IS NULL OR at >= ?4) AND (CAST(?5 AS BIGINT) IS NULL OR id < ?5)
              AND (CAST(?7 AS BIGINT) IS NULL OR at < ?7)
@@ -569,7 +571,8 @@ impl Reader<'_> {
                 f.since,
                 f.before_id,
                 to_i64(f.limit),
-                f.until
+                f.until,
+                f.org
             ],
             audit,
         )
@@ -1360,8 +1363,8 @@ impl Writer<'_> {
 
     pub fn insert_audit(&self, e: &AuditRow) -> Result<i64> {
         self.conn.value(
-            "INSERT INTO audit_events (at, actor, action, outcome, target, client_addr, detail, attempted, count)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id",
+            "INSERT INTO audit_events (at, actor, action, outcome, target, client_addr, detail, attempted, count, org)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) RETURNING id",
             p![
                 e.at,
                 e.actor,
@@ -1371,7 +1374,8 @@ impl Writer<'_> {
                 e.client_addr,
                 e.detail,
                 e.attempted,
-                e.count
+                e.count,
+                e.org
             ],
         )
     }

@@ -236,6 +236,8 @@ pub struct AuditRow {
     pub attempted: Option<String>,
     /// How many events of one window this row stands for.
     pub count: i64,
+    /// The organization the event happened in, if any.
+    pub org: Option<String>,
 }
 
 /// Filters for listing audit events.
@@ -249,5 +251,7 @@ pub struct AuditFilter {
     pub until: Option<i64>,
     /// Return events with an id below this (pagination, newest first).
     pub before_id: Option<i64>,
+    /// Only events of this organization.
+    pub org: Option<String>,
     pub limit: u64,
 }

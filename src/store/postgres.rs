@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0002_trusts.sql"),
     include_str!("../../migrations/postgres/0003_upload_parts.sql"),
     include_str!("../../migrations/postgres/0004_lineage.sql"),
+    include_str!("../../migrations/postgres/0005_audit_org.sql"),
 ];
 
 /// Advisory lock keys (arbitrary constants, ASCII "berthmig" and "berthwrt").

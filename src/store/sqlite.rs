@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0005_trusts.sql"),
     include_str!("../../migrations/sqlite/0006_upload_parts.sql"),
     include_str!("../../migrations/sqlite/0007_lineage.sql"),
+    include_str!("../../migrations/sqlite/0008_audit_org.sql"),
 ];
 
 /// Read-only connections open at most; a reader waits for one beyond that.

@@ -4359,3 +4359,120 @@ async fn a_refused_bearer_token_tells_the_client_nothing_more() {
         "the answers to refused bearer tokens differ: {answers:#?}"
     );
 }
+
+/// An organization's audit is its owners' (and a role's that grants `list` on `audit`): it holds
+/// what anyone did in the org (its robots, the admins), and nothing of another org; a Manager
+/// robot without that grant is refused.
+#[tokio::test]
+async fn an_orgs_owners_read_everything_that_happened_in_it_and_nothing_else() {
+    let w = world().await;
+    let (s, alice) = (&w.s, &w.alice);
+    let admin = Api::admin(s);
+    // Things done in acme by others: a Manager robot creates a robot; the admin a binding.
+    let mgr = robot_with_token(alice, "acme", "mgr", "Manager", json!({})).await;
+    let (mid, msecret) = mgr.split_once(':').unwrap();
+    let as_mgr = Api::basic(s, mid, msecret);
+    as_mgr
+        .ok(
+            "POST",
+            "/orgs/acme/robots",
+            Some(json!({"name": "made-by-mgr"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    admin
+        .ok(
+            "PUT",
+            "/orgs/acme/bindings/by-admin",
+            Some(json!({"role": "Reader", "subject": "robot/made-by-mgr"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    // And in another org, which acme's owner must not see.
+    admin
+        .ok(
+            "POST",
+            "/orgs",
+            Some(json!({"name": "elsewhere"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    admin
+        .ok(
+            "POST",
+            "/orgs/elsewhere/robots",
+            Some(json!({"name": "secret-project"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let v = alice
+        .ok("GET", "/orgs/acme/audit?limit=1000", None, StatusCode::OK)
+        .await;
+    let events = v["events"].as_array().unwrap();
+    let has = |action: &str, target: &str| {
+        events
+            .iter()
+            .any(|e| e["action"] == action && e["target"] == target && e["org"] == "acme")
+    };
+    assert!(has("robot.create", "robot/acme/made-by-mgr"), "{v}");
+    assert!(has("binding.put", "org/acme/bindings/by-admin"), "{v}");
+    assert!(
+        events.iter().all(|e| e["org"] == "acme"),
+        "another org's events in acme's audit: {v}"
+    );
+    assert!(!v.to_string().contains("secret-project"), "{v}");
+    // The same filters as /audit.
+    let robots_only = alice
+        .ok(
+            "GET",
+            "/orgs/acme/audit?action=robot.create",
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert!(
+        robots_only["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["action"] == "robot.create")
+    );
+    // A Manager robot is not given the audit; a role that grants list on audit is.
+    let (status, _) = as_mgr.call("GET", "/orgs/acme/audit", None, &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    alice
+        .ok(
+            "PUT",
+            "/orgs/acme/roles/auditor",
+            Some(json!({"rules": [{"resources": ["audit"], "verbs": ["list"]}]})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let aud = robot_with_token(alice, "acme", "auditor-bot", "auditor", json!({})).await;
+    let (aid, asecret) = aud.split_once(':').unwrap();
+    let v = Api::basic(s, aid, asecret)
+        .ok("GET", "/orgs/acme/audit", None, StatusCode::OK)
+        .await;
+    assert!(!v["events"].as_array().unwrap().is_empty());
+    // ... in acme only.
+    let (status, _) = Api::basic(s, aid, asecret)
+        .call("GET", "/orgs/elsewhere/audit", None, &[])
+        .await;
+    assert!(
+        status == StatusCode::FORBIDDEN || status == StatusCode::NOT_FOUND,
+        "{status}"
+    );
+    // A server admin asking about one org gets that org's events only.
+    let v = admin
+        .ok("GET", "/orgs/elsewhere/audit", None, StatusCode::OK)
+        .await;
+    assert!(
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["org"] == "elsewhere")
+            && v.to_string().contains("secret-project"),
+        "{v}"
+    );
+}

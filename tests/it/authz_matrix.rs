@@ -509,6 +509,14 @@ async fn every_route_for_every_caller() {
             LOGGED_IN,
             &[],
         ),
+        (
+            "api org audit",
+            "GET",
+            "/api/v1/orgs/acme/audit".into(),
+            None,
+            ORG_ADMIN_ONLY,
+            &[],
+        ),
         // The rest of the management API. Destructive routes name things that do not exist:
         // a caller who may do it gets 404, one who may not gets 403 first.
         (
@@ -1032,11 +1040,11 @@ async fn every_route_for_every_caller() {
         "documented operations without a row in the matrix:\n{}",
         uncovered.join("\n")
     );
-    // 16 /v2 routes and the 61 management routes that need a caller (all but login, refresh,
+    // 16 /v2 routes and the 62 management routes that need a caller (all but login, refresh,
     // logout and openapi.json; the access review twice), times nine callers.
     assert_eq!(
         cases.len(),
-        78,
+        79,
         "the table lost or gained rows (also update the count above)"
     );
     assert!(

@@ -383,6 +383,35 @@ pub(super) async fn audit(
     caller: ApiCaller,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
+    let mut filter = audit_filter(&q)?;
+    if !caller.grants.admin {
+        let own = caller.subject();
+        if filter.actor.as_ref().is_some_and(|a| *a != own) {
+            return Err(ApiError::Forbidden(
+                "only server admins see other actors' events".into(),
+            ));
+        }
+        filter.actor = Some(own);
+    }
+    audit_answer(&state, filter).await
+}
+
+/// An organization's audit events, newest first: what happened to it and in it, by anyone
+/// (its robots, its members, the admins). For its owners and a role that grants `list` on
+/// `audit`; the same filters as `/audit`.
+pub(super) async fn org_audit(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(org): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    caller.require_manage(&org, "audit", "list", "")?;
+    let mut filter = audit_filter(&q)?;
+    filter.org = Some(org);
+    audit_answer(&state, filter).await
+}
+
+fn audit_filter(q: &HashMap<String, String>) -> ApiResult<AuditFilter> {
     let since = q.get("since").map(|s| parse_since(s)).transpose()?;
     let until = q.get("until").map(|s| parse_since(s)).transpose()?;
     let number = |k: &str| -> ApiResult<Option<i64>> {
@@ -393,7 +422,7 @@ pub(super) async fn audit(
             })
             .transpose()
     };
-    let mut filter = AuditFilter {
+    Ok(AuditFilter {
         actor: q.get("actor").cloned(),
         action: q.get("action").cloned(),
         outcome: q.get("outcome").cloned(),
@@ -401,17 +430,12 @@ pub(super) async fn audit(
         until,
         before_id: number("before")?,
         limit: number("limit")?.map_or(100, |l| u64::try_from(l.clamp(1, 1000)).unwrap_or(100)),
-    };
-    if !caller.grants.admin {
-        let own = caller.subject();
-        if filter.actor.as_ref().is_some_and(|a| *a != own) {
-            return Err(ApiError::Forbidden(
-                "only server admins see other actors' events".into(),
-            ));
-        }
-        filter.actor = Some(own);
-    }
-    blocking(&state, move |st| {
+        org: None,
+    })
+}
+
+async fn audit_answer(state: &AppState, filter: AuditFilter) -> ApiResult<Response> {
+    blocking(state, move |st| {
         st.auth.flush_usage()?;
         let events = st.auth.iam().audit_events(&filter)?;
         let next = (events.len() as u64 == filter.limit).then(|| events.last().map(|e| e.id)).flatten();
@@ -421,7 +445,7 @@ pub(super) async fn audit(
                 json!({
                     "id": e.id, "time": time(Some(e.at)), "actor": e.actor, "action": e.action,
                     "outcome": e.outcome, "target": e.target, "clientAddress": e.client_addr, "detail": e.detail,
-                    "attempted": e.attempted, "count": e.count,
+                    "attempted": e.attempted, "count": e.count, "org": e.org,
                 })
             })
             .collect();

@@ -32,7 +32,34 @@ pub(super) fn audit_change(
     action: &'static str,
     target: String,
 ) {
+    let org = org_of_target(st, &target);
+    audit_change_in(st, caller, org, action, target);
+}
+
+/// The organization a change's target belongs to: `org/ORG/…`, `robot/ORG/…`, or a namespace's
+/// owner; `None` for users and their own sessions and keys.
+fn org_of_target(st: &AppState, target: &str) -> Option<String> {
+    let mut parts = target.split('/');
+    match (parts.next(), parts.next()) {
+        (Some("org" | "robot"), Some(org)) => org.split_whitespace().next().map(str::to_owned),
+        (Some("namespace"), Some(ns)) => {
+            let ns = ns.split_whitespace().next()?;
+            st.auth.iam().namespace(ns).ok().flatten().map(|n| n.org)
+        }
+        _ => None,
+    }
+}
+
+/// Records a change in organization `org` (its owners read it in the org's audit).
+pub(super) fn audit_change_in(
+    st: &AppState,
+    caller: &ApiCaller,
+    org: Option<String>,
+    action: &'static str,
+    target: String,
+) {
     st.auth.audit(AuditEvent {
+        org,
         actor: Some(caller.subject()),
         action,
         success: true,
@@ -511,7 +538,13 @@ pub(super) async fn delete_namespace(
             )));
         }
         st.auth.iam().delete_namespace(&ns)?;
-        audit_change(st, &caller, "namespace.delete", format!("namespace/{ns}"));
+        audit_change_in(
+            st,
+            &caller,
+            Some(row.org.clone()),
+            "namespace.delete",
+            format!("namespace/{ns}"),
+        );
         Ok(StatusCode::NO_CONTENT.into_response())
     })
     .await

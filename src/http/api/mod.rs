@@ -111,6 +111,7 @@ api_routes! {
     delete "/orgs/{org}/bindings/{name}" => access::delete_binding, "Delete a binding (bindings:delete, and holding what it grants)", 204, [];
     post "/orgs/{org}/access-review" => access::review, "Whether a subject may do a verb on a resource", 200, ["allowed"];
     get "/audit" => access::audit, "List audit events, newest first (filters: actor, action, outcome, since and until as Unix seconds, RFC 3339 or a duration back from now; before: the next page's cursor; limit)", 200, ["events", "next"];
+    get "/orgs/{org}/audit" => access::org_audit, "An organization's audit events, newest first: what anyone did in it (owners, and roles that grant list on audit; the same filters as /audit)", 200, ["events", "next"];
     get "/orgs/{org}/repositories" => repos::list_repositories, "List the organization's repositories the caller may pull, with tag count, size and last push (members)", 200, ["repositories"];
     get "/orgs/{org}/repositories/{*repository}" => repos::get_repository, "A page of a repository's tags (n ≤ 50, after last) with digest, media type, size, platforms, annotations (up to 16 KiB) and push time, the first 10 referrers of each, the caller's actions on it, and next: the last tag of the page when there are more (members who may pull it)", 200, ["name", "org", "actions", "tags", "next"];
     get "/orgs/{org}/storage" => repos::storage, "Storage per namespace of the organization: repositories and bytes (members)", 200, ["namespaces"];

@@ -353,7 +353,8 @@ pub(super) async fn check(Path(org): Path<String>, p: Posted) -> Response {
 const AUDIT_PAGE: u32 = 50;
 
 /// `GET /ui/orgs/{org}/audit`: events newest first, filtered by actor, action, outcome and time
-/// range, `AUDIT_PAGE` at a time. Server admins see everyone's; others their own (the API's rule).
+/// range, `AUDIT_PAGE` at a time: everything that happened in the organization for its owners
+/// (and roles that grant list on audit), else the caller's own events (the API's rules).
 pub(super) async fn audit(
     s: Session,
     Path(org): Path<String>,
@@ -365,11 +366,22 @@ pub(super) async fn audit(
         .filter_map(|k| get(k).map(|v| format!("&{k}={}", seg(v))))
         .collect();
     let before = get("before").map_or_else(String::new, |b| format!("&before={}", seg(b)));
-    let events = s
-        .api
-        .get(format!("/audit?limit={AUDIT_PAGE}{filters}{before}"))
-        .await;
     let o = seg(&org);
+    let in_org = s
+        .api
+        .get(format!(
+            "/orgs/{o}/audit?limit={AUDIT_PAGE}{filters}{before}"
+        ))
+        .await;
+    let whole_org = in_org.is_ok();
+    let events = match in_org {
+        Ok(v) => Ok(v),
+        Err(_) => {
+            s.api
+                .get(format!("/audit?limit={AUDIT_PAGE}{filters}{before}"))
+                .await
+        }
+    };
     let field = |id: &str, label: &str, kind: &str, hint: &str| -> Markup {
         html! {
             div.field {
@@ -393,7 +405,8 @@ pub(super) async fn audit(
             (field("until", "Until (UTC)", "datetime-local", ""))
             button type="submit" { "Filter" }
         }
-        @if !s.admin { p.muted { "You see your own events; server admins see everyone's." } }
+        @if whole_org { p.muted { "Everything that happened in " (org) ", by anyone." } }
+        @else { p.muted { "You see your own events; an organization's owners see all of its events." } }
         @match &events {
             Err(e) => p.error role="alert" { (e.message) },
             Ok(v) => {
