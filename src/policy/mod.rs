@@ -495,6 +495,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn admins_and_owners_hold_everything_org_wide_and_nobody_else_does() {
+        let admin = Grants {
+            admin: true,
+            ..Grants::default()
+        };
+        assert_eq!(org_wide_actions(&admin, "acme"), Actions::ALL);
+        let owner = Grants {
+            owner_of: vec!["acme".into()],
+            ..Grants::default()
+        };
+        assert_eq!(org_wide_actions(&owner, "acme"), Actions::ALL);
+        assert_eq!(org_wide_actions(&owner, "other"), Actions::NONE);
+        assert_eq!(org_wide_actions(&Grants::default(), "acme"), Actions::NONE);
+        let reader = Grants {
+            grants: vec![grant("acme", "Reader", BindingScope::Org)],
+            ..Grants::default()
+        };
+        assert_eq!(org_wide_actions(&reader, "acme"), Actions::of(&[Action::Pull]));
+        let scoped = Grants {
+            grants: vec![grant("acme", "Writer", BindingScope::Namespace("acme".into()))],
+            ..Grants::default()
+        };
+        assert_eq!(org_wide_actions(&scoped, "acme"), Actions::NONE);
+    }
+
+    #[test]
+    fn globs_are_bounded_at_exactly_their_limits() {
+        assert!(check_glob(&"a".repeat(MAX_GLOB_LEN)).is_ok());
+        assert!(check_glob(&"a".repeat(MAX_GLOB_LEN + 1)).is_err());
+        assert!(check_glob("").is_err());
+        // Literals are not wildcards, however many.
+        assert!(check_glob(&"ab/".repeat(40)).is_ok());
+        let stars = |n: usize| vec!["a*"; n].join("/");
+        assert!(check_glob(&stars(MAX_GLOB_WILDCARDS)).is_ok());
+        assert!(check_glob(&stars(MAX_GLOB_WILDCARDS + 1)).is_err());
+    }
+
+    #[test]
     fn a_rule_speaks_only_of_verbs_that_mean_something_on_its_resources() {
         let rule = |resources: &[&str], verbs: &[&str]| Rule {
             resources: resources.iter().map(|s| (*s).to_owned()).collect(),
