@@ -521,6 +521,25 @@ mod tests {
     }
 
     #[test]
+    fn a_scope_covers_exactly_what_lies_inside_it() {
+        use BindingScope::{Namespace as Ns, Org, Repository as Repo};
+        let ns = |n: &str| Ns(n.into());
+        let repo = |g: &str| Repo(g.into());
+        assert!(scope_covers(&Org, &ns("acme")));
+        assert!(!scope_covers(&ns("acme"), &Org));
+        assert!(scope_covers(&ns("acme"), &ns("acme")));
+        assert!(!scope_covers(&ns("acme"), &ns("other")));
+        assert!(scope_covers(&ns("acme"), &repo("acme/app-*")));
+        assert!(!scope_covers(&ns("acme"), &repo("other/app")));
+        // A glob whose namespace is itself a pattern is never inside one namespace.
+        assert!(!scope_covers(&ns("ac*"), &repo("ac*/app")));
+        assert!(scope_covers(&repo("**"), &ns("acme")));
+        assert!(!scope_covers(&repo("acme/app-*"), &ns("acme")));
+        assert!(scope_covers(&repo("acme/**"), &repo("acme/team/*")));
+        assert!(!scope_covers(&repo("acme/team/*"), &repo("acme/**")));
+    }
+
+    #[test]
     fn globs_are_bounded_at_exactly_their_limits() {
         assert!(check_glob(&"a".repeat(MAX_GLOB_LEN)).is_ok());
         assert!(check_glob(&"a".repeat(MAX_GLOB_LEN + 1)).is_err());
