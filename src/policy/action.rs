@@ -76,3 +76,32 @@ impl Actions {
         actions.iter().fold(Actions::NONE, |s, a| s.with(*a))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_read_and_print_as_they_are_named() {
+        for a in [Action::Pull, Action::Push, Action::Delete] {
+            assert_eq!(Action::parse(a.as_str()), Some(a));
+        }
+        assert_eq!(Action::parse("Pull"), None);
+        assert_eq!(Action::parse(""), None);
+    }
+
+    #[test]
+    fn sets_of_actions_hold_exactly_their_members() {
+        let pp = Actions::of(&[Action::Pull, Action::Push]);
+        assert!(pp.contains(Action::Pull) && pp.contains(Action::Push));
+        assert!(!pp.contains(Action::Delete));
+        assert_eq!(pp.iter().collect::<Vec<_>>(), [Action::Pull, Action::Push]);
+        let d = Actions::NONE.with(Action::Delete);
+        assert_eq!(pp.union(d), Actions::ALL);
+        assert_eq!(pp.intersect(d), Actions::NONE);
+        assert_eq!(pp.intersect(Actions::ALL), pp);
+        assert!(Actions::NONE.is_empty() && !d.is_empty());
+        assert_eq!(Actions::ALL.iter().count(), 3);
+        assert_eq!(Actions::default(), Actions::NONE);
+    }
+}
