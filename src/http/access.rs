@@ -146,7 +146,8 @@ pub(crate) enum Denial {
         scope: Option<String>,
         insufficient: bool,
     },
-    Denied,
+    /// An authenticated caller without the right; says what was missing.
+    Denied(String),
     NameUnknown,
     Internal(String),
 }
@@ -257,10 +258,13 @@ impl Denial {
                 );
                 r
             }
-            Denial::Denied => (
+            Denial::Denied(missing) => (
                 StatusCode::FORBIDDEN,
                 json,
-                body("DENIED", "requested access to the resource is denied"),
+                body(
+                    "DENIED",
+                    &format!("requested access to the resource is denied: {missing}"),
+                ),
             )
                 .into_response(),
             Denial::NameUnknown => (

@@ -512,9 +512,16 @@ mod tests {
             grants: vec![grant("acme", "Reader", BindingScope::Org)],
             ..Grants::default()
         };
-        assert_eq!(org_wide_actions(&reader, "acme"), Actions::of(&[Action::Pull]));
+        assert_eq!(
+            org_wide_actions(&reader, "acme"),
+            Actions::of(&[Action::Pull])
+        );
         let scoped = Grants {
-            grants: vec![grant("acme", "Writer", BindingScope::Namespace("acme".into()))],
+            grants: vec![grant(
+                "acme",
+                "Writer",
+                BindingScope::Namespace("acme".into()),
+            )],
             ..Grants::default()
         };
         assert_eq!(org_wide_actions(&scoped, "acme"), Actions::NONE);

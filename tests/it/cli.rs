@@ -1060,7 +1060,7 @@ async fn output_snapshots() {
     };
     assert_eq!(
         snap(&["robot", "list"]),
-        "NAME     DESCRIPTION    CREATED\nbuilder  builds things  [TIME]\nreader   -              [TIME]\n"
+        "NAME     BINDINGS  CREDENTIALS  TRUSTS  LAST USED  DESCRIPTION\nbuilder  none      1            0       -          builds things\nreader   none      0            0       -          -\n"
     );
     // Ids and times have fixed widths, so the padding is part of the snapshot.
     assert_eq!(
@@ -1085,7 +1085,7 @@ async fn output_snapshots() {
     );
     assert_eq!(
         snap(&["robot", "get", "reader", "-o", "yaml"]),
-        "created: [TIME]\ndescription: null\nname: reader\norg: horg\ntrusts: []\n"
+        "apikeys: []\nbindings: []\ncreated: [TIME]\ndescription: null\nname: reader\norg: horg\ntokens: []\ntrusts: []\n"
     );
     assert_eq!(
         snap(&["config", "view", "--minify"]),
@@ -1233,7 +1233,7 @@ async fn remaining_commands_and_their_error_paths() {
             "elsewhere",
         ],
         4,
-        "namespace \"elsewhere\" not found in organization \"iorg\": create it with `berth namespace create elsewhere`",
+        "namespace \"elsewhere\" not found in organization \"iorg\": create it with `berth namespace create elsewhere --org iorg`",
     );
     ok(&cfg, &["binding", "delete", "b1"], None);
     fails(&["binding", "delete", "b1"], 4, "binding \"b1\" not found");
@@ -1308,10 +1308,10 @@ async fn remaining_commands_and_their_error_paths() {
     assert_eq!(
         snap(&["role", "list"]),
         "NAME     BUILTIN  RULES\n\
-         Reader   true     [{\"resources\":[\"repositories\"],\"verbs\":[\"pull\",\"list\"]}]\n\
-         Writer   true     [{\"resources\":[\"repositories\"],\"verbs\":[\"pull\",\"list\",\"push\"]}]\n\
-         Manager  true     [{\"resources\":[\"repositories\"],\"verbs\":[\"pull\",\"list\",\"push\",\"delete\"]},{\"resources\":[\"robots\",\"credentials\",\"roles\",\"bindings\"],\"verbs\":[\"*\"]}]\n\
-         viewer   false    [{\"resources\":[\"repositories\"],\"verbs\":[\"pull\"]}]\n"
+         Reader   true     pull,list on repositories\n\
+         Writer   true     pull,list,push on repositories\n\
+         Manager  true     pull,list,push,delete on repositories; * on robots,credentials,roles,bindings\n\
+         viewer   false    pull on repositories\n"
     );
     fails(
         &["role", "create", "bad", "--verb", "fly"],
@@ -1619,7 +1619,7 @@ async fn a_robot_is_bound_in_one_step_and_an_unbound_one_says_so() {
     assert_eq!(out.status.code(), Some(4));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("namespace \"nowhere\" not found in organization \"uorg\": create it with `berth namespace create nowhere`"),
+        err.contains("namespace \"nowhere\" not found in organization \"uorg\": create it with `berth namespace create nowhere --org uorg`"),
         "{err}"
     );
     let out = berth(

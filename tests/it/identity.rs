@@ -1942,6 +1942,24 @@ async fn every_operation_answers_the_shape_the_document_gives() {
     )
     .await;
     t.call(&alice, "get", "/audit", "/audit", None, &[]).await;
+    let org_audit = t
+        .call(
+            &alice,
+            "get",
+            "/orgs/{org}/audit",
+            "/orgs/acme/audit",
+            None,
+            &[],
+        )
+        .await;
+    assert!(
+        org_audit["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["org"] == "acme"),
+        "{org_audit}"
+    );
     t.call(
         &alice,
         "delete",

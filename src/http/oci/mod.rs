@@ -124,8 +124,13 @@ async fn authorize(state: &AppState, route: &OciRoute, caller: &Caller) -> Resul
                 insufficient: false,
             },
             // The same answer whether or not the namespace exists: a caller that may not act
-            // there does not learn which names are taken.
-            Caller::Principal(..) => Denial::Denied,
+            // there does not learn which names are taken. It names what was missing, which the
+            // caller knows already (what it asked for, and who it is).
+            Caller::Principal(p, _) => Denial::Denied(format!(
+                "{} on {repo} is not granted to {}",
+                need.as_str(),
+                p.subject()
+            )),
         });
     }
     if matches!(
