@@ -67,7 +67,10 @@ mod tests {
         // Only the catalog, and only with `*`.
         assert_eq!(Scope::parse("registry:catalog:pull"), None);
         assert_eq!(Scope::parse("registry:other:*"), None);
-        assert_eq!(Scope::parse("registry:catalog:pull,*"), Some(Scope::Catalog));
+        assert_eq!(
+            Scope::parse("registry:catalog:pull,*"),
+            Some(Scope::Catalog)
+        );
         assert_eq!(Scope::parse("repository:Bad:pull"), None);
         assert_eq!(Scope::parse("nonsense"), None);
         // Registry hosts with ports in the name are not repository names.

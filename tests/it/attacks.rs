@@ -3780,6 +3780,69 @@ async fn every_console_form_refuses_a_post_without_its_csrf_token() {
             .any(|m| m["user"] == "bob" && m["role"] == "member"),
         "{members}"
     );
+    // Every form again, now as bob (a member with no binding) with his own valid CSRF token:
+    // the console has no authorization of its own, so each answer is the API's, and only what
+    // any signed-in user may do (make an org, make his own API key) goes through.
+    let bob = console_cookie(s, "bob", "bob-password-1").await.unwrap();
+    let page = http
+        .get(s.url("/ui/orgs/acme/credentials"))
+        .header("cookie", &bob)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let at = page.find("name=\"_csrf\" value=\"").unwrap() + 20;
+    let bob_csrf = page[at..at + 40].to_owned();
+    let allowed_to_anyone = ["/ui/orgs", "/ui/orgs/acme/apikeys"];
+    for (path, fields) in forms.iter().filter(|(p, _)| p != "/ui/logout") {
+        let mut f = fields.clone();
+        f.push(("_csrf", bob_csrf.clone()));
+        let r = http
+            .post(s.url(path))
+            .header("cookie", &bob)
+            .header("sec-fetch-site", "same-origin")
+            .form(&f)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        if allowed_to_anyone.contains(&path.as_str()) {
+            assert!(
+                status == StatusCode::SEE_OTHER || status == StatusCode::OK,
+                "{path} as a plain member: {status}"
+            );
+        } else if path.contains(&format!("/apikeys/{key_id}/")) {
+            // Alice's own key is not bob's to touch: not found, as for any key not his.
+            assert_eq!(status, StatusCode::NOT_FOUND, "{path} as a plain member");
+        } else {
+            assert_eq!(status, StatusCode::FORBIDDEN, "{path} as a plain member");
+        }
+    }
+    // Nothing of acme changed.
+    assert_eq!(trust_names(alice, "reader").await, ["t1"]);
+    alice
+        .ok("GET", "/orgs/acme/roles/r1", None, StatusCode::OK)
+        .await;
+    alice
+        .ok("GET", "/orgs/acme/bindings/reader", None, StatusCode::OK)
+        .await;
+    assert_eq!(
+        token_status(s, &w.robot_token.0, &w.robot_token.1, "127.0.0.1").await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        alice.get("/orgs/acme/robots/evil").await.0,
+        StatusCode::NOT_FOUND
+    );
+    let r = client()
+        .get(s.url("/v2/acme/app/manifests/v1"))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "the tag is still there");
 }
 
 #[tokio::test]
