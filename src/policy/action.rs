@@ -98,6 +98,7 @@ mod tests {
         assert_eq!(pp.iter().collect::<Vec<_>>(), [Action::Pull, Action::Push]);
         let d = Actions::NONE.with(Action::Delete);
         assert_eq!(pp.union(d), Actions::ALL);
+        assert_eq!(pp.union(pp), pp, "a union keeps what both hold");
         assert_eq!(pp.intersect(d), Actions::NONE);
         assert_eq!(pp.intersect(Actions::ALL), pp);
         assert!(Actions::NONE.is_empty() && !d.is_empty());
