@@ -454,6 +454,14 @@ async fn a_rotated_tokens_pull_secret_keeps_its_namespace() {
         .find(|c| c.starts_with("berth_once="))
         .expect("the one-time cookie");
     let view = |cookies: String| http.get(s.url(&to)).header("cookie", cookies).send();
+    // Under another organization's page it opens nothing.
+    let r = http
+        .get(s.url("/ui/orgs/elsewhere/new-secret"))
+        .header("cookie", format!("{cookie}; {once}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::GONE);
     let r = view(format!("{cookie}; {once}")).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert!(

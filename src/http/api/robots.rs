@@ -797,17 +797,13 @@ fn rotate_owned(
         .auth
         .iam()
         .rotate_credential(&row.id, overlap, &caller.provenance())?;
-    // A generation ends now when the overlap is zero (the current one) or when an overlap was
-    // still running (the one before, which this rotation drops): this node reads the
-    // revocation at once and forgets the logins it verified with the credential, so the ended
-    // secret stops now, not when its cache would let it go.
-    let running = row
-        .previous_until
-        .is_some_and(|until| until > crate::store::now());
-    if overlap.is_zero() || running {
-        st.auth.refresh_revocations()?;
-        st.auth.forget_credential(&row.id);
-    }
+    // A rotation may end a generation now: the current one (no overlap) or the one before
+    // (an overlap was running, perhaps started by a rotation at the same moment). Whichever it
+    // was, this node reads the revocations at once and forgets the logins it verified with the
+    // credential, so an ended secret stops now, not when its cache would let it go. Rotations
+    // are rare; the cost is one read.
+    st.auth.refresh_revocations()?;
+    st.auth.forget_credential(&row.id);
     audit_change(
         st,
         caller,

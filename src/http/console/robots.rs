@@ -481,6 +481,10 @@ async fn mint(p: &Posted, org: &str, m: Mint) -> Response {
         "note": note,
         "back": m.back,
         "title": m.title,
+        // Good for this organization's page and a few minutes: a copy of the cookie (a shared
+        // HAR file, a proxy's log) opens nothing later, nor under another org's page.
+        "org": org,
+        "until": crate::store::now() + ONCE_SECONDS,
     });
     let mut r = super::session::see_other(&format!("/ui/orgs/{}/new-secret", seg(org)));
     match super::once::seal(s, &view) {
@@ -495,6 +499,9 @@ async fn mint(p: &Posted, org: &str, m: Mint) -> Response {
     }
 }
 
+/// How long the redirect to a new secret's page may take.
+const ONCE_SECONDS: i64 = 120;
+
 /// The one-time page of a secret just made (after `mint`'s redirect). A second look finds the
 /// cookie gone and says that the secret was shown once: nothing is made again.
 pub(super) async fn new_secret(
@@ -502,7 +509,13 @@ pub(super) async fn new_secret(
     s: Session,
     headers: axum::http::HeaderMap,
 ) -> Response {
-    let Some(view) = super::once::open(&s, &headers) else {
+    let view = super::once::open(&s, &headers).filter(|v| {
+        v["org"] == org.as_str()
+            && v["until"]
+                .as_i64()
+                .is_some_and(|t| t >= crate::store::now())
+    });
+    let Some(view) = view else {
         let body = html! {
             p.warning role="alert" { "This secret was shown once and is no longer available: reloading does not make another. If you did not save it, rotate or create the credential again." }
             p { a href=(format!("/ui/orgs/{}/robots", seg(&org))) { "Robots" } " · " a href=(format!("/ui/orgs/{}/credentials", seg(&org))) { "API keys & tokens" } }
