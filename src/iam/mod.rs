@@ -900,19 +900,30 @@ impl IamService {
         let secret =
             Secret::generate(SecretKind::RefreshToken).map_err(|e| Error::Random(e.to_string()))?;
         let created_at = now();
-        let Some(old) = self.meta.read(|r| r.credential(&old.id))? else {
-            return Ok(None);
-        };
+        // The successor: the same owner, family and source; a new secret and lifetime (refresh
+        // tokens are never rotated with an overlap, so there is no previous secret).
         let row = CredentialRow {
             id: secret.id().to_string(),
+            kind: old.kind.as_str().to_owned(),
+            name: old.name.clone(),
+            user_id: old.user_id,
+            robot_id: old.robot_id,
+            org_id: old.org_id,
             secret_hash: secret.hash(),
+            readwrite: old.readwrite,
+            description: old.description.clone(),
             created_at,
             expires_at: Some(expires(created_at, ttl)),
             revoked_at: None,
             last_used_at: None,
             last_used_addr: None,
             last_used_agent: None,
-            ..old.clone()
+            source: old.source.clone(),
+            family: old.family.clone(),
+            creator: old.creator.clone(),
+            previous_hash: None,
+            previous_until: None,
+            generation: old.generation,
         };
         let won = self.meta.write(|w| w.rotate_refresh(&old.id, &row))?;
         Ok(if won {

@@ -7,14 +7,14 @@
 //! The cookie is `HttpOnly`, `SameSite=Strict`, limited to `/ui/orgs`, `Secure` under TLS, and has
 //! no `Max-Age`, so the browser keeps it in memory only.
 
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue};
 use base64::Engine as _;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom as _, SystemRandom};
 use serde_json::Value;
 use sha2::Digest as _;
 
-use super::session::Session;
+use super::session::{Session, cookie};
 
 const COOKIE: &str = "berth_once";
 
@@ -55,14 +55,7 @@ pub(super) fn seal(s: &Session, v: &Value) -> Option<HeaderValue> {
 
 /// What the cookie holds, if it was sealed for this session.
 pub(super) fn open(s: &Session, headers: &HeaderMap) -> Option<Value> {
-    let text = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v)?;
+    let text = cookie(headers, COOKIE)?;
     let mut sealed = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(text)
         .ok()?;
