@@ -982,6 +982,15 @@ impl ContentService {
         }
     }
 
+    /// Deletes a repository with its tags and manifests; its blobs go with the next GC unless
+    /// another repository links them. The number of tags it had.
+    pub async fn delete_repository(&self, repo: &RepositoryName) -> Result<u64> {
+        let repo = repo.clone();
+        self.blocking(move |s| Ok(s.meta.write(|w| w.delete_repository(repo.as_str()))?))
+            .await?
+            .ok_or(Error::NameUnknown)
+    }
+
     pub fn tags(
         &self,
         repo: &RepositoryName,

@@ -39,6 +39,23 @@ pub struct TagDetail {
     pub total_size: u64,
 }
 
+/// How a page of tags sorts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagOrder {
+    Name,
+    PushedNewest,
+}
+
+/// Which page of a repository's tags to read.
+#[derive(Debug, Clone, Copy)]
+pub struct TagQuery<'a> {
+    /// A case-insensitive substring of the tag ("" for every tag).
+    pub filter: &'a str,
+    pub order: TagOrder,
+    pub offset: u64,
+    pub limit: u64,
+}
+
 /// A manifest that names a subject, as the referrers API lists it.
 #[derive(Debug, Clone)]
 pub struct ReferrerRow {

@@ -3,7 +3,8 @@
 
 use super::error::{Error, Result};
 use super::model::{
-    GcPlan, ManifestRow, NewManifest, ReferrerRow, RepoSummary, TagDetail, UploadRow, now,
+    GcPlan, ManifestRow, NewManifest, ReferrerRow, RepoSummary, TagDetail, TagOrder, TagQuery,
+    UploadRow, now,
 };
 use super::sql::p;
 use super::sql::{Reader, Writer, digest_col, to_i64, to_u64};
@@ -249,15 +250,21 @@ impl Reader<'_> {
     /// manifest's row and total size (the manifest and everything it references, from the
     /// stored references, never by reading manifests). Annotations longer than
     /// `annotations_max` bytes are left out (`annotations_len` tells).
+    /// One page of a repository's tags with their manifests: `filter` is a case-insensitive
+    /// substring of the tag, `order` says how they sort, `offset` and `limit` pick the page.
     pub fn tag_details(
         &self,
         repo: &str,
-        after: Option<&str>,
-        limit: u64,
+        q: &TagQuery<'_>,
         annotations_max: u64,
     ) -> Result<Vec<TagDetail>> {
+        let order = match q.order {
+            TagOrder::Name => "t.name",
+            TagOrder::PushedNewest => "t.updated_at DESC, t.name",
+        };
         self.conn.query(
-            "SELECT t.name, m.digest, m.media_type, m.artifact_type, m.size,
+            &format!(
+                "SELECT t.name, m.digest, m.media_type, m.artifact_type, m.size,
                     CASE WHEN length(m.annotations) <= CAST(?4 AS BIGINT) THEN m.annotations END,
                     CAST(COALESCE(length(m.annotations), 0) AS BIGINT), t.updated_at,
                     CAST(m.size
@@ -265,12 +272,23 @@ impl Reader<'_> {
                        WHERE mr.repo_id = r.id AND mr.manifest_digest = m.digest AND mr.kind = 0)
                     + (SELECT COALESCE(SUM(m2.size), 0) FROM manifest_refs mr
                        JOIN manifests m2 ON m2.repo_id = r.id AND m2.digest = mr.ref_digest
-                       WHERE mr.repo_id = r.id AND mr.manifest_digest = m.digest AND mr.kind = 1) AS BIGINT)
+                       WHERE mr.repo_id = r.id AND mr.manifest_digest = m.digest AND mr.kind = 1)
+                    + (SELECT COALESCE(SUM(b.size), 0) FROM blobs b WHERE b.digest IN
+                       (SELECT mr2.ref_digest FROM manifest_refs mr
+                        JOIN manifest_refs mr2 ON mr2.repo_id = r.id AND mr2.manifest_digest = mr.ref_digest AND mr2.kind = 0
+                        WHERE mr.repo_id = r.id AND mr.manifest_digest = m.digest AND mr.kind = 1)) AS BIGINT)
              FROM repositories r JOIN tags t ON t.repo_id = r.id
              JOIN manifests m ON m.repo_id = r.id AND m.digest = t.digest
-             WHERE r.name = ?1 AND (CAST(?2 AS TEXT) IS NULL OR t.name > CAST(?2 AS TEXT))
-             ORDER BY t.name LIMIT ?3",
-            p![repo, after, to_i64(limit), to_i64(annotations_max)],
+             WHERE r.name = ?1 AND lower(t.name) LIKE ?2 ESCAPE '!'
+             ORDER BY {order} LIMIT ?3 OFFSET ?5"
+            ),
+            p![
+                repo,
+                like_pattern(q.filter),
+                to_i64(q.limit),
+                to_i64(annotations_max),
+                to_i64(q.offset)
+            ],
             |r| {
                 Ok(TagDetail {
                     tag: r.get(0)?,
@@ -284,6 +302,32 @@ impl Reader<'_> {
                     total_size: to_u64(r.get(8)?),
                 })
             },
+        )
+    }
+
+    /// How many of a repository's tags hold `filter` (as `tag_details` reads it).
+    pub fn tag_count(&self, repo: &str, filter: &str) -> Result<u64> {
+        self.conn
+            .value::<i64>(
+                "SELECT COUNT(*) FROM repositories r JOIN tags t ON t.repo_id = r.id
+                 WHERE r.name = ?1 AND lower(t.name) LIKE ?2 ESCAPE '!'",
+                p![repo, like_pattern(filter)],
+            )
+            .map(to_u64)
+    }
+
+    /// The manifests an index names, each with its size and its blobs' (an image's size per
+    /// platform).
+    pub fn index_children(&self, repo: &str, index: &Digest) -> Result<Vec<(Digest, u64)>> {
+        self.conn.query(
+            "SELECT m2.digest, CAST(m2.size + (SELECT COALESCE(SUM(b.size), 0) FROM manifest_refs mr2
+                 JOIN blobs b ON b.digest = mr2.ref_digest
+                 WHERE mr2.repo_id = r.id AND mr2.manifest_digest = m2.digest AND mr2.kind = 0) AS BIGINT)
+             FROM repositories r JOIN manifest_refs mr ON mr.repo_id = r.id
+             JOIN manifests m2 ON m2.repo_id = r.id AND m2.digest = mr.ref_digest
+             WHERE r.name = ?1 AND mr.manifest_digest = ?2 AND mr.kind = 1",
+            p![repo, index.to_string()],
+            |r| Ok((digest_col(r.get(0)?)?, to_u64(r.get(1)?))),
         )
     }
 
@@ -305,20 +349,44 @@ impl Writer<'_> {
             |r| r.get(0),
         )?;
         for id in &ids {
-            for table in [
-                "tags",
-                "manifests",
-                "manifest_refs",
-                "repo_blobs",
-                "uploads",
-            ] {
-                self.conn
-                    .execute(&format!("DELETE FROM {table} WHERE repo_id = ?1"), p![id])?;
-            }
-            self.conn
-                .execute("DELETE FROM repositories WHERE id = ?1", p![id])?;
+            self.delete_repo_rows(*id)?;
         }
         Ok(ids.len() as u64)
+    }
+
+    /// Deletes repository `name` with its tags, manifests, blob links and upload sessions (blob
+    /// files are left to GC); the number of tags it had, or `None` when there is no such
+    /// repository.
+    pub fn delete_repository(&self, name: &str) -> Result<Option<u64>> {
+        let Some(id) = self.conn.query_opt(
+            "SELECT id FROM repositories WHERE name = ?1",
+            p![name],
+            |r| r.get::<i64>(0),
+        )?
+        else {
+            return Ok(None);
+        };
+        let tags: i64 = self
+            .conn
+            .value("SELECT COUNT(*) FROM tags WHERE repo_id = ?1", p![id])?;
+        self.delete_repo_rows(id)?;
+        Ok(Some(to_u64(tags)))
+    }
+
+    fn delete_repo_rows(&self, id: i64) -> Result<()> {
+        for table in [
+            "tags",
+            "manifests",
+            "manifest_refs",
+            "repo_blobs",
+            "uploads",
+        ] {
+            self.conn
+                .execute(&format!("DELETE FROM {table} WHERE repo_id = ?1"), p![id])?;
+        }
+        self.conn
+            .execute("DELETE FROM repositories WHERE id = ?1", p![id])?;
+        Ok(())
     }
 
     pub fn ensure_repo(&self, name: &str) -> Result<i64> {
@@ -556,4 +624,17 @@ impl Writer<'_> {
         )?;
         Ok(plan)
     }
+}
+
+/// A `LIKE` pattern (escape `!`) matching names that hold `filter`, case-insensitively.
+fn like_pattern(filter: &str) -> String {
+    let mut out = String::from("%");
+    for c in filter.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '!') {
+            out.push('!');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
 }

@@ -246,10 +246,68 @@ assert.equal((await page.textContent("span.annotation")).trim(), xss);
 assert.equal(await page.evaluate(() => window.__xss), undefined, "no injected script ran");
 assert.ok(!dialogs.some((d) => d.startsWith("alert")), dialogs.join("\n"));
 ok("xss rendered as text");
-await page.click('section[aria-label="tag old"] button:has-text("Delete tag")');
+await page.click('tr[aria-label="tag old"] button:has-text("Delete tag")');
 await page.waitForSelector("text=Deleted tag old");
-assert.equal(await page.$('section[aria-label="tag old"]'), null);
+assert.equal(await page.$('tr[aria-label="tag old"]'), null);
 ok("tag deleted");
+
+// 60 tags: a page of 50, newest push first, a pager, a filter, a sort by name; each row has
+// the image's size and a button that copies its pull command.
+const rows = async () => page.$$eval("table.tags tbody tr", (r) => r.map((x) => x.getAttribute("aria-label")));
+let shown = await rows();
+assert.equal(shown.length, 50, shown.join(","));
+assert.deepEqual(shown.slice(0, 3).sort(), ["tag 1", "tag annotated", "tag multi"], "newest push first: " + shown.join(","));
+assert.ok(shown.slice(3).every((t) => t.startsWith("tag rc-")), shown.join(","));
+assert.match(await page.textContent("nav.pager"), /Page 1 of 2\s*·\s*58 in all/);
+const pull = await page.textContent('tr[aria-label="tag 1"] code[id^="pull-"]');
+assert.equal(pull, `docker pull ${host}/acme/app:1`);
+assert.ok(await page.$('tr[aria-label="tag 1"] button[data-copy]:has-text("Copy pull")'), "a copy-pull button");
+assert.match(await page.textContent('tr[aria-label="tag multi"]'), /linux\/arm64\/v8\s*\d+(\.\d)? KiB/, "a platform with its size");
+await page.screenshot({ path: path.join(shots, "console-tags.png"), fullPage: false });
+await page.click('nav.pager a[rel="next"]');
+await page.waitForURL("**page=2**");
+assert.equal((await rows()).length, 8);
+await page.fill("#list-q", "RC-0");
+await page.selectOption("#list-sort", "name");
+await page.click('form.filters button:has-text("Show")');
+await page.waitForURL("**q=RC-0**");
+shown = await rows();
+assert.deepEqual(shown, Array.from({ length: 10 }, (_, i) => `tag rc-0${i}`), shown.join(","));
+assert.match(await page.textContent("nav.pager"), /Page 1 of 1\s*·\s*10 in all/);
+ok("tags paged, filtered and sorted");
+
+// A refused form is shown again, with the refusal beside it and what was typed kept.
+await page.goto(url + "/ui/orgs/acme/access");
+await page.fill("#nr-name", "broken");
+const yamlTyped = "- resources: [repositories]\n  verbs: [pull\n";
+await page.fill("#nr-rules", yamlTyped);
+const [refusedForm] = await Promise.all([
+  page.waitForResponse((r) => r.url().endsWith("/ui/orgs/acme/roles") && r.request().method() === "POST"),
+  page.click('button:has-text("Create role")'),
+]);
+assert.equal(refusedForm.status(), 400);
+assert.match(await page.textContent('form[action="/ui/orgs/acme/roles"] .form-error'), /not YAML/);
+assert.equal(await page.inputValue("#nr-rules"), yamlTyped, "the YAML typed is kept");
+assert.equal(await page.inputValue("#nr-name"), "broken");
+assert.ok(await page.$('nav[aria-label="sections"]'), "the page keeps its navigation");
+assert.equal(await page.evaluate(() => document.activeElement.className), "form-error", "the refusal has focus (and is in view)");
+await page.screenshot({ path: path.join(shots, "console-form-error.png"), fullPage: false });
+await page.goto(url + "/ui/orgs/acme/robots");
+await page.fill("#robot-name", "puller");
+await page.fill("#robot-description", "a second one");
+const [dup] = await Promise.all([
+  page.waitForResponse((r) => r.url().endsWith("/ui/orgs/acme/robots") && r.request().method() === "POST"),
+  page.click('button:has-text("Create robot")'),
+]);
+assert.equal(dup.status(), 409);
+assert.match(await page.textContent('form[action="/ui/orgs/acme/robots"] .form-error'), /already exists/);
+assert.equal(await page.inputValue("#robot-description"), "a second one");
+assert.equal(await page.$("main > p.error"), null, "shown once, beside its form");
+// The pattern of name fields compiles under the v flag browsers use.
+assert.equal(await page.evaluate(() => document.querySelector("#robot-name").validity.valid), true);
+await page.fill("#robot-name", "Not-Valid");
+assert.equal(await page.evaluate(() => document.querySelector("#robot-name").validity.patternMismatch), true);
+ok("form errors inline");
 
 // A cross-site form post, from a page on another origin, in Olivia's browser: refused.
 const evil = createServer((req, res) => {

@@ -104,6 +104,10 @@ async fn world() -> World {
     let (_, manifest) = push_image(&c, &s, "acme/app", "v1", 90).await;
     let layer = random_bytes(2048, 91);
     let blob = push_blob(&c, &s, "acme/app", &layer).await;
+    // A repository for each caller to try to delete.
+    for who in 0..CALLERS.len() {
+        push_image(&c, &s, &format!("acme/gone-{who}"), "v1", 200 + who as u64).await;
+    }
     let robot = |name: &'static str, role: &'static str, ns: &'static str| {
         let alice = &alice;
         async move {
@@ -634,6 +638,15 @@ async fn every_route_for_every_caller() {
             &[],
         ),
         (
+            "api repository delete",
+            "DELETE",
+            "/api/v1/orgs/acme/repositories/acme/gone-{who}".into(),
+            None,
+            // Who may not pull it gets the answer of a repository that does not exist.
+            [401, 403, 403, 204, 404, 204, 204, 401, 401],
+            &[],
+        ),
+        (
             "api storage",
             "GET",
             "/api/v1/orgs/acme/storage".into(),
@@ -994,6 +1007,24 @@ async fn every_route_for_every_caller() {
             "namespace victim-{who} after {caller}'s DELETE"
         );
     }
+    // And of the repository deletion row.
+    for (who, caller) in CALLERS.iter().enumerate() {
+        let r = client()
+            .get(w.s.url(&format!("/v2/acme/gone-{who}/manifests/v1")))
+            .send()
+            .await
+            .unwrap();
+        let deleted = ["manager", "owner", "admin"].contains(caller);
+        assert_eq!(
+            r.status(),
+            if deleted {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::OK
+            },
+            "repository acme/gone-{who} after {caller}'s DELETE"
+        );
+    }
     // Every documented operation has a row: the OpenAPI document is the route table. Exempt:
     // the four that need no caller (sign-in, refresh, sign-out, the document itself).
     let doc: Value = client()
@@ -1040,11 +1071,11 @@ async fn every_route_for_every_caller() {
         "documented operations without a row in the matrix:\n{}",
         uncovered.join("\n")
     );
-    // 16 /v2 routes and the 62 management routes that need a caller (all but login, refresh,
+    // 16 /v2 routes and the 63 management routes that need a caller (all but login, refresh,
     // logout and openapi.json; the access review twice), times nine callers.
     assert_eq!(
         cases.len(),
-        79,
+        80,
         "the table lost or gained rows (also update the count above)"
     );
     assert!(

@@ -688,10 +688,58 @@ async fn management_commands() {
     let id = listed["apikeys"][0]["id"].as_str().unwrap().to_owned();
     ok(&cfg, &["apikey", "delete", &id], None);
     // Tags.
-    push_image(&client(), &s, "dorg/app", "v2", 8).await;
+    let (d2, m2) = push_image(&client(), &s, "dorg/app", "v2", 8).await;
+    let table = ok(&cfg, &["tag", "list", "dorg/app", "--sort", "name"], None);
+    let lines: Vec<&str> = table.lines().collect();
     assert_eq!(
-        ok(&cfg, &["tag", "list", "dorg/app"], None),
-        "TAG\nv1\nv2\n"
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["TAG", "DIGEST", "SIZE", "PUSHED", "PLATFORMS"],
+        "{table}"
+    );
+    assert!(
+        lines[1].starts_with("v1 ") && lines[2].starts_with("v2 "),
+        "{table}"
+    );
+    assert!(
+        lines[2].contains(&d2[..19]),
+        "the digest, shortened: {table}"
+    );
+    assert!(lines[2].contains(" KiB"), "the size, readable: {table}");
+    assert_eq!(lines.len(), 3, "{table}");
+    let listed: Value = serde_json::from_str(&ok(
+        &cfg,
+        &["tag", "list", "dorg/app", "--filter", "V2", "-o", "json"],
+        None,
+    ))
+    .unwrap();
+    let v2 = &listed["tags"][0];
+    assert_eq!(listed["tags"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(v2["digest"], d2.as_str());
+    let m2: Value = serde_json::from_str(&m2).unwrap();
+    let blobs: u64 =
+        m2["layers"][0]["size"].as_u64().unwrap() + m2["config"]["size"].as_u64().unwrap();
+    assert_eq!(
+        v2["size"].as_u64().unwrap(),
+        blobs + m2.to_string().len() as u64,
+        "the image's size: manifest, config and layers: {v2}"
+    );
+    assert!(v2["pushed"].as_str().is_some(), "{v2}");
+    // One repository's view; a repository deleted whole.
+    push_image(&client(), &s, "dorg/old", "v1", 9).await;
+    let got = ok(&cfg, &["repo", "get", "dorg/old"], None);
+    assert!(
+        got.contains("Repository: dorg/old") && got.contains("You may: pull, push, delete"),
+        "{got}"
+    );
+    assert!(got.contains("\nv1 "), "{got}");
+    ok(&cfg, &["repo", "delete", "dorg/old"], None);
+    let out = berth(&cfg, &["repo", "get", "dorg/old"], None);
+    assert_eq!(out.status.code(), Some(4), "not found: {out:?}");
+    let out = berth(&cfg, &["repo", "delete", "dorg/old"], None);
+    assert_eq!(out.status.code(), Some(4), "a second delete: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("repository dorg/old not found"),
+        "{out:?}"
     );
     ok(&cfg, &["tag", "delete", "dorg/app:v1"], None);
     assert_eq!(

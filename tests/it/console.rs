@@ -59,8 +59,15 @@ async fn console_end_to_end_in_chromium() {
         .await;
 
     // Content: an image whose manifest carries the payload as an annotation, an index of it
-    // (platforms), a referrer (an SBOM) and a tag to delete.
+    // (platforms), a referrer (an SBOM) and a tag to delete; before them, 55 release
+    // candidates, so the tags take two pages and the newest (these) are on the first.
     let c = basic_client("olivia", OLIVIA);
+    let (_, rc) = push_image(&c, &s, "acme/app", "rc-00", 6).await;
+    for i in 1..55 {
+        let r = put_manifest(&c, &s, "acme/app", &format!("rc-{i:02}"), OCI_MANIFEST, &rc).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let (img, body) = push_image(&c, &s, "acme/app", "1", 7).await;
     let mut m: serde_json::Value = serde_json::from_str(&body).unwrap();
     m["annotations"] = json!({"org.opencontainers.image.description": XSS});
@@ -134,6 +141,8 @@ async fn console_end_to_end_in_chromium() {
         "cross-site post refused",
         "other org hidden",
         "tag deleted",
+        "tags paged, filtered and sorted",
+        "form errors inline",
         "api key rotated with overlap",
         "organization created and switched",
         "apply yaml downloaded",
@@ -257,16 +266,18 @@ async fn console_end_to_end_in_chromium() {
     let tags = olivia
         .ok(
             "GET",
-            "/orgs/acme/repositories/acme/app",
+            "/orgs/acme/repositories/acme/app?sort=name",
             None,
             StatusCode::OK,
         )
         .await;
+    assert_eq!(tags["total"], 58, "{tags}");
     let names: Vec<&str> = tags["tags"]
         .as_array()
         .unwrap()
         .iter()
         .map(|t| t["tag"].as_str().unwrap())
+        .filter(|t| !t.starts_with("rc-"))
         .collect();
     assert_eq!(
         names,

@@ -1831,6 +1831,15 @@ async fn every_operation_answers_the_shape_the_document_gives() {
     t.call(
         &alice,
         "delete",
+        "/orgs/{org}/repositories/{repository}",
+        "/orgs/acme/repositories/acme/app",
+        None,
+        &[],
+    )
+    .await;
+    t.call(
+        &alice,
+        "delete",
         "/orgs/{org}/robots/{robot}/tokens/{id}",
         &format!("/orgs/acme/robots/ci/tokens/{id}"),
         None,

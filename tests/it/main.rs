@@ -20,6 +20,7 @@ mod identity;
 mod interop;
 mod oci_blobs;
 mod oci_manifests;
+mod repos;
 mod scale;
 mod server;
 mod workload;

@@ -8,14 +8,14 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use serde_json::{Value, json};
 
 use super::common::{ApiCaller, ApiError, ApiResult, blocking, json_response, time};
 use crate::http::access::{NamespaceCache, namespace_info};
 use crate::policy::{Action, namespace_of, repository_actions};
 use crate::state::AppState;
-use crate::store::TagDetail;
+use crate::store::{TagDetail, TagOrder, TagQuery};
 use crate::types::RepositoryName;
 
 /// The most repositories per namespace and tags per repository one answer lists.
@@ -29,15 +29,61 @@ fn require_member(caller: &ApiCaller, org: &str) -> ApiResult<()> {
     }
 }
 
+/// A page of a list as the console asks for it: a case-insensitive substring filter, a sort
+/// key, a 1-based page of `n` entries.
+#[derive(serde::Deserialize, Default)]
+pub(super) struct ListPage {
+    n: Option<u64>,
+    page: Option<u64>,
+    q: Option<String>,
+    sort: Option<String>,
+}
+
+impl ListPage {
+    fn size(&self, max: u64) -> u64 {
+        self.n.unwrap_or(max).clamp(1, max)
+    }
+    fn offset(&self, max: u64) -> u64 {
+        (self.page.unwrap_or(1).max(1) - 1).saturating_mul(self.size(max))
+    }
+    fn filter(&self) -> String {
+        self.q.as_deref().unwrap_or("").trim().to_lowercase()
+    }
+}
+
+/// The fields that say which page an answer holds: `total` entries, `page` of `pages`, and
+/// `next`, the next page's number while there is one.
+fn page_fields(total: u64, page: &ListPage, max: u64) -> Value {
+    let n = page.size(max);
+    let pages = total.div_ceil(n).max(1);
+    let this = page.page.unwrap_or(1).max(1);
+    json!({ "total": total, "page": this, "pages": pages, "next": (this < pages).then_some(this + 1) })
+}
+
+/// Repositories per page of the list.
+const REPOS_PAGE: u64 = 100;
+
 pub(super) async fn list_repositories(
     State(state): State<AppState>,
     caller: ApiCaller,
     Path(org): Path<String>,
+    axum::extract::Query(page): axum::extract::Query<ListPage>,
 ) -> ApiResult<Response> {
     require_member(&caller, &org)?;
+    let sort = match page.sort.as_deref() {
+        None | Some("name") => "name",
+        Some("pushed") => "pushed",
+        Some("size") => "size",
+        Some(other) => {
+            return Err(ApiError::Invalid(format!(
+                "sort {other:?} is not one of name, pushed, size"
+            )));
+        }
+    };
     blocking(&state, move |st| {
         let mut cache = NamespaceCache::new(st);
-        let mut out = Vec::new();
+        let filter = page.filter();
+        let mut found = Vec::new();
         for ns in st.auth.iam().namespaces(&org)? {
             let repos = st
                 .content
@@ -45,18 +91,33 @@ pub(super) async fn list_repositories(
                 .read(|r| r.repositories_in(&ns.name, LIST_MAX))
                 .map_err(|e| ApiError::Internal(e.to_string()))?;
             for repo in repos {
-                if cache.may_pull(&caller.grants, &repo.name)? {
-                    out.push(json!({
-                        "name": repo.name, "namespace": ns.name, "tags": repo.tags,
-                        "size": repo.bytes, "pushed": time(repo.pushed_at),
-                    }));
+                if repo.name.to_lowercase().contains(&filter)
+                    && cache.may_pull(&caller.grants, &repo.name)?
+                {
+                    found.push((ns.name.clone(), repo));
                 }
             }
         }
-        Ok(json_response(
-            StatusCode::OK,
-            json!({ "repositories": out }),
-        ))
+        match sort {
+            "pushed" => found.sort_by_key(|r| std::cmp::Reverse(r.1.pushed_at)),
+            "size" => found.sort_by_key(|r| std::cmp::Reverse(r.1.bytes)),
+            _ => found.sort_by(|a, b| a.1.name.cmp(&b.1.name)),
+        }
+        let total = found.len() as u64;
+        let out: Vec<Value> = found
+            .into_iter()
+            .skip(usize::try_from(page.offset(REPOS_PAGE)).unwrap_or(usize::MAX))
+            .take(page.size(REPOS_PAGE) as usize)
+            .map(|(ns, repo)| {
+                json!({
+                    "name": repo.name, "namespace": ns, "tags": repo.tags,
+                    "size": repo.bytes, "pushed": time(repo.pushed_at),
+                })
+            })
+            .collect();
+        let mut body = page_fields(total, &page, REPOS_PAGE);
+        body["repositories"] = json!(out);
+        Ok(json_response(StatusCode::OK, body))
     })
     .await
 }
@@ -71,23 +132,25 @@ const ANNOTATION_VALUE_SHOWN: usize = 256;
 /// Platforms shown per index (an index may list thousands).
 const PLATFORMS_SHOWN: usize = 64;
 
-#[derive(serde::Deserialize)]
-pub(super) struct TagPage {
-    n: Option<u64>,
-    last: Option<String>,
-}
-
 pub(super) async fn get_repository(
     State(state): State<AppState>,
     caller: ApiCaller,
     Path((org, repository)): Path<(String, String)>,
-    axum::extract::Query(page): axum::extract::Query<TagPage>,
+    axum::extract::Query(page): axum::extract::Query<ListPage>,
 ) -> ApiResult<Response> {
     require_member(&caller, &org)?;
     let name: RepositoryName = repository
         .parse()
         .map_err(|_| ApiError::Invalid(format!("{repository:?} is not a repository name")))?;
-    let n = page.n.unwrap_or(TAGS_PAGE).clamp(1, TAGS_PAGE);
+    let order = match page.sort.as_deref() {
+        None | Some("pushed") => TagOrder::PushedNewest,
+        Some("name") => TagOrder::Name,
+        Some(other) => {
+            return Err(ApiError::Invalid(format!(
+                "sort {other:?} is not one of pushed, name"
+            )));
+        }
+    };
     blocking(&state, move |st| {
         let ns = namespace_info(st, namespace_of(name.as_str()))?;
         let allowed = repository_actions(&caller.grants, name.as_str(), ns.as_ref());
@@ -97,34 +160,62 @@ pub(super) async fn get_repository(
         }
         let read = |e: crate::store::Error| ApiError::Internal(e.to_string());
         let content_err = |e: crate::content::Error| ApiError::Internal(e.to_string());
-        let mut tags = st
+        let filter = page.filter();
+        let q = TagQuery {
+            filter: &filter,
+            order,
+            offset: page.offset(TAGS_PAGE),
+            limit: page.size(TAGS_PAGE),
+        };
+        let Some((tags, total)) = st
             .content
             .meta()
-            .read(|r| r.tag_details(name.as_str(), page.last.as_deref(), n + 1, ANNOTATIONS_SHOWN))
-            .map_err(read)?;
-        let next = (tags.len() as u64 > n).then(|| {
-            tags.truncate(n as usize);
-            tags.last().map(|t| t.tag.clone())
-        }).flatten();
+            .read(|r| {
+                if r.repo_id(name.as_str())?.is_none() {
+                    return Ok(None);
+                }
+                Ok(Some((
+                    r.tag_details(name.as_str(), &q, ANNOTATIONS_SHOWN)?,
+                    r.tag_count(name.as_str(), &filter)?,
+                )))
+            })
+            .map_err(read)?
+        else {
+            return Err(not_found());
+        };
         let mut list = Vec::with_capacity(tags.len());
         for t in &tags {
             let mut v = tag_json(t);
-            // An index's platforms: its content is read one manifest at a time.
+            // An index's platforms, each with its image's size: its content is read one
+            // manifest at a time.
             if t.media_type.contains("index") || t.media_type.contains("manifest.list") {
-                let content = st
+                let (content, sizes) = st
                     .content
                     .meta()
-                    .read(|r| r.manifest_content(name.as_str(), &t.digest))
+                    .read(|r| {
+                        Ok((
+                            r.manifest_content(name.as_str(), &t.digest)?,
+                            r.index_children(name.as_str(), &t.digest)?,
+                        ))
+                    })
                     .map_err(read)?;
                 let mut all = content.map(|c| platforms(&c)).unwrap_or_default();
                 v["morePlatforms"] = json!(all.len() > PLATFORMS_SHOWN);
                 all.truncate(PLATFORMS_SHOWN);
-                for p in &mut all {
-                    if p.chars().count() > 3 * ANNOTATION_VALUE_SHOWN {
-                        *p = p.chars().take(3 * ANNOTATION_VALUE_SHOWN).collect();
-                    }
-                }
-                v["platforms"] = json!(all);
+                let shown: Vec<Value> = all
+                    .into_iter()
+                    .map(|(mut p, digest)| {
+                        if p.chars().count() > 3 * ANNOTATION_VALUE_SHOWN {
+                            p = p.chars().take(3 * ANNOTATION_VALUE_SHOWN).collect();
+                        }
+                        let size = sizes
+                            .iter()
+                            .find(|(d, _)| d.to_string() == digest)
+                            .map(|(_, s)| *s);
+                        json!({ "platform": p, "digest": digest, "size": size })
+                    })
+                    .collect();
+                v["platforms"] = json!(shown);
             }
             let mut referrers = st
                 .content
@@ -156,10 +247,63 @@ pub(super) async fn get_repository(
             .filter(|a| allowed.contains(*a))
             .map(Action::as_str)
             .collect();
-        Ok(json_response(
-            StatusCode::OK,
-            json!({ "name": name.as_str(), "org": org, "actions": actions, "tags": list, "next": next }),
-        ))
+        let mut body = page_fields(total, &page, TAGS_PAGE);
+        body["name"] = json!(name.as_str());
+        body["org"] = json!(org);
+        body["actions"] = json!(actions);
+        body["tags"] = json!(list);
+        Ok(json_response(StatusCode::OK, body))
+    })
+    .await
+}
+
+/// `DELETE /orgs/{org}/repositories/{repository}`: the repository with every tag and manifest
+/// (its blobs go with the next GC unless another repository links them). Who may call: members
+/// who may delete in it; who may not pull it gets the 404 of a repository that does not exist.
+pub(super) async fn delete_repository(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path((org, repository)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    require_member(&caller, &org)?;
+    let name: RepositoryName = repository
+        .parse()
+        .map_err(|_| ApiError::Invalid(format!("{repository:?} is not a repository name")))?;
+    let allowed = blocking(&state, {
+        let (name, org, caller) = (name.clone(), org.clone(), caller.clone());
+        move |st| {
+            let ns = namespace_info(st, namespace_of(name.as_str()))?;
+            let allowed = repository_actions(&caller.grants, name.as_str(), ns.as_ref());
+            if ns.as_ref().is_none_or(|n| n.org != org) || !allowed.contains(Action::Pull) {
+                return Err(ApiError::NotFound(format!("repository {name} not found")));
+            }
+            Ok(allowed)
+        }
+    })
+    .await?;
+    if !allowed.contains(Action::Delete) {
+        return Err(ApiError::Forbidden(format!(
+            "deleting {name} needs delete on it, which {} does not hold",
+            caller.subject()
+        )));
+    }
+    let tags = match state.content.delete_repository(&name).await {
+        Ok(n) => n,
+        Err(crate::content::Error::NameUnknown) => {
+            return Err(ApiError::NotFound(format!("repository {name} not found")));
+        }
+        Err(e) => return Err(ApiError::Internal(e.to_string())),
+    };
+    let st = state.clone();
+    blocking(&state, move |_| {
+        super::identity::audit_change_in(
+            &st,
+            &caller,
+            Some(org),
+            "repository.delete",
+            format!("repository/{name} ({tags} tags)"),
+        );
+        Ok(StatusCode::NO_CONTENT.into_response())
     })
     .await
 }
@@ -185,8 +329,9 @@ fn annotations(text: Option<&str>) -> Value {
         .into()
 }
 
-/// The platforms an index's content names (`os/arch[/variant]`); only what is needed is parsed.
-fn platforms(content: &[u8]) -> Vec<String> {
+/// The platforms an index's content names (`os/arch[/variant]`), each with its manifest's
+/// digest; only what is needed is parsed.
+fn platforms(content: &[u8]) -> Vec<(String, String)> {
     #[derive(serde::Deserialize)]
     struct Index {
         #[serde(default)]
@@ -195,6 +340,8 @@ fn platforms(content: &[u8]) -> Vec<String> {
     #[derive(serde::Deserialize)]
     struct Entry {
         platform: Option<Platform>,
+        #[serde(default)]
+        digest: String,
     }
     #[derive(serde::Deserialize)]
     struct Platform {
@@ -206,18 +353,22 @@ fn platforms(content: &[u8]) -> Vec<String> {
         .map(|i| {
             i.manifests
                 .into_iter()
-                .filter_map(|m| m.platform)
-                .map(|p| match p.variant {
-                    Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
-                    None => format!("{}/{}", p.os, p.architecture),
+                .filter_map(|m| Some((m.platform?, m.digest)))
+                .map(|(p, digest)| {
+                    let name = match p.variant {
+                        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+                        None => format!("{}/{}", p.os, p.architecture),
+                    };
+                    (name, digest)
                 })
                 .collect()
         })
         .unwrap_or_default()
 }
 
-/// A tag's manifest as people read it. `size` is the manifest with everything it references
-/// directly (an image's config and layers; an index's manifests), from the stored references.
+/// A tag's manifest as people read it. `size` is the image: the manifest with its config and
+/// layers; for an index, the index, its manifests and their blobs (each counted once), from
+/// the stored references.
 fn tag_json(t: &TagDetail) -> Value {
     json!({
         "tag": t.tag, "digest": t.digest.to_string(), "mediaType": t.media_type,

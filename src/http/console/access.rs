@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::html::seg;
 use super::layout::{self, csrf, page, post_button, text, time};
+use super::list::{self, Wanted};
 use super::session::{Failure, Posted, Session};
 
 /// The organization's custom roles and its bindings as `berth apply -f` takes them: one YAML
@@ -39,15 +40,24 @@ fn yaml_of(roles: &Value, bindings: &Value) -> String {
         .join("---\n")
 }
 
-pub(super) async fn show(s: Session, Path(org): Path<String>) -> Response {
-    render(s, org, None).await
+pub(super) async fn show(
+    s: Session,
+    Path(org): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let w = Wanted::read(&query, &BINDING_SORTS);
+    render(s, org, None, w).await
 }
+
+const BINDING_SORTS: [(&str, &str); 3] =
+    [("name", "name"), ("subject", "subject"), ("role", "role")];
 
 /// The access page; `check` is the outcome of an access check just asked.
 async fn render(
     s: Session,
     org: String,
     check: Option<(String, Result<bool, Failure>)>,
+    w: Wanted,
 ) -> Response {
     let o = seg(&org);
     let (roles_v, bindings, members) = tokio::join!(
@@ -60,6 +70,7 @@ async fn render(
         Err(f) => return f.into_response(),
     };
     let roles = roles_v["roles"].as_array().cloned().unwrap_or_default();
+    let path = format!("/ui/orgs/{o}/access");
     let yaml = bindings
         .as_ref()
         .map(|b| yaml_of(&roles_v, b))
@@ -97,29 +108,41 @@ async fn render(
                 Err(f) => p.muted { (f.message) },
                 Ok(b) if b["bindings"].as_array().is_none_or(Vec::is_empty) => p.muted { "None yet." },
                 Ok(b) => {
-                    div.scroll { table {
-                        thead { tr { th { "Name" } th { "Role" } th { "Subject" } th { "Scope" } th { "Actions" } } }
-                        tbody { @for b in b["bindings"].as_array().into_iter().flatten() {
-                            tr {
-                                td { (text(&b["name"])) } td { (text(&b["role"])) } td { (text(&b["subject"])) }
-                                td { (b["namespace"].as_str().or(b["repository"].as_str()).unwrap_or("whole organization")) }
-                                td { (post_button(&s, &format!("/ui/orgs/{o}/bindings/{}/delete", seg(text(&b["name"]))), "Delete", Some("Delete this binding?"))) }
-                            }
+                    @let (rows, total, pages) = w.cut(
+                        b["bindings"].as_array().cloned().unwrap_or_default(),
+                        |b| format!("{} {} {} {} {}", text(&b["name"]), text(&b["role"]), text(&b["subject"]), text(&b["namespace"]), text(&b["repository"])),
+                        |rows, sort| list::sort_by_field(rows, if matches!(sort, "subject" | "role") { sort } else { "name" }, false),
+                    );
+                    (list::controls(&path, &w, &BINDING_SORTS, "binding"))
+                    @if rows.is_empty() { p.muted { "No binding holds " q { (w.q) } "." } }
+                    @else {
+                        div.scroll { table {
+                            thead { tr { th { "Name" } th { "Role" } th { "Subject" } th { "Scope" } th { "Actions" } } }
+                            tbody { @for b in &rows {
+                                tr {
+                                    td { (text(&b["name"])) } td { (text(&b["role"])) } td { (text(&b["subject"])) }
+                                    td { (b["namespace"].as_str().or(b["repository"].as_str()).unwrap_or("whole organization")) }
+                                    td { (post_button(&s, &format!("/ui/orgs/{o}/bindings/{}/delete", seg(text(&b["name"]))), "Delete", Some("Delete this binding?"))) }
+                                }
+                            } }
                         } }
-                    } }
+                        (list::pager(&path, &w, pages, total))
+                    }
                 }
             }
             h3 { "New binding" }
-            form.stack method="post" action=(format!("/ui/orgs/{o}/bindings")) {
+            @let act = format!("/ui/orgs/{o}/bindings");
+            form.stack method="post" action=(act) {
+                (layout::refusal(&s, &act))
                 (csrf(&s))
                 label for="nb-name" { "Name (empty: made from role and subject)" }
-                input #nb-name name="name";
+                input #nb-name name="name" value=[s.typed(&act, "name")];
                 label for="nb-role" { "Role" }
-                select #nb-role name="role" { @for r in &roles { option { (text(&r["name"])) } } }
+                select #nb-role name="role" { @for r in &roles { option selected[s.typed(&act, "role") == r["name"].as_str()] { (text(&r["name"])) } } }
                 label for="nb-subject" { "Subject (robot/NAME or user/NAME)" }
-                input #nb-subject name="subject" required placeholder="robot/ci-pusher";
+                input #nb-subject name="subject" required placeholder="robot/ci-pusher" value=[s.typed(&act, "subject")];
                 label for="nb-scope" { "Namespace or repository (empty: the whole organization)" }
-                input #nb-scope name="scope" placeholder=(format!("{org} or {org}/app*"));
+                input #nb-scope name="scope" placeholder=(format!("{org} or {org}/app*")) value=[s.typed(&act, "scope")];
                 button type="submit" { "Create binding" }
             }
         }
@@ -139,12 +162,14 @@ async fn render(
                     } }
                 }
             }
-            form.stack method="post" action=(format!("/ui/orgs/{o}/members")) {
+            @let act = format!("/ui/orgs/{o}/members");
+            form.stack method="post" action=(act) {
+                (layout::refusal(&s, &act))
                 (csrf(&s))
                 label for="m-user" { "User" }
-                input #m-user name="user" required;
+                input #m-user name="user" required value=[s.typed(&act, "user")];
                 label for="m-role" { "Membership (owners manage everything; members hold what bindings give them)" }
-                select #m-role name="role" { option { "member" } option { "owner" } }
+                select #m-role name="role" { @for m in ["member", "owner"] { option selected[s.typed(&act, "role") == Some(m)] { (m) } } }
                 button type="submit" { "Add or change member" }
             }
         }
@@ -163,12 +188,14 @@ async fn render(
                 } }
             } }
             h3 { "New role" }
-            form.stack method="post" action=(format!("/ui/orgs/{o}/roles")) {
+            @let act = format!("/ui/orgs/{o}/roles");
+            form.stack method="post" action=(act) {
+                (layout::refusal(&s, &act))
                 (csrf(&s))
                 label for="nr-name" { "Name" }
-                input #nr-name name="name" required;
+                input #nr-name name="name" required value=[s.typed(&act, "name")];
                 label for="nr-rules" { "Rules (YAML, as under rules: in berth apply -f)" }
-                textarea #nr-rules name="rules" rows="5" required placeholder="- resources: [repositories]\n  verbs: [pull]" {}
+                textarea #nr-rules name="rules" rows="5" required placeholder="- resources: [repositories]\n  verbs: [pull]" { (s.typed(&act, "rules").unwrap_or("")) }
                 button type="submit" { "Create role" }
             }
         }
@@ -228,8 +255,14 @@ pub(super) async fn yaml(s: Session, Path(org): Path<String>) -> Response {
 }
 
 pub(super) async fn create_binding(Path(org): Path<String>, p: Posted) -> Response {
+    let o = seg(&org);
+    let back = p
+        .field("back")
+        .filter(|b| b.starts_with("/ui/orgs/") && !b.contains("//"))
+        .map_or_else(|| format!("/ui/orgs/{o}/access"), str::to_owned);
     let (Some(role), Some(subject)) = (p.field("role"), p.field("subject")) else {
-        return layout::error_page(StatusCode::BAD_REQUEST, "Give a role and a subject.");
+        let why = "Give a role and a subject.";
+        return p.refuse(StatusCode::BAD_REQUEST, why, &back).await;
     };
     let mut body = json!({ "role": role, "subject": subject });
     if let Some(scope) = p.field("scope") {
@@ -244,11 +277,6 @@ pub(super) async fn create_binding(Path(org): Path<String>, p: Posted) -> Respon
         Some(n) => n.to_owned(),
         None => format!("{}-{}", subject.replace('/', "-"), role.to_lowercase()),
     };
-    let o = seg(&org);
-    let back = p
-        .field("back")
-        .filter(|b| b.starts_with("/ui/orgs/") && !b.contains("//"))
-        .map_or_else(|| format!("/ui/orgs/{o}/access"), str::to_owned);
     let path = format!("/orgs/{o}/bindings/{}", seg(&name));
     let done = format!("Bound {subject} to {role} ({name}).");
     p.act(Method::PUT, &path, Some(body), None, &back, &done)
@@ -276,19 +304,19 @@ pub(super) async fn delete_binding(
 }
 
 pub(super) async fn create_role(Path(org): Path<String>, p: Posted) -> Response {
+    let o = seg(&org);
+    let form_page = format!("/ui/orgs/{o}/access");
     let (Some(name), Some(rules)) = (p.field("name"), p.field("rules")) else {
-        return layout::error_page(StatusCode::BAD_REQUEST, "Give a name and rules.");
+        let why = "Give a name and rules.";
+        return p.refuse(StatusCode::BAD_REQUEST, why, &form_page).await;
     };
     let rules: Value = match serde_norway::from_str(rules) {
         Ok(v) => v,
         Err(e) => {
-            return layout::error_page(
-                StatusCode::BAD_REQUEST,
-                &format!("The rules are not YAML: {e}"),
-            );
+            let why = format!("The rules are not YAML: {e}");
+            return p.refuse(StatusCode::BAD_REQUEST, &why, &form_page).await;
         }
     };
-    let o = seg(&org);
     let (path, back) = (
         format!("/orgs/{o}/roles/{}", seg(name)),
         format!("/ui/orgs/{o}/access"),
@@ -346,7 +374,13 @@ pub(super) async fn check(Path(org): Path<String>, p: Posted) -> Response {
         "{} may {verb} {resource} {name}",
         subject.as_deref().unwrap_or("you")
     );
-    render(p.session, org, Some((question, answer))).await
+    render(
+        p.session,
+        org,
+        Some((question, answer)),
+        Wanted::read(&HashMap::new(), &BINDING_SORTS),
+    )
+    .await
 }
 
 /// Events per audit page.
@@ -439,7 +473,9 @@ pub(super) async fn audit(
 
 pub(super) async fn set_member(Path(org): Path<String>, p: Posted) -> Response {
     let (Some(user), Some(role)) = (p.field("user"), p.field("role")) else {
-        return layout::error_page(StatusCode::BAD_REQUEST, "Give a user and a membership.");
+        let page = format!("/ui/orgs/{}/access", seg(&org));
+        let why = "Give a user and a membership.";
+        return p.refuse(StatusCode::BAD_REQUEST, why, &page).await;
     };
     let o = seg(&org);
     let (path, back) = (

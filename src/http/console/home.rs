@@ -281,9 +281,10 @@ fn credential_table(rows: &[Value], when: &str) -> Markup {
 fn new_org_form(s: &Session) -> Markup {
     html! {
         form.stack method="post" action="/ui/orgs" {
+            (super::layout::refusal(s, "/ui/orgs"))
             (super::layout::csrf(s))
             label for="org-name" { "New organization" }
-            input #org-name name="name" required pattern=(super::html::NAME_PATTERN) placeholder="acme";
+            input #org-name name="name" required pattern=(super::html::NAME_PATTERN) placeholder="acme" value=[s.typed("/ui/orgs", "name")];
             button type="submit" { "Create organization" }
         }
     }
@@ -305,15 +306,16 @@ pub(super) async fn create_org(p: super::session::Posted) -> Response {
     let done =
         format!("Created organization {name}, with its namespace {name}; you are its owner.");
     let (body, back) = (json!({ "name": name }), format!("/ui/orgs/{}", seg(name)));
-    p.act(
-        axum::http::Method::POST,
-        "/orgs",
-        Some(body),
-        None,
-        &back,
-        &done,
-    )
-    .await
+    p.form_on("/ui/orgs".into())
+        .act(
+            axum::http::Method::POST,
+            "/orgs",
+            Some(body),
+            None,
+            &back,
+            &done,
+        )
+        .await
 }
 
 /// `GET /ui/users` (server admins): users, and a new one.
@@ -331,9 +333,10 @@ pub(super) async fn users(s: Session) -> Response {
         } }
         h2 { "New user" }
         form.stack method="post" action="/ui/users" {
+            (super::layout::refusal(&s, "/ui/users"))
             (super::layout::csrf(&s))
             label for="u-name" { "User name" }
-            input #u-name name="name" required autocomplete="off";
+            input #u-name name="name" required autocomplete="off" value=[s.typed("/ui/users", "name")];
             label for="u-password" { "Password (at least " (crate::iam::password::MIN_LEN) " characters)" }
             input #u-password name="password" type="password" required autocomplete="new-password";
             button type="submit" { "Create user" }

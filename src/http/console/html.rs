@@ -69,15 +69,7 @@ pub(super) fn time(v: &Value) -> Markup {
 
 /// A size in bytes, readable.
 pub(super) fn size(v: &Value) -> String {
-    let b = v.as_u64().unwrap_or(0);
-    #[allow(clippy::cast_precision_loss)]
-    let f = b as f64;
-    match b {
-        0..1024 => format!("{b} B"),
-        1024..1_048_576 => format!("{:.1} KiB", f / 1024.0),
-        1_048_576..1_073_741_824 => format!("{:.1} MiB", f / 1_048_576.0),
-        _ => format!("{:.2} GiB", f / 1_073_741_824.0),
-    }
+    crate::types::readable_size(v.as_u64().unwrap_or(0))
 }
 
 /// A digest shortened for tables, whole in the tooltip.

@@ -66,6 +66,8 @@ pub(super) async fn page(
             }
             main #main {
                 @if let Some(f) = &s.flash { p.flash role="status" { (f) } }
+                // A refusal no form of this page showed beside itself (a button's action).
+                @if let Some(k) = s.kept.as_ref().filter(|k| !k.was_shown()) { p.error role="alert" { (k.message) } }
                 h1 { (title) }
                 (body)
             }
@@ -81,6 +83,11 @@ pub(super) async fn page(
         r.headers_mut().append(header::SET_COOKIE, v);
     }
     r
+}
+
+/// The refusal of the form posted to `action`, beside the form, when it was the one refused.
+pub(super) fn refusal(s: &Session, action: &str) -> Markup {
+    html! { @if let Some(m) = s.refusal(action) { p.form-error role="alert" tabindex="-1" autofocus { (m) } } }
 }
 
 /// A hidden CSRF field.

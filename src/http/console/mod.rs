@@ -21,6 +21,7 @@ mod access;
 mod home;
 mod html;
 mod layout;
+mod list;
 mod once;
 mod repos;
 mod robots;

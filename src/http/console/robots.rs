@@ -2,16 +2,17 @@
 //! tokens: lists, create-once pages (token file, pull secret, Crossplane ImageConfig, robot
 //! config, each with copy and download), rotation with overlap, revocation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use axum::extract::Path;
+use axum::extract::{Path, Query};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde_json::{Value, json};
 
 use super::html::seg;
-use super::layout::{csrf, page, post_button, status, text, time};
+use super::layout::{self, csrf, page, post_button, status, text, time};
+use super::list::{self, Wanted};
 use super::session::{Posted, Session};
 
 /// What a robot's list row shows, gathered from the organization's credentials.
@@ -23,8 +24,19 @@ struct Summary {
     trusts: usize,
 }
 
-pub(super) async fn list(s: Session, Path(org): Path<String>) -> Response {
+const ROBOT_SORTS: [(&str, &str); 3] = [
+    ("name", "name"),
+    ("used", "last used"),
+    ("created", "newest"),
+];
+
+pub(super) async fn list(
+    s: Session,
+    Path(org): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
     let o = seg(&org);
+    let w = Wanted::read(&query, &ROBOT_SORTS);
     let (robots, bindings, creds) = tokio::join!(
         s.api.get(format!("/orgs/{o}/robots")),
         s.api.get(format!("/orgs/{o}/bindings")),
@@ -74,7 +86,21 @@ pub(super) async fn list(s: Session, Path(org): Path<String>) -> Response {
             .map(binding_label)
             .collect()
     };
+    let all = robots.len();
+    let (robots, total, pages) = w.cut(
+        robots,
+        |r| format!("{} {}", text(&r["name"]), text(&r["description"])),
+        |rows, sort| match sort {
+            "used" => rows.sort_by_key(|r| {
+                std::cmp::Reverse(sums.get(text(&r["name"])).and_then(|x| x.last_used.clone()))
+            }),
+            "created" => list::sort_by_field(rows, "created", true),
+            _ => list::sort_by_field(rows, "name", false),
+        },
+    );
+    let path = format!("/ui/orgs/{o}/robots");
     let body = html! {
+        @if all > 0 { (list::controls(&path, &w, &ROBOT_SORTS, "robot")) }
         div.scroll { table {
             thead { tr { th { "Robot" } th { "Bindings" } th.num { "Tokens" } th { "Last used" } th { "Nearest expiry" } th.num { "Trusts" } } }
             tbody {
@@ -93,15 +119,19 @@ pub(super) async fn list(s: Session, Path(org): Path<String>) -> Response {
                 }
             }
         } }
-        @if robots.is_empty() { p.muted { "No robots yet." } }
+        @if all == 0 { p.muted { "No robots yet." } }
+        @else if robots.is_empty() { p.muted { "No robot name or description holds " q { (w.q) } "." } }
+        @else { (list::pager(&path, &w, pages, total)) }
         section aria-labelledby="new-robot" {
             h2 #new-robot { "New robot" }
-            form.stack method="post" action=(format!("/ui/orgs/{o}/robots")) {
+            @let act = format!("/ui/orgs/{o}/robots");
+            form.stack method="post" action=(act) {
+                (layout::refusal(&s, &act))
                 (csrf(&s))
                 label for="robot-name" { "Name" }
-                input #robot-name name="name" required pattern=(super::html::NAME_PATTERN) placeholder="ci-pusher";
+                input #robot-name name="name" required pattern=(super::html::NAME_PATTERN) placeholder="ci-pusher" value=[s.typed(&act, "name")];
                 label for="robot-description" { "Description" }
-                input #robot-description name="description" placeholder="what it is for";
+                input #robot-description name="description" placeholder="what it is for" value=[s.typed(&act, "description")];
                 button type="submit" { "Create robot" }
             }
         }
@@ -119,18 +149,19 @@ fn binding_label(b: &Value) -> String {
 }
 
 pub(super) async fn create(Path(org): Path<String>, p: Posted) -> Response {
-    let name = p.field("name").unwrap_or("");
+    let name = p.field("name").unwrap_or("").to_owned();
     let body = json!({ "name": name, "description": p.field("description") });
     let o = seg(&org);
-    p.act(
-        Method::POST,
-        &format!("/orgs/{o}/robots"),
-        Some(body),
-        None,
-        &format!("/ui/orgs/{o}/robots/{}", seg(name)),
-        &format!("Created robot {name}. It holds nothing until you give it a binding."),
-    )
-    .await
+    p.form_on(format!("/ui/orgs/{o}/robots"))
+        .act(
+            Method::POST,
+            &format!("/orgs/{o}/robots"),
+            Some(body),
+            None,
+            &format!("/ui/orgs/{o}/robots/{}", seg(&name)),
+            &format!("Created robot {name}. It holds nothing until you give it a binding."),
+        )
+        .await
 }
 
 pub(super) async fn show(s: Session, Path((org, robot)): Path<(String, String)>) -> Response {
@@ -169,46 +200,52 @@ pub(super) async fn show(s: Session, Path((org, robot)): Path<(String, String)>)
                          (post_button(&s, &format!("/ui/orgs/{o}/bindings/{}/delete", seg(text(&b["name"]))), "Remove", Some("Remove this binding?"))) }
                 }
             }
-            form.stack method="post" action=(format!("/ui/orgs/{o}/bindings")) {
+            @let act = format!("/ui/orgs/{o}/bindings");
+            form.stack method="post" action=(act) {
+                (layout::refusal(&s, &act))
                 (csrf(&s))
                 input type="hidden" name="subject" value=(format!("robot/{robot}"));
                 input type="hidden" name="back" value=(ui);
                 label for="b-role" { "Role" }
                 select #b-role name="role" {
                     @for role in roles.as_ref().ok().and_then(|v| v["roles"].as_array()).into_iter().flatten() {
-                        option value=(text(&role["name"])) { (text(&role["name"])) }
+                        option value=(text(&role["name"])) selected[s.typed(&act, "role") == role["name"].as_str()] { (text(&role["name"])) }
                     }
                 }
                 label for="b-scope" { "Namespace or repository (empty: the whole organization)" }
-                input #b-scope name="scope" placeholder=(format!("{org} or {org}/app*"));
+                input #b-scope name="scope" placeholder=(format!("{org} or {org}/app*")) value=[s.typed(&act, "scope")];
                 button type="submit" { "Add binding" }
             }
         }
         section aria-labelledby="tokens" {
             h2 #tokens { "Tokens" }
-            (credential_table(&s, &tokens, "tokens", &format!("{ui}/tokens")))
+            (credential_table(&s, listed(&tokens, "tokens"), "tokens", &format!("{ui}/tokens")))
             h3 { "New token" }
-            form.stack method="post" action=(format!("{ui}/tokens")) {
+            @let act = format!("{ui}/tokens");
+            form.stack method="post" action=(act) {
+                (layout::refusal(&s, &act))
                 (csrf(&s))
                 label for="t-name" { "Name" }
-                input #t-name name="name" required placeholder="ci";
+                input #t-name name="name" required placeholder="ci" value=[s.typed(&act, "name")];
                 label for="t-expires" { "Expires in (empty: never)" }
-                input #t-expires name="expiresIn" value="90d";
+                input #t-expires name="expiresIn" value=(s.typed(&act, "expiresIn").unwrap_or("90d"));
                 label for="t-ns" { "Kubernetes namespace of the pull secret" }
-                input #t-ns name="k8sNamespace" value="default";
+                input #t-ns name="k8sNamespace" value=(s.typed(&act, "k8sNamespace").unwrap_or("default"));
                 button type="submit" { "Create token" }
             }
         }
         section aria-labelledby="keys" {
             h2 #keys { "API keys" }
-            (credential_table(&s, &keys, "apikeys", &format!("{ui}/apikeys")))
+            (credential_table(&s, listed(&keys, "apikeys"), "apikeys", &format!("{ui}/apikeys")))
             h3 { "New API key" }
-            form.stack method="post" action=(format!("{ui}/apikeys")) {
+            @let act = format!("{ui}/apikeys");
+            form.stack method="post" action=(act) {
+                (layout::refusal(&s, &act))
                 (csrf(&s))
                 label for="k-name" { "Name" }
-                input #k-name name="name" required;
+                input #k-name name="name" required value=[s.typed(&act, "name")];
                 label for="k-expires" { "Expires in (empty: never)" }
-                input #k-expires name="expiresIn" value="90d";
+                input #k-expires name="expiresIn" value=(s.typed(&act, "expiresIn").unwrap_or("90d"));
                 button type="submit" { "Create API key" }
             }
         }
@@ -231,18 +268,20 @@ pub(super) async fn show(s: Session, Path((org, robot)): Path<(String, String)>)
                 } }
             }
             h3 { "New trust" }
-            form.stack method="post" action=(format!("{ui}/trusts")) {
+            @let act = format!("{ui}/trusts");
+            form.stack method="post" action=(act) {
+                (layout::refusal(&s, &act))
                 (csrf(&s))
                 label for="tr-name" { "Name" }
-                input #tr-name name="name" required placeholder="github-main";
+                input #tr-name name="name" required placeholder="github-main" value=[s.typed(&act, "name")];
                 label for="tr-issuer" { "Issuer (OpenID provider URL)" }
-                input #tr-issuer name="issuer" required placeholder="https://token.actions.githubusercontent.com";
+                input #tr-issuer name="issuer" required placeholder="https://token.actions.githubusercontent.com" value=[s.typed(&act, "issuer")];
                 label for="tr-subject" { "Subject pattern (* matches any run of characters)" }
-                input #tr-subject name="subject" required placeholder="repo:acme/app:ref:refs/heads/main";
+                input #tr-subject name="subject" required placeholder="repo:acme/app:ref:refs/heads/main" value=[s.typed(&act, "subject")];
                 label for="tr-audience" { "Audience (empty: the registry's service name)" }
-                input #tr-audience name="audience";
+                input #tr-audience name="audience" value=[s.typed(&act, "audience")];
                 label for="tr-claims" { "Claims that must match, one KEY=VALUE per line" }
-                textarea #tr-claims name="claims" rows="3" placeholder="repository_owner=acme" {}
+                textarea #tr-claims name="claims" rows="3" placeholder="repository_owner=acme" { (s.typed(&act, "claims").unwrap_or("")) }
                 button type="submit" { "Add trust" }
             }
         }
@@ -254,15 +293,47 @@ pub(super) async fn show(s: Session, Path((org, robot)): Path<(String, String)>)
     page(&s, Some(&org), "robots", &format!("Robot {robot}"), body).await
 }
 
+/// The list `key` of an API answer.
+fn listed<'a>(
+    v: &'a Result<Value, super::session::Failure>,
+    key: &str,
+) -> Result<&'a [Value], &'a super::session::Failure> {
+    v.as_ref()
+        .map(|v| v[key].as_array().map_or(&[][..], Vec::as_slice))
+}
+
+/// One page of a credential list as the filter and sort ask; with the count and pages.
+fn cut_credentials(w: &Wanted, v: &Value, key: &str) -> (Vec<Value>, u64, u64) {
+    w.cut(
+        v[key].as_array().cloned().unwrap_or_default(),
+        |c| {
+            format!(
+                "{} {} {}",
+                text(&c["name"]),
+                text(&c["description"]),
+                text(&c["status"])
+            )
+        },
+        |rows, sort| match sort {
+            "name" => list::sort_by_field(rows, "name", false),
+            "expires" => list::sort_by_field(rows, "expires", false),
+            "used" => {
+                rows.sort_by(|a, b| text(&b["lastUsed"]["at"]).cmp(text(&a["lastUsed"]["at"])))
+            }
+            _ => list::sort_by_field(rows, "created", true),
+        },
+    )
+}
+
 /// A table of credentials (from a list call) with rotate and revoke buttons.
 fn credential_table(
     s: &Session,
-    list: &Result<Value, super::session::Failure>,
+    list: Result<&[Value], &super::session::Failure>,
     key: &str,
     actions: &str,
 ) -> Markup {
     let rows = match list {
-        Ok(v) => v[key].as_array().cloned().unwrap_or_default(),
+        Ok(rows) => rows,
         Err(f) => return html! { p.muted { (f.message) } },
     };
     html! {
@@ -271,7 +342,7 @@ fn credential_table(
             div.scroll { table {
                 thead { tr { th { "Name" } th { "Created" } th { "Expires" } th { "Last used" } th { "Status" } th { "Actions" } } }
                 tbody {
-                    @for c in &rows {
+                    @for c in rows {
                         @let id = c["id"].as_str().map_or_else(|| c["id"].to_string(), str::to_owned);
                         tr {
                             td { (text(&c["name"])) }
@@ -461,7 +532,7 @@ async fn mint(p: &Posted, org: &str, m: Mint) -> Response {
         .await;
     let v = match answer {
         Ok(v) => v,
-        Err(f) => return f.into_response(),
+        Err(f) => return p.refuse(f.status, &f.message, &m.back).await,
     };
     let note = m.rotation.then(|| match v["previousValidUntil"].as_str() {
         Some(t) => {
@@ -794,33 +865,57 @@ pub(super) async fn delete(Path((org, robot)): Path<(String, String)>, p: Posted
 
 /// `GET /ui/orgs/{org}/credentials`: the user's own API keys and the organization's registry
 /// tokens.
-pub(super) async fn credentials(s: Session, Path(org): Path<String>) -> Response {
+const CREDENTIAL_SORTS: [(&str, &str); 4] = [
+    ("created", "newest"),
+    ("name", "name"),
+    ("expires", "expiry"),
+    ("used", "last used"),
+];
+
+pub(super) async fn credentials(
+    s: Session,
+    Path(org): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
     let o = seg(&org);
+    let w = Wanted::read(&query, &CREDENTIAL_SORTS);
     let (keys, tokens) = tokio::join!(
         s.api.get("/apikeys"),
         s.api.call(Method::GET, "/tokens", None, Some(&org)),
     );
+    let path = format!("/ui/orgs/{o}/credentials");
+    let (keys, tokens) = (
+        keys.map(|v| cut_credentials(&w, &v, "apikeys")),
+        tokens.map(|v| cut_credentials(&w, &v, "tokens")),
+    );
     let body = html! {
+        (list::controls(&path, &w, &CREDENTIAL_SORTS, "credential"))
         section aria-labelledby="own-keys" {
             h2 #own-keys { "Your API keys" }
-            (credential_table(&s, &keys, "apikeys", &format!("/ui/orgs/{o}/apikeys")))
-            form.stack method="post" action=(format!("/ui/orgs/{o}/apikeys")) {
+            (credential_table(&s, keys.as_ref().map(|k| k.0.as_slice()), "apikeys", &format!("/ui/orgs/{o}/apikeys")))
+            @if let Ok((_, total, pages)) = &keys { @if *total > 0 { (list::pager(&path, &w, *pages, *total)) } }
+            @let act = format!("/ui/orgs/{o}/apikeys");
+            form.stack method="post" action=(act) {
+                (layout::refusal(&s, &act))
                 (csrf(&s))
                 label for="ok-name" { "Name" }
-                input #ok-name name="name" required;
+                input #ok-name name="name" required value=[s.typed(&act, "name")];
                 label for="ok-expires" { "Expires in (empty: never)" }
-                input #ok-expires name="expiresIn" value="90d";
+                input #ok-expires name="expiresIn" value=(s.typed(&act, "expiresIn").unwrap_or("90d"));
                 button type="submit" { "Create API key" }
             }
         }
         section aria-labelledby="reg-tokens" {
             h2 #reg-tokens { "Registry tokens of " (org) }
             p.muted { "Pull (or, read-write, push) anywhere in the organization, for registry clients only." }
-            (credential_table(&s, &tokens, "tokens", &format!("/ui/orgs/{o}/registry-tokens")))
-            form.stack method="post" action=(format!("/ui/orgs/{o}/registry-tokens")) {
+            (credential_table(&s, tokens.as_ref().map(|t| t.0.as_slice()), "tokens", &format!("/ui/orgs/{o}/registry-tokens")))
+            @if let Ok((_, total, pages)) = &tokens { @if *total > 0 { (list::pager(&path, &w, *pages, *total)) } }
+            @let act = format!("/ui/orgs/{o}/registry-tokens");
+            form.stack method="post" action=(act) {
+                (layout::refusal(&s, &act))
                 (csrf(&s))
                 label for="rt-name" { "Name" }
-                input #rt-name name="name" required;
+                input #rt-name name="name" required value=[s.typed(&act, "name")];
                 label.check { input type="checkbox" name="readwrite" value="true"; " Read-write (push too)" }
                 label.check { input type="checkbox" name="permanent" value="true"; " Permanent (otherwise it expires with the server's registry-token lifetime)" }
                 button type="submit" { "Create registry token" }
@@ -851,10 +946,9 @@ pub(super) async fn create_trust(
         .filter(|l| !l.is_empty())
     {
         let Some((k, v)) = line.split_once('=') else {
-            return super::layout::error_page(
-                StatusCode::BAD_REQUEST,
-                &format!("The claim line {line:?} is not KEY=VALUE."),
-            );
+            let page = format!("/ui/orgs/{}/robots/{}", seg(&org), seg(&robot));
+            let why = format!("The claim line {line:?} is not KEY=VALUE.");
+            return p.refuse(StatusCode::BAD_REQUEST, &why, &page).await;
         };
         claims.insert(k.trim().to_owned(), json!(v.trim()));
     }

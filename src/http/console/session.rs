@@ -161,6 +161,26 @@ impl Api {
     }
 }
 
+/// A refused form, shown again on its page: which form it was (its action), why it was refused,
+/// and what was typed (except passwords and the CSRF token), so nothing is lost. `shown` says a
+/// form of the page showed the refusal beside itself (else the page shows it above its title).
+#[derive(Clone)]
+pub(super) struct Kept {
+    pub(super) action: String,
+    pub(super) message: String,
+    fields: HashMap<String, String>,
+    shown: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Kept {
+    pub(super) fn was_shown(&self) -> bool {
+        self.shown.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The console's own router, to render a page in-process when a form on it was refused.
+static CONSOLE: OnceLock<Router<AppState>> = OnceLock::new();
+
 /// The signed-in user of a console request.
 pub(super) struct Session {
     pub(super) user: String,
@@ -174,6 +194,8 @@ pub(super) struct Session {
     pub(super) host: String,
     pub(super) base_url: String,
     pub(super) refresh: String,
+    /// The form refused just now, when this page is shown again because of it.
+    pub(super) kept: Option<Kept>,
 }
 
 pub(super) fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -298,6 +320,7 @@ impl FromRequestParts<AppState> for Session {
             host,
             base_url,
             refresh,
+            kept: parts.extensions.get::<Kept>().cloned(),
         })
     }
 }
@@ -305,6 +328,22 @@ impl FromRequestParts<AppState> for Session {
 impl Session {
     pub(super) fn state(&self) -> &AppState {
         &self.api.state
+    }
+
+    /// The refusal of the form posted to `action`, if it is the one refused: shown beside it.
+    pub(super) fn refusal(&self, action: &str) -> Option<&str> {
+        let k = self.kept.as_ref().filter(|k| k.action == action)?;
+        k.shown.store(true, std::sync::atomic::Ordering::Relaxed);
+        Some(&k.message)
+    }
+
+    /// What was typed in field `field` of the form posted to `action`, when it was refused.
+    pub(super) fn typed(&self, action: &str, field: &str) -> Option<&str> {
+        self.kept
+            .as_ref()
+            .filter(|k| k.action == action)
+            .and_then(|k| k.fields.get(field))
+            .map(String::as_str)
     }
 
     /// The organizations the user belongs to (a server admin: all of them).
@@ -329,6 +368,13 @@ impl Session {
 pub(super) struct Posted {
     pub(super) session: Session,
     pub(super) form: HashMap<String, String>,
+    /// Where the form was posted (its `action`).
+    action: String,
+    /// The page the form is on, when a refusal should not be shown on the page a success goes to.
+    form_page: Option<String>,
+    /// The request's cookies and host, to show the form's page again as this user.
+    cookies: Option<HeaderValue>,
+    host: Option<HeaderValue>,
 }
 
 impl Posted {
@@ -345,8 +391,62 @@ impl Posted {
     ) -> Response {
         match self.session.api.call(method, path, body, org).await {
             Ok(_) => redirect_with(self.session.state(), back, done),
-            Err(f) => f.into_response(),
+            Err(f) => {
+                let page = self.form_page.as_deref().unwrap_or(back);
+                self.refuse(f.status, &f.message, page).await
+            }
         }
+    }
+
+    /// The form is on page `page` (a refusal is shown there, not on the page a success goes to).
+    pub(super) fn form_on(mut self, page: String) -> Posted {
+        self.form_page = Some(page);
+        self
+    }
+
+    /// The refusal of this form, shown on page `page` beside the form with what was typed kept
+    /// (the page rendered in-process as this user, answered with `status`); a page that cannot
+    /// be shown gives the error page.
+    pub(super) async fn refuse(&self, status: StatusCode, message: &str, page: &str) -> Response {
+        let fields = self
+            .form
+            .iter()
+            .filter(|(k, _)| *k != "_csrf" && !k.contains("password"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let kept = Kept {
+            action: self.action.clone(),
+            message: message.to_owned(),
+            fields,
+            shown: std::sync::Arc::default(),
+        };
+        let mut b = Request::builder().method(Method::GET).uri(page);
+        for (name, v) in [(header::COOKIE, &self.cookies), (header::HOST, &self.host)] {
+            if let Some(v) = v {
+                b = b.header(name, v.clone());
+            }
+        }
+        let Ok(mut req) = b.body(Body::empty()) else {
+            return error_page(status, message);
+        };
+        req.extensions_mut().insert(kept);
+        if let Some(a) = self.session.api.addr {
+            req.extensions_mut().insert(a);
+        }
+        let resp = match routes(&CONSOLE, super::router)
+            .with_state(self.session.state().clone())
+            .oneshot(req)
+            .await
+        {
+            Ok(r) => r,
+            Err(never) => match never {},
+        };
+        if resp.status() != StatusCode::OK {
+            return error_page(status, message);
+        }
+        let (mut parts, body) = resp.into_parts();
+        parts.status = status;
+        Response::from_parts(parts, body)
     }
 
     /// A field of the form, trimmed; empty or absent: `None`.
@@ -361,6 +461,9 @@ impl FromRequest<AppState> for Posted {
     async fn from_request(req: Request, st: &AppState) -> Result<Self, Response> {
         let (mut parts, body) = req.into_parts();
         let session = Session::from_request_parts(&mut parts, st).await?;
+        let action = parts.uri.path().to_owned();
+        let cookies = parts.headers.get(header::COOKIE).cloned();
+        let host = parts.headers.get(header::HOST).cloned();
         let bytes = axum::body::to_bytes(body, FORM_MAX)
             .await
             .map_err(|_| error_page(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large."))?;
@@ -375,6 +478,13 @@ impl FromRequest<AppState> for Posted {
                 "This form is stale or was not sent from this console; reload the page and try again.",
             ));
         }
-        Ok(Posted { session, form })
+        Ok(Posted {
+            session,
+            form,
+            action,
+            form_page: None,
+            cookies,
+            host,
+        })
     }
 }
