@@ -193,6 +193,19 @@ impl From<crate::iam::Error> for AuthError {
     }
 }
 
+/// Whose a credential tried in a failed login is: an organization's (a registry token) or a
+/// robot's (of its organization).
+#[derive(Clone, Copy)]
+enum OrgOf {
+    Org(i64),
+    Robot(i64),
+}
+
+/// Failed logins are counted per address, reason and the organization of the credential tried
+/// (when it is known: an expired or revoked credential of an org, a workload refused for an
+/// org's robot).
+type FailureKey = (Option<IpAddr>, &'static str, Option<String>);
+
 /// Failed logins of one address and reason within one window: one audit row with a count.
 struct FailureWindow {
     start: Instant,
@@ -225,7 +238,7 @@ struct Usage {
     /// Trust id → last use.
     trusts: Mutex<HashMap<i64, i64>>,
     audit: Mutex<Vec<AuditEvent>>,
-    failures: Mutex<HashMap<(Option<IpAddr>, &'static str), FailureWindow>>,
+    failures: Mutex<HashMap<FailureKey, FailureWindow>>,
 }
 
 /// When, from which address and with which user agent a credential was last used.
@@ -540,11 +553,11 @@ impl AuthService {
         let slot = match self.limiter.reserve(keys) {
             Ok(slot) => slot,
             Err(retry_after) => {
-                self.audit_failure(username, client, "rate limited");
+                self.audit_failure(username, client, "rate limited", None);
                 return Err(AuthError::RateLimited { retry_after });
             }
         };
-        let (checked, reason) = self.check(username, secret, client)?;
+        let (checked, reason, org) = self.check(username, secret, client)?;
         match checked {
             Some((l, credential)) => {
                 drop(slot);
@@ -558,7 +571,7 @@ impl AuthService {
                 if shared {
                     self.add_shared_failure(&failure_keys);
                 }
-                self.audit_failure(username, client, reason);
+                self.audit_failure(username, client, reason, org);
                 Err(AuthError::Invalid)
             }
         }
@@ -621,7 +634,14 @@ impl AuthService {
     }
 
     /// Counts a failed login in its address's window; `flush_usage` writes one row per window.
-    fn audit_failure(&self, username: &str, client: &ClientInfo, why: &'static str) {
+    /// `org`: the organization whose credential or robot it was (its owners read the row).
+    fn audit_failure(
+        &self,
+        username: &str,
+        client: &ClientInfo,
+        why: &'static str,
+        org: Option<String>,
+    ) {
         // A secret pasted into the user-name field (swapped arguments) must not land in the
         // audit trail.
         let attempted = if Secret::parse(username).is_some() || username.starts_with("eyJ") {
@@ -635,7 +655,7 @@ impl AuthService {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let w = map
-            .entry((client.addr, why))
+            .entry((client.addr, why, org))
             .or_insert_with(FailureWindow::new);
         if w.start.elapsed() >= limit::WINDOW && w.pending == 0 {
             *w = FailureWindow::new();
@@ -655,14 +675,16 @@ impl AuthService {
             .push(event);
     }
 
-    /// The login (and the credential used, if any) for valid credentials, `None` for wrong ones.
+    /// The login (and the credential used, if any) for valid credentials, `None` for wrong ones;
+    /// for wrong ones, why, and the organization of what was tried when it is known.
     fn check(
         &self,
         username: &str,
         secret: &str,
         client: &ClientInfo,
-    ) -> Result<(Checked, &'static str), AuthError> {
+    ) -> Result<(Checked, &'static str, Option<String>), AuthError> {
         let used = std::cell::RefCell::new(None);
+        let owner = std::cell::Cell::new(None);
         // Why a check failed, for the audit trail only: the client's answer stays uniform.
         let reason = std::cell::Cell::new(match username {
             "iamapikey" | "iamrefresh" | "token" | "iambearer" => "unknown or wrong secret",
@@ -680,6 +702,11 @@ impl AuthService {
             let Some(row) = self.iam.lookup_secret(&s)? else {
                 return Ok(None);
             };
+            owner.set(match (row.org_id, row.robot_id) {
+                (Some(o), _) => Some(OrgOf::Org(o)),
+                (None, Some(r)) => Some(OrgOf::Robot(r)),
+                (None, None) => None,
+            });
             if row.revoked_at.is_some() {
                 reason.set(if row.family.is_some() {
                     "refresh token used again"
@@ -712,7 +739,36 @@ impl AuthService {
             Ok(Some(row))
         };
         let login = self.check_kind(username, secret, verified)?;
-        Ok((login.map(|l| (l, used.into_inner())), reason.get()))
+        let org = match (&login, owner.get()) {
+            (Some(_), _) => None,
+            (None, Some(of)) => self
+                .iam
+                .meta()
+                .read(|r| {
+                    let org = match of {
+                        OrgOf::Org(o) => Some(o),
+                        OrgOf::Robot(id) => r.robot_by_id(id)?.map(|robot| robot.org_id),
+                    };
+                    org.map_or(Ok(None), |o| r.org_by_id(o))
+                })
+                .ok()
+                .flatten()
+                .map(|o| o.name),
+            // A workload refused for a robot that exists: its organization's.
+            (None, None) if reason.get() == "workload token refused" => username
+                .split_once('/')
+                .filter(|(o, n)| {
+                    let meta = self.iam.meta();
+                    meta.read(|r| match r.org_by_name(o)? {
+                        Some(org) => r.robot(org.id, n).map(|r| r.is_some()),
+                        None => Ok(false),
+                    })
+                    .unwrap_or(false)
+                })
+                .map(|(o, _)| o.to_owned()),
+            (None, None) => None,
+        };
+        Ok((login.map(|l| (l, used.into_inner())), reason.get(), org))
     }
 
     fn check_kind(
@@ -888,7 +944,7 @@ impl AuthService {
         match matched.len() {
             0 => {
                 slot.fail();
-                self.audit_failure("(workload token)", client, "workload token refused");
+                self.audit_failure("(workload token)", client, "workload token refused", None);
                 Err(AuthError::Invalid)
             }
             1 => Ok(Ok(matched.remove(0))),
@@ -1153,7 +1209,7 @@ impl AuthService {
     /// One audit row per (address, reason, window): inserted at the first flush of the window,
     /// its count raised by later ones.
     fn flush_failures(&self) -> Result<(), AuthError> {
-        type Work = ((Option<IpAddr>, &'static str), Option<i64>, i64, String);
+        type Work = (FailureKey, Option<i64>, i64, String);
         let work: Vec<Work> = {
             let mut map = self
                 .usage
@@ -1165,7 +1221,7 @@ impl AuthService {
                 .filter(|(_, w)| w.pending > 0)
                 .map(|(k, w)| {
                     let n = std::mem::take(&mut w.pending);
-                    (*k, w.row, n, w.names.join(", "))
+                    (k.clone(), w.row, n, w.names.join(", "))
                 })
                 .collect()
         };
@@ -1174,13 +1230,16 @@ impl AuthService {
         }
         let batch: Vec<crate::iam::FailedLogins> = work
             .iter()
-            .map(|((addr, why), row, n, names)| crate::iam::FailedLogins {
-                row: *row,
-                client_addr: addr.map(|a| a.to_string()),
-                reason: why,
-                attempted: names.clone(),
-                count: *n,
-            })
+            .map(
+                |((addr, why, org), row, n, names)| crate::iam::FailedLogins {
+                    row: *row,
+                    client_addr: addr.map(|a| a.to_string()),
+                    org: org.clone(),
+                    reason: why,
+                    attempted: names.clone(),
+                    count: *n,
+                },
+            )
             .collect();
         let rows = self
             .iam

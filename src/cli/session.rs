@@ -362,6 +362,8 @@ pub(super) async fn session(
                 for s in list {
                     s["from"] = s["source"]["kind"].clone();
                     s["lastUsedAt"] = s["lastUsed"]["at"].clone();
+                    s["address"] = s["lastUsed"]["address"].clone();
+                    s["client"] = s["lastUsed"]["userAgent"].clone();
                 }
             }
             print(
@@ -374,6 +376,8 @@ pub(super) async fn session(
                     ("REFRESHED", "refreshed"),
                     ("EXPIRES", "expires"),
                     ("LAST USED", "lastUsedAt"),
+                    ("ADDRESS", "address"),
+                    ("CLIENT", "client"),
                     ("CURRENT", "current"),
                 ],
             )

@@ -362,6 +362,9 @@ fn scope_orgs(st: &AppState, scopes: &[Scope]) -> Result<Option<Vec<String>>, Au
     Ok(named.then_some(orgs))
 }
 
+/// The longest audit detail of one token: what it granted, cut.
+const AUDIT_DETAIL_MAX: usize = 2000;
+
 /// What was granted, as space-separated Docker scope strings (`repository:acme/app:pull`).
 fn scope_of(access: &[AccessEntry]) -> String {
     access
@@ -414,9 +417,29 @@ fn issue_for(
                 }
             ),
         ),
-        None => ("token.issue", format!("{} grants", access.len())),
+        None => (
+            "token.issue",
+            if granted.is_empty() {
+                "granted nothing".to_owned()
+            } else {
+                format!("granted {granted}")
+            },
+        ),
+    };
+    // Bounded: a request may name many scopes.
+    let detail: String = detail.chars().take(AUDIT_DETAIL_MAX).collect();
+    // The organization whose repositories it grants (its owners read the row): the one the
+    // scopes name, else the robot's or the registry token's own.
+    let org = match scope_orgs(st, scopes)? {
+        Some(orgs) if orgs.len() == 1 => orgs.into_iter().next(),
+        _ => match &login.principal {
+            crate::auth::Principal::Robot { org, .. }
+            | crate::auth::Principal::RegistryToken { org, .. } => Some(org.clone()),
+            _ => None,
+        },
     };
     st.auth.audit(AuditEvent {
+        org,
         actor: Some(login.principal.subject()),
         action,
         success: true,

@@ -118,6 +118,8 @@ pub struct FailedLogins {
     /// The event already recorded for this window, if any.
     pub row: Option<i64>,
     pub client_addr: Option<String>,
+    /// The organization whose credential or robot was tried, when known (its owners read it).
+    pub org: Option<String>,
     pub reason: &'static str,
     /// The user names typed, joined.
     pub attempted: String,
@@ -1290,7 +1292,7 @@ impl IamService {
                         detail: Some(f.reason.into()),
                         attempted: Some(f.attempted.clone()),
                         count: f.count,
-                        org: None,
+                        org: f.org.clone(),
                     })?),
                 }
             }

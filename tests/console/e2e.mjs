@@ -397,6 +397,7 @@ await page.waitForSelector("text=shown only on this page");
 await page.goto(url + "/ui/orgs/acme");
 const overview = await page.textContent("main");
 assert.ok(/1\s*credentials expiring within 14 days/.test(overview), overview);
+assert.ok(/\d+\s*failed logins with acme's credentials in the last 24 h/.test(overview), "failed logins counted per organization: " + overview);
 assert.ok(await page.$('#expiring ~ div >> text=nightly'), "the expiring token is listed");
 await page.screenshot({ path: path.join(shots, "console-overview.png"), fullPage: true });
 

@@ -3942,8 +3942,23 @@ async fn the_audit_says_why_a_login_failed_while_the_client_learns_nothing() {
         .as_str()
         .unwrap()
         .to_owned();
+    // A robot token of acme, expired: its failure belongs to acme's audit.
+    let gone = alice
+        .ok(
+            "POST",
+            "/orgs/acme/robots/reader/tokens",
+            Some(json!({"name": "gone", "expiresIn": "1s"})),
+            StatusCode::CREATED,
+        )
+        .await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let attempts = [
+        (
+            gone["accessId"].as_str().unwrap().to_owned(),
+            gone["token"].as_str().unwrap().to_owned(),
+            "expired",
+            "127.0.0.25",
+        ),
         (
             "iamapikey".to_owned(),
             short.clone(),
@@ -4009,6 +4024,30 @@ async fn the_audit_says_why_a_login_failed_while_the_client_learns_nothing() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+    // The owner's audit of acme counts the failure of acme's robot token, not a stranger's
+    // wrong password nor her own key's (a user's keys are not the organization's).
+    let v = alice
+        .ok(
+            "GET",
+            "/orgs/acme/audit?action=login&outcome=failure&limit=100",
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    let from: Vec<&str> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["clientAddress"].as_str())
+        .collect();
+    assert_eq!(from, ["127.0.0.25"], "{v}");
+    assert!(
+        v["events"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("expired"),
+        "{v}"
+    );
 }
 
 #[tokio::test]

@@ -1420,6 +1420,14 @@ async fn sessions_are_listed_and_ended_and_own_password_changes_need_the_current
         table.contains("FROM") && table.contains("password"),
         "{table}"
     );
+    // Where each session was last used from, and with what client (written within a second).
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let table = ok(&cfg, &["session", "list"], None);
+    assert!(
+        table.contains("ADDRESS") && table.contains("CLIENT") && table.contains("127.0.0.1"),
+        "{table}"
+    );
+    assert!(table.contains("berth/"), "the client: {table}");
     // End the other client's session: it must log in again, this one goes on.
     let theirs: Value =
         serde_json::from_str(&ok(&other, &["session", "list", "-o", "json"], None)).unwrap();

@@ -333,3 +333,48 @@ async fn a_repository_is_deleted_whole_by_who_may_delete_in_it() {
     assert_eq!(e["actor"], "user:admin", "{audit}");
     assert_eq!(e["target"], "repository/acme/app (2 tags)", "{audit}");
 }
+
+#[tokio::test]
+async fn the_owners_audit_names_what_each_registry_token_granted() {
+    let s = Server::start();
+    let admin = Api::admin(&s);
+    admin
+        .ok(
+            "POST",
+            "/orgs",
+            Some(json!({"name": "acme"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    push_image(&client(), &s, "acme/app", "v1", 5).await;
+    let reader = robot_with_token(&admin, "acme", "ci", "Reader", json!({})).await;
+    let (id, secret) = reader.split_once(':').unwrap();
+    let r = basic_client(id, secret)
+        .get(s.url("/token?service=berth&scope=repository:acme/app:pull,push"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let v = admin
+            .ok(
+                "GET",
+                "/orgs/acme/audit?action=token.issue",
+                None,
+                StatusCode::OK,
+            )
+            .await;
+        if let Some(e) = v["events"].as_array().unwrap().first() {
+            assert_eq!(e["actor"], "robot:acme/ci", "{v}");
+            // Asked for pull and push, granted what the Reader role holds.
+            assert_eq!(e["detail"], "granted repository:acme/app:pull", "{v}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no token.issue row in acme's audit: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -340,12 +340,15 @@ fn credential_table(
         @if rows.is_empty() { p.muted { "None." } }
         @else {
             div.scroll { table {
-                thead { tr { th { "Name" } th { "Created" } th { "Expires" } th { "Last used" } th { "Status" } th { "Actions" } } }
+                thead { tr { th { "Name" } @if key == "tokens" && actions.ends_with("/registry-tokens") { th { "Access" } } th { "Created" } th { "Expires" } th { "Last used" } th { "Status" } th { "Actions" } } }
                 tbody {
                     @for c in rows {
                         @let id = c["id"].as_str().map_or_else(|| c["id"].to_string(), str::to_owned);
                         tr {
-                            td { (text(&c["name"])) }
+                            td { (text(&c["name"])) @if let Some(d) = c["description"].as_str() { br; span.muted.description { (d) } } }
+                            @if key == "tokens" && actions.ends_with("/registry-tokens") {
+                                td { @if c["readwrite"] == json!(true) { "read-write (pull, push)" } @else { "read (pull)" } }
+                            }
                             td { (time(&c["created"])) }
                             td { @if c["expires"].is_null() { span.muted { "never" } } @else { (time(&c["expires"])) } }
                             td { (time(&c["lastUsed"]["at"])) @if let Some(a) = c["lastUsed"]["address"].as_str() { br; span.muted { "from " (a) } } }
