@@ -845,7 +845,7 @@ impl IamService {
                     && w.reader()
                         .credentials_of(key, kind.as_str())?
                         .iter()
-                        .any(|c| c.name.as_deref() == Some(n))
+                        .any(|c| c.revoked_at.is_none() && c.name.as_deref() == Some(n))
                 {
                     return Err(store::Error::Conflict);
                 }
@@ -886,6 +886,15 @@ impl IamService {
             .read(|r| r.credential(id))?
             .map(Credential::try_from)
             .transpose()?)
+    }
+
+    /// Revokes a credential (see `store::Writer::revoke_credential`: its row stays as a trace).
+    pub fn revoke_credential(&self, id: &str) -> Result<()> {
+        if self.meta.write(|w| w.revoke_credential(id))? {
+            Ok(())
+        } else {
+            Err(not_found("credential", id))
+        }
     }
 
     pub fn delete_credential(&self, id: &str) -> Result<()> {

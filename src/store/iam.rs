@@ -1127,6 +1127,11 @@ impl Writer<'_> {
             "DELETE FROM credentials WHERE kind = 'refresh_token' AND expires_at IS NOT NULL AND expires_at < ?1",
             p![before],
         )?;
+        // The traces of revoked credentials.
+        self.conn.execute(
+            "DELETE FROM credentials WHERE kind <> 'refresh_token' AND revoked_at IS NOT NULL AND revoked_at < ?1",
+            p![before],
+        )?;
         Ok(())
     }
 
@@ -1259,17 +1264,41 @@ impl Writer<'_> {
         Ok(ended.len())
     }
 
+    /// Deletes a credential (its source ended, or its owner went) and ends what was made
+    /// through it; `false` when there is no such credential.
     pub fn delete_credential(&self, id: &str) -> Result<bool> {
+        self.end_credential(id, false)
+    }
+
+    /// Revokes a credential: it stops working at once and what was made through it ends, but
+    /// its row stays, marked revoked, as a trace in its owner's lists until
+    /// `prune_revocations`; `false` when there is no such live credential.
+    pub fn revoke_credential(&self, id: &str) -> Result<bool> {
+        self.end_credential(id, true)
+    }
+
+    fn end_credential(&self, id: &str, keep_trace: bool) -> Result<bool> {
         let found: Option<(Option<String>, i64)> = self.conn.query_opt(
-            "SELECT family, generation FROM credentials WHERE id = ?1",
+            if keep_trace {
+                "SELECT family, generation FROM credentials WHERE id = ?1 AND revoked_at IS NULL"
+            } else {
+                "SELECT family, generation FROM credentials WHERE id = ?1"
+            },
             p![id],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         let Some((family, generation)) = found else {
             return Ok(false);
         };
-        self.conn
-            .execute("DELETE FROM credentials WHERE id = ?1", p![id])?;
+        if keep_trace {
+            self.conn.execute(
+                "UPDATE credentials SET revoked_at = ?2, previous_until = NULL WHERE id = ?1",
+                p![id, now()],
+            )?;
+        } else {
+            self.conn
+                .execute("DELETE FROM credentials WHERE id = ?1", p![id])?;
+        }
         let key = format!("cred:{id}");
         self.forget_object(&key)?;
         self.conn.execute(

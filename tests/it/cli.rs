@@ -1200,11 +1200,31 @@ async fn remaining_commands_and_their_error_paths() {
     .unwrap();
     let id = t["accessId"].as_str().unwrap();
     ok(&cfg, &["robot", "token", "delete", "r1", id], None);
+    // A revoked token stays listed as a trace, marked revoked; it cannot be revoked twice, and
+    // its name is free again.
     assert_eq!(
         snap(&["robot", "token", "list", "r1"]),
-        "NAME  CREATED  EXPIRES  LAST USED  FROM  STATUS  ID\n"
+        "NAME  CREATED               EXPIRES  LAST USED  FROM  STATUS   ID\nt1    [TIME]  -        -          -     revoked  [ID]\n"
     );
     fails(&["robot", "token", "delete", "r1", id], 4, "not found");
+    fails(&["robot", "token", "rotate", "r1", "t1"], 4, "not found");
+    let again: Value = serde_json::from_str(&ok(
+        &cfg,
+        &["robot", "token", "create", "r1", "t1", "--output", "-"],
+        None,
+    ))
+    .unwrap();
+    ok(
+        &cfg,
+        &[
+            "robot",
+            "token",
+            "delete",
+            "r1",
+            again["accessId"].as_str().unwrap(),
+        ],
+        None,
+    );
     // By name as well as by id; a name is unique per owner.
     ok(
         &cfg,
@@ -1232,9 +1252,10 @@ async fn remaining_commands_and_their_error_paths() {
         "{listed}"
     );
     ok(&cfg, &["robot", "token", "delete", "r1", "named"], None);
-    assert_eq!(
-        snap(&["robot", "token", "list", "r1"]),
-        "NAME  CREATED  EXPIRES  LAST USED  FROM  STATUS  ID\n"
+    let listed = snap(&["robot", "token", "list", "r1"]);
+    assert!(
+        listed.lines().skip(1).all(|l| l.contains(" revoked ")) && listed.contains("named "),
+        "every token of r1 is revoked now: {listed}"
     );
     ok(&cfg, &["apikey", "create", "laptop", "--output", "-"], None);
     fails(

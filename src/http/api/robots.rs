@@ -254,8 +254,10 @@ fn robot_within_reach(
 /// found.
 fn find_owned(st: &AppState, owner: Owner, kind: SecretKind, id: &str) -> ApiResult<Credential> {
     let list = st.auth.iam().credentials(owner, kind)?;
+    // A revoked one is a trace in the lists, nothing more.
     let mut found = list
         .into_iter()
+        .filter(|c| c.revoked_at.is_none())
         .filter(|c| c.id == id || c.name.as_deref() == Some(id));
     match (found.next(), found.next()) {
         (Some(one), None) => Ok(one),
@@ -278,7 +280,7 @@ fn delete_owned(
     target: String,
 ) -> ApiResult<Response> {
     let row = find_owned(st, owner, kind, id)?;
-    st.auth.iam().delete_credential(&row.id)?;
+    st.auth.iam().revoke_credential(&row.id)?;
     audit_change(st, caller, "credential.delete", target);
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -42,6 +42,7 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 pub(crate) fn router() -> Router<AppState> {
+    session::CONSOLE_BUILD.get_or_init(|| router);
     Router::new()
         .route("/", get(|| async { see_other("/ui/") }))
         .route("/ui", get(|| async { see_other("/ui/") }))

@@ -369,7 +369,9 @@ fn credential_table(
                                     }
                                     " "
                                 }
-                                (post_button(s, &format!("{actions}/{}/revoke", seg(&id)), "Revoke", Some(&format!("Revoke {}? Whatever uses it stops working.", text(&c["name"])))))
+                                @if text(&c["status"]) != "revoked" {
+                                    (post_button(s, &format!("{actions}/{}/revoke", seg(&id)), "Revoke", Some(&format!("Revoke {}? Whatever uses it stops working.", text(&c["name"])))))
+                                }
                             }
                         }
                     }

@@ -178,8 +178,10 @@ impl Kept {
     }
 }
 
-/// The console's own router, to render a page in-process when a form on it was refused.
+/// The console's own router, to render a page in-process when a form on it was refused; its
+/// builder is given by the console's `router` (so this file does not import its parent).
 static CONSOLE: OnceLock<Router<AppState>> = OnceLock::new();
+pub(super) static CONSOLE_BUILD: OnceLock<fn() -> Router<AppState>> = OnceLock::new();
 
 /// The signed-in user of a console request.
 pub(super) struct Session {
@@ -433,7 +435,10 @@ impl Posted {
         if let Some(a) = self.session.api.addr {
             req.extensions_mut().insert(a);
         }
-        let resp = match routes(&CONSOLE, super::router)
+        let Some(build) = CONSOLE_BUILD.get() else {
+            return error_page(status, message);
+        };
+        let resp = match routes(&CONSOLE, *build)
             .with_state(self.session.state().clone())
             .oneshot(req)
             .await
