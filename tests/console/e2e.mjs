@@ -337,6 +337,7 @@ await page.goto(url + "/ui/orgs/acme/credentials");
 await page.fill('#own-keys ~ div input[name="overlap"]', "1h");
 await page.click('#own-keys ~ div button:has-text("Rotate")');
 await page.waitForSelector("text=keeps working until");
+assert.match(await page.textContent("main"), /keeps working until \d{4}-\d\d-\d\d \d\d:\d\d UTC;/, "one time format");
 const key2 = JSON.parse(await download(page, "token-file"));
 assert.notEqual(key1.apikey, key2.apikey);
 for (const k of [key1.apikey, key2.apikey]) {
@@ -351,6 +352,7 @@ await page.goto(url + "/ui/orgs/acme/credentials");
 await page.fill('#own-keys ~ div input[name="overlap"]', "2s");
 await page.click('#own-keys ~ div button:has-text("Rotate")');
 await page.waitForSelector("text=keeps working until");
+assert.match(await page.textContent("main"), /keeps working until \d{4}-\d\d-\d\d \d\d:\d\d UTC;/, "one time format");
 const key3 = JSON.parse(await download(page, "token-file"));
 const whoami = async (k) => (await fetch(url + "/api/v1/auth/whoami", {
   headers: { authorization: "Basic " + Buffer.from(`olivia:${k}`).toString("base64") },

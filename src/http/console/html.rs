@@ -59,12 +59,14 @@ pub(super) fn error_page(status: StatusCode, message: &str) -> Response {
 /// An RFC 3339 time from the API as `2026-12-01 10:00 UTC`, with the exact time as a tooltip.
 pub(super) fn time(v: &Value) -> Markup {
     match v.as_str() {
-        Some(t) => {
-            let short = t.get(..16).unwrap_or(t).replace('T', " ");
-            html! { time datetime=(t) title=(t) { (short) " UTC" } }
-        }
+        Some(t) => html! { time datetime=(t) title=(t) { (time_text(t)) } },
         None => html! { span.muted { "never" } },
     }
+}
+
+/// An RFC 3339 time as the console writes every time: `2026-12-01 10:00 UTC`.
+pub(super) fn time_text(t: &str) -> String {
+    format!("{} UTC", t.get(..16).unwrap_or(t).replace('T', " "))
 }
 
 /// A size in bytes, readable.

@@ -540,9 +540,10 @@ async fn mint(p: &Posted, org: &str, m: Mint) -> Response {
         Err(f) => return p.refuse(f.status, &f.message, &m.back).await,
     };
     let note = m.rotation.then(|| match v["previousValidUntil"].as_str() {
-        Some(t) => {
-            format!("The old secret keeps working until {t}; the id and name stay the same.")
-        }
+        Some(t) => format!(
+            "The old secret keeps working until {}; the id and name stay the same.",
+            super::html::time_text(t)
+        ),
         None => "The old secret stopped working at once; the id and name stay the same.".into(),
     });
     // POST → 303 → GET: the page that shows the secret is a GET, so a reload never mints
