@@ -4592,3 +4592,132 @@ async fn an_orgs_owners_read_everything_that_happened_in_it_and_nothing_else() {
         "{v}"
     );
 }
+
+/// A console page and its CSRF token, as `cookie`'s user.
+async fn console_page(s: &Server, cookie: &str, path: &str) -> (StatusCode, String, String) {
+    let r = anonymous_client()
+        .get(s.url(path))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body = r.text().await.unwrap();
+    let csrf = body
+        .split("name=\"_csrf\" value=\"")
+        .nth(1)
+        .and_then(|t| t.split('"').next())
+        .unwrap_or_default()
+        .to_owned();
+    (status, body, csrf)
+}
+
+async fn console_post(
+    s: &Server,
+    cookie: &str,
+    path: &str,
+    form: &[(&str, &str)],
+) -> (StatusCode, String) {
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(s.url(path))
+        .header("cookie", cookie)
+        .header("sec-fetch-site", "same-origin")
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    (r.status(), r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_refused_console_form_shows_only_what_its_user_may_see_and_never_a_password() {
+    let w = world().await;
+    let (s, alice) = (&w.s, &w.alice);
+    let admin = Api::admin(s);
+    admin
+        .ok(
+            "POST",
+            "/orgs",
+            Some(json!({"name": "other"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    admin
+        .ok(
+            "PUT",
+            "/orgs/other/bindings/secret-binding-name",
+            Some(json!({"role": "Reader", "subject": "user/admin"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    // A refused user form: its page again, the name kept, the password typed nowhere in it.
+    let admin_cookie = console_cookie(s, "admin", ADMIN_PASSWORD).await.unwrap();
+    let (_, _, csrf) = console_page(s, &admin_cookie, "/ui/users").await;
+    let (status, page) = console_post(
+        s,
+        &admin_cookie,
+        "/ui/users",
+        &[
+            ("_csrf", &csrf),
+            ("name", "alice"),
+            ("password", "typed-secret-password-7"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{page}");
+    assert!(
+        page.contains("already exists") && page.contains(r#"<header class="top">"#),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"value="alice""#),
+        "the name is kept: {page}"
+    );
+    assert!(
+        !page.contains("typed-secret-password-7"),
+        "a password shown back"
+    );
+
+    // Alice's refused binding form names another org's page to show it on: she sees nothing of
+    // it (the page is refused as it would be to her), only the refusal.
+    let cookie = console_cookie(s, "alice", "alice-password-1")
+        .await
+        .unwrap();
+    let (_, _, csrf) = console_page(s, &cookie, "/ui/orgs/acme/access").await;
+    let (status, page) = console_post(
+        s,
+        &cookie,
+        "/ui/orgs/acme/bindings",
+        &[
+            ("_csrf", &csrf),
+            ("subject", "robot/reader"),
+            ("back", "/ui/orgs/other/access"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
+    assert!(page.contains("Give a role and a subject."), "{page}");
+    assert!(
+        !page.contains("secret-binding-name"),
+        "another org's page leaked: {page}"
+    );
+    // What was typed comes back as text, never as markup.
+    let (_, _, csrf) = console_page(s, &cookie, "/ui/orgs/acme/robots").await;
+    let (status, page) = console_post(
+        s,
+        &cookie,
+        "/ui/orgs/acme/robots",
+        &[("_csrf", &csrf), ("name", "x\"><script>alert(1)</script>")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
+    assert!(!page.contains("<script>alert(1)"), "{page}");
+    assert!(
+        page.contains("&lt;script&gt;alert(1)"),
+        "kept, escaped: {page}"
+    );
+    let _ = alice;
+}

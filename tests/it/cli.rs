@@ -1208,23 +1208,28 @@ async fn remaining_commands_and_their_error_paths() {
     );
     fails(&["robot", "token", "delete", "r1", id], 4, "not found");
     fails(&["robot", "token", "rotate", "r1", "t1"], 4, "not found");
-    let again: Value = serde_json::from_str(&ok(
+    ok(
         &cfg,
         &["robot", "token", "create", "r1", "t1", "--output", "-"],
         None,
-    ))
-    .unwrap();
+    );
+    // By name, the live one (the revoked one's name is not a second candidate).
     ok(
         &cfg,
         &[
             "robot",
             "token",
-            "delete",
+            "rotate",
             "r1",
-            again["accessId"].as_str().unwrap(),
+            "t1",
+            "--overlap",
+            "0",
+            "--output",
+            "-",
         ],
         None,
     );
+    ok(&cfg, &["robot", "token", "delete", "r1", "t1"], None);
     // By name as well as by id; a name is unique per owner.
     ok(
         &cfg,
