@@ -362,6 +362,20 @@ fn scope_orgs(st: &AppState, scopes: &[Scope]) -> Result<Option<Vec<String>>, Au
     Ok(named.then_some(orgs))
 }
 
+/// The one organization owning the repositories of `access` (`None`: none, or several).
+fn granted_org(st: &AppState, access: &[AccessEntry]) -> Result<Option<String>, AuthError> {
+    let mut org: Option<String> = None;
+    for a in access.iter().filter(|a| a.kind == "repository") {
+        let ns = crate::policy::namespace_of(&a.name);
+        match (st.auth.namespace(ns)?, &org) {
+            (Some(row), None) => org = Some(row.org),
+            (Some(row), Some(o)) if &row.org == o => {}
+            _ => return Ok(None),
+        }
+    }
+    Ok(org)
+}
+
 /// The longest audit detail of one token: what it granted, cut.
 const AUDIT_DETAIL_MAX: usize = 2000;
 
@@ -428,15 +442,15 @@ fn issue_for(
     };
     // Bounded: a request may name many scopes.
     let detail: String = detail.chars().take(AUDIT_DETAIL_MAX).collect();
-    // The organization whose repositories it grants (its owners read the row): the one the
-    // scopes name, else the robot's or the registry token's own.
-    let org = match scope_orgs(st, scopes)? {
-        Some(orgs) if orgs.len() == 1 => orgs.into_iter().next(),
-        _ => match &login.principal {
-            crate::auth::Principal::Robot { org, .. }
-            | crate::auth::Principal::RegistryToken { org, .. } => Some(org.clone()),
-            _ => None,
-        },
+    // The organization whose owners read the row: the robot's or the registry token's own;
+    // for a user, the one organization whose repositories it granted something in. Never
+    // from what was asked alone (anyone may ask for anything: that would let an outsider
+    // write into an organization's audit), nor for anonymous callers.
+    let org = match &login.principal {
+        crate::auth::Principal::Robot { org, .. }
+        | crate::auth::Principal::RegistryToken { org, .. } => Some(org.clone()),
+        crate::auth::Principal::User { .. } => granted_org(st, &access)?,
+        crate::auth::Principal::Anonymous => None,
     };
     st.auth.audit(AuditEvent {
         org,

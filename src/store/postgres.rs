@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0003_upload_parts.sql"),
     include_str!("../../migrations/postgres/0004_lineage.sql"),
     include_str!("../../migrations/postgres/0005_audit_org.sql"),
+    include_str!("../../migrations/postgres/0006_tags_by_push.sql"),
 ];
 
 /// Advisory lock keys (arbitrary constants, ASCII "berthmig" and "berthwrt").

@@ -196,7 +196,8 @@ impl Reader<'_> {
 
     /// Repositories of namespace `ns` that hold a manifest, sorted, at most `limit`: tag count,
     /// bytes of the blobs linked there and the newest push.
-    pub fn repositories_in(&self, ns: &str, limit: u64) -> Result<Vec<RepoSummary>> {
+    /// Up to `limit` repositories of namespace `ns` whose name holds `filter` (any case), by name.
+    pub fn repositories_in(&self, ns: &str, filter: &str, limit: u64) -> Result<Vec<RepoSummary>> {
         self.conn.query(
             "SELECT r.name,
                (SELECT COUNT(*) FROM tags t WHERE t.repo_id = r.id),
@@ -205,9 +206,10 @@ impl Reader<'_> {
                (SELECT MAX(m.pushed_at) FROM manifests m WHERE m.repo_id = r.id)
              FROM repositories r
              WHERE substr(r.name, 1, length(CAST(?1 AS TEXT))) = CAST(?1 AS TEXT)
+             AND lower(r.name) LIKE ?3 ESCAPE '!'
              AND EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id)
              ORDER BY r.name LIMIT ?2",
-            p![format!("{ns}/"), to_i64(limit)],
+            p![format!("{ns}/"), to_i64(limit), like_pattern(filter)],
             |r| {
                 Ok(RepoSummary {
                     name: r.get(0)?,
@@ -262,6 +264,8 @@ impl Reader<'_> {
             TagOrder::Name => "t.name",
             TagOrder::PushedNewest => "t.updated_at DESC, t.name",
         };
+        // The page of tags first (an index holds them in push order), then the sizes of those
+        // few: the cost is the page's, whatever the repository holds.
         self.conn.query(
             &format!(
                 "SELECT t.name, m.digest, m.media_type, m.artifact_type, m.size,
@@ -269,18 +273,20 @@ impl Reader<'_> {
                     CAST(COALESCE(length(m.annotations), 0) AS BIGINT), t.updated_at,
                     CAST(m.size
                     + (SELECT COALESCE(SUM(b.size), 0) FROM manifest_refs mr JOIN blobs b ON b.digest = mr.ref_digest
-                       WHERE mr.repo_id = r.id AND mr.manifest_digest = m.digest AND mr.kind = 0)
+                       WHERE mr.repo_id = t.repo_id AND mr.manifest_digest = m.digest AND mr.kind = 0)
                     + (SELECT COALESCE(SUM(m2.size), 0) FROM manifest_refs mr
-                       JOIN manifests m2 ON m2.repo_id = r.id AND m2.digest = mr.ref_digest
-                       WHERE mr.repo_id = r.id AND mr.manifest_digest = m.digest AND mr.kind = 1)
+                       JOIN manifests m2 ON m2.repo_id = t.repo_id AND m2.digest = mr.ref_digest
+                       WHERE mr.repo_id = t.repo_id AND mr.manifest_digest = m.digest AND mr.kind = 1)
                     + (SELECT COALESCE(SUM(b.size), 0) FROM blobs b WHERE b.digest IN
                        (SELECT mr2.ref_digest FROM manifest_refs mr
-                        JOIN manifest_refs mr2 ON mr2.repo_id = r.id AND mr2.manifest_digest = mr.ref_digest AND mr2.kind = 0
-                        WHERE mr.repo_id = r.id AND mr.manifest_digest = m.digest AND mr.kind = 1)) AS BIGINT)
-             FROM repositories r JOIN tags t ON t.repo_id = r.id
-             JOIN manifests m ON m.repo_id = r.id AND m.digest = t.digest
-             WHERE r.name = ?1 AND lower(t.name) LIKE ?2 ESCAPE '!'
-             ORDER BY {order} LIMIT ?3 OFFSET ?5"
+                        JOIN manifest_refs mr2 ON mr2.repo_id = t.repo_id AND mr2.manifest_digest = mr.ref_digest AND mr2.kind = 0
+                        WHERE mr.repo_id = t.repo_id AND mr.manifest_digest = m.digest AND mr.kind = 1)) AS BIGINT)
+             FROM (SELECT t.repo_id, t.name, t.digest, t.updated_at
+                   FROM repositories r JOIN tags t ON t.repo_id = r.id
+                   WHERE r.name = ?1 AND lower(t.name) LIKE ?2 ESCAPE '!'
+                   ORDER BY {order} LIMIT ?3 OFFSET ?5) t
+             JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest
+             ORDER BY {order}"
             ),
             p![
                 repo,

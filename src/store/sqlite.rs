@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0006_upload_parts.sql"),
     include_str!("../../migrations/sqlite/0007_lineage.sql"),
     include_str!("../../migrations/sqlite/0008_audit_org.sql"),
+    include_str!("../../migrations/sqlite/0009_tags_by_push.sql"),
 ];
 
 /// Read-only connections open at most; a reader waits for one beyond that.

@@ -347,6 +347,22 @@ async fn the_owners_audit_names_what_each_registry_token_granted() {
         )
         .await;
     push_image(&client(), &s, "acme/app", "v1", 5).await;
+    // Asking is not getting: an outsider's and an anonymous caller's requests for acme's
+    // repositories write nothing into acme's audit (else anyone could flood it).
+    user_session(&s, "mallory", "mallory-password-1").await;
+    for c in [
+        basic_client("mallory", "mallory-password-1"),
+        anonymous_client(),
+    ] {
+        for _ in 0..3 {
+            let r = c
+                .get(s.url("/token?service=berth&scope=repository:acme/app:pull"))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success() || r.status() == StatusCode::UNAUTHORIZED);
+        }
+    }
     let reader = robot_with_token(&admin, "acme", "ci", "Reader", json!({})).await;
     let (id, secret) = reader.split_once(':').unwrap();
     let r = basic_client(id, secret)
@@ -366,6 +382,11 @@ async fn the_owners_audit_names_what_each_registry_token_granted() {
             )
             .await;
         if let Some(e) = v["events"].as_array().unwrap().first() {
+            assert_eq!(
+                v["events"].as_array().unwrap().len(),
+                1,
+                "only the robot's: {v}"
+            );
             assert_eq!(e["actor"], "robot:acme/ci", "{v}");
             // Asked for pull and push, granted what the Reader role holds.
             assert_eq!(e["detail"], "granted repository:acme/app:pull", "{v}");
@@ -377,4 +398,123 @@ async fn the_owners_audit_names_what_each_registry_token_granted() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test]
+async fn a_page_of_tags_costs_the_page_whatever_the_repository_holds() {
+    let mut s = Server::start_embedded();
+    let admin = Api::admin(&s);
+    admin
+        .ok(
+            "POST",
+            "/orgs",
+            Some(json!({"name": "acme"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    // One image of 300 layers, then 20,000 more tags of it (written straight into the database:
+    // pushing them would take minutes), each older than the last.
+    let c = client();
+    let config = br#"{"architecture":"amd64","os":"linux"}"#;
+    let cd = push_blob(&c, &s, "acme/big", config).await;
+    let mut layers = Vec::new();
+    for i in 0..300u64 {
+        let bytes = format!("layer {i}").into_bytes();
+        layers.push((push_blob(&c, &s, "acme/big", &bytes).await, bytes.len()));
+    }
+    let refs: Vec<(&str, usize)> = layers.iter().map(|(d, n)| (d.as_str(), *n)).collect();
+    put(
+        &s,
+        "acme/big",
+        "v1",
+        OCI_MANIFEST,
+        &manifest((&cd, config.len()), &refs, 0),
+    )
+    .await;
+    s.terminate();
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys\n\
+             c = sqlite3.connect(sys.argv[1])\n\
+             rid, d, at = c.execute(\"SELECT t.repo_id, t.digest, t.updated_at FROM tags t WHERE t.name = 'v1'\").fetchone()\n\
+             c.executemany('INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (?, ?, ?, ?)', \
+               [(rid, 'bulk-%05d' % i, d, at - 1 - i) for i in range(20000)])\n\
+             c.commit()\n",
+        )
+        .arg(s.data_dir.join("berth.db"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.restart();
+    let admin = Api::admin(&s);
+    for query in [
+        "",
+        "?page=200",
+        "?page=100000000000",
+        "?page=18446744073709551615",
+        "?q=BULK-1&page=3",
+        "?sort=name&page=399",
+    ] {
+        let start = std::time::Instant::now();
+        let v = admin
+            .ok(
+                "GET",
+                &format!("/orgs/acme/repositories/acme/big{query}"),
+                None,
+                StatusCode::OK,
+            )
+            .await;
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(1), "{query}: {took:?}");
+        assert_eq!(
+            v["total"],
+            if query.contains("q=") { 10_000 } else { 20_001 },
+            "{query}"
+        );
+        let shown = v["tags"].as_array().unwrap().len();
+        assert_eq!(
+            shown,
+            if query.contains("000") || query.contains("615") {
+                0
+            } else {
+                50
+            },
+            "{query}"
+        );
+    }
+    // The newest first: v1, then the bulk tags in the order they were made.
+    let v = admin
+        .ok(
+            "GET",
+            "/orgs/acme/repositories/acme/big?n=3",
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(names(&v), ["v1", "bulk-00000", "bulk-00001"]);
+    assert_eq!(
+        v["tags"][0]["size"],
+        json!(
+            manifest((&cd, config.len()), &refs, 0).len()
+                + config.len()
+                + layers.iter().map(|l| l.1).sum::<usize>()
+        )
+    );
+    // A filter longer than any name is refused, not sent to the database.
+    let (status, v) = admin
+        .get(&format!(
+            "/orgs/acme/repositories/acme/big?q={}",
+            "a".repeat(60_000)
+        ))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    let (status, v) = admin
+        .get(&format!("/orgs/acme/repositories?q={}", "a".repeat(300)))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
 }

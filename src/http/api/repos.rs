@@ -49,7 +49,20 @@ impl ListPage {
     fn filter(&self) -> String {
         self.q.as_deref().unwrap_or("").trim().to_lowercase()
     }
+
+    /// Refuses a filter longer than `FILTER_MAX` characters (a name is shorter).
+    fn check(&self) -> ApiResult<()> {
+        match &self.q {
+            Some(q) if q.chars().count() > FILTER_MAX => Err(ApiError::Invalid(format!(
+                "q has at most {FILTER_MAX} characters"
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
+
+/// The longest filter a list takes.
+const FILTER_MAX: usize = 256;
 
 /// The fields that say which page an answer holds: `total` entries, `page` of `pages`, and
 /// `next`, the next page's number while there is one.
@@ -57,7 +70,7 @@ fn page_fields(total: u64, page: &ListPage, max: u64) -> Value {
     let n = page.size(max);
     let pages = total.div_ceil(n).max(1);
     let this = page.page.unwrap_or(1).max(1);
-    json!({ "total": total, "page": this, "pages": pages, "next": (this < pages).then_some(this + 1) })
+    json!({ "total": total, "page": this, "pages": pages, "next": (this < pages).then(|| this + 1) })
 }
 
 /// Repositories per page of the list.
@@ -70,6 +83,7 @@ pub(super) async fn list_repositories(
     axum::extract::Query(page): axum::extract::Query<ListPage>,
 ) -> ApiResult<Response> {
     require_member(&caller, &org)?;
+    page.check()?;
     let sort = match page.sort.as_deref() {
         None | Some("name") => "name",
         Some("pushed") => "pushed",
@@ -88,12 +102,10 @@ pub(super) async fn list_repositories(
             let repos = st
                 .content
                 .meta()
-                .read(|r| r.repositories_in(&ns.name, LIST_MAX))
+                .read(|r| r.repositories_in(&ns.name, &filter, LIST_MAX))
                 .map_err(|e| ApiError::Internal(e.to_string()))?;
             for repo in repos {
-                if repo.name.to_lowercase().contains(&filter)
-                    && cache.may_pull(&caller.grants, &repo.name)?
-                {
+                if cache.may_pull(&caller.grants, &repo.name)? {
                     found.push((ns.name.clone(), repo));
                 }
             }
@@ -139,6 +151,7 @@ pub(super) async fn get_repository(
     axum::extract::Query(page): axum::extract::Query<ListPage>,
 ) -> ApiResult<Response> {
     require_member(&caller, &org)?;
+    page.check()?;
     let name: RepositoryName = repository
         .parse()
         .map_err(|_| ApiError::Invalid(format!("{repository:?} is not a repository name")))?;
@@ -174,9 +187,13 @@ pub(super) async fn get_repository(
                 if r.repo_id(name.as_str())?.is_none() {
                     return Ok(None);
                 }
+                let total = r.tag_count(name.as_str(), &filter)?;
+                if q.offset >= total {
+                    return Ok(Some((Vec::new(), total)));
+                }
                 Ok(Some((
                     r.tag_details(name.as_str(), &q, ANNOTATIONS_SHOWN)?,
-                    r.tag_count(name.as_str(), &filter)?,
+                    total,
                 )))
             })
             .map_err(read)?
