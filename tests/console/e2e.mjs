@@ -139,6 +139,9 @@ await page.waitForSelector("#bindings ~ ul >> text=Reader org-wide");
 ok("binding added");
 
 // A workload trust: added with a claim, refused when unsafe (plain http off loopback), deleted.
+// The robot page's forms are behind disclosures, closed until wanted.
+assert.equal(await page.isVisible("#tr-name"), false, "the trust form starts closed");
+await page.click('summary:has-text("New trust")');
 await page.fill("#tr-name", "github-main");
 await page.fill("#tr-issuer", "https://token.actions.githubusercontent.com");
 await page.fill("#tr-subject", "repo:acme/app:ref:refs/heads/main");
@@ -147,6 +150,7 @@ await page.click('button:has-text("Add trust")');
 await page.waitForSelector("text=Added trust github-main");
 const trustRow = await page.textContent("#trusts ~ div table");
 assert.ok(trustRow.includes("repo:acme/app:ref:refs/heads/main") && trustRow.includes("repository_owner=acme"), trustRow);
+await page.click('summary:has-text("New trust")');
 await page.fill("#tr-name", "unsafe");
 await page.fill("#tr-issuer", "http://issuer.example");
 await page.fill("#tr-subject", "x");
@@ -155,6 +159,7 @@ const unsafe = await Promise.all([
   page.click('button:has-text("Add trust")'),
 ]);
 assert.equal(unsafe[0].status(), 400, "an http issuer off loopback is refused");
+assert.equal(await page.inputValue("#tr-issuer"), "http://issuer.example", "the refused form is open, its values kept");
 await page.goto(url + "/ui/orgs/acme/robots/puller");
 await page.click('#trusts ~ div button:has-text("Delete")');
 await page.waitForSelector("text=Deleted trust github-main");
@@ -162,6 +167,7 @@ assert.equal(await page.$("#trusts ~ div table"), null, "the trust is gone");
 ok("trust added and deleted");
 
 // A token: the secret page offers its files; the pull secret pulls with skopeo.
+await page.click('summary:has-text("New token")');
 await page.fill("#t-name", "deploy");
 await page.fill("#t-expires", "7d");
 await page.click("text=Create token");
@@ -331,6 +337,7 @@ await page.goto(url + "/ui/orgs/acme/credentials");
 await page.fill("#ok-name", "laptop");
 await page.click('button:has-text("Create API key")');
 await page.waitForSelector("text=shown only on this page");
+assert.match(await page.textContent("#pull-secret-h ~ p.warning"), /your own key/, "a personal key's pull secret is offered with a warning");
 const key1 = JSON.parse(await download(page, "token-file"));
 assert.ok(key1.apikey.startsWith("btha_"));
 await page.goto(url + "/ui/orgs/acme/credentials");
@@ -392,6 +399,7 @@ ok("apply yaml downloaded");
 
 // The overview, with a credential expiring within 14 days, for the README.
 await page.goto(url + "/ui/orgs/acme/robots/puller");
+await page.click('summary:has-text("New token")');
 await page.fill("#t-name", "nightly");
 await page.fill("#t-expires", "10d");
 await page.click("text=Create token");

@@ -201,6 +201,8 @@ pub(super) async fn show(s: Session, Path((org, robot)): Path<(String, String)>)
                 }
             }
             @let act = format!("/ui/orgs/{o}/bindings");
+            details.form open[mine.is_empty() || refused(&s, &act)] {
+            summary { "Add a binding" }
             form.stack method="post" action=(act) {
                 (layout::refusal(&s, &act))
                 (csrf(&s))
@@ -216,12 +218,14 @@ pub(super) async fn show(s: Session, Path((org, robot)): Path<(String, String)>)
                 input #b-scope name="scope" placeholder=(format!("{org} or {org}/app*")) value=[s.typed(&act, "scope")];
                 button type="submit" { "Add binding" }
             }
+            }
         }
         section aria-labelledby="tokens" {
             h2 #tokens { "Tokens" }
             (credential_table(&s, listed(&tokens, "tokens"), "tokens", &format!("{ui}/tokens")))
-            h3 { "New token" }
             @let act = format!("{ui}/tokens");
+            details.form open[refused(&s, &act)] {
+            summary { "New token" }
             form.stack method="post" action=(act) {
                 (layout::refusal(&s, &act))
                 (csrf(&s))
@@ -233,12 +237,14 @@ pub(super) async fn show(s: Session, Path((org, robot)): Path<(String, String)>)
                 input #t-ns name="k8sNamespace" value=(s.typed(&act, "k8sNamespace").unwrap_or("default"));
                 button type="submit" { "Create token" }
             }
+            }
         }
         section aria-labelledby="keys" {
             h2 #keys { "API keys" }
             (credential_table(&s, listed(&keys, "apikeys"), "apikeys", &format!("{ui}/apikeys")))
-            h3 { "New API key" }
             @let act = format!("{ui}/apikeys");
+            details.form open[refused(&s, &act)] {
+            summary { "New API key" }
             form.stack method="post" action=(act) {
                 (layout::refusal(&s, &act))
                 (csrf(&s))
@@ -247,6 +253,7 @@ pub(super) async fn show(s: Session, Path((org, robot)): Path<(String, String)>)
                 label for="k-expires" { "Expires in (empty: never)" }
                 input #k-expires name="expiresIn" value=(s.typed(&act, "expiresIn").unwrap_or("90d"));
                 button type="submit" { "Create API key" }
+            }
             }
         }
         section aria-labelledby="trusts" {
@@ -267,8 +274,9 @@ pub(super) async fn show(s: Session, Path((org, robot)): Path<(String, String)>)
                     } }
                 } }
             }
-            h3 { "New trust" }
             @let act = format!("{ui}/trusts");
+            details.form open[refused(&s, &act)] {
+            summary { "New trust" }
             form.stack method="post" action=(act) {
                 (layout::refusal(&s, &act))
                 (csrf(&s))
@@ -284,6 +292,7 @@ pub(super) async fn show(s: Session, Path((org, robot)): Path<(String, String)>)
                 textarea #tr-claims name="claims" rows="3" placeholder="repository_owner=acme" { (s.typed(&act, "claims").unwrap_or("")) }
                 button type="submit" { "Add trust" }
             }
+            }
         }
         section aria-labelledby="danger" {
             h2 #danger { "Delete" }
@@ -291,6 +300,11 @@ pub(super) async fn show(s: Session, Path((org, robot)): Path<(String, String)>)
         }
     };
     page(&s, Some(&org), "robots", &format!("Robot {robot}"), body).await
+}
+
+/// Whether the form posted to `action` was just refused (its disclosure opens).
+fn refused(s: &Session, action: &str) -> bool {
+    s.kept.as_ref().is_some_and(|k| k.action == action)
 }
 
 /// The list `key` of an API answer.
@@ -469,6 +483,8 @@ fn secret_page(
             .ok()
             .and_then(|c| serde_norway::to_string(&c).ok());
     let file_text = serde_json::to_string_pretty(&file).unwrap_or_default();
+    // A user's own API key: handing it to a cluster hands over the user.
+    let personal = matches!(login, Login::ApiKey) && what.starts_with("your ");
     let block = |id: &str, title: &str, filename: &str, body: &str, hint: Markup| {
         html! {
             section.secret aria-labelledby=(format!("{id}-h")) {
@@ -495,7 +511,12 @@ fn secret_page(
                 }
             }))
         (block("pull-secret", "Kubernetes pull secret", &format!("{secret_name}.yaml"), &pull,
-            html! { p.muted { code { "kubectl apply -f " (secret_name) ".yaml" } ", then name it in " code { "imagePullSecrets" } "." } }))
+            html! {
+                @if personal {
+                    p.warning role="note" { "This is your own key: a cluster given it pulls as you, with everything you may do, and stops when you leave. For a cluster, prefer a robot's token or a registry token." }
+                }
+                p.muted { code { "kubectl apply -f " (secret_name) ".yaml" } ", then name it in " code { "imagePullSecrets" } "." }
+            }))
         (block("image-config", "Crossplane ImageConfig", &format!("{name}-imageconfig.yaml"), &image_config,
             html! { p.muted { "Makes Crossplane pull packages under " code { (s.host) "/" (org) } " with the pull secret." } }))
         @if let Some(c) = &config {
