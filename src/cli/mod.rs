@@ -411,10 +411,10 @@ mod tests {
                 if cmd.get_about().is_none() {
                     missing.push(format!("{path}: no description"));
                 }
-                if !cmd
-                    .get_after_help()
-                    .is_some_and(|h| h.to_string().contains("Example:"))
-                {
+                if !cmd.get_after_help().is_some_and(|h| {
+                    let h = h.to_string();
+                    h.contains("Example:") || h.contains("Examples:")
+                }) {
                     missing.push(format!("{path}: no example"));
                 }
             }
