@@ -308,19 +308,25 @@ impl Workloads {
             .get("iss")
             .and_then(Value::as_str)
             .ok_or_else(|| refused("the token has no issuer"))?;
-        let candidates: Vec<&Trust> = trusts.iter().filter(|t| t.issuer == iss).collect();
+        let mut candidates: Vec<&Trust> = trusts.iter().filter(|t| t.issuer == iss).collect();
         if candidates.is_empty() {
             return Err(refused(format!("no trust names issuer {iss:?}")));
         }
+        // Trusts that hold their keys first: they need no fetch. One trust whose issuer cannot
+        // be reached does not stop another that can check the token (two trusts of one issuer,
+        // one by discovery and one with stored keys); only when none could check it is the
+        // issuer unavailable.
+        candidates.sort_by_key(|t| t.jwks.is_none());
         let mut last = refused("no trust matches the token");
+        let mut unavailable = None;
         for t in candidates {
             match self.verify_one(jwt, &header, t, default_audience) {
                 Ok(ext) => return Ok((t.clone(), ext)),
-                Err(e @ WorkloadError::Unavailable(_)) => return Err(e),
+                Err(e @ WorkloadError::Unavailable(_)) => unavailable = Some(e),
                 Err(e) => last = e,
             }
         }
-        Err(last)
+        Err(unavailable.unwrap_or(last))
     }
 
     fn verify_one(

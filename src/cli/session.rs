@@ -62,16 +62,38 @@ pub(super) async fn login(args: &LoginArgs, cfg_path: &Path, verbose: bool) -> a
         }
     };
     let server = server_entry(args, &url)?;
-    let username = match &args.username {
-        Some(u) => u.clone(),
-        None if std::io::stdin().is_terminal() && !args.password_stdin => {
+    // Logging in again to the current context's server: its user and its organization are the
+    // defaults, and that context is the one refreshed (not a new one beside it).
+    let current = cfg
+        .current()
+        .ok()
+        .filter(|(_, s, _)| s.url == url)
+        .map(|(c, _, _)| c.clone());
+    let current_user = current.as_ref().and_then(|c| {
+        c.context
+            .credential
+            .rsplit_once('@')
+            .map(|(u, _)| u.to_owned())
+    });
+    let username = match (&args.username, &current_user) {
+        (Some(u), _) => u.clone(),
+        (None, Some(u)) => u.clone(),
+        (None, None) if std::io::stdin().is_terminal() && !args.password_stdin => {
             eprint_prompt("username: ");
             let mut line = String::new();
             std::io::stdin().read_line(&mut line)?;
             line.trim().to_owned()
         }
-        None => return Err(Usage("give the user name with -u USER".into()).into()),
+        (None, None) => return Err(Usage("give the user name with -u USER".into()).into()),
     };
+    // The current context's organization stays, unless -a names another or the user changed.
+    let same = current
+        .as_ref()
+        .filter(|_| current_user.as_deref() == Some(username.as_str()));
+    let org = args
+        .org
+        .clone()
+        .or_else(|| same.and_then(|c| c.context.org.clone()));
     let password = super::common::read_secret("password", args.password_stdin)?;
     let client = Client::new(&url, Auth::None, &server.tls()?, verbose)?;
     let session = match client
@@ -112,7 +134,11 @@ pub(super) async fn login(args: &LoginArgs, cfg_path: &Path, verbose: bool) -> a
     let host = server.host();
     let server_name = host.clone();
     let cred_name = format!("{username}@{host}");
-    let ctx_name = args.org.clone().unwrap_or_else(|| cred_name.clone());
+    let ctx_name = match (&args.org, same) {
+        (Some(o), _) => o.clone(),
+        (None, Some(c)) => c.name.clone(),
+        (None, None) => cred_name.clone(),
+    };
     // The session this login replaces ends on the server too, rather than living on unseen
     // for its 14 days (best effort: it may have ended already).
     let previous = cfg
@@ -145,7 +171,7 @@ pub(super) async fn login(args: &LoginArgs, cfg_path: &Path, verbose: bool) -> a
         Context {
             server: server_name,
             credential: cred_name,
-            org: args.org.clone(),
+            org,
         },
     );
     cfg.current_context = Some(ctx_name.clone());
@@ -389,6 +415,18 @@ pub(super) async fn session(
                 (None, false) => return Err(Usage("give a session id or --all".into()).into()),
             };
             client.api("DELETE", &path, None, &[]).await?;
+            if *all {
+                // This client's own session ended too: forget its tokens (the context stays, so
+                // a bare `berth login` signs in to it again).
+                let mut cfg = ClientConfig::load(cfg_path)?;
+                let cred_name = cfg.current()?.0.context.credential.clone();
+                if let Some(c) = cfg.credentials.iter_mut().find(|c| c.name == cred_name) {
+                    c.credential.refresh_token = None;
+                    c.credential.access_token = None;
+                    c.credential.access_token_expires = None;
+                }
+                cfg.save(cfg_path)?;
+            }
             eprintln!(
                 "{}",
                 if *all {

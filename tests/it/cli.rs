@@ -2953,3 +2953,33 @@ async fn small_things_users_noticed() {
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["content-type"], "image/svg+xml");
 }
+
+#[tokio::test]
+async fn logging_in_again_refreshes_the_context_you_were_in() {
+    let s = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("config.yaml");
+    user_in_new_org(&s, &cfg, "lena", "lorg").await;
+    ok(&cfg, &["robot", "create", "bot"], None);
+    ok(&cfg, &["session", "revoke", "--all"], None);
+    let out = berth(&cfg, &["robot", "list"], None);
+    assert_eq!(out.status.code(), Some(3), "signed out: {out:?}");
+    // A bare login: the same server, user, organization and context.
+    let out = berth(
+        &cfg,
+        &["login", "--password-stdin"],
+        Some("lena-password-1\n"),
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("lena logged in (context \"lorg\")"),
+        "{out:?}"
+    );
+    assert!(ok(&cfg, &["robot", "list"], None).contains("bot"));
+    let contexts = ok(&cfg, &["config", "get-contexts"], None);
+    assert_eq!(
+        contexts.lines().count(),
+        3,
+        "no new context beside the old ones: {contexts}"
+    );
+}

@@ -1283,3 +1283,52 @@ async fn a_workloads_registry_token_lives_at_most_an_hour_and_ends_with_its_robo
         }
     }
 }
+
+#[tokio::test]
+async fn a_trust_with_its_own_keys_works_while_another_of_its_issuer_cannot_be_reached() {
+    let s = Server::start();
+    let admin = world(&s).await;
+    // Nothing listens here: discovery of this issuer fails.
+    let issuer = "http://127.0.0.1:9";
+    let key = Key::es256("stored");
+    for (name, jwks) in [
+        ("by-discovery", None),
+        ("stored", Some(json!({"keys": [key.jwk.clone()]}))),
+    ] {
+        let mut trust =
+            json!({"name": name, "issuer": issuer, "subject": "system:serviceaccount:ci:*"});
+        if let Some(j) = jwks {
+            trust["jwks"] = j;
+        }
+        admin
+            .ok(
+                "POST",
+                "/orgs/acme/robots/deployer/trusts",
+                Some(trust),
+                StatusCode::CREATED,
+            )
+            .await;
+    }
+    let claims = json!({
+        "iss": issuer, "sub": "system:serviceaccount:ci:builder", "aud": "berth",
+        "iat": now(), "nbf": now(), "exp": now() + 600,
+    });
+    let r = basic_token(
+        &s,
+        "acme/deployer",
+        &key.sign(&claims),
+        "repository:acme/app:pull",
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    // Signed by a key no trust holds: the unreachable issuer is the reason it cannot be checked.
+    let other = Key::es256("stored");
+    let r = basic_token(
+        &s,
+        "acme/deployer",
+        &other.sign(&claims),
+        "repository:acme/app:pull",
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
