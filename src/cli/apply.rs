@@ -53,8 +53,22 @@ pub(super) async fn apply(
     let mut docs = Vec::new();
     for (i, doc) in serde_norway::Deserializer::from_str(&text).enumerate() {
         let v = Value::deserialize(doc).map_err(|e| Usage(format!("document {}: {e}", i + 1)))?;
-        if !v.is_null() {
-            docs.push(v);
+        if v.is_null() {
+            continue;
+        }
+        // What `role list -o yaml` and `binding list -o yaml` print: each item is applied as
+        // `get -o yaml` prints it (built-in roles exist everywhere and are left alone).
+        match (
+            &v["kind"],
+            v["roles"].as_array().or(v["bindings"].as_array()),
+        ) {
+            (Value::Null, Some(items)) => docs.extend(
+                items
+                    .iter()
+                    .filter(|item| item["builtin"] != json!(true))
+                    .map(crate::kube::rbac_manifest),
+            ),
+            _ => docs.push(v),
         }
     }
     let (client, ctx_org) = context::client(cfg_path, verbose).await?;

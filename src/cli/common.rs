@@ -252,6 +252,10 @@ pub(super) fn merge_entry(file: Option<&Path>, entry: &Value) -> anyhow::Result<
             }
         }
     }
+    // Some clients (oras) read `auths` and fail when it is missing, even beside credHelpers.
+    if let Some(m) = doc.as_object_mut() {
+        m.entry("auths").or_insert_with(|| json!({}));
+    }
     context::write_private(
         &path,
         (serde_json::to_string_pretty(&doc)? + "\n").as_bytes(),

@@ -106,6 +106,9 @@ pub enum ConfigCommand {
         /// Where to write it (mode 0600); `-` for standard output.
         #[arg(long, value_name = "FILE")]
         output: PathBuf,
+        /// Replace the output file if it exists (it may hold the only copy of another secret).
+        #[arg(long)]
+        force: bool,
     },
     /// Show the configuration (secrets redacted unless --raw).
     #[command(after_help = "Example:\n  berth config view --minify")]
@@ -250,7 +253,9 @@ pub(super) fn config(cmd: &ConfigCommand, cfg_path: &Path, format: Format) -> an
             ca,
             org,
             output,
+            force,
         } => {
+            super::common::refuse_existing(output.to_str(), *force)?;
             let (access_id, token) = super::common::login_of(from_token)?;
             let ca_data = ca
                 .as_ref()

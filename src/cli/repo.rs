@@ -34,7 +34,12 @@ pub(super) async fn org_of_repository(
     c: &crate::client::Client,
     repository: &str,
 ) -> anyhow::Result<String> {
-    let ns = repository.split('/').next().unwrap_or(repository);
+    let Some((ns, _)) = repository.split_once('/') else {
+        return Err(super::errors::Usage(format!(
+            "{repository:?} names no namespace: write NAMESPACE/REPOSITORY, such as acme/{repository}"
+        ))
+        .into());
+    };
     let v = c
         .api("GET", &format!("/namespaces/{ns}"), None, &[])
         .await?;

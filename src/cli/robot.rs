@@ -153,7 +153,12 @@ pub(super) async fn robot(
             print(format, &v, "robots", &ROBOT_LIST_COLUMNS)
         }
         RobotCommand::Get { name } => {
-            let path = format!("{base}/{name}");
+            // `acme/ci` names the robot with its organization, as tokens and trusts do.
+            let (org, name) = match name.split_once('/') {
+                Some((o, n)) => (o.to_owned(), n.to_owned()),
+                None => (org.clone(), name.clone()),
+            };
+            let path = format!("/orgs/{org}/robots/{name}");
             let mut v = c.api("GET", &path, None, &[]).await?;
             let bindings = c
                 .api("GET", &format!("/orgs/{org}/bindings"), None, &[])
@@ -200,10 +205,16 @@ pub(super) async fn robot(
             Ok(())
         }
         RobotCommand::Trust(cmd) => super::trust::run(cmd, &c, &org, format).await,
-        RobotCommand::Delete { name } => done(
-            c.api("DELETE", &format!("{base}/{name}"), None, &[]).await,
-            &format!("robot {name:?} deleted"),
-        ),
+        RobotCommand::Delete { name } => {
+            let path = match name.split_once('/') {
+                Some((o, n)) => format!("/orgs/{o}/robots/{n}"),
+                None => format!("{base}/{name}"),
+            };
+            done(
+                c.api("DELETE", &path, None, &[]).await,
+                &format!("robot {name:?} deleted"),
+            )
+        }
         RobotCommand::Token(cmd) => super::token::run(cmd, &c, &org, format).await,
     }
 }

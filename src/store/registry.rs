@@ -202,7 +202,8 @@ impl Reader<'_> {
             "SELECT r.name,
                (SELECT COUNT(*) FROM tags t WHERE t.repo_id = r.id),
                (SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) FROM repo_blobs rb
-                  JOIN blobs b ON b.digest = rb.digest WHERE rb.repo_id = r.id),
+                  JOIN blobs b ON b.digest = rb.digest WHERE rb.repo_id = r.id)
+               + (SELECT CAST(COALESCE(SUM(m.size), 0) AS BIGINT) FROM manifests m WHERE m.repo_id = r.id),
                (SELECT MAX(m.pushed_at) FROM manifests m WHERE m.repo_id = r.id)
              FROM repositories r
              WHERE substr(r.name, 1, length(CAST(?1 AS TEXT))) = CAST(?1 AS TEXT)

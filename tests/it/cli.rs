@@ -735,6 +735,12 @@ async fn management_commands() {
     ok(&cfg, &["repo", "delete", "dorg/old"], None);
     let out = berth(&cfg, &["repo", "get", "dorg/old"], None);
     assert_eq!(out.status.code(), Some(4), "not found: {out:?}");
+    let out = berth(&cfg, &["tag", "list", "app"], None);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("NAMESPACE/REPOSITORY"),
+        "{out:?}"
+    );
     let out = berth(&cfg, &["repo", "delete", "dorg/old"], None);
     assert_eq!(out.status.code(), Some(4), "a second delete: {out:?}");
     assert!(
@@ -803,6 +809,10 @@ async fn docker_config_and_the_credential_helper_with_skopeo() {
     assert_eq!(doc["auths"]["other.example"]["auth"], "eDp5");
     assert_eq!(doc["psFormat"], "table");
     assert_eq!(doc["credHelpers"][&s.host], "berth");
+    assert!(
+        doc["auths"].is_object(),
+        "clients that read auths find it: {doc}"
+    );
     assert!(!doc.to_string().contains("bthf_"));
 
     // skopeo follows credHelpers to docker-credential-berth, which answers an iambearer token.
@@ -982,6 +992,17 @@ async fn apply_is_idempotent_and_checks_every_document_first() {
     assert_eq!(
         ok(&cfg, &["apply", "-f", "-"], Some(&manifest("pull, push"))),
         "role/puller configured\nbinding/deployer unchanged\n"
+    );
+    // What `list -o yaml` prints applies as it is (built-in roles left alone).
+    let roles = ok(&cfg, &["role", "list", "-o", "yaml"], None);
+    let bindings = ok(&cfg, &["binding", "list", "-o", "yaml"], None);
+    assert_eq!(
+        ok(
+            &cfg,
+            &["apply", "-f", "-"],
+            Some(&format!("{roles}\n---\n{bindings}"))
+        ),
+        "role/puller unchanged\nbinding/deployer unchanged\n"
     );
     assert_eq!(
         ok(
@@ -2678,6 +2699,31 @@ async fn a_new_secret_never_silently_replaces_another() {
         first,
         "the only copy is kept"
     );
+    // A robot config is a secret too: written over only with --force.
+    let robot_cfg = tmp.path().join("robot.yaml");
+    std::fs::write(&robot_cfg, "precious\n").unwrap();
+    let rc = robot_cfg.to_str().unwrap();
+    let create = [
+        "config",
+        "create",
+        "--from-token",
+        f,
+        "--server",
+        &s.base,
+        "--output",
+        rc,
+    ];
+    let out = berth(&cfg, &create, None);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(std::fs::read_to_string(&robot_cfg).unwrap(), "precious\n");
+    let mut forced = create.to_vec();
+    forced.push("--force");
+    ok(&cfg, &forced, None);
+    let written = std::fs::read_to_string(&robot_cfg).unwrap();
+    assert!(
+        written != "precious\n" && written.contains(&s.base),
+        "{written}"
+    );
     // Rotating the token whose file it is rewrites it (README's flow), with no --force.
     ok(
         &cfg,
@@ -2732,6 +2778,14 @@ async fn the_cli_shows_what_a_robot_can_do() {
         None,
     );
     ok(&cfg, &["robot", "create", "idle"], None);
+    // A robot named with its organization, as elsewhere (ORG/ROBOT).
+    assert!(ok(&cfg, &["robot", "get", "rheaorg/idle"], None).contains("idle"));
+    let out = berth(&cfg, &["robot", "get", "rheaorg/nobody"], None);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not found"),
+        "{out:?}"
+    );
     let file = ok(
         &cfg,
         &["robot", "token", "create", "puller", "ci", "--output", "-"],

@@ -216,6 +216,12 @@ async fn the_repository_view_pages_filters_sorts_and_sizes_images() {
         .await;
     assert_eq!(repos["total"], 1, "{repos}");
     assert_eq!(repos["repositories"][0]["name"], "acme/other");
+    // Its size counts its manifest too, as the tag's size and the namespace's storage do.
+    assert_eq!(
+        repos["repositories"][0]["size"],
+        json!(m.len() + config.len()),
+        "{repos}"
+    );
 }
 
 #[tokio::test]
