@@ -398,6 +398,62 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
+    /// Every `berth …` command the README shows parses as written (its flags and arguments
+    /// exist), so the walkthrough cannot drift from the CLI.
+    #[test]
+    fn every_command_in_the_readme_parses() {
+        use clap::Parser as _;
+        let readme = include_str!("../../README.md");
+        let mut in_block = false;
+        let mut checked = 0;
+        let mut failed = Vec::new();
+        // Lines of the sh blocks, continuation lines (ending in `\`) joined.
+        let mut lines = Vec::new();
+        let mut pending = String::new();
+        for line in readme.lines() {
+            if line.starts_with("```") {
+                in_block = line.starts_with("```sh");
+                continue;
+            }
+            if !in_block {
+                continue;
+            }
+            let line = line.split(" # ").next().unwrap_or(line);
+            match line.trim_end().strip_suffix('\\') {
+                Some(head) => pending.push_str(head),
+                None => {
+                    pending.push_str(line);
+                    lines.push(std::mem::take(&mut pending));
+                }
+            }
+        }
+        for line in &lines {
+            for part in line.split(&['|', ';'][..]).flat_map(|p| p.split("&&")) {
+                let part = part.trim();
+                if !part.starts_with("berth ") || part.contains("$(") || part.contains('>') {
+                    continue;
+                }
+                let args: Vec<String> = part
+                    .split_whitespace()
+                    .map(|a| a.trim_matches(|c| c == '\'' || c == '"').to_owned())
+                    .collect();
+                checked += 1;
+                if let Err(e) = super::Cli::try_parse_from(&args) {
+                    failed.push(format!(
+                        "{part}\n  {}",
+                        e.to_string().lines().next().unwrap_or("")
+                    ));
+                }
+            }
+        }
+        assert!(checked > 30, "only {checked} commands found in the README");
+        assert!(
+            failed.is_empty(),
+            "README commands that do not parse:\n{}",
+            failed.join("\n")
+        );
+    }
+
     /// Every command a user can run says what it does and shows an example in its `--help`.
     #[test]
     fn every_command_has_a_description_and_an_example() {
