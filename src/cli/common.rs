@@ -180,6 +180,19 @@ pub(super) fn read_secret(prompt: &str, from_stdin: bool) -> anyhow::Result<Stri
     rpassword::prompt_password(format!("{prompt}: ")).context("reading the password")
 }
 
+/// A new password: from standard input, or typed twice at the terminal (a typo in a password
+/// nobody can see would lock its owner out).
+pub(super) fn read_new_password(prompt: &str, from_stdin: bool) -> anyhow::Result<String> {
+    let first = read_secret(prompt, from_stdin)?;
+    if !from_stdin {
+        let again = read_secret(&format!("{prompt} again"), false)?;
+        if again != first {
+            return Err(Usage("the two passwords differ; nothing was changed".into()).into());
+        }
+    }
+    Ok(first)
+}
+
 /// (user name, password) from a token file, by the secret's kind.
 pub(super) fn login_of(file: &Path) -> anyhow::Result<(String, String)> {
     let text = if file == Path::new("-") {

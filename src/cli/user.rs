@@ -59,7 +59,7 @@ pub(super) async fn user(
             password_stdin,
             admin,
         } => {
-            let password = super::common::read_secret("password", *password_stdin)?;
+            let password = super::common::read_new_password("password", *password_stdin)?;
             let v = c
                 .api(
                     "POST",
@@ -94,7 +94,7 @@ pub(super) async fn user(
             } else {
                 None
             };
-            let password = super::common::read_secret("new password", *password_stdin)?;
+            let password = super::common::read_new_password("new password", *password_stdin)?;
             let mut body = json!({ "password": password });
             if let Some(cur) = current {
                 body["currentPassword"] = json!(cur);

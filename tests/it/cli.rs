@@ -3037,3 +3037,58 @@ async fn logging_in_again_refreshes_the_context_you_were_in() {
         "no new context beside the old ones: {contexts}"
     );
 }
+
+/// Runs `berth ARGS` on a pseudo-terminal (util-linux `script`), typing `typed`; the exit
+/// status and everything the terminal showed.
+fn on_terminal(cfg: &Path, args: &str, typed: &str) -> (Option<i32>, String) {
+    let mut child = Command::new("script")
+        .args(["-qec", &format!("{} {args}", berth_bin()), "/dev/null"])
+        .env("BERTH_CONFIG", cfg)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(typed.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[tokio::test]
+async fn a_new_password_typed_at_the_terminal_is_asked_twice() {
+    let s = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("config.yaml");
+    ok(
+        &cfg,
+        &["login", &s.base, "-u", "admin", "--password-stdin"],
+        Some(&format!("{ADMIN_PASSWORD}\n")),
+    );
+    let (code, shown) = on_terminal(&cfg, "user create bob", "bob-password-1\nbob-password-2\n");
+    assert_eq!(code, Some(2), "{shown}");
+    assert!(
+        shown.contains("password again") && shown.contains("differ"),
+        "{shown}"
+    );
+    let users = Api::admin(&s)
+        .ok("GET", "/users", None, StatusCode::OK)
+        .await;
+    assert!(
+        !users.to_string().contains("\"bob\""),
+        "nothing was made: {users}"
+    );
+    let (code, shown) = on_terminal(&cfg, "user create bob", "bob-password-1\nbob-password-1\n");
+    assert_eq!(code, Some(0), "{shown}");
+    let (st, _) = Api::basic(&s, "bob", "bob-password-1")
+        .get("/auth/whoami")
+        .await;
+    assert_eq!(st, StatusCode::OK);
+}
