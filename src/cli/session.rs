@@ -94,6 +94,44 @@ pub(super) async fn login(args: &LoginArgs, cfg_path: &Path, verbose: bool) -> a
         .org
         .clone()
         .or_else(|| same.and_then(|c| c.context.org.clone()));
+    // At a terminal, choosing an organization for a user already signed in here needs no new
+    // sign-in: that session, checked against the organization, serves the new context too.
+    let host = server.host();
+    let cred_name = format!("{username}@{host}");
+    let live = cfg
+        .credentials
+        .iter()
+        .find(|c| c.name == cred_name)
+        .and_then(|c| c.credential.refresh_token.clone());
+    if let (Some(o), Some(refresh), false) = (&args.org, &live, args.password_stdin) {
+        let client = Client::new(
+            &url,
+            Auth::Basic("iamrefresh".into(), refresh.clone()),
+            &server.tls()?,
+            verbose,
+        )?;
+        if client
+            .api("GET", &format!("/orgs/{o}"), None, &[])
+            .await
+            .is_ok()
+        {
+            cfg.upsert_server(&host, server);
+            cfg.upsert_context(
+                o,
+                Context {
+                    server: host,
+                    credential: cred_name,
+                    org: Some(o.clone()),
+                },
+            );
+            cfg.current_context = Some(o.clone());
+            cfg.save(cfg_path)?;
+            crate::cli_eprint(&format!(
+                "{username} works in {o} now (context {o:?}; already signed in)"
+            ));
+            return Ok(());
+        }
+    }
     let password = super::common::read_secret("password", args.password_stdin)?;
     let client = Client::new(&url, Auth::None, &server.tls()?, verbose)?;
     let session = match client
@@ -131,9 +169,7 @@ pub(super) async fn login(args: &LoginArgs, cfg_path: &Path, verbose: bool) -> a
             .api("GET", &format!("/orgs/{org}"), None, &[])
             .await?;
     }
-    let host = server.host();
     let server_name = host.clone();
-    let cred_name = format!("{username}@{host}");
     let ctx_name = match (&args.org, same) {
         (Some(o), _) => o.clone(),
         (None, Some(c)) => c.name.clone(),

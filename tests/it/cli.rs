@@ -3091,4 +3091,16 @@ async fn a_new_password_typed_at_the_terminal_is_asked_twice() {
         .get("/auth/whoami")
         .await;
     assert_eq!(st, StatusCode::OK);
+    // Choosing an organization for a user signed in here asks no password again.
+    ok(&cfg, &["org", "create", "borg"], None);
+    let (code, shown) = on_terminal(&cfg, "login -a borg -u admin", "");
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(
+        shown.contains("already signed in") && !shown.contains("password"),
+        "{shown}"
+    );
+    assert!(ok(&cfg, &["robot", "list"], None).starts_with("NAME"));
+    // An organization the user may not see: the password is asked (and here not given).
+    let (code, shown) = on_terminal(&cfg, "login -a nowhere -u admin", "\n");
+    assert_ne!(code, Some(0), "{shown}");
 }
