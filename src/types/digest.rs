@@ -231,6 +231,32 @@ mod tests {
             ":abc",
             "err digest must have the form <algorithm>:<encoded>",
         );
+        // `=`, `_` and `-` belong to the grammar's encoded part: well formed, not hex.
+        for enc in ["ab=cd", "ab_cd", "ab-cd"] {
+            check(
+                &format!("sha256:{enc}"),
+                "err sha256 digest must be 64 lowercase hex characters",
+            );
+        }
+        check(
+            "sha256:ab!cd",
+            "err digest must have the form <algorithm>:<encoded>",
+        );
+    }
+
+    #[test]
+    fn debug_shows_the_digest_and_the_hasher_hashes_what_it_is_fed() {
+        let d: Digest = "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+            .parse()
+            .unwrap();
+        assert_eq!(format!("{d:?}"), d.to_string());
+        let mut h = Hasher::new(Algorithm::Sha256);
+        h.update(b"ab");
+        h.update(b"c");
+        assert_eq!(h.finish(), d);
+        let mut h = Hasher::new(Algorithm::Sha512);
+        h.update(b"abc");
+        assert!(h.finish().to_string().starts_with("sha512:ddaf35a193617aba"));
     }
 
     #[test]
