@@ -101,18 +101,23 @@ pub(super) async fn run(
         }
         TrustCommand::List { robot } => {
             let (org, robot) = robot_ref(org, robot);
-            print(
-                format,
-                &c.api(
+            let mut v = c
+                .api(
                     "GET",
                     &format!("/orgs/{org}/robots/{robot}/trusts"),
                     None,
                     &[],
                 )
-                .await?,
-                "trusts",
-                &TRUST_COLUMNS,
-            )
+                .await?;
+            // No audience given: the token must name the registry's service name.
+            if format == Format::Table
+                && let Some(list) = v["trusts"].as_array_mut()
+            {
+                for t in list.iter_mut().filter(|t| t["audience"].is_null()) {
+                    t["audience"] = json!("(service name)");
+                }
+            }
+            print(format, &v, "trusts", &TRUST_COLUMNS)
         }
         TrustCommand::Delete { robot, name } => {
             let (org, robot) = robot_ref(org, robot);

@@ -256,7 +256,11 @@ mod tests {
         assert_eq!(h.finish(), d);
         let mut h = Hasher::new(Algorithm::Sha512);
         h.update(b"abc");
-        assert!(h.finish().to_string().starts_with("sha512:ddaf35a193617aba"));
+        assert!(
+            h.finish()
+                .to_string()
+                .starts_with("sha512:ddaf35a193617aba")
+        );
     }
 
     #[test]

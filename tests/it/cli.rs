@@ -2780,6 +2780,26 @@ async fn the_cli_shows_what_a_robot_can_do() {
     ok(&cfg, &["robot", "create", "idle"], None);
     // A robot named with its organization, as elsewhere (ORG/ROBOT).
     assert!(ok(&cfg, &["robot", "get", "rheaorg/idle"], None).contains("idle"));
+    ok(
+        &cfg,
+        &[
+            "robot",
+            "trust",
+            "add",
+            "idle",
+            "gh",
+            "--issuer",
+            "https://token.actions.githubusercontent.com",
+            "--subject",
+            "repo:rhea/app:*",
+        ],
+        None,
+    );
+    let trusts = ok(&cfg, &["robot", "trust", "list", "rheaorg/idle"], None);
+    assert!(
+        trusts.contains("(service name)"),
+        "the default audience, said: {trusts}"
+    );
     let out = berth(&cfg, &["robot", "get", "rheaorg/nobody"], None);
     assert_eq!(out.status.code(), Some(4), "{out:?}");
     assert!(
