@@ -223,6 +223,26 @@ mod tests {
             Err(NameError::TooLong)
         );
         assert!("a".repeat(255).parse::<RepositoryName>().is_ok());
+        // Tags and references print as they were written too.
+        let t: Tag = "v1.2_rc-3".parse().unwrap();
+        assert_eq!(
+            (t.as_str(), t.to_string(), format!("{t:?}")),
+            (
+                "v1.2_rc-3",
+                "v1.2_rc-3".to_owned(),
+                "\"v1.2_rc-3\"".to_owned()
+            )
+        );
+        let r: Reference = "v1".parse().unwrap();
+        assert_eq!(r.to_string(), "v1");
+        let d = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(d.parse::<Reference>().unwrap().to_string(), d);
+        // It prints as it was written (paths and keys are built from it).
+        let n: RepositoryName = "acme/team/app".parse().unwrap();
+        assert_eq!(
+            (n.to_string(), format!("{n:?}")),
+            ("acme/team/app".to_owned(), "\"acme/team/app\"".to_owned())
+        );
     }
 
     #[test]

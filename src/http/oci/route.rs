@@ -368,6 +368,36 @@ mod tests {
         );
         check("POST", "/a/blobs/uploads/", "upload_start Some(\"a\") Push");
         check("POST", "/a/blobs/uploads", "upload_start Some(\"a\") Push");
+        // Deeper names, and last segments that only look like a route's.
+        check(
+            "GET",
+            "/acme/team/app/tags/list",
+            "tags_list Some(\"acme/team/app\") Pull",
+        );
+        check(
+            "GET",
+            "/acme/team/app/manifests/latest",
+            "manifest_get Some(\"acme/team/app\") Pull",
+        );
+        check("GET", "/a/manifests/list", "manifest_get Some(\"a\") Pull");
+        check(
+            "GET",
+            &format!("/acme/team/app/referrers/{D}"),
+            "referrers Some(\"acme/team/app\") Pull",
+        );
+        check("GET", "/a/b/c/uploads/x", "NotFound");
+        check("GET", "/a/b/blobs/c/x", "NotFound");
+        // Names of several components, with and without the trailing slash.
+        check(
+            "POST",
+            "/acme/team/app/blobs/uploads",
+            "upload_start Some(\"acme/team/app\") Push",
+        );
+        check(
+            "POST",
+            "/acme/team/app/blobs/uploads/",
+            "upload_start Some(\"acme/team/app\") Push",
+        );
         check("GET", "/a/blobs/uploads/", "MethodNotAllowed");
         let u = "3f1c0c8e-7a35-4b39-9d8e-0f5a1b2c3d4e";
         check(
