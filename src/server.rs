@@ -333,6 +333,18 @@ pub fn spawn_background(state: &AppState, config: &Config) {
             let _ = done.await;
         }
     });
+    if state.auth.sso().is_some() {
+        let auth = state.auth.clone();
+        tokio::spawn(async move {
+            // Single sign-on sessions: their groups are read again from the provider when due
+            // (`--sso-refresh-interval`); refused users lose every session.
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                auth.refresh_sso_sessions().await;
+            }
+        });
+    }
     let (auth, retention) = (state.auth.clone(), state.web.revocation_retention);
     tokio::spawn(async move {
         // Revocation keys outlive every token that could name them, then go.

@@ -131,11 +131,44 @@ impl AppState {
         let keys = open_keys(config, &content).map_err(|e| ServerError::Keys(e.to_string()))?;
         let tokens = TokenService::new(keys, config.token_issuer.clone(), config.token_ttl);
         let iam = IamService::new(content.meta().clone());
-        let auth = AuthService::new(iam, tokens).with_workloads(
-            &config.token_service,
-            config.workload_token_max_lifetime,
-            config.allow_private_issuers,
-        );
+        let sso = if config.oidc.is_empty() {
+            None
+        } else {
+            Some(
+                crate::auth::oidc::Sso::new(
+                    config.oidc.clone(),
+                    config.public_url.as_deref().unwrap_or_default(),
+                    config.allow_private_issuers,
+                    config.sso_refresh_interval,
+                )
+                .map_err(ServerError::Keys)?,
+            )
+        };
+        // Seals the providers' refresh tokens: with the secret every node shares, or a key of
+        // this node's data directory.
+        let sealer = match (&sso, &config.secret_key, &config.database) {
+            (None, _, _) => None,
+            (Some(_), Some(secret), _) => Some(Arc::new(
+                crate::auth::keys::Sealer::new(secret)
+                    .map_err(|e| ServerError::Keys(e.to_string()))?,
+            )),
+            (Some(_), None, None) => Some(Arc::new(
+                crate::auth::keys::Sealer::in_dir(&config.data_dir)
+                    .map_err(|e| ServerError::Keys(e.to_string()))?,
+            )),
+            (Some(_), None, Some(_)) => {
+                return Err(ServerError::Keys(
+                    "single sign-on with --database keeps the providers' refresh tokens sealed with a secret every node shares: set BERTH_SECRET_KEY or --secret-key-file".into(),
+                ));
+            }
+        };
+        let auth = AuthService::new(iam, tokens)
+            .with_workloads(
+                &config.token_service,
+                config.workload_token_max_lifetime,
+                config.allow_private_issuers,
+            )
+            .with_sso(sso, sealer, config.local_login);
         // Revocation keys outlive every token that could name them.
         let revocation_retention = config.token_ttl + Duration::from_secs(3600);
         auth.tokens().revoked().set_retention(revocation_retention);

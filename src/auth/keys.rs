@@ -88,6 +88,49 @@ pub struct Sealer {
 
 impl Sealer {
     /// The secret must be at least 32 characters (e.g. `openssl rand -base64 32`).
+    /// The sealer of a single node: its secret in `sealing.key` of the data directory (0600),
+    /// made from the OS's random source the first time.
+    pub fn in_dir(data_dir: &Path) -> Result<Sealer, KeyError> {
+        let path = data_dir.join("sealing.key");
+        match std::fs::read_to_string(&path) {
+            Ok(s) => Sealer::new(&s),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut b = [0u8; 32];
+                rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut b)
+                    .map_err(|e| KeyError::Crypto(format!("random: {e}")))?;
+                let secret = hex::encode(b);
+                let tmp = data_dir.join(format!("sealing.key.{}", uuid::Uuid::new_v4()));
+                let write = || -> std::io::Result<()> {
+                    use std::io::Write as _;
+                    use std::os::unix::fs::OpenOptionsExt as _;
+                    let mut f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(&tmp)?;
+                    f.write_all(secret.as_bytes())?;
+                    f.sync_all()?;
+                    // Another process may have made one meanwhile: theirs stays.
+                    std::fs::hard_link(&tmp, &path).or_else(|e| {
+                        if e.kind() == std::io::ErrorKind::AlreadyExists {
+                            Ok(())
+                        } else {
+                            Err(e)
+                        }
+                    })?;
+                    std::fs::remove_file(&tmp)?;
+                    std::fs::File::open(data_dir)?.sync_all()
+                };
+                write().map_err(|e| KeyError::Crypto(format!("{}: {e}", path.display())))?;
+                Sealer::new(
+                    &std::fs::read_to_string(&path)
+                        .map_err(|e| KeyError::Crypto(format!("{}: {e}", path.display())))?,
+                )
+            }
+            Err(e) => Err(KeyError::Crypto(format!("{}: {e}", path.display()))),
+        }
+    }
+
     pub fn new(secret: &str) -> Result<Sealer, KeyError> {
         let secret = secret.trim();
         if secret.len() < 32 {
@@ -115,7 +158,8 @@ impl Sealer {
         })
     }
 
-    fn seal(&self, kid: &str, plain: &str) -> Result<Vec<u8>, KeyError> {
+    /// Seals `plain`, bound to `kid` (what it is: a key id, `sso-refresh:<family>`, …).
+    pub fn seal(&self, kid: &str, plain: &str) -> Result<Vec<u8>, KeyError> {
         let mut nonce = [0u8; 12];
         rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut nonce)
             .map_err(|e| KeyError::Crypto(format!("random: {e}")))?;
@@ -132,7 +176,8 @@ impl Sealer {
         Ok(out)
     }
 
-    fn open(&self, kid: &str, sealed: &[u8]) -> Result<String, KeyError> {
+    /// Opens what `seal` made for the same `kid`.
+    pub fn open(&self, kid: &str, sealed: &[u8]) -> Result<String, KeyError> {
         let wrong = || {
             KeyError::Crypto(format!(
                 "cannot open key {kid}: wrong secret key (--secret-key-file / BERTH_SECRET_KEY) or damaged row"

@@ -10,7 +10,9 @@
 
 pub mod keys;
 pub(crate) mod limit;
+pub mod oidc;
 pub mod revoked;
+mod sso;
 pub mod token;
 pub mod workload;
 
@@ -365,6 +367,12 @@ pub struct AuthService {
     pub(crate) api_audience: String,
     /// The registry's token service name: the default audience of workload tokens.
     pub(crate) service: String,
+    /// The OpenID providers people sign in with (`auth::sso`).
+    sso: Option<Arc<oidc::Sso>>,
+    /// Seals the providers' refresh tokens kept beside sessions.
+    sealer: Option<Arc<keys::Sealer>>,
+    /// Who may sign in with a local password.
+    local_login: oidc::LocalLogin,
 }
 
 /// Grants and namespaces as read at one policy stamp: dropped whole when the stamp moves (a
@@ -468,6 +476,9 @@ impl AuthService {
             policy: Arc::default(),
             api_audience: "berth-api".into(),
             service: "berth".into(),
+            sso: None,
+            sealer: None,
+            local_login: oidc::LocalLogin::All,
         }
     }
 
@@ -809,10 +820,19 @@ impl AuthService {
                             matches!(&l.principal, Principal::User { name, .. } if name == username)
                         }));
                 }
-                Ok(self.iam.check_password(username, secret)?.map(|u| {
-                    let lineage = Lineage::password(&u);
-                    Login::new(Principal::user(u), lineage)
-                }))
+                // `--local-login`: passwords may be limited to server admins, or turned off.
+                Ok(self
+                    .iam
+                    .check_password(username, secret)?
+                    .filter(|u| match self.local_login {
+                        oidc::LocalLogin::All => true,
+                        oidc::LocalLogin::Admins => u.admin,
+                        oidc::LocalLogin::Off => false,
+                    })
+                    .map(|u| {
+                        let lineage = Lineage::password(&u);
+                        Login::new(Principal::user(u), lineage)
+                    }))
             }
         }
     }

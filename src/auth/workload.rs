@@ -515,7 +515,7 @@ fn stamp(map: &Mutex<HashMap<String, Instant>>, key: &str, every: Duration) -> b
 }
 
 /// Whether key `k` can check a signature of algorithm `alg`.
-fn fits(k: &Jwk, alg: Algorithm) -> bool {
+pub(crate) fn fits(k: &Jwk, alg: Algorithm) -> bool {
     use jsonwebtoken::jwk::{EllipticCurve, KeyAlgorithm};
     if let Some(a) = k.common.key_algorithm {
         let same = matches!(
@@ -539,7 +539,7 @@ fn fits(k: &Jwk, alg: Algorithm) -> bool {
 }
 
 /// The addresses of `url`'s host, each checked to be public unless `allow_private`.
-async fn resolve_checked(
+pub(crate) async fn resolve_checked(
     url: &reqwest::Url,
     allow_private: bool,
 ) -> Result<Vec<std::net::SocketAddr>, String> {
@@ -576,15 +576,7 @@ fn fetch_keys(issuer: &str, allow_private: bool) -> Result<Vec<Jwk>, String> {
                 .build()
                 .map_err(|e| e.to_string())?;
             rt.block_on(async {
-                let mut b = reqwest::Client::builder()
-                    .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")));
-                // The system's roots too (and `SSL_CERT_FILE`): issuers inside a company
-                // often have a private CA.
-                for c in rustls_native_certs::load_native_certs().certs {
-                    if let Ok(cert) = reqwest::Certificate::from_der(c.as_ref()) {
-                        b = b.add_root_certificate(cert);
-                    }
-                }
+                let b = http_builder();
                 let origin = reqwest::Url::parse(&issuer).map_err(|e| e.to_string())?;
                 let host = origin.host_str().unwrap_or_default().to_owned();
                 let addrs = resolve_checked(&origin, allow_private).await?;
@@ -623,8 +615,20 @@ fn fetch_keys(issuer: &str, allow_private: bool) -> Result<Vec<Jwk>, String> {
     })
 }
 
+/// A client builder for fetches from issuers: berth's user agent and the system's roots too
+/// (and `SSL_CERT_FILE`): issuers inside a company often have a private CA.
+pub(crate) fn http_builder() -> reqwest::ClientBuilder {
+    let mut b = reqwest::Client::builder().user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")));
+    for c in rustls_native_certs::load_native_certs().certs {
+        if let Ok(cert) = reqwest::Certificate::from_der(c.as_ref()) {
+            b = b.add_root_certificate(cert);
+        }
+    }
+    b
+}
+
 async fn get_bounded(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
-    let mut resp = client
+    let resp = client
         .get(url)
         .send()
         .await
@@ -632,6 +636,14 @@ async fn get_bounded(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, Str
     if !resp.status().is_success() {
         return Err(format!("{url}: HTTP {}", resp.status()));
     }
+    read_bounded(resp, url).await
+}
+
+/// A response's body, at most `MAX_DOCUMENT` bytes.
+pub(crate) async fn read_bounded(
+    mut resp: reqwest::Response,
+    url: &str,
+) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(|e| format!("{url}: {e}"))? {
         if out.len() + chunk.len() > MAX_DOCUMENT {

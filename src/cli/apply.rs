@@ -179,8 +179,9 @@ fn plan_document(
         }
         "Binding" => {
             let role = text(doc, "role")?.ok_or_else(|| bad("role is missing".into()))?;
-            let subject = text(doc, "subject")?
-                .ok_or_else(|| bad("subject is missing (robot/NAME or user/NAME)".into()))?;
+            let subject = text(doc, "subject")?.ok_or_else(|| {
+                bad("subject is missing (robot/NAME, user/NAME or group/NAME)".into())
+            })?;
             let mut body = json!({ "role": role, "subject": subject });
             for k in ["namespace", "repository"] {
                 if let Some(v) = text(doc, k)? {
@@ -216,20 +217,25 @@ fn plan_document(
                 let prefix = match sub["kind"].as_str() {
                     Some("Robot" | "ServiceAccount") => "robot",
                     Some("User") => "user",
+                    Some("Group") => "group",
                     Some(k) => {
                         return Err(bad(format!(
-                            "subjects[{j}].kind must be Robot, ServiceAccount or User, not {k}"
+                            "subjects[{j}].kind must be Robot, ServiceAccount, User or Group, not {k}"
                         )));
                     }
                     None => return Err(bad(format!("subjects[{j}].kind is missing"))),
                 };
                 let who = text(sub, "name")?
                     .ok_or_else(|| bad(format!("subjects[{j}].name is missing")))?;
-                // `acme/deployer` and `deployer` name the same robot of org acme.
-                let who = who
-                    .strip_prefix(&format!("{org}/"))
-                    .unwrap_or(&who)
-                    .to_owned();
+                // `acme/deployer` and `deployer` name the same robot of org acme; a group's
+                // name is the provider's, whole.
+                let who = if prefix == "group" {
+                    who
+                } else {
+                    who.strip_prefix(&format!("{org}/"))
+                        .unwrap_or(&who)
+                        .to_owned()
+                };
                 let mut body = json!({ "role": role, "subject": format!("{prefix}/{who}") });
                 if let Some(ns) = &namespace {
                     body["namespace"] = json!(ns);

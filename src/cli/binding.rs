@@ -21,11 +21,15 @@ pub enum BindingCommand {
         #[arg(long)]
         role: String,
         /// Give the role to this user.
-        #[arg(long, conflicts_with = "robot", required_unless_present = "robot")]
+        #[arg(long, conflicts_with_all = ["robot", "group"], required_unless_present_any = ["robot", "group"])]
         user: Option<String>,
         /// Give the role to this robot.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "group")]
         robot: Option<String>,
+        /// Give the role to the people an identity provider puts in this group (single
+        /// sign-on); they are members of the organization through it.
+        #[arg(long)]
+        group: Option<String>,
         /// Only in this namespace (default: the whole organization).
         #[arg(long, conflicts_with = "repository")]
         namespace: Option<String>,
@@ -73,14 +77,18 @@ pub(super) async fn binding(
             role,
             user,
             robot,
+            group,
             namespace,
             repository,
         } => {
-            let subject = match (user, robot) {
-                (Some(u), _) => format!("user/{u}"),
-                (None, Some(r)) => format!("robot/{r}"),
-                (None, None) => {
-                    return Err(Usage("give --user USER or --robot ROBOT".into()).into());
+            let subject = match (user, robot, group) {
+                (Some(u), _, _) => format!("user/{u}"),
+                (None, Some(r), _) => format!("robot/{r}"),
+                (None, None, Some(g)) => format!("group/{g}"),
+                (None, None, None) => {
+                    return Err(
+                        Usage("give --user USER, --robot ROBOT or --group GROUP".into()).into(),
+                    );
                 }
             };
             let mut body = json!({ "role": role, "subject": subject });
@@ -154,8 +162,13 @@ pub(super) async fn can_i(
                         .as_array()
                         .is_some_and(|m| m.iter().any(|x| x["name"] == u))
                 }),
+            // A group exists while a binding or a sign-in names it: nothing to look up.
+            Some(("group", g)) if !g.is_empty() => Ok(true),
             _ => {
-                return Err(Usage(format!("--as {s:?}: expected user/NAME or robot/NAME")).into());
+                return Err(Usage(format!(
+                    "--as {s:?}: expected user/NAME, robot/NAME or group/NAME"
+                ))
+                .into());
             }
         };
         match found {

@@ -45,6 +45,12 @@ pub struct LoginArgs {
     /// [file: $DOCKER_CONFIG/config.json, else ~/.docker/config.json].
     #[arg(long)]
     pub docker_config: bool,
+    /// Sign in through the organization's identity provider (single sign-on; the provider's
+    /// name when the server has several): the device authorization grant, approved in a browser
+    /// anywhere. Only berth's own session is stored, never the provider's tokens.
+    #[arg(long, value_name = "PROVIDER", num_args = 0..=1, default_missing_value = "",
+          conflicts_with_all = ["username", "password_stdin", "robot"])]
+    pub sso: Option<String>,
 }
 
 pub(super) async fn login(args: &LoginArgs, cfg_path: &Path, verbose: bool) -> anyhow::Result<()> {
@@ -62,6 +68,9 @@ pub(super) async fn login(args: &LoginArgs, cfg_path: &Path, verbose: bool) -> a
         }
     };
     let server = server_entry(args, &url)?;
+    if let Some(provider) = &args.sso {
+        return sso_login(args, provider, &url, server, cfg, cfg_path, verbose).await;
+    }
     // Logging in again to the current context's server: its user and its organization are the
     // defaults, and that context is the one refreshed (not a new one beside it).
     let current = cfg
@@ -213,6 +222,150 @@ pub(super) async fn login(args: &LoginArgs, cfg_path: &Path, verbose: bool) -> a
     cfg.current_context = Some(ctx_name.clone());
     cfg.save(cfg_path)?;
     crate::cli_eprint(&format!("{username} logged in (context {ctx_name:?})"));
+    Ok(())
+}
+
+/// `berth login --sso`: a device sign-in at the server's identity provider (RFC 8628). The
+/// server talks to the provider; this command shows the code, polls the server and stores the
+/// session the server answers.
+async fn sso_login(
+    args: &LoginArgs,
+    provider: &str,
+    url: &str,
+    server: Server,
+    mut cfg: ClientConfig,
+    cfg_path: &Path,
+    verbose: bool,
+) -> anyhow::Result<()> {
+    let client = Client::new(url, Auth::None, &server.tls()?, verbose)?;
+    let listed = client.api("GET", "/auth/sso", None, &[]).await?;
+    let names: Vec<String> = listed["providers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["name"].as_str().map(str::to_owned))
+        .collect();
+    let provider = match (provider, names.as_slice()) {
+        (_, []) => {
+            return Err(Usage(format!("{url} offers no single sign-on")).into());
+        }
+        ("", [only]) => only.clone(),
+        ("", _) => {
+            return Err(Usage(format!(
+                "{url} has several identity providers: give one with --sso NAME ({})",
+                names.join(", ")
+            ))
+            .into());
+        }
+        (p, _) if names.iter().any(|n| n == p) => p.to_owned(),
+        (p, _) => {
+            return Err(Usage(format!(
+                "no identity provider {p:?} at {url} ({})",
+                names.join(", ")
+            ))
+            .into());
+        }
+    };
+    let start = client
+        .api("POST", &format!("/auth/sso/{provider}/device"), None, &[])
+        .await?;
+    let field = |k: &str| start[k].as_str().unwrap_or_default().to_owned();
+    let (handle, code) = (field("handle"), field("user_code"));
+    let open = start["verification_uri_complete"]
+        .as_str()
+        .map_or_else(|| field("verification_uri"), str::to_owned);
+    crate::cli_eprint(&format!(
+        "To sign in, open {open}\nand confirm the code {code} (it works for {} minutes).",
+        start["expires_in"].as_i64().unwrap_or(600) / 60
+    ));
+    let mut interval = start["interval"].as_i64().unwrap_or(5).clamp(1, 60);
+    let deadline = std::time::Instant::now()
+        + std::time::Duration::from_secs(
+            u64::try_from(start["expires_in"].as_i64().unwrap_or(600)).unwrap_or(600),
+        );
+    let session = loop {
+        tokio::time::sleep(std::time::Duration::from_secs(interval.unsigned_abs())).await;
+        match client
+            .api(
+                "POST",
+                &format!("/auth/sso/{provider}/token"),
+                Some(&json!({ "handle": handle })),
+                &[],
+            )
+            .await
+        {
+            Ok(v) => break v,
+            Err(crate::client::ClientError::Status { code, .. })
+                if code == "authorization_pending" && std::time::Instant::now() < deadline => {}
+            Err(crate::client::ClientError::Status { code, .. })
+                if code == "slow_down" && std::time::Instant::now() < deadline =>
+            {
+                interval += 5;
+            }
+            Err(crate::client::ClientError::Status { code, .. })
+                if code == "authorization_pending" || code == "expired_token" =>
+            {
+                return Err(crate::client::ClientError::Status {
+                    status: 401,
+                    code: "expired_token".into(),
+                    message: "the sign-in was not approved in time; run berth login --sso again"
+                        .into(),
+                }
+                .into());
+            }
+            Err(crate::client::ClientError::Status { status: 401, .. }) => {
+                return Err(crate::client::ClientError::Status {
+                    status: 401,
+                    code: "access_denied".into(),
+                    message: "the identity provider did not sign you in".into(),
+                }
+                .into());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let refresh = session["refresh_token"]
+        .as_str()
+        .context("the server sent no refresh token")?
+        .to_owned();
+    let me = Client::new(
+        url,
+        Auth::Basic("iamrefresh".into(), refresh.clone()),
+        &server.tls()?,
+        verbose,
+    )?;
+    let who = me.api("GET", "/auth/whoami", None, &[]).await?;
+    let username = who["name"]
+        .as_str()
+        .context("the server did not say who signed in")?
+        .to_owned();
+    if let Some(org) = &args.org {
+        me.api("GET", &format!("/orgs/{org}"), None, &[]).await?;
+    }
+    let host = server.host();
+    let cred_name = format!("{username}@{host}");
+    let ctx_name = args.org.clone().unwrap_or_else(|| cred_name.clone());
+    cfg.upsert_server(&host, server);
+    cfg.upsert_credential(
+        &cred_name,
+        Credential {
+            refresh_token: Some(refresh),
+            ..Credential::default()
+        },
+    );
+    cfg.upsert_context(
+        &ctx_name,
+        Context {
+            server: host,
+            credential: cred_name,
+            org: args.org.clone(),
+        },
+    );
+    cfg.current_context = Some(ctx_name.clone());
+    cfg.save(cfg_path)?;
+    crate::cli_eprint(&format!(
+        "{username} signed in through {provider} (context {ctx_name:?})"
+    ));
     Ok(())
 }
 

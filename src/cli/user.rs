@@ -52,7 +52,12 @@ pub(super) async fn user(
     verbose: bool,
 ) -> anyhow::Result<()> {
     let (c, _) = context::client(cfg_path, verbose).await?;
-    let columns = [("NAME", "name"), ("ADMIN", "admin"), ("CREATED", "created")];
+    let columns = [
+        ("NAME", "name"),
+        ("ADMIN", "admin"),
+        ("SOURCE", "source"),
+        ("CREATED", "created"),
+    ];
     match cmd {
         UserCommand::Create {
             name,

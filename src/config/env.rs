@@ -48,6 +48,28 @@ pub const BERTH_S3_REGION: &str = "BERTH_S3_REGION";
 pub const BERTH_S3_PATH_STYLE: &str = "BERTH_S3_PATH_STYLE";
 /// Log filter (tracing `EnvFilter` syntax).
 pub const BERTH_LOG: &str = "BERTH_LOG";
+/// Who may sign in with a local password: `all`, `admins` or `off`.
+pub const BERTH_LOCAL_LOGIN: &str = "BERTH_LOCAL_LOGIN";
+/// Single sign-on: the OpenID provider's issuer URL.
+pub const BERTH_OIDC_ISSUER: &str = "BERTH_OIDC_ISSUER";
+/// The provider's short name.
+pub const BERTH_OIDC_NAME: &str = "BERTH_OIDC_NAME";
+/// What the sign-in page calls the provider.
+pub const BERTH_OIDC_DISPLAY_NAME: &str = "BERTH_OIDC_DISPLAY_NAME";
+/// berth's client id at the provider.
+pub const BERTH_OIDC_CLIENT_ID: &str = "BERTH_OIDC_CLIENT_ID";
+/// File holding berth's client secret at the provider.
+pub const BERTH_OIDC_CLIENT_SECRET_FILE: &str = "BERTH_OIDC_CLIENT_SECRET_FILE";
+/// Scopes asked of the provider.
+pub const BERTH_OIDC_SCOPES: &str = "BERTH_OIDC_SCOPES";
+/// The claim that names the user.
+pub const BERTH_OIDC_USERNAME_CLAIM: &str = "BERTH_OIDC_USERNAME_CLAIM";
+/// The claim that lists the user's groups.
+pub const BERTH_OIDC_GROUPS_CLAIM: &str = "BERTH_OIDC_GROUPS_CLAIM";
+/// The provider group whose members are server admins.
+pub const BERTH_OIDC_ADMIN_GROUP: &str = "BERTH_OIDC_ADMIN_GROUP";
+/// How often a single sign-on session's groups are read again (at most 15m).
+pub const BERTH_SSO_REFRESH_INTERVAL: &str = "BERTH_SSO_REFRESH_INTERVAL";
 /// Base URL clients reach berth at, for the token realm (default: from the request).
 pub const BERTH_PUBLIC_URL: &str = "BERTH_PUBLIC_URL";
 /// The `service` name of the token protocol (the `aud` of registry tokens).

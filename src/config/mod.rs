@@ -45,6 +45,12 @@ pub struct Config {
     /// An S3 bucket for the blobs; `None`: files in `data_dir`.
     pub storage: Option<crate::blob::S3Options>,
     pub log: String,
+    /// Who may sign in with a local password.
+    pub local_login: crate::auth::oidc::LocalLogin,
+    /// The OpenID providers people sign in with.
+    pub oidc: Vec<crate::auth::oidc::ProviderConfig>,
+    /// How often a single sign-on session's groups are read again (at most 15m).
+    pub sso_refresh_interval: Duration,
 }
 
 fn nonzero(d: Duration) -> Option<Duration> {
@@ -82,6 +88,7 @@ impl Config {
 
     fn resolve(raw: FileConfig) -> Result<Config, ConfigError> {
         let invalid = |key, message: String| ConfigError::Invalid { key, message };
+        let oidc = providers(&raw)?;
         let listen = raw.listen.as_deref().unwrap_or("127.0.0.1:5000");
         let listen = listen.parse().map_err(|_| {
             invalid(
@@ -107,7 +114,31 @@ impl Config {
             Some(v) => Some(parse_duration(v).map_err(|m| invalid("gc_interval", m))?)
                 .filter(|d| !d.is_zero()),
         };
+        if !oidc.is_empty() && raw.public_url.is_none() {
+            return Err(invalid(
+                "public_url",
+                "single sign-on needs --public-url: the address the provider sends people back to is fixed by the configuration, never taken from a request".into(),
+            ));
+        }
+        let sso_refresh_interval = duration(
+            "sso_refresh_interval",
+            raw.sso_refresh_interval.clone(),
+            "5m",
+        )?;
+        if sso_refresh_interval.is_zero() || sso_refresh_interval > crate::auth::oidc::GROUPS_BOUND
+        {
+            return Err(invalid(
+                "sso_refresh_interval",
+                "must be more than 0s and at most 15m".into(),
+            ));
+        }
         Ok(Config {
+            local_login: match raw.local_login.as_deref() {
+                None => crate::auth::oidc::LocalLogin::All,
+                Some(v) => v.parse().map_err(|m| invalid("local_login", m))?,
+            },
+            oidc,
+            sso_refresh_interval,
             data_dir: raw
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from("./berth-data")),
@@ -243,6 +274,96 @@ impl Config {
             log: raw.log.unwrap_or_else(|| "info".to_owned()),
         })
     }
+}
+
+/// The OpenID providers: the `--oidc-*` flags' one (when `--oidc-issuer` is given), then the
+/// file's `[[oidc]]` tables; names must differ.
+fn providers(raw: &FileConfig) -> Result<Vec<crate::auth::oidc::ProviderConfig>, ConfigError> {
+    let invalid = |key, message: String| ConfigError::Invalid { key, message };
+    let mut tables = Vec::new();
+    if let Some(issuer) = &raw.oidc_issuer {
+        tables.push(raw::OidcFile {
+            name: raw.oidc_name.clone(),
+            display_name: raw.oidc_display_name.clone(),
+            issuer: issuer.clone(),
+            client_id: raw
+                .oidc_client_id
+                .clone()
+                .ok_or_else(|| invalid("oidc_client_id", "is needed with --oidc-issuer".into()))?,
+            client_secret_file: raw.oidc_client_secret_file.clone().ok_or_else(|| {
+                invalid(
+                    "oidc_client_secret_file",
+                    "is needed with --oidc-issuer".into(),
+                )
+            })?,
+            scopes: raw.oidc_scopes.clone(),
+            username_claim: raw.oidc_username_claim.clone(),
+            groups_claim: raw.oidc_groups_claim.clone(),
+            admin_group: raw.oidc_admin_group.clone(),
+        });
+    }
+    tables.extend(raw.oidc.iter().cloned());
+    let mut out: Vec<crate::auth::oidc::ProviderConfig> = Vec::new();
+    for t in tables {
+        let name = t.name.unwrap_or_else(|| "sso".into());
+        let b = name.as_bytes();
+        if b.is_empty()
+            || b.len() > 32
+            || !b
+                .iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        {
+            return Err(invalid(
+                "oidc_name",
+                format!("{name:?}: use 1-32 lowercase letters, digits or '-'"),
+            ));
+        }
+        if out.iter().any(|p| p.name == name) {
+            return Err(invalid(
+                "oidc_name",
+                format!("two providers are named {name:?}"),
+            ));
+        }
+        let secret = std::fs::read_to_string(&t.client_secret_file)
+            .map_err(|e| {
+                invalid(
+                    "oidc_client_secret_file",
+                    format!("{}: {e}", t.client_secret_file.display()),
+                )
+            })?
+            .trim()
+            .to_owned();
+        if secret.is_empty() {
+            return Err(invalid(
+                "oidc_client_secret_file",
+                format!("{} is empty", t.client_secret_file.display()),
+            ));
+        }
+        let scopes: Vec<String> = t
+            .scopes
+            .as_deref()
+            .unwrap_or("openid profile email groups offline_access")
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        if !scopes.iter().any(|s| s == "openid") {
+            return Err(invalid("oidc_scopes", "must include openid".into()));
+        }
+        out.push(crate::auth::oidc::ProviderConfig {
+            display_name: t.display_name.unwrap_or_else(|| name.clone()),
+            name,
+            issuer: t.issuer,
+            client_id: t.client_id,
+            client_secret: secret,
+            scopes,
+            username_claim: t
+                .username_claim
+                .unwrap_or_else(|| "preferred_username".into()),
+            groups_claim: t.groups_claim.unwrap_or_else(|| "groups".into()),
+            admin_group: t.admin_group,
+        });
+    }
+    Ok(out)
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {

@@ -130,6 +130,50 @@ pub struct ServeArgs {
     #[arg(long, env = env::BERTH_S3_PATH_STYLE, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub s3_path_style: Option<bool>,
 
+    /// Who may sign in with a local password: `all`, `admins` (server admins only: a way in when the identity provider is down) or `off` [default: all]
+    #[arg(long, env = env::BERTH_LOCAL_LOGIN, value_name = "WHO")]
+    pub local_login: Option<String>,
+
+    /// Single sign-on: the OpenID provider's issuer URL (more providers: `[[oidc]]` in the file); needs --public-url [default: none]
+    #[arg(long, env = env::BERTH_OIDC_ISSUER, value_name = "URL")]
+    pub oidc_issuer: Option<String>,
+
+    /// The provider's short name, in `/ui/login/sso/NAME` and `berth login --sso NAME` [default: sso]
+    #[arg(long, env = env::BERTH_OIDC_NAME, value_name = "NAME")]
+    pub oidc_name: Option<String>,
+
+    /// What the sign-in page's button names the provider ("Sign in with ...") [default: the name]
+    #[arg(long, env = env::BERTH_OIDC_DISPLAY_NAME, value_name = "TEXT")]
+    pub oidc_display_name: Option<String>,
+
+    /// berth's client id at the provider
+    #[arg(long, env = env::BERTH_OIDC_CLIENT_ID, value_name = "ID")]
+    pub oidc_client_id: Option<String>,
+
+    /// File holding berth's client secret at the provider
+    #[arg(long, env = env::BERTH_OIDC_CLIENT_SECRET_FILE, value_name = "FILE")]
+    pub oidc_client_secret_file: Option<PathBuf>,
+
+    /// Scopes asked for, separated by spaces [default: openid profile email groups offline_access]
+    #[arg(long, env = env::BERTH_OIDC_SCOPES, value_name = "SCOPES")]
+    pub oidc_scopes: Option<String>,
+
+    /// The ID token claim that gives the user name [default: preferred_username]
+    #[arg(long, env = env::BERTH_OIDC_USERNAME_CLAIM, value_name = "CLAIM")]
+    pub oidc_username_claim: Option<String>,
+
+    /// The claim (ID token, else userinfo) that lists the user's groups [default: groups]
+    #[arg(long, env = env::BERTH_OIDC_GROUPS_CLAIM, value_name = "CLAIM")]
+    pub oidc_groups_claim: Option<String>,
+
+    /// Members of this provider group are server admins, and nobody else from the provider is [default: none]
+    #[arg(long, env = env::BERTH_OIDC_ADMIN_GROUP, value_name = "GROUP")]
+    pub oidc_admin_group: Option<String>,
+
+    /// How often a single sign-on session's groups are read again from the provider; at most 15m, the bound within which leaving a group ends what it gave [default: 5m]
+    #[arg(long, env = env::BERTH_SSO_REFRESH_INTERVAL, value_name = "DURATION")]
+    pub sso_refresh_interval: Option<String>,
+
     /// Log filter, e.g. `info` or `berth=debug` [default: info]
     #[arg(long, env = env::BERTH_LOG, value_name = "FILTER")]
     pub log: Option<String>,
@@ -169,6 +213,35 @@ pub struct FileConfig {
     pub s3_region: Option<String>,
     pub s3_path_style: Option<bool>,
     pub log: Option<String>,
+    pub local_login: Option<String>,
+    pub oidc_issuer: Option<String>,
+    pub oidc_name: Option<String>,
+    pub oidc_display_name: Option<String>,
+    pub oidc_client_id: Option<String>,
+    pub oidc_client_secret_file: Option<PathBuf>,
+    pub oidc_scopes: Option<String>,
+    pub oidc_username_claim: Option<String>,
+    pub oidc_groups_claim: Option<String>,
+    pub oidc_admin_group: Option<String>,
+    pub sso_refresh_interval: Option<String>,
+    /// More OpenID providers, one `[[oidc]]` table each.
+    #[serde(default)]
+    pub oidc: Vec<OidcFile>,
+}
+
+/// One `[[oidc]]` table of the file: the same keys as the `--oidc-*` flags, without the prefix.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcFile {
+    pub name: Option<String>,
+    pub display_name: Option<String>,
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret_file: PathBuf,
+    pub scopes: Option<String>,
+    pub username_claim: Option<String>,
+    pub groups_claim: Option<String>,
+    pub admin_group: Option<String>,
 }
 
 impl ServeArgs {
@@ -211,6 +284,27 @@ impl ServeArgs {
             s3_region: self.s3_region.clone().or(file.s3_region),
             s3_path_style: self.s3_path_style.or(file.s3_path_style),
             log: self.log.clone().or(file.log),
+            local_login: self.local_login.clone().or(file.local_login),
+            oidc_issuer: self.oidc_issuer.clone().or(file.oidc_issuer),
+            oidc_name: self.oidc_name.clone().or(file.oidc_name),
+            oidc_display_name: self.oidc_display_name.clone().or(file.oidc_display_name),
+            oidc_client_id: self.oidc_client_id.clone().or(file.oidc_client_id),
+            oidc_client_secret_file: self
+                .oidc_client_secret_file
+                .clone()
+                .or(file.oidc_client_secret_file),
+            oidc_scopes: self.oidc_scopes.clone().or(file.oidc_scopes),
+            oidc_username_claim: self
+                .oidc_username_claim
+                .clone()
+                .or(file.oidc_username_claim),
+            oidc_groups_claim: self.oidc_groups_claim.clone().or(file.oidc_groups_claim),
+            oidc_admin_group: self.oidc_admin_group.clone().or(file.oidc_admin_group),
+            sso_refresh_interval: self
+                .sso_refresh_interval
+                .clone()
+                .or(file.sso_refresh_interval),
+            oidc: file.oidc,
         }
     }
 }

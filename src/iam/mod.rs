@@ -8,6 +8,7 @@
 pub mod model;
 pub mod password;
 pub mod secret;
+mod sso;
 
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use crate::policy::{self, BindingScope, Rule};
 use crate::store::{self, AuditFilter, AuditRow, BindingRow, CredentialRow, MetadataStore, now};
 pub use model::{AuditEntry, Binding, Credential, Namespace, Org, Robot, Subject, Trust, User};
 pub use secret::{Secret, SecretKind};
+pub use sso::{ProviderUser, SsoSession, check_group_name, fit_user_name};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -1111,9 +1113,16 @@ impl IamService {
                 ("user", id)
             }
             Some(("robot", r)) => ("robot", self.robot(org, r)?.id),
+            // A group of an OpenID provider: its users are members of the organization through
+            // this binding (membership from a group), and hold its role while the provider says
+            // they are in the group.
+            Some(("group", g)) => {
+                check_group_name(g)?;
+                ("group", self.meta.write(|w| w.group_id_or_new(g))?)
+            }
             _ => {
                 return Err(Error::Invalid(format!(
-                    "subject must be user/NAME or robot/NAME, not {subject:?}"
+                    "subject must be user/NAME, robot/NAME or group/NAME, not {subject:?}"
                 )));
             }
         };
@@ -1203,6 +1212,10 @@ impl IamService {
                 .meta
                 .read(|r| r.user_by_id(id))?
                 .map(|u| format!("user/{}", u.name)),
+            Subject::Group(id) => self
+                .meta
+                .read(|r| r.group_name(id))?
+                .map(|g| format!("group/{g}")),
         })
     }
 
@@ -1258,6 +1271,30 @@ impl IamService {
                 rules,
                 scope: b.scope,
             });
+        }
+        // The bindings of the user's groups: each makes the user a member of its organization
+        // (membership from a group) and grants its role there.
+        if subject.0 == "user" {
+            for (gid, _) in self.meta.read(|r| r.groups_of_user(subject.1))? {
+                for b in self
+                    .meta
+                    .read(|r| r.bindings_for_subject("group", gid))?
+                    .into_iter()
+                    .map(Binding::from)
+                {
+                    let Some(rules) = self.role_rules(b.org_id, &b.role)? else {
+                        continue;
+                    };
+                    if !g.owner_of.contains(&b.org) && !g.member_of.contains(&b.org) {
+                        g.member_of.push(b.org.clone());
+                    }
+                    g.grants.push(policy::Grant {
+                        org: b.org,
+                        rules,
+                        scope: b.scope,
+                    });
+                }
+            }
         }
         Ok(g)
     }

@@ -255,6 +255,8 @@ impl TryFrom<TrustRow> for Trust {
 pub enum Subject {
     User(i64),
     Robot(i64),
+    /// A group of an OpenID provider (`idp_groups`).
+    Group(i64),
 }
 
 /// A role granted to a user or robot, in a scope of its organization.
@@ -275,10 +277,10 @@ impl From<BindingRow> for Binding {
             ("repository", Some(glob)) => BindingScope::Repository(glob),
             _ => BindingScope::Org,
         };
-        let subject = if b.subject_kind == "robot" {
-            Subject::Robot(b.subject_id)
-        } else {
-            Subject::User(b.subject_id)
+        let subject = match b.subject_kind.as_str() {
+            "robot" => Subject::Robot(b.subject_id),
+            "group" => Subject::Group(b.subject_id),
+            _ => Subject::User(b.subject_id),
         };
         Binding {
             org_id: b.org_id,

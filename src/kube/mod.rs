@@ -93,6 +93,25 @@ pub fn image_config(name: &str, prefixes: &[String], pull_secret: &str) -> Value
 /// The document `apply -f` takes back for a role or binding as the API shows it
 /// (`berth role get NAME -o yaml`, `berth binding get NAME -o yaml`, the console's YAML).
 pub fn rbac_manifest(v: &Value) -> Value {
+    // A group's binding is Kubernetes RBAC's: a RoleBinding in its namespace, or a
+    // ClusterRoleBinding for the whole organization, naming `kind: Group` (a repository glob has
+    // no Kubernetes form and stays in berth's shape).
+    if v["kind"] == "Binding"
+        && v["repository"].is_null()
+        && let Some(group) = v["subject"].as_str().and_then(|s| s.strip_prefix("group/"))
+    {
+        let mut doc = json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": if v["namespace"].is_null() { "ClusterRoleBinding" } else { "RoleBinding" },
+            "metadata": { "name": v["name"], "org": v["org"] },
+            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": v["role"] },
+            "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group }],
+        });
+        if !v["namespace"].is_null() {
+            doc["metadata"]["namespace"] = v["namespace"].clone();
+        }
+        return doc;
+    }
     let mut doc = json!({
         "apiVersion": "berth.dev/v1",
         "kind": v["kind"],
@@ -146,5 +165,15 @@ mod tests {
         assert_eq!(m["apiVersion"], "berth.dev/v1");
         assert_eq!(m["subject"], "robot/r");
         assert!(m.get("namespace").is_none());
+        let g = json!({"kind": "Binding", "name": "devs", "org": "acme", "role": "Writer", "subject": "group/dev", "namespace": "team", "repository": null});
+        let m = rbac_manifest(&g);
+        assert_eq!(m["kind"], "RoleBinding");
+        assert_eq!(m["metadata"]["namespace"], "team");
+        assert_eq!(m["subjects"][0]["kind"], "Group");
+        assert_eq!(m["subjects"][0]["name"], "dev");
+        assert_eq!(m["roleRef"]["name"], "Writer");
+        let mut whole = g.clone();
+        whole["namespace"] = Value::Null;
+        assert_eq!(rbac_manifest(&whole)["kind"], "ClusterRoleBinding");
     }
 }

@@ -138,6 +138,25 @@ const TABLES: &[Table] = &[
         ],
     ),
     (
+        "idp_groups",
+        Some("id"),
+        &[("id", Int), ("name", Text), ("created_at", Int)],
+    ),
+    ("user_groups", None, &[("user_id", Int), ("group_id", Int)]),
+    (
+        "sso_links",
+        None,
+        &[
+            ("issuer", Text),
+            ("subject", Text),
+            ("provider", Text),
+            ("user_id", Int),
+            ("epoch", Int),
+            ("groups_read_at", Int),
+            ("created_at", Int),
+        ],
+    ),
+    (
         "bindings",
         None,
         &[

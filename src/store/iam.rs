@@ -604,6 +604,12 @@ impl Writer<'_> {
             .execute("DELETE FROM memberships WHERE user_id = ?1", p![user_id])?;
         self.delete_bindings_where("subject_kind = 'user' AND subject_id = ?1", p![user_id])?;
         self.delete_credentials_where("user_id = ?1", p![user_id])?;
+        self.conn
+            .execute("DELETE FROM user_groups WHERE user_id = ?1", p![user_id])?;
+        self.conn
+            .execute("DELETE FROM sso_sessions WHERE user_id = ?1", p![user_id])?;
+        self.conn
+            .execute("DELETE FROM sso_links WHERE user_id = ?1", p![user_id])?;
         self.revoke(&format!("user:{user_id}"))?;
         Ok(self
             .conn
@@ -861,6 +867,13 @@ impl Writer<'_> {
 
     /// Ends the registry tokens issued to `subject` under its current policy epoch.
     pub fn bump_policy(&self, subject: &str) -> Result<()> {
+        // A group's tokens are its users': each of them loses what the group gave.
+        if let Some(gid) = subject.strip_prefix("group:") {
+            for uid in self.reader().users_of_group(gid.parse().unwrap_or(-1))? {
+                self.bump_policy(&format!("user:{uid}"))?;
+            }
+            return Ok(());
+        }
         let epoch = self.reader().policy_epoch(subject)?;
         self.conn.execute(
             "INSERT INTO policy_epochs (subject, epoch) VALUES (?1, ?2)
@@ -927,6 +940,15 @@ impl Writer<'_> {
                 "SELECT 1 FROM robots WHERE id = ?1",
                 p![rest.parse::<i64>().unwrap_or(-1)],
             ),
+            "sso" => {
+                let Some((uid, epoch)) = rest.split_once(':') else {
+                    return Ok(false);
+                };
+                self.conn.exists(
+                    "SELECT 1 FROM sso_links WHERE user_id = ?1 AND epoch = ?2",
+                    p![uid.parse::<i64>().unwrap_or(-1), epoch.parse::<i64>().unwrap_or(-1)],
+                )
+            }
             "pw" => {
                 let Some((uid, epoch)) = rest.split_once(':') else {
                     return Ok(false);
@@ -1078,7 +1100,7 @@ impl Writer<'_> {
 
     /// Marks a change of who may do what (roles, bindings, memberships, namespaces) in the
     /// revocation log, whose sequence every node follows: nodes drop the grants they cached.
-    fn policy_changed(&self) -> Result<()> {
+    pub(super) fn policy_changed(&self) -> Result<()> {
         self.revoke(POLICY_CHANGED)
     }
 

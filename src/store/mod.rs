@@ -18,6 +18,7 @@ mod postgres;
 mod registry;
 pub(crate) mod sql;
 mod sqlite;
+mod sso;
 
 pub use copy::CopyReport;
 pub use error::{Error, Result, UNAVAILABLE};
@@ -26,3 +27,4 @@ pub use iam::{binding_key, generation_key, member_key, role_key};
 pub use model::*;
 pub use postgres::{PgLock, PgOptions};
 pub use sql::{Reader, Writer};
+pub use sso::sso_key;

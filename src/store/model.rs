@@ -231,6 +231,29 @@ pub struct BindingRow {
     pub scope: Option<String>,
 }
 
+/// A user made by an OpenID provider, linked by the provider's issuer and subject.
+#[derive(Debug, Clone)]
+pub struct SsoLinkRow {
+    pub issuer: String,
+    pub subject: String,
+    /// The provider's name in the configuration.
+    pub provider: String,
+    pub user_id: i64,
+    /// Moves when the provider refuses the user: `sso:<user_id>:<epoch>` ends with it.
+    pub epoch: i64,
+    pub groups_read_at: i64,
+}
+
+/// A session opened through a provider, with the provider's refresh token (sealed).
+#[derive(Debug, Clone)]
+pub struct SsoSessionRow {
+    pub family: String,
+    pub user_id: i64,
+    pub provider: String,
+    pub refresh_sealed: Option<Vec<u8>>,
+    pub read_at: i64,
+}
+
 #[derive(Debug, Clone)]
 pub struct RoleRow {
     pub org_id: i64,

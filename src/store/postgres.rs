@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0004_lineage.sql"),
     include_str!("../../migrations/postgres/0005_audit_org.sql"),
     include_str!("../../migrations/postgres/0006_tags_by_push.sql"),
+    include_str!("../../migrations/postgres/0007_sso.sql"),
 ];
 
 /// Advisory lock keys (arbitrary constants, ASCII "berthmig" and "berthwrt").

@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0007_lineage.sql"),
     include_str!("../../migrations/sqlite/0008_audit_org.sql"),
     include_str!("../../migrations/sqlite/0009_tags_by_push.sql"),
+    include_str!("../../migrations/sqlite/0010_sso.sql"),
 ];
 
 /// Read-only connections open at most; a reader waits for one beyond that.

@@ -146,7 +146,7 @@ fn the_layer_rules_hold() {
         ("content", &["store", "blob", "types"]),
         ("iam", &["policy", "store", "types"]),
         ("auth", &["iam", "policy", "store", "types"]),
-        ("config", &["store", "blob"]),
+        ("config", &["store", "blob", "auth"]),
         ("client", &[]),
         (
             "state",

@@ -336,6 +336,16 @@ pub(super) async fn review(
                     Err(crate::iam::Error::NotFound(_)) => Ok(Principal::Anonymous),
                     Err(e) => Err(ApiError::from(e)),
                 };
+                if let Some(("group", name)) = s.split_once('/') {
+                    crate::iam::check_group_name(name)?;
+                    let g = iam.group_grants(name)?;
+                    let g = if caller.grants.admin {
+                        g
+                    } else {
+                        policy::within_org(&g, &org)
+                    };
+                    return review_answer(st, &org, &body, &g);
+                }
                 let principal = match s.split_once('/') {
                     Some(("user", u)) => found(iam.user(u).map(|u| Principal::User {
                         id: u.id,
@@ -349,7 +359,7 @@ pub(super) async fn review(
                     }))?,
                     _ => {
                         return Err(ApiError::Invalid(format!(
-                            "subject must be user/NAME or robot/NAME, not {s:?}"
+                            "subject must be user/NAME, robot/NAME or group/NAME, not {s:?}"
                         )));
                     }
                 };
@@ -362,19 +372,29 @@ pub(super) async fn review(
                 }
             }
         };
-        let allowed = if body.resource == "repositories" {
-            let action = policy::Action::parse(&body.verb).ok_or_else(|| {
-                ApiError::Invalid(format!("verb {:?} is not pull, push or delete", body.verb))
-            })?;
-            let ns = crate::http::access::namespace_info(st, policy::namespace_of(&body.name))?;
-            let in_org = ns.as_ref().is_some_and(|n| n.org == org);
-            in_org && policy::repository_actions(&grants, &body.name, ns.as_ref()).contains(action)
-        } else {
-            policy::may_manage(&grants, &org, &body.resource, &body.verb, &body.name)
-        };
-        Ok(json_response(StatusCode::OK, json!({ "allowed": allowed })))
+        review_answer(st, &org, &body, &grants)
     })
     .await
+}
+
+/// Whether `grants` allow the review's verb on its resource in `org`.
+fn review_answer(
+    st: &AppState,
+    org: &str,
+    body: &ReviewBody,
+    grants: &policy::Grants,
+) -> ApiResult<Response> {
+    let allowed = if body.resource == "repositories" {
+        let action = policy::Action::parse(&body.verb).ok_or_else(|| {
+            ApiError::Invalid(format!("verb {:?} is not pull, push or delete", body.verb))
+        })?;
+        let ns = crate::http::access::namespace_info(st, policy::namespace_of(&body.name))?;
+        let in_org = ns.as_ref().is_some_and(|n| n.org == org);
+        in_org && policy::repository_actions(grants, &body.name, ns.as_ref()).contains(action)
+    } else {
+        policy::may_manage(grants, org, &body.resource, &body.verb, &body.name)
+    };
+    Ok(json_response(StatusCode::OK, json!({ "allowed": allowed })))
 }
 
 /// Audit events, newest first. Server admins see all; anyone else only their own.

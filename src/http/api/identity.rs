@@ -84,7 +84,19 @@ pub(super) async fn list_users(
 ) -> ApiResult<Response> {
     caller.require_admin()?;
     blocking(&state, |st| {
-        let users: Vec<_> = st.auth.iam().users()?.iter().map(user_json).collect();
+        // Where each user comes from: `local` (a password set here) or a provider's name.
+        let sources = st.auth.iam().sso_sources()?;
+        let users: Vec<_> = st
+            .auth
+            .iam()
+            .users()?
+            .iter()
+            .map(|u| {
+                let mut v = user_json(u);
+                v["source"] = sources.get(&u.id).map_or("local", String::as_str).into();
+                v
+            })
+            .collect();
         Ok(json_response(StatusCode::OK, json!({ "users": users })))
     })
     .await

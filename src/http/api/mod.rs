@@ -12,6 +12,7 @@ mod identity;
 mod repos;
 mod robots;
 pub(crate) mod session;
+mod sso;
 
 use axum::Router;
 use axum::http::StatusCode;
@@ -52,6 +53,9 @@ macro_rules! api_routes {
 api_routes! {
     post "/auth/login" => session::login, "Log in with a user name and password: an access token and a refresh token", 200, ["access_token", "refresh_token", "expires_in", "token_type"];
     post "/auth/refresh" => session::refresh, "Exchange a refresh token for new tokens (the old refresh token stops working)", 200, ["access_token", "refresh_token", "expires_in", "token_type"];
+    get "/auth/sso" => sso::providers, "The identity providers people may sign in with (single sign-on)", 200, ["providers"];
+    post "/auth/sso/{provider}/device" => sso::device, "Start a device sign-in at an identity provider (RFC 8628): the code to type there, and a handle to poll with", 200, ["user_code", "verification_uri", "expires_in", "interval", "handle"];
+    post "/auth/sso/{provider}/token" => sso::token, "Poll a device sign-in with its handle: 400 authorization_pending until approved, then berth's session", 200, ["access_token", "refresh_token", "expires_in", "token_type"];
     post "/auth/logout" => session::logout, "Revoke a refresh token", 204, [];
     get "/auth/whoami" => session::whoami, "Who the caller is", 200, ["subject", "kind", "name", "admin", "orgs"];
     post "/auth/access-token" => session::access_token, "A short-lived access token for the calling user (login user name iambearer)", 200, ["access_token", "expires_in", "token_type"];
@@ -152,7 +156,11 @@ pub(crate) fn openapi() -> serde_json::Value {
             op["requestBody"] =
                 json!({ "content": { "application/json": { "schema": { "type": "object" } } } });
         }
-        if *path == "/auth/login" || *path == "/auth/refresh" || *path == "/auth/logout" {
+        if *path == "/auth/login"
+            || *path == "/auth/refresh"
+            || *path == "/auth/logout"
+            || path.starts_with("/auth/sso")
+        {
             op["security"] = json!([]);
         }
         let entry = paths

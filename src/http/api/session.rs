@@ -102,7 +102,7 @@ pub(crate) fn session_login(login: &Login, refresh: &Credential) -> Login {
     )
 }
 
-fn session_json(
+pub(crate) fn session_json(
     st: &AppState,
     login: &Login,
     refresh: &NewCredential,

@@ -16,7 +16,24 @@ use crate::auth::{AuthError, Principal};
 use crate::iam::AuditEvent;
 use crate::state::AppState;
 
-fn login_page(status: StatusCode, error: Option<&str>, user: &str) -> Response {
+/// The sign-in page: a button per identity provider, and the password form unless local
+/// passwords are turned off.
+pub(super) fn login_page(
+    st: &AppState,
+    status: StatusCode,
+    error: Option<&str>,
+    user: &str,
+) -> Response {
+    let providers: Vec<(String, String)> = st
+        .auth
+        .sso()
+        .map(|s| {
+            s.providers()
+                .map(|p| (p.name.clone(), p.display_name.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let passwords = st.auth.local_login() != crate::auth::oidc::LocalLogin::Off;
     let m = html! {
         (maud::DOCTYPE)
         html lang="en" {
@@ -25,12 +42,18 @@ fn login_page(status: StatusCode, error: Option<&str>, user: &str) -> Response {
                 main #main .signin {
                     h1 { "berth" }
                     @if let Some(e) = error { p.error role="alert" { (e) } }
+                    @for (name, shown) in &providers {
+                        p { a.button.sso href={ "/ui/login/sso/" (seg(name)) } { "Sign in with " (shown) } }
+                    }
+                    @if passwords {
+                    @if !providers.is_empty() { p.muted { "or with a local password:" } }
                     form method="post" action="/ui/login" {
                         label for="username" { "User name" }
                         input #username name="username" autocomplete="username" required autofocus value=(user);
                         label for="password" { "Password" }
                         input #password name="password" type="password" autocomplete="current-password" required;
                         button type="submit" { "Sign in" }
+                    }
                     }
                     p.muted { "Robots do not sign in here: they use their tokens with registry clients." }
                 }
@@ -40,8 +63,8 @@ fn login_page(status: StatusCode, error: Option<&str>, user: &str) -> Response {
     super::html::html_response(status, m)
 }
 
-pub(super) async fn login_form() -> Response {
-    login_page(StatusCode::OK, None, "")
+pub(super) async fn login_form(State(st): State<AppState>) -> Response {
+    login_page(&st, StatusCode::OK, None, "")
 }
 
 /// `POST /ui/login`: a user name and password open a console session (a refresh-token family,
@@ -51,6 +74,7 @@ pub(super) async fn login(State(st): State<AppState>, req: Request) -> Response 
     let client = crate::http::access::client_info(&parts);
     let Ok(bytes) = axum::body::to_bytes(body, FORM_MAX).await else {
         return login_page(
+            &st,
             StatusCode::PAYLOAD_TOO_LARGE,
             Some("The form is too large."),
             "",
@@ -88,16 +112,19 @@ pub(super) async fn login(State(st): State<AppState>, req: Request) -> Response 
             r
         }
         Ok(Err(AuthError::RateLimited { .. })) => login_page(
+            &st,
             StatusCode::TOO_MANY_REQUESTS,
             Some("Too many failed attempts from here; wait a minute and try again."),
             &user,
         ),
         Ok(Err(AuthError::Invalid)) => login_page(
+            &st,
             StatusCode::UNAUTHORIZED,
             Some("The user name or password is wrong."),
             &user,
         ),
         _ => login_page(
+            &st,
             StatusCode::SERVICE_UNAVAILABLE,
             Some("The registry could not check the sign-in right now; try again."),
             &user,

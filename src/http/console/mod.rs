@@ -26,6 +26,7 @@ mod once;
 mod repos;
 mod robots;
 mod session;
+mod sso;
 
 use axum::Router;
 use axum::extract::Request;
@@ -52,6 +53,8 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/ui/assets/favicon.svg", get(favicon))
         .route("/favicon.ico", get(favicon))
         .route("/ui/login", get(home::login_form).post(home::login))
+        .route("/ui/login/sso/{provider}", get(sso::start))
+        .route("/ui/login/sso/{provider}/callback", get(sso::callback))
         .route("/ui/logout", post(home::logout))
         .route("/ui/switch", get(home::switch))
         .route("/ui/orgs", get(home::orgs).post(home::create_org))

@@ -1,0 +1,232 @@
+//! Single sign-on for the CLI (`berth login --sso`): `GET /auth/sso` lists the providers;
+//! `POST /auth/sso/{provider}/device` starts the provider's device authorization (RFC 8628) and
+//! answers the code the person types at the provider, with a `handle` — the provider's device
+//! code sealed with the server's key, so any node can take it up and the CLI never holds a
+//! provider credential; `POST /auth/sso/{provider}/token` with that handle polls the provider
+//! once and, when the person has approved, verifies the ID token and answers berth's own session
+//! (as `/auth/login` does). The provider's refresh token stays on the server, sealed, to read the
+//! person's groups again.
+//!
+//! Who may call: anyone (like `/auth/login`); what they get is only what the provider vouches
+//! for. Calls that reach the provider are limited per node.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::common::{ApiError, ApiResult, blocking, json_response, parse_body};
+use super::session::{open_session, session_json};
+use crate::auth::oidc::SsoError;
+use crate::iam::AuditEvent;
+use crate::state::AppState;
+
+const HANDLE_LABEL: &str = "berth sso device handle";
+/// Calls to providers this node makes for device sign-ins, per minute at most.
+const CALLS_PER_MINUTE: u32 = 600;
+
+/// A per-node budget of calls to providers: unauthenticated callers cannot make berth flood them.
+fn within_budget() -> bool {
+    static WINDOW: Mutex<Option<(Instant, u32)>> = Mutex::new(None);
+    let mut w = WINDOW
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let now = Instant::now();
+    match &mut *w {
+        Some((start, n)) if now.duration_since(*start) < Duration::from_secs(60) => {
+            *n += 1;
+            *n <= CALLS_PER_MINUTE
+        }
+        _ => {
+            *w = Some((now, 1));
+            true
+        }
+    }
+}
+
+fn unavailable() -> ApiError {
+    ApiError::Internal(format!(
+        "{}: the identity provider cannot be reached",
+        crate::store::UNAVAILABLE
+    ))
+}
+
+/// `GET /auth/sso`: the providers people may sign in with.
+pub(super) async fn providers(State(st): State<AppState>) -> ApiResult<Response> {
+    let list: Vec<Value> = st
+        .auth
+        .sso()
+        .map(|s| {
+            s.providers()
+                .map(|p| json!({ "name": p.name, "displayName": p.display_name, "issuer": p.issuer }))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(json_response(StatusCode::OK, json!({ "providers": list })))
+}
+
+/// `POST /auth/sso/{provider}/device`: a device authorization at the provider.
+pub(super) async fn device(
+    State(st): State<AppState>,
+    Path(provider): Path<String>,
+) -> ApiResult<Response> {
+    let sso = st
+        .auth
+        .sso()
+        .filter(|s| s.provider(&provider).is_some())
+        .ok_or_else(|| ApiError::NotFound(format!("no identity provider {provider:?}")))?;
+    if !within_budget() {
+        return Err(ApiError::RateLimited(Duration::from_secs(60)));
+    }
+    let start = match sso.device_start(&provider).await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return Err(ApiError::Invalid(format!(
+                "identity provider {provider:?} offers no device authorization; sign in to the console in a browser and create an API key there"
+            )));
+        }
+        Err(e) => {
+            tracing::warn!(provider, error = %e, "single sign-on: device authorization failed");
+            return Err(unavailable());
+        }
+    };
+    let sealed = json!({
+        "p": provider,
+        "d": start.device_code,
+        "exp": crate::store::now() + start.expires_in.clamp(1, 1800),
+    });
+    let handle = st
+        .auth
+        .seal_text(HANDLE_LABEL, &sealed.to_string())
+        .ok_or_else(|| ApiError::Internal("sealing the device handle failed".into()))?;
+    let mut v = serde_json::to_value(&start).map_err(|e| ApiError::Internal(e.to_string()))?;
+    v["handle"] = handle.into();
+    Ok(json_response(StatusCode::OK, v))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PollBody {
+    handle: String,
+}
+
+/// `POST /auth/sso/{provider}/token`: one poll of a device authorization; berth's session once
+/// the person approved. Pending: 400 `{"error": "authorization_pending"}` (or `slow_down`), as
+/// RFC 8628 §3.5 answers.
+pub(super) async fn token(
+    State(st): State<AppState>,
+    Path(provider): Path<String>,
+    req: axum::extract::Request,
+) -> ApiResult<Response> {
+    let (parts, body) = req.into_parts();
+    let client = crate::http::access::client_info(&parts);
+    let body = axum::body::to_bytes(body, 16 * 1024)
+        .await
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    let body: PollBody = parse_body(&body)?;
+    let sso = st
+        .auth
+        .sso()
+        .filter(|s| s.provider(&provider).is_some())
+        .ok_or_else(|| ApiError::NotFound(format!("no identity provider {provider:?}")))?;
+    let kept: Value = st
+        .auth
+        .open_text(HANDLE_LABEL, &body.handle)
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .ok_or_else(|| ApiError::Invalid("the handle is not one this registry gave".into()))?;
+    if kept.get("p").and_then(Value::as_str) != Some(provider.as_str()) {
+        return Err(ApiError::Invalid(
+            "the handle belongs to another identity provider".into(),
+        ));
+    }
+    if kept.get("exp").and_then(Value::as_i64).unwrap_or(0) < crate::store::now() {
+        return Ok(oauth_error(StatusCode::BAD_REQUEST, "expired_token"));
+    }
+    if !within_budget() {
+        return Ok(oauth_error(StatusCode::BAD_REQUEST, "slow_down"));
+    }
+    let device_code = kept.get("d").and_then(Value::as_str).unwrap_or_default();
+    let tokens = match sso.device_poll(&provider, device_code).await {
+        Ok(t) => t,
+        Err(SsoError::Pending { slow_down }) => {
+            return Ok(oauth_error(
+                StatusCode::BAD_REQUEST,
+                if slow_down {
+                    "slow_down"
+                } else {
+                    "authorization_pending"
+                },
+            ));
+        }
+        Err(SsoError::Refused(why)) => {
+            let code = if why == "expired_token" {
+                "expired_token"
+            } else {
+                "access_denied"
+            };
+            return Ok(oauth_error(StatusCode::UNAUTHORIZED, code));
+        }
+        Err(SsoError::Invalid(why)) => {
+            tracing::warn!(
+                provider,
+                why,
+                "single sign-on: a device sign-in was refused"
+            );
+            return Err(ApiError::Unauthorized);
+        }
+        Err(e @ SsoError::Unavailable(_)) => {
+            tracing::warn!(provider, error = %e, "single sign-on: polling failed");
+            return Err(unavailable());
+        }
+    };
+    let who = match sso.person(&provider, &tokens, None).await {
+        Ok(w) => w,
+        Err(SsoError::Unavailable(e)) => {
+            tracing::warn!(provider, error = %e, "single sign-on: reading the person failed");
+            return Err(unavailable());
+        }
+        Err(e) => {
+            tracing::warn!(provider, error = %e, "single sign-on: the ID token was refused");
+            return Err(ApiError::Unauthorized);
+        }
+    };
+    let refresh = tokens.refresh_token;
+    blocking(&st, move |st| {
+        let login = st.auth.sso_login(&who)?;
+        let crate::auth::Principal::User { id, name, .. } = &login.principal else {
+            return Err(ApiError::Unauthorized);
+        };
+        st.auth.audit(AuditEvent {
+            actor: Some(format!("user:{name}")),
+            action: "login",
+            success: true,
+            client_addr: client.addr.map(|a| a.to_string()),
+            detail: Some(format!("single sign-on ({}), device", who.provider)),
+            ..AuditEvent::default()
+        });
+        let session = open_session(st, *id, &login)?;
+        let family = session
+            .credential
+            .family
+            .clone()
+            .unwrap_or_else(|| session.credential.id.clone());
+        st.auth
+            .remember_sso_session(&family, *id, &who.provider, refresh.as_deref())?;
+        Ok(json_response(
+            StatusCode::OK,
+            session_json(st, &login, &session)?,
+        ))
+    })
+    .await
+}
+
+fn oauth_error(status: StatusCode, code: &str) -> Response {
+    json_response(
+        status,
+        json!({ "error": code, "code": code, "message": code }),
+    )
+}

@@ -1,0 +1,275 @@
+//! Signing in through an OpenID provider: `GET /ui/login/sso/{provider}` sends the browser to the
+//! provider with a fresh `state`, `nonce` and PKCE challenge; the provider sends it back to
+//! `GET /ui/login/sso/{provider}/callback`, where the code is exchanged and the ID token checked
+//! (`auth::oidc`), the person becomes a user (`iam::sso`) and a console session opens.
+//!
+//! Invariants:
+//! - the sign-in's state lives only in the browser, in a cookie sealed with the server's key
+//!   (`berth_sso`: `HttpOnly`, `SameSite=Lax` so the provider's redirect carries it, limited to
+//!   `/ui/login/sso`, 10 minutes); a callback without it, with another `state`, for another
+//!   provider, or late is refused, and the cookie is cleared by every callback, so a code works
+//!   at most once here (and the provider refuses a used code anyway);
+//! - the redirect URI is `--public-url`'s, never a request's `Host`: a sign-in started or
+//!   finished on another host is refused;
+//! - an `iss` parameter in the callback (RFC 9207) must be the provider's issuer (mix-up).
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use super::home::login_page;
+use super::session::{SESSION_TTL, cookie, see_other, session_cookie};
+use crate::auth::oidc::{SsoError, random_token};
+use crate::iam::AuditEvent;
+use crate::state::AppState;
+
+const COOKIE: &str = "berth_sso";
+const STATE_LABEL: &str = "berth sso sign-in state";
+/// How long a sign-in may take at the provider.
+const SIGN_IN_SECS: i64 = 600;
+
+fn state_cookie(st: &AppState, value: Option<&str>) -> axum::http::HeaderValue {
+    let secure = if st.web.tls { "; Secure" } else { "" };
+    let v = match value {
+        Some(v) => format!(
+            "{COOKIE}={v}; Path=/ui/login/sso; HttpOnly; SameSite=Lax; Max-Age={SIGN_IN_SECS}{secure}"
+        ),
+        None => format!("{COOKIE}=; Path=/ui/login/sso; HttpOnly; SameSite=Lax; Max-Age=0{secure}"),
+    };
+    axum::http::HeaderValue::from_str(&v)
+        .unwrap_or_else(|_| axum::http::HeaderValue::from_static(""))
+}
+
+/// Whether the request came to the host of `--public-url` (where the state cookie lives).
+fn on_public_host(public_url: &str, headers: &HeaderMap) -> bool {
+    let want = public_url.split("://").nth(1).unwrap_or(public_url);
+    let want = want.split('/').next().unwrap_or(want);
+    headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|h| h.eq_ignore_ascii_case(want))
+}
+
+fn refused(st: &AppState, status: StatusCode, message: &str) -> Response {
+    let mut r = login_page(st, status, Some(message), "");
+    r.headers_mut()
+        .append(header::SET_COOKIE, state_cookie(st, None));
+    r
+}
+
+/// `GET /ui/login/sso/{provider}`: to the provider, with this sign-in's state sealed in a cookie.
+pub(super) async fn start(
+    State(st): State<AppState>,
+    Path(provider): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(sso) = st.auth.sso() else {
+        return refused(
+            &st,
+            StatusCode::NOT_FOUND,
+            "Single sign-on is not configured.",
+        );
+    };
+    if sso.provider(&provider).is_none() {
+        return refused(
+            &st,
+            StatusCode::NOT_FOUND,
+            "There is no such identity provider.",
+        );
+    }
+    if !on_public_host(sso.public_url(), &headers) {
+        // Start where the provider will send the browser back, so the cookie is there.
+        return see_other(&format!("{}/ui/login/sso/{provider}", sso.public_url()));
+    }
+    let (state, nonce, verifier) = (random_token(), random_token(), random_token());
+    let url = match sso
+        .authorization_url(&provider, &state, &nonce, &verifier)
+        .await
+    {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::warn!(provider, error = %e, "single sign-on: the provider cannot be reached");
+            return refused(
+                &st,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The identity provider cannot be reached right now; try again.",
+            );
+        }
+    };
+    let sealed = json!({
+        "p": provider,
+        "s": state,
+        "n": nonce,
+        "v": verifier,
+        "exp": crate::store::now() + SIGN_IN_SECS,
+    });
+    let Some(sealed) = st.auth.seal_text(STATE_LABEL, &sealed.to_string()) else {
+        return refused(
+            &st,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Sealing the sign-in failed.",
+        );
+    };
+    let mut r = see_other(&url);
+    r.headers_mut()
+        .append(header::SET_COOKIE, state_cookie(&st, Some(&sealed)));
+    r
+}
+
+/// `GET /ui/login/sso/{provider}/callback`: the provider's answer.
+pub(super) async fn callback(
+    State(st): State<AppState>,
+    Path(provider): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    req: axum::extract::Request,
+) -> Response {
+    let (parts, _) = req.into_parts();
+    let headers = &parts.headers;
+    let bad = |m: &str| refused(&st, StatusCode::BAD_REQUEST, m);
+    let Some(sso) = st.auth.sso() else {
+        return refused(
+            &st,
+            StatusCode::NOT_FOUND,
+            "Single sign-on is not configured.",
+        );
+    };
+    let Some(cfg) = sso.provider(&provider).cloned() else {
+        return refused(
+            &st,
+            StatusCode::NOT_FOUND,
+            "There is no such identity provider.",
+        );
+    };
+    if !on_public_host(sso.public_url(), headers) {
+        return bad(
+            "This sign-in came back to another address than the registry's; start again from the sign-in page.",
+        );
+    }
+    if let Some(e) = q.get("error") {
+        let what = q.get("error_description").unwrap_or(e);
+        return refused(
+            &st,
+            StatusCode::UNAUTHORIZED,
+            &format!("The identity provider did not sign you in: {what}"),
+        );
+    }
+    let kept: Option<Value> = cookie(headers, COOKIE)
+        .and_then(|c| st.auth.open_text(STATE_LABEL, c))
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let Some(kept) = kept else {
+        return bad(
+            "This sign-in has no state here (it expired, or began in another browser); start again.",
+        );
+    };
+    let field = |k: &str| kept.get(k).and_then(Value::as_str).unwrap_or_default();
+    let given = q.get("state").map(String::as_str).unwrap_or_default();
+    let same_state: bool =
+        subtle::ConstantTimeEq::ct_eq(given.as_bytes(), field("s").as_bytes()).into();
+    if field("p") != provider || given.is_empty() || !same_state {
+        return bad("This sign-in's state does not match; start again.");
+    }
+    if kept.get("exp").and_then(Value::as_i64).unwrap_or(0) < crate::store::now() {
+        return bad("This sign-in took too long; start again.");
+    }
+    if q.get("iss").is_some_and(|iss| *iss != cfg.issuer) {
+        return bad(
+            "The answer names another identity provider than the one this sign-in went to.",
+        );
+    }
+    let Some(code) = q.get("code").filter(|c| !c.is_empty() && c.len() <= 4096) else {
+        return bad("The identity provider's answer has no code.");
+    };
+    let tokens = match sso.exchange_code(&provider, code, field("v")).await {
+        Ok(t) => t,
+        Err(e) => return provider_failure(&st, &e),
+    };
+    let who = match sso.person(&provider, &tokens, Some(field("n"))).await {
+        Ok(w) => w,
+        Err(e) => return provider_failure(&st, &e),
+    };
+    let client = crate::http::access::client_info(&parts);
+    let state = st.clone();
+    let refresh = tokens.refresh_token.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        let login = state.auth.sso_login(&who).map_err(|e| e.to_string())?;
+        let crate::auth::Principal::User { id, name, .. } = &login.principal else {
+            return Err("not a user".to_owned());
+        };
+        state.auth.audit(AuditEvent {
+            actor: Some(format!("user:{name}")),
+            action: "login",
+            success: true,
+            client_addr: client.addr.map(|a| a.to_string()),
+            detail: Some(format!("console, single sign-on ({})", who.provider)),
+            ..AuditEvent::default()
+        });
+        let session = crate::http::api::session::open_named_session(
+            &state,
+            *id,
+            &login,
+            "console",
+            SESSION_TTL,
+        )
+        .map_err(|_| "opening a session failed".to_owned())?;
+        let family = session
+            .credential
+            .family
+            .clone()
+            .unwrap_or_else(|| session.credential.id.clone());
+        state
+            .auth
+            .remember_sso_session(&family, *id, &who.provider, refresh.as_deref())
+            .map_err(|e| e.to_string())?;
+        Ok(session)
+    })
+    .await;
+    match opened {
+        Ok(Ok(session)) => {
+            let mut r = see_other("/ui/");
+            r.headers_mut().append(
+                header::SET_COOKIE,
+                session_cookie(&st, Some(session.secret.expose())),
+            );
+            r.headers_mut()
+                .append(header::SET_COOKIE, state_cookie(&st, None));
+            r
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "single sign-on: opening the session failed");
+            refused(
+                &st,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The registry could not finish the sign-in right now; try again.",
+            )
+        }
+        Err(_) => refused(
+            &st,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The registry could not finish the sign-in right now; try again.",
+        ),
+    }
+}
+
+fn provider_failure(st: &AppState, e: &SsoError) -> Response {
+    tracing::warn!(error = %e, "single sign-on refused");
+    match e {
+        SsoError::Refused(_) => refused(
+            st,
+            StatusCode::UNAUTHORIZED,
+            "The identity provider refused this sign-in (the code was used already or has expired); start again.",
+        ),
+        SsoError::Invalid(why) => refused(
+            st,
+            StatusCode::UNAUTHORIZED,
+            &format!("The identity provider's answer is not acceptable: {why}."),
+        ),
+        SsoError::Unavailable(_) | SsoError::Pending { .. } => refused(
+            st,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The identity provider cannot be reached right now; try again.",
+        ),
+    }
+}
