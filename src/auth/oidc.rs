@@ -747,7 +747,7 @@ mod tests {
     /// An RSA key pair made by rcgen for signing test tokens, and its public JWK.
     fn keys() -> (jsonwebtoken::EncodingKey, Jwk, Vec<u8>) {
         let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let enc = jsonwebtoken::EncodingKey::from_ec_pem(kp.serialize_pem().as_bytes()).unwrap();
+        let enc = jsonwebtoken::EncodingKey::from_ec_der(&kp.serialize_der());
         let raw = kp.public_key_raw();
         let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
         let jwk: Jwk = serde_json::from_value(serde_json::json!({
@@ -825,8 +825,8 @@ mod tests {
     fn pkce_challenge_is_rfc_7636s() {
         // RFC 7636 Appendix B.
         assert_eq!(
-            challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r7wW1gFWFwTAoM"),
-            "E9cXsUrJAFrWGdRZeUmwM2Ez5Mj3w5L4fEHqqdOFIfU"
+            challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
         assert_ne!(random_token(), random_token());
         assert_eq!(random_token().len(), 43);

@@ -23,6 +23,7 @@ mod oci_manifests;
 mod repos;
 mod scale;
 mod server;
+mod sso;
 mod workload;
 
 mod support;

@@ -257,6 +257,8 @@ pub(super) async fn list_sessions(
                     json!({ "kind": "credential", "id": id })
                 } else if keys.iter().any(|k| k.starts_with("pw:")) {
                     json!({ "kind": "password" })
+                } else if keys.iter().any(|k| k.starts_with("sso:")) {
+                    json!({ "kind": "sso" })
                 } else {
                     json!({ "kind": "unknown" })
                 };

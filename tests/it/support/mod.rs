@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use sha2::Digest as _;
 
 pub mod engines;
+pub mod oidc;
 pub mod storage;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -105,11 +106,11 @@ impl Server {
     /// Starts on `data_dir` with exactly these arguments and environment.
     pub fn start_with(data_dir: &Path, extra: &[&str], env: Vec<(String, String)>) -> Server {
         let mut cmd = Command::new(berth_bin());
-        cmd.arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(data_dir);
+        cmd.arg("serve");
+        if !extra.contains(&"--listen") {
+            cmd.arg("--listen").arg("127.0.0.1:0");
+        }
+        cmd.arg("--data-dir").arg(data_dir);
         cmd.args(extra)
             .env("BERTH_LOG", "info")
             .env("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD)
@@ -167,6 +168,11 @@ impl Server {
             extra: Vec::new(),
             env: Vec::new(),
         }
+    }
+
+    /// Keeps `dir` (the data directory's parent, files the server reads) as long as the server.
+    pub fn keep_dir(&mut self, dir: tempfile::TempDir) {
+        self._tmp = Some(dir);
     }
 
     pub fn url(&self, path: &str) -> String {
