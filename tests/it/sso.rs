@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::support::oidc::{PROVIDER, console_sign_in, sso_server};
+use crate::support::oidc::{self, PROVIDER, console_sign_in, sso_server};
 use crate::support::*;
 
 /// The bound the tests allow for a change at the provider to take effect: the refresh interval
@@ -193,4 +193,286 @@ async fn people_get_access_only_through_their_groups_and_lose_it_when_the_provid
         .ok("GET", "/audit?action=sso.refused", None, StatusCode::OK)
         .await;
     assert!(!audit["events"].as_array().unwrap().is_empty(), "{audit}");
+}
+
+/// Runs `berth ARGS` with the client config at `cfg` and an empty HOME.
+fn berth_cli(cfg: &std::path::Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write as _;
+    let home = cfg.parent().unwrap().join("empty-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let mut child = std::process::Command::new(berth_bin())
+        .args(args)
+        .env("BERTH_CONFIG", cfg)
+        .env("HOME", &home)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        let mut input = input;
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn cli_ok(cfg: &std::path::Path, args: &[&str], stdin: Option<&str>) -> String {
+    let out = berth_cli(cfg, args, stdin);
+    assert!(
+        out.status.success(),
+        "berth {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn the_cli_signs_in_through_the_provider_and_serves_registry_clients() {
+    let (s, idp) = sso_server(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    // The admin binds the group from the CLI and checks it with can-i.
+    let admin_cfg = tmp.path().join("admin/config");
+    std::fs::create_dir_all(admin_cfg.parent().unwrap()).unwrap();
+    Api::admin(&s)
+        .ok(
+            "POST",
+            "/orgs",
+            Some(json!({"name": "acme"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    cli_ok(
+        &admin_cfg,
+        &[
+            "login",
+            &s.base,
+            "-u",
+            "admin",
+            "--password-stdin",
+            "-a",
+            "acme",
+        ],
+        Some(&format!("{ADMIN_PASSWORD}\n")),
+    );
+    cli_ok(
+        &admin_cfg,
+        &[
+            "binding", "create", "devs", "--role", "Writer", "--group", "dev",
+        ],
+        None,
+    );
+    assert_eq!(
+        cli_ok(
+            &admin_cfg,
+            &["can-i", "push", "acme/app", "--as", "group/dev"],
+            None
+        )
+        .trim(),
+        "yes"
+    );
+    let out = berth_cli(
+        &admin_cfg,
+        &["can-i", "push", "acme/app", "--as", "group/ops"],
+        None,
+    );
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        ),
+        (Some(1), "no")
+    );
+    // `apply -f` round-trips Kubernetes' kind: Group.
+    let yaml = cli_ok(&admin_cfg, &["binding", "get", "devs", "-o", "yaml"], None);
+    assert!(
+        yaml.contains("kind: Group") && yaml.contains("ClusterRoleBinding"),
+        "{yaml}"
+    );
+    let file = tmp.path().join("devs.yaml");
+    std::fs::write(&file, &yaml).unwrap();
+    cli_ok(&admin_cfg, &["binding", "delete", "devs"], None);
+    let out = berth_cli(
+        &admin_cfg,
+        &["can-i", "push", "acme/app", "--as", "group/dev"],
+        None,
+    );
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        ),
+        (Some(1), "no"),
+        "no binding, no yes"
+    );
+    cli_ok(&admin_cfg, &["apply", "-f", file.to_str().unwrap()], None);
+    assert_eq!(
+        cli_ok(&admin_cfg, &["binding", "get", "devs", "-o", "yaml"], None),
+        yaml,
+        "applied back, exported the same"
+    );
+    // An image for alice to read.
+    let image = {
+        push_image(&client(), &s, "acme/app", "v1", 7).await;
+        format!("docker://{}/acme/app:v1", s.host)
+    };
+
+    // alice signs in from the terminal: the device grant, approved at the provider's pages.
+    let cfg = tmp.path().join("alice/config");
+    std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
+    let home = tmp.path().join("alice/home");
+    std::fs::create_dir_all(&home).unwrap();
+    let mut login = std::process::Command::new(berth_bin())
+        .args(["login", &s.base, "--sso", "-a", "acme"])
+        .env("BERTH_CONFIG", &cfg)
+        .env("HOME", &home)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(login.stderr.take().unwrap());
+    let (mut url, mut code) = (String::new(), String::new());
+    let mut said = String::new();
+    for _ in 0..4 {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut err, &mut line).unwrap() == 0 {
+            break;
+        }
+        said.push_str(&line);
+        if let Some(u) = line.trim().strip_prefix("To sign in, open ") {
+            url = u.to_owned();
+        }
+        if let Some(rest) = line.trim().strip_prefix("and confirm the code ") {
+            code = rest.split_whitespace().next().unwrap().to_owned();
+            break;
+        }
+    }
+    assert!(
+        !url.is_empty() && !code.is_empty(),
+        "the CLI shows where and what to confirm: {said}"
+    );
+    tokio::task::spawn_blocking(move || {
+        oidc::Idp::approve_device(&url, &code, "alice", "pw-alice");
+    })
+    .await
+    .unwrap();
+    let status = login.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    assert!(status.success(), "berth login --sso: {said}{rest}");
+    assert!(rest.contains("alice signed in through corp"), "{rest}");
+    assert!(cli_ok(&cfg, &["whoami"], None).contains("alice"));
+    // Only berth's session is stored: every JWT in the client config is berth's own.
+    let stored = std::fs::read_to_string(&cfg).unwrap();
+    for jwt in stored
+        .split(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+        .filter(|w| w.starts_with("eyJ"))
+    {
+        use base64::Engine as _;
+        let payload = jwt.split('.').nth(1).unwrap_or_default();
+        let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap_or_default();
+        let claims: serde_json::Value = serde_json::from_slice(&claims).unwrap_or_default();
+        assert_ne!(
+            claims["iss"],
+            json!(idp.issuer),
+            "a provider token was stored: {stored}"
+        );
+    }
+    assert!(!stored.contains(&idp.issuer), "{stored}");
+
+    // docker-config sets up the helper: skopeo reads with alice's group access.
+    let docker_cfg = tmp.path().join("alice/docker.json");
+    cli_ok(
+        &cfg,
+        &["docker-config", "--file", docker_cfg.to_str().unwrap()],
+        None,
+    );
+    let bin_dir = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    std::os::unix::fs::symlink(berth_bin(), bin_dir.join("docker-credential-berth")).unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
+    let out = std::process::Command::new("skopeo")
+        .args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--authfile",
+            docker_cfg.to_str().unwrap(),
+            &image,
+        ])
+        .env("PATH", &path)
+        .env("BERTH_CONFIG", &cfg)
+        .env("HOME", &home)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_local_user_is_not_taken_over_by_a_provider_account_and_local_login_can_be_limited() {
+    let (s, _idp) = sso_server(&["--local-login", "admins"]);
+    let admin = Api::admin(&s);
+    admin
+        .ok(
+            "POST",
+            "/users",
+            Some(json!({"name": "dave", "password": "dave-password-123"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    // mallory's provider account says user name "admin" and the admin's e-mail: a new user.
+    let mallory = console_sign_in(&s, "mallory", "pw-mallory").await;
+    let m = Api::basic(&s, "iamrefresh", &mallory.session);
+    let who = m.ok("GET", "/auth/whoami", None, StatusCode::OK).await;
+    assert_eq!(who["name"], "admin-2", "a taken name gets a suffix: {who}");
+    assert_eq!(who["admin"], false);
+    assert_eq!(m.get("/users").await.0, StatusCode::FORBIDDEN);
+    // The local admin is untouched and may still sign in with a password.
+    let (st, me) = admin.get("/auth/whoami").await;
+    assert_eq!((st, me["admin"].clone()), (StatusCode::OK, json!(true)));
+    // --local-login admins: other local users may not sign in with a password.
+    let (st, _) = Api::anonymous(&s)
+        .post(
+            "/auth/login",
+            json!({"username": "dave", "password": "dave-password-123"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let (st, _) = Api::anonymous(&s)
+        .post(
+            "/auth/login",
+            json!({"username": "admin", "password": ADMIN_PASSWORD}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn with_local_login_off_the_sign_in_page_offers_only_the_provider() {
+    let (s, _idp) = sso_server(&["--local-login", "off"]);
+    let page = anonymous_client()
+        .get(s.url("/ui/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Sign in with Corp SSO"));
+    assert!(!page.contains("type=\"password\""), "{page}");
+    let (st, _) = Api::anonymous(&s)
+        .post(
+            "/auth/login",
+            json!({"username": "admin", "password": ADMIN_PASSWORD}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
 }
