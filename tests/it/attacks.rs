@@ -4721,3 +4721,204 @@ async fn a_refused_console_form_shows_only_what_its_user_may_see_and_never_a_pas
     );
     let _ = alice;
 }
+
+/// Single sign-on's callback against a real provider (`oidc-provider`): a replayed code, a
+/// missing or wrong `state`, a code made for another sign-in (its PKCE verifier is not this
+/// one's) or for another client, an answer naming another issuer (mix-up), a callback on another
+/// host, a provider's error: each refused with a clear page and no session. (The ID token's own
+/// checks — `aud`, `iss`, expiry, `nonce`, `alg: none`, HS256 with the public key — are unit
+/// tests of `auth::oidc::verify_with_keys`, the verifier both flows use: a real provider signs
+/// none of those.)
+#[tokio::test]
+async fn sso_callbacks_refuse_replays_forged_state_injected_codes_mixups_and_other_hosts() {
+    use crate::support::oidc::{
+        CLIENT_SECRET, Idp, PROVIDER, callback, set_cookie, sso_server_with, start_sign_in,
+    };
+    let other_client = json!({
+        "client_id": "other",
+        "client_secret": CLIENT_SECRET,
+        "redirect_uris": [format!("{{BASE}}/ui/login/sso/{PROVIDER}/callback")],
+        "grant_types": ["authorization_code"],
+        "token_endpoint_auth_method": "client_secret_basic",
+    });
+    let (s, idp) = sso_server_with(&[], vec![other_client]);
+    let sign_in = |auth: String, user: &'static str, pw: &'static str| {
+        tokio::task::spawn_blocking(move || Idp::sign_in(&auth, user, pw))
+    };
+    let no_session = |r: &reqwest::Response| set_cookie(r, "berth_session").is_none();
+
+    // The state cookie: sealed, HttpOnly, SameSite=Lax (the provider's redirect is a top-level
+    // GET from another site), only for the sign-in's paths.
+    let r = anonymous_client()
+        .get(s.url(&format!("/ui/login/sso/{PROVIDER}")))
+        .send()
+        .await
+        .unwrap();
+    let attrs = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    for a in [
+        "HttpOnly",
+        "SameSite=Lax",
+        "Path=/ui/login/sso",
+        "Max-Age=600",
+    ] {
+        assert!(attrs.contains(a), "{attrs}");
+    }
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    for p in [
+        "code_challenge_method=S256",
+        "code_challenge=",
+        "nonce=",
+        "state=",
+    ] {
+        assert!(location.contains(p), "{location}");
+    }
+
+    // A callback without the browser's state cookie, with a wrong state, without one.
+    let (auth, cookie) = start_sign_in(&s).await;
+    let back = sign_in(auth, "alice", "pw-alice").await.unwrap();
+    let r = anonymous_client().get(&back).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(no_session(&r));
+    let state = back
+        .split("state=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_owned();
+    let r = callback(&back.replace(&state, "forged-state"), &cookie).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(no_session(&r));
+    assert!(r.text().await.unwrap().contains("state does not match"));
+    let r = callback(&back.replace(&format!("state={state}"), "state="), &cookie).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // A forged cookie (not sealed by this server) is no state either.
+    let r = callback(&back, "bm90LXNlYWxlZA").await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // Mix-up: the answer names another issuer than the provider this sign-in went to.
+    let mixed = format!(
+        "{}&iss=https%3A%2F%2Fevil.example",
+        back.split("&iss=").next().unwrap()
+    );
+    let r = callback(&mixed, &cookie).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("another identity provider")
+    );
+    // A callback arriving at another host than --public-url.
+    let r = anonymous_client()
+        .get(&back)
+        .header(
+            "host",
+            format!("localhost:{}", s.host.rsplit(':').next().unwrap()),
+        )
+        .header("cookie", format!("berth_sso={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(no_session(&r));
+    // Positive control: the same answer, untouched, signs alice in.
+    let r = callback(&back, &cookie).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(!no_session(&r));
+    // ... and it is cleared, so the same URL again finds no state.
+    let cleared = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .any(|v| v.to_str().unwrap().starts_with("berth_sso=;"));
+    assert!(cleared, "the callback clears the state cookie");
+    // Replayed with the old cookie too (an attacker who saw both): the provider refuses the
+    // used code.
+    let r = callback(&back, &cookie).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(no_session(&r));
+
+    // Code injection: a code from the attacker's own sign-in, put into the victim's callback
+    // (the victim's state and cookie): its PKCE verifier is not the one the code was made for.
+    let state_of = |url: &str| {
+        url.split("state=")
+            .nth(1)
+            .unwrap()
+            .split('&')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let (attacker_auth, _) = start_sign_in(&s).await;
+    let attacker_back = sign_in(attacker_auth, "bob", "pw-bob").await.unwrap();
+    // The victim's sign-in: the state its authorization URL carries, its cookie.
+    let (victim_auth, victim_cookie) = start_sign_in(&s).await;
+    let victim_state = (state_of(&victim_auth), victim_cookie);
+    let attacker_state = state_of(&attacker_back);
+    let injected = attacker_back.replace(&attacker_state, &victim_state.0);
+    let r = callback(&injected, &victim_state.1).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "PKCE stops the injected code"
+    );
+    assert!(no_session(&r));
+
+    // A code made for another client of the provider, injected the same way.
+    let (victim_auth, victim_cookie) = start_sign_in(&s).await;
+    let victim_state = state_of(&victim_auth);
+    let for_other = victim_auth.replace("client_id=berth", "client_id=other");
+    let other_back = sign_in(for_other, "bob", "pw-bob").await.unwrap();
+    let r = callback(&other_back, &victim_cookie).await;
+    assert!(other_back.contains(&victim_state));
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "a code for another client"
+    );
+    assert!(no_session(&r));
+
+    // The provider's own refusal is shown, and signs nobody in.
+    let (_, cookie) = start_sign_in(&s).await;
+    let r = callback(
+        &s.url(&format!(
+            "/ui/login/sso/{PROVIDER}/callback?error=access_denied&error_description=no+way&state=x"
+        )),
+        &cookie,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(r.text().await.unwrap().contains("no way"));
+
+    // The CLI's device handle is sealed: a forged one, or one for another provider, is refused.
+    let api = Api::anonymous(&s);
+    let (st, _) = api
+        .post(
+            &format!("/auth/sso/{PROVIDER}/token"),
+            json!({"handle": "Zm9yZ2Vk"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (st, _) = api.post("/auth/sso/nobody/device", json!({})).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, started) = api
+        .post(&format!("/auth/sso/{PROVIDER}/device"), json!({}))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{started}");
+    assert!(
+        started.get("device_code").is_none(),
+        "the provider's device code stays sealed"
+    );
+    let (st, v) = api
+        .post(
+            &format!("/auth/sso/{PROVIDER}/token"),
+            json!({"handle": started["handle"]}),
+        )
+        .await;
+    assert_eq!(
+        (st, v["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("authorization_pending"))
+    );
+    drop(idp);
+}

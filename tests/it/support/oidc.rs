@@ -137,13 +137,22 @@ impl Idp {
 
 /// A berth server with the provider configured (`--oidc-*`), its groups read again every 2 s.
 pub fn sso_server(extra: &[&str]) -> (Server, Idp) {
+    sso_server_with(extra, Vec::new())
+}
+
+/// `sso_server` whose provider also knows `clients` (`{BASE}` in a redirect URI is berth's).
+pub fn sso_server_with(extra: &[&str], clients: Vec<Value>) -> (Server, Idp) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let base = format!("http://127.0.0.1:{port}");
-    let idp = Idp::start(&base, Vec::new());
+    let clients = clients
+        .into_iter()
+        .map(|c| serde_json::from_str(&c.to_string().replace("{BASE}", &base)).unwrap())
+        .collect();
+    let idp = Idp::start(&base, clients);
     let tmp = tempfile::tempdir().unwrap();
     let secret = tmp.path().join("client-secret");
     std::fs::write(&secret, CLIENT_SECRET).unwrap();
