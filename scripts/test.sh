@@ -4,7 +4,8 @@
 # Distribution, for the token interop test), strace (the fsync-order test), kubectl (the
 # reference for pull secrets), PostgreSQL (the scale-out backend), chromium and Node.js (the
 # console's browser test) from Debian, the oras Python client from PyPI, playwright-core from
-# npm (tests/console, pinned by its lock file), cargo-nextest from crates.io.
+# npm (tests/console, pinned by its lock file), oidc-provider from npm (tests/oidc, the single
+# sign-on tests' OpenID provider, pinned by its lock file), cargo-nextest from crates.io.
 #
 # The suite runs twice: on the embedded default (SQLite and files), then with every test
 # server on a database of its own in a PostgreSQL cluster and a prefix of its own in a Garage
@@ -43,6 +44,11 @@ fi
 if [ ! -f tests/console/node_modules/playwright-core/package.json ]; then
   echo "installing playwright-core (npm)" >&2
   (cd tests/console && npm ci --silent --no-audit --no-fund >/dev/null)
+fi
+# A real OpenID provider for the single sign-on tests (oidc-provider), pinned by its lock file.
+if [ ! -f tests/oidc/node_modules/oidc-provider/package.json ]; then
+  echo "installing oidc-provider (npm)" >&2
+  (cd tests/oidc && npm ci --silent --no-audit --no-fund >/dev/null)
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "installing cargo-nextest (cargo)" >&2

@@ -341,7 +341,9 @@ pub fn spawn_background(state: &AppState, config: &Config) {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                auth.refresh_sso_sessions().await;
+                if let Some(sso) = auth.sso() {
+                    sso.refresh_sessions().await;
+                }
             }
         });
     }

@@ -168,7 +168,7 @@ impl AppState {
                 config.workload_token_max_lifetime,
                 config.allow_private_issuers,
             )
-            .with_sso(sso, sealer, config.local_login);
+            .with_sso(sso.zip(sealer), config.local_login);
         // Revocation keys outlive every token that could name them.
         let revocation_retention = config.token_ttl + Duration::from_secs(3600);
         auth.tokens().revoked().set_retention(revocation_retention);

@@ -12,7 +12,7 @@ pub mod keys;
 pub(crate) mod limit;
 pub mod oidc;
 pub mod revoked;
-mod sso;
+pub mod sso;
 pub mod token;
 pub mod workload;
 
@@ -367,10 +367,8 @@ pub struct AuthService {
     pub(crate) api_audience: String,
     /// The registry's token service name: the default audience of workload tokens.
     pub(crate) service: String,
-    /// The OpenID providers people sign in with (`auth::sso`).
-    sso: Option<Arc<oidc::Sso>>,
-    /// Seals the providers' refresh tokens kept beside sessions.
-    sealer: Option<Arc<keys::Sealer>>,
+    /// The OpenID providers people sign in with and their sessions (`auth::sso`).
+    sso: Option<Arc<sso::SsoService>>,
     /// Who may sign in with a local password.
     local_login: oidc::LocalLogin,
 }
@@ -477,7 +475,6 @@ impl AuthService {
             api_audience: "berth-api".into(),
             service: "berth".into(),
             sso: None,
-            sealer: None,
             local_login: oidc::LocalLogin::All,
         }
     }
@@ -493,6 +490,40 @@ impl AuthService {
         self.service = service.to_owned();
         self.workloads = Arc::new(workload::Workloads::new(max_lifetime, allow_private));
         self
+    }
+
+    /// Single sign-on (the providers, the sealer of their refresh tokens) and who may still sign
+    /// in with a local password.
+    pub fn with_sso(
+        mut self,
+        sso: Option<(oidc::Sso, Arc<keys::Sealer>)>,
+        local_login: oidc::LocalLogin,
+    ) -> AuthService {
+        self.sso =
+            sso.map(|(o, sealer)| Arc::new(sso::SsoService::new(self.iam.clone(), o, sealer)));
+        self.local_login = local_login;
+        self
+    }
+
+    pub fn sso(&self) -> Option<&sso::SsoService> {
+        self.sso.as_deref()
+    }
+
+    /// Who may sign in with a local password.
+    pub fn local_login(&self) -> oidc::LocalLogin {
+        self.local_login
+    }
+
+    /// The login of a person an identity provider vouched for (`sso::SsoService::sign_in`):
+    /// lineage `sso:<user>:<epoch>`, so whatever it opens or makes ends when the provider
+    /// refuses the user. Blocking.
+    pub fn sso_login(&self, who: &crate::iam::ProviderUser) -> Result<Login, AuthError> {
+        let sso = self
+            .sso
+            .as_ref()
+            .ok_or_else(|| AuthError::Internal("single sign-on is not configured".into()))?;
+        let (user, key) = sso.sign_in(who)?;
+        Ok(Login::new(Principal::user(user), Lineage(vec![key])))
     }
 
     /// Checks a trust's issuer URL against the operator's rules (`workload::check_issuer`).

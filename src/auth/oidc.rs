@@ -716,13 +716,13 @@ pub fn challenge(verifier: &str) -> String {
         .encode(sha2::Sha256::digest(verifier.as_bytes()))
 }
 
-/// 32 random bytes from the OS, base64url: states, nonces and PKCE verifiers.
-pub fn random_token() -> String {
+/// 32 random bytes from the OS, base64url: states, nonces and PKCE verifiers (`None` when the
+/// OS has no randomness to give).
+pub fn random_token() -> Option<String> {
     use base64::Engine as _;
     let mut b = [0u8; 32];
-    rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut b)
-        .expect("the operating system's random source failed");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut b).ok()?;
+    Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
 }
 
 #[cfg(test)]
@@ -829,6 +829,6 @@ mod tests {
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
         assert_ne!(random_token(), random_token());
-        assert_eq!(random_token().len(), 43);
+        assert_eq!(random_token().unwrap().len(), 43);
     }
 }

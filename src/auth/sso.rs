@@ -15,44 +15,41 @@
 
 use std::sync::Arc;
 
-use super::oidc::{GROUPS_BOUND, SsoError};
-use super::{AuthError, AuthService, Lineage, Login, Principal};
-use crate::iam::{AuditEvent, ProviderUser, SsoSession};
+use super::keys::Sealer;
+use super::oidc::{GROUPS_BOUND, Sso, SsoError};
+use crate::iam::{AuditEvent, IamService, ProviderUser, SsoSession, User};
 use crate::store::now;
+
+/// The providers, the sealer of their refresh tokens, and the sessions opened through them.
+pub struct SsoService {
+    iam: IamService,
+    oidc: Arc<Sso>,
+    sealer: Arc<Sealer>,
+}
 
 fn seal_label(family: &str) -> String {
     format!("sso-refresh:{family}")
 }
 
-impl AuthService {
-    pub fn sso(&self) -> Option<&super::oidc::Sso> {
-        self.sso.as_deref()
+impl SsoService {
+    pub fn new(iam: IamService, oidc: Sso, sealer: Arc<Sealer>) -> SsoService {
+        SsoService {
+            iam,
+            oidc: Arc::new(oidc),
+            sealer,
+        }
     }
 
-    /// The configured providers, the sealer of their refresh tokens, and who may still sign in
-    /// with a local password.
-    pub fn with_sso(
-        mut self,
-        sso: Option<super::oidc::Sso>,
-        sealer: Option<Arc<super::keys::Sealer>>,
-        local_login: super::oidc::LocalLogin,
-    ) -> AuthService {
-        self.sso = sso.map(Arc::new);
-        self.sealer = sealer;
-        self.local_login = local_login;
-        self
-    }
-
-    /// Who may sign in with a local password.
-    pub fn local_login(&self) -> super::oidc::LocalLogin {
-        self.local_login
+    /// The providers and what was fetched from them.
+    pub fn oidc(&self) -> &Sso {
+        &self.oidc
     }
 
     /// `plain` sealed for `label` (what it is), as base64url: the state of a sign-in kept by
     /// the browser or the CLI, readable by any node and by nobody else.
     pub fn seal_text(&self, label: &str, plain: &str) -> Option<String> {
         use base64::Engine as _;
-        let sealed = self.sealer.as_ref()?.seal(label, plain).ok()?;
+        let sealed = self.sealer.seal(label, plain).ok()?;
         Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed))
     }
 
@@ -65,34 +62,35 @@ impl AuthService {
         let sealed = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(text)
             .ok()?;
-        self.sealer.as_ref()?.open(label, &sealed).ok()
+        self.sealer.open(label, &sealed).ok()
     }
 
-    /// The login of a person the provider vouched for: the user (made on the first sign-in),
-    /// with the groups just read. Blocking.
-    pub fn sso_login(&self, who: &ProviderUser) -> Result<Login, AuthError> {
-        let (user, epoch) = self.iam.sso_sign_in(who)?;
+    /// The user a person the provider vouched for is (made on the first sign-in), with the
+    /// groups just read, and the revocation key of their sign-ins. Blocking.
+    pub fn sign_in(&self, who: &ProviderUser) -> crate::iam::Result<(User, String)> {
+        let (user, epoch) = self.iam.sso().sign_in(who)?;
         let key = crate::store::sso_key(user.id, epoch);
-        Ok(Login::new(Principal::user(user), Lineage(vec![key])))
+        Ok((user, key))
     }
 
     /// Keeps the provider's refresh token (sealed) beside the session `family` opened with it.
     /// Blocking.
-    pub fn remember_sso_session(
+    pub fn remember_session(
         &self,
         family: &str,
         user_id: i64,
         provider: &str,
         refresh_token: Option<&str>,
-    ) -> Result<(), AuthError> {
-        let sealed = match (refresh_token, &self.sealer) {
-            (Some(t), Some(s)) => Some(
-                s.seal(&seal_label(family), t)
-                    .map_err(|e| AuthError::Internal(e.to_string()))?,
+    ) -> crate::iam::Result<()> {
+        let sealed = match refresh_token {
+            Some(t) => Some(
+                self.sealer
+                    .seal(&seal_label(family), t)
+                    .map_err(|e| crate::iam::Error::Random(e.to_string()))?,
             ),
-            _ => None,
+            None => None,
         };
-        self.iam.add_sso_session(&SsoSession {
+        self.iam.sso().add_session(&SsoSession {
             family: family.to_owned(),
             user_id,
             provider: provider.to_owned(),
@@ -104,17 +102,15 @@ impl AuthService {
 
     /// One round of reading sessions' groups again (see the module comment). Returns how many
     /// sessions were read.
-    pub async fn refresh_sso_sessions(&self) -> usize {
-        let Some(sso) = self.sso.clone() else {
-            return 0;
-        };
+    pub async fn refresh_sessions(&self) -> usize {
+        let sso = self.oidc.clone();
         let every = i64::try_from(sso.refresh_every.as_secs()).unwrap_or(300);
         let bound = i64::try_from(GROUPS_BOUND.as_secs()).unwrap_or(900);
         let iam = self.iam.clone();
         let due = tokio::task::spawn_blocking(move || {
-            iam.prune_sso_sessions()?;
-            iam.drop_stale_groups(now() - bound)?;
-            iam.sso_sessions_due(now() - every + 1)
+            iam.sso().prune_sessions()?;
+            iam.sso().drop_stale_groups(now() - bound)?;
+            iam.sso().sessions_due(now() - every + 1)
         })
         .await;
         let due = match due {
@@ -131,7 +127,7 @@ impl AuthService {
             let claim = s.clone();
             // One node takes each reading: two uses of one refresh token would look like a
             // replay to the provider, which would end the grant.
-            let won = tokio::task::spawn_blocking(move || iam.claim_sso_session(&claim)).await;
+            let won = tokio::task::spawn_blocking(move || iam.sso().claim_session(&claim)).await;
             if !matches!(won, Ok(Ok(true))) {
                 continue;
             }
@@ -141,20 +137,20 @@ impl AuthService {
         read
     }
 
-    async fn reread_session(&self, sso: &super::oidc::Sso, s: &SsoSession) {
-        let opened = match (&s.refresh_sealed, &self.sealer) {
-            (Some(sealed), Some(sealer)) => sealer.open(&seal_label(&s.family), sealed).ok(),
-            _ => None,
-        };
+    async fn reread_session(&self, sso: &Sso, s: &SsoSession) {
+        let opened = s
+            .refresh_sealed
+            .as_ref()
+            .and_then(|sealed| self.sealer.open(&seal_label(&s.family), sealed).ok());
         let iam = self.iam.clone();
         let Some(refresh_token) = opened else {
             // Nothing to read the groups with: the session ends rather than outlive the bound.
             let family = s.family.clone();
-            let _ = tokio::task::spawn_blocking(move || iam.end_sso_session(&family)).await;
+            let _ = tokio::task::spawn_blocking(move || iam.sso().end_session(&family)).await;
             return;
         };
         let uid = s.user_id;
-        let subject = tokio::task::spawn_blocking(move || iam.sso_subject(uid)).await;
+        let subject = tokio::task::spawn_blocking(move || iam.sso().subject(uid)).await;
         let Ok(Ok(Some(subject))) = subject else {
             return;
         };
@@ -168,26 +164,25 @@ impl AuthService {
         let iam = self.iam.clone();
         let family = s.family.clone();
         let sealer = self.sealer.clone();
-        let this = self.clone();
         let provider = s.provider.clone();
         let _ = tokio::task::spawn_blocking(move || match outcome {
             Ok((who, new_refresh)) => {
-                if let Err(e) = iam.sso_update(uid, &who.groups, who.admin) {
+                if let Err(e) = iam.sso().update(uid, &who.groups, who.admin) {
                     tracing::error!(error = %e, "single sign-on: storing groups failed");
                 }
-                if let (Some(t), Some(sealer)) = (new_refresh, sealer)
+                if let Some(t) = new_refresh
                     && let Ok(sealed) = sealer.seal(&seal_label(&family), &t)
-                    && let Err(e) = iam.set_sso_refresh(&family, Some(&sealed))
+                    && let Err(e) = iam.sso().set_refresh(&family, Some(&sealed))
                 {
                     tracing::error!(error = %e, "single sign-on: keeping the new refresh token failed");
                 }
             }
             Err(SsoError::Refused(why)) => {
                 tracing::info!(user = uid, reason = %why, "single sign-on: the provider refused the user; their sessions end");
-                if let Err(e) = iam.sso_refused(uid) {
+                if let Err(e) = iam.sso().refused(uid) {
                     tracing::error!(error = %e, "single sign-on: ending a refused user's sessions failed");
                 }
-                this.audit(AuditEvent {
+                let _ = iam.audit(&AuditEvent {
                     actor: Some(format!("provider:{provider}")),
                     action: "sso.refused",
                     success: true,

@@ -5,85 +5,21 @@
 //! `spawn_blocking`. It validates names and secrets; it does not decide who may call it (that is
 //! `policy`, applied by the callers).
 
+mod check;
 pub mod model;
 pub mod password;
 pub mod secret;
+use check::is_hazard;
 mod sso;
 
 use std::time::Duration;
 
 use crate::policy::{self, BindingScope, Rule};
 use crate::store::{self, AuditFilter, AuditRow, BindingRow, CredentialRow, MetadataStore, now};
+pub use check::{Error, RESERVED_USERNAMES, Result, check_name, check_text};
 pub use model::{AuditEntry, Binding, Credential, Namespace, Org, Robot, Subject, Trust, User};
 pub use secret::{Secret, SecretKind};
-pub use sso::{ProviderUser, SsoSession, check_group_name, fit_user_name};
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    Store(store::Error),
-    #[error("generating a secret: {0}")]
-    Random(String),
-    #[error(transparent)]
-    Busy(#[from] password::Busy),
-    /// What the caller came from has ended (answered 401, like an unknown credential).
-    #[error("the credential or session this request came from has ended")]
-    Ended,
-}
-
-impl From<store::Error> for Error {
-    fn from(e: store::Error) -> Self {
-        match e {
-            store::Error::Conflict => Error::Conflict("already exists".into()),
-            store::Error::SourceEnded => Error::Ended,
-            e => Error::Store(e),
-        }
-    }
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// User names that name a kind of secret at login, so no user may have them.
-pub const RESERVED_USERNAMES: [&str; 4] = ["iamapikey", "iambearer", "iamrefresh", "token"];
-
-/// Checks an organization, robot or user name: lowercase letters, digits, and `-`, `_`, `.` inside;
-/// 1 to 64 characters. Organization names must also be valid namespace (repository) components.
-pub fn check_name(what: &str, name: &str) -> Result<()> {
-    let b = name.as_bytes();
-    let edge = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    let ok = !b.is_empty()
-        && b.len() <= 64
-        && edge(b[0])
-        && edge(b[b.len() - 1])
-        && b.iter()
-            .all(|&c| edge(c) || c == b'-' || c == b'_' || c == b'.');
-    if !ok {
-        return Err(Error::Invalid(format!(
-            "invalid {what} name {name:?}: use 1-64 lowercase letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
-        )));
-    }
-    if what == "organization" || what == "namespace" {
-        name.parse::<crate::types::RepositoryName>()
-            .ok()
-            .filter(|_| !name.contains('/'))
-            .ok_or_else(|| {
-                Error::Invalid(format!(
-                    "invalid {what} name {name:?}: it must be a valid repository path component"
-                ))
-            })?;
-    }
-    if what == "user" && (RESERVED_USERNAMES.contains(&name) || uuid::Uuid::try_parse(name).is_ok())
-    {
-        return Err(Error::Invalid(format!("user name {name:?} is reserved")));
-    }
-    Ok(())
-}
+pub use sso::{ProviderUser, SsoSession, SsoUsers, check_group_name, fit_user_name};
 
 /// Who a credential belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1299,6 +1235,41 @@ impl IamService {
         Ok(g)
     }
 
+    /// The users identity providers made, their groups and provider sessions.
+    pub fn sso(&self) -> SsoUsers {
+        SsoUsers {
+            meta: self.meta.clone(),
+        }
+    }
+
+    /// What a group's bindings grant (its users hold this besides their own): a member of each
+    /// binding's organization, with the binding's role there.
+    pub fn group_grants(&self, name: &str) -> Result<crate::policy::Grants> {
+        let mut g = crate::policy::Grants::default();
+        let Some(gid) = self.meta.read(|r| r.group_id(name))? else {
+            return Ok(g);
+        };
+        for b in self
+            .meta
+            .read(|r| r.bindings_for_subject("group", gid))?
+            .into_iter()
+            .map(Binding::from)
+        {
+            let Some(rules) = self.role_rules(b.org_id, &b.role)? else {
+                continue;
+            };
+            if !g.member_of.contains(&b.org) {
+                g.member_of.push(b.org.clone());
+            }
+            g.grants.push(crate::policy::Grant {
+                org: b.org,
+                rules,
+                scope: b.scope,
+            });
+        }
+        Ok(g)
+    }
+
     // ----- audit -----
 
     pub fn audit(&self, event: &AuditEvent) -> Result<()> {
@@ -1426,31 +1397,6 @@ fn check_description(d: Option<&str>) -> Result<()> {
         ))),
         _ => Ok(()),
     }
-}
-
-/// Whether `c` is a control character or an invisible formatting one (bidirectional overrides,
-/// zero-width characters, line and paragraph separators): what could reorder, hide or break a
-/// line of text shown to a person.
-fn is_hazard(c: char) -> bool {
-    c.is_control()
-        || matches!(c,
-            '\u{00AD}' | '\u{061C}' | '\u{180E}'
-            | '\u{200B}'..='\u{200F}'
-            | '\u{2028}'..='\u{202E}'
-            | '\u{2060}'..='\u{206F}'
-            | '\u{FEFF}'
-            | '\u{FFF9}'..='\u{FFFB}')
-}
-
-/// Refuses control characters (escape sequences, newlines) in text stored from outside: it is
-/// shown in terminals, logs and the audit trail.
-pub fn check_text(what: &str, text: &str) -> Result<()> {
-    if text.chars().any(is_hazard) {
-        return Err(Error::Invalid(format!(
-            "{what} must not contain control or invisible formatting characters (escapes, newlines, tabs, bidirectional overrides)"
-        )));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -4,8 +4,9 @@
 //! free of `NAME-2` … `NAME-99`. The groups the provider names are stored at every sign-in and
 //! every reading of the session; a binding may name a group (`group/NAME`).
 
-use super::{Error, IamService, Result, User, check_text};
-use crate::store::{SsoLinkRow, SsoSessionRow, now, sso_key};
+use super::check::{Error, Result, check_name, check_text};
+use super::model::User;
+use crate::store::{MetadataStore, SsoLinkRow, SsoSessionRow, now};
 
 /// What a provider said about a person at a sign-in or a reading of their session.
 #[derive(Debug, Clone)]
@@ -81,14 +82,19 @@ pub fn fit_user_name(claim: &str) -> String {
     }
 }
 
-impl IamService {
+/// The users a provider made, their groups and their provider sessions (`IamService::sso`).
+pub struct SsoUsers {
+    pub(super) meta: MetadataStore,
+}
+
+impl SsoUsers {
     /// The user a provider's person is, made on the first sign-in, with their groups stored.
     /// Returns the user and the epoch of their sign-ins (`sso:<id>:<epoch>`).
-    pub fn sso_sign_in(&self, who: &ProviderUser) -> Result<(User, i64)> {
+    pub fn sign_in(&self, who: &ProviderUser) -> Result<(User, i64)> {
         let groups = fit_groups(&who.groups);
         let (user_id, epoch) = match self.meta.read(|r| r.sso_link(&who.issuer, &who.subject))? {
             Some(l) => (l.user_id, l.epoch),
-            None => (self.sso_new_user(who)?, 0),
+            None => (self.new_user(who)?, 0),
         };
         self.meta
             .write(|w| w.set_user_groups(user_id, &groups, who.admin))?;
@@ -100,12 +106,12 @@ impl IamService {
         Ok((user, epoch))
     }
 
-    fn sso_new_user(&self, who: &ProviderUser) -> Result<i64> {
+    fn new_user(&self, who: &ProviderUser) -> Result<i64> {
         let base = fit_user_name(&who.name);
         let candidates =
             std::iter::once(base.clone()).chain((2..100).map(|n| format!("{base}-{n}")));
         for name in candidates {
-            if super::check_name("user", &name).is_err() {
+            if check_name("user", &name).is_err() {
                 continue;
             }
             let made = self.meta.write(|w| {
@@ -139,7 +145,7 @@ impl IamService {
     }
 
     /// Stores what a reading of a session said about its user; whether anything changed.
-    pub fn sso_update(&self, user_id: i64, groups: &[String], admin: Option<bool>) -> Result<bool> {
+    pub fn update(&self, user_id: i64, groups: &[String], admin: Option<bool>) -> Result<bool> {
         let groups = fit_groups(groups);
         Ok(self
             .meta
@@ -147,7 +153,7 @@ impl IamService {
     }
 
     /// The provider refused the user: every session and key made through a sign-in ends.
-    pub fn sso_refused(&self, user_id: i64) -> Result<()> {
+    pub fn refused(&self, user_id: i64) -> Result<()> {
         Ok(self.meta.write(|w| w.sso_refused(user_id))?)
     }
 
@@ -160,16 +166,8 @@ impl IamService {
         Ok(stale.len())
     }
 
-    /// The revocation key of a user's current sign-ins, if the user came from a provider.
-    pub fn sso_key_of(&self, user_id: i64) -> Result<Option<String>> {
-        Ok(self
-            .meta
-            .read(|r| r.sso_link_of_user(user_id))?
-            .map(|l| sso_key(l.user_id, l.epoch)))
-    }
-
     /// The provider each user came from (user id → provider name).
-    pub fn sso_sources(&self) -> Result<std::collections::HashMap<i64, String>> {
+    pub fn sources(&self) -> Result<std::collections::HashMap<i64, String>> {
         Ok(self
             .meta
             .read(|r| r.sso_links())?
@@ -178,45 +176,7 @@ impl IamService {
             .collect())
     }
 
-    /// What a group's bindings grant (its users hold this besides their own): a member of each
-    /// binding's organization, with the binding's role there.
-    pub fn group_grants(&self, name: &str) -> Result<crate::policy::Grants> {
-        let mut g = crate::policy::Grants::default();
-        let Some(gid) = self.meta.read(|r| r.group_id(name))? else {
-            return Ok(g);
-        };
-        for b in self
-            .meta
-            .read(|r| r.bindings_for_subject("group", gid))?
-            .into_iter()
-            .map(super::Binding::from)
-        {
-            let Some(rules) = self.role_rules(b.org_id, &b.role)? else {
-                continue;
-            };
-            if !g.member_of.contains(&b.org) {
-                g.member_of.push(b.org.clone());
-            }
-            g.grants.push(crate::policy::Grant {
-                org: b.org,
-                rules,
-                scope: b.scope,
-            });
-        }
-        Ok(g)
-    }
-
-    /// The groups a user is in, by name.
-    pub fn groups_of(&self, user_id: i64) -> Result<Vec<String>> {
-        Ok(self
-            .meta
-            .read(|r| r.groups_of_user(user_id))?
-            .into_iter()
-            .map(|(_, n)| n)
-            .collect())
-    }
-
-    pub fn add_sso_session(&self, s: &SsoSession) -> Result<()> {
+    pub fn add_session(&self, s: &SsoSession) -> Result<()> {
         let row = SsoSessionRow {
             family: s.family.clone(),
             user_id: s.user_id,
@@ -227,7 +187,7 @@ impl IamService {
         Ok(self.meta.write(|w| w.insert_sso_session(&row))?)
     }
 
-    pub fn sso_sessions_due(&self, before: i64) -> Result<Vec<SsoSession>> {
+    pub fn sessions_due(&self, before: i64) -> Result<Vec<SsoSession>> {
         Ok(self
             .meta
             .read(|r| r.sso_sessions_due(before, 200))?
@@ -237,31 +197,31 @@ impl IamService {
     }
 
     /// The provider's subject of a user made by a provider.
-    pub fn sso_subject(&self, user_id: i64) -> Result<Option<String>> {
+    pub fn subject(&self, user_id: i64) -> Result<Option<String>> {
         Ok(self
             .meta
             .read(|r| r.sso_link_of_user(user_id))?
             .map(|l| l.subject))
     }
 
-    pub fn claim_sso_session(&self, s: &SsoSession) -> Result<bool> {
+    pub fn claim_session(&self, s: &SsoSession) -> Result<bool> {
         Ok(self
             .meta
             .write(|w| w.claim_sso_session(&s.family, s.read_at, now()))?)
     }
 
-    pub fn set_sso_refresh(&self, family: &str, sealed: Option<&[u8]>) -> Result<()> {
+    pub fn set_refresh(&self, family: &str, sealed: Option<&[u8]>) -> Result<()> {
         Ok(self.meta.write(|w| w.set_sso_refresh(family, sealed))?)
     }
 
-    pub fn end_sso_session(&self, family: &str) -> Result<()> {
+    pub fn end_session(&self, family: &str) -> Result<()> {
         Ok(self.meta.write(|w| {
             w.delete_sso_session(family)?;
             w.revoke_family(family)
         })?)
     }
 
-    pub fn prune_sso_sessions(&self) -> Result<u64> {
+    pub fn prune_sessions(&self) -> Result<u64> {
         Ok(self.meta.write(|w| w.prune_sso_sessions())?)
     }
 }

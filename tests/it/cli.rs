@@ -1816,8 +1816,8 @@ async fn apply_takes_kubernetes_rbac_and_exports_round_trip() {
             "document 1: roleRef.kind is missing (Role or ClusterRole)",
         ),
         (
-            "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: x}\nsubjects: [{kind: Group, name: devs}]\nroleRef: {kind: Role, name: Reader}\n",
-            "document 1: subjects[0].kind must be Robot, ServiceAccount or User, not Group",
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: x}\nsubjects: [{kind: Team, name: devs}]\nroleRef: {kind: Role, name: Reader}\n",
+            "document 1: subjects[0].kind must be Robot, ServiceAccount, User or Group, not Team",
         ),
         (
             "apiVersion: v1\nkind: Role\nmetadata: {name: x}\nrules: []\n",

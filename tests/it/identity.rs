@@ -2060,9 +2060,17 @@ async fn every_operation_answers_the_shape_the_document_gives() {
         .await;
     t.call(&admin, "delete", "/users/{user}", "/users/bob", None, &[])
         .await;
-    // Every documented operation was called.
+    let sso = t
+        .call(&anon, "get", "/auth/sso", "/auth/sso", None, &[])
+        .await;
+    assert_eq!(sso["providers"], json!([]), "no provider configured here");
+    // Every documented operation was called (the device sign-in's two need a provider: they
+    // are toured against one in `sso::the_device_sign_in_answers_what_the_document_says`).
     let mut documented = std::collections::BTreeSet::new();
     for (path, methods) in t.doc["paths"].as_object().unwrap() {
+        if path.starts_with("/api/v1/auth/sso/") {
+            continue;
+        }
         for m in methods.as_object().unwrap().keys() {
             documented.insert((m.clone(), path.strip_prefix("/api/v1").unwrap().to_owned()));
         }

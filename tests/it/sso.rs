@@ -476,3 +476,77 @@ async fn with_local_login_off_the_sign_in_page_offers_only_the_provider() {
         .await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
 }
+
+/// The device sign-in's two operations answer what the OpenAPI document says (the identity
+/// tour covers every other operation; these need a provider).
+#[tokio::test]
+async fn the_device_sign_in_answers_what_the_document_says() {
+    let (s, _idp) = sso_server(&[]);
+    let anon = Api::anonymous(&s);
+    let (_, doc) = anon.get("/openapi.json").await;
+    let fields = |path: &str| {
+        let schema = &doc["paths"][format!("/api/v1{path}")]["post"]["responses"]["200"]["content"]
+            ["application/json"]["schema"];
+        let props: std::collections::BTreeSet<String> = schema["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        let required: Vec<String> = schema["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap().to_owned())
+            .collect();
+        (props, required)
+    };
+    let (st, listed) = anon.get("/auth/sso").await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(listed["providers"][0]["name"], PROVIDER);
+    let (st, started) = anon
+        .post(&format!("/auth/sso/{PROVIDER}/device"), json!({}))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{started}");
+    let (props, required) = fields("/auth/sso/{provider}/device");
+    for f in &required {
+        assert!(started.get(f).is_some(), "lacks {f}: {started}");
+    }
+    for k in started.as_object().unwrap().keys() {
+        assert!(props.contains(k), "undocumented field {k}: {started}");
+    }
+    let uri = started["verification_uri_complete"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tokio::task::spawn_blocking(move || oidc::Idp::approve_device(&uri, "-", "bob", "pw-bob"))
+        .await
+        .unwrap();
+    let (st, session) = anon
+        .post(
+            &format!("/auth/sso/{PROVIDER}/token"),
+            json!({"handle": started["handle"]}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{session}");
+    let (props, required) = fields("/auth/sso/{provider}/token");
+    for f in &required {
+        assert!(session.get(f).is_some(), "lacks {f}: {session}");
+    }
+    for k in session.as_object().unwrap().keys() {
+        assert!(props.contains(k), "undocumented field {k}: {session}");
+    }
+    let me = Api::bearer(&s, session["access_token"].as_str().unwrap());
+    assert_eq!(
+        me.ok("GET", "/auth/whoami", None, StatusCode::OK).await["name"],
+        "bob"
+    );
+    // The handle works once: the provider has spent its device code.
+    let (st, _) = anon
+        .post(
+            &format!("/auth/sso/{PROVIDER}/token"),
+            json!({"handle": started["handle"]}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+}

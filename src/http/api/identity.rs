@@ -85,7 +85,7 @@ pub(super) async fn list_users(
     caller.require_admin()?;
     blocking(&state, |st| {
         // Where each user comes from: `local` (a password set here) or a provider's name.
-        let sources = st.auth.iam().sso_sources()?;
+        let sources = st.auth.iam().sso().sources()?;
         let users: Vec<_> = st
             .auth
             .iam()

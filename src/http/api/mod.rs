@@ -53,8 +53,8 @@ macro_rules! api_routes {
 api_routes! {
     post "/auth/login" => session::login, "Log in with a user name and password: an access token and a refresh token", 200, ["access_token", "refresh_token", "expires_in", "token_type"];
     post "/auth/refresh" => session::refresh, "Exchange a refresh token for new tokens (the old refresh token stops working)", 200, ["access_token", "refresh_token", "expires_in", "token_type"];
-    get "/auth/sso" => sso::providers, "The identity providers people may sign in with (single sign-on)", 200, ["providers"];
-    post "/auth/sso/{provider}/device" => sso::device, "Start a device sign-in at an identity provider (RFC 8628): the code to type there, and a handle to poll with", 200, ["user_code", "verification_uri", "expires_in", "interval", "handle"];
+    get "/auth/sso" => sso::providers, "The identity providers people may sign in with (single sign-on): name, displayName, issuer", 200, ["providers"];
+    post "/auth/sso/{provider}/device" => sso::device, "Start a device sign-in at an identity provider (RFC 8628): the code to type there, and a handle to poll with", 200, ["user_code", "verification_uri", "verification_uri_complete?", "expires_in", "interval", "handle"];
     post "/auth/sso/{provider}/token" => sso::token, "Poll a device sign-in with its handle: 400 authorization_pending until approved, then berth's session", 200, ["access_token", "refresh_token", "expires_in", "token_type"];
     post "/auth/logout" => session::logout, "Revoke a refresh token", 204, [];
     get "/auth/whoami" => session::whoami, "Who the caller is", 200, ["subject", "kind", "name", "admin", "orgs"];

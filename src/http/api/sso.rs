@@ -61,7 +61,8 @@ pub(super) async fn providers(State(st): State<AppState>) -> ApiResult<Response>
         .auth
         .sso()
         .map(|s| {
-            s.providers()
+            s.oidc()
+                .providers()
                 .map(|p| json!({ "name": p.name, "displayName": p.display_name, "issuer": p.issuer }))
                 .collect()
         })
@@ -77,6 +78,7 @@ pub(super) async fn device(
     let sso = st
         .auth
         .sso()
+        .map(|s| s.oidc())
         .filter(|s| s.provider(&provider).is_some())
         .ok_or_else(|| ApiError::NotFound(format!("no identity provider {provider:?}")))?;
     if !within_budget() {
@@ -101,7 +103,8 @@ pub(super) async fn device(
     });
     let handle = st
         .auth
-        .seal_text(HANDLE_LABEL, &sealed.to_string())
+        .sso()
+        .and_then(|s| s.seal_text(HANDLE_LABEL, &sealed.to_string()))
         .ok_or_else(|| ApiError::Internal("sealing the device handle failed".into()))?;
     let mut v = serde_json::to_value(&start).map_err(|e| ApiError::Internal(e.to_string()))?;
     v["handle"] = handle.into();
@@ -131,11 +134,13 @@ pub(super) async fn token(
     let sso = st
         .auth
         .sso()
+        .map(|s| s.oidc())
         .filter(|s| s.provider(&provider).is_some())
         .ok_or_else(|| ApiError::NotFound(format!("no identity provider {provider:?}")))?;
     let kept: Value = st
         .auth
-        .open_text(HANDLE_LABEL, &body.handle)
+        .sso()
+        .and_then(|s| s.open_text(HANDLE_LABEL, &body.handle))
         .and_then(|t| serde_json::from_str(&t).ok())
         .ok_or_else(|| ApiError::Invalid("the handle is not one this registry gave".into()))?;
     if kept.get("p").and_then(Value::as_str) != Some(provider.as_str()) {
@@ -215,7 +220,9 @@ pub(super) async fn token(
             .clone()
             .unwrap_or_else(|| session.credential.id.clone());
         st.auth
-            .remember_sso_session(&family, *id, &who.provider, refresh.as_deref())?;
+            .sso()
+            .ok_or(ApiError::Unauthorized)?
+            .remember_session(&family, *id, &who.provider, refresh.as_deref())?;
         Ok(json_response(
             StatusCode::OK,
             session_json(st, &login, &session)?,

@@ -28,7 +28,8 @@ pub(super) fn login_page(
         .auth
         .sso()
         .map(|s| {
-            s.providers()
+            s.oidc()
+                .providers()
                 .map(|p| (p.name.clone(), p.display_name.clone()))
                 .collect()
         })

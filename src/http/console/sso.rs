@@ -66,7 +66,7 @@ pub(super) async fn start(
     Path(provider): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(sso) = st.auth.sso() else {
+    let Some(sso) = st.auth.sso().map(|s| s.oidc()) else {
         return refused(
             &st,
             StatusCode::NOT_FOUND,
@@ -84,7 +84,15 @@ pub(super) async fn start(
         // Start where the provider will send the browser back, so the cookie is there.
         return see_other(&format!("{}/ui/login/sso/{provider}", sso.public_url()));
     }
-    let (state, nonce, verifier) = (random_token(), random_token(), random_token());
+    let (Some(state), Some(nonce), Some(verifier)) =
+        (random_token(), random_token(), random_token())
+    else {
+        return refused(
+            &st,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The registry has no randomness to sign you in with.",
+        );
+    };
     let url = match sso
         .authorization_url(&provider, &state, &nonce, &verifier)
         .await
@@ -106,7 +114,11 @@ pub(super) async fn start(
         "v": verifier,
         "exp": crate::store::now() + SIGN_IN_SECS,
     });
-    let Some(sealed) = st.auth.seal_text(STATE_LABEL, &sealed.to_string()) else {
+    let Some(sealed) = st
+        .auth
+        .sso()
+        .and_then(|s| s.seal_text(STATE_LABEL, &sealed.to_string()))
+    else {
         return refused(
             &st,
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -129,7 +141,7 @@ pub(super) async fn callback(
     let (parts, _) = req.into_parts();
     let headers = &parts.headers;
     let bad = |m: &str| refused(&st, StatusCode::BAD_REQUEST, m);
-    let Some(sso) = st.auth.sso() else {
+    let Some(sso) = st.auth.sso().map(|s| s.oidc()) else {
         return refused(
             &st,
             StatusCode::NOT_FOUND,
@@ -157,7 +169,7 @@ pub(super) async fn callback(
         );
     }
     let kept: Option<Value> = cookie(headers, COOKIE)
-        .and_then(|c| st.auth.open_text(STATE_LABEL, c))
+        .and_then(|c| st.auth.sso().and_then(|s| s.open_text(STATE_LABEL, c)))
         .and_then(|t| serde_json::from_str(&t).ok());
     let Some(kept) = kept else {
         return bad(
@@ -221,7 +233,9 @@ pub(super) async fn callback(
             .unwrap_or_else(|| session.credential.id.clone());
         state
             .auth
-            .remember_sso_session(&family, *id, &who.provider, refresh.as_deref())
+            .sso()
+            .ok_or_else(|| "single sign-on is not configured".to_owned())?
+            .remember_session(&family, *id, &who.provider, refresh.as_deref())
             .map_err(|e| e.to_string())?;
         Ok(session)
     })
