@@ -5,6 +5,7 @@
 //! skopeo using the files the console handed out.
 
 use std::process::Command;
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::json;
@@ -504,4 +505,112 @@ async fn a_rotated_tokens_pull_secret_keeps_its_namespace() {
         StatusCode::GONE,
         "another session cannot open it"
     );
+}
+
+/// Single sign-on end to end in Chromium and from the terminal: a person signs in to the console
+/// at the provider's own login page, approves `berth login --sso` at the provider's device page
+/// in the same browser, holds what their group is bound to, and loses it within the bound after
+/// leaving the group — the console session and the CLI's alike.
+#[tokio::test]
+async fn single_sign_on_in_chromium_and_the_terminal() {
+    use crate::support::oidc::{CliSignIn, sso_server};
+    let (s, idp) = sso_server(&[]);
+    let admin = Api::admin(&s);
+    admin
+        .ok(
+            "POST",
+            "/orgs",
+            Some(json!({"name": "acme"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let (st, _) = admin
+        .put(
+            "/orgs/acme/bindings/devs",
+            json!({"role": "Writer", "subject": "group/dev"}),
+        )
+        .await;
+    assert!(st.is_success());
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("config");
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let login = CliSignIn::start(&s, &cfg, &home, "acme");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new("node")
+        .arg(format!("{root}/tests/console/sso.mjs"))
+        .env("BERTH_URL", s.url(""))
+        .env("SSO_USER", "alice")
+        .env("SSO_PASSWORD", "pw-alice")
+        .env("DEVICE_URL", &login.url)
+        .env("SCREENSHOT_DIR", format!("{root}/docs"))
+        .current_dir(format!("{root}/tests/console"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "the browser test failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for step in [
+        "signed in through the provider",
+        "in acme through the group",
+        "device sign-in approved",
+    ] {
+        assert!(stdout.contains(&format!("ok: {step}")), "{step}: {stdout}");
+    }
+    let session = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("session: "))
+        .unwrap()
+        .to_owned();
+    let (status, said) = tokio::task::spawn_blocking(move || login.finish())
+        .await
+        .unwrap();
+    assert!(status.success(), "{said}");
+    let whoami = Command::new(berth_bin())
+        .args(["whoami"])
+        .env("BERTH_CONFIG", &cfg)
+        .env("HOME", &home)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&whoami.stdout).contains("alice"));
+    let console = Api::basic(&s, "iamrefresh", &session);
+    let repos = |api: &Api| {
+        let api = Api {
+            base: api.base.clone(),
+            http: api.http.clone(),
+            auth: api.auth.clone(),
+        };
+        async move { api.get("/orgs/acme/repositories").await.0 }
+    };
+    assert_eq!(repos(&console).await, StatusCode::OK);
+    // The CLI's session, as the CLI uses it.
+    let cli_repo = || {
+        let out = Command::new(berth_bin())
+            .args(["org", "get", "acme"])
+            .env("BERTH_CONFIG", &cfg)
+            .env("HOME", &home)
+            .output()
+            .unwrap();
+        out.status.success()
+    };
+    assert!(
+        cli_repo(),
+        "the CLI lists acme's repositories through the group"
+    );
+    // alice leaves the group: both sessions lose acme within the bound.
+    idp.set_user("alice", json!({"groups": []})).await;
+    let t0 = std::time::Instant::now();
+    while repos(&console).await == StatusCode::OK || cli_repo() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "access outlived the group: console {} cli {}\n{}",
+            repos(&console).await,
+            cli_repo(),
+            s.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

@@ -323,46 +323,16 @@ async fn the_cli_signs_in_through_the_provider_and_serves_registry_clients() {
     std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
     let home = tmp.path().join("alice/home");
     std::fs::create_dir_all(&home).unwrap();
-    let mut login = std::process::Command::new(berth_bin())
-        .args(["login", &s.base, "--sso", "-a", "acme"])
-        .env("BERTH_CONFIG", &cfg)
-        .env("HOME", &home)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = std::io::BufReader::new(login.stderr.take().unwrap());
-    let (mut url, mut code) = (String::new(), String::new());
-    let mut said = String::new();
-    for _ in 0..4 {
-        let mut line = String::new();
-        if std::io::BufRead::read_line(&mut err, &mut line).unwrap() == 0 {
-            break;
-        }
-        said.push_str(&line);
-        if let Some(u) = line.trim().strip_prefix("To sign in, open ") {
-            url = u.to_owned();
-        }
-        if let Some(rest) = line.trim().strip_prefix("and confirm the code ") {
-            code = rest.split_whitespace().next().unwrap().to_owned();
-            break;
-        }
-    }
-    assert!(
-        !url.is_empty() && !code.is_empty(),
-        "the CLI shows where and what to confirm: {said}"
-    );
+    let login = oidc::CliSignIn::start(&s, &cfg, &home, "acme");
+    let (url, code) = (login.url.clone(), login.code.clone());
     tokio::task::spawn_blocking(move || {
         oidc::Idp::approve_device(&url, &code, "alice", "pw-alice");
     })
     .await
     .unwrap();
-    let status = login.wait().unwrap();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
-    assert!(status.success(), "berth login --sso: {said}{rest}");
-    assert!(rest.contains("alice signed in through corp"), "{rest}");
+    let (status, said) = login.finish();
+    assert!(status.success(), "berth login --sso: {said}");
+    assert!(said.contains("alice signed in through corp"), "{said}");
     assert!(cli_ok(&cfg, &["whoami"], None).contains("alice"));
     // Only berth's session is stored: every JWT in the client config is berth's own.
     let stored = std::fs::read_to_string(&cfg).unwrap();

@@ -87,7 +87,7 @@ async fn render(
             }
             form.stack method="post" action=(format!("/ui/orgs/{o}/access-check")) {
                 (csrf(&s))
-                label for="ac-subject" { "Who (robot/NAME or user/NAME; empty: you)" }
+                label for="ac-subject" { "Who (robot/NAME, user/NAME or group/NAME; empty: you)" }
                 input #ac-subject name="subject" placeholder="robot/ci-pusher";
                 label for="ac-verb" { "May" }
                 select #ac-verb name="verb" {
@@ -139,7 +139,7 @@ async fn render(
                 input #nb-name name="name" value=[s.typed(&act, "name")];
                 label for="nb-role" { "Role" }
                 select #nb-role name="role" { @for r in &roles { option selected[s.typed(&act, "role") == r["name"].as_str()] { (text(&r["name"])) } } }
-                label for="nb-subject" { "Subject (robot/NAME or user/NAME)" }
+                label for="nb-subject" { "Subject (robot/NAME, user/NAME or group/NAME)" }
                 input #nb-subject name="subject" required placeholder="robot/ci-pusher" value=[s.typed(&act, "subject")];
                 label for="nb-scope" { "Namespace or repository (empty: the whole organization)" }
                 input #nb-scope name="scope" placeholder=(format!("{org} or {org}/app*")) value=[s.typed(&act, "scope")];

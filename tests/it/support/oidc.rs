@@ -245,3 +245,63 @@ pub async fn console_sign_in(s: &Server, user: &str, password: &str) -> Console 
     let session = set_cookie(&r, "berth_session").expect("a console session cookie");
     Console { session }
 }
+
+/// `berth login URL --sso -a ORG` running, waiting for its device sign-in to be approved.
+pub struct CliSignIn {
+    child: std::process::Child,
+    err: BufReader<std::process::ChildStderr>,
+    /// What it said so far.
+    pub said: String,
+    /// Where to approve it (the provider's page, with the code in it) and the code.
+    pub url: String,
+    pub code: String,
+}
+
+impl CliSignIn {
+    pub fn start(s: &Server, cfg: &Path, home: &Path, org: &str) -> CliSignIn {
+        let mut child = Command::new(super::berth_bin())
+            .args(["login", &s.base, "--sso", "-a", org])
+            .env("BERTH_CONFIG", cfg)
+            .env("HOME", home)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let (mut url, mut code, mut said) = (String::new(), String::new(), String::new());
+        for _ in 0..4 {
+            let mut line = String::new();
+            if err.read_line(&mut line).unwrap() == 0 {
+                break;
+            }
+            said.push_str(&line);
+            if let Some(u) = line.trim().strip_prefix("To sign in, open ") {
+                url = u.to_owned();
+            }
+            if let Some(rest) = line.trim().strip_prefix("and confirm the code ") {
+                code = rest.split_whitespace().next().unwrap().to_owned();
+                break;
+            }
+        }
+        assert!(
+            !url.is_empty() && !code.is_empty(),
+            "the CLI shows where and what to confirm: {said}"
+        );
+        CliSignIn {
+            child,
+            err,
+            said,
+            url,
+            code,
+        }
+    }
+
+    /// Waits for the command: its exit status and everything it said.
+    pub fn finish(mut self) -> (std::process::ExitStatus, String) {
+        let status = self.child.wait().unwrap();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut self.err, &mut rest).unwrap();
+        (status, format!("{}{rest}", self.said))
+    }
+}
