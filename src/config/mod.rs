@@ -500,6 +500,95 @@ mod tests {
         );
     }
 
+    #[test]
+    fn identity_providers_come_from_flags_and_oidc_tables() {
+        let dir = tempfile_dir();
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let toml_text = format!(
+            "public_url = \"https://reg.example\"\nlocal_login = \"admins\"\n\
+             [[oidc]]\nname = \"entra\"\nissuer = \"https://login.microsoftonline.com/t/v2.0\"\n\
+             client_id = \"c1\"\nclient_secret_file = \"{0}\"\ngroups_claim = \"roles\"\n\
+             [[oidc]]\nname = \"dex\"\nissuer = \"https://dex.example/\"\nclient_id = \"c2\"\n\
+             client_secret_file = \"{0}\"\nscopes = \"openid profile groups offline_access\"\n",
+            secret.display()
+        );
+        let file: FileConfig = toml::from_str(&toml_text).unwrap();
+        let args = ServeArgs {
+            oidc_issuer: Some("https://kc.example/realms/corp".into()),
+            oidc_name: Some("keycloak".into()),
+            oidc_client_id: Some("berth".into()),
+            oidc_client_secret_file: Some(secret.clone()),
+            oidc_admin_group: Some("registry-admins".into()),
+            ..ServeArgs::default()
+        };
+        let c = Config::resolve(args.over(file)).unwrap();
+        let names: Vec<&str> = c.oidc.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["keycloak", "entra", "dex"]);
+        assert_eq!(
+            c.oidc[0].client_secret, "s3cret",
+            "read from the file, trimmed"
+        );
+        assert_eq!(c.oidc[0].admin_group.as_deref(), Some("registry-admins"));
+        assert_eq!(
+            c.oidc[0].scopes.join(" "),
+            "openid profile email groups offline_access"
+        );
+        assert_eq!(c.oidc[1].groups_claim, "roles");
+        assert_eq!(
+            c.oidc[2].issuer, "https://dex.example/",
+            "an issuer is kept exactly"
+        );
+        assert_eq!(c.local_login, crate::auth::oidc::LocalLogin::Admins);
+        assert_eq!(c.sso_refresh_interval, Duration::from_secs(300));
+        // A provider without --public-url, a second provider of the same name, a refresh
+        // interval past the bound, scopes without openid: each refused by name.
+        let no_url = ServeArgs {
+            public_url: None,
+            ..args.clone()
+        };
+        let e = Config::resolve(no_url.over(FileConfig::default())).unwrap_err();
+        assert!(e.to_string().starts_with("invalid public_url"), "{e}");
+        let with_url = |f: FileConfig| FileConfig {
+            public_url: Some("https://reg.example".into()),
+            ..f
+        };
+        let twice: FileConfig = toml::from_str(&format!(
+            "[[oidc]]\nname = \"keycloak\"\nissuer = \"https://a\"\nclient_id = \"x\"\nclient_secret_file = \"{}\"\n",
+            secret.display()
+        ))
+        .unwrap();
+        let e = Config::resolve(args.over(with_url(twice))).unwrap_err();
+        assert!(e.to_string().contains("two providers are named"), "{e}");
+        let late = FileConfig {
+            sso_refresh_interval: Some("16m".into()),
+            ..with_url(FileConfig::default())
+        };
+        assert!(Config::resolve(args.over(late)).is_err());
+        let no_openid = ServeArgs {
+            oidc_scopes: Some("profile groups".into()),
+            ..args.clone()
+        };
+        let e = Config::resolve(no_openid.over(with_url(FileConfig::default()))).unwrap_err();
+        assert!(e.to_string().contains("must include openid"), "{e}");
+        let bad = FileConfig {
+            local_login: Some("nobody".into()),
+            ..FileConfig::default()
+        };
+        assert!(
+            Config::resolve(bad)
+                .unwrap_err()
+                .to_string()
+                .starts_with("invalid local_login")
+        );
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("berth-config-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
     /// `docs/config.md` is generated; this test rewrites it and fails when it was stale.
     #[test]
     fn docs_config_md_is_fresh() {
