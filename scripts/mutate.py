@@ -36,6 +36,11 @@ else:
     # A run that was interrupted may have left a mutation behind: start clean.
     subprocess.run(["git", "-C", tree, "checkout", "-q", "--", "."], check=True)
     subprocess.run(["git", "-C", tree, "checkout", "-q", "--detach", head], check=True)
+# The npm packages the tests run (not in git): the scratch tree uses the working tree's.
+for d in ("tests/console", "tests/oidc"):
+    src, dst = os.path.join(root, d, "node_modules"), os.path.join(tree, d, "node_modules")
+    if os.path.isdir(src) and not os.path.exists(dst):
+        os.symlink(src, dst)
 env = dict(os.environ, CARGO_TARGET_DIR=os.environ.get("MUTATE_TARGET", os.path.join(scratch, "target")))
 missed = 0
 try:

@@ -27,6 +27,10 @@ pub struct SsoService {
     sealer: Arc<Sealer>,
 }
 
+const CLI_CODE_LABEL: &str = "berth sso cli code";
+/// How long a CLI's loopback code may wait to be redeemed.
+const CLI_CODE_SECS: i64 = 120;
+
 fn seal_label(family: &str) -> String {
     format!("sso-refresh:{family}")
 }
@@ -63,6 +67,62 @@ impl SsoService {
             .decode(text)
             .ok()?;
         self.sealer.open(label, &sealed).ok()
+    }
+
+    /// A one-time code for the CLI's loopback sign-in (RFC 8252): the person the provider
+    /// vouched for and the provider's refresh token, sealed with the CLI's PKCE challenge, for
+    /// two minutes. Only the holder of the verifier (the CLI that started the sign-in) redeems it.
+    pub fn seal_cli_code(
+        &self,
+        provider: &str,
+        who: &ProviderUser,
+        refresh_token: Option<&str>,
+        challenge: &str,
+    ) -> Option<String> {
+        let v = serde_json::json!({
+            "p": provider,
+            "who": who,
+            "rt": refresh_token,
+            "c": challenge,
+            "exp": now() + CLI_CODE_SECS,
+        });
+        self.seal_text(CLI_CODE_LABEL, &v.to_string())
+    }
+
+    /// The person and refresh token a CLI code carries, when `verifier` is its challenge's, it
+    /// is for `provider` and it has not expired.
+    pub fn open_cli_code(
+        &self,
+        provider: &str,
+        code: &str,
+        verifier: &str,
+    ) -> Option<(ProviderUser, Option<String>)> {
+        let v: serde_json::Value =
+            serde_json::from_str(&self.open_text(CLI_CODE_LABEL, code)?).ok()?;
+        let field = |k: &str| {
+            v.get(k)
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+        };
+        let challenge = super::oidc::challenge(verifier);
+        let same: bool =
+            subtle::ConstantTimeEq::ct_eq(challenge.as_bytes(), field("c").as_bytes()).into();
+        if !same
+            || field("p") != provider
+            || v.get("exp")
+                .and_then(serde_json::Value::as_i64)
+                .unwrap_or(0)
+                < now()
+        {
+            return None;
+        }
+        let who: ProviderUser = serde_json::from_value(v.get("who")?.clone()).ok()?;
+        Some((
+            who,
+            v.get("rt")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned),
+        ))
     }
 
     /// The user a person the provider vouched for is (made on the first sign-in), with the

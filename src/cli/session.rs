@@ -233,7 +233,7 @@ async fn sso_login(
     provider: &str,
     url: &str,
     server: Server,
-    mut cfg: ClientConfig,
+    cfg: ClientConfig,
     cfg_path: &Path,
     verbose: bool,
 ) -> anyhow::Result<()> {
@@ -266,9 +266,25 @@ async fn sso_login(
             .into());
         }
     };
-    let start = client
+    let start = match client
         .api("POST", &format!("/auth/sso/{provider}/device"), None, &[])
-        .await?;
+        .await
+    {
+        Ok(v) => v,
+        // No device grant at this provider: the browser, back to a loopback address.
+        Err(crate::client::ClientError::Status {
+            status: 400,
+            message,
+            ..
+        }) if message.contains("no device authorization") => {
+            let session = loopback_sign_in(&client, url, &provider).await?;
+            return store_sso_session(
+                args, &provider, url, server, cfg, cfg_path, verbose, session,
+            )
+            .await;
+        }
+        Err(e) => return Err(e.into()),
+    };
     let field = |k: &str| start[k].as_str().unwrap_or_default().to_owned();
     let (handle, code) = (field("handle"), field("user_code"));
     let open = start["verification_uri_complete"]
@@ -324,6 +340,24 @@ async fn sso_login(
             Err(e) => return Err(e.into()),
         }
     };
+    store_sso_session(
+        args, &provider, url, server, cfg, cfg_path, verbose, session,
+    )
+    .await
+}
+
+/// Stores the session a single sign-on gave, under the user the server says signed in.
+#[allow(clippy::too_many_arguments)]
+async fn store_sso_session(
+    args: &LoginArgs,
+    provider: &str,
+    url: &str,
+    server: Server,
+    mut cfg: ClientConfig,
+    cfg_path: &Path,
+    verbose: bool,
+    session: serde_json::Value,
+) -> anyhow::Result<()> {
     let refresh = session["refresh_token"]
         .as_str()
         .context("the server sent no refresh token")?
@@ -367,6 +401,104 @@ async fn sso_login(
         "{username} signed in through {provider} (context {ctx_name:?})"
     ));
     Ok(())
+}
+
+/// `berth login --sso` where the provider has no device grant (RFC 8252): a one-shot listener
+/// on a loopback port, the browser sent through berth's console sign-in with this command's PKCE
+/// challenge and state, back to the listener with a one-time code that only this command's
+/// verifier redeems.
+async fn loopback_sign_in(
+    client: &Client,
+    url: &str,
+    provider: &str,
+) -> anyhow::Result<serde_json::Value> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let random = || -> anyhow::Result<String> {
+        crate::auth::oidc::random_token().context("the operating system gave no randomness")
+    };
+    let (verifier, state) = (random()?, random()?);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let mut start = reqwest::Url::parse(&format!("{url}/ui/login/sso/{provider}"))?;
+    start
+        .query_pairs_mut()
+        .append_pair("cli_redirect", &format!("http://127.0.0.1:{port}/callback"))
+        .append_pair("cli_challenge", &crate::auth::oidc::challenge(&verifier))
+        .append_pair("cli_state", &state);
+    crate::cli_eprint(&format!(
+        "To sign in, open {start}\nin a browser on this computer (waiting up to 10 minutes)."
+    ));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(600);
+    let code = loop {
+        let (mut conn, _) = tokio::time::timeout_at(deadline, listener.accept())
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!("the sign-in was not finished in time; run berth login --sso again")
+            })??;
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut got = 0;
+        while got < buf.len() && !buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
+            match tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                conn.read(&mut buf[got..]),
+            )
+            .await
+            {
+                Ok(Ok(0)) | Err(_) => break,
+                Ok(Ok(n)) => got += n,
+                Ok(Err(_)) => break,
+            }
+        }
+        let head = String::from_utf8_lossy(&buf[..got]).to_string();
+        let target = head
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned();
+        let query: std::collections::HashMap<String, String> = target
+            .strip_prefix("/callback?")
+            .and_then(|q| serde_urlencoded::from_str(q).ok())
+            .unwrap_or_default();
+        let ours = query.get("state").is_some_and(|s| *s == state);
+        let page = if ours {
+            "Signed in to berth: you can close this tab and go back to the terminal."
+        } else {
+            "This is not the sign-in berth login is waiting for."
+        };
+        let _ = conn
+            .write_all(
+                format!(
+                    "HTTP/1.1 {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                    if ours { "200 OK" } else { "400 Bad Request" },
+                    page.len()
+                )
+                .as_bytes(),
+            )
+            .await;
+        if !ours {
+            continue;
+        }
+        match query.get("code") {
+            Some(c) => break c.clone(),
+            None => {
+                return Err(Usage(format!(
+                    "the sign-in failed: {}",
+                    query
+                        .get("error")
+                        .map_or("no code came back", String::as_str)
+                ))
+                .into());
+            }
+        }
+    };
+    Ok(client
+        .api(
+            "POST",
+            &format!("/auth/sso/{provider}/code"),
+            Some(&json!({ "code": code, "code_verifier": verifier })),
+            &[],
+        )
+        .await?)
 }
 
 /// The server entry `berth login` stores: its URL (http or https) and the CA given with --ca.

@@ -9,7 +9,7 @@ use super::model::User;
 use crate::store::{MetadataStore, SsoLinkRow, SsoSessionRow, now};
 
 /// What a provider said about a person at a sign-in or a reading of their session.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ProviderUser {
     /// The provider's name in the configuration.
     pub provider: String,

@@ -1045,6 +1045,7 @@ async fn every_route_for_every_caller() {
         "/api/v1/auth/sso",
         "/api/v1/auth/sso/{provider}/device",
         "/api/v1/auth/sso/{provider}/token",
+        "/api/v1/auth/sso/{provider}/code",
     ];
     let covers = |template: &str, path: &str| {
         let t: Vec<&str> = template.split('/').collect();

@@ -520,3 +520,109 @@ async fn the_device_sign_in_answers_what_the_document_says() {
         .await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
 }
+
+/// Where the provider offers no device grant, `berth login --sso` signs in through the browser
+/// and a loopback redirect (RFC 8252): only the command that started it redeems the code.
+#[tokio::test]
+async fn without_a_device_grant_the_cli_signs_in_through_a_loopback_redirect() {
+    use std::io::BufRead as _;
+    let (s, _idp) = oidc::sso_server_opts(&[], Vec::new(), false);
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("config");
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let mut login = std::process::Command::new(berth_bin())
+        .args(["login", &s.base, "--sso"])
+        .env("BERTH_CONFIG", &cfg)
+        .env("HOME", &home)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(login.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    let start = line
+        .trim()
+        .strip_prefix("To sign in, open ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_owned();
+    assert!(
+        start.starts_with(&s.base) && start.contains("cli_challenge="),
+        "{start}"
+    );
+    // The browser: berth's start, the provider's login page, berth's callback, the loopback.
+    let r = anonymous_client().get(&start).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let cookie = oidc::set_cookie(&r, "berth_sso").unwrap();
+    let at_provider = r.headers()["location"].to_str().unwrap().to_owned();
+    let back =
+        tokio::task::spawn_blocking(move || oidc::Idp::sign_in(&at_provider, "alice", "pw-alice"))
+            .await
+            .unwrap();
+    let r = oidc::callback(&back, &cookie).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(
+        oidc::set_cookie(&r, "berth_session").is_none(),
+        "a command line's sign-in opens no console session"
+    );
+    let to_cli = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(to_cli.starts_with("http://127.0.0.1:"), "{to_cli}");
+    // The code alone (without the command's verifier) is worth nothing.
+    let code = to_cli
+        .split("code=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    let code: String = serde_urlencoded::from_str::<Vec<(String, String)>>(&format!("c={code}"))
+        .unwrap()[0]
+        .1
+        .clone();
+    let (st, _) = Api::anonymous(&s)
+        .post(
+            &format!("/auth/sso/{PROVIDER}/code"),
+            json!({"code": code, "code_verifier": "a-verifier-of-someone-else-0123456789abcdef"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let r = anonymous_client().get(&to_cli).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let status = login.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    assert!(status.success(), "{line}{rest}");
+    assert!(rest.contains("alice signed in through corp"), "{rest}");
+    let who = std::process::Command::new(berth_bin())
+        .args(["whoami"])
+        .env("BERTH_CONFIG", &cfg)
+        .env("HOME", &home)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&who.stdout).contains("alice"));
+    // A start whose return address is not this computer's loopback is refused.
+    for bad in [
+        "https://evil.example/cb",
+        "http://evil.example:8080/cb",
+        "http://localhost:8080/cb",
+        "http://127.0.0.1/cb",
+    ] {
+        let r = anonymous_client()
+            .get(s.url(&format!("/ui/login/sso/{PROVIDER}")))
+            .query(&[
+                ("cli_redirect", bad),
+                (
+                    "cli_challenge",
+                    "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+                ),
+                ("cli_state", "0123456789abcdef0123"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
+        assert!(oidc::set_cookie(&r, "berth_sso").is_none());
+    }
+}

@@ -56,6 +56,7 @@ api_routes! {
     get "/auth/sso" => sso::providers, "The identity providers people may sign in with (single sign-on): name, displayName, issuer", 200, ["providers"];
     post "/auth/sso/{provider}/device" => sso::device, "Start a device sign-in at an identity provider (RFC 8628): the code to type there, and a handle to poll with", 200, ["user_code", "verification_uri", "verification_uri_complete?", "expires_in", "interval", "handle"];
     post "/auth/sso/{provider}/token" => sso::token, "Poll a device sign-in with its handle: 400 authorization_pending until approved, then berth's session", 200, ["access_token", "refresh_token", "expires_in", "token_type"];
+    post "/auth/sso/{provider}/code" => sso::code, "Finish a command line's loopback sign-in (RFC 8252): the one-time code with the PKCE verifier gives berth's session", 200, ["access_token", "refresh_token", "expires_in", "token_type"];
     post "/auth/logout" => session::logout, "Revoke a refresh token", 204, [];
     get "/auth/whoami" => session::whoami, "Who the caller is", 200, ["subject", "kind", "name", "admin", "orgs"];
     post "/auth/access-token" => session::access_token, "A short-lived access token for the calling user (login user name iambearer)", 200, ["access_token", "expires_in", "token_type"];

@@ -9,6 +9,12 @@
 //!
 //! Who may call: anyone (like `/auth/login`); what they get is only what the provider vouches
 //! for. Calls that reach the provider are limited per node.
+//!
+//! Where the provider offers no device grant, `berth login --sso` signs in through the browser
+//! and a loopback redirect (RFC 8252): the console's start route takes the CLI's loopback address,
+//! PKCE challenge and state (`cli_redirect`, `cli_challenge`, `cli_state`), its callback sends
+//! the browser to that address with a one-time code (sealed, two minutes), and
+//! `POST /auth/sso/{provider}/code` with the CLI's verifier gives berth's session.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -201,34 +207,79 @@ pub(super) async fn token(
     };
     let refresh = tokens.refresh_token;
     blocking(&st, move |st| {
-        let login = st.auth.sso_login(&who)?;
-        let crate::auth::Principal::User { id, name, .. } = &login.principal else {
-            return Err(ApiError::Unauthorized);
-        };
-        st.auth.audit(AuditEvent {
-            actor: Some(format!("user:{name}")),
-            action: "login",
-            success: true,
-            client_addr: client.addr.map(|a| a.to_string()),
-            detail: Some(format!("single sign-on ({}), device", who.provider)),
-            ..AuditEvent::default()
-        });
-        let session = open_session(st, *id, &login)?;
-        let family = session
-            .credential
-            .family
-            .clone()
-            .unwrap_or_else(|| session.credential.id.clone());
-        st.auth
-            .sso()
-            .ok_or(ApiError::Unauthorized)?
-            .remember_session(&family, *id, &who.provider, refresh.as_deref())?;
-        Ok(json_response(
-            StatusCode::OK,
-            session_json(st, &login, &session)?,
-        ))
+        let session = sso_session(st, &who, refresh.as_deref(), &client, "device")?;
+        Ok(json_response(StatusCode::OK, session))
     })
     .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CodeBody {
+    code: String,
+    code_verifier: String,
+}
+
+/// `POST /auth/sso/{provider}/code`: the CLI's loopback sign-in (RFC 8252) ends here: the
+/// one-time code the console's callback sent to the CLI's loopback address, with the CLI's
+/// PKCE verifier, becomes berth's session.
+pub(super) async fn code(
+    State(st): State<AppState>,
+    Path(provider): Path<String>,
+    req: axum::extract::Request,
+) -> ApiResult<Response> {
+    let (parts, body) = req.into_parts();
+    let client = crate::http::access::client_info(&parts);
+    let body = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    let body: CodeBody = parse_body(&body)?;
+    let sso = st
+        .auth
+        .sso()
+        .filter(|s| s.oidc().provider(&provider).is_some())
+        .ok_or_else(|| ApiError::NotFound(format!("no identity provider {provider:?}")))?;
+    let (who, refresh) = sso
+        .open_cli_code(&provider, &body.code, &body.code_verifier)
+        .ok_or(ApiError::Unauthorized)?;
+    blocking(&st, move |st| {
+        let session = sso_session(st, &who, refresh.as_deref(), &client, "loopback")?;
+        Ok(json_response(StatusCode::OK, session))
+    })
+    .await
+}
+
+/// Signs in a person the provider vouched for and opens a CLI session: berth's tokens.
+fn sso_session(
+    st: &AppState,
+    who: &crate::iam::ProviderUser,
+    refresh: Option<&str>,
+    client: &crate::auth::ClientInfo,
+    how: &str,
+) -> ApiResult<Value> {
+    let login = st.auth.sso_login(who)?;
+    let crate::auth::Principal::User { id, name, .. } = &login.principal else {
+        return Err(ApiError::Unauthorized);
+    };
+    st.auth.audit(AuditEvent {
+        actor: Some(format!("user:{name}")),
+        action: "login",
+        success: true,
+        client_addr: client.addr.map(|a| a.to_string()),
+        detail: Some(format!("single sign-on ({}), {how}", who.provider)),
+        ..AuditEvent::default()
+    });
+    let session = open_session(st, *id, &login)?;
+    let family = session
+        .credential
+        .family
+        .clone()
+        .unwrap_or_else(|| session.credential.id.clone());
+    st.auth
+        .sso()
+        .ok_or(ApiError::Unauthorized)?
+        .remember_session(&family, *id, &who.provider, refresh)?;
+    session_json(st, &login, &session)
 }
 
 fn oauth_error(status: StatusCode, code: &str) -> Response {

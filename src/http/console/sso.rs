@@ -60,10 +60,56 @@ fn refused(st: &AppState, status: StatusCode, message: &str) -> Response {
     r
 }
 
+/// The CLI's loopback sign-in (RFC 8252 §7.3), when `berth login --sso` started this one:
+/// where to send the browser back (`http://127.0.0.1:PORT/…` or `http://[::1]:PORT/…`), the
+/// CLI's PKCE challenge and its state.
+fn cli_request(q: &HashMap<String, String>) -> Result<Option<Value>, &'static str> {
+    let Some(redirect) = q.get("cli_redirect") else {
+        return Ok(None);
+    };
+    let bad = "This sign-in was started by a command line with a return address that is not on this computer's loopback.";
+    let u = reqwest::Url::parse(redirect).map_err(|_| bad)?;
+    // An address literal on loopback: a name (`localhost`) could resolve elsewhere.
+    let host = u.host_str().unwrap_or_default();
+    let loopback = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|a| a.is_loopback());
+    if u.scheme() != "http"
+        || !loopback
+        || u.port().is_none()
+        || u.query().is_some()
+        || u.fragment().is_some()
+        || !u.username().is_empty()
+        || u.password().is_some()
+    {
+        return Err(bad);
+    }
+    let b64url = |v: &str, min: usize, max: usize| {
+        (min..=max).contains(&v.len())
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    let challenge = q
+        .get("cli_challenge")
+        .map(String::as_str)
+        .unwrap_or_default();
+    let state = q.get("cli_state").map(String::as_str).unwrap_or_default();
+    if !b64url(challenge, 43, 43) || !b64url(state, 16, 128) {
+        return Err(
+            "This sign-in was started by a command line without a valid PKCE challenge and state.",
+        );
+    }
+    Ok(Some(json!({ "r": redirect, "c": challenge, "s": state })))
+}
+
 /// `GET /ui/login/sso/{provider}`: to the provider, with this sign-in's state sealed in a cookie.
 pub(super) async fn start(
     State(st): State<AppState>,
     Path(provider): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
     headers: HeaderMap,
 ) -> Response {
     let Some(sso) = st.auth.sso().map(|s| s.oidc()) else {
@@ -82,8 +128,16 @@ pub(super) async fn start(
     }
     if !on_public_host(sso.public_url(), &headers) {
         // Start where the provider will send the browser back, so the cookie is there.
-        return see_other(&format!("{}/ui/login/sso/{provider}", sso.public_url()));
+        let query = raw.map(|r| format!("?{r}")).unwrap_or_default();
+        return see_other(&format!(
+            "{}/ui/login/sso/{provider}{query}",
+            sso.public_url()
+        ));
     }
+    let cli = match cli_request(&q) {
+        Ok(c) => c,
+        Err(why) => return refused(&st, StatusCode::BAD_REQUEST, why),
+    };
     let (Some(state), Some(nonce), Some(verifier)) =
         (random_token(), random_token(), random_token())
     else {
@@ -113,6 +167,7 @@ pub(super) async fn start(
         "n": nonce,
         "v": verifier,
         "exp": crate::store::now() + SIGN_IN_SECS,
+        "cli": cli,
     });
     let Some(sealed) = st
         .auth
@@ -202,6 +257,30 @@ pub(super) async fn callback(
         Ok(w) => w,
         Err(e) => return provider_failure(&st, &e),
     };
+    // A command line's sign-in: back to its loopback address with a one-time code that only
+    // its PKCE verifier redeems (`POST /api/v1/auth/sso/{provider}/code`).
+    if let Some(cli) = kept.get("cli").filter(|c| c.is_object()) {
+        let text = |k: &str| cli.get(k).and_then(Value::as_str).unwrap_or_default();
+        let Some(code) = st.auth.sso().and_then(|s| {
+            s.seal_cli_code(&provider, &who, tokens.refresh_token.as_deref(), text("c"))
+        }) else {
+            return refused(
+                &st,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Sealing the sign-in failed.",
+            );
+        };
+        let Ok(mut back) = reqwest::Url::parse(text("r")) else {
+            return bad("This sign-in's return address is not valid.");
+        };
+        back.query_pairs_mut()
+            .append_pair("code", &code)
+            .append_pair("state", text("s"));
+        let mut r = see_other(back.as_str());
+        r.headers_mut()
+            .append(header::SET_COOKIE, state_cookie(&st, None));
+        return r;
+    }
     let client = crate::http::access::client_info(&parts);
     let state = st.clone();
     let refresh = tokens.refresh_token.clone();

@@ -51,6 +51,11 @@ pub fn test_users() -> Value {
 impl Idp {
     /// A provider whose client `berth` sends people back to `berth_base`'s callback.
     pub fn start(berth_base: &str, extra_clients: Vec<Value>) -> Idp {
+        Idp::start_with(berth_base, extra_clients, true)
+    }
+
+    /// `start`, with or without the device authorization grant.
+    pub fn start_with(berth_base: &str, extra_clients: Vec<Value>, device_flow: bool) -> Idp {
         let tmp = tempfile::tempdir().unwrap();
         let mut clients = vec![json!({
             "client_id": CLIENT_ID,
@@ -64,7 +69,7 @@ impl Idp {
             "port": 0,
             "clients": clients,
             "users": test_users(),
-            "device_flow": true,
+            "device_flow": device_flow,
             "id_token_ttl": 300,
             "access_token_ttl": 300,
         });
@@ -142,6 +147,11 @@ pub fn sso_server(extra: &[&str]) -> (Server, Idp) {
 
 /// `sso_server` whose provider also knows `clients` (`{BASE}` in a redirect URI is berth's).
 pub fn sso_server_with(extra: &[&str], clients: Vec<Value>) -> (Server, Idp) {
+    sso_server_opts(extra, clients, true)
+}
+
+/// `sso_server_with`, choosing whether the provider offers the device grant.
+pub fn sso_server_opts(extra: &[&str], clients: Vec<Value>, device_flow: bool) -> (Server, Idp) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -152,7 +162,7 @@ pub fn sso_server_with(extra: &[&str], clients: Vec<Value>) -> (Server, Idp) {
         .into_iter()
         .map(|c| serde_json::from_str(&c.to_string().replace("{BASE}", &base)).unwrap())
         .collect();
-    let idp = Idp::start(&base, clients);
+    let idp = Idp::start_with(&base, clients, device_flow);
     let tmp = tempfile::tempdir().unwrap();
     let secret = tmp.path().join("client-secret");
     std::fs::write(&secret, CLIENT_SECRET).unwrap();
