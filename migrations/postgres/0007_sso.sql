@@ -25,6 +25,10 @@ CREATE TABLE sso_links (
     epoch           BIGINT NOT NULL DEFAULT 0,
     groups_read_at  BIGINT NOT NULL,
     created_at      BIGINT NOT NULL,
+    -- The provider's refresh token of the user's last ended session (sealed): while the user
+    -- has no session but live credentials (API keys), the provider is asked with it.
+    refresh_sealed  BYTEA,
+    read_at         BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (issuer, subject)
 );
 
@@ -37,3 +41,9 @@ CREATE TABLE sso_sessions (
     created_at      BIGINT NOT NULL
 );
 CREATE INDEX sso_sessions_by_read ON sso_sessions (read_at);
+
+-- Sign-in states, device codes and CLI codes already used (each works once), until they expire.
+CREATE TABLE sso_used (
+    id          TEXT PRIMARY KEY,
+    expires_at  BIGINT NOT NULL
+);

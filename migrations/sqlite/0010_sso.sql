@@ -45,6 +45,10 @@ CREATE TABLE sso_links (
     epoch           INTEGER NOT NULL DEFAULT 0,
     groups_read_at  INTEGER NOT NULL,
     created_at      INTEGER NOT NULL,
+    -- The provider's refresh token of the user's last ended session (sealed): while the user
+    -- has no session but live credentials (API keys), the provider is asked with it.
+    refresh_sealed  BLOB,
+    read_at         INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (issuer, subject)
 );
 
@@ -59,3 +63,9 @@ CREATE TABLE sso_sessions (
     created_at      INTEGER NOT NULL
 );
 CREATE INDEX sso_sessions_by_read ON sso_sessions (read_at);
+
+-- Sign-in states, device codes and CLI codes already used (each works once), until they expire.
+CREATE TABLE sso_used (
+    id          TEXT PRIMARY KEY,
+    expires_at  INTEGER NOT NULL
+);

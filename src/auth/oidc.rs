@@ -2,10 +2,13 @@
 //! flow with PKCE (S256), `state` and `nonce` for the console; the device authorization grant
 //! (RFC 8628) for the CLI; refresh of the provider's session to read a person's groups again.
 //!
-//! The fetch rules are the workload trusts': discovery and keys only from the issuer's host on an
-//! address the operator allows (`--allow-private-issuers` for non-public ones), connected to the
-//! address that was checked, with a deadline and a size cap; discovery and keys are cached for an
-//! hour, keys fetched again for an unknown `kid` at most once a minute.
+//! The fetch rules are the workload trusts': every call goes over https (plain http only to a
+//! loopback address literal, with `--allow-private-issuers`) to a host on an address the
+//! operator allows (`--allow-private-issuers` for non-public ones), connected to the address
+//! that was checked, with a deadline and a size cap; discovery and keys are cached for an hour,
+//! keys fetched again for an unknown `kid` at most once a minute. Only `invalid_grant`,
+//! `access_denied` and `expired_token` count as the provider refusing a person; other errors are
+//! the provider's or the operator's (`Unavailable`).
 //!
 //! ID tokens (OpenID Connect Core §3.1.3.7): RS256, ES256 or EdDSA only (never `none` or an HMAC
 //! "signed" with a public key); `iss` exactly the provider's issuer; `aud` holds the client id and,
@@ -74,6 +77,9 @@ pub struct ProviderConfig {
     pub groups_claim: String,
     /// Members of this group are server admins (and others are not).
     pub admin_group: Option<String>,
+    /// Put before each of the provider's group names (`group/PREFIXNAME` in bindings), so two
+    /// providers' groups of one name stay apart (as Kubernetes' `--oidc-groups-prefix`).
+    pub groups_prefix: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -211,9 +217,19 @@ impl Sso {
     /// A client that connects only to the checked addresses of `url`'s host.
     async fn client(&self, url: &str) -> Result<reqwest::Client, SsoError> {
         let u = reqwest::Url::parse(url).map_err(unavailable)?;
+        // https, or plain http only to an address literal on loopback with
+        // `--allow-private-issuers` (a test's provider): keys and tokens never cross a network
+        // in the clear.
+        let loopback = u
+            .host_str()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback());
         match u.scheme() {
             "https" => {}
-            "http" if self.allow_private => {}
+            "http" if self.allow_private && loopback => {}
             _ => return Err(unavailable(format!("{url} must be https"))),
         }
         let host = u.host_str().unwrap_or_default().to_owned();
@@ -275,12 +291,10 @@ impl Sso {
         match code {
             "authorization_pending" => Err(SsoError::Pending { slow_down: false }),
             "slow_down" => Err(SsoError::Pending { slow_down: true }),
-            "invalid_grant"
-            | "access_denied"
-            | "expired_token"
-            | "invalid_request"
-            | "unauthorized_client" => Err(SsoError::Refused(code.to_owned())),
-            _ if status.is_client_error() && !code.is_empty() => {
+            // Only these speak of the person's grant; any other error (a wrong client secret,
+            // a misconfigured client, a provider fault) is the operator's or the provider's,
+            // and must not end anyone's access.
+            "invalid_grant" | "access_denied" | "expired_token" => {
                 Err(SsoError::Refused(code.to_owned()))
             }
             _ => Err(unavailable(format!("{url}: HTTP {status} {code}"))),
@@ -305,8 +319,14 @@ impl Sso {
             issuer.trim_end_matches('/')
         );
         let doc = self.get_json(&url, None).await?;
-        if doc.get("issuer").and_then(Value::as_str) != Some(issuer.as_str()) {
-            return Err(unavailable(format!("{url} names another issuer")));
+        let named = doc
+            .get("issuer")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if named != issuer {
+            return Err(unavailable(format!(
+                "provider {name:?}: {url} names the issuer {named:?}, not the configured {issuer:?} (they must be the same, trailing slash included)"
+            )));
         }
         let field = |k: &str| doc.get(k).and_then(Value::as_str).map(str::to_owned);
         let need = |k: &str| field(k).ok_or_else(|| unavailable(format!("{url} has no {k}")));
@@ -370,6 +390,7 @@ impl Sso {
         state: &str,
         nonce: &str,
         verifier: &str,
+        prompt: Option<&str>,
     ) -> Result<String, SsoError> {
         let p = &self.get(name)?.cfg;
         let d = self.discovery(name).await?;
@@ -384,6 +405,9 @@ impl Sso {
             .append_pair("nonce", nonce)
             .append_pair("code_challenge", &challenge(verifier))
             .append_pair("code_challenge_method", "S256");
+        if let Some(p) = prompt {
+            url.query_pairs_mut().append_pair("prompt", p);
+        }
         Ok(url.into())
     }
 
@@ -545,7 +569,7 @@ impl Sso {
                 .admin_group
                 .as_ref()
                 .map(|a| groups.iter().any(|g| g == a)),
-            groups,
+            groups: prefixed(p, groups),
         })
     }
 
@@ -575,7 +599,7 @@ impl Sso {
                 .admin_group
                 .as_ref()
                 .map(|a| groups.iter().any(|g| g == a)),
-            groups,
+            groups: prefixed(p, groups),
         })
     }
 
@@ -695,6 +719,14 @@ fn tokens(v: &Value) -> Tokens {
     }
 }
 
+/// The provider's group names as berth knows them: with the provider's prefix.
+fn prefixed(p: &ProviderConfig, groups: Vec<String>) -> Vec<String> {
+    groups
+        .into_iter()
+        .map(|g| format!("{}{g}", p.groups_prefix))
+        .collect()
+}
+
 /// A groups claim as a list of names: an array of strings, or one string.
 fn groups_of(v: &Value) -> Vec<String> {
     match v {
@@ -741,6 +773,7 @@ mod tests {
             username_claim: "preferred_username".into(),
             groups_claim: "groups".into(),
             admin_group: None,
+            groups_prefix: String::new(),
         }
     }
 

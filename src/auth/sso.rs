@@ -1,15 +1,20 @@
 //! Single sign-on on the service side: a verified person from a provider becomes a `Login` whose
 //! lineage is `sso:<user id>:<epoch>` (so everything a sign-in opens or makes ends when the
 //! provider refuses the user), the provider's refresh token is kept sealed beside the session,
-//! and `refresh_sso_sessions` reads every session's groups again at least every
-//! `--sso-refresh-interval` (at most 15 minutes):
+//! and `refresh_sessions` reads every session's groups again at least every
+//! `--sso-refresh-interval` (at most 15 minutes). When a session ends, its provider token moves
+//! to the user's link, and a user who still holds API keys is read with it:
 //!
 //! - the provider answers: the groups (and admin) are stored; a change ends the user's registry
 //!   tokens (policy epoch) and every node's cached grants;
-//! - the provider refuses (disabled, deleted, grant revoked): `sso:<id>:<epoch>` is revoked, so
+//! - the provider refuses a session's token (`invalid_grant`: disabled, deleted, grant revoked
+//!   or expired): that session ends; when nothing else of the user's is still honoured (no other
+//!   session, no link token), or the link's token is refused, `sso:<id>:<epoch>` is revoked, so
 //!   every session, access token and API key made through a sign-in ends, and the groups go;
-//! - the provider cannot be reached: tried again next round; groups not confirmed for
-//!   `GROUPS_BOUND` are dropped (fail closed), so the bound holds through an outage too;
+//! - the provider cannot be reached or answers another error (a wrong client secret is the
+//!   operator's, not the person's): tried again next round; groups (and an admin flag from the
+//!   admin group) not confirmed for `GROUPS_BOUND` are dropped (fail closed), so the bound holds
+//!   through an outage too;
 //! - a session without a provider refresh token cannot be read again: it ends at its first
 //!   reading.
 
@@ -31,8 +36,10 @@ const CLI_CODE_LABEL: &str = "berth sso cli code";
 /// How long a CLI's loopback code may wait to be redeemed.
 const CLI_CODE_SECS: i64 = 120;
 
-fn seal_label(family: &str) -> String {
-    format!("sso-refresh:{family}")
+/// What a provider refresh token is sealed for: its user (a session's moves to the user's link
+/// when the session ends).
+fn seal_label(user_id: i64) -> String {
+    format!("sso-refresh:{user_id}")
 }
 
 impl SsoService {
@@ -145,7 +152,7 @@ impl SsoService {
         let sealed = match refresh_token {
             Some(t) => Some(
                 self.sealer
-                    .seal(&seal_label(family), t)
+                    .seal(&seal_label(user_id), t)
                     .map_err(|e| crate::iam::Error::Random(e.to_string()))?,
             ),
             None => None,
@@ -161,19 +168,27 @@ impl SsoService {
     }
 
     /// One round of reading sessions' groups again (see the module comment). Returns how many
-    /// sessions were read.
+    /// readings were made.
     pub async fn refresh_sessions(&self) -> usize {
         let sso = self.oidc.clone();
         let every = i64::try_from(sso.refresh_every.as_secs()).unwrap_or(300);
         let bound = i64::try_from(GROUPS_BOUND.as_secs()).unwrap_or(900);
+        let admin_providers: Vec<String> = sso
+            .providers()
+            .filter(|p| p.admin_group.is_some())
+            .map(|p| p.name.clone())
+            .collect();
         let iam = self.iam.clone();
         let due = tokio::task::spawn_blocking(move || {
             iam.sso().prune_sessions()?;
-            iam.sso().drop_stale_groups(now() - bound)?;
-            iam.sso().sessions_due(now() - every + 1)
+            iam.sso()
+                .drop_stale_groups(now() - bound, &admin_providers)?;
+            let sessions = iam.sso().sessions_due(now() - every + 1)?;
+            let links = iam.sso().links_due(now() - every + 1)?;
+            Ok::<_, crate::iam::Error>((sessions, links))
         })
         .await;
-        let due = match due {
+        let (sessions, links) = match due {
             Ok(Ok(d)) => d,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "single sign-on: reading due sessions failed");
@@ -182,64 +197,113 @@ impl SsoService {
             Err(_) => return 0,
         };
         let mut read = 0;
-        for s in due {
+        // One node takes each reading: two uses of one refresh token would look like a replay
+        // to the provider, which would end the grant.
+        for s in sessions {
             let iam = self.iam.clone();
             let claim = s.clone();
-            // One node takes each reading: two uses of one refresh token would look like a
-            // replay to the provider, which would end the grant.
             let won = tokio::task::spawn_blocking(move || iam.sso().claim_session(&claim)).await;
-            if !matches!(won, Ok(Ok(true))) {
-                continue;
+            if matches!(won, Ok(Ok(true))) {
+                read += 1;
+                let reading = Reading::Session(s.family.clone());
+                self.reread(
+                    &sso,
+                    reading,
+                    s.user_id,
+                    &s.provider,
+                    s.refresh_sealed.as_deref(),
+                )
+                .await;
             }
-            read += 1;
-            self.reread_session(&sso, &s).await;
+        }
+        for l in links {
+            let iam = self.iam.clone();
+            let claim = l.clone();
+            let won = tokio::task::spawn_blocking(move || {
+                // A user who holds nothing but sessions (none left) needs no more asking.
+                if !iam.sso().has_live_keys(claim.user_id)? {
+                    iam.sso().set_link_refresh(claim.user_id, None)?;
+                    return Ok(false);
+                }
+                iam.sso().claim_link(&claim)
+            })
+            .await;
+            if matches!(won, Ok(Ok(true))) {
+                read += 1;
+                self.reread(
+                    &sso,
+                    Reading::Link,
+                    l.user_id,
+                    &l.provider,
+                    Some(&l.refresh_sealed),
+                )
+                .await;
+            }
         }
         read
     }
 
-    async fn reread_session(&self, sso: &Sso, s: &SsoSession) {
-        let opened = s
-            .refresh_sealed
-            .as_ref()
-            .and_then(|sealed| self.sealer.open(&seal_label(&s.family), sealed).ok());
+    /// Asks the provider about user `uid` with the refresh token of a session or of their link,
+    /// and acts on the answer.
+    async fn reread(
+        &self,
+        sso: &Sso,
+        reading: Reading,
+        uid: i64,
+        provider: &str,
+        sealed: Option<&[u8]>,
+    ) {
+        let opened = sealed.and_then(|s| self.sealer.open(&seal_label(uid), s).ok());
         let iam = self.iam.clone();
-        let Some(refresh_token) = opened else {
-            // Nothing to read the groups with: the session ends rather than outlive the bound.
-            let family = s.family.clone();
-            let _ = tokio::task::spawn_blocking(move || iam.sso().end_session(&family)).await;
-            return;
-        };
-        let uid = s.user_id;
         let subject = tokio::task::spawn_blocking(move || iam.sso().subject(uid)).await;
         let Ok(Ok(Some(subject))) = subject else {
             return;
         };
-        let outcome = match sso.refresh(&s.provider, &refresh_token).await {
-            Ok(t) => sso
-                .reread(&s.provider, &t, &subject)
-                .await
-                .map(|who| (who, t.refresh_token)),
-            Err(e) => Err(e),
+        let outcome = match &opened {
+            // Nothing to read the groups with: the session ends rather than outlive the bound.
+            None => Err(SsoError::Refused("no refresh token".into())),
+            Some(token) => match sso.refresh(provider, token).await {
+                Ok(t) => sso
+                    .reread(provider, &t, &subject)
+                    .await
+                    .map(|who| (who, t.refresh_token)),
+                Err(e) => Err(e),
+            },
         };
         let iam = self.iam.clone();
-        let family = s.family.clone();
         let sealer = self.sealer.clone();
-        let provider = s.provider.clone();
+        let provider = provider.to_owned();
         let _ = tokio::task::spawn_blocking(move || match outcome {
             Ok((who, new_refresh)) => {
                 if let Err(e) = iam.sso().update(uid, &who.groups, who.admin) {
                     tracing::error!(error = %e, "single sign-on: storing groups failed");
                 }
                 if let Some(t) = new_refresh
-                    && let Ok(sealed) = sealer.seal(&seal_label(&family), &t)
-                    && let Err(e) = iam.sso().set_refresh(&family, Some(&sealed))
+                    && let Ok(sealed) = sealer.seal(&seal_label(uid), &t)
                 {
-                    tracing::error!(error = %e, "single sign-on: keeping the new refresh token failed");
+                    let kept = match &reading {
+                        Reading::Session(family) => iam.sso().set_refresh(family, Some(&sealed)),
+                        Reading::Link => iam.sso().set_link_refresh(uid, Some(&sealed)),
+                    };
+                    if let Err(e) = kept {
+                        tracing::error!(error = %e, "single sign-on: keeping the new refresh token failed");
+                    }
                 }
             }
             Err(SsoError::Refused(why)) => {
-                tracing::info!(user = uid, reason = %why, "single sign-on: the provider refused the user; their sessions end");
-                if let Err(e) = iam.sso().refused(uid) {
+                // This sign-in is over. The person is refused when nothing else of theirs is
+                // still honoured by the provider: no other session, no link to ask with.
+                let whole = match &reading {
+                    Reading::Session(family) => {
+                        if let Err(e) = iam.sso().end_session(family) {
+                            tracing::error!(error = %e, "single sign-on: ending a refused session failed");
+                        }
+                        !iam.sso().still_asked(uid).unwrap_or(true)
+                    }
+                    Reading::Link => true,
+                };
+                tracing::info!(user = uid, reason = %why, whole, "single sign-on: the provider refused a sign-in");
+                if whole && let Err(e) = iam.sso().refused(uid) {
                     tracing::error!(error = %e, "single sign-on: ending a refused user's sessions failed");
                 }
                 let _ = iam.audit(&AuditEvent {
@@ -247,7 +311,11 @@ impl SsoService {
                     action: "sso.refused",
                     success: true,
                     target: Some(format!("user:{uid}")),
-                    detail: Some(format!("the provider answered {why}: every session ends")),
+                    detail: Some(if whole {
+                        format!("the provider answered {why}: every session and key made through a sign-in ends")
+                    } else {
+                        format!("the provider answered {why}: that session ends")
+                    }),
                     ..AuditEvent::default()
                 });
             }
@@ -257,4 +325,10 @@ impl SsoService {
         })
         .await;
     }
+}
+
+/// What a reading asks the provider with: a session's refresh token, or the user's link's.
+enum Reading {
+    Session(String),
+    Link,
 }

@@ -68,6 +68,8 @@ pub const BERTH_OIDC_USERNAME_CLAIM: &str = "BERTH_OIDC_USERNAME_CLAIM";
 pub const BERTH_OIDC_GROUPS_CLAIM: &str = "BERTH_OIDC_GROUPS_CLAIM";
 /// The provider group whose members are server admins.
 pub const BERTH_OIDC_ADMIN_GROUP: &str = "BERTH_OIDC_ADMIN_GROUP";
+/// What is put before the provider's group names.
+pub const BERTH_OIDC_GROUPS_PREFIX: &str = "BERTH_OIDC_GROUPS_PREFIX";
 /// How often a single sign-on session's groups are read again (at most 15m).
 pub const BERTH_SSO_REFRESH_INTERVAL: &str = "BERTH_SSO_REFRESH_INTERVAL";
 /// Base URL clients reach berth at, for the token realm (default: from the request).

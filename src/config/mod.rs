@@ -300,9 +300,11 @@ fn providers(raw: &FileConfig) -> Result<Vec<crate::auth::oidc::ProviderConfig>,
             username_claim: raw.oidc_username_claim.clone(),
             groups_claim: raw.oidc_groups_claim.clone(),
             admin_group: raw.oidc_admin_group.clone(),
+            groups_prefix: raw.oidc_groups_prefix.clone(),
         });
     }
     tables.extend(raw.oidc.iter().cloned());
+    let several = tables.len() > 1;
     let mut out: Vec<crate::auth::oidc::ProviderConfig> = Vec::new();
     for t in tables {
         let name = t.name.unwrap_or_else(|| "sso".into());
@@ -351,7 +353,6 @@ fn providers(raw: &FileConfig) -> Result<Vec<crate::auth::oidc::ProviderConfig>,
         }
         out.push(crate::auth::oidc::ProviderConfig {
             display_name: t.display_name.unwrap_or_else(|| name.clone()),
-            name,
             issuer: t.issuer,
             client_id: t.client_id,
             client_secret: secret,
@@ -361,6 +362,15 @@ fn providers(raw: &FileConfig) -> Result<Vec<crate::auth::oidc::ProviderConfig>,
                 .unwrap_or_else(|| "preferred_username".into()),
             groups_claim: t.groups_claim.unwrap_or_else(|| "groups".into()),
             admin_group: t.admin_group,
+            // With several providers, one's `dev` is not another's.
+            groups_prefix: t.groups_prefix.unwrap_or_else(|| {
+                if several {
+                    format!("{name}:")
+                } else {
+                    String::new()
+                }
+            }),
+            name,
         });
     }
     Ok(out)
@@ -535,6 +545,14 @@ mod tests {
             "openid profile email groups offline_access"
         );
         assert_eq!(c.oidc[1].groups_claim, "roles");
+        assert_eq!(
+            (
+                c.oidc[0].groups_prefix.as_str(),
+                c.oidc[2].groups_prefix.as_str()
+            ),
+            ("keycloak:", "dex:"),
+            "several providers: each one's groups are its own"
+        );
         assert_eq!(
             c.oidc[2].issuer, "https://dex.example/",
             "an issuer is kept exactly"

@@ -170,6 +170,10 @@ pub struct ServeArgs {
     #[arg(long, env = env::BERTH_OIDC_ADMIN_GROUP, value_name = "GROUP")]
     pub oidc_admin_group: Option<String>,
 
+    /// Put before the provider's group names, as bindings name them (`group/PREFIXNAME`) [default: none with one provider; `NAME:` with several]
+    #[arg(long, env = env::BERTH_OIDC_GROUPS_PREFIX, value_name = "PREFIX")]
+    pub oidc_groups_prefix: Option<String>,
+
     /// How often a single sign-on session's groups are read again from the provider; at most 15m, the bound within which leaving a group ends what it gave [default: 5m]
     #[arg(long, env = env::BERTH_SSO_REFRESH_INTERVAL, value_name = "DURATION")]
     pub sso_refresh_interval: Option<String>,
@@ -223,6 +227,7 @@ pub struct FileConfig {
     pub oidc_username_claim: Option<String>,
     pub oidc_groups_claim: Option<String>,
     pub oidc_admin_group: Option<String>,
+    pub oidc_groups_prefix: Option<String>,
     pub sso_refresh_interval: Option<String>,
     /// More OpenID providers, one `[[oidc]]` table each.
     #[serde(default)]
@@ -242,6 +247,7 @@ pub struct OidcFile {
     pub username_claim: Option<String>,
     pub groups_claim: Option<String>,
     pub admin_group: Option<String>,
+    pub groups_prefix: Option<String>,
 }
 
 impl ServeArgs {
@@ -300,6 +306,7 @@ impl ServeArgs {
                 .or(file.oidc_username_claim),
             oidc_groups_claim: self.oidc_groups_claim.clone().or(file.oidc_groups_claim),
             oidc_admin_group: self.oidc_admin_group.clone().or(file.oidc_admin_group),
+            oidc_groups_prefix: self.oidc_groups_prefix.clone().or(file.oidc_groups_prefix),
             sso_refresh_interval: self
                 .sso_refresh_interval
                 .clone()

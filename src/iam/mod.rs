@@ -19,7 +19,7 @@ use crate::store::{self, AuditFilter, AuditRow, BindingRow, CredentialRow, Metad
 pub use check::{Error, RESERVED_USERNAMES, Result, check_name, check_text};
 pub use model::{AuditEntry, Binding, Credential, Namespace, Org, Robot, Subject, Trust, User};
 pub use secret::{Secret, SecretKind};
-pub use sso::{ProviderUser, SsoSession, SsoUsers, check_group_name, fit_user_name};
+pub use sso::{ProviderUser, SsoLink, SsoSession, SsoUsers, check_group_name, fit_user_name};
 
 /// Who a credential belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -44,6 +44,15 @@ impl From<SsoSessionRow> for SsoSession {
     }
 }
 
+/// A provider user with no session, read with the refresh token of their last one.
+#[derive(Debug, Clone)]
+pub struct SsoLink {
+    pub user_id: i64,
+    pub provider: String,
+    pub refresh_sealed: Vec<u8>,
+    pub read_at: i64,
+}
+
 /// Longest group name kept, and most groups kept for one user.
 const MAX_GROUP_NAME: usize = 256;
 const MAX_GROUPS: usize = 256;
@@ -54,6 +63,16 @@ pub fn check_group_name(name: &str) -> Result<()> {
         return Err(Error::Invalid(format!(
             "a group name has 1 to {MAX_GROUP_NAME} characters"
         )));
+    }
+    // No look-alikes: "dev " or "dev\u{a0}" must not pass for "dev".
+    if name.starts_with(char::is_whitespace)
+        || name.ends_with(char::is_whitespace)
+        || name.chars().any(|c| c.is_whitespace() && c != ' ')
+    {
+        return Err(Error::Invalid(
+            "a group name must not begin or end with a space, nor hold other spaces than ' '"
+                .into(),
+        ));
     }
     check_text("a group name", name)
 }
@@ -157,13 +176,65 @@ impl SsoUsers {
         Ok(self.meta.write(|w| w.sso_refused(user_id))?)
     }
 
-    /// Drops the groups of users whose provider has not confirmed them since `before`.
-    pub fn drop_stale_groups(&self, before: i64) -> Result<usize> {
+    /// Drops the groups of users whose provider has not confirmed them since `before`, and
+    /// their admin flag when their provider (one of `admin_providers`) gives admins by group.
+    pub fn drop_stale_groups(&self, before: i64, admin_providers: &[String]) -> Result<usize> {
         let stale = self.meta.read(|r| r.users_with_stale_groups(before))?;
-        for uid in &stale {
-            self.meta.write(|w| w.drop_stale_groups(*uid))?;
+        for (uid, provider) in &stale {
+            let clear_admin = admin_providers.contains(provider);
+            self.meta
+                .write(|w| w.drop_stale_groups(*uid, clear_admin))?;
         }
         Ok(stale.len())
+    }
+
+    /// Marks a sign-in's state, a device code or a CLI code used until `expires_at`: whether
+    /// this was its first use.
+    pub fn use_once(&self, id: &str, expires_at: i64) -> Result<bool> {
+        Ok(self.meta.write(|w| w.use_sso_once(id, expires_at))?)
+    }
+
+    /// Whether `id` was used already.
+    pub fn used(&self, id: &str) -> Result<bool> {
+        Ok(self.meta.read(|r| r.sso_used(id))?)
+    }
+
+    /// Links to read with their own refresh token (users without a provider session).
+    pub fn links_due(&self, before: i64) -> Result<Vec<SsoLink>> {
+        Ok(self
+            .meta
+            .read(|r| r.sso_links_due(before, 200))?
+            .into_iter()
+            .map(|(user_id, provider, refresh_sealed, read_at)| SsoLink {
+                user_id,
+                provider,
+                refresh_sealed,
+                read_at,
+            })
+            .collect())
+    }
+
+    pub fn claim_link(&self, l: &SsoLink) -> Result<bool> {
+        Ok(self
+            .meta
+            .write(|w| w.claim_sso_link(l.user_id, l.read_at, now()))?)
+    }
+
+    pub fn set_link_refresh(&self, user_id: i64, sealed: Option<&[u8]>) -> Result<()> {
+        Ok(self
+            .meta
+            .write(|w| w.set_sso_link_refresh(user_id, sealed))?)
+    }
+
+    /// Whether anything of the user's can still be read at the provider: a provider session,
+    /// or a refresh token on their link.
+    pub fn still_asked(&self, user_id: i64) -> Result<bool> {
+        Ok(self.meta.read(|r| r.sso_still_asked(user_id))?)
+    }
+
+    /// Whether the user holds a live API key or token (a reason to keep asking the provider).
+    pub fn has_live_keys(&self, user_id: i64) -> Result<bool> {
+        Ok(self.meta.read(|r| r.has_live_keys(user_id))?)
     }
 
     /// The provider each user came from (user id → provider name).
@@ -250,5 +321,9 @@ mod tests {
         assert!(check_group_name("").is_err());
         assert!(check_group_name("a\nb").is_err());
         assert!(check_group_name(&"g".repeat(257)).is_err());
+        for lookalike in ["dev ", " dev", "dev\u{a0}", "de\u{2003}v", "dev\t"] {
+            assert!(check_group_name(lookalike).is_err(), "{lookalike:?}");
+        }
+        assert!(check_group_name("Platform Team").is_ok());
     }
 }

@@ -110,15 +110,59 @@ impl Reader<'_> {
         )
     }
 
-    /// Users with groups whose provider has not confirmed them since `before`.
-    pub fn users_with_stale_groups(&self, before: i64) -> Result<Vec<i64>> {
+    /// Users with groups (or the admin flag) whose provider has not confirmed them since
+    /// `before`, with their provider.
+    pub fn users_with_stale_groups(&self, before: i64) -> Result<Vec<(i64, String)>> {
         self.conn.query(
-            "SELECT l.user_id FROM sso_links l WHERE l.groups_read_at < ?1
-             AND EXISTS (SELECT 1 FROM user_groups ug WHERE ug.user_id = l.user_id)
+            "SELECT l.user_id, l.provider FROM sso_links l WHERE l.groups_read_at < ?1
+             AND (EXISTS (SELECT 1 FROM user_groups ug WHERE ug.user_id = l.user_id)
+                  OR EXISTS (SELECT 1 FROM users u WHERE u.id = l.user_id AND u.admin))
              ORDER BY l.user_id LIMIT 1000",
             p![before],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
+    }
+
+    /// Links to read with their own refresh token: the user has no provider session, and the
+    /// link was last read before `before`. (user id, provider, sealed token, read_at)
+    pub fn sso_links_due(
+        &self,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, String, Vec<u8>, i64)>> {
+        self.conn.query(
+            "SELECT l.user_id, l.provider, l.refresh_sealed, l.read_at FROM sso_links l
+             WHERE l.refresh_sealed IS NOT NULL AND l.read_at < ?1
+             AND NOT EXISTS (SELECT 1 FROM sso_sessions s WHERE s.user_id = l.user_id)
+             ORDER BY l.read_at LIMIT ?2",
+            p![before, limit],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+    }
+
+    /// Whether a user holds a live credential other than a session (an API key, a registry
+    /// token, a robot's token they made does not count: it is the robot's).
+    pub fn has_live_keys(&self, user_id: i64) -> Result<bool> {
+        self.conn.exists(
+            "SELECT 1 FROM credentials WHERE user_id = ?1 AND kind <> 'refresh_token'
+             AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)",
+            p![user_id, now()],
+        )
+    }
+
+    /// Whether a provider session of the user remains, or their link holds a refresh token.
+    pub fn sso_still_asked(&self, user_id: i64) -> Result<bool> {
+        self.conn.exists(
+            "SELECT 1 FROM sso_links l WHERE l.user_id = ?1 AND (l.refresh_sealed IS NOT NULL
+             OR EXISTS (SELECT 1 FROM sso_sessions s WHERE s.user_id = ?1))",
+            p![user_id],
+        )
+    }
+
+    /// Whether `id` (a sign-in's state, a device code, a CLI code) was used already.
+    pub fn sso_used(&self, id: &str) -> Result<bool> {
+        self.conn
+            .exists("SELECT 1 FROM sso_used WHERE id = ?1", p![id])
     }
 }
 
@@ -190,14 +234,21 @@ impl Writer<'_> {
         Ok(changed)
     }
 
-    /// Drops the groups of a user the provider has not confirmed within the bound (fail closed:
-    /// what the groups granted ends until the provider is read again).
-    pub fn drop_stale_groups(&self, user_id: i64) -> Result<()> {
-        if self
+    /// Drops the groups of a user the provider has not confirmed within the bound, and the
+    /// admin flag when the provider's admin group gave it (fail closed: what they granted ends
+    /// until the provider is read again).
+    pub fn drop_stale_groups(&self, user_id: i64, clear_admin: bool) -> Result<()> {
+        let mut changed = self
             .conn
             .execute("DELETE FROM user_groups WHERE user_id = ?1", p![user_id])?
-            > 0
-        {
+            > 0;
+        if clear_admin {
+            changed |= self.conn.execute(
+                "UPDATE users SET admin = FALSE WHERE id = ?1 AND admin",
+                p![user_id],
+            )? > 0;
+        }
+        if changed {
             self.policy_changed()?;
             self.bump_policy(&format!("user:{user_id}"))?;
         }
@@ -211,12 +262,12 @@ impl Writer<'_> {
             return Ok(());
         };
         self.conn.execute(
-            "UPDATE sso_links SET epoch = epoch + 1 WHERE user_id = ?1",
+            "UPDATE sso_links SET epoch = epoch + 1, refresh_sealed = NULL WHERE user_id = ?1",
             p![user_id],
         )?;
         self.conn
             .execute("DELETE FROM sso_sessions WHERE user_id = ?1", p![user_id])?;
-        self.drop_stale_groups(user_id)?;
+        self.drop_stale_groups(user_id, true)?;
         self.revoke(&sso_key(user_id, l.epoch))
     }
 
@@ -252,13 +303,61 @@ impl Writer<'_> {
         Ok(())
     }
 
-    /// Forgets the provider sessions whose berth session has ended (signed out, expired, revoked).
+    /// Forgets the provider sessions whose berth session has ended (signed out, expired,
+    /// revoked); the provider's refresh token of each goes to the user's link, so the provider
+    /// is still asked about a user who keeps API keys. Also forgets used sign-in states that
+    /// have expired and groups nothing names.
     pub fn prune_sso_sessions(&self) -> Result<u64> {
-        self.conn.execute(
-            "DELETE FROM sso_sessions WHERE NOT EXISTS (SELECT 1 FROM credentials c
-             WHERE c.family = sso_sessions.family AND c.revoked_at IS NULL
-             AND (c.expires_at IS NULL OR c.expires_at > ?1))",
+        let dead: Vec<(String, i64, Option<Vec<u8>>)> = self.conn.query(
+            "SELECT family, user_id, refresh_sealed FROM sso_sessions WHERE NOT EXISTS
+             (SELECT 1 FROM credentials c WHERE c.family = sso_sessions.family
+              AND c.revoked_at IS NULL AND (c.expires_at IS NULL OR c.expires_at > ?1))
+             ORDER BY created_at",
             p![now()],
-        )
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        for (family, user_id, sealed) in &dead {
+            if let Some(sealed) = sealed {
+                self.conn.execute(
+                    "UPDATE sso_links SET refresh_sealed = ?2, read_at = 0 WHERE user_id = ?1",
+                    p![*user_id, sealed.clone()],
+                )?;
+            }
+            self.delete_sso_session(family)?;
+        }
+        self.conn
+            .execute("DELETE FROM sso_used WHERE expires_at < ?1", p![now()])?;
+        self.conn.execute(
+            "DELETE FROM idp_groups WHERE created_at < ?1
+             AND NOT EXISTS (SELECT 1 FROM user_groups ug WHERE ug.group_id = idp_groups.id)
+             AND NOT EXISTS (SELECT 1 FROM bindings b WHERE b.subject_kind = 'group' AND b.subject_id = idp_groups.id)",
+            p![now() - 3600],
+        )?;
+        Ok(dead.len() as u64)
+    }
+
+    /// Marks `id` used until `expires_at`: whether this was its first use.
+    pub fn use_sso_once(&self, id: &str, expires_at: i64) -> Result<bool> {
+        Ok(self.conn.execute(
+            "INSERT INTO sso_used (id, expires_at) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING",
+            p![id, expires_at],
+        )? > 0)
+    }
+
+    /// Takes a due link for a reading (one node at a time): whether this caller won it.
+    pub fn claim_sso_link(&self, user_id: i64, read_at: i64, at: i64) -> Result<bool> {
+        Ok(self.conn.execute(
+            "UPDATE sso_links SET read_at = ?3 WHERE user_id = ?1 AND read_at = ?2",
+            p![user_id, read_at, at],
+        )? > 0)
+    }
+
+    /// The link's provider refresh token (sealed), or none: the provider is no longer asked.
+    pub fn set_sso_link_refresh(&self, user_id: i64, sealed: Option<&[u8]>) -> Result<()> {
+        self.conn.execute(
+            "UPDATE sso_links SET refresh_sealed = ?2 WHERE user_id = ?1",
+            p![user_id, sealed.map(<[u8]>::to_vec)],
+        )?;
+        Ok(())
     }
 }

@@ -4826,6 +4826,7 @@ async fn sso_callbacks_refuse_replays_forged_state_injected_codes_mixups_and_oth
     let r = callback(&back, &cookie).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert!(!no_session(&r));
+    let alice = set_cookie(&r, "berth_session").unwrap();
     // ... and it is cleared, so the same URL again finds no state.
     let cleared = r
         .headers()
@@ -4833,11 +4834,18 @@ async fn sso_callbacks_refuse_replays_forged_state_injected_codes_mixups_and_oth
         .iter()
         .any(|v| v.to_str().unwrap().starts_with("berth_sso=;"));
     assert!(cleared, "the callback clears the state cookie");
-    // Replayed with the old cookie too (an attacker who saw both): the provider refuses the
-    // used code.
+    // Replayed with the old cookie too (an attacker who saw both): each answer works once, and
+    // the replay never reaches the provider — which, seeing a code again, would revoke alice's
+    // grant and with it her session (readings every 2 s here).
     let r = callback(&back, &cookie).await;
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert!(no_session(&r));
+    assert!(r.text().await.unwrap().contains("used already"));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (st, _) = Api::basic(&s, "iamrefresh", &alice)
+        .get("/auth/whoami")
+        .await;
+    assert_eq!(st, StatusCode::OK, "the replay cost alice nothing");
 
     // Code injection: a code from the attacker's own sign-in, put into the victim's callback
     // (the victim's state and cookie): its PKCE verifier is not the one the code was made for.
@@ -4921,4 +4929,136 @@ async fn sso_callbacks_refuse_replays_forged_state_injected_codes_mixups_and_oth
         (StatusCode::BAD_REQUEST, json!("authorization_pending"))
     );
     drop(idp);
+}
+
+/// Access through single sign-on ends with the person, not with an error of the operator nor
+/// of a bystander: a person disabled at the provider after signing out loses the API keys and
+/// the admin flag their sign-in gave (the provider is still asked, with the token of their last
+/// session); a wrong client secret (an operator's mistake) ends nobody's access; one address
+/// cannot spend the device sign-in's budget for everyone; a look-alike group name is refused.
+#[tokio::test]
+async fn sso_access_ends_with_the_person_and_not_with_an_operators_error() {
+    use crate::support::oidc::{CLIENT_SECRET, PROVIDER, console_sign_in, sso_server};
+    let (mut s, idp) = sso_server(&[]);
+    // carol (an admin through the provider's admin group) makes a key, signs out, and is
+    // disabled at the provider.
+    let carol = console_sign_in(&s, "carol", "pw-carol").await;
+    let c = Api::basic(&s, "iamrefresh", &carol.session);
+    let key = c
+        .ok(
+            "POST",
+            "/apikeys",
+            Some(json!({"name": "ci", "expiresIn": "30d"})),
+            StatusCode::CREATED,
+        )
+        .await["apikey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let k = Api::basic(&s, "carol", &key);
+    assert_eq!(
+        k.ok("GET", "/auth/whoami", None, StatusCode::OK).await["admin"],
+        true
+    );
+    Api::anonymous(&s)
+        .ok(
+            "POST",
+            "/auth/logout",
+            Some(json!({"refresh_token": carol.session})),
+            StatusCode::NO_CONTENT,
+        )
+        .await;
+    // A moment for the sign-out to reach the provider readings, then the provider says no.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        k.get("/auth/whoami").await.0,
+        StatusCode::OK,
+        "the key outlives the session"
+    );
+    idp.set_user("carol", json!({"disabled": true})).await;
+    within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || async {
+        k.get("/auth/whoami").await.0
+    })
+    .await;
+
+    // alice signs in; then the operator's client secret goes wrong: the provider answers
+    // invalid_client to every reading, which is nobody's refusal.
+    let alice = console_sign_in(&s, "alice", "pw-alice").await;
+    let dir = s.data_dir.parent().unwrap().to_owned();
+    std::fs::write(dir.join("client-secret"), "a-wrong-secret-0123456789").unwrap();
+    s.terminate();
+    s.restart();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let a = Api::basic(&s, "iamrefresh", &alice.session);
+    assert_eq!(
+        a.get("/auth/whoami").await.0,
+        StatusCode::OK,
+        "a wrong client secret ends nobody's session"
+    );
+    assert!(
+        s.log_text().contains("invalid_client"),
+        "the operator is told why"
+    );
+    std::fs::write(dir.join("client-secret"), CLIENT_SECRET).unwrap();
+
+    // One address spends its own budget of device sign-ins, not everyone's.
+    let from = |ip: &str| {
+        reqwest::Client::builder()
+            .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+            .build()
+            .unwrap()
+    };
+    let flood = from("127.0.0.7");
+    let mut limited = None;
+    for _ in 0..40 {
+        let r = flood
+            .post(s.url(&format!("/api/v1/auth/sso/{PROVIDER}/device")))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(r);
+            break;
+        }
+        assert!(r.status().is_success() || r.status() == StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let limited = limited.expect("one address is limited");
+    assert_eq!(limited.headers()["retry-after"], "60");
+    assert!(
+        limited
+            .text()
+            .await
+            .unwrap()
+            .contains("single sign-on requests")
+    );
+    let other = from("127.0.0.8")
+        .post(s.url(&format!("/api/v1/auth/sso/{PROVIDER}/device")))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(
+        other.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "another address is served"
+    );
+
+    // A group name that looks like another is refused.
+    let admin = Api::admin(&s);
+    admin
+        .ok(
+            "POST",
+            "/orgs",
+            Some(json!({"name": "acme"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    for lookalike in ["group/dev\u{a0}", "group/dev ", "group/ dev"] {
+        let (st, v) = admin
+            .put(
+                "/orgs/acme/bindings/x",
+                json!({"role": "Reader", "subject": lookalike}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{lookalike:?}: {v}");
+    }
 }

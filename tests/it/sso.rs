@@ -511,14 +511,25 @@ async fn the_device_sign_in_answers_what_the_document_says() {
         me.ok("GET", "/auth/whoami", None, StatusCode::OK).await["name"],
         "bob"
     );
-    // The handle works once: the provider has spent its device code.
-    let (st, _) = anon
+    // The handle works once, and a replay never reaches the provider (which would revoke bob's
+    // grant on seeing its device code again, ending the session at the next reading).
+    let (st, v) = anon
         .post(
             &format!("/auth/sso/{PROVIDER}/token"),
             json!({"handle": started["handle"]}),
         )
         .await;
-    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        (st, v["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("expired_token"))
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let refresh = Api::basic(&s, "iamrefresh", session["refresh_token"].as_str().unwrap());
+    assert_eq!(
+        refresh.get("/auth/whoami").await.0,
+        StatusCode::OK,
+        "the replay cost bob nothing"
+    );
 }
 
 /// Where the provider offers no device grant, `berth login --sso` signs in through the browser

@@ -35,30 +35,78 @@ const HANDLE_LABEL: &str = "berth sso device handle";
 /// Calls to providers this node makes for device sign-ins, per minute at most.
 const CALLS_PER_MINUTE: u32 = 600;
 
-/// A per-node budget of calls to providers: unauthenticated callers cannot make berth flood them.
-fn within_budget() -> bool {
-    static WINDOW: Mutex<Option<(Instant, u32)>> = Mutex::new(None);
+/// Calls to providers one client address may cause per minute (device starts, polls and codes
+/// alike), besides the node's whole budget.
+const CALLS_PER_ADDRESS: u32 = 30;
+
+/// Budgets of calls to providers, per node and per client address: one client cannot make berth
+/// flood a provider, nor spend the node's budget for everyone else.
+fn within_budget(addr: Option<std::net::IpAddr>) -> bool {
+    type Windows = Option<(
+        Instant,
+        u32,
+        std::collections::HashMap<std::net::IpAddr, u32>,
+    )>;
+    static WINDOW: Mutex<Windows> = Mutex::new(None);
     let mut w = WINDOW
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let now = Instant::now();
-    match &mut *w {
-        Some((start, n)) if now.duration_since(*start) < Duration::from_secs(60) => {
-            *n += 1;
-            *n <= CALLS_PER_MINUTE
-        }
-        _ => {
-            *w = Some((now, 1));
-            true
-        }
+    let fresh =
+        !matches!(&*w, Some((start, ..)) if now.duration_since(*start) < Duration::from_secs(60));
+    if fresh {
+        *w = Some((now, 0, std::collections::HashMap::new()));
     }
+    let Some((_, total, per)) = &mut *w else {
+        return false;
+    };
+    if let Some(a) = addr {
+        if per.len() >= 100_000 && !per.contains_key(&a) {
+            return false;
+        }
+        let n = per.entry(a).or_insert(0);
+        if *n >= CALLS_PER_ADDRESS {
+            return false;
+        }
+        *n += 1;
+    }
+    if *total >= CALLS_PER_MINUTE {
+        return false;
+    }
+    *total += 1;
+    true
 }
 
-fn unavailable() -> ApiError {
-    ApiError::Internal(format!(
-        "{}: the identity provider cannot be reached",
-        crate::store::UNAVAILABLE
-    ))
+/// 429 with `Retry-After`, saying what was limited.
+fn too_many() -> Response {
+    let mut r = json_response(
+        StatusCode::TOO_MANY_REQUESTS,
+        json!({
+            "code": "rate_limited",
+            "message": "too many single sign-on requests from here; wait a minute",
+        }),
+    );
+    r.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("60"),
+    );
+    r
+}
+
+/// 503 naming the provider: it could not be reached, or answered an error of its own.
+fn provider_unavailable(provider: &str) -> Response {
+    let mut r = json_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        json!({
+            "code": "unavailable",
+            "message": format!("the identity provider {provider:?} cannot be reached or refused berth's client; retry later (the server's log says why)"),
+        }),
+    );
+    r.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("5"),
+    );
+    r
 }
 
 /// `GET /auth/sso`: the providers people may sign in with.
@@ -80,15 +128,17 @@ pub(super) async fn providers(State(st): State<AppState>) -> ApiResult<Response>
 pub(super) async fn device(
     State(st): State<AppState>,
     Path(provider): Path<String>,
+    req: axum::extract::Request,
 ) -> ApiResult<Response> {
+    let client = crate::http::access::client_info(&req.into_parts().0);
     let sso = st
         .auth
         .sso()
         .map(|s| s.oidc())
         .filter(|s| s.provider(&provider).is_some())
         .ok_or_else(|| ApiError::NotFound(format!("no identity provider {provider:?}")))?;
-    if !within_budget() {
-        return Err(ApiError::RateLimited(Duration::from_secs(60)));
+    if !within_budget(client.addr) {
+        return Ok(too_many());
     }
     let start = match sso.device_start(&provider).await {
         Ok(Some(s)) => s,
@@ -99,7 +149,7 @@ pub(super) async fn device(
         }
         Err(e) => {
             tracing::warn!(provider, error = %e, "single sign-on: device authorization failed");
-            return Err(unavailable());
+            return Ok(provider_unavailable(&provider));
         }
     };
     let sealed = json!({
@@ -157,11 +207,23 @@ pub(super) async fn token(
     if kept.get("exp").and_then(Value::as_i64).unwrap_or(0) < crate::store::now() {
         return Ok(oauth_error(StatusCode::BAD_REQUEST, "expired_token"));
     }
-    if !within_budget() {
+    if !within_budget(client.addr) {
         return Ok(oauth_error(StatusCode::BAD_REQUEST, "slow_down"));
     }
-    let device_code = kept.get("d").and_then(Value::as_str).unwrap_or_default();
-    let tokens = match sso.device_poll(&provider, device_code).await {
+    let device_code = kept
+        .get("d")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    // A handle works until it gave a session: polling the provider again with a spent device
+    // code would make it revoke the person's grant.
+    let once = crate::http::console::used_id("device", &device_code);
+    let exp = kept.get("exp").and_then(Value::as_i64).unwrap_or(0);
+    let (state, probe) = (st.clone(), once.clone());
+    if blocking(&st, move |_| Ok(state.auth.iam().sso().used(&probe)?)).await? {
+        return Ok(oauth_error(StatusCode::BAD_REQUEST, "expired_token"));
+    }
+    let tokens = match sso.device_poll(&provider, &device_code).await {
         Ok(t) => t,
         Err(SsoError::Pending { slow_down }) => {
             return Ok(oauth_error(
@@ -191,14 +253,22 @@ pub(super) async fn token(
         }
         Err(e @ SsoError::Unavailable(_)) => {
             tracing::warn!(provider, error = %e, "single sign-on: polling failed");
-            return Err(unavailable());
+            return Ok(provider_unavailable(&provider));
         }
     };
+    let (state, mark) = (st.clone(), once);
+    if !blocking(&st, move |_| {
+        Ok(state.auth.iam().sso().use_once(&mark, exp)?)
+    })
+    .await?
+    {
+        return Ok(oauth_error(StatusCode::BAD_REQUEST, "expired_token"));
+    }
     let who = match sso.person(&provider, &tokens, None).await {
         Ok(w) => w,
         Err(SsoError::Unavailable(e)) => {
             tracing::warn!(provider, error = %e, "single sign-on: reading the person failed");
-            return Err(unavailable());
+            return Ok(provider_unavailable(&provider));
         }
         Err(e) => {
             tracing::warn!(provider, error = %e, "single sign-on: the ID token was refused");
@@ -239,9 +309,23 @@ pub(super) async fn code(
         .sso()
         .filter(|s| s.oidc().provider(&provider).is_some())
         .ok_or_else(|| ApiError::NotFound(format!("no identity provider {provider:?}")))?;
+    if !within_budget(client.addr) {
+        return Ok(too_many());
+    }
     let (who, refresh) = sso
         .open_cli_code(&provider, &body.code, &body.code_verifier)
         .ok_or(ApiError::Unauthorized)?;
+    // A code gives one session.
+    let once = crate::http::console::used_id("cli", &body.code);
+    let state = st.clone();
+    let exp = crate::store::now() + 600;
+    if !blocking(&st, move |_| {
+        Ok(state.auth.iam().sso().use_once(&once, exp)?)
+    })
+    .await?
+    {
+        return Err(ApiError::Unauthorized);
+    }
     blocking(&st, move |st| {
         let session = sso_session(st, &who, refresh.as_deref(), &client, "loopback")?;
         Ok(json_response(StatusCode::OK, session))

@@ -4,11 +4,12 @@
 //! (`auth::oidc`), the person becomes a user (`iam::sso`) and a console session opens.
 //!
 //! Invariants:
-//! - the sign-in's state lives only in the browser, in a cookie sealed with the server's key
-//!   (`berth_sso`: `HttpOnly`, `SameSite=Lax` so the provider's redirect carries it, limited to
-//!   `/ui/login/sso`, 10 minutes); a callback without it, with another `state`, for another
-//!   provider, or late is refused, and the cookie is cleared by every callback, so a code works
-//!   at most once here (and the provider refuses a used code anyway);
+//! - the sign-in's state lives in the browser, in a cookie sealed with the server's key
+//!   (`berth_sso`, `__Host-berth_sso` under TLS: `HttpOnly`, `SameSite=Lax` so the provider's
+//!   redirect carries it, limited to `/ui/login/sso` without TLS, 10 minutes); a callback
+//!   without it, with another `state`, for another provider, or late is refused; each state is
+//!   used once (`sso_used`), before the code goes to the provider, and the cookie is cleared by
+//!   every callback;
 //! - the redirect URI is `--public-url`'s, never a request's `Host`: a sign-in started or
 //!   finished on another host is refused;
 //! - an `iss` parameter in the callback (RFC 9207) must be the provider's issuer (mix-up).
@@ -27,20 +28,39 @@ use crate::iam::AuditEvent;
 use crate::state::AppState;
 
 const COOKIE: &str = "berth_sso";
+/// Its name under TLS: `__Host-` keeps a sibling subdomain from planting one.
+const TLS_COOKIE: &str = "__Host-berth_sso";
 const STATE_LABEL: &str = "berth sso sign-in state";
 /// How long a sign-in may take at the provider.
 const SIGN_IN_SECS: i64 = 600;
 
+fn cookie_name(st: &AppState) -> &'static str {
+    if st.web.tls { TLS_COOKIE } else { COOKIE }
+}
+
 fn state_cookie(st: &AppState, value: Option<&str>) -> axum::http::HeaderValue {
-    let secure = if st.web.tls { "; Secure" } else { "" };
+    // Under TLS `__Host-` needs `Path=/`; without it, only the sign-in's paths carry it.
+    let attrs = if st.web.tls {
+        "Path=/; HttpOnly; SameSite=Lax; Secure"
+    } else {
+        "Path=/ui/login/sso; HttpOnly; SameSite=Lax"
+    };
+    let name = cookie_name(st);
     let v = match value {
-        Some(v) => format!(
-            "{COOKIE}={v}; Path=/ui/login/sso; HttpOnly; SameSite=Lax; Max-Age={SIGN_IN_SECS}{secure}"
-        ),
-        None => format!("{COOKIE}=; Path=/ui/login/sso; HttpOnly; SameSite=Lax; Max-Age=0{secure}"),
+        Some(v) => format!("{name}={v}; {attrs}; Max-Age={SIGN_IN_SECS}"),
+        None => format!("{name}=; {attrs}; Max-Age=0"),
     };
     axum::http::HeaderValue::from_str(&v)
         .unwrap_or_else(|_| axum::http::HeaderValue::from_static(""))
+}
+
+/// A one-way name for a used state, device code or CLI code (the value itself is not stored).
+pub(crate) fn used_id(kind: &str, value: &str) -> String {
+    use sha2::Digest as _;
+    format!(
+        "{kind}:{}",
+        hex::encode(sha2::Sha256::digest(value.as_bytes()))
+    )
 }
 
 /// Whether the request came to the host of `--public-url` (where the state cookie lives).
@@ -148,7 +168,15 @@ pub(super) async fn start(
         );
     };
     let url = match sso
-        .authorization_url(&provider, &state, &nonce, &verifier)
+        // A command line's sign-in asks the person to sign in at the provider now: a code for a
+        // loopback port is never handed out silently on the strength of an old provider session.
+        .authorization_url(
+            &provider,
+            &state,
+            &nonce,
+            &verifier,
+            cli.is_some().then_some("login"),
+        )
         .await
     {
         Ok(u) => u,
@@ -223,7 +251,7 @@ pub(super) async fn callback(
             &format!("The identity provider did not sign you in: {what}"),
         );
     }
-    let kept: Option<Value> = cookie(headers, COOKIE)
+    let kept: Option<Value> = cookie(headers, cookie_name(&st))
         .and_then(|c| st.auth.sso().and_then(|s| s.open_text(STATE_LABEL, c)))
         .and_then(|t| serde_json::from_str(&t).ok());
     let Some(kept) = kept else {
@@ -238,7 +266,8 @@ pub(super) async fn callback(
     if field("p") != provider || given.is_empty() || !same_state {
         return bad("This sign-in's state does not match; start again.");
     }
-    if kept.get("exp").and_then(Value::as_i64).unwrap_or(0) < crate::store::now() {
+    let exp = kept.get("exp").and_then(Value::as_i64).unwrap_or(0);
+    if exp < crate::store::now() {
         return bad("This sign-in took too long; start again.");
     }
     if q.get("iss").is_some_and(|iss| *iss != cfg.issuer) {
@@ -249,6 +278,23 @@ pub(super) async fn callback(
     let Some(code) = q.get("code").filter(|c| !c.is_empty() && c.len() <= 4096) else {
         return bad("The identity provider's answer has no code.");
     };
+    // Each answer works once: a replayed callback never reaches the provider (which would
+    // revoke the person's grant on seeing its code again).
+    let once = used_id("state", given);
+    let state = st.clone();
+    let first =
+        tokio::task::spawn_blocking(move || state.auth.iam().sso().use_once(&once, exp)).await;
+    match first {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => return bad("This sign-in's answer was used already; start again."),
+        _ => {
+            return refused(
+                &st,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The registry could not finish the sign-in right now; try again.",
+            );
+        }
+    }
     let tokens = match sso.exchange_code(&provider, code, field("v")).await {
         Ok(t) => t,
         Err(e) => return provider_failure(&st, &e),

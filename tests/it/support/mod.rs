@@ -209,11 +209,11 @@ impl Server {
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
         let (child, addr, log) = {
             let mut cmd = Command::new(berth_bin());
-            cmd.arg("serve")
-                .arg("--listen")
-                .arg("127.0.0.1:0")
-                .arg("--data-dir")
-                .arg(&self.data_dir);
+            cmd.arg("serve");
+            if !extra.contains(&"--listen") {
+                cmd.arg("--listen").arg("127.0.0.1:0");
+            }
+            cmd.arg("--data-dir").arg(&self.data_dir);
             cmd.args(&extra)
                 .env("BERTH_LOG", "info")
                 .env("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD)
