@@ -29,6 +29,9 @@ fn session(r: &Row<'_>) -> Result<SsoSessionRow> {
 }
 const SESSION_COLS: &str = "family, user_id, provider, refresh_sealed, read_at";
 
+/// A link due for a reading: (user id, provider, sealed refresh token, read_at).
+pub(crate) type DueLink = (i64, String, Vec<u8>, i64);
+
 /// The revocation key of a user's sign-ins through a provider (`sso:<user_id>:<epoch>`).
 pub fn sso_key(user_id: i64, epoch: i64) -> String {
     format!("sso:{user_id}:{epoch}")
@@ -125,11 +128,7 @@ impl Reader<'_> {
 
     /// Links to read with their own refresh token: the user has no provider session, and the
     /// link was last read before `before`. (user id, provider, sealed token, read_at)
-    pub fn sso_links_due(
-        &self,
-        before: i64,
-        limit: i64,
-    ) -> Result<Vec<(i64, String, Vec<u8>, i64)>> {
+    pub fn sso_links_due(&self, before: i64, limit: i64) -> Result<Vec<DueLink>> {
         self.conn.query(
             "SELECT l.user_id, l.provider, l.refresh_sealed, l.read_at FROM sso_links l
              WHERE l.refresh_sealed IS NOT NULL AND l.read_at < ?1
