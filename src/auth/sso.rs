@@ -36,6 +36,16 @@ const CLI_CODE_LABEL: &str = "berth sso cli code";
 /// How long a CLI's loopback code may wait to be redeemed.
 const CLI_CODE_SECS: i64 = 120;
 
+/// A one-way name for a used sign-in state, device code or CLI code (`sso_used`: the value
+/// itself is not stored).
+pub fn used_id(kind: &str, value: &str) -> String {
+    use sha2::Digest as _;
+    format!(
+        "{kind}:{}",
+        hex::encode(sha2::Sha256::digest(value.as_bytes()))
+    )
+}
+
 /// What a provider refresh token is sealed for: its user (a session's moves to the user's link
 /// when the session ends).
 fn seal_label(user_id: i64) -> String {

@@ -217,7 +217,7 @@ pub(super) async fn token(
         .to_owned();
     // A handle works until it gave a session: polling the provider again with a spent device
     // code would make it revoke the person's grant.
-    let once = crate::http::console::used_id("device", &device_code);
+    let once = crate::auth::sso::used_id("device", &device_code);
     let exp = kept.get("exp").and_then(Value::as_i64).unwrap_or(0);
     let (state, probe) = (st.clone(), once.clone());
     if blocking(&st, move |_| Ok(state.auth.iam().sso().used(&probe)?)).await? {
@@ -316,7 +316,7 @@ pub(super) async fn code(
         .open_cli_code(&provider, &body.code, &body.code_verifier)
         .ok_or(ApiError::Unauthorized)?;
     // A code gives one session.
-    let once = crate::http::console::used_id("cli", &body.code);
+    let once = crate::auth::sso::used_id("cli", &body.code);
     let state = st.clone();
     let exp = crate::store::now() + 600;
     if !blocking(&st, move |_| {

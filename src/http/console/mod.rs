@@ -27,7 +27,6 @@ mod repos;
 mod robots;
 mod session;
 mod sso;
-pub(crate) use sso::used_id;
 
 use axum::Router;
 use axum::extract::Request;

@@ -54,15 +54,6 @@ fn state_cookie(st: &AppState, value: Option<&str>) -> axum::http::HeaderValue {
         .unwrap_or_else(|_| axum::http::HeaderValue::from_static(""))
 }
 
-/// A one-way name for a used state, device code or CLI code (the value itself is not stored).
-pub(crate) fn used_id(kind: &str, value: &str) -> String {
-    use sha2::Digest as _;
-    format!(
-        "{kind}:{}",
-        hex::encode(sha2::Sha256::digest(value.as_bytes()))
-    )
-}
-
 /// Whether the request came to the host of `--public-url` (where the state cookie lives).
 fn on_public_host(public_url: &str, headers: &HeaderMap) -> bool {
     let want = public_url.split("://").nth(1).unwrap_or(public_url);
@@ -280,7 +271,7 @@ pub(super) async fn callback(
     };
     // Each answer works once: a replayed callback never reaches the provider (which would
     // revoke the person's grant on seeing its code again).
-    let once = used_id("state", given);
+    let once = crate::auth::sso::used_id("state", given);
     let state = st.clone();
     let first =
         tokio::task::spawn_blocking(move || state.auth.iam().sso().use_once(&once, exp)).await;

@@ -75,25 +75,44 @@ impl Idp {
         });
         let path = tmp.path().join("idp.json");
         std::fs::write(&path, cfg.to_string()).unwrap();
-        let mut child = Command::new("node")
-            .arg(oidc_dir().join("provider.mjs"))
-            .arg(&path)
-            .current_dir(oidc_dir())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("node runs tests/oidc/provider.mjs (scripts/test.sh installs it)");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let v: Value = serde_json::from_str(line.trim())
-            .unwrap_or_else(|e| panic!("the provider's first line {line:?}: {e}"));
-        Idp {
-            child,
-            issuer: v["issuer"].as_str().unwrap().to_owned(),
-            _tmp: tmp,
+        // The provider starts in well under a second; on a machine loaded by the whole suite a
+        // start that has said nothing for 60 s is killed and tried once more rather than left
+        // to hang the test.
+        let mut last = String::new();
+        for _ in 0..2 {
+            let mut child = Command::new("node")
+                .arg(oidc_dir().join("provider.mjs"))
+                .arg(&path)
+                .current_dir(oidc_dir())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("node runs tests/oidc/provider.mjs (scripts/test.sh installs it)");
+            let out = child.stdout.take().unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                let _ = BufReader::new(out).read_line(&mut line);
+                let _ = tx.send(line);
+            });
+            match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+                Ok(line) => {
+                    let v: Value = serde_json::from_str(line.trim())
+                        .unwrap_or_else(|e| panic!("the provider's first line {line:?}: {e}"));
+                    return Idp {
+                        child,
+                        issuer: v["issuer"].as_str().unwrap().to_owned(),
+                        _tmp: tmp,
+                    };
+                }
+                Err(e) => {
+                    last = e.to_string();
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
         }
+        panic!("the OpenID provider did not start: {last}");
     }
 
     /// Changes a user at the provider (`{"groups": [...]}`, `{"disabled": true}`).
