@@ -407,6 +407,10 @@ impl Sso {
             .append_pair("code_challenge_method", "S256");
         if let Some(p) = prompt {
             url.query_pairs_mut().append_pair("prompt", p);
+            if p == "login" {
+                // Providers that keep a session may ignore `prompt`; `max_age=0` asks too.
+                url.query_pairs_mut().append_pair("max_age", "0");
+            }
         }
         Ok(url.into())
     }

@@ -5005,6 +5005,7 @@ async fn sso_access_ends_with_the_person_and_not_with_an_operators_error() {
     let from = |ip: &str| {
         reqwest::Client::builder()
             .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap()
     };
@@ -5041,6 +5042,33 @@ async fn sso_access_ends_with_the_person_and_not_with_an_operators_error() {
         StatusCode::TOO_MANY_REQUESTS,
         "another address is served"
     );
+    // Nor can the console's callback be used to reach the provider past the budget: an
+    // address that spent it gets 429 before any code goes to the provider.
+    let r = flood
+        .get(s.url(&format!("/ui/login/sso/{PROVIDER}")))
+        .send()
+        .await
+        .unwrap();
+    let state = r.headers()["location"]
+        .to_str()
+        .unwrap()
+        .split("state=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_owned();
+    let cookie = crate::support::oidc::set_cookie(&r, "berth_sso").unwrap();
+    let r = flood
+        .get(s.url(&format!(
+            "/ui/login/sso/{PROVIDER}/callback?state={state}&code=junk"
+        )))
+        .header("cookie", format!("berth_sso={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
 
     // A group name that looks like another is refused.
     let admin = Api::admin(&s);

@@ -492,13 +492,23 @@ async fn the_device_sign_in_answers_what_the_document_says() {
     tokio::task::spawn_blocking(move || oidc::Idp::approve_device(&uri, "-", "bob", "pw-bob"))
         .await
         .unwrap();
-    let (st, session) = anon
-        .post(
-            &format!("/auth/sso/{PROVIDER}/token"),
-            json!({"handle": started["handle"]}),
-        )
-        .await;
+    // Three polls at once, the moment it is approved: one reaches the provider and gives the
+    // session; the others are told to slow down (two uses of the device code would make the
+    // provider revoke bob's grant).
+    let token_path = format!("/auth/sso/{PROVIDER}/token");
+    let poll = || anon.post(&token_path, json!({"handle": started["handle"]}));
+    let (a, b, c) = tokio::join!(poll(), poll(), poll());
+    let mut answers = vec![a, b, c];
+    answers.sort_by_key(|(st, _)| *st);
+    let (st, session) = answers.remove(0);
     assert_eq!(st, StatusCode::OK, "{session}");
+    for (st, v) in &answers {
+        assert_eq!(*st, StatusCode::BAD_REQUEST, "{v}");
+        assert!(
+            v["error"] == "slow_down" || v["error"] == "expired_token",
+            "{v}"
+        );
+    }
     let (props, required) = fields("/auth/sso/{provider}/token");
     for f in &required {
         assert!(session.get(f).is_some(), "lacks {f}: {session}");
@@ -563,11 +573,43 @@ async fn without_a_device_grant_the_cli_signs_in_through_a_loopback_redirect() {
         start.starts_with(&s.base) && start.contains("cli_challenge="),
         "{start}"
     );
-    // The browser: berth's start, the provider's login page, berth's callback, the loopback.
+    // The browser: berth's confirmation page, the provider's login page, berth's callback, the
+    // loopback.
     let r = anonymous_client().get(&start).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "a command line's sign-in is confirmed first"
+    );
     let cookie = oidc::set_cookie(&r, "berth_sso").unwrap();
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("A command line on this computer asks to sign in"),
+        "{page}"
+    );
+    let go = s.url(&format!("/ui/login/sso/{PROVIDER}/continue"));
+    // Another site's page cannot confirm it (nor would the browser send the Lax cookie).
+    let r = anonymous_client()
+        .post(&go)
+        .header("cookie", format!("berth_sso={cookie}"))
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = anonymous_client()
+        .post(&go)
+        .header("cookie", format!("berth_sso={cookie}"))
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
     let at_provider = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        at_provider.contains("prompt=login") && at_provider.contains("max_age=0"),
+        "the person signs in at the provider now: {at_provider}"
+    );
     let back =
         tokio::task::spawn_blocking(move || oidc::Idp::sign_in(&at_provider, "alice", "pw-alice"))
             .await
@@ -619,6 +661,13 @@ async fn without_a_device_grant_the_cli_signs_in_through_a_loopback_redirect() {
         "http://evil.example:8080/cb",
         "http://localhost:8080/cb",
         "http://127.0.0.1/cb",
+        "http://127.0.0.1:0/cb",
+        "http://127.0.0.2:8080/cb",
+        "http://127.1:8080/cb",
+        "http://2130706433:8080/cb",
+        "http://[::ffff:127.0.0.1]:8080/cb",
+        "http://127.0.0.1:4000\\@evil.example/cb",
+        "http://u@127.0.0.1:8080/cb",
     ] {
         let r = anonymous_client()
             .get(s.url(&format!("/ui/login/sso/{PROVIDER}")))

@@ -41,7 +41,15 @@ const CALLS_PER_ADDRESS: u32 = 30;
 
 /// Budgets of calls to providers, per node and per client address: one client cannot make berth
 /// flood a provider, nor spend the node's budget for everyone else.
-fn within_budget(addr: Option<std::net::IpAddr>) -> bool {
+pub(crate) fn within_budget(addr: Option<std::net::IpAddr>) -> bool {
+    // An IPv6 client counts by its /64: one network cannot pass for many clients.
+    let addr = addr.map(|a| match a {
+        std::net::IpAddr::V6(v) => {
+            let s = v.segments();
+            std::net::IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    });
     type Windows = Option<(
         Instant,
         u32,
@@ -222,6 +230,23 @@ pub(super) async fn token(
     let (state, probe) = (st.clone(), once.clone());
     if blocking(&st, move |_| Ok(state.auth.iam().sso().used(&probe)?)).await? {
         return Ok(oauth_error(StatusCode::BAD_REQUEST, "expired_token"));
+    }
+    // One poll of a handle reaches the provider per 5-second slot: concurrent polls would
+    // present the device code twice the moment it is approved, which the provider takes for a
+    // replay (and revokes the grant).
+    let slot = crate::store::now() / 5;
+    let lease = format!("{once}:{slot}");
+    let state = st.clone();
+    if !blocking(&st, move |_| {
+        Ok(state
+            .auth
+            .iam()
+            .sso()
+            .use_once(&lease, crate::store::now() + 10)?)
+    })
+    .await?
+    {
+        return Ok(oauth_error(StatusCode::BAD_REQUEST, "slow_down"));
     }
     let tokens = match sso.device_poll(&provider, &device_code).await {
         Ok(t) => t,

@@ -55,6 +55,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/ui/login", get(home::login_form).post(home::login))
         .route("/ui/login/sso/{provider}", get(sso::start))
         .route("/ui/login/sso/{provider}/callback", get(sso::callback))
+        .route("/ui/login/sso/{provider}/continue", post(sso::proceed))
         .route("/ui/logout", post(home::logout))
         .route("/ui/switch", get(home::switch))
         .route("/ui/orgs", get(home::orgs).post(home::create_org))

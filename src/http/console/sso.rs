@@ -80,16 +80,15 @@ fn cli_request(q: &HashMap<String, String>) -> Result<Option<Value>, &'static st
     };
     let bad = "This sign-in was started by a command line with a return address that is not on this computer's loopback.";
     let u = reqwest::Url::parse(redirect).map_err(|_| bad)?;
-    // An address literal on loopback: a name (`localhost`) could resolve elsewhere.
+    // Exactly `127.0.0.1` or `[::1]` (RFC 8252 §7.3), written as the parser writes it back: a
+    // name (`localhost`) could resolve elsewhere, other 127/8 addresses may go through a proxy,
+    // and any spelling the parser rewrites is refused rather than reinterpreted.
     let host = u.host_str().unwrap_or_default();
-    let loopback = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<std::net::IpAddr>()
-        .is_ok_and(|a| a.is_loopback());
-    if u.scheme() != "http"
+    let loopback = host == "127.0.0.1" || host == "[::1]";
+    if u.as_str() != redirect
+        || u.scheme() != "http"
         || !loopback
-        || u.port().is_none()
+        || u.port().is_none_or(|p| p == 0)
         || u.query().is_some()
         || u.fragment().is_some()
         || !u.username().is_empty()
@@ -188,6 +187,12 @@ pub(super) async fn start(
         "exp": crate::store::now() + SIGN_IN_SECS,
         "cli": cli,
     });
+    let mut sealed = sealed;
+    if cli.is_some() {
+        // A command line's sign-in is confirmed on berth's own page first (a form posted from
+        // this origin: another site can link here, never past here).
+        sealed["go"] = url.clone().into();
+    }
     let Some(sealed) = st
         .auth
         .sso()
@@ -199,10 +204,92 @@ pub(super) async fn start(
             "Sealing the sign-in failed.",
         );
     };
-    let mut r = see_other(&url);
+    let mut r = match &cli {
+        Some(c) => confirm_page(&st, &provider, c),
+        None => see_other(&url),
+    };
     r.headers_mut()
         .append(header::SET_COOKIE, state_cookie(&st, Some(&sealed)));
     r
+}
+
+/// The page that asks the person to confirm a command line's sign-in.
+fn confirm_page(st: &AppState, provider: &str, cli: &Value) -> Response {
+    let shown = st
+        .auth
+        .sso()
+        .and_then(|s| s.oidc().provider(provider).map(|p| p.display_name.clone()))
+        .unwrap_or_default();
+    let to = cli.get("r").and_then(Value::as_str).unwrap_or_default();
+    let m = maud::html! {
+        (maud::DOCTYPE)
+        html lang="en" {
+            (super::html::head("Sign in a command line"))
+            body {
+                main #main .signin {
+                    h1 { "berth" }
+                    p { "A command line on this computer asks to sign in to berth as you, through " (shown) "." }
+                    p.muted { "It waits at " code { (to) } ". Continue only if you just ran " code { "berth login --sso" } " yourself." }
+                    form method="post" action={ "/ui/login/sso/" (super::html::seg(provider)) "/continue" } {
+                        button type="submit" { "Continue to " (shown) }
+                    }
+                    p { a href="/ui/login" { "Cancel" } }
+                }
+            }
+        }
+    };
+    super::html::html_response(StatusCode::OK, m)
+}
+
+/// `POST /ui/login/sso/{provider}/continue`: the person confirmed a command line's sign-in: on
+/// to the provider. Only from this origin, with the sign-in's cookie (`SameSite=Lax` keeps it
+/// out of another site's POST).
+pub(super) async fn proceed(
+    State(st): State<AppState>,
+    Path(provider): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(sso) = st.auth.sso().map(|s| s.oidc()) else {
+        return refused(
+            &st,
+            StatusCode::NOT_FOUND,
+            "Single sign-on is not configured.",
+        );
+    };
+    let same_site = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(
+            || {
+                headers
+                    .get(header::ORIGIN)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|o| o == sso.public_url())
+            },
+            |v| v == "same-origin",
+        );
+    if !same_site {
+        return refused(
+            &st,
+            StatusCode::FORBIDDEN,
+            "This confirmation did not come from the registry's own page.",
+        );
+    }
+    let kept: Option<Value> = cookie(&headers, cookie_name(&st))
+        .and_then(|c| st.auth.sso().and_then(|s| s.open_text(STATE_LABEL, c)))
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let go = kept.as_ref().filter(|k| {
+        k.get("p").and_then(Value::as_str) == Some(provider.as_str())
+            && k.get("exp").and_then(Value::as_i64).unwrap_or(0) >= crate::store::now()
+    });
+    match go.and_then(|k| k.get("go")).and_then(Value::as_str) {
+        Some(url) => see_other(url),
+        None => refused(
+            &st,
+            StatusCode::BAD_REQUEST,
+            "This sign-in has no state here (it expired, or began in another browser); run berth login --sso again.",
+        ),
+    }
 }
 
 /// `GET /ui/login/sso/{provider}/callback`: the provider's answer.
@@ -269,6 +356,13 @@ pub(super) async fn callback(
     let Some(code) = q.get("code").filter(|c| !c.is_empty() && c.len() <= 4096) else {
         return bad("The identity provider's answer has no code.");
     };
+    if !crate::http::api::sso_budget(crate::http::access::client_info(&parts).addr) {
+        return refused(
+            &st,
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many sign-ins from here; wait a minute and try again.",
+        );
+    }
     // Each answer works once: a replayed callback never reaches the provider (which would
     // revoke the person's grant on seeing its code again).
     let once = crate::auth::sso::used_id("state", given);
