@@ -5,7 +5,8 @@
 # reference for pull secrets), PostgreSQL (the scale-out backend), chromium and Node.js (the
 # console's browser test) from Debian, the oras Python client from PyPI, playwright-core from
 # npm (tests/console, pinned by its lock file), oidc-provider from npm (tests/oidc, the single
-# sign-on tests' OpenID provider, pinned by its lock file), cargo-nextest from crates.io.
+# sign-on tests' OpenID provider, pinned by its lock file), cargo-nextest and cargo-deny from
+# crates.io.
 #
 # The suite runs twice: on the embedded default (SQLite and files), then with every test
 # server on a database of its own in a PostgreSQL cluster and a prefix of its own in a Garage
@@ -59,10 +60,38 @@ if ! command -v garage >/dev/null 2>&1; then
   cargo install --locked -q garage
 fi
 
+if ! cargo deny --version >/dev/null 2>&1; then
+  echo "installing cargo-deny (cargo)" >&2
+  cargo install --locked -q cargo-deny
+fi
+
 # Formatting and lints first: they take seconds and keep every diff about substance.
 echo "== cargo fmt --check and cargo clippy -D warnings" >&2
 cargo fmt --check
 cargo clippy -q --all-targets -- -D warnings
+
+# Supply chain (deny.toml): licenses, duplicate versions, sources, and the RustSec advisories of
+# the snapshot in ../shared/advisory-db (the machines cannot fetch the database), given to
+# cargo-deny as the git repository it expects.
+echo "== cargo deny check" >&2
+advisory_src=../shared/advisory-db
+if [ -d "$advisory_src" ]; then
+  advisory_db=target/deny/advisory-dbs/advisory-db-3157b0e258782691
+  stamp=$(cat ../shared/advisory-db.SNAPSHOT 2>/dev/null | head -2 | sha256sum | cut -c1-16)
+  if [ ! -f "$advisory_db/.snapshot-$stamp" ]; then
+    rm -rf "$advisory_db"
+    mkdir -p "$(dirname "$advisory_db")"
+    cp -r "$advisory_src" "$advisory_db"
+    git -C "$advisory_db" init -q
+    git -C "$advisory_db" add -A
+    git -C "$advisory_db" -c user.name=berth -c user.email=berth@localhost commit -qm snapshot
+    touch "$advisory_db/.snapshot-$stamp"
+  fi
+  cargo deny --offline --log-level error check
+else
+  echo "notice: $advisory_src is absent: advisories are not checked (licenses, bans and sources are)" >&2
+  cargo deny --offline --log-level error check bans licenses sources
+fi
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
