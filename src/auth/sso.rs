@@ -30,7 +30,13 @@ pub struct SsoService {
     iam: IamService,
     oidc: Arc<Sso>,
     sealer: Arc<Sealer>,
+    /// When sessions were last pruned and stale groups dropped (writes: not every second).
+    last_prune: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How often ended sessions are pruned and stale groups dropped: well inside the 15-minute
+/// bound, without a write transaction every second on every node.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 const CLI_CODE_LABEL: &str = "berth sso cli code";
 /// How long a CLI's loopback code may wait to be redeemed.
@@ -58,6 +64,7 @@ impl SsoService {
             iam,
             oidc: Arc::new(oidc),
             sealer,
+            last_prune: std::sync::Mutex::new(None),
         }
     }
 
@@ -188,11 +195,24 @@ impl SsoService {
             .filter(|p| p.admin_group.is_some())
             .map(|p| p.name.clone())
             .collect();
+        let prune = {
+            let mut last = self
+                .last_prune
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let due = last.is_none_or(|t| t.elapsed() >= PRUNE_EVERY);
+            if due {
+                *last = Some(std::time::Instant::now());
+            }
+            due
+        };
         let iam = self.iam.clone();
         let due = tokio::task::spawn_blocking(move || {
-            iam.sso().prune_sessions()?;
-            iam.sso()
-                .drop_stale_groups(now() - bound, &admin_providers)?;
+            if prune {
+                iam.sso().prune_sessions()?;
+                iam.sso()
+                    .drop_stale_groups(now() - bound, &admin_providers)?;
+            }
             let sessions = iam.sso().sessions_due(now() - every + 1)?;
             let links = iam.sso().links_due(now() - every + 1)?;
             Ok::<_, crate::iam::Error>((sessions, links))

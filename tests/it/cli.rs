@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::support::*;
 
 /// Runs `berth ARGS` with the client config at `cfg`, feeding `stdin`.
-fn berth(cfg: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+pub(crate) fn berth(cfg: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(berth_bin());
     // An empty HOME: nothing may come from the real user's files.
     let home = cfg.parent().unwrap().join("empty-home");
@@ -67,7 +67,7 @@ async fn user_in_new_org(s: &Server, cfg: &Path, user: &str, org: &str) {
 }
 
 /// Runs and expects success; returns stdout.
-fn ok(cfg: &Path, args: &[&str], stdin: Option<&str>) -> String {
+pub(crate) fn ok(cfg: &Path, args: &[&str], stdin: Option<&str>) -> String {
     let out = berth(cfg, args, stdin);
     assert!(
         out.status.success(),

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::json;
 
+use crate::cli::{berth as berth_cli, ok as cli_ok};
 use crate::support::oidc::{self, PROVIDER, console_sign_in, sso_server};
 use crate::support::*;
 
@@ -193,39 +194,6 @@ async fn people_get_access_only_through_their_groups_and_lose_it_when_the_provid
         .ok("GET", "/audit?action=sso.refused", None, StatusCode::OK)
         .await;
     assert!(!audit["events"].as_array().unwrap().is_empty(), "{audit}");
-}
-
-/// Runs `berth ARGS` with the client config at `cfg` and an empty HOME.
-fn berth_cli(cfg: &std::path::Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
-    use std::io::Write as _;
-    let home = cfg.parent().unwrap().join("empty-home");
-    std::fs::create_dir_all(&home).unwrap();
-    let mut child = std::process::Command::new(berth_bin())
-        .args(args)
-        .env("BERTH_CONFIG", cfg)
-        .env("HOME", &home)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        let mut input = input;
-        input.write_all(text.as_bytes()).unwrap();
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn cli_ok(cfg: &std::path::Path, args: &[&str], stdin: Option<&str>) -> String {
-    let out = berth_cli(cfg, args, stdin);
-    assert!(
-        out.status.success(),
-        "berth {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[tokio::test]

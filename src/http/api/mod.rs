@@ -13,7 +13,7 @@ mod repos;
 mod robots;
 pub(crate) mod session;
 mod sso;
-pub(crate) use sso::within_budget as sso_budget;
+pub(crate) use sso::{open_sso_session, within_budget as sso_budget};
 
 use axum::Router;
 use axum::http::StatusCode;

@@ -26,7 +26,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::common::{ApiError, ApiResult, blocking, json_response, parse_body};
-use super::session::{open_session, session_json};
+use super::session::session_json;
 use crate::auth::oidc::SsoError;
 use crate::iam::AuditEvent;
 use crate::state::AppState;
@@ -366,19 +366,44 @@ fn sso_session(
     client: &crate::auth::ClientInfo,
     how: &str,
 ) -> ApiResult<Value> {
+    let detail = format!("single sign-on ({}), {how}", who.provider);
+    let (login, session) = open_sso_session(
+        st,
+        who,
+        refresh,
+        client,
+        &detail,
+        "session",
+        super::session::REFRESH_TOKEN_TTL,
+    )?;
+    session_json(st, &login, &session)
+}
+
+/// Signs in a person the provider vouched for (audited with `detail`) and opens a session
+/// named `name` (the console's or the CLI's), keeping the provider's refresh token beside it.
+/// Blocking.
+pub(crate) fn open_sso_session(
+    st: &AppState,
+    who: &crate::iam::ProviderUser,
+    refresh: Option<&str>,
+    client: &crate::auth::ClientInfo,
+    detail: &str,
+    name: &str,
+    ttl: std::time::Duration,
+) -> ApiResult<(crate::auth::Login, crate::iam::NewCredential)> {
     let login = st.auth.sso_login(who)?;
-    let crate::auth::Principal::User { id, name, .. } = &login.principal else {
+    let crate::auth::Principal::User { id, name: user, .. } = &login.principal else {
         return Err(ApiError::Unauthorized);
     };
     st.auth.audit(AuditEvent {
-        actor: Some(format!("user:{name}")),
+        actor: Some(format!("user:{user}")),
         action: "login",
         success: true,
         client_addr: client.addr.map(|a| a.to_string()),
-        detail: Some(format!("single sign-on ({}), {how}", who.provider)),
+        detail: Some(detail.to_owned()),
         ..AuditEvent::default()
     });
-    let session = open_session(st, *id, &login)?;
+    let session = super::session::open_named_session(st, *id, &login, name, ttl)?;
     let family = session
         .credential
         .family
@@ -388,7 +413,7 @@ fn sso_session(
         .sso()
         .ok_or(ApiError::Unauthorized)?
         .remember_session(&family, *id, &who.provider, refresh)?;
-    session_json(st, &login, &session)
+    Ok((login, session))
 }
 
 fn oauth_error(status: StatusCode, code: &str) -> Response {

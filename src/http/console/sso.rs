@@ -24,7 +24,6 @@ use serde_json::{Value, json};
 use super::home::login_page;
 use super::session::{SESSION_TTL, cookie, see_other, session_cookie};
 use crate::auth::oidc::{SsoError, random_token};
-use crate::iam::AuditEvent;
 use crate::state::AppState;
 
 const COOKIE: &str = "berth_sso";
@@ -416,38 +415,18 @@ pub(super) async fn callback(
     let state = st.clone();
     let refresh = tokens.refresh_token.clone();
     let opened = tokio::task::spawn_blocking(move || {
-        let login = state.auth.sso_login(&who).map_err(|e| e.to_string())?;
-        let crate::auth::Principal::User { id, name, .. } = &login.principal else {
-            return Err("not a user".to_owned());
-        };
-        state.auth.audit(AuditEvent {
-            actor: Some(format!("user:{name}")),
-            action: "login",
-            success: true,
-            client_addr: client.addr.map(|a| a.to_string()),
-            detail: Some(format!("console, single sign-on ({})", who.provider)),
-            ..AuditEvent::default()
-        });
-        let session = crate::http::api::session::open_named_session(
+        let detail = format!("console, single sign-on ({})", who.provider);
+        crate::http::api::open_sso_session(
             &state,
-            *id,
-            &login,
+            &who,
+            refresh.as_deref(),
+            &client,
+            &detail,
             "console",
             SESSION_TTL,
         )
-        .map_err(|_| "opening a session failed".to_owned())?;
-        let family = session
-            .credential
-            .family
-            .clone()
-            .unwrap_or_else(|| session.credential.id.clone());
-        state
-            .auth
-            .sso()
-            .ok_or_else(|| "single sign-on is not configured".to_owned())?
-            .remember_session(&family, *id, &who.provider, refresh.as_deref())
-            .map_err(|e| e.to_string())?;
-        Ok(session)
+        .map(|(_, session)| session)
+        .map_err(|e| format!("opening a session failed: {e:?}"))
     })
     .await;
     match opened {
