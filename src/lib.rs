@@ -13,6 +13,8 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod content;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod iam;
 pub mod kube;

@@ -319,35 +319,7 @@ impl Sso {
             issuer.trim_end_matches('/')
         );
         let doc = self.get_json(&url, None).await?;
-        let named = doc
-            .get("issuer")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if named != issuer {
-            return Err(unavailable(format!(
-                "provider {name:?}: {url} names the issuer {named:?}, not the configured {issuer:?} (they must be the same, trailing slash included)"
-            )));
-        }
-        let field = |k: &str| doc.get(k).and_then(Value::as_str).map(str::to_owned);
-        let need = |k: &str| field(k).ok_or_else(|| unavailable(format!("{url} has no {k}")));
-        // PKCE with S256 must be possible (RFC 7636); a provider that says nothing is trusted to
-        // accept it (many do not advertise it), one that lists only `plain` is refused.
-        if let Some(methods) = doc
-            .get("code_challenge_methods_supported")
-            .and_then(Value::as_array)
-            && !methods.iter().any(|m| m.as_str() == Some("S256"))
-        {
-            return Err(unavailable(format!(
-                "{url}: the provider does not offer PKCE with S256"
-            )));
-        }
-        let d = Discovery {
-            authorization_endpoint: need("authorization_endpoint")?,
-            token_endpoint: need("token_endpoint")?,
-            jwks_uri: need("jwks_uri")?,
-            userinfo_endpoint: field("userinfo_endpoint"),
-            device_authorization_endpoint: field("device_authorization_endpoint"),
-        };
+        let d = discovery_document(name, issuer, &url, &doc)?;
         p.cache
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -712,6 +684,47 @@ pub fn verify_with_keys(
         }
     }
     Ok(claims)
+}
+
+/// What berth takes from provider `name`'s discovery document `doc` (fetched from `url`): the
+/// issuer must be the configured one exactly, PKCE with S256 possible, and the three endpoints
+/// present.
+pub fn discovery_document(
+    name: &str,
+    issuer: &str,
+    url: &str,
+    doc: &Value,
+) -> Result<Discovery, SsoError> {
+    let named = doc
+        .get("issuer")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if named != issuer {
+        return Err(unavailable(format!(
+            "provider {name:?}: {url} names the issuer {named:?}, not the configured {issuer:?} (they must be the same, trailing slash included)"
+        )));
+    }
+    let field = |k: &str| doc.get(k).and_then(Value::as_str).map(str::to_owned);
+    let need = |k: &str| field(k).ok_or_else(|| unavailable(format!("{url} has no {k}")));
+    // PKCE with S256 must be possible (RFC 7636); a provider that says nothing is trusted to
+    // accept it (many do not advertise it), one that lists only `plain` is refused.
+    if let Some(methods) = doc
+        .get("code_challenge_methods_supported")
+        .and_then(Value::as_array)
+        && !methods.iter().any(|m| m.as_str() == Some("S256"))
+    {
+        return Err(unavailable(format!(
+            "{url}: the provider does not offer PKCE with S256"
+        )));
+    }
+    let d = Discovery {
+        authorization_endpoint: need("authorization_endpoint")?,
+        token_endpoint: need("token_endpoint")?,
+        jwks_uri: need("jwks_uri")?,
+        userinfo_endpoint: field("userinfo_endpoint"),
+        device_authorization_endpoint: field("device_authorization_endpoint"),
+    };
+    Ok(d)
 }
 
 fn tokens(v: &Value) -> Tokens {

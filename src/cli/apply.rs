@@ -50,27 +50,7 @@ pub(super) async fn apply(
     } else {
         std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?
     };
-    let mut docs = Vec::new();
-    for (i, doc) in serde_norway::Deserializer::from_str(&text).enumerate() {
-        let v = Value::deserialize(doc).map_err(|e| Usage(format!("document {}: {e}", i + 1)))?;
-        if v.is_null() {
-            continue;
-        }
-        // What `role list -o yaml` and `binding list -o yaml` print: each item is applied as
-        // `get -o yaml` prints it (built-in roles exist everywhere and are left alone).
-        match (
-            &v["kind"],
-            v["roles"].as_array().or(v["bindings"].as_array()),
-        ) {
-            (Value::Null, Some(items)) => docs.extend(
-                items
-                    .iter()
-                    .filter(|item| item["builtin"] != json!(true))
-                    .map(crate::kube::rbac_manifest),
-            ),
-            _ => docs.push(v),
-        }
-    }
+    let docs = documents(&text)?;
     let (client, ctx_org) = context::client(cfg_path, verbose).await?;
     // Check every document before changing anything.
     let mut plan: Vec<Planned> = Vec::new();
@@ -95,23 +75,51 @@ pub(super) async fn apply(
     Ok(())
 }
 
+/// The documents of a file as `apply` reads them: YAML documents, empty ones skipped, and the
+/// items of `role list -o yaml` / `binding list -o yaml` each as one document (built-in roles
+/// left out).
+pub(crate) fn documents(text: &str) -> anyhow::Result<Vec<Value>> {
+    let mut docs = Vec::new();
+    for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
+        let v = Value::deserialize(doc).map_err(|e| Usage(format!("document {}: {e}", i + 1)))?;
+        if v.is_null() {
+            continue;
+        }
+        // What `role list -o yaml` and `binding list -o yaml` print: each item is applied as
+        // `get -o yaml` prints it (built-in roles exist everywhere and are left alone).
+        match (
+            &v["kind"],
+            v["roles"].as_array().or(v["bindings"].as_array()),
+        ) {
+            (Value::Null, Some(items)) => docs.extend(
+                items
+                    .iter()
+                    .filter(|item| item["builtin"] != json!(true))
+                    .map(crate::kube::rbac_manifest),
+            ),
+            _ => docs.push(v),
+        }
+    }
+    Ok(docs)
+}
+
 /// What one document asks for: objects of one kind in one organization.
-struct Planned {
+pub(crate) struct Planned {
     /// `role` or `binding` (the API's collection).
-    kind: &'static str,
+    pub(crate) kind: &'static str,
     /// How the document called itself (`role`, `clusterrole`, `rolebinding`, …).
-    shown_kind: String,
-    org: String,
-    name: String,
+    pub(crate) shown_kind: String,
+    pub(crate) org: String,
+    pub(crate) name: String,
     /// (object name, API body)
-    objects: Vec<(String, Value)>,
+    pub(crate) objects: Vec<(String, Value)>,
 }
 
 /// The API versions `apply` reads: berth's own (`berth.dev/v1`, formerly `berth/v1`), and
 /// Kubernetes RBAC's for its kinds.
 const API_VERSIONS: [&str; 3] = ["berth.dev/v1", "berth/v1", "rbac.authorization.k8s.io/v1"];
 
-fn plan_document(
+pub(crate) fn plan_document(
     n: usize,
     doc: &Value,
     org_flag: Option<&str>,

@@ -100,8 +100,15 @@ pub fn run(args: &ProviderArgs) -> anyhow::Result<()> {
         .take(MAX_REQUEST)
         .read_to_string(&mut text)
         .map_err(|e| fail(format!("reading the request: {e}")))?;
+    let resp = answer(&text, args, crate::store::now())?;
+    crate::cli_print(&resp.to_string());
+    Ok(())
+}
+
+/// The `CredentialProviderResponse` to one request's text, at `now` (Unix seconds).
+pub fn answer(text: &str, args: &ProviderArgs, now: i64) -> anyhow::Result<Value> {
     let req: Value =
-        serde_json::from_str(&text).map_err(|e| fail(format!("the request is not JSON: {e}")))?;
+        serde_json::from_str(text).map_err(|e| fail(format!("the request is not JSON: {e}")))?;
     let api = req["apiVersion"].as_str().unwrap_or_default();
     if api != REQUEST_API || req["kind"] != "CredentialProviderRequest" {
         return Err(fail(format!(
@@ -141,7 +148,7 @@ pub fn run(args: &ProviderArgs) -> anyhow::Result<()> {
             let exp = crate::auth::workload::unverified_claims(token)
                 .and_then(|c| c["exp"].as_i64())
                 .ok_or_else(|| fail("the service-account token is not a JWT with exp"))?;
-            let left = exp - crate::store::now();
+            let left = exp.saturating_sub(now);
             if left <= 0 {
                 return Err(fail("the service-account token has expired"));
             }
@@ -164,9 +171,9 @@ pub fn run(args: &ProviderArgs) -> anyhow::Result<()> {
             ));
         }
     };
-    let resp = crate::kube::provider::response(&host, &username, &password, cache_secs);
-    crate::cli_print(&resp.to_string());
-    Ok(())
+    Ok(crate::kube::provider::response(
+        &host, &username, &password, cache_secs,
+    ))
 }
 
 /// A robot token file (`{"accessId", "token"}`), an API key file (`{"apikey"}`), a registry

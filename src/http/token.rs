@@ -21,7 +21,7 @@ use crate::policy::scope::Scope;
 use crate::policy::{self, Grants};
 use crate::state::AppState;
 
-fn pairs(text: &str) -> Vec<(String, String)> {
+pub(crate) fn pairs(text: &str) -> Vec<(String, String)> {
     serde_urlencoded::from_str(text).unwrap_or_default()
 }
 
@@ -101,7 +101,7 @@ fn grant(
     Ok((out, keys))
 }
 
-fn scopes_of<'a>(values: impl Iterator<Item = &'a str>) -> Vec<Scope> {
+pub(crate) fn scopes_of<'a>(values: impl Iterator<Item = &'a str>) -> Vec<Scope> {
     values
         .flat_map(|v| v.split(' '))
         .filter_map(Scope::parse)

@@ -83,7 +83,7 @@ pub(super) async fn delete(
 
 /// One byte range of RFC 9110 §14.1.2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ByteRange {
+pub(crate) enum ByteRange {
     /// `start-end` or `start-` (end `None`).
     From { start: u64, end: Option<u64> },
     /// `-n`: the last n bytes.
@@ -92,7 +92,7 @@ enum ByteRange {
 
 impl ByteRange {
     /// First and last byte offsets within a blob of `size` bytes, `None` if unsatisfiable.
-    fn resolve(self, size: u64) -> Option<(u64, u64)> {
+    pub(crate) fn resolve(self, size: u64) -> Option<(u64, u64)> {
         match self {
             ByteRange::From { start, end } => {
                 if start >= size {
@@ -108,7 +108,7 @@ impl ByteRange {
 
 /// Parses a `Range` header. Only one range is served; anything else is a 400 rather than a
 /// silent full answer, so a client never mistakes a whole blob for the part it asked.
-fn parse_range(v: &str) -> Result<ByteRange, OciError> {
+pub(crate) fn parse_range(v: &str) -> Result<ByteRange, OciError> {
     let bad = || {
         OciError::Unsupported(
             "Range must be one byte range: bytes=START-END, bytes=START- or bytes=-SUFFIX".into(),

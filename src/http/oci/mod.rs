@@ -4,13 +4,13 @@
 //! route knows its repository and the action it needs, so `authorize` is the one check in front of
 //! all handlers. Handlers return `Result<Response, OciError>`.
 
-mod blobs;
+pub(crate) mod blobs;
 pub(crate) mod error;
 mod headers;
 mod listing;
 mod manifests;
 pub(crate) mod route;
-mod uploads;
+pub(crate) mod uploads;
 
 use axum::body::Body;
 use axum::extract::{Request, State};

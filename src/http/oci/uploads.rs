@@ -109,8 +109,18 @@ fn content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, OciError> {
     let Some(v) = headers.get(header::CONTENT_RANGE) else {
         return Ok(None);
     };
-    let bad = || OciError::BlobUploadInvalid("Content-Range must be <start>-<end>".into());
-    let s = v.to_str().map_err(|_| bad())?.trim();
+    let v = v.to_str().map_err(|_| content_range_error())?;
+    parse_content_range(v).map(Some)
+}
+
+fn content_range_error() -> OciError {
+    OciError::BlobUploadInvalid("Content-Range must be <start>-<end>".into())
+}
+
+/// One `Content-Range` value: the first and last byte offsets, inclusive.
+pub(crate) fn parse_content_range(v: &str) -> Result<(u64, u64), OciError> {
+    let bad = content_range_error;
+    let s = v.trim();
     let s = s
         .strip_prefix("bytes")
         .map_or(s, |r| r.trim_start_matches([' ', '=']));
@@ -119,10 +129,11 @@ fn content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, OciError> {
         a.trim().parse().map_err(|_| bad())?,
         b.trim().parse().map_err(|_| bad())?,
     );
-    if end < start {
+    // The range's length, end - start + 1, must exist (0-18446744073709551615 has none).
+    if end < start || end - start == u64::MAX {
         return Err(bad());
     }
-    Ok(Some((start, end)))
+    Ok((start, end))
 }
 
 pub(super) async fn patch(

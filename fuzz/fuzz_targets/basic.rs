@@ -1,0 +1,4 @@
+//! See `berth_fuzz::basic` (fuzz/src/lib.rs): the body, its oracle and its corpus replay.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| berth_fuzz::basic(data));
