@@ -51,9 +51,12 @@ pub fn basic(value: &[u8]) -> Option<(String, String)> {
     }
 }
 
+/// One document of an `apply -f` file as planned: its collection, organization and objects.
+pub type PlannedDocument = (&'static str, String, Vec<String>);
+
 /// The documents of an `apply -f` file, each planned for organization `org`: per document its
 /// API collection and object names, or the error `apply` prints.
-pub fn apply(text: &str, org: &str) -> Result<Vec<(&'static str, String, Vec<String>)>, String> {
+pub fn apply(text: &str, org: &str) -> Result<Vec<PlannedDocument>, String> {
     let docs = crate::cli::apply::documents(text).map_err(|e| e.to_string())?;
     docs.iter()
         .enumerate()
@@ -94,13 +97,17 @@ pub fn credential_provider(text: &str, now: i64) -> Result<Value, String> {
     crate::cli::provider::answer(text, &args, now).map_err(|e| e.to_string())
 }
 
-/// The CLI's configuration file read, printed, read again and printed again: both prints, or
-/// `None` when the text is not a configuration (the second read must not fail).
-pub fn client_config(text: &str) -> Option<(String, String)> {
+/// The CLI's configuration file read, printed, read again and printed again: both prints;
+/// `None` when the text is not a configuration, `Err` when what berth printed does not read.
+pub fn client_config(text: &str) -> Option<Result<(String, String), String>> {
     use crate::kube::config::ClientConfig;
     let c: ClientConfig = serde_norway::from_str(text).ok()?;
-    let printed = serde_norway::to_string(&c).expect("a configuration prints");
-    let again: ClientConfig =
-        serde_norway::from_str(&printed).expect("a printed configuration reads");
-    Some((printed, serde_norway::to_string(&again).expect("prints")))
+    let round = || -> Result<(String, String), String> {
+        let printed = serde_norway::to_string(&c).map_err(|e| format!("printing: {e}"))?;
+        let again: ClientConfig =
+            serde_norway::from_str(&printed).map_err(|e| format!("reading {printed:?}: {e}"))?;
+        let second = serde_norway::to_string(&again).map_err(|e| format!("printing: {e}"))?;
+        Ok((printed, second))
+    };
+    Some(round())
 }

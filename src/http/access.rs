@@ -274,25 +274,12 @@ impl Denial {
             )
                 .into_response(),
             Denial::Internal(cause) => {
-                let mut r = if crate::http::answer::InternalError::unavailable(&cause) {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
-                        json,
-                        body(
-                            "UNAVAILABLE",
-                            "the registry's storage is unavailable; retry later",
-                        ),
-                    )
-                        .into_response()
-                } else {
-                    (
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        json,
-                        body("UNKNOWN", "internal error"),
-                    )
-                        .into_response()
+                let c = crate::http::answer::Condition::of(&cause);
+                let code = match c {
+                    crate::http::answer::Condition::Internal => "UNKNOWN",
+                    _ => "UNAVAILABLE",
                 };
+                let mut r = (c.status(), json, body(code, c.message())).into_response();
                 r.extensions_mut()
                     .insert(crate::http::answer::InternalError(cause));
                 r

@@ -11,27 +11,66 @@ pub(crate) struct RouteName(pub(crate) &'static str);
 #[derive(Clone)]
 pub(crate) struct InternalError(pub(crate) String);
 
-impl InternalError {
-    /// Whether the cause is a store that cannot be reached right now (database or bucket down,
-    /// every connection busy): the answer is then 503, which clients retry, not 500. Causes
-    /// travel as text through the auth and API layers; the stores' `Unavailable` errors are the
-    /// only ones whose text starts with these words.
-    pub(crate) fn unavailable(cause: &str) -> bool {
-        [
+/// What kind of trouble a 5xx cause is, by how its text starts (causes travel as text through
+/// the auth and API layers; the stores' errors are the only ones whose text starts so).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Condition {
+    /// A store cannot be reached right now (database or bucket down, every connection busy):
+    /// 503 with `Retry-After`, which clients retry.
+    Unavailable,
+    /// The disk under a store is full: 507; nothing was stored, and the same request succeeds
+    /// once space is freed.
+    Full,
+    /// A store's filesystem is read-only or refuses writes: 503 with `Retry-After`; reads go on.
+    ReadOnly,
+    /// Anything else: 500.
+    Internal,
+}
+
+impl Condition {
+    pub(crate) fn of(cause: &str) -> Condition {
+        let unavailable = [
             crate::store::UNAVAILABLE,
             crate::blob::UNAVAILABLE,
             crate::auth::workload::UNAVAILABLE,
-        ]
-        .iter()
-        .any(|p| cause.starts_with(p))
+        ];
+        if unavailable.iter().any(|p| cause.starts_with(p)) {
+            Condition::Unavailable
+        } else if cause.starts_with(crate::store::STORAGE_FULL) {
+            Condition::Full
+        } else if cause.starts_with(crate::store::STORAGE_READ_ONLY) {
+            Condition::ReadOnly
+        } else {
+            Condition::Internal
+        }
     }
 
-    /// 500, or 503 with a `Retry-After` for an unreachable store.
-    pub(crate) fn status(cause: &str) -> StatusCode {
-        if Self::unavailable(cause) {
-            StatusCode::SERVICE_UNAVAILABLE
-        } else {
-            StatusCode::INTERNAL_SERVER_ERROR
+    pub(crate) fn status(self) -> StatusCode {
+        match self {
+            Condition::Unavailable | Condition::ReadOnly => StatusCode::SERVICE_UNAVAILABLE,
+            Condition::Full => StatusCode::INSUFFICIENT_STORAGE,
+            Condition::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+
+    /// What the client is told (the cause itself is logged, never sent).
+    pub(crate) fn message(self) -> &'static str {
+        match self {
+            Condition::Unavailable => "the registry's storage is unavailable; retry later",
+            Condition::Full => {
+                "the registry's storage is full: nothing was stored; retry once space is freed"
+            }
+            Condition::ReadOnly => {
+                "the registry's storage cannot be written (read-only or failing): nothing was stored; reads go on"
+            }
+            Condition::Internal => "internal error",
+        }
+    }
+}
+
+impl InternalError {
+    /// 500; 503 for an unreachable or read-only store; 507 for a full one.
+    pub(crate) fn status(cause: &str) -> StatusCode {
+        Condition::of(cause).status()
     }
 }

@@ -90,6 +90,15 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         .metrics
         .record(route, status.as_u16(), elapsed, out_len);
     let ms = elapsed.as_secs_f64() * 1000.0;
+    // Every 503 tells clients when to try again (a store down or read-only, shutting down).
+    if status == StatusCode::SERVICE_UNAVAILABLE
+        && !resp.headers().contains_key(header::RETRY_AFTER)
+    {
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("1"),
+        );
+    }
     if let Some(InternalError(cause)) = resp.extensions().get::<InternalError>() {
         tracing::error!(%method, route, status = status.as_u16(), ms, cause = %cause, "request failed");
     } else if status.is_client_error() {

@@ -11,6 +11,14 @@ pub enum Error {
     /// succeed, and the server answers 503 (`UNAVAILABLE` starts this error's text).
     #[error("metadata store unavailable: {0}")]
     Unavailable(String),
+    /// The disk under the database is full (SQLite's `SQLITE_FULL`, PostgreSQL's `53100`):
+    /// nothing was written, and writes succeed again once space is freed. Answered 507.
+    #[error("storage full: metadata store: {0}")]
+    Full(String),
+    /// The database's files cannot be written (a read-only filesystem or database, a disk
+    /// refusing writes): reads go on. Answered 503.
+    #[error("storage read-only: metadata store: {0}")]
+    ReadOnly(String),
     /// A uniqueness rule refused the write (the thing already exists).
     #[error("already exists")]
     Conflict,
@@ -31,7 +39,12 @@ pub enum Error {
     SchemaTooNew { found: i64, known: i64 },
 }
 
-/// How the text of `Error::Unavailable` starts (see `http::InternalError::unavailable`).
+/// How the text of an error starts when the disk under a store is full, or read-only (see
+/// `http::answer::Condition`).
+pub const STORAGE_FULL: &str = "storage full";
+pub const STORAGE_READ_ONLY: &str = "storage read-only";
+
+/// How the text of `Error::Unavailable` starts (see `http::answer::Condition`).
 pub const UNAVAILABLE: &str = "metadata store unavailable";
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -40,6 +53,12 @@ impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
         match e.sqlite_error_code() {
             Some(rusqlite::ErrorCode::ConstraintViolation) => Error::Conflict,
+            Some(rusqlite::ErrorCode::DiskFull) => Error::Full(e.to_string()),
+            // A read-only database, or the disk refusing a write (SQLite reports a filesystem
+            // turned read-only under it as a disk I/O error).
+            Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::SystemIoFailure) => {
+                Error::ReadOnly(e.to_string())
+            }
             _ => Error::Sqlite(e),
         }
     }
@@ -50,6 +69,8 @@ impl From<::postgres::Error> for Error {
         use ::postgres::error::SqlState;
         match e.code() {
             Some(c) if *c == SqlState::UNIQUE_VIOLATION => Error::Conflict,
+            Some(c) if *c == SqlState::DISK_FULL => Error::Full(e.to_string()),
+            Some(c) if *c == SqlState::READ_ONLY_SQL_TRANSACTION => Error::ReadOnly(e.to_string()),
             // Class 08 (connection), 57 (operator intervention: shutdown, cancelled by the
             // statement timeout), 53 (insufficient resources).
             Some(c) if ["08", "57", "53"].iter().any(|k| c.code().starts_with(k)) => {

@@ -21,7 +21,7 @@ mod sqlite;
 mod sso;
 
 pub use copy::CopyReport;
-pub use error::{Error, Result, UNAVAILABLE};
+pub use error::{Error, Result, STORAGE_FULL, STORAGE_READ_ONLY, UNAVAILABLE};
 pub use handle::{Lease, MetadataStore};
 pub use iam::{binding_key, generation_key, member_key, role_key};
 pub use model::*;

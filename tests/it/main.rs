@@ -15,6 +15,7 @@ mod cli;
 mod clients;
 mod console;
 mod durability;
+mod faults;
 mod fuzz_corpus;
 mod gc;
 mod identity;

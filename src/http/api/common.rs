@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::auth::{AuthError, ClientInfo, Lineage, Login, Principal};
 use crate::http::access::{Presented, client_info, presented};
-use crate::http::answer::InternalError;
+use crate::http::answer::{Condition, InternalError};
 use crate::policy::Grants;
 use crate::state::AppState;
 
@@ -42,16 +42,15 @@ impl IntoResponse for ApiError {
                 "rate_limited",
                 "too many failed attempts".to_owned(),
             ),
-            ApiError::Internal(cause) if InternalError::unavailable(cause) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the registry's storage is unavailable; retry later".to_owned(),
-            ),
-            ApiError::Internal(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error".to_owned(),
-            ),
+            ApiError::Internal(cause) => {
+                let c = Condition::of(cause);
+                let code = match c {
+                    Condition::Unavailable | Condition::ReadOnly => "unavailable",
+                    Condition::Full => "storage_full",
+                    Condition::Internal => "internal",
+                };
+                (c.status(), code, c.message().to_owned())
+            }
         };
         let body = json!({ "error": { "code": code, "message": message } });
         let mut r = (

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::route::RouteError;
 use crate::content;
-use crate::http::answer::InternalError;
+use crate::http::answer::{Condition, InternalError};
 
 #[derive(Debug)]
 pub(crate) enum OciError {
@@ -102,12 +102,14 @@ impl OciError {
                 "the operation is unsupported for this endpoint".into(),
             ),
             OciError::NotFound => (S::NOT_FOUND, "UNSUPPORTED", "no such endpoint".into()),
-            OciError::Internal(cause) if InternalError::unavailable(cause) => (
-                S::SERVICE_UNAVAILABLE,
-                "UNAVAILABLE",
-                "the registry's storage is unavailable; retry later".into(),
-            ),
-            OciError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "UNKNOWN", "internal error".into()),
+            OciError::Internal(cause) => {
+                let c = Condition::of(cause);
+                let code = match c {
+                    Condition::Unavailable | Condition::ReadOnly => "UNAVAILABLE",
+                    Condition::Full | Condition::Internal => "UNKNOWN",
+                };
+                (c.status(), code, c.message().into())
+            }
         }
     }
 }
