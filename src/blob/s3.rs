@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt as _, TryStreamExt as _};
+use futures_util::{StreamExt as _, TryStreamExt as _};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::multipart::{MultipartStore as _, PartId};
 use object_store::path::Path;
@@ -43,6 +43,8 @@ pub struct S3Options {
     pub endpoint: Option<String>,
     pub region: Option<String>,
     pub path_style: bool,
+    /// Longest one request may take (a stalled store's requests are given up after it).
+    pub timeout: Duration,
 }
 
 /// Bytes per part of a multipart upload (S3 needs ≥ 5 MiB for every part but the last).
@@ -175,7 +177,7 @@ impl S3Store {
                 object_store::ClientOptions::new()
                     .with_allow_http(allow_http)
                     .with_connect_timeout(Duration::from_secs(5))
-                    .with_timeout(Duration::from_secs(120)),
+                    .with_timeout(options.timeout),
             );
         let store = b.build().map_err(|e| invalid(e.to_string()))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -268,52 +270,57 @@ impl S3Store {
         .await?
     }
 
-    /// Bytes `start..start + len` of blob `d`, streamed.
-    pub fn stream(
+    /// Bytes `start..start + len` of blob `d`, streamed. The object's GET has been answered when
+    /// this returns, so a bucket that cannot serve it is an error here (the client gets a 503
+    /// before any byte), not a body that breaks at its first byte.
+    pub async fn stream(
         &self,
         d: &Digest,
         start: u64,
         len: u64,
-    ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
-        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(2);
-        let (store, path, what) = (self.inner.store.clone(), self.blob_path(d), d.to_string());
-        if len > 0 {
-            self.handle().spawn(async move {
-                let opts = object_store::GetOptions {
-                    range: Some(object_store::GetRange::Bounded(start..start + len)),
-                    ..Default::default()
-                };
-                let mut body = match store.get_opts(&path, opts).await {
-                    Ok(r) => r.into_stream(),
-                    Err(e) => {
-                        let _ = tx
-                            .send(Err(std::io::Error::other(format!("blob {what}: {e}"))))
-                            .await;
-                        return;
-                    }
-                };
-                let mut sent = 0u64;
-                while let Some(chunk) = body.next().await {
-                    let chunk =
-                        chunk.map_err(|e| std::io::Error::other(format!("blob {what}: {e}")));
-                    if let Ok(c) = &chunk {
-                        sent += c.len() as u64;
-                    }
-                    if tx.send(chunk).await.is_err() {
-                        return;
-                    }
-                }
-                if sent < len {
-                    let _ = tx
-                        .send(Err(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "blob object is shorter than its recorded size",
-                        )))
-                        .await;
-                }
-            });
+    ) -> Result<futures_util::stream::BoxStream<'static, std::io::Result<Bytes>>> {
+        if len == 0 {
+            return Ok(futures_util::stream::empty().boxed());
         }
-        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
+        let (store, path, what) = (self.inner.store.clone(), self.blob_path(d), d.to_string());
+        let opts = object_store::GetOptions {
+            range: Some(object_store::GetRange::Bounded(start..start + len)),
+            ..Default::default()
+        };
+        let opened = self
+            .handle()
+            .spawn(async move { store.get_opts(&path, opts).await })
+            .await
+            .map_err(|e| unavailable(format!("reading blob {what}"), e))?;
+        let mut body = opened
+            .map_err(s3_err(format!("reading blob {what}")))?
+            .into_stream();
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(2);
+        self.handle().spawn(async move {
+            let mut sent = 0u64;
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| std::io::Error::other(format!("blob {what}: {e}")));
+                if let Ok(c) = &chunk {
+                    sent += c.len() as u64;
+                }
+                if tx.send(chunk).await.is_err() {
+                    return;
+                }
+            }
+            if sent < len {
+                let _ = tx
+                    .send(Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "blob object is shorter than its recorded size",
+                    )))
+                    .await;
+            }
+        });
+        Ok(futures_util::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|c| (c, rx)) },
+        )
+        .boxed())
     }
 
     /// Starts writing object `path`; feed it with `Sink::put` and end with `Sink::finish`.

@@ -108,6 +108,7 @@ pub(super) fn run(args: &MigrateArgs) -> anyhow::Result<ExitCode> {
             endpoint: args.s3_endpoint.clone(),
             region: args.s3_region.clone(),
             path_style: args.s3_path_style.unwrap_or(false),
+            timeout: std::time::Duration::from_secs(120),
         },
         &args.from_data_dir,
     )

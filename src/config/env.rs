@@ -46,6 +46,7 @@ pub const BERTH_S3_ENDPOINT: &str = "BERTH_S3_ENDPOINT";
 pub const BERTH_S3_REGION: &str = "BERTH_S3_REGION";
 /// Path-style requests (`endpoint/bucket/key`) instead of virtual-hosted ones.
 pub const BERTH_S3_PATH_STYLE: &str = "BERTH_S3_PATH_STYLE";
+pub const BERTH_S3_TIMEOUT: &str = "BERTH_S3_TIMEOUT";
 /// Log filter (tracing `EnvFilter` syntax).
 pub const BERTH_LOG: &str = "BERTH_LOG";
 /// Who may sign in with a local password: `all`, `admins` or `off`.

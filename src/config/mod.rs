@@ -262,6 +262,8 @@ impl Config {
                         },
                         region: raw.s3_region,
                         path_style: raw.s3_path_style.unwrap_or(false),
+                        timeout: nonzero(duration("s3_timeout", raw.s3_timeout, "120s")?)
+                            .ok_or_else(|| invalid("s3_timeout", "must be more than 0s".into()))?,
                     })
                 }
                 Some(u) => {

@@ -130,6 +130,10 @@ pub struct ServeArgs {
     #[arg(long, env = env::BERTH_S3_PATH_STYLE, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub s3_path_style: Option<bool>,
 
+    /// Longest one S3 request may take before it is given up (and retried, within 10 s of retries); a stalled store's requests then get 503 [default: 120s]
+    #[arg(long, env = env::BERTH_S3_TIMEOUT, value_name = "DURATION")]
+    pub s3_timeout: Option<String>,
+
     /// Who may sign in with a local password: `all`, `admins` (server admins only: a way in when the identity provider is down) or `off` [default: all]
     #[arg(long, env = env::BERTH_LOCAL_LOGIN, value_name = "WHO")]
     pub local_login: Option<String>,
@@ -216,6 +220,7 @@ pub struct FileConfig {
     pub s3_endpoint: Option<String>,
     pub s3_region: Option<String>,
     pub s3_path_style: Option<bool>,
+    pub s3_timeout: Option<String>,
     pub log: Option<String>,
     pub local_login: Option<String>,
     pub oidc_issuer: Option<String>,
@@ -289,6 +294,7 @@ impl ServeArgs {
             s3_endpoint: self.s3_endpoint.clone().or(file.s3_endpoint),
             s3_region: self.s3_region.clone().or(file.s3_region),
             s3_path_style: self.s3_path_style.or(file.s3_path_style),
+            s3_timeout: self.s3_timeout.clone().or(file.s3_timeout),
             log: self.log.clone().or(file.log),
             local_login: self.local_login.clone().or(file.local_login),
             oidc_issuer: self.oidc_issuer.clone().or(file.oidc_issuer),

@@ -79,14 +79,17 @@ impl BlobReader {
     /// read starts as soon as a chunk is handed over, so disk reads overlap socket writes while
     /// at most two chunks per stream are in memory. A file shorter than `len` ends the stream
     /// with an error, never with a short body.
-    pub fn stream(
+    ///
+    /// From a bucket, the object's GET is answered before the stream is returned: a bucket that
+    /// cannot serve it is an error here, before any byte of the answer.
+    pub async fn stream(
         self,
         start: u64,
         len: u64,
-    ) -> futures_util::stream::BoxStream<'static, std::io::Result<Bytes>> {
+    ) -> Result<futures_util::stream::BoxStream<'static, std::io::Result<Bytes>>> {
         match self.source {
-            Source::File(file) => Self::stream_file(file, start, len).boxed(),
-            Source::S3(s3, d) => s3.stream(&d, start, len).boxed(),
+            Source::File(file) => Ok(Self::stream_file(file, start, len).boxed()),
+            Source::S3(s3, d) => Ok(s3.stream(&d, start, len).await?),
         }
     }
 

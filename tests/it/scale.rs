@@ -1330,3 +1330,171 @@ async fn policy_changes_and_rotations_on_one_node_reach_the_other() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// The port of an engine's URL (`postgres://…@127.0.0.1:PORT/db`, `http://127.0.0.1:PORT`).
+fn port_of(url: &str) -> u16 {
+    let after = url.rsplit_once("127.0.0.1:").unwrap().1;
+    after
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A request's answer while a store is faulty: 503 with `Retry-After` and the OCI error,
+/// within `within`.
+async fn assert_503_within(req: reqwest::RequestBuilder, within: Duration, what: &str) {
+    let started = Instant::now();
+    let r = req.send().await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "{what}");
+    assert_eq!(r.headers()["retry-after"], "1", "{what}");
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("unavailable") || body.contains("UNAVAILABLE"),
+        "{what}: {body}"
+    );
+    eprintln!("{what}: 503 after {took:?}");
+    assert!(took < within, "{what} took {took:?}");
+}
+
+/// PostgreSQL and Garage behind the tests' fault proxy: stalled, cut mid-request, and (S3)
+/// answering 500 and 503 SlowDown. Every request gets a bounded 503 with `Retry-After` (or, for a
+/// body already under way, a broken body, never a wrong one); when the faults end berth recovers
+/// by itself, every acknowledged write is there, and it holds no more engine connections than its
+/// pools allow.
+#[tokio::test(flavor = "multi_thread")]
+async fn faults_between_berth_and_its_engines_answer_503_and_heal_by_themselves() {
+    use crate::support::faultproxy::{Fault, FaultProxy};
+    let pg = PgCluster::start();
+    let db = pg.create_database("berth");
+    let garage = Garage::start();
+    let pgp = FaultProxy::start(([127, 0, 0, 1], port_of(&db)).into());
+    let s3p = FaultProxy::start(([127, 0, 0, 1], port_of(&garage.endpoint())).into());
+    let db_via = db.replace(
+        &format!(":{}/", port_of(&db)),
+        &format!(":{}/", pgp.addr.port()),
+    );
+    let mut env = node_env(&db_via);
+    for (k, v) in garage.env("faults") {
+        let v = if k == "BERTH_S3_ENDPOINT" {
+            format!("http://{}", s3p.addr)
+        } else {
+            v
+        };
+        env.push((k, v));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_with(
+        &tmp.path().join("data"),
+        &["--database-timeout", "2s", "--s3-timeout", "2s"],
+        env,
+    );
+    let c = client();
+    let mut acknowledged = Vec::new();
+    for i in 0..3 {
+        let (digest, body) = push_image(&c, &s, "acme/app", &format!("v{i}"), 950 + i).await;
+        acknowledged.push((format!("v{i}"), digest, body));
+    }
+    let big = random_bytes(24 << 20, 960);
+    let big_d = push_blob(&c, &s, "acme/app", &big).await;
+    let blob_get = |d: &str| c.get(s.url(&format!("/v2/acme/app/blobs/{d}")));
+    let bound = Duration::from_secs(20);
+
+    // S3 answers 503 SlowDown, then 500: blob reads and writes get 503; manifests (in the
+    // database) are served.
+    for status in [503, 500] {
+        s3p.set(Fault::Http(status));
+        assert_503_within(blob_get(&big_d), bound, &format!("blob GET, S3 {status}")).await;
+        let small = format!("while S3 answers {status}");
+        let push = c
+            .post(s.url(&format!(
+                "/v2/acme/app/blobs/uploads/?digest={}",
+                sha256(small.as_bytes())
+            )))
+            .body(small.clone());
+        assert_503_within(push, bound, &format!("blob push, S3 {status}")).await;
+        let r = c
+            .get(s.url("/v2/acme/app/manifests/v0"))
+            .header("accept", OCI_MANIFEST)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+
+    // S3 stalls: bounded by the S3 timeout and its retries.
+    s3p.set(Fault::Stall);
+    assert_503_within(blob_get(&big_d), bound, "blob GET, S3 stalled").await;
+
+    // S3 cut mid-body: the body under way breaks (never completes wrong); the next GET is a 503.
+    s3p.set(Fault::Pass);
+    let mut r = blob_get(&big_d).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let first = r.chunk().await.unwrap().unwrap();
+    assert!(first.len() < big.len());
+    s3p.set(Fault::Cut);
+    let mut got = first.len();
+    let broke = loop {
+        match r.chunk().await {
+            Ok(Some(b)) => got += b.len(),
+            Ok(None) => break false,
+            Err(_) => break true,
+        }
+    };
+    assert!(
+        broke || got < big.len(),
+        "a cut body completed: {got} bytes"
+    );
+    assert_503_within(blob_get(&big_d), bound, "blob GET, S3 cut").await;
+
+    // PostgreSQL cut, then stalled: manifest reads and the API get 503 within the database
+    // timeout. (A login verified moments ago may still get a token: the node's cache.)
+    s3p.set(Fault::Pass);
+    for fault in [Fault::Cut, Fault::Stall] {
+        pgp.set(fault);
+        let manifest = c
+            .get(s.url("/v2/acme/app/manifests/v1"))
+            .header("accept", OCI_MANIFEST);
+        assert_503_within(
+            manifest,
+            Duration::from_secs(8),
+            &format!("manifest GET, PG {fault:?}"),
+        )
+        .await;
+        let api = c.get(s.url("/api/v1/orgs"));
+        assert_503_within(api, Duration::from_secs(8), &format!("API, PG {fault:?}")).await;
+    }
+
+    // The faults end: berth recovers by itself, and nothing acknowledged is lost.
+    pgp.set(Fault::Pass);
+    wait_until_ready(&s, Duration::from_secs(60)).await;
+    for (tag, digest, body) in &acknowledged {
+        let r = c
+            .get(s.url(&format!("/v2/acme/app/manifests/{tag}")))
+            .header("accept", OCI_MANIFEST)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{tag}");
+        assert_eq!(
+            r.headers()["docker-content-digest"].to_str().unwrap(),
+            digest
+        );
+        assert_eq!(&r.text().await.unwrap(), body);
+    }
+    let r = blob_get(&big_d).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(sha256(&r.bytes().await.unwrap()), big_d);
+    push_image(&c, &s, "acme/app", "after", 970).await;
+    // No connection leaked: at most the pool's 16 to PostgreSQL, a handful to S3.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    eprintln!(
+        "after the faults: {} connections to PostgreSQL, {} to S3",
+        pgp.open_upstream(),
+        s3p.open_upstream()
+    );
+    assert!(pgp.open_upstream() <= 16, "{}", pgp.open_upstream());
+    assert!(s3p.open_upstream() <= 16, "{}", s3p.open_upstream());
+}

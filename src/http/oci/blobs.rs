@@ -49,9 +49,8 @@ pub(super) async fn get(
     if head {
         return builder.body(Body::empty()).map_err(internal);
     }
-    builder
-        .body(Body::from_stream(blob.stream(start, len)))
-        .map_err(internal)
+    let body = blob.stream(start, len).await?;
+    builder.body(Body::from_stream(body)).map_err(internal)
 }
 
 fn blob_headers(

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use sha2::Digest as _;
 
 pub mod engines;
+pub mod faultproxy;
 pub mod oidc;
 pub mod storage;
 
