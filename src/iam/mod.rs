@@ -155,7 +155,7 @@ impl IamService {
             }
         };
         let hash = password::hash(&password).map_err(Error::Invalid)?;
-        self.meta.write(|w| {
+        let made = self.meta.write(|w| {
             w.insert_user("admin", Some(&hash), true)?;
             w.insert_audit(&audit_row(&AuditEvent {
                 action: "user.bootstrap",
@@ -164,8 +164,14 @@ impl IamService {
                 ..AuditEvent::default()
             }))
             .map(drop)
-        })?;
-        Ok(generated.then_some(password))
+        });
+        match made {
+            Ok(()) => Ok(generated.then_some(password)),
+            // Another node of the same database made it first (nodes started together): its
+            // admin stands, and this node's password (never stored) is not shown.
+            Err(store::Error::Conflict) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     // ----- users -----

@@ -1624,3 +1624,27 @@ async fn push_blob_to(c: &reqwest::Client, base: &str, bytes: &[u8]) -> Option<S
         .ok()?;
     (r.status() == StatusCode::CREATED).then_some(d)
 }
+
+/// Two nodes started at the same moment on an empty database both come up (found by the soak:
+/// both made the server admin, and the loser exited), with one admin whose password works on both.
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_started_together_on_an_empty_database_both_come_up() {
+    let pg = PgCluster::start();
+    for round in 0..3 {
+        let db = pg.create_database(&format!("together{round}"));
+        let tmp = tempfile::tempdir().unwrap();
+        let starts: Vec<_> = ["a", "b"]
+            .into_iter()
+            .map(|n| {
+                let (data, env) = (tmp.path().join(n), node_env(&db));
+                std::thread::spawn(move || Server::start_with(&data, &[], env))
+            })
+            .collect();
+        let nodes: Vec<Server> = starts.into_iter().map(|t| t.join().unwrap()).collect();
+        for s in &nodes {
+            let (st, body) = Api::admin(s).get("/auth/whoami").await;
+            assert_eq!(st, StatusCode::OK, "{body}");
+            assert_eq!(body["name"], "admin");
+        }
+    }
+}
