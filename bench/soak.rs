@@ -224,7 +224,7 @@ async fn setup(name: &'static str, nodes: Vec<Node>, signer: &Arc<Signer>) -> Re
     if r.status() != 201 {
         return Err(format!("create org: {}", r.status()).into());
     }
-    for (robot, role) in [("pusher", "Writer"), ("puller", "Reader")] {
+    for (robot, role) in [("pusher", "Manager"), ("puller", "Reader")] {
         let r = admin
             .post(api("/orgs/soak/robots"))
             .basic_auth("admin", Some(ADMIN_PW))
@@ -279,6 +279,12 @@ async fn setup(name: &'static str, nodes: Vec<Node>, signer: &Arc<Signer>) -> Re
         .put(api("/orgs/soak/members/viewer"))
         .basic_auth("admin", Some(ADMIN_PW))
         .json(&json!({"role": "member"}))
+        .send()
+        .await?;
+    admin
+        .put(api("/orgs/soak/bindings/viewer"))
+        .basic_auth("admin", Some(ADMIN_PW))
+        .json(&json!({"role": "Reader", "subject": "user/viewer"}))
         .send()
         .await?;
     let r = reqwest::Client::builder()
@@ -342,6 +348,8 @@ impl Signer {
 /// Runs every operation of the workload against `b` until `deadline`.
 async fn workload(b: Arc<Backend>, rec: Recorder, deadline: Instant, tmp: PathBuf) {
     let mut tasks = Vec::new();
+    // Readers start once the first image is there (a pull before it is a 404 by intent).
+    let pushed = Arc::new(tokio::sync::Notify::new());
     let bases: Vec<String> = b.nodes.iter().map(|n| n.base.clone()).collect();
     let pick = move |i: u64| bases[i as usize % bases.len()].clone();
     let every = |ms: u64| tokio::time::interval(Duration::from_millis(ms));
@@ -349,7 +357,7 @@ async fn workload(b: Arc<Backend>, rec: Recorder, deadline: Instant, tmp: PathBu
     // Pushes: a 64 KiB layer and a manifest under a new tag; tags older than 100 are removed, so
     // garbage collection has something to take and storage stays level.
     {
-        let (b, rec, pick) = (b.clone(), rec.clone(), pick.clone());
+        let (b, rec, pick, pushed) = (b.clone(), rec.clone(), pick.clone(), pushed.clone());
         tasks.push(tokio::spawn(async move {
             let c = reqwest::Client::new();
             let cfg = b"{\"os\":\"linux\"}".to_vec();
@@ -398,7 +406,10 @@ async fn workload(b: Arc<Backend>, rec: Recorder, deadline: Instant, tmp: PathBu
                     .body(m)
                     .send()
                     .await;
-                rec.check("push_manifest", t, r, 201).await;
+                if rec.check("push_manifest", t, r, 201).await.is_some() {
+                    pushed.notify_waiters();
+                    pushed.notify_one();
+                }
                 if i > 100 {
                     let t = Instant::now();
                     let r = c
@@ -413,8 +424,9 @@ async fn workload(b: Arc<Backend>, rec: Recorder, deadline: Instant, tmp: PathBu
     }
     // Pulls: the latest manifest and its layer, with a registry token from /token.
     for k in 0..2u64 {
-        let (b, rec, pick) = (b.clone(), rec.clone(), pick.clone());
+        let (b, rec, pick, pushed) = (b.clone(), rec.clone(), pick.clone(), pushed.clone());
         tasks.push(tokio::spawn(async move {
+            pushed.notified().await;
             let c = reqwest::Client::new();
             let mut tick = every(50);
             let mut i = k;
@@ -555,7 +567,7 @@ async fn workload(b: Arc<Backend>, rec: Recorder, deadline: Instant, tmp: PathBu
                 for page in [
                     "/ui/orgs/soak",
                     "/ui/orgs/soak/repositories",
-                    "/ui/orgs/soak/robots",
+                    "/ui/orgs/soak/repositories/soak/app",
                 ] {
                     let t = Instant::now();
                     let r = c
@@ -570,8 +582,9 @@ async fn workload(b: Arc<Backend>, rec: Recorder, deadline: Instant, tmp: PathBu
     }
     // A real client: skopeo copies the latest image out and back under another tag.
     {
-        let (b, rec, pick) = (b.clone(), rec.clone(), pick.clone());
+        let (b, rec, pick, pushed) = (b.clone(), rec.clone(), pick.clone(), pushed.clone());
         tasks.push(tokio::spawn(async move {
+            pushed.notified().await;
             let mut tick = every(60_000);
             let mut i = 0u64;
             let creds = {
@@ -831,9 +844,20 @@ async fn main() -> Res<()> {
         ));
     std::fs::write(&out, serde_json::to_string_pretty(&result)?)?;
     eprintln!("wrote {}", out.display());
+    // Stop the nodes and wait for them before the engines and directories go.
     for b in &backends {
         for n in &b.nodes {
             let _ = Command::new("kill").arg(n.child.id().to_string()).status();
+        }
+    }
+    for b in &backends {
+        for n in &b.nodes {
+            while Path::new(&format!("/proc/{}/status", n.child.id())).exists()
+                && std::fs::read_to_string(format!("/proc/{}/status", n.child.id()))
+                    .is_ok_and(|s| !s.contains("State:\tZ"))
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
     Ok(())
