@@ -260,6 +260,8 @@ struct Verified {
     entries: Mutex<HashMap<[u8; 32], VerifiedLogin>>,
     /// Fingerprint → the lock held by the one check of that user name and secret under way.
     in_flight: Mutex<HashMap<[u8; 32], Arc<Mutex<()>>>>,
+    /// The size at which `entries` is next swept of expired logins.
+    sweep_at: std::sync::atomic::AtomicUsize,
 }
 
 /// The one check under way of a user name and secret: attempts that present the same pair wait
@@ -280,6 +282,7 @@ impl Verified {
             key,
             entries: Mutex::default(),
             in_flight: Mutex::default(),
+            sweep_at: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -324,8 +327,16 @@ impl Verified {
 
     fn put(&self, fp: [u8; 32], l: Login, credential: Option<String>) {
         let mut map = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if map.len() > 100_000 {
+        // Entries past the TTL are useless: swept whenever the map has doubled since the last
+        // sweep, so it holds about the logins of the last 10 s, not every login ever seen.
+        let sweep_at = self.sweep_at.load(std::sync::atomic::Ordering::Relaxed);
+        if map.len() >= sweep_at.max(1024) {
             map.retain(|_, (at, ..)| at.elapsed() < VERIFIED_TTL);
+            if map.len() > 100_000 {
+                map.clear();
+            }
+            self.sweep_at
+                .store(map.len() * 2, std::sync::atomic::Ordering::Relaxed);
         }
         map.insert(fp, (Instant::now(), l, credential));
     }

@@ -49,13 +49,22 @@ pub struct TokenService {
     issuer: String,
     ttl: Duration,
     revoked: std::sync::Arc<super::revoked::Revoked>,
-    verified: std::sync::Arc<
-        std::sync::Mutex<std::collections::HashMap<[u8; 32], std::sync::Arc<Claims>>>,
-    >,
+    verified: std::sync::Arc<std::sync::Mutex<VerifiedTokens>>,
 }
 
-/// Verified tokens remembered at most; the cache is emptied when it grows past this.
+/// Tokens verified before, by their SHA-256. Expired ones are dropped whenever the map has
+/// doubled since the last sweep, so it holds about the tokens still alive (issue rate × TTL),
+/// not every token ever seen.
+#[derive(Default)]
+struct VerifiedTokens {
+    map: std::collections::HashMap<[u8; 32], std::sync::Arc<Claims>>,
+    sweep_at: usize,
+}
+
+/// Verified tokens remembered at most; the cache is emptied when live ones grow past this.
 const VERIFIED_MAX: usize = 50_000;
+/// The smallest size at which expired tokens are swept.
+const VERIFIED_SWEEP_MIN: usize = 1024;
 
 /// Leeway for clock differences between berth nodes and verifiers.
 const LEEWAY_SECS: u64 = 30;
@@ -150,6 +159,7 @@ impl TokenService {
             .verified
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .map
             .get(&key)
             .cloned();
         if let Some(claims) = cached {
@@ -166,10 +176,16 @@ impl TokenService {
             .verified
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cache.len() >= VERIFIED_MAX {
-            cache.clear();
+        if cache.map.len() >= cache.sweep_at.max(VERIFIED_SWEEP_MIN) {
+            let leeway = i64::try_from(LEEWAY_SECS).unwrap_or(0);
+            let t = now();
+            cache.map.retain(|_, c| c.exp.saturating_add(leeway) > t);
+            if cache.map.len() >= VERIFIED_MAX {
+                cache.map.clear();
+            }
+            cache.sweep_at = cache.map.len() * 2;
         }
-        cache.insert(key, std::sync::Arc::new(claims.clone()));
+        cache.map.insert(key, std::sync::Arc::new(claims.clone()));
         Ok(claims)
     }
 
