@@ -6,7 +6,9 @@
 # console's browser test) from Debian, the oras Python client from PyPI, playwright-core from
 # npm (tests/console, pinned by its lock file), oidc-provider from npm (tests/oidc, the single
 # sign-on tests' OpenID provider, pinned by its lock file), cargo-nextest and cargo-deny from
-# crates.io.
+# crates.io, e2fsprogs (the fault tests' ext4 that turns read-only). The fault tests mount a
+# tmpfs and a loop device, so the suite runs as root, as CI does. The fuzz targets' corpora are
+# replayed by the suite itself (tests/it/fuzz_corpus.rs).
 #
 # The suite runs twice: on the embedded default (SQLite and files), then with every test
 # server on a database of its own in a PostgreSQL cluster and a prefix of its own in a Garage
@@ -24,6 +26,7 @@ command -v tar >/dev/null 2>&1 || need_apt+=(tar)
 command -v gzip >/dev/null 2>&1 || need_apt+=(gzip)
 command -v docker-registry >/dev/null 2>&1 || need_apt+=(docker-registry)
 command -v strace >/dev/null 2>&1 || need_apt+=(strace)
+command -v mkfs.ext4 >/dev/null 2>&1 || need_apt+=(e2fsprogs)
 command -v kubectl >/dev/null 2>&1 || need_apt+=(kubernetes-client)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
