@@ -551,10 +551,11 @@ async fn workload(b: Arc<Backend>, rec: Recorder, deadline: Instant, tmp: PathBu
             }
         }));
     }
-    // Console pages of a signed-in member.
+    // Console pages of a signed-in member (the repository's page once it exists).
     {
-        let (b, rec, pick) = (b.clone(), rec.clone(), pick.clone());
+        let (b, rec, pick, pushed) = (b.clone(), rec.clone(), pick.clone(), pushed.clone());
         tasks.push(tokio::spawn(async move {
+            pushed.notified().await;
             let c = reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
