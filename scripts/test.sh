@@ -5,7 +5,8 @@
 # reference for pull secrets), PostgreSQL (the scale-out backend), chromium and Node.js (the
 # console's browser test) from Debian, the oras Python client from PyPI, playwright-core from
 # npm (tests/console, pinned by its lock file), oidc-provider from npm (tests/oidc, the single
-# sign-on tests' OpenID provider, pinned by its lock file), cargo-nextest and cargo-deny from
+# sign-on tests' OpenID provider, pinned by its lock file), schemathesis from PyPI (the API
+# fuzzing), cargo-nextest and cargo-deny from
 # crates.io, e2fsprogs (the fault tests' ext4 that turns read-only). The fault tests mount a
 # tmpfs and a loop device, so the suite runs as root, as CI does. The fuzz targets' corpora are
 # replayed by the suite itself (tests/it/fuzz_corpus.rs).
@@ -39,6 +40,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+# schemathesis (PyPI) fuzzes the management API against its OpenAPI document (tests/it/api_fuzz.rs).
+if ! command -v st >/dev/null 2>&1 || ! st --version 2>/dev/null | grep -q '4\.32\.'; then
+  echo "installing schemathesis (pip)" >&2
+  python3 -m pip install -q 'schemathesis==4.32.5'
 fi
 if ! python3 -c 'import oras.client' >/dev/null 2>&1; then
   echo "installing oras (pip)" >&2

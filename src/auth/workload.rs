@@ -108,7 +108,11 @@ pub fn check_issuer(url: &str, allow_private: bool) -> Result<(), String> {
     let Some(host) = parsed.host_str() else {
         return Err(format!("issuer {url:?} has no host"));
     };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    // A fully qualified name's trailing dot (`localhost.`) names the same host.
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_end_matches('.');
     let literal = host.parse::<std::net::IpAddr>().ok();
     let private = host.eq_ignore_ascii_case("localhost")
         || host.to_ascii_lowercase().ends_with(".localhost")

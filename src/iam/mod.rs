@@ -1007,6 +1007,12 @@ impl IamService {
     }
 
     pub fn delete_role(&self, org: &str, name: &str) -> Result<()> {
+        // A built-in role has no row; deleting "it" would only delete every binding to it.
+        if policy::BUILTIN_ROLES.contains(&name) {
+            return Err(Error::Conflict(format!(
+                "{name:?} is a built-in role: it cannot be deleted"
+            )));
+        }
         let org_row = self.org(org)?;
         if self.meta.write(|w| w.delete_role(org_row.id, name))? {
             Ok(())

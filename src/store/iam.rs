@@ -1378,6 +1378,10 @@ impl Writer<'_> {
     /// Deletes a custom role with its bindings, so that a role created later under the name
     /// grants nothing to anyone.
     pub fn delete_role(&self, org_id: i64, name: &str) -> Result<bool> {
+        // Only a role that exists takes its bindings with it.
+        if self.reader().role(org_id, name)?.is_none() {
+            return Ok(false);
+        }
         self.policy_changed()?;
         self.delete_bindings_where("org_id = ?1 AND role = ?2", p![org_id, name])?;
         self.forget_object(&role_key(org_id, name))?;

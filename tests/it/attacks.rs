@@ -2776,6 +2776,9 @@ async fn the_server_fetches_only_what_the_operator_allows_and_says_nothing_of_it
         real.url.as_str(),
         "https://127.0.0.1:6443",
         "https://localhost",
+        // A fully qualified name's trailing dot is the same host (found by the API fuzzing).
+        "https://localhost./",
+        "https://a.localhost./",
         "https://10.0.0.7",
         "https://169.254.169.254/latest",
         "https://[::1]",
@@ -5092,5 +5095,118 @@ async fn sso_access_ends_with_the_person_and_not_with_an_operators_error() {
             )
             .await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{lookalike:?}: {v}");
+    }
+}
+
+/// A built-in role has no row: deleting it once deleted every binding to it (the Manager's own
+/// too) and answered 404 (found by the API fuzzing). Now 409, and nothing is deleted.
+#[tokio::test]
+async fn a_built_in_role_cannot_be_deleted_and_its_bindings_stay() {
+    let s = Server::start();
+    let admin = Api::admin(&s);
+    admin
+        .ok(
+            "POST",
+            "/orgs",
+            Some(json!({"name": "rolebug"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    for who in ["mona", "rita"] {
+        user_session(&s, who, &format!("{who}-password-0123")).await;
+        admin
+            .ok(
+                "PUT",
+                &format!("/orgs/rolebug/members/{who}"),
+                Some(json!({"role": "member"})),
+                StatusCode::OK,
+            )
+            .await;
+    }
+    for (b, role, who) in [("m", "Manager", "mona"), ("r", "Reader", "rita")] {
+        admin
+            .ok(
+                "PUT",
+                &format!("/orgs/rolebug/bindings/{b}"),
+                Some(json!({"role": role, "subject": format!("user/{who}")})),
+                StatusCode::CREATED,
+            )
+            .await;
+    }
+    let manager = Api::basic(&s, "mona", "mona-password-0123");
+    for role in ["Reader", "Writer", "Manager"] {
+        for caller in [&manager, &admin] {
+            let (st, v) = caller.delete(&format!("/orgs/rolebug/roles/{role}")).await;
+            assert_eq!(st, StatusCode::CONFLICT, "{role}: {v}");
+        }
+    }
+    // A role that does not exist: 404, and nothing else changes either.
+    let (st, _) = admin.delete("/orgs/rolebug/roles/nope").await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let v = admin
+        .ok("GET", "/orgs/rolebug/bindings", None, StatusCode::OK)
+        .await;
+    let names: Vec<&str> = v["bindings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["name"].as_str())
+        .collect();
+    assert!(names.contains(&"m") && names.contains(&"r"), "{v}");
+    // The Manager still manages.
+    manager
+        .ok("GET", "/orgs/rolebug/robots", None, StatusCode::OK)
+        .await;
+}
+
+/// Bodies that are not JSON objects are refused (an array filled fields by position), and the
+/// API's own refusals of a query, a path or a body size are its JSON error body (found by the
+/// API fuzzing).
+#[tokio::test]
+async fn the_api_refuses_arrays_and_answers_every_refusal_in_its_error_body() {
+    let s = Server::start();
+    let admin = Api::admin(&s);
+    let (st, v) = admin
+        .call("POST", "/orgs", Some(json!(["arrayorg"])), &[])
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["code"], "invalid");
+    let (st, _) = admin.get("/orgs/arrayorg").await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "an array made an organization");
+    admin
+        .ok(
+            "POST",
+            "/orgs",
+            Some(json!({"name": "acme"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    for (path, status) in [
+        ("/orgs/acme/repositories?n=abc", StatusCode::BAD_REQUEST),
+        (
+            "/orgs/acme/repositories?sort=name&sort=name",
+            StatusCode::BAD_REQUEST,
+        ),
+        ("/orgs/%FF/robots", StatusCode::BAD_REQUEST),
+    ] {
+        let (st, v) = admin.get(path).await;
+        assert_eq!(st, status, "{path}");
+        assert!(v["error"]["message"].is_string(), "{path}: {v}");
+    }
+    let big = json!({"name": "x".repeat(3 << 20)});
+    let (st, v) = admin.call("POST", "/orgs", Some(big), &[]).await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(v["error"]["code"], "too_large", "{v}");
+    let big = json!({"username": "x".repeat(100_000), "password": "p"});
+    let (st, v) = Api::anonymous(&s)
+        .call("POST", "/auth/login", Some(big), &[])
+        .await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    // Expiries a calendar cannot print, and ones over before they start, are refused.
+    for e in ["99999999999y", "1000001d", "999ms", "0s"] {
+        let (st, v) = admin
+            .post("/apikeys", json!({"name": "far", "expiresIn": e}))
+            .await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{e}: {v}");
     }
 }

@@ -9,6 +9,7 @@
     clippy::panic
 )]
 
+mod api_fuzz;
 mod attacks;
 mod authz_matrix;
 mod cli;

@@ -21,6 +21,8 @@ pub(crate) enum ApiError {
     NotFound(String),
     Conflict(String),
     Invalid(String),
+    /// A request body over the route's limit: 413.
+    TooLarge(String),
     RateLimited(std::time::Duration),
     Internal(String),
 }
@@ -37,6 +39,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m.clone()),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m.clone()),
             ApiError::Invalid(m) => (StatusCode::BAD_REQUEST, "invalid", m.clone()),
+            ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", m.clone()),
             ApiError::RateLimited(_) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
@@ -331,9 +334,53 @@ pub(crate) fn json_response(status: StatusCode, v: serde_json::Value) -> Respons
         .into_response()
 }
 
-/// Parses a JSON request body into `T`, with a readable error.
+/// Parses a JSON request body into `T`, with a readable error. Every body is a JSON object:
+/// an array would otherwise fill a struct's fields by position.
 pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
-    serde_json::from_slice(body).map_err(|e| ApiError::Invalid(format!("invalid JSON body: {e}")))
+    let v: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::Invalid(format!("invalid JSON body: {e}")))?;
+    if !v.is_object() {
+        return Err(ApiError::Invalid("the body must be a JSON object".into()));
+    }
+    serde_json::from_value(v).map_err(|e| ApiError::Invalid(format!("invalid JSON body: {e}")))
+}
+
+/// A request body of at most `limit` bytes: over it, 413.
+pub(crate) async fn body_bytes(body: axum::body::Body, limit: usize) -> ApiResult<bytes::Bytes> {
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::TooLarge(format!("the request body is over {} KiB", limit / 1024)))
+}
+
+/// An error answer the API's router made without a handler (a query or path that does not
+/// parse, a body over axum's limit, a wrong method): the same JSON error body as every other.
+pub(crate) async fn json_errors(r: Response) -> Response {
+    let status = r.status();
+    let is_json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return r;
+    }
+    let (mut parts, body) = r.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let code = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        s if s.is_server_error() => "internal",
+        _ => "invalid",
+    };
+    let message = String::from_utf8_lossy(&text).trim().to_owned();
+    let body = json!({ "error": { "code": code, "message": message } }).to_string();
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 /// Unix seconds as RFC 3339, `null` when absent.

@@ -35,7 +35,8 @@ macro_rules! api_routes {
             $( let r = r.route($path, axum::routing::$method($handler)); )*
             r.route("/openapi.json", axum::routing::get(openapi_json))
                 .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
-                .layer(axum::middleware::map_response(|mut r: Response| async move {
+                .layer(axum::middleware::map_response(|r: Response| async move {
+                    let mut r = common::json_errors(r).await;
                     if r.extensions().get::<RouteName>().is_none() {
                         r.extensions_mut().insert(RouteName("api"));
                     }
@@ -140,10 +141,10 @@ pub(crate) fn openapi() -> serde_json::Value {
             "parameters": params,
             "responses": {
                 status.to_string(): success(fields),
-                "400": { "description": "invalid request", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
-                "401": { "description": "authentication required" },
-                "403": { "description": "not allowed" },
-                "404": { "description": "not found" },
+                "400": error_answer("invalid request"),
+                "401": error_answer("authentication required"),
+                "403": error_answer("not allowed"),
+                "404": error_answer("not found"),
             },
         });
         // A create-or-replace PUT answers 201 when it created, 200 when it replaced.
@@ -170,6 +171,11 @@ pub(crate) fn openapi() -> serde_json::Value {
             .or_insert_with(|| json!({}));
         entry[*method] = op;
     }
+    let mut schemas = json!({
+        "Error": { "type": "object", "properties": { "error": { "type": "object", "properties": {
+            "code": { "type": "string" }, "message": { "type": "string" } } } } },
+    });
+    complete(&mut paths, &mut schemas);
     json!({
         "openapi": "3.0.3",
         "info": { "title": "berth management API", "version": env!("CARGO_PKG_VERSION") },
@@ -180,11 +186,85 @@ pub(crate) fn openapi() -> serde_json::Value {
                 "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" },
                 "basic": { "type": "http", "scheme": "basic" },
             },
-            "schemas": {
-                "Error": { "type": "object", "properties": { "error": { "type": "object", "properties": {
-                    "code": { "type": "string" }, "message": { "type": "string" } } } } },
-            },
+            "schemas": schemas,
         },
+    })
+}
+
+/// What the route table cannot say of each operation — request bodies, query and header
+/// parameters, every answer's schema (errors included), links between operations — kept beside
+/// it as data, keyed `METHOD /path` as the table writes the path.
+const OPENAPI_EXTRA: &str = include_str!("openapi_extra.json");
+
+/// Completes the generated operations with `OPENAPI_EXTRA`: a request body replaces the
+/// generic one, parameters are added, an answer of a status replaces the generated one, links
+/// go into their answer, and schemas join the components.
+fn complete(
+    paths: &mut serde_json::Map<String, serde_json::Value>,
+    schemas: &mut serde_json::Value,
+) {
+    let Ok(extra) = serde_json::from_str::<serde_json::Value>(OPENAPI_EXTRA) else {
+        return;
+    };
+    if let (Some(add), Some(have)) = (extra["schemas"].as_object(), schemas.as_object_mut()) {
+        for (k, v) in add {
+            have.insert(k.clone(), v.clone());
+        }
+    }
+    let Some(ops) = extra["operations"].as_object() else {
+        return;
+    };
+    for (key, more) in ops {
+        let Some((method, path)) = key.split_once(' ') else {
+            continue;
+        };
+        let path = format!("/api/v1{}", path.replace("{*", "{"));
+        let Some(op) = paths
+            .get_mut(&path)
+            .and_then(|p| p.get_mut(method.to_ascii_lowercase()))
+        else {
+            continue;
+        };
+        if let Some(body) = more.get("requestBody") {
+            op["requestBody"] = body.clone();
+        }
+        if let (Some(add), Some(have)) = (
+            more.get("parameters").and_then(|p| p.as_array()),
+            op["parameters"].as_array_mut(),
+        ) {
+            // Added, or in place of the generated one of the same name and place (a path
+            // parameter gets its pattern this way).
+            for p in add {
+                match have
+                    .iter_mut()
+                    .find(|h| h["name"] == p["name"] && h["in"] == p["in"])
+                {
+                    Some(h) => *h = p.clone(),
+                    None => have.push(p.clone()),
+                }
+            }
+        }
+        if let Some(answers) = more.get("responses").and_then(|r| r.as_object()) {
+            for (status, answer) in answers {
+                op["responses"][status] = answer.clone();
+            }
+        }
+        if let Some(links) = more.get("links").and_then(|l| l.as_object()) {
+            for (status, link) in links {
+                if op["responses"].get(status).is_none() {
+                    op["responses"][status] = json!({ "description": status });
+                }
+                op["responses"][status]["links"] = link.clone();
+            }
+        }
+    }
+}
+
+/// An error answer: the one error body of the API.
+fn error_answer(description: &str) -> serde_json::Value {
+    json!({
+        "description": description,
+        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } },
     })
 }
 
@@ -213,4 +293,38 @@ fn success(fields: &[&str]) -> serde_json::Value {
 
 async fn openapi_json() -> Response {
     json_response(StatusCode::OK, openapi())
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every operation the extra document completes is a route of the table, and the file reads.
+    #[test]
+    fn the_documents_completions_name_real_operations() {
+        let extra: serde_json::Value =
+            serde_json::from_str(super::OPENAPI_EXTRA).expect("openapi_extra.json is JSON");
+        let ops = extra["operations"].as_object().expect("operations");
+        for key in ops.keys() {
+            let (method, path) = key.split_once(' ').expect("METHOD /path");
+            assert!(
+                super::ROUTES
+                    .iter()
+                    .any(|r| r.0.eq_ignore_ascii_case(method) && r.1 == path),
+                "{key} is not a route"
+            );
+        }
+        assert_eq!(ops.len(), super::ROUTES.len(), "every route is completed");
+        let doc = super::openapi();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                for (status, answer) in op["responses"].as_object().unwrap() {
+                    if status.starts_with('4') || status.starts_with('5') {
+                        assert!(
+                            answer["content"]["application/json"]["schema"].is_object(),
+                            "{method} {path} {status} has no error body"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

@@ -52,15 +52,24 @@ struct NewNamed {
     password: Option<String>,
 }
 
+/// The shortest and longest `expiresIn` a credential may ask for.
+/// (Expiries are kept in whole seconds; the longest keeps the year within four digits.)
+const MIN_EXPIRY: std::time::Duration = std::time::Duration::from_secs(1);
+const MAX_EXPIRY: std::time::Duration = std::time::Duration::from_secs(1_000_000 * 86_400);
+
 fn expiry(v: Option<&str>) -> ApiResult<Option<std::time::Duration>> {
     match v
         .map(parse_duration)
         .transpose()
         .map_err(ApiError::Invalid)?
     {
-        // A credential that expires as it is made is a mistake, not a request.
-        Some(d) if d.is_zero() => Err(ApiError::Invalid(
-            "expiresIn must be longer than 0 (leave it out for the default)".into(),
+        // A credential that expires as it is made is a mistake, not a request; one that outlives
+        // every calendar is one too (and its expiry must print as an RFC 3339 date).
+        Some(d) if d < MIN_EXPIRY => Err(ApiError::Invalid(
+            "expiresIn must be at least 1s (leave it out for the default)".into(),
+        )),
+        Some(d) if d > MAX_EXPIRY => Err(ApiError::Invalid(
+            "expiresIn must be at most 1000000d; for no expiry leave it out with permanent".into(),
         )),
         d => Ok(d),
     }
@@ -643,7 +652,7 @@ pub(super) async fn create_trust(
     let too_long = |what: &str, s: &str| -> ApiResult<()> {
         if s.is_empty() || s.len() > MAX_TRUST_TEXT {
             return Err(ApiError::Invalid(format!(
-                "{what} must have 1 to {MAX_TRUST_TEXT} characters"
+                "{what} must have 1 to {MAX_TRUST_TEXT} bytes"
             )));
         }
         crate::iam::check_text(what, s)?;

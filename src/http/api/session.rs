@@ -173,9 +173,7 @@ async fn client_and_body<T: serde::de::DeserializeOwned>(
 ) -> ApiResult<(ClientInfo, T)> {
     let (parts, body) = req.into_parts();
     let client = crate::http::access::client_info(&parts);
-    let body = axum::body::to_bytes(body, 64 * 1024)
-        .await
-        .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    let body = super::common::body_bytes(body, 64 * 1024).await?;
     Ok((client, parse_body(&body)?))
 }
 

@@ -89,10 +89,10 @@ pub(crate) fn within_budget(addr: Option<std::net::IpAddr>) -> bool {
 fn too_many() -> Response {
     let mut r = json_response(
         StatusCode::TOO_MANY_REQUESTS,
-        json!({
+        json!({ "error": {
             "code": "rate_limited",
             "message": "too many single sign-on requests from here; wait a minute",
-        }),
+        } }),
     );
     r.headers_mut().insert(
         axum::http::header::RETRY_AFTER,
@@ -105,10 +105,10 @@ fn too_many() -> Response {
 fn provider_unavailable(provider: &str) -> Response {
     let mut r = json_response(
         StatusCode::SERVICE_UNAVAILABLE,
-        json!({
+        json!({ "error": {
             "code": "unavailable",
             "message": format!("the identity provider {provider:?} cannot be reached or refused berth's client; retry later (the server's log says why)"),
-        }),
+        } }),
     );
     r.headers_mut().insert(
         axum::http::header::RETRY_AFTER,
@@ -191,9 +191,7 @@ pub(super) async fn token(
 ) -> ApiResult<Response> {
     let (parts, body) = req.into_parts();
     let client = crate::http::access::client_info(&parts);
-    let body = axum::body::to_bytes(body, 16 * 1024)
-        .await
-        .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    let body = super::common::body_bytes(body, 16 * 1024).await?;
     let body: PollBody = parse_body(&body)?;
     let sso = st
         .auth
@@ -325,9 +323,7 @@ pub(super) async fn code(
 ) -> ApiResult<Response> {
     let (parts, body) = req.into_parts();
     let client = crate::http::access::client_info(&parts);
-    let body = axum::body::to_bytes(body, 64 * 1024)
-        .await
-        .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    let body = super::common::body_bytes(body, 64 * 1024).await?;
     let body: CodeBody = parse_body(&body)?;
     let sso = st
         .auth
