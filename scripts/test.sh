@@ -169,4 +169,13 @@ BERTH_TEST_PASS=scaled \
 BERTH_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/postgres" \
 BERTH_TEST_S3_ENDPOINT="http://127.0.0.1:$g_s3" \
   cargo nextest run --no-fail-fast "$@" || status=1
+
+# Every fuzz target runs for a bounded time from its committed corpus (the suite has replayed the
+# corpora already): an unoptimized build without ASan, which builds in minutes. BERTH_FUZZ_SECONDS
+# sets the time per target (0 skips; a run limited to some tests skips it too).
+fuzz_seconds=${BERTH_FUZZ_SECONDS:-5}
+if [ "$fuzz_seconds" != 0 ] && [ $# -eq 0 ]; then
+  echo "== fuzzing: every target for ${fuzz_seconds}s" >&2
+  FUZZ_QUICK=1 bash scripts/fuzz.sh "$fuzz_seconds" || status=1
+fi
 exit $status
