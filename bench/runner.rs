@@ -96,14 +96,6 @@ pub(crate) fn cpu_secs(pid: u32) -> f64 {
     ticks / 100.0
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn wait_ready(url: &str, ok: &[u16]) -> Res<()> {
     let c = reqwest::Client::new();
     let start = Instant::now();
@@ -128,7 +120,7 @@ fn berth_bin() -> PathBuf {
 static BERTH_ENV: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
 
 async fn start_berth(dir: &Path) -> Res<Server> {
-    let port = free_port();
+    let port = engines::free_port();
     let started = Instant::now();
     let child = Command::new(berth_bin())
         .envs(BERTH_ENV.get().into_iter().flatten().map(|(k, v)| (k, v)))
@@ -165,7 +157,7 @@ async fn start_berth(dir: &Path) -> Res<Server> {
 }
 
 async fn start_distribution(dir: &Path, s3: Option<&engines::Garage>) -> Res<Server> {
-    let port = free_port();
+    let port = engines::free_port();
     std::fs::create_dir_all(dir)?;
     let storage = match s3 {
         // The same bucket configuration as berth's (path style, the Garage endpoint).

@@ -40,14 +40,6 @@ fn berth_bin() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/berth")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Node {
     name: String,
     base: String,
@@ -58,7 +50,7 @@ struct Node {
 
 impl Node {
     fn start(name: &str, data: &Path, env: &[(String, String)]) -> Node {
-        let port = free_port();
+        let port = engines::free_port();
         let child = Command::new(berth_bin())
             .args([
                 "serve",
@@ -602,35 +594,33 @@ async fn workload(b: Arc<Backend>, rec: Recorder, deadline: Instant, tmp: PathBu
                 i += 1;
                 let host = pick(i).trim_start_matches("http://").to_owned();
                 let dir = tmp.join(format!("skopeo-{}-{i}", b.name));
+                let copy = |creds: String, from: String, to: String| {
+                    tokio::process::Command::new("skopeo")
+                        .args([
+                            "copy",
+                            "--quiet",
+                            "--src-tls-verify=false",
+                            "--dest-tls-verify=false",
+                        ])
+                        .arg(creds)
+                        .arg(from)
+                        .arg(to)
+                        .output()
+                };
+                let (image, layout) = (
+                    format!("docker://{host}/soak/app:latest"),
+                    format!("oci:{}:x", dir.display()),
+                );
                 let t = Instant::now();
-                let out = tokio::process::Command::new("skopeo")
-                    .args([
-                        "copy",
-                        "--quiet",
-                        "--src-tls-verify=false",
-                        "--dest-tls-verify=false",
-                    ])
-                    .arg(format!("--src-creds={creds}"))
-                    .arg(format!("docker://{host}/soak/app:latest"))
-                    .arg(format!("oci:{}:x", dir.display()))
-                    .output()
+                let out = copy(format!("--src-creds={creds}"), image, layout.clone())
                     .await
                     .unwrap();
                 if !out.status.success() {
                     rec.err("skopeo", String::from_utf8_lossy(&out.stderr).into_owned());
                     continue;
                 }
-                let out = tokio::process::Command::new("skopeo")
-                    .args([
-                        "copy",
-                        "--quiet",
-                        "--src-tls-verify=false",
-                        "--dest-tls-verify=false",
-                    ])
-                    .arg(format!("--dest-creds={creds}"))
-                    .arg(format!("oci:{}:x", dir.display()))
-                    .arg(format!("docker://{host}/soak/copy:s{i}"))
-                    .output()
+                let back = format!("docker://{host}/soak/copy:s{i}");
+                let out = copy(format!("--dest-creds={creds}"), layout, back)
                     .await
                     .unwrap();
                 let _ = std::fs::remove_dir_all(&dir);

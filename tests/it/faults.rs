@@ -135,6 +135,39 @@ fn upload_files(data: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// What a refused write must leave working: `reference`'s manifest as pushed, its layer, the
+/// API, and a pull with a registry token.
+async fn assert_reads_go_on(s: &Server, reference: &str, manifest: &str) {
+    let c = client();
+    let got = c
+        .get(s.url(&format!("/v2/acme/app/manifests/{reference}")))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), StatusCode::OK, "{reference}");
+    assert_eq!(got.text().await.unwrap(), manifest);
+    let m: Value = serde_json::from_str(manifest).unwrap();
+    let layer = m["layers"][0]["digest"].as_str().unwrap();
+    let r = c
+        .get(s.url(&format!("/v2/acme/app/blobs/{layer}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(sha256(&r.bytes().await.unwrap()), layer);
+    let (st, body) = Api::admin(s).get("/orgs").await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let token = bearer_token(s, "admin", ADMIN_PASSWORD, "repository:acme/app:pull").await;
+    let r = anonymous_client()
+        .get(s.url("/v2/acme/app/tags/list"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
 #[tokio::test]
 async fn a_full_disk_refuses_writes_clearly_keeps_reads_and_recovers_once_space_is_freed() {
     let m = Mount::tmpfs("12m");
@@ -199,28 +232,8 @@ async fn a_full_disk_refuses_writes_clearly_keeps_reads_and_recovers_once_space_
         r.status()
     );
 
-    // Reads go on: the image, its blobs, the API, a token.
-    let got = c
-        .get(s.url(&format!("/v2/acme/app/manifests/{digest}")))
-        .header("accept", OCI_MANIFEST)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(got.status(), StatusCode::OK);
-    assert_eq!(got.text().await.unwrap(), manifest);
-    let m_json: Value = serde_json::from_str(&manifest).unwrap();
-    let layer = m_json["layers"][0]["digest"].as_str().unwrap();
-    let r = c
-        .get(s.url(&format!("/v2/acme/app/blobs/{layer}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(sha256(&r.bytes().await.unwrap()), layer);
-    let (st, _) = admin.get("/orgs").await;
-    assert_eq!(st, StatusCode::OK);
-    let token = bearer_token(&s, "admin", ADMIN_PASSWORD, "repository:acme/app:pull").await;
-    assert!(!token.is_empty());
+    // Reads go on: the image by digest, its layer, the API, a pull with a token.
+    assert_reads_go_on(&s, &digest, &manifest).await;
 
     // Space comes back: the same writes succeed, without a restart.
     std::fs::remove_file(&filler).unwrap();
@@ -269,35 +282,8 @@ async fn a_filesystem_turned_read_only_under_the_server_refuses_writes_and_serve
     assert_eq!(r.0, StatusCode::SERVICE_UNAVAILABLE, "{}", r.1);
     assert_eq!(r.1["error"]["code"], "unavailable");
 
-    // Reads go on: the manifest by tag and digest, its layer, the API, a pull token.
-    for reference in ["v1", digest.as_str()] {
-        let got = c
-            .get(s.url(&format!("/v2/acme/app/manifests/{reference}")))
-            .header("accept", OCI_MANIFEST)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(got.status(), StatusCode::OK, "{reference}");
-        assert_eq!(got.text().await.unwrap(), manifest);
-    }
-    let m_json: Value = serde_json::from_str(&manifest).unwrap();
-    let layer = m_json["layers"][0]["digest"].as_str().unwrap();
-    let r = c
-        .get(s.url(&format!("/v2/acme/app/blobs/{layer}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(sha256(&r.bytes().await.unwrap()), layer);
-    let (st, body) = admin.get("/orgs").await;
-    assert_eq!(st, StatusCode::OK, "{body}");
-    let token = bearer_token(&s, "admin", ADMIN_PASSWORD, "repository:acme/app:pull").await;
-    let r = anonymous_client()
-        .get(s.url("/v2/acme/app/tags/list"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    // Reads go on: the manifest by tag and digest, its layer, the API, a pull with a token.
+    assert_reads_go_on(&s, "v1", &manifest).await;
+    assert_reads_go_on(&s, &digest, &manifest).await;
     drop(s);
 }
