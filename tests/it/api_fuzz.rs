@@ -24,6 +24,8 @@ fn schemathesis(s: &Server, config: &std::path::Path, key: &str, extra: &[&str])
     use base64::Engine as _;
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("iamapikey:{key}"));
     let out = Command::new("st")
+        // Its cache (`.schemathesis/`) goes beside the configuration, not into the tree.
+        .current_dir(config.parent().unwrap())
         .arg("--config-file")
         .arg(config)
         .args(["run", &s.url("/api/v1/openapi.json"), "--url", &s.base])
