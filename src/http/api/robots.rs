@@ -66,7 +66,7 @@ fn expiry(v: Option<&str>) -> ApiResult<Option<std::time::Duration>> {
         // A credential that expires as it is made is a mistake, not a request; one that outlives
         // every calendar is one too (and its expiry must print as an RFC 3339 date).
         Some(d) if d < MIN_EXPIRY => Err(ApiError::Invalid(
-            "expiresIn must be at least 1s (leave it out for the default)".into(),
+            "expiresIn must be longer than 0: at least 1s (leave it out for the default)".into(),
         )),
         Some(d) if d > MAX_EXPIRY => Err(ApiError::Invalid(
             "expiresIn must be at most 1000000d; for no expiry leave it out with permanent".into(),
