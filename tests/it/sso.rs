@@ -423,8 +423,13 @@ async fn the_device_sign_in_answers_what_the_document_says() {
     let anon = Api::anonymous(&s);
     let (_, doc) = anon.get("/openapi.json").await;
     let fields = |path: &str| {
-        let schema = &doc["paths"][format!("/api/v1{path}")]["post"]["responses"]["200"]["content"]
-            ["application/json"]["schema"];
+        let mut schema = doc["paths"][format!("/api/v1{path}")]["post"]["responses"]["200"]
+            ["content"]["application/json"]["schema"]
+            .clone();
+        // Named in the document's components, or inline.
+        while let Some(name) = schema["$ref"].as_str().and_then(|r| r.rsplit('/').next()) {
+            schema = doc["components"]["schemas"][name].clone();
+        }
         let props: std::collections::BTreeSet<String> = schema["properties"]
             .as_object()
             .unwrap()
