@@ -158,15 +158,19 @@ impl Client {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
         if status >= 400 {
-            // The management API's error, or the OCI spec's.
+            // The management API's error, the OCI spec's, or OAuth's (RFC 6749 §5.2, which the
+            // device sign-in's polls answer: `{"error": "authorization_pending"}`).
             let (code, message) = match (&value["error"], &value["errors"][0]) {
-                (Value::Object(e), _) => (
+                (Value::Object(e), _) | (_, Value::Object(e)) => (
                     e["code"].as_str().unwrap_or(""),
                     e["message"].as_str().unwrap_or(""),
                 ),
-                (_, Value::Object(e)) => (
-                    e["code"].as_str().unwrap_or(""),
-                    e["message"].as_str().unwrap_or(""),
+                (Value::String(code), _) => (
+                    code.as_str(),
+                    value["error_description"]
+                        .as_str()
+                        .or_else(|| value["message"].as_str())
+                        .unwrap_or(""),
                 ),
                 _ => ("", ""),
             };

@@ -294,6 +294,9 @@ async fn the_cli_signs_in_through_the_provider_and_serves_registry_clients() {
     let login = oidc::CliSignIn::start(&s, &cfg, &home, "acme");
     let (url, code) = (login.url.clone(), login.code.clone());
     tokio::task::spawn_blocking(move || {
+        // Approved after the CLI's first poll (it waits the provider's 5-second interval), so
+        // the CLI has read "authorization_pending" once and gone on polling.
+        std::thread::sleep(Duration::from_millis(6500));
         oidc::Idp::approve_device(&url, &code, "alice", "pw-alice");
     })
     .await
