@@ -511,35 +511,27 @@ async fn workload(b: Arc<Backend>, rec: Recorder, deadline: Instant, tmp: PathBu
                 i += 1;
                 let api = |p: &str| format!("{}/api/v1{p}", pick(i));
                 let name = format!("temp-{i}");
-                let t = Instant::now();
-                let r = c
-                    .post(api("/orgs/soak/robots"))
-                    .basic_auth("admin", Some(ADMIN_PW))
-                    .json(&json!({"name": name}))
-                    .send()
-                    .await;
-                rec.check("manage", t, r, 201).await;
-                let t = Instant::now();
-                let r = c
-                    .get(api("/orgs/soak/robots"))
-                    .basic_auth("admin", Some(ADMIN_PW))
-                    .send()
-                    .await;
-                rec.check("manage", t, r, 200).await;
-                let t = Instant::now();
-                let r = c
-                    .get(api("/orgs/soak/credentials"))
-                    .basic_auth("admin", Some(ADMIN_PW))
-                    .send()
-                    .await;
-                rec.check("manage", t, r, 200).await;
-                let t = Instant::now();
-                let r = c
-                    .delete(api(&format!("/orgs/soak/robots/{name}")))
-                    .basic_auth("admin", Some(ADMIN_PW))
-                    .send()
-                    .await;
-                rec.check("manage", t, r, 204).await;
+                let calls = [
+                    (
+                        "POST",
+                        "/orgs/soak/robots".to_owned(),
+                        Some(json!({"name": name})),
+                        201,
+                    ),
+                    ("GET", "/orgs/soak/robots".to_owned(), None, 200),
+                    ("GET", "/orgs/soak/credentials".to_owned(), None, 200),
+                    ("DELETE", format!("/orgs/soak/robots/{name}"), None, 204),
+                ];
+                for (method, path, body, status) in calls {
+                    let mut req = c
+                        .request(method.parse().unwrap(), api(&path))
+                        .basic_auth("admin", Some(ADMIN_PW));
+                    if let Some(body) = body {
+                        req = req.json(&body);
+                    }
+                    let t = Instant::now();
+                    rec.check("manage", t, req.send().await, status).await;
+                }
             }
         }));
     }

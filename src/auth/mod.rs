@@ -13,6 +13,7 @@ pub(crate) mod limit;
 pub mod oidc;
 pub mod revoked;
 pub mod sso;
+pub(crate) mod swept;
 pub mod token;
 pub mod workload;
 
@@ -26,6 +27,7 @@ use crate::iam::{Credential, User};
 use crate::policy::Grants;
 use crate::store::now;
 use limit::Limiter;
+use swept::Swept;
 pub use token::{AccessEntry, Claims, TokenService};
 
 /// An authenticated caller.
@@ -257,11 +259,9 @@ type VerifiedLogin = (Instant, Login, Option<String>);
 struct Verified {
     key: ring::hmac::Key,
     /// Fingerprint → (verified at, login, credential id).
-    entries: Mutex<HashMap<[u8; 32], VerifiedLogin>>,
+    entries: Mutex<Swept<[u8; 32], VerifiedLogin>>,
     /// Fingerprint → the lock held by the one check of that user name and secret under way.
     in_flight: Mutex<HashMap<[u8; 32], Arc<Mutex<()>>>>,
-    /// The size at which `entries` is next swept of expired logins.
-    sweep_at: std::sync::atomic::AtomicUsize,
 }
 
 /// The one check under way of a user name and secret: attempts that present the same pair wait
@@ -282,7 +282,6 @@ impl Verified {
             key,
             entries: Mutex::default(),
             in_flight: Mutex::default(),
-            sweep_at: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -326,19 +325,15 @@ impl Verified {
     }
 
     fn put(&self, fp: [u8; 32], l: Login, credential: Option<String>) {
-        let mut map = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        // Entries past the TTL are useless: swept whenever the map has doubled since the last
-        // sweep, so it holds about the logins of the last 10 s, not every login ever seen.
-        let sweep_at = self.sweep_at.load(std::sync::atomic::Ordering::Relaxed);
-        if map.len() >= sweep_at.max(1024) {
-            map.retain(|_, (at, ..)| at.elapsed() < VERIFIED_TTL);
-            if map.len() > 100_000 {
-                map.clear();
-            }
-            self.sweep_at
-                .store(map.len() * 2, std::sync::atomic::Ordering::Relaxed);
-        }
-        map.insert(fp, (Instant::now(), l, credential));
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                fp,
+                (Instant::now(), l, credential),
+                |(at, ..)| at.elapsed() < VERIFIED_TTL,
+                100_000,
+            );
     }
 }
 
@@ -1039,6 +1034,7 @@ impl AuthService {
             .entries
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .map
             .retain(|_, (_, _, c)| c.as_deref() != Some(id));
     }
 

@@ -49,22 +49,13 @@ pub struct TokenService {
     issuer: String,
     ttl: Duration,
     revoked: std::sync::Arc<super::revoked::Revoked>,
-    verified: std::sync::Arc<std::sync::Mutex<VerifiedTokens>>,
-}
-
-/// Tokens verified before, by their SHA-256. Expired ones are dropped whenever the map has
-/// doubled since the last sweep, so it holds about the tokens still alive (issue rate × TTL),
-/// not every token ever seen.
-#[derive(Default)]
-struct VerifiedTokens {
-    map: std::collections::HashMap<[u8; 32], std::sync::Arc<Claims>>,
-    sweep_at: usize,
+    /// Tokens verified before, by their SHA-256 (expired ones swept: about those still alive).
+    verified:
+        std::sync::Arc<std::sync::Mutex<super::swept::Swept<[u8; 32], std::sync::Arc<Claims>>>>,
 }
 
 /// Verified tokens remembered at most; the cache is emptied when live ones grow past this.
 const VERIFIED_MAX: usize = 50_000;
-/// The smallest size at which expired tokens are swept.
-const VERIFIED_SWEEP_MIN: usize = 1024;
 
 /// Leeway for clock differences between berth nodes and verifiers.
 const LEEWAY_SECS: u64 = 30;
@@ -159,7 +150,6 @@ impl TokenService {
             .verified
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .map
             .get(&key)
             .cloned();
         if let Some(claims) = cached {
@@ -172,20 +162,16 @@ impl TokenService {
             ));
         }
         let claims = self.verify_signed(jwt, aud)?;
-        let mut cache = self
-            .verified
+        let (leeway, t) = (i64::try_from(LEEWAY_SECS).unwrap_or(0), now());
+        self.verified
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cache.map.len() >= cache.sweep_at.max(VERIFIED_SWEEP_MIN) {
-            let leeway = i64::try_from(LEEWAY_SECS).unwrap_or(0);
-            let t = now();
-            cache.map.retain(|_, c| c.exp.saturating_add(leeway) > t);
-            if cache.map.len() >= VERIFIED_MAX {
-                cache.map.clear();
-            }
-            cache.sweep_at = cache.map.len() * 2;
-        }
-        cache.map.insert(key, std::sync::Arc::new(claims.clone()));
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                key,
+                std::sync::Arc::new(claims.clone()),
+                |c| c.exp.saturating_add(leeway) > t,
+                VERIFIED_MAX,
+            );
         Ok(claims)
     }
 

@@ -275,11 +275,7 @@ impl Denial {
                 .into_response(),
             Denial::Internal(cause) => {
                 let c = crate::http::answer::Condition::of(&cause);
-                let code = match c {
-                    crate::http::answer::Condition::Internal => "UNKNOWN",
-                    _ => "UNAVAILABLE",
-                };
-                let mut r = (c.status(), json, body(code, c.message())).into_response();
+                let mut r = (c.status(), json, body(c.oci_code(), c.message())).into_response();
                 r.extensions_mut()
                     .insert(crate::http::answer::InternalError(cause));
                 r

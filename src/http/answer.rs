@@ -53,6 +53,14 @@ impl Condition {
         }
     }
 
+    /// The error code of the registry protocol's answer (`/v2`, `/token`'s Docker errors).
+    pub(crate) fn oci_code(self) -> &'static str {
+        match self {
+            Condition::Unavailable | Condition::ReadOnly => "UNAVAILABLE",
+            Condition::Full | Condition::Internal => "UNKNOWN",
+        }
+    }
+
     /// What the client is told (the cause itself is logged, never sent).
     pub(crate) fn message(self) -> &'static str {
         match self {

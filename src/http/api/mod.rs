@@ -22,7 +22,8 @@ use serde_json::json;
 
 use super::answer::RouteName;
 use crate::state::AppState;
-use common::{ApiError, json_response};
+use axum::response::IntoResponse as _;
+use common::ApiError;
 
 /// The route table: each line is method, path, handler, summary, success status and the
 /// top-level fields of the success body (`name?`: optional). It builds the router and the
@@ -292,7 +293,14 @@ fn success(fields: &[&str]) -> serde_json::Value {
 }
 
 async fn openapi_json() -> Response {
-    json_response(StatusCode::OK, openapi())
+    // Built once: the table and the completions never change while the server runs.
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    (
+        StatusCode::OK,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        DOC.get_or_init(|| openapi().to_string()).clone(),
+    )
+        .into_response()
 }
 
 #[cfg(test)]

@@ -104,11 +104,7 @@ impl OciError {
             OciError::NotFound => (S::NOT_FOUND, "UNSUPPORTED", "no such endpoint".into()),
             OciError::Internal(cause) => {
                 let c = Condition::of(cause);
-                let code = match c {
-                    Condition::Unavailable | Condition::ReadOnly => "UNAVAILABLE",
-                    Condition::Full | Condition::Internal => "UNKNOWN",
-                };
-                (c.status(), code, c.message().into())
+                (c.status(), c.oci_code(), c.message().into())
             }
         }
     }
