@@ -54,10 +54,13 @@ impl Revoked {
     pub fn refresh(&self, meta: &MetadataStore) -> Result<usize, crate::store::Error> {
         let since = self.seq.load(Ordering::Acquire);
         let rows = meta.read(|r| r.revocations_since(since))?;
+        let last = rows.last().map(|(seq, ..)| *seq);
+        // Content changes go to the store's read cache, not into the set.
+        let rows = meta.log_read(rows);
         let n = rows.len();
         let mut set = self.keys.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some((last, ..)) = rows.last() {
-            self.seq.store(*last, Ordering::Release);
+        if let Some(last) = last {
+            self.seq.store(last, Ordering::Release);
         }
         set.extend(rows.into_iter().map(|(_, k, at)| (k, at)));
         // Memory stays bounded: keys older than any token that could name them go.

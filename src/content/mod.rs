@@ -63,6 +63,9 @@ struct Inner {
 pub struct BlobReader {
     source: Source,
     pub size: u64,
+    /// Where the size came from, to forget if the bytes turn out gone (see `bytes_gone`).
+    meta: MetadataStore,
+    repo: RepositoryName,
 }
 
 enum Source {
@@ -89,7 +92,10 @@ impl BlobReader {
     ) -> Result<futures_util::stream::BoxStream<'static, std::io::Result<Bytes>>> {
         match self.source {
             Source::File(file) => Ok(Self::stream_file(file, start, len).boxed()),
-            Source::S3(s3, d) => Ok(s3.stream(&d, start, len).await?),
+            Source::S3(s3, d) => match s3.stream(&d, start, len).await {
+                Err(e) if e.is_not_found() => Err(bytes_gone(&self.meta, &self.repo)),
+                r => Ok(r?),
+            },
         }
     }
 
@@ -127,6 +133,14 @@ impl BlobReader {
             Some((Ok(chunk), next))
         })
     }
+}
+
+/// A blob whose bytes are gone although the node's cache still linked it (garbage collection on
+/// another node or by `berth gc`, within the cache's bound): the cache forgets the repository and
+/// the blob is unknown, as it is in the database.
+fn bytes_gone(meta: &MetadataStore, repo: &RepositoryName) -> Error {
+    meta.forget_cached(repo.as_str());
+    Error::BlobUnknown
 }
 
 /// Reads up to `READ_CHUNK` of the `left` bytes still wanted from `file`.
@@ -203,17 +217,26 @@ impl ContentService {
     pub fn blob_size(&self, repo: &RepositoryName, digest: &Digest) -> Result<u64> {
         self.inner
             .meta
-            .read(|r| r.blob_in_repo(repo.as_str(), digest))?
+            .blob_in_repo(repo.as_str(), digest)?
             .ok_or(Error::BlobUnknown)
     }
 
     pub fn open_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<BlobReader> {
         let size = self.blob_size(repo, digest)?;
         let source = match self.inner.blobs.engine() {
-            Engine::Fs(f) => Source::File(f.open_blob(digest)?),
+            Engine::Fs(f) => match f.open_blob(digest) {
+                Ok(file) => Source::File(file),
+                Err(e) if e.is_not_found() => return Err(bytes_gone(&self.inner.meta, repo)),
+                Err(e) => return Err(e.into()),
+            },
             Engine::S3(s) => Source::S3(s.clone(), digest.clone()),
         };
-        Ok(BlobReader { source, size })
+        Ok(BlobReader {
+            source,
+            size,
+            meta: self.inner.meta.clone(),
+            repo: repo.clone(),
+        })
     }
 
     /// Unlinks a blob from a repository; its bytes go at the next garbage collection.
@@ -904,7 +927,7 @@ impl ContentService {
     ) -> Result<ManifestRow> {
         self.inner
             .meta
-            .read(|r| r.manifest(repo.as_str(), reference))?
+            .manifest(repo.as_str(), reference)?
             .ok_or(Error::ManifestUnknown)
     }
 
@@ -952,7 +975,7 @@ impl ContentService {
                 if let Some(missing) = w.missing_ref(repo_id, &m)? {
                     return Err(Error::ManifestBlobUnknown(missing));
                 }
-                w.put_manifest(repo_id, &m, tag.as_deref())?;
+                w.put_manifest((repo_id, repo.as_str()), &m, tag.as_deref())?;
                 Ok(())
             })
         })

@@ -3,11 +3,13 @@
 
 use std::sync::Arc;
 
+use super::cache::{CONTENT_KEY, Lookup, ReadCache};
 use super::error::{Error, Result};
+use super::model::ManifestRow;
 use super::postgres::{self, PgLock, PgOptions};
 use super::sql::{Reader, Writer};
 use super::sqlite;
-use crate::types::Digest;
+use crate::types::{Digest, Reference};
 
 /// The handle: cheap to clone, shared by every request.
 #[derive(Clone)]
@@ -15,6 +17,8 @@ pub struct MetadataStore {
     engine: Arc<Engine>,
     /// Write transactions this process committed (caches of what writes can change compare it).
     writes: Arc<std::sync::atomic::AtomicU64>,
+    /// Manifests and blob links read lately (see `cache`).
+    cache: Arc<ReadCache>,
 }
 
 enum Engine {
@@ -42,6 +46,7 @@ impl MetadataStore {
         Ok(MetadataStore {
             engine: Arc::new(Engine::Sqlite(sqlite::Sqlite::open(path)?)),
             writes: Arc::default(),
+            cache: Arc::default(),
         })
     }
 
@@ -53,6 +58,7 @@ impl MetadataStore {
                 options,
             )?))),
             writes: Arc::default(),
+            cache: Arc::default(),
         })
     }
 
@@ -135,15 +141,78 @@ impl MetadataStore {
         relaxed: bool,
         f: impl FnOnce(&Writer<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
+        let changed = std::cell::RefCell::default();
+        let changed_ref = &changed;
         let result = match &*self.engine {
-            Engine::Sqlite(s) => s.transact(commit, relaxed, |conn| f(&Writer { conn })),
-            Engine::Postgres(p) => p.transact(commit, relaxed, |conn| f(&Writer { conn })),
+            Engine::Sqlite(s) => s.transact(commit, relaxed, |conn| {
+                f(&Writer {
+                    conn,
+                    changed: changed_ref,
+                })
+            }),
+            Engine::Postgres(p) => p.transact(commit, relaxed, |conn| {
+                f(&Writer {
+                    conn,
+                    changed: changed_ref,
+                })
+            }),
         };
         if commit && result.is_ok() {
             self.writes
                 .fetch_add(1, std::sync::atomic::Ordering::Release);
+            let changed = changed.into_inner();
+            if !changed.is_empty() {
+                self.cache.forget(changed.iter().map(String::as_str));
+            }
         }
         result
+    }
+
+    /// Manifest `reference` of `repo`, from the node's cache when it holds it (see `cache`).
+    pub fn manifest(&self, repo: &str, reference: &Reference) -> Result<Option<ManifestRow>> {
+        let key = reference.to_string();
+        let epoch = match self.cache.manifest(repo, &key) {
+            Lookup::Hit(m) => return Ok(Some(m)),
+            Lookup::Miss(epoch) => epoch,
+        };
+        let found = self.read(|r| r.manifest(repo, reference))?;
+        if let Some(m) = &found {
+            self.cache.keep_manifest(epoch, repo, &key, m);
+        }
+        Ok(found)
+    }
+
+    /// The size of blob `digest` if `repo` links it, from the node's cache when it holds it.
+    pub fn blob_in_repo(&self, repo: &str, digest: &Digest) -> Result<Option<u64>> {
+        let key = digest.to_string();
+        let epoch = match self.cache.blob(repo, &key) {
+            Lookup::Hit(size) => return Ok(Some(size)),
+            Lookup::Miss(epoch) => epoch,
+        };
+        let found = self.read(|r| r.blob_in_repo(repo, digest))?;
+        if let Some(size) = found {
+            self.cache.keep_blob(epoch, repo, &key, size);
+        }
+        Ok(found)
+    }
+
+    /// Forgets what the node's cache holds of `repo`: its content was found changed.
+    pub fn forget_cached(&self, repo: &str) {
+        self.cache.forget([repo]);
+    }
+
+    /// Takes in keys just read from the revocation log: the content changes among them are
+    /// forgotten, and the cache may answer for a while (see `cache`). Returns the other keys.
+    pub fn log_read(&self, keys: Vec<(i64, String, i64)>) -> Vec<(i64, String, i64)> {
+        let (content, other): (Vec<_>, Vec<_>) = keys
+            .into_iter()
+            .partition(|(_, k, _)| k.starts_with(CONTENT_KEY));
+        if !content.is_empty() {
+            self.cache
+                .forget(content.iter().map(|(_, k, _)| &k[CONTENT_KEY.len()..]));
+        }
+        self.cache.log_read();
+        other
     }
 
     /// How many write transactions this process has committed.

@@ -1143,8 +1143,11 @@ impl Writer<'_> {
 
     /// Removes revocation keys and spent refresh tokens older than `before`.
     pub fn prune_revocations(&self, before: i64) -> Result<()> {
-        self.conn
-            .execute("DELETE FROM revocations WHERE at < ?1", p![before])?;
+        // Content changes matter for seconds (see `cache`).
+        self.conn.execute(
+            "DELETE FROM revocations WHERE at < ?1 OR (substr(key, 1, 8) = 'content:' AND at < ?2)",
+            p![before, now() - super::cache::KEEP_CONTENT_KEYS],
+        )?;
         self.conn.execute(
             "DELETE FROM credentials WHERE kind = 'refresh_token' AND expires_at IS NOT NULL AND expires_at < ?1",
             p![before],

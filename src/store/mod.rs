@@ -9,6 +9,7 @@
 //! either all of a write or none of it, and write transactions run one at a time (SQLite's
 //! `BEGIN IMMEDIATE`; PostgreSQL's write advisory lock).
 
+mod cache;
 mod copy;
 mod error;
 mod handle;

@@ -1,6 +1,7 @@
 //! Registry queries: repositories, blob links, manifests, tags, uploads, garbage collection.
 //! Written once for both engines (see `sql.rs`).
 
+use super::cache::{ANY_REPO, CONTENT_KEY};
 use super::error::{Error, Result};
 use super::model::{
     GcPlan, ManifestRow, NewManifest, ReferrerRow, RepoSummary, TagDetail, TagOrder, TagQuery,
@@ -345,18 +346,33 @@ impl Reader<'_> {
 }
 
 impl Writer<'_> {
+    /// Marks `repo`'s tags, manifests or blob links changed (`ANY_REPO`: any repository's): a
+    /// `content:` key in the revocation log, so that every node forgets what it cached of it within
+    /// a read of the log, and this node once the transaction commits (see `cache`).
+    fn content_changed(&self, repo: &str) -> Result<()> {
+        if self.changed.borrow().iter().any(|r| r == repo) {
+            return Ok(());
+        }
+        self.conn.execute(
+            "INSERT INTO revocations (key, at) VALUES (?1, ?2)",
+            p![format!("{CONTENT_KEY}{repo}"), now()],
+        )?;
+        self.changed.borrow_mut().push(repo.to_owned());
+        Ok(())
+    }
+
     /// Deletes every repository of namespace `ns` (the repository `ns` itself and `ns/…`) with
     /// its tags, manifests, blob links and upload sessions. Blob files are left to GC, which
     /// removes those no repository links any more.
     pub fn delete_repositories_in(&self, ns: &str) -> Result<u64> {
         let prefix = format!("{ns}/");
-        let ids: Vec<i64> = self.conn.query(
-            "SELECT id FROM repositories WHERE name = ?1 OR substr(name, 1, length(?2)) = ?2",
+        let ids: Vec<(i64, String)> = self.conn.query(
+            "SELECT id, name FROM repositories WHERE name = ?1 OR substr(name, 1, length(?2)) = ?2",
             p![ns, prefix],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-        for id in &ids {
-            self.delete_repo_rows(*id)?;
+        for (id, name) in &ids {
+            self.delete_repo_rows(*id, name)?;
         }
         Ok(ids.len() as u64)
     }
@@ -376,11 +392,12 @@ impl Writer<'_> {
         let tags: i64 = self
             .conn
             .value("SELECT COUNT(*) FROM tags WHERE repo_id = ?1", p![id])?;
-        self.delete_repo_rows(id)?;
+        self.delete_repo_rows(id, name)?;
         Ok(Some(to_u64(tags)))
     }
 
-    fn delete_repo_rows(&self, id: i64) -> Result<()> {
+    fn delete_repo_rows(&self, id: i64, name: &str) -> Result<()> {
+        self.content_changed(name)?;
         for table in [
             "tags",
             "manifests",
@@ -425,6 +442,7 @@ impl Writer<'_> {
     }
 
     pub fn unlink_blob(&self, repo: &str, digest: &Digest) -> Result<bool> {
+        self.content_changed(repo)?;
         Ok(self.conn.execute(
             "DELETE FROM repo_blobs WHERE digest = ?2 AND repo_id = (SELECT id FROM repositories WHERE name = ?1)",
             p![repo, digest.to_string()],
@@ -452,7 +470,13 @@ impl Writer<'_> {
         Ok(None)
     }
 
-    pub fn put_manifest(&self, repo_id: i64, m: &NewManifest<'_>, tag: Option<&str>) -> Result<()> {
+    /// Stores manifest `m` in repository `repo` (`repo_id`), tagging it `tag`.
+    pub fn put_manifest(
+        &self,
+        (repo_id, repo): (i64, &str),
+        m: &NewManifest<'_>,
+        tag: Option<&str>,
+    ) -> Result<()> {
         let now = now();
         let digest = m.digest.to_string();
         self.conn.execute(
@@ -483,6 +507,8 @@ impl Writer<'_> {
                 .execute(refs, p![repo_id, digest, d.to_string(), 1_i64])?;
         }
         if let Some(tag) = tag {
+            // The tag may have named another manifest.
+            self.content_changed(repo)?;
             self.conn.execute(
                 "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
@@ -497,10 +523,11 @@ impl Writer<'_> {
         let Some(repo_id) = self.reader().repo_id(repo)? else {
             return Ok(false);
         };
-        self.delete_manifest_in(repo_id, &digest.to_string())
+        self.delete_manifest_in((repo_id, repo), &digest.to_string())
     }
 
-    fn delete_manifest_in(&self, repo_id: i64, digest: &str) -> Result<bool> {
+    fn delete_manifest_in(&self, (repo_id, repo): (i64, &str), digest: &str) -> Result<bool> {
+        self.content_changed(repo)?;
         let n = self.conn.execute(
             "DELETE FROM manifests WHERE repo_id = ?1 AND digest = ?2",
             p![repo_id, digest],
@@ -517,6 +544,7 @@ impl Writer<'_> {
     }
 
     pub fn delete_tag(&self, repo: &str, tag: &str) -> Result<bool> {
+        self.content_changed(repo)?;
         Ok(self.conn.execute(
             "DELETE FROM tags WHERE name = ?2 AND repo_id = (SELECT id FROM repositories WHERE name = ?1)",
             p![repo, tag],
@@ -611,7 +639,7 @@ impl Writer<'_> {
                     break;
                 }
                 for (repo_id, digest, repo) in victims {
-                    self.delete_manifest_in(repo_id, &digest)?;
+                    self.delete_manifest_in((repo_id, &repo), &digest)?;
                     plan.manifests.push((repo, digest_col(digest)?));
                 }
             }
@@ -629,6 +657,9 @@ impl Writer<'_> {
             p![],
             |r| Ok((digest_col(r.get(0)?)?, to_u64(r.get(1)?))),
         )?;
+        if plan.links > 0 || !plan.blobs.is_empty() {
+            self.content_changed(ANY_REPO)?;
+        }
         Ok(plan)
     }
 }

@@ -215,6 +215,8 @@ pub struct Reader<'a> {
 /// Writes inside one transaction.
 pub struct Writer<'a> {
     pub(super) conn: Conn<'a>,
+    /// Repositories whose tags, manifests or blob links this transaction changed (see `cache`).
+    pub(super) changed: &'a std::cell::RefCell<Vec<String>>,
 }
 
 impl Writer<'_> {

@@ -1648,3 +1648,141 @@ async fn nodes_started_together_on_an_empty_database_both_come_up() {
         }
     }
 }
+
+/// What node `s` answers for manifest `reference` of `repo`: its status and body.
+async fn manifest_at(s: &Server, repo: &str, reference: &str) -> (StatusCode, String) {
+    let r = client()
+        .get(s.url(&format!("/v2/{repo}/manifests/{reference}")))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    (r.status(), r.text().await.unwrap())
+}
+
+/// Waits until `node` answers `want` (status, and body when given), accepting only `before` on
+/// the way; returns how long it took.
+async fn settles(
+    node: &Server,
+    what: (&str, &str),
+    before: &(StatusCode, String),
+    want: &(StatusCode, String),
+) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        let got = manifest_at(node, what.0, what.1).await;
+        if got.0 == want.0 && (want.0 != StatusCode::OK || got.1 == want.1) {
+            return t0.elapsed();
+        }
+        assert_eq!(got.0, before.0, "neither before nor after: {}", got.1);
+        if before.0 == StatusCode::OK {
+            assert_eq!(got.1, before.1, "neither before nor after");
+        }
+        assert!(
+            t0.elapsed() < Duration::from_millis(2500),
+            "{} {}: served stale past the bound",
+            what.0,
+            what.1
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Each node caches manifests and blob links (`store/cache`): a tag moved or deleted, a manifest
+/// or a blob deleted on node A is never served by node B beyond its next read of the revocation
+/// log (about a second), and node A itself serves the change at once. A new tag is visible on
+/// both at once.
+#[tokio::test]
+async fn a_deleted_or_moved_tag_is_not_served_stale_by_another_node() {
+    let p = two_nodes(Blobs::Directory);
+    let (a, b, c) = (&p.a, &p.b, client());
+    let admin = Api::admin(a);
+    admin
+        .ok(
+            "POST",
+            "/orgs",
+            Some(json!({"name": "cache"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let repo = "cache/app";
+    let (d1, m1) = push_image(&c, a, repo, "t", 1).await;
+    let ok = |body: &str| (StatusCode::OK, body.to_owned());
+    let gone = (StatusCode::NOT_FOUND, String::new());
+    // B reads (and caches) the tag, the manifest by digest and a layer's link.
+    let layer = {
+        let m: Value = serde_json::from_str(&m1).unwrap();
+        m["layers"][0]["digest"].as_str().unwrap().to_owned()
+    };
+    let head_b = || {
+        let (c, url) = (c.clone(), b.url(&format!("/v2/{repo}/blobs/{layer}")));
+        async move { c.head(url).send().await.unwrap().status() }
+    };
+    for _ in 0..3 {
+        assert_eq!(manifest_at(b, repo, "t").await, ok(&m1));
+        assert_eq!(manifest_at(b, repo, &d1).await, ok(&m1));
+        assert_eq!(head_b().await, StatusCode::OK);
+    }
+    let mut worst = Duration::ZERO;
+
+    // The tag moves on A.
+    let (_, m2) = push_image(&c, a, repo, "t", 2).await;
+    assert_eq!(manifest_at(a, repo, "t").await, ok(&m2), "A at once");
+    worst = worst.max(settles(b, (repo, "t"), &ok(&m1), &ok(&m2)).await);
+    // A tag pushed on A is on B at once (nothing absent is cached).
+    let (_, m3) = push_image(&c, a, repo, "new", 3).await;
+    assert_eq!(manifest_at(b, repo, "new").await, ok(&m3), "B at once");
+
+    // The tag is deleted on A.
+    let r = c
+        .delete(a.url(&format!("/v2/{repo}/manifests/t")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(manifest_at(a, repo, "t").await.0, StatusCode::NOT_FOUND);
+    worst = worst.max(settles(b, (repo, "t"), &ok(&m2), &gone).await);
+
+    // The first manifest is deleted by digest on A.
+    assert_eq!(manifest_at(b, repo, &d1).await, ok(&m1));
+    let r = c
+        .delete(a.url(&format!("/v2/{repo}/manifests/{d1}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(manifest_at(a, repo, &d1).await.0, StatusCode::NOT_FOUND);
+    worst = worst.max(settles(b, (repo, &d1), &ok(&m1), &gone).await);
+
+    // A layer is unlinked on A: B's HEAD follows.
+    assert_eq!(head_b().await, StatusCode::OK);
+    let r = c
+        .delete(a.url(&format!("/v2/{repo}/blobs/{layer}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let t0 = Instant::now();
+    while head_b().await == StatusCode::OK {
+        assert!(
+            t0.elapsed() < Duration::from_millis(2500),
+            "B kept the link"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(head_b().await, StatusCode::NOT_FOUND);
+    worst = worst.max(t0.elapsed());
+
+    // The repository is deleted on A (through the API): B follows.
+    assert_eq!(manifest_at(b, repo, "new").await, ok(&m3));
+    admin
+        .ok(
+            "DELETE",
+            &format!("/orgs/cache/repositories/{repo}"),
+            None,
+            StatusCode::NO_CONTENT,
+        )
+        .await;
+    worst = worst.max(settles(b, (repo, "new"), &ok(&m3), &gone).await);
+    eprintln!("the longest B served a change late: {worst:?}");
+}
