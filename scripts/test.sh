@@ -83,6 +83,8 @@ cargo clippy -q --all-targets -- -D warnings
 # the snapshot in ../shared/advisory-db (the machines cannot fetch the database), given to
 # cargo-deny as the git repository it expects.
 echo "== cargo deny check" >&2
+# cargo-deny reads every target's crates offline; a fresh machine has fetched only its own.
+cargo fetch -q
 advisory_src=../shared/advisory-db
 if [ -d "$advisory_src" ]; then
   advisory_db=target/deny/advisory-dbs/advisory-db-3157b0e258782691
