@@ -51,6 +51,12 @@ pub struct S3Options {
 pub const PART: usize = 5 * 1024 * 1024;
 /// Parts in flight per multipart upload: with `PART`, at most ~20 MiB per upload in memory.
 const PARTS_IN_FLIGHT: usize = 2;
+/// A blob read in parallel is read in segments of this many bytes (see `S3Store::stream`).
+const SEGMENT: u64 = 8 * 1024 * 1024;
+/// Segments read ahead of the one being sent.
+const SEGMENTS_AHEAD: usize = 3;
+/// Chunks of one segment that may wait to be sent.
+const SEGMENT_BUFFER: usize = 32;
 
 #[derive(Clone)]
 pub struct S3Store {
@@ -84,6 +90,34 @@ fn unavailable(what: impl std::fmt::Display, e: impl std::fmt::Display) -> Error
         // Displayed as `blob store: unavailable: …` (`super::error::UNAVAILABLE`).
         context: format!("unavailable: {what}"),
         source: std::io::Error::other(e.to_string()),
+    }
+}
+
+/// Sends `body` (`len` bytes) into `tx`; a body shorter than `len` ends with an error, never
+/// short.
+async fn forward(
+    mut body: futures_util::stream::BoxStream<'static, object_store::Result<Bytes>>,
+    len: u64,
+    what: String,
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+) {
+    let mut sent = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| std::io::Error::other(format!("blob {what}: {e}")));
+        if let Ok(c) = &chunk {
+            sent += c.len() as u64;
+        }
+        if tx.send(chunk).await.is_err() {
+            return;
+        }
+    }
+    if sent < len {
+        let _ = tx
+            .send(Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "blob object is shorter than its recorded size",
+            )))
+            .await;
     }
 }
 
@@ -270,9 +304,14 @@ impl S3Store {
         .await?
     }
 
-    /// Bytes `start..start + len` of blob `d`, streamed. The object's GET has been answered when
-    /// this returns, so a bucket that cannot serve it is an error here (the client gets a 503
-    /// before any byte), not a body that breaks at its first byte.
+    /// Bytes `start..start + len` of blob `d`, streamed. The object's first GET has been
+    /// answered when this returns, so a bucket that cannot serve it is an error here (the client
+    /// gets a 503 before any byte), not a body that breaks at its first byte.
+    ///
+    /// A range longer than two `SEGMENT`s is read as consecutive segments, `SEGMENTS_AHEAD` of
+    /// them in flight beside the one being sent (ranged GETs on connections of their own), so one
+    /// connection's round trips and window do not bound the pull. Each segment's bytes wait in a
+    /// bounded channel: at most about (1 + `SEGMENTS_AHEAD`) × `SEGMENT_BUFFER` chunks per pull.
     pub async fn stream(
         &self,
         d: &Digest,
@@ -282,9 +321,63 @@ impl S3Store {
         if len == 0 {
             return Ok(futures_util::stream::empty().boxed());
         }
+        let what = d.to_string();
+        let segments: Vec<(u64, u64)> = if len > 2 * SEGMENT {
+            (0..len.div_ceil(SEGMENT))
+                .map(|i| (start + i * SEGMENT, SEGMENT.min(len - i * SEGMENT)))
+                .collect()
+        } else {
+            vec![(start, len)]
+        };
+        let mut rest = segments.into_iter();
+        let (first_at, first_len) = rest.next().unwrap_or((start, len));
+        let (tx, rx) = tokio::sync::mpsc::channel(SEGMENT_BUFFER);
+        let first = self.open_segment(d, first_at, first_len).await?;
+        self.handle()
+            .spawn(forward(first, first_len, what.clone(), tx));
+        // The later segments: a driver starts each one's GET, in order, while at most
+        // `SEGMENTS_AHEAD` wait to be sent; a dropped answer ends them all.
+        let (ahead_tx, ahead_rx) = tokio::sync::mpsc::channel(SEGMENTS_AHEAD - 1);
+        let (this, d) = (self.clone(), d.clone());
+        self.handle().spawn(async move {
+            for (at, n) in rest {
+                let (tx, rx) = tokio::sync::mpsc::channel(SEGMENT_BUFFER);
+                let (this2, d, what) = (this.clone(), d.clone(), what.clone());
+                this.handle().spawn(async move {
+                    match this2.open_segment(&d, at, n).await {
+                        Ok(body) => forward(body, n, what, tx).await,
+                        Err(e) => {
+                            let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                        }
+                    }
+                });
+                if ahead_tx.send(rx).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let segments = futures_util::stream::once(async move { rx })
+            .chain(futures_util::stream::unfold(ahead_rx, |mut r| async move {
+                r.recv().await.map(|rx| (rx, r))
+            }))
+            .flat_map(|rx| {
+                futures_util::stream::unfold(rx, |mut rx| async move {
+                    rx.recv().await.map(|c| (c, rx))
+                })
+            });
+        Ok(segments.boxed())
+    }
+
+    /// The answered GET of `len` bytes of blob `d` from `at`.
+    async fn open_segment(
+        &self,
+        d: &Digest,
+        at: u64,
+        len: u64,
+    ) -> Result<futures_util::stream::BoxStream<'static, object_store::Result<Bytes>>> {
         let (store, path, what) = (self.inner.store.clone(), self.blob_path(d), d.to_string());
         let opts = object_store::GetOptions {
-            range: Some(object_store::GetRange::Bounded(start..start + len)),
+            range: Some(object_store::GetRange::Bounded(at..at + len)),
             ..Default::default()
         };
         let opened = self
@@ -292,35 +385,9 @@ impl S3Store {
             .spawn(async move { store.get_opts(&path, opts).await })
             .await
             .map_err(|e| unavailable(format!("reading blob {what}"), e))?;
-        let mut body = opened
-            .map_err(s3_err(format!("reading blob {what}")))?
-            .into_stream();
-        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(2);
-        self.handle().spawn(async move {
-            let mut sent = 0u64;
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| std::io::Error::other(format!("blob {what}: {e}")));
-                if let Ok(c) = &chunk {
-                    sent += c.len() as u64;
-                }
-                if tx.send(chunk).await.is_err() {
-                    return;
-                }
-            }
-            if sent < len {
-                let _ = tx
-                    .send(Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "blob object is shorter than its recorded size",
-                    )))
-                    .await;
-            }
-        });
-        Ok(futures_util::stream::unfold(
-            rx,
-            |mut rx| async move { rx.recv().await.map(|c| (c, rx)) },
-        )
-        .boxed())
+        Ok(opened
+            .map_err(s3_err(format!("reading blob {}", d)))?
+            .into_stream())
     }
 
     /// Starts writing object `path`; feed it with `Sink::put` and end with `Sink::finish`.

@@ -1118,6 +1118,67 @@ async fn sqlite_with_a_bucket_pushes_pulls_and_collects() {
     }
 }
 
+/// A blob in a bucket larger than two read segments (8 MiB each) is pulled as parallel ranged
+/// GETs: the whole blob, and ranges that start and end inside segments and straddle their
+/// boundaries, come back byte for byte; a bucket that dies mid-pull ends the body with an error,
+/// never a short body that looks complete.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_blob_in_a_bucket_is_pulled_in_segments_byte_for_byte() {
+    use futures_util::StreamExt as _;
+    const MIB: usize = 1024 * 1024;
+    let mut garage = Garage::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_with(&tmp.path().join("data"), &[], garage.env("single"));
+    let c = client();
+    let blob = random_bytes(41 * MIB + 12_345, 1150);
+    let d = push_blob(&c, &s, "acme/big", &blob).await;
+    let url = s.url(&format!("/v2/acme/big/blobs/{d}"));
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let got = r.bytes().await.unwrap();
+    assert_eq!(got.len(), blob.len());
+    assert_eq!(sha256(&got), d);
+    for (from, to) in [
+        (0, 8 * MIB - 1),
+        (8 * MIB - 7, 8 * MIB + 6),
+        (3 * MIB + 1, 35 * MIB + 99),
+        (17 * MIB, blob.len() - 1),
+        (blob.len() - 20 * MIB - 1, blob.len() - 2),
+    ] {
+        let r = c
+            .get(&url)
+            .header("Range", format!("bytes={from}-{to}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT, "{from}-{to}");
+        let part = r.bytes().await.unwrap();
+        assert!(part[..] == blob[from..=to], "bytes {from}-{to} differ");
+    }
+    // The bucket killed after the first bytes: the rest of the body is an error.
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut body = r.bytes_stream();
+    let mut n = body.next().await.unwrap().unwrap().len();
+    garage.stop();
+    let mut failed = false;
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(c) => n += c.len(),
+            Err(_) => {
+                failed = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        failed && n < blob.len(),
+        "a pull cut by the bucket's death read {n} of {} bytes and ended without an error",
+        blob.len()
+    );
+    garage.resume();
+}
+
 /// Scheduled GC and upload expiry run on one node at a time: the lease is a PostgreSQL session
 /// lock (PostgreSQL frees it when the holder's connection dies, so a node killed with its lease
 /// does not keep it), held by one node until it lets go and refused to another meanwhile. With
