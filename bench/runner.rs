@@ -32,6 +32,7 @@ use serde_json::{Value, json};
 #[path = "../tests/it/support/engines.rs"]
 mod engines;
 mod http;
+mod writes;
 use sha2::Digest as _;
 
 const ROUNDS: usize = 2;
@@ -120,10 +121,15 @@ fn berth_bin() -> PathBuf {
 static BERTH_ENV: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
 
 async fn start_berth(dir: &Path) -> Res<Server> {
+    start_berth_with(dir, BERTH_ENV.get().map_or(&[], Vec::as_slice)).await
+}
+
+/// A berth node in `dir` with the environment `env`.
+async fn start_berth_with(dir: &Path, env: &[(String, String)]) -> Res<Server> {
     let port = engines::free_port();
     let started = Instant::now();
     let child = Command::new(berth_bin())
-        .envs(BERTH_ENV.get().into_iter().flatten().map(|(k, v)| (k, v)))
+        .envs(env.iter().map(|(k, v)| (k, v)))
         // A round on the scaled stores outlasts the default 5-minute bearer token.
         .env("BERTH_TOKEN_TTL", "1h")
         .args([
@@ -514,7 +520,8 @@ struct Row {
 }
 
 /// `BENCH_ONLY=push,small` runs only those workloads (push, pull, small, manifest, load, rss,
-/// auth, ready); unset, it runs all of them.
+/// auth, ready, and with `BENCH_BACKEND=scaled` writes: the write-scaling curve of `writes.rs`);
+/// unset, it runs all of them.
 fn wanted(what: &str) -> bool {
     std::env::var("BENCH_ONLY").map_or(true, |v| v.split(',').any(|w| w.trim() == what))
 }
@@ -561,8 +568,9 @@ async fn load_digest(
 }
 
 /// Resets a process's peak RSS (`VmHWM`), so the next reading covers only what follows.
-/// What Garage itself serves: one GET of a 256 MiB object, streamed and counted (MB/s).
-async fn garage_get_bound(g: &engines::Garage) -> Res<f64> {
+/// What Garage itself serves of a 256 MiB object (MB/s): one GET streamed and counted, and the
+/// object read as 8 MiB ranged GETs, 4 at a time.
+async fn garage_get_bound(g: &engines::Garage) -> Res<(f64, f64)> {
     use futures_util::StreamExt as _;
     use object_store::ObjectStore as _;
     let store = object_store::aws::AmazonS3Builder::new()
@@ -584,7 +592,7 @@ async fn garage_get_bound(g: &engines::Garage) -> Res<f64> {
         up.put(bytes::Bytes::from(random(8 * MIB, 500 + i)));
     }
     up.finish().await?;
-    let mut rates = Vec::new();
+    let mut single = Vec::new();
     for _ in 0..3 {
         let t = Instant::now();
         let mut body = store.get(&key).await?.into_stream();
@@ -592,10 +600,39 @@ async fn garage_get_bound(g: &engines::Garage) -> Res<f64> {
         while let Some(chunk) = body.next().await {
             n += chunk?.len();
         }
-        rates.push(n as f64 / 1e6 / t.elapsed().as_secs_f64());
+        single.push(n as f64 / 1e6 / t.elapsed().as_secs_f64());
+    }
+    // Several GETs at once: the object in 8 MiB ranges, 4 in flight, counted as they arrive.
+    let mut parallel = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let n: usize = futures_util::stream::iter(0..32u64)
+            .map(|i| {
+                let (store, key) = (store.clone(), key.clone());
+                async move {
+                    let opts = object_store::GetOptions {
+                        range: Some(object_store::GetRange::Bounded(
+                            i * 8 * MIB as u64..(i + 1) * 8 * MIB as u64,
+                        )),
+                        ..Default::default()
+                    };
+                    let mut body = store.get_opts(&key, opts).await?.into_stream();
+                    let mut n = 0usize;
+                    while let Some(chunk) = body.next().await {
+                        n += chunk?.len();
+                    }
+                    Ok::<usize, object_store::Error>(n)
+                }
+            })
+            .buffer_unordered(4)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .sum::<Result<usize, _>>()?;
+        parallel.push(n as f64 / 1e6 / t.elapsed().as_secs_f64());
     }
     store.delete(&key).await?;
-    Ok(median(rates))
+    Ok((median(single), median(parallel)))
 }
 
 fn reset_peak_rss(pid: u32) -> Res<()> {
@@ -661,7 +698,10 @@ async fn main() -> Res<()> {
         ];
         env.extend(garage.env("berth"));
         BERTH_ENV.set(env).map_err(|_| "environment set twice")?;
-        bounds["garage_get_mb_s"] = json!(garage_get_bound(&garage).await?);
+        let (single, parallel) = garage_get_bound(&garage).await?;
+        bounds["garage_get_single_mb_s"] = json!(single);
+        bounds["garage_get_parallel_mb_s"] = json!(parallel);
+        bounds["garage_get_mb_s"] = json!(single.max(parallel));
         Some((pg, garage))
     } else {
         None
@@ -937,6 +977,22 @@ async fn main() -> Res<()> {
 
     // Start to ready with 10,000 repositories in the store.
     drop(b);
+    if let Some((pg, garage)) = engines.as_ref().filter(|_| wanted("writes")) {
+        let rtt = 2.0 * writes::DELAY.as_secs_f64() * 1000.0;
+        for p in writes::curve(pg, garage, tmp.path()).await? {
+            let n = p.nodes;
+            only_berth(
+                &format!("1 KiB blob pushes, {n} node(s) × 8 clients, +{rtt} ms to PostgreSQL"),
+                "blobs/s",
+                p.blobs_s,
+            );
+            only_berth(
+                &format!("tagged manifest PUTs, {n} node(s) × 8 clients, +{rtt} ms to PostgreSQL"),
+                "manifests/s",
+                p.manifests_s,
+            );
+        }
+    }
     if wanted("ready") && !scaled {
         let ready_dir = tmp.path().join("ready");
         {

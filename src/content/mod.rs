@@ -243,7 +243,10 @@ impl ContentService {
     pub async fn delete_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<()> {
         let (repo, digest) = (repo.clone(), digest.clone());
         let found = self
-            .blocking(move |s| Ok(s.meta.write(|w| w.unlink_blob(repo.as_str(), &digest))?))
+            .blocking(move |s| {
+                Ok(s.meta
+                    .write_content(|w| w.unlink_blob(repo.as_str(), &digest))?)
+            })
             .await?;
         if found {
             Ok(())
@@ -262,7 +265,7 @@ impl ContentService {
     ) -> Result<bool> {
         let (repo, from, digest) = (repo.clone(), from.clone(), digest.clone());
         self.blocking(move |s| {
-            Ok(s.meta.write(|w| {
+            Ok(s.meta.write_content(|w| {
                 if w.reader().blob_in_repo(from.as_str(), &digest)?.is_none() {
                     return Ok::<_, store::Error>(false);
                 }
@@ -282,7 +285,7 @@ impl ContentService {
         // The row goes first: garbage collection removes upload files that have no row.
         self.blocking(move |s| {
             // A session lost to a power cut only costs the client a retry: no fsync wait.
-            s.meta.write_relaxed(|w| {
+            s.meta.write_content_relaxed(|w| {
                 let repo_id = w.ensure_repo(repo.as_str())?;
                 w.create_upload(&id, repo_id)
             })?;
@@ -400,7 +403,8 @@ impl ContentService {
                 let id2 = *id;
                 let committed = self
                     .blocking(move |s| {
-                        Ok(s.meta.write_relaxed(|w| w.set_upload_size(&id2, offset))?)
+                        Ok(s.meta
+                            .write_content_relaxed(|w| w.set_upload_size(&id2, offset))?)
                     })
                     .await;
                 match committed {
@@ -514,7 +518,7 @@ impl ContentService {
         let committed = self
             .blocking(move |s| {
                 Ok(s.meta
-                    .write_relaxed(|w| w.set_upload_state(&id2, from, size, &text))?)
+                    .write_content_relaxed(|w| w.set_upload_state(&id2, from, size, &text))?)
             })
             .await?;
         if !committed {
@@ -717,7 +721,7 @@ impl ContentService {
         let result = self
             .blocking(move |s| {
                 let bad_digest = |got: Digest| -> Result<()> {
-                    s.meta.write(|w| w.delete_upload(&id))?;
+                    s.meta.write_content(|w| w.delete_upload(&id))?;
                     s.blobs.remove_upload(&id)?;
                     Err(Error::DigestInvalid(format!(
                         "content digest is {got}, not {want}"
@@ -805,7 +809,7 @@ impl ContentService {
                     _ => s3.hash_staged(&id, Hasher::new(want.algorithm()))?,
                 };
                 if got != want {
-                    s.meta.write(|w| w.delete_upload(&id))?;
+                    s.meta.write_content(|w| w.delete_upload(&id))?;
                     s.blobs.remove_upload(&id)?;
                     return Err(Error::DigestInvalid(format!(
                         "content digest is {got}, not {want}"
@@ -885,7 +889,7 @@ impl ContentService {
             if got != want {
                 discard(sink)?;
                 if let Some(u) = upload {
-                    s.meta.write(|w| w.delete_upload(&u))?;
+                    s.meta.write_content(|w| w.delete_upload(&u))?;
                     s.blobs.remove_upload(&u)?;
                 }
                 return Err(Error::DigestInvalid(format!(
@@ -910,7 +914,7 @@ impl ContentService {
         }
         let id = *id;
         self.blocking(move |s| {
-            s.meta.write(|w| w.delete_upload(&id))?;
+            s.meta.write_content(|w| w.delete_upload(&id))?;
             Ok(s.blobs.remove_upload(&id)?)
         })
         .await?;
@@ -970,7 +974,9 @@ impl ContentService {
                 blob_refs: &parsed.blob_refs,
                 manifest_refs: &parsed.manifest_refs,
             };
-            s.meta.write(|w| {
+            s.meta.write_content(|w| {
+                // The references are checked and the tag read under the repository's lock.
+                w.lock_repo(repo.as_str())?;
                 let repo_id = w.ensure_repo(repo.as_str())?;
                 if let Some(missing) = w.missing_ref(repo_id, &m)? {
                     return Err(Error::ManifestBlobUnknown(missing));
@@ -995,7 +1001,7 @@ impl ContentService {
         let (repo, reference) = (repo.clone(), reference.clone());
         let found = self
             .blocking(move |s| {
-                Ok(s.meta.write(|w| match &reference {
+                Ok(s.meta.write_content(|w| match &reference {
                     Reference::Digest(d) => w.delete_manifest(repo.as_str(), d),
                     Reference::Tag(t) => w.delete_tag(repo.as_str(), t.as_str()),
                 })?)
@@ -1132,7 +1138,7 @@ impl Inner {
         if placed && let Some(p) = pending.take() {
             place(p)?;
         }
-        self.meta.write(|w| {
+        self.meta.write_content(|w| {
             if w.reader().blob_size(d)?.is_none() {
                 if let Some(p) = pending.take() {
                     // Garbage collection took the row since the read above; the bytes are still

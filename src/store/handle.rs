@@ -7,7 +7,7 @@ use super::cache::{CONTENT_KEY, Lookup, ReadCache};
 use super::error::{Error, Result};
 use super::model::ManifestRow;
 use super::postgres::{self, PgLock, PgOptions};
-use super::sql::{Reader, Writer};
+use super::sql::{Lane, Reader, Writer};
 use super::sqlite;
 use crate::types::{Digest, Reference};
 
@@ -109,22 +109,43 @@ impl MetadataStore {
         }
     }
 
-    /// Runs `f` in one write transaction and commits it if `f` succeeds.
+    /// Runs `f` in one write transaction, alone among the writes of every node, and commits it
+    /// if `f` succeeds.
     pub fn write<T, E: From<Error>>(
         &self,
         f: impl FnOnce(&Writer<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        self.transact(true, false, f)
+        self.transact(true, false, Lane::Exclusive, f)
     }
 
     /// Like `write`, but the commit does not wait for the disk: it survives a crash of berth,
     /// not a power loss of the database's machine. For state whose loss costs a client a retry
-    /// and nothing more (upload sessions).
+    /// and nothing more.
     pub fn write_relaxed<T, E: From<Error>>(
         &self,
         f: impl FnOnce(&Writer<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        self.transact(true, true, f)
+        self.transact(true, true, Lane::Exclusive, f)
+    }
+
+    /// A write of repository content (uploads, blob links, manifests, tags) that runs beside the
+    /// content writes of other nodes (`Lane::Content`): `f` takes the repository's lock
+    /// (`Writer::lock_repo`) before it reads what it is about to change of a repository's
+    /// manifests, tags or links.
+    pub fn write_content<T, E: From<Error>>(
+        &self,
+        f: impl FnOnce(&Writer<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.transact(true, false, Lane::Content, f)
+    }
+
+    /// `write_content` whose commit does not wait for the disk (upload sessions: losing one costs
+    /// the client a retry).
+    pub fn write_content_relaxed<T, E: From<Error>>(
+        &self,
+        f: impl FnOnce(&Writer<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.transact(true, true, Lane::Content, f)
     }
 
     /// Like `write`, but always rolls back: for dry runs that must see what a write would do.
@@ -132,13 +153,14 @@ impl MetadataStore {
         &self,
         f: impl FnOnce(&Writer<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        self.transact(false, false, f)
+        self.transact(false, false, Lane::Exclusive, f)
     }
 
     fn transact<T, E: From<Error>>(
         &self,
         commit: bool,
         relaxed: bool,
+        lane: Lane,
         f: impl FnOnce(&Writer<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
         let changed = std::cell::RefCell::default();
@@ -147,12 +169,14 @@ impl MetadataStore {
             Engine::Sqlite(s) => s.transact(commit, relaxed, |conn| {
                 f(&Writer {
                     conn,
+                    lane,
                     changed: changed_ref,
                 })
             }),
-            Engine::Postgres(p) => p.transact(commit, relaxed, |conn| {
+            Engine::Postgres(p) => p.transact(commit, relaxed, lane, |conn| {
                 f(&Writer {
                     conn,
+                    lane,
                     changed: changed_ref,
                 })
             }),

@@ -2,10 +2,17 @@
 //! `postgres` crate's synchronous client, called from `spawn_blocking` like SQLite), migrations
 //! applied at start under an advisory lock, and a statement timeout on every connection.
 //!
-//! Writes keep SQLite's semantics: every write transaction first takes one transaction-scoped
-//! advisory lock (`WRITE_LOCK`), so write transactions of all nodes run one at a time, reads
-//! inside them see a stable state, and revocation sequence numbers are committed in order
-//! (a node that has read up to `seq` never misses a smaller one committed later).
+//! Every write transaction first takes one transaction-scoped advisory lock, `WRITE_LOCK`:
+//! exclusively (`Lane::Exclusive`, every write but content's), so that it runs alone among the
+//! writes of all nodes and its reads see a stable state, as with SQLite's one writer; or shared
+//! (`Lane::Content`: uploads, blob links, manifests and tags), so that content writes of all
+//! nodes run side by side, never beside an exclusive one (garbage collection, repository
+//! deletion, identity and access). Among content writes, what two of them could both change is
+//! locked by key: a repository's manifests, tags and links by the repository's lock
+//! (`REPO_LOCKS`, taken by `Writer::lock_repo`), the revocation log by `LOG_LOCK`, taken before a
+//! content write adds to it and held until it commits, so that revocation sequence numbers are
+//! committed in order (a node that has read up to `seq` never misses a smaller one committed
+//! later) — exclusive writes add to the log with no content write beside them.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -13,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::error::{Error, Result};
-use super::sql::{Conn, PgConn, PgHandle};
+use super::sql::{Conn, Lane, PgConn, PgHandle};
 
 /// The migrations, in order; `berth_schema.version` records how many have run.
 const MIGRATIONS: &[&str] = &[
@@ -29,6 +36,10 @@ const MIGRATIONS: &[&str] = &[
 /// Advisory lock keys (arbitrary constants, ASCII "berthmig" and "berthwrt").
 const MIGRATION_LOCK: i64 = 0x6265_7274_686d_6967;
 const WRITE_LOCK: i64 = 0x6265_7274_6877_7274;
+/// Classes of the two-key advisory locks (`Conn::lock_key`; PostgreSQL keeps them apart from the
+/// one-key locks above): a repository's content, keyed by its name; the revocation log.
+pub(super) const REPO_LOCKS: i32 = 0x6272_6570; // "brep"
+pub(super) const LOG_LOCK: i32 = 0x626c_6f67; // "blog"
 
 /// How to reach PostgreSQL.
 #[derive(Debug, Clone)]
@@ -279,40 +290,44 @@ impl Postgres {
         out
     }
 
-    /// Runs `f` in one transaction holding the write lock; commits if `commit` and `f`
-    /// succeeds. `relaxed`: the commit does not wait for the WAL flush (`synchronous_commit =
-    /// off` for this transaction): for state whose loss costs a client a retry.
+    /// Runs `f` in one transaction holding the write lock of `lane` (exclusive, or shared by
+    /// content writes); commits if `commit` and `f` succeeds. `relaxed`: the commit does not wait
+    /// for the WAL flush (`synchronous_commit = off` for this transaction): for state whose loss
+    /// costs a client a retry.
     pub(super) fn transact<T, E: From<Error>>(
         &self,
         commit: bool,
         relaxed: bool,
+        lane: Lane,
         f: impl FnOnce(Conn<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        off_the_runtime(|| self.transact_blocking(commit, relaxed, f))
+        off_the_runtime(|| self.transact_blocking(commit, relaxed, lane, f))
     }
 
     fn transact_blocking<T, E: From<Error>>(
         &self,
         commit: bool,
         relaxed: bool,
+        lane: Lane,
         f: impl FnOnce(Conn<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
         let mut pooled = self.take(Which::Queries)?;
-        let begin = if relaxed {
-            "BEGIN; SET LOCAL synchronous_commit = off"
+        let sync = if relaxed {
+            "SET LOCAL synchronous_commit = off; "
         } else {
-            "BEGIN"
+            ""
         };
-        let client = &mut pooled.conn.client;
-        let started = client
-            .batch_execute(begin)
-            .map_err(Error::from)
-            .and_then(|()| {
-                client
-                    .execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
-                    .map(drop)
-                    .map_err(Error::from)
-            });
+        let lock = match lane {
+            Lane::Exclusive => "pg_advisory_xact_lock",
+            Lane::Content => "pg_advisory_xact_lock_shared",
+        };
+        // One round trip: the simple protocol runs the three in order.
+        let begin = format!("BEGIN; {sync}SELECT {lock}({WRITE_LOCK})");
+        let started = pooled
+            .conn
+            .client
+            .batch_execute(&begin)
+            .map_err(Error::from);
         if let Err(e) = started {
             self.give_back(pooled, false);
             return Err(e.into());

@@ -7,8 +7,9 @@ use super::model::{
     GcPlan, ManifestRow, NewManifest, ReferrerRow, RepoSummary, TagDetail, TagOrder, TagQuery,
     UploadRow, now,
 };
+use super::postgres::{LOG_LOCK, REPO_LOCKS};
 use super::sql::p;
-use super::sql::{Reader, Writer, digest_col, to_i64, to_u64};
+use super::sql::{Lane, Reader, Writer, digest_col, to_i64, to_u64};
 use crate::types::{Digest, Reference};
 
 impl Reader<'_> {
@@ -353,12 +354,27 @@ impl Writer<'_> {
         if self.changed.borrow().iter().any(|r| r == repo) {
             return Ok(());
         }
+        if self.lane == Lane::Content {
+            // Content writes run side by side: the log's sequence numbers commit in order only
+            // if each is taken under the log's lock, held until the commit.
+            self.conn.lock_key(LOG_LOCK, "")?;
+        }
         self.conn.execute(
             "INSERT INTO revocations (key, at) VALUES (?1, ?2)",
             p![format!("{CONTENT_KEY}{repo}"), now()],
         )?;
         self.changed.borrow_mut().push(repo.to_owned());
         Ok(())
+    }
+
+    /// Takes `repo`'s lock (content writes; see `Lane`): content writes of one repository that
+    /// read what they change (a manifest's references, a tag's manifest, a link) run one at a
+    /// time. An exclusive write runs alone already.
+    pub fn lock_repo(&self, repo: &str) -> Result<()> {
+        match self.lane {
+            Lane::Content => self.conn.lock_key(REPO_LOCKS, repo),
+            Lane::Exclusive => Ok(()),
+        }
     }
 
     /// Deletes every repository of namespace `ns` (the repository `ns` itself and `ns/…`) with
@@ -417,10 +433,21 @@ impl Writer<'_> {
         if let Some(id) = self.reader().repo_id(name)? {
             return Ok(id);
         }
-        self.conn.value(
-            "INSERT INTO repositories (name, created_at) VALUES (?1, ?2) RETURNING id",
+        // A content write of another node may be creating it too: its insert wins, and ours,
+        // having waited for it, reads its id.
+        let id = self.conn.query_opt(
+            "INSERT INTO repositories (name, created_at) VALUES (?1, ?2)
+             ON CONFLICT (name) DO NOTHING RETURNING id",
             p![name, now()],
-        )
+            |r| r.get(0),
+        )?;
+        match id {
+            Some(id) => Ok(id),
+            None => self
+                .reader()
+                .repo_id(name)?
+                .ok_or_else(|| Error::Corrupt(format!("repository {name} neither new nor found"))),
+        }
     }
 
     pub fn insert_blob(&self, digest: &Digest, size: u64) -> Result<()> {
@@ -442,6 +469,7 @@ impl Writer<'_> {
     }
 
     pub fn unlink_blob(&self, repo: &str, digest: &Digest) -> Result<bool> {
+        self.lock_repo(repo)?;
         self.content_changed(repo)?;
         Ok(self.conn.execute(
             "DELETE FROM repo_blobs WHERE digest = ?2 AND repo_id = (SELECT id FROM repositories WHERE name = ?1)",
@@ -507,8 +535,17 @@ impl Writer<'_> {
                 .execute(refs, p![repo_id, digest, d.to_string(), 1_i64])?;
         }
         if let Some(tag) = tag {
-            // The tag may have named another manifest.
-            self.content_changed(repo)?;
+            // A tag that named another manifest moves: nodes may hold the old one. A new tag
+            // changes nothing a node holds (nothing absent is cached). The caller holds the
+            // repository's lock, so the tag cannot change between this read and the write.
+            let before: Option<String> = self.conn.query_opt(
+                "SELECT digest FROM tags WHERE repo_id = ?1 AND name = ?2",
+                p![repo_id, tag],
+                |r| r.get(0),
+            )?;
+            if before.is_some_and(|b| b != digest) {
+                self.content_changed(repo)?;
+            }
             self.conn.execute(
                 "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
@@ -520,6 +557,7 @@ impl Writer<'_> {
 
     /// Deletes a manifest, its references and every tag that points at it.
     pub fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<bool> {
+        self.lock_repo(repo)?;
         let Some(repo_id) = self.reader().repo_id(repo)? else {
             return Ok(false);
         };
@@ -544,6 +582,7 @@ impl Writer<'_> {
     }
 
     pub fn delete_tag(&self, repo: &str, tag: &str) -> Result<bool> {
+        self.lock_repo(repo)?;
         self.content_changed(repo)?;
         Ok(self.conn.execute(
             "DELETE FROM tags WHERE name = ?2 AND repo_id = (SELECT id FROM repositories WHERE name = ?1)",

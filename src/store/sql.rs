@@ -204,6 +204,21 @@ impl Conn<'_> {
     pub(super) fn exists(&self, sql: &str, params: &[&dyn Param]) -> Result<bool> {
         Ok(self.query_opt(sql, params, |_| Ok(()))?.is_some())
     }
+
+    /// Takes the transaction-scoped lock on `key` of lock class `class` across every node,
+    /// waiting for it (PostgreSQL's two-key advisory locks, apart from the one-key ones); on
+    /// SQLite, which has one writer, there is nothing to take.
+    pub(super) fn lock_key(&self, class: i32, key: &str) -> Result<()> {
+        match self {
+            Conn::Sqlite(_) => Ok(()),
+            Conn::Pg(_) => self
+                .execute(
+                    "SELECT pg_advisory_xact_lock(?1, hashtext(?2))",
+                    p![class, key],
+                )
+                .map(drop),
+        }
+    }
 }
 
 /// Read queries; also available inside a write transaction through `Writer::reader`.
@@ -212,9 +227,22 @@ pub struct Reader<'a> {
     pub(super) conn: Conn<'a>,
 }
 
+/// How a write transaction shares the database with the writes of other nodes (PostgreSQL; on
+/// SQLite every transaction is the one writer's). See `postgres` for the locks of each lane.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Lane {
+    /// Alone: no other write transaction of any node runs meanwhile. Every write but content's.
+    Exclusive,
+    /// Beside other content writes (uploads, blob links, manifests, tags), never beside an
+    /// exclusive one; what two content writes could both change is locked by key (the
+    /// repository's lock, the revocation log's lock).
+    Content,
+}
+
 /// Writes inside one transaction.
 pub struct Writer<'a> {
     pub(super) conn: Conn<'a>,
+    pub(super) lane: Lane,
     /// Repositories whose tags, manifests or blob links this transaction changed (see `cache`).
     pub(super) changed: &'a std::cell::RefCell<Vec<String>>,
 }

@@ -1779,9 +1779,12 @@ async fn a_deleted_or_moved_tag_is_not_served_stale_by_another_node() {
         let (c, url) = (c.clone(), b.url(&format!("/v2/{repo}/blobs/{layer}")));
         async move { c.head(url).send().await.unwrap().status() }
     };
+    // So does A, which must serve its own changes at once.
     for _ in 0..3 {
-        assert_eq!(manifest_at(b, repo, "t").await, ok(&m1));
-        assert_eq!(manifest_at(b, repo, &d1).await, ok(&m1));
+        for node in [a, b] {
+            assert_eq!(manifest_at(node, repo, "t").await, ok(&m1));
+            assert_eq!(manifest_at(node, repo, &d1).await, ok(&m1));
+        }
         assert_eq!(head_b().await, StatusCode::OK);
     }
     let mut worst = Duration::ZERO;
@@ -1794,7 +1797,10 @@ async fn a_deleted_or_moved_tag_is_not_served_stale_by_another_node() {
     let (_, m3) = push_image(&c, a, repo, "new", 3).await;
     assert_eq!(manifest_at(b, repo, "new").await, ok(&m3), "B at once");
 
-    // The tag is deleted on A.
+    // The tag is deleted on A (both have just read it again).
+    for node in [a, b] {
+        assert_eq!(manifest_at(node, repo, "t").await, ok(&m2));
+    }
     let r = c
         .delete(a.url(&format!("/v2/{repo}/manifests/t")))
         .send()
@@ -1805,7 +1811,9 @@ async fn a_deleted_or_moved_tag_is_not_served_stale_by_another_node() {
     worst = worst.max(settles(b, (repo, "t"), &ok(&m2), &gone).await);
 
     // The first manifest is deleted by digest on A.
-    assert_eq!(manifest_at(b, repo, &d1).await, ok(&m1));
+    for node in [a, b] {
+        assert_eq!(manifest_at(node, repo, &d1).await, ok(&m1));
+    }
     let r = c
         .delete(a.url(&format!("/v2/{repo}/manifests/{d1}")))
         .send()
@@ -1846,4 +1854,71 @@ async fn a_deleted_or_moved_tag_is_not_served_stale_by_another_node() {
         .await;
     worst = worst.max(settles(b, (repo, "new"), &ok(&m3), &gone).await);
     eprintln!("the longest B served a change late: {worst:?}");
+}
+
+/// Content writes of several nodes run side by side (`Lane::Content`), not one at a time: pushes
+/// racing to create the same new repositories on two nodes all succeed, and one tag moved over
+/// and over on both nodes at once ends naming one manifest, which both nodes serve within the
+/// cache's bound, while the manifests it named stay pullable by digest.
+#[tokio::test(flavor = "multi_thread")]
+async fn content_writes_of_two_nodes_run_side_by_side_and_agree() {
+    let p = two_nodes(Blobs::Directory);
+    let c = client();
+    let mut pushes = Vec::new();
+    for k in 0..16u64 {
+        let (c, node) = (c.clone(), if k % 2 == 0 { &p.a } else { &p.b });
+        pushes.push(async move {
+            push_image(&c, node, &format!("race/new{}", k % 4), &format!("v{k}"), 1200 + k).await
+        });
+    }
+    let pushed = futures_util::future::join_all(pushes).await;
+    for (k, (d, body)) in pushed.iter().enumerate() {
+        let repo = format!("race/new{}", k % 4);
+        for node in [&p.a, &p.b] {
+            assert_eq!(
+                manifest_at(node, &repo, &format!("v{k}")).await,
+                (StatusCode::OK, body.clone()),
+                "{repo}:v{k} on {}",
+                node.base
+            );
+            assert_eq!(manifest_at(node, &repo, d).await.0, StatusCode::OK);
+        }
+    }
+    // Both nodes read (and cache) the tag, then it moves eight times at once, from both.
+    let (_, first) = push_image(&c, &p.a, "race/hot", "t", 1300).await;
+    for node in [&p.a, &p.b] {
+        assert_eq!(manifest_at(node, "race/hot", "t").await.1, first);
+    }
+    let mut moves = Vec::new();
+    for k in 0..8u64 {
+        let (c, node) = (c.clone(), if k % 2 == 0 { &p.a } else { &p.b });
+        moves.push(async move { push_image(&c, node, "race/hot", "t", 1301 + k).await });
+    }
+    let moved = futures_util::future::join_all(moves).await;
+    let t0 = Instant::now();
+    loop {
+        let (sa, ba) = manifest_at(&p.a, "race/hot", "t").await;
+        let (sb, bb) = manifest_at(&p.b, "race/hot", "t").await;
+        assert_eq!((sa, sb), (StatusCode::OK, StatusCode::OK));
+        if ba == bb && ba != first {
+            assert!(
+                moved.iter().any(|(_, m)| *m == ba),
+                "the tag names a manifest no push gave it"
+            );
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_millis(2500),
+            "the nodes disagree on the tag past the bound"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (d, body) in &moved {
+        for node in [&p.a, &p.b] {
+            assert_eq!(
+                manifest_at(node, "race/hot", d).await,
+                (StatusCode::OK, body.clone())
+            );
+        }
+    }
 }
