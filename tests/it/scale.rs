@@ -1856,19 +1856,37 @@ async fn a_deleted_or_moved_tag_is_not_served_stale_by_another_node() {
     eprintln!("the longest B served a change late: {worst:?}");
 }
 
-/// Content writes of several nodes run side by side (`Lane::Content`), not one at a time: pushes
-/// racing to create the same new repositories on two nodes all succeed, and one tag moved over
+/// Content writes of several nodes run side by side (`Lane::Content`), not one at a time: upload
+/// sessions and pushes racing to create the same new repositories on two nodes all succeed, and
+/// one tag moved over
 /// and over on both nodes at once ends naming one manifest, which both nodes serve within the
 /// cache's bound, while the manifests it named stay pullable by digest.
 #[tokio::test(flavor = "multi_thread")]
 async fn content_writes_of_two_nodes_run_side_by_side_and_agree() {
     let p = two_nodes(Blobs::Directory);
     let c = client();
+    // Upload sessions opened at once, from both nodes, in repositories that do not exist yet.
+    let mut posts = Vec::new();
+    for k in 0..64usize {
+        let url = [&p.a, &p.b][k % 2].url(&format!("/v2/race/fresh{}/blobs/uploads/", k / 8));
+        let c = c.clone();
+        posts.push(async move { c.post(url).send().await.unwrap().status() });
+    }
+    for status in futures_util::future::join_all(posts).await {
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
     let mut pushes = Vec::new();
     for k in 0..16u64 {
         let (c, node) = (c.clone(), if k % 2 == 0 { &p.a } else { &p.b });
         pushes.push(async move {
-            push_image(&c, node, &format!("race/new{}", k % 4), &format!("v{k}"), 1200 + k).await
+            push_image(
+                &c,
+                node,
+                &format!("race/new{}", k % 4),
+                &format!("v{k}"),
+                1200 + k,
+            )
+            .await
         });
     }
     let pushed = futures_util::future::join_all(pushes).await;
@@ -1921,4 +1939,67 @@ async fn content_writes_of_two_nodes_run_side_by_side_and_agree() {
             );
         }
     }
+}
+
+/// PostgreSQL's write lock has two lanes (`store/postgres`): while a content write of one node
+/// that added to the revocation log is open, another node's content write that does not touch
+/// the log commits at once (the lane is shared); one that adds to the log waits for the first's
+/// commit (the log's sequence numbers commit in order, so no reader skips one); an exclusive
+/// write waits for both.
+#[test]
+fn content_writes_share_the_write_lock_and_the_log_commits_in_order() {
+    use berth::store::{Error, MetadataStore, PgOptions};
+    use std::sync::mpsc;
+    let pg = PgCluster::start();
+    let db = pg.create_database("berth");
+    let open = || {
+        MetadataStore::open_postgres(&PgOptions {
+            url: db.clone(),
+            pool_size: 4,
+            statement_timeout: Duration::from_secs(20),
+        })
+        .unwrap()
+    };
+    let (a, b) = (open(), open());
+    let (held_tx, held_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        a.write_content(|w| {
+            w.delete_tag("one/app", "t")?;
+            held_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+    });
+    held_rx.recv().unwrap();
+    let t0 = Instant::now();
+    b.write_content(|w| w.ensure_repo("two/app").map(drop))
+        .unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "a content write waited {:?} for another node's",
+        t0.elapsed()
+    );
+    let b2 = b.clone();
+    let logger = std::thread::spawn(move || {
+        b2.write_content(|w| w.delete_tag("two/app", "t")).unwrap();
+    });
+    let b3 = b.clone();
+    let exclusive = std::thread::spawn(move || {
+        b3.write(|w| w.ensure_repo("three/app").map(drop)).unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !logger.is_finished(),
+        "a second addition to the log committed before the first"
+    );
+    assert!(
+        !exclusive.is_finished(),
+        "an exclusive write ran beside a content write"
+    );
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+    logger.join().unwrap();
+    exclusive.join().unwrap();
 }
