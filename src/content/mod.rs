@@ -974,16 +974,13 @@ impl ContentService {
                 blob_refs: &parsed.blob_refs,
                 manifest_refs: &parsed.manifest_refs,
             };
-            s.meta.write_content(|w| {
-                // The references are checked and the tag read under the repository's lock.
-                w.lock_repo(repo.as_str())?;
-                let repo_id = w.ensure_repo(repo.as_str())?;
-                if let Some(missing) = w.missing_ref(repo_id, &m)? {
-                    return Err(Error::ManifestBlobUnknown(missing));
-                }
-                w.put_manifest((repo_id, repo.as_str()), &m, tag.as_deref())?;
-                Ok(())
-            })
+            match s
+                .meta
+                .write_content(|w| w.put_manifest(repo.as_str(), &m, tag.as_deref()))?
+            {
+                Some(missing) => Err(Error::ManifestBlobUnknown(missing)),
+                None => Ok(()),
+            }
         })
         .await?;
         Ok(PushedManifest {

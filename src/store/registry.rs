@@ -478,7 +478,7 @@ impl Writer<'_> {
     }
 
     /// The first reference of `m` that the repository does not hold, if any.
-    pub fn missing_ref(&self, repo_id: i64, m: &NewManifest<'_>) -> Result<Option<Digest>> {
+    fn missing_ref(&self, repo_id: i64, m: &NewManifest<'_>) -> Result<Option<Digest>> {
         for d in m.blob_refs {
             if !self.conn.exists(
                 "SELECT 1 FROM repo_blobs WHERE repo_id = ?1 AND digest = ?2",
@@ -498,13 +498,21 @@ impl Writer<'_> {
         Ok(None)
     }
 
-    /// Stores manifest `m` in repository `repo` (`repo_id`), tagging it `tag`.
+    /// Stores manifest `m` in repository `repo` (created if new), tagging it `tag`, if the
+    /// repository holds everything `m` references; otherwise writes nothing and returns the first
+    /// reference it lacks. The references are checked and the tag read under the repository's
+    /// lock (`lock_repo`).
     pub fn put_manifest(
         &self,
-        (repo_id, repo): (i64, &str),
+        repo: &str,
         m: &NewManifest<'_>,
         tag: Option<&str>,
-    ) -> Result<()> {
+    ) -> Result<Option<Digest>> {
+        self.lock_repo(repo)?;
+        let repo_id = self.ensure_repo(repo)?;
+        if let Some(missing) = self.missing_ref(repo_id, m)? {
+            return Ok(Some(missing));
+        }
         let now = now();
         let digest = m.digest.to_string();
         self.conn.execute(
@@ -552,7 +560,7 @@ impl Writer<'_> {
                 p![repo_id, tag, digest, now],
             )?;
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Deletes a manifest, its references and every tag that points at it.

@@ -1943,9 +1943,10 @@ async fn content_writes_of_two_nodes_run_side_by_side_and_agree() {
 
 /// PostgreSQL's write lock has two lanes (`store/postgres`): while a content write of one node
 /// that added to the revocation log is open, another node's content write that does not touch
-/// the log commits at once (the lane is shared); one that adds to the log waits for the first's
-/// commit (the log's sequence numbers commit in order, so no reader skips one); an exclusive
-/// write waits for both.
+/// the log commits at once (the lane is shared); a manifest PUT in the same repository waits
+/// for it (the repository's lock), one in another does not; one that adds to the log waits for
+/// the first's commit (the log's sequence numbers commit in order, so no reader skips one); an
+/// exclusive write waits for all of them.
 #[test]
 fn content_writes_share_the_write_lock_and_the_log_commits_in_order() {
     use berth::store::{Error, MetadataStore, PgOptions};
@@ -1981,6 +1982,40 @@ fn content_writes_share_the_write_lock_and_the_log_commits_in_order() {
         "a content write waited {:?} for another node's",
         t0.elapsed()
     );
+    // A manifest PUT (with its tag) in the repository the open write changed waits for it (the
+    // repository's lock); one in another repository does not.
+    let put = |store: MetadataStore, repo: &'static str| {
+        std::thread::spawn(move || {
+            let content = format!("{{\"repo\":\"{repo}\"}}");
+            let digest: berth::types::Digest = sha256(content.as_bytes()).parse().unwrap();
+            let m = berth::store::NewManifest {
+                digest: &digest,
+                media_type: "application/vnd.oci.image.manifest.v1+json",
+                artifact_type: None,
+                subject: None,
+                annotations: None,
+                content: content.as_bytes(),
+                blob_refs: &[],
+                manifest_refs: &[],
+            };
+            let missing = store
+                .write_content(|w| w.put_manifest(repo, &m, Some("t")))
+                .unwrap();
+            assert!(missing.is_none());
+        })
+    };
+    let same = put(b.clone(), "one/app");
+    let t0 = Instant::now();
+    put(b.clone(), "two/app").join().unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "a manifest PUT waited for another repository's write"
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(
+        !same.is_finished(),
+        "a manifest PUT ran beside an open write of its repository"
+    );
     let b2 = b.clone();
     let logger = std::thread::spawn(move || {
         b2.write_content(|w| w.delete_tag("two/app", "t")).unwrap();
@@ -2000,6 +2035,7 @@ fn content_writes_share_the_write_lock_and_the_log_commits_in_order() {
     );
     release_tx.send(()).unwrap();
     holder.join().unwrap();
+    same.join().unwrap();
     logger.join().unwrap();
     exclusive.join().unwrap();
 }
