@@ -73,6 +73,15 @@ impl BlobStore {
         }
     }
 
+    /// Removes the bytes of an upload session whose row is gone (expired): its files, or its
+    /// objects and the multipart upload its S3 state names (`s3_state`).
+    pub fn discard_upload(&self, id: &uuid::Uuid, s3_state: Option<&str>) -> Result<()> {
+        match &self.engine {
+            Engine::Fs(f) => f.remove_upload(id),
+            Engine::S3(s) => s.discard_upload(id, s3_state),
+        }
+    }
+
     pub fn blob_exists(&self, d: &crate::types::Digest) -> Result<bool> {
         match &self.engine {
             Engine::Fs(f) => Ok(f.blob_file_exists(d)),

@@ -569,6 +569,26 @@ impl S3Store {
     }
 
     /// Removes every object of upload `id` (tails, the staged object).
+    /// Aborts the multipart upload that session `id`'s state (`PartsState` as text) names, and
+    /// removes its objects. A multipart upload the bucket no longer knows is already gone; one
+    /// the bucket would not abort is said in the log (its parts wait for the bucket's own
+    /// clean-up) and the objects go anyway.
+    pub fn discard_upload(&self, id: &uuid::Uuid, state: Option<&str>) -> Result<()> {
+        let upload = state
+            .and_then(|t| serde_json::from_str::<PartsState>(t).ok())
+            .and_then(|s| s.upload);
+        if let Some(upload) = upload {
+            let (store, path) = (self.inner.store.clone(), self.staged_path(id));
+            match self.block(async move { store.abort_multipart(&path, &upload).await })? {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => {
+                    tracing::warn!(upload = %id, error = %e, "aborting an expired upload's multipart upload")
+                }
+            }
+        }
+        self.remove_upload(id)
+    }
+
     pub fn remove_upload(&self, id: &uuid::Uuid) -> Result<()> {
         let (store, dir) = (self.inner.store.clone(), self.upload_dir(id));
         let id = *id;

@@ -102,8 +102,8 @@ pub(super) fn run(meta: &MetadataStore, blobs: &BlobStore, opts: &Options) -> Re
             report.removed_blob_digests.push(d.to_string());
         }
     }
-    for id in &plan.uploads {
-        blobs.remove_upload(id)?;
+    for u in &plan.uploads {
+        blobs.discard_upload(&u.id, u.s3_state.as_deref())?;
     }
     // Files left by a crash between a rename and its commit, or by a GC that stopped half-way.
     for d in blobs.list_blobs()? {

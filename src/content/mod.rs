@@ -1069,11 +1069,11 @@ impl ContentService {
         let cutoff = store::now().saturating_sub(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
         let ids = self
             .blocking(move |s| {
-                let ids = s.meta.write(|w| w.expire_uploads(cutoff))?;
-                for id in &ids {
-                    s.blobs.remove_upload(id)?;
+                let expired = s.meta.write(|w| w.expire_uploads(cutoff))?;
+                for u in &expired {
+                    s.blobs.discard_upload(&u.id, u.s3_state.as_deref())?;
                 }
-                Ok(ids)
+                Ok(expired.into_iter().map(|u| u.id).collect::<Vec<_>>())
             })
             .await?;
         let mut sessions = self.sessions();

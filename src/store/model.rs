@@ -97,7 +97,15 @@ pub struct GcPlan {
     pub manifests: Vec<(String, Digest)>,
     pub links: u64,
     pub blobs: Vec<(Digest, u64)>,
-    pub uploads: Vec<uuid::Uuid>,
+    pub uploads: Vec<ExpiredUpload>,
+}
+
+/// An upload session removed from the metadata, with what its bytes need to go too: its S3
+/// state (the multipart upload to abort), if any.
+#[derive(Debug, Clone)]
+pub struct ExpiredUpload {
+    pub id: uuid::Uuid,
+    pub s3_state: Option<String>,
 }
 
 /// The revocation key of one generation of a namespace (its owner's id and creation time tell

@@ -4,8 +4,8 @@
 use super::cache::{ANY_REPO, CONTENT_KEY};
 use super::error::{Error, Result};
 use super::model::{
-    GcPlan, ManifestRow, NewManifest, ReferrerRow, RepoSummary, TagDetail, TagOrder, TagQuery,
-    UploadRow, now,
+    ExpiredUpload, GcPlan, ManifestRow, NewManifest, ReferrerRow, RepoSummary, TagDetail, TagOrder,
+    TagQuery, UploadRow, now,
 };
 use super::postgres::{LOG_LOCK, REPO_LOCKS};
 use super::sql::p;
@@ -637,16 +637,19 @@ impl Writer<'_> {
     }
 
     /// Deletes the upload sessions created before `cutoff` and returns their ids.
-    pub fn expire_uploads(&self, cutoff: i64) -> Result<Vec<uuid::Uuid>> {
-        let ids = self.conn.query(
-            "DELETE FROM uploads WHERE created_at < ?1 RETURNING id",
+    pub fn expire_uploads(&self, cutoff: i64) -> Result<Vec<ExpiredUpload>> {
+        self.conn.query(
+            "DELETE FROM uploads WHERE created_at < ?1 RETURNING id, s3_state",
             p![cutoff],
             |r| {
                 let id: String = r.get(0)?;
-                uuid::Uuid::parse_str(&id).map_err(|_| Error::Corrupt(format!("upload id {id:?}")))
+                Ok(ExpiredUpload {
+                    id: uuid::Uuid::parse_str(&id)
+                        .map_err(|_| Error::Corrupt(format!("upload id {id:?}")))?,
+                    s3_state: r.get(1)?,
+                })
             },
-        )?;
-        Ok(ids)
+        )
     }
 
     /// Removes from the metadata everything garbage collection may remove, and says what it was.

@@ -2039,3 +2039,75 @@ fn content_writes_share_the_write_lock_and_the_log_commits_in_order() {
     logger.join().unwrap();
     exclusive.join().unwrap();
 }
+
+/// Upload sessions that die with their server leave multipart uploads in the bucket: once they
+/// expire, the server's expiry (after a restart) and garbage collection (with the server down)
+/// abort them, so the bucket keeps no incomplete upload (Garage's own count) and no part.
+#[tokio::test(flavor = "multi_thread")]
+async fn multipart_uploads_of_dead_sessions_are_aborted() {
+    let garage = Garage::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut env = garage.env("single");
+    env.push(("BERTH_UPLOAD_TTL".into(), "2s".into()));
+    let mut s = Server::start_with(&tmp.path().join("data"), &[], env);
+    let c = client();
+    // Garage's bucket information names unfinished multipart uploads only when there are some.
+    let incomplete = || {
+        let info = garage.cli(&["bucket", "info", "berth"]);
+        info.lines()
+            .find(|l| l.to_lowercase().contains("multipart uploads"))
+            .map_or(0, |l| {
+                l.split_whitespace()
+                    .find_map(|w| w.parse::<u64>().ok())
+                    .unwrap_or_else(|| panic!("no count in {l:?}"))
+            })
+    };
+    async fn start_sessions(c: &reqwest::Client, s: &Server, n: u64, seed: u64) {
+        for i in 0..n {
+            let r = c
+                .post(s.url("/v2/acme/dead/blobs/uploads/"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::ACCEPTED);
+            let loc = location(&r);
+            let r = c
+                .patch(at(s, &loc))
+                .header("Content-Type", "application/octet-stream")
+                .body(random_bytes(6 * 1024 * 1024, seed + i))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::ACCEPTED);
+        }
+    }
+    assert_eq!(incomplete(), 0);
+    // The server's own expiry, after a crash and a restart.
+    start_sessions(&c, &s, 3, 1400).await;
+    assert_eq!(incomplete(), 3, "the chunks started no multipart upload");
+    s.kill9();
+    s.restart();
+    let t0 = Instant::now();
+    while incomplete() > 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "a dead session's multipart upload survived its expiry by the server"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Garbage collection, with the server down.
+    start_sessions(&c, &s, 2, 1500).await;
+    assert_eq!(incomplete(), 2);
+    s.kill9();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let report: Value = serde_json::from_str(&run(s
+        .server_command(&["gc"])
+        .args(["--grace", "0s", "--json"])))
+    .unwrap();
+    assert_eq!(report["uploads_removed"], 2, "{report}");
+    assert_eq!(
+        incomplete(),
+        0,
+        "a dead session's multipart upload survived garbage collection"
+    );
+}

@@ -268,7 +268,7 @@ impl Garage {
         g
     }
 
-    fn cli(&self, args: &[&str]) -> String {
+    pub fn cli(&self, args: &[&str]) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let out = Command::new("garage")
