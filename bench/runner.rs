@@ -113,8 +113,13 @@ async fn wait_ready(url: &str, ok: &[u16]) -> Res<()> {
     }
 }
 
+/// `target/release/berth`, or the binary `BENCH_BERTH_BIN` names (to compare two builds on the
+/// same machine at the same time).
 fn berth_bin() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/berth")
+    std::env::var_os("BENCH_BERTH_BIN").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/berth"),
+        PathBuf::from,
+    )
 }
 
 /// The environment of berth nodes in the scaled configuration (empty: the embedded default).
