@@ -57,9 +57,24 @@ const SEGMENT: u64 = 8 * 1024 * 1024;
 const SEGMENTS_AHEAD: usize = 3;
 /// Chunks of one segment that may wait to be sent (each at most about `COALESCE` bytes; the rest
 /// of a segment waits in its connection's socket buffer).
-const SEGMENT_BUFFER: usize = 4;
+const SEGMENT_BUFFER: usize = 2;
 /// Chunks read from the bucket are joined up to this many bytes (see `forward`).
 const COALESCE: usize = 256 * 1024;
+/// Segments read ahead at once across every pull of the node. A segment read ahead holds up to
+/// about `SEGMENT_BUFFER` + 2 chunks of `COALESCE` bytes while its client does not read, so slow
+/// clients cannot make the node hold more than about 16 MiB of read-ahead however many pulls
+/// they open; a pull that finds the budget spent reads its next segments in turn.
+const READ_AHEAD: usize = 16;
+
+/// Where a segment's chunks arrive.
+type Segment = tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>;
+type Sender = tokio::sync::mpsc::Sender<std::io::Result<Bytes>>;
+
+/// A later segment of a pull: being read ahead, or to be read when its turn comes.
+enum Next {
+    Ready(Segment),
+    Later(u64, u64),
+}
 
 #[derive(Clone)]
 pub struct S3Store {
@@ -72,6 +87,8 @@ struct Inner {
     describe: String,
     /// The runtime every call runs on; shut down in the background when the store goes.
     runtime: Option<tokio::runtime::Runtime>,
+    /// The node's read-ahead budget, in segments (`READ_AHEAD`).
+    read_ahead: Arc<tokio::sync::Semaphore>,
 }
 
 impl Drop for Inner {
@@ -104,7 +121,8 @@ async fn forward(
     mut body: futures_util::stream::BoxStream<'static, object_store::Result<Bytes>>,
     len: u64,
     what: String,
-    tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    tx: Sender,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 ) {
     use futures_util::FutureExt as _;
     let failed = |e: object_store::Error| std::io::Error::other(format!("blob {what}: {e}"));
@@ -265,6 +283,7 @@ impl S3Store {
                 prefix,
                 describe: options.url.clone(),
                 runtime: Some(runtime),
+                read_ahead: Arc::new(tokio::sync::Semaphore::new(READ_AHEAD)),
             }),
         })
     }
@@ -344,10 +363,11 @@ impl S3Store {
     /// answered when this returns, so a bucket that cannot serve it is an error here (the client
     /// gets a 503 before any byte), not a body that breaks at its first byte.
     ///
-    /// A range longer than two `SEGMENT`s is read as consecutive segments, `SEGMENTS_AHEAD` of
-    /// them in flight beside the one being sent (ranged GETs on connections of their own), so one
-    /// connection's round trips and window do not bound the pull. Each segment's bytes wait in a
-    /// bounded channel: at most about (1 + `SEGMENTS_AHEAD`) × `SEGMENT_BUFFER` chunks per pull.
+    /// A range longer than two `SEGMENT`s is read as consecutive segments, up to
+    /// `SEGMENTS_AHEAD` of them in flight beside the one being sent (ranged GETs on connections
+    /// of their own), so one connection's round trips and window do not bound the pull. Each
+    /// segment's bytes wait in a bounded channel (`SEGMENT_BUFFER` chunks): a pull holds one
+    /// segment's, plus those it reads ahead within the node's budget (`READ_AHEAD`).
     pub async fn stream(
         &self,
         d: &Digest,
@@ -370,38 +390,61 @@ impl S3Store {
         let (tx, rx) = tokio::sync::mpsc::channel(SEGMENT_BUFFER);
         let first = self.open_segment(d, first_at, first_len).await?;
         self.handle()
-            .spawn(forward(first, first_len, what.clone(), tx));
-        // The later segments: a driver starts each one's GET, in order, while at most
-        // `SEGMENTS_AHEAD` wait to be sent; a dropped answer ends them all.
+            .spawn(forward(first, first_len, what.clone(), tx, None));
+        // The later segments, in order: a driver reads each ahead when the node's read-ahead
+        // budget has room (`READ_AHEAD`), else leaves it to be read when its turn comes; at most
+        // `SEGMENTS_AHEAD` wait to be sent. A dropped answer ends them all.
         let (ahead_tx, ahead_rx) = tokio::sync::mpsc::channel(SEGMENTS_AHEAD - 1);
-        let (this, d) = (self.clone(), d.clone());
+        let (this, d2, what2) = (self.clone(), d.clone(), what.clone());
         self.handle().spawn(async move {
             for (at, n) in rest {
-                let (tx, rx) = tokio::sync::mpsc::channel(SEGMENT_BUFFER);
-                let (this2, d, what) = (this.clone(), d.clone(), what.clone());
-                this.handle().spawn(async move {
-                    match this2.open_segment(&d, at, n).await {
-                        Ok(body) => forward(body, n, what, tx).await,
-                        Err(e) => {
-                            let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
-                        }
-                    }
-                });
-                if ahead_tx.send(rx).await.is_err() {
+                let next = match this.inner.read_ahead.clone().try_acquire_owned() {
+                    Ok(permit) => Next::Ready(this.read_segment(&d2, at, n, &what2, Some(permit))),
+                    Err(_) => Next::Later(at, n),
+                };
+                if ahead_tx.send(next).await.is_err() {
                     return;
                 }
             }
         });
-        let segments = futures_util::stream::once(async move { rx })
+        let (this, d) = (self.clone(), d.clone());
+        let segments = futures_util::stream::once(async move { Next::Ready(rx) })
             .chain(futures_util::stream::unfold(ahead_rx, |mut r| async move {
-                r.recv().await.map(|rx| (rx, r))
+                r.recv().await.map(|next| (next, r))
             }))
+            .map(move |next| match next {
+                Next::Ready(rx) => rx,
+                Next::Later(at, n) => this.read_segment(&d, at, n, &what, None),
+            })
             .flat_map(|rx| {
                 futures_util::stream::unfold(rx, |mut rx| async move {
                     rx.recv().await.map(|c| (c, rx))
                 })
             });
         Ok(segments.boxed())
+    }
+
+    /// Starts reading `n` bytes of blob `d` from `at` into a bounded channel; `permit`, a unit of
+    /// the node's read-ahead budget, is held until the segment is sent or dropped.
+    fn read_segment(
+        &self,
+        d: &Digest,
+        at: u64,
+        n: u64,
+        what: &str,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Segment {
+        let (tx, rx) = tokio::sync::mpsc::channel(SEGMENT_BUFFER);
+        let (this, d, what) = (self.clone(), d.clone(), what.to_owned());
+        self.handle().spawn(async move {
+            match this.open_segment(&d, at, n).await {
+                Ok(body) => forward(body, n, what, tx, permit).await,
+                Err(e) => {
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                }
+            }
+        });
+        rx
     }
 
     /// The answered GET of `len` bytes of blob `d` from `at`.

@@ -2111,3 +2111,49 @@ async fn multipart_uploads_of_dead_sessions_are_aborted() {
         "a dead session's multipart upload survived garbage collection"
     );
 }
+
+/// Pulls from a bucket whose clients stop reading cannot make the node hold their blobs: each
+/// holds one segment's few chunks, and the segments read ahead for all of them together are
+/// bounded by the node's read-ahead budget (`blob/s3`: `READ_AHEAD`), so 32 stalled pulls of a
+/// 41 MiB blob leave the server's memory within a fixed ceiling, and a pull after them still
+/// gets every byte.
+#[tokio::test(flavor = "multi_thread")]
+async fn stalled_pulls_from_a_bucket_hold_a_bounded_read_ahead() {
+    use futures_util::StreamExt as _;
+    let garage = Garage::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_with(&tmp.path().join("data"), &[], garage.env("single"));
+    let c = client();
+    let blob = random_bytes(41 * 1024 * 1024, 1600);
+    let d = push_blob(&c, &s, "acme/big", &blob).await;
+    let url = s.url(&format!("/v2/acme/big/blobs/{d}"));
+    let rss = || {
+        std::fs::read_to_string(format!("/proc/{}/status", s.pid()))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss();
+    let mut stalled = Vec::new();
+    for _ in 0..32 {
+        let r = c.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let mut body = r.bytes_stream();
+        body.next().await.unwrap().unwrap();
+        stalled.push(body);
+    }
+    // Let every segment that may be read ahead fill what it may.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = rss();
+    eprintln!("server RSS {before} KiB before, {during} KiB with 32 stalled pulls");
+    assert!(
+        during.saturating_sub(before) < 96 * 1024,
+        "32 stalled pulls took the server from {before} to {during} KiB"
+    );
+    let got = c.get(&url).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(sha256(&got), d);
+    drop(stalled);
+}
