@@ -51,30 +51,6 @@ pub struct S3Options {
 pub const PART: usize = 5 * 1024 * 1024;
 /// Parts in flight per multipart upload: with `PART`, at most ~20 MiB per upload in memory.
 const PARTS_IN_FLIGHT: usize = 2;
-/// A blob read in parallel is read in segments of this many bytes (see `S3Store::stream`).
-const SEGMENT: u64 = 8 * 1024 * 1024;
-/// Segments read ahead of the one being sent.
-const SEGMENTS_AHEAD: usize = 3;
-/// Chunks of one segment that may wait to be sent (each at most about `COALESCE` bytes; the rest
-/// of a segment waits in its connection's socket buffer).
-const SEGMENT_BUFFER: usize = 2;
-/// Chunks read from the bucket are joined up to this many bytes (see `forward`).
-const COALESCE: usize = 256 * 1024;
-/// Segments read ahead at once across every pull of the node. A segment read ahead holds up to
-/// about `SEGMENT_BUFFER` + 2 chunks of `COALESCE` bytes while its client does not read, so slow
-/// clients cannot make the node hold more than about 16 MiB of read-ahead however many pulls
-/// they open; a pull that finds the budget spent reads its next segments in turn.
-const READ_AHEAD: usize = 16;
-
-/// Where a segment's chunks arrive.
-type Segment = tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>;
-type Sender = tokio::sync::mpsc::Sender<std::io::Result<Bytes>>;
-
-/// A later segment of a pull: being read ahead, or to be read when its turn comes.
-enum Next {
-    Ready(Segment),
-    Later(u64, u64),
-}
 
 #[derive(Clone)]
 pub struct S3Store {
@@ -87,8 +63,6 @@ struct Inner {
     describe: String,
     /// The runtime every call runs on; shut down in the background when the store goes.
     runtime: Option<tokio::runtime::Runtime>,
-    /// The node's read-ahead budget, in segments (`READ_AHEAD`).
-    read_ahead: Arc<tokio::sync::Semaphore>,
 }
 
 impl Drop for Inner {
@@ -110,68 +84,6 @@ fn unavailable(what: impl std::fmt::Display, e: impl std::fmt::Display) -> Error
         // Displayed as `blob store: unavailable: …` (`super::error::UNAVAILABLE`).
         context: format!("unavailable: {what}"),
         source: std::io::Error::other(e.to_string()),
-    }
-}
-
-/// Sends `body` (`len` bytes) into `tx`; a body shorter than `len` ends with an error, never
-/// short. Chunks already read when one is sent go with it, as one of up to `COALESCE` bytes:
-/// fewer, larger writes to the client's socket and fewer wake-ups across runtimes while the
-/// bucket sends faster than the client reads (one copy, only then).
-async fn forward(
-    mut body: futures_util::stream::BoxStream<'static, object_store::Result<Bytes>>,
-    len: u64,
-    what: String,
-    tx: Sender,
-    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
-) {
-    use futures_util::FutureExt as _;
-    let failed = |e: object_store::Error| std::io::Error::other(format!("blob {what}: {e}"));
-    let mut sent = 0u64;
-    while let Some(chunk) = body.next().await {
-        let mut chunk = chunk.map_err(failed);
-        if let Ok(first) = &chunk
-            && first.len() < COALESCE
-        {
-            let mut joined: Option<bytes::BytesMut> = None;
-            while joined.as_ref().map_or(first.len(), |j| j.len()) < COALESCE {
-                match body.next().now_or_never() {
-                    Some(Some(Ok(more))) => joined
-                        .get_or_insert_with(|| {
-                            let mut b = bytes::BytesMut::with_capacity(COALESCE + more.len());
-                            b.extend_from_slice(first);
-                            b
-                        })
-                        .extend_from_slice(&more),
-                    Some(Some(Err(e))) => {
-                        // What was read goes first; the error follows.
-                        let read = joined.map_or_else(|| first.clone(), |j| j.freeze());
-                        if tx.send(Ok(read)).await.is_err() {
-                            return;
-                        }
-                        let _ = tx.send(Err(failed(e))).await;
-                        return;
-                    }
-                    _ => break,
-                }
-            }
-            if let Some(j) = joined {
-                chunk = Ok(j.freeze());
-            }
-        }
-        if let Ok(c) = &chunk {
-            sent += c.len() as u64;
-        }
-        if tx.send(chunk).await.is_err() {
-            return;
-        }
-    }
-    if sent < len {
-        let _ = tx
-            .send(Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "blob object is shorter than its recorded size",
-            )))
-            .await;
     }
 }
 
@@ -283,7 +195,6 @@ impl S3Store {
                 prefix,
                 describe: options.url.clone(),
                 runtime: Some(runtime),
-                read_ahead: Arc::new(tokio::sync::Semaphore::new(READ_AHEAD)),
             }),
         })
     }
@@ -359,15 +270,9 @@ impl S3Store {
         .await?
     }
 
-    /// Bytes `start..start + len` of blob `d`, streamed. The object's first GET has been
-    /// answered when this returns, so a bucket that cannot serve it is an error here (the client
-    /// gets a 503 before any byte), not a body that breaks at its first byte.
-    ///
-    /// A range longer than two `SEGMENT`s is read as consecutive segments, up to
-    /// `SEGMENTS_AHEAD` of them in flight beside the one being sent (ranged GETs on connections
-    /// of their own), so one connection's round trips and window do not bound the pull. Each
-    /// segment's bytes wait in a bounded channel (`SEGMENT_BUFFER` chunks): a pull holds one
-    /// segment's, plus those it reads ahead within the node's budget (`READ_AHEAD`).
+    /// Bytes `start..start + len` of blob `d`, streamed. The object's GET has been answered when
+    /// this returns, so a bucket that cannot serve it is an error here (the client gets a 503
+    /// before any byte), not a body that breaks at its first byte.
     pub async fn stream(
         &self,
         d: &Digest,
@@ -377,86 +282,9 @@ impl S3Store {
         if len == 0 {
             return Ok(futures_util::stream::empty().boxed());
         }
-        let what = d.to_string();
-        let segments: Vec<(u64, u64)> = if len > 2 * SEGMENT {
-            (0..len.div_ceil(SEGMENT))
-                .map(|i| (start + i * SEGMENT, SEGMENT.min(len - i * SEGMENT)))
-                .collect()
-        } else {
-            vec![(start, len)]
-        };
-        let mut rest = segments.into_iter();
-        let (first_at, first_len) = rest.next().unwrap_or((start, len));
-        let (tx, rx) = tokio::sync::mpsc::channel(SEGMENT_BUFFER);
-        let first = self.open_segment(d, first_at, first_len).await?;
-        self.handle()
-            .spawn(forward(first, first_len, what.clone(), tx, None));
-        // The later segments, in order: a driver reads each ahead when the node's read-ahead
-        // budget has room (`READ_AHEAD`), else leaves it to be read when its turn comes; at most
-        // `SEGMENTS_AHEAD` wait to be sent. A dropped answer ends them all.
-        let (ahead_tx, ahead_rx) = tokio::sync::mpsc::channel(SEGMENTS_AHEAD - 1);
-        let (this, d2, what2) = (self.clone(), d.clone(), what.clone());
-        self.handle().spawn(async move {
-            for (at, n) in rest {
-                let next = match this.inner.read_ahead.clone().try_acquire_owned() {
-                    Ok(permit) => Next::Ready(this.read_segment(&d2, at, n, &what2, Some(permit))),
-                    Err(_) => Next::Later(at, n),
-                };
-                if ahead_tx.send(next).await.is_err() {
-                    return;
-                }
-            }
-        });
-        let (this, d) = (self.clone(), d.clone());
-        let segments = futures_util::stream::once(async move { Next::Ready(rx) })
-            .chain(futures_util::stream::unfold(ahead_rx, |mut r| async move {
-                r.recv().await.map(|next| (next, r))
-            }))
-            .map(move |next| match next {
-                Next::Ready(rx) => rx,
-                Next::Later(at, n) => this.read_segment(&d, at, n, &what, None),
-            })
-            .flat_map(|rx| {
-                futures_util::stream::unfold(rx, |mut rx| async move {
-                    rx.recv().await.map(|c| (c, rx))
-                })
-            });
-        Ok(segments.boxed())
-    }
-
-    /// Starts reading `n` bytes of blob `d` from `at` into a bounded channel; `permit`, a unit of
-    /// the node's read-ahead budget, is held until the segment is sent or dropped.
-    fn read_segment(
-        &self,
-        d: &Digest,
-        at: u64,
-        n: u64,
-        what: &str,
-        permit: Option<tokio::sync::OwnedSemaphorePermit>,
-    ) -> Segment {
-        let (tx, rx) = tokio::sync::mpsc::channel(SEGMENT_BUFFER);
-        let (this, d, what) = (self.clone(), d.clone(), what.to_owned());
-        self.handle().spawn(async move {
-            match this.open_segment(&d, at, n).await {
-                Ok(body) => forward(body, n, what, tx, permit).await,
-                Err(e) => {
-                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
-                }
-            }
-        });
-        rx
-    }
-
-    /// The answered GET of `len` bytes of blob `d` from `at`.
-    async fn open_segment(
-        &self,
-        d: &Digest,
-        at: u64,
-        len: u64,
-    ) -> Result<futures_util::stream::BoxStream<'static, object_store::Result<Bytes>>> {
         let (store, path, what) = (self.inner.store.clone(), self.blob_path(d), d.to_string());
         let opts = object_store::GetOptions {
-            range: Some(object_store::GetRange::Bounded(at..at + len)),
+            range: Some(object_store::GetRange::Bounded(start..start + len)),
             ..Default::default()
         };
         let opened = self
@@ -464,9 +292,35 @@ impl S3Store {
             .spawn(async move { store.get_opts(&path, opts).await })
             .await
             .map_err(|e| unavailable(format!("reading blob {what}"), e))?;
-        Ok(opened
-            .map_err(s3_err(format!("reading blob {}", d)))?
-            .into_stream())
+        let mut body = opened
+            .map_err(s3_err(format!("reading blob {what}")))?
+            .into_stream();
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(2);
+        self.handle().spawn(async move {
+            let mut sent = 0u64;
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| std::io::Error::other(format!("blob {what}: {e}")));
+                if let Ok(c) = &chunk {
+                    sent += c.len() as u64;
+                }
+                if tx.send(chunk).await.is_err() {
+                    return;
+                }
+            }
+            if sent < len {
+                let _ = tx
+                    .send(Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "blob object is shorter than its recorded size",
+                    )))
+                    .await;
+            }
+        });
+        Ok(futures_util::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|c| (c, rx)) },
+        )
+        .boxed())
     }
 
     /// Starts writing object `path`; feed it with `Sink::put` and end with `Sink::finish`.
@@ -647,7 +501,6 @@ impl S3Store {
         })?
     }
 
-    /// Removes every object of upload `id` (tails, the staged object).
     /// Aborts the multipart upload that session `id`'s state (`PartsState` as text) names, and
     /// removes its objects. A multipart upload the bucket no longer knows is already gone; one
     /// the bucket would not abort is said in the log (its parts wait for the bucket's own
@@ -668,6 +521,7 @@ impl S3Store {
         self.remove_upload(id)
     }
 
+    /// Removes every object of upload `id` (tails, the staged object).
     pub fn remove_upload(&self, id: &uuid::Uuid) -> Result<()> {
         let (store, dir) = (self.inner.store.clone(), self.upload_dir(id));
         let id = *id;
