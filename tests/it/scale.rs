@@ -1178,12 +1178,15 @@ async fn a_large_blob_in_a_bucket_is_pulled_whole_and_by_range_byte_for_byte() {
     garage.resume();
 }
 
-/// Scheduled GC and upload expiry run on one node at a time: the lease is a PostgreSQL session
-/// lock (PostgreSQL frees it when the holder's connection dies, so a node killed with its lease
-/// does not keep it), held by one node until it lets go and refused to another meanwhile. With
-/// SQLite (one node) it is always granted.
-#[test]
-fn leases_go_to_one_node_at_a_time() {
+/// Two nodes' metadata stores on one new PostgreSQL database (its cluster, kept alive by the
+/// caller), with statements bounded by `timeout`.
+fn two_stores(
+    timeout: Duration,
+) -> (
+    PgCluster,
+    berth::store::MetadataStore,
+    berth::store::MetadataStore,
+) {
     use berth::store::{MetadataStore, PgOptions};
     let pg = PgCluster::start();
     let db = pg.create_database("berth");
@@ -1191,11 +1194,22 @@ fn leases_go_to_one_node_at_a_time() {
         MetadataStore::open_postgres(&PgOptions {
             url: db.clone(),
             pool_size: 4,
-            statement_timeout: Duration::from_secs(5),
+            statement_timeout: timeout,
         })
         .unwrap()
     };
     let (a, b) = (open(), open());
+    (pg, a, b)
+}
+
+/// Scheduled GC and upload expiry run on one node at a time: the lease is a PostgreSQL session
+/// lock (PostgreSQL frees it when the holder's connection dies, so a node killed with its lease
+/// does not keep it), held by one node until it lets go and refused to another meanwhile. With
+/// SQLite (one node) it is always granted.
+#[test]
+fn leases_go_to_one_node_at_a_time() {
+    use berth::store::MetadataStore;
+    let (_pg, a, b) = two_stores(Duration::from_secs(5));
     let held = a
         .try_lease("gc")
         .unwrap()
@@ -1948,19 +1962,9 @@ async fn content_writes_of_two_nodes_run_side_by_side_and_agree() {
 /// exclusive write waits for all of them.
 #[test]
 fn content_writes_share_the_write_lock_and_the_log_commits_in_order() {
-    use berth::store::{Error, MetadataStore, PgOptions};
+    use berth::store::{Error, MetadataStore};
     use std::sync::mpsc;
-    let pg = PgCluster::start();
-    let db = pg.create_database("berth");
-    let open = || {
-        MetadataStore::open_postgres(&PgOptions {
-            url: db.clone(),
-            pool_size: 4,
-            statement_timeout: Duration::from_secs(20),
-        })
-        .unwrap()
-    };
-    let (a, b) = (open(), open());
+    let (_pg, a, b) = two_stores(Duration::from_secs(20));
     let (held_tx, held_rx) = mpsc::channel();
     let (release_tx, release_rx) = mpsc::channel::<()>();
     let holder = std::thread::spawn(move || {
