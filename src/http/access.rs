@@ -106,6 +106,7 @@ pub(crate) fn namespace_info(
 ) -> Result<Option<NamespaceInfo>, AuthError> {
     Ok(state.auth.namespace(ns)?.map(|n| NamespaceInfo {
         key: n.key(),
+        public_key: n.public_key(),
         org: n.org,
         public: n.public,
     }))

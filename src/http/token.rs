@@ -62,10 +62,12 @@ fn grant(
                 if allowed.is_empty() {
                     continue;
                 }
-                if let Some(ns) = &ns
-                    && !keys.contains(&ns.key)
-                {
-                    keys.push(ns.key.clone());
+                if let Some(ns) = &ns {
+                    for k in policy::token_keys(grants, name.as_str(), ns, allowed) {
+                        if !keys.contains(&k) {
+                            keys.push(k);
+                        }
+                    }
                 }
                 let actions: Vec<String> = allowed.iter().map(|a| a.as_str().to_owned()).collect();
                 match out

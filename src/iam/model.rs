@@ -61,6 +61,7 @@ pub struct Namespace {
     pub org: String,
     pub public: bool,
     pub created_at: i64,
+    pub public_gen: i64,
 }
 
 impl Namespace {
@@ -68,6 +69,12 @@ impl Namespace {
     /// in it name it, and deleting the namespace revokes it.
     pub fn key(&self) -> String {
         store::namespace_key(&self.name, self.org_id, self.created_at)
+    }
+
+    /// The revocation key of the current public period: bearer tokens whose pull comes only
+    /// from publicness name it, and turning the namespace private revokes it.
+    pub fn public_key(&self) -> String {
+        store::public_key(&self.name, self.org_id, self.created_at, self.public_gen)
     }
 }
 
@@ -79,6 +86,7 @@ impl From<NamespaceRow> for Namespace {
             org: n.org,
             public: n.public,
             created_at: n.created_at,
+            public_gen: n.public_gen,
         }
     }
 }

@@ -151,6 +151,26 @@ pub struct NamespaceInfo {
     pub public: bool,
     /// The revocation key of this generation of the namespace (`store::namespace_key`).
     pub key: String,
+    /// The revocation key of its current public period (`store::public_key`).
+    pub public_key: String,
+}
+
+/// The revocation keys a bearer token that grants `allowed` in `repo` must name: the
+/// namespace's generation always, and the public period's when the token's pull comes only
+/// from publicness, so that turning the namespace private ends it (anonymous callers and
+/// other organizations' principals).
+pub fn token_keys(g: &Grants, repo: &str, ns: &NamespaceInfo, allowed: Actions) -> Vec<String> {
+    let mut keys = vec![ns.key.clone()];
+    if ns.public && allowed.contains(Action::Pull) {
+        let private = NamespaceInfo {
+            public: false,
+            ..ns.clone()
+        };
+        if !repository_actions(g, repo, Some(&private)).contains(Action::Pull) {
+            keys.push(ns.public_key.clone());
+        }
+    }
+    keys
 }
 
 /// What organization `org` gives the holder of `g`, and nothing else: no server-admin bit, no
@@ -618,16 +638,19 @@ mod tests {
             org: "acme".into(),
             public: false,
             key: String::new(),
+            public_key: String::new(),
         };
         let public = NamespaceInfo {
             org: "acme".into(),
             public: true,
             key: String::new(),
+            public_key: String::new(),
         };
         let other = NamespaceInfo {
             org: "globex".into(),
             public: false,
             key: String::new(),
+            public_key: String::new(),
         };
         let reader_ns = Grants {
             grants: vec![grant(
@@ -953,6 +976,7 @@ mod tests {
             org: "acme".into(),
             public: false,
             key: String::new(),
+            public_key: String::new(),
         };
         let mut out = std::collections::BTreeSet::new();
         for repo in REPOS {

@@ -52,6 +52,7 @@ const TABLES: &[Table] = &[
             ("org_id", Int),
             ("public", Bool),
             ("created_at", Int),
+            ("public_gen", Int),
         ],
     ),
     (

@@ -4,7 +4,7 @@
 use super::error::Result;
 use super::model::{
     AuditFilter, AuditRow, BindingRow, CredentialExpiry, CredentialRow, NamespaceRow, OrgRow,
-    RobotRow, RoleRow, TrustRow, UserRow, namespace_key, now,
+    RobotRow, RoleRow, TrustRow, UserRow, namespace_key, now, public_key,
 };
 use super::sql::{Reader, Writer, to_i64};
 use super::sql::{Row, p};
@@ -138,9 +138,10 @@ fn namespace(r: &Row<'_>) -> Result<NamespaceRow> {
         org: r.get(2)?,
         public: r.get(3)?,
         created_at: r.get(4)?,
+        public_gen: r.get(5)?,
     })
 }
-const NAMESPACE_SELECT: &str = "SELECT n.name, n.org_id, o.name, n.public, n.created_at FROM namespaces n JOIN orgs o ON o.id = n.org_id";
+const NAMESPACE_SELECT: &str = "SELECT n.name, n.org_id, o.name, n.public, n.created_at, n.public_gen FROM namespaces n JOIN orgs o ON o.id = n.org_id";
 
 fn role(r: &Row<'_>) -> Result<RoleRow> {
     Ok(RoleRow {
@@ -656,12 +657,31 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// Turning private revokes the public period's key, so that bearer tokens whose pull came
+    /// only from publicness stop at once; turning public starts a new period with a new key.
     pub fn set_namespace_public(&self, name: &str, public: bool) -> Result<bool> {
+        let found: Option<(bool, i64, i64, i64)> = self.conn.query_opt(
+            "SELECT public, public_gen, org_id, created_at FROM namespaces WHERE name = ?1",
+            p![name],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )?;
+        let Some((was, generation, org_id, created_at)) = found else {
+            return Ok(false);
+        };
         self.policy_changed()?;
-        Ok(self.conn.execute(
-            "UPDATE namespaces SET public = ?2 WHERE name = ?1",
-            p![name, public],
-        )? > 0)
+        if was && !public {
+            self.revoke(&public_key(name, org_id, created_at, generation))?;
+        }
+        let generation = if !was && public {
+            generation + 1
+        } else {
+            generation
+        };
+        self.conn.execute(
+            "UPDATE namespaces SET public = ?2, public_gen = ?3 WHERE name = ?1",
+            p![name, public, generation],
+        )?;
+        Ok(true)
     }
 
     /// Deletes a namespace with its repositories (content goes to GC) and the bindings scoped to

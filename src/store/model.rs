@@ -115,6 +115,13 @@ pub fn namespace_key(name: &str, org_id: i64, created_at: i64) -> String {
     format!("ns:{name}@{org_id}.{created_at}")
 }
 
+/// The revocation key of one public period of a namespace generation (`public_gen` counts the
+/// times it turned public). Bearer tokens whose pull comes only from publicness name it; turning
+/// the namespace private revokes it, and a later public period has another key.
+pub fn public_key(name: &str, org_id: i64, created_at: i64, public_gen: i64) -> String {
+    format!("pub:{name}@{org_id}.{created_at}.{public_gen}")
+}
+
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
     std::time::SystemTime::now()
@@ -148,6 +155,8 @@ pub struct NamespaceRow {
     pub org: String,
     pub public: bool,
     pub created_at: i64,
+    /// How many times the namespace turned public (`public_key`).
+    pub public_gen: i64,
 }
 
 #[derive(Debug, Clone)]

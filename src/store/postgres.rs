@@ -31,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0005_audit_org.sql"),
     include_str!("../../migrations/postgres/0006_tags_by_push.sql"),
     include_str!("../../migrations/postgres/0007_sso.sql"),
+    include_str!("../../migrations/postgres/0008_public_periods.sql"),
 ];
 
 /// Advisory lock keys (arbitrary constants, ASCII "berthmig" and "berthwrt").

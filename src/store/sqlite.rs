@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0008_audit_org.sql"),
     include_str!("../../migrations/sqlite/0009_tags_by_push.sql"),
     include_str!("../../migrations/sqlite/0010_sso.sql"),
+    include_str!("../../migrations/sqlite/0011_public_periods.sql"),
 ];
 
 /// Read-only connections open at most; a reader waits for one beyond that.

@@ -5210,3 +5210,81 @@ async fn the_api_refuses_arrays_and_answers_every_refusal_in_its_error_body() {
         assert_eq!(st, StatusCode::BAD_REQUEST, "{e}: {v}");
     }
 }
+
+/// An anonymous `GET /token`; the registry token it gives.
+async fn anonymous_bearer(s: &Server, scope: &str) -> String {
+    let r = anonymous_client()
+        .get(s.url(&format!("/token?service=berth&scope={scope}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    v["token"].as_str().unwrap().to_owned()
+}
+
+/// Pull that came only from a namespace's publicness ends when the namespace turns private:
+/// the tokens of anonymous callers and of other organizations' users stop within the
+/// revocation bound, while a member's token, whose pull does not depend on publicness, goes on.
+/// A later public period gives new tokens; the old ones stay dead.
+#[tokio::test]
+async fn tokens_pulled_through_publicness_end_when_the_namespace_turns_private() {
+    let w = world().await;
+    let (s, alice) = (&w.s, &w.alice);
+    user_session(s, "bob", "bob-password-1").await;
+    let public = |p: bool| {
+        alice.ok(
+            "PATCH",
+            "/namespaces/acme",
+            Some(json!({"public": p})),
+            StatusCode::OK,
+        )
+    };
+    // Private: an anonymous caller gets a token that grants nothing.
+    let nothing = anonymous_bearer(s, "repository:acme/app:pull").await;
+    assert_eq!(
+        pull_with_bearer(s, &nothing, "acme/app").await,
+        StatusCode::FORBIDDEN
+    );
+    public(true).await;
+    let anon = anonymous_bearer(s, "repository:acme/app:pull").await;
+    let bob = bearer_for(s, "bob", "bob-password-1", "acme/app").await;
+    let (id, secret) = &w.robot_token;
+    let member = bearer_for(s, id, secret, "acme/app").await;
+    for jwt in [&anon, &bob, &member] {
+        assert_eq!(pull_with_bearer(s, jwt, "acme/app").await, StatusCode::OK);
+    }
+    public(false).await;
+    // Content pushed after the switch is not reachable through the old tokens either.
+    push_image(
+        &basic_client("alice", "alice-password-1"),
+        s,
+        "acme/app",
+        "v1",
+        2,
+    )
+    .await;
+    for jwt in [&anon, &bob] {
+        within(REVOCATION_BOUND, StatusCode::UNAUTHORIZED, || {
+            pull_with_bearer(s, jwt, "acme/app")
+        })
+        .await;
+    }
+    assert_eq!(
+        pull_with_bearer(s, &member, "acme/app").await,
+        StatusCode::OK
+    );
+    // Public again: new tokens pull, the old ones do not come back.
+    public(true).await;
+    let fresh = anonymous_bearer(s, "repository:acme/app:pull").await;
+    assert_eq!(
+        pull_with_bearer(s, &fresh, "acme/app").await,
+        StatusCode::OK
+    );
+    for jwt in [&anon, &bob] {
+        assert_eq!(
+            pull_with_bearer(s, jwt, "acme/app").await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+}
