@@ -55,6 +55,7 @@ pub struct Metrics {
     bytes_in: Counter,
     bytes_out: Counter,
     connections_refused: Counter,
+    connections_evicted: Counter,
 }
 
 impl Default for Metrics {
@@ -65,6 +66,7 @@ impl Default for Metrics {
             bytes_in: Counter::default(),
             bytes_out: Counter::default(),
             connections_refused: Counter::default(),
+            connections_evicted: Counter::default(),
         }
     }
 }
@@ -92,6 +94,11 @@ pub struct Readings {
 }
 
 impl Metrics {
+    /// A waiting connection closed to make room for a new one at the connection limit.
+    pub fn connection_evicted(&self) {
+        self.connections_evicted.inc();
+    }
+
     /// A connection closed at once because the server was at its connection limit.
     pub fn connection_refused(&self) {
         self.connections_refused.inc();
@@ -117,8 +124,13 @@ impl Metrics {
         let mut reg = Registry::default();
         reg.register(
             "berth_connections_refused",
-            "Connections closed at once at the connection limit",
+            "Connections closed at once at the connection limit or their address's",
             self.connections_refused.clone(),
+        );
+        reg.register(
+            "berth_connections_evicted",
+            "Connections waiting for a request closed to make room for a new one",
+            self.connections_evicted.clone(),
         );
         reg.register(
             "berth_http_requests",

@@ -54,6 +54,7 @@ pub struct WebSettings {
     pub fresh_sign_in: Duration,
     /// Connection hygiene (see `serve`).
     pub max_connections: usize,
+    pub max_connections_per_address: usize,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     /// How long revocation keys are kept: longer than any bearer token lives.
@@ -185,6 +186,7 @@ impl AppState {
                 registry_token_ttl: config.registry_token_ttl,
                 fresh_sign_in: config.fresh_sign_in,
                 max_connections: config.max_connections,
+                max_connections_per_address: config.max_connections_per_address,
                 header_read_timeout: config.header_read_timeout,
                 idle_timeout: config.idle_timeout,
                 revocation_retention,

@@ -35,6 +35,8 @@ pub struct Config {
     /// Operator-provided signing key and chain; `None`: berth's own CA in the data directory.
     pub token_signer: Option<TlsFiles>,
     pub max_connections: usize,
+    /// Connections served at once from one client address (`server::Admission`).
+    pub max_connections_per_address: usize,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     /// PostgreSQL for the metadata; `None`: SQLite in `data_dir`.
@@ -180,6 +182,16 @@ impl Config {
             max_connections: match raw.max_connections {
                 Some(0) => return Err(invalid("max_connections", "must be at least 1".into())),
                 n => n.unwrap_or(1024),
+            },
+            max_connections_per_address: match raw.max_connections_per_address {
+                Some(0) => {
+                    return Err(invalid(
+                        "max_connections_per_address",
+                        "must be at least 1".into(),
+                    ));
+                }
+                Some(n) => n,
+                None => (raw.max_connections.unwrap_or(1024) / 4).max(1),
             },
             header_read_timeout: nonzero(duration(
                 "header_read_timeout",
@@ -504,6 +516,21 @@ mod tests {
             e.to_string(),
             "invalid tls_cert: tls_cert and tls_key must be given together"
         );
+        let e = Config::resolve(FileConfig {
+            max_connections_per_address: Some(0),
+            ..FileConfig::default()
+        })
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid max_connections_per_address: must be at least 1"
+        );
+        let c = Config::resolve(FileConfig {
+            max_connections: Some(64),
+            ..FileConfig::default()
+        })
+        .unwrap();
+        assert_eq!(c.max_connections_per_address, 16);
         assert!(
             toml::from_str::<FileConfig>("lisen = \"x\"")
                 .unwrap_err()

@@ -86,9 +86,13 @@ pub struct ServeArgs {
     #[arg(long, env = env::BERTH_ALLOW_PRIVATE_ISSUERS, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub allow_private_issuers: Option<bool>,
 
-    /// Connections served at once; past this new connections are closed at once while existing ones keep being served [default: 1024]
+    /// Connections served at once; past this a new connection takes the place of the one that has waited longest for a request (an idle keep-alive or an unfinished request head), and is closed at once when every connection is serving a request [default: 1024]
     #[arg(long, env = env::BERTH_MAX_CONNECTIONS, value_name = "N")]
     pub max_connections: Option<usize>,
+
+    /// Connections served at once from one client address (an IPv6 /64 counts as one address); past this that address's new connections are closed at once. Behind a proxy that is one address: set it to --max-connections [default: a quarter of --max-connections]
+    #[arg(long, env = env::BERTH_MAX_CONNECTIONS_PER_ADDRESS, value_name = "N")]
+    pub max_connections_per_address: Option<usize>,
 
     /// Time a client has to send a request's headers [default: 30s]
     #[arg(long, env = env::BERTH_HEADER_READ_TIMEOUT, value_name = "DURATION")]
@@ -210,6 +214,7 @@ pub struct FileConfig {
     pub token_key: Option<PathBuf>,
     pub token_cert_chain: Option<PathBuf>,
     pub max_connections: Option<usize>,
+    pub max_connections_per_address: Option<usize>,
     pub header_read_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub database: Option<String>,
@@ -281,6 +286,9 @@ impl ServeArgs {
             token_key: self.token_key.clone().or(file.token_key),
             token_cert_chain: self.token_cert_chain.clone().or(file.token_cert_chain),
             max_connections: self.max_connections.or(file.max_connections),
+            max_connections_per_address: self
+                .max_connections_per_address
+                .or(file.max_connections_per_address),
             header_read_timeout: self
                 .header_read_timeout
                 .clone()

@@ -1004,10 +1004,17 @@ fn closed_within(sock: &mut TcpStream, limit: Duration) -> bool {
     }
 }
 
+/// A raw request head and the start of a body that never ends: a connection busy in a request
+/// (a form that `/token` reads whole before answering).
+const UNFINISHED_BODY: &[u8] = b"POST /token HTTP/1.1\r\nHost: x\r\n\
+Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\ngrant_type=";
+
 #[tokio::test]
 async fn connections_are_bounded_and_idle_ones_closed() {
     let s = Server::start_args(&[
         "--max-connections",
+        "16",
+        "--max-connections-per-address",
         "16",
         "--idle-timeout",
         "2s",
@@ -1015,15 +1022,16 @@ async fn connections_are_bounded_and_idle_ones_closed() {
         "2s",
     ]);
     let addr = s.host.clone();
-    // A keep-alive client that keeps working throughout.
-    let healthy = client();
-    let r = healthy.get(s.url("/v2/")).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    // Fill every slot with idle sockets, then more: the extra ones are closed at once.
-    let mut idle: Vec<TcpStream> = (0..15)
-        .map(|_| TcpStream::connect(&addr).unwrap())
+    // Every slot busy in a request: a new connection is closed at once, as no waiting one can
+    // give way; the requests under way go on.
+    let mut busy: Vec<TcpStream> = (0..16)
+        .map(|_| {
+            let mut c = TcpStream::connect(&addr).unwrap();
+            c.write_all(UNFINISHED_BODY).unwrap();
+            c
+        })
         .collect();
-    std::thread::sleep(Duration::from_millis(200));
+    std::thread::sleep(Duration::from_millis(300));
     let mut extra: Vec<TcpStream> = (0..20)
         .map(|_| TcpStream::connect(&addr).unwrap())
         .collect();
@@ -1035,14 +1043,20 @@ async fn connections_are_bounded_and_idle_ones_closed() {
         );
     }
     assert!(start.elapsed() < Duration::from_secs(2));
-    // The connection that was already open is still served.
-    let r = healthy.get(s.url("/v2/")).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    // Idle sockets, and one that sends half a request head (slowloris), are closed after the
-    // timeouts; then new clients get in again.
-    let mut slow = idle.pop().unwrap();
+    for sock in &mut busy {
+        assert!(
+            !closed_within(sock, Duration::from_millis(10)),
+            "a busy connection was closed for a newcomer"
+        );
+    }
+    // Busy sockets that go quiet, and one that sends half a request head (slowloris), are
+    // closed after the timeouts; then new clients get in again.
+    let mut slow = busy.pop().unwrap();
+    drop(slow);
+    std::thread::sleep(Duration::from_millis(100));
+    slow = TcpStream::connect(&addr).unwrap();
     slow.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n").unwrap();
-    for sock in idle.iter_mut().chain(std::iter::once(&mut slow)) {
+    for sock in busy.iter_mut().chain(std::iter::once(&mut slow)) {
         assert!(
             closed_within(sock, Duration::from_secs(6)),
             "an idle connection was kept"
@@ -1050,6 +1064,12 @@ async fn connections_are_bounded_and_idle_ones_closed() {
     }
     let r = client().get(s.url("/v2/")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+    let refused = metric(&s, "berth_connections_refused_total ").await;
+    assert!(refused >= 20, "{refused}");
+}
+
+/// A counter of `/metrics`, by its line's prefix.
+async fn metric(s: &Server, prefix: &str) -> u64 {
     let metrics = client()
         .get(s.url("/metrics"))
         .send()
@@ -1058,13 +1078,124 @@ async fn connections_are_bounded_and_idle_ones_closed() {
         .text()
         .await
         .unwrap();
-    let refused: u64 = metrics
+    metrics
         .lines()
-        .find_map(|l| l.strip_prefix("berth_connections_refused_total "))
+        .find_map(|l| l.strip_prefix(prefix))
         .unwrap()
         .parse()
+        .unwrap()
+}
+
+/// A raw connection to the server from `source`, a loopback address of the test's choosing.
+async fn raw_from(s: &Server, source: &str) -> tokio::net::TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    sock.connect(s.host.parse().unwrap()).await.unwrap()
+}
+
+/// Whether the server has closed `sock` within `limit` (what it sent is read and dropped).
+async fn closed_in(sock: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(limit, async {
+        loop {
+            match sock.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// Slowloris from one address and from many: one address holds at most its share of the
+/// connections, whether it leaves request heads unfinished or bodies; many addresses together
+/// fill every slot with unfinished heads (kept alive a byte at a time, so no timeout ends
+/// them), and still every newcomer gets in, each taking the place of the connection that has
+/// waited longest for a request.
+#[tokio::test]
+async fn unfinished_heads_and_bodies_cannot_keep_clients_out() {
+    use tokio::io::AsyncWriteExt as _;
+    let s = Server::start_args(&["--max-connections", "64"]);
+    // One address: a quarter of 64 by default, for unfinished heads and bodies alike.
+    let mut kept_open = Vec::new();
+    for (source, first) in [
+        ("127.0.0.2", &b"GET /v2/ HTTP/1.1\r\nHost: x\r\n"[..]),
+        ("127.0.0.3", UNFINISHED_BODY),
+    ] {
+        let mut held = Vec::new();
+        for _ in 0..40 {
+            let mut c = raw_from(&s, source).await;
+            let _ = c.write_all(first).await;
+            held.push(c);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut open = Vec::new();
+        for mut c in held {
+            if !closed_in(&mut c, Duration::from_millis(20)).await {
+                open.push(c);
+            }
+        }
+        assert_eq!(open.len(), 16, "{source} holds {} connections", open.len());
+        kept_open.push(open);
+    }
+    // Many addresses: 8 × 16 unfinished heads, a byte every 300 ms. With the 32 connections
+    // above, every slot is taken and the heads keep taking each other's places.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut drippers = Vec::new();
+    for i in 1..=8 {
+        let stop = stop.clone();
+        let source = format!("127.0.1.{i}");
+        let mut conns = Vec::new();
+        for _ in 0..16 {
+            let mut c = raw_from(&s, &source).await;
+            let _ = c.write_all(b"GET /v2/ HTTP/1.1\r\n").await;
+            conns.push(c);
+        }
+        drippers.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for c in &mut conns {
+                    let _ = c.write_all(b"X").await;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A client on a new connection for each request, and one that keeps its connection.
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
         .unwrap();
-    assert!(refused >= 20, "{refused}");
+    let kept = anonymous_client();
+    for _ in 0..30 {
+        let start = Instant::now();
+        for c in [&fresh, &kept] {
+            let r = c.get(s.url("/healthz")).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for d in drippers {
+        d.await.unwrap();
+    }
+    let evicted = metric(&s, "berth_connections_evicted_total ").await;
+    assert!(evicted >= 30, "{evicted}");
+    // The unfinished bodies were busy all along: none gave way.
+    let mut bodies = kept_open.pop().unwrap();
+    for c in &mut bodies {
+        assert!(
+            !closed_in(c, Duration::from_millis(10)).await,
+            "a busy connection gave way"
+        );
+    }
 }
 
 #[tokio::test]

@@ -1,5 +1,8 @@
-//! The server: the accept loop (plain TCP or rustls), graceful shutdown and
-//! the background tasks (upload expiry, scheduled garbage collection).
+//! The server: the accept loop (plain TCP or rustls) with its admission of connections
+//! (`admission`), graceful shutdown and the background tasks (upload expiry, scheduled garbage
+//! collection).
+
+mod admission;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -52,7 +55,7 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(state.web.header_read_timeout);
     let max = effective_max_connections(state.web.max_connections);
-    let slots = Arc::new(tokio::sync::Semaphore::new(max));
+    let admission = admission::Admission::new(max, state.web.max_connections_per_address);
     let idle = state.web.idle_timeout;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut conns = tokio::task::JoinSet::new();
@@ -69,31 +72,47 @@ pub async fn serve(
                         continue;
                     }
                 };
-                // Over the limit, a new connection is closed at once; the ones being served go on.
-                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-                    state.metrics.connection_refused();
-                    drop(stream);
-                    continue;
+                // Past the caps, a new connection takes a waiting one's place or is closed at once;
+                // the requests being served go on.
+                let slot = match admission.admit(peer.ip()) {
+                    admission::Admitted::Yes(slot) => slot,
+                    admission::Admitted::InPlaceOf(slot) => {
+                        state.metrics.connection_evicted();
+                        slot
+                    }
+                    admission::Admitted::No => {
+                        state.metrics.connection_refused();
+                        drop(stream);
+                        continue;
+                    }
                 };
                 let _ = stream.set_nodelay(true);
                 let (stream, activity) = Watched::new(stream);
-                let app = app.clone();
-                // The peer address goes on every request, for rate limits, audit and "last used".
+                let (app, conn) = (app.clone(), Arc::clone(&slot.conn));
+                // The peer address goes on every request, for rate limits, audit and "last used";
+                // the connection is busy until the response body is done.
                 let svc = TowerToHyperService::new(tower::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-                    let mut app = app.clone();
-                    async move { tower::Service::call(&mut app, req).await }
+                    let (mut app, busy) = (app.clone(), conn.request());
+                    async move {
+                        let resp = tower::Service::call(&mut app, req).await?;
+                        Ok::<_, std::convert::Infallible>(resp.map(|body| axum::body::Body::new(Busy { body, _busy: busy })))
+                    }
                 }));
                 let (builder, tls, mut stop) = (builder.clone(), tls.clone(), stop_rx.clone());
                 conns.spawn(async move {
-                    let _slot = slot;
-                    match tls {
-                        Some(acceptor) => match tokio::time::timeout(idle, acceptor.accept(stream)).await {
-                            Ok(Ok(s)) => drive(builder.serve_connection_with_upgrades(TokioIo::new(s), svc), &mut stop, &activity, idle).await,
-                            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                            Err(_) => tracing::debug!("TLS handshake timed out"),
-                        },
-                        None => drive(builder.serve_connection_with_upgrades(TokioIo::new(stream), svc), &mut stop, &activity, idle).await,
+                    let watch = Watch { activity: &activity, idle, conn: &slot.conn };
+                    let handshake = async {
+                        tokio::select! {
+                            r = tokio::time::timeout(idle, acceptor_accept(tls.as_ref(), stream)) => r,
+                            () = slot.conn.evicted() => Ok(Err(std::io::Error::other("evicted"))),
+                        }
+                    };
+                    match handshake.await {
+                        Ok(Ok(Either::Tls(s))) => drive(builder.serve_connection_with_upgrades(TokioIo::new(s), svc), &mut stop, &watch).await,
+                        Ok(Ok(Either::Plain(s))) => drive(builder.serve_connection_with_upgrades(TokioIo::new(s), svc), &mut stop, &watch).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
                     }
                 });
             }
@@ -231,6 +250,59 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
     }
 }
 
+/// A TCP stream, or the TLS stream over it.
+enum Either<T, P> {
+    Tls(T),
+    Plain(P),
+}
+
+/// The TLS handshake when there is an acceptor; the plain stream otherwise.
+async fn acceptor_accept<S>(
+    tls: Option<&TlsAcceptor>,
+    stream: S,
+) -> std::io::Result<Either<tokio_rustls::server::TlsStream<S>, S>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match tls {
+        Some(acceptor) => acceptor.accept(stream).await.map(Either::Tls),
+        None => Ok(Either::Plain(stream)),
+    }
+}
+
+/// A response body that keeps its connection busy (`admission::InFlight`) until it is done.
+struct Busy {
+    body: axum::body::Body,
+    _busy: admission::InFlight,
+}
+
+impl http_body::Body for Busy {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// What ends a connection besides itself: quiet for `idle`, or its place taken by a newcomer.
+struct Watch<'a> {
+    activity: &'a AtomicU64,
+    idle: Duration,
+    conn: &'a admission::Conn,
+}
+
 /// Resolves once `last` is older than `idle`.
 async fn idle_for(last: &AtomicU64, idle: Duration) {
     let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
@@ -244,14 +316,11 @@ async fn idle_for(last: &AtomicU64, idle: Duration) {
 }
 
 /// Runs one connection. With no byte read or written for `idle`, it is closed (an idle
-/// keep-alive connection, a stalled upload or a silent client alike); on shutdown, it is asked
-/// to finish its in-flight requests and close.
-async fn drive<C>(
-    conn: C,
-    stop: &mut tokio::sync::watch::Receiver<bool>,
-    activity: &AtomicU64,
-    idle: Duration,
-) where
+/// keep-alive connection, a stalled upload or a silent client alike), and so it is when a
+/// newcomer takes its place while it waits for a request; on shutdown, it is asked to finish
+/// its in-flight requests and close.
+async fn drive<C>(conn: C, stop: &mut tokio::sync::watch::Receiver<bool>, watch: &Watch<'_>)
+where
     C: GracefulConnection,
     C::Error: std::fmt::Display,
 {
@@ -261,8 +330,12 @@ async fn drive<C>(
             if let Err(e) = res { tracing::debug!(error = %e, "connection closed with error"); }
             return;
         }
-        () = idle_for(activity, idle) => {
+        () = idle_for(watch.activity, watch.idle) => {
             tracing::debug!("connection idle; closed");
+            return;
+        }
+        () = watch.conn.evicted() => {
+            tracing::debug!("connection waiting for a request gave way to a newcomer; closed");
             return;
         }
         _ = stop.wait_for(|s| *s) => {}
@@ -272,7 +345,7 @@ async fn drive<C>(
         res = conn.as_mut() => {
             if let Err(e) = res { tracing::debug!(error = %e, "connection closed with error"); }
         }
-        () = idle_for(activity, idle) => tracing::debug!("connection idle during shutdown; closed"),
+        () = idle_for(watch.activity, watch.idle) => tracing::debug!("connection idle during shutdown; closed"),
     }
 }
 

@@ -1,0 +1,257 @@
+//! Which connections are served: at most `max` at once, at most `per_address` from one client
+//! address, and, when full, room made by closing the connection that has waited longest for a
+//! request rather than refusing the newcomer.
+//!
+//! A connection is *busy* while one of its requests is in flight (from the end of its head to the
+//! end of its response body) and *waiting* otherwise: before its first request head is complete,
+//! and between keep-alive requests. Waiting costs the server nothing but a slot, so a client that
+//! opens connections and never finishes a head (slowloris) cannot hold slots against newcomers:
+//! each newcomer takes the place of the longest-waiting connection. Busy connections are never
+//! closed for a newcomer; the per-address cap bounds what one address can keep busy.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// One client address as the caps count it: an IPv4 address, or an IPv6 /64 (one host's share
+/// of a network; a host can pick any address in it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum AddressKey {
+    V4(u32),
+    V6(u64),
+}
+
+impl From<IpAddr> for AddressKey {
+    fn from(ip: IpAddr) -> AddressKey {
+        match ip {
+            IpAddr::V4(v4) => AddressKey::V4(u32::from(v4)),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => AddressKey::V4(u32::from(v4)),
+                None => AddressKey::V6((u128::from(v6) >> 64) as u64),
+            },
+        }
+    }
+}
+
+/// A served connection, as admission sees it.
+#[derive(Debug)]
+pub(super) struct Conn {
+    id: u64,
+    address: AddressKey,
+    /// Requests in flight.
+    busy: AtomicU32,
+    /// When it last became waiting (`clock_ms`).
+    waiting_since: AtomicU64,
+    /// Told when a newcomer takes its place; its task closes it.
+    evicted: tokio::sync::Notify,
+}
+
+impl Conn {
+    /// Resolves once a newcomer has taken this connection's place.
+    pub(super) async fn evicted(&self) {
+        self.evicted.notified().await;
+    }
+
+    /// Marks a request in flight until the guard drops (with the response body).
+    pub(super) fn request(self: &Arc<Conn>) -> InFlight {
+        self.busy.fetch_add(1, Ordering::AcqRel);
+        InFlight(Arc::clone(self))
+    }
+}
+
+/// A request in flight on a connection.
+#[derive(Debug)]
+pub(super) struct InFlight(Arc<Conn>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0
+                .waiting_since
+                .store(super::clock_ms(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// What admission decided of a new connection.
+#[derive(Debug)]
+pub(super) enum Admitted {
+    /// Served; the slot is released when the guard drops.
+    Yes(Slot),
+    /// Served in the place of a waiting connection, which was told to close.
+    InPlaceOf(Slot),
+    /// Closed at once: its address is at its cap, or every connection is busy.
+    No,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    conns: HashMap<u64, Arc<Conn>>,
+    per_address: HashMap<AddressKey, usize>,
+    next_id: u64,
+}
+
+impl Table {
+    fn remove(&mut self, id: u64) {
+        if let Some(c) = self.conns.remove(&id)
+            && let Some(n) = self.per_address.get_mut(&c.address)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.per_address.remove(&c.address);
+            }
+        }
+    }
+}
+
+/// The connections being served.
+#[derive(Debug)]
+pub(super) struct Admission {
+    max: usize,
+    per_address: usize,
+    table: Arc<Mutex<Table>>,
+}
+
+/// A connection's place in the table; dropping it frees the place.
+#[derive(Debug)]
+pub(super) struct Slot {
+    pub(super) conn: Arc<Conn>,
+    table: Arc<Mutex<Table>>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.table
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(self.conn.id);
+    }
+}
+
+impl Admission {
+    pub(super) fn new(max: usize, per_address: usize) -> Admission {
+        Admission {
+            max: max.max(1),
+            per_address: per_address.clamp(1, max.max(1)),
+            table: Arc::default(),
+        }
+    }
+
+    /// Admits a connection from `ip`, or not (see the module's rules).
+    pub(super) fn admit(&self, ip: IpAddr) -> Admitted {
+        let address = AddressKey::from(ip);
+        let mut t = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        if t.per_address.get(&address).copied().unwrap_or(0) >= self.per_address {
+            return Admitted::No;
+        }
+        let mut evicted = false;
+        if t.conns.len() >= self.max {
+            let victim = t
+                .conns
+                .values()
+                .filter(|c| c.busy.load(Ordering::Acquire) == 0)
+                .min_by_key(|c| c.waiting_since.load(Ordering::Relaxed))
+                .map(|c| c.id);
+            let Some(victim) = victim else {
+                return Admitted::No;
+            };
+            if let Some(c) = t.conns.get(&victim) {
+                c.evicted.notify_one();
+            }
+            t.remove(victim);
+            evicted = true;
+        }
+        let id = t.next_id;
+        t.next_id += 1;
+        let conn = Arc::new(Conn {
+            id,
+            address,
+            busy: AtomicU32::new(0),
+            waiting_since: AtomicU64::new(super::clock_ms()),
+            evicted: tokio::sync::Notify::new(),
+        });
+        t.conns.insert(id, Arc::clone(&conn));
+        *t.per_address.entry(address).or_insert(0) += 1;
+        let slot = Slot {
+            conn,
+            table: Arc::clone(&self.table),
+        };
+        if evicted {
+            Admitted::InPlaceOf(slot)
+        } else {
+            Admitted::Yes(slot)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn slot(a: Admitted) -> Slot {
+        match a {
+            Admitted::Yes(s) | Admitted::InPlaceOf(s) => s,
+            Admitted::No => panic!("refused"),
+        }
+    }
+
+    #[test]
+    fn one_address_is_capped_and_an_ipv6_64_is_one_address() {
+        let a = Admission::new(10, 2);
+        let _x = slot(a.admit(ip("10.0.0.1")));
+        let _y = slot(a.admit(ip("10.0.0.1")));
+        assert!(matches!(a.admit(ip("10.0.0.1")), Admitted::No));
+        let _z = slot(a.admit(ip("10.0.0.2")));
+        let _v = slot(a.admit(ip("2001:db8::1")));
+        let _w = slot(a.admit(ip("2001:db8::ffff:2")));
+        assert!(matches!(a.admit(ip("2001:db8::3")), Admitted::No));
+        let _u = slot(a.admit(ip("2001:db8:0:1::1")));
+        // An IPv4-mapped address counts as its IPv4 address.
+        assert!(matches!(a.admit(ip("::ffff:10.0.0.1")), Admitted::No));
+        drop(_x);
+        let _again = slot(a.admit(ip("::ffff:10.0.0.1")));
+    }
+
+    #[test]
+    fn when_full_the_longest_waiting_connection_gives_way_and_busy_ones_never_do() {
+        let a = Admission::new(2, 2);
+        let first = slot(a.admit(ip("10.0.0.1")));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let second = slot(a.admit(ip("10.0.0.2")));
+        // Full: the newcomer takes the place of the longest waiting (the first).
+        let third = match a.admit(ip("10.0.0.3")) {
+            Admitted::InPlaceOf(s) => s,
+            other => panic!("{other:?}"),
+        };
+        assert!(!a.table.lock().unwrap().conns.contains_key(&first.conn.id));
+        assert!(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    tokio::time::timeout(
+                        std::time::Duration::from_millis(100),
+                        first.conn.evicted(),
+                    )
+                    .await
+                })
+                .is_ok(),
+            "the evicted connection was not told"
+        );
+        // The evicted slot's drop does not free the newcomer's place.
+        drop(first);
+        assert_eq!(a.table.lock().unwrap().conns.len(), 2);
+        // Both busy: a newcomer is refused.
+        let (_r2, _r3) = (second.conn.request(), third.conn.request());
+        assert!(matches!(a.admit(ip("10.0.0.4")), Admitted::No));
+        // A request ends: that connection is waiting again and gives way.
+        drop(_r2);
+        assert!(matches!(a.admit(ip("10.0.0.4")), Admitted::InPlaceOf(_)));
+    }
+}
