@@ -85,6 +85,8 @@ pub struct CredentialExpiry {
 #[derive(Default)]
 pub struct Readings {
     pub uploads_active: i64,
+    /// Upload memory not reserved (`--upload-memory`), bytes.
+    pub upload_memory_free: u64,
     pub blobs: u64,
     pub blob_bytes: u64,
     /// Workload token exchanges by outcome since the server started.
@@ -162,6 +164,11 @@ impl Metrics {
             "berth_uploads_in_progress",
             "Requests streaming upload bytes now",
             gauge(now.uploads_active),
+        );
+        reg.register(
+            "berth_upload_memory_free_bytes",
+            "Upload memory (--upload-memory) not reserved by upload requests now",
+            gauge(count(now.upload_memory_free)),
         );
         reg.register(
             "berth_blobs_stored",

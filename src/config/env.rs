@@ -20,6 +20,8 @@ pub const BERTH_GC_UNTAGGED: &str = "BERTH_GC_UNTAGGED";
 pub const BERTH_MAX_CONNECTIONS: &str = "BERTH_MAX_CONNECTIONS";
 /// Connections served at once from one client address (an IPv6 /64 counts as one).
 pub const BERTH_MAX_CONNECTIONS_PER_ADDRESS: &str = "BERTH_MAX_CONNECTIONS_PER_ADDRESS";
+/// Memory for upload bytes in flight, shared by the node's uploads.
+pub const BERTH_UPLOAD_MEMORY: &str = "BERTH_UPLOAD_MEMORY";
 /// Time a client has to send a request's headers.
 pub const BERTH_HEADER_READ_TIMEOUT: &str = "BERTH_HEADER_READ_TIMEOUT";
 /// A connection without any byte read or written for this long is closed.

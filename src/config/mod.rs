@@ -35,6 +35,8 @@ pub struct Config {
     /// Operator-provided signing key and chain; `None`: berth's own CA in the data directory.
     pub token_signer: Option<TlsFiles>,
     pub max_connections: usize,
+    /// Memory for upload bytes in flight, shared by the node's uploads (`content::UploadMemory`).
+    pub upload_memory: u64,
     /// Connections served at once from one client address (`server::Admission`).
     pub max_connections_per_address: usize,
     pub header_read_timeout: Duration,
@@ -182,6 +184,14 @@ impl Config {
             max_connections: match raw.max_connections {
                 Some(0) => return Err(invalid("max_connections", "must be at least 1".into())),
                 n => n.unwrap_or(1024),
+            },
+            upload_memory: match parse_size(raw.upload_memory.as_deref().unwrap_or("256MiB"))
+                .map_err(|m| invalid("upload_memory", m))?
+            {
+                n if n < 1 << 20 => {
+                    return Err(invalid("upload_memory", "must be at least 1MiB".into()));
+                }
+                n => n,
             },
             max_connections_per_address: match raw.max_connections_per_address {
                 Some(0) => {
@@ -401,6 +411,24 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     })
 }
 
+/// Parses a size in bytes: `1048576`, `512KiB`, `256MiB`, `2GiB` (one number, one binary unit).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let bad = || format!("{s:?} is not a size like 64MiB, 1GiB or 1048576");
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let mul: u64 = match unit {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mul)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
 /// Parses `90d`, `24h`, `30m`, `10s`, `500ms` (one number, one unit).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -476,6 +504,12 @@ mod tests {
         assert!(parse_duration("1.5h").is_err());
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("10 parsecs").is_err());
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert!(parse_size("1.5GiB").is_err());
+        assert!(parse_size("10MB").is_err());
+        assert!(parse_size("99999999999999GiB").is_err());
     }
 
     #[test]

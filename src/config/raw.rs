@@ -94,6 +94,10 @@ pub struct ServeArgs {
     #[arg(long, env = env::BERTH_MAX_CONNECTIONS_PER_ADDRESS, value_name = "N")]
     pub max_connections_per_address: Option<usize>,
 
+    /// Memory for upload bytes in flight, shared by all uploads of this node: each upload request reserves what its body can hold in memory (about 2.3 MiB on files, 17 MiB on S3, less for a smaller Content-Length) and waits, unread, while the rest is taken [default: 256MiB]
+    #[arg(long, env = env::BERTH_UPLOAD_MEMORY, value_name = "SIZE")]
+    pub upload_memory: Option<String>,
+
     /// Time a client has to send a request's headers [default: 30s]
     #[arg(long, env = env::BERTH_HEADER_READ_TIMEOUT, value_name = "DURATION")]
     pub header_read_timeout: Option<String>,
@@ -215,6 +219,7 @@ pub struct FileConfig {
     pub token_cert_chain: Option<PathBuf>,
     pub max_connections: Option<usize>,
     pub max_connections_per_address: Option<usize>,
+    pub upload_memory: Option<String>,
     pub header_read_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub database: Option<String>,
@@ -289,6 +294,7 @@ impl ServeArgs {
             max_connections_per_address: self
                 .max_connections_per_address
                 .or(file.max_connections_per_address),
+            upload_memory: self.upload_memory.clone().or(file.upload_memory),
             header_read_timeout: self
                 .header_read_timeout
                 .clone()

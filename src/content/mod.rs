@@ -35,6 +35,7 @@ pub use crate::types::{
 
 use crate::blob::{BlobStore, Engine};
 use crate::store::{self, ManifestRow, MetadataStore, NewManifest, ReferrerRow};
+use crate::types::ClientAddress;
 
 /// What the server keeps in memory about an upload session between requests: how far it got and
 /// the SHA-256 state of those bytes. Lost on restart, in which case the file is hashed again at
@@ -57,6 +58,49 @@ struct Inner {
     blobs: BlobStore,
     sessions: Mutex<Sessions>,
     uploads_active: AtomicI64,
+    upload_memory: UploadMemory,
+}
+
+/// Memory for upload bytes in flight, shared by every upload request of the node
+/// (`--upload-memory`): a request reserves what its body can hold in memory before it reads a
+/// byte, and waits, unread (the client held back by TCP), while the rest is taken. One client
+/// address (`ClientAddress`) reserves at most a quarter, first from its own share and then from
+/// the whole, so that one address's slow uploads cannot hold back everyone's. Counted in KiB.
+struct UploadMemory {
+    permits: Arc<tokio::sync::Semaphore>,
+    capacity_kib: std::sync::atomic::AtomicUsize,
+    /// Each address's share while it has a reservation or a waiter (then dropped).
+    shares: Arc<Mutex<HashMap<ClientAddress, Arc<tokio::sync::Semaphore>>>>,
+}
+
+/// The default of `--upload-memory`.
+const UPLOAD_MEMORY_DEFAULT: usize = 256 << 20;
+
+/// Upload memory reserved by one request, returned when it is dropped.
+pub struct UploadReservation {
+    _whole: tokio::sync::OwnedSemaphorePermit,
+    _share: Option<Share>,
+}
+
+/// What one request holds of its address's share.
+struct Share {
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    address: ClientAddress,
+    shares: Arc<Mutex<HashMap<ClientAddress, Arc<tokio::sync::Semaphore>>>>,
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        drop(self.permit.take());
+        // The map's own reference is the last one: no reservation, no waiter.
+        let mut shares = self.shares.lock().unwrap_or_else(PoisonError::into_inner);
+        if shares
+            .get(&self.address)
+            .is_some_and(|s| Arc::strong_count(s) == 1)
+        {
+            shares.remove(&self.address);
+        }
+    }
 }
 
 /// A blob opened for reading.
@@ -171,6 +215,11 @@ impl ContentService {
                 blobs,
                 sessions: Mutex::default(),
                 uploads_active: AtomicI64::new(0),
+                upload_memory: UploadMemory {
+                    permits: Arc::new(tokio::sync::Semaphore::new(UPLOAD_MEMORY_DEFAULT >> 10)),
+                    capacity_kib: std::sync::atomic::AtomicUsize::new(UPLOAD_MEMORY_DEFAULT >> 10),
+                    shares: Arc::default(),
+                },
             }),
         }
     }
@@ -186,6 +235,84 @@ impl ContentService {
     /// The lease of periodic job `job`, if no other node holds it (see `MetadataStore::try_lease`).
     pub async fn lease(&self, job: &'static str) -> Result<Option<store::Lease>> {
         self.blocking(move |s| Ok(s.meta.try_lease(job)?)).await
+    }
+
+    /// Sets the memory shared by upload requests (`--upload-memory`); before serving.
+    pub fn set_upload_memory(&self, bytes: u64) {
+        let m = &self.inner.upload_memory;
+        let want = usize::try_from(bytes >> 10)
+            .unwrap_or(usize::MAX)
+            .clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        let had = m.capacity_kib.swap(want, Ordering::Relaxed);
+        if want > had {
+            m.permits.add_permits(want - had);
+        } else {
+            m.permits.forget_permits(had - want);
+        }
+    }
+
+    /// What an upload request's body can hold in memory at once: the pipeline to the writer
+    /// and hasher, and on S3 the parts being gathered and written; less for a body announced
+    /// smaller (`len`, its Content-Length).
+    pub fn upload_footprint(&self, len: Option<u64>) -> u64 {
+        use crate::blob::PART;
+        let pipeline = ((PIPELINE_DEPTH + 1) * WRITE_CHUNK) as u64;
+        let worst = match self.inner.blobs.engine() {
+            Engine::Fs(_) => pipeline,
+            // A session's parts (two gathered, one in flight), or a whole blob's sink (one
+            // buffered, two in flight) after the pipeline.
+            Engine::S3(_) => pipeline + 3 * PART as u64,
+        };
+        len.map_or(worst, |l| worst.min(l.saturating_mul(2) + 64 * 1024))
+    }
+
+    /// Reserves `upload_footprint(len)` of the upload memory for a request from `peer`: from
+    /// the address's share, then from the whole, waiting while either is taken.
+    pub async fn reserve_upload(
+        &self,
+        len: Option<u64>,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<UploadReservation> {
+        let m = &self.inner.upload_memory;
+        let capacity = m.capacity_kib.load(Ordering::Relaxed).max(1);
+        let per_address = (capacity / 4).max(1);
+        let kib = usize::try_from(self.upload_footprint(len).div_ceil(1024))
+            .unwrap_or(usize::MAX)
+            .clamp(1, per_address);
+        let n = u32::try_from(kib).unwrap_or(u32::MAX);
+        let lost = |e: tokio::sync::AcquireError| Error::Task(e.to_string());
+        let share = match peer {
+            Some(ip) => {
+                let address = ClientAddress::from(ip);
+                let own = Arc::clone(
+                    m.shares
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .entry(address)
+                        .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(per_address))),
+                );
+                let permit = own.acquire_many_owned(n).await.map_err(lost)?;
+                Some(Share {
+                    permit: Some(permit),
+                    address,
+                    shares: Arc::clone(&m.shares),
+                })
+            }
+            None => None,
+        };
+        let whole = Arc::clone(&m.permits)
+            .acquire_many_owned(n)
+            .await
+            .map_err(lost)?;
+        Ok(UploadReservation {
+            _whole: whole,
+            _share: share,
+        })
+    }
+
+    /// Upload memory not reserved now, in bytes.
+    pub fn upload_memory_free(&self) -> u64 {
+        (self.inner.upload_memory.permits.available_permits() as u64) << 10
     }
 
     /// Requests currently streaming upload bytes.

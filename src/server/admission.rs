@@ -14,31 +14,13 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// One client address as the caps count it: an IPv4 address, or an IPv6 /64 (one host's share
-/// of a network; a host can pick any address in it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum AddressKey {
-    V4(u32),
-    V6(u64),
-}
-
-impl From<IpAddr> for AddressKey {
-    fn from(ip: IpAddr) -> AddressKey {
-        match ip {
-            IpAddr::V4(v4) => AddressKey::V4(u32::from(v4)),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => AddressKey::V4(u32::from(v4)),
-                None => AddressKey::V6((u128::from(v6) >> 64) as u64),
-            },
-        }
-    }
-}
+use crate::types::ClientAddress;
 
 /// A served connection, as admission sees it.
 #[derive(Debug)]
 pub(super) struct Conn {
     id: u64,
-    address: AddressKey,
+    address: ClientAddress,
     /// Requests in flight.
     busy: AtomicU32,
     /// When it last became waiting (`clock_ms`).
@@ -88,7 +70,7 @@ pub(super) enum Admitted {
 #[derive(Debug, Default)]
 struct Table {
     conns: HashMap<u64, Arc<Conn>>,
-    per_address: HashMap<AddressKey, usize>,
+    per_address: HashMap<ClientAddress, usize>,
     next_id: u64,
 }
 
@@ -140,7 +122,7 @@ impl Admission {
 
     /// Admits a connection from `ip`, or not (see the module's rules).
     pub(super) fn admit(&self, ip: IpAddr) -> Admitted {
-        let address = AddressKey::from(ip);
+        let address = ClientAddress::from(ip);
         let mut t = self.table.lock().unwrap_or_else(PoisonError::into_inner);
         if t.per_address.get(&address).copied().unwrap_or(0) >= self.per_address {
             return Admitted::No;

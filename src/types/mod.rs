@@ -2,10 +2,12 @@
 //! and references. A leaf: it uses no other berth module, so the seams (`store`, `blob`) and
 //! the services above them (`content`, `policy`, `http`) all depend on it and not on each other.
 
+mod address;
 mod digest;
 mod name;
 mod resumable;
 
+pub use address::ClientAddress;
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use name::{NameError, Reference, ReferenceError, RepositoryName, Tag, TagError};
 pub use resumable::ResumableSha256;

@@ -5419,3 +5419,121 @@ async fn tokens_pulled_through_publicness_end_when_the_namespace_turns_private()
         );
     }
 }
+
+/// Upload memory is one bounded budget (`--upload-memory`) and one address reserves at most a
+/// quarter of it: a writer that opens many uploads from one address and leaves their bodies
+/// unfinished gets four streaming and the rest waiting, unread; pushes from another address go
+/// on at once; when the writer goes away, every reservation comes back.
+#[tokio::test]
+async fn upload_memory_is_bounded_and_one_address_cannot_take_it() {
+    use base64::Engine as _;
+    use tokio::io::AsyncWriteExt as _;
+    let s = Server::start_args(&["--upload-memory", "40MiB"]);
+    let alice = basic_client("admin", ADMIN_PASSWORD);
+    Api::admin(&s)
+        .ok(
+            "POST",
+            "/orgs",
+            Some(json!({"name": "acme"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let free = |s: &Server| {
+        let s = s.url("/metrics");
+        async move {
+            let text = client().get(s).send().await.unwrap().text().await.unwrap();
+            let read = |p: &str| -> i64 {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(p))
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            };
+            (
+                read("berth_upload_memory_free_bytes "),
+                read("berth_uploads_in_progress "),
+            )
+        }
+    };
+    assert_eq!(free(&s).await, (40 << 20, 0));
+    // Eight upload sessions, each PATCHed from 127.0.0.2 with 64 MiB announced and 64 KiB sent.
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("admin:{ADMIN_PASSWORD}"));
+    let mut writers = Vec::new();
+    for _ in 0..8 {
+        let r = alice
+            .post(s.url("/v2/acme/app/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let location = r.headers()["location"].to_str().unwrap().to_owned();
+        let mut c = raw_from(&s, "127.0.0.2").await;
+        let head = format!(
+            "PATCH {location} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n\
+             Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+            64 << 20
+        );
+        c.write_all(head.as_bytes()).await.unwrap();
+        let _ = c.write_all(&random_bytes(64 << 10, 7)).await;
+        writers.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // 10 MiB per address holds four requests of 2.25 MiB (the files' pipeline), or one on S3
+    // (whose 17.25 MiB of pipeline and parts is cut to the share); the others wait.
+    let on_s3 = std::env::var("BERTH_TEST_S3_ENDPOINT").is_ok_and(|v| !v.is_empty());
+    let (per_request, streaming) = if on_s3 {
+        (10 << 20, 1)
+    } else {
+        ((9 * 256) << 10, 4)
+    };
+    assert_eq!(
+        free(&s).await,
+        ((40 << 20) - streaming * per_request, streaming)
+    );
+    // Another address pushes at once, monolithic and in chunks.
+    let start = Instant::now();
+    let d = push_blob(&alice, &s, "acme/app", &random_bytes(4096, 8)).await;
+    assert!(d.starts_with("sha256:"));
+    let bytes = random_bytes(3 << 20, 9);
+    let r = alice
+        .post(s.url("/v2/acme/app/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let mut location = r.headers()["location"].to_str().unwrap().to_owned();
+    for (i, chunk) in bytes.chunks(1 << 20).enumerate() {
+        let from = i << 20;
+        let r = alice
+            .patch(s.url(&location))
+            .header("content-type", "application/octet-stream")
+            .header(
+                "content-range",
+                format!("{from}-{}", from + chunk.len() - 1),
+            )
+            .body(chunk.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        location = r.headers()["location"].to_str().unwrap().to_owned();
+    }
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let r = alice
+        .put(s.url(&format!("{location}{sep}digest={}", sha256(&bytes))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    // The writer goes away: every reservation comes back.
+    drop(writers);
+    let t = Instant::now();
+    while free(&s).await != (40 << 20, 0) {
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", free(&s).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

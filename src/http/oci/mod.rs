@@ -45,9 +45,17 @@ pub(crate) async fn handle(State(state): State<AppState>, req: Request) -> Respo
                 Err(denial) => Err(denial),
             };
             let mut resp = match decided {
-                Ok(caller) => dispatch(&state, &caller, route, &query, &parts.headers, body)
-                    .await
-                    .unwrap_or_else(IntoResponse::into_response),
+                Ok(caller) => dispatch(
+                    &state,
+                    &caller,
+                    route,
+                    &query,
+                    &parts.headers,
+                    peer(&parts),
+                    body,
+                )
+                .await
+                .unwrap_or_else(IntoResponse::into_response),
                 Err(denial) => denial.into_response(&state, &parts.headers),
             };
             resp.extensions_mut().insert(RouteName(name));
@@ -223,12 +231,21 @@ async fn ensure_namespace(
     .and_then(|ok| if ok { Ok(()) } else { Err(Denial::NameUnknown) })
 }
 
+/// The client's address (for per-address limits).
+fn peer(parts: &axum::http::request::Parts) -> Option<std::net::IpAddr> {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
 async fn dispatch(
     state: &AppState,
     caller: &Caller,
     route: OciRoute,
     q: &Query,
     headers: &HeaderMap,
+    peer: Option<std::net::IpAddr>,
     body: Body,
 ) -> Result<Response, OciError> {
     let content = &state.content;
@@ -263,14 +280,14 @@ async fn dispatch(
                     .await
                     .is_ok_and(|a| a.contains(Action::Pull))
             };
-            uploads::start(content, &name, q, headers, body, may_pull_from).await
+            uploads::start(content, &name, q, headers, peer, body, may_pull_from).await
         }
         OciRoute::UploadStatus { name, id } => uploads::status(content, &name, &id),
         OciRoute::PatchUpload { name, id } => {
-            uploads::patch(content, &name, &id, headers, body).await
+            uploads::patch(content, &name, &id, headers, peer, body).await
         }
         OciRoute::PutUpload { name, id } => {
-            uploads::put(content, &name, &id, q, headers, body).await
+            uploads::put(content, &name, &id, q, headers, peer, body).await
         }
         OciRoute::CancelUpload { name, id } => uploads::cancel(content, &name, &id).await,
     }

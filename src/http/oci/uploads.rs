@@ -54,6 +54,7 @@ pub(super) async fn start<F, Fut>(
     name: &RepositoryName,
     q: &Query,
     headers: &HeaderMap,
+    peer: Option<std::net::IpAddr>,
     body: Body,
     may_pull_from: F,
 ) -> Result<Response, OciError>
@@ -75,6 +76,7 @@ where
         }
     } else if let Some(digest) = digest_param(q, "digest")? {
         let len = content_length(headers)?;
+        let _memory = content.reserve_upload(len, peer).await?;
         content
             .push_blob(name, &digest, body.into_data_stream())
             .await
@@ -141,6 +143,7 @@ pub(super) async fn patch(
     name: &RepositoryName,
     id: &uuid::Uuid,
     headers: &HeaderMap,
+    peer: Option<std::net::IpAddr>,
     body: Body,
 ) -> Result<Response, OciError> {
     let range = content_range(headers)?;
@@ -154,6 +157,7 @@ pub(super) async fn patch(
         }
         len = Some(range_len);
     }
+    let _memory = content.reserve_upload(len, peer).await?;
     match content
         .append(name, id, range.map(|r| r.0), len, body.into_data_stream())
         .await
@@ -175,6 +179,7 @@ pub(super) async fn put(
     id: &uuid::Uuid,
     q: &Query,
     headers: &HeaderMap,
+    peer: Option<std::net::IpAddr>,
     body: Body,
 ) -> Result<Response, OciError> {
     let digest = digest_param(q, "digest")?.ok_or_else(|| {
@@ -188,6 +193,10 @@ pub(super) async fn put(
         |l| l > 0,
     );
     let last = has_body.then(|| body.into_data_stream());
+    let _memory = match last {
+        Some(_) => Some(content.reserve_upload(len, peer).await?),
+        None => None,
+    };
     content
         .finish(name, id, &digest, last)
         .await
