@@ -5536,4 +5536,12 @@ async fn upload_memory_is_bounded_and_one_address_cannot_take_it() {
         assert!(t.elapsed() < Duration::from_secs(5), "{:?}", free(&s).await);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // And so does the address's share: it pushes a blob as large as a whole reservation.
+    let again = basic_client_from("admin", ADMIN_PASSWORD, "127.0.0.2");
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        push_blob(&again, &s, "acme/app", &random_bytes(3 << 20, 10)),
+    )
+    .await
+    .expect("the address's share did not come back");
 }
