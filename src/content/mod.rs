@@ -1257,6 +1257,10 @@ impl Inner {
         // Files: the fsyncs run before the metadata transaction, not inside it, so that
         // concurrent pushes of different blobs sync in parallel instead of one by one under the
         // writer lock. The digest lock keeps garbage collection off the blob meanwhile.
+        // A whole blob streamed to S3 (`store_whole`) leaves nothing under its session's prefix
+        // once placed (one PUT to the blob's key, or its staged object copied and removed):
+        // no listing of the prefix afterwards, which costs the bucket more than the PUT.
+        let whole_object = matches!(placement, Placement::Object(..));
         let mut pending = Some(placement);
         let placed = self.meta.read(|r| r.blob_size(d))?.is_none();
         if placed && let Some(p) = pending.take() {
@@ -1287,7 +1291,9 @@ impl Inner {
             Some(Placement::File(id) | Placement::Staged(id)) => self.blobs.remove_upload(&id)?,
             None => {}
         }
-        if let Some(id) = upload {
+        if let Some(id) = upload
+            && !whole_object
+        {
             self.blobs.remove_upload(id)?;
         }
         Ok(())

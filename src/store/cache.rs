@@ -115,7 +115,15 @@ impl ReadCache {
     }
 
     /// Keeps what a database read that began at `epoch` found, unless a forgetting came between.
-    fn keep(&self, epoch: u64, repo: &str, bytes: usize, put: impl FnOnce(&mut Repo)) {
+    /// `put` stores it and says how many bytes the entry it replaced counted, if any: a
+    /// replaced entry is not counted twice.
+    fn keep(
+        &self,
+        epoch: u64,
+        repo: &str,
+        bytes: usize,
+        put: impl FnOnce(&mut Repo) -> Option<usize>,
+    ) {
         let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
         if self.epoch.load(Ordering::Acquire) != epoch {
             return;
@@ -123,23 +131,30 @@ impl ReadCache {
         if entries.count >= MAX_ENTRIES || entries.bytes + bytes > MAX_BYTES {
             *entries = Entries::default();
         }
-        entries.count += 1;
-        entries.bytes += bytes;
         let r = entries.repos.entry(repo.to_owned()).or_default();
-        r.bytes += bytes;
-        put(r);
+        let replaced = put(r);
+        let old = replaced.unwrap_or(0);
+        r.bytes = (r.bytes + bytes).saturating_sub(old);
+        entries.bytes = (entries.bytes + bytes).saturating_sub(old);
+        if replaced.is_none() {
+            entries.count += 1;
+        }
     }
 
     pub(super) fn keep_manifest(&self, epoch: u64, repo: &str, reference: &str, m: &ManifestRow) {
-        let bytes = m.content.len() + m.media_type.len() + reference.len() + repo.len();
-        self.keep(epoch, repo, bytes, |r| {
-            r.manifests.insert(reference.to_owned(), m.clone());
+        let size =
+            |m: &ManifestRow| m.content.len() + m.media_type.len() + reference.len() + repo.len();
+        self.keep(epoch, repo, size(m), |r| {
+            r.manifests
+                .insert(reference.to_owned(), m.clone())
+                .map(|old| size(&old))
         });
     }
 
     pub(super) fn keep_blob(&self, epoch: u64, repo: &str, digest: &str, size: u64) {
-        self.keep(epoch, repo, digest.len() + repo.len(), |r| {
-            r.blobs.insert(digest.to_owned(), size);
+        let bytes = digest.len() + repo.len();
+        self.keep(epoch, repo, bytes, |r| {
+            r.blobs.insert(digest.to_owned(), size).map(|_| bytes)
         });
     }
 
@@ -240,6 +255,25 @@ mod tests {
             hit(c.blob("a/b", "sha256:x")).is_none(),
             "the gap forgot it"
         );
+    }
+
+    #[test]
+    fn an_entry_kept_again_is_counted_once() {
+        let c = ReadCache::default();
+        c.log_read();
+        let e = epoch(c.blob("a/b", "sha256:y"));
+        c.keep_blob(e, "a/b", "sha256:y", 1);
+        let big = "x".repeat(MAX_BYTES / 4);
+        for _ in 0..MAX_ENTRIES + 10 {
+            let e = c.epoch.load(Ordering::Acquire);
+            c.keep_manifest(e, "a/b", "v1", &row(&big));
+            c.keep_blob(e, "a/b", "sha256:x", 7);
+        }
+        let entries = c.entries.read().unwrap();
+        assert_eq!(entries.count, 3);
+        assert_eq!(entries.repos["a/b"].bytes, entries.bytes);
+        drop(entries);
+        assert_eq!(hit(c.blob("a/b", "sha256:y")), Some(1), "emptied early");
     }
 
     #[test]
