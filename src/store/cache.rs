@@ -263,16 +263,17 @@ mod tests {
         c.log_read();
         let e = epoch(c.blob("a/b", "sha256:y"));
         c.keep_blob(e, "a/b", "sha256:y", 1);
-        let big = "x".repeat(MAX_BYTES / 4);
+        let big = row(&"x".repeat(MAX_BYTES / 4));
         for _ in 0..MAX_ENTRIES + 10 {
             let e = c.epoch.load(Ordering::Acquire);
-            c.keep_manifest(e, "a/b", "v1", &row(&big));
+            c.keep_manifest(e, "a/b", "v1", &big);
             c.keep_blob(e, "a/b", "sha256:x", 7);
         }
         let entries = c.entries.read().unwrap();
         assert_eq!(entries.count, 3);
         assert_eq!(entries.repos["a/b"].bytes, entries.bytes);
         drop(entries);
+        c.log_read();
         assert_eq!(hit(c.blob("a/b", "sha256:y")), Some(1), "emptied early");
     }
 
