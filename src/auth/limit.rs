@@ -55,19 +55,10 @@ pub(crate) struct Slot<'a> {
 
 /// The limit keys of a login attempt: the address, and the credential or name at that address.
 pub(crate) fn keys_for(subject: Option<String>, addr: Option<IpAddr>) -> Vec<(String, u32)> {
+    // One IPv6 client usually holds a whole /56: it counts as one address.
     let addr = addr.map_or_else(
         || "unknown".to_owned(),
-        |a| match a {
-            // One IPv6 client usually holds a whole /64: it counts as one address.
-            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-            IpAddr::V6(v6) => v6
-                .to_ipv4_mapped()
-                .map_or_else(|| a.to_string(), |v4| v4.to_string()),
-            IpAddr::V4(_) => a.to_string(),
-        },
+        |a| crate::types::ClientAddress::from(a).to_string(),
     );
     let mut keys = vec![(format!("addr {addr}"), MAX_FAILURES_PER_ADDR)];
     if let Some(s) = subject {
@@ -187,10 +178,16 @@ mod tests {
         assert!(l.reserve(other).is_ok());
         let bob = keys_for(Some("user bob".into()), "10.0.0.1".parse().ok());
         drop(l.reserve(bob).unwrap());
-        // Addresses of one IPv6 /64 count together.
+        // Addresses of one IPv6 /56 count together; an IPv4-mapped one is its IPv4 address.
         let a = keys_for(None, "2001:db8::1".parse().ok());
-        let b = keys_for(None, "2001:db8::ffff:2".parse().ok());
+        let b = keys_for(None, "2001:db8:0:ff::ffff:2".parse().ok());
         assert_eq!(a, b);
+        assert_eq!(a[0].0, "addr 2001:db8::/56");
+        assert_ne!(a, keys_for(None, "2001:db8:0:100::1".parse().ok()));
+        assert_eq!(
+            keys_for(None, "::ffff:10.0.0.9".parse().ok()),
+            keys_for(None, "10.0.0.9".parse().ok())
+        );
         // Successes (dropped slots) do not count.
         let carol = || keys_for(Some("user carol".into()), "10.0.0.3".parse().ok());
         for _ in 0..50 {

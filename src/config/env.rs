@@ -18,7 +18,7 @@ pub const BERTH_GC_GRACE: &str = "BERTH_GC_GRACE";
 pub const BERTH_GC_UNTAGGED: &str = "BERTH_GC_UNTAGGED";
 /// Connections served at once.
 pub const BERTH_MAX_CONNECTIONS: &str = "BERTH_MAX_CONNECTIONS";
-/// Connections served at once from one client address (an IPv6 /64 counts as one).
+/// Connections served at once from one client address (an IPv6 /56 counts as one).
 pub const BERTH_MAX_CONNECTIONS_PER_ADDRESS: &str = "BERTH_MAX_CONNECTIONS_PER_ADDRESS";
 /// Memory for upload bytes in flight, shared by the node's uploads.
 pub const BERTH_UPLOAD_MEMORY: &str = "BERTH_UPLOAD_MEMORY";

@@ -1,13 +1,17 @@
 //! Which connections are served: at most `max` at once, at most `per_address` from one client
 //! address, and, when full, room made by closing the connection that has waited longest for a
-//! request rather than refusing the newcomer.
+//! request rather than refusing the newcomer; when every connection is busy, by closing the
+//! newest connection of the address that holds the most, if it holds more than the newcomer's
+//! address would.
 //!
 //! A connection is *busy* while one of its requests is in flight (from the end of its head to the
 //! end of its response body) and *waiting* otherwise: before its first request head is complete,
 //! and between keep-alive requests. Waiting costs the server nothing but a slot, so a client that
 //! opens connections and never finishes a head (slowloris) cannot hold slots against newcomers:
-//! each newcomer takes the place of the longest-waiting connection. Busy connections are never
-//! closed for a newcomer; the per-address cap bounds what one address can keep busy.
+//! each newcomer takes the place of the longest-waiting connection. A request can be kept in
+//! flight cheaply too (a body sent a byte at a time), so busy connections are shared fairly: a
+//! newcomer from an address that holds fewer connections than another takes one of that
+//! address's. Few addresses cannot hold the server against many.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -75,6 +79,32 @@ struct Table {
 }
 
 impl Table {
+    /// The connection that gives way to a newcomer whose address holds `mine` connections:
+    /// the one that has waited longest for a request; else, when every connection is busy, the
+    /// newest of the address holding the most, if that is more than the newcomer's would hold
+    /// with it (so busy connections are shared fairly among addresses under contention, and
+    /// requests under way longest are the last to go).
+    fn victim(&self, mine: usize) -> Option<u64> {
+        let waiting = self
+            .conns
+            .values()
+            .filter(|c| c.busy.load(Ordering::Acquire) == 0)
+            .min_by_key(|c| c.waiting_since.load(Ordering::Relaxed))
+            .map(|c| c.id);
+        if waiting.is_some() {
+            return waiting;
+        }
+        let (&heaviest, &most) = self.per_address.iter().max_by_key(|(_, n)| **n)?;
+        if most <= mine + 1 {
+            return None;
+        }
+        self.conns
+            .values()
+            .filter(|c| c.address == heaviest)
+            .max_by_key(|c| c.id)
+            .map(|c| c.id)
+    }
+
     fn remove(&mut self, id: u64) {
         if let Some(c) = self.conns.remove(&id)
             && let Some(n) = self.per_address.get_mut(&c.address)
@@ -129,13 +159,8 @@ impl Admission {
         }
         let mut evicted = false;
         if t.conns.len() >= self.max {
-            let victim = t
-                .conns
-                .values()
-                .filter(|c| c.busy.load(Ordering::Acquire) == 0)
-                .min_by_key(|c| c.waiting_since.load(Ordering::Relaxed))
-                .map(|c| c.id);
-            let Some(victim) = victim else {
+            let mine = t.per_address.get(&address).copied().unwrap_or(0);
+            let Some(victim) = t.victim(mine) else {
                 return Admitted::No;
             };
             if let Some(c) = t.conns.get(&victim) {
@@ -183,7 +208,7 @@ mod tests {
     }
 
     #[test]
-    fn one_address_is_capped_and_an_ipv6_64_is_one_address() {
+    fn one_address_is_capped_and_an_ipv6_56_is_one_address() {
         let a = Admission::new(10, 2);
         let _x = slot(a.admit(ip("10.0.0.1")));
         let _y = slot(a.admit(ip("10.0.0.1")));
@@ -192,11 +217,54 @@ mod tests {
         let _v = slot(a.admit(ip("2001:db8::1")));
         let _w = slot(a.admit(ip("2001:db8::ffff:2")));
         assert!(matches!(a.admit(ip("2001:db8::3")), Admitted::No));
-        let _u = slot(a.admit(ip("2001:db8:0:1::1")));
+        assert!(matches!(a.admit(ip("2001:db8:0:ff::1")), Admitted::No));
+        let _u = slot(a.admit(ip("2001:db8:0:100::1")));
         // An IPv4-mapped address counts as its IPv4 address.
         assert!(matches!(a.admit(ip("::ffff:10.0.0.1")), Admitted::No));
         drop(_x);
         let _again = slot(a.admit(ip("::ffff:10.0.0.1")));
+    }
+
+    #[test]
+    fn when_all_are_busy_the_address_holding_the_most_gives_way_down_to_a_fair_share() {
+        let a = Admission::new(4, 4);
+        let held: Vec<(Slot, InFlight)> = (0..4)
+            .map(|_| {
+                let s = slot(a.admit(ip("10.0.0.1")));
+                let r = s.conn.request();
+                (s, r)
+            })
+            .collect();
+        let count = |a: &Admission, x: &str| {
+            a.table
+                .lock()
+                .unwrap()
+                .per_address
+                .get(&ClientAddress::from(ip(x)))
+                .copied()
+        };
+        let mut newcomers = Vec::new();
+        for (i, x) in ["10.0.0.2", "10.0.0.3", "10.0.0.4"].into_iter().enumerate() {
+            let s = match a.admit(ip(x)) {
+                Admitted::InPlaceOf(s) => s,
+                other => panic!("{x}: {other:?}"),
+            };
+            let r = s.conn.request();
+            newcomers.push((s, r));
+            assert_eq!(count(&a, "10.0.0.1"), Some(3 - i));
+        }
+        // The newest of the heaviest address went first: the oldest request under way stays.
+        assert!(
+            a.table
+                .lock()
+                .unwrap()
+                .conns
+                .contains_key(&held[0].0.conn.id)
+        );
+        // One each: nobody holds more than a newcomer would, so the next is refused.
+        assert!(matches!(a.admit(ip("10.0.0.5")), Admitted::No));
+        // ... and so is one more from an address that already holds its share.
+        assert!(matches!(a.admit(ip("10.0.0.2")), Admitted::No));
     }
 
     #[test]

@@ -648,11 +648,26 @@ impl Writer<'_> {
             > 0)
     }
 
+    /// A namespace deleted and created again within a second would get the revoked key of the
+    /// one before (`namespace_key` names the creation second) and be born revoked: its creation
+    /// time moves on to a second whose key is free.
     pub fn insert_namespace(&self, name: &str, org_id: i64, public: bool) -> Result<()> {
         self.policy_changed()?;
+        let mut created = now();
+        while self
+            .conn
+            .query_opt(
+                "SELECT seq FROM revocations WHERE key = ?1",
+                p![namespace_key(name, org_id, created)],
+                |r| r.get::<i64>(0),
+            )?
+            .is_some()
+        {
+            created += 1;
+        }
         self.conn.execute(
             "INSERT INTO namespaces (name, org_id, public, created_at) VALUES (?1, ?2, ?3, ?4)",
-            p![name, org_id, public, now()],
+            p![name, org_id, public, created],
         )?;
         Ok(())
     }

@@ -1022,15 +1022,16 @@ async fn connections_are_bounded_and_idle_ones_closed() {
         "2s",
     ]);
     let addr = s.host.clone();
-    // Every slot busy in a request: a new connection is closed at once, as no waiting one can
-    // give way; the requests under way go on.
-    let mut busy: Vec<TcpStream> = (0..16)
-        .map(|_| {
-            let mut c = TcpStream::connect(&addr).unwrap();
-            c.write_all(UNFINISHED_BODY).unwrap();
-            c
-        })
-        .collect();
+    // Every slot busy in a request, one per address: a new connection is closed at once, as
+    // no waiting one can give way and no address holds more than the newcomer's would; the
+    // requests under way go on.
+    let mut busy: Vec<TcpStream> = Vec::new();
+    for i in 0..16 {
+        let mut c = raw_from(&s, &format!("127.0.2.{i}")).await.into_std().unwrap();
+        c.set_nonblocking(false).unwrap();
+        c.write_all(UNFINISHED_BODY).unwrap();
+        busy.push(c);
+    }
     std::thread::sleep(Duration::from_millis(300));
     // From another address, so that its own cap is not what refuses them.
     let mut extra: Vec<TcpStream> = Vec::new();
@@ -5424,6 +5425,79 @@ async fn tokens_pulled_through_publicness_end_when_the_namespace_turns_private()
     }
 }
 
+/// Requests kept in flight for free (a body sent a byte at a time) from a few addresses, each
+/// at its cap, fill every slot: a client from another address still gets in, each newcomer
+/// taking the newest connection of the address holding the most, so the few share what they
+/// hold with everyone else.
+#[tokio::test]
+async fn a_few_addresses_keeping_requests_in_flight_cannot_keep_clients_out() {
+    use tokio::io::AsyncWriteExt as _;
+    let s = Server::start_args(&["--max-connections", "64"]);
+    let mut held = Vec::new();
+    for i in 4..8 {
+        for _ in 0..16 {
+            let mut c = raw_from(&s, &format!("127.0.0.{i}")).await;
+            c.write_all(UNFINISHED_BODY).await.unwrap();
+            held.push((i, c));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (_, c) in &mut held {
+        assert!(
+            !closed_in(c, Duration::from_millis(10)).await,
+            "refused at its cap"
+        );
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let dripper = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for (_, c) in &mut held {
+                    let _ = c.write_all(b"x").await;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            held
+        })
+    };
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let kept = anonymous_client();
+    for _ in 0..20 {
+        let start = Instant::now();
+        for c in [&fresh, &kept] {
+            // A kept connection the server closed as it was reused is retried once, as HTTP
+            // clients do for an idempotent request.
+            let r = match c.get(s.url("/healthz")).send().await {
+                Ok(r) => r,
+                Err(_) => c.get(s.url("/healthz")).send().await.unwrap(),
+            };
+            assert_eq!(r.status(), StatusCode::OK);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut held = dripper.await.unwrap();
+    let mut lost = [0; 8];
+    for (i, c) in &mut held {
+        if closed_in(c, Duration::from_millis(10)).await {
+            lost[*i] += 1;
+        }
+    }
+    assert!(lost.iter().sum::<i32>() >= 1, "{lost:?}");
+    assert!(
+        lost.iter().all(|n| *n <= 2),
+        "one address paid for all: {lost:?}"
+    );
+}
+
 /// Upload memory is one bounded budget (`--upload-memory`) and one address reserves at most a
 /// quarter of it: a writer that opens many uploads from one address and leaves their bodies
 /// unfinished gets four streaming and the rest waiting, unread; pushes from another address go
@@ -5548,4 +5622,43 @@ async fn upload_memory_is_bounded_and_one_address_cannot_take_it() {
     )
     .await
     .expect("the address's share did not come back");
+}
+
+/// A namespace deleted and created again at once is not born with the revoked key of the one
+/// before: its members' and anonymous tokens work, and the old one's tokens stay dead.
+#[tokio::test]
+async fn a_namespace_created_again_at_once_is_not_born_revoked() {
+    let w = world().await;
+    let (s, alice) = (&w.s, &w.alice);
+    let create = || {
+        alice.ok(
+            "POST",
+            "/orgs/acme/namespaces",
+            Some(json!({"name": "again", "public": true})),
+            StatusCode::CREATED,
+        )
+    };
+    create().await;
+    let writer = basic_client("alice", "alice-password-1");
+    push_image(&writer, s, "again/app", "v1", 3).await;
+    let old = bearer_for(s, "alice", "alice-password-1", "again/app").await;
+    assert_eq!(pull_with_bearer(s, &old, "again/app").await, StatusCode::OK);
+    for _ in 0..3 {
+        alice
+            .ok("DELETE", "/namespaces/again", None, StatusCode::NO_CONTENT)
+            .await;
+        create().await;
+    }
+    push_image(&writer, s, "again/app", "v1", 4).await;
+    let member = bearer_for(s, "alice", "alice-password-1", "again/app").await;
+    let anon = anonymous_bearer(s, "repository:again/app:pull").await;
+    // Past a read of the revocation log by the node.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for jwt in [&member, &anon] {
+        assert_eq!(pull_with_bearer(s, jwt, "again/app").await, StatusCode::OK);
+    }
+    assert_eq!(
+        pull_with_bearer(s, &old, "again/app").await,
+        StatusCode::UNAUTHORIZED
+    );
 }

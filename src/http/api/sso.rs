@@ -42,18 +42,12 @@ const CALLS_PER_ADDRESS: u32 = 30;
 /// Budgets of calls to providers, per node and per client address: one client cannot make berth
 /// flood a provider, nor spend the node's budget for everyone else.
 pub(crate) fn within_budget(addr: Option<std::net::IpAddr>) -> bool {
-    // An IPv6 client counts by its /64: one network cannot pass for many clients.
-    let addr = addr.map(|a| match a {
-        std::net::IpAddr::V6(v) => {
-            let s = v.segments();
-            std::net::IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-        }
-        v4 => v4,
-    });
+    // An IPv6 client counts by its /56: one network cannot pass for many clients.
+    let addr = addr.map(crate::types::ClientAddress::from);
     type Windows = Option<(
         Instant,
         u32,
-        std::collections::HashMap<std::net::IpAddr, u32>,
+        std::collections::HashMap<crate::types::ClientAddress, u32>,
     )>;
     static WINDOW: Mutex<Windows> = Mutex::new(None);
     let mut w = WINDOW
