@@ -31,7 +31,7 @@ async fn serve(config: Config, state: AppState) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
-    server::spawn_background(&state, &config);
+    server::spawn_background(&state, &config).context("starting the revocation reader thread")?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     // Tests and scripts read this line to learn the port when --listen ends in :0.
     tracing::info!(metadata = %state.content.meta().describe(), blobs = %state.content.blobs().describe(), data_dir = %config.data_dir.display(), "berth listening on {scheme}://{addr}");

@@ -32,6 +32,9 @@ pub enum Error {
     NameUnknown,
     #[error("reading the request body: {0}")]
     Body(String),
+    /// The node cannot take this now; the client should retry shortly.
+    #[error("{0}")]
+    Busy(String),
     #[error(transparent)]
     Store(#[from] store::Error),
     #[error(transparent)]

@@ -73,6 +73,21 @@ struct UploadMemory {
     shares: Arc<Mutex<HashMap<ClientAddress, Arc<tokio::sync::Semaphore>>>>,
 }
 
+/// How long an upload request waits for upload memory before it is told to retry (429 with
+/// `Retry-After`), well inside the idle timeout that would otherwise end its connection.
+const UPLOAD_MEMORY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `f`, or `Error::Busy` once `UPLOAD_MEMORY_WAIT` has passed.
+async fn waited<T>(f: impl std::future::Future<Output = T>) -> Result<T> {
+    tokio::time::timeout(UPLOAD_MEMORY_WAIT, f)
+        .await
+        .map_err(|_| {
+            Error::Busy(
+                "the registry's upload memory is taken by other uploads; retry shortly".into(),
+            )
+        })
+}
+
 /// The default of `--upload-memory`.
 const UPLOAD_MEMORY_DEFAULT: usize = 256 << 20;
 
@@ -291,7 +306,7 @@ impl ContentService {
                         .entry(address)
                         .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(per_address))),
                 );
-                let permit = own.acquire_many_owned(n).await.map_err(lost)?;
+                let permit = waited(own.acquire_many_owned(n)).await?.map_err(lost)?;
                 Some(Share {
                     permit: Some(permit),
                     address,
@@ -300,9 +315,8 @@ impl ContentService {
             }
             None => None,
         };
-        let whole = Arc::clone(&m.permits)
-            .acquire_many_owned(n)
-            .await
+        let whole = waited(Arc::clone(&m.permits).acquire_many_owned(n))
+            .await?
             .map_err(lost)?;
         Ok(UploadReservation {
             _whole: whole,
@@ -703,24 +717,38 @@ impl ContentService {
                 let file = tokio::task::spawn_blocking(move || fs.open_upload(&id, offset))
                     .await
                     .map_err(|e| Error::Task(e.to_string()))??;
-                tokio::task::spawn_blocking(move || {
-                    use std::io::Write as _;
-                    let mut file = file;
-                    while let Some(chunk) = wrx.blocking_recv() {
-                        file.write_all(&chunk)
+                // A blocking thread per chunk, never one parked waiting for the client's next
+                // bytes: stalled uploads cannot hold the blocking pool that every other request
+                // needs.
+                tokio::spawn(async move {
+                    let mut file = Some(file);
+                    let task = |e: tokio::task::JoinError| Error::Task(e.to_string());
+                    while let Some(chunk) = wrx.recv().await {
+                        let mut f = file.take().ok_or_else(|| Error::Task("no file".into()))?;
+                        file = Some(
+                            tokio::task::spawn_blocking(move || {
+                                use std::io::Write as _;
+                                f.write_all(&chunk).map(|()| f)
+                            })
+                            .await
+                            .map_err(task)?
                             .map_err(|source| crate::blob::Error {
                                 context: format!("writing upload {id}"),
                                 source,
-                            })?;
+                            })?,
+                        );
                     }
                     // A session's chunk is on disk before its new length is recorded and
                     // answered (202): the recorded length never runs ahead of the bytes a power
                     // cut keeps. (A whole blob is synced when it is committed.)
-                    if sync {
-                        file.sync_data().map_err(|source| crate::blob::Error {
-                            context: format!("syncing upload {id}"),
-                            source,
-                        })?;
+                    if sync && let Some(f) = file {
+                        tokio::task::spawn_blocking(move || f.sync_data())
+                            .await
+                            .map_err(task)?
+                            .map_err(|source| crate::blob::Error {
+                                context: format!("syncing upload {id}"),
+                                source,
+                            })?;
                     }
                     Ok(None)
                 })
@@ -733,11 +761,19 @@ impl ContentService {
             }),
         };
         let (htx, hasher_task) = match hasher {
-            Some(mut h) => {
+            Some(h) => {
                 let (htx, mut hrx) = tokio::sync::mpsc::channel::<Bytes>(PIPELINE_DEPTH);
-                let task = tokio::task::spawn_blocking(move || {
-                    while let Some(chunk) = hrx.blocking_recv() {
-                        h.update(&chunk);
+                // As the writer: a blocking thread per chunk, none parked between chunks.
+                let task = tokio::spawn(async move {
+                    let mut h = Some(h);
+                    while let Some(chunk) = hrx.recv().await {
+                        let Some(mut hasher) = h.take() else { break };
+                        h = tokio::task::spawn_blocking(move || {
+                            hasher.update(&chunk);
+                            hasher
+                        })
+                        .await
+                        .ok();
                     }
                     h
                 });
@@ -788,7 +824,11 @@ impl ContentService {
         drop(htx);
         let write_result = writer.await.map_err(|e| Error::Task(e.to_string()))?;
         let hasher = match hasher_task {
-            Some(t) => Some(t.await.map_err(|e| Error::Task(e.to_string()))?),
+            Some(t) => Some(
+                t.await
+                    .map_err(|e| Error::Task(e.to_string()))?
+                    .ok_or_else(|| Error::Task("hashing the upload failed".into()))?,
+            ),
             None => None,
         };
         if let Some(e) = read_err {

@@ -20,6 +20,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::types::ClientAddress;
 
+/// Milliseconds since the process's first connection: a cheap clock for activity stamps.
+pub(super) fn clock_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    u64::try_from(
+        START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX)
+}
+
 /// A served connection, as admission sees it.
 #[derive(Debug)]
 pub(super) struct Conn {
@@ -53,9 +65,7 @@ pub(super) struct InFlight(Arc<Conn>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         if self.0.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0
-                .waiting_since
-                .store(super::clock_ms(), Ordering::Relaxed);
+            self.0.waiting_since.store(clock_ms(), Ordering::Relaxed);
         }
     }
 }
@@ -175,7 +185,7 @@ impl Admission {
             id,
             address,
             busy: AtomicU32::new(0),
-            waiting_since: AtomicU64::new(super::clock_ms()),
+            waiting_since: AtomicU64::new(clock_ms()),
             evicted: tokio::sync::Notify::new(),
         });
         t.conns.insert(id, Arc::clone(&conn));

@@ -4,6 +4,8 @@
 
 mod admission;
 
+use admission::clock_ms;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -154,18 +156,6 @@ fn effective_max_connections(configured: usize) -> usize {
         );
     }
     configured.min(cap)
-}
-
-/// Milliseconds since the process's first connection: a cheap clock for activity stamps.
-fn clock_ms() -> u64 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    u64::try_from(
-        START
-            .get_or_init(std::time::Instant::now)
-            .elapsed()
-            .as_millis(),
-    )
-    .unwrap_or(u64::MAX)
 }
 
 /// A socket that stamps the time of its last successful read or write.
@@ -350,7 +340,7 @@ where
 }
 
 /// Starts the background tasks: upload expiry always, garbage collection when scheduled.
-pub fn spawn_background(state: &AppState, config: &Config) {
+pub fn spawn_background(state: &AppState, config: &Config) -> std::io::Result<()> {
     let content = state.content.clone();
     let ttl = config.upload_ttl;
     // Check for expired uploads a few times per TTL, at most hourly and at least every second.
@@ -376,36 +366,46 @@ pub fn spawn_background(state: &AppState, config: &Config) {
         }
     });
     let auth = state.auth.clone();
-    tokio::spawn(async move {
-        // New revocations are read, audit events and "last used" of credentials are written
-        // behind, every second (well inside `auth::revoked::REFRESH`); signing keys are re-read
-        // so that `berth keys rotate` takes effect without a restart; with several nodes, the
-        // keys that failed logins elsewhere are learnt.
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tick.tick().await;
-            let auth = auth.clone();
-            let done = tokio::task::spawn_blocking(move || {
-                // Rotation overlaps that ended: the old generation and what it made end.
-                if let Err(e) = auth.iam().end_overlaps() {
-                    tracing::error!(error = %e, "ending rotation overlaps failed");
+    let runtime = tokio::runtime::Handle::current();
+    // A thread of its own, not the blocking pool: whatever holds that pool, revocations made on
+    // other nodes still arrive within the bound.
+    let spawned = std::thread::Builder::new()
+        .name("berth-log".into())
+        .spawn(move || {
+            let _runtime = runtime.enter();
+            // New revocations are read, audit events and "last used" of credentials are written
+            // behind, every second (well inside `auth::revoked::REFRESH`); signing keys are re-read
+            // so that `berth keys rotate` takes effect without a restart; with several nodes, the
+            // keys that failed logins elsewhere are learnt.
+            let mut next = std::time::Instant::now();
+            loop {
+                next += Duration::from_secs(1);
+                let now = std::time::Instant::now();
+                // Behind (a slow database): the next round starts at once, then keeps the beat.
+                next = next.max(now);
+                std::thread::sleep(next.saturating_duration_since(now));
+                {
+                    // Rotation overlaps that ended: the old generation and what it made end.
+                    if let Err(e) = auth.iam().end_overlaps() {
+                        tracing::error!(error = %e, "ending rotation overlaps failed");
+                    }
+                    if let Err(e) = auth.refresh_revocations() {
+                        tracing::error!(error = %e, "reading revocations failed");
+                    }
+                    if let Err(e) = auth.flush_usage() {
+                        tracing::error!(error = %e, "recording credential use failed");
+                    }
+                    if let Err(e) = auth.tokens().keys().reload() {
+                        tracing::error!(error = %e, "reloading signing keys failed");
+                    }
+                    if let Err(e) = auth.refresh_shared_failures() {
+                        tracing::error!(error = %e, "reading failed logins of other nodes failed");
+                    }
                 }
-                if let Err(e) = auth.refresh_revocations() {
-                    tracing::error!(error = %e, "reading revocations failed");
-                }
-                if let Err(e) = auth.flush_usage() {
-                    tracing::error!(error = %e, "recording credential use failed");
-                }
-                if let Err(e) = auth.tokens().keys().reload() {
-                    tracing::error!(error = %e, "reloading signing keys failed");
-                }
-                if let Err(e) = auth.refresh_shared_failures() {
-                    tracing::error!(error = %e, "reading failed logins of other nodes failed");
-                }
-            });
-            let _ = done.await;
-        }
-    });
+            }
+        });
+    // Without it no revocation would reach this node: better not to serve at all.
+    spawned?;
     if state.auth.sso().is_some() {
         let auth = state.auth.clone();
         tokio::spawn(async move {
@@ -468,4 +468,5 @@ pub fn spawn_background(state: &AppState, config: &Config) {
             }
         });
     }
+    Ok(())
 }

@@ -1027,7 +1027,10 @@ async fn connections_are_bounded_and_idle_ones_closed() {
     // requests under way go on.
     let mut busy: Vec<TcpStream> = Vec::new();
     for i in 0..16 {
-        let mut c = raw_from(&s, &format!("127.0.2.{i}")).await.into_std().unwrap();
+        let mut c = raw_from(&s, &format!("127.0.2.{i}"))
+            .await
+            .into_std()
+            .unwrap();
         c.set_nonblocking(false).unwrap();
         c.write_all(UNFINISHED_BODY).unwrap();
         busy.push(c);
@@ -1071,6 +1074,22 @@ async fn connections_are_bounded_and_idle_ones_closed() {
     assert_eq!(r.status(), StatusCode::OK);
     let refused = metric(&s, "berth_connections_refused_total ").await;
     assert!(refused >= 20, "{refused}");
+    // Every slot taken by a silent connection, one per address: a newcomer takes the place of
+    // the one that has waited longest.
+    let mut silent = Vec::new();
+    for i in 0..16 {
+        silent.push(raw_from(&s, &format!("127.0.4.{i}")).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = client().get(s.url("/v2/")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut gave_way = 0;
+    for c in &mut silent {
+        if closed_in(c, Duration::from_millis(50)).await {
+            gave_way += 1;
+        }
+    }
+    assert!(gave_way >= 1, "no silent connection gave way");
 }
 
 /// A counter of `/metrics`, by its line's prefix.
@@ -5607,8 +5626,74 @@ async fn upload_memory_is_bounded_and_one_address_cannot_take_it() {
         "{:?}",
         start.elapsed()
     );
-    // The writer goes away: every reservation comes back.
-    drop(writers);
+    // The waiting requests are told to retry within seconds (not left to the idle timeout),
+    // and the streaming ones that go quiet are ended by the minimum rate.
+    use tokio::io::AsyncReadExt as _;
+    let mut answers = Vec::new();
+    for mut c in writers {
+        answers.push(tokio::spawn(async move {
+            let mut head = vec![0u8; 1024];
+            let start = Instant::now();
+            let n = tokio::time::timeout(Duration::from_secs(45), c.read(&mut head))
+                .await
+                .map_or(0, |r| r.unwrap_or(0));
+            (
+                String::from_utf8_lossy(&head[..n]).into_owned(),
+                start.elapsed(),
+            )
+        }));
+    }
+    let mut told = (0, 0);
+    for a in answers {
+        let (head, after) = a.await.unwrap();
+        if head.starts_with("HTTP/1.1 429") {
+            assert!(
+                head.to_ascii_lowercase().contains("retry-after: "),
+                "{head}"
+            );
+            assert!(after < Duration::from_secs(15), "{after:?}");
+            told.0 += 1;
+        } else {
+            assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+            assert!(head.contains("slower than"), "{head}");
+            assert!(
+                after > Duration::from_secs(20) && after < Duration::from_secs(40),
+                "{after:?}"
+            );
+            told.1 += 1;
+        }
+    }
+    assert_eq!(told, (8 - streaming, streaming));
+    // A chunked body past the length its Content-Range announced is refused at once.
+    let r = alice
+        .post(s.url("/v2/acme/app/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let mut c = raw_from(&s, "127.0.0.2").await;
+    c.write_all(
+        format!(
+            "PATCH {location} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n\
+             Content-Range: 0-0\r\nTransfer-Encoding: chunked\r\n\r\n10000\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let _ = c.write_all(&random_bytes(0x10000, 11)).await;
+    let mut head = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut head))
+        .await
+        .expect("no answer to a body longer than announced")
+        .unwrap();
+    let head = String::from_utf8_lossy(&head[..n]);
+    assert!(
+        head.starts_with("HTTP/1.1 400") && head.contains("longer than announced"),
+        "{head}"
+    );
+    drop(c);
+    // Every reservation comes back.
     let t = Instant::now();
     while free(&s).await != (40 << 20, 0) {
         assert!(t.elapsed() < Duration::from_secs(5), "{:?}", free(&s).await);
@@ -5661,4 +5746,78 @@ async fn a_namespace_created_again_at_once_is_not_born_revoked() {
         pull_with_bearer(s, &old, "again/app").await,
         StatusCode::UNAUTHORIZED
     );
+}
+
+/// Uploads that stall hold no thread: 600 PATCHes from three addresses, each with a small honest
+/// `Content-Length` and a few bytes sent, leave the node answering tokens, logins and the API
+/// at once (each upload used to park two threads of the blocking pool, whose 512 everything
+/// else needs).
+#[tokio::test]
+async fn stalled_uploads_hold_no_thread_and_the_node_keeps_answering() {
+    use base64::Engine as _;
+    use tokio::io::AsyncWriteExt as _;
+    let s = Server::start();
+    let admin = basic_client("admin", ADMIN_PASSWORD);
+    Api::admin(&s)
+        .ok(
+            "POST",
+            "/orgs",
+            Some(json!({"name": "acme"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("admin:{ADMIN_PASSWORD}"));
+    let mut stalled = Vec::new();
+    for i in 0..600 {
+        let r = admin
+            .post(s.url("/v2/acme/app/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let location = r.headers()["location"].to_str().unwrap().to_owned();
+        let mut c = raw_from(&s, &format!("127.0.0.{}", 2 + i % 3)).await;
+        c.write_all(
+            format!(
+                "PATCH {location} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n\
+                 Content-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\n0123456789"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        stalled.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let text = client()
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("berth_uploads_in_progress 600"),
+        "not all stalled uploads stream"
+    );
+    let start = Instant::now();
+    let r = basic_client("admin", ADMIN_PASSWORD)
+        .get(s.url("/token?service=berth&scope=repository:acme/app:pull"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .expect("a token while uploads stall");
+    assert_eq!(r.status(), StatusCode::OK);
+    Api::admin(&s)
+        .ok("GET", "/orgs/acme", None, StatusCode::OK)
+        .await;
+    user_session(&s, "walt", "walt-password-1").await;
+    push_blob(&admin, &s, "acme/app", &random_bytes(100_000, 12)).await;
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    drop(stalled);
 }

@@ -37,6 +37,8 @@ pub(crate) enum OciError {
     Unsupported(String),
     MethodNotAllowed,
     NotFound,
+    /// The node cannot take this now (its upload memory is taken): 429 with `Retry-After`.
+    TooManyRequests(String),
     Internal(String),
 }
 
@@ -102,6 +104,7 @@ impl OciError {
                 "the operation is unsupported for this endpoint".into(),
             ),
             OciError::NotFound => (S::NOT_FOUND, "UNSUPPORTED", "no such endpoint".into()),
+            OciError::TooManyRequests(m) => (S::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", m.clone()),
             OciError::Internal(cause) => {
                 let c = Condition::of(cause);
                 (c.status(), c.oci_code(), c.message().into())
@@ -139,6 +142,10 @@ impl IntoResponse for OciError {
             }
             OciError::Internal(cause) => {
                 resp.extensions_mut().insert(InternalError(cause));
+            }
+            OciError::TooManyRequests(_) => {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             _ => {}
         }
@@ -187,6 +194,7 @@ impl From<content::Error> for OciError {
             E::ManifestTooLarge => OciError::ManifestTooLarge,
             E::NameUnknown => OciError::NameUnknown,
             E::Body(m) => OciError::BlobUploadInvalid(m),
+            E::Busy(m) => OciError::TooManyRequests(m),
             e @ (E::Store(_) | E::Blob(_) | E::Task(_)) => OciError::Internal(e.to_string()),
         }
     }

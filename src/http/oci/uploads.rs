@@ -2,6 +2,8 @@
 //! `GET` status, `PUT ?digest=` to close, `DELETE` to cancel. See the distribution spec,
 //! "Pushing blobs" and "Mounting a blob from another repository".
 
+use std::future::Future as _;
+
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -78,7 +80,7 @@ where
         let len = content_length(headers)?;
         let _memory = content.reserve_upload(len, peer).await?;
         content
-            .push_blob(name, &digest, body.into_data_stream())
+            .push_blob(name, &digest, Bounded::new(body, len))
             .await
             .map_err(|e| size_error(e, len))?;
         return created(name, &digest);
@@ -159,7 +161,7 @@ pub(super) async fn patch(
     }
     let _memory = content.reserve_upload(len, peer).await?;
     match content
-        .append(name, id, range.map(|r| r.0), len, body.into_data_stream())
+        .append(name, id, range.map(|r| r.0), len, Bounded::new(body, len))
         .await
     {
         Ok(new_len) => upload_response(StatusCode::ACCEPTED, name, id, new_len),
@@ -192,7 +194,7 @@ pub(super) async fn put(
         || headers.contains_key(header::TRANSFER_ENCODING),
         |l| l > 0,
     );
-    let last = has_body.then(|| body.into_data_stream());
+    let last = has_body.then(|| Bounded::new(body, len));
     let _memory = match last {
         Some(_) => Some(content.reserve_upload(len, peer).await?),
         None => None,
@@ -211,4 +213,83 @@ pub(super) async fn cancel(
 ) -> Result<Response, OciError> {
     content.cancel_upload(name, id).await?;
     Ok((StatusCode::NO_CONTENT, [(header::CONTENT_LENGTH, "0")]).into_response())
+}
+
+/// The slowest an upload body may arrive, averaged over each `RATE_WINDOW` (16 KiB/s): a body
+/// kept alive a byte at a time cannot hold its upload memory and its request.
+const MIN_RATE: u64 = 16 * 1024;
+const RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// An upload body held to what its request announced (`Content-Length`, or a chunked body's
+/// `Content-Range`) and to `MIN_RATE`: the first byte past the announced length, or a window
+/// slower than the rate, ends it with an error at once, before more is held. Only time spent
+/// waiting for the client counts: while the server is busy with what it was handed (a slow
+/// disk or bucket), the window is held open.
+pub(super) struct Bounded {
+    inner: axum::body::BodyDataStream,
+    left: Option<u64>,
+    window: std::pin::Pin<Box<tokio::time::Sleep>>,
+    in_window: u64,
+    /// When the last bytes were handed on (the server's time since then does not count).
+    handed_at: Option<tokio::time::Instant>,
+}
+
+impl Bounded {
+    pub(super) fn new(body: Body, len: Option<u64>) -> Bounded {
+        Bounded {
+            inner: body.into_data_stream(),
+            left: len,
+            window: Box::pin(tokio::time::sleep(RATE_WINDOW)),
+            in_window: 0,
+            handed_at: None,
+        }
+    }
+}
+
+impl futures_util::Stream for Bounded {
+    type Item = Result<bytes::Bytes, std::io::Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if let Some(at) = this.handed_at.take() {
+            let deadline = this.window.deadline() + at.elapsed();
+            this.window.as_mut().reset(deadline);
+        }
+        if this.window.as_mut().poll(cx).is_ready() {
+            if this.in_window < MIN_RATE * RATE_WINDOW.as_secs() {
+                return Poll::Ready(Some(Err(std::io::Error::other(format!(
+                    "the body arrived slower than {} KiB/s",
+                    MIN_RATE / 1024
+                )))));
+            }
+            this.in_window = 0;
+            this.window
+                .as_mut()
+                .reset(tokio::time::Instant::now() + RATE_WINDOW);
+            let _ = this.window.as_mut().poll(cx);
+        }
+        match std::pin::Pin::new(&mut this.inner).poll_next(cx) {
+            Poll::Ready(Some(Ok(b))) => {
+                let n = b.len() as u64;
+                if let Some(left) = &mut this.left {
+                    if n > *left {
+                        return Poll::Ready(Some(Err(std::io::Error::other(
+                            "the body is longer than announced",
+                        ))));
+                    }
+                    *left -= n;
+                }
+                this.in_window += n;
+                this.handed_at = Some(tokio::time::Instant::now());
+                Poll::Ready(Some(Ok(b)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(std::io::Error::other(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
