@@ -90,15 +90,19 @@ struct Table {
 
 impl Table {
     /// The connection that gives way to a newcomer whose address holds `mine` connections:
-    /// the one that has waited longest for a request; else, when every connection is busy, the
-    /// newest of the address holding the most, if that is more than the newcomer's would hold
-    /// with it (so busy connections are shared fairly among addresses under contention, and
-    /// requests under way longest are the last to go).
+    /// the one that has waited longest for a request among those of addresses holding at
+    /// least as many as the newcomer's would with it; else, the newest of the address holding
+    /// the most, if that is more than the newcomer's would. So connections are shared fairly
+    /// among addresses under contention: an address cannot push out those of one holding fewer
+    /// (a newcomer's half-sent head or a keep-alive between requests included), and requests
+    /// under way longest are the last to go.
     fn victim(&self, mine: usize) -> Option<u64> {
+        let held = |c: &Conn| self.per_address.get(&c.address).copied().unwrap_or(0);
         let waiting = self
             .conns
             .values()
             .filter(|c| c.busy.load(Ordering::Acquire) == 0)
+            .filter(|c| held(c) > mine)
             .min_by_key(|c| c.waiting_since.load(Ordering::Relaxed))
             .map(|c| c.id);
         if waiting.is_some() {
@@ -275,6 +279,27 @@ mod tests {
         assert!(matches!(a.admit(ip("10.0.0.5")), Admitted::No));
         // ... and so is one more from an address that already holds its share.
         assert!(matches!(a.admit(ip("10.0.0.2")), Admitted::No));
+    }
+
+    #[test]
+    fn an_address_cannot_push_out_the_waiting_connection_of_one_holding_fewer() {
+        let a = Admission::new(3, 3);
+        let busy: Vec<(Slot, InFlight)> = (0..2)
+            .map(|_| {
+                let s = slot(a.admit(ip("10.0.0.1")));
+                let r = s.conn.request();
+                (s, r)
+            })
+            .collect();
+        // A keep-alive client between two requests (or one still sending its head).
+        let other = slot(a.admit(ip("10.0.0.2")));
+        // The busy address reconnects: it may not take the other's place.
+        assert!(matches!(a.admit(ip("10.0.0.1")), Admitted::No));
+        assert!(a.table.lock().unwrap().conns.contains_key(&other.conn.id));
+        // A newcomer holding nothing may (they would hold one each).
+        assert!(matches!(a.admit(ip("10.0.0.3")), Admitted::InPlaceOf(_)));
+        assert!(!a.table.lock().unwrap().conns.contains_key(&other.conn.id));
+        drop(busy);
     }
 
     #[test]
