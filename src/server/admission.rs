@@ -32,6 +32,20 @@ pub(super) fn clock_ms() -> u64 {
     .unwrap_or(u64::MAX)
 }
 
+/// What a connection's socket moved, stamped by the socket itself (`server::Watched`).
+#[derive(Debug)]
+pub(super) struct Traffic {
+    /// When a byte was last read or written (`clock_ms`).
+    pub(super) last: AtomicU64,
+    /// Bytes read and written.
+    pub(super) moved: AtomicU64,
+}
+
+/// A busy connection counts as slow once busy this long (ms)...
+const SLOW_AFTER_MS: u64 = 2_000;
+/// ... while its request has moved fewer bytes per second than this.
+const SLOW_RATE: u64 = 16 * 1024;
+
 /// A served connection, as admission sees it.
 #[derive(Debug)]
 pub(super) struct Conn {
@@ -41,6 +55,10 @@ pub(super) struct Conn {
     busy: AtomicU32,
     /// When it last became waiting (`clock_ms`).
     waiting_since: AtomicU64,
+    /// When it last became busy (`clock_ms`), and what its socket had moved then.
+    busy_since: AtomicU64,
+    moved_at_busy: AtomicU64,
+    traffic: Arc<Traffic>,
     /// Told when a newcomer takes its place; its task closes it.
     evicted: tokio::sync::Notify,
 }
@@ -53,8 +71,31 @@ impl Conn {
 
     /// Marks a request in flight until the guard drops (with the response body).
     pub(super) fn request(self: &Arc<Conn>) -> InFlight {
-        self.busy.fetch_add(1, Ordering::AcqRel);
+        if self.busy.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.busy_since.store(clock_ms(), Ordering::Relaxed);
+            self.moved_at_busy.store(
+                self.traffic.moved.load(Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
+        }
         InFlight(Arc::clone(self))
+    }
+
+    /// What its socket moves.
+    pub(super) fn traffic(&self) -> Arc<Traffic> {
+        Arc::clone(&self.traffic)
+    }
+
+    /// Busy for a while, its request moving less than `SLOW_RATE`: a body or a reader that
+    /// holds its place without using it.
+    fn slow(&self, now: u64) -> bool {
+        let busy_for = now.saturating_sub(self.busy_since.load(Ordering::Relaxed));
+        let moved = self
+            .traffic
+            .moved
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.moved_at_busy.load(Ordering::Relaxed));
+        busy_for >= SLOW_AFTER_MS && moved.saturating_mul(1000) < SLOW_RATE * busy_for
     }
 }
 
@@ -91,11 +132,11 @@ struct Table {
 impl Table {
     /// The connection that gives way to a newcomer whose address holds `mine` connections:
     /// the one that has waited longest for a request among those of addresses holding at
-    /// least as many as the newcomer's would with it; else, the newest of the address holding
-    /// the most, if that is more than the newcomer's would. So connections are shared fairly
-    /// among addresses under contention: an address cannot push out those of one holding fewer
-    /// (a newcomer's half-sent head or a keep-alive between requests included), and requests
-    /// under way longest are the last to go.
+    /// least as many as the newcomer's would with it; else a slow busy one (`Conn::slow`) of
+    /// the address holding the most, if that is more than the newcomer's would. So connections
+    /// are shared fairly among addresses under contention: an address cannot push out those of
+    /// one holding fewer (a newcomer's half-sent head or a keep-alive between requests
+    /// included), and a transfer making progress is never cut for a newcomer.
     fn victim(&self, mine: usize) -> Option<u64> {
         let held = |c: &Conn| self.per_address.get(&c.address).copied().unwrap_or(0);
         let waiting = self
@@ -108,14 +149,12 @@ impl Table {
         if waiting.is_some() {
             return waiting;
         }
-        let (&heaviest, &most) = self.per_address.iter().max_by_key(|(_, n)| **n)?;
-        if most <= mine + 1 {
-            return None;
-        }
+        let now = clock_ms();
         self.conns
             .values()
-            .filter(|c| c.address == heaviest)
-            .max_by_key(|c| c.id)
+            .filter(|c| held(c) > mine + 1)
+            .filter(|c| c.slow(now))
+            .max_by_key(|c| (held(c), c.id))
             .map(|c| c.id)
     }
 
@@ -190,6 +229,12 @@ impl Admission {
             address,
             busy: AtomicU32::new(0),
             waiting_since: AtomicU64::new(clock_ms()),
+            busy_since: AtomicU64::new(clock_ms()),
+            moved_at_busy: AtomicU64::new(0),
+            traffic: Arc::new(Traffic {
+                last: AtomicU64::new(clock_ms()),
+                moved: AtomicU64::new(0),
+            }),
             evicted: tokio::sync::Notify::new(),
         });
         t.conns.insert(id, Arc::clone(&conn));
@@ -249,6 +294,8 @@ mod tests {
                 (s, r)
             })
             .collect();
+        // Busy long enough to be judged, having moved nothing: slow.
+        std::thread::sleep(std::time::Duration::from_millis(SLOW_AFTER_MS + 100));
         let count = |a: &Admission, x: &str| {
             a.table
                 .lock()
@@ -279,6 +326,41 @@ mod tests {
         assert!(matches!(a.admit(ip("10.0.0.5")), Admitted::No));
         // ... and so is one more from an address that already holds its share.
         assert!(matches!(a.admit(ip("10.0.0.2")), Admitted::No));
+        // Even once all of them are slow.
+        std::thread::sleep(std::time::Duration::from_millis(SLOW_AFTER_MS + 100));
+        assert!(matches!(a.admit(ip("10.0.0.5")), Admitted::No));
+    }
+
+    #[test]
+    fn a_busy_connection_making_progress_never_gives_way() {
+        let a = Admission::new(4, 4);
+        let held: Vec<(Slot, InFlight)> = (0..4)
+            .map(|_| {
+                let s = slot(a.admit(ip("10.0.0.1")));
+                let r = s.conn.request();
+                (s, r)
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(SLOW_AFTER_MS + 100));
+        // Three transfer at a healthy rate (well over 16 KiB/s since they began); one does not.
+        for (s, _) in &held[..3] {
+            s.conn.traffic.moved.fetch_add(1 << 20, Ordering::Relaxed);
+        }
+        let newcomer = match a.admit(ip("10.0.0.2")) {
+            Admitted::InPlaceOf(s) => s,
+            other => panic!("{other:?}"),
+        };
+        let _busy = newcomer.conn.request();
+        let table = a.table.lock().unwrap();
+        assert!(
+            held[..3]
+                .iter()
+                .all(|(s, _)| table.conns.contains_key(&s.conn.id))
+        );
+        assert!(!table.conns.contains_key(&held[3].0.conn.id));
+        drop(table);
+        // Only moving ones are left: the next newcomer is refused.
+        assert!(matches!(a.admit(ip("10.0.0.3")), Admitted::No));
     }
 
     #[test]

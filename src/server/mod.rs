@@ -89,7 +89,8 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let (stream, activity) = Watched::new(stream);
+                let traffic = slot.conn.traffic();
+                let stream = Watched { inner: stream, traffic: Arc::clone(&traffic) };
                 let (app, conn) = (app.clone(), Arc::clone(&slot.conn));
                 // The peer address goes on every request, for rate limits, audit and "last used";
                 // the connection is busy until the response body is done.
@@ -103,7 +104,7 @@ pub async fn serve(
                 }));
                 let (builder, tls, mut stop) = (builder.clone(), tls.clone(), stop_rx.clone());
                 conns.spawn(async move {
-                    let watch = Watch { activity: &activity, idle, conn: &slot.conn };
+                    let watch = Watch { activity: &traffic.last, idle, conn: &slot.conn };
                     let handshake = async {
                         tokio::select! {
                             r = tokio::time::timeout(idle, acceptor_accept(tls.as_ref(), stream)) => r,
@@ -158,26 +159,17 @@ fn effective_max_connections(configured: usize) -> usize {
     configured.min(cap)
 }
 
-/// A socket that stamps the time of its last successful read or write.
+/// A socket that stamps the time of its last successful read or write and counts the bytes
+/// (`admission::Traffic`: the idle timeout and admission read them).
 struct Watched<S> {
     inner: S,
-    last: Arc<AtomicU64>,
+    traffic: Arc<admission::Traffic>,
 }
 
 impl<S> Watched<S> {
-    fn new(inner: S) -> (Watched<S>, Arc<AtomicU64>) {
-        let last = Arc::new(AtomicU64::new(clock_ms()));
-        (
-            Watched {
-                inner,
-                last: Arc::clone(&last),
-            },
-            last,
-        )
-    }
-
-    fn touch(&self) {
-        self.last.store(clock_ms(), Ordering::Relaxed);
+    fn touch(&self, n: usize) {
+        self.traffic.last.store(clock_ms(), Ordering::Relaxed);
+        self.traffic.moved.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
 
@@ -189,8 +181,9 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<S> {
     ) -> std::task::Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(r, std::task::Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.touch();
+        let after = buf.filled().len();
+        if matches!(r, std::task::Poll::Ready(Ok(()))) && after > before {
+            self.touch(after - before);
         }
         r
     }
@@ -203,8 +196,10 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
         let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
+        if let std::task::Poll::Ready(Ok(n)) = r
+            && n > 0
+        {
+            self.touch(n);
         }
         r
     }
@@ -215,8 +210,10 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
         let r = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
+        if let std::task::Poll::Ready(Ok(n)) = r
+            && n > 0
+        {
+            self.touch(n);
         }
         r
     }
