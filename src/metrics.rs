@@ -87,6 +87,8 @@ pub struct Readings {
     pub uploads_active: i64,
     /// Upload memory not reserved (`--upload-memory`), bytes.
     pub upload_memory_free: u64,
+    /// Download memory not taken (`--download-memory`), bytes.
+    pub download_memory_free: u64,
     pub blobs: u64,
     pub blob_bytes: u64,
     /// Workload token exchanges by outcome since the server started.
@@ -169,6 +171,11 @@ impl Metrics {
             "berth_upload_memory_free_bytes",
             "Upload memory (--upload-memory) not reserved by upload requests now",
             gauge(count(now.upload_memory_free)),
+        );
+        reg.register(
+            "berth_download_memory_free_bytes",
+            "Download memory (--download-memory) not taken by answers' chunks now",
+            gauge(count(now.download_memory_free)),
         );
         reg.register(
             "berth_blobs_stored",

@@ -130,6 +130,7 @@ impl AppState {
             config.storage.as_ref(),
         )?;
         content.set_upload_memory(config.upload_memory);
+        content.set_download_memory(config.download_memory);
         let keys = open_keys(config, &content).map_err(|e| ServerError::Keys(e.to_string()))?;
         let tokens = TokenService::new(keys, config.token_issuer.clone(), config.token_ttl);
         let iam = IamService::new(content.meta().clone());

@@ -22,6 +22,8 @@ pub const BERTH_MAX_CONNECTIONS: &str = "BERTH_MAX_CONNECTIONS";
 pub const BERTH_MAX_CONNECTIONS_PER_ADDRESS: &str = "BERTH_MAX_CONNECTIONS_PER_ADDRESS";
 /// Memory for upload bytes in flight, shared by the node's uploads.
 pub const BERTH_UPLOAD_MEMORY: &str = "BERTH_UPLOAD_MEMORY";
+/// Memory for blob bytes read for answers and not yet written, shared by the node's pulls.
+pub const BERTH_DOWNLOAD_MEMORY: &str = "BERTH_DOWNLOAD_MEMORY";
 /// Time a client has to send a request's headers.
 pub const BERTH_HEADER_READ_TIMEOUT: &str = "BERTH_HEADER_READ_TIMEOUT";
 /// A connection without any byte read or written for this long is closed.

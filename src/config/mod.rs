@@ -37,6 +37,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Memory for upload bytes in flight, shared by the node's uploads (`content::UploadMemory`).
     pub upload_memory: u64,
+    /// Memory for answers' blob bytes not yet written, shared by the node's pulls.
+    pub download_memory: u64,
     /// Connections served at once from one client address (`server::Admission`).
     pub max_connections_per_address: usize,
     pub header_read_timeout: Duration,
@@ -190,6 +192,14 @@ impl Config {
             {
                 n if n < 1 << 20 => {
                     return Err(invalid("upload_memory", "must be at least 1MiB".into()));
+                }
+                n => n,
+            },
+            download_memory: match parse_size(raw.download_memory.as_deref().unwrap_or("256MiB"))
+                .map_err(|m| invalid("download_memory", m))?
+            {
+                n if n < 1 << 20 => {
+                    return Err(invalid("download_memory", "must be at least 1MiB".into()));
                 }
                 n => n,
             },

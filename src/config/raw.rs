@@ -98,6 +98,10 @@ pub struct ServeArgs {
     #[arg(long, env = env::BERTH_UPLOAD_MEMORY, value_name = "SIZE")]
     pub upload_memory: Option<String>,
 
+    /// Memory for blob bytes read for answers and not yet written to their sockets, shared by all pulls of this node: a chunk waits for it before it is read, so clients that stop reading hold at most this between them; a chunk that waits over 30 s breaks its answer off [default: 256MiB]
+    #[arg(long, env = env::BERTH_DOWNLOAD_MEMORY, value_name = "SIZE")]
+    pub download_memory: Option<String>,
+
     /// Time a client has to send a request's headers [default: 30s]
     #[arg(long, env = env::BERTH_HEADER_READ_TIMEOUT, value_name = "DURATION")]
     pub header_read_timeout: Option<String>,
@@ -220,6 +224,7 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     pub max_connections_per_address: Option<usize>,
     pub upload_memory: Option<String>,
+    pub download_memory: Option<String>,
     pub header_read_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub database: Option<String>,
@@ -295,6 +300,7 @@ impl ServeArgs {
                 .max_connections_per_address
                 .or(file.max_connections_per_address),
             upload_memory: self.upload_memory.clone().or(file.upload_memory),
+            download_memory: self.download_memory.clone().or(file.download_memory),
             header_read_timeout: self
                 .header_read_timeout
                 .clone()

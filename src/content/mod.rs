@@ -13,6 +13,7 @@
 //! * Nothing becomes visible before it is durable: blob files are fsync'd before the row that
 //!   names them is written, SQLite commits with `synchronous=FULL`.
 
+mod budget;
 mod error;
 pub mod gc;
 mod lock;
@@ -35,7 +36,6 @@ pub use crate::types::{
 
 use crate::blob::{BlobStore, Engine};
 use crate::store::{self, ManifestRow, MetadataStore, NewManifest, ReferrerRow};
-use crate::types::ClientAddress;
 
 /// What the server keeps in memory about an upload session between requests: how far it got and
 /// the SHA-256 state of those bytes. Lost on restart, in which case the file is hashed again at
@@ -58,65 +58,23 @@ struct Inner {
     blobs: BlobStore,
     sessions: Mutex<Sessions>,
     uploads_active: AtomicI64,
-    upload_memory: UploadMemory,
-}
-
-/// Memory for upload bytes in flight, shared by every upload request of the node
-/// (`--upload-memory`): a request reserves what its body can hold in memory before it reads a
-/// byte, and waits, unread (the client held back by TCP), while the rest is taken. One client
-/// address (`ClientAddress`) reserves at most a quarter, first from its own share and then from
-/// the whole, so that one address's slow uploads cannot hold back everyone's. Counted in KiB.
-struct UploadMemory {
-    permits: Arc<tokio::sync::Semaphore>,
-    capacity_kib: std::sync::atomic::AtomicUsize,
-    /// Each address's share while it has a reservation or a waiter (then dropped).
-    shares: Arc<Mutex<HashMap<ClientAddress, Arc<tokio::sync::Semaphore>>>>,
+    /// Memory for upload bodies in flight (`--upload-memory`): a request reserves what its
+    /// body can hold in memory before it reads a byte, and waits, unread (the client held back
+    /// by TCP), while the rest is taken.
+    upload_memory: budget::Budget,
+    /// Memory for answers' chunks not yet written (`--download-memory`).
+    download_memory: Arc<budget::Budget>,
 }
 
 /// How long an upload request waits for upload memory before it is told to retry (429 with
 /// `Retry-After`), well inside the idle timeout that would otherwise end its connection.
 const UPLOAD_MEMORY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// `f`, or `Error::Busy` once `UPLOAD_MEMORY_WAIT` has passed.
-async fn waited<T>(f: impl std::future::Future<Output = T>) -> Result<T> {
-    tokio::time::timeout(UPLOAD_MEMORY_WAIT, f)
-        .await
-        .map_err(|_| {
-            Error::Busy(
-                "the registry's upload memory is taken by other uploads; retry shortly".into(),
-            )
-        })
-}
-
 /// The default of `--upload-memory`.
-const UPLOAD_MEMORY_DEFAULT: usize = 256 << 20;
+const UPLOAD_MEMORY_DEFAULT: u64 = 256 << 20;
 
 /// Upload memory reserved by one request, returned when it is dropped.
-pub struct UploadReservation {
-    _whole: tokio::sync::OwnedSemaphorePermit,
-    _share: Option<Share>,
-}
-
-/// What one request holds of its address's share.
-struct Share {
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
-    address: ClientAddress,
-    shares: Arc<Mutex<HashMap<ClientAddress, Arc<tokio::sync::Semaphore>>>>,
-}
-
-impl Drop for Share {
-    fn drop(&mut self) {
-        drop(self.permit.take());
-        // The map's own reference is the last one: no reservation, no waiter.
-        let mut shares = self.shares.lock().unwrap_or_else(PoisonError::into_inner);
-        if shares
-            .get(&self.address)
-            .is_some_and(|s| Arc::strong_count(s) == 1)
-        {
-            shares.remove(&self.address);
-        }
-    }
-}
+pub type UploadReservation = budget::Reservation;
 
 /// A blob opened for reading.
 pub struct BlobReader {
@@ -125,6 +83,48 @@ pub struct BlobReader {
     /// Where the size came from, to forget if the bytes turn out gone (see `bytes_gone`).
     meta: MetadataStore,
     repo: RepositoryName,
+    /// The node's download memory, and the client it is reserved for.
+    memory: Arc<budget::Budget>,
+    peer: Option<std::net::IpAddr>,
+}
+
+/// Memory for blob bytes read for answers and not yet written to their sockets, shared by every
+/// pull of the node (`--download-memory`, this by default): each chunk takes its share before
+/// it is read (from a file) or handed on (from a bucket) and gives it back when the connection
+/// has written it, so clients that stop reading (an HTTP/2 stream whose window never opens, a
+/// socket never read) hold at most this between them, one address at most a quarter.
+const DOWNLOAD_MEMORY_DEFAULT: u64 = 256 << 20;
+
+/// How long a chunk waits for download memory before its answer is broken off (the client
+/// retries; admission lets newcomers take the places of the slow connections that hold it).
+const DOWNLOAD_MEMORY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Takes `bytes` of download memory for `peer`, waiting at most `DOWNLOAD_MEMORY_WAIT`.
+async fn download_permit(
+    memory: &budget::Budget,
+    bytes: usize,
+    peer: Option<std::net::IpAddr>,
+) -> std::io::Result<budget::Reservation> {
+    memory
+        .reserve(bytes as u64, peer, DOWNLOAD_MEMORY_WAIT)
+        .await
+        .ok_or_else(|| {
+            std::io::Error::other(
+                "the registry's download memory is held by clients that do not read",
+            )
+        })
+}
+
+/// A chunk of an answer that gives its download memory back when dropped (written out).
+struct Counted<B> {
+    bytes: B,
+    _permit: budget::Reservation,
+}
+
+impl<B: AsRef<[u8]>> AsRef<[u8]> for Counted<B> {
+    fn as_ref(&self) -> &[u8] {
+        self.bytes.as_ref()
+    }
 }
 
 enum Source {
@@ -149,11 +149,25 @@ impl BlobReader {
         start: u64,
         len: u64,
     ) -> Result<futures_util::stream::BoxStream<'static, std::io::Result<Bytes>>> {
+        let (memory, peer) = (self.memory, self.peer);
         match self.source {
-            Source::File(file) => Ok(Self::stream_file(file, start, len).boxed()),
+            Source::File(file) => Ok(Self::stream_file(file, start, len, memory, peer).boxed()),
             Source::S3(s3, d) => match s3.stream(&d, start, len).await {
                 Err(e) if e.is_not_found() => Err(bytes_gone(&self.meta, &self.repo)),
-                r => Ok(r?),
+                Err(e) => Err(e.into()),
+                Ok(chunks) => Ok(chunks
+                    .then(move |chunk| {
+                        let memory = Arc::clone(&memory);
+                        async move {
+                            let chunk = chunk?;
+                            let permit = download_permit(&memory, chunk.len(), peer).await?;
+                            Ok(Bytes::from_owner(Counted {
+                                bytes: chunk,
+                                _permit: permit,
+                            }))
+                        }
+                    })
+                    .boxed()),
             },
         }
     }
@@ -162,34 +176,48 @@ impl BlobReader {
         file: std::fs::File,
         start: u64,
         len: u64,
+        memory: Arc<budget::Budget>,
+        peer: Option<std::net::IpAddr>,
     ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
         let mut file = file;
-        let first = tokio::task::spawn_blocking(move || {
-            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start))?;
-            read_chunk(file, len)
+        let read = move |file: std::fs::File, left: u64, memory: Arc<budget::Budget>| async move {
+            let permit =
+                download_permit(&memory, left.min(READ_CHUNK as u64) as usize, peer).await?;
+            tokio::task::spawn_blocking(move || read_chunk(file, left, permit))
+                .await
+                .map_err(std::io::Error::other)?
+        };
+        let first = tokio::spawn({
+            let memory = Arc::clone(&memory);
+            async move {
+                let file = tokio::task::spawn_blocking(move || {
+                    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start)).map(|_| file)
+                })
+                .await
+                .map_err(std::io::Error::other)??;
+                read(file, len, memory).await
+            }
         });
         let state = (len > 0).then_some((first, len));
-        futures_util::stream::unfold(state, |state| async move {
-            let (pending, left) = state?;
-            let (file, chunk) = match pending.await.map_err(std::io::Error::other) {
-                Ok(Ok(read)) => read,
-                Ok(Err(e)) | Err(e) => return Some((Err(e), None)),
-            };
-            if chunk.is_empty() {
-                let e = std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "blob file is shorter than its recorded size",
-                );
-                return Some((Err(e), None));
+        futures_util::stream::unfold(state, move |state| {
+            let memory = Arc::clone(&memory);
+            async move {
+                let (pending, left) = state?;
+                let (file, chunk) = match pending.await.map_err(std::io::Error::other) {
+                    Ok(Ok(read)) => read,
+                    Ok(Err(e)) | Err(e) => return Some((Err(e), None)),
+                };
+                if chunk.is_empty() {
+                    let e = std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "blob file is shorter than its recorded size",
+                    );
+                    return Some((Err(e), None));
+                }
+                let left = left - chunk.len() as u64;
+                let next = (left > 0).then(|| (tokio::spawn(read(file, left, memory)), left));
+                Some((Ok(chunk), next))
             }
-            let left = left - chunk.len() as u64;
-            let next = (left > 0).then(|| {
-                (
-                    tokio::task::spawn_blocking(move || read_chunk(file, left)),
-                    left,
-                )
-            });
-            Some((Ok(chunk), next))
         })
     }
 }
@@ -202,13 +230,24 @@ fn bytes_gone(meta: &MetadataStore, repo: &RepositoryName) -> Error {
     Error::BlobUnknown
 }
 
-/// Reads up to `READ_CHUNK` of the `left` bytes still wanted from `file`.
-fn read_chunk(mut file: std::fs::File, left: u64) -> std::io::Result<(std::fs::File, Bytes)> {
+/// Reads up to `READ_CHUNK` of the `left` bytes still wanted from `file`, into a chunk that
+/// holds `permit` (download memory) until it is dropped.
+fn read_chunk(
+    mut file: std::fs::File,
+    left: u64,
+    permit: budget::Reservation,
+) -> std::io::Result<(std::fs::File, Bytes)> {
     use std::io::Read as _;
     let n = left.min(READ_CHUNK as u64);
     let mut buf = Vec::with_capacity(usize::try_from(n).unwrap_or(READ_CHUNK));
     (&mut file).take(n).read_to_end(&mut buf)?;
-    Ok((file, Bytes::from(buf)))
+    Ok((
+        file,
+        Bytes::from_owner(Counted {
+            bytes: buf,
+            _permit: permit,
+        }),
+    ))
 }
 
 /// The result of a manifest push.
@@ -230,11 +269,8 @@ impl ContentService {
                 blobs,
                 sessions: Mutex::default(),
                 uploads_active: AtomicI64::new(0),
-                upload_memory: UploadMemory {
-                    permits: Arc::new(tokio::sync::Semaphore::new(UPLOAD_MEMORY_DEFAULT >> 10)),
-                    capacity_kib: std::sync::atomic::AtomicUsize::new(UPLOAD_MEMORY_DEFAULT >> 10),
-                    shares: Arc::default(),
-                },
+                upload_memory: budget::Budget::new(UPLOAD_MEMORY_DEFAULT),
+                download_memory: Arc::new(budget::Budget::new(DOWNLOAD_MEMORY_DEFAULT)),
             }),
         }
     }
@@ -254,16 +290,7 @@ impl ContentService {
 
     /// Sets the memory shared by upload requests (`--upload-memory`); before serving.
     pub fn set_upload_memory(&self, bytes: u64) {
-        let m = &self.inner.upload_memory;
-        let want = usize::try_from(bytes >> 10)
-            .unwrap_or(usize::MAX)
-            .clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
-        let had = m.capacity_kib.swap(want, Ordering::Relaxed);
-        if want > had {
-            m.permits.add_permits(want - had);
-        } else {
-            m.permits.forget_permits(had - want);
-        }
+        self.inner.upload_memory.set(bytes);
     }
 
     /// What an upload request's body can hold in memory at once: the pipeline to the writer
@@ -282,51 +309,37 @@ impl ContentService {
     }
 
     /// Reserves `upload_footprint(len)` of the upload memory for a request from `peer`: from
-    /// the address's share, then from the whole, waiting while either is taken.
+    /// the address's share, then from the whole, waiting while either is taken; told to retry
+    /// (`Error::Busy`) after `UPLOAD_MEMORY_WAIT`.
     pub async fn reserve_upload(
         &self,
         len: Option<u64>,
         peer: Option<std::net::IpAddr>,
     ) -> Result<UploadReservation> {
-        let m = &self.inner.upload_memory;
-        let capacity = m.capacity_kib.load(Ordering::Relaxed).max(1);
-        let per_address = (capacity / 4).max(1);
-        let kib = usize::try_from(self.upload_footprint(len).div_ceil(1024))
-            .unwrap_or(usize::MAX)
-            .clamp(1, per_address);
-        let n = u32::try_from(kib).unwrap_or(u32::MAX);
-        let lost = |e: tokio::sync::AcquireError| Error::Task(e.to_string());
-        let share = match peer {
-            Some(ip) => {
-                let address = ClientAddress::from(ip);
-                let own = Arc::clone(
-                    m.shares
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .entry(address)
-                        .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(per_address))),
-                );
-                let permit = waited(own.acquire_many_owned(n)).await?.map_err(lost)?;
-                Some(Share {
-                    permit: Some(permit),
-                    address,
-                    shares: Arc::clone(&m.shares),
-                })
-            }
-            None => None,
-        };
-        let whole = waited(Arc::clone(&m.permits).acquire_many_owned(n))
-            .await?
-            .map_err(lost)?;
-        Ok(UploadReservation {
-            _whole: whole,
-            _share: share,
-        })
+        self.inner
+            .upload_memory
+            .reserve(self.upload_footprint(len), peer, UPLOAD_MEMORY_WAIT)
+            .await
+            .ok_or_else(|| {
+                Error::Busy(
+                    "the registry's upload memory is taken by other uploads; retry shortly".into(),
+                )
+            })
+    }
+
+    /// Sets the memory shared by pulls (`--download-memory`); before serving.
+    pub fn set_download_memory(&self, bytes: u64) {
+        self.inner.download_memory.set(bytes);
+    }
+
+    /// Download memory not taken now, in bytes.
+    pub fn download_memory_free(&self) -> u64 {
+        self.inner.download_memory.free()
     }
 
     /// Upload memory not reserved now, in bytes.
     pub fn upload_memory_free(&self) -> u64 {
-        (self.inner.upload_memory.permits.available_permits() as u64) << 10
+        self.inner.upload_memory.free()
     }
 
     /// Requests currently streaming upload bytes.
@@ -362,7 +375,13 @@ impl ContentService {
             .ok_or(Error::BlobUnknown)
     }
 
-    pub fn open_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<BlobReader> {
+    /// `peer`: the client the answer's download memory is reserved for.
+    pub fn open_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<BlobReader> {
         let size = self.blob_size(repo, digest)?;
         let source = match self.inner.blobs.engine() {
             Engine::Fs(f) => match f.open_blob(digest) {
@@ -377,6 +396,8 @@ impl ContentService {
             size,
             meta: self.inner.meta.clone(),
             repo: repo.clone(),
+            memory: Arc::clone(&self.inner.download_memory),
+            peer,
         })
     }
 

@@ -196,6 +196,7 @@ async fn metrics(State(state): State<AppState>, req: axum::extract::Request) -> 
     let text = state.metrics.render(crate::metrics::Readings {
         uploads_active: state.content.uploads_active(),
         upload_memory_free: state.content.upload_memory_free(),
+        download_memory_free: state.content.download_memory_free(),
         blobs,
         blob_bytes: bytes,
         exchanges: state.auth.exchange_counts(),

@@ -5836,3 +5836,69 @@ async fn stalled_uploads_hold_no_thread_and_the_node_keeps_answering() {
     );
     drop(stalled);
 }
+
+/// Pulls whose clients stop reading hold at most the download memory (`--download-memory`),
+/// one address at most a quarter of it: the chunks read for them wait for room, and a pull from
+/// another address goes on at once; when they go away, all of it comes back.
+#[tokio::test]
+async fn pulls_that_stop_reading_hold_at_most_their_addresses_share_of_download_memory() {
+    use base64::Engine as _;
+    use tokio::io::AsyncWriteExt as _;
+    let s = Server::start_args(&["--download-memory", "8MiB"]);
+    let admin = basic_client("admin", ADMIN_PASSWORD);
+    Api::admin(&s)
+        .ok(
+            "POST",
+            "/orgs",
+            Some(json!({"name": "acme"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let big = random_bytes(64 << 20, 21);
+    let d = push_blob(&admin, &s, "acme/app", &big).await;
+    let free = || async { metric(&s, "berth_download_memory_free_bytes ").await };
+    assert_eq!(free().await, 8 << 20);
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("admin:{ADMIN_PASSWORD}"));
+    let mut stalled = Vec::new();
+    for _ in 0..20 {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let mut c = sock.connect(s.host.parse().unwrap()).await.unwrap();
+        c.write_all(
+            format!(
+                "GET /v2/acme/app/blobs/{d} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        stalled.push(c);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The address holds its quarter (2 MiB), give or take the chunk being handed on.
+    let held = (8u64 << 20) - free().await;
+    assert!((1 << 20..=(2 << 20) + (256 << 10)).contains(&held), "{held}");
+    // Another address pulls a blob whole, at once.
+    let small = random_bytes(3 << 20, 22);
+    let sd = push_blob(&admin, &s, "acme/app", &small).await;
+    let start = Instant::now();
+    let r = admin
+        .get(s.url(&format!("/v2/acme/app/blobs/{sd}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &small[..]);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    drop(stalled);
+    let t = Instant::now();
+    while free().await != 8 << 20 {
+        assert!(t.elapsed() < Duration::from_secs(5), "{}", free().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -271,7 +271,7 @@ async fn dispatch(
             manifests::delete(content, &name, &reference).await
         }
         OciRoute::GetBlob { name, digest, head } => {
-            blobs::get(content, &name, &digest, head, headers).await
+            blobs::get(content, &name, &digest, head, headers, peer).await
         }
         OciRoute::DeleteBlob { name, digest } => blobs::delete(content, &name, &digest).await,
         OciRoute::StartUpload { name } => {
