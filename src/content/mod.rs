@@ -45,8 +45,51 @@ struct Session {
     hasher: Option<Hasher>,
 }
 
-/// A session's entry: `None` while a request is writing to it.
-type Sessions = HashMap<uuid::Uuid, Option<Session>>;
+/// A session's entry: `None` while a request is writing to it, with the token of that request's
+/// `Hold`.
+type Sessions = HashMap<uuid::Uuid, (u64, Option<Session>)>;
+
+/// A request's hold on a session it took (`take_session`). Put back with `put_session`; dropped
+/// without (the request was cancelled: a reset HTTP/2 stream, a connection that went away), the
+/// node forgets the session, so the next request resumes from the stored bytes instead of being
+/// told, until the upload expires, that another request is writing to it.
+struct Hold {
+    inner: Arc<Inner>,
+    id: uuid::Uuid,
+    token: u64,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let mut map = self
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if matches!(map.get(&self.id), Some((t, None)) if *t == self.token) {
+            map.remove(&self.id);
+        }
+    }
+}
+
+/// An upload file of a request still streaming; removed if the request is dropped meanwhile.
+struct Orphan {
+    blobs: BlobStore,
+    id: Option<uuid::Uuid>,
+}
+
+impl Drop for Orphan {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take()
+            && let Err(e) = self.blobs.remove_upload(&id)
+        {
+            tracing::warn!(upload = %id, error = %e, "removing a cancelled upload's file");
+        }
+    }
+}
+
+/// Tokens of `Hold`s.
+static HOLDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 #[derive(Clone)]
 pub struct ContentService {
@@ -459,10 +502,13 @@ impl ContentService {
         .await?;
         self.sessions().insert(
             id,
-            Some(Session {
-                offset: 0,
-                hasher: Some(Hasher::new(Algorithm::Sha256)),
-            }),
+            (
+                0,
+                Some(Session {
+                    offset: 0,
+                    hasher: Some(Hasher::new(Algorithm::Sha256)),
+                }),
+            ),
         );
         Ok(id)
     }
@@ -487,13 +533,20 @@ impl ContentService {
     /// Takes a session for exclusive use by one request (on this node; the digest check at the
     /// end catches clients that write one upload through two nodes at once). `stored` is the
     /// committed size from the session's row.
-    fn take_session(&self, id: &uuid::Uuid, stored: u64) -> Result<Session> {
+    fn take_session(&self, id: &uuid::Uuid, stored: u64) -> Result<(Session, Hold)> {
+        let token = HOLDS.fetch_add(1, Ordering::Relaxed);
+        let hold = |this: &Self| Hold {
+            inner: Arc::clone(&this.inner),
+            id: *id,
+            token,
+        };
         let mut map = self.sessions();
         match map.get_mut(id) {
-            Some(slot) => {
+            Some((held_by, slot)) => {
                 let mut s = slot.take().ok_or_else(|| {
                     Error::UploadInvalid("another request is writing to this upload".into())
                 })?;
+                *held_by = token;
                 if s.offset != stored {
                     // Bytes arrived through another node: this node's hash state is stale, the
                     // bytes are hashed again at the end.
@@ -502,22 +555,29 @@ impl ContentService {
                         hasher: None,
                     };
                 }
-                Ok(s)
+                drop(map);
+                Ok((s, hold(self)))
             }
             None => {
                 // Not in memory (started on another node, or before a restart): resume from the
                 // stored bytes, hash them again at the end.
-                map.insert(*id, None);
-                Ok(Session {
-                    offset: stored,
-                    hasher: None,
-                })
+                map.insert(*id, (token, None));
+                drop(map);
+                Ok((
+                    Session {
+                        offset: stored,
+                        hasher: None,
+                    },
+                    hold(self),
+                ))
             }
         }
     }
 
-    fn put_session(&self, id: &uuid::Uuid, s: Session) {
-        if let Some(slot) = self.sessions().get_mut(id) {
+    fn put_session(&self, hold: Hold, s: Session) {
+        if let Some((t, slot)) = self.sessions().get_mut(&hold.id)
+            && *t == hold.token
+        {
             *slot = Some(s);
         }
     }
@@ -537,12 +597,12 @@ impl ContentService {
         E: std::fmt::Display,
     {
         let row = self.check_upload(repo, id)?;
-        let mut session = self.take_session(id, row.size)?;
+        let (mut session, hold) = self.take_session(id, row.size)?;
         if let Some(start) = start
             && start != session.offset
         {
             let offset = session.offset;
-            self.put_session(id, session);
+            self.put_session(hold, session);
             return Err(Error::RangeMismatch { offset });
         }
         if let Engine::S3(s3) = self.inner.blobs.engine().clone() {
@@ -551,7 +611,7 @@ impl ContentService {
                 session.offset = *offset;
             }
             session.hasher = None;
-            self.put_session(id, session);
+            self.put_session(hold, session);
             return result.map(|(offset, _)| offset);
         }
         let result = self
@@ -573,12 +633,12 @@ impl ContentService {
                     Ok(_) => {
                         session.offset = offset;
                         session.hasher = hasher;
-                        self.put_session(id, session);
+                        self.put_session(hold, session);
                         Ok(offset)
                     }
                     Err(e) => {
                         session.hasher = None;
-                        self.put_session(id, session);
+                        self.put_session(hold, session);
                         Err(e)
                     }
                 }
@@ -587,7 +647,7 @@ impl ContentService {
                 // The bytes that arrived are not what the client announced: drop them all. The
                 // hasher has seen them, so the file is hashed again at the end.
                 self.put_session(
-                    id,
+                    hold,
                     Session {
                         offset: session.offset,
                         hasher: None,
@@ -600,7 +660,7 @@ impl ContentService {
             }
             Err(e) => {
                 self.put_session(
-                    id,
+                    hold,
                     Session {
                         offset: session.offset,
                         hasher: None,
@@ -878,7 +938,7 @@ impl ContentService {
                 && self.check_upload(repo, id)?.size == 0
             {
                 // Marks the session busy on this node until the blob is committed.
-                self.take_session(id, 0)?;
+                let _hold = self.take_session(id, 0)?.1;
                 let result = self.store_whole(repo, digest, body, Some(*id)).await;
                 self.sessions().remove(id);
                 return result;
@@ -903,7 +963,7 @@ impl ContentService {
                 .await;
         }
         let row = self.check_upload(repo, id)?;
-        let session = self.take_session(id, row.size)?;
+        let (session, _hold) = self.take_session(id, row.size)?;
         let (repo, id, want) = (repo.clone(), *id, digest.clone());
         // Files: the upload's file is hashed unless its hash state is at hand.
         let result = self
@@ -958,7 +1018,7 @@ impl ContentService {
         if row.size == 0 {
             // The whole blob in this request (or an empty one): straight into its staged
             // object, or one PUT to its key when it fits a part.
-            self.take_session(id, 0)?;
+            let _hold = self.take_session(id, 0)?.1;
             let result = match last {
                 Some(body) => self.store_whole(repo, digest, body, Some(*id)).await,
                 None => {
@@ -972,7 +1032,7 @@ impl ContentService {
             return result;
         }
         // Held (busy on this node) until the blob is committed.
-        let _session = self.take_session(id, row.size)?;
+        let _held = self.take_session(id, row.size)?;
         let result = async {
             let (size, state) = match last {
                 Some(body) => self.append_parts(s3, id, &row, None, body, true).await?,
@@ -1050,8 +1110,15 @@ impl ContentService {
             }
             Engine::S3(s3) => Target::Sink(s3.staging_sink(&id)),
         };
+        // A request cancelled while its body streams in (a reset HTTP/2 stream, a connection
+        // gone) leaves no file behind; from the commit on, the blocking task cleans up.
+        let mut orphan = Orphan {
+            blobs: self.inner.blobs.clone(),
+            id: matches!(target, Target::File(..)).then_some(id),
+        };
         let hasher = Some(Hasher::new(digest.algorithm()));
         let written = self.stream_into(target, hasher, body).await;
+        orphan.id = None;
         let (repo, want) = (repo.clone(), digest.clone());
         self.blocking(move |s| {
             let discard = |sink: Option<crate::blob::Sink>| -> Result<()> {

@@ -5878,7 +5878,10 @@ async fn pulls_that_stop_reading_hold_at_most_their_addresses_share_of_download_
     tokio::time::sleep(Duration::from_secs(2)).await;
     // The address holds its quarter (2 MiB), give or take the chunk being handed on.
     let held = (8u64 << 20) - free().await;
-    assert!((1 << 20..=(2 << 20) + (256 << 10)).contains(&held), "{held}");
+    assert!(
+        (1 << 20..=(2 << 20) + (256 << 10)).contains(&held),
+        "{held}"
+    );
     // Another address pulls a blob whole, at once.
     let small = random_bytes(3 << 20, 22);
     let sd = push_blob(&admin, &s, "acme/app", &small).await;
@@ -5901,4 +5904,111 @@ async fn pulls_that_stop_reading_hold_at_most_their_addresses_share_of_download_
         assert!(t.elapsed() < Duration::from_secs(5), "{}", free().await);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Uploads cancelled while their bodies stream in (an HTTP/2 stream reset, as a client's
+/// timeout sends) leave nothing behind: no file of a monolithic push, and the session of a
+/// chunk is not left "being written" for the next request.
+#[tokio::test]
+async fn uploads_cancelled_mid_body_leave_no_file_and_no_stuck_session() {
+    let s = Server::start();
+    Api::admin(&s)
+        .ok(
+            "POST",
+            "/orgs",
+            Some(json!({"name": "acme"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let admin = basic_client("admin", ADMIN_PASSWORD);
+    let h2 = {
+        use base64::Engine as _;
+        let mut headers = reqwest::header::HeaderMap::new();
+        let basic =
+            base64::engine::general_purpose::STANDARD.encode(format!("admin:{ADMIN_PASSWORD}"));
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Basic {basic}").parse().unwrap(),
+        );
+        reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .default_headers(headers)
+            .build()
+            .unwrap()
+    };
+    // A body that sends 64 KiB and then nothing.
+    let stalling = || {
+        let first = futures_util::stream::once(async {
+            Ok::<_, std::io::Error>(bytes::Bytes::from(random_bytes(64 << 10, 31)))
+        });
+        reqwest::Body::wrap_stream(futures_util::StreamExt::chain(
+            first,
+            futures_util::stream::pending(),
+        ))
+    };
+    let cancel = |req: reqwest::RequestBuilder| async move {
+        let sent = tokio::spawn(req.send());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        sent.abort();
+        let _ = sent.await;
+    };
+    let uploads = s.data_dir.join("uploads");
+    let files = || std::fs::read_dir(&uploads).map(|d| d.count()).unwrap_or(0);
+    let before = files();
+    for _ in 0..5 {
+        let d = sha256(b"never sent whole");
+        cancel(
+            h2.post(s.url(&format!("/v2/acme/app/blobs/uploads/?digest={d}")))
+                .header("content-length", (1 << 20).to_string())
+                .body(stalling()),
+        )
+        .await;
+    }
+    let t = Instant::now();
+    while files() > before {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{} upload files left",
+            files()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A chunk cancelled midway: the session takes the same chunk again, then completes.
+    let r = admin
+        .post(s.url("/v2/acme/app/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    cancel(
+        h2.patch(s.url(&location))
+            .header("content-type", "application/octet-stream")
+            .header("content-range", format!("0-{}", (1 << 20) - 1))
+            .header("content-length", (1 << 20).to_string())
+            .body(stalling()),
+    )
+    .await;
+    let bytes = random_bytes(1 << 20, 32);
+    let r = admin
+        .patch(s.url(&location))
+        .header("content-type", "application/octet-stream")
+        .header("content-range", format!("0-{}", bytes.len() - 1))
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::ACCEPTED,
+        "{}",
+        r.text().await.unwrap()
+    );
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let r = admin
+        .put(s.url(&format!("{location}{sep}digest={}", sha256(&bytes))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
 }
