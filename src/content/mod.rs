@@ -348,7 +348,12 @@ impl ContentService {
             // buffered, two in flight) after the pipeline.
             Engine::S3(_) => pipeline + 3 * PART as u64,
         };
-        len.map_or(worst, |l| worst.min(l.saturating_mul(2) + 64 * 1024))
+        // At least a chunk of the pipeline: a request costs a task, a file and a socket's
+        // buffers whatever it announces, so tiny announced bodies cannot be opened by the
+        // thousand within one address's share.
+        len.map_or(worst, |l| {
+            worst.min((l.saturating_mul(2) + 64 * 1024).max(WRITE_CHUNK as u64))
+        })
     }
 
     /// Reserves `upload_footprint(len)` of the upload memory for a request from `peer`: from

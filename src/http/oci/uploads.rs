@@ -230,17 +230,25 @@ pub(super) struct Bounded {
     left: Option<u64>,
     window: std::pin::Pin<Box<tokio::time::Sleep>>,
     in_window: u64,
+    /// What the current window must bring (all of a short body in its first window).
+    need: u64,
     /// When the last bytes were handed on (the server's time since then does not count).
     handed_at: Option<tokio::time::Instant>,
 }
 
 impl Bounded {
     pub(super) fn new(body: Body, len: Option<u64>) -> Bounded {
+        // A short body must arrive within a short first window: 5 s and its time at the rate
+        // (a 1-byte body that never comes holds its request 5 s, not 30).
+        let first = len.map_or(RATE_WINDOW, |l| {
+            RATE_WINDOW.min(std::time::Duration::from_secs(5 + l / MIN_RATE))
+        });
         Bounded {
             inner: body.into_data_stream(),
             left: len,
-            window: Box::pin(tokio::time::sleep(RATE_WINDOW)),
+            window: Box::pin(tokio::time::sleep(first)),
             in_window: 0,
+            need: len.map_or(u64::MAX, |l| l.min(MIN_RATE * first.as_secs())),
             handed_at: None,
         }
     }
@@ -260,13 +268,14 @@ impl futures_util::Stream for Bounded {
             this.window.as_mut().reset(deadline);
         }
         if this.window.as_mut().poll(cx).is_ready() {
-            if this.in_window < MIN_RATE * RATE_WINDOW.as_secs() {
+            if this.in_window < this.need.min(MIN_RATE * RATE_WINDOW.as_secs()) {
                 return Poll::Ready(Some(Err(std::io::Error::other(format!(
                     "the body arrived slower than {} KiB/s",
                     MIN_RATE / 1024
                 )))));
             }
             this.in_window = 0;
+            this.need = u64::MAX;
             this.window
                 .as_mut()
                 .reset(tokio::time::Instant::now() + RATE_WINDOW);
