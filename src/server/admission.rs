@@ -259,6 +259,17 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// `n` connections from `x`, each with a request in flight.
+    fn busy(a: &Admission, x: &str, n: usize) -> Vec<(Slot, InFlight)> {
+        (0..n)
+            .map(|_| {
+                let s = slot(a.admit(ip(x)));
+                let r = s.conn.request();
+                (s, r)
+            })
+            .collect()
+    }
+
     fn slot(a: Admitted) -> Slot {
         match a {
             Admitted::Yes(s) | Admitted::InPlaceOf(s) => s,
@@ -287,13 +298,7 @@ mod tests {
     #[test]
     fn when_all_are_busy_the_address_holding_the_most_gives_way_down_to_a_fair_share() {
         let a = Admission::new(4, 4);
-        let held: Vec<(Slot, InFlight)> = (0..4)
-            .map(|_| {
-                let s = slot(a.admit(ip("10.0.0.1")));
-                let r = s.conn.request();
-                (s, r)
-            })
-            .collect();
+        let held = busy(&a, "10.0.0.1", 4);
         // Busy long enough to be judged, having moved nothing: slow.
         std::thread::sleep(std::time::Duration::from_millis(SLOW_AFTER_MS + 100));
         let count = |a: &Admission, x: &str| {
@@ -334,13 +339,7 @@ mod tests {
     #[test]
     fn a_busy_connection_making_progress_never_gives_way() {
         let a = Admission::new(4, 4);
-        let held: Vec<(Slot, InFlight)> = (0..4)
-            .map(|_| {
-                let s = slot(a.admit(ip("10.0.0.1")));
-                let r = s.conn.request();
-                (s, r)
-            })
-            .collect();
+        let held = busy(&a, "10.0.0.1", 4);
         std::thread::sleep(std::time::Duration::from_millis(SLOW_AFTER_MS + 100));
         // Three transfer at a healthy rate (well over 16 KiB/s since they began); one does not.
         for (s, _) in &held[..3] {
@@ -366,13 +365,7 @@ mod tests {
     #[test]
     fn an_address_cannot_push_out_the_waiting_connection_of_one_holding_fewer() {
         let a = Admission::new(3, 3);
-        let busy: Vec<(Slot, InFlight)> = (0..2)
-            .map(|_| {
-                let s = slot(a.admit(ip("10.0.0.1")));
-                let r = s.conn.request();
-                (s, r)
-            })
-            .collect();
+        let held = busy(&a, "10.0.0.1", 2);
         // A keep-alive client between two requests (or one still sending its head).
         let other = slot(a.admit(ip("10.0.0.2")));
         // The busy address reconnects: it may not take the other's place.
@@ -381,7 +374,7 @@ mod tests {
         // A newcomer holding nothing may (they would hold one each).
         assert!(matches!(a.admit(ip("10.0.0.3")), Admitted::InPlaceOf(_)));
         assert!(!a.table.lock().unwrap().conns.contains_key(&other.conn.id));
-        drop(busy);
+        drop(held);
     }
 
     #[test]

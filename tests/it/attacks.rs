@@ -5532,16 +5532,9 @@ async fn a_few_addresses_keeping_requests_in_flight_cannot_keep_clients_out() {
     assert!(lost.iter().sum::<i32>() >= 1, "{lost:?}");
 }
 
-/// Upload memory is one bounded budget (`--upload-memory`) and one address reserves at most a
-/// quarter of it: a writer that opens many uploads from one address and leaves their bodies
-/// unfinished gets four streaming and the rest waiting, unread; pushes from another address go
-/// on at once; when the writer goes away, every reservation comes back.
-#[tokio::test]
-async fn upload_memory_is_bounded_and_one_address_cannot_take_it() {
-    use base64::Engine as _;
-    use tokio::io::AsyncWriteExt as _;
-    let s = Server::start_args(&["--upload-memory", "40MiB"]);
-    let alice = basic_client("admin", ADMIN_PASSWORD);
+/// A server started with `args` and an organization `acme` made by the admin.
+async fn server_with_acme(args: &[&str]) -> Server {
+    let s = Server::start_args(args);
     Api::admin(&s)
         .ok(
             "POST",
@@ -5550,6 +5543,35 @@ async fn upload_memory_is_bounded_and_one_address_cannot_take_it() {
             StatusCode::CREATED,
         )
         .await;
+    s
+}
+
+/// The admin's Basic credentials, encoded for a raw request's `Authorization` header.
+fn admin_basic() -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(format!("admin:{ADMIN_PASSWORD}"))
+}
+
+/// A new upload session in `acme/app`: its `Location`.
+async fn upload_session(c: &reqwest::Client, s: &Server) -> String {
+    let r = c
+        .post(s.url("/v2/acme/app/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    r.headers()["location"].to_str().unwrap().to_owned()
+}
+
+/// Upload memory is one bounded budget (`--upload-memory`) and one address reserves at most a
+/// quarter of it: a writer that opens many uploads from one address and leaves their bodies
+/// unfinished gets four streaming and the rest waiting, unread; pushes from another address go
+/// on at once; when the writer goes away, every reservation comes back.
+#[tokio::test]
+async fn upload_memory_is_bounded_and_one_address_cannot_take_it() {
+    use tokio::io::AsyncWriteExt as _;
+    let s = server_with_acme(&["--upload-memory", "40MiB"]).await;
+    let alice = basic_client("admin", ADMIN_PASSWORD);
     let free = |s: &Server| {
         let s = s.url("/metrics");
         async move {
@@ -5569,16 +5591,10 @@ async fn upload_memory_is_bounded_and_one_address_cannot_take_it() {
     };
     assert_eq!(free(&s).await, (40 << 20, 0));
     // Eight upload sessions, each PATCHed from 127.0.0.2 with 64 MiB announced and 64 KiB sent.
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("admin:{ADMIN_PASSWORD}"));
+    let auth = admin_basic();
     let mut writers = Vec::new();
     for _ in 0..8 {
-        let r = alice
-            .post(s.url("/v2/acme/app/blobs/uploads/"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::ACCEPTED);
-        let location = r.headers()["location"].to_str().unwrap().to_owned();
+        let location = upload_session(&alice, &s).await;
         let mut c = raw_from(&s, "127.0.0.2").await;
         let head = format!(
             "PATCH {location} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n\
@@ -5607,12 +5623,7 @@ async fn upload_memory_is_bounded_and_one_address_cannot_take_it() {
     let d = push_blob(&alice, &s, "acme/app", &random_bytes(4096, 8)).await;
     assert!(d.starts_with("sha256:"));
     let bytes = random_bytes(3 << 20, 9);
-    let r = alice
-        .post(s.url("/v2/acme/app/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
-    let mut location = r.headers()["location"].to_str().unwrap().to_owned();
+    let mut location = upload_session(&alice, &s).await;
     for (i, chunk) in bytes.chunks(1 << 20).enumerate() {
         let from = i << 20;
         let r = alice
@@ -5680,12 +5691,7 @@ async fn upload_memory_is_bounded_and_one_address_cannot_take_it() {
     }
     assert_eq!(told, (8 - streaming, streaming));
     // A chunked body past the length its Content-Range announced is refused at once.
-    let r = alice
-        .post(s.url("/v2/acme/app/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
-    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let location = upload_session(&alice, &s).await;
     let mut c = raw_from(&s, "127.0.0.2").await;
     c.write_all(
         format!(
@@ -5769,28 +5775,13 @@ async fn a_namespace_created_again_at_once_is_not_born_revoked() {
 /// else needs).
 #[tokio::test]
 async fn stalled_uploads_hold_no_thread_and_the_node_keeps_answering() {
-    use base64::Engine as _;
     use tokio::io::AsyncWriteExt as _;
-    let s = Server::start();
+    let s = server_with_acme(&[]).await;
     let admin = basic_client("admin", ADMIN_PASSWORD);
-    Api::admin(&s)
-        .ok(
-            "POST",
-            "/orgs",
-            Some(json!({"name": "acme"})),
-            StatusCode::CREATED,
-        )
-        .await;
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("admin:{ADMIN_PASSWORD}"));
+    let auth = admin_basic();
     let mut stalled = Vec::new();
     for i in 0..600 {
-        let r = admin
-            .post(s.url("/v2/acme/app/blobs/uploads/"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::ACCEPTED);
-        let location = r.headers()["location"].to_str().unwrap().to_owned();
+        let location = upload_session(&admin, &s).await;
         let mut c = raw_from(&s, &format!("127.0.0.{}", 2 + i % 3)).await;
         c.write_all(
             format!(
@@ -5863,23 +5854,14 @@ async fn stalled_uploads_hold_no_thread_and_the_node_keeps_answering() {
 /// another address goes on at once; when they go away, all of it comes back.
 #[tokio::test]
 async fn pulls_that_stop_reading_hold_at_most_their_addresses_share_of_download_memory() {
-    use base64::Engine as _;
     use tokio::io::AsyncWriteExt as _;
-    let s = Server::start_args(&["--download-memory", "8MiB"]);
+    let s = server_with_acme(&["--download-memory", "8MiB"]).await;
     let admin = basic_client("admin", ADMIN_PASSWORD);
-    Api::admin(&s)
-        .ok(
-            "POST",
-            "/orgs",
-            Some(json!({"name": "acme"})),
-            StatusCode::CREATED,
-        )
-        .await;
     let big = random_bytes(64 << 20, 21);
     let d = push_blob(&admin, &s, "acme/app", &big).await;
     let free = || async { metric(&s, "berth_download_memory_free_bytes ").await };
     assert_eq!(free().await, 8 << 20);
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("admin:{ADMIN_PASSWORD}"));
+    let auth = admin_basic();
     let mut stalled = Vec::new();
     for _ in 0..20 {
         let sock = tokio::net::TcpSocket::new_v4().unwrap();
@@ -5932,15 +5914,7 @@ async fn pulls_that_stop_reading_hold_at_most_their_addresses_share_of_download_
 /// chunk is not left "being written" for the next request.
 #[tokio::test]
 async fn uploads_cancelled_mid_body_leave_no_file_and_no_stuck_session() {
-    let s = Server::start();
-    Api::admin(&s)
-        .ok(
-            "POST",
-            "/orgs",
-            Some(json!({"name": "acme"})),
-            StatusCode::CREATED,
-        )
-        .await;
+    let s = server_with_acme(&[]).await;
     let admin = basic_client("admin", ADMIN_PASSWORD);
     let h2 = {
         use base64::Engine as _;
@@ -5995,12 +5969,7 @@ async fn uploads_cancelled_mid_body_leave_no_file_and_no_stuck_session() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // A chunk cancelled midway: the session takes the same chunk again, then completes.
-    let r = admin
-        .post(s.url("/v2/acme/app/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
-    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let location = upload_session(&admin, &s).await;
     cancel(
         h2.patch(s.url(&location))
             .header("content-type", "application/octet-stream")
