@@ -807,28 +807,25 @@ impl ContentService {
                 // bytes: stalled uploads cannot hold the blocking pool that every other request
                 // needs.
                 tokio::spawn(async move {
-                    let mut file = Some(file);
+                    let mut file = file;
                     let task = |e: tokio::task::JoinError| Error::Task(e.to_string());
                     while let Some(chunk) = wrx.recv().await {
-                        let mut f = file.take().ok_or_else(|| Error::Task("no file".into()))?;
-                        file = Some(
-                            tokio::task::spawn_blocking(move || {
-                                use std::io::Write as _;
-                                f.write_all(&chunk).map(|()| f)
-                            })
-                            .await
-                            .map_err(task)?
-                            .map_err(|source| crate::blob::Error {
-                                context: format!("writing upload {id}"),
-                                source,
-                            })?,
-                        );
+                        file = tokio::task::spawn_blocking(move || {
+                            use std::io::Write as _;
+                            file.write_all(&chunk).map(|()| file)
+                        })
+                        .await
+                        .map_err(task)?
+                        .map_err(|source| crate::blob::Error {
+                            context: format!("writing upload {id}"),
+                            source,
+                        })?;
                     }
                     // A session's chunk is on disk before its new length is recorded and
                     // answered (202): the recorded length never runs ahead of the bytes a power
                     // cut keeps. (A whole blob is synced when it is committed.)
-                    if sync && let Some(f) = file {
-                        tokio::task::spawn_blocking(move || f.sync_data())
+                    if sync {
+                        tokio::task::spawn_blocking(move || file.sync_data())
                             .await
                             .map_err(task)?
                             .map_err(|source| crate::blob::Error {
@@ -851,17 +848,16 @@ impl ContentService {
                 let (htx, mut hrx) = tokio::sync::mpsc::channel::<Bytes>(PIPELINE_DEPTH);
                 // As the writer: a blocking thread per chunk, none parked between chunks.
                 let task = tokio::spawn(async move {
-                    let mut h = Some(h);
+                    let mut h = h;
                     while let Some(chunk) = hrx.recv().await {
-                        let Some(mut hasher) = h.take() else { break };
                         h = tokio::task::spawn_blocking(move || {
-                            hasher.update(&chunk);
-                            hasher
+                            h.update(&chunk);
+                            h
                         })
                         .await
-                        .ok();
+                        .ok()?;
                     }
-                    h
+                    Some(h)
                 });
                 (Some(htx), Some(task))
             }

@@ -1,17 +1,16 @@
 //! Which connections are served: at most `max` at once, at most `per_address` from one client
-//! address, and, when full, room made by closing the connection that has waited longest for a
-//! request rather than refusing the newcomer; when every connection is busy, by closing the
-//! newest connection of the address that holds the most, if it holds more than the newcomer's
-//! address would.
+//! address, and, when full, room made for a newcomer rather than refusing it, by closing a
+//! connection of an address that holds more than the newcomer's (`Table::victim`).
 //!
 //! A connection is *busy* while one of its requests is in flight (from the end of its head to the
 //! end of its response body) and *waiting* otherwise: before its first request head is complete,
 //! and between keep-alive requests. Waiting costs the server nothing but a slot, so a client that
 //! opens connections and never finishes a head (slowloris) cannot hold slots against newcomers:
 //! each newcomer takes the place of the longest-waiting connection. A request can be kept in
-//! flight cheaply too (a body sent a byte at a time), so busy connections are shared fairly: a
-//! newcomer from an address that holds fewer connections than another takes one of that
-//! address's. Few addresses cannot hold the server against many.
+//! flight cheaply too (a body sent a byte at a time), so a busy connection that moves little is
+//! shared fairly too: a newcomer from an address that holds fewer connections than another takes
+//! a slow one of that address's, never a transfer making progress. Few addresses cannot hold the
+//! server against many.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -116,7 +115,7 @@ impl Drop for InFlight {
 pub(super) enum Admitted {
     /// Served; the slot is released when the guard drops.
     Yes(Slot),
-    /// Served in the place of a waiting connection, which was told to close.
+    /// Served in the place of a waiting or slow connection, which was told to close.
     InPlaceOf(Slot),
     /// Closed at once: its address is at its cap, or every connection is busy.
     No,
@@ -207,12 +206,12 @@ impl Admission {
     pub(super) fn admit(&self, ip: IpAddr) -> Admitted {
         let address = ClientAddress::from(ip);
         let mut t = self.table.lock().unwrap_or_else(PoisonError::into_inner);
-        if t.per_address.get(&address).copied().unwrap_or(0) >= self.per_address {
+        let mine = t.per_address.get(&address).copied().unwrap_or(0);
+        if mine >= self.per_address {
             return Admitted::No;
         }
         let mut evicted = false;
         if t.conns.len() >= self.max {
-            let mine = t.per_address.get(&address).copied().unwrap_or(0);
             let Some(victim) = t.victim(mine) else {
                 return Admitted::No;
             };

@@ -56,8 +56,8 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(state.web.header_read_timeout);
-    // Each stream of a connection can hold an answer's chunks (`content::DOWNLOAD_MEMORY_KIB`)
-    // and an upload's: a connection is one admission slot, so it gets few streams.
+    // Each stream of a connection can hold an answer's chunks (`--download-memory`) and an
+    // upload's: a connection is one admission slot, so it gets few streams.
     builder.http2().max_concurrent_streams(16);
     let max = effective_max_connections(state.web.max_connections);
     let admission = admission::Admission::new(max, state.web.max_connections_per_address);

@@ -675,22 +675,17 @@ impl Writer<'_> {
     /// Turning private revokes the public period's key, so that bearer tokens whose pull came
     /// only from publicness stop at once; turning public starts a new period with a new key.
     pub fn set_namespace_public(&self, name: &str, public: bool) -> Result<bool> {
-        let found: Option<(bool, i64, i64, i64)> = self.conn.query_opt(
-            "SELECT public, public_gen, org_id, created_at FROM namespaces WHERE name = ?1",
-            p![name],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )?;
-        let Some((was, generation, org_id, created_at)) = found else {
+        let Some(ns) = self.reader().namespace(name)? else {
             return Ok(false);
         };
         self.policy_changed()?;
-        if was && !public {
-            self.revoke(&public_key(name, org_id, created_at, generation))?;
+        if ns.public && !public {
+            self.revoke(&public_key(name, ns.org_id, ns.created_at, ns.public_gen))?;
         }
-        let generation = if !was && public {
-            generation + 1
+        let generation = if !ns.public && public {
+            ns.public_gen + 1
         } else {
-            generation
+            ns.public_gen
         };
         self.conn.execute(
             "UPDATE namespaces SET public = ?2, public_gen = ?3 WHERE name = ?1",

@@ -194,11 +194,12 @@ pub(super) async fn put(
         || headers.contains_key(header::TRANSFER_ENCODING),
         |l| l > 0,
     );
-    let last = has_body.then(|| Bounded::new(body, len));
-    let _memory = match last {
-        Some(_) => Some(content.reserve_upload(len, peer).await?),
-        None => None,
+    // Memory first: the body's rate is measured from when it may be read.
+    let _memory = match has_body {
+        true => Some(content.reserve_upload(len, peer).await?),
+        false => None,
     };
+    let last = has_body.then(|| Bounded::new(body, len));
     content
         .finish(name, id, &digest, last)
         .await
