@@ -5360,14 +5360,7 @@ async fn the_api_refuses_arrays_and_answers_every_refusal_in_its_error_body() {
 
 /// An anonymous `GET /token`; the registry token it gives.
 async fn anonymous_bearer(s: &Server, scope: &str) -> String {
-    let r = anonymous_client()
-        .get(s.url(&format!("/token?service=berth&scope={scope}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let v: Value = r.json().await.unwrap();
-    v["token"].as_str().unwrap().to_owned()
+    token_from(&anonymous_client(), s, scope).await
 }
 
 /// Pull that came only from a namespace's publicness ends when the namespace turns private:

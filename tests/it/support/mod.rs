@@ -738,7 +738,12 @@ pub fn peak_rss_kib(pid: u32) -> u64 {
 /// A registry (bearer) token from `/token` for Basic `user:secret`, asking `scope` (e.g.
 /// `repository:acme/app:pull`).
 pub async fn bearer_token(s: &Server, user: &str, secret: &str, scope: &str) -> String {
-    let r = basic_client(user, secret)
+    token_from(&basic_client(user, secret), s, scope).await
+}
+
+/// A registry token for `scope` from `GET /token` with whatever credentials `c` sends.
+pub async fn token_from(c: &reqwest::Client, s: &Server, scope: &str) -> String {
+    let r = c
         .get(s.url(&format!("/token?service=berth&scope={scope}")))
         .send()
         .await
