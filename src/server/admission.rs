@@ -32,18 +32,55 @@ pub(super) fn clock_ms() -> u64 {
 }
 
 /// What a connection's socket moved, stamped by the socket itself (`server::Watched`).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(super) struct Traffic {
     /// When a byte was last read or written (`clock_ms`).
     pub(super) last: AtomicU64,
     /// Bytes read and written.
     pub(super) moved: AtomicU64,
+    /// The start of the current window of `WINDOW_MS` and of the one before (`clock_ms`), and
+    /// what had moved by then: a recent rate, not one since the request began, which a burst
+    /// into the kernel's send buffer at the start (a client that then never reads) would hold
+    /// up for minutes.
+    mark: [AtomicU64; 2],
+    moved_at_mark: [AtomicU64; 2],
+}
+
+impl Traffic {
+    pub(super) fn new(now: u64) -> Traffic {
+        let t = Traffic::default();
+        t.last.store(now, Ordering::Relaxed);
+        t.mark[0].store(now, Ordering::Relaxed);
+        t.mark[1].store(now, Ordering::Relaxed);
+        t
+    }
+
+    /// `n` bytes read or written now. (One task drives a connection's socket, so its stamps
+    /// are not raced.)
+    pub(super) fn touch(&self, n: usize) {
+        let now = clock_ms();
+        self.last.store(now, Ordering::Relaxed);
+        let moved = self.moved.fetch_add(n as u64, Ordering::Relaxed);
+        if now.saturating_sub(self.mark[1].load(Ordering::Relaxed)) >= WINDOW_MS {
+            self.mark[0].store(self.mark[1].load(Ordering::Relaxed), Ordering::Relaxed);
+            self.moved_at_mark[0].store(
+                self.moved_at_mark[1].load(Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
+            self.mark[1].store(now, Ordering::Relaxed);
+            self.moved_at_mark[1].store(moved, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A busy connection counts as slow once busy this long (ms)...
 const SLOW_AFTER_MS: u64 = 2_000;
-/// ... while its request has moved fewer bytes per second than this.
+/// ... while it has moved fewer bytes per second than this over the last window or two (since
+/// its request began, if later)...
 const SLOW_RATE: u64 = 16 * 1024;
+const WINDOW_MS: u64 = 2_000;
+/// ... or nothing at all for this long (the kernel took a burst, and the client reads no more).
+const SILENT_MS: u64 = 4_000;
 
 /// A served connection, as admission sees it.
 #[derive(Debug)]
@@ -85,16 +122,24 @@ impl Conn {
         Arc::clone(&self.traffic)
     }
 
-    /// Busy for a while, its request moving less than `SLOW_RATE`: a body or a reader that
-    /// holds its place without using it.
+    /// Busy for a while and moving less than `SLOW_RATE` lately, or nothing for `SILENT_MS`: a
+    /// body or a reader that holds its place without using it.
     fn slow(&self, now: u64) -> bool {
-        let busy_for = now.saturating_sub(self.busy_since.load(Ordering::Relaxed));
-        let moved = self
-            .traffic
-            .moved
-            .load(Ordering::Relaxed)
-            .saturating_sub(self.moved_at_busy.load(Ordering::Relaxed));
-        busy_for >= SLOW_AFTER_MS && moved.saturating_mul(1000) < SLOW_RATE * busy_for
+        let t = &self.traffic;
+        let busy_since = self.busy_since.load(Ordering::Relaxed);
+        if now.saturating_sub(busy_since) < SLOW_AFTER_MS {
+            return false;
+        }
+        if now.saturating_sub(t.last.load(Ordering::Relaxed)) >= SILENT_MS {
+            return true;
+        }
+        // From the older window's start, or the request's if it began since.
+        let (since, moved_then) = match t.mark[0].load(Ordering::Relaxed) {
+            m if m > busy_since => (m, t.moved_at_mark[0].load(Ordering::Relaxed)),
+            _ => (busy_since, self.moved_at_busy.load(Ordering::Relaxed)),
+        };
+        let moved = t.moved.load(Ordering::Relaxed).saturating_sub(moved_then);
+        moved.saturating_mul(1000) < SLOW_RATE * now.saturating_sub(since).max(1)
     }
 }
 
@@ -129,32 +174,33 @@ struct Table {
 }
 
 impl Table {
-    /// The connection that gives way to a newcomer whose address holds `mine` connections:
-    /// the one that has waited longest for a request among those of addresses holding at
-    /// least as many as the newcomer's would with it; else a slow busy one (`Conn::slow`) of
-    /// the address holding the most, if that is more than the newcomer's would. So connections
-    /// are shared fairly among addresses under contention: an address cannot push out those of
-    /// one holding fewer (a newcomer's half-sent head or a keep-alive between requests
-    /// included), and a transfer making progress is never cut for a newcomer.
+    /// The connection that gives way to a newcomer whose address holds `mine` connections, from
+    /// the address holding the most among those with one that may: a connection waiting for a
+    /// request (the longest waiting), if its address holds more than the newcomer's; else a slow
+    /// busy one (`Conn::slow`; the newest), if its address holds more than the newcomer's would.
+    /// So connections are shared fairly among addresses under contention: an address cannot
+    /// push out those of one holding fewer (a newcomer's half-sent head or a keep-alive between
+    /// requests included), the few that hold the most give way first (their slow requests
+    /// before others' keep-alives), and a transfer making progress is never cut for a newcomer.
     fn victim(&self, mine: usize) -> Option<u64> {
-        let held = |c: &Conn| self.per_address.get(&c.address).copied().unwrap_or(0);
-        let waiting = self
-            .conns
-            .values()
-            .filter(|c| c.busy.load(Ordering::Acquire) == 0)
-            .filter(|c| held(c) > mine)
-            .min_by_key(|c| c.waiting_since.load(Ordering::Relaxed))
-            .map(|c| c.id);
-        if waiting.is_some() {
-            return waiting;
-        }
         let now = clock_ms();
         self.conns
             .values()
-            .filter(|c| held(c) > mine + 1)
-            .filter(|c| c.slow(now))
-            .max_by_key(|c| (held(c), c.id))
-            .map(|c| c.id)
+            .filter_map(|c| {
+                let held = self.per_address.get(&c.address).copied().unwrap_or(0);
+                let waiting = c.busy.load(Ordering::Acquire) == 0;
+                let may = match waiting {
+                    true => held > mine,
+                    false => held > mine + 1 && c.slow(now),
+                };
+                let order = match waiting {
+                    true => u64::MAX - c.waiting_since.load(Ordering::Relaxed),
+                    false => c.id,
+                };
+                may.then_some(((held, waiting, order), c.id))
+            })
+            .max_by_key(|(key, _)| *key)
+            .map(|(_, id)| id)
     }
 
     fn remove(&mut self, id: u64) {
@@ -230,10 +276,7 @@ impl Admission {
             waiting_since: AtomicU64::new(clock_ms()),
             busy_since: AtomicU64::new(clock_ms()),
             moved_at_busy: AtomicU64::new(0),
-            traffic: Arc::new(Traffic {
-                last: AtomicU64::new(clock_ms()),
-                moved: AtomicU64::new(0),
-            }),
+            traffic: Arc::new(Traffic::new(clock_ms())),
             evicted: tokio::sync::Notify::new(),
         });
         t.conns.insert(id, Arc::clone(&conn));
@@ -336,13 +379,58 @@ mod tests {
     }
 
     #[test]
+    fn the_address_holding_the_most_gives_way_before_others_keep_alives() {
+        let a = Admission::new(4, 4);
+        let heavy = busy(&a, "10.0.0.1", 3);
+        // A keep-alive client between two requests.
+        let kept = slot(a.admit(ip("10.0.0.2")));
+        std::thread::sleep(std::time::Duration::from_millis(SLOW_AFTER_MS + 100));
+        let _newcomer = match a.admit(ip("10.0.0.3")) {
+            Admitted::InPlaceOf(s) => s,
+            other => panic!("{other:?}"),
+        };
+        let table = a.table.lock().unwrap();
+        assert!(table.conns.contains_key(&kept.conn.id));
+        assert_eq!(
+            heavy
+                .iter()
+                .filter(|(s, _)| table.conns.contains_key(&s.conn.id))
+                .count(),
+            2
+        );
+    }
+
+    #[test]
+    fn a_burst_then_silence_is_slow() {
+        let a = Admission::new(2, 2);
+        let held = busy(&a, "10.0.0.1", 2);
+        // Both write 8 MiB at once (into the kernel's buffers); one goes on writing, one stops.
+        for (s, _) in &held {
+            s.conn.traffic.touch(8 << 20);
+        }
+        for _ in 0..((SILENT_MS + 500) / 250) {
+            std::thread::sleep(std::time::Duration::from_millis(250));
+            held[0].0.conn.traffic.touch(16 << 10);
+        }
+        let now = clock_ms();
+        assert!(!held[0].0.conn.slow(now));
+        assert!(held[1].0.conn.slow(now));
+        // One that keeps trickling a little lately is slow too, though its average is high.
+        for _ in 0..((2 * WINDOW_MS + 500) / 250) {
+            std::thread::sleep(std::time::Duration::from_millis(250));
+            held[0].0.conn.traffic.touch(1024);
+        }
+        assert!(held[0].0.conn.slow(clock_ms()));
+    }
+
+    #[test]
     fn a_busy_connection_making_progress_never_gives_way() {
         let a = Admission::new(4, 4);
         let held = busy(&a, "10.0.0.1", 4);
         std::thread::sleep(std::time::Duration::from_millis(SLOW_AFTER_MS + 100));
         // Three transfer at a healthy rate (well over 16 KiB/s since they began); one does not.
         for (s, _) in &held[..3] {
-            s.conn.traffic.moved.fetch_add(1 << 20, Ordering::Relaxed);
+            s.conn.traffic.touch(1 << 20);
         }
         let newcomer = match a.admit(ip("10.0.0.2")) {
             Admitted::InPlaceOf(s) => s,

@@ -171,8 +171,7 @@ struct Watched<S> {
 
 impl<S> Watched<S> {
     fn touch(&self, n: usize) {
-        self.traffic.last.store(clock_ms(), Ordering::Relaxed);
-        self.traffic.moved.fetch_add(n as u64, Ordering::Relaxed);
+        self.traffic.touch(n);
     }
 }
 
