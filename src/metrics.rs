@@ -89,6 +89,8 @@ pub struct Readings {
     pub upload_memory_free: u64,
     /// Download memory not taken (`--download-memory`), bytes.
     pub download_memory_free: u64,
+    /// Connections closed to take back download memory they held unused while others waited.
+    pub download_memory_reclaimed: u64,
     pub blobs: u64,
     pub blob_bytes: u64,
     /// Workload token exchanges by outcome since the server started.
@@ -176,6 +178,13 @@ impl Metrics {
             "berth_download_memory_free_bytes",
             "Download memory (--download-memory) not taken by answers' chunks now",
             gauge(count(now.download_memory_free)),
+        );
+        let reclaimed: Counter = Counter::default();
+        reclaimed.inc_by(now.download_memory_reclaimed);
+        reg.register(
+            "berth_download_memory_reclaimed",
+            "Connections closed to take back download memory they held unread while others waited",
+            reclaimed,
         );
         reg.register(
             "berth_blobs_stored",

@@ -104,7 +104,7 @@ struct Inner {
     /// Memory for upload bodies in flight (`--upload-memory`): a request reserves what its
     /// body can hold in memory before it reads a byte, and waits, unread (the client held back
     /// by TCP), while the rest is taken.
-    upload_memory: budget::Budget,
+    upload_memory: Arc<budget::Budget>,
     /// Memory for answers' chunks not yet written (`--download-memory`).
     download_memory: Arc<budget::Budget>,
 }
@@ -116,8 +116,8 @@ const UPLOAD_MEMORY_WAIT: std::time::Duration = std::time::Duration::from_secs(1
 /// The default of `--upload-memory`.
 const UPLOAD_MEMORY_DEFAULT: u64 = 256 << 20;
 
-/// Upload memory reserved by one request, returned when it is dropped.
-pub type UploadReservation = budget::Reservation;
+/// An upload request's body, taking upload memory as it arrives (`ContentService::metered`).
+pub type UploadBody<S> = budget::Metered<S>;
 
 /// A blob opened for reading.
 pub struct BlobReader {
@@ -128,7 +128,16 @@ pub struct BlobReader {
     repo: RepositoryName,
     /// The node's download memory, and the client it is reserved for.
     memory: Arc<budget::Budget>,
-    peer: Option<std::net::IpAddr>,
+    client: Client,
+}
+
+/// Who an answer's download memory is held for: the client's address (for its share) and what
+/// closes its connection (to take the memory back if it stops reading; see
+/// `budget::Budget::reserve_or_reclaim`).
+#[derive(Clone, Debug, Default)]
+pub struct Client {
+    pub peer: Option<std::net::IpAddr>,
+    pub hangup: Option<crate::types::Hangup>,
 }
 
 /// Memory for blob bytes read for answers and not yet written to their sockets, shared by every
@@ -142,14 +151,19 @@ const DOWNLOAD_MEMORY_DEFAULT: u64 = 256 << 20;
 /// retries; admission lets newcomers take the places of the slow connections that hold it).
 const DOWNLOAD_MEMORY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Takes `bytes` of download memory for `peer`, waiting at most `DOWNLOAD_MEMORY_WAIT`.
+/// Takes `bytes` of download memory for `client`, waiting at most `DOWNLOAD_MEMORY_WAIT`.
 async fn download_permit(
     memory: &budget::Budget,
     bytes: usize,
-    peer: Option<std::net::IpAddr>,
+    client: &Client,
 ) -> std::io::Result<budget::Reservation> {
     memory
-        .reserve(bytes as u64, peer, DOWNLOAD_MEMORY_WAIT)
+        .reserve_or_reclaim(
+            bytes as u64,
+            client.peer,
+            DOWNLOAD_MEMORY_WAIT,
+            client.hangup.as_ref(),
+        )
         .await
         .ok_or_else(|| {
             std::io::Error::other(
@@ -192,18 +206,18 @@ impl BlobReader {
         start: u64,
         len: u64,
     ) -> Result<futures_util::stream::BoxStream<'static, std::io::Result<Bytes>>> {
-        let (memory, peer) = (self.memory, self.peer);
+        let (memory, client) = (self.memory, self.client);
         match self.source {
-            Source::File(file) => Ok(Self::stream_file(file, start, len, memory, peer).boxed()),
+            Source::File(file) => Ok(Self::stream_file(file, start, len, memory, client).boxed()),
             Source::S3(s3, d) => match s3.stream(&d, start, len).await {
                 Err(e) if e.is_not_found() => Err(bytes_gone(&self.meta, &self.repo)),
                 Err(e) => Err(e.into()),
                 Ok(chunks) => Ok(chunks
                     .then(move |chunk| {
-                        let memory = Arc::clone(&memory);
+                        let (memory, client) = (Arc::clone(&memory), client.clone());
                         async move {
                             let chunk = chunk?;
-                            let permit = download_permit(&memory, chunk.len(), peer).await?;
+                            let permit = download_permit(&memory, chunk.len(), &client).await?;
                             Ok(Bytes::from_owner(Counted {
                                 bytes: chunk,
                                 _permit: permit,
@@ -220,30 +234,30 @@ impl BlobReader {
         start: u64,
         len: u64,
         memory: Arc<budget::Budget>,
-        peer: Option<std::net::IpAddr>,
+        client: Client,
     ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
         let mut file = file;
-        let read = move |file: std::fs::File, left: u64, memory: Arc<budget::Budget>| async move {
+        let read = |file: std::fs::File, left: u64, memory: Arc<budget::Budget>, client: Client| async move {
             let permit =
-                download_permit(&memory, left.min(READ_CHUNK as u64) as usize, peer).await?;
+                download_permit(&memory, left.min(READ_CHUNK as u64) as usize, &client).await?;
             tokio::task::spawn_blocking(move || read_chunk(file, left, permit))
                 .await
                 .map_err(std::io::Error::other)?
         };
         let first = tokio::spawn({
-            let memory = Arc::clone(&memory);
+            let (memory, client) = (Arc::clone(&memory), client.clone());
             async move {
                 let file = tokio::task::spawn_blocking(move || {
                     std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start)).map(|_| file)
                 })
                 .await
                 .map_err(std::io::Error::other)??;
-                read(file, len, memory).await
+                read(file, len, memory, client).await
             }
         });
         let state = (len > 0).then_some((first, len));
         futures_util::stream::unfold(state, move |state| {
-            let memory = Arc::clone(&memory);
+            let (memory, client) = (Arc::clone(&memory), client.clone());
             async move {
                 let (pending, left) = state?;
                 let (file, chunk) = match pending.await.map_err(std::io::Error::other) {
@@ -258,7 +272,8 @@ impl BlobReader {
                     return Some((Err(e), None));
                 }
                 let left = left - chunk.len() as u64;
-                let next = (left > 0).then(|| (tokio::spawn(read(file, left, memory)), left));
+                let next =
+                    (left > 0).then(|| (tokio::spawn(read(file, left, memory, client)), left));
                 Some((Ok(chunk), next))
             }
         })
@@ -312,7 +327,7 @@ impl ContentService {
                 blobs,
                 sessions: Mutex::default(),
                 uploads_active: AtomicI64::new(0),
-                upload_memory: budget::Budget::new(UPLOAD_MEMORY_DEFAULT),
+                upload_memory: Arc::new(budget::Budget::new(UPLOAD_MEMORY_DEFAULT)),
                 download_memory: Arc::new(budget::Budget::new(DOWNLOAD_MEMORY_DEFAULT)),
             }),
         }
@@ -348,31 +363,26 @@ impl ContentService {
             // buffered, two in flight) after the pipeline.
             Engine::S3(_) => pipeline + 3 * PART as u64,
         };
-        // At least a chunk of the pipeline: a request costs a task, a file and a socket's
-        // buffers whatever it announces, so tiny announced bodies cannot be opened by the
-        // thousand within one address's share.
-        len.map_or(worst, |l| {
-            worst.min((l.saturating_mul(2) + 64 * 1024).max(WRITE_CHUNK as u64))
-        })
+        len.map_or(worst, |l| worst.min(l.saturating_mul(2) + 64 * 1024))
     }
 
-    /// Reserves `upload_footprint(len)` of the upload memory for a request from `peer`: from
-    /// the address's share, then from the whole, waiting while either is taken; told to retry
-    /// (`Error::Busy`) after `UPLOAD_MEMORY_WAIT`.
-    pub async fn reserve_upload(
+    /// An upload request's `body` (announced `len`) from `peer`, taking upload memory as its
+    /// bytes arrive (`budget::Metered`), up to `upload_footprint(len)`: from the address's
+    /// share, then from the whole, waiting unread while either is taken; ended with
+    /// `Error::Busy` (retry) after `UPLOAD_MEMORY_WAIT`.
+    pub fn metered<S>(
         &self,
+        body: S,
         len: Option<u64>,
         peer: Option<std::net::IpAddr>,
-    ) -> Result<UploadReservation> {
-        self.inner
-            .upload_memory
-            .reserve(self.upload_footprint(len), peer, UPLOAD_MEMORY_WAIT)
-            .await
-            .ok_or_else(|| {
-                Error::Busy(
-                    "the registry's upload memory is taken by other uploads; retry shortly".into(),
-                )
-            })
+    ) -> UploadBody<S> {
+        budget::Metered::new(
+            body,
+            Arc::clone(&self.inner.upload_memory),
+            self.upload_footprint(len),
+            peer,
+            UPLOAD_MEMORY_WAIT,
+        )
     }
 
     /// Sets the memory shared by pulls (`--download-memory`); before serving.
@@ -383,6 +393,12 @@ impl ContentService {
     /// Download memory not taken now, in bytes.
     pub fn download_memory_free(&self) -> u64 {
         self.inner.download_memory.free()
+    }
+
+    /// Connections closed because they held download memory they did not use while others
+    /// waited for it.
+    pub fn download_memory_reclaimed(&self) -> u64 {
+        self.inner.download_memory.reclaimed()
     }
 
     /// Upload memory not reserved now, in bytes.
@@ -423,12 +439,12 @@ impl ContentService {
             .ok_or(Error::BlobUnknown)
     }
 
-    /// `peer`: the client the answer's download memory is reserved for.
+    /// `client`: who the answer's download memory is held for.
     pub fn open_blob(
         &self,
         repo: &RepositoryName,
         digest: &Digest,
-        peer: Option<std::net::IpAddr>,
+        client: Client,
     ) -> Result<BlobReader> {
         let size = self.blob_size(repo, digest)?;
         let source = match self.inner.blobs.engine() {
@@ -445,7 +461,7 @@ impl ContentService {
             meta: self.inner.meta.clone(),
             repo: repo.clone(),
             memory: Arc::clone(&self.inner.download_memory),
-            peer,
+            client,
         })
     }
 
@@ -589,7 +605,7 @@ impl ContentService {
 
     /// Appends a request body to an upload. `start` is the first byte's offset from
     /// `Content-Range`, if the client sent one; `len` is the length the client announced.
-    pub async fn append<S, E>(
+    pub async fn append<S>(
         &self,
         repo: &RepositoryName,
         id: &uuid::Uuid,
@@ -598,8 +614,7 @@ impl ContentService {
         body: S,
     ) -> Result<u64>
     where
-        S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin + 'static,
-        E: std::fmt::Display,
+        S: Stream<Item = Result<Bytes>> + Send + Unpin + 'static,
     {
         let row = self.check_upload(repo, id)?;
         let (mut session, hold) = self.take_session(id, row.size)?;
@@ -680,7 +695,7 @@ impl ContentService {
     /// into the stored SHA-256 state, and commits the new size and state. Parts are 5–10 MiB;
     /// bytes too few for a part wait in a tail object for the next request, except in the `last`
     /// request, where they are the last part. Nothing already stored is read back but the tail.
-    async fn append_parts<S, E>(
+    async fn append_parts<S>(
         &self,
         s3: &crate::blob::S3Store,
         id: &uuid::Uuid,
@@ -690,8 +705,7 @@ impl ContentService {
         last: bool,
     ) -> Result<(u64, crate::blob::PartsState)>
     where
-        S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin + 'static,
-        E: std::fmt::Display,
+        S: Stream<Item = Result<Bytes>> + Send + Unpin + 'static,
     {
         use crate::blob::PART;
         let mut state = parts_state(row)?;
@@ -710,7 +724,7 @@ impl ContentService {
         let mut writer = s3.part_writer(id, &state)?;
         let mut n: u64 = 0;
         while let Some(frame) = body.next().await {
-            let frame = frame.map_err(|e| Error::Body(e.to_string()))?;
+            let frame = frame?;
             n += frame.len() as u64;
             hash.update(&frame);
             buf.extend_from_slice(&frame);
@@ -764,7 +778,7 @@ impl ContentService {
     /// Streams `body` into the upload at `offset` (its file, or a new chunk object), hashing in
     /// parallel with writing. Returns the bytes written and the updated hasher. On error, the
     /// file is cut back by the next append (an unfinished chunk object never becomes visible).
-    async fn write_body<S, E>(
+    async fn write_body<S>(
         &self,
         id: &uuid::Uuid,
         offset: u64,
@@ -772,8 +786,7 @@ impl ContentService {
         body: S,
     ) -> Result<(u64, Option<Hasher>)>
     where
-        S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin + 'static,
-        E: std::fmt::Display,
+        S: Stream<Item = Result<Bytes>> + Send + Unpin + 'static,
     {
         // S3 sessions go through `append_parts`.
         let target = Target::File(*id, offset, true);
@@ -783,15 +796,14 @@ impl ContentService {
 
     /// Streams `body` into `target`, hashing in parallel with writing. A sink comes back
     /// unfinished: the caller makes it visible or drops it.
-    async fn stream_into<S, E>(
+    async fn stream_into<S>(
         &self,
         target: Target,
         hasher: Option<Hasher>,
         mut body: S,
     ) -> Result<(u64, Option<Hasher>, Option<crate::blob::Sink>)>
     where
-        S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin + 'static,
-        E: std::fmt::Display,
+        S: Stream<Item = Result<Bytes>> + Send + Unpin + 'static,
     {
         let _active = ActiveUpload::new(&self.inner.uploads_active);
         let (wtx, mut wrx) = tokio::sync::mpsc::channel::<Bytes>(PIPELINE_DEPTH);
@@ -891,7 +903,7 @@ impl ContentService {
                     }
                 }
                 Some(Err(e)) => {
-                    read_err = Some(Error::Body(e.to_string()));
+                    read_err = Some(e);
                     break;
                 }
                 None => {
@@ -921,7 +933,7 @@ impl ContentService {
     }
 
     /// Completes an upload: optional last bytes, then digest check, then commit.
-    pub async fn finish<S, E>(
+    pub async fn finish<S>(
         &self,
         repo: &RepositoryName,
         id: &uuid::Uuid,
@@ -929,8 +941,7 @@ impl ContentService {
         last: Option<S>,
     ) -> Result<()>
     where
-        S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin + 'static,
-        E: std::fmt::Display,
+        S: Stream<Item = Result<Bytes>> + Send + Unpin + 'static,
     {
         if let Some(body) = last {
             // S3, and the whole blob in this request: straight into its staged object (or one
@@ -955,11 +966,7 @@ impl ContentService {
                     repo,
                     id,
                     digest,
-                    None::<
-                        futures_util::stream::Empty<
-                            std::result::Result<Bytes, std::convert::Infallible>,
-                        >,
-                    >,
+                    None::<futures_util::stream::Empty<Result<Bytes>>>,
                 )
                 .await;
         }
@@ -1003,7 +1010,7 @@ impl ContentService {
     /// S3: completes session `id`: the last bytes (and the tail) become the last part, the
     /// staged object is completed, its digest is the stored hash state's (read back only for
     /// another algorithm than SHA-256), and it is placed under the digest's lock.
-    async fn finish_parts<S, E>(
+    async fn finish_parts<S>(
         &self,
         s3: &crate::blob::S3Store,
         repo: &RepositoryName,
@@ -1012,8 +1019,7 @@ impl ContentService {
         last: Option<S>,
     ) -> Result<()>
     where
-        S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin + 'static,
-        E: std::fmt::Display,
+        S: Stream<Item = Result<Bytes>> + Send + Unpin + 'static,
     {
         let row = self.check_upload(repo, id)?;
         if row.size == 0 {
@@ -1023,9 +1029,7 @@ impl ContentService {
             let result = match last {
                 Some(body) => self.store_whole(repo, digest, body, Some(*id)).await,
                 None => {
-                    let empty = futures_util::stream::empty::<
-                        std::result::Result<Bytes, std::convert::Infallible>,
-                    >();
+                    let empty = futures_util::stream::empty::<Result<Bytes>>();
                     self.store_whole(repo, digest, empty, Some(*id)).await
                 }
             };
@@ -1074,22 +1078,16 @@ impl ContentService {
     }
 
     /// Stores a whole blob sent in one request (`POST ?digest=`), without an upload session.
-    pub async fn push_blob<S, E>(
-        &self,
-        repo: &RepositoryName,
-        digest: &Digest,
-        body: S,
-    ) -> Result<()>
+    pub async fn push_blob<S>(&self, repo: &RepositoryName, digest: &Digest, body: S) -> Result<()>
     where
-        S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin + 'static,
-        E: std::fmt::Display,
+        S: Stream<Item = Result<Bytes>> + Send + Unpin + 'static,
     {
         self.store_whole(repo, digest, body, None).await
     }
 
     /// Stores a whole blob from one request body: for `push_blob`, or (S3) for the last request
     /// of an `upload` that holds no bytes yet, whose session goes with the commit.
-    async fn store_whole<S, E>(
+    async fn store_whole<S>(
         &self,
         repo: &RepositoryName,
         digest: &Digest,
@@ -1097,8 +1095,7 @@ impl ContentService {
         upload: Option<uuid::Uuid>,
     ) -> Result<()>
     where
-        S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin + 'static,
-        E: std::fmt::Display,
+        S: Stream<Item = Result<Bytes>> + Send + Unpin + 'static,
     {
         // Files: a file with no metadata row; garbage collection leaves such files alone until
         // they are older than the upload expiry, so this one is safe while it is being written.

@@ -197,6 +197,7 @@ async fn metrics(State(state): State<AppState>, req: axum::extract::Request) -> 
         uploads_active: state.content.uploads_active(),
         upload_memory_free: state.content.upload_memory_free(),
         download_memory_free: state.content.download_memory_free(),
+        download_memory_reclaimed: state.content.download_memory_reclaimed(),
         blobs,
         blob_bytes: bytes,
         exchanges: state.auth.exchange_counts(),

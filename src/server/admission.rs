@@ -95,14 +95,20 @@ pub(super) struct Conn {
     busy_since: AtomicU64,
     moved_at_busy: AtomicU64,
     traffic: Arc<Traffic>,
-    /// Told when a newcomer takes its place; its task closes it.
+    /// Told when a newcomer takes its place, or when it is to give back memory; its task
+    /// closes it.
     evicted: tokio::sync::Notify,
 }
 
 impl Conn {
-    /// Resolves once a newcomer has taken this connection's place.
+    /// Resolves once a newcomer has taken this connection's place, or it is to close.
     pub(super) async fn evicted(&self) {
         self.evicted.notified().await;
+    }
+
+    /// Closes it (its task ends it): it holds memory it does not use (`types::Hangup`).
+    pub(super) fn close(&self) {
+        self.evicted.notify_one();
     }
 
     /// Marks a request in flight until the guard drops (with the response body).

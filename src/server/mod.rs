@@ -95,10 +95,15 @@ pub async fn serve(
                 let traffic = slot.conn.traffic();
                 let stream = Watched { inner: stream, traffic: Arc::clone(&traffic) };
                 let (app, conn) = (app.clone(), Arc::clone(&slot.conn));
+                let hangup = {
+                    let conn = Arc::downgrade(&slot.conn);
+                    crate::types::Hangup::new(move || if let Some(c) = conn.upgrade() { c.close() })
+                };
                 // The peer address goes on every request, for rate limits, audit and "last used";
                 // the connection is busy until the response body is done.
                 let svc = TowerToHyperService::new(tower::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                    req.extensions_mut().insert(hangup.clone());
                     let (mut app, busy) = (app.clone(), conn.request());
                     async move {
                         let resp = tower::Service::call(&mut app, req).await?;
@@ -324,7 +329,7 @@ where
             return;
         }
         () = watch.conn.evicted() => {
-            tracing::debug!("connection waiting for a request gave way to a newcomer; closed");
+            tracing::debug!("connection gave way to a newcomer, or gave back memory it held unused; closed");
             return;
         }
         _ = stop.wait_for(|s| *s) => {}

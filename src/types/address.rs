@@ -1,6 +1,7 @@
 //! A client's address as per-address limits count it.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// One client address as per-address limits count it: an IPv4 address, or an IPv6 /56 (what a
 /// provider hands one customer; its holder can pick any address, and any /64, in it). An
@@ -35,5 +36,27 @@ impl From<IpAddr> for ClientAddress {
                 None => ClientAddress::V6((u128::from(v6) >> 72) as u64),
             },
         }
+    }
+}
+
+/// Closes the connection a request came on. The server hands it to what holds memory for the
+/// request (a pull's chunks not yet written), so that a client that stops reading can be made
+/// to give that memory back when others need it.
+#[derive(Clone)]
+pub struct Hangup(Arc<dyn Fn() + Send + Sync>);
+
+impl Hangup {
+    pub fn new(close: impl Fn() + Send + Sync + 'static) -> Hangup {
+        Hangup(Arc::new(close))
+    }
+
+    pub fn hang_up(&self) {
+        (self.0)();
+    }
+}
+
+impl std::fmt::Debug for Hangup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hangup")
     }
 }

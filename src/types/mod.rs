@@ -7,7 +7,7 @@ mod digest;
 mod name;
 mod resumable;
 
-pub use address::ClientAddress;
+pub use address::{ClientAddress, Hangup};
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use name::{NameError, Reference, ReferenceError, RepositoryName, Tag, TagError};
 pub use resumable::ResumableSha256;

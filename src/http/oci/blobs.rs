@@ -14,7 +14,7 @@ pub(super) async fn get(
     digest: &Digest,
     head: bool,
     headers: &HeaderMap,
-    peer: Option<std::net::IpAddr>,
+    client: crate::content::Client,
 ) -> Result<Response, OciError> {
     let range = match headers.get(header::RANGE) {
         Some(v) => Some(parse_range(v.to_str().unwrap_or_default())?),
@@ -27,7 +27,7 @@ pub(super) async fn get(
             .body(Body::empty())
             .map_err(internal);
     }
-    let blob = content.open_blob(name, digest, peer)?;
+    let blob = content.open_blob(name, digest, client)?;
     let size = blob.size;
     let (status, start, len, content_range) = match range {
         None => (StatusCode::OK, 0, size, None),

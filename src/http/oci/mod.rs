@@ -51,7 +51,7 @@ pub(crate) async fn handle(State(state): State<AppState>, req: Request) -> Respo
                     route,
                     &query,
                     &parts.headers,
-                    peer(&parts),
+                    client(&parts),
                     body,
                 )
                 .await
@@ -231,12 +231,15 @@ async fn ensure_namespace(
     .and_then(|ok| if ok { Ok(()) } else { Err(Denial::NameUnknown) })
 }
 
-/// The client's address (for per-address limits).
-fn peer(parts: &axum::http::request::Parts) -> Option<std::net::IpAddr> {
-    parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip())
+/// The client's address (for per-address limits) and what closes its connection.
+fn client(parts: &axum::http::request::Parts) -> crate::content::Client {
+    crate::content::Client {
+        peer: parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip()),
+        hangup: parts.extensions.get::<crate::types::Hangup>().cloned(),
+    }
 }
 
 async fn dispatch(
@@ -245,7 +248,7 @@ async fn dispatch(
     route: OciRoute,
     q: &Query,
     headers: &HeaderMap,
-    peer: Option<std::net::IpAddr>,
+    client: crate::content::Client,
     body: Body,
 ) -> Result<Response, OciError> {
     let content = &state.content;
@@ -271,7 +274,7 @@ async fn dispatch(
             manifests::delete(content, &name, &reference).await
         }
         OciRoute::GetBlob { name, digest, head } => {
-            blobs::get(content, &name, &digest, head, headers, peer).await
+            blobs::get(content, &name, &digest, head, headers, client).await
         }
         OciRoute::DeleteBlob { name, digest } => blobs::delete(content, &name, &digest).await,
         OciRoute::StartUpload { name } => {
@@ -280,14 +283,14 @@ async fn dispatch(
                     .await
                     .is_ok_and(|a| a.contains(Action::Pull))
             };
-            uploads::start(content, &name, q, headers, peer, body, may_pull_from).await
+            uploads::start(content, &name, q, headers, client.peer, body, may_pull_from).await
         }
         OciRoute::UploadStatus { name, id } => uploads::status(content, &name, &id),
         OciRoute::PatchUpload { name, id } => {
-            uploads::patch(content, &name, &id, headers, peer, body).await
+            uploads::patch(content, &name, &id, headers, client.peer, body).await
         }
         OciRoute::PutUpload { name, id } => {
-            uploads::put(content, &name, &id, q, headers, peer, body).await
+            uploads::put(content, &name, &id, q, headers, client.peer, body).await
         }
         OciRoute::CancelUpload { name, id } => uploads::cancel(content, &name, &id).await,
     }

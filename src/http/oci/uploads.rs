@@ -78,9 +78,9 @@ where
         }
     } else if let Some(digest) = digest_param(q, "digest")? {
         let len = content_length(headers)?;
-        let _memory = content.reserve_upload(len, peer).await?;
+        let body = content.metered(Bounded::new(body, len), len, peer);
         content
-            .push_blob(name, &digest, Bounded::new(body, len))
+            .push_blob(name, &digest, body)
             .await
             .map_err(|e| size_error(e, len))?;
         return created(name, &digest);
@@ -159,9 +159,9 @@ pub(super) async fn patch(
         }
         len = Some(range_len);
     }
-    let _memory = content.reserve_upload(len, peer).await?;
+    let body = content.metered(Bounded::new(body, len), len, peer);
     match content
-        .append(name, id, range.map(|r| r.0), len, Bounded::new(body, len))
+        .append(name, id, range.map(|r| r.0), len, body)
         .await
     {
         Ok(new_len) => upload_response(StatusCode::ACCEPTED, name, id, new_len),
@@ -194,12 +194,7 @@ pub(super) async fn put(
         || headers.contains_key(header::TRANSFER_ENCODING),
         |l| l > 0,
     );
-    // Memory first: the body's rate is measured from when it may be read.
-    let _memory = match has_body {
-        true => Some(content.reserve_upload(len, peer).await?),
-        false => None,
-    };
-    let last = has_body.then(|| Bounded::new(body, len));
+    let last = has_body.then(|| content.metered(Bounded::new(body, len), len, peer));
     content
         .finish(name, id, &digest, last)
         .await
@@ -220,18 +215,23 @@ pub(super) async fn cancel(
 /// kept alive a byte at a time cannot hold its upload memory and its request.
 const MIN_RATE: u64 = 16 * 1024;
 const RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(30);
+/// The first window is short whatever the length announced: a body must begin within it.
+const FIRST_WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// An upload body held to what its request announced (`Content-Length`, or a chunked body's
 /// `Content-Range`) and to `MIN_RATE`: the first byte past the announced length, or a window
-/// slower than the rate, ends it with an error at once, before more is held. Only time spent
-/// waiting for the client counts: while the server is busy with what it was handed (a slow
-/// disk or bucket), the window is held open.
+/// slower than the rate, ends it with an error at once, before more is held. The first window,
+/// from when the body is first read, is `FIRST_WINDOW` and must bring its rate's worth (or the
+/// whole of a shorter body). Only time spent waiting for the client counts: while the server is
+/// busy with what it was handed (a slow disk or bucket, room in upload memory), the window is
+/// held open.
 pub(super) struct Bounded {
     inner: axum::body::BodyDataStream,
     left: Option<u64>,
-    window: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// Started at the first read.
+    window: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     in_window: u64,
-    /// What the current window must bring (all of a short body in its first window).
+    /// What the current window must bring.
     need: u64,
     /// When the last bytes were handed on (the server's time since then does not count).
     handed_at: Option<tokio::time::Instant>,
@@ -239,17 +239,13 @@ pub(super) struct Bounded {
 
 impl Bounded {
     pub(super) fn new(body: Body, len: Option<u64>) -> Bounded {
-        // A short body must arrive within a short first window: 5 s and its time at the rate
-        // (a 1-byte body that never comes holds its request 5 s, not 30).
-        let first = len.map_or(RATE_WINDOW, |l| {
-            RATE_WINDOW.min(std::time::Duration::from_secs(5 + l / MIN_RATE))
-        });
+        let first = MIN_RATE * FIRST_WINDOW.as_secs();
         Bounded {
             inner: body.into_data_stream(),
             left: len,
-            window: Box::pin(tokio::time::sleep(first)),
+            window: None,
             in_window: 0,
-            need: len.map_or(u64::MAX, |l| l.min(MIN_RATE * first.as_secs())),
+            need: len.map_or(first, |l| l.min(first)),
             handed_at: None,
         }
     }
@@ -264,23 +260,26 @@ impl futures_util::Stream for Bounded {
     ) -> std::task::Poll<Option<Self::Item>> {
         use std::task::Poll;
         let this = &mut *self;
+        let window = this
+            .window
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(FIRST_WINDOW)));
         if let Some(at) = this.handed_at.take() {
-            let deadline = this.window.deadline() + at.elapsed();
-            this.window.as_mut().reset(deadline);
+            let deadline = window.deadline() + at.elapsed();
+            window.as_mut().reset(deadline);
         }
-        if this.window.as_mut().poll(cx).is_ready() {
-            if this.in_window < this.need.min(MIN_RATE * RATE_WINDOW.as_secs()) {
+        if window.as_mut().poll(cx).is_ready() {
+            if this.in_window < this.need {
                 return Poll::Ready(Some(Err(std::io::Error::other(format!(
                     "the body arrived slower than {} KiB/s",
                     MIN_RATE / 1024
                 )))));
             }
             this.in_window = 0;
-            this.need = u64::MAX;
-            this.window
+            this.need = MIN_RATE * RATE_WINDOW.as_secs();
+            window
                 .as_mut()
                 .reset(tokio::time::Instant::now() + RATE_WINDOW);
-            let _ = this.window.as_mut().poll(cx);
+            let _ = window.as_mut().poll(cx);
         }
         match std::pin::Pin::new(&mut this.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(b))) => {
