@@ -72,15 +72,40 @@ impl Drop for Hold {
     }
 }
 
-/// An upload file of a request still streaming; removed if the request is dropped meanwhile.
+/// An upload file of a request still streaming; removed if the request is dropped meanwhile,
+/// and not created if it is dropped before the (blocking) creation runs: both sides decide
+/// under `file`'s lock.
 struct Orphan {
     blobs: BlobStore,
     id: Option<uuid::Uuid>,
+    file: Arc<Mutex<OrphanFile>>,
+}
+
+#[derive(Default)]
+struct OrphanFile {
+    created: bool,
+    cancelled: bool,
+}
+
+impl Orphan {
+    /// Creates the upload file, unless the request is gone already.
+    fn create(file: &Mutex<OrphanFile>, fs: &crate::blob::FsStore, id: &uuid::Uuid) -> Result<()> {
+        let mut f = file.lock().unwrap_or_else(PoisonError::into_inner);
+        if f.cancelled {
+            return Err(Error::Task("the request was cancelled".into()));
+        }
+        fs.create_upload(id)?;
+        f.created = true;
+        Ok(())
+    }
 }
 
 impl Drop for Orphan {
     fn drop(&mut self) {
-        if let Some(id) = self.id.take()
+        let Some(id) = self.id.take() else { return };
+        let mut f = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        f.cancelled = true;
+        if f.created
             && let Err(e) = self.blobs.remove_upload(&id)
         {
             tracing::warn!(upload = %id, error = %e, "removing a cancelled upload's file");
@@ -1101,18 +1126,23 @@ impl ContentService {
         // they are older than the upload expiry, so this one is safe while it is being written.
         // S3: into the staged object (in memory while it fits one part), invisible until placed.
         let id = upload.unwrap_or_else(uuid::Uuid::new_v4);
+        // A request cancelled while its file is created or its body streams in (a reset HTTP/2
+        // stream, a connection gone) leaves no file behind; from the commit on, the blocking
+        // task cleans up.
+        let mut orphan = Orphan {
+            blobs: self.inner.blobs.clone(),
+            id: None,
+            file: Arc::default(),
+        };
         let target = match self.inner.blobs.engine().clone() {
             Engine::Fs(fs) => {
-                self.blocking(move |_| Ok(fs.create_upload(&id)?)).await?;
+                orphan.id = Some(id);
+                let file = Arc::clone(&orphan.file);
+                self.blocking(move |_| Orphan::create(&file, &fs, &id))
+                    .await?;
                 Target::File(id, 0, false)
             }
             Engine::S3(s3) => Target::Sink(s3.staging_sink(&id)),
-        };
-        // A request cancelled while its body streams in (a reset HTTP/2 stream, a connection
-        // gone) leaves no file behind; from the commit on, the blocking task cleans up.
-        let mut orphan = Orphan {
-            blobs: self.inner.blobs.clone(),
-            id: matches!(target, Target::File(..)).then_some(id),
         };
         let hasher = Some(Hasher::new(digest.algorithm()));
         let written = self.stream_into(target, hasher, body).await;

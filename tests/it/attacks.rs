@@ -6042,6 +6042,47 @@ async fn uploads_cancelled_mid_body_leave_no_file_and_no_stuck_session() {
         )
         .await;
     }
+    // And hundreds reset at once, some while their upload file is being created (a connection
+    // is told to go away after a few dozen resets: another one is opened). A bearer token, so
+    // that the requests reach the file within the first milliseconds.
+    let push = token_from(&admin, &s, "repository:acme/app:pull,push").await;
+    let mut raw = None;
+    for i in 0..1200u64 {
+        let ready = match raw.take() {
+            Some(c) => h2::client::SendRequest::ready(c).await.ok(),
+            None => None,
+        };
+        let mut c = match ready {
+            Some(c) => c,
+            None => {
+                let tcp = raw_from(&s, "127.0.0.2").await;
+                let (c, conn) = h2::client::handshake(tcp).await.unwrap();
+                tokio::spawn(conn);
+                c.ready().await.unwrap()
+            }
+        };
+        let req = http::Request::post(format!(
+            "http://{}/v2/acme/app/blobs/uploads/?digest={}",
+            s.host,
+            sha256(b"never sent")
+        ))
+        .header("authorization", format!("Bearer {push}"))
+        .header("content-length", "1024")
+        .body(())
+        .unwrap();
+        let Ok((_, mut body)) = c.send_request(req, false) else {
+            continue;
+        };
+        // Resets spread over the first milliseconds of the requests' lives.
+        if i % 3 > 0 {
+            tokio::time::sleep(Duration::from_millis(i % 3)).await;
+        }
+        for _ in 0..(i / 3) % 64 {
+            tokio::task::yield_now().await;
+        }
+        body.send_reset(h2::Reason::CANCEL);
+        raw = Some(c);
+    }
     let t = Instant::now();
     while files() > before {
         assert!(
