@@ -372,3 +372,74 @@ fn kib_of(bytes: u64) -> usize {
         .unwrap_or(usize::MAX)
         .clamp(1, Semaphore::MAX_PERMITS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hangup that says which holder was closed.
+    fn hangup(
+        name: &'static str,
+        closed: &tokio::sync::mpsc::UnboundedSender<&'static str>,
+    ) -> Hangup {
+        let closed = closed.clone();
+        Hangup::new(move || {
+            let _ = closed.send(name);
+        })
+    }
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_reservation_closes_the_oldest_stale_holder_of_the_heaviest_address() {
+        let b = Budget::new(4 << 20);
+        let (tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+        let wait = Duration::from_secs(30);
+        let take = |bytes: u64, at: &str, name: &'static str| {
+            let (h, peer, b) = (hangup(name, &tx), ip(at), &b);
+            async move { b.reserve_or_reclaim(bytes, peer, wait, Some(&h)).await }
+        };
+        // An old light holder, then heavier ones, and the heaviest only lately.
+        let light = take(256 << 10, "10.0.0.1", "light").await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let heavy = take(768 << 10, "10.0.0.2", "heavy").await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let other = take(512 << 10, "10.0.0.3", "other").await.unwrap();
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let fresh = take(1 << 20, "10.0.0.4", "fresh").await.unwrap();
+        let fresh_too = take(1 << 20, "10.0.0.5", "fresh too").await.unwrap();
+        let last = take(512 << 10, "10.0.0.7", "last").await.unwrap();
+        assert_eq!(b.free(), 0);
+        // A newcomer waits: after a second, the stale holder of the heaviest address (not the
+        // older light one, not the fresh heavier ones) is closed...
+        let newcomer = tokio::spawn({
+            let b = Arc::new(b);
+            async move {
+                let r = b
+                    .reserve_or_reclaim(256 << 10, ip("10.0.0.6"), wait, None)
+                    .await;
+                (r.is_some(), b)
+            }
+        });
+        let first = tokio::time::timeout(Duration::from_millis(1500), closed.recv())
+            .await
+            .unwrap();
+        assert_eq!(first, Some("heavy"));
+        // ... once a second while it waits, and it gets its room when a holder gives it back.
+        let second = tokio::time::timeout(Duration::from_millis(1500), closed.recv())
+            .await
+            .unwrap();
+        assert_eq!(second, Some("heavy"));
+        drop(heavy);
+        let (got, b) = newcomer.await.unwrap();
+        assert!(got);
+        assert_eq!(b.reclaimed(), 2);
+        // Nobody waits now: nothing more is closed.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(closed.try_recv().is_err());
+        drop((light, other, fresh, fresh_too, last));
+        assert_eq!(b.free(), 4 << 20);
+    }
+}

@@ -5589,15 +5589,18 @@ async fn upload_memory_is_bounded_and_one_address_cannot_take_it() {
     let auth = admin_basic();
     let mut writers = Vec::new();
     let mut silent = Vec::new();
-    for i in 0..16 {
-        let location = upload_session(&alice, &s).await;
-        let mut c = raw_from(&s, "127.0.0.2").await;
-        let head = format!(
+    let silent_since = Instant::now();
+    let patch = |location: String| {
+        format!(
             "PATCH {location} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n\
              Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
             64 << 20
-        );
-        c.write_all(head.as_bytes()).await.unwrap();
+        )
+    };
+    for i in 0..16 {
+        let location = upload_session(&alice, &s).await;
+        let mut c = raw_from(&s, "127.0.0.2").await;
+        c.write_all(patch(location).as_bytes()).await.unwrap();
         if i < 8 {
             let _ = c.write_all(&random_bytes(64 << 10, 7)).await;
             writers.push(c);
@@ -5605,10 +5608,26 @@ async fn upload_memory_is_bounded_and_one_address_cannot_take_it() {
             silent.push(c);
         }
     }
+    // And one trickles a byte every 250 ms.
+    let trickling = {
+        let location = upload_session(&alice, &s).await;
+        let mut c = raw_from(&s, "127.0.0.2").await;
+        c.write_all(patch(location).as_bytes()).await.unwrap();
+        let (r, mut w) = c.into_split();
+        tokio::spawn(async move {
+            for _ in 0..200 {
+                if w.write_all(b"x").await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+        r
+    };
     tokio::time::sleep(Duration::from_millis(500)).await;
     // What they hold is what they sent (at most twice), not what they announced.
     let (left, streaming) = free(&s).await;
-    assert_eq!(streaming, 16);
+    assert_eq!(streaming, 17);
     let held = (40 << 20) - left;
     assert!((8 * (64 << 10)..=8 * (128 << 10)).contains(&held), "{held}");
     // The writers send 3 MiB more each: the address holds at most its quarter (10 MiB of
@@ -5659,7 +5678,7 @@ async fn upload_memory_is_bounded_and_one_address_cannot_take_it() {
         "{:?}",
         start.elapsed()
     );
-    // The silent ones were cut within their first window (5 s), with nothing held.
+    // The silent ones and the trickling one were cut within their first window (5 s).
     use tokio::io::AsyncReadExt as _;
     let answer = |mut r: Box<dyn tokio::io::AsyncRead + Send + Unpin>| {
         tokio::spawn(async move {
@@ -5674,13 +5693,22 @@ async fn upload_memory_is_bounded_and_one_address_cannot_take_it() {
             )
         })
     };
+    let silent = silent
+        .into_iter()
+        .map(|c| -> Box<dyn tokio::io::AsyncRead + Send + Unpin> { Box::new(c) })
+        .chain([Box::new(trickling) as Box<dyn tokio::io::AsyncRead + Send + Unpin>]);
     for c in silent {
-        let (head, _) = answer(Box::new(c)).await.unwrap();
+        let (head, _) = answer(c).await.unwrap();
         assert!(
             head.starts_with("HTTP/1.1 400") && head.contains("slower than"),
             "{head}"
         );
     }
+    assert!(
+        silent_since.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        silent_since.elapsed()
+    );
     // Those waiting for room are told to retry within seconds (not left to the idle timeout),
     // and those streaming that go quiet are ended by the minimum rate.
     let answers: Vec<_> = readers.into_iter().map(|r| answer(Box::new(r))).collect();
