@@ -7,6 +7,7 @@
 pub(crate) mod access;
 pub(crate) mod answer;
 pub(crate) mod api;
+pub(crate) mod body;
 mod console;
 mod metrics;
 pub(crate) mod oci;
@@ -60,6 +61,18 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     {
         parts.headers.insert(axum::http::header::HOST, v);
     }
+    // Every body but an upload's (held to its rate with the length its chunk announces, by
+    // `oci::uploads`) must arrive at the minimum rate.
+    let body = match has_body(&parts) && !is_upload(&parts) {
+        true => {
+            let len = parts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok());
+            Body::from_stream(body::Bounded::new(body, len))
+        }
+        false => body,
+    };
     let req = Request::from_parts(
         parts,
         Body::new(metrics::CountingBody::new(body, state.metrics.clone())),
@@ -107,6 +120,26 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         tracing::trace!(%method, route, status = status.as_u16(), ms, "request");
     }
     resp
+}
+
+/// Whether the request comes with a body (a length above 0, or chunks).
+fn has_body(parts: &axum::http::request::Parts) -> bool {
+    parts.headers.contains_key(header::TRANSFER_ENCODING)
+        || parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
+
+/// Whether the request sends an upload's bytes (its body's rate is `oci::uploads`' to hold).
+fn is_upload(parts: &axum::http::request::Parts) -> bool {
+    parts.uri.path().starts_with("/v2/")
+        && matches!(
+            oci::route::OciRoute::parse(&parts.method, parts.uri.path()),
+            Ok(oci::route::OciRoute::StartUpload { .. }
+                | oci::route::OciRoute::PatchUpload { .. }
+                | oci::route::OciRoute::PutUpload { .. })
+        )
 }
 
 fn named(name: &'static str, resp: impl IntoResponse) -> Response {

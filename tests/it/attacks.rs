@@ -5525,6 +5525,70 @@ async fn a_few_addresses_keeping_requests_in_flight_cannot_keep_clients_out() {
     assert!(lost.iter().sum::<i32>() >= 1, "{lost:?}");
 }
 
+/// Bodies of every route, not only uploads', are held to the minimum rate: a token request, an
+/// API call and a manifest sent a byte at a time are answered with an error within their first
+/// window (5 s), not kept in flight for as long as a byte comes each minute.
+#[tokio::test]
+async fn small_bodies_sent_a_byte_at_a_time_are_cut_within_seconds() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let s = server_with_acme(&[]).await;
+    let auth = admin_basic();
+    let heads = [
+        "POST /token HTTP/1.1\r\nHost: x\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n"
+            .to_owned(),
+        format!(
+            "POST /api/v1/orgs HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n\
+             Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+        ),
+        format!(
+            "PUT /v2/acme/app/manifests/v1 HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n\
+             Content-Type: application/vnd.oci.image.manifest.v1+json\r\n\
+             Content-Length: 1000\r\n\r\n"
+        ),
+    ];
+    let start = Instant::now();
+    let mut clients = Vec::new();
+    for head in heads {
+        let c = raw_from(&s, "127.0.0.2").await;
+        let (mut r, mut w) = c.into_split();
+        w.write_all(head.as_bytes()).await.unwrap();
+        let dripping = tokio::spawn(async move {
+            for _ in 0..40 {
+                if w.write_all(b" ").await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+        clients.push(tokio::spawn(async move {
+            let mut head = vec![0u8; 512];
+            let n = tokio::time::timeout(Duration::from_secs(9), r.read(&mut head))
+                .await
+                .map_or(0, |r| r.unwrap_or(0));
+            dripping.abort();
+            (
+                String::from_utf8_lossy(&head[..n]).into_owned(),
+                start.elapsed(),
+            )
+        }));
+    }
+    for c in clients {
+        let (head, after) = c.await.unwrap();
+        assert!(head.starts_with("HTTP/1.1 4"), "{head:?}");
+        assert!(after < Duration::from_secs(8), "{after:?}");
+    }
+    // A body that comes at once is served as ever.
+    Api::admin(&s)
+        .ok(
+            "POST",
+            "/orgs",
+            Some(json!({"name": "other"})),
+            StatusCode::CREATED,
+        )
+        .await;
+}
+
 /// A server started with `args` and an organization `acme` made by the admin.
 async fn server_with_acme(args: &[&str]) -> Server {
     let s = Server::start_args(args);
