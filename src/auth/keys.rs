@@ -357,8 +357,12 @@ fn write_private(path: &Path, text: &str) -> Result<(), KeyError> {
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt as _;
     let tmp = path.with_extension("tmp");
+    // A new file of its own, never one found there (a link planted to redirect the write, or
+    // a leftover with looser permissions): what is there goes, and creation fails if it comes
+    // back.
+    let _ = std::fs::remove_file(&tmp);
     let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true).create_new(true);
     #[cfg(unix)]
     opts.mode(0o600);
     let mut f = opts
