@@ -694,6 +694,13 @@ impl IamService {
             .find(|k| k.as_str() == row.kind)
             .filter(|k| *k != SecretKind::RefreshToken)
             .ok_or_else(|| Error::Invalid(format!("a {} cannot be rotated", row.kind)))?;
+        // A new secret under an expiry already past would be dead on arrival; the expiry is not
+        // the rotation's to move.
+        if row.expires_at.is_some_and(|e| e <= now()) {
+            return Err(Error::Conflict(format!(
+                "credential {id:?} has expired; create a new one"
+            )));
+        }
         let uuid = uuid::Uuid::try_parse(&row.id)
             .map_err(|_| Error::Invalid(format!("credential {id:?} has no rotatable id")))?;
         let secret = Secret::generate_for(kind, uuid).map_err(|e| Error::Random(e.to_string()))?;

@@ -4081,6 +4081,45 @@ async fn rules_the_second_review_broke_unnoticed() {
     );
 }
 
+/// An expired credential is not rotated: a new secret under an expiry already past would be
+/// dead on arrival (and the expiry is not the rotation's to move). The refusal says why, and the
+/// old secret stays refused.
+#[tokio::test]
+async fn an_expired_credential_is_not_rotated_into_a_dead_secret() {
+    let w = world().await;
+    let (s, alice) = (&w.s, &w.alice);
+    let key = alice
+        .ok(
+            "POST",
+            "/apikeys",
+            Some(json!({"name": "brief", "expiresIn": "1s"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let token = alice
+        .ok(
+            "POST",
+            "/orgs/acme/robots/reader/tokens",
+            Some(json!({"name": "brief", "expiresIn": "1s"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    for path in [
+        format!("/apikeys/{}/rotate", key["id"].as_str().unwrap()),
+        format!(
+            "/orgs/acme/robots/reader/tokens/{}/rotate",
+            token["id"].as_str().unwrap()
+        ),
+    ] {
+        let (status, v) = alice.post(&path, json!({"overlap": "0"})).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{path}: {v}");
+        assert!(v.to_string().contains("expired"), "{v}");
+    }
+    let old = Api::basic(s, "iamapikey", key["apikey"].as_str().unwrap());
+    assert_eq!(old.get("/orgs").await.0, StatusCode::UNAUTHORIZED);
+}
+
 #[tokio::test]
 async fn the_audit_says_why_a_login_failed_while_the_client_learns_nothing() {
     let w = world().await;
