@@ -19,6 +19,8 @@ use super::error::{Error, Result as ContentResult};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::fair::{Fair, Grant};
+
 use crate::types::{ClientAddress, Hangup};
 
 type Shares = Arc<Mutex<HashMap<ClientAddress, Arc<Semaphore>>>>;
@@ -28,7 +30,8 @@ type Holders = Arc<Mutex<HashMap<u64, Holder>>>;
 
 /// Bytes in flight, counted in KiB.
 pub(super) struct Budget {
-    permits: Arc<Semaphore>,
+    /// The whole, given out fairly among addresses (`fair`).
+    whole: Arc<Fair>,
     capacity_kib: AtomicUsize,
     /// Each address's share while it has a reservation or a waiter (then dropped).
     shares: Shares,
@@ -39,8 +42,8 @@ pub(super) struct Budget {
     reclaimed: AtomicU64,
 }
 
-/// A reservation held this long without being given back is *stale*: for a pull's chunk, its
-/// client has not read it (256 KiB) in that time.
+/// A holder whose answer has written nothing (no chunk given back) for this long is *stale*: its
+/// client has not read 256 KiB in that time, however long ago the reservation was made.
 const STALE: Duration = Duration::from_secs(5);
 /// A reservation that waits closes the holder of a stale one each this often (`reclaim`), and
 /// the budget closes one at most each `RECLAIM_GAP` whoever waits.
@@ -50,9 +53,42 @@ const RECLAIM_GAP: Duration = Duration::from_millis(100);
 /// A reservation's holder, as `reclaim` chooses among them.
 struct Holder {
     address: Option<ClientAddress>,
-    since: tokio::time::Instant,
     kib: usize,
     hangup: Hangup,
+    progress: Arc<Progress>,
+}
+
+/// When an answer last gave a chunk back (written), or began.
+pub(super) struct Progress(AtomicU64);
+
+impl Progress {
+    pub(super) fn new() -> Arc<Progress> {
+        Arc::new(Progress(AtomicU64::new(clock_ms())))
+    }
+
+    pub(super) fn touch(&self) {
+        self.0.store(clock_ms(), Ordering::Relaxed);
+    }
+
+    fn quiet_for(&self, now: u64) -> u64 {
+        now.saturating_sub(self.0.load(Ordering::Relaxed))
+    }
+}
+
+/// Milliseconds since the first use of the budget's clock.
+fn clock_ms() -> u64 {
+    let epoch = *EPOCH.get_or_init(tokio::time::Instant::now);
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Whose stale holders a waiting reservation may close.
+#[derive(Clone, Copy)]
+enum Scope {
+    /// Waiting for its address's share: only its own address's.
+    Own(Option<ClientAddress>),
+    /// Waiting for the whole: those of the address holding the most, if it holds more than the
+    /// waiter's.
+    Heaviest(Option<ClientAddress>),
 }
 
 /// A reservation's entry among the holders, removed when it is given back.
@@ -74,7 +110,7 @@ impl Drop for Held {
 pub(super) struct Reservation {
     kib: usize,
     _held: Option<Held>,
-    _whole: OwnedSemaphorePermit,
+    _whole: Grant,
     _share: Option<Share>,
 }
 
@@ -110,7 +146,7 @@ impl Budget {
     pub(super) fn new(bytes: u64) -> Budget {
         let kib = kib_of(bytes);
         Budget {
-            permits: Arc::new(Semaphore::new(kib)),
+            whole: Fair::new(kib),
             capacity_kib: AtomicUsize::new(kib),
             shares: Arc::default(),
             holders: Arc::default(),
@@ -124,11 +160,8 @@ impl Budget {
     pub(super) fn set(&self, bytes: u64) {
         let want = kib_of(bytes);
         let had = self.capacity_kib.swap(want, Ordering::Relaxed);
-        if want > had {
-            self.permits.add_permits(want - had);
-        } else {
-            self.permits.forget_permits(had - want);
-        }
+        self.whole
+            .resize(want.saturating_sub(had), had.saturating_sub(want));
     }
 
     /// The most one address may hold, in bytes.
@@ -138,16 +171,44 @@ impl Budget {
 
     /// Not reserved now, in bytes.
     pub(super) fn free(&self) -> u64 {
-        (self.permits.available_permits() as u64) << 10
+        (self.whole.free() as u64) << 10
     }
 
     /// Reserves `bytes` (at most an address's share) for a client at `peer`: from the
-    /// address's share, then from the whole, both in arrival order. `None` once `wait` passed.
+    /// address's share (in arrival order), then from the whole (the address holding the least
+    /// first, `fair`). `None` once `wait` passed.
     pub(super) async fn reserve(
         &self,
         bytes: u64,
         peer: Option<IpAddr>,
         wait: Duration,
+    ) -> Option<Reservation> {
+        self.reserve_for(bytes, peer, wait, None).await
+    }
+
+    /// `reserve`, for a holder closed by `hangup` whose answer's `progress` says when it last
+    /// wrote: while it waits, stale holders are closed (`reclaim`: its own address's while it
+    /// waits for its share, the heaviest address's while it waits for the whole), and once it
+    /// holds, it may be closed in turn if its answer writes nothing for `STALE` while others
+    /// wait. So clients that stop reading (a socket never read, HTTP/2 streams whose window
+    /// never opens) hold memory only until someone needs it, and a client reading slowly but
+    /// steadily is never closed for it.
+    pub(super) async fn reserve_or_reclaim(
+        &self,
+        bytes: u64,
+        peer: Option<IpAddr>,
+        wait: Duration,
+        holder: (&Hangup, &Arc<Progress>),
+    ) -> Option<Reservation> {
+        self.reserve_for(bytes, peer, wait, Some(holder)).await
+    }
+
+    async fn reserve_for(
+        &self,
+        bytes: u64,
+        peer: Option<IpAddr>,
+        wait: Duration,
+        holder: Option<(&Hangup, &Arc<Progress>)>,
     ) -> Option<Reservation> {
         let per_address = usize::try_from(self.share() >> 10).unwrap_or(usize::MAX);
         let kib = usize::try_from(bytes.div_ceil(1024))
@@ -155,9 +216,10 @@ impl Budget {
             .clamp(1, per_address);
         let n = u32::try_from(kib).unwrap_or(u32::MAX);
         let deadline = tokio::time::Instant::now() + wait;
-        let share = match peer {
-            Some(ip) => {
-                let address = ClientAddress::from(ip);
+        let address = peer.map(ClientAddress::from);
+        let reclaims = holder.is_some();
+        let share = match address {
+            Some(address) => {
                 let own = Arc::clone(
                     self.shares
                         .lock()
@@ -165,7 +227,9 @@ impl Budget {
                         .entry(address)
                         .or_insert_with(|| Arc::new(Semaphore::new(per_address))),
                 );
-                let permit = tokio::time::timeout_at(deadline, own.acquire_many_owned(n))
+                let take = tokio::time::timeout_at(deadline, own.acquire_many_owned(n));
+                let permit = self
+                    .reclaiming(take, reclaims.then_some(Scope::Own(Some(address))))
                     .await
                     .ok()?
                     .ok()?;
@@ -177,17 +241,50 @@ impl Budget {
             }
             None => None,
         };
-        let whole =
-            tokio::time::timeout_at(deadline, Arc::clone(&self.permits).acquire_many_owned(n))
-                .await
-                .ok()?
-                .ok()?;
-        Some(Reservation {
+        let take = self.whole.acquire(kib, address, deadline);
+        let whole = self
+            .reclaiming(take, reclaims.then_some(Scope::Heaviest(address)))
+            .await?;
+        let mut r = Reservation {
             kib,
             _held: None,
             _whole: whole,
             _share: share,
-        })
+        };
+        if let Some((hangup, progress)) = holder {
+            let id = self.next_holder.fetch_add(1, Ordering::Relaxed);
+            let entry = Holder {
+                address,
+                kib,
+                hangup: hangup.clone(),
+                progress: Arc::clone(progress),
+            };
+            self.holders
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(id, entry);
+            r._held = Some(Held {
+                id,
+                holders: Arc::clone(&self.holders),
+            });
+        }
+        Some(r)
+    }
+
+    /// Awaits `wait`, closing a stale holder in `scope` each `RECLAIM_EVERY` meanwhile.
+    async fn reclaiming<T>(&self, wait: impl Future<Output = T>, scope: Option<Scope>) -> T {
+        tokio::pin!(wait);
+        let Some(scope) = scope else {
+            return wait.await;
+        };
+        let start = tokio::time::Instant::now();
+        let mut tick = tokio::time::interval_at(start + RECLAIM_EVERY, RECLAIM_EVERY);
+        loop {
+            tokio::select! {
+                r = &mut wait => return r,
+                _ = tick.tick() => self.reclaim(scope),
+            }
+        }
     }
 }
 
@@ -284,74 +381,35 @@ where
 }
 
 impl Budget {
-    /// `reserve`, for a holder that `hangup` closes: while it waits, stale holders are closed
-    /// (`reclaim`), and once it holds, it may be closed in turn if it keeps its reservation
-    /// `STALE` while others wait. So clients that stop reading (a socket never read, HTTP/2
-    /// streams whose window never opens) hold memory only until someone needs it.
-    pub(super) async fn reserve_or_reclaim(
-        &self,
-        bytes: u64,
-        peer: Option<IpAddr>,
-        wait: Duration,
-        hangup: Option<&Hangup>,
-    ) -> Option<Reservation> {
-        let address = peer.map(ClientAddress::from);
-        let reserve = self.reserve(bytes, peer, wait);
-        tokio::pin!(reserve);
-        let start = tokio::time::Instant::now();
-        let mut tick = tokio::time::interval_at(start + RECLAIM_EVERY, RECLAIM_EVERY);
-        let mut r = loop {
-            tokio::select! {
-                r = &mut reserve => break r?,
-                _ = tick.tick() => self.reclaim(address),
-            }
-        };
-        if let Some(hangup) = hangup {
-            let id = self.next_holder.fetch_add(1, Ordering::Relaxed);
-            let holder = Holder {
-                address,
-                since: tokio::time::Instant::now(),
-                kib: r.kib,
-                hangup: hangup.clone(),
-            };
-            let mut holders = self.holders.lock().unwrap_or_else(PoisonError::into_inner);
-            holders.insert(id, holder);
-            r._held = Some(Held {
-                id,
-                holders: Arc::clone(&self.holders),
-            });
-        }
-        Some(r)
-    }
-
-    /// Closes the holder of the oldest stale reservation of the address holding the most (the
-    /// waiter's own, of those holding as much), at most once per `RECLAIM_GAP` for the budget.
-    fn reclaim(&self, mine: Option<ClientAddress>) {
-        let now = tokio::time::Instant::now();
-        let ms = |t: tokio::time::Instant| u64::try_from(t.elapsed().as_millis()).unwrap_or(0);
-        let clock = ms(*EPOCH.get_or_init(tokio::time::Instant::now));
+    /// Closes the holder of a stale reservation in `scope` (the quietest), at most once per
+    /// `RECLAIM_GAP` for the budget.
+    fn reclaim(&self, scope: Scope) {
+        let now = clock_ms();
         let last = self.reclaimed_at.load(Ordering::Relaxed);
         let gap = u64::try_from(RECLAIM_GAP.as_millis()).unwrap_or(u64::MAX);
-        if last != 0 && clock.saturating_sub(last) < gap {
+        if last != 0 && now.saturating_sub(last) < gap {
             return;
         }
+        let stale = u64::try_from(STALE.as_millis()).unwrap_or(u64::MAX);
         let hangup = {
             let holders = self.holders.lock().unwrap_or_else(PoisonError::into_inner);
             let mut per_address: HashMap<Option<ClientAddress>, usize> = HashMap::new();
             for h in holders.values() {
                 *per_address.entry(h.address).or_default() += h.kib;
             }
+            let held = |a: &Option<ClientAddress>| per_address.get(a).copied().unwrap_or(0);
             holders
                 .values()
-                .filter(|h| now.duration_since(h.since) >= STALE)
-                .max_by_key(|h| {
-                    let held = per_address.get(&h.address).copied().unwrap_or(0);
-                    (held, h.address == mine, now.duration_since(h.since))
+                .filter(|h| h.progress.quiet_for(now) >= stale)
+                .filter(|h| match scope {
+                    Scope::Own(mine) => h.address == mine,
+                    Scope::Heaviest(mine) => held(&h.address) > held(&mine),
                 })
+                .max_by_key(|h| (held(&h.address), h.progress.quiet_for(now)))
                 .map(|h| h.hangup.clone())
         };
         if let Some(hangup) = hangup {
-            self.reclaimed_at.store(clock.max(1), Ordering::Relaxed);
+            self.reclaimed_at.store(now.max(1), Ordering::Relaxed);
             self.reclaimed.fetch_add(1, Ordering::Relaxed);
             tracing::debug!("closing a connection that holds memory it does not use");
             hangup.hang_up();
@@ -377,69 +435,104 @@ fn kib_of(bytes: u64) -> usize {
 mod tests {
     use super::*;
 
-    /// A hangup that says which holder was closed.
-    fn hangup(
-        name: &'static str,
-        closed: &tokio::sync::mpsc::UnboundedSender<&'static str>,
-    ) -> Hangup {
+    type Closed = tokio::sync::mpsc::UnboundedSender<&'static str>;
+
+    /// A holder that says when it is closed, with its answer's progress.
+    fn holder(name: &'static str, closed: &Closed) -> (Hangup, Arc<Progress>) {
         let closed = closed.clone();
-        Hangup::new(move || {
+        let hangup = Hangup::new(move || {
             let _ = closed.send(name);
-        })
+        });
+        (hangup, Progress::new())
     }
 
     fn ip(s: &str) -> Option<IpAddr> {
         Some(s.parse().unwrap())
     }
 
+    const WAIT: Duration = Duration::from_secs(30);
+
+    async fn take(
+        b: &Budget,
+        bytes: u64,
+        at: &str,
+        (hangup, progress): &(Hangup, Arc<Progress>),
+    ) -> Reservation {
+        b.reserve_or_reclaim(bytes, ip(at), WAIT, (hangup, progress))
+            .await
+            .unwrap()
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn a_waiting_reservation_closes_the_oldest_stale_holder_of_the_heaviest_address() {
-        let b = Budget::new(4 << 20);
+    async fn a_waiting_reservation_closes_the_quietest_holder_of_the_heaviest_address() {
+        let b = Arc::new(Budget::new(4 << 20));
         let (tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
-        let wait = Duration::from_secs(30);
-        let take = |bytes: u64, at: &str, name: &'static str| {
-            let (h, peer, b) = (hangup(name, &tx), ip(at), &b);
-            async move { b.reserve_or_reclaim(bytes, peer, wait, Some(&h)).await }
-        };
-        // An old light holder, then heavier ones, and the heaviest only lately.
-        let light = take(256 << 10, "10.0.0.1", "light").await.unwrap();
+        let h = |name| holder(name, &tx);
+        // An old light holder, heavier ones, one of them writing lately, and the heaviest
+        // only lately.
+        let (light, heavy, moving) = (h("light"), h("heavy"), h("moving"));
+        let _light = take(&b, 256 << 10, "10.0.0.1", &light).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let heavy = take(768 << 10, "10.0.0.2", "heavy").await.unwrap();
+        let kept = take(&b, 768 << 10, "10.0.0.2", &heavy).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let other = take(512 << 10, "10.0.0.3", "other").await.unwrap();
+        let _moving = take(&b, 512 << 10, "10.0.0.3", &moving).await;
         tokio::time::sleep(Duration::from_secs(4)).await;
-        let fresh = take(1 << 20, "10.0.0.4", "fresh").await.unwrap();
-        let fresh_too = take(1 << 20, "10.0.0.5", "fresh too").await.unwrap();
-        let last = take(512 << 10, "10.0.0.7", "last").await.unwrap();
+        moving.1.touch();
+        let (fresh, fresh_too, last) = (h("fresh"), h("fresh too"), h("last"));
+        let _fresh = take(&b, 1 << 20, "10.0.0.4", &fresh).await;
+        let _fresh_too = take(&b, 1 << 20, "10.0.0.5", &fresh_too).await;
+        let _last = take(&b, 512 << 10, "10.0.0.7", &last).await;
         assert_eq!(b.free(), 0);
-        // A newcomer waits: after a second, the stale holder of the heaviest address (not the
-        // older light one, not the fresh heavier ones) is closed...
+        // A newcomer waits for the whole: after a second, the quiet holder of the heaviest
+        // address is closed (not the older light one, not the fresh heavier ones, not one that
+        // has been holding long but writes)...
         let newcomer = tokio::spawn({
-            let b = Arc::new(b);
+            let b = Arc::clone(&b);
+            let mine = holder("newcomer", &tx);
             async move {
-                let r = b
-                    .reserve_or_reclaim(256 << 10, ip("10.0.0.6"), wait, None)
-                    .await;
-                (r.is_some(), b)
+                b.reserve_or_reclaim(256 << 10, ip("10.0.0.6"), WAIT, (&mine.0, &mine.1))
+                    .await
+                    .is_some()
             }
         });
-        let first = tokio::time::timeout(Duration::from_millis(1500), closed.recv())
-            .await
-            .unwrap();
-        assert_eq!(first, Some("heavy"));
+        let first = tokio::time::timeout(Duration::from_millis(1500), closed.recv()).await;
+        assert_eq!(first.unwrap(), Some("heavy"));
         // ... once a second while it waits, and it gets its room when a holder gives it back.
-        let second = tokio::time::timeout(Duration::from_millis(1500), closed.recv())
-            .await
-            .unwrap();
-        assert_eq!(second, Some("heavy"));
-        drop(heavy);
-        let (got, b) = newcomer.await.unwrap();
-        assert!(got);
+        let second = tokio::time::timeout(Duration::from_millis(1500), closed.recv()).await;
+        assert_eq!(second.unwrap(), Some("heavy"));
+        drop(kept);
+        assert!(newcomer.await.unwrap());
         assert_eq!(b.reclaimed(), 2);
         // Nobody waits now: nothing more is closed.
         tokio::time::sleep(Duration::from_secs(10)).await;
         assert!(closed.try_recv().is_err());
-        drop((light, other, fresh, fresh_too, last));
-        assert_eq!(b.free(), 4 << 20);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reservation_waiting_for_its_own_share_closes_only_its_own_addresses_holders() {
+        let b = Arc::new(Budget::new(8 << 20));
+        let (tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+        // Another address reads slowly: quiet for a while, its memory held.
+        let slow = holder("slow reader", &tx);
+        let _slow = take(&b, 512 << 10, "10.0.0.1", &slow).await;
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        // An address fills its share with fresh holders and queues more.
+        let pin = holder("pin", &tx);
+        let _pinned = take(&b, 2 << 20, "10.0.0.2", &pin).await;
+        let more = tokio::spawn({
+            let b = Arc::clone(&b);
+            let mine = holder("more", &tx);
+            async move {
+                b.reserve_or_reclaim(256 << 10, ip("10.0.0.2"), WAIT, (&mine.0, &mine.1))
+                    .await
+                    .is_some()
+            }
+        });
+        // The other address's holder is never closed for it; its own, once quiet, is.
+        let first = tokio::time::timeout(Duration::from_secs(4), closed.recv()).await;
+        assert!(first.is_err(), "{first:?}");
+        let first = tokio::time::timeout(Duration::from_secs(3), closed.recv()).await;
+        assert_eq!(first.unwrap(), Some("pin"));
+        more.abort();
     }
 }

@@ -15,6 +15,7 @@
 
 mod budget;
 mod error;
+mod fair;
 pub mod gc;
 mod lock;
 pub mod manifest;
@@ -28,6 +29,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
+use tokio_util::task::AbortOnDropHandle;
 
 pub use crate::types::{
     Algorithm, Digest, DigestError, Hasher, NameError, Reference, ReferenceError, RepositoryName,
@@ -156,13 +158,28 @@ pub struct BlobReader {
     client: Client,
 }
 
-/// Who an answer's download memory is held for: the client's address (for its share) and what
+/// Who an answer's download memory is held for: the client's address (for its share), what
 /// closes its connection (to take the memory back if it stops reading; see
-/// `budget::Budget::reserve_or_reclaim`).
-#[derive(Clone, Debug, Default)]
+/// `budget::Budget::reserve_or_reclaim`), and when the answer last wrote a chunk.
+#[derive(Clone)]
 pub struct Client {
-    pub peer: Option<std::net::IpAddr>,
-    pub hangup: Option<crate::types::Hangup>,
+    peer: Option<std::net::IpAddr>,
+    hangup: Option<crate::types::Hangup>,
+    written: Arc<budget::Progress>,
+}
+
+impl Client {
+    pub fn new(peer: Option<std::net::IpAddr>, hangup: Option<crate::types::Hangup>) -> Client {
+        Client {
+            peer,
+            hangup,
+            written: budget::Progress::new(),
+        }
+    }
+
+    pub fn peer(&self) -> Option<std::net::IpAddr> {
+        self.peer
+    }
 }
 
 /// Memory for blob bytes read for answers and not yet written to their sockets, shared by every
@@ -181,26 +198,50 @@ async fn download_permit(
     memory: &budget::Budget,
     bytes: usize,
     client: &Client,
-) -> std::io::Result<budget::Reservation> {
-    memory
-        .reserve_or_reclaim(
-            bytes as u64,
-            client.peer,
-            DOWNLOAD_MEMORY_WAIT,
-            client.hangup.as_ref(),
-        )
-        .await
-        .ok_or_else(|| {
-            std::io::Error::other(
-                "the registry's download memory is held by clients that do not read",
-            )
-        })
+) -> std::io::Result<ChunkMemory> {
+    let reserved = match &client.hangup {
+        Some(hangup) => {
+            memory
+                .reserve_or_reclaim(
+                    bytes as u64,
+                    client.peer,
+                    DOWNLOAD_MEMORY_WAIT,
+                    (hangup, &client.written),
+                )
+                .await
+        }
+        None => {
+            memory
+                .reserve(bytes as u64, client.peer, DOWNLOAD_MEMORY_WAIT)
+                .await
+        }
+    };
+    let reservation = reserved.ok_or_else(|| {
+        std::io::Error::other("the registry's download memory is held by clients that do not read")
+    })?;
+    Ok(ChunkMemory {
+        _reservation: reservation,
+        written: Arc::clone(&client.written),
+    })
+}
+
+/// Download memory taken for one chunk of an answer: given back, and the answer's progress
+/// stamped, when the chunk is dropped (written out).
+struct ChunkMemory {
+    _reservation: budget::Reservation,
+    written: Arc<budget::Progress>,
+}
+
+impl Drop for ChunkMemory {
+    fn drop(&mut self) {
+        self.written.touch();
+    }
 }
 
 /// A chunk of an answer that gives its download memory back when dropped (written out).
 struct Counted<B> {
     bytes: B,
-    _permit: budget::Reservation,
+    _permit: ChunkMemory,
 }
 
 impl<B: AsRef<[u8]>> AsRef<[u8]> for Counted<B> {
@@ -269,7 +310,9 @@ impl BlobReader {
                 .await
                 .map_err(std::io::Error::other)?
         };
-        let first = tokio::spawn({
+        // The reads ahead are the stream's own: dropped with it (a reset stream, a connection
+        // gone), they stop, not wait on for memory with the file open.
+        let first = AbortOnDropHandle::new(tokio::spawn({
             let (memory, client) = (Arc::clone(&memory), client.clone());
             async move {
                 let file = tokio::task::spawn_blocking(move || {
@@ -279,7 +322,7 @@ impl BlobReader {
                 .map_err(std::io::Error::other)??;
                 read(file, len, memory, client).await
             }
-        });
+        }));
         let state = (len > 0).then_some((first, len));
         futures_util::stream::unfold(state, move |state| {
             let (memory, client) = (Arc::clone(&memory), client.clone());
@@ -297,8 +340,12 @@ impl BlobReader {
                     return Some((Err(e), None));
                 }
                 let left = left - chunk.len() as u64;
-                let next =
-                    (left > 0).then(|| (tokio::spawn(read(file, left, memory, client)), left));
+                let next = (left > 0).then(|| {
+                    (
+                        AbortOnDropHandle::new(tokio::spawn(read(file, left, memory, client))),
+                        left,
+                    )
+                });
                 Some((Ok(chunk), next))
             }
         })
@@ -318,7 +365,7 @@ fn bytes_gone(meta: &MetadataStore, repo: &RepositoryName) -> Error {
 fn read_chunk(
     mut file: std::fs::File,
     left: u64,
-    permit: budget::Reservation,
+    permit: ChunkMemory,
 ) -> std::io::Result<(std::fs::File, Bytes)> {
     use std::io::Read as _;
     let n = left.min(READ_CHUNK as u64);

@@ -81,6 +81,10 @@ const SLOW_RATE: u64 = 16 * 1024;
 const WINDOW_MS: u64 = 2_000;
 /// ... or nothing at all for this long (the kernel took a burst, and the client reads no more).
 const SILENT_MS: u64 = 4_000;
+/// A busy connection that has moved nothing for this long gives way to any newcomer, however
+/// few its address holds: otherwise one such connection from each of many addresses would
+/// keep everyone out for free.
+const GONE_MS: u64 = 10_000;
 
 /// A served connection, as admission sees it.
 #[derive(Debug)]
@@ -128,6 +132,11 @@ impl Conn {
         Arc::clone(&self.traffic)
     }
 
+    /// How long its socket has moved nothing.
+    fn silent_for(&self, now: u64) -> u64 {
+        now.saturating_sub(self.traffic.last.load(Ordering::Relaxed))
+    }
+
     /// Busy for a while and moving less than `SLOW_RATE` lately, or nothing for `SILENT_MS`: a
     /// body or a reader that holds its place without using it.
     fn slow(&self, now: u64) -> bool {
@@ -136,7 +145,7 @@ impl Conn {
         if now.saturating_sub(busy_since) < SLOW_AFTER_MS {
             return false;
         }
-        if now.saturating_sub(t.last.load(Ordering::Relaxed)) >= SILENT_MS {
+        if self.silent_for(now) >= SILENT_MS {
             return true;
         }
         // From the older window's start, or the request's if it began since.
@@ -183,7 +192,8 @@ impl Table {
     /// The connection that gives way to a newcomer whose address holds `mine` connections, from
     /// the address holding the most among those with one that may: a connection waiting for a
     /// request (the longest waiting), if its address holds more than the newcomer's; else a slow
-    /// busy one (`Conn::slow`; the newest), if its address holds more than the newcomer's would.
+    /// busy one (`Conn::slow`; the newest), if its address holds more than the newcomer's would,
+    /// or one that has moved nothing for `GONE_MS`, whatever its address holds.
     /// So connections are shared fairly among addresses under contention: an address cannot
     /// push out those of one holding fewer (a newcomer's half-sent head or a keep-alive between
     /// requests included), the few that hold the most give way first (their slow requests
@@ -197,7 +207,7 @@ impl Table {
                 let waiting = c.busy.load(Ordering::Acquire) == 0;
                 let may = match waiting {
                     true => held > mine,
-                    false => held > mine + 1 && c.slow(now),
+                    false => (held > mine + 1 && c.slow(now)) || c.silent_for(now) >= GONE_MS,
                 };
                 let order = match waiting {
                     true => u64::MAX - c.waiting_since.load(Ordering::Relaxed),
@@ -404,6 +414,24 @@ mod tests {
                 .count(),
             2
         );
+    }
+
+    #[test]
+    fn a_busy_connection_silent_for_long_gives_way_however_few_its_address_holds() {
+        let a = Admission::new(2, 2);
+        let held = [busy(&a, "10.0.0.1", 1), busy(&a, "10.0.0.2", 1)];
+        // One keeps moving a little; the other nothing at all.
+        for _ in 0..((GONE_MS + 500) / 500) {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            held[0][0].0.conn.traffic.touch(1);
+        }
+        let _newcomer = match a.admit(ip("10.0.0.3")) {
+            Admitted::InPlaceOf(s) => s,
+            other => panic!("{other:?}"),
+        };
+        let table = a.table.lock().unwrap();
+        assert!(table.conns.contains_key(&held[0][0].0.conn.id));
+        assert!(!table.conns.contains_key(&held[1][0].0.conn.id));
     }
 
     #[test]

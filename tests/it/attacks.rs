@@ -1081,8 +1081,22 @@ async fn connections_are_bounded_and_idle_ones_closed() {
         silent.push(raw_from(&s, &format!("127.0.4.{i}")).await);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let r = client().get(s.url("/v2/")).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    let mut open = 0;
+    for c in &mut silent {
+        if !closed_in(c, Duration::from_millis(10)).await {
+            open += 1;
+        }
+    }
+    assert_eq!(
+        open, 16,
+        "silent connections refused before the newcomer came"
+    );
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let r = fresh.get(s.url("/v2/")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let mut gave_way = 0;
     for c in &mut silent {
         if closed_in(c, Duration::from_millis(50)).await {
@@ -6054,6 +6068,84 @@ async fn pulls_that_stop_reading_hold_at_most_their_addresses_share_of_download_
     }
 }
 
+/// An HTTP/2 connection from `source` with `n` pulls of blob `d` whose answers are never read
+/// (their windows stay shut after the first 64 KiB); the task driving it ends when the server
+/// closes it.
+async fn stalled_h2_pulls(
+    s: &Server,
+    source: &str,
+    d: &str,
+    n: usize,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<bool>,
+    Vec<h2::client::ResponseFuture>,
+) {
+    let tcp = raw_from(s, source).await;
+    let (mut h2c, conn) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(async move { conn.await.is_err() });
+    let mut answers = Vec::new();
+    for _ in 0..n {
+        h2c = h2c.ready().await.unwrap();
+        answers.push(h2c.send_request(blob_get(s, d), true).unwrap().0);
+    }
+    (h2c, driver, answers)
+}
+
+/// An HTTP/2 request for blob `d` of `acme/app`, as the admin.
+fn blob_get(s: &Server, d: &str) -> http::Request<()> {
+    http::Request::get(format!("http://{}/v2/acme/app/blobs/{d}", s.host))
+        .header("authorization", format!("Basic {}", admin_basic()))
+        .body(())
+        .unwrap()
+}
+
+/// Pulls abandoned while they wait for download memory (HTTP/2 streams reset at once, their
+/// address's share held) leave nothing behind: their reads ahead stop with them, so no blob
+/// file stays open and nothing waits on for memory.
+#[tokio::test]
+async fn pulls_reset_while_waiting_for_memory_leave_no_file_open() {
+    let s = server_with_acme(&["--download-memory", "8MiB"]).await;
+    let admin = basic_client("admin", ADMIN_PASSWORD);
+    let d = push_blob(&admin, &s, "acme/app", &random_bytes(4 << 20, 25)).await;
+    let _pinned = stalled_h2_pulls(&s, "127.0.0.2", &d, 16).await;
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", s.pid()))
+            .unwrap()
+            .count()
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = fds();
+    let mut c = None;
+    for _ in 0..300 {
+        let ready = match c.take() {
+            Some(h) => h2::client::SendRequest::ready(h).await.ok(),
+            None => None,
+        };
+        let mut h = match ready {
+            Some(h) => h,
+            None => {
+                let tcp = raw_from(&s, "127.0.0.2").await;
+                let (h, conn) = h2::client::handshake(tcp).await.unwrap();
+                tokio::spawn(conn);
+                h.ready().await.unwrap()
+            }
+        };
+        if let Ok((answer, _)) = h.send_request(blob_get(&s, &d), true) {
+            // Reset once the server has begun it (its reads ahead wait for the share).
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            drop(answer);
+        }
+        c = Some(h);
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let after = fds();
+    assert!(
+        after < before + 40,
+        "{before} file descriptors before, {after} after"
+    );
+}
+
 /// Pulls over HTTP/2 whose windows never open, from four addresses each holding its share, take
 /// all of the download memory; a pull from a fifth address does not wait for them to give up
 /// (30 s, then its answer broken off): when it has waited, the connection holding memory
@@ -6067,23 +6159,9 @@ async fn http2_pulls_that_never_read_give_their_memory_back_when_others_need_it(
     let small = random_bytes(3 << 20, 24);
     let sd = push_blob(&admin, &s, "acme/app", &small).await;
     let free = || async { metric(&s, "berth_download_memory_free_bytes ").await };
-    let auth = admin_basic();
     let mut attackers = Vec::new();
     for i in 2..6 {
-        let tcp = raw_from(&s, &format!("127.0.0.{i}")).await;
-        let (mut h2c, conn) = h2::client::handshake(tcp).await.unwrap();
-        let driver = tokio::spawn(async move { conn.await.is_err() });
-        let mut answers = Vec::new();
-        for _ in 0..16 {
-            h2c = h2c.ready().await.unwrap();
-            let req = http::Request::get(format!("http://{}/v2/acme/app/blobs/{d}", s.host))
-                .header("authorization", format!("Basic {auth}"))
-                .body(())
-                .unwrap();
-            // The answers are never read: their windows stay shut after the first 64 KiB.
-            answers.push(h2c.send_request(req, true).unwrap().0);
-        }
-        attackers.push((h2c, driver, answers));
+        attackers.push(stalled_h2_pulls(&s, &format!("127.0.0.{i}"), &d, 16).await);
     }
     let t = Instant::now();
     while free().await != 0 {
@@ -6178,7 +6256,7 @@ async fn uploads_cancelled_mid_body_leave_no_file_and_no_stuck_session() {
     // that the requests reach the file within the first milliseconds.
     let push = token_from(&admin, &s, "repository:acme/app:pull,push").await;
     let mut raw = None;
-    for i in 0..1200u64 {
+    for i in 0..2000u64 {
         let ready = match raw.take() {
             Some(c) => h2::client::SendRequest::ready(c).await.ok(),
             None => None,
@@ -6205,10 +6283,10 @@ async fn uploads_cancelled_mid_body_leave_no_file_and_no_stuck_session() {
             continue;
         };
         // Resets spread over the first milliseconds of the requests' lives.
-        if i % 3 > 0 {
-            tokio::time::sleep(Duration::from_millis(i % 3)).await;
+        if i % 5 > 0 {
+            tokio::time::sleep(Duration::from_millis(i % 5)).await;
         }
-        for _ in 0..(i / 3) % 64 {
+        for _ in 0..(i / 5) % 64 {
             tokio::task::yield_now().await;
         }
         body.send_reset(h2::Reason::CANCEL);

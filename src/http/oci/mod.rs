@@ -233,13 +233,13 @@ async fn ensure_namespace(
 
 /// The client's address (for per-address limits) and what closes its connection.
 fn client(parts: &axum::http::request::Parts) -> crate::content::Client {
-    crate::content::Client {
-        peer: parts
+    crate::content::Client::new(
+        parts
             .extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map(|c| c.0.ip()),
-        hangup: parts.extensions.get::<crate::types::Hangup>().cloned(),
-    }
+        parts.extensions.get::<crate::types::Hangup>().cloned(),
+    )
 }
 
 async fn dispatch(
@@ -283,14 +283,23 @@ async fn dispatch(
                     .await
                     .is_ok_and(|a| a.contains(Action::Pull))
             };
-            uploads::start(content, &name, q, headers, client.peer, body, may_pull_from).await
+            uploads::start(
+                content,
+                &name,
+                q,
+                headers,
+                client.peer(),
+                body,
+                may_pull_from,
+            )
+            .await
         }
         OciRoute::UploadStatus { name, id } => uploads::status(content, &name, &id),
         OciRoute::PatchUpload { name, id } => {
-            uploads::patch(content, &name, &id, headers, client.peer, body).await
+            uploads::patch(content, &name, &id, headers, client.peer(), body).await
         }
         OciRoute::PutUpload { name, id } => {
-            uploads::put(content, &name, &id, q, headers, client.peer, body).await
+            uploads::put(content, &name, &id, q, headers, client.peer(), body).await
         }
         OciRoute::CancelUpload { name, id } => uploads::cancel(content, &name, &id).await,
     }
