@@ -119,6 +119,19 @@ impl Reservation {
     pub(super) fn bytes(&self) -> u64 {
         (self.kib as u64) << 10
     }
+
+    /// Gives `kib` of it back now, to the whole and to the address's share (a reservation with
+    /// a holder entry keeps its size there: only upload bodies, which have none, shrink).
+    fn give_back(&mut self, kib: usize) {
+        let kib = kib.min(self.kib);
+        self.kib -= kib;
+        if let Some(share) = &mut self._share
+            && let Some(permit) = &mut share.permit
+        {
+            drop(permit.split(kib));
+        }
+        self._whole.give_back(kib);
+    }
 }
 
 /// What one reservation holds of its address's share.
@@ -290,7 +303,9 @@ impl Budget {
 
 /// A request body that takes upload memory for what it holds as its bytes arrive, never before:
 /// a body announced large and never sent holds nothing, and what a request holds (up to `most`,
-/// what its pipeline can hold) is at most twice what its client sent. Each frame is handed on
+/// what its pipeline can hold) is at most twice what its client sent — on a pipeline that
+/// writes what it is handed at once, twice what came in the last 5–10 s (at least a floor), so a
+/// body dripped slowly gives back what a burst made it take. Each frame is handed on
 /// once room for it is reserved, the reservation doubling as bytes come, and nothing more is read
 /// meanwhile; a frame that finds no room within `wait` ends the body with `Error::Busy`. Body
 /// errors become `Error::Body`.
@@ -300,6 +315,10 @@ pub struct Metered<S> {
     peer: Option<IpAddr>,
     wait: Duration,
     most: u64,
+    /// Where what the body holds is only what came lately (a pipeline that writes what it is
+    /// handed at once): the least it keeps, and what came in the current and the last window
+    /// of `RECENT`. `None`: what came stays held (S3 parts gather until they are whole).
+    recent: Option<Recent>,
     received: u64,
     reserved: u64,
     held: Vec<Reservation>,
@@ -307,14 +326,46 @@ pub struct Metered<S> {
     waiting: Option<(Bytes, Pending)>,
 }
 
+/// The bytes a body brought lately, over two windows of `RECENT`.
+struct Recent {
+    floor: u64,
+    since: tokio::time::Instant,
+    bytes: [u64; 2],
+}
+
+/// A window of what a body brought lately.
+const RECENT: Duration = Duration::from_secs(5);
+
+impl Recent {
+    fn add(&mut self, n: u64) {
+        let now = tokio::time::Instant::now();
+        let windows = now.duration_since(self.since).as_secs() / RECENT.as_secs();
+        if windows > 0 {
+            self.bytes = match windows {
+                1 => [self.bytes[1], 0],
+                _ => [0, 0],
+            };
+            self.since += RECENT * u32::try_from(windows).unwrap_or(u32::MAX);
+        }
+        self.bytes[1] += n;
+    }
+
+    /// What the body may hold now: twice what came in the last window or two, at least the floor.
+    fn holds(&self) -> u64 {
+        (2 * (self.bytes[0] + self.bytes[1])).max(self.floor)
+    }
+}
+
 type Pending = Pin<Box<dyn Future<Output = Option<Reservation>> + Send>>;
 
 impl<S> Metered<S> {
-    /// `most`: what the body can hold in memory at once (cut to an address's share).
+    /// `most`: what the body can hold in memory at once (cut to an address's share); `floor`:
+    /// for a pipeline that writes what it is handed at once, what it may hold whatever came
+    /// lately (its gathering of small frames).
     pub(super) fn new(
         inner: S,
         budget: Arc<Budget>,
-        most: u64,
+        (most, floor): (u64, Option<u64>),
         peer: Option<IpAddr>,
         wait: Duration,
     ) -> Metered<S> {
@@ -325,10 +376,31 @@ impl<S> Metered<S> {
             peer,
             wait,
             most,
+            recent: floor.map(|floor| Recent {
+                floor,
+                since: tokio::time::Instant::now(),
+                bytes: [0, 0],
+            }),
             received: 0,
             reserved: 0,
             held: Vec::new(),
             waiting: None,
+        }
+    }
+
+    /// Gives back what the reservation holds beyond `want` (whole KiB).
+    fn shrink_to(&mut self, want: u64) {
+        let mut excess = usize::try_from(self.reserved.saturating_sub(want) >> 10).unwrap_or(0);
+        while excess > 0
+            && let Some(last) = self.held.last_mut()
+        {
+            let kib = excess.min(last.kib);
+            last.give_back(kib);
+            self.reserved -= (kib as u64) << 10;
+            excess -= kib;
+            if last.kib == 0 {
+                self.held.pop();
+            }
         }
     }
 }
@@ -348,9 +420,20 @@ where
                 Some(Err(e)) => return Poll::Ready(Some(Err(Error::Body(e.to_string())))),
                 None => return Poll::Ready(None),
             };
-            this.received += frame.len() as u64;
-            let want = this.received.min(this.most);
+            let n = frame.len() as u64;
+            this.received += n;
+            let want = match &mut this.recent {
+                Some(recent) => {
+                    recent.add(n);
+                    recent.holds().min(this.received).min(this.most)
+                }
+                None => this.received.min(this.most),
+            };
             if want <= this.reserved {
+                // A body that slowed down gives back what it no longer holds.
+                if this.recent.is_some() {
+                    this.shrink_to(want);
+                }
                 return Poll::Ready(Some(Ok(frame)));
             }
             let step = (want - this.reserved)

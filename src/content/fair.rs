@@ -52,6 +52,17 @@ impl Drop for Grant {
     }
 }
 
+impl Grant {
+    /// Gives `units` of it back now (at most what it holds).
+    pub(super) fn give_back(&mut self, units: usize) {
+        let units = units.min(self.units);
+        self.units -= units;
+        let mut s = self.pool.lock();
+        s.give_back(self.who, units);
+        s.dispatch(&self.pool);
+    }
+}
+
 impl State {
     fn give_back(&mut self, who: Who, units: usize) {
         self.free += units;

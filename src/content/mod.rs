@@ -448,10 +448,16 @@ impl ContentService {
         len: Option<u64>,
         peer: Option<std::net::IpAddr>,
     ) -> UploadBody<S> {
+        // Files: the writer takes each chunk as it is gathered, so what a body holds is its
+        // gathering and what came lately. S3: parts gather in memory until whole.
+        let floor = match self.inner.blobs.engine() {
+            Engine::Fs(_) => Some((WRITE_CHUNK + 64 * 1024) as u64),
+            Engine::S3(_) => None,
+        };
         budget::Metered::new(
             body,
             Arc::clone(&self.inner.upload_memory),
-            self.upload_footprint(len),
+            (self.upload_footprint(len), floor),
             peer,
             UPLOAD_MEMORY_WAIT,
         )

@@ -5889,6 +5889,65 @@ async fn upload_memory_is_bounded_and_one_address_cannot_take_it() {
     .expect("the address's share did not come back");
 }
 
+/// Upload bodies that burst and then drip give back what the burst made them take: on files
+/// a body holds about twice what came in the last seconds, so a few addresses dripping just
+/// above the minimum rate cannot keep every push waiting (and told to retry).
+#[tokio::test]
+async fn dripping_uploads_give_back_what_a_burst_took() {
+    use tokio::io::AsyncWriteExt as _;
+    if std::env::var("BERTH_TEST_S3_ENDPOINT").is_ok_and(|v| !v.is_empty()) {
+        // On S3 what came stays in memory until a part is whole: it is rightly held.
+        return;
+    }
+    let s = server_with_acme(&["--upload-memory", "8MiB"]).await;
+    let free = || async { metric(&s, "berth_upload_memory_free_bytes ").await };
+    let auth = admin_basic();
+    let mut drips = Vec::new();
+    // One body from each of four addresses, each burst as large as its share (a quarter):
+    // nobody waits, and all of it is taken.
+    for i in 0..4 {
+        let mut c = raw_from(&s, &format!("127.0.0.{}", 3 + i)).await;
+        let head = format!(
+            "POST /v2/acme/app/blobs/uploads/?digest={} HTTP/1.1\r\nHost: x\r\n\
+             Authorization: Basic {auth}\r\nContent-Length: {}\r\n\r\n",
+            sha256(b"never whole"),
+            64 << 20
+        );
+        c.write_all(head.as_bytes()).await.unwrap();
+        drips.push(tokio::spawn(async move {
+            let _ = c.write_all(&random_bytes(2 << 20, 41)).await;
+            for _ in 0..30 {
+                if c.write_all(&[7u8; 20 << 10]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            c
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after_burst = free().await;
+    assert!(after_burst <= 3 << 19, "{after_burst}");
+    // Ten seconds of dripping at 20 KiB/s: each holds about 400 KiB.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let dripping = free().await;
+    assert!(
+        dripping >= 4 << 20,
+        "{after_burst} free after the burst, {dripping} now"
+    );
+    let start = Instant::now();
+    let other = basic_client_from("admin", ADMIN_PASSWORD, "127.0.0.200");
+    push_blob(&other, &s, "acme/app", &random_bytes(1 << 20, 42)).await;
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    for d in drips {
+        d.abort();
+    }
+}
+
 /// A namespace deleted and created again at once is not born with the revoked key of the one
 /// before: its members' and anonymous tokens work, and the old one's tokens stay dead.
 #[tokio::test]
