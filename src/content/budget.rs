@@ -592,6 +592,41 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_reservation_waiting_for_the_whole_never_closes_a_lighter_addresses_holder() {
+        let b = Arc::new(Budget::new(4 << 20));
+        let (tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+        // A slow reader of a light address, quiet for a while.
+        let slow = holder("slow reader", &tx);
+        let _slow = take(&b, 256 << 10, "10.0.0.1", &slow).await;
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        // Four addresses take the rest, fresh; one of them asks for more.
+        let pins = [
+            holder("a", &tx),
+            holder("b", &tx),
+            holder("c", &tx),
+            holder("d", &tx),
+        ];
+        let _a = take(&b, 768 << 10, "10.0.0.2", &pins[0]).await;
+        let _b = take(&b, 1 << 20, "10.0.0.3", &pins[1]).await;
+        let _c = take(&b, 1 << 20, "10.0.0.4", &pins[2]).await;
+        let _d = take(&b, 1 << 20, "10.0.0.5", &pins[3]).await;
+        assert_eq!(b.free(), 0);
+        let more = tokio::spawn({
+            let b = Arc::clone(&b);
+            let mine = holder("more", &tx);
+            async move {
+                b.reserve_or_reclaim(256 << 10, ip("10.0.0.2"), WAIT, (&mine.0, &mine.1))
+                    .await
+                    .is_some()
+            }
+        });
+        // The light address's quiet holder is not closed for a heavier one.
+        let first = tokio::time::timeout(Duration::from_secs(3), closed.recv()).await;
+        assert!(first.is_err(), "{first:?}");
+        more.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_reservation_waiting_for_its_own_share_closes_only_its_own_addresses_holders() {
         let b = Arc::new(Budget::new(8 << 20));
         let (tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
