@@ -481,14 +481,23 @@ impl Budget {
                 *per_address.entry(h.address).or_default() += h.kib;
             }
             let held = |a: &Option<ClientAddress>| per_address.get(a).copied().unwrap_or(0);
+            // The one address whose holders may go: the waiter's own, or the heaviest of all
+            // (ties: the lowest), if heavier than the waiter's. Nobody else's, even when the
+            // heaviest has nothing stale: a slow reader of a lighter address is not closed
+            // because the heavy ones keep their holds fresh.
+            let target = match scope {
+                Scope::Own(mine) => Some(mine),
+                Scope::Heaviest(mine) => per_address
+                    .iter()
+                    .max_by_key(|(a, kib)| (**kib, std::cmp::Reverse(**a)))
+                    .map(|(a, _)| *a)
+                    .filter(|a| held(a) > held(&mine)),
+            };
             holders
                 .values()
+                .filter(|h| Some(h.address) == target)
                 .filter(|h| h.progress.quiet_for(now) >= stale)
-                .filter(|h| match scope {
-                    Scope::Own(mine) => h.address == mine,
-                    Scope::Heaviest(mine) => held(&h.address) > held(&mine),
-                })
-                .max_by_key(|h| (held(&h.address), h.progress.quiet_for(now)))
+                .max_by_key(|h| h.progress.quiet_for(now))
                 .map(|h| h.hangup.clone())
         };
         if let Some(hangup) = hangup {
@@ -551,24 +560,23 @@ mod tests {
         let b = Arc::new(Budget::new(4 << 20));
         let (tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
         let h = |name| holder(name, &tx);
-        // An old light holder, heavier ones, one of them writing lately, and the heaviest
-        // only lately.
+        // An old light holder, the heaviest, one writing lately, and fresh ones.
         let (light, heavy, moving) = (h("light"), h("heavy"), h("moving"));
         let _light = take(&b, 256 << 10, "10.0.0.1", &light).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let kept = take(&b, 768 << 10, "10.0.0.2", &heavy).await;
+        let kept = take(&b, 1 << 20, "10.0.0.2", &heavy).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let _moving = take(&b, 512 << 10, "10.0.0.3", &moving).await;
         tokio::time::sleep(Duration::from_secs(4)).await;
         moving.1.touch();
         let (fresh, fresh_too, last) = (h("fresh"), h("fresh too"), h("last"));
-        let _fresh = take(&b, 1 << 20, "10.0.0.4", &fresh).await;
-        let _fresh_too = take(&b, 1 << 20, "10.0.0.5", &fresh_too).await;
-        let _last = take(&b, 512 << 10, "10.0.0.7", &last).await;
+        let _fresh = take(&b, 768 << 10, "10.0.0.4", &fresh).await;
+        let _fresh_too = take(&b, 768 << 10, "10.0.0.5", &fresh_too).await;
+        let _last = take(&b, 768 << 10, "10.0.0.7", &last).await;
         assert_eq!(b.free(), 0);
         // A newcomer waits for the whole: after a second, the quiet holder of the heaviest
-        // address is closed (not the older light one, not the fresh heavier ones, not one that
-        // has been holding long but writes)...
+        // address is closed (not the older light one, not the fresh ones, not one that has
+        // been holding long but writes)...
         let newcomer = tokio::spawn({
             let b = Arc::clone(&b);
             let mine = holder("newcomer", &tx);
@@ -592,14 +600,14 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_reservation_waiting_for_the_whole_never_closes_a_lighter_addresses_holder() {
+    async fn a_reservation_waiting_for_the_whole_closes_only_the_heaviest_addresses_holders() {
         let b = Arc::new(Budget::new(4 << 20));
         let (tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
         // A slow reader of a light address, quiet for a while.
         let slow = holder("slow reader", &tx);
         let _slow = take(&b, 256 << 10, "10.0.0.1", &slow).await;
         tokio::time::sleep(Duration::from_secs(6)).await;
-        // Four addresses take the rest, fresh; one of them asks for more.
+        // Heavier addresses take the rest and keep their holds fresh.
         let pins = [
             holder("a", &tx),
             holder("b", &tx),
@@ -611,19 +619,26 @@ mod tests {
         let _c = take(&b, 1 << 20, "10.0.0.4", &pins[2]).await;
         let _d = take(&b, 1 << 20, "10.0.0.5", &pins[3]).await;
         assert_eq!(b.free(), 0);
-        let more = tokio::spawn({
-            let b = Arc::clone(&b);
-            let mine = holder("more", &tx);
-            async move {
-                b.reserve_or_reclaim(256 << 10, ip("10.0.0.2"), WAIT, (&mine.0, &mine.1))
-                    .await
-                    .is_some()
-            }
-        });
-        // The light address's quiet holder is not closed for a heavier one.
+        // Waiters for the whole, from an address holding nothing and from one holding more
+        // than the slow reader's: the slow reader is not closed for either, and nothing else
+        // is stale.
+        let waiters: Vec<_> = ["10.0.0.6", "10.0.0.2"]
+            .into_iter()
+            .map(|at| {
+                let b = Arc::clone(&b);
+                let mine = holder("waiter", &tx);
+                tokio::spawn(async move {
+                    b.reserve_or_reclaim(256 << 10, ip(at), WAIT, (&mine.0, &mine.1))
+                        .await
+                        .is_some()
+                })
+            })
+            .collect();
         let first = tokio::time::timeout(Duration::from_secs(3), closed.recv()).await;
         assert!(first.is_err(), "{first:?}");
-        more.abort();
+        for w in waiters {
+            w.abort();
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 /// One client address as per-address limits count it: an IPv4 address, or an IPv6 /56 (what a
 /// provider hands one customer; its holder can pick any address, and any /64, in it). An
 /// IPv4-mapped IPv6 address is its IPv4 address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ClientAddress {
     V4(u32),
     V6(u64),
