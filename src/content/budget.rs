@@ -59,19 +59,32 @@ struct Holder {
 }
 
 /// When an answer last gave a chunk back (written), or began.
-pub(super) struct Progress(AtomicU64);
+pub(super) struct Progress {
+    at: AtomicU64,
+    /// Bytes written so far.
+    bytes: AtomicU64,
+}
 
 impl Progress {
     pub(super) fn new() -> Arc<Progress> {
-        Arc::new(Progress(AtomicU64::new(clock_ms())))
+        Arc::new(Progress {
+            at: AtomicU64::new(clock_ms()),
+            bytes: AtomicU64::new(0),
+        })
     }
 
-    pub(super) fn touch(&self) {
-        self.0.store(clock_ms(), Ordering::Relaxed);
+    /// `n` bytes written now.
+    pub(super) fn touch(&self, n: u64) {
+        self.at.store(clock_ms(), Ordering::Relaxed);
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(super) fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     fn quiet_for(&self, now: u64) -> u64 {
-        now.saturating_sub(self.0.load(Ordering::Relaxed))
+        now.saturating_sub(self.at.load(Ordering::Relaxed))
     }
 }
 
@@ -568,7 +581,7 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let _moving = take(&b, 512 << 10, "10.0.0.3", &moving).await;
         tokio::time::sleep(Duration::from_secs(4)).await;
-        moving.1.touch();
+        moving.1.touch(256 << 10);
         let (fresh, fresh_too, last) = (h("fresh"), h("fresh too"), h("last"));
         let _fresh = take(&b, 768 << 10, "10.0.0.4", &fresh).await;
         let _fresh_too = take(&b, 768 << 10, "10.0.0.5", &fresh_too).await;

@@ -221,22 +221,36 @@ async fn download_permit(
     })?;
     Ok(ChunkMemory {
         _reservation: reservation,
+        bytes: bytes as u64,
         written: Arc::clone(&client.written),
+        done: None,
     })
 }
 
 /// Download memory taken for one chunk of an answer: given back, and the answer's progress
-/// stamped, when the chunk is dropped (written out).
+/// stamped (and the next read told, `done`), when the chunk is dropped (written out).
 struct ChunkMemory {
     _reservation: budget::Reservation,
+    bytes: u64,
     written: Arc<budget::Progress>,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Drop for ChunkMemory {
     fn drop(&mut self) {
-        self.written.touch();
+        self.written.touch(self.bytes);
+        if let Some(done) = self.done.take() {
+            let _ = done.send(());
+        }
     }
 }
+
+/// The first chunk of a blob answer read from a file; each next one twice the last, up to
+/// `READ_CHUNK`. And until this much is written, a chunk is read only once the one before is
+/// written: an answer whose client does not read (a stream whose window never opens) holds
+/// one small chunk, not two large ones.
+const FIRST_CHUNK: u64 = 64 * 1024;
+const AHEAD_AFTER: u64 = 1 << 20;
 
 /// A chunk of an answer that gives its download memory back when dropped (written out).
 struct Counted<B> {
@@ -259,11 +273,13 @@ enum Source {
 const READ_CHUNK: usize = 256 * 1024;
 
 impl BlobReader {
-    /// The bytes `start..start + len` as a stream of chunks. Each chunk is read on the blocking
-    /// pool straight into its own buffer (no copy through an intermediate one), and the next
-    /// read starts as soon as a chunk is handed over, so disk reads overlap socket writes while
-    /// at most two chunks per stream are in memory. A file shorter than `len` ends the stream
-    /// with an error, never with a short body.
+    /// The bytes `start..start + len` as a stream of chunks. From a file, each chunk is read on
+    /// the blocking pool straight into its own buffer (no copy through an intermediate one),
+    /// 64 KiB first and twice the last after (up to 256 KiB); until the answer has written
+    /// 1 MiB a chunk is read only once the one before is written, and after that as soon as it
+    /// is handed over, so disk reads overlap socket writes while at most two chunks per stream
+    /// are in memory, and an answer whose client never reads holds one small chunk. A file
+    /// shorter than `len` ends the stream with an error, never with a short body.
     ///
     /// From a bucket, the object's GET is answered before the stream is returned: a bucket that
     /// cannot serve it is an error here, before any byte of the answer.
@@ -303,12 +319,25 @@ impl BlobReader {
         client: Client,
     ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
         let mut file = file;
-        let read = |file: std::fs::File, left: u64, memory: Arc<budget::Budget>, client: Client| async move {
-            let permit =
-                download_permit(&memory, left.min(READ_CHUNK as u64) as usize, &client).await?;
-            tokio::task::spawn_blocking(move || read_chunk(file, left, permit))
+        // Reads the next `n` bytes once the chunk before (`after`) is written, if the answer
+        // has not yet shown that it drains (`AHEAD_AFTER`); the chunk tells the next read.
+        let read = |file: std::fs::File,
+                    n: u64,
+                    memory: Arc<budget::Budget>,
+                    client: Client,
+                    after: Option<tokio::sync::oneshot::Receiver<()>>| async move {
+            if let Some(after) = after
+                && client.written.bytes() < AHEAD_AFTER
+            {
+                let _ = after.await;
+            }
+            let mut permit = download_permit(&memory, n as usize, &client).await?;
+            let (done, next) = tokio::sync::oneshot::channel();
+            permit.done = Some(done);
+            tokio::task::spawn_blocking(move || read_chunk(file, n, permit))
                 .await
                 .map_err(std::io::Error::other)?
+                .map(|(file, chunk)| (file, chunk, next))
         };
         // The reads ahead are the stream's own: dropped with it (a reset stream, a connection
         // gone), they stop, not wait on for memory with the file open.
@@ -320,15 +349,15 @@ impl BlobReader {
                 })
                 .await
                 .map_err(std::io::Error::other)??;
-                read(file, len, memory, client).await
+                read(file, len.min(FIRST_CHUNK), memory, client, None).await
             }
         }));
-        let state = (len > 0).then_some((first, len));
+        let state = (len > 0).then_some((first, len, FIRST_CHUNK));
         futures_util::stream::unfold(state, move |state| {
             let (memory, client) = (Arc::clone(&memory), client.clone());
             async move {
-                let (pending, left) = state?;
-                let (file, chunk) = match pending.await.map_err(std::io::Error::other) {
+                let (pending, left, size) = state?;
+                let (file, chunk, written) = match pending.await.map_err(std::io::Error::other) {
                     Ok(Ok(read)) => read,
                     Ok(Err(e)) | Err(e) => return Some((Err(e), None)),
                 };
@@ -340,11 +369,11 @@ impl BlobReader {
                     return Some((Err(e), None));
                 }
                 let left = left - chunk.len() as u64;
+                let size = (size * 2).min(READ_CHUNK as u64);
                 let next = (left > 0).then(|| {
-                    (
-                        AbortOnDropHandle::new(tokio::spawn(read(file, left, memory, client))),
-                        left,
-                    )
+                    let n = left.min(size);
+                    let task = tokio::spawn(read(file, n, memory, client, Some(written)));
+                    (AbortOnDropHandle::new(task), left, size)
                 });
                 Some((Ok(chunk), next))
             }
@@ -360,15 +389,14 @@ fn bytes_gone(meta: &MetadataStore, repo: &RepositoryName) -> Error {
     Error::BlobUnknown
 }
 
-/// Reads up to `READ_CHUNK` of the `left` bytes still wanted from `file`, into a chunk that
-/// holds `permit` (download memory) until it is dropped.
+/// Reads up to `n` bytes from `file`, into a chunk that holds `permit` (download memory) until
+/// it is dropped.
 fn read_chunk(
     mut file: std::fs::File,
-    left: u64,
+    n: u64,
     permit: ChunkMemory,
 ) -> std::io::Result<(std::fs::File, Bytes)> {
     use std::io::Read as _;
-    let n = left.min(READ_CHUNK as u64);
     let mut buf = Vec::with_capacity(usize::try_from(n).unwrap_or(READ_CHUNK));
     (&mut file).take(n).read_to_end(&mut buf)?;
     Ok((

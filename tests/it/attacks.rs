@@ -6159,6 +6159,33 @@ fn blob_get(s: &Server, d: &str) -> http::Request<()> {
         .unwrap()
 }
 
+/// An answer whose client never reads past HTTP/2's first window holds one small chunk, not
+/// two large ones (eight such streams hold well under 1 MiB), and one that drains ramps up to
+/// whole chunks and gets its blob at once.
+#[tokio::test]
+async fn pulls_that_never_drain_hold_one_small_chunk_each() {
+    let s = server_with_acme(&["--download-memory", "8MiB"]).await;
+    let admin = basic_client("admin", ADMIN_PASSWORD);
+    let blob = random_bytes(4 << 20, 26);
+    let d = push_blob(&admin, &s, "acme/app", &blob).await;
+    let _stalled = stalled_h2_pulls(&s, "127.0.0.2", &d, 8).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let held = (8u64 << 20) - metric(&s, "berth_download_memory_free_bytes ").await;
+    assert!((8 * (64 << 10)..=(1 << 20)).contains(&held), "{held}");
+    let start = Instant::now();
+    let r = admin
+        .get(s.url(&format!("/v2/acme/app/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &blob[..]);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
 /// Pulls abandoned while they wait for download memory (HTTP/2 streams reset at once, their
 /// address's share held) leave nothing behind: their reads ahead stop with them, so no blob
 /// file stays open and nothing waits on for memory.
@@ -6205,8 +6232,8 @@ async fn pulls_reset_while_waiting_for_memory_leave_no_file_open() {
     );
 }
 
-/// Pulls over HTTP/2 whose windows never open, from four addresses each holding its share, take
-/// all of the download memory; a pull from a fifth address does not wait for them to give up
+/// Pulls over HTTP/2 whose windows never open, from four addresses each holding its share (32
+/// streams each), take all of the download memory; a pull from a fifth address does not wait for them to give up
 /// (30 s, then its answer broken off): when it has waited, the connection holding memory
 /// longest unread, of the address holding the most, is closed, and it is answered whole within
 /// seconds.
@@ -6218,9 +6245,12 @@ async fn http2_pulls_that_never_read_give_their_memory_back_when_others_need_it(
     let small = random_bytes(3 << 20, 24);
     let sd = push_blob(&admin, &s, "acme/app", &small).await;
     let free = || async { metric(&s, "berth_download_memory_free_bytes ").await };
+    // Each holds a 64 KiB chunk: two connections of 16 streams take an address's share.
     let mut attackers = Vec::new();
     for i in 2..6 {
-        attackers.push(stalled_h2_pulls(&s, &format!("127.0.0.{i}"), &d, 16).await);
+        for _ in 0..2 {
+            attackers.push(stalled_h2_pulls(&s, &format!("127.0.0.{i}"), &d, 16).await);
+        }
     }
     let t = Instant::now();
     while free().await != 0 {
