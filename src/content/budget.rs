@@ -655,6 +655,36 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_waiter_never_closes_holders_of_an_address_holding_no_more_than_its_own() {
+        let b = Arc::new(Budget::new(4 << 20));
+        let (tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+        // The first of five addresses holding as much is quiet; a sixth holds a little.
+        let quiet = holder("quiet", &tx);
+        let _quiet = take(&b, 768 << 10, "10.0.0.1", &quiet).await;
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let others: Vec<_> = (2..7).map(|_| holder("other", &tx)).collect();
+        let mut held = Vec::new();
+        for (i, h) in others.iter().enumerate() {
+            let bytes = if i < 4 { 768 << 10 } else { 256 << 10 };
+            held.push(take(&b, bytes, &format!("10.0.0.{}", i + 2), h).await);
+        }
+        assert_eq!(b.free(), 0);
+        // One of those holding as much waits for the whole: the quiet one is not closed for it.
+        let more = tokio::spawn({
+            let b = Arc::clone(&b);
+            let mine = holder("more", &tx);
+            async move {
+                b.reserve_or_reclaim(256 << 10, ip("10.0.0.2"), WAIT, (&mine.0, &mine.1))
+                    .await
+                    .is_some()
+            }
+        });
+        let first = tokio::time::timeout(Duration::from_secs(3), closed.recv()).await;
+        assert!(first.is_err(), "{first:?}");
+        more.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_reservation_waiting_for_its_own_share_closes_only_its_own_addresses_holders() {
         let b = Arc::new(Budget::new(8 << 20));
         let (tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
