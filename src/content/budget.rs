@@ -557,6 +557,16 @@ mod tests {
 
     const WAIT: Duration = Duration::from_secs(30);
 
+    /// A reservation of 256 KiB from `at` that waits (closing stale holders meanwhile).
+    fn waiter(b: &Arc<Budget>, at: &'static str, closed: &Closed) -> tokio::task::JoinHandle<bool> {
+        let (b, mine) = (Arc::clone(b), holder("waiter", closed));
+        tokio::spawn(async move {
+            b.reserve_or_reclaim(256 << 10, ip(at), WAIT, (&mine.0, &mine.1))
+                .await
+                .is_some()
+        })
+    }
+
     async fn take(
         b: &Budget,
         bytes: u64,
@@ -590,15 +600,7 @@ mod tests {
         // A newcomer waits for the whole: after a second, the quiet holder of the heaviest
         // address is closed (not the older light one, not the fresh ones, not one that has
         // been holding long but writes)...
-        let newcomer = tokio::spawn({
-            let b = Arc::clone(&b);
-            let mine = holder("newcomer", &tx);
-            async move {
-                b.reserve_or_reclaim(256 << 10, ip("10.0.0.6"), WAIT, (&mine.0, &mine.1))
-                    .await
-                    .is_some()
-            }
-        });
+        let newcomer = waiter(&b, "10.0.0.6", &tx);
         let first = tokio::time::timeout(Duration::from_millis(1500), closed.recv()).await;
         assert_eq!(first.unwrap(), Some("heavy"));
         // ... once a second while it waits, and it gets its room when a holder gives it back.
@@ -635,18 +637,7 @@ mod tests {
         // Waiters for the whole, from an address holding nothing and from one holding more
         // than the slow reader's: the slow reader is not closed for either, and nothing else
         // is stale.
-        let waiters: Vec<_> = ["10.0.0.6", "10.0.0.2"]
-            .into_iter()
-            .map(|at| {
-                let b = Arc::clone(&b);
-                let mine = holder("waiter", &tx);
-                tokio::spawn(async move {
-                    b.reserve_or_reclaim(256 << 10, ip(at), WAIT, (&mine.0, &mine.1))
-                        .await
-                        .is_some()
-                })
-            })
-            .collect();
+        let waiters = [waiter(&b, "10.0.0.6", &tx), waiter(&b, "10.0.0.2", &tx)];
         let first = tokio::time::timeout(Duration::from_secs(3), closed.recv()).await;
         assert!(first.is_err(), "{first:?}");
         for w in waiters {
@@ -670,15 +661,7 @@ mod tests {
         }
         assert_eq!(b.free(), 0);
         // One of those holding as much waits for the whole: the quiet one is not closed for it.
-        let more = tokio::spawn({
-            let b = Arc::clone(&b);
-            let mine = holder("more", &tx);
-            async move {
-                b.reserve_or_reclaim(256 << 10, ip("10.0.0.2"), WAIT, (&mine.0, &mine.1))
-                    .await
-                    .is_some()
-            }
-        });
+        let more = waiter(&b, "10.0.0.2", &tx);
         let first = tokio::time::timeout(Duration::from_secs(3), closed.recv()).await;
         assert!(first.is_err(), "{first:?}");
         more.abort();
@@ -695,15 +678,7 @@ mod tests {
         // An address fills its share with fresh holders and queues more.
         let pin = holder("pin", &tx);
         let _pinned = take(&b, 2 << 20, "10.0.0.2", &pin).await;
-        let more = tokio::spawn({
-            let b = Arc::clone(&b);
-            let mine = holder("more", &tx);
-            async move {
-                b.reserve_or_reclaim(256 << 10, ip("10.0.0.2"), WAIT, (&mine.0, &mine.1))
-                    .await
-                    .is_some()
-            }
-        });
+        let more = waiter(&b, "10.0.0.2", &tx);
         // The other address's holder is never closed for it; its own, once quiet, is.
         let first = tokio::time::timeout(Duration::from_secs(4), closed.recv()).await;
         assert!(first.is_err(), "{first:?}");

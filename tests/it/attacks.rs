@@ -6106,25 +6106,9 @@ async fn pulls_that_stop_reading_hold_at_most_their_addresses_share_of_download_
     // Another address pulls a blob whole, at once.
     let small = random_bytes(3 << 20, 22);
     let sd = push_blob(&admin, &s, "acme/app", &small).await;
-    let start = Instant::now();
-    let r = admin
-        .get(s.url(&format!("/v2/acme/app/blobs/{sd}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(r.bytes().await.unwrap().as_ref(), &small[..]);
-    assert!(
-        start.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        start.elapsed()
-    );
+    pulled_whole(&admin, &s, &sd, &small, Duration::from_secs(5)).await;
     drop(stalled);
-    let t = Instant::now();
-    while free().await != 8 << 20 {
-        assert!(t.elapsed() < Duration::from_secs(5), "{}", free().await);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    metric_becomes(&s, "berth_download_memory_free_bytes ", 8 << 20).await;
 }
 
 /// An HTTP/2 connection from `source` with `n` pulls of blob `d` whose answers are never read
@@ -6151,6 +6135,50 @@ async fn stalled_h2_pulls(
     (h2c, driver, answers)
 }
 
+/// Pulls blob `d` of `acme/app` with `c` and checks it is `want`, within `limit`.
+async fn pulled_whole(c: &reqwest::Client, s: &Server, d: &str, want: &[u8], limit: Duration) {
+    let start = Instant::now();
+    let r = c
+        .get(s.url(&format!("/v2/acme/app/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), want);
+    assert!(start.elapsed() < limit, "{:?}", start.elapsed());
+}
+
+/// Waits (at most 5 s) until the metric `prefix` reads `want`.
+async fn metric_becomes(s: &Server, prefix: &str, want: u64) {
+    let t = Instant::now();
+    while metric(s, prefix).await != want {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{prefix}{}",
+            metric(s, prefix).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An HTTP/2 connection from `source` ready for a request: `kept` if it still takes them (the
+/// server sends one that has had too many streams reset away), else a new one.
+async fn h2_ready(
+    s: &Server,
+    source: &str,
+    kept: Option<h2::client::SendRequest<bytes::Bytes>>,
+) -> h2::client::SendRequest<bytes::Bytes> {
+    if let Some(c) = kept
+        && let Ok(c) = c.ready().await
+    {
+        return c;
+    }
+    let tcp = raw_from(s, source).await;
+    let (c, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    c.ready().await.unwrap()
+}
+
 /// An HTTP/2 request for blob `d` of `acme/app`, as the admin.
 fn blob_get(s: &Server, d: &str) -> http::Request<()> {
     http::Request::get(format!("http://{}/v2/acme/app/blobs/{d}", s.host))
@@ -6172,18 +6200,7 @@ async fn pulls_that_never_drain_hold_one_small_chunk_each() {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let held = (8u64 << 20) - metric(&s, "berth_download_memory_free_bytes ").await;
     assert!((8 * (64 << 10)..=(1 << 20)).contains(&held), "{held}");
-    let start = Instant::now();
-    let r = admin
-        .get(s.url(&format!("/v2/acme/app/blobs/{d}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.bytes().await.unwrap().as_ref(), &blob[..]);
-    assert!(
-        start.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        start.elapsed()
-    );
+    pulled_whole(&admin, &s, &d, &blob, Duration::from_secs(5)).await;
 }
 
 /// Pulls abandoned while they wait for download memory (HTTP/2 streams reset at once, their
@@ -6204,19 +6221,7 @@ async fn pulls_reset_while_waiting_for_memory_leave_no_file_open() {
     let before = fds();
     let mut c = None;
     for _ in 0..300 {
-        let ready = match c.take() {
-            Some(h) => h2::client::SendRequest::ready(h).await.ok(),
-            None => None,
-        };
-        let mut h = match ready {
-            Some(h) => h,
-            None => {
-                let tcp = raw_from(&s, "127.0.0.2").await;
-                let (h, conn) = h2::client::handshake(tcp).await.unwrap();
-                tokio::spawn(conn);
-                h.ready().await.unwrap()
-            }
-        };
+        let mut h = h2_ready(&s, "127.0.0.2", c.take()).await;
         if let Ok((answer, _)) = h.send_request(blob_get(&s, &d), true) {
             // Reset once the server has begun it (its reads ahead wait for the share).
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -6244,7 +6249,6 @@ async fn http2_pulls_that_never_read_give_their_memory_back_when_others_need_it(
     let d = push_blob(&admin, &s, "acme/app", &random_bytes(4 << 20, 23)).await;
     let small = random_bytes(3 << 20, 24);
     let sd = push_blob(&admin, &s, "acme/app", &small).await;
-    let free = || async { metric(&s, "berth_download_memory_free_bytes ").await };
     // Each holds a 64 KiB chunk: two connections of 16 streams take an address's share.
     let mut attackers = Vec::new();
     for i in 2..6 {
@@ -6252,24 +6256,15 @@ async fn http2_pulls_that_never_read_give_their_memory_back_when_others_need_it(
             attackers.push(stalled_h2_pulls(&s, &format!("127.0.0.{i}"), &d, 16).await);
         }
     }
-    let t = Instant::now();
-    while free().await != 0 {
-        assert!(t.elapsed() < Duration::from_secs(5), "{}", free().await);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let start = Instant::now();
-    let r = basic_client_from("admin", ADMIN_PASSWORD, "127.0.0.6")
-        .get(s.url(&format!("/v2/acme/app/blobs/{sd}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(r.bytes().await.unwrap().as_ref(), &small[..]);
-    assert!(
-        start.elapsed() < Duration::from_secs(12),
-        "{:?}",
-        start.elapsed()
-    );
+    metric_becomes(&s, "berth_download_memory_free_bytes ", 0).await;
+    pulled_whole(
+        &basic_client_from("admin", ADMIN_PASSWORD, "127.0.0.6"),
+        &s,
+        &sd,
+        &small,
+        Duration::from_secs(12),
+    )
+    .await;
     assert!(metric(&s, "berth_download_memory_reclaimed_total ").await >= 1);
     // Some of the attackers' connections were closed.
     let mut closed = 0;
@@ -6283,11 +6278,7 @@ async fn http2_pulls_that_never_read_give_their_memory_back_when_others_need_it(
     }
     assert!(closed >= 1, "no connection was closed");
     drop(attackers);
-    let t = Instant::now();
-    while free().await != 8 << 20 {
-        assert!(t.elapsed() < Duration::from_secs(5), "{}", free().await);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    metric_becomes(&s, "berth_download_memory_free_bytes ", 8 << 20).await;
 }
 
 /// Uploads cancelled while their bodies stream in (an HTTP/2 stream reset, as a client's
@@ -6346,19 +6337,7 @@ async fn uploads_cancelled_mid_body_leave_no_file_and_no_stuck_session() {
     let push = token_from(&admin, &s, "repository:acme/app:pull,push").await;
     let mut raw = None;
     for i in 0..2000u64 {
-        let ready = match raw.take() {
-            Some(c) => h2::client::SendRequest::ready(c).await.ok(),
-            None => None,
-        };
-        let mut c = match ready {
-            Some(c) => c,
-            None => {
-                let tcp = raw_from(&s, "127.0.0.2").await;
-                let (c, conn) = h2::client::handshake(tcp).await.unwrap();
-                tokio::spawn(conn);
-                c.ready().await.unwrap()
-            }
-        };
+        let mut c = h2_ready(&s, "127.0.0.2", raw.take()).await;
         let req = http::Request::post(format!(
             "http://{}/v2/acme/app/blobs/uploads/?digest={}",
             s.host,
