@@ -6198,8 +6198,9 @@ async fn pulls_that_never_drain_hold_one_small_chunk_each() {
     let d = push_blob(&admin, &s, "acme/app", &blob).await;
     let _stalled = stalled_h2_pulls(&s, "127.0.0.2", &d, 8).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
+    // (From a bucket the chunks are what its answer's frames bring, smaller still.)
     let held = (8u64 << 20) - metric(&s, "berth_download_memory_free_bytes ").await;
-    assert!((8 * (64 << 10)..=(1 << 20)).contains(&held), "{held}");
+    assert!(held > 0 && held <= 1 << 20, "{held}");
     pulled_whole(&admin, &s, &d, &blob, Duration::from_secs(5)).await;
 }
 
@@ -6244,6 +6245,12 @@ async fn pulls_reset_while_waiting_for_memory_leave_no_file_open() {
 /// seconds.
 #[tokio::test]
 async fn http2_pulls_that_never_read_give_their_memory_back_when_others_need_it() {
+    if std::env::var("BERTH_TEST_S3_ENDPOINT").is_ok_and(|v| !v.is_empty()) {
+        // From a bucket a stalled answer holds only the small frames its GET has brought
+        // (`scale::stalled_pulls_from_a_bucket_hold_a_few_chunks_each`): 128 streams cannot
+        // fill the budget, which is what this test needs.
+        return;
+    }
     let s = server_with_acme(&["--download-memory", "8MiB"]).await;
     let admin = basic_client("admin", ADMIN_PASSWORD);
     let d = push_blob(&admin, &s, "acme/app", &random_bytes(4 << 20, 23)).await;
