@@ -42,9 +42,13 @@ pub(super) struct Budget {
     reclaimed: AtomicU64,
 }
 
-/// A holder whose answer has written nothing (no chunk given back) for this long is *stale*: its
-/// client has not read 256 KiB in that time, however long ago the reservation was made.
+/// A holder whose answer has written nothing (no piece of a chunk, `content::PIECE`) for this
+/// long is *stale*: its client has not read 16 KiB in that time, however long ago the
+/// reservation was made...
 const STALE: Duration = Duration::from_secs(5);
+/// ... and so is one whose answer has written nothing at all this long after it began: a
+/// stream opened again and again, never read, is stale within this of each opening.
+const FIRST_WRITE: Duration = Duration::from_secs(2);
 /// A reservation that waits closes the holder of a stale one each this often (`reclaim`), and
 /// the budget closes one at most each `RECLAIM_GAP` whoever waits.
 const RECLAIM_EVERY: Duration = Duration::from_secs(1);
@@ -53,6 +57,8 @@ const RECLAIM_GAP: Duration = Duration::from_millis(100);
 /// A reservation's holder, as `reclaim` chooses among them.
 struct Holder {
     address: Option<ClientAddress>,
+    /// Its connection (`Hangup::connection`).
+    conn: usize,
     kib: usize,
     hangup: Hangup,
     progress: Arc<Progress>,
@@ -86,6 +92,16 @@ impl Progress {
     fn quiet_for(&self, now: u64) -> u64 {
         now.saturating_sub(self.at.load(Ordering::Relaxed))
     }
+
+    /// Written nothing for `STALE`, or nothing at all for `FIRST_WRITE` since it began.
+    fn stale(&self, now: u64) -> bool {
+        let quiet = self.quiet_for(now);
+        quiet >= ms(STALE) || (self.bytes() == 0 && quiet >= ms(FIRST_WRITE))
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Milliseconds since the first use of the budget's clock.
@@ -99,9 +115,8 @@ fn clock_ms() -> u64 {
 enum Scope {
     /// Waiting for its address's share: only its own address's.
     Own(Option<ClientAddress>),
-    /// Waiting for the whole: those of the address holding the most, if it holds more than the
-    /// waiter's.
-    Heaviest(Option<ClientAddress>),
+    /// Waiting for the whole: those of addresses holding more than the waiter's.
+    Heavier(Option<ClientAddress>),
 }
 
 /// A reservation's entry among the holders, removed when it is given back.
@@ -133,8 +148,7 @@ impl Reservation {
         (self.kib as u64) << 10
     }
 
-    /// Gives `kib` of it back now, to the whole and to the address's share (a reservation with
-    /// a holder entry keeps its size there: only upload bodies, which have none, shrink).
+    /// Gives `kib` of it back now, to the whole and to the address's share.
     fn give_back(&mut self, kib: usize) {
         let kib = kib.min(self.kib);
         self.kib -= kib;
@@ -144,6 +158,52 @@ impl Reservation {
             drop(permit.split(kib));
         }
         self._whole.give_back(kib);
+        self.note_size();
+    }
+
+    /// Takes `kib` more if free now, in its address's share and in the whole, with nobody
+    /// waiting for either.
+    fn try_grow(&mut self, kib: usize) -> bool {
+        let n = u32::try_from(kib).unwrap_or(u32::MAX);
+        let more = match &self._share {
+            Some(share) => {
+                let own = share
+                    .shares
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&share.address)
+                    .cloned();
+                match own.map(|own| own.try_acquire_many_owned(n)) {
+                    Some(Ok(permit)) => Some(permit),
+                    _ => return false,
+                }
+            }
+            None => None,
+        };
+        if !self._whole.try_grow(kib) {
+            return false;
+        }
+        if let (Some(more), Some(share)) = (more, &mut self._share)
+            && let Some(permit) = &mut share.permit
+        {
+            permit.merge(more);
+        }
+        self.kib += kib;
+        self.note_size();
+        true
+    }
+
+    /// Tells `reclaim` what it holds now.
+    fn note_size(&self) {
+        if let Some(held) = &self._held
+            && let Some(h) = held
+                .holders
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_mut(&held.id)
+        {
+            h.kib = self.kib;
+        }
     }
 }
 
@@ -214,11 +274,11 @@ impl Budget {
 
     /// `reserve`, for a holder closed by `hangup` whose answer's `progress` says when it last
     /// wrote: while it waits, stale holders are closed (`reclaim`: its own address's while it
-    /// waits for its share, the heaviest address's while it waits for the whole), and once it
-    /// holds, it may be closed in turn if its answer writes nothing for `STALE` while others
+    /// waits for its share, those of addresses holding more than its own while it waits for
+    /// the whole), and once it holds, it may be closed in turn if it goes stale while others
     /// wait. So clients that stop reading (a socket never read, HTTP/2 streams whose window
-    /// never opens) hold memory only until someone needs it, and a client reading slowly but
-    /// steadily is never closed for it.
+    /// never opens, opened again and again) hold memory only until someone needs it, and a
+    /// client reading slowly but steadily is never closed for it.
     pub(super) async fn reserve_or_reclaim(
         &self,
         bytes: u64,
@@ -227,6 +287,22 @@ impl Budget {
         holder: (&Hangup, &Arc<Progress>),
     ) -> Option<Reservation> {
         self.reserve_for(bytes, peer, wait, Some(holder)).await
+    }
+
+    /// Makes `r` — an answer's, carried from the chunk it wrote to its next — hold `bytes`
+    /// (at most a share): gives back what it holds beyond, and takes what it lacks only if it
+    /// is free now with nobody waiting. An answer that has begun goes on with what it holds
+    /// rather than queue again behind others.
+    pub(super) fn refit(&self, r: &mut Reservation, bytes: u64) {
+        let per_address = usize::try_from(self.share() >> 10).unwrap_or(usize::MAX);
+        let kib = usize::try_from(bytes.div_ceil(1024))
+            .unwrap_or(usize::MAX)
+            .clamp(1, per_address);
+        if kib < r.kib {
+            r.give_back(r.kib - kib);
+        } else if kib > r.kib {
+            r.try_grow(kib - r.kib);
+        }
     }
 
     async fn reserve_for(
@@ -269,7 +345,7 @@ impl Budget {
         };
         let take = self.whole.acquire(kib, address, deadline);
         let whole = self
-            .reclaiming(take, reclaims.then_some(Scope::Heaviest(address)))
+            .reclaiming(take, reclaims.then_some(Scope::Heavier(address)))
             .await?;
         let mut r = Reservation {
             kib,
@@ -281,6 +357,7 @@ impl Budget {
             let id = self.next_holder.fetch_add(1, Ordering::Relaxed);
             let entry = Holder {
                 address,
+                conn: hangup.connection(),
                 kib,
                 hangup: hangup.clone(),
                 progress: Arc::clone(progress),
@@ -477,16 +554,15 @@ where
 }
 
 impl Budget {
-    /// Closes the holder of a stale reservation in `scope` (the quietest), at most once per
-    /// `RECLAIM_GAP` for the budget.
+    /// Closes the holder of a stale reservation in `scope`, at most once per `RECLAIM_GAP` for
+    /// the budget: first one whose connection writes nothing at all, then of the address
+    /// holding the most, then the quietest.
     fn reclaim(&self, scope: Scope) {
         let now = clock_ms();
         let last = self.reclaimed_at.load(Ordering::Relaxed);
-        let gap = u64::try_from(RECLAIM_GAP.as_millis()).unwrap_or(u64::MAX);
-        if last != 0 && now.saturating_sub(last) < gap {
+        if last != 0 && now.saturating_sub(last) < ms(RECLAIM_GAP) {
             return;
         }
-        let stale = u64::try_from(STALE.as_millis()).unwrap_or(u64::MAX);
         let hangup = {
             let holders = self.holders.lock().unwrap_or_else(PoisonError::into_inner);
             let mut per_address: HashMap<Option<ClientAddress>, usize> = HashMap::new();
@@ -494,23 +570,31 @@ impl Budget {
                 *per_address.entry(h.address).or_default() += h.kib;
             }
             let held = |a: &Option<ClientAddress>| per_address.get(a).copied().unwrap_or(0);
-            // The one address whose holders may go: the waiter's own, or the heaviest of all
-            // (ties: the lowest), if heavier than the waiter's. Nobody else's, even when the
-            // heaviest has nothing stale: a slow reader of a lighter address is not closed
-            // because the heavy ones keep their holds fresh.
-            let target = match scope {
-                Scope::Own(mine) => Some(mine),
-                Scope::Heaviest(mine) => per_address
-                    .iter()
-                    .max_by_key(|(a, kib)| (**kib, std::cmp::Reverse(**a)))
-                    .map(|(a, _)| *a)
-                    .filter(|a| held(a) > held(&mine)),
-            };
+            // Connections with an answer that writes: a client reading one stream while the
+            // next waits its turn (HTTP/2) is closed only when no wholly stalled one is left.
+            let writing: std::collections::HashSet<usize> = holders
+                .values()
+                .filter(|h| !h.progress.stale(now))
+                .map(|h| h.conn)
+                .collect();
+            // A stale holder of the waiter's own address (not on a connection that writes: it
+            // would only close the waiter's own reading), or of any address holding more than
+            // the waiter's: never a lighter address's, nor one holding as much.
             holders
                 .values()
-                .filter(|h| Some(h.address) == target)
-                .filter(|h| h.progress.quiet_for(now) >= stale)
-                .max_by_key(|h| h.progress.quiet_for(now))
+                .filter(|h| h.progress.stale(now))
+                .filter(|h| match scope {
+                    Scope::Own(mine) => h.address == mine && !writing.contains(&h.conn),
+                    Scope::Heavier(mine) => held(&h.address) > held(&mine),
+                })
+                .max_by_key(|h| {
+                    (
+                        !writing.contains(&h.conn),
+                        held(&h.address),
+                        h.progress.quiet_for(now),
+                        std::cmp::Reverse(h.address),
+                    )
+                })
                 .map(|h| h.hangup.clone())
         };
         if let Some(hangup) = hangup {
@@ -542,13 +626,19 @@ mod tests {
 
     type Closed = tokio::sync::mpsc::UnboundedSender<&'static str>;
 
-    /// A holder that says when it is closed, with its answer's progress.
+    /// A holder on a connection of its own that says when it is closed, with its answer's
+    /// progress.
     fn holder(name: &'static str, closed: &Closed) -> (Hangup, Arc<Progress>) {
         let closed = closed.clone();
         let hangup = Hangup::new(move || {
             let _ = closed.send(name);
         });
         (hangup, Progress::new())
+    }
+
+    /// Another answer on `on`'s connection.
+    fn beside(on: &(Hangup, Arc<Progress>)) -> (Hangup, Arc<Progress>) {
+        (on.0.clone(), Progress::new())
     }
 
     fn ip(s: &str) -> Option<IpAddr> {
@@ -567,7 +657,23 @@ mod tests {
         })
     }
 
+    /// `bytes` reserved for `holder` from `at`, its answer having written a first piece.
     async fn take(
+        b: &Budget,
+        bytes: u64,
+        at: &str,
+        (hangup, progress): &(Hangup, Arc<Progress>),
+    ) -> Reservation {
+        let r = b
+            .reserve_or_reclaim(bytes, ip(at), WAIT, (hangup, progress))
+            .await
+            .unwrap();
+        progress.touch(16 << 10);
+        r
+    }
+
+    /// `take`, its answer having written nothing (an HTTP/2 stream whose window never opens).
+    async fn pin(
         b: &Budget,
         bytes: u64,
         at: &str,
@@ -578,8 +684,31 @@ mod tests {
             .unwrap()
     }
 
+    /// The next holder closed, within `within`.
+    async fn next_closed(
+        closed: &mut tokio::sync::mpsc::UnboundedReceiver<&'static str>,
+        within: Duration,
+    ) -> Option<&'static str> {
+        tokio::time::timeout(within, closed.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Stamps each of `progress` every `every`, like readers that drain steadily.
+    fn keep_writing(progress: Vec<Arc<Progress>>, every: Duration) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                for p in &progress {
+                    p.touch(16 << 10);
+                }
+            }
+        })
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn a_waiting_reservation_closes_the_quietest_holder_of_the_heaviest_address() {
+    async fn a_waiting_reservation_closes_the_stale_holder_of_the_heaviest_address() {
         let b = Arc::new(Budget::new(4 << 20));
         let (tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
         let h = |name| holder(name, &tx);
@@ -597,15 +726,14 @@ mod tests {
         let _fresh_too = take(&b, 768 << 10, "10.0.0.5", &fresh_too).await;
         let _last = take(&b, 768 << 10, "10.0.0.7", &last).await;
         assert_eq!(b.free(), 0);
-        // A newcomer waits for the whole: after a second, the quiet holder of the heaviest
-        // address is closed (not the older light one, not the fresh ones, not one that has
+        // A newcomer waits for the whole: after a second, the stale holder of the heaviest
+        // address is closed (not the lighter stale one, not the fresh ones, not one that has
         // been holding long but writes)...
         let newcomer = waiter(&b, "10.0.0.6", &tx);
-        let first = tokio::time::timeout(Duration::from_millis(1500), closed.recv()).await;
-        assert_eq!(first.unwrap(), Some("heavy"));
+        let within = Duration::from_millis(1500);
+        assert_eq!(next_closed(&mut closed, within).await, Some("heavy"));
         // ... once a second while it waits, and it gets its room when a holder gives it back.
-        let second = tokio::time::timeout(Duration::from_millis(1500), closed.recv()).await;
-        assert_eq!(second.unwrap(), Some("heavy"));
+        assert_eq!(next_closed(&mut closed, within).await, Some("heavy"));
         drop(kept);
         assert!(newcomer.await.unwrap());
         assert_eq!(b.reclaimed(), 2);
@@ -615,34 +743,109 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_reservation_waiting_for_the_whole_closes_only_the_heaviest_addresses_holders() {
+    async fn readers_that_drain_steadily_are_never_closed_however_much_they_hold() {
         let b = Arc::new(Budget::new(4 << 20));
         let (tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
-        // A slow reader of a light address, quiet for a while.
+        // A slow reader that writes a piece each 4 s, the heaviest of all, and others that
+        // drain faster take everything.
         let slow = holder("slow reader", &tx);
-        let _slow = take(&b, 256 << 10, "10.0.0.1", &slow).await;
-        tokio::time::sleep(Duration::from_secs(6)).await;
-        // Heavier addresses take the rest and keep their holds fresh.
-        let pins = [
-            holder("a", &tx),
-            holder("b", &tx),
-            holder("c", &tx),
-            holder("d", &tx),
-        ];
-        let _a = take(&b, 768 << 10, "10.0.0.2", &pins[0]).await;
+        let _slow = take(&b, 1 << 20, "10.0.0.1", &slow).await;
+        let pins = [holder("a", &tx), holder("b", &tx), holder("c", &tx)];
+        let _a = take(&b, 1 << 20, "10.0.0.2", &pins[0]).await;
         let _b = take(&b, 1 << 20, "10.0.0.3", &pins[1]).await;
         let _c = take(&b, 1 << 20, "10.0.0.4", &pins[2]).await;
-        let _d = take(&b, 1 << 20, "10.0.0.5", &pins[3]).await;
         assert_eq!(b.free(), 0);
-        // Waiters for the whole, from an address holding nothing and from one holding more
-        // than the slow reader's: the slow reader is not closed for either, and nothing else
-        // is stale.
-        let waiters = [waiter(&b, "10.0.0.6", &tx), waiter(&b, "10.0.0.2", &tx)];
-        let first = tokio::time::timeout(Duration::from_secs(3), closed.recv()).await;
-        assert!(first.is_err(), "{first:?}");
-        for w in waiters {
-            w.abort();
+        let slow_writes = keep_writing(vec![Arc::clone(&slow.1)], Duration::from_secs(4));
+        let others_write = keep_writing(
+            pins.iter().map(|p| Arc::clone(&p.1)).collect(),
+            Duration::from_secs(1),
+        );
+        // A newcomer waits for the whole for 20 s: nobody is closed for it.
+        let newcomer = waiter(&b, "10.0.0.6", &tx);
+        let first = next_closed(&mut closed, Duration::from_secs(20)).await;
+        assert_eq!(first, None);
+        // The slow reader stops: within its 5 s it is closed.
+        slow_writes.abort();
+        let stopped = next_closed(&mut closed, Duration::from_secs(7)).await;
+        assert_eq!(stopped, Some("slow reader"));
+        newcomer.abort();
+        others_write.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn streams_that_never_wrote_are_stale_two_seconds_after_they_began() {
+        let b = Arc::new(Budget::new(8 << 20));
+        let (tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+        // One address holds a stream that never reads, as if opened again and again; another
+        // holds more, but its answer wrote a piece (a reader that drains).
+        let reader = holder("reader", &tx);
+        let _reader = take(&b, 2 << 20, "10.0.0.1", &reader).await;
+        let reopened = holder("reopened", &tx);
+        let _reopened = pin(&b, 1536 << 10, "10.0.0.2", &reopened).await;
+        let rest = holder("rest", &tx);
+        let _rest = take(&b, 2 << 20, "10.0.0.3", &rest).await;
+        let _more = take(&b, 2 << 20, "10.0.0.4", &rest).await;
+        let _last = take(&b, 512 << 10, "10.0.0.5", &rest).await;
+        assert_eq!(b.free(), 0);
+        // A newcomer waits: the never-read stream is closed 2 s after it began, though the
+        // reader has been quiet as long and holds more.
+        let newcomer = waiter(&b, "10.0.0.6", &tx);
+        let first = next_closed(&mut closed, Duration::from_millis(1500)).await;
+        assert_eq!(first, None);
+        let first = next_closed(&mut closed, Duration::from_millis(1500)).await;
+        assert_eq!(first, Some("reopened"));
+        newcomer.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_writes_is_closed_only_when_no_wholly_stalled_one_is_left() {
+        let b = Arc::new(Budget::new(8 << 20));
+        let (tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+        // An HTTP/2 client reads one stream while the next waits its turn: its address holds
+        // the most. Two light addresses each hold a stream that never reads.
+        let client = holder("client", &tx);
+        let _reading = take(&b, 1 << 20, "10.0.0.1", &client).await;
+        let queued = beside(&client);
+        let _queued = pin(&b, 1 << 20, "10.0.0.1", &queued).await;
+        let (x, y) = (holder("x", &tx), holder("y", &tx));
+        let mut pins = [
+            Some(pin(&b, 512 << 10, "10.0.0.2", &x).await),
+            Some(pin(&b, 512 << 10, "10.0.0.3", &y).await),
+        ];
+        let rest = holder("rest", &tx);
+        let _rest = take(&b, 2 << 20, "10.0.0.4", &rest).await;
+        let _more = take(&b, 2 << 20, "10.0.0.5", &rest).await;
+        let _last = take(&b, 1 << 20, "10.0.0.7", &rest).await;
+        assert_eq!(b.free(), 0);
+        let reads = keep_writing(
+            vec![Arc::clone(&client.1), Arc::clone(&rest.1)],
+            Duration::from_secs(1),
+        );
+        // Waiting for the whole, a newcomer closes the stalled light ones first...
+        let newcomer = tokio::spawn({
+            let (b, mine) = (Arc::clone(&b), holder("newcomer", &tx));
+            async move {
+                b.reserve_or_reclaim(2 << 20, ip("10.0.0.6"), WAIT, (&mine.0, &mine.1))
+                    .await
+                    .is_some()
+            }
+        });
+        let mut gone = Vec::new();
+        for _ in 0..2 {
+            let name = next_closed(&mut closed, Duration::from_secs(4))
+                .await
+                .unwrap();
+            gone.push(name);
+            let i = if name == "x" { 0 } else { 1 };
+            pins[i].take();
         }
+        gone.sort_unstable();
+        assert_eq!(gone, ["x", "y"]);
+        // ... and the client's connection only once nothing else is stale.
+        let last = next_closed(&mut closed, Duration::from_secs(2)).await;
+        assert_eq!(last, Some("client"));
+        newcomer.abort();
+        reads.abort();
     }
 
     #[tokio::test(start_paused = true)]
@@ -662,28 +865,74 @@ mod tests {
         assert_eq!(b.free(), 0);
         // One of those holding as much waits for the whole: the quiet one is not closed for it.
         let more = waiter(&b, "10.0.0.2", &tx);
-        let first = tokio::time::timeout(Duration::from_secs(3), closed.recv()).await;
-        assert!(first.is_err(), "{first:?}");
+        let first = next_closed(&mut closed, Duration::from_secs(3)).await;
+        assert_eq!(first, None);
         more.abort();
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_reservation_waiting_for_its_own_share_closes_only_its_own_addresses_holders() {
+    async fn a_reservation_waiting_for_its_own_share_closes_only_its_own_stalled_connections() {
         let b = Arc::new(Budget::new(8 << 20));
         let (tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
-        // Another address reads slowly: quiet for a while, its memory held.
-        let slow = holder("slow reader", &tx);
-        let _slow = take(&b, 512 << 10, "10.0.0.1", &slow).await;
+        // Another address has stopped reading, its memory held.
+        let stopped = holder("stopped", &tx);
+        let _stopped = take(&b, 512 << 10, "10.0.0.1", &stopped).await;
         tokio::time::sleep(Duration::from_secs(6)).await;
-        // An address fills its share with fresh holders and queues more.
-        let pin = holder("pin", &tx);
-        let _pinned = take(&b, 2 << 20, "10.0.0.2", &pin).await;
+        // An address fills its share: a connection reading one answer while another waits its
+        // turn, and one that stalls after its first piece.
+        let reading = holder("reading", &tx);
+        let _reading = take(&b, 512 << 10, "10.0.0.2", &reading).await;
+        let _queued = pin(&b, 512 << 10, "10.0.0.2", &beside(&reading)).await;
+        let stalls = holder("stalls", &tx);
+        let _stalls = take(&b, 1 << 20, "10.0.0.2", &stalls).await;
+        let reads = keep_writing(vec![Arc::clone(&reading.1)], Duration::from_secs(1));
         let more = waiter(&b, "10.0.0.2", &tx);
-        // The other address's holder is never closed for it; its own, once quiet, is.
-        let first = tokio::time::timeout(Duration::from_secs(4), closed.recv()).await;
-        assert!(first.is_err(), "{first:?}");
-        let first = tokio::time::timeout(Duration::from_secs(3), closed.recv()).await;
-        assert_eq!(first.unwrap(), Some("pin"));
+        // The other address's holder is never closed for it, nor its own connection that
+        // reads; its own stalled one is, once stale.
+        let first = next_closed(&mut closed, Duration::from_secs(4)).await;
+        assert_eq!(first, None);
+        let first = next_closed(&mut closed, Duration::from_secs(3)).await;
+        assert_eq!(first, Some("stalls"));
+        let next = next_closed(&mut closed, Duration::from_secs(3)).await;
+        assert_eq!(next, Some("stalls"));
         more.abort();
+        reads.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_goes_on_with_its_memory_without_queueing_behind_waiters() {
+        let b = Arc::new(Budget::new(4 << 20));
+        let (tx, _closed) = tokio::sync::mpsc::unbounded_channel();
+        let answer = holder("answer", &tx);
+        let mut carried = take(&b, 256 << 10, "10.0.0.1", &answer).await;
+        // Room is free and nobody waits: it grows to what its next chunk wants.
+        b.refit(&mut carried, 512 << 10);
+        assert_eq!(carried.bytes(), 512 << 10);
+        let rest = holder("rest", &tx);
+        let mut others = Vec::new();
+        for (at, bytes) in [
+            ("10.0.0.2", 1 << 20),
+            ("10.0.0.4", 1 << 20),
+            ("10.0.0.5", 1 << 20),
+        ] {
+            others.push(take(&b, bytes, at, &rest).await);
+        }
+        others.push(take(&b, 512 << 10, "10.0.0.6", &rest).await);
+        b.refit(&mut carried, 256 << 10);
+        assert_eq!(b.free(), 256 << 10);
+        // Others wait for room: it does not take what they wait for, and goes on with what it
+        // holds; what it gives back goes to them.
+        let queued = tokio::spawn({
+            let b = Arc::clone(&b);
+            async move { b.reserve(384 << 10, ip("10.0.0.3"), WAIT).await.is_some() }
+        });
+        tokio::task::yield_now().await;
+        b.refit(&mut carried, 512 << 10);
+        assert_eq!(carried.bytes(), 256 << 10);
+        b.refit(&mut carried, 64 << 10);
+        assert_eq!(carried.bytes(), 64 << 10);
+        // (The waiter's task has ended, its room given back.)
+        assert!(queued.await.unwrap());
+        assert_eq!(b.free(), 448 << 10);
     }
 }

@@ -53,6 +53,18 @@ impl Drop for Grant {
 }
 
 impl Grant {
+    /// Takes `units` more if they are free now and nobody waits (the waiters come first).
+    pub(super) fn try_grow(&mut self, units: usize) -> bool {
+        let mut s = self.pool.lock();
+        if !s.waiters.is_empty() || s.free < units {
+            return false;
+        }
+        s.free -= units;
+        *s.held.entry(self.who).or_insert(0) += units;
+        self.units += units;
+        true
+    }
+
     /// Gives `units` of it back now (at most what it holds).
     pub(super) fn give_back(&mut self, units: usize) {
         let units = units.min(self.units);

@@ -194,11 +194,11 @@ const DOWNLOAD_MEMORY_DEFAULT: u64 = 256 << 20;
 const DOWNLOAD_MEMORY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Takes `bytes` of download memory for `client`, waiting at most `DOWNLOAD_MEMORY_WAIT`.
-async fn download_permit(
+async fn download_memory(
     memory: &budget::Budget,
     bytes: usize,
     client: &Client,
-) -> std::io::Result<ChunkMemory> {
+) -> std::io::Result<budget::Reservation> {
     let reserved = match &client.hangup {
         Some(hangup) => {
             memory
@@ -216,33 +216,110 @@ async fn download_permit(
                 .await
         }
     };
-    let reservation = reserved.ok_or_else(|| {
+    reserved.ok_or_else(|| {
         std::io::Error::other("the registry's download memory is held by clients that do not read")
-    })?;
-    Ok(ChunkMemory {
-        _reservation: reservation,
-        bytes: bytes as u64,
-        written: Arc::clone(&client.written),
-        done: None,
     })
 }
 
-/// Download memory taken for one chunk of an answer: given back, and the answer's progress
-/// stamped (and the next read told, `done`), when the chunk is dropped (written out).
+/// The memory for the next chunk of a file's answer (`n` bytes, or what it can have): the
+/// memory of the chunk before, once that is written (`after`), made to fit without waiting
+/// (`budget::Budget::refit`), so an answer that has begun never queues behind others for
+/// memory again. Reading ahead (once `AHEAD_AFTER` is written), it takes fresh memory if that
+/// comes first.
+async fn next_memory(
+    memory: &budget::Budget,
+    n: u64,
+    client: &Client,
+    after: Option<tokio::sync::oneshot::Receiver<budget::Reservation>>,
+) -> std::io::Result<budget::Reservation> {
+    let carried = match after {
+        Some(after) if client.written.bytes() < AHEAD_AFTER => after.await.ok(),
+        Some(mut after) => {
+            let fresh = download_memory(memory, n as usize, client);
+            tokio::pin!(fresh);
+            tokio::select! {
+                carried = &mut after => match carried {
+                    Ok(carried) => Some(carried),
+                    Err(_) => return fresh.await,
+                },
+                fresh = &mut fresh => return fresh,
+            }
+        }
+        None => None,
+    };
+    match carried {
+        Some(mut r) => {
+            memory.refit(&mut r, n);
+            Ok(r)
+        }
+        None => download_memory(memory, n as usize, client).await,
+    }
+}
+
+/// Download memory taken for one chunk of an answer: when the chunk is dropped (written out),
+/// handed to the answer's next read (`next`), or given back.
 struct ChunkMemory {
-    _reservation: budget::Reservation,
-    bytes: u64,
-    written: Arc<budget::Progress>,
-    done: Option<tokio::sync::oneshot::Sender<()>>,
+    reservation: Option<budget::Reservation>,
+    next: Option<tokio::sync::oneshot::Sender<budget::Reservation>>,
+}
+
+impl ChunkMemory {
+    fn new(reservation: budget::Reservation) -> ChunkMemory {
+        ChunkMemory {
+            reservation: Some(reservation),
+            next: None,
+        }
+    }
 }
 
 impl Drop for ChunkMemory {
     fn drop(&mut self) {
-        self.written.touch(self.bytes);
-        if let Some(done) = self.done.take() {
-            let _ = done.send(());
+        if let (Some(r), Some(next)) = (self.reservation.take(), self.next.take()) {
+            let _ = next.send(r);
         }
     }
+}
+
+/// A chunk goes to the connection in pieces of this size, each stamping the answer's progress
+/// when it is written: a client reading slowly but steadily shows it (`budget`'s staleness).
+const PIECE: usize = 16 * 1024;
+
+/// A piece of a chunk (which holds the chunk's memory until its last piece is dropped).
+struct Piece {
+    bytes: Bytes,
+    written: Arc<budget::Progress>,
+}
+
+impl AsRef<[u8]> for Piece {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for Piece {
+    fn drop(&mut self) {
+        self.written.touch(self.bytes.len() as u64);
+    }
+}
+
+/// `chunk` in pieces of `PIECE` for `client`'s answer.
+fn in_pieces(
+    chunk: std::io::Result<Bytes>,
+    client: &Client,
+) -> futures_util::stream::Iter<std::vec::IntoIter<std::io::Result<Bytes>>> {
+    let pieces = match chunk {
+        Ok(chunk) => (0..chunk.len())
+            .step_by(PIECE)
+            .map(|at| {
+                Ok(Bytes::from_owner(Piece {
+                    bytes: chunk.slice(at..(at + PIECE).min(chunk.len())),
+                    written: Arc::clone(&client.written),
+                }))
+            })
+            .collect(),
+        Err(e) => vec![Err(e)],
+    };
+    futures_util::stream::iter(pieces)
 }
 
 /// The first chunk of a blob answer read from a file; each next one twice the last, up to
@@ -289,8 +366,14 @@ impl BlobReader {
         len: u64,
     ) -> Result<futures_util::stream::BoxStream<'static, std::io::Result<Bytes>>> {
         let (memory, client) = (self.memory, self.client);
+        let pieces = {
+            let client = client.clone();
+            move |chunk| in_pieces(chunk, &client)
+        };
         match self.source {
-            Source::File(file) => Ok(Self::stream_file(file, start, len, memory, client).boxed()),
+            Source::File(file) => Ok(Self::stream_file(file, start, len, memory, client)
+                .flat_map(pieces)
+                .boxed()),
             Source::S3(s3, d) => match s3.stream(&d, start, len).await {
                 Err(e) if e.is_not_found() => Err(bytes_gone(&self.meta, &self.repo)),
                 Err(e) => Err(e.into()),
@@ -299,13 +382,14 @@ impl BlobReader {
                         let (memory, client) = (Arc::clone(&memory), client.clone());
                         async move {
                             let chunk = chunk?;
-                            let permit = download_permit(&memory, chunk.len(), &client).await?;
+                            let permit = download_memory(&memory, chunk.len(), &client).await?;
                             Ok(Bytes::from_owner(Counted {
                                 bytes: chunk,
-                                _permit: permit,
+                                _permit: ChunkMemory::new(permit),
                             }))
                         }
                     })
+                    .flat_map(pieces)
                     .boxed()),
             },
         }
@@ -319,26 +403,27 @@ impl BlobReader {
         client: Client,
     ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
         let mut file = file;
-        // Reads the next `n` bytes once the chunk before (`after`) is written, if the answer
-        // has not yet shown that it drains (`AHEAD_AFTER`); the chunk tells the next read.
-        let read = |file: std::fs::File,
-                    n: u64,
-                    memory: Arc<budget::Budget>,
-                    client: Client,
-                    after: Option<tokio::sync::oneshot::Receiver<()>>| async move {
-            if let Some(after) = after
-                && client.written.bytes() < AHEAD_AFTER
-            {
-                let _ = after.await;
-            }
-            let mut permit = download_permit(&memory, n as usize, &client).await?;
-            let (done, next) = tokio::sync::oneshot::channel();
-            permit.done = Some(done);
-            tokio::task::spawn_blocking(move || read_chunk(file, n, permit))
-                .await
-                .map_err(std::io::Error::other)?
-                .map(|(file, chunk)| (file, chunk, next))
-        };
+        // Reads the next `n` bytes (or what memory it has, `next_memory`) with the memory of
+        // the chunk before (`after`) once that is written, if the answer has not yet shown
+        // that it drains (`AHEAD_AFTER`); the chunk hands its memory to the next read.
+        let read =
+            |file: std::fs::File,
+             n: u64,
+             memory: Arc<budget::Budget>,
+             client: Client,
+             after: Option<tokio::sync::oneshot::Receiver<budget::Reservation>>| async move {
+                let reservation = next_memory(&memory, n, &client, after).await?;
+                let n = n.min(reservation.bytes());
+                let (done, next) = tokio::sync::oneshot::channel();
+                let permit = ChunkMemory {
+                    reservation: Some(reservation),
+                    next: Some(done),
+                };
+                tokio::task::spawn_blocking(move || read_chunk(file, n, permit))
+                    .await
+                    .map_err(std::io::Error::other)?
+                    .map(|(file, chunk)| (file, chunk, next))
+            };
         // The reads ahead are the stream's own: dropped with it (a reset stream, a connection
         // gone), they stop, not wait on for memory with the file open.
         let first = AbortOnDropHandle::new(tokio::spawn({
@@ -1586,5 +1671,33 @@ impl<'a> ActiveUpload<'a> {
 impl Drop for ActiveUpload<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_goes_out_in_pieces_each_stamping_progress_when_written() {
+        let client = Client::new(None, None);
+        let chunk = Bytes::from(vec![7u8; 40 << 10]);
+        let pieces = collect_now(in_pieces(Ok(chunk), &client));
+        let lens: Vec<usize> = pieces.iter().map(|p| p.as_ref().unwrap().len()).collect();
+        assert_eq!(lens, [16 << 10, 16 << 10, 8 << 10]);
+        let mut pieces = pieces.into_iter();
+        drop(pieces.next());
+        assert_eq!(client.written.bytes(), 16 << 10);
+        drop(pieces);
+        assert_eq!(client.written.bytes(), 40 << 10);
+    }
+
+    fn collect_now(
+        s: impl Stream<Item = std::io::Result<Bytes>> + Unpin,
+    ) -> Vec<std::io::Result<Bytes>> {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(s.collect())
     }
 }

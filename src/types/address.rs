@@ -53,6 +53,11 @@ impl Hangup {
     pub fn hang_up(&self) {
         (self.0)();
     }
+
+    /// Which connection it closes: the same for every request of one connection.
+    pub fn connection(&self) -> usize {
+        Arc::as_ptr(&self.0).cast::<()>() as usize
+    }
 }
 
 impl std::fmt::Debug for Hangup {

@@ -6288,6 +6288,116 @@ async fn http2_pulls_that_never_read_give_their_memory_back_when_others_need_it(
     metric_becomes(&s, "berth_download_memory_free_bytes ", 8 << 20).await;
 }
 
+/// Streams that never read, opened again and again from four addresses (each connection
+/// dropped and opened anew every 1.5 s, so none of them is ever old), keep the download memory
+/// full; a pull from a fifth address takes room as it comes back, and once begun it goes on
+/// with the memory of each chunk it wrote: it never queues behind them again, and 32 MiB come
+/// whole within seconds.
+#[tokio::test]
+async fn a_pull_that_has_begun_goes_on_while_streams_opened_again_and_again_take_the_memory() {
+    if std::env::var("BERTH_TEST_S3_ENDPOINT").is_ok_and(|v| !v.is_empty()) {
+        // From a bucket a stalled answer holds only the small frames its GET has brought: the
+        // streams cannot fill the budget, which is what this test needs.
+        return;
+    }
+    let s = std::sync::Arc::new(server_with_acme(&["--download-memory", "8MiB"]).await);
+    let admin = basic_client("admin", ADMIN_PASSWORD);
+    let d = push_blob(&admin, &s, "acme/app", &random_bytes(4 << 20, 27)).await;
+    let big = random_bytes(32 << 20, 28);
+    let bd = push_blob(&admin, &s, "acme/app", &big).await;
+    let mut attackers = Vec::new();
+    for i in 2..6 {
+        let (s, d) = (std::sync::Arc::clone(&s), d.clone());
+        attackers.push(tokio::spawn(async move {
+            let source = format!("127.0.0.{i}");
+            loop {
+                let a = stalled_h2_pulls(&s, &source, &d, 16).await;
+                let b = stalled_h2_pulls(&s, &source, &d, 16).await;
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                drop((a, b));
+            }
+        }));
+    }
+    metric_becomes(&s, "berth_download_memory_free_bytes ", 0).await;
+    pulled_whole(
+        &basic_client_from("admin", ADMIN_PASSWORD, "127.0.0.6"),
+        &s,
+        &bd,
+        &big,
+        Duration::from_secs(5),
+    )
+    .await;
+    for a in attackers {
+        a.abort();
+    }
+}
+
+/// Streams that never read, spread thin over many addresses (one each, opened again and
+/// again), hold the download memory while a client reads a large blob slowly (8 KiB/s) and a
+/// newcomer pulls again and again: the newcomer's pulls are answered whole, and the slow
+/// reader is never closed, though its address holds as much as any and a chunk takes it
+/// longer than 5 s: it writes a piece every two seconds.
+#[tokio::test]
+async fn a_slow_reader_is_not_closed_for_streams_that_never_read_spread_over_many_addresses() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    if std::env::var("BERTH_TEST_S3_ENDPOINT").is_ok_and(|v| !v.is_empty()) {
+        // From a bucket a stalled answer holds only the small frames its GET has brought: the
+        // streams cannot fill the budget, which is what this test needs.
+        return;
+    }
+    let s = std::sync::Arc::new(server_with_acme(&["--download-memory", "8MiB"]).await);
+    let admin = basic_client("admin", ADMIN_PASSWORD);
+    let d = push_blob(&admin, &s, "acme/app", &random_bytes(4 << 20, 29)).await;
+    let small = random_bytes(3 << 20, 30);
+    let sd = push_blob(&admin, &s, "acme/app", &small).await;
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.bind("127.0.0.40:0".parse().unwrap()).unwrap();
+    let mut slow = sock.connect(s.host.parse().unwrap()).await.unwrap();
+    let head = format!(
+        "GET /v2/acme/app/blobs/{d} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\n\r\n",
+        admin_basic()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let reader = tokio::spawn(async move {
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 2 << 10];
+        for _ in 0..48 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            got += slow.read_exact(&mut buf).await.map_err(|e| (got, e))?;
+        }
+        Ok::<_, (usize, std::io::Error)>(got)
+    });
+    // Each stream's connection is dropped and opened anew every 1.5 s: no stream of theirs is
+    // ever old enough to be closed, and one of theirs always waits for what is given back.
+    let mut attackers = Vec::new();
+    for i in 100..230 {
+        let (s, d) = (std::sync::Arc::clone(&s), d.clone());
+        attackers.push(tokio::spawn(async move {
+            let source = format!("127.0.0.{i}");
+            loop {
+                let a = stalled_h2_pulls(&s, &source, &d, 1).await;
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                drop(a);
+            }
+        }));
+    }
+    metric_becomes(&s, "berth_download_memory_free_bytes ", 0).await;
+    // The newcomer pulls again and again while the slow reader reads.
+    let newcomer = basic_client_from("admin", ADMIN_PASSWORD, "127.0.0.6");
+    let mut pulls = 0;
+    while !reader.is_finished() {
+        pulled_whole(&newcomer, &s, &sd, &small, Duration::from_secs(10)).await;
+        pulls += 1;
+    }
+    assert!(pulls >= 1);
+    for a in attackers {
+        a.abort();
+    }
+    let read = reader.await.unwrap();
+    assert!(matches!(read, Ok(n) if n == 96 << 10), "{read:?}");
+}
+
 /// Uploads cancelled while their bodies stream in (an HTTP/2 stream reset, as a client's
 /// timeout sends) leave nothing behind: no file of a monolithic push, and the session of a
 /// chunk is not left "being written" for the next request.
