@@ -578,15 +578,7 @@ async fn load_digest(
 async fn garage_get_bound(g: &engines::Garage) -> Res<(f64, f64)> {
     use futures_util::StreamExt as _;
     use object_store::ObjectStore as _;
-    let store = object_store::aws::AmazonS3Builder::new()
-        .with_bucket_name("berth")
-        .with_endpoint(g.endpoint())
-        .with_region("garage")
-        .with_allow_http(true)
-        .with_virtual_hosted_style_request(false)
-        .with_access_key_id(engines::GARAGE_KEY_ID)
-        .with_secret_access_key(engines::GARAGE_SECRET)
-        .build()?;
+    let store = garage_store(g)?;
     let key = object_store::path::Path::from("bound/object");
     let mut up = object_store::WriteMultipart::new_with_chunk_size(
         store.put_multipart(&key).await?,
@@ -638,6 +630,46 @@ async fn garage_get_bound(g: &engines::Garage) -> Res<(f64, f64)> {
     }
     store.delete(&key).await?;
     Ok((median(single), median(parallel)))
+}
+
+/// The bench's own client of Garage's bucket.
+fn garage_store(g: &engines::Garage) -> Res<object_store::aws::AmazonS3> {
+    Ok(object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name("berth")
+        .with_endpoint(g.endpoint())
+        .with_region("garage")
+        .with_allow_http(true)
+        .with_virtual_hosted_style_request(false)
+        .with_access_key_id(engines::GARAGE_KEY_ID)
+        .with_secret_access_key(engines::GARAGE_SECRET)
+        .build()?)
+}
+
+/// What Garage itself takes of 4 KiB objects (PUTs/s), `conc` at a time: the bound of a small
+/// blob pushed to a bucket, which berth writes with one PUT.
+async fn garage_put_bound(g: &engines::Garage, conc: usize) -> Res<f64> {
+    use futures_util::StreamExt as _;
+    use object_store::ObjectStore as _;
+    let store = garage_store(g)?;
+    let n = 2000u64;
+    let t = Instant::now();
+    let done = futures_util::stream::iter(0..n)
+        .map(|i| {
+            let store = store.clone();
+            async move {
+                let key = object_store::path::Path::from(format!("bound/small/{conc}/{i}"));
+                let body = bytes::Bytes::from(random(4096, 900_000 + i));
+                store.put(&key, body.into()).await
+            }
+        })
+        .buffer_unordered(conc)
+        .collect::<Vec<_>>()
+        .await;
+    let rate = n as f64 / t.elapsed().as_secs_f64();
+    for r in done {
+        r?;
+    }
+    Ok(rate)
 }
 
 fn reset_peak_rss(pid: u32) -> Res<()> {
@@ -707,6 +739,8 @@ async fn main() -> Res<()> {
         bounds["garage_get_single_mb_s"] = json!(single);
         bounds["garage_get_parallel_mb_s"] = json!(parallel);
         bounds["garage_get_mb_s"] = json!(single.max(parallel));
+        bounds["garage_put_4k_c1_s"] = json!(garage_put_bound(&garage, 1).await?);
+        bounds["garage_put_4k_c16_s"] = json!(garage_put_bound(&garage, 16).await?);
         Some((pg, garage))
     } else {
         None
@@ -1034,6 +1068,12 @@ async fn main() -> Res<()> {
                 bounds["garage_get_mb_s"].as_f64()
             } else if metric.starts_with("pull") {
                 Some(sendfile_bound)
+            } else if metric.starts_with("4 KiB") && scaled {
+                // Berth writes a small blob to the bucket with one PUT: Garage's own rate
+                // of such PUTs bounds it, if below the disk's.
+                let conc = if metric.ends_with("16") { "c16" } else { "c1" };
+                let put = bounds[format!("garage_put_4k_{conc}_s")].as_f64();
+                put.map(|p| p.min(files_bound))
             } else if metric.starts_with("4 KiB") {
                 Some(files_bound)
             } else {
