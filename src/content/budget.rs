@@ -161,6 +161,14 @@ impl Reservation {
         self.note_size();
     }
 
+    /// Whether, its chunk written, it should go back to those waiting for room rather than to
+    /// its answer's next read: a waiter's address holds less than its own would without it, or
+    /// as much and the chunk was written slowly (`slow`). So an answer that drains keeps its
+    /// memory, and readers that trickle cannot keep it from those who wait.
+    pub(super) fn owed_to_waiters(&self, slow: bool) -> bool {
+        self._whole.owed_to_waiters(slow)
+    }
+
     /// Takes `kib` more if free now, in its address's share and in the whole, with nobody
     /// waiting for either.
     fn try_grow(&mut self, kib: usize) -> bool {
@@ -570,13 +578,22 @@ impl Budget {
                 *per_address.entry(h.address).or_default() += h.kib;
             }
             let held = |a: &Option<ClientAddress>| per_address.get(a).copied().unwrap_or(0);
-            // Connections with an answer that writes: a client reading one stream while the
-            // next waits its turn (HTTP/2) is closed only when no wholly stalled one is left.
-            let writing: std::collections::HashSet<usize> = holders
-                .values()
-                .filter(|h| !h.progress.stale(now))
-                .map(|h| h.conn)
-                .collect();
+            // What each connection holds for answers that write (fresh) and for stale ones. A
+            // client reading one stream while the next waits its turn (HTTP/2) is closed only
+            // when no wholly stalled connection is left, and not at all while what it holds
+            // for answers that write is as much as what it holds for stale ones: a stream read
+            // slowly cannot shelter many that are never read.
+            let mut conns: HashMap<usize, (usize, usize)> = HashMap::new();
+            for h in holders.values() {
+                let c = conns.entry(h.conn).or_default();
+                if h.progress.stale(now) {
+                    c.1 += h.kib;
+                } else {
+                    c.0 += h.kib;
+                }
+            }
+            let writing = |h: &Holder| conns.get(&h.conn).is_some_and(|c| c.0 > 0);
+            let sheltered = |h: &Holder| conns.get(&h.conn).is_some_and(|c| c.0 > 0 && c.0 >= c.1);
             // A stale holder of the waiter's own address (not on a connection that writes: it
             // would only close the waiter's own reading), or of any address holding more than
             // the waiter's: never a lighter address's, nor one holding as much.
@@ -584,12 +601,12 @@ impl Budget {
                 .values()
                 .filter(|h| h.progress.stale(now))
                 .filter(|h| match scope {
-                    Scope::Own(mine) => h.address == mine && !writing.contains(&h.conn),
-                    Scope::Heavier(mine) => held(&h.address) > held(&mine),
+                    Scope::Own(mine) => h.address == mine && !writing(h),
+                    Scope::Heavier(mine) => held(&h.address) > held(&mine) && !sheltered(h),
                 })
                 .max_by_key(|h| {
                     (
-                        !writing.contains(&h.conn),
+                        !writing(h),
                         held(&h.address),
                         h.progress.quiet_for(now),
                         std::cmp::Reverse(h.address),
@@ -798,30 +815,36 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_connection_that_writes_is_closed_only_when_no_wholly_stalled_one_is_left() {
+    async fn a_connection_that_writes_shelters_no_more_than_it_reads() {
         let b = Arc::new(Budget::new(8 << 20));
         let (tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
-        // An HTTP/2 client reads one stream while the next waits its turn: its address holds
-        // the most. Two light addresses each hold a stream that never reads.
+        // An HTTP/2 client reads one stream while the next waits its turn.
         let client = holder("client", &tx);
         let _reading = take(&b, 1 << 20, "10.0.0.1", &client).await;
-        let queued = beside(&client);
-        let _queued = pin(&b, 1 << 20, "10.0.0.1", &queued).await;
-        let (x, y) = (holder("x", &tx), holder("y", &tx));
-        let mut pins = [
-            Some(pin(&b, 512 << 10, "10.0.0.2", &x).await),
-            Some(pin(&b, 512 << 10, "10.0.0.3", &y).await),
-        ];
+        let _queued = pin(&b, 512 << 10, "10.0.0.1", &beside(&client)).await;
+        // A connection that never reads, and one that reads a stream slowly to shelter four
+        // that are never read.
+        let x = holder("x", &tx);
+        let mut stalled = Some(pin(&b, 512 << 10, "10.0.0.2", &x).await);
+        let shelter = holder("shelter", &tx);
+        let mut sheltered = vec![take(&b, 256 << 10, "10.0.0.3", &shelter).await];
+        for _ in 0..4 {
+            sheltered.push(pin(&b, 256 << 10, "10.0.0.3", &beside(&shelter)).await);
+        }
         let rest = holder("rest", &tx);
         let _rest = take(&b, 2 << 20, "10.0.0.4", &rest).await;
         let _more = take(&b, 2 << 20, "10.0.0.5", &rest).await;
-        let _last = take(&b, 1 << 20, "10.0.0.7", &rest).await;
+        let _last = take(&b, 768 << 10, "10.0.0.7", &rest).await;
         assert_eq!(b.free(), 0);
         let reads = keep_writing(
-            vec![Arc::clone(&client.1), Arc::clone(&rest.1)],
+            vec![
+                Arc::clone(&client.1),
+                Arc::clone(&shelter.1),
+                Arc::clone(&rest.1),
+            ],
             Duration::from_secs(1),
         );
-        // Waiting for the whole, a newcomer closes the stalled light ones first...
+        // Waiting for the whole, a newcomer closes the wholly stalled connection first...
         let newcomer = tokio::spawn({
             let (b, mine) = (Arc::clone(&b), holder("newcomer", &tx));
             async move {
@@ -830,20 +853,18 @@ mod tests {
                     .is_some()
             }
         });
-        let mut gone = Vec::new();
-        for _ in 0..2 {
-            let name = next_closed(&mut closed, Duration::from_secs(4))
-                .await
-                .unwrap();
-            gone.push(name);
-            let i = if name == "x" { 0 } else { 1 };
-            pins[i].take();
-        }
-        gone.sort_unstable();
-        assert_eq!(gone, ["x", "y"]);
-        // ... and the client's connection only once nothing else is stale.
-        let last = next_closed(&mut closed, Duration::from_secs(2)).await;
-        assert_eq!(last, Some("client"));
+        let first = next_closed(&mut closed, Duration::from_secs(4)).await;
+        assert_eq!(first, Some("x"));
+        stalled.take();
+        // ... then the one whose reading shelters more than it holds for it...
+        let next = next_closed(&mut closed, Duration::from_secs(2)).await;
+        assert_eq!(next, Some("shelter"));
+        sheltered.clear();
+        // ... and never the client's, though its address holds the most and the newcomer
+        // still waits.
+        let last = next_closed(&mut closed, Duration::from_secs(5)).await;
+        assert_eq!(last, None);
+        assert!(!newcomer.is_finished());
         newcomer.abort();
         reads.abort();
     }

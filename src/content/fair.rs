@@ -65,6 +65,23 @@ impl Grant {
         true
     }
 
+    /// Whether it should go back to the waiters rather than be kept by its holder: some waiter's
+    /// address holds less than its own would without it, or as much and `ties` (its holder is
+    /// slow to use it).
+    pub(super) fn owed_to_waiters(&self, ties: bool) -> bool {
+        let s = self.pool.lock();
+        let mine = s
+            .held
+            .get(&self.who)
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(self.units);
+        s.waiters.iter().any(|w| {
+            let theirs = s.held.get(&w.who).copied().unwrap_or(0);
+            w.who != self.who && (theirs < mine || (ties && theirs == mine))
+        })
+    }
+
     /// Gives `units` of it back now (at most what it holds).
     pub(super) fn give_back(&mut self, units: usize) {
         let units = units.min(self.units);
@@ -262,5 +279,27 @@ mod tests {
         drop(held);
         assert_eq!(pool.free(), 2);
         assert!(pool.lock().waiters.is_empty() && pool.lock().held.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_holder_owes_its_room_to_a_waiter_holding_less_or_as_much_if_it_is_slow() {
+        let pool = Fair::new(3);
+        let a1 = pool.acquire(1, who(1), soon()).await.unwrap();
+        let _a2 = pool.acquire(1, who(1), soon()).await.unwrap();
+        let b = pool.acquire(1, who(2), soon()).await.unwrap();
+        // Nobody waits: nobody is owed anything.
+        assert!(!a1.owed_to_waiters(true));
+        let waiting = tokio::spawn({
+            let pool = Arc::clone(&pool);
+            async move { pool.acquire(1, who(3), soon()).await.is_some() }
+        });
+        tokio::task::yield_now().await;
+        // Address 1 would still hold one without it: the waiter holds less.
+        assert!(a1.owed_to_waiters(false));
+        // Address 2 would hold none, as the waiter: only if it is slow.
+        assert!(!b.owed_to_waiters(false));
+        assert!(b.owed_to_waiters(true));
+        drop(a1);
+        assert!(waiting.await.unwrap());
     }
 }

@@ -257,24 +257,36 @@ async fn next_memory(
 }
 
 /// Download memory taken for one chunk of an answer: when the chunk is dropped (written out),
-/// handed to the answer's next read (`next`), or given back.
+/// handed to the answer's next read (`next`), or given back — given back too when others wait
+/// who are owed it (`budget::Reservation::owed_to_waiters`; a chunk that took longer than
+/// `SLOW_CHUNK` to write is slow).
 struct ChunkMemory {
     reservation: Option<budget::Reservation>,
     next: Option<tokio::sync::oneshot::Sender<budget::Reservation>>,
+    since: std::time::Instant,
 }
 
+/// A chunk written in longer than this was written slowly (under 64 KiB/s for the first).
+const SLOW_CHUNK: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl ChunkMemory {
-    fn new(reservation: budget::Reservation) -> ChunkMemory {
+    fn new(
+        reservation: budget::Reservation,
+        next: Option<tokio::sync::oneshot::Sender<budget::Reservation>>,
+    ) -> ChunkMemory {
         ChunkMemory {
             reservation: Some(reservation),
-            next: None,
+            next,
+            since: std::time::Instant::now(),
         }
     }
 }
 
 impl Drop for ChunkMemory {
     fn drop(&mut self) {
-        if let (Some(r), Some(next)) = (self.reservation.take(), self.next.take()) {
+        if let (Some(r), Some(next)) = (self.reservation.take(), self.next.take())
+            && !r.owed_to_waiters(self.since.elapsed() > SLOW_CHUNK)
+        {
             let _ = next.send(r);
         }
     }
@@ -385,7 +397,7 @@ impl BlobReader {
                             let permit = download_memory(&memory, chunk.len(), &client).await?;
                             Ok(Bytes::from_owner(Counted {
                                 bytes: chunk,
-                                _permit: ChunkMemory::new(permit),
+                                _permit: ChunkMemory::new(permit, None),
                             }))
                         }
                     })
@@ -415,10 +427,7 @@ impl BlobReader {
                 let reservation = next_memory(&memory, n, &client, after).await?;
                 let n = n.min(reservation.bytes());
                 let (done, next) = tokio::sync::oneshot::channel();
-                let permit = ChunkMemory {
-                    reservation: Some(reservation),
-                    next: Some(done),
-                };
+                let permit = ChunkMemory::new(reservation, Some(done));
                 tokio::task::spawn_blocking(move || read_chunk(file, n, permit))
                     .await
                     .map_err(std::io::Error::other)?

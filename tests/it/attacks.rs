@@ -6398,6 +6398,69 @@ async fn a_slow_reader_is_not_closed_for_streams_that_never_read_spread_over_man
     assert!(matches!(read, Ok(n) if n == 96 << 10), "{read:?}");
 }
 
+/// HTTP/2 streams that read a piece at a time (a 16 KiB window opened every 3 s, so none is
+/// ever stale), from eight addresses, keep the download memory full; a pull from another
+/// address is not kept out for it: each chunk such a stream writes goes back to the waiter,
+/// whose address holds less, instead of to the stream's next read, and the pull is answered
+/// whole within seconds.
+#[tokio::test]
+async fn streams_read_a_piece_at_a_time_cannot_keep_a_newcomer_out() {
+    if std::env::var("BERTH_TEST_S3_ENDPOINT").is_ok_and(|v| !v.is_empty()) {
+        // From a bucket a stalled answer holds only the small frames its GET has brought: the
+        // streams cannot fill the budget, which is what this test needs.
+        return;
+    }
+    let s = server_with_acme(&["--download-memory", "8MiB"]).await;
+    let admin = basic_client("admin", ADMIN_PASSWORD);
+    let d = push_blob(&admin, &s, "acme/app", &random_bytes(16 << 20, 32)).await;
+    let small = random_bytes(3 << 20, 33);
+    let sd = push_blob(&admin, &s, "acme/app", &small).await;
+    let mut trickles = Vec::new();
+    for i in 10..18 {
+        for _ in 0..2 {
+            let tcp = raw_from(&s, &format!("127.0.0.{i}")).await;
+            let (mut h2c, conn) = h2::client::Builder::new()
+                .initial_window_size(16 << 10)
+                .initial_connection_window_size(4 << 20)
+                .handshake::<_, bytes::Bytes>(tcp)
+                .await
+                .unwrap();
+            trickles.push(tokio::spawn(async move {
+                let _ = conn.await;
+            }));
+            for _ in 0..16 {
+                h2c = h2c.ready().await.unwrap();
+                let answer = h2c.send_request(blob_get(&s, &d), true).unwrap().0;
+                trickles.push(tokio::spawn(async move {
+                    let Ok(answer) = answer.await else { return };
+                    let mut body = answer.into_body();
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(3)).await;
+                        match body.data().await {
+                            Some(Ok(piece)) => {
+                                let _ = body.flow_control().release_capacity(piece.len());
+                            }
+                            _ => return,
+                        }
+                    }
+                }));
+            }
+        }
+    }
+    metric_becomes(&s, "berth_download_memory_free_bytes ", 0).await;
+    pulled_whole(
+        &basic_client_from("admin", ADMIN_PASSWORD, "127.0.0.6"),
+        &s,
+        &sd,
+        &small,
+        Duration::from_secs(10),
+    )
+    .await;
+    for t in trickles {
+        t.abort();
+    }
+}
+
 /// Uploads cancelled while their bodies stream in (an HTTP/2 stream reset, as a client's
 /// timeout sends) leave nothing behind: no file of a monolithic push, and the session of a
 /// chunk is not left "being written" for the next request.
