@@ -92,6 +92,13 @@ impl FsStore {
         File::open(self.blob_path(d)).context(|| format!("opening blob {d}"))
     }
 
+    /// The path of a committed blob's file, if it is there (no descriptor held).
+    pub fn blob_file(&self, d: &Digest) -> Result<PathBuf> {
+        let p = self.blob_path(d);
+        fs::metadata(&p).context(|| format!("opening blob {d}"))?;
+        Ok(p)
+    }
+
     pub fn blob_file_exists(&self, d: &Digest) -> bool {
         self.blob_path(d).is_file()
     }

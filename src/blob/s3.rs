@@ -33,6 +33,9 @@ use object_store::path::Path;
 use object_store::{ObjectStore, WriteMultipart};
 
 use super::error::{Error, Result};
+
+/// A blob's GET is let go when its reader has taken nothing for this long (`S3Store::stream`).
+const PAUSE: Duration = Duration::from_secs(2);
 use crate::types::Digest;
 
 /// Where the bucket is and how to reach it.
@@ -273,6 +276,10 @@ impl S3Store {
     /// Bytes `start..start + len` of blob `d`, streamed. The object's GET has been answered when
     /// this returns, so a bucket that cannot serve it is an error here (the client gets a 503
     /// before any byte), not a body that breaks at its first byte.
+    ///
+    /// A reader that stops taking the bytes for `PAUSE` lets the GET go (its connection to the
+    /// bucket closes) and, when it reads again, the rest comes from a new ranged GET: clients
+    /// that never read hold no connection to the bucket.
     pub async fn stream(
         &self,
         d: &Digest,
@@ -283,37 +290,66 @@ impl S3Store {
             return Ok(futures_util::stream::empty().boxed());
         }
         let (store, path, what) = (self.inner.store.clone(), self.blob_path(d), d.to_string());
-        let opts = object_store::GetOptions {
-            range: Some(object_store::GetRange::Bounded(start..start + len)),
-            ..Default::default()
+        let get = move |from: u64| {
+            let (store, path) = (store.clone(), path.clone());
+            let opts = object_store::GetOptions {
+                range: Some(object_store::GetRange::Bounded(from..start + len)),
+                ..Default::default()
+            };
+            async move { store.get_opts(&path, opts).await }
         };
         let opened = self
             .handle()
-            .spawn(async move { store.get_opts(&path, opts).await })
+            .spawn(get(start))
             .await
             .map_err(|e| unavailable(format!("reading blob {what}"), e))?;
-        let mut body = opened
-            .map_err(s3_err(format!("reading blob {what}")))?
-            .into_stream();
+        let mut body = Some(
+            opened
+                .map_err(s3_err(format!("reading blob {what}")))?
+                .into_stream(),
+        );
         let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(2);
         self.handle().spawn(async move {
             let mut sent = 0u64;
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| std::io::Error::other(format!("blob {what}: {e}")));
-                if let Ok(c) = &chunk {
-                    sent += c.len() as u64;
+            let broken =
+                |e: object_store::Error| std::io::Error::other(format!("blob {what}: {e}"));
+            loop {
+                // The reader's room first: a reader gone ends this, one that does not read for
+                // `PAUSE` has its GET let go until it does.
+                let room = match tokio::time::timeout(PAUSE, tx.reserve()).await {
+                    Ok(Ok(room)) => room,
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        body = None;
+                        match tx.reserve().await {
+                            Ok(room) => room,
+                            Err(_) => return,
+                        }
+                    }
+                };
+                let stream = match &mut body {
+                    Some(b) => b,
+                    None => match get(start + sent).await {
+                        Ok(r) => body.insert(r.into_stream()),
+                        Err(e) => return room.send(Err(broken(e))),
+                    },
+                };
+                match stream.next().await {
+                    Some(Ok(chunk)) => {
+                        sent += chunk.len() as u64;
+                        room.send(Ok(chunk));
+                    }
+                    Some(Err(e)) => return room.send(Err(broken(e))),
+                    None => {
+                        if sent < len {
+                            room.send(Err(std::io::Error::new(
+                                std::io::ErrorKind::UnexpectedEof,
+                                "blob object is shorter than its recorded size",
+                            )));
+                        }
+                        return;
+                    }
                 }
-                if tx.send(chunk).await.is_err() {
-                    return;
-                }
-            }
-            if sent < len {
-                let _ = tx
-                    .send(Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "blob object is shorter than its recorded size",
-                    )))
-                    .await;
             }
         });
         Ok(futures_util::stream::unfold(

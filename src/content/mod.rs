@@ -354,7 +354,8 @@ impl<B: AsRef<[u8]>> AsRef<[u8]> for Counted<B> {
 }
 
 enum Source {
-    File(std::fs::File),
+    /// A blob's file, opened by the answer's first read (once it has memory).
+    File(std::path::PathBuf),
     S3(crate::blob::S3Store, Digest),
 }
 
@@ -383,7 +384,7 @@ impl BlobReader {
             move |chunk| in_pieces(chunk, &client)
         };
         match self.source {
-            Source::File(file) => Ok(Self::stream_file(file, start, len, memory, client)
+            Source::File(path) => Ok(Self::stream_file(path, start, len, memory, client)
                 .flat_map(pieces)
                 .boxed()),
             Source::S3(s3, d) => match s3.stream(&d, start, len).await {
@@ -408,18 +409,23 @@ impl BlobReader {
     }
 
     fn stream_file(
-        file: std::fs::File,
+        path: std::path::PathBuf,
         start: u64,
         len: u64,
         memory: Arc<budget::Budget>,
         client: Client,
     ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
-        let mut file = file;
-        // Reads the next `n` bytes (or what memory it has, `next_memory`) with the memory of
+        let path = Arc::new(path);
+        // Reads the `n` bytes at `pos` (or what memory it has, `next_memory`) with the memory of
         // the chunk before (`after`) once that is written, if the answer has not yet shown
-        // that it drains (`AHEAD_AFTER`); the chunk hands its memory to the next read.
+        // that it drains (`AHEAD_AFTER`); the chunk hands its memory to the next read. The file
+        // is opened once the memory is there, and kept for the next read only by an answer
+        // that drains: one whose client does not read holds no open file, nor does one that
+        // waits for memory.
         let read =
-            |file: std::fs::File,
+            |file: Option<std::fs::File>,
+             path: Arc<std::path::PathBuf>,
+             pos: u64,
              n: u64,
              memory: Arc<budget::Budget>,
              client: Client,
@@ -428,27 +434,27 @@ impl BlobReader {
                 let n = n.min(reservation.bytes());
                 let (done, next) = tokio::sync::oneshot::channel();
                 let permit = ChunkMemory::new(reservation, Some(done));
-                tokio::task::spawn_blocking(move || read_chunk(file, n, permit))
-                    .await
-                    .map_err(std::io::Error::other)?
-                    .map(|(file, chunk)| (file, chunk, next))
+                let (file, chunk) =
+                    tokio::task::spawn_blocking(move || read_chunk(file, &path, pos, n, permit))
+                        .await
+                        .map_err(std::io::Error::other)??;
+                let keep = client.written.bytes() >= AHEAD_AFTER;
+                Ok::<_, std::io::Error>((keep.then_some(file), chunk, next))
             };
         // The reads ahead are the stream's own: dropped with it (a reset stream, a connection
-        // gone), they stop, not wait on for memory with the file open.
-        let first = AbortOnDropHandle::new(tokio::spawn({
-            let (memory, client) = (Arc::clone(&memory), client.clone());
-            async move {
-                let file = tokio::task::spawn_blocking(move || {
-                    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start)).map(|_| file)
-                })
-                .await
-                .map_err(std::io::Error::other)??;
-                read(file, len.min(FIRST_CHUNK), memory, client, None).await
-            }
-        }));
+        // gone), they stop, not wait on for memory.
+        let first = AbortOnDropHandle::new(tokio::spawn(read(
+            None,
+            Arc::clone(&path),
+            start,
+            len.min(FIRST_CHUNK),
+            Arc::clone(&memory),
+            client.clone(),
+            None,
+        )));
         let state = (len > 0).then_some((first, len, FIRST_CHUNK));
         futures_util::stream::unfold(state, move |state| {
-            let (memory, client) = (Arc::clone(&memory), client.clone());
+            let (memory, client, path) = (Arc::clone(&memory), client.clone(), Arc::clone(&path));
             async move {
                 let (pending, left, size) = state?;
                 let (file, chunk, written) = match pending.await.map_err(std::io::Error::other) {
@@ -465,9 +471,9 @@ impl BlobReader {
                 let left = left - chunk.len() as u64;
                 let size = (size * 2).min(READ_CHUNK as u64);
                 let next = (left > 0).then(|| {
-                    let n = left.min(size);
-                    let task = tokio::spawn(read(file, n, memory, client, Some(written)));
-                    (AbortOnDropHandle::new(task), left, size)
+                    let (n, pos) = (left.min(size), start + (len - left));
+                    let task = read(file, path, pos, n, memory, client, Some(written));
+                    (AbortOnDropHandle::new(tokio::spawn(task)), left, size)
                 });
                 Some((Ok(chunk), next))
             }
@@ -483,14 +489,24 @@ fn bytes_gone(meta: &MetadataStore, repo: &RepositoryName) -> Error {
     Error::BlobUnknown
 }
 
-/// Reads up to `n` bytes from `file`, into a chunk that holds `permit` (download memory) until
-/// it is dropped.
+/// Reads up to `n` bytes from `file` (or from `path` opened at `pos`), into a chunk that holds
+/// `permit` (download memory) until it is dropped; the file is handed back for the next read.
 fn read_chunk(
-    mut file: std::fs::File,
+    file: Option<std::fs::File>,
+    path: &std::path::Path,
+    pos: u64,
     n: u64,
     permit: ChunkMemory,
 ) -> std::io::Result<(std::fs::File, Bytes)> {
-    use std::io::Read as _;
+    use std::io::{Read as _, Seek as _};
+    let mut file = match file {
+        Some(file) => file,
+        None => {
+            let mut file = std::fs::File::open(path)?;
+            file.seek(std::io::SeekFrom::Start(pos))?;
+            file
+        }
+    };
     let mut buf = Vec::with_capacity(usize::try_from(n).unwrap_or(READ_CHUNK));
     (&mut file).take(n).read_to_end(&mut buf)?;
     Ok((
@@ -648,8 +664,8 @@ impl ContentService {
     ) -> Result<BlobReader> {
         let size = self.blob_size(repo, digest)?;
         let source = match self.inner.blobs.engine() {
-            Engine::Fs(f) => match f.open_blob(digest) {
-                Ok(file) => Source::File(file),
+            Engine::Fs(f) => match f.blob_file(digest) {
+                Ok(path) => Source::File(path),
                 Err(e) if e.is_not_found() => return Err(bytes_gone(&self.inner.meta, repo)),
                 Err(e) => return Err(e.into()),
             },

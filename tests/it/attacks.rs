@@ -6461,6 +6461,76 @@ async fn streams_read_a_piece_at_a_time_cannot_keep_a_newcomer_out() {
     }
 }
 
+/// Streams that never read hold no open file: a blob's file is opened by an answer's read
+/// once it has memory and kept only by answers that drain, and from a bucket an answer whose
+/// reader takes nothing for 2 s lets its GET go (the rest comes by a new ranged GET), so 192
+/// stalled streams (on files 128 holding memory, 64 waiting for it) soon add no more
+/// descriptors than their 12 connections.
+#[tokio::test]
+async fn streams_that_never_read_hold_no_open_file() {
+    let s = server_with_acme(&["--download-memory", "8MiB"]).await;
+    let admin = basic_client("admin", ADMIN_PASSWORD);
+    let d = push_blob(&admin, &s, "acme/app", &random_bytes(4 << 20, 34)).await;
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", s.pid()))
+            .unwrap()
+            .count()
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = fds();
+    let mut stalled = Vec::new();
+    for i in 2..8 {
+        for _ in 0..2 {
+            stalled.push(stalled_h2_pulls(&s, &format!("127.0.0.{i}"), &d, 16).await);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let after = fds();
+    assert!(
+        after < before + 30,
+        "{before} file descriptors before, {after} with the stalled streams"
+    );
+    // And a pull that drains still gets its blob whole.
+    pulled_whole(
+        &admin,
+        &s,
+        &d,
+        &random_bytes(4 << 20, 34),
+        Duration::from_secs(10),
+    )
+    .await;
+}
+
+/// A pull whose reader stops for longer than a bucket's GET is kept for it (2 s) gets its
+/// bytes whole when it reads again, from where it stopped: the rest comes by a new ranged GET
+/// (on files the file is read on). A range from an offset, paused twice.
+#[tokio::test]
+async fn a_pull_that_pauses_gets_the_rest_of_its_range_whole() {
+    let s = server_with_acme(&[]).await;
+    let admin = basic_client("admin", ADMIN_PASSWORD);
+    let blob = random_bytes(24 << 20, 35);
+    let d = push_blob(&admin, &s, "acme/app", &blob).await;
+    let mut r = admin
+        .get(s.url(&format!("/v2/acme/app/blobs/{d}")))
+        .header("range", "bytes=1000-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    let mut got = Vec::new();
+    let mut pauses = 0;
+    while let Some(chunk) = r.chunk().await.unwrap() {
+        got.extend_from_slice(&chunk);
+        if (pauses == 0 && got.len() > 1 << 20) || (pauses == 1 && got.len() > 12 << 20) {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            pauses += 1;
+        }
+    }
+    assert_eq!(pauses, 2);
+    assert_eq!(got.len(), blob.len() - 1000);
+    assert!(got == blob[1000..], "the bytes after the pauses differ");
+}
+
 /// Uploads cancelled while their bodies stream in (an HTTP/2 stream reset, as a client's
 /// timeout sends) leave nothing behind: no file of a monolithic push, and the session of a
 /// chunk is not left "being written" for the next request.
