@@ -3,8 +3,12 @@
 //! addresses that hold much — and queue more as fast as they give back — cannot take every
 //! release ahead of one that holds nothing. (A FIFO semaphore hands each release to whoever
 //! queued first, which a few addresses can arrange to always be.)
+//!
+//! Waiters queue per address, and the addresses with waiters are kept ordered by what they hold
+//! (then their first waiter's arrival), so a release, a grant or a question of who is owed room
+//! costs a logarithm of the waiting addresses, not a scan of every waiter.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::oneshot;
@@ -21,14 +25,15 @@ pub(super) struct Fair {
 struct State {
     free: usize,
     held: HashMap<Who, usize>,
-    /// In arrival order.
-    waiters: Vec<Waiter>,
+    /// Each address's waiters, in arrival order.
+    queues: HashMap<Who, VecDeque<Waiter>>,
+    /// The addresses with waiters, by (what they hold, their first waiter's arrival).
+    order: BTreeSet<(usize, u64, Who)>,
     next: u64,
 }
 
 struct Waiter {
     seq: u64,
-    who: Who,
     units: usize,
     tx: oneshot::Sender<Grant>,
 }
@@ -56,11 +61,11 @@ impl Grant {
     /// Takes `units` more if they are free now and nobody waits (the waiters come first).
     pub(super) fn try_grow(&mut self, units: usize) -> bool {
         let mut s = self.pool.lock();
-        if !s.waiters.is_empty() || s.free < units {
+        if !s.order.is_empty() || s.free < units {
             return false;
         }
         s.free -= units;
-        *s.held.entry(self.who).or_insert(0) += units;
+        s.rekey(self.who, |s| *s.held.entry(self.who).or_insert(0) += units);
         self.units += units;
         true
     }
@@ -70,16 +75,11 @@ impl Grant {
     /// slow to use it).
     pub(super) fn owed_to_waiters(&self, ties: bool) -> bool {
         let s = self.pool.lock();
-        let mine = s
-            .held
-            .get(&self.who)
-            .copied()
-            .unwrap_or(0)
-            .saturating_sub(self.units);
-        s.waiters.iter().any(|w| {
-            let theirs = s.held.get(&w.who).copied().unwrap_or(0);
-            w.who != self.who && (theirs < mine || (ties && theirs == mine))
-        })
+        let mine = s.held_by(self.who).saturating_sub(self.units);
+        s.order
+            .iter()
+            .find(|(_, _, who)| *who != self.who)
+            .is_some_and(|&(theirs, _, _)| theirs < mine || (ties && theirs == mine))
     }
 
     /// Gives `units` of it back now (at most what it holds).
@@ -93,43 +93,84 @@ impl Grant {
 }
 
 impl State {
-    fn give_back(&mut self, who: Who, units: usize) {
-        self.free += units;
-        if let Some(n) = self.held.get_mut(&who) {
-            *n = n.saturating_sub(units);
-            if *n == 0 {
-                self.held.remove(&who);
+    fn held_by(&self, who: Who) -> usize {
+        self.held.get(&who).copied().unwrap_or(0)
+    }
+
+    /// `who`'s place among the waiting addresses, if it has waiters.
+    fn key(&self, who: Who) -> Option<(usize, u64, Who)> {
+        let first = self.queues.get(&who)?.front()?;
+        Some((self.held_by(who), first.seq, who))
+    }
+
+    /// Runs `f`, which changes what `who` holds or its waiters, keeping its place in `order`.
+    fn rekey<T>(&mut self, who: Who, f: impl FnOnce(&mut State) -> T) -> T {
+        if let Some(k) = self.key(who) {
+            self.order.remove(&k);
+        }
+        let out = f(self);
+        match self.key(who) {
+            Some(k) => {
+                self.order.insert(k);
+            }
+            None => {
+                self.queues.remove(&who);
             }
         }
+        out
+    }
+
+    fn give_back(&mut self, who: Who, units: usize) {
+        self.free += units;
+        self.rekey(who, |s| {
+            if let Some(n) = s.held.get_mut(&who) {
+                *n = n.saturating_sub(units);
+                if *n == 0 {
+                    s.held.remove(&who);
+                }
+            }
+        });
     }
 
     /// Grants waiters, the one whose address holds the least first, while the first fits.
     fn dispatch(&mut self, pool: &Arc<Fair>) {
-        loop {
-            let Some(i) = (0..self.waiters.len()).min_by_key(|&i| {
-                let w = &self.waiters[i];
-                (self.held.get(&w.who).copied().unwrap_or(0), w.seq)
+        while let Some(&(_, _, who)) = self.order.first() {
+            let fits = self
+                .queues
+                .get(&who)
+                .and_then(VecDeque::front)
+                .is_some_and(|w| w.units <= self.free);
+            if !fits {
+                return;
+            }
+            let Some(w) = self.rekey(who, |s| {
+                let w = s.queues.get_mut(&who).and_then(VecDeque::pop_front)?;
+                *s.held.entry(who).or_insert(0) += w.units;
+                Some(w)
             }) else {
                 return;
             };
-            if self.waiters[i].units > self.free {
-                return;
-            }
-            let w = self.waiters.remove(i);
             self.free -= w.units;
-            *self.held.entry(w.who).or_insert(0) += w.units;
             let grant = Grant {
                 pool: Arc::clone(pool),
-                who: w.who,
+                who,
                 units: w.units,
                 armed: true,
             };
-            // A waiter gone meanwhile: the units come straight back.
             if let Err(mut g) = w.tx.send(grant) {
                 g.armed = false;
                 self.give_back(g.who, g.units);
             }
         }
+    }
+
+    /// Takes waiter `seq` of `who` out of the queue, if it is still there.
+    fn leave(&mut self, who: Who, seq: u64) {
+        self.rekey(who, |s| {
+            if let Some(q) = s.queues.get_mut(&who) {
+                q.retain(|w| w.seq != seq);
+            }
+        });
     }
 }
 
@@ -139,7 +180,8 @@ impl Fair {
             state: Mutex::new(State {
                 free: units,
                 held: HashMap::new(),
-                waiters: Vec::new(),
+                queues: HashMap::new(),
+                order: BTreeSet::new(),
                 next: 0,
             }),
         })
@@ -149,19 +191,20 @@ impl Fair {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Units not given out now.
+    /// Units not given out.
     pub(super) fn free(&self) -> usize {
         self.lock().free
     }
 
-    /// Adds `more` units, or takes `less` away (from what is free; before serving).
+    /// Adds `more` units and takes `less` away (what is given out stays; `free` floors at 0).
     pub(super) fn resize(self: &Arc<Self>, more: usize, less: usize) {
         let mut s = self.lock();
         s.free = (s.free + more).saturating_sub(less);
         s.dispatch(self);
     }
 
-    /// `units` for `who`, waiting in the pool's order until `deadline`; `None` after it.
+    /// `units` for `who`, once the waiters before it are served and they fit; `None` once
+    /// `deadline` passed (having taken nothing).
     pub(super) async fn acquire(
         self: &Arc<Self>,
         units: usize,
@@ -173,33 +216,34 @@ impl Fair {
             let mut s = self.lock();
             let seq = s.next;
             s.next += 1;
-            s.waiters.push(Waiter {
-                seq,
-                who,
-                units,
-                tx,
+            s.rekey(who, |s| {
+                s.queues
+                    .entry(who)
+                    .or_default()
+                    .push_back(Waiter { seq, units, tx })
             });
             s.dispatch(self);
             seq
         };
-        // Dropped while waiting (the request went away): out of the queue.
         let mut queued = Queued {
             pool: self,
+            who,
             seq: Some(seq),
         };
         let got = tokio::time::timeout_at(deadline, &mut rx).await;
         queued.leave();
         match got {
             Ok(Ok(grant)) => Some(grant),
-            // Granted just as the time ran out, or not at all.
+            // Granted as the deadline passed: keep it rather than lose it.
             _ => rx.try_recv().ok(),
         }
     }
 }
 
-/// A waiter's place in the queue, given up when it stops waiting.
+/// A waiter's place in the queue, left when its wait ends (granted, timed out or dropped).
 struct Queued<'a> {
     pool: &'a Arc<Fair>,
+    who: Who,
     seq: Option<u64>,
 }
 
@@ -207,8 +251,8 @@ impl Queued<'_> {
     fn leave(&mut self) {
         if let Some(seq) = self.seq.take() {
             let mut s = self.pool.lock();
-            s.waiters.retain(|w| w.seq != seq);
-            // A large waiter that left may have stood before smaller ones that fit.
+            s.leave(self.who, seq);
+            // Its leaving may let a smaller waiter behind it through.
             s.dispatch(self.pool);
         }
     }
@@ -278,7 +322,11 @@ mod tests {
         let _ = gone.await;
         drop(held);
         assert_eq!(pool.free(), 2);
-        assert!(pool.lock().waiters.is_empty() && pool.lock().held.is_empty());
+        assert!(
+            pool.lock().order.is_empty()
+                && pool.lock().queues.is_empty()
+                && pool.lock().held.is_empty()
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -301,5 +349,51 @@ mod tests {
         assert!(b.owed_to_waiters(true));
         drop(a1);
         assert!(waiting.await.unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_are_served_by_what_their_address_holds_then_by_arrival() {
+        let pool = Fair::new(8);
+        let _one = pool.acquire(1, who(1), soon()).await.unwrap();
+        let _two = pool.acquire(2, who(2), soon()).await.unwrap();
+        let mut neutral = Vec::new();
+        for _ in 0..5 {
+            neutral.push(pool.acquire(1, who(5), soon()).await.unwrap());
+        }
+        // Queued in this order: address 2 (holds 2), 1 (holds 1), 3 (holds 0), 1 again, 3
+        // again; and one of address 4 that gives up.
+        let (tx, mut served) = tokio::sync::mpsc::unbounded_channel();
+        let mut waiting = Vec::new();
+        for (n, name) in [
+            (2, "2a"),
+            (1, "1a"),
+            (3, "3a"),
+            (1, "1b"),
+            (3, "3b"),
+            (4, "4a"),
+        ] {
+            let (pool, tx) = (Arc::clone(&pool), tx.clone());
+            waiting.push(tokio::spawn(async move {
+                let grant = pool.acquire(1, who(n), soon()).await.unwrap();
+                tx.send(name).unwrap();
+                // Kept: its address holds one more.
+                std::future::pending::<()>().await;
+                drop(grant);
+            }));
+            tokio::task::yield_now().await;
+        }
+        waiting.pop().unwrap().abort();
+        tokio::task::yield_now().await;
+        // Each unit an address without waiters gives back serves one waiter: the one whose
+        // address holds the least, then the earliest.
+        let mut order = Vec::new();
+        for g in neutral {
+            drop(g);
+            order.push(served.recv().await.unwrap());
+        }
+        assert_eq!(order, ["3a", "1a", "3b", "2a", "1b"]);
+        for w in waiting {
+            w.abort();
+        }
     }
 }
