@@ -594,12 +594,13 @@ impl Budget {
             }
             let writing = |h: &Holder| conns.get(&h.conn).is_some_and(|c| c.0 > 0);
             let sheltered = |h: &Holder| conns.get(&h.conn).is_some_and(|c| c.0 > 0 && c.0 >= c.1);
-            // A stale holder of the waiter's own address (not on a connection that writes: it
-            // would only close the waiter's own reading), or of any address holding more than
-            // the waiter's: never a lighter address's, nor one holding as much.
+            // A connection with a stale holder (one that writes holds more for stale answers
+            // than for those that write, else it is sheltered; closing is by connection): of
+            // the waiter's own address (not one that writes: it would only close the waiter's
+            // own reading), or of any address holding more than the waiter's: never a lighter
+            // address's, nor one holding as much.
             holders
                 .values()
-                .filter(|h| h.progress.stale(now))
                 .filter(|h| match scope {
                     Scope::Own(mine) => h.address == mine && !writing(h),
                     Scope::Heavier(mine) => held(&h.address) > held(&mine) && !sheltered(h),

@@ -7,6 +7,7 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -6111,6 +6112,39 @@ async fn pulls_that_stop_reading_hold_at_most_their_addresses_share_of_download_
     metric_becomes(&s, "berth_download_memory_free_bytes ", 8 << 20).await;
 }
 
+/// A server with 8 MiB of download memory, and in `acme/app` a blob of `pinned` bytes for
+/// attackers to pin (seed `a`: its digest) and one of `pulled` bytes for a newcomer to pull
+/// (seed `b`: its bytes and digest).
+async fn pinned_and_pulled(
+    pinned: usize,
+    a: u64,
+    pulled: usize,
+    b: u64,
+) -> (Arc<Server>, String, Vec<u8>, String) {
+    let s = Arc::new(server_with_acme(&["--download-memory", "8MiB"]).await);
+    let admin = basic_client("admin", ADMIN_PASSWORD);
+    let d = push_blob(&admin, &s, "acme/app", &random_bytes(pinned, a)).await;
+    let small = random_bytes(pulled, b);
+    let sd = push_blob(&admin, &s, "acme/app", &small).await;
+    (s, d, small, sd)
+}
+
+/// Whether this run's stalled answers hold too little to fill a download budget: from a bucket
+/// an answer holds only the small frames its GET has brought
+/// (`scale::stalled_pulls_from_a_bucket_hold_a_few_chunks_each`), so the tests that need the
+/// files' chunks to fill the budget end early there.
+fn stalled_answers_hold_little() -> bool {
+    std::env::var("BERTH_TEST_S3_ENDPOINT").is_ok_and(|v| !v.is_empty())
+}
+
+/// Once the download memory is all taken, a newcomer (from 127.0.0.6) pulls blob `d` of
+/// `acme/app` whole within `limit`.
+async fn newcomer_pulls_once_memory_is_full(s: &Server, d: &str, want: &[u8], limit: Duration) {
+    metric_becomes(s, "berth_download_memory_free_bytes ", 0).await;
+    let newcomer = basic_client_from("admin", ADMIN_PASSWORD, "127.0.0.6");
+    pulled_whole(&newcomer, s, d, want, limit).await;
+}
+
 /// An HTTP/2 connection from `source` with `n` pulls of blob `d` whose answers are never read
 /// (their windows stay shut after the first 64 KiB); the task driving it ends when the server
 /// closes it.
@@ -6245,17 +6279,10 @@ async fn pulls_reset_while_waiting_for_memory_leave_no_file_open() {
 /// seconds.
 #[tokio::test]
 async fn http2_pulls_that_never_read_give_their_memory_back_when_others_need_it() {
-    if std::env::var("BERTH_TEST_S3_ENDPOINT").is_ok_and(|v| !v.is_empty()) {
-        // From a bucket a stalled answer holds only the small frames its GET has brought
-        // (`scale::stalled_pulls_from_a_bucket_hold_a_few_chunks_each`): 128 streams cannot
-        // fill the budget, which is what this test needs.
+    if stalled_answers_hold_little() {
         return;
     }
-    let s = server_with_acme(&["--download-memory", "8MiB"]).await;
-    let admin = basic_client("admin", ADMIN_PASSWORD);
-    let d = push_blob(&admin, &s, "acme/app", &random_bytes(4 << 20, 23)).await;
-    let small = random_bytes(3 << 20, 24);
-    let sd = push_blob(&admin, &s, "acme/app", &small).await;
+    let (s, d, small, sd) = pinned_and_pulled(4 << 20, 23, 3 << 20, 24).await;
     // Each holds a 64 KiB chunk: two connections of 16 streams take an address's share.
     let mut attackers = Vec::new();
     for i in 2..6 {
@@ -6263,15 +6290,7 @@ async fn http2_pulls_that_never_read_give_their_memory_back_when_others_need_it(
             attackers.push(stalled_h2_pulls(&s, &format!("127.0.0.{i}"), &d, 16).await);
         }
     }
-    metric_becomes(&s, "berth_download_memory_free_bytes ", 0).await;
-    pulled_whole(
-        &basic_client_from("admin", ADMIN_PASSWORD, "127.0.0.6"),
-        &s,
-        &sd,
-        &small,
-        Duration::from_secs(12),
-    )
-    .await;
+    newcomer_pulls_once_memory_is_full(&s, &sd, &small, Duration::from_secs(12)).await;
     assert!(metric(&s, "berth_download_memory_reclaimed_total ").await >= 1);
     // Some of the attackers' connections were closed.
     let mut closed = 0;
@@ -6295,19 +6314,13 @@ async fn http2_pulls_that_never_read_give_their_memory_back_when_others_need_it(
 /// whole within seconds.
 #[tokio::test]
 async fn a_pull_that_has_begun_goes_on_while_streams_opened_again_and_again_take_the_memory() {
-    if std::env::var("BERTH_TEST_S3_ENDPOINT").is_ok_and(|v| !v.is_empty()) {
-        // From a bucket a stalled answer holds only the small frames its GET has brought: the
-        // streams cannot fill the budget, which is what this test needs.
+    if stalled_answers_hold_little() {
         return;
     }
-    let s = std::sync::Arc::new(server_with_acme(&["--download-memory", "8MiB"]).await);
-    let admin = basic_client("admin", ADMIN_PASSWORD);
-    let d = push_blob(&admin, &s, "acme/app", &random_bytes(4 << 20, 27)).await;
-    let big = random_bytes(32 << 20, 28);
-    let bd = push_blob(&admin, &s, "acme/app", &big).await;
+    let (s, d, big, bd) = pinned_and_pulled(4 << 20, 27, 32 << 20, 28).await;
     let mut attackers = Vec::new();
     for i in 2..6 {
-        let (s, d) = (std::sync::Arc::clone(&s), d.clone());
+        let (s, d) = (Arc::clone(&s), d.clone());
         attackers.push(tokio::spawn(async move {
             let source = format!("127.0.0.{i}");
             loop {
@@ -6318,15 +6331,7 @@ async fn a_pull_that_has_begun_goes_on_while_streams_opened_again_and_again_take
             }
         }));
     }
-    metric_becomes(&s, "berth_download_memory_free_bytes ", 0).await;
-    pulled_whole(
-        &basic_client_from("admin", ADMIN_PASSWORD, "127.0.0.6"),
-        &s,
-        &bd,
-        &big,
-        Duration::from_secs(5),
-    )
-    .await;
+    newcomer_pulls_once_memory_is_full(&s, &bd, &big, Duration::from_secs(5)).await;
     for a in attackers {
         a.abort();
     }
@@ -6340,16 +6345,10 @@ async fn a_pull_that_has_begun_goes_on_while_streams_opened_again_and_again_take
 #[tokio::test]
 async fn a_slow_reader_is_not_closed_for_streams_that_never_read_spread_over_many_addresses() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    if std::env::var("BERTH_TEST_S3_ENDPOINT").is_ok_and(|v| !v.is_empty()) {
-        // From a bucket a stalled answer holds only the small frames its GET has brought: the
-        // streams cannot fill the budget, which is what this test needs.
+    if stalled_answers_hold_little() {
         return;
     }
-    let s = std::sync::Arc::new(server_with_acme(&["--download-memory", "8MiB"]).await);
-    let admin = basic_client("admin", ADMIN_PASSWORD);
-    let d = push_blob(&admin, &s, "acme/app", &random_bytes(4 << 20, 29)).await;
-    let small = random_bytes(3 << 20, 30);
-    let sd = push_blob(&admin, &s, "acme/app", &small).await;
+    let (s, d, small, sd) = pinned_and_pulled(4 << 20, 29, 3 << 20, 30).await;
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
     sock.bind("127.0.0.40:0".parse().unwrap()).unwrap();
@@ -6372,7 +6371,7 @@ async fn a_slow_reader_is_not_closed_for_streams_that_never_read_spread_over_man
     // ever old enough to be closed, and one of theirs always waits for what is given back.
     let mut attackers = Vec::new();
     for i in 100..230 {
-        let (s, d) = (std::sync::Arc::clone(&s), d.clone());
+        let (s, d) = (Arc::clone(&s), d.clone());
         attackers.push(tokio::spawn(async move {
             let source = format!("127.0.0.{i}");
             loop {
@@ -6405,16 +6404,10 @@ async fn a_slow_reader_is_not_closed_for_streams_that_never_read_spread_over_man
 /// whole within seconds.
 #[tokio::test]
 async fn streams_read_a_piece_at_a_time_cannot_keep_a_newcomer_out() {
-    if std::env::var("BERTH_TEST_S3_ENDPOINT").is_ok_and(|v| !v.is_empty()) {
-        // From a bucket a stalled answer holds only the small frames its GET has brought: the
-        // streams cannot fill the budget, which is what this test needs.
+    if stalled_answers_hold_little() {
         return;
     }
-    let s = server_with_acme(&["--download-memory", "8MiB"]).await;
-    let admin = basic_client("admin", ADMIN_PASSWORD);
-    let d = push_blob(&admin, &s, "acme/app", &random_bytes(16 << 20, 32)).await;
-    let small = random_bytes(3 << 20, 33);
-    let sd = push_blob(&admin, &s, "acme/app", &small).await;
+    let (s, d, small, sd) = pinned_and_pulled(16 << 20, 32, 3 << 20, 33).await;
     let mut trickles = Vec::new();
     for i in 10..18 {
         for _ in 0..2 {
@@ -6447,15 +6440,7 @@ async fn streams_read_a_piece_at_a_time_cannot_keep_a_newcomer_out() {
             }
         }
     }
-    metric_becomes(&s, "berth_download_memory_free_bytes ", 0).await;
-    pulled_whole(
-        &basic_client_from("admin", ADMIN_PASSWORD, "127.0.0.6"),
-        &s,
-        &sd,
-        &small,
-        Duration::from_secs(10),
-    )
-    .await;
+    newcomer_pulls_once_memory_is_full(&s, &sd, &small, Duration::from_secs(10)).await;
     for t in trickles {
         t.abort();
     }
