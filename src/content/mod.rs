@@ -24,7 +24,7 @@ pub use error::{Error, Result};
 pub(crate) use lock::lock_digest;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -423,7 +423,7 @@ impl BlobReader {
         // that drains: one whose client does not read holds no open file, nor does one that
         // waits for memory.
         let read =
-            |file: Option<std::fs::File>,
+            |file: Option<Kept>,
              path: Arc<std::path::PathBuf>,
              pos: u64,
              n: u64,
@@ -438,8 +438,17 @@ impl BlobReader {
                     tokio::task::spawn_blocking(move || read_chunk(file, &path, pos, n, permit))
                         .await
                         .map_err(std::io::Error::other)??;
-                let keep = client.written.bytes() >= AHEAD_AFTER;
-                Ok::<_, std::io::Error>((keep.then_some(file), chunk, next))
+                let keep = match file {
+                    kept @ Kept { slot: Some(_), .. } => Some(kept),
+                    Kept { file, slot: None } if client.written.bytes() >= AHEAD_AFTER => {
+                        KeptSlot::take().map(|slot| Kept {
+                            file,
+                            slot: Some(slot),
+                        })
+                    }
+                    Kept { .. } => None,
+                };
+                Ok::<_, std::io::Error>((keep, chunk, next))
             };
         // The reads ahead are the stream's own: dropped with it (a reset stream, a connection
         // gone), they stop, not wait on for memory.
@@ -489,26 +498,57 @@ fn bytes_gone(meta: &MetadataStore, repo: &RepositoryName) -> Error {
     Error::BlobUnknown
 }
 
+/// A blob file an answer keeps open between its reads: only while it holds one of
+/// `KEPT_FILES` slots (`KeptSlot`) does it stay open past a read.
+struct Kept {
+    file: std::fs::File,
+    slot: Option<KeptSlot>,
+}
+
+/// How many blob files answers keep open between reads, node-wide: past it, an answer opens
+/// its file for each read, so however many answers drain at once, they hold few descriptors.
+const KEPT_FILES: usize = 256;
+static KEPT: AtomicUsize = AtomicUsize::new(0);
+
+/// One of the `KEPT_FILES` places, given back when dropped.
+struct KeptSlot;
+
+impl KeptSlot {
+    fn take() -> Option<KeptSlot> {
+        KEPT.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < KEPT_FILES).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| KeptSlot)
+    }
+}
+
+impl Drop for KeptSlot {
+    fn drop(&mut self) {
+        KEPT.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Reads up to `n` bytes from `file` (or from `path` opened at `pos`), into a chunk that holds
 /// `permit` (download memory) until it is dropped; the file is handed back for the next read.
 fn read_chunk(
-    file: Option<std::fs::File>,
+    file: Option<Kept>,
     path: &std::path::Path,
     pos: u64,
     n: u64,
     permit: ChunkMemory,
-) -> std::io::Result<(std::fs::File, Bytes)> {
+) -> std::io::Result<(Kept, Bytes)> {
     use std::io::{Read as _, Seek as _};
     let mut file = match file {
-        Some(file) => file,
+        Some(kept) => kept,
         None => {
             let mut file = std::fs::File::open(path)?;
             file.seek(std::io::SeekFrom::Start(pos))?;
-            file
+            Kept { file, slot: None }
         }
     };
     let mut buf = Vec::with_capacity(usize::try_from(n).unwrap_or(READ_CHUNK));
-    (&mut file).take(n).read_to_end(&mut buf)?;
+    (&mut file.file).take(n).read_to_end(&mut buf)?;
     Ok((
         file,
         Bytes::from_owner(Counted {

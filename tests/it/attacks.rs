@@ -6486,6 +6486,58 @@ async fn streams_that_never_read_hold_no_open_file() {
     .await;
 }
 
+/// Answers that drained two mebibytes and then stop keep at most 256 blob files open between
+/// them, node-wide (past that an answer opens its file for each read): 400 such HTTP/2
+/// streams on 25 connections cannot exhaust the server's descriptors.
+#[tokio::test]
+async fn answers_that_drained_and_stopped_keep_few_files_open() {
+    let s = server_with_acme(&[]).await;
+    let admin = basic_client("admin", ADMIN_PASSWORD);
+    let d = push_blob(&admin, &s, "acme/app", &random_bytes(4 << 20, 36)).await;
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", s.pid()))
+            .unwrap()
+            .count()
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = fds();
+    let mut kept = Vec::new();
+    for i in 0..25 {
+        let tcp = raw_from(&s, &format!("127.0.0.{}", 2 + i % 8)).await;
+        let (mut h2c, conn) = h2::client::Builder::new()
+            .initial_window_size(2 << 20)
+            .initial_connection_window_size(64 << 20)
+            .handshake::<_, bytes::Bytes>(tcp)
+            .await
+            .unwrap();
+        kept.push(tokio::spawn(async move {
+            let _ = conn.await;
+        }));
+        for _ in 0..16 {
+            h2c = h2c.ready().await.unwrap();
+            let answer = h2c.send_request(blob_get(&s, &d), true).unwrap().0;
+            // Read (so the window is used up) and hold, never releasing capacity.
+            kept.push(tokio::spawn(async move {
+                let Ok(answer) = answer.await else { return };
+                let mut body = answer.into_body();
+                let mut held = Vec::new();
+                while let Some(Ok(piece)) = body.data().await {
+                    held.push(piece);
+                }
+            }));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = fds();
+    assert!(
+        after < before + 25 + 256 + 40,
+        "{before} file descriptors before, {after} with 400 answers stopped after a mebibyte"
+    );
+    for k in kept {
+        k.abort();
+    }
+}
+
 /// A pull whose reader stops for longer than a bucket's GET is kept for it (2 s) gets its
 /// bytes whole when it reads again, from where it stopped: the rest comes by a new ranged GET
 /// (on files the file is read on). A range from an offset, paused twice.
