@@ -5838,13 +5838,14 @@ async fn upload_memory_is_bounded_and_one_address_cannot_take_it() {
                 head.to_ascii_lowercase().contains("retry-after: "),
                 "{head}"
             );
-            // Each step of a reservation waits at most 10 s.
-            assert!(after < Duration::from_secs(40), "{after:?}");
+            // Each step of a reservation waits at most 10 s (under the idle timeout's 60 s,
+            // with room for a loaded machine).
+            assert!(after < Duration::from_secs(50), "{after:?}");
             told.0 += 1;
         } else {
             assert!(head.starts_with("HTTP/1.1 400"), "{head}");
             assert!(head.contains("slower than"), "{head}");
-            assert!(after < Duration::from_secs(40), "{after:?}");
+            assert!(after < Duration::from_secs(50), "{after:?}");
             told.1 += 1;
         }
     }
@@ -6247,13 +6248,8 @@ async fn pulls_reset_while_waiting_for_memory_leave_no_file_open() {
     let admin = basic_client("admin", ADMIN_PASSWORD);
     let d = push_blob(&admin, &s, "acme/app", &random_bytes(4 << 20, 25)).await;
     let _pinned = stalled_h2_pulls(&s, "127.0.0.2", &d, 16).await;
-    let fds = || {
-        std::fs::read_dir(format!("/proc/{}/fd", s.pid()))
-            .unwrap()
-            .count()
-    };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = fds();
+    let before = open_fds(&s);
     let mut c = None;
     for _ in 0..300 {
         let mut h = h2_ready(&s, "127.0.0.2", c.take()).await;
@@ -6265,7 +6261,7 @@ async fn pulls_reset_while_waiting_for_memory_leave_no_file_open() {
         c = Some(h);
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let after = fds();
+    let after = open_fds(&s);
     assert!(
         after < before + 40,
         "{before} file descriptors before, {after} after"
@@ -6456,24 +6452,18 @@ async fn streams_that_never_read_hold_no_open_file() {
     let s = server_with_acme(&["--download-memory", "8MiB"]).await;
     let admin = basic_client("admin", ADMIN_PASSWORD);
     let d = push_blob(&admin, &s, "acme/app", &random_bytes(4 << 20, 34)).await;
-    let fds = || {
-        std::fs::read_dir(format!("/proc/{}/fd", s.pid()))
-            .unwrap()
-            .count()
-    };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = fds();
+    let before = blob_handles(&s);
     let mut stalled = Vec::new();
     for i in 2..8 {
         for _ in 0..2 {
             stalled.push(stalled_h2_pulls(&s, &format!("127.0.0.{i}"), &d, 16).await);
         }
     }
-    tokio::time::sleep(Duration::from_millis(3500)).await;
-    let after = fds();
+    let after = blob_handles_settle_below(&s, before + 8, Duration::from_secs(20)).await;
     assert!(
-        after < before + 30,
-        "{before} file descriptors before, {after} with the stalled streams"
+        after < before + 8,
+        "{before} blob files and bucket connections open before, {after} with the stalled streams"
     );
     // And a pull that drains still gets its blob whole.
     pulled_whole(
@@ -6494,13 +6484,8 @@ async fn answers_that_drained_and_stopped_keep_few_files_open() {
     let s = server_with_acme(&[]).await;
     let admin = basic_client("admin", ADMIN_PASSWORD);
     let d = push_blob(&admin, &s, "acme/app", &random_bytes(4 << 20, 36)).await;
-    let fds = || {
-        std::fs::read_dir(format!("/proc/{}/fd", s.pid()))
-            .unwrap()
-            .count()
-    };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = fds();
+    let before = blob_handles(&s);
     let mut kept = Vec::new();
     for i in 0..25 {
         let tcp = raw_from(&s, &format!("127.0.0.{}", 2 + i % 8)).await;
@@ -6527,14 +6512,75 @@ async fn answers_that_drained_and_stopped_keep_few_files_open() {
             }));
         }
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let after = fds();
+    let after = blob_handles_settle_below(&s, before + 256 + 8, Duration::from_secs(20)).await;
     assert!(
-        after < before + 25 + 256 + 40,
-        "{before} file descriptors before, {after} with 400 answers stopped after a mebibyte"
+        after < before + 256 + 8,
+        "{before} blob files and bucket connections open before, {after} with 400 answers stopped"
     );
     for k in kept {
         k.abort();
+    }
+}
+
+/// How many descriptors the server has open.
+fn open_fds(s: &Server) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", s.pid()))
+        .unwrap()
+        .count()
+}
+
+/// What the server holds open for blobs' bytes: descriptors of blob files, and sockets to the
+/// bucket (from `/proc/net/tcp*`, by the bucket's port). Not the database's pool, which grows
+/// with requests at once and owns a few descriptors per connection.
+fn blob_handles(s: &Server) -> usize {
+    let bucket_port = std::env::var("BERTH_TEST_S3_ENDPOINT").ok().and_then(|e| {
+        e.rsplit(':')
+            .next()?
+            .trim_end_matches('/')
+            .parse::<u16>()
+            .ok()
+    });
+    let mut to_bucket = std::collections::HashSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in std::fs::read_to_string(table)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+        {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let port = f
+                .get(2)
+                .and_then(|r| r.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if port.is_some()
+                && port == bucket_port
+                && let Some(inode) = f.get(9)
+            {
+                to_bucket.insert(format!("socket:[{inode}]"));
+            }
+        }
+    }
+    std::fs::read_dir(format!("/proc/{}/fd", s.pid()))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|t| {
+            let t = t.to_string_lossy();
+            t.contains("/blobs/") || to_bucket.contains(t.as_ref())
+        })
+        .count()
+}
+
+/// `blob_handles` once below `bound`, waiting up to `within` for them to settle (answers from
+/// a bucket let their GETs go after 2 s); the last count if they do not.
+async fn blob_handles_settle_below(s: &Server, bound: usize, within: Duration) -> usize {
+    let t = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    loop {
+        let n = blob_handles(s);
+        if n < bound || t.elapsed() > within {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
