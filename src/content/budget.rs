@@ -297,15 +297,24 @@ impl Budget {
         self.reserve_for(bytes, peer, wait, Some(holder)).await
     }
 
+    /// An address's share, in KiB.
+    fn share_kib(&self) -> usize {
+        usize::try_from(self.share() >> 10).unwrap_or(usize::MAX)
+    }
+
+    /// `bytes` in KiB, at least one and at most an address's share.
+    fn kib_for(&self, bytes: u64) -> usize {
+        usize::try_from(bytes.div_ceil(1024))
+            .unwrap_or(usize::MAX)
+            .clamp(1, self.share_kib())
+    }
+
     /// Makes `r` — an answer's, carried from the chunk it wrote to its next — hold `bytes`
     /// (at most a share): gives back what it holds beyond, and takes what it lacks only if it
     /// is free now with nobody waiting. An answer that has begun goes on with what it holds
     /// rather than queue again behind others.
     pub(super) fn refit(&self, r: &mut Reservation, bytes: u64) {
-        let per_address = usize::try_from(self.share() >> 10).unwrap_or(usize::MAX);
-        let kib = usize::try_from(bytes.div_ceil(1024))
-            .unwrap_or(usize::MAX)
-            .clamp(1, per_address);
+        let kib = self.kib_for(bytes);
         if kib < r.kib {
             r.give_back(r.kib - kib);
         } else if kib > r.kib {
@@ -320,10 +329,7 @@ impl Budget {
         wait: Duration,
         holder: Option<(&Hangup, &Arc<Progress>)>,
     ) -> Option<Reservation> {
-        let per_address = usize::try_from(self.share() >> 10).unwrap_or(usize::MAX);
-        let kib = usize::try_from(bytes.div_ceil(1024))
-            .unwrap_or(usize::MAX)
-            .clamp(1, per_address);
+        let kib = self.kib_for(bytes);
         let n = u32::try_from(kib).unwrap_or(u32::MAX);
         let deadline = tokio::time::Instant::now() + wait;
         let address = peer.map(ClientAddress::from);
@@ -335,7 +341,7 @@ impl Budget {
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .entry(address)
-                        .or_insert_with(|| Arc::new(Semaphore::new(per_address))),
+                        .or_insert_with(|| Arc::new(Semaphore::new(self.share_kib()))),
                 );
                 let take = tokio::time::timeout_at(deadline, own.acquire_many_owned(n));
                 let permit = self

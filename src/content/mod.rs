@@ -438,16 +438,16 @@ impl BlobReader {
                     tokio::task::spawn_blocking(move || read_chunk(file, &path, pos, n, permit))
                         .await
                         .map_err(std::io::Error::other)??;
-                let keep = match file {
-                    kept @ Kept { slot: Some(_), .. } => Some(kept),
-                    Kept { file, slot: None } if client.written.bytes() >= AHEAD_AFTER => {
-                        KeptSlot::take().map(|slot| Kept {
-                            file,
-                            slot: Some(slot),
-                        })
-                    }
-                    Kept { .. } => None,
-                };
+                // Kept for the next read only by an answer that drains, and while a slot is free.
+                let slot = file.slot.or_else(|| {
+                    (client.written.bytes() >= AHEAD_AFTER)
+                        .then(KeptSlot::take)
+                        .flatten()
+                });
+                let keep = slot.map(|slot| Kept {
+                    file: file.file,
+                    slot: Some(slot),
+                });
                 Ok::<_, std::io::Error>((keep, chunk, next))
             };
         // The reads ahead are the stream's own: dropped with it (a reset stream, a connection
