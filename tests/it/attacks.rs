@@ -5802,7 +5802,7 @@ async fn upload_memory_is_bounded_and_one_address_cannot_take_it() {
         tokio::spawn(async move {
             let mut head = vec![0u8; 1024];
             let start = Instant::now();
-            let n = tokio::time::timeout(Duration::from_secs(45), r.read(&mut head))
+            let n = tokio::time::timeout(Duration::from_secs(80), r.read(&mut head))
                 .await
                 .map_or(0, |r| r.unwrap_or(0));
             (
@@ -5843,9 +5843,16 @@ async fn upload_memory_is_bounded_and_one_address_cannot_take_it() {
             assert!(after < Duration::from_secs(50), "{after:?}");
             told.0 += 1;
         } else {
-            assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+            // A stream's window (30 s after the first 5 s) is held open while the server waits
+            // for room for what it sent, so on a loaded machine its end comes later; what ends
+            // it is the rate (the answer says so), not the idle timeout (which would answer
+            // nothing).
+            assert!(
+                head.starts_with("HTTP/1.1 400"),
+                "after {after:?}: {head:?}"
+            );
             assert!(head.contains("slower than"), "{head}");
-            assert!(after < Duration::from_secs(50), "{after:?}");
+            assert!(after < Duration::from_secs(75), "{after:?}");
             told.1 += 1;
         }
     }

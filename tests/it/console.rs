@@ -309,22 +309,31 @@ async fn console_end_to_end_in_chromium() {
             .env("HOME", work.path().join("nobody"))
             .env("BERTH_CONFIG", work.path().join("nobody/config.yaml"))
             .env("DOCKER_CONFIG", docker_dir.path())
-            .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        let request = json!({
-            "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
-            "kind": "CredentialProviderRequest",
-            "image": format!("{}/acme/app:1", s.host),
+        // Only the credential provider reads a request on stdin; a command that does not may
+        // exit before a write to it, so the others get none.
+        let provider = line.contains("credential-provider");
+        cmd.stdin(if provider {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
         });
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(request.to_string().as_bytes())
-            .unwrap();
+        let mut child = cmd.spawn().unwrap();
+        if provider {
+            let request = json!({
+                "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
+                "kind": "CredentialProviderRequest",
+                "image": format!("{}/acme/app:1", s.host),
+            });
+            use std::io::Write as _;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(request.to_string().as_bytes())
+                .unwrap();
+        }
         let out = child.wait_with_output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
@@ -338,7 +347,7 @@ async fn console_end_to_end_in_chromium() {
                 "{stdout}"
             );
         }
-        if line.contains("credential-provider") {
+        if provider {
             assert!(stdout.contains("CredentialProviderResponse"), "{stdout}");
         }
     }
