@@ -49,6 +49,11 @@ const STALE: Duration = Duration::from_secs(5);
 /// ... and so is one whose answer has written nothing at all this long after it began: a
 /// stream opened again and again, never read, is stale within this of each opening.
 const FIRST_WRITE: Duration = Duration::from_secs(2);
+/// ... and so is one whose chunk it has held this long, however it trickles: its client drains
+/// under a chunk in this time (chunks are sized to about `DRAIN_AHEAD` of an answer's drain, so
+/// a client reading steadily never comes near it), so readers that take a piece every few
+/// seconds cannot hold large chunks for minutes.
+const HOLD_LIMIT: Duration = Duration::from_secs(10);
 /// A reservation that waits closes the holder of a stale one each this often (`reclaim`), and
 /// the budget closes one at most each `RECLAIM_GAP` whoever waits.
 const RECLAIM_EVERY: Duration = Duration::from_secs(1);
@@ -62,21 +67,66 @@ struct Holder {
     kib: usize,
     hangup: Hangup,
     progress: Arc<Progress>,
+    /// When it was reserved (`clock_ms`).
+    since: u64,
 }
 
-/// When an answer last gave a chunk back (written), or began.
+impl Holder {
+    /// Stale (`Progress::stale`), or its answer has written no whole chunk for `HOLD_LIMIT`
+    /// since it was reserved: a chunk carried on to the answer's next read counts from when
+    /// the one before was written.
+    fn stale(&self, now: u64) -> bool {
+        let chunk_since = self.progress.chunk_at().max(self.since);
+        self.progress.stale(now) || now.saturating_sub(chunk_since) >= ms(HOLD_LIMIT)
+    }
+}
+
+/// When an answer last wrote a piece, or began; what it has written; how fast it drained its
+/// last chunk.
 pub(super) struct Progress {
     at: AtomicU64,
     /// Bytes written so far.
     bytes: AtomicU64,
+    /// When its last chunk was wholly written (`clock_ms`), and that chunk's rate (bytes/s;
+    /// `u64::MAX` before the first).
+    chunk_at: AtomicU64,
+    rate: AtomicU64,
 }
+
+/// A chunk of an answer holds about this much of its drain (`Progress::drain_size`).
+const DRAIN_AHEAD: Duration = Duration::from_secs(2);
 
 impl Progress {
     pub(super) fn new() -> Arc<Progress> {
         Arc::new(Progress {
             at: AtomicU64::new(clock_ms()),
             bytes: AtomicU64::new(0),
+            chunk_at: AtomicU64::new(0),
+            rate: AtomicU64::new(u64::MAX),
         })
+    }
+
+    /// A chunk of `len` bytes, made at `made` (`clock_ms`), wholly written now: its rate, over
+    /// the time since it was made or since the chunk before it was written, whichever is later
+    /// (a chunk read ahead waits for the one before).
+    pub(super) fn chunk_written(&self, len: u64, made: u64) -> u64 {
+        let now = clock_ms();
+        let from = self.chunk_at.swap(now, Ordering::Relaxed).max(made);
+        let rate = len.saturating_mul(1000) / now.saturating_sub(from).max(1);
+        self.rate.store(rate, Ordering::Relaxed);
+        rate
+    }
+
+    /// When its last chunk was wholly written (`clock_ms`; 0 before the first).
+    fn chunk_at(&self) -> u64 {
+        self.chunk_at.load(Ordering::Relaxed)
+    }
+
+    /// The most the answer's next chunk should hold: `DRAIN_AHEAD` of the rate its last chunk
+    /// drained at, at least `least`; `None` before its first chunk is written.
+    pub(super) fn drain_size(&self, least: u64) -> Option<u64> {
+        let rate = self.rate.load(Ordering::Relaxed);
+        (rate != u64::MAX).then(|| (rate.saturating_mul(ms(DRAIN_AHEAD)) / 1000).max(least))
     }
 
     /// `n` bytes written now.
@@ -105,7 +155,7 @@ fn ms(d: Duration) -> u64 {
 }
 
 /// Milliseconds since the first use of the budget's clock.
-fn clock_ms() -> u64 {
+pub(super) fn clock_ms() -> u64 {
     let epoch = *EPOCH.get_or_init(tokio::time::Instant::now);
     u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
@@ -162,9 +212,10 @@ impl Reservation {
     }
 
     /// Whether, its chunk written, it should go back to those waiting for room rather than to
-    /// its answer's next read: a waiter's address holds less than its own would without it, or
-    /// as much and the chunk was written slowly (`slow`). So an answer that drains keeps its
-    /// memory, and readers that trickle cannot keep it from those who wait.
+    /// its answer's next read: a waiter's address holds less than its own would without it (and
+    /// without what it holds for answers that have written nothing), or as much and the chunk
+    /// was written slowly (`slow`). So an answer that drains keeps its memory, and readers that
+    /// trickle cannot keep it from those who wait.
     pub(super) fn owed_to_waiters(&self, slow: bool) -> bool {
         self._whole.owed_to_waiters(slow)
     }
@@ -314,6 +365,7 @@ impl Budget {
     /// is free now with nobody waiting. An answer that has begun goes on with what it holds
     /// rather than queue again behind others.
     pub(super) fn refit(&self, r: &mut Reservation, bytes: u64) {
+        r._whole.start();
         let kib = self.kib_for(bytes);
         if kib < r.kib {
             r.give_back(r.kib - kib);
@@ -368,6 +420,12 @@ impl Budget {
             _share: share,
         };
         if let Some((hangup, progress)) = holder {
+            // For an answer that has written nothing yet, its address's holding is not counted
+            // when one of its answers that has begun asks whether it owes its chunk's memory
+            // to waiters (`Reservation::owed_to_waiters`).
+            if progress.bytes() == 0 {
+                r._whole.unstarted();
+            }
             let id = self.next_holder.fetch_add(1, Ordering::Relaxed);
             let entry = Holder {
                 address,
@@ -375,6 +433,7 @@ impl Budget {
                 kib,
                 hangup: hangup.clone(),
                 progress: Arc::clone(progress),
+                since: clock_ms(),
             };
             self.holders
                 .lock()
@@ -592,7 +651,7 @@ impl Budget {
             let mut conns: HashMap<usize, (usize, usize)> = HashMap::new();
             for h in holders.values() {
                 let c = conns.entry(h.conn).or_default();
-                if h.progress.stale(now) {
+                if h.stale(now) {
                     c.1 += h.kib;
                 } else {
                     c.0 += h.kib;
@@ -719,13 +778,15 @@ mod tests {
             .flatten()
     }
 
-    /// Stamps each of `progress` every `every`, like readers that drain steadily.
+    /// Stamps each of `progress` every `every` with a piece that ends a chunk, like readers
+    /// that drain steadily (their chunks sized to what they drain).
     fn keep_writing(progress: Vec<Arc<Progress>>, every: Duration) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
                 for p in &progress {
                     p.touch(16 << 10);
+                    p.chunk_written(16 << 10, 0);
                 }
             }
         })
@@ -794,6 +855,62 @@ mod tests {
         assert_eq!(stopped, Some("slow reader"));
         newcomer.abort();
         others_write.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_chunk_held_ten_seconds_is_stale_however_its_pieces_trickle() {
+        let b = Arc::new(Budget::new(4 << 20));
+        let (tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+        // Four addresses hold everything with chunks their readers take a piece of every 4 s
+        // (never quiet for 5 s) and never finish.
+        let trickles: Vec<_> = (0..4).map(|_| holder("trickle", &tx)).collect();
+        let mut held = Vec::new();
+        for (i, t) in trickles.iter().enumerate() {
+            held.push(take(&b, 1 << 20, &format!("10.0.0.{}", i + 1), t).await);
+        }
+        assert_eq!(b.free(), 0);
+        let pieces = tokio::spawn({
+            let p: Vec<_> = trickles.iter().map(|t| Arc::clone(&t.1)).collect();
+            async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(4)).await;
+                    for p in &p {
+                        p.touch(16 << 10);
+                    }
+                }
+            }
+        });
+        // A newcomer waits: nobody is closed until a chunk has been held for 10 s...
+        let newcomer = waiter(&b, "10.0.0.6", &tx);
+        let early = next_closed(&mut closed, Duration::from_millis(9500)).await;
+        assert_eq!(early, None);
+        // ... then one is, and the newcomer gets its room.
+        let late = next_closed(&mut closed, Duration::from_secs(2)).await;
+        assert_eq!(late, Some("trickle"));
+        held.pop();
+        assert!(newcomer.await.unwrap());
+        pieces.abort();
+    }
+
+    #[test]
+    fn a_chunk_is_sized_to_two_seconds_of_what_the_last_drained() {
+        let p = Progress::new();
+        assert_eq!(p.drain_size(16 << 10), None);
+        // 256 KiB made 500 ms ago and written now: 512 KiB/s, so 1 MiB for the next.
+        let made = clock_ms();
+        std::thread::sleep(Duration::from_millis(500));
+        let rate = p.chunk_written(256 << 10, made);
+        assert!((480 << 10..=520 << 10).contains(&rate), "{rate}");
+        let next = p.drain_size(16 << 10).unwrap();
+        assert!((960 << 10..=1040 << 10).contains(&next), "{next}");
+        // A chunk read ahead counts from when the one before was written, not when it was
+        // made; one drained at a trickle gets the least.
+        std::thread::sleep(Duration::from_millis(200));
+        let rate = p.chunk_written(16 << 10, 0);
+        assert!(rate < 100 << 10, "{rate}");
+        std::thread::sleep(Duration::from_secs(1));
+        p.chunk_written(1 << 10, 0);
+        assert_eq!(p.drain_size(16 << 10), Some(16 << 10));
     }
 
     #[tokio::test(start_paused = true)]

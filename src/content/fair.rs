@@ -25,6 +25,8 @@ pub(super) struct Fair {
 struct State {
     free: usize,
     held: HashMap<Who, usize>,
+    /// Of what each address holds, what is held by grants not yet begun (`Grant::unstarted`).
+    unstarted: HashMap<Who, usize>,
     /// Each address's waiters, in arrival order.
     queues: HashMap<Who, VecDeque<Waiter>>,
     /// The addresses with waiters, by (what they hold, their first waiter's arrival).
@@ -45,12 +47,17 @@ pub(super) struct Grant {
     units: usize,
     /// Off while the grant is in the pool's own hands (a waiter that went away meanwhile).
     armed: bool,
+    /// Held for something not yet begun (`unstarted`, until `start`).
+    unstarted: bool,
 }
 
 impl Drop for Grant {
     fn drop(&mut self) {
         if self.armed {
             let mut s = self.pool.lock();
+            if self.unstarted {
+                s.add_unstarted(self.who, 0, self.units);
+            }
             s.give_back(self.who, self.units);
             s.dispatch(&self.pool);
         }
@@ -66,16 +73,41 @@ impl Grant {
         }
         s.free -= units;
         s.rekey(self.who, |s| *s.held.entry(self.who).or_insert(0) += units);
+        if self.unstarted {
+            s.add_unstarted(self.who, units, 0);
+        }
         self.units += units;
         true
     }
 
+    /// Counts it as held for something not yet begun (an answer that has written nothing: an
+    /// HTTP/2 stream queued behind others, or one whose window never opens), until `start`.
+    pub(super) fn unstarted(&mut self) {
+        if !self.unstarted {
+            self.unstarted = true;
+            self.pool.lock().add_unstarted(self.who, self.units, 0);
+        }
+    }
+
+    /// What it holds for is under way (its first chunk written).
+    pub(super) fn start(&mut self) {
+        if self.unstarted {
+            self.unstarted = false;
+            self.pool.lock().add_unstarted(self.who, 0, self.units);
+        }
+    }
+
     /// Whether it should go back to the waiters rather than be kept by its holder: some waiter's
     /// address holds less than its own would without it, or as much and `ties` (its holder is
-    /// slow to use it).
+    /// slow to use it). What its own address holds for things not yet begun does not count:
+    /// a client reading one stream while the next waits its turn keeps its memory against
+    /// waiters that hold nothing.
     pub(super) fn owed_to_waiters(&self, ties: bool) -> bool {
         let s = self.pool.lock();
-        let mine = s.held_by(self.who).saturating_sub(self.units);
+        let mine = s
+            .held_by(self.who)
+            .saturating_sub(s.unstarted.get(&self.who).copied().unwrap_or(0))
+            .saturating_sub(if self.unstarted { 0 } else { self.units });
         s.order
             .iter()
             .find(|(_, _, who)| *who != self.who)
@@ -87,6 +119,9 @@ impl Grant {
         let units = units.min(self.units);
         self.units -= units;
         let mut s = self.pool.lock();
+        if self.unstarted {
+            s.add_unstarted(self.who, 0, units);
+        }
         s.give_back(self.who, units);
         s.dispatch(&self.pool);
     }
@@ -95,6 +130,15 @@ impl Grant {
 impl State {
     fn held_by(&self, who: Who) -> usize {
         self.held.get(&who).copied().unwrap_or(0)
+    }
+
+    /// Adds `more` to what `who` holds for grants not yet begun and takes `less` from it.
+    fn add_unstarted(&mut self, who: Who, more: usize, less: usize) {
+        let n = self.unstarted.entry(who).or_insert(0);
+        *n = (*n + more).saturating_sub(less);
+        if *n == 0 {
+            self.unstarted.remove(&who);
+        }
     }
 
     /// `who`'s place among the waiting addresses, if it has waiters.
@@ -156,6 +200,7 @@ impl State {
                 who,
                 units: w.units,
                 armed: true,
+                unstarted: false,
             };
             if let Err(mut g) = w.tx.send(grant) {
                 g.armed = false;
@@ -180,6 +225,7 @@ impl Fair {
             state: Mutex::new(State {
                 free: units,
                 held: HashMap::new(),
+                unstarted: HashMap::new(),
                 queues: HashMap::new(),
                 order: BTreeSet::new(),
                 next: 0,
@@ -326,6 +372,7 @@ mod tests {
             pool.lock().order.is_empty()
                 && pool.lock().queues.is_empty()
                 && pool.lock().held.is_empty()
+                && pool.lock().unstarted.is_empty()
         );
     }
 
@@ -349,6 +396,32 @@ mod tests {
         assert!(b.owed_to_waiters(true));
         drop(a1);
         assert!(waiting.await.unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_an_address_holds_for_things_not_begun_does_not_make_it_owe() {
+        let pool = Fair::new(3);
+        // Address 1 reads one stream while the next, granted, has not begun.
+        let reading = pool.acquire(1, who(1), soon()).await.unwrap();
+        let mut queued = pool.acquire(1, who(1), soon()).await.unwrap();
+        queued.unstarted();
+        let _other = pool.acquire(1, who(2), soon()).await.unwrap();
+        let waiting = tokio::spawn({
+            let pool = Arc::clone(&pool);
+            async move { pool.acquire(1, who(3), soon()).await.is_some() }
+        });
+        tokio::task::yield_now().await;
+        // Without what is not begun, address 1 would hold none, as the waiter: it keeps its
+        // room unless it is slow.
+        assert!(!reading.owed_to_waiters(false));
+        assert!(reading.owed_to_waiters(true));
+        // Once the queued stream has begun, it counts.
+        queued.start();
+        assert!(reading.owed_to_waiters(false));
+        queued.unstarted();
+        drop(queued);
+        assert!(waiting.await.unwrap());
+        assert!(pool.lock().unstarted.is_empty());
     }
 
     #[tokio::test(start_paused = true)]

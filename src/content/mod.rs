@@ -221,7 +221,8 @@ async fn download_memory(
     })
 }
 
-/// The memory for the next chunk of a file's answer (`n` bytes, or what it can have): the
+/// The memory for the next chunk of a file's answer (`n` bytes, or what it can have, and no
+/// more than about two seconds of what its client drains, `budget::Progress::drain_size`): the
 /// memory of the chunk before, once that is written (`after`), made to fit without waiting
 /// (`budget::Budget::refit`), so an answer that has begun never queues behind others for
 /// memory again. Reading ahead (once `AHEAD_AFTER` is written), it takes fresh memory if that
@@ -232,10 +233,16 @@ async fn next_memory(
     client: &Client,
     after: Option<tokio::sync::oneshot::Receiver<budget::Reservation>>,
 ) -> std::io::Result<budget::Reservation> {
+    let fit = || {
+        client
+            .written
+            .drain_size(PIECE as u64)
+            .map_or(n, |most| n.min(most))
+    };
     let carried = match after {
         Some(after) if client.written.bytes() < AHEAD_AFTER => after.await.ok(),
         Some(mut after) => {
-            let fresh = download_memory(memory, n as usize, client);
+            let fresh = download_memory(memory, fit() as usize, client);
             tokio::pin!(fresh);
             tokio::select! {
                 carried = &mut after => match carried {
@@ -249,43 +256,51 @@ async fn next_memory(
     };
     match carried {
         Some(mut r) => {
-            memory.refit(&mut r, n);
+            memory.refit(&mut r, fit());
             Ok(r)
         }
-        None => download_memory(memory, n as usize, client).await,
+        None => download_memory(memory, fit() as usize, client).await,
     }
 }
 
-/// Download memory taken for one chunk of an answer: when the chunk is dropped (written out),
-/// handed to the answer's next read (`next`), or given back — given back too when others wait
-/// who are owed it (`budget::Reservation::owed_to_waiters`; a chunk that took longer than
-/// `SLOW_CHUNK` to write is slow).
+/// Download memory taken for one chunk of `len` bytes of an answer: when the chunk is dropped
+/// (written out), its rate is noted in the answer's progress, and its memory is handed to the
+/// answer's next read (`next`) or given back — given back too when others wait who are owed
+/// it (`budget::Reservation::owed_to_waiters`; a chunk drained under `SLOW_RATE` is slow).
 struct ChunkMemory {
     reservation: Option<budget::Reservation>,
     next: Option<tokio::sync::oneshot::Sender<budget::Reservation>>,
-    since: std::time::Instant,
+    len: u64,
+    written: Arc<budget::Progress>,
+    /// When it was made (`budget::clock_ms`).
+    made: u64,
 }
 
-/// A chunk written in longer than this was written slowly (under 64 KiB/s for the first).
-const SLOW_CHUNK: std::time::Duration = std::time::Duration::from_secs(1);
+/// A chunk drained slower than this (bytes/s) was drained slowly.
+const SLOW_RATE: u64 = 64 * 1024;
 
 impl ChunkMemory {
     fn new(
         reservation: budget::Reservation,
+        len: u64,
+        client: &Client,
         next: Option<tokio::sync::oneshot::Sender<budget::Reservation>>,
     ) -> ChunkMemory {
         ChunkMemory {
             reservation: Some(reservation),
             next,
-            since: std::time::Instant::now(),
+            len,
+            written: Arc::clone(&client.written),
+            made: budget::clock_ms(),
         }
     }
 }
 
 impl Drop for ChunkMemory {
     fn drop(&mut self) {
+        let rate = self.written.chunk_written(self.len, self.made);
         if let (Some(r), Some(next)) = (self.reservation.take(), self.next.take())
-            && !r.owed_to_waiters(self.since.elapsed() > SLOW_CHUNK)
+            && !r.owed_to_waiters(rate < SLOW_RATE)
         {
             let _ = next.send(r);
         }
@@ -365,7 +380,9 @@ const READ_CHUNK: usize = 256 * 1024;
 impl BlobReader {
     /// The bytes `start..start + len` as a stream of chunks. From a file, each chunk is read on
     /// the blocking pool straight into its own buffer (no copy through an intermediate one),
-    /// 64 KiB first and twice the last after (up to 256 KiB); until the answer has written
+    /// 64 KiB first and twice the last after (up to 256 KiB), but no more than about two
+    /// seconds of what the client drained the chunk before (at least 16 KiB), so a slow reader
+    /// holds little and never holds a chunk long (`budget`'s `HOLD_LIMIT`); until the answer has written
     /// 1 MiB a chunk is read only once the one before is written, and after that as soon as it
     /// is handed over, so disk reads overlap socket writes while at most two chunks per stream
     /// are in memory, and an answer whose client never reads holds one small chunk. A file
@@ -396,9 +413,10 @@ impl BlobReader {
                         async move {
                             let chunk = chunk?;
                             let permit = download_memory(&memory, chunk.len(), &client).await?;
+                            let len = chunk.len() as u64;
                             Ok(Bytes::from_owner(Counted {
                                 bytes: chunk,
-                                _permit: ChunkMemory::new(permit, None),
+                                _permit: ChunkMemory::new(permit, len, &client, None),
                             }))
                         }
                     })
@@ -433,7 +451,7 @@ impl BlobReader {
                 let reservation = next_memory(&memory, n, &client, after).await?;
                 let n = n.min(reservation.bytes());
                 let (done, next) = tokio::sync::oneshot::channel();
-                let permit = ChunkMemory::new(reservation, Some(done));
+                let permit = ChunkMemory::new(reservation, n, &client, Some(done));
                 let (file, chunk) =
                     tokio::task::spawn_blocking(move || read_chunk(file, &path, pos, n, permit))
                         .await

@@ -6449,6 +6449,66 @@ async fn streams_read_a_piece_at_a_time_cannot_keep_a_newcomer_out() {
     }
 }
 
+/// Thirty-two HTTP/2 streams that take their first 448 KiB at once (so their answers ramp up
+/// to whole 256 KiB chunks) and then all read 16 KiB together every 4.5 s (never stale, each
+/// chunk taking 72 s to drain and all finishing together), from four addresses, keep the
+/// download memory full; a pull from another address is not kept out until the chunks drain: a chunk
+/// held past 10 s counts as stale, so the waiter closes the connections holding them, and the
+/// trickling streams' next chunks are sized to what they drain (16 KiB), not 256 KiB.
+#[tokio::test]
+async fn streams_that_trickle_together_cannot_hold_whole_chunks_for_long() {
+    if stalled_answers_hold_little() {
+        return;
+    }
+    let (s, d, small, sd) = pinned_and_pulled(16 << 20, 37, 3 << 20, 38).await;
+    let start = tokio::time::Instant::now();
+    let mut trickles = Vec::new();
+    for i in 10..14 {
+        let tcp = raw_from(&s, &format!("127.0.0.{i}")).await;
+        let (mut h2c, conn) = h2::client::Builder::new()
+            .initial_window_size(448 << 10)
+            .initial_connection_window_size(64 << 20)
+            .handshake::<_, bytes::Bytes>(tcp)
+            .await
+            .unwrap();
+        trickles.push(tokio::spawn(async move {
+            let _ = conn.await;
+        }));
+        for _ in 0..8 {
+            h2c = h2c.ready().await.unwrap();
+            let answer = h2c.send_request(blob_get(&s, &d), true).unwrap().0;
+            trickles.push(tokio::spawn(async move {
+                let Ok(answer) = answer.await else { return };
+                let mut body = answer.into_body();
+                // What came and is not yet let in again; 16 KiB of it let in at each tick.
+                let (mut unreleased, mut tick) = (0, start + Duration::from_secs(3));
+                loop {
+                    match tokio::time::timeout_at(tick, body.data()).await {
+                        Ok(Some(Ok(piece))) => unreleased += piece.len(),
+                        Ok(_) => return,
+                        Err(_) => {
+                            let n = unreleased.min(16 << 10);
+                            let _ = body.flow_control().release_capacity(n);
+                            unreleased -= n;
+                            tick += Duration::from_millis(4500);
+                        }
+                    }
+                }
+            }));
+        }
+    }
+    // Once the streams hold what they ramped up to (less than a chunk free) and trickle, a
+    // newcomer pulls.
+    tokio::time::sleep_until(start + Duration::from_secs(6)).await;
+    let free = metric(&s, "berth_download_memory_free_bytes ").await;
+    assert!(free < 64 << 10, "{free} bytes of download memory free");
+    let newcomer = basic_client_from("admin", ADMIN_PASSWORD, "127.0.0.6");
+    pulled_whole(&newcomer, &s, &sd, &small, Duration::from_secs(20)).await;
+    for t in trickles {
+        t.abort();
+    }
+}
+
 /// Streams that never read hold no open file: a blob's file is opened by an answer's read
 /// once it has memory and kept only by answers that drain, and from a bucket an answer whose
 /// reader takes nothing for 2 s lets its GET go (the rest comes by a new ranged GET), so 192
