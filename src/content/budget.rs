@@ -903,14 +903,47 @@ mod tests {
         assert!((480 << 10..=520 << 10).contains(&rate), "{rate}");
         let next = p.drain_size(16 << 10).unwrap();
         assert!((960 << 10..=1040 << 10).contains(&next), "{next}");
-        // A chunk read ahead counts from when the one before was written, not when it was
-        // made; one drained at a trickle gets the least.
+        // A chunk read ahead (made with the one before) counts from when the one before was
+        // written, not when it was made: 256 KiB in 250 ms.
+        std::thread::sleep(Duration::from_millis(250));
+        let rate = p.chunk_written(256 << 10, made);
+        assert!((900 << 10..=1100 << 10).contains(&rate), "{rate}");
+        // One drained at a trickle gets the least.
         std::thread::sleep(Duration::from_millis(200));
         let rate = p.chunk_written(16 << 10, 0);
         assert!(rate < 100 << 10, "{rate}");
         std::thread::sleep(Duration::from_secs(1));
         p.chunk_written(1 << 10, 0);
         assert_eq!(p.drain_size(16 << 10), Some(16 << 10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn memory_held_for_answers_not_begun_does_not_make_a_draining_one_owe() {
+        let b = Arc::new(Budget::new(4 << 20));
+        let (tx, _closed) = tokio::sync::mpsc::unbounded_channel();
+        // A client reads one stream while the next, its memory granted, has written nothing.
+        let client = holder("client", &tx);
+        let reading = take(&b, 256 << 10, "10.0.0.1", &client).await;
+        let queued = beside(&client);
+        let mut next = pin(&b, 256 << 10, "10.0.0.1", &queued).await;
+        let rest = holder("rest", &tx);
+        let mut others = Vec::new();
+        for at in ["10.0.0.2", "10.0.0.3", "10.0.0.4"] {
+            others.push(take(&b, 1 << 20, at, &rest).await);
+        }
+        others.push(take(&b, 512 << 10, "10.0.0.5", &rest).await);
+        assert_eq!(b.free(), 0);
+        let newcomer = waiter(&b, "10.0.0.6", &tx);
+        tokio::task::yield_now().await;
+        // The waiter holds nothing, as the client would without its reading chunk and the
+        // stream not begun: the client keeps its chunk unless it drained slowly.
+        assert!(!reading.owed_to_waiters(false));
+        assert!(reading.owed_to_waiters(true));
+        // Once the queued stream has written its first chunk (carried on), it counts.
+        queued.1.touch(16 << 10);
+        b.refit(&mut next, 256 << 10);
+        assert!(reading.owed_to_waiters(false));
+        newcomer.abort();
     }
 
     #[tokio::test(start_paused = true)]

@@ -6370,34 +6370,96 @@ async fn a_slow_reader_is_not_closed_for_streams_that_never_read_spread_over_man
         }
         Ok::<_, (usize, std::io::Error)>(got)
     });
-    // Each stream's connection is dropped and opened anew every 1.5 s: no stream of theirs is
-    // ever old enough to be closed, and one of theirs always waits for what is given back.
-    let mut attackers = Vec::new();
-    for i in 100..230 {
-        let (s, d) = (Arc::clone(&s), d.clone());
-        attackers.push(tokio::spawn(async move {
-            let source = format!("127.0.0.{i}");
-            loop {
-                let a = stalled_h2_pulls(&s, &source, &d, 1).await;
-                tokio::time::sleep(Duration::from_millis(1500)).await;
-                drop(a);
-            }
-        }));
-    }
+    let attackers = streams_never_read_spread_thin(&s, &d);
     metric_becomes(&s, "berth_download_memory_free_bytes ", 0).await;
-    // The newcomer pulls again and again while the slow reader reads.
-    let newcomer = basic_client_from("admin", ADMIN_PASSWORD, "127.0.0.6");
-    let mut pulls = 0;
-    while !reader.is_finished() {
-        pulled_whole(&newcomer, &s, &sd, &small, Duration::from_secs(10)).await;
-        pulls += 1;
-    }
-    assert!(pulls >= 1);
+    newcomer_pulls_while(&s, &sd, &small, &reader).await;
     for a in attackers {
         a.abort();
     }
     let read = reader.await.unwrap();
     assert!(matches!(read, Ok(n) if n == 96 << 10), "{read:?}");
+}
+
+/// Streams that never read, one from each of 130 addresses, each dropped and opened anew
+/// every 1.5 s: no stream of theirs is ever old enough to be closed, and one of theirs always
+/// waits for what is given back.
+fn streams_never_read_spread_thin(s: &Arc<Server>, d: &str) -> Vec<tokio::task::JoinHandle<()>> {
+    (100..230)
+        .map(|i| {
+            let (s, d) = (Arc::clone(s), d.to_owned());
+            tokio::spawn(async move {
+                let source = format!("127.0.0.{i}");
+                loop {
+                    let a = stalled_h2_pulls(&s, &source, &d, 1).await;
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    drop(a);
+                }
+            })
+        })
+        .collect()
+}
+
+/// A newcomer (from 127.0.0.6) pulls blob `d` again and again while `reader` reads, each
+/// answered whole within 10 s.
+async fn newcomer_pulls_while<T>(
+    s: &Server,
+    d: &str,
+    want: &[u8],
+    reader: &tokio::task::JoinHandle<T>,
+) {
+    let newcomer = basic_client_from("admin", ADMIN_PASSWORD, "127.0.0.6");
+    let mut pulls = 0;
+    while !reader.is_finished() {
+        pulled_whole(&newcomer, s, d, want, Duration::from_secs(10)).await;
+        pulls += 1;
+    }
+    assert!(pulls >= 1);
+}
+
+/// An HTTP/2 stream read at 8 KiB/s from its start, while streams that never read hold the
+/// download memory and a newcomer pulls again and again, is never closed: its chunks are
+/// sized to what it drains (16 KiB after the first 64 KiB), so none is held near 10 s, where
+/// doubling chunks (128 KiB, 16 s) would be.
+#[tokio::test]
+async fn a_slow_steady_http2_reader_gets_chunks_it_drains_in_seconds() {
+    if stalled_answers_hold_little() {
+        return;
+    }
+    let (s, d, small, sd) = pinned_and_pulled(4 << 20, 41, 3 << 20, 42).await;
+    let tcp = raw_from(&s, "127.0.0.40").await;
+    let (mut h2c, conn) = h2::client::Builder::new()
+        .initial_window_size(8 << 10)
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .unwrap();
+    let driver = tokio::spawn(async move { conn.await.is_err() });
+    h2c = h2c.ready().await.unwrap();
+    let answer = h2c.send_request(blob_get(&s, &d), true).unwrap().0;
+    let reader = tokio::spawn(async move {
+        let mut body = answer.await.unwrap().into_body();
+        let mut got = 0usize;
+        while got < 176 << 10 {
+            match tokio::time::timeout(Duration::from_secs(10), body.data()).await {
+                Ok(Some(Ok(piece))) => {
+                    got += piece.len();
+                    tokio::time::sleep(Duration::from_millis(1000 * piece.len() as u64 / 8192))
+                        .await;
+                    let _ = body.flow_control().release_capacity(piece.len());
+                }
+                other => return Err(format!("after {got} bytes: {other:?}")),
+            }
+        }
+        Ok(got)
+    });
+    let attackers = streams_never_read_spread_thin(&s, &d);
+    metric_becomes(&s, "berth_download_memory_free_bytes ", 0).await;
+    newcomer_pulls_while(&s, &sd, &small, &reader).await;
+    for a in attackers {
+        a.abort();
+    }
+    let read = reader.await.unwrap();
+    assert!(read.is_ok(), "{read:?}");
+    assert!(!driver.is_finished(), "the reader's connection was closed");
 }
 
 /// HTTP/2 streams that read a piece at a time (a 16 KiB window opened every 3 s, so none is
