@@ -6221,6 +6221,28 @@ async fn h2_ready(
     c.ready().await.unwrap()
 }
 
+/// An HTTP/2 connection from `source` whose streams open with `window` bytes and the
+/// connection with `conn_window` (HTTP/2's 64 KiB where `None`), and the future that drives
+/// it, which ends (true if with an error) when the server closes it.
+async fn h2_windows(
+    s: &Server,
+    source: &str,
+    window: u32,
+    conn_window: Option<u32>,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    impl std::future::Future<Output = bool> + Send + 'static,
+) {
+    let tcp = raw_from(s, source).await;
+    let mut b = h2::client::Builder::new();
+    b.initial_window_size(window);
+    if let Some(w) = conn_window {
+        b.initial_connection_window_size(w);
+    }
+    let (h2c, conn) = b.handshake::<_, bytes::Bytes>(tcp).await.unwrap();
+    (h2c, async move { conn.await.is_err() })
+}
+
 /// An HTTP/2 request for blob `d` of `acme/app`, as the admin.
 fn blob_get(s: &Server, d: &str) -> http::Request<()> {
     http::Request::get(format!("http://{}/v2/acme/app/blobs/{d}", s.host))
@@ -6426,13 +6448,8 @@ async fn a_slow_steady_http2_reader_gets_chunks_it_drains_in_seconds() {
         return;
     }
     let (s, d, small, sd) = pinned_and_pulled(4 << 20, 41, 3 << 20, 42).await;
-    let tcp = raw_from(&s, "127.0.0.40").await;
-    let (mut h2c, conn) = h2::client::Builder::new()
-        .initial_window_size(8 << 10)
-        .handshake::<_, bytes::Bytes>(tcp)
-        .await
-        .unwrap();
-    let driver = tokio::spawn(async move { conn.await.is_err() });
+    let (mut h2c, conn) = h2_windows(&s, "127.0.0.40", 8 << 10, None).await;
+    let driver = tokio::spawn(conn);
     h2c = h2c.ready().await.unwrap();
     let answer = h2c.send_request(blob_get(&s, &d), true).unwrap().0;
     let reader = tokio::spawn(async move {
@@ -6476,13 +6493,8 @@ async fn streams_read_a_piece_at_a_time_cannot_keep_a_newcomer_out() {
     let mut trickles = Vec::new();
     for i in 10..18 {
         for _ in 0..2 {
-            let tcp = raw_from(&s, &format!("127.0.0.{i}")).await;
-            let (mut h2c, conn) = h2::client::Builder::new()
-                .initial_window_size(16 << 10)
-                .initial_connection_window_size(4 << 20)
-                .handshake::<_, bytes::Bytes>(tcp)
-                .await
-                .unwrap();
+            let (mut h2c, conn) =
+                h2_windows(&s, &format!("127.0.0.{i}"), 16 << 10, Some(4 << 20)).await;
             trickles.push(tokio::spawn(async move {
                 let _ = conn.await;
             }));
@@ -6526,13 +6538,8 @@ async fn streams_that_trickle_together_cannot_hold_whole_chunks_for_long() {
     let start = tokio::time::Instant::now();
     let mut trickles = Vec::new();
     for i in 10..14 {
-        let tcp = raw_from(&s, &format!("127.0.0.{i}")).await;
-        let (mut h2c, conn) = h2::client::Builder::new()
-            .initial_window_size(448 << 10)
-            .initial_connection_window_size(64 << 20)
-            .handshake::<_, bytes::Bytes>(tcp)
-            .await
-            .unwrap();
+        let (mut h2c, conn) =
+            h2_windows(&s, &format!("127.0.0.{i}"), 448 << 10, Some(64 << 20)).await;
         trickles.push(tokio::spawn(async move {
             let _ = conn.await;
         }));
@@ -6617,13 +6624,8 @@ async fn answers_that_drained_and_stopped_keep_few_files_open() {
     let before = blob_handles(&s);
     let mut kept = Vec::new();
     for i in 0..25 {
-        let tcp = raw_from(&s, &format!("127.0.0.{}", 2 + i % 8)).await;
-        let (mut h2c, conn) = h2::client::Builder::new()
-            .initial_window_size(2 << 20)
-            .initial_connection_window_size(64 << 20)
-            .handshake::<_, bytes::Bytes>(tcp)
-            .await
-            .unwrap();
+        let source = format!("127.0.0.{}", 2 + i % 8);
+        let (mut h2c, conn) = h2_windows(&s, &source, 2 << 20, Some(64 << 20)).await;
         kept.push(tokio::spawn(async move {
             let _ = conn.await;
         }));
