@@ -309,6 +309,11 @@ impl Budget {
             .resize(want.saturating_sub(had), had.saturating_sub(want));
     }
 
+    /// Its size, in bytes.
+    pub(super) fn capacity(&self) -> u64 {
+        (self.capacity_kib.load(Ordering::Relaxed) as u64) << 10
+    }
+
     /// The most one address may hold, in bytes.
     pub(super) fn share(&self) -> u64 {
         ((self.capacity_kib.load(Ordering::Relaxed).max(1) / 4).max(1) as u64) << 10

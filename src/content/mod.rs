@@ -349,11 +349,14 @@ fn in_pieces(
     futures_util::stream::iter(pieces)
 }
 
-/// The first chunk of a blob answer read from a file; each next one twice the last, up to
-/// `READ_CHUNK`. And until this much is written, a chunk is read only once the one before is
-/// written: an answer whose client does not read (a stream whose window never opens) holds
-/// one small chunk, not two large ones.
-const FIRST_CHUNK: u64 = 64 * 1024;
+/// The first chunk of a blob answer read from a file (one piece); each next one twice the
+/// last, up to `READ_CHUNK`. And until this much is written, a chunk is read only once the one
+/// before is written: an answer whose client does not read (a stream whose window never opens)
+/// holds one piece, not two large chunks. So the download memory holds the first chunk of
+/// every connection the node takes (`first_chunks_held`) unless it is set very small: clients
+/// that open one such stream from each of many addresses (each then holding nothing while it
+/// waits, as a newcomer does) cannot fill it (helper-25).
+const FIRST_CHUNK: u64 = PIECE as u64;
 const AHEAD_AFTER: u64 = 1 << 20;
 
 /// A chunk of an answer that gives its download memory back when dropped (written out).
@@ -380,7 +383,7 @@ const READ_CHUNK: usize = 256 * 1024;
 impl BlobReader {
     /// The bytes `start..start + len` as a stream of chunks. From a file, each chunk is read on
     /// the blocking pool straight into its own buffer (no copy through an intermediate one),
-    /// 64 KiB first and twice the last after (up to 256 KiB), but no more than about two
+    /// 16 KiB first and twice the last after (up to 256 KiB), but no more than about two
     /// seconds of what the client drained the chunk before (at least 16 KiB), so a slow reader
     /// holds little and never holds a chunk long (`budget`'s `HOLD_LIMIT`); until the answer has written
     /// 1 MiB a chunk is read only once the one before is written, and after that as soon as it
@@ -662,6 +665,11 @@ impl ContentService {
     /// Sets the memory shared by pulls (`--download-memory`); before serving.
     pub fn set_download_memory(&self, bytes: u64) {
         self.inner.download_memory.set(bytes);
+    }
+
+    /// How many answers' first chunks the download memory holds at once (`FIRST_CHUNK`).
+    pub fn first_chunks_held(&self) -> u64 {
+        self.inner.download_memory.capacity() / FIRST_CHUNK
     }
 
     /// Download memory not taken now, in bytes.

@@ -60,6 +60,16 @@ pub async fn serve(
     // upload's: a connection is one admission slot, so it gets few streams.
     builder.http2().max_concurrent_streams(16);
     let max = effective_max_connections(state.web.max_connections);
+    let first_chunks = state.content.first_chunks_held();
+    if first_chunks < max as u64 {
+        tracing::warn!(
+            max_connections = max,
+            first_chunks,
+            "the download memory holds the first chunks of fewer answers than the connections \
+             taken: clients that never read, one stream from each of many addresses, can keep \
+             newcomers waiting; raise --download-memory or lower --max-connections"
+        );
+    }
     let admission = admission::Admission::new(max, state.web.max_connections_per_address);
     let idle = state.web.idle_timeout;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -6154,7 +6154,8 @@ async fn newcomer_pulls_once_memory_is_full(s: &Server, d: &str, want: &[u8], li
 }
 
 /// An HTTP/2 connection from `source` with `n` pulls of blob `d` whose answers are never read
-/// (their windows stay shut after the first 64 KiB); the task driving it ends when the server
+/// (each stream's window stays shut after its first 64 KiB, the connection's is wide, so each
+/// answer holds the 64 KiB chunk its window stopped); the task driving it ends when the server
 /// closes it.
 async fn stalled_h2_pulls(
     s: &Server,
@@ -6166,9 +6167,8 @@ async fn stalled_h2_pulls(
     tokio::task::JoinHandle<bool>,
     Vec<h2::client::ResponseFuture>,
 ) {
-    let tcp = raw_from(s, source).await;
-    let (mut h2c, conn) = h2::client::handshake(tcp).await.unwrap();
-    let driver = tokio::spawn(async move { conn.await.is_err() });
+    let (mut h2c, conn) = h2_windows(s, source, 64 << 10, Some(16 << 20)).await;
+    let driver = tokio::spawn(conn);
     let mut answers = Vec::new();
     for _ in 0..n {
         h2c = h2c.ready().await.unwrap();
@@ -6523,7 +6523,7 @@ async fn streams_read_a_piece_at_a_time_cannot_keep_a_newcomer_out() {
     }
 }
 
-/// Thirty-two HTTP/2 streams that take their first 448 KiB at once (so their answers ramp up
+/// Thirty-two HTTP/2 streams that take their first 496 KiB at once (so their answers ramp up
 /// to whole 256 KiB chunks) and then all read 16 KiB together every 4.5 s (never stale, each
 /// chunk taking 72 s to drain and all finishing together), from four addresses, keep the
 /// download memory full; a pull from another address is not kept out until the chunks drain: a chunk
@@ -6539,7 +6539,7 @@ async fn streams_that_trickle_together_cannot_hold_whole_chunks_for_long() {
     let mut trickles = Vec::new();
     for i in 10..14 {
         let (mut h2c, conn) =
-            h2_windows(&s, &format!("127.0.0.{i}"), 448 << 10, Some(64 << 20)).await;
+            h2_windows(&s, &format!("127.0.0.{i}"), 496 << 10, Some(64 << 20)).await;
         trickles.push(tokio::spawn(async move {
             let _ = conn.await;
         }));
@@ -6575,6 +6575,54 @@ async fn streams_that_trickle_together_cannot_hold_whole_chunks_for_long() {
     pulled_whole(&newcomer, &s, &sd, &small, Duration::from_secs(20)).await;
     for t in trickles {
         t.abort();
+    }
+}
+
+/// helper-25's flood: one HTTP/2 stream whose window never opens from each of 400 addresses,
+/// asked again as soon as it ends. Each such address holds nothing while it waits, as a
+/// newcomer does, so when their first chunks (64 KiB each) filled the download memory a
+/// newcomer waited 29 s behind them. A first chunk is one 16 KiB piece, so the memory (8 MiB)
+/// holds the first chunk of every connection the node takes (480): the flood cannot fill it,
+/// and a newcomer pulls at once.
+#[tokio::test]
+async fn stalled_streams_from_many_addresses_cannot_fill_the_memory_with_first_chunks() {
+    let s = Arc::new(
+        server_with_acme(&["--download-memory", "8MiB", "--max-connections", "480"]).await,
+    );
+    let admin = basic_client("admin", ADMIN_PASSWORD);
+    let d = push_blob(&admin, &s, "acme/app", &random_bytes(4 << 20, 43)).await;
+    let small = random_bytes(3 << 20, 44);
+    let sd = push_blob(&admin, &s, "acme/app", &small).await;
+    let flood: Vec<_> = (0..400)
+        .map(|i| {
+            let (s, d) = (Arc::clone(&s), d.clone());
+            tokio::spawn(async move {
+                let source = format!("127.0.{}.{}", 1 + i / 200, 10 + i % 200);
+                loop {
+                    let (h2c, conn) = h2_windows(&s, &source, 0, None).await;
+                    let _driver = tokio::spawn(conn);
+                    let Ok(mut h2c) = h2c.ready().await else {
+                        continue;
+                    };
+                    let Ok((answer, _)) = h2c.send_request(blob_get(&s, &d), true) else {
+                        continue;
+                    };
+                    if let Ok(answer) = answer.await {
+                        let _ = answer.into_body().data().await;
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let free = metric(&s, "berth_download_memory_free_bytes ").await;
+    assert!(free >= (8 << 20) - 400 * (16 << 10), "{free}");
+    let newcomer = basic_client_from("admin", ADMIN_PASSWORD, "127.0.0.6");
+    for _ in 0..3 {
+        pulled_whole(&newcomer, &s, &sd, &small, Duration::from_secs(5)).await;
+    }
+    for f in flood {
+        f.abort();
     }
 }
 
