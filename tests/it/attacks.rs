@@ -6438,10 +6438,10 @@ async fn newcomer_pulls_while<T>(
     assert!(pulls >= 1);
 }
 
-/// An HTTP/2 stream read at 8 KiB/s from its start, while streams that never read hold the
-/// download memory and a newcomer pulls again and again, is never closed: its chunks are
-/// sized to what it drains (16 KiB after the first 64 KiB), so none is held near 10 s, where
-/// doubling chunks (128 KiB, 16 s) would be.
+/// An HTTP/2 stream read at 10 KiB/s from its start (240 KiB), while streams that never read
+/// hold the download memory and a newcomer pulls again and again, is never closed: its chunks
+/// are sized to what it drains (20 KiB), so none is held near 10 s, where doubling chunks
+/// (16, 32, 64, then 128 KiB: 12.8 s) would be.
 #[tokio::test]
 async fn a_slow_steady_http2_reader_gets_chunks_it_drains_in_seconds() {
     if stalled_answers_hold_little() {
@@ -6455,11 +6455,11 @@ async fn a_slow_steady_http2_reader_gets_chunks_it_drains_in_seconds() {
     let reader = tokio::spawn(async move {
         let mut body = answer.await.unwrap().into_body();
         let mut got = 0usize;
-        while got < 176 << 10 {
+        while got < 240 << 10 {
             match tokio::time::timeout(Duration::from_secs(10), body.data()).await {
                 Ok(Some(Ok(piece))) => {
                     got += piece.len();
-                    tokio::time::sleep(Duration::from_millis(1000 * piece.len() as u64 / 8192))
+                    tokio::time::sleep(Duration::from_millis(1000 * piece.len() as u64 / 10240))
                         .await;
                     let _ = body.flow_control().release_capacity(piece.len());
                 }
@@ -6479,11 +6479,11 @@ async fn a_slow_steady_http2_reader_gets_chunks_it_drains_in_seconds() {
     assert!(!driver.is_finished(), "the reader's connection was closed");
 }
 
-/// HTTP/2 streams that read a piece at a time (a 16 KiB window opened every 3 s, so none is
-/// ever stale), from eight addresses, keep the download memory full; a pull from another
-/// address is not kept out for it: each chunk such a stream writes goes back to the waiter,
-/// whose address holds less, instead of to the stream's next read, and the pull is answered
-/// whole within seconds.
+/// HTTP/2 streams that read a piece at a time (a 16 KiB window opened every second, so none
+/// is ever stale and each finishes its chunk, 32 KiB at that rate, every two seconds), from
+/// eight addresses, keep the download memory full; a pull from another address is not kept
+/// out for it: each chunk such a stream writes goes back to the waiter, whose address holds
+/// less, instead of to the stream's next read, and the pull is answered whole within seconds.
 #[tokio::test]
 async fn streams_read_a_piece_at_a_time_cannot_keep_a_newcomer_out() {
     if stalled_answers_hold_little() {
@@ -6505,7 +6505,7 @@ async fn streams_read_a_piece_at_a_time_cannot_keep_a_newcomer_out() {
                     let Ok(answer) = answer.await else { return };
                     let mut body = answer.into_body();
                     loop {
-                        tokio::time::sleep(Duration::from_secs(3)).await;
+                        tokio::time::sleep(Duration::from_secs(1)).await;
                         match body.data().await {
                             Some(Ok(piece)) => {
                                 let _ = body.flow_control().release_capacity(piece.len());
