@@ -1783,6 +1783,46 @@ mod tests {
         assert_eq!(client.written.bytes(), 40 << 10);
     }
 
+    #[tokio::test]
+    async fn the_next_chunk_holds_two_seconds_of_what_the_client_drained() {
+        let memory = budget::Budget::new(8 << 20);
+        let client = Client::new(None, None);
+        // Before any chunk is written: what was asked.
+        let first = next_memory(&memory, 64 << 10, &client, None).await.unwrap();
+        assert_eq!(first.bytes(), 64 << 10);
+        drop(first);
+        // A 20 KiB chunk drained in 2 s (10 KiB/s): the next holds 20 KiB, not the 128 asked,
+        // whether carried from the chunk before or reserved anew.
+        let made = budget::clock_ms();
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        client.written.chunk_written(20 << 10, made);
+        let fresh = next_memory(&memory, 128 << 10, &client, None)
+            .await
+            .unwrap();
+        assert!(
+            (20 << 10..=21 << 10).contains(&fresh.bytes()),
+            "{}",
+            fresh.bytes()
+        );
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tx.send(
+            memory
+                .reserve(64 << 10, None, std::time::Duration::ZERO)
+                .await
+                .unwrap(),
+        )
+        .ok()
+        .unwrap();
+        let carried = next_memory(&memory, 128 << 10, &client, Some(rx))
+            .await
+            .unwrap();
+        assert!(
+            (20 << 10..=21 << 10).contains(&carried.bytes()),
+            "{}",
+            carried.bytes()
+        );
+    }
+
     fn collect_now(
         s: impl Stream<Item = std::io::Result<Bytes>> + Unpin,
     ) -> Vec<std::io::Result<Bytes>> {

@@ -6438,10 +6438,10 @@ async fn newcomer_pulls_while<T>(
     assert!(pulls >= 1);
 }
 
-/// An HTTP/2 stream read at 10 KiB/s from its start (240 KiB), while streams that never read
-/// hold the download memory and a newcomer pulls again and again, is never closed: its chunks
-/// are sized to what it drains (20 KiB), so none is held near 10 s, where doubling chunks
-/// (16, 32, 64, then 128 KiB: 12.8 s) would be.
+/// An HTTP/2 stream read at 10 KiB/s from its start (240 KiB) is never closed when, after
+/// 12 s, streams that never read take the download memory and a newcomer pulls again and
+/// again: its chunks are sized to what it drains (20 KiB), so none is held near 10 s, where
+/// doubling chunks grown while the memory was free (16, 32, 64, then 128 KiB: 12.8 s) would be.
 #[tokio::test]
 async fn a_slow_steady_http2_reader_gets_chunks_it_drains_in_seconds() {
     if stalled_answers_hold_little() {
@@ -6468,8 +6468,20 @@ async fn a_slow_steady_http2_reader_gets_chunks_it_drains_in_seconds() {
         }
         Ok(got)
     });
+    // The memory is free while its chunks would grow (doubling, they reach 128 KiB at 11 s);
+    // then streams that never read take it and a newcomer waits.
+    tokio::time::sleep(Duration::from_secs(12)).await;
     let attackers = streams_never_read_spread_thin(&s, &d);
-    metric_becomes(&s, "berth_download_memory_free_bytes ", 0).await;
+    // (Full but for less than a piece: the reader's chunks need not be whole KiB multiples
+    // of what waiters ask.)
+    let t = Instant::now();
+    while metric(&s, "berth_download_memory_free_bytes ").await >= 16 << 10 {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the memory did not fill"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     newcomer_pulls_while(&s, &sd, &small, &reader).await;
     for a in attackers {
         a.abort();
