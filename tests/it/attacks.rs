@@ -6598,6 +6598,9 @@ async fn streams_that_trickle_together_cannot_hold_whole_chunks_for_long() {
 /// and a newcomer pulls at once.
 #[tokio::test]
 async fn stalled_streams_from_many_addresses_cannot_fill_the_memory_with_first_chunks() {
+    if stalled_answers_hold_little() {
+        return;
+    }
     let s = Arc::new(
         server_with_acme(&["--download-memory", "8MiB", "--max-connections", "480"]).await,
     );
