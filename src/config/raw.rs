@@ -98,7 +98,7 @@ pub struct ServeArgs {
     #[arg(long, env = env::BERTH_UPLOAD_MEMORY, value_name = "SIZE")]
     pub upload_memory: Option<String>,
 
-    /// Memory for blob bytes read for answers and not yet written to their sockets, shared by all pulls of this node: a chunk waits for it before it is read, so clients that stop reading hold at most this between them; a chunk that waits over 30 s breaks its answer off; keep it at least --max-connections × 16 KiB (each answer's first chunk) [default: 256MiB]
+    /// Memory for blob bytes read for answers and not yet written to their sockets, shared by all pulls of this node: a chunk waits for it before it is read, so clients that stop reading hold at most this between them; a chunk that waits over 30 s breaks its answer off; --max-connections is lowered to at most this ÷ 32 KiB (twice each answer's first chunk per connection) [default: 256MiB]
     #[arg(long, env = env::BERTH_DOWNLOAD_MEMORY, value_name = "SIZE")]
     pub download_memory: Option<String>,
 

@@ -60,16 +60,21 @@ pub async fn serve(
     // upload's: a connection is one admission slot, so it gets few streams.
     builder.http2().max_concurrent_streams(16);
     let max = effective_max_connections(state.web.max_connections);
-    let first_chunks = state.content.first_chunks_held();
-    if first_chunks < max as u64 {
+    // Each connection's first chunk fits twice over in the download memory: clients that open
+    // one stalled stream from each of many addresses (each then holding nothing while it waits,
+    // as a newcomer does) can take at most half of it (helper-25, helper-26).
+    let fit = usize::try_from(state.content.first_chunks_held() / 2)
+        .unwrap_or(usize::MAX)
+        .max(16);
+    if fit < max {
         tracing::warn!(
-            max_connections = max,
-            first_chunks,
-            "the download memory holds the first chunks of fewer answers than the connections \
-             taken: clients that never read, one stream from each of many addresses, can keep \
-             newcomers waiting; raise --download-memory or lower --max-connections"
+            configured = max,
+            cap = fit,
+            "max connections lowered to fit the download memory (twice each answer's first \
+             16 KiB chunk per connection); raise --download-memory to take more"
         );
     }
+    let max = max.min(fit);
     let admission = admission::Admission::new(max, state.web.max_connections_per_address);
     let idle = state.web.idle_timeout;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -6590,25 +6590,23 @@ async fn streams_that_trickle_together_cannot_hold_whole_chunks_for_long() {
     }
 }
 
-/// helper-25's flood: one HTTP/2 stream whose window never opens from each of 400 addresses,
+/// helper-25's flood: one HTTP/2 stream whose window never opens from each of 200 addresses,
 /// asked again as soon as it ends. Each such address holds nothing while it waits, as a
 /// newcomer does, so when their first chunks (64 KiB each) filled the download memory a
-/// newcomer waited 29 s behind them. A first chunk is one 16 KiB piece, so the memory (8 MiB)
-/// holds the first chunk of every connection the node takes (480): the flood cannot fill it,
-/// and a newcomer pulls at once.
+/// newcomer waited 29 s behind them. A first chunk is one 16 KiB piece, and the node takes
+/// no more connections than twice that fits in the memory (8 MiB: 256): the flood cannot
+/// fill it, and a newcomer pulls at once.
 #[tokio::test]
 async fn stalled_streams_from_many_addresses_cannot_fill_the_memory_with_first_chunks() {
     if stalled_answers_hold_little() {
         return;
     }
-    let s = Arc::new(
-        server_with_acme(&["--download-memory", "8MiB", "--max-connections", "480"]).await,
-    );
+    let s = Arc::new(server_with_acme(&["--download-memory", "8MiB"]).await);
     let admin = basic_client("admin", ADMIN_PASSWORD);
     let d = push_blob(&admin, &s, "acme/app", &random_bytes(4 << 20, 43)).await;
     let small = random_bytes(3 << 20, 44);
     let sd = push_blob(&admin, &s, "acme/app", &small).await;
-    let flood: Vec<_> = (0..400)
+    let flood: Vec<_> = (0..200)
         .map(|i| {
             let (s, d) = (Arc::clone(&s), d.clone());
             tokio::spawn(async move {
@@ -6631,7 +6629,7 @@ async fn stalled_streams_from_many_addresses_cannot_fill_the_memory_with_first_c
         .collect();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let free = metric(&s, "berth_download_memory_free_bytes ").await;
-    assert!(free >= (8 << 20) - 400 * (16 << 10), "{free}");
+    assert!(free >= (8 << 20) - 200 * (16 << 10), "{free}");
     let newcomer = basic_client_from("admin", ADMIN_PASSWORD, "127.0.0.6");
     for _ in 0..3 {
         pulled_whole(&newcomer, &s, &sd, &small, Duration::from_secs(5)).await;
@@ -6639,6 +6637,28 @@ async fn stalled_streams_from_many_addresses_cannot_fill_the_memory_with_first_c
     for f in flood {
         f.abort();
     }
+}
+
+/// The node takes no more connections than twice each one's first chunk fits in the download
+/// memory (helper-26: with 8 MiB and 1,024 connections, 600 addresses of one stalled stream
+/// each still filled it): at 4 MiB it takes 128, says so at start, and the 140th waiting
+/// connection from another address takes the place of an earlier one.
+#[tokio::test]
+async fn connections_are_capped_to_what_the_download_memory_starts() {
+    let s = server_with_acme(&["--download-memory", "4MiB"]).await;
+    let log = s.log_text();
+    assert!(
+        log.contains("max connections lowered to fit the download memory")
+            && log.contains("cap=128"),
+        "{log}"
+    );
+    let mut held = Vec::new();
+    for i in 0..140 {
+        held.push(raw_from(&s, &format!("127.0.{}.{}", 1 + i / 200, 10 + i % 200)).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let evicted = metric(&s, "berth_connections_evicted_total ").await;
+    assert!(evicted >= 10, "{evicted} connections evicted");
 }
 
 /// Streams that never read hold no open file: a blob's file is opened by an answer's read
