@@ -85,6 +85,12 @@ const SILENT_MS: u64 = 4_000;
 /// few its address holds: otherwise one such connection from each of many addresses would
 /// keep everyone out for free.
 const GONE_MS: u64 = 10_000;
+/// An address whose connection gave way to a newcomer takes no other's place for this long
+/// (it may still connect when a slot is free): otherwise clients that reconnect as soon as
+/// they are pushed out, from more addresses than there are slots, push each other out faster
+/// than any connection can age to `GONE_MS`, and a newcomer finds none to take the place of
+/// (helper-26).
+const GAVE_WAY_MS: u64 = 30_000;
 
 /// A served connection, as admission sees it.
 #[derive(Debug)]
@@ -186,6 +192,9 @@ struct Table {
     conns: HashMap<u64, Arc<Conn>>,
     per_address: HashMap<ClientAddress, usize>,
     next_id: u64,
+    /// When an address's connection last gave way to a newcomer (`clock_ms`), within
+    /// `GAVE_WAY_MS` (older entries are swept as the map grows).
+    gave_way: HashMap<ClientAddress, u64>,
 }
 
 impl Table {
@@ -217,6 +226,22 @@ impl Table {
             })
             .max_by_key(|(key, _)| *key)
             .map(|(_, id)| id)
+    }
+
+    /// Whether `address`'s connection gave way to a newcomer within `GAVE_WAY_MS`.
+    fn gave_way_lately(&self, address: &ClientAddress, now: u64) -> bool {
+        self.gave_way
+            .get(address)
+            .is_some_and(|&at| now.saturating_sub(at) < GAVE_WAY_MS)
+    }
+
+    /// Notes that `address`'s connection gave way now, sweeping old entries as the map doubles.
+    fn note_gave_way(&mut self, address: ClientAddress, now: u64) {
+        if self.gave_way.len() >= 2 * self.conns.len().max(512) {
+            self.gave_way
+                .retain(|_, &mut at| now.saturating_sub(at) < GAVE_WAY_MS);
+        }
+        self.gave_way.insert(address, now);
     }
 
     fn remove(&mut self, id: u64) {
@@ -274,11 +299,17 @@ impl Admission {
         }
         let mut evicted = false;
         if t.conns.len() >= self.max {
+            let now = clock_ms();
+            if t.gave_way_lately(&address, now) {
+                return Admitted::No;
+            }
             let Some(victim) = t.victim(mine) else {
                 return Admitted::No;
             };
             if let Some(c) = t.conns.get(&victim) {
                 c.evicted.notify_one();
+                let gone = c.address;
+                t.note_gave_way(gone, now);
             }
             t.remove(victim);
             evicted = true;
