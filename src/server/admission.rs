@@ -85,7 +85,7 @@ const SILENT_MS: u64 = 4_000;
 /// few its address holds: otherwise one such connection from each of many addresses would
 /// keep everyone out for free.
 const GONE_MS: u64 = 10_000;
-/// An address whose connection gave way to a newcomer takes no other's place for this long
+/// An address whose busy connection gave way to a newcomer takes no other's place for this long
 /// (it may still connect when a slot is free): otherwise clients that reconnect as soon as
 /// they are pushed out, from more addresses than there are slots, push each other out faster
 /// than any connection can age to `GONE_MS`, and a newcomer finds none to take the place of
@@ -308,8 +308,14 @@ impl Admission {
             };
             if let Some(c) = t.conns.get(&victim) {
                 c.evicted.notify_one();
-                let gone = c.address;
-                t.note_gave_way(gone, now);
+                // Only a busy connection pushed out counts: a waiting one (a keep-alive, a head
+                // not sent) gives way to any address holding fewer, so churning such ones
+                // keeps no newcomer out, and a client whose idle keep-alive was taken is not
+                // held back for it.
+                let (gone, busy) = (c.address, c.busy.load(Ordering::Acquire) > 0);
+                if busy {
+                    t.note_gave_way(gone, now);
+                }
             }
             t.remove(victim);
             evicted = true;
