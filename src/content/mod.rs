@@ -352,10 +352,10 @@ fn in_pieces(
 /// The first chunk of a blob answer read from a file (one piece); each next one twice the
 /// last, up to `READ_CHUNK`. And until this much is written, a chunk is read only once the one
 /// before is written: an answer whose client does not read (a stream whose window never opens)
-/// holds one piece, not two large chunks. So the download memory holds the first chunk of
-/// every connection the node takes (`first_chunks_held`) unless it is set very small: clients
-/// that open one such stream from each of many addresses (each then holding nothing while it
-/// waits, as a newcomer does) cannot fill it (helper-25).
+/// holds one piece, not two large chunks. And the node takes no more connections than the
+/// download memory holds such first chunks twice over (`connections_download_memory_fits`):
+/// clients that open one such stream from each of many addresses (each then holding nothing
+/// while it waits, as a newcomer does) can take at most half of it (helper-25, helper-26).
 const FIRST_CHUNK: u64 = PIECE as u64;
 const AHEAD_AFTER: u64 = 1 << 20;
 
@@ -385,10 +385,11 @@ impl BlobReader {
     /// the blocking pool straight into its own buffer (no copy through an intermediate one),
     /// 16 KiB first and twice the last after (up to 256 KiB), but no more than about two
     /// seconds of what the client drained the chunk before (at least 16 KiB), so a slow reader
-    /// holds little and never holds a chunk long (`budget`'s `HOLD_LIMIT`); until the answer has written
-    /// 1 MiB a chunk is read only once the one before is written, and after that as soon as it
-    /// is handed over, so disk reads overlap socket writes while at most two chunks per stream
-    /// are in memory, and an answer whose client never reads holds one small chunk. A file
+    /// holds little and never holds a chunk long (`budget`'s `HOLD_LIMIT`); until the answer
+    /// has written 1 MiB a chunk is read only once the one before is written, and after that
+    /// as soon as it is handed over, so disk reads overlap socket writes while at most two
+    /// chunks per stream are in memory, and an answer whose client never reads holds one piece.
+    /// A file
     /// shorter than `len` ends the stream with an error, never with a short body.
     ///
     /// From a bucket, the object's GET is answered before the stream is returned: a bucket that
@@ -667,9 +668,11 @@ impl ContentService {
         self.inner.download_memory.set(bytes);
     }
 
-    /// How many answers' first chunks the download memory holds at once (`FIRST_CHUNK`).
-    pub fn first_chunks_held(&self) -> u64 {
-        self.inner.download_memory.capacity() / FIRST_CHUNK
+    /// How many connections the download memory serves: each one's first chunk
+    /// (`FIRST_CHUNK`) twice over, so stalled first chunks take at most half of it.
+    pub fn connections_download_memory_fits(&self) -> usize {
+        usize::try_from(self.inner.download_memory.capacity() / (2 * FIRST_CHUNK))
+            .unwrap_or(usize::MAX)
     }
 
     /// Download memory not taken now, in bytes.

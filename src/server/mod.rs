@@ -60,12 +60,7 @@ pub async fn serve(
     // upload's: a connection is one admission slot, so it gets few streams.
     builder.http2().max_concurrent_streams(16);
     let max = effective_max_connections(state.web.max_connections);
-    // Each connection's first chunk fits twice over in the download memory: clients that open
-    // one stalled stream from each of many addresses (each then holding nothing while it waits,
-    // as a newcomer does) can take at most half of it (helper-25, helper-26).
-    let fit = usize::try_from(state.content.first_chunks_held() / 2)
-        .unwrap_or(usize::MAX)
-        .max(16);
+    let fit = state.content.connections_download_memory_fits().max(16);
     if fit < max {
         tracing::warn!(
             configured = max,
