@@ -6192,13 +6192,18 @@ async fn pulled_whole(c: &reqwest::Client, s: &Server, d: &str, want: &[u8], lim
 
 /// Waits (at most 5 s) until the metric `prefix` reads `want`.
 async fn metric_becomes(s: &Server, prefix: &str, want: u64) {
+    metric_until(s, prefix, |v| v == want, Duration::from_secs(5)).await;
+}
+
+/// Waits (at most `within`) until the metric `prefix` reads a value `ok` takes.
+async fn metric_until(s: &Server, prefix: &str, ok: impl Fn(u64) -> bool, within: Duration) {
     let t = Instant::now();
-    while metric(s, prefix).await != want {
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "{prefix}{}",
-            metric(s, prefix).await
-        );
+    loop {
+        let v = metric(s, prefix).await;
+        if ok(v) {
+            return;
+        }
+        assert!(t.elapsed() < within, "{prefix}{v}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -6474,14 +6479,8 @@ async fn a_slow_steady_http2_reader_gets_chunks_it_drains_in_seconds() {
     let attackers = streams_never_read_spread_thin(&s, &d);
     // (Full but for less than a piece: the reader's chunks need not be whole KiB multiples
     // of what waiters ask.)
-    let t = Instant::now();
-    while metric(&s, "berth_download_memory_free_bytes ").await >= 16 << 10 {
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "the memory did not fill"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let free = "berth_download_memory_free_bytes ";
+    metric_until(&s, free, |v| v < 16 << 10, Duration::from_secs(5)).await;
     newcomer_pulls_while(&s, &sd, &small, &reader).await;
     for a in attackers {
         a.abort();
@@ -6657,18 +6656,8 @@ async fn connections_are_capped_to_what_the_download_memory_starts() {
         held.push(raw_from(&s, &format!("127.0.{}.{}", 1 + i / 200, 10 + i % 200)).await);
     }
     // (The server admits them as it accepts them: on a loaded machine, a little later.)
-    let t = Instant::now();
-    loop {
-        let evicted = metric(&s, "berth_connections_evicted_total ").await;
-        if evicted >= 10 {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "{evicted} connections evicted"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let evicted = "berth_connections_evicted_total ";
+    metric_until(&s, evicted, |v| v >= 10, Duration::from_secs(10)).await;
 }
 
 /// More addresses than slots (80 for 64), each holding one connection with a pull it never
