@@ -54,7 +54,7 @@ pub struct WebSettings {
     pub fresh_sign_in: Duration,
     /// Connection hygiene (see `serve`).
     pub max_connections: usize,
-    pub max_connections_per_address: usize,
+    pub max_connections_per_address: Option<usize>,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     /// How long revocation keys are kept: longer than any bearer token lives.

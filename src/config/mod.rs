@@ -39,8 +39,9 @@ pub struct Config {
     pub upload_memory: u64,
     /// Memory for answers' blob bytes not yet written, shared by the node's pulls.
     pub download_memory: u64,
-    /// Connections served at once from one client address (`server::Admission`).
-    pub max_connections_per_address: usize,
+    /// Connections served at once from one client address (`server::Admission`); `None`: a
+    /// quarter of the connections the node serves (`max_connections` as the server lowers it).
+    pub max_connections_per_address: Option<usize>,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     /// PostgreSQL for the metadata; `None`: SQLite in `data_dir`.
@@ -210,8 +211,7 @@ impl Config {
                         "must be at least 1".into(),
                     ));
                 }
-                Some(n) => n,
-                None => (raw.max_connections.unwrap_or(1024) / 4).max(1),
+                n => n,
             },
             header_read_timeout: nonzero(duration(
                 "header_read_timeout",
@@ -574,7 +574,8 @@ mod tests {
             ..FileConfig::default()
         })
         .unwrap();
-        assert_eq!(c.max_connections_per_address, 16);
+        // A quarter of what the server serves, once it has lowered the cap (`server`).
+        assert_eq!(c.max_connections_per_address, None);
         assert!(
             toml::from_str::<FileConfig>("lisen = \"x\"")
                 .unwrap_err()

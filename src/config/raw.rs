@@ -90,7 +90,7 @@ pub struct ServeArgs {
     #[arg(long, env = env::BERTH_MAX_CONNECTIONS, value_name = "N")]
     pub max_connections: Option<usize>,
 
-    /// Connections served at once from one client address (an IPv6 /56 counts as one address); past this that address's new connections are closed at once. Behind a proxy that is one address: set it to --max-connections [default: a quarter of --max-connections]
+    /// Connections served at once from one client address (an IPv6 /56 counts as one address); past this that address's new connections are closed at once. Behind a proxy that is one address: set it to --max-connections [default: a quarter of the connections served, --max-connections as lowered]
     #[arg(long, env = env::BERTH_MAX_CONNECTIONS_PER_ADDRESS, value_name = "N")]
     pub max_connections_per_address: Option<usize>,
 

@@ -31,13 +31,23 @@ pub(super) fn clock_ms() -> u64 {
     .unwrap_or(u64::MAX)
 }
 
-/// What a connection's socket moved, stamped by the socket itself (`server::Watched`).
+/// What a connection moved: its socket's last byte (the idle timeout), and its bodies' bytes
+/// (admission's judge of progress).
 #[derive(Debug, Default)]
 pub(super) struct Traffic {
-    /// When a byte was last read or written (`clock_ms`).
+    /// When the socket last read or wrote a byte (`clock_ms`), stamped by the socket itself
+    /// (`server::Watched`).
     pub(super) last: AtomicU64,
-    /// Bytes read and written.
-    pub(super) moved: AtomicU64,
+    /// Body bytes moved: request bodies read by the handlers and response bodies handed to the
+    /// connection. Not the socket's bytes: a client's pings, window updates, frames of no use
+    /// or request heads move the socket, never a body, so they cannot make a stalled request
+    /// look like progress (helper-27).
+    moved: AtomicU64,
+    /// When a body byte last moved (`clock_ms`).
+    moved_last: AtomicU64,
+    /// When the bodies last completed a step of `STEP` bytes, and what had moved by then.
+    step_at: AtomicU64,
+    moved_at_step: AtomicU64,
     /// The start of the current window of `WINDOW_MS` and of the one before (`clock_ms`), and
     /// what had moved by then: a recent rate, not one since the request began, which a burst
     /// into the kernel's send buffer at the start (a client that then never reads) would hold
@@ -49,18 +59,28 @@ pub(super) struct Traffic {
 impl Traffic {
     pub(super) fn new(now: u64) -> Traffic {
         let t = Traffic::default();
-        t.last.store(now, Ordering::Relaxed);
-        t.mark[0].store(now, Ordering::Relaxed);
-        t.mark[1].store(now, Ordering::Relaxed);
+        for stamp in [&t.last, &t.moved_last, &t.step_at, &t.mark[0], &t.mark[1]] {
+            stamp.store(now, Ordering::Relaxed);
+        }
         t
     }
 
-    /// `n` bytes read or written now. (One task drives a connection's socket, so its stamps
-    /// are not raced.)
-    pub(super) fn touch(&self, n: usize) {
+    /// The socket read or wrote a byte now.
+    pub(super) fn seen(&self) {
+        self.last.store(clock_ms(), Ordering::Relaxed);
+    }
+
+    /// `n` body bytes moved now. (The connection's task and its streams' and handlers' tasks
+    /// stamp it: a race makes a window off by a few bytes, nothing more.)
+    pub(super) fn moved(&self, n: usize) {
         let now = clock_ms();
-        self.last.store(now, Ordering::Relaxed);
+        self.moved_last.store(now, Ordering::Relaxed);
         let moved = self.moved.fetch_add(n as u64, Ordering::Relaxed);
+        let total = moved.saturating_add(n as u64);
+        if total.saturating_sub(self.moved_at_step.load(Ordering::Relaxed)) >= STEP {
+            self.step_at.store(now, Ordering::Relaxed);
+            self.moved_at_step.store(total, Ordering::Relaxed);
+        }
         if now.saturating_sub(self.mark[1].load(Ordering::Relaxed)) >= WINDOW_MS {
             self.mark[0].store(self.mark[1].load(Ordering::Relaxed), Ordering::Relaxed);
             self.moved_at_mark[0].store(
@@ -81,15 +101,23 @@ const SLOW_RATE: u64 = 16 * 1024;
 const WINDOW_MS: u64 = 2_000;
 /// ... or nothing at all for this long (the kernel took a burst, and the client reads no more).
 const SILENT_MS: u64 = 4_000;
-/// A busy connection that has moved nothing for this long gives way to any newcomer, however
-/// few its address holds: otherwise one such connection from each of many addresses would
-/// keep everyone out for free.
+/// A busy connection whose bodies have not moved a `STEP` for this long gives way to any
+/// newcomer, however few its address holds: otherwise one such connection from each of many
+/// addresses would keep everyone out for free. A step, not a byte: a stream whose window
+/// opens a byte at a time, or a cheap answer now and then, is not progress (helper-27).
 const GONE_MS: u64 = 10_000;
-/// An address whose busy connection gave way to a newcomer takes no other's place for this long
-/// (it may still connect when a slot is free): otherwise clients that reconnect as soon as
-/// they are pushed out, from more addresses than there are slots, push each other out faster
-/// than any connection can age to `GONE_MS`, and a newcomer finds none to take the place of
-/// (helper-26).
+const STEP: u64 = 16 * 1024;
+/// A connection's busy spell goes on across its requests unless it waited this long between
+/// them: a client that ends a stalled request and starts the next at once (an HTTP/2 stream
+/// reset and opened again) does not start afresh.
+const PAUSE_MS: u64 = 1_000;
+/// An address whose gone connection (`GONE_MS`) gave way to a newcomer takes no other's place
+/// for this long (it may still connect when a slot is free): otherwise clients that reconnect
+/// as soon as they are pushed out, from more addresses than there are slots, push each other
+/// out faster than any connection can age to `GONE_MS`, and a newcomer finds none to take the
+/// place of (helper-26). A slow connection that gave way for its address holding the most does
+/// not count: that is sharing, and a client behind a busy address is not held back for it
+/// (helper-27).
 const GAVE_WAY_MS: u64 = 30_000;
 
 /// A served connection, as admission sees it.
@@ -101,7 +129,8 @@ pub(super) struct Conn {
     busy: AtomicU32,
     /// When it last became waiting (`clock_ms`).
     waiting_since: AtomicU64,
-    /// When it last became busy (`clock_ms`), and what its socket had moved then.
+    /// When its busy spell began (`clock_ms`; see `PAUSE_MS`), and what its bodies had moved
+    /// then.
     busy_since: AtomicU64,
     moved_at_busy: AtomicU64,
     traffic: Arc<Traffic>,
@@ -123,8 +152,11 @@ impl Conn {
 
     /// Marks a request in flight until the guard drops (with the response body).
     pub(super) fn request(self: &Arc<Conn>) -> InFlight {
-        if self.busy.fetch_add(1, Ordering::AcqRel) == 0 {
-            self.busy_since.store(clock_ms(), Ordering::Relaxed);
+        let now = clock_ms();
+        if self.busy.fetch_add(1, Ordering::AcqRel) == 0
+            && now.saturating_sub(self.waiting_since.load(Ordering::Relaxed)) >= PAUSE_MS
+        {
+            self.busy_since.store(now, Ordering::Relaxed);
             self.moved_at_busy.store(
                 self.traffic.moved.load(Ordering::Relaxed),
                 Ordering::Relaxed,
@@ -138,9 +170,17 @@ impl Conn {
         Arc::clone(&self.traffic)
     }
 
-    /// How long its socket has moved nothing.
+    /// How long its bodies have moved nothing in its busy spell.
     fn silent_for(&self, now: u64) -> u64 {
-        now.saturating_sub(self.traffic.last.load(Ordering::Relaxed))
+        let since = self.traffic.moved_last.load(Ordering::Relaxed);
+        now.saturating_sub(since.max(self.busy_since.load(Ordering::Relaxed)))
+    }
+
+    /// Busy, and its bodies have not moved a `STEP` for `GONE_MS` of its busy spell.
+    fn gone(&self, now: u64) -> bool {
+        let since = self.traffic.step_at.load(Ordering::Relaxed);
+        self.busy.load(Ordering::Acquire) > 0
+            && now.saturating_sub(since.max(self.busy_since.load(Ordering::Relaxed))) >= GONE_MS
     }
 
     /// Busy for a while and moving less than `SLOW_RATE` lately, or nothing for `SILENT_MS`: a
@@ -202,7 +242,7 @@ impl Table {
     /// the address holding the most among those with one that may: a connection waiting for a
     /// request (the longest waiting), if its address holds more than the newcomer's; else a slow
     /// busy one (`Conn::slow`; the newest), if its address holds more than the newcomer's would,
-    /// or one that has moved nothing for `GONE_MS`, whatever its address holds.
+    /// or a gone one (`Conn::gone`), whatever its address holds.
     /// So connections are shared fairly among addresses under contention: an address cannot
     /// push out those of one holding fewer (a newcomer's half-sent head or a keep-alive between
     /// requests included), the few that hold the most give way first (their slow requests
@@ -216,7 +256,7 @@ impl Table {
                 let waiting = c.busy.load(Ordering::Acquire) == 0;
                 let may = match waiting {
                     true => held > mine,
-                    false => (held > mine + 1 && c.slow(now)) || c.silent_for(now) >= GONE_MS,
+                    false => (held > mine + 1 && c.slow(now)) || c.gone(now),
                 };
                 let order = match waiting {
                     true => u64::MAX - c.waiting_since.load(Ordering::Relaxed),
@@ -308,13 +348,13 @@ impl Admission {
             };
             if let Some(c) = t.conns.get(&victim) {
                 c.evicted.notify_one();
-                // Only a busy connection pushed out counts: a waiting one (a keep-alive, a head
+                // Only a gone connection pushed out counts: a waiting one (a keep-alive, a head
                 // not sent) gives way to any address holding fewer, so churning such ones
-                // keeps no newcomer out, and a client whose idle keep-alive was taken is not
-                // held back for it.
-                let (gone, busy) = (c.address, c.busy.load(Ordering::Acquire) > 0);
-                if busy {
-                    t.note_gave_way(gone, now);
+                // keeps no newcomer out, and a client whose idle keep-alive or slow transfer
+                // was taken for its address holding the most is not held back for it.
+                if c.gone(now) {
+                    let address = c.address;
+                    t.note_gave_way(address, now);
                 }
             }
             t.remove(victim);
@@ -454,21 +494,78 @@ mod tests {
     }
 
     #[test]
-    fn a_busy_connection_silent_for_long_gives_way_however_few_its_address_holds() {
-        let a = Admission::new(2, 2);
-        let held = [busy(&a, "10.0.0.1", 1), busy(&a, "10.0.0.2", 1)];
-        // One keeps moving a little; the other nothing at all.
-        for _ in 0..((GONE_MS + 500) / 500) {
+    fn a_busy_connection_whose_bodies_move_under_a_step_gives_way_however_few_its_address_holds() {
+        let a = Admission::new(3, 3);
+        let held = [
+            busy(&a, "10.0.0.1", 1),
+            busy(&a, "10.0.0.2", 1),
+            busy(&a, "10.0.0.3", 1),
+        ];
+        // One trickles its body a few bytes at a time, its socket busy with pings; one moves
+        // 4 KiB/s of body; the third moves bodies that reach a step only now and then.
+        for i in 0..((GONE_MS + 500) / 500) {
             std::thread::sleep(std::time::Duration::from_millis(500));
-            held[0][0].0.conn.traffic.touch(1);
+            held[0][0].0.conn.traffic.moved(100);
+            held[0][0].0.conn.traffic.seen();
+            held[1][0].0.conn.traffic.moved(2048);
+            if i == 8 {
+                held[2][0].0.conn.traffic.moved(STEP as usize);
+            }
         }
-        let _newcomer = match a.admit(ip("10.0.0.3")) {
+        let now = clock_ms();
+        assert!(held[0][0].0.conn.gone(now));
+        assert!(!held[1][0].0.conn.gone(now));
+        assert!(!held[2][0].0.conn.gone(now));
+        let _newcomer = match a.admit(ip("10.0.0.4")) {
             Admitted::InPlaceOf(s) => s,
             other => panic!("{other:?}"),
         };
         let table = a.table.lock().unwrap();
-        assert!(table.conns.contains_key(&held[0][0].0.conn.id));
-        assert!(!table.conns.contains_key(&held[1][0].0.conn.id));
+        assert!(!table.conns.contains_key(&held[0][0].0.conn.id));
+        assert!(table.conns.contains_key(&held[1][0].0.conn.id));
+        assert!(table.conns.contains_key(&held[2][0].0.conn.id));
+        // The gone connection's address is held back; a fresh one is not.
+        assert!(table.gave_way_lately(&ClientAddress::from(ip("10.0.0.1")), clock_ms()));
+    }
+
+    #[test]
+    fn requests_one_after_another_without_a_pause_are_one_busy_spell() {
+        let a = Admission::new(2, 2);
+        let churn = slot(a.admit(ip("10.0.0.1")));
+        let paused = slot(a.admit(ip("10.0.0.2")));
+        // One ends its stalled request and starts the next at once, again and again; the other
+        // pauses over a second between its requests.
+        let mut busy = Some(churn.conn.request());
+        for _ in 0..((GONE_MS + 1000) / 250) {
+            std::thread::sleep(std::time::Duration::from_millis(250));
+            drop(busy.take());
+            busy = Some(churn.conn.request());
+        }
+        assert!(churn.conn.gone(clock_ms()));
+        std::thread::sleep(std::time::Duration::from_millis(PAUSE_MS + 100));
+        let _r = paused.conn.request();
+        assert!(!paused.conn.gone(clock_ms()));
+    }
+
+    #[test]
+    fn a_slow_connection_of_the_address_holding_the_most_gives_way_without_holding_it_back() {
+        let a = Admission::new(3, 3);
+        let heavy = busy(&a, "10.0.0.1", 3);
+        std::thread::sleep(std::time::Duration::from_millis(SLOW_AFTER_MS + 100));
+        // Slow but moving steps of body: not gone.
+        for (s, _) in &heavy {
+            s.conn.traffic.moved(STEP as usize);
+        }
+        let _newcomer = match a.admit(ip("10.0.0.2")) {
+            Admitted::InPlaceOf(s) => s,
+            other => panic!("{other:?}"),
+        };
+        let t = a.table.lock().unwrap();
+        assert_eq!(
+            t.per_address.get(&ClientAddress::from(ip("10.0.0.1"))),
+            Some(&2)
+        );
+        assert!(!t.gave_way_lately(&ClientAddress::from(ip("10.0.0.1")), clock_ms()));
     }
 
     #[test]
@@ -477,11 +574,11 @@ mod tests {
         let held = busy(&a, "10.0.0.1", 2);
         // Both write 8 MiB at once (into the kernel's buffers); one goes on writing, one stops.
         for (s, _) in &held {
-            s.conn.traffic.touch(8 << 20);
+            s.conn.traffic.moved(8 << 20);
         }
         for _ in 0..((SILENT_MS + 500) / 250) {
             std::thread::sleep(std::time::Duration::from_millis(250));
-            held[0].0.conn.traffic.touch(16 << 10);
+            held[0].0.conn.traffic.moved(16 << 10);
         }
         let now = clock_ms();
         assert!(!held[0].0.conn.slow(now));
@@ -489,7 +586,7 @@ mod tests {
         // One that keeps trickling a little lately is slow too, though its average is high.
         for _ in 0..((2 * WINDOW_MS + 500) / 250) {
             std::thread::sleep(std::time::Duration::from_millis(250));
-            held[0].0.conn.traffic.touch(1024);
+            held[0].0.conn.traffic.moved(1024);
         }
         assert!(held[0].0.conn.slow(clock_ms()));
     }
@@ -501,7 +598,7 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(SLOW_AFTER_MS + 100));
         // Three transfer at a healthy rate (well over 16 KiB/s since they began); one does not.
         for (s, _) in &held[..3] {
-            s.conn.traffic.touch(1 << 20);
+            s.conn.traffic.moved(1 << 20);
         }
         let newcomer = match a.admit(ip("10.0.0.2")) {
             Admitted::InPlaceOf(s) => s,

@@ -70,7 +70,13 @@ pub async fn serve(
         );
     }
     let max = max.min(fit);
-    let admission = admission::Admission::new(max, state.web.max_connections_per_address);
+    // One address's share is a quarter of what is served, unless set: of the lowered cap, so
+    // that one address cannot take every slot of a node whose memory lowered it (helper-27).
+    let per_address = state
+        .web
+        .max_connections_per_address
+        .unwrap_or((max / 4).max(1));
+    let admission = admission::Admission::new(max, per_address);
     let idle = state.web.idle_timeout;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut conns = tokio::task::JoinSet::new();
@@ -102,6 +108,11 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                // The kernel holds at most `UNSENT` of an answer the client has not taken: a
+                // client that stops reading cannot make the host keep megabytes for it (loopback
+                // grows send buffers to 4 MiB), and what berth counts as written is what the
+                // client is reading (helper-27).
+                let _ = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(UNSENT);
                 let traffic = slot.conn.traffic();
                 let stream = Watched { inner: stream, traffic: Arc::clone(&traffic) };
                 let (app, conn) = (app.clone(), Arc::clone(&slot.conn));
@@ -111,13 +122,15 @@ pub async fn serve(
                 };
                 // The peer address goes on every request, for rate limits, audit and "last used";
                 // the connection is busy until the response body is done.
+                // Its bodies' bytes are its progress (`Moving`), not its socket's.
                 let svc = TowerToHyperService::new(tower::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
                     req.extensions_mut().insert(hangup.clone());
-                    let (mut app, busy) = (app.clone(), conn.request());
+                    let (mut app, busy, traffic) = (app.clone(), conn.request(), conn.traffic());
+                    let req = req.map(|body| Moving { body, traffic: Arc::clone(&traffic), _busy: None });
                     async move {
                         let resp = tower::Service::call(&mut app, req).await?;
-                        Ok::<_, std::convert::Infallible>(resp.map(|body| axum::body::Body::new(Busy { body, _busy: busy })))
+                        Ok::<_, std::convert::Infallible>(resp.map(|body| axum::body::Body::new(Moving { body, traffic, _busy: Some(busy) })))
                     }
                 }));
                 let (builder, tls, mut stop) = (builder.clone(), tls.clone(), stop_rx.clone());
@@ -147,6 +160,9 @@ pub async fn serve(
     while conns.join_next().await.is_some() {}
     Ok(())
 }
+
+/// Bytes of an answer the kernel keeps unsent for a connection (`TCP_NOTSENT_LOWAT`).
+const UNSENT: u32 = 128 * 1024;
 
 /// The connection limit actually used: the configured one, lowered so that the server keeps
 /// file descriptors for its database, blobs and uploads. The soft `RLIMIT_NOFILE` is first raised
@@ -185,8 +201,8 @@ struct Watched<S> {
 }
 
 impl<S> Watched<S> {
-    fn touch(&self, n: usize) {
-        self.traffic.touch(n);
+    fn touch(&self) {
+        self.traffic.seen();
     }
 }
 
@@ -200,7 +216,7 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<S> {
         let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
         let after = buf.filled().len();
         if matches!(r, std::task::Poll::Ready(Ok(()))) && after > before {
-            self.touch(after - before);
+            self.touch();
         }
         r
     }
@@ -216,7 +232,7 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
         if let std::task::Poll::Ready(Ok(n)) = r
             && n > 0
         {
-            self.touch(n);
+            self.touch();
         }
         r
     }
@@ -230,7 +246,7 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
         if let std::task::Poll::Ready(Ok(n)) = r
             && n > 0
         {
-            self.touch(n);
+            self.touch();
         }
         r
     }
@@ -274,21 +290,31 @@ where
     }
 }
 
-/// A response body that keeps its connection busy (`admission::InFlight`) until it is done.
-struct Busy {
-    body: axum::body::Body,
-    _busy: admission::InFlight,
+/// A request or response body whose data frames count as its connection's progress
+/// (`admission::Traffic::moved`); a response body keeps its connection busy
+/// (`admission::InFlight`) until it is done.
+struct Moving<B> {
+    body: B,
+    traffic: Arc<admission::Traffic>,
+    _busy: Option<admission::InFlight>,
 }
 
-impl http_body::Body for Busy {
+impl<B: http_body::Body<Data = bytes::Bytes> + Unpin> http_body::Body for Moving<B> {
     type Data = bytes::Bytes;
-    type Error = axum::Error;
+    type Error = B::Error;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, B::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+            && !data.is_empty()
+        {
+            self.traffic.moved(data.len());
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -6640,8 +6640,8 @@ async fn stalled_streams_from_many_addresses_cannot_fill_the_memory_with_first_c
 
 /// The node takes no more connections than twice each one's first chunk fits in the download
 /// memory (helper-26: with 8 MiB and 1,024 connections, 600 addresses of one stalled stream
-/// each still filled it): at 4 MiB it takes 128, says so at start, and the 140th waiting
-/// connection from another address takes the place of an earlier one.
+/// each still filled it): at 4 MiB it takes 128, 32 from one address, says so at start, and the
+/// 140th waiting connection from another address takes the place of an earlier one.
 #[tokio::test]
 async fn connections_are_capped_to_what_the_download_memory_starts() {
     let s = server_with_acme(&["--download-memory", "4MiB"]).await;
@@ -6651,6 +6651,15 @@ async fn connections_are_capped_to_what_the_download_memory_starts() {
             && log.contains("cap=128"),
         "{log}"
     );
+    // One address's share is a quarter of the lowered cap (32), not of the configured 1,024
+    // (helper-27: one address took every slot).
+    let mut one = Vec::new();
+    for _ in 0..40 {
+        one.push(raw_from(&s, "127.0.8.10").await);
+    }
+    let refused = "berth_connections_refused_total ";
+    metric_until(&s, refused, |v| v >= 8, Duration::from_secs(10)).await;
+    drop(one);
     let mut held = Vec::new();
     for i in 0..140 {
         held.push(raw_from(&s, &format!("127.0.{}.{}", 1 + i / 200, 10 + i % 200)).await);
@@ -6714,6 +6723,178 @@ async fn clients_pushed_out_cannot_push_others_out_at_once() {
     for c in churn {
         c.abort();
     }
+}
+
+/// One HTTP/2 connection from each of as many addresses as there are slots, each with a request
+/// whose answer it never lets through (a window of 0, no credential needed: a 401's body) and a
+/// ping every two seconds (helper-27: the pings moved the socket, so no connection ever looked
+/// gone, and every newcomer was refused). A request's progress is its bodies' bytes, not the
+/// socket's: after 10 s the stalled connections give way, and newcomers are served.
+#[tokio::test]
+async fn stalled_requests_kept_alive_by_pings_give_way_to_newcomers() {
+    let s = Arc::new(server_with_acme(&["--max-connections", "16"]).await);
+    let pinging: Vec<_> = (0..16)
+        .map(|i| {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move {
+                let tcp = raw_from(&s, &format!("127.0.5.{}", 10 + i)).await;
+                let mut b = h2::client::Builder::new();
+                b.initial_window_size(0);
+                let (h2c, mut conn) = b.handshake::<_, bytes::Bytes>(tcp).await.unwrap();
+                let mut pings = conn.ping_pong().unwrap();
+                let driver = tokio::spawn(conn);
+                let mut h2c = h2c.ready().await.unwrap();
+                let req = http::Request::get(format!("http://{}/v2/", s.host))
+                    .body(())
+                    .unwrap();
+                let (_answer, _) = h2c.send_request(req, true).unwrap();
+                while !driver.is_finished() {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    if pings.ping(h2::Ping::opaque()).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    // All 16 slots held, pinged, for longer than a connection may move no body.
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    let mut served = 0;
+    for i in 0..5 {
+        let newcomer = basic_client_from("admin", ADMIN_PASSWORD, &format!("127.0.6.{}", 10 + i));
+        let r = newcomer
+            .get(s.url("/v2/"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        if r.is_ok_and(|r| r.status() == StatusCode::OK) {
+            served += 1;
+        }
+    }
+    assert_eq!(served, 5, "{served} of 5 newcomers served");
+    for p in pinging {
+        p.abort();
+    }
+}
+
+/// An upload streaming steadily is progress though its socket only reads: one address holding
+/// every slot with 16 uploads at 640 KiB/s each keeps all of them while newcomers knock for
+/// 4 s past the 10 s after which a connection that moves no body gives way (a request body's
+/// bytes count as its connection's progress, as a response's do).
+#[tokio::test]
+async fn uploads_streaming_steadily_are_never_pushed_out() {
+    let s = Arc::new(
+        server_with_acme(&[
+            "--max-connections",
+            "16",
+            "--max-connections-per-address",
+            "16",
+        ])
+        .await,
+    );
+    let uploads: Vec<_> = (0..16)
+        .map(|i| {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move {
+                let c = basic_client_from("admin", ADMIN_PASSWORD, "127.0.9.10");
+                let loc = upload_session(&c, &s).await;
+                let data = random_bytes(9 << 20, 300 + i);
+                let d = sha256(&data);
+                let pieces: Vec<bytes::Bytes> = data
+                    .chunks(64 << 10)
+                    .map(bytes::Bytes::copy_from_slice)
+                    .collect();
+                let body = futures_util::StreamExt::then(
+                    futures_util::stream::iter(pieces),
+                    |p| async move {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        Ok::<_, std::io::Error>(p)
+                    },
+                );
+                let sep = if loc.contains('?') { '&' } else { '?' };
+                c.put(s.url(&format!("{loc}{sep}digest={d}")))
+                    .body(reqwest::Body::wrap_stream(body))
+                    .send()
+                    .await
+                    .map(|r| r.status())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    for i in 0..40 {
+        let newcomer = basic_client_from("admin", ADMIN_PASSWORD, &format!("127.0.10.{}", 10 + i));
+        let _ = newcomer
+            .get(s.url("/v2/"))
+            .timeout(Duration::from_millis(100))
+            .send()
+            .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for u in uploads {
+        let status = u.await.unwrap();
+        assert!(
+            status.as_ref().is_ok_and(|s| *s == StatusCode::CREATED),
+            "{status:?}"
+        );
+    }
+    assert_eq!(metric(&s, "berth_connections_evicted_total ").await, 0);
+}
+
+/// The kernel keeps little of an answer its client does not read (`TCP_NOTSENT_LOWAT`): four
+/// HTTP/1.1 pulls of a 16 MiB blob that never read leave at most 256 KiB unsent on each of
+/// the server's sockets (helper-27: loopback grew each to about 4 MiB, held by the host, and
+/// counted as written by berth).
+#[tokio::test]
+async fn answers_not_read_leave_little_in_the_kernel() {
+    use tokio::io::AsyncWriteExt as _;
+    let s = server_with_acme(&[]).await;
+    let admin = basic_client("admin", ADMIN_PASSWORD);
+    let d = push_blob(&admin, &s, "acme/app", &random_bytes(16 << 20, 47)).await;
+    let mut held = Vec::new();
+    for i in 0..4 {
+        let mut sock = raw_from(&s, &format!("127.0.7.{}", 10 + i)).await;
+        let head = format!(
+            "GET /v2/acme/app/blobs/{d} HTTP/1.1\r\nHost: {}\r\nAuthorization: Basic {}\r\n\r\n",
+            s.host,
+            admin_basic()
+        );
+        sock.write_all(head.as_bytes()).await.unwrap();
+        held.push(sock);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let port = s.host.rsplit(':').next().unwrap().to_owned();
+    let out = std::process::Command::new("ss")
+        .args([
+            "-tinH",
+            "state",
+            "established",
+            "sport",
+            "=",
+            &format!(":{port}"),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let queued: Vec<u64> = text
+        .lines()
+        .filter(|l| l.contains("127.0.7."))
+        .map(|l| {
+            let send_q = l.split_whitespace().nth(1).unwrap();
+            send_q.parse().unwrap()
+        })
+        .collect();
+    assert_eq!(queued.len(), 4, "{text}");
+    // (The send queue is what is unsent plus what is in flight; loopback's window is 64 KiB.)
+    let unsent: Vec<u64> = text
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("notsent:"))
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert!(
+        unsent.iter().all(|&n| n <= 256 << 10),
+        "unsent bytes per socket {unsent:?}, send queues {queued:?}"
+    );
+    drop(held);
 }
 
 /// Streams that never read hold no open file: a blob's file is opened by an answer's read
