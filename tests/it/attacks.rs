@@ -6669,6 +6669,27 @@ async fn connections_are_capped_to_what_the_download_memory_starts() {
     metric_until(&s, evicted, |v| v >= 10, Duration::from_secs(10)).await;
 }
 
+/// How many of `n` newcomers, one from each of `net`.10, `net`.11, …, get `want` from `path`
+/// (as the admin) within 5 s each.
+async fn newcomers_served(s: &Server, net: &str, n: usize, path: &str, want: &[u8]) -> usize {
+    let mut served = 0;
+    for i in 0..n {
+        let newcomer = basic_client_from("admin", ADMIN_PASSWORD, &format!("{net}.{}", 10 + i));
+        let r = newcomer
+            .get(s.url(path))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        if let Ok(r) = r
+            && r.status() == StatusCode::OK
+            && r.bytes().await.is_ok_and(|b| b.as_ref() == want)
+        {
+            served += 1;
+        }
+    }
+    served
+}
+
 /// More addresses than slots (80 for 64), each holding one connection with a pull it never
 /// reads and connecting again as soon as it is pushed out (helper-26: such clients pushed each
 /// other out faster than any connection aged to the 10 s after which it gives way to anyone,
@@ -6702,23 +6723,8 @@ async fn clients_pushed_out_cannot_push_others_out_at_once() {
         })
         .collect();
     tokio::time::sleep(Duration::from_secs(14)).await;
-    let mut served = 0;
-    for i in 0..10 {
-        let newcomer = basic_client_from("admin", ADMIN_PASSWORD, &format!("127.0.4.{}", 10 + i));
-        let r = newcomer
-            .get(s.url(&format!("/v2/acme/app/blobs/{sd}")))
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await;
-        if let Ok(r) = r
-            && r.status() == StatusCode::OK
-            && r.bytes()
-                .await
-                .is_ok_and(|b| b.as_ref() == small.as_slice())
-        {
-            served += 1;
-        }
-    }
+    let path = format!("/v2/acme/app/blobs/{sd}");
+    let served = newcomers_served(&s, "127.0.4", 10, &path, &small).await;
     assert!(served >= 9, "{served} of 10 newcomers served");
     for c in churn {
         c.abort();
@@ -6759,18 +6765,7 @@ async fn stalled_requests_kept_alive_by_pings_give_way_to_newcomers() {
         .collect();
     // All 16 slots held, pinged, for longer than a connection may move no body.
     tokio::time::sleep(Duration::from_secs(13)).await;
-    let mut served = 0;
-    for i in 0..5 {
-        let newcomer = basic_client_from("admin", ADMIN_PASSWORD, &format!("127.0.6.{}", 10 + i));
-        let r = newcomer
-            .get(s.url("/v2/"))
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await;
-        if r.is_ok_and(|r| r.status() == StatusCode::OK) {
-            served += 1;
-        }
-    }
+    let served = newcomers_served(&s, "127.0.6", 5, "/v2/", b"{}").await;
     assert_eq!(served, 5, "{served} of 5 newcomers served");
     for p in pinging {
         p.abort();
