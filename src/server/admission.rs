@@ -31,29 +31,50 @@ pub(super) fn clock_ms() -> u64 {
     .unwrap_or(u64::MAX)
 }
 
-/// What a connection moved: its socket's last byte (the idle timeout), and its bodies' bytes
-/// (admission's judge of progress).
+/// What a connection moved: its socket's last byte (the idle timeout), and its progress
+/// (admission's judge of a busy connection): the lesser of what its bodies and its socket moved.
 #[derive(Debug, Default)]
 pub(super) struct Traffic {
     /// When the socket last read or wrote a byte (`clock_ms`), stamped by the socket itself
     /// (`server::Watched`).
     pub(super) last: AtomicU64,
-    /// Body bytes moved: request bodies read by the handlers and response bodies handed to the
-    /// connection. Not the socket's bytes: a client's pings, window updates, frames of no use
-    /// or request heads move the socket, never a body, so they cannot make a stalled request
-    /// look like progress (helper-27).
-    moved: AtomicU64,
+    /// Bytes moved, counted twice: `[BODY]`, request bodies read by the handlers and response
+    /// bodies handed to the connection; `[WIRE]`, what the socket read and wrote. Progress over
+    /// a span is the lesser of the two: a client's pings, window updates, frames of no use or
+    /// heads move the socket but no body (helper-27), and a body handed whole to a stream whose
+    /// window lets a byte through moves a body but not the socket (helper-28).
+    moved: [AtomicU64; 2],
     /// When a body byte last moved (`clock_ms`).
     moved_last: AtomicU64,
-    /// When the bodies last completed a step of `STEP` bytes, and what had moved by then.
+    /// When the connection last made a `STEP` of progress, and what had moved by then.
     step_at: AtomicU64,
-    moved_at_step: AtomicU64,
+    moved_at_step: [AtomicU64; 2],
     /// The start of the current window of `WINDOW_MS` and of the one before (`clock_ms`), and
     /// what had moved by then: a recent rate, not one since the request began, which a burst
     /// into the kernel's send buffer at the start (a client that then never reads) would hold
     /// up for minutes.
     mark: [AtomicU64; 2],
-    moved_at_mark: [AtomicU64; 2],
+    moved_at_mark: [[AtomicU64; 2]; 2],
+}
+
+const BODY: usize = 0;
+const WIRE: usize = 1;
+
+fn load(counts: &[AtomicU64; 2]) -> [u64; 2] {
+    [0, 1].map(|i| counts[i].load(Ordering::Relaxed))
+}
+
+fn store(counts: &[AtomicU64; 2], values: [u64; 2]) {
+    for (c, v) in counts.iter().zip(values) {
+        c.store(v, Ordering::Relaxed);
+    }
+}
+
+/// Progress from `then` to `now`: the lesser of what bodies and socket moved.
+fn progress(now: [u64; 2], then: [u64; 2]) -> u64 {
+    now[BODY]
+        .saturating_sub(then[BODY])
+        .min(now[WIRE].saturating_sub(then[WIRE]))
 }
 
 impl Traffic {
@@ -65,9 +86,12 @@ impl Traffic {
         t
     }
 
-    /// The socket read or wrote a byte now.
-    pub(super) fn seen(&self) {
-        self.last.store(clock_ms(), Ordering::Relaxed);
+    /// The socket read or wrote `n` bytes now.
+    pub(super) fn seen(&self, n: usize) {
+        let now = clock_ms();
+        self.last.store(now, Ordering::Relaxed);
+        self.moved[WIRE].fetch_add(n as u64, Ordering::Relaxed);
+        self.step(now);
     }
 
     /// `n` body bytes moved now. (The connection's task and its streams' and handlers' tasks
@@ -75,20 +99,23 @@ impl Traffic {
     pub(super) fn moved(&self, n: usize) {
         let now = clock_ms();
         self.moved_last.store(now, Ordering::Relaxed);
-        let moved = self.moved.fetch_add(n as u64, Ordering::Relaxed);
-        let total = moved.saturating_add(n as u64);
-        if total.saturating_sub(self.moved_at_step.load(Ordering::Relaxed)) >= STEP {
-            self.step_at.store(now, Ordering::Relaxed);
-            self.moved_at_step.store(total, Ordering::Relaxed);
-        }
+        let before = load(&self.moved);
+        self.moved[BODY].fetch_add(n as u64, Ordering::Relaxed);
+        self.step(now);
         if now.saturating_sub(self.mark[1].load(Ordering::Relaxed)) >= WINDOW_MS {
             self.mark[0].store(self.mark[1].load(Ordering::Relaxed), Ordering::Relaxed);
-            self.moved_at_mark[0].store(
-                self.moved_at_mark[1].load(Ordering::Relaxed),
-                Ordering::Relaxed,
-            );
+            store(&self.moved_at_mark[0], load(&self.moved_at_mark[1]));
             self.mark[1].store(now, Ordering::Relaxed);
-            self.moved_at_mark[1].store(moved, Ordering::Relaxed);
+            store(&self.moved_at_mark[1], before);
+        }
+    }
+
+    /// Stamps a `STEP` of progress made since the last.
+    fn step(&self, now: u64) {
+        let moved = load(&self.moved);
+        if progress(moved, load(&self.moved_at_step)) >= STEP {
+            self.step_at.store(now, Ordering::Relaxed);
+            store(&self.moved_at_step, moved);
         }
     }
 }
@@ -129,10 +156,9 @@ pub(super) struct Conn {
     busy: AtomicU32,
     /// When it last became waiting (`clock_ms`).
     waiting_since: AtomicU64,
-    /// When its busy spell began (`clock_ms`; see `PAUSE_MS`), and what its bodies had moved
-    /// then.
+    /// When its busy spell began (`clock_ms`; see `PAUSE_MS`), and what had moved then.
     busy_since: AtomicU64,
-    moved_at_busy: AtomicU64,
+    moved_at_busy: [AtomicU64; 2],
     traffic: Arc<Traffic>,
     /// Told when a newcomer takes its place, or when it is to give back memory; its task
     /// closes it.
@@ -157,10 +183,7 @@ impl Conn {
             && now.saturating_sub(self.waiting_since.load(Ordering::Relaxed)) >= PAUSE_MS
         {
             self.busy_since.store(now, Ordering::Relaxed);
-            self.moved_at_busy.store(
-                self.traffic.moved.load(Ordering::Relaxed),
-                Ordering::Relaxed,
-            );
+            store(&self.moved_at_busy, load(&self.traffic.moved));
         }
         InFlight(Arc::clone(self))
     }
@@ -176,7 +199,7 @@ impl Conn {
         now.saturating_sub(since.max(self.busy_since.load(Ordering::Relaxed)))
     }
 
-    /// Busy, and its bodies have not moved a `STEP` for `GONE_MS` of its busy spell.
+    /// Busy, and it has not made a `STEP` of progress for `GONE_MS` of its busy spell.
     fn gone(&self, now: u64) -> bool {
         let since = self.traffic.step_at.load(Ordering::Relaxed);
         self.busy.load(Ordering::Acquire) > 0
@@ -196,10 +219,10 @@ impl Conn {
         }
         // From the older window's start, or the request's if it began since.
         let (since, moved_then) = match t.mark[0].load(Ordering::Relaxed) {
-            m if m > busy_since => (m, t.moved_at_mark[0].load(Ordering::Relaxed)),
-            _ => (busy_since, self.moved_at_busy.load(Ordering::Relaxed)),
+            m if m > busy_since => (m, load(&t.moved_at_mark[0])),
+            _ => (busy_since, load(&self.moved_at_busy)),
         };
-        let moved = t.moved.load(Ordering::Relaxed).saturating_sub(moved_then);
+        let moved = progress(load(&t.moved), moved_then);
         moved.saturating_mul(1000) < SLOW_RATE * now.saturating_sub(since).max(1)
     }
 }
@@ -368,7 +391,7 @@ impl Admission {
             busy: AtomicU32::new(0),
             waiting_since: AtomicU64::new(clock_ms()),
             busy_since: AtomicU64::new(clock_ms()),
-            moved_at_busy: AtomicU64::new(0),
+            moved_at_busy: Default::default(),
             traffic: Arc::new(Traffic::new(clock_ms())),
             evicted: tokio::sync::Notify::new(),
         });
@@ -389,6 +412,14 @@ impl Admission {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Traffic {
+        /// `n` bytes of body through the socket.
+        fn both(&self, n: usize) {
+            self.moved(n);
+            self.seen(n);
+        }
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -505,11 +536,11 @@ mod tests {
         // 4 KiB/s of body; the third moves bodies that reach a step only now and then.
         for i in 0..((GONE_MS + 500) / 500) {
             std::thread::sleep(std::time::Duration::from_millis(500));
-            held[0][0].0.conn.traffic.moved(100);
-            held[0][0].0.conn.traffic.seen();
-            held[1][0].0.conn.traffic.moved(2048);
+            held[0][0].0.conn.traffic.both(100);
+            held[0][0].0.conn.traffic.seen(17);
+            held[1][0].0.conn.traffic.both(2048);
             if i == 8 {
-                held[2][0].0.conn.traffic.moved(STEP as usize);
+                held[2][0].0.conn.traffic.both(STEP as usize);
             }
         }
         let now = clock_ms();
@@ -526,6 +557,30 @@ mod tests {
         assert!(table.conns.contains_key(&held[2][0].0.conn.id));
         // The gone connection's address is held back; a fresh one is not.
         assert!(table.gave_way_lately(&ClientAddress::from(ip("10.0.0.1")), clock_ms()));
+    }
+
+    #[test]
+    fn progress_is_what_both_bodies_and_socket_moved() {
+        let a = Admission::new(3, 3);
+        let held = [
+            busy(&a, "10.0.0.1", 1),
+            busy(&a, "10.0.0.2", 1),
+            busy(&a, "10.0.0.3", 1),
+        ];
+        // One hands whole bodies to streams that let a byte through (helper-28); one's socket
+        // is busy with pings and frames of no use; one moves its body through its socket.
+        for _ in 0..((GONE_MS + 500) / 500) {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            held[0][0].0.conn.traffic.moved(6 << 10);
+            held[0][0].0.conn.traffic.seen(40);
+            held[1][0].0.conn.traffic.seen(6 << 10);
+            held[1][0].0.conn.traffic.moved(10);
+            held[2][0].0.conn.traffic.both(2 << 10);
+        }
+        let now = clock_ms();
+        assert!(held[0][0].0.conn.gone(now));
+        assert!(held[1][0].0.conn.gone(now));
+        assert!(!held[2][0].0.conn.gone(now));
     }
 
     #[test]
@@ -554,7 +609,7 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(SLOW_AFTER_MS + 100));
         // Slow but moving steps of body: not gone.
         for (s, _) in &heavy {
-            s.conn.traffic.moved(STEP as usize);
+            s.conn.traffic.both(STEP as usize);
         }
         let _newcomer = match a.admit(ip("10.0.0.2")) {
             Admitted::InPlaceOf(s) => s,
@@ -574,11 +629,11 @@ mod tests {
         let held = busy(&a, "10.0.0.1", 2);
         // Both write 8 MiB at once (into the kernel's buffers); one goes on writing, one stops.
         for (s, _) in &held {
-            s.conn.traffic.moved(8 << 20);
+            s.conn.traffic.both(8 << 20);
         }
         for _ in 0..((SILENT_MS + 500) / 250) {
             std::thread::sleep(std::time::Duration::from_millis(250));
-            held[0].0.conn.traffic.moved(16 << 10);
+            held[0].0.conn.traffic.both(16 << 10);
         }
         let now = clock_ms();
         assert!(!held[0].0.conn.slow(now));
@@ -586,7 +641,7 @@ mod tests {
         // One that keeps trickling a little lately is slow too, though its average is high.
         for _ in 0..((2 * WINDOW_MS + 500) / 250) {
             std::thread::sleep(std::time::Duration::from_millis(250));
-            held[0].0.conn.traffic.moved(1024);
+            held[0].0.conn.traffic.both(1024);
         }
         assert!(held[0].0.conn.slow(clock_ms()));
     }
@@ -598,7 +653,7 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(SLOW_AFTER_MS + 100));
         // Three transfer at a healthy rate (well over 16 KiB/s since they began); one does not.
         for (s, _) in &held[..3] {
-            s.conn.traffic.moved(1 << 20);
+            s.conn.traffic.both(1 << 20);
         }
         let newcomer = match a.admit(ip("10.0.0.2")) {
             Admitted::InPlaceOf(s) => s,

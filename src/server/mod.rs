@@ -201,8 +201,8 @@ struct Watched<S> {
 }
 
 impl<S> Watched<S> {
-    fn touch(&self) {
-        self.traffic.seen();
+    fn touch(&self, n: usize) {
+        self.traffic.seen(n);
     }
 }
 
@@ -216,7 +216,7 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<S> {
         let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
         let after = buf.filled().len();
         if matches!(r, std::task::Poll::Ready(Ok(()))) && after > before {
-            self.touch();
+            self.touch(after - before);
         }
         r
     }
@@ -232,7 +232,7 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
         if let std::task::Poll::Ready(Ok(n)) = r
             && n > 0
         {
-            self.touch();
+            self.touch(n);
         }
         r
     }
@@ -246,7 +246,7 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
         if let std::task::Poll::Ready(Ok(n)) = r
             && n > 0
         {
-            self.touch();
+            self.touch(n);
         }
         r
     }

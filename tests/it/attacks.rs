@@ -6835,6 +6835,54 @@ async fn uploads_streaming_steadily_are_never_pushed_out() {
     assert_eq!(metric(&s, "berth_connections_evicted_total ").await, 0);
 }
 
+/// As the last, but each connection's streams open with a window of one byte, and every 2 s it
+/// asks for the console's stylesheet (6 KB, public) and drops it once that byte came (helper-28:
+/// the server handed each stylesheet whole to its stream, so bodies moved 17 KB per 9 s for
+/// 35 B/s of traffic, and every newcomer was refused). Progress is the lesser of what bodies and
+/// socket moved: these connections give way after 10 s.
+#[tokio::test]
+async fn answers_handed_whole_to_streams_that_take_a_byte_are_no_progress() {
+    let s = Arc::new(server_with_acme(&["--max-connections", "16"]).await);
+    let holding: Vec<_> = (0..16)
+        .map(|i| {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move {
+                let (h2c, conn) = h2_windows(&s, &format!("127.0.11.{}", 10 + i), 1, None).await;
+                let driver = tokio::spawn(conn);
+                let get = |path: &str| {
+                    http::Request::get(format!("http://{}{path}", s.host))
+                        .body(())
+                        .unwrap()
+                };
+                let mut h2c = h2c.ready().await.unwrap();
+                let (_stalled, _) = h2c.send_request(get("/v2/"), true).unwrap();
+                while !driver.is_finished() {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    let Ok(mut ready) = h2c.clone().ready().await else {
+                        break;
+                    };
+                    let Ok((answer, _)) = ready.send_request(get("/ui/assets/console.css"), true)
+                    else {
+                        break;
+                    };
+                    if let Ok(Ok(answer)) =
+                        tokio::time::timeout(Duration::from_secs(1), answer).await
+                    {
+                        let mut body = answer.into_body();
+                        let _ = tokio::time::timeout(Duration::from_secs(1), body.data()).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    let served = newcomers_served(&s, "127.0.12", 5, "/v2/", b"{}").await;
+    assert_eq!(served, 5, "{served} of 5 newcomers served");
+    for h in holding {
+        h.abort();
+    }
+}
+
 /// The kernel keeps little of an answer its client does not read (`TCP_NOTSENT_LOWAT`): four
 /// HTTP/1.1 pulls of a 16 MiB blob that never read leave at most 256 KiB unsent on each of
 /// the server's sockets (helper-27: loopback grew each to about 4 MiB, held by the host, and
