@@ -6835,17 +6835,21 @@ async fn uploads_streaming_steadily_are_never_pushed_out() {
     assert_eq!(metric(&s, "berth_connections_evicted_total ").await, 0);
 }
 
-/// As the last, but each connection's streams open with a window of one byte, and every 2 s it
-/// asks three times for the console's stylesheet (6 KB, public) and drops each once its byte came (helper-28:
-/// the server handed each stylesheet whole to its stream, so bodies moved 17 KB per 9 s for
-/// 35 B/s of traffic, and every newcomer was refused). Progress is the lesser of what bodies and
-/// socket moved: these connections give way after 10 s.
+/// One HTTP/2 connection from each of as many addresses as there are slots, whose streams open
+/// with a window of one byte: each pulls a blob it never takes more of, and every 2 s asks three
+/// times for the console's stylesheet (6 KB, public) and drops each once its byte came
+/// (helper-28: the server handed each stylesheet whole to its stream, so bodies moved 17 KB per
+/// 9 s for 35 B/s of traffic, and every newcomer was refused). Progress is the lesser of what
+/// bodies and socket moved: these connections give way after 10 s.
 #[tokio::test]
 async fn answers_handed_whole_to_streams_that_take_a_byte_are_no_progress() {
     let s = Arc::new(server_with_acme(&["--max-connections", "16"]).await);
+    let admin = basic_client("admin", ADMIN_PASSWORD);
+    let d = push_blob(&admin, &s, "acme/app", &random_bytes(1 << 20, 48)).await;
+    drop(admin);
     let holding: Vec<_> = (0..16)
         .map(|i| {
-            let s = Arc::clone(&s);
+            let (s, d) = (Arc::clone(&s), d.clone());
             tokio::spawn(async move {
                 let (h2c, conn) = h2_windows(&s, &format!("127.0.11.{}", 10 + i), 1, None).await;
                 let driver = tokio::spawn(conn);
@@ -6855,7 +6859,7 @@ async fn answers_handed_whole_to_streams_that_take_a_byte_are_no_progress() {
                         .unwrap()
                 };
                 let mut h2c = h2c.ready().await.unwrap();
-                let (_stalled, _) = h2c.send_request(get("/v2/"), true).unwrap();
+                let (_stalled, _) = h2c.send_request(blob_get(&s, &d), true).unwrap();
                 'asking: while !driver.is_finished() {
                     tokio::time::sleep(Duration::from_secs(2)).await;
                     let mut answers = Vec::new();
