@@ -6835,6 +6835,49 @@ async fn uploads_streaming_steadily_are_never_pushed_out() {
     assert_eq!(metric(&s, "berth_connections_evicted_total ").await, 0);
 }
 
+/// One HTTP/2 connection from each of as many addresses as there are slots, all in step: a
+/// request whose answer it never lets through (window 0, no credential), reset after 8.9 s, then
+/// a pause of 1.05 s, again and again (helper-29: a pause of a second started a fresh busy spell,
+/// so no connection was ever gone, and newcomers waited up to 9 s for the pauses). A spell
+/// starts afresh only after a pause of 10 s: these connections are gone, and newcomers are
+/// served at once.
+#[tokio::test]
+async fn stalls_with_short_pauses_between_them_give_way_to_newcomers() {
+    let s = Arc::new(server_with_acme(&["--max-connections", "16"]).await);
+    let pausing: Vec<_> = (0..16)
+        .map(|i| {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move {
+                let (h2c, conn) = h2_windows(&s, &format!("127.0.13.{}", 10 + i), 0, None).await;
+                let driver = tokio::spawn(conn);
+                let mut h2c = h2c;
+                while !driver.is_finished() {
+                    let Ok(mut ready) = h2c.clone().ready().await else {
+                        break;
+                    };
+                    let req = http::Request::get(format!("http://{}/v2/", s.host))
+                        .body(())
+                        .unwrap();
+                    let Ok((answer, _)) = ready.send_request(req, true) else {
+                        break;
+                    };
+                    tokio::time::sleep(Duration::from_millis(8900)).await;
+                    drop(answer);
+                    h2c = ready;
+                    tokio::time::sleep(Duration::from_millis(1050)).await;
+                }
+            })
+        })
+        .collect();
+    // Into the second stall, as the pauses of the first are over.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let served = newcomers_served(&s, "127.0.14", 5, "/v2/", b"{}").await;
+    assert_eq!(served, 5, "{served} of 5 newcomers served");
+    for p in pausing {
+        p.abort();
+    }
+}
+
 /// One HTTP/2 connection from each of as many addresses as there are slots, whose streams open
 /// with a window of one byte: each pulls a blob it never takes more of, and every 2 s asks three
 /// times for the console's stylesheet (6 KB, public) and drops each once its byte came
