@@ -6779,11 +6779,14 @@ async fn stalled_requests_kept_alive_by_pings_give_way_to_newcomers() {
 #[tokio::test]
 async fn uploads_streaming_steadily_are_never_pushed_out() {
     let s = Arc::new(
+        // (Upload memory for all 16 at once: on S3 each upload reserves a part, 17 MiB.)
         server_with_acme(&[
             "--max-connections",
             "16",
             "--max-connections-per-address",
             "16",
+            "--upload-memory",
+            "2GiB",
         ])
         .await,
     );
