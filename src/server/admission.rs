@@ -191,7 +191,7 @@ impl Conn {
         InFlight(Arc::clone(self))
     }
 
-    /// What its socket moves.
+    /// What it moves: its socket's bytes (`server::Watched`) and its bodies' (`server::Moving`).
     pub(super) fn traffic(&self) -> Arc<Traffic> {
         Arc::clone(&self.traffic)
     }
