@@ -149,6 +149,16 @@ const PAUSE_MS: u64 = GONE_MS;
 /// not count: that is sharing, and a client behind a busy address is not held back for it
 /// (helper-27).
 const GAVE_WAY_MS: u64 = 30_000;
+/// A connection that closes in a busy spell (busy, or waiting under `PAUSE_MS`) hands the
+/// spell to its address's next connection within this long: otherwise a client that closes a
+/// stalled request before it is gone and reconnects at once, from as many addresses as there
+/// are slots, all in step, starts a fresh spell each time and is never gone, and takes the slot
+/// its own close freed before a newcomer can (helper-30). Each such close hands its spell to one
+/// connection; more addresses than slots in rotation, each away longer than this, is the
+/// attack of more addresses than slots.
+const SPELL_KEPT_MS: u64 = GAVE_WAY_MS;
+/// At most this many addresses' spells are kept (about 1 MiB).
+const SPELLS_KEPT: usize = 16_384;
 
 /// A served connection, as admission sees it.
 #[derive(Debug)]
@@ -157,6 +167,8 @@ pub(super) struct Conn {
     address: ClientAddress,
     /// Requests in flight.
     busy: AtomicU32,
+    /// When it was admitted (`clock_ms`).
+    admitted: u64,
     /// When it last became waiting (`clock_ms`).
     waiting_since: AtomicU64,
     /// When its busy spell began (`clock_ms`; see `PAUSE_MS`), and what had moved then.
@@ -209,11 +221,23 @@ impl Conn {
             && now.saturating_sub(since.max(self.busy_since.load(Ordering::Relaxed))) >= GONE_MS
     }
 
+    /// The start of its busy spell's span without a `STEP` of progress, if it is in a spell:
+    /// busy, or waiting under `PAUSE_MS`.
+    fn spell(&self, now: u64) -> Option<u64> {
+        let in_spell = self.busy.load(Ordering::Acquire) > 0
+            || now.saturating_sub(self.waiting_since.load(Ordering::Relaxed)) < PAUSE_MS;
+        in_spell.then(|| {
+            let since = self.traffic.step_at.load(Ordering::Relaxed);
+            since.max(self.busy_since.load(Ordering::Relaxed))
+        })
+    }
+
     /// Busy for a while and moving less than `SLOW_RATE` lately, or nothing for `SILENT_MS`: a
     /// body or a reader that holds its place without using it.
     fn slow(&self, now: u64) -> bool {
         let t = &self.traffic;
-        let busy_since = self.busy_since.load(Ordering::Relaxed);
+        // (Its own part of a spell it went on with: a connection is not slow before it began.)
+        let busy_since = self.busy_since.load(Ordering::Relaxed).max(self.admitted);
         if now.saturating_sub(busy_since) < SLOW_AFTER_MS {
             return false;
         }
@@ -261,6 +285,22 @@ struct Table {
     /// When an address's connection last gave way to a newcomer (`clock_ms`), within
     /// `GAVE_WAY_MS` (older entries are swept as the map grows).
     gave_way: HashMap<ClientAddress, u64>,
+    /// Busy spells of an address's connections that closed in them (`SPELL_KEPT_MS`), for its
+    /// next connections to go on with.
+    spells: HashMap<ClientAddress, Spell>,
+    /// When `spells` was last swept (`clock_ms`).
+    swept: u64,
+}
+
+/// Spells left by an address's closed connections.
+#[derive(Debug, Clone, Copy)]
+struct Spell {
+    /// The earliest start of their spans without a step (`Conn::spell`).
+    since: u64,
+    /// When the last of them closed.
+    at: u64,
+    /// How many: each goes on in one new connection.
+    left: u32,
 }
 
 impl Table {
@@ -310,15 +350,63 @@ impl Table {
         self.gave_way.insert(address, now);
     }
 
+    /// Removes connection `id`, keeping its spell for its address's next connection.
     fn remove(&mut self, id: u64) {
-        if let Some(c) = self.conns.remove(&id)
-            && let Some(n) = self.per_address.get_mut(&c.address)
-        {
+        let Some(c) = self.conns.remove(&id) else {
+            return;
+        };
+        if let Some(n) = self.per_address.get_mut(&c.address) {
             *n -= 1;
             if *n == 0 {
                 self.per_address.remove(&c.address);
             }
         }
+        let now = clock_ms();
+        if let Some(since) = c.spell(now) {
+            self.keep_spell(c.address, since, now);
+        }
+    }
+
+    /// Keeps a spell of `address`'s. Past `SPELLS_KEPT` addresses (far more than there are
+    /// slots, closing in spells within `SPELL_KEPT_MS`), old ones are swept, at most once a
+    /// second, and new ones not kept until there is room.
+    fn keep_spell(&mut self, address: ClientAddress, since: u64, now: u64) {
+        if self.spells.len() >= SPELLS_KEPT && !self.spells.contains_key(&address) {
+            if now.saturating_sub(self.swept) >= 1_000 {
+                self.swept = now;
+                self.spells
+                    .retain(|_, s| now.saturating_sub(s.at) < SPELL_KEPT_MS);
+            }
+            if self.spells.len() >= SPELLS_KEPT {
+                return;
+            }
+        }
+        let s = self.spells.entry(address).or_insert(Spell {
+            since,
+            at: now,
+            left: 0,
+        });
+        if now.saturating_sub(s.at) >= SPELL_KEPT_MS {
+            *s = Spell {
+                since,
+                at: now,
+                left: 0,
+            };
+        }
+        s.since = s.since.min(since);
+        s.at = now;
+        s.left = s.left.saturating_add(1);
+    }
+
+    /// A spell of `address`'s for a new connection to go on with, if one is kept.
+    fn take_spell(&mut self, address: &ClientAddress, now: u64) -> Option<u64> {
+        let s = self.spells.get_mut(address)?;
+        let since = (now.saturating_sub(s.at) < SPELL_KEPT_MS).then_some(s.since);
+        s.left -= 1;
+        if s.left == 0 || since.is_none() {
+            self.spells.remove(address);
+        }
+        since
     }
 }
 
@@ -388,14 +476,20 @@ impl Admission {
         }
         let id = t.next_id;
         t.next_id += 1;
+        let now = clock_ms();
+        // Its busy spell goes on from one its address's last connections closed in, if kept.
+        let since = t.take_spell(&address, now).unwrap_or(now);
+        let traffic = Traffic::new(now);
+        traffic.step_at.store(since, Ordering::Relaxed);
         let conn = Arc::new(Conn {
             id,
             address,
+            admitted: now,
             busy: AtomicU32::new(0),
-            waiting_since: AtomicU64::new(clock_ms()),
-            busy_since: AtomicU64::new(clock_ms()),
+            waiting_since: AtomicU64::new(now),
+            busy_since: AtomicU64::new(since),
             moved_at_busy: Default::default(),
-            traffic: Arc::new(Traffic::new(clock_ms())),
+            traffic: Arc::new(traffic),
             evicted: tokio::sync::Notify::new(),
         });
         t.conns.insert(id, Arc::clone(&conn));
@@ -560,6 +654,34 @@ mod tests {
         assert!(table.conns.contains_key(&held[2][0].0.conn.id));
         // The gone connection's address is held back; a fresh one is not.
         assert!(table.gave_way_lately(&ClientAddress::from(ip("10.0.0.1")), clock_ms()));
+    }
+
+    #[test]
+    fn a_connection_closed_in_a_stalled_spell_hands_it_to_its_address_next_one() {
+        let a = Admission::new(2, 2);
+        let [first] = <[_; 1]>::try_from(busy(&a, "10.0.0.1", 1)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(GONE_MS / 2 + 500));
+        // It closes before it is gone (its request first, as a connection's task ends), and
+        // its address connects again at once; another address connects for the first time.
+        drop(first);
+        let again = busy(&a, "10.0.0.1", 1);
+        // (Nor is the one that goes on with it slow before its own time.)
+        assert!(!again[0].0.conn.slow(clock_ms()));
+        let fresh = busy(&a, "10.0.0.2", 1);
+        // One close hands its spell to one connection.
+        let address = ClientAddress::from(ip("10.0.0.1"));
+        assert!(!a.table.lock().unwrap().spells.contains_key(&address));
+        std::thread::sleep(std::time::Duration::from_millis(GONE_MS / 2));
+        let now = clock_ms();
+        assert!(again[0].0.conn.gone(now));
+        assert!(!fresh[0].0.conn.gone(now));
+        let _newcomer = match a.admit(ip("10.0.0.4")) {
+            Admitted::InPlaceOf(s) => s,
+            other => panic!("{other:?}"),
+        };
+        let table = a.table.lock().unwrap();
+        assert!(!table.conns.contains_key(&again[0].0.conn.id));
+        assert!(table.conns.contains_key(&fresh[0].0.conn.id));
     }
 
     #[test]

@@ -6881,6 +6881,52 @@ async fn stalls_with_short_pauses_between_them_give_way_to_newcomers() {
     }
 }
 
+/// One HTTP/2 connection from each of as many addresses as there are slots, all in step: a
+/// request whose answer it never lets through (window 0, no credential), the connection closed
+/// after 9.5 s and opened again at once (helper-30: each new connection began a fresh busy spell
+/// and took the slot its own close freed, so none was ever gone, and newcomers waited up to
+/// 19 s). A connection closed in a spell hands it to its address's next one: the new
+/// connections are gone at 10 s of the first spell, and newcomers are served.
+#[tokio::test]
+async fn stalls_closed_and_opened_again_at_once_give_way_to_newcomers() {
+    let s = Arc::new(server_with_acme(&["--max-connections", "16"]).await);
+    let reconnecting: Vec<_> = (0..16)
+        .map(|i| {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move {
+                let source = format!("127.0.15.{}", 10 + i);
+                loop {
+                    let tcp = raw_from(&s, &source).await;
+                    let mut b = h2::client::Builder::new();
+                    b.initial_window_size(0);
+                    let Ok((h2c, conn)) = b.handshake::<_, bytes::Bytes>(tcp).await else {
+                        continue;
+                    };
+                    let mut driver = tokio::spawn(conn);
+                    if let Ok(mut h2c) = h2c.ready().await
+                        && let Ok((_answer, _)) = h2c.send_request(
+                            http::Request::get(format!("http://{}/v2/", s.host))
+                                .body(())
+                                .unwrap(),
+                            true,
+                        )
+                    {
+                        let _ = tokio::time::timeout(Duration::from_millis(9500), &mut driver).await;
+                    }
+                    driver.abort();
+                }
+            })
+        })
+        .collect();
+    // Into the second connection of each, past 10 s of the spell its first began.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let served = newcomers_served(&s, "127.0.16", 5, "/v2/", b"{}").await;
+    assert_eq!(served, 5, "{served} of 5 newcomers served");
+    for r in reconnecting {
+        r.abort();
+    }
+}
+
 /// One HTTP/2 connection from each of as many addresses as there are slots, whose streams open
 /// with a window of one byte: each pulls a blob it never takes more of, and every 2 s asks three
 /// times for the console's stylesheet (6 KB, public) and drops each once its byte came
