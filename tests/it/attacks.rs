@@ -6911,7 +6911,8 @@ async fn stalls_closed_and_opened_again_at_once_give_way_to_newcomers() {
                             true,
                         )
                     {
-                        let _ = tokio::time::timeout(Duration::from_millis(9500), &mut driver).await;
+                        let _ =
+                            tokio::time::timeout(Duration::from_millis(9500), &mut driver).await;
                     }
                     driver.abort();
                 }
