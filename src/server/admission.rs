@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::types::ClientAddress;
@@ -44,17 +44,14 @@ pub(super) struct Traffic {
     /// heads move the socket but no body (helper-27), and a body handed whole to a stream whose
     /// window lets a byte through moves a body but not the socket (helper-28).
     moved: [AtomicU64; 2],
-    /// When a body byte last moved (`clock_ms`).
-    moved_last: AtomicU64,
     /// When the connection last made a `STEP` of progress, and what had moved by then.
     step_at: AtomicU64,
     moved_at_step: [AtomicU64; 2],
-    /// The start of the current window of `WINDOW_MS` and of the one before (`clock_ms`), and
-    /// what had moved by then: a recent rate, not one since the request began, which a burst
-    /// into the kernel's send buffer at the start (a client that then never reads) would hold
-    /// up for minutes.
-    mark: [AtomicU64; 2],
-    moved_at_mark: [[AtomicU64; 2]; 2],
+    /// Its balance against being slow, as of `credit_at` (`clock_ms`): the progress of its
+    /// steps less `SLOW_RATE` for the time gone by, kept between `-DEBT` and `CREDIT`
+    /// (`Conn::slow`).
+    credit: AtomicI64,
+    credit_at: AtomicU64,
 }
 
 const BODY: usize = 0;
@@ -80,7 +77,7 @@ fn progress(now: [u64; 2], then: [u64; 2]) -> u64 {
 impl Traffic {
     pub(super) fn new(now: u64) -> Traffic {
         let t = Traffic::default();
-        for stamp in [&t.last, &t.moved_last, &t.step_at, &t.mark[0], &t.mark[1]] {
+        for stamp in [&t.last, &t.step_at, &t.credit_at] {
             stamp.store(now, Ordering::Relaxed);
         }
         t
@@ -97,37 +94,54 @@ impl Traffic {
     /// `n` body bytes moved now. (The connection's task and its streams' and handlers' tasks
     /// stamp it: a race makes a window off by a few bytes, nothing more.)
     pub(super) fn moved(&self, n: usize) {
-        let now = clock_ms();
-        self.moved_last.store(now, Ordering::Relaxed);
-        let before = load(&self.moved);
         self.moved[BODY].fetch_add(n as u64, Ordering::Relaxed);
-        self.step(now);
-        if now.saturating_sub(self.mark[1].load(Ordering::Relaxed)) >= WINDOW_MS {
-            self.mark[0].store(self.mark[1].load(Ordering::Relaxed), Ordering::Relaxed);
-            store(&self.moved_at_mark[0], load(&self.moved_at_mark[1]));
-            self.mark[1].store(now, Ordering::Relaxed);
-            store(&self.moved_at_mark[1], before);
+        self.step(clock_ms());
+    }
+
+    /// Stamps a `STEP` of progress made since the last, and adds it to the credit.
+    fn step(&self, now: u64) {
+        let moved = load(&self.moved);
+        let made = progress(moved, load(&self.moved_at_step));
+        if made >= STEP {
+            self.step_at.store(now, Ordering::Relaxed);
+            store(&self.moved_at_step, moved);
+            let made = i64::try_from(made).unwrap_or(i64::MAX);
+            let credit = self.credit_at(now).saturating_add(made).min(CREDIT);
+            self.credit.store(credit, Ordering::Relaxed);
+            self.credit_at.store(now, Ordering::Relaxed);
         }
     }
 
-    /// Stamps a `STEP` of progress made since the last.
-    fn step(&self, now: u64) {
-        let moved = load(&self.moved);
-        if progress(moved, load(&self.moved_at_step)) >= STEP {
-            self.step_at.store(now, Ordering::Relaxed);
-            store(&self.moved_at_step, moved);
-        }
+    /// Its balance now: what it had, less `SLOW_RATE` for the time since, down to `-DEBT`.
+    fn credit_at(&self, now: u64) -> i64 {
+        let ms = now.saturating_sub(self.credit_at.load(Ordering::Relaxed));
+        let spent = i64::try_from(ms.min(1 << 32)).unwrap_or(0) * SLOW_RATE / 1000;
+        self.credit
+            .load(Ordering::Relaxed)
+            .saturating_sub(spent)
+            .max(-DEBT)
+    }
+
+    /// Starts its balance afresh, at none (a new busy spell).
+    fn no_credit(&self, now: u64) {
+        self.credit.store(0, Ordering::Relaxed);
+        self.credit_at.store(now, Ordering::Relaxed);
     }
 }
 
 /// A busy connection counts as slow once busy this long (ms)...
 const SLOW_AFTER_MS: u64 = 2_000;
-/// ... while it has moved fewer bytes per second than this over the last window or two (since
-/// its request began, if later)...
-const SLOW_RATE: u64 = 16 * 1024;
-const WINDOW_MS: u64 = 2_000;
-/// ... or nothing at all for this long (the kernel took a burst, and the client reads no more).
-const SILENT_MS: u64 = 4_000;
+/// ... and its progress has fallen behind this many bytes a second: its balance, what it moved
+/// less this rate for the time gone by, is below nothing. It counts up to `CREDIT`, so a
+/// burst into the kernel's buffers from a client that then stops reading holds up its balance
+/// for at most 32 s; and a client reading steadily from a large receive buffer, whose socket
+/// the kernel lets move only in bursts seconds apart, is not slow between them (helper-31: four
+/// 50 kB/s pulls from one address were cut after each first burst, at 4 s of silence).
+/// Its debt is kept to `DEBT`, so a connection that was slow and moves again is not slow once
+/// it has made up 4 s.
+const SLOW_RATE: i64 = 16 * 1024;
+const CREDIT: i64 = 512 * 1024;
+const DEBT: i64 = 64 * 1024;
 /// A busy connection whose bodies have not moved a `STEP` for this long gives way to any
 /// newcomer, however few its address holds: otherwise one such connection from each of many
 /// addresses would keep everyone out for free. A step, not a byte: a stream whose window
@@ -171,9 +185,8 @@ pub(super) struct Conn {
     admitted: u64,
     /// When it last became waiting (`clock_ms`).
     waiting_since: AtomicU64,
-    /// When its busy spell began (`clock_ms`; see `PAUSE_MS`), and what had moved then.
+    /// When its busy spell began (`clock_ms`; see `PAUSE_MS`).
     busy_since: AtomicU64,
-    moved_at_busy: [AtomicU64; 2],
     traffic: Arc<Traffic>,
     /// Told when a newcomer takes its place, or when it is to give back memory; its task
     /// closes it.
@@ -198,7 +211,7 @@ impl Conn {
             && now.saturating_sub(self.waiting_since.load(Ordering::Relaxed)) >= PAUSE_MS
         {
             self.busy_since.store(now, Ordering::Relaxed);
-            store(&self.moved_at_busy, load(&self.traffic.moved));
+            self.traffic.no_credit(now);
         }
         InFlight(Arc::clone(self))
     }
@@ -206,12 +219,6 @@ impl Conn {
     /// What it moves: its socket's bytes (`server::Watched`) and its bodies' (`server::Moving`).
     pub(super) fn traffic(&self) -> Arc<Traffic> {
         Arc::clone(&self.traffic)
-    }
-
-    /// How long its bodies have moved nothing in its busy spell.
-    fn silent_for(&self, now: u64) -> u64 {
-        let since = self.traffic.moved_last.load(Ordering::Relaxed);
-        now.saturating_sub(since.max(self.busy_since.load(Ordering::Relaxed)))
     }
 
     /// Busy, and it has not made a `STEP` of progress for `GONE_MS` of its busy spell.
@@ -232,25 +239,12 @@ impl Conn {
         })
     }
 
-    /// Busy for a while and moving less than `SLOW_RATE` lately, or nothing for `SILENT_MS`: a
-    /// body or a reader that holds its place without using it.
+    /// Busy for a while, and its progress has fallen behind `SLOW_RATE` (its balance is owed):
+    /// a body or a reader that holds its place without using it.
     fn slow(&self, now: u64) -> bool {
-        let t = &self.traffic;
         // (Its own part of a spell it went on with: a connection is not slow before it began.)
         let busy_since = self.busy_since.load(Ordering::Relaxed).max(self.admitted);
-        if now.saturating_sub(busy_since) < SLOW_AFTER_MS {
-            return false;
-        }
-        if self.silent_for(now) >= SILENT_MS {
-            return true;
-        }
-        // From the older window's start, or the request's if it began since.
-        let (since, moved_then) = match t.mark[0].load(Ordering::Relaxed) {
-            m if m > busy_since => (m, load(&t.moved_at_mark[0])),
-            _ => (busy_since, load(&self.moved_at_busy)),
-        };
-        let moved = progress(load(&t.moved), moved_then);
-        moved.saturating_mul(1000) < SLOW_RATE * now.saturating_sub(since).max(1)
+        now.saturating_sub(busy_since) >= SLOW_AFTER_MS && self.traffic.credit_at(now) < 0
     }
 }
 
@@ -488,7 +482,6 @@ impl Admission {
             busy: AtomicU32::new(0),
             waiting_since: AtomicU64::new(now),
             busy_since: AtomicU64::new(since),
-            moved_at_busy: Default::default(),
             traffic: Arc::new(traffic),
             evicted: tokio::sync::Notify::new(),
         });
@@ -714,7 +707,8 @@ mod tests {
         let churn = slot(a.admit(ip("10.0.0.1")));
         let paused = slot(a.admit(ip("10.0.0.2")));
         // One ends its stalled request and starts the next at once, again and again; the other
-        // pauses over a second between its requests.
+        // moved much, and pauses between its requests.
+        paused.conn.traffic.both(8 << 20);
         let mut busy = Some(churn.conn.request());
         for _ in 0..((GONE_MS + 1000) / 250) {
             std::thread::sleep(std::time::Duration::from_millis(250));
@@ -725,6 +719,9 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(PAUSE_MS + 100));
         let _r = paused.conn.request();
         assert!(!paused.conn.gone(clock_ms()));
+        // A new spell starts with no balance: what it moved before does not keep it from slow.
+        std::thread::sleep(std::time::Duration::from_millis(SLOW_AFTER_MS + 100));
+        assert!(paused.conn.slow(clock_ms()));
     }
 
     #[test]
@@ -749,26 +746,32 @@ mod tests {
     }
 
     #[test]
-    fn a_burst_then_silence_is_slow() {
-        let a = Admission::new(2, 2);
-        let held = busy(&a, "10.0.0.1", 2);
-        // Both write 8 MiB at once (into the kernel's buffers); one goes on writing, one stops.
-        for (s, _) in &held {
-            s.conn.traffic.both(8 << 20);
-        }
-        for _ in 0..((SILENT_MS + 500) / 250) {
-            std::thread::sleep(std::time::Duration::from_millis(250));
-            held[0].0.conn.traffic.both(16 << 10);
+    fn a_burst_then_silence_is_slow_and_a_steady_reader_in_bursts_is_not() {
+        let a = Admission::new(3, 3);
+        let held = busy(&a, "10.0.0.1", 3);
+        let traffic = |i: usize| &held[i].0.conn.traffic;
+        // One writes 8 MiB at once (into the kernel's buffers) and then nothing: it is credited
+        // with no more than `CREDIT`.
+        traffic(0).both(8 << 20);
+        assert!(traffic(0).credit_at(clock_ms()) <= CREDIT);
+        // One writes 64 KiB and then nothing: slow once 64 KiB at `SLOW_RATE` has gone by.
+        traffic(1).both(64 << 10);
+        // One reads 21 KiB/s from a large receive buffer, which the kernel refills in bursts of
+        // 96 KiB every 4.5 s: never slow.
+        for _ in 0..2 {
+            traffic(2).both(96 << 10);
+            for _ in 0..18 {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+                assert!(!held[2].0.conn.slow(clock_ms()));
+            }
         }
         let now = clock_ms();
-        assert!(!held[0].0.conn.slow(now));
         assert!(held[1].0.conn.slow(now));
-        // One that keeps trickling a little lately is slow too, though its average is high.
-        for _ in 0..((2 * WINDOW_MS + 500) / 250) {
-            std::thread::sleep(std::time::Duration::from_millis(250));
-            held[0].0.conn.traffic.both(1024);
-        }
-        assert!(held[0].0.conn.slow(clock_ms()));
+        assert!(!held[0].0.conn.slow(now));
+        // What it owes is kept to 4 s of `SLOW_RATE`: moving that much and a little more, the
+        // slow one is not slow.
+        traffic(1).both(72 << 10);
+        assert!(!held[1].0.conn.slow(clock_ms()));
     }
 
     #[test]

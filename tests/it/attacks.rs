@@ -6987,6 +6987,67 @@ async fn answers_handed_whole_to_streams_that_take_a_byte_are_no_progress() {
     }
 }
 
+/// Four pulls from one address (a NAT) at a full node, each read at 50 kB/s from the kernel's
+/// receive buffer, which lets the server's socket move only in bursts seconds apart, while
+/// newcomers from other addresses knock every 100 ms (helper-31: each pull was cut after its
+/// first burst, at 4 s of silence, for being slow). A connection is slow only once what it moved
+/// has fallen behind 16 KiB/s, counting bursts up to 512 KiB: none of them is cut.
+#[tokio::test]
+async fn steady_readers_whose_sockets_move_in_bursts_are_not_cut() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let s = Arc::new(
+        server_with_acme(&[
+            "--max-connections",
+            "4",
+            "--max-connections-per-address",
+            "4",
+        ])
+        .await,
+    );
+    let admin = basic_client("admin", ADMIN_PASSWORD);
+    let d = push_blob(&admin, &s, "acme/app", &random_bytes(4 << 20, 49)).await;
+    drop(admin);
+    let pulls: Vec<_> = (0..4)
+        .map(|_| {
+            let (s, d) = (Arc::clone(&s), d.clone());
+            tokio::spawn(async move {
+                let mut sock = raw_from(&s, "127.0.17.10").await;
+                let head = format!(
+                    "GET /v2/acme/app/blobs/{d} HTTP/1.1\r\nHost: {}\r\nAuthorization: Basic {}\r\n\r\n",
+                    s.host,
+                    admin_basic()
+                );
+                sock.write_all(head.as_bytes()).await.unwrap();
+                // 12 s at 50 kB/s: 5,000 bytes every 100 ms.
+                let mut buf = vec![0; 5000];
+                let mut got = 0;
+                for _ in 0..120 {
+                    match sock.read_exact(&mut buf).await {
+                        Ok(_) => got += buf.len(),
+                        Err(e) => return Err(format!("cut after {got} bytes: {e}")),
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok(got)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in 0..100 {
+        let newcomer = basic_client_from("admin", ADMIN_PASSWORD, &format!("127.0.18.{}", 10 + i));
+        let _ = newcomer
+            .get(s.url("/v2/"))
+            .timeout(Duration::from_millis(100))
+            .send()
+            .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for p in pulls {
+        assert_eq!(p.await.unwrap(), Ok(600_000));
+    }
+    assert!(metric(&s, "berth_connections_refused_total ").await >= 50);
+}
+
 /// The kernel keeps little of an answer its client does not read (`TCP_NOTSENT_LOWAT`): four
 /// HTTP/1.1 pulls of a 16 MiB blob that never read leave at most 256 KiB unsent on each of
 /// the server's sockets (helper-27: loopback grew each to about 4 MiB, held by the host, and
