@@ -168,11 +168,14 @@ const GAVE_WAY_MS: u64 = 30_000;
 /// stalled request before it is gone and reconnects at once, from as many addresses as there
 /// are slots, all in step, starts a fresh spell each time and is never gone, and takes the slot
 /// its own close freed before a newcomer can (helper-30). Each such close hands its spell to one
-/// connection; more addresses than slots in rotation, each away longer than this, is the
-/// attack of more addresses than slots.
-const SPELL_KEPT_MS: u64 = GAVE_WAY_MS;
-/// At most this many addresses' spells are kept (about 1 MiB).
-const SPELLS_KEPT: usize = 16_384;
+/// connection. Clients that hold each slot for 9.5 s from an address of a pool, each address
+/// unused for longer than this in between, need 1 + 120 / 9.5, about 14 times as many
+/// addresses as slots (helper-31: at 30 s, 2,048 addresses held 256 slots, and newcomers waited
+/// up to 28 s).
+const SPELL_KEPT_MS: u64 = 120_000;
+/// At most this many addresses' spells are kept (about 3 MiB), more than such a pool needs to
+/// hold the default 1,024 slots.
+const SPELLS_KEPT: usize = 65_536;
 
 /// A served connection, as admission sees it.
 #[derive(Debug)]
@@ -675,6 +678,30 @@ mod tests {
         let table = a.table.lock().unwrap();
         assert!(!table.conns.contains_key(&again[0].0.conn.id));
         assert!(table.conns.contains_key(&fresh[0].0.conn.id));
+    }
+
+    #[test]
+    fn a_spell_is_kept_for_two_minutes_and_spells_for_so_many_addresses() {
+        let mut t = Table::default();
+        let address = |i: u32| ClientAddress::from(IpAddr::from(std::net::Ipv4Addr::from(i)));
+        // An address of a pool comes back after 100 s: its spell is still there.
+        t.keep_spell(address(1), 5, 10);
+        assert_eq!(t.take_spell(&address(1), 100_010), Some(5));
+        assert_eq!(t.take_spell(&address(1), 100_010), None);
+        t.keep_spell(address(1), 5, 10);
+        assert_eq!(t.take_spell(&address(1), SPELL_KEPT_MS + 10), None);
+        // Two closes, two spells, the earliest start kept.
+        t.keep_spell(address(2), 7, 20);
+        t.keep_spell(address(2), 3, 30);
+        assert_eq!(t.take_spell(&address(2), 40), Some(3));
+        assert_eq!(t.take_spell(&address(2), 40), Some(3));
+        assert_eq!(t.take_spell(&address(2), 40), None);
+        // Spells of more addresses than a pool holding every slot needs are kept, no more.
+        for i in 0..SPELLS_KEPT as u32 + 10 {
+            t.keep_spell(address(1000 + i), 0, 50);
+        }
+        assert_eq!(t.spells.len(), SPELLS_KEPT);
+        assert!(SPELLS_KEPT as u64 >= 1024 * (1 + SPELL_KEPT_MS / 9_500));
     }
 
     #[test]
