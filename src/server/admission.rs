@@ -302,10 +302,12 @@ struct Spell {
 
 impl Table {
     /// The connection that gives way to a newcomer whose address holds `mine` connections, from
-    /// the address holding the most among those with one that may: a connection waiting for a
-    /// request (the longest waiting), if its address holds more than the newcomer's; else a slow
-    /// busy one (`Conn::slow`; the newest), if its address holds more than the newcomer's would,
-    /// or a gone one (`Conn::gone`), whatever its address holds.
+    /// the address holding the most among those with one that may: a gone busy one
+    /// (`Conn::gone`), whatever its address holds; else a connection waiting for a request (the
+    /// longest waiting), if its address holds more than the newcomer's; else a slow busy one
+    /// (`Conn::slow`; the newest), if its address holds more than the newcomer's would. (Gone
+    /// before waiting: a client doing requests back to back on a keep-alive is not cut between
+    /// them while stalled connections of addresses holding as many are there to take; helper-31.)
     /// So connections are shared fairly among addresses under contention: an address cannot
     /// push out those of one holding fewer (a newcomer's half-sent head or a keep-alive between
     /// requests included), the few that hold the most give way first (their slow requests
@@ -317,15 +319,16 @@ impl Table {
             .filter_map(|c| {
                 let held = self.per_address.get(&c.address).copied().unwrap_or(0);
                 let waiting = c.busy.load(Ordering::Acquire) == 0;
+                let gone = c.gone(now);
                 let may = match waiting {
                     true => held > mine,
-                    false => (held > mine + 1 && c.slow(now)) || c.gone(now),
+                    false => (held > mine + 1 && c.slow(now)) || gone,
                 };
                 let order = match waiting {
                     true => u64::MAX - c.waiting_since.load(Ordering::Relaxed),
                     false => c.id,
                 };
-                may.then_some(((held, waiting, order), c.id))
+                may.then_some(((held, gone, waiting, order), c.id))
             })
             .max_by_key(|(key, _)| *key)
             .map(|(_, id)| id)
@@ -347,8 +350,11 @@ impl Table {
         self.gave_way.insert(address, now);
     }
 
-    /// Removes connection `id`, keeping its spell for its address's next connection.
-    fn remove(&mut self, id: u64) {
+    /// Removes connection `id`; if its client closed it, keeps its spell for its address's next
+    /// connection. (A connection a newcomer took the place of hands on nothing: if it was gone,
+    /// its address is held back instead (`GAVE_WAY_MS`); if it was waiting between requests or
+    /// slow, a client whose keep-alive or transfer was taken does not come back gone.)
+    fn remove(&mut self, id: u64, closed_by_client: bool) {
         let Some(c) = self.conns.remove(&id) else {
             return;
         };
@@ -359,7 +365,7 @@ impl Table {
             }
         }
         let now = clock_ms();
-        if let Some(since) = c.spell(now) {
+        if let Some(since) = c.spell(now).filter(|_| closed_by_client) {
             self.keep_spell(c.address, since, now);
         }
     }
@@ -427,7 +433,7 @@ impl Drop for Slot {
         self.table
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(self.conn.id);
+            .remove(self.conn.id, true);
     }
 }
 
@@ -468,7 +474,7 @@ impl Admission {
                     t.note_gave_way(address, now);
                 }
             }
-            t.remove(victim);
+            t.remove(victim, false);
             evicted = true;
         }
         let id = t.next_id;
@@ -654,7 +660,7 @@ mod tests {
 
     #[test]
     fn a_connection_closed_in_a_stalled_spell_hands_it_to_its_address_next_one() {
-        let a = Admission::new(2, 2);
+        let a = Admission::new(3, 3);
         let [first] = <[_; 1]>::try_from(busy(&a, "10.0.0.1", 1)).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(GONE_MS / 2 + 500));
         // It closes before it is gone (its request first, as a connection's task ends), and
@@ -664,6 +670,7 @@ mod tests {
         // (Nor is the one that goes on with it slow before its own time.)
         assert!(!again[0].0.conn.slow(clock_ms()));
         let fresh = busy(&a, "10.0.0.2", 1);
+        let idle = slot(a.admit(ip("10.0.0.3")));
         // One close hands its spell to one connection.
         let address = ClientAddress::from(ip("10.0.0.1"));
         assert!(!a.table.lock().unwrap().spells.contains_key(&address));
@@ -675,9 +682,14 @@ mod tests {
             Admitted::InPlaceOf(s) => s,
             other => panic!("{other:?}"),
         };
+        // The gone one gives way before a keep-alive of an address holding as many.
         let table = a.table.lock().unwrap();
         assert!(!table.conns.contains_key(&again[0].0.conn.id));
         assert!(table.conns.contains_key(&fresh[0].0.conn.id));
+        assert!(table.conns.contains_key(&idle.conn.id));
+        // A connection whose place was taken hands on nothing (its address is held back).
+        assert!(!table.spells.contains_key(&address));
+        assert!(table.gave_way_lately(&address, clock_ms()));
     }
 
     #[test]

@@ -6987,6 +6987,57 @@ async fn answers_handed_whole_to_streams_that_take_a_byte_are_no_progress() {
     }
 }
 
+/// A client doing requests back to back on one keep-alive, at a node whose other slots are held
+/// by stalled HTTP/2 requests (window 0, no credential), one per address, while newcomers knock
+/// (helper-31: the keep-alive, waiting for a moment between its requests, was taken before the
+/// stalled connections, and cut 655 times in 66 s). Once those are gone they give way first:
+/// the keep-alive is never cut, and the newcomers are served.
+#[tokio::test]
+async fn keep_alives_between_requests_are_not_taken_while_gone_connections_are_there() {
+    let s = Arc::new(server_with_acme(&["--max-connections", "8"]).await);
+    let stalled: Vec<_> = (0..7)
+        .map(|i| {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move {
+                let (h2c, conn) = h2_windows(&s, &format!("127.0.19.{}", 10 + i), 0, None).await;
+                let driver = tokio::spawn(conn);
+                let mut h2c = h2c.ready().await.unwrap();
+                let req = http::Request::get(format!("http://{}/v2/", s.host))
+                    .body(())
+                    .unwrap();
+                let (_answer, _) = h2c.send_request(req, true).unwrap();
+                let _ = driver.await;
+            })
+        })
+        .collect();
+    let keep_alive = basic_client_from("admin", ADMIN_PASSWORD, "127.0.20.10");
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let looping = {
+        let (s, c) = (Arc::clone(&s), keep_alive.clone());
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0, Vec::new());
+            let until = std::time::Instant::now() + Duration::from_secs(3);
+            while std::time::Instant::now() < until {
+                match c.head(s.url("/v2/")).send().await {
+                    Ok(r) if r.status() == StatusCode::OK => ok += 1,
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    let served = newcomers_served(&s, "127.0.21", 7, "/v2/", b"{}").await;
+    let (ok, failed) = looping.await.unwrap();
+    assert!(
+        failed.is_empty() && ok > 100,
+        "{ok} served, failed: {failed:?}"
+    );
+    assert_eq!(served, 7, "{served} of 7 newcomers served");
+    for c in stalled {
+        c.abort();
+    }
+}
+
 /// Four pulls from one address (a NAT) at a full node, each read at 50 kB/s from the kernel's
 /// receive buffer, which lets the server's socket move only in bursts seconds apart, while
 /// newcomers from other addresses knock every 100 ms (helper-31: each pull was cut after its
