@@ -350,8 +350,8 @@ impl Table {
         self.gave_way.insert(address, now);
     }
 
-    /// Removes connection `id`; if its client closed it, keeps its spell for its address's next
-    /// connection. (A connection a newcomer took the place of hands on nothing: if it was gone,
+    /// Removes connection `id`; if its client closed it, or it went on with a spell it was
+    /// handed, keeps its spell for its address's next connection. (A connection a newcomer took the place of hands on nothing: if it was gone,
     /// its address is held back instead (`GAVE_WAY_MS`); if it was waiting between requests or
     /// slow, a client whose keep-alive or transfer was taken does not come back gone.)
     fn remove(&mut self, id: u64, closed_by_client: bool) {
@@ -365,7 +365,11 @@ impl Table {
             }
         }
         let now = clock_ms();
-        if let Some(since) = c.spell(now).filter(|_| closed_by_client) {
+        // (One that went on with a spell it was handed gives it back however it ends: else an
+        // idle throwaway connection takes the spell, and a connection of the same client
+        // takes the throwaway's place; helper-32.)
+        let handed = |since: &u64| closed_by_client || *since < c.admitted;
+        if let Some(since) = c.spell(now).filter(handed) {
             self.keep_spell(c.address, since, now);
         }
     }
@@ -687,9 +691,21 @@ mod tests {
         assert!(!table.conns.contains_key(&again[0].0.conn.id));
         assert!(table.conns.contains_key(&fresh[0].0.conn.id));
         assert!(table.conns.contains_key(&idle.conn.id));
-        // A connection whose place was taken hands on nothing (its address is held back).
-        assert!(!table.spells.contains_key(&address));
+        // It went on with a spell it was handed: though its place was taken, it gives the
+        // spell back (else an idle throwaway connection would take the spell, and a connection
+        // of the same client take the throwaway's place; helper-32), and its address is held
+        // back.
+        assert!(table.spells.contains_key(&address));
         assert!(table.gave_way_lately(&address, clock_ms()));
+        drop(table);
+        drop((again, fresh, idle, _newcomer));
+        // A connection of its own spell whose place was taken hands on nothing: a client
+        // whose keep-alive was taken does not come back gone.
+        let a = Admission::new(1, 1);
+        let own = slot(a.admit(ip("10.0.0.7")));
+        let _taker = slot(a.admit(ip("10.0.0.8")));
+        assert!(!a.table.lock().unwrap().conns.contains_key(&own.conn.id));
+        assert!(a.table.lock().unwrap().spells.is_empty());
     }
 
     #[test]

@@ -6248,6 +6248,13 @@ async fn h2_windows(
     (h2c, async move { conn.await.is_err() })
 }
 
+/// An HTTP/2 `GET /v2/` with no credential (a 401).
+fn v2_get(s: &Server) -> http::Request<()> {
+    http::Request::get(format!("http://{}/v2/", s.host))
+        .body(())
+        .unwrap()
+}
+
 /// An HTTP/2 request for blob `d` of `acme/app`, as the admin.
 fn blob_get(s: &Server, d: &str) -> http::Request<()> {
     http::Request::get(format!("http://{}/v2/acme/app/blobs/{d}", s.host))
@@ -6750,9 +6757,7 @@ async fn stalled_requests_kept_alive_by_pings_give_way_to_newcomers() {
                 let mut pings = conn.ping_pong().unwrap();
                 let driver = tokio::spawn(conn);
                 let mut h2c = h2c.ready().await.unwrap();
-                let req = http::Request::get(format!("http://{}/v2/", s.host))
-                    .body(())
-                    .unwrap();
+                let req = v2_get(&s);
                 let (_answer, _) = h2c.send_request(req, true).unwrap();
                 while !driver.is_finished() {
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -6858,9 +6863,7 @@ async fn stalls_with_short_pauses_between_them_give_way_to_newcomers() {
                     let Ok(mut ready) = h2c.clone().ready().await else {
                         break;
                     };
-                    let req = http::Request::get(format!("http://{}/v2/", s.host))
-                        .body(())
-                        .unwrap();
+                    let req = v2_get(&s);
                     let Ok((answer, _)) = ready.send_request(req, true) else {
                         break;
                     };
@@ -6904,12 +6907,7 @@ async fn stalls_closed_and_opened_again_at_once_give_way_to_newcomers() {
                     };
                     let mut driver = tokio::spawn(conn);
                     if let Ok(mut h2c) = h2c.ready().await
-                        && let Ok((_answer, _)) = h2c.send_request(
-                            http::Request::get(format!("http://{}/v2/", s.host))
-                                .body(())
-                                .unwrap(),
-                            true,
-                        )
+                        && let Ok((_answer, _)) = h2c.send_request(v2_get(&s), true)
                     {
                         let _ =
                             tokio::time::timeout(Duration::from_millis(9500), &mut driver).await;
@@ -7002,9 +7000,7 @@ async fn keep_alives_between_requests_are_not_taken_while_gone_connections_are_t
                 let (h2c, conn) = h2_windows(&s, &format!("127.0.19.{}", 10 + i), 0, None).await;
                 let driver = tokio::spawn(conn);
                 let mut h2c = h2c.ready().await.unwrap();
-                let req = http::Request::get(format!("http://{}/v2/", s.host))
-                    .body(())
-                    .unwrap();
+                let req = v2_get(&s);
                 let (_answer, _) = h2c.send_request(req, true).unwrap();
                 let _ = driver.await;
             })
