@@ -7054,9 +7054,12 @@ async fn steady_readers_whose_sockets_move_in_bursts_are_not_cut() {
     let admin = basic_client("admin", ADMIN_PASSWORD);
     let d = push_blob(&admin, &s, "acme/app", &random_bytes(4 << 20, 49)).await;
     drop(admin);
+    // (Newcomers knock once every pull is under way: before its head is read, a connection is
+    // waiting, and an address holding more than a newcomer's gives way.)
+    let (started, mut under_way) = tokio::sync::mpsc::channel(4);
     let pulls: Vec<_> = (0..4)
         .map(|_| {
-            let (s, d) = (Arc::clone(&s), d.clone());
+            let (s, d, started) = (Arc::clone(&s), d.clone(), started.clone());
             tokio::spawn(async move {
                 let mut sock = raw_from(&s, "127.0.17.10").await;
                 let head = format!(
@@ -7068,10 +7071,13 @@ async fn steady_readers_whose_sockets_move_in_bursts_are_not_cut() {
                 // 12 s at 50 kB/s: 5,000 bytes every 100 ms.
                 let mut buf = vec![0; 5000];
                 let mut got = 0;
-                for _ in 0..120 {
+                for i in 0..120 {
                     match sock.read_exact(&mut buf).await {
                         Ok(_) => got += buf.len(),
                         Err(e) => return Err(format!("cut after {got} bytes: {e}")),
+                    }
+                    if i == 0 {
+                        let _ = started.send(()).await;
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -7079,7 +7085,11 @@ async fn steady_readers_whose_sockets_move_in_bursts_are_not_cut() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..4 {
+        tokio::time::timeout(Duration::from_secs(10), under_way.recv())
+            .await
+            .unwrap();
+    }
     for i in 0..100 {
         let newcomer = basic_client_from("admin", ADMIN_PASSWORD, &format!("127.0.18.{}", 10 + i));
         let _ = newcomer
