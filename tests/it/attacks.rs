@@ -7061,13 +7061,23 @@ async fn steady_readers_whose_sockets_move_in_bursts_are_not_cut() {
         .map(|_| {
             let (s, d, started) = (Arc::clone(&s), d.clone(), started.clone());
             tokio::spawn(async move {
-                let mut sock = raw_from(&s, "127.0.17.10").await;
+                // (Connecting again until the answer begins: the admin's keep-alive that pushed the
+                // blob may hold a slot a moment longer on a loaded machine.)
                 let head = format!(
                     "GET /v2/acme/app/blobs/{d} HTTP/1.1\r\nHost: {}\r\nAuthorization: Basic {}\r\n\r\n",
                     s.host,
                     admin_basic()
                 );
-                sock.write_all(head.as_bytes()).await.unwrap();
+                let mut sock = loop {
+                    let mut sock = raw_from(&s, "127.0.17.10").await;
+                    let mut first = [0u8; 1];
+                    if sock.write_all(head.as_bytes()).await.is_ok()
+                        && matches!(sock.peek(&mut first).await, Ok(1))
+                    {
+                        break sock;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                };
                 // 12 s at 50 kB/s: 5,000 bytes every 100 ms.
                 let mut buf = vec![0; 5000];
                 let mut got = 0;
