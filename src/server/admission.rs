@@ -92,7 +92,7 @@ impl Traffic {
     }
 
     /// `n` body bytes moved now. (The connection's task and its streams' and handlers' tasks
-    /// stamp it: a race makes a window off by a few bytes, nothing more.)
+    /// stamp it: a race makes a step off by a few bytes, nothing more.)
     pub(super) fn moved(&self, n: usize) {
         self.moved[BODY].fetch_add(n as u64, Ordering::Relaxed);
         self.step(clock_ms());
@@ -224,11 +224,15 @@ impl Conn {
         Arc::clone(&self.traffic)
     }
 
+    /// Since when its busy spell has made no `STEP` of progress.
+    fn no_step_since(&self) -> u64 {
+        let since = self.traffic.step_at.load(Ordering::Relaxed);
+        since.max(self.busy_since.load(Ordering::Relaxed))
+    }
+
     /// Busy, and it has not made a `STEP` of progress for `GONE_MS` of its busy spell.
     fn gone(&self, now: u64) -> bool {
-        let since = self.traffic.step_at.load(Ordering::Relaxed);
-        self.busy.load(Ordering::Acquire) > 0
-            && now.saturating_sub(since.max(self.busy_since.load(Ordering::Relaxed))) >= GONE_MS
+        self.busy.load(Ordering::Acquire) > 0 && now.saturating_sub(self.no_step_since()) >= GONE_MS
     }
 
     /// The start of its busy spell's span without a `STEP` of progress, if it is in a spell:
@@ -236,10 +240,7 @@ impl Conn {
     fn spell(&self, now: u64) -> Option<u64> {
         let in_spell = self.busy.load(Ordering::Acquire) > 0
             || now.saturating_sub(self.waiting_since.load(Ordering::Relaxed)) < PAUSE_MS;
-        in_spell.then(|| {
-            let since = self.traffic.step_at.load(Ordering::Relaxed);
-            since.max(self.busy_since.load(Ordering::Relaxed))
-        })
+        in_spell.then(|| self.no_step_since())
     }
 
     /// Busy for a while, and its progress has fallen behind `SLOW_RATE` (its balance is owed):
@@ -351,9 +352,10 @@ impl Table {
     }
 
     /// Removes connection `id`; if its client closed it, or it went on with a spell it was
-    /// handed, keeps its spell for its address's next connection. (A connection a newcomer took the place of hands on nothing: if it was gone,
-    /// its address is held back instead (`GAVE_WAY_MS`); if it was waiting between requests or
-    /// slow, a client whose keep-alive or transfer was taken does not come back gone.)
+    /// handed, keeps its spell for its address's next connection. (A connection a newcomer took
+    /// the place of hands on nothing of its own: if it was gone, its address is held back
+    /// instead (`GAVE_WAY_MS`); if it was waiting between requests or slow, a client whose
+    /// keep-alive or transfer was taken does not come back gone.)
     fn remove(&mut self, id: u64, closed_by_client: bool) {
         let Some(c) = self.conns.remove(&id) else {
             return;
@@ -388,17 +390,14 @@ impl Table {
                 return;
             }
         }
-        let s = self.spells.entry(address).or_insert(Spell {
+        let fresh = Spell {
             since,
             at: now,
             left: 0,
-        });
+        };
+        let s = self.spells.entry(address).or_insert(fresh);
         if now.saturating_sub(s.at) >= SPELL_KEPT_MS {
-            *s = Spell {
-                since,
-                at: now,
-                left: 0,
-            };
+            *s = fresh;
         }
         s.since = s.since.min(since);
         s.at = now;
