@@ -780,8 +780,7 @@ impl ContentService {
                 if w.reader().blob_in_repo(from.as_str(), &digest)?.is_none() {
                     return Ok::<_, store::Error>(false);
                 }
-                let id = w.ensure_repo(repo.as_str())?;
-                w.link_blob(id, &digest)?;
+                w.link_blob(repo.as_str(), &digest)?;
                 Ok(true)
             })?)
         })
@@ -796,10 +795,8 @@ impl ContentService {
         // The row goes first: garbage collection removes upload files that have no row.
         self.blocking(move |s| {
             // A session lost to a power cut only costs the client a retry: no fsync wait.
-            s.meta.write_content_relaxed(|w| {
-                let repo_id = w.ensure_repo(repo.as_str())?;
-                w.create_upload(&id, repo_id)
-            })?;
+            s.meta
+                .write_content_relaxed(|w| w.create_upload(&id, repo.as_str()))?;
             if let Engine::Fs(f) = s.blobs.engine() {
                 f.create_upload(&id)?;
             }
@@ -1683,16 +1680,16 @@ impl Inner {
             place(p)?;
         }
         self.meta.write_content(|w| {
-            if w.reader().blob_size(d)?.is_none() {
+            // Placed above: the row goes in (nothing else writes it while the lock is held).
+            // Not placed: the row was there; unless garbage collection took it since the read
+            // above, when the bytes, still ours under the lock, are placed now.
+            if pending.is_none() || w.reader().blob_size(d)?.is_none() {
                 if let Some(p) = pending.take() {
-                    // Garbage collection took the row since the read above; the bytes are still
-                    // ours under the lock.
                     place(p)?;
                 }
                 w.insert_blob(d, size)?;
             }
-            let repo_id = w.ensure_repo(repo.as_str())?;
-            w.link_blob(repo_id, d)?;
+            w.link_blob(repo.as_str(), d)?;
             if let Some(id) = upload {
                 w.delete_upload(id)?;
             }

@@ -458,13 +458,24 @@ impl Writer<'_> {
         Ok(())
     }
 
-    /// Links a stored blob into a repository, refreshing the link time if it is already there.
-    pub fn link_blob(&self, repo_id: i64, digest: &Digest) -> Result<()> {
-        self.conn.execute(
-            "INSERT INTO repo_blobs (repo_id, digest, linked_at) VALUES (?1, ?2, ?3)
+    /// Links a stored blob into repository `repo` (created if new), refreshing the link time if
+    /// it is already there. One statement when the repository exists (the repository's id is
+    /// read by the insert itself).
+    pub fn link_blob(&self, repo: &str, digest: &Digest) -> Result<()> {
+        let linked = self.conn.execute(
+            "INSERT INTO repo_blobs (repo_id, digest, linked_at)
+             SELECT id, ?2, ?3 FROM repositories WHERE name = ?1
              ON CONFLICT (repo_id, digest) DO UPDATE SET linked_at = excluded.linked_at",
-            p![repo_id, digest.to_string(), now()],
+            p![repo, digest.to_string(), now()],
         )?;
+        if linked == 0 {
+            let repo_id = self.ensure_repo(repo)?;
+            self.conn.execute(
+                "INSERT INTO repo_blobs (repo_id, digest, linked_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (repo_id, digest) DO UPDATE SET linked_at = excluded.linked_at",
+                p![repo_id, digest.to_string(), now()],
+            )?;
+        }
         Ok(())
     }
 
@@ -598,11 +609,21 @@ impl Writer<'_> {
         )? > 0)
     }
 
-    pub fn create_upload(&self, id: &uuid::Uuid, repo_id: i64) -> Result<()> {
-        self.conn.execute(
-            "INSERT INTO uploads (id, repo_id, created_at) VALUES (?1, ?2, ?3)",
-            p![id.to_string(), repo_id, now()],
+    /// Opens upload session `id` in repository `repo` (created if new): one statement when the
+    /// repository exists.
+    pub fn create_upload(&self, id: &uuid::Uuid, repo: &str) -> Result<()> {
+        let created = self.conn.execute(
+            "INSERT INTO uploads (id, repo_id, created_at)
+             SELECT ?1, id, ?3 FROM repositories WHERE name = ?2",
+            p![id.to_string(), repo, now()],
         )?;
+        if created == 0 {
+            let repo_id = self.ensure_repo(repo)?;
+            self.conn.execute(
+                "INSERT INTO uploads (id, repo_id, created_at) VALUES (?1, ?2, ?3)",
+                p![id.to_string(), repo_id, now()],
+            )?;
+        }
         Ok(())
     }
 
