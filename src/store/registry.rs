@@ -9,7 +9,7 @@ use super::model::{
 };
 use super::postgres::{LOG_LOCK, REPO_LOCKS};
 use super::sql::p;
-use super::sql::{Lane, Reader, Writer, digest_col, to_i64, to_u64};
+use super::sql::{Lane, Param, Reader, Writer, digest_col, to_i64, to_u64};
 use crate::types::{Digest, Reference};
 
 impl Reader<'_> {
@@ -459,22 +459,23 @@ impl Writer<'_> {
     }
 
     /// Links a stored blob into repository `repo` (created if new), refreshing the link time if
-    /// it is already there. One statement when the repository exists (the repository's id is
-    /// read by the insert itself).
+    /// it is already there.
     pub fn link_blob(&self, repo: &str, digest: &Digest) -> Result<()> {
-        let linked = self.conn.execute(
+        self.insert_in_repo(
+            repo,
             "INSERT INTO repo_blobs (repo_id, digest, linked_at)
              SELECT id, ?2, ?3 FROM repositories WHERE name = ?1
              ON CONFLICT (repo_id, digest) DO UPDATE SET linked_at = excluded.linked_at",
             p![repo, digest.to_string(), now()],
-        )?;
-        if linked == 0 {
-            let repo_id = self.ensure_repo(repo)?;
-            self.conn.execute(
-                "INSERT INTO repo_blobs (repo_id, digest, linked_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (repo_id, digest) DO UPDATE SET linked_at = excluded.linked_at",
-                p![repo_id, digest.to_string(), now()],
-            )?;
+        )
+    }
+
+    /// Runs `insert`, which reads the id of repository `repo` by its name, once the repository
+    /// exists: one statement when it does already, else the repository is made first.
+    fn insert_in_repo(&self, repo: &str, insert: &str, params: &[&dyn Param]) -> Result<()> {
+        if self.conn.execute(insert, params)? == 0 {
+            self.ensure_repo(repo)?;
+            self.conn.execute(insert, params)?;
         }
         Ok(())
     }
@@ -609,22 +610,14 @@ impl Writer<'_> {
         )? > 0)
     }
 
-    /// Opens upload session `id` in repository `repo` (created if new): one statement when the
-    /// repository exists.
+    /// Opens upload session `id` in repository `repo` (created if new).
     pub fn create_upload(&self, id: &uuid::Uuid, repo: &str) -> Result<()> {
-        let created = self.conn.execute(
+        self.insert_in_repo(
+            repo,
             "INSERT INTO uploads (id, repo_id, created_at)
              SELECT ?1, id, ?3 FROM repositories WHERE name = ?2",
             p![id.to_string(), repo, now()],
-        )?;
-        if created == 0 {
-            let repo_id = self.ensure_repo(repo)?;
-            self.conn.execute(
-                "INSERT INTO uploads (id, repo_id, created_at) VALUES (?1, ?2, ?3)",
-                p![id.to_string(), repo_id, now()],
-            )?;
-        }
-        Ok(())
+        )
     }
 
     /// Records how many bytes an upload holds after a chunk.
