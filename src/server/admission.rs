@@ -76,7 +76,10 @@ fn progress(now: [u64; 2], then: [u64; 2]) -> u64 {
 
 impl Traffic {
     pub(super) fn new(now: u64) -> Traffic {
-        let t = Traffic::default();
+        let t = Traffic {
+            credit: AtomicI64::new(FIRST_CREDIT),
+            ..Traffic::default()
+        };
         for stamp in [&t.last, &t.step_at, &t.credit_at] {
             stamp.store(now, Ordering::Relaxed);
         }
@@ -99,12 +102,25 @@ impl Traffic {
     }
 
     /// Stamps a `STEP` of progress made since the last, and adds it to the credit.
+    ///
+    /// The socket's count starts afresh at each step, so what it moved without a body (pings,
+    /// heads) is never counted later. The bodies' count starts afresh only from what was
+    /// counted: a body is handed to the connection a chunk at a time (up to 256 KiB) and the
+    /// socket drains it in bursts after, and each burst is progress of that chunk (helper-33:
+    /// dropping the bodies' lead at each step counted a third to a half of what a 20 kB/s reader
+    /// moved, and cut it at a full node). The lead kept is at most `CREDIT`, so a body handed
+    /// whole to a closed window lets pings count for no more than it, once.
     fn step(&self, now: u64) {
         let moved = load(&self.moved);
-        let made = progress(moved, load(&self.moved_at_step));
+        let then = load(&self.moved_at_step);
+        let made = progress(moved, then);
         if made >= STEP {
             self.step_at.store(now, Ordering::Relaxed);
-            store(&self.moved_at_step, moved);
+            let lead_from = moved[BODY].saturating_sub(CREDIT.unsigned_abs());
+            store(
+                &self.moved_at_step,
+                [(then[BODY] + made).max(lead_from), moved[WIRE]],
+            );
             let made = i64::try_from(made).unwrap_or(i64::MAX);
             let credit = self.credit_at(now).saturating_add(made).min(CREDIT);
             self.credit.store(credit, Ordering::Relaxed);
@@ -122,9 +138,9 @@ impl Traffic {
             .max(-DEBT)
     }
 
-    /// Starts its balance afresh, at none (a new busy spell).
+    /// Starts its balance afresh, at `FIRST_CREDIT` (a new busy spell).
     fn no_credit(&self, now: u64) {
-        self.credit.store(0, Ordering::Relaxed);
+        self.credit.store(FIRST_CREDIT, Ordering::Relaxed);
         self.credit_at.store(now, Ordering::Relaxed);
     }
 }
@@ -142,6 +158,10 @@ const SLOW_AFTER_MS: u64 = 2_000;
 const SLOW_RATE: i64 = 16 * 1024;
 const CREDIT: i64 = 512 * 1024;
 const DEBT: i64 = 64 * 1024;
+/// A balance starts at one step: progress is counted a `STEP` at a time, so a reader just above
+/// `SLOW_RATE` that started at nothing would owe most of a step just before each of its first
+/// few (helper-33). A connection that moves nothing is still slow from `SLOW_AFTER_MS`.
+const FIRST_CREDIT: i64 = STEP as i64;
 /// A busy connection whose bodies have not moved a `STEP` for this long gives way to any
 /// newcomer, however few its address holds: otherwise one such connection from each of many
 /// addresses would keep everyone out for free. A step, not a byte: a stream whose window
@@ -753,6 +773,55 @@ mod tests {
         assert!(held[0][0].0.conn.gone(now));
         assert!(held[1][0].0.conn.gone(now));
         assert!(!held[2][0].0.conn.gone(now));
+    }
+
+    /// A reader at `rate` bytes a second, its body handed in 256 KiB chunks that its socket
+    /// drains in bursts of `burst` bytes: the lowest balance it has over a minute.
+    fn lowest_credit_of_a_chunked_reader(rate: u64, burst: u64) -> i64 {
+        let t = Traffic::new(0);
+        let (mut handed, mut drained, mut lowest) = (0u64, 0u64, i64::MAX);
+        let every_ms = burst * 1000 / rate;
+        for tick in 1..=(60_000 / every_ms) {
+            let now = tick * every_ms;
+            if handed - drained < burst {
+                t.moved[BODY].fetch_add(256 << 10, Ordering::Relaxed);
+                handed += 256 << 10;
+                t.step(now);
+            }
+            t.moved[WIRE].fetch_add(burst, Ordering::Relaxed);
+            drained += burst;
+            t.step(now);
+            if now >= SLOW_AFTER_MS {
+                lowest = lowest.min(t.credit_at(now));
+            }
+        }
+        lowest
+    }
+
+    #[test]
+    fn a_reader_above_the_slow_rate_is_not_slow_however_its_body_is_chunked() {
+        // helper-33: at 20 kB/s, whose socket drains 4 KiB or 20 KiB at a time, a step that
+        // dropped the body's lead counted under half of it.
+        for burst in [4 << 10, 20 << 10, 64 << 10] {
+            let lowest = lowest_credit_of_a_chunked_reader(20_000, burst);
+            assert!(lowest >= 0, "burst {burst}: balance fell to {lowest}");
+        }
+        // And one under the rate still is.
+        assert!(lowest_credit_of_a_chunked_reader(12_000, 4 << 10) < 0);
+    }
+
+    #[test]
+    fn a_body_handed_to_a_closed_window_lets_pings_count_once_and_no_more_than_credit() {
+        let t = Traffic::new(0);
+        // 4 MiB handed whole; the socket then moves only pings, a `STEP` of them at a time.
+        t.moved[BODY].fetch_add(4 << 20, Ordering::Relaxed);
+        let mut steps = 0;
+        for now in 1..=4096 {
+            t.moved[WIRE].fetch_add(STEP, Ordering::Relaxed);
+            t.step(now);
+            steps += u64::from(t.step_at.load(Ordering::Relaxed) == now);
+        }
+        assert_eq!(steps, 1 + CREDIT as u64 / STEP);
     }
 
     #[test]

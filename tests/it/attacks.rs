@@ -7115,6 +7115,98 @@ async fn steady_readers_whose_sockets_move_in_bursts_are_not_cut() {
     assert!(metric(&s, "berth_connections_refused_total ").await >= 50);
 }
 
+/// Four pulls, each from its own address, read steadily at 20 kB/s (a little above the 16 KiB/s
+/// under which a connection is slow), two of them through a 4 KiB receive buffer, at a full
+/// node while newcomers from fresh addresses knock every 250 ms (helper-33: the bodies' lead
+/// over the socket, handed in chunks and drained in bursts, was dropped at each step of
+/// progress, so a third to a half of what they moved counted, and each was cut every 10-20 s).
+/// None is cut in 30 s.
+#[tokio::test]
+async fn readers_a_little_above_the_slow_rate_are_not_cut_by_newcomers() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let s = Arc::new(
+        server_with_acme(&[
+            "--max-connections",
+            "4",
+            "--max-connections-per-address",
+            "4",
+        ])
+        .await,
+    );
+    let admin = basic_client("admin", ADMIN_PASSWORD);
+    let d = push_blob(&admin, &s, "acme/app", &random_bytes(4 << 20, 53)).await;
+    drop(admin);
+    let (started, mut under_way) = tokio::sync::mpsc::channel(4);
+    let pulls: Vec<_> = (0..4u16)
+        .map(|i| {
+            let (s, d, started) = (Arc::clone(&s), d.clone(), started.clone());
+            tokio::spawn(async move {
+                let head = format!(
+                    "GET /v2/acme/app/blobs/{d} HTTP/1.1\r\nHost: {}\r\nAuthorization: Basic {}\r\n\r\n",
+                    s.host,
+                    admin_basic()
+                );
+                let mut sock = loop {
+                    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+                    if i % 2 == 1 {
+                        sock.set_recv_buffer_size(4096).unwrap();
+                    }
+                    sock.bind(format!("127.0.22.{}:0", 10 + i).parse().unwrap())
+                        .unwrap();
+                    let mut sock = sock.connect(s.host.parse().unwrap()).await.unwrap();
+                    let mut first = [0u8; 1];
+                    if sock.write_all(head.as_bytes()).await.is_ok()
+                        && matches!(sock.peek(&mut first).await, Ok(1))
+                    {
+                        break sock;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                };
+                // 30 s at 20 kB/s: 2,000 bytes every 100 ms.
+                let mut buf = vec![0; 2000];
+                let mut got = 0;
+                for i in 0..300 {
+                    match sock.read_exact(&mut buf).await {
+                        Ok(_) => got += buf.len(),
+                        Err(e) => return Err(format!("cut after {got} bytes: {e}")),
+                    }
+                    if i == 0 {
+                        let _ = started.send(()).await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok(got)
+            })
+        })
+        .collect();
+    for _ in 0..4 {
+        tokio::time::timeout(Duration::from_secs(10), under_way.recv())
+            .await
+            .unwrap();
+    }
+    let knocking = {
+        let s = Arc::clone(&s);
+        tokio::spawn(async move {
+            for i in 0u32.. {
+                let source = format!("127.0.{}.{}", 23 + i / 200, 10 + i % 200);
+                let newcomer = basic_client_from("admin", ADMIN_PASSWORD, &source);
+                let _ = newcomer
+                    .get(s.url("/v2/"))
+                    .timeout(Duration::from_millis(250))
+                    .send()
+                    .await;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    };
+    for p in pulls {
+        assert_eq!(p.await.unwrap(), Ok(600_000));
+    }
+    knocking.abort();
+    assert!(metric(&s, "berth_connections_refused_total ").await >= 50);
+    assert_eq!(metric(&s, "berth_connections_evicted_total ").await, 0);
+}
+
 /// The kernel keeps little of an answer its client does not read (`TCP_NOTSENT_LOWAT`): four
 /// HTTP/1.1 pulls of a 16 MiB blob that never read leave at most 256 KiB unsent on each of
 /// the server's sockets (helper-27: loopback grew each to about 4 MiB, held by the host, and
