@@ -162,11 +162,19 @@ impl Drop for PgCluster {
 }
 
 fn wait_for_port(port: u16) {
+    assert!(listens(port), "nothing listens on {port}");
+}
+
+/// Whether something listens on `port` within 30 s.
+fn listens(port: u16) -> bool {
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        if Instant::now() >= deadline {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
+    true
 }
 
 /// Creates database `name` through the admin URL `admin` (psql); the new database's URL.
@@ -209,12 +217,30 @@ pub const GARAGE_SECRET: &str = "0123456789abcdef0123456789abcdef0123456789abcde
 pub struct Garage {
     _tmp: tempfile::TempDir,
     config: PathBuf,
+    rpc_port: u16,
     pub s3_port: u16,
     child: Option<std::process::Child>,
 }
 
 impl Garage {
+    /// Starts one, again on fresh ports if it does not answer (a port found free may be taken
+    /// before Garage binds it, e.g. as the local port of another test's connection: its RPC
+    /// then never answers).
     pub fn start() -> Garage {
+        for attempt in 1..=3 {
+            let mut g = Garage::configured();
+            if let Err(e) = g.try_resume().and_then(|()| g.try_cli(&["status"], 15)) {
+                eprintln!("garage, attempt {attempt}: {e}\n{}", g.log());
+                g.stop();
+                continue;
+            }
+            g.set_up();
+            return g;
+        }
+        panic!("garage did not start in 3 attempts (its logs above)");
+    }
+
+    fn configured() -> Garage {
         let tmp = tempfile::Builder::new()
             .prefix("berth-garage")
             .tempdir()
@@ -236,23 +262,27 @@ impl Garage {
             ),
         )
         .unwrap();
-        let mut g = Garage {
+        Garage {
             _tmp: tmp,
             config,
+            rpc_port: rpc,
             s3_port: s3,
             child: None,
-        };
-        g.resume();
-        let status = g.cli(&["status"]);
+        }
+    }
+
+    /// Its layout (one node), the tests' key and bucket `berth`.
+    fn set_up(&self) {
+        let status = self.cli(&["status"]);
         let node = status
             .lines()
-            .find(|l| l.contains(&format!("127.0.0.1:{rpc}")))
+            .find(|l| l.contains(&format!("127.0.0.1:{}", self.rpc_port)))
             .and_then(|l| l.split_whitespace().next())
             .unwrap()
             .to_owned();
-        g.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
-        g.cli(&["layout", "apply", "--version", "1"]);
-        g.cli(&[
+        self.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
+        self.cli(&["layout", "apply", "--version", "1"]);
+        self.cli(&[
             "key",
             "import",
             "--yes",
@@ -261,15 +291,20 @@ impl Garage {
             "-n",
             "berth",
         ]);
-        g.cli(&["bucket", "create", "berth"]);
-        g.cli(&[
+        self.cli(&["bucket", "create", "berth"]);
+        self.cli(&[
             "bucket", "allow", "--read", "--write", "--owner", "berth", "--key", "berth",
         ]);
-        g
     }
 
     pub fn cli(&self, args: &[&str]) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        self.try_cli(args, 30)
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.log()))
+    }
+
+    /// Runs `garage args` until it succeeds, for up to `secs` seconds.
+    fn try_cli(&self, args: &[&str], secs: u64) -> Result<String, String> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             let out = Command::new("garage")
                 .arg("-c")
@@ -278,15 +313,24 @@ impl Garage {
                 .output()
                 .expect("garage (cargo install garage --locked)");
             if out.status.success() {
-                return String::from_utf8_lossy(&out.stdout).into_owned();
+                return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
             }
-            assert!(
-                Instant::now() < deadline,
-                "garage {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "garage {args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// The last lines of its log.
+    fn log(&self) -> String {
+        let log =
+            std::fs::read_to_string(self.config.with_file_name("garage.log")).unwrap_or_default();
+        let lines: Vec<_> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
     pub fn endpoint(&self) -> String {
@@ -315,6 +359,11 @@ impl Garage {
 
     /// Starts the server (again), on the same ports and data.
     pub fn resume(&mut self) {
+        self.try_resume()
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.log()));
+    }
+
+    fn try_resume(&mut self) -> Result<(), String> {
         let log = std::fs::File::create(self.config.with_file_name("garage.log")).unwrap();
         self.child = Some(
             Command::new("garage")
@@ -326,7 +375,10 @@ impl Garage {
                 .spawn()
                 .expect("garage (cargo install garage --locked)"),
         );
-        wait_for_port(self.s3_port);
+        match listens(self.s3_port) {
+            true => Ok(()),
+            false => Err(format!("nothing listens on {}", self.s3_port)),
+        }
     }
 }
 
