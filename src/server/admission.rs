@@ -32,46 +32,33 @@ pub(super) fn clock_ms() -> u64 {
 }
 
 /// What a connection moved: its socket's last byte (the idle timeout), and its progress
-/// (admission's judge of a busy connection): the lesser of what its bodies and its socket moved.
+/// (admission's judge of a busy connection): the bodies' bytes that really moved, request
+/// bodies read by the handlers and answers' bodies written to the connection.
 #[derive(Debug, Default)]
 pub(super) struct Traffic {
     /// When the socket last read or wrote a byte (`clock_ms`), stamped by the socket itself
     /// (`server::Watched`).
     pub(super) last: AtomicU64,
-    /// Bytes moved, counted twice: `[BODY]`, request bodies read by the handlers and response
-    /// bodies handed to the connection; `[WIRE]`, what the socket read and wrote. Progress over
-    /// a span is the lesser of the two: a client's pings, window updates, frames of no use or
-    /// heads move the socket but no body (helper-27), and a body handed whole to a stream whose
-    /// window lets a byte through moves a body but not the socket (helper-28).
-    moved: [AtomicU64; 2],
-    /// When the connection last made a `STEP` of progress, and what had moved by then.
+    /// Request bodies' bytes read by the handlers: a client's pings, window updates, frames of
+    /// no use or heads are none (helper-27), nor a body the handler does not read.
+    read: AtomicU64,
+    /// Answers' bodies' bytes handed to the connection (`server::Moving`)...
+    handed: AtomicU64,
+    /// ... and what the connection wrote of answers (`server::Counted`, above TLS): on HTTP/2
+    /// the payloads of DATA frames only, on HTTP/1 every byte. Answers' progress is the lesser
+    /// of the two, counted from the start: a body handed whole to a stream whose window lets a
+    /// byte through moves a byte (helper-28), pings and their answers move nothing (helper-34:
+    /// counted in the socket's bytes, they paid off bodies handed to such streams), and a body
+    /// handed a chunk at a time and drained in bursts after counts whole (helper-33).
+    written: AtomicU64,
+    /// When the connection last made a `STEP` of progress, and its progress by then.
     step_at: AtomicU64,
-    moved_at_step: [AtomicU64; 2],
+    progress_at_step: AtomicU64,
     /// Its balance against being slow, as of `credit_at` (`clock_ms`): the progress of its
     /// steps less `SLOW_RATE` for the time gone by, kept between `-DEBT` and `CREDIT`
     /// (`Conn::slow`).
     credit: AtomicI64,
     credit_at: AtomicU64,
-}
-
-const BODY: usize = 0;
-const WIRE: usize = 1;
-
-fn load(counts: &[AtomicU64; 2]) -> [u64; 2] {
-    [0, 1].map(|i| counts[i].load(Ordering::Relaxed))
-}
-
-fn store(counts: &[AtomicU64; 2], values: [u64; 2]) {
-    for (c, v) in counts.iter().zip(values) {
-        c.store(v, Ordering::Relaxed);
-    }
-}
-
-/// Progress from `then` to `now`: the lesser of what bodies and socket moved.
-fn progress(now: [u64; 2], then: [u64; 2]) -> u64 {
-    now[BODY]
-        .saturating_sub(then[BODY])
-        .min(now[WIRE].saturating_sub(then[WIRE]))
 }
 
 impl Traffic {
@@ -86,41 +73,61 @@ impl Traffic {
         t
     }
 
-    /// The socket read or wrote `n` bytes now.
-    pub(super) fn seen(&self, n: usize) {
-        let now = clock_ms();
-        self.last.store(now, Ordering::Relaxed);
-        self.moved[WIRE].fetch_add(n as u64, Ordering::Relaxed);
-        self.step(now);
+    /// The socket read or wrote a byte now (TLS's included): the idle timeout's stamp, not
+    /// progress.
+    pub(super) fn seen(&self) {
+        self.last.store(clock_ms(), Ordering::Relaxed);
     }
 
-    /// `n` body bytes moved now. (The connection's task and its streams' and handlers' tasks
-    /// stamp it: a race makes a step off by a few bytes, nothing more.)
-    pub(super) fn moved(&self, n: usize) {
-        self.moved[BODY].fetch_add(n as u64, Ordering::Relaxed);
+    /// A handler read `n` bytes of a request body. (The connection's task and its streams' and
+    /// handlers' tasks count: a race makes a step off by a few bytes, nothing more.)
+    pub(super) fn read(&self, n: usize) {
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
         self.step(clock_ms());
     }
 
+    /// `n` bytes of an answer's body were handed to the connection.
+    pub(super) fn handed(&self, n: usize) {
+        self.handed.fetch_add(n as u64, Ordering::Relaxed);
+        self.step(clock_ms());
+    }
+
+    /// The connection wrote `n` bytes of answers (see `written`). What it wrote beyond the
+    /// bodies handed is heads (HTTP/1): at most a `STEP` of them is kept, so the heads of many
+    /// answers without a body cannot pay off a body handed later and never taken.
+    pub(super) fn written(&self, n: u64) {
+        let cap = self.handed.load(Ordering::Relaxed).saturating_add(STEP);
+        let _ = self
+            .written
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
+                Some(w.saturating_add(n).min(cap).max(w))
+            });
+        self.step(clock_ms());
+    }
+
+    /// Its progress since it was admitted.
+    fn progress(&self) -> u64 {
+        let answers = self
+            .handed
+            .load(Ordering::Relaxed)
+            .min(self.written.load(Ordering::Relaxed));
+        self.read.load(Ordering::Relaxed).saturating_add(answers)
+    }
+
     /// Stamps a `STEP` of progress made since the last, and adds it to the credit.
-    ///
-    /// The socket's count starts afresh at each step, so what it moved without a body (pings,
-    /// heads) is never counted later. The bodies' count starts afresh only from what was
-    /// counted: a body is handed to the connection a chunk at a time (up to 256 KiB) and the
-    /// socket drains it in bursts after, and each burst is progress of that chunk (helper-33:
-    /// dropping the bodies' lead at each step counted a third to a half of what a 20 kB/s reader
-    /// moved, and cut it at a full node). The lead kept is at most `CREDIT`, so a body handed
-    /// whole to a closed window lets pings count for no more than it, once.
     fn step(&self, now: u64) {
-        let moved = load(&self.moved);
-        let then = load(&self.moved_at_step);
-        let made = progress(moved, then);
-        if made >= STEP {
+        let (progress, then) = (
+            self.progress(),
+            self.progress_at_step.load(Ordering::Relaxed),
+        );
+        let made = progress.saturating_sub(then);
+        if made >= STEP
+            && self
+                .progress_at_step
+                .compare_exchange(then, progress, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
             self.step_at.store(now, Ordering::Relaxed);
-            let lead_from = moved[BODY].saturating_sub(CREDIT.unsigned_abs());
-            store(
-                &self.moved_at_step,
-                [(then[BODY] + made).max(lead_from), moved[WIRE]],
-            );
             let made = i64::try_from(made).unwrap_or(i64::MAX);
             let credit = self.credit_at(now).saturating_add(made).min(CREDIT);
             self.credit.store(credit, Ordering::Relaxed);
@@ -536,10 +543,11 @@ mod tests {
     use super::*;
 
     impl Traffic {
-        /// `n` bytes of body through the socket.
+        /// `n` bytes of an answer's body handed and written.
         fn both(&self, n: usize) {
-            self.moved(n);
-            self.seen(n);
+            self.seen();
+            self.handed(n);
+            self.written(n as u64);
         }
     }
 
@@ -659,7 +667,7 @@ mod tests {
         for i in 0..((GONE_MS + 500) / 500) {
             std::thread::sleep(std::time::Duration::from_millis(500));
             held[0][0].0.conn.traffic.both(100);
-            held[0][0].0.conn.traffic.seen(17);
+            held[0][0].0.conn.traffic.seen();
             held[1][0].0.conn.traffic.both(2048);
             if i == 8 {
                 held[2][0].0.conn.traffic.both(STEP as usize);
@@ -752,27 +760,53 @@ mod tests {
     }
 
     #[test]
-    fn progress_is_what_both_bodies_and_socket_moved() {
-        let a = Admission::new(3, 3);
+    fn progress_is_bodies_bytes_really_moved() {
+        let a = Admission::new(5, 5);
         let held = [
             busy(&a, "10.0.0.1", 1),
             busy(&a, "10.0.0.2", 1),
             busy(&a, "10.0.0.3", 1),
+            busy(&a, "10.0.0.4", 1),
+            busy(&a, "10.0.0.5", 1),
         ];
-        // One hands whole bodies to streams that let a byte through (helper-28); one's socket
-        // is busy with pings and frames of no use; one moves its body through its socket.
+        let traffic = |i: usize| &held[i][0].0.conn.traffic;
+        // One had 512 KiB of bodies handed at first, to streams that took a byte each
+        // (helper-34); then its socket moves only pings and frames of no use, and it writes
+        // heads of answers without bodies (HTTP/1).
+        traffic(0).handed(512 << 10);
+        traffic(0).written(90);
         for _ in 0..((GONE_MS + 500) / 500) {
             std::thread::sleep(std::time::Duration::from_millis(500));
-            held[0][0].0.conn.traffic.moved(6 << 10);
-            held[0][0].0.conn.traffic.seen(40);
-            held[1][0].0.conn.traffic.seen(6 << 10);
-            held[1][0].0.conn.traffic.moved(10);
-            held[2][0].0.conn.traffic.both(2 << 10);
+            traffic(0).seen();
+            traffic(4).written(2 << 10);
+            // One hands whole bodies to streams that let a byte through (helper-28).
+            traffic(1).handed(6 << 10);
+            traffic(1).written(40);
+            // One reads a few bytes of a request body now and then.
+            traffic(2).seen();
+            traffic(2).read(10);
+            // One moves its body through its socket.
+            traffic(3).both(2 << 10);
         }
         let now = clock_ms();
-        assert!(held[0][0].0.conn.gone(now));
-        assert!(held[1][0].0.conn.gone(now));
-        assert!(!held[2][0].0.conn.gone(now));
+        for gone in [0, 1, 2, 4] {
+            assert!(held[gone][0].0.conn.gone(now), "{gone}");
+        }
+        assert!(!held[3][0].0.conn.gone(now));
+    }
+
+    #[test]
+    fn heads_written_without_bodies_bank_at_most_a_step() {
+        let t = Traffic::new(0);
+        // The heads of a thousand answers without a body, then a body handed and not taken.
+        for _ in 0..1000 {
+            t.written(200);
+        }
+        t.handed(256 << 10);
+        assert_eq!(t.progress(), STEP);
+        // Written as it is handed: all of it counts.
+        t.written(256 << 10);
+        assert_eq!(t.progress(), 256 << 10);
     }
 
     /// A reader at `rate` bytes a second, its body handed in 256 KiB chunks that its socket
@@ -784,11 +818,11 @@ mod tests {
         for tick in 1..=(60_000 / every_ms) {
             let now = tick * every_ms;
             if handed - drained < burst {
-                t.moved[BODY].fetch_add(256 << 10, Ordering::Relaxed);
+                t.handed.fetch_add(256 << 10, Ordering::Relaxed);
                 handed += 256 << 10;
                 t.step(now);
             }
-            t.moved[WIRE].fetch_add(burst, Ordering::Relaxed);
+            t.written.fetch_add(burst, Ordering::Relaxed);
             drained += burst;
             t.step(now);
             if now >= SLOW_AFTER_MS {
@@ -808,20 +842,6 @@ mod tests {
         }
         // And one under the rate still is.
         assert!(lowest_credit_of_a_chunked_reader(12_000, 4 << 10) < 0);
-    }
-
-    #[test]
-    fn a_body_handed_to_a_closed_window_lets_pings_count_once_and_no_more_than_credit() {
-        let t = Traffic::new(0);
-        // 4 MiB handed whole; the socket then moves only pings, a `STEP` of them at a time.
-        t.moved[BODY].fetch_add(4 << 20, Ordering::Relaxed);
-        let mut steps = 0;
-        for now in 1..=4096 {
-            t.moved[WIRE].fetch_add(STEP, Ordering::Relaxed);
-            t.step(now);
-            steps += u64::from(t.step_at.load(Ordering::Relaxed) == now);
-        }
-        assert_eq!(steps, 1 + CREDIT as u64 / STEP);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! collection).
 
 mod admission;
+mod counted;
 
 use admission::clock_ms;
 
@@ -122,15 +123,16 @@ pub async fn serve(
                 };
                 // The peer address goes on every request, for rate limits, audit and "last used";
                 // the connection is busy until the response body is done.
-                // Its bodies' bytes are its progress (`Moving`), not its socket's.
+                // Its bodies' bytes that moved are its progress: request bodies read (`Moving`),
+                // answers' bodies handed (`Moving`) and written (`counted::Counted`).
                 let svc = TowerToHyperService::new(tower::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
                     req.extensions_mut().insert(hangup.clone());
                     let (mut app, busy, traffic) = (app.clone(), conn.request(), conn.traffic());
-                    let req = req.map(|body| Moving { body, traffic: Arc::clone(&traffic), _busy: None });
+                    let req = req.map(|body| Moving { body, traffic: Arc::clone(&traffic), busy: None });
                     async move {
                         let resp = tower::Service::call(&mut app, req).await?;
-                        Ok::<_, std::convert::Infallible>(resp.map(|body| axum::body::Body::new(Moving { body, traffic, _busy: Some(busy) })))
+                        Ok::<_, std::convert::Infallible>(resp.map(|body| axum::body::Body::new(Moving { body, traffic, busy: Some(busy) })))
                     }
                 }));
                 let (builder, tls, mut stop) = (builder.clone(), tls.clone(), stop_rx.clone());
@@ -143,8 +145,14 @@ pub async fn serve(
                         }
                     };
                     match handshake.await {
-                        Ok(Ok(Either::Tls(s))) => drive(builder.serve_connection_with_upgrades(TokioIo::new(s), svc), &mut stop, &watch).await,
-                        Ok(Ok(Either::Plain(s))) => drive(builder.serve_connection_with_upgrades(TokioIo::new(s), svc), &mut stop, &watch).await,
+                        Ok(Ok(Either::Tls(s))) => {
+                            let s = TokioIo::new(counted::Counted::new(s, Arc::clone(&traffic)));
+                            drive(builder.serve_connection_with_upgrades(s, svc), &mut stop, &watch).await;
+                        }
+                        Ok(Ok(Either::Plain(s))) => {
+                            let s = TokioIo::new(counted::Counted::new(s, Arc::clone(&traffic)));
+                            drive(builder.serve_connection_with_upgrades(s, svc), &mut stop, &watch).await;
+                        }
                         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!("TLS handshake timed out"),
                     }
@@ -193,16 +201,16 @@ fn effective_max_connections(configured: usize) -> usize {
     configured.min(cap)
 }
 
-/// A socket that stamps the time of its last successful read or write and counts the bytes
-/// (`admission::Traffic`: the idle timeout and admission read them).
+/// A socket that stamps the time of its last successful read or write
+/// (`admission::Traffic::last`: the idle timeout reads it).
 struct Watched<S> {
     inner: S,
     traffic: Arc<admission::Traffic>,
 }
 
 impl<S> Watched<S> {
-    fn touch(&self, n: usize) {
-        self.traffic.seen(n);
+    fn touch(&self) {
+        self.traffic.seen();
     }
 }
 
@@ -216,7 +224,7 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<S> {
         let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
         let after = buf.filled().len();
         if matches!(r, std::task::Poll::Ready(Ok(()))) && after > before {
-            self.touch(after - before);
+            self.touch();
         }
         r
     }
@@ -232,7 +240,7 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
         if let std::task::Poll::Ready(Ok(n)) = r
             && n > 0
         {
-            self.touch(n);
+            self.touch();
         }
         r
     }
@@ -246,7 +254,7 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
         if let std::task::Poll::Ready(Ok(n)) = r
             && n > 0
         {
-            self.touch(n);
+            self.touch();
         }
         r
     }
@@ -290,13 +298,14 @@ where
     }
 }
 
-/// A request or response body whose data frames count as its connection's progress
-/// (`admission::Traffic::moved`); a response body keeps its connection busy
-/// (`admission::InFlight`) until it is done.
+/// A request body whose data frames, as the handler reads them, count as its connection's
+/// progress (`admission::Traffic::read`), or a response body whose data frames count as handed
+/// (`admission::Traffic::handed`) and which keeps its connection busy (`admission::InFlight`)
+/// until it is done.
 struct Moving<B> {
     body: B,
     traffic: Arc<admission::Traffic>,
-    _busy: Option<admission::InFlight>,
+    busy: Option<admission::InFlight>,
 }
 
 impl<B: http_body::Body<Data = bytes::Bytes> + Unpin> http_body::Body for Moving<B> {
@@ -312,7 +321,10 @@ impl<B: http_body::Body<Data = bytes::Bytes> + Unpin> http_body::Body for Moving
             && let Some(data) = frame.data_ref()
             && !data.is_empty()
         {
-            self.traffic.moved(data.len());
+            match self.busy {
+                Some(_) => self.traffic.handed(data.len()),
+                None => self.traffic.read(data.len()),
+            }
         }
         polled
     }

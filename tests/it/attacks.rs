@@ -6985,6 +6985,63 @@ async fn answers_handed_whole_to_streams_that_take_a_byte_are_no_progress() {
     }
 }
 
+/// One HTTP/2 connection from each of as many addresses as there are slots, no credential: a
+/// stalled `GET /v2/`, then 40 requests for the console's stylesheet (6 KB each, handed whole)
+/// whose streams let one byte through and are dropped, then nothing but pings, 60 a second
+/// (helper-34: counted in the socket's bytes, the pings paid off the 240 KB of bodies handed,
+/// a step at a time, and every slot was held for minutes on 90 bytes of body). Only DATA
+/// frames written count as an answer's progress: the connections give way after 10 s, and
+/// newcomers are served.
+#[tokio::test]
+async fn pings_do_not_pay_off_bodies_handed_to_streams_that_take_a_byte() {
+    let s = Arc::new(server_with_acme(&["--max-connections", "8"]).await);
+    let holding: Vec<_> = (0..8)
+        .map(|i| {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move {
+                let tcp = raw_from(&s, &format!("127.0.24.{}", 10 + i)).await;
+                let mut b = h2::client::Builder::new();
+                b.initial_window_size(1);
+                let (h2c, mut conn) = b.handshake::<_, bytes::Bytes>(tcp).await.unwrap();
+                let mut pings = conn.ping_pong().unwrap();
+                let driver = tokio::spawn(conn);
+                let mut h2c = h2c.ready().await.unwrap();
+                let (_stalled, _) = h2c.send_request(v2_get(&s), true).unwrap();
+                for _ in 0..40 {
+                    let css =
+                        http::Request::get(format!("http://{}/ui/assets/console.css", s.host))
+                            .body(())
+                            .unwrap();
+                    let Ok(mut ready) = h2c.clone().ready().await else {
+                        return;
+                    };
+                    let Ok((answer, _)) = ready.send_request(css, true) else {
+                        return;
+                    };
+                    if let Ok(Ok(answer)) =
+                        tokio::time::timeout(Duration::from_secs(2), answer).await
+                    {
+                        let mut body = answer.into_body();
+                        let _ = tokio::time::timeout(Duration::from_secs(2), body.data()).await;
+                    }
+                }
+                while !driver.is_finished() {
+                    tokio::time::sleep(Duration::from_millis(16)).await;
+                    if pings.ping(h2::Ping::opaque()).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    let served = newcomers_served(&s, "127.0.25", 5, "/v2/", b"{}").await;
+    assert_eq!(served, 5, "{served} of 5 newcomers served");
+    for h in holding {
+        h.abort();
+    }
+}
+
 /// A client doing requests back to back on one keep-alive, at a node whose other slots are held
 /// by stalled HTTP/2 requests (window 0, no credential), one per address, while newcomers knock
 /// (helper-31: the keep-alive, waiting for a moment between its requests, was taken before the
