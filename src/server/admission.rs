@@ -897,8 +897,9 @@ mod tests {
         // with no more than `CREDIT`.
         traffic(0).both(8 << 20);
         assert!(traffic(0).credit_at(clock_ms()) <= CREDIT);
-        // One writes 64 KiB and then nothing: slow once 64 KiB at `SLOW_RATE` has gone by.
-        traffic(1).both(64 << 10);
+        // One writes 48 KiB and then nothing: slow once its balance, 64 KiB with the one step it
+        // starts with, has gone by at `SLOW_RATE`; 9 s later it would owe 80 KiB.
+        traffic(1).both(48 << 10);
         // One reads 21 KiB/s from a large receive buffer, which the kernel refills in bursts of
         // 96 KiB every 4.5 s: never slow.
         for _ in 0..2 {
