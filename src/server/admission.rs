@@ -51,6 +51,10 @@ pub(super) struct Traffic {
     /// counted in the socket's bytes, they paid off bodies handed to such streams), and a body
     /// handed a chunk at a time and drained in bursts after counts whole (helper-33).
     written: AtomicU64,
+    /// What of it does not count: a connection that goes on with a spell handed to it
+    /// (`SPELL_KEPT_MS`) first writes into its kernel's and TLS's buffers, `ABSORBED`, whether
+    /// its client reads or not.
+    unseen: AtomicU64,
     /// When the connection last made a `STEP` of progress, and its progress by then.
     step_at: AtomicU64,
     progress_at_step: AtomicU64,
@@ -110,7 +114,8 @@ impl Traffic {
         let answers = self
             .handed
             .load(Ordering::Relaxed)
-            .min(self.written.load(Ordering::Relaxed));
+            .min(self.written.load(Ordering::Relaxed))
+            .saturating_sub(self.unseen.load(Ordering::Relaxed));
         self.read.load(Ordering::Relaxed).saturating_add(answers)
     }
 
@@ -200,6 +205,12 @@ const GAVE_WAY_MS: u64 = 30_000;
 /// addresses as slots (helper-31: at 30 s, 2,048 addresses held 256 slots, and newcomers waited
 /// up to 28 s).
 const SPELL_KEPT_MS: u64 = 120_000;
+/// What a fresh connection's writes can put in buffers before its client takes a byte: the
+/// kernel's unsent bytes (`server::UNSENT`, 128 KiB) and rustls's (64 KiB). A connection that
+/// goes on with a spell handed to it counts none of it: otherwise a client that reconnects every
+/// 9 s and never reads made a step of each connection's first writes, and its spell never went
+/// (helper-35: 8 slots held for about 115 B/s each).
+const ABSORBED: u64 = super::UNSENT as u64 + 64 * 1024;
 /// At most this many addresses' spells are kept (about 3 MiB), more than such a pool needs to
 /// hold the default 1,024 slots.
 const SPELLS_KEPT: usize = 65_536;
@@ -511,9 +522,13 @@ impl Admission {
         t.next_id += 1;
         let now = clock_ms();
         // Its busy spell goes on from one its address's last connections closed in, if kept.
-        let since = t.take_spell(&address, now).unwrap_or(now);
+        let handed = t.take_spell(&address, now);
+        let since = handed.unwrap_or(now);
         let traffic = Traffic::new(now);
         traffic.step_at.store(since, Ordering::Relaxed);
+        if handed.is_some() {
+            traffic.unseen.store(ABSORBED, Ordering::Relaxed);
+        }
         let conn = Arc::new(Conn {
             id,
             address,
@@ -702,6 +717,11 @@ mod tests {
         assert!(!again[0].0.conn.slow(clock_ms()));
         let fresh = busy(&a, "10.0.0.2", 1);
         let idle = slot(a.admit(ip("10.0.0.3")));
+        // Both write what their kernels and TLS take whether their clients read or not: not
+        // a step of the spell handed on (helper-35: a reconnect every 9 s kept it from gone).
+        for (s, _) in [&again[0], &fresh[0]] {
+            s.conn.traffic.both(ABSORBED as usize);
+        }
         // One close hands its spell to one connection.
         let address = ClientAddress::from(ip("10.0.0.1"));
         assert!(!a.table.lock().unwrap().spells.contains_key(&address));

@@ -7042,6 +7042,55 @@ async fn pings_do_not_pay_off_bodies_handed_to_streams_that_take_a_byte() {
     }
 }
 
+/// One HTTP/1.1 pull of a large blob from each of as many addresses as there are slots, never
+/// read (a receive buffer as small as the kernel allows), each closed with a reset every 9 s
+/// and opened again at once (helper-35: each new connection's first writes, taken by its
+/// kernel's unsent buffer, made a step of the spell it went on with, so no connection was ever
+/// gone, and newcomers were refused). What a connection that goes on with a handed spell writes
+/// into buffers does not count: the spell goes, and newcomers are served.
+#[tokio::test]
+async fn reconnecting_before_gone_cannot_make_a_step_of_the_kernels_buffers() {
+    use tokio::io::AsyncWriteExt as _;
+    let s = Arc::new(server_with_acme(&["--max-connections", "8"]).await);
+    let admin = basic_client("admin", ADMIN_PASSWORD);
+    let d = push_blob(&admin, &s, "acme/app", &random_bytes(4 << 20, 54)).await;
+    drop(admin);
+    let holding: Vec<_> = (0..8)
+        .map(|i| {
+            let (s, d) = (Arc::clone(&s), d.clone());
+            tokio::spawn(async move {
+                let head = format!(
+                    "GET /v2/acme/app/blobs/{d} HTTP/1.1\r\nHost: {}\r\nAuthorization: Basic {}\r\n\r\n",
+                    s.host,
+                    admin_basic()
+                );
+                loop {
+                    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+                    sock.set_recv_buffer_size(1).unwrap();
+                    sock.bind(format!("127.0.26.{}:0", 10 + i).parse().unwrap())
+                        .unwrap();
+                    let Ok(mut conn) = sock.connect(s.host.parse().unwrap()).await else {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    };
+                    if conn.write_all(head.as_bytes()).await.is_err() {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                    tokio::time::sleep(Duration::from_secs(9)).await;
+                    let _ = conn.set_linger(Some(Duration::ZERO));
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    let served = newcomers_served(&s, "127.0.27", 5, "/v2/", b"{}").await;
+    assert_eq!(served, 5, "{served} of 5 newcomers served");
+    for h in holding {
+        h.abort();
+    }
+}
+
 /// A client doing requests back to back on one keep-alive, at a node whose other slots are held
 /// by stalled HTTP/2 requests (window 0, no credential), one per address, while newcomers knock
 /// (helper-31: the keep-alive, waiting for a moment between its requests, was taken before the
