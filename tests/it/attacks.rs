@@ -7064,6 +7064,55 @@ async fn css_then_pings(s: &Server, source: &str) {
     }
 }
 
+/// One HTTP/1.1 pull of a large blob from each of as many addresses as there are slots, never
+/// read (a receive buffer as small as the kernel allows), each closed with a reset every 9 s
+/// and opened again at once (helper-35: each new connection's first writes, taken by its
+/// kernel's unsent buffer, made a step of the spell it went on with, so no connection was ever
+/// gone, and newcomers were refused). What a connection that goes on with a handed spell writes
+/// into buffers does not count: the spell goes, and newcomers are served.
+#[tokio::test]
+async fn reconnecting_before_gone_cannot_make_a_step_of_the_kernels_buffers() {
+    use tokio::io::AsyncWriteExt as _;
+    let s = Arc::new(server_with_acme(&["--max-connections", "8"]).await);
+    let admin = basic_client("admin", ADMIN_PASSWORD);
+    let d = push_blob(&admin, &s, "acme/app", &random_bytes(4 << 20, 54)).await;
+    drop(admin);
+    let holding: Vec<_> = (0..8)
+        .map(|i| {
+            let (s, d) = (Arc::clone(&s), d.clone());
+            tokio::spawn(async move {
+                let head = format!(
+                    "GET /v2/acme/app/blobs/{d} HTTP/1.1\r\nHost: {}\r\nAuthorization: Basic {}\r\n\r\n",
+                    s.host,
+                    admin_basic()
+                );
+                loop {
+                    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+                    sock.set_recv_buffer_size(1).unwrap();
+                    sock.bind(format!("127.0.26.{}:0", 10 + i).parse().unwrap())
+                        .unwrap();
+                    let Ok(mut conn) = sock.connect(s.host.parse().unwrap()).await else {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    };
+                    if conn.write_all(head.as_bytes()).await.is_err() {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                    tokio::time::sleep(Duration::from_secs(9)).await;
+                    let _ = conn.set_linger(Some(Duration::ZERO));
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    let served = newcomers_served(&s, "127.0.27", 5, "/v2/", b"{}").await;
+    assert_eq!(served, 5, "{served} of 5 newcomers served");
+    for h in holding {
+        h.abort();
+    }
+}
+
 /// A client doing requests back to back on one keep-alive, at a node whose other slots are held
 /// by stalled HTTP/2 requests (window 0, no credential), one per address, while newcomers knock
 /// (helper-31: the keep-alive, waiting for a moment between its requests, was taken before the
@@ -7120,65 +7169,9 @@ async fn keep_alives_between_requests_are_not_taken_while_gone_connections_are_t
 /// has fallen behind 16 KiB/s, counting bursts up to 512 KiB: none of them is cut.
 #[tokio::test]
 async fn steady_readers_whose_sockets_move_in_bursts_are_not_cut() {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let s = Arc::new(
-        server_with_acme(&[
-            "--max-connections",
-            "4",
-            "--max-connections-per-address",
-            "4",
-        ])
-        .await,
-    );
-    let admin = basic_client("admin", ADMIN_PASSWORD);
-    let d = push_blob(&admin, &s, "acme/app", &random_bytes(4 << 20, 49)).await;
-    drop(admin);
-    // (Newcomers knock once every pull is under way: before its head is read, a connection is
-    // waiting, and an address holding more than a newcomer's gives way.)
-    let (started, mut under_way) = tokio::sync::mpsc::channel(4);
-    let pulls: Vec<_> = (0..4)
-        .map(|_| {
-            let (s, d, started) = (Arc::clone(&s), d.clone(), started.clone());
-            tokio::spawn(async move {
-                // (Connecting again until the answer begins: the admin's keep-alive that pushed the
-                // blob may hold a slot a moment longer on a loaded machine.)
-                let head = format!(
-                    "GET /v2/acme/app/blobs/{d} HTTP/1.1\r\nHost: {}\r\nAuthorization: Basic {}\r\n\r\n",
-                    s.host,
-                    admin_basic()
-                );
-                let mut sock = loop {
-                    let mut sock = raw_from(&s, "127.0.17.10").await;
-                    let mut first = [0u8; 1];
-                    if sock.write_all(head.as_bytes()).await.is_ok()
-                        && matches!(sock.peek(&mut first).await, Ok(1))
-                    {
-                        break sock;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                };
-                // 12 s at 50 kB/s: 5,000 bytes every 100 ms.
-                let mut buf = vec![0; 5000];
-                let mut got = 0;
-                for i in 0..120 {
-                    match sock.read_exact(&mut buf).await {
-                        Ok(_) => got += buf.len(),
-                        Err(e) => return Err(format!("cut after {got} bytes: {e}")),
-                    }
-                    if i == 0 {
-                        let _ = started.send(()).await;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Ok(got)
-            })
-        })
-        .collect();
-    for _ in 0..4 {
-        tokio::time::timeout(Duration::from_secs(10), under_way.recv())
-            .await
-            .unwrap();
-    }
+    let (s, d) = four_slots_and_a_blob(49).await;
+    // 12 s at 50 kB/s: 5,000 bytes every 100 ms.
+    let pulls = paced_pulls(&s, &d, &[("127.0.17.10", None); 4], 5000, 120).await;
     for i in 0..100 {
         let newcomer = basic_client_from("admin", ADMIN_PASSWORD, &format!("127.0.18.{}", 10 + i));
         let _ = newcomer
@@ -7202,67 +7195,15 @@ async fn steady_readers_whose_sockets_move_in_bursts_are_not_cut() {
 /// None is cut in 30 s.
 #[tokio::test]
 async fn readers_a_little_above_the_slow_rate_are_not_cut_by_newcomers() {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let s = Arc::new(
-        server_with_acme(&[
-            "--max-connections",
-            "4",
-            "--max-connections-per-address",
-            "4",
-        ])
-        .await,
-    );
-    let admin = basic_client("admin", ADMIN_PASSWORD);
-    let d = push_blob(&admin, &s, "acme/app", &random_bytes(4 << 20, 53)).await;
-    drop(admin);
-    let (started, mut under_way) = tokio::sync::mpsc::channel(4);
-    let pulls: Vec<_> = (0..4u16)
-        .map(|i| {
-            let (s, d, started) = (Arc::clone(&s), d.clone(), started.clone());
-            tokio::spawn(async move {
-                let head = format!(
-                    "GET /v2/acme/app/blobs/{d} HTTP/1.1\r\nHost: {}\r\nAuthorization: Basic {}\r\n\r\n",
-                    s.host,
-                    admin_basic()
-                );
-                let mut sock = loop {
-                    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-                    if i % 2 == 1 {
-                        sock.set_recv_buffer_size(4096).unwrap();
-                    }
-                    sock.bind(format!("127.0.22.{}:0", 10 + i).parse().unwrap())
-                        .unwrap();
-                    let mut sock = sock.connect(s.host.parse().unwrap()).await.unwrap();
-                    let mut first = [0u8; 1];
-                    if sock.write_all(head.as_bytes()).await.is_ok()
-                        && matches!(sock.peek(&mut first).await, Ok(1))
-                    {
-                        break sock;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                };
-                // 30 s at 20 kB/s: 2,000 bytes every 100 ms.
-                let mut buf = vec![0; 2000];
-                let mut got = 0;
-                for i in 0..300 {
-                    match sock.read_exact(&mut buf).await {
-                        Ok(_) => got += buf.len(),
-                        Err(e) => return Err(format!("cut after {got} bytes: {e}")),
-                    }
-                    if i == 0 {
-                        let _ = started.send(()).await;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Ok(got)
-            })
-        })
-        .collect();
-    for _ in 0..4 {
-        tokio::time::timeout(Duration::from_secs(10), under_way.recv())
-            .await
-            .unwrap();
-    }
+    let (s, d) = four_slots_and_a_blob(53).await;
+    // 30 s at 20 kB/s: 2,000 bytes every 100 ms.
+    let readers = [
+        ("127.0.22.10", None),
+        ("127.0.22.11", Some(4096)),
+        ("127.0.22.12", None),
+        ("127.0.22.13", Some(4096)),
+    ];
+    let pulls = paced_pulls(&s, &d, &readers, 2000, 300).await;
     let knocking = {
         let s = Arc::clone(&s);
         tokio::spawn(async move {
@@ -7284,6 +7225,87 @@ async fn readers_a_little_above_the_slow_rate_are_not_cut_by_newcomers() {
     knocking.abort();
     assert!(metric(&s, "berth_connections_refused_total ").await >= 50);
     assert_eq!(metric(&s, "berth_connections_evicted_total ").await, 0);
+}
+
+/// A node of four slots, which one address may fill, and a 4 MiB blob of `acme/app`.
+async fn four_slots_and_a_blob(seed: u64) -> (Arc<Server>, String) {
+    let s = Arc::new(
+        server_with_acme(&[
+            "--max-connections",
+            "4",
+            "--max-connections-per-address",
+            "4",
+        ])
+        .await,
+    );
+    let admin = basic_client("admin", ADMIN_PASSWORD);
+    let d = push_blob(&admin, &s, "acme/app", &random_bytes(4 << 20, seed)).await;
+    drop(admin);
+    (s, d)
+}
+
+/// HTTP/1.1 pulls of blob `d` of `acme/app`, one from each of `readers` (a source address and
+/// a receive buffer size, if set), each reading `piece` bytes every 100 ms, `pieces` times: each
+/// resolves to what it read, or how it was cut. Returns once every answer has begun: before its
+/// head is read a connection is waiting, and an address holding more than a newcomer's gives
+/// way, so newcomers should knock only then. (Each connects again until its answer begins: the
+/// admin's keep-alive that pushed the blob may hold a slot a moment longer on a loaded machine.)
+async fn paced_pulls(
+    s: &Arc<Server>,
+    d: &str,
+    readers: &[(&str, Option<u32>)],
+    piece: usize,
+    pieces: usize,
+) -> Vec<tokio::task::JoinHandle<Result<usize, String>>> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (started, mut under_way) = tokio::sync::mpsc::channel(readers.len());
+    let pulls: Vec<_> = readers
+        .iter()
+        .map(|&(source, buffer)| {
+            let (s, source, started) = (Arc::clone(s), source.to_owned(), started.clone());
+            let head = format!(
+                "GET /v2/acme/app/blobs/{d} HTTP/1.1\r\nHost: {}\r\nAuthorization: Basic {}\r\n\r\n",
+                s.host,
+                admin_basic()
+            );
+            tokio::spawn(async move {
+                let mut sock = loop {
+                    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+                    if let Some(size) = buffer {
+                        sock.set_recv_buffer_size(size).unwrap();
+                    }
+                    sock.bind(format!("{source}:0").parse().unwrap()).unwrap();
+                    let mut sock = sock.connect(s.host.parse().unwrap()).await.unwrap();
+                    let mut first = [0u8; 1];
+                    if sock.write_all(head.as_bytes()).await.is_ok()
+                        && matches!(sock.peek(&mut first).await, Ok(1))
+                    {
+                        break sock;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                };
+                let mut buf = vec![0; piece];
+                let mut got = 0;
+                for i in 0..pieces {
+                    match sock.read_exact(&mut buf).await {
+                        Ok(_) => got += buf.len(),
+                        Err(e) => return Err(format!("cut after {got} bytes: {e}")),
+                    }
+                    if i == 0 {
+                        let _ = started.send(()).await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok(got)
+            })
+        })
+        .collect();
+    for _ in readers {
+        tokio::time::timeout(Duration::from_secs(10), under_way.recv())
+            .await
+            .unwrap();
+    }
+    pulls
 }
 
 /// The kernel keeps little of an answer its client does not read (`TCP_NOTSENT_LOWAT`): four
