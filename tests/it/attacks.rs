@@ -7100,7 +7100,7 @@ async fn reconnecting_before_gone_cannot_make_a_step_of_the_kernels_buffers() {
                         continue;
                     }
                     tokio::time::sleep(Duration::from_secs(9)).await;
-                    let _ = conn.set_linger(Some(Duration::ZERO));
+                    let _ = socket2::SockRef::from(&conn).set_linger(Some(Duration::ZERO));
                 }
             })
         })
