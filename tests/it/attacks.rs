@@ -6930,8 +6930,8 @@ async fn stalls_closed_and_opened_again_at_once_give_way_to_newcomers() {
 /// with a window of one byte: each pulls a blob it never takes more of, and every 2 s asks three
 /// times for the console's stylesheet (6 KB, public) and drops each once its byte came
 /// (helper-28: the server handed each stylesheet whole to its stream, so bodies moved 17 KB per
-/// 9 s for 35 B/s of traffic, and every newcomer was refused). Progress is the lesser of what
-/// bodies and socket moved: these connections give way after 10 s.
+/// 9 s for 35 B/s of traffic, and every newcomer was refused). An answer's progress is what it
+/// wrote of its body, a byte here: these connections give way after 10 s.
 #[tokio::test]
 async fn answers_handed_whole_to_streams_that_take_a_byte_are_no_progress() {
     let s = Arc::new(server_with_acme(&["--max-connections", "16"]).await);
