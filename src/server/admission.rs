@@ -51,12 +51,14 @@ pub(super) struct Traffic {
     /// counted in the socket's bytes, they paid off bodies handed to such streams), and a body
     /// handed a chunk at a time and drained in bursts after counts whole (helper-33).
     written: AtomicU64,
-    /// What of it does not count: a connection that goes on with a spell handed to it
-    /// (`SPELL_KEPT_MS`) first writes into its kernel's and TLS's buffers, `ABSORBED`, whether
-    /// its client reads or not.
+    /// What of it does not count for its spell (`step_at`), though it does for its balance: a
+    /// connection that goes on with a spell handed to it first writes into its kernel's and
+    /// TLS's buffers, `ABSORBED`, whether its client reads or not.
     unseen: AtomicU64,
-    /// When the connection last made a `STEP` of progress, and its progress by then.
+    /// When the connection last made a `STEP` of progress past `unseen`, and that progress by
+    /// then; and its progress at its balance's last step.
     step_at: AtomicU64,
+    seen_at_step: AtomicU64,
     progress_at_step: AtomicU64,
     /// Its balance against being slow, as of `credit_at` (`clock_ms`): the progress of its
     /// steps less `SLOW_RATE` for the time gone by, kept between `-DEBT` and `CREDIT`
@@ -114,17 +116,27 @@ impl Traffic {
         let answers = self
             .handed
             .load(Ordering::Relaxed)
-            .min(self.written.load(Ordering::Relaxed))
-            .saturating_sub(self.unseen.load(Ordering::Relaxed));
+            .min(self.written.load(Ordering::Relaxed));
         self.read.load(Ordering::Relaxed).saturating_add(answers)
     }
 
-    /// Stamps a `STEP` of progress made since the last, and adds it to the credit.
+    /// Adds a `STEP` of progress made since the last to the credit, and stamps one made past
+    /// `unseen` (its spell's). (Not the balance: a client behind an address holding several
+    /// connections, reconnecting as it reads through a small receive buffer, was slow before
+    /// its kernel had taken `ABSORBED` and cut again and again; helper-36.)
     fn step(&self, now: u64) {
-        let (progress, then) = (
-            self.progress(),
-            self.progress_at_step.load(Ordering::Relaxed),
-        );
+        let progress = self.progress();
+        let seen = progress.saturating_sub(self.unseen.load(Ordering::Relaxed));
+        let then = self.seen_at_step.load(Ordering::Relaxed);
+        if seen.saturating_sub(then) >= STEP
+            && self
+                .seen_at_step
+                .compare_exchange(then, seen, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.step_at.store(now, Ordering::Relaxed);
+        }
+        let then = self.progress_at_step.load(Ordering::Relaxed);
         let made = progress.saturating_sub(then);
         if made >= STEP
             && self
@@ -132,7 +144,6 @@ impl Traffic {
                 .compare_exchange(then, progress, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            self.step_at.store(now, Ordering::Relaxed);
             let made = i64::try_from(made).unwrap_or(i64::MAX);
             let credit = self.credit_at(now).saturating_add(made).min(CREDIT);
             self.credit.store(credit, Ordering::Relaxed);
@@ -827,6 +838,31 @@ mod tests {
         // Written as it is handed: all of it counts.
         t.written(256 << 10);
         assert_eq!(t.progress(), 256 << 10);
+    }
+
+    #[test]
+    fn what_buffers_take_is_no_step_of_a_handed_spell_but_counts_for_its_balance() {
+        // A reader at 20 kB/s through a small receive buffer, going on with a handed spell:
+        // its kernel takes 144 KiB at once.
+        let t = Traffic::new(0);
+        t.unseen.store(ABSORBED, Ordering::Relaxed);
+        t.handed.fetch_add(4 << 20, Ordering::Relaxed);
+        t.written.fetch_add(144 << 10, Ordering::Relaxed);
+        t.step(0);
+        assert_eq!(t.step_at.load(Ordering::Relaxed), 0);
+        let mut first_step = None;
+        for now in (100..=10_000).step_by(100) {
+            t.written.fetch_add(2000, Ordering::Relaxed);
+            t.step(now);
+            // Never slow (helper-36: cut at 2-3 s, again and again).
+            assert!(t.credit_at(now) >= 0, "{now}");
+            if first_step.is_none() && t.step_at.load(Ordering::Relaxed) == now {
+                first_step = Some(now);
+            }
+        }
+        // Its spell's first step comes once its client took what the buffers held, and a step.
+        let first = first_step.unwrap();
+        assert!((3_000..6_000).contains(&first), "{first}");
     }
 
     /// A reader at `rate` bytes a second, its body handed in 256 KiB chunks that its socket
