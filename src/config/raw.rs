@@ -86,7 +86,7 @@ pub struct ServeArgs {
     #[arg(long, env = env::BERTH_ALLOW_PRIVATE_ISSUERS, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub allow_private_issuers: Option<bool>,
 
-    /// Connections served at once; past this a new connection takes the place of the one that has waited longest for a request (an idle keep-alive or an unfinished request head) among those of client addresses holding more connections than its own, or, when every connection is serving a request, of a slow one (busy 2 s and fallen behind 16 KiB/s, bursts counted up to 512 KiB) of the client address holding the most connections if that is more than the newcomer's would, or of one whose request and response bodies moved under 16 KiB in 10 s (the lesser of what bodies and socket moved) whatever its address holds; otherwise it is closed at once [default: 1024]
+    /// Connections served at once; past this a new connection takes the place of the one that has waited longest for a request (an idle keep-alive or an unfinished request head) among those of client addresses holding more connections than its own, or, when every connection is serving a request, of a slow one (busy 2 s and fallen behind 16 KiB/s, bursts counted up to 512 KiB) of the client address holding the most connections if that is more than the newcomer's would, or of one whose request and response bodies moved under 16 KiB in 10 s (request bodies read and answers' bodies written; on HTTP/2 only DATA frames count) whatever its address holds; otherwise it is closed at once [default: 1024]
     #[arg(long, env = env::BERTH_MAX_CONNECTIONS, value_name = "N")]
     pub max_connections: Option<usize>,
 

@@ -217,11 +217,14 @@ const GAVE_WAY_MS: u64 = 30_000;
 /// up to 28 s).
 const SPELL_KEPT_MS: u64 = 120_000;
 /// What a fresh connection's writes can put in buffers before its client takes a byte: the
-/// kernel's unsent bytes (`server::UNSENT`, 128 KiB) and rustls's (64 KiB). A connection that
+/// kernel's unsent bytes (`UNSENT`, 128 KiB) and rustls's (64 KiB). A connection that
 /// goes on with a spell handed to it counts none of it: otherwise a client that reconnects every
 /// 9 s and never reads made a step of each connection's first writes, and its spell never went
 /// (helper-35: 8 slots held for about 115 B/s each).
-const ABSORBED: u64 = super::UNSENT as u64 + 64 * 1024;
+const ABSORBED: u64 = UNSENT as u64 + 64 * 1024;
+/// Bytes of an answer the kernel keeps unsent for a connection (`TCP_NOTSENT_LOWAT`, set by
+/// `server`).
+pub(super) const UNSENT: u32 = 128 * 1024;
 /// At most this many addresses' spells are kept (about 3 MiB), more than such a pool needs to
 /// hold the default 1,024 slots.
 const SPELLS_KEPT: usize = 65_536;

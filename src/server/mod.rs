@@ -109,11 +109,11 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                // The kernel holds at most `UNSENT` of an answer the client has not taken: a
+                // The kernel holds at most `admission::UNSENT` of an answer the client has not taken: a
                 // client that stops reading cannot make the host keep megabytes for it (loopback
                 // grows send buffers to 4 MiB), and what berth counts as written is what the
                 // client is reading (helper-27).
-                let _ = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(UNSENT);
+                let _ = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(admission::UNSENT);
                 let traffic = slot.conn.traffic();
                 let stream = Watched { inner: stream, traffic: Arc::clone(&traffic) };
                 let (app, conn) = (app.clone(), Arc::clone(&slot.conn));
@@ -168,9 +168,6 @@ pub async fn serve(
     while conns.join_next().await.is_some() {}
     Ok(())
 }
-
-/// Bytes of an answer the kernel keeps unsent for a connection (`TCP_NOTSENT_LOWAT`).
-const UNSENT: u32 = 128 * 1024;
 
 /// The connection limit actually used: the configured one, lowered so that the server keeps
 /// file descriptors for its database, blobs and uploads. The soft `RLIMIT_NOFILE` is first raised
