@@ -7204,9 +7204,6 @@ async fn readers_a_little_above_the_slow_rate_are_not_cut_by_newcomers() {
         ("127.0.22.13", Some(4096)),
     ];
     let pulls = paced_pulls(&s, &d, &readers, 2000, 300).await;
-    // (Counted from here: a reader may have taken the place of the keep-alive that pushed the
-    // blob.)
-    let evicted = metric(&s, "berth_connections_evicted_total ").await;
     let knocking = {
         let s = Arc::clone(&s);
         tokio::spawn(async move {
@@ -7226,11 +7223,10 @@ async fn readers_a_little_above_the_slow_rate_are_not_cut_by_newcomers() {
         assert_eq!(p.await.unwrap(), Ok(600_000));
     }
     knocking.abort();
+    // (The readers hold every slot, so a newcomer let in would have cut one; the eviction
+    // counter is no proof, as a reader may have taken the place of the keep-alive that pushed
+    // the blob, and the full node answers no request for it meanwhile.)
     assert!(metric(&s, "berth_connections_refused_total ").await >= 50);
-    assert_eq!(
-        metric(&s, "berth_connections_evicted_total ").await,
-        evicted
-    );
 }
 
 /// A node of four slots, which one address may fill, and a 4 MiB blob of `acme/app`.
