@@ -44,7 +44,7 @@ pub(super) struct Traffic {
     read: AtomicU64,
     /// Answers' bodies' bytes handed to the connection (`server::Moving`)...
     handed: AtomicU64,
-    /// ... and what the connection wrote of answers (`server::Counted`, above TLS): on HTTP/2
+    /// ... and what the connection wrote of answers (`server::counted::Counted`, above TLS): on HTTP/2
     /// the payloads of DATA frames only, on HTTP/1 every byte. Answers' progress is the lesser
     /// of the two, counted from the start: a body handed whole to a stream whose window lets a
     /// byte through moves a byte (helper-28), pings and their answers move nothing (helper-34:
@@ -127,23 +127,10 @@ impl Traffic {
     fn step(&self, now: u64) {
         let progress = self.progress();
         let seen = progress.saturating_sub(self.unseen.load(Ordering::Relaxed));
-        let then = self.seen_at_step.load(Ordering::Relaxed);
-        if seen.saturating_sub(then) >= STEP
-            && self
-                .seen_at_step
-                .compare_exchange(then, seen, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if stepped(&self.seen_at_step, seen).is_some() {
             self.step_at.store(now, Ordering::Relaxed);
         }
-        let then = self.progress_at_step.load(Ordering::Relaxed);
-        let made = progress.saturating_sub(then);
-        if made >= STEP
-            && self
-                .progress_at_step
-                .compare_exchange(then, progress, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if let Some(made) = stepped(&self.progress_at_step, progress) {
             let made = i64::try_from(made).unwrap_or(i64::MAX);
             let credit = self.credit_at(now).saturating_add(made).min(CREDIT);
             self.credit.store(credit, Ordering::Relaxed);
@@ -166,6 +153,18 @@ impl Traffic {
         self.credit.store(FIRST_CREDIT, Ordering::Relaxed);
         self.credit_at.store(now, Ordering::Relaxed);
     }
+}
+
+/// Moves `mark` to `to` if that is a `STEP` or more past it (for one of callers that race):
+/// by how much.
+fn stepped(mark: &AtomicU64, to: u64) -> Option<u64> {
+    let then = mark.load(Ordering::Relaxed);
+    let made = to.saturating_sub(then);
+    (made >= STEP
+        && mark
+            .compare_exchange(then, to, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok())
+    .then_some(made)
 }
 
 /// A busy connection counts as slow once busy this long (ms)...
