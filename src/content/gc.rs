@@ -92,14 +92,15 @@ pub(super) fn run(meta: &MetadataStore, blobs: &BlobStore, opts: &Options) -> Re
     };
     if opts.dry_run {
         report.blobs_removed = plan.blobs.len() as u64;
-        report.bytes_freed = plan.blobs.iter().map(|(_, s)| s).sum();
+        report.bytes_freed = plan.blobs.iter().map(|b| b.size).sum();
         return Ok(report);
     }
-    for (d, size) in &plan.blobs {
-        if remove_if_unreferenced(meta, blobs, d)? {
+    for b in &plan.blobs {
+        // A blob kept in its row went with it; an object a crash left under its key goes too.
+        if remove_if_unreferenced(meta, blobs, &b.digest)? || b.inline {
             report.blobs_removed += 1;
-            report.bytes_freed += size;
-            report.removed_blob_digests.push(d.to_string());
+            report.bytes_freed += b.size;
+            report.removed_blob_digests.push(b.digest.to_string());
         }
     }
     for u in &plan.uploads {

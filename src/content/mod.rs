@@ -140,6 +140,12 @@ struct Inner {
 /// `Retry-After`), well inside the idle timeout that would otherwise end its connection.
 const UPLOAD_MEMORY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// On S3, a blob of at most this many bytes (image configs, small layers) is kept in its metadata
+/// row, written in the transaction that links it: its push costs no PUT to the bucket and no digest
+/// lock, and its pull no GET. Pushed before, or through an upload of several requests, a small
+/// blob is in the bucket as any other; a read of one this small asks its row first.
+pub const INLINE_MAX: u64 = 16 * 1024;
+
 /// The default of `--upload-memory`.
 const UPLOAD_MEMORY_DEFAULT: u64 = 256 << 20;
 
@@ -408,25 +414,65 @@ impl BlobReader {
             Source::File(path) => Ok(Self::stream_file(path, start, len, memory, client)
                 .flat_map(pieces)
                 .boxed()),
-            Source::S3(s3, d) => match s3.stream(&d, start, len).await {
-                Err(e) if e.is_not_found() => Err(bytes_gone(&self.meta, &self.repo)),
-                Err(e) => Err(e.into()),
-                Ok(chunks) => Ok(chunks
-                    .then(move |chunk| {
-                        let (memory, client) = (Arc::clone(&memory), client.clone());
-                        async move {
-                            let chunk = chunk?;
-                            let permit = download_memory(&memory, chunk.len(), &client).await?;
-                            let len = chunk.len() as u64;
+            Source::S3(s3, d) => {
+                if self.size <= INLINE_MAX {
+                    // A small blob may be kept in its row: the answer's memory first, then the
+                    // read, so a client that never reads holds the bytes only inside its share.
+                    let permit = match len {
+                        0 => None,
+                        n => Some(
+                            download_memory(&memory, n as usize, &client)
+                                .await
+                                .map_err(|e| Error::Busy(e.to_string()))?,
+                        ),
+                    };
+                    let (meta, digest) = (self.meta.clone(), d.clone());
+                    let kept =
+                        tokio::task::spawn_blocking(move || meta.read(|r| r.inline_blob(&digest)))
+                            .await
+                            .map_err(|e| Error::Task(e.to_string()))??;
+                    if let Some(bytes) = kept {
+                        let range = usize::try_from(start)
+                            .ok()
+                            .zip(usize::try_from(start + len).ok());
+                        let chunk = match range.and_then(|(a, b)| bytes.get(a..b)) {
+                            Some(_) if bytes.len() as u64 != self.size => None,
+                            other => other.map(Bytes::copy_from_slice),
+                        }
+                        .ok_or_else(|| {
+                            Error::Task(format!(
+                                "blob {d} kept in its row is not its recorded size"
+                            ))
+                        })?;
+                        let chunks = permit.map(|permit| {
                             Ok(Bytes::from_owner(Counted {
                                 bytes: chunk,
                                 _permit: ChunkMemory::new(permit, len, &client, None),
                             }))
-                        }
-                    })
-                    .flat_map(pieces)
-                    .boxed()),
-            },
+                        });
+                        return Ok(futures_util::stream::iter(chunks).flat_map(pieces).boxed());
+                    }
+                }
+                match s3.stream(&d, start, len).await {
+                    Err(e) if e.is_not_found() => Err(bytes_gone(&self.meta, &self.repo)),
+                    Err(e) => Err(e.into()),
+                    Ok(chunks) => Ok(chunks
+                        .then(move |chunk| {
+                            let (memory, client) = (Arc::clone(&memory), client.clone());
+                            async move {
+                                let chunk = chunk?;
+                                let permit = download_memory(&memory, chunk.len(), &client).await?;
+                                let len = chunk.len() as u64;
+                                Ok(Bytes::from_owner(Counted {
+                                    bytes: chunk,
+                                    _permit: ChunkMemory::new(permit, len, &client, None),
+                                }))
+                            }
+                        })
+                        .flat_map(pieces)
+                        .boxed()),
+                }
+            }
         }
     }
 
@@ -1437,7 +1483,10 @@ impl ContentService {
                 )));
             }
             let placement = match sink {
-                Some(sink) => Placement::Object(sink, id),
+                Some(mut sink) => match sink.take_bytes(INLINE_MAX as usize) {
+                    Some(bytes) => Placement::Inline(bytes),
+                    None => Placement::Object(sink, id),
+                },
                 None => Placement::File(id),
             };
             s.commit(&repo, &want, size, placement, upload.as_ref())
@@ -1636,6 +1685,8 @@ enum Placement {
     Object(crate::blob::Sink, uuid::Uuid),
     /// A complete staged object (a session's multipart upload): copied to the blob's key.
     Staged(uuid::Uuid),
+    /// The bytes of a small blob on S3 (`INLINE_MAX`), kept in its row.
+    Inline(Vec<u8>),
 }
 
 impl Inner {
@@ -1650,6 +1701,19 @@ impl Inner {
         placement: Placement,
         upload: Option<&uuid::Uuid>,
     ) -> Result<()> {
+        if let Placement::Inline(bytes) = placement {
+            // Nothing outside the transaction: no digest lock. A row already there (the bytes
+            // in the bucket, or kept by an earlier push) stays as it is; garbage collection
+            // decides in a transaction that excludes this one (`Lane`).
+            return Ok(self.meta.write_content(|w| {
+                w.insert_blob(d, size, Some(&bytes))?;
+                w.link_blob(repo.as_str(), d)?;
+                if let Some(id) = upload {
+                    w.delete_upload(id)?;
+                }
+                Ok::<_, store::Error>(())
+            })?);
+        }
         let _lock = lock_digest(&self.meta, &self.blobs, d)?;
         let place = |p: Placement| -> Result<()> {
             match (p, self.blobs.engine()) {
@@ -1665,6 +1729,7 @@ impl Inner {
                 (Placement::File(_), Engine::S3(_)) => {
                     Err(Error::Task("a file placement on S3".into()))
                 }
+                (Placement::Inline(_), _) => Err(Error::Task("an inline blob placed".into())),
             }
         };
         // Files: the fsyncs run before the metadata transaction, not inside it, so that
@@ -1687,7 +1752,7 @@ impl Inner {
                 if let Some(p) = pending.take() {
                     place(p)?;
                 }
-                w.insert_blob(d, size)?;
+                w.insert_blob(d, size, None)?;
             }
             w.link_blob(repo.as_str(), d)?;
             if let Some(id) = upload {
@@ -1702,7 +1767,7 @@ impl Inner {
                 self.blobs.remove_upload(&id)?;
             }
             Some(Placement::File(id) | Placement::Staged(id)) => self.blobs.remove_upload(&id)?,
-            None => {}
+            Some(Placement::Inline(_)) | None => {}
         }
         if let Some(id) = upload
             && !whole_object

@@ -96,8 +96,17 @@ pub struct UploadRow {
 pub struct GcPlan {
     pub manifests: Vec<(String, Digest)>,
     pub links: u64,
-    pub blobs: Vec<(Digest, u64)>,
+    pub blobs: Vec<GcBlob>,
     pub uploads: Vec<ExpiredUpload>,
+}
+
+/// A blob row garbage collection removed.
+#[derive(Debug, Clone)]
+pub struct GcBlob {
+    pub digest: Digest,
+    pub size: u64,
+    /// Its bytes were in the row (gone with it), not in the blob store.
+    pub inline: bool,
 }
 
 /// An upload session removed from the metadata, with what its bytes need to go too: its S3

@@ -32,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0006_tags_by_push.sql"),
     include_str!("../../migrations/postgres/0007_sso.sql"),
     include_str!("../../migrations/postgres/0008_public_periods.sql"),
+    include_str!("../../migrations/postgres/0009_inline_blobs.sql"),
 ];
 
 /// Advisory lock keys (arbitrary constants, ASCII "berthmig" and "berthwrt").

@@ -4,8 +4,8 @@
 use super::cache::{ANY_REPO, CONTENT_KEY};
 use super::error::{Error, Result};
 use super::model::{
-    ExpiredUpload, GcPlan, ManifestRow, NewManifest, ReferrerRow, RepoSummary, TagDetail, TagOrder,
-    TagQuery, UploadRow, now,
+    ExpiredUpload, GcBlob, GcPlan, ManifestRow, NewManifest, ReferrerRow, RepoSummary, TagDetail,
+    TagOrder, TagQuery, UploadRow, now,
 };
 use super::postgres::{LOG_LOCK, REPO_LOCKS};
 use super::sql::p;
@@ -46,6 +46,18 @@ impl Reader<'_> {
                 |r| r.get::<i64>(0),
             )?
             .map(to_u64))
+    }
+
+    /// The bytes of `digest` if they are kept in its row (a small blob on S3).
+    pub fn inline_blob(&self, digest: &Digest) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn
+            .query_opt(
+                "SELECT data FROM blobs WHERE digest = ?1",
+                p![digest.to_string()],
+                |r| r.get::<Option<Vec<u8>>>(0),
+            )?
+            .flatten())
     }
 
     pub fn manifest(&self, repo: &str, reference: &Reference) -> Result<Option<ManifestRow>> {
@@ -450,10 +462,13 @@ impl Writer<'_> {
         }
     }
 
-    pub fn insert_blob(&self, digest: &Digest, size: u64) -> Result<()> {
+    /// The row of a stored blob, unless one is there: `inline`, its bytes (a small blob kept in
+    /// its row, see `content::INLINE_MAX`), or `None` when they are in the blob store.
+    pub fn insert_blob(&self, digest: &Digest, size: u64, inline: Option<&[u8]>) -> Result<()> {
         self.conn.execute(
-            "INSERT INTO blobs (digest, size, created_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-            p![digest.to_string(), to_i64(size), now()],
+            "INSERT INTO blobs (digest, size, created_at, data) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT DO NOTHING",
+            p![digest.to_string(), to_i64(size), now(), inline],
         )?;
         Ok(())
     }
@@ -717,9 +732,15 @@ impl Writer<'_> {
             "DELETE FROM blobs AS b
              WHERE NOT EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = b.digest)
              AND NOT EXISTS (SELECT 1 FROM manifest_refs mr WHERE mr.ref_digest = b.digest)
-             RETURNING digest, size",
+             RETURNING digest, size, data IS NOT NULL",
             p![],
-            |r| Ok((digest_col(r.get(0)?)?, to_u64(r.get(1)?))),
+            |r| {
+                Ok(GcBlob {
+                    digest: digest_col(r.get(0)?)?,
+                    size: to_u64(r.get(1)?),
+                    inline: r.get(2)?,
+                })
+            },
         )?;
         if plan.links > 0 || !plan.blobs.is_empty() {
             self.content_changed(ANY_REPO)?;

@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0009_tags_by_push.sql"),
     include_str!("../../migrations/sqlite/0010_sso.sql"),
     include_str!("../../migrations/sqlite/0011_public_periods.sql"),
+    include_str!("../../migrations/sqlite/0012_inline_blobs.sql"),
 ];
 
 /// Read-only connections open at most; a reader waits for one beyond that.

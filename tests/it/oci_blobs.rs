@@ -562,3 +562,139 @@ async fn concurrent_pushes_of_the_same_digest() {
     // No upload bytes are left behind.
     assert_eq!(s.storage().upload_count(), 0);
 }
+
+/// On S3 a blob of at most 16 KiB is kept in its row, never in the bucket (on files every blob
+/// is a file); wherever it lives it is served whole and by range, mounted, pushed again, and
+/// collected like any other. A small blob that came through an upload of several requests is in
+/// the bucket, and is served from there.
+#[tokio::test]
+async fn small_blobs_on_s3_are_kept_in_their_rows_and_served_like_any_other() {
+    let (s, c) = (Server::start(), client());
+    let on_s3 = matches!(s.storage(), storage::Storage::S3 { .. });
+    let small = random_bytes(16 * 1024, 1201);
+    let large = random_bytes(16 * 1024 + 1, 1202);
+    let (small_d, large_d) = (
+        push_blob(&c, &s, "kept/app", &small).await,
+        push_blob(&c, &s, "kept/app", &large).await,
+    );
+    let empty_d = push_blob(&c, &s, "kept/app", b"").await;
+    // Two PATCHes, then the PUT: bytes the bucket took before the digest was known.
+    let chunked = random_bytes(3000, 1203);
+    let chunked_d = sha256(&chunked);
+    let at = start_upload(&c, &s, "kept/app").await;
+    let r = c
+        .patch(s.url(&at))
+        .header("content-range", "0-1999")
+        .body(chunked[..2000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = c
+        .put(s.url(&format!("{}?digest={chunked_d}", loc(&r))))
+        .body(chunked[2000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "{}",
+        r.text().await.unwrap()
+    );
+
+    let objects: Vec<String> = s.storage().objects().into_iter().map(|(d, _)| d).collect();
+    let everywhere = s.storage().blobs();
+    for (d, bytes) in [
+        (&small_d, &small[..]),
+        (&large_d, &large[..]),
+        (&empty_d, &b""[..]),
+        (&chunked_d, &chunked[..]),
+    ] {
+        let held: Vec<_> = everywhere.iter().filter(|(n, _)| n == d).collect();
+        assert_eq!(held.len(), 1, "{d} is stored once");
+        assert!(held[0].1 == bytes, "{d}: the bytes stored");
+        let in_bucket = objects.contains(d);
+        let kept = on_s3 && (d == &small_d || d == &empty_d);
+        assert_eq!(
+            in_bucket, !kept,
+            "{d}: on S3 {on_s3}, in the blob store {in_bucket}"
+        );
+        let r = c
+            .get(s.url(&format!("/v2/kept/app/blobs/{d}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{d}");
+        assert_eq!(
+            r.headers()["content-length"],
+            bytes.len().to_string().as_str()
+        );
+        assert!(r.bytes().await.unwrap() == bytes, "{d}: the bytes served");
+    }
+    let r = c
+        .get(s.url(&format!("/v2/kept/app/blobs/{small_d}")))
+        .header("range", "bytes=100-16383")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.headers()["content-range"], "bytes 100-16383/16384");
+    assert!(r.bytes().await.unwrap() == small[100..], "the range served");
+
+    // Another repository has it only once mounted; pushed again there, it is still one.
+    let other = s.url(&format!("/v2/kept/other/blobs/{small_d}"));
+    push_blob(&c, &s, "kept/other", &random_bytes(10, 1204)).await;
+    assert_eq!(
+        c.get(&other).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    let r = c
+        .post(s.url(&format!(
+            "/v2/kept/other/blobs/uploads/?mount={small_d}&from=kept/app"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(
+        c.get(&other).send().await.unwrap().bytes().await.unwrap(),
+        small
+    );
+    push_blob(&c, &s, "kept/third", &small).await;
+    let copies = s
+        .storage()
+        .blobs()
+        .into_iter()
+        .filter(|(n, _)| *n == small_d)
+        .count();
+    assert_eq!(copies, 1);
+
+    // Unlinked everywhere, it goes with the next collection like the others (no manifest
+    // references any of them), and is counted.
+    for repo in ["kept/app", "kept/other", "kept/third"] {
+        let r = c
+            .delete(s.url(&format!("/v2/{repo}/blobs/{small_d}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "{repo}");
+    }
+    // Links younger than a second are within even a zero grace period (timestamps are seconds).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let report: serde_json::Value = serde_json::from_str(&run(s
+        .server_command(&["gc"])
+        .args(["--grace", "0s", "--json"])))
+    .unwrap();
+    let removed = report["removed_blob_digests"].as_array().unwrap();
+    for d in [&small_d, &large_d, &empty_d, &chunked_d] {
+        assert!(removed.iter().any(|r| r == d.as_str()), "{d}: {report}");
+        assert!(!s.storage().blobs().iter().any(|(n, _)| n == d), "{d}");
+    }
+    let r = c
+        .get(s.url(&format!("/v2/kept/app/blobs/{small_d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}

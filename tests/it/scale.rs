@@ -600,14 +600,16 @@ async fn garage_stopped_under_traffic_answers_503_then_recovers_losing_nothing()
 
     garage.stop();
     // Blob reads and writes: 503 with an OCI error, in seconds; manifests (in the database)
-    // are still served; /readyz says not ready.
+    // are still served; /readyz says not ready. (A blob of at most 16 KiB is kept in its row,
+    // not in the bucket: see below.)
+    let down = random_bytes(16 * 1024 + 1, 931);
     let started = Instant::now();
     let r = c
         .post(s.url(&format!(
             "/v2/acme/app/blobs/uploads/?digest={}",
-            sha256(b"while the bucket is down")
+            sha256(&down)
         )))
-        .body(b"while the bucket is down".to_vec())
+        .body(down.clone())
         .send()
         .await
         .unwrap();
@@ -637,12 +639,22 @@ async fn garage_stopped_under_traffic_answers_503_then_recovers_losing_nothing()
         .await
         .unwrap();
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // A small blob (an image's config) needs no bucket: pushed and read back while it is down.
+    let small = random_bytes(16 * 1024, 932);
+    let small_d = push_blob(&c, &s, "acme/app", &small).await;
+    let r = c
+        .get(s.url(&format!("/v2/acme/app/blobs/{small_d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap(), small);
 
     garage.resume();
     wait_until_ready(&s, Duration::from_secs(60)).await;
     // The push refused while the bucket was down left no row behind: a blob's row is written
     // only once its object is in place, so the registry never names bytes it does not have.
-    let refused = sha256(b"while the bucket is down");
+    let refused = sha256(&down);
     let r = c
         .head(s.url(&format!("/v2/acme/app/blobs/{refused}")))
         .send()
@@ -1481,13 +1493,14 @@ async fn faults_between_berth_and_its_engines_answer_503_and_heal_by_themselves(
     for status in [503, 500] {
         s3p.set(Fault::Http(status));
         assert_503_within(blob_get(&big_d), bound, &format!("blob GET, S3 {status}")).await;
-        let small = format!("while S3 answers {status}");
+        // Above the 16 KiB a blob's row keeps: it goes to the bucket.
+        let refused = random_bytes(16 * 1024 + 1, if status == 503 { 961 } else { 962 });
         let push = c
             .post(s.url(&format!(
                 "/v2/acme/app/blobs/uploads/?digest={}",
-                sha256(small.as_bytes())
+                sha256(&refused)
             )))
-            .body(small.clone());
+            .body(refused.clone());
         assert_503_within(push, bound, &format!("blob push, S3 {status}")).await;
         let r = c
             .get(s.url("/v2/acme/app/manifests/v0"))

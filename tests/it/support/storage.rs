@@ -15,7 +15,50 @@ pub enum Storage {
     S3 {
         store: Arc<object_store::aws::AmazonS3>,
         prefix: String,
+        /// Where the small blobs kept in their rows are (`content::INLINE_MAX`).
+        rows: Rows,
     },
+}
+
+/// The metadata database of a server on S3.
+pub enum Rows {
+    Postgres(String),
+    Sqlite(PathBuf),
+}
+
+impl Rows {
+    /// The blobs kept in their rows: (digest, bytes).
+    fn inline_blobs(&self) -> Vec<(String, Vec<u8>)> {
+        const SQL: &str = "SELECT digest, data FROM blobs WHERE data IS NOT NULL";
+        match self {
+            Rows::Postgres(url) => {
+                let url = url.clone();
+                // The synchronous client runs a runtime of its own: not on a runtime's thread.
+                std::thread::spawn(move || {
+                    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                    c.query(SQL, &[])
+                        .unwrap()
+                        .iter()
+                        .map(|r| (r.get(0), r.get(1)))
+                        .collect()
+                })
+                .join()
+                .unwrap()
+            }
+            Rows::Sqlite(path) => {
+                let c = rusqlite::Connection::open_with_flags(
+                    path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+                )
+                .unwrap();
+                let mut q = c.prepare(SQL).unwrap();
+                q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect()
+            }
+        }
+    }
 }
 
 /// Runs `fut` on a runtime of its own on a thread of its own (callers may be inside a runtime).
@@ -53,6 +96,10 @@ impl Server {
                 Storage::S3 {
                     store: Arc::new(store),
                     prefix: prefix.to_owned(),
+                    rows: match self.database_url() {
+                        Some(url) => Rows::Postgres(url),
+                        None => Rows::Sqlite(self.data_dir.join("berth.db")),
+                    },
                 }
             }
         }
@@ -68,8 +115,18 @@ impl Storage {
         }
     }
 
-    /// Every stored blob: (its name as a digest, its bytes).
+    /// Every stored blob: (its name as a digest, its bytes), in the blob store or (on S3) kept
+    /// in its row.
     pub fn blobs(&self) -> Vec<(String, Vec<u8>)> {
+        let mut out = self.objects();
+        if let Storage::S3 { rows, .. } = self {
+            out.extend(rows.inline_blobs());
+        }
+        out
+    }
+
+    /// The blobs in the blob store: (name, bytes).
+    pub fn objects(&self) -> Vec<(String, Vec<u8>)> {
         match self {
             Storage::Files(dir) => {
                 let mut out = Vec::new();
@@ -90,7 +147,7 @@ impl Storage {
                 }
                 out
             }
-            Storage::S3 { store, prefix } => {
+            Storage::S3 { store, prefix, .. } => {
                 let (store, dir) = (store.clone(), Storage::key(prefix, "blobs"));
                 block(async move {
                     let listed: Vec<_> = store.list(Some(&dir)).try_collect().await.unwrap();
@@ -121,7 +178,7 @@ impl Storage {
             Storage::Files(dir) => {
                 std::fs::read_dir(dir.join("uploads")).map_or(0, Iterator::count)
             }
-            Storage::S3 { store, prefix } => {
+            Storage::S3 { store, prefix, .. } => {
                 let (store, dir) = (store.clone(), Storage::key(prefix, "uploads"));
                 block(async move {
                     let listed: Vec<_> = store.list(Some(&dir)).try_collect().await.unwrap();
@@ -150,7 +207,7 @@ impl Storage {
                 std::fs::create_dir_all(&d).unwrap();
                 std::fs::write(d.join(hex), bytes).unwrap();
             }
-            Storage::S3 { store, prefix } => {
+            Storage::S3 { store, prefix, .. } => {
                 let key = Storage::key(prefix, &format!("blobs/{alg}/{}/{hex}", &hex[..2]));
                 let (store, bytes) = (store.clone(), bytes.to_vec());
                 block(async move { store.put(&key, bytes.into()).await.unwrap() });
