@@ -9,6 +9,7 @@ applied alone; the named tests run against the mutated build; "caught" means the
     python3 scripts/mutate.py M3 M17          # some
     MUTATE_TARGET=/path python3 scripts/mutate.py   # reuse a build directory between runs
     MUTATE_TREE=/path python3 scripts/mutate.py     # reuse a scratch worktree (moved to HEAD)
+    bash scripts/with-engines.sh python3 scripts/mutate.py S1   # a rule of the scaled-out stores
 
 Prints one line per mutation (id, caught/MISSED, the test, the first failing assertion) and
 exits 1 when any was missed. The scratch worktree is removed at the end.
@@ -42,6 +43,9 @@ for d in ("tests/console", "tests/oidc"):
     if os.path.isdir(src) and not os.path.exists(dst):
         os.symlink(src, dst)
 env = dict(os.environ, CARGO_TARGET_DIR=os.environ.get("MUTATE_TARGET", os.path.join(scratch, "target")))
+# The engines scripts/with-engines.sh names are for "scaled" mutations only: the others run on
+# SQLite and files, as the suite's first run.
+engines = {k: env.pop(k) for k in ("BERTH_TEST_DATABASE_URL", "BERTH_TEST_S3_ENDPOINT") if k in env}
 missed = 0
 try:
     for m in mutations:
@@ -53,10 +57,19 @@ try:
             print(f'{m["id"]}\tSTALE\t{m["file"]}: the text to break is not there exactly once', flush=True)
             missed += 1
             continue
+        # "pass": "scaled": the test runs on PostgreSQL and S3, as the suite's second run
+        # (engines from scripts/with-engines.sh).
+        run_env = env
+        if m.get("pass") == "scaled":
+            if len(engines) != 2:
+                print(f'{m["id"]}\tNEEDS-ENGINES\trun under scripts/with-engines.sh', flush=True)
+                missed += 1
+                continue
+            run_env = dict(env, BERTH_TEST_PASS="scaled", **engines)
         open(path, "w").write(text.replace(m["old"], m["new"]))
         try:
             r = subprocess.run(["cargo", "nextest", "run", "--no-fail-fast", "-E", f'test(/{m["test"]}/)'],
-                               cwd=tree, env=env, capture_output=True, text=True)
+                               cwd=tree, env=run_env, capture_output=True, text=True)
             out = r.stdout + r.stderr
             if "could not compile" in out:
                 verdict, why = "BUILD-ERROR", ""

@@ -4,7 +4,8 @@
 //! sessions, with `untagged` the manifests nothing keeps, blob links older than the grace period
 //! that no manifest of their repository references, and blobs that are then linked and
 //! referenced nowhere. Files are removed afterwards, each under its digest's lock and only after
-//! re-reading that no row names it, so a push that commits the same digest meanwhile wins.
+//! re-reading that no row names it, so a push that commits the same digest meanwhile wins; a
+//! small blob kept in its row on S3 (`content::INLINE_MAX`) goes with its row.
 //! A final sweep removes files a crash left without a row (blobs at once, upload files once they
 //! are older than the upload expiry).
 //!

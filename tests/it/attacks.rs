@@ -1107,16 +1107,21 @@ async fn connections_are_bounded_and_idle_ones_closed() {
     assert!(gave_way >= 1, "no silent connection gave way");
 }
 
-/// A counter of `/metrics`, by its line's prefix.
+/// A counter of `/metrics`, by its line's prefix. A node whose slots were all held a moment ago
+/// may refuse the request until it has seen its holders close: it is asked again for 2 s.
 async fn metric(s: &Server, prefix: &str) -> u64 {
-    let metrics = client()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let mut tries = 0;
+    let answer = loop {
+        match client().get(s.url("/metrics")).send().await {
+            Ok(r) => break r,
+            Err(e) if tries < 20 && (e.is_connect() || e.is_request()) => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("/metrics: {e}"),
+        }
+    };
+    let metrics = answer.text().await.unwrap();
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(prefix))
