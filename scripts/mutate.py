@@ -9,7 +9,7 @@ applied alone; the named tests run against the mutated build; "caught" means the
     python3 scripts/mutate.py M3 M17          # some
     MUTATE_TARGET=/path python3 scripts/mutate.py   # reuse a build directory between runs
     MUTATE_TREE=/path python3 scripts/mutate.py     # reuse a scratch worktree (moved to HEAD)
-    bash scripts/with-engines.sh python3 scripts/mutate.py S1   # a rule of the scaled-out stores
+    bash scripts/with-engines.sh python3 scripts/mutate.py SB1   # a rule of the scaled-out stores
 
 Prints one line per mutation (id, caught/MISSED, the test, the first failing assertion) and
 exits 1 when any was missed. The scratch worktree is removed at the end.

@@ -2,7 +2,7 @@
 # Runs a command with the suite's second-run engines (PostgreSQL and Garage, see
 # scripts/engines.sh) started and the BERTH_TEST_* variables that point the tests at them,
 # and stops them afterwards. For mutations whose rule only the scaled-out stores reach:
-#   bash scripts/with-engines.sh python3 scripts/mutate.py S1 S2
+#   bash scripts/with-engines.sh python3 scripts/mutate.py SB1 SB2
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/engines.sh
