@@ -750,7 +750,6 @@ impl Sink {
         Ok(())
     }
 
-    /// The whole object, if it never outgrew one part.
     /// The bytes of a sink that holds at most `max` of them, all in memory (nothing was sent to
     /// the bucket), which leaves it with nothing; otherwise `None`, and the sink as it was.
     pub fn take_bytes(&mut self, max: usize) -> Option<Vec<u8>> {
@@ -763,6 +762,7 @@ impl Sink {
         }
     }
 
+    /// The whole object, if it never outgrew one part.
     fn take_small(&mut self) -> Option<object_store::PutPayload> {
         match std::mem::replace(&mut self.state, State::Done) {
             State::Buffered(parts, _) => Some(parts.into_iter().collect()),

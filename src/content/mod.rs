@@ -134,7 +134,13 @@ struct Inner {
     upload_memory: Arc<budget::Budget>,
     /// Memory for answers' chunks not yet written (`--download-memory`).
     download_memory: Arc<budget::Budget>,
+    /// Turns to read a small blob's bytes from its row (`ROW_READS`).
+    row_reads: Arc<tokio::sync::Semaphore>,
 }
+
+/// Reads of small blobs' rows at once per node: a quarter of the database pool's default
+/// (16), so pulls of small blobs, however many, leave the pool to everything else.
+const ROW_READS: usize = 4;
 
 /// How long an upload request waits for upload memory before it is told to retry (429 with
 /// `Retry-After`), well inside the idle timeout that would otherwise end its connection.
@@ -381,6 +387,8 @@ enum Source {
     /// A blob's file, opened by the answer's first read (once it has memory).
     File(std::path::PathBuf),
     S3(crate::blob::S3Store, Digest),
+    /// A small blob kept in its row (`INLINE_MAX`); from the bucket if the row holds none.
+    Row(crate::blob::S3Store, Digest, Arc<tokio::sync::Semaphore>),
 }
 
 /// Bytes per read when streaming a blob out.
@@ -410,69 +418,79 @@ impl BlobReader {
             let client = client.clone();
             move |chunk| in_pieces(chunk, &client)
         };
-        match self.source {
-            Source::File(path) => Ok(Self::stream_file(path, start, len, memory, client)
+        let (s3, d) = match self.source {
+            Source::File(path) => {
+                return Ok(Self::stream_file(path, start, len, memory, client)
+                    .flat_map(pieces)
+                    .boxed());
+            }
+            Source::S3(s3, d) => (s3, d),
+            Source::Row(s3, d, row_reads) => {
+                // The answer's memory first, then the read, so a client that never reads holds
+                // the bytes only inside its share; and a few row reads at a time per node
+                // (`ROW_READS`), so pulls of small blobs never take the database's connections
+                // from writes.
+                let permit = match len {
+                    0 => None,
+                    n => Some(
+                        download_memory(&memory, n as usize, &client)
+                            .await
+                            .map_err(|e| Error::Busy(e.to_string()))?,
+                    ),
+                };
+                let turn = row_reads
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| Error::Task(e.to_string()))?;
+                let (meta, digest) = (self.meta.clone(), d.clone());
+                let kept = tokio::task::spawn_blocking(move || {
+                    let _turn = turn;
+                    meta.read(|r| r.inline_blob(&digest))
+                })
+                .await
+                .map_err(|e| Error::Task(e.to_string()))??;
+                // None: the row was taken by garbage collection, or made again for bytes in
+                // the bucket, since the node cached it.
+                if let Some(bytes) = kept {
+                    let range = usize::try_from(start)
+                        .ok()
+                        .zip(usize::try_from(start + len).ok());
+                    let chunk = match range.and_then(|(a, b)| bytes.get(a..b)) {
+                        Some(_) if bytes.len() as u64 != self.size => None,
+                        other => other.map(Bytes::copy_from_slice),
+                    }
+                    .ok_or_else(|| {
+                        Error::Task(format!("blob {d} kept in its row is not its recorded size"))
+                    })?;
+                    let chunks = permit.map(|permit| {
+                        Ok(Bytes::from_owner(Counted {
+                            bytes: chunk,
+                            _permit: ChunkMemory::new(permit, len, &client, None),
+                        }))
+                    });
+                    return Ok(futures_util::stream::iter(chunks).flat_map(pieces).boxed());
+                }
+                (s3, d)
+            }
+        };
+        match s3.stream(&d, start, len).await {
+            Err(e) if e.is_not_found() => Err(bytes_gone(&self.meta, &self.repo)),
+            Err(e) => Err(e.into()),
+            Ok(chunks) => Ok(chunks
+                .then(move |chunk| {
+                    let (memory, client) = (Arc::clone(&memory), client.clone());
+                    async move {
+                        let chunk = chunk?;
+                        let permit = download_memory(&memory, chunk.len(), &client).await?;
+                        let len = chunk.len() as u64;
+                        Ok(Bytes::from_owner(Counted {
+                            bytes: chunk,
+                            _permit: ChunkMemory::new(permit, len, &client, None),
+                        }))
+                    }
+                })
                 .flat_map(pieces)
                 .boxed()),
-            Source::S3(s3, d) => {
-                if self.size <= INLINE_MAX {
-                    // A small blob may be kept in its row: the answer's memory first, then the
-                    // read, so a client that never reads holds the bytes only inside its share.
-                    let permit = match len {
-                        0 => None,
-                        n => Some(
-                            download_memory(&memory, n as usize, &client)
-                                .await
-                                .map_err(|e| Error::Busy(e.to_string()))?,
-                        ),
-                    };
-                    let (meta, digest) = (self.meta.clone(), d.clone());
-                    let kept =
-                        tokio::task::spawn_blocking(move || meta.read(|r| r.inline_blob(&digest)))
-                            .await
-                            .map_err(|e| Error::Task(e.to_string()))??;
-                    if let Some(bytes) = kept {
-                        let range = usize::try_from(start)
-                            .ok()
-                            .zip(usize::try_from(start + len).ok());
-                        let chunk = match range.and_then(|(a, b)| bytes.get(a..b)) {
-                            Some(_) if bytes.len() as u64 != self.size => None,
-                            other => other.map(Bytes::copy_from_slice),
-                        }
-                        .ok_or_else(|| {
-                            Error::Task(format!(
-                                "blob {d} kept in its row is not its recorded size"
-                            ))
-                        })?;
-                        let chunks = permit.map(|permit| {
-                            Ok(Bytes::from_owner(Counted {
-                                bytes: chunk,
-                                _permit: ChunkMemory::new(permit, len, &client, None),
-                            }))
-                        });
-                        return Ok(futures_util::stream::iter(chunks).flat_map(pieces).boxed());
-                    }
-                }
-                match s3.stream(&d, start, len).await {
-                    Err(e) if e.is_not_found() => Err(bytes_gone(&self.meta, &self.repo)),
-                    Err(e) => Err(e.into()),
-                    Ok(chunks) => Ok(chunks
-                        .then(move |chunk| {
-                            let (memory, client) = (Arc::clone(&memory), client.clone());
-                            async move {
-                                let chunk = chunk?;
-                                let permit = download_memory(&memory, chunk.len(), &client).await?;
-                                let len = chunk.len() as u64;
-                                Ok(Bytes::from_owner(Counted {
-                                    bytes: chunk,
-                                    _permit: ChunkMemory::new(permit, len, &client, None),
-                                }))
-                            }
-                        })
-                        .flat_map(pieces)
-                        .boxed()),
-                }
-            }
         }
     }
 
@@ -647,6 +665,7 @@ impl ContentService {
                 uploads_active: AtomicI64::new(0),
                 upload_memory: Arc::new(budget::Budget::new(UPLOAD_MEMORY_DEFAULT)),
                 download_memory: Arc::new(budget::Budget::new(DOWNLOAD_MEMORY_DEFAULT)),
+                row_reads: Arc::new(tokio::sync::Semaphore::new(ROW_READS)),
             }),
         }
     }
@@ -767,6 +786,7 @@ impl ContentService {
         self.inner
             .meta
             .blob_in_repo(repo.as_str(), digest)?
+            .map(|link| link.size)
             .ok_or(Error::BlobUnknown)
     }
 
@@ -777,18 +797,25 @@ impl ContentService {
         digest: &Digest,
         client: Client,
     ) -> Result<BlobReader> {
-        let size = self.blob_size(repo, digest)?;
+        let link = self
+            .inner
+            .meta
+            .blob_in_repo(repo.as_str(), digest)?
+            .ok_or(Error::BlobUnknown)?;
         let source = match self.inner.blobs.engine() {
             Engine::Fs(f) => match f.blob_file(digest) {
                 Ok(path) => Source::File(path),
                 Err(e) if e.is_not_found() => return Err(bytes_gone(&self.inner.meta, repo)),
                 Err(e) => return Err(e.into()),
             },
+            Engine::S3(s) if link.in_row => {
+                Source::Row(s.clone(), digest.clone(), Arc::clone(&self.inner.row_reads))
+            }
             Engine::S3(s) => Source::S3(s.clone(), digest.clone()),
         };
         Ok(BlobReader {
             source,
-            size,
+            size: link.size,
             meta: self.inner.meta.clone(),
             repo: repo.clone(),
             memory: Arc::clone(&self.inner.download_memory),

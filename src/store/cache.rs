@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use super::model::ManifestRow;
+use super::model::{BlobLink, ManifestRow};
 
 /// The key prefix of content changes in the revocation log.
 pub(super) const CONTENT_KEY: &str = "content:";
@@ -36,7 +36,7 @@ const MAX_BYTES: usize = 8 * 1024 * 1024;
 #[derive(Default)]
 struct Repo {
     manifests: HashMap<String, ManifestRow>,
-    blobs: HashMap<String, u64>,
+    blobs: HashMap<String, BlobLink>,
     bytes: usize,
 }
 
@@ -110,7 +110,7 @@ impl ReadCache {
         self.lookup(repo, |r| r.manifests.get(reference))
     }
 
-    pub(super) fn blob(&self, repo: &str, digest: &str) -> Lookup<u64> {
+    pub(super) fn blob(&self, repo: &str, digest: &str) -> Lookup<BlobLink> {
         self.lookup(repo, |r| r.blobs.get(digest))
     }
 
@@ -151,10 +151,10 @@ impl ReadCache {
         });
     }
 
-    pub(super) fn keep_blob(&self, epoch: u64, repo: &str, digest: &str, size: u64) {
+    pub(super) fn keep_blob(&self, epoch: u64, repo: &str, digest: &str, link: BlobLink) {
         let bytes = digest.len() + repo.len();
         self.keep(epoch, repo, bytes, |r| {
-            r.blobs.insert(digest.to_owned(), size).map(|_| bytes)
+            r.blobs.insert(digest.to_owned(), link).map(|_| bytes)
         });
     }
 
@@ -186,6 +186,13 @@ mod tests {
             digest: crate::types::Digest::sha256(body.as_bytes()),
             media_type: "application/vnd.oci.image.manifest.v1+json".into(),
             content: bytes::Bytes::from(body.to_owned()),
+        }
+    }
+
+    fn link(size: u64) -> BlobLink {
+        BlobLink {
+            size,
+            in_row: false,
         }
     }
 
@@ -222,11 +229,11 @@ mod tests {
         c.log_read();
         for repo in ["a/b", "a/c"] {
             let e = epoch(c.blob(repo, "sha256:x"));
-            c.keep_blob(e, repo, "sha256:x", 7);
+            c.keep_blob(e, repo, "sha256:x", link(7));
         }
         c.forget(["a/b"]);
         assert!(hit(c.blob("a/b", "sha256:x")).is_none());
-        assert_eq!(hit(c.blob("a/c", "sha256:x")), Some(7));
+        assert_eq!(hit(c.blob("a/c", "sha256:x")), Some(link(7)));
         c.forget([ANY_REPO]);
         assert!(hit(c.blob("a/c", "sha256:x")).is_none());
     }
@@ -235,7 +242,7 @@ mod tests {
     fn without_a_recent_read_of_the_log_nothing_is_answered_and_a_gap_forgets_everything() {
         let c = ReadCache::default();
         let e = epoch(c.blob("a/b", "sha256:x"));
-        c.keep_blob(e, "a/b", "sha256:x", 7);
+        c.keep_blob(e, "a/b", "sha256:x", link(7));
         assert!(hit(c.blob("a/b", "sha256:x")).is_none(), "never read");
         c.log_read();
         assert!(
@@ -243,8 +250,8 @@ mod tests {
             "kept before the first read"
         );
         let e = epoch(c.blob("a/b", "sha256:x"));
-        c.keep_blob(e, "a/b", "sha256:x", 7);
-        assert_eq!(hit(c.blob("a/b", "sha256:x")), Some(7));
+        c.keep_blob(e, "a/b", "sha256:x", link(7));
+        assert_eq!(hit(c.blob("a/b", "sha256:x")), Some(link(7)));
         c.fresh_until.store(0, Ordering::Release);
         assert!(
             hit(c.blob("a/b", "sha256:x")).is_none(),
@@ -262,19 +269,23 @@ mod tests {
         let c = ReadCache::default();
         c.log_read();
         let e = epoch(c.blob("a/b", "sha256:y"));
-        c.keep_blob(e, "a/b", "sha256:y", 1);
+        c.keep_blob(e, "a/b", "sha256:y", link(1));
         let big = row(&"x".repeat(MAX_BYTES / 4));
         for _ in 0..MAX_ENTRIES + 10 {
             let e = c.epoch.load(Ordering::Acquire);
             c.keep_manifest(e, "a/b", "v1", &big);
-            c.keep_blob(e, "a/b", "sha256:x", 7);
+            c.keep_blob(e, "a/b", "sha256:x", link(7));
         }
         let entries = c.entries.read().unwrap();
         assert_eq!(entries.count, 3);
         assert_eq!(entries.repos["a/b"].bytes, entries.bytes);
         drop(entries);
         c.log_read();
-        assert_eq!(hit(c.blob("a/b", "sha256:y")), Some(1), "emptied early");
+        assert_eq!(
+            hit(c.blob("a/b", "sha256:y")),
+            Some(link(1)),
+            "emptied early"
+        );
     }
 
     #[test]

@@ -202,7 +202,12 @@ const TABLES: &[Table] = &[
     (
         "blobs",
         None,
-        &[("digest", Text), ("size", Int), ("created_at", Int)],
+        &[
+            ("digest", Text),
+            ("size", Int),
+            ("created_at", Int),
+            ("data", Bytes),
+        ],
     ),
     (
         "repo_blobs",

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::cache::{CONTENT_KEY, Lookup, ReadCache};
 use super::error::{Error, Result};
-use super::model::ManifestRow;
+use super::model::{BlobLink, ManifestRow};
 use super::postgres::{self, PgLock, PgOptions};
 use super::sql::{Lane, Reader, Writer};
 use super::sqlite;
@@ -206,16 +206,16 @@ impl MetadataStore {
         Ok(found)
     }
 
-    /// The size of blob `digest` if `repo` links it, from the node's cache when it holds it.
-    pub fn blob_in_repo(&self, repo: &str, digest: &Digest) -> Result<Option<u64>> {
+    /// Blob `digest` if `repo` links it, from the node's cache when it holds it.
+    pub fn blob_in_repo(&self, repo: &str, digest: &Digest) -> Result<Option<BlobLink>> {
         let key = digest.to_string();
         let epoch = match self.cache.blob(repo, &key) {
-            Lookup::Hit(size) => return Ok(Some(size)),
+            Lookup::Hit(link) => return Ok(Some(link)),
             Lookup::Miss(epoch) => epoch,
         };
         let found = self.read(|r| r.blob_in_repo(repo, digest))?;
-        if let Some(size) = found {
-            self.cache.keep_blob(epoch, repo, &key, size);
+        if let Some(link) = found {
+            self.cache.keep_blob(epoch, repo, &key, link);
         }
         Ok(found)
     }

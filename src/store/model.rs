@@ -100,6 +100,14 @@ pub struct GcPlan {
     pub uploads: Vec<ExpiredUpload>,
 }
 
+/// A blob a repository links, as a pull needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobLink {
+    pub size: u64,
+    /// Its bytes are kept in its row (a small blob on S3), not in the blob store.
+    pub in_row: bool,
+}
+
 /// A blob row garbage collection removed.
 #[derive(Debug, Clone)]
 pub struct GcBlob {

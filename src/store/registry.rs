@@ -4,8 +4,8 @@
 use super::cache::{ANY_REPO, CONTENT_KEY};
 use super::error::{Error, Result};
 use super::model::{
-    ExpiredUpload, GcBlob, GcPlan, ManifestRow, NewManifest, ReferrerRow, RepoSummary, TagDetail,
-    TagOrder, TagQuery, UploadRow, now,
+    BlobLink, ExpiredUpload, GcBlob, GcPlan, ManifestRow, NewManifest, ReferrerRow, RepoSummary,
+    TagDetail, TagOrder, TagQuery, UploadRow, now,
 };
 use super::postgres::{LOG_LOCK, REPO_LOCKS};
 use super::sql::p;
@@ -21,19 +21,21 @@ impl Reader<'_> {
         )
     }
 
-    /// The size of `digest` if the repository holds it.
-    pub fn blob_in_repo(&self, repo: &str, digest: &Digest) -> Result<Option<u64>> {
-        Ok(self
-            .conn
-            .query_opt(
-                "SELECT b.size FROM repositories r
-                 JOIN repo_blobs rb ON rb.repo_id = r.id
-                 JOIN blobs b ON b.digest = rb.digest
-                 WHERE r.name = ?1 AND rb.digest = ?2",
-                p![repo, digest.to_string()],
-                |r| r.get::<i64>(0),
-            )?
-            .map(to_u64))
+    /// Blob `digest` if the repository holds it.
+    pub fn blob_in_repo(&self, repo: &str, digest: &Digest) -> Result<Option<BlobLink>> {
+        self.conn.query_opt(
+            "SELECT b.size, b.data IS NOT NULL FROM repositories r
+             JOIN repo_blobs rb ON rb.repo_id = r.id
+             JOIN blobs b ON b.digest = rb.digest
+             WHERE r.name = ?1 AND rb.digest = ?2",
+            p![repo, digest.to_string()],
+            |r| {
+                Ok(BlobLink {
+                    size: to_u64(r.get(0)?),
+                    in_row: r.get(1)?,
+                })
+            },
+        )
     }
 
     /// The size of `digest` if it is stored at all.

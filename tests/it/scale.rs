@@ -1079,16 +1079,16 @@ async fn migrate_moves_an_embedded_installation_and_its_credentials_keep_working
 }
 
 /// The other combination: SQLite (one node) with its blobs in a bucket. Push, pull, delete and
-/// collect; the bucket holds exactly the blobs still referenced.
+/// collect; the bucket holds exactly the layers still referenced, the rows their small configs.
 #[tokio::test(flavor = "multi_thread")]
 async fn sqlite_with_a_bucket_pushes_pulls_and_collects() {
     let garage = Garage::start();
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start_with(&tmp.path().join("data"), &[], garage.env("single"));
+    let mut s = Server::start_with(&tmp.path().join("data"), &[], garage.env("single"));
     assert!(s.database_url().is_none());
     let c = client();
-    let (keep, keep_body) = push_image(&c, &s, "acme/app", "keep", 1101).await;
-    let (gone, _) = push_image(&c, &s, "acme/app", "gone", 1102).await;
+    let (keep, keep_body) = push_image_sized(&c, &s, "acme/app", "keep", 1101, 20_000).await;
+    let (gone, _) = push_image_sized(&c, &s, "acme/app", "gone", 1102, 20_001).await;
     let r = c
         .delete(s.url(&format!("/v2/acme/app/manifests/{gone}")))
         .send()
@@ -1096,6 +1096,7 @@ async fn sqlite_with_a_bucket_pushes_pulls_and_collects() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     assert_eq!(s.storage().blob_count(), 4);
+    assert_eq!(s.storage().objects().len(), 2, "the layers are objects");
     // Links younger than a second are within even a zero grace period (timestamps are seconds).
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let report: Value = serde_json::from_str(&run(s
@@ -1103,8 +1104,10 @@ async fn sqlite_with_a_bucket_pushes_pulls_and_collects() {
         .args(["--grace", "0s", "--json"])))
     .unwrap();
     assert_eq!(report["blobs_removed"], 2, "{report}");
-    let kept: Vec<String> = s.storage().blobs().into_iter().map(|(d, _)| d).collect();
+    let objects: Vec<String> = s.storage().objects().into_iter().map(|(d, _)| d).collect();
     let m: Value = serde_json::from_str(&keep_body).unwrap();
+    assert_eq!(objects, [m["layers"][0]["digest"].as_str().unwrap()]);
+    let kept: Vec<String> = s.storage().blobs().into_iter().map(|(d, _)| d).collect();
     let mut want = vec![
         m["config"]["digest"].as_str().unwrap().to_owned(),
         m["layers"][0]["digest"].as_str().unwrap().to_owned(),
@@ -1126,6 +1129,41 @@ async fn sqlite_with_a_bucket_pushes_pulls_and_collects() {
             .send()
             .await
             .unwrap();
+        assert_eq!(sha256(&r.bytes().await.unwrap()), *d);
+    }
+
+    // Moving up to PostgreSQL on the same bucket: the configs' rows come with their bytes.
+    s.terminate();
+    let pg = PgCluster::start();
+    let db = pg.create_database("berth");
+    let mut migrate = Command::new(berth_bin());
+    migrate
+        .args(["migrate", "--from-data-dir"])
+        .arg(&s.data_dir)
+        .args(["--to-database", &db, "--to-storage", "s3://berth/single"])
+        .args(["--s3-endpoint", &garage.endpoint(), "--s3-region", "garage"])
+        .arg("--s3-path-style")
+        .env("BERTH_SECRET_KEY", TEST_SECRET_KEY)
+        .env("AWS_ACCESS_KEY_ID", crate::support::engines::GARAGE_KEY_ID)
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            crate::support::engines::GARAGE_SECRET,
+        );
+    let out = run(&mut migrate);
+    assert!(
+        out.contains("2 blobs (0 copied and verified, 2 already there)"),
+        "{out}"
+    );
+    let mut env = node_env(&db);
+    env.extend(garage.env("single"));
+    let node = Server::start_with(&tmp.path().join("node"), &[], env);
+    for d in &want {
+        let r = c
+            .get(node.url(&format!("/v2/acme/app/blobs/{d}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{d}");
         assert_eq!(sha256(&r.bytes().await.unwrap()), *d);
     }
 }
@@ -1603,7 +1641,9 @@ async fn engines_restarted_under_load_on_two_nodes_lose_nothing_acknowledged() {
             let mut i = 0u64;
             while !stop.load(Ordering::SeqCst) {
                 i += 1;
-                let layer = random_bytes(2000, 7_000_000 + w as u64 * 100_000 + i);
+                // Every other layer is over 16 KiB: an object in the bucket, not kept in its row.
+                let len = if i.is_multiple_of(2) { 2000 } else { 20_000 };
+                let layer = random_bytes(len, 7_000_000 + w as u64 * 100_000 + i);
                 let ld = sha256(&layer);
                 let r = c
                     .post(format!("{base}/v2/acme/load/blobs/uploads/?digest={ld}"))

@@ -441,8 +441,21 @@ pub async fn push_image(
     tag: &str,
     seed: u64,
 ) -> (String, String) {
+    push_image_sized(c, s, repo, tag, seed, 1024 + (seed as usize % 512)).await
+}
+
+/// `push_image` with a layer of `layer_len` bytes (on S3, over 16 KiB is an object in the bucket;
+/// at most, the blob's row keeps it).
+pub async fn push_image_sized(
+    c: &reqwest::Client,
+    s: &Server,
+    repo: &str,
+    tag: &str,
+    seed: u64,
+    layer_len: usize,
+) -> (String, String) {
     let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#);
-    let layer = random_bytes(1024 + (seed as usize % 512), seed);
+    let layer = random_bytes(layer_len, seed);
     let cd = push_blob(c, s, repo, config.as_bytes()).await;
     let ld = push_blob(c, s, repo, &layer).await;
     let m = image_manifest((&cd, config.len()), &[(&ld, layer.len())]);
