@@ -133,14 +133,14 @@ pub(super) fn run(args: &MigrateArgs) -> anyhow::Result<ExitCode> {
 
     // 3. Every blob, its digest checked on the way.
     let blobs = source.read(|r| r.all_blobs())?;
-    let total: u64 = blobs.iter().map(|(_, s)| s).sum();
+    let total: u64 = blobs.iter().map(|b| b.size).sum();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the runtime")?;
     let (mut moved, mut kept, mut done_bytes) = (0u64, 0u64, 0u64);
-    for (digest, size) in &blobs {
+    for b in &blobs {
         progress.show(&format!(
             "blobs {} {}/{} MB",
             bar(done_bytes, total),
@@ -148,15 +148,13 @@ pub(super) fn run(args: &MigrateArgs) -> anyhow::Result<ExitCode> {
             total / 1_000_000
         ));
         // A small blob kept in its row (SQLite with a bucket) came with the rows.
-        let in_row = *size <= crate::content::INLINE_MAX
-            && source.read(|r| r.inline_blob(digest))?.is_some();
-        if in_row || s3.blob_exists(digest)? {
+        if b.in_row || s3.blob_exists(&b.digest)? {
             kept += 1;
         } else {
-            runtime.block_on(copy_blob(&files, &s3, digest))?;
+            runtime.block_on(copy_blob(&files, &s3, &b.digest))?;
             moved += 1;
         }
-        done_bytes += size;
+        done_bytes += b.size;
     }
     progress.show(&format!("blobs {} done", bar(total, total)));
     progress.done();

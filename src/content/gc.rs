@@ -99,7 +99,7 @@ pub(super) fn run(meta: &MetadataStore, blobs: &BlobStore, opts: &Options) -> Re
     for b in &plan.blobs {
         // A blob kept in its row went with it: nothing to ask the bucket (an object a race
         // left under its key has no row now, and the sweep below removes it).
-        if b.inline || remove_if_unreferenced(meta, blobs, &b.digest)? {
+        if b.in_row || remove_if_unreferenced(meta, blobs, &b.digest)? {
             report.blobs_removed += 1;
             report.bytes_freed += b.size;
             report.removed_blob_digests.push(b.digest.to_string());

@@ -149,7 +149,7 @@ const UPLOAD_MEMORY_WAIT: std::time::Duration = std::time::Duration::from_secs(1
 /// On S3, a blob of at most this many bytes (image configs, small layers) is kept in its metadata
 /// row, written in the transaction that links it: its push costs no PUT to the bucket and no digest
 /// lock, and its pull no GET. Pushed before, or through an upload of several requests, a small
-/// blob is in the bucket as any other; a read of one this small asks its row first.
+/// blob is in the bucket as any other; its link (`store::BlobLink::in_row`) says which.
 pub const INLINE_MAX: u64 = 16 * 1024;
 
 /// The default of `--upload-memory`.
@@ -371,6 +371,15 @@ fn in_pieces(
 const FIRST_CHUNK: u64 = PIECE as u64;
 const AHEAD_AFTER: u64 = 1 << 20;
 
+/// `chunk`, which holds `permit` (its download memory) until the connection has written it.
+fn holding(chunk: Bytes, permit: budget::Reservation, client: &Client) -> Bytes {
+    let len = chunk.len() as u64;
+    Bytes::from_owner(Counted {
+        bytes: chunk,
+        _permit: ChunkMemory::new(permit, len, client, None),
+    })
+}
+
 /// A chunk of an answer that gives its download memory back when dropped (written out).
 struct Counted<B> {
     bytes: B,
@@ -452,22 +461,17 @@ impl BlobReader {
                 // None: the row was taken by garbage collection, or made again for bytes in
                 // the bucket, since the node cached it.
                 if let Some(bytes) = kept {
-                    let range = usize::try_from(start)
-                        .ok()
-                        .zip(usize::try_from(start + len).ok());
-                    let chunk = match range.and_then(|(a, b)| bytes.get(a..b)) {
-                        Some(_) if bytes.len() as u64 != self.size => None,
-                        other => other.map(Bytes::copy_from_slice),
-                    }
-                    .ok_or_else(|| {
-                        Error::Task(format!("blob {d} kept in its row is not its recorded size"))
-                    })?;
-                    let chunks = permit.map(|permit| {
-                        Ok(Bytes::from_owner(Counted {
-                            bytes: chunk,
-                            _permit: ChunkMemory::new(permit, len, &client, None),
-                        }))
-                    });
+                    // The range lies in the recorded size (the caller's check).
+                    let chunk = (bytes.len() as u64 == self.size)
+                        .then(|| bytes.get(start as usize..(start + len) as usize))
+                        .flatten()
+                        .ok_or_else(|| {
+                            Error::Task(format!(
+                                "blob {d} kept in its row is not its recorded size"
+                            ))
+                        })?;
+                    let chunk = Bytes::copy_from_slice(chunk);
+                    let chunks = permit.map(|permit| Ok(holding(chunk, permit, &client)));
                     return Ok(futures_util::stream::iter(chunks).flat_map(pieces).boxed());
                 }
                 (s3, d)
@@ -482,11 +486,7 @@ impl BlobReader {
                     async move {
                         let chunk = chunk?;
                         let permit = download_memory(&memory, chunk.len(), &client).await?;
-                        let len = chunk.len() as u64;
-                        Ok(Bytes::from_owner(Counted {
-                            bytes: chunk,
-                            _permit: ChunkMemory::new(permit, len, &client, None),
-                        }))
+                        Ok(holding(chunk, permit, &client))
                     }
                 })
                 .flat_map(pieces)

@@ -96,7 +96,7 @@ pub struct UploadRow {
 pub struct GcPlan {
     pub manifests: Vec<(String, Digest)>,
     pub links: u64,
-    pub blobs: Vec<GcBlob>,
+    pub blobs: Vec<StoredBlob>,
     pub uploads: Vec<ExpiredUpload>,
 }
 
@@ -108,13 +108,13 @@ pub struct BlobLink {
     pub in_row: bool,
 }
 
-/// A blob row garbage collection removed.
+/// A blob's row: every stored blob (`berth migrate`), or one garbage collection removed.
 #[derive(Debug, Clone)]
-pub struct GcBlob {
+pub struct StoredBlob {
     pub digest: Digest,
     pub size: u64,
-    /// Its bytes were in the row (gone with it), not in the blob store.
-    pub inline: bool,
+    /// Its bytes are (or were, with the row) kept in its row, not in the blob store.
+    pub in_row: bool,
 }
 
 /// An upload session removed from the metadata, with what its bytes need to go too: its S3

@@ -4,8 +4,8 @@
 use super::cache::{ANY_REPO, CONTENT_KEY};
 use super::error::{Error, Result};
 use super::model::{
-    BlobLink, ExpiredUpload, GcBlob, GcPlan, ManifestRow, NewManifest, ReferrerRow, RepoSummary,
-    TagDetail, TagOrder, TagQuery, UploadRow, now,
+    BlobLink, ExpiredUpload, GcPlan, ManifestRow, NewManifest, ReferrerRow, RepoSummary,
+    StoredBlob, TagDetail, TagOrder, TagQuery, UploadRow, now,
 };
 use super::postgres::{LOG_LOCK, REPO_LOCKS};
 use super::sql::p;
@@ -189,12 +189,12 @@ impl Reader<'_> {
         )
     }
 
-    /// Every stored blob and its size (`berth migrate`).
-    pub fn all_blobs(&self) -> Result<Vec<(Digest, u64)>> {
+    /// Every stored blob (`berth migrate`).
+    pub fn all_blobs(&self) -> Result<Vec<StoredBlob>> {
         self.conn.query(
-            "SELECT digest, size FROM blobs ORDER BY digest",
+            "SELECT digest, size, data IS NOT NULL FROM blobs ORDER BY digest",
             p![],
-            |r| Ok((digest_col(r.get(0)?)?, to_u64(r.get(1)?))),
+            stored_blob,
         )
     }
 
@@ -736,19 +736,22 @@ impl Writer<'_> {
              AND NOT EXISTS (SELECT 1 FROM manifest_refs mr WHERE mr.ref_digest = b.digest)
              RETURNING digest, size, data IS NOT NULL",
             p![],
-            |r| {
-                Ok(GcBlob {
-                    digest: digest_col(r.get(0)?)?,
-                    size: to_u64(r.get(1)?),
-                    inline: r.get(2)?,
-                })
-            },
+            stored_blob,
         )?;
         if plan.links > 0 || !plan.blobs.is_empty() {
             self.content_changed(ANY_REPO)?;
         }
         Ok(plan)
     }
+}
+
+/// A blob's row read as `digest, size, data IS NOT NULL`.
+fn stored_blob(r: &super::sql::Row<'_>) -> Result<StoredBlob> {
+    Ok(StoredBlob {
+        digest: digest_col(r.get(0)?)?,
+        size: to_u64(r.get(1)?),
+        in_row: r.get(2)?,
+    })
 }
 
 /// A `LIKE` pattern (escape `!`) matching names that hold `filter`, case-insensitively.
